@@ -1,0 +1,483 @@
+//! The configuration schema of DESIGN §4, as serde types. Every struct rejects
+//! unknown keys; every optional key has the documented default. Fields marked
+//! `#[serde(skip)]` are filled in by validation (resolved addresses, absolute
+//! paths) and are what the runtime uses.
+
+use super::units::{ByteSize, HumanDuration};
+use serde::{de, Deserialize, Deserializer, Serialize, Serializer};
+use std::fmt;
+use std::marker::PhantomData;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub version: u32,
+    /// Worker processes; `auto` = CPU count. Pingora's `threads` is an alias.
+    #[serde(alias = "threads")]
+    pub workers: Workers,
+    pub daemon: bool,
+    pub pid_file: PathBuf,
+    /// `stderr` or a file path.
+    pub error_log: String,
+    pub log_level: LogLevel,
+    pub upgrade_sock: PathBuf,
+    pub user: Option<String>,
+    pub group: Option<String>,
+    pub worker_connections: usize,
+    pub shutdown_timeout: HumanDuration,
+    pub admin: Option<Admin>,
+    pub access_log: Option<AccessLog>,
+    pub timeouts: Timeouts,
+    pub limits: Limits,
+    pub listeners: Vec<Listener>,
+    /// Upstreams in the order the file lists them (the order `show stat` uses).
+    pub upstreams: NamedMap<Upstream>,
+
+    /// The file this configuration was read from (absolute); set by the loader.
+    #[serde(skip)]
+    pub source: PathBuf,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            version: 1,
+            workers: Workers::Auto,
+            daemon: false,
+            pid_file: PathBuf::from("/run/forklb/forklb.pid"),
+            error_log: "stderr".to_owned(),
+            log_level: LogLevel::Info,
+            upgrade_sock: PathBuf::from("/run/forklb/upgrade.sock"),
+            user: None,
+            group: None,
+            worker_connections: 10_000,
+            shutdown_timeout: HumanDuration::from_secs(30),
+            admin: None,
+            access_log: None,
+            timeouts: Timeouts::default(),
+            limits: Limits::default(),
+            listeners: Vec::new(),
+            upstreams: NamedMap::default(),
+            source: PathBuf::new(),
+        }
+    }
+}
+
+/// `workers: auto` or `workers: N`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Workers {
+    Auto,
+    Count(usize),
+}
+
+impl Workers {
+    /// The number of worker processes to run.
+    pub fn resolve(self) -> usize {
+        match self {
+            Workers::Count(n) => n,
+            Workers::Auto => std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Workers {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl de::Visitor<'_> for V {
+            type Value = Workers;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("\"auto\" or a positive integer")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Workers, E> {
+                if v == "auto" {
+                    Ok(Workers::Auto)
+                } else {
+                    v.parse::<usize>()
+                        .map(Workers::Count)
+                        .map_err(|_| E::custom(format!("expected \"auto\" or a positive integer, got {v:?}")))
+                }
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Workers, E> {
+                Ok(Workers::Count(v as usize))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Workers, E> {
+                if v < 0 {
+                    return Err(E::custom("workers must not be negative"));
+                }
+                Ok(Workers::Count(v as usize))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+impl Serialize for Workers {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Workers::Auto => s.serialize_str("auto"),
+            Workers::Count(n) => s.serialize_u64(*n as u64),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogLevel {
+    Error,
+    Warn,
+    Info,
+    Debug,
+    Trace,
+}
+
+impl LogLevel {
+    pub fn to_filter(self) -> log::LevelFilter {
+        match self {
+            LogLevel::Error => log::LevelFilter::Error,
+            LogLevel::Warn => log::LevelFilter::Warn,
+            LogLevel::Info => log::LevelFilter::Info,
+            LogLevel::Debug => log::LevelFilter::Debug,
+            LogLevel::Trace => log::LevelFilter::Trace,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Admin {
+    pub socket: PathBuf,
+    #[serde(default = "default_admin_mode")]
+    pub mode: String,
+}
+
+fn default_admin_mode() -> String {
+    "0600".to_owned()
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccessLog {
+    pub path: PathBuf,
+    #[serde(default)]
+    pub format: AccessLogFormat,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AccessLogFormat {
+    #[default]
+    Combined,
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Timeouts {
+    pub client_header: HumanDuration,
+    pub client_body: HumanDuration,
+    pub keepalive: HumanDuration,
+    pub connect: HumanDuration,
+    pub upstream_read: HumanDuration,
+    pub upstream_write: HumanDuration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            client_header: HumanDuration::from_secs(10),
+            client_body: HumanDuration::from_secs(60),
+            keepalive: HumanDuration::from_secs(75),
+            connect: HumanDuration::from_secs(5),
+            upstream_read: HumanDuration::from_secs(60),
+            upstream_write: HumanDuration::from_secs(60),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    pub max_header_bytes: ByteSize,
+    /// 0 = unlimited.
+    pub max_body_bytes: ByteSize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_header_bytes: ByteSize(16 * 1024),
+            max_body_bytes: ByteSize(0),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Listener {
+    pub name: String,
+    #[serde(default)]
+    pub bind: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<ListenerTls>,
+    #[serde(default)]
+    pub routes: Vec<Route>,
+
+    /// `bind` parsed; set by validation.
+    #[serde(skip)]
+    pub addrs: Vec<SocketAddr>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerTls {
+    pub certificates: Vec<CertKey>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CertKey {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// One routing rule: a match (`host`, `path`) and exactly one action
+/// (`upstream`, `return`, `redirect`, `metrics`) — validation enforces "exactly one".
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Route {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream: Option<String>,
+    #[serde(default, rename = "return", skip_serializing_if = "Option::is_none")]
+    pub return_: Option<ReturnAction>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redirect: Option<RedirectAction>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<MetricsFormat>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReturnAction {
+    #[serde(default = "default_return_status")]
+    pub status: u16,
+    #[serde(default)]
+    pub body: String,
+    #[serde(default = "default_content_type")]
+    pub content_type: String,
+}
+
+fn default_return_status() -> u16 {
+    200
+}
+
+fn default_content_type() -> String {
+    "text/plain".to_owned()
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedirectAction {
+    pub to: String,
+    #[serde(default = "default_redirect_status")]
+    pub status: u16,
+}
+
+fn default_redirect_status() -> u16 {
+    302
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MetricsFormat {
+    Prometheus,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Upstream {
+    #[serde(default)]
+    pub balance: Balance,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hash_key: Option<String>,
+    #[serde(default = "default_keepalive")]
+    pub keepalive: usize,
+    #[serde(default = "default_retries")]
+    pub retries: u32,
+    #[serde(default)]
+    pub host_header: Option<String>,
+    #[serde(default)]
+    pub tls: Option<UpstreamTls>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<Health>,
+    #[serde(default)]
+    pub servers: Vec<Server>,
+}
+
+fn default_keepalive() -> usize {
+    32
+}
+
+fn default_retries() -> u32 {
+    1
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Balance {
+    /// Smooth weighted round robin.
+    #[default]
+    Roundrobin,
+    Leastconn,
+    Random,
+    Hash,
+    First,
+    #[serde(rename = "static-rr")]
+    StaticRr,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamTls {
+    #[serde(default)]
+    pub sni: Option<String>,
+    #[serde(default = "default_true")]
+    pub verify: bool,
+    #[serde(default)]
+    pub ca: Option<PathBuf>,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Health {
+    #[serde(rename = "type", default)]
+    pub kind: HealthKind,
+    #[serde(default = "default_health_path")]
+    pub path: String,
+    #[serde(default = "default_one_second")]
+    pub interval: HumanDuration,
+    #[serde(default = "default_one_second")]
+    pub timeout: HumanDuration,
+    #[serde(default = "default_two")]
+    pub rise: u32,
+    #[serde(default = "default_two")]
+    pub fall: u32,
+    #[serde(default = "default_expect_status")]
+    pub expect_status: String,
+}
+
+fn default_health_path() -> String {
+    "/".to_owned()
+}
+fn default_one_second() -> HumanDuration {
+    HumanDuration::from_secs(1)
+}
+fn default_two() -> u32 {
+    2
+}
+fn default_expect_status() -> String {
+    "200-399".to_owned()
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HealthKind {
+    #[default]
+    Tcp,
+    Http,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Server {
+    /// Defaults to `addr` (filled in by validation).
+    #[serde(default)]
+    pub name: String,
+    pub addr: String,
+    #[serde(default = "default_weight")]
+    pub weight: u32,
+    #[serde(default)]
+    pub backup: bool,
+
+    /// `addr` resolved at load time; set by validation.
+    #[serde(skip)]
+    pub socket_addr: Option<SocketAddr>,
+}
+
+fn default_weight() -> u32 {
+    1
+}
+
+/// A YAML mapping kept in file order, with duplicate keys rejected.
+#[derive(Debug, Clone)]
+pub struct NamedMap<T>(pub Vec<(String, T)>);
+
+impl<T> Default for NamedMap<T> {
+    fn default() -> Self {
+        NamedMap(Vec::new())
+    }
+}
+
+impl<T> NamedMap<T> {
+    pub fn get(&self, name: &str) -> Option<&T> {
+        self.0.iter().find(|(n, _)| n == name).map(|(_, v)| v)
+    }
+    pub fn position(&self, name: &str) -> Option<usize> {
+        self.0.iter().position(|(n, _)| n == name)
+    }
+    pub fn iter(&self) -> impl Iterator<Item = (&String, &T)> {
+        self.0.iter().map(|(n, v)| (n, v))
+    }
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for NamedMap<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<T>(PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> de::Visitor<'de> for V<T> {
+            type Value = NamedMap<T>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a mapping of names to definitions")
+            }
+            fn visit_map<A: de::MapAccess<'de>>(self, mut m: A) -> Result<NamedMap<T>, A::Error> {
+                let mut out: Vec<(String, T)> = Vec::new();
+                while let Some(k) = m.next_key::<String>()? {
+                    if out.iter().any(|(n, _)| *n == k) {
+                        return Err(de::Error::custom(format!("duplicate name {k:?}")));
+                    }
+                    let v = m.next_value::<T>()?;
+                    out.push((k, v));
+                }
+                Ok(NamedMap(out))
+            }
+        }
+        d.deserialize_map(V(PhantomData))
+    }
+}
+
+impl<T: Serialize> Serialize for NamedMap<T> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut m = s.serialize_map(Some(self.0.len()))?;
+        for (k, v) in &self.0 {
+            m.serialize_entry(k, v)?;
+        }
+        m.end()
+    }
+}
