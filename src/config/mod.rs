@@ -24,6 +24,7 @@ impl Config {
 
     /// The effective configuration (defaults filled in) as YAML, for `forklb -T`.
     pub fn to_yaml(&self) -> String {
-        serde_yaml::to_string(self).unwrap_or_else(|e| format!("# cannot print configuration: {e}\n"))
+        serde_yaml::to_string(self)
+            .unwrap_or_else(|e| format!("# cannot print configuration: {e}\n"))
     }
 }

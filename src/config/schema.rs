@@ -96,9 +96,11 @@ impl<'de> Deserialize<'de> for Workers {
                 if v == "auto" {
                     Ok(Workers::Auto)
                 } else {
-                    v.parse::<usize>()
-                        .map(Workers::Count)
-                        .map_err(|_| E::custom(format!("expected \"auto\" or a positive integer, got {v:?}")))
+                    v.parse::<usize>().map(Workers::Count).map_err(|_| {
+                        E::custom(format!(
+                            "expected \"auto\" or a positive integer, got {v:?}"
+                        ))
+                    })
                 }
             }
             fn visit_u64<E: de::Error>(self, v: u64) -> Result<Workers, E> {

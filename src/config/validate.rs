@@ -1,14 +1,94 @@
-//! Loading and semantic validation. (Stub: being written.)
-use super::Config;
+//! Loading and semantic validation of the configuration (DESIGN §4).
+//!
+//! [`from_yaml_str`] runs these steps, and stops at the first error:
+//!
+//! 1. YAML parsing into the schema types (syntax, types, unknown keys). Such errors carry
+//!    the `line:column` and, where serde_yaml knows it, the field path.
+//! 2. Semantic checks ([`check`]), each error naming the exact field path
+//!    (`listeners[0].routes[2].upstream`, `upstreams.web.servers[1].weight`, `workers`).
+//!    They also fill in what the runtime uses: absolute paths, `Listener::addrs`, server
+//!    names defaulting to `addr`, lowercased route hosts.
+//! 3. [`reject_unsupported`]: features the schema accepts but the proxy does not implement
+//!    yet. Delete its checks one by one as the features land.
+//! 4. Name resolution of the upstream servers (`Server::socket_addr`), last because it
+//!    may be slow.
+
+use super::schema::{
+    Balance, Config, Health, HealthKind, NamedMap, Route, Server, Upstream, Workers,
+};
+use std::collections::HashMap;
 use std::fmt;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 
+/// The most worker processes `workers` may ask for.
+pub const MAX_WORKERS: usize = 1024;
+/// The highest server weight (HAProxy's limit).
+pub const MAX_WEIGHT: u32 = 256;
+/// The most retries an upstream may ask for.
+pub const MAX_RETRIES: u32 = 16;
+/// Bounds of `limits.max_header_bytes`.
+pub const MIN_HEADER_BYTES: u64 = 1 << 10;
+pub const MAX_HEADER_BYTES: u64 = 1 << 20;
+
+/// A configuration error: the file, the field path (`listeners[0].bind[1]`; empty when
+/// unknown), the `line:column` for YAML errors, and a message.
+///
+/// Displays as `FILE[:LINE:COL]: [PATH: ]MESSAGE`, e.g.
+/// `/etc/forklb/forklb.yaml:6:9: listeners[0].routes[1]: unknown field `upstrem`, ...` or
+/// `/etc/forklb/forklb.yaml: upstreams.web.servers[1].weight: weight 300 is out of range 0-256`.
 #[derive(Debug, Clone)]
 pub struct ConfigError {
     pub file: PathBuf,
     pub path: String,
     pub line_col: Option<(usize, usize)>,
     pub message: String,
+}
+
+impl ConfigError {
+    /// An error at a field path, without a line:column.
+    pub fn new(file: &Path, path: impl Into<String>, message: impl Into<String>) -> Self {
+        ConfigError {
+            file: file.to_path_buf(),
+            path: path.into(),
+            line_col: None,
+            message: message.into(),
+        }
+    }
+
+    /// Turns a serde_yaml error into a `ConfigError`: the location goes to `line_col`,
+    /// the field path prefix serde_yaml puts in front of the message goes to `path`, and
+    /// the ` at line X column Y` it appends is dropped (Display prints `:LINE:COL`).
+    fn from_yaml(file: &Path, e: &serde_yaml::Error) -> Self {
+        let line_col = e.location().map(|l| (l.line(), l.column()));
+        let mut message = e.to_string();
+        if let Some((l, c)) = line_col {
+            message = message.replacen(&format!(" at line {l} column {c}"), "", 1);
+        }
+        let mut path = String::new();
+        if let Some((p, rest)) = message.split_once(": ") {
+            if looks_like_field_path(p) {
+                path = p.to_owned();
+                message = rest.to_owned();
+            }
+        }
+        ConfigError {
+            file: file.to_path_buf(),
+            path,
+            line_col,
+            message,
+        }
+    }
+}
+
+/// Whether `s` is a serde_yaml field path such as `listeners[0].routes[1]` rather than the
+/// start of a message (messages have spaces or quotes before their first `": "`).
+fn looks_like_field_path(s: &str) -> bool {
+    !s.is_empty()
+        && !s.contains(|c: char| c.is_whitespace() || c == '`' || c == '"' || c == '\'')
+        && s.chars()
+            .next()
+            .is_some_and(|c| c.is_alphanumeric() || c == '_')
 }
 
 impl fmt::Display for ConfigError {
@@ -26,23 +106,1470 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
+/// Reads, parses and validates the file at `path`.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
-        file: path.to_path_buf(),
-        path: String::new(),
-        line_col: None,
-        message: format!("cannot read: {e}"),
-    })?;
-    from_yaml_str(&text, path)
+    let file = absolute(path)?;
+    let text = std::fs::read_to_string(&file)
+        .map_err(|e| ConfigError::new(&file, "", format!("cannot read the file: {e}")))?;
+    from_yaml_str(&text, &file)
 }
 
+/// Parses and validates `text` as if it had been read from `source`.
 pub fn from_yaml_str(text: &str, source: &Path) -> Result<Config, ConfigError> {
-    let mut cfg: Config = serde_yaml::from_str(text).map_err(|e| ConfigError {
-        file: source.to_path_buf(),
-        path: String::new(),
-        line_col: e.location().map(|l| (l.line(), l.column())),
-        message: e.to_string(),
-    })?;
-    cfg.source = source.to_path_buf();
+    let source = absolute(source)?;
+    let mut cfg: Config =
+        serde_yaml::from_str(text).map_err(|e| ConfigError::from_yaml(&source, &e))?;
+    cfg.source = source.clone();
+    if cfg.listeners.is_empty() && is_empty_document(text) {
+        return Err(ConfigError::new(
+            &source,
+            "",
+            "the file is empty: no listeners (at least one listener is required)",
+        ));
+    }
+    let dir = source
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("/"));
+    let to_error = |e: Invalid| ConfigError::new(&source, e.path, e.message);
+    check(&mut cfg, &dir).map_err(to_error)?;
+    reject_unsupported(&cfg).map_err(to_error)?;
+    resolve_servers(&mut cfg).map_err(to_error)?;
     Ok(cfg)
+}
+
+fn absolute(path: &Path) -> Result<PathBuf, ConfigError> {
+    std::path::absolute(path).map_err(|e| {
+        ConfigError::new(
+            path,
+            "",
+            format!("cannot make the configuration path absolute: {e}"),
+        )
+    })
+}
+
+/// True for a file with nothing but blanks and comments (or an explicit `null`).
+fn is_empty_document(text: &str) -> bool {
+    matches!(
+        serde_yaml::from_str::<serde_yaml::Value>(text),
+        Ok(serde_yaml::Value::Null)
+    )
+}
+
+/// A semantic error: field path and message; the file is added by the caller.
+#[derive(Debug)]
+struct Invalid {
+    path: String,
+    message: String,
+}
+
+type Check = Result<(), Invalid>;
+
+fn invalid<T>(path: impl Into<String>, message: impl Into<String>) -> Result<T, Invalid> {
+    Err(Invalid {
+        path: path.into(),
+        message: message.into(),
+    })
+}
+
+// ---------------------------------------------------------------------------------------
+// Semantic checks (and filling in the derived fields).
+// ---------------------------------------------------------------------------------------
+
+fn check(cfg: &mut Config, dir: &Path) -> Check {
+    check_global(cfg)?;
+    resolve_paths(cfg, dir)?;
+    check_listeners(cfg)?;
+    check_upstreams(cfg)?;
+    Ok(())
+}
+
+fn check_global(cfg: &Config) -> Check {
+    if cfg.version != 1 {
+        return invalid(
+            "version",
+            format!("unsupported version {} (only 1 is supported)", cfg.version),
+        );
+    }
+    match cfg.workers {
+        Workers::Count(0) => return invalid("workers", "must be at least 1 (or \"auto\")"),
+        Workers::Count(n) if n > MAX_WORKERS => {
+            return invalid(
+                "workers",
+                format!("{n} workers is more than the maximum of {MAX_WORKERS}"),
+            )
+        }
+        _ => {}
+    }
+    if cfg.worker_connections == 0 {
+        return invalid("worker_connections", "must be at least 1");
+    }
+    for (field, name) in [("user", &cfg.user), ("group", &cfg.group)] {
+        if name.as_deref().is_some_and(|n| n.trim().is_empty()) {
+            return invalid(field, "must not be empty (leave it out or use null)");
+        }
+    }
+    if let Some(admin) = &cfg.admin {
+        let mode = admin.mode.trim_start_matches("0o");
+        if mode.is_empty() || u32::from_str_radix(mode, 8).map_or(true, |m| m > 0o777) {
+            return invalid(
+                "admin.mode",
+                format!(
+                    "invalid mode {:?}: expected octal permissions such as \"0600\"",
+                    admin.mode
+                ),
+            );
+        }
+    }
+    let t = &cfg.timeouts;
+    for (field, value) in [
+        ("client_header", t.client_header),
+        ("client_body", t.client_body),
+        ("keepalive", t.keepalive),
+        ("connect", t.connect),
+        ("upstream_read", t.upstream_read),
+        ("upstream_write", t.upstream_write),
+    ] {
+        if value.get().is_zero() {
+            return invalid(format!("timeouts.{field}"), "a timeout must not be 0");
+        }
+    }
+    let header = cfg.limits.max_header_bytes.get();
+    if !(MIN_HEADER_BYTES..=MAX_HEADER_BYTES).contains(&header) {
+        return invalid(
+            "limits.max_header_bytes",
+            format!("{header} bytes is out of range 1k-1m"),
+        );
+    }
+    Ok(())
+}
+
+/// Makes every relative path absolute against `dir`, the config file's folder.
+fn resolve_paths(cfg: &mut Config, dir: &Path) -> Check {
+    resolve_path("pid_file", &mut cfg.pid_file, dir)?;
+    resolve_path("upgrade_sock", &mut cfg.upgrade_sock, dir)?;
+    if cfg.error_log.is_empty() {
+        return invalid("error_log", "must be \"stderr\" or a file path");
+    }
+    if cfg.error_log != "stderr" {
+        let mut p = PathBuf::from(&cfg.error_log);
+        resolve_path("error_log", &mut p, dir)?;
+        cfg.error_log = match p.into_os_string().into_string() {
+            Ok(s) => s,
+            Err(_) => return invalid("error_log", "the resolved path is not valid UTF-8"),
+        };
+    }
+    if let Some(admin) = &mut cfg.admin {
+        resolve_path("admin.socket", &mut admin.socket, dir)?;
+    }
+    if let Some(log) = &mut cfg.access_log {
+        resolve_path("access_log.path", &mut log.path, dir)?;
+    }
+    for (i, l) in cfg.listeners.iter_mut().enumerate() {
+        if let Some(tls) = &mut l.tls {
+            for (j, ck) in tls.certificates.iter_mut().enumerate() {
+                let at = format!("listeners[{i}].tls.certificates[{j}]");
+                resolve_path(&format!("{at}.cert"), &mut ck.cert, dir)?;
+                resolve_path(&format!("{at}.key"), &mut ck.key, dir)?;
+            }
+        }
+    }
+    for (name, up) in cfg.upstreams.0.iter_mut() {
+        if let Some(ca) = up.tls.as_mut().and_then(|t| t.ca.as_mut()) {
+            resolve_path(&format!("upstreams.{name}.tls.ca"), ca, dir)?;
+        }
+    }
+    Ok(())
+}
+
+fn resolve_path(field: &str, p: &mut PathBuf, dir: &Path) -> Check {
+    if p.as_os_str().is_empty() {
+        return invalid(field, "a path must not be empty");
+    }
+    if p.is_relative() {
+        *p = dir.join(&*p);
+    }
+    Ok(())
+}
+
+/// Names show up in the runtime API (`backend/server`, `;`-separated commands, CSV rows),
+/// so they may not contain the characters that API uses as separators.
+fn check_name(field: &str, what: &str, name: &str) -> Check {
+    if name.is_empty() {
+        return invalid(field, format!("{what} name must not be empty"));
+    }
+    if name.contains(|c: char| c.is_whitespace() || c.is_control() || "/,;#".contains(c)) {
+        return invalid(
+            field,
+            format!("{what} name {name:?} may not contain spaces, '/', ',', ';' or '#'"),
+        );
+    }
+    Ok(())
+}
+
+/// No control characters (CR/LF would let a value inject header lines).
+fn check_header_value(field: &str, what: &str, v: &str) -> Check {
+    if v.contains(|c: char| c.is_control()) {
+        return invalid(
+            field,
+            format!("{what} {v:?} may not contain control characters"),
+        );
+    }
+    Ok(())
+}
+
+fn check_listeners(cfg: &mut Config) -> Check {
+    if cfg.listeners.is_empty() {
+        return invalid("listeners", "at least one listener is required");
+    }
+    let mut names: HashMap<String, usize> = HashMap::new();
+    let mut bound: HashMap<SocketAddr, String> = HashMap::new();
+    for (i, l) in cfg.listeners.iter_mut().enumerate() {
+        let at = format!("listeners[{i}]");
+        check_name(&format!("{at}.name"), "a listener", &l.name)?;
+        if names.insert(l.name.clone(), i).is_some() {
+            return invalid(
+                format!("{at}.name"),
+                format!("duplicate listener name {:?}", l.name),
+            );
+        }
+        if l.bind.is_empty() {
+            return invalid(
+                format!("{at}.bind"),
+                "a listener needs at least one address",
+            );
+        }
+        l.addrs.clear();
+        for (j, b) in l.bind.iter().enumerate() {
+            let field = format!("{at}.bind[{j}]");
+            let addr = parse_bind(b).or_else(|m| invalid(&field, m))?;
+            if let Some(first) = bound.get(&addr) {
+                return invalid(
+                    &field,
+                    format!("address {addr} is bound twice (also {first})"),
+                );
+            }
+            bound.insert(addr, field);
+            l.addrs.push(addr);
+        }
+        if let Some(tls) = &l.tls {
+            if tls.certificates.is_empty() {
+                return invalid(
+                    format!("{at}.tls.certificates"),
+                    "at least one certificate is required",
+                );
+            }
+        }
+        for (j, r) in l.routes.iter_mut().enumerate() {
+            check_route(&format!("{at}.routes[{j}]"), r, &cfg.upstreams)?;
+        }
+    }
+    Ok(())
+}
+
+fn parse_bind(b: &str) -> Result<SocketAddr, String> {
+    let addr: SocketAddr = b.trim().parse().map_err(|_| {
+        format!("invalid address {b:?}: expected IP:port, e.g. 0.0.0.0:8080 or [::]:8080")
+    })?;
+    if addr.port() == 0 {
+        return Err(format!("invalid address {b:?}: port 0 is not allowed"));
+    }
+    Ok(addr)
+}
+
+fn check_route(at: &str, r: &mut Route, upstreams: &NamedMap<Upstream>) -> Check {
+    let mut actions = Vec::new();
+    if r.upstream.is_some() {
+        actions.push("upstream");
+    }
+    if r.return_.is_some() {
+        actions.push("return");
+    }
+    if r.redirect.is_some() {
+        actions.push("redirect");
+    }
+    if r.metrics.is_some() {
+        actions.push("metrics");
+    }
+    match actions.len() {
+        0 => {
+            return invalid(
+                at,
+                "a route needs an action: upstream, return, redirect or metrics",
+            )
+        }
+        1 => {}
+        _ => {
+            return invalid(
+                at,
+                format!(
+                    "a route takes exactly one action, found {}",
+                    actions.join(" and ")
+                ),
+            )
+        }
+    }
+    if let Some(host) = &mut r.host {
+        *host = check_route_host(&format!("{at}.host"), host)?;
+    }
+    if let Some(path) = &r.path {
+        if !path.starts_with('/') {
+            return invalid(
+                format!("{at}.path"),
+                format!("path {path:?} must start with '/'"),
+            );
+        }
+        if path.contains(|c: char| c.is_whitespace() || c.is_control()) {
+            return invalid(
+                format!("{at}.path"),
+                format!("path {path:?} may not contain spaces or control characters"),
+            );
+        }
+    }
+    if let Some(name) = &r.upstream {
+        if upstreams.get(name).is_none() {
+            return invalid(
+                format!("{at}.upstream"),
+                format!("unknown upstream {name:?}"),
+            );
+        }
+    }
+    if let Some(ret) = &r.return_ {
+        if !(100..=599).contains(&ret.status) || ret.status == 101 {
+            return invalid(
+                format!("{at}.return.status"),
+                format!(
+                    "status {} is out of range 100-599 (101 excluded)",
+                    ret.status
+                ),
+            );
+        }
+        if ret.content_type.is_empty() {
+            return invalid(format!("{at}.return.content_type"), "must not be empty");
+        }
+        check_header_value(
+            &format!("{at}.return.content_type"),
+            "content type",
+            &ret.content_type,
+        )?;
+    }
+    if let Some(red) = &r.redirect {
+        if ![301, 302, 303, 307, 308].contains(&red.status) {
+            return invalid(
+                format!("{at}.redirect.status"),
+                format!(
+                    "status {} is not a redirect status (301, 302, 303, 307 or 308)",
+                    red.status
+                ),
+            );
+        }
+        if red.to.is_empty() {
+            return invalid(
+                format!("{at}.redirect.to"),
+                "the redirect target must not be empty",
+            );
+        }
+        if red
+            .to
+            .contains(|c: char| c.is_whitespace() || c.is_control())
+        {
+            return invalid(
+                format!("{at}.redirect.to"),
+                format!(
+                    "redirect target {:?} may not contain spaces or control characters",
+                    red.to
+                ),
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Validates a route host (`api.example.com` or `*.example.com`) and returns it lowercased.
+fn check_route_host(field: &str, host: &str) -> Result<String, Invalid> {
+    if host.is_empty() {
+        return invalid(
+            field,
+            "host must not be empty (leave it out to match any host)",
+        );
+    }
+    if host.contains(|c: char| c.is_whitespace() || c.is_control() || c == '/') {
+        return invalid(
+            field,
+            format!("host {host:?} may not contain spaces, control characters or '/'"),
+        );
+    }
+    let lower = host.to_ascii_lowercase();
+    let rest = lower.strip_prefix("*.").unwrap_or(&lower);
+    if rest.is_empty() || rest.contains('*') {
+        return invalid(
+            field,
+            format!("invalid host {host:?}: expected an exact host or \"*.\" then a domain, e.g. *.example.com"),
+        );
+    }
+    Ok(lower)
+}
+
+fn check_upstreams(cfg: &mut Config) -> Check {
+    for (name, up) in cfg.upstreams.0.iter_mut() {
+        let at = format!("upstreams.{name}");
+        check_name("upstreams", "an upstream", name)?;
+        if up.retries > MAX_RETRIES {
+            return invalid(
+                format!("{at}.retries"),
+                format!("retries {} is out of range 0-{MAX_RETRIES}", up.retries),
+            );
+        }
+        if let Some(key) = &up.hash_key {
+            if up.balance != Balance::Hash {
+                return invalid(
+                    format!("{at}.hash_key"),
+                    "hash_key is only allowed with balance: hash",
+                );
+            }
+            check_hash_key(&format!("{at}.hash_key"), key)?;
+        }
+        if let Some(h) = &up.host_header {
+            if h.is_empty() {
+                return invalid(
+                    format!("{at}.host_header"),
+                    "must not be empty (use null to keep the client's Host)",
+                );
+            }
+            if h.contains(|c: char| c.is_whitespace() || c.is_control()) {
+                return invalid(
+                    format!("{at}.host_header"),
+                    format!("host {h:?} may not contain spaces or control characters"),
+                );
+            }
+        }
+        if let Some(sni) = up.tls.as_ref().and_then(|t| t.sni.as_ref()) {
+            if sni.is_empty() || sni.contains(|c: char| c.is_whitespace() || c.is_control()) {
+                return invalid(
+                    format!("{at}.tls.sni"),
+                    format!("invalid server name {sni:?}"),
+                );
+            }
+        }
+        if let Some(h) = &up.health {
+            check_health(&format!("{at}.health"), h)?;
+        }
+        check_servers(&at, up)?;
+    }
+    Ok(())
+}
+
+fn check_hash_key(field: &str, key: &str) -> Check {
+    let ok = match key {
+        "source" | "uri" => true,
+        _ => key
+            .strip_prefix("header:")
+            .or_else(|| key.strip_prefix("cookie:"))
+            .is_some_and(|n| {
+                !n.is_empty()
+                    && n.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+            }),
+    };
+    if ok {
+        Ok(())
+    } else {
+        invalid(
+            field,
+            format!("invalid hash_key {key:?}: expected source, uri, header:NAME or cookie:NAME"),
+        )
+    }
+}
+
+fn check_health(at: &str, h: &Health) -> Check {
+    if h.interval.get().is_zero() {
+        return invalid(format!("{at}.interval"), "must not be 0");
+    }
+    if h.timeout.get().is_zero() {
+        return invalid(format!("{at}.timeout"), "must not be 0");
+    }
+    if h.rise == 0 {
+        return invalid(format!("{at}.rise"), "must be at least 1");
+    }
+    if h.fall == 0 {
+        return invalid(format!("{at}.fall"), "must be at least 1");
+    }
+    let bad_path = !h.path.starts_with('/')
+        || h.path
+            .contains(|c: char| c.is_whitespace() || c.is_control());
+    if h.kind == HealthKind::Http && bad_path {
+        return invalid(
+            format!("{at}.path"),
+            format!("path {:?} must start with '/' and have no spaces", h.path),
+        );
+    }
+    if parse_status_range(&h.expect_status).is_none() {
+        return invalid(
+            format!("{at}.expect_status"),
+            format!(
+                "invalid status range {:?}: expected e.g. \"200\" or \"200-399\"",
+                h.expect_status
+            ),
+        );
+    }
+    Ok(())
+}
+
+/// Parses `"200"` or `"200-399"` (within 100-599, low ≤ high).
+pub fn parse_status_range(s: &str) -> Option<(u16, u16)> {
+    let (lo, hi) = match s.split_once('-') {
+        Some((a, b)) => (a.trim().parse().ok()?, b.trim().parse().ok()?),
+        None => {
+            let v: u16 = s.trim().parse().ok()?;
+            (v, v)
+        }
+    };
+    ((100..=599).contains(&lo) && (100..=599).contains(&hi) && lo <= hi).then_some((lo, hi))
+}
+
+fn check_servers(at: &str, up: &mut Upstream) -> Check {
+    if up.servers.is_empty() {
+        return invalid(
+            format!("{at}.servers"),
+            "an upstream needs at least one server",
+        );
+    }
+    let mut names: HashMap<String, usize> = HashMap::new();
+    for (i, s) in up.servers.iter_mut().enumerate() {
+        let sat = format!("{at}.servers[{i}]");
+        split_host_port(&s.addr).or_else(|m| invalid(format!("{sat}.addr"), m))?;
+        if s.name.is_empty() {
+            s.name = s.addr.clone();
+        }
+        check_name(&format!("{sat}.name"), "a server", &s.name)?;
+        if names.insert(s.name.clone(), i).is_some() {
+            return invalid(
+                format!("{sat}.name"),
+                format!("duplicate server name {:?}", s.name),
+            );
+        }
+        if s.weight > MAX_WEIGHT {
+            return invalid(
+                format!("{sat}.weight"),
+                format!("weight {} is out of range 0-{MAX_WEIGHT}", s.weight),
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Splits `host:port` or `[v6]:port`; the host is returned without brackets.
+fn split_host_port(addr: &str) -> Result<(&str, u16), String> {
+    if addr.is_empty() {
+        return Err("a server needs an address (host:port)".to_owned());
+    }
+    let (host, port) = if let Some(rest) = addr.strip_prefix('[') {
+        let Some((host, port)) = rest.split_once("]:") else {
+            return Err(format!(
+                "invalid address {addr:?}: expected [IPv6]:port, e.g. [::1]:8080"
+            ));
+        };
+        if host.parse::<Ipv6Addr>().is_err() {
+            return Err(format!(
+                "invalid address {addr:?}: {host:?} is not an IPv6 address"
+            ));
+        }
+        (host, port)
+    } else {
+        let Some((host, port)) = addr.rsplit_once(':') else {
+            return Err(format!(
+                "invalid address {addr:?}: a port is required (host:port)"
+            ));
+        };
+        if host.contains(':') {
+            return Err(format!(
+                "invalid address {addr:?}: an IPv6 address must be in brackets, e.g. [::1]:8080"
+            ));
+        }
+        if host.is_empty()
+            || host.contains(|c: char| c.is_whitespace() || c.is_control() || c == '/')
+        {
+            return Err(format!("invalid address {addr:?}: expected host:port"));
+        }
+        (host, port)
+    };
+    match port.parse::<u16>() {
+        Ok(p) if p != 0 => Ok((host, p)),
+        _ => Err(format!(
+            "invalid address {addr:?}: the port must be a number 1-65535"
+        )),
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Not supported yet.
+// ---------------------------------------------------------------------------------------
+
+/// Rejects what the schema accepts but forklb does not implement yet, at the exact field.
+/// Each `if` is one feature: delete it when the feature lands (and its test in `tests`).
+fn reject_unsupported(cfg: &Config) -> Check {
+    if cfg.daemon {
+        return invalid(
+            "daemon",
+            "daemon mode is not supported yet (run in the foreground)",
+        );
+    }
+    if cfg.user.is_some() {
+        return invalid("user", "dropping privileges (user) is not supported yet");
+    }
+    if cfg.group.is_some() {
+        return invalid("group", "dropping privileges (group) is not supported yet");
+    }
+    if cfg.admin.is_some() {
+        return invalid("admin", "the admin socket is not supported yet");
+    }
+    if cfg.access_log.is_some() {
+        return invalid("access_log", "the access log is not supported yet");
+    }
+    for (i, l) in cfg.listeners.iter().enumerate() {
+        if l.tls.is_some() {
+            return invalid(format!("listeners[{i}].tls"), "TLS is not supported yet");
+        }
+        for (j, r) in l.routes.iter().enumerate() {
+            if r.metrics.is_some() {
+                return invalid(
+                    format!("listeners[{i}].routes[{j}].metrics"),
+                    "metrics routes are not supported yet",
+                );
+            }
+        }
+    }
+    for (name, up) in cfg.upstreams.iter() {
+        let at = format!("upstreams.{name}");
+        if !matches!(
+            up.balance,
+            Balance::Roundrobin | Balance::StaticRr | Balance::First
+        ) {
+            return invalid(
+                format!("{at}.balance"),
+                format!(
+                    "balance {} is not supported yet (use roundrobin, static-rr or first)",
+                    balance_name(up.balance)
+                ),
+            );
+        }
+        if up.hash_key.is_some() {
+            return invalid(format!("{at}.hash_key"), "hash_key is not supported yet");
+        }
+        if up.tls.is_some() {
+            return invalid(
+                format!("{at}.tls"),
+                "TLS to upstream servers is not supported yet",
+            );
+        }
+        if up.health.is_some() {
+            return invalid(
+                format!("{at}.health"),
+                "active health checks are not supported yet",
+            );
+        }
+    }
+    Ok(())
+}
+
+fn balance_name(b: Balance) -> &'static str {
+    match b {
+        Balance::Roundrobin => "roundrobin",
+        Balance::Leastconn => "leastconn",
+        Balance::Random => "random",
+        Balance::Hash => "hash",
+        Balance::First => "first",
+        Balance::StaticRr => "static-rr",
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Name resolution.
+// ---------------------------------------------------------------------------------------
+
+/// Fills `Server::socket_addr` for every server, resolving host names (first IPv4
+/// address, else the first address).
+fn resolve_servers(cfg: &mut Config) -> Check {
+    for (name, up) in cfg.upstreams.0.iter_mut() {
+        for (i, s) in up.servers.iter_mut().enumerate() {
+            let field = format!("upstreams.{name}.servers[{i}].addr");
+            s.socket_addr = Some(resolve_server(s).or_else(|m| invalid(field, m))?);
+        }
+    }
+    Ok(())
+}
+
+fn resolve_server(s: &Server) -> Result<SocketAddr, String> {
+    let (host, port) = split_host_port(&s.addr)?;
+    if let Ok(ip) = host.parse::<IpAddr>() {
+        return Ok(SocketAddr::new(ip, port));
+    }
+    let addrs: Vec<SocketAddr> = (host, port)
+        .to_socket_addrs()
+        .map_err(|e| format!("cannot resolve host {host:?}: {e}"))?
+        .collect();
+    addrs
+        .iter()
+        .find(|a| a.is_ipv4())
+        .or_else(|| addrs.first())
+        .copied()
+        .ok_or_else(|| format!("cannot resolve host {host:?}: no address found"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    const SOURCE: &str = "/etc/forklb/forklb.yaml";
+
+    const MINIMAL: &str = r#"
+listeners:
+  - name: web
+    bind: ["127.0.0.1:8080"]
+    routes:
+      - path: /healthz
+        return: {status: 200, body: "ok\n"}
+      - upstream: web
+upstreams:
+  web:
+    servers:
+      - {name: web1, addr: "127.0.0.1:9001", weight: 1}
+      - {addr: "localhost:9002", weight: 3}
+"#;
+
+    fn parse(yaml: &str) -> Result<Config, ConfigError> {
+        from_yaml_str(yaml, Path::new(SOURCE))
+    }
+
+    fn ok(yaml: &str) -> Config {
+        match parse(yaml) {
+            Ok(c) => c,
+            Err(e) => panic!("expected a valid config, got: {e}"),
+        }
+    }
+
+    fn err(yaml: &str) -> ConfigError {
+        match parse(yaml) {
+            Ok(_) => panic!("expected an error for:\n{yaml}"),
+            Err(e) => e,
+        }
+    }
+
+    /// Asserts the error's path and that its message contains `msg`.
+    #[track_caller]
+    fn assert_err(yaml: &str, path: &str, msg: &str) {
+        let e = err(yaml);
+        assert_eq!(e.path, path, "wrong path in: {e}");
+        assert!(e.message.contains(msg), "{e:?} does not mention {msg:?}");
+        assert_eq!(e.file, Path::new(SOURCE));
+    }
+
+    /// MINIMAL with `extra` top-level keys appended.
+    fn with_top(extra: &str) -> String {
+        format!("{MINIMAL}{extra}")
+    }
+
+    /// A one-listener config whose routes are `routes` (YAML list items indented 6).
+    fn with_routes(routes: &str) -> String {
+        format!(
+            "listeners:\n  - name: web\n    bind: [\"127.0.0.1:8080\"]\n    routes:\n{routes}\
+             upstreams:\n  web:\n    servers: [{{addr: \"127.0.0.1:9001\"}}]\n"
+        )
+    }
+
+    /// A config whose upstream `web` has the body `upstream` (keys indented 4).
+    fn with_upstream(upstream: &str) -> String {
+        format!(
+            "listeners:\n  - name: web\n    bind: [\"127.0.0.1:8080\"]\n    routes: [{{upstream: web}}]\n\
+             upstreams:\n  web:\n{upstream}"
+        )
+    }
+
+    #[test]
+    fn minimal_config_gets_defaults() {
+        let c = ok(MINIMAL);
+        assert_eq!(c.source, Path::new(SOURCE));
+        assert_eq!(c.version, 1);
+        assert_eq!(c.workers, Workers::Auto);
+        assert!(!c.daemon);
+        assert_eq!(c.pid_file, Path::new("/run/forklb/forklb.pid"));
+        assert_eq!(c.upgrade_sock, Path::new("/run/forklb/upgrade.sock"));
+        assert_eq!(c.error_log, "stderr");
+        assert_eq!(c.worker_connections, 10_000);
+        assert_eq!(c.shutdown_timeout.get(), Duration::from_secs(30));
+        assert_eq!(c.timeouts.client_header.get(), Duration::from_secs(10));
+        assert_eq!(c.timeouts.client_body.get(), Duration::from_secs(60));
+        assert_eq!(c.timeouts.keepalive.get(), Duration::from_secs(75));
+        assert_eq!(c.timeouts.connect.get(), Duration::from_secs(5));
+        assert_eq!(c.timeouts.upstream_read.get(), Duration::from_secs(60));
+        assert_eq!(c.timeouts.upstream_write.get(), Duration::from_secs(60));
+        assert_eq!(c.limits.max_header_bytes.get(), 16 * 1024);
+        assert_eq!(c.limits.max_body_bytes.get(), 0);
+        assert!(c.admin.is_none() && c.access_log.is_none());
+
+        let l = &c.listeners[0];
+        assert_eq!(
+            l.addrs,
+            vec!["127.0.0.1:8080".parse::<SocketAddr>().unwrap()]
+        );
+        let ret = l.routes[0].return_.as_ref().unwrap();
+        assert_eq!((ret.status, ret.body.as_str()), (200, "ok\n"));
+        assert_eq!(ret.content_type, "text/plain");
+        assert_eq!(l.routes[1].upstream.as_deref(), Some("web"));
+
+        let up = c.upstreams.get("web").unwrap();
+        assert_eq!(up.balance, Balance::Roundrobin);
+        assert_eq!(up.keepalive, 32);
+        assert_eq!(up.retries, 1);
+        assert!(up.host_header.is_none() && up.tls.is_none() && up.health.is_none());
+        assert_eq!(up.servers[0].name, "web1");
+        assert_eq!(up.servers[0].weight, 1);
+        assert_eq!(
+            up.servers[0].socket_addr,
+            Some("127.0.0.1:9001".parse().unwrap())
+        );
+        assert_eq!(up.servers[1].name, "localhost:9002");
+        assert_eq!(up.servers[1].weight, 3);
+        assert!(!up.servers[1].backup);
+        let resolved = up.servers[1].socket_addr.unwrap();
+        assert!(resolved.ip().is_loopback() && resolved.port() == 9002);
+    }
+
+    #[test]
+    fn defaults_for_omitted_weight_and_redirect_status() {
+        let c = ok(&with_routes(
+            "      - {path: /old/, redirect: {to: \"https://example.com/\"}}\n      - {upstream: web}\n",
+        ));
+        let up = c.upstreams.get("web").unwrap();
+        assert_eq!(up.servers[0].weight, 1);
+        assert_eq!(up.servers[0].name, "127.0.0.1:9001");
+        assert_eq!(
+            c.listeners[0].routes[0].redirect.as_ref().unwrap().status,
+            302
+        );
+    }
+
+    #[test]
+    fn workers_and_threads_alias() {
+        assert_eq!(ok(&with_top("workers: 4\n")).workers, Workers::Count(4));
+        assert_eq!(ok(&with_top("threads: 3\n")).workers, Workers::Count(3));
+        assert_eq!(ok(&with_top("workers: \"2\"\n")).workers, Workers::Count(2));
+        assert_eq!(ok(&with_top("workers: auto\n")).workers, Workers::Auto);
+        let e = err(&with_top("workers: 2\nthreads: 2\n"));
+        assert!(e.message.contains("duplicate field"), "{e}");
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected_with_line_and_column() {
+        let e = err(&with_top("bogus: 1\n"));
+        assert_eq!(e.line_col, Some((14, 1)));
+        assert_eq!(e.path, "");
+        assert!(e.message.starts_with("unknown field `bogus`"), "{e}");
+        assert!(!e.message.contains(" at line "), "{e}");
+        assert!(e
+            .to_string()
+            .starts_with("/etc/forklb/forklb.yaml:14:1: unknown field `bogus`"));
+
+        let e = err(&with_routes("      - path: /\n        upstrem: web\n"));
+        assert_eq!(e.path, "listeners[0].routes[0]");
+        assert_eq!(e.line_col, Some((6, 9)));
+        assert!(e.message.starts_with("unknown field `upstrem`"), "{e}");
+        assert!(e.to_string().starts_with(
+            "/etc/forklb/forklb.yaml:6:9: listeners[0].routes[0]: unknown field `upstrem`"
+        ));
+
+        let e = err(&with_upstream(
+            "    servers: [{addr: \"127.0.0.1:1\", wieght: 2}]\n",
+        ));
+        assert_eq!(e.path, "upstreams.web.servers[0]");
+        assert!(e.message.contains("unknown field `wieght`"), "{e}");
+        assert!(e.line_col.is_some());
+    }
+
+    #[test]
+    fn syntax_and_type_errors() {
+        let e = err("listeners:\n  - name: web\n   bind: x\n");
+        assert!(e.line_col.is_some(), "{e}");
+        assert!(!e.message.is_empty());
+
+        let e = err(&with_upstream(
+            "    servers: [{addr: \"127.0.0.1:1\", weight: -1}]\n",
+        ));
+        assert_eq!(e.path, "upstreams.web.servers[0].weight");
+        assert!(e.message.contains("invalid type"), "{e}");
+
+        let e = err(&with_top("timeouts: {keepalive: 10x}\n"));
+        assert!(e.message.contains("invalid duration \"10x\""), "{e}");
+        assert!(e.line_col.is_some());
+
+        let e = err(&with_top("log_level: loud\n"));
+        assert_eq!(e.path, "log_level");
+        assert!(e.message.contains("unknown variant `loud`"), "{e}");
+
+        let e = err("upstreams:\n  web: {servers: []}\n  web: {servers: []}\n");
+        assert!(e.message.contains("duplicate name \"web\""), "{e}");
+    }
+
+    #[test]
+    fn empty_file_is_an_error() {
+        for text in ["", "\n", "# nothing here\n"] {
+            let e = err(text);
+            assert!(e.message.contains("no listeners"), "{e}");
+        }
+        assert_err(
+            "version: 1\nlisteners: []\n",
+            "listeners",
+            "at least one listener is required",
+        );
+    }
+
+    #[test]
+    fn durations_and_sizes_as_strings_and_integers() {
+        let c = ok(&with_top(
+            "shutdown_timeout: 0\ntimeouts:\n  client_header: 500ms\n  keepalive: 90\n  connect: \"2m\"\n  upstream_read: 1h\nlimits:\n  max_header_bytes: 8192\n  max_body_bytes: 1m\n",
+        ));
+        assert_eq!(c.shutdown_timeout.get(), Duration::ZERO);
+        assert_eq!(c.timeouts.client_header.get(), Duration::from_millis(500));
+        assert_eq!(c.timeouts.keepalive.get(), Duration::from_secs(90));
+        assert_eq!(c.timeouts.connect.get(), Duration::from_secs(120));
+        assert_eq!(c.timeouts.upstream_read.get(), Duration::from_secs(3600));
+        assert_eq!(c.timeouts.client_body.get(), Duration::from_secs(60));
+        assert_eq!(c.limits.max_header_bytes.get(), 8192);
+        assert_eq!(c.limits.max_body_bytes.get(), 1 << 20);
+        let c = ok(&with_top("limits: {max_header_bytes: \"32k\"}\n"));
+        assert_eq!(c.limits.max_header_bytes.get(), 32 * 1024);
+    }
+
+    #[test]
+    fn global_semantic_errors() {
+        assert_err(
+            &with_top("version: 2\n"),
+            "version",
+            "unsupported version 2",
+        );
+        assert_err(&with_top("workers: 0\n"), "workers", "at least 1");
+        assert_err(&with_top("threads: 0\n"), "workers", "at least 1");
+        assert_err(&with_top("workers: 1025\n"), "workers", "maximum of 1024");
+        ok(&with_top("workers: 1024\n"));
+        assert_err(
+            &with_top("worker_connections: 0\n"),
+            "worker_connections",
+            "at least 1",
+        );
+        assert_err(
+            &with_top("timeouts: {keepalive: 0s}\n"),
+            "timeouts.keepalive",
+            "must not be 0",
+        );
+        assert_err(
+            &with_top("timeouts: {connect: 0}\n"),
+            "timeouts.connect",
+            "must not be 0",
+        );
+        assert_err(
+            &with_top("limits: {max_header_bytes: 512}\n"),
+            "limits.max_header_bytes",
+            "out of range 1k-1m",
+        );
+        assert_err(
+            &with_top("limits: {max_header_bytes: 2m}\n"),
+            "limits.max_header_bytes",
+            "out of range 1k-1m",
+        );
+        ok(&with_top("limits: {max_header_bytes: 1k}\n"));
+        ok(&with_top("limits: {max_header_bytes: 1m}\n"));
+        assert_err(
+            &with_top("pid_file: \"\"\n"),
+            "pid_file",
+            "must not be empty",
+        );
+        assert_err(&with_top("error_log: \"\"\n"), "error_log", "stderr");
+    }
+
+    #[test]
+    fn listener_errors() {
+        let two = |a: &str, b: &str| {
+            format!(
+                "listeners:\n  - {{name: web, bind: [\"127.0.0.1:8080\"], routes: [{{upstream: web}}]}}\n  - {a}\n{b}\
+                 upstreams:\n  web: {{servers: [{{addr: \"127.0.0.1:9001\"}}]}}\n"
+            )
+        };
+        assert_err(
+            &two("{name: web, bind: [\"127.0.0.1:8081\"]}", ""),
+            "listeners[1].name",
+            "duplicate listener name \"web\"",
+        );
+        assert_err(
+            &two("{name: \"\", bind: [\"127.0.0.1:8081\"]}", ""),
+            "listeners[1].name",
+            "must not be empty",
+        );
+        assert_err(
+            &two("{name: api, bind: []}", ""),
+            "listeners[1].bind",
+            "a listener needs at least one address",
+        );
+        assert_err(
+            &two("{name: api}", ""),
+            "listeners[1].bind",
+            "a listener needs at least one address",
+        );
+        assert_err(
+            &two(
+                "{name: api, bind: [\"[::1]:8081\", \"localhost:8082\"]}",
+                "",
+            ),
+            "listeners[1].bind[1]",
+            "invalid address \"localhost:8082\"",
+        );
+        assert_err(
+            &two("{name: api, bind: [\"127.0.0.1\"]}", ""),
+            "listeners[1].bind[0]",
+            "invalid address",
+        );
+        assert_err(
+            &two("{name: api, bind: [\"127.0.0.1:0\"]}", ""),
+            "listeners[1].bind[0]",
+            "port 0",
+        );
+        assert_err(
+            &two(
+                "{name: api, bind: [\"127.0.0.1:8081\", \"127.0.0.1:8080\"]}",
+                "",
+            ),
+            "listeners[1].bind[1]",
+            "address 127.0.0.1:8080 is bound twice (also listeners[0].bind[0])",
+        );
+        let c = ok(&two(
+            "{name: api, bind: [\"[::1]:8081\", \"0.0.0.0:8081\"]}",
+            "",
+        ));
+        assert_eq!(
+            c.listeners[1].addrs,
+            vec![
+                "[::1]:8081".parse::<SocketAddr>().unwrap(),
+                "0.0.0.0:8081".parse().unwrap()
+            ]
+        );
+        assert_eq!(c.listeners[1].name, "api");
+        assert!(c.listeners[1].routes.is_empty());
+    }
+
+    #[test]
+    fn route_errors() {
+        assert_err(
+            &with_routes("      - {upstream: web}\n      - {path: /x}\n"),
+            "listeners[0].routes[1]",
+            "a route needs an action",
+        );
+        assert_err(
+            &with_routes("      - {upstream: web, return: {status: 200}}\n"),
+            "listeners[0].routes[0]",
+            "exactly one action, found upstream and return",
+        );
+        assert_err(
+            &with_routes("      - {path: /a/, upstream: web}\n      - {path: /b/, upstream: web}\n      - {upstream: foo}\n"),
+            "listeners[0].routes[2].upstream",
+            "unknown upstream \"foo\"",
+        );
+        assert_err(
+            &with_routes("      - {path: api/, upstream: web}\n"),
+            "listeners[0].routes[0].path",
+            "must start with '/'",
+        );
+        assert_err(
+            &with_routes("      - {host: \"\", upstream: web}\n"),
+            "listeners[0].routes[0].host",
+            "must not be empty",
+        );
+        assert_err(
+            &with_routes("      - {host: \"api.*.com\", upstream: web}\n"),
+            "listeners[0].routes[0].host",
+            "invalid host",
+        );
+        assert_err(
+            &with_routes("      - {host: \"*.\", upstream: web}\n"),
+            "listeners[0].routes[0].host",
+            "invalid host",
+        );
+        assert_err(
+            &with_routes("      - {return: {status: 600}}\n"),
+            "listeners[0].routes[0].return.status",
+            "status 600 is out of range 100-599",
+        );
+        assert_err(
+            &with_routes("      - {return: {status: 99}}\n"),
+            "listeners[0].routes[0].return.status",
+            "out of range",
+        );
+        assert_err(
+            &with_routes("      - {return: {status: 101}}\n"),
+            "listeners[0].routes[0].return.status",
+            "101",
+        );
+        assert_err(
+            &with_routes("      - {redirect: {to: /x, status: 200}}\n"),
+            "listeners[0].routes[0].redirect.status",
+            "not a redirect status",
+        );
+        assert_err(
+            &with_routes("      - {redirect: {to: \"\"}}\n"),
+            "listeners[0].routes[0].redirect.to",
+            "must not be empty",
+        );
+        assert_err(
+            &with_routes("      - {redirect: {status: 301}}\n"),
+            "listeners[0].routes[0].redirect",
+            "missing field `to`",
+        );
+
+        let c = ok(&with_routes(
+            "      - {host: API.Example.COM, path: /api/, upstream: web}\n      - {host: \"*.Example.com\", return: {status: 404}}\n      - {redirect: {to: \"https://x/\", status: 308}}\n",
+        ));
+        let r = &c.listeners[0].routes;
+        assert_eq!(r[0].host.as_deref(), Some("api.example.com"));
+        assert_eq!(r[1].host.as_deref(), Some("*.example.com"));
+        assert_eq!(r[2].redirect.as_ref().unwrap().status, 308);
+    }
+
+    #[test]
+    fn upstream_errors() {
+        assert_err(
+            &with_upstream("    servers: []\n"),
+            "upstreams.web.servers",
+            "an upstream needs at least one server",
+        );
+        assert_err(
+            &with_upstream("    keepalive: 4\n"),
+            "upstreams.web.servers",
+            "an upstream needs at least one server",
+        );
+        assert_err(
+            &with_upstream(
+                "    servers:\n      - {addr: \"127.0.0.1:1\"}\n      - {addr: \"127.0.0.1:2\", weight: 300}\n",
+            ),
+            "upstreams.web.servers[1].weight",
+            "weight 300 is out of range 0-256",
+        );
+        ok(&with_upstream(
+            "    servers:\n      - {addr: \"127.0.0.1:1\", weight: 0}\n      - {addr: \"127.0.0.1:2\", weight: 256}\n",
+        ));
+        assert_err(
+            &with_upstream(
+                "    servers:\n      - {name: a, addr: \"127.0.0.1:1\"}\n      - {name: a, addr: \"127.0.0.1:2\"}\n",
+            ),
+            "upstreams.web.servers[1].name",
+            "duplicate server name \"a\"",
+        );
+        assert_err(
+            &with_upstream(
+                "    servers:\n      - {addr: \"127.0.0.1:1\"}\n      - {addr: \"127.0.0.1:1\"}\n",
+            ),
+            "upstreams.web.servers[1].name",
+            "duplicate server name \"127.0.0.1:1\"",
+        );
+        assert_err(
+            &with_upstream("    servers: [{name: \"a/b\", addr: \"127.0.0.1:1\"}]\n"),
+            "upstreams.web.servers[0].name",
+            "may not contain",
+        );
+        for (addr, msg) in [
+            ("127.0.0.1", "a port is required"),
+            ("127.0.0.1:", "port must be"),
+            ("127.0.0.1:0", "port must be"),
+            ("127.0.0.1:70000", "port must be"),
+            ("::1:80", "brackets"),
+            ("[::1]", "[IPv6]:port"),
+            ("[nope]:80", "not an IPv6 address"),
+            ("", "needs an address"),
+        ] {
+            assert_err(
+                &with_upstream(&format!("    servers: [{{addr: \"{addr}\"}}]\n")),
+                "upstreams.web.servers[0].addr",
+                msg,
+            );
+        }
+        let c = ok(&with_upstream("    servers: [{addr: \"[::1]:9000\"}]\n"));
+        let s = &c.upstreams.get("web").unwrap().servers[0];
+        assert_eq!(s.socket_addr, Some("[::1]:9000".parse().unwrap()));
+        assert_eq!(s.name, "[::1]:9000");
+
+        assert_err(
+            &with_upstream("    retries: 17\n    servers: [{addr: \"127.0.0.1:1\"}]\n"),
+            "upstreams.web.retries",
+            "retries 17 is out of range 0-16",
+        );
+        assert_err(
+            &with_upstream("    hash_key: source\n    servers: [{addr: \"127.0.0.1:1\"}]\n"),
+            "upstreams.web.hash_key",
+            "only allowed with balance: hash",
+        );
+        assert_err(
+            &with_upstream(
+                "    balance: hash\n    hash_key: body\n    servers: [{addr: \"127.0.0.1:1\"}]\n",
+            ),
+            "upstreams.web.hash_key",
+            "invalid hash_key \"body\"",
+        );
+        assert_err(
+            &with_upstream(
+                "    balance: hash\n    hash_key: \"header:\"\n    servers: [{addr: \"127.0.0.1:1\"}]\n",
+            ),
+            "upstreams.web.hash_key",
+            "invalid hash_key",
+        );
+        assert_err(
+            &with_upstream(
+                "    host_header: \"a\\r\\nb\"\n    servers: [{addr: \"127.0.0.1:1\"}]\n",
+            ),
+            "upstreams.web.host_header",
+            "control characters",
+        );
+        assert_err(
+            "listeners:\n  - {name: web, bind: [\"127.0.0.1:8080\"], routes: [{return: {status: 204}}]}\nupstreams:\n  \"\": {servers: [{addr: \"127.0.0.1:1\"}]}\n",
+            "upstreams",
+            "must not be empty",
+        );
+    }
+
+    #[test]
+    fn hash_keys_accepted_by_the_format_check() {
+        for key in ["source", "uri", "header:X-User", "cookie:session"] {
+            assert!(check_hash_key("k", key).is_ok(), "{key}");
+        }
+        for key in ["", "src", "header:", "cookie:a b", "header"] {
+            assert!(check_hash_key("k", key).is_err(), "{key}");
+        }
+    }
+
+    #[test]
+    fn unresolvable_server_names_the_server_and_host() {
+        let e = err(&with_upstream(
+            "    servers:\n      - {addr: \"127.0.0.1:1\"}\n      - {addr: \"no-such-host.invalid:80\"}\n",
+        ));
+        assert_eq!(e.path, "upstreams.web.servers[1].addr");
+        assert!(
+            e.message
+                .contains("cannot resolve host \"no-such-host.invalid\""),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn unsupported_features_are_rejected_at_their_field() {
+        assert_err(&with_top("daemon: true\n"), "daemon", "not supported yet");
+        ok(&with_top("daemon: false\n"));
+        assert_err(&with_top("user: nobody\n"), "user", "not supported yet");
+        assert_err(&with_top("group: nogroup\n"), "group", "not supported yet");
+        assert_err(
+            &with_top("admin: {socket: admin.sock}\n"),
+            "admin",
+            "not supported yet",
+        );
+        assert_err(
+            &with_top("access_log: {path: access.log, format: json}\n"),
+            "access_log",
+            "not supported yet",
+        );
+        assert_err(
+            &with_routes(
+                "      - {upstream: web}\n      - {path: /metrics, metrics: prometheus}\n",
+            ),
+            "listeners[0].routes[1].metrics",
+            "not supported yet",
+        );
+        assert_err(
+            "listeners:\n  - name: web\n    bind: [\"127.0.0.1:8443\"]\n    tls:\n      certificates: [{cert: a.crt, key: a.key}]\n    routes: [{return: {status: 200}}]\n",
+            "listeners[0].tls",
+            "TLS is not supported yet",
+        );
+        for balance in ["leastconn", "random", "hash"] {
+            assert_err(
+                &with_upstream(&format!(
+                    "    balance: {balance}\n    servers: [{{addr: \"127.0.0.1:1\"}}]\n"
+                )),
+                "upstreams.web.balance",
+                &format!("balance {balance} is not supported yet"),
+            );
+        }
+        for balance in ["roundrobin", "static-rr", "first"] {
+            ok(&with_upstream(&format!(
+                "    balance: {balance}\n    servers: [{{addr: \"127.0.0.1:1\"}}]\n"
+            )));
+        }
+        assert_err(
+            &with_upstream("    tls: {sni: example.com}\n    servers: [{addr: \"127.0.0.1:1\"}]\n"),
+            "upstreams.web.tls",
+            "not supported yet",
+        );
+        ok(&with_upstream(
+            "    tls: null\n    servers: [{addr: \"127.0.0.1:1\"}]\n",
+        ));
+        assert_err(
+            &with_upstream("    health: {type: http}\n    servers: [{addr: \"127.0.0.1:1\"}]\n"),
+            "upstreams.web.health",
+            "not supported yet",
+        );
+    }
+
+    #[test]
+    fn checks_of_unsupported_features_still_validate_their_values() {
+        assert_err(
+            &with_top("admin: {socket: a.sock, mode: \"0999\"}\n"),
+            "admin.mode",
+            "invalid mode",
+        );
+        assert_err(
+            "listeners:\n  - name: web\n    bind: [\"127.0.0.1:8443\"]\n    tls: {certificates: []}\n    routes: [{return: {status: 200}}]\n",
+            "listeners[0].tls.certificates",
+            "at least one certificate",
+        );
+        assert_err(
+            &with_upstream(
+                "    health: {type: http, expect_status: \"399-200\"}\n    servers: [{addr: \"127.0.0.1:1\"}]\n",
+            ),
+            "upstreams.web.health.expect_status",
+            "invalid status range",
+        );
+        assert_err(
+            &with_upstream("    health: {interval: 0}\n    servers: [{addr: \"127.0.0.1:1\"}]\n"),
+            "upstreams.web.health.interval",
+            "must not be 0",
+        );
+        assert_eq!(parse_status_range("200-399"), Some((200, 399)));
+        assert_eq!(parse_status_range("204"), Some((204, 204)));
+        assert_eq!(parse_status_range("99"), None);
+        assert_eq!(parse_status_range("x"), None);
+    }
+
+    #[test]
+    fn relative_paths_resolve_against_the_config_folder() {
+        let c = ok(&with_top(
+            "pid_file: run/forklb.pid\nupgrade_sock: ./upgrade.sock\nerror_log: logs/error.log\n",
+        ));
+        assert_eq!(c.pid_file, Path::new("/etc/forklb/run/forklb.pid"));
+        assert_eq!(c.upgrade_sock, Path::new("/etc/forklb/upgrade.sock"));
+        assert_eq!(c.error_log, "/etc/forklb/logs/error.log");
+
+        let c = ok(&with_top("pid_file: /var/run/x.pid\nerror_log: stderr\n"));
+        assert_eq!(c.pid_file, Path::new("/var/run/x.pid"));
+        assert_eq!(c.error_log, "stderr");
+
+        // Paths inside features that are rejected for now: check the resolution itself.
+        let mut c = ok(MINIMAL);
+        c.admin = Some(crate::config::Admin {
+            socket: "admin.sock".into(),
+            mode: "0600".into(),
+        });
+        c.access_log = Some(crate::config::AccessLog {
+            path: "/var/log/a.log".into(),
+            format: Default::default(),
+        });
+        c.listeners[0].tls = Some(crate::config::ListenerTls {
+            certificates: vec![crate::config::CertKey {
+                cert: "certs/a.crt".into(),
+                key: "../keys/a.key".into(),
+            }],
+        });
+        c.upstreams.0[0].1.tls = Some(crate::config::UpstreamTls {
+            sni: None,
+            verify: true,
+            ca: Some("ca.pem".into()),
+        });
+        resolve_paths(&mut c, Path::new("/srv/conf")).unwrap();
+        assert_eq!(c.admin.unwrap().socket, Path::new("/srv/conf/admin.sock"));
+        assert_eq!(c.access_log.unwrap().path, Path::new("/var/log/a.log"));
+        let ck = &c.listeners[0].tls.as_ref().unwrap().certificates[0];
+        assert_eq!(ck.cert, Path::new("/srv/conf/certs/a.crt"));
+        assert_eq!(ck.key, Path::new("/srv/conf/../keys/a.key"));
+        let ca = c.upstreams.0[0].1.tls.as_ref().unwrap().ca.clone();
+        assert_eq!(ca.unwrap(), Path::new("/srv/conf/ca.pem"));
+    }
+
+    #[test]
+    fn relative_source_is_made_absolute() {
+        let c = from_yaml_str(MINIMAL, Path::new("conf/forklb.yaml")).unwrap();
+        let cwd = std::env::current_dir().unwrap();
+        assert_eq!(c.source, cwd.join("conf/forklb.yaml"));
+        let c = from_yaml_str(
+            &with_top("pid_file: forklb.pid\n"),
+            Path::new("conf/forklb.yaml"),
+        )
+        .unwrap();
+        assert_eq!(c.pid_file, cwd.join("conf/forklb.pid"));
+    }
+
+    #[test]
+    fn round_trip_through_to_yaml() {
+        let full = with_top(
+            "workers: 3\npid_file: forklb.pid\nerror_log: error.log\nlog_level: debug\nshutdown_timeout: 1500ms\ntimeouts: {keepalive: 5s, connect: 2m}\nlimits: {max_header_bytes: 8k, max_body_bytes: 1000}\n",
+        );
+        let a = ok(&full);
+        let text = a.to_yaml();
+        let b = ok(&text);
+        assert_eq!(text, b.to_yaml(), "to_yaml is not stable:\n{text}");
+        assert_eq!(b.workers, Workers::Count(3));
+        assert_eq!(b.pid_file, Path::new("/etc/forklb/forklb.pid"));
+        assert_eq!(b.error_log, "/etc/forklb/error.log");
+        assert_eq!(b.shutdown_timeout.get(), Duration::from_millis(1500));
+        assert_eq!(b.timeouts.connect.get(), Duration::from_secs(120));
+        assert_eq!(b.limits.max_header_bytes.get(), 8192);
+        assert_eq!(b.limits.max_body_bytes.get(), 1000);
+        assert_eq!(b.listeners[0].addrs, a.listeners[0].addrs);
+        let (ua, ub) = (
+            a.upstreams.get("web").unwrap(),
+            b.upstreams.get("web").unwrap(),
+        );
+        assert_eq!(ub.servers.len(), 2);
+        for (sa, sb) in ua.servers.iter().zip(&ub.servers) {
+            assert_eq!(
+                (&sa.name, &sa.addr, sa.weight),
+                (&sb.name, &sb.addr, sb.weight)
+            );
+            assert_eq!(sa.socket_addr, sb.socket_addr);
+        }
+        // The defaults are spelled out.
+        assert!(text.contains("keepalive: 32"), "{text}");
+        assert!(text.contains("max_header_bytes: 8k"), "{text}");
+        assert!(text.contains("name: localhost:9002"), "{text}");
+    }
+
+    #[test]
+    fn load_reads_a_file_and_names_it_in_errors() {
+        let dir = std::env::temp_dir().join(format!("forklb-config-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("forklb.yaml");
+        std::fs::write(&file, with_top("pid_file: forklb.pid\n")).unwrap();
+        let c = load(&file).unwrap();
+        assert_eq!(c.source, file);
+        assert_eq!(c.pid_file, dir.join("forklb.pid"));
+
+        std::fs::write(&file, with_top("workers: 0\n")).unwrap();
+        let e = load(&file).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "{}: workers: must be at least 1 (or \"auto\")",
+                file.display()
+            )
+        );
+
+        let missing = dir.join("missing.yaml");
+        let e = load(&missing).unwrap_err();
+        assert_eq!(e.file, missing);
+        assert!(e
+            .to_string()
+            .starts_with(&format!("{}: cannot read", missing.display())));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn field_path_detection() {
+        assert!(looks_like_field_path("listeners[0].routes[1]"));
+        assert!(looks_like_field_path("upstreams.web.servers[0].weight"));
+        assert!(!looks_like_field_path("invalid duration \"10x\""));
+        assert!(!looks_like_field_path("invalid type"));
+        assert!(!looks_like_field_path(""));
+    }
 }

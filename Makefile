@@ -1,0 +1,38 @@
+# forklb — build, run, test, install.
+CARGO   ?= cargo
+PREFIX  ?= /usr/local
+DESTDIR ?=
+CONF    ?= conf/forklb.yaml
+
+.PHONY: all build run test install bench clean
+
+all: build
+
+build:
+	$(CARGO) build --release
+
+## make run: release build, then run in the foreground with the demo config.
+run: build
+	./target/release/forklb -c $(CONF)
+
+## make test: formatting, lints, unit and integration tests.
+test:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --all-targets -- -D warnings
+	$(CARGO) test --all-targets
+
+## make install: binary, production config (kept if present), systemd unit.
+install: build
+	install -D -m 0755 target/release/forklb $(DESTDIR)$(PREFIX)/sbin/forklb
+	@if [ -e $(DESTDIR)/etc/forklb/forklb.yaml ]; then \
+		echo "keeping existing $(DESTDIR)/etc/forklb/forklb.yaml"; \
+	else \
+		install -D -m 0644 conf/production.yaml $(DESTDIR)/etc/forklb/forklb.yaml; \
+	fi
+	sed 's|@SBINDIR@|$(PREFIX)/sbin|g' systemd/forklb.service > forklb.service.tmp
+	install -D -m 0644 forklb.service.tmp $(DESTDIR)/etc/systemd/system/forklb.service
+	rm -f forklb.service.tmp
+	install -d -m 0755 $(DESTDIR)/var/log/forklb
+
+clean:
+	$(CARGO) clean

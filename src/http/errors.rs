@@ -1,0 +1,105 @@
+//! Status lines and the short bodies of responses forklb generates itself.
+
+/// The reason phrase for a status code.
+pub fn reason(status: u16) -> &'static str {
+    match status {
+        100 => "Continue",
+        101 => "Switching Protocols",
+        200 => "OK",
+        201 => "Created",
+        204 => "No Content",
+        301 => "Moved Permanently",
+        302 => "Found",
+        303 => "See Other",
+        304 => "Not Modified",
+        307 => "Temporary Redirect",
+        308 => "Permanent Redirect",
+        400 => "Bad Request",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        408 => "Request Timeout",
+        411 => "Length Required",
+        413 => "Content Too Large",
+        414 => "URI Too Long",
+        417 => "Expectation Failed",
+        429 => "Too Many Requests",
+        431 => "Request Header Fields Too Large",
+        500 => "Internal Server Error",
+        501 => "Not Implemented",
+        502 => "Bad Gateway",
+        503 => "Service Unavailable",
+        504 => "Gateway Timeout",
+        505 => "HTTP Version Not Supported",
+        _ => match status / 100 {
+            1 => "Informational",
+            2 => "Success",
+            3 => "Redirection",
+            4 => "Client Error",
+            _ => "Server Error",
+        },
+    }
+}
+
+/// Appends a complete local response: status line, Content-Type,
+/// Content-Length, optional extra header lines (each ending in CRLF),
+/// Connection, then the body (omitted for HEAD, but still counted).
+pub fn write_response(
+    out: &mut Vec<u8>,
+    status: u16,
+    content_type: &str,
+    extra_headers: &[u8],
+    body: &[u8],
+    keep_alive: bool,
+    head_only: bool,
+) {
+    use std::io::Write;
+    let _ = write!(
+        out,
+        "HTTP/1.1 {status} {}\r\nServer: forklb\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n",
+        reason(status),
+        body.len()
+    );
+    out.extend_from_slice(extra_headers);
+    out.extend_from_slice(if keep_alive {
+        b"Connection: keep-alive\r\n\r\n"
+    } else {
+        b"Connection: close\r\n\r\n"
+    });
+    if !head_only {
+        out.extend_from_slice(body);
+    }
+}
+
+/// Appends a short error page for `status` (its reason phrase and a newline).
+pub fn write_error(out: &mut Vec<u8>, status: u16, keep_alive: bool, head_only: bool) {
+    let mut body = [0u8; 64];
+    let text = reason(status).as_bytes();
+    let n = text.len().min(body.len() - 1);
+    body[..n].copy_from_slice(&text[..n]);
+    body[n] = b'\n';
+    write_response(
+        out,
+        status,
+        "text/plain",
+        b"",
+        &body[..=n],
+        keep_alive,
+        head_only,
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_page() {
+        let mut out = Vec::new();
+        write_error(&mut out, 502, false, false);
+        let s = String::from_utf8(out).unwrap();
+        assert!(s.starts_with("HTTP/1.1 502 Bad Gateway\r\n"));
+        assert!(s.contains("Content-Length: 12\r\n"));
+        assert!(s.contains("Connection: close\r\n\r\nBad Gateway\n"));
+    }
+}

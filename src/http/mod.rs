@@ -1,0 +1,83 @@
+//! HTTP/1.1 heads: parsing and validating requests and upstream responses
+//! (httparse underneath), deciding body framing, rewriting headers for the
+//! other side, and the short error pages forklb answers itself.
+
+pub mod errors;
+pub mod request;
+pub mod response;
+pub mod rewrite;
+
+/// Most headers accepted in one head; more gives 431 (requests) or 502.
+pub const MAX_HEADERS: usize = 100;
+
+/// How a message body is delimited on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    /// No body at all.
+    None,
+    /// Exactly this many bytes.
+    Length(u64),
+    /// `Transfer-Encoding: chunked`.
+    Chunked,
+    /// Until the sender closes (responses only).
+    UntilClose,
+}
+
+/// Case-insensitive comparison of a header name with a lowercase literal.
+pub fn name_is(name: &str, lower: &str) -> bool {
+    name.len() == lower.len() && name.eq_ignore_ascii_case(lower)
+}
+
+/// Iterates the comma-separated tokens of a header value, trimmed.
+pub fn tokens(value: &[u8]) -> impl Iterator<Item = &[u8]> {
+    value
+        .split(|&b| b == b',')
+        .map(trim_ows)
+        .filter(|t| !t.is_empty())
+}
+
+/// Trims optional whitespace (SP / HTAB) from both ends.
+pub fn trim_ows(mut s: &[u8]) -> &[u8] {
+    while let [b' ' | b'\t', rest @ ..] = s {
+        s = rest;
+    }
+    while let [rest @ .., b' ' | b'\t'] = s {
+        s = rest;
+    }
+    s
+}
+
+/// Parses a Content-Length value: ASCII digits only, no sign, no overflow.
+pub fn parse_content_length(v: &[u8]) -> Option<u64> {
+    let v = trim_ows(v);
+    if v.is_empty() || v.len() > 19 || !v.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let mut n: u64 = 0;
+    for &d in v {
+        n = n.checked_mul(10)?.checked_add(u64::from(d - b'0'))?;
+    }
+    Some(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn content_length() {
+        assert_eq!(parse_content_length(b"0"), Some(0));
+        assert_eq!(parse_content_length(b" 42 "), Some(42));
+        assert_eq!(parse_content_length(b"+1"), None);
+        assert_eq!(parse_content_length(b"1,1"), None);
+        assert_eq!(parse_content_length(b""), None);
+        assert_eq!(parse_content_length(b"99999999999999999999"), None);
+        assert_eq!(parse_content_length(b"0x10"), None);
+    }
+
+    #[test]
+    fn token_lists() {
+        let v: Vec<&[u8]> = tokens(b" close , Upgrade,,x").collect();
+        assert_eq!(v, vec![&b"close"[..], b"Upgrade", b"x"]);
+    }
+}

@@ -1,0 +1,304 @@
+//! Request heads: parse with httparse, then apply the checks that keep
+//! framing unambiguous (no request smuggling): one Host on HTTP/1.1, one
+//! plain-digit Content-Length, Transfer-Encoding only as exactly `chunked`
+//! and never together with Content-Length, no bare LF line endings.
+
+use super::{name_is, parse_content_length, tokens, Framing};
+
+/// Why a request head is refused, and the status to answer with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RequestError {
+    pub status: u16,
+    pub reason: &'static str,
+}
+
+const fn bad(reason: &'static str) -> RequestError {
+    RequestError {
+        status: 400,
+        reason,
+    }
+}
+
+/// What the proxy needs to know about a request beyond httparse's view.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RequestInfo {
+    /// Length of the head including the final CRLF CRLF.
+    pub head_len: usize,
+    /// HTTP/1.x minor version.
+    pub minor: u8,
+    pub framing: Framing,
+    /// The client lets the connection stay open after this exchange.
+    pub keep_alive: bool,
+    pub is_head: bool,
+    /// GET, HEAD, OPTIONS, TRACE, PUT, DELETE: safe to send twice.
+    pub idempotent: bool,
+    pub expect_continue: bool,
+}
+
+/// Result of parsing: a complete head with its facts, or "need more bytes".
+pub enum Parsed<'h, 'b> {
+    Complete(httparse::Request<'h, 'b>, RequestInfo),
+    Partial,
+}
+
+/// Parses and validates the request head at the start of `buf`.
+pub fn parse<'h, 'b>(
+    buf: &'b [u8],
+    headers: &'h mut [httparse::Header<'b>],
+) -> Result<Parsed<'h, 'b>, RequestError> {
+    let mut req = httparse::Request::new(headers);
+    let head_len = match req.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => return Ok(Parsed::Partial),
+        Err(httparse::Error::TooManyHeaders) => {
+            return Err(RequestError {
+                status: 431,
+                reason: "too many header fields",
+            })
+        }
+        Err(httparse::Error::Version) => return Err(version_error(buf)),
+        Err(_) => return Err(bad("malformed request head")),
+    };
+    if has_bare_lf(&buf[..head_len]) {
+        return Err(bad("bare LF in request head"));
+    }
+    let minor = req.version.unwrap_or(1);
+    let method = req.method.unwrap_or("");
+    let path = req.path.unwrap_or("");
+    if !(path.starts_with('/') || (path == "*" && method == "OPTIONS")) {
+        return Err(bad("request target is not in origin form"));
+    }
+
+    let mut hosts = 0usize;
+    let mut content_length: Option<u64> = None;
+    let mut chunked = false;
+    let mut has_te = false;
+    let mut conn_close = false;
+    let mut conn_keep_alive = false;
+    let mut expect_continue = false;
+    for h in req.headers.iter() {
+        let name = h.name;
+        if name_is(name, "host") {
+            hosts += 1;
+        } else if name_is(name, "content-length") {
+            if content_length.is_some() {
+                return Err(bad("more than one Content-Length"));
+            }
+            content_length =
+                Some(parse_content_length(h.value).ok_or(bad("invalid Content-Length"))?);
+        } else if name_is(name, "transfer-encoding") {
+            has_te = true;
+            for coding in tokens(h.value) {
+                if chunked {
+                    // Anything after `chunked` (including a second `chunked`)
+                    // makes the final coding ambiguous.
+                    return Err(bad("Transfer-Encoding continues after chunked"));
+                }
+                if coding.eq_ignore_ascii_case(b"chunked") {
+                    chunked = true;
+                } else {
+                    return Err(RequestError {
+                        status: 501,
+                        reason: "unsupported transfer coding",
+                    });
+                }
+            }
+        } else if name_is(name, "connection") {
+            for t in tokens(h.value) {
+                if t.eq_ignore_ascii_case(b"close") {
+                    conn_close = true;
+                } else if t.eq_ignore_ascii_case(b"keep-alive") {
+                    conn_keep_alive = true;
+                }
+            }
+        } else if name_is(name, "expect") {
+            if super::trim_ows(h.value).eq_ignore_ascii_case(b"100-continue") {
+                expect_continue = true;
+            } else {
+                return Err(RequestError {
+                    status: 417,
+                    reason: "unsupported expectation",
+                });
+            }
+        }
+    }
+    if hosts > 1 {
+        return Err(bad("more than one Host"));
+    }
+    if hosts == 0 && minor == 1 {
+        return Err(bad("missing Host"));
+    }
+    if has_te && content_length.is_some() {
+        return Err(bad("both Content-Length and Transfer-Encoding"));
+    }
+    if has_te && minor == 0 {
+        return Err(bad("Transfer-Encoding in an HTTP/1.0 request"));
+    }
+    if has_te && !chunked {
+        return Err(bad("Transfer-Encoding without chunked"));
+    }
+    let framing = if chunked {
+        Framing::Chunked
+    } else {
+        match content_length {
+            Some(0) | None => Framing::None,
+            Some(n) => Framing::Length(n),
+        }
+    };
+    let keep_alive = if minor >= 1 {
+        !conn_close
+    } else {
+        conn_keep_alive && !conn_close
+    };
+    let idempotent = matches!(
+        method,
+        "GET" | "HEAD" | "OPTIONS" | "TRACE" | "PUT" | "DELETE"
+    );
+    let info = RequestInfo {
+        head_len,
+        minor,
+        framing,
+        keep_alive,
+        is_head: method == "HEAD",
+        idempotent,
+        expect_continue,
+    };
+    Ok(Parsed::Complete(req, info))
+}
+
+/// httparse only says "bad version": answer 505 for a well-formed
+/// `HTTP/x.y` with another major version, 400 for anything else.
+fn version_error(buf: &[u8]) -> RequestError {
+    let line_end = buf
+        .iter()
+        .position(|&b| b == b'\r' || b == b'\n')
+        .unwrap_or(buf.len());
+    let line = &buf[..line_end];
+    if let Some(pos) = line.iter().rposition(|&b| b == b' ') {
+        let v = &line[pos + 1..];
+        if v.len() == 8
+            && v.starts_with(b"HTTP/")
+            && v[5].is_ascii_digit()
+            && v[6] == b'.'
+            && v[7].is_ascii_digit()
+            && v[5] != b'1'
+        {
+            return RequestError {
+                status: 505,
+                reason: "unsupported HTTP version",
+            };
+        }
+    }
+    bad("malformed request line")
+}
+
+/// True if some LF is not preceded by CR (httparse tolerates bare LF).
+pub fn has_bare_lf(head: &[u8]) -> bool {
+    head.iter()
+        .enumerate()
+        .any(|(i, &b)| b == b'\n' && (i == 0 || head[i - 1] != b'\r'))
+}
+
+/// The Host header's value, without a port, lowercased into `out`.
+pub fn host_of<'a>(req: &httparse::Request, out: &'a mut [u8; 256]) -> Option<&'a str> {
+    let h = req.headers.iter().find(|h| name_is(h.name, "host"))?;
+    let v = super::trim_ows(h.value);
+    // Strip ":port", keeping IPv6 literals ("[::1]:80") intact.
+    let host = if v.first() == Some(&b'[') {
+        match v.iter().position(|&b| b == b']') {
+            Some(end) => &v[..=end],
+            None => v,
+        }
+    } else {
+        match v.iter().position(|&b| b == b':') {
+            Some(colon) => &v[..colon],
+            None => v,
+        }
+    };
+    if host.len() > out.len() {
+        return None;
+    }
+    for (o, b) in out.iter_mut().zip(host) {
+        *o = b.to_ascii_lowercase();
+    }
+    std::str::from_utf8(&out[..host.len()]).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(raw: &[u8]) -> Result<RequestInfo, RequestError> {
+        let mut headers = [httparse::EMPTY_HEADER; 32];
+        match parse(raw, &mut headers)? {
+            Parsed::Complete(_, info) => Ok(info),
+            Parsed::Partial => panic!("partial"),
+        }
+    }
+
+    #[test]
+    fn simple_get() {
+        let info = check(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        assert_eq!(info.framing, Framing::None);
+        assert!(info.keep_alive);
+        assert!(info.idempotent);
+    }
+
+    #[test]
+    fn partial() {
+        let mut headers = [httparse::EMPTY_HEADER; 32];
+        assert!(matches!(
+            parse(b"GET / HTTP/1.1\r\nHo", &mut headers),
+            Ok(Parsed::Partial)
+        ));
+    }
+
+    #[test]
+    fn smuggling_vectors() {
+        let cases: &[(&[u8], u16)] = &[
+            (b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n", 400),
+            (b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\n", 400),
+            (b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: +3\r\n\r\n", 400),
+            (b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked, gzip\r\n\r\n", 400),
+            (b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n", 501),
+            (b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length : 3\r\n\r\n", 400),
+            (b"GET / HTTP/1.1\r\nHost: x\r\nX: a\r\n b\r\n\r\n", 400),
+            (b"GET / HTTP/1.1\nHost: x\r\n\r\n", 400),
+            (b"GET / HTTP/1.1\r\nHost: x\r\nHost: y\r\n\r\n", 400),
+            (b"GET / HTTP/1.1\r\n\r\n", 400),
+            (b"GET / HTTP/2.0\r\nHost: x\r\n\r\n", 505),
+            (b"G@T / HTTP/1.1\r\nHost: x\r\n\r\n", 400),
+            (b"GET / HTTP/1.1\r\nHost: x\r\nX: a\x00b\r\n\r\n", 400),
+            (b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n", 400),
+        ];
+        for (raw, status) in cases {
+            let got = check(raw).map(|_| 200).unwrap_or_else(|e| e.status);
+            assert_eq!(got, *status, "{}", String::from_utf8_lossy(raw));
+        }
+    }
+
+    #[test]
+    fn http10_keepalive() {
+        assert!(!check(b"GET / HTTP/1.0\r\n\r\n").unwrap().keep_alive);
+        assert!(
+            check(b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+                .unwrap()
+                .keep_alive
+        );
+        assert!(
+            !check(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                .unwrap()
+                .keep_alive
+        );
+    }
+
+    #[test]
+    fn host_without_port() {
+        let raw = b"GET / HTTP/1.1\r\nHost: Example.COM:8080\r\n\r\n";
+        let mut headers = [httparse::EMPTY_HEADER; 8];
+        let mut req = httparse::Request::new(&mut headers);
+        req.parse(raw).unwrap();
+        let mut buf = [0u8; 256];
+        assert_eq!(host_of(&req, &mut buf), Some("example.com"));
+    }
+}

@@ -1,0 +1,176 @@
+//! Upstream response heads: parse, validate framing the same strict way as
+//! requests (a response we cannot frame unambiguously becomes a 502 and its
+//! connection is never reused), and decide how the body is delimited.
+
+use super::{name_is, parse_content_length, tokens, Framing};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ResponseError {
+    pub reason: &'static str,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ResponseInfo {
+    pub head_len: usize,
+    pub status: u16,
+    pub minor: u8,
+    pub framing: Framing,
+    /// The upstream allows reusing the connection after this response.
+    pub keep_alive: bool,
+}
+
+pub enum Parsed<'h, 'b> {
+    Complete(httparse::Response<'h, 'b>, ResponseInfo),
+    Partial,
+}
+
+/// Parses the response head at the start of `buf`; `request_was_head`
+/// decides whether a body follows.
+pub fn parse<'h, 'b>(
+    buf: &'b [u8],
+    headers: &'h mut [httparse::Header<'b>],
+    request_was_head: bool,
+) -> Result<Parsed<'h, 'b>, ResponseError> {
+    let mut resp = httparse::Response::new(headers);
+    let head_len = match resp.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => return Ok(Parsed::Partial),
+        Err(_) => {
+            return Err(ResponseError {
+                reason: "malformed response head",
+            })
+        }
+    };
+    if super::request::has_bare_lf(&buf[..head_len]) {
+        return Err(ResponseError {
+            reason: "bare LF in response head",
+        });
+    }
+    let status = resp.code.unwrap_or(0);
+    let minor = resp.version.unwrap_or(1);
+    let mut content_length: Option<u64> = None;
+    let mut has_te = false;
+    let mut chunked_last = false;
+    let mut conn_close = false;
+    let mut conn_keep_alive = false;
+    for h in resp.headers.iter() {
+        if name_is(h.name, "content-length") {
+            if content_length.is_some() {
+                return Err(ResponseError {
+                    reason: "more than one Content-Length",
+                });
+            }
+            content_length = Some(parse_content_length(h.value).ok_or(ResponseError {
+                reason: "invalid Content-Length",
+            })?);
+        } else if name_is(h.name, "transfer-encoding") {
+            has_te = true;
+            for coding in tokens(h.value) {
+                chunked_last = coding.eq_ignore_ascii_case(b"chunked");
+            }
+        } else if name_is(h.name, "connection") {
+            for t in tokens(h.value) {
+                if t.eq_ignore_ascii_case(b"close") {
+                    conn_close = true;
+                } else if t.eq_ignore_ascii_case(b"keep-alive") {
+                    conn_keep_alive = true;
+                }
+            }
+        }
+    }
+    if has_te && content_length.is_some() {
+        return Err(ResponseError {
+            reason: "both Content-Length and Transfer-Encoding",
+        });
+    }
+    let bodyless =
+        request_was_head || (100..200).contains(&status) || status == 204 || status == 304;
+    let framing = if bodyless {
+        Framing::None
+    } else if has_te {
+        if chunked_last {
+            Framing::Chunked
+        } else {
+            Framing::UntilClose
+        }
+    } else {
+        match content_length {
+            Some(0) => Framing::None,
+            Some(n) => Framing::Length(n),
+            None => Framing::UntilClose,
+        }
+    };
+    let keep_alive = framing != Framing::UntilClose
+        && if minor >= 1 {
+            !conn_close
+        } else {
+            conn_keep_alive && !conn_close
+        };
+    Ok(Parsed::Complete(
+        resp,
+        ResponseInfo {
+            head_len,
+            status,
+            minor,
+            framing,
+            keep_alive,
+        },
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info(raw: &[u8], head: bool) -> Result<ResponseInfo, ResponseError> {
+        let mut headers = [httparse::EMPTY_HEADER; 16];
+        match parse(raw, &mut headers, head)? {
+            Parsed::Complete(_, i) => Ok(i),
+            Parsed::Partial => panic!("partial"),
+        }
+    }
+
+    #[test]
+    fn framings() {
+        assert_eq!(
+            info(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", false)
+                .unwrap()
+                .framing,
+            Framing::Length(5)
+        );
+        assert_eq!(
+            info(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", true)
+                .unwrap()
+                .framing,
+            Framing::None
+        );
+        assert_eq!(
+            info(b"HTTP/1.1 204 No Content\r\n\r\n", false)
+                .unwrap()
+                .framing,
+            Framing::None
+        );
+        assert_eq!(
+            info(
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+                false
+            )
+            .unwrap()
+            .framing,
+            Framing::Chunked
+        );
+        let close = info(b"HTTP/1.1 200 OK\r\n\r\n", false).unwrap();
+        assert_eq!(close.framing, Framing::UntilClose);
+        assert!(!close.keep_alive);
+        assert!(info(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n",
+            false
+        )
+        .is_err());
+        assert!(info(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n",
+            false
+        )
+        .is_err());
+    }
+}

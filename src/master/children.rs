@@ -1,0 +1,205 @@
+//! The master's worker processes: one slot per configured worker; each slot
+//! has at most one live process. A worker that dies unexpectedly is
+//! respawned in its slot — at once the first time, then with an exponential
+//! back-off while it keeps dying young, so a crash loop cannot spin.
+
+use mio::net::UnixStream;
+use mio::{Interest, Registry, Token};
+use nix::sys::signal::{kill, Signal};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::Pid;
+use std::io::{self, Read};
+use std::time::{Duration, Instant};
+
+/// A worker that lived shorter than this counts as failing.
+const YOUNG: Duration = Duration::from_secs(2);
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// Channel tokens start after the master's own tokens.
+const FIRST_CHANNEL_TOKEN: usize = 16;
+
+struct Child {
+    pid: Pid,
+    slot: usize,
+    token: Token,
+    channel: UnixStream,
+    ready: bool,
+    spawned_at: Instant,
+}
+
+#[derive(Default)]
+struct Slot {
+    /// Consecutive early deaths.
+    failures: u32,
+    respawn_at: Option<Instant>,
+}
+
+pub struct Children {
+    slots: Vec<Slot>,
+    live: Vec<Child>,
+    next_token: usize,
+}
+
+impl Children {
+    pub fn new(slots: usize) -> Children {
+        Children {
+            slots: (0..slots).map(|_| Slot::default()).collect(),
+            live: Vec::new(),
+            next_token: FIRST_CHANNEL_TOKEN,
+        }
+    }
+
+    pub fn slots(&self) -> usize {
+        self.slots.len()
+    }
+
+    pub fn len(&self) -> usize {
+        self.live.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.live.is_empty()
+    }
+
+    /// Slots without a live worker whose (re)spawn time has come.
+    pub fn slots_to_spawn(&self, now: Instant) -> Vec<usize> {
+        (0..self.slots.len())
+            .filter(|&s| !self.live.iter().any(|c| c.slot == s))
+            .filter(|&s| self.slots[s].respawn_at.is_none_or(|t| t <= now))
+            .collect()
+    }
+
+    pub fn next_respawn(&self) -> Option<Instant> {
+        self.slots.iter().filter_map(|s| s.respawn_at).min()
+    }
+
+    pub fn add(
+        &mut self,
+        slot: usize,
+        pid: Pid,
+        channel: std::os::unix::net::UnixStream,
+        registry: &Registry,
+        now: Instant,
+    ) -> io::Result<()> {
+        channel.set_nonblocking(true)?;
+        let mut channel = UnixStream::from_std(channel);
+        let token = Token(self.next_token);
+        self.next_token += 1;
+        registry.register(&mut channel, token, Interest::READABLE)?;
+        self.slots[slot].respawn_at = None;
+        log::info!("started worker {slot} as process {pid}");
+        self.live.push(Child {
+            pid,
+            slot,
+            token,
+            channel,
+            ready: false,
+            spawned_at: now,
+        });
+        Ok(())
+    }
+
+    pub fn spawn_failed(&mut self, slot: usize, now: Instant) {
+        let s = &mut self.slots[slot];
+        s.failures += 1;
+        s.respawn_at = Some(now + backoff(s.failures));
+    }
+
+    /// Reads a worker's messages: `R` = ready to serve.
+    pub fn on_channel_event(&mut self, token: Token) {
+        let Some(child) = self.live.iter_mut().find(|c| c.token == token) else {
+            return;
+        };
+        let mut buf = [0u8; 64];
+        loop {
+            match child.channel.read(&mut buf) {
+                Ok(0) => return,
+                Ok(n) => {
+                    if buf[..n].contains(&b'R') {
+                        child.ready = true;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => return,
+            }
+        }
+    }
+
+    pub fn all_ready(&self) -> bool {
+        (0..self.slots.len()).all(|s| self.live.iter().any(|c| c.slot == s && c.ready))
+    }
+
+    /// Collects exited workers; with `respawn`, schedules their replacement.
+    pub fn reap(&mut self, now: Instant, respawn: bool) {
+        loop {
+            let status = match waitpid(None::<Pid>, Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::StillAlive) => return,
+                Ok(s) => s,
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(_) => return, // ECHILD: no children left
+            };
+            let (pid, how) = match status {
+                WaitStatus::Exited(pid, code) => (pid, format!("exited with code {code}")),
+                WaitStatus::Signaled(pid, sig, _) => (pid, format!("exited on signal {sig}")),
+                _ => continue,
+            };
+            let Some(pos) = self.live.iter().position(|c| c.pid == pid) else {
+                log::info!("process {pid} {how}");
+                continue;
+            };
+            let child = self.live.swap_remove(pos);
+            if !respawn {
+                log::info!("worker {} (process {pid}) {how}", child.slot);
+                continue;
+            }
+            log::error!(
+                "worker {} (process {pid}) {how} unexpectedly; respawning",
+                child.slot
+            );
+            let slot = &mut self.slots[child.slot];
+            if now.duration_since(child.spawned_at) < YOUNG {
+                slot.failures += 1;
+            } else {
+                slot.failures = 0;
+            }
+            slot.respawn_at = Some(now + backoff(slot.failures));
+        }
+    }
+
+    pub fn signal_all(&self, sig: libc::c_int) {
+        let Ok(sig) = Signal::try_from(sig) else {
+            return;
+        };
+        for c in &self.live {
+            if let Err(e) = kill(c.pid, sig) {
+                log::warn!("kill({}, {sig}) failed: {e}", c.pid);
+            }
+        }
+    }
+
+    /// In a freshly forked worker: close the master's ends of every channel.
+    pub fn close_all_channels(&mut self) {
+        self.live.clear();
+    }
+}
+
+/// No delay after a worker that lived long; then 250ms, 500ms, ... up to 30s.
+fn backoff(failures: u32) -> Duration {
+    if failures == 0 {
+        return Duration::ZERO;
+    }
+    let ms = 250u64.saturating_mul(1u64 << (failures - 1).min(16));
+    Duration::from_millis(ms).min(MAX_BACKOFF)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_and_caps() {
+        assert_eq!(backoff(0), Duration::ZERO);
+        assert_eq!(backoff(1), Duration::from_millis(250));
+        assert_eq!(backoff(3), Duration::from_secs(1));
+        assert_eq!(backoff(40), MAX_BACKOFF);
+    }
+}

@@ -1,0 +1,367 @@
+//! The master process: binds the listening sockets, forks the workers,
+//! writes the pid file once they serve, and then only reacts — to signals,
+//! to workers exiting, to timers. It is never on the data path.
+//!
+//! Like nginx's master cycle, signal handlers only set flags; `run` wakes up
+//! and acts on them in a fixed order: reap children, terminate, quit,
+//! reload, reopen, upgrade — the whole lifecycle reads top to bottom there.
+
+mod children;
+pub mod pidfile;
+
+use crate::config::Config;
+use crate::net;
+use crate::signals::{self, SignalSet};
+use children::Children;
+use mio::{Events, Poll, Token};
+use std::fmt;
+use std::io;
+use std::net::{SocketAddr, TcpListener};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+const SIGNAL_TOKEN: Token = Token(0);
+
+/// Extra time after `shutdown_timeout` before remaining workers are killed.
+const QUIT_GRACE: Duration = Duration::from_secs(5);
+/// How long workers get to exit after TERM before SIGKILL.
+const TERM_GRACE: Duration = Duration::from_secs(3);
+
+#[derive(Debug)]
+pub enum MasterError {
+    Log(io::Error),
+    Bind(net::NetError),
+    PidFile { path: PathBuf, err: io::Error },
+    Setup { what: &'static str, err: io::Error },
+}
+
+impl fmt::Display for MasterError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            MasterError::Log(e) => write!(f, "{e}"),
+            MasterError::Bind(e) => write!(f, "{e}"),
+            MasterError::PidFile { path, err } => {
+                write!(f, "cannot write pid file {}: {err}", path.display())
+            }
+            MasterError::Setup { what, err } => write!(f, "{what} failed: {err}"),
+        }
+    }
+}
+
+impl std::error::Error for MasterError {}
+
+fn setup(what: &'static str) -> impl FnOnce(io::Error) -> MasterError {
+    move |err| MasterError::Setup { what, err }
+}
+
+/// A listening socket owned by the master, for listener `listener` of the
+/// configuration.
+pub struct BoundSocket {
+    pub listener: usize,
+    pub addr: SocketAddr,
+    pub socket: TcpListener,
+}
+
+/// Where the master is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Running,
+    /// QUIT: workers drain; kill what is left at the deadline.
+    Quitting {
+        kill_at: Instant,
+    },
+    /// TERM/INT: workers exit now; kill what is left at the deadline.
+    Terminating {
+        kill_at: Instant,
+    },
+}
+
+pub struct Master {
+    config: Config,
+    poll: Poll,
+    signals: Option<SignalSet>,
+    sockets: Vec<BoundSocket>,
+    children: Children,
+    state: State,
+    pid_written: bool,
+    pid: u32,
+}
+
+/// Runs the master until it exits; `Ok` means a clean shutdown.
+pub fn run(config: Config) -> Result<(), MasterError> {
+    crate::log::set_role(crate::log::Role::Master);
+    crate::log::init(&config.error_log, config.log_level.to_filter()).map_err(MasterError::Log)?;
+    let want = (config.worker_connections as u64) * 2 + 256;
+    match net::raise_nofile_limit(want) {
+        Ok(have) if have < want => log::warn!(
+            "open files limit is {have}, below the {want} that worker_connections {} may need",
+            config.worker_connections
+        ),
+        Ok(_) => {}
+        Err(e) => log::warn!("cannot raise the open files limit: {e}"),
+    }
+    pidfile::check_writable(&config.pid_file).map_err(|err| MasterError::PidFile {
+        path: config.pid_file.clone(),
+        err,
+    })?;
+    let sockets = bind_all(&config)?;
+    let poll = Poll::new().map_err(setup("epoll_create"))?;
+    let mut sigs = SignalSet::new(&[
+        signals::SIGTERM,
+        signals::SIGINT,
+        signals::SIGQUIT,
+        signals::SIGHUP,
+        signals::SIGUSR1,
+        signals::SIGUSR2,
+        signals::SIGWINCH,
+        signals::SIGCHLD,
+    ])
+    .map_err(setup("signal setup"))?;
+    sigs.register(poll.registry(), SIGNAL_TOKEN)
+        .map_err(setup("signal setup"))?;
+    set_process_name("forklb-master");
+    let mut master = Master {
+        children: Children::new(config.workers.resolve()),
+        config,
+        poll,
+        signals: Some(sigs),
+        sockets,
+        state: State::Running,
+        pid_written: false,
+        pid: std::process::id(),
+    };
+    log::info!(
+        "forklb {} starting: {} worker(s), listening on {}",
+        env!("CARGO_PKG_VERSION"),
+        master.children.slots(),
+        master
+            .sockets
+            .iter()
+            .map(|s| s.addr.to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    master.run()
+}
+
+fn bind_all(config: &Config) -> Result<Vec<BoundSocket>, MasterError> {
+    let mut out = Vec::new();
+    for (i, l) in config.listeners.iter().enumerate() {
+        for &addr in &l.addrs {
+            let socket = net::bind_listener(addr).map_err(MasterError::Bind)?;
+            out.push(BoundSocket {
+                listener: i,
+                addr,
+                socket,
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// Sets the name `ps -o comm` shows.
+pub fn set_process_name(name: &str) {
+    let mut buf = [0u8; 16];
+    let n = name.len().min(15);
+    buf[..n].copy_from_slice(&name.as_bytes()[..n]);
+    // SAFETY: PR_SET_NAME reads a NUL-terminated string of at most 16 bytes.
+    unsafe {
+        libc::prctl(libc::PR_SET_NAME, buf.as_ptr() as libc::c_ulong, 0, 0, 0);
+    }
+}
+
+impl Master {
+    fn run(&mut self) -> Result<(), MasterError> {
+        let mut events = Events::with_capacity(64);
+        self.spawn_missing(Instant::now());
+        loop {
+            let now = Instant::now();
+            let timeout = self.next_wakeup().map(|t| t.saturating_duration_since(now));
+            if let Err(e) = self.poll.poll(&mut events, timeout) {
+                if e.kind() != io::ErrorKind::Interrupted {
+                    return Err(MasterError::Setup {
+                        what: "epoll_wait",
+                        err: e,
+                    });
+                }
+            }
+            for ev in events.iter() {
+                if ev.token() == SIGNAL_TOKEN {
+                    if let Some(s) = self.signals.as_mut() {
+                        s.drain_wakeups();
+                    }
+                } else {
+                    self.children.on_channel_event(ev.token());
+                }
+            }
+            if self.cycle(Instant::now()) {
+                pidfile::remove_if_ours(&self.config.pid_file, self.pid);
+                log::info!("exit");
+                return Ok(());
+            }
+        }
+    }
+
+    fn next_wakeup(&self) -> Option<Instant> {
+        let kill_at = match self.state {
+            State::Running => None,
+            State::Quitting { kill_at } | State::Terminating { kill_at } => Some(kill_at),
+        };
+        [kill_at, self.children.next_respawn()]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    fn take_signal(&self, sig: libc::c_int) -> bool {
+        self.signals.as_ref().is_some_and(|s| s.take(sig))
+    }
+
+    /// One turn of the master cycle; true when the master should exit.
+    fn cycle(&mut self, now: Instant) -> bool {
+        // 1. Reap. (Always: a coalesced SIGCHLD must not be missed.)
+        let _ = self.take_signal(signals::SIGCHLD);
+        let running = self.state == State::Running;
+        self.children.reap(now, running);
+
+        // 2. Terminate (fast).
+        if self.take_signal(signals::SIGTERM) | self.take_signal(signals::SIGINT)
+            && !matches!(self.state, State::Terminating { .. })
+        {
+            log::info!("received TERM/INT: fast shutdown");
+            self.close_listeners();
+            self.children.signal_all(libc::SIGTERM);
+            self.state = State::Terminating {
+                kill_at: now + TERM_GRACE,
+            };
+        }
+
+        // 3. Quit (graceful).
+        if self.take_signal(signals::SIGQUIT) && self.state == State::Running {
+            log::info!("received QUIT: graceful shutdown");
+            self.close_listeners();
+            self.children.signal_all(libc::SIGQUIT);
+            self.state = State::Quitting {
+                kill_at: now + self.config.shutdown_timeout.get() + QUIT_GRACE,
+            };
+        }
+
+        // 4. Reload, 5. reopen, 6. upgrade, 7. stop accepting.
+        if self.take_signal(signals::SIGHUP) {
+            log::warn!("received HUP: configuration reload is not supported yet");
+        }
+        if self.take_signal(signals::SIGUSR1) {
+            log::info!("received USR1: reopening logs");
+            if let Err(e) = crate::log::reopen() {
+                log::error!("cannot reopen the error log: {e}");
+            }
+            self.children.signal_all(libc::SIGUSR1);
+        }
+        if self.take_signal(signals::SIGUSR2) {
+            log::warn!("received USR2: binary upgrade is not supported yet");
+        }
+        if self.take_signal(signals::SIGWINCH) {
+            log::warn!("received WINCH: stopping workers for an upgrade is not supported yet");
+        }
+
+        match self.state {
+            State::Running => {
+                self.spawn_missing(now);
+                if !self.pid_written && self.children.all_ready() {
+                    match pidfile::write(&self.config.pid_file, self.pid) {
+                        Ok(()) => {
+                            self.pid_written = true;
+                            log::info!("ready: {} worker(s) serving", self.children.slots());
+                        }
+                        Err(e) => {
+                            log::error!(
+                                "cannot write pid file {}: {e}",
+                                self.config.pid_file.display()
+                            );
+                        }
+                    }
+                }
+                false
+            }
+            State::Quitting { kill_at } | State::Terminating { kill_at } => {
+                if self.children.is_empty() {
+                    return true;
+                }
+                if now >= kill_at {
+                    log::warn!(
+                        "{} worker(s) did not exit in time: killing",
+                        self.children.len()
+                    );
+                    self.children.signal_all(libc::SIGKILL);
+                    // Give the kernel a moment; reaping happens on SIGCHLD.
+                    self.state = State::Terminating {
+                        kill_at: now + Duration::from_secs(1),
+                    };
+                }
+                false
+            }
+        }
+    }
+
+    fn close_listeners(&mut self) {
+        self.sockets.clear();
+    }
+
+    fn spawn_missing(&mut self, now: Instant) {
+        for slot in self.children.slots_to_spawn(now) {
+            if let Err(e) = self.spawn_worker(slot, now) {
+                log::error!("cannot start worker {slot}: {e}");
+                self.children.spawn_failed(slot, now);
+            }
+        }
+    }
+
+    fn spawn_worker(&mut self, slot: usize, now: Instant) -> io::Result<()> {
+        let (master_end, worker_end) = std::os::unix::net::UnixStream::pair()?;
+        // SAFETY: the master is single-threaded, so the child may run
+        // arbitrary code after fork.
+        match unsafe { nix::unistd::fork() }.map_err(io::Error::from)? {
+            nix::unistd::ForkResult::Parent { child } => {
+                drop(worker_end);
+                self.children
+                    .add(slot, child, master_end, self.poll.registry(), now)
+            }
+            nix::unistd::ForkResult::Child => {
+                drop(master_end);
+                let code = self.become_worker(slot, worker_end);
+                std::process::exit(code);
+            }
+        }
+    }
+
+    /// Runs in the forked child: drops everything of the master's, then
+    /// serves as worker `slot`. Never returns to the master's code.
+    fn become_worker(&mut self, slot: usize, channel: std::os::unix::net::UnixStream) -> i32 {
+        crate::log::set_role(crate::log::Role::Worker);
+        set_process_name("forklb-worker");
+        if let Some(s) = self.signals.take() {
+            s.unregister();
+        }
+        // Other workers' channels: holding them would hide the master's
+        // death from those workers.
+        self.children.close_all_channels();
+        // SAFETY: the child never uses the master's epoll instance again and
+        // exits without dropping `self`, so the fd is closed exactly once.
+        unsafe {
+            libc::close(std::os::fd::AsRawFd::as_raw_fd(&self.poll));
+        }
+        let listeners = std::mem::take(&mut self.sockets)
+            .into_iter()
+            .map(|b| crate::worker::WorkerListener {
+                socket: b.socket,
+                listener: b.listener,
+            })
+            .collect();
+        crate::worker::run(crate::worker::WorkerSetup {
+            slot,
+            runtime: crate::route::Runtime::new(&self.config),
+            listeners,
+            channel,
+        })
+    }
+}

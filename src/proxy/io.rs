@@ -1,0 +1,46 @@
+//! Non-blocking read/write on edge-triggered sockets. Readiness is tracked
+//! in a flag per direction that an event sets and only `WouldBlock` clears,
+//! so no edge is ever lost.
+
+use std::io::{self, Read, Write};
+
+pub enum Io {
+    /// This many bytes moved.
+    Done(usize),
+    /// The peer closed its sending side (read returned 0).
+    Eof,
+    /// Not ready; the flag was cleared and an event will come.
+    Blocked,
+    Failed(io::Error),
+}
+
+pub fn read<S: Read>(sock: &mut S, into: &mut [u8], ready: &mut bool) -> Io {
+    debug_assert!(!into.is_empty(), "read into a full buffer looks like EOF");
+    loop {
+        return match sock.read(into) {
+            Ok(0) => Io::Eof,
+            Ok(n) => Io::Done(n),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                *ready = false;
+                Io::Blocked
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => Io::Failed(e),
+        };
+    }
+}
+
+pub fn write<S: Write>(sock: &mut S, from: &[u8], ready: &mut bool) -> Io {
+    loop {
+        return match sock.write(from) {
+            Ok(0) => Io::Failed(io::Error::from(io::ErrorKind::WriteZero)),
+            Ok(n) => Io::Done(n),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                *ready = false;
+                Io::Blocked
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => Io::Failed(e),
+        };
+    }
+}

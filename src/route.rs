@@ -1,0 +1,215 @@
+//! The configuration compiled for the data path: per listener its ordered
+//! routes (host match + path prefix → action), per upstream its servers.
+//! Built once per generation; workers only read it.
+
+use crate::config::{Balance, Config};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+pub struct Runtime {
+    pub listeners: Vec<ListenerRt>,
+    pub upstreams: Vec<UpstreamRt>,
+    pub timeouts: TimeoutsRt,
+    pub max_header_bytes: usize,
+    /// 0 = unlimited.
+    pub max_body_bytes: u64,
+    pub worker_connections: usize,
+    pub shutdown_timeout: Duration,
+}
+
+#[derive(Clone, Copy)]
+pub struct TimeoutsRt {
+    pub client_header: Duration,
+    pub client_body: Duration,
+    pub keepalive: Duration,
+    pub connect: Duration,
+    pub upstream_read: Duration,
+    pub upstream_write: Duration,
+}
+
+pub struct ListenerRt {
+    pub name: String,
+    /// Scheme clients use on this listener (X-Forwarded-Proto).
+    pub proto: &'static str,
+    pub routes: Vec<RouteRt>,
+}
+
+pub struct RouteRt {
+    pub host: HostMatch,
+    pub path: String,
+    pub action: Action,
+}
+
+pub enum HostMatch {
+    Any,
+    Exact(String),
+    /// `*.example.com` stored as `.example.com`: any subdomain, any depth.
+    Suffix(String),
+}
+
+pub enum Action {
+    Upstream(usize),
+    Return {
+        status: u16,
+        content_type: String,
+        body: Vec<u8>,
+    },
+    Redirect {
+        status: u16,
+        to: String,
+    },
+    Metrics,
+}
+
+pub struct UpstreamRt {
+    pub name: String,
+    pub balance: Balance,
+    pub retries: u32,
+    pub keepalive: usize,
+    pub host_header: Option<String>,
+    pub servers: Vec<ServerRt>,
+}
+
+pub struct ServerRt {
+    pub name: String,
+    pub addr: SocketAddr,
+    /// The address as configured (`host:port`), the Host for clients without one.
+    pub addr_text: String,
+    pub weight: u32,
+    pub backup: bool,
+}
+
+impl HostMatch {
+    fn parse(host: Option<&str>) -> HostMatch {
+        match host {
+            None => HostMatch::Any,
+            Some(h) => {
+                let h = h.to_ascii_lowercase();
+                match h.strip_prefix('*') {
+                    Some(suffix) => HostMatch::Suffix(suffix.to_owned()),
+                    None => HostMatch::Exact(h),
+                }
+            }
+        }
+    }
+
+    fn matches(&self, host: Option<&str>) -> bool {
+        match (self, host) {
+            (HostMatch::Any, _) => true,
+            (HostMatch::Exact(e), Some(h)) => e == h,
+            (HostMatch::Suffix(s), Some(h)) => h.len() > s.len() && h.ends_with(s.as_str()),
+            _ => false,
+        }
+    }
+}
+
+impl Runtime {
+    /// Compiles a validated configuration.
+    pub fn new(cfg: &Config) -> Runtime {
+        let upstreams: Vec<UpstreamRt> = cfg
+            .upstreams
+            .iter()
+            .map(|(name, u)| UpstreamRt {
+                name: name.clone(),
+                balance: u.balance,
+                retries: u.retries,
+                keepalive: u.keepalive,
+                host_header: u.host_header.clone(),
+                servers: u
+                    .servers
+                    .iter()
+                    .filter_map(|s| {
+                        Some(ServerRt {
+                            name: s.name.clone(),
+                            addr: s.socket_addr?,
+                            addr_text: s.addr.clone(),
+                            weight: s.weight,
+                            backup: s.backup,
+                        })
+                    })
+                    .collect(),
+            })
+            .collect();
+        let listeners = cfg
+            .listeners
+            .iter()
+            .map(|l| ListenerRt {
+                name: l.name.clone(),
+                proto: if l.tls.is_some() { "https" } else { "http" },
+                routes: l
+                    .routes
+                    .iter()
+                    .filter_map(|r| {
+                        let action = if let Some(u) = &r.upstream {
+                            Action::Upstream(cfg.upstreams.position(u)?)
+                        } else if let Some(ret) = &r.return_ {
+                            Action::Return {
+                                status: ret.status,
+                                content_type: ret.content_type.clone(),
+                                body: ret.body.clone().into_bytes(),
+                            }
+                        } else if let Some(red) = &r.redirect {
+                            Action::Redirect {
+                                status: red.status,
+                                to: red.to.clone(),
+                            }
+                        } else {
+                            Action::Metrics
+                        };
+                        Some(RouteRt {
+                            host: HostMatch::parse(r.host.as_deref()),
+                            path: r.path.clone().unwrap_or_else(|| "/".to_owned()),
+                            action,
+                        })
+                    })
+                    .collect(),
+            })
+            .collect();
+        let t = &cfg.timeouts;
+        Runtime {
+            listeners,
+            upstreams,
+            timeouts: TimeoutsRt {
+                client_header: t.client_header.get(),
+                client_body: t.client_body.get(),
+                keepalive: t.keepalive.get(),
+                connect: t.connect.get(),
+                upstream_read: t.upstream_read.get(),
+                upstream_write: t.upstream_write.get(),
+            },
+            max_header_bytes: cfg.limits.max_header_bytes.get() as usize,
+            max_body_bytes: cfg.limits.max_body_bytes.get(),
+            worker_connections: cfg.worker_connections,
+            shutdown_timeout: cfg.shutdown_timeout.get(),
+        }
+    }
+
+    /// The first route of `listener` matching `host` (lowercase, no port)
+    /// and `path`.
+    pub fn route(&self, listener: usize, host: Option<&str>, path: &str) -> Option<&Action> {
+        self.listeners
+            .get(listener)?
+            .routes
+            .iter()
+            .find(|r| r.host.matches(host) && path.starts_with(r.path.as_str()))
+            .map(|r| &r.action)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_matching() {
+        let w = HostMatch::parse(Some("*.Example.com"));
+        assert!(w.matches(Some("a.example.com")));
+        assert!(w.matches(Some("b.a.example.com")));
+        assert!(!w.matches(Some("example.com")));
+        assert!(!w.matches(None));
+        let e = HostMatch::parse(Some("api.example.com"));
+        assert!(e.matches(Some("api.example.com")));
+        assert!(!e.matches(Some("x.api.example.com")));
+        assert!(HostMatch::Any.matches(None));
+    }
+}

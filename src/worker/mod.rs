@@ -1,0 +1,420 @@
+//! A worker process: its own mio `Poll` (created after fork), the shared
+//! listening sockets registered with EPOLLEXCLUSIVE, a slab of connections,
+//! and a deadline heap. Runs until the master tells it to stop.
+//!
+//! Signals: TERM/INT exit at once, QUIT drains (stop accepting, close idle
+//! connections, finish in-flight requests with `Connection: close`, exit when
+//! none are left or at `shutdown_timeout`), USR1 reopens the logs. If the
+//! master disappears (its end of our channel closes) the worker drains too.
+
+mod slab;
+mod timers;
+
+use crate::balance::Balancer;
+use crate::buffer::{BufPool, VecPool};
+use crate::net;
+use crate::proxy::{self, Conn, Env, Outcome};
+use crate::route::Runtime;
+use crate::signals::{self, SignalSet};
+use mio::net::UnixStream;
+use mio::{Events, Interest, Poll, Token};
+use slab::Slab;
+use std::io::{self, Read, Write};
+use std::net::TcpListener;
+use std::os::fd::AsRawFd;
+use std::time::{Duration, Instant};
+use timers::Timers;
+
+const SIGNAL_TOKEN: Token = Token(proxy::FIRST_CONN_TOKEN - 1);
+const CHANNEL_TOKEN: Token = Token(proxy::FIRST_CONN_TOKEN - 2);
+
+/// After EMFILE/ENFILE, accepting pauses this long instead of spinning.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+/// A listening socket inherited from the master, and the index of its
+/// listener in the configuration.
+pub struct WorkerListener {
+    pub socket: TcpListener,
+    pub listener: usize,
+}
+
+/// Everything a worker starts with.
+pub struct WorkerSetup {
+    pub slot: usize,
+    pub runtime: Runtime,
+    pub listeners: Vec<WorkerListener>,
+    /// The worker's end of its channel to the master.
+    pub channel: std::os::unix::net::UnixStream,
+}
+
+struct Worker {
+    poll: Poll,
+    rt: Runtime,
+    listeners: Vec<WorkerListener>,
+    /// Listeners are in the epoll set (not paused, not draining).
+    accepting: bool,
+    accept_resume_at: Option<Instant>,
+    conns: Slab<Conn>,
+    timers: Timers,
+    bufs: BufPool,
+    heads: VecPool,
+    balancers: Vec<Balancer>,
+    signals: SignalSet,
+    channel: UnixStream,
+    next_conn_id: u64,
+    drain_deadline: Option<Instant>,
+}
+
+/// Runs the worker; returns the process exit code.
+pub fn run(setup: WorkerSetup) -> i32 {
+    match Worker::new(setup).and_then(|mut w| w.run()) {
+        Ok(()) => 0,
+        Err(e) => {
+            log::error!("worker failed: {e}");
+            2
+        }
+    }
+}
+
+impl Worker {
+    fn new(setup: WorkerSetup) -> io::Result<Worker> {
+        let poll = Poll::new()?;
+        let mut signals = SignalSet::new(&[
+            signals::SIGTERM,
+            signals::SIGINT,
+            signals::SIGQUIT,
+            signals::SIGUSR1,
+            signals::SIGHUP,
+            signals::SIGWINCH,
+            signals::SIGUSR2,
+        ])?;
+        signals.register(poll.registry(), SIGNAL_TOKEN)?;
+        setup.channel.set_nonblocking(true)?;
+        let mut channel = UnixStream::from_std(setup.channel);
+        poll.registry()
+            .register(&mut channel, CHANNEL_TOKEN, Interest::READABLE)?;
+        for (i, l) in setup.listeners.iter().enumerate() {
+            net::register_exclusive(poll.as_raw_fd(), &l.socket, i)?;
+        }
+        let buf_size = (setup.runtime.max_header_bytes + 4096).max(16 * 1024);
+        let balancers = setup
+            .runtime
+            .upstreams
+            .iter()
+            .map(|u| Balancer::new(u.balance, u.servers.len()))
+            .collect();
+        Ok(Worker {
+            poll,
+            listeners: setup.listeners,
+            accepting: true,
+            accept_resume_at: None,
+            conns: Slab::new(),
+            timers: Timers::default(),
+            bufs: BufPool::new(buf_size, 1024),
+            heads: VecPool::new(1024, 1024),
+            balancers,
+            signals,
+            channel,
+            next_conn_id: 1,
+            drain_deadline: None,
+            rt: setup.runtime,
+        })
+    }
+
+    fn run(&mut self) -> io::Result<()> {
+        // Tell the master we are ready to serve.
+        let _ = self.channel.write(b"R");
+        let mut events = Events::with_capacity(1024);
+        loop {
+            let now = Instant::now();
+            let timeout = self.next_wakeup().map(|t| t.saturating_duration_since(now));
+            if let Err(e) = self.poll.poll(&mut events, timeout) {
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(e);
+            }
+            let now = Instant::now();
+            for ev in events.iter() {
+                match ev.token() {
+                    SIGNAL_TOKEN => {
+                        self.signals.drain_wakeups();
+                        if self.signals.take(signals::SIGTERM) || self.signals.take(signals::SIGINT)
+                        {
+                            log::info!("exiting");
+                            return Ok(());
+                        }
+                        if self.signals.take(signals::SIGQUIT) {
+                            self.start_drain(now, "graceful shutdown");
+                        }
+                        if self.signals.take(signals::SIGUSR1) {
+                            if let Err(e) = crate::log::reopen() {
+                                log::error!("cannot reopen the error log: {e}");
+                            }
+                        }
+                    }
+                    CHANNEL_TOKEN => self.read_channel(now),
+                    Token(t) if t < self.listeners.len() => self.accept(t, now),
+                    token => self.conn_event(token, ev, now),
+                }
+            }
+            self.expire(Instant::now());
+            self.resume_accepting(Instant::now());
+            if let Some(deadline) = self.drain_deadline {
+                self.close_idle();
+                if self.conns.is_empty() {
+                    log::info!("drained, exiting");
+                    return Ok(());
+                }
+                if Instant::now() >= deadline {
+                    log::warn!(
+                        "shutdown timeout: closing {} open connection(s)",
+                        self.conns.len()
+                    );
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    fn next_wakeup(&self) -> Option<Instant> {
+        [
+            self.timers.next(),
+            self.accept_resume_at,
+            self.drain_deadline,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    fn env(&mut self, now: Instant) -> Env<'_> {
+        Env {
+            rt: &self.rt,
+            registry: self.poll.registry(),
+            bufs: &mut self.bufs,
+            heads: &mut self.heads,
+            balancers: &mut self.balancers,
+            now,
+            draining: self.drain_deadline.is_some(),
+        }
+    }
+
+    fn read_channel(&mut self, now: Instant) {
+        let mut buf = [0u8; 64];
+        loop {
+            match self.channel.read(&mut buf) {
+                Ok(0) => {
+                    // The master is gone: nobody will ever tell us to stop.
+                    log::warn!("master exited, shutting down gracefully");
+                    let _ = self.poll.registry().deregister(&mut self.channel);
+                    self.start_drain(now, "master gone");
+                    return;
+                }
+                Ok(n) => {
+                    if buf[..n].contains(&b'Q') {
+                        self.start_drain(now, "graceful shutdown");
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => return,
+            }
+        }
+    }
+
+    fn start_drain(&mut self, now: Instant, why: &str) {
+        if self.drain_deadline.is_some() {
+            return;
+        }
+        log::info!("{why}: draining {} connection(s)", self.conns.len());
+        self.drain_deadline = Some(now + self.rt.shutdown_timeout);
+        self.pause_accepting();
+        // Our copies of the listening sockets are no longer needed; the
+        // master keeps its own.
+        self.listeners.clear();
+        self.accept_resume_at = None;
+    }
+
+    fn close_idle(&mut self) {
+        for slot in self.conns.keys() {
+            if self.conns.get_mut(slot).is_some_and(|c| c.is_idle()) {
+                self.close(slot);
+            }
+        }
+    }
+
+    fn pause_accepting(&mut self) {
+        if self.accepting {
+            let epfd = self.poll.as_raw_fd();
+            for l in &self.listeners {
+                let _ = net::deregister(epfd, &l.socket);
+            }
+            self.accepting = false;
+        }
+    }
+
+    fn resume_accepting(&mut self, now: Instant) {
+        if self.accepting || self.drain_deadline.is_some() {
+            return;
+        }
+        if self.accept_resume_at.is_some_and(|t| now < t) {
+            return;
+        }
+        if self.conns.len() >= self.rt.worker_connections {
+            return;
+        }
+        let epfd = self.poll.as_raw_fd();
+        for (i, l) in self.listeners.iter().enumerate() {
+            if let Err(e) = net::register_exclusive(epfd, &l.socket, i) {
+                log::error!("cannot resume accepting: {e}");
+            }
+        }
+        self.accepting = true;
+        self.accept_resume_at = None;
+    }
+
+    fn accept(&mut self, index: usize, now: Instant) {
+        loop {
+            if self.conns.len() >= self.rt.worker_connections {
+                log::warn!(
+                    "{} worker_connections are not enough, pausing accept",
+                    self.rt.worker_connections
+                );
+                self.pause_accepting();
+                return;
+            }
+            let Some(l) = self.listeners.get(index) else {
+                return;
+            };
+            let listener = l.listener;
+            match net::accept(&l.socket) {
+                Ok((stream, peer)) => self.add_conn(stream, peer, listener, now),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e)
+                    if matches!(
+                        e.raw_os_error(),
+                        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+                    ) =>
+                {
+                    log::error!("accept() failed: {e}; pausing accept for {ACCEPT_BACKOFF:?}");
+                    self.pause_accepting();
+                    self.accept_resume_at = Some(now + ACCEPT_BACKOFF);
+                    return;
+                }
+                // ECONNABORTED and friends concern one connection only.
+                Err(e) => {
+                    log::debug!("accept() failed: {e}");
+                    continue;
+                }
+            }
+        }
+    }
+
+    fn add_conn(
+        &mut self,
+        stream: mio::net::TcpStream,
+        peer: std::net::SocketAddr,
+        listener: usize,
+        now: Instant,
+    ) {
+        let id = self.next_conn_id;
+        self.next_conn_id += 1;
+        // The slot is only known after insertion; build, insert, then register.
+        let slot = {
+            let env = self.env(now);
+            let conn = Conn::new(id, usize::MAX, stream, peer, listener, &env);
+            self.conns.insert(conn)
+        };
+        let Some(conn) = self.conns.get_mut(slot) else {
+            return;
+        };
+        conn.set_slot(slot);
+        if let Err(e) = self.poll.registry().register(
+            conn.client_mut(),
+            proxy::client_token(slot),
+            Interest::READABLE | Interest::WRITABLE,
+        ) {
+            log::error!("cannot register a client connection: {e}");
+            self.conns.remove(slot);
+            return;
+        }
+        self.run_conn(slot, now, |conn, env| conn.drive(env));
+    }
+
+    fn conn_event(&mut self, token: Token, ev: &mio::event::Event, now: Instant) {
+        let Some((slot, side)) = proxy::slot_of(token) else {
+            return;
+        };
+        self.run_conn(slot, now, |conn, env| conn.on_event(side, ev, env));
+    }
+
+    /// Runs `f` on the connection in `slot`, then closes it or re-arms its
+    /// timer as the outcome says.
+    fn run_conn(
+        &mut self,
+        slot: usize,
+        now: Instant,
+        f: impl FnOnce(&mut Conn, &mut Env) -> Outcome,
+    ) {
+        let Worker {
+            conns,
+            rt,
+            poll,
+            bufs,
+            heads,
+            balancers,
+            timers,
+            drain_deadline,
+            ..
+        } = &mut *self;
+        let Some(conn) = conns.get_mut(slot) else {
+            return;
+        };
+        let mut env = Env {
+            rt,
+            registry: poll.registry(),
+            bufs,
+            heads,
+            balancers,
+            now,
+            draining: drain_deadline.is_some(),
+        };
+        match f(conn, &mut env) {
+            Outcome::Close => self.close(slot),
+            Outcome::Keep => {
+                if conn.timer_at.is_none_or(|t| conn.deadline < t) {
+                    timers.schedule(conn.deadline, slot, conn.id);
+                    conn.timer_at = Some(conn.deadline);
+                }
+            }
+        }
+    }
+
+    fn expire(&mut self, now: Instant) {
+        while let Some((slot, id)) = self.timers.pop_due(now) {
+            let Some(conn) = self.conns.get_mut(slot) else {
+                continue;
+            };
+            if conn.id != id {
+                continue;
+            }
+            conn.timer_at = None;
+            if conn.deadline > now {
+                // The deadline moved later since this entry was queued.
+                self.timers.schedule(conn.deadline, slot, id);
+                conn.timer_at = Some(conn.deadline);
+                continue;
+            }
+            self.run_conn(slot, now, |conn, env| conn.on_timeout(env));
+        }
+    }
+
+    fn close(&mut self, slot: usize) {
+        if let Some(mut conn) = self.conns.remove(slot) {
+            let _ = self.poll.registry().deregister(conn.client_mut());
+            let mut env = self.env(Instant::now());
+            conn.release(&mut env);
+        }
+    }
+}
