@@ -1,0 +1,224 @@
+//! Walking skeleton, command line: `-t`, `-T`, `-V` (DESIGN §2) and the
+//! configuration errors they report (DESIGN §4).
+
+mod support;
+
+use std::fs;
+use std::path::PathBuf;
+use std::time::Duration;
+use support::*;
+
+const RUN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Writes `yaml` as forklb.yaml in `dir` and returns its path.
+fn write_config(dir: &TempDir, yaml: &str) -> PathBuf {
+    let path = dir.join("forklb.yaml");
+    fs::write(&path, yaml).expect("write config");
+    path
+}
+
+/// A valid configuration; line numbers matter to the line:column test.
+fn good_yaml(dir: &TempDir) -> String {
+    format!(
+        "workers: 1\n\
+         pid_file: \"{}\"\n\
+         error_log: \"{}\"\n\
+         listeners:\n\
+         \x20 - name: web\n\
+         \x20   bind: [\"127.0.0.1:{}\"]\n\
+         \x20   routes:\n\
+         \x20     - path: /healthz\n\
+         \x20       return: {{status: 200, body: \"ok\\n\"}}\n\
+         \x20     - upstream: web\n\
+         upstreams:\n\
+         \x20 web:\n\
+         \x20   servers:\n\
+         \x20     - {{name: b1, addr: \"127.0.0.1:9\", weight: 1}}\n",
+        dir.join("forklb.pid").display(),
+        dir.join("error.log").display(),
+        free_port()
+    )
+}
+
+fn check(yaml: &str) -> (RunOutput, PathBuf, TempDir) {
+    let dir = TempDir::new("check");
+    let path = write_config(&dir, yaml);
+    let out = run_forklb(&["-t", "-c", path.to_str().unwrap()], RUN_TIMEOUT);
+    (out, path, dir)
+}
+
+/// Runs `-t` on `good_yaml` edited by `edit` and expects failure with a message
+/// that names the file and contains every string of `needles`.
+fn expect_invalid(edit: impl Fn(String) -> String, needles: &[&str]) -> String {
+    let dir = TempDir::new("bad");
+    let yaml = edit(good_yaml(&dir));
+    let path = write_config(&dir, &yaml);
+    let out = run_forklb(&["-t", "-c", path.to_str().unwrap()], RUN_TIMEOUT);
+    let all = out.combined();
+    assert_eq!(out.code(), Some(1), "config:\n{yaml}\noutput:\n{all}");
+    assert!(
+        all.contains("forklb.yaml"),
+        "the error must name the file:\n{all}"
+    );
+    for n in needles {
+        assert!(
+            all.contains(n),
+            "expected {n:?} in:\n{all}\nconfig:\n{yaml}"
+        );
+    }
+    assert!(
+        !all.contains("test is successful"),
+        "failure reported as success:\n{all}"
+    );
+    all
+}
+
+/// Whether `text` contains `:LINE:COL` for this line and some column.
+fn has_line_col(text: &str, line: usize) -> bool {
+    let pat = format!(":{line}:");
+    text.match_indices(&pat).any(|(i, _)| {
+        text[i + pat.len()..]
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_digit())
+    })
+}
+
+#[test]
+fn test_flag_accepts_good_config() {
+    let dir = TempDir::new("good");
+    let (out, path, _d) = check(&good_yaml(&dir));
+    let all = out.combined();
+    assert_eq!(out.code(), Some(0), "output:\n{all}");
+    assert!(all.contains("test is successful"), "output:\n{all}");
+    assert!(
+        all.contains(path.to_str().unwrap()),
+        "message should name the file:\n{all}"
+    );
+    // -t must not start serving nor leave a pid file behind.
+    assert!(!dir.join("forklb.pid").exists());
+}
+
+#[test]
+fn long_test_flag_and_conf_flag() {
+    let dir = TempDir::new("long");
+    let path = write_config(&dir, &good_yaml(&dir));
+    let out = run_forklb(&["--test", "--conf", path.to_str().unwrap()], RUN_TIMEOUT);
+    assert_eq!(out.code(), Some(0), "output:\n{}", out.combined());
+    assert!(out.combined().contains("test is successful"));
+}
+
+#[test]
+fn unknown_upstream_names_the_route_field() {
+    expect_invalid(
+        |y| y.replace("      - upstream: web\n", "      - upstream: nope\n"),
+        &["listeners[0].routes[1].upstream"],
+    );
+    // And as the first route.
+    expect_invalid(
+        |y| {
+            y.replace(
+                "      - path: /healthz\n        return: {status: 200, body: \"ok\\n\"}\n",
+                "",
+            )
+            .replace("      - upstream: web\n", "      - upstream: nope\n")
+        },
+        &["listeners[0].routes[0].upstream"],
+    );
+}
+
+#[test]
+fn weight_out_of_range_is_rejected() {
+    expect_invalid(|y| y.replace("weight: 1}", "weight: 300}"), &["weight"]);
+}
+
+#[test]
+fn unknown_key_reports_line_and_column() {
+    // Nested: line 7 (after "bind" on line 6).
+    let all = expect_invalid(
+        |y| y.replace("    routes:\n", "    bogus_key: 1\n    routes:\n"),
+        &["bogus_key"],
+    );
+    assert!(has_line_col(&all, 7), "expected :7:COL in:\n{all}");
+    // Top level: line 2.
+    let all = expect_invalid(
+        |y| y.replacen("\n", "\nfrobnicate: yes\n", 1),
+        &["frobnicate"],
+    );
+    assert!(has_line_col(&all, 2), "expected :2:COL in:\n{all}");
+}
+
+#[test]
+fn yaml_syntax_error_reports_line_and_column() {
+    // Line 5 gets an unterminated flow sequence.
+    let all = expect_invalid(|y| y.replace("  - name: web\n", "  - name: [web\n"), &[]);
+    assert!(
+        (4..=14).any(|l| has_line_col(&all, l)),
+        "expected :LINE:COL in:\n{all}"
+    );
+}
+
+#[test]
+fn missing_bind_is_rejected() {
+    expect_invalid(
+        |y| {
+            let start = y.find("    bind:").unwrap();
+            let end = start + y[start..].find('\n').unwrap() + 1;
+            format!("{}{}", &y[..start], &y[end..])
+        },
+        &["listeners[0].bind"],
+    );
+}
+
+#[test]
+fn dump_flag_prints_effective_config_with_defaults() {
+    let dir = TempDir::new("dump");
+    let path = write_config(&dir, &good_yaml(&dir));
+    let out = run_forklb(&["-T", "-c", path.to_str().unwrap()], RUN_TIMEOUT);
+    let all = out.combined();
+    assert_eq!(out.code(), Some(0), "output:\n{all}");
+    assert!(all.contains("test is successful"), "output:\n{all}");
+    assert!(
+        out.stdout.contains("keepalive: 75s") || out.stdout.contains("client_header: 10s"),
+        "defaults missing from -T output:\n{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout.contains("shutdown_timeout: 30s"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout.contains("max_header_bytes: 16k"),
+        "{}",
+        out.stdout
+    );
+}
+
+#[test]
+fn version_flag() {
+    for flag in ["-V", "--version"] {
+        let out = run_forklb(&[flag], RUN_TIMEOUT);
+        let all = out.combined();
+        assert_eq!(out.code(), Some(0), "{flag}: {all}");
+        assert!(
+            all.contains(env!("CARGO_PKG_VERSION")),
+            "{flag} should print the version:\n{all}"
+        );
+    }
+}
+
+#[test]
+fn missing_config_file_is_an_error() {
+    let dir = TempDir::new("missing");
+    let path = dir.join("does-not-exist.yaml");
+    let out = run_forklb(&["-t", "-c", path.to_str().unwrap()], RUN_TIMEOUT);
+    assert_eq!(out.code(), Some(1), "output:\n{}", out.combined());
+    assert!(out.combined().contains("does-not-exist.yaml"));
+}
+
+#[test]
+fn unknown_option_is_a_usage_error() {
+    let out = run_forklb(&["--no-such-option"], RUN_TIMEOUT);
+    assert_eq!(out.code(), Some(1), "output:\n{}", out.combined());
+}

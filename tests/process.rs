@@ -1,0 +1,180 @@
+//! Walking skeleton, processes: names, worker respawn, QUIT and TERM.
+
+mod support;
+
+use std::net::{SocketAddr, TcpStream};
+use std::thread;
+use std::time::{Duration, Instant};
+use support::*;
+
+#[test]
+fn master_and_workers_are_named() {
+    let b1 = Backend::start("b1");
+    let lb = Forklb::start(&proxy_config_for(3, &[&b1]));
+
+    assert_eq!(comm(lb.master_pid()).as_deref(), Some("forklb-master"));
+    assert_eq!(lb.pid_file_pid(), Some(lb.master_pid()));
+    let workers = lb.wait_workers(3, Duration::from_secs(5));
+    for &w in &workers {
+        assert_eq!(comm(w).as_deref(), Some("forklb-worker"), "pid {w}");
+    }
+    // Nothing else but workers (and possibly a health checker) under the master.
+    for p in lb.child_pids() {
+        let name = comm(p).unwrap_or_default();
+        assert!(
+            name == "forklb-worker" || name == "forklb-health",
+            "unexpected child {p} named {name:?}"
+        );
+    }
+    // Stable: still exactly the same three a moment later.
+    thread::sleep(Duration::from_millis(300));
+    assert_eq!(lb.worker_pids(), workers);
+    assert_eq!(http_get(lb.port(), "/").status, 200);
+}
+
+#[test]
+fn killed_worker_is_replaced() {
+    let b1 = Backend::start("b1");
+    let lb = Forklb::start(&proxy_config_for(2, &[&b1]));
+    let before = lb.wait_workers(2, Duration::from_secs(5));
+    let victim = before[0];
+
+    assert!(kill(victim, SIGKILL));
+    let mut now = Vec::new();
+    let replaced = wait_until(Duration::from_secs(5), || {
+        now = lb.worker_pids();
+        now.len() == 2 && !now.contains(&victim)
+    });
+    assert!(
+        replaced,
+        "worker {victim} not replaced: workers now {now:?}\n{}",
+        lb.diagnostics()
+    );
+    assert!(now.contains(&before[1]), "the other worker must survive");
+    for i in 0..6 {
+        let r = http_get(lb.port(), "/");
+        assert_eq!(
+            (r.status, r.body_str().as_str()),
+            (200, "b1"),
+            "request {i}"
+        );
+    }
+    assert_eq!(comm(lb.master_pid()).as_deref(), Some("forklb-master"));
+}
+
+#[test]
+fn quit_finishes_in_flight_request_then_exits() {
+    let slow = Backend::start_with(
+        "slow",
+        BackendOpts {
+            delay: Duration::from_secs(2),
+            ..Default::default()
+        },
+    );
+    let mut lb = Forklb::start(&proxy_config_for(2, &[&slow]));
+    let workers = lb.wait_workers(2, Duration::from_secs(5));
+    let port = lb.port();
+
+    let started = Instant::now();
+    let in_flight = thread::spawn(move || try_http_get(port, "/slow"));
+    assert!(
+        wait_until(Duration::from_secs(3), || slow.request_count() == 1),
+        "the request never reached the backend"
+    );
+    lb.signal(SIGQUIT);
+
+    // After QUIT a new connection is not served (refused, closed, or ignored
+    // until exit), while the in-flight request still completes.
+    thread::sleep(Duration::from_millis(300));
+    if let Ok(mut c) = Conn::open(port) {
+        c.set_read_timeout(Duration::from_millis(1000));
+        if c.send(b"GET /late HTTP/1.1\r\nHost: x\r\n\r\n").is_ok() {
+            if let Ok(r) = c.read_response() {
+                assert!(
+                    !(200..300).contains(&r.status),
+                    "a connection opened after QUIT was served: {r:?}"
+                );
+            }
+        }
+    }
+
+    let r = in_flight
+        .join()
+        .expect("client thread")
+        .unwrap_or_else(|e| {
+            panic!(
+                "in-flight request failed after QUIT: {e}\n{}",
+                lb.diagnostics()
+            )
+        });
+    assert_eq!((r.status, r.body_str().as_str()), (200, "slow"), "{r:?}");
+    assert!(started.elapsed() >= Duration::from_secs(2));
+    assert_eq!(
+        slow.request_count(),
+        1,
+        "the late request reached the backend"
+    );
+
+    let status = lb.wait_exit(Duration::from_secs(5));
+    assert!(
+        status.is_some(),
+        "master still running 5 s after the drained request\n{}",
+        lb.diagnostics()
+    );
+    assert_eq!(status.unwrap().code(), Some(0), "exit status {status:?}");
+    let mut left = Vec::new();
+    assert!(
+        wait_until(Duration::from_secs(3), || {
+            left = lb
+                .seen_pids()
+                .into_iter()
+                .chain(workers.iter().copied())
+                .filter(|&p| forklb_alive(p))
+                .collect();
+            left.is_empty()
+        }),
+        "forklb processes still alive after the master exited: {left:?}"
+    );
+    assert!(!lb.pid_file().exists(), "pid file left behind");
+}
+
+#[test]
+fn term_exits_fast_and_removes_pid_file() {
+    let b1 = Backend::start("b1");
+    let mut lb = Forklb::start(&proxy_config_for(2, &[&b1]));
+    let workers = lb.wait_workers(2, Duration::from_secs(5));
+    assert_eq!(http_get(lb.port(), "/").status, 200);
+
+    let started = Instant::now();
+    lb.signal(SIGTERM);
+    let status = lb.wait_exit(Duration::from_secs(3));
+    assert!(
+        status.is_some(),
+        "master still running 3 s after TERM\n{}",
+        lb.diagnostics()
+    );
+    assert_eq!(status.unwrap().code(), Some(0), "exit status {status:?}");
+    let mut left = Vec::new();
+    assert!(
+        wait_until(Duration::from_secs(2), || {
+            left = workers
+                .iter()
+                .copied()
+                .filter(|&p| forklb_alive(p))
+                .collect();
+            left.is_empty()
+        }),
+        "workers still alive after TERM: {left:?}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "TERM shutdown took {:?}",
+        started.elapsed()
+    );
+    assert!(!lb.pid_file().exists(), "pid file left behind");
+    let addr = SocketAddr::from(([127, 0, 0, 1], lb.port()));
+    assert!(
+        TcpStream::connect_timeout(&addr, Duration::from_millis(500)).is_err(),
+        "listener still accepting after TERM"
+    );
+}

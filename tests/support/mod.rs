@@ -1,0 +1,1076 @@
+//! Shared helpers for the integration tests (std only, plus `libc`, which is a
+//! regular dependency of the crate and therefore visible to integration tests).
+//!
+//! * [`free_port`], [`refused_addr`]: ephemeral 127.0.0.1 ports.
+//! * [`Backend`]: a tiny threaded HTTP/1.1 origin server that answers 200 with
+//!   its name as the body and records every request it receives.
+//! * [`Forklb`]: runs the `forklb` binary in the foreground on a generated
+//!   configuration in a private temporary folder, and inspects its processes.
+//! * [`http_get`], [`Conn`]: a minimal HTTP/1.1 client.
+//!
+//! Every read has a timeout and every wait loop has a deadline, so no test can hang.
+#![allow(dead_code, unused_imports)]
+
+use std::fs;
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+pub use libc::{SIGHUP, SIGINT, SIGKILL, SIGQUIT, SIGTERM, SIGUSR1, SIGUSR2, SIGWINCH};
+
+/// Read/write timeout of every client and backend socket.
+pub const IO_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long `Forklb::start` waits for the pid file and the listener.
+pub const START_TIMEOUT: Duration = Duration::from_secs(10);
+/// Largest request or response head the helpers accept.
+const MAX_HEAD: usize = 1 << 20;
+
+// ---------------------------------------------------------------------------
+// Ports, waiting, temporary folders
+
+/// A port on 127.0.0.1 that was free a moment ago.
+pub fn free_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    l.local_addr().expect("local_addr").port()
+}
+
+/// A 127.0.0.1 address with nothing listening on it (connections are refused).
+pub fn refused_addr() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], free_port()))
+}
+
+/// Polls `cond` every 20 ms until it holds (true) or `timeout` passes (false).
+pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if cond() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A fresh folder under the system temporary folder, removed on drop.
+pub struct TempDir {
+    path: PathBuf,
+}
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        static COUNTER: AtomicUsize = AtomicUsize::new(0);
+        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+        let path =
+            std::env::temp_dir().join(format!("forklb-test-{tag}-{}-{n}", std::process::id()));
+        let _ = fs::remove_dir_all(&path);
+        fs::create_dir_all(&path).expect("create temporary folder");
+        TempDir { path }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn join(&self, name: &str) -> PathBuf {
+        self.path.join(name)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.path);
+    }
+}
+
+/// Deterministic pseudo-random bytes (xorshift64*), for garbage input and bodies.
+pub fn pseudo_random_bytes(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        out.extend_from_slice(&x.wrapping_mul(0x2545_F491_4F6C_DD1D).to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+// ---------------------------------------------------------------------------
+// HTTP/1.1 wire helpers shared by the client and the backend
+
+fn header_value<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    headers
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.as_str())
+}
+
+fn has_token(headers: &[(String, String)], name: &str, token: &str) -> bool {
+    headers
+        .iter()
+        .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+        .flat_map(|(_, v)| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case(token))
+}
+
+fn invalid(msg: impl Into<String>) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, msg.into())
+}
+
+/// A message head: the start line and the header fields in order.
+type Head = (String, Vec<(String, String)>);
+
+/// A socket with a read buffer, for reading HTTP messages one at a time.
+struct Wire {
+    stream: TcpStream,
+    buf: Vec<u8>,
+}
+
+impl Wire {
+    fn new(stream: TcpStream) -> io::Result<Wire> {
+        stream.set_read_timeout(Some(IO_TIMEOUT))?;
+        stream.set_write_timeout(Some(IO_TIMEOUT))?;
+        let _ = stream.set_nodelay(true);
+        Ok(Wire {
+            stream,
+            buf: Vec::new(),
+        })
+    }
+
+    /// Reads more bytes into the buffer; returns how many (0 at EOF).
+    fn fill(&mut self) -> io::Result<usize> {
+        let mut chunk = [0u8; 64 * 1024];
+        let n = self.stream.read(&mut chunk)?;
+        self.buf.extend_from_slice(&chunk[..n]);
+        Ok(n)
+    }
+
+    /// Reads one message head (through the empty line). `Ok(None)` when the peer
+    /// closed cleanly before sending anything.
+    fn read_head(&mut self) -> io::Result<Option<Head>> {
+        loop {
+            if let Some(pos) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head: Vec<u8> = self.buf.drain(..pos + 4).collect();
+                return parse_head(&head[..pos]).map(Some);
+            }
+            if self.buf.len() > MAX_HEAD {
+                return Err(invalid("message head too large"));
+            }
+            if self.fill()? == 0 {
+                if self.buf.is_empty() {
+                    return Ok(None);
+                }
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    format!(
+                        "EOF inside a message head: {:?}",
+                        String::from_utf8_lossy(&self.buf)
+                    ),
+                ));
+            }
+        }
+    }
+
+    fn read_exact_body(&mut self, n: usize) -> io::Result<Vec<u8>> {
+        while self.buf.len() < n {
+            if self.fill()? == 0 {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    format!("EOF after {} of {n} body bytes", self.buf.len()),
+                ));
+            }
+        }
+        Ok(self.buf.drain(..n).collect())
+    }
+
+    fn read_line(&mut self) -> io::Result<String> {
+        loop {
+            if let Some(pos) = self.buf.windows(2).position(|w| w == b"\r\n") {
+                let line: Vec<u8> = self.buf.drain(..pos + 2).collect();
+                return Ok(String::from_utf8_lossy(&line[..pos]).into_owned());
+            }
+            if self.buf.len() > MAX_HEAD {
+                return Err(invalid("line too long"));
+            }
+            if self.fill()? == 0 {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "EOF inside a chunked body",
+                ));
+            }
+        }
+    }
+
+    /// Reads a chunked body and returns the de-chunked bytes.
+    fn read_chunked(&mut self) -> io::Result<Vec<u8>> {
+        let mut body = Vec::new();
+        loop {
+            let line = self.read_line()?;
+            let size_text = line.split(';').next().unwrap_or("").trim();
+            let size = usize::from_str_radix(size_text, 16)
+                .map_err(|_| invalid(format!("bad chunk size line {line:?}")))?;
+            if size == 0 {
+                // Trailers, up to the empty line.
+                while !self.read_line()?.is_empty() {}
+                return Ok(body);
+            }
+            body.extend(self.read_exact_body(size)?);
+            if !self.read_line()?.is_empty() {
+                return Err(invalid("chunk not followed by CRLF"));
+            }
+        }
+    }
+
+    fn read_to_eof(&mut self) -> io::Result<Vec<u8>> {
+        while self.fill()? != 0 {}
+        Ok(std::mem::take(&mut self.buf))
+    }
+}
+
+fn parse_head(head: &[u8]) -> io::Result<Head> {
+    let text = String::from_utf8_lossy(head);
+    let mut lines = text.split("\r\n");
+    let start = lines.next().unwrap_or("").to_owned();
+    let mut headers = Vec::new();
+    for line in lines {
+        let (name, value) = line
+            .split_once(':')
+            .ok_or_else(|| invalid(format!("bad header line {line:?}")))?;
+        headers.push((name.trim().to_owned(), value.trim().to_owned()));
+    }
+    Ok((start, headers))
+}
+
+// ---------------------------------------------------------------------------
+// Client
+
+/// One HTTP response as the client received it.
+#[derive(Debug, Clone)]
+pub struct Response {
+    pub version: String,
+    pub status: u16,
+    pub reason: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    /// The first header of that name (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        header_value(&self.headers, name)
+    }
+
+    pub fn body_str(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    /// Whether the response announces `Connection: close`.
+    pub fn closes(&self) -> bool {
+        has_token(&self.headers, "connection", "close")
+    }
+}
+
+/// A client connection that sends raw bytes and reads one response at a time.
+pub struct Conn {
+    wire: Wire,
+}
+
+impl Conn {
+    pub fn open(port: u16) -> io::Result<Conn> {
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let stream = TcpStream::connect_timeout(&addr, IO_TIMEOUT)?;
+        Ok(Conn {
+            wire: Wire::new(stream)?,
+        })
+    }
+
+    pub fn set_read_timeout(&self, t: Duration) {
+        self.wire
+            .stream
+            .set_read_timeout(Some(t))
+            .expect("set_read_timeout");
+    }
+
+    pub fn stream(&self) -> &TcpStream {
+        &self.wire.stream
+    }
+
+    pub fn send(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.wire.stream.write_all(bytes)?;
+        self.wire.stream.flush()
+    }
+
+    /// Reads the next final response (interim 1xx responses are skipped). The
+    /// body is framed by chunked encoding, Content-Length, or the connection end.
+    pub fn read_response(&mut self) -> io::Result<Response> {
+        self.read_response_to(false)
+    }
+
+    /// Like `read_response`, for the answer to a HEAD request (no body).
+    pub fn read_head_response(&mut self) -> io::Result<Response> {
+        self.read_response_to(true)
+    }
+
+    fn read_response_to(&mut self, head_request: bool) -> io::Result<Response> {
+        loop {
+            let (start, headers) = self.wire.read_head()?.ok_or_else(|| {
+                io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "connection closed before a response",
+                )
+            })?;
+            let mut parts = start.splitn(3, ' ');
+            let version = parts.next().unwrap_or("").to_owned();
+            let status: u16 = parts
+                .next()
+                .and_then(|s| s.parse().ok())
+                .ok_or_else(|| invalid(format!("bad status line {start:?}")))?;
+            let reason = parts.next().unwrap_or("").to_owned();
+            if !version.starts_with("HTTP/1.") {
+                return Err(invalid(format!("bad status line {start:?}")));
+            }
+            if (100..200).contains(&status) {
+                continue;
+            }
+            let body = if head_request || status == 204 || status == 304 {
+                Vec::new()
+            } else if has_token(&headers, "transfer-encoding", "chunked") {
+                self.wire.read_chunked()?
+            } else if let Some(cl) = header_value(&headers, "content-length") {
+                let n: usize = cl
+                    .parse()
+                    .map_err(|_| invalid(format!("bad Content-Length {cl:?}")))?;
+                self.wire.read_exact_body(n)?
+            } else {
+                self.wire.read_to_eof()?
+            };
+            return Ok(Response {
+                version,
+                status,
+                reason,
+                headers,
+                body,
+            });
+        }
+    }
+
+    /// Sends a request with `Host: localhost`, the given extra headers and, when
+    /// `body` is not empty, a Content-Length body; reads the response.
+    pub fn request(
+        &mut self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> io::Result<Response> {
+        let mut req = format!("{method} {path} HTTP/1.1\r\nHost: localhost\r\n");
+        for (n, v) in headers {
+            req.push_str(&format!("{n}: {v}\r\n"));
+        }
+        if !body.is_empty() {
+            req.push_str(&format!("Content-Length: {}\r\n", body.len()));
+        }
+        req.push_str("\r\n");
+        let mut bytes = req.into_bytes();
+        bytes.extend_from_slice(body);
+        self.send(&bytes)?;
+        if method == "HEAD" {
+            self.read_head_response()
+        } else {
+            self.read_response()
+        }
+    }
+
+    pub fn get(&mut self, path: &str) -> io::Result<Response> {
+        self.request("GET", path, &[], b"")
+    }
+
+    /// Waits (bounded by the read timeout) for the peer to close. `Ok(())` on a
+    /// clean EOF; an error if bytes arrive, on reset, or on timeout.
+    pub fn expect_eof(&mut self) -> io::Result<()> {
+        if !self.wire.buf.is_empty() {
+            return Err(invalid(format!(
+                "unexpected bytes instead of EOF: {:?}",
+                String::from_utf8_lossy(&self.wire.buf)
+            )));
+        }
+        match self.wire.fill()? {
+            0 => Ok(()),
+            _ => Err(invalid(format!(
+                "unexpected bytes instead of EOF: {:?}",
+                String::from_utf8_lossy(&self.wire.buf)
+            ))),
+        }
+    }
+}
+
+/// GET `path` from 127.0.0.1:`port` over a fresh connection.
+pub fn try_http_get(port: u16, path: &str) -> io::Result<Response> {
+    Conn::open(port)?.get(path)
+}
+
+/// GET `path` from 127.0.0.1:`port` over a fresh connection; panics on I/O errors.
+pub fn http_get(port: u16, path: &str) -> Response {
+    try_http_get(port, path).unwrap_or_else(|e| panic!("GET {path} on port {port}: {e}"))
+}
+
+// ---------------------------------------------------------------------------
+// Backend
+
+/// One request as a backend received it (body de-chunked when it was chunked).
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub method: String,
+    pub path: String,
+    pub version: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Request {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        header_value(&self.headers, name)
+    }
+}
+
+/// How a [`Backend`] answers.
+#[derive(Debug, Clone)]
+pub struct BackendOpts {
+    /// Wait this long after receiving a request before answering.
+    pub delay: Duration,
+    /// Response body; `None` = the backend's name.
+    pub body: Option<Vec<u8>>,
+    /// Answer with the request body instead.
+    pub echo: bool,
+    pub status: u16,
+}
+
+impl Default for BackendOpts {
+    fn default() -> Self {
+        BackendOpts {
+            delay: Duration::ZERO,
+            body: None,
+            echo: false,
+            status: 200,
+        }
+    }
+}
+
+struct BackendShared {
+    name: String,
+    opts: BackendOpts,
+    stop: AtomicBool,
+    requests: Mutex<Vec<Request>>,
+    conns: Mutex<Vec<TcpStream>>,
+    accepted: AtomicUsize,
+}
+
+/// A threaded HTTP/1.1 origin server on 127.0.0.1 (one thread per connection,
+/// keep-alive aware). Stops when dropped.
+pub struct Backend {
+    addr: SocketAddr,
+    shared: Arc<BackendShared>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Backend {
+    pub fn start(name: &str) -> Backend {
+        Backend::start_with(name, BackendOpts::default())
+    }
+
+    pub fn start_with(name: &str, opts: BackendOpts) -> Backend {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("backend bind");
+        let addr = listener.local_addr().expect("backend local_addr");
+        let shared = Arc::new(BackendShared {
+            name: name.to_owned(),
+            opts,
+            stop: AtomicBool::new(false),
+            requests: Mutex::new(Vec::new()),
+            conns: Mutex::new(Vec::new()),
+            accepted: AtomicUsize::new(0),
+        });
+        let s = shared.clone();
+        let thread = thread::spawn(move || {
+            for stream in listener.incoming() {
+                if s.stop.load(Ordering::SeqCst) {
+                    break;
+                }
+                let Ok(stream) = stream else { continue };
+                s.accepted.fetch_add(1, Ordering::SeqCst);
+                if let Ok(clone) = stream.try_clone() {
+                    s.conns.lock().unwrap().push(clone);
+                }
+                let s2 = s.clone();
+                thread::spawn(move || {
+                    let _ = serve_backend_conn(stream, &s2);
+                });
+            }
+        });
+        Backend {
+            addr,
+            shared,
+            thread: Some(thread),
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.shared.name
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    /// Requests received so far, in arrival order.
+    pub fn requests(&self) -> Vec<Request> {
+        self.shared.requests.lock().unwrap().clone()
+    }
+
+    pub fn request_count(&self) -> usize {
+        self.shared.requests.lock().unwrap().len()
+    }
+
+    /// TCP connections accepted so far.
+    pub fn connections(&self) -> usize {
+        self.shared.accepted.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for Backend {
+    fn drop(&mut self) {
+        self.shared.stop.store(true, Ordering::SeqCst);
+        let _ = TcpStream::connect_timeout(&self.addr, Duration::from_secs(1));
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        for c in self.shared.conns.lock().unwrap().drain(..) {
+            let _ = c.shutdown(Shutdown::Both);
+        }
+    }
+}
+
+fn serve_backend_conn(stream: TcpStream, s: &BackendShared) -> io::Result<()> {
+    let mut wire = Wire::new(stream)?;
+    wire.stream
+        .set_read_timeout(Some(Duration::from_secs(10)))?;
+    loop {
+        let Some((start, headers)) = wire.read_head()? else {
+            return Ok(());
+        };
+        let mut parts = start.split(' ');
+        let (Some(method), Some(path), Some(version), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            wire.stream.write_all(
+                b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            )?;
+            return Ok(());
+        };
+        let body = if has_token(&headers, "transfer-encoding", "chunked") {
+            wire.read_chunked()?
+        } else if let Some(cl) = header_value(&headers, "content-length") {
+            let n: usize = cl
+                .parse()
+                .map_err(|_| invalid(format!("bad Content-Length {cl:?}")))?;
+            wire.read_exact_body(n)?
+        } else {
+            Vec::new()
+        };
+        let close = has_token(&headers, "connection", "close")
+            || (version == "HTTP/1.0" && !has_token(&headers, "connection", "keep-alive"));
+        let req = Request {
+            method: method.to_owned(),
+            path: path.to_owned(),
+            version: version.to_owned(),
+            headers,
+            body,
+        };
+        let resp_body = if s.opts.echo {
+            req.body.clone()
+        } else {
+            s.opts
+                .body
+                .clone()
+                .unwrap_or_else(|| s.name.as_bytes().to_vec())
+        };
+        let is_head = req.method == "HEAD";
+        s.requests.lock().unwrap().push(req);
+
+        let deadline = Instant::now() + s.opts.delay;
+        while Instant::now() < deadline {
+            if s.stop.load(Ordering::SeqCst) {
+                return Ok(());
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
+
+        let mut out = format!(
+            "HTTP/1.1 {} X\r\nContent-Type: text/plain\r\nX-Backend: {}\r\nContent-Length: {}\r\n{}\r\n",
+            s.opts.status,
+            s.name,
+            resp_body.len(),
+            if close { "Connection: close\r\n" } else { "" }
+        )
+        .into_bytes();
+        if !is_head {
+            out.extend_from_slice(&resp_body);
+        }
+        wire.stream.write_all(&out)?;
+        if close {
+            let _ = wire.stream.shutdown(Shutdown::Write);
+            return Ok(());
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// /proc
+
+/// Fields of /proc/PID/stat the tests need.
+#[derive(Debug, Clone)]
+pub struct ProcStat {
+    pub pid: i32,
+    pub comm: String,
+    pub state: char,
+    pub ppid: i32,
+}
+
+pub fn proc_stat(pid: i32) -> Option<ProcStat> {
+    let text = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let open = text.find('(')?;
+    let close = text.rfind(')')?;
+    let comm = text[open + 1..close].to_owned();
+    let mut rest = text[close + 1..].split_whitespace();
+    let state = rest.next()?.chars().next()?;
+    let ppid = rest.next()?.parse().ok()?;
+    Some(ProcStat {
+        pid,
+        comm,
+        state,
+        ppid,
+    })
+}
+
+/// /proc/PID/comm without the newline.
+pub fn comm(pid: i32) -> Option<String> {
+    fs::read_to_string(format!("/proc/{pid}/comm"))
+        .ok()
+        .map(|s| s.trim_end_matches('\n').to_owned())
+}
+
+/// Whether `pid` is a live (not zombie) process whose name starts with "forklb".
+pub fn forklb_alive(pid: i32) -> bool {
+    match proc_stat(pid) {
+        Some(st) => st.state != 'Z' && st.state != 'X' && st.comm.starts_with("forklb"),
+        None => false,
+    }
+}
+
+/// Live (not zombie) children of `ppid`, sorted.
+pub fn children_of(ppid: i32) -> Vec<i32> {
+    let mut out = Vec::new();
+    let Ok(dir) = fs::read_dir("/proc") else {
+        return out;
+    };
+    for entry in dir.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        if let Some(st) = proc_stat(pid) {
+            if st.ppid == ppid && st.state != 'Z' && st.state != 'X' {
+                out.push(pid);
+            }
+        }
+    }
+    out.sort_unstable();
+    out
+}
+
+fn descendants_of(pid: i32) -> Vec<i32> {
+    let mut out = Vec::new();
+    let mut todo = vec![pid];
+    while let Some(p) = todo.pop() {
+        for c in children_of(p) {
+            out.push(c);
+            todo.push(c);
+        }
+    }
+    out
+}
+
+/// Sends `sig` to `pid`; false if the process does not exist.
+pub fn kill(pid: i32, sig: i32) -> bool {
+    // SAFETY: kill(2) has no memory-safety preconditions.
+    unsafe { libc::kill(pid, sig) == 0 }
+}
+
+// ---------------------------------------------------------------------------
+// forklb process harness
+
+/// The standard proxy configuration of the tests (without the `pid_file`,
+/// `error_log` and `upgrade_sock` keys, which [`Forklb`] adds): one listener on
+/// `$PORT` with a `/healthz` return route and everything else to upstream `web`.
+/// `servers` are (name, address, weight); `upstream_extra` are more keys of
+/// upstream `web`, e.g. `["retries: 0"]`.
+pub fn proxy_config(
+    workers: usize,
+    servers: &[(&str, SocketAddr, u32)],
+    upstream_extra: &[&str],
+) -> String {
+    let mut y = format!(
+        "workers: {workers}\n\
+         log_level: info\n\
+         shutdown_timeout: 10s\n\
+         listeners:\n\
+         \x20 - name: web\n\
+         \x20   bind: [\"127.0.0.1:$PORT\"]\n\
+         \x20   routes:\n\
+         \x20     - path: /healthz\n\
+         \x20       return: {{status: 200, body: \"ok\\n\"}}\n\
+         \x20     - upstream: web\n\
+         upstreams:\n\
+         \x20 web:\n"
+    );
+    for extra in upstream_extra {
+        y.push_str(&format!("    {extra}\n"));
+    }
+    y.push_str("    servers:\n");
+    for (name, addr, weight) in servers {
+        y.push_str(&format!(
+            "      - {{name: {name}, addr: \"{addr}\", weight: {weight}}}\n"
+        ));
+    }
+    y
+}
+
+/// Shorthand: `proxy_config` for backends of weight 1.
+pub fn proxy_config_for(workers: usize, backends: &[&Backend]) -> String {
+    let servers: Vec<(&str, SocketAddr, u32)> =
+        backends.iter().map(|b| (b.name(), b.addr(), 1)).collect();
+    proxy_config(workers, &servers, &[])
+}
+
+/// A running `forklb` (foreground master) on a generated configuration.
+pub struct Forklb {
+    child: Child,
+    dir: TempDir,
+    port: u16,
+    config: PathBuf,
+    pid_file: PathBuf,
+    error_log: PathBuf,
+    /// Every child pid observed so far, so that Drop can clean up even after
+    /// the master is gone.
+    seen: Mutex<Vec<i32>>,
+    exit: Option<ExitStatus>,
+}
+
+impl Forklb {
+    /// Starts forklb on `yaml` (with `$PORT` replaced by a free port and
+    /// `pid_file`, `error_log`, `upgrade_sock` pointing into a fresh temporary
+    /// folder) and waits until it serves; panics with diagnostics otherwise.
+    pub fn start(yaml: &str) -> Forklb {
+        Forklb::try_start(yaml).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    pub fn try_start(yaml: &str) -> Result<Forklb, String> {
+        let dir = TempDir::new("run");
+        let port = free_port();
+        let pid_file = dir.join("forklb.pid");
+        let error_log = dir.join("error.log");
+        let config = dir.join("forklb.yaml");
+        let text = format!(
+            "pid_file: \"{}\"\nerror_log: \"{}\"\nupgrade_sock: \"{}\"\n{}",
+            pid_file.display(),
+            error_log.display(),
+            dir.join("upgrade.sock").display(),
+            yaml.replace("$PORT", &port.to_string())
+        );
+        fs::write(&config, text).map_err(|e| format!("write config: {e}"))?;
+        let stdout = fs::File::create(dir.join("stdout.log")).map_err(|e| e.to_string())?;
+        let stderr = fs::File::create(dir.join("stderr.log")).map_err(|e| e.to_string())?;
+        let child = forklb_command()
+            .arg("-c")
+            .arg(&config)
+            .stdin(Stdio::null())
+            .stdout(stdout)
+            .stderr(stderr)
+            .spawn()
+            .map_err(|e| format!("spawn {}: {e}", env!("CARGO_BIN_EXE_forklb")))?;
+        let mut f = Forklb {
+            child,
+            dir,
+            port,
+            config,
+            pid_file,
+            error_log,
+            seen: Mutex::new(Vec::new()),
+            exit: None,
+        };
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            if let Ok(Some(status)) = f.child.try_wait() {
+                f.exit = Some(status);
+                return Err(format!(
+                    "forklb exited during start-up with {status}\n{}",
+                    f.diagnostics()
+                ));
+            }
+            if f.pid_file_pid().is_some() {
+                let addr = SocketAddr::from(([127, 0, 0, 1], port));
+                if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+                    f.child_pids();
+                    return Ok(f);
+                }
+            }
+            if Instant::now() >= deadline {
+                return Err(format!(
+                    "forklb not ready within {START_TIMEOUT:?} (pid file: {:?}, port {port})\n{}",
+                    fs::read_to_string(&f.pid_file).ok(),
+                    f.diagnostics()
+                ));
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn master_pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn config_path(&self) -> &Path {
+        &self.config
+    }
+
+    pub fn pid_file(&self) -> &Path {
+        &self.pid_file
+    }
+
+    /// The pid written in the pid file, if the file exists and holds one.
+    pub fn pid_file_pid(&self) -> Option<i32> {
+        let text = fs::read_to_string(&self.pid_file).ok()?;
+        if !text.ends_with('\n') {
+            return None;
+        }
+        text.trim().parse().ok()
+    }
+
+    /// Live children of the master (workers, health checker), sorted.
+    pub fn child_pids(&self) -> Vec<i32> {
+        let kids = children_of(self.master_pid());
+        let mut seen = self.seen.lock().unwrap();
+        for k in &kids {
+            if !seen.contains(k) {
+                seen.push(*k);
+            }
+        }
+        kids
+    }
+
+    /// Live children of the master named `forklb-worker`, sorted.
+    pub fn worker_pids(&self) -> Vec<i32> {
+        self.child_pids()
+            .into_iter()
+            .filter(|&p| comm(p).as_deref() == Some("forklb-worker"))
+            .collect()
+    }
+
+    /// Waits until the master has exactly `n` workers; returns their pids.
+    pub fn wait_workers(&self, n: usize, timeout: Duration) -> Vec<i32> {
+        let mut last = Vec::new();
+        if wait_until(timeout, || {
+            last = self.worker_pids();
+            last.len() == n
+        }) {
+            return last;
+        }
+        panic!(
+            "expected {n} workers, have {last:?} (children {:?})\n{}",
+            self.child_pids()
+                .iter()
+                .map(|&p| (p, comm(p)))
+                .collect::<Vec<_>>(),
+            self.diagnostics()
+        );
+    }
+
+    /// Every pid ever observed as a child of the master.
+    pub fn seen_pids(&self) -> Vec<i32> {
+        self.seen.lock().unwrap().clone()
+    }
+
+    pub fn signal(&self, sig: i32) {
+        assert!(
+            kill(self.master_pid(), sig),
+            "kill({}, {sig}) failed",
+            self.master_pid()
+        );
+    }
+
+    /// Waits for the master to exit; `None` if it is still running after `timeout`.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        if self.exit.is_some() {
+            return self.exit;
+        }
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                self.exit = Some(status);
+                return self.exit;
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    pub fn error_log_contents(&self) -> String {
+        fs::read_to_string(&self.error_log).unwrap_or_default()
+    }
+
+    pub fn stderr_contents(&self) -> String {
+        fs::read_to_string(self.dir.join("stderr.log")).unwrap_or_default()
+    }
+
+    pub fn stdout_contents(&self) -> String {
+        fs::read_to_string(self.dir.join("stdout.log")).unwrap_or_default()
+    }
+
+    /// Error log, stdout and stderr, for failure messages.
+    pub fn diagnostics(&self) -> String {
+        format!(
+            "--- error log ---\n{}--- stderr ---\n{}--- stdout ---\n{}---",
+            self.error_log_contents(),
+            self.stderr_contents(),
+            self.stdout_contents()
+        )
+    }
+}
+
+impl Drop for Forklb {
+    fn drop(&mut self) {
+        if thread::panicking() {
+            eprintln!(
+                "forklb master {} port {}:\n{}",
+                self.master_pid(),
+                self.port,
+                self.diagnostics()
+            );
+        }
+        let master = self.master_pid();
+        let running = self.exit.is_none() && matches!(self.child.try_wait(), Ok(None));
+        let mut victims = self.seen_pids();
+        if running {
+            // Freeze the master so it cannot fork replacements while we kill.
+            kill(master, libc::SIGSTOP);
+            for p in descendants_of(master) {
+                if !victims.contains(&p) {
+                    victims.push(p);
+                }
+            }
+        }
+        for p in victims {
+            if forklb_alive(p) {
+                kill(p, SIGKILL);
+            }
+        }
+        if running {
+            kill(master, SIGKILL);
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// A `Command` for the forklb binary with an environment that cannot leak in
+/// from the test runner.
+pub fn forklb_command() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_forklb"));
+    for var in [
+        "RUST_LOG",
+        "FORKLB_CONF",
+        "FORKLB_FDS",
+        "LISTEN_FDS",
+        "LISTEN_PID",
+    ] {
+        cmd.env_remove(var);
+    }
+    cmd
+}
+
+/// Output of a forklb run that is expected to exit by itself.
+#[derive(Debug)]
+pub struct RunOutput {
+    pub status: ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl RunOutput {
+    pub fn code(&self) -> Option<i32> {
+        self.status.code()
+    }
+
+    /// stdout followed by stderr.
+    pub fn combined(&self) -> String {
+        format!("{}{}", self.stdout, self.stderr)
+    }
+}
+
+/// Runs forklb with `args` and waits (at most `timeout`) for it to exit.
+pub fn run_forklb(args: &[&str], timeout: Duration) -> RunOutput {
+    let dir = TempDir::new("out");
+    let out_path = dir.join("stdout");
+    let err_path = dir.join("stderr");
+    let mut child = forklb_command()
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(fs::File::create(&out_path).expect("create stdout file"))
+        .stderr(fs::File::create(&err_path).expect("create stderr file"))
+        .spawn()
+        .expect("spawn forklb");
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            break status;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "forklb {args:?} did not exit within {timeout:?}\nstdout: {}\nstderr: {}",
+                fs::read_to_string(&out_path).unwrap_or_default(),
+                fs::read_to_string(&err_path).unwrap_or_default()
+            );
+        }
+        thread::sleep(Duration::from_millis(10));
+    };
+    RunOutput {
+        status,
+        stdout: fs::read_to_string(&out_path).unwrap_or_default(),
+        stderr: fs::read_to_string(&err_path).unwrap_or_default(),
+    }
+}
