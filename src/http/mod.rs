@@ -2,6 +2,7 @@
 //! (httparse underneath), deciding body framing, rewriting headers for the
 //! other side, and the short error pages forklb answers itself.
 
+pub mod chunked;
 pub mod errors;
 pub mod request;
 pub mod response;

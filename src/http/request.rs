@@ -33,6 +33,8 @@ pub struct RequestInfo {
     /// GET, HEAD, OPTIONS, TRACE, PUT, DELETE: safe to send twice.
     pub idempotent: bool,
     pub expect_continue: bool,
+    /// `Connection: upgrade` with an `Upgrade` header (HTTP/1.1 only).
+    pub upgrade: bool,
 }
 
 /// Result of parsing: a complete head with its facts, or "need more bytes".
@@ -76,6 +78,8 @@ pub fn parse<'h, 'b>(
     let mut conn_close = false;
     let mut conn_keep_alive = false;
     let mut expect_continue = false;
+    let mut conn_upgrade = false;
+    let mut has_upgrade = false;
     for h in req.headers.iter() {
         let name = h.name;
         if name_is(name, "host") {
@@ -109,8 +113,12 @@ pub fn parse<'h, 'b>(
                     conn_close = true;
                 } else if t.eq_ignore_ascii_case(b"keep-alive") {
                     conn_keep_alive = true;
+                } else if t.eq_ignore_ascii_case(b"upgrade") {
+                    conn_upgrade = true;
                 }
             }
+        } else if name_is(name, "upgrade") {
+            has_upgrade = true;
         } else if name_is(name, "expect") {
             if super::trim_ows(h.value).eq_ignore_ascii_case(b"100-continue") {
                 expect_continue = true;
@@ -162,6 +170,7 @@ pub fn parse<'h, 'b>(
         is_head: method == "HEAD",
         idempotent,
         expect_continue,
+        upgrade: conn_upgrade && has_upgrade && minor >= 1,
     };
     Ok(Parsed::Complete(req, info))
 }

@@ -55,6 +55,9 @@ pub struct UpstreamRequest<'a> {
     pub default_host: &'a str,
     /// Ask the upstream to keep the connection open afterwards.
     pub keep_alive: bool,
+    /// The client asked to switch protocols: forward Upgrade and
+    /// `Connection: upgrade`.
+    pub upgrade: bool,
     /// Speak HTTP/1.0 upstream (for HTTP/1.0 clients, so that the response
     /// never comes back chunked).
     pub http10: bool,
@@ -81,7 +84,8 @@ pub fn write_upstream_request(out: &mut Vec<u8>, req: &httparse::Request, u: &Up
     let mut saw_xff = false;
     for h in req.headers.iter() {
         // Expect is answered by forklb itself (it reads the body anyway).
-        if is_dropped(h.name, named)
+        let keep_upgrade = u.upgrade && name_is(h.name, "upgrade");
+        if (!keep_upgrade && is_dropped(h.name, named))
             || name_is(h.name, "x-forwarded-proto")
             || name_is(h.name, "expect")
         {
@@ -128,7 +132,9 @@ pub fn write_upstream_request(out: &mut Vec<u8>, req: &httparse::Request, u: &Up
     if u.framing == Framing::Chunked {
         out.extend_from_slice(b"Transfer-Encoding: chunked\r\n");
     }
-    out.extend_from_slice(if u.keep_alive {
+    out.extend_from_slice(if u.upgrade {
+        &b"Connection: upgrade\r\n\r\n"[..]
+    } else if u.keep_alive {
         if u.http10 {
             &b"Connection: keep-alive\r\n\r\n"[..]
         } else {
@@ -139,13 +145,24 @@ pub fn write_upstream_request(out: &mut Vec<u8>, req: &httparse::Request, u: &Up
     });
 }
 
-/// Writes the response head to send to the client. `passthrough_te` keeps
-/// the upstream's Transfer-Encoding (the body is relayed as it came).
+/// How a response head is passed on to the client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResponseMode {
+    /// A 1xx interim response: no Connection header of ours.
+    Interim,
+    /// `101 Switching Protocols`: Upgrade kept, `Connection: upgrade`.
+    Upgrade,
+    /// A body relayed as chunked (Transfer-Encoding kept as sent).
+    Chunked { keep_alive: bool },
+    /// Anything else (Content-Length, no body, or until close).
+    Plain { keep_alive: bool },
+}
+
+/// Writes the response head to send to the client.
 pub fn write_client_response(
     out: &mut Vec<u8>,
     resp: &httparse::Response,
-    passthrough_te: bool,
-    keep_alive: bool,
+    mode: ResponseMode,
     client_minor: u8,
 ) {
     let status = resp.code.unwrap_or(502);
@@ -154,8 +171,12 @@ pub fn write_client_response(
     let (named, n) = connection_named(resp.headers);
     let named = &named[..n];
     for h in resp.headers.iter() {
-        let keep_te = passthrough_te && name_is(h.name, "transfer-encoding");
-        if !keep_te && is_dropped(h.name, named) {
+        let keep = match mode {
+            ResponseMode::Chunked { .. } => name_is(h.name, "transfer-encoding"),
+            ResponseMode::Upgrade => name_is(h.name, "upgrade"),
+            _ => false,
+        };
+        if !keep && is_dropped(h.name, named) {
             continue;
         }
         out.extend_from_slice(h.name.as_bytes());
@@ -163,10 +184,16 @@ pub fn write_client_response(
         out.extend_from_slice(h.value);
         out.extend_from_slice(b"\r\n");
     }
-    if !keep_alive {
-        out.extend_from_slice(b"Connection: close\r\n");
-    } else if client_minor == 0 {
-        out.extend_from_slice(b"Connection: keep-alive\r\n");
+    match mode {
+        ResponseMode::Interim => {}
+        ResponseMode::Upgrade => out.extend_from_slice(b"Connection: upgrade\r\n"),
+        ResponseMode::Chunked { keep_alive } | ResponseMode::Plain { keep_alive } => {
+            if !keep_alive {
+                out.extend_from_slice(b"Connection: close\r\n");
+            } else if client_minor == 0 {
+                out.extend_from_slice(b"Connection: keep-alive\r\n");
+            }
+        }
     }
     out.extend_from_slice(b"\r\n");
 }
@@ -188,6 +215,7 @@ mod tests {
             host_override: Some("one.one.one.one"),
             default_host: "ignored",
             keep_alive: false,
+            upgrade: false,
             http10: false,
             framing: Framing::None,
         };
@@ -206,7 +234,12 @@ mod tests {
         let mut resp = httparse::Response::new(&mut headers);
         resp.parse(raw).unwrap();
         let mut out = Vec::new();
-        write_client_response(&mut out, &resp, false, false, 1);
+        write_client_response(
+            &mut out,
+            &resp,
+            ResponseMode::Plain { keep_alive: false },
+            1,
+        );
         assert_eq!(
             String::from_utf8(out).unwrap(),
             "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\n"

@@ -4,19 +4,21 @@
 //! and `drive` runs steps until none can make progress.
 //!
 //! ```text
-//!  ReadHead ──(return/redirect/error)──────────────► SendLocal ─┐
-//!     │                                                          │
+//!  ReadHead ──(return/redirect/error)──────────────────► SendLocal ──┐
+//!     │                                                               │
 //!     └─(upstream)► Connect ► SendRequest ► ReadResponseHead ► SendResponse
-//!                     ▲  │ (refused: next server)                 │
-//!                     └──┘                                        │
-//!  ◄────────────── keep-alive: back to ReadHead ◄─────────────────┘
+//!          ▲ pooled ───────────►│  ▲ (stale pooled: fresh)  │ 101      │
+//!          └── refused: next ───┘  └────────────────────────┤► Tunnel  │
+//!  ◄─────────────────── keep-alive: back to ReadHead ◄────────────────┘
 //! ```
 //!
 //! Buffers are taken from the worker's pools when needed and given back
 //! when the connection goes idle, so an idle keep-alive connection holds only
 //! its socket and this struct.
 
+use super::body::{Body, Ends, Relay, RelayStep};
 use super::io::{self, Io};
+use super::pool::Pool;
 use super::{upstream_token, Side};
 use crate::balance::Balancer;
 use crate::buffer::{Buf, BufPool, VecPool};
@@ -34,6 +36,7 @@ pub struct Env<'a> {
     pub bufs: &'a mut BufPool,
     pub heads: &'a mut VecPool,
     pub balancers: &'a mut [Balancer],
+    pub pool: &'a mut Pool,
     pub now: Instant,
     /// The worker is shutting down gracefully: finish, then close.
     pub draining: bool,
@@ -58,6 +61,8 @@ enum Phase {
     ReadResponseHead,
     /// Writing the response head, then streaming the body from upstream.
     SendResponse,
+    /// After `101 Switching Protocols`: bytes flow both ways until closed.
+    Tunnel,
     /// Writing a response forklb generated itself.
     SendLocal,
 }
@@ -71,18 +76,20 @@ struct Exchange {
     upstream: usize,
     server: usize,
     is_head: bool,
-    idempotent: bool,
     client_minor: u8,
     client_keep_alive: bool,
-    /// Request body bytes still to forward.
-    req_left: u64,
+    /// The client asked to switch protocols (Connection: upgrade).
+    upgrade: bool,
+    /// Safe to send again on a fresh connection if a pooled one turns out
+    /// stale: idempotent and without a body.
+    replayable: bool,
+    req: Relay,
+    resp: Relay,
     tried: [usize; MAX_TRIES],
     ntried: usize,
     retries_left: u32,
-    /// Some byte of the request reached the upstream socket.
-    sent_any: bool,
-    resp_framing: Framing,
-    resp_left: u64,
+    /// The upstream lets us reuse the connection after this response.
+    upstream_keep_alive: bool,
     /// The client connection continues after this response.
     keep_after: bool,
 }
@@ -93,16 +100,16 @@ impl Exchange {
             upstream: 0,
             server: 0,
             is_head: false,
-            idempotent: true,
             client_minor: 1,
             client_keep_alive: false,
-            req_left: 0,
+            upgrade: false,
+            replayable: false,
+            req: Relay::EMPTY,
+            resp: Relay::EMPTY,
             tried: [0; MAX_TRIES],
             ntried: 0,
             retries_left: 0,
-            sent_any: false,
-            resp_framing: Framing::None,
-            resp_left: 0,
+            upstream_keep_alive: false,
             keep_after: false,
         }
     }
@@ -114,9 +121,15 @@ struct Upstream {
     readable: bool,
     writable: bool,
     input: Option<Buf>,
+    input_fresh: bool,
     head: Vec<u8>,
     head_pos: usize,
-    input_fresh: bool,
+    /// Taken from the pool (may turn out stale).
+    reused: bool,
+    /// Any response byte arrived.
+    got_any: bool,
+    /// Tunnel: this direction's source closed and the other end was told.
+    eof_to_client: bool,
 }
 
 /// A step either made progress (run another), is blocked on readiness, or
@@ -143,10 +156,23 @@ pub struct Conn {
     phase: Phase,
     ex: Exchange,
     head_started: bool,
+    /// Tunnel: the client's side closed and the upstream was told.
+    eof_to_upstream: bool,
     /// When the current wait times out.
     pub deadline: Instant,
     /// The instant a timer entry is queued for, if any (see worker::timers).
     pub timer_at: Option<Instant>,
+}
+
+enum Dispatch {
+    /// Need more bytes for a complete head.
+    Partial,
+    /// The head (this many bytes) was consumed; the phase moved on.
+    Consumed(usize),
+    /// An error response was queued; the connection closes after it.
+    Rejected,
+    /// Close at once.
+    Close,
 }
 
 impl Conn {
@@ -175,6 +201,7 @@ impl Conn {
             phase: Phase::ReadHead,
             ex: Exchange::new(),
             head_started: false,
+            eof_to_upstream: false,
             deadline: env.now + env.rt.timeouts.client_header,
             timer_at: None,
         }
@@ -224,33 +251,39 @@ impl Conn {
 
     /// Handles the deadline passing.
     pub fn on_timeout(&mut self, env: &mut Env) -> Outcome {
+        let upstream = self
+            .up
+            .as_ref()
+            .map(|u| u.addr.to_string())
+            .unwrap_or_default();
         let result = match self.phase {
             Phase::ReadHead if self.head_started => {
-                log::debug!("client {} timed out sending the request head", self.peer);
+                log::info!("client {} timed out sending the request head", self.peer);
                 self.respond_error(env, 408, false)
             }
             Phase::ReadHead => return self.finish(env, Outcome::Close),
-            Phase::Connect => {
-                let addr = self.up.as_ref().map(|u| u.addr);
+            Phase::SendRequest if self.waiting_for_client_body() => {
+                log::info!("client {} timed out sending the request body", self.peer);
+                self.drop_upstream(env);
+                self.respond_error(env, 408, false)
+            }
+            Phase::Connect | Phase::SendRequest | Phase::ReadResponseHead => {
                 log::error!(
-                    "upstream {} timed out while connecting, client: {}",
-                    addr.map(|a| a.to_string()).unwrap_or_default(),
+                    "upstream {upstream} timed out ({:?}), client: {}",
+                    self.phase,
                     self.peer
                 );
                 self.drop_upstream(env);
                 self.respond_error(env, 504, false)
             }
-            Phase::SendRequest | Phase::ReadResponseHead => {
-                let addr = self.up.as_ref().map(|u| u.addr);
-                log::error!(
-                    "upstream {} timed out, client: {}",
-                    addr.map(|a| a.to_string()).unwrap_or_default(),
-                    self.peer
+            Phase::SendResponse | Phase::Tunnel | Phase::SendLocal => {
+                log::info!(
+                    "connection of client {} timed out ({:?}), upstream {upstream}",
+                    self.peer,
+                    self.phase
                 );
-                self.drop_upstream(env);
-                self.respond_error(env, 504, false)
+                Err(Closed)
             }
-            Phase::SendResponse | Phase::SendLocal => Err(Closed),
         };
         match result {
             Ok(_) => self.drive(env),
@@ -267,6 +300,7 @@ impl Conn {
                 Phase::SendRequest => self.send_request(env),
                 Phase::ReadResponseHead => self.read_response_head(env),
                 Phase::SendResponse => self.send_response(env),
+                Phase::Tunnel => self.tunnel(env),
                 Phase::SendLocal => self.send_local(env),
             };
             match step {
@@ -305,8 +339,8 @@ impl Conn {
             }
             let len = self.input.as_ref().map_or(0, Buf::len);
             if len >= env.rt.max_header_bytes {
-                log::debug!("client {} sent a request head over the limit", self.peer);
-                return self.respond_error(env, 431, false);
+                log::info!("client {} sent a request head over the limit", self.peer);
+                return self.reject_now(env, 431);
             }
         }
         if !self.c_readable {
@@ -374,7 +408,6 @@ impl Conn {
         };
         self.ex = Exchange::new();
         self.ex.is_head = info.is_head;
-        self.ex.idempotent = info.idempotent;
         self.ex.client_minor = info.minor;
         self.ex.client_keep_alive = info.keep_alive;
         let has_body = info.framing != Framing::None;
@@ -423,23 +456,16 @@ impl Conn {
                 Dispatch::Consumed(info.head_len)
             }
             Action::Upstream(u) => {
-                if info.framing == Framing::Chunked {
-                    // Streaming chunked request bodies comes with the full
-                    // framing work; until then never forward them mis-framed.
-                    log::info!(
-                        "client {}: chunked request bodies are not supported yet",
-                        self.peer
-                    );
-                    return self.reject(env, 501);
-                }
                 if let Framing::Length(n) = info.framing {
                     if env.rt.max_body_bytes > 0 && n > env.rt.max_body_bytes {
                         log::info!("client {} sent a too large body: {n} bytes", self.peer);
                         return self.reject(env, 413);
                     }
-                    self.ex.req_left = n;
                 }
-                if info.expect_continue && self.ex.req_left > 0 {
+                self.ex.req = Relay::new(Body::from_framing(info.framing));
+                self.ex.upgrade = info.upgrade;
+                self.ex.replayable = info.idempotent && !has_body;
+                if info.expect_continue && has_body {
                     // Like nginx, answer `100 Continue` ourselves as we start
                     // reading the body; Expect is not forwarded.
                     let mut out = env.heads.get();
@@ -461,10 +487,15 @@ impl Conn {
     /// Answers a request that cannot be processed; the connection closes
     /// after the answer because the rest of the input cannot be trusted.
     fn reject(&mut self, env: &mut Env, status: u16) -> Dispatch {
+        let _ = self.reject_now(env, status);
+        Dispatch::Rejected
+    }
+
+    fn reject_now(&mut self, env: &mut Env, status: u16) -> Step {
         let mut out = env.heads.get();
         errors::write_error(&mut out, status, false, false);
         self.start_local(env, out, false);
-        Dispatch::Rejected
+        Ok(true)
     }
 
     fn respond_local(
@@ -509,6 +540,12 @@ impl Conn {
         self.set_deadline(env, env.rt.timeouts.upstream_write);
     }
 
+    /// After a failure before the request body was read, the client
+    /// connection can continue only if there was no body to skip.
+    fn can_keep_after_error(&self) -> bool {
+        self.ex.client_keep_alive && self.ex.req.sent == 0 && self.ex.req.body.is_complete()
+    }
+
     // ----- Connect ----------------------------------------------------------
 
     fn proxy_request(
@@ -520,7 +557,7 @@ impl Conn {
         let upstream = &env.rt.upstreams[self.ex.upstream];
         let Some(server) = env.balancers[self.ex.upstream].pick(&upstream.servers, &[]) else {
             log::error!("no server available in upstream {}", upstream.name);
-            let keep = self.ex.client_keep_alive && self.ex.req_left == 0;
+            let keep = self.can_keep_after_error();
             let _ = self.respond_error(env, 503, keep);
             return if keep {
                 Dispatch::Consumed(info.head_len)
@@ -541,50 +578,70 @@ impl Conn {
                     .map_or("http", |l| l.proto),
                 host_override: upstream.host_header.as_deref(),
                 default_host: &upstream.servers[server].addr_text,
-                // Upstream keep-alive pooling is not implemented yet.
-                keep_alive: false,
+                keep_alive: env.pool.enabled(self.ex.upstream) && info.minor >= 1,
+                upgrade: info.upgrade,
                 http10: info.minor == 0,
                 framing: info.framing,
             },
         );
-        match self.connect(env, server, head) {
+        match self.connect(env, server, head, true) {
             Ok(_) => Dispatch::Consumed(info.head_len),
             Err(Closed) => Dispatch::Close,
         }
     }
 
-    /// Starts a connection to `server`, with the request head to send.
-    fn connect(&mut self, env: &mut Env, server: usize, head: Vec<u8>) -> Step {
+    /// Starts the exchange with `server`: a pooled connection if
+    /// `use_pool` and one is idle, else a new connection.
+    fn connect(&mut self, env: &mut Env, server: usize, head: Vec<u8>, use_pool: bool) -> Step {
         let upstream = &env.rt.upstreams[self.ex.upstream];
         let addr = upstream.servers[server].addr;
         self.ex.server = server;
-        if self.ex.ntried < MAX_TRIES {
+        if !self.ex.tried[..self.ex.ntried].contains(&server) && self.ex.ntried < MAX_TRIES {
             self.ex.tried[self.ex.ntried] = server;
             self.ex.ntried += 1;
         }
-        let sock = TcpStream::connect(addr).and_then(|mut s| {
-            env.registry.register(
-                &mut s,
-                upstream_token(self.slot),
-                Interest::READABLE | Interest::WRITABLE,
-            )?;
+        let token = upstream_token(self.slot);
+        let pooled = if use_pool && !self.ex.upgrade {
+            env.pool.checkout(self.ex.upstream, server)
+        } else {
+            None
+        };
+        let reused = pooled.is_some();
+        let sock = match pooled {
+            Some(s) => Ok(s),
+            None => TcpStream::connect(addr),
+        }
+        .and_then(|mut s| {
+            env.registry
+                .register(&mut s, token, Interest::READABLE | Interest::WRITABLE)?;
             Ok(s)
         });
         match sock {
             Ok(sock) => {
-                let _ = sock.set_nodelay(true);
+                if !reused {
+                    let _ = sock.set_nodelay(true);
+                }
                 self.up = Some(Upstream {
                     sock,
                     addr,
-                    readable: false,
-                    writable: false,
+                    // A pooled connection is connected and (most likely) writable.
+                    readable: reused,
+                    writable: reused,
                     input: None,
+                    input_fresh: false,
                     head,
                     head_pos: 0,
-                    input_fresh: false,
+                    reused,
+                    got_any: false,
+                    eof_to_client: false,
                 });
-                self.phase = Phase::Connect;
-                self.set_deadline(env, env.rt.timeouts.connect);
+                if reused {
+                    self.phase = Phase::SendRequest;
+                    self.set_deadline(env, env.rt.timeouts.upstream_write);
+                } else {
+                    self.phase = Phase::Connect;
+                    self.set_deadline(env, env.rt.timeouts.connect);
+                }
                 Ok(true)
             }
             Err(e) => self.connect_failed(env, addr, head, e),
@@ -618,14 +675,8 @@ impl Conn {
                 Ok(true)
             }
             Some(e) => {
-                let Some(mut up) = self.up.take() else {
-                    return Err(Closed);
-                };
-                let _ = env.registry.deregister(&mut up.sock);
-                if let Some(b) = up.input.take() {
-                    env.bufs.put(b);
-                }
-                self.connect_failed(env, up.addr, up.head, e)
+                let (addr, head) = self.take_upstream(env);
+                self.connect_failed(env, addr, head, e)
             }
         }
     }
@@ -652,27 +703,57 @@ impl Conn {
             self.ex.retries_left -= 1;
             let tried = &self.ex.tried[..self.ex.ntried];
             if let Some(next) = env.balancers[self.ex.upstream].pick(&upstream.servers, tried) {
-                return self.connect(env, next, head);
+                return self.connect(env, next, head, true);
             }
         }
         env.heads.put(head);
-        // The body (if any) is still unread on the client socket, so the
-        // connection can continue only if there is none.
-        let keep = self.ex.client_keep_alive && self.ex.req_left == 0;
+        let keep = self.can_keep_after_error();
         self.respond_error(env, 502, keep)
     }
 
-    fn drop_upstream(&mut self, env: &mut Env) {
-        if let Some(mut up) = self.up.take() {
-            let _ = env.registry.deregister(&mut up.sock);
-            if let Some(b) = up.input.take() {
-                env.bufs.put(b);
+    /// Removes the upstream connection, returning its address and the
+    /// request head (for a retry).
+    fn take_upstream(&mut self, env: &mut Env) -> (SocketAddr, Vec<u8>) {
+        match self.up.take() {
+            Some(mut up) => {
+                let _ = env.registry.deregister(&mut up.sock);
+                if let Some(b) = up.input.take() {
+                    env.bufs.put(b);
+                }
+                (up.addr, up.head)
             }
-            env.heads.put(std::mem::take(&mut up.head));
+            None => (SocketAddr::from(([0, 0, 0, 0], 0)), Vec::new()),
         }
     }
 
+    fn drop_upstream(&mut self, env: &mut Env) {
+        if self.up.is_some() {
+            let (_, head) = self.take_upstream(env);
+            env.heads.put(head);
+        }
+    }
+
+    /// A pooled connection failed before any response byte: the server
+    /// closed it while idle. Send the request again on a fresh connection
+    /// if that is safe; true if that happened.
+    fn replay_on_fresh(&mut self, env: &mut Env) -> Option<Step> {
+        let up = self.up.as_ref()?;
+        if !(up.reused && !up.got_any && self.ex.replayable) {
+            return None;
+        }
+        log::debug!("pooled connection to {} was stale, reconnecting", up.addr);
+        let (_, head) = self.take_upstream(env);
+        let server = self.ex.server;
+        Some(self.connect(env, server, head, false))
+    }
+
     // ----- SendRequest ------------------------------------------------------
+
+    fn waiting_for_client_body(&self) -> bool {
+        self.up.as_ref().is_some_and(|u| u.head_pos >= u.head.len())
+            && !self.ex.req.is_complete()
+            && self.input.as_ref().is_none_or(Buf::is_empty)
+    }
 
     fn send_request(&mut self, env: &mut Env) -> Step {
         let Some(up) = self.up.as_mut() else {
@@ -685,15 +766,19 @@ impl Conn {
             return match io::write(&mut up.sock, &up.head[up.head_pos..], &mut up.writable) {
                 Io::Done(n) => {
                     up.head_pos += n;
-                    self.ex.sent_any = true;
                     self.set_deadline(env, env.rt.timeouts.upstream_write);
                     Ok(true)
                 }
                 Io::Blocked => Ok(false),
-                Io::Eof | Io::Failed(_) => self.upstream_broken(env, "sending the request head"),
+                Io::Eof | Io::Failed(_) => {
+                    if let Some(step) = self.replay_on_fresh(env) {
+                        return step;
+                    }
+                    self.upstream_broken(env, "sending the request head")
+                }
             };
         }
-        if self.ex.req_left > 0 {
+        if !self.ex.req.is_complete() {
             // A pending `100 Continue` goes out before we wait for the body.
             if !self.flush_out()? {
                 return Ok(false);
@@ -701,51 +786,63 @@ impl Conn {
             let Some(up) = self.up.as_mut() else {
                 return Err(Closed);
             };
-            let has_input = self.input.as_ref().is_some_and(|b| !b.is_empty());
-            if has_input {
-                if !up.writable {
-                    return Ok(false);
-                }
-                let Some(input) = self.input.as_mut() else {
-                    return Err(Closed);
-                };
-                let n = (input.len() as u64).min(self.ex.req_left) as usize;
-                return match io::write(&mut up.sock, &input.data()[..n], &mut up.writable) {
-                    Io::Done(n) => {
-                        input.consume(n);
-                        self.ex.req_left -= n as u64;
-                        self.set_deadline(env, env.rt.timeouts.upstream_write);
-                        Ok(true)
-                    }
-                    Io::Blocked => Ok(false),
-                    Io::Eof | Io::Failed(_) => {
-                        self.upstream_broken(env, "sending the request body")
-                    }
-                };
+            let step = self.ex.req.step(
+                Ends {
+                    src: &mut self.client,
+                    src_ready: &mut self.c_readable,
+                    buf: &mut self.input,
+                    dst: &mut up.sock,
+                    dst_ready: &mut up.writable,
+                },
+                env.bufs,
+            );
+            let limit = env.rt.max_body_bytes;
+            if limit > 0 && self.ex.req.body.data_seen().is_some_and(|n| n > limit) {
+                log::info!("client {} sent a too large chunked body", self.peer);
+                self.drop_upstream(env);
+                return self.reject_now(env, 413);
             }
-            if !self.c_readable {
-                self.set_deadline(env, env.rt.timeouts.client_body);
-                return Ok(false);
-            }
-            let input = self.input.get_or_insert_with(|| env.bufs.get());
-            return match io::read(&mut self.client, input.spare(), &mut self.c_readable) {
-                Io::Done(n) => {
-                    input.filled(n);
-                    self.set_deadline(env, env.rt.timeouts.client_body);
+            return match step {
+                RelayStep::Progress => {
+                    let t = if self.waiting_for_client_body() {
+                        env.rt.timeouts.client_body
+                    } else {
+                        env.rt.timeouts.upstream_write
+                    };
+                    self.set_deadline(env, t);
                     Ok(true)
                 }
-                Io::Blocked => Ok(false),
-                Io::Eof | Io::Failed(_) => {
+                RelayStep::Blocked => Ok(false),
+                RelayStep::Complete => Ok(true),
+                RelayStep::SourceClosed => {
                     log::info!(
                         "client {} closed the connection while sending the request body",
                         self.peer
                     );
                     Err(Closed)
                 }
+                RelayStep::SourceFailed(e) => {
+                    log::info!(
+                        "client {} failed while sending the request body: {e}",
+                        self.peer
+                    );
+                    Err(Closed)
+                }
+                RelayStep::DestFailed(e) => {
+                    self.upstream_broken(env, &format!("sending the request body ({e})"))
+                }
+                RelayStep::Framing(e) => {
+                    log::info!(
+                        "client {} sent a bad chunked body: {}",
+                        self.peer,
+                        e.reason()
+                    );
+                    self.drop_upstream(env);
+                    self.reject_now(env, 400)
+                }
             };
         }
         // Bytes read past the body stay in `input`: the next pipelined request.
-        self.input_fresh = self.input.as_ref().is_some_and(|b| !b.is_empty());
         self.phase = Phase::ReadResponseHead;
         self.set_deadline(env, env.rt.timeouts.upstream_read);
         Ok(true)
@@ -764,7 +861,7 @@ impl Conn {
             self.peer
         );
         self.drop_upstream(env);
-        if self.phase == Phase::SendResponse {
+        if self.phase == Phase::SendResponse || self.phase == Phase::Tunnel {
             return Err(Closed);
         }
         self.respond_error(env, 502, false)
@@ -808,24 +905,16 @@ impl Conn {
             Io::Done(n) => {
                 buf.filled(n);
                 up.input_fresh = true;
+                up.got_any = true;
                 self.set_deadline(env, env.rt.timeouts.upstream_read);
                 Ok(true)
             }
             Io::Blocked => Ok(false),
-            Io::Eof => {
-                let addr = up.addr;
-                log::error!(
-                    "upstream {addr} prematurely closed the connection while reading the response head, client: {}",
-                    self.peer
-                );
-                self.drop_upstream(env);
-                self.respond_error(env, 502, false)
-            }
-            Io::Failed(e) => {
-                let addr = up.addr;
-                log::error!("upstream {addr} read failed: {e}, client: {}", self.peer);
-                self.drop_upstream(env);
-                self.respond_error(env, 502, false)
+            Io::Eof | Io::Failed(_) => {
+                if let Some(step) = self.replay_on_fresh(env) {
+                    return step;
+                }
+                self.upstream_broken(env, "reading the response head")
             }
         }
     }
@@ -853,8 +942,8 @@ impl Conn {
             }
         };
         let mut out = self.out.take().unwrap_or_else(|| env.heads.get());
-        if (100..200).contains(&info.status) {
-            if info.status == 101 {
+        if info.status == 101 {
+            if !self.ex.upgrade {
                 env.heads.put(out);
                 log::error!(
                     "upstream switched protocols without being asked, client: {}",
@@ -863,17 +952,31 @@ impl Conn {
                 self.drop_upstream(env);
                 return self.respond_error(env, 502, false);
             }
+            rewrite::write_client_response(
+                &mut out,
+                &resp,
+                rewrite::ResponseMode::Upgrade,
+                self.ex.client_minor,
+            );
+            self.out = Some(out);
+            input.consume(info.head_len);
+            self.phase = Phase::Tunnel;
+            self.set_deadline(env, env.rt.timeouts.upstream_read);
+            return Ok(true);
+        }
+        if (100..200).contains(&info.status) {
             // Relay interim responses (100 Continue, 103 Early Hints) to
             // HTTP/1.1 clients; HTTP/1.0 clients do not understand them.
             if self.ex.client_minor >= 1 {
-                rewrite::write_client_response(&mut out, &resp, false, true, 1);
+                rewrite::write_client_response(&mut out, &resp, rewrite::ResponseMode::Interim, 1);
             }
             self.out = Some(out);
             input.consume(info.head_len);
-            self.mark_upstream_input_fresh();
+            if let Some(up) = self.up.as_mut() {
+                up.input_fresh = true;
+            }
             return Ok(true);
         }
-        let framed = matches!(info.framing, Framing::None | Framing::Length(_));
         if info.framing == Framing::Chunked && self.ex.client_minor == 0 {
             // We asked with HTTP/1.0; a chunked answer is a protocol error.
             env.heads.put(out);
@@ -884,23 +987,21 @@ impl Conn {
             self.drop_upstream(env);
             return self.respond_error(env, 502, false);
         }
-        // Chunked and close-delimited bodies are relayed as they come until
-        // the upstream closes (it was asked to), then the client connection
-        // closes too: correct framing without decoding chunks.
-        let keep = framed && self.ex.client_keep_alive && !env.draining;
-        rewrite::write_client_response(
-            &mut out,
-            &resp,
-            info.framing == Framing::Chunked,
-            keep,
-            self.ex.client_minor,
-        );
-        self.out = Some(out);
-        self.ex.resp_framing = info.framing;
-        self.ex.resp_left = match info.framing {
-            Framing::Length(n) => n,
-            _ => 0,
+        // A close-delimited body can only end by closing the client
+        // connection too (re-framing it as chunked is a later improvement).
+        let keep = info.framing != Framing::UntilClose
+            && self.ex.client_keep_alive
+            && self.ex.req.is_complete()
+            && !env.draining;
+        let mode = if info.framing == Framing::Chunked {
+            rewrite::ResponseMode::Chunked { keep_alive: keep }
+        } else {
+            rewrite::ResponseMode::Plain { keep_alive: keep }
         };
+        rewrite::write_client_response(&mut out, &resp, mode, self.ex.client_minor);
+        self.out = Some(out);
+        self.ex.resp = Relay::new(Body::from_framing(info.framing));
+        self.ex.upstream_keep_alive = info.keep_alive;
         self.ex.keep_after = keep;
         input.consume(info.head_len);
         self.phase = Phase::SendResponse;
@@ -908,15 +1009,9 @@ impl Conn {
         Ok(true)
     }
 
-    /// After an interim response, parse what follows it in the buffer.
-    fn mark_upstream_input_fresh(&mut self) {
-        if let Some(up) = self.up.as_mut() {
-            up.input_fresh = true;
-        }
-    }
-
     // ----- SendResponse -----------------------------------------------------
 
+    /// Writes pending bytes of `out` to the client; true when all are out.
     fn flush_out(&mut self) -> Result<bool, Closed> {
         let Some(out) = self.out.as_ref() else {
             return Ok(true);
@@ -944,57 +1039,27 @@ impl Conn {
         let Some(up) = self.up.as_mut() else {
             return Err(Closed);
         };
-        let complete = match self.ex.resp_framing {
-            Framing::None => true,
-            Framing::Length(_) => self.ex.resp_left == 0,
-            Framing::Chunked | Framing::UntilClose => false,
-        };
-        if complete {
-            return self.response_done(env);
-        }
-        let pending = up.input.as_ref().map_or(0, Buf::len);
-        if pending > 0 {
-            if !self.c_writable {
-                return Ok(false);
-            }
-            let Some(input) = up.input.as_mut() else {
-                return Err(Closed);
-            };
-            let n = match self.ex.resp_framing {
-                Framing::Length(_) => (pending as u64).min(self.ex.resp_left) as usize,
-                _ => pending,
-            };
-            return match io::write(&mut self.client, &input.data()[..n], &mut self.c_writable) {
-                Io::Done(n) => {
-                    input.consume(n);
-                    if let Framing::Length(_) = self.ex.resp_framing {
-                        self.ex.resp_left -= n as u64;
-                    }
-                    self.set_deadline(env, env.rt.timeouts.upstream_read);
-                    Ok(true)
-                }
-                Io::Blocked => Ok(false),
-                Io::Eof | Io::Failed(_) => Err(Closed),
-            };
-        }
-        if !up.readable {
-            return Ok(false);
-        }
-        let buf = up.input.get_or_insert_with(|| env.bufs.get());
-        match io::read(&mut up.sock, buf.spare(), &mut up.readable) {
-            Io::Done(n) => {
-                buf.filled(n);
+        let step = self.ex.resp.step(
+            Ends {
+                src: &mut up.sock,
+                src_ready: &mut up.readable,
+                buf: &mut up.input,
+                dst: &mut self.client,
+                dst_ready: &mut self.c_writable,
+            },
+            env.bufs,
+        );
+        match step {
+            RelayStep::Progress => {
                 self.set_deadline(env, env.rt.timeouts.upstream_read);
                 Ok(true)
             }
-            Io::Blocked => Ok(false),
-            Io::Eof
-                if self.ex.resp_framing == Framing::UntilClose
-                    || self.ex.resp_framing == Framing::Chunked =>
-            {
-                self.response_done(env)
+            RelayStep::Blocked => Ok(false),
+            RelayStep::Complete => self.response_done(env, true),
+            RelayStep::SourceClosed if matches!(self.ex.resp.body, Body::UntilClose) => {
+                self.response_done(env, false)
             }
-            Io::Eof | Io::Failed(_) => {
+            RelayStep::SourceClosed => {
                 let addr = up.addr;
                 log::error!(
                     "upstream {addr} prematurely closed the connection while sending the response body, client: {}",
@@ -1002,13 +1067,53 @@ impl Conn {
                 );
                 Err(Closed)
             }
+            RelayStep::SourceFailed(e) => {
+                let addr = up.addr;
+                log::error!(
+                    "upstream {addr} failed while sending the response body: {e}, client: {}",
+                    self.peer
+                );
+                Err(Closed)
+            }
+            RelayStep::DestFailed(e) => {
+                log::debug!("client {} went away during the response: {e}", self.peer);
+                Err(Closed)
+            }
+            RelayStep::Framing(e) => {
+                let addr = up.addr;
+                log::error!(
+                    "upstream {addr} sent a bad chunked body: {}, client: {}",
+                    e.reason(),
+                    self.peer
+                );
+                Err(Closed)
+            }
         }
     }
 
-    /// The response went out completely: continue with the next request or
-    /// close.
-    fn response_done(&mut self, env: &mut Env) -> Step {
-        self.drop_upstream(env);
+    /// The response went out completely: pool the upstream connection if
+    /// it can be reused, then continue with the next request or close.
+    fn response_done(&mut self, env: &mut Env, framed: bool) -> Step {
+        let reusable = framed
+            && self.ex.upstream_keep_alive
+            && self.ex.req.is_complete()
+            && self
+                .up
+                .as_ref()
+                .is_some_and(|u| u.input.as_ref().is_none_or(Buf::is_empty));
+        if reusable {
+            if let Some(mut up) = self.up.take() {
+                let _ = env.registry.deregister(&mut up.sock);
+                if let Some(b) = up.input.take() {
+                    env.bufs.put(b);
+                }
+                env.heads.put(up.head);
+                env.pool
+                    .checkin(self.ex.upstream, self.ex.server, up.sock, env.now);
+            }
+        } else {
+            self.drop_upstream(env);
+        }
         self.next_request(env)
     }
 
@@ -1031,9 +1136,76 @@ impl Conn {
             self.head_started = true;
             self.set_deadline(env, env.rt.timeouts.client_header);
         } else {
+            self.release_idle_input(env);
             self.set_deadline(env, env.rt.timeouts.keepalive);
         }
         Ok(true)
+    }
+
+    // ----- Tunnel -----------------------------------------------------------
+
+    /// Copies bytes both ways after a protocol switch. When one side closes
+    /// its sending half, the other side's sending half is shut down too;
+    /// the tunnel ends when both directions are closed.
+    fn tunnel(&mut self, env: &mut Env) -> Step {
+        if !self.flush_out()? {
+            return Ok(false);
+        }
+        let Some(up) = self.up.as_mut() else {
+            return Err(Closed);
+        };
+        let mut progress = false;
+        if !self.eof_to_upstream {
+            let mut relay = Relay::new(Body::UntilClose);
+            match relay.step(
+                Ends {
+                    src: &mut self.client,
+                    src_ready: &mut self.c_readable,
+                    buf: &mut self.input,
+                    dst: &mut up.sock,
+                    dst_ready: &mut up.writable,
+                },
+                env.bufs,
+            ) {
+                RelayStep::Progress => progress = true,
+                RelayStep::Blocked | RelayStep::Complete | RelayStep::Framing(_) => {}
+                RelayStep::SourceClosed => {
+                    let _ = up.sock.shutdown(std::net::Shutdown::Write);
+                    self.eof_to_upstream = true;
+                    progress = true;
+                }
+                RelayStep::SourceFailed(_) | RelayStep::DestFailed(_) => return Err(Closed),
+            }
+        }
+        if !up.eof_to_client {
+            let mut relay = Relay::new(Body::UntilClose);
+            match relay.step(
+                Ends {
+                    src: &mut up.sock,
+                    src_ready: &mut up.readable,
+                    buf: &mut up.input,
+                    dst: &mut self.client,
+                    dst_ready: &mut self.c_writable,
+                },
+                env.bufs,
+            ) {
+                RelayStep::Progress => progress = true,
+                RelayStep::Blocked | RelayStep::Complete | RelayStep::Framing(_) => {}
+                RelayStep::SourceClosed => {
+                    let _ = self.client.shutdown(std::net::Shutdown::Write);
+                    up.eof_to_client = true;
+                    progress = true;
+                }
+                RelayStep::SourceFailed(_) | RelayStep::DestFailed(_) => return Err(Closed),
+            }
+        }
+        if self.eof_to_upstream && up.eof_to_client {
+            return Err(Closed);
+        }
+        if progress {
+            self.set_deadline(env, env.rt.timeouts.upstream_read);
+        }
+        Ok(progress)
     }
 
     // ----- SendLocal --------------------------------------------------------
@@ -1044,15 +1216,4 @@ impl Conn {
         }
         self.next_request(env)
     }
-}
-
-enum Dispatch {
-    /// Need more bytes for a complete head.
-    Partial,
-    /// The head (this many bytes) was consumed; the phase moved on.
-    Consumed(usize),
-    /// An error response was queued; the connection closes after it.
-    Rejected,
-    /// Close at once.
-    Close,
 }

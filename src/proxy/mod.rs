@@ -1,10 +1,13 @@
 //! The client ↔ upstream session: one `Conn` per client connection, an
 //! explicit state machine driven by readiness events from the worker.
 
+mod body;
 mod conn;
 mod io;
+mod pool;
 
 pub use conn::{Conn, Env, Outcome};
+pub use pool::Pool;
 
 /// Token layout shared with the worker: listeners and control tokens come
 /// first, then two tokens per connection slot (client, upstream).

@@ -13,7 +13,7 @@ mod timers;
 use crate::balance::Balancer;
 use crate::buffer::{BufPool, VecPool};
 use crate::net;
-use crate::proxy::{self, Conn, Env, Outcome};
+use crate::proxy::{self, Conn, Env, Outcome, Pool};
 use crate::route::Runtime;
 use crate::signals::{self, SignalSet};
 use mio::net::UnixStream;
@@ -27,6 +27,11 @@ use timers::Timers;
 
 const SIGNAL_TOKEN: Token = Token(proxy::FIRST_CONN_TOKEN - 1);
 const CHANNEL_TOKEN: Token = Token(proxy::FIRST_CONN_TOKEN - 2);
+
+/// Pooled upstream connections idle longer than this are closed (servers
+/// commonly close idle keep-alive connections after 60-75 s).
+const POOL_MAX_IDLE: Duration = Duration::from_secs(50);
+const POOL_SWEEP_EVERY: Duration = Duration::from_secs(5);
 
 /// After EMFILE/ENFILE, accepting pauses this long instead of spinning.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
@@ -59,6 +64,8 @@ struct Worker {
     bufs: BufPool,
     heads: VecPool,
     balancers: Vec<Balancer>,
+    pool: Pool,
+    next_sweep: Instant,
     signals: SignalSet,
     channel: UnixStream,
     next_conn_id: u64,
@@ -103,8 +110,19 @@ impl Worker {
             .iter()
             .map(|u| Balancer::new(u.balance, u.servers.len()))
             .collect();
+        let pool = Pool::new(
+            setup
+                .runtime
+                .upstreams
+                .iter()
+                .map(|u| u.keepalive)
+                .collect(),
+            POOL_MAX_IDLE,
+        );
         Ok(Worker {
             poll,
+            pool,
+            next_sweep: Instant::now() + POOL_SWEEP_EVERY,
             listeners: setup.listeners,
             accepting: true,
             accept_resume_at: None,
@@ -158,8 +176,13 @@ impl Worker {
                     token => self.conn_event(token, ev, now),
                 }
             }
-            self.expire(Instant::now());
-            self.resume_accepting(Instant::now());
+            let now = Instant::now();
+            self.expire(now);
+            self.resume_accepting(now);
+            if now >= self.next_sweep {
+                self.pool.sweep(now);
+                self.next_sweep = now + POOL_SWEEP_EVERY;
+            }
             if let Some(deadline) = self.drain_deadline {
                 self.close_idle();
                 if self.conns.is_empty() {
@@ -195,6 +218,7 @@ impl Worker {
             bufs: &mut self.bufs,
             heads: &mut self.heads,
             balancers: &mut self.balancers,
+            pool: &mut self.pool,
             now,
             draining: self.drain_deadline.is_some(),
         }
@@ -364,6 +388,7 @@ impl Worker {
             bufs,
             heads,
             balancers,
+            pool,
             timers,
             drain_deadline,
             ..
@@ -377,6 +402,7 @@ impl Worker {
             bufs,
             heads,
             balancers,
+            pool,
             now,
             draining: drain_deadline.is_some(),
         };

@@ -1,0 +1,321 @@
+//! A strict, incremental scanner for `Transfer-Encoding: chunked` bodies.
+//!
+//! forklb relays chunked bodies verbatim; the scanner validates every byte
+//! of framing (sizes, extensions, CRLFs, trailers) and says exactly where the
+//! body ends, so the bytes after it are never mistaken for body, and a body
+//! that a lenient parser might frame differently is refused instead of
+//! relayed (request smuggling). It never allocates and never looks back.
+
+/// Longest chunk-size line (size + extensions) we accept.
+const MAX_LINE: usize = 4096;
+/// Longest trailer section we accept.
+const MAX_TRAILERS: usize = 16 * 1024;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChunkError {
+    /// A chunk size is missing, not hex, or too large.
+    BadSize,
+    /// A chunk extension contains a forbidden byte.
+    BadExtension,
+    /// CR not followed by LF, LF without CR, or data not followed by CRLF.
+    BadLineEnding,
+    /// A size line or the trailer section is too long.
+    TooLong,
+    /// A trailer line is not a valid header field.
+    BadTrailer,
+}
+
+impl ChunkError {
+    pub fn reason(self) -> &'static str {
+        match self {
+            ChunkError::BadSize => "invalid chunk size",
+            ChunkError::BadExtension => "invalid chunk extension",
+            ChunkError::BadLineEnding => "invalid line ending in chunked body",
+            ChunkError::TooLong => "chunk line or trailers too long",
+            ChunkError::BadTrailer => "invalid trailer field",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// Reading hex digits of a chunk size (`digits` so far).
+    Size {
+        digits: u8,
+    },
+    /// After `;`: extension bytes up to CR.
+    Extension,
+    /// Saw CR ending the size line; LF must follow.
+    SizeLf,
+    /// Inside chunk data.
+    Data,
+    /// Data ended; CR must follow.
+    DataCr,
+    /// Data CR seen; LF must follow.
+    DataLf,
+    /// At the start of a trailer line (or the final empty line).
+    TrailerStart,
+    /// Inside a trailer field name (`seen` bytes so far).
+    TrailerName {
+        seen: bool,
+    },
+    /// Inside a trailer field value.
+    TrailerValue,
+    /// CR seen ending a trailer line; LF must follow.
+    TrailerLf,
+    /// CR of the final empty line seen; LF must follow.
+    FinalLf,
+    Done,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct ChunkedScanner {
+    state: State,
+    /// Bytes left in the current chunk's data, or the size being parsed.
+    size: u64,
+    line_len: usize,
+    trailer_len: usize,
+    /// Total data bytes seen (for body size limits).
+    data_total: u64,
+}
+
+impl Default for ChunkedScanner {
+    fn default() -> Self {
+        ChunkedScanner::new()
+    }
+}
+
+fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+impl ChunkedScanner {
+    pub fn new() -> ChunkedScanner {
+        ChunkedScanner {
+            state: State::Size { digits: 0 },
+            size: 0,
+            line_len: 0,
+            trailer_len: 0,
+            data_total: 0,
+        }
+    }
+
+    pub fn is_done(&self) -> bool {
+        self.state == State::Done
+    }
+
+    /// Data bytes (not framing) seen so far.
+    pub fn data_total(&self) -> u64 {
+        self.data_total
+    }
+
+    /// Scans `buf`; returns how many of its bytes belong to the body. Fewer
+    /// than `buf.len()` only when the body ended (`is_done`) — the rest is
+    /// the next message.
+    pub fn scan(&mut self, buf: &[u8]) -> Result<usize, ChunkError> {
+        let mut i = 0;
+        while i < buf.len() {
+            match self.state {
+                State::Done => return Ok(i),
+                State::Data => {
+                    // Fast path: skip over chunk data without looking at it.
+                    let take =
+                        (buf.len() - i).min(usize::try_from(self.size).unwrap_or(usize::MAX));
+                    i += take;
+                    self.size -= take as u64;
+                    self.data_total += take as u64;
+                    if self.size == 0 {
+                        self.state = State::DataCr;
+                    }
+                    continue;
+                }
+                _ => {}
+            }
+            let b = buf[i];
+            i += 1;
+            self.step(b)?;
+        }
+        Ok(i)
+    }
+
+    fn step(&mut self, b: u8) -> Result<(), ChunkError> {
+        match self.state {
+            State::Size { digits } => {
+                self.line_len += 1;
+                if self.line_len > MAX_LINE {
+                    return Err(ChunkError::TooLong);
+                }
+                if let Some(d) = (b as char).to_digit(16) {
+                    // 15 hex digits keep us far from overflow and allow
+                    // chunks up to 1 PiB; leading zeros count too.
+                    if digits >= 15 {
+                        return Err(ChunkError::BadSize);
+                    }
+                    self.size = self.size * 16 + u64::from(d);
+                    self.state = State::Size { digits: digits + 1 };
+                } else if digits == 0 {
+                    return Err(ChunkError::BadSize);
+                } else if b == b';' {
+                    self.state = State::Extension;
+                } else if b == b'\r' {
+                    self.state = State::SizeLf;
+                } else {
+                    // Whitespace before ';' or CRLF is a known smuggling
+                    // ambiguity (RFC 9112 allows BWS only around ';'); refuse.
+                    return Err(ChunkError::BadSize);
+                }
+            }
+            State::Extension => {
+                self.line_len += 1;
+                if self.line_len > MAX_LINE {
+                    return Err(ChunkError::TooLong);
+                }
+                match b {
+                    b'\r' => self.state = State::SizeLf,
+                    b'\n' | 0 => return Err(ChunkError::BadExtension),
+                    b'\t' | b' '..=b'~' | 0x80..=0xff => {}
+                    _ => return Err(ChunkError::BadExtension),
+                }
+            }
+            State::SizeLf => {
+                if b != b'\n' {
+                    return Err(ChunkError::BadLineEnding);
+                }
+                self.line_len = 0;
+                if self.size == 0 {
+                    self.state = State::TrailerStart;
+                } else {
+                    self.state = State::Data;
+                }
+            }
+            State::DataCr => {
+                if b != b'\r' {
+                    return Err(ChunkError::BadLineEnding);
+                }
+                self.state = State::DataLf;
+            }
+            State::DataLf => {
+                if b != b'\n' {
+                    return Err(ChunkError::BadLineEnding);
+                }
+                self.size = 0;
+                self.state = State::Size { digits: 0 };
+            }
+            State::TrailerStart => {
+                self.count_trailer()?;
+                if b == b'\r' {
+                    self.state = State::FinalLf;
+                } else if is_tchar(b) {
+                    self.state = State::TrailerName { seen: true };
+                } else {
+                    return Err(ChunkError::BadTrailer);
+                }
+            }
+            State::TrailerName { .. } => {
+                self.count_trailer()?;
+                if b == b':' {
+                    self.state = State::TrailerValue;
+                } else if !is_tchar(b) {
+                    return Err(ChunkError::BadTrailer);
+                }
+            }
+            State::TrailerValue => {
+                self.count_trailer()?;
+                match b {
+                    b'\r' => self.state = State::TrailerLf,
+                    b'\t' | b' '..=b'~' | 0x80..=0xff => {}
+                    _ => return Err(ChunkError::BadTrailer),
+                }
+            }
+            State::TrailerLf => {
+                self.count_trailer()?;
+                if b != b'\n' {
+                    return Err(ChunkError::BadLineEnding);
+                }
+                self.state = State::TrailerStart;
+            }
+            State::FinalLf => {
+                if b != b'\n' {
+                    return Err(ChunkError::BadLineEnding);
+                }
+                self.state = State::Done;
+            }
+            // Data is consumed in bulk by `scan`, and nothing follows Done.
+            State::Data | State::Done => {}
+        }
+        Ok(())
+    }
+
+    fn count_trailer(&mut self) -> Result<(), ChunkError> {
+        self.trailer_len += 1;
+        if self.trailer_len > MAX_TRAILERS {
+            return Err(ChunkError::TooLong);
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scan_all(body: &[u8]) -> Result<(usize, bool, u64), ChunkError> {
+        let mut s = ChunkedScanner::new();
+        let n = s.scan(body)?;
+        Ok((n, s.is_done(), s.data_total()))
+    }
+
+    #[test]
+    fn valid_bodies() {
+        assert_eq!(scan_all(b"0\r\n\r\n").unwrap(), (5, true, 0));
+        assert_eq!(
+            scan_all(b"5\r\nhello\r\n0\r\n\r\nGET").unwrap(),
+            (15, true, 5)
+        );
+        let ext = b"A;ext=1\r\n0123456789\r\n0\r\nX-T: y\r\n\r\n";
+        assert!(scan_all(ext).unwrap().1);
+        assert_eq!(scan_all(b"5\r\nhel").unwrap(), (6, false, 3));
+    }
+
+    #[test]
+    fn byte_by_byte_equals_whole() {
+        let body = b"3\r\nabc\r\n10\r\n0123456789abcdef\r\n0\r\nT: 1\r\n\r\nNEXT";
+        let mut s = ChunkedScanner::new();
+        let mut consumed = 0;
+        for b in body.iter() {
+            consumed += s.scan(std::slice::from_ref(b)).unwrap();
+            if s.is_done() {
+                break;
+            }
+        }
+        assert_eq!(consumed, body.len() - 4);
+        assert_eq!(s.data_total(), 19);
+    }
+
+    #[test]
+    fn invalid_bodies() {
+        let bad: &[&[u8]] = &[
+            b"x\r\n",
+            b"\r\n",
+            b"5 \r\nhello\r\n",
+            b" 5\r\nhello\r\n",
+            b"5\nhello\r\n",
+            b"5\r\nhelloX\r\n",
+            b"5\r\nhello\n0\r\n\r\n",
+            b"-1\r\n",
+            b"0x5\r\n",
+            b"ffffffffffffffffff\r\n",
+            b"0\r\nBad Trailer: x\r\n\r\n",
+            b"0\r\n\n",
+            b"1;a\nb\r\n",
+            b"0\r\nX: a\rb\r\n\r\n",
+        ];
+        for body in bad {
+            assert!(
+                scan_all(body).is_err(),
+                "{:?}",
+                String::from_utf8_lossy(body)
+            );
+        }
+    }
+}

@@ -1,0 +1,167 @@
+//! Relaying a message body from one socket to another, whatever its
+//! framing. Bytes are validated ("taken") before they are written, and the
+//! count of taken-but-unwritten bytes is kept, so a partial write never
+//! makes the chunked scanner look at the same bytes twice, and bytes past
+//! the end of the body (the next pipelined message) are never relayed.
+
+use super::io::{self, Io};
+use crate::buffer::{Buf, BufPool};
+use crate::http::chunked::{ChunkError, ChunkedScanner};
+use crate::http::Framing;
+use mio::net::TcpStream;
+
+#[derive(Debug, Clone, Copy)]
+pub enum Body {
+    Empty,
+    Length(u64),
+    Chunked(ChunkedScanner),
+    UntilClose,
+}
+
+impl Body {
+    pub fn from_framing(f: Framing) -> Body {
+        match f {
+            Framing::None | Framing::Length(0) => Body::Empty,
+            Framing::Length(n) => Body::Length(n),
+            Framing::Chunked => Body::Chunked(ChunkedScanner::new()),
+            Framing::UntilClose => Body::UntilClose,
+        }
+    }
+
+    /// Every byte of the body has been taken.
+    pub fn is_complete(&self) -> bool {
+        match self {
+            Body::Empty => true,
+            Body::Length(n) => *n == 0,
+            Body::Chunked(s) => s.is_done(),
+            Body::UntilClose => false,
+        }
+    }
+
+    /// Takes body bytes from the front of `data`; returns how many.
+    fn take(&mut self, data: &[u8]) -> Result<usize, ChunkError> {
+        match self {
+            Body::Empty => Ok(0),
+            Body::Length(left) => {
+                let n = (data.len() as u64).min(*left);
+                *left -= n;
+                Ok(n as usize)
+            }
+            Body::Chunked(s) => s.scan(data),
+            Body::UntilClose => Ok(data.len()),
+        }
+    }
+
+    /// Payload bytes seen so far (chunked: excluding framing).
+    pub fn data_seen(&self) -> Option<u64> {
+        match self {
+            Body::Chunked(s) => Some(s.data_total()),
+            _ => None,
+        }
+    }
+}
+
+/// A body in flight: its framing state and how many bytes at the front of
+/// the source buffer are taken but not yet written.
+#[derive(Debug, Clone, Copy)]
+pub struct Relay {
+    pub body: Body,
+    ready: usize,
+    /// Total bytes written to the destination.
+    pub sent: u64,
+}
+
+pub enum RelayStep {
+    /// Bytes moved; run again.
+    Progress,
+    /// Waiting for readiness.
+    Blocked,
+    /// The whole body was written.
+    Complete,
+    /// The source closed (for `UntilClose` that is the end of the body).
+    SourceClosed,
+    SourceFailed(std::io::Error),
+    DestFailed(std::io::Error),
+    Framing(ChunkError),
+}
+
+/// One direction's sockets and readiness, borrowed for a step.
+pub struct Ends<'a> {
+    pub src: &'a mut TcpStream,
+    pub src_ready: &'a mut bool,
+    pub buf: &'a mut Option<Buf>,
+    pub dst: &'a mut TcpStream,
+    pub dst_ready: &'a mut bool,
+}
+
+impl Relay {
+    pub const EMPTY: Relay = Relay {
+        body: Body::Empty,
+        ready: 0,
+        sent: 0,
+    };
+
+    pub fn new(body: Body) -> Relay {
+        Relay {
+            body,
+            ready: 0,
+            sent: 0,
+        }
+    }
+
+    pub fn is_complete(&self) -> bool {
+        self.ready == 0 && self.body.is_complete()
+    }
+
+    /// Makes one unit of progress: write taken bytes, take buffered bytes,
+    /// or read more from the source.
+    pub fn step(&mut self, ends: Ends, pool: &mut BufPool) -> RelayStep {
+        if self.is_complete() {
+            return RelayStep::Complete;
+        }
+        if self.ready == 0 {
+            if let Some(buf) = ends.buf.as_mut().filter(|b| !b.is_empty()) {
+                match self.body.take(buf.data()) {
+                    Ok(0) if self.body.is_complete() => return RelayStep::Complete,
+                    Ok(n) => self.ready = n,
+                    Err(e) => return RelayStep::Framing(e),
+                }
+                if self.ready == 0 {
+                    return RelayStep::Complete;
+                }
+            }
+        }
+        if self.ready > 0 {
+            if !*ends.dst_ready {
+                return RelayStep::Blocked;
+            }
+            let Some(buf) = ends.buf.as_mut() else {
+                return RelayStep::Blocked;
+            };
+            return match io::write(ends.dst, &buf.data()[..self.ready], ends.dst_ready) {
+                Io::Done(n) => {
+                    buf.consume(n);
+                    self.ready -= n;
+                    self.sent += n as u64;
+                    RelayStep::Progress
+                }
+                Io::Blocked => RelayStep::Blocked,
+                Io::Eof => RelayStep::DestFailed(std::io::ErrorKind::WriteZero.into()),
+                Io::Failed(e) => RelayStep::DestFailed(e),
+            };
+        }
+        if !*ends.src_ready {
+            return RelayStep::Blocked;
+        }
+        let buf = ends.buf.get_or_insert_with(|| pool.get());
+        match io::read(ends.src, buf.spare(), ends.src_ready) {
+            Io::Done(n) => {
+                buf.filled(n);
+                RelayStep::Progress
+            }
+            Io::Blocked => RelayStep::Blocked,
+            Io::Eof => RelayStep::SourceClosed,
+            Io::Failed(e) => RelayStep::SourceFailed(e),
+        }
+    }
+}
