@@ -7,6 +7,7 @@
 //! `balance` for server choice, `net` for sockets, `buffer` for pooled
 //! buffers, `signals` for signal delivery and `log` for the error log.
 
+pub mod access_log;
 pub mod balance;
 pub mod buffer;
 pub mod cli;

@@ -723,9 +723,6 @@ fn reject_unsupported(cfg: &Config) -> Check {
     if cfg.admin.is_some() {
         return invalid("admin", "the admin socket is not supported yet");
     }
-    if cfg.access_log.is_some() {
-        return invalid("access_log", "the access log is not supported yet");
-    }
     for (i, l) in cfg.listeners.iter().enumerate() {
         if l.tls.is_some() {
             return invalid(format!("listeners[{i}].tls"), "TLS is not supported yet");
@@ -1367,11 +1364,7 @@ upstreams:
             "admin",
             "not supported yet",
         );
-        assert_err(
-            &with_top("access_log: {path: access.log, format: json}\n"),
-            "access_log",
-            "not supported yet",
-        );
+        ok(&with_top("access_log: {path: access.log, format: json}\n"));
         assert_err(
             &with_routes(
                 "      - {upstream: web}\n      - {path: /metrics, metrics: prometheus}\n",

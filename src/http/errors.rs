@@ -71,6 +71,11 @@ pub fn write_response(
     }
 }
 
+/// Length of the body `write_error` sends for `status`.
+pub fn error_body_len(status: u16) -> usize {
+    reason(status).len().min(63) + 1
+}
+
 /// Appends a short error page for `status` (its reason phrase and a newline).
 pub fn write_error(out: &mut Vec<u8>, status: u16, keep_alive: bool, head_only: bool) {
     let mut body = [0u8; 64];

@@ -78,6 +78,9 @@ enum State {
 
 pub struct Master {
     config: Config,
+    /// The access log file, opened once here so a bad path fails start-up;
+    /// each worker gets its own descriptor of it.
+    access_log: Option<std::fs::File>,
     poll: Poll,
     signals: Option<SignalSet>,
     sockets: Vec<BoundSocket>,
@@ -104,6 +107,10 @@ pub fn run(config: Config) -> Result<(), MasterError> {
         path: config.pid_file.clone(),
         err,
     })?;
+    let access_log = match &config.access_log {
+        Some(a) => Some(crate::access_log::open(&a.path).map_err(MasterError::Log)?),
+        None => None,
+    };
     let sockets = bind_all(&config)?;
     let poll = Poll::new().map_err(setup("epoll_create"))?;
     let mut sigs = SignalSet::new(&[
@@ -121,6 +128,7 @@ pub fn run(config: Config) -> Result<(), MasterError> {
         .map_err(setup("signal setup"))?;
     set_process_name("forklb-master");
     let mut master = Master {
+        access_log,
         children: Children::new(config.workers.resolve()),
         config,
         poll,
@@ -255,6 +263,13 @@ impl Master {
             if let Err(e) = crate::log::reopen() {
                 log::error!("cannot reopen the error log: {e}");
             }
+            if let Some(cfg) = &self.config.access_log {
+                // Workers started later inherit this descriptor.
+                match crate::access_log::open(&cfg.path) {
+                    Ok(f) => self.access_log = Some(f),
+                    Err(e) => log::error!("{e}"),
+                }
+            }
             self.children.signal_all(libc::SIGUSR1);
         }
         if self.take_signal(signals::SIGUSR2) {
@@ -357,11 +372,18 @@ impl Master {
                 listener: b.listener,
             })
             .collect();
+        let access_log = match (&self.config.access_log, self.access_log.take()) {
+            (Some(cfg), Some(file)) => {
+                crate::access_log::AccessLog::new(cfg.path.clone(), file, cfg.format)
+            }
+            _ => crate::access_log::AccessLog::disabled(),
+        };
         crate::worker::run(crate::worker::WorkerSetup {
             slot,
             runtime: crate::route::Runtime::new(&self.config),
             listeners,
             channel,
+            access_log,
         })
     }
 }

@@ -20,6 +20,7 @@ use super::body::{Body, Ends, Relay, RelayStep};
 use super::io::{self, Io};
 use super::pool::Pool;
 use super::{upstream_token, Side};
+use crate::access_log::{self, AccessLog};
 use crate::balance::Balancer;
 use crate::buffer::{Buf, BufPool, VecPool};
 use crate::http::{self, errors, request, response, rewrite, Framing};
@@ -37,6 +38,7 @@ pub struct Env<'a> {
     pub heads: &'a mut VecPool,
     pub balancers: &'a mut [Balancer],
     pub pool: &'a mut Pool,
+    pub access: &'a mut AccessLog,
     pub now: Instant,
     /// The worker is shutting down gracefully: finish, then close.
     pub draining: bool,
@@ -92,6 +94,13 @@ struct Exchange {
     upstream_keep_alive: bool,
     /// The client connection continues after this response.
     keep_after: bool,
+    /// Status sent to the client (0 = none yet).
+    status: u16,
+    /// Body bytes of a locally generated response.
+    local_body_bytes: u64,
+    upstream_addr: Option<SocketAddr>,
+    upstream_status: Option<u16>,
+    upstream_started: Option<Instant>,
 }
 
 impl Exchange {
@@ -111,6 +120,11 @@ impl Exchange {
             retries_left: 0,
             upstream_keep_alive: false,
             keep_after: false,
+            status: 0,
+            local_body_bytes: 0,
+            upstream_addr: None,
+            upstream_status: None,
+            upstream_started: None,
         }
     }
 }
@@ -158,10 +172,28 @@ pub struct Conn {
     head_started: bool,
     /// Tunnel: the client's side closed and the upstream was told.
     eof_to_upstream: bool,
+    /// The request as the access log needs it, while one is in flight.
+    record: Option<Record>,
     /// When the current wait times out.
     pub deadline: Instant,
     /// The instant a timer entry is queued for, if any (see worker::timers).
     pub timer_at: Option<Instant>,
+}
+
+/// Request fields kept for the access log after the head is consumed:
+/// method, target, Referer and User-Agent, back to back in one pooled vector.
+struct Record {
+    bytes: Vec<u8>,
+    ends: [usize; 4],
+    minor: u8,
+    started: Instant,
+}
+
+impl Record {
+    fn field(&self, i: usize) -> &[u8] {
+        let start = if i == 0 { 0 } else { self.ends[i - 1] };
+        self.bytes.get(start..self.ends[i]).unwrap_or(&[])
+    }
 }
 
 enum Dispatch {
@@ -202,6 +234,7 @@ impl Conn {
             ex: Exchange::new(),
             head_started: false,
             eof_to_upstream: false,
+            record: None,
             deadline: env.now + env.rt.timeouts.client_header,
             timer_at: None,
         }
@@ -314,6 +347,14 @@ impl Conn {
     /// Gives every pooled resource back; the worker drops the sockets.
     fn finish(&mut self, env: &mut Env, outcome: Outcome) -> Outcome {
         if outcome == Outcome::Close {
+            if self.record.is_some() {
+                // Closed before the response completed: nginx's 499 if the
+                // client saw nothing, else what was being sent.
+                if self.ex.status == 0 {
+                    self.ex.status = 499;
+                }
+                self.log_request(env);
+            }
             self.drop_upstream(env);
             if let Some(b) = self.input.take() {
                 env.bufs.put(b);
@@ -403,10 +444,18 @@ impl Conn {
             Ok(request::Parsed::Complete(req, info)) => (req, info),
             Err(e) => {
                 log::info!("client {} sent an invalid request: {}", self.peer, e.reason);
+                self.ex = Exchange::new();
+                if env.access.enabled() {
+                    let empty = httparse::Request::new(&mut []);
+                    self.capture_record(env, &empty, 1);
+                }
                 return self.reject(env, e.status);
             }
         };
         self.ex = Exchange::new();
+        if env.access.enabled() {
+            self.capture_record(env, &req, info.minor);
+        }
         self.ex.is_head = info.is_head;
         self.ex.client_minor = info.minor;
         self.ex.client_keep_alive = info.keep_alive;
@@ -493,6 +542,8 @@ impl Conn {
 
     fn reject_now(&mut self, env: &mut Env, status: u16) -> Step {
         let mut out = env.heads.get();
+        self.ex.status = status;
+        self.ex.local_body_bytes = errors::error_body_len(status) as u64;
         errors::write_error(&mut out, status, false, false);
         self.start_local(env, out, false);
         Ok(true)
@@ -509,6 +560,12 @@ impl Conn {
     ) {
         let keep = keep && !env.draining;
         let mut out = env.heads.get();
+        self.ex.status = status;
+        self.ex.local_body_bytes = if self.ex.is_head {
+            0
+        } else {
+            body.len() as u64
+        };
         errors::write_response(
             &mut out,
             status,
@@ -525,6 +582,12 @@ impl Conn {
     fn respond_error(&mut self, env: &mut Env, status: u16, keep: bool) -> Step {
         let keep = keep && !env.draining;
         let mut out = env.heads.get();
+        self.ex.status = status;
+        self.ex.local_body_bytes = if self.ex.is_head {
+            0
+        } else {
+            errors::error_body_len(status) as u64
+        };
         errors::write_error(&mut out, status, keep, self.ex.is_head);
         self.start_local(env, out, keep);
         Ok(true)
@@ -596,6 +659,8 @@ impl Conn {
         let upstream = &env.rt.upstreams[self.ex.upstream];
         let addr = upstream.servers[server].addr;
         self.ex.server = server;
+        self.ex.upstream_addr = Some(addr);
+        self.ex.upstream_started.get_or_insert(env.now);
         if !self.ex.tried[..self.ex.ntried].contains(&server) && self.ex.ntried < MAX_TRIES {
             self.ex.tried[self.ex.ntried] = server;
             self.ex.ntried += 1;
@@ -960,6 +1025,8 @@ impl Conn {
             );
             self.out = Some(out);
             input.consume(info.head_len);
+            self.ex.status = 101;
+            self.ex.upstream_status = Some(101);
             self.phase = Phase::Tunnel;
             self.set_deadline(env, env.rt.timeouts.upstream_read);
             return Ok(true);
@@ -1001,6 +1068,8 @@ impl Conn {
         rewrite::write_client_response(&mut out, &resp, mode, self.ex.client_minor);
         self.out = Some(out);
         self.ex.resp = Relay::new(Body::from_framing(info.framing));
+        self.ex.status = info.status;
+        self.ex.upstream_status = Some(info.status);
         self.ex.upstream_keep_alive = info.keep_alive;
         self.ex.keep_after = keep;
         input.consume(info.head_len);
@@ -1118,6 +1187,7 @@ impl Conn {
     }
 
     fn next_request(&mut self, env: &mut Env) -> Step {
+        self.log_request(env);
         if let Some(v) = self.out.take() {
             env.heads.put(v);
         }
@@ -1140,6 +1210,62 @@ impl Conn {
             self.set_deadline(env, env.rt.timeouts.keepalive);
         }
         Ok(true)
+    }
+
+    // ----- Access log -------------------------------------------------------
+
+    fn capture_record(&mut self, env: &mut Env, req: &httparse::Request, minor: u8) {
+        let mut bytes = env.heads.get();
+        let mut ends = [0usize; 4];
+        bytes.extend_from_slice(req.method.unwrap_or("-").as_bytes());
+        ends[0] = bytes.len();
+        bytes.extend_from_slice(req.path.unwrap_or("-").as_bytes());
+        ends[1] = bytes.len();
+        let header = |name: &str| {
+            req.headers
+                .iter()
+                .find(|h| http::name_is(h.name, name))
+                .map_or(&[][..], |h| h.value)
+        };
+        bytes.extend_from_slice(header("referer"));
+        ends[2] = bytes.len();
+        bytes.extend_from_slice(header("user-agent"));
+        ends[3] = bytes.len();
+        if let Some(old) = self.record.replace(Record {
+            bytes,
+            ends,
+            minor,
+            started: env.now,
+        }) {
+            env.heads.put(old.bytes);
+        }
+    }
+
+    /// Writes the access log line of the request in flight, if any.
+    fn log_request(&mut self, env: &mut Env) {
+        let Some(rec) = self.record.take() else {
+            return;
+        };
+        let body_bytes = if self.ex.upstream_status.is_some() && self.ex.status != 0 {
+            self.ex.resp.sent
+        } else {
+            self.ex.local_body_bytes
+        };
+        env.access.record(&access_log::Entry {
+            client: self.peer,
+            method: rec.field(0),
+            target: rec.field(1),
+            minor: rec.minor,
+            status: self.ex.status,
+            body_bytes,
+            referer: rec.field(2),
+            user_agent: rec.field(3),
+            upstream: self.ex.upstream_addr,
+            upstream_status: self.ex.upstream_status,
+            request_time: env.now.saturating_duration_since(rec.started),
+            upstream_time: access_log::since(self.ex.upstream_started, env.now),
+        });
+        env.heads.put(rec.bytes);
     }
 
     // ----- Tunnel -----------------------------------------------------------

@@ -10,6 +10,7 @@
 mod slab;
 mod timers;
 
+use crate::access_log::{self, AccessLog};
 use crate::balance::Balancer;
 use crate::buffer::{BufPool, VecPool};
 use crate::net;
@@ -50,6 +51,7 @@ pub struct WorkerSetup {
     pub listeners: Vec<WorkerListener>,
     /// The worker's end of its channel to the master.
     pub channel: std::os::unix::net::UnixStream,
+    pub access_log: AccessLog,
 }
 
 struct Worker {
@@ -66,6 +68,8 @@ struct Worker {
     balancers: Vec<Balancer>,
     pool: Pool,
     next_sweep: Instant,
+    access: AccessLog,
+    next_access_flush: Instant,
     signals: SignalSet,
     channel: UnixStream,
     next_conn_id: u64,
@@ -123,6 +127,8 @@ impl Worker {
             poll,
             pool,
             next_sweep: Instant::now() + POOL_SWEEP_EVERY,
+            access: setup.access_log,
+            next_access_flush: Instant::now() + access_log::FLUSH_EVERY,
             listeners: setup.listeners,
             accepting: true,
             accept_resume_at: None,
@@ -169,6 +175,7 @@ impl Worker {
                             if let Err(e) = crate::log::reopen() {
                                 log::error!("cannot reopen the error log: {e}");
                             }
+                            self.access.reopen();
                         }
                     }
                     CHANNEL_TOKEN => self.read_channel(now),
@@ -182,6 +189,10 @@ impl Worker {
             if now >= self.next_sweep {
                 self.pool.sweep(now);
                 self.next_sweep = now + POOL_SWEEP_EVERY;
+            }
+            if now >= self.next_access_flush {
+                self.access.flush();
+                self.next_access_flush = now + access_log::FLUSH_EVERY;
             }
             if let Some(deadline) = self.drain_deadline {
                 self.close_idle();
@@ -205,6 +216,8 @@ impl Worker {
             self.timers.next(),
             self.accept_resume_at,
             self.drain_deadline,
+            Some(self.next_sweep),
+            self.access.has_pending().then_some(self.next_access_flush),
         ]
         .into_iter()
         .flatten()
@@ -219,6 +232,7 @@ impl Worker {
             heads: &mut self.heads,
             balancers: &mut self.balancers,
             pool: &mut self.pool,
+            access: &mut self.access,
             now,
             draining: self.drain_deadline.is_some(),
         }
@@ -389,6 +403,7 @@ impl Worker {
             heads,
             balancers,
             pool,
+            access,
             timers,
             drain_deadline,
             ..
@@ -403,6 +418,7 @@ impl Worker {
             heads,
             balancers,
             pool,
+            access,
             now,
             draining: drain_deadline.is_some(),
         };

@@ -1,0 +1,155 @@
+//! The access log: combined and JSON lines with upstream fields, flushed
+//! within a second, and re-opened on USR1 (logrotate).
+
+mod support;
+
+use std::time::Duration;
+use support::*;
+
+fn config(backend: &Backend, log: &std::path::Path, format: &str) -> String {
+    let mut y = proxy_config_for(1, &[backend]);
+    y.push_str(&format!(
+        "access_log: {{path: \"{}\", format: {format}}}\n",
+        log.display()
+    ));
+    y
+}
+
+fn read(path: &std::path::Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_default()
+}
+
+#[test]
+fn combined_lines_name_request_status_and_upstream() {
+    let b = Backend::start("b1");
+    let dir = TempDir::new("alog");
+    let log = dir.join("access.log");
+    let lb = Forklb::start(&config(&b, &log, "combined"));
+    let mut c = Conn::open(lb.port()).unwrap();
+    let r = c
+        .request(
+            "GET",
+            "/p?q=1",
+            &[("User-Agent", "tester/1"), ("Referer", "http://r/")],
+            b"",
+        )
+        .unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(c.get("/healthz").unwrap().status, 200);
+    assert!(
+        wait_until(Duration::from_secs(3), || read(&log).lines().count() >= 2),
+        "access log not flushed within 3 s: {:?}\n{}",
+        read(&log),
+        lb.diagnostics()
+    );
+    let text = read(&log);
+    let lines: Vec<&str> = text.lines().collect();
+    let proxied = lines[0];
+    assert!(proxied.starts_with("127.0.0.1 - - ["), "{proxied}");
+    assert!(
+        proxied.contains("] \"GET /p?q=1 HTTP/1.1\" 200 2 \"http://r/\" \"tester/1\""),
+        "{proxied}"
+    );
+    assert!(
+        proxied.contains(&format!(
+            "upstream={} upstream_status=200 request_time=",
+            b.addr()
+        )),
+        "{proxied}"
+    );
+    let local = lines[1];
+    assert!(
+        local.contains("\"GET /healthz HTTP/1.1\" 200 3 \"-\" \"-\" upstream=- upstream_status=-"),
+        "{local}"
+    );
+}
+
+#[test]
+fn json_lines_are_valid_objects() {
+    let b = Backend::start("b1");
+    let dir = TempDir::new("alog");
+    let log = dir.join("access.json");
+    let lb = Forklb::start(&config(&b, &log, "json"));
+    let mut c = Conn::open(lb.port()).unwrap();
+    let r = c
+        .request("GET", "/q\"x", &[("User-Agent", "a\\b")], b"")
+        .unwrap();
+    assert_eq!(r.status, 200);
+    assert!(
+        wait_until(Duration::from_secs(3), || !read(&log).is_empty()),
+        "access log not flushed\n{}",
+        lb.diagnostics()
+    );
+    let line = read(&log);
+    let line = line.lines().next().unwrap_or_default();
+    assert!(
+        line.starts_with("{\"time\":\"") && line.ends_with('}'),
+        "{line}"
+    );
+    assert!(line.contains("\"remote_addr\":\"127.0.0.1\""), "{line}");
+    assert!(
+        line.contains("\"method\":\"GET\",\"uri\":\"/q\\\"x\""),
+        "{line}"
+    );
+    assert!(line.contains("\"user_agent\":\"a\\\\b\""), "{line}");
+    assert!(
+        line.contains("\"status\":200,\"body_bytes_sent\":2"),
+        "{line}"
+    );
+    assert!(
+        line.contains(&format!(
+            "\"upstream_addr\":\"{}\",\"upstream_status\":200",
+            b.addr()
+        )),
+        "{line}"
+    );
+}
+
+#[test]
+fn rejected_and_failed_requests_are_logged() {
+    let dir = TempDir::new("alog");
+    let log = dir.join("access.log");
+    let mut y = proxy_config(1, &[("dead", refused_addr(), 1)], &["retries: 0"]);
+    y.push_str(&format!("access_log: {{path: \"{}\"}}\n", log.display()));
+    let lb = Forklb::start(&y);
+    let mut c = Conn::open(lb.port()).unwrap();
+    assert_eq!(c.get("/x").unwrap().status, 502);
+    let mut bad = Conn::open(lb.port()).unwrap();
+    bad.send(b"GET / HTTP/1.1\r\n\r\n").unwrap();
+    assert_eq!(bad.read_response().unwrap().status, 400);
+    assert!(
+        wait_until(Duration::from_secs(3), || read(&log).lines().count() >= 2),
+        "{:?}",
+        read(&log)
+    );
+    let text = read(&log);
+    assert!(text.contains("\"GET /x HTTP/1.1\" 502 "), "{text}");
+    assert!(text.contains("upstream_status=-"), "{text}");
+    assert!(text.contains("\"- - HTTP/1.1\" 400 "), "{text}");
+}
+
+#[test]
+fn usr1_reopens_the_access_log() {
+    let b = Backend::start("b1");
+    let dir = TempDir::new("alog");
+    let log = dir.join("access.log");
+    let rotated = dir.join("access.log.1");
+    let lb = Forklb::start(&config(&b, &log, "combined"));
+    assert_eq!(http_get(lb.port(), "/before").status, 200);
+    assert!(wait_until(Duration::from_secs(3), || read(&log).contains("/before")));
+    std::fs::rename(&log, &rotated).unwrap();
+    lb.signal(libc::SIGUSR1);
+    // The reopen is asynchronous: wait until the new file exists.
+    assert!(
+        wait_until(Duration::from_secs(3), || log.exists()),
+        "access log not re-created after USR1\n{}",
+        lb.diagnostics()
+    );
+    assert_eq!(http_get(lb.port(), "/after").status, 200);
+    assert!(
+        wait_until(Duration::from_secs(3), || read(&log).contains("/after")),
+        "new requests not in the re-opened log: {:?}",
+        read(&log)
+    );
+    assert!(!read(&rotated).contains("/after"));
+}
