@@ -171,3 +171,46 @@ pub fn raise_nofile_limit(want: u64) -> io::Result<u64> {
     }
     Ok(rl.rlim_cur.max(target))
 }
+
+/// Takes over a listening socket inherited from another forklb (binary
+/// upgrade): checks it is a listening TCP socket, marks it close-on-exec and
+/// non-blocking again, and returns it with its address.
+pub fn adopt_inherited(fd: RawFd) -> io::Result<(TcpListener, SocketAddr)> {
+    let mut accepting: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: querying an option of a descriptor; fails cleanly if fd is not a socket.
+    cvt(unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_ACCEPTCONN,
+            &mut accepting as *mut libc::c_int as *mut libc::c_void,
+            &mut len,
+        )
+    })?;
+    if accepting == 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("inherited fd {fd} is not a listening socket"),
+        ));
+    }
+    // SAFETY: fd is an open listening socket handed to us; we own it now.
+    let listener = unsafe { TcpListener::from_raw_fd(fd) };
+    set_cloexec(fd, true)?;
+    listener.set_nonblocking(true)?;
+    let addr = listener.local_addr()?;
+    Ok((listener, addr))
+}
+
+/// Sets or clears FD_CLOEXEC.
+pub fn set_cloexec(fd: RawFd, on: bool) -> io::Result<()> {
+    // SAFETY: F_GETFD/F_SETFD on a descriptor we hold.
+    let flags = cvt(unsafe { libc::fcntl(fd, libc::F_GETFD) })?;
+    let flags = if on {
+        flags | libc::FD_CLOEXEC
+    } else {
+        flags & !libc::FD_CLOEXEC
+    };
+    // SAFETY: as above.
+    cvt(unsafe { libc::fcntl(fd, libc::F_SETFD, flags) }).map(|_| ())
+}

@@ -20,6 +20,8 @@ const FIRST_CHANNEL_TOKEN: usize = 16;
 struct Child {
     pid: Pid,
     slot: usize,
+    /// The configuration generation the worker runs; older ones are retiring.
+    generation: u64,
     token: Token,
     channel: UnixStream,
     ready: bool,
@@ -37,6 +39,10 @@ pub struct Children {
     slots: Vec<Slot>,
     live: Vec<Child>,
     next_token: usize,
+    /// The current generation: only its workers fill slots and respawn.
+    generation: u64,
+    /// WINCH: workers were told to stop and are not replaced until HUP.
+    stopped: bool,
 }
 
 impl Children {
@@ -45,7 +51,51 @@ impl Children {
             slots: (0..slots).map(|_| Slot::default()).collect(),
             live: Vec::new(),
             next_token: FIRST_CHANNEL_TOKEN,
+            generation: 1,
+            stopped: false,
         }
+    }
+
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// Starts a new generation of `slots` workers (reload): the current
+    /// workers become retiring ones; returns their pids so the caller can
+    /// tell them to drain.
+    pub fn new_generation(&mut self, slots: usize) -> Vec<Pid> {
+        let old = self.current_pids();
+        self.generation += 1;
+        self.slots = (0..slots).map(|_| Slot::default()).collect();
+        self.stopped = false;
+        old
+    }
+
+    /// WINCH: no worker is (re)started until `restart`; returns the pids of
+    /// the current workers to drain.
+    pub fn stop(&mut self) -> Vec<Pid> {
+        self.stopped = true;
+        self.current_pids()
+    }
+
+    pub fn is_stopped(&self) -> bool {
+        self.stopped
+    }
+
+    /// Rollback after WINCH: fill the slots again.
+    pub fn restart(&mut self) {
+        self.stopped = false;
+        for s in &mut self.slots {
+            *s = Slot::default();
+        }
+    }
+
+    fn current_pids(&self) -> Vec<Pid> {
+        self.live
+            .iter()
+            .filter(|c| c.generation == self.generation)
+            .map(|c| c.pid)
+            .collect()
     }
 
     pub fn slots(&self) -> usize {
@@ -62,8 +112,16 @@ impl Children {
 
     /// Slots without a live worker whose (re)spawn time has come.
     pub fn slots_to_spawn(&self, now: Instant) -> Vec<usize> {
+        if self.stopped {
+            return Vec::new();
+        }
         (0..self.slots.len())
-            .filter(|&s| !self.live.iter().any(|c| c.slot == s))
+            .filter(|&s| {
+                !self
+                    .live
+                    .iter()
+                    .any(|c| c.slot == s && c.generation == self.generation)
+            })
             .filter(|&s| self.slots[s].respawn_at.is_none_or(|t| t <= now))
             .collect()
     }
@@ -86,10 +144,14 @@ impl Children {
         self.next_token += 1;
         registry.register(&mut channel, token, Interest::READABLE)?;
         self.slots[slot].respawn_at = None;
-        log::info!("started worker {slot} as process {pid}");
+        log::info!(
+            "started worker {slot} of generation {} as process {pid}",
+            self.generation
+        );
         self.live.push(Child {
             pid,
             slot,
+            generation: self.generation,
             token,
             channel,
             ready: false,
@@ -124,18 +186,26 @@ impl Children {
         }
     }
 
+    /// Every slot of the current generation has a worker that serves.
     pub fn all_ready(&self) -> bool {
-        (0..self.slots.len()).all(|s| self.live.iter().any(|c| c.slot == s && c.ready))
+        (0..self.slots.len()).all(|s| {
+            self.live
+                .iter()
+                .any(|c| c.slot == s && c.generation == self.generation && c.ready)
+        })
     }
 
     /// Collects exited workers; with `respawn`, schedules their replacement.
-    pub fn reap(&mut self, now: Instant, respawn: bool) {
+    /// Returns the other children that exited (e.g. a new master started for
+    /// an upgrade), with how they ended.
+    pub fn reap(&mut self, now: Instant, respawn: bool) -> Vec<(Pid, String)> {
+        let mut others = Vec::new();
         loop {
             let status = match waitpid(None::<Pid>, Some(WaitPidFlag::WNOHANG)) {
-                Ok(WaitStatus::StillAlive) => return,
+                Ok(WaitStatus::StillAlive) => return others,
                 Ok(s) => s,
                 Err(nix::errno::Errno::EINTR) => continue,
-                Err(_) => return, // ECHILD: no children left
+                Err(_) => return others, // ECHILD: no children left
             };
             let (pid, how) = match status {
                 WaitStatus::Exited(pid, code) => (pid, format!("exited with code {code}")),
@@ -143,11 +213,11 @@ impl Children {
                 _ => continue,
             };
             let Some(pos) = self.live.iter().position(|c| c.pid == pid) else {
-                log::info!("process {pid} {how}");
+                others.push((pid, how));
                 continue;
             };
             let child = self.live.swap_remove(pos);
-            if !respawn {
+            if !respawn || child.generation != self.generation || self.stopped {
                 log::info!("worker {} (process {pid}) {how}", child.slot);
                 continue;
             }
@@ -166,19 +236,24 @@ impl Children {
     }
 
     pub fn signal_all(&self, sig: libc::c_int) {
-        let Ok(sig) = Signal::try_from(sig) else {
-            return;
-        };
-        for c in &self.live {
-            if let Err(e) = kill(c.pid, sig) {
-                log::warn!("kill({}, {sig}) failed: {e}", c.pid);
-            }
-        }
+        let pids: Vec<Pid> = self.live.iter().map(|c| c.pid).collect();
+        signal_pids(&pids, sig);
     }
 
     /// In a freshly forked worker: close the master's ends of every channel.
     pub fn close_all_channels(&mut self) {
         self.live.clear();
+    }
+}
+
+pub fn signal_pids(pids: &[Pid], sig: libc::c_int) {
+    let Ok(sig) = Signal::try_from(sig) else {
+        return;
+    };
+    for &pid in pids {
+        if let Err(e) = kill(pid, sig) {
+            log::warn!("kill({pid}, {sig}) failed: {e}");
+        }
     }
 }
 

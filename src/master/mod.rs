@@ -8,17 +8,20 @@
 
 mod children;
 pub mod pidfile;
+mod upgrade;
 
 use crate::config::Config;
 use crate::net;
 use crate::signals::{self, SignalSet};
-use children::Children;
+use children::{signal_pids, Children};
 use mio::{Events, Poll, Token};
+use nix::unistd::Pid;
 use std::fmt;
 use std::io;
 use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
+use upgrade::Invocation;
 
 const SIGNAL_TOKEN: Token = Token(0);
 
@@ -88,6 +91,12 @@ pub struct Master {
     state: State,
     pid_written: bool,
     pid: u32,
+    /// Where our pid file is now: `pid_file`, or `pid_file.oldbin` while a
+    /// new binary runs beside us.
+    pid_path: PathBuf,
+    invocation: Invocation,
+    /// The new master started by USR2, while it runs.
+    upgrade_child: Option<Pid>,
 }
 
 /// Runs the master until it exits; `Ok` means a clean shutdown.
@@ -111,7 +120,10 @@ pub fn run(config: Config) -> Result<(), MasterError> {
         Some(a) => Some(crate::access_log::open(&a.path).map_err(MasterError::Log)?),
         None => None,
     };
-    let sockets = bind_all(&config)?;
+    // Sockets handed over by an upgrading master are adopted before anything
+    // is bound, so the same addresses keep the same sockets.
+    let inherited = upgrade::take_inherited();
+    let sockets = bind_all(&config, inherited)?;
     let poll = Poll::new().map_err(setup("epoll_create"))?;
     let mut sigs = SignalSet::new(&[
         signals::SIGTERM,
@@ -137,7 +149,11 @@ pub fn run(config: Config) -> Result<(), MasterError> {
         state: State::Running,
         pid_written: false,
         pid: std::process::id(),
+        pid_path: PathBuf::new(),
+        invocation: Invocation::current(),
+        upgrade_child: None,
     };
+    master.pid_path = master.config.pid_file.clone();
     log::info!(
         "forklb {} starting: {} worker(s), listening on {}",
         env!("CARGO_PKG_VERSION"),
@@ -152,11 +168,21 @@ pub fn run(config: Config) -> Result<(), MasterError> {
     master.run()
 }
 
-fn bind_all(config: &Config) -> Result<Vec<BoundSocket>, MasterError> {
+/// Binds every address of the configuration, taking a socket from
+/// `existing` where one already listens on that address (inherited at an
+/// upgrade, or kept across a reload). Sockets of `existing` that the
+/// configuration no longer names are closed.
+fn bind_all(
+    config: &Config,
+    mut existing: Vec<(TcpListener, SocketAddr)>,
+) -> Result<Vec<BoundSocket>, MasterError> {
     let mut out = Vec::new();
     for (i, l) in config.listeners.iter().enumerate() {
         for &addr in &l.addrs {
-            let socket = net::bind_listener(addr).map_err(MasterError::Bind)?;
+            let socket = match existing.iter().position(|(_, a)| *a == addr) {
+                Some(pos) => existing.swap_remove(pos).0,
+                None => net::bind_listener(addr).map_err(MasterError::Bind)?,
+            };
             out.push(BoundSocket {
                 listener: i,
                 addr,
@@ -164,7 +190,14 @@ fn bind_all(config: &Config) -> Result<Vec<BoundSocket>, MasterError> {
             });
         }
     }
+    for (_, addr) in existing {
+        log::info!("closing listening socket {addr}: no longer configured");
+    }
     Ok(out)
+}
+
+fn process_alive(pid: u32) -> bool {
+    i32::try_from(pid).is_ok_and(|p| nix::sys::signal::kill(Pid::from_raw(p), None).is_ok())
 }
 
 /// Sets the name `ps -o comm` shows.
@@ -203,7 +236,7 @@ impl Master {
                 }
             }
             if self.cycle(Instant::now()) {
-                pidfile::remove_if_ours(&self.config.pid_file, self.pid);
+                pidfile::remove_if_ours(&self.pid_path, self.pid);
                 log::info!("exit");
                 return Ok(());
             }
@@ -230,7 +263,13 @@ impl Master {
         // 1. Reap. (Always: a coalesced SIGCHLD must not be missed.)
         let _ = self.take_signal(signals::SIGCHLD);
         let running = self.state == State::Running;
-        self.children.reap(now, running);
+        for (pid, how) in self.children.reap(now, running) {
+            if self.upgrade_child == Some(pid) {
+                self.upgrade_failed(&how);
+            } else {
+                log::info!("process {pid} {how}");
+            }
+        }
 
         // 2. Terminate (fast).
         if self.take_signal(signals::SIGTERM) | self.take_signal(signals::SIGINT)
@@ -255,8 +294,8 @@ impl Master {
         }
 
         // 4. Reload, 5. reopen, 6. upgrade, 7. stop accepting.
-        if self.take_signal(signals::SIGHUP) {
-            log::warn!("received HUP: configuration reload is not supported yet");
+        if self.take_signal(signals::SIGHUP) && self.state == State::Running {
+            self.reload();
         }
         if self.take_signal(signals::SIGUSR1) {
             log::info!("received USR1: reopening logs");
@@ -272,11 +311,15 @@ impl Master {
             }
             self.children.signal_all(libc::SIGUSR1);
         }
-        if self.take_signal(signals::SIGUSR2) {
-            log::warn!("received USR2: binary upgrade is not supported yet");
+        if self.take_signal(signals::SIGUSR2) && self.state == State::Running {
+            self.start_upgrade();
         }
-        if self.take_signal(signals::SIGWINCH) {
-            log::warn!("received WINCH: stopping workers for an upgrade is not supported yet");
+        if self.take_signal(signals::SIGWINCH) && self.state == State::Running {
+            log::info!(
+                "received WINCH: stopping workers gracefully, keeping the listening sockets"
+            );
+            let pids = self.children.stop();
+            signal_pids(&pids, libc::SIGQUIT);
         }
 
         match self.state {
@@ -315,6 +358,152 @@ impl Master {
                 }
                 false
             }
+        }
+    }
+
+    /// HUP. After WINCH (an upgrade in progress) this is the rollback:
+    /// workers restart from the configuration in memory. Otherwise the file
+    /// is read and validated completely; if anything is wrong the running
+    /// configuration stays, untouched.
+    fn reload(&mut self) {
+        if self.children.is_stopped() {
+            log::info!(
+                "received HUP after WINCH: restarting workers with the configuration in memory"
+            );
+            self.children.restart();
+            return;
+        }
+        log::info!("received HUP: reloading {}", self.config.source.display());
+        let new = match Config::load(&self.config.source) {
+            Ok(c) => c,
+            Err(e) => {
+                log::error!("reload failed, keeping the running configuration: {e}");
+                return;
+            }
+        };
+        // Bind new addresses first: on failure nothing has changed yet.
+        let mut existing: Vec<(TcpListener, SocketAddr)> = Vec::new();
+        let mut fresh: Vec<(TcpListener, SocketAddr)> = Vec::new();
+        for l in &new.listeners {
+            for &addr in &l.addrs {
+                if self.sockets.iter().any(|b| b.addr == addr) {
+                    continue;
+                }
+                match net::bind_listener(addr) {
+                    Ok(sock) => fresh.push((sock, addr)),
+                    Err(e) => {
+                        log::error!("reload failed, keeping the running configuration: {e}");
+                        return;
+                    }
+                }
+            }
+        }
+        let access_log = match &new.access_log {
+            Some(a) => match crate::access_log::open(&a.path) {
+                Ok(f) => Some(f),
+                Err(e) => {
+                    log::error!("reload failed, keeping the running configuration: {e}");
+                    return;
+                }
+            },
+            None => None,
+        };
+        if new.error_log != self.config.error_log || new.log_level != self.config.log_level {
+            if let Err(e) = crate::log::init(&new.error_log, new.log_level.to_filter()) {
+                log::error!("reload failed, keeping the running configuration: {e}");
+                return;
+            }
+        }
+        existing.extend(
+            std::mem::take(&mut self.sockets)
+                .into_iter()
+                .map(|b| (b.socket, b.addr)),
+        );
+        existing.extend(fresh);
+        self.sockets = match bind_all(&new, existing) {
+            Ok(s) => s,
+            // Unreachable in practice: every address was bound above.
+            Err(e) => {
+                log::error!("reload: {e}");
+                Vec::new()
+            }
+        };
+        if new.pid_file != self.config.pid_file {
+            log::warn!("pid_file changes take effect at the next start");
+        }
+        let pid_file = self.config.pid_file.clone();
+        self.config = new;
+        self.config.pid_file = pid_file;
+        self.access_log = access_log;
+        let old = self.children.new_generation(self.config.workers.resolve());
+        log::info!(
+            "configuration generation {} loaded; draining {} old worker(s)",
+            self.children.generation(),
+            old.len()
+        );
+        signal_pids(&old, libc::SIGQUIT);
+    }
+
+    /// USR2: start the binary on disk beside us with our sockets.
+    fn start_upgrade(&mut self) {
+        if let Some(pid) = self.upgrade_child {
+            log::warn!(
+                "received USR2, but an upgrade is already in progress (new master {pid}); ignored"
+            );
+            return;
+        }
+        let oldbin = upgrade::oldbin_path(&self.config.pid_file);
+        if let Ok(other) = pidfile::read(&oldbin) {
+            if other != self.pid && process_alive(other) {
+                log::warn!(
+                    "received USR2, but the previous master {other} ({}) still runs; ignored",
+                    oldbin.display()
+                );
+                return;
+            }
+        }
+        log::info!("received USR2: starting {}", self.invocation.exe.display());
+        if let Err(e) = std::fs::rename(&self.config.pid_file, &oldbin) {
+            log::error!(
+                "cannot rename {} to {}: {e}; upgrade aborted",
+                self.config.pid_file.display(),
+                oldbin.display()
+            );
+            return;
+        }
+        self.pid_path = oldbin;
+        match upgrade::spawn_new_master(&self.invocation, &self.sockets) {
+            Ok(pid) => {
+                log::info!("new master started as process {pid}");
+                self.upgrade_child = i32::try_from(pid).ok().map(Pid::from_raw);
+            }
+            Err(e) => {
+                log::error!("cannot start {}: {e}", self.invocation.exe.display());
+                self.take_back_pid_file();
+            }
+        }
+    }
+
+    /// The new master exited: the upgrade failed or was rolled back.
+    fn upgrade_failed(&mut self, how: &str) {
+        log::error!("new master {how}; taking the pid file back");
+        self.upgrade_child = None;
+        self.take_back_pid_file();
+        if self.children.is_stopped() {
+            log::info!("restarting workers");
+            self.children.restart();
+        }
+    }
+
+    fn take_back_pid_file(&mut self) {
+        let oldbin = upgrade::oldbin_path(&self.config.pid_file);
+        if self.pid_path == oldbin {
+            if let Err(e) = std::fs::rename(&oldbin, &self.config.pid_file) {
+                log::error!("cannot rename {} back: {e}", oldbin.display());
+                // Write it anew rather than leave no pid file.
+                let _ = pidfile::write(&self.config.pid_file, self.pid);
+            }
+            self.pid_path = self.config.pid_file.clone();
         }
     }
 

@@ -1,0 +1,111 @@
+//! Binary upgrade (USR2): the running master starts the binary on disk with
+//! its listening sockets inherited (`FORKLB_FDS="fd;fd;..."`), after moving
+//! its pid file to `<pid_file>.oldbin`. The new master adopts the sockets
+//! before binding anything. If the new master exits, the old one takes its
+//! pid file back (and, if WINCH had stopped its workers, restarts them).
+
+use super::BoundSocket;
+use crate::net;
+use std::ffi::OsString;
+use std::io;
+use std::net::{SocketAddr, TcpListener};
+use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+pub const FDS_ENV: &str = "FORKLB_FDS";
+
+/// How this process was started: the binary's absolute path as given at
+/// start-up (not /proc/self/exe, which would re-run the old binary after the
+/// file on disk was replaced) and the arguments.
+#[derive(Debug, Clone)]
+pub struct Invocation {
+    pub exe: PathBuf,
+    pub args: Vec<OsString>,
+}
+
+impl Invocation {
+    pub fn current() -> Invocation {
+        let mut args = std::env::args_os();
+        let argv0 = args.next().unwrap_or_default();
+        Invocation {
+            exe: absolute_exe(Path::new(&argv0)),
+            args: args.collect(),
+        }
+    }
+}
+
+/// Resolves argv[0] the way a shell found it: a path with a slash against
+/// the current folder, a bare name through PATH.
+fn absolute_exe(argv0: &Path) -> PathBuf {
+    if argv0.components().count() > 1 || argv0.is_absolute() {
+        return std::env::current_dir()
+            .map(|d| d.join(argv0))
+            .unwrap_or_else(|_| argv0.to_path_buf());
+    }
+    if let Some(paths) = std::env::var_os("PATH") {
+        for dir in std::env::split_paths(&paths) {
+            let candidate = dir.join(argv0);
+            if candidate.is_file() {
+                return candidate;
+            }
+        }
+    }
+    std::env::current_exe().unwrap_or_else(|_| argv0.to_path_buf())
+}
+
+pub fn oldbin_path(pid_file: &Path) -> PathBuf {
+    let mut p = pid_file.as_os_str().to_owned();
+    p.push(".oldbin");
+    p.into()
+}
+
+/// Starts the new binary with `sockets` inherited; returns its pid.
+pub fn spawn_new_master(inv: &Invocation, sockets: &[BoundSocket]) -> io::Result<u32> {
+    let fds: Vec<RawFd> = sockets.iter().map(|b| b.socket.as_raw_fd()).collect();
+    let list = fds
+        .iter()
+        .map(|fd| fd.to_string())
+        .collect::<Vec<_>>()
+        .join(";");
+    let mut cmd = Command::new(&inv.exe);
+    cmd.args(&inv.args).env(FDS_ENV, list);
+    // SAFETY: the closure only calls fcntl (async-signal-safe) on fds that
+    // stay open in the parent.
+    unsafe {
+        cmd.pre_exec(move || {
+            for &fd in &fds {
+                net::set_cloexec(fd, false)?;
+            }
+            Ok(())
+        });
+    }
+    let child = cmd.spawn()?;
+    // Reaped by the master's waitpid loop, not through `child`.
+    Ok(child.id())
+}
+
+/// Listening sockets inherited through FORKLB_FDS (removed from the
+/// environment so workers and later upgrades do not see it).
+pub fn take_inherited() -> Vec<(TcpListener, SocketAddr)> {
+    let Some(value) = std::env::var_os(FDS_ENV) else {
+        return Vec::new();
+    };
+    std::env::remove_var(FDS_ENV);
+    let mut out = Vec::new();
+    for part in value.to_string_lossy().split(';').filter(|p| !p.is_empty()) {
+        let Ok(fd) = part.trim().parse::<RawFd>() else {
+            log::error!("ignoring invalid {FDS_ENV} entry {part:?}");
+            continue;
+        };
+        match net::adopt_inherited(fd) {
+            Ok((l, addr)) => {
+                log::info!("using inherited socket fd {fd} for {addr}");
+                out.push((l, addr));
+            }
+            Err(e) => log::error!("cannot use inherited fd {fd}: {e}"),
+        }
+    }
+    out
+}
