@@ -69,6 +69,9 @@ pub struct Relay {
     ready: usize,
     /// Total bytes written to the destination.
     pub sent: u64,
+    /// Most payload bytes allowed (chunked bodies, whose size is learnt
+    /// as they stream); checked before anything over it is written.
+    max_data: Option<u64>,
 }
 
 pub enum RelayStep {
@@ -83,6 +86,8 @@ pub enum RelayStep {
     SourceFailed(std::io::Error),
     DestFailed(std::io::Error),
     Framing(ChunkError),
+    /// The payload went over the limit; the offending bytes were not written.
+    TooLarge,
 }
 
 /// One direction's sockets and readiness, borrowed for a step.
@@ -99,6 +104,7 @@ impl Relay {
         body: Body::Empty,
         ready: 0,
         sent: 0,
+        max_data: None,
     };
 
     pub fn new(body: Body) -> Relay {
@@ -106,7 +112,12 @@ impl Relay {
             body,
             ready: 0,
             sent: 0,
+            max_data: None,
         }
+    }
+
+    pub fn limit_data(&mut self, max: u64) {
+        self.max_data = Some(max);
     }
 
     pub fn is_complete(&self) -> bool {
@@ -125,6 +136,12 @@ impl Relay {
                     Ok(0) if self.body.is_complete() => return RelayStep::Complete,
                     Ok(n) => self.ready = n,
                     Err(e) => return RelayStep::Framing(e),
+                }
+                if let (Some(max), Some(seen)) = (self.max_data, self.body.data_seen()) {
+                    if seen > max {
+                        self.ready = 0;
+                        return RelayStep::TooLarge;
+                    }
                 }
                 if self.ready == 0 {
                     return RelayStep::Complete;

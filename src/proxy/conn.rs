@@ -441,6 +441,20 @@ impl Conn {
         let mut headers = [httparse::EMPTY_HEADER; http::MAX_HEADERS];
         let (req, info) = match request::parse(input.data(), &mut headers) {
             Ok(request::Parsed::Partial) => return Dispatch::Partial,
+            Ok(request::Parsed::Complete(req, info)) if info.head_len > env.rt.max_header_bytes => {
+                // The limit holds for complete heads too, not only for ones
+                // still arriving.
+                log::info!(
+                    "client {} sent a request head of {} bytes, over the limit",
+                    self.peer,
+                    info.head_len
+                );
+                self.ex = Exchange::new();
+                if env.access.enabled() {
+                    self.capture_record(env, &req, info.minor);
+                }
+                return self.reject(env, 431);
+            }
             Ok(request::Parsed::Complete(req, info)) => (req, info),
             Err(e) => {
                 log::info!("client {} sent an invalid request: {}", self.peer, e.reason);
@@ -512,6 +526,9 @@ impl Conn {
                     }
                 }
                 self.ex.req = Relay::new(Body::from_framing(info.framing));
+                if env.rt.max_body_bytes > 0 {
+                    self.ex.req.limit_data(env.rt.max_body_bytes);
+                }
                 self.ex.upgrade = info.upgrade;
                 self.ex.replayable = info.idempotent && !has_body;
                 if info.expect_continue && has_body {
@@ -861,13 +878,15 @@ impl Conn {
                 },
                 env.bufs,
             );
-            let limit = env.rt.max_body_bytes;
-            if limit > 0 && self.ex.req.body.data_seen().is_some_and(|n| n > limit) {
-                log::info!("client {} sent a too large chunked body", self.peer);
-                self.drop_upstream(env);
-                return self.reject_now(env, 413);
-            }
             return match step {
+                RelayStep::TooLarge => {
+                    // Nothing past the limit was written upstream; the
+                    // upstream connection is dropped mid-body, so the server
+                    // never sees a complete request.
+                    log::info!("client {} sent a too large chunked body", self.peer);
+                    self.drop_upstream(env);
+                    self.reject_now(env, 413)
+                }
                 RelayStep::Progress => {
                     let t = if self.waiting_for_client_body() {
                         env.rt.timeouts.client_body
@@ -1148,6 +1167,8 @@ impl Conn {
                 log::debug!("client {} went away during the response: {e}", self.peer);
                 Err(Closed)
             }
+            // Responses carry no size limit.
+            RelayStep::TooLarge => Err(Closed),
             RelayStep::Framing(e) => {
                 let addr = up.addr;
                 log::error!(
@@ -1294,7 +1315,10 @@ impl Conn {
                 env.bufs,
             ) {
                 RelayStep::Progress => progress = true,
-                RelayStep::Blocked | RelayStep::Complete | RelayStep::Framing(_) => {}
+                RelayStep::Blocked
+                | RelayStep::Complete
+                | RelayStep::Framing(_)
+                | RelayStep::TooLarge => {}
                 RelayStep::SourceClosed => {
                     let _ = up.sock.shutdown(std::net::Shutdown::Write);
                     self.eof_to_upstream = true;
@@ -1316,7 +1340,10 @@ impl Conn {
                 env.bufs,
             ) {
                 RelayStep::Progress => progress = true,
-                RelayStep::Blocked | RelayStep::Complete | RelayStep::Framing(_) => {}
+                RelayStep::Blocked
+                | RelayStep::Complete
+                | RelayStep::Framing(_)
+                | RelayStep::TooLarge => {}
                 RelayStep::SourceClosed => {
                     let _ = self.client.shutdown(std::net::Shutdown::Write);
                     up.eof_to_client = true;

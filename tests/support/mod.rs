@@ -3,7 +3,11 @@
 //!
 //! * [`free_port`], [`refused_addr`]: ephemeral 127.0.0.1 ports.
 //! * [`Backend`]: a tiny threaded HTTP/1.1 origin server that answers 200 with
-//!   its name as the body and records every request it receives.
+//!   its name as the body and records every request it receives (chunked
+//!   request bodies are de-chunked, and kept verbatim in `raw_body`). Options:
+//!   scripted raw responses per path ([`Script`]: keep-alive, close, or a
+//!   101-style echo tunnel), closing idle keep-alive connections, a streamed
+//!   pattern body of any size, the request path as the body.
 //! * [`Forklb`]: runs the `forklb` binary in the foreground on a generated
 //!   configuration in a private temporary folder, and inspects its processes.
 //! * [`http_get`], [`Conn`]: a minimal HTTP/1.1 client.
@@ -132,6 +136,8 @@ type Head = (String, Vec<(String, String)>);
 struct Wire {
     stream: TcpStream,
     buf: Vec<u8>,
+    /// Counts every byte read from the socket (backends: "received nothing").
+    counter: Option<Arc<AtomicUsize>>,
 }
 
 impl Wire {
@@ -142,6 +148,7 @@ impl Wire {
         Ok(Wire {
             stream,
             buf: Vec::new(),
+            counter: None,
         })
     }
 
@@ -150,6 +157,9 @@ impl Wire {
         let mut chunk = [0u8; 64 * 1024];
         let n = self.stream.read(&mut chunk)?;
         self.buf.extend_from_slice(&chunk[..n]);
+        if let Some(c) = &self.counter {
+            c.fetch_add(n, Ordering::SeqCst);
+        }
         Ok(n)
     }
 
@@ -226,6 +236,61 @@ impl Wire {
             if !self.read_line()?.is_empty() {
                 return Err(invalid("chunk not followed by CRLF"));
             }
+        }
+    }
+
+    /// Like `read_line`, but returns the line's exact bytes (without CRLF).
+    fn read_line_raw(&mut self) -> io::Result<Vec<u8>> {
+        loop {
+            if let Some(pos) = self.buf.windows(2).position(|w| w == b"\r\n") {
+                let mut line: Vec<u8> = self.buf.drain(..pos + 2).collect();
+                line.truncate(pos);
+                return Ok(line);
+            }
+            if self.buf.len() > MAX_HEAD {
+                return Err(invalid("line too long"));
+            }
+            if self.fill()? == 0 {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "EOF inside a chunked body",
+                ));
+            }
+        }
+    }
+
+    /// Reads a chunked body; returns (de-chunked bytes, exact wire bytes).
+    /// Lenient like many origin servers (the size is trimmed), which makes
+    /// a backend built on it a good detector of bodies relayed mis-framed.
+    fn read_chunked_raw(&mut self) -> io::Result<(Vec<u8>, Vec<u8>)> {
+        let mut body = Vec::new();
+        let mut raw = Vec::new();
+        loop {
+            let line = self.read_line_raw()?;
+            raw.extend_from_slice(&line);
+            raw.extend_from_slice(b"\r\n");
+            let text = String::from_utf8_lossy(&line).into_owned();
+            let size_text = text.split(';').next().unwrap_or("").trim();
+            let size = usize::from_str_radix(size_text, 16)
+                .map_err(|_| invalid(format!("bad chunk size line {text:?}")))?;
+            if size == 0 {
+                loop {
+                    let t = self.read_line_raw()?;
+                    raw.extend_from_slice(&t);
+                    raw.extend_from_slice(b"\r\n");
+                    if t.is_empty() {
+                        return Ok((body, raw));
+                    }
+                }
+            }
+            let data = self.read_exact_body(size)?;
+            raw.extend_from_slice(&data);
+            body.extend(data);
+            let end = self.read_line_raw()?;
+            if !end.is_empty() {
+                return Err(invalid("chunk not followed by CRLF"));
+            }
+            raw.extend_from_slice(b"\r\n");
         }
     }
 
@@ -412,6 +477,113 @@ impl Conn {
     }
 }
 
+impl Conn {
+    /// Reads the next message head, interim (1xx) or final, without reading
+    /// any body: the returned `Response` has an empty body.
+    pub fn read_next_head(&mut self) -> io::Result<Response> {
+        let (start, headers) = self.wire.read_head()?.ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "connection closed before a response",
+            )
+        })?;
+        let mut parts = start.splitn(3, ' ');
+        let version = parts.next().unwrap_or("").to_owned();
+        let status: u16 = parts
+            .next()
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| invalid(format!("bad status line {start:?}")))?;
+        let reason = parts.next().unwrap_or("").to_owned();
+        Ok(Response {
+            version,
+            status,
+            reason,
+            headers,
+            body: Vec::new(),
+        })
+    }
+
+    /// Reads exactly `n` bytes (after whatever was already read).
+    pub fn read_exact_bytes(&mut self, n: usize) -> io::Result<Vec<u8>> {
+        self.wire.read_exact_body(n)
+    }
+
+    /// Reads raw bytes up to and including the first occurrence of `needle`.
+    pub fn read_raw_until(&mut self, needle: &[u8]) -> io::Result<Vec<u8>> {
+        loop {
+            if let Some(pos) = self
+                .wire
+                .buf
+                .windows(needle.len())
+                .position(|w| w == needle)
+            {
+                return Ok(self.wire.buf.drain(..pos + needle.len()).collect());
+            }
+            if self.wire.buf.len() > 64 * MAX_HEAD {
+                return Err(invalid("needle not found"));
+            }
+            if self.wire.fill()? == 0 {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    format!(
+                        "EOF before {:?}; got {:?}",
+                        String::from_utf8_lossy(needle),
+                        String::from_utf8_lossy(&self.wire.buf)
+                    ),
+                ));
+            }
+        }
+    }
+
+    /// Reads everything until the peer closes.
+    pub fn read_to_end(&mut self) -> io::Result<Vec<u8>> {
+        self.wire.read_to_eof()
+    }
+
+    /// Bytes received but not consumed yet.
+    pub fn buffered(&self) -> &[u8] {
+        &self.wire.buf
+    }
+
+    /// Waits (bounded by the read timeout) for the peer to close the
+    /// connection without sending anything more. A clean EOF or a reset
+    /// both count as closed; bytes or a timeout are an error (as text).
+    pub fn expect_closed(&mut self) -> Result<(), String> {
+        if !self.wire.buf.is_empty() {
+            return Err(format!(
+                "unexpected bytes instead of a close: {:?}",
+                String::from_utf8_lossy(&self.wire.buf)
+            ));
+        }
+        match self.wire.fill() {
+            Ok(0) => Ok(()),
+            Ok(_) => Err(format!(
+                "unexpected bytes instead of a close: {:?}",
+                String::from_utf8_lossy(&self.wire.buf)
+            )),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::ConnectionReset
+                        | io::ErrorKind::ConnectionAborted
+                        | io::ErrorKind::BrokenPipe
+                ) =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(format!("connection not closed: {e} ({:?})", e.kind())),
+        }
+    }
+}
+
+/// Whether an I/O error is a read/write timeout.
+pub fn is_timeout(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+    )
+}
+
 /// GET `path` from 127.0.0.1:`port` over a fresh connection.
 pub fn try_http_get(port: u16, path: &str) -> io::Result<Response> {
     Conn::open(port)?.get(path)
@@ -433,12 +605,66 @@ pub struct Request {
     pub version: String,
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
+    /// The body exactly as it came over the wire (with chunk framing).
+    pub raw_body: Vec<u8>,
 }
 
 impl Request {
     pub fn header(&self, name: &str) -> Option<&str> {
         header_value(&self.headers, name)
     }
+
+    /// Every value of the headers of that name (case-insensitive), in order.
+    pub fn header_all(&self, name: &str) -> Vec<&str> {
+        self.headers
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+            .collect()
+    }
+
+    /// Whether a header of that name is present.
+    pub fn has_header(&self, name: &str) -> bool {
+        self.headers
+            .iter()
+            .any(|(n, _)| n.eq_ignore_ascii_case(name))
+    }
+}
+
+/// What a backend does after writing a scripted response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Then {
+    /// Keep the connection and serve the next request on it.
+    KeepAlive,
+    /// Close the connection (shut down both directions).
+    Close,
+    /// Echo every byte received (a tunnel after `101`), until the peer
+    /// shuts down its sending side; then close.
+    Echo,
+}
+
+/// A raw response written, byte for byte, to requests whose path starts
+/// with `path` (the request, with its body, is read and recorded first).
+#[derive(Debug, Clone)]
+pub struct Script {
+    pub path: String,
+    pub bytes: Vec<u8>,
+    pub then: Then,
+}
+
+impl Script {
+    pub fn new(path: &str, bytes: &[u8], then: Then) -> Script {
+        Script {
+            path: path.to_owned(),
+            bytes: bytes.to_vec(),
+            then,
+        }
+    }
+}
+
+/// Byte `i` of a [`BackendOpts::stream_body`] body.
+pub fn pattern_byte(i: usize) -> u8 {
+    (i % 251) as u8
 }
 
 /// How a [`Backend`] answers.
@@ -451,6 +677,14 @@ pub struct BackendOpts {
     /// Answer with the request body instead.
     pub echo: bool,
     pub status: u16,
+    /// Raw responses for some paths (first matching prefix wins).
+    pub scripts: Vec<Script>,
+    /// Close a keep-alive connection that stays idle this long between requests.
+    pub idle_close: Option<Duration>,
+    /// Answer with a body of this many [`pattern_byte`]s, written in pieces.
+    pub stream_body: Option<usize>,
+    /// Answer with the request path as the body.
+    pub path_body: bool,
 }
 
 impl Default for BackendOpts {
@@ -460,6 +694,10 @@ impl Default for BackendOpts {
             body: None,
             echo: false,
             status: 200,
+            scripts: Vec::new(),
+            idle_close: None,
+            stream_body: None,
+            path_body: false,
         }
     }
 }
@@ -471,6 +709,14 @@ struct BackendShared {
     requests: Mutex<Vec<Request>>,
     conns: Mutex<Vec<TcpStream>>,
     accepted: AtomicUsize,
+    /// Bytes received on all connections.
+    bytes: Arc<AtomicUsize>,
+    /// Start lines of every request head received (even if its body was not).
+    heads: Mutex<Vec<String>>,
+    /// Echo tunnels ended by the peer's EOF.
+    tunnels_closed: AtomicUsize,
+    /// Keep-alive connections closed by `idle_close`.
+    idle_closed: AtomicUsize,
 }
 
 /// A threaded HTTP/1.1 origin server on 127.0.0.1 (one thread per connection,
@@ -496,6 +742,10 @@ impl Backend {
             requests: Mutex::new(Vec::new()),
             conns: Mutex::new(Vec::new()),
             accepted: AtomicUsize::new(0),
+            bytes: Arc::new(AtomicUsize::new(0)),
+            heads: Mutex::new(Vec::new()),
+            tunnels_closed: AtomicUsize::new(0),
+            idle_closed: AtomicUsize::new(0),
         });
         let s = shared.clone();
         let thread = thread::spawn(move || {
@@ -546,6 +796,27 @@ impl Backend {
     pub fn connections(&self) -> usize {
         self.shared.accepted.load(Ordering::SeqCst)
     }
+
+    /// Bytes received so far on all connections.
+    pub fn bytes_received(&self) -> usize {
+        self.shared.bytes.load(Ordering::SeqCst)
+    }
+
+    /// Start lines of all request heads received so far (also those whose
+    /// body never arrived completely), in arrival order.
+    pub fn heads(&self) -> Vec<String> {
+        self.shared.heads.lock().unwrap().clone()
+    }
+
+    /// Echo tunnels that ended because the peer shut its side down.
+    pub fn tunnels_closed(&self) -> usize {
+        self.shared.tunnels_closed.load(Ordering::SeqCst)
+    }
+
+    /// Keep-alive connections this backend closed for idleness.
+    pub fn idle_closed(&self) -> usize {
+        self.shared.idle_closed.load(Ordering::SeqCst)
+    }
 }
 
 impl Drop for Backend {
@@ -563,12 +834,31 @@ impl Drop for Backend {
 
 fn serve_backend_conn(stream: TcpStream, s: &BackendShared) -> io::Result<()> {
     let mut wire = Wire::new(stream)?;
+    wire.counter = Some(s.bytes.clone());
     wire.stream
         .set_read_timeout(Some(Duration::from_secs(10)))?;
+    let mut served = 0usize;
     loop {
+        if let (Some(idle), true) = (s.opts.idle_close, served > 0 && wire.buf.is_empty()) {
+            // Close a keep-alive connection that stays idle too long.
+            wire.stream.set_read_timeout(Some(idle))?;
+            match wire.fill() {
+                Ok(0) => return Ok(()),
+                Ok(_) => {}
+                Err(e) if is_timeout(&e) => {
+                    s.idle_closed.fetch_add(1, Ordering::SeqCst);
+                    let _ = wire.stream.shutdown(Shutdown::Both);
+                    return Ok(());
+                }
+                Err(e) => return Err(e),
+            }
+            wire.stream
+                .set_read_timeout(Some(Duration::from_secs(10)))?;
+        }
         let Some((start, headers)) = wire.read_head()? else {
             return Ok(());
         };
+        s.heads.lock().unwrap().push(start.clone());
         let mut parts = start.split(' ');
         let (Some(method), Some(path), Some(version), None) =
             (parts.next(), parts.next(), parts.next(), parts.next())
@@ -578,15 +868,16 @@ fn serve_backend_conn(stream: TcpStream, s: &BackendShared) -> io::Result<()> {
             )?;
             return Ok(());
         };
-        let body = if has_token(&headers, "transfer-encoding", "chunked") {
-            wire.read_chunked()?
+        let (body, raw_body) = if has_token(&headers, "transfer-encoding", "chunked") {
+            wire.read_chunked_raw()?
         } else if let Some(cl) = header_value(&headers, "content-length") {
             let n: usize = cl
                 .parse()
                 .map_err(|_| invalid(format!("bad Content-Length {cl:?}")))?;
-            wire.read_exact_body(n)?
+            let b = wire.read_exact_body(n)?;
+            (b.clone(), b)
         } else {
-            Vec::new()
+            (Vec::new(), Vec::new())
         };
         let close = has_token(&headers, "connection", "close")
             || (version == "HTTP/1.0" && !has_token(&headers, "connection", "keep-alive"));
@@ -596,9 +887,12 @@ fn serve_backend_conn(stream: TcpStream, s: &BackendShared) -> io::Result<()> {
             version: version.to_owned(),
             headers,
             body,
+            raw_body,
         };
         let resp_body = if s.opts.echo {
             req.body.clone()
+        } else if s.opts.path_body {
+            req.path.as_bytes().to_vec()
         } else {
             s.opts
                 .body
@@ -606,7 +900,14 @@ fn serve_backend_conn(stream: TcpStream, s: &BackendShared) -> io::Result<()> {
                 .unwrap_or_else(|| s.name.as_bytes().to_vec())
         };
         let is_head = req.method == "HEAD";
+        let script = s
+            .opts
+            .scripts
+            .iter()
+            .find(|sc| req.path.starts_with(&sc.path))
+            .cloned();
         s.requests.lock().unwrap().push(req);
+        served += 1;
 
         let deadline = Instant::now() + s.opts.delay;
         while Instant::now() < deadline {
@@ -616,20 +917,74 @@ fn serve_backend_conn(stream: TcpStream, s: &BackendShared) -> io::Result<()> {
             thread::sleep(Duration::from_millis(10));
         }
 
+        if let Some(script) = script {
+            wire.stream.write_all(&script.bytes)?;
+            match script.then {
+                Then::KeepAlive => continue,
+                Then::Close => {
+                    let _ = wire.stream.shutdown(Shutdown::Both);
+                    return Ok(());
+                }
+                Then::Echo => return echo_until_eof(&mut wire, s),
+            }
+        }
+
+        let body_len = match s.opts.stream_body {
+            Some(n) if !is_head => n,
+            _ => resp_body.len(),
+        };
         let mut out = format!(
             "HTTP/1.1 {} X\r\nContent-Type: text/plain\r\nX-Backend: {}\r\nContent-Length: {}\r\n{}\r\n",
             s.opts.status,
             s.name,
-            resp_body.len(),
+            body_len,
             if close { "Connection: close\r\n" } else { "" }
         )
         .into_bytes();
-        if !is_head {
+        if !is_head && s.opts.stream_body.is_none() {
             out.extend_from_slice(&resp_body);
         }
         wire.stream.write_all(&out)?;
+        if let (Some(n), false) = (s.opts.stream_body, is_head) {
+            write_pattern(&mut wire.stream, n, s)?;
+        }
         if close {
             let _ = wire.stream.shutdown(Shutdown::Write);
+            return Ok(());
+        }
+    }
+}
+
+/// Writes `n` pattern bytes in 64 KiB pieces.
+fn write_pattern(stream: &mut TcpStream, n: usize, s: &BackendShared) -> io::Result<()> {
+    const PIECE: usize = 64 * 1024;
+    // 251 does not divide PIECE, so each piece starts at a different phase.
+    let block: Vec<u8> = (0..PIECE + 251).map(pattern_byte).collect();
+    let mut sent = 0;
+    while sent < n {
+        if s.stop.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        let len = PIECE.min(n - sent);
+        let phase = sent % 251;
+        stream.write_all(&block[phase..phase + len])?;
+        sent += len;
+    }
+    Ok(())
+}
+
+/// The tunnel half of a `101` script: echo until EOF, then close.
+fn echo_until_eof(wire: &mut Wire, s: &BackendShared) -> io::Result<()> {
+    wire.stream
+        .set_read_timeout(Some(Duration::from_secs(10)))?;
+    loop {
+        if !wire.buf.is_empty() {
+            let data = std::mem::take(&mut wire.buf);
+            wire.stream.write_all(&data)?;
+        }
+        if wire.fill()? == 0 {
+            s.tunnels_closed.fetch_add(1, Ordering::SeqCst);
+            let _ = wire.stream.shutdown(Shutdown::Both);
             return Ok(());
         }
     }
@@ -660,6 +1015,15 @@ pub fn proc_stat(pid: i32) -> Option<ProcStat> {
         comm,
         state,
         ppid,
+    })
+}
+
+/// A `kB` field of /proc/PID/status (e.g. "VmRSS", "VmHWM"), in KiB.
+pub fn proc_status_kib(pid: i32, field: &str) -> Option<u64> {
+    let text = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    text.lines().find_map(|l| {
+        let rest = l.strip_prefix(field)?.strip_prefix(':')?;
+        rest.trim().trim_end_matches("kB").trim().parse().ok()
     })
 }
 

@@ -1,0 +1,307 @@
+//! Timeouts (client_header, keepalive, client_body, upstream_read) and
+//! limits (max_header_bytes, max_body_bytes, worker_connections), with short
+//! values so that every test takes about a second.
+
+mod support;
+
+use std::thread;
+use std::time::{Duration, Instant};
+use support::*;
+
+const TIMEOUTS: &str =
+    "timeouts: {client_header: 1s, keepalive: 1s, client_body: 1s, upstream_read: 1s}\n";
+const LIMITS: &str = "limits: {max_header_bytes: 2k, max_body_bytes: 1k}\n";
+
+/// A one-worker forklb in front of `b` with the short timeouts and limits.
+fn start(b: &Backend) -> Forklb {
+    Forklb::start(&format!("{}{TIMEOUTS}{LIMITS}", proxy_config_for(1, &[b])))
+}
+
+/// `elapsed` is about one second (the configured timeouts).
+fn assert_about_1s(elapsed: Duration, what: &str) {
+    assert!(
+        elapsed >= Duration::from_millis(700) && elapsed <= Duration::from_millis(2500),
+        "{what} after {elapsed:?}, expected about 1 s"
+    );
+}
+
+// ---- Timeouts ---------------------------------------------------------------------
+
+#[test]
+fn half_a_head_gets_408_after_client_header_timeout() {
+    let b1 = Backend::start("b1");
+    let lb = start(&b1);
+
+    let mut c = Conn::open(lb.port()).expect("connect");
+    c.set_read_timeout(Duration::from_secs(4));
+    c.send(b"GET /slow HTTP/1.1\r\nHost: x\r\nX-Half: ")
+        .expect("send half a head");
+    let t = Instant::now();
+    let r = c.read_response().expect("408 response");
+    assert_eq!(r.status, 408, "{r:?}");
+    assert_about_1s(t.elapsed(), "408");
+    c.expect_closed().expect("closed after 408");
+    assert_eq!(b1.bytes_received(), 0);
+}
+
+#[test]
+fn slowloris_trickle_gets_408_at_client_header_timeout() {
+    let b1 = Backend::start("b1");
+    let lb = start(&b1);
+
+    let mut c = Conn::open(lb.port()).expect("connect");
+    c.set_read_timeout(Duration::from_millis(200));
+    let head = format!(
+        "GET /trickle HTTP/1.1\r\nHost: x\r\nX-Slow: {}\r\n\r\n",
+        "a".repeat(200)
+    );
+    let start = Instant::now();
+    let mut sent = 0;
+    let mut send_failed = false;
+    let r = loop {
+        assert!(
+            start.elapsed() < Duration::from_secs(4),
+            "no 408 after {:?} of trickling ({sent} bytes): client_header must bound the whole head",
+            start.elapsed()
+        );
+        if sent < head.len() && !send_failed {
+            // 1 byte every 200 ms (the read timeout paces the loop).
+            if c.send(&head.as_bytes()[sent..sent + 1]).is_err() {
+                send_failed = true;
+            } else {
+                sent += 1;
+            }
+        }
+        match c.read_response() {
+            Ok(r) => break r,
+            Err(e) if is_timeout(&e) => continue,
+            Err(e) => panic!("connection ended without a 408 after {sent} bytes: {e}"),
+        }
+    };
+    assert_eq!(r.status, 408, "{r:?}");
+    assert_about_1s(start.elapsed(), "408 for a trickled head");
+    c.set_read_timeout(Duration::from_secs(3));
+    c.expect_closed().expect("closed after 408");
+    assert_eq!(b1.bytes_received(), 0);
+}
+
+#[test]
+fn idle_keepalive_connection_is_closed_after_keepalive_timeout() {
+    let b1 = Backend::start("b1");
+    let lb = start(&b1);
+
+    let mut c = Conn::open(lb.port()).expect("connect");
+    c.set_read_timeout(Duration::from_secs(4));
+    let r = c.get("/one").expect("GET");
+    assert_eq!((r.status, r.body_str().as_str()), (200, "b1"));
+    assert!(!r.closes());
+    let t = Instant::now();
+    c.expect_closed()
+        .expect("idle keep-alive connection closed silently");
+    assert_about_1s(t.elapsed(), "idle close");
+}
+
+#[test]
+fn stalled_request_body_is_closed_after_client_body_timeout() {
+    let b1 = Backend::start("b1");
+    let lb = start(&b1);
+
+    let mut c = Conn::open(lb.port()).expect("connect");
+    c.set_read_timeout(Duration::from_secs(4));
+    c.send(b"POST /stall HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n0123456789")
+        .expect("send head and part of the body");
+    let t = Instant::now();
+    match c.read_response() {
+        Ok(r) => {
+            assert_eq!(r.status, 408, "{r:?}");
+            assert_about_1s(t.elapsed(), "408 for a stalled body");
+            c.expect_closed().expect("closed after 408");
+        }
+        Err(e) => {
+            assert!(
+                !is_timeout(&e),
+                "neither 408 nor close after {:?}",
+                t.elapsed()
+            );
+            assert_about_1s(t.elapsed(), "close for a stalled body");
+        }
+    }
+    assert_eq!(b1.request_count(), 0, "backend got a complete request");
+}
+
+#[test]
+fn silent_backend_gives_504_after_upstream_read_timeout() {
+    let b1 = Backend::start_with(
+        "b1",
+        BackendOpts {
+            delay: Duration::from_secs(4),
+            ..Default::default()
+        },
+    );
+    let lb = start(&b1);
+
+    let mut c = Conn::open(lb.port()).expect("connect");
+    c.set_read_timeout(Duration::from_secs(4));
+    let t = Instant::now();
+    let r = c.get("/slow").expect("response");
+    assert_eq!(r.status, 504, "{r:?}\n{}", lb.error_log_contents());
+    assert_about_1s(t.elapsed(), "504");
+    assert_eq!(b1.request_count(), 1);
+}
+
+// ---- Limits ----------------------------------------------------------------------------
+
+#[test]
+fn head_over_max_header_bytes_gets_431() {
+    let b1 = Backend::start("b1");
+    let lb = start(&b1);
+
+    // Under the limit: served.
+    let r = Conn::open(lb.port())
+        .expect("connect")
+        .request("GET", "/small", &[("X-Pad", &"a".repeat(1200))], b"")
+        .expect("GET with a 1.2k head");
+    assert_eq!(r.status, 200, "{r:?}");
+
+    let mut c = Conn::open(lb.port()).expect("connect");
+    c.set_read_timeout(Duration::from_secs(3));
+    let raw = format!(
+        "GET /big HTTP/1.1\r\nHost: x\r\nX-Pad: {}\r\n\r\n",
+        "a".repeat(3000)
+    );
+    c.send(raw.as_bytes()).expect("send");
+    let r = c.read_response().expect("431");
+    assert_eq!(
+        r.status,
+        431,
+        "a {}-byte head with max_header_bytes: 2k got {r:?}; backend saw {:?}",
+        raw.len(),
+        b1.heads()
+    );
+    c.expect_closed().expect("closed after 431");
+    assert_eq!(b1.request_count(), 1, "{:?}", b1.heads());
+    assert!(!b1.heads().iter().any(|h| h.contains("/big")));
+}
+
+#[test]
+fn content_length_body_over_max_body_bytes_gets_413() {
+    let b1 = Backend::start("b1");
+    let lb = start(&b1);
+
+    // At the limit: served.
+    let r = Conn::open(lb.port())
+        .expect("connect")
+        .request("POST", "/ok", &[], &[b'x'; 1000])
+        .expect("POST 1000 bytes");
+    assert_eq!(r.status, 200, "{r:?}");
+    let bytes_before = b1.bytes_received();
+
+    let mut c = Conn::open(lb.port()).expect("connect");
+    c.set_read_timeout(Duration::from_secs(3));
+    let mut raw = b"POST /big HTTP/1.1\r\nHost: x\r\nContent-Length: 2000\r\n\r\n".to_vec();
+    raw.extend_from_slice(&[b'y'; 2000]);
+    c.send(&raw).expect("send");
+    let r = c.read_response().expect("413");
+    assert_eq!(r.status, 413, "{r:?}");
+    c.expect_closed().expect("closed after 413");
+    thread::sleep(Duration::from_millis(100));
+    assert_eq!(
+        b1.bytes_received(),
+        bytes_before,
+        "an over-limit Content-Length request reached the backend: {:?}",
+        b1.heads()
+    );
+}
+
+#[test]
+fn chunked_body_over_max_body_bytes_gets_413() {
+    let b1 = Backend::start("b1");
+    let lb = start(&b1);
+
+    let chunked = |data_len: usize| {
+        let mut raw =
+            b"POST /chunky HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+        let mut left = data_len;
+        while left > 0 {
+            let n = left.min(400);
+            raw.extend_from_slice(format!("{n:x}\r\n").as_bytes());
+            raw.extend(std::iter::repeat_n(b'z', n));
+            raw.extend_from_slice(b"\r\n");
+            left -= n;
+        }
+        raw.extend_from_slice(b"0\r\n\r\n");
+        raw
+    };
+    // Under the limit: served.
+    let mut c = Conn::open(lb.port()).expect("connect");
+    c.send(&chunked(800)).expect("send");
+    let r = c.read_response().expect("response");
+    assert_eq!(r.status, 200, "{r:?}\n{}", lb.error_log_contents());
+    assert_eq!(b1.request_count(), 1);
+
+    let mut c = Conn::open(lb.port()).expect("connect");
+    c.set_read_timeout(Duration::from_secs(3));
+    c.send(&chunked(2000)).expect("send");
+    let r = c.read_response().expect("413");
+    assert_eq!(r.status, 413, "{r:?}\n{}", lb.error_log_contents());
+    c.expect_closed().expect("closed after 413");
+    thread::sleep(Duration::from_millis(100));
+    let reqs = b1.requests();
+    assert_eq!(
+        reqs.len(),
+        1,
+        "an over-limit chunked body reached the backend completely: {:?}",
+        reqs.iter()
+            .map(|r| format!("{} {} ({} body bytes)", r.method, r.path, r.body.len()))
+            .collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn worker_connections_limits_concurrent_clients() {
+    let b1 = Backend::start("b1");
+    let lb = Forklb::start(&format!(
+        "{}worker_connections: 2\n",
+        proxy_config_for(1, &[&b1])
+    ));
+
+    let mut c1 = Conn::open(lb.port()).expect("connect 1");
+    let mut c2 = Conn::open(lb.port()).expect("connect 2");
+    assert_eq!(c1.get("/c1").expect("c1").status, 200);
+    assert_eq!(c2.get("/c2").expect("c2").status, 200);
+
+    // A third connection is not served while the two stay open.
+    let mut c3 = Conn::open(lb.port()).expect("connect 3 (backlog)");
+    c3.set_read_timeout(Duration::from_secs(1));
+    let _ = c3.send(b"GET /c3 HTTP/1.1\r\nHost: x\r\n\r\n");
+    let c3_pending = match c3.read_response() {
+        Ok(r) => {
+            panic!("third connection served while two are open (worker_connections: 2): {r:?}")
+        }
+        Err(e) if is_timeout(&e) => true,
+        Err(_) => false, // refused by closing: also not served
+    };
+    assert!(
+        !b1.heads().iter().any(|h| h.contains("/c3")),
+        "{:?}",
+        b1.heads()
+    );
+    // The two open ones keep working.
+    assert_eq!(c1.get("/c1b").expect("c1 again").status, 200);
+
+    // One closes: now the third is served.
+    drop(c2);
+    if c3_pending {
+        c3.set_read_timeout(Duration::from_secs(3));
+        let r = c3
+            .read_response()
+            .expect("third connection served after one closed");
+        assert_eq!((r.status, r.body_str().as_str()), (200, "b1"), "{r:?}");
+    } else {
+        let mut c4 = Conn::open(lb.port()).expect("connect 4");
+        c4.set_read_timeout(Duration::from_secs(3));
+        let r = c4.get("/c4").expect("served after one closed");
+        assert_eq!(r.status, 200);
+    }
+    assert_eq!(c1.get("/c1c").expect("c1 still open").status, 200);
+}

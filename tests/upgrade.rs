@@ -1,0 +1,154 @@
+//! Protocol upgrades: `Connection: Upgrade` + `Upgrade: websocket` are
+//! forwarded, a `101` turns the connection into a two-way tunnel that closes
+//! with the client, and an unrequested `101` is a 502.
+
+mod support;
+
+use std::net::Shutdown;
+use std::time::Duration;
+use support::*;
+
+const SWITCH: &[u8] =
+    b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n";
+const UPGRADE_REQUEST: &[u8] =
+    b"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n";
+
+fn echo_backend() -> Backend {
+    Backend::start_with(
+        "b1",
+        BackendOpts {
+            scripts: vec![
+                Script::new("/ws", SWITCH, Then::Echo),
+                Script::new("/sneaky", SWITCH, Then::Echo),
+            ],
+            ..Default::default()
+        },
+    )
+}
+
+/// Sends the upgrade request and reads the 101.
+fn upgrade(lb: &Forklb) -> Conn {
+    let mut c = Conn::open(lb.port()).expect("connect");
+    c.set_read_timeout(Duration::from_secs(3));
+    c.send(UPGRADE_REQUEST).expect("send upgrade request");
+    let r = c.read_next_head().expect("101 head");
+    assert_eq!(r.status, 101, "{r:?}\n{}", lb.error_log_contents());
+    assert_eq!(r.header("upgrade"), Some("websocket"), "{:?}", r.headers);
+    assert!(
+        r.headers
+            .iter()
+            .any(|(n, v)| n.eq_ignore_ascii_case("connection")
+                && v.split(',')
+                    .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))),
+        "101 without Connection: upgrade: {:?}",
+        r.headers
+    );
+    c
+}
+
+#[test]
+fn upgrade_headers_are_forwarded_and_bytes_tunnel_both_ways() {
+    let b1 = echo_backend();
+    let lb = Forklb::start(&proxy_config_for(1, &[&b1]));
+
+    let mut c = upgrade(&lb);
+    let reqs = b1.requests();
+    assert_eq!(reqs.len(), 1);
+    assert_eq!(
+        reqs[0].header("upgrade"),
+        Some("websocket"),
+        "{:?}",
+        reqs[0]
+    );
+    assert!(
+        reqs[0]
+            .header_all("connection")
+            .iter()
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case("upgrade")),
+        "backend did not get Connection: upgrade: {:?}",
+        reqs[0].headers
+    );
+
+    c.send(b"ping-1").expect("send");
+    assert_eq!(c.read_exact_bytes(6).expect("echo"), b"ping-1");
+    // Bytes that look like HTTP are just bytes now.
+    c.send(b"GET /not-a-request HTTP/1.1\r\n\r\n")
+        .expect("send");
+    assert_eq!(
+        c.read_exact_bytes(31).expect("echo"),
+        b"GET /not-a-request HTTP/1.1\r\n\r\n"
+    );
+    let big = pseudo_random_bytes(256 * 1024, 5);
+    let writer = {
+        let mut s = c.stream().try_clone().expect("clone");
+        let big = big.clone();
+        std::thread::spawn(move || std::io::Write::write_all(&mut s, &big))
+    };
+    let back = c.read_exact_bytes(big.len()).expect("echo of 256 KiB");
+    writer.join().unwrap().expect("write 256 KiB");
+    assert!(back == big, "tunnelled bytes differ");
+    assert_eq!(b1.request_count(), 1, "tunnel bytes parsed as requests");
+}
+
+#[test]
+fn tunnel_closes_when_the_client_closes() {
+    let b1 = echo_backend();
+    let lb = Forklb::start(&proxy_config_for(1, &[&b1]));
+
+    let mut c = upgrade(&lb);
+    c.send(b"hello").expect("send");
+    assert_eq!(c.read_exact_bytes(5).expect("echo"), b"hello");
+    c.stream().shutdown(Shutdown::Write).expect("shutdown");
+    assert!(
+        wait_until(Duration::from_secs(3), || b1.tunnels_closed() == 1),
+        "backend did not see the tunnel close"
+    );
+    c.expect_closed()
+        .expect("client side of the tunnel closed after the backend's close");
+    // The worker is fine and serves new requests.
+    assert_eq!(http_get(lb.port(), "/after").status, 200);
+}
+
+#[test]
+fn tunnel_closes_when_the_client_disconnects() {
+    let b1 = echo_backend();
+    let lb = Forklb::start(&proxy_config_for(1, &[&b1]));
+
+    let mut c = upgrade(&lb);
+    c.send(b"hello").expect("send");
+    assert_eq!(c.read_exact_bytes(5).expect("echo"), b"hello");
+    drop(c);
+    assert!(
+        wait_until(Duration::from_secs(3), || b1.tunnels_closed() == 1),
+        "backend connection stayed open after the client disconnected"
+    );
+}
+
+#[test]
+fn unrequested_101_is_502() {
+    let b1 = echo_backend();
+    let lb = Forklb::start(&proxy_config_for(1, &[&b1]));
+
+    let mut c = Conn::open(lb.port()).expect("connect");
+    c.set_read_timeout(Duration::from_secs(3));
+    c.send(b"GET /sneaky HTTP/1.1\r\nHost: x\r\n\r\n")
+        .expect("send");
+    let r = c.read_response().expect("response");
+    assert_eq!(r.status, 502, "{r:?}");
+    assert_eq!(b1.request_count(), 1);
+}
+
+#[test]
+fn upgrade_header_without_connection_upgrade_is_not_an_upgrade() {
+    let b1 = Backend::start("b1");
+    let lb = Forklb::start(&proxy_config_for(1, &[&b1]));
+
+    let mut c = Conn::open(lb.port()).expect("connect");
+    let r = c
+        .request("GET", "/plain", &[("Upgrade", "websocket")], b"")
+        .expect("response");
+    assert_eq!((r.status, r.body_str().as_str()), (200, "b1"));
+    let seen = &b1.requests()[0];
+    assert!(!seen.has_header("upgrade"), "{:?}", seen.headers);
+}

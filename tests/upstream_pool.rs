@@ -1,0 +1,253 @@
+//! Upstream connections: the keep-alive pool, stale pooled connections,
+//! retries on refused servers, no retry of a non-idempotent request after it
+//! was sent, and invalid upstream responses (502, connection never reused).
+
+mod support;
+
+use std::time::Duration;
+use support::*;
+
+fn scripted(name: &str, scripts: Vec<Script>) -> Backend {
+    Backend::start_with(
+        name,
+        BackendOpts {
+            scripts,
+            ..Default::default()
+        },
+    )
+}
+
+// ---- Pool ---------------------------------------------------------------------------
+
+#[test]
+fn twenty_requests_on_one_client_connection_use_one_upstream_connection() {
+    let b1 = Backend::start("b1");
+    let lb = Forklb::start(&proxy_config_for(1, &[&b1]));
+
+    let mut c = Conn::open(lb.port()).expect("connect");
+    for i in 0..20 {
+        let r = c.get(&format!("/ka/{i}")).expect("GET");
+        assert_eq!(
+            (r.status, r.body_str().as_str()),
+            (200, "b1"),
+            "request {i}"
+        );
+    }
+    assert_eq!(b1.request_count(), 20);
+    assert_eq!(
+        b1.connections(),
+        1,
+        "20 sequential requests should share one pooled upstream connection"
+    );
+}
+
+#[test]
+fn twenty_requests_on_separate_client_connections_use_one_upstream_connection() {
+    let b1 = Backend::start("b1");
+    let lb = Forklb::start(&proxy_config_for(1, &[&b1]));
+
+    for i in 0..20 {
+        let r = http_get(lb.port(), &format!("/fresh/{i}"));
+        assert_eq!(
+            (r.status, r.body_str().as_str()),
+            (200, "b1"),
+            "request {i}"
+        );
+    }
+    assert_eq!(b1.request_count(), 20);
+    assert_eq!(
+        b1.connections(),
+        1,
+        "the pooled upstream connection should outlive client connections"
+    );
+}
+
+#[test]
+fn keepalive_zero_uses_a_new_upstream_connection_per_request() {
+    let b1 = Backend::start("b1");
+    let cfg = proxy_config(1, &[("b1", b1.addr(), 1)], &["keepalive: 0"]);
+    let lb = Forklb::start(&cfg);
+
+    let mut c = Conn::open(lb.port()).expect("connect");
+    for i in 0..5 {
+        let r = c.get(&format!("/np/{i}")).expect("GET");
+        assert_eq!(
+            (r.status, r.body_str().as_str()),
+            (200, "b1"),
+            "request {i}"
+        );
+    }
+    assert_eq!(b1.request_count(), 5);
+    assert_eq!(
+        b1.connections(),
+        5,
+        "keepalive: 0 must not reuse connections"
+    );
+}
+
+#[test]
+fn pooled_connection_closed_by_backend_is_detected() {
+    let b1 = Backend::start_with(
+        "b1",
+        BackendOpts {
+            idle_close: Some(Duration::from_millis(200)),
+            ..Default::default()
+        },
+    );
+    let lb = Forklb::start(&proxy_config_for(1, &[&b1]));
+
+    let mut c = Conn::open(lb.port()).expect("connect");
+    for i in 0..3 {
+        let r = c.get(&format!("/stale/{i}")).expect("GET");
+        assert_eq!(
+            (r.status, r.body_str().as_str()),
+            (200, "b1"),
+            "request {i} after the backend closed the pooled connection: {r:?}\n{}",
+            lb.error_log_contents()
+        );
+        // Wait until the backend has closed this (now pooled) connection.
+        assert!(
+            wait_until(Duration::from_secs(3), || b1.idle_closed() == i + 1),
+            "backend did not close its idle connection"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(b1.request_count(), 3, "{:?}", b1.heads());
+    assert_eq!(b1.connections(), 3);
+}
+
+// ---- Retries -------------------------------------------------------------------------
+
+#[test]
+fn retries_skip_a_refused_server() {
+    let good = Backend::start("good");
+    let dead = refused_addr();
+    let cfg = proxy_config(
+        1,
+        &[("dead", dead, 1), ("good", good.addr(), 1)],
+        &["retries: 1"],
+    );
+    let lb = Forklb::start(&cfg);
+
+    for i in 0..10 {
+        let r = http_get(lb.port(), &format!("/r/{i}"));
+        assert_eq!(
+            (r.status, r.body_str().as_str()),
+            (200, "good"),
+            "request {i}: {r:?}\n{}",
+            lb.error_log_contents()
+        );
+    }
+    assert_eq!(good.request_count(), 10);
+}
+
+/// Two servers that read a POST /die completely and close without answering.
+fn dying_pair() -> (Backend, Backend, Forklb) {
+    let die = || vec![Script::new("/die", b"", Then::Close)];
+    let b1 = scripted("b1", die());
+    let b2 = scripted("b2", die());
+    let cfg = proxy_config(
+        1,
+        &[("b1", b1.addr(), 1), ("b2", b2.addr(), 1)],
+        &["retries: 1"],
+    );
+    let lb = Forklb::start(&cfg);
+    (b1, b2, lb)
+}
+
+fn die_count(b1: &Backend, b2: &Backend) -> usize {
+    b1.requests()
+        .into_iter()
+        .chain(b2.requests())
+        .filter(|r| r.path == "/die")
+        .count()
+}
+
+#[test]
+fn post_is_not_retried_after_upstream_dies_on_fresh_connection() {
+    let (b1, b2, lb) = dying_pair();
+
+    let mut c = Conn::open(lb.port()).expect("connect");
+    let r = c.request("POST", "/die", &[], b"hello").expect("POST");
+    assert_eq!(r.status, 502, "{r:?}");
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(
+        die_count(&b1, &b2),
+        1,
+        "the POST was sent more than once: b1 {:?} b2 {:?}",
+        b1.heads(),
+        b2.heads()
+    );
+    assert_eq!(http_get(lb.port(), "/ok").status, 200);
+}
+
+#[test]
+fn post_is_not_retried_after_upstream_dies_on_pooled_connection() {
+    let (b1, b2, lb) = dying_pair();
+
+    // Warm the pool: one idle connection to each server.
+    for _ in 0..2 {
+        assert_eq!(http_get(lb.port(), "/warm").status, 200);
+    }
+    assert_eq!((b1.connections(), b2.connections()), (1, 1));
+
+    let mut c = Conn::open(lb.port()).expect("connect");
+    let r = c.request("POST", "/die", &[], b"hello").expect("POST");
+    assert_eq!(r.status, 502, "{r:?}");
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(
+        die_count(&b1, &b2),
+        1,
+        "the POST was sent more than once: b1 {:?} b2 {:?}",
+        b1.heads(),
+        b2.heads()
+    );
+    assert_eq!(http_get(lb.port(), "/ok").status, 200);
+}
+
+// ---- Invalid responses ------------------------------------------------------------------
+
+/// `/bad` gets `bad` (and the backend keeps the connection open, ready to
+/// serve more on it); anything else gets a normal 200. The client must get
+/// 502 and the next request must open a new upstream connection.
+fn assert_bad_response_not_reused(bad: &[u8]) {
+    let b1 = scripted("b1", vec![Script::new("/bad", bad, Then::KeepAlive)]);
+    let lb = Forklb::start(&proxy_config_for(1, &[&b1]));
+
+    let r = http_get(lb.port(), "/bad");
+    assert_eq!(
+        r.status,
+        502,
+        "response {:?}: got {r:?}",
+        String::from_utf8_lossy(bad)
+    );
+    assert_eq!(b1.connections(), 1);
+    let r = http_get(lb.port(), "/ok");
+    assert_eq!((r.status, r.body_str().as_str()), (200, "b1"), "{r:?}");
+    assert_eq!(
+        b1.connections(),
+        2,
+        "the connection that carried an invalid response was reused"
+    );
+    let paths: Vec<String> = b1.requests().into_iter().map(|r| r.path).collect();
+    assert_eq!(paths, ["/bad", "/ok"]);
+}
+
+#[test]
+fn response_with_content_length_and_transfer_encoding_is_502() {
+    assert_bad_response_not_reused(
+        b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+    );
+}
+
+#[test]
+fn response_with_two_content_lengths_is_502() {
+    assert_bad_response_not_reused(
+        b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!",
+    );
+}
+
+#[test]
+fn response_with_garbage_status_line_is_502() {
+    assert_bad_response_not_reused(b"HTPT/1.1 2OO Okay\r\nContent-Length: 2\r\n\r\nok");
+}
