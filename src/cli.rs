@@ -117,15 +117,16 @@ pub fn main() -> i32 {
     if let Some(sig) = &opts.signal {
         return send_signal(&config, sig);
     }
-    if opts.daemon {
-        eprintln!("forklb: [emerg] daemon mode (-d) is not supported yet; run in the foreground");
-        return EXIT_CONFIG;
-    }
     if opts.upgrade {
         eprintln!("forklb: [emerg] upgrade (-u) is not supported yet");
         return EXIT_CONFIG;
     }
-    match master::run(config) {
+    match master::run(
+        config,
+        master::RunOptions {
+            daemon: opts.daemon,
+        },
+    ) {
         Ok(()) => EXIT_OK,
         Err(e) => {
             log::error!("{e}");

@@ -89,6 +89,17 @@ pub fn init(target: &str, level: log::LevelFilter) -> io::Result<()> {
     Ok(())
 }
 
+/// Runs `f` on the log file, if logging goes to a file (e.g. to chown it).
+pub fn with_file(f: impl FnOnce(&File)) {
+    let guard = match LOGGER.sink.lock() {
+        Ok(g) => g,
+        Err(p) => p.into_inner(),
+    };
+    if let Sink::File { file, .. } = &*guard {
+        f(file);
+    }
+}
+
 /// Re-opens the log file (after logrotate moved it away).
 pub fn reopen() -> io::Result<()> {
     let mut guard = match LOGGER.sink.lock() {

@@ -209,6 +209,20 @@ fn check_global(cfg: &Config) -> Check {
             return invalid(field, "must not be empty (leave it out or use null)");
         }
     }
+    if let Some(user) = cfg.user.as_deref() {
+        match nix::unistd::User::from_name(user) {
+            Ok(Some(_)) => {}
+            Ok(None) => return invalid("user", format!("unknown user {user:?}")),
+            Err(e) => return invalid("user", format!("cannot look up user {user:?}: {e}")),
+        }
+    }
+    if let Some(group) = cfg.group.as_deref() {
+        match nix::unistd::Group::from_name(group) {
+            Ok(Some(_)) => {}
+            Ok(None) => return invalid("group", format!("unknown group {group:?}")),
+            Err(e) => return invalid("group", format!("cannot look up group {group:?}: {e}")),
+        }
+    }
     if let Some(admin) = &cfg.admin {
         let mode = admin.mode.trim_start_matches("0o");
         if mode.is_empty() || u32::from_str_radix(mode, 8).map_or(true, |m| m > 0o777) {
@@ -708,18 +722,6 @@ fn split_host_port(addr: &str) -> Result<(&str, u16), String> {
 /// Rejects what the schema accepts but forklb does not implement yet, at the exact field.
 /// Each `if` is one feature: delete it when the feature lands (and its test in `tests`).
 fn reject_unsupported(cfg: &Config) -> Check {
-    if cfg.daemon {
-        return invalid(
-            "daemon",
-            "daemon mode is not supported yet (run in the foreground)",
-        );
-    }
-    if cfg.user.is_some() {
-        return invalid("user", "dropping privileges (user) is not supported yet");
-    }
-    if cfg.group.is_some() {
-        return invalid("group", "dropping privileges (group) is not supported yet");
-    }
     if cfg.admin.is_some() {
         return invalid("admin", "the admin socket is not supported yet");
     }
@@ -1355,10 +1357,19 @@ upstreams:
 
     #[test]
     fn unsupported_features_are_rejected_at_their_field() {
-        assert_err(&with_top("daemon: true\n"), "daemon", "not supported yet");
+        ok(&with_top("daemon: true\n"));
         ok(&with_top("daemon: false\n"));
-        assert_err(&with_top("user: nobody\n"), "user", "not supported yet");
-        assert_err(&with_top("group: nogroup\n"), "group", "not supported yet");
+        ok(&with_top("user: nobody\n"));
+        assert_err(
+            &with_top("user: no-such-user-forklb\n"),
+            "user",
+            "unknown user",
+        );
+        assert_err(
+            &with_top("group: no-such-group-forklb\n"),
+            "group",
+            "unknown group",
+        );
         assert_err(
             &with_top("admin: {socket: admin.sock}\n"),
             "admin",

@@ -7,7 +7,10 @@
 //! reload, reopen, upgrade — the whole lifecycle reads top to bottom there.
 
 mod children;
+mod daemon;
+pub mod notify;
 pub mod pidfile;
+mod privileges;
 mod upgrade;
 
 use crate::config::Config;
@@ -97,10 +100,21 @@ pub struct Master {
     invocation: Invocation,
     /// The new master started by USR2, while it runs.
     upgrade_child: Option<Pid>,
+    /// Who workers run as (root only).
+    identity: Option<privileges::Identity>,
+    /// This master took its sockets over from an older one.
+    upgraded: bool,
+}
+
+/// Start-up choices made on the command line.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RunOptions {
+    /// `-d`: detach (also `daemon: true` in the configuration).
+    pub daemon: bool,
 }
 
 /// Runs the master until it exits; `Ok` means a clean shutdown.
-pub fn run(config: Config) -> Result<(), MasterError> {
+pub fn run(config: Config, opts: RunOptions) -> Result<(), MasterError> {
     crate::log::set_role(crate::log::Role::Master);
     crate::log::init(&config.error_log, config.log_level.to_filter()).map_err(MasterError::Log)?;
     let want = (config.worker_connections as u64) * 2 + 256;
@@ -123,7 +137,32 @@ pub fn run(config: Config) -> Result<(), MasterError> {
     // Sockets handed over by an upgrading master are adopted before anything
     // is bound, so the same addresses keep the same sockets.
     let inherited = upgrade::take_inherited();
+    let upgraded = !inherited.is_empty();
     let sockets = bind_all(&config, inherited)?;
+    let identity = match privileges::resolve(config.user.as_deref(), config.group.as_deref()) {
+        Ok(Some(id)) if !privileges::can_switch() => {
+            log::warn!(
+                "not running as root: user/group ({}) ignored, workers run as the current user",
+                id.user
+            );
+            None
+        }
+        Ok(id) => id,
+        Err(e) => {
+            return Err(MasterError::Setup {
+                what: "user lookup",
+                err: io::Error::other(e),
+            })
+        }
+    };
+    if let Some(id) = &identity {
+        chown_logs(id, access_log.as_ref());
+    }
+    // Detach only now: bind and log errors above still reach the terminal.
+    // A master started by an upgrade is already where it should be.
+    if (opts.daemon || config.daemon) && !upgraded {
+        daemon::daemonize().map_err(setup("daemon"))?;
+    }
     let poll = Poll::new().map_err(setup("epoll_create"))?;
     let mut sigs = SignalSet::new(&[
         signals::SIGTERM,
@@ -152,6 +191,8 @@ pub fn run(config: Config) -> Result<(), MasterError> {
         pid_path: PathBuf::new(),
         invocation: Invocation::current(),
         upgrade_child: None,
+        identity,
+        upgraded,
     };
     master.pid_path = master.config.pid_file.clone();
     log::info!(
@@ -194,6 +235,20 @@ fn bind_all(
         log::info!("closing listening socket {addr}: no longer configured");
     }
     Ok(out)
+}
+
+/// Hands the error log and access log files to the worker identity.
+fn chown_logs(id: &privileges::Identity, access_log: Option<&std::fs::File>) {
+    crate::log::with_file(|f| {
+        if let Err(e) = privileges::chown_file(f, id) {
+            log::warn!("cannot chown the error log to {}: {e}", id.user);
+        }
+    });
+    if let Some(f) = access_log {
+        if let Err(e) = privileges::chown_file(f, id) {
+            log::warn!("cannot chown the access log to {}: {e}", id.user);
+        }
+    }
 }
 
 fn process_alive(pid: u32) -> bool {
@@ -276,6 +331,7 @@ impl Master {
             && !matches!(self.state, State::Terminating { .. })
         {
             log::info!("received TERM/INT: fast shutdown");
+            notify::notify("STOPPING=1");
             self.close_listeners();
             self.children.signal_all(libc::SIGTERM);
             self.state = State::Terminating {
@@ -286,6 +342,7 @@ impl Master {
         // 3. Quit (graceful).
         if self.take_signal(signals::SIGQUIT) && self.state == State::Running {
             log::info!("received QUIT: graceful shutdown");
+            notify::notify("STOPPING=1");
             self.close_listeners();
             self.children.signal_all(libc::SIGQUIT);
             self.state = State::Quitting {
@@ -295,7 +352,9 @@ impl Master {
 
         // 4. Reload, 5. reopen, 6. upgrade, 7. stop accepting.
         if self.take_signal(signals::SIGHUP) && self.state == State::Running {
+            notify::reloading();
             self.reload();
+            notify::notify("READY=1");
         }
         if self.take_signal(signals::SIGUSR1) {
             log::info!("received USR1: reopening logs");
@@ -308,6 +367,10 @@ impl Master {
                     Ok(f) => self.access_log = Some(f),
                     Err(e) => log::error!("{e}"),
                 }
+            }
+            // Files re-created just now must stay writable by the workers.
+            if let Some(id) = &self.identity {
+                chown_logs(id, self.access_log.as_ref());
             }
             self.children.signal_all(libc::SIGUSR1);
         }
@@ -330,6 +393,12 @@ impl Master {
                         Ok(()) => {
                             self.pid_written = true;
                             log::info!("ready: {} worker(s) serving", self.children.slots());
+                            if self.upgraded {
+                                // systemd must follow us, not the old master.
+                                notify::notify(&format!("MAINPID={}\nREADY=1", self.pid));
+                            } else {
+                                notify::notify("READY=1");
+                            }
                         }
                         Err(e) => {
                             log::error!(
@@ -435,6 +504,9 @@ impl Master {
         self.config = new;
         self.config.pid_file = pid_file;
         self.access_log = access_log;
+        if let Some(id) = &self.identity {
+            chown_logs(id, self.access_log.as_ref());
+        }
         let old = self.children.new_generation(self.config.workers.resolve());
         log::info!(
             "configuration generation {} loaded; draining {} old worker(s)",
@@ -543,6 +615,12 @@ impl Master {
     fn become_worker(&mut self, slot: usize, channel: std::os::unix::net::UnixStream) -> i32 {
         crate::log::set_role(crate::log::Role::Worker);
         set_process_name("forklb-worker");
+        if let Some(id) = &self.identity {
+            if let Err(e) = privileges::drop_to(id) {
+                log::error!("cannot switch to user {} (uid {}): {e}", id.user, id.uid);
+                return crate::cli::EXIT_RUNTIME;
+            }
+        }
         if let Some(s) = self.signals.take() {
             s.unregister();
         }
