@@ -117,14 +117,11 @@ pub fn main() -> i32 {
     if let Some(sig) = &opts.signal {
         return send_signal(&config, sig);
     }
-    if opts.upgrade {
-        eprintln!("forklb: [emerg] upgrade (-u) is not supported yet");
-        return EXIT_CONFIG;
-    }
     match master::run(
         config,
         master::RunOptions {
             daemon: opts.daemon,
+            upgrade: opts.upgrade,
         },
     ) {
         Ok(()) => EXIT_OK,
@@ -144,10 +141,7 @@ fn send_signal(config: &Config, name: &str) -> i32 {
         "quit" => Signal::SIGQUIT,
         "reload" => Signal::SIGHUP,
         "reopen" => Signal::SIGUSR1,
-        "upgrade" => {
-            eprintln!("forklb: [emerg] -s upgrade is not supported yet");
-            return EXIT_CONFIG;
-        }
+        "upgrade" => return crate::upgrade_cmd::run(config),
         other => {
             eprintln!("forklb: invalid option: \"-s {other}\" (use stop, quit, reload, reopen or upgrade)");
             return EXIT_CONFIG;

@@ -8,6 +8,7 @@
 
 mod children;
 mod daemon;
+mod handoff;
 pub mod notify;
 pub mod pidfile;
 mod privileges;
@@ -111,6 +112,9 @@ pub struct Master {
 pub struct RunOptions {
     /// `-d`: detach (also `daemon: true` in the configuration).
     pub daemon: bool,
+    /// `-u`: take the listening sockets over from the running instance
+    /// through `upgrade_sock` before serving.
+    pub upgrade: bool,
 }
 
 /// Runs the master until it exits; `Ok` means a clean shutdown.
@@ -136,7 +140,11 @@ pub fn run(config: Config, opts: RunOptions) -> Result<(), MasterError> {
     };
     // Sockets handed over by an upgrading master are adopted before anything
     // is bound, so the same addresses keep the same sockets.
-    let inherited = upgrade::take_inherited();
+    let inherited = if opts.upgrade {
+        handoff::receive_sockets(&config.upgrade_sock).map_err(setup("upgrade_sock handoff"))?
+    } else {
+        upgrade::take_inherited()
+    };
     let upgraded = !inherited.is_empty();
     let sockets = bind_all(&config, inherited)?;
     let identity = match privileges::resolve(config.user.as_deref(), config.group.as_deref()) {
@@ -343,6 +351,19 @@ impl Master {
         if self.take_signal(signals::SIGQUIT) && self.state == State::Running {
             log::info!("received QUIT: graceful shutdown");
             notify::notify("STOPPING=1");
+            // A new instance started with -u may be waiting for our sockets.
+            match handoff::send_sockets(&self.config.upgrade_sock, &self.sockets) {
+                Ok(true) => log::info!(
+                    "handed {} listening socket(s) over to the new instance on {}",
+                    self.sockets.len(),
+                    self.config.upgrade_sock.display()
+                ),
+                Ok(false) => {}
+                Err(e) => log::error!(
+                    "socket handoff on {} failed: {e}",
+                    self.config.upgrade_sock.display()
+                ),
+            }
             self.close_listeners();
             self.children.signal_all(libc::SIGQUIT);
             self.state = State::Quitting {

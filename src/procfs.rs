@@ -1,0 +1,48 @@
+//! Reading processes from /proc: who are a process's children, what are
+//! they called, are they still running. Used by `forklb -s upgrade` to follow
+//! the old and new masters.
+
+use std::fs;
+
+/// (pid, ppid, comm, state) of one process.
+pub struct ProcInfo {
+    pub pid: i32,
+    pub ppid: i32,
+    pub comm: String,
+    pub state: char,
+}
+
+pub fn info(pid: i32) -> Option<ProcInfo> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // "pid (comm) S ppid ..." — comm may contain spaces and parentheses,
+    // so split at the last ')'.
+    let open = stat.find('(')?;
+    let close = stat.rfind(')')?;
+    let comm = stat.get(open + 1..close)?.to_owned();
+    let mut rest = stat.get(close + 1..)?.split_whitespace();
+    let state = rest.next()?.chars().next()?;
+    let ppid = rest.next()?.parse().ok()?;
+    Some(ProcInfo {
+        pid,
+        ppid,
+        comm,
+        state,
+    })
+}
+
+/// Children of `ppid` whose comm is `comm`.
+pub fn children_named(ppid: i32, comm: &str) -> Vec<i32> {
+    let Ok(dir) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter_map(info)
+        .filter(|p| p.ppid == ppid && p.comm == comm && p.state != 'Z')
+        .map(|p| p.pid)
+        .collect()
+}
+
+/// Running (exists and is not a zombie waiting to be reaped).
+pub fn is_running(pid: i32) -> bool {
+    info(pid).is_some_and(|p| p.state != 'Z' && p.state != 'X')
+}
