@@ -67,8 +67,14 @@ pub fn parse<'h, 'b>(
     let minor = req.version.unwrap_or(1);
     let method = req.method.unwrap_or("");
     let path = req.path.unwrap_or("");
-    if !(path.starts_with('/') || (path == "*" && method == "OPTIONS")) {
-        return Err(bad("request target is not in origin form"));
+    let absolute = split_absolute(path);
+    if !(path.starts_with('/') || (path == "*" && method == "OPTIONS") || absolute.is_some()) {
+        return Err(bad("request target is neither origin nor absolute form"));
+    }
+    if let Some((authority, _)) = absolute {
+        if authority.is_empty() || authority.contains('@') {
+            return Err(bad("invalid authority in absolute-form target"));
+        }
     }
 
     let mut hosts = 0usize;
@@ -201,6 +207,32 @@ fn version_error(buf: &[u8]) -> RequestError {
     bad("malformed request line")
 }
 
+/// Splits an absolute-form target (`http://host:port/path?q`) into its
+/// authority and origin-form path (`/` when empty). RFC 9112 §3.2.2: a server
+/// must accept it, and its authority replaces the Host header.
+pub fn split_absolute(target: &str) -> Option<(&str, &str)> {
+    let rest = strip_prefix_ignore_case(target, "http://")
+        .or_else(|| strip_prefix_ignore_case(target, "https://"))?;
+    let end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(end);
+    Some((authority, if path.is_empty() { "/" } else { path }))
+}
+
+fn strip_prefix_ignore_case<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
+    let head = s.get(..prefix.len())?;
+    head.eq_ignore_ascii_case(prefix)
+        .then(|| &s[prefix.len()..])
+}
+
+/// The routing host of a request, lowercased into `out` without a port:
+/// the authority of an absolute-form target, else the Host header.
+pub fn routing_host<'a>(req: &httparse::Request, out: &'a mut [u8; 256]) -> Option<&'a str> {
+    match req.path.and_then(split_absolute) {
+        Some((authority, _)) => lower_host(authority.as_bytes(), out),
+        None => host_of(req, out),
+    }
+}
+
 /// True if some LF is not preceded by CR (httparse tolerates bare LF).
 pub fn has_bare_lf(head: &[u8]) -> bool {
     head.iter()
@@ -211,7 +243,11 @@ pub fn has_bare_lf(head: &[u8]) -> bool {
 /// The Host header's value, without a port, lowercased into `out`.
 pub fn host_of<'a>(req: &httparse::Request, out: &'a mut [u8; 256]) -> Option<&'a str> {
     let h = req.headers.iter().find(|h| name_is(h.name, "host"))?;
-    let v = super::trim_ows(h.value);
+    lower_host(super::trim_ows(h.value), out)
+}
+
+/// `host[:port]` → lowercase host without the port (IPv6 literals kept whole).
+fn lower_host<'a>(v: &[u8], out: &'a mut [u8; 256]) -> Option<&'a str> {
     // Strip ":port", keeping IPv6 literals ("[::1]:80") intact.
     let host = if v.first() == Some(&b'[') {
         match v.iter().position(|&b| b == b']') {
@@ -298,6 +334,36 @@ mod tests {
             !check(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
                 .unwrap()
                 .keep_alive
+        );
+    }
+
+    #[test]
+    fn absolute_form() {
+        assert_eq!(
+            split_absolute("http://a.b:8080/x?y"),
+            Some(("a.b:8080", "/x?y"))
+        );
+        assert_eq!(split_absolute("HTTPS://a.b"), Some(("a.b", "/")));
+        assert_eq!(split_absolute("http://a.b?q"), Some(("a.b", "?q")));
+        assert_eq!(split_absolute("/x"), None);
+        assert!(check(b"GET http://example.com/x HTTP/1.1\r\nHost: other\r\n\r\n").is_ok());
+        assert_eq!(
+            check(b"GET http://u@h/ HTTP/1.1\r\nHost: h\r\n\r\n")
+                .unwrap_err()
+                .status,
+            400
+        );
+        assert_eq!(
+            check(b"GET http:/// HTTP/1.1\r\nHost: h\r\n\r\n")
+                .unwrap_err()
+                .status,
+            400
+        );
+        assert_eq!(
+            check(b"GET ftp://h/ HTTP/1.1\r\nHost: h\r\n\r\n")
+                .unwrap_err()
+                .status,
+            400
         );
     }
 

@@ -68,7 +68,13 @@ pub struct UpstreamRequest<'a> {
 /// Writes the request head to send upstream.
 pub fn write_upstream_request(out: &mut Vec<u8>, req: &httparse::Request, u: &UpstreamRequest) {
     let method = req.method.unwrap_or("GET");
-    let path = req.path.unwrap_or("/");
+    let target = req.path.unwrap_or("/");
+    // An absolute-form target goes upstream in origin form, and its
+    // authority becomes the Host (RFC 9112 §3.2.2).
+    let (authority, path) = match super::request::split_absolute(target) {
+        Some((a, p)) => (Some(a), p),
+        None => (None, target),
+    };
     out.extend_from_slice(method.as_bytes());
     out.push(b' ');
     out.extend_from_slice(path.as_bytes());
@@ -97,7 +103,7 @@ pub fn write_upstream_request(out: &mut Vec<u8>, req: &httparse::Request, u: &Up
         }
         if name_is(h.name, "host") {
             saw_host = true;
-            if u.host_override.is_some() {
+            if u.host_override.is_some() || authority.is_some() {
                 continue;
             }
         }
@@ -120,7 +126,7 @@ pub fn write_upstream_request(out: &mut Vec<u8>, req: &httparse::Request, u: &Up
     }
     let _ = write!(out, "{}\r\n", u.client_ip);
     let _ = write!(out, "X-Forwarded-Proto: {}\r\n", u.proto);
-    match u.host_override {
+    match u.host_override.or(authority) {
         Some(h) => {
             let _ = write!(out, "Host: {h}\r\n");
         }

@@ -479,8 +479,9 @@ impl Conn {
         let local_keep = info.keep_alive && !has_body;
 
         let mut host_buf = [0u8; 256];
-        let host = request::host_of(&req, &mut host_buf);
-        let path = req.path.unwrap_or("/");
+        let host = request::routing_host(&req, &mut host_buf);
+        let target = req.path.unwrap_or("/");
+        let path = request::split_absolute(target).map_or(target, |(_, p)| p);
         let Some(action) = env.rt.route(self.listener, host, path) else {
             self.respond_local(env, 404, "text/plain", b"", b"Not Found\n", local_keep);
             return Dispatch::Consumed(info.head_len);
