@@ -8,10 +8,9 @@
 //! file (logrotate).
 
 use crate::config::AccessLogFormat;
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{self, Write};
 use std::net::SocketAddr;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -44,18 +43,12 @@ pub struct AccessLog {
 }
 
 pub fn open(path: &Path) -> io::Result<File> {
-    OpenOptions::new()
-        .create(true)
-        .append(true)
-        .mode(0o644)
-        .custom_flags(libc::O_CLOEXEC)
-        .open(path)
-        .map_err(|e| {
-            io::Error::new(
-                e.kind(),
-                format!("cannot open access log {}: {e}", path.display()),
-            )
-        })
+    crate::log::open_append(path).map_err(|e| {
+        io::Error::new(
+            e.kind(),
+            format!("cannot open access log {}: {e}", path.display()),
+        )
+    })
 }
 
 impl AccessLog {

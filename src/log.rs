@@ -52,7 +52,9 @@ fn role_name() -> &'static str {
     }
 }
 
-fn open_append(path: &Path) -> io::Result<File> {
+/// Opens a log file for appending (one `write(2)` per line or batch stays
+/// whole even with several writers), creating it 0644.
+pub fn open_append(path: &Path) -> io::Result<File> {
     OpenOptions::new()
         .create(true)
         .append(true)

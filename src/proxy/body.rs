@@ -126,7 +126,7 @@ impl Relay {
 
     /// Makes one unit of progress: write taken bytes, take buffered bytes,
     /// or read more from the source.
-    pub fn step(&mut self, ends: Ends, pool: &mut BufPool) -> RelayStep {
+    pub fn step(&mut self, ends: &mut Ends, pool: &mut BufPool) -> RelayStep {
         if self.is_complete() {
             return RelayStep::Complete;
         }

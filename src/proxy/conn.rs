@@ -196,6 +196,24 @@ impl Record {
     }
 }
 
+/// One direction of a tunnel: moves what it can; when the source has
+/// closed its sending half, half-closes the destination and sets `eof`.
+fn pump(mut ends: Ends, eof: &mut bool, bufs: &mut BufPool) -> Result<bool, Closed> {
+    let mut relay = Relay::new(Body::UntilClose);
+    match relay.step(&mut ends, bufs) {
+        RelayStep::Progress => Ok(true),
+        RelayStep::Blocked | RelayStep::Complete | RelayStep::Framing(_) | RelayStep::TooLarge => {
+            Ok(false)
+        }
+        RelayStep::SourceClosed => {
+            let _ = ends.dst.shutdown(std::net::Shutdown::Write);
+            *eof = true;
+            Ok(true)
+        }
+        RelayStep::SourceFailed(_) | RelayStep::DestFailed(_) => Err(Closed),
+    }
+}
+
 enum Dispatch {
     /// Need more bytes for a complete head.
     Partial,
@@ -870,7 +888,7 @@ impl Conn {
                 return Err(Closed);
             };
             let step = self.ex.req.step(
-                Ends {
+                &mut Ends {
                     src: &mut self.client,
                     src_ready: &mut self.c_readable,
                     buf: &mut self.input,
@@ -1129,7 +1147,7 @@ impl Conn {
             return Err(Closed);
         };
         let step = self.ex.resp.step(
-            Ends {
+            &mut Ends {
                 src: &mut up.sock,
                 src_ready: &mut up.readable,
                 buf: &mut up.input,
@@ -1304,8 +1322,7 @@ impl Conn {
         };
         let mut progress = false;
         if !self.eof_to_upstream {
-            let mut relay = Relay::new(Body::UntilClose);
-            match relay.step(
+            progress |= pump(
                 Ends {
                     src: &mut self.client,
                     src_ready: &mut self.c_readable,
@@ -1313,24 +1330,12 @@ impl Conn {
                     dst: &mut up.sock,
                     dst_ready: &mut up.writable,
                 },
+                &mut self.eof_to_upstream,
                 env.bufs,
-            ) {
-                RelayStep::Progress => progress = true,
-                RelayStep::Blocked
-                | RelayStep::Complete
-                | RelayStep::Framing(_)
-                | RelayStep::TooLarge => {}
-                RelayStep::SourceClosed => {
-                    let _ = up.sock.shutdown(std::net::Shutdown::Write);
-                    self.eof_to_upstream = true;
-                    progress = true;
-                }
-                RelayStep::SourceFailed(_) | RelayStep::DestFailed(_) => return Err(Closed),
-            }
+            )?;
         }
         if !up.eof_to_client {
-            let mut relay = Relay::new(Body::UntilClose);
-            match relay.step(
+            progress |= pump(
                 Ends {
                     src: &mut up.sock,
                     src_ready: &mut up.readable,
@@ -1338,20 +1343,9 @@ impl Conn {
                     dst: &mut self.client,
                     dst_ready: &mut self.c_writable,
                 },
+                &mut up.eof_to_client,
                 env.bufs,
-            ) {
-                RelayStep::Progress => progress = true,
-                RelayStep::Blocked
-                | RelayStep::Complete
-                | RelayStep::Framing(_)
-                | RelayStep::TooLarge => {}
-                RelayStep::SourceClosed => {
-                    let _ = self.client.shutdown(std::net::Shutdown::Write);
-                    up.eof_to_client = true;
-                    progress = true;
-                }
-                RelayStep::SourceFailed(_) | RelayStep::DestFailed(_) => return Err(Closed),
-            }
+            )?;
         }
         if self.eof_to_upstream && up.eof_to_client {
             return Err(Closed);
