@@ -68,14 +68,48 @@ pub fn run(config: &Config) -> i32 {
             return EXIT_RUNTIME;
         }
     };
+    let oldbin = crate::master::oldbin_path(&config.pid_file);
+    if let Ok(previous) = pidfile::read(&oldbin).map(|p| p as i32) {
+        if previous != old && procfs::is_running(previous) {
+            eprintln!(
+                "forklb: [error] an upgrade is already in progress: {} names the running master {previous}; finish it (QUIT {previous}) or roll it back first",
+                oldbin.display()
+            );
+            return EXIT_RUNTIME;
+        }
+    }
     say(&format!("upgrading master {old}: sending USR2"));
     if !send(old, Signal::SIGUSR2) {
         return EXIT_RUNTIME;
     }
+    // The old master moves its pid file to .oldbin at once; the new master
+    // writes the pid file when it serves. If .oldbin goes away again, the
+    // new master failed and the old one took its pid file back.
+    let started = Instant::now();
+    let mut saw_oldbin = false;
+    let mut gave_up = None;
     let new = wait_for(STEP_TIMEOUT, || {
-        let p = pidfile::read(&config.pid_file).ok()? as i32;
-        (p != old && procfs::is_running(p)).then_some(p)
-    });
+        if let Ok(p) = pidfile::read(&config.pid_file).map(|p| p as i32) {
+            if p != old && procfs::is_running(p) {
+                return Some(Some(p));
+            }
+        }
+        if oldbin.exists() {
+            saw_oldbin = true;
+        } else if saw_oldbin {
+            gave_up = Some("the new master exited; the old master took its pid file back");
+            return Some(None);
+        } else if started.elapsed() > Duration::from_secs(3) {
+            gave_up = Some("the master did not start an upgrade (see its error log)");
+            return Some(None);
+        }
+        None
+    })
+    .flatten();
+    if let Some(why) = gave_up {
+        eprintln!("forklb: [error] upgrade failed: {why}; master {old} keeps serving");
+        return EXIT_RUNTIME;
+    }
     let Some(new) = new else {
         say("the new master did not come up in time: rolling back");
         for p in procfs::children_named(old, "forklb-master") {

@@ -14,6 +14,8 @@ pub mod pidfile;
 mod privileges;
 mod upgrade;
 
+pub use upgrade::oldbin_path;
+
 use crate::config::Config;
 use crate::net;
 use crate::signals::{self, SignalSet};

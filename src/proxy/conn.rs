@@ -172,6 +172,8 @@ pub struct Conn {
     head_started: bool,
     /// Tunnel: the client's side closed and the upstream was told.
     eof_to_upstream: bool,
+    /// Requests completed on this connection.
+    served: u32,
     /// The request as the access log needs it, while one is in flight.
     record: Option<Record>,
     /// When the current wait times out.
@@ -252,6 +254,7 @@ impl Conn {
             ex: Exchange::new(),
             head_started: false,
             eof_to_upstream: false,
+            served: 0,
             record: None,
             deadline: env.now + env.rt.timeouts.client_header,
             timer_at: None,
@@ -273,12 +276,32 @@ impl Conn {
         &mut self.client
     }
 
-    /// True while nothing of a request has arrived (an idle keep-alive
-    /// connection), which a draining worker may close at once.
+    /// A keep-alive connection between requests: it has served one and
+    /// nothing of the next has arrived. A connection that has not sent its
+    /// first request yet is not idle: the client has just connected and its
+    /// request is on the way, so closing it would lose that request.
     pub fn is_idle(&self) -> bool {
         self.phase == Phase::ReadHead
             && !self.head_started
+            && self.served > 0
             && self.input.as_ref().is_none_or(Buf::is_empty)
+    }
+
+    /// For a draining worker: an idle keep-alive connection gets one last
+    /// read, in case a request is already in the socket (it is then served,
+    /// with `Connection: close`); otherwise it is closed.
+    pub fn close_if_idle(&mut self, env: &mut Env) -> Outcome {
+        if !self.is_idle() {
+            return Outcome::Keep;
+        }
+        self.c_readable = true;
+        if self.drive(env) == Outcome::Close {
+            return Outcome::Close;
+        }
+        if self.is_idle() {
+            return self.finish(env, Outcome::Close);
+        }
+        Outcome::Keep
     }
 
     /// Records readiness from an event and runs the state machine.
@@ -1239,6 +1262,7 @@ impl Conn {
         }
         self.phase = Phase::ReadHead;
         self.head_started = false;
+        self.served += 1;
         self.ex = Exchange::new();
         let pipelined = self.input.as_ref().is_some_and(|b| !b.is_empty());
         self.input_fresh = pipelined;

@@ -195,7 +195,7 @@ impl Worker {
                 self.next_access_flush = now + access_log::FLUSH_EVERY;
             }
             if let Some(deadline) = self.drain_deadline {
-                self.close_idle();
+                self.close_idle(now);
                 if self.conns.is_empty() {
                     log::info!("drained, exiting");
                     return Ok(());
@@ -273,10 +273,10 @@ impl Worker {
         self.accept_resume_at = None;
     }
 
-    fn close_idle(&mut self) {
+    fn close_idle(&mut self, now: Instant) {
         for slot in self.conns.keys() {
             if self.conns.get_mut(slot).is_some_and(|c| c.is_idle()) {
-                self.close(slot);
+                self.run_conn(slot, now, |conn, env| conn.close_if_idle(env));
             }
         }
     }

@@ -685,6 +685,8 @@ pub struct BackendOpts {
     pub stream_body: Option<usize>,
     /// Answer with the request path as the body.
     pub path_body: bool,
+    /// With `stream_body`: pause this long after each 64 KiB piece (a slow download).
+    pub stream_pace: Option<Duration>,
 }
 
 impl Default for BackendOpts {
@@ -698,6 +700,7 @@ impl Default for BackendOpts {
             idle_close: None,
             stream_body: None,
             path_body: false,
+            stream_pace: None,
         }
     }
 }
@@ -969,6 +972,15 @@ fn write_pattern(stream: &mut TcpStream, n: usize, s: &BackendShared) -> io::Res
         let phase = sent % 251;
         stream.write_all(&block[phase..phase + len])?;
         sent += len;
+        if let (Some(pace), true) = (s.opts.stream_pace, sent < n) {
+            let until = Instant::now() + pace;
+            while Instant::now() < until {
+                if s.stop.load(Ordering::SeqCst) {
+                    return Ok(());
+                }
+                thread::sleep(Duration::from_millis(5).min(pace));
+            }
+        }
     }
     Ok(())
 }
@@ -1130,6 +1142,17 @@ pub fn proxy_config_for(workers: usize, backends: &[&Backend]) -> String {
     proxy_config(workers, &servers, &[])
 }
 
+/// Extra start-up settings for [`Forklb::start_with`].
+#[derive(Debug, Clone, Default)]
+pub struct StartOpts {
+    /// Environment variables set for forklb (e.g. `NOTIFY_SOCKET`).
+    pub env: Vec<(String, String)>,
+    /// Arguments before `-c FILE`.
+    pub args: Vec<String>,
+    /// Run this executable instead of the one cargo built (e.g. a copy).
+    pub exe: Option<PathBuf>,
+}
+
 /// A running `forklb` (foreground master) on a generated configuration.
 pub struct Forklb {
     child: Child,
@@ -1142,6 +1165,9 @@ pub struct Forklb {
     /// the master is gone.
     seen: Mutex<Vec<i32>>,
     exit: Option<ExitStatus>,
+    /// The `pid_file`/`error_log`/`upgrade_sock` lines put before the test's
+    /// YAML (see [`Forklb::write_config`]).
+    header: String,
 }
 
 impl Forklb {
@@ -1153,29 +1179,48 @@ impl Forklb {
     }
 
     pub fn try_start(yaml: &str) -> Result<Forklb, String> {
+        Forklb::try_start_with(yaml, &StartOpts::default())
+    }
+
+    /// Like [`Forklb::start`], with extra environment variables, arguments or
+    /// another executable.
+    pub fn start_with(yaml: &str, opts: &StartOpts) -> Forklb {
+        Forklb::try_start_with(yaml, opts).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    pub fn try_start_with(yaml: &str, opts: &StartOpts) -> Result<Forklb, String> {
         let dir = TempDir::new("run");
         let port = free_port();
         let pid_file = dir.join("forklb.pid");
         let error_log = dir.join("error.log");
         let config = dir.join("forklb.yaml");
-        let text = format!(
-            "pid_file: \"{}\"\nerror_log: \"{}\"\nupgrade_sock: \"{}\"\n{}",
+        let header = format!(
+            "pid_file: \"{}\"\nerror_log: \"{}\"\nupgrade_sock: \"{}\"\n",
             pid_file.display(),
             error_log.display(),
             dir.join("upgrade.sock").display(),
-            yaml.replace("$PORT", &port.to_string())
         );
+        let text = format!("{header}{}", yaml.replace("$PORT", &port.to_string()));
         fs::write(&config, text).map_err(|e| format!("write config: {e}"))?;
         let stdout = fs::File::create(dir.join("stdout.log")).map_err(|e| e.to_string())?;
         let stderr = fs::File::create(dir.join("stderr.log")).map_err(|e| e.to_string())?;
-        let child = forklb_command()
+        let exe = opts
+            .exe
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_forklb")));
+        let mut cmd = forklb_command_at(&exe);
+        cmd.args(&opts.args);
+        for (k, v) in &opts.env {
+            cmd.env(k, v);
+        }
+        let child = cmd
             .arg("-c")
             .arg(&config)
             .stdin(Stdio::null())
             .stdout(stdout)
             .stderr(stderr)
             .spawn()
-            .map_err(|e| format!("spawn {}: {e}", env!("CARGO_BIN_EXE_forklb")))?;
+            .map_err(|e| format!("spawn {}: {e}", exe.display()))?;
         let mut f = Forklb {
             child,
             dir,
@@ -1185,6 +1230,7 @@ impl Forklb {
             error_log,
             seen: Mutex::new(Vec::new()),
             exit: None,
+            header,
         };
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
@@ -1312,6 +1358,49 @@ impl Forklb {
         }
     }
 
+    /// Replaces the configuration file with `yaml` (same treatment as at
+    /// start: `$PORT` replaced, the `pid_file`/`error_log`/`upgrade_sock`
+    /// lines put first), e.g. before sending HUP.
+    pub fn write_config(&self, yaml: &str) {
+        let text = format!(
+            "{}{}",
+            self.header,
+            yaml.replace("$PORT", &self.port.to_string())
+        );
+        // Write a sibling and rename: the master never reads a half-written file.
+        let tmp = self.dir.join("forklb.yaml.tmp");
+        fs::write(&tmp, text).expect("write config");
+        fs::rename(&tmp, &self.config).expect("rename config");
+    }
+
+    /// Records `pid` (e.g. a new master started by USR2) so that Drop kills
+    /// it, with everything under it, even after this master is gone.
+    pub fn track(&self, pid: i32) {
+        let mut seen = self.seen.lock().unwrap();
+        if !seen.contains(&pid) {
+            seen.push(pid);
+        }
+    }
+
+    /// `<pid_file>.oldbin`, where the old master keeps its pid during an upgrade.
+    pub fn oldbin_path(&self) -> PathBuf {
+        let mut p = self.pid_file.as_os_str().to_owned();
+        p.push(".oldbin");
+        p.into()
+    }
+
+    pub fn error_log_path(&self) -> &Path {
+        &self.error_log
+    }
+
+    /// The master started by USR2: a live child of this master named
+    /// `forklb-master` (recorded with `track`).
+    pub fn new_master(&self) -> Option<i32> {
+        let m = masters_under(self.master_pid()).into_iter().next()?;
+        self.track(m);
+        Some(m)
+    }
+
     pub fn error_log_contents(&self) -> String {
         fs::read_to_string(&self.error_log).unwrap_or_default()
     }
@@ -1357,6 +1446,18 @@ impl Drop for Forklb {
                 }
             }
         }
+        // Masters among them (e.g. a new master started by USR2 and
+        // recorded with `track`): freeze them too and take their children.
+        for p in victims.clone() {
+            if p != master && forklb_alive(p) && comm(p).as_deref() == Some("forklb-master") {
+                kill(p, libc::SIGSTOP);
+                for d in descendants_of(p) {
+                    if !victims.contains(&d) {
+                        victims.push(d);
+                    }
+                }
+            }
+        }
         for p in victims {
             if forklb_alive(p) {
                 kill(p, SIGKILL);
@@ -1372,13 +1473,20 @@ impl Drop for Forklb {
 /// A `Command` for the forklb binary with an environment that cannot leak in
 /// from the test runner.
 pub fn forklb_command() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_forklb"));
+    forklb_command_at(Path::new(env!("CARGO_BIN_EXE_forklb")))
+}
+
+/// Like [`forklb_command`], for a forklb executable at another path (e.g. a
+/// copy that a test replaces to simulate a binary upgrade).
+pub fn forklb_command_at(exe: &Path) -> Command {
+    let mut cmd = Command::new(exe);
     for var in [
         "RUST_LOG",
         "FORKLB_CONF",
         "FORKLB_FDS",
         "LISTEN_FDS",
         "LISTEN_PID",
+        "NOTIFY_SOCKET",
     ] {
         cmd.env_remove(var);
     }
@@ -1436,5 +1544,414 @@ pub fn run_forklb(args: &[&str], timeout: Duration) -> RunOutput {
         status,
         stdout: fs::read_to_string(&out_path).unwrap_or_default(),
         stderr: fs::read_to_string(&err_path).unwrap_or_default(),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Process lifecycle helpers (upgrade, reload, daemon)
+
+/// Live children of `master` named `forklb-worker`, sorted.
+pub fn workers_of(master: i32) -> Vec<i32> {
+    children_of(master)
+        .into_iter()
+        .filter(|&p| comm(p).as_deref() == Some("forklb-worker"))
+        .collect()
+}
+
+/// Live children of `pid` named `forklb-master` (masters started by USR2), sorted.
+pub fn masters_under(pid: i32) -> Vec<i32> {
+    children_of(pid)
+        .into_iter()
+        .filter(|&p| comm(p).as_deref() == Some("forklb-master"))
+        .collect()
+}
+
+/// The pid in a pid file, if it exists and holds one followed by a newline.
+pub fn read_pid_file(path: &Path) -> Option<i32> {
+    let text = fs::read_to_string(path).ok()?;
+    if !text.ends_with('\n') {
+        return None;
+    }
+    text.trim().parse().ok()
+}
+
+/// Freezes `pid` (so it cannot fork replacements) and SIGKILLs it with
+/// everything below it. Only forklb processes are touched.
+pub fn kill_tree(pid: i32) {
+    if !forklb_alive(pid) {
+        return;
+    }
+    kill(pid, libc::SIGSTOP);
+    for p in descendants_of(pid) {
+        if forklb_alive(p) {
+            kill(p, SIGKILL);
+        }
+    }
+    kill(pid, SIGKILL);
+}
+
+/// The four ids (real, effective, saved, filesystem) of the `Uid:` line of
+/// /proc/PID/status.
+pub fn proc_uids(pid: i32) -> Option<Vec<u32>> {
+    let text = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = text.lines().find(|l| l.starts_with("Uid:"))?;
+    line["Uid:".len()..]
+        .split_whitespace()
+        .map(|v| v.parse().ok())
+        .collect()
+}
+
+/// Whether the test runs as root.
+pub fn running_as_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// Inodes of the TCP sockets listening on 127.0.0.1:`port` (/proc/net/tcp).
+pub fn listening_socket_inodes(port: u16) -> Vec<u64> {
+    let want = format!("0100007F:{port:04X}");
+    let text = fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+    text.lines()
+        .skip(1)
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.len() > 9 && f[1] == want && f[3] == "0A").then(|| f[9].parse().ok())?
+        })
+        .collect()
+}
+
+/// Inodes of the sockets open in process `pid` (/proc/PID/fd).
+pub fn socket_inodes_of(pid: i32) -> Vec<u64> {
+    let Ok(dir) = fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return Vec::new();
+    };
+    dir.flatten()
+        .filter_map(|e| {
+            let target = fs::read_link(e.path()).ok()?;
+            let t = target.to_str()?;
+            t.strip_prefix("socket:[")?.strip_suffix(']')?.parse().ok()
+        })
+        .collect()
+}
+
+/// Whether a connection to 127.0.0.1:`port` is refused right now.
+pub fn port_refuses(port: u16) -> bool {
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    matches!(
+        TcpStream::connect_timeout(&addr, Duration::from_millis(500)),
+        Err(e) if e.kind() == io::ErrorKind::ConnectionRefused
+    )
+}
+
+// ---------------------------------------------------------------------------
+// Continuous client load
+
+/// Judges one response of the load: `Err` with a reason makes it a failure.
+pub type Check = Arc<dyn Fn(&str, &Response) -> Result<(), String> + Send + Sync>;
+
+/// A check that wants status 200.
+pub fn check_status_200() -> Check {
+    Arc::new(|_path: &str, r: &Response| {
+        if r.status == 200 {
+            Ok(())
+        } else {
+            Err(format!("status {} body {:?}", r.status, r.body_str()))
+        }
+    })
+}
+
+/// How [`Load`] loads the proxy.
+#[derive(Clone)]
+pub struct LoadOpts {
+    /// Threads that each keep one keep-alive connection and send requests on
+    /// it in a loop (opening a new one when the server closes it).
+    pub keepalive_threads: usize,
+    /// Threads that open a new connection for every request.
+    pub fresh_threads: usize,
+    /// Paths requested in turn.
+    pub paths: Vec<String>,
+    /// Pause of every thread between two requests (leaves CPU to the server).
+    pub pause: Duration,
+    /// Hard limit: the threads stop after this long even if nobody stops them.
+    pub max_duration: Duration,
+    pub check: Check,
+}
+
+impl Default for LoadOpts {
+    fn default() -> Self {
+        LoadOpts {
+            keepalive_threads: 4,
+            fresh_threads: 2,
+            paths: vec!["/".to_owned()],
+            pause: Duration::from_millis(2),
+            max_duration: Duration::from_secs(60),
+            check: check_status_200(),
+        }
+    }
+}
+
+struct LoadShared {
+    stop: AtomicBool,
+    started: Instant,
+    ok: AtomicUsize,
+    failed: AtomicUsize,
+    retried: AtomicUsize,
+    failures: Mutex<Vec<String>>,
+    retries: Mutex<Vec<String>>,
+    marks: Mutex<Vec<String>>,
+}
+
+impl LoadShared {
+    fn ms(&self) -> u128 {
+        self.started.elapsed().as_millis()
+    }
+
+    fn fail(&self, who: &str, path: &str, what: String) {
+        self.failed.fetch_add(1, Ordering::SeqCst);
+        let mut f = self.failures.lock().unwrap();
+        if f.len() < 40 {
+            f.push(format!("{:>6} ms {who} GET {path}: {what}", self.ms()));
+        }
+    }
+
+    fn judge(&self, check: &Check, who: &str, path: &str, r: &Response) -> bool {
+        match check(path, r) {
+            Ok(()) => {
+                self.ok.fetch_add(1, Ordering::SeqCst);
+                true
+            }
+            Err(why) => {
+                self.fail(who, path, why);
+                false
+            }
+        }
+    }
+}
+
+/// Continuous client load on 127.0.0.1:`port` from several threads, counting
+/// failed requests. A request that fails on a reused keep-alive connection
+/// (closed or reset by the server, not a timeout) and succeeds when retried
+/// at once on a fresh connection is counted as `retried`, not as failed:
+/// that race is inherent to HTTP keep-alive. Stops (and joins) on drop.
+pub struct Load {
+    shared: Arc<LoadShared>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+/// What a [`Load`] saw.
+#[derive(Debug, Clone)]
+pub struct LoadReport {
+    pub ok: usize,
+    pub failed: usize,
+    pub retried: usize,
+    pub failures: Vec<String>,
+    pub retries: Vec<String>,
+    pub marks: Vec<String>,
+    pub elapsed: Duration,
+}
+
+impl LoadReport {
+    pub fn summary(&self) -> String {
+        format!(
+            "{} ok, {} failed, {} retried on a fresh connection, in {:?}",
+            self.ok, self.failed, self.retried, self.elapsed
+        )
+    }
+
+    /// Details for failure messages: failures, retries and the test's marks.
+    pub fn details(&self) -> String {
+        format!(
+            "{}\nfailures (first {}):\n  {}\nretried (first {}):\n  {}\nmarks:\n  {}",
+            self.summary(),
+            self.failures.len(),
+            self.failures.join("\n  "),
+            self.retries.len(),
+            self.retries.join("\n  "),
+            self.marks.join("\n  ")
+        )
+    }
+
+    /// Panics unless no request failed and some succeeded.
+    pub fn assert_no_failures(&self, what: &str, diagnostics: &str) {
+        eprintln!("load during {what}: {}", self.summary());
+        assert!(
+            self.failed == 0 && self.ok > 0,
+            "load during {what}: {}\n{diagnostics}",
+            self.details()
+        );
+    }
+}
+
+impl Load {
+    /// The default load (4 keep-alive threads, 2 new-connection threads,
+    /// GET /, status 200 wanted).
+    pub fn start(port: u16) -> Load {
+        Load::start_with(port, LoadOpts::default())
+    }
+
+    pub fn start_with(port: u16, opts: LoadOpts) -> Load {
+        let shared = Arc::new(LoadShared {
+            stop: AtomicBool::new(false),
+            started: Instant::now(),
+            ok: AtomicUsize::new(0),
+            failed: AtomicUsize::new(0),
+            retried: AtomicUsize::new(0),
+            failures: Mutex::new(Vec::new()),
+            retries: Mutex::new(Vec::new()),
+            marks: Mutex::new(Vec::new()),
+        });
+        let mut threads = Vec::new();
+        for t in 0..opts.keepalive_threads {
+            let (s, o) = (shared.clone(), opts.clone());
+            threads.push(thread::spawn(move || keepalive_client(port, t, &s, &o)));
+        }
+        for t in 0..opts.fresh_threads {
+            let (s, o) = (shared.clone(), opts.clone());
+            threads.push(thread::spawn(move || fresh_client(port, t, &s, &o)));
+        }
+        Load { shared, threads }
+    }
+
+    /// Successful requests so far.
+    pub fn ok(&self) -> usize {
+        self.shared.ok.load(Ordering::SeqCst)
+    }
+
+    /// Failed requests so far.
+    pub fn failed(&self) -> usize {
+        self.shared.failed.load(Ordering::SeqCst)
+    }
+
+    /// Waits until `n` more requests have succeeded (false on timeout).
+    pub fn wait_progress(&self, n: usize, timeout: Duration) -> bool {
+        let target = self.ok() + n;
+        wait_until(timeout, || self.ok() >= target)
+    }
+
+    /// Like `wait_progress`, panicking on timeout.
+    pub fn expect_progress(&self, n: usize, what: &str) {
+        assert!(
+            self.wait_progress(n, Duration::from_secs(5)),
+            "load made no progress ({what}): {}",
+            self.report().details()
+        );
+    }
+
+    /// Notes an event (shown with the failures, in the same time base).
+    pub fn mark(&self, what: &str) {
+        let line = format!("{:>6} ms {what}", self.shared.ms());
+        self.shared.marks.lock().unwrap().push(line);
+    }
+
+    /// The counts so far (the load keeps running).
+    pub fn report(&self) -> LoadReport {
+        let s = &self.shared;
+        LoadReport {
+            ok: s.ok.load(Ordering::SeqCst),
+            failed: s.failed.load(Ordering::SeqCst),
+            retried: s.retried.load(Ordering::SeqCst),
+            failures: s.failures.lock().unwrap().clone(),
+            retries: s.retries.lock().unwrap().clone(),
+            marks: s.marks.lock().unwrap().clone(),
+            elapsed: s.started.elapsed(),
+        }
+    }
+
+    /// Stops the threads, waits for them and reports.
+    pub fn stop(mut self) -> LoadReport {
+        self.halt();
+        self.report()
+    }
+
+    fn halt(&mut self) {
+        self.shared.stop.store(true, Ordering::SeqCst);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Load {
+    fn drop(&mut self) {
+        self.halt();
+    }
+}
+
+fn load_running(s: &LoadShared, o: &LoadOpts) -> bool {
+    !s.stop.load(Ordering::SeqCst) && s.started.elapsed() < o.max_duration
+}
+
+fn keepalive_client(port: u16, t: usize, s: &LoadShared, o: &LoadOpts) {
+    let who = format!("keep-alive#{t}");
+    let mut conn: Option<Conn> = None;
+    let mut i = t;
+    while load_running(s, o) {
+        let path = o.paths[i % o.paths.len()].as_str();
+        i += 1;
+        let reused = conn.is_some();
+        let first = match conn.take() {
+            Some(c) => Ok(c),
+            None => Conn::open(port),
+        }
+        .and_then(|mut c| c.get(path).map(|r| (c, r)));
+        match first {
+            Ok((c, r)) => {
+                s.judge(&o.check, &who, path, &r);
+                if !r.closes() {
+                    conn = Some(c);
+                }
+            }
+            Err(e) if reused && !is_timeout(&e) => {
+                // The keep-alive race: the server closed the connection as
+                // the request went out. Retry once, now, on a new connection.
+                match Conn::open(port).and_then(|mut c| c.get(path).map(|r| (c, r))) {
+                    Ok((c, r)) => {
+                        if s.judge(&o.check, &who, path, &r) {
+                            s.retried.fetch_add(1, Ordering::SeqCst);
+                            let mut l = s.retries.lock().unwrap();
+                            if l.len() < 20 {
+                                l.push(format!("{:>6} ms {who} GET {path}: {e}", s.ms()));
+                            }
+                        }
+                        if !r.closes() {
+                            conn = Some(c);
+                        }
+                    }
+                    Err(e2) => s.fail(
+                        &who,
+                        path,
+                        format!("{e} on a reused connection, then {e2} on a new one"),
+                    ),
+                }
+            }
+            Err(e) => s.fail(
+                &who,
+                path,
+                format!(
+                    "{e} ({:?}) on a {} connection",
+                    e.kind(),
+                    if reused { "reused" } else { "new" }
+                ),
+            ),
+        }
+        thread::sleep(o.pause);
+    }
+}
+
+fn fresh_client(port: u16, t: usize, s: &LoadShared, o: &LoadOpts) {
+    let who = format!("new-conn#{t}");
+    let mut i = t;
+    while load_running(s, o) {
+        let path = o.paths[i % o.paths.len()].as_str();
+        i += 1;
+        match Conn::open(port)
+            .and_then(|mut c| c.request("GET", path, &[("Connection", "close")], b""))
+        {
+            Ok(r) => {
+                s.judge(&o.check, &who, path, &r);
+            }
+            Err(e) => s.fail(&who, path, format!("{e} ({:?})", e.kind())),
+        }
+        thread::sleep(o.pause);
     }
 }
