@@ -86,19 +86,24 @@ pub fn spawn_new_master(inv: &Invocation, sockets: &[BoundSocket]) -> io::Result
     Ok(child.id())
 }
 
-/// Listening sockets inherited through FORKLB_FDS (removed from the
-/// environment so workers and later upgrades do not see it).
+/// Listening sockets inherited through FORKLB_FDS (an upgrading master) or
+/// systemd socket activation (LISTEN_FDS for our pid: fds 3, 4, ...). The
+/// variables are removed from the environment so workers and later
+/// upgrades do not see them.
 pub fn take_inherited() -> Vec<(TcpListener, SocketAddr)> {
-    let Some(value) = std::env::var_os(FDS_ENV) else {
-        return Vec::new();
-    };
-    std::env::remove_var(FDS_ENV);
+    let mut fds: Vec<RawFd> = Vec::new();
+    if let Some(value) = std::env::var_os(FDS_ENV) {
+        std::env::remove_var(FDS_ENV);
+        for part in value.to_string_lossy().split(';').filter(|p| !p.is_empty()) {
+            match part.trim().parse::<RawFd>() {
+                Ok(fd) => fds.push(fd),
+                Err(_) => log::error!("ignoring invalid {FDS_ENV} entry {part:?}"),
+            }
+        }
+    }
+    fds.extend(systemd_fds());
     let mut out = Vec::new();
-    for part in value.to_string_lossy().split(';').filter(|p| !p.is_empty()) {
-        let Ok(fd) = part.trim().parse::<RawFd>() else {
-            log::error!("ignoring invalid {FDS_ENV} entry {part:?}");
-            continue;
-        };
+    for fd in fds {
         match net::adopt_inherited(fd) {
             Ok((l, addr)) => {
                 log::info!("using inherited socket fd {fd} for {addr}");
@@ -108,4 +113,25 @@ pub fn take_inherited() -> Vec<(TcpListener, SocketAddr)> {
         }
     }
     out
+}
+
+/// sd_listen_fds(3): LISTEN_FDS sockets starting at fd 3, if LISTEN_PID is us.
+fn systemd_fds() -> Vec<RawFd> {
+    const SD_LISTEN_FDS_START: RawFd = 3;
+    let pid_matches = std::env::var("LISTEN_PID")
+        .ok()
+        .and_then(|p| p.trim().parse::<u32>().ok())
+        == Some(std::process::id());
+    let count = std::env::var("LISTEN_FDS")
+        .ok()
+        .and_then(|n| n.trim().parse::<RawFd>().ok())
+        .unwrap_or(0);
+    for var in ["LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"] {
+        std::env::remove_var(var);
+    }
+    if !pid_matches || count <= 0 {
+        return Vec::new();
+    }
+    log::info!("systemd socket activation: {count} socket(s)");
+    (SD_LISTEN_FDS_START..SD_LISTEN_FDS_START + count.min(1024)).collect()
 }
