@@ -19,6 +19,7 @@ pub mod net;
 pub mod procfs;
 pub mod proxy;
 pub mod route;
+pub mod shm;
 pub mod signals;
 pub mod upgrade_cmd;
 pub mod worker;

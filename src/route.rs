@@ -61,9 +61,36 @@ pub enum Action {
     Metrics,
 }
 
+/// What `balance: hash` hashes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HashKey {
+    Source,
+    Uri,
+    /// A request header (name lowercased).
+    Header(String),
+    /// A cookie's value.
+    Cookie(String),
+}
+
+impl HashKey {
+    /// Parses a validated `hash_key` (default: source).
+    pub fn parse(key: Option<&str>) -> HashKey {
+        match key.map(str::trim) {
+            Some("uri") => HashKey::Uri,
+            Some(k) if k.starts_with("header:") => HashKey::Header(k[7..].to_ascii_lowercase()),
+            Some(k) if k.starts_with("cookie:") => HashKey::Cookie(k[7..].to_owned()),
+            _ => HashKey::Source,
+        }
+    }
+}
+
 pub struct UpstreamRt {
     pub name: String,
     pub balance: Balance,
+    pub hash_key: HashKey,
+    /// Passive detection (0 = off) and how long a mark lasts.
+    pub max_fails: u32,
+    pub fail_timeout_ms: u64,
     pub retries: u32,
     pub keepalive: usize,
     pub host_header: Option<String>,
@@ -112,6 +139,9 @@ impl Runtime {
             .map(|(name, u)| UpstreamRt {
                 name: name.clone(),
                 balance: u.balance,
+                hash_key: HashKey::parse(u.hash_key.as_deref()),
+                max_fails: u.max_fails,
+                fail_timeout_ms: u.fail_timeout.get().as_millis() as u64,
                 retries: u.retries,
                 keepalive: u.keepalive,
                 host_header: u.host_header.clone(),

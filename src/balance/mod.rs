@@ -1,49 +1,116 @@
-//! Server selection. Primaries with weight > 0 are candidates; backups are
-//! used only when no primary is, and then share the load among themselves.
-//! Servers already tried for this request are excluded (retries go elsewhere).
+//! Server selection, reading the state all workers share (`shm`): a server
+//! takes new requests when its admin state is READY, checks do not say DOWN,
+//! its current weight is above 0, and live traffic has not marked it down
+//! (passive detection). Backups are used only when no primary can be, and
+//! then share the load. Servers already tried for a request are excluded,
+//! so retries go elsewhere. If only passive marks stand in the way, they are
+//! ignored — trying a suspect server beats answering 503.
 //!
-//! The state here is per worker; issue #5 moves weights and server states
-//! into memory shared by all workers.
+//! The per-worker part here is small: round-robin positions, a random
+//! generator and the consistent-hash ring.
+
+mod hash;
+
+pub use hash::{hash_bytes, HashRing};
 
 use crate::config::Balance;
 use crate::route::ServerRt;
+use crate::shm::{ServerShared, Shm};
+use std::sync::atomic::Ordering;
+
+/// What a pick may look at besides the servers.
+pub struct PickCtx<'a> {
+    pub shm: &'a Shm,
+    pub upstream: usize,
+    pub now_ms: u64,
+    /// Hash of the request's `hash_key` (balance: hash), if it has one.
+    pub key: Option<u64>,
+}
 
 pub struct Balancer {
     algo: Balance,
     /// Smooth weighted round robin: each server's current weight.
     current: Vec<i64>,
+    /// leastconn: where the next scan starts, so ties rotate.
+    rotate: usize,
+    /// random: xorshift64* state.
+    rng: u64,
+    ring: Option<HashRing>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Pass {
+    /// Honour passive marks.
+    Strict,
+    /// Everything is marked: ignore passive marks.
+    Lenient,
 }
 
 impl Balancer {
     pub fn new(algo: Balance, servers: usize) -> Balancer {
+        let seed = (u64::from(std::process::id()) << 32)
+            ^ crate::shm::monotonic_ms()
+            ^ 0x9E37_79B9_7F4A_7C15;
         Balancer {
             algo,
             current: vec![0; servers],
+            rotate: 0,
+            rng: seed | 1,
+            ring: None,
         }
     }
 
     /// Picks a server index, or None when no server may take the request.
-    pub fn pick(&mut self, servers: &[ServerRt], excluded: &[usize]) -> Option<usize> {
-        let usable = |i: usize, s: &ServerRt, backup: bool| {
-            s.weight > 0 && s.backup == backup && !excluded.contains(&i)
-        };
-        for backup in [false, true] {
-            let any = servers
-                .iter()
-                .enumerate()
-                .any(|(i, s)| usable(i, s, backup));
-            if !any {
-                continue;
+    pub fn pick(
+        &mut self,
+        servers: &[ServerRt],
+        ctx: &PickCtx,
+        excluded: &[usize],
+    ) -> Option<usize> {
+        let algo = self.algo;
+        for pass in [Pass::Strict, Pass::Lenient] {
+            for backup in [false, true] {
+                let usable = |i: usize| -> Option<u32> {
+                    let s = servers.get(i)?;
+                    if s.backup != backup || excluded.contains(&i) {
+                        return None;
+                    }
+                    let sh = ctx.shm.server(ctx.upstream, i);
+                    if !sh.is_ready() || (pass == Pass::Strict && sh.passively_down(ctx.now_ms)) {
+                        return None;
+                    }
+                    Some(match algo {
+                        // static-rr ignores runtime weight changes (HAProxy).
+                        Balance::StaticRr => s.weight,
+                        _ => sh.weight.load(Ordering::Relaxed),
+                    })
+                };
+                if !(0..servers.len()).any(|i| usable(i).is_some_and(|w| w > 0)) {
+                    continue;
+                }
+                let choice = match self.algo {
+                    Balance::Roundrobin | Balance::StaticRr => {
+                        self.smooth_weighted(servers.len(), usable)
+                    }
+                    Balance::First => {
+                        (0..servers.len()).find(|&i| usable(i).is_some_and(|w| w > 0))
+                    }
+                    Balance::Leastconn => self.least_conn(servers.len(), ctx, usable),
+                    Balance::Random => self.two_choices(servers.len(), ctx, usable),
+                    Balance::Hash => match ctx.key {
+                        Some(key) => self.consistent(servers, ctx, key, usable),
+                        // No key in this request: spread like round robin (HAProxy).
+                        None => self.smooth_weighted(servers.len(), usable),
+                    },
+                };
+                if let Some(i) = choice {
+                    ctx.shm
+                        .server(ctx.upstream, i)
+                        .selections
+                        .fetch_add(1, Ordering::Relaxed);
+                    return Some(i);
+                }
             }
-            return match self.algo {
-                Balance::First => servers
-                    .iter()
-                    .enumerate()
-                    .position(|(i, s)| usable(i, s, backup)),
-                // static-rr has no runtime weight changes yet, so it is the
-                // same sequence as roundrobin for now.
-                _ => self.smooth_weighted(servers, |i, s| usable(i, s, backup)),
-            };
         }
         None
     }
@@ -53,19 +120,19 @@ impl Balancer {
     /// a a b a c a a — spread out, not bunched.
     fn smooth_weighted(
         &mut self,
-        servers: &[ServerRt],
-        usable: impl Fn(usize, &ServerRt) -> bool,
+        n: usize,
+        usable: impl Fn(usize) -> Option<u32>,
     ) -> Option<usize> {
-        if self.current.len() != servers.len() {
-            self.current = vec![0; servers.len()];
+        if self.current.len() != n {
+            self.current = vec![0; n];
         }
         let mut total: i64 = 0;
         let mut best: Option<usize> = None;
-        for (i, s) in servers.iter().enumerate() {
-            if !usable(i, s) {
+        for i in 0..n {
+            let Some(w) = usable(i).filter(|&w| w > 0) else {
                 continue;
-            }
-            let w = i64::from(s.weight);
+            };
+            let w = i64::from(w);
             self.current[i] += w;
             total += w;
             if best.is_none_or(|b| self.current[i] > self.current[b]) {
@@ -76,6 +143,108 @@ impl Balancer {
         self.current[b] -= total;
         Some(b)
     }
+
+    /// Fewest requests in flight (over all workers) per unit of weight;
+    /// the scan starts one further each time, so ties rotate.
+    fn least_conn(
+        &mut self,
+        n: usize,
+        ctx: &PickCtx,
+        usable: impl Fn(usize) -> Option<u32>,
+    ) -> Option<usize> {
+        let start = self.rotate % n.max(1);
+        self.rotate = self.rotate.wrapping_add(1);
+        let mut best: Option<(usize, u64, u64)> = None;
+        for k in 0..n {
+            let i = (start + k) % n;
+            let Some(w) = usable(i).filter(|&w| w > 0) else {
+                continue;
+            };
+            let active = u64::from(active(ctx, i)) + 1;
+            let w = u64::from(w);
+            // (active+1)/w < best_active/best_w, without division.
+            if best.is_none_or(|(_, ba, bw)| active * bw < ba * w) {
+                best = Some((i, active, w));
+            }
+        }
+        best.map(|(i, _, _)| i)
+    }
+
+    /// Power of two choices: two servers drawn by weight, the less loaded
+    /// (per unit of weight) wins.
+    fn two_choices(
+        &mut self,
+        n: usize,
+        ctx: &PickCtx,
+        usable: impl Fn(usize) -> Option<u32>,
+    ) -> Option<usize> {
+        let total: u64 = (0..n).filter_map(&usable).map(u64::from).sum();
+        if total == 0 {
+            return None;
+        }
+        let mut draw = || {
+            let mut r = self.next_random() % total;
+            for i in 0..n {
+                let w = u64::from(usable(i).unwrap_or(0));
+                if r < w {
+                    return Some(i);
+                }
+                r -= w;
+            }
+            None
+        };
+        let a = draw()?;
+        let b = draw()?;
+        let load = |i: usize| {
+            let w = u64::from(usable(i).unwrap_or(1).max(1));
+            (u64::from(active(ctx, i)) + 1, w)
+        };
+        let ((la, wa), (lb, wb)) = (load(a), load(b));
+        Some(if lb * wa < la * wb { b } else { a })
+    }
+
+    fn consistent(
+        &mut self,
+        servers: &[ServerRt],
+        ctx: &PickCtx,
+        key: u64,
+        usable: impl Fn(usize) -> Option<u32>,
+    ) -> Option<usize> {
+        let epoch = ctx
+            .shm
+            .upstream(ctx.upstream)
+            .weights_epoch
+            .load(Ordering::Relaxed);
+        if self.ring.as_ref().is_none_or(|r| r.epoch() != epoch) {
+            let weights: Vec<u32> = (0..servers.len())
+                .map(|i| {
+                    ctx.shm
+                        .server(ctx.upstream, i)
+                        .weight
+                        .load(Ordering::Relaxed)
+                })
+                .collect();
+            self.ring = Some(HashRing::build(servers, &weights, epoch));
+        }
+        self.ring
+            .as_ref()?
+            .lookup(key, |i| usable(i).is_some_and(|w| w > 0))
+    }
+
+    fn next_random(&mut self) -> u64 {
+        // xorshift64*: fast, good enough to spread load.
+        let mut x = self.rng;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.rng = x;
+        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+}
+
+fn active(ctx: &PickCtx, i: usize) -> u32 {
+    let s: &ServerShared = ctx.shm.server(ctx.upstream, i);
+    s.active.load(Ordering::Relaxed)
 }
 
 #[cfg(test)]
@@ -96,35 +265,158 @@ mod tests {
             .collect()
     }
 
+    fn shm_for(s: &[ServerRt]) -> Shm {
+        let shm = Shm::create(&[s.len()], 1).unwrap();
+        for (i, srv) in s.iter().enumerate() {
+            shm.server(0, i).weight.store(srv.weight, Ordering::Relaxed);
+        }
+        shm
+    }
+
+    fn ctx(shm: &Shm) -> PickCtx<'_> {
+        PickCtx {
+            shm,
+            upstream: 0,
+            now_ms: 1000,
+            key: None,
+        }
+    }
+
     #[test]
     fn smooth_sequence() {
         let s = servers(&[(5, false), (1, false), (1, false)]);
+        let shm = shm_for(&s);
         let mut b = Balancer::new(Balance::Roundrobin, 3);
-        let seq: Vec<usize> = (0..7).map(|_| b.pick(&s, &[]).unwrap()).collect();
+        let seq: Vec<usize> = (0..7)
+            .map(|_| b.pick(&s, &ctx(&shm), &[]).unwrap())
+            .collect();
         assert_eq!(seq, vec![0, 0, 1, 0, 2, 0, 0]);
     }
 
     #[test]
-    fn weights_and_exclusion() {
+    fn weights_exclusion_and_runtime_weight() {
         let s = servers(&[(1, false), (3, false), (0, false)]);
+        let shm = shm_for(&s);
         let mut b = Balancer::new(Balance::Roundrobin, 3);
         let mut counts = [0; 3];
         for _ in 0..8 {
-            counts[b.pick(&s, &[]).unwrap()] += 1;
+            counts[b.pick(&s, &ctx(&shm), &[]).unwrap()] += 1;
         }
         assert_eq!(counts, [2, 6, 0]);
-        assert_eq!(b.pick(&s, &[1]), Some(0));
-        assert_eq!(b.pick(&s, &[0, 1]), None);
+        assert_eq!(b.pick(&s, &ctx(&shm), &[1]), Some(0));
+        assert_eq!(b.pick(&s, &ctx(&shm), &[0, 1]), None);
+        shm.server(0, 1).weight.store(0, Ordering::Relaxed);
+        assert!((0..5).all(|_| b.pick(&s, &ctx(&shm), &[]) == Some(0)));
     }
 
     #[test]
-    fn backups_only_when_primaries_unusable() {
+    fn admin_health_and_backups() {
         let s = servers(&[(1, false), (1, true), (1, true)]);
+        let shm = shm_for(&s);
         let mut b = Balancer::new(Balance::Roundrobin, 3);
-        assert_eq!(b.pick(&s, &[]), Some(0));
-        let picks: Vec<usize> = (0..4).map(|_| b.pick(&s, &[0]).unwrap()).collect();
+        assert_eq!(b.pick(&s, &ctx(&shm), &[]), Some(0));
+        shm.server(0, 0)
+            .admin
+            .store(crate::shm::ADMIN_MAINT, Ordering::Relaxed);
+        let picks: Vec<usize> = (0..4)
+            .map(|_| b.pick(&s, &ctx(&shm), &[]).unwrap())
+            .collect();
         assert_eq!(picks, vec![1, 2, 1, 2]);
-        let mut f = Balancer::new(Balance::First, 3);
-        assert_eq!(f.pick(&s, &[0]), Some(1));
+        shm.server(0, 0)
+            .admin
+            .store(crate::shm::ADMIN_READY, Ordering::Relaxed);
+        shm.server(0, 0).check_down.store(1, Ordering::Relaxed);
+        assert_ne!(b.pick(&s, &ctx(&shm), &[]), Some(0));
+        shm.server(0, 0).check_down.store(0, Ordering::Relaxed);
+        assert_eq!(b.pick(&s, &ctx(&shm), &[]), Some(0));
+    }
+
+    #[test]
+    fn passive_marks_are_ignored_when_nothing_else_is_left() {
+        let s = servers(&[(1, false), (1, false)]);
+        let shm = shm_for(&s);
+        let mut b = Balancer::new(Balance::Roundrobin, 2);
+        shm.server(0, 0)
+            .down_until_ms
+            .store(5000, Ordering::Relaxed);
+        assert!((0..4).all(|_| b.pick(&s, &ctx(&shm), &[]) == Some(1)));
+        shm.server(0, 1)
+            .down_until_ms
+            .store(5000, Ordering::Relaxed);
+        assert!(b.pick(&s, &ctx(&shm), &[]).is_some());
+    }
+
+    #[test]
+    fn leastconn_prefers_idle_and_rotates_ties() {
+        let s = servers(&[(1, false), (1, false), (1, false)]);
+        let shm = shm_for(&s);
+        let mut b = Balancer::new(Balance::Leastconn, 3);
+        shm.server(0, 0).active.store(5, Ordering::Relaxed);
+        let picks: Vec<usize> = (0..4)
+            .map(|_| b.pick(&s, &ctx(&shm), &[]).unwrap())
+            .collect();
+        assert!(picks.iter().all(|&p| p != 0));
+        assert!(picks.contains(&1) && picks.contains(&2), "{picks:?}");
+    }
+
+    #[test]
+    fn random_two_choices_avoids_the_loaded_server() {
+        let s = servers(&[(1, false), (1, false)]);
+        let shm = shm_for(&s);
+        shm.server(0, 0).active.store(100, Ordering::Relaxed);
+        let mut b = Balancer::new(Balance::Random, 2);
+        let ones = (0..1000)
+            .filter(|_| b.pick(&s, &ctx(&shm), &[]) == Some(1))
+            .count();
+        // Server 1 wins unless both draws hit server 0 (p = 1/4).
+        assert!(ones > 650, "{ones}");
+    }
+
+    #[test]
+    fn first_takes_the_first_usable() {
+        let s = servers(&[(1, false), (1, false)]);
+        let shm = shm_for(&s);
+        let mut b = Balancer::new(Balance::First, 2);
+        assert!((0..3).all(|_| b.pick(&s, &ctx(&shm), &[]) == Some(0)));
+        shm.server(0, 0)
+            .admin
+            .store(crate::shm::ADMIN_DRAIN, Ordering::Relaxed);
+        assert_eq!(b.pick(&s, &ctx(&shm), &[]), Some(1));
+    }
+
+    #[test]
+    fn consistent_hash_is_sticky_and_moves_only_the_removed_servers_keys() {
+        let s = servers(&[(1, false), (1, false), (1, false), (1, false)]);
+        let shm = shm_for(&s);
+        let mut b = Balancer::new(Balance::Hash, 4);
+        let pick = |b: &mut Balancer, k: u64| {
+            let c = PickCtx {
+                key: Some(k),
+                ..ctx(&shm)
+            };
+            b.pick(&s, &c, &[]).unwrap()
+        };
+        let keys: Vec<u64> = (0..4000u64).map(|i| hash_bytes(&i.to_le_bytes())).collect();
+        let before: Vec<usize> = keys.iter().map(|&k| pick(&mut b, k)).collect();
+        assert_eq!(
+            before,
+            keys.iter().map(|&k| pick(&mut b, k)).collect::<Vec<_>>()
+        );
+        let mut counts = [0usize; 4];
+        for &p in &before {
+            counts[p] += 1;
+        }
+        assert!(counts.iter().all(|&c| c > 600), "{counts:?}");
+        shm.server(0, 2)
+            .admin
+            .store(crate::shm::ADMIN_MAINT, Ordering::Relaxed);
+        let after: Vec<usize> = keys.iter().map(|&k| pick(&mut b, k)).collect();
+        for (x, y) in before.iter().zip(&after) {
+            if *x != 2 {
+                assert_eq!(x, y, "a key of a remaining server moved");
+            } else {
+                assert_ne!(*y, 2);
+            }
+        }
     }
 }

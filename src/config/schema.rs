@@ -313,6 +313,13 @@ pub struct Upstream {
     pub keepalive: usize,
     #[serde(default = "default_retries")]
     pub retries: u32,
+    /// Passive detection: this many consecutive connect failures or
+    /// timeouts on live traffic mark a server down for `fail_timeout`
+    /// (nginx's max_fails / fail_timeout); 0 disables it.
+    #[serde(default = "default_max_fails")]
+    pub max_fails: u32,
+    #[serde(default = "default_fail_timeout")]
+    pub fail_timeout: HumanDuration,
     #[serde(default)]
     pub host_header: Option<String>,
     #[serde(default)]
@@ -329,6 +336,14 @@ fn default_keepalive() -> usize {
 
 fn default_retries() -> u32 {
     1
+}
+
+fn default_max_fails() -> u32 {
+    3
+}
+
+fn default_fail_timeout() -> HumanDuration {
+    HumanDuration::from_secs(10)
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]

@@ -740,21 +740,6 @@ fn reject_unsupported(cfg: &Config) -> Check {
     }
     for (name, up) in cfg.upstreams.iter() {
         let at = format!("upstreams.{name}");
-        if !matches!(
-            up.balance,
-            Balance::Roundrobin | Balance::StaticRr | Balance::First
-        ) {
-            return invalid(
-                format!("{at}.balance"),
-                format!(
-                    "balance {} is not supported yet (use roundrobin, static-rr or first)",
-                    balance_name(up.balance)
-                ),
-            );
-        }
-        if up.hash_key.is_some() {
-            return invalid(format!("{at}.hash_key"), "hash_key is not supported yet");
-        }
         if up.tls.is_some() {
             return invalid(
                 format!("{at}.tls"),
@@ -769,17 +754,6 @@ fn reject_unsupported(cfg: &Config) -> Check {
         }
     }
     Ok(())
-}
-
-fn balance_name(b: Balance) -> &'static str {
-    match b {
-        Balance::Roundrobin => "roundrobin",
-        Balance::Leastconn => "leastconn",
-        Balance::Random => "random",
-        Balance::Hash => "hash",
-        Balance::First => "first",
-        Balance::StaticRr => "static-rr",
-    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1388,16 +1362,14 @@ upstreams:
             "listeners[0].tls",
             "TLS is not supported yet",
         );
-        for balance in ["leastconn", "random", "hash"] {
-            assert_err(
-                &with_upstream(&format!(
-                    "    balance: {balance}\n    servers: [{{addr: \"127.0.0.1:1\"}}]\n"
-                )),
-                "upstreams.web.balance",
-                &format!("balance {balance} is not supported yet"),
-            );
-        }
-        for balance in ["roundrobin", "static-rr", "first"] {
+        for balance in [
+            "roundrobin",
+            "static-rr",
+            "first",
+            "leastconn",
+            "random",
+            "hash",
+        ] {
             ok(&with_upstream(&format!(
                 "    balance: {balance}\n    servers: [{{addr: \"127.0.0.1:1\"}}]\n"
             )));

@@ -107,6 +107,8 @@ pub struct Master {
     identity: Option<privileges::Identity>,
     /// This master took its sockets over from an older one.
     upgraded: bool,
+    /// State shared with this generation's workers and health checker.
+    shm: std::sync::Arc<crate::shm::Shm>,
 }
 
 /// Start-up choices made on the command line.
@@ -188,7 +190,9 @@ pub fn run(config: Config, opts: RunOptions) -> Result<(), MasterError> {
     sigs.register(poll.registry(), SIGNAL_TOKEN)
         .map_err(setup("signal setup"))?;
     set_process_name("forklb-master");
+    let shm = build_shm(&config, None).map_err(setup("shared memory"))?;
     let mut master = Master {
+        shm: std::sync::Arc::new(shm),
         access_log,
         children: Children::new(config.workers.resolve()),
         config,
@@ -245,6 +249,59 @@ fn bind_all(
         log::info!("closing listening socket {addr}: no longer configured");
     }
     Ok(out)
+}
+
+/// Creates the shared state of a generation: every server READY with its
+/// configured weight and, if checked, fully UP. With `previous` (a reload),
+/// admin states, weights changed at runtime and health carry over by
+/// upstream and server name, so neither an operator's `maint` nor a DOWN
+/// server is forgotten.
+fn build_shm(
+    config: &Config,
+    previous: Option<(&crate::shm::Shm, &Config)>,
+) -> io::Result<crate::shm::Shm> {
+    use std::sync::atomic::Ordering::Relaxed;
+    let counts: Vec<usize> = config
+        .upstreams
+        .iter()
+        .map(|(_, u)| u.servers.len())
+        .collect();
+    let shm = crate::shm::Shm::create(&counts, config.workers.resolve())?;
+    let now = crate::shm::unix_secs();
+    for (ui, (uname, up)) in config.upstreams.iter().enumerate() {
+        let full_health = up.health.as_ref().map_or(0, |h| h.rise + h.fall - 1);
+        for (si, s) in up.servers.iter().enumerate() {
+            let sh = shm.server(ui, si);
+            sh.weight.store(s.weight, Relaxed);
+            sh.admin.store(crate::shm::ADMIN_READY, Relaxed);
+            sh.checked.store(u8::from(up.health.is_some()), Relaxed);
+            sh.health.store(full_health, Relaxed);
+            sh.last_change.store(now, Relaxed);
+            let Some((old_shm, old_cfg)) = previous else {
+                continue;
+            };
+            let Some(oui) = old_cfg.upstreams.position(uname) else {
+                continue;
+            };
+            let old_up = &old_cfg.upstreams.0[oui].1;
+            let Some(osi) = old_up.servers.iter().position(|o| o.name == s.name) else {
+                continue;
+            };
+            let old = old_shm.server(oui, osi);
+            sh.admin.store(old.admin.load(Relaxed), Relaxed);
+            let old_weight = old.weight.load(Relaxed);
+            if old_weight != old_up.servers[osi].weight {
+                sh.weight.store(old_weight, Relaxed);
+            }
+            if up.health.is_some() && old_up.health.is_some() {
+                sh.check_down.store(old.check_down.load(Relaxed), Relaxed);
+                sh.health
+                    .store(old.health.load(Relaxed).min(full_health), Relaxed);
+            }
+            sh.last_change.store(old.last_change.load(Relaxed), Relaxed);
+        }
+    }
+    Ok(shm)
 }
 
 /// Hands the error log and access log files to the worker identity.
@@ -523,6 +580,16 @@ impl Master {
         if new.pid_file != self.config.pid_file {
             log::warn!("pid_file changes take effect at the next start");
         }
+        // Runtime state (admin states, changed weights, health) carries over
+        // to the new generation by upstream and server name.
+        let shm = match build_shm(&new, Some((&self.shm, &self.config))) {
+            Ok(s) => s,
+            Err(e) => {
+                log::error!("reload failed, keeping the running configuration: shared memory: {e}");
+                return;
+            }
+        };
+        self.shm = std::sync::Arc::new(shm);
         let pid_file = self.config.pid_file.clone();
         self.config = new;
         self.config.pid_file = pid_file;
@@ -674,6 +741,7 @@ impl Master {
             listeners,
             channel,
             access_log,
+            shm: std::sync::Arc::clone(&self.shm),
         })
     }
 }

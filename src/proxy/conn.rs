@@ -21,13 +21,15 @@ use super::io::{self, Io};
 use super::pool::Pool;
 use super::{upstream_token, Side};
 use crate::access_log::{self, AccessLog};
-use crate::balance::Balancer;
+use crate::balance::{hash_bytes, Balancer, PickCtx};
 use crate::buffer::{Buf, BufPool, VecPool};
 use crate::http::{self, errors, request, response, rewrite, Framing};
-use crate::route::{Action, Runtime};
+use crate::route::{Action, HashKey, Runtime};
+use crate::shm::{self, Shm};
 use mio::net::TcpStream;
 use mio::{Interest, Registry};
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 /// What the worker lends a connection while driving it.
@@ -39,6 +41,10 @@ pub struct Env<'a> {
     pub balancers: &'a mut [Balancer],
     pub pool: &'a mut Pool,
     pub access: &'a mut AccessLog,
+    /// State shared with the other workers (server states, counters).
+    pub shm: &'a Shm,
+    /// This worker's slot (its counters in `shm`).
+    pub slot: usize,
     pub now: Instant,
     /// The worker is shutting down gracefully: finish, then close.
     pub draining: bool,
@@ -101,6 +107,11 @@ struct Exchange {
     upstream_addr: Option<SocketAddr>,
     upstream_status: Option<u16>,
     upstream_started: Option<Instant>,
+    /// The server whose active count this request holds.
+    active_on: Option<usize>,
+    /// Head sizes, for the byte counters.
+    req_head_len: u64,
+    resp_head_len: u64,
 }
 
 impl Exchange {
@@ -125,6 +136,9 @@ impl Exchange {
             upstream_addr: None,
             upstream_status: None,
             upstream_started: None,
+            active_on: None,
+            req_head_len: 0,
+            resp_head_len: 0,
         }
     }
 }
@@ -342,6 +356,7 @@ impl Conn {
                 self.respond_error(env, 408, false)
             }
             Phase::Connect | Phase::SendRequest | Phase::ReadResponseHead => {
+                self.note_failure(env);
                 log::error!(
                     "upstream {upstream} timed out ({:?}), client: {}",
                     self.phase,
@@ -388,6 +403,7 @@ impl Conn {
     /// Gives every pooled resource back; the worker drops the sockets.
     fn finish(&mut self, env: &mut Env, outcome: Outcome) -> Outcome {
         if outcome == Outcome::Close {
+            self.release_server(env);
             if self.record.is_some() {
                 // Closed before the response completed: nginx's 499 if the
                 // client saw nothing, else what was being sent.
@@ -511,6 +527,10 @@ impl Conn {
         if env.access.enabled() {
             self.capture_record(env, &req, info.minor);
         }
+        env.shm
+            .worker(env.slot)
+            .requests
+            .fetch_add(1, Ordering::Relaxed);
         self.ex.is_head = info.is_head;
         self.ex.client_minor = info.minor;
         self.ex.client_keep_alive = info.keep_alive;
@@ -677,7 +697,18 @@ impl Conn {
         info: &request::RequestInfo,
     ) -> Dispatch {
         let upstream = &env.rt.upstreams[self.ex.upstream];
-        let Some(server) = env.balancers[self.ex.upstream].pick(&upstream.servers, &[]) else {
+        let key = match upstream.balance {
+            crate::config::Balance::Hash => self.hash_key(req, &upstream.hash_key),
+            _ => None,
+        };
+        let ctx = PickCtx {
+            shm: env.shm,
+            upstream: self.ex.upstream,
+            now_ms: shm::monotonic_ms(),
+            key,
+        };
+        let Some(server) = env.balancers[self.ex.upstream].pick(&upstream.servers, &ctx, &[])
+        else {
             log::error!("no server available in upstream {}", upstream.name);
             let keep = self.can_keep_after_error();
             let _ = self.respond_error(env, 503, keep);
@@ -706,6 +737,7 @@ impl Conn {
                 framing: info.framing,
             },
         );
+        self.ex.req_head_len = head.len() as u64;
         match self.connect(env, server, head, true) {
             Ok(_) => Dispatch::Consumed(info.head_len),
             Err(Closed) => Dispatch::Close,
@@ -718,6 +750,7 @@ impl Conn {
         let upstream = &env.rt.upstreams[self.ex.upstream];
         let addr = upstream.servers[server].addr;
         self.ex.server = server;
+        self.hold_server(env, server);
         self.ex.upstream_addr = Some(addr);
         self.ex.upstream_started.get_or_insert(env.now);
         if !self.ex.tried[..self.ex.ntried].contains(&server) && self.ex.ntried < MAX_TRIES {
@@ -823,10 +856,24 @@ impl Conn {
             e,
             self.peer
         );
+        let sh = env.shm.server(self.ex.upstream, self.ex.server);
+        sh.connect_errors.fetch_add(1, Ordering::Relaxed);
+        self.note_failure(env);
         if self.ex.retries_left > 0 {
             self.ex.retries_left -= 1;
             let tried = &self.ex.tried[..self.ex.ntried];
-            if let Some(next) = env.balancers[self.ex.upstream].pick(&upstream.servers, tried) {
+            let ctx = PickCtx {
+                shm: env.shm,
+                upstream: self.ex.upstream,
+                now_ms: shm::monotonic_ms(),
+                key: None,
+            };
+            if let Some(next) = env.balancers[self.ex.upstream].pick(&upstream.servers, &ctx, tried)
+            {
+                env.shm
+                    .server(self.ex.upstream, next)
+                    .retries
+                    .fetch_add(1, Ordering::Relaxed);
                 return self.connect(env, next, head, true);
             }
         }
@@ -1063,6 +1110,10 @@ impl Conn {
                     e.reason,
                     self.peer
                 );
+                env.shm
+                    .server(self.ex.upstream, self.ex.server)
+                    .response_errors
+                    .fetch_add(1, Ordering::Relaxed);
                 self.drop_upstream(env);
                 return self.respond_error(env, 502, false);
             }
@@ -1129,6 +1180,10 @@ impl Conn {
         rewrite::write_client_response(&mut out, &resp, mode, self.ex.client_minor);
         self.out = Some(out);
         self.ex.resp = Relay::new(Body::from_framing(info.framing));
+        self.ex.resp_head_len = info.head_len as u64;
+        let sh = env.shm.server(self.ex.upstream, self.ex.server);
+        sh.fails.store(0, Ordering::Relaxed);
+        sh.count_response(info.status);
         self.ex.status = info.status;
         self.ex.upstream_status = Some(info.status);
         self.ex.upstream_keep_alive = info.keep_alive;
@@ -1250,6 +1305,7 @@ impl Conn {
     }
 
     fn next_request(&mut self, env: &mut Env) -> Step {
+        self.release_server(env);
         self.log_request(env);
         if let Some(v) = self.out.take() {
             env.heads.put(v);
@@ -1274,6 +1330,86 @@ impl Conn {
             self.set_deadline(env, env.rt.timeouts.keepalive);
         }
         Ok(true)
+    }
+
+    // ----- Shared server state ---------------------------------------------
+
+    /// Counts this request as active on `server` (moving it from another
+    /// server when a retry switched).
+    fn hold_server(&mut self, env: &mut Env, server: usize) {
+        if self.ex.active_on == Some(server) {
+            return;
+        }
+        if let Some(old) = self.ex.active_on.take() {
+            env.shm.server(self.ex.upstream, old).end();
+        }
+        env.shm.server(self.ex.upstream, server).begin();
+        self.ex.active_on = Some(server);
+    }
+
+    /// The request no longer occupies its server: settle the counters.
+    fn release_server(&mut self, env: &mut Env) {
+        if let Some(s) = self.ex.active_on.take() {
+            let sh = env.shm.server(self.ex.upstream, s);
+            sh.end();
+            sh.bytes_in
+                .fetch_add(self.ex.req_head_len + self.ex.req.sent, Ordering::Relaxed);
+            sh.bytes_out
+                .fetch_add(self.ex.resp_head_len + self.ex.resp.sent, Ordering::Relaxed);
+        }
+    }
+
+    /// Passive detection: a connect failure or timeout on live traffic.
+    /// `max_fails` in a row mark the server down for `fail_timeout`.
+    fn note_failure(&mut self, env: &mut Env) {
+        let up = &env.rt.upstreams[self.ex.upstream];
+        if up.max_fails == 0 {
+            return;
+        }
+        let sh = env.shm.server(self.ex.upstream, self.ex.server);
+        let fails = sh.fails.fetch_add(1, Ordering::Relaxed) + 1;
+        if fails >= up.max_fails {
+            sh.fails.store(0, Ordering::Relaxed);
+            sh.down_until_ms
+                .store(shm::monotonic_ms() + up.fail_timeout_ms, Ordering::Relaxed);
+            log::warn!(
+                "server {}/{} marked down for {}ms after {fails} consecutive failures",
+                up.name,
+                up.servers[self.ex.server].name,
+                up.fail_timeout_ms
+            );
+        }
+    }
+
+    /// The hash of the request's `hash_key`, or None if it has none.
+    fn hash_key(&self, req: &httparse::Request, key: &HashKey) -> Option<u64> {
+        match key {
+            HashKey::Source => Some(match self.peer.ip() {
+                std::net::IpAddr::V4(ip) => hash_bytes(&ip.octets()),
+                std::net::IpAddr::V6(ip) => hash_bytes(&ip.octets()),
+            }),
+            HashKey::Uri => {
+                let target = req.path.unwrap_or("/");
+                let path = request::split_absolute(target).map_or(target, |(_, p)| p);
+                let path = path.split('?').next().unwrap_or(path);
+                Some(hash_bytes(path.as_bytes()))
+            }
+            HashKey::Header(name) => req
+                .headers
+                .iter()
+                .find(|h| h.name.eq_ignore_ascii_case(name))
+                .map(|h| hash_bytes(http::trim_ows(h.value))),
+            HashKey::Cookie(name) => req
+                .headers
+                .iter()
+                .filter(|h| http::name_is(h.name, "cookie"))
+                .flat_map(|h| h.value.split(|&b| b == b';'))
+                .find_map(|pair| {
+                    let pair = http::trim_ows(pair);
+                    let eq = pair.iter().position(|&b| b == b'=')?;
+                    (pair[..eq] == *name.as_bytes()).then(|| hash_bytes(&pair[eq + 1..]))
+                }),
+        }
     }
 
     // ----- Access log -------------------------------------------------------

@@ -52,6 +52,8 @@ pub struct WorkerSetup {
     /// The worker's end of its channel to the master.
     pub channel: std::os::unix::net::UnixStream,
     pub access_log: AccessLog,
+    /// State shared by every process of this generation.
+    pub shm: std::sync::Arc<crate::shm::Shm>,
 }
 
 struct Worker {
@@ -70,6 +72,8 @@ struct Worker {
     next_sweep: Instant,
     access: AccessLog,
     next_access_flush: Instant,
+    shm: std::sync::Arc<crate::shm::Shm>,
+    slot: usize,
     signals: SignalSet,
     channel: UnixStream,
     next_conn_id: u64,
@@ -128,6 +132,8 @@ impl Worker {
             pool,
             next_sweep: Instant::now() + POOL_SWEEP_EVERY,
             access: setup.access_log,
+            shm: setup.shm,
+            slot: setup.slot,
             next_access_flush: Instant::now() + access_log::FLUSH_EVERY,
             listeners: setup.listeners,
             accepting: true,
@@ -146,6 +152,10 @@ impl Worker {
     }
 
     fn run(&mut self) -> io::Result<()> {
+        self.shm
+            .worker(self.slot)
+            .pid
+            .store(std::process::id(), std::sync::atomic::Ordering::Relaxed);
         // Tell the master we are ready to serve.
         let _ = self.channel.write(b"R");
         let mut events = Events::with_capacity(1024);
@@ -233,6 +243,8 @@ impl Worker {
             balancers: &mut self.balancers,
             pool: &mut self.pool,
             access: &mut self.access,
+            shm: &self.shm,
+            slot: self.slot,
             now,
             draining: self.drain_deadline.is_some(),
         }
@@ -364,6 +376,13 @@ impl Worker {
             let conn = Conn::new(id, usize::MAX, stream, peer, listener, &env);
             self.conns.insert(conn)
         };
+        let stats = self.shm.worker(self.slot);
+        stats
+            .conns_current
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        stats
+            .conns_total
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let Some(conn) = self.conns.get_mut(slot) else {
             return;
         };
@@ -374,7 +393,7 @@ impl Worker {
             Interest::READABLE | Interest::WRITABLE,
         ) {
             log::error!("cannot register a client connection: {e}");
-            self.conns.remove(slot);
+            self.close(slot);
             return;
         }
         self.run_conn(slot, now, |conn, env| conn.drive(env));
@@ -406,6 +425,8 @@ impl Worker {
             access,
             timers,
             drain_deadline,
+            shm,
+            slot: worker_slot,
             ..
         } = &mut *self;
         let Some(conn) = conns.get_mut(slot) else {
@@ -419,6 +440,8 @@ impl Worker {
             balancers,
             pool,
             access,
+            shm,
+            slot: *worker_slot,
             now,
             draining: drain_deadline.is_some(),
         };
@@ -454,6 +477,11 @@ impl Worker {
 
     fn close(&mut self, slot: usize) {
         if let Some(mut conn) = self.conns.remove(slot) {
+            let _ = self.shm.worker(self.slot).conns_current.fetch_update(
+                std::sync::atomic::Ordering::Relaxed,
+                std::sync::atomic::Ordering::Relaxed,
+                |v| v.checked_sub(1),
+            );
             let _ = self.poll.registry().deregister(conn.client_mut());
             let mut env = self.env(Instant::now());
             conn.release(&mut env);
