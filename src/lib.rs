@@ -12,6 +12,7 @@ pub mod balance;
 pub mod buffer;
 pub mod cli;
 pub mod config;
+pub mod health;
 pub mod http;
 pub mod log;
 pub mod master;

@@ -2,7 +2,7 @@
 //! routes (host match + path prefix → action), per upstream its servers.
 //! Built once per generation; workers only read it.
 
-use crate::config::{Balance, Config};
+use crate::config::{Balance, Config, HealthKind};
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -84,8 +84,22 @@ impl HashKey {
     }
 }
 
+/// Active health checks of an upstream's servers.
+#[derive(Debug, Clone)]
+pub struct HealthRt {
+    pub kind: HealthKind,
+    pub path: String,
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub rise: u32,
+    pub fall: u32,
+    /// Accepted HTTP statuses, inclusive.
+    pub expect: (u16, u16),
+}
+
 pub struct UpstreamRt {
     pub name: String,
+    pub health: Option<HealthRt>,
     pub balance: Balance,
     pub hash_key: HashKey,
     /// Passive detection (0 = off) and how long a mark lasts.
@@ -138,6 +152,16 @@ impl Runtime {
             .iter()
             .map(|(name, u)| UpstreamRt {
                 name: name.clone(),
+                health: u.health.as_ref().map(|h| HealthRt {
+                    kind: h.kind,
+                    path: h.path.clone(),
+                    interval: h.interval.get(),
+                    timeout: h.timeout.get(),
+                    rise: h.rise.max(1),
+                    fall: h.fall.max(1),
+                    expect: crate::config::parse_status_range(&h.expect_status)
+                        .unwrap_or((200, 399)),
+                }),
                 balance: u.balance,
                 hash_key: HashKey::parse(u.hash_key.as_deref()),
                 max_fails: u.max_fails,

@@ -6,7 +6,7 @@ mod validate;
 
 pub use schema::*;
 pub use units::{ByteSize, HumanDuration};
-pub use validate::ConfigError;
+pub use validate::{parse_status_range, ConfigError};
 
 use std::path::Path;
 

@@ -746,12 +746,6 @@ fn reject_unsupported(cfg: &Config) -> Check {
                 "TLS to upstream servers is not supported yet",
             );
         }
-        if up.health.is_some() {
-            return invalid(
-                format!("{at}.health"),
-                "active health checks are not supported yet",
-            );
-        }
     }
     Ok(())
 }
@@ -1382,11 +1376,9 @@ upstreams:
         ok(&with_upstream(
             "    tls: null\n    servers: [{addr: \"127.0.0.1:1\"}]\n",
         ));
-        assert_err(
-            &with_upstream("    health: {type: http}\n    servers: [{addr: \"127.0.0.1:1\"}]\n"),
-            "upstreams.web.health",
-            "not supported yet",
-        );
+        ok(&with_upstream(
+            "    health: {type: http}\n    servers: [{addr: \"127.0.0.1:1\"}]\n",
+        ));
     }
 
     #[test]

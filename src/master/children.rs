@@ -258,7 +258,7 @@ pub fn signal_pids(pids: &[Pid], sig: libc::c_int) {
 }
 
 /// No delay after a worker that lived long; then 250ms, 500ms, ... up to 30s.
-fn backoff(failures: u32) -> Duration {
+pub fn backoff(failures: u32) -> Duration {
     if failures == 0 {
         return Duration::ZERO;
     }

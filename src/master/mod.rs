@@ -19,7 +19,7 @@ pub use upgrade::oldbin_path;
 use crate::config::Config;
 use crate::net;
 use crate::signals::{self, SignalSet};
-use children::{signal_pids, Children};
+use children::{backoff, signal_pids, Children};
 use mio::{Events, Poll, Token};
 use nix::unistd::Pid;
 use std::fmt;
@@ -109,6 +109,18 @@ pub struct Master {
     upgraded: bool,
     /// State shared with this generation's workers and health checker.
     shm: std::sync::Arc<crate::shm::Shm>,
+    health: HealthProc,
+}
+
+/// The health checker process of the current generation.
+#[derive(Default)]
+struct HealthProc {
+    pid: Option<Pid>,
+    /// Our end of its channel: when the master dies, the checker sees EOF.
+    channel: Option<std::os::unix::net::UnixStream>,
+    spawned_at: Option<Instant>,
+    respawn_at: Option<Instant>,
+    failures: u32,
 }
 
 /// Start-up choices made on the command line.
@@ -193,6 +205,7 @@ pub fn run(config: Config, opts: RunOptions) -> Result<(), MasterError> {
     let shm = build_shm(&config, None).map_err(setup("shared memory"))?;
     let mut master = Master {
         shm: std::sync::Arc::new(shm),
+        health: HealthProc::default(),
         access_log,
         children: Children::new(config.workers.resolve()),
         config,
@@ -370,10 +383,14 @@ impl Master {
             State::Running => None,
             State::Quitting { kill_at } | State::Terminating { kill_at } => Some(kill_at),
         };
-        [kill_at, self.children.next_respawn()]
-            .into_iter()
-            .flatten()
-            .min()
+        [
+            kill_at,
+            self.children.next_respawn(),
+            self.health.respawn_at,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     fn take_signal(&self, sig: libc::c_int) -> bool {
@@ -388,6 +405,8 @@ impl Master {
         for (pid, how) in self.children.reap(now, running) {
             if self.upgrade_child == Some(pid) {
                 self.upgrade_failed(&how);
+            } else if self.health.pid == Some(pid) {
+                self.health_exited(&how, now, running);
             } else {
                 log::info!("process {pid} {how}");
             }
@@ -401,6 +420,7 @@ impl Master {
             notify::notify("STOPPING=1");
             self.close_listeners();
             self.children.signal_all(libc::SIGTERM);
+            self.stop_health(libc::SIGTERM);
             self.state = State::Terminating {
                 kill_at: now + TERM_GRACE,
             };
@@ -425,6 +445,7 @@ impl Master {
             }
             self.close_listeners();
             self.children.signal_all(libc::SIGQUIT);
+            self.stop_health(libc::SIGTERM);
             self.state = State::Quitting {
                 kill_at: now + self.config.shutdown_timeout.get() + QUIT_GRACE,
             };
@@ -468,6 +489,7 @@ impl Master {
         match self.state {
             State::Running => {
                 self.spawn_missing(now);
+                self.spawn_health_if_needed(now);
                 if !self.pid_written && self.children.all_ready() {
                     match pidfile::write(&self.config.pid_file, self.pid) {
                         Ok(()) => {
@@ -491,7 +513,7 @@ impl Master {
                 false
             }
             State::Quitting { kill_at } | State::Terminating { kill_at } => {
-                if self.children.is_empty() {
+                if self.children.is_empty() && self.health.pid.is_none() {
                     return true;
                 }
                 if now >= kill_at {
@@ -500,6 +522,7 @@ impl Master {
                         self.children.len()
                     );
                     self.children.signal_all(libc::SIGKILL);
+                    self.stop_health(libc::SIGKILL);
                     // Give the kernel a moment; reaping happens on SIGCHLD.
                     self.state = State::Terminating {
                         kill_at: now + Duration::from_secs(1),
@@ -604,6 +627,9 @@ impl Master {
             old.len()
         );
         signal_pids(&old, libc::SIGQUIT);
+        // The old generation's checker goes; the new one starts this turn.
+        self.stop_health(libc::SIGTERM);
+        self.health = HealthProc::default();
     }
 
     /// USR2: start the binary on disk beside us with our sockets.
@@ -666,6 +692,91 @@ impl Master {
                 let _ = pidfile::write(&self.config.pid_file, self.pid);
             }
             self.pid_path = self.config.pid_file.clone();
+        }
+    }
+
+    fn spawn_health_if_needed(&mut self, now: Instant) {
+        let needed = self
+            .config
+            .upstreams
+            .iter()
+            .any(|(_, u)| u.health.is_some());
+        if !needed || self.health.pid.is_some() || self.health.respawn_at.is_some_and(|t| t > now) {
+            return;
+        }
+        self.health.respawn_at = None;
+        if let Err(e) = self.spawn_health(now) {
+            log::error!("cannot start the health checker: {e}");
+            self.health.failures += 1;
+            self.health.respawn_at = Some(now + backoff(self.health.failures));
+        }
+    }
+
+    fn spawn_health(&mut self, now: Instant) -> io::Result<()> {
+        let (master_end, checker_end) = std::os::unix::net::UnixStream::pair()?;
+        // SAFETY: the master is single-threaded.
+        match unsafe { nix::unistd::fork() }.map_err(io::Error::from)? {
+            nix::unistd::ForkResult::Parent { child } => {
+                log::info!("started the health checker as process {child}");
+                self.health.pid = Some(child);
+                self.health.channel = Some(master_end);
+                self.health.spawned_at = Some(now);
+                Ok(())
+            }
+            nix::unistd::ForkResult::Child => {
+                drop(master_end);
+                let code = self.become_health(checker_end);
+                std::process::exit(code);
+            }
+        }
+    }
+
+    /// Runs in the forked child: drops the master's resources, then checks.
+    fn become_health(&mut self, channel: std::os::unix::net::UnixStream) -> i32 {
+        crate::log::set_role(crate::log::Role::Health);
+        set_process_name("forklb-health");
+        if let Some(s) = self.signals.take() {
+            s.unregister();
+        }
+        self.children.close_all_channels();
+        self.health.channel = None;
+        // SAFETY: as in become_worker: closed once, never used again.
+        unsafe {
+            libc::close(std::os::fd::AsRawFd::as_raw_fd(&self.poll));
+        }
+        self.sockets.clear();
+        if let Some(id) = &self.identity {
+            if let Err(e) = privileges::drop_to(id) {
+                log::error!("cannot switch to user {} (uid {}): {e}", id.user, id.uid);
+                return crate::cli::EXIT_RUNTIME;
+            }
+        }
+        crate::health::run(crate::health::HealthSetup {
+            runtime: crate::route::Runtime::new(&self.config),
+            shm: std::sync::Arc::clone(&self.shm),
+            channel,
+        })
+    }
+
+    fn health_exited(&mut self, how: &str, now: Instant, respawn: bool) {
+        let young = self
+            .health
+            .spawned_at
+            .is_some_and(|t| now.duration_since(t) < Duration::from_secs(2));
+        self.health.pid = None;
+        self.health.channel = None;
+        if !respawn {
+            log::info!("health checker {how}");
+            return;
+        }
+        self.health.failures = if young { self.health.failures + 1 } else { 0 };
+        self.health.respawn_at = Some(now + backoff(self.health.failures));
+        log::error!("health checker {how} unexpectedly; respawning");
+    }
+
+    fn stop_health(&mut self, sig: libc::c_int) {
+        if let Some(pid) = self.health.pid {
+            signal_pids(&[pid], sig);
         }
     }
 
