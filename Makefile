@@ -34,5 +34,9 @@ install: build
 	rm -f forklb.service.tmp
 	install -d -m 0755 $(DESTDIR)/var/log/forklb
 
+## make bench: forklb vs nginx vs HAProxy (QUICK=1 for a short smoke run).
+bench:
+	bash bench/run.sh
+
 clean:
 	$(CARGO) clean

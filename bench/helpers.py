@@ -1,0 +1,575 @@
+#!/usr/bin/env python3
+"""Measurement helpers for bench/run.sh (standard library only).
+
+run.sh does the orchestration (install, configs, start/stop of processes);
+everything that needs /proc parsing, sockets or arithmetic lives here, as
+subcommands:
+
+  freeports N                      print N distinct free TCP ports on 127.0.0.1
+  waitport PORT SECONDS            wait until 127.0.0.1:PORT accepts connections
+  procs PID                        print PID and its direct children (master + workers)
+  check PORT PATH LENGTH [FILE]    GET http://127.0.0.1:PORT/PATH, expect 200, LENGTH bytes
+                                   (and the contents of FILE)
+  wrk SCEN PROXY ROUND PID RESULTS RAWDIR -- WRK-ARGS...
+                                   one measured wrk run: CPU of the proxy before/after,
+                                   parse --latency output, append to RESULTS (TSV)
+  idle SCEN PROXY PID PORT N RESULTS
+                                   open N idle keep-alive connections, measure RSS growth
+  summary RESULTS HEADERFILE       medians over rounds + ratio table
+"""
+
+import json
+import os
+import resource
+import select
+import socket
+import statistics
+import subprocess
+import sys
+import time
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+# --------------------------------------------------------------------------
+# /proc helpers
+# --------------------------------------------------------------------------
+
+def children_of(pid):
+    """Direct children of pid (the workers of an nginx/forklb master)."""
+    kids = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat") as f:
+                st = f.read()
+        except OSError:
+            continue  # the process went away while we scanned
+        # comm (field 2) may contain spaces and ')' -> split after the last ')'.
+        fields = st[st.rindex(")") + 2:].split()
+        if int(fields[1]) == pid:  # field 4 = ppid
+            kids.append(int(name))
+    return sorted(kids)
+
+
+def proc_set(pid):
+    """The proxy's processes: the master (or single process) and its children."""
+    return [pid] + children_of(pid)
+
+
+def cpu_ticks(pids):
+    """utime + stime (fields 14 and 15 of /proc/PID/stat) summed, in clock ticks."""
+    total = 0
+    for p in pids:
+        try:
+            with open(f"/proc/{p}/stat") as f:
+                st = f.read()
+        except OSError:
+            continue
+        fields = st[st.rindex(")") + 2:].split()
+        # after "pid (comm) " the first field is field 3 (state) -> index = field - 3
+        total += int(fields[14 - 3]) + int(fields[15 - 3])
+    return total
+
+
+def ticks_by_pid(pids):
+    return {p: cpu_ticks([p]) for p in pids}
+
+
+def system_task_ticks():
+    """user + nice + system of all CPUs (first line of /proc/stat), in ticks.
+
+    irq/softirq time is left out on purpose: loopback networking of our own
+    traffic is accounted there and belongs to no process.
+    """
+    with open("/proc/stat") as f:
+        v = f.readline().split()[1:]
+    return int(v[0]) + int(v[1]) + int(v[2])
+
+
+def rss_bytes(pids):
+    """Sum of VmRSS over the processes, in bytes."""
+    total = 0
+    for p in pids:
+        try:
+            with open(f"/proc/{p}/status") as f:
+                for line in f:
+                    if line.startswith("VmRSS:"):
+                        total += int(line.split()[1]) * 1024
+                        break
+        except OSError:
+            continue
+    return total
+
+
+# --------------------------------------------------------------------------
+# small subcommands
+# --------------------------------------------------------------------------
+
+def cmd_freeports(n):
+    # Bind all of them at once so that the kernel hands out distinct ports,
+    # then release them; the small race with other programs is acceptable.
+    socks = []
+    for _ in range(int(n)):
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        socks.append(s)
+    print(" ".join(str(s.getsockname()[1]) for s in socks))
+    for s in socks:
+        s.close()
+
+
+def cmd_waitport(port, seconds):
+    deadline = time.monotonic() + float(seconds)
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", int(port)), timeout=0.5).close()
+            return 0
+        except OSError:
+            time.sleep(0.05)
+    print(f"port {port} did not open within {seconds}s", file=sys.stderr)
+    return 1
+
+
+def cmd_procs(pid):
+    print(" ".join(map(str, proc_set(int(pid)))))
+
+
+def cmd_check(port, path, length, expect_file=None):
+    import http.client
+    conn = http.client.HTTPConnection("127.0.0.1", int(port), timeout=5)
+    try:
+        conn.request("GET", path)
+        resp = conn.getresponse()
+        body = resp.read()
+    except OSError as e:
+        print(f"GET {path} on :{port} failed: {e}", file=sys.stderr)
+        return 1
+    if resp.status != 200 or len(body) != int(length):
+        print(f"GET {path} on :{port}: status {resp.status}, {len(body)} bytes "
+              f"(want 200, {length} bytes)", file=sys.stderr)
+        return 1
+    if expect_file and body != open(expect_file, "rb").read():
+        print(f"GET {path} on :{port}: body differs from {expect_file}", file=sys.stderr)
+        return 1
+    return 0
+
+
+# --------------------------------------------------------------------------
+# wrk runs
+# --------------------------------------------------------------------------
+
+UNITS_TIME = {"us": 1.0, "ms": 1e3, "s": 1e6, "m": 60e6, "h": 3600e6}
+UNITS_SIZE = {"B": 1, "KB": 1024, "MB": 1024 ** 2, "GB": 1024 ** 3, "TB": 1024 ** 4}
+
+
+def parse_time_us(tok):
+    for unit in ("us", "ms", "s", "m", "h"):  # "ms" before "s"
+        if tok.endswith(unit):
+            return float(tok[: -len(unit)]) * UNITS_TIME[unit]
+    raise ValueError(tok)
+
+
+def parse_size(tok):
+    for unit in ("KB", "MB", "GB", "TB", "B"):
+        if tok.endswith(unit):
+            return float(tok[: -len(unit)]) * UNITS_SIZE[unit]
+    raise ValueError(tok)
+
+
+def parse_wrk(text):
+    """Pull the numbers we need out of wrk's --latency output."""
+    r = {"non2xx": 0, "sockerr": "", "p50_us": None, "p99_us": None}
+    in_dist = False
+    for line in text.splitlines():
+        s = line.strip()
+        if s.startswith("Latency Distribution"):
+            in_dist = True
+            continue
+        if in_dist and s[:3] in ("50%", "99%"):
+            r["p50_us" if s.startswith("50") else "p99_us"] = parse_time_us(s.split()[1])
+            continue
+        if " requests in " in s:           # "123456 requests in 10.00s, 12.3MB read"
+            in_dist = False
+            parts = s.split()
+            r["requests"] = int(parts[0])
+            r["bytes"] = parse_size(parts[4])
+            r["seconds"] = parse_time_us(parts[3].rstrip(",")) / 1e6
+        elif s.startswith("Requests/sec:"):
+            r["rps"] = float(s.split()[1])
+        elif s.startswith("Transfer/sec:"):
+            r["bps"] = parse_size(s.split()[1])
+        elif s.startswith("Non-2xx or 3xx responses:"):
+            r["non2xx"] = int(s.split()[-1])
+            r["non2xx_line"] = s
+        elif s.startswith("Socket errors:"):
+            r["sockerr"] = s
+    return r
+
+
+def fmt_ms(us):
+    return "n/a" if us is None else f"{us / 1000:.2f}ms"
+
+
+def append_result(path, rec):
+    with open(path, "a") as f:
+        f.write(json.dumps(rec) + "\n")
+
+
+def wait_quiet(max_wait, threshold_pct=15.0):
+    """Between runs our own processes are idle, so CPU use is someone else's
+    (a compiler, a test suite). Wait, bounded, until it drops below threshold;
+    return the last measured foreign load in % of one core."""
+    deadline = time.monotonic() + max_wait
+    while True:
+        a = system_task_ticks()
+        time.sleep(1.0)
+        load = (system_task_ticks() - a) / CLK_TCK * 100
+        if load < threshold_pct or time.monotonic() >= deadline:
+            return load
+
+
+def wrk_attempt(scen, proxy, rnd, attempt, pid, rawdir, wrk_args):
+    """One wrk run against the proxy whose master (or only) process is pid."""
+    busy_before = wait_quiet(float(os.environ.get("QUIET_WAIT", "60")))
+    before_set = proc_set(pid)
+    w0 = ticks_by_pid(before_set)
+    # Other CPU users on this (shared) machine skew results: measure how much
+    # CPU went to anything but the proxy, the backend and wrk during the run.
+    backend = proc_set(int(os.environ["BENCH_BACKEND_PID"])) \
+        if os.environ.get("BENCH_BACKEND_PID") else []
+    b0, sys0 = cpu_ticks(backend), system_task_ticks()
+    ch0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    # The duration is in the wrk args; give wrk that long plus a margin, then
+    # kill it, so that a wedged proxy cannot hang the benchmark.
+    d = next((wrk_args[i + 1] if a == "-d" else a[2:]) for i, a in enumerate(wrk_args)
+             if a.startswith("-d"))
+    dur = parse_time_us(d if d[-1].isalpha() else d + "s") / 1e6
+    try:
+        out = subprocess.run(["wrk", *wrk_args], capture_output=True, text=True,
+                             timeout=dur + 30)
+        text, rc = out.stdout + out.stderr, out.returncode
+    except subprocess.TimeoutExpired as e:
+        text = e.stdout.decode() if isinstance(e.stdout, bytes) else (e.stdout or "")
+        rc = f"killed after {dur + 30:.0f}s"
+    after_set = proc_set(pid)
+    w1 = ticks_by_pid(after_set)
+    ch1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    b1, sys1 = cpu_ticks(backend), system_task_ticks()
+    t0, t1 = sum(w0.values()), sum(w1.values())
+    wrk_ticks = (ch1.ru_utime + ch1.ru_stime - ch0.ru_utime - ch0.ru_stime) * CLK_TCK
+    elapsed_ticks = max(dur, 1) * CLK_TCK
+    other_pct = max(0.0, (sys1 - sys0) - (t1 - t0) - (b1 - b0) - wrk_ticks) / elapsed_ticks * 100
+    # How the proxy's CPU was split over its processes (a worker that got most
+    # connections shows up as e.g. 85/15; HAProxy is one process).
+    split = "/".join(f"{100 * (w1.get(p, 0) - w0.get(p, 0)) / max(t1 - t0, 1):.0f}"
+                     for p in before_set if p != pid)
+    raw = os.path.join(rawdir, f"{scen}-{proxy}-r{rnd}-a{attempt}.txt")
+    with open(raw, "w") as f:
+        f.write(" ".join(["wrk", *wrk_args]) + "\n" + text)
+
+    w = parse_wrk(text)
+    rec = {"scen": scen, "proxy": proxy, "round": int(rnd), "raw": raw,
+           "other_cpu_pct": other_pct, "worker_split": split, "busy_before_pct": busy_before}
+    problems = []
+    if rc != 0 or "requests" not in w or "rps" not in w:
+        problems.append(f"wrk exit {rc}, output unparsable (see {raw})")
+    else:
+        cpu_us = (t1 - t0) / CLK_TCK * 1e6
+        rec.update(rps=w["rps"], p50_us=w["p50_us"], p99_us=w["p99_us"],
+                   mibps=w.get("bps", 0) / 1024 ** 2, requests=w["requests"],
+                   cpu_us_per_req=cpu_us / w["requests"] if w["requests"] else None)
+    if w.get("non2xx"):
+        problems.append(w["non2xx_line"])
+    if w.get("sockerr"):
+        problems.append(w["sockerr"])
+    # A different process set means a worker died (and was maybe respawned):
+    # that is a bug worth reporting, and its CPU time is lost from the sum.
+    if before_set != after_set:
+        problems.append(f"process set changed during the run: {before_set} -> {after_set}")
+    rec["problems"] = problems
+
+    if "rps" in rec:
+        line = (f"  {scen:<10} round {rnd} {proxy:<8} {rec['rps']:>10.0f} req/s  "
+                f"p50 {fmt_ms(rec['p50_us']):>8}  p99 {fmt_ms(rec['p99_us']):>8}  "
+                f"cpu {rec['cpu_us_per_req']:7.1f} us/req")
+        if scen == "1m":
+            line += f"  {rec['mibps']:7.1f} MiB/s"
+        if split:
+            line += f"  workers {split}%"
+        line += f"  other-load {other_pct:.0f}%"
+        if busy_before >= 15:
+            line += f" (machine was {busy_before:.0f}% busy before the run)"
+    else:
+        line = f"  {scen:<10} round {rnd} {proxy:<8} FAILED"
+    print(line, flush=True)
+    for p in problems:
+        print(f"      !! {proxy}: {p}", flush=True)
+    return rec
+
+
+NOISY_PCT = 20.0  # other processes using more than this share of a core = noisy run
+
+
+def cmd_wrk(scen, proxy, rnd, pid, results, rawdir, *wrk_args):
+    """A measured run; repeated (at most NOISE_RETRIES times) while other
+    processes on the machine ate more than NOISY_PCT of a core during it. The
+    least disturbed attempt is kept; errors seen in any attempt are kept too."""
+    retries = int(os.environ.get("NOISE_RETRIES", "2"))
+    attempts = []
+    for a in range(1 + retries):
+        rec = wrk_attempt(scen, proxy, rnd, a + 1, int(pid), rawdir, wrk_args)
+        attempts.append(rec)
+        if rec["other_cpu_pct"] <= NOISY_PCT:
+            break
+        if a < retries:
+            print(f"      .. other processes used {rec['other_cpu_pct']:.0f}% of a core: "
+                  f"repeating this run", flush=True)
+    best = min(attempts, key=lambda r: r["other_cpu_pct"])
+    for r in attempts:
+        if r is not best:
+            best["problems"] += [f"(in a discarded noisy attempt) {p}" for p in r["problems"]]
+    best["attempts"] = len(attempts)
+    append_result(results, best)
+    return 0
+
+
+# --------------------------------------------------------------------------
+# idle keep-alive connections and memory
+# --------------------------------------------------------------------------
+
+def read_response(sock, deadline):
+    """Read one complete response (Content-Length framed); False if closed/timeout.
+
+    Blocking sockets with timeouts rather than select(): select() cannot watch
+    file descriptors above 1023, and we hold thousands.
+    """
+    buf = b""
+    while True:
+        if b"\r\n\r\n" in buf:
+            head, _, body = buf.partition(b"\r\n\r\n")
+            clen = 0
+            for line in head.split(b"\r\n")[1:]:
+                k, _, v = line.partition(b":")
+                if k.strip().lower() == b"content-length":
+                    clen = int(v.strip())
+            if len(body) >= clen:
+                return head.split(b"\r\n", 1)[0]
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return False
+        sock.settimeout(left)
+        try:
+            chunk = sock.recv(65536)
+        except socket.timeout:
+            return False
+        if not chunk:
+            return False
+        buf += chunk
+
+
+def still_open(sock):
+    """An idle keep-alive socket is still open if reading would block (no EOF, no RST)."""
+    sock.setblocking(False)  # a socket with a timeout would wait for data
+    try:
+        return sock.recv(1, socket.MSG_PEEK) != b""
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
+
+
+def cmd_idle(scen, proxy, pid, port, n, results):
+    pid, port, n = int(pid), int(port), int(n)
+    # Each client socket is one fd: raise our soft limit to the hard limit.
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = n + 100
+    if soft < want:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(want, hard), hard))
+    procs = proc_set(pid)
+    time.sleep(0.5)
+    base = rss_bytes(procs)
+
+    req = (f"GET / HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+           f"Connection: keep-alive\r\n\r\n").encode()
+    socks, note = [], ""
+    t_start = time.monotonic()
+    overall = time.monotonic() + 180  # bounded: never more than 3 minutes
+    for i in range(n):
+        if time.monotonic() > overall:
+            note = "stopped after 180s"
+            break
+        try:
+            s = socket.create_connection(("127.0.0.1", port), timeout=5)
+            s.sendall(req)
+            status = read_response(s, time.monotonic() + 5)
+            if status is False:
+                s.close()
+                note = f"connection {i + 1}: no complete response (closed or 5s timeout)"
+                break
+            if b" 200 " not in status + b" ":
+                note = f"connection {i + 1}: {status.decode(errors='replace')}"
+        except OSError as e:
+            note = f"connection {i + 1}: {e}"
+            break
+        socks.append(s)
+    opened = len(socks)
+    open_secs = time.monotonic() - t_start
+    time.sleep(1.0)  # let the proxy settle (buffers shrink, timers armed)
+    after_procs = proc_set(pid)
+    after = rss_bytes(after_procs)
+    alive = sum(1 for s in socks if still_open(s))
+    per_conn = (after - base) / opened if opened else None
+    problems = []
+    if opened < n:
+        problems.append(f"only {opened} of {n} connections opened: {note}")
+    elif note:
+        problems.append(note)
+    if alive < opened:
+        problems.append(f"{opened - alive} of {opened} idle connections were closed by the proxy")
+    if procs != after_procs:
+        problems.append(f"process set changed: {procs} -> {after_procs}")
+    rec = {"scen": scen, "proxy": proxy, "round": 1, "opened": opened, "alive": alive,
+           "rss_before": base, "rss_after": after, "bytes_per_conn": per_conn,
+           "problems": problems}
+    append_result(results, rec)
+    for s in socks:
+        s.close()
+    bpc = "n/a" if per_conn is None else f"{per_conn:,.0f} B/conn"
+    print(f"  {scen:<10}         {proxy:<8} {opened} open ({alive} alive): RSS "
+          f"{base / 2**20:.1f} MiB -> {after / 2**20:.1f} MiB = {bpc}  "
+          f"(opened in {open_secs:.1f}s)", flush=True)
+    for p in problems:
+        print(f"      !! {proxy}: {p}", flush=True)
+    return 0
+
+
+# --------------------------------------------------------------------------
+# summary
+# --------------------------------------------------------------------------
+
+PROXIES = ["forklb", "nginx", "haproxy"]
+SCENARIOS = [
+    ("keepalive", "1. small responses, keep-alive   (wrk -t2 -c50 /)"),
+    ("close", "2. new connection per request   (wrk -t2 -c50 -H 'Connection: close' /)"),
+    ("1m", "3. 1 MiB bodies, keep-alive      (wrk -t2 -c10 /1m)"),
+    ("idle", "4. memory of idle keep-alive connections"),
+]
+# metric key, label, format, lower_is_better
+METRICS = {
+    "keepalive": [("rps", "req/s", "{:,.0f}"), ("cpu_us_per_req", "CPU us/req", "{:.1f}"),
+                  ("p50_us", "p50 ms", "ms"), ("p99_us", "p99 ms", "ms")],
+    "1m": [("rps", "req/s", "{:,.0f}"), ("mibps", "MiB/s", "{:,.1f}"),
+           ("cpu_us_per_req", "CPU us/req", "{:.1f}"), ("p50_us", "p50 ms", "ms"),
+           ("p99_us", "p99 ms", "ms")],
+    "idle": [("opened", "connections", "{:,.0f}"), ("bytes_per_conn", "bytes/conn", "{:,.0f}"),
+             ("rss_before", "RSS before MiB", "mib"), ("rss_after", "RSS after MiB", "mib")],
+}
+METRICS["close"] = METRICS["keepalive"]
+
+
+def fmt(v, f):
+    if v is None:
+        return "n/a"
+    if f == "ms":
+        return f"{v / 1000:.2f}"
+    if f == "mib":
+        return f"{v / 2**20:.1f}"
+    return f.format(v)
+
+
+def ratio(a, b):
+    if a is None or b is None or b == 0:
+        return "n/a"
+    return f"{a / b:.2f}"
+
+
+def cmd_summary(results, headerfile):
+    recs = [json.loads(l) for l in open(results) if l.strip()]
+    out = [open(headerfile).read().rstrip("\n"), ""]
+    out.append("Medians over the rounds. Ratios are forklb/nginx and forklb/haproxy:")
+    out.append("  req/s, MiB/s: > 1 means forklb is faster;  CPU, p50, p99, bytes/conn: < 1 means forklb")
+    out.append("  uses less. wrk, the backend nginx and the proxy share the same 2 cores.")
+    all_problems = []
+    for scen, title in SCENARIOS:
+        rs = [r for r in recs if r["scen"] == scen]
+        if not rs:
+            continue
+        out += ["", title]
+        out.append(f"  {'':<16}{'forklb':>12}{'nginx':>12}{'haproxy':>12}"
+                   f"{'f/nginx':>10}{'f/haproxy':>11}")
+        for key, label, f in METRICS[scen]:
+            med = {}
+            for p in PROXIES:
+                vals = [r[key] for r in rs if r["proxy"] == p and r.get(key) is not None]
+                med[p] = statistics.median(vals) if vals else None
+            row = f"  {label:<16}" + "".join(f"{fmt(med[p], f):>12}" for p in PROXIES)
+            if key in ("opened", "rss_before", "rss_after"):
+                row += f"{'':>10}{'':>11}"
+            else:
+                row += f"{ratio(med['forklb'], med['nginx']):>10}"
+                row += f"{ratio(med['forklb'], med['haproxy']):>11}"
+            out.append(row)
+        if scen != "idle":
+            row = f"  {'other load %':<16}"
+            for p in PROXIES:
+                vals = [r["other_cpu_pct"] for r in rs
+                        if r["proxy"] == p and r.get("other_cpu_pct") is not None]
+                row += (f"{statistics.median(vals):.0f}" if vals else "n/a").rjust(12)
+            out.append(row)
+            row = f"  {'runs w/ errors':<16}"
+            for p in PROXIES:
+                pr = [r for r in rs if r["proxy"] == p]
+                row += f"{sum(1 for r in pr if r['problems'])}/{len(pr)}".rjust(12)
+            out.append(row)
+        for r in rs:
+            for prob in r["problems"]:
+                all_problems.append(f"  [{scen}] round {r['round']} {r['proxy']}: {prob}")
+    out += ["", "Problems:" if all_problems else "Problems: none (no non-2xx responses, "
+            "no socket errors, no worker restarts)"]
+    out += all_problems
+    noisy = [r for r in recs if (r.get("other_cpu_pct") or 0) > NOISY_PCT]
+    retried = sum(1 for r in recs if r.get("attempts", 1) > 1)
+    if noisy or retried:
+        out += ["", f"Noise: {retried} of {len(recs)} runs were repeated because other processes "
+                f"used > {NOISY_PCT:.0f}% of a core meanwhile; {len(noisy)} kept runs are still "
+                "noisy (\"other load\") and less reliable."]
+    out += ["", "Per-run detail (workers = share of the proxy's CPU per worker process):"]
+    for r in recs:
+        if "rps" in r:
+            d = (f"{r['rps']:>9,.0f} req/s  p50 {fmt(r['p50_us'], 'ms'):>6}ms  "
+                 f"p99 {fmt(r['p99_us'], 'ms'):>7}ms  cpu {r['cpu_us_per_req']:6.1f} us/req")
+            if r["scen"] == "1m":
+                d += f"  {r['mibps']:7.1f} MiB/s"
+            if r.get("worker_split"):
+                d += f"  workers {r['worker_split']}%"
+            d += f"  other {r.get('other_cpu_pct', 0):.0f}%"
+            if r.get("attempts", 1) > 1:
+                d += f" (best of {r['attempts']} attempts)"
+        elif r["scen"] == "idle":
+            bpc = r.get("bytes_per_conn")
+            d = (f"{r['opened']:>6} conns ({r['alive']} alive)  "
+                 f"{'n/a' if bpc is None else f'{bpc:,.0f}'} bytes/conn")
+        else:
+            d = "FAILED"
+        out.append(f"  {r['scen']:<9} r{r['round']} {r['proxy']:<8} {d}")
+    print("\n".join(out))
+    return 0
+
+
+def main(argv):
+    if not argv:
+        print(__doc__)
+        return 2
+    cmd, args = argv[0], argv[1:]
+    if cmd == "wrk":
+        sep = args.index("--")
+        return cmd_wrk(*args[:sep], *args[sep + 1:])
+    fn = {"freeports": cmd_freeports, "waitport": cmd_waitport, "procs": cmd_procs,
+          "check": cmd_check, "idle": cmd_idle, "summary": cmd_summary}[cmd]
+    return fn(*args) or 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
