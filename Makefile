@@ -4,7 +4,7 @@ PREFIX  ?= /usr/local
 DESTDIR ?=
 CONF    ?= conf/forklb.yaml
 
-.PHONY: all build run test install bench clean
+.PHONY: all build run test install bench fuzz clean
 
 all: build
 
@@ -37,6 +37,19 @@ install: build
 ## make bench: forklb vs nginx vs HAProxy (QUICK=1 for a short smoke run).
 bench:
 	bash bench/run.sh
+
+## make fuzz: libFuzzer over the request-head parser (+ rewrite round trip), the chunked
+## scanner and the response-head parser, FUZZ_SECONDS each. cargo-fuzz needs nightly
+## flags; RUSTC_BOOTSTRAP=1 lets the stable toolchain accept them. New inputs go to
+## target/fuzz-corpus/; fuzz/corpus/ holds the small seed corpus kept in the repo.
+FUZZ_SECONDS ?= 200
+fuzz:
+	command -v cargo-fuzz >/dev/null 2>&1 || $(CARGO) install cargo-fuzz --locked
+	for t in request_head chunked response_head; do \
+		mkdir -p target/fuzz-corpus/$$t; \
+		RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run -O $$t target/fuzz-corpus/$$t fuzz/corpus/$$t -- \
+			-max_total_time=$(FUZZ_SECONDS) -max_len=8192 || exit 1; \
+	done
 
 clean:
 	$(CARGO) clean
