@@ -8,6 +8,7 @@
 //! buffers, `signals` for signal delivery and `log` for the error log.
 
 pub mod access_log;
+pub mod admin;
 pub mod balance;
 pub mod buffer;
 pub mod cli;

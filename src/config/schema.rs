@@ -28,6 +28,9 @@ pub struct Config {
     pub worker_connections: usize,
     pub shutdown_timeout: HumanDuration,
     pub admin: Option<Admin>,
+    /// Where runtime changes (weights, admin states) are kept across
+    /// restarts and upgrades, in `show servers state` format.
+    pub state_file: Option<PathBuf>,
     pub access_log: Option<AccessLog>,
     pub timeouts: Timeouts,
     pub limits: Limits,
@@ -55,6 +58,7 @@ impl Default for Config {
             worker_connections: 10_000,
             shutdown_timeout: HumanDuration::from_secs(30),
             admin: None,
+            state_file: None,
             access_log: None,
             timeouts: Timeouts::default(),
             limits: Limits::default(),
@@ -154,6 +158,18 @@ pub struct Admin {
     pub socket: PathBuf,
     #[serde(default = "default_admin_mode")]
     pub mode: String,
+    /// What the socket may do: `user` (show), `operator`, `admin` (change).
+    #[serde(default)]
+    pub level: AdminLevel,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AdminLevel {
+    User,
+    Operator,
+    #[default]
+    Admin,
 }
 
 fn default_admin_mode() -> String {

@@ -276,6 +276,9 @@ fn resolve_paths(cfg: &mut Config, dir: &Path) -> Check {
     if let Some(admin) = &mut cfg.admin {
         resolve_path("admin.socket", &mut admin.socket, dir)?;
     }
+    if let Some(state) = &mut cfg.state_file {
+        resolve_path("state_file", state, dir)?;
+    }
     if let Some(log) = &mut cfg.access_log {
         resolve_path("access_log.path", &mut log.path, dir)?;
     }
@@ -722,9 +725,6 @@ fn split_host_port(addr: &str) -> Result<(&str, u16), String> {
 /// Rejects what the schema accepts but forklb does not implement yet, at the exact field.
 /// Each `if` is one feature: delete it when the feature lands (and its test in `tests`).
 fn reject_unsupported(cfg: &Config) -> Check {
-    if cfg.admin.is_some() {
-        return invalid("admin", "the admin socket is not supported yet");
-    }
     for (i, l) in cfg.listeners.iter().enumerate() {
         if l.tls.is_some() {
             return invalid(format!("listeners[{i}].tls"), "TLS is not supported yet");
@@ -1338,11 +1338,10 @@ upstreams:
             "group",
             "unknown group",
         );
-        assert_err(
-            &with_top("admin: {socket: admin.sock}\n"),
-            "admin",
-            "not supported yet",
-        );
+        ok(&with_top("admin: {socket: admin.sock}\n"));
+        ok(&with_top(
+            "admin: {socket: admin.sock, level: operator}\nstate_file: s.state\n",
+        ));
         ok(&with_top("access_log: {path: access.log, format: json}\n"));
         assert_err(
             &with_routes(
@@ -1429,6 +1428,7 @@ upstreams:
         c.admin = Some(crate::config::Admin {
             socket: "admin.sock".into(),
             mode: "0600".into(),
+            level: Default::default(),
         });
         c.access_log = Some(crate::config::AccessLog {
             path: "/var/log/a.log".into(),

@@ -235,6 +235,20 @@ impl Children {
         }
     }
 
+    /// (pid, uptime seconds, generation) of every live worker.
+    pub fn workers_info(&self, now: Instant) -> Vec<(i32, u64, u64)> {
+        self.live
+            .iter()
+            .map(|c| {
+                (
+                    c.pid.as_raw(),
+                    now.duration_since(c.spawned_at).as_secs(),
+                    c.generation,
+                )
+            })
+            .collect()
+    }
+
     pub fn signal_all(&self, sig: libc::c_int) {
         let pids: Vec<Pid> = self.live.iter().map(|c| c.pid).collect();
         signal_pids(&pids, sig);

@@ -30,6 +30,7 @@ use std::time::{Duration, Instant};
 use upgrade::Invocation;
 
 const SIGNAL_TOKEN: Token = Token(0);
+const ADMIN_TOKEN: Token = Token(1);
 
 /// Extra time after `shutdown_timeout` before remaining workers are killed.
 const QUIT_GRACE: Duration = Duration::from_secs(5);
@@ -110,6 +111,9 @@ pub struct Master {
     /// State shared with this generation's workers and health checker.
     shm: std::sync::Arc<crate::shm::Shm>,
     health: HealthProc,
+    /// The runtime API socket, if configured.
+    admin: Option<crate::admin::AdminServer>,
+    started: Instant,
 }
 
 /// The health checker process of the current generation.
@@ -206,6 +210,8 @@ pub fn run(config: Config, opts: RunOptions) -> Result<(), MasterError> {
     let mut master = Master {
         shm: std::sync::Arc::new(shm),
         health: HealthProc::default(),
+        admin: None,
+        started: Instant::now(),
         access_log,
         children: Children::new(config.workers.resolve()),
         config,
@@ -222,6 +228,8 @@ pub fn run(config: Config, opts: RunOptions) -> Result<(), MasterError> {
         upgraded,
     };
     master.pid_path = master.config.pid_file.clone();
+    master.load_state_file();
+    master.bind_admin();
     log::info!(
         "forklb {} starting: {} worker(s), listening on {}",
         env!("CARGO_PKG_VERSION"),
@@ -262,6 +270,12 @@ fn bind_all(
         log::info!("closing listening socket {addr}: no longer configured");
     }
     Ok(out)
+}
+
+/// Logs a refused reload and returns its reason.
+fn reload_failed(reason: String) -> String {
+    log::error!("reload failed, keeping the running configuration: {reason}");
+    reason
 }
 
 /// Creates the shared state of a generation: every server READY with its
@@ -366,6 +380,13 @@ impl Master {
                     if let Some(s) = self.signals.as_mut() {
                         s.drain_wakeups();
                     }
+                } else if ev.token() == ADMIN_TOKEN {
+                    if let Some(a) = self.admin.as_mut() {
+                        a.accept(self.poll.registry(), Instant::now());
+                    }
+                } else if crate::admin::AdminServer::owns(ev.token()) {
+                    let writable = ev.is_writable();
+                    self.serve_admin(ev.token(), writable, Instant::now());
                 } else {
                     self.children.on_channel_event(ev.token());
                 }
@@ -383,10 +404,12 @@ impl Master {
             State::Running => None,
             State::Quitting { kill_at } | State::Terminating { kill_at } => Some(kill_at),
         };
+        let admin = self.admin.as_ref().and_then(|a| a.next_deadline());
         [
             kill_at,
             self.children.next_respawn(),
             self.health.respawn_at,
+            admin,
         ]
         .into_iter()
         .flatten()
@@ -399,6 +422,9 @@ impl Master {
 
     /// One turn of the master cycle; true when the master should exit.
     fn cycle(&mut self, now: Instant) -> bool {
+        if let Some(a) = self.admin.as_mut() {
+            a.expire(now);
+        }
         // 1. Reap. (Always: a coalesced SIGCHLD must not be missed.)
         let _ = self.take_signal(signals::SIGCHLD);
         let running = self.state == State::Running;
@@ -454,7 +480,7 @@ impl Master {
         // 4. Reload, 5. reopen, 6. upgrade, 7. stop accepting.
         if self.take_signal(signals::SIGHUP) && self.state == State::Running {
             notify::reloading();
-            self.reload();
+            let _ = self.reload();
             notify::notify("READY=1");
         }
         if self.take_signal(signals::SIGUSR1) {
@@ -537,20 +563,19 @@ impl Master {
     /// workers restart from the configuration in memory. Otherwise the file
     /// is read and validated completely; if anything is wrong the running
     /// configuration stays, untouched.
-    fn reload(&mut self) {
+    fn reload(&mut self) -> Result<(), String> {
         if self.children.is_stopped() {
             log::info!(
                 "received HUP after WINCH: restarting workers with the configuration in memory"
             );
             self.children.restart();
-            return;
+            return Ok(());
         }
         log::info!("received HUP: reloading {}", self.config.source.display());
         let new = match Config::load(&self.config.source) {
             Ok(c) => c,
             Err(e) => {
-                log::error!("reload failed, keeping the running configuration: {e}");
-                return;
+                return Err(reload_failed(format!("{e}")));
             }
         };
         // Bind new addresses first: on failure nothing has changed yet.
@@ -564,8 +589,7 @@ impl Master {
                 match net::bind_listener(addr) {
                     Ok(sock) => fresh.push((sock, addr)),
                     Err(e) => {
-                        log::error!("reload failed, keeping the running configuration: {e}");
-                        return;
+                        return Err(reload_failed(format!("{e}")));
                     }
                 }
             }
@@ -574,16 +598,14 @@ impl Master {
             Some(a) => match crate::access_log::open(&a.path) {
                 Ok(f) => Some(f),
                 Err(e) => {
-                    log::error!("reload failed, keeping the running configuration: {e}");
-                    return;
+                    return Err(reload_failed(format!("{e}")));
                 }
             },
             None => None,
         };
         if new.error_log != self.config.error_log || new.log_level != self.config.log_level {
             if let Err(e) = crate::log::init(&new.error_log, new.log_level.to_filter()) {
-                log::error!("reload failed, keeping the running configuration: {e}");
-                return;
+                return Err(reload_failed(format!("{e}")));
             }
         }
         existing.extend(
@@ -608,8 +630,7 @@ impl Master {
         let shm = match build_shm(&new, Some((&self.shm, &self.config))) {
             Ok(s) => s,
             Err(e) => {
-                log::error!("reload failed, keeping the running configuration: shared memory: {e}");
-                return;
+                return Err(reload_failed(format!("shared memory: {e}")));
             }
         };
         self.shm = std::sync::Arc::new(shm);
@@ -630,6 +651,7 @@ impl Master {
         // The old generation's checker goes; the new one starts this turn.
         self.stop_health(libc::SIGTERM);
         self.health = HealthProc::default();
+        Ok(())
     }
 
     /// USR2: start the binary on disk beside us with our sockets.
@@ -677,6 +699,9 @@ impl Master {
         log::error!("new master {how}; taking the pid file back");
         self.upgrade_child = None;
         self.take_back_pid_file();
+        // The new master had taken the admin socket's path over.
+        self.admin = None;
+        self.bind_admin();
         if self.children.is_stopped() {
             log::info!("restarting workers");
             self.children.restart();
@@ -735,6 +760,9 @@ impl Master {
     fn become_health(&mut self, channel: std::os::unix::net::UnixStream) -> i32 {
         crate::log::set_role(crate::log::Role::Health);
         set_process_name("forklb-health");
+        if let Some(a) = self.admin.take() {
+            a.close_in_child();
+        }
         if let Some(s) = self.signals.take() {
             s.unregister();
         }
@@ -780,6 +808,127 @@ impl Master {
         }
     }
 
+    // ----- Runtime API ------------------------------------------------------
+
+    fn bind_admin(&mut self) {
+        let Some(cfg) = self.config.admin.clone() else {
+            self.admin = None;
+            return;
+        };
+        let mode = u32::from_str_radix(cfg.mode.trim_start_matches("0o"), 8).unwrap_or(0o600);
+        let level = match cfg.level {
+            crate::config::AdminLevel::User => crate::admin::Level::User,
+            crate::config::AdminLevel::Operator => crate::admin::Level::Operator,
+            crate::config::AdminLevel::Admin => crate::admin::Level::Admin,
+        };
+        self.admin = None;
+        match crate::admin::AdminServer::bind(
+            &cfg.socket,
+            mode,
+            level,
+            self.poll.registry(),
+            ADMIN_TOKEN,
+        ) {
+            Ok(a) => {
+                log::info!("admin socket listening on {}", cfg.socket.display());
+                self.admin = Some(a);
+            }
+            Err(e) => log::error!(
+                "cannot listen on admin socket {}: {e}",
+                cfg.socket.display()
+            ),
+        }
+    }
+
+    fn serve_admin(&mut self, token: Token, writable: bool, now: Instant) {
+        let Some(mut admin) = self.admin.take() else {
+            return;
+        };
+        admin.service(token, writable, now, &mut |cmd, level| {
+            self.admin_command(cmd, level, now)
+        });
+        // A `reload` may have moved the socket.
+        let wanted = self.config.admin.as_ref().map(|a| a.socket.clone());
+        if wanted.as_deref() == Some(admin.path()) {
+            self.admin = Some(admin);
+        } else {
+            drop(admin);
+            self.bind_admin();
+        }
+    }
+
+    fn admin_command(
+        &mut self,
+        cmd: &str,
+        level: crate::admin::Level,
+        now: Instant,
+    ) -> crate::admin::Reply {
+        use crate::admin::{Level, Reply};
+        if cmd.split_whitespace().collect::<Vec<_>>() == ["reload"] {
+            if level < Level::Admin {
+                return Reply::Text("Permission denied\n".to_owned());
+            }
+            log::info!("reload requested over the admin socket");
+            notify::reloading();
+            let result = self.reload();
+            notify::notify("READY=1");
+            return Reply::Text(match result {
+                Ok(()) => "Success=1\n".to_owned(),
+                Err(e) => format!("Success=0\n--\n{e}\n"),
+            });
+        }
+        let view = self.admin_view(now);
+        let out = crate::admin::execute(cmd, level, &view);
+        if out.changed {
+            self.save_state_file(now);
+        }
+        out.reply
+    }
+
+    fn admin_view(&self, now: Instant) -> crate::admin::View<'_> {
+        crate::admin::View {
+            config: &self.config,
+            shm: &self.shm,
+            pid: self.pid,
+            uptime_secs: now.duration_since(self.started).as_secs(),
+            generation: self.children.generation(),
+            workers: self.children.workers_info(now),
+        }
+    }
+
+    /// Writes runtime state (weights, admin states) atomically.
+    fn save_state_file(&self, now: Instant) {
+        let Some(path) = self.config.state_file.as_ref() else {
+            return;
+        };
+        let text = crate::admin::stat::show_servers_state(&self.admin_view(now), None);
+        let mut tmp = path.as_os_str().to_owned();
+        tmp.push(".tmp");
+        let tmp = PathBuf::from(tmp);
+        let result = std::fs::write(&tmp, text).and_then(|()| std::fs::rename(&tmp, path));
+        if let Err(e) = result {
+            log::error!("cannot write state file {}: {e}", path.display());
+        }
+    }
+
+    /// Applies the state file (at start: after a restart or an upgrade).
+    fn load_state_file(&mut self) {
+        let Some(path) = self.config.state_file.clone() else {
+            return;
+        };
+        match std::fs::read_to_string(&path) {
+            Ok(text) => {
+                let n = crate::admin::stat::apply_state(&text, &self.config, &self.shm);
+                log::info!(
+                    "state file {}: restored {n} server state(s)",
+                    path.display()
+                );
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => log::error!("cannot read state file {}: {e}", path.display()),
+        }
+    }
+
     fn close_listeners(&mut self) {
         self.sockets.clear();
     }
@@ -816,6 +965,9 @@ impl Master {
     fn become_worker(&mut self, slot: usize, channel: std::os::unix::net::UnixStream) -> i32 {
         crate::log::set_role(crate::log::Role::Worker);
         set_process_name("forklb-worker");
+        if let Some(a) = self.admin.take() {
+            a.close_in_child();
+        }
         if let Some(id) = &self.identity {
             if let Err(e) = privileges::drop_to(id) {
                 log::error!("cannot switch to user {} (uid {}): {e}", id.user, id.uid);

@@ -1,0 +1,341 @@
+//! The runtime API's commands, with HAProxy's output formats and error
+//! strings so operators' scripts work unchanged. Everything is read from and
+//! written to the shared state, so one answer covers every worker and every
+//! change reaches all workers at their next pick.
+
+use super::server::{Level, Reply};
+use super::stat;
+use crate::config::{Balance, Config};
+use crate::shm::{self, Shm, ADMIN_DRAIN, ADMIN_MAINT, ADMIN_READY};
+use std::fmt::Write;
+use std::sync::atomic::Ordering::Relaxed;
+
+/// What the commands may look at.
+pub struct View<'a> {
+    pub config: &'a Config,
+    pub shm: &'a Shm,
+    pub pid: u32,
+    pub uptime_secs: u64,
+    pub generation: u64,
+    /// (pid, uptime seconds, generation) of the live workers.
+    pub workers: Vec<(i32, u64, u64)>,
+}
+
+/// A command's answer, and whether it changed runtime state (the state
+/// file is then rewritten).
+pub struct Outcome {
+    pub reply: Reply,
+    pub changed: bool,
+}
+
+fn text(s: impl Into<String>) -> Outcome {
+    Outcome {
+        reply: Reply::Text(s.into()),
+        changed: false,
+    }
+}
+
+fn changed() -> Outcome {
+    Outcome {
+        reply: Reply::Text(String::new()),
+        changed: true,
+    }
+}
+
+const COMMANDS: &[(&str, &str, Level)] = &[
+    ("help", "this message", Level::User),
+    ("prompt", "toggle interactive mode with prompt", Level::User),
+    ("quit", "disconnect", Level::User),
+    (
+        "show info",
+        "report information about the running process",
+        Level::User,
+    ),
+    (
+        "show proc",
+        "show the master and worker processes",
+        Level::User,
+    ),
+    ("show backend", "list backends (upstreams)", Level::User),
+    (
+        "show stat",
+        "report counters for each proxy and server (CSV)",
+        Level::User,
+    ),
+    (
+        "show servers state [<backend>]",
+        "dump volatile server information",
+        Level::User,
+    ),
+    (
+        "get weight <bk>/<srv>",
+        "report a server's current weight",
+        Level::User,
+    ),
+    (
+        "set weight <bk>/<srv> <w>[%]",
+        "change a server's weight",
+        Level::Admin,
+    ),
+    (
+        "set server <bk>/<srv> state ready|drain|maint",
+        "change a server's admin state",
+        Level::Admin,
+    ),
+    (
+        "set server <bk>/<srv> weight <w>[%]",
+        "change a server's weight",
+        Level::Admin,
+    ),
+    (
+        "enable server <bk>/<srv>",
+        "set a server's state to ready",
+        Level::Admin,
+    ),
+    (
+        "disable server <bk>/<srv>",
+        "set a server's state to maint",
+        Level::Admin,
+    ),
+    (
+        "reload",
+        "reload the configuration (Success=1 or Success=0 and the errors)",
+        Level::Admin,
+    ),
+];
+
+/// `help` at `level`: the commands that level may use.
+pub fn help(level: Level) -> String {
+    let mut out = String::from("The following commands are valid at this level:\n");
+    for (cmd, what, min) in COMMANDS {
+        if level >= *min {
+            let _ = writeln!(out, "  {cmd:<48}: {what}");
+        }
+    }
+    out
+}
+
+fn permission_denied() -> Outcome {
+    text("Permission denied\n")
+}
+
+/// Runs one command (other than `reload`, which the master runs itself).
+pub fn execute(cmd: &str, level: Level, v: &View) -> Outcome {
+    let words: Vec<&str> = cmd.split_whitespace().collect();
+    match words.as_slice() {
+        ["help"] => text(help(level)),
+        ["prompt"] => Outcome {
+            reply: Reply::TogglePrompt,
+            changed: false,
+        },
+        ["quit"] => Outcome {
+            reply: Reply::Quit,
+            changed: false,
+        },
+        ["show", "info"] => text(show_info(v)),
+        ["show", "proc"] => text(show_proc(v)),
+        ["show", "backend"] => text(show_backend(v)),
+        ["show", "stat", ..] => text(stat::show_stat(v)),
+        ["show", "servers", "state"] => text(stat::show_servers_state(v, None)),
+        ["show", "servers", "state", b] => match v.config.upstreams.position(b) {
+            Some(_) => text(stat::show_servers_state(v, Some(b))),
+            None => text("Can't find backend.\n"),
+        },
+        ["get", "weight", target] => match find(v, target) {
+            Ok((u, s)) => {
+                let cur = v.shm.server(u, s).weight.load(Relaxed);
+                let initial = v.config.upstreams.0[u].1.servers[s].weight;
+                text(format!("{cur} (initial {initial})\n"))
+            }
+            Err(e) => text(e),
+        },
+        ["get", "weight"] => text("Require 'backend/server'.\n"),
+        ["set", "weight", ..] | ["set", "server", _, "weight", ..] if level < Level::Admin => {
+            permission_denied()
+        }
+        ["set", "weight", target, w] | ["set", "server", target, "weight", w] => {
+            set_weight(v, target, w)
+        }
+        ["set", "weight", _] | ["set", "server", _, "weight"] => {
+            text("Require <weight> or <weight%>.\n")
+        }
+        ["set", "weight"] | ["set", "server"] => text("Require 'backend/server'.\n"),
+        ["set", "server", ..] | ["enable", "server", ..] | ["disable", "server", ..]
+            if level < Level::Admin =>
+        {
+            permission_denied()
+        }
+        ["set", "server", target, "state", state] => {
+            let admin = match *state {
+                "ready" => ADMIN_READY,
+                "drain" => ADMIN_DRAIN,
+                "maint" => ADMIN_MAINT,
+                _ => {
+                    return text("'set server <srv> state' expects 'ready', 'drain' and 'maint'.\n")
+                }
+            };
+            set_admin(v, target, admin)
+        }
+        ["set", "server", _, "state"] => {
+            text("'set server <srv> state' expects 'ready', 'drain' and 'maint'.\n")
+        }
+        ["set", "server", _, ..] => {
+            text("'set server <srv>' only supports 'state' and 'weight' here.\n")
+        }
+        ["enable", "server", target] => set_admin(v, target, ADMIN_READY),
+        ["disable", "server", target] => set_admin(v, target, ADMIN_MAINT),
+        ["enable", "server"] | ["disable", "server"] => text("Require 'backend/server'.\n"),
+        _ => text(format!(
+            "Unknown command: '{}'. Please enter one of the following commands only :\n{}",
+            words.first().copied().unwrap_or(""),
+            help(level).lines().skip(1).collect::<Vec<_>>().join("\n") + "\n"
+        )),
+    }
+}
+
+/// Resolves `backend/server` with HAProxy's error strings.
+fn find(v: &View, target: &str) -> Result<(usize, usize), String> {
+    let Some((b, s)) = target.split_once('/') else {
+        return Err("Require 'backend/server'.\n".to_owned());
+    };
+    let Some(u) = v.config.upstreams.position(b) else {
+        return Err("No such backend.\n".to_owned());
+    };
+    let Some(i) = v.config.upstreams.0[u]
+        .1
+        .servers
+        .iter()
+        .position(|x| x.name == s)
+    else {
+        return Err("No such server.\n".to_owned());
+    };
+    Ok((u, i))
+}
+
+fn set_weight(v: &View, target: &str, w: &str) -> Outcome {
+    let (u, s) = match find(v, target) {
+        Ok(x) => x,
+        Err(e) => return text(e),
+    };
+    let up = &v.config.upstreams.0[u].1;
+    let initial = up.servers[s].weight;
+    let weight = if let Some(pct) = w.strip_suffix('%') {
+        match pct.parse::<u64>() {
+            Ok(p) => ((u64::from(initial) * p + 50) / 100).min(256) as u32,
+            Err(_) => return text("Relative weight must be a positive integer percentage.\n"),
+        }
+    } else {
+        match w.parse::<u32>() {
+            Ok(n) if n <= 256 => n,
+            Ok(_) => return text("Absolute weight can only be between 0 and 256 inclusive.\n"),
+            Err(_) => return text("Require <weight> or <weight%>.\n"),
+        }
+    };
+    if up.balance == Balance::StaticRr && weight != 0 && weight != initial {
+        return text(
+            "Backend is using a static LB algorithm and only accepts weights '0%' and '100%'.\n",
+        );
+    }
+    let sh = v.shm.server(u, s);
+    if sh.weight.swap(weight, Relaxed) != weight {
+        v.shm.upstream(u).weights_epoch.fetch_add(1, Relaxed);
+        log::info!(
+            "server {}/{} weight set to {weight} (initial {initial})",
+            v.config.upstreams.0[u].0,
+            up.servers[s].name
+        );
+    }
+    changed()
+}
+
+fn set_admin(v: &View, target: &str, admin: u8) -> Outcome {
+    let (u, s) = match find(v, target) {
+        Ok(x) => x,
+        Err(e) => return text(e),
+    };
+    let sh = v.shm.server(u, s);
+    if sh.admin.swap(admin, Relaxed) != admin {
+        sh.last_change.store(shm::unix_secs(), Relaxed);
+        let word = match admin {
+            ADMIN_READY => "READY",
+            ADMIN_DRAIN => "DRAIN",
+            _ => "MAINT",
+        };
+        log::warn!(
+            "server {}/{} is going {word} (set over the admin socket)",
+            v.config.upstreams.0[u].0,
+            v.config.upstreams.0[u].1.servers[s].name
+        );
+    }
+    changed()
+}
+
+fn sum_workers(v: &View, f: impl Fn(&shm::WorkerShared) -> u64) -> u64 {
+    (0..v.shm.worker_count()).map(|w| f(v.shm.worker(w))).sum()
+}
+
+fn show_info(v: &View) -> String {
+    let cur = sum_workers(v, |w| u64::from(w.conns_current.load(Relaxed)));
+    let cum = sum_workers(v, |w| w.conns_total.load(Relaxed));
+    let req = sum_workers(v, |w| w.requests.load(Relaxed));
+    let up = v.uptime_secs;
+    format!(
+        "Name: forklb\nVersion: {}\nRelease_date: -\nNbthread: 1\nNbproc: {}\nProcess_num: 1\nPid: {}\n\
+         Uptime: {}d {}h{:02}m{:02}s\nUptime_sec: {up}\nMaxconn: {}\nCurrConns: {cur}\nCumConns: {cum}\n\
+         CumReq: {req}\nGeneration: {}\n",
+        env!("CARGO_PKG_VERSION"),
+        v.workers.len(),
+        v.pid,
+        up / 86_400,
+        (up % 86_400) / 3600,
+        (up % 3600) / 60,
+        up % 60,
+        v.config.worker_connections * v.workers.len().max(1),
+        v.generation,
+    )
+}
+
+fn show_proc(v: &View) -> String {
+    let mut out = format!(
+        "#{:<15} {:<15} {:<15} {:<15} {}\n",
+        "<PID>", "<type>", "<generation>", "<uptime>", "<version>"
+    );
+    let ver = env!("CARGO_PKG_VERSION");
+    let _ = writeln!(
+        out,
+        "{:<16} {:<15} {:<15} {:<15} {ver}",
+        v.pid,
+        "master",
+        v.generation,
+        uptime(v.uptime_secs)
+    );
+    out.push_str("# workers\n");
+    for (pid, up, generation) in &v.workers {
+        let _ = writeln!(
+            out,
+            "{pid:<16} {:<15} {generation:<15} {:<15} {ver}",
+            "worker",
+            uptime(*up)
+        );
+    }
+    out
+}
+
+fn uptime(s: u64) -> String {
+    format!(
+        "{}d{:02}h{:02}m{:02}s",
+        s / 86_400,
+        (s % 86_400) / 3600,
+        (s % 3600) / 60,
+        s % 60
+    )
+}
+
+fn show_backend(v: &View) -> String {
+    let mut out = String::from("# name\n");
+    for (name, _) in v.config.upstreams.iter() {
+        out.push_str(name);
+        out.push('\n');
+    }
+    out
+}

@@ -1,0 +1,324 @@
+//! The admin socket: a Unix stream socket served by the master's event loop,
+//! framed like HAProxy's stats socket. A connection sends one line; the
+//! commands in it (separated by `;`, `\;` escapes one) run in order, each
+//! answer is followed by an empty line, and the connection closes. After
+//! `prompt` the session is interactive: the socket stays open and every
+//! answer is followed by a `> ` prompt, until `quit` or the client closes.
+//!
+//! Nothing here blocks: lines are bounded, idle connections time out, and
+//! a client that does not read its answers is dropped when its output
+//! buffer overflows.
+
+use mio::net::{UnixListener, UnixStream};
+use mio::{Interest, Registry, Token};
+use std::collections::HashMap;
+use std::io::{self, Read, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// Longest command line accepted.
+const MAX_LINE: usize = 16 * 1024;
+/// Most unsent output kept for a slow client.
+const MAX_OUTPUT: usize = 4 * 1024 * 1024;
+/// HAProxy's `stats timeout` default.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Admin tokens live far above the master's other tokens.
+const FIRST_TOKEN: usize = 1 << 40;
+
+/// Who may do what (`admin.level`), as HAProxy's stats socket levels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Level {
+    User,
+    Operator,
+    Admin,
+}
+
+struct Session {
+    stream: UnixStream,
+    input: Vec<u8>,
+    output: Vec<u8>,
+    writable: bool,
+    interactive: bool,
+    /// Close once the output is written.
+    closing: bool,
+    deadline: Instant,
+}
+
+pub struct AdminServer {
+    listener: UnixListener,
+    path: PathBuf,
+    /// (device, inode) of the socket file we created: during an upgrade the
+    /// new master binds the same path, and the old one must then not remove
+    /// the new one's file when it exits.
+    file_id: Option<(u64, u64)>,
+    level: Level,
+    sessions: HashMap<usize, Session>,
+    next_id: usize,
+}
+
+/// What running one command produced.
+pub enum Reply {
+    Text(String),
+    /// `prompt`: toggle interactive mode.
+    TogglePrompt,
+    /// `quit`: close the session.
+    Quit,
+}
+
+impl AdminServer {
+    /// Binds the socket (replacing a stale one) with `mode` permissions.
+    pub fn bind(
+        path: &Path,
+        mode: u32,
+        level: Level,
+        registry: &Registry,
+        token: Token,
+    ) -> io::Result<AdminServer> {
+        match std::fs::remove_file(path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let mut listener = UnixListener::bind(path)?;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
+        registry.register(&mut listener, token, Interest::READABLE)?;
+        Ok(AdminServer {
+            listener,
+            path: path.to_path_buf(),
+            file_id: file_id(path),
+            level,
+            sessions: HashMap::new(),
+            next_id: 0,
+        })
+    }
+
+    pub fn owns(token: Token) -> bool {
+        token.0 >= FIRST_TOKEN
+    }
+
+    pub fn accept(&mut self, registry: &Registry, now: Instant) {
+        loop {
+            match self.listener.accept() {
+                Ok((mut stream, _)) => {
+                    let id = self.next_id;
+                    self.next_id += 1;
+                    if let Err(e) = registry.register(
+                        &mut stream,
+                        Token(FIRST_TOKEN + id),
+                        Interest::READABLE | Interest::WRITABLE,
+                    ) {
+                        log::error!("admin socket: cannot register a connection: {e}");
+                        continue;
+                    }
+                    self.sessions.insert(
+                        id,
+                        Session {
+                            stream,
+                            input: Vec::new(),
+                            output: Vec::new(),
+                            writable: true,
+                            interactive: false,
+                            closing: false,
+                            deadline: now + IDLE_TIMEOUT,
+                        },
+                    );
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    log::error!("admin socket accept failed: {e}");
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Serves a session after an event: reads complete lines, runs their
+    /// commands with `exec`, writes the answers.
+    pub fn service(
+        &mut self,
+        token: Token,
+        writable: bool,
+        now: Instant,
+        exec: &mut dyn FnMut(&str, Level) -> Reply,
+    ) {
+        let id = token.0 - FIRST_TOKEN;
+        let level = self.level;
+        let Some(s) = self.sessions.get_mut(&id) else {
+            return;
+        };
+        s.writable |= writable;
+        let mut eof = false;
+        let mut buf = [0u8; 4096];
+        while !s.closing {
+            match s.stream.read(&mut buf) {
+                Ok(0) => {
+                    eof = true;
+                    break;
+                }
+                Ok(n) => {
+                    s.input.extend_from_slice(&buf[..n]);
+                    s.deadline = now + IDLE_TIMEOUT;
+                    if s.input.len() > MAX_LINE && !s.input.contains(&b'\n') {
+                        s.output.extend_from_slice(b"Command line too long.\n\n");
+                        s.closing = true;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => {
+                    self.sessions.remove(&id);
+                    return;
+                }
+            }
+        }
+        // Run every complete line (a final unterminated line counts at EOF).
+        while !s.closing {
+            let line = match s.input.iter().position(|&b| b == b'\n') {
+                Some(end) => {
+                    let line: Vec<u8> = s.input.drain(..=end).collect();
+                    line
+                }
+                None if eof && !s.input.is_empty() => std::mem::take(&mut s.input),
+                None => break,
+            };
+            let text = String::from_utf8_lossy(&line);
+            let text = text.trim_end_matches(['\r', '\n']);
+            run_line(s, text, level, exec);
+            if !s.interactive {
+                s.closing = true;
+            }
+        }
+        if eof && !s.interactive {
+            s.closing = true;
+        }
+        if eof && s.interactive {
+            s.closing = true;
+        }
+        if s.output.len() > MAX_OUTPUT {
+            self.sessions.remove(&id);
+            return;
+        }
+        if flush(s).is_err() || (s.closing && s.output.is_empty()) {
+            self.sessions.remove(&id);
+        }
+    }
+
+    /// Drops sessions idle past their deadline.
+    pub fn expire(&mut self, now: Instant) {
+        self.sessions.retain(|_, s| s.deadline > now);
+    }
+
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.sessions.values().map(|s| s.deadline).min()
+    }
+}
+
+impl AdminServer {
+    /// In a forked child: close our descriptors, leave the file alone.
+    pub fn close_in_child(mut self) {
+        self.file_id = None;
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+fn file_id(path: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::symlink_metadata(path)
+        .ok()
+        .map(|m| (m.dev(), m.ino()))
+}
+
+impl Drop for AdminServer {
+    fn drop(&mut self) {
+        if self.file_id.is_some() && file_id(&self.path) == self.file_id {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+fn run_line(s: &mut Session, line: &str, level: Level, exec: &mut dyn FnMut(&str, Level) -> Reply) {
+    for cmd in split_commands(line) {
+        let cmd = cmd.trim();
+        if cmd.is_empty() {
+            continue;
+        }
+        match exec(cmd, level) {
+            Reply::Text(t) => {
+                s.output.extend_from_slice(t.as_bytes());
+                s.output.push(b'\n');
+            }
+            Reply::TogglePrompt => s.interactive = !s.interactive,
+            Reply::Quit => {
+                s.interactive = false;
+                s.closing = true;
+                return;
+            }
+        }
+    }
+    if s.interactive {
+        // After an answer (which ends with its empty line) comes the prompt;
+        // a line without output (e.g. `prompt` itself) gets a blank line first.
+        if s.output.ends_with(b"\n\n") {
+            s.output.extend_from_slice(b"> ");
+        } else {
+            s.output.extend_from_slice(b"\n> ");
+        }
+    }
+}
+
+fn flush(s: &mut Session) -> io::Result<()> {
+    while s.writable && !s.output.is_empty() {
+        match s.stream.write(&s.output) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => {
+                s.output.drain(..n);
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => s.writable = false,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Splits a line at `;`, honouring `\;` as a literal semicolon.
+pub fn split_commands(line: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut chars = line.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' if chars.peek() == Some(&';') => {
+                cur.push(';');
+                chars.next();
+            }
+            ';' => out.push(std::mem::take(&mut cur)),
+            c => cur.push(c),
+        }
+    }
+    out.push(cur);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splitting() {
+        assert_eq!(split_commands("a; b ;c"), vec!["a", " b ", "c"]);
+        assert_eq!(
+            split_commands(r"set x a\;b; show"),
+            vec!["set x a;b", " show"]
+        );
+        assert_eq!(split_commands(""), vec![""]);
+    }
+}

@@ -1,0 +1,431 @@
+//! `show stat` (HAProxy's CSV, same fields in the same order) and
+//! `show servers state` (HAProxy's server-state format, version 1), which
+//! is also the format of the state file that carries weights and admin
+//! states across restarts and upgrades.
+
+use super::commands::View;
+use crate::config::{Balance, HealthKind};
+use crate::health::counter;
+use crate::shm::{self, ServerShared, ADMIN_DRAIN, ADMIN_MAINT, ADMIN_READY};
+use std::fmt::Write;
+use std::sync::atomic::Ordering::Relaxed;
+
+/// HAProxy 2.6's `show stat` fields, in order, up to `uweight`.
+const FIELDS: [&str; 100] = [
+    "pxname",
+    "svname",
+    "qcur",
+    "qmax",
+    "scur",
+    "smax",
+    "slim",
+    "stot",
+    "bin",
+    "bout",
+    "dreq",
+    "dresp",
+    "ereq",
+    "econ",
+    "eresp",
+    "wretr",
+    "wredis",
+    "status",
+    "weight",
+    "act",
+    "bck",
+    "chkfail",
+    "chkdown",
+    "lastchg",
+    "downtime",
+    "qlimit",
+    "pid",
+    "iid",
+    "sid",
+    "throttle",
+    "lbtot",
+    "tracked",
+    "type",
+    "rate",
+    "rate_lim",
+    "rate_max",
+    "check_status",
+    "check_code",
+    "check_duration",
+    "hrsp_1xx",
+    "hrsp_2xx",
+    "hrsp_3xx",
+    "hrsp_4xx",
+    "hrsp_5xx",
+    "hrsp_other",
+    "hanafail",
+    "req_rate",
+    "req_rate_max",
+    "req_tot",
+    "cli_abrt",
+    "srv_abrt",
+    "comp_in",
+    "comp_out",
+    "comp_byp",
+    "comp_rsp",
+    "lastsess",
+    "last_chk",
+    "last_agt",
+    "qtime",
+    "ctime",
+    "rtime",
+    "ttime",
+    "agent_status",
+    "agent_code",
+    "agent_duration",
+    "check_desc",
+    "agent_desc",
+    "check_rise",
+    "check_fall",
+    "check_health",
+    "agent_rise",
+    "agent_fall",
+    "agent_health",
+    "addr",
+    "cookie",
+    "mode",
+    "algo",
+    "conn_rate",
+    "conn_rate_max",
+    "conn_tot",
+    "intercepted",
+    "dcon",
+    "dses",
+    "wrew",
+    "connect",
+    "reuse",
+    "cache_lookups",
+    "cache_hits",
+    "srv_icur",
+    "src_ilim",
+    "qtime_max",
+    "ctime_max",
+    "rtime_max",
+    "ttime_max",
+    "eint",
+    "idle_conn_cur",
+    "safe_conn_cur",
+    "used_conn_cur",
+    "need_conn_est",
+    "uweight",
+];
+
+fn idx(name: &str) -> usize {
+    FIELDS.iter().position(|f| *f == name).unwrap_or(0)
+}
+
+/// One CSV row being filled by field name.
+struct Row(Vec<String>);
+
+impl Row {
+    fn new(px: &str, sv: &str) -> Row {
+        let mut r = Row(vec![String::new(); FIELDS.len()]);
+        r.set("pxname", px);
+        r.set("svname", sv);
+        r
+    }
+    fn set(&mut self, field: &str, v: impl ToString) {
+        self.0[idx(field)] = v.to_string();
+    }
+    fn write(&self, out: &mut String) {
+        for v in &self.0 {
+            out.push_str(v);
+            out.push(',');
+        }
+        out.push('\n');
+    }
+}
+
+pub fn algo_name(b: Balance) -> &'static str {
+    match b {
+        Balance::Roundrobin => "roundrobin",
+        Balance::StaticRr => "static-rr",
+        Balance::Leastconn => "leastconn",
+        Balance::Random => "random",
+        Balance::Hash => "hash",
+        Balance::First => "first",
+    }
+}
+
+/// A server's status word, as HAProxy prints it.
+pub fn server_status(sh: &ServerShared, health: Option<(u32, u32)>) -> String {
+    match sh.admin.load(Relaxed) {
+        ADMIN_MAINT => "MAINT".to_owned(),
+        ADMIN_DRAIN => "DRAIN".to_owned(),
+        _ => match health {
+            Some((rise, fall)) => counter::status(
+                sh.health.load(Relaxed),
+                sh.check_down.load(Relaxed) != 0,
+                rise,
+                fall,
+            ),
+            None => "no check".to_owned(),
+        },
+    }
+}
+
+/// Usable for new requests (admin ready, not DOWN, weight > 0).
+fn usable(sh: &ServerShared) -> bool {
+    sh.is_ready()
+}
+
+pub fn show_stat(v: &View) -> String {
+    let mut out = String::from("# ");
+    out.push_str(&FIELDS.join(","));
+    out.push_str(",\n");
+    let now = shm::unix_secs();
+    let sum = |f: &dyn Fn(&shm::WorkerShared) -> u64| -> u64 {
+        (0..v.shm.worker_count()).map(|w| f(v.shm.worker(w))).sum()
+    };
+    let cur = sum(&|w| u64::from(w.conns_current.load(Relaxed)));
+    let tot = sum(&|w| w.conns_total.load(Relaxed));
+    let req = sum(&|w| w.requests.load(Relaxed));
+    for (i, l) in v.config.listeners.iter().enumerate() {
+        let mut r = Row::new(&l.name, "FRONTEND");
+        r.set("scur", cur);
+        r.set(
+            "slim",
+            v.config.worker_connections * v.shm.worker_count().max(1),
+        );
+        r.set("stot", tot);
+        r.set("status", "OPEN");
+        r.set("pid", v.pid);
+        r.set("iid", i + 1);
+        r.set("sid", 0);
+        r.set("type", 0);
+        r.set("req_tot", req);
+        r.set("mode", "http");
+        r.set("conn_tot", tot);
+        r.write(&mut out);
+    }
+    let base_iid = v.config.listeners.len();
+    for (u, (name, up)) in v.config.upstreams.iter().enumerate() {
+        let health = up.health.as_ref().map(|h| (h.rise.max(1), h.fall.max(1)));
+        let iid = base_iid + u + 1;
+        let mut totals = [0u64; 13];
+        let (mut act, mut bck, mut weight) = (0u32, 0u32, 0u32);
+        for (s, srv) in up.servers.iter().enumerate() {
+            let sh = v.shm.server(u, s);
+            let mut r = Row::new(name, &srv.name);
+            let active = u64::from(sh.active.load(Relaxed));
+            let requests = sh.requests.load(Relaxed);
+            let w = sh.weight.load(Relaxed);
+            let vals = [
+                active,
+                u64::from(sh.max_active.load(Relaxed)),
+                requests,
+                sh.bytes_in.load(Relaxed),
+                sh.bytes_out.load(Relaxed),
+                sh.connect_errors.load(Relaxed),
+                sh.response_errors.load(Relaxed),
+                sh.retries.load(Relaxed),
+                sh.selections.load(Relaxed),
+                sh.responses[0].load(Relaxed),
+                sh.responses[1].load(Relaxed),
+                sh.responses[2].load(Relaxed),
+                sh.responses[3].load(Relaxed),
+            ];
+            for (t, x) in totals.iter_mut().zip(vals) {
+                *t += x;
+            }
+            r.set("qcur", 0);
+            r.set("qmax", 0);
+            r.set("scur", active);
+            r.set("smax", vals[1]);
+            r.set("stot", requests);
+            r.set("bin", vals[3]);
+            r.set("bout", vals[4]);
+            r.set("dresp", 0);
+            r.set("econ", vals[5]);
+            r.set("eresp", vals[6]);
+            r.set("wretr", vals[7]);
+            r.set("wredis", 0);
+            r.set("status", server_status(sh, health));
+            r.set("weight", w);
+            r.set("act", u8::from(!srv.backup));
+            r.set("bck", u8::from(srv.backup));
+            if health.is_some() {
+                r.set("chkfail", sh.check_fails.load(Relaxed));
+                r.set("chkdown", sh.check_downs.load(Relaxed));
+            }
+            r.set("lastchg", now.saturating_sub(sh.last_change.load(Relaxed)));
+            r.set("downtime", sh.downtime.load(Relaxed));
+            r.set("pid", v.pid);
+            r.set("iid", iid);
+            r.set("sid", s + 1);
+            r.set("lbtot", vals[8]);
+            r.set("type", 2);
+            if let Some(h) = &up.health {
+                let ok = sh.last_check_ok.load(Relaxed);
+                let code = sh.last_check_code.load(Relaxed);
+                let status = match (h.kind, ok, code) {
+                    (_, 0, _) => "INI",
+                    (HealthKind::Tcp, 1, _) => "L4OK",
+                    (HealthKind::Http, 1, _) => "L7OK",
+                    (HealthKind::Http, _, c) if c > 0 => "L7STS",
+                    _ => "L4CON",
+                };
+                r.set("check_status", status);
+                if code > 0 {
+                    r.set("check_code", code);
+                }
+                r.set("check_duration", sh.last_check_us.load(Relaxed) / 1000);
+                r.set("check_rise", h.rise);
+                r.set("check_fall", h.fall);
+                r.set("check_health", sh.health.load(Relaxed));
+            }
+            for (k, f) in [
+                "hrsp_1xx",
+                "hrsp_2xx",
+                "hrsp_3xx",
+                "hrsp_4xx",
+                "hrsp_5xx",
+                "hrsp_other",
+            ]
+            .iter()
+            .enumerate()
+            {
+                r.set(f, sh.responses[k].load(Relaxed));
+            }
+            r.set(
+                "addr",
+                srv.socket_addr.map(|a| a.to_string()).unwrap_or_default(),
+            );
+            r.set("mode", "http");
+            r.set("uweight", w);
+            r.write(&mut out);
+            if usable(sh) {
+                if srv.backup {
+                    bck += 1;
+                } else {
+                    act += 1;
+                }
+                weight += w;
+            }
+        }
+        let mut r = Row::new(name, "BACKEND");
+        r.set("qcur", 0);
+        r.set("qmax", 0);
+        r.set("scur", totals[0]);
+        r.set("smax", totals[1]);
+        r.set("stot", totals[2]);
+        r.set("bin", totals[3]);
+        r.set("bout", totals[4]);
+        r.set("econ", totals[5]);
+        r.set("eresp", totals[6]);
+        r.set("wretr", totals[7]);
+        r.set("status", if act + bck > 0 { "UP" } else { "DOWN" });
+        r.set("weight", weight);
+        r.set("act", act);
+        r.set("bck", bck);
+        r.set("pid", v.pid);
+        r.set("iid", iid);
+        r.set("sid", 0);
+        r.set("lbtot", totals[8]);
+        r.set("type", 1);
+        r.set("req_tot", totals[2]);
+        r.set("mode", "http");
+        r.set("algo", algo_name(up.balance));
+        r.write(&mut out);
+    }
+    out
+}
+
+const STATE_HEADER: &str = "# be_id be_name srv_id srv_name srv_addr srv_op_state srv_admin_state srv_uweight srv_iweight srv_time_since_last_change srv_check_status srv_check_result srv_check_health srv_check_state srv_agent_state bk_f_forced_id srv_f_forced_id srv_fqdn srv_port srvrecord srv_use_ssl srv_check_port srv_check_addr srv_agent_addr srv_agent_port";
+
+/// `show servers state [backend]` (and the state file's contents).
+pub fn show_servers_state(v: &View, only: Option<&str>) -> String {
+    let mut out = format!("1\n{STATE_HEADER}\n");
+    let now = shm::unix_secs();
+    for (u, (name, up)) in v.config.upstreams.iter().enumerate() {
+        if only.is_some_and(|o| o != name) {
+            continue;
+        }
+        for (s, srv) in up.servers.iter().enumerate() {
+            let sh = v.shm.server(u, s);
+            let down = sh.check_down.load(Relaxed) != 0;
+            let op = if down { 0 } else { 2 };
+            let admin = match sh.admin.load(Relaxed) {
+                ADMIN_MAINT => 1,
+                ADMIN_DRAIN => 8,
+                _ => 0,
+            };
+            let (ip, port) = srv
+                .socket_addr
+                .map(|a| (a.ip().to_string(), a.port()))
+                .unwrap_or_else(|| ("-".to_owned(), 0));
+            let checked = up.health.is_some();
+            let _ =
+                writeln!(
+                out,
+                "{} {name} {} {} {ip} {op} {admin} {} {} {} {} {} {} {} 0 0 0 - {port} - 0 0 - - 0",
+                u + 1,
+                s + 1,
+                srv.name,
+                sh.weight.load(Relaxed),
+                srv.weight,
+                now.saturating_sub(sh.last_change.load(Relaxed)),
+                if checked { 6 } else { 0 },
+                if checked { if down { 1 } else { 3 } } else { 0 },
+                sh.health.load(Relaxed),
+                if checked { 6 } else { 0 },
+            );
+        }
+    }
+    out
+}
+
+/// Applies a state file (the `show servers state` format): admin states,
+/// and weights changed at runtime when the configured weight is still the
+/// one they were changed from. Unknown backends or servers are ignored.
+pub fn apply_state(text: &str, config: &crate::config::Config, shm: &shm::Shm) -> usize {
+    let mut applied = 0;
+    for line in text.lines() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') || line == "1" {
+            continue;
+        }
+        let f: Vec<&str> = line.split_whitespace().collect();
+        if f.len() < 9 {
+            continue;
+        }
+        let (Some(u), srv) = (config.upstreams.position(f[1]), f[3]) else {
+            continue;
+        };
+        let Some(s) = config.upstreams.0[u]
+            .1
+            .servers
+            .iter()
+            .position(|x| x.name == srv)
+        else {
+            continue;
+        };
+        let sh = shm.server(u, s);
+        let admin: u32 = f[6].parse().unwrap_or(0);
+        sh.admin.store(
+            if admin & 0x7 != 0 {
+                ADMIN_MAINT
+            } else if admin & 0x38 != 0 {
+                ADMIN_DRAIN
+            } else {
+                ADMIN_READY
+            },
+            Relaxed,
+        );
+        let (Ok(uweight), Ok(iweight)) = (f[7].parse::<u32>(), f[8].parse::<u32>()) else {
+            continue;
+        };
+        if iweight == config.upstreams.0[u].1.servers[s].weight && uweight <= 256 {
+            sh.weight.store(uweight, Relaxed);
+        }
+        applied += 1;
+    }
+    for u in 0..config.upstreams.len() {
+        shm.upstream(u).weights_epoch.fetch_add(1, Relaxed);
+    }
+    applied
+}
