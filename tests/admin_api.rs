@@ -1,0 +1,418 @@
+//! The runtime API over the admin socket, driven with `socat` exactly as
+//! operators' scripts do (`echo "..." | socat stdio /path/admin.sock`).
+
+mod support;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+use support::*;
+
+/// Sends `input` through socat and returns everything the socket answered.
+fn socat(sock: &Path, input: &str) -> String {
+    let mut child = Command::new("socat")
+        .arg("-t5")
+        .arg("stdio")
+        .arg(format!("unix-connect:{}", sock.display()))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("socat must be installed (.ci/run installs it)");
+    if let Some(mut stdin) = child.stdin.take() {
+        let _ = stdin.write_all(input.as_bytes());
+    }
+    let out = child.wait_with_output().expect("socat output");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn cmd(sock: &Path, line: &str) -> String {
+    socat(sock, &format!("{line}\n"))
+}
+
+struct Setup {
+    lb: Forklb,
+    _dir: TempDir,
+    sock: PathBuf,
+    a: Backend,
+    b: Backend,
+}
+
+/// Two workers, upstream `main` with servers `a` and `b`, an admin socket
+/// (and optionally a state file) in the instance's folder.
+fn start(extra: &str) -> Setup {
+    let a = Backend::start("a");
+    let b = Backend::start("b");
+    let dir = TempDir::new("adminsock");
+    let sock = dir.join("admin.sock");
+    let yaml = format!(
+        "workers: 2\n\
+         admin: {{socket: \"{}\"}}\n\
+         {extra}\
+         listeners:\n\
+         \x20 - name: web\n\
+         \x20   bind: [\"127.0.0.1:$PORT\"]\n\
+         \x20   routes: [{{upstream: main}}]\n\
+         upstreams:\n\
+         \x20 main:\n\
+         \x20   servers:\n\
+         \x20     - {{name: a, addr: \"{}\"}}\n\
+         \x20     - {{name: b, addr: \"{}\"}}\n",
+        sock.display(),
+        a.addr(),
+        b.addr()
+    );
+    let lb = Forklb::start(&yaml);
+    assert!(
+        wait_until(Duration::from_secs(5), || sock.exists()),
+        "admin socket missing\n{}",
+        lb.diagnostics()
+    );
+    Setup {
+        lb,
+        _dir: dir,
+        sock,
+        a,
+        b,
+    }
+}
+
+fn counts(port: u16, n: usize) -> (usize, usize) {
+    let (mut a, mut b) = (0, 0);
+    for _ in 0..n {
+        match http_get(port, "/").body_str().as_str() {
+            "a" => a += 1,
+            "b" => b += 1,
+            other => panic!("unexpected body {other:?}"),
+        }
+    }
+    (a, b)
+}
+
+#[test]
+fn help_info_backend_and_unknown_commands() {
+    let s = start("");
+    let help = cmd(&s.sock, "help");
+    assert!(
+        help.starts_with("The following commands are valid at this level:\n"),
+        "{help}"
+    );
+    for c in [
+        "show stat",
+        "set weight",
+        "set server",
+        "show servers state",
+        "reload",
+    ] {
+        assert!(help.contains(c), "help lacks {c}: {help}");
+    }
+    assert!(
+        help.ends_with("\n\n"),
+        "every answer ends with an empty line: {help:?}"
+    );
+    let info = cmd(&s.sock, "show info");
+    for f in [
+        "Name: forklb",
+        "Version: ",
+        "Uptime_sec: ",
+        "Nbproc: 2",
+        "CurrConns: ",
+        "CumConns: ",
+        "CumReq: ",
+        "Generation: 1",
+    ] {
+        assert!(info.contains(f), "show info lacks {f}: {info}");
+    }
+    assert!(
+        info.contains(&format!("Pid: {}\n", s.lb.master_pid())),
+        "{info}"
+    );
+    assert_eq!(cmd(&s.sock, "show backend"), "# name\nmain\n\n");
+    let unknown = cmd(&s.sock, "frobnicate now");
+    assert!(
+        unknown.starts_with(
+            "Unknown command: 'frobnicate'. Please enter one of the following commands only :\n"
+        ),
+        "{unknown}"
+    );
+    let proc_ = cmd(&s.sock, "show proc");
+    assert!(
+        proc_.contains("master") && proc_.matches(" worker ").count() == 2,
+        "{proc_}"
+    );
+}
+
+#[test]
+fn error_strings_are_haproxys() {
+    let s = start("");
+    assert_eq!(cmd(&s.sock, "set weight nope/a 1"), "No such backend.\n\n");
+    assert_eq!(cmd(&s.sock, "set weight main/zz 1"), "No such server.\n\n");
+    assert_eq!(
+        cmd(&s.sock, "set weight main 1"),
+        "Require 'backend/server'.\n\n"
+    );
+    assert_eq!(
+        cmd(&s.sock, "get weight main"),
+        "Require 'backend/server'.\n\n"
+    );
+    assert_eq!(
+        cmd(&s.sock, "set server main/zz state maint"),
+        "No such server.\n\n"
+    );
+    assert_eq!(
+        cmd(&s.sock, "disable server nope/a"),
+        "No such backend.\n\n"
+    );
+    assert_eq!(
+        cmd(&s.sock, "set server main/a state sleepy"),
+        "'set server <srv> state' expects 'ready', 'drain' and 'maint'.\n\n"
+    );
+    assert_eq!(
+        cmd(&s.sock, "set weight main/a 300"),
+        "Absolute weight can only be between 0 and 256 inclusive.\n\n"
+    );
+    assert_eq!(cmd(&s.sock, "get weight main/a"), "1 (initial 1)\n\n");
+}
+
+#[test]
+fn pipelined_commands_and_escaped_semicolons() {
+    let s = start("");
+    let out = cmd(
+        &s.sock,
+        "set weight main/a 7; get weight main/a; set weight main/a 50%; get weight main/a",
+    );
+    // set answers an empty line, get its value then an empty line.
+    assert_eq!(out, "\n7 (initial 1)\n\n\n1 (initial 1)\n\n");
+    let out = cmd(&s.sock, r"get weight main/a\;x");
+    assert_eq!(out, "No such server.\n\n");
+}
+
+#[test]
+fn prompt_mode_keeps_the_session_open() {
+    let s = start("");
+    let out = socat(&s.sock, "prompt\nget weight main/a\nshow backend\nquit\n");
+    assert_eq!(out, "\n> 1 (initial 1)\n\n> # name\nmain\n\n> ");
+}
+
+#[test]
+fn socket_permissions_and_levels() {
+    use std::os::unix::fs::PermissionsExt;
+    let s = start("");
+    let mode = std::fs::metadata(&s.sock).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    drop(s);
+    // A user-level socket may look but not touch.
+    let a = Backend::start("a");
+    let dir = TempDir::new("adminlvl");
+    let sock = dir.join("user.sock");
+    let yaml = format!(
+        "workers: 1\nadmin: {{socket: \"{}\", mode: \"0660\", level: user}}\n{}",
+        sock.display(),
+        proxy_config_for(1, &[&a]).replace("workers: 1\n", "")
+    );
+    let lb = Forklb::start(&yaml);
+    assert!(wait_until(Duration::from_secs(5), || sock.exists()));
+    assert_eq!(
+        std::fs::metadata(&sock).unwrap().permissions().mode() & 0o777,
+        0o660
+    );
+    assert_eq!(cmd(&sock, "set weight web/a 5"), "Permission denied\n\n");
+    assert_eq!(cmd(&sock, "disable server web/a"), "Permission denied\n\n");
+    assert_eq!(cmd(&sock, "reload"), "Permission denied\n\n");
+    assert_eq!(cmd(&sock, "get weight web/a"), "1 (initial 1)\n\n");
+    assert!(!cmd(&sock, "help").contains("set weight"));
+    drop(lb);
+}
+
+#[test]
+fn set_weight_splits_traffic_about_ten_to_one() {
+    let s = start("");
+    assert_eq!(cmd(&s.sock, "set weight main/a 10"), "\n");
+    let (a, b) = counts(s.lb.port(), 220);
+    // 10:1 of 220 is 200:20; each of 2 workers runs its own smooth sequence.
+    assert!((190..=210).contains(&a), "a={a} b={b}");
+    assert_eq!(a + b, 220);
+    assert_eq!(cmd(&s.sock, "set server main/a weight 1"), "\n");
+    let (a, b) = counts(s.lb.port(), 100);
+    assert!((40..=60).contains(&a), "a={a} b={b}");
+}
+
+#[test]
+fn maint_and_ready_under_load_lose_nothing() {
+    let s = start("");
+    let load = Load::start(s.lb.port());
+    std::thread::sleep(Duration::from_millis(300));
+    load.mark("maint a");
+    assert_eq!(cmd(&s.sock, "set server main/a state maint"), "\n");
+    std::thread::sleep(Duration::from_millis(200));
+    let before = s.a.request_count();
+    std::thread::sleep(Duration::from_millis(500));
+    let during = s.a.request_count() - before;
+    assert_eq!(during, 0, "a still got requests while in maint");
+    load.mark("ready a");
+    assert_eq!(cmd(&s.sock, "set server main/a state ready"), "\n");
+    std::thread::sleep(Duration::from_millis(500));
+    let report = load.stop();
+    report.assert_no_failures("maint/ready", &s.lb.diagnostics());
+    assert!(
+        s.a.request_count() > before,
+        "a was not used again after ready"
+    );
+    assert!(report.ok > 100, "too little load: {}", report.ok);
+}
+
+#[test]
+fn rolling_maint_ready_deploy_loop_under_load() {
+    let s = start("");
+    let load = Load::start(s.lb.port());
+    std::thread::sleep(Duration::from_millis(200));
+    for round in 0..3 {
+        for srv in ["a", "b"] {
+            load.mark(&format!("round {round}: maint {srv}"));
+            assert_eq!(
+                cmd(&s.sock, &format!("set server main/{srv} state maint")),
+                "\n"
+            );
+            std::thread::sleep(Duration::from_millis(150)); // ... deploy ...
+            assert_eq!(
+                cmd(&s.sock, &format!("set server main/{srv} state ready")),
+                "\n"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    let report = load.stop();
+    report.assert_no_failures("rolling deploy", &s.lb.diagnostics());
+    assert!(s.a.request_count() > 0 && s.b.request_count() > 0);
+}
+
+#[test]
+fn show_stat_totals_equal_requests_sent_through_two_workers() {
+    let s = start("");
+    for _ in 0..60 {
+        assert_eq!(http_get(s.lb.port(), "/").status, 200);
+    }
+    let stat = cmd(&s.sock, "show stat");
+    let mut lines = stat.lines();
+    let header = lines.next().unwrap();
+    assert!(header.starts_with("# pxname,svname,qcur,qmax,scur,smax,slim,stot,bin,bout,dreq,dresp,ereq,econ,eresp,wretr,wredis,status,weight,act,bck,chkfail,chkdown,lastchg,downtime,"), "{header}");
+    let names: Vec<&str> = header
+        .trim_start_matches("# ")
+        .trim_end_matches(',')
+        .split(',')
+        .collect();
+    let col = |n: &str| names.iter().position(|x| *x == n).unwrap();
+    let rows: Vec<Vec<&str>> = lines
+        .filter(|l| !l.is_empty())
+        .map(|l| l.split(',').collect())
+        .collect();
+    for r in &rows {
+        assert_eq!(
+            r.len(),
+            names.len() + 1,
+            "every field is followed by a comma: {r:?}"
+        );
+    }
+    let row = |sv: &str| {
+        rows.iter()
+            .find(|r| r[0] == "main" && r[1] == sv)
+            .unwrap()
+            .clone()
+    };
+    let (a, b, be) = (row("a"), row("b"), row("BACKEND"));
+    let stot = |r: &Vec<&str>| r[col("stot")].parse::<u64>().unwrap();
+    assert_eq!(stot(&a) + stot(&b), 60);
+    assert_eq!(stot(&be), 60);
+    assert_eq!(a[col("status")], "no check");
+    assert_eq!(be[col("status")], "UP");
+    assert_eq!(be[col("algo")], "roundrobin");
+    assert_eq!(a[col("hrsp_2xx")], stot(&a).to_string());
+    assert!(rows.iter().any(|r| r[0] == "web" && r[1] == "FRONTEND"));
+    assert_eq!(cmd(&s.sock, "disable server main/b"), "\n");
+    let stat = cmd(&s.sock, "show stat");
+    assert!(
+        stat.lines()
+            .any(|l| l.starts_with("main,b,") && l.contains(",MAINT,")),
+        "{stat}"
+    );
+    let state = cmd(&s.sock, "show servers state main");
+    assert!(state.starts_with("1\n# be_id be_name srv_id srv_name srv_addr srv_op_state srv_admin_state srv_uweight srv_iweight"), "{state}");
+    assert!(
+        state
+            .lines()
+            .any(|l| l.starts_with("1 main 2 b 127.0.0.1 2 1 1 1 ")),
+        "{state}"
+    );
+    assert_eq!(
+        cmd(&s.sock, "show servers state nope"),
+        "Can't find backend.\n\n"
+    );
+}
+
+#[test]
+fn weights_and_maint_survive_hup_and_usr2() {
+    let dir = TempDir::new("adminstate");
+    let state = dir.join("forklb.state");
+    let s = start(&format!("state_file: \"{}\"\n", state.display()));
+    assert_eq!(
+        cmd(&s.sock, "set weight main/a 5; disable server main/b"),
+        "\n\n"
+    );
+    assert!(state.exists(), "state file not written");
+    // HUP: a new generation keeps the runtime state.
+    s.lb.signal(libc::SIGHUP);
+    assert!(wait_until(Duration::from_secs(5), || cmd(
+        &s.sock,
+        "show info"
+    )
+    .contains("Generation: 2")));
+    assert_eq!(cmd(&s.sock, "get weight main/a"), "5 (initial 1)\n\n");
+    let (a, b) = counts(s.lb.port(), 20);
+    assert_eq!((a, b), (20, 0), "b is still in maint after HUP");
+    // USR2: the new master reads the state file at start.
+    let old = s.lb.master_pid();
+    s.lb.signal(libc::SIGUSR2);
+    let new_pid = wait_until(Duration::from_secs(10), || {
+        s.lb.pid_file_pid().is_some_and(|p| p != old)
+    });
+    assert!(
+        new_pid,
+        "new master did not come up\n{}",
+        s.lb.diagnostics()
+    );
+    let new = s.lb.pid_file_pid().unwrap();
+    s.lb.track(new);
+    s.lb.signal(libc::SIGQUIT); // the old master leaves; the new one owns the socket
+    assert!(wait_until(Duration::from_secs(10), || cmd(
+        &s.sock,
+        "show info"
+    )
+    .contains(&format!("Pid: {new}"))));
+    assert_eq!(cmd(&s.sock, "get weight main/a"), "5 (initial 1)\n\n");
+    let st = cmd(&s.sock, "show servers state");
+    assert!(
+        st.lines()
+            .any(|l| l.starts_with("1 main 2 b ") && l.split(' ').nth(6) == Some("1")),
+        "{st}"
+    );
+    let (a, b) = counts(s.lb.port(), 10);
+    assert_eq!((a, b), (10, 0));
+    kill(new, libc::SIGQUIT);
+}
+
+#[test]
+fn reload_over_the_socket() {
+    let s = start("");
+    assert_eq!(cmd(&s.sock, "reload"), "Success=1\n\n");
+    assert!(cmd(&s.sock, "show info").contains("Generation: 2"));
+    let cfg = std::fs::read_to_string(s.lb.config_path()).unwrap();
+    std::fs::write(s.lb.config_path(), format!("{cfg}bogus_key: 1\n")).unwrap();
+    let out = cmd(&s.sock, "reload");
+    assert!(
+        out.starts_with("Success=0\n--\n") && out.contains("bogus_key"),
+        "{out}"
+    );
+    assert!(cmd(&s.sock, "show info").contains("Generation: 2"));
+    assert_eq!(http_get(s.lb.port(), "/").status, 200);
+}
