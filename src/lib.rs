@@ -17,6 +17,7 @@ pub mod health;
 pub mod http;
 pub mod log;
 pub mod master;
+pub mod metrics;
 pub mod net;
 pub mod procfs;
 pub mod proxy;

@@ -7,6 +7,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 pub struct Runtime {
+    /// The configuration generation (reloads), for metrics.
+    pub generation: u64,
     pub listeners: Vec<ListenerRt>,
     pub upstreams: Vec<UpstreamRt>,
     pub timeouts: TimeoutsRt,
@@ -221,6 +223,7 @@ impl Runtime {
             .collect();
         let t = &cfg.timeouts;
         Runtime {
+            generation: 1,
             listeners,
             upstreams,
             timeouts: TimeoutsRt {

@@ -77,6 +77,30 @@ pub struct WorkerShared {
 pub struct UpstreamShared {
     /// Bumped whenever a weight changes (consistent-hash rings rebuild).
     pub weights_epoch: AtomicU32,
+    /// Request durations (dispatch to end of response): cumulative-free
+    /// bucket counts for `DURATION_BUCKETS` plus +Inf, sum and count.
+    pub duration_buckets: [AtomicU64; DURATION_BUCKETS.len() + 1],
+    pub duration_sum_us: AtomicU64,
+    pub duration_count: AtomicU64,
+}
+
+/// Upper bounds (seconds) of the request-duration histogram buckets.
+pub const DURATION_BUCKETS: [f64; 11] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+impl UpstreamShared {
+    pub fn observe(&self, d: std::time::Duration) {
+        let secs = d.as_secs_f64();
+        let i = DURATION_BUCKETS
+            .iter()
+            .position(|&b| secs <= b)
+            .unwrap_or(DURATION_BUCKETS.len());
+        self.duration_buckets[i].fetch_add(1, Ordering::Relaxed);
+        self.duration_sum_us
+            .fetch_add(d.as_micros() as u64, Ordering::Relaxed);
+        self.duration_count.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 /// The mapping and where each part lives in it.

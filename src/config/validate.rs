@@ -729,14 +729,6 @@ fn reject_unsupported(cfg: &Config) -> Check {
         if l.tls.is_some() {
             return invalid(format!("listeners[{i}].tls"), "TLS is not supported yet");
         }
-        for (j, r) in l.routes.iter().enumerate() {
-            if r.metrics.is_some() {
-                return invalid(
-                    format!("listeners[{i}].routes[{j}].metrics"),
-                    "metrics routes are not supported yet",
-                );
-            }
-        }
     }
     for (name, up) in cfg.upstreams.iter() {
         let at = format!("upstreams.{name}");
@@ -1343,13 +1335,9 @@ upstreams:
             "admin: {socket: admin.sock, level: operator}\nstate_file: s.state\n",
         ));
         ok(&with_top("access_log: {path: access.log, format: json}\n"));
-        assert_err(
-            &with_routes(
-                "      - {upstream: web}\n      - {path: /metrics, metrics: prometheus}\n",
-            ),
-            "listeners[0].routes[1].metrics",
-            "not supported yet",
-        );
+        ok(&with_routes(
+            "      - {path: /metrics, metrics: prometheus}\n      - {upstream: web}\n",
+        ));
         assert_err(
             "listeners:\n  - name: web\n    bind: [\"127.0.0.1:8443\"]\n    tls:\n      certificates: [{cert: a.crt, key: a.key}]\n    routes: [{return: {status: 200}}]\n",
             "listeners[0].tls",

@@ -998,9 +998,11 @@ impl Master {
             }
             _ => crate::access_log::AccessLog::disabled(),
         };
+        let mut runtime = crate::route::Runtime::new(&self.config);
+        runtime.generation = self.children.generation();
         crate::worker::run(crate::worker::WorkerSetup {
             slot,
-            runtime: crate::route::Runtime::new(&self.config),
+            runtime,
             listeners,
             channel,
             access_log,

@@ -109,6 +109,8 @@ struct Exchange {
     upstream_started: Option<Instant>,
     /// The server whose active count this request holds.
     active_on: Option<usize>,
+    /// When the request was dispatched upstream (duration histogram).
+    dispatched: Option<Instant>,
     /// Head sizes, for the byte counters.
     req_head_len: u64,
     resp_head_len: u64,
@@ -137,6 +139,7 @@ impl Exchange {
             upstream_status: None,
             upstream_started: None,
             active_on: None,
+            dispatched: None,
             req_head_len: 0,
             resp_head_len: 0,
         }
@@ -570,12 +573,13 @@ impl Conn {
                 Dispatch::Consumed(info.head_len)
             }
             Action::Metrics => {
+                let body = crate::metrics::render(env.rt, env.shm);
                 self.respond_local(
                     env,
-                    501,
-                    "text/plain",
+                    200,
+                    crate::metrics::CONTENT_TYPE,
                     b"",
-                    b"Not Implemented\n",
+                    body.as_bytes(),
                     local_keep,
                 );
                 Dispatch::Consumed(info.head_len)
@@ -606,6 +610,7 @@ impl Conn {
                     self.out_pos = 0;
                 }
                 self.ex.upstream = *u;
+                self.ex.dispatched = Some(env.now);
                 self.ex.retries_left = env.rt.upstreams[*u].retries;
                 self.proxy_request(env, &req, &info)
             }
@@ -1356,6 +1361,11 @@ impl Conn {
                 .fetch_add(self.ex.req_head_len + self.ex.req.sent, Ordering::Relaxed);
             sh.bytes_out
                 .fetch_add(self.ex.resp_head_len + self.ex.resp.sent, Ordering::Relaxed);
+        }
+        if let Some(t) = self.ex.dispatched.take() {
+            env.shm
+                .upstream(self.ex.upstream)
+                .observe(env.now.saturating_duration_since(t));
         }
     }
 

@@ -1,0 +1,236 @@
+//! `/metrics` in the Prometheus text format (0.0.4): instance-wide counters
+//! and gauges read from shared memory, so any worker answers for all of
+//! them, plus a request-duration histogram per upstream.
+
+use crate::route::Runtime;
+use crate::shm::{Shm, ADMIN_DRAIN, ADMIN_MAINT, ADMIN_READY, DURATION_BUCKETS};
+use std::fmt::Write;
+use std::sync::atomic::Ordering::Relaxed;
+
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// Escapes a label value (backslash, double quote, newline).
+fn label(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+fn family(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}
+
+pub fn render(rt: &Runtime, shm: &Shm) -> String {
+    let mut out = String::with_capacity(8192);
+    let workers = shm.worker_count();
+    let sum = |f: &dyn Fn(usize) -> u64| -> u64 { (0..workers).map(f).sum() };
+
+    family(
+        &mut out,
+        "forklb_info",
+        "gauge",
+        "Version of the running forklb.",
+    );
+    let _ = writeln!(
+        out,
+        "forklb_info{{version=\"{}\"}} 1",
+        env!("CARGO_PKG_VERSION")
+    );
+    family(
+        &mut out,
+        "forklb_generation",
+        "gauge",
+        "Configuration generation (reloads + 1).",
+    );
+    let _ = writeln!(out, "forklb_generation {}", rt.generation);
+    family(
+        &mut out,
+        "forklb_workers",
+        "gauge",
+        "Worker processes of this generation.",
+    );
+    let _ = writeln!(out, "forklb_workers {workers}");
+    family(
+        &mut out,
+        "forklb_connections_current",
+        "gauge",
+        "Open client connections.",
+    );
+    let _ = writeln!(
+        out,
+        "forklb_connections_current {}",
+        sum(&|w| u64::from(shm.worker(w).conns_current.load(Relaxed)))
+    );
+    family(
+        &mut out,
+        "forklb_connections_total",
+        "counter",
+        "Client connections accepted.",
+    );
+    let _ = writeln!(
+        out,
+        "forklb_connections_total {}",
+        sum(&|w| shm.worker(w).conns_total.load(Relaxed))
+    );
+    family(
+        &mut out,
+        "forklb_requests_total",
+        "counter",
+        "Requests received (all routes).",
+    );
+    let _ = writeln!(
+        out,
+        "forklb_requests_total {}",
+        sum(&|w| shm.worker(w).requests.load(Relaxed))
+    );
+
+    type Getter = fn(&crate::shm::ServerShared) -> u64;
+    let per_server: [(&str, &str, &str, Getter); 9] = [
+        (
+            "forklb_server_requests_total",
+            "counter",
+            "Requests sent to the server.",
+            |s| s.requests.load(Relaxed),
+        ),
+        (
+            "forklb_server_bytes_in_total",
+            "counter",
+            "Bytes sent to the server.",
+            |s| s.bytes_in.load(Relaxed),
+        ),
+        (
+            "forklb_server_bytes_out_total",
+            "counter",
+            "Bytes received from the server.",
+            |s| s.bytes_out.load(Relaxed),
+        ),
+        (
+            "forklb_server_connect_errors_total",
+            "counter",
+            "Failed connection attempts.",
+            |s| s.connect_errors.load(Relaxed),
+        ),
+        (
+            "forklb_server_response_errors_total",
+            "counter",
+            "Invalid or failed responses.",
+            |s| s.response_errors.load(Relaxed),
+        ),
+        (
+            "forklb_server_retries_total",
+            "counter",
+            "Requests retried on this server.",
+            |s| s.retries.load(Relaxed),
+        ),
+        (
+            "forklb_server_active_requests",
+            "gauge",
+            "Requests in flight on the server.",
+            |s| u64::from(s.active.load(Relaxed)),
+        ),
+        ("forklb_server_weight", "gauge", "Current weight.", |s| {
+            u64::from(s.weight.load(Relaxed))
+        }),
+        (
+            "forklb_server_up",
+            "gauge",
+            "1 if the server may take new requests (ready, not DOWN, weight > 0).",
+            |s| u64::from(s.is_ready()),
+        ),
+    ];
+    for (name, kind, help, get) in per_server {
+        family(&mut out, name, kind, help);
+        for (u, up) in rt.upstreams.iter().enumerate() {
+            for (i, srv) in up.servers.iter().enumerate() {
+                let _ = writeln!(
+                    out,
+                    "{name}{{upstream=\"{}\",server=\"{}\"}} {}",
+                    label(&up.name),
+                    label(&srv.name),
+                    get(shm.server(u, i))
+                );
+            }
+        }
+    }
+    family(
+        &mut out,
+        "forklb_server_responses_total",
+        "counter",
+        "Responses by status class.",
+    );
+    for (u, up) in rt.upstreams.iter().enumerate() {
+        for (i, srv) in up.servers.iter().enumerate() {
+            let sh = shm.server(u, i);
+            for (k, class) in ["1xx", "2xx", "3xx", "4xx", "5xx", "other"]
+                .iter()
+                .enumerate()
+            {
+                let _ = writeln!(
+                    out,
+                    "forklb_server_responses_total{{upstream=\"{}\",server=\"{}\",code=\"{class}\"}} {}",
+                    label(&up.name),
+                    label(&srv.name),
+                    sh.responses[k].load(Relaxed)
+                );
+            }
+        }
+    }
+    family(
+        &mut out,
+        "forklb_server_admin_state",
+        "gauge",
+        "Admin state (one of ready, drain, maint is 1).",
+    );
+    for (u, up) in rt.upstreams.iter().enumerate() {
+        for (i, srv) in up.servers.iter().enumerate() {
+            let admin = shm.server(u, i).admin.load(Relaxed);
+            for (state, value) in [
+                ("ready", ADMIN_READY),
+                ("drain", ADMIN_DRAIN),
+                ("maint", ADMIN_MAINT),
+            ] {
+                let _ = writeln!(
+                    out,
+                    "forklb_server_admin_state{{upstream=\"{}\",server=\"{}\",state=\"{state}\"}} {}",
+                    label(&up.name),
+                    label(&srv.name),
+                    u8::from(admin == value)
+                );
+            }
+        }
+    }
+    family(
+        &mut out,
+        "forklb_upstream_request_duration_seconds",
+        "histogram",
+        "Time from dispatching a request to an upstream to the end of its response.",
+    );
+    for (u, up) in rt.upstreams.iter().enumerate() {
+        let us = shm.upstream(u);
+        let name = label(&up.name);
+        let mut cumulative = 0;
+        for (k, b) in DURATION_BUCKETS.iter().enumerate() {
+            cumulative += us.duration_buckets[k].load(Relaxed);
+            let _ = writeln!(
+                out,
+                "forklb_upstream_request_duration_seconds_bucket{{upstream=\"{name}\",le=\"{b}\"}} {cumulative}"
+            );
+        }
+        cumulative += us.duration_buckets[DURATION_BUCKETS.len()].load(Relaxed);
+        let _ = writeln!(
+            out,
+            "forklb_upstream_request_duration_seconds_bucket{{upstream=\"{name}\",le=\"+Inf\"}} {cumulative}"
+        );
+        let _ = writeln!(
+            out,
+            "forklb_upstream_request_duration_seconds_sum{{upstream=\"{name}\"}} {}",
+            us.duration_sum_us.load(Relaxed) as f64 / 1e6
+        );
+        let _ = writeln!(
+            out,
+            "forklb_upstream_request_duration_seconds_count{{upstream=\"{name}\"}} {}",
+            us.duration_count.load(Relaxed)
+        );
+    }
+    out
+}
