@@ -124,28 +124,39 @@ impl Relay {
         self.ready == 0 && self.body.is_complete()
     }
 
+    /// Takes body bytes at the front of `data` (if none are taken yet) and
+    /// returns how many taken bytes are ready to write.
+    pub fn prepare(&mut self, data: &[u8]) -> Result<usize, RelayStep> {
+        if self.ready == 0 && !data.is_empty() && !self.body.is_complete() {
+            self.ready = self.body.take(data).map_err(RelayStep::Framing)?;
+            if let (Some(max), Some(seen)) = (self.max_data, self.body.data_seen()) {
+                if seen > max {
+                    self.ready = 0;
+                    return Err(RelayStep::TooLarge);
+                }
+            }
+        }
+        Ok(self.ready)
+    }
+
+    /// Records that `n` prepared bytes were written.
+    pub fn commit(&mut self, n: usize) {
+        let n = n.min(self.ready);
+        self.ready -= n;
+        self.sent += n as u64;
+    }
+
     /// Makes one unit of progress: write taken bytes, take buffered bytes,
     /// or read more from the source.
     pub fn step(&mut self, ends: &mut Ends, pool: &mut BufPool) -> RelayStep {
         if self.is_complete() {
             return RelayStep::Complete;
         }
-        if self.ready == 0 {
-            if let Some(buf) = ends.buf.as_mut().filter(|b| !b.is_empty()) {
-                match self.body.take(buf.data()) {
-                    Ok(0) if self.body.is_complete() => return RelayStep::Complete,
-                    Ok(n) => self.ready = n,
-                    Err(e) => return RelayStep::Framing(e),
-                }
-                if let (Some(max), Some(seen)) = (self.max_data, self.body.data_seen()) {
-                    if seen > max {
-                        self.ready = 0;
-                        return RelayStep::TooLarge;
-                    }
-                }
-                if self.ready == 0 {
-                    return RelayStep::Complete;
-                }
+        if let Some(buf) = ends.buf.as_ref() {
+            match self.prepare(buf.data()) {
+                Ok(_) if self.is_complete() => return RelayStep::Complete,
+                Ok(_) => {}
+                Err(step) => return step,
             }
         }
         if self.ready > 0 {
@@ -158,8 +169,7 @@ impl Relay {
             return match io::write(ends.dst, &buf.data()[..self.ready], ends.dst_ready) {
                 Io::Done(n) => {
                     buf.consume(n);
-                    self.ready -= n;
-                    self.sent += n as u64;
+                    self.commit(n);
                     RelayStep::Progress
                 }
                 Io::Blocked => RelayStep::Blocked,
