@@ -19,7 +19,7 @@
 use super::body::{Body, Ends, Relay, RelayStep};
 use super::io::{self, Io};
 use super::pool::Pool;
-use super::{upstream_token, Side};
+use super::{upstream_token, Side, UpstreamOwners, POOLED};
 use crate::access_log::{self, AccessLog};
 use crate::balance::{hash_bytes, Balancer, PickCtx};
 use crate::buffer::{Buf, BufPool, VecPool};
@@ -40,6 +40,8 @@ pub struct Env<'a> {
     pub heads: &'a mut VecPool,
     pub balancers: &'a mut [Balancer],
     pub pool: &'a mut Pool,
+    /// Which connection uses each upstream socket (by upstream slot).
+    pub up_owners: &'a mut UpstreamOwners,
     pub access: &'a mut AccessLog,
     /// State shared with the other workers (server states, counters).
     pub shm: &'a Shm,
@@ -148,6 +150,8 @@ impl Exchange {
 
 struct Upstream {
     sock: TcpStream,
+    /// Its slot in `up_owners`, and so its epoll token.
+    up_slot: usize,
     addr: SocketAddr,
     readable: bool,
     writable: bool,
@@ -762,7 +766,6 @@ impl Conn {
             self.ex.tried[self.ex.ntried] = server;
             self.ex.ntried += 1;
         }
-        let token = upstream_token(self.slot);
         let pooled = if use_pool && !self.ex.upgrade {
             env.pool.checkout(self.ex.upstream, server)
         } else {
@@ -770,24 +773,40 @@ impl Conn {
         };
         let reused = pooled.is_some();
         let sock = match pooled {
-            Some(s) => Ok(s),
-            None => TcpStream::connect(addr),
-        }
-        .and_then(|mut s| {
-            env.registry
-                .register(&mut s, token, Interest::READABLE | Interest::WRITABLE)?;
-            Ok(s)
-        });
+            Some((s, up_slot)) => {
+                // Still registered under its own token: just claim it.
+                if let Some(owner) = env.up_owners.get_mut(up_slot) {
+                    *owner = self.slot;
+                }
+                Ok((s, up_slot))
+            }
+            None => TcpStream::connect(addr).and_then(|mut s| {
+                let up_slot = env.up_owners.insert(self.slot);
+                match env.registry.register(
+                    &mut s,
+                    upstream_token(up_slot),
+                    Interest::READABLE | Interest::WRITABLE,
+                ) {
+                    Ok(()) => Ok((s, up_slot)),
+                    Err(e) => {
+                        env.up_owners.remove(up_slot);
+                        Err(e)
+                    }
+                }
+            }),
+        };
         match sock {
-            Ok(sock) => {
+            Ok((sock, up_slot)) => {
                 if !reused {
                     let _ = sock.set_nodelay(true);
                 }
                 self.up = Some(Upstream {
                     sock,
+                    up_slot,
                     addr,
-                    // A pooled connection is connected and (most likely) writable.
-                    readable: reused,
+                    // A pooled connection is connected and writable; a close
+                    // by the server while it is ours arrives as an event.
+                    readable: false,
                     writable: reused,
                     input: None,
                     input_fresh: false,
@@ -892,7 +911,8 @@ impl Conn {
     fn take_upstream(&mut self, env: &mut Env) -> (SocketAddr, Vec<u8>) {
         match self.up.take() {
             Some(mut up) => {
-                let _ = env.registry.deregister(&mut up.sock);
+                // Closing the socket removes it from epoll; no syscall needed.
+                env.up_owners.remove(up.up_slot);
                 if let Some(b) = up.input.take() {
                     env.bufs.put(b);
                 }
@@ -1339,13 +1359,23 @@ impl Conn {
                 .is_some_and(|u| u.input.as_ref().is_none_or(Buf::is_empty));
         if reusable {
             if let Some(mut up) = self.up.take() {
-                let _ = env.registry.deregister(&mut up.sock);
                 if let Some(b) = up.input.take() {
                     env.bufs.put(b);
                 }
                 env.heads.put(up.head);
-                env.pool
-                    .checkin(self.ex.upstream, self.ex.server, up.sock, env.now);
+                if let Some(owner) = env.up_owners.get_mut(up.up_slot) {
+                    *owner = POOLED;
+                }
+                let freed = env.pool.checkin(
+                    self.ex.upstream,
+                    self.ex.server,
+                    up.sock,
+                    up.up_slot,
+                    env.now,
+                );
+                if let Some(slot) = freed {
+                    env.up_owners.remove(slot);
+                }
             }
         } else {
             self.drop_upstream(env);

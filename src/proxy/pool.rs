@@ -1,16 +1,19 @@
 //! Idle upstream connections kept for reuse, per worker, per upstream (at
 //! most `keepalive` each), most recently used first.
 //!
-//! Idle sockets are out of the epoll set; a connection the server closed
-//! while idle is found at checkout by a non-blocking peek (EOF or stray
-//! bytes = stale, dropped) and by the periodic sweep of old entries.
+//! Idle sockets stay in the epoll set under their own token: when a server
+//! closes one (or sends anything) while it idles, the worker hears about it
+//! at once and drops it (`remove`). The periodic sweep drops old entries.
+//! A close that races with a checkout is caught by the request path, which
+//! sends idempotent requests again on a fresh connection.
 
 use mio::net::TcpStream;
-use std::io::ErrorKind;
 use std::time::{Duration, Instant};
 
 struct Idle {
     sock: TcpStream,
+    /// The socket's upstream slot (its epoll token).
+    up_slot: usize,
     server: usize,
     since: Instant,
 }
@@ -38,46 +41,73 @@ impl Pool {
         self.caps.get(upstream).is_some_and(|&c| c > 0)
     }
 
-    /// A live idle connection to `server` of `upstream`, if one is pooled.
-    pub fn checkout(&mut self, upstream: usize, server: usize) -> Option<TcpStream> {
+    /// The most recently pooled idle connection to `server` of
+    /// `upstream`, with its upstream slot.
+    pub fn checkout(&mut self, upstream: usize, server: usize) -> Option<(TcpStream, usize)> {
         let idle = self.upstreams.get_mut(upstream)?;
-        while let Some(pos) = idle.iter().rposition(|i| i.server == server) {
-            let entry = idle.remove(pos);
-            let mut probe = [0u8; 1];
-            match entry.sock.peek(&mut probe) {
-                Err(e) if e.kind() == ErrorKind::WouldBlock => return Some(entry.sock),
-                // Closed (Ok(0)), unsolicited bytes, or an error: stale.
-                _ => continue,
-            }
-        }
-        None
+        let pos = idle.iter().rposition(|i| i.server == server)?;
+        let entry = idle.remove(pos);
+        Some((entry.sock, entry.up_slot))
     }
 
-    /// Keeps `sock` for reuse; the oldest entry makes room when full.
-    pub fn checkin(&mut self, upstream: usize, server: usize, sock: TcpStream, now: Instant) {
+    /// Keeps `sock` for reuse. Returns what the caller must free: `sock`'s
+    /// own slot if it cannot be kept, or the slot of the oldest entry that
+    /// made room.
+    pub fn checkin(
+        &mut self,
+        upstream: usize,
+        server: usize,
+        sock: TcpStream,
+        up_slot: usize,
+        now: Instant,
+    ) -> Option<usize> {
         let cap = self.caps.get(upstream).copied().unwrap_or(0);
         let Some(idle) = self.upstreams.get_mut(upstream) else {
-            return;
+            return Some(up_slot);
         };
         if cap == 0 {
-            return;
+            return Some(up_slot);
         }
-        if idle.len() >= cap {
-            idle.remove(0);
-        }
+        let evicted = if idle.len() >= cap {
+            Some(idle.remove(0).up_slot)
+        } else {
+            None
+        };
         idle.push(Idle {
             sock,
+            up_slot,
             server,
             since: now,
         });
+        evicted
     }
 
-    /// Drops connections idle longer than the limit.
-    pub fn sweep(&mut self, now: Instant) {
-        let max = self.max_idle;
+    /// Drops the idle socket of `up_slot` (its server closed it or sent
+    /// something unasked); true if it was pooled.
+    pub fn remove(&mut self, up_slot: usize) -> bool {
         for idle in &mut self.upstreams {
-            idle.retain(|i| now.duration_since(i.since) < max);
+            if let Some(pos) = idle.iter().position(|i| i.up_slot == up_slot) {
+                idle.remove(pos);
+                return true;
+            }
         }
+        false
+    }
+
+    /// Drops connections idle longer than the limit; returns their slots.
+    pub fn sweep(&mut self, now: Instant) -> Vec<usize> {
+        let max = self.max_idle;
+        let mut freed = Vec::new();
+        for idle in &mut self.upstreams {
+            idle.retain(|i| {
+                let keep = now.duration_since(i.since) < max;
+                if !keep {
+                    freed.push(i.up_slot);
+                }
+                keep
+            });
+        }
+        freed
     }
 
     pub fn idle_count(&self) -> usize {

@@ -8,18 +8,19 @@
 //! master disappears (its end of our channel closes) the worker drains too.
 
 mod slab;
+
+pub use slab::Slab;
 mod timers;
 
 use crate::access_log::{self, AccessLog};
 use crate::balance::Balancer;
 use crate::buffer::{BufPool, VecPool};
 use crate::net;
-use crate::proxy::{self, Conn, Env, Outcome, Pool};
+use crate::proxy::{self, Conn, Env, Outcome, Pool, Side};
 use crate::route::Runtime;
 use crate::signals::{self, SignalSet};
 use mio::net::UnixStream;
 use mio::{Events, Interest, Poll, Token};
-use slab::Slab;
 use std::io::{self, Read, Write};
 use std::net::TcpListener;
 use std::os::fd::AsRawFd;
@@ -69,6 +70,8 @@ struct Worker {
     heads: VecPool,
     balancers: Vec<Balancer>,
     pool: Pool,
+    /// Upstream socket slot → owning connection slot (or POOLED).
+    up_owners: proxy::UpstreamOwners,
     next_sweep: Instant,
     access: AccessLog,
     next_access_flush: Instant,
@@ -130,6 +133,7 @@ impl Worker {
         Ok(Worker {
             poll,
             pool,
+            up_owners: Slab::new(),
             next_sweep: Instant::now() + POOL_SWEEP_EVERY,
             access: setup.access_log,
             shm: setup.shm,
@@ -197,7 +201,9 @@ impl Worker {
             self.expire(now);
             self.resume_accepting(now);
             if now >= self.next_sweep {
-                self.pool.sweep(now);
+                for slot in self.pool.sweep(now) {
+                    self.up_owners.remove(slot);
+                }
                 self.next_sweep = now + POOL_SWEEP_EVERY;
             }
             if now >= self.next_access_flush {
@@ -242,6 +248,7 @@ impl Worker {
             heads: &mut self.heads,
             balancers: &mut self.balancers,
             pool: &mut self.pool,
+            up_owners: &mut self.up_owners,
             access: &mut self.access,
             shm: &self.shm,
             slot: self.slot,
@@ -400,10 +407,27 @@ impl Worker {
     }
 
     fn conn_event(&mut self, token: Token, ev: &mio::event::Event, now: Instant) {
-        let Some((slot, side)) = proxy::slot_of(token) else {
-            return;
-        };
-        self.run_conn(slot, now, |conn, env| conn.on_event(side, ev, env));
+        match proxy::token_kind(token) {
+            Some(proxy::TokenKind::Client(slot)) => {
+                self.run_conn(slot, now, |conn, env| conn.on_event(Side::Client, ev, env));
+            }
+            Some(proxy::TokenKind::Upstream(up_slot)) => match self.up_owners.get(up_slot) {
+                // An idle pooled connection spoke: the server closed it (or
+                // sent something unasked). It cannot be reused.
+                Some(&proxy::POOLED) if self.pool.remove(up_slot) => {
+                    self.up_owners.remove(up_slot);
+                }
+                Some(&proxy::POOLED) => {}
+                Some(&slot) => {
+                    self.run_conn(slot, now, |conn, env| {
+                        conn.on_event(Side::Upstream, ev, env)
+                    });
+                }
+                // A stale event for a socket closed earlier in this batch.
+                None => {}
+            },
+            None => {}
+        }
     }
 
     /// Runs `f` on the connection in `slot`, then closes it or re-arms its
@@ -422,6 +446,7 @@ impl Worker {
             heads,
             balancers,
             pool,
+            up_owners,
             access,
             timers,
             drain_deadline,
@@ -439,6 +464,7 @@ impl Worker {
             heads,
             balancers,
             pool,
+            up_owners,
             access,
             shm,
             slot: *worker_slot,

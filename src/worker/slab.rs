@@ -35,6 +35,10 @@ impl<T> Slab<T> {
         v
     }
 
+    pub fn get(&self, i: usize) -> Option<&T> {
+        self.entries.get(i)?.as_ref()
+    }
+
     pub fn get_mut(&mut self, i: usize) -> Option<&mut T> {
         self.entries.get_mut(i)?.as_mut()
     }
