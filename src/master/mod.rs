@@ -758,27 +758,11 @@ impl Master {
 
     /// Runs in the forked child: drops the master's resources, then checks.
     fn become_health(&mut self, channel: std::os::unix::net::UnixStream) -> i32 {
-        crate::log::set_role(crate::log::Role::Health);
-        set_process_name("forklb-health");
-        if let Some(a) = self.admin.take() {
-            a.close_in_child();
+        if let Err(code) = self.enter_child(crate::log::Role::Health, "forklb-health") {
+            return code;
         }
-        if let Some(s) = self.signals.take() {
-            s.unregister();
-        }
-        self.children.close_all_channels();
-        self.health.channel = None;
-        // SAFETY: as in become_worker: closed once, never used again.
-        unsafe {
-            libc::close(std::os::fd::AsRawFd::as_raw_fd(&self.poll));
-        }
+        // The checker needs no listening socket.
         self.sockets.clear();
-        if let Some(id) = &self.identity {
-            if let Err(e) = privileges::drop_to(id) {
-                log::error!("cannot switch to user {} (uid {}): {e}", id.user, id.uid);
-                return crate::cli::EXIT_RUNTIME;
-            }
-        }
         crate::health::run(crate::health::HealthSetup {
             runtime: crate::route::Runtime::new(&self.config),
             shm: std::sync::Arc::clone(&self.shm),
@@ -962,28 +946,40 @@ impl Master {
 
     /// Runs in the forked child: drops everything of the master's, then
     /// serves as worker `slot`. Never returns to the master's code.
-    fn become_worker(&mut self, slot: usize, channel: std::os::unix::net::UnixStream) -> i32 {
-        crate::log::set_role(crate::log::Role::Worker);
-        set_process_name("forklb-worker");
+    /// First steps of every forked child (worker, health checker): take its
+    /// name, drop the master's signal handlers, admin socket, channels and
+    /// epoll instance, and switch to the unprivileged identity. Err carries
+    /// the exit code when the identity switch fails.
+    fn enter_child(&mut self, role: crate::log::Role, name: &str) -> Result<(), i32> {
+        crate::log::set_role(role);
+        set_process_name(name);
         if let Some(a) = self.admin.take() {
             a.close_in_child();
-        }
-        if let Some(id) = &self.identity {
-            if let Err(e) = privileges::drop_to(id) {
-                log::error!("cannot switch to user {} (uid {}): {e}", id.user, id.uid);
-                return crate::cli::EXIT_RUNTIME;
-            }
         }
         if let Some(s) = self.signals.take() {
             s.unregister();
         }
-        // Other workers' channels: holding them would hide the master's
-        // death from those workers.
+        // Other children's channels: holding them would hide the master's
+        // death from those children.
         self.children.close_all_channels();
+        self.health.channel = None;
         // SAFETY: the child never uses the master's epoll instance again and
         // exits without dropping `self`, so the fd is closed exactly once.
         unsafe {
             libc::close(std::os::fd::AsRawFd::as_raw_fd(&self.poll));
+        }
+        if let Some(id) = &self.identity {
+            if let Err(e) = privileges::drop_to(id) {
+                log::error!("cannot switch to user {} (uid {}): {e}", id.user, id.uid);
+                return Err(crate::cli::EXIT_RUNTIME);
+            }
+        }
+        Ok(())
+    }
+
+    fn become_worker(&mut self, slot: usize, channel: std::os::unix::net::UnixStream) -> i32 {
+        if let Err(code) = self.enter_child(crate::log::Role::Worker, "forklb-worker") {
+            return code;
         }
         let listeners = std::mem::take(&mut self.sockets)
             .into_iter()
