@@ -20,7 +20,7 @@ use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
@@ -607,6 +607,8 @@ pub struct Request {
     pub body: Vec<u8>,
     /// The body exactly as it came over the wire (with chunk framing).
     pub raw_body: Vec<u8>,
+    /// The client end of the connection the request came on.
+    pub peer: Option<SocketAddr>,
 }
 
 impl Request {
@@ -687,6 +689,40 @@ pub struct BackendOpts {
     pub path_body: bool,
     /// With `stream_body`: pause this long after each 64 KiB piece (a slow download).
     pub stream_pace: Option<Duration>,
+    /// Per-path delays: requests whose path starts with the prefix wait this
+    /// long instead of `delay` (first matching prefix wins).
+    pub path_delays: Vec<(String, Duration)>,
+    /// A health-check endpoint whose status can be switched at run time
+    /// (see [`HealthSwitch`]). Its requests are counted apart
+    /// ([`Backend::health_checks`]) and not recorded in `requests`/`heads`.
+    pub health: Option<HealthSwitch>,
+}
+
+/// A health-check path answered with a status that the test can change
+/// while the backend runs (e.g. 200 → 500 → 200).
+#[derive(Debug, Clone)]
+pub struct HealthSwitch {
+    /// Requests whose path starts with this are health checks.
+    pub path: String,
+    status: Arc<AtomicU16>,
+}
+
+impl HealthSwitch {
+    pub fn new(path: &str, status: u16) -> HealthSwitch {
+        HealthSwitch {
+            path: path.to_owned(),
+            status: Arc::new(AtomicU16::new(status)),
+        }
+    }
+
+    /// Changes the status of the next health-check answers.
+    pub fn set(&self, status: u16) {
+        self.status.store(status, Ordering::SeqCst);
+    }
+
+    pub fn get(&self) -> u16 {
+        self.status.load(Ordering::SeqCst)
+    }
 }
 
 impl Default for BackendOpts {
@@ -701,6 +737,8 @@ impl Default for BackendOpts {
             stream_body: None,
             path_body: false,
             stream_pace: None,
+            path_delays: Vec::new(),
+            health: None,
         }
     }
 }
@@ -720,6 +758,8 @@ struct BackendShared {
     tunnels_closed: AtomicUsize,
     /// Keep-alive connections closed by `idle_close`.
     idle_closed: AtomicUsize,
+    /// Requests answered by the [`HealthSwitch`].
+    health_checks: AtomicUsize,
 }
 
 /// A threaded HTTP/1.1 origin server on 127.0.0.1 (one thread per connection,
@@ -737,6 +777,17 @@ impl Backend {
 
     pub fn start_with(name: &str, opts: BackendOpts) -> Backend {
         let listener = TcpListener::bind("127.0.0.1:0").expect("backend bind");
+        Backend::serve(name, listener, opts)
+    }
+
+    /// Starts a backend on a given address (e.g. the address of a backend
+    /// that was stopped), retrying the bind for a few seconds.
+    pub fn start_at(name: &str, addr: SocketAddr, opts: BackendOpts) -> Backend {
+        let listener = bind_retrying(addr);
+        Backend::serve(name, listener, opts)
+    }
+
+    fn serve(name: &str, listener: TcpListener, opts: BackendOpts) -> Backend {
         let addr = listener.local_addr().expect("backend local_addr");
         let shared = Arc::new(BackendShared {
             name: name.to_owned(),
@@ -749,31 +800,97 @@ impl Backend {
             heads: Mutex::new(Vec::new()),
             tunnels_closed: AtomicUsize::new(0),
             idle_closed: AtomicUsize::new(0),
+            health_checks: AtomicUsize::new(0),
         });
-        let s = shared.clone();
-        let thread = thread::spawn(move || {
-            for stream in listener.incoming() {
-                if s.stop.load(Ordering::SeqCst) {
-                    break;
-                }
-                let Ok(stream) = stream else { continue };
-                s.accepted.fetch_add(1, Ordering::SeqCst);
-                if let Ok(clone) = stream.try_clone() {
-                    s.conns.lock().unwrap().push(clone);
-                }
-                let s2 = s.clone();
-                thread::spawn(move || {
-                    let _ = serve_backend_conn(stream, &s2);
-                });
-            }
-        });
+        let thread = Some(spawn_acceptor(listener, shared.clone()));
         Backend {
             addr,
             shared,
-            thread: Some(thread),
+            thread,
         }
     }
 
+    /// Stops the backend the way a crash would: the listening socket is
+    /// closed (new connections are refused) and every open connection is
+    /// shut down, also those with a request in progress. Idempotent.
+    pub fn stop(&mut self) {
+        self.shared.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = TcpStream::connect_timeout(&self.addr, Duration::from_secs(1));
+            let _ = t.join();
+        }
+        for c in self.shared.conns.lock().unwrap().drain(..) {
+            let _ = c.shutdown(Shutdown::Both);
+        }
+    }
+
+    /// Starts a stopped backend again on the same address, with the same
+    /// name and options; what it recorded so far is kept and it goes on
+    /// counting.
+    pub fn restart(&mut self) {
+        self.stop();
+        let listener = bind_retrying(self.addr);
+        self.shared.stop.store(false, Ordering::SeqCst);
+        self.thread = Some(spawn_acceptor(listener, self.shared.clone()));
+    }
+
+    /// Whether the backend is accepting connections (not stopped).
+    pub fn is_running(&self) -> bool {
+        self.thread.is_some()
+    }
+
+    /// Requests answered by the [`HealthSwitch`] so far.
+    pub fn health_checks(&self) -> usize {
+        self.shared.health_checks.load(Ordering::SeqCst)
+    }
+}
+
+/// Binds `addr`, retrying for up to 5 s while it is still in use.
+fn bind_retrying(addr: SocketAddr) -> TcpListener {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        match TcpListener::bind(addr) {
+            Ok(l) => return l,
+            Err(_) if Instant::now() < deadline => thread::sleep(Duration::from_millis(50)),
+            Err(e) => panic!("backend bind {addr}: {e}"),
+        }
+    }
+}
+
+fn spawn_acceptor(listener: TcpListener, s: Arc<BackendShared>) -> JoinHandle<()> {
+    thread::spawn(move || {
+        for stream in listener.incoming() {
+            if s.stop.load(Ordering::SeqCst) {
+                break;
+            }
+            let Ok(stream) = stream else { continue };
+            s.accepted.fetch_add(1, Ordering::SeqCst);
+            if let Ok(clone) = stream.try_clone() {
+                s.conns.lock().unwrap().push(clone);
+            }
+            let s2 = s.clone();
+            thread::spawn(move || {
+                let peer = stream.peer_addr().ok();
+                let now_ms = || {
+                    std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .unwrap()
+                        .as_millis()
+                        % 100000
+                };
+                let t0 = now_ms();
+                let r = serve_backend_conn(stream, &s2);
+                eprintln!(
+                    "DEBUGBE {} conn from {peer:?} started {t0} ended {}: {r:?}",
+                    s2.name,
+                    now_ms()
+                );
+            });
+        }
+    })
+}
+
+impl Backend {
     pub fn name(&self) -> &str {
         &self.shared.name
     }
@@ -824,14 +941,7 @@ impl Backend {
 
 impl Drop for Backend {
     fn drop(&mut self) {
-        self.shared.stop.store(true, Ordering::SeqCst);
-        let _ = TcpStream::connect_timeout(&self.addr, Duration::from_secs(1));
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-        for c in self.shared.conns.lock().unwrap().drain(..) {
-            let _ = c.shutdown(Shutdown::Both);
-        }
+        self.stop();
     }
 }
 
@@ -861,7 +971,39 @@ fn serve_backend_conn(stream: TcpStream, s: &BackendShared) -> io::Result<()> {
         let Some((start, headers)) = wire.read_head()? else {
             return Ok(());
         };
+        if let Some(h) = &s.opts.health {
+            if start
+                .split(' ')
+                .nth(1)
+                .is_some_and(|p| p.starts_with(&h.path))
+            {
+                s.health_checks.fetch_add(1, Ordering::SeqCst);
+                let close = has_token(&headers, "connection", "close");
+                let out = format!(
+                    "HTTP/1.1 {} X\r\nContent-Length: 7\r\n{}\r\nhealth\n",
+                    h.get(),
+                    if close { "Connection: close\r\n" } else { "" }
+                );
+                wire.stream.write_all(out.as_bytes())?;
+                if close {
+                    let _ = wire.stream.shutdown(Shutdown::Write);
+                    return Ok(());
+                }
+                continue;
+            }
+        }
         s.heads.lock().unwrap().push(start.clone());
+        eprintln!(
+            "DEBUGBE {}@{:?} got {start} at {} from {:?}",
+            s.name,
+            wire.stream.local_addr().map(|a| a.port()),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_millis()
+                % 100000,
+            wire.stream.peer_addr()
+        );
         let mut parts = start.split(' ');
         let (Some(method), Some(path), Some(version), None) =
             (parts.next(), parts.next(), parts.next(), parts.next())
@@ -891,6 +1033,7 @@ fn serve_backend_conn(stream: TcpStream, s: &BackendShared) -> io::Result<()> {
             headers,
             body,
             raw_body,
+            peer: wire.stream.peer_addr().ok(),
         };
         let resp_body = if s.opts.echo {
             req.body.clone()
@@ -909,10 +1052,16 @@ fn serve_backend_conn(stream: TcpStream, s: &BackendShared) -> io::Result<()> {
             .iter()
             .find(|sc| req.path.starts_with(&sc.path))
             .cloned();
+        let delay = s
+            .opts
+            .path_delays
+            .iter()
+            .find(|(p, _)| req.path.starts_with(p.as_str()))
+            .map_or(s.opts.delay, |&(_, d)| d);
         s.requests.lock().unwrap().push(req);
         served += 1;
 
-        let deadline = Instant::now() + s.opts.delay;
+        let deadline = Instant::now() + delay;
         while Instant::now() < deadline {
             if s.stop.load(Ordering::SeqCst) {
                 return Ok(());
@@ -1953,5 +2102,227 @@ fn fresh_client(port: u16, t: usize, s: &LoadShared, o: &LoadOpts) {
             Err(e) => s.fail(&who, path, format!("{e} ({:?})", e.kind())),
         }
         thread::sleep(o.pause);
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Balancing and health checks
+
+/// One `servers:` entry of [`upstream_config`].
+#[derive(Debug, Clone)]
+pub struct Srv {
+    pub name: String,
+    pub addr: SocketAddr,
+    pub weight: u32,
+    pub backup: bool,
+}
+
+impl Srv {
+    /// A primary server of weight 1.
+    pub fn new(name: &str, addr: SocketAddr) -> Srv {
+        Srv {
+            name: name.to_owned(),
+            addr,
+            weight: 1,
+            backup: false,
+        }
+    }
+
+    /// A primary server of weight 1 for backend `b` (named like it).
+    pub fn of(b: &Backend) -> Srv {
+        Srv::new(b.name(), b.addr())
+    }
+
+    pub fn weight(mut self, w: u32) -> Srv {
+        self.weight = w;
+        self
+    }
+
+    pub fn backup(mut self) -> Srv {
+        self.backup = true;
+        self
+    }
+}
+
+/// Like [`proxy_config`], with `balance: ALGO`, any server options
+/// (backup) and more upstream keys (`upstream_extra`, e.g.
+/// `"hash_key: uri"` or `"health: {type: tcp, interval: 200ms}"`).
+pub fn upstream_config(
+    workers: usize,
+    balance: &str,
+    servers: &[Srv],
+    upstream_extra: &[&str],
+) -> String {
+    let mut y = format!(
+        "workers: {workers}\n\
+         log_level: info\n\
+         shutdown_timeout: 10s\n\
+         listeners:\n\
+         \x20 - name: web\n\
+         \x20   bind: [\"127.0.0.1:$PORT\"]\n\
+         \x20   routes:\n\
+         \x20     - path: /healthz\n\
+         \x20       return: {{status: 200, body: \"ok\\n\"}}\n\
+         \x20     - upstream: web\n\
+         upstreams:\n\
+         \x20 web:\n\
+         \x20   balance: {balance}\n"
+    );
+    for extra in upstream_extra {
+        y.push_str(&format!("    {extra}\n"));
+    }
+    y.push_str("    servers:\n");
+    for s in servers {
+        y.push_str(&format!(
+            "      - {{name: {}, addr: \"{}\", weight: {}{}}}\n",
+            s.name,
+            s.addr,
+            s.weight,
+            if s.backup { ", backup: true" } else { "" }
+        ));
+    }
+    y
+}
+
+/// GET `path` over a fresh connection with extra request headers.
+pub fn try_get_with(port: u16, path: &str, headers: &[(&str, &str)]) -> io::Result<Response> {
+    Conn::open(port)?.request("GET", path, headers, b"")
+}
+
+/// Like [`try_get_with`], panicking on I/O errors.
+pub fn get_with(port: u16, path: &str, headers: &[(&str, &str)]) -> Response {
+    try_get_with(port, path, headers)
+        .unwrap_or_else(|e| panic!("GET {path} {headers:?} on port {port}: {e}"))
+}
+
+/// Runs `per_thread` requests in each of `threads` client threads at once
+/// (`f(thread, i)` makes one request and returns what it saw); returns
+/// all the results. Concurrent clients make every worker accept some.
+pub fn concurrently<T: Send + 'static>(
+    threads: usize,
+    per_thread: usize,
+    f: impl Fn(usize, usize) -> T + Send + Sync + 'static,
+) -> Vec<T> {
+    let f = Arc::new(f);
+    let handles: Vec<JoinHandle<Vec<T>>> = (0..threads)
+        .map(|t| {
+            let f = f.clone();
+            thread::spawn(move || (0..per_thread).map(|i| f(t, i)).collect())
+        })
+        .collect();
+    handles
+        .into_iter()
+        .flat_map(|h| h.join().expect("client thread panicked"))
+        .collect()
+}
+
+/// How many of `items` equal `what`.
+pub fn count_of<T: PartialEq>(items: &[T], what: &T) -> usize {
+    items.iter().filter(|x| *x == what).count()
+}
+
+/// A numeric field of /proc/PID/io (e.g. "wchar", "syscw").
+pub fn proc_io(pid: i32, field: &str) -> Option<u64> {
+    let text = fs::read_to_string(format!("/proc/{pid}/io")).ok()?;
+    text.lines().find_map(|l| {
+        let rest = l.strip_prefix(field)?.strip_prefix(':')?;
+        rest.trim().parse().ok()
+    })
+}
+
+/// Inodes of the established TCP connections from 127.0.0.1 to
+/// 127.0.0.1:`port` (/proc/net/tcp), i.e. the client ends.
+pub fn connections_to(port: u16) -> Vec<u64> {
+    let want = format!("0100007F:{port:04X}");
+    let text = fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+    text.lines()
+        .skip(1)
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.len() > 9 && f[2] == want && f[3] == "01").then(|| f[9].parse().ok())?
+        })
+        .collect()
+}
+
+impl Forklb {
+    /// Live children of the master named `forklb-health`, sorted.
+    pub fn health_pids(&self) -> Vec<i32> {
+        self.child_pids()
+            .into_iter()
+            .filter(|&p| comm(p).as_deref() == Some("forklb-health"))
+            .collect()
+    }
+
+    /// Lines of the error log that contain `needle`.
+    pub fn log_lines(&self, needle: &str) -> Vec<String> {
+        self.error_log_contents()
+            .lines()
+            .filter(|l| l.contains(needle))
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// Waits until the error log has at least `n` lines containing `needle`.
+    pub fn wait_log_count(&self, needle: &str, n: usize, timeout: Duration) -> bool {
+        wait_until(timeout, || self.log_lines(needle).len() >= n)
+    }
+
+    /// Waits until the error log has a line containing `needle`.
+    pub fn wait_log(&self, needle: &str, timeout: Duration) -> bool {
+        self.wait_log_count(needle, 1, timeout)
+    }
+}
+
+/// Inode of the established TCP socket 127.0.0.1:`local` → 127.0.0.1:`remote`
+/// (/proc/net/tcp), e.g. a proxy's upstream connection seen from the
+/// backend as [`Request::peer`].
+pub fn tcp_socket_inode(local: u16, remote: u16) -> Option<u64> {
+    let (l, r) = (
+        format!("0100007F:{local:04X}"),
+        format!("0100007F:{remote:04X}"),
+    );
+    let text = fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+    text.lines().skip(1).find_map(|line| {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        (f.len() > 9 && f[1] == l && f[2] == r && f[3] == "01").then(|| f[9].parse().ok())?
+    })
+}
+
+impl Forklb {
+    /// The worker that owns the upstream connection a backend received
+    /// `req` on (while that connection is still open).
+    pub fn worker_of(&self, backend: &Backend, req: &Request) -> Option<i32> {
+        let inode = tcp_socket_inode(req.peer?.port(), backend.port())?;
+        self.worker_pids()
+            .into_iter()
+            .find(|&p| socket_inodes_of(p).contains(&inode))
+    }
+}
+
+/// A process stopped with SIGSTOP (e.g. a worker, so that the other
+/// workers accept every new connection); SIGCONT on drop.
+pub struct Paused {
+    pid: i32,
+}
+
+impl Paused {
+    /// Stops `pid` and waits until it is stopped (state `T`).
+    pub fn new(pid: i32) -> Paused {
+        assert!(kill(pid, libc::SIGSTOP), "SIGSTOP {pid}");
+        let stopped = wait_until(Duration::from_secs(5), || {
+            proc_stat(pid).is_some_and(|s| s.state == 'T')
+        });
+        assert!(stopped, "process {pid} did not stop");
+        Paused { pid }
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.pid
+    }
+}
+
+impl Drop for Paused {
+    fn drop(&mut self) {
+        kill(self.pid, libc::SIGCONT);
     }
 }
