@@ -37,6 +37,7 @@ install: build
 ## make bench: forklb vs nginx vs HAProxy (QUICK=1 for a short smoke run).
 bench:
 	bash bench/run.sh
+	$(CARGO) run --release --example pick_bench
 
 ## make fuzz: libFuzzer over the request-head parser (+ rewrite round trip), the chunked
 ## scanner and the response-head parser, FUZZ_SECONDS each. cargo-fuzz needs nightly

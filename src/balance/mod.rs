@@ -31,8 +31,6 @@ pub struct Balancer {
     algo: Balance,
     /// Smooth weighted round robin: each server's current weight.
     current: Vec<i64>,
-    /// leastconn: where the next scan starts, so ties rotate.
-    rotate: usize,
     /// random: xorshift64* state.
     rng: u64,
     ring: Option<HashRing>,
@@ -54,7 +52,6 @@ impl Balancer {
         Balancer {
             algo,
             current: vec![0; servers],
-            rotate: 0,
             rng: seed | 1,
             ring: None,
         }
@@ -144,34 +141,36 @@ impl Balancer {
         Some(b)
     }
 
-    /// Fewest requests in flight (over all workers) per unit of weight;
-    /// the scan starts one further each time, so ties rotate.
+    /// Fewest requests in flight (over all workers) per unit of weight.
+    /// Servers tied for the fewest — typically all of them at low load —
+    /// share by smooth weighted round robin, so weights hold even when
+    /// nothing is in flight (as nginx breaks its ties).
     fn least_conn(
         &mut self,
         n: usize,
         ctx: &PickCtx,
         usable: impl Fn(usize) -> Option<u32>,
     ) -> Option<usize> {
-        let start = self.rotate % n.max(1);
-        self.rotate = self.rotate.wrapping_add(1);
-        let mut best: Option<(usize, u64, u64)> = None;
-        for k in 0..n {
-            let i = (start + k) % n;
+        let mut best: Option<(u64, u64)> = None; // (active, weight) of the lowest ratio
+        for i in 0..n {
             let Some(w) = usable(i).filter(|&w| w > 0) else {
                 continue;
             };
-            let active = u64::from(active(ctx, i)) + 1;
-            let w = u64::from(w);
-            // (active+1)/w < best_active/best_w, without division.
-            if best.is_none_or(|(_, ba, bw)| active * bw < ba * w) {
-                best = Some((i, active, w));
+            let (a, w) = (u64::from(active(ctx, i)), u64::from(w));
+            // a/w < best_a/best_w, without division.
+            if best.is_none_or(|(ba, bw)| a * bw < ba * w) {
+                best = Some((a, w));
             }
         }
-        best.map(|(i, _, _)| i)
+        let (ba, bw) = best?;
+        self.smooth_weighted(n, |i| {
+            usable(i).filter(|&w| w > 0 && u64::from(active(ctx, i)) * bw == ba * u64::from(w))
+        })
     }
 
-    /// Power of two choices: two servers drawn by weight, the less loaded
-    /// (per unit of weight) wins.
+    /// Power of two choices: two servers drawn by weight, the one with
+    /// fewer requests in flight per unit of weight wins; on a tie the first
+    /// draw stays (HAProxy's random(2)), so idle servers share by weight.
     fn two_choices(
         &mut self,
         n: usize,
@@ -197,7 +196,7 @@ impl Balancer {
         let b = draw()?;
         let load = |i: usize| {
             let w = u64::from(usable(i).unwrap_or(1).max(1));
-            (u64::from(active(ctx, i)) + 1, w)
+            (u64::from(active(ctx, i)), w)
         };
         let ((la, wa), (lb, wb)) = (load(a), load(b));
         Some(if lb * wa < la * wb { b } else { a })
@@ -344,6 +343,19 @@ mod tests {
             .down_until_ms
             .store(5000, Ordering::Relaxed);
         assert!(b.pick(&s, &ctx(&shm), &[]).is_some());
+    }
+
+    #[test]
+    fn idle_servers_share_by_weight_under_leastconn_and_random() {
+        let s = servers(&[(3, false), (1, false)]);
+        let shm = shm_for(&s);
+        for algo in [Balance::Leastconn, Balance::Random] {
+            let mut b = Balancer::new(algo, 2);
+            let heavy = (0..4000)
+                .filter(|_| b.pick(&s, &ctx(&shm), &[]) == Some(0))
+                .count();
+            assert!((2800..=3200).contains(&heavy), "{algo:?}: {heavy} of 4000");
+        }
     }
 
     #[test]

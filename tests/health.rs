@@ -1,0 +1,475 @@
+//! Active health checks (the `forklb-health` process: TCP and HTTP checks,
+//! HAProxy's rise/fall semantics, transitions in the error log, results in
+//! shared memory) and failover under continuous load.
+
+mod support;
+
+use std::time::{Duration, Instant};
+use support::*;
+
+/// A backend whose `/health` answers `status` (switchable at run time).
+fn checked_backend(name: &str, status: u16) -> (Backend, HealthSwitch) {
+    let sw = HealthSwitch::new("/health", status);
+    let b = Backend::start_with(
+        name,
+        BackendOpts {
+            health: Some(sw.clone()),
+            ..Default::default()
+        },
+    );
+    (b, sw)
+}
+
+/// `n` requests from 4 threads at once, new connection each; the bodies.
+fn burst(port: u16, n: usize, tag: &'static str) -> Vec<String> {
+    concurrently(4, n / 4, move |t, i| {
+        let r = get_with(port, &format!("/{tag}/{t}/{i}"), &[("Connection", "close")]);
+        assert_eq!(r.status, 200, "{tag}: {r:?}");
+        r.body_str()
+    })
+}
+
+/// Round robin over 2 servers in each of 2 workers: `name` has about half
+/// of the 40 `bodies` (each worker's sequence alternates; ±1 per worker).
+fn assert_shared(bodies: &[String], name: &str) {
+    let n = count_of(bodies, &name.to_owned());
+    assert!(
+        (18..=22).contains(&n),
+        "{name} should get half of {}: {n}: {bodies:?}",
+        bodies.len()
+    );
+}
+
+const HTTP_CHECK: &str =
+    "health: {type: http, path: /health, interval: 300ms, timeout: 300ms, rise: 2, fall: 2}";
+/// interval × fall + timeout (and the same for rise) of HTTP_CHECK.
+const HTTP_CHECK_BOUND: Duration = Duration::from_millis(900);
+/// Scheduling slack on a loaded CI machine.
+const SLACK: Duration = Duration::from_secs(2);
+
+#[test]
+fn http_check_takes_a_failing_server_out_and_back_in() {
+    let (b1, sw1) = checked_backend("b1", 200);
+    let (b2, _sw2) = checked_backend("b2", 200);
+    let lb = Forklb::start(&upstream_config(
+        2,
+        "roundrobin",
+        &[Srv::of(&b1), Srv::of(&b2)],
+        &[HTTP_CHECK],
+    ));
+    lb.wait_workers(2, Duration::from_secs(5));
+    let port = lb.port();
+    assert!(
+        wait_until(Duration::from_secs(3), || b1.health_checks() >= 2
+            && b2.health_checks() >= 2),
+        "no health checks arrived: b1 {}, b2 {}",
+        b1.health_checks(),
+        b2.health_checks()
+    );
+    // Checks are not requests: the backend keeps them apart.
+    assert_eq!(b1.request_count() + b2.request_count(), 0);
+    let up = burst(port, 40, "up");
+    assert_shared(&up, "b1");
+
+    // /health now fails: DOWN after `fall` (2) failed checks.
+    let checks_at_switch = b1.health_checks();
+    let t0 = Instant::now();
+    sw1.set(500);
+    assert!(
+        lb.wait_log("server web/b1 is DOWN", HTTP_CHECK_BOUND + SLACK + SLACK),
+        "b1 not marked DOWN\n{}",
+        lb.diagnostics()
+    );
+    let took = t0.elapsed();
+    let failed_checks = b1.health_checks() - checks_at_switch;
+    let lines = lb.log_lines("server web/b1 is DOWN");
+    eprintln!("DOWN after {took:?} and {failed_checks} failed checks: {lines:?}");
+    assert!(
+        took <= HTTP_CHECK_BOUND + SLACK,
+        "DOWN took {took:?}, more than interval × fall + timeout ({HTTP_CHECK_BOUND:?}) + {SLACK:?}"
+    );
+    assert!(
+        failed_checks >= 2,
+        "DOWN after {failed_checks} failed check(s); fall is 2"
+    );
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(
+        lines[0].contains("[warn]")
+            && lines[0]
+                .contains("server web/b1 is DOWN, reason: HTTP status 500, check duration: "),
+        "unexpected DOWN line: {}",
+        lines[0]
+    );
+    // No request reaches b1 while it is DOWN.
+    let before = b1.request_count();
+    let down = burst(port, 40, "down");
+    assert_eq!(count_of(&down, &"b2".to_owned()), 40, "{down:?}");
+    assert_eq!(b1.request_count(), before, "b1 got requests while DOWN");
+
+    // /health passes again: UP after `rise` (2) good checks.
+    let checks_at_switch = b1.health_checks();
+    let t1 = Instant::now();
+    sw1.set(200);
+    assert!(
+        lb.wait_log("server web/b1 is UP", HTTP_CHECK_BOUND + SLACK + SLACK),
+        "b1 not marked UP again\n{}",
+        lb.diagnostics()
+    );
+    let took = t1.elapsed();
+    let good_checks = b1.health_checks() - checks_at_switch;
+    let lines = lb.log_lines("server web/b1 is UP");
+    eprintln!("UP after {took:?} and {good_checks} good checks: {lines:?}");
+    assert!(took <= HTTP_CHECK_BOUND + SLACK, "UP took {took:?}");
+    assert!(
+        good_checks >= 2,
+        "UP after {good_checks} good check(s); rise is 2"
+    );
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(
+        lines[0].contains("[warn]")
+            && lines[0].contains("server web/b1 is UP, reason: HTTP status 200, check duration: "),
+        "unexpected UP line: {}",
+        lines[0]
+    );
+    let back = burst(port, 40, "back");
+    assert_shared(&back, "b1");
+    // b2 never changed state.
+    assert!(lb.log_lines("server web/b2 is").is_empty());
+}
+
+#[test]
+fn http_check_expect_status_and_timeout() {
+    // 302 is outside expect_status "200-299"; a check that gets no answer
+    // within `timeout` fails too.
+    let (b1, _sw1) = checked_backend("b1", 302);
+    let slow = Backend::start_with(
+        "slow",
+        BackendOpts {
+            path_delays: vec![("/health".to_owned(), Duration::from_secs(3))],
+            ..Default::default()
+        },
+    );
+    let (b3, _sw3) = checked_backend("b3", 204);
+    let lb = Forklb::start(&upstream_config(
+        2,
+        "roundrobin",
+        &[Srv::of(&b1), Srv::of(&slow), Srv::of(&b3)],
+        &["health: {type: http, path: /health, interval: 200ms, timeout: 300ms, rise: 2, fall: 2, expect_status: \"200-299\"}"],
+    ));
+    assert!(
+        lb.wait_log(
+            "server web/b1 is DOWN, reason: HTTP status 302",
+            Duration::from_secs(5)
+        ),
+        "b1 (302) not marked DOWN\n{}",
+        lb.diagnostics()
+    );
+    assert!(
+        lb.wait_log(
+            "server web/slow is DOWN, reason: timeout after 300ms",
+            Duration::from_secs(5)
+        ),
+        "slow not marked DOWN\n{}",
+        lb.diagnostics()
+    );
+    let bodies = burst(lb.port(), 20, "x");
+    assert_eq!(
+        count_of(&bodies, &"b3".to_owned()),
+        20,
+        "only b3 (204) is UP: {bodies:?}"
+    );
+    assert!(lb.log_lines("server web/b3 is").is_empty());
+}
+
+#[test]
+fn tcp_check_takes_a_stopped_server_out_and_back_in() {
+    let mut b1 = Backend::start("b1");
+    let b2 = Backend::start("b2");
+    let lb = Forklb::start(&upstream_config(
+        2,
+        "roundrobin",
+        &[Srv::of(&b1), Srv::of(&b2)],
+        &["health: {type: tcp, interval: 200ms, timeout: 500ms, rise: 2, fall: 2}"],
+    ));
+    let port = lb.port();
+    let up = burst(port, 40, "up");
+    assert_shared(&up, "b1");
+
+    let t0 = Instant::now();
+    b1.stop();
+    assert!(
+        lb.wait_log(
+            "server web/b1 is DOWN, reason: connection refused",
+            Duration::from_secs(6)
+        ),
+        "b1 not marked DOWN\n{}",
+        lb.diagnostics()
+    );
+    let took = t0.elapsed();
+    eprintln!("TCP DOWN after {took:?}: {:?}", lb.log_lines("is DOWN"));
+    assert!(
+        took <= Duration::from_millis(900) + SLACK,
+        "DOWN took {took:?}"
+    );
+    // Once DOWN, b1 is not even tried: no more connect() errors.
+    let errors = lb.log_lines("connect() to").len();
+    let down = burst(port, 40, "down");
+    assert_eq!(count_of(&down, &"b2".to_owned()), 40, "{down:?}");
+    assert_eq!(
+        lb.log_lines("connect() to").len(),
+        errors,
+        "a DOWN server was tried: {:?}",
+        lb.log_lines("connect() to")
+    );
+
+    b1.restart();
+    assert!(
+        lb.wait_log(
+            "server web/b1 is UP, reason: connection established",
+            Duration::from_secs(6)
+        ),
+        "b1 not marked UP again\n{}",
+        lb.diagnostics()
+    );
+    let back = burst(port, 40, "back");
+    assert_shared(&back, "b1");
+}
+
+#[test]
+fn first_check_runs_at_start_up_and_servers_start_up() {
+    // Default timings: interval 1s, timeout 1s, rise 2, fall 2. A dead
+    // server starts UP and falls after two failed checks, the first one at
+    // start-up: DOWN about 1 s (one interval) after start.
+    let b1 = Backend::start("b1");
+    let dead = refused_addr();
+    let t0 = Instant::now();
+    let lb = Forklb::start(&upstream_config(
+        2,
+        "roundrobin",
+        &[Srv::of(&b1), Srv::new("dead", dead)],
+        &["health: {type: tcp}"],
+    ));
+    let started = t0.elapsed();
+    let checker = lb.health_pids();
+    assert!(
+        lb.wait_log("server web/dead is DOWN", Duration::from_secs(8)),
+        "dead not marked DOWN\n{}",
+        lb.diagnostics()
+    );
+    let took = t0.elapsed();
+    eprintln!("dead server DOWN {took:?} after start (forklb was serving after {started:?})");
+    assert!(
+        took >= Duration::from_millis(900),
+        "DOWN after {took:?}: before the second check (fall 2, interval 1s)"
+    );
+    assert!(
+        took <= started + Duration::from_secs(3) + SLACK,
+        "DOWN {took:?} after start, forklb serving after {started:?}, checker {checker:?}: \
+         more than interval × fall + timeout after start-up\n{}",
+        lb.diagnostics()
+    );
+    assert!(lb.log_lines("server web/b1 is").is_empty());
+    let bodies = burst(lb.port(), 20, "x");
+    assert_eq!(count_of(&bodies, &"b1".to_owned()), 20);
+}
+
+#[test]
+fn health_checker_process_exists_and_is_respawned() {
+    let (b1, sw1) = checked_backend("b1", 200);
+    let b2 = Backend::start("b2");
+    let lb = Forklb::start(&upstream_config(
+        2,
+        "roundrobin",
+        &[Srv::of(&b1), Srv::of(&b2)],
+        &["health: {type: http, path: /health, interval: 200ms, timeout: 500ms}"],
+    ));
+    lb.wait_workers(2, Duration::from_secs(5));
+    let mut pids = Vec::new();
+    assert!(
+        wait_until(Duration::from_secs(5), || {
+            pids = lb.health_pids();
+            pids.len() == 1
+        }),
+        "expected one forklb-health child of the master: {:?}",
+        lb.child_pids()
+            .iter()
+            .map(|&p| (p, comm(p)))
+            .collect::<Vec<_>>()
+    );
+    let old = pids[0];
+    assert_eq!(proc_stat(old).map(|s| s.ppid), Some(lb.master_pid()));
+
+    // Let it live past the master's "died young" window, then kill it.
+    std::thread::sleep(Duration::from_millis(2200));
+    assert!(kill(old, SIGKILL));
+    let mut new = Vec::new();
+    assert!(
+        wait_until(Duration::from_secs(5), || {
+            new = lb.health_pids();
+            new.len() == 1 && new[0] != old
+        }),
+        "the health checker was not respawned: {new:?}\n{}",
+        lb.diagnostics()
+    );
+    eprintln!("health checker {old} killed, {} took over", new[0]);
+    assert_eq!(lb.worker_pids().len(), 2, "workers are not affected");
+
+    // The new checker checks: a failing /health is noticed.
+    let checks = b1.health_checks();
+    assert!(
+        wait_until(Duration::from_secs(3), || b1.health_checks() >= checks + 2),
+        "the new checker does not check"
+    );
+    sw1.set(503);
+    assert!(
+        lb.wait_log(
+            "server web/b1 is DOWN, reason: HTTP status 503",
+            Duration::from_secs(5)
+        ),
+        "b1 not marked DOWN by the new checker\n{}",
+        lb.diagnostics()
+    );
+    let bodies = burst(lb.port(), 20, "x");
+    assert_eq!(count_of(&bodies, &"b2".to_owned()), 20, "{bodies:?}");
+}
+
+#[test]
+fn no_health_checker_without_health_checks() {
+    let b1 = Backend::start("b1");
+    let lb = Forklb::start(&upstream_config(2, "roundrobin", &[Srv::of(&b1)], &[]));
+    lb.wait_workers(2, Duration::from_secs(5));
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(lb.health_pids().is_empty(), "{:?}", lb.health_pids());
+}
+
+#[test]
+fn backend_killed_under_load_gives_no_client_errors_and_is_used_again() {
+    let b1 = Backend::start("b1");
+    // b2 takes 20 ms per request, so requests are in flight when it dies
+    // (the idempotent GETs on pooled connections are replayed elsewhere).
+    let mut b2 = Backend::start_with(
+        "b2",
+        BackendOpts {
+            delay: Duration::from_millis(20),
+            ..Default::default()
+        },
+    );
+    let b3 = Backend::start("b3");
+    let lb = Forklb::start(&upstream_config(
+        2,
+        "roundrobin",
+        &[Srv::of(&b1), Srv::of(&b2), Srv::of(&b3)],
+        &[
+            "fail_timeout: 2s",
+            "health: {type: tcp, interval: 200ms, timeout: 500ms, rise: 2, fall: 2}",
+        ],
+    ));
+    lb.wait_workers(2, Duration::from_secs(5));
+    let names = ["b1", "b2", "b3"];
+    let load = Load::start_with(
+        lb.port(),
+        LoadOpts {
+            check: std::sync::Arc::new(move |_p: &str, r: &Response| {
+                if r.status == 200 && names.contains(&r.body_str().as_str()) {
+                    Ok(())
+                } else {
+                    Err(format!("status {} body {:?}", r.status, r.body_str()))
+                }
+            }),
+            max_duration: Duration::from_secs(40),
+            ..Default::default()
+        },
+    );
+    load.expect_progress(300, "before the kill");
+    assert!(b2.request_count() > 50, "b2 serves before the kill");
+
+    load.mark("b2 stopped");
+    b2.stop();
+    let stopped_at = b2.request_count();
+    assert!(
+        lb.wait_log("server web/b2 is DOWN", Duration::from_secs(6)),
+        "b2 not marked DOWN\n{}",
+        lb.diagnostics()
+    );
+    load.mark("b2 DOWN");
+    load.expect_progress(500, "while b2 is down");
+
+    load.mark("b2 restarted");
+    b2.restart();
+    assert!(
+        lb.wait_log("server web/b2 is UP", Duration::from_secs(6)),
+        "b2 not marked UP again\n{}",
+        lb.diagnostics()
+    );
+    load.mark("b2 UP");
+    assert!(
+        wait_until(Duration::from_secs(5), || b2.request_count()
+            >= stopped_at + 100),
+        "b2 is not used again after it came back: {} requests",
+        b2.request_count() - stopped_at
+    );
+    load.expect_progress(300, "after b2 is back");
+    let report = load.stop();
+    eprintln!(
+        "b1 {}, b2 {} ({} after the restart), b3 {}; connect errors logged: {}",
+        b1.request_count(),
+        b2.request_count(),
+        b2.request_count() - stopped_at,
+        b3.request_count(),
+        lb.log_lines("connect() to").len()
+    );
+    report.assert_no_failures("b2 killed and restarted", &lb.diagnostics());
+}
+
+#[test]
+fn a_down_server_stays_down_across_a_reload() {
+    let (b1, sw1) = checked_backend("b1", 200);
+    let (b2, _sw2) = checked_backend("b2", 200);
+    let cfg = upstream_config(
+        2,
+        "roundrobin",
+        &[Srv::of(&b1), Srv::of(&b2)],
+        &[HTTP_CHECK],
+    );
+    let lb = Forklb::start(&cfg);
+    let old = lb.wait_workers(2, Duration::from_secs(5));
+    sw1.set(500);
+    assert!(
+        lb.wait_log("server web/b1 is DOWN", HTTP_CHECK_BOUND + SLACK + SLACK),
+        "b1 not marked DOWN"
+    );
+    let old_checker = lb.health_pids();
+
+    // Same configuration, new generation: health state carries over by name.
+    lb.write_config(&cfg);
+    lb.signal(SIGHUP);
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            let now = lb.worker_pids();
+            now.len() == 2 && now.iter().all(|p| !old.contains(p))
+        }),
+        "the new generation did not replace the old workers\n{}",
+        lb.diagnostics()
+    );
+    let new_checker = lb.health_pids();
+    assert!(
+        new_checker.len() == 1 && new_checker != old_checker,
+        "a new health checker should serve the new generation: {old_checker:?} -> {new_checker:?}"
+    );
+    let before = b1.request_count();
+    let bodies = burst(lb.port(), 40, "after-reload");
+    assert_eq!(count_of(&bodies, &"b2".to_owned()), 40, "{bodies:?}");
+    assert_eq!(
+        b1.request_count(),
+        before,
+        "b1 got requests right after the reload"
+    );
+    assert_eq!(lb.log_lines("server web/b1 is UP").len(), 0);
+    // And it still comes back by checks.
+    sw1.set(200);
+    assert!(
+        lb.wait_log("server web/b1 is UP", HTTP_CHECK_BOUND + SLACK + SLACK),
+        "b1 not marked UP after the reload\n{}",
+        lb.diagnostics()
+    );
+}
