@@ -23,7 +23,7 @@ fn family(out: &mut String, name: &str, kind: &str, help: &str) {
 pub fn render(rt: &Runtime, shm: &Shm) -> String {
     let mut out = String::with_capacity(8192);
     let workers = shm.worker_count();
-    let sum = |f: &dyn Fn(usize) -> u64| -> u64 { (0..workers).map(f).sum() };
+    let totals = shm.worker_totals();
 
     family(
         &mut out,
@@ -56,33 +56,21 @@ pub fn render(rt: &Runtime, shm: &Shm) -> String {
         "gauge",
         "Open client connections.",
     );
-    let _ = writeln!(
-        out,
-        "forklb_connections_current {}",
-        sum(&|w| u64::from(shm.worker(w).conns_current.load(Relaxed)))
-    );
+    let _ = writeln!(out, "forklb_connections_current {}", totals.conns_current);
     family(
         &mut out,
         "forklb_connections_total",
         "counter",
         "Client connections accepted.",
     );
-    let _ = writeln!(
-        out,
-        "forklb_connections_total {}",
-        sum(&|w| shm.worker(w).conns_total.load(Relaxed))
-    );
+    let _ = writeln!(out, "forklb_connections_total {}", totals.conns_total);
     family(
         &mut out,
         "forklb_requests_total",
         "counter",
         "Requests received (all routes).",
     );
-    let _ = writeln!(
-        out,
-        "forklb_requests_total {}",
-        sum(&|w| shm.worker(w).requests.load(Relaxed))
-    );
+    let _ = writeln!(out, "forklb_requests_total {}", totals.requests);
 
     type Getter = fn(&crate::shm::ServerShared) -> u64;
     let per_server: [(&str, &str, &str, Getter); 9] = [

@@ -72,6 +72,14 @@ pub struct WorkerShared {
     pub bytes_out: AtomicU64,
 }
 
+/// Instance-wide sums of the per-worker counters.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct WorkerTotals {
+    pub conns_current: u64,
+    pub conns_total: u64,
+    pub requests: u64,
+}
+
 /// Per-upstream values every worker must agree on.
 #[repr(C, align(64))]
 pub struct UpstreamShared {
@@ -189,6 +197,17 @@ impl Shm {
                 .add(self.workers_off + w * std::mem::size_of::<WorkerShared>())
                 as *const WorkerShared)
         }
+    }
+
+    /// The per-worker counters summed over every worker of the generation.
+    pub fn worker_totals(&self) -> WorkerTotals {
+        let mut t = WorkerTotals::default();
+        for w in (0..self.workers).map(|w| self.worker(w)) {
+            t.conns_current += u64::from(w.conns_current.load(Ordering::Relaxed));
+            t.conns_total += w.conns_total.load(Ordering::Relaxed);
+            t.requests += w.requests.load(Ordering::Relaxed);
+        }
+        t
     }
 
     pub fn upstream(&self, u: usize) -> &UpstreamShared {

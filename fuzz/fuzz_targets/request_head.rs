@@ -34,7 +34,7 @@ fuzz_target!(|data: &[u8]| {
             assert_eq!(req.method, req2.method);
             // Absolute-form targets go upstream in origin form.
             let target = req.path.unwrap_or("/");
-            let origin = request::split_absolute(target).map_or(target, |(_, p)| p);
+            let origin = request::origin_path(target);
             assert_eq!(Some(origin), req2.path);
             assert_eq!(info2.head_len, out.len());
             // Framing survives the rewrite exactly.

@@ -270,14 +270,9 @@ fn set_admin(v: &View, target: &str, admin: u8) -> Outcome {
     changed()
 }
 
-fn sum_workers(v: &View, f: impl Fn(&shm::WorkerShared) -> u64) -> u64 {
-    (0..v.shm.worker_count()).map(|w| f(v.shm.worker(w))).sum()
-}
-
 fn show_info(v: &View) -> String {
-    let cur = sum_workers(v, |w| u64::from(w.conns_current.load(Relaxed)));
-    let cum = sum_workers(v, |w| w.conns_total.load(Relaxed));
-    let req = sum_workers(v, |w| w.requests.load(Relaxed));
+    let t = v.shm.worker_totals();
+    let (cur, cum, req) = (t.conns_current, t.conns_total, t.requests);
     let up = v.uptime_secs;
     format!(
         "Name: forklb\nVersion: {}\nRelease_date: -\nNbthread: 1\nNbproc: {}\nProcess_num: 1\nPid: {}\n\

@@ -178,12 +178,8 @@ pub fn show_stat(v: &View) -> String {
     out.push_str(&FIELDS.join(","));
     out.push_str(",\n");
     let now = shm::unix_secs();
-    let sum = |f: &dyn Fn(&shm::WorkerShared) -> u64| -> u64 {
-        (0..v.shm.worker_count()).map(|w| f(v.shm.worker(w))).sum()
-    };
-    let cur = sum(&|w| u64::from(w.conns_current.load(Relaxed)));
-    let tot = sum(&|w| w.conns_total.load(Relaxed));
-    let req = sum(&|w| w.requests.load(Relaxed));
+    let t = v.shm.worker_totals();
+    let (cur, tot, req) = (t.conns_current, t.conns_total, t.requests);
     for (i, l) in v.config.listeners.iter().enumerate() {
         let mut r = Row::new(&l.name, "FRONTEND");
         r.set("scur", cur);

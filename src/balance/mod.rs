@@ -27,6 +27,18 @@ pub struct PickCtx<'a> {
     pub key: Option<u64>,
 }
 
+impl<'a> PickCtx<'a> {
+    /// A context for a pick now (the clock passive marks are compared with).
+    pub fn now(shm: &'a Shm, upstream: usize, key: Option<u64>) -> PickCtx<'a> {
+        PickCtx {
+            shm,
+            upstream,
+            now_ms: crate::shm::monotonic_ms(),
+            key,
+        }
+    }
+}
+
 pub struct Balancer {
     algo: Balance,
     /// Smooth weighted round robin: each server's current weight.

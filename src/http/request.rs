@@ -218,6 +218,12 @@ pub fn split_absolute(target: &str) -> Option<(&str, &str)> {
     Some((authority, if path.is_empty() { "/" } else { path }))
 }
 
+/// The origin-form path of a target: itself, or the path part of an
+/// absolute-form target.
+pub fn origin_path(target: &str) -> &str {
+    split_absolute(target).map_or(target, |(_, p)| p)
+}
+
 fn strip_prefix_ignore_case<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
     let head = s.get(..prefix.len())?;
     head.eq_ignore_ascii_case(prefix)

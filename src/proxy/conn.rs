@@ -549,7 +549,7 @@ impl Conn {
         let mut host_buf = [0u8; 256];
         let host = request::routing_host(&req, &mut host_buf);
         let target = req.path.unwrap_or("/");
-        let path = request::split_absolute(target).map_or(target, |(_, p)| p);
+        let path = request::origin_path(target);
         let Some(action) = env.rt.route(self.listener, host, path) else {
             self.respond_local(env, 404, "text/plain", b"", b"Not Found\n", local_keep);
             return Dispatch::Consumed(info.head_len);
@@ -710,12 +710,7 @@ impl Conn {
             crate::config::Balance::Hash => self.hash_key(req, &upstream.hash_key),
             _ => None,
         };
-        let ctx = PickCtx {
-            shm: env.shm,
-            upstream: self.ex.upstream,
-            now_ms: shm::monotonic_ms(),
-            key,
-        };
+        let ctx = PickCtx::now(env.shm, self.ex.upstream, key);
         let Some(server) = env.balancers[self.ex.upstream].pick(&upstream.servers, &ctx, &[])
         else {
             log::error!("no server available in upstream {}", upstream.name);
@@ -886,12 +881,7 @@ impl Conn {
         if self.ex.retries_left > 0 {
             self.ex.retries_left -= 1;
             let tried = &self.ex.tried[..self.ex.ntried];
-            let ctx = PickCtx {
-                shm: env.shm,
-                upstream: self.ex.upstream,
-                now_ms: shm::monotonic_ms(),
-                key: None,
-            };
+            let ctx = PickCtx::now(env.shm, self.ex.upstream, None);
             if let Some(next) = env.balancers[self.ex.upstream].pick(&upstream.servers, &ctx, tried)
             {
                 env.shm
@@ -1474,7 +1464,7 @@ impl Conn {
             }),
             HashKey::Uri => {
                 let target = req.path.unwrap_or("/");
-                let path = request::split_absolute(target).map_or(target, |(_, p)| p);
+                let path = request::origin_path(target);
                 let path = path.split('?').next().unwrap_or(path);
                 Some(hash_bytes(path.as_bytes()))
             }

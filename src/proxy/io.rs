@@ -32,23 +32,17 @@ pub fn read<S: Read>(sock: &mut S, into: &mut [u8], ready: &mut bool) -> Io {
 
 /// `writev`: several buffers in one syscall.
 pub fn write_vectored<S: Write>(sock: &mut S, bufs: &[std::io::IoSlice], ready: &mut bool) -> Io {
-    loop {
-        return match sock.write_vectored(bufs) {
-            Ok(0) => Io::Failed(io::Error::from(io::ErrorKind::WriteZero)),
-            Ok(n) => Io::Done(n),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                *ready = false;
-                Io::Blocked
-            }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => Io::Failed(e),
-        };
-    }
+    write_with(ready, || sock.write_vectored(bufs))
 }
 
 pub fn write<S: Write>(sock: &mut S, from: &[u8], ready: &mut bool) -> Io {
+    write_with(ready, || sock.write(from))
+}
+
+/// Runs a write until it is not interrupted and classifies the outcome.
+fn write_with(ready: &mut bool, mut attempt: impl FnMut() -> io::Result<usize>) -> Io {
     loop {
-        return match sock.write(from) {
+        return match attempt() {
             Ok(0) => Io::Failed(io::Error::from(io::ErrorKind::WriteZero)),
             Ok(n) => Io::Done(n),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
