@@ -34,6 +34,7 @@ fn servers(n: usize) -> Vec<ServerRt> {
                 name: format!("s{i}"),
                 addr: addr.parse().expect("address"),
                 addr_text: addr,
+                tls_name: None,
                 weight: (i % 3) as u32 + 1,
                 backup: false,
             }

@@ -24,5 +24,6 @@ pub mod proxy;
 pub mod route;
 pub mod shm;
 pub mod signals;
+pub mod tls;
 pub mod upgrade_cmd;
 pub mod worker;

@@ -33,6 +33,8 @@ pub struct ListenerRt {
     pub name: String,
     /// Scheme clients use on this listener (X-Forwarded-Proto).
     pub proto: &'static str,
+    /// TLS termination (certificates loaded with the configuration).
+    pub tls: Option<std::sync::Arc<rustls::ServerConfig>>,
     pub routes: Vec<RouteRt>,
 }
 
@@ -58,7 +60,7 @@ pub enum Action {
     },
     Redirect {
         status: u16,
-        to: String,
+        to: crate::http::redirect::Template,
     },
     Metrics,
 }
@@ -110,6 +112,8 @@ pub struct UpstreamRt {
     pub retries: u32,
     pub keepalive: usize,
     pub host_header: Option<String>,
+    /// HTTPS to the servers.
+    pub tls: Option<std::sync::Arc<rustls::ClientConfig>>,
     pub servers: Vec<ServerRt>,
 }
 
@@ -118,6 +122,9 @@ pub struct ServerRt {
     pub addr: SocketAddr,
     /// The address as configured (`host:port`), the Host for clients without one.
     pub addr_text: String,
+    /// With upstream TLS: the name the certificate must match, also sent
+    /// as SNI (none for IP addresses).
+    pub tls_name: Option<rustls::pki_types::ServerName<'static>>,
     pub weight: u32,
     pub backup: bool,
 }
@@ -171,6 +178,7 @@ impl Runtime {
                 retries: u.retries,
                 keepalive: u.keepalive,
                 host_header: u.host_header.clone(),
+                tls: u.tls.as_ref().and_then(|t| t.client.clone()),
                 servers: u
                     .servers
                     .iter()
@@ -179,6 +187,9 @@ impl Runtime {
                             name: s.name.clone(),
                             addr: s.socket_addr?,
                             addr_text: s.addr.clone(),
+                            tls_name: u.tls.as_ref().and_then(|t| {
+                                crate::tls::client::server_name(t.sni.as_deref(), &s.addr)
+                            }),
                             weight: s.weight,
                             backup: s.backup,
                         })
@@ -192,6 +203,7 @@ impl Runtime {
             .map(|l| ListenerRt {
                 name: l.name.clone(),
                 proto: if l.tls.is_some() { "https" } else { "http" },
+                tls: l.tls.as_ref().and_then(|t| t.server.clone()),
                 routes: l
                     .routes
                     .iter()
@@ -207,7 +219,8 @@ impl Runtime {
                         } else if let Some(red) = &r.redirect {
                             Action::Redirect {
                                 status: red.status,
-                                to: red.to.clone(),
+                                // Validated: parsing cannot fail here.
+                                to: crate::http::redirect::Template::parse(&red.to).ok()?,
                             }
                         } else {
                             Action::Metrics

@@ -270,6 +270,7 @@ mod tests {
                 name: format!("s{i}"),
                 addr: "127.0.0.1:1".parse().unwrap(),
                 addr_text: "127.0.0.1:1".into(),
+                tls_name: None,
                 weight,
                 backup,
             })

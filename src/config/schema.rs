@@ -253,6 +253,10 @@ pub struct Listener {
 #[serde(deny_unknown_fields)]
 pub struct ListenerTls {
     pub certificates: Vec<CertKey>,
+
+    /// The certificates loaded and checked; set by validation.
+    #[serde(skip)]
+    pub server: Option<std::sync::Arc<rustls::ServerConfig>>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -385,6 +389,10 @@ pub struct UpstreamTls {
     pub verify: bool,
     #[serde(default)]
     pub ca: Option<PathBuf>,
+
+    /// Trust roots loaded; set by validation.
+    #[serde(skip)]
+    pub client: Option<std::sync::Arc<rustls::ClientConfig>>,
 }
 
 fn default_true() -> bool {

@@ -133,7 +133,7 @@ pub fn from_yaml_str(text: &str, source: &Path) -> Result<Config, ConfigError> {
         .unwrap_or_else(|| PathBuf::from("/"));
     let to_error = |e: Invalid| ConfigError::new(&source, e.path, e.message);
     check(&mut cfg, &dir).map_err(to_error)?;
-    reject_unsupported(&cfg).map_err(to_error)?;
+    load_tls(&mut cfg).map_err(to_error)?;
     resolve_servers(&mut cfg).map_err(to_error)?;
     Ok(cfg)
 }
@@ -498,6 +498,9 @@ fn check_route(at: &str, r: &mut Route, upstreams: &NamedMap<Upstream>) -> Check
                 ),
             );
         }
+        if let Err(e) = crate::http::redirect::Template::parse(&red.to) {
+            return invalid(format!("{at}.redirect.to"), e);
+        }
     }
     Ok(())
 }
@@ -561,7 +564,7 @@ fn check_upstreams(cfg: &mut Config) -> Check {
             }
         }
         if let Some(sni) = up.tls.as_ref().and_then(|t| t.sni.as_ref()) {
-            if sni.is_empty() || sni.contains(|c: char| c.is_whitespace() || c.is_control()) {
+            if rustls::pki_types::ServerName::try_from(sni.as_str()).is_err() {
                 return invalid(
                     format!("{at}.tls.sni"),
                     format!("invalid server name {sni:?}"),
@@ -719,24 +722,35 @@ fn split_host_port(addr: &str) -> Result<(&str, u16), String> {
 }
 
 // ---------------------------------------------------------------------------------------
-// Not supported yet.
+// TLS material.
 // ---------------------------------------------------------------------------------------
 
-/// Rejects what the schema accepts but forklb does not implement yet, at the exact field.
-/// Each `if` is one feature: delete it when the feature lands (and its test in `tests`).
-fn reject_unsupported(cfg: &Config) -> Check {
-    for (i, l) in cfg.listeners.iter().enumerate() {
-        if l.tls.is_some() {
-            return invalid(format!("listeners[{i}].tls"), "TLS is not supported yet");
+/// Loads what TLS needs from files: certificates and keys of the
+/// listeners (checked to belong together), CA files of the upstreams. Done
+/// at load, in the master, so `-t` and reloads catch every bad file.
+fn load_tls(cfg: &mut Config) -> Check {
+    for (i, l) in cfg.listeners.iter_mut().enumerate() {
+        if let Some(tls) = &mut l.tls {
+            let pairs: Vec<_> = tls
+                .certificates
+                .iter()
+                .map(|ck| (ck.cert.clone(), ck.key.clone()))
+                .collect();
+            match crate::tls::server::config(&pairs) {
+                Ok(server) => tls.server = Some(server),
+                Err((j, message)) => {
+                    return invalid(format!("listeners[{i}].tls.certificates[{j}]"), message)
+                }
+            }
         }
     }
-    for (name, up) in cfg.upstreams.iter() {
-        let at = format!("upstreams.{name}");
-        if up.tls.is_some() {
-            return invalid(
-                format!("{at}.tls"),
-                "TLS to upstream servers is not supported yet",
-            );
+    for (name, up) in cfg.upstreams.0.iter_mut() {
+        if let Some(tls) = &mut up.tls {
+            let field = if tls.ca.is_some() { "tls.ca" } else { "tls" };
+            match crate::tls::client::config(tls.verify, tls.ca.as_deref()) {
+                Ok(client) => tls.client = Some(client),
+                Err(message) => return invalid(format!("upstreams.{name}.{field}"), message),
+            }
         }
     }
     Ok(())
@@ -1316,7 +1330,7 @@ upstreams:
     }
 
     #[test]
-    fn unsupported_features_are_rejected_at_their_field() {
+    fn optional_features_are_checked_at_their_field() {
         ok(&with_top("daemon: true\n"));
         ok(&with_top("daemon: false\n"));
         ok(&with_top("user: nobody\n"));
@@ -1340,8 +1354,8 @@ upstreams:
         ));
         assert_err(
             "listeners:\n  - name: web\n    bind: [\"127.0.0.1:8443\"]\n    tls:\n      certificates: [{cert: a.crt, key: a.key}]\n    routes: [{return: {status: 200}}]\n",
-            "listeners[0].tls",
-            "TLS is not supported yet",
+            "listeners[0].tls.certificates[0]",
+            "cannot read certificate file",
         );
         for balance in [
             "roundrobin",
@@ -1355,10 +1369,25 @@ upstreams:
                 "    balance: {balance}\n    servers: [{{addr: \"127.0.0.1:1\"}}]\n"
             )));
         }
+        ok(&with_upstream(
+            "    tls: {sni: example.com}\n    servers: [{addr: \"127.0.0.1:1\"}]\n",
+        ));
+        ok(&with_upstream(
+            "    tls: {verify: false}\n    servers: [{addr: \"127.0.0.1:1\"}]\n",
+        ));
         assert_err(
-            &with_upstream("    tls: {sni: example.com}\n    servers: [{addr: \"127.0.0.1:1\"}]\n"),
-            "upstreams.web.tls",
-            "not supported yet",
+            &with_upstream(
+                "    tls: {ca: missing-ca.pem}\n    servers: [{addr: \"127.0.0.1:1\"}]\n",
+            ),
+            "upstreams.web.tls.ca",
+            "cannot read certificate file",
+        );
+        assert_err(
+            &with_upstream(
+                "    tls: {sni: \"bad name\"}\n    servers: [{addr: \"127.0.0.1:1\"}]\n",
+            ),
+            "upstreams.web.tls.sni",
+            "invalid server name",
         );
         ok(&with_upstream(
             "    tls: null\n    servers: [{addr: \"127.0.0.1:1\"}]\n",
@@ -1369,7 +1398,7 @@ upstreams:
     }
 
     #[test]
-    fn checks_of_unsupported_features_still_validate_their_values() {
+    fn optional_features_validate_their_values() {
         assert_err(
             &with_top("admin: {socket: a.sock, mode: \"0999\"}\n"),
             "admin.mode",
@@ -1411,7 +1440,7 @@ upstreams:
         assert_eq!(c.pid_file, Path::new("/var/run/x.pid"));
         assert_eq!(c.error_log, "stderr");
 
-        // Paths inside features that are rejected for now: check the resolution itself.
+        // Paths of optional features: check the resolution itself.
         let mut c = ok(MINIMAL);
         c.admin = Some(crate::config::Admin {
             socket: "admin.sock".into(),
@@ -1427,11 +1456,13 @@ upstreams:
                 cert: "certs/a.crt".into(),
                 key: "../keys/a.key".into(),
             }],
+            server: None,
         });
         c.upstreams.0[0].1.tls = Some(crate::config::UpstreamTls {
             sni: None,
             verify: true,
             ca: Some("ca.pem".into()),
+            client: None,
         });
         resolve_paths(&mut c, Path::new("/srv/conf")).unwrap();
         assert_eq!(c.admin.unwrap().socket, Path::new("/srv/conf/admin.sock"));

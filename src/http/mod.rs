@@ -4,6 +4,7 @@
 
 pub mod chunked;
 pub mod errors;
+pub mod redirect;
 pub mod request;
 pub mod response;
 pub mod rewrite;

@@ -241,7 +241,20 @@ pub fn run(config: Config, opts: RunOptions) -> Result<(), MasterError> {
             .collect::<Vec<_>>()
             .join(", ")
     );
+    warn_unverified_tls(&master.config);
     master.run()
+}
+
+/// `verify: false` is allowed, but nobody should run it unknowingly.
+fn warn_unverified_tls(cfg: &Config) {
+    for (name, up) in cfg.upstreams.iter() {
+        if up.tls.as_ref().is_some_and(|t| !t.verify) {
+            log::warn!(
+                "upstream {name}: TLS certificate verification is off (tls.verify: false); \
+                 the servers' identity is not checked"
+            );
+        }
+    }
 }
 
 /// Binds every address of the configuration, taking a socket from
@@ -635,6 +648,7 @@ impl Master {
         };
         self.shm = std::sync::Arc::new(shm);
         let pid_file = self.config.pid_file.clone();
+        warn_unverified_tls(&new);
         self.config = new;
         self.config.pid_file = pid_file;
         self.access_log = access_log;

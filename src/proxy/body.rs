@@ -5,10 +5,10 @@
 //! the end of the body (the next pipelined message) are never relayed.
 
 use super::io::{self, Io};
+use super::stream::Stream;
 use crate::buffer::{Buf, BufPool};
 use crate::http::chunked::{ChunkError, ChunkedScanner};
 use crate::http::Framing;
-use mio::net::TcpStream;
 
 #[derive(Debug, Clone, Copy)]
 pub enum Body {
@@ -92,10 +92,10 @@ pub enum RelayStep {
 
 /// One direction's sockets and readiness, borrowed for a step.
 pub struct Ends<'a> {
-    pub src: &'a mut TcpStream,
+    pub src: &'a mut Stream,
     pub src_ready: &'a mut bool,
     pub buf: &'a mut Option<Buf>,
-    pub dst: &'a mut TcpStream,
+    pub dst: &'a mut Stream,
     pub dst_ready: &'a mut bool,
 }
 

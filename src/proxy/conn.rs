@@ -19,6 +19,7 @@
 use super::body::{Body, Ends, Relay, RelayStep};
 use super::io::{self, Io};
 use super::pool::Pool;
+use super::stream::Stream;
 use super::{upstream_token, Side, UpstreamOwners, POOLED};
 use crate::access_log::{self, AccessLog};
 use crate::balance::{hash_bytes, Balancer, PickCtx};
@@ -26,6 +27,7 @@ use crate::buffer::{Buf, BufPool, VecPool};
 use crate::http::{self, errors, request, response, rewrite, Framing};
 use crate::route::{Action, HashKey, Runtime};
 use crate::shm::{self, Shm};
+use crate::tls::TlsStream;
 use mio::net::TcpStream;
 use mio::{Interest, Registry};
 use std::net::SocketAddr;
@@ -75,6 +77,9 @@ enum Phase {
     Tunnel,
     /// Writing a response forklb generated itself.
     SendLocal,
+    /// The connection ends: the last TLS records (and close_notify) are
+    /// still queued for a full socket.
+    Closing,
 }
 
 /// Most servers one request may try (1 + the largest `retries`).
@@ -149,7 +154,9 @@ impl Exchange {
 }
 
 struct Upstream {
-    sock: TcpStream,
+    sock: Stream,
+    /// The TCP connection is established (TLS may still be handshaking).
+    connected: bool,
     /// Its slot in `up_owners`, and so its epoll token.
     up_slot: usize,
     addr: SocketAddr,
@@ -178,7 +185,7 @@ struct Closed;
 pub struct Conn {
     pub id: u64,
     slot: usize,
-    client: TcpStream,
+    client: Stream,
     peer: SocketAddr,
     listener: usize,
     c_readable: bool,
@@ -229,7 +236,7 @@ fn pump(mut ends: Ends, eof: &mut bool, bufs: &mut BufPool) -> Result<bool, Clos
             Ok(false)
         }
         RelayStep::SourceClosed => {
-            let _ = ends.dst.shutdown(std::net::Shutdown::Write);
+            let _ = ends.dst.shutdown_write();
             *eof = true;
             Ok(true)
         }
@@ -252,7 +259,7 @@ impl Conn {
     pub fn new(
         id: u64,
         slot: usize,
-        client: TcpStream,
+        client: Stream,
         peer: SocketAddr,
         listener: usize,
         env: &Env,
@@ -293,8 +300,9 @@ impl Conn {
         self.finish(env, Outcome::Close);
     }
 
+    /// The client socket, for (de)registration.
     pub fn client_mut(&mut self) -> &mut TcpStream {
-        &mut self.client
+        self.client.sock_mut()
     }
 
     /// A keep-alive connection between requests: it has served one and
@@ -372,6 +380,7 @@ impl Conn {
                 self.drop_upstream(env);
                 self.respond_error(env, 504, false)
             }
+            Phase::Closing => Err(Closed),
             Phase::SendResponse | Phase::Tunnel | Phase::SendLocal => {
                 log::info!(
                     "connection of client {} timed out ({:?}), upstream {upstream}",
@@ -398,10 +407,22 @@ impl Conn {
                 Phase::SendResponse => self.send_response(env),
                 Phase::Tunnel => self.tunnel(env),
                 Phase::SendLocal => self.send_local(env),
+                Phase::Closing => self.closing(),
             };
             match step {
                 Ok(true) => continue,
-                Ok(false) => return Outcome::Keep,
+                Ok(false) => {
+                    // TLS records queued by this round (handshake answers,
+                    // the rest of a write) go out while the socket takes them.
+                    if self.client.flush_queued(&mut self.c_writable).is_err() {
+                        return self.finish(env, Outcome::Close);
+                    }
+                    if let Some(up) = self.up.as_mut() {
+                        // A broken upstream shows up on its next read/write.
+                        let _ = up.sock.flush_queued(&mut up.writable);
+                    }
+                    return Outcome::Keep;
+                }
                 Err(Closed) => return self.finish(env, Outcome::Close),
             }
         }
@@ -564,6 +585,14 @@ impl Conn {
                 Dispatch::Consumed(info.head_len)
             }
             Action::Redirect { status, to } => {
+                let Some(to) = to.expand(host, path) else {
+                    log::info!(
+                        "client {} sent no usable Host for a redirect to $host",
+                        self.peer
+                    );
+                    self.respond_local(env, 400, "text/plain", b"", b"Bad Request\n", false);
+                    return Dispatch::Consumed(info.head_len);
+                };
                 let location = format!("Location: {to}\r\n");
                 let body = format!("{}\n", errors::reason(*status));
                 self.respond_local(
@@ -775,28 +804,16 @@ impl Conn {
                 }
                 Ok((s, up_slot))
             }
-            None => TcpStream::connect(addr).and_then(|mut s| {
-                let up_slot = env.up_owners.insert(self.slot);
-                match env.registry.register(
-                    &mut s,
-                    upstream_token(up_slot),
-                    Interest::READABLE | Interest::WRITABLE,
-                ) {
-                    Ok(()) => Ok((s, up_slot)),
-                    Err(e) => {
-                        env.up_owners.remove(up_slot);
-                        Err(e)
-                    }
-                }
-            }),
+            None => self.open_upstream(env, server, addr),
         };
         match sock {
             Ok((sock, up_slot)) => {
                 if !reused {
-                    let _ = sock.set_nodelay(true);
+                    let _ = sock.sock().set_nodelay(true);
                 }
                 self.up = Some(Upstream {
                     sock,
+                    connected: reused,
                     up_slot,
                     addr,
                     // A pooled connection is connected and writable; a close
@@ -820,39 +837,89 @@ impl Conn {
                 }
                 Ok(true)
             }
-            Err(e) => self.connect_failed(env, addr, head, e),
+            Err(e) => self.connect_failed(env, addr, head, "connect() to", e),
         }
     }
 
+    /// A new connection to `server`, registered under its own token, with
+    /// a TLS session on top if the upstream speaks HTTPS.
+    fn open_upstream(
+        &self,
+        env: &mut Env,
+        server: usize,
+        addr: SocketAddr,
+    ) -> std::io::Result<(Stream, usize)> {
+        let mut s = TcpStream::connect(addr)?;
+        let up_slot = env.up_owners.insert(self.slot);
+        let upstream = &env.rt.upstreams[self.ex.upstream];
+        let stream = env
+            .registry
+            .register(
+                &mut s,
+                upstream_token(up_slot),
+                Interest::READABLE | Interest::WRITABLE,
+            )
+            .and_then(|()| match &upstream.tls {
+                None => Ok(Stream::Plain(s)),
+                Some(cfg) => {
+                    let name = upstream.servers[server].tls_name.clone().ok_or_else(|| {
+                        std::io::Error::new(
+                            std::io::ErrorKind::InvalidInput,
+                            "no valid TLS server name (set tls.sni)",
+                        )
+                    })?;
+                    let tls = TlsStream::connect(s, std::sync::Arc::clone(cfg), name)?;
+                    Ok(Stream::Tls(Box::new(tls)))
+                }
+            });
+        match stream {
+            Ok(stream) => Ok((stream, up_slot)),
+            Err(e) => {
+                env.up_owners.remove(up_slot);
+                Err(e)
+            }
+        }
+    }
+
+    /// Waits for the TCP connection, then for the TLS handshake if any;
+    /// both are bounded by the connect timeout and retried elsewhere on failure.
     fn connect_done(&mut self, env: &mut Env) -> Step {
         let Some(up) = self.up.as_mut() else {
             return Err(Closed);
         };
-        if !up.writable && !up.readable {
-            return Ok(false);
+        if !up.connected {
+            if !up.writable && !up.readable {
+                return Ok(false);
+            }
+            let err = match up.sock.sock().take_error() {
+                Ok(Some(e)) | Err(e) => Some(e),
+                Ok(None) => match up.sock.sock().peer_addr() {
+                    Ok(_) => None,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotConnected => {
+                        // Spurious wake-up: still connecting.
+                        up.writable = false;
+                        up.readable = false;
+                        return Ok(false);
+                    }
+                    Err(e) => Some(e),
+                },
+            };
+            if let Some(e) = err {
+                let (addr, head) = self.take_upstream(env);
+                return self.connect_failed(env, addr, head, "connect() to", e);
+            }
+            up.connected = true;
         }
-        let err = match up.sock.take_error() {
-            Ok(Some(e)) | Err(e) => Some(e),
-            Ok(None) => match up.sock.peer_addr() {
-                Ok(_) => None,
-                Err(e) if e.kind() == std::io::ErrorKind::NotConnected => {
-                    // Spurious wake-up: still connecting.
-                    up.writable = false;
-                    up.readable = false;
-                    return Ok(false);
-                }
-                Err(e) => Some(e),
-            },
-        };
-        match err {
-            None => {
+        match up.sock.handshake(&mut up.readable, &mut up.writable) {
+            Ok(true) => {
                 self.phase = Phase::SendRequest;
                 self.set_deadline(env, env.rt.timeouts.upstream_write);
                 Ok(true)
             }
-            Some(e) => {
+            Ok(false) => Ok(false),
+            Err(e) => {
                 let (addr, head) = self.take_upstream(env);
-                self.connect_failed(env, addr, head, e)
+                self.connect_failed(env, addr, head, "TLS handshake with", e)
             }
         }
     }
@@ -864,11 +931,12 @@ impl Conn {
         env: &mut Env,
         addr: SocketAddr,
         head: Vec<u8>,
+        what: &str,
         e: std::io::Error,
     ) -> Step {
         let upstream = &env.rt.upstreams[self.ex.upstream];
         log::error!(
-            "connect() to {} (server {}/{}) failed: {}, client: {}",
+            "{what} {} (server {}/{}) failed: {}, client: {}",
             addr,
             upstream.name,
             upstream.servers[self.ex.server].name,
@@ -1343,10 +1411,9 @@ impl Conn {
         let reusable = framed
             && self.ex.upstream_keep_alive
             && self.ex.req.is_complete()
-            && self
-                .up
-                .as_ref()
-                .is_some_and(|u| u.input.as_ref().is_none_or(Buf::is_empty));
+            && self.up.as_mut().is_some_and(|u| {
+                u.input.as_ref().is_none_or(Buf::is_empty) && !u.sock.has_buffered_input()
+            });
         if reusable {
             if let Some(mut up) = self.up.take() {
                 if let Some(b) = up.input.take() {
@@ -1381,9 +1448,7 @@ impl Conn {
         }
         self.out_pos = 0;
         if !self.ex.keep_after || env.draining {
-            // Half-close first so the client reads everything before EOF.
-            let _ = self.client.shutdown(std::net::Shutdown::Write);
-            return Err(Closed);
+            return self.close_gracefully(env);
         }
         self.phase = Phase::ReadHead;
         self.head_started = false;
@@ -1588,6 +1653,35 @@ impl Conn {
             self.set_deadline(env, env.rt.timeouts.upstream_read);
         }
         Ok(progress)
+    }
+
+    // ----- Closing ----------------------------------------------------------
+
+    /// Half-closes so the client reads everything before EOF; a TLS client
+    /// first gets the records still queued and close_notify.
+    fn close_gracefully(&mut self, env: &mut Env) -> Step {
+        match self.client.shutdown_write() {
+            Ok(true) | Err(_) => Err(Closed),
+            Ok(false) => {
+                self.c_writable = false;
+                self.phase = Phase::Closing;
+                self.set_deadline(env, env.rt.timeouts.upstream_write);
+                Ok(false)
+            }
+        }
+    }
+
+    fn closing(&mut self) -> Step {
+        if !self.c_writable {
+            return Ok(false);
+        }
+        match self.client.shutdown_write() {
+            Ok(true) | Err(_) => Err(Closed),
+            Ok(false) => {
+                self.c_writable = false;
+                Ok(false)
+            }
+        }
     }
 
     // ----- SendLocal --------------------------------------------------------

@@ -5,9 +5,11 @@ mod body;
 mod conn;
 mod io;
 mod pool;
+mod stream;
 
 pub use conn::{Conn, Env, Outcome};
 pub use pool::Pool;
+pub use stream::Stream;
 
 /// Token layout shared with the worker: listeners and control tokens come
 /// first, then one token per client connection slot, then one per upstream

@@ -7,11 +7,11 @@
 //! A close that races with a checkout is caught by the request path, which
 //! sends idempotent requests again on a fresh connection.
 
-use mio::net::TcpStream;
+use super::stream::Stream;
 use std::time::{Duration, Instant};
 
 struct Idle {
-    sock: TcpStream,
+    sock: Stream,
     /// The socket's upstream slot (its epoll token).
     up_slot: usize,
     server: usize,
@@ -43,7 +43,7 @@ impl Pool {
 
     /// The most recently pooled idle connection to `server` of
     /// `upstream`, with its upstream slot.
-    pub fn checkout(&mut self, upstream: usize, server: usize) -> Option<(TcpStream, usize)> {
+    pub fn checkout(&mut self, upstream: usize, server: usize) -> Option<(Stream, usize)> {
         let idle = self.upstreams.get_mut(upstream)?;
         let pos = idle.iter().rposition(|i| i.server == server)?;
         let entry = idle.remove(pos);
@@ -57,7 +57,7 @@ impl Pool {
         &mut self,
         upstream: usize,
         server: usize,
-        sock: TcpStream,
+        sock: Stream,
         up_slot: usize,
         now: Instant,
     ) -> Option<usize> {
@@ -80,6 +80,15 @@ impl Pool {
             since: now,
         });
         evicted
+    }
+
+    /// The idle connection of `up_slot`, if pooled.
+    pub fn get_mut(&mut self, up_slot: usize) -> Option<&mut Stream> {
+        self.upstreams
+            .iter_mut()
+            .flat_map(|idle| idle.iter_mut())
+            .find(|i| i.up_slot == up_slot)
+            .map(|i| &mut i.sock)
     }
 
     /// Drops the idle socket of `up_slot` (its server closed it or sent

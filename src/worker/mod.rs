@@ -375,6 +375,16 @@ impl Worker {
         listener: usize,
         now: Instant,
     ) {
+        let stream = match self.rt.listeners.get(listener).and_then(|l| l.tls.as_ref()) {
+            None => proxy::Stream::Plain(stream),
+            Some(cfg) => match crate::tls::TlsStream::accept(stream, std::sync::Arc::clone(cfg)) {
+                Ok(tls) => proxy::Stream::Tls(Box::new(tls)),
+                Err(e) => {
+                    log::error!("cannot start a TLS session with {peer}: {e}");
+                    return;
+                }
+            },
+        };
         let id = self.next_conn_id;
         self.next_conn_id += 1;
         // The slot is only known after insertion; build, insert, then register.
@@ -413,7 +423,13 @@ impl Worker {
             }
             Some(proxy::TokenKind::Upstream(up_slot)) => match self.up_owners.get(up_slot) {
                 // An idle pooled connection spoke: the server closed it (or
-                // sent something unasked). It cannot be reused.
+                // sent something unasked). It cannot be reused — unless it
+                // was TLS housekeeping only (a session ticket).
+                Some(&proxy::POOLED)
+                    if self
+                        .pool
+                        .get_mut(up_slot)
+                        .is_some_and(|s| s.idle_still_clean()) => {}
                 Some(&proxy::POOLED) if self.pool.remove(up_slot) => {
                     self.up_owners.remove(up_slot);
                 }

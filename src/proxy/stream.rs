@@ -1,0 +1,118 @@
+//! A connection's byte stream: a plain TCP socket or a TLS session over
+//! one. The proxy reads and writes both alike; TLS needs a few extra
+//! moves (handshake, flushing queued records, close_notify) that are
+//! no-ops for plain sockets.
+
+use crate::tls::TlsStream;
+use mio::net::TcpStream;
+use std::io::{self, Read, Write};
+
+pub enum Stream {
+    Plain(TcpStream),
+    /// Boxed: a TLS session is large, and most connections are plain.
+    Tls(Box<TlsStream>),
+}
+
+impl Stream {
+    /// The socket, for registering with epoll and socket options.
+    pub fn sock_mut(&mut self) -> &mut TcpStream {
+        match self {
+            Stream::Plain(s) => s,
+            Stream::Tls(t) => t.sock_mut(),
+        }
+    }
+
+    pub fn sock(&self) -> &TcpStream {
+        match self {
+            Stream::Plain(s) => s,
+            Stream::Tls(t) => t.sock(),
+        }
+    }
+
+    /// TLS records are queued for the socket.
+    pub fn wants_flush(&self) -> bool {
+        match self {
+            Stream::Plain(_) => false,
+            Stream::Tls(t) => t.wants_flush(),
+        }
+    }
+
+    /// Sends queued TLS records if the socket is writable; clears
+    /// `writable` when it fills up.
+    pub fn flush_queued(&mut self, writable: &mut bool) -> io::Result<()> {
+        if let Stream::Tls(t) = self {
+            if *writable && t.wants_flush() && !t.flush_tls()? {
+                *writable = false;
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs the TLS handshake as far as it can go; Ok(true) when done
+    /// (at once for plain sockets).
+    pub fn handshake(&mut self, readable: &mut bool, writable: &mut bool) -> io::Result<bool> {
+        match self {
+            Stream::Plain(_) => Ok(true),
+            Stream::Tls(t) => t.handshake(readable, writable),
+        }
+    }
+
+    /// Ends the sending direction: close_notify for TLS, then FIN. Ok(false)
+    /// if TLS records are still queued (the FIN follows when they are out).
+    pub fn shutdown_write(&mut self) -> io::Result<bool> {
+        match self {
+            Stream::Plain(s) => s.shutdown(std::net::Shutdown::Write).map(|()| true),
+            Stream::Tls(t) => t.shutdown_write(),
+        }
+    }
+
+    /// Decrypted bytes wait to be read (never for plain sockets, whose
+    /// unread bytes stay in the kernel).
+    pub fn has_buffered_input(&mut self) -> bool {
+        match self {
+            Stream::Plain(_) => false,
+            Stream::Tls(t) => t.has_buffered_plaintext(),
+        }
+    }
+
+    /// A pooled idle connection became readable: true if that was only TLS
+    /// housekeeping (session tickets) and it can still be reused.
+    pub fn idle_still_clean(&mut self) -> bool {
+        match self {
+            Stream::Plain(_) => false,
+            Stream::Tls(t) => t.idle_still_clean(),
+        }
+    }
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.read(buf),
+            Stream::Tls(t) => t.read(buf),
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.write(buf),
+            Stream::Tls(t) => t.write(buf),
+        }
+    }
+
+    fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.write_vectored(bufs),
+            Stream::Tls(t) => t.write_vectored(bufs),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Stream::Plain(s) => s.flush(),
+            Stream::Tls(t) => t.flush(),
+        }
+    }
+}

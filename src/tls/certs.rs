@@ -1,0 +1,149 @@
+//! Reading certificate chains and private keys from PEM files, checking
+//! that they belong together, and learning the names a certificate serves
+//! (its DNS subject alternative names) for SNI selection.
+
+use rustls::sign::CertifiedKey;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use std::path::Path;
+use std::sync::Arc;
+
+/// A certificate chain with its key, ready to serve.
+#[derive(Debug)]
+pub struct LoadedCert {
+    pub key: Arc<CertifiedKey>,
+    /// DNS names from the leaf's subjectAltName, lowercase; `*.example.com`
+    /// wildcards kept as written.
+    pub names: Vec<String>,
+}
+
+/// What went wrong, naming the file (the operator's first question).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertError(pub String);
+
+impl std::fmt::Display for CertError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+fn read(path: &Path, what: &str) -> Result<Vec<u8>, CertError> {
+    std::fs::read(path)
+        .map_err(|e| CertError(format!("cannot read {what} file {}: {e}", path.display())))
+}
+
+/// Reads every certificate in a PEM file (leaf first, then the chain).
+pub fn read_chain(path: &Path) -> Result<Vec<CertificateDer<'static>>, CertError> {
+    let pem = read(path, "certificate")?;
+    let mut chain = Vec::new();
+    for item in CertificateDer::pem_slice_iter(&pem) {
+        let cert = item.map_err(|e| {
+            CertError(format!(
+                "invalid PEM in certificate file {}: {e}",
+                path.display()
+            ))
+        })?;
+        chain.push(cert);
+    }
+    if chain.is_empty() {
+        return Err(CertError(format!(
+            "no certificate found in {} (expected a PEM \"BEGIN CERTIFICATE\" block)",
+            path.display()
+        )));
+    }
+    Ok(chain)
+}
+
+/// Reads the private key in a PEM file: PKCS#1 (RSA), PKCS#8 or SEC1 (EC).
+pub fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, CertError> {
+    let pem = read(path, "key")?;
+    PrivateKeyDer::from_pem_slice(&pem).map_err(|e| {
+        let why = match e {
+            rustls_pki_types::pem::Error::NoItemsFound => {
+                "no private key found (expected a PEM \"BEGIN PRIVATE KEY\", \"BEGIN RSA PRIVATE KEY\" or \"BEGIN EC PRIVATE KEY\" block)".to_owned()
+            }
+            other => format!("invalid PEM: {other}"),
+        };
+        CertError(format!("key file {}: {why}", path.display()))
+    })
+}
+
+/// Loads a certificate/key pair and checks that the key is the
+/// certificate's.
+pub fn load_pair(cert: &Path, key: &Path) -> Result<LoadedCert, CertError> {
+    let chain = read_chain(cert)?;
+    let der = read_key(key)?;
+    let provider = super::provider();
+    let signing = provider.key_provider.load_private_key(der).map_err(|e| {
+        CertError(format!(
+            "unsupported private key in {}: {e} (RSA, ECDSA P-256/P-384 and Ed25519 are supported)",
+            key.display()
+        ))
+    })?;
+    let names = dns_names(&chain[0])
+        .map_err(|e| CertError(format!("cannot parse certificate {}: {e}", cert.display())))?;
+    let certified = CertifiedKey::new(chain, signing);
+    match certified.keys_match() {
+        Ok(()) => {}
+        Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::Unknown)) => {}
+        Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::KeyMismatch)) => {
+            return Err(CertError(format!(
+                "the key in {} does not match the certificate in {}",
+                key.display(),
+                cert.display()
+            )))
+        }
+        Err(e) => {
+            return Err(CertError(format!(
+                "cannot check the key in {} against the certificate in {}: {e}",
+                key.display(),
+                cert.display()
+            )))
+        }
+    }
+    Ok(LoadedCert {
+        key: Arc::new(certified),
+        names,
+    })
+}
+
+/// The DNS names in the certificate's subjectAltName extension.
+fn dns_names(der: &CertificateDer) -> Result<Vec<String>, String> {
+    use x509_parser::extensions::GeneralName;
+    let (_, cert) = x509_parser::parse_x509_certificate(der.as_ref()).map_err(|e| e.to_string())?;
+    let mut names = Vec::new();
+    if let Ok(Some(san)) = cert.subject_alternative_name() {
+        for name in &san.value.general_names {
+            if let GeneralName::DNSName(n) = name {
+                names.push(n.to_ascii_lowercase());
+            }
+        }
+    }
+    Ok(names)
+}
+
+/// True if certificate name `pattern` (maybe `*.example.com`) covers
+/// `host` (lowercase). A wildcard stands for exactly one label (RFC 6125).
+pub fn name_matches(pattern: &str, host: &str) -> bool {
+    match pattern.strip_prefix("*.") {
+        Some(suffix) => host
+            .split_once('.')
+            .is_some_and(|(label, rest)| !label.is_empty() && rest == suffix),
+        None => pattern == host,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::name_matches;
+
+    #[test]
+    fn wildcards_cover_one_label() {
+        assert!(name_matches("a.test", "a.test"));
+        assert!(!name_matches("a.test", "b.test"));
+        assert!(name_matches("*.b.test", "x.b.test"));
+        assert!(!name_matches("*.b.test", "b.test"));
+        assert!(!name_matches("*.b.test", "y.x.b.test"));
+        assert!(!name_matches("*.b.test", ".b.test"));
+    }
+}

@@ -1,0 +1,148 @@
+//! HTTPS to upstream servers: the rustls client configuration of an
+//! upstream (trust roots, or no verification when asked) and the name each
+//! server is verified against and sent as SNI.
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use std::path::Path;
+use std::sync::Arc;
+
+/// Trust anchors: the `ca` file, else the system's store (falling back to
+/// the Mozilla set compiled in when the system has none).
+fn roots(ca: Option<&Path>) -> Result<RootCertStore, String> {
+    let mut store = RootCertStore::empty();
+    if let Some(ca) = ca {
+        let chain = super::certs::read_chain(ca).map_err(|e| e.0)?;
+        let (added, _) = store.add_parsable_certificates(chain);
+        if added == 0 {
+            return Err(format!("no usable CA certificate in {}", ca.display()));
+        }
+        return Ok(store);
+    }
+    let native = rustls_native_certs::load_native_certs();
+    store.add_parsable_certificates(native.certs);
+    if store.is_empty() {
+        log::warn!("no system CA certificates found; using the built-in Mozilla roots");
+        store.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    }
+    Ok(store)
+}
+
+/// The configuration for one upstream's servers.
+pub fn config(verify: bool, ca: Option<&Path>) -> Result<Arc<ClientConfig>, String> {
+    let provider = super::provider();
+    let builder = ClientConfig::builder_with_provider(Arc::clone(&provider))
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(|e| format!("TLS setup failed: {e}"))?;
+    let mut cfg = if verify {
+        builder
+            .with_root_certificates(roots(ca)?)
+            .with_no_client_auth()
+    } else {
+        builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(NoVerify(provider)))
+            .with_no_client_auth()
+    };
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(cfg))
+}
+
+/// The name to verify a server against and send as SNI: the configured
+/// `sni`, else the host of the server's address. An IP address is verified
+/// against the certificate's IP names and sends no SNI (RFC 6066).
+pub fn server_name(sni: Option<&str>, addr_text: &str) -> Option<ServerName<'static>> {
+    let host = match sni {
+        Some(s) => s,
+        None => host_of(addr_text),
+    };
+    ServerName::try_from(host.to_owned()).ok()
+}
+
+/// `host` of `host:port` or `[v6]:port`.
+fn host_of(addr: &str) -> &str {
+    if let Some(rest) = addr.strip_prefix('[') {
+        return rest.split(']').next().unwrap_or(rest);
+    }
+    match addr.rsplit_once(':') {
+        Some((h, _)) => h,
+        None => addr,
+    }
+}
+
+/// `verify: false`: any certificate is accepted, but the handshake
+/// signatures are still checked (the peer must hold the key it presents).
+#[derive(Debug)]
+struct NoVerify(Arc<CryptoProvider>);
+
+impl ServerCertVerifier for NoVerify {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_default_to_the_server_host() {
+        assert_eq!(
+            server_name(None, "one.one.one.one:443"),
+            Some(ServerName::try_from("one.one.one.one").unwrap())
+        );
+        assert_eq!(
+            server_name(Some("api.example.com"), "10.0.0.1:443"),
+            Some(ServerName::try_from("api.example.com").unwrap())
+        );
+        assert!(matches!(
+            server_name(None, "127.0.0.1:8443"),
+            Some(ServerName::IpAddress(_))
+        ));
+        assert!(matches!(
+            server_name(None, "[::1]:8443"),
+            Some(ServerName::IpAddress(_))
+        ));
+    }
+}

@@ -1,0 +1,24 @@
+//! TLS with rustls (ring provider): termination on listeners (`server`),
+//! HTTPS to upstreams (`client`), session tickets shared by the workers
+//! (`ticket`), certificate files (`certs`) and the non-blocking session
+//! the proxy reads and writes (`stream`).
+//!
+//! Everything is built when the configuration is loaded — in the master,
+//! before it forks and while it may still read root-only key files — so
+//! `-t` and a reload check the files, and workers only use the result.
+
+pub mod certs;
+pub mod client;
+pub mod server;
+pub mod stream;
+pub mod ticket;
+
+pub use stream::TlsStream;
+
+use rustls::crypto::CryptoProvider;
+use std::sync::Arc;
+
+/// The ring provider: its algorithms and key loading.
+pub fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}

@@ -1,0 +1,234 @@
+//! A TLS session over a non-blocking TCP socket, read and written like the
+//! socket itself.
+//!
+//! Readiness bookkeeping stays the caller's (see `proxy::io`): `read`
+//! returns plaintext, driving the handshake and answering it as needed, and
+//! `WouldBlock` only when the socket has no more bytes and no plaintext is
+//! buffered. `write` hands plaintext to rustls and pushes ciphertext out;
+//! ciphertext that does not fit stays queued (`wants_flush`) and must be
+//! flushed when the socket is writable again — the connection does that
+//! after every round of events, and before it closes.
+
+use mio::net::TcpStream;
+use rustls::pki_types::ServerName;
+use rustls::{ClientConfig, ClientConnection, Connection, ServerConfig, ServerConnection};
+use std::io::{self, BufRead, Read, Write};
+use std::sync::Arc;
+
+pub struct TlsStream {
+    sock: TcpStream,
+    conn: Connection,
+}
+
+/// A rustls failure as an I/O error, keeping rustls's description (it names
+/// the reason: "invalid peer certificate: UnknownIssuer").
+fn tls_error(e: rustls::Error) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, e)
+}
+
+impl TlsStream {
+    /// The server side of a client connection.
+    pub fn accept(sock: TcpStream, config: Arc<ServerConfig>) -> io::Result<TlsStream> {
+        let conn = ServerConnection::new(config).map_err(tls_error)?;
+        Ok(TlsStream {
+            sock,
+            conn: conn.into(),
+        })
+    }
+
+    /// The client side of a connection to an upstream server. The
+    /// ClientHello is queued at once; `handshake` sends it.
+    pub fn connect(
+        sock: TcpStream,
+        config: Arc<ClientConfig>,
+        name: ServerName<'static>,
+    ) -> io::Result<TlsStream> {
+        let conn = ClientConnection::new(config, name).map_err(tls_error)?;
+        Ok(TlsStream {
+            sock,
+            conn: conn.into(),
+        })
+    }
+
+    pub fn sock(&self) -> &TcpStream {
+        &self.sock
+    }
+
+    pub fn sock_mut(&mut self) -> &mut TcpStream {
+        &mut self.sock
+    }
+
+    /// Ciphertext is queued for the socket.
+    pub fn wants_flush(&self) -> bool {
+        self.conn.wants_write()
+    }
+
+    /// Plaintext already decrypted and not yet read.
+    pub fn has_buffered_plaintext(&mut self) -> bool {
+        self.conn
+            .reader()
+            .fill_buf()
+            .is_ok_and(|chunk| !chunk.is_empty())
+    }
+
+    /// Writes queued ciphertext: Ok(true) when none is left, Ok(false) when
+    /// the socket is full.
+    pub fn flush_tls(&mut self) -> io::Result<bool> {
+        while self.conn.wants_write() {
+            match self.conn.write_tls(&mut self.sock) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(true)
+    }
+
+    /// Reads what the socket has into rustls and processes it. Ok(false) at
+    /// EOF. A protocol error sends the alert rustls queued (best effort).
+    fn pull(&mut self) -> io::Result<bool> {
+        loop {
+            match self.conn.read_tls(&mut self.sock) {
+                Ok(n) => {
+                    if let Err(e) = self.conn.process_new_packets() {
+                        let _ = self.flush_tls();
+                        return Err(tls_error(e));
+                    }
+                    return Ok(n > 0);
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Drives the handshake as far as the socket allows. Ok(true) once it
+    /// is complete (and everything it queued was sent), Ok(false) while
+    /// waiting; `readable`/`writable` are cleared on `WouldBlock`.
+    pub fn handshake(&mut self, readable: &mut bool, writable: &mut bool) -> io::Result<bool> {
+        loop {
+            if self.conn.wants_write() {
+                if !self.flush_tls()? {
+                    *writable = false;
+                    return Ok(false);
+                }
+                continue;
+            }
+            if !self.conn.is_handshaking() {
+                return Ok(true);
+            }
+            match self.pull() {
+                Ok(true) => {}
+                Ok(false) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "the peer closed the connection during the TLS handshake",
+                    ))
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    *readable = false;
+                    return Ok(false);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// An idle pooled connection became readable: absorbs TLS-only traffic
+    /// (session tickets, key updates) and says whether the connection is
+    /// still clean — no plaintext, no EOF, no error.
+    pub fn idle_still_clean(&mut self) -> bool {
+        loop {
+            match self.pull() {
+                Ok(true) => {
+                    if self.has_buffered_plaintext() {
+                        return false;
+                    }
+                }
+                Ok(false) => return false,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    let _ = self.flush_tls();
+                    return !self.has_buffered_plaintext();
+                }
+                Err(_) => return false,
+            }
+        }
+    }
+
+    /// Queues close_notify and pushes out what fits; shuts down the
+    /// socket's sending side once everything queued is out.
+    pub fn shutdown_write(&mut self) -> io::Result<bool> {
+        self.conn.send_close_notify();
+        let flushed = self.flush_tls()?;
+        if flushed {
+            self.sock.shutdown(std::net::Shutdown::Write)?;
+        }
+        Ok(flushed)
+    }
+
+    /// The SNI name the client sent, if any (server side).
+    pub fn server_name(&self) -> Option<&str> {
+        match &self.conn {
+            Connection::Server(s) => s.server_name(),
+            Connection::Client(_) => None,
+        }
+    }
+}
+
+impl Read for TlsStream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            match self.conn.reader().read(buf) {
+                Ok(n) => return Ok(n),
+                // The peer closed without close_notify: an HTTP peer may do
+                // that after a complete message; the framing decides.
+                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(0),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(e),
+            }
+            // Nothing decrypted: answer the handshake if it is waiting on
+            // us (a full socket is fine: the flush is retried later), then
+            // read more ciphertext.
+            self.flush_tls()?;
+            let more = self.pull()?;
+            self.flush_tls()?;
+            if !more && !self.has_buffered_plaintext() {
+                return Ok(0);
+            }
+        }
+    }
+}
+
+impl Write for TlsStream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.write_vectored(&[io::IoSlice::new(buf)])
+    }
+
+    /// All slices go into TLS records back to back, then out with as few
+    /// socket writes as rustls needs.
+    fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
+        // While ciphertext is waiting for room in the socket, take no more.
+        if !self.flush_tls()? {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        let mut taken = 0;
+        for b in bufs {
+            let n = self.conn.writer().write(b)?;
+            taken += n;
+            if n < b.len() {
+                break;
+            }
+        }
+        self.flush_tls()?;
+        if taken == 0 && bufs.iter().any(|b| !b.is_empty()) {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        Ok(taken)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.flush_tls().map(|_| ())
+    }
+}
