@@ -5,7 +5,9 @@
 //! where every worker's balancer sees them at its next pick.
 //!
 //! A TCP check passes when the connection is established; an HTTP check
-//! sends `GET path` and passes when the status is within `expect_status`.
+//! sends `GET path` and passes when the status is within `expect_status`;
+//! for an upstream with `tls` it does so over TLS, with the same
+//! verification and SNI as the traffic (HAProxy's `check-ssl`).
 //! Each check is bounded by `timeout`; the next one starts `interval` after
 //! the previous ended. Transitions are logged the way operators know from
 //! HAProxy: `server web/web1 is DOWN, reason: connection refused, check
@@ -14,6 +16,7 @@
 pub mod counter;
 
 use crate::config::HealthKind;
+use crate::proxy::Stream;
 use crate::route::{HealthRt, Runtime};
 use crate::shm::{self, Shm};
 use crate::signals::{self, SignalSet};
@@ -39,12 +42,13 @@ pub struct HealthSetup {
 
 enum Stage {
     Connecting,
+    Handshake,
     Sending { sent: usize },
     Reading,
 }
 
 struct Check {
-    sock: TcpStream,
+    sock: Stream,
     started: Instant,
     deadline: Instant,
     stage: Stage,
@@ -59,6 +63,12 @@ struct Target {
     label: String,
     addr: SocketAddr,
     request: Vec<u8>,
+    /// HTTP checks of an HTTPS upstream: its client configuration and the
+    /// server's name.
+    tls: Option<(
+        Arc<rustls::ClientConfig>,
+        rustls::pki_types::ServerName<'static>,
+    )>,
     cfg: HealthRt,
     next_at: Instant,
     check: Option<Check>,
@@ -109,9 +119,14 @@ impl Checker {
                     HealthKind::Tcp => Vec::new(),
                     HealthKind::Http => format!(
                         "GET {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: forklb-health\r\nConnection: close\r\n\r\n",
-                        cfg.path, srv.addr_text
+                        cfg.path,
+                        up.host_header.as_deref().unwrap_or(&srv.addr_text)
                     )
                     .into_bytes(),
+                };
+                let tls = match (cfg.kind, &up.tls, &srv.tls_name) {
+                    (HealthKind::Http, Some(c), Some(name)) => Some((Arc::clone(c), name.clone())),
+                    _ => None,
                 };
                 targets.push(Target {
                     upstream: u,
@@ -119,6 +134,7 @@ impl Checker {
                     label: format!("{}/{}", up.name, srv.name),
                     addr: srv.addr,
                     request,
+                    tls,
                     cfg: cfg.clone(),
                     // The first round starts at once, so a dead server is
                     // found within interval × fall + timeout of start-up.
@@ -214,6 +230,18 @@ impl Checker {
                     let reason = e.to_string();
                     return self.finish(i, false, &reason, 0);
                 }
+                let sock = match &t.tls {
+                    None => Stream::Plain(sock),
+                    Some((cfg, name)) => {
+                        match crate::tls::TlsStream::connect(sock, Arc::clone(cfg), name.clone()) {
+                            Ok(s) => Stream::Tls(Box::new(s)),
+                            Err(e) => {
+                                let reason = format!("TLS setup failed: {e}");
+                                return self.finish(i, false, &reason, 0);
+                            }
+                        }
+                    }
+                };
                 t.check = Some(Check {
                     sock,
                     started: now,
@@ -246,9 +274,9 @@ impl Checker {
                     if !c.writable && !c.readable {
                         return;
                     }
-                    let err = match c.sock.take_error() {
+                    let err = match c.sock.sock().take_error() {
                         Ok(Some(e)) | Err(e) => Some(e),
-                        Ok(None) => match c.sock.peer_addr() {
+                        Ok(None) => match c.sock.sock().peer_addr() {
                             Ok(_) => None,
                             Err(e) if e.kind() == io::ErrorKind::NotConnected => {
                                 c.writable = false;
@@ -265,8 +293,16 @@ impl Checker {
                     if !http {
                         return self.finish(i, true, "connection established", 0);
                     }
-                    c.stage = Stage::Sending { sent: 0 };
+                    c.stage = Stage::Handshake;
                 }
+                Stage::Handshake => match c.sock.handshake(&mut c.readable, &mut c.writable) {
+                    Ok(true) => c.stage = Stage::Sending { sent: 0 },
+                    Ok(false) => return,
+                    Err(e) => {
+                        let reason = format!("TLS handshake failed: {e}");
+                        return self.finish(i, false, &reason, 0);
+                    }
+                },
                 Stage::Sending { sent } => {
                     if !c.writable {
                         return;
@@ -285,6 +321,11 @@ impl Checker {
                     }
                 }
                 Stage::Reading => {
+                    // TLS: what did not fit in the socket goes out first.
+                    if let Err(e) = c.sock.flush_queued(&mut c.writable) {
+                        let reason = describe(&e);
+                        return self.finish(i, false, &reason, 0);
+                    }
                     if !c.readable {
                         return;
                     }
@@ -339,7 +380,7 @@ impl Checker {
         };
         let duration = match t.check.take() {
             Some(mut c) => {
-                let _ = self.poll.registry().deregister(&mut c.sock);
+                let _ = self.poll.registry().deregister(c.sock.sock_mut());
                 now.saturating_duration_since(c.started)
             }
             None => Duration::ZERO,
