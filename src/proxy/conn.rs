@@ -372,9 +372,17 @@ impl Conn {
             }
             Phase::Connect | Phase::SendRequest | Phase::ReadResponseHead => {
                 self.note_failure(env);
+                let up = &env.rt.upstreams[self.ex.upstream];
+                let doing = match (self.phase, &self.up) {
+                    (Phase::Connect, Some(u)) if u.connected => "in the TLS handshake",
+                    (Phase::Connect, _) => "connecting",
+                    (Phase::SendRequest, _) => "sending the request",
+                    _ => "waiting for the response head",
+                };
                 log::error!(
-                    "upstream {upstream} timed out ({:?}), client: {}",
-                    self.phase,
+                    "upstream {upstream} (server {}/{}) timed out {doing}, client: {}",
+                    up.name,
+                    up.servers[self.ex.server].name,
                     self.peer
                 );
                 self.drop_upstream(env);

@@ -11,6 +11,7 @@
 //! * [`Forklb`]: runs the `forklb` binary in the foreground on a generated
 //!   configuration in a private temporary folder, and inspects its processes.
 //! * [`http_get`], [`Conn`]: a minimal HTTP/1.1 client.
+//! * [`tls`]: test certificates (rcgen), a rustls client, an HTTPS backend.
 //!
 //! Every read has a timeout and every wait loop has a deadline, so no test can hang.
 #![allow(dead_code, unused_imports)]
@@ -24,6 +25,8 @@ use std::sync::atomic::{AtomicBool, AtomicU16, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
+
+pub mod tls;
 
 pub use libc::{SIGHUP, SIGINT, SIGKILL, SIGQUIT, SIGTERM, SIGUSR1, SIGUSR2, SIGWINCH};
 
