@@ -8,11 +8,19 @@ subcommands:
   freeports N                      print N distinct free TCP ports on 127.0.0.1
   waitport PORT SECONDS            wait until 127.0.0.1:PORT accepts connections
   procs PID                        print PID and its direct children (master + workers)
-  check PORT PATH LENGTH [FILE]    GET http://127.0.0.1:PORT/PATH, expect 200, LENGTH bytes
-                                   (and the contents of FILE)
+  check [--tls CAFILE] PORT PATH LENGTH [FILE]
+                                   GET http://127.0.0.1:PORT/PATH (https with --tls: SNI
+                                   "localhost", certificate verified against CAFILE),
+                                   expect 200, LENGTH bytes (and the contents of FILE)
+  tlsinfo PORT CAFILE SESSFILE     what a default OpenSSL client negotiates (openssl s_client):
+                                   protocol, cipher, key exchange group, certificate; and
+                                   whether a second connection resumes the session
   wrk SCEN PROXY ROUND PID RESULTS RAWDIR -- WRK-ARGS...
                                    one measured wrk run: CPU of the proxy before/after,
-                                   parse --latency output, append to RESULTS (TSV)
+                                   parse --latency output, append to RESULTS (JSON lines).
+                                   With BENCH_WRK_PRELOAD set, wrk (only wrk) runs with
+                                   LD_PRELOAD=$BENCH_WRK_PRELOAD (run.sh's TLS handshake
+                                   shim, which prints "TLS handshakes: N full, M resumed")
   idle SCEN PROXY PID PORT N RESULTS
                                    open N idle keep-alive connections, measure RSS growth
   summary RESULTS HEADERFILE       medians over rounds + ratio table
@@ -108,10 +116,32 @@ def rss_bytes(pids):
 # --------------------------------------------------------------------------
 
 def cmd_freeports(n):
-    # Bind all of them at once so that the kernel hands out distinct ports,
-    # then release them; the small race with other programs is acceptable.
+    # Ports below the ephemeral range: a port the kernel hands out for bind(0)
+    # is also one it hands out to outgoing connections, and the proxies' pooled
+    # upstream connections (opened before the last listener binds) could take
+    # it ("Address already in use"). Hold all of them at once so that they are
+    # distinct, then release them; the small race with other programs is
+    # acceptable.
+    import random
+    n = int(n)
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            eph_low = int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        eph_low = 0
     socks = []
-    for _ in range(int(n)):
+    if eph_low > 11000:
+        candidates = random.sample(range(10000, eph_low), min(eph_low - 10000, 2000))
+        for port in candidates:
+            if len(socks) == n:
+                break
+            s = socket.socket()
+            try:
+                s.bind(("127.0.0.1", port))
+                socks.append(s)
+            except OSError:
+                s.close()
+    while len(socks) < n:  # fallback: let the kernel choose
         s = socket.socket()
         s.bind(("127.0.0.1", 0))
         socks.append(s)
@@ -136,14 +166,31 @@ def cmd_procs(pid):
     print(" ".join(map(str, proc_set(int(pid)))))
 
 
-def cmd_check(port, path, length, expect_file=None):
+def cmd_check(*args):
     import http.client
-    conn = http.client.HTTPConnection("127.0.0.1", int(port), timeout=5)
+    cafile = None
+    if args and args[0] == "--tls":
+        cafile, args = args[1], args[2:]
+    port, path, length, expect_file = (list(args) + [None])[:4]
+    if cafile:
+        import ssl
+        ctx = ssl.create_default_context(cafile=cafile)
+
+        class Conn(http.client.HTTPSConnection):
+            # Connect to 127.0.0.1 but send SNI "localhost" and check the
+            # certificate for that name (the certificate's only name).
+            def connect(self):
+                sock = socket.create_connection(("127.0.0.1", int(port)), timeout=5)
+                self.sock = ctx.wrap_socket(sock, server_hostname="localhost")
+
+        conn = Conn("localhost", int(port), timeout=5, context=ctx)
+    else:
+        conn = http.client.HTTPConnection("127.0.0.1", int(port), timeout=5)
     try:
         conn.request("GET", path)
         resp = conn.getresponse()
         body = resp.read()
-    except OSError as e:
+    except (OSError, http.client.HTTPException) as e:
         print(f"GET {path} on :{port} failed: {e}", file=sys.stderr)
         return 1
     if resp.status != 200 or len(body) != int(length):
@@ -153,6 +200,48 @@ def cmd_check(port, path, length, expect_file=None):
     if expect_file and body != open(expect_file, "rb").read():
         print(f"GET {path} on :{port}: body differs from {expect_file}", file=sys.stderr)
         return 1
+    return 0
+
+
+def s_client(port, cafile, sess_arg, sess_file):
+    """One openssl s_client connection with SNI localhost and one HTTP/1.1
+    request; its output (stdout + stderr), or the error."""
+    req = b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    # -ign_eof: keep reading after our request until the server closes, so
+    # that TLS 1.3 session tickets (sent after the handshake) are received.
+    cmd = ["openssl", "s_client", "-connect", f"127.0.0.1:{port}", "-servername", "localhost",
+           "-CAfile", cafile, "-verify_return_error", "-ign_eof", sess_arg, sess_file]
+    try:
+        out = subprocess.run(cmd, input=req, capture_output=True, timeout=15)
+    except subprocess.TimeoutExpired:
+        return "s_client timed out"
+    return (out.stdout + out.stderr).decode(errors="replace")
+
+
+def cmd_tlsinfo(port, cafile, sess_file):
+    first = s_client(port, cafile, "-sess_out", sess_file)
+    info = {}
+    for line in first.splitlines():
+        s = line.strip()
+        if s.startswith(("New, ", "Reused, ")):        # "New, TLSv1.3, Cipher is X"
+            parts = [x.strip() for x in s.split(",")]
+            info["proto"] = parts[1]
+            info["cipher"] = parts[2].removeprefix("Cipher is ").strip()
+        elif s.startswith(("Server Temp Key:", "Peer Temp Key:")):  # "X25519, 253 bits"
+            info["group"] = s.split(":", 1)[1].split(",")[0].strip()
+        elif s.startswith("Peer signature type:"):
+            info["sig"] = s.split(":", 1)[1].strip()
+        elif s.startswith("Verify return code:"):
+            info["verify"] = s.split(":", 1)[1].strip()
+    if "proto" not in info:
+        tail = " | ".join(first.strip().splitlines()[-3:])
+        print(f"handshake failed: {tail}")
+        return 1
+    second = s_client(port, cafile, "-sess_in", sess_file)
+    resumed = any(l.startswith("Reused, ") for l in second.splitlines())
+    print(f"{info['proto']} {info['cipher']} group {info.get('group', '?')} "
+          f"sig {info.get('sig', '?')}, verify {info.get('verify', '?')}, "
+          f"resumption {'yes' if resumed else 'NO'}")
     return 0
 
 
@@ -205,6 +294,9 @@ def parse_wrk(text):
             r["non2xx_line"] = s
         elif s.startswith("Socket errors:"):
             r["sockerr"] = s
+        elif s.startswith("TLS handshakes:"):  # from run.sh's shim: "N full, M resumed"
+            nums = [int(t) for t in s.replace(",", " ").split() if t.isdigit()]
+            r["tls_full"], r["tls_resumed"] = nums[0], nums[1]
     return r
 
 
@@ -246,9 +338,12 @@ def wrk_attempt(scen, proxy, rnd, attempt, pid, rawdir, wrk_args):
     d = next((wrk_args[i + 1] if a == "-d" else a[2:]) for i, a in enumerate(wrk_args)
              if a.startswith("-d"))
     dur = parse_time_us(d if d[-1].isalpha() else d + "s") / 1e6
+    env = None
+    if os.environ.get("BENCH_WRK_PRELOAD"):
+        env = dict(os.environ, LD_PRELOAD=os.environ["BENCH_WRK_PRELOAD"])
     try:
         out = subprocess.run(["wrk", *wrk_args], capture_output=True, text=True,
-                             timeout=dur + 30)
+                             timeout=dur + 30, env=env)
         text, rc = out.stdout + out.stderr, out.returncode
     except subprocess.TimeoutExpired as e:
         text = e.stdout.decode() if isinstance(e.stdout, bytes) else (e.stdout or "")
@@ -280,6 +375,17 @@ def wrk_attempt(scen, proxy, rnd, attempt, pid, rawdir, wrk_args):
         rec.update(rps=w["rps"], p50_us=w["p50_us"], p99_us=w["p99_us"],
                    mibps=w.get("bps", 0) / 1024 ** 2, requests=w["requests"],
                    cpu_us_per_req=cpu_us / w["requests"] if w["requests"] else None)
+    if "tls_full" in w:
+        hs = w["tls_full"] + w["tls_resumed"]
+        rec.update(tls_full=w["tls_full"], tls_resumed=w["tls_resumed"],
+                   resumed_pct=100 * w["tls_resumed"] / hs if hs else None)
+        # "fresh" mode must measure full handshakes only; a resumed one means
+        # the shim did not work and the numbers are not what they claim.
+        if os.environ.get("TLS_SHIM_MODE") == "fresh" and w["tls_resumed"]:
+            problems.append(f"{w['tls_resumed']} of {hs} handshakes were resumed "
+                            "(this scenario should have full handshakes only)")
+    elif os.environ.get("BENCH_WRK_PRELOAD") and "rps" in rec:
+        problems.append("the TLS shim reported no handshake counts")
     if w.get("non2xx"):
         problems.append(w["non2xx_line"])
     if w.get("sockerr"):
@@ -296,6 +402,8 @@ def wrk_attempt(scen, proxy, rnd, attempt, pid, rawdir, wrk_args):
                 f"cpu {rec['cpu_us_per_req']:7.1f} us/req")
         if scen == "1m":
             line += f"  {rec['mibps']:7.1f} MiB/s"
+        if rec.get("resumed_pct") is not None and scen != "tls-ka":
+            line += f"  resumed {rec['resumed_pct']:.0f}%"
         if split:
             line += f"  workers {split}%"
         line += f"  other-load {other_pct:.0f}%"
@@ -455,6 +563,11 @@ SCENARIOS = [
     ("close", "2. new connection per request   (wrk -t2 -c50 -H 'Connection: close' /)"),
     ("1m", "3. 1 MiB bodies, keep-alive      (wrk -t2 -c10 /1m)"),
     ("idle", "4. memory of idle keep-alive connections"),
+    ("tls-ka", "5. TLS, small responses, keep-alive   (wrk -t2 -c50 https://localhost/)"),
+    ("tls-new", "6. TLS, new connection + full handshake per request\n"
+                "   (wrk -t2 -c50 -H 'Connection: close' https://localhost/, session reuse off)"),
+    ("tls-resume", "7. TLS, new connection + resumed handshake per request\n"
+                   "   (as 6, but wrk offers the last session ticket, as it does by default)"),
 ]
 # metric key, label, format, lower_is_better
 METRICS = {
@@ -467,6 +580,12 @@ METRICS = {
              ("rss_before", "RSS before MiB", "mib"), ("rss_after", "RSS after MiB", "mib")],
 }
 METRICS["close"] = METRICS["keepalive"]
+METRICS["tls-ka"] = METRICS["keepalive"]
+METRICS["tls-new"] = [("rps", "handshakes/s", "{:,.0f}"), ("cpu_us_per_req", "CPU us/hshake", "{:.1f}"),
+                      ("p50_us", "p50 ms", "ms"), ("p99_us", "p99 ms", "ms"),
+                      ("resumed_pct", "resumed %", "{:.0f}")]
+METRICS["tls-resume"] = METRICS["tls-new"]
+NO_RATIO = ("opened", "rss_before", "rss_after", "resumed_pct")
 
 
 def fmt(v, f):
@@ -491,6 +610,8 @@ def cmd_summary(results, headerfile):
     out.append("Medians over the rounds. Ratios are forklb/nginx and forklb/haproxy:")
     out.append("  req/s, MiB/s: > 1 means forklb is faster;  CPU, p50, p99, bytes/conn: < 1 means forklb")
     out.append("  uses less. wrk, the backend nginx and the proxy share the same 2 cores.")
+    out.append("  TLS (5-7): one request per handshake in 6 and 7, so req/s = handshakes/s and CPU/req =")
+    out.append("  CPU per handshake (+ its request); \"resumed %\" is counted on the client side.")
     all_problems = []
     for scen, title in SCENARIOS:
         rs = [r for r in recs if r["scen"] == scen]
@@ -505,7 +626,7 @@ def cmd_summary(results, headerfile):
                 vals = [r[key] for r in rs if r["proxy"] == p and r.get(key) is not None]
                 med[p] = statistics.median(vals) if vals else None
             row = f"  {label:<16}" + "".join(f"{fmt(med[p], f):>12}" for p in PROXIES)
-            if key in ("opened", "rss_before", "rss_after"):
+            if key in NO_RATIO:
                 row += f"{'':>10}{'':>11}"
             else:
                 row += f"{ratio(med['forklb'], med['nginx']):>10}"
@@ -521,7 +642,10 @@ def cmd_summary(results, headerfile):
             row = f"  {'runs w/ errors':<16}"
             for p in PROXIES:
                 pr = [r for r in rs if r["proxy"] == p]
-                row += f"{sum(1 for r in pr if r['problems'])}/{len(pr)}".rjust(12)
+                row += (f"{sum(1 for r in pr if r['problems'])}/{len(pr)}" if pr
+                        else "not run").rjust(12)
+                if not pr:
+                    all_problems.append(f"  [{scen}] {p}: not run (see the notes at the top)")
             out.append(row)
         for r in rs:
             for prob in r["problems"]:
@@ -542,6 +666,8 @@ def cmd_summary(results, headerfile):
                  f"p99 {fmt(r['p99_us'], 'ms'):>7}ms  cpu {r['cpu_us_per_req']:6.1f} us/req")
             if r["scen"] == "1m":
                 d += f"  {r['mibps']:7.1f} MiB/s"
+            if r.get("resumed_pct") is not None and r["scen"] != "tls-ka":
+                d += f"  resumed {r['resumed_pct']:.0f}%"
             if r.get("worker_split"):
                 d += f"  workers {r['worker_split']}%"
             d += f"  other {r.get('other_cpu_pct', 0):.0f}%"
@@ -553,7 +679,7 @@ def cmd_summary(results, headerfile):
                  f"{'n/a' if bpc is None else f'{bpc:,.0f}'} bytes/conn")
         else:
             d = "FAILED"
-        out.append(f"  {r['scen']:<9} r{r['round']} {r['proxy']:<8} {d}")
+        out.append(f"  {r['scen']:<10} r{r['round']} {r['proxy']:<8} {d}")
     print("\n".join(out))
     return 0
 
@@ -567,7 +693,8 @@ def main(argv):
         sep = args.index("--")
         return cmd_wrk(*args[:sep], *args[sep + 1:])
     fn = {"freeports": cmd_freeports, "waitport": cmd_waitport, "procs": cmd_procs,
-          "check": cmd_check, "idle": cmd_idle, "summary": cmd_summary}[cmd]
+          "check": cmd_check, "tlsinfo": cmd_tlsinfo, "idle": cmd_idle,
+          "summary": cmd_summary}[cmd]
     return fn(*args) or 0
 
 

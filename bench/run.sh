@@ -16,8 +16,20 @@
 # run against the three proxies in turn, round after round (interleaved so that
 # drift in machine load hits all three alike); the median is reported.
 #
-# Everything listens on 127.0.0.1, on free high ports picked at start; all state
-# is in a mktemp -d directory; every process we start is killed on exit.
+# TLS (scenarios 5-7): a second instance of each proxy, configured the same but
+# with a TLS listener (one self-signed ECDSA P-256 certificate, generated at
+# start, shared by all three; plain HTTP to the backends). Separate instances so
+# that a proxy whose TLS does not work only loses its TLS scenarios: an instance
+# that fails to start or to answer is reported and skipped, the rest runs.
+#
+# TLS parameters are kept alike: TLS 1.3 (1.2 allowed), X25519 first, the same
+# cipher suite (printed once per proxy in the header, as negotiated with the
+# same OpenSSL wrk uses), session tickets on everywhere. Scenario 6 makes wrk
+# do a full handshake per connection, scenario 7 lets it resume (see the shim).
+#
+# Everything listens on 127.0.0.1, on free ports (below the ephemeral range)
+# picked at start; all state is in a mktemp -d directory; every process we
+# start is killed on exit.
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -46,6 +58,9 @@ command -v nginx   >/dev/null || missing+=(nginx-light)
 command -v haproxy >/dev/null || missing+=(haproxy)
 command -v wrk     >/dev/null || missing+=(wrk)
 command -v python3 >/dev/null || missing+=(python3)
+command -v openssl >/dev/null || missing+=(openssl)
+# The TLS handshake shim for wrk (see below) is a few lines of C.
+command -v cc      >/dev/null || missing+=(gcc libc6-dev)
 if ((${#missing[@]})); then
     SUDO=; [[ $(id -u) == 0 ]] || SUDO=sudo
     log "installing ${missing[*]}"
@@ -97,12 +112,79 @@ if ((NOFILE < IDLE_CONNS + 200)); then
          "the memory scenario will open as many as it can" >&2
 fi
 
-# Free ports: backend pair, then one per proxy.
-read -r BE1 BE2 P_FORKLB P_NGINX P_HAPROXY < <($HELP freeports 5)
+# Free ports: backend pair, then one per proxy, then one per proxy's TLS instance.
+read -r BE1 BE2 P_FORKLB P_NGINX P_HAPROXY T_FORKLB T_NGINX T_HAPROXY < <($HELP freeports 8)
 
 # 1 MiB static body for /1m.
-mkdir -p "$TMP/www" "$TMP/backend" "$TMP/forklb-conf" "$TMP/nginx" "$TMP/haproxy" "$TMP/raw"
+mkdir -p "$TMP/www" "$TMP/backend" "$TMP/forklb-conf" "$TMP/nginx" "$TMP/haproxy" "$TMP/raw" \
+         "$TMP/tls" "$TMP/forklb-tls" "$TMP/nginx-tls" "$TMP/haproxy-tls"
 head -c 1048576 /dev/urandom > "$TMP/www/1m"
+
+# ---------------------------------------------------------------- TLS certificate
+# One self-signed ECDSA P-256 certificate for "localhost", used by all three
+# proxies (HAProxy wants certificate and key in one PEM file).
+CERT=$TMP/tls/cert.pem KEY=$TMP/tls/key.pem
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+    -subj /CN=localhost -addext subjectAltName=DNS:localhost -days 2 \
+    -keyout "$KEY" -out "$CERT" 2>"$TMP/tls/openssl.log" \
+    || { cat "$TMP/tls/openssl.log" >&2; echo "openssl req failed" >&2; exit 1; }
+cat "$CERT" "$KEY" > "$TMP/tls/haproxy.pem"
+chmod 600 "$TMP/tls/haproxy.pem"
+
+# wrk reuses one SSL object per connection slot, and OpenSSL's SSL_clear()
+# keeps the last session: every reconnect offers the session ticket the server
+# sent, so "wrk -H 'Connection: close' https://..." measures *resumed*
+# handshakes (abbreviated: no certificate, no signature). This LD_PRELOAD shim,
+# given to wrk only, wraps SSL_connect: with TLS_SHIM_MODE=fresh it drops the
+# session before each new handshake (so every handshake is a full one), and in
+# any mode it counts full and resumed handshakes and prints them when wrk exits;
+# helpers.py checks that count.
+cat > "$TMP/tls/shim.c" <<'SHIM'
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct ssl_st SSL;
+/* Looked up at run time: no link-time dependency on libssl. */
+static int (*real_connect)(SSL *);
+static int (*in_before)(const SSL *);
+static int (*set_session)(SSL *, void *);
+static int (*session_reused)(const SSL *);
+static int fresh;
+static unsigned long n_full, n_resumed;
+
+__attribute__((constructor)) static void init(void) {
+    const char *m = getenv("TLS_SHIM_MODE");
+    fresh = m && strcmp(m, "fresh") == 0;
+}
+
+__attribute__((destructor)) static void fini(void) {
+    if (real_connect)
+        fprintf(stderr, "TLS handshakes: %lu full, %lu resumed\n",
+                __atomic_load_n(&n_full, __ATOMIC_RELAXED),
+                __atomic_load_n(&n_resumed, __ATOMIC_RELAXED));
+}
+
+int SSL_connect(SSL *s) {
+    if (!__atomic_load_n(&real_connect, __ATOMIC_ACQUIRE)) {
+        in_before = dlsym(RTLD_DEFAULT, "SSL_in_before");
+        set_session = dlsym(RTLD_DEFAULT, "SSL_set_session");
+        session_reused = dlsym(RTLD_DEFAULT, "SSL_session_reused");
+        __atomic_store_n(&real_connect, dlsym(RTLD_NEXT, "SSL_connect"), __ATOMIC_RELEASE);
+    }
+    /* Only before the first flight: a non-blocking handshake calls SSL_connect again. */
+    if (fresh && in_before(s))
+        set_session(s, NULL);
+    int r = real_connect(s);
+    if (r == 1)
+        __atomic_fetch_add(session_reused(s) ? &n_resumed : &n_full, 1, __ATOMIC_RELAXED);
+    return r;
+}
+SHIM
+cc -O2 -shared -fPIC -o "$TMP/tls/shim.so" "$TMP/tls/shim.c" -ldl \
+    || { echo "cannot compile the TLS shim for wrk" >&2; exit 1; }
 
 # ---------------------------------------------------------------- backend pair (nginx)
 # One nginx process serves both backend ports; keep-alive is generous so the
@@ -147,6 +229,30 @@ upstreams:
       - {addr: "127.0.0.1:$BE2"}
 EOF
 
+# The TLS instance: the same, with a TLS listener. rustls (ring provider):
+# TLS 1.2 and 1.3, key exchange X25519 first (then P-256, P-384), the client's
+# cipher suite order; session tickets (key shared by the workers).
+cat > "$TMP/forklb-tls/forklb.yaml" <<EOF
+version: 1
+workers: 2
+log_level: warn
+error_log: $TMP/forklb-tls/error.log
+pid_file: $TMP/forklb-tls/forklb.pid
+listeners:
+  - name: tls
+    bind: ["127.0.0.1:$T_FORKLB"]
+    tls:
+      certificates:
+        - {cert: $CERT, key: $KEY}
+    routes: [{upstream: be}]
+upstreams:
+  be:
+    keepalive: 32
+    servers:
+      - {addr: "127.0.0.1:$BE1"}
+      - {addr: "127.0.0.1:$BE2"}
+EOF
+
 # ---------------------------------------------------------------- nginx as a proxy
 cat > "$TMP/nginx/nginx.conf" <<EOF
 daemon off;
@@ -174,6 +280,25 @@ http {
     }
 }
 EOF
+
+# The TLS instance. Made comparable to forklb/rustls: nginx 1.22's default
+# ssl_protocols lacks TLSv1.3, so list it; X25519 first, as rustls. Cipher suite:
+# the client's order (ssl_prefer_server_ciphers off, the default). Session
+# resumption: nginx defaults, stated - tickets on (key generated once, shared
+# by the workers), no server-side session cache (ssl_session_cache none).
+sed -e "s|^pid .*|pid $TMP/nginx-tls/nginx.pid;|" \
+    -e "s|^error_log .*|error_log $TMP/nginx-tls/error.log warn;|" \
+    -e "s|listen 127.0.0.1:$P_NGINX backlog=4096;|listen 127.0.0.1:$T_NGINX ssl backlog=4096;\\
+        ssl_certificate $CERT;\\
+        ssl_certificate_key $KEY;\\
+        ssl_protocols TLSv1.2 TLSv1.3;\\
+        ssl_ecdh_curve X25519:prime256v1:secp384r1;\\
+        ssl_prefer_server_ciphers off;\\
+        ssl_session_tickets on;\\
+        ssl_session_cache none;|" \
+    "$TMP/nginx/nginx.conf" > "$TMP/nginx-tls/nginx.conf"
+grep -q "listen 127.0.0.1:$T_NGINX ssl" "$TMP/nginx-tls/nginx.conf" \
+    || { echo "could not derive the nginx TLS config" >&2; exit 1; }
 
 # ---------------------------------------------------------------- HAProxy
 # HAProxy budgets two fds per connection (client + server side) and refuses to
@@ -209,20 +334,41 @@ backend be
     server be2 127.0.0.1:$BE2
 EOF
 
+# The TLS instance: same settings; TLS 1.2-1.3 (HAProxy 2.6's default), same
+# groups as the others, HAProxy's defaults otherwise (server cipher order, whose
+# first TLS 1.3 suite is OpenSSL's and the client's first too; session tickets on).
+# Far fewer connections than the plain instance need: a smaller maxconn.
+sed -e "s|^    maxconn .*|    maxconn 4096|" \
+    -e "s|^    pidfile .*|    pidfile $TMP/haproxy-tls/haproxy.pid|" \
+    -e "s|^    bind 127.0.0.1:$P_HAPROXY\$|    bind 127.0.0.1:$T_HAPROXY ssl crt $TMP/tls/haproxy.pem ssl-min-ver TLSv1.2 curves X25519:P-256:P-384|" \
+    "$TMP/haproxy/haproxy.cfg" > "$TMP/haproxy-tls/haproxy.cfg"
+grep -q "bind 127.0.0.1:$T_HAPROXY ssl" "$TMP/haproxy-tls/haproxy.cfg" \
+    || { echo "could not derive the HAProxy TLS config" >&2; exit 1; }
+
 # ---------------------------------------------------------------- start everything
-# start NAME PORT CMD... : run CMD in the background, remember its pid, wait
-# (bounded) for its port; on failure show its logs and stop.
-start() {
+# try_start NAME PORT CMD... : run CMD in the background, remember its pid, wait
+# (bounded) for its port; on failure show its output and return 1.
+try_start() {
     local name=$1 port=$2; shift 2
     "$@" >"$TMP/$name.stdout" 2>&1 &
-    local pid=$!
+    local pid=$! _
     PIDS+=("$pid")
-    if ! $HELP waitport "$port" 15 || ! kill -0 "$pid" 2>/dev/null; then
+    # Up to 15 s for the port, but give up as soon as the process has exited.
+    for _ in $(seq 30); do
+        $HELP waitport "$port" 0.5 2>/dev/null && break
+        kill -0 "$pid" 2>/dev/null || break
+    done
+    if ! $HELP waitport "$port" 0.2 || ! kill -0 "$pid" 2>/dev/null; then
         echo "$name did not start; its output:" >&2
-        tail -n 30 "$TMP/$name.stdout" "$TMP"/*/error.log >&2 2>/dev/null || true
-        exit 1
+        tail -n 30 "$TMP/$name.stdout" >&2 2>/dev/null || true
+        kill -TERM "$pid" 2>/dev/null || true
+        return 1
     fi
     eval "PID_$name=$pid"
+}
+# start NAME PORT CMD... : the same, but a failure stops the benchmark.
+start() {
+    try_start "$@" || { tail -n 30 "$TMP"/*/error.log >&2 2>/dev/null || true; exit 1; }
 }
 
 log "starting backend nginx on 127.0.0.1:$BE1 and :$BE2"
@@ -257,6 +403,61 @@ for p in "${PROXIES[@]}"; do
         || { echo "$p does not proxy correctly; aborting" >&2; exit 1; }
 done
 
+# ---------------------------------------------------------------- TLS instances
+# Unlike the plain instances, a TLS instance that fails is skipped, not fatal.
+declare -A TLS_PORT=([forklb]=$T_FORKLB [nginx]=$T_NGINX [haproxy]=$T_HAPROXY)
+declare -A TLS_PID=()
+TLS_PROXIES=()
+tls_skip() {   # PROXY REASON
+    echo "!! $1: TLS scenarios skipped: $2" >&2
+    echo "$1: TLS scenarios skipped: $2" >> "$TMP/notes.txt"
+}
+log "starting the TLS instances on :$T_FORKLB (forklb), :$T_NGINX (nginx), :$T_HAPROXY (haproxy)"
+if ! "$TMP/forklb" -t -c "$TMP/forklb-tls/forklb.yaml" >"$TMP/forklb-tls/configtest.txt" 2>&1; then
+    sed 's/^/   /' "$TMP/forklb-tls/configtest.txt" >&2
+    tls_skip forklb "config test failed: $(grep -m1 . "$TMP/forklb-tls/configtest.txt")"
+elif ! try_start forklb_tls "$T_FORKLB" "$TMP/forklb" -c "$TMP/forklb-tls/forklb.yaml"; then
+    tail -n 10 "$TMP/forklb-tls/error.log" >&2 2>/dev/null || true
+    tls_skip forklb "did not start (see above)"
+else
+    for _ in $(seq 100); do [[ -s "$TMP/forklb-tls/forklb.pid" ]] && break; sleep 0.1; done
+    if [[ -s "$TMP/forklb-tls/forklb.pid" ]]; then
+        TLS_PID[forklb]=$PID_forklb_tls
+    else
+        kill -TERM "$PID_forklb_tls" 2>/dev/null || true
+        tls_skip forklb "wrote no pid file"
+    fi
+fi
+if try_start nginx_tls "$T_NGINX" nginx -p "$TMP/nginx-tls/" -c "$TMP/nginx-tls/nginx.conf" \
+        -e "$TMP/nginx-tls/error.log"; then
+    TLS_PID[nginx]=$PID_nginx_tls
+else
+    tail -n 10 "$TMP/nginx-tls/error.log" >&2 2>/dev/null || true
+    tls_skip nginx "did not start (see above)"
+fi
+if try_start haproxy_tls "$T_HAPROXY" haproxy -db -f "$TMP/haproxy-tls/haproxy.cfg"; then
+    TLS_PID[haproxy]=$PID_haproxy_tls
+else
+    tls_skip haproxy "did not start (see above)"
+fi
+# Each started TLS instance must serve / and /1m (certificate verified for
+# "localhost"); the negotiated parameters are recorded for the header.
+for p in "${PROXIES[@]}"; do
+    [[ -n "${TLS_PID[$p]:-}" ]] || continue
+    if $HELP check --tls "$CERT" "${TLS_PORT[$p]}" / 6 \
+        && $HELP check --tls "$CERT" "${TLS_PORT[$p]}" /1m 1048576 "$TMP/www/1m"; then
+        if info=$($HELP tlsinfo "${TLS_PORT[$p]}" "$CERT" "$TMP/tls/session-$p.pem"); then
+            TLS_PROXIES+=("$p")
+            printf '  %-8s %s\n' "$p" "$info" >> "$TMP/tls/negotiated.txt"
+            log "$p TLS: processes $($HELP procs "${TLS_PID[$p]}"); $info"
+        else
+            tls_skip "$p" "openssl s_client: $info"
+        fi
+    else
+        tls_skip "$p" "does not proxy correctly over TLS (see above)"
+    fi
+done
+
 # ---------------------------------------------------------------- run header
 RESULTS="$TMP/results.jsonl"
 HEADER="$TMP/header.txt"
@@ -264,6 +465,14 @@ HEADER="$TMP/header.txt"
     echo "forklb benchmark — $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) CPUs, $(uname -r)"
     echo "ROUNDS=$ROUNDS DURATION=$DURATION IDLE_CONNS=$IDLE_CONNS$([[ ${QUICK:-0} == 1 ]] && echo ' (QUICK)')"
     echo "$("$TMP/forklb" -V 2>&1 | head -n1) ($(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo '?')$(cd "$ROOT" && git diff --quiet HEAD -- src 2>/dev/null || echo '+dirty')), $(nginx -v 2>&1), $(haproxy -v 2>&1 | head -n1 | cut -d' ' -f1-3), $(wrk -v 2>&1 | head -n1 | cut -d' ' -f1-2)"
+    if [[ -s "$TMP/tls/negotiated.txt" ]]; then
+        echo "TLS: one ECDSA P-256 certificate; what $(openssl version | cut -d' ' -f1-2) (as in wrk) negotiates:"
+        cat "$TMP/tls/negotiated.txt"
+        # Comparable only if everyone negotiated the same protocol, suite and group.
+        if (($(cut -c12- "$TMP/tls/negotiated.txt" | sed 's/ sig .*//' | sort -u | wc -l) > 1)); then
+            echo "  note: the proxies negotiated different TLS parameters; TLS ratios compare unlike work"
+        fi
+    fi
     cat "$TMP/notes.txt" 2>/dev/null || true
 } > "$HEADER"
 cat "$HEADER"
@@ -272,6 +481,9 @@ cat "$HEADER"
 log "warm-up (2s per proxy, not measured)"
 for p in "${PROXIES[@]}"; do
     timeout 30 wrk -t2 -c50 -d2s "http://127.0.0.1:${PORT[$p]}/" >/dev/null 2>&1 || true
+done
+for p in "${TLS_PROXIES[@]}"; do
+    timeout 30 wrk -t2 -c50 -d2s "https://localhost:${TLS_PORT[$p]}/" >/dev/null 2>&1 || true
 done
 
 # run_scenario NAME PATH WRK-ARGS...: ROUNDS rounds, each over the three proxies.
@@ -282,6 +494,26 @@ run_scenario() {
         for p in "${PROXIES[@]}"; do
             $HELP wrk "$scen" "$p" "$r" "${PID[$p]}" "$RESULTS" "$TMP/raw" -- \
                 "$@" -d "$DURATION" --latency "http://127.0.0.1:${PORT[$p]}$path"
+        done
+    done
+}
+
+# run_tls_scenario NAME SHIM-MODE PATH WRK-ARGS...: the same over the TLS
+# instances that work, wrk with the handshake shim. The URL names "localhost"
+# (the certificate's name, sent as SNI); wrk drops addresses that refuse
+# connections (e.g. ::1), so it connects to 127.0.0.1.
+run_tls_scenario() {
+    local scen=$1 mode=$2 path=$3; shift 3
+    local r p
+    if ((${#TLS_PROXIES[@]} == 0)); then
+        echo "      !! no TLS instance works: $scen skipped"
+        return 0
+    fi
+    for r in $(seq "$ROUNDS"); do
+        for p in "${TLS_PROXIES[@]}"; do
+            BENCH_WRK_PRELOAD="$TMP/tls/shim.so" TLS_SHIM_MODE=$mode \
+            $HELP wrk "$scen" "$p" "$r" "${TLS_PID[$p]}" "$RESULTS" "$TMP/raw" -- \
+                "$@" -d "$DURATION" --latency "https://localhost:${TLS_PORT[$p]}$path"
         done
     done
 }
@@ -307,13 +539,24 @@ run_scenario close / -t2 -c50 -H "Connection: close"
 log "scenario 3: 1 MiB bodies (wrk -t2 -c10 /1m)"
 run_scenario 1m /1m -t2 -c10
 
+log "scenario 5: TLS, small responses, keep-alive (wrk -t2 -c50 https://localhost/)"
+run_tls_scenario tls-ka count / -t2 -c50
+
+log "scenario 6: TLS, new connection + full handshake per request (-H 'Connection: close', no session reuse)"
+run_tls_scenario tls-new fresh / -t2 -c50 -H "Connection: close"
+
+log "scenario 7: TLS, new connection + resumed handshake per request (-H 'Connection: close', session tickets)"
+run_tls_scenario tls-resume count / -t2 -c50 -H "Connection: close"
+
 # Anything forklb logged at warn or above during the run is worth seeing.
-if [[ -s "$TMP/forklb-conf/error.log" ]]; then
-    {
-        echo "forklb error_log ($(wc -l < "$TMP/forklb-conf/error.log") lines), last 10:"
-        tail -n 10 "$TMP/forklb-conf/error.log" | sed 's/^/  /'
-    } >> "$HEADER.log"
-fi
+for f in "$TMP/forklb-conf/error.log" "$TMP/forklb-tls/error.log"; do
+    if [[ -s "$f" ]]; then
+        {
+            echo "forklb error_log $(basename "$(dirname "$f")")/ ($(wc -l < "$f") lines), last 10:"
+            tail -n 10 "$f" | sed 's/^/  /'
+        } >> "$HEADER.log"
+    fi
+done
 
 # ---------------------------------------------------------------- summary
 mkdir -p "$HERE/results"
