@@ -66,6 +66,26 @@ pub fn render(rt: &Runtime, shm: &Shm) -> String {
     let _ = writeln!(out, "forklb_connections_total {}", totals.conns_total);
     family(
         &mut out,
+        "forklb_accept_wakeups_total",
+        "counter",
+        "Listener events workers handled; about one per accepted connection means no thundering herd.",
+    );
+    let _ = writeln!(out, "forklb_accept_wakeups_total {}", totals.accept_wakeups);
+    family(
+        &mut out,
+        "forklb_worker_connections",
+        "gauge",
+        "Open client connections per worker (how evenly connections spread).",
+    );
+    for w in 0..shm.worker_count() {
+        let n = shm
+            .worker(w)
+            .conns_current
+            .load(std::sync::atomic::Ordering::Relaxed);
+        let _ = writeln!(out, "forklb_worker_connections{{worker=\"{w}\"}} {n}");
+    }
+    family(
+        &mut out,
         "forklb_requests_total",
         "counter",
         "Requests received (all routes).",

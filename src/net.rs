@@ -111,6 +111,9 @@ pub fn bind_listener(addr: SocketAddr) -> Result<TcpListener, NetError> {
     // SAFETY: fd was just created and is owned here.
     let owned = unsafe { OwnedFd::from_raw_fd(fd) };
     set_int_opt(fd, libc::SOL_SOCKET, libc::SO_REUSEADDR, 1).map_err(|e| fail("setsockopt", e))?;
+    // Accepted sockets inherit TCP_NODELAY (small responses must not wait
+    // for Nagle), which saves a setsockopt per connection.
+    set_int_opt(fd, libc::IPPROTO_TCP, libc::TCP_NODELAY, 1).map_err(|e| fail("setsockopt", e))?;
     if addr.is_ipv6() {
         // "[::]:80" should not also grab IPv4, so an IPv4 listener can coexist.
         set_int_opt(fd, libc::IPPROTO_IPV6, libc::IPV6_V6ONLY, 1)
@@ -147,12 +150,50 @@ pub fn deregister(epoll_fd: RawFd, listener: &TcpListener) -> io::Result<()> {
 }
 
 /// Accepts one connection: non-blocking, close-on-exec, TCP_NODELAY.
+/// One `accept4(2)`: the new socket is non-blocking and close-on-exec from
+/// the start, and has TCP_NODELAY from the listener — no further syscalls.
 pub fn accept(listener: &TcpListener) -> io::Result<(mio::net::TcpStream, SocketAddr)> {
-    let (stream, addr) = listener.accept()?;
-    stream.set_nonblocking(true)?;
-    // Small responses must not wait for Nagle; we write whole heads at once.
-    let _ = stream.set_nodelay(true);
+    // SAFETY: sockaddr_storage is plain data; all zeroes is a valid value.
+    let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    // SAFETY: storage/len describe a writable buffer of the right size.
+    let fd = cvt(unsafe {
+        libc::accept4(
+            listener.as_raw_fd(),
+            &mut storage as *mut _ as *mut libc::sockaddr,
+            &mut len,
+            libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+        )
+    })?;
+    // SAFETY: accept4 returned a new descriptor that we now own.
+    let stream = unsafe { std::net::TcpStream::from_raw_fd(fd) };
+    let addr = sockaddr_to_addr(&storage)
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "unknown address family"))?;
     Ok((mio::net::TcpStream::from_std(stream), addr))
+}
+
+/// The address in a sockaddr filled by the kernel (IPv4 or IPv6).
+fn sockaddr_to_addr(storage: &libc::sockaddr_storage) -> Option<SocketAddr> {
+    match storage.ss_family as libc::c_int {
+        libc::AF_INET => {
+            // SAFETY: the family says this is a sockaddr_in.
+            let sin = unsafe { &*(storage as *const _ as *const libc::sockaddr_in) };
+            let ip = std::net::Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr));
+            Some(SocketAddr::from((ip, u16::from_be(sin.sin_port))))
+        }
+        libc::AF_INET6 => {
+            // SAFETY: the family says this is a sockaddr_in6.
+            let sin6 = unsafe { &*(storage as *const _ as *const libc::sockaddr_in6) };
+            let ip = std::net::Ipv6Addr::from(sin6.sin6_addr.s6_addr);
+            Some(SocketAddr::V6(std::net::SocketAddrV6::new(
+                ip,
+                u16::from_be(sin6.sin6_port),
+                sin6.sin6_flowinfo,
+                sin6.sin6_scope_id,
+            )))
+        }
+        _ => None,
+    }
 }
 
 /// Raises RLIMIT_NOFILE's soft limit towards `want` (capped at the hard limit).
@@ -198,6 +239,8 @@ pub fn adopt_inherited(fd: RawFd) -> io::Result<(TcpListener, SocketAddr)> {
     let listener = unsafe { TcpListener::from_raw_fd(fd) };
     set_cloexec(fd, true)?;
     listener.set_nonblocking(true)?;
+    // Whoever created it may not have set it; accepted sockets inherit it.
+    set_int_opt(fd, libc::IPPROTO_TCP, libc::TCP_NODELAY, 1)?;
     let addr = listener.local_addr()?;
     Ok((listener, addr))
 }

@@ -65,6 +65,14 @@ pub struct ServerShared {
 #[repr(C, align(64))]
 pub struct WorkerShared {
     pub pid: AtomicU32,
+    /// 1 while the worker's listeners are in its epoll set, 2 while it
+    /// stepped aside to balance connections, 0 otherwise (draining, gone).
+    pub accepting: AtomicU32,
+    /// `monotonic_ms` of the worker's latest loop turn (at least every
+    /// `worker::HEARTBEAT`): a stale value means stopped or gone.
+    pub heartbeat_ms: AtomicU64,
+    /// Listener events handled (wake-ups to accept), against `conns_total`.
+    pub accept_wakeups: AtomicU64,
     pub conns_current: AtomicU32,
     pub conns_total: AtomicU64,
     pub requests: AtomicU64,
@@ -78,6 +86,7 @@ pub struct WorkerTotals {
     pub conns_current: u64,
     pub conns_total: u64,
     pub requests: u64,
+    pub accept_wakeups: u64,
 }
 
 /// Per-upstream values every worker must agree on.
@@ -206,6 +215,7 @@ impl Shm {
             t.conns_current += u64::from(w.conns_current.load(Ordering::Relaxed));
             t.conns_total += w.conns_total.load(Ordering::Relaxed);
             t.requests += w.requests.load(Ordering::Relaxed);
+            t.accept_wakeups += w.accept_wakeups.load(Ordering::Relaxed);
         }
         t
     }

@@ -7,6 +7,7 @@
 //! none are left or at `shutdown_timeout`), USR1 reopens the logs. If the
 //! master disappears (its end of our channel closes) the worker drains too.
 
+mod accept_balance;
 mod slab;
 
 pub use slab::Slab;
@@ -38,6 +39,11 @@ const POOL_SWEEP_EVERY: Duration = Duration::from_secs(5);
 /// After EMFILE/ENFILE, accepting pauses this long instead of spinning.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
+/// Connections accepted per listener event at most. The listener is
+/// level-triggered, so the rest are seen at the next `epoll_wait` — and
+/// meanwhile other workers are woken for them (HAProxy's `tune.maxaccept`).
+const ACCEPT_BATCH: usize = 4;
+
 /// A listening socket inherited from the master, and the index of its
 /// listener in the configuration.
 pub struct WorkerListener {
@@ -64,6 +70,9 @@ struct Worker {
     /// Listeners are in the epoll set (not paused, not draining).
     accepting: bool,
     accept_resume_at: Option<Instant>,
+    /// Stepped aside: clearly more connections than another worker.
+    balance_paused: bool,
+    next_heartbeat: Instant,
     conns: Slab<Conn>,
     timers: Timers,
     bufs: BufPool,
@@ -85,7 +94,15 @@ struct Worker {
 
 /// Runs the worker; returns the process exit code.
 pub fn run(setup: WorkerSetup) -> i32 {
-    match Worker::new(setup).and_then(|mut w| w.run()) {
+    let run = |mut w: Worker| {
+        let result = w.run();
+        // Peers must not wait for an exiting worker to take connections.
+        w.accepting = false;
+        w.balance_paused = false;
+        w.publish_accepting();
+        result
+    };
+    match Worker::new(setup).and_then(run) {
         Ok(()) => 0,
         Err(e) => {
             log::error!("worker failed: {e}");
@@ -142,6 +159,8 @@ impl Worker {
             listeners: setup.listeners,
             accepting: true,
             accept_resume_at: None,
+            balance_paused: false,
+            next_heartbeat: Instant::now(),
             conns: Slab::new(),
             timers: Timers::default(),
             bufs: BufPool::new(buf_size, 1024),
@@ -160,6 +179,8 @@ impl Worker {
             .worker(self.slot)
             .pid
             .store(std::process::id(), std::sync::atomic::Ordering::Relaxed);
+        self.publish_accepting();
+        self.balance_accepting(Instant::now());
         // Tell the master we are ready to serve.
         let _ = self.channel.write(b"R");
         let mut events = Events::with_capacity(1024);
@@ -200,6 +221,7 @@ impl Worker {
             let now = Instant::now();
             self.expire(now);
             self.resume_accepting(now);
+            self.balance_accepting(now);
             if now >= self.next_sweep {
                 for slot in self.pool.sweep(now) {
                     self.up_owners.remove(slot);
@@ -233,6 +255,7 @@ impl Worker {
             self.accept_resume_at,
             self.drain_deadline,
             Some(self.next_sweep),
+            Some(self.next_heartbeat),
             self.access.has_pending().then_some(self.next_access_flush),
         ]
         .into_iter()
@@ -290,6 +313,8 @@ impl Worker {
         // master keeps its own.
         self.listeners.clear();
         self.accept_resume_at = None;
+        self.balance_paused = false;
+        self.publish_accepting();
     }
 
     fn close_idle(&mut self, now: Instant) {
@@ -307,11 +332,55 @@ impl Worker {
                 let _ = net::deregister(epfd, &l.socket);
             }
             self.accepting = false;
+            self.publish_accepting();
         }
     }
 
+    fn publish_accepting(&self) {
+        let state = match (self.accepting, self.balance_paused) {
+            (true, _) => accept_balance::ACCEPTING,
+            (false, true) if self.drain_deadline.is_none() => accept_balance::STEPPED_ASIDE,
+            (false, _) => accept_balance::NOT_ACCEPTING,
+        };
+        self.shm
+            .worker(self.slot)
+            .accepting
+            .store(state, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Publishes the heartbeat and steps aside from accepting while this
+    /// worker holds clearly more connections than another (see
+    /// `accept_balance`), or comes back.
+    fn balance_accepting(&mut self, now: Instant) {
+        let now_ms = crate::shm::monotonic_ms();
+        self.shm
+            .worker(self.slot)
+            .heartbeat_ms
+            .store(now_ms, std::sync::atomic::Ordering::Relaxed);
+        if self.drain_deadline.is_some() || self.accept_resume_at.is_some() {
+            return;
+        }
+        let mine = self.conns.len();
+        let least = accept_balance::least_loaded_peer(&self.shm, self.slot, now_ms);
+        if self.accepting && accept_balance::should_step_aside(mine, least) {
+            log::debug!("{mine} connections, a peer has {least:?}: stepping aside from accepting");
+            self.balance_paused = true;
+            self.pause_accepting();
+        } else if self.balance_paused && accept_balance::may_return(mine, least) {
+            log::debug!("{mine} connections, least loaded peer {least:?}: accepting again");
+            self.balance_paused = false;
+            self.resume_accepting(now);
+        }
+        self.next_heartbeat = now
+            + if self.balance_paused {
+                accept_balance::RECHECK
+            } else {
+                accept_balance::HEARTBEAT
+            };
+    }
+
     fn resume_accepting(&mut self, now: Instant) {
-        if self.accepting || self.drain_deadline.is_some() {
+        if self.accepting || self.drain_deadline.is_some() || self.balance_paused {
             return;
         }
         if self.accept_resume_at.is_some_and(|t| now < t) {
@@ -328,10 +397,15 @@ impl Worker {
         }
         self.accepting = true;
         self.accept_resume_at = None;
+        self.publish_accepting();
     }
 
     fn accept(&mut self, index: usize, now: Instant) {
-        loop {
+        self.shm
+            .worker(self.slot)
+            .accept_wakeups
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        for _ in 0..ACCEPT_BATCH {
             if self.conns.len() >= self.rt.worker_connections {
                 log::warn!(
                     "{} worker_connections are not enough, pausing accept",
