@@ -498,3 +498,32 @@ fn large_response_to_slow_client_is_streamed_not_buffered() {
     );
     eprintln!("streamed 64 MiB: worker max VmRSS {max_rss} KiB, VmHWM {hwm} KiB");
 }
+
+#[test]
+fn large_response_cut_short_by_the_upstream_closes_the_client_connection() {
+    // Large enough to be spliced: the premature end must still be seen.
+    let sent = pseudo_random_bytes(300 * 1024, 12);
+    let mut resp = b"HTTP/1.1 200 OK\r\nContent-Length: 1048576\r\n\r\n".to_vec();
+    resp.extend_from_slice(&sent);
+    let b1 = scripted("b1", vec![Script::new("/short", &resp, Then::Close)]);
+    let lb = Forklb::start(&proxy_config_for(1, &[&b1]));
+
+    let mut c = Conn::open(lb.port()).expect("connect");
+    c.set_read_timeout(Duration::from_secs(5));
+    c.send(b"GET /short HTTP/1.1\r\nHost: x\r\n\r\n")
+        .expect("send");
+    let head = c.read_next_head().expect("response head");
+    assert_eq!(head.status, 200, "{head:?}");
+    assert_eq!(head.header("content-length"), Some("1048576"));
+    let got = c
+        .read_to_end()
+        .expect("forklb closes the client connection when the upstream does");
+    assert_eq!(got.len(), sent.len(), "bytes relayed before the close");
+    assert!(got == sent, "relayed bytes differ");
+    // Other requests are unaffected.
+    let r = Conn::open(lb.port())
+        .expect("connect")
+        .get("/next")
+        .expect("next request");
+    assert_eq!((r.status, r.body_str().as_str()), (200, "b1"), "{r:?}");
+}

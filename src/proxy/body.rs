@@ -5,12 +5,10 @@
 //! the end of the body (the next pipelined message) are never relayed.
 
 use super::io::{self, Io};
-use super::splice::Pipe;
 use super::stream::Stream;
 use crate::buffer::{Buf, BufPool};
 use crate::http::chunked::{ChunkError, ChunkedScanner};
 use crate::http::Framing;
-use std::os::fd::AsRawFd;
 
 #[derive(Debug, Clone, Copy)]
 pub enum Body {
@@ -54,20 +52,6 @@ impl Body {
         }
     }
 
-    /// Whether body bytes can bypass inspection (spliced): only when the
-    /// framing needs no scanning.
-    fn spliceable(&self) -> bool {
-        matches!(self, Body::Length(_) | Body::UntilClose)
-    }
-
-    /// Most bytes that may be spliced now.
-    fn splice_max(&self) -> usize {
-        match self {
-            Body::Length(left) => usize::try_from(*left).unwrap_or(usize::MAX),
-            _ => usize::MAX,
-        }
-    }
-
     /// Payload bytes seen so far (chunked: excluding framing).
     pub fn data_seen(&self) -> Option<u64> {
         match self {
@@ -83,8 +67,6 @@ impl Body {
 pub struct Relay {
     pub body: Body,
     ready: usize,
-    /// Body bytes spliced into the pipe and not yet out of it.
-    in_pipe: usize,
     /// Total bytes written to the destination.
     pub sent: u64,
     /// Most payload bytes allowed (chunked bodies, whose size is learnt
@@ -115,15 +97,12 @@ pub struct Ends<'a> {
     pub buf: &'a mut Option<Buf>,
     pub dst: &'a mut Stream,
     pub dst_ready: &'a mut bool,
-    /// A pipe to splice through (both ends plain sockets), if any.
-    pub pipe: Option<&'a mut Pipe>,
 }
 
 impl Relay {
     pub const EMPTY: Relay = Relay {
         body: Body::Empty,
         ready: 0,
-        in_pipe: 0,
         sent: 0,
         max_data: None,
     };
@@ -132,7 +111,6 @@ impl Relay {
         Relay {
             body,
             ready: 0,
-            in_pipe: 0,
             sent: 0,
             max_data: None,
         }
@@ -143,16 +121,7 @@ impl Relay {
     }
 
     pub fn is_complete(&self) -> bool {
-        self.ready == 0 && self.in_pipe == 0 && self.body.is_complete()
-    }
-
-    /// Worth relaying through a pipe: bulk bytes left and no scanning needed.
-    pub fn wants_pipe(&self) -> bool {
-        match self.body {
-            Body::Length(left) => left >= super::splice::MIN_BODY,
-            Body::UntilClose => true,
-            _ => false,
-        }
+        self.ready == 0 && self.body.is_complete()
     }
 
     /// Takes body bytes at the front of `data` (if none are taken yet) and
@@ -180,9 +149,6 @@ impl Relay {
     /// Makes one unit of progress: write taken bytes, take buffered bytes,
     /// or read more from the source.
     pub fn step(&mut self, ends: &mut Ends, pool: &mut BufPool) -> RelayStep {
-        if self.in_pipe > 0 {
-            return self.drain_pipe(ends);
-        }
         if self.is_complete() {
             return RelayStep::Complete;
         }
@@ -214,10 +180,6 @@ impl Relay {
         if !*ends.src_ready {
             return RelayStep::Blocked;
         }
-        let buffered = ends.buf.as_ref().is_some_and(|b| !b.is_empty());
-        if ends.pipe.is_some() && !buffered && self.body.spliceable() {
-            return self.fill_pipe(ends);
-        }
         let buf = ends.buf.get_or_insert_with(|| pool.get());
         match io::read(ends.src, buf.spare(), ends.src_ready) {
             Io::Done(n) => {
@@ -227,54 +189,6 @@ impl Relay {
             Io::Blocked => RelayStep::Blocked,
             Io::Eof => RelayStep::SourceClosed,
             Io::Failed(e) => RelayStep::SourceFailed(e),
-        }
-    }
-}
-
-impl Relay {
-    /// Splices body bytes from the source socket into the (empty) pipe.
-    fn fill_pipe(&mut self, ends: &mut Ends) -> RelayStep {
-        let Some(pipe) = ends.pipe.as_mut() else {
-            return RelayStep::Blocked;
-        };
-        let max = self.body.splice_max().min(pipe.capacity());
-        match pipe.fill(ends.src.sock().as_raw_fd(), max) {
-            Ok(0) => RelayStep::SourceClosed,
-            Ok(n) => {
-                if let Body::Length(left) = &mut self.body {
-                    *left -= (n as u64).min(*left);
-                }
-                self.in_pipe += n;
-                RelayStep::Progress
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                *ends.src_ready = false;
-                RelayStep::Blocked
-            }
-            Err(e) => RelayStep::SourceFailed(e),
-        }
-    }
-
-    /// Splices what the pipe holds into the destination socket.
-    fn drain_pipe(&mut self, ends: &mut Ends) -> RelayStep {
-        if !*ends.dst_ready {
-            return RelayStep::Blocked;
-        }
-        let Some(pipe) = ends.pipe.as_mut() else {
-            // The bytes are in a pipe we no longer have: the body is lost.
-            return RelayStep::DestFailed(std::io::ErrorKind::BrokenPipe.into());
-        };
-        match pipe.drain(ends.dst.sock().as_raw_fd()) {
-            Ok(n) => {
-                self.in_pipe -= n.min(self.in_pipe);
-                self.sent += n as u64;
-                RelayStep::Progress
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                *ends.dst_ready = false;
-                RelayStep::Blocked
-            }
-            Err(e) => RelayStep::DestFailed(e),
         }
     }
 }

@@ -19,7 +19,6 @@
 use super::body::{Body, Ends, Relay, RelayStep};
 use super::io::{self, Io};
 use super::pool::Pool;
-use super::splice::{Pipe, PipePool};
 use super::stream::Stream;
 use super::{upstream_token, Side, UpstreamOwners, POOLED};
 use crate::access_log::{self, AccessLog};
@@ -43,8 +42,6 @@ pub struct Env<'a> {
     pub heads: &'a mut VecPool,
     pub balancers: &'a mut [Balancer],
     pub pool: &'a mut Pool,
-    /// Pipes for splicing bodies.
-    pub pipes: &'a mut PipePool,
     /// Which connection uses each upstream socket (by upstream slot).
     pub up_owners: &'a mut UpstreamOwners,
     pub access: &'a mut AccessLog,
@@ -198,8 +195,6 @@ pub struct Conn {
     out: Option<Vec<u8>>,
     out_pos: usize,
     up: Option<Upstream>,
-    /// For splicing a large response body, while one is relayed.
-    pipe: Option<Pipe>,
     phase: Phase,
     ex: Exchange,
     head_started: bool,
@@ -283,7 +278,6 @@ impl Conn {
             out: None,
             out_pos: 0,
             up: None,
-            pipe: None,
             phase: Phase::ReadHead,
             ex: Exchange::new(),
             head_started: false,
@@ -460,9 +454,6 @@ impl Conn {
             }
             if let Some(v) = self.out.take() {
                 env.heads.put(v);
-            }
-            if let Some(p) = self.pipe.take() {
-                env.pipes.put(p);
             }
         }
         outcome
@@ -1064,7 +1055,6 @@ impl Conn {
                     buf: &mut self.input,
                     dst: &mut up.sock,
                     dst_ready: &mut up.writable,
-                    pipe: None,
                 },
                 env.bufs,
             );
@@ -1328,14 +1318,6 @@ impl Conn {
         let Some(up) = self.up.as_mut() else {
             return Err(Closed);
         };
-        if self.pipe.is_none()
-            && self.ex.resp.wants_pipe()
-            && !self.client.is_tls()
-            && !up.sock.is_tls()
-        {
-            // Bulk between plain sockets: splice, no copies (None: copy).
-            self.pipe = env.pipes.get();
-        }
         let step = self.ex.resp.step(
             &mut Ends {
                 src: &mut up.sock,
@@ -1343,7 +1325,6 @@ impl Conn {
                 buf: &mut up.input,
                 dst: &mut self.client,
                 dst_ready: &mut self.c_writable,
-                pipe: self.pipe.as_mut(),
             },
             env.bufs,
         );
@@ -1468,9 +1449,6 @@ impl Conn {
     }
 
     fn next_request(&mut self, env: &mut Env) -> Step {
-        if let Some(p) = self.pipe.take() {
-            env.pipes.put(p);
-        }
         self.release_server(env);
         self.log_request(env);
         if let Some(v) = self.out.take() {
@@ -1658,7 +1636,6 @@ impl Conn {
                     buf: &mut self.input,
                     dst: &mut up.sock,
                     dst_ready: &mut up.writable,
-                    pipe: None,
                 },
                 &mut self.eof_to_upstream,
                 env.bufs,
@@ -1672,7 +1649,6 @@ impl Conn {
                     buf: &mut up.input,
                     dst: &mut self.client,
                     dst_ready: &mut self.c_writable,
-                    pipe: None,
                 },
                 &mut up.eof_to_client,
                 env.bufs,

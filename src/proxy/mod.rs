@@ -5,12 +5,10 @@ mod body;
 mod conn;
 mod io;
 mod pool;
-mod splice;
 mod stream;
 
 pub use conn::{Conn, Env, Outcome};
 pub use pool::Pool;
-pub use splice::PipePool;
 pub use stream::Stream;
 
 /// Token layout shared with the worker: listeners and control tokens come

@@ -29,10 +29,6 @@ impl Stream {
         }
     }
 
-    pub fn is_tls(&self) -> bool {
-        matches!(self, Stream::Tls(_))
-    }
-
     /// TLS records are queued for the socket.
     pub fn wants_flush(&self) -> bool {
         match self {
