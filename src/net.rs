@@ -150,6 +150,20 @@ pub fn deregister(epoll_fd: RawFd, listener: &TcpListener) -> io::Result<()> {
 }
 
 /// Accepts one connection: non-blocking, close-on-exec, TCP_NODELAY.
+/// Where a non-blocking `connect` stands once its socket reported
+/// readiness: Ok(true) connected, Ok(false) a spurious wake-up (still
+/// connecting), Err the connection failed.
+pub fn connect_progress(sock: &mio::net::TcpStream) -> io::Result<bool> {
+    match sock.take_error() {
+        Ok(Some(e)) | Err(e) => Err(e),
+        Ok(None) => match sock.peer_addr() {
+            Ok(_) => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::NotConnected => Ok(false),
+            Err(e) => Err(e),
+        },
+    }
+}
+
 /// One `accept4(2)`: the new socket is non-blocking and close-on-exec from
 /// the start, and has TCP_NODELAY from the listener — no further syscalls.
 pub fn accept(listener: &TcpListener) -> io::Result<(mio::net::TcpStream, SocketAddr)> {

@@ -274,21 +274,17 @@ impl Checker {
                     if !c.writable && !c.readable {
                         return;
                     }
-                    let err = match c.sock.sock().take_error() {
-                        Ok(Some(e)) | Err(e) => Some(e),
-                        Ok(None) => match c.sock.sock().peer_addr() {
-                            Ok(_) => None,
-                            Err(e) if e.kind() == io::ErrorKind::NotConnected => {
-                                c.writable = false;
-                                c.readable = false;
-                                return;
-                            }
-                            Err(e) => Some(e),
-                        },
-                    };
-                    if let Some(e) = err {
-                        let reason = describe(&e);
-                        return self.finish(i, false, &reason, 0);
+                    match crate::net::connect_progress(c.sock.sock()) {
+                        Ok(true) => {}
+                        Ok(false) => {
+                            c.writable = false;
+                            c.readable = false;
+                            return;
+                        }
+                        Err(e) => {
+                            let reason = describe(&e);
+                            return self.finish(i, false, &reason, 0);
+                        }
                     }
                     if !http {
                         return self.finish(i, true, "connection established", 0);

@@ -899,24 +899,19 @@ impl Conn {
             if !up.writable && !up.readable {
                 return Ok(false);
             }
-            let err = match up.sock.sock().take_error() {
-                Ok(Some(e)) | Err(e) => Some(e),
-                Ok(None) => match up.sock.sock().peer_addr() {
-                    Ok(_) => None,
-                    Err(e) if e.kind() == std::io::ErrorKind::NotConnected => {
-                        // Spurious wake-up: still connecting.
-                        up.writable = false;
-                        up.readable = false;
-                        return Ok(false);
-                    }
-                    Err(e) => Some(e),
-                },
-            };
-            if let Some(e) = err {
-                let (addr, head) = self.take_upstream(env);
-                return self.connect_failed(env, addr, head, "connect() to", e);
+            match crate::net::connect_progress(up.sock.sock()) {
+                Ok(true) => up.connected = true,
+                Ok(false) => {
+                    // Spurious wake-up: still connecting.
+                    up.writable = false;
+                    up.readable = false;
+                    return Ok(false);
+                }
+                Err(e) => {
+                    let (addr, head) = self.take_upstream(env);
+                    return self.connect_failed(env, addr, head, "connect() to", e);
+                }
             }
-            up.connected = true;
         }
         match up.sock.handshake(&mut up.readable, &mut up.writable) {
             Ok(true) => {

@@ -29,14 +29,6 @@ impl Stream {
         }
     }
 
-    /// TLS records are queued for the socket.
-    pub fn wants_flush(&self) -> bool {
-        match self {
-            Stream::Plain(_) => false,
-            Stream::Tls(t) => t.wants_flush(),
-        }
-    }
-
     /// Sends queued TLS records if the socket is writable; clears
     /// `writable` when it fills up.
     pub fn flush_queued(&mut self, writable: &mut bool) -> io::Result<()> {

@@ -167,14 +167,6 @@ impl TlsStream {
         }
         Ok(flushed)
     }
-
-    /// The SNI name the client sent, if any (server side).
-    pub fn server_name(&self) -> Option<&str> {
-        match &self.conn {
-            Connection::Server(s) => s.server_name(),
-            Connection::Client(_) => None,
-        }
-    }
 }
 
 impl Read for TlsStream {
