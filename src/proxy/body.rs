@@ -10,6 +10,10 @@ use crate::buffer::{Buf, BufPool};
 use crate::http::chunked::{ChunkError, ChunkedScanner};
 use crate::http::Framing;
 
+/// Bodies with at least this much left are relayed through a large buffer
+/// (see `BufPool::upgrade`).
+const BULK_BODY: u64 = 64 * 1024;
+
 #[derive(Debug, Clone, Copy)]
 pub enum Body {
     Empty,
@@ -50,6 +54,11 @@ impl Body {
             Body::Chunked(s) => s.scan(data),
             Body::UntilClose => Ok(data.len()),
         }
+    }
+
+    /// So much is still to come that a large buffer pays off.
+    fn is_bulk(&self) -> bool {
+        matches!(self, Body::Length(left) if *left >= BULK_BODY)
     }
 
     /// Payload bytes seen so far (chunked: excluding framing).
@@ -179,6 +188,9 @@ impl Relay {
         }
         if !*ends.src_ready {
             return RelayStep::Blocked;
+        }
+        if self.body.is_bulk() {
+            pool.upgrade(ends.buf);
         }
         let buf = ends.buf.get_or_insert_with(|| pool.get());
         match io::read(ends.src, buf.spare(), ends.src_ready) {

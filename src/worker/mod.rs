@@ -44,6 +44,10 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// meanwhile other workers are woken for them (HAProxy's `tune.maxaccept`).
 const ACCEPT_BATCH: usize = 4;
 
+/// Most 256 KiB bulk-body buffers one worker lends at once (16 MiB), so
+/// many simultaneous downloads cannot grow memory without bound.
+const LARGE_BUFS_PER_WORKER: usize = 64;
+
 /// A listening socket inherited from the master, and the index of its
 /// listener in the configuration.
 pub struct WorkerListener {
@@ -163,7 +167,7 @@ impl Worker {
             next_heartbeat: Instant::now(),
             conns: Slab::new(),
             timers: Timers::default(),
-            bufs: BufPool::new(buf_size, 1024),
+            bufs: BufPool::new(buf_size, 1024, LARGE_BUFS_PER_WORKER),
             heads: VecPool::new(1024, 1024),
             balancers,
             signals,
