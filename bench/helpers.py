@@ -24,6 +24,18 @@ subcommands:
   idle SCEN PROXY PID PORT N RESULTS
                                    open N idle keep-alive connections, measure RSS growth
   summary RESULTS HEADERFILE       medians over rounds + ratio table
+  requests PORT N MODE PID         (callgrind scenario) send exactly N "GET /" requests, each
+                                   answered 200 "hello\n": MODE ka = over one keep-alive
+                                   connection, close = one connection each ("Connection: close",
+                                   read to EOF). The first connect is retried (up to 90 s) while
+                                   process PID lives: refused connects never reach the proxy
+  cgrun FILE PREFIX PIDS...        (callgrind scenario) sum the totals of the callgrind files
+                                   PREFIX.* of one run, check that each of PIDS wrote one;
+                                   append a JSON line to FILE
+  cgresult RESULTS PROXY MODE RUNSFILE
+                                   (callgrind scenario) (Ir run 2 - Ir run 1) / (N2 - N1) from
+                                   the two runs in RUNSFILE; append a record to RESULTS
+  cgtable RESULTS                  the callgrind section of the summary alone
 """
 
 import json
@@ -554,6 +566,261 @@ def cmd_idle(scen, proxy, pid, port, n, results):
 
 
 # --------------------------------------------------------------------------
+# callgrind: instructions per request (scenario 8)
+# --------------------------------------------------------------------------
+
+CG_BODY = b"hello\n"  # what the backend pair answers for /
+
+
+def proc_alive(pid):
+    """pid exists and is not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            st = f.read()
+    except OSError:
+        return False
+    return st[st.rindex(")") + 2:].split()[0] != "Z"
+
+
+def parse_response(data):
+    """(status code, body, bytes after it) of the Content-Length framed
+    response at the start of data, or None if data holds less than that."""
+    head, sep, body = data.partition(b"\r\n\r\n")
+    if not sep:
+        return None
+    lines = head.split(b"\r\n")
+    clen = None
+    for line in lines[1:]:
+        k, _, v = line.partition(b":")
+        if k.strip().lower() == b"content-length":
+            clen = int(v.strip())
+    if clen is None or len(body) < clen:
+        return None
+    parts = lines[0].split()
+    return (int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0), body[:clen], body[clen:]
+
+
+def cmd_requests(port, n, mode, pid):
+    """Exactly n requests, one at a time, every answer checked. Deterministic on
+    purpose: the same bytes in the same order in every run, so that the proxy's
+    instruction count grows by the same amount per request."""
+    port, n, pid = int(port), int(n), int(pid)
+    if mode not in ("ka", "close"):
+        print(f"unknown mode {mode!r} (ka | close)", file=sys.stderr)
+        return 2
+    # A fixed Host (not the port, which differs between runs).
+    req = (b"GET / HTTP/1.1\r\nHost: localhost\r\n"
+           + (b"Connection: close\r\n" if mode == "close" else b"") + b"\r\n")
+    t0 = time.monotonic()
+
+    def connect(first):
+        # Under valgrind the proxy takes seconds to listen. A refused connect is
+        # answered by the kernel: the proxy's user space never sees it.
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                s = socket.create_connection(("127.0.0.1", port), timeout=10)
+                s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                return s
+            except ConnectionRefusedError:
+                if not first or not proc_alive(pid):
+                    raise
+                if time.monotonic() > deadline:
+                    raise OSError(f"port {port} refused connections for 90 s")
+                time.sleep(0.1)
+
+    def recv_until(sock, done, timeout):
+        deadline = time.monotonic() + timeout
+        buf = b""
+        while not done(buf):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise OSError(f"no complete response within {timeout:.0f} s")
+            sock.settimeout(left)
+            chunk = sock.recv(65536)
+            if not chunk:
+                if mode == "close":
+                    break
+                raise OSError("connection closed by the proxy")
+            buf += chunk
+        return buf
+
+    sock = None
+    i = 0
+    try:
+        for i in range(n):
+            # The first answer may take long (a worker starting under valgrind).
+            timeout = 90 if i == 0 else 30
+            if sock is None:
+                sock = connect(i == 0)
+            sock.sendall(req)
+            if mode == "ka":
+                buf = recv_until(sock, lambda b: parse_response(b) is not None, timeout)
+            else:
+                buf = recv_until(sock, lambda b: False, timeout)  # to EOF
+                sock.close()
+                sock = None
+            r = parse_response(buf)
+            if r is None or r[0] != 200 or r[1] != CG_BODY or r[2]:
+                raise OSError(f"unexpected answer {buf[:200]!r}")
+    except OSError as e:
+        print(f"request {i + 1} of {n} ({mode}) on :{port}: {e}", file=sys.stderr)
+        return 1
+    finally:
+        if sock is not None:
+            sock.close()
+    print(f"{n} requests ({mode}) in {time.monotonic() - t0:.1f}s")
+    return 0
+
+
+def callgrind_total(path):
+    """Instructions (Ir) in one callgrind output file: the sum of its "totals:"
+    lines (one per dump part), or of its "summary:" lines if it has none."""
+    totals, summary = [], []
+    with open(path, errors="replace") as f:
+        for line in f:
+            if line.startswith("totals:"):
+                totals.append(int(line.split()[1]))
+            elif line.startswith("summary:"):
+                summary.append(int(line.split()[1]))
+    if totals:
+        return sum(totals)
+    if summary:
+        return sum(summary)
+    return None
+
+
+def cmd_cgrun(runsfile, run, n, prefix, *pids):
+    """One run under callgrind is done: sum the files PREFIX.<pid>. Problems
+    that run.sh/callgrind.sh saw are in PREFIX.problems, one per line."""
+    import glob
+    problems = []
+    if os.path.exists(prefix + ".problems"):
+        problems += [l.strip() for l in open(prefix + ".problems") if l.strip()]
+    files = {}
+    for path in sorted(glob.glob(glob.escape(prefix) + ".*")):
+        suffix = path[len(prefix) + 1:]
+        if not suffix.isdigit():
+            continue
+        ir = callgrind_total(path)
+        if ir is None:
+            problems.append(f"{os.path.basename(path)} has no totals (process killed?)")
+        files[suffix] = ir
+    for pid in pids:
+        if pid not in files:
+            problems.append(f"process {pid} wrote no callgrind file (killed, or did not exit)")
+    if not files:
+        problems.append("no callgrind files at all")
+    rec = {"run": int(run), "n": int(n), "prefix": os.path.basename(prefix),
+           "pids": list(pids), "files": files,
+           "ir": sum(v for v in files.values() if v is not None), "problems": problems}
+    append_result(runsfile, rec)
+    return 0
+
+
+def cmd_cgresult(results, proxy, mode, runsfile):
+    runs = {}
+    if os.path.exists(runsfile):
+        for l in open(runsfile):
+            if l.strip():
+                r = json.loads(l)
+                runs[r["run"]] = r
+    problems = []
+    for k in (1, 2):
+        if k not in runs:
+            problems.append(f"run {k}: did not complete")
+        else:
+            problems += [f"run {k} ({runs[k]['n']} requests): {p}" for p in runs[k]["problems"]]
+    rec = {"scen": "callgrind", "proxy": proxy, "round": 1, "mode": mode, "problems": problems}
+    if 1 in runs and 2 in runs:
+        r1, r2 = runs[1], runs[2]
+        rec.update(n1=r1["n"], n2=r2["n"], ir1=r1["ir"], ir2=r2["ir"],
+                   files1=len(r1["files"]), files2=len(r2["files"]))
+        # Any problem (a failed request, a missing file) makes the difference
+        # meaningless: report none rather than a wrong one.
+        if not problems and r2["n"] > r1["n"]:
+            rec["ir_" + mode] = (r2["ir"] - r1["ir"]) / (r2["n"] - r1["n"])
+    append_result(results, rec)
+    v = rec.get("ir_" + mode)
+    print(f"  callgrind  {mode:<6}   {proxy:<8} "
+          + (f"{v:>12,.0f} Ir/request" if v is not None else "FAILED")
+          + (f"  (runs: {rec['n1']} requests {rec['ir1']:,} Ir, {rec['n2']} requests "
+             f"{rec['ir2']:,} Ir)" if "ir1" in rec else ""), flush=True)
+    for p in problems:
+        print(f"      !! {proxy}: {p}", flush=True)
+    return 0
+
+
+CG_ROWS = [("ka", "keep-alive"), ("close", "new conn/req")]
+
+
+def callgrind_section(recs):
+    """Lines of section 8 and its problems, from the "callgrind" records."""
+    rs = [r for r in recs if r["scen"] == "callgrind"]
+    if not rs:
+        return [], []
+    ns = sorted({(r["n1"], r["n2"]) for r in rs if "n1" in r})
+    ntxt = ", ".join(f"N1={a}, N2={b}" for a, b in ns) or "N1, N2"
+    out = ["", f"8. user-space instructions per request (callgrind; {ntxt} requests)",
+           "   Instructions (Ir) of all the proxy's processes (master + 1 worker/thread), counted by",
+           "   callgrind in user space only: kernel work (syscalls, TCP/IP, copies) is NOT included.",
+           "   Each proxy runs twice under valgrind, for N1 and for N2 requests of one sequential",
+           "   client (GET /, backend as above); Ir/request = (Ir(N2) - Ir(N1)) / (N2 - N1), so",
+           "   start-up and shutdown cancel. The work per request is exactly the same in every run;",
+           "   only the number of event-loop wake-ups depends on timing: repeated runs agree within",
+           "   ~0.2% (keep-alive) and ~2% (new connection per request). < 1: forklb executes fewer.",
+           f"  {'Ir/request':<16}{'forklb':>12}{'nginx':>12}{'haproxy':>12}"
+           f"{'f/nginx':>10}{'f/haproxy':>11}"]
+    problems = []
+    for mode, label in CG_ROWS:
+        mrs = [r for r in rs if r.get("mode") == mode]
+        if not mrs:
+            continue
+        med = {}
+        for p in PROXIES:
+            vals = [r["ir_" + mode] for r in mrs
+                    if r["proxy"] == p and r.get("ir_" + mode) is not None]
+            med[p] = statistics.median(vals) if vals else None
+        out.append(f"  {label:<16}" + "".join(f"{fmt(med[p], '{:,.0f}'):>12}" for p in PROXIES)
+                   + f"{ratio(med['forklb'], med['nginx']):>10}"
+                   + f"{ratio(med['forklb'], med['haproxy']):>11}")
+    row = f"  {'runs w/ errors':<16}"
+    for p in PROXIES:
+        pr = [r for r in rs if r["proxy"] == p]
+        row += (f"{sum(1 for r in pr if r['problems'])}/{len(pr)}" if pr else "not run").rjust(12)
+        if not pr:
+            problems.append(f"  [callgrind] {p}: not run")
+    out.append(row)
+    for r in rs:
+        for prob in r["problems"]:
+            problems.append(f"  [callgrind {r.get('mode', '?')}] {r['proxy']}: {prob}")
+    return out, problems
+
+
+def callgrind_detail(r):
+    v = r.get("ir_" + r.get("mode", ""))
+    d = f"{r.get('mode', '?'):<6}"
+    if "ir1" in r:
+        d += (f" {r['n1']} req {r['ir1']:,} Ir ({r['files1']} files), "
+              f"{r['n2']} req {r['ir2']:,} Ir ({r['files2']} files)")
+    return d + (f" -> {v:,.0f} Ir/req" if v is not None else "  FAILED")
+
+
+def cmd_cgtable(results):
+    recs = [json.loads(l) for l in open(results) if l.strip()] if os.path.exists(results) else []
+    out, problems = callgrind_section(recs)
+    if not out:
+        print("no callgrind results")
+        return 1
+    out += ["", "Problems:" if problems else "Problems: none"] + problems
+    out += ["", "Per-run detail:"]
+    out += [f"  callgrind  {r['proxy']:<8} {callgrind_detail(r)}"
+            for r in recs if r["scen"] == "callgrind"]
+    print("\n".join(out[1:]))
+    return 0
+
+
+# --------------------------------------------------------------------------
 # summary
 # --------------------------------------------------------------------------
 
@@ -650,13 +917,17 @@ def cmd_summary(results, headerfile):
         for r in rs:
             for prob in r["problems"]:
                 all_problems.append(f"  [{scen}] round {r['round']} {r['proxy']}: {prob}")
+    cg_lines, cg_problems = callgrind_section(recs)
+    out += cg_lines
+    all_problems += cg_problems
     out += ["", "Problems:" if all_problems else "Problems: none (no non-2xx responses, "
             "no socket errors, no worker restarts)"]
     out += all_problems
-    noisy = [r for r in recs if (r.get("other_cpu_pct") or 0) > NOISY_PCT]
-    retried = sum(1 for r in recs if r.get("attempts", 1) > 1)
+    timed = [r for r in recs if r["scen"] != "callgrind"]
+    noisy = [r for r in timed if (r.get("other_cpu_pct") or 0) > NOISY_PCT]
+    retried = sum(1 for r in timed if r.get("attempts", 1) > 1)
     if noisy or retried:
-        out += ["", f"Noise: {retried} of {len(recs)} runs were repeated because other processes "
+        out += ["", f"Noise: {retried} of {len(timed)} runs were repeated because other processes "
                 f"used > {NOISY_PCT:.0f}% of a core meanwhile; {len(noisy)} kept runs are still "
                 "noisy (\"other load\") and less reliable."]
     out += ["", "Per-run detail (workers = share of the proxy's CPU per worker process):"]
@@ -673,6 +944,8 @@ def cmd_summary(results, headerfile):
             d += f"  other {r.get('other_cpu_pct', 0):.0f}%"
             if r.get("attempts", 1) > 1:
                 d += f" (best of {r['attempts']} attempts)"
+        elif r["scen"] == "callgrind":
+            d = callgrind_detail(r)
         elif r["scen"] == "idle":
             bpc = r.get("bytes_per_conn")
             d = (f"{r['opened']:>6} conns ({r['alive']} alive)  "
@@ -694,7 +967,8 @@ def main(argv):
         return cmd_wrk(*args[:sep], *args[sep + 1:])
     fn = {"freeports": cmd_freeports, "waitport": cmd_waitport, "procs": cmd_procs,
           "check": cmd_check, "tlsinfo": cmd_tlsinfo, "idle": cmd_idle,
-          "summary": cmd_summary}[cmd]
+          "summary": cmd_summary, "requests": cmd_requests, "cgrun": cmd_cgrun,
+          "cgresult": cmd_cgresult, "cgtable": cmd_cgtable}[cmd]
     return fn(*args) or 0
 
 

@@ -9,6 +9,10 @@
 #                              # other CPU users (compilers, tests) to go quiet
 #   NOISE_RETRIES=2            # repeat a run (at most this often) when other processes
 #                              # used > 20% of a core during it; the quietest is kept
+#   CALLGRIND=0                # skip scenario 8 (callgrind)
+#   CG_N1=2000                 # scenario 8: requests of its first run (QUICK: 500)
+#   ONLY=callgrind bash bench/run.sh   # scenario 8 alone (= bash bench/callgrind.sh)
+#   FORKLB_BIN=/path/to/forklb # measure this binary instead of building target/release
 #
 # Layout: one nginx "backend pair" (two ports, / = "hello\n", /1m = 1 MiB file)
 # and three proxies in front of it (forklb, nginx, HAProxy), each with 2
@@ -26,6 +30,15 @@
 # cipher suite (printed once per proxy in the header, as negotiated with the
 # same OpenSSL wrk uses), session tickets on everywhere. Scenario 6 makes wrk
 # do a full handshake per connection, scenario 7 lets it resume (see the shim).
+#
+# Scenario 8 (bench/callgrind.sh, run last so it does not disturb the timed
+# ones): user-space instructions per request, counted by callgrind - exact where
+# req/s are noisy, so a small regression shows. Each proxy with one worker/
+# thread runs under valgrind --tool=callgrind twice, for N1 and N2 = 3*N1
+# requests of a sequential client (one keep-alive connection; and one new
+# connection per request), against the same backend pair; Ir/request =
+# (Ir(N2) - Ir(N1)) / (N2 - N1) over all its processes (master + worker), so
+# start-up and shutdown cancel. Kernel work is not counted.
 #
 # Everything listens on 127.0.0.1, on free ports (below the ephemeral range)
 # picked at start; all state is in a mktemp -d directory; every process we
@@ -51,6 +64,11 @@ IDLE_CONNS=${IDLE_CONNS:-10000}
 
 log() { printf '==> %s\n' "$*"; }
 
+if [[ -n "${ONLY:-}" ]]; then
+    [[ "$ONLY" == callgrind ]] || { echo "ONLY=callgrind is the only choice" >&2; exit 1; }
+    exec bash "$HERE/callgrind.sh"
+fi
+
 # ---------------------------------------------------------------- tools
 # Install only what is missing (a fresh Debian/Ubuntu machine has none of them).
 missing=()
@@ -61,14 +79,17 @@ command -v python3 >/dev/null || missing+=(python3)
 command -v openssl >/dev/null || missing+=(openssl)
 # The TLS handshake shim for wrk (see below) is a few lines of C.
 command -v cc      >/dev/null || missing+=(gcc libc6-dev)
+[[ "${CALLGRIND:-1}" == 0 ]] || command -v valgrind >/dev/null || missing+=(valgrind)
 if ((${#missing[@]})); then
     SUDO=; [[ $(id -u) == 0 ]] || SUDO=sudo
     log "installing ${missing[*]}"
     $SUDO apt-get update -qq && $SUDO apt-get install -y -qq "${missing[@]}"
 fi
 
-log "building forklb (cargo build --release)"
-(cd "$ROOT" && cargo build --release)
+if [[ -z "${FORKLB_BIN:-}" ]]; then
+    log "building forklb (cargo build --release)"
+    (cd "$ROOT" && cargo build --release)
+fi
 
 # ---------------------------------------------------------------- temp dir, cleanup
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/forklb-bench.XXXXXX")
@@ -76,7 +97,7 @@ TMP=$(mktemp -d "${TMPDIR:-/tmp}/forklb-bench.XXXXXX")
 # the 1 MiB file in here (mktemp -d makes the directory 0700).
 chmod 755 "$TMP"
 # Use a private copy of the binary: other people may rebuild target/ meanwhile.
-cp "$ROOT/target/release/forklb" "$TMP/forklb"
+cp "${FORKLB_BIN:-$ROOT/target/release/forklb}" "$TMP/forklb"
 
 PIDS=()   # every process we start (masters; their workers are found via /proc)
 cleanup() {
@@ -464,7 +485,10 @@ HEADER="$TMP/header.txt"
 {
     echo "forklb benchmark — $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) CPUs, $(uname -r)"
     echo "ROUNDS=$ROUNDS DURATION=$DURATION IDLE_CONNS=$IDLE_CONNS$([[ ${QUICK:-0} == 1 ]] && echo ' (QUICK)')"
-    echo "$("$TMP/forklb" -V 2>&1 | head -n1) ($(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo '?')$(cd "$ROOT" && git diff --quiet HEAD -- src 2>/dev/null || echo '+dirty')), $(nginx -v 2>&1), $(haproxy -v 2>&1 | head -n1 | cut -d' ' -f1-3), $(wrk -v 2>&1 | head -n1 | cut -d' ' -f1-2)"
+    if [[ -n "${FORKLB_BIN:-}" ]]; then FORKLB_REV="FORKLB_BIN=$FORKLB_BIN"
+    else FORKLB_REV="$(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo '?')$(cd "$ROOT" && git diff --quiet HEAD -- src 2>/dev/null || echo '+dirty')"
+    fi
+    echo "$("$TMP/forklb" -V 2>&1 | head -n1) ($FORKLB_REV), $(nginx -v 2>&1), $(haproxy -v 2>&1 | head -n1 | cut -d' ' -f1-3), $(wrk -v 2>&1 | head -n1 | cut -d' ' -f1-2)"
     if [[ -s "$TMP/tls/negotiated.txt" ]]; then
         echo "TLS: one ECDSA P-256 certificate; what $(openssl version | cut -d' ' -f1-2) (as in wrk) negotiates:"
         cat "$TMP/tls/negotiated.txt"
@@ -547,6 +571,17 @@ run_tls_scenario tls-new fresh / -t2 -c50 -H "Connection: close"
 
 log "scenario 7: TLS, new connection + resumed handshake per request (-H 'Connection: close', session tickets)"
 run_tls_scenario tls-resume count / -t2 -c50 -H "Connection: close"
+
+# Scenario 8 last: it runs its own instances (one worker each) under valgrind,
+# against the same backend. In the background + wait, so that an interrupt
+# reaches cleanup at once (which then stops callgrind.sh, and it its processes).
+if [[ "${CALLGRIND:-1}" != 0 ]]; then
+    CG_BACKEND="$BE1 $BE2" CG_RESULTS="$RESULTS" CG_DIR="$TMP/callgrind" FORKLB_BIN="$TMP/forklb" \
+        bash "$HERE/callgrind.sh" &
+    CG_PID=$!
+    PIDS+=("$CG_PID")
+    wait "$CG_PID" || echo "      !! callgrind scenario failed (exit $?)"
+fi
 
 # Anything forklb logged at warn or above during the run is worth seeing.
 for f in "$TMP/forklb-conf/error.log" "$TMP/forklb-tls/error.log"; do
