@@ -40,6 +40,7 @@ pub struct Env<'a> {
     pub registry: &'a Registry,
     pub bufs: &'a mut BufPool,
     pub heads: &'a mut VecPool,
+    pub exchanges: &'a mut ExchangeSpares,
     pub balancers: &'a mut [Balancer],
     pub pool: &'a mut Pool,
     /// Which connection uses each upstream socket (by upstream slot).
@@ -165,11 +166,36 @@ static IDLE_EXCHANGE: Exchange = Exchange::new();
 impl ExchangeSlot {
     const IDLE: ExchangeSlot = ExchangeSlot(None);
 
-    /// Back to the defaults, without holding memory.
-    fn clear(&mut self) {
-        self.0 = None;
+    /// A fresh exchange for a new request, in a recycled box.
+    fn begin(&mut self, spares: &mut ExchangeSpares) {
+        let mut ex = self
+            .0
+            .take()
+            .or_else(|| spares.0.pop())
+            .unwrap_or_else(|| Box::new(Exchange::new()));
+        *ex = Exchange::new();
+        self.0 = Some(ex);
+    }
+
+    /// Back to the defaults; the box goes back to the worker's spares.
+    fn end(&mut self, spares: &mut ExchangeSpares) {
+        if let Some(ex) = self.0.take() {
+            if spares.0.len() < MAX_SPARE_EXCHANGES {
+                spares.0.push(ex);
+            }
+        }
     }
 }
+
+/// Exchange boxes kept by a worker for reuse: a request then costs no heap
+/// allocation for its state (callgrind: ~450 instructions per request).
+// Boxes on purpose: they move into and out of connections whole.
+#[allow(clippy::vec_box)]
+#[derive(Default)]
+pub struct ExchangeSpares(Vec<Box<Exchange>>);
+
+/// At most this many spare exchanges (432 bytes each) per worker.
+const MAX_SPARE_EXCHANGES: usize = 1024;
 
 impl std::ops::Deref for ExchangeSlot {
     type Target = Exchange;
@@ -480,6 +506,7 @@ impl Conn {
                 self.log_request(env);
             }
             self.drop_upstream(env);
+            self.ex.end(env.exchanges);
             if let Some(b) = self.input.take() {
                 env.bufs.put(b);
             }
@@ -573,7 +600,7 @@ impl Conn {
                     self.peer,
                     info.head_len
                 );
-                self.ex.clear();
+                self.ex.begin(env.exchanges);
                 if env.access.enabled() {
                     self.capture_record(env, &req, info.minor);
                 }
@@ -582,7 +609,7 @@ impl Conn {
             Ok(request::Parsed::Complete(req, info)) => (req, info),
             Err(e) => {
                 log::info!("client {} sent an invalid request: {}", self.peer, e.reason);
-                self.ex.clear();
+                self.ex.begin(env.exchanges);
                 if env.access.enabled() {
                     let empty = httparse::Request::new(&mut []);
                     self.capture_record(env, &empty, 1);
@@ -590,7 +617,7 @@ impl Conn {
                 return self.reject(env, e.status);
             }
         };
-        self.ex.clear();
+        self.ex.begin(env.exchanges);
         if env.access.enabled() {
             self.capture_record(env, &req, info.minor);
         }
@@ -1488,7 +1515,7 @@ impl Conn {
         self.phase = Phase::ReadHead;
         self.head_started = false;
         self.served += 1;
-        self.ex.clear();
+        self.ex.end(env.exchanges);
         let pipelined = self.input.as_ref().is_some_and(|b| !b.is_empty());
         self.input_fresh = pipelined;
         if pipelined {

@@ -7,7 +7,7 @@ mod io;
 mod pool;
 mod stream;
 
-pub use conn::{Conn, Env, Outcome};
+pub use conn::{Conn, Env, ExchangeSpares, Outcome};
 pub use pool::Pool;
 pub use stream::Stream;
 

@@ -17,7 +17,7 @@ use crate::access_log::{self, AccessLog};
 use crate::balance::Balancer;
 use crate::buffer::{BufPool, VecPool};
 use crate::net;
-use crate::proxy::{self, Conn, Env, Outcome, Pool, Side};
+use crate::proxy::{self, Conn, Env, ExchangeSpares, Outcome, Pool, Side};
 use crate::route::Runtime;
 use crate::signals::{self, SignalSet};
 use mio::net::UnixStream;
@@ -81,6 +81,7 @@ struct Worker {
     timers: Timers,
     bufs: BufPool,
     heads: VecPool,
+    exchanges: ExchangeSpares,
     balancers: Vec<Balancer>,
     pool: Pool,
     /// Upstream socket slot → owning connection slot (or POOLED).
@@ -169,6 +170,7 @@ impl Worker {
             timers: Timers::default(),
             bufs: BufPool::new(buf_size, 1024, LARGE_BUFS_PER_WORKER),
             heads: VecPool::new(1024, 1024),
+            exchanges: ExchangeSpares::default(),
             balancers,
             signals,
             channel,
@@ -273,6 +275,7 @@ impl Worker {
             registry: self.poll.registry(),
             bufs: &mut self.bufs,
             heads: &mut self.heads,
+            exchanges: &mut self.exchanges,
             balancers: &mut self.balancers,
             pool: &mut self.pool,
             up_owners: &mut self.up_owners,
@@ -538,6 +541,7 @@ impl Worker {
             poll,
             bufs,
             heads,
+            exchanges,
             balancers,
             pool,
             up_owners,
@@ -556,6 +560,7 @@ impl Worker {
             registry: poll.registry(),
             bufs,
             heads,
+            exchanges,
             balancers,
             pool,
             up_owners,
