@@ -527,3 +527,53 @@ fn large_response_cut_short_by_the_upstream_closes_the_client_connection() {
         .expect("next request");
     assert_eq!((r.status, r.body_str().as_str()), (200, "b1"), "{r:?}");
 }
+
+/// The server's last bytes and its FIN usually arrive together, in one
+/// event: a short read must not be taken for "drained" then, or the end of
+/// a close-delimited body would only be noticed at the read timeout.
+#[test]
+fn small_close_delimited_response_ends_when_the_server_closes() {
+    let resp = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nshort body".to_vec();
+    let b1 = scripted("b1", vec![Script::new("/eof", &resp, Then::Close)]);
+    let lb = Forklb::start(&proxy_config_for(1, &[&b1]));
+
+    for i in 0..20 {
+        let mut c = Conn::open(lb.port()).expect("connect");
+        c.set_read_timeout(Duration::from_secs(2));
+        c.send(b"GET /eof HTTP/1.1\r\nHost: x\r\n\r\n")
+            .expect("send");
+        let head = c.read_next_head().expect("response head");
+        assert_eq!(head.status, 200, "{head:?}");
+        let got = c
+            .read_to_end()
+            .unwrap_or_else(|e| panic!("request {i}: body not ended by the server's close: {e}"));
+        assert_eq!(got, b"short body", "request {i}");
+    }
+}
+
+/// A client that sends its request and at once closes its sending half
+/// (`shutdown(SHUT_WR)`, as `nc -N` does) still gets the whole response.
+#[test]
+fn request_followed_by_the_clients_fin_is_answered() {
+    let b1 = scripted(
+        "b1",
+        vec![Script::new(
+            "/x",
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+            Then::Close,
+        )],
+    );
+    let lb = Forklb::start(&proxy_config_for(1, &[&b1]));
+    for i in 0..20 {
+        let mut c = Conn::open(lb.port()).expect("connect");
+        c.set_read_timeout(Duration::from_secs(2));
+        c.send(b"GET /x HTTP/1.1\r\nHost: x\r\n\r\n").expect("send");
+        c.stream()
+            .shutdown(std::net::Shutdown::Write)
+            .expect("shutdown");
+        let head = c
+            .read_next_head()
+            .unwrap_or_else(|e| panic!("request {i}: no response after the client's FIN: {e}"));
+        assert_eq!(head.status, 200, "request {i}: {head:?}");
+    }
+}

@@ -103,6 +103,8 @@ pub enum RelayStep {
 pub struct Ends<'a> {
     pub src: &'a mut Stream,
     pub src_ready: &'a mut bool,
+    /// The source's last event reported its FIN or an error.
+    pub src_hup: bool,
     pub buf: &'a mut Option<Buf>,
     pub dst: &'a mut Stream,
     pub dst_ready: &'a mut bool,
@@ -193,7 +195,8 @@ impl Relay {
             pool.upgrade(ends.buf);
         }
         let buf = ends.buf.get_or_insert_with(|| pool.get());
-        match io::read(ends.src, buf.spare(), ends.src_ready) {
+        let drains = io::drains_when_short(ends.src, ends.src_hup);
+        match io::read(ends.src, buf.spare(), ends.src_ready, drains) {
             Io::Done(n) => {
                 buf.filled(n);
                 RelayStep::Progress

@@ -219,6 +219,9 @@ struct Upstream {
     addr: SocketAddr,
     readable: bool,
     writable: bool,
+    /// An event reported the server's FIN or an error (see
+    /// `io::drains_when_short`).
+    hup: bool,
     input: Option<Buf>,
     input_fresh: bool,
     head: Vec<u8>,
@@ -247,6 +250,9 @@ pub struct Conn {
     listener: usize,
     c_readable: bool,
     c_writable: bool,
+    /// An event reported the client's FIN or an error (see
+    /// `io::drains_when_short`).
+    c_hup: bool,
     input: Option<Buf>,
     input_fresh: bool,
     out: Option<Vec<u8>>,
@@ -330,6 +336,7 @@ impl Conn {
             // Data often arrives with the connection: try reading at once.
             c_readable: true,
             c_writable: true,
+            c_hup: false,
             input: None,
             input_fresh: false,
             out: None,
@@ -394,15 +401,18 @@ impl Conn {
     pub fn on_event(&mut self, side: Side, ev: &mio::event::Event, env: &mut Env) -> Outcome {
         let r = ev.is_readable() || ev.is_read_closed() || ev.is_error();
         let w = ev.is_writable() || ev.is_write_closed() || ev.is_error();
+        let hup = ev.is_read_closed() || ev.is_error();
         match side {
             Side::Client => {
                 self.c_readable |= r;
                 self.c_writable |= w;
+                self.c_hup |= hup;
             }
             Side::Upstream => {
                 if let Some(up) = self.up.as_mut() {
                     up.readable |= r;
                     up.writable |= w;
+                    up.hup |= hup;
                 }
             }
         }
@@ -540,7 +550,8 @@ impl Conn {
             return Ok(false);
         }
         let buf = self.input.get_or_insert_with(|| env.bufs.get());
-        match io::read(&mut self.client, buf.spare(), &mut self.c_readable) {
+        let drains = io::drains_when_short(&self.client, self.c_hup);
+        match io::read(&mut self.client, buf.spare(), &mut self.c_readable, drains) {
             Io::Done(n) => {
                 buf.filled(n);
                 self.input_fresh = true;
@@ -887,6 +898,7 @@ impl Conn {
                     // by the server while it is ours arrives as an event.
                     readable: false,
                     writable: reused,
+                    hup: false,
                     input: None,
                     input_fresh: false,
                     head,
@@ -1106,6 +1118,7 @@ impl Conn {
                 &mut Ends {
                     src: &mut self.client,
                     src_ready: &mut self.c_readable,
+                    src_hup: self.c_hup,
                     buf: &mut self.input,
                     dst: &mut up.sock,
                     dst_ready: &mut up.writable,
@@ -1219,7 +1232,8 @@ impl Conn {
             self.drop_upstream(env);
             return self.respond_error(env, 502, false);
         }
-        match io::read(&mut up.sock, buf.spare(), &mut up.readable) {
+        let drains = io::drains_when_short(&up.sock, up.hup);
+        match io::read(&mut up.sock, buf.spare(), &mut up.readable, drains) {
             Io::Done(n) => {
                 buf.filled(n);
                 up.input_fresh = true;
@@ -1376,6 +1390,7 @@ impl Conn {
             &mut Ends {
                 src: &mut up.sock,
                 src_ready: &mut up.readable,
+                src_hup: up.hup,
                 buf: &mut up.input,
                 dst: &mut self.client,
                 dst_ready: &mut self.c_writable,
@@ -1687,6 +1702,7 @@ impl Conn {
                 Ends {
                     src: &mut self.client,
                     src_ready: &mut self.c_readable,
+                    src_hup: self.c_hup,
                     buf: &mut self.input,
                     dst: &mut up.sock,
                     dst_ready: &mut up.writable,
@@ -1700,6 +1716,7 @@ impl Conn {
                 Ends {
                     src: &mut up.sock,
                     src_ready: &mut up.readable,
+                    src_hup: up.hup,
                     buf: &mut up.input,
                     dst: &mut self.client,
                     dst_ready: &mut self.c_writable,

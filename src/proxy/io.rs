@@ -14,12 +14,20 @@ pub enum Io {
     Failed(io::Error),
 }
 
-pub fn read<S: Read>(sock: &mut S, into: &mut [u8], ready: &mut bool) -> Io {
+/// `drains`: a read that returns less than asked proves the socket empty
+/// (see `drains_when_short`); then the flag is cleared at once, saving the
+/// read that would only return `EAGAIN` (one syscall per request).
+pub fn read<S: Read>(sock: &mut S, into: &mut [u8], ready: &mut bool, drains: bool) -> Io {
     debug_assert!(!into.is_empty(), "read into a full buffer looks like EOF");
     loop {
         return match sock.read(into) {
             Ok(0) => Io::Eof,
-            Ok(n) => Io::Done(n),
+            Ok(n) => {
+                if drains && n < into.len() {
+                    *ready = false;
+                }
+                Io::Done(n)
+            }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                 *ready = false;
                 Io::Blocked
@@ -28,6 +36,18 @@ pub fn read<S: Read>(sock: &mut S, into: &mut [u8], ready: &mut bool) -> Io {
             Err(e) => Io::Failed(e),
         };
     }
+}
+
+/// Whether a short read from this stream means its socket is drained, so
+/// that waiting for the next event is safe. True for a plain TCP socket
+/// under edge-triggered epoll (Linux reports every later arrival of data as
+/// a new event) unless the last event reported the peer's FIN or an error
+/// (`hup`): that event was the last one, so the socket is read until it
+/// says end of stream. False for TLS: rustls may hold more records than one
+/// read returns, and no event would announce them (nginx does the same with
+/// EPOLLRDHUP: `rev->ready = 0` after a short read unless EOF is pending).
+pub fn drains_when_short(sock: &super::Stream, hup: bool) -> bool {
+    !hup && matches!(sock, super::Stream::Plain(_))
 }
 
 /// `writev`: several buffers in one syscall.
