@@ -871,6 +871,57 @@ def ratio(a, b):
     return f"{a / b:.2f}"
 
 
+def cmd_scrape(port):
+    """Prints forklb's "accept_wakeups connections" totals from /metrics."""
+    with socket.create_connection(("127.0.0.1", int(port)), timeout=5) as s:
+        s.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        data = b""
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    vals = {}
+    for line in data.decode(errors="replace").splitlines():
+        parts = line.split()
+        if len(parts) == 2 and parts[0] in ("forklb_accept_wakeups_total",
+                                            "forklb_connections_total"):
+            vals[parts[0]] = int(float(parts[1]))
+    print(vals.get("forklb_accept_wakeups_total", ""), vals.get("forklb_connections_total", ""))
+    return 0
+
+
+def cmd_accept(results, before, after):
+    """Records forklb's accept wake-ups per accepted connection between two scrapes."""
+    rec = {"scen": "accept", "proxy": "forklb", "round": 1, "problems": []}
+    try:
+        (w0, c0), (w1, c1) = [tuple(int(x) for x in s.split()) for s in (before, after)]
+        rec.update(wakeups=w1 - w0, conns=c1 - c0,
+                   per_conn=(w1 - w0) / (c1 - c0) if c1 > c0 else None)
+    except ValueError:
+        rec["problems"].append(f"could not read forklb's /metrics (before {before!r}, after {after!r})")
+    with open(results, "a") as f:
+        f.write(json.dumps(rec) + "\n")
+    return 0
+
+
+def accept_section(recs):
+    rs = [r for r in recs if r["scen"] == "accept"]
+    if not rs:
+        return [], []
+    r = rs[-1]
+    out = ["", "9. accept wake-ups per accepted connection (forklb, over scenario 2)",
+           "   forklb_accept_wakeups_total / forklb_connections_total: how often a worker woke",
+           "   for a listener per connection it got. <= 1: no thundering herd."]
+    if r.get("per_conn") is not None:
+        out.append(f"  wake-ups/conn      {r['per_conn']:.2f}   "
+                   f"({r['wakeups']:,} wake-ups, {r['conns']:,} connections)")
+    else:
+        out.append("  wake-ups/conn      n/a")
+    return out, [f"  [accept] {p}" for p in r["problems"]]
+
+
 def cmd_summary(results, headerfile):
     recs = [json.loads(l) for l in open(results) if l.strip()]
     out = [open(headerfile).read().rstrip("\n"), ""]
@@ -920,10 +971,13 @@ def cmd_summary(results, headerfile):
     cg_lines, cg_problems = callgrind_section(recs)
     out += cg_lines
     all_problems += cg_problems
+    acc_lines, acc_problems = accept_section(recs)
+    out += acc_lines
+    all_problems += acc_problems
     out += ["", "Problems:" if all_problems else "Problems: none (no non-2xx responses, "
             "no socket errors, no worker restarts)"]
     out += all_problems
-    timed = [r for r in recs if r["scen"] != "callgrind"]
+    timed = [r for r in recs if r["scen"] not in ("callgrind", "accept")]
     noisy = [r for r in timed if (r.get("other_cpu_pct") or 0) > NOISY_PCT]
     retried = sum(1 for r in timed if r.get("attempts", 1) > 1)
     if noisy or retried:
@@ -946,6 +1000,8 @@ def cmd_summary(results, headerfile):
                 d += f" (best of {r['attempts']} attempts)"
         elif r["scen"] == "callgrind":
             d = callgrind_detail(r)
+        elif r["scen"] == "accept":
+            continue
         elif r["scen"] == "idle":
             bpc = r.get("bytes_per_conn")
             d = (f"{r['opened']:>6} conns ({r['alive']} alive)  "
@@ -968,7 +1024,8 @@ def main(argv):
     fn = {"freeports": cmd_freeports, "waitport": cmd_waitport, "procs": cmd_procs,
           "check": cmd_check, "tlsinfo": cmd_tlsinfo, "idle": cmd_idle,
           "summary": cmd_summary, "requests": cmd_requests, "cgrun": cmd_cgrun,
-          "cgresult": cmd_cgresult, "cgtable": cmd_cgtable}[cmd]
+          "cgresult": cmd_cgresult, "cgtable": cmd_cgtable,
+          "scrape": cmd_scrape, "accept": cmd_accept}[cmd]
     return fn(*args) or 0
 
 

@@ -40,6 +40,10 @@
 # (Ir(N2) - Ir(N1)) / (N2 - N1) over all its processes (master + worker), so
 # start-up and shutdown cancel. Kernel work is not counted.
 #
+# Section 9: forklb's accept wake-ups per accepted connection over scenario 2,
+# from its own counters (forklb_accept_wakeups_total / forklb_connections_total,
+# read from a metrics listener on a separate port).
+#
 # Everything listens on 127.0.0.1, on free ports (below the ephemeral range)
 # picked at start; all state is in a mktemp -d directory; every process we
 # start is killed on exit.
@@ -134,7 +138,7 @@ if ((NOFILE < IDLE_CONNS + 200)); then
 fi
 
 # Free ports: backend pair, then one per proxy, then one per proxy's TLS instance.
-read -r BE1 BE2 P_FORKLB P_NGINX P_HAPROXY T_FORKLB T_NGINX T_HAPROXY < <($HELP freeports 8)
+read -r BE1 BE2 P_FORKLB P_NGINX P_HAPROXY T_FORKLB T_NGINX T_HAPROXY M_FORKLB < <($HELP freeports 9)
 
 # 1 MiB static body for /1m.
 mkdir -p "$TMP/www" "$TMP/backend" "$TMP/forklb-conf" "$TMP/nginx" "$TMP/haproxy" "$TMP/raw" \
@@ -242,6 +246,11 @@ listeners:
   - name: bench
     bind: ["127.0.0.1:$P_FORKLB"]
     routes: [{upstream: be}]
+  # Its own port, so the measured listener's routes stay as they are: the
+  # accept wake-up counters are read from here around scenario 2.
+  - name: metrics
+    bind: ["127.0.0.1:$M_FORKLB"]
+    routes: [{path: /metrics, metrics: prometheus}]
 upstreams:
   be:
     keepalive: 32
@@ -558,7 +567,11 @@ log "scenario 1: small responses, keep-alive (wrk -t2 -c50)"
 run_scenario keepalive / -t2 -c50
 
 log "scenario 2: new connection per request (wrk -t2 -c50 -H 'Connection: close')"
+ACCEPT_BEFORE=$($HELP scrape "$M_FORKLB" || echo "")
 run_scenario close / -t2 -c50 -H "Connection: close"
+# forklb's accept wake-ups per accepted connection over scenario 2 (its
+# counters; nginx and HAProxy have none to compare with).
+$HELP accept "$RESULTS" "$ACCEPT_BEFORE" "$($HELP scrape "$M_FORKLB" || echo "")"
 
 log "scenario 3: 1 MiB bodies (wrk -t2 -c10 /1m)"
 run_scenario 1m /1m -t2 -c10
