@@ -949,8 +949,8 @@ fn plaintext_and_stalled_handshakes_only_affect_their_own_connection() {
     let mut good = connect(port, Some("a.test"));
     assert_eq!(good.get("/before").expect("GET before").status, 200);
 
-    // Plain HTTP on the TLS port: closed (maybe after an alert or an error
-    // response), never proxied.
+    // Plain HTTP on the TLS port: answered 400 in plain text and closed,
+    // never proxied.
     let mut plain = Conn::open(port).expect("connect");
     plain.set_read_timeout(Duration::from_secs(5));
     plain
@@ -968,7 +968,13 @@ fn plaintext_and_stalled_handshakes_only_affect_their_own_connection() {
         t.elapsed()
     );
     let text = String::from_utf8_lossy(&got);
-    eprintln!("plain HTTP on the TLS port answered with {text:?}");
+    // As nginx: a plain 400 that says what happened, then close.
+    assert!(
+        text.starts_with("HTTP/1.1 400 Bad Request\r\n")
+            && text.contains("Connection: close\r\n")
+            && text.ends_with("The plain HTTP request was sent to HTTPS port\n"),
+        "plain HTTP on the TLS port answered with {text:?}"
+    );
     assert!(
         !text.contains(" 200 ") && !text.contains("b1"),
         "plain HTTP on the TLS port was served: {text:?}"

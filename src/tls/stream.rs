@@ -93,6 +93,9 @@ impl TlsStream {
             match self.conn.read_tls(&mut self.sock) {
                 Ok(n) => {
                     if let Err(e) = self.conn.process_new_packets() {
+                        if self.is_plain_http(&e) {
+                            return Err(self.answer_plain_http());
+                        }
                         let _ = self.flush_tls();
                         return Err(tls_error(e));
                     }
@@ -102,6 +105,40 @@ impl TlsStream {
                 Err(e) => return Err(e),
             }
         }
+    }
+
+    /// A client spoke something other than TLS to our TLS port before any
+    /// TLS record: rustls rejects the first byte as a record type. nginx
+    /// takes any such first byte for plain HTTP, and so do we.
+    fn is_plain_http(&self, e: &rustls::Error) -> bool {
+        matches!(self.conn, Connection::Server(_))
+            && self.conn.is_handshaking()
+            && matches!(
+                e,
+                rustls::Error::InvalidMessage(rustls::InvalidMessage::InvalidContentType)
+            )
+    }
+
+    /// Answers a plain HTTP request on the TLS port as nginx does — a
+    /// plain `400` saying so, instead of a TLS alert the client cannot
+    /// read — and returns the error that closes the connection. One
+    /// best-effort write: the socket was just accepted, so it has room.
+    fn answer_plain_http(&mut self) -> io::Error {
+        let mut out = Vec::with_capacity(256);
+        crate::http::errors::write_response(
+            &mut out,
+            400,
+            "text/plain",
+            b"",
+            b"The plain HTTP request was sent to HTTPS port\n",
+            false,
+            false,
+        );
+        let _ = self.sock.write(&out);
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            "plain HTTP request sent to the TLS port (answered 400)",
+        )
     }
 
     /// Drives the handshake as far as the socket allows. Ok(true) once it
