@@ -195,8 +195,7 @@ impl Relay {
             pool.upgrade(ends.buf);
         }
         let buf = ends.buf.get_or_insert_with(|| pool.get());
-        let drains = io::drains_when_short(ends.src, ends.src_hup);
-        match io::read(ends.src, buf.spare(), ends.src_ready, drains) {
+        match io::read(ends.src, buf.spare(), ends.src_ready, ends.src_hup) {
             Io::Done(n) => {
                 buf.filled(n);
                 RelayStep::Progress

@@ -157,7 +157,8 @@ impl Exchange {
 /// The per-request state lives on the heap only while a request is in
 /// flight, so that an idle keep-alive connection holds a pointer for it, not
 /// the state itself (see the idle-memory target in the README). Reads while
-/// idle see the defaults; the first write allocates; `clear` frees.
+/// idle see the defaults; `begin` takes a box from the worker's spares
+/// (the first write allocates one if nothing began), `end` gives it back.
 struct ExchangeSlot(Option<Box<Exchange>>);
 
 /// What an idle connection's exchange reads as.
@@ -550,8 +551,12 @@ impl Conn {
             return Ok(false);
         }
         let buf = self.input.get_or_insert_with(|| env.bufs.get());
-        let drains = io::drains_when_short(&self.client, self.c_hup);
-        match io::read(&mut self.client, buf.spare(), &mut self.c_readable, drains) {
+        match io::read(
+            &mut self.client,
+            buf.spare(),
+            &mut self.c_readable,
+            self.c_hup,
+        ) {
             Io::Done(n) => {
                 buf.filled(n);
                 self.input_fresh = true;
@@ -1232,8 +1237,7 @@ impl Conn {
             self.drop_upstream(env);
             return self.respond_error(env, 502, false);
         }
-        let drains = io::drains_when_short(&up.sock, up.hup);
-        match io::read(&mut up.sock, buf.spare(), &mut up.readable, drains) {
+        match io::read(&mut up.sock, buf.spare(), &mut up.readable, up.hup) {
             Io::Done(n) => {
                 buf.filled(n);
                 up.input_fresh = true;

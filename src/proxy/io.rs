@@ -1,7 +1,9 @@
 //! Non-blocking read/write on edge-triggered sockets. Readiness is tracked
-//! in a flag per direction that an event sets and only `WouldBlock` clears,
-//! so no edge is ever lost.
+//! in a flag per direction that an event sets and that `WouldBlock` (or a
+//! read proving the socket drained, see `drains_when_short`) clears, so no
+//! edge is ever lost.
 
+use super::Stream;
 use std::io::{self, Read, Write};
 
 pub enum Io {
@@ -14,11 +16,14 @@ pub enum Io {
     Failed(io::Error),
 }
 
-/// `drains`: a read that returns less than asked proves the socket empty
-/// (see `drains_when_short`); then the flag is cleared at once, saving the
-/// read that would only return `EAGAIN` (one syscall per request).
-pub fn read<S: Read>(sock: &mut S, into: &mut [u8], ready: &mut bool, drains: bool) -> Io {
+/// `hup`: the socket's last event reported the peer's FIN or an error.
+/// Unless it did, a read from a plain socket that returns less than asked
+/// proves the socket empty (see `drains_when_short`): the flag is cleared at
+/// once, saving the read that would only return `EAGAIN` (one syscall per
+/// request).
+pub fn read(sock: &mut Stream, into: &mut [u8], ready: &mut bool, hup: bool) -> Io {
     debug_assert!(!into.is_empty(), "read into a full buffer looks like EOF");
+    let drains = drains_when_short(sock, hup);
     loop {
         return match sock.read(into) {
             Ok(0) => Io::Eof,
@@ -46,8 +51,8 @@ pub fn read<S: Read>(sock: &mut S, into: &mut [u8], ready: &mut bool, drains: bo
 /// says end of stream. False for TLS: rustls may hold more records than one
 /// read returns, and no event would announce them (nginx does the same with
 /// EPOLLRDHUP: `rev->ready = 0` after a short read unless EOF is pending).
-pub fn drains_when_short(sock: &super::Stream, hup: bool) -> bool {
-    !hup && matches!(sock, super::Stream::Plain(_))
+fn drains_when_short(sock: &Stream, hup: bool) -> bool {
+    !hup && matches!(sock, Stream::Plain(_))
 }
 
 /// `writev`: several buffers in one syscall.
