@@ -51,19 +51,12 @@ CG_MODES=(${CG_MODES:-ka close})
 STANDALONE=0; [[ -z "${CG_BACKEND:-}" ]] && STANDALONE=1
 
 log() { printf '==> %s\n' "$*"; }
+# shellcheck source=bench/common.sh
+source "$HERE/common.sh"
 
 # ---------------------------------------------------------------- tools (alone only)
 if ((STANDALONE)); then
-    missing=()
-    command -v valgrind >/dev/null || missing+=(valgrind)
-    command -v nginx    >/dev/null || missing+=(nginx-light)
-    command -v haproxy  >/dev/null || missing+=(haproxy)
-    command -v python3  >/dev/null || missing+=(python3)
-    if ((${#missing[@]})); then
-        SUDO=; [[ $(id -u) == 0 ]] || SUDO=sudo
-        log "installing ${missing[*]}"
-        $SUDO apt-get update -qq && $SUDO apt-get install -y -qq "${missing[@]}"
-    fi
+    install_missing valgrind:valgrind nginx:nginx-light haproxy:haproxy python3:python3
 fi
 command -v valgrind >/dev/null || { echo "valgrind is not installed" >&2; exit 1; }
 
@@ -125,24 +118,7 @@ FORKLB=$DIR/forklb
 if ((STANDALONE)); then
     read -r BE1 BE2 < <($HELP freeports 2)
     mkdir -p "$DIR/backend"
-    cat > "$DIR/backend/nginx.conf" <<EOF
-daemon off;
-worker_processes 1;
-pid $DIR/backend/nginx.pid;
-error_log $DIR/backend/error.log warn;
-events { worker_connections 1024; }
-http {
-    access_log off;
-    keepalive_requests 100000;
-    keepalive_timeout 75s;
-    default_type text/plain;
-    server {
-        listen 127.0.0.1:$BE1;
-        listen 127.0.0.1:$BE2;
-        location = / { return 200 "hello\n"; }
-    }
-}
-EOF
+    write_backend_conf "$DIR/backend" "$BE1" "$BE2" "$DIR/www"
     log "starting backend nginx on 127.0.0.1:$BE1 and :$BE2"
     nginx -p "$DIR/backend/" -c "$DIR/backend/nginx.conf" -e "$DIR/backend/error.log" \
         >"$DIR/backend/stdout" 2>&1 &

@@ -67,6 +67,8 @@ IDLE_CONNS=${IDLE_CONNS:-10000}
 [[ "$ROUNDS" =~ ^[1-9][0-9]*$ ]] || { echo "ROUNDS must be a positive integer" >&2; exit 1; }
 
 log() { printf '==> %s\n' "$*"; }
+# shellcheck source=bench/common.sh
+source "$HERE/common.sh"
 
 if [[ -n "${ONLY:-}" ]]; then
     [[ "$ONLY" == callgrind ]] || { echo "ONLY=callgrind is the only choice" >&2; exit 1; }
@@ -75,20 +77,11 @@ fi
 
 # ---------------------------------------------------------------- tools
 # Install only what is missing (a fresh Debian/Ubuntu machine has none of them).
-missing=()
-command -v nginx   >/dev/null || missing+=(nginx-light)
-command -v haproxy >/dev/null || missing+=(haproxy)
-command -v wrk     >/dev/null || missing+=(wrk)
-command -v python3 >/dev/null || missing+=(python3)
-command -v openssl >/dev/null || missing+=(openssl)
-# The TLS handshake shim for wrk (see below) is a few lines of C.
-command -v cc      >/dev/null || missing+=(gcc libc6-dev)
-[[ "${CALLGRIND:-1}" == 0 ]] || command -v valgrind >/dev/null || missing+=(valgrind)
-if ((${#missing[@]})); then
-    SUDO=; [[ $(id -u) == 0 ]] || SUDO=sudo
-    log "installing ${missing[*]}"
-    $SUDO apt-get update -qq && $SUDO apt-get install -y -qq "${missing[@]}"
-fi
+# The TLS handshake shim for wrk (see below) is a few lines of C: cc.
+tools=(nginx:nginx-light haproxy:haproxy wrk:wrk python3:python3 openssl:openssl
+       "cc:gcc libc6-dev")
+[[ "${CALLGRIND:-1}" == 0 ]] || tools+=(valgrind:valgrind)
+install_missing "${tools[@]}"
 
 if [[ -z "${FORKLB_BIN:-}" ]]; then
     log "building forklb (cargo build --release)"
@@ -212,28 +205,7 @@ cc -O2 -shared -fPIC -o "$TMP/tls/shim.so" "$TMP/tls/shim.c" -ldl \
     || { echo "cannot compile the TLS shim for wrk" >&2; exit 1; }
 
 # ---------------------------------------------------------------- backend pair (nginx)
-# One nginx process serves both backend ports; keep-alive is generous so the
-# proxies' pooled connections are never closed under them.
-cat > "$TMP/backend/nginx.conf" <<EOF
-daemon off;
-worker_processes 1;
-pid $TMP/backend/nginx.pid;
-error_log $TMP/backend/error.log warn;
-events { worker_connections 16384; }
-http {
-    access_log off;
-    keepalive_requests 100000;
-    keepalive_timeout 75s;
-    default_type text/plain;
-    server {
-        listen 127.0.0.1:$BE1 backlog=4096;
-        listen 127.0.0.1:$BE2 backlog=4096;
-        root $TMP/www;
-        location = / { return 200 "hello\n"; }
-        location = /1m { default_type application/octet-stream; }
-    }
-}
-EOF
+write_backend_conf "$TMP/backend" "$BE1" "$BE2" "$TMP/www"
 
 # ---------------------------------------------------------------- forklb
 cat > "$TMP/forklb-conf/forklb.yaml" <<EOF
