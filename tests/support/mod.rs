@@ -135,9 +135,10 @@ fn invalid(msg: impl Into<String>) -> io::Error {
 /// A message head: the start line and the header fields in order.
 type Head = (String, Vec<(String, String)>);
 
-/// A socket with a read buffer, for reading HTTP messages one at a time.
-struct Wire {
-    stream: TcpStream,
+/// A stream with a read buffer, for reading HTTP messages one at a time:
+/// a TCP socket, or (tests/support/tls.rs) a TLS session over one.
+struct Wire<S = TcpStream> {
+    stream: S,
     buf: Vec<u8>,
     /// Counts every byte read from the socket (backends: "received nothing").
     counter: Option<Arc<AtomicUsize>>,
@@ -154,7 +155,9 @@ impl Wire {
             counter: None,
         })
     }
+}
 
+impl<S: Read> Wire<S> {
     /// Reads more bytes into the buffer; returns how many (0 at EOF).
     fn fill(&mut self) -> io::Result<usize> {
         let mut chunk = [0u8; 64 * 1024];
@@ -301,6 +304,61 @@ impl Wire {
         while self.fill()? != 0 {}
         Ok(std::mem::take(&mut self.buf))
     }
+
+    /// Reads a message body framed by `headers` (request: no body without
+    /// Content-Length or chunked; response: until EOF).
+    fn read_body(&mut self, headers: &[(String, String)], response: bool) -> io::Result<Vec<u8>> {
+        if has_token(headers, "transfer-encoding", "chunked") {
+            self.read_chunked()
+        } else if let Some(cl) = header_value(headers, "content-length") {
+            let n: usize = cl
+                .parse()
+                .map_err(|_| invalid(format!("bad Content-Length {cl:?}")))?;
+            self.read_exact_body(n)
+        } else if response {
+            self.read_to_eof()
+        } else {
+            Ok(Vec::new())
+        }
+    }
+
+    /// Reads the next final response (1xx skipped); `head_request`: the
+    /// request was a HEAD, so the response has no body.
+    fn read_response(&mut self, head_request: bool) -> io::Result<Response> {
+        loop {
+            let (start, headers) = self.read_head()?.ok_or_else(|| {
+                io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "connection closed before a response",
+                )
+            })?;
+            let mut parts = start.splitn(3, ' ');
+            let version = parts.next().unwrap_or("").to_owned();
+            let status: u16 = parts
+                .next()
+                .and_then(|s| s.parse().ok())
+                .ok_or_else(|| invalid(format!("bad status line {start:?}")))?;
+            let reason = parts.next().unwrap_or("").to_owned();
+            if !version.starts_with("HTTP/1.") {
+                return Err(invalid(format!("bad status line {start:?}")));
+            }
+            if (100..200).contains(&status) {
+                continue;
+            }
+            let body = if head_request || status == 204 || status == 304 {
+                Vec::new()
+            } else {
+                self.read_body(&headers, true)?
+            };
+            return Ok(Response {
+                version,
+                status,
+                reason,
+                headers,
+                body,
+            });
+        }
+    }
 }
 
 fn parse_head(head: &[u8]) -> io::Result<Head> {
@@ -388,46 +446,7 @@ impl Conn {
     }
 
     fn read_response_to(&mut self, head_request: bool) -> io::Result<Response> {
-        loop {
-            let (start, headers) = self.wire.read_head()?.ok_or_else(|| {
-                io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    "connection closed before a response",
-                )
-            })?;
-            let mut parts = start.splitn(3, ' ');
-            let version = parts.next().unwrap_or("").to_owned();
-            let status: u16 = parts
-                .next()
-                .and_then(|s| s.parse().ok())
-                .ok_or_else(|| invalid(format!("bad status line {start:?}")))?;
-            let reason = parts.next().unwrap_or("").to_owned();
-            if !version.starts_with("HTTP/1.") {
-                return Err(invalid(format!("bad status line {start:?}")));
-            }
-            if (100..200).contains(&status) {
-                continue;
-            }
-            let body = if head_request || status == 204 || status == 304 {
-                Vec::new()
-            } else if has_token(&headers, "transfer-encoding", "chunked") {
-                self.wire.read_chunked()?
-            } else if let Some(cl) = header_value(&headers, "content-length") {
-                let n: usize = cl
-                    .parse()
-                    .map_err(|_| invalid(format!("bad Content-Length {cl:?}")))?;
-                self.wire.read_exact_body(n)?
-            } else {
-                self.wire.read_to_eof()?
-            };
-            return Ok(Response {
-                version,
-                status,
-                reason,
-                headers,
-                body,
-            });
-        }
+        self.wire.read_response(head_request)
     }
 
     /// Sends a request with `Host: localhost`, the given extra headers and, when

@@ -30,9 +30,7 @@ use rustls::{
     SignatureScheme, StreamOwned, SupportedProtocolVersion,
 };
 
-use super::{
-    has_token, header_value, invalid, parse_head, pattern_byte, Head, Response, IO_TIMEOUT,
-};
+use super::{has_token, header_value, invalid, pattern_byte, Response, Wire, IO_TIMEOUT};
 
 pub use rustls::client::ClientSessionMemoryCache;
 pub use rustls::version::{TLS12, TLS13};
@@ -275,121 +273,10 @@ pub fn client_config() -> Arc<ClientConfig> {
     client_config_with(&[&TLS13, &TLS12], &[b"http/1.1"], None)
 }
 
-/// A generic buffered reader of HTTP/1.1 messages over any stream.
-struct HttpIo<S> {
-    s: S,
-    buf: Vec<u8>,
-}
-
-const MAX_HEAD: usize = 1 << 20;
-
-impl<S: Read + Write> HttpIo<S> {
-    fn fill(&mut self) -> io::Result<usize> {
-        let mut chunk = [0u8; 64 * 1024];
-        let n = self.s.read(&mut chunk)?;
-        self.buf.extend_from_slice(&chunk[..n]);
-        Ok(n)
-    }
-
-    fn read_head(&mut self) -> io::Result<Option<Head>> {
-        loop {
-            if let Some(pos) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                let head: Vec<u8> = self.buf.drain(..pos + 4).collect();
-                return parse_head(&head[..pos]).map(Some);
-            }
-            if self.buf.len() > MAX_HEAD {
-                return Err(invalid("message head too large"));
-            }
-            if self.fill()? == 0 {
-                if self.buf.is_empty() {
-                    return Ok(None);
-                }
-                return Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    format!(
-                        "EOF inside a message head: {:?}",
-                        String::from_utf8_lossy(&self.buf)
-                    ),
-                ));
-            }
-        }
-    }
-
-    fn read_exact_body(&mut self, n: usize) -> io::Result<Vec<u8>> {
-        while self.buf.len() < n {
-            if self.fill()? == 0 {
-                return Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    format!("EOF after {} of {n} body bytes", self.buf.len()),
-                ));
-            }
-        }
-        Ok(self.buf.drain(..n).collect())
-    }
-
-    fn read_line(&mut self) -> io::Result<String> {
-        loop {
-            if let Some(pos) = self.buf.windows(2).position(|w| w == b"\r\n") {
-                let line: Vec<u8> = self.buf.drain(..pos + 2).collect();
-                return Ok(String::from_utf8_lossy(&line[..pos]).into_owned());
-            }
-            if self.buf.len() > MAX_HEAD {
-                return Err(invalid("line too long"));
-            }
-            if self.fill()? == 0 {
-                return Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    "EOF inside a chunked body",
-                ));
-            }
-        }
-    }
-
-    fn read_chunked(&mut self) -> io::Result<Vec<u8>> {
-        let mut body = Vec::new();
-        loop {
-            let line = self.read_line()?;
-            let size_text = line.split(';').next().unwrap_or("").trim();
-            let size = usize::from_str_radix(size_text, 16)
-                .map_err(|_| invalid(format!("bad chunk size line {line:?}")))?;
-            if size == 0 {
-                while !self.read_line()?.is_empty() {}
-                return Ok(body);
-            }
-            body.extend(self.read_exact_body(size)?);
-            if !self.read_line()?.is_empty() {
-                return Err(invalid("chunk not followed by CRLF"));
-            }
-        }
-    }
-
-    fn read_to_eof(&mut self) -> io::Result<Vec<u8>> {
-        while self.fill()? != 0 {}
-        Ok(std::mem::take(&mut self.buf))
-    }
-
-    /// Reads a message body framed by `headers` (request: no body without
-    /// Content-Length or chunked; response: until EOF).
-    fn read_body(&mut self, headers: &[(String, String)], response: bool) -> io::Result<Vec<u8>> {
-        if has_token(headers, "transfer-encoding", "chunked") {
-            self.read_chunked()
-        } else if let Some(cl) = header_value(headers, "content-length") {
-            let n: usize = cl
-                .parse()
-                .map_err(|_| invalid(format!("bad Content-Length {cl:?}")))?;
-            self.read_exact_body(n)
-        } else if response {
-            self.read_to_eof()
-        } else {
-            Ok(Vec::new())
-        }
-    }
-}
-
 /// A TLS client connection to 127.0.0.1 that sends HTTP/1.1 requests and
 /// reads one response at a time.
 pub struct TlsConn {
-    io: HttpIo<StreamOwned<ClientConnection, TcpStream>>,
+    io: Wire<StreamOwned<ClientConnection, TcpStream>>,
 }
 
 impl TlsConn {
@@ -452,20 +339,21 @@ impl TlsConn {
             tls.conn.write_tls(&mut tls.sock)?;
         }
         Ok(TlsConn {
-            io: HttpIo {
-                s: tls,
+            io: Wire {
+                stream: tls,
                 buf: Vec::new(),
+                counter: None,
             },
         })
     }
 
     /// The rustls connection (protocol version, ALPN, handshake kind...).
     pub fn tls(&self) -> &ClientConnection {
-        &self.io.s.conn
+        &self.io.stream.conn
     }
 
     pub fn tcp(&self) -> &TcpStream {
-        &self.io.s.sock
+        &self.io.stream.sock
     }
 
     /// DER of the certificate the server presented (the leaf).
@@ -488,8 +376,8 @@ impl TlsConn {
     }
 
     pub fn send(&mut self, bytes: &[u8]) -> io::Result<()> {
-        self.io.s.write_all(bytes)?;
-        self.io.s.flush()
+        self.io.stream.write_all(bytes)?;
+        self.io.stream.flush()
     }
 
     /// Sends a request with the given headers (plus `Host: localhost` unless
@@ -557,39 +445,7 @@ impl TlsConn {
 
     /// Reads the next final response (1xx skipped).
     pub fn read_response(&mut self) -> io::Result<Response> {
-        loop {
-            let (start, headers) = self.io.read_head()?.ok_or_else(|| {
-                io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    "connection closed before a response",
-                )
-            })?;
-            let mut parts = start.splitn(3, ' ');
-            let version = parts.next().unwrap_or("").to_owned();
-            let status: u16 = parts
-                .next()
-                .and_then(|s| s.parse().ok())
-                .ok_or_else(|| invalid(format!("bad status line {start:?}")))?;
-            let reason = parts.next().unwrap_or("").to_owned();
-            if !version.starts_with("HTTP/1.") {
-                return Err(invalid(format!("bad status line {start:?}")));
-            }
-            if (100..200).contains(&status) {
-                continue;
-            }
-            let body = if status == 204 || status == 304 {
-                Vec::new()
-            } else {
-                self.io.read_body(&headers, true)?
-            };
-            return Ok(Response {
-                version,
-                status,
-                reason,
-                headers,
-                body,
-            });
-        }
+        self.io.read_response(false)
     }
 }
 
@@ -794,28 +650,31 @@ fn serve_tls_conn(sock: TcpStream, id: usize, s: &TlsBackendShared) -> io::Resul
     }
     s.handshakes.fetch_add(1, Ordering::SeqCst);
     let sni = tls.conn.server_name().map(str::to_owned);
-    let mut io = HttpIo {
-        s: tls,
+    let mut io = Wire {
+        stream: tls,
         buf: Vec::new(),
+        counter: None,
     };
     let mut served = 0usize;
     loop {
         if let (Some(idle), true) = (s.opts.idle_close, served > 0 && io.buf.is_empty()) {
             // Wait for the next request at most `idle`, then close.
-            io.s.sock.set_read_timeout(Some(idle))?;
+            io.stream.sock.set_read_timeout(Some(idle))?;
             match io.fill() {
                 Ok(0) => return Ok(()),
                 Ok(_) => {}
                 Err(e) if super::is_timeout(&e) => {
                     s.idle_closed.fetch_add(1, Ordering::SeqCst);
-                    io.s.conn.send_close_notify();
-                    let _ = io.s.conn.complete_io(&mut io.s.sock);
-                    let _ = io.s.sock.shutdown(Shutdown::Both);
+                    io.stream.conn.send_close_notify();
+                    let _ = io.stream.conn.complete_io(&mut io.stream.sock);
+                    let _ = io.stream.sock.shutdown(Shutdown::Both);
                     return Ok(());
                 }
                 Err(e) => return Err(e),
             }
-            io.s.sock.set_read_timeout(Some(Duration::from_secs(10)))?;
+            io.stream
+                .sock
+                .set_read_timeout(Some(Duration::from_secs(10)))?;
         }
         let Some((start, headers)) = io.read_head()? else {
             return Ok(());
@@ -851,7 +710,7 @@ fn serve_tls_conn(sock: TcpStream, id: usize, s: &TlsBackendShared) -> io::Resul
             s.name,
             if close { "Connection: close\r\n" } else { "" }
         );
-        io.s.write_all(out.as_bytes())?;
+        io.stream.write_all(out.as_bytes())?;
         if method != "HEAD" {
             if let Some(n) = big {
                 const PIECE: usize = 64 * 1024;
@@ -860,18 +719,18 @@ fn serve_tls_conn(sock: TcpStream, id: usize, s: &TlsBackendShared) -> io::Resul
                 while sent < n {
                     let len = PIECE.min(n - sent);
                     let phase = sent % 251;
-                    io.s.write_all(&block[phase..phase + len])?;
+                    io.stream.write_all(&block[phase..phase + len])?;
                     sent += len;
                 }
             } else {
-                io.s.write_all(&resp)?;
+                io.stream.write_all(&resp)?;
             }
         }
-        io.s.flush()?;
+        io.stream.flush()?;
         if close {
-            io.s.conn.send_close_notify();
-            let _ = io.s.conn.complete_io(&mut io.s.sock);
-            let _ = io.s.sock.shutdown(Shutdown::Write);
+            io.stream.conn.send_close_notify();
+            let _ = io.stream.conn.complete_io(&mut io.stream.sock);
+            let _ = io.stream.sock.shutdown(Shutdown::Write);
             return Ok(());
         }
     }
