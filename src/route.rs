@@ -197,6 +197,13 @@ impl Runtime {
                     .collect(),
             })
             .collect();
+        // Routes name their upstream; a map, not a scan per route.
+        let upstream_pos: std::collections::HashMap<&str, usize> = cfg
+            .upstreams
+            .iter()
+            .enumerate()
+            .map(|(i, (name, _))| (name.as_str(), i))
+            .collect();
         let listeners = cfg
             .listeners
             .iter()
@@ -209,7 +216,7 @@ impl Runtime {
                     .iter()
                     .filter_map(|r| {
                         let action = if let Some(u) = &r.upstream {
-                            Action::Upstream(cfg.upstreams.position(u)?)
+                            Action::Upstream(*upstream_pos.get(u.as_str())?)
                         } else if let Some(ret) = &r.return_ {
                             Action::Return {
                                 status: ret.status,

@@ -6,8 +6,8 @@
 //! answer is followed by a `> ` prompt, until `quit` or the client closes.
 //!
 //! Nothing here blocks: lines are bounded, idle connections time out, and
-//! a client that does not read its answers is dropped when its output
-//! buffer overflows.
+//! a client that does not read its answers gets no more of them (its
+//! further commands wait) until it does, or until it idles out.
 
 use mio::net::{UnixListener, UnixStream};
 use mio::{Interest, Registry, Token};
@@ -19,7 +19,10 @@ use std::time::{Duration, Instant};
 
 /// Longest command line accepted.
 const MAX_LINE: usize = 16 * 1024;
-/// Most unsent output kept for a slow client.
+/// While more output than this is unsent, a session's further commands wait
+/// (and its input is not read), so a client that sends without reading
+/// cannot make the master buffer without bound. One answer may be larger:
+/// `show stat` of a configuration with 100,000 servers is some 40 MB.
 const MAX_OUTPUT: usize = 4 * 1024 * 1024;
 /// HAProxy's `stats timeout` default.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -38,6 +41,9 @@ struct Session {
     stream: UnixStream,
     input: Vec<u8>,
     output: Vec<u8>,
+    /// Bytes at the front of `output` already written: advancing an offset
+    /// rather than draining the vector keeps a large answer linear to send.
+    sent: usize,
     writable: bool,
     interactive: bool,
     /// Close once the output is written.
@@ -120,6 +126,7 @@ impl AdminServer {
                             stream,
                             input: Vec::new(),
                             output: Vec::new(),
+                            sent: 0,
                             writable: true,
                             interactive: false,
                             closing: false,
@@ -154,7 +161,7 @@ impl AdminServer {
         s.writable |= writable;
         let mut eof = false;
         let mut buf = [0u8; 4096];
-        while !s.closing {
+        while !s.closing && s.unsent() <= MAX_OUTPUT {
             match s.stream.read(&mut buf) {
                 Ok(0) => {
                     eof = true;
@@ -176,8 +183,9 @@ impl AdminServer {
                 }
             }
         }
-        // Run every complete line (a final unterminated line counts at EOF).
-        while !s.closing {
+        // Run every complete line (a final unterminated line counts at EOF),
+        // as long as the client keeps reading the answers.
+        while !s.closing && s.unsent() <= MAX_OUTPUT {
             let line = match s.input.iter().position(|&b| b == b'\n') {
                 Some(end) => {
                     let line: Vec<u8> = s.input.drain(..=end).collect();
@@ -196,14 +204,12 @@ impl AdminServer {
         if eof && !s.interactive {
             s.closing = true;
         }
-        if eof && s.interactive {
+        // Lines held back by a pending answer still run after EOF: the
+        // next writable event brings us back here.
+        if eof && s.interactive && !s.input.contains(&b'\n') {
             s.closing = true;
         }
-        if s.output.len() > MAX_OUTPUT {
-            self.sessions.remove(&id);
-            return;
-        }
-        if flush(s).is_err() || (s.closing && s.output.is_empty()) {
+        if flush(s).is_err() || (s.closing && s.unsent() == 0) {
             self.sessions.remove(&id);
         }
     }
@@ -274,12 +280,22 @@ fn run_line(s: &mut Session, line: &str, level: Level, exec: &mut dyn FnMut(&str
     }
 }
 
+impl Session {
+    fn unsent(&self) -> usize {
+        self.output.len() - self.sent
+    }
+}
+
 fn flush(s: &mut Session) -> io::Result<()> {
-    while s.writable && !s.output.is_empty() {
-        match s.stream.write(&s.output) {
+    while s.writable && s.unsent() > 0 {
+        match s.stream.write(&s.output[s.sent..]) {
             Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
             Ok(n) => {
-                s.output.drain(..n);
+                s.sent += n;
+                if s.sent == s.output.len() {
+                    s.output.clear();
+                    s.sent = 0;
+                }
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => s.writable = false,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}

@@ -114,8 +114,13 @@ const FIELDS: [&str; 100] = [
     "uweight",
 ];
 
+/// The column of field `name`. A map built once, not a scan of `FIELDS`:
+/// a row sets some 40 fields, and `show stat` writes a row per server.
 fn idx(name: &str) -> usize {
-    FIELDS.iter().position(|f| *f == name).unwrap_or(0)
+    static COLUMNS: std::sync::OnceLock<std::collections::HashMap<&'static str, usize>> =
+        std::sync::OnceLock::new();
+    let columns = COLUMNS.get_or_init(|| FIELDS.iter().enumerate().map(|(i, f)| (*f, i)).collect());
+    columns.get(name).copied().unwrap_or(0)
 }
 
 /// One CSV row being filled by field name.
@@ -380,6 +385,9 @@ pub fn show_servers_state(v: &View, only: Option<&str>) -> String {
 /// one they were changed from. Unknown backends or servers are ignored.
 pub fn apply_state(text: &str, config: &crate::config::Config, shm: &shm::Shm) -> usize {
     let mut applied = 0;
+    // One lookup per line: scanning the lists instead would make a state
+    // file of many servers quadratic to apply.
+    let index = crate::config::ServerIndex::new(config);
     for line in text.lines() {
         let line = line.trim();
         if line.is_empty() || line.starts_with('#') || line == "1" {
@@ -389,15 +397,7 @@ pub fn apply_state(text: &str, config: &crate::config::Config, shm: &shm::Shm) -
         if f.len() < 9 {
             continue;
         }
-        let (Some(u), srv) = (config.upstreams.position(f[1]), f[3]) else {
-            continue;
-        };
-        let Some(s) = config.upstreams.0[u]
-            .1
-            .servers
-            .iter()
-            .position(|x| x.name == srv)
-        else {
+        let Some((u, s)) = index.server(f[1], f[3]) else {
             continue;
         };
         let sh = shm.server(u, s);

@@ -1,9 +1,11 @@
 //! Configuration: schema (DESIGN §4), human units, loading and validation.
 
+mod index;
 mod schema;
 mod units;
 mod validate;
 
+pub use index::ServerIndex;
 pub use schema::*;
 pub use units::{ByteSize, HumanDuration};
 pub use validate::{parse_status_range, ConfigError};

@@ -5,6 +5,7 @@
 
 use super::units::{ByteSize, HumanDuration};
 use serde::{de, Deserialize, Deserializer, Serialize, Serializer};
+use std::collections::HashSet;
 use std::fmt;
 use std::marker::PhantomData;
 use std::net::SocketAddr;
@@ -498,8 +499,11 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for NamedMap<T> {
             }
             fn visit_map<A: de::MapAccess<'de>>(self, mut m: A) -> Result<NamedMap<T>, A::Error> {
                 let mut out: Vec<(String, T)> = Vec::new();
+                // A set beside the list: a scan per key would make a file
+                // with many upstreams quadratic to load.
+                let mut seen: HashSet<String> = HashSet::new();
                 while let Some(k) = m.next_key::<String>()? {
-                    if out.iter().any(|(n, _)| *n == k) {
+                    if !seen.insert(k.clone()) {
                         return Err(de::Error::custom(format!("duplicate name {k:?}")));
                     }
                     let v = m.next_value::<T>()?;

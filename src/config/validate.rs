@@ -13,10 +13,8 @@
 //! 4. Name resolution of the upstream servers (`Server::socket_addr`), last because it
 //!    may be slow.
 
-use super::schema::{
-    Balance, Config, Health, HealthKind, NamedMap, Route, Server, Upstream, Workers,
-};
-use std::collections::HashMap;
+use super::schema::{Balance, Config, Health, HealthKind, Route, Server, Upstream, Workers};
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
@@ -341,6 +339,8 @@ fn check_listeners(cfg: &mut Config) -> Check {
     }
     let mut names: HashMap<String, usize> = HashMap::new();
     let mut bound: HashMap<SocketAddr, String> = HashMap::new();
+    // Looked up once per route: a set, not a scan of the upstreams.
+    let upstreams: HashSet<&str> = cfg.upstreams.iter().map(|(n, _)| n.as_str()).collect();
     for (i, l) in cfg.listeners.iter_mut().enumerate() {
         let at = format!("listeners[{i}]");
         check_name(&format!("{at}.name"), "a listener", &l.name)?;
@@ -378,7 +378,7 @@ fn check_listeners(cfg: &mut Config) -> Check {
             }
         }
         for (j, r) in l.routes.iter_mut().enumerate() {
-            check_route(&format!("{at}.routes[{j}]"), r, &cfg.upstreams)?;
+            check_route(&format!("{at}.routes[{j}]"), r, &upstreams)?;
         }
     }
     Ok(())
@@ -394,7 +394,7 @@ fn parse_bind(b: &str) -> Result<SocketAddr, String> {
     Ok(addr)
 }
 
-fn check_route(at: &str, r: &mut Route, upstreams: &NamedMap<Upstream>) -> Check {
+fn check_route(at: &str, r: &mut Route, upstreams: &HashSet<&str>) -> Check {
     let mut actions = Vec::new();
     if r.upstream.is_some() {
         actions.push("upstream");
@@ -444,7 +444,7 @@ fn check_route(at: &str, r: &mut Route, upstreams: &NamedMap<Upstream>) -> Check
         }
     }
     if let Some(name) = &r.upstream {
-        if upstreams.get(name).is_none() {
+        if !upstreams.contains(name.as_str()) {
             return invalid(
                 format!("{at}.upstream"),
                 format!("unknown upstream {name:?}"),

@@ -8,6 +8,7 @@
 
 mod children;
 mod daemon;
+mod generation;
 mod handoff;
 pub mod notify;
 pub mod pidfile;
@@ -20,6 +21,7 @@ use crate::config::Config;
 use crate::net;
 use crate::signals::{self, SignalSet};
 use children::{backoff, signal_pids, Children};
+use generation::build_shm;
 use mio::{Events, Poll, Token};
 use nix::unistd::Pid;
 use std::fmt;
@@ -289,59 +291,6 @@ fn bind_all(
 fn reload_failed(reason: String) -> String {
     log::error!("reload failed, keeping the running configuration: {reason}");
     reason
-}
-
-/// Creates the shared state of a generation: every server READY with its
-/// configured weight and, if checked, fully UP. With `previous` (a reload),
-/// admin states, weights changed at runtime and health carry over by
-/// upstream and server name, so neither an operator's `maint` nor a DOWN
-/// server is forgotten.
-fn build_shm(
-    config: &Config,
-    previous: Option<(&crate::shm::Shm, &Config)>,
-) -> io::Result<crate::shm::Shm> {
-    use std::sync::atomic::Ordering::Relaxed;
-    let counts: Vec<usize> = config
-        .upstreams
-        .iter()
-        .map(|(_, u)| u.servers.len())
-        .collect();
-    let shm = crate::shm::Shm::create(&counts, config.workers.resolve())?;
-    let now = crate::shm::unix_secs();
-    for (ui, (uname, up)) in config.upstreams.iter().enumerate() {
-        let full_health = up.health.as_ref().map_or(0, |h| h.rise + h.fall - 1);
-        for (si, s) in up.servers.iter().enumerate() {
-            let sh = shm.server(ui, si);
-            sh.weight.store(s.weight, Relaxed);
-            sh.admin.store(crate::shm::ADMIN_READY, Relaxed);
-            sh.checked.store(u8::from(up.health.is_some()), Relaxed);
-            sh.health.store(full_health, Relaxed);
-            sh.last_change.store(now, Relaxed);
-            let Some((old_shm, old_cfg)) = previous else {
-                continue;
-            };
-            let Some(oui) = old_cfg.upstreams.position(uname) else {
-                continue;
-            };
-            let old_up = &old_cfg.upstreams.0[oui].1;
-            let Some(osi) = old_up.servers.iter().position(|o| o.name == s.name) else {
-                continue;
-            };
-            let old = old_shm.server(oui, osi);
-            sh.admin.store(old.admin.load(Relaxed), Relaxed);
-            let old_weight = old.weight.load(Relaxed);
-            if old_weight != old_up.servers[osi].weight {
-                sh.weight.store(old_weight, Relaxed);
-            }
-            if up.health.is_some() && old_up.health.is_some() {
-                sh.check_down.store(old.check_down.load(Relaxed), Relaxed);
-                sh.health
-                    .store(old.health.load(Relaxed).min(full_health), Relaxed);
-            }
-            sh.last_change.store(old.last_change.load(Relaxed), Relaxed);
-        }
-    }
-    Ok(shm)
 }
 
 /// Hands the error log and access log files to the worker identity.

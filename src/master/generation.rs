@@ -1,0 +1,60 @@
+//! The shared state of a new configuration generation, and what carries
+//! over into it from the running one on a reload.
+//!
+//! Carry-over goes by upstream and server name through a [`ServerIndex`] of
+//! the running configuration, built once: one pass over the new servers, one
+//! constant-time lookup each. (Scanning the old lists per server made a
+//! reload with 100,000 servers cost the master seconds of CPU, during which
+//! it neither reaped children nor answered signals or admin commands.)
+
+use crate::config::{Config, ServerIndex};
+use crate::shm::{self, Shm};
+use std::io;
+use std::sync::atomic::Ordering::Relaxed;
+
+/// Creates the shared state of a generation: every server READY with its
+/// configured weight and, if checked, fully UP. With `previous` (a reload),
+/// admin states, weights changed at runtime and health carry over by
+/// upstream and server name, so neither an operator's `maint` nor a DOWN
+/// server is forgotten.
+pub fn build_shm(config: &Config, previous: Option<(&Shm, &Config)>) -> io::Result<Shm> {
+    let counts: Vec<usize> = config
+        .upstreams
+        .iter()
+        .map(|(_, u)| u.servers.len())
+        .collect();
+    let shm = Shm::create(&counts, config.workers.resolve())?;
+    let now = shm::unix_secs();
+    let previous = previous.map(|(old_shm, old_cfg)| (old_shm, old_cfg, ServerIndex::new(old_cfg)));
+    for (ui, (uname, up)) in config.upstreams.iter().enumerate() {
+        let full_health = up.health.as_ref().map_or(0, |h| h.rise + h.fall - 1);
+        for (si, s) in up.servers.iter().enumerate() {
+            let sh = shm.server(ui, si);
+            sh.weight.store(s.weight, Relaxed);
+            sh.admin.store(shm::ADMIN_READY, Relaxed);
+            sh.checked.store(u8::from(up.health.is_some()), Relaxed);
+            sh.health.store(full_health, Relaxed);
+            sh.last_change.store(now, Relaxed);
+            let Some((old_shm, old_cfg, index)) = &previous else {
+                continue;
+            };
+            let Some((oui, osi)) = index.server(uname, &s.name) else {
+                continue;
+            };
+            let old_up = &old_cfg.upstreams.0[oui].1;
+            let old = old_shm.server(oui, osi);
+            sh.admin.store(old.admin.load(Relaxed), Relaxed);
+            let old_weight = old.weight.load(Relaxed);
+            if old_weight != old_up.servers[osi].weight {
+                sh.weight.store(old_weight, Relaxed);
+            }
+            if up.health.is_some() && old_up.health.is_some() {
+                sh.check_down.store(old.check_down.load(Relaxed), Relaxed);
+                sh.health
+                    .store(old.health.load(Relaxed).min(full_health), Relaxed);
+            }
+            sh.last_change.store(old.last_change.load(Relaxed), Relaxed);
+        }
+    }
+    Ok(shm)
+}
