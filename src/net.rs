@@ -210,7 +210,11 @@ fn sockaddr_to_addr(storage: &libc::sockaddr_storage) -> Option<SocketAddr> {
     }
 }
 
-/// Raises RLIMIT_NOFILE's soft limit towards `want` (capped at the hard limit).
+/// Raises RLIMIT_NOFILE towards `want` open files and returns the soft
+/// limit now in force. The soft limit goes up to the hard limit; past it,
+/// the hard limit is raised too when the process may (root, or
+/// CAP_SYS_RESOURCE), as far as the kernel's ceiling `fs.nr_open`, as
+/// nginx's `worker_rlimit_nofile` does. Workers inherit the result.
 pub fn raise_nofile_limit(want: u64) -> io::Result<u64> {
     let mut rl = libc::rlimit {
         rlim_cur: 0,
@@ -218,13 +222,40 @@ pub fn raise_nofile_limit(want: u64) -> io::Result<u64> {
     };
     // SAFETY: rl is a valid out-parameter.
     cvt(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl) })?;
-    let target = want.min(rl.rlim_max);
-    if target > rl.rlim_cur {
-        rl.rlim_cur = target;
+    if rl.rlim_cur >= want {
+        return Ok(rl.rlim_cur);
+    }
+    if want > rl.rlim_max {
+        let ceiling = nr_open().unwrap_or(rl.rlim_max);
+        let hard = want.min(ceiling);
+        if hard > rl.rlim_max {
+            let raised = libc::rlimit {
+                rlim_cur: hard,
+                rlim_max: hard,
+            };
+            // SAFETY: raised holds valid limits. EPERM without privilege:
+            // then only the soft limit moves, below.
+            if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+                return Ok(hard);
+            }
+        }
+    }
+    let soft = want.min(rl.rlim_max);
+    if soft > rl.rlim_cur {
+        rl.rlim_cur = soft;
         // SAFETY: rl holds valid limits.
         cvt(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &rl) })?;
     }
-    Ok(rl.rlim_cur.max(target))
+    Ok(rl.rlim_cur)
+}
+
+/// The most open files any process may have (`/proc/sys/fs/nr_open`).
+fn nr_open() -> Option<u64> {
+    std::fs::read_to_string("/proc/sys/fs/nr_open")
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
 }
 
 /// Takes over a listening socket inherited from another forklb (binary

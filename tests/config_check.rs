@@ -222,3 +222,80 @@ fn unknown_option_is_a_usage_error() {
     let out = run_forklb(&["--no-such-option"], RUN_TIMEOUT);
     assert_eq!(out.code(), Some(1), "output:\n{}", out.combined());
 }
+
+/// `-t` on `yaml` must fail within `bound`, naming the file with a
+/// line:column and saying the nesting is too deep.
+fn expect_too_deep(what: &str, yaml: &str, bound: Duration) {
+    let started = std::time::Instant::now();
+    let (out, path, _d) = check(yaml);
+    let took = started.elapsed();
+    let all = out.combined();
+    let head: String = all.chars().take(600).collect();
+    assert_eq!(out.code(), Some(1), "{what}: {head}");
+    assert!(
+        all.contains(&format!("{}:", path.display())) && all.contains("nests deeper than 32"),
+        "{what}: the error must name the file and the limit:\n{head}"
+    );
+    assert!(
+        (1..=40).any(|l| has_line_col(&all, l)),
+        "{what}: expected :LINE:COL near the top in:\n{head}"
+    );
+    // Parsing this (or any) depth took the YAML parser tens of seconds.
+    assert!(took < bound, "{what}: refused only after {took:?}");
+}
+
+#[test]
+fn deep_yaml_nesting_is_refused_quickly() {
+    const DEPTH: usize = 100_000;
+    // Well within RUN_TIMEOUT, far below the 20-40 s a 100,000-deep file
+    // kept the YAML parser busy for.
+    let bound = Duration::from_secs(3);
+    let flow_seq = format!("listeners: {}{}\n", "[".repeat(DEPTH), "]".repeat(DEPTH));
+    expect_too_deep("flow sequences", &flow_seq, bound);
+    let flow_map = format!(
+        "listeners: {}1{}\n",
+        "{a: ".repeat(DEPTH),
+        "}".repeat(DEPTH)
+    );
+    expect_too_deep("flow mappings", &flow_map, bound);
+    // Nesting by indentation grows the file with the square of the depth:
+    // 2,000 levels are 2 MB.
+    let block_map: String = std::iter::once("listeners:\n".to_owned())
+        .chain((1..=2000).map(|i| format!("{}a:\n", " ".repeat(i))))
+        .collect();
+    expect_too_deep("block mappings", &block_map, bound);
+    let block_seq = format!("listeners:\n  {}x\n", "- ".repeat(DEPTH));
+    expect_too_deep("block sequences", &block_seq, bound);
+    let keys = format!("listeners:\n  {}x\n", "? ".repeat(DEPTH));
+    expect_too_deep("explicit keys", &keys, bound);
+    // A sequence at its key's indentation, the deepest way to write blocks.
+    let stair: String = std::iter::once("listeners:\n".to_owned())
+        .chain((0..1000).map(|i| format!("{}- a:\n", " ".repeat(2 * i))))
+        .collect();
+    expect_too_deep("block staircase", &stair, bound);
+}
+
+#[test]
+fn ordinary_nesting_still_passes() {
+    // Flow style inside block style, brackets inside strings and comments.
+    let dir = TempDir::new("nested");
+    let yaml = good_yaml(&dir).replace(
+        "      - upstream: web\n",
+        "      - {path: /a, return: {status: 200, body: \"[[{{ '\"}} # [[[[\n      - upstream: web\n",
+    );
+    let (out, _p, _d) = check(&yaml);
+    assert_eq!(out.code(), Some(0), "{}\n{yaml}", out.combined());
+}
+
+#[test]
+fn worker_connections_has_an_upper_bound() {
+    for huge in ["18446744073709551615", "500001"] {
+        expect_invalid(
+            |y| format!("worker_connections: {huge}\n{y}"),
+            &["worker_connections", "more than the maximum of 500000"],
+        );
+    }
+    let dir = TempDir::new("wc");
+    let (out, _p, _d) = check(&format!("worker_connections: 500000\n{}", good_yaml(&dir)));
+    assert_eq!(out.code(), Some(0), "{}", out.combined());
+}

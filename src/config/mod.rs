@@ -1,6 +1,7 @@
 //! Configuration: schema (DESIGN §4), human units, loading and validation.
 
 mod index;
+mod nesting;
 mod schema;
 mod units;
 mod validate;

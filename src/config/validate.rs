@@ -2,6 +2,8 @@
 //!
 //! [`from_yaml_str`] runs these steps, and stops at the first error:
 //!
+//! 0. A bound on nesting depth ([`super::nesting`]), checked by one linear pass before the
+//!    YAML parser, whose time grows with the square of the depth.
 //! 1. YAML parsing into the schema types (syntax, types, unknown keys). Such errors carry
 //!    the `line:column` and, where serde_yaml knows it, the field path.
 //! 2. Semantic checks ([`check`]), each error naming the exact field path
@@ -21,6 +23,10 @@ use std::path::{Path, PathBuf};
 
 /// The most worker processes `workers` may ask for.
 pub const MAX_WORKERS: usize = 1024;
+/// The most client connections a worker may be given: each takes two file
+/// descriptors (client and upstream), and Linux allows a process at most
+/// `fs.nr_open` (1,048,576 by default).
+pub const MAX_WORKER_CONNECTIONS: usize = 500_000;
 /// The highest server weight (HAProxy's limit).
 pub const MAX_WEIGHT: u32 = 256;
 /// The most retries an upstream may ask for.
@@ -115,6 +121,18 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
 /// Parses and validates `text` as if it had been read from `source`.
 pub fn from_yaml_str(text: &str, source: &Path) -> Result<Config, ConfigError> {
     let source = absolute(source)?;
+    // Before the YAML parser: its time grows with the square of the depth.
+    if let Err(at) = super::nesting::check(text, super::nesting::MAX_NESTING) {
+        return Err(ConfigError {
+            file: source,
+            path: String::new(),
+            line_col: Some((at.line, at.column)),
+            message: format!(
+                "the YAML nests deeper than {} levels (a configuration needs fewer than 10)",
+                super::nesting::MAX_NESTING
+            ),
+        });
+    }
     let mut cfg: Config =
         serde_yaml::from_str(text).map_err(|e| ConfigError::from_yaml(&source, &e))?;
     cfg.source = source.clone();
@@ -201,6 +219,16 @@ fn check_global(cfg: &Config) -> Check {
     }
     if cfg.worker_connections == 0 {
         return invalid("worker_connections", "must be at least 1");
+    }
+    if cfg.worker_connections > MAX_WORKER_CONNECTIONS {
+        return invalid(
+            "worker_connections",
+            format!(
+                "{} is more than the maximum of {MAX_WORKER_CONNECTIONS} \
+                 (each connection needs two open files)",
+                cfg.worker_connections
+            ),
+        );
     }
     for (field, name) in [("user", &cfg.user), ("group", &cfg.group)] {
         if name.as_deref().is_some_and(|n| n.trim().is_empty()) {
@@ -1029,6 +1057,17 @@ upstreams:
             &with_top("worker_connections: 0\n"),
             "worker_connections",
             "at least 1",
+        );
+        for huge in ["500001", "18446744073709551615"] {
+            assert_err(
+                &with_top(&format!("worker_connections: {huge}\n")),
+                "worker_connections",
+                "more than the maximum of 500000",
+            );
+        }
+        assert_eq!(
+            ok(&with_top("worker_connections: 500000\n")).worker_connections,
+            500_000
         );
         assert_err(
             &with_top("timeouts: {keepalive: 0s}\n"),

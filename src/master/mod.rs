@@ -143,15 +143,7 @@ pub struct RunOptions {
 pub fn run(config: Config, opts: RunOptions) -> Result<(), MasterError> {
     crate::log::set_role(crate::log::Role::Master);
     crate::log::init(&config.error_log, config.log_level.to_filter()).map_err(MasterError::Log)?;
-    let want = (config.worker_connections as u64) * 2 + 256;
-    match net::raise_nofile_limit(want) {
-        Ok(have) if have < want => log::warn!(
-            "open files limit is {have}, below the {want} that worker_connections {} may need",
-            config.worker_connections
-        ),
-        Ok(_) => {}
-        Err(e) => log::warn!("cannot raise the open files limit: {e}"),
-    }
+    fit_open_files_limit(config.worker_connections);
     pidfile::check_writable(&config.pid_file).map_err(|err| MasterError::PidFile {
         path: config.pid_file.clone(),
         err,
@@ -245,6 +237,24 @@ pub fn run(config: Config, opts: RunOptions) -> Result<(), MasterError> {
     );
     warn_unverified_tls(&master.config);
     master.run()
+}
+
+/// Raises RLIMIT_NOFILE (inherited by the workers) to what
+/// `worker_connections` may need: a client and an upstream socket per
+/// connection, and some to spare; warns if it cannot.
+fn fit_open_files_limit(worker_connections: usize) {
+    let want = (worker_connections as u64)
+        .saturating_mul(2)
+        .saturating_add(256);
+    match net::raise_nofile_limit(want) {
+        Ok(have) if have < want => log::warn!(
+            "open files limit is {have}, below the {want} that worker_connections \
+             {worker_connections} may need (raising the hard limit needs root with \
+             CAP_SYS_RESOURCE, or LimitNOFILE= in the systemd unit)"
+        ),
+        Ok(_) => {}
+        Err(e) => log::warn!("cannot raise the open files limit: {e}"),
+    }
 }
 
 /// `verify: false` is allowed, but nobody should run it unknowingly.
@@ -584,6 +594,9 @@ impl Master {
                 Vec::new()
             }
         };
+        if new.worker_connections > self.config.worker_connections {
+            fit_open_files_limit(new.worker_connections);
+        }
         if new.pid_file != self.config.pid_file {
             log::warn!("pid_file changes take effect at the next start");
         }
