@@ -422,6 +422,56 @@ fn backend_killed_under_load_gives_no_client_errors_and_is_used_again() {
 }
 
 #[test]
+fn a_server_checked_up_again_loses_its_passive_mark() {
+    let mut b1 = Backend::start("b1");
+    let b2 = Backend::start("b2");
+    // One refused connect marks a server for a minute; the check needs
+    // three failures 300 ms apart, so live traffic finds b1 gone first.
+    let lb = Forklb::start(&upstream_config(
+        1,
+        "roundrobin",
+        &[Srv::of(&b1), Srv::of(&b2)],
+        &[
+            "max_fails: 1",
+            "fail_timeout: 60s",
+            "health: {type: tcp, interval: 300ms, timeout: 300ms, rise: 1, fall: 3}",
+        ],
+    ));
+    let port = lb.port();
+    b1.stop();
+    assert!(
+        wait_until(Duration::from_secs(5), || {
+            // Retried on b2 (retries: 1), so every answer is 200.
+            assert_eq!(http_get(port, "/").status, 200);
+            !lb.log_lines("server web/b1 marked down for 60000ms")
+                .is_empty()
+        }),
+        "b1 not passively marked\n{}",
+        lb.diagnostics()
+    );
+    assert!(
+        lb.wait_log("server web/b1 is DOWN", Duration::from_secs(6)),
+        "b1 not checked DOWN\n{}",
+        lb.diagnostics()
+    );
+    b1.restart();
+    assert!(
+        lb.wait_log("server web/b1 is UP", Duration::from_secs(6)),
+        "b1 not checked UP again\n{}",
+        lb.diagnostics()
+    );
+    // The check's word counts: b1 takes its share at once, not after the
+    // 60 s of fail_timeout.
+    let back = burst(port, 40, "back");
+    let n = count_of(&back, &"b1".to_owned());
+    assert!(
+        (18..=22).contains(&n),
+        "b1 should get half of the traffic once UP, got {n}: {back:?}\n{}",
+        lb.diagnostics()
+    );
+}
+
+#[test]
 fn a_down_server_stays_down_across_a_reload() {
     let (b1, sw1) = checked_backend("b1", 200);
     let (b2, _sw2) = checked_backend("b2", 200);

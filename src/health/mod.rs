@@ -410,6 +410,11 @@ impl Checker {
             }
             Transition::Up => {
                 sh.downtime.fetch_add(unix.saturating_sub(since), Relaxed);
+                // The check has just shown the server works again: a
+                // passive mark from the failures that preceded the outage
+                // would otherwise keep it out until `fail_timeout` runs out.
+                sh.down_until_ms.store(0, Relaxed);
+                sh.fails.store(0, Relaxed);
                 log::warn!(
                     "server {} is UP, reason: {reason}, check duration: {ms}ms",
                     t.label
