@@ -416,3 +416,130 @@ fn reload_over_the_socket() {
     assert!(cmd(&s.sock, "show info").contains("Generation: 2"));
     assert_eq!(http_get(s.lb.port(), "/").status, 200);
 }
+
+/// `show info`'s value of `field` (e.g. `CumReq`).
+fn info_value(sock: &Path, field: &str) -> u64 {
+    let info = cmd(sock, "show info");
+    info.lines()
+        .find_map(|l| l.strip_prefix(&format!("{field}: ")))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {field} in:\n{info}"))
+}
+
+#[test]
+fn cumulative_counters_span_reloads_and_draining_workers() {
+    // `/slow` takes 3 s, so a request can still be running on an old
+    // worker while the new generation serves.
+    let opts = || BackendOpts {
+        path_delays: vec![("/slow".to_owned(), Duration::from_secs(3))],
+        ..Default::default()
+    };
+    let (a, b) = (
+        Backend::start_with("a", opts()),
+        Backend::start_with("b", opts()),
+    );
+    let dir = TempDir::new("cumulative");
+    let sock = dir.join("admin.sock");
+    let lb = Forklb::start(&format!(
+        "workers: 2\n\
+         admin: {{socket: \"{}\"}}\n\
+         listeners:\n\
+         \x20 - name: web\n\
+         \x20   bind: [\"127.0.0.1:$PORT\"]\n\
+         \x20   routes: [{{upstream: main}}]\n\
+         upstreams:\n\
+         \x20 main:\n\
+         \x20   servers:\n\
+         \x20     - {{name: a, addr: \"{}\"}}\n\
+         \x20     - {{name: b, addr: \"{}\"}}\n",
+        sock.display(),
+        a.addr(),
+        b.addr()
+    ));
+    let port = lb.port();
+    assert!(wait_until(Duration::from_secs(5), || sock.exists()));
+    // The harness's readiness probe was one connection: wait until it is
+    // counted and closed, then count from there.
+    assert!(
+        wait_until(Duration::from_secs(5), || info_value(&sock, "CumConns")
+            >= 1
+            && info_value(&sock, "CurrConns") == 0),
+        "{}",
+        cmd(&sock, "show info")
+    );
+    let (conns0, reqs0) = (info_value(&sock, "CumConns"), info_value(&sock, "CumReq"));
+
+    // Generation 1: 20 connections of one request, one of three.
+    for _ in 0..20 {
+        assert_eq!(http_get(port, "/").status, 200);
+    }
+    let mut ka = Conn::open(port).unwrap();
+    for _ in 0..3 {
+        assert_eq!(ka.get("/").unwrap().status, 200);
+    }
+    drop(ka);
+    // And one still running when the reload comes.
+    let slow = std::thread::spawn(move || {
+        let mut c = Conn::open(port).unwrap();
+        c.set_read_timeout(Duration::from_secs(10));
+        c.get("/slow").map(|r| r.status)
+    });
+    assert!(
+        wait_until(Duration::from_secs(5), || a.request_count()
+            + b.request_count()
+            == 24),
+        "the slow request did not reach a backend"
+    );
+    let old_workers = lb.worker_pids();
+    lb.signal(libc::SIGHUP);
+    assert!(
+        wait_until(Duration::from_secs(5), || cmd(&sock, "show info")
+            .contains("Generation: 2")),
+        "no reload\n{}",
+        lb.diagnostics()
+    );
+
+    // Generation 2: 10 more, while an old worker drains the slow one.
+    for _ in 0..10 {
+        assert_eq!(http_get(port, "/").status, 200);
+    }
+    let draining = old_workers.iter().any(|&p| forklb_alive(p));
+    let (conns, reqs) = (20 + 1 + 1 + 10, 20 + 3 + 1 + 10);
+    assert_eq!(info_value(&sock, "CumConns") - conns0, conns);
+    assert_eq!(info_value(&sock, "CumReq") - reqs0, reqs);
+    if draining {
+        assert!(info_value(&sock, "CurrConns") >= 1, "the slow one is open");
+    }
+
+    // The slow request ends on its old worker, which then exits.
+    assert_eq!(slow.join().unwrap().unwrap(), 200);
+    assert!(
+        wait_until(Duration::from_secs(10), || old_workers
+            .iter()
+            .all(|&p| !forklb_alive(p))),
+        "old workers did not exit\n{}",
+        lb.diagnostics()
+    );
+    // Folded into the lifetime sums: nothing lost, nothing twice.
+    assert_eq!(info_value(&sock, "CumConns") - conns0, conns);
+    assert_eq!(info_value(&sock, "CumReq") - reqs0, reqs);
+    assert_eq!(info_value(&sock, "CurrConns"), 0);
+
+    // A second reload and more traffic keep adding up.
+    lb.signal(libc::SIGHUP);
+    assert!(wait_until(Duration::from_secs(5), || cmd(
+        &sock,
+        "show info"
+    )
+    .contains("Generation: 3")));
+    for _ in 0..5 {
+        assert_eq!(http_get(port, "/").status, 200);
+    }
+    assert_eq!(info_value(&sock, "CumConns") - conns0, conns + 5);
+    assert_eq!(info_value(&sock, "CumReq") - reqs0, reqs + 5);
+    assert_eq!(
+        a.request_count() + b.request_count(),
+        reqs as usize + 5,
+        "the backends saw exactly these requests"
+    );
+}

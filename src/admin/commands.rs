@@ -19,6 +19,9 @@ pub struct View<'a> {
     pub generation: u64,
     /// (pid, uptime seconds, generation) of the live workers.
     pub workers: Vec<(i32, u64, u64)>,
+    /// Connections and requests over the instance's lifetime: every
+    /// generation since start, draining ones included (`show info`).
+    pub totals: shm::WorkerTotals,
 }
 
 /// A command's answer, and whether it changed runtime state (the state
@@ -271,7 +274,7 @@ fn set_admin(v: &View, target: &str, admin: u8) -> Outcome {
 }
 
 fn show_info(v: &View) -> String {
-    let t = v.shm.worker_totals();
+    let t = v.totals;
     let (cur, cum, req) = (t.conns_current, t.conns_total, t.requests);
     let up = v.uptime_secs;
     format!(

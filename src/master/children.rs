@@ -235,6 +235,11 @@ impl Children {
         }
     }
 
+    /// Whether a worker of `generation` is still alive (e.g. draining).
+    pub fn has_generation(&self, generation: u64) -> bool {
+        self.live.iter().any(|c| c.generation == generation)
+    }
+
     /// (pid, uptime seconds, generation) of every live worker.
     pub fn workers_info(&self, now: Instant) -> Vec<(i32, u64, u64)> {
         self.live

@@ -10,6 +10,7 @@ mod children;
 mod daemon;
 mod generation;
 mod handoff;
+mod lifetime;
 pub mod notify;
 pub mod pidfile;
 mod privileges;
@@ -112,6 +113,9 @@ pub struct Master {
     upgraded: bool,
     /// State shared with this generation's workers and health checker.
     shm: std::sync::Arc<crate::shm::Shm>,
+    /// Totals over the instance's lifetime (`show info`), old generations
+    /// included.
+    lifetime: lifetime::LifetimeTotals,
     health: HealthProc,
     /// The runtime API socket, if configured.
     admin: Option<crate::admin::AdminServer>,
@@ -203,6 +207,7 @@ pub fn run(config: Config, opts: RunOptions) -> Result<(), MasterError> {
     let shm = build_shm(&config, None).map_err(setup("shared memory"))?;
     let mut master = Master {
         shm: std::sync::Arc::new(shm),
+        lifetime: lifetime::LifetimeTotals::default(),
         health: HealthProc::default(),
         admin: None,
         started: Instant::now(),
@@ -409,6 +414,7 @@ impl Master {
                 log::info!("process {pid} {how}");
             }
         }
+        self.lifetime.collect(|g| self.children.has_generation(g));
 
         // 2. Terminate (fast).
         if self.take_signal(signals::SIGTERM) | self.take_signal(signals::SIGINT)
@@ -608,7 +614,9 @@ impl Master {
                 return Err(reload_failed(format!("shared memory: {e}")));
             }
         };
-        self.shm = std::sync::Arc::new(shm);
+        // The old generation's counters stay readable while it drains.
+        let old_shm = std::mem::replace(&mut self.shm, std::sync::Arc::new(shm));
+        self.lifetime.retire(self.children.generation(), old_shm);
         let pid_file = self.config.pid_file.clone();
         warn_unverified_tls(&new);
         self.config = new;
@@ -853,6 +861,7 @@ impl Master {
             uptime_secs: now.duration_since(self.started).as_secs(),
             generation: self.children.generation(),
             workers: self.children.workers_info(now),
+            totals: self.lifetime.totals(&self.shm),
         }
     }
 
@@ -939,6 +948,7 @@ impl Master {
         // death from those children.
         self.children.close_all_channels();
         self.health.channel = None;
+        self.lifetime.forget();
         // SAFETY: the child never uses the master's epoll instance again and
         // exits without dropping `self`, so the fd is closed exactly once.
         unsafe {
