@@ -38,6 +38,8 @@ install: build
 bench:
 	bash bench/run.sh
 	$(CARGO) run --release --example pick_bench
+	$(CARGO) build --release --bin forklb
+	$(CARGO) run --release --example reload_bench
 
 ## make fuzz: libFuzzer over the request-head parser (+ rewrite round trip), the chunked
 ## scanner and the response-head parser, FUZZ_SECONDS each. cargo-fuzz needs nightly
