@@ -40,6 +40,8 @@ const TERM_GRACE: Duration = Duration::from_secs(3);
 /// `-u` instance on `upgrade_sock` (Pingora's old instance tries every 1 s;
 /// sooner means the new instance serves sooner).
 const OFFER_INTERVAL: Duration = Duration::from_millis(100);
+/// How often a master started by USR2 looks whether its old master is gone.
+const WATCH_INTERVAL: Duration = Duration::from_millis(500);
 
 #[derive(Debug)]
 pub enum MasterError {
@@ -139,16 +141,19 @@ struct HealthProc {
     failures: u32,
 }
 
-/// How a master got its listening sockets. It decides what the master tells
+/// Where a master stands among masters. It decides what the master tells
 /// systemd when it is ready and who serves on when it stops (see `notify`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Origin {
-    /// Bound them itself (or got them from systemd socket activation).
+    /// Bound its sockets itself (or got them from systemd socket activation).
     Fresh,
-    /// Started by USR2 of `old_master`, which waits beside it as `.oldbin`.
+    /// Started by USR2 of `old_master`, which waits beside it as `.oldbin`
+    /// (and is systemd's main process while it lives).
     Usr2 { old_master: Pid },
-    /// Took them over from a running instance through `upgrade_sock` (`-u`).
-    Handoff,
+    /// Took over from an instance that is gone or going: after `-u`, or once
+    /// the master that started us by USR2 has exited. systemd must be told
+    /// to follow us.
+    Succeeded,
 }
 
 /// Start-up choices made on the command line.
@@ -186,7 +191,7 @@ pub fn run(config: Config, opts: RunOptions) -> Result<(), MasterError> {
     // is bound, so the same addresses keep the same sockets.
     let (inherited, origin) = if opts.upgrade {
         let sockets = receive_handoff(&config)?;
-        (sockets, Origin::Handoff)
+        (sockets, Origin::Succeeded)
     } else {
         let inherited = upgrade::take_inherited();
         let origin = match inherited.from_master {
@@ -467,11 +472,18 @@ impl Master {
             State::Quitting { kill_at } | State::Terminating { kill_at } => Some(kill_at),
         };
         let admin = self.admin.as_ref().and_then(|a| a.next_deadline());
+        let now = Instant::now();
+        // Nothing signals these two; look now and then.
+        let watch_parent = matches!(self.origin, Origin::Usr2 { .. }).then(|| now + WATCH_INTERVAL);
+        let watch_new_master =
+            (!self.serving() && self.new_master_starting()).then(|| now + OFFER_INTERVAL);
         [
             kill_at,
             self.children.next_respawn(),
             self.health.respawn_at,
             admin,
+            watch_parent,
+            watch_new_master,
         ]
         .into_iter()
         .flatten()
@@ -499,6 +511,7 @@ impl Master {
                 log::info!("process {pid} {how}");
             }
         }
+        self.check_old_master();
 
         // 2. Terminate (fast).
         if self.take_signal(signals::SIGTERM) | self.take_signal(signals::SIGINT)
@@ -567,7 +580,7 @@ impl Master {
 
         // 4. Reload, 5. reopen, 6. upgrade, 7. stop accepting.
         if self.take_signal(signals::SIGHUP) && self.state == State::Running {
-            let announce = self.named_in_pid_file();
+            let announce = self.speaks_for_service();
             if announce {
                 notify::reloading();
             }
@@ -614,11 +627,16 @@ impl Master {
                         Ok(()) => {
                             self.pid_written = true;
                             log::info!("ready: {} worker(s) serving", self.children.slots());
-                            if self.origin == Origin::Fresh {
-                                notify::ready();
-                            } else {
-                                // systemd must follow us, not the old master.
-                                notify::ready_as_main(self.pid);
+                            match self.origin {
+                                Origin::Fresh => notify::ready(),
+                                // The old master is systemd's main process
+                                // and our parent: systemd follows us when it
+                                // exits (it reads the pid file then), while
+                                // we are its own child, not a stranger it
+                                // could not supervise. Until then we are not
+                                // the service's voice.
+                                Origin::Usr2 { .. } => {}
+                                Origin::Succeeded => notify::ready_as_main(self.pid),
                             }
                         }
                         Err(e) => {
@@ -632,7 +650,10 @@ impl Master {
                 false
             }
             State::Quitting { kill_at } | State::Terminating { kill_at } => {
-                if self.children.is_empty() && self.health.pid.is_none() {
+                if self.children.is_empty()
+                    && self.health.pid.is_none()
+                    && (!self.new_master_starting() || now >= kill_at)
+                {
                     return true;
                 }
                 if now >= kill_at {
@@ -660,6 +681,12 @@ impl Master {
     /// The pid file names this master (it is the one systemd should follow).
     fn named_in_pid_file(&self) -> bool {
         self.pid_written && self.pid_path == self.config.pid_file
+    }
+
+    /// This master is systemd's main process: the pid file names it and no
+    /// old master (whose child it is) still holds that place.
+    fn speaks_for_service(&self) -> bool {
+        self.named_in_pid_file() && !matches!(self.origin, Origin::Usr2 { .. })
     }
 
     /// One attempt to hand the listening sockets to a `-u` instance waiting
@@ -724,10 +751,38 @@ impl Master {
     /// announces itself when it serves), or it is stopping as a whole.
     fn announce_stop(&self, handed_over: bool) {
         match self.successor() {
-            Some(pid) => notify::hand_over(pid),
+            Some(pid) => log::info!("master {pid} goes on serving the service"),
             None if handed_over => {}
             None => notify::stopping(),
         }
+    }
+
+    /// A master started by USR2 whose old master has exited is reparented
+    /// (to systemd under systemd): from now on it must be the main process.
+    /// systemd normally follows the pid file when the old master exits; the
+    /// announcement covers units without `PIDFile=`.
+    fn check_old_master(&mut self) {
+        let Origin::Usr2 { old_master } = self.origin else {
+            return;
+        };
+        if nix::unistd::getppid() == old_master {
+            return;
+        }
+        log::info!("the old master {old_master} has exited");
+        self.origin = Origin::Succeeded;
+        if self.named_in_pid_file() {
+            notify::ready_as_main(self.pid);
+        }
+    }
+
+    /// A quitting master whose new master (USR2) is not serving yet waits
+    /// for it: were it to exit first, systemd would find no pid file and
+    /// stop the whole service.
+    fn new_master_starting(&self) -> bool {
+        let Some(new) = self.upgrade_child else {
+            return false;
+        };
+        pidfile::read(&self.config.pid_file).ok() != u32::try_from(new.as_raw()).ok()
     }
 
     /// HUP. After WINCH (an upgrade in progress) this is the rollback:
@@ -1031,7 +1086,7 @@ impl Master {
                 return Reply::Text("Permission denied\n".to_owned());
             }
             log::info!("reload requested over the admin socket");
-            let announce = self.named_in_pid_file();
+            let announce = self.speaks_for_service();
             if announce {
                 notify::reloading();
             }

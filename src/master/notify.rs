@@ -3,28 +3,41 @@
 //! namespace). Without the variable (not under systemd) nothing is sent.
 //!
 //! What forklb tells systemd (sd_notify(3), systemd.service(5)), so that the
-//! unit's MainPID is always the master named in the pid file, through binary
-//! upgrades and rollbacks:
+//! unit's MainPID is the master in the pid file after binary upgrades and
+//! rollbacks, and systemd never kills a master that goes on serving:
 //!
 //! - `READY=1` when the pid file is written (the workers serve).
 //! - `RELOADING=1` … `READY=1` around a reload, only from the master the pid
-//!   file names (an old master rolled back by HUP is not the service's).
-//! - `MAINPID=` moves with the pid file. A master started by USR2 (or `-u`)
-//!   says `MAINPID=<itself>` with its `READY=1`; an old master that takes the
-//!   pid file back because the new one exited says `MAINPID=<itself>`.
-//! - A master that stops while another master will go on serving hands the
-//!   service over with `MAINPID=<that master>` and never says `STOPPING=1`:
-//!   systemd would take `STOPPING=1` for the whole service stopping and kill
-//!   the survivor at TimeoutStopSec. The old master quitting after an
-//!   upgrade names the new one; a new master quitting in a rollback names the
-//!   old one. Only a master with no successor says `STOPPING=1`.
+//!   file names (an old master rolled back by HUP is not yet the service's).
+//! - MainPID moves to a new master (USR2) only once the old master has
+//!   exited. The old master stays systemd's main process during the upgrade;
+//!   when it exits, systemd reads `PIDFile=`, which names the new master by
+//!   then, and the new master — reparented to systemd — is its child, so
+//!   systemd supervises it fully (sees it exit, signals it on stop). A new
+//!   master announced earlier, while it is the old master's child, is a
+//!   process systemd 252 cannot supervise: it does not notice its exit and
+//!   skips straight to SIGKILL on `systemctl stop`. The new master also says
+//!   `MAINPID=<itself>` once it sees its old master gone (for units without
+//!   `PIDFile=`), and so does a `-u` instance when it is ready.
+//! - In a rollback the old master never stopped being the main process; it
+//!   repeats `MAINPID=<itself>` when it takes the pid file back.
+//! - `STOPPING=1` only from a master with no successor: systemd takes it for
+//!   the whole service stopping and kills the survivor at TimeoutStopSec. The
+//!   old master quitting after an upgrade, a new master quitting in a
+//!   rollback and an instance that handed its sockets to `-u` stay silent.
+//!   An old master quitting before its new master is ready waits for it, so
+//!   the pid file names a live master when systemd reads it.
 //!
-//! The unit needs `NotifyAccess=all`: the new master is not systemd's main
-//! process when it announces itself, and after a new master dies
-//! mid-upgrade the old one must be able to claim the service back although
-//! systemd (252) still names the dead one — neither `main` nor `exec` would
-//! accept those messages. Workers and the health checker drop
-//! `NOTIFY_SOCKET` from their environment and never notify.
+//! The unit says `NotifyAccess=main`: every message that matters comes from
+//! the main process (the master systemd follows), so nothing else in the
+//! cgroup — a compromised worker, say — can make systemd stop the service or
+//! follow another process. Messages from masters that are not the main
+//! process (a new master's READY=1 before its old master exits, a `-u`
+//! instance's MAINPID= under a unit that did not start it) are dropped by
+//! systemd and need not arrive. `all` works as well (the protocol never
+//! relies on a message being refused); `exec` adds only ExecReload/ExecStop,
+//! which never notify. Workers and the health checker drop `NOTIFY_SOCKET`
+//! from their environment and never notify.
 
 use std::os::unix::net::UnixDatagram;
 
@@ -68,12 +81,6 @@ pub fn ready() {
 /// This master serves now and systemd must follow it.
 pub fn ready_as_main(pid: u32) {
     notify(&format!("MAINPID={pid}\nREADY=1"));
-}
-
-/// Another master (`pid`) serves from now on.
-pub fn hand_over(pid: u32) {
-    log::info!("telling systemd that master {pid} is the service's main process now");
-    notify(&format!("MAINPID={pid}"));
 }
 
 /// The whole service stops (no other master goes on serving).
