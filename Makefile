@@ -4,7 +4,7 @@ PREFIX  ?= /usr/local
 DESTDIR ?=
 CONF    ?= conf/forklb.yaml
 
-.PHONY: all build run test install bench fuzz clean
+.PHONY: all build run test test-deps install bench fuzz clean
 
 all: build
 
@@ -15,11 +15,31 @@ build:
 run: build
 	./target/release/forklb -c $(CONF)
 
-## make test: formatting, lints, unit and integration tests.
-test:
+## make test: installs what the tests drive (when missing), then formatting,
+## lints, unit and integration tests. A tool a test needs is installed, never
+## skipped: tests/systemd_unit.rs boots a real systemd, tests/admin_api.rs
+## speaks through socat.
+test: test-deps
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --all-targets -- -D warnings
 	$(CARGO) test --all-targets
+
+## Debian packages of the tools the tests run, as `command:package`.
+TEST_TOOLS = socat:socat curl:curl unshare:util-linux nsenter:util-linux \
+	/lib/systemd/systemd:systemd logrotate:logrotate
+test-deps:
+	@missing=""; for t in $(TEST_TOOLS); do \
+		cmd=$${t%%:*}; pkg=$${t#*:}; \
+		if ! command -v $$cmd >/dev/null 2>&1 && [ ! -x $$cmd ]; then missing="$$missing $$pkg"; fi; \
+	done; \
+	if [ -n "$$missing" ]; then \
+		if [ "$$(id -u)" != 0 ]; then \
+			echo "make test needs:$$missing (run as root, or: sudo apt-get install$$missing)" >&2; exit 1; \
+		fi; \
+		echo "installing:$$missing"; \
+		export DEBIAN_FRONTEND=noninteractive; \
+		apt-get update -qq && apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
 
 ## make install: binary, production config (kept if present), systemd unit.
 install: build
