@@ -302,3 +302,146 @@ fn readme_configuration_examples_pass_forklb_t() {
         "README.md should show at least one whole configuration: {blocks:?}"
     );
 }
+/// GitHub's anchor for a heading: lowercase, punctuation dropped, spaces → `-`.
+fn anchor_of(heading: &str) -> String {
+    heading
+        .trim()
+        .to_lowercase()
+        .chars()
+        .filter(|c| c.is_alphanumeric() || *c == ' ' || *c == '-' || *c == '_')
+        .map(|c| if c == ' ' { '-' } else { c })
+        .collect()
+}
+
+/// The anchors of the headings of a Markdown file (outside code blocks).
+fn anchors(text: &str) -> Vec<String> {
+    let mut in_code = false;
+    let mut out = Vec::new();
+    for line in text.lines() {
+        if line.trim_start().starts_with("```") {
+            in_code = !in_code;
+        } else if !in_code && line.starts_with('#') {
+            out.push(anchor_of(line.trim_start_matches('#')));
+        }
+    }
+    out
+}
+
+/// The documentation names no file outside the repository (README.md used to point at
+/// `../shared/DESIGN.md`), and its relative links — file and `#anchor` — resolve.
+#[test]
+fn documentation_links_stay_inside_the_repository() {
+    for rel in ["README.md", "docs/configuration.md"] {
+        let text = fs::read_to_string(repo_file(rel)).unwrap();
+        assert!(
+            !text.contains("../shared"),
+            "{rel} points at ../shared, which is not part of the repository"
+        );
+        let dir = repo_file(rel).parent().unwrap().to_path_buf();
+        for (i, line) in text.lines().enumerate() {
+            let mut rest = line;
+            while let Some(p) = rest.find("](") {
+                rest = &rest[p + 2..];
+                let Some(end) = rest.find(')') else { break };
+                let link = &rest[..end];
+                rest = &rest[end..];
+                if link.contains("://") || link.starts_with("mailto:") {
+                    continue;
+                }
+                let (file, anchor) = link.split_once('#').unwrap_or((link, ""));
+                let target = if file.is_empty() {
+                    repo_file(rel)
+                } else {
+                    dir.join(file)
+                };
+                assert!(
+                    target.exists(),
+                    "{rel}:{}: link to {link}: {} does not exist",
+                    i + 1,
+                    target.display()
+                );
+                if !anchor.is_empty() {
+                    let text = fs::read_to_string(&target).unwrap();
+                    assert!(
+                        anchors(&text).iter().any(|a| a == anchor),
+                        "{rel}:{}: link to {link}: no heading with anchor #{anchor}",
+                        i + 1
+                    );
+                }
+            }
+        }
+    }
+    assert_eq!(
+        anchor_of(" Runtime API (HAProxy-compatible)"),
+        "runtime-api-haproxy-compatible"
+    );
+    assert_eq!(
+        anchor_of(" `tls` (HTTPS to the servers)"),
+        "tls-https-to-the-servers"
+    );
+}
+
+#[test]
+fn configuration_reference_examples_pass_forklb_t() {
+    let blocks = check_file("docs/configuration.md");
+    assert!(
+        blocks.iter().any(|b| matches!(b.kind, Kind::Invalid(_))),
+        "docs/configuration.md should show how errors look: {blocks:?}"
+    );
+}
+
+/// Collects the keys of `v` (not the names under `upstreams`, which are the user's).
+fn schema_keys(v: &Value, under_upstreams: bool, out: &mut Vec<String>) {
+    match v {
+        Value::Mapping(m) => {
+            for (k, child) in m {
+                let k = k.as_str().unwrap_or_default();
+                if !under_upstreams {
+                    out.push(k.to_owned());
+                }
+                schema_keys(child, !under_upstreams && k == "upstreams", out);
+            }
+        }
+        Value::Sequence(s) => s.iter().for_each(|c| schema_keys(c, false, out)),
+        _ => {}
+    }
+}
+
+/// Every key forklb prints with `-T` (which fills in every default) is documented in
+/// docs/configuration.md, so a new key cannot land undocumented.
+#[test]
+fn configuration_reference_documents_every_key() {
+    let dir = TempDir::new("keys");
+    let (cert, key) = TestCert::self_signed(&["localhost"]).write(dir.path(), "a");
+    let yaml = format!(
+        "admin: {{socket: a.sock}}\nstate_file: s.state\naccess_log: {{path: a.log}}\n\
+         listeners:\n  - name: web\n    bind: [\"127.0.0.1:8443\"]\n\
+         \x20   tls: {{certificates: [{{cert: \"{}\", key: \"{}\"}}]}}\n\
+         \x20   routes:\n\
+         \x20     - {{host: a.example, path: /a/, upstream: web}}\n\
+         \x20     - {{return: {{status: 200}}}}\n\
+         \x20     - {{redirect: {{to: /b}}}}\n\
+         \x20     - {{metrics: prometheus}}\n\
+         upstreams:\n  web:\n    balance: hash\n    hash_key: uri\n    tls: {{sni: a.example}}\n\
+         \x20   health: {{type: http}}\n    servers: [{{addr: \"127.0.0.1:9001\"}}]\n",
+        cert.display(),
+        key.display()
+    );
+    let path = dir.join("forklb.yaml");
+    fs::write(&path, &yaml).unwrap();
+    let out = run_forklb(&["-T", "-c", path.to_str().unwrap()], RUN_TIMEOUT);
+    assert_eq!(out.code(), Some(0), "{}\n{yaml}", out.combined());
+    let effective: Value = serde_yaml::from_str(&out.stdout).expect("-T prints YAML");
+    let mut keys = Vec::new();
+    schema_keys(&effective, false, &mut keys);
+    assert!(keys.len() > 50, "too few keys in:\n{}", out.stdout);
+    let doc = fs::read_to_string(repo_file("docs/configuration.md")).unwrap();
+    let missing: Vec<&String> = keys
+        .iter()
+        .filter(|k| !doc.contains(&format!("`{k}`")))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "docs/configuration.md does not document {missing:?}"
+    );
+}
