@@ -51,6 +51,10 @@ install:
 	rm -f forklb.service.tmp
 	install -D -m 0644 packaging/logrotate/forklb $(DESTDIR)/etc/logrotate.d/forklb
 	install -d -m 0755 $(DESTDIR)/var/log/forklb
+	@if [ -z "$(DESTDIR)" ] && ! id forklb >/dev/null 2>&1; then \
+		echo "note: the workers run as user 'forklb' (user: in /etc/forklb/forklb.yaml); create it with"; \
+		echo "  useradd --system --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin forklb"; \
+	fi
 
 ## make bench: forklb vs nginx vs HAProxy (QUICK=1 for a short smoke run).
 bench:

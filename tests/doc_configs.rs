@@ -445,3 +445,57 @@ fn configuration_reference_documents_every_key() {
         "docs/configuration.md does not document {missing:?}"
     );
 }
+
+/// The demo configuration passes `forklb -t` in place.
+#[test]
+fn demo_configuration_passes_forklb_t() {
+    let path = repo_file("conf/forklb.yaml");
+    let out = run_forklb(&["-t", "-c", path.to_str().unwrap()], RUN_TIMEOUT);
+    assert_eq!(out.code(), Some(0), "{}", out.combined());
+}
+
+/// The production configuration passes `forklb -t` — with `user: nobody` where its user
+/// does not exist here — and has what a production install needs: a user to drop to, logs
+/// under /var/log/forklb (which the shipped logrotate file rotates, signalling the pid file
+/// it names), the admin socket and pid file under /run/forklb (systemd's RuntimeDirectory).
+#[test]
+fn production_configuration_passes_forklb_t() {
+    let text = fs::read_to_string(repo_file("conf/production.yaml")).unwrap();
+    let config: Value = serde_yaml::from_str(&text).unwrap();
+    let str_at = |path: &[&str]| -> String {
+        let mut v = &config;
+        for k in path {
+            v = get(v, k).unwrap_or_else(|| panic!("conf/production.yaml has no {path:?}"));
+        }
+        v.as_str().unwrap_or_default().to_owned()
+    };
+    let user = str_at(&["user"]);
+    assert!(!user.is_empty(), "conf/production.yaml must set user:");
+    assert_eq!(str_at(&["pid_file"]), "/run/forklb/forklb.pid");
+    assert!(str_at(&["admin", "socket"]).starts_with("/run/forklb/"));
+    assert!(!str_at(&["upgrade_sock"]).is_empty());
+    let logrotate = fs::read_to_string(repo_file("packaging/logrotate/forklb")).unwrap();
+    for log in [str_at(&["access_log", "path"]), str_at(&["error_log"])] {
+        assert!(
+            log.starts_with("/var/log/forklb/") && log.ends_with(".log"),
+            "{log} is not rotated by packaging/logrotate/forklb (/var/log/forklb/*.log)"
+        );
+    }
+    assert!(logrotate.contains("/var/log/forklb/*.log"));
+    assert!(logrotate.contains(&str_at(&["pid_file"])));
+
+    let user_line = format!("\nuser: {user} ");
+    assert!(
+        text.contains(&user_line),
+        "expected {user_line:?} in the file"
+    );
+    let checked = match nix::unistd::User::from_name(&user) {
+        Ok(Some(_)) => text.clone(),
+        _ => text.replacen(&user_line, "\nuser: nobody ", 1),
+    };
+    let dir = TempDir::new("production");
+    let path = dir.join("forklb.yaml");
+    fs::write(&path, &checked).unwrap();
+    let out = run_forklb(&["-t", "-c", path.to_str().unwrap()], RUN_TIMEOUT);
+    assert_eq!(out.code(), Some(0), "{}\n{checked}", out.combined());
+}
