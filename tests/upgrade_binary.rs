@@ -803,7 +803,7 @@ fn is_socket(path: &Path) -> bool {
 #[test]
 fn u_takes_over_the_listening_sockets_on_quit_under_load() {
     let b = Backend::start("b1");
-    let mut lb = Forklb::start(&proxy_config_for(2, &[&b]));
+    let mut lb = Forklb::start_with(&proxy_config_for(2, &[&b]), &with_upgrade_sock());
     let port = lb.port();
     let old = lb.master_pid();
     let old_workers = lb.wait_workers(2, T5);
@@ -889,9 +889,24 @@ fn u_takes_over_the_listening_sockets_on_quit_under_load() {
     assert!(!lb.pid_file().exists(), "pid file left behind");
 }
 
+/// `upgrade_sock` in the test's folder (the Pingora-style tests).
+fn with_upgrade_sock() -> StartOpts {
+    StartOpts {
+        upgrade_sock: true,
+        ..Default::default()
+    }
+}
+
+/// QUIT with nobody taking the sockets. `stale_socket`: `upgrade_sock` is set
+/// (with no grace) and a socket file nobody listens on is there.
 fn quit_is_plain_graceful_shutdown(stale_socket: bool) {
     let b = Backend::start("b1");
-    let mut lb = Forklb::start(&proxy_config_for(2, &[&b]));
+    let mut lb = if stale_socket {
+        let yaml = format!("upgrade_grace: 0s\n{}", proxy_config_for(2, &[&b]));
+        Forklb::start_with(&yaml, &with_upgrade_sock())
+    } else {
+        Forklb::start(&proxy_config_for(2, &[&b]))
+    };
     let port = lb.port();
     let workers = lb.wait_workers(2, T5);
     if stale_socket {

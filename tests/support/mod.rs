@@ -1245,8 +1245,8 @@ pub fn kill(pid: i32, sig: i32) -> bool {
 // ---------------------------------------------------------------------------
 // forklb process harness
 
-/// The standard proxy configuration of the tests (without the `pid_file`,
-/// `error_log` and `upgrade_sock` keys, which [`Forklb`] adds): one listener on
+/// The standard proxy configuration of the tests (without the `pid_file` and
+/// `error_log` keys, which [`Forklb`] adds): one listener on
 /// `$PORT` with a `/healthz` return route and everything else to upstream `web`.
 /// `servers` are (name, address, weight); `upstream_extra` are more keys of
 /// upstream `web`, e.g. `["retries: 0"]`.
@@ -1297,6 +1297,10 @@ pub struct StartOpts {
     pub args: Vec<String>,
     /// Run this executable instead of the one cargo built (e.g. a copy).
     pub exe: Option<PathBuf>,
+    /// Set `upgrade_sock` to `upgrade.sock` in the test's folder. Setting it
+    /// is what makes QUIT offer the sockets for `upgrade_grace` (5 s unless
+    /// the YAML says otherwise), so only Pingora-style tests ask for it.
+    pub upgrade_sock: bool,
 }
 
 /// A running `forklb` (foreground master) on a generated configuration.
@@ -1311,15 +1315,15 @@ pub struct Forklb {
     /// the master is gone.
     seen: Mutex<Vec<i32>>,
     exit: Option<ExitStatus>,
-    /// The `pid_file`/`error_log`/`upgrade_sock` lines put before the test's
-    /// YAML (see [`Forklb::write_config`]).
+    /// The `pid_file`/`error_log` (and maybe `upgrade_sock`) lines put before
+    /// the test's YAML (see [`Forklb::write_config`]).
     header: String,
 }
 
 impl Forklb {
     /// Starts forklb on `yaml` (with `$PORT` replaced by a free port and
-    /// `pid_file`, `error_log`, `upgrade_sock` pointing into a fresh temporary
-    /// folder) and waits until it serves; panics with diagnostics otherwise.
+    /// `pid_file`, `error_log` pointing into a fresh temporary folder) and
+    /// waits until it serves; panics with diagnostics otherwise.
     pub fn start(yaml: &str) -> Forklb {
         Forklb::try_start(yaml).unwrap_or_else(|e| panic!("{e}"))
     }
@@ -1340,12 +1344,17 @@ impl Forklb {
         let pid_file = dir.join("forklb.pid");
         let error_log = dir.join("error.log");
         let config = dir.join("forklb.yaml");
-        let header = format!(
-            "pid_file: \"{}\"\nerror_log: \"{}\"\nupgrade_sock: \"{}\"\n",
+        let mut header = format!(
+            "pid_file: \"{}\"\nerror_log: \"{}\"\n",
             pid_file.display(),
             error_log.display(),
-            dir.join("upgrade.sock").display(),
         );
+        if opts.upgrade_sock {
+            header.push_str(&format!(
+                "upgrade_sock: \"{}\"\n",
+                dir.join("upgrade.sock").display()
+            ));
+        }
         let text = format!("{header}{}", yaml.replace("$PORT", &port.to_string()));
         fs::write(&config, text).map_err(|e| format!("write config: {e}"))?;
         let stdout = fs::File::create(dir.join("stdout.log")).map_err(|e| e.to_string())?;
@@ -1505,7 +1514,7 @@ impl Forklb {
     }
 
     /// Replaces the configuration file with `yaml` (same treatment as at
-    /// start: `$PORT` replaced, the `pid_file`/`error_log`/`upgrade_sock`
+    /// start: `$PORT` replaced, the `pid_file`/`error_log` (`upgrade_sock`)
     /// lines put first), e.g. before sending HUP.
     pub fn write_config(&self, yaml: &str) {
         let text = format!(
