@@ -473,7 +473,6 @@ fn production_configuration_passes_forklb_t() {
     assert!(!user.is_empty(), "conf/production.yaml must set user:");
     assert_eq!(str_at(&["pid_file"]), "/run/forklb/forklb.pid");
     assert!(str_at(&["admin", "socket"]).starts_with("/run/forklb/"));
-    assert!(!str_at(&["upgrade_sock"]).is_empty());
     let logrotate = fs::read_to_string(repo_file("packaging/logrotate/forklb")).unwrap();
     for log in [str_at(&["access_log", "path"]), str_at(&["error_log"])] {
         assert!(
