@@ -9,7 +9,7 @@
 mod support;
 
 use std::io::{self, Read, Write};
-use std::net::{SocketAddr, TcpListener};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -715,4 +715,117 @@ fn upstream_that_closes_without_answering_still_gets_502() {
     o.assert_closed_cleanly(&diag);
     // Bytes were sent: no retry on the other server.
     assert!(s.other.heads().is_empty(), "retried: {:?}", s.other.heads());
+}
+
+// ---- Interim responses and protocol switches during the upload ----------------------
+
+/// A one-connection origin on 127.0.0.1 run by `serve` on its own thread.
+fn raw_origin(serve: impl FnOnce(TcpStream) + Send + 'static) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    thread::spawn(move || {
+        if let Ok((sock, _)) = listener.accept() {
+            let _ = sock.set_read_timeout(Some(Duration::from_secs(5)));
+            let _ = sock.set_write_timeout(Some(Duration::from_secs(5)));
+            let _ = sock.set_nodelay(true);
+            serve(sock);
+        }
+    });
+    addr
+}
+
+/// Reads up to the end of a head; returns what came after it.
+fn read_past_head(sock: &mut TcpStream) -> Option<Vec<u8>> {
+    let mut seen = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        if let Some(p) = seen.windows(4).position(|w| w == b"\r\n\r\n") {
+            return Some(seen.split_off(p + 4));
+        }
+        match sock.read(&mut chunk) {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => seen.extend_from_slice(&chunk[..n]),
+        }
+    }
+}
+
+fn single_server_config(addr: SocketAddr) -> String {
+    proxy_config(1, &[("s1", addr, 1)], &[])
+}
+
+#[test]
+fn interim_response_during_the_upload_is_relayed_and_keep_alive_survives() {
+    // 103 Early Hints right after the head; the final 200 after the whole body.
+    const SIZE: usize = 200_000;
+    let addr = raw_origin(|mut sock| {
+        let Some(mut body) = read_past_head(&mut sock) else {
+            return;
+        };
+        let _ =
+            sock.write_all(b"HTTP/1.1 103 Early Hints\r\nLink: </style.css>; rel=preload\r\n\r\n");
+        let mut chunk = [0u8; 65536];
+        while body.len() < SIZE {
+            match sock.read(&mut chunk) {
+                Ok(0) | Err(_) => return,
+                Ok(n) => body.extend_from_slice(&chunk[..n]),
+            }
+        }
+        let _ = sock.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nok\n");
+        // Keep the connection for a moment (forklb may pool it).
+        let _ = sock.read(&mut chunk);
+    });
+    let lb = Forklb::start(&single_server_config(addr));
+    let mut c = Conn::open(lb.port()).expect("connect");
+    c.send(format!("POST /up HTTP/1.1\r\nHost: x\r\nContent-Length: {SIZE}\r\n\r\n").as_bytes())
+        .expect("head");
+    c.send(&vec![b'a'; SIZE / 2]).expect("first half");
+    let hint = c.read_next_head().expect("the 103");
+    assert_eq!(hint.status, 103, "{hint:?}\n{}", lb.diagnostics());
+    assert_eq!(hint.header("Link"), Some("</style.css>; rel=preload"));
+    c.send(&vec![b'b'; SIZE / 2]).expect("second half");
+    let r = c.read_response().expect("the final answer");
+    assert_eq!((r.status, r.body_str().as_str()), (200, "ok\n"), "{r:?}");
+    assert!(!r.closes(), "a complete upload keeps the connection: {r:?}");
+    assert_eq!(c.get("/healthz").expect("next request").status, 200);
+}
+
+#[test]
+fn switch_of_protocols_before_the_body_is_out_waits_for_the_body() {
+    // The origin answers 101 as soon as it has the head, then echoes every
+    // byte (the rest of the body first, then the tunnel's).
+    let addr = raw_origin(|mut sock| {
+        let Some(early) = read_past_head(&mut sock) else {
+            return;
+        };
+        let _ = sock.write_all(
+            b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n",
+        );
+        let _ = sock.write_all(&early);
+        let mut chunk = [0u8; 4096];
+        loop {
+            match sock.read(&mut chunk) {
+                Ok(0) | Err(_) => return,
+                Ok(n) => {
+                    if sock.write_all(&chunk[..n]).is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    });
+    let lb = Forklb::start(&single_server_config(addr));
+    let mut c = Conn::open(lb.port()).expect("connect");
+    c.send(b"POST /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: echo\r\nContent-Length: 10\r\n\r\nfirst")
+        .expect("head and half the body");
+    // The 101 reaches forklb now; it must wait for the rest of the body.
+    thread::sleep(Duration::from_millis(200));
+    c.send(b"-half").expect("the rest of the body");
+    let r = c.read_next_head().expect("the 101");
+    assert_eq!(r.status, 101, "{r:?}\n{}", lb.diagnostics());
+    assert_eq!(
+        c.read_exact_bytes(10).expect("the body, echoed"),
+        b"first-half"
+    );
+    c.send(b"ping").expect("tunnel");
+    assert_eq!(c.read_exact_bytes(4).expect("echo"), b"ping");
 }
