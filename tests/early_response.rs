@@ -829,3 +829,36 @@ fn switch_of_protocols_before_the_body_is_out_waits_for_the_body() {
     c.send(b"ping").expect("tunnel");
     assert_eq!(c.read_exact_bytes(4).expect("echo"), b"ping");
 }
+
+// ---- The lingering close is bounded -------------------------------------------------
+
+#[test]
+fn lingering_ends_after_five_quiet_seconds() {
+    let s = setup(vec![EarlyScript::new(
+        "/upload",
+        EARLY_413,
+        EarlyThen::Close,
+    )]);
+    let mut c = Conn::open(s.lb.port()).expect("connect");
+    c.set_read_timeout(Duration::from_secs(10));
+    let mut req =
+        format!("POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: {BIG}\r\n\r\n").into_bytes();
+    req.extend(std::iter::repeat_n(b'q', 256 * 1024));
+    c.send(&req).expect("head and some body");
+    let r = c.read_response().expect("the early answer");
+    assert_eq!(r.status, 413, "{r:?}\n{}", s.lb.diagnostics());
+    assert_eq!(c.read_to_end().expect("a clean FIN"), b"");
+    // forklb lingers: what the client still sends is taken.
+    thread::sleep(Duration::from_secs(1));
+    c.send(&[b'q'; 4096]).expect("taken while lingering");
+    // 5 s without a byte end the lingering: then the socket is closed, and
+    // the second write after it meets the reset of the first.
+    thread::sleep(Duration::from_millis(6500));
+    let first = c.send(b"late");
+    thread::sleep(Duration::from_millis(200));
+    let second = c.send(b"late");
+    assert!(
+        first.is_err() || second.is_err(),
+        "forklb still lingers after 6.5 quiet seconds"
+    );
+}
