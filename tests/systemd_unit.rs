@@ -574,3 +574,32 @@ fn crashed_master_is_restarted_and_stop_still_works() {
     assert_eq!(ns.state().active, "inactive", "{}", ns.journal());
     assert!(ns.forklb_procs().is_empty(), "{:?}", ns.forklb_procs());
 }
+
+/// `systemctl stop` in the middle of an upgrade (both masters alive, the
+/// old one's workers stopped by WINCH) stops both, gracefully: no SIGKILL,
+/// no failed state.
+#[test]
+fn stop_during_an_upgrade_stops_both_masters() {
+    let ns = Systemd::boot("stop-mid-upgrade");
+    let old = ns.start();
+    ns.kill("USR2", old);
+    let new = ns.wait_new_master(old);
+    ns.kill("WINCH", old);
+    ns.wait("the old workers to exit after WINCH", T10, |s| {
+        s.children(old, "forklb-worker").is_empty()
+    });
+    ns.ok(&["systemctl", "stop", "forklb"]);
+    let st = ns.state();
+    assert_eq!(
+        (st.active.as_str(), st.restarts),
+        ("inactive", 0),
+        "{st:?}\n{}",
+        ns.journal()
+    );
+    assert!(ns.forklb_procs().is_empty(), "{:?}", ns.forklb_procs());
+    let journal = ns.journal();
+    assert!(
+        !journal.contains("SIGKILL") && !journal.contains("Failed with result"),
+        "not a graceful stop (new master {new}):\n{journal}"
+    );
+}
