@@ -4,7 +4,7 @@ PREFIX  ?= /usr/local
 DESTDIR ?=
 CONF    ?= conf/forklb.yaml
 
-.PHONY: all build run test install bench fuzz clean
+.PHONY: all build run test test-deps install bench fuzz clean
 
 all: build
 
@@ -15,24 +15,66 @@ build:
 run: build
 	./target/release/forklb -c $(CONF)
 
-## make test: formatting, lints, unit and integration tests.
-test:
+## make test: installs what the tests drive (when missing), then formatting,
+## lints, unit and integration tests. A tool a test needs is installed, never
+## skipped: tests/systemd_unit.rs boots a real systemd, tests/admin_api.rs
+## speaks through socat.
+test: test-deps
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --all-targets -- -D warnings
 	$(CARGO) test --all-targets
 
-## make install: binary, production config (kept if present), systemd unit.
-install: build
-	install -D -m 0755 target/release/forklb $(DESTDIR)$(PREFIX)/sbin/forklb
+## Debian packages of the tools the tests run, as `command:package`.
+TEST_TOOLS = socat:socat curl:curl unshare:util-linux nsenter:util-linux \
+	/lib/systemd/systemd:systemd logrotate:logrotate
+test-deps:
+	@missing=""; for t in $(TEST_TOOLS); do \
+		cmd=$${t%%:*}; pkg=$${t#*:}; \
+		if ! command -v $$cmd >/dev/null 2>&1 && [ ! -x $$cmd ]; then missing="$$missing $$pkg"; fi; \
+	done; \
+	if [ -n "$$missing" ]; then \
+		if [ "$$(id -u)" != 0 ]; then \
+			echo "make test needs:$$missing (run as root, or: sudo apt-get install$$missing)" >&2; exit 1; \
+		fi; \
+		echo "installing:$$missing"; \
+		export DEBIAN_FRONTEND=noninteractive; \
+		apt-get update -qq && apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+
+## make install: binary, production config (kept if present), systemd unit, logrotate
+## file, log folder. It installs target/release/forklb as it is and builds it only when
+## it is missing, so `make build` as yourself, then `sudo make install` works where root
+## has no cargo (and leaves no root-owned files in target/). DESTDIR and PREFIX as usual.
+BIN ?= target/release/forklb
+install:
+	@if [ ! -x "$(BIN)" ]; then \
+		if command -v $(CARGO) >/dev/null 2>&1; then \
+			echo "$(BIN) is missing: building it with $(CARGO) build --release"; \
+			$(CARGO) build --release || exit 1; \
+		else \
+			echo "make install: $(BIN) is missing and '$(CARGO)' is not found: run 'make build'" \
+				"as the user who has cargo first (then 'sudo make install')" >&2; \
+			exit 1; \
+		fi; \
+	else \
+		echo "installing $(BIN) as built ('make build' first to rebuild it)"; \
+	fi
+	install -D -m 0755 "$(BIN)" $(DESTDIR)$(PREFIX)/sbin/forklb
 	@if [ -e $(DESTDIR)/etc/forklb/forklb.yaml ]; then \
 		echo "keeping existing $(DESTDIR)/etc/forklb/forklb.yaml"; \
 	else \
+		echo "install -D -m 0644 conf/production.yaml $(DESTDIR)/etc/forklb/forklb.yaml"; \
 		install -D -m 0644 conf/production.yaml $(DESTDIR)/etc/forklb/forklb.yaml; \
 	fi
 	sed 's|@SBINDIR@|$(PREFIX)/sbin|g' systemd/forklb.service > forklb.service.tmp
 	install -D -m 0644 forklb.service.tmp $(DESTDIR)/etc/systemd/system/forklb.service
 	rm -f forklb.service.tmp
+	install -D -m 0644 packaging/logrotate/forklb $(DESTDIR)/etc/logrotate.d/forklb
 	install -d -m 0755 $(DESTDIR)/var/log/forklb
+	@if [ -z "$(DESTDIR)" ] && ! id forklb >/dev/null 2>&1; then \
+		echo "note: the workers run as user 'forklb' (user: in /etc/forklb/forklb.yaml); create it with"; \
+		echo "  useradd --system --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin forklb"; \
+	fi
 
 ## make bench: forklb vs nginx vs HAProxy (QUICK=1 for a short smoke run).
 bench:

@@ -42,6 +42,18 @@ pub fn children_named(ppid: i32, comm: &str) -> Vec<i32> {
         .collect()
 }
 
+/// Live children of `ppid` whose comm is none of `names`.
+pub fn children_not_named(ppid: i32, names: &[&str]) -> Vec<i32> {
+    let Ok(dir) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter_map(info)
+        .filter(|p| p.ppid == ppid && p.state != 'Z' && !names.contains(&p.comm.as_str()))
+        .map(|p| p.pid)
+        .collect()
+}
+
 /// Running (exists and is not a zombie waiting to be reaped).
 pub fn is_running(pid: i32) -> bool {
     info(pid).is_some_and(|p| p.state != 'Z' && p.state != 'X')

@@ -7,10 +7,12 @@
 //! 3. WINCH the old master and wait until its workers are gone;
 //! 4. QUIT the old master and wait until it has exited.
 //!
-//! If the new master does not come up in time: QUIT it (if it exists) and
-//! the old master takes its pid file back by itself. If the old workers do
-//! not stop in time: HUP the old master (restarting its workers) and QUIT
-//! the new one.
+//! If the new master does not come up within `upgrade_timeout` (a binary
+//! that hangs, say): QUIT it, KILL it if it is still there after a grace,
+//! and wait until the old master — which reaps it — has taken its pid file
+//! back, so `forklb -s reload` works right after. If the old workers do not
+//! stop in time: HUP the old master (restarting its workers) and QUIT the
+//! new one.
 
 use crate::cli::{EXIT_OK, EXIT_RUNTIME};
 use crate::config::Config;
@@ -20,8 +22,15 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use std::time::{Duration, Instant};
 
-const STEP_TIMEOUT: Duration = Duration::from_secs(30);
 const POLL: Duration = Duration::from_millis(50);
+/// How long a stray new master gets to exit after QUIT before KILL.
+const STRAY_GRACE: Duration = Duration::from_secs(5);
+/// How long the old master gets to take its pid file back once the stray
+/// new master is gone (it only needs to reap it).
+const TAKE_BACK_TIMEOUT: Duration = Duration::from_secs(10);
+/// Process names of the old master's own children, which are not the new
+/// master (DESIGN §3).
+const OWN_CHILDREN: &[&str] = &["forklb-worker", "forklb-health"];
 
 fn say(msg: &str) {
     println!("forklb: {msg}");
@@ -88,7 +97,8 @@ pub fn run(config: &Config) -> i32 {
     let started = Instant::now();
     let mut saw_oldbin = false;
     let mut gave_up = None;
-    let new = wait_for(STEP_TIMEOUT, || {
+    let step_timeout = config.upgrade_timeout.get();
+    let new = wait_for(step_timeout, || {
         if let Ok(p) = pidfile::read(&config.pid_file).map(|p| p as i32) {
             if p != old && procfs::is_running(p) {
                 return Some(Some(p));
@@ -111,11 +121,27 @@ pub fn run(config: &Config) -> i32 {
         return EXIT_RUNTIME;
     }
     let Some(new) = new else {
-        say("the new master did not come up in time: rolling back");
-        for p in procfs::children_named(old, "forklb-master") {
-            say(&format!("sending QUIT to the new master {p}"));
-            send(p, Signal::SIGQUIT);
+        say(&format!(
+            "the new master did not become ready within {} s: rolling back",
+            step_timeout.as_secs_f64()
+        ));
+        stop_stray_new_master(old);
+        let back = wait_for(TAKE_BACK_TIMEOUT, || {
+            let named = pidfile::read(&config.pid_file).ok() == Some(old as u32);
+            (named && !oldbin.exists()).then_some(())
+        });
+        if back.is_none() {
+            eprintln!(
+                "forklb: [error] the old master {old} did not take {} back",
+                config.pid_file.display()
+            );
+        } else {
+            say(&format!(
+                "master {old} keeps serving; {} names it again",
+                config.pid_file.display()
+            ));
         }
+        eprintln!("forklb: [error] upgrade failed: the new binary did not become ready");
         return EXIT_RUNTIME;
     };
     let workers = procfs::children_named(new, "forklb-worker").len();
@@ -148,10 +174,46 @@ pub fn run(config: &Config) -> i32 {
     if !send(old, Signal::SIGQUIT) {
         return EXIT_RUNTIME;
     }
-    if wait_for(STEP_TIMEOUT, || (!procfs::is_running(old)).then_some(())).is_none() {
+    if wait_for(step_timeout, || (!procfs::is_running(old)).then_some(())).is_none() {
         eprintln!("forklb: [warn] the old master {old} is still running");
         return EXIT_RUNTIME;
     }
     say(&format!("upgrade complete: master {new} serves alone"));
     EXIT_OK
+}
+
+/// The processes the old master started besides its workers and health
+/// checker: the new binary, whatever it calls itself. Sampled twice, so a
+/// worker forked a moment ago (still named like its master) is not taken.
+fn new_master_candidates(old: i32) -> Vec<i32> {
+    let first = procfs::children_not_named(old, OWN_CHILDREN);
+    std::thread::sleep(POLL);
+    let second = procfs::children_not_named(old, OWN_CHILDREN);
+    first.into_iter().filter(|p| second.contains(p)).collect()
+}
+
+/// QUIT the new process(es) of a failed upgrade, then KILL what is left
+/// after `STRAY_GRACE`. The old master reaps them and takes its pid file back.
+fn stop_stray_new_master(old: i32) {
+    let strays = new_master_candidates(old);
+    if strays.is_empty() {
+        return;
+    }
+    for &p in &strays {
+        say(&format!("sending QUIT to the new process {p}"));
+        send(p, Signal::SIGQUIT);
+    }
+    let gone = wait_for(STRAY_GRACE, || {
+        strays.iter().all(|&p| !procfs::is_running(p)).then_some(())
+    });
+    if gone.is_some() {
+        return;
+    }
+    for &p in strays.iter().filter(|&&p| procfs::is_running(p)) {
+        say(&format!(
+            "the new process {p} did not exit within {} s: sending KILL",
+            STRAY_GRACE.as_secs()
+        ));
+        send(p, Signal::SIGKILL);
+    }
 }

@@ -487,10 +487,9 @@ impl Daemon {
         fs::write(
             &config,
             format!(
-                "pid_file: \"{}\"\nerror_log: \"{}\"\nupgrade_sock: \"{}\"\n{}",
+                "pid_file: \"{}\"\nerror_log: \"{}\"\n{}",
                 pid_file.display(),
                 dir.join("error.log").display(),
-                dir.join("upgrade.sock").display(),
                 yaml.replace("$PORT", &port.to_string())
             ),
         )

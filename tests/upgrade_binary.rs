@@ -547,47 +547,135 @@ fn second_usr2_during_an_upgrade_is_refused() {
     assert_eq!(workers_of(new).len(), 2);
 }
 
-#[test]
-fn sd_notify_new_master_announces_mainpid() {
-    let dir = TempDir::new("notify");
-    let path = dir.join("notify.sock");
-    let sock = UnixDatagram::bind(&path).unwrap();
-    sock.set_read_timeout(Some(Duration::from_millis(100)))
-        .unwrap();
-    let b = Backend::start("b1");
-    let lb = Forklb::start_with(
-        &proxy_config_for(2, &[&b]),
-        &StartOpts {
-            env: vec![("NOTIFY_SOCKET".into(), path.to_string_lossy().into_owned())],
+/// A bound datagram socket standing in for systemd's notification socket.
+struct FakeSystemd {
+    _dir: TempDir,
+    path: PathBuf,
+    sock: UnixDatagram,
+    seen: Vec<String>,
+}
+
+impl FakeSystemd {
+    fn new() -> FakeSystemd {
+        let dir = TempDir::new("notify");
+        let path = dir.join("notify.sock");
+        let sock = UnixDatagram::bind(&path).unwrap();
+        sock.set_read_timeout(Some(Duration::from_millis(50)))
+            .unwrap();
+        FakeSystemd {
+            _dir: dir,
+            path,
+            sock,
+            seen: Vec::new(),
+        }
+    }
+
+    fn opts(&self) -> StartOpts {
+        StartOpts {
+            env: vec![(
+                "NOTIFY_SOCKET".into(),
+                self.path.to_string_lossy().into_owned(),
+            )],
             ..Default::default()
-        },
-    );
-    let mut seen = Vec::new();
-    let mut recv_until = |pred: &dyn Fn(&str) -> bool| -> bool {
-        let deadline = Instant::now() + T10;
+        }
+    }
+
+    /// Every message that arrives within `window`.
+    fn drain(&mut self, window: Duration) -> Vec<String> {
+        let deadline = Instant::now() + window;
+        let mut out = Vec::new();
         let mut buf = [0u8; 4096];
         while Instant::now() < deadline {
-            if let Ok(n) = sock.recv(&mut buf) {
+            if let Ok(n) = self.sock.recv(&mut buf) {
                 let m = String::from_utf8_lossy(&buf[..n]).into_owned();
-                let hit = pred(&m);
-                seen.push(m);
-                if hit {
-                    return true;
+                self.seen.push(m.clone());
+                out.push(m);
+            }
+        }
+        out
+    }
+
+    /// Waits (at most `timeout`) for a message with every line of `lines`.
+    fn expect(&mut self, lines: &[&str], timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        let mut buf = [0u8; 4096];
+        while Instant::now() < deadline {
+            if let Ok(n) = self.sock.recv(&mut buf) {
+                let m = String::from_utf8_lossy(&buf[..n]).into_owned();
+                self.seen.push(m.clone());
+                if lines.iter().all(|want| m.lines().any(|l| l == *want)) {
+                    return;
                 }
             }
         }
-        false
-    };
-    let has = |m: &str, line: &str| m.lines().any(|l| l == line);
-    assert!(recv_until(&|m| has(m, "READY=1")), "no READY=1 at start");
+        panic!("no message with {lines:?}; messages: {:?}", self.seen);
+    }
+
+    fn said(&self, line: &str) -> bool {
+        self.seen.iter().any(|m| m.lines().any(|l| l == line))
+    }
+}
+
+/// The notify protocol of a binary upgrade (src/master/notify.rs), with a
+/// socket standing in for systemd: the new master stays silent while its
+/// old master (systemd's main process) lives, nobody says STOPPING=1 while
+/// a master goes on serving, and the new master claims MAINPID once the old
+/// one has exited. (The real systemd is driven in tests/systemd_unit.rs.)
+#[test]
+fn sd_notify_new_master_announces_mainpid() {
+    let mut sd = FakeSystemd::new();
+    let b = Backend::start("b1");
+    let mut lb = Forklb::start_with(&proxy_config_for(2, &[&b]), &sd.opts());
+    sd.expect(&["READY=1"], T10);
     lb.signal(SIGUSR2);
     let new = wait_new_master(&lb, 2);
-    let want = format!("MAINPID={new}");
-    let got = recv_until(&|m| has(m, &want) && has(m, "READY=1"));
+    let during = sd.drain(Duration::from_millis(700));
     assert!(
-        got,
-        "no message with {want} and READY=1 from the new master; messages: {seen:?}"
+        during.is_empty(),
+        "the new master spoke for the service while the old one is its main process: {during:?}"
     );
+    lb.signal(SIGWINCH);
+    lb.signal(SIGQUIT);
+    assert!(lb.wait_exit(T10).is_some(), "{}", lb.diagnostics());
+    let want = format!("MAINPID={new}");
+    sd.expect(&[&want, "READY=1"], T5);
+    assert!(!sd.said("STOPPING=1"), "{:?}", sd.seen);
+    assert_serves(lb.port(), "b1");
+
+    // The last master stopping is the service stopping.
+    assert!(kill(new, SIGQUIT));
+    sd.expect(&["STOPPING=1"], T5);
+    assert!(wait_all_exited(&[new], T10).is_empty());
+}
+
+/// Rollback: the new master quits without STOPPING=1, the old master takes
+/// the pid file back and says MAINPID=<itself>.
+#[test]
+fn sd_notify_rollback_keeps_the_old_master_main() {
+    let mut sd = FakeSystemd::new();
+    let b = Backend::start("b1");
+    let lb = Forklb::start_with(&proxy_config_for(2, &[&b]), &sd.opts());
+    let old = lb.master_pid();
+    sd.expect(&["READY=1"], T10);
+    lb.signal(SIGUSR2);
+    let new = wait_new_master(&lb, 2);
+    lb.signal(SIGWINCH);
+    assert!(wait_until(T10, || workers_of(old).is_empty()));
+    lb.signal(SIGHUP);
+    wait_workers_of(old, 2, &lb);
+    assert!(kill(new, SIGQUIT));
+    wait_pid_file_back(&lb, old);
+    let want = format!("MAINPID={old}");
+    sd.expect(&[&want], T5);
+    sd.drain(Duration::from_millis(300));
+    assert!(
+        !sd.said("STOPPING=1") && !sd.said("RELOADING=1"),
+        "{:?}",
+        sd.seen
+    );
+    assert_serves(lb.port(), "b1");
+    lb.signal(SIGQUIT);
+    sd.expect(&["STOPPING=1"], T5);
 }
 
 // ---------------------------------------------------------------------------
@@ -803,7 +891,7 @@ fn is_socket(path: &Path) -> bool {
 #[test]
 fn u_takes_over_the_listening_sockets_on_quit_under_load() {
     let b = Backend::start("b1");
-    let mut lb = Forklb::start(&proxy_config_for(2, &[&b]));
+    let mut lb = Forklb::start_with(&proxy_config_for(2, &[&b]), &with_upgrade_sock());
     let port = lb.port();
     let old = lb.master_pid();
     let old_workers = lb.wait_workers(2, T5);
@@ -889,9 +977,24 @@ fn u_takes_over_the_listening_sockets_on_quit_under_load() {
     assert!(!lb.pid_file().exists(), "pid file left behind");
 }
 
+/// `upgrade_sock` in the test's folder (the Pingora-style tests).
+fn with_upgrade_sock() -> StartOpts {
+    StartOpts {
+        upgrade_sock: true,
+        ..Default::default()
+    }
+}
+
+/// QUIT with nobody taking the sockets. `stale_socket`: `upgrade_sock` is set
+/// (with no grace) and a socket file nobody listens on is there.
 fn quit_is_plain_graceful_shutdown(stale_socket: bool) {
     let b = Backend::start("b1");
-    let mut lb = Forklb::start(&proxy_config_for(2, &[&b]));
+    let mut lb = if stale_socket {
+        let yaml = format!("upgrade_grace: 0s\n{}", proxy_config_for(2, &[&b]));
+        Forklb::start_with(&yaml, &with_upgrade_sock())
+    } else {
+        Forklb::start(&proxy_config_for(2, &[&b]))
+    };
     let port = lb.port();
     let workers = lb.wait_workers(2, T5);
     if stale_socket {
@@ -981,4 +1084,288 @@ fn s_upgrade_refuses_while_an_upgrade_is_in_progress() {
     assert_eq!(read_pid_file(&lb.oldbin_path()), Some(old));
     assert_eq!(workers_of(old).len(), 2);
     assert_eq!(workers_of(new).len(), 2);
+}
+
+// ---------------------------------------------------------------------------
+// Pingora's order: QUIT the old instance first, then start `forklb -u`
+
+/// Pingora's quick start upgrades with `kill -QUIT old && new -u`: with
+/// `upgrade_sock` set, the old instance keeps accepting after QUIT and keeps
+/// offering its sockets until the new one takes them; nothing is refused.
+#[test]
+fn pingora_order_quit_then_u_drops_nothing_under_load() {
+    let b = Backend::start("b1");
+    let mut lb = Forklb::start_with(&proxy_config_for(2, &[&b]), &with_upgrade_sock());
+    let port = lb.port();
+    let old = lb.master_pid();
+    let old_workers = lb.wait_workers(2, T5);
+    let sockets = listening_socket_inodes(port);
+    let load = Load::start(port);
+    load.expect_progress(200, "before QUIT");
+
+    load.mark("QUIT old");
+    lb.signal(SIGQUIT);
+    // Make the order certain, and longer than a shell would take.
+    thread::sleep(Duration::from_millis(500));
+    load.expect_progress(100, "the old instance after QUIT, nobody waiting yet");
+    assert!(forklb_alive(old));
+    assert_eq!(workers_of(old), old_workers, "old workers stopped early");
+
+    load.mark("forklb -u started");
+    let mut up = Upgrader::start(&lb);
+    let new = up.pid();
+    let mut state = String::new();
+    let ok = wait_until(T10, || {
+        state = format!(
+            "pid file {:?}, -u workers {:?}",
+            read_pid_file(lb.pid_file()),
+            workers_of(new)
+        );
+        read_pid_file(lb.pid_file()) == Some(new) && workers_of(new).len() == 2
+    });
+    assert!(
+        ok,
+        "forklb -u did not take over: {state}\n{}\n{}",
+        up.output(),
+        lb.diagnostics()
+    );
+    let status = lb.wait_exit(T10);
+    assert!(
+        status.is_some(),
+        "old master still running\n{}",
+        lb.diagnostics()
+    );
+    assert_eq!(status.unwrap().code(), Some(0));
+    assert!(wait_all_exited(&old_workers, T5).is_empty());
+    load.expect_progress(300, "-u instance alone");
+    let report = load.stop();
+    report.assert_no_failures(
+        "QUIT, then -u",
+        &format!("{}\n{}", up.output(), lb.diagnostics()),
+    );
+    assert_eq!(listening_socket_inodes(port), sockets, "sockets bound anew");
+    assert!(kill(new, SIGQUIT));
+    assert!(
+        wait_until(T10, || matches!(up.child.try_wait(), Ok(Some(_)))),
+        "-u instance still running 10 s after QUIT"
+    );
+}
+
+/// With `upgrade_sock` set and nobody coming, QUIT serves on for
+/// `upgrade_grace`, then is a graceful shutdown.
+#[test]
+fn quit_with_upgrade_sock_serves_for_the_grace_then_stops() {
+    let b = Backend::start("b1");
+    let yaml = format!("upgrade_grace: 2s\n{}", proxy_config_for(2, &[&b]));
+    let mut lb = Forklb::start_with(&yaml, &with_upgrade_sock());
+    let port = lb.port();
+    let workers = lb.wait_workers(2, T5);
+    let started = Instant::now();
+    lb.signal(SIGQUIT);
+    // New connections are still served well inside the grace.
+    while started.elapsed() < Duration::from_millis(1200) {
+        assert_serves(port, "b1");
+        thread::sleep(Duration::from_millis(100));
+    }
+    assert!(forklb_alive(lb.master_pid()));
+    let status = lb.wait_exit(T10);
+    let took = started.elapsed();
+    assert!(status.is_some(), "still running\n{}", lb.diagnostics());
+    assert_eq!(status.unwrap().code(), Some(0));
+    assert!(
+        took >= Duration::from_millis(1900) && took < Duration::from_secs(6),
+        "QUIT took {took:?} with a 2 s grace"
+    );
+    assert!(port_refuses(port));
+    assert!(wait_all_exited(&workers, T5).is_empty());
+    assert!(
+        lb.error_log_contents()
+            .contains("no instance took the listening sockets"),
+        "{}",
+        lb.error_log_contents()
+    );
+}
+
+/// A configuration for a lone `-u` instance: nobody will hand it sockets.
+fn lonely_upgrader_config(dir: &TempDir, extra: &str) -> (PathBuf, PathBuf, u16) {
+    let port = free_port();
+    let sock = dir.join("upgrade.sock");
+    let conf = dir.join("forklb.yaml");
+    fs::write(
+        &conf,
+        format!(
+            "pid_file: \"{}\"\nerror_log: \"{}\"\nupgrade_sock: \"{}\"\n{extra}{}",
+            dir.join("forklb.pid").display(),
+            dir.join("error.log").display(),
+            sock.display(),
+            proxy_config(1, &[("b1", refused_addr(), 1)], &[]).replace("$PORT", &port.to_string())
+        ),
+    )
+    .unwrap();
+    (conf, sock, port)
+}
+
+/// `-u` with nobody to take sockets from says what it waits for and gives
+/// up after `upgrade_timeout` with exit 2.
+#[test]
+fn u_with_nobody_to_take_from_gives_up() {
+    let dir = TempDir::new("lonely-u");
+    let (conf, sock, port) = lonely_upgrader_config(&dir, "upgrade_timeout: 1s\n");
+    let started = Instant::now();
+    let out = run_forklb(&["-u", "-c", conf.to_str().unwrap()], T10);
+    let took = started.elapsed();
+    assert_eq!(out.code(), Some(2), "{}", out.combined());
+    let err = out.combined();
+    assert!(
+        err.contains(&format!("waiting up to 1 s on {}", sock.display())) && err.contains("QUIT"),
+        "does not say what it waits for:\n{err}"
+    );
+    assert!(
+        err.contains("no running instance handed its listening sockets over"),
+        "{err}"
+    );
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(5),
+        "gave up after {took:?}"
+    );
+    assert!(!sock.exists(), "socket file left behind");
+    assert!(!dir.join("forklb.pid").exists());
+    assert!(port_refuses(port));
+}
+
+/// `forklb -d -u` in Pingora's order detaches once it holds the sockets:
+/// the shell gets its prompt back and the daemon serves.
+#[test]
+fn d_u_in_pingora_order_detaches_and_serves() {
+    let b = Backend::start("b1");
+    let mut lb = Forklb::start_with(&proxy_config_for(2, &[&b]), &with_upgrade_sock());
+    let port = lb.port();
+    let load = Load::start(port);
+    load.expect_progress(100, "before QUIT");
+    lb.signal(SIGQUIT);
+    let fg = run_forklb(&["-d", "-u", "-c", lb.config_path().to_str().unwrap()], T10);
+    assert_eq!(fg.code(), Some(0), "{}", fg.combined());
+    let mut daemon = None;
+    assert!(
+        wait_until(T10, || {
+            daemon = read_pid_file(lb.pid_file()).filter(|&p| p != lb.master_pid());
+            daemon.is_some_and(|p| workers_of(p).len() == 2)
+        }),
+        "no daemon serving\n{}",
+        lb.diagnostics()
+    );
+    let daemon = daemon.unwrap();
+    lb.track(daemon);
+    assert_eq!(comm(daemon).as_deref(), Some("forklb-master"));
+    // SAFETY: getsid has no memory-safety preconditions.
+    assert_eq!(unsafe { libc::getsid(daemon) }, daemon, "not detached");
+    assert!(lb.wait_exit(T10).is_some(), "{}", lb.diagnostics());
+    load.expect_progress(200, "daemon alone");
+    let report = load.stop();
+    report.assert_no_failures("QUIT, then -d -u", &lb.diagnostics());
+    assert!(kill(daemon, SIGQUIT));
+    assert!(wait_all_exited(&[daemon], T10).is_empty());
+}
+
+// ---------------------------------------------------------------------------
+// forklb -s upgrade with a new binary that never becomes ready
+
+/// Replaces `exe` with a script that records its pid in `marker` and then
+/// hangs, never serving; `ignore_quit`: it also ignores QUIT.
+fn install_hanging_binary(exe: &Path, marker: &Path, ignore_quit: bool) {
+    let text = exe.with_extension("txt");
+    let trap = if ignore_quit { "trap '' QUIT\n" } else { "" };
+    fs::write(
+        &text,
+        format!(
+            "#!/bin/sh\n{trap}echo $$ > '{m}.tmp'\nmv '{m}.tmp' '{m}'\n\
+             while :; do sleep 0.1; done\n",
+            m = marker.display()
+        ),
+    )
+    .unwrap();
+    install(&text, exe);
+}
+
+fn s_upgrade_with_a_hanging_binary(ignore_quit: bool) {
+    let b = Backend::start("b1");
+    let bin_dir = TempDir::new("bin");
+    let exe = copy_binary(bin_dir.path());
+    let yaml = format!("upgrade_timeout: 2s\n{}", proxy_config_for(2, &[&b]));
+    let lb = Forklb::start_with(
+        &yaml,
+        &StartOpts {
+            exe: Some(exe.clone()),
+            ..Default::default()
+        },
+    );
+    let port = lb.port();
+    let old = lb.master_pid();
+    let old_workers = lb.wait_workers(2, T5);
+    let marker = bin_dir.join("ran");
+    install_hanging_binary(&exe, &marker, ignore_quit);
+
+    let load = Load::start(port);
+    load.expect_progress(200, "before -s upgrade");
+    let started = Instant::now();
+    let out = run_s_upgrade(&lb, Duration::from_secs(30));
+    let took = started.elapsed();
+    assert_eq!(
+        out.code(),
+        Some(2),
+        "{}\n{}",
+        out.combined(),
+        lb.diagnostics()
+    );
+    let stray: i32 = fs::read_to_string(&marker)
+        .expect("the new binary never ran")
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(
+        out.stdout
+            .contains(&format!("sending QUIT to the new process {stray}")),
+        "{}",
+        out.combined()
+    );
+    if ignore_quit {
+        assert!(out.stdout.contains("sending KILL"), "{}", out.combined());
+        assert!(took >= Duration::from_secs(7), "KILL came after {took:?}");
+    }
+    assert!(took < Duration::from_secs(20), "-s upgrade took {took:?}");
+    // Back in place the moment -s upgrade returns.
+    assert_eq!(read_pid_file(lb.pid_file()), Some(old));
+    assert!(!lb.oldbin_path().exists(), ".oldbin left behind");
+    assert!(
+        !forklb_alive(stray) && comm(stray).is_none(),
+        "stray {stray} left"
+    );
+    assert_eq!(workers_of(old), old_workers);
+
+    // And the master takes orders again at once.
+    let conf = lb.config_path().to_str().unwrap().to_owned();
+    let reload = run_forklb(&["-s", "reload", "-c", &conf], T5);
+    assert_eq!(reload.code(), Some(0), "{}", reload.combined());
+    let mut now = Vec::new();
+    assert!(
+        wait_until(T10, || {
+            now = workers_of(old);
+            now.len() == 2 && now.iter().all(|p| !old_workers.contains(p))
+        }),
+        "no new generation after -s reload: {now:?}\n{}",
+        lb.diagnostics()
+    );
+    load.expect_progress(200, "after the reload");
+    let report = load.stop();
+    report.assert_no_failures("-s upgrade with a hanging binary", &lb.diagnostics());
+}
+
+#[test]
+fn s_upgrade_stops_a_new_binary_that_hangs() {
+    s_upgrade_with_a_hanging_binary(false);
+}
+
+#[test]
+fn s_upgrade_kills_a_new_binary_that_hangs_and_ignores_quit() {
+    s_upgrade_with_a_hanging_binary(true);
 }

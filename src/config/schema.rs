@@ -23,7 +23,18 @@ pub struct Config {
     /// `stderr` or a file path.
     pub error_log: String,
     pub log_level: LogLevel,
-    pub upgrade_sock: PathBuf,
+    /// Where `-u` waits for a running instance's listening sockets and where
+    /// QUIT offers them. `None` when the file does not set it: the default
+    /// path applies ([`Config::upgrade_sock_path`]) and QUIT offers only once.
+    pub upgrade_sock: Option<PathBuf>,
+    /// How long a QUIT keeps serving while it offers the listening sockets on
+    /// `upgrade_sock` (Pingora's upgrade order: QUIT first, then `-u`).
+    /// `None`: 5s when `upgrade_sock` is set in the file, else 0 (nginx's
+    /// QUIT, which stops accepting at once). See [`Config::upgrade_grace`].
+    pub upgrade_grace: Option<HumanDuration>,
+    /// How long `forklb -u` waits for the sockets, and `forklb -s upgrade`
+    /// for each step, before giving up.
+    pub upgrade_timeout: HumanDuration,
     pub user: Option<String>,
     pub group: Option<String>,
     pub worker_connections: usize,
@@ -53,7 +64,9 @@ impl Default for Config {
             pid_file: PathBuf::from("/run/forklb/forklb.pid"),
             error_log: "stderr".to_owned(),
             log_level: LogLevel::Info,
-            upgrade_sock: PathBuf::from("/run/forklb/upgrade.sock"),
+            upgrade_sock: None,
+            upgrade_grace: None,
+            upgrade_timeout: HumanDuration::from_secs(30),
             user: None,
             group: None,
             worker_connections: 10_000,

@@ -230,6 +230,9 @@ fn check_global(cfg: &Config) -> Check {
             ),
         );
     }
+    if cfg.upgrade_timeout.get().is_zero() {
+        return invalid("upgrade_timeout", "must not be 0");
+    }
     for (field, name) in [("user", &cfg.user), ("group", &cfg.group)] {
         if name.as_deref().is_some_and(|n| n.trim().is_empty()) {
             return invalid(field, "must not be empty (leave it out or use null)");
@@ -287,7 +290,9 @@ fn check_global(cfg: &Config) -> Check {
 /// Makes every relative path absolute against `dir`, the config file's folder.
 fn resolve_paths(cfg: &mut Config, dir: &Path) -> Check {
     resolve_path("pid_file", &mut cfg.pid_file, dir)?;
-    resolve_path("upgrade_sock", &mut cfg.upgrade_sock, dir)?;
+    if let Some(sock) = &mut cfg.upgrade_sock {
+        resolve_path("upgrade_sock", sock, dir)?;
+    }
     if cfg.error_log.is_empty() {
         return invalid("error_log", "must be \"stderr\" or a file path");
     }
@@ -895,7 +900,10 @@ upstreams:
         assert_eq!(c.workers, Workers::Auto);
         assert!(!c.daemon);
         assert_eq!(c.pid_file, Path::new("/run/forklb/forklb.pid"));
-        assert_eq!(c.upgrade_sock, Path::new("/run/forklb/upgrade.sock"));
+        assert_eq!(c.upgrade_sock, None);
+        assert_eq!(c.upgrade_sock_path(), Path::new("/run/forklb/upgrade.sock"));
+        assert_eq!(c.upgrade_grace(), Duration::ZERO);
+        assert_eq!(c.upgrade_timeout.get(), Duration::from_secs(30));
         assert_eq!(c.error_log, "stderr");
         assert_eq!(c.worker_connections, 10_000);
         assert_eq!(c.shutdown_timeout.get(), Duration::from_secs(30));
@@ -1472,7 +1480,8 @@ upstreams:
             "pid_file: run/forklb.pid\nupgrade_sock: ./upgrade.sock\nerror_log: logs/error.log\n",
         ));
         assert_eq!(c.pid_file, Path::new("/etc/forklb/run/forklb.pid"));
-        assert_eq!(c.upgrade_sock, Path::new("/etc/forklb/upgrade.sock"));
+        assert_eq!(c.upgrade_sock_path(), Path::new("/etc/forklb/upgrade.sock"));
+        assert_eq!(c.upgrade_grace(), Duration::from_secs(5));
         assert_eq!(c.error_log, "/etc/forklb/logs/error.log");
 
         let c = ok(&with_top("pid_file: /var/run/x.pid\nerror_log: stderr\n"));

@@ -4,6 +4,11 @@
 //! address, waits for the acknowledgement, then drains and exits. The
 //! listening sockets are never closed in between, so no connection is
 //! refused: new connections queue until the new workers accept them.
+//!
+//! Either side may come first. A `-u` instance started before the QUIT waits
+//! (at most `upgrade_timeout`); in Pingora's order (QUIT, then `-u`) the old
+//! instance keeps serving and keeps offering for `upgrade_grace` (the
+//! master's `Offering` state calls [`send_sockets`] again and again).
 
 use super::BoundSocket;
 use crate::net;
@@ -14,12 +19,15 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 const MAGIC: &str = "forklb-sockets v1";
 const ACK: &[u8] = b"OK";
 /// Most sockets one handoff carries.
 const MAX_FDS: usize = 256;
+/// The receiver acknowledges right after reading the one message; the
+/// sender (a master, whose loop this blocks) waits no longer than this.
+const ACK_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Sends `sockets` to an instance waiting on `path`. `Ok(false)` when
 /// nobody waits there (then QUIT is a plain graceful shutdown).
@@ -49,7 +57,7 @@ pub fn send_sockets(path: &Path, sockets: &[BoundSocket]) -> io::Result<bool> {
     let cmsg = [ControlMessage::ScmRights(&fds)];
     sendmsg::<()>(stream.as_raw_fd(), &iov, &cmsg, MsgFlags::empty(), None)
         .map_err(io::Error::from)?;
-    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    stream.set_read_timeout(Some(ACK_TIMEOUT))?;
     let mut ack = [0u8; 2];
     stream.read_exact(&mut ack)?;
     if ack != ACK {
@@ -61,8 +69,12 @@ pub fn send_sockets(path: &Path, sockets: &[BoundSocket]) -> io::Result<bool> {
     Ok(true)
 }
 
-/// Waits on `path` until the running instance hands its sockets over.
-pub fn receive_sockets(path: &Path) -> io::Result<Vec<(TcpListener, SocketAddr)>> {
+/// Waits on `path` until the running instance hands its sockets over, at
+/// most `timeout`; a `TimedOut` error says nobody did.
+pub fn receive_sockets(
+    path: &Path,
+    timeout: Duration,
+) -> io::Result<Vec<(TcpListener, SocketAddr)>> {
     match std::fs::remove_file(path) {
         Ok(()) => {}
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
@@ -73,22 +85,53 @@ pub fn receive_sockets(path: &Path) -> io::Result<Vec<(TcpListener, SocketAddr)>
     }
     let listener = UnixListener::bind(path)?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
-    log::info!(
-        "waiting on {} for the running instance to hand over its sockets (send it QUIT)",
-        path.display()
-    );
-    let result = loop {
+    let result = accept_handoff(&listener, path, Instant::now() + timeout);
+    let _ = std::fs::remove_file(path);
+    result.map_err(|e| match e.kind() {
+        io::ErrorKind::TimedOut => io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!(
+                "no running instance handed its listening sockets over on {} within {} s \
+                 (send the running instance QUIT, with the same upgrade_sock in its configuration)",
+                path.display(),
+                timeout.as_secs_f64()
+            ),
+        ),
+        _ => e,
+    })
+}
+
+fn accept_handoff(
+    listener: &UnixListener,
+    path: &Path,
+    deadline: Instant,
+) -> io::Result<Vec<(TcpListener, SocketAddr)>> {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    use std::os::fd::AsFd;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(io::ErrorKind::TimedOut.into());
+        }
+        let ms = u16::try_from(left.as_millis()).unwrap_or(u16::MAX);
+        let mut fds = [PollFd::new(listener.as_fd(), PollFlags::POLLIN)];
+        match poll(&mut fds, PollTimeout::from(ms)) {
+            Ok(0) => continue,
+            Ok(_) => {}
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return Err(e.into()),
+        }
         let (mut stream, _) = listener.accept()?;
+        // A peer that connects and sends nothing must not hold us forever.
+        stream.set_read_timeout(Some(left))?;
         match receive_one(&stream) {
             Ok(sockets) => {
                 let _ = stream.write_all(ACK);
-                break sockets;
+                return Ok(sockets);
             }
             Err(e) => log::error!("invalid socket handoff on {}: {e}", path.display()),
         }
-    };
-    let _ = std::fs::remove_file(path);
-    Ok(result)
+    }
 }
 
 fn receive_one(stream: &UnixStream) -> io::Result<Vec<(TcpListener, SocketAddr)>> {

@@ -39,6 +39,12 @@ const ADMIN_TOKEN: Token = Token(1);
 const QUIT_GRACE: Duration = Duration::from_secs(5);
 /// How long workers get to exit after TERM before SIGKILL.
 const TERM_GRACE: Duration = Duration::from_secs(3);
+/// While offering the listening sockets after QUIT, how often to look for a
+/// `-u` instance on `upgrade_sock` (Pingora's old instance tries every 1 s;
+/// sooner means the new instance serves sooner).
+const OFFER_INTERVAL: Duration = Duration::from_millis(100);
+/// How often a master started by USR2 looks whether its old master is gone.
+const WATCH_INTERVAL: Duration = Duration::from_millis(500);
 
 #[derive(Debug)]
 pub enum MasterError {
@@ -79,6 +85,14 @@ pub struct BoundSocket {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
     Running,
+    /// QUIT with an upgrade grace: still serving, offering the listening
+    /// sockets on `upgrade_sock` until a `-u` instance takes them or `until`.
+    Offering {
+        until: Instant,
+        next_try: Instant,
+        /// Failed attempts so far (only the first error is logged loudly).
+        errors: u32,
+    },
     /// QUIT: workers drain; kill what is left at the deadline.
     Quitting {
         kill_at: Instant,
@@ -109,8 +123,8 @@ pub struct Master {
     upgrade_child: Option<Pid>,
     /// Who workers run as (root only).
     identity: Option<privileges::Identity>,
-    /// This master took its sockets over from an older one.
-    upgraded: bool,
+    /// How this master came to be (a plain start, a USR2 upgrade, `-u`).
+    origin: Origin,
     /// State shared with this generation's workers and health checker.
     shm: std::sync::Arc<crate::shm::Shm>,
     /// Totals over the instance's lifetime (`show info`), old generations
@@ -131,6 +145,21 @@ struct HealthProc {
     spawned_at: Option<Instant>,
     respawn_at: Option<Instant>,
     failures: u32,
+}
+
+/// Where a master stands among masters. It decides what the master tells
+/// systemd when it is ready and who serves on when it stops (see `notify`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Origin {
+    /// Bound its sockets itself (or got them from systemd socket activation).
+    Fresh,
+    /// Started by USR2 of `old_master`, which waits beside it as `.oldbin`
+    /// (and is systemd's main process while it lives).
+    Usr2 { old_master: Pid },
+    /// Took over from an instance that is gone or going: after `-u`, or once
+    /// the master that started us by USR2 has exited. systemd must be told
+    /// to follow us.
+    Succeeded,
 }
 
 /// Start-up choices made on the command line.
@@ -158,12 +187,17 @@ pub fn run(config: Config, opts: RunOptions) -> Result<(), MasterError> {
     };
     // Sockets handed over by an upgrading master are adopted before anything
     // is bound, so the same addresses keep the same sockets.
-    let inherited = if opts.upgrade {
-        handoff::receive_sockets(&config.upgrade_sock).map_err(setup("upgrade_sock handoff"))?
+    let (inherited, origin) = if opts.upgrade {
+        let sockets = receive_handoff(&config)?;
+        (sockets, Origin::Succeeded)
     } else {
-        upgrade::take_inherited()
+        let inherited = upgrade::take_inherited();
+        let origin = match inherited.from_master {
+            Some(old_master) => Origin::Usr2 { old_master },
+            None => Origin::Fresh,
+        };
+        (inherited.sockets, origin)
     };
-    let upgraded = !inherited.is_empty();
     let sockets = bind_all(&config, inherited)?;
     let identity = match privileges::resolve(config.user.as_deref(), config.group.as_deref()) {
         Ok(Some(id)) if !privileges::can_switch() => {
@@ -184,9 +218,10 @@ pub fn run(config: Config, opts: RunOptions) -> Result<(), MasterError> {
     if let Some(id) = &identity {
         chown_logs(id, access_log.as_ref());
     }
-    // Detach only now: bind and log errors above still reach the terminal.
-    // A master started by an upgrade is already where it should be.
-    if (opts.daemon || config.daemon) && !upgraded {
+    // Detach only now: bind and log errors above (and a `-u` that got no
+    // sockets) still reach the terminal. A master started by USR2 is already
+    // where it should be: its old master must stay its parent for a rollback.
+    if (opts.daemon || config.daemon) && !matches!(origin, Origin::Usr2 { .. }) {
         daemon::daemonize().map_err(setup("daemon"))?;
     }
     let poll = Poll::new().map_err(setup("epoll_create"))?;
@@ -224,7 +259,7 @@ pub fn run(config: Config, opts: RunOptions) -> Result<(), MasterError> {
         invocation: Invocation::current(),
         upgrade_child: None,
         identity,
-        upgraded,
+        origin,
     };
     master.pid_path = master.config.pid_file.clone();
     master.load_state_file();
@@ -260,6 +295,24 @@ fn fit_open_files_limit(worker_connections: usize) {
         Ok(_) => {}
         Err(e) => log::warn!("cannot raise the open files limit: {e}"),
     }
+}
+
+/// `-u`: waits (at most `upgrade_timeout`) on `upgrade_sock` for the running
+/// instance's listening sockets, telling the operator what it waits for.
+fn receive_handoff(config: &Config) -> Result<Vec<(TcpListener, SocketAddr)>, MasterError> {
+    let path = config.upgrade_sock_path();
+    let timeout = config.upgrade_timeout.get();
+    let msg = format!(
+        "waiting up to {} s on {} for the running instance to hand over its listening sockets \
+         (send it QUIT)",
+        timeout.as_secs_f64(),
+        path.display()
+    );
+    log::info!("{msg}");
+    if config.error_log != "stderr" {
+        eprintln!("forklb: {msg}");
+    }
+    handoff::receive_sockets(path, timeout).map_err(setup("upgrade_sock handoff"))
 }
 
 /// `verify: false` is allowed, but nobody should run it unknowingly.
@@ -379,14 +432,22 @@ impl Master {
     fn next_wakeup(&self) -> Option<Instant> {
         let kill_at = match self.state {
             State::Running => None,
+            State::Offering { next_try, .. } => Some(next_try),
             State::Quitting { kill_at } | State::Terminating { kill_at } => Some(kill_at),
         };
         let admin = self.admin.as_ref().and_then(|a| a.next_deadline());
+        let now = Instant::now();
+        // Nothing signals these two; look now and then.
+        let watch_parent = matches!(self.origin, Origin::Usr2 { .. }).then(|| now + WATCH_INTERVAL);
+        let watch_new_master =
+            (!self.serving() && self.new_master_starting()).then(|| now + OFFER_INTERVAL);
         [
             kill_at,
             self.children.next_respawn(),
             self.health.respawn_at,
             admin,
+            watch_parent,
+            watch_new_master,
         ]
         .into_iter()
         .flatten()
@@ -404,7 +465,7 @@ impl Master {
         }
         // 1. Reap. (Always: a coalesced SIGCHLD must not be missed.)
         let _ = self.take_signal(signals::SIGCHLD);
-        let running = self.state == State::Running;
+        let running = self.serving();
         for (pid, how) in self.children.reap(now, running) {
             if self.upgrade_child == Some(pid) {
                 self.upgrade_failed(&how);
@@ -415,13 +476,16 @@ impl Master {
             }
         }
         self.lifetime.collect(|g| self.children.has_generation(g));
+        self.check_old_master();
 
         // 2. Terminate (fast).
         if self.take_signal(signals::SIGTERM) | self.take_signal(signals::SIGINT)
             && !matches!(self.state, State::Terminating { .. })
         {
             log::info!("received TERM/INT: fast shutdown");
-            notify::notify("STOPPING=1");
+            if self.serving() {
+                self.announce_stop(false);
+            }
             self.close_listeners();
             self.children.signal_all(libc::SIGTERM);
             self.stop_health(libc::SIGTERM);
@@ -430,36 +494,65 @@ impl Master {
             };
         }
 
-        // 3. Quit (graceful).
+        // 3. Quit (graceful), after offering the sockets to a `-u` instance.
         if self.take_signal(signals::SIGQUIT) && self.state == State::Running {
             log::info!("received QUIT: graceful shutdown");
-            notify::notify("STOPPING=1");
-            // A new instance started with -u may be waiting for our sockets.
-            match handoff::send_sockets(&self.config.upgrade_sock, &self.sockets) {
-                Ok(true) => log::info!(
-                    "handed {} listening socket(s) over to the new instance on {}",
-                    self.sockets.len(),
-                    self.config.upgrade_sock.display()
-                ),
-                Ok(false) => {}
-                Err(e) => log::error!(
-                    "socket handoff on {} failed: {e}",
-                    self.config.upgrade_sock.display()
-                ),
-            }
-            self.close_listeners();
-            self.children.signal_all(libc::SIGQUIT);
-            self.stop_health(libc::SIGTERM);
-            self.state = State::Quitting {
-                kill_at: now + self.config.shutdown_timeout.get() + QUIT_GRACE,
+            // With a successor master (a binary upgrade or its rollback)
+            // nobody needs our sockets: they live on in that master.
+            let grace = match self.successor() {
+                Some(_) => Duration::ZERO,
+                None => self.config.upgrade_grace(),
             };
+            if self.offer_sockets(0) {
+                self.begin_quit(now, true);
+            } else if grace.is_zero() {
+                self.begin_quit(now, false);
+            } else {
+                log::info!(
+                    "still serving for up to {} s while offering the listening sockets on {} \
+                     (start the new instance with -u)",
+                    grace.as_secs_f64(),
+                    self.config.upgrade_sock_path().display()
+                );
+                self.state = State::Offering {
+                    until: now + grace,
+                    next_try: now + OFFER_INTERVAL,
+                    errors: 1,
+                };
+            }
+        }
+        if let State::Offering {
+            until,
+            next_try,
+            errors,
+        } = self.state
+        {
+            if now >= next_try {
+                if self.offer_sockets(errors) {
+                    self.begin_quit(now, true);
+                } else if now >= until {
+                    log::info!("no instance took the listening sockets: closing them");
+                    self.begin_quit(now, false);
+                } else {
+                    self.state = State::Offering {
+                        until,
+                        next_try: now + OFFER_INTERVAL,
+                        errors: errors + 1,
+                    };
+                }
+            }
         }
 
         // 4. Reload, 5. reopen, 6. upgrade, 7. stop accepting.
         if self.take_signal(signals::SIGHUP) && self.state == State::Running {
-            notify::reloading();
+            let announce = self.speaks_for_service();
+            if announce {
+                notify::reloading();
+            }
             let _ = self.reload();
-            notify::notify("READY=1");
+            if announce {
+                notify::ready();
+            }
         }
         if self.take_signal(signals::SIGUSR1) {
             log::info!("received USR1: reopening logs");
@@ -491,7 +584,7 @@ impl Master {
         }
 
         match self.state {
-            State::Running => {
+            State::Running | State::Offering { .. } => {
                 self.spawn_missing(now);
                 self.spawn_health_if_needed(now);
                 if !self.pid_written && self.children.all_ready() {
@@ -499,11 +592,16 @@ impl Master {
                         Ok(()) => {
                             self.pid_written = true;
                             log::info!("ready: {} worker(s) serving", self.children.slots());
-                            if self.upgraded {
-                                // systemd must follow us, not the old master.
-                                notify::notify(&format!("MAINPID={}\nREADY=1", self.pid));
-                            } else {
-                                notify::notify("READY=1");
+                            match self.origin {
+                                Origin::Fresh => notify::ready(),
+                                // The old master is systemd's main process
+                                // and our parent: systemd follows us when it
+                                // exits (it reads the pid file then), while
+                                // we are its own child, not a stranger it
+                                // could not supervise. Until then we are not
+                                // the service's voice.
+                                Origin::Usr2 { .. } => {}
+                                Origin::Succeeded => notify::ready_as_main(self.pid),
                             }
                         }
                         Err(e) => {
@@ -517,7 +615,10 @@ impl Master {
                 false
             }
             State::Quitting { kill_at } | State::Terminating { kill_at } => {
-                if self.children.is_empty() && self.health.pid.is_none() {
+                if self.children.is_empty()
+                    && self.health.pid.is_none()
+                    && (!self.new_master_starting() || now >= kill_at)
+                {
                     return true;
                 }
                 if now >= kill_at {
@@ -535,6 +636,118 @@ impl Master {
                 false
             }
         }
+    }
+
+    /// Still serving: running, or offering the sockets after QUIT.
+    fn serving(&self) -> bool {
+        matches!(self.state, State::Running | State::Offering { .. })
+    }
+
+    /// The pid file names this master (it is the one systemd should follow).
+    fn named_in_pid_file(&self) -> bool {
+        self.pid_written && self.pid_path == self.config.pid_file
+    }
+
+    /// This master is systemd's main process: the pid file names it and no
+    /// old master (whose child it is) still holds that place.
+    fn speaks_for_service(&self) -> bool {
+        self.named_in_pid_file() && !matches!(self.origin, Origin::Usr2 { .. })
+    }
+
+    /// One attempt to hand the listening sockets to a `-u` instance waiting
+    /// on `upgrade_sock`; true when it took them. `attempt` > 0 logs errors
+    /// quietly (the offer is retried every `OFFER_INTERVAL`).
+    fn offer_sockets(&self, attempt: u32) -> bool {
+        let path = self.config.upgrade_sock_path();
+        match handoff::send_sockets(path, &self.sockets) {
+            Ok(true) => {
+                log::info!(
+                    "handed {} listening socket(s) over to the new instance on {}",
+                    self.sockets.len(),
+                    path.display()
+                );
+                true
+            }
+            Ok(false) => false,
+            Err(e) if attempt <= 1 => {
+                log::error!("socket handoff on {} failed: {e}", path.display());
+                false
+            }
+            Err(e) => {
+                log::debug!("socket handoff on {} failed: {e}", path.display());
+                false
+            }
+        }
+    }
+
+    /// Stops accepting and drains the workers (QUIT). `handed_over`: a `-u`
+    /// instance took the listening sockets and serves on.
+    fn begin_quit(&mut self, now: Instant, handed_over: bool) {
+        self.announce_stop(handed_over);
+        self.close_listeners();
+        self.children.signal_all(libc::SIGQUIT);
+        self.stop_health(libc::SIGTERM);
+        self.state = State::Quitting {
+            kill_at: now + self.config.shutdown_timeout.get() + QUIT_GRACE,
+        };
+    }
+
+    /// The master that goes on serving when this one exits, if any: the new
+    /// master our USR2 started, or — for a master started by USR2 — the old
+    /// master still waiting as `.oldbin` (a rollback).
+    fn successor(&self) -> Option<u32> {
+        if let Some(new) = self.upgrade_child {
+            return u32::try_from(new.as_raw()).ok();
+        }
+        if let Origin::Usr2 { old_master } = self.origin {
+            // Still our parent (it would have been reparented away had it
+            // exited) and still waiting in `.oldbin`.
+            let oldbin = upgrade::oldbin_path(&self.config.pid_file);
+            let old = u32::try_from(old_master.as_raw()).ok();
+            if nix::unistd::getppid() == old_master && pidfile::read(&oldbin).ok() == old {
+                return old;
+            }
+        }
+        None
+    }
+
+    /// Tells systemd this master stops: the service goes on with the
+    /// successor (MAINPID moves to it), or with a `-u` instance (which
+    /// announces itself when it serves), or it is stopping as a whole.
+    fn announce_stop(&self, handed_over: bool) {
+        match self.successor() {
+            Some(pid) => log::info!("master {pid} goes on serving the service"),
+            None if handed_over => {}
+            None => notify::stopping(),
+        }
+    }
+
+    /// A master started by USR2 whose old master has exited is reparented
+    /// (to systemd under systemd): from now on it must be the main process.
+    /// systemd normally follows the pid file when the old master exits; the
+    /// announcement covers units without `PIDFile=`.
+    fn check_old_master(&mut self) {
+        let Origin::Usr2 { old_master } = self.origin else {
+            return;
+        };
+        if nix::unistd::getppid() == old_master {
+            return;
+        }
+        log::info!("the old master {old_master} has exited");
+        self.origin = Origin::Succeeded;
+        if self.named_in_pid_file() {
+            notify::ready_as_main(self.pid);
+        }
+    }
+
+    /// A quitting master whose new master (USR2) is not serving yet waits
+    /// for it: were it to exit first, systemd would find no pid file and
+    /// stop the whole service.
+    fn new_master_starting(&self) -> bool {
+        let Some(new) = self.upgrade_child else {
+            return false;
+        };
+        pidfile::read(&self.config.pid_file).ok() != u32::try_from(new.as_raw()).ok()
     }
 
     /// HUP. After WINCH (an upgrade in progress) this is the rollback:
@@ -683,6 +896,12 @@ impl Master {
         log::error!("new master {how}; taking the pid file back");
         self.upgrade_child = None;
         self.take_back_pid_file();
+        if !self.serving() {
+            // Stopping too: nobody takes the service back.
+            return;
+        }
+        // systemd may have followed the new master: it must follow us again.
+        notify::ready_as_main(self.pid);
         // The new master had taken the admin socket's path over.
         self.admin = None;
         self.bind_admin();
@@ -837,9 +1056,14 @@ impl Master {
                 return Reply::Text("Permission denied\n".to_owned());
             }
             log::info!("reload requested over the admin socket");
-            notify::reloading();
+            let announce = self.speaks_for_service();
+            if announce {
+                notify::reloading();
+            }
             let result = self.reload();
-            notify::notify("READY=1");
+            if announce {
+                notify::ready();
+            }
             return Reply::Text(match result {
                 Ok(()) => "Success=1\n".to_owned(),
                 Err(e) => format!("Success=0\n--\n{e}\n"),
@@ -944,6 +1168,9 @@ impl Master {
         if let Some(s) = self.signals.take() {
             s.unregister();
         }
+        // Only masters speak to systemd (NotifyAccess=all would let a
+        // child's message through).
+        std::env::remove_var(notify::ENV);
         // Other children's channels: holding them would hide the master's
         // death from those children.
         self.children.close_all_channels();

@@ -86,14 +86,25 @@ pub fn spawn_new_master(inv: &Invocation, sockets: &[BoundSocket]) -> io::Result
     Ok(child.id())
 }
 
+/// Listening sockets a master starts with instead of binding them.
+#[derive(Default)]
+pub struct Inherited {
+    pub sockets: Vec<(TcpListener, SocketAddr)>,
+    /// The master that started us by USR2 (FORKLB_FDS was set): it waits
+    /// beside us as `.oldbin` and takes over again if we exit.
+    pub from_master: Option<nix::unistd::Pid>,
+}
+
 /// Listening sockets inherited through FORKLB_FDS (an upgrading master) or
 /// systemd socket activation (LISTEN_FDS for our pid: fds 3, 4, ...). The
 /// variables are removed from the environment so workers and later
 /// upgrades do not see them.
-pub fn take_inherited() -> Vec<(TcpListener, SocketAddr)> {
+pub fn take_inherited() -> Inherited {
     let mut fds: Vec<RawFd> = Vec::new();
+    let mut from_master = None;
     if let Some(value) = std::env::var_os(FDS_ENV) {
         std::env::remove_var(FDS_ENV);
+        from_master = Some(nix::unistd::getppid());
         for part in value.to_string_lossy().split(';').filter(|p| !p.is_empty()) {
             match part.trim().parse::<RawFd>() {
                 Ok(fd) => fds.push(fd),
@@ -102,17 +113,20 @@ pub fn take_inherited() -> Vec<(TcpListener, SocketAddr)> {
         }
     }
     fds.extend(systemd_fds());
-    let mut out = Vec::new();
+    let mut sockets = Vec::new();
     for fd in fds {
         match net::adopt_inherited(fd) {
             Ok((l, addr)) => {
                 log::info!("using inherited socket fd {fd} for {addr}");
-                out.push((l, addr));
+                sockets.push((l, addr));
             }
             Err(e) => log::error!("cannot use inherited fd {fd}: {e}"),
         }
     }
-    out
+    Inherited {
+        sockets,
+        from_master,
+    }
 }
 
 /// sd_listen_fds(3): LISTEN_FDS sockets starting at fd 3, if LISTEN_PID is us.

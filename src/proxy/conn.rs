@@ -10,7 +10,16 @@
 //!          ▲ pooled ───────────►│  ▲ (stale pooled: fresh)  │ 101      │
 //!          └── refused: next ───┘  └────────────────────────┤► Tunnel  │
 //!  ◄─────────────────── keep-alive: back to ReadHead ◄────────────────┘
+//!                                            or close: Closing ► Lingering
 //! ```
+//!
+//! While the request body is being sent, the upstream is read too: a final
+//! response that arrives before the body is out (413, 401, a redirect...)
+//! ends the upload (`SendRequest` → `SendResponse`, see `early_response`);
+//! the response is relayed with `Connection: close`, the upstream connection
+//! is not pooled, and the client connection ends with a lingering close, so
+//! that the upload still on its way cannot reset the connection under the
+//! response.
 //!
 //! Buffers are taken from the worker's pools when needed and given back
 //! when the connection goes idle, so an idle keep-alive connection holds only
@@ -68,8 +77,9 @@ enum Phase {
     ReadHead,
     /// Non-blocking connect to the chosen server in progress.
     Connect,
-    /// Writing the request head, then streaming the body from the client.
-    SendRequest,
+    /// Writing the request head, then streaming the body from the client,
+    /// while watching for an early answer from the upstream.
+    SendRequest(Upload),
     /// Waiting for the upstream's response head.
     ReadResponseHead,
     /// Writing the response head, then streaming the body from upstream.
@@ -79,9 +89,39 @@ enum Phase {
     /// Writing a response forklb generated itself.
     SendLocal,
     /// The connection ends: the last TLS records (and close_notify) are
-    /// still queued for a full socket.
-    Closing,
+    /// still queued for a full socket. `linger`: then go on to `Lingering`.
+    Closing { linger: bool },
+    /// The response is out and our sending side shut down, but the client may
+    /// still be uploading (its body was cut short by an early response or an
+    /// error): its bytes are read and thrown away until it closes, it sends
+    /// nothing for `LINGERING_TIMEOUT`, or `until` (nginx's lingering close).
+    Lingering { until: Instant },
 }
+
+/// What `SendRequest` does with bytes from the upstream before the request
+/// body is out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Upload {
+    /// They are read as they come: interim responses are relayed, a final
+    /// response ends the upload (`early_response`).
+    Watching,
+    /// A `101 Switching Protocols` came before the body was out. It stays
+    /// unread until the body is sent (the new protocol starts after it),
+    /// then the switch goes ahead as usual.
+    HoldingSwitch,
+}
+
+/// Lingering close (see `Phase::Lingering`), with nginx's defaults
+/// (`lingering_time 30s`, `lingering_timeout 5s`): a client still uploading
+/// when its response is complete gets this long, at most, to notice the
+/// response and stop; meanwhile its bytes are discarded. Closing a socket
+/// with unread bytes in it makes the kernel reset the connection, and a
+/// client whose upload write then fails (curl: "Send failure: Connection
+/// reset by peer") or whose kernel drops unread input (Windows) never sees
+/// the response — a 413 for a 20 MB upload would look like a network error.
+const LINGERING_TIME: Duration = Duration::from_secs(30);
+/// Lingering ends when the client has sent nothing for this long.
+const LINGERING_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Most servers one request may try (1 + the largest `retries`).
 const MAX_TRIES: usize = 17;
@@ -433,18 +473,18 @@ impl Conn {
                 self.respond_error(env, 408, false)
             }
             Phase::ReadHead => return self.finish(env, Outcome::Close),
-            Phase::SendRequest if self.waiting_for_client_body() => {
+            Phase::SendRequest(_) if self.waiting_for_client_body() => {
                 log::info!("client {} timed out sending the request body", self.peer);
                 self.drop_upstream(env);
                 self.respond_error(env, 408, false)
             }
-            Phase::Connect | Phase::SendRequest | Phase::ReadResponseHead => {
+            Phase::Connect | Phase::SendRequest(_) | Phase::ReadResponseHead => {
                 self.note_failure(env);
                 let up = &env.rt.upstreams[self.ex.upstream];
                 let doing = match (self.phase, &self.up) {
                     (Phase::Connect, Some(u)) if u.connected => "in the TLS handshake",
                     (Phase::Connect, _) => "connecting",
-                    (Phase::SendRequest, _) => "sending the request",
+                    (Phase::SendRequest(_), _) => "sending the request",
                     _ => "waiting for the response head",
                 };
                 log::error!(
@@ -456,7 +496,7 @@ impl Conn {
                 self.drop_upstream(env);
                 self.respond_error(env, 504, false)
             }
-            Phase::Closing => Err(Closed),
+            Phase::Closing { .. } | Phase::Lingering { .. } => Err(Closed),
             Phase::SendResponse | Phase::Tunnel | Phase::SendLocal => {
                 log::info!(
                     "connection of client {} timed out ({:?}), upstream {upstream}",
@@ -478,12 +518,13 @@ impl Conn {
             let step = match self.phase {
                 Phase::ReadHead => self.read_head(env),
                 Phase::Connect => self.connect_done(env),
-                Phase::SendRequest => self.send_request(env),
+                Phase::SendRequest(upload) => self.send_request(env, upload),
                 Phase::ReadResponseHead => self.read_response_head(env),
                 Phase::SendResponse => self.send_response(env),
                 Phase::Tunnel => self.tunnel(env),
                 Phase::SendLocal => self.send_local(env),
-                Phase::Closing => self.closing(),
+                Phase::Closing { linger } => self.closing(env, linger),
+                Phase::Lingering { until } => self.linger(env, until),
             };
             match step {
                 Ok(true) => continue,
@@ -642,6 +683,9 @@ impl Conn {
             .requests
             .fetch_add(1, Ordering::Relaxed);
         self.ex.is_head = info.is_head;
+        // Set for every request, also those answered without reading the
+        // body: a body still to come makes the close linger.
+        self.ex.req = Relay::new(Body::from_framing(info.framing));
         self.ex.client_minor = info.minor;
         self.ex.client_keep_alive = info.keep_alive;
         let has_body = info.framing != Framing::None;
@@ -706,7 +750,6 @@ impl Conn {
                         return self.reject(env, 413);
                     }
                 }
-                self.ex.req = Relay::new(Body::from_framing(info.framing));
                 if env.rt.max_body_bytes > 0 {
                     self.ex.req.limit_data(env.rt.max_body_bytes);
                 }
@@ -913,7 +956,7 @@ impl Conn {
                     eof_to_client: false,
                 }));
                 if reused {
-                    self.phase = Phase::SendRequest;
+                    self.phase = Phase::SendRequest(Upload::Watching);
                     self.set_deadline(env, env.rt.timeouts.upstream_write);
                 } else {
                     self.phase = Phase::Connect;
@@ -991,7 +1034,7 @@ impl Conn {
         }
         match up.sock.handshake(&mut up.readable, &mut up.writable) {
             Ok(true) => {
-                self.phase = Phase::SendRequest;
+                self.phase = Phase::SendRequest(Upload::Watching);
                 self.set_deadline(env, env.rt.timeouts.upstream_write);
                 Ok(true)
             }
@@ -1088,7 +1131,16 @@ impl Conn {
             && self.input.as_ref().is_none_or(Buf::is_empty)
     }
 
-    fn send_request(&mut self, env: &mut Env) -> Step {
+    fn send_request(&mut self, env: &mut Env, upload: Upload) -> Step {
+        // What the upstream sent is read before anything more is written:
+        // if it answered and closed, writing on would only be reset, and the
+        // answer must be taken while it is there.
+        if upload == Upload::Watching
+            && self.upstream_spoke_early()
+            && self.pull_response_head(env)?
+        {
+            return Ok(true);
+        }
         let Some(up) = self.up.as_mut() else {
             return Err(Closed);
         };
@@ -1164,9 +1216,7 @@ impl Conn {
                     );
                     Err(Closed)
                 }
-                RelayStep::DestFailed(e) => {
-                    self.upstream_broken(env, &format!("sending the request body ({e})"))
-                }
+                RelayStep::DestFailed(e) => self.upload_refused(env, &e),
                 RelayStep::Framing(e) => {
                     log::info!(
                         "client {} sent a bad chunked body: {}",
@@ -1179,6 +1229,43 @@ impl Conn {
             };
         }
         // Bytes read past the body stay in `input`: the next pipelined request.
+        self.phase = Phase::ReadResponseHead;
+        if let Some(up) = self.up.as_mut() {
+            // A response head held back (Upload::HoldingSwitch) is parsed now.
+            up.input_fresh |= up.input.as_ref().is_some_and(|b| !b.is_empty());
+        }
+        self.set_deadline(env, env.rt.timeouts.upstream_read);
+        Ok(true)
+    }
+
+    /// The request body is not out yet and the upstream has sent something
+    /// (an event said so, or bytes wait to be parsed). Only flags are
+    /// looked at: no syscall unless the upstream really spoke.
+    fn upstream_spoke_early(&self) -> bool {
+        !self.ex.req.is_complete()
+            && self
+                .up
+                .as_ref()
+                .is_some_and(|u| u.input_fresh || u.readable)
+    }
+
+    /// Writing the request body to the upstream failed (EPIPE, ECONNRESET):
+    /// typically the server answered early and closed without reading the
+    /// rest. Its answer may be in our receive buffer still (Linux keeps
+    /// received bytes readable after a reset), so it is read before anything
+    /// is decided: a final response is relayed (not a failure); without one
+    /// `read_response_head` answers 502.
+    fn upload_refused(&mut self, env: &mut Env, e: &std::io::Error) -> Step {
+        let Some(up) = self.up.as_mut() else {
+            return Err(Closed);
+        };
+        log::debug!(
+            "upstream {} stopped taking the request body ({e}), reading its response, client: {}",
+            up.addr,
+            self.peer
+        );
+        // No event may come for bytes that arrived before the reset.
+        up.readable = true;
         self.phase = Phase::ReadResponseHead;
         self.set_deadline(env, env.rt.timeouts.upstream_read);
         Ok(true)
@@ -1210,6 +1297,13 @@ impl Conn {
         if !self.flush_out()? {
             return Ok(false);
         }
+        self.pull_response_head(env)
+    }
+
+    /// One step towards the response head, in `ReadResponseHead` or early
+    /// (`SendRequest`, the body still going out): parse what arrived, else
+    /// read more. Ok(false) if there was nothing to do.
+    fn pull_response_head(&mut self, env: &mut Env) -> Step {
         let Some(up) = self.up.as_mut() else {
             return Err(Closed);
         };
@@ -1242,7 +1336,9 @@ impl Conn {
                 buf.filled(n);
                 up.input_fresh = true;
                 up.got_any = true;
-                self.set_deadline(env, env.rt.timeouts.upstream_read);
+                if self.phase == Phase::ReadResponseHead {
+                    self.set_deadline(env, env.rt.timeouts.upstream_read);
+                }
                 Ok(true)
             }
             Io::Blocked => Ok(false),
@@ -1250,7 +1346,14 @@ impl Conn {
                 if let Some(step) = self.replay_on_fresh(env) {
                     return step;
                 }
-                self.upstream_broken(env, "reading the response head")
+                if self.ex.req.is_complete() {
+                    self.upstream_broken(env, "reading the response head")
+                } else {
+                    // Closed or reset with no response while the body was on
+                    // its way: nothing to relay, a 502 (not retried: the
+                    // request was partly sent).
+                    self.upstream_broken(env, "sending the request body (no response came)")
+                }
             }
         }
     }
@@ -1281,6 +1384,20 @@ impl Conn {
                 return self.respond_error(env, 502, false);
             }
         };
+        if info.status == 101 && self.ex.upgrade && !self.ex.req.is_complete() {
+            if let Phase::SendRequest(_) = self.phase {
+                // The new protocol starts after the request body: the switch
+                // waits, unread, until the body is out.
+                self.phase = Phase::SendRequest(Upload::HoldingSwitch);
+                return Ok(true);
+            }
+            log::error!(
+                "upstream switched protocols but did not take the request body, client: {}",
+                self.peer
+            );
+            self.drop_upstream(env);
+            return self.respond_error(env, 502, false);
+        }
         let mut out = self.out.take().unwrap_or_else(|| env.heads.get());
         if info.status == 101 {
             if !self.ex.upgrade {
@@ -1329,8 +1446,13 @@ impl Conn {
             self.drop_upstream(env);
             return self.respond_error(env, 502, false);
         }
+        if !self.ex.req.is_complete() {
+            self.early_response(&mut out, info.status);
+        }
         // A close-delimited body can only end by closing the client
         // connection too (re-framing it as chunked is a later improvement).
+        // An early response ends the connection (the rest of the upload
+        // is in the way), and its upstream connection is not reused.
         let keep = info.framing != Framing::UntilClose
             && self.ex.client_keep_alive
             && self.ex.req.is_complete()
@@ -1357,6 +1479,37 @@ impl Conn {
         Ok(true)
     }
 
+    /// A final response came before the whole request body was sent (413,
+    /// 401, 403, a redirect, even a 200): the upload stops here, as in
+    /// nginx and HAProxy. Nothing more is forwarded; what the client sent
+    /// meanwhile is dropped and the rest is discarded as it comes (see
+    /// `send_response`, then `Phase::Lingering`). This is no failure of the
+    /// server: no 502, no retry, no passive-failure mark; the access log
+    /// shows the status it sent.
+    fn early_response(&mut self, out: &mut Vec<u8>, status: u16) {
+        log::debug!(
+            "upstream {} answered {status} before the request body was sent ({} bytes sent); the upload stops, client: {}",
+            self.ex.upstream_addr.map(|a| a.to_string()).unwrap_or_default(),
+            self.ex.req.sent,
+            self.peer
+        );
+        if let Some(b) = self.input.as_mut() {
+            b.clear();
+        }
+        // Interim responses not begun (our own `100 Continue` among them) are
+        // dropped: the client needs only the final one, and a client that
+        // waits for `100 Continue` then sends no body at all.
+        if self.out_pos == 0 {
+            out.clear();
+        }
+    }
+
+    /// The request body was cut short by an early response (or error):
+    /// the client may still be sending it.
+    fn upload_cut_short(&self) -> bool {
+        !self.ex.req.is_complete()
+    }
+
     // ----- SendResponse -----------------------------------------------------
 
     /// Writes pending bytes of `out` to the client; true when all are out.
@@ -1381,6 +1534,28 @@ impl Conn {
     }
 
     fn send_response(&mut self, env: &mut Env) -> Step {
+        if self.relay_response(env)? {
+            return Ok(true);
+        }
+        // The response waits. After an early response the client's upload
+        // keeps coming: it is thrown away meanwhile, so that a client that
+        // reads only once it has sent everything gets to read.
+        if self.phase != Phase::SendResponse || !self.upload_cut_short() {
+            return Ok(false);
+        }
+        match self.discard_client_input(env) {
+            Io::Done(_) => Ok(true),
+            Io::Blocked => Ok(false),
+            Io::Eof => {
+                // It sent all it will; it may still read.
+                self.c_readable = false;
+                Ok(false)
+            }
+            Io::Failed(_) => Err(Closed),
+        }
+    }
+
+    fn relay_response(&mut self, env: &mut Env) -> Step {
         if self.write_head_with_body()? {
             return Ok(true);
         }
@@ -1409,6 +1584,16 @@ impl Conn {
             RelayStep::Blocked => Ok(false),
             RelayStep::Complete => self.response_done(env, true),
             RelayStep::SourceClosed if matches!(self.ex.resp.body, Body::UntilClose) => {
+                self.response_done(env, false)
+            }
+            RelayStep::SourceFailed(e)
+                if matches!(self.ex.resp.body, Body::UntilClose)
+                    && !self.ex.req.is_complete()
+                    && e.kind() == std::io::ErrorKind::ConnectionReset =>
+            {
+                // A server that answered early and closed with our upload
+                // unread in its socket resets the connection: after a
+                // close-delimited body, that is its end.
                 self.response_done(env, false)
             }
             RelayStep::SourceClosed => {
@@ -1741,30 +1926,87 @@ impl Conn {
     // ----- Closing ----------------------------------------------------------
 
     /// Half-closes so the client reads everything before EOF; a TLS client
-    /// first gets the records still queued and close_notify.
+    /// first gets the records still queued and close_notify. A client that
+    /// may still be uploading gets a lingering close.
     fn close_gracefully(&mut self, env: &mut Env) -> Step {
+        let linger = self.upload_cut_short();
         match self.client.shutdown_write() {
-            Ok(true) | Err(_) => Err(Closed),
+            Ok(true) => self.closed_for_writing(env, linger),
+            Err(_) => Err(Closed),
             Ok(false) => {
                 self.c_writable = false;
-                self.phase = Phase::Closing;
+                self.phase = Phase::Closing { linger };
                 self.set_deadline(env, env.rt.timeouts.upstream_write);
                 Ok(false)
             }
         }
     }
 
-    fn closing(&mut self) -> Step {
+    fn closing(&mut self, env: &mut Env, linger: bool) -> Step {
         if !self.c_writable {
             return Ok(false);
         }
         match self.client.shutdown_write() {
-            Ok(true) | Err(_) => Err(Closed),
+            Ok(true) => self.closed_for_writing(env, linger),
+            Err(_) => Err(Closed),
             Ok(false) => {
                 self.c_writable = false;
                 Ok(false)
             }
         }
+    }
+
+    /// Everything was said and the FIN is sent: close now, or linger first.
+    fn closed_for_writing(&mut self, env: &mut Env, linger: bool) -> Step {
+        if !linger {
+            return Err(Closed);
+        }
+        // The request is logged and settled; only the socket is left.
+        self.ex.end(env.exchanges);
+        self.phase = Phase::Lingering {
+            until: env.now + LINGERING_TIME,
+        };
+        self.set_deadline(env, LINGERING_TIMEOUT);
+        Ok(true)
+    }
+
+    /// Discards what the client sends until it closes or the bounds of
+    /// `Phase::Lingering` are reached (`on_timeout` closes).
+    fn linger(&mut self, env: &mut Env, until: Instant) -> Step {
+        match self.discard_client_input(env) {
+            Io::Done(_) => {
+                self.deadline = (env.now + LINGERING_TIMEOUT).min(until);
+                Ok(true)
+            }
+            Io::Blocked => Ok(false),
+            Io::Eof | Io::Failed(_) => Err(Closed),
+        }
+    }
+
+    /// Reads what the client sent and throws it away: the rest of an upload
+    /// that is not forwarded. Read beneath TLS (the session is over for
+    /// reading), into a large buffer if one is free, which goes back to the
+    /// pool as soon as the socket is empty.
+    fn discard_client_input(&mut self, env: &mut Env) -> Io {
+        if !self.c_readable {
+            return Io::Blocked;
+        }
+        if let Some(b) = self.input.as_mut() {
+            b.clear();
+        }
+        env.bufs.upgrade(&mut self.input);
+        let buf = self.input.get_or_insert_with(|| env.bufs.get());
+        let got = io::read_raw(
+            self.client.sock_mut(),
+            buf.spare(),
+            &mut self.c_readable,
+            self.c_hup,
+        );
+        buf.clear();
+        if !matches!(got, Io::Done(_)) {
+            self.release_idle_input(env);
+        }
+        got
     }
 
     // ----- SendLocal --------------------------------------------------------

@@ -4,6 +4,7 @@
 //! edge is ever lost.
 
 use super::Stream;
+use mio::net::TcpStream;
 use std::io::{self, Read, Write};
 
 pub enum Io {
@@ -22,8 +23,20 @@ pub enum Io {
 /// once, saving the read that would only return `EAGAIN` (one syscall per
 /// request).
 pub fn read(sock: &mut Stream, into: &mut [u8], ready: &mut bool, hup: bool) -> Io {
-    debug_assert!(!into.is_empty(), "read into a full buffer looks like EOF");
     let drains = drains_when_short(sock, hup);
+    read_with(sock, into, ready, drains)
+}
+
+/// Reads straight from the TCP socket, beneath any TLS session: for bytes
+/// that are thrown away unread (the rest of an upload nobody wants, see
+/// `Conn::discard_client_input`), so they cost no decryption.
+pub fn read_raw(sock: &mut TcpStream, into: &mut [u8], ready: &mut bool, hup: bool) -> Io {
+    read_with(sock, into, ready, !hup)
+}
+
+/// `drains`: a short read proves the socket empty (`drains_when_short`).
+fn read_with<S: Read>(sock: &mut S, into: &mut [u8], ready: &mut bool, drains: bool) -> Io {
+    debug_assert!(!into.is_empty(), "read into a full buffer looks like EOF");
     loop {
         return match sock.read(into) {
             Ok(0) => Io::Eof,

@@ -718,6 +718,47 @@ pub struct BackendOpts {
     /// (see [`HealthSwitch`]). Its requests are counted apart
     /// ([`Backend::health_checks`]) and not recorded in `requests`/`heads`.
     pub health: Option<HealthSwitch>,
+    /// Responses written as soon as the request head is read, before the
+    /// body (first matching prefix wins; see [`EarlyScript`]).
+    pub early: Vec<EarlyScript>,
+}
+
+/// An early answer: for requests whose path starts with `path`, the backend
+/// reads the head and `read_first` body bytes, writes `bytes` (an early
+/// 413, 401, ...) and then does `then`. Such requests are not recorded in
+/// `requests` (their body is not read); their heads are, and
+/// [`Backend::early_answers`] counts them.
+#[derive(Debug, Clone)]
+pub struct EarlyScript {
+    pub path: String,
+    /// Request body bytes read before answering (0: right after the head).
+    pub read_first: usize,
+    pub bytes: Vec<u8>,
+    pub then: EarlyThen,
+}
+
+impl EarlyScript {
+    pub fn new(path: &str, bytes: &[u8], then: EarlyThen) -> EarlyScript {
+        EarlyScript {
+            path: path.to_owned(),
+            read_first: 0,
+            bytes: bytes.to_vec(),
+            then,
+        }
+    }
+}
+
+/// What a backend does after an [`EarlyScript`] answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EarlyThen {
+    /// Close the socket at once, the unread body with it: the kernel resets
+    /// the connection (what most servers do after rejecting an upload).
+    Close,
+    /// Keep reading (and dropping) the body until the peer closes, then close.
+    Drain,
+    /// Keep the connection open without reading anything more, until the
+    /// backend stops (the peer's writes fill the socket and stall).
+    Hold,
 }
 
 /// A health-check path answered with a status that the test can change
@@ -761,6 +802,7 @@ impl Default for BackendOpts {
             stream_pace: None,
             path_delays: Vec::new(),
             health: None,
+            early: Vec::new(),
         }
     }
 }
@@ -782,6 +824,10 @@ struct BackendShared {
     idle_closed: AtomicUsize,
     /// Requests answered by the [`HealthSwitch`].
     health_checks: AtomicUsize,
+    /// Requests answered by an [`EarlyScript`].
+    early_answers: AtomicUsize,
+    /// Body bytes an [`EarlyThen::Drain`] read after answering.
+    drained_after_answer: AtomicUsize,
 }
 
 /// A threaded HTTP/1.1 origin server on 127.0.0.1 (one thread per connection,
@@ -823,6 +869,8 @@ impl Backend {
             tunnels_closed: AtomicUsize::new(0),
             idle_closed: AtomicUsize::new(0),
             health_checks: AtomicUsize::new(0),
+            early_answers: AtomicUsize::new(0),
+            drained_after_answer: AtomicUsize::new(0),
         });
         let thread = Some(spawn_acceptor(listener, shared.clone()));
         Backend {
@@ -945,6 +993,16 @@ impl Backend {
     pub fn idle_closed(&self) -> usize {
         self.shared.idle_closed.load(Ordering::SeqCst)
     }
+
+    /// Requests answered early by an [`EarlyScript`] so far.
+    pub fn early_answers(&self) -> usize {
+        self.shared.early_answers.load(Ordering::SeqCst)
+    }
+
+    /// Request body bytes read by [`EarlyThen::Drain`] after the answer.
+    pub fn drained_after_answer(&self) -> usize {
+        self.shared.drained_after_answer.load(Ordering::SeqCst)
+    }
 }
 
 impl Drop for Backend {
@@ -1010,6 +1068,9 @@ fn serve_backend_conn(stream: TcpStream, s: &BackendShared) -> io::Result<()> {
             )?;
             return Ok(());
         };
+        if let Some(early) = s.opts.early.iter().find(|e| path.starts_with(&e.path)) {
+            return answer_early(wire, s, early);
+        }
         let (body, raw_body) = if has_token(&headers, "transfer-encoding", "chunked") {
             wire.read_chunked_raw()?
         } else if let Some(cl) = header_value(&headers, "content-length") {
@@ -1102,6 +1163,55 @@ fn serve_backend_conn(stream: TcpStream, s: &BackendShared) -> io::Result<()> {
             return Ok(());
         }
     }
+}
+
+/// The [`EarlyScript`] part of a backend connection: answer before the body.
+fn answer_early(mut wire: Wire, s: &BackendShared, early: &EarlyScript) -> io::Result<()> {
+    if early.read_first > 0 {
+        let want = early.read_first;
+        while wire.buf.len() < want {
+            if wire.fill()? == 0 {
+                break;
+            }
+        }
+    }
+    wire.stream.write_all(&early.bytes)?;
+    s.early_answers.fetch_add(1, Ordering::SeqCst);
+    match early.then {
+        EarlyThen::Close => {
+            // Only a close of the last descriptor resets a connection with
+            // unread bytes (shutdown would not): forget the acceptor's copy.
+            let peer = wire.stream.peer_addr().ok();
+            s.conns
+                .lock()
+                .unwrap()
+                .retain(|c| c.peer_addr().ok() != peer);
+            drop(wire);
+        }
+        EarlyThen::Drain => {
+            wire.stream
+                .set_read_timeout(Some(Duration::from_secs(10)))?;
+            let mut chunk = vec![0u8; 64 * 1024];
+            loop {
+                match wire.stream.read(&mut chunk) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        s.drained_after_answer.fetch_add(n, Ordering::SeqCst);
+                        s.bytes.fetch_add(n, Ordering::SeqCst);
+                    }
+                }
+            }
+            let _ = wire.stream.shutdown(Shutdown::Both);
+        }
+        EarlyThen::Hold => {
+            let until = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < until && !s.stop.load(Ordering::SeqCst) {
+                thread::sleep(Duration::from_millis(10));
+            }
+            let _ = wire.stream.shutdown(Shutdown::Both);
+        }
+    }
+    Ok(())
 }
 
 /// Writes `n` pattern bytes in 64 KiB pieces.
@@ -1245,8 +1355,8 @@ pub fn kill(pid: i32, sig: i32) -> bool {
 // ---------------------------------------------------------------------------
 // forklb process harness
 
-/// The standard proxy configuration of the tests (without the `pid_file`,
-/// `error_log` and `upgrade_sock` keys, which [`Forklb`] adds): one listener on
+/// The standard proxy configuration of the tests (without the `pid_file` and
+/// `error_log` keys, which [`Forklb`] adds): one listener on
 /// `$PORT` with a `/healthz` return route and everything else to upstream `web`.
 /// `servers` are (name, address, weight); `upstream_extra` are more keys of
 /// upstream `web`, e.g. `["retries: 0"]`.
@@ -1297,6 +1407,10 @@ pub struct StartOpts {
     pub args: Vec<String>,
     /// Run this executable instead of the one cargo built (e.g. a copy).
     pub exe: Option<PathBuf>,
+    /// Set `upgrade_sock` to `upgrade.sock` in the test's folder. Setting it
+    /// is what makes QUIT offer the sockets for `upgrade_grace` (5 s unless
+    /// the YAML says otherwise), so only Pingora-style tests ask for it.
+    pub upgrade_sock: bool,
 }
 
 /// A running `forklb` (foreground master) on a generated configuration.
@@ -1311,15 +1425,15 @@ pub struct Forklb {
     /// the master is gone.
     seen: Mutex<Vec<i32>>,
     exit: Option<ExitStatus>,
-    /// The `pid_file`/`error_log`/`upgrade_sock` lines put before the test's
-    /// YAML (see [`Forklb::write_config`]).
+    /// The `pid_file`/`error_log` (and maybe `upgrade_sock`) lines put before
+    /// the test's YAML (see [`Forklb::write_config`]).
     header: String,
 }
 
 impl Forklb {
     /// Starts forklb on `yaml` (with `$PORT` replaced by a free port and
-    /// `pid_file`, `error_log`, `upgrade_sock` pointing into a fresh temporary
-    /// folder) and waits until it serves; panics with diagnostics otherwise.
+    /// `pid_file`, `error_log` pointing into a fresh temporary folder) and
+    /// waits until it serves; panics with diagnostics otherwise.
     pub fn start(yaml: &str) -> Forklb {
         Forklb::try_start(yaml).unwrap_or_else(|e| panic!("{e}"))
     }
@@ -1340,12 +1454,17 @@ impl Forklb {
         let pid_file = dir.join("forklb.pid");
         let error_log = dir.join("error.log");
         let config = dir.join("forklb.yaml");
-        let header = format!(
-            "pid_file: \"{}\"\nerror_log: \"{}\"\nupgrade_sock: \"{}\"\n",
+        let mut header = format!(
+            "pid_file: \"{}\"\nerror_log: \"{}\"\n",
             pid_file.display(),
             error_log.display(),
-            dir.join("upgrade.sock").display(),
         );
+        if opts.upgrade_sock {
+            header.push_str(&format!(
+                "upgrade_sock: \"{}\"\n",
+                dir.join("upgrade.sock").display()
+            ));
+        }
         let text = format!("{header}{}", yaml.replace("$PORT", &port.to_string()));
         fs::write(&config, text).map_err(|e| format!("write config: {e}"))?;
         let stdout = fs::File::create(dir.join("stdout.log")).map_err(|e| e.to_string())?;
@@ -1505,7 +1624,7 @@ impl Forklb {
     }
 
     /// Replaces the configuration file with `yaml` (same treatment as at
-    /// start: `$PORT` replaced, the `pid_file`/`error_log`/`upgrade_sock`
+    /// start: `$PORT` replaced, the `pid_file`/`error_log` (`upgrade_sock`)
     /// lines put first), e.g. before sending HUP.
     pub fn write_config(&self, yaml: &str) {
         let text = format!(
