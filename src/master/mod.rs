@@ -496,30 +496,7 @@ impl Master {
 
         // 3. Quit (graceful), after offering the sockets to a `-u` instance.
         if self.take_signal(signals::SIGQUIT) && self.state == State::Running {
-            log::info!("received QUIT: graceful shutdown");
-            // With a successor master (a binary upgrade or its rollback)
-            // nobody needs our sockets: they live on in that master.
-            let grace = match self.successor() {
-                Some(_) => Duration::ZERO,
-                None => self.config.upgrade_grace(),
-            };
-            if self.offer_sockets(0) {
-                self.begin_quit(now, true);
-            } else if grace.is_zero() {
-                self.begin_quit(now, false);
-            } else {
-                log::info!(
-                    "still serving for up to {} s while offering the listening sockets on {} \
-                     (start the new instance with -u)",
-                    grace.as_secs_f64(),
-                    self.config.upgrade_sock_path().display()
-                );
-                self.state = State::Offering {
-                    until: now + grace,
-                    next_try: now + OFFER_INTERVAL,
-                    errors: 1,
-                };
-            }
+            self.quit(now);
         }
         if let State::Offering {
             until,
@@ -528,18 +505,7 @@ impl Master {
         } = self.state
         {
             if now >= next_try {
-                if self.offer_sockets(errors) {
-                    self.begin_quit(now, true);
-                } else if now >= until {
-                    log::info!("no instance took the listening sockets: closing them");
-                    self.begin_quit(now, false);
-                } else {
-                    self.state = State::Offering {
-                        until,
-                        next_try: now + OFFER_INTERVAL,
-                        errors: errors + 1,
-                    };
-                }
+                self.offer_again(now, until, errors);
             }
         }
 
@@ -635,6 +601,51 @@ impl Master {
                 }
                 false
             }
+        }
+    }
+
+    /// QUIT: hand the sockets to a waiting `-u` instance and drain; or, with
+    /// an upgrade grace, go on serving while offering them (`Offering`).
+    fn quit(&mut self, now: Instant) {
+        log::info!("received QUIT: graceful shutdown");
+        // With a successor master (a binary upgrade or its rollback) nobody
+        // needs our sockets: they live on in that master.
+        let grace = match self.successor() {
+            Some(_) => Duration::ZERO,
+            None => self.config.upgrade_grace(),
+        };
+        if self.offer_sockets(0) {
+            self.begin_quit(now, true);
+        } else if grace.is_zero() {
+            self.begin_quit(now, false);
+        } else {
+            log::info!(
+                "still serving for up to {} s while offering the listening sockets on {} \
+                 (start the new instance with -u)",
+                grace.as_secs_f64(),
+                self.config.upgrade_sock_path().display()
+            );
+            self.state = State::Offering {
+                until: now + grace,
+                next_try: now + OFFER_INTERVAL,
+                errors: 1,
+            };
+        }
+    }
+
+    /// One more offer of the sockets during the grace; at its end, drain.
+    fn offer_again(&mut self, now: Instant, until: Instant, errors: u32) {
+        if self.offer_sockets(errors) {
+            self.begin_quit(now, true);
+        } else if now >= until {
+            log::info!("no instance took the listening sockets: closing them");
+            self.begin_quit(now, false);
+        } else {
+            self.state = State::Offering {
+                until,
+                next_try: now + OFFER_INTERVAL,
+                errors: errors + 1,
+            };
         }
     }
 
