@@ -143,6 +143,8 @@ log_level: warn
 error_log: $d/error.log
 pid_file: $d/forklb.pid
 upgrade_sock: $d/upgrade.sock
+# QUIT stops at once, as nginx's does (a set upgrade_sock would bring a 5 s grace)
+upgrade_grace: 0s
 shutdown_timeout: 10s
 listeners:
   - name: bench

@@ -30,28 +30,26 @@ pub fn info(pid: i32) -> Option<ProcInfo> {
     })
 }
 
-/// Children of `ppid` whose comm is `comm`.
-pub fn children_named(ppid: i32, comm: &str) -> Vec<i32> {
+/// Live (not zombie) children of `ppid` whose comm passes `keep`.
+fn children_where(ppid: i32, keep: impl Fn(&str) -> bool) -> Vec<i32> {
     let Ok(dir) = fs::read_dir("/proc") else {
         return Vec::new();
     };
     dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
         .filter_map(info)
-        .filter(|p| p.ppid == ppid && p.comm == comm && p.state != 'Z')
+        .filter(|p| p.ppid == ppid && p.state != 'Z' && keep(&p.comm))
         .map(|p| p.pid)
         .collect()
 }
 
-/// Live children of `ppid` whose comm is none of `names`.
+/// Children of `ppid` whose comm is `comm`.
+pub fn children_named(ppid: i32, comm: &str) -> Vec<i32> {
+    children_where(ppid, |c| c == comm)
+}
+
+/// Children of `ppid` whose comm is none of `names`.
 pub fn children_not_named(ppid: i32, names: &[&str]) -> Vec<i32> {
-    let Ok(dir) = fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
-        .filter_map(info)
-        .filter(|p| p.ppid == ppid && p.state != 'Z' && !names.contains(&p.comm.as_str()))
-        .map(|p| p.pid)
-        .collect()
+    children_where(ppid, |c| !names.contains(&c))
 }
 
 /// Running (exists and is not a zombie waiting to be reaped).

@@ -511,14 +511,7 @@ impl Master {
 
         // 4. Reload, 5. reopen, 6. upgrade, 7. stop accepting.
         if self.take_signal(signals::SIGHUP) && self.state == State::Running {
-            let announce = self.speaks_for_service();
-            if announce {
-                notify::reloading();
-            }
-            let _ = self.reload();
-            if announce {
-                notify::ready();
-            }
+            let _ = self.reload_announced();
         }
         if self.take_signal(signals::SIGUSR1) {
             log::info!("received USR1: reopening logs");
@@ -759,6 +752,20 @@ impl Master {
             return false;
         };
         pidfile::read(&self.config.pid_file).ok() != u32::try_from(new.as_raw()).ok()
+    }
+
+    /// A reload (HUP or the admin `reload`), bracketed by RELOADING=1 and
+    /// READY=1 when this master speaks for the service.
+    fn reload_announced(&mut self) -> Result<(), String> {
+        let announce = self.speaks_for_service();
+        if announce {
+            notify::reloading();
+        }
+        let result = self.reload();
+        if announce {
+            notify::ready();
+        }
+        result
     }
 
     /// HUP. After WINCH (an upgrade in progress) this is the rollback:
@@ -1067,14 +1074,7 @@ impl Master {
                 return Reply::Text("Permission denied\n".to_owned());
             }
             log::info!("reload requested over the admin socket");
-            let announce = self.speaks_for_service();
-            if announce {
-                notify::reloading();
-            }
-            let result = self.reload();
-            if announce {
-                notify::ready();
-            }
+            let result = self.reload_announced();
             return Reply::Text(match result {
                 Ok(()) => "Success=1\n".to_owned(),
                 Err(e) => format!("Success=0\n--\n{e}\n"),
