@@ -15,6 +15,7 @@ use std::process::Stdio;
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
+use support::notify::{has_line, NotifySocket};
 use support::*;
 
 /// Two workers; `/v` answered by forklb with `body`, everything else proxied
@@ -691,85 +692,23 @@ fn workers_drop_privileges_master_stays_root() {
 // ---------------------------------------------------------------------------
 // sd_notify
 
-/// A bound notification socket standing in for systemd.
-struct Notify {
-    _dir: TempDir,
-    path: PathBuf,
-    sock: UnixDatagram,
-    seen: Vec<String>,
-}
-
-impl Notify {
-    fn new() -> Notify {
-        let dir = TempDir::new("notify");
-        let path = dir.join("notify.sock");
-        let sock = UnixDatagram::bind(&path).unwrap();
-        sock.set_read_timeout(Some(Duration::from_millis(100)))
-            .unwrap();
-        Notify {
-            _dir: dir,
-            path,
-            sock,
-            seen: Vec::new(),
-        }
-    }
-
-    fn env(&self) -> StartOpts {
-        StartOpts {
-            env: vec![(
-                "NOTIFY_SOCKET".into(),
-                self.path.to_string_lossy().into_owned(),
-            )],
-            ..Default::default()
-        }
-    }
-
-    /// The next message, waiting at most `timeout`.
-    fn next(&mut self, timeout: Duration) -> Option<String> {
-        let deadline = Instant::now() + timeout;
-        let mut buf = [0u8; 4096];
-        while Instant::now() < deadline {
-            if let Ok(n) = self.sock.recv(&mut buf) {
-                let m = String::from_utf8_lossy(&buf[..n]).into_owned();
-                self.seen.push(m.clone());
-                return Some(m);
-            }
-        }
-        None
-    }
-
-    fn expect(&mut self, what: &str, timeout: Duration, ok: impl Fn(&str) -> bool) -> String {
-        match self.next(timeout) {
-            Some(m) if ok(&m) => m,
-            other => panic!(
-                "expected {what}, got {other:?} (all messages: {:?})",
-                self.seen
-            ),
-        }
-    }
-}
-
-fn has_line(msg: &str, line: &str) -> bool {
-    msg.lines().any(|l| l == line)
-}
-
 #[test]
 fn sd_notify_ready_reloading_stopping() {
-    let mut n = Notify::new();
+    let mut n = NotifySocket::new();
     let b = Backend::start("b1");
-    let mut lb = Forklb::start_with(&proxy_config_for(2, &[&b]), &n.env());
+    let mut lb = Forklb::start_with(&proxy_config_for(2, &[&b]), &n.opts());
     let t = Duration::from_secs(5);
-    n.expect("READY=1 after start", t, |m| has_line(m, "READY=1"));
+    n.expect_next("READY=1 after start", t, |m| has_line(m, "READY=1"));
 
     let before = lb.wait_workers(2, t);
     lb.signal(SIGHUP);
-    n.expect("RELOADING=1 at HUP", t, |m| m.starts_with("RELOADING=1"));
-    n.expect("READY=1 after the reload", t, |m| has_line(m, "READY=1"));
+    n.expect_next("RELOADING=1 at HUP", t, |m| m.starts_with("RELOADING=1"));
+    n.expect_next("READY=1 after the reload", t, |m| has_line(m, "READY=1"));
     wait_new_generation(&lb, &before, 2);
     assert_eq!(http_get(lb.port(), "/").status, 200);
 
     lb.signal(SIGQUIT);
-    n.expect("STOPPING=1 at QUIT", t, |m| has_line(m, "STOPPING=1"));
+    n.expect_next("STOPPING=1 at QUIT", t, |m| has_line(m, "STOPPING=1"));
     assert!(lb.wait_exit(t).is_some(), "{}", lb.diagnostics());
     assert_eq!(n.next(Duration::from_millis(200)), None, "{:?}", n.seen);
 }

@@ -11,13 +11,14 @@ mod support;
 
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::os::unix::net::{UnixDatagram, UnixListener};
+use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
+use support::notify::NotifySocket;
 use support::*;
 
 const T5: Duration = Duration::from_secs(5);
@@ -547,75 +548,6 @@ fn second_usr2_during_an_upgrade_is_refused() {
     assert_eq!(workers_of(new).len(), 2);
 }
 
-/// A bound datagram socket standing in for systemd's notification socket.
-struct FakeSystemd {
-    _dir: TempDir,
-    path: PathBuf,
-    sock: UnixDatagram,
-    seen: Vec<String>,
-}
-
-impl FakeSystemd {
-    fn new() -> FakeSystemd {
-        let dir = TempDir::new("notify");
-        let path = dir.join("notify.sock");
-        let sock = UnixDatagram::bind(&path).unwrap();
-        sock.set_read_timeout(Some(Duration::from_millis(50)))
-            .unwrap();
-        FakeSystemd {
-            _dir: dir,
-            path,
-            sock,
-            seen: Vec::new(),
-        }
-    }
-
-    fn opts(&self) -> StartOpts {
-        StartOpts {
-            env: vec![(
-                "NOTIFY_SOCKET".into(),
-                self.path.to_string_lossy().into_owned(),
-            )],
-            ..Default::default()
-        }
-    }
-
-    /// Every message that arrives within `window`.
-    fn drain(&mut self, window: Duration) -> Vec<String> {
-        let deadline = Instant::now() + window;
-        let mut out = Vec::new();
-        let mut buf = [0u8; 4096];
-        while Instant::now() < deadline {
-            if let Ok(n) = self.sock.recv(&mut buf) {
-                let m = String::from_utf8_lossy(&buf[..n]).into_owned();
-                self.seen.push(m.clone());
-                out.push(m);
-            }
-        }
-        out
-    }
-
-    /// Waits (at most `timeout`) for a message with every line of `lines`.
-    fn expect(&mut self, lines: &[&str], timeout: Duration) {
-        let deadline = Instant::now() + timeout;
-        let mut buf = [0u8; 4096];
-        while Instant::now() < deadline {
-            if let Ok(n) = self.sock.recv(&mut buf) {
-                let m = String::from_utf8_lossy(&buf[..n]).into_owned();
-                self.seen.push(m.clone());
-                if lines.iter().all(|want| m.lines().any(|l| l == *want)) {
-                    return;
-                }
-            }
-        }
-        panic!("no message with {lines:?}; messages: {:?}", self.seen);
-    }
-
-    fn said(&self, line: &str) -> bool {
-        self.seen.iter().any(|m| m.lines().any(|l| l == line))
-    }
-}
-
 /// The notify protocol of a binary upgrade (src/master/notify.rs), with a
 /// socket standing in for systemd: the new master stays silent while its
 /// old master (systemd's main process) lives, nobody says STOPPING=1 while
@@ -623,10 +555,10 @@ impl FakeSystemd {
 /// one has exited. (The real systemd is driven in tests/systemd_unit.rs.)
 #[test]
 fn sd_notify_new_master_announces_mainpid() {
-    let mut sd = FakeSystemd::new();
+    let mut sd = NotifySocket::new();
     let b = Backend::start("b1");
     let mut lb = Forklb::start_with(&proxy_config_for(2, &[&b]), &sd.opts());
-    sd.expect(&["READY=1"], T10);
+    sd.expect_lines(&["READY=1"], T10);
     lb.signal(SIGUSR2);
     let new = wait_new_master(&lb, 2);
     let during = sd.drain(Duration::from_millis(700));
@@ -638,13 +570,13 @@ fn sd_notify_new_master_announces_mainpid() {
     lb.signal(SIGQUIT);
     assert!(lb.wait_exit(T10).is_some(), "{}", lb.diagnostics());
     let want = format!("MAINPID={new}");
-    sd.expect(&[&want, "READY=1"], T5);
+    sd.expect_lines(&[&want, "READY=1"], T5);
     assert!(!sd.said("STOPPING=1"), "{:?}", sd.seen);
     assert_serves(lb.port(), "b1");
 
     // The last master stopping is the service stopping.
     assert!(kill(new, SIGQUIT));
-    sd.expect(&["STOPPING=1"], T5);
+    sd.expect_lines(&["STOPPING=1"], T5);
     assert!(wait_all_exited(&[new], T10).is_empty());
 }
 
@@ -652,11 +584,11 @@ fn sd_notify_new_master_announces_mainpid() {
 /// the pid file back and says MAINPID=<itself>.
 #[test]
 fn sd_notify_rollback_keeps_the_old_master_main() {
-    let mut sd = FakeSystemd::new();
+    let mut sd = NotifySocket::new();
     let b = Backend::start("b1");
     let lb = Forklb::start_with(&proxy_config_for(2, &[&b]), &sd.opts());
     let old = lb.master_pid();
-    sd.expect(&["READY=1"], T10);
+    sd.expect_lines(&["READY=1"], T10);
     lb.signal(SIGUSR2);
     let new = wait_new_master(&lb, 2);
     lb.signal(SIGWINCH);
@@ -666,7 +598,7 @@ fn sd_notify_rollback_keeps_the_old_master_main() {
     assert!(kill(new, SIGQUIT));
     wait_pid_file_back(&lb, old);
     let want = format!("MAINPID={old}");
-    sd.expect(&[&want], T5);
+    sd.expect_lines(&[&want], T5);
     sd.drain(Duration::from_millis(300));
     assert!(
         !sd.said("STOPPING=1") && !sd.said("RELOADING=1"),
@@ -675,7 +607,7 @@ fn sd_notify_rollback_keeps_the_old_master_main() {
     );
     assert_serves(lb.port(), "b1");
     lb.signal(SIGQUIT);
-    sd.expect(&["STOPPING=1"], T5);
+    sd.expect_lines(&["STOPPING=1"], T5);
 }
 
 // ---------------------------------------------------------------------------
@@ -883,6 +815,26 @@ impl Drop for Upgrader {
     }
 }
 
+/// Waits until the `-u` instance `new` has written the pid file and serves
+/// with 2 workers.
+fn wait_u_serving(lb: &Forklb, up: &Upgrader, new: i32) {
+    let mut state = String::new();
+    let ok = wait_until(T10, || {
+        state = format!(
+            "pid file {:?}, -u workers {:?}",
+            read_pid_file(lb.pid_file()),
+            workers_of(new)
+        );
+        read_pid_file(lb.pid_file()) == Some(new) && workers_of(new).len() == 2
+    });
+    assert!(
+        ok,
+        "forklb -u did not take over: {state}\n{}\n{}",
+        up.output(),
+        lb.diagnostics()
+    );
+}
+
 fn is_socket(path: &Path) -> bool {
     use std::os::unix::fs::FileTypeExt;
     fs::metadata(path).is_ok_and(|m| m.file_type().is_socket())
@@ -924,21 +876,7 @@ fn u_takes_over_the_listening_sockets_on_quit_under_load() {
     load.mark("QUIT old");
     lb.signal(SIGQUIT);
     let new = up.pid();
-    let mut state = String::new();
-    let ok = wait_until(T10, || {
-        state = format!(
-            "pid file {:?}, -u workers {:?}",
-            read_pid_file(lb.pid_file()),
-            workers_of(new)
-        );
-        read_pid_file(lb.pid_file()) == Some(new) && workers_of(new).len() == 2
-    });
-    assert!(
-        ok,
-        "forklb -u did not take over: {state}\n{}\n{}",
-        up.output(),
-        lb.diagnostics()
-    );
+    wait_u_serving(&lb, &up, new);
     load.mark("-u instance serving");
     let status = lb.wait_exit(T10);
     assert!(
@@ -1114,21 +1052,7 @@ fn pingora_order_quit_then_u_drops_nothing_under_load() {
     load.mark("forklb -u started");
     let mut up = Upgrader::start(&lb);
     let new = up.pid();
-    let mut state = String::new();
-    let ok = wait_until(T10, || {
-        state = format!(
-            "pid file {:?}, -u workers {:?}",
-            read_pid_file(lb.pid_file()),
-            workers_of(new)
-        );
-        read_pid_file(lb.pid_file()) == Some(new) && workers_of(new).len() == 2
-    });
-    assert!(
-        ok,
-        "forklb -u did not take over: {state}\n{}\n{}",
-        up.output(),
-        lb.diagnostics()
-    );
+    wait_u_serving(&lb, &up, new);
     let status = lb.wait_exit(T10);
     assert!(
         status.is_some(),
