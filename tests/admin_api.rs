@@ -42,8 +42,11 @@ struct Setup {
 /// Two workers, upstream `main` with servers `a` and `b`, an admin socket
 /// (and optionally a state file) in the instance's folder.
 fn start(extra: &str) -> Setup {
-    let a = Backend::start("a");
-    let b = Backend::start("b");
+    start_on(Backend::start("a"), Backend::start("b"), extra)
+}
+
+/// [`start`] with backends of the caller's.
+fn start_on(a: Backend, b: Backend, extra: &str) -> Setup {
     let dir = TempDir::new("adminsock");
     let sock = dir.join("admin.sock");
     let yaml = format!(
@@ -438,26 +441,14 @@ fn cumulative_counters_span_reloads_and_draining_workers() {
         Backend::start_with("a", opts()),
         Backend::start_with("b", opts()),
     );
-    let dir = TempDir::new("cumulative");
-    let sock = dir.join("admin.sock");
-    let lb = Forklb::start(&format!(
-        "workers: 2\n\
-         admin: {{socket: \"{}\"}}\n\
-         listeners:\n\
-         \x20 - name: web\n\
-         \x20   bind: [\"127.0.0.1:$PORT\"]\n\
-         \x20   routes: [{{upstream: main}}]\n\
-         upstreams:\n\
-         \x20 main:\n\
-         \x20   servers:\n\
-         \x20     - {{name: a, addr: \"{}\"}}\n\
-         \x20     - {{name: b, addr: \"{}\"}}\n",
-        sock.display(),
-        a.addr(),
-        b.addr()
-    ));
+    let Setup {
+        lb,
+        sock,
+        a,
+        b,
+        _dir,
+    } = start_on(a, b, "");
     let port = lb.port();
-    assert!(wait_until(Duration::from_secs(5), || sock.exists()));
     // The harness's readiness probe was one connection: wait until it is
     // counted and closed, then count from there.
     assert!(
