@@ -28,6 +28,12 @@ impl Buf {
         &self.data[self.start..self.end]
     }
 
+    /// Pending bytes, to patch in place (an `HTTP/1.2` request line read
+    /// as 1.1).
+    pub fn data_mut(&mut self) -> &mut [u8] {
+        &mut self.data[self.start..self.end]
+    }
+
     pub fn len(&self) -> usize {
         self.end - self.start
     }

@@ -262,13 +262,14 @@ impl Runtime {
     }
 
     /// The first route of `listener` matching `host` (lowercase, no port)
-    /// and `path`.
-    pub fn route(&self, listener: usize, host: Option<&str>, path: &str) -> Option<&Action> {
+    /// and `path` (normalized, `http::path`; route paths are normalized
+    /// the same way when the configuration is validated).
+    pub fn route(&self, listener: usize, host: Option<&str>, path: &[u8]) -> Option<&Action> {
         self.listeners
             .get(listener)?
             .routes
             .iter()
-            .find(|r| r.host.matches(host) && path.starts_with(r.path.as_str()))
+            .find(|r| r.host.matches(host) && path.starts_with(r.path.as_bytes()))
             .map(|r| &r.action)
     }
 }

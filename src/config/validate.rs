@@ -462,7 +462,7 @@ fn check_route(at: &str, r: &mut Route, upstreams: &HashSet<&str>) -> Check {
     if let Some(host) = &mut r.host {
         *host = check_route_host(&format!("{at}.host"), host)?;
     }
-    if let Some(path) = &r.path {
+    if let Some(path) = &mut r.path {
         if !path.starts_with('/') {
             return invalid(
                 format!("{at}.path"),
@@ -475,6 +475,26 @@ fn check_route(at: &str, r: &mut Route, upstreams: &HashSet<&str>) -> Check {
                 format!("path {path:?} may not contain spaces or control characters"),
             );
         }
+        if path.contains(['?', '#']) {
+            return invalid(
+                format!("{at}.path"),
+                format!("path {path:?} may not contain '?' or '#': routes match the path without the query"),
+            );
+        }
+        // Requests are matched on their normalized path, so the route's
+        // own path is normalized the same way (`/caf%C3%A9/` is `/café/`).
+        let normal = crate::http::path::normalize(path.as_bytes())
+            .map_err(|e| Invalid {
+                path: format!("{at}.path"),
+                message: format!("path {path:?}: {}", e.reason()),
+            })
+            .and_then(|n| {
+                String::from_utf8(n.into_owned()).map_err(|_| Invalid {
+                    path: format!("{at}.path"),
+                    message: format!("path {path:?} decodes to bytes that are not UTF-8"),
+                })
+            })?;
+        *path = normal;
     }
     if let Some(name) = &r.upstream {
         if !upstreams.contains(name.as_str()) {

@@ -4,6 +4,8 @@
 
 pub mod chunked;
 pub mod errors;
+pub mod host;
+pub mod path;
 pub mod redirect;
 pub mod request;
 pub mod response;

@@ -1,7 +1,9 @@
 //! Request heads: parse with httparse, then apply the checks that keep
 //! framing unambiguous (no request smuggling): one Host on HTTP/1.1, one
 //! plain-digit Content-Length, Transfer-Encoding only as exactly `chunked`
-//! and never together with Content-Length, no bare LF line endings.
+//! and never together with Content-Length, no bare LF line endings; a
+//! Host (and an absolute-form authority) that is `uri-host [":" port]`; no
+//! upgrade to HTTP/2 (cleartext h2 is prior knowledge only, DESIGN §4.1).
 
 use super::{name_is, parse_content_length, tokens, Framing};
 
@@ -33,14 +35,25 @@ pub struct RequestInfo {
     /// GET, HEAD, OPTIONS, TRACE, PUT, DELETE: safe to send twice.
     pub idempotent: bool,
     pub expect_continue: bool,
-    /// `Connection: upgrade` with an `Upgrade` header (HTTP/1.1 only).
+    /// `Connection: upgrade` with an `Upgrade` header naming a protocol
+    /// other than HTTP/2 (HTTP/1.1 only).
     pub upgrade: bool,
+    /// `Max-Forwards` of a TRACE or OPTIONS request (RFC 9110 §7.6.2; other
+    /// methods pass it on untouched).
+    pub max_forwards: Option<u64>,
 }
 
-/// Result of parsing: a complete head with its facts, or "need more bytes".
+/// Result of parsing: a complete head with its facts, "need more bytes",
+/// or a request line of `HTTP/1.x` with x > 1.
 pub enum Parsed<'h, 'b> {
     Complete(httparse::Request<'h, 'b>, RequestInfo),
     Partial,
+    /// RFC 9110 §2.5: a 1.x with a higher minor is handled as the highest
+    /// minor we implement. httparse knows only 1.0 and 1.1, so the caller
+    /// rewrites the minor digit at this offset to `1` and parses again.
+    HigherMinor {
+        digit_at: usize,
+    },
 }
 
 /// Parses and validates the request head at the start of `buf`.
@@ -58,7 +71,14 @@ pub fn parse<'h, 'b>(
                 reason: "too many header fields",
             })
         }
-        Err(httparse::Error::Version) => return Err(version_error(buf)),
+        Err(httparse::Error::Version) => {
+            return match higher_minor_digit(buf) {
+                Some(digit_at) => Ok(Parsed::HigherMinor { digit_at }),
+                // httparse judges the version before the line ends.
+                None if awaits_line_end(buf) => Ok(Parsed::Partial),
+                None => Err(version_error(buf)),
+            };
+        }
         Err(_) => return Err(bad("malformed request head")),
     };
     if has_bare_lf(&buf[..head_len]) {
@@ -72,10 +92,14 @@ pub fn parse<'h, 'b>(
         return Err(bad("request target is neither origin nor absolute form"));
     }
     if let Some((authority, _)) = absolute {
-        if authority.is_empty() || authority.contains('@') {
+        // The http(s) scheme requires a host (RFC 9110 §4.2.1); userinfo
+        // is invalid in a target (§4.2.4), and the grammar rules out the rest.
+        if authority.is_empty() || !super::host::is_valid(authority.as_bytes()) {
             return Err(bad("invalid authority in absolute-form target"));
         }
     }
+    let trace_or_options = method == "TRACE" || method == "OPTIONS";
+    let mut max_forwards: Option<u64> = None;
 
     let mut hosts = 0usize;
     let mut content_length: Option<u64> = None;
@@ -90,6 +114,9 @@ pub fn parse<'h, 'b>(
         let name = h.name;
         if name_is(name, "host") {
             hosts += 1;
+            if !super::host::is_valid(super::trim_ows(h.value)) {
+                return Err(bad("invalid Host"));
+            }
         } else if name_is(name, "content-length") {
             if content_length.is_some() {
                 return Err(bad("more than one Content-Length"));
@@ -124,7 +151,14 @@ pub fn parse<'h, 'b>(
                 }
             }
         } else if name_is(name, "upgrade") {
-            has_upgrade = true;
+            // Only protocols forklb relays count; an HTTP/2 upgrade is
+            // ignored (RFC 9110 §7.8 lets a server ignore Upgrade).
+            has_upgrade |= tokens(h.value).any(|t| !is_http2_protocol(t));
+        } else if trace_or_options && name_is(name, "max-forwards") {
+            if max_forwards.is_some() {
+                return Err(bad("more than one Max-Forwards"));
+            }
+            max_forwards = Some(parse_max_forwards(h.value).ok_or(bad("invalid Max-Forwards"))?);
         } else if name_is(name, "expect") {
             if super::trim_ows(h.value).eq_ignore_ascii_case(b"100-continue") {
                 expect_continue = true;
@@ -177,6 +211,7 @@ pub fn parse<'h, 'b>(
         idempotent,
         expect_continue,
         upgrade: conn_upgrade && has_upgrade && minor >= 1,
+        max_forwards,
     };
     Ok(Parsed::Complete(req, info))
 }
@@ -205,6 +240,56 @@ fn version_error(buf: &[u8]) -> RequestError {
         }
     }
     bad("malformed request line")
+}
+
+/// Where the minor digit of an `HTTP/1.x` version with x in 2..=9 sits
+/// in a complete request line, if that is its only defect.
+fn higher_minor_digit(buf: &[u8]) -> Option<usize> {
+    let line_end = buf.iter().position(|&b| b == b'\r')?;
+    let line = &buf[..line_end];
+    let v = line.get(line.len().checked_sub(9)?..)?;
+    (v.starts_with(b" HTTP/1.") && (b'2'..=b'9').contains(&v[8])).then_some(line_end - 1)
+}
+
+/// True if `buf` is a request line still arriving whose last bytes are
+/// `HTTP/1.x` (x in 2..=9): its end decides between 1.1 and an error.
+fn awaits_line_end(buf: &[u8]) -> bool {
+    !buf.contains(&b'\r')
+        && buf.len() >= 9
+        && buf[buf.len() - 9..].starts_with(b" HTTP/1.")
+        && (b'2'..=b'9').contains(&buf[buf.len() - 1])
+}
+
+/// Length of the request line (without CRLF), if it is complete in `buf`.
+pub fn request_line_len(buf: &[u8]) -> Option<usize> {
+    buf.iter().position(|&b| b == b'\n').map(|lf| {
+        if lf > 0 && buf[lf - 1] == b'\r' {
+            lf - 1
+        } else {
+            lf
+        }
+    })
+}
+
+/// An Upgrade protocol token naming HTTP/2 (`h2c`, `h2`, `HTTP/2.0`):
+/// never an upgrade through forklb.
+pub fn is_http2_protocol(token: &[u8]) -> bool {
+    let name_end = token.iter().position(|&b| b == b'/').unwrap_or(token.len());
+    let (name, version) = token.split_at(name_end);
+    name.eq_ignore_ascii_case(b"h2c")
+        || name.eq_ignore_ascii_case(b"h2")
+        || (name.eq_ignore_ascii_case(b"http") && version.starts_with(b"/2"))
+}
+
+/// `Max-Forwards = 1*DIGIT`; values beyond u64 saturate.
+fn parse_max_forwards(v: &[u8]) -> Option<u64> {
+    let v = super::trim_ows(v);
+    if v.is_empty() || !v.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    Some(v.iter().fold(0u64, |n, &d| {
+        n.saturating_mul(10).saturating_add(u64::from(d - b'0'))
+    }))
 }
 
 /// Splits an absolute-form target (`http://host:port/path?q`) into its
@@ -284,6 +369,7 @@ mod tests {
         match parse(raw, &mut headers)? {
             Parsed::Complete(_, info) => Ok(info),
             Parsed::Partial => panic!("partial"),
+            Parsed::HigherMinor { .. } => panic!("higher minor"),
         }
     }
 
@@ -326,6 +412,83 @@ mod tests {
             let got = check(raw).map(|_| 200).unwrap_or_else(|e| e.status);
             assert_eq!(got, *status, "{}", String::from_utf8_lossy(raw));
         }
+    }
+
+    #[test]
+    fn host_values() {
+        for host in ["a b", "x/y", "t@alt.test", "alt.test, t", "a:b:c", "[::1"] {
+            let raw = format!("GET / HTTP/1.1\r\nHost: {host}\r\n\r\n");
+            assert_eq!(check(raw.as_bytes()).unwrap_err().status, 400, "{host}");
+        }
+        // In a target, `/` ends the authority and a space ends the target.
+        for authority in ["t@alt.test", "a:b:c", "[::1", "a,b", "a%zz", "a:99999"] {
+            let raw = format!("GET http://{authority}/ HTTP/1.1\r\nHost: ok\r\n\r\n");
+            assert_eq!(
+                check(raw.as_bytes()).unwrap_err().status,
+                400,
+                "{authority}"
+            );
+        }
+        assert!(check(b"GET / HTTP/1.1\r\nHost: [::1]:8080\r\n\r\n").is_ok());
+        assert!(check(b"GET / HTTP/1.1\r\nHost:\r\n\r\n").is_ok());
+        assert!(check(b"GET http://[::1]:80/ HTTP/1.1\r\nHost: x\r\n\r\n").is_ok());
+    }
+
+    #[test]
+    fn http2_upgrades_are_not_upgrades() {
+        let up = |v: &str| {
+            let raw = format!("GET / HTTP/1.1\r\nHost: x\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: {v}\r\n\r\n");
+            check(raw.as_bytes()).unwrap().upgrade
+        };
+        assert!(!up("h2c"));
+        assert!(!up("H2C"));
+        assert!(!up("h2"));
+        assert!(!up("HTTP/2.0"));
+        assert!(up("websocket"));
+        assert!(up("h2c, websocket"));
+    }
+
+    #[test]
+    fn max_forwards_of_trace_and_options() {
+        let mf = |m: &str, v: &str| {
+            let raw = format!("{m} / HTTP/1.1\r\nHost: x\r\nMax-Forwards: {v}\r\n\r\n");
+            check(raw.as_bytes()).map(|i| i.max_forwards)
+        };
+        assert_eq!(mf("TRACE", "0"), Ok(Some(0)));
+        assert_eq!(mf("OPTIONS", " 7 "), Ok(Some(7)));
+        assert_eq!(mf("GET", "0"), Ok(None));
+        assert_eq!(mf("GET", "x"), Ok(None));
+        assert_eq!(mf("OPTIONS", "99999999999999999999999"), Ok(Some(u64::MAX)));
+        assert_eq!(mf("TRACE", "-1").unwrap_err().status, 400);
+        assert_eq!(mf("TRACE", "").unwrap_err().status, 400);
+    }
+
+    #[test]
+    fn higher_minor_versions() {
+        let mut headers = [httparse::EMPTY_HEADER; 8];
+        match parse(b"GET / HTTP/1.2\r\nHost: x\r\n\r\n", &mut headers) {
+            Ok(Parsed::HigherMinor { digit_at }) => assert_eq!(digit_at, 13),
+            _ => panic!("HTTP/1.2 not recognized"),
+        }
+        let mut headers = [httparse::EMPTY_HEADER; 8];
+        assert!(matches!(
+            parse(b"GET / HTTP/1.9", &mut headers),
+            Ok(Parsed::Partial)
+        ));
+        assert_eq!(
+            check(b"GET / HTTP/1.10\r\nHost: x\r\n\r\n")
+                .unwrap_err()
+                .status,
+            400
+        );
+        assert_eq!(
+            check(b"GET / HTTP/3.0\r\nHost: x\r\n\r\n")
+                .unwrap_err()
+                .status,
+            505
+        );
+        assert_eq!(request_line_len(b"GET / HTTP/1.1\r\n"), Some(14));
+        assert_eq!(request_line_len(b"GET /aaaa"), None);
     }
 
     #[test]

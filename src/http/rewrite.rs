@@ -63,6 +63,9 @@ pub struct UpstreamRequest<'a> {
     pub http10: bool,
     /// Body framing to announce upstream.
     pub framing: Framing,
+    /// The decremented `Max-Forwards` of a TRACE or OPTIONS request, sent
+    /// in place of the client's.
+    pub max_forwards: Option<u64>,
 }
 
 /// Writes the request head to send upstream.
@@ -89,11 +92,14 @@ pub fn write_upstream_request(out: &mut Vec<u8>, req: &httparse::Request, u: &Up
     let mut saw_host = false;
     let mut saw_xff = false;
     for h in req.headers.iter() {
-        // Expect is answered by forklb itself (it reads the body anyway).
-        let keep_upgrade = u.upgrade && name_is(h.name, "upgrade");
-        if (!keep_upgrade && is_dropped(h.name, named))
+        // Expect is answered by forklb itself (it reads the body anyway);
+        // HTTP2-Settings only means something with an h2c upgrade, which
+        // forklb never relays.
+        if is_dropped(h.name, named)
             || name_is(h.name, "x-forwarded-proto")
             || name_is(h.name, "expect")
+            || name_is(h.name, "http2-settings")
+            || (u.max_forwards.is_some() && name_is(h.name, "max-forwards"))
         {
             continue;
         }
@@ -126,6 +132,12 @@ pub fn write_upstream_request(out: &mut Vec<u8>, req: &httparse::Request, u: &Up
     }
     let _ = write!(out, "{}\r\n", u.client_ip);
     let _ = write!(out, "X-Forwarded-Proto: {}\r\n", u.proto);
+    if let Some(n) = u.max_forwards {
+        let _ = write!(out, "Max-Forwards: {n}\r\n");
+    }
+    if u.upgrade {
+        write_upgrade(out, req.headers);
+    }
     match u.host_override.or(authority) {
         Some(h) => {
             let _ = write!(out, "Host: {h}\r\n");
@@ -149,6 +161,23 @@ pub fn write_upstream_request(out: &mut Vec<u8>, req: &httparse::Request, u: &Up
     } else {
         &b"Connection: close\r\n\r\n"[..]
     });
+}
+
+/// The client's Upgrade protocols as one header, without HTTP/2 ones
+/// (never an upgrade through forklb).
+fn write_upgrade(out: &mut Vec<u8>, headers: &[httparse::Header]) {
+    out.extend_from_slice(b"Upgrade: ");
+    let mut first = true;
+    for h in headers.iter().filter(|h| name_is(h.name, "upgrade")) {
+        for t in tokens(h.value).filter(|t| !super::request::is_http2_protocol(t)) {
+            if !first {
+                out.extend_from_slice(b", ");
+            }
+            out.extend_from_slice(t);
+            first = false;
+        }
+    }
+    out.extend_from_slice(b"\r\n");
 }
 
 /// How a response head is passed on to the client.
@@ -224,6 +253,7 @@ mod tests {
             upgrade: false,
             http10: false,
             framing: Framing::None,
+            max_forwards: None,
         };
         write_upstream_request(&mut out, &req, &u);
         let s = String::from_utf8(out).unwrap();

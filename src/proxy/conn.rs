@@ -357,6 +357,9 @@ enum Dispatch {
     Rejected,
     /// Close at once.
     Close,
+    /// An `HTTP/1.x` request line with x > 1: patch the minor digit at this
+    /// offset to 1 and parse again.
+    AsHttp11(usize),
 }
 
 impl Conn {
@@ -581,10 +584,17 @@ impl Conn {
             if self.parse_request(env)? {
                 return Ok(true);
             }
-            let len = self.input.as_ref().map_or(0, Buf::len);
-            if len >= env.rt.max_header_bytes {
+            let input = self.input.as_ref().map_or(&[][..], Buf::data);
+            if input.len() >= env.rt.max_header_bytes {
                 log::info!("client {} sent a request head over the limit", self.peer);
-                return self.reject_now(env, 431);
+                // A request line that has not even ended is a too long
+                // target (RFC 9112 §3), else the header fields are too large.
+                let status = if request::request_line_len(input).is_none() {
+                    414
+                } else {
+                    431
+                };
+                return self.reject_now(env, status);
             }
         }
         if !self.c_readable {
@@ -627,10 +637,16 @@ impl Conn {
     /// Tries to parse a complete head from `input`; Ok(true) once the
     /// request is dispatched (phase changed), Ok(false) if more bytes are needed.
     fn parse_request(&mut self, env: &mut Env) -> Step {
-        let Some(input) = self.input.take() else {
+        let Some(mut input) = self.input.take() else {
             return Ok(false);
         };
-        let result = self.dispatch(env, &input);
+        let mut result = self.dispatch(env, &input);
+        if let Dispatch::AsHttp11(digit_at) = result {
+            if let Some(d) = input.data_mut().get_mut(digit_at) {
+                *d = b'1';
+            }
+            result = self.dispatch(env, &input);
+        }
         self.input = Some(input);
         match result {
             Dispatch::Partial => Ok(false),
@@ -641,6 +657,9 @@ impl Conn {
                 Ok(true)
             }
             Dispatch::Rejected => Ok(true),
+            // A second higher minor after patching cannot happen; refuse it
+            // rather than loop.
+            Dispatch::AsHttp11(_) => Err(Closed),
             Dispatch::Close => Err(Closed),
         }
     }
@@ -649,6 +668,7 @@ impl Conn {
         let mut headers = [httparse::EMPTY_HEADER; http::MAX_HEADERS];
         let (req, info) = match request::parse(input.data(), &mut headers) {
             Ok(request::Parsed::Partial) => return Dispatch::Partial,
+            Ok(request::Parsed::HigherMinor { digit_at }) => return Dispatch::AsHttp11(digit_at),
             Ok(request::Parsed::Complete(req, info)) if info.head_len > env.rt.max_header_bytes => {
                 // The limit holds for complete heads too, not only for ones
                 // still arriving.
@@ -661,7 +681,13 @@ impl Conn {
                 if env.access.enabled() {
                     self.capture_record(env, &req, info.minor);
                 }
-                return self.reject(env, 431);
+                let line = request::request_line_len(input.data()).unwrap_or(0);
+                let status = if line > env.rt.max_header_bytes {
+                    414
+                } else {
+                    431
+                };
+                return self.reject(env, status);
             }
             Ok(request::Parsed::Complete(req, info)) => (req, info),
             Err(e) => {
@@ -697,7 +723,19 @@ impl Conn {
         let host = request::routing_host(&req, &mut host_buf);
         let target = req.path.unwrap_or("/");
         let path = request::origin_path(target);
-        let Some(action) = env.rt.route(self.listener, host, path) else {
+        // Routes match the normalized path; the original goes upstream.
+        let route_path = if path == "*" {
+            std::borrow::Cow::Borrowed(&b"*"[..])
+        } else {
+            match http::path::normalize(path.as_bytes()) {
+                Ok(p) => p,
+                Err(e) => {
+                    log::info!("client {} sent an invalid path: {}", self.peer, e.reason());
+                    return self.reject(env, 400);
+                }
+            }
+        };
+        let Some(action) = env.rt.route(self.listener, host, &route_path) else {
             self.respond_local(env, 404, "text/plain", b"", b"Not Found\n", local_keep);
             return Dispatch::Consumed(info.head_len);
         };
@@ -741,6 +779,24 @@ impl Conn {
                     body.as_bytes(),
                     local_keep,
                 );
+                Dispatch::Consumed(info.head_len)
+            }
+            Action::Upstream(_) if info.max_forwards == Some(0) => {
+                // RFC 9110 §7.6.2: forklb is the final recipient. It answers
+                // OPTIONS itself and refuses TRACE (echoing a request back
+                // exposes its credentials to scripts).
+                let allow = b"Allow: GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS\r\n";
+                let status = if req.method == Some("TRACE") {
+                    405
+                } else {
+                    200
+                };
+                let body: &[u8] = if status == 405 {
+                    b"Method Not Allowed\n"
+                } else {
+                    b""
+                };
+                self.respond_local(env, status, "text/plain", allow, body, local_keep);
                 Dispatch::Consumed(info.head_len)
             }
             Action::Upstream(u) => {
@@ -893,6 +949,7 @@ impl Conn {
                 upgrade: info.upgrade,
                 http10: info.minor == 0,
                 framing: info.framing,
+                max_forwards: info.max_forwards.map(|n| n.saturating_sub(1)),
             },
         );
         self.ex.req_head_len = head.len() as u64;
@@ -1400,6 +1457,22 @@ impl Conn {
         }
         let mut out = self.out.take().unwrap_or_else(|| env.heads.get());
         if info.status == 101 {
+            let to_http2 = resp
+                .headers
+                .iter()
+                .filter(|h| http::name_is(h.name, "upgrade"))
+                .any(|h| http::tokens(h.value).any(request::is_http2_protocol));
+            if to_http2 {
+                // forklb never offers h2c upstream; a switch to it would
+                // turn the connection into a tunnel past routing.
+                env.heads.put(out);
+                log::error!(
+                    "upstream switched protocols to HTTP/2, which forklb never relays, client: {}",
+                    self.peer
+                );
+                self.drop_upstream(env);
+                return self.respond_error(env, 502, false);
+            }
             if !self.ex.upgrade {
                 env.heads.put(out);
                 log::error!(
