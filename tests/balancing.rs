@@ -579,10 +579,19 @@ fn hash_cookie_and_uri() {
             &[("Connection", "close")],
         );
         let r3 = http_get(port, &path);
+        // Another spelling of the same path (it hashes normalized).
+        let r4 = http_get(port, &format!("/x/..//p/./%{:02X}", b'0' + (i % 10) as u8));
+        let r4_expected = http_get(port, &format!("/p/{}", i % 10));
         assert_eq!(
             (r1.body_str(), r1.body_str()),
             (r2.body_str(), r3.body_str()),
             "{path} went to different servers"
+        );
+        assert_eq!(
+            r4.body_str(),
+            r4_expected.body_str(),
+            "a spelling of /p/{} went elsewhere",
+            i % 10
         );
         by_path.insert(path, r1.body_str());
     }

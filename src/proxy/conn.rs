@@ -826,7 +826,7 @@ impl Conn {
                 self.ex.upstream = *u;
                 self.ex.dispatched = Some(env.now);
                 self.ex.retries_left = env.rt.upstreams[*u].retries;
-                self.proxy_request(env, &req, &info)
+                self.proxy_request(env, &req, &info, &route_path)
             }
         }
     }
@@ -914,10 +914,11 @@ impl Conn {
         env: &mut Env,
         req: &httparse::Request,
         info: &request::RequestInfo,
+        path: &[u8],
     ) -> Dispatch {
         let upstream = &env.rt.upstreams[self.ex.upstream];
         let key = match upstream.balance {
-            crate::config::Balance::Hash => self.hash_key(req, &upstream.hash_key),
+            crate::config::Balance::Hash => self.hash_key(req, path, &upstream.hash_key),
             _ => None,
         };
         let ctx = PickCtx::now(env.shm, self.ex.upstream, key);
@@ -1860,18 +1861,15 @@ impl Conn {
     }
 
     /// The hash of the request's `hash_key`, or None if it has none.
-    fn hash_key(&self, req: &httparse::Request, key: &HashKey) -> Option<u64> {
+    /// The hash of a request's `hash_key`; `uri` is its normalized path
+    /// (nginx's `$uri`), so every spelling of a path goes to one server.
+    fn hash_key(&self, req: &httparse::Request, path: &[u8], key: &HashKey) -> Option<u64> {
         match key {
             HashKey::Source => Some(match self.peer.ip() {
                 std::net::IpAddr::V4(ip) => hash_bytes(&ip.octets()),
                 std::net::IpAddr::V6(ip) => hash_bytes(&ip.octets()),
             }),
-            HashKey::Uri => {
-                let target = req.path.unwrap_or("/");
-                let path = request::origin_path(target);
-                let path = path.split('?').next().unwrap_or(path);
-                Some(hash_bytes(path.as_bytes()))
-            }
+            HashKey::Uri => Some(hash_bytes(path)),
             HashKey::Header(name) => req
                 .headers
                 .iter()
