@@ -724,8 +724,10 @@ impl Conn {
         let target = req.path.unwrap_or("/");
         let path = request::origin_path(target);
         // Routes match the normalized path; the original goes upstream.
+        // `OPTIONS *` asks about the server as a whole: it takes the route
+        // of `/`.
         let route_path = if path == "*" {
-            std::borrow::Cow::Borrowed(&b"*"[..])
+            std::borrow::Cow::Borrowed(&b"/"[..])
         } else {
             match http::path::normalize(path.as_bytes()) {
                 Ok(p) => p,
