@@ -40,6 +40,9 @@ impl SignalSet {
         }
         // SAFETY: the fd comes from a std UnixStream we own and give away here.
         let wake = unsafe { UnixStream::from_raw_fd(read_end.into_raw_fd()) };
+        // A forked child starts with these blocked (`BlockedForFork`): what
+        // arrived since the fork is delivered now, to the handlers above.
+        let _ = sigmask(libc::SIG_UNBLOCK, signals);
         Ok(SignalSet { flags, ids, wake })
     }
 
@@ -82,5 +85,57 @@ pub fn reset_default(signals: &[libc::c_int]) {
         unsafe {
             libc::signal(sig, libc::SIG_DFL);
         }
+    }
+}
+
+/// The signals a forked child handles, blocked from just before `fork`
+/// until the child has installed its own `SignalSet` (which unblocks them),
+/// as nginx does. Between `SignalSet::unregister` of the parent's set and
+/// the child's new set, a caught signal would find no handler and be lost:
+/// a QUIT sent to a worker at that moment left it running, and `systemctl
+/// stop` waited for it until the SIGKILL. Blocked, it stays pending. In the
+/// parent, dropping the guard restores the mask; the child never drops it
+/// (it leaves through `process::exit`).
+pub struct BlockedForFork {
+    previous: libc::sigset_t,
+}
+
+/// What workers and the health checker handle.
+const CHILD_SIGNALS: [libc::c_int; 7] =
+    [SIGTERM, SIGINT, SIGQUIT, SIGUSR1, SIGHUP, SIGWINCH, SIGUSR2];
+
+impl BlockedForFork {
+    pub fn new() -> io::Result<BlockedForFork> {
+        let previous = sigmask(libc::SIG_BLOCK, &CHILD_SIGNALS)?;
+        Ok(BlockedForFork { previous })
+    }
+}
+
+impl Drop for BlockedForFork {
+    fn drop(&mut self) {
+        // SAFETY: restores a mask read from the kernel; no pointers kept.
+        unsafe {
+            libc::pthread_sigmask(libc::SIG_SETMASK, &self.previous, std::ptr::null_mut());
+        }
+    }
+}
+
+/// Applies `how` (SIG_BLOCK / SIG_UNBLOCK) for `signals`; returns the
+/// previous mask.
+fn sigmask(how: libc::c_int, signals: &[libc::c_int]) -> io::Result<libc::sigset_t> {
+    // SAFETY: the sets are plain values initialized by sigemptyset before
+    // use, and pthread_sigmask only reads `set` and writes `previous`.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for &sig in signals {
+            libc::sigaddset(&mut set, sig);
+        }
+        let mut previous: libc::sigset_t = std::mem::zeroed();
+        let rc = libc::pthread_sigmask(how, &set, &mut previous);
+        if rc != 0 {
+            return Err(io::Error::from_raw_os_error(rc));
+        }
+        Ok(previous)
     }
 }

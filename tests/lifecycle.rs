@@ -1059,3 +1059,30 @@ fn sd_notify_abstract_socket() {
     let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
     assert!(has_line(&msg, "READY=1"), "{msg:?}");
 }
+
+/// A QUIT that reaches a worker just after its fork, before it installed
+/// its own signal handlers, must not be lost (found under a real systemd: a
+/// stop during a rollback left such a worker running until the SIGKILL).
+/// The signals stay blocked across the fork until the worker handles them;
+/// here QUIT follows a HUP (which forks a new generation) at varying
+/// delays, so some land in that window, and every run must exit promptly.
+#[test]
+fn quit_right_after_workers_are_forked_is_not_lost() {
+    let b = Backend::start("b");
+    let yaml = proxy_config_for(4, &[&b]);
+    for i in 0..12u64 {
+        let mut lb = Forklb::start(&yaml);
+        let first = lb.wait_workers(4, Duration::from_secs(10));
+        lb.signal(libc::SIGHUP);
+        // 0 to 5.5 ms: before, during and after the new workers' forks.
+        std::thread::sleep(Duration::from_micros(i * 500));
+        lb.signal(libc::SIGQUIT);
+        let exited = lb.wait_exit(Duration::from_secs(5));
+        assert!(
+            exited.is_some(),
+            "run {i}: the master did not exit within 5 s of QUIT (workers {:?}, first generation {first:?})\n{}",
+            lb.child_pids(),
+            lb.diagnostics()
+        );
+    }
+}

@@ -960,6 +960,7 @@ impl Master {
 
     fn spawn_health(&mut self, now: Instant) -> io::Result<()> {
         let (master_end, checker_end) = std::os::unix::net::UnixStream::pair()?;
+        let _blocked = signals::BlockedForFork::new()?;
         // SAFETY: the master is single-threaded.
         match unsafe { nix::unistd::fork() }.map_err(io::Error::from)? {
             nix::unistd::ForkResult::Parent { child } => {
@@ -1148,6 +1149,7 @@ impl Master {
 
     fn spawn_worker(&mut self, slot: usize, now: Instant) -> io::Result<()> {
         let (master_end, worker_end) = std::os::unix::net::UnixStream::pair()?;
+        let _blocked = signals::BlockedForFork::new()?;
         // SAFETY: the master is single-threaded, so the child may run
         // arbitrary code after fork.
         match unsafe { nix::unistd::fork() }.map_err(io::Error::from)? {
