@@ -161,10 +161,10 @@ pub enum ResponseMode {
     Plain { keep_alive: bool },
 }
 
-/// Writes the response head to send to the client. A final response
-/// without `Date` gets `date` (an IMF-fixdate, see `date::DateCache`): a
-/// recipient with a clock adds the field (RFC 9110 §6.6.1); one the
-/// upstream sent is kept as it is.
+/// Writes the response head to send to the client. A final response (or a
+/// `101`, as nginx does) without `Date` gets `date` (an IMF-fixdate, see
+/// `date::DateCache`): a recipient with a clock adds the field (RFC 9110
+/// §6.6.1); one the upstream sent is kept as it is.
 pub fn write_client_response(
     out: &mut Vec<u8>,
     resp: &httparse::Response,
@@ -193,7 +193,8 @@ pub fn write_client_response(
         out.extend_from_slice(h.value);
         out.extend_from_slice(b"\r\n");
     }
-    // Interim responses are not stored or shown; they go out as they came.
+    // Interim responses (100, 103) are not stored or shown: they go out as
+    // they came, a final response follows with its Date.
     if !saw_date && mode != ResponseMode::Interim {
         out.extend_from_slice(b"Date: ");
         out.extend_from_slice(date);
