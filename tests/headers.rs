@@ -1,5 +1,6 @@
 //! Header rewriting: hop-by-hop headers removed both ways, X-Forwarded-For
-//! and X-Forwarded-Proto, Host kept or replaced by `host_header`.
+//! and X-Forwarded-Proto, Host kept or replaced by `host_header`, and Date
+//! (the upstream's kept, added where missing, on forklb's own responses too).
 
 mod support;
 
@@ -184,4 +185,198 @@ fn host_header_option_replaces_host() {
             seen.headers
         );
     }
+}
+
+// ---- Date ------------------------------------------------------------------------------
+
+/// Seconds since the Unix epoch of an IMF-fixdate (`Sun, 06 Nov 1994
+/// 08:49:37 GMT`), checked strictly: fixed layout, and the day of the week
+/// must match the date.
+fn parse_imf_fixdate(v: &str) -> Option<i64> {
+    const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let b = v.as_bytes();
+    if b.len() != 29 || &v[3..5] != ", " || &v[25..] != " GMT" {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| -> Option<i64> {
+        v.get(r)?.bytes().try_fold(0i64, |n, d| {
+            d.is_ascii_digit().then(|| n * 10 + i64::from(d - b'0'))
+        })
+    };
+    let (day, year) = (num(5..7)?, num(12..16)?);
+    let month = MONTHS.iter().position(|m| *m == &v[8..11])? as i64 + 1;
+    let (h, m, s) = (num(17..19)?, num(20..22)?, num(23..25)?);
+    if [b[7], b[11], b[16]] != [b' '; 3]
+        || [b[19], b[22]] != [b':'; 2]
+        || h > 23
+        || m > 59
+        || s > 60
+    {
+        return None;
+    }
+    // Days since 1970-01-01 (Howard Hinnant's days_from_civil).
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    (DAYS[days.rem_euclid(7) as usize] == &v[..3]).then_some(days * 86_400 + h * 3600 + m * 60 + s)
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_secs() as i64
+}
+
+/// The response carries exactly one Date, and it is the current time.
+fn assert_fresh_date(r: &Response, before: i64, what: &str) {
+    let dates: Vec<&str> = r
+        .headers
+        .iter()
+        .filter(|(n, _)| n.eq_ignore_ascii_case("date"))
+        .map(|(_, v)| v.as_str())
+        .collect();
+    assert_eq!(dates.len(), 1, "{what}: {:?}", r.headers);
+    let t = parse_imf_fixdate(dates[0])
+        .unwrap_or_else(|| panic!("{what}: not an IMF-fixdate: {:?}", dates[0]));
+    let after = unix_now();
+    // The worker's cached date may lag its wake-up by a second.
+    assert!(
+        before - 1 <= t && t <= after,
+        "{what}: Date {:?} is not between {before} and {after}",
+        dates[0]
+    );
+}
+
+#[test]
+fn imf_fixdate_parser_of_these_tests() {
+    assert_eq!(
+        parse_imf_fixdate("Sun, 06 Nov 1994 08:49:37 GMT"),
+        Some(784_111_777)
+    );
+    assert_eq!(parse_imf_fixdate("Thu, 01 Jan 1970 00:00:00 GMT"), Some(0));
+    assert_eq!(
+        parse_imf_fixdate("Tue, 29 Feb 2000 00:00:00 GMT"),
+        Some(951_782_400)
+    );
+    assert_eq!(parse_imf_fixdate("Mon, 06 Nov 1994 08:49:37 GMT"), None);
+    assert_eq!(parse_imf_fixdate("Sunday, 06-Nov-94 08:49:37 GMT"), None);
+}
+
+#[test]
+fn relayed_response_without_date_gets_one() {
+    // The test backend sends no Date.
+    let b1 = Backend::start("b1");
+    let lb = Forklb::start(&proxy_config_for(1, &[&b1]));
+
+    let mut c = Conn::open(lb.port()).expect("connect");
+    for i in 0..3 {
+        let before = unix_now();
+        let r = c.get(&format!("/nodate/{i}")).expect("GET");
+        assert_eq!((r.status, r.body_str().as_str()), (200, "b1"), "{r:?}");
+        assert_fresh_date(&r, before, "relayed");
+    }
+    // And over a second later, the next second's date.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let before = unix_now();
+    let r = c.get("/nodate/later").expect("GET");
+    assert_fresh_date(&r, before, "relayed, a second later");
+}
+
+#[test]
+fn upstream_date_is_kept_exactly() {
+    let b1 = Backend::start_with(
+        "b1",
+        BackendOpts {
+            scripts: vec![
+                Script::new(
+                    "/dated",
+                    b"HTTP/1.1 200 OK\r\nDate: Mon, 01 Jan 2001 00:00:00 GMT\r\nContent-Length: 2\r\n\r\nok",
+                    Then::KeepAlive,
+                ),
+                Script::new(
+                    "/chunked-dated",
+                    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\ndate: Tue, 02 Jan 2001 00:00:00 GMT\r\n\r\n2\r\nok\r\n0\r\n\r\n",
+                    Then::KeepAlive,
+                ),
+            ],
+            ..Default::default()
+        },
+    );
+    let lb = Forklb::start(&proxy_config_for(1, &[&b1]));
+
+    let mut c = Conn::open(lb.port()).expect("connect");
+    for (path, date) in [
+        ("/dated", "Mon, 01 Jan 2001 00:00:00 GMT"),
+        ("/chunked-dated", "Tue, 02 Jan 2001 00:00:00 GMT"),
+    ] {
+        let r = c.get(path).expect("GET");
+        assert_eq!((r.status, r.body_str().as_str()), (200, "ok"), "{r:?}");
+        let dates: Vec<&str> = r
+            .headers
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case("date"))
+            .map(|(_, v)| v.as_str())
+            .collect();
+        assert_eq!(dates, vec![date], "{path}: {:?}", r.headers);
+    }
+}
+
+#[test]
+fn local_responses_carry_a_date() {
+    let b1 = Backend::start("b1");
+    let cfg = format!(
+        "workers: 1\n\
+         listeners:\n\
+         \x20 - name: web\n\
+         \x20   bind: [\"127.0.0.1:$PORT\"]\n\
+         \x20   routes:\n\
+         \x20     - path: /healthz\n\
+         \x20       return: {{status: 200, body: \"ok\\n\"}}\n\
+         \x20     - path: /old/\n\
+         \x20       redirect: {{to: \"https://example.com/new/\", status: 301}}\n\
+         \x20     - path: /metrics\n\
+         \x20       metrics: prometheus\n\
+         \x20     - path: /down/\n\
+         \x20       upstream: down\n\
+         \x20     - path: /app/\n\
+         \x20       upstream: web\n\
+         upstreams:\n\
+         \x20 web:\n\
+         \x20   servers: [{{addr: \"{}\"}}]\n\
+         \x20 down:\n\
+         \x20   retries: 0\n\
+         \x20   servers: [{{addr: \"{}\"}}]\n",
+        b1.addr(),
+        refused_addr()
+    );
+    let lb = Forklb::start(&cfg);
+
+    let mut c = Conn::open(lb.port()).expect("connect");
+    for (path, status) in [
+        ("/healthz", 200),
+        ("/old/x", 301),
+        ("/metrics", 200),
+        ("/nowhere", 404),
+        ("/down/x", 502),
+    ] {
+        let before = unix_now();
+        let r = c.get(path).expect("GET");
+        assert_eq!(r.status, status, "{path}: {r:?}");
+        assert_fresh_date(&r, before, path);
+    }
+    // An error for a request that could not be parsed, too.
+    let mut c = Conn::open(lb.port()).expect("connect");
+    let before = unix_now();
+    c.send(b"GET / HTTP/1.1\r\n\r\n").expect("send");
+    let r = c.read_response().expect("400");
+    assert_eq!(r.status, 400, "{r:?}");
+    assert_fresh_date(&r, before, "400");
 }

@@ -1,5 +1,6 @@
 //! The chunked scanner: never panics, and gives the same answer whether the
-//! input arrives at once or split at arbitrary points.
+//! input arrives at once or split at arbitrary points, and whether the body
+//! is scanned (relayed verbatim) or de-chunked (payload alone).
 #![no_main]
 
 use forklb::http::chunked::ChunkedScanner;
@@ -32,6 +33,45 @@ fuzz_target!(|data: &[u8]| {
                 break;
             }
         }
+    }
+    // De-chunking, in pieces of the same step: the same end, the same
+    // errors, and as many payload bytes as the scanner counted.
+    let mut de = ChunkedScanner::new();
+    let mut de_taken = 0;
+    let mut payload = 0;
+    let mut de_err = None;
+    let mut rest = body;
+    let mut pending = 0;
+    while !de.is_done() {
+        if pending == 0 {
+            if rest.is_empty() {
+                break;
+            }
+            pending = step.min(rest.len());
+        }
+        let (piece, _) = rest.split_at(pending);
+        match de.dechunk(piece) {
+            Ok((framing, data)) => {
+                assert!(framing + data <= piece.len());
+                de_taken += framing + data;
+                payload += data;
+                rest = &rest[framing + data..];
+                pending -= framing + data;
+                if framing + data == 0 {
+                    break;
+                }
+            }
+            Err(e) => {
+                de_err = Some(e);
+                break;
+            }
+        }
+    }
+    assert_eq!(de_err, split_err);
+    if de_err.is_none() {
+        assert_eq!(de_taken, consumed);
+        assert_eq!(de.is_done(), split.is_done());
+        assert_eq!(payload as u64, split.data_total());
     }
     match whole_result {
         Ok(n) => {

@@ -24,7 +24,6 @@ fuzz_target!(|data: &[u8]| {
             default_host: "upstream",
             keep_alive: true,
             upgrade: info.upgrade,
-            http10: false,
             framing: info.framing,
         },
     );

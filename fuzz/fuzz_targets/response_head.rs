@@ -19,6 +19,7 @@ fuzz_target!(|data: &[u8]| {
             &resp,
             rewrite::ResponseMode::Plain { keep_alive: true },
             1,
+            b"Sun, 06 Nov 1994 08:49:37 GMT",
         );
     }
 });

@@ -1,8 +1,9 @@
 //! A strict, incremental scanner for `Transfer-Encoding: chunked` bodies.
 //!
-//! forklb relays chunked bodies verbatim; the scanner validates every byte
-//! of framing (sizes, extensions, CRLFs, trailers) and says exactly where the
-//! body ends, so the bytes after it are never mistaken for body, and a body
+//! forklb relays chunked bodies verbatim (or, for a recipient that cannot
+//! take chunked, their payload alone: `dechunk`); the scanner validates
+//! every byte of framing (sizes, extensions, CRLFs, trailers) and says
+//! exactly where the body ends, so the bytes after it are never mistaken for body, and a body
 //! that a lenient parser might frame differently is refused instead of
 //! relayed (request smuggling). It never allocates and never looks back.
 
@@ -136,6 +137,31 @@ impl ChunkedScanner {
             self.step(b)?;
         }
         Ok(i)
+    }
+
+    /// Like `scan`, for a recipient that gets the payload alone (an
+    /// HTTP/1.0 client): takes the framing at the front of `buf` (size lines,
+    /// CRLFs, trailers) up to the next chunk data or the body's end, then as
+    /// much of that chunk's data as `buf` holds. Returns `(framing, data)`:
+    /// the first `framing` bytes are to be dropped, the `data` bytes after
+    /// them are payload. `data` is 0 only when `buf` is used up or the body
+    /// ended (the rest of `buf` is then the next message).
+    pub fn dechunk(&mut self, buf: &[u8]) -> Result<(usize, usize), ChunkError> {
+        let mut i = 0;
+        while i < buf.len() && !matches!(self.state, State::Data | State::Done) {
+            self.step(buf[i])?;
+            i += 1;
+        }
+        if self.state != State::Data {
+            return Ok((i, 0));
+        }
+        let take = (buf.len() - i).min(usize::try_from(self.size).unwrap_or(usize::MAX));
+        self.size -= take as u64;
+        self.data_total += take as u64;
+        if self.size == 0 {
+            self.state = State::DataCr;
+        }
+        Ok((i, take))
     }
 
     fn step(&mut self, b: u8) -> Result<(), ChunkError> {
@@ -290,6 +316,67 @@ mod tests {
         }
         assert_eq!(consumed, body.len() - 4);
         assert_eq!(s.data_total(), 19);
+    }
+
+    /// De-chunks `body` fed in pieces of `piece` bytes, as a relay would:
+    /// framing dropped, data kept, leftover bytes not taken.
+    fn dechunk_in_pieces(body: &[u8], piece: usize) -> Result<(Vec<u8>, usize), ChunkError> {
+        let mut s = ChunkedScanner::new();
+        let mut payload = Vec::new();
+        let mut pending: Vec<u8> = Vec::new();
+        let mut fed = 0;
+        let mut taken = 0;
+        loop {
+            let (framing, data) = s.dechunk(&pending)?;
+            payload.extend_from_slice(&pending[framing..framing + data]);
+            pending.drain(..framing + data);
+            taken += framing + data;
+            if s.is_done() || (pending.is_empty() && fed == body.len()) {
+                return Ok((payload, taken));
+            }
+            if data == 0 {
+                let end = (fed + piece).min(body.len());
+                pending.extend_from_slice(&body[fed..end]);
+                fed = end;
+            }
+        }
+    }
+
+    #[test]
+    fn dechunk_gives_the_payload_alone() {
+        let body =
+            b"3\r\nabc\r\n10;ext=\"x\"\r\n0123456789abcdef\r\n0\r\nX-Sum: 1\r\nX-B: 2\r\n\r\nNEXT";
+        for piece in 1..=body.len() {
+            let (payload, taken) = dechunk_in_pieces(body, piece).unwrap();
+            assert_eq!(payload, b"abc0123456789abcdef", "pieces of {piece}");
+            assert_eq!(taken, body.len() - 4, "pieces of {piece}");
+        }
+        let mut s = ChunkedScanner::new();
+        assert_eq!(s.dechunk(b"0\r\n\r\n").unwrap(), (5, 0));
+        assert!(s.is_done());
+        assert_eq!(s.dechunk(b"GET").unwrap(), (0, 0));
+        // An unfinished body takes all it is given, and no more.
+        let mut s = ChunkedScanner::new();
+        assert_eq!(s.dechunk(b"5\r\nhel").unwrap(), (3, 3));
+        assert_eq!(s.dechunk(b"lo\r\n").unwrap(), (0, 2));
+        assert_eq!(s.dechunk(b"\r\n").unwrap(), (2, 0));
+        assert!(!s.is_done());
+        assert_eq!(s.data_total(), 5);
+    }
+
+    #[test]
+    fn dechunk_is_as_strict_as_scan() {
+        for body in [
+            &b"5\r\nhelloX\r\n"[..],
+            b"5 \r\nhello\r\n",
+            b"0\r\nBad Trailer: x\r\n\r\n",
+        ] {
+            assert!(
+                dechunk_in_pieces(body, 1).is_err(),
+                "{:?}",
+                String::from_utf8_lossy(body)
+            );
+        }
     }
 
     #[test]

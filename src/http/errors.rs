@@ -41,33 +41,44 @@ pub fn reason(status: u16) -> &'static str {
     }
 }
 
-/// Appends a complete local response: status line, Content-Type,
-/// Content-Length, optional extra header lines (each ending in CRLF),
-/// Connection, then the body (omitted for HEAD, but still counted).
-pub fn write_response(
-    out: &mut Vec<u8>,
-    status: u16,
-    content_type: &str,
-    extra_headers: &[u8],
-    body: &[u8],
-    keep_alive: bool,
-    head_only: bool,
-) {
+/// A response forklb generates itself.
+pub struct Reply<'a> {
+    pub status: u16,
+    pub content_type: &'a str,
+    /// More header lines, each ending in CRLF.
+    pub extra_headers: &'a [u8],
+    pub body: &'a [u8],
+    pub keep_alive: bool,
+    /// The answer to HEAD: the body is omitted (but still counted).
+    pub head_only: bool,
+}
+
+/// Appends a complete local response: status line, Server, Date,
+/// Content-Type, Content-Length, the extra header lines, Connection, then
+/// the body. `date` is an IMF-fixdate (see `date::DateCache`).
+pub fn write_response(out: &mut Vec<u8>, r: &Reply, date: &[u8]) {
     use std::io::Write;
     let _ = write!(
         out,
-        "HTTP/1.1 {status} {}\r\nServer: forklb\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n",
-        reason(status),
-        body.len()
+        "HTTP/1.1 {} {}\r\nServer: forklb\r\nDate: ",
+        r.status,
+        reason(r.status)
     );
-    out.extend_from_slice(extra_headers);
-    out.extend_from_slice(if keep_alive {
+    out.extend_from_slice(date);
+    let _ = write!(
+        out,
+        "\r\nContent-Type: {}\r\nContent-Length: {}\r\n",
+        r.content_type,
+        r.body.len()
+    );
+    out.extend_from_slice(r.extra_headers);
+    out.extend_from_slice(if r.keep_alive {
         b"Connection: keep-alive\r\n\r\n"
     } else {
         b"Connection: close\r\n\r\n"
     });
-    if !head_only {
-        out.extend_from_slice(body);
+    if !r.head_only {
+        out.extend_from_slice(r.body);
     }
 }
 
@@ -77,21 +88,21 @@ pub fn error_body_len(status: u16) -> usize {
 }
 
 /// Appends a short error page for `status` (its reason phrase and a newline).
-pub fn write_error(out: &mut Vec<u8>, status: u16, keep_alive: bool, head_only: bool) {
+pub fn write_error(out: &mut Vec<u8>, status: u16, keep_alive: bool, head_only: bool, date: &[u8]) {
     let mut body = [0u8; 64];
     let text = reason(status).as_bytes();
     let n = text.len().min(body.len() - 1);
     body[..n].copy_from_slice(&text[..n]);
     body[n] = b'\n';
-    write_response(
-        out,
+    let reply = Reply {
         status,
-        "text/plain",
-        b"",
-        &body[..=n],
+        content_type: "text/plain",
+        extra_headers: b"",
+        body: &body[..=n],
         keep_alive,
         head_only,
-    );
+    };
+    write_response(out, &reply, date);
 }
 
 #[cfg(test)]
@@ -101,9 +112,17 @@ mod tests {
     #[test]
     fn error_page() {
         let mut out = Vec::new();
-        write_error(&mut out, 502, false, false);
+        write_error(
+            &mut out,
+            502,
+            false,
+            false,
+            b"Sun, 06 Nov 1994 08:49:37 GMT",
+        );
         let s = String::from_utf8(out).unwrap();
-        assert!(s.starts_with("HTTP/1.1 502 Bad Gateway\r\n"));
+        assert!(s.starts_with(
+            "HTTP/1.1 502 Bad Gateway\r\nServer: forklb\r\nDate: Sun, 06 Nov 1994 08:49:37 GMT\r\n"
+        ));
         assert!(s.contains("Content-Length: 12\r\n"));
         assert!(s.contains("Connection: close\r\n\r\nBad Gateway\n"));
     }

@@ -3,6 +3,7 @@
 //! other side, and the short error pages forklb answers itself.
 
 pub mod chunked;
+pub mod date;
 pub mod errors;
 pub mod host;
 pub mod path;

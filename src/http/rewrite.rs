@@ -2,6 +2,11 @@
 //! (Connection and everything it names, Keep-Alive, Proxy-Connection, TE,
 //! Trailer, Upgrade, Transfer-Encoding) never cross the proxy; forklb adds
 //! its own Connection and framing headers and the X-Forwarded-* pair.
+//!
+//! Each hop speaks its own version (RFC 9110 §2.5): requests go upstream as
+//! HTTP/1.1 whatever the client spoke, and responses go to the client as
+//! HTTP/1.1 too, within what the client's version allows (an HTTP/1.0
+//! client gets no chunked body and no interim response; see `proxy::conn`).
 
 use super::{name_is, tokens, Framing};
 use std::io::Write;
@@ -51,16 +56,14 @@ pub struct UpstreamRequest<'a> {
     pub proto: &'static str,
     /// Replaces the client's Host (`host_header`).
     pub host_override: Option<&'a str>,
-    /// Used when the client sent no Host (HTTP/1.0).
+    /// Used when the client sent no Host (HTTP/1.0): HTTP/1.1, which we
+    /// speak upstream, requires one.
     pub default_host: &'a str,
     /// Ask the upstream to keep the connection open afterwards.
     pub keep_alive: bool,
     /// The client asked to switch protocols: forward Upgrade and
     /// `Connection: upgrade`.
     pub upgrade: bool,
-    /// Speak HTTP/1.0 upstream (for HTTP/1.0 clients, so that the response
-    /// never comes back chunked).
-    pub http10: bool,
     /// Body framing to announce upstream.
     pub framing: Framing,
     /// The decremented `Max-Forwards` of a TRACE or OPTIONS request, sent
@@ -81,11 +84,9 @@ pub fn write_upstream_request(out: &mut Vec<u8>, req: &httparse::Request, u: &Up
     out.extend_from_slice(method.as_bytes());
     out.push(b' ');
     out.extend_from_slice(path.as_bytes());
-    out.extend_from_slice(if u.http10 {
-        b" HTTP/1.0\r\n"
-    } else {
-        b" HTTP/1.1\r\n"
-    });
+    // Our version, not the client's: an HTTP/1.0 client's request goes
+    // upstream as HTTP/1.1 too, so its upstream connection can be pooled.
+    out.extend_from_slice(b" HTTP/1.1\r\n");
 
     let (named, n) = connection_named(req.headers);
     let named = &named[..n];
@@ -153,11 +154,7 @@ pub fn write_upstream_request(out: &mut Vec<u8>, req: &httparse::Request, u: &Up
     out.extend_from_slice(if u.upgrade {
         &b"Connection: upgrade\r\n\r\n"[..]
     } else if u.keep_alive {
-        if u.http10 {
-            &b"Connection: keep-alive\r\n\r\n"[..]
-        } else {
-            &b"\r\n"[..]
-        }
+        &b"\r\n"[..]
     } else {
         &b"Connection: close\r\n\r\n"[..]
     });
@@ -193,19 +190,25 @@ pub enum ResponseMode {
     Plain { keep_alive: bool },
 }
 
-/// Writes the response head to send to the client.
+/// Writes the response head to send to the client. A final response (or a
+/// `101`, as nginx does) without `Date` gets `date` (an IMF-fixdate, see
+/// `date::DateCache`): a recipient with a clock adds the field (RFC 9110
+/// §6.6.1); one the upstream sent is kept as it is.
 pub fn write_client_response(
     out: &mut Vec<u8>,
     resp: &httparse::Response,
     mode: ResponseMode,
     client_minor: u8,
+    date: &[u8],
 ) {
     let status = resp.code.unwrap_or(502);
     let reason = resp.reason.unwrap_or("");
     let _ = write!(out, "HTTP/1.1 {status} {reason}\r\n");
     let (named, n) = connection_named(resp.headers);
     let named = &named[..n];
+    let mut saw_date = false;
     for h in resp.headers.iter() {
+        saw_date |= name_is(h.name, "date");
         let keep = match mode {
             ResponseMode::Chunked { .. } => name_is(h.name, "transfer-encoding"),
             ResponseMode::Upgrade => name_is(h.name, "upgrade"),
@@ -217,6 +220,13 @@ pub fn write_client_response(
         out.extend_from_slice(h.name.as_bytes());
         out.extend_from_slice(b": ");
         out.extend_from_slice(h.value);
+        out.extend_from_slice(b"\r\n");
+    }
+    // Interim responses (100, 103) are not stored or shown: they go out as
+    // they came, a final response follows with its Date.
+    if !saw_date && mode != ResponseMode::Interim {
+        out.extend_from_slice(b"Date: ");
+        out.extend_from_slice(date);
         out.extend_from_slice(b"\r\n");
     }
     match mode {
@@ -251,7 +261,6 @@ mod tests {
             default_host: "ignored",
             keep_alive: false,
             upgrade: false,
-            http10: false,
             framing: Framing::None,
             max_forwards: None,
         };
@@ -263,22 +272,81 @@ mod tests {
         );
     }
 
+    /// An HTTP/1.0 request goes upstream as HTTP/1.1: with the Host it
+    /// lacks and, when the pool is on, no `Connection` (1.1 keeps alive).
     #[test]
-    fn response_rewrite() {
-        let raw = b"HTTP/1.1 200 OK\r\nConnection: keep-alive\r\nKeep-Alive: timeout=5\r\nContent-Length: 2\r\n\r\nhi";
+    fn http10_request_goes_up_as_http11() {
+        let raw = b"GET /old HTTP/1.0\r\nConnection: keep-alive\r\nAccept: */*\r\n\r\n";
+        let mut headers = [httparse::EMPTY_HEADER; 16];
+        let mut req = httparse::Request::new(&mut headers);
+        req.parse(raw).unwrap();
+        let mut out = Vec::new();
+        let u = UpstreamRequest {
+            client_ip: "127.0.0.1".parse().unwrap(),
+            proto: "http",
+            host_override: None,
+            default_host: "10.0.0.1:80",
+            keep_alive: true,
+            upgrade: false,
+            framing: Framing::None,
+        };
+        write_upstream_request(&mut out, &req, &u);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "GET /old HTTP/1.1\r\nAccept: */*\r\nX-Forwarded-For: 127.0.0.1\r\nX-Forwarded-Proto: http\r\nHost: 10.0.0.1:80\r\n\r\n"
+        );
+    }
+
+    const DATE: &[u8] = b"Sun, 06 Nov 1994 08:49:37 GMT";
+
+    fn rewrite_response(raw: &[u8], mode: ResponseMode, client_minor: u8) -> String {
         let mut headers = [httparse::EMPTY_HEADER; 16];
         let mut resp = httparse::Response::new(&mut headers);
         resp.parse(raw).unwrap();
         let mut out = Vec::new();
-        write_client_response(
-            &mut out,
-            &resp,
-            ResponseMode::Plain { keep_alive: false },
-            1,
-        );
+        write_client_response(&mut out, &resp, mode, client_minor, DATE);
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn response_rewrite() {
+        let raw = b"HTTP/1.1 200 OK\r\nConnection: keep-alive\r\nKeep-Alive: timeout=5\r\nContent-Length: 2\r\n\r\nhi";
         assert_eq!(
-            String::from_utf8(out).unwrap(),
-            "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\n"
+            rewrite_response(raw, ResponseMode::Plain { keep_alive: false }, 1),
+            "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nDate: Sun, 06 Nov 1994 08:49:37 GMT\r\nConnection: close\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn upstream_date_is_kept() {
+        let raw =
+            b"HTTP/1.1 200 OK\r\ndate: Mon, 01 Jan 2024 00:00:00 GMT\r\nContent-Length: 2\r\n\r\n";
+        assert_eq!(
+            rewrite_response(raw, ResponseMode::Plain { keep_alive: true }, 1),
+            "HTTP/1.1 200 OK\r\ndate: Mon, 01 Jan 2024 00:00:00 GMT\r\nContent-Length: 2\r\n\r\n"
+        );
+        // Interim responses get none of ours.
+        let raw = b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\n";
+        assert_eq!(
+            rewrite_response(raw, ResponseMode::Interim, 1),
+            "HTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\n"
+        );
+    }
+
+    /// A chunked response for an HTTP/1.0 client goes out in `Plain` mode:
+    /// Transfer-Encoding and Trailer are gone, and keep-alive is echoed only
+    /// when the connection stays.
+    #[test]
+    fn http10_client_gets_no_chunked_header() {
+        let raw = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: X-Sum\r\n\r\n";
+        assert_eq!(
+            rewrite_response(raw, ResponseMode::Plain { keep_alive: false }, 0),
+            "HTTP/1.1 200 OK\r\nDate: Sun, 06 Nov 1994 08:49:37 GMT\r\nConnection: close\r\n\r\n"
+        );
+        let raw = b"HTTP/1.1 204 No Content\r\n\r\n";
+        assert_eq!(
+            rewrite_response(raw, ResponseMode::Plain { keep_alive: true }, 0),
+            "HTTP/1.1 204 No Content\r\nDate: Sun, 06 Nov 1994 08:49:37 GMT\r\nConnection: keep-alive\r\n\r\n"
         );
     }
 }

@@ -19,6 +19,10 @@ pub enum Body {
     Empty,
     Length(u64),
     Chunked(ChunkedScanner),
+    /// A chunked body relayed as its payload alone, framing and trailers
+    /// dropped: for a client that cannot take chunked (HTTP/1.0), whose
+    /// connection then ends with the body.
+    Dechunked(ChunkedScanner),
     UntilClose,
 }
 
@@ -37,13 +41,16 @@ impl Body {
         match self {
             Body::Empty => true,
             Body::Length(n) => *n == 0,
-            Body::Chunked(s) => s.is_done(),
+            Body::Chunked(s) | Body::Dechunked(s) => s.is_done(),
             Body::UntilClose => false,
         }
     }
 
-    /// Takes body bytes from the front of `data`; returns how many.
-    fn take(&mut self, data: &[u8]) -> Result<usize, ChunkError> {
+    /// Takes body bytes from the front of `buf`; returns how many, which
+    /// stay at its front to be written. Framing that is not relayed
+    /// (`Dechunked`) is consumed from `buf` here.
+    fn take(&mut self, buf: &mut Buf) -> Result<usize, ChunkError> {
+        let data = buf.data();
         match self {
             Body::Empty => Ok(0),
             Body::Length(left) => {
@@ -52,6 +59,11 @@ impl Body {
                 Ok(n as usize)
             }
             Body::Chunked(s) => s.scan(data),
+            Body::Dechunked(s) => {
+                let (framing, payload) = s.dechunk(data)?;
+                buf.consume(framing);
+                Ok(payload)
+            }
             Body::UntilClose => Ok(data.len()),
         }
     }
@@ -64,7 +76,7 @@ impl Body {
     /// Payload bytes seen so far (chunked: excluding framing).
     pub fn data_seen(&self) -> Option<u64> {
         match self {
-            Body::Chunked(s) => Some(s.data_total()),
+            Body::Chunked(s) | Body::Dechunked(s) => Some(s.data_total()),
             _ => None,
         }
     }
@@ -135,11 +147,11 @@ impl Relay {
         self.ready == 0 && self.body.is_complete()
     }
 
-    /// Takes body bytes at the front of `data` (if none are taken yet) and
-    /// returns how many taken bytes are ready to write.
-    pub fn prepare(&mut self, data: &[u8]) -> Result<usize, RelayStep> {
-        if self.ready == 0 && !data.is_empty() && !self.body.is_complete() {
-            self.ready = self.body.take(data).map_err(RelayStep::Framing)?;
+    /// Takes body bytes at the front of `buf` (if none are taken yet) and
+    /// returns how many taken bytes, at its front, are ready to write.
+    pub fn prepare(&mut self, buf: &mut Buf) -> Result<usize, RelayStep> {
+        if self.ready == 0 && !buf.is_empty() && !self.body.is_complete() {
+            self.ready = self.body.take(buf).map_err(RelayStep::Framing)?;
             if let (Some(max), Some(seen)) = (self.max_data, self.body.data_seen()) {
                 if seen > max {
                     self.ready = 0;
@@ -163,8 +175,8 @@ impl Relay {
         if self.is_complete() {
             return RelayStep::Complete;
         }
-        if let Some(buf) = ends.buf.as_ref() {
-            match self.prepare(buf.data()) {
+        if let Some(buf) = ends.buf.as_mut() {
+            match self.prepare(buf) {
                 Ok(_) if self.is_complete() => return RelayStep::Complete,
                 Ok(_) => {}
                 Err(step) => return step,

@@ -33,6 +33,7 @@ use super::{upstream_token, Side, UpstreamOwners, POOLED};
 use crate::access_log::{self, AccessLog};
 use crate::balance::{hash_bytes, Balancer, PickCtx};
 use crate::buffer::{Buf, BufPool, VecPool};
+use crate::http::date::DateCache;
 use crate::http::{self, errors, request, response, rewrite, Framing};
 use crate::route::{Action, HashKey, Runtime};
 use crate::shm::{self, Shm};
@@ -60,6 +61,8 @@ pub struct Env<'a> {
     /// This worker's slot (its counters in `shm`).
     pub slot: usize,
     pub now: Instant,
+    /// The `Date` of responses sent now (refreshed by the event loop).
+    pub date: &'a DateCache,
     /// The worker is shutting down gracefully: finish, then close.
     pub draining: bool,
 }
@@ -844,7 +847,7 @@ impl Conn {
         let mut out = env.heads.get();
         self.ex.status = status;
         self.ex.local_body_bytes = errors::error_body_len(status) as u64;
-        errors::write_error(&mut out, status, false, false);
+        errors::write_error(&mut out, status, false, false, env.date.text());
         self.start_local(env, out, false);
         Ok(true)
     }
@@ -866,15 +869,15 @@ impl Conn {
         } else {
             body.len() as u64
         };
-        errors::write_response(
-            &mut out,
+        let reply = errors::Reply {
             status,
             content_type,
-            extra,
+            extra_headers: extra,
             body,
-            keep,
-            self.ex.is_head,
-        );
+            keep_alive: keep,
+            head_only: self.ex.is_head,
+        };
+        errors::write_response(&mut out, &reply, env.date.text());
         self.start_local(env, out, keep);
     }
 
@@ -888,7 +891,7 @@ impl Conn {
         } else {
             errors::error_body_len(status) as u64
         };
-        errors::write_error(&mut out, status, keep, self.ex.is_head);
+        errors::write_error(&mut out, status, keep, self.ex.is_head, env.date.text());
         self.start_local(env, out, keep);
         Ok(true)
     }
@@ -948,9 +951,10 @@ impl Conn {
                     .map_or("http", |l| l.proto),
                 host_override: upstream.host_header.as_deref(),
                 default_host: &upstream.servers[server].addr_text,
-                keep_alive: env.pool.enabled(self.ex.upstream) && info.minor >= 1,
+                // Also for an HTTP/1.0 client: the request goes up as
+                // HTTP/1.1, so its connection can be pooled too.
+                keep_alive: env.pool.enabled(self.ex.upstream),
                 upgrade: info.upgrade,
-                http10: info.minor == 0,
                 framing: info.framing,
                 max_forwards: info.max_forwards.map(|n| n.saturating_sub(1)),
             },
@@ -1490,6 +1494,7 @@ impl Conn {
                 &resp,
                 rewrite::ResponseMode::Upgrade,
                 self.ex.client_minor,
+                env.date.text(),
             );
             self.out = Some(out);
             input.consume(info.head_len);
@@ -1501,9 +1506,16 @@ impl Conn {
         }
         if (100..200).contains(&info.status) {
             // Relay interim responses (100 Continue, 103 Early Hints) to
-            // HTTP/1.1 clients; HTTP/1.0 clients do not understand them.
+            // HTTP/1.1 clients; HTTP/1.0 clients do not understand them
+            // (RFC 9110 §15.2: never sent to them).
             if self.ex.client_minor >= 1 {
-                rewrite::write_client_response(&mut out, &resp, rewrite::ResponseMode::Interim, 1);
+                rewrite::write_client_response(
+                    &mut out,
+                    &resp,
+                    rewrite::ResponseMode::Interim,
+                    1,
+                    env.date.text(),
+                );
             }
             self.out = Some(out);
             input.consume(info.head_len);
@@ -1512,35 +1524,46 @@ impl Conn {
             }
             return Ok(true);
         }
-        if info.framing == Framing::Chunked && self.ex.client_minor == 0 {
-            // We asked with HTTP/1.0; a chunked answer is a protocol error.
-            env.heads.put(out);
-            log::error!(
-                "upstream sent a chunked response to an HTTP/1.0 request, client: {}",
-                self.peer
-            );
-            self.drop_upstream(env);
-            return self.respond_error(env, 502, false);
-        }
         if !self.ex.req.is_complete() {
             self.early_response(&mut out, info.status);
         }
+        // An HTTP/1.0 client cannot take chunked: it gets the payload alone,
+        // and the connection's end ends the body (no length is known ahead).
+        let dechunk = info.framing == Framing::Chunked && self.ex.client_minor == 0;
         // A close-delimited body can only end by closing the client
         // connection too (re-framing it as chunked is a later improvement).
         // An early response ends the connection (the rest of the upload
         // is in the way), and its upstream connection is not reused.
         let keep = info.framing != Framing::UntilClose
+            && !dechunk
             && self.ex.client_keep_alive
             && self.ex.req.is_complete()
             && !env.draining;
-        let mode = if info.framing == Framing::Chunked {
-            rewrite::ResponseMode::Chunked { keep_alive: keep }
+        let (mode, body) = if dechunk {
+            (
+                rewrite::ResponseMode::Plain { keep_alive: keep },
+                Body::Dechunked(http::chunked::ChunkedScanner::new()),
+            )
+        } else if info.framing == Framing::Chunked {
+            (
+                rewrite::ResponseMode::Chunked { keep_alive: keep },
+                Body::from_framing(info.framing),
+            )
         } else {
-            rewrite::ResponseMode::Plain { keep_alive: keep }
+            (
+                rewrite::ResponseMode::Plain { keep_alive: keep },
+                Body::from_framing(info.framing),
+            )
         };
-        rewrite::write_client_response(&mut out, &resp, mode, self.ex.client_minor);
+        rewrite::write_client_response(
+            &mut out,
+            &resp,
+            mode,
+            self.ex.client_minor,
+            env.date.text(),
+        );
         self.out = Some(out);
-        self.ex.resp = Relay::new(Body::from_framing(info.framing));
+        self.ex.resp = Relay::new(body);
         self.ex.resp_head_len = info.head_len as u64;
         let sh = env.shm.server(self.ex.upstream, self.ex.server);
         sh.fails.store(0, Ordering::Relaxed);
@@ -1722,7 +1745,7 @@ impl Conn {
         let Some(input) = up.input.as_mut().filter(|b| !b.is_empty()) else {
             return Ok(false);
         };
-        let ready = match self.ex.resp.prepare(input.data()) {
+        let ready = match self.ex.resp.prepare(input) {
             Ok(n) if n > 0 => n,
             Ok(_) => return Ok(false),
             // Framing errors surface in the regular relay step.

@@ -125,15 +125,15 @@ impl TlsStream {
     /// best-effort write: the socket was just accepted, so it has room.
     fn answer_plain_http(&mut self) -> io::Error {
         let mut out = Vec::with_capacity(256);
-        crate::http::errors::write_response(
-            &mut out,
-            400,
-            "text/plain",
-            b"",
-            b"The plain HTTP request was sent to HTTPS port\n",
-            false,
-            false,
-        );
+        let reply = crate::http::errors::Reply {
+            status: 400,
+            content_type: "text/plain",
+            extra_headers: b"",
+            body: b"The plain HTTP request was sent to HTTPS port\n",
+            keep_alive: false,
+            head_only: false,
+        };
+        crate::http::errors::write_response(&mut out, &reply, &crate::http::date::now());
         let _ = self.sock.write(&out);
         io::Error::new(
             io::ErrorKind::InvalidData,

@@ -16,6 +16,7 @@ mod timers;
 use crate::access_log::{self, AccessLog};
 use crate::balance::Balancer;
 use crate::buffer::{BufPool, VecPool};
+use crate::http::date::DateCache;
 use crate::net;
 use crate::proxy::{self, Conn, Env, ExchangeSpares, Outcome, Pool, Side};
 use crate::route::Runtime;
@@ -95,6 +96,8 @@ struct Worker {
     channel: UnixStream,
     next_conn_id: u64,
     drain_deadline: Option<Instant>,
+    /// The `Date` of the responses this worker sends.
+    date: DateCache,
 }
 
 /// Runs the worker; returns the process exit code.
@@ -176,6 +179,7 @@ impl Worker {
             channel,
             next_conn_id: 1,
             drain_deadline: None,
+            date: DateCache::new(Instant::now()),
             rt: setup.runtime,
         })
     }
@@ -200,6 +204,7 @@ impl Worker {
                 return Err(e);
             }
             let now = Instant::now();
+            self.date.refresh(now);
             for ev in events.iter() {
                 match ev.token() {
                     SIGNAL_TOKEN => {
@@ -283,6 +288,7 @@ impl Worker {
             shm: &self.shm,
             slot: self.slot,
             now,
+            date: &self.date,
             draining: self.drain_deadline.is_some(),
         }
     }
@@ -550,6 +556,7 @@ impl Worker {
             drain_deadline,
             shm,
             slot: worker_slot,
+            date,
             ..
         } = &mut *self;
         let Some(conn) = conns.get_mut(slot) else {
@@ -568,6 +575,7 @@ impl Worker {
             shm,
             slot: *worker_slot,
             now,
+            date,
             draining: drain_deadline.is_some(),
         };
         match f(conn, &mut env) {
