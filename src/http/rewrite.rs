@@ -289,6 +289,7 @@ mod tests {
             keep_alive: true,
             upgrade: false,
             framing: Framing::None,
+            max_forwards: None,
         };
         write_upstream_request(&mut out, &req, &u);
         assert_eq!(
