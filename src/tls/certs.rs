@@ -61,16 +61,15 @@ pub fn read_chain(path: &Path) -> Result<Vec<CertificateDer<'static>>, CertError
 pub fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, CertError> {
     let pem = read(path, "key")?;
     // Checked before parsing: an encrypted PKCS#8 block is skipped as an
-    // unknown label ("no private key found"), and a legacy encrypted
-    // PKCS#1/SEC1 body is ciphertext that would fail later as an
-    // "unsupported private key". Either way the operator would not learn
+    // unknown label ("no private key found"), and a legacy encrypted block
+    // fails as bad PEM or as an unsupported key. Neither tells the operator
     // that a passphrase is the problem.
     if is_encrypted_key(&pem) {
         return Err(CertError(format!(
-            "key file {} is encrypted with a passphrase, which forklb cannot ask for \
-             (it starts without a terminal and restarts on its own): decrypt it once with \
-             `openssl pkey -in {} -out DECRYPTED.key`, keep that file readable by root only, \
-             and name it in `key:`",
+            "key file {} is encrypted (passphrase-protected) and forklb cannot ask for the \
+             passphrase: decrypt it once with `openssl pkey -in {} -out {}.dec` (keep it \
+             readable by root only) and name the decrypted file in `key:`",
+            path.display(),
             path.display(),
             path.display()
         )));
