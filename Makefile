@@ -25,7 +25,7 @@ test: test-deps
 	$(CARGO) test --all-targets
 
 ## Debian packages of the tools the tests run, as `command:package`.
-TEST_TOOLS = socat:socat curl:curl unshare:util-linux nsenter:util-linux \
+TEST_TOOLS = socat:socat curl:curl openssl:openssl unshare:util-linux nsenter:util-linux \
 	/lib/systemd/systemd:systemd logrotate:logrotate
 test-deps:
 	@missing=""; for t in $(TEST_TOOLS); do \

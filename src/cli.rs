@@ -100,6 +100,9 @@ pub fn main() -> i32 {
         }
     };
     if opts.test {
+        for w in &config.warnings {
+            eprintln!("forklb: [warn] {w}");
+        }
         eprintln!(
             "forklb: the configuration file {} syntax is ok",
             config.source.display()

@@ -114,16 +114,37 @@ pub fn reopen() -> io::Result<()> {
     Ok(())
 }
 
+/// The level a record is logged at. rustls reports what a peer did wrong
+/// (an IP address as SNI, a renegotiation attempt, a bad alert) at warn,
+/// once per connection: any client could fill the error log with them
+/// (14,523 lines in 10 s of a benchmark connecting by IP). They are
+/// debug information about one peer; forklb logs what matters to the
+/// operator itself, so every rustls record is demoted to debug.
+fn effective_level(metadata: &log::Metadata) -> log::Level {
+    if is_peer_chatter(metadata.target()) {
+        log::Level::Debug.max(metadata.level())
+    } else {
+        metadata.level()
+    }
+}
+
+/// Records of the TLS library (`rustls`, `rustls::server::hs`, ...).
+fn is_peer_chatter(target: &str) -> bool {
+    target
+        .strip_prefix("rustls")
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with("::"))
+}
+
 impl log::Log for Logger {
     fn enabled(&self, metadata: &log::Metadata) -> bool {
-        metadata.level() <= log::max_level()
+        effective_level(metadata) <= log::max_level()
     }
 
     fn log(&self, record: &log::Record) {
         if !self.enabled(record.metadata()) {
             return;
         }
-        let level = match record.level() {
+        let level = match effective_level(record.metadata()) {
             log::Level::Error => "error",
             log::Level::Warn => "warn",
             log::Level::Info => "info",
@@ -194,5 +215,20 @@ mod tests {
         let t = UNIX_EPOCH + Duration::from_secs(1795219200 + 3_723);
         assert_eq!(timestamp(t), "2026/11/21 01:02:03");
         assert_eq!(civil_from_days(59), (1970, 3, 1));
+    }
+
+    fn level_of(target: &str, level: log::Level) -> log::Level {
+        effective_level(&log::Metadata::builder().target(target).level(level).build())
+    }
+
+    #[test]
+    fn rustls_records_are_demoted_to_debug() {
+        use log::Level::*;
+        assert_eq!(level_of("rustls::server::hs", Warn), Debug);
+        assert_eq!(level_of("rustls", Error), Debug);
+        assert_eq!(level_of("rustls::conn", Trace), Trace);
+        // Only the rustls crate: forklb's own records and look-alikes keep theirs.
+        assert_eq!(level_of("forklb::tls::server", Warn), Warn);
+        assert_eq!(level_of("rustls_native_certs", Warn), Warn);
     }
 }

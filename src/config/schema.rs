@@ -53,6 +53,12 @@ pub struct Config {
     /// The file this configuration was read from (absolute); set by the loader.
     #[serde(skip)]
     pub source: PathBuf,
+    /// What loading found worth a warning (a certificate about to expire).
+    /// Kept here, not logged, because `-t` and the start read the file
+    /// before the error log exists: `-t` prints them, the master logs them
+    /// at start and at reload.
+    #[serde(skip)]
+    pub warnings: Vec<String>,
 }
 
 impl Default for Config {
@@ -79,6 +85,7 @@ impl Default for Config {
             listeners: Vec::new(),
             upstreams: NamedMap::default(),
             source: PathBuf::new(),
+            warnings: Vec::new(),
         }
     }
 }

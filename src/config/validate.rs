@@ -790,7 +790,10 @@ fn load_tls(cfg: &mut Config) -> Check {
                 .map(|ck| (ck.cert.clone(), ck.key.clone()))
                 .collect();
             match crate::tls::server::config(&pairs) {
-                Ok(server) => tls.server = Some(server),
+                Ok(loaded) => {
+                    tls.server = Some(loaded.config);
+                    cfg.warnings.extend(loaded.warnings);
+                }
                 Err((j, message)) => {
                     return invalid(format!("listeners[{i}].tls.certificates[{j}]"), message)
                 }

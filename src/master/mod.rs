@@ -276,6 +276,7 @@ pub fn run(config: Config, opts: RunOptions) -> Result<(), MasterError> {
             .join(", ")
     );
     warn_unverified_tls(&master.config);
+    log_load_warnings(&master.config);
     master.run()
 }
 
@@ -324,6 +325,14 @@ fn warn_unverified_tls(cfg: &Config) {
                  the servers' identity is not checked"
             );
         }
+    }
+}
+
+/// What loading the configuration found (expiring certificates), now that
+/// the error log is open.
+fn log_load_warnings(cfg: &Config) {
+    for w in &cfg.warnings {
+        log::warn!("{w}");
     }
 }
 
@@ -850,6 +859,7 @@ impl Master {
         self.lifetime.retire(self.children.generation(), old_shm);
         let pid_file = self.config.pid_file.clone();
         warn_unverified_tls(&new);
+        log_load_warnings(&new);
         self.config = new;
         self.config.pid_file = pid_file;
         self.access_log = access_log;

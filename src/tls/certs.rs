@@ -1,6 +1,7 @@
 //! Reading certificate chains and private keys from PEM files, checking
-//! that they belong together, and learning the names a certificate serves
-//! (its DNS subject alternative names) for SNI selection.
+//! that they belong together, and learning what the leaf says about itself:
+//! the names it serves (its DNS subject alternative names, for SNI
+//! selection) and when it expires (for the expiry warning).
 
 use rustls::sign::CertifiedKey;
 use rustls_pki_types::pem::PemObject;
@@ -15,6 +16,8 @@ pub struct LoadedCert {
     /// DNS names from the leaf's subjectAltName, lowercase; `*.example.com`
     /// wildcards kept as written.
     pub names: Vec<String>,
+    /// The leaf's notAfter, in seconds since the Unix epoch (UTC).
+    pub not_after: i64,
 }
 
 /// What went wrong, naming the file (the operator's first question).
@@ -57,6 +60,20 @@ pub fn read_chain(path: &Path) -> Result<Vec<CertificateDer<'static>>, CertError
 /// Reads the private key in a PEM file: PKCS#1 (RSA), PKCS#8 or SEC1 (EC).
 pub fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, CertError> {
     let pem = read(path, "key")?;
+    // Checked before parsing: an encrypted PKCS#8 block is skipped as an
+    // unknown label ("no private key found"), and a legacy encrypted block
+    // fails as bad PEM or as an unsupported key. Neither tells the operator
+    // that a passphrase is the problem.
+    if is_encrypted_key(&pem) {
+        return Err(CertError(format!(
+            "key file {} is encrypted (passphrase-protected) and forklb cannot ask for the \
+             passphrase: decrypt it once with `openssl pkey -in {} -out {}.dec` (keep it \
+             readable by root only) and name the decrypted file in `key:`",
+            path.display(),
+            path.display(),
+            path.display()
+        )));
+    }
     PrivateKeyDer::from_pem_slice(&pem).map_err(|e| {
         let why = match e {
             rustls_pki_types::pem::Error::NoItemsFound => {
@@ -66,6 +83,14 @@ pub fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, CertError> {
         };
         CertError(format!("key file {}: {why}", path.display()))
     })
+}
+
+/// A PEM file holding a passphrase-protected key: PKCS#8
+/// ("ENCRYPTED PRIVATE KEY") or OpenSSL's legacy PKCS#1/SEC1 encryption
+/// (a "Proc-Type: 4,ENCRYPTED" header inside the block).
+fn is_encrypted_key(pem: &[u8]) -> bool {
+    let has = |needle: &[u8]| pem.windows(needle.len()).any(|w| w == needle);
+    has(b"-----BEGIN ENCRYPTED PRIVATE KEY-----") || has(b"Proc-Type: 4,ENCRYPTED")
 }
 
 /// Loads a certificate/key pair and checks that the key is the
@@ -80,7 +105,7 @@ pub fn load_pair(cert: &Path, key: &Path) -> Result<LoadedCert, CertError> {
             key.display()
         ))
     })?;
-    let names = dns_names(&chain[0])
+    let leaf = leaf_info(&chain[0])
         .map_err(|e| CertError(format!("cannot parse certificate {}: {e}", cert.display())))?;
     let certified = CertifiedKey::new(chain, signing);
     match certified.keys_match() {
@@ -103,14 +128,22 @@ pub fn load_pair(cert: &Path, key: &Path) -> Result<LoadedCert, CertError> {
     }
     Ok(LoadedCert {
         key: Arc::new(certified),
-        names,
+        names: leaf.names,
+        not_after: leaf.not_after,
     })
 }
 
-/// The DNS names in the certificate's subjectAltName extension.
-fn dns_names(der: &CertificateDer) -> Result<Vec<String>, String> {
+/// What forklb needs from the leaf certificate.
+struct LeafInfo {
+    names: Vec<String>,
+    not_after: i64,
+}
+
+/// The DNS names in the certificate's subjectAltName extension and its
+/// notAfter. x509-parser returns an error (never panics) on malformed DER.
+fn leaf_info(der: &[u8]) -> Result<LeafInfo, String> {
     use x509_parser::extensions::GeneralName;
-    let (_, cert) = x509_parser::parse_x509_certificate(der.as_ref()).map_err(|e| e.to_string())?;
+    let (_, cert) = x509_parser::parse_x509_certificate(der).map_err(|e| e.to_string())?;
     let mut names = Vec::new();
     if let Ok(Some(san)) = cert.subject_alternative_name() {
         for name in &san.value.general_names {
@@ -119,7 +152,10 @@ fn dns_names(der: &CertificateDer) -> Result<Vec<String>, String> {
             }
         }
     }
-    Ok(names)
+    Ok(LeafInfo {
+        names,
+        not_after: cert.validity().not_after.timestamp(),
+    })
 }
 
 /// True if certificate name `pattern` (maybe `*.example.com`) covers
@@ -135,7 +171,39 @@ pub fn name_matches(pattern: &str, host: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::name_matches;
+    use super::{is_encrypted_key, leaf_info, name_matches};
+
+    #[test]
+    fn garbage_certificates_are_errors() {
+        assert!(leaf_info(&[]).is_err());
+        assert!(leaf_info(&[0x30, 0x82, 0xff, 0xff, 1, 2, 3]).is_err());
+        assert!(leaf_info(&[0x30; 300]).is_err());
+        let mut x = 0x9e37_79b9_u32;
+        for len in 0..512 {
+            let bytes: Vec<u8> = (0..len)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 17;
+                    x ^= x << 5;
+                    x as u8
+                })
+                .collect();
+            assert!(leaf_info(&bytes).is_err());
+        }
+    }
+
+    #[test]
+    fn encrypted_keys_are_recognised() {
+        assert!(is_encrypted_key(
+            b"-----BEGIN ENCRYPTED PRIVATE KEY-----\nMIIB\n-----END ENCRYPTED PRIVATE KEY-----\n"
+        ));
+        assert!(is_encrypted_key(
+            b"-----BEGIN RSA PRIVATE KEY-----\nProc-Type: 4,ENCRYPTED\nDEK-Info: AES-256-CBC,00\n\nMIIB\n"
+        ));
+        assert!(!is_encrypted_key(
+            b"-----BEGIN PRIVATE KEY-----\nMIIB\n-----END PRIVATE KEY-----\n"
+        ));
+    }
 
     #[test]
     fn wildcards_cover_one_label() {

@@ -1,7 +1,8 @@
 //! TLS with rustls (ring provider): termination on listeners (`server`),
 //! HTTPS to upstreams (`client`), session tickets shared by the workers
-//! (`ticket`), certificate files (`certs`) and the non-blocking session
-//! the proxy reads and writes (`stream`).
+//! (`ticket`), certificate files (`certs`), the choice among them for a
+//! ClientHello (`resolve`), the expiry warning (`expiry`) and the
+//! non-blocking session the proxy reads and writes (`stream`).
 //!
 //! Everything is built when the configuration is loaded — in the master,
 //! before it forks and while it may still read root-only key files — so
@@ -9,6 +10,8 @@
 
 pub mod certs;
 pub mod client;
+pub mod expiry;
+pub mod resolve;
 pub mod server;
 pub mod stream;
 pub mod ticket;

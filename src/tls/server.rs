@@ -1,65 +1,60 @@
 //! TLS termination: the rustls server configuration of a listener, with its
-//! certificates chosen by SNI.
+//! certificates chosen by SNI and by what the client offers (`resolve`).
 
-use super::certs::{self, LoadedCert};
-use rustls::server::{ClientHello, ResolvesServerCert};
-use rustls::sign::CertifiedKey;
+use super::certs;
+use super::resolve::{self, CertResolver};
 use rustls::ServerConfig;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-/// Picks the first certificate whose names cover the SNI name; the first
-/// certificate when none does or the client sent no name.
-#[derive(Debug)]
-struct SniResolver {
-    certs: Vec<LoadedCert>,
-}
-
-impl SniResolver {
-    fn pick(&self, sni: Option<&str>) -> Option<&LoadedCert> {
-        if let Some(name) = sni {
-            let name = name.to_ascii_lowercase();
-            let name = name.trim_end_matches('.');
-            if let Some(c) = self
-                .certs
-                .iter()
-                .find(|c| c.names.iter().any(|p| certs::name_matches(p, name)))
-            {
-                return Some(c);
-            }
-        }
-        self.certs.first()
-    }
-}
-
-impl ResolvesServerCert for SniResolver {
-    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        self.pick(hello.server_name()).map(|c| Arc::clone(&c.key))
-    }
+/// A listener's TLS configuration and what the operator should hear about
+/// its certificates (expiry, names SNI cannot reach). The warnings are
+/// returned, not logged: at `-t` and at start the configuration is read
+/// before the error log exists.
+pub struct Loaded {
+    pub config: Arc<ServerConfig>,
+    pub warnings: Vec<String>,
 }
 
 /// Builds a listener's TLS configuration from its `(cert, key)` files.
 /// The error names the entry (its index) and the file.
-pub fn config(pairs: &[(PathBuf, PathBuf)]) -> Result<Arc<ServerConfig>, (usize, String)> {
+pub fn config(pairs: &[(PathBuf, PathBuf)]) -> Result<Loaded, (usize, String)> {
     let mut loaded = Vec::with_capacity(pairs.len());
     for (i, (cert, key)) in pairs.iter().enumerate() {
-        let c = certs::load_pair(cert, key).map_err(|e| (i, e.0))?;
-        if c.names.is_empty() && i > 0 {
-            log::warn!(
+        loaded.push(certs::load_pair(cert, key).map_err(|e| (i, e.0))?);
+    }
+    let now = super::expiry::now();
+    let mut warnings = Vec::new();
+    for (i, ((cert, _), c)) in pairs.iter().zip(&loaded).enumerate() {
+        warnings.extend(super::expiry::warning(cert, c.not_after, now));
+        if resolve::unreachable(&loaded, i) {
+            warnings.push(format!(
                 "certificate {} has no DNS names (subjectAltName): SNI never selects it",
                 cert.display()
-            );
+            ));
         }
-        loaded.push(c);
     }
     let provider = super::provider();
+    let suites = provider.cipher_suites.clone();
     let mut cfg = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
         .map_err(|e| (0, format!("TLS setup failed: {e}")))?
         .with_no_client_auth()
-        .with_cert_resolver(Arc::new(SniResolver { certs: loaded }));
+        .with_cert_resolver(Arc::new(CertResolver::new(loaded, suites)));
     cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
     // Tickets every worker can open (the key comes from the master).
     cfg.ticketer = Arc::new(super::ticket::SharedTicketer::new());
-    Ok(Arc::new(cfg))
+    // No TLS 1.2 session IDs. rustls keeps ID sessions in a cache of the
+    // worker that made them, so a client resuming by ID resumed only when
+    // it came back to that worker (10 of 20 with 2 workers, measured with
+    // `openssl s_client -tls1_2 -no_ticket -sess_in`). Without a cache
+    // rustls sends an empty session ID, and clients resume with tickets,
+    // which every worker opens (20 of 20); a client that refuses tickets
+    // gets a full handshake every time rather than on one worker in N.
+    // TLS 1.3 resumption uses the ticketer, never this cache.
+    cfg.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+    Ok(Loaded {
+        config: Arc::new(cfg),
+        warnings,
+    })
 }

@@ -12,6 +12,8 @@
 //!   configuration in a private temporary folder, and inspects its processes.
 //! * [`http_get`], [`Conn`]: a minimal HTTP/1.1 client.
 //! * [`tls`]: test certificates (rcgen), a rustls client, an HTTPS backend.
+//! * [`openssl`]: `openssl s_client` runs and openssl-made files (RSA and
+//!   encrypted keys).
 //!
 //! Every read has a timeout and every wait loop has a deadline, so no test can hang.
 #![allow(dead_code, unused_imports)]
@@ -27,6 +29,7 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 pub mod notify;
+pub mod openssl;
 pub mod tls;
 
 pub use libc::{SIGHUP, SIGINT, SIGKILL, SIGQUIT, SIGTERM, SIGUSR1, SIGUSR2, SIGWINCH};

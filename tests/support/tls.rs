@@ -86,6 +86,18 @@ impl TestCert {
         TestCert::from_parts(&cert, &key)
     }
 
+    /// Like [`TestCert::self_signed`], valid for the 30 days up to
+    /// `not_after` (seconds since the Unix epoch): expired, or about to.
+    pub fn self_signed_until(names: &[&str], not_after: u64) -> TestCert {
+        let key = rcgen::KeyPair::generate().expect("generate key");
+        let mut params = leaf_params(names);
+        let epoch = rcgen::date_time_ymd(1970, 1, 1);
+        params.not_after = epoch + Duration::from_secs(not_after);
+        params.not_before = epoch + Duration::from_secs(not_after.saturating_sub(30 * 86_400));
+        let cert = params.self_signed(&key).expect("self-sign");
+        TestCert::from_parts(&cert, &key)
+    }
+
     fn from_parts(cert: &rcgen::Certificate, key: &rcgen::KeyPair) -> TestCert {
         TestCert {
             cert_pem: cert.pem(),
