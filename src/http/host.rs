@@ -8,6 +8,10 @@
 /// Empty is valid: RFC 9112 §3.2 has clients send an empty Host when the
 /// target has no authority.
 pub fn is_valid(v: &[u8]) -> bool {
+    // The common case in one pass: a plain name, then an optional port.
+    if let Some(valid) = plain_name_and_port(v) {
+        return valid;
+    }
     let (host, port) = if let Some(rest) = v.strip_prefix(b"[") {
         let Some(end) = rest.iter().position(|&b| b == b']') else {
             return false;
@@ -29,30 +33,73 @@ pub fn is_valid(v: &[u8]) -> bool {
     is_reg_name(host) && port.is_none_or(is_port)
 }
 
+/// `name[:digits]` with only plain reg-name bytes (no `%`, no `[`):
+/// Some(valid). None when the slow path must decide.
+fn plain_name_and_port(v: &[u8]) -> Option<bool> {
+    let mut i = 0;
+    while i < v.len() && REG_NAME_CHAR[usize::from(v[i])] {
+        i += 1;
+    }
+    match v.get(i) {
+        None => Some(true),
+        Some(b':') => Some(is_port(&v[i + 1..])),
+        Some(_) => None,
+    }
+}
+
 /// `reg-name = *( unreserved / pct-encoded / sub-delims )`, without the
 /// comma: Host is a singleton field (RFC 9110 §7.2), and a comma is how two
 /// Host lines look once a recipient joins them.
 fn is_reg_name(h: &[u8]) -> bool {
+    // Checked on every request: a table lookup per byte, and the `%`
+    // escapes (rare) only when the fast scan meets one.
+    if h.iter().all(|&b| REG_NAME_CHAR[usize::from(b)]) {
+        return true;
+    }
     let mut i = 0;
     while i < h.len() {
-        match h[i] {
-            b'%' => {
-                let pair = h.get(i + 1..i + 3);
-                if !pair.is_some_and(|p| p.iter().all(u8::is_ascii_hexdigit)) {
-                    return false;
-                }
-                i += 3;
-                continue;
+        if h[i] == b'%' {
+            let pair = h.get(i + 1..i + 3);
+            if !pair.is_some_and(|p| p.iter().all(u8::is_ascii_hexdigit)) {
+                return false;
             }
-            b if b.is_ascii_alphanumeric() => {}
-            b'-' | b'.' | b'_' | b'~' => {}
-            b'!' | b'$' | b'&' | b'\'' | b'(' | b')' | b'*' | b'+' | b';' | b'=' => {}
-            _ => return false,
+            i += 3;
+        } else if REG_NAME_CHAR[usize::from(h[i])] {
+            i += 1;
+        } else {
+            return false;
         }
-        i += 1;
     }
     true
 }
+
+/// unreserved and sub-delims except `,` (see `is_reg_name`).
+const REG_NAME_CHAR: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        t[b] = c.is_ascii_alphanumeric()
+            || matches!(
+                c,
+                b'-' | b'.'
+                    | b'_'
+                    | b'~'
+                    | b'!'
+                    | b'$'
+                    | b'&'
+                    | b'\''
+                    | b'('
+                    | b')'
+                    | b'*'
+                    | b'+'
+                    | b';'
+                    | b'='
+            );
+        b += 1;
+    }
+    t
+};
 
 /// `port = *DIGIT`, at most 65535 (an empty port is allowed by the grammar).
 fn is_port(p: &[u8]) -> bool {
