@@ -9,7 +9,6 @@ use forklb::config::Balance;
 use forklb::route::ServerRt;
 use forklb::shm::Shm;
 use std::hint::black_box;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 const SIZES: [usize; 3] = [2, 8, 64];
@@ -46,9 +45,11 @@ fn shm_for(servers: &[ServerRt]) -> Shm {
     let shm = Shm::create(&[servers.len()], 1).expect("shared memory");
     for (i, s) in servers.iter().enumerate() {
         let sh = shm.server(0, i);
-        sh.weight.store(s.weight, Ordering::Relaxed);
+        sh.init(s.weight, None, 0);
         // Some requests in flight, so leastconn and random compare real loads.
-        sh.active.store((i % 5) as u32, Ordering::Relaxed);
+        for _ in 0..i % 5 {
+            sh.begin_request();
+        }
     }
     shm
 }

@@ -3,9 +3,8 @@
 //! them, plus a request-duration histogram per upstream.
 
 use crate::route::Runtime;
-use crate::shm::{Shm, ADMIN_DRAIN, ADMIN_MAINT, ADMIN_READY, DURATION_BUCKETS};
+use crate::shm::{AdminState, ServerStats, Shm, DURATION_BUCKETS};
 use std::fmt::Write;
-use std::sync::atomic::Ordering::Relaxed;
 
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
@@ -78,10 +77,7 @@ pub fn render(rt: &Runtime, shm: &Shm) -> String {
         "Open client connections per worker (how evenly connections spread).",
     );
     for w in 0..shm.worker_count() {
-        let n = shm
-            .worker(w)
-            .conns_current
-            .load(std::sync::atomic::Ordering::Relaxed);
+        let n = shm.worker(w).conns_current();
         let _ = writeln!(out, "forklb_worker_connections{{worker=\"{w}\"}} {n}");
     }
     family(
@@ -92,52 +88,63 @@ pub fn render(rt: &Runtime, shm: &Shm) -> String {
     );
     let _ = writeln!(out, "forklb_requests_total {}", totals.requests);
 
-    type Getter = fn(&crate::shm::ServerShared) -> u64;
+    // One snapshot per server for every family below.
+    let stats: Vec<Vec<ServerStats>> = rt
+        .upstreams
+        .iter()
+        .enumerate()
+        .map(|(u, up)| {
+            (0..up.servers.len())
+                .map(|i| shm.server(u, i).stats())
+                .collect()
+        })
+        .collect();
+    type Getter = fn(&ServerStats) -> u64;
     let per_server: [(&str, &str, &str, Getter); 9] = [
         (
             "forklb_server_requests_total",
             "counter",
             "Requests sent to the server.",
-            |s| s.requests.load(Relaxed),
+            |s| s.requests,
         ),
         (
             "forklb_server_bytes_in_total",
             "counter",
             "Bytes sent to the server.",
-            |s| s.bytes_in.load(Relaxed),
+            |s| s.bytes_in,
         ),
         (
             "forklb_server_bytes_out_total",
             "counter",
             "Bytes received from the server.",
-            |s| s.bytes_out.load(Relaxed),
+            |s| s.bytes_out,
         ),
         (
             "forklb_server_connect_errors_total",
             "counter",
             "Failed connection attempts.",
-            |s| s.connect_errors.load(Relaxed),
+            |s| s.connect_errors,
         ),
         (
             "forklb_server_response_errors_total",
             "counter",
             "Invalid or failed responses.",
-            |s| s.response_errors.load(Relaxed),
+            |s| s.response_errors,
         ),
         (
             "forklb_server_retries_total",
             "counter",
             "Requests retried on this server.",
-            |s| s.retries.load(Relaxed),
+            |s| s.retries,
         ),
         (
             "forklb_server_active_requests",
             "gauge",
             "Requests in flight on the server.",
-            |s| u64::from(s.active.load(Relaxed)),
+            |s| u64::from(s.active),
         ),
         ("forklb_server_weight", "gauge", "Current weight.", |s| {
-            u64::from(s.weight.load(Relaxed))
+            u64::from(s.weight)
         }),
         (
             "forklb_server_up",
@@ -155,7 +162,7 @@ pub fn render(rt: &Runtime, shm: &Shm) -> String {
                     "{name}{{upstream=\"{}\",server=\"{}\"}} {}",
                     label(&up.name),
                     label(&srv.name),
-                    get(shm.server(u, i))
+                    get(&stats[u][i])
                 );
             }
         }
@@ -168,7 +175,7 @@ pub fn render(rt: &Runtime, shm: &Shm) -> String {
     );
     for (u, up) in rt.upstreams.iter().enumerate() {
         for (i, srv) in up.servers.iter().enumerate() {
-            let sh = shm.server(u, i);
+            let st = &stats[u][i];
             for (k, class) in ["1xx", "2xx", "3xx", "4xx", "5xx", "other"]
                 .iter()
                 .enumerate()
@@ -178,7 +185,7 @@ pub fn render(rt: &Runtime, shm: &Shm) -> String {
                     "forklb_server_responses_total{{upstream=\"{}\",server=\"{}\",code=\"{class}\"}} {}",
                     label(&up.name),
                     label(&srv.name),
-                    sh.responses[k].load(Relaxed)
+                    st.responses[k]
                 );
             }
         }
@@ -191,12 +198,9 @@ pub fn render(rt: &Runtime, shm: &Shm) -> String {
     );
     for (u, up) in rt.upstreams.iter().enumerate() {
         for (i, srv) in up.servers.iter().enumerate() {
-            let admin = shm.server(u, i).admin.load(Relaxed);
-            for (state, value) in [
-                ("ready", ADMIN_READY),
-                ("drain", ADMIN_DRAIN),
-                ("maint", ADMIN_MAINT),
-            ] {
+            let admin = stats[u][i].admin;
+            for value in AdminState::ALL {
+                let state = value.word();
                 let _ = writeln!(
                     out,
                     "forklb_server_admin_state{{upstream=\"{}\",server=\"{}\",state=\"{state}\"}} {}",
@@ -214,17 +218,17 @@ pub fn render(rt: &Runtime, shm: &Shm) -> String {
         "Time from dispatching a request to an upstream to the end of its response.",
     );
     for (u, up) in rt.upstreams.iter().enumerate() {
-        let us = shm.upstream(u);
+        let d = shm.upstream(u).durations();
         let name = label(&up.name);
         let mut cumulative = 0;
         for (k, b) in DURATION_BUCKETS.iter().enumerate() {
-            cumulative += us.duration_buckets[k].load(Relaxed);
+            cumulative += d.buckets[k];
             let _ = writeln!(
                 out,
                 "forklb_upstream_request_duration_seconds_bucket{{upstream=\"{name}\",le=\"{b}\"}} {cumulative}"
             );
         }
-        cumulative += us.duration_buckets[DURATION_BUCKETS.len()].load(Relaxed);
+        cumulative += d.buckets[DURATION_BUCKETS.len()];
         let _ = writeln!(
             out,
             "forklb_upstream_request_duration_seconds_bucket{{upstream=\"{name}\",le=\"+Inf\"}} {cumulative}"
@@ -232,12 +236,12 @@ pub fn render(rt: &Runtime, shm: &Shm) -> String {
         let _ = writeln!(
             out,
             "forklb_upstream_request_duration_seconds_sum{{upstream=\"{name}\"}} {}",
-            us.duration_sum_us.load(Relaxed) as f64 / 1e6
+            d.sum_us as f64 / 1e6
         );
         let _ = writeln!(
             out,
             "forklb_upstream_request_duration_seconds_count{{upstream=\"{name}\"}} {}",
-            us.duration_count.load(Relaxed)
+            d.count
         );
     }
     out

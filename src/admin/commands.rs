@@ -6,9 +6,8 @@
 use super::server::{Level, Reply};
 use super::stat;
 use crate::config::{Balance, Config};
-use crate::shm::{self, Shm, ADMIN_DRAIN, ADMIN_MAINT, ADMIN_READY};
+use crate::shm::{self, AdminState, Shm};
 use std::fmt::Write;
-use std::sync::atomic::Ordering::Relaxed;
 
 /// What the commands may look at.
 pub struct View<'a> {
@@ -146,7 +145,7 @@ pub fn execute(cmd: &str, level: Level, v: &View) -> Outcome {
         },
         ["get", "weight", target] => match find(v, target) {
             Ok((u, s)) => {
-                let cur = v.shm.server(u, s).weight.load(Relaxed);
+                let cur = v.shm.server(u, s).weight();
                 let initial = v.config.upstreams.0[u].1.servers[s].weight;
                 text(format!("{cur} (initial {initial})\n"))
             }
@@ -169,13 +168,8 @@ pub fn execute(cmd: &str, level: Level, v: &View) -> Outcome {
             permission_denied()
         }
         ["set", "server", target, "state", state] => {
-            let admin = match *state {
-                "ready" => ADMIN_READY,
-                "drain" => ADMIN_DRAIN,
-                "maint" => ADMIN_MAINT,
-                _ => {
-                    return text("'set server <srv> state' expects 'ready', 'drain' and 'maint'.\n")
-                }
+            let Some(admin) = AdminState::parse(state) else {
+                return text("'set server <srv> state' expects 'ready', 'drain' and 'maint'.\n");
             };
             set_admin(v, target, admin)
         }
@@ -185,8 +179,8 @@ pub fn execute(cmd: &str, level: Level, v: &View) -> Outcome {
         ["set", "server", _, ..] => {
             text("'set server <srv>' only supports 'state' and 'weight' here.\n")
         }
-        ["enable", "server", target] => set_admin(v, target, ADMIN_READY),
-        ["disable", "server", target] => set_admin(v, target, ADMIN_MAINT),
+        ["enable", "server", target] => set_admin(v, target, AdminState::Ready),
+        ["disable", "server", target] => set_admin(v, target, AdminState::Maint),
         ["enable", "server"] | ["disable", "server"] => text("Require 'backend/server'.\n"),
         _ => text(format!(
             "Unknown command: '{}'. Please enter one of the following commands only :\n{}",
@@ -224,12 +218,12 @@ fn set_weight(v: &View, target: &str, w: &str) -> Outcome {
     let initial = up.servers[s].weight;
     let weight = if let Some(pct) = w.strip_suffix('%') {
         match pct.parse::<u64>() {
-            Ok(p) => ((u64::from(initial) * p + 50) / 100).min(256) as u32,
+            Ok(p) => ((u64::from(initial) * p + 50) / 100).min(u64::from(shm::MAX_WEIGHT)) as u32,
             Err(_) => return text("Relative weight must be a positive integer percentage.\n"),
         }
     } else {
         match w.parse::<u32>() {
-            Ok(n) if n <= 256 => n,
+            Ok(n) if n <= shm::MAX_WEIGHT => n,
             Ok(_) => return text("Absolute weight can only be between 0 and 256 inclusive.\n"),
             Err(_) => return text("Require <weight> or <weight%>.\n"),
         }
@@ -239,9 +233,8 @@ fn set_weight(v: &View, target: &str, w: &str) -> Outcome {
             "Backend is using a static LB algorithm and only accepts weights '0%' and '100%'.\n",
         );
     }
-    let sh = v.shm.server(u, s);
-    if sh.weight.swap(weight, Relaxed) != weight {
-        v.shm.upstream(u).weights_epoch.fetch_add(1, Relaxed);
+    // Bounded above (either way at most MAX_WEIGHT), so set_weight cannot refuse.
+    if v.shm.set_weight(u, s, weight) == Ok(true) {
         log::info!(
             "server {}/{} weight set to {weight} (initial {initial})",
             v.config.upstreams.0[u].0,
@@ -251,23 +244,17 @@ fn set_weight(v: &View, target: &str, w: &str) -> Outcome {
     changed()
 }
 
-fn set_admin(v: &View, target: &str, admin: u8) -> Outcome {
+fn set_admin(v: &View, target: &str, admin: AdminState) -> Outcome {
     let (u, s) = match find(v, target) {
         Ok(x) => x,
         Err(e) => return text(e),
     };
-    let sh = v.shm.server(u, s);
-    if sh.admin.swap(admin, Relaxed) != admin {
-        sh.last_change.store(shm::unix_secs(), Relaxed);
-        let word = match admin {
-            ADMIN_READY => "READY",
-            ADMIN_DRAIN => "DRAIN",
-            _ => "MAINT",
-        };
+    if v.shm.server(u, s).set_admin(admin) {
         log::warn!(
-            "server {}/{} is going {word} (set over the admin socket)",
+            "server {}/{} is going {} (set over the admin socket)",
             v.config.upstreams.0[u].0,
-            v.config.upstreams.0[u].1.servers[s].name
+            v.config.upstreams.0[u].1.servers[s].name,
+            admin.status_word()
         );
     }
     changed()

@@ -6,9 +6,8 @@
 use super::commands::View;
 use crate::config::{Balance, HealthKind};
 use crate::health::counter;
-use crate::shm::{self, ServerShared, ADMIN_DRAIN, ADMIN_MAINT, ADMIN_READY};
+use crate::shm::{self, AdminState, LastCheck, ServerStats};
 use std::fmt::Write;
-use std::sync::atomic::Ordering::Relaxed;
 
 /// HAProxy 2.6's `show stat` fields, in order, up to `uweight`.
 const FIELDS: [&str; 100] = [
@@ -157,25 +156,14 @@ pub fn algo_name(b: Balance) -> &'static str {
 }
 
 /// A server's status word, as HAProxy prints it.
-pub fn server_status(sh: &ServerShared, health: Option<(u32, u32)>) -> String {
-    match sh.admin.load(Relaxed) {
-        ADMIN_MAINT => "MAINT".to_owned(),
-        ADMIN_DRAIN => "DRAIN".to_owned(),
-        _ => match health {
-            Some((rise, fall)) => counter::status(
-                sh.health.load(Relaxed),
-                sh.check_down.load(Relaxed) != 0,
-                rise,
-                fall,
-            ),
+pub fn server_status(st: &ServerStats, health: Option<(u32, u32)>) -> String {
+    match st.admin {
+        AdminState::Maint | AdminState::Drain => st.admin.status_word().to_owned(),
+        AdminState::Ready => match health {
+            Some((rise, fall)) => counter::status(st.health.counter, st.health.down, rise, fall),
             None => "no check".to_owned(),
         },
     }
-}
-
-/// Usable for new requests (admin ready, not DOWN, weight > 0).
-fn usable(sh: &ServerShared) -> bool {
-    sh.is_ready()
 }
 
 pub fn show_stat(v: &View) -> String {
@@ -210,25 +198,25 @@ pub fn show_stat(v: &View) -> String {
         let mut totals = [0u64; 13];
         let (mut act, mut bck, mut weight) = (0u32, 0u32, 0u32);
         for (s, srv) in up.servers.iter().enumerate() {
-            let sh = v.shm.server(u, s);
+            let st = v.shm.server(u, s).stats();
             let mut r = Row::new(name, &srv.name);
-            let active = u64::from(sh.active.load(Relaxed));
-            let requests = sh.requests.load(Relaxed);
-            let w = sh.weight.load(Relaxed);
+            let active = u64::from(st.active);
+            let requests = st.requests;
+            let w = st.weight;
             let vals = [
                 active,
-                u64::from(sh.max_active.load(Relaxed)),
+                u64::from(st.max_active),
                 requests,
-                sh.bytes_in.load(Relaxed),
-                sh.bytes_out.load(Relaxed),
-                sh.connect_errors.load(Relaxed),
-                sh.response_errors.load(Relaxed),
-                sh.retries.load(Relaxed),
-                sh.selections.load(Relaxed),
-                sh.responses[0].load(Relaxed),
-                sh.responses[1].load(Relaxed),
-                sh.responses[2].load(Relaxed),
-                sh.responses[3].load(Relaxed),
+                st.bytes_in,
+                st.bytes_out,
+                st.connect_errors,
+                st.response_errors,
+                st.retries,
+                st.selections,
+                st.responses[0],
+                st.responses[1],
+                st.responses[2],
+                st.responses[3],
             ];
             for (t, x) in totals.iter_mut().zip(vals) {
                 *t += x;
@@ -245,39 +233,38 @@ pub fn show_stat(v: &View) -> String {
             r.set("eresp", vals[6]);
             r.set("wretr", vals[7]);
             r.set("wredis", 0);
-            r.set("status", server_status(sh, health));
+            r.set("status", server_status(&st, health));
             r.set("weight", w);
             r.set("act", u8::from(!srv.backup));
             r.set("bck", u8::from(srv.backup));
             if health.is_some() {
-                r.set("chkfail", sh.check_fails.load(Relaxed));
-                r.set("chkdown", sh.check_downs.load(Relaxed));
+                r.set("chkfail", st.check_fails);
+                r.set("chkdown", st.check_downs);
             }
-            r.set("lastchg", now.saturating_sub(sh.last_change.load(Relaxed)));
-            r.set("downtime", sh.downtime.load(Relaxed));
+            r.set("lastchg", now.saturating_sub(st.last_change));
+            r.set("downtime", st.downtime);
             r.set("pid", v.pid);
             r.set("iid", iid);
             r.set("sid", s + 1);
             r.set("lbtot", vals[8]);
             r.set("type", 2);
             if let Some(h) = &up.health {
-                let ok = sh.last_check_ok.load(Relaxed);
-                let code = sh.last_check_code.load(Relaxed);
-                let status = match (h.kind, ok, code) {
-                    (_, 0, _) => "INI",
-                    (HealthKind::Tcp, 1, _) => "L4OK",
-                    (HealthKind::Http, 1, _) => "L7OK",
-                    (HealthKind::Http, _, c) if c > 0 => "L7STS",
+                let code = st.last_check.code();
+                let status = match (h.kind, st.last_check) {
+                    (_, LastCheck::None) => "INI",
+                    (HealthKind::Tcp, LastCheck::Passed { .. }) => "L4OK",
+                    (HealthKind::Http, LastCheck::Passed { .. }) => "L7OK",
+                    (HealthKind::Http, LastCheck::Failed { code, .. }) if code > 0 => "L7STS",
                     _ => "L4CON",
                 };
                 r.set("check_status", status);
                 if code > 0 {
                     r.set("check_code", code);
                 }
-                r.set("check_duration", sh.last_check_us.load(Relaxed) / 1000);
+                r.set("check_duration", st.last_check.duration().as_millis());
                 r.set("check_rise", h.rise);
                 r.set("check_fall", h.fall);
-                r.set("check_health", sh.health.load(Relaxed));
+                r.set("check_health", st.health.counter);
             }
             for (k, f) in [
                 "hrsp_1xx",
@@ -290,7 +277,7 @@ pub fn show_stat(v: &View) -> String {
             .iter()
             .enumerate()
             {
-                r.set(f, sh.responses[k].load(Relaxed));
+                r.set(f, st.responses[k]);
             }
             r.set(
                 "addr",
@@ -299,7 +286,8 @@ pub fn show_stat(v: &View) -> String {
             r.set("mode", "http");
             r.set("uweight", w);
             r.write(&mut out);
-            if usable(sh) {
+            // Usable for new requests (admin ready, not DOWN, weight > 0).
+            if st.is_ready() {
                 if srv.backup {
                     bck += 1;
                 } else {
@@ -347,13 +335,14 @@ pub fn show_servers_state(v: &View, only: Option<&str>) -> String {
             continue;
         }
         for (s, srv) in up.servers.iter().enumerate() {
-            let sh = v.shm.server(u, s);
-            let down = sh.check_down.load(Relaxed) != 0;
+            let st = v.shm.server(u, s).stats();
+            let down = st.health.down;
             let op = if down { 0 } else { 2 };
-            let admin = match sh.admin.load(Relaxed) {
-                ADMIN_MAINT => 1,
-                ADMIN_DRAIN => 8,
-                _ => 0,
+            // HAProxy's srv_admin_state bits: forced maintenance, forced drain.
+            let admin = match st.admin {
+                AdminState::Maint => 1,
+                AdminState::Drain => 8,
+                AdminState::Ready => 0,
             };
             let (ip, port) = srv
                 .socket_addr
@@ -367,12 +356,12 @@ pub fn show_servers_state(v: &View, only: Option<&str>) -> String {
                 u + 1,
                 s + 1,
                 srv.name,
-                sh.weight.load(Relaxed),
+                st.weight,
                 srv.weight,
-                now.saturating_sub(sh.last_change.load(Relaxed)),
+                now.saturating_sub(st.last_change),
                 if checked { 6 } else { 0 },
                 if checked { if down { 1 } else { 3 } } else { 0 },
-                sh.health.load(Relaxed),
+                st.health.counter,
                 if checked { 6 } else { 0 },
             );
         }
@@ -400,28 +389,22 @@ pub fn apply_state(text: &str, config: &crate::config::Config, shm: &shm::Shm) -
         let Some((u, s)) = index.server(f[1], f[3]) else {
             continue;
         };
-        let sh = shm.server(u, s);
         let admin: u32 = f[6].parse().unwrap_or(0);
-        sh.admin.store(
-            if admin & 0x7 != 0 {
-                ADMIN_MAINT
-            } else if admin & 0x38 != 0 {
-                ADMIN_DRAIN
-            } else {
-                ADMIN_READY
-            },
-            Relaxed,
-        );
+        shm.server(u, s).set_admin(if admin & 0x7 != 0 {
+            AdminState::Maint
+        } else if admin & 0x38 != 0 {
+            AdminState::Drain
+        } else {
+            AdminState::Ready
+        });
         let (Ok(uweight), Ok(iweight)) = (f[7].parse::<u32>(), f[8].parse::<u32>()) else {
             continue;
         };
-        if iweight == config.upstreams.0[u].1.servers[s].weight && uweight <= 256 {
-            sh.weight.store(uweight, Relaxed);
+        if iweight == config.upstreams.0[u].1.servers[s].weight {
+            // A weight above MAX_WEIGHT is refused and ignored, as before.
+            let _ = shm.set_weight(u, s, uweight);
         }
         applied += 1;
-    }
-    for u in 0..config.upstreams.len() {
-        shm.upstream(u).weights_epoch.fetch_add(1, Relaxed);
     }
     applied
 }

@@ -15,8 +15,7 @@ pub use hash::{hash_bytes, HashRing};
 
 use crate::config::Balance;
 use crate::route::ServerRt;
-use crate::shm::{ServerShared, Shm};
-use std::sync::atomic::Ordering;
+use crate::shm::Shm;
 
 /// What a pick may look at besides the servers.
 pub struct PickCtx<'a> {
@@ -91,7 +90,7 @@ impl Balancer {
                     Some(match algo {
                         // static-rr ignores runtime weight changes (HAProxy).
                         Balance::StaticRr => s.weight,
-                        _ => sh.weight.load(Ordering::Relaxed),
+                        _ => sh.weight(),
                     })
                 };
                 if !(0..servers.len()).any(|i| usable(i).is_some_and(|w| w > 0)) {
@@ -113,10 +112,7 @@ impl Balancer {
                     },
                 };
                 if let Some(i) = choice {
-                    ctx.shm
-                        .server(ctx.upstream, i)
-                        .selections
-                        .fetch_add(1, Ordering::Relaxed);
+                    ctx.shm.server(ctx.upstream, i).count_selection();
                     return Some(i);
                 }
             }
@@ -221,19 +217,10 @@ impl Balancer {
         key: u64,
         usable: impl Fn(usize) -> Option<u32>,
     ) -> Option<usize> {
-        let epoch = ctx
-            .shm
-            .upstream(ctx.upstream)
-            .weights_epoch
-            .load(Ordering::Relaxed);
+        let epoch = ctx.shm.upstream(ctx.upstream).weights_epoch();
         if self.ring.as_ref().is_none_or(|r| r.epoch() != epoch) {
             let weights: Vec<u32> = (0..servers.len())
-                .map(|i| {
-                    ctx.shm
-                        .server(ctx.upstream, i)
-                        .weight
-                        .load(Ordering::Relaxed)
-                })
+                .map(|i| ctx.shm.server(ctx.upstream, i).weight())
                 .collect();
             self.ring = Some(HashRing::build(servers, &weights, epoch));
         }
@@ -254,13 +241,14 @@ impl Balancer {
 }
 
 fn active(ctx: &PickCtx, i: usize) -> u32 {
-    let s: &ServerShared = ctx.shm.server(ctx.upstream, i);
-    s.active.load(Ordering::Relaxed)
+    ctx.shm.server(ctx.upstream, i).active()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::shm::{AdminState, HealthState, LastCheck};
+    use std::time::Duration;
 
     fn servers(weights: &[(u32, bool)]) -> Vec<ServerRt> {
         weights
@@ -280,9 +268,44 @@ mod tests {
     fn shm_for(s: &[ServerRt]) -> Shm {
         let shm = Shm::create(&[s.len()], 1).unwrap();
         for (i, srv) in s.iter().enumerate() {
-            shm.server(0, i).weight.store(srv.weight, Ordering::Relaxed);
+            shm.server(0, i).init(srv.weight, None, 0);
         }
         shm
+    }
+
+    const DOWN: HealthState = HealthState {
+        counter: 0,
+        down: true,
+    };
+    const UP: HealthState = HealthState {
+        counter: 1,
+        down: false,
+    };
+
+    fn failed() -> LastCheck {
+        LastCheck::Failed {
+            code: 0,
+            duration: Duration::ZERO,
+        }
+    }
+
+    fn passed() -> LastCheck {
+        LastCheck::Passed {
+            code: 0,
+            duration: Duration::ZERO,
+        }
+    }
+
+    /// Passive detection marks server `s` down (until well after `ctx`'s now).
+    fn mark_down(shm: &Shm, s: usize) {
+        assert!(shm.server(0, s).mark_failure(1, 5000).is_some());
+    }
+
+    /// `n` requests in flight on server `s`.
+    fn in_flight(shm: &Shm, s: usize, n: u32) {
+        for _ in 0..n {
+            shm.server(0, s).begin_request();
+        }
     }
 
     fn ctx(shm: &Shm) -> PickCtx<'_> {
@@ -317,7 +340,7 @@ mod tests {
         assert_eq!(counts, [2, 6, 0]);
         assert_eq!(b.pick(&s, &ctx(&shm), &[1]), Some(0));
         assert_eq!(b.pick(&s, &ctx(&shm), &[0, 1]), None);
-        shm.server(0, 1).weight.store(0, Ordering::Relaxed);
+        shm.set_weight(0, 1, 0).unwrap();
         assert!((0..5).all(|_| b.pick(&s, &ctx(&shm), &[]) == Some(0)));
     }
 
@@ -327,19 +350,15 @@ mod tests {
         let shm = shm_for(&s);
         let mut b = Balancer::new(Balance::Roundrobin, 3);
         assert_eq!(b.pick(&s, &ctx(&shm), &[]), Some(0));
-        shm.server(0, 0)
-            .admin
-            .store(crate::shm::ADMIN_MAINT, Ordering::Relaxed);
+        shm.server(0, 0).set_admin(AdminState::Maint);
         let picks: Vec<usize> = (0..4)
             .map(|_| b.pick(&s, &ctx(&shm), &[]).unwrap())
             .collect();
         assert_eq!(picks, vec![1, 2, 1, 2]);
-        shm.server(0, 0)
-            .admin
-            .store(crate::shm::ADMIN_READY, Ordering::Relaxed);
-        shm.server(0, 0).check_down.store(1, Ordering::Relaxed);
+        shm.server(0, 0).set_admin(AdminState::Ready);
+        shm.server(0, 0).record_check(failed(), |_| DOWN);
         assert_ne!(b.pick(&s, &ctx(&shm), &[]), Some(0));
-        shm.server(0, 0).check_down.store(0, Ordering::Relaxed);
+        shm.server(0, 0).record_check(passed(), |_| UP);
         assert_eq!(b.pick(&s, &ctx(&shm), &[]), Some(0));
     }
 
@@ -348,13 +367,9 @@ mod tests {
         let s = servers(&[(1, false), (1, false)]);
         let shm = shm_for(&s);
         let mut b = Balancer::new(Balance::Roundrobin, 2);
-        shm.server(0, 0)
-            .down_until_ms
-            .store(5000, Ordering::Relaxed);
+        mark_down(&shm, 0);
         assert!((0..4).all(|_| b.pick(&s, &ctx(&shm), &[]) == Some(1)));
-        shm.server(0, 1)
-            .down_until_ms
-            .store(5000, Ordering::Relaxed);
+        mark_down(&shm, 1);
         assert!(b.pick(&s, &ctx(&shm), &[]).is_some());
     }
 
@@ -376,7 +391,7 @@ mod tests {
         let s = servers(&[(1, false), (1, false), (1, false)]);
         let shm = shm_for(&s);
         let mut b = Balancer::new(Balance::Leastconn, 3);
-        shm.server(0, 0).active.store(5, Ordering::Relaxed);
+        in_flight(&shm, 0, 5);
         let picks: Vec<usize> = (0..4)
             .map(|_| b.pick(&s, &ctx(&shm), &[]).unwrap())
             .collect();
@@ -388,7 +403,7 @@ mod tests {
     fn random_two_choices_avoids_the_loaded_server() {
         let s = servers(&[(1, false), (1, false)]);
         let shm = shm_for(&s);
-        shm.server(0, 0).active.store(100, Ordering::Relaxed);
+        in_flight(&shm, 0, 100);
         let mut b = Balancer::new(Balance::Random, 2);
         let ones = (0..1000)
             .filter(|_| b.pick(&s, &ctx(&shm), &[]) == Some(1))
@@ -403,9 +418,7 @@ mod tests {
         let shm = shm_for(&s);
         let mut b = Balancer::new(Balance::First, 2);
         assert!((0..3).all(|_| b.pick(&s, &ctx(&shm), &[]) == Some(0)));
-        shm.server(0, 0)
-            .admin
-            .store(crate::shm::ADMIN_DRAIN, Ordering::Relaxed);
+        shm.server(0, 0).set_admin(AdminState::Drain);
         assert_eq!(b.pick(&s, &ctx(&shm), &[]), Some(1));
     }
 
@@ -432,9 +445,7 @@ mod tests {
             counts[p] += 1;
         }
         assert!(counts.iter().all(|&c| c > 600), "{counts:?}");
-        shm.server(0, 2)
-            .admin
-            .store(crate::shm::ADMIN_MAINT, Ordering::Relaxed);
+        shm.server(0, 2).set_admin(AdminState::Maint);
         let after: Vec<usize> = keys.iter().map(|&k| pick(&mut b, k)).collect();
         for (x, y) in before.iter().zip(&after) {
             if *x != 2 {

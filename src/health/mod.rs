@@ -18,14 +18,12 @@ pub mod counter;
 use crate::config::HealthKind;
 use crate::proxy::Stream;
 use crate::route::{HealthRt, Runtime};
-use crate::shm::{self, Shm};
+use crate::shm::{HealthChange, HealthState, LastCheck, Shm};
 use crate::signals::{self, SignalSet};
-use counter::Transition;
 use mio::net::{TcpStream, UnixStream};
 use mio::{Events, Interest, Poll, Token};
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -382,45 +380,30 @@ impl Checker {
             None => Duration::ZERO,
         };
         t.next_at = now + t.cfg.interval;
-        let sh = self.shm.server(t.upstream, t.server);
-        sh.last_check_us.store(duration.as_micros() as u64, Relaxed);
-        sh.last_check_code.store(u32::from(code), Relaxed);
-        sh.last_check_ok.store(if ok { 1 } else { 2 }, Relaxed);
-        if !ok {
-            sh.check_fails.fetch_add(1, Relaxed);
-        }
-        let down = sh.check_down.load(Relaxed) != 0;
-        let (h, now_down, transition) =
-            counter::apply(sh.health.load(Relaxed), down, ok, t.cfg.rise, t.cfg.fall);
-        sh.health.store(h, Relaxed);
-        sh.check_down.store(u8::from(now_down), Relaxed);
-        if transition == Transition::None {
-            return;
-        }
-        let unix = shm::unix_secs();
-        let since = sh.last_change.swap(unix, Relaxed);
+        let check = if ok {
+            LastCheck::Passed { code, duration }
+        } else {
+            LastCheck::Failed { code, duration }
+        };
+        let (rise, fall) = (t.cfg.rise, t.cfg.fall);
+        let change = self
+            .shm
+            .server(t.upstream, t.server)
+            .record_check(check, |h| {
+                let (counter, down, _) = counter::apply(h.counter, h.down, ok, rise, fall);
+                HealthState { counter, down }
+            });
         let ms = duration.as_millis();
-        match transition {
-            Transition::Down => {
-                sh.check_downs.fetch_add(1, Relaxed);
-                log::warn!(
-                    "server {} is DOWN, reason: {reason}, check duration: {ms}ms",
-                    t.label
-                );
-            }
-            Transition::Up => {
-                sh.downtime.fetch_add(unix.saturating_sub(since), Relaxed);
-                // The check has just shown the server works again: a
-                // passive mark from the failures that preceded the outage
-                // would otherwise keep it out until `fail_timeout` runs out.
-                sh.down_until_ms.store(0, Relaxed);
-                sh.fails.store(0, Relaxed);
-                log::warn!(
-                    "server {} is UP, reason: {reason}, check duration: {ms}ms",
-                    t.label
-                );
-            }
-            Transition::None => {}
+        match change {
+            Some(HealthChange::WentDown) => log::warn!(
+                "server {} is DOWN, reason: {reason}, check duration: {ms}ms",
+                t.label
+            ),
+            Some(HealthChange::WentUp { .. }) => log::warn!(
+                "server {} is UP, reason: {reason}, check duration: {ms}ms",
+                t.label
+            ),
+            None => {}
         }
     }
 }

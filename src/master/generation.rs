@@ -10,7 +10,6 @@
 use crate::config::{Config, ServerIndex};
 use crate::shm::{self, Shm};
 use std::io;
-use std::sync::atomic::Ordering::Relaxed;
 
 /// Creates the shared state of a generation: every server READY with its
 /// configured weight and, if checked, fully UP. With `previous` (a reload),
@@ -27,14 +26,10 @@ pub fn build_shm(config: &Config, previous: Option<(&Shm, &Config)>) -> io::Resu
     let now = shm::unix_secs();
     let previous = previous.map(|(old_shm, old_cfg)| (old_shm, old_cfg, ServerIndex::new(old_cfg)));
     for (ui, (uname, up)) in config.upstreams.iter().enumerate() {
-        let full_health = up.health.as_ref().map_or(0, |h| h.rise + h.fall - 1);
+        let full_health = up.health.as_ref().map(|h| h.rise + h.fall - 1);
         for (si, s) in up.servers.iter().enumerate() {
             let sh = shm.server(ui, si);
-            sh.weight.store(s.weight, Relaxed);
-            sh.admin.store(shm::ADMIN_READY, Relaxed);
-            sh.checked.store(u8::from(up.health.is_some()), Relaxed);
-            sh.health.store(full_health, Relaxed);
-            sh.last_change.store(now, Relaxed);
+            sh.init(s.weight, full_health, now);
             let Some((old_shm, old_cfg, index)) = &previous else {
                 continue;
             };
@@ -42,18 +37,13 @@ pub fn build_shm(config: &Config, previous: Option<(&Shm, &Config)>) -> io::Resu
                 continue;
             };
             let old_up = &old_cfg.upstreams.0[oui].1;
-            let old = old_shm.server(oui, osi);
-            sh.admin.store(old.admin.load(Relaxed), Relaxed);
-            let old_weight = old.weight.load(Relaxed);
-            if old_weight != old_up.servers[osi].weight {
-                sh.weight.store(old_weight, Relaxed);
-            }
-            if up.health.is_some() && old_up.health.is_some() {
-                sh.check_down.store(old.check_down.load(Relaxed), Relaxed);
-                sh.health
-                    .store(old.health.load(Relaxed).min(full_health), Relaxed);
-            }
-            sh.last_change.store(old.last_change.load(Relaxed), Relaxed);
+            // Health carries over only when both generations check it.
+            let both_checked = full_health.filter(|_| old_up.health.is_some());
+            sh.carry_over(
+                old_shm.server(oui, osi),
+                old_up.servers[osi].weight,
+                both_checked,
+            );
         }
     }
     Ok(shm)

@@ -68,13 +68,20 @@ impl LifetimeTotals {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::Ordering::Relaxed;
 
-    fn generation(conns: u64, requests: u64, current: u32) -> Arc<Shm> {
+    /// A generation whose workers opened `conns` connections (`current`
+    /// still open) and received `requests` requests.
+    fn generation(conns: u64, requests: u64, current: u64) -> Arc<Shm> {
         let shm = Shm::create(&[1], 2).unwrap();
-        shm.worker(0).conns_total.store(conns, Relaxed);
-        shm.worker(1).requests.store(requests, Relaxed);
-        shm.worker(1).conns_current.store(current, Relaxed);
+        for _ in 0..conns {
+            shm.worker(0).connection_opened();
+        }
+        for _ in current..conns {
+            shm.worker(0).connection_closed();
+        }
+        for _ in 0..requests {
+            shm.worker(1).count_request();
+        }
         Arc::new(shm)
     }
 
@@ -87,7 +94,9 @@ mod tests {
         let t = life.totals(&second);
         assert_eq!((t.conns_current, t.conns_total, t.requests), (3, 15, 27));
         // Generation 1 still drains and still counts.
-        first.worker(1).requests.fetch_add(3, Relaxed);
+        for _ in 0..3 {
+            first.worker(1).count_request();
+        }
         life.collect(|g| g == 1);
         assert_eq!(life.totals(&second).requests, 30);
         // Its last worker exited (one connection left behind by a kill).

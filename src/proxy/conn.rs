@@ -36,12 +36,11 @@ use crate::buffer::{Buf, BufPool, VecPool};
 use crate::http::date::DateCache;
 use crate::http::{self, errors, request, response, rewrite, Framing};
 use crate::route::{Action, HashKey, Runtime};
-use crate::shm::{self, Shm};
+use crate::shm::Shm;
 use crate::tls::TlsStream;
 use mio::net::TcpStream;
 use mio::{Interest, Registry};
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 /// What the worker lends a connection while driving it.
@@ -707,10 +706,7 @@ impl Conn {
         if env.access.enabled() {
             self.capture_record(env, &req, info.minor);
         }
-        env.shm
-            .worker(env.slot)
-            .requests
-            .fetch_add(1, Ordering::Relaxed);
+        env.shm.worker(env.slot).count_request();
         self.ex.is_head = info.is_head;
         // Set for every request, also those answered without reading the
         // body: a body still to come makes the close linger.
@@ -1129,8 +1125,9 @@ impl Conn {
             e,
             self.peer
         );
-        let sh = env.shm.server(self.ex.upstream, self.ex.server);
-        sh.connect_errors.fetch_add(1, Ordering::Relaxed);
+        env.shm
+            .server(self.ex.upstream, self.ex.server)
+            .count_connect_error();
         self.note_failure(env);
         if self.ex.retries_left > 0 {
             self.ex.retries_left -= 1;
@@ -1138,10 +1135,7 @@ impl Conn {
             let ctx = PickCtx::now(env.shm, self.ex.upstream, None);
             if let Some(next) = env.balancers[self.ex.upstream].pick(&upstream.servers, &ctx, tried)
             {
-                env.shm
-                    .server(self.ex.upstream, next)
-                    .retries
-                    .fetch_add(1, Ordering::Relaxed);
+                env.shm.server(self.ex.upstream, next).count_retry();
                 return self.connect(env, next, head, true);
             }
         }
@@ -1442,8 +1436,7 @@ impl Conn {
                 );
                 env.shm
                     .server(self.ex.upstream, self.ex.server)
-                    .response_errors
-                    .fetch_add(1, Ordering::Relaxed);
+                    .count_response_error();
                 self.drop_upstream(env);
                 return self.respond_error(env, 502, false);
             }
@@ -1565,9 +1558,10 @@ impl Conn {
         self.out = Some(out);
         self.ex.resp = Relay::new(body);
         self.ex.resp_head_len = info.head_len as u64;
-        let sh = env.shm.server(self.ex.upstream, self.ex.server);
-        sh.fails.store(0, Ordering::Relaxed);
-        sh.count_response(info.status);
+        // Also ends the server's run of failures (passive detection).
+        env.shm
+            .server(self.ex.upstream, self.ex.server)
+            .count_response(info.status);
         self.ex.status = info.status;
         self.ex.upstream_status = Some(info.status);
         self.ex.upstream_keep_alive = info.keep_alive;
@@ -1840,9 +1834,9 @@ impl Conn {
             return;
         }
         if let Some(old) = self.ex.active_on.take() {
-            env.shm.server(self.ex.upstream, old).end();
+            env.shm.server(self.ex.upstream, old).end_request();
         }
-        env.shm.server(self.ex.upstream, server).begin();
+        env.shm.server(self.ex.upstream, server).begin_request();
         self.ex.active_on = Some(server);
     }
 
@@ -1850,11 +1844,11 @@ impl Conn {
     fn release_server(&mut self, env: &mut Env) {
         if let Some(s) = self.ex.active_on.take() {
             let sh = env.shm.server(self.ex.upstream, s);
-            sh.end();
-            sh.bytes_in
-                .fetch_add(self.ex.req_head_len + self.ex.req.sent, Ordering::Relaxed);
-            sh.bytes_out
-                .fetch_add(self.ex.resp_head_len + self.ex.resp.sent, Ordering::Relaxed);
+            sh.end_request();
+            sh.count_bytes(
+                self.ex.req_head_len + self.ex.req.sent,
+                self.ex.resp_head_len + self.ex.resp.sent,
+            );
         }
         if let Some(t) = self.ex.dispatched.take() {
             env.shm
@@ -1871,11 +1865,7 @@ impl Conn {
             return;
         }
         let sh = env.shm.server(self.ex.upstream, self.ex.server);
-        let fails = sh.fails.fetch_add(1, Ordering::Relaxed) + 1;
-        if fails >= up.max_fails {
-            sh.fails.store(0, Ordering::Relaxed);
-            sh.down_until_ms
-                .store(shm::monotonic_ms() + up.fail_timeout_ms, Ordering::Relaxed);
+        if let Some(fails) = sh.mark_failure(up.max_fails, up.fail_timeout_ms) {
             log::warn!(
                 "server {}/{} marked down for {}ms after {fails} consecutive failures",
                 up.name,

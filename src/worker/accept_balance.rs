@@ -13,8 +13,7 @@
 //! heartbeat is fresh, so a stopped or dead worker cannot hold the others
 //! back.
 
-use crate::shm::Shm;
-use std::sync::atomic::Ordering::Relaxed;
+use crate::shm::{AcceptState, Shm};
 use std::time::Duration;
 
 /// A worker refreshes its heartbeat at least this often, even when idle.
@@ -24,11 +23,6 @@ const PEER_FRESH_MS: u64 = 1500;
 /// While stepped aside, a worker looks again this often (a burst of new
 /// connections is over in a few milliseconds).
 pub const RECHECK: Duration = Duration::from_millis(5);
-
-/// `WorkerShared::accepting` values.
-pub const NOT_ACCEPTING: u32 = 0;
-pub const ACCEPTING: u32 = 1;
-pub const STEPPED_ASIDE: u32 = 2;
 
 /// How many more open connections than the least loaded accepting peer a
 /// worker may hold: a few, plus 1/8 of its own (short-lived connections
@@ -56,10 +50,12 @@ pub fn least_loaded_peer(shm: &Shm, me: usize, now_ms: u64) -> Option<usize> {
         .filter(|&w| w != me)
         .map(|w| shm.worker(w))
         .filter(|w| {
-            matches!(w.accepting.load(Relaxed), ACCEPTING | STEPPED_ASIDE)
-                && now_ms.saturating_sub(w.heartbeat_ms.load(Relaxed)) < PEER_FRESH_MS
+            matches!(
+                w.accepting(),
+                AcceptState::Accepting | AcceptState::SteppedAside
+            ) && now_ms.saturating_sub(w.heartbeat_ms()) < PEER_FRESH_MS
         })
-        .map(|w| w.conns_current.load(Relaxed) as usize)
+        .map(|w| w.conns_current() as usize)
         .min()
 }
 
@@ -98,20 +94,23 @@ mod tests {
     fn stale_or_non_accepting_peers_are_ignored() {
         let shm = Shm::create(&[1], 3).unwrap();
         let now = 10_000;
-        for (w, (acc, beat, conns)) in [(1, now - 100, 7), (0, now, 1), (1, now - 5_000, 0)]
+        let (on, off) = (AcceptState::Accepting, AcceptState::NotAccepting);
+        for (w, (acc, beat, conns)) in [(on, now - 100, 7), (off, now, 1), (on, now - 5_000, 0)]
             .into_iter()
             .enumerate()
         {
             let s = shm.worker(w);
-            s.accepting.store(acc, Relaxed);
-            s.heartbeat_ms.store(beat, Relaxed);
-            s.conns_current.store(conns, Relaxed);
+            s.set_accepting(acc);
+            s.heartbeat(beat);
+            for _ in 0..conns {
+                s.connection_opened();
+            }
         }
         // Worker 1 does not accept, worker 2 is stale: only worker 0 counts.
         assert_eq!(least_loaded_peer(&shm, 1, now), Some(7));
-        shm.worker(1).accepting.store(STEPPED_ASIDE, Relaxed);
+        shm.worker(1).set_accepting(AcceptState::SteppedAside);
         assert_eq!(least_loaded_peer(&shm, 0, now), Some(1));
-        shm.worker(1).accepting.store(NOT_ACCEPTING, Relaxed);
+        shm.worker(1).set_accepting(AcceptState::NotAccepting);
         assert_eq!(least_loaded_peer(&shm, 1, now), Some(7));
         assert_eq!(least_loaded_peer(&shm, 0, now), None);
     }

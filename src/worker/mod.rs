@@ -20,6 +20,7 @@ use crate::http::date::DateCache;
 use crate::net;
 use crate::proxy::{self, Conn, Env, ExchangeSpares, Outcome, Pool, Side};
 use crate::route::Runtime;
+use crate::shm::AcceptState;
 use crate::signals::{self, SignalSet};
 use mio::net::UnixStream;
 use mio::{Events, Interest, Poll, Token};
@@ -185,10 +186,7 @@ impl Worker {
     }
 
     fn run(&mut self) -> io::Result<()> {
-        self.shm
-            .worker(self.slot)
-            .pid
-            .store(std::process::id(), std::sync::atomic::Ordering::Relaxed);
+        self.shm.worker(self.slot).set_pid(std::process::id());
         self.publish_accepting();
         self.balance_accepting(Instant::now());
         // Tell the master we are ready to serve.
@@ -351,14 +349,11 @@ impl Worker {
 
     fn publish_accepting(&self) {
         let state = match (self.accepting, self.balance_paused) {
-            (true, _) => accept_balance::ACCEPTING,
-            (false, true) if self.drain_deadline.is_none() => accept_balance::STEPPED_ASIDE,
-            (false, _) => accept_balance::NOT_ACCEPTING,
+            (true, _) => AcceptState::Accepting,
+            (false, true) if self.drain_deadline.is_none() => AcceptState::SteppedAside,
+            (false, _) => AcceptState::NotAccepting,
         };
-        self.shm
-            .worker(self.slot)
-            .accepting
-            .store(state, std::sync::atomic::Ordering::Relaxed);
+        self.shm.worker(self.slot).set_accepting(state);
     }
 
     /// Publishes the heartbeat and steps aside from accepting while this
@@ -366,10 +361,7 @@ impl Worker {
     /// `accept_balance`), or comes back.
     fn balance_accepting(&mut self, now: Instant) {
         let now_ms = crate::shm::monotonic_ms();
-        self.shm
-            .worker(self.slot)
-            .heartbeat_ms
-            .store(now_ms, std::sync::atomic::Ordering::Relaxed);
+        self.shm.worker(self.slot).heartbeat(now_ms);
         if self.drain_deadline.is_some() || self.accept_resume_at.is_some() {
             return;
         }
@@ -414,10 +406,7 @@ impl Worker {
     }
 
     fn accept(&mut self, index: usize, now: Instant) {
-        self.shm
-            .worker(self.slot)
-            .accept_wakeups
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.shm.worker(self.slot).count_accept_wakeup();
         for _ in 0..ACCEPT_BATCH {
             if self.conns.len() >= self.rt.worker_connections {
                 log::warn!(
@@ -480,13 +469,7 @@ impl Worker {
             let conn = Conn::new(id, usize::MAX, stream, peer, listener, &env);
             self.conns.insert(conn)
         };
-        let stats = self.shm.worker(self.slot);
-        stats
-            .conns_current
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        stats
-            .conns_total
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.shm.worker(self.slot).connection_opened();
         let Some(conn) = self.conns.get_mut(slot) else {
             return;
         };
@@ -610,11 +593,7 @@ impl Worker {
 
     fn close(&mut self, slot: usize) {
         if let Some(mut conn) = self.conns.remove(slot) {
-            let _ = self.shm.worker(self.slot).conns_current.fetch_update(
-                std::sync::atomic::Ordering::Relaxed,
-                std::sync::atomic::Ordering::Relaxed,
-                |v| v.checked_sub(1),
-            );
+            self.shm.worker(self.slot).connection_closed();
             let _ = self.poll.registry().deregister(conn.client_mut());
             let mut env = self.env(Instant::now());
             conn.release(&mut env);

@@ -1,0 +1,182 @@
+//! State shared by the master, all workers and the health checker of one
+//! configuration generation: one anonymous `MAP_SHARED` mapping created by
+//! the master before it forks anyone, so every process sees the same pages.
+//!
+//! Only atomics live here (zero bytes are valid initial values), no locks,
+//! and nothing that needs a syscall while held. Each server's hot fields —
+//! read on every pick — share the first cache line; its counters follow.
+//! Indices are flat: server `s` of upstream `u` is `base[u] + s`.
+//!
+//! Every field is private to this module: the rest of forklb uses named
+//! operations (`begin_request`, `count_response`, `set_admin`,
+//! `set_weight`, `record_check`, ...) and reads snapshots (`stats`,
+//! `worker_totals`, `durations`), so the memory orderings and the
+//! invariants between fields live here, one concern per file:
+//! `server` (per server), `worker` (per worker slot), `upstream` (per
+//! upstream). This file is the mapping and its layout.
+
+mod server;
+mod upstream;
+mod worker;
+
+pub use server::{
+    AdminState, HealthChange, HealthState, LastCheck, ServerShared, ServerStats, WeightOutOfRange,
+    MAX_WEIGHT,
+};
+pub use upstream::{Durations, UpstreamShared, DURATION_BUCKETS};
+pub use worker::{AcceptState, WorkerShared, WorkerTotals};
+
+use std::io;
+
+/// The mapping and where each part lives in it.
+pub struct Shm {
+    ptr: *mut u8,
+    len: usize,
+    /// First flat server index of each upstream.
+    base: Vec<usize>,
+    servers: usize,
+    upstreams: usize,
+    workers: usize,
+    workers_off: usize,
+    upstreams_off: usize,
+}
+
+// The mapping is plain shared memory accessed only through atomics.
+unsafe impl Send for Shm {}
+unsafe impl Sync for Shm {}
+
+impl Shm {
+    /// Maps zeroed shared memory for `servers_per_upstream` and `workers`.
+    pub fn create(servers_per_upstream: &[usize], workers: usize) -> io::Result<Shm> {
+        let mut base = Vec::with_capacity(servers_per_upstream.len());
+        let mut servers = 0;
+        for &n in servers_per_upstream {
+            base.push(servers);
+            servers += n;
+        }
+        let server_bytes = servers * std::mem::size_of::<ServerShared>();
+        let workers_off = server_bytes;
+        let upstreams_off = workers_off + workers * std::mem::size_of::<WorkerShared>();
+        let len = (upstreams_off
+            + servers_per_upstream.len() * std::mem::size_of::<UpstreamShared>())
+        .max(4096);
+        // SAFETY: anonymous shared mapping; the kernel zero-fills it.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(Shm {
+            ptr: ptr.cast(),
+            len,
+            base,
+            servers,
+            upstreams: servers_per_upstream.len(),
+            workers,
+            workers_off,
+            upstreams_off,
+        })
+    }
+
+    pub fn server_count(&self) -> usize {
+        self.servers
+    }
+
+    pub fn worker_count(&self) -> usize {
+        self.workers
+    }
+
+    /// Shared state of server `s` of upstream `u`. Out-of-range indices are
+    /// a programming error; they return the first server rather than panic.
+    pub fn server(&self, u: usize, s: usize) -> &ServerShared {
+        let i = self.base.get(u).map_or(0, |b| b + s);
+        let i = if i < self.servers { i } else { 0 };
+        // SAFETY: i < servers (or the mapping holds at least one page of
+        // zeroes, a valid ServerShared); the mapping lives as long as self
+        // and is 64-byte aligned (page aligned base, 64-byte sized items).
+        unsafe { &*(self.ptr.add(i * std::mem::size_of::<ServerShared>()) as *const ServerShared) }
+    }
+
+    pub fn worker(&self, w: usize) -> &WorkerShared {
+        let w = if w < self.workers { w } else { 0 };
+        // SAFETY: as for `server`; WorkerShared entries follow the servers.
+        unsafe {
+            &*(self
+                .ptr
+                .add(self.workers_off + w * std::mem::size_of::<WorkerShared>())
+                as *const WorkerShared)
+        }
+    }
+
+    /// The per-worker counters summed over every worker of the generation.
+    pub fn worker_totals(&self) -> WorkerTotals {
+        let mut t = WorkerTotals::default();
+        for w in 0..self.workers {
+            t.add(self.worker(w));
+        }
+        t
+    }
+
+    /// Sets server `s` of upstream `u` to `weight` (at most
+    /// [`MAX_WEIGHT`]); returns whether it changed. A change bumps the
+    /// upstream's weights epoch after the weight is stored, so every
+    /// worker's consistent-hash ring rebuilds with the new weight (see
+    /// `UpstreamShared::weights_epoch` for the ordering).
+    pub fn set_weight(&self, u: usize, s: usize, weight: u32) -> Result<bool, WeightOutOfRange> {
+        let changed = self.server(u, s).swap_weight(weight)? != weight;
+        if changed {
+            self.upstream(u).bump_weights_epoch();
+        }
+        Ok(changed)
+    }
+
+    pub fn upstream(&self, u: usize) -> &UpstreamShared {
+        let u = if u < self.upstreams { u } else { 0 };
+        // SAFETY: as for `server`.
+        unsafe {
+            &*(self
+                .ptr
+                .add(self.upstreams_off + u * std::mem::size_of::<UpstreamShared>())
+                as *const UpstreamShared)
+        }
+    }
+}
+
+impl Drop for Shm {
+    fn drop(&mut self) {
+        // SAFETY: unmapping our own mapping; other processes keep theirs.
+        unsafe {
+            libc::munmap(self.ptr.cast(), self.len);
+        }
+    }
+}
+
+/// Milliseconds of CLOCK_MONOTONIC: the same clock in every process, for
+/// deadlines kept in shared memory.
+pub fn monotonic_ms() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: ts is a valid out-parameter.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    (ts.tv_sec as u64) * 1000 + (ts.tv_nsec as u64) / 1_000_000
+}
+
+pub fn unix_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests;

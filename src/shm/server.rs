@@ -1,0 +1,459 @@
+//! One server's shared state and every operation on it.
+//!
+//! Fields are private: workers, the health checker and the master change
+//! them only through the named operations below, so each invariant (the
+//! in-flight count never wraps, weights stay in 0–256, a state change
+//! stamps `last_change`, going UP clears passive marks) is kept here once.
+//! Readers take a [`ServerStats`] snapshot.
+//!
+//! Orderings: every field is an independent counter or flag that no other
+//! memory depends on, so `Relaxed` throughout — a reader sees each value
+//! eventually and never needs two of them to agree. (The one cross-field
+//! dependency, weights against the consistent-hash epoch, is ordered in
+//! `Shm::set_weight`.)
+
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering::Relaxed};
+use std::time::Duration;
+
+/// Largest weight a server may have (HAProxy's bound).
+pub const MAX_WEIGHT: u32 = 256;
+
+/// Admin state set by an operator (runtime API, state file).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[repr(u8)]
+pub enum AdminState {
+    /// Takes new requests.
+    #[default]
+    Ready = 0,
+    /// Finishes what it has, takes no new requests.
+    Drain = 1,
+    /// Out of service.
+    Maint = 2,
+}
+
+impl AdminState {
+    fn from_u8(v: u8) -> AdminState {
+        match v {
+            0 => AdminState::Ready,
+            1 => AdminState::Drain,
+            // Only the three values are ever stored (the field is private).
+            _ => AdminState::Maint,
+        }
+    }
+
+    /// `ready`, `drain`, `maint` as the runtime API spells them.
+    pub fn parse(word: &str) -> Option<AdminState> {
+        match word {
+            "ready" => Some(AdminState::Ready),
+            "drain" => Some(AdminState::Drain),
+            "maint" => Some(AdminState::Maint),
+            _ => None,
+        }
+    }
+
+    /// The lower-case word (runtime API, metrics labels).
+    pub fn word(self) -> &'static str {
+        match self {
+            AdminState::Ready => "ready",
+            AdminState::Drain => "drain",
+            AdminState::Maint => "maint",
+        }
+    }
+
+    /// The upper-case word HAProxy prints (status column, logs).
+    pub fn status_word(self) -> &'static str {
+        match self {
+            AdminState::Ready => "READY",
+            AdminState::Drain => "DRAIN",
+            AdminState::Maint => "MAINT",
+        }
+    }
+
+    pub const ALL: [AdminState; 3] = [AdminState::Ready, AdminState::Drain, AdminState::Maint];
+}
+
+/// A weight above [`MAX_WEIGHT`] was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WeightOutOfRange(pub u32);
+
+/// Active-check health: HAProxy's counter (see `health::counter`) and
+/// whether checks say DOWN.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct HealthState {
+    pub counter: u32,
+    pub down: bool,
+}
+
+/// The latest active check, as `show stat` reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LastCheck {
+    /// No check has finished yet.
+    #[default]
+    None,
+    /// `code` is the HTTP status (0 for TCP checks).
+    Passed { code: u16, duration: Duration },
+    /// `code` is the HTTP status, 0 when none arrived (connect, timeout).
+    Failed { code: u16, duration: Duration },
+}
+
+impl LastCheck {
+    pub fn code(self) -> u16 {
+        match self {
+            LastCheck::None => 0,
+            LastCheck::Passed { code, .. } | LastCheck::Failed { code, .. } => code,
+        }
+    }
+
+    pub fn duration(self) -> Duration {
+        match self {
+            LastCheck::None => Duration::ZERO,
+            LastCheck::Passed { duration, .. } | LastCheck::Failed { duration, .. } => duration,
+        }
+    }
+
+    fn passed(self) -> bool {
+        matches!(self, LastCheck::Passed { .. })
+    }
+}
+
+/// What a check result changed, for the health checker to log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HealthChange {
+    WentDown,
+    /// Back UP after `downtime_secs` DOWN.
+    WentUp {
+        downtime_secs: u64,
+    },
+}
+
+/// Encodings of `last_check_ok`.
+const CHECK_NONE: u8 = 0;
+const CHECK_PASSED: u8 = 1;
+const CHECK_FAILED: u8 = 2;
+
+/// Per-server shared state. 64-byte aligned: one server's hot fields never
+/// share a cache line with another's.
+#[repr(C, align(64))]
+pub struct ServerShared {
+    // --- hot: read on every pick -----------------------------------------
+    /// An `AdminState` as u8.
+    admin: AtomicU8,
+    /// 1 when active health checks say DOWN.
+    check_down: AtomicU8,
+    /// Current (effective) weight, 0–MAX_WEIGHT; runtime-changeable.
+    weight: AtomicU32,
+    /// Requests in flight on this server, over all workers.
+    active: AtomicU32,
+    /// Consecutive failures seen on live traffic (passive detection).
+    fails: AtomicU32,
+    /// Passively marked down until this monotonic millisecond.
+    down_until_ms: AtomicU64,
+    /// Health counter (HAProxy semantics, see `health`).
+    health: AtomicU32,
+    /// Whether active checks run for this server.
+    checked: AtomicU8,
+    // --- counters -----------------------------------------------------------
+    requests: AtomicU64,
+    bytes_in: AtomicU64,
+    bytes_out: AtomicU64,
+    connect_errors: AtomicU64,
+    response_errors: AtomicU64,
+    retries: AtomicU64,
+    /// Responses by class: 1xx, 2xx, 3xx, 4xx, 5xx, other.
+    responses: [AtomicU64; 6],
+    selections: AtomicU64,
+    max_active: AtomicU32,
+    /// Unix seconds of the last state change (UP/DOWN, admin).
+    last_change: AtomicU64,
+    /// Total seconds spent DOWN before the current state.
+    downtime: AtomicU64,
+    /// Failed checks, and UP→DOWN transitions.
+    check_fails: AtomicU64,
+    check_downs: AtomicU64,
+    /// Last check: duration in microseconds, HTTP status (0 for TCP or none).
+    last_check_us: AtomicU64,
+    last_check_code: AtomicU32,
+    /// CHECK_NONE / CHECK_PASSED / CHECK_FAILED.
+    last_check_ok: AtomicU8,
+}
+
+/// A point-in-time copy of one server's state for `show stat`, `show
+/// servers state` and `/metrics`. Fields are read one by one (no lock), so
+/// two of them may be a request apart; each is exact on its own.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ServerStats {
+    pub admin: AdminState,
+    pub health: HealthState,
+    pub weight: u32,
+    pub active: u32,
+    pub max_active: u32,
+    pub requests: u64,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    pub connect_errors: u64,
+    pub response_errors: u64,
+    pub retries: u64,
+    pub selections: u64,
+    /// By class: 1xx, 2xx, 3xx, 4xx, 5xx, other.
+    pub responses: [u64; 6],
+    pub last_change: u64,
+    pub downtime: u64,
+    pub check_fails: u64,
+    pub check_downs: u64,
+    pub last_check: LastCheck,
+}
+
+impl ServerStats {
+    /// Usable for new requests: what [`ServerShared::is_ready`] says.
+    pub fn is_ready(&self) -> bool {
+        self.admin == AdminState::Ready && !self.health.down && self.weight > 0
+    }
+}
+
+impl ServerShared {
+    // ----- picking (every request) ------------------------------------------
+
+    /// May this server take new requests (ignoring passive marks)?
+    #[inline]
+    pub fn is_ready(&self) -> bool {
+        self.admin.load(Relaxed) == AdminState::Ready as u8
+            && self.check_down.load(Relaxed) == 0
+            && self.weight.load(Relaxed) > 0
+    }
+
+    #[inline]
+    pub fn passively_down(&self, now_ms: u64) -> bool {
+        self.down_until_ms.load(Relaxed) > now_ms
+    }
+
+    #[inline]
+    pub fn weight(&self) -> u32 {
+        self.weight.load(Relaxed)
+    }
+
+    /// Requests in flight, over all workers.
+    #[inline]
+    pub fn active(&self) -> u32 {
+        self.active.load(Relaxed)
+    }
+
+    #[inline]
+    pub fn admin(&self) -> AdminState {
+        AdminState::from_u8(self.admin.load(Relaxed))
+    }
+
+    /// A pick chose this server.
+    #[inline]
+    pub fn count_selection(&self) {
+        self.selections.fetch_add(1, Relaxed);
+    }
+
+    // ----- one request's life -----------------------------------------------
+
+    /// A request starts on this server.
+    #[inline]
+    pub fn begin_request(&self) {
+        let now = self.active.fetch_add(1, Relaxed) + 1;
+        self.max_active.fetch_max(now, Relaxed);
+        self.requests.fetch_add(1, Relaxed);
+    }
+
+    /// A request on this server ended (or moved to another server).
+    #[inline]
+    pub fn end_request(&self) {
+        // Saturating: never wrap below zero even if begin/end mismatched.
+        let _ = self
+            .active
+            .fetch_update(Relaxed, Relaxed, |v| v.checked_sub(1));
+    }
+
+    /// Bytes of a finished request: sent to the server, received from it.
+    #[inline]
+    pub fn count_bytes(&self, to_server: u64, from_server: u64) {
+        self.bytes_in.fetch_add(to_server, Relaxed);
+        self.bytes_out.fetch_add(from_server, Relaxed);
+    }
+
+    /// A response head arrived: counts its status class and ends the run
+    /// of failures passive detection counts (the server answers).
+    #[inline]
+    pub fn count_response(&self, status: u16) {
+        self.fails.store(0, Relaxed);
+        let class = match status {
+            100..=199 => 0,
+            200..=299 => 1,
+            300..=399 => 2,
+            400..=499 => 3,
+            500..=599 => 4,
+            _ => 5,
+        };
+        self.responses[class].fetch_add(1, Relaxed);
+    }
+
+    #[inline]
+    pub fn count_connect_error(&self) {
+        self.connect_errors.fetch_add(1, Relaxed);
+    }
+
+    #[inline]
+    pub fn count_response_error(&self) {
+        self.response_errors.fetch_add(1, Relaxed);
+    }
+
+    /// A failed request was retried on this server.
+    #[inline]
+    pub fn count_retry(&self) {
+        self.retries.fetch_add(1, Relaxed);
+    }
+
+    /// Passive detection: one more failure on live traffic. The
+    /// `max_fails`-th in a row marks the server down for `fail_timeout_ms`
+    /// and starts the count again; returns the failures that did it.
+    /// (Two workers may both reach the limit at once: both mark, with
+    /// nearly the same deadline, which is harmless.)
+    pub fn mark_failure(&self, max_fails: u32, fail_timeout_ms: u64) -> Option<u32> {
+        let fails = self.fails.fetch_add(1, Relaxed) + 1;
+        if fails < max_fails {
+            return None;
+        }
+        self.fails.store(0, Relaxed);
+        self.down_until_ms
+            .store(super::monotonic_ms() + fail_timeout_ms, Relaxed);
+        Some(fails)
+    }
+
+    // ----- active checks (the health checker, the only writer) --------------
+
+    pub fn health_state(&self) -> HealthState {
+        HealthState {
+            counter: self.health.load(Relaxed),
+            down: self.check_down.load(Relaxed) != 0,
+        }
+    }
+
+    /// Records a finished check. `judge` turns the current health into the
+    /// next (`health::counter`); a change of the DOWN flag is a transition:
+    /// it stamps `last_change`, counts downs or downtime, and going UP
+    /// clears passive marks — the check has just shown the server works,
+    /// and a mark left by the failures before the outage would otherwise
+    /// keep it out until `fail_timeout` runs out.
+    ///
+    /// Read-modify-write without a compare-exchange: the health checker is
+    /// the only process that writes these fields after the generation
+    /// starts.
+    pub fn record_check(
+        &self,
+        check: LastCheck,
+        judge: impl FnOnce(HealthState) -> HealthState,
+    ) -> Option<HealthChange> {
+        self.last_check_us
+            .store(check.duration().as_micros() as u64, Relaxed);
+        self.last_check_code.store(u32::from(check.code()), Relaxed);
+        let ok = check.passed();
+        self.last_check_ok
+            .store(if ok { CHECK_PASSED } else { CHECK_FAILED }, Relaxed);
+        if !ok {
+            self.check_fails.fetch_add(1, Relaxed);
+        }
+        let before = self.health_state();
+        let after = judge(before);
+        self.health.store(after.counter, Relaxed);
+        self.check_down.store(u8::from(after.down), Relaxed);
+        if before.down == after.down {
+            return None;
+        }
+        let unix = super::unix_secs();
+        let since = self.last_change.swap(unix, Relaxed);
+        if after.down {
+            self.check_downs.fetch_add(1, Relaxed);
+            Some(HealthChange::WentDown)
+        } else {
+            let downtime_secs = unix.saturating_sub(since);
+            self.downtime.fetch_add(downtime_secs, Relaxed);
+            self.down_until_ms.store(0, Relaxed);
+            self.fails.store(0, Relaxed);
+            Some(HealthChange::WentUp { downtime_secs })
+        }
+    }
+
+    // ----- operators and generations (the master) ---------------------------
+
+    /// Sets the admin state; on a change stamps `last_change` and returns true.
+    pub fn set_admin(&self, state: AdminState) -> bool {
+        if self.admin.swap(state as u8, Relaxed) == state as u8 {
+            return false;
+        }
+        self.last_change.store(super::unix_secs(), Relaxed);
+        true
+    }
+
+    /// Stores a weight; returns the previous one. `Shm::set_weight` is the
+    /// public way: it also tells the workers' hash rings.
+    pub(super) fn swap_weight(&self, weight: u32) -> Result<u32, WeightOutOfRange> {
+        if weight > MAX_WEIGHT {
+            return Err(WeightOutOfRange(weight));
+        }
+        Ok(self.weight.swap(weight, Relaxed))
+    }
+
+    /// A new generation's starting state: READY with its configured weight
+    /// and, when `full_health` is given (checks configured), fully UP.
+    pub fn init(&self, weight: u32, full_health: Option<u32>, now_unix: u64) {
+        self.weight.store(weight.min(MAX_WEIGHT), Relaxed);
+        self.admin.store(AdminState::Ready as u8, Relaxed);
+        self.checked.store(u8::from(full_health.is_some()), Relaxed);
+        self.health.store(full_health.unwrap_or(0), Relaxed);
+        self.last_change.store(now_unix, Relaxed);
+    }
+
+    /// On a reload, what an operator and the checks decided about the same
+    /// server in the previous generation (`old`): its admin state, its
+    /// weight if it was changed at runtime (`old_configured` is the weight
+    /// the old configuration gave it), its health when both generations
+    /// check it (`full_health`, capped there), and when its state changed.
+    pub fn carry_over(&self, old: &ServerShared, old_configured: u32, full_health: Option<u32>) {
+        self.admin.store(old.admin.load(Relaxed), Relaxed);
+        let old_weight = old.weight.load(Relaxed);
+        if old_weight != old_configured {
+            self.weight.store(old_weight, Relaxed);
+        }
+        if let Some(full) = full_health {
+            self.check_down.store(old.check_down.load(Relaxed), Relaxed);
+            self.health
+                .store(old.health.load(Relaxed).min(full), Relaxed);
+        }
+        self.last_change
+            .store(old.last_change.load(Relaxed), Relaxed);
+    }
+
+    // ----- readers ----------------------------------------------------------
+
+    pub fn stats(&self) -> ServerStats {
+        let code = self.last_check_code.load(Relaxed) as u16;
+        let duration = Duration::from_micros(self.last_check_us.load(Relaxed));
+        ServerStats {
+            admin: self.admin(),
+            health: self.health_state(),
+            weight: self.weight.load(Relaxed),
+            active: self.active.load(Relaxed),
+            max_active: self.max_active.load(Relaxed),
+            requests: self.requests.load(Relaxed),
+            bytes_in: self.bytes_in.load(Relaxed),
+            bytes_out: self.bytes_out.load(Relaxed),
+            connect_errors: self.connect_errors.load(Relaxed),
+            response_errors: self.response_errors.load(Relaxed),
+            retries: self.retries.load(Relaxed),
+            selections: self.selections.load(Relaxed),
+            responses: std::array::from_fn(|k| self.responses[k].load(Relaxed)),
+            last_change: self.last_change.load(Relaxed),
+            downtime: self.downtime.load(Relaxed),
+            check_fails: self.check_fails.load(Relaxed),
+            check_downs: self.check_downs.load(Relaxed),
+            last_check: match self.last_check_ok.load(Relaxed) {
+                CHECK_NONE => LastCheck::None,
+                CHECK_PASSED => LastCheck::Passed { code, duration },
+                _ => LastCheck::Failed { code, duration },
+            },
+        }
+    }
+}

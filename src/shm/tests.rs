@@ -1,0 +1,273 @@
+//! The mapping, and the invariants the facade keeps.
+
+use super::*;
+use std::time::Duration;
+
+#[test]
+fn layout_and_sharing_across_fork() {
+    assert_eq!(std::mem::align_of::<ServerShared>(), 64);
+    let shm = Shm::create(&[2, 3], 2).unwrap();
+    shm.set_weight(1, 2, 7).unwrap();
+    assert_eq!(shm.server(1, 2).weight(), 7);
+    assert_eq!(shm.server(0, 0).weight(), 0);
+    // A child's write is seen by the parent.
+    // SAFETY: the test process forks a child that only touches the mapping
+    // and exits with _exit (no destructors, no allocator state shared).
+    match unsafe { nix::unistd::fork() }.unwrap() {
+        nix::unistd::ForkResult::Child => {
+            for _ in 0..42 {
+                shm.server(0, 1).begin_request();
+            }
+            for _ in 0..9 {
+                shm.worker(1).count_request();
+            }
+            // SAFETY: leaves the child at once, as a forked test child must.
+            unsafe { libc::_exit(0) };
+        }
+        nix::unistd::ForkResult::Parent { child } => {
+            nix::sys::wait::waitpid(child, None).unwrap();
+        }
+    }
+    assert_eq!(shm.server(0, 1).active(), 42);
+    assert_eq!(shm.worker_totals().requests, 9);
+    shm.server(0, 1).end_request();
+    assert_eq!(shm.server(0, 1).active(), 41);
+}
+
+#[test]
+fn in_flight_counting_keeps_the_peak_and_never_wraps() {
+    let shm = Shm::create(&[1], 1).unwrap();
+    let sh = shm.server(0, 0);
+    sh.begin_request();
+    sh.begin_request();
+    sh.end_request();
+    sh.begin_request();
+    let st = sh.stats();
+    assert_eq!((st.active, st.max_active, st.requests), (2, 2, 3));
+    for _ in 0..5 {
+        sh.end_request();
+    }
+    let st = sh.stats();
+    assert_eq!((st.active, st.max_active), (0, 2));
+    sh.count_bytes(10, 20);
+    sh.count_bytes(1, 2);
+    let st = sh.stats();
+    assert_eq!((st.bytes_in, st.bytes_out), (11, 22));
+}
+
+#[test]
+fn admin_transitions_stamp_last_change_only_on_a_change() {
+    let shm = Shm::create(&[1], 1).unwrap();
+    let sh = shm.server(0, 0);
+    sh.init(1, None, 5);
+    assert!(sh.is_ready());
+    assert!(!sh.set_admin(AdminState::Ready));
+    assert_eq!(sh.stats().last_change, 5);
+    for state in [AdminState::Drain, AdminState::Maint] {
+        assert!(sh.set_admin(state));
+        assert_eq!(sh.admin(), state);
+        assert!(!sh.is_ready());
+        assert!(!sh.stats().is_ready());
+        assert!(sh.stats().last_change > 5);
+        assert!(!sh.set_admin(state));
+    }
+    assert!(sh.set_admin(AdminState::Ready));
+    assert!(sh.is_ready() && sh.stats().is_ready());
+    for state in AdminState::ALL {
+        assert_eq!(AdminState::parse(state.word()), Some(state));
+        assert_eq!(state.word().to_uppercase(), state.status_word());
+    }
+    assert_eq!(AdminState::parse("READY"), None);
+}
+
+#[test]
+fn weights_stay_in_bounds_and_changes_bump_the_epoch() {
+    let shm = Shm::create(&[2], 1).unwrap();
+    let epoch = shm.upstream(0).weights_epoch();
+    assert_eq!(shm.set_weight(0, 1, 3), Ok(true));
+    assert_eq!(shm.upstream(0).weights_epoch(), epoch + 1);
+    // The same weight again is no change.
+    assert_eq!(shm.set_weight(0, 1, 3), Ok(false));
+    assert_eq!(shm.upstream(0).weights_epoch(), epoch + 1);
+    // Out of range: refused, nothing changes.
+    assert_eq!(
+        shm.set_weight(0, 1, MAX_WEIGHT + 1),
+        Err(WeightOutOfRange(MAX_WEIGHT + 1))
+    );
+    assert_eq!(shm.server(0, 1).weight(), 3);
+    assert_eq!(shm.upstream(0).weights_epoch(), epoch + 1);
+    assert_eq!(shm.set_weight(0, 1, MAX_WEIGHT), Ok(true));
+    // Weight 0 takes the server out of picking.
+    shm.server(0, 0).init(1, None, 0);
+    assert!(shm.server(0, 0).is_ready());
+    assert_eq!(shm.set_weight(0, 0, 0), Ok(true));
+    assert!(!shm.server(0, 0).is_ready());
+}
+
+#[test]
+fn passive_failures_mark_down_at_max_fails_and_responses_reset_them() {
+    let shm = Shm::create(&[1], 1).unwrap();
+    let sh = shm.server(0, 0);
+    let now = monotonic_ms();
+    assert_eq!(sh.mark_failure(3, 10_000), None);
+    assert_eq!(sh.mark_failure(3, 10_000), None);
+    // A response in between starts the count again.
+    sh.count_response(204);
+    assert_eq!(sh.mark_failure(3, 10_000), None);
+    assert_eq!(sh.mark_failure(3, 10_000), None);
+    assert!(!sh.passively_down(now));
+    assert_eq!(sh.mark_failure(3, 10_000), Some(3));
+    assert!(sh.passively_down(now));
+    assert!(!sh.passively_down(now + 20_000));
+    // The count restarted with the mark.
+    assert_eq!(sh.mark_failure(3, 10_000), None);
+}
+
+#[test]
+fn responses_count_by_class() {
+    let shm = Shm::create(&[1], 1).unwrap();
+    let sh = shm.server(0, 0);
+    for status in [100, 200, 299, 302, 404, 503, 600, 99] {
+        sh.count_response(status);
+    }
+    assert_eq!(sh.stats().responses, [1, 2, 1, 1, 1, 2]);
+}
+
+#[test]
+fn health_transitions_count_downs_downtime_and_clear_passive_marks() {
+    let shm = Shm::create(&[1], 1).unwrap();
+    let sh = shm.server(0, 0);
+    sh.init(1, Some(3), 0);
+    assert_eq!(
+        sh.health_state(),
+        HealthState {
+            counter: 3,
+            down: false
+        }
+    );
+    let failed = LastCheck::Failed {
+        code: 503,
+        duration: Duration::from_millis(7),
+    };
+    let down = |_| HealthState {
+        counter: 0,
+        down: true,
+    };
+    // Still UP: no transition, but the check is recorded.
+    assert_eq!(
+        sh.record_check(failed, |h| HealthState {
+            counter: h.counter - 1,
+            ..h
+        }),
+        None
+    );
+    let st = sh.stats();
+    assert_eq!((st.check_fails, st.health.counter), (1, 2));
+    assert_eq!(st.last_check, failed);
+    assert_eq!(sh.record_check(failed, down), Some(HealthChange::WentDown));
+    assert!(!sh.is_ready());
+    assert_eq!(sh.record_check(failed, down), None);
+    let st = sh.stats();
+    assert_eq!((st.check_fails, st.check_downs), (3, 1));
+    // A passive mark from before the outage...
+    assert_eq!(sh.mark_failure(1, 60_000), Some(1));
+    let passed = LastCheck::Passed {
+        code: 0,
+        duration: Duration::from_micros(1500),
+    };
+    let up = |_| HealthState {
+        counter: 3,
+        down: false,
+    };
+    assert!(matches!(
+        sh.record_check(passed, up),
+        Some(HealthChange::WentUp { .. })
+    ));
+    // ...is gone once checks say UP.
+    assert!(sh.is_ready() && !sh.passively_down(monotonic_ms()));
+    let st = sh.stats();
+    assert_eq!(st.last_check, passed);
+    assert_eq!(st.last_check.duration().as_millis(), 1);
+    assert_eq!(st.check_downs, 1);
+}
+
+#[test]
+fn reload_carries_admin_runtime_weight_and_health_over() {
+    let old = Shm::create(&[2], 1).unwrap();
+    old.server(0, 0).init(5, Some(3), 100);
+    old.server(0, 1).init(5, Some(3), 100);
+    old.server(0, 0).set_admin(AdminState::Drain);
+    old.set_weight(0, 0, 9).unwrap();
+    let failed = LastCheck::Failed {
+        code: 0,
+        duration: Duration::ZERO,
+    };
+    old.server(0, 0).record_check(failed, |_| HealthState {
+        counter: 0,
+        down: true,
+    });
+    let new = Shm::create(&[2], 1).unwrap();
+    for s in 0..2 {
+        new.server(0, s).init(6, Some(4), 200);
+    }
+    // Server 0: both generations check it. Server 1: the new one only
+    // (health stays fully UP) and its weight was never changed at runtime
+    // (the new configured weight wins).
+    new.server(0, 0).carry_over(old.server(0, 0), 5, Some(4));
+    new.server(0, 1).carry_over(old.server(0, 1), 5, None);
+    let (a, b) = (new.server(0, 0).stats(), new.server(0, 1).stats());
+    assert_eq!(
+        (a.admin, a.weight, a.health.down),
+        (AdminState::Drain, 9, true)
+    );
+    assert_eq!(a.last_change, old.server(0, 0).stats().last_change);
+    assert_eq!(
+        (b.admin, b.weight, b.health),
+        (
+            AdminState::Ready,
+            6,
+            HealthState {
+                counter: 4,
+                down: false
+            }
+        )
+    );
+    assert_eq!(b.last_change, 100);
+}
+
+#[test]
+fn worker_slots_count_connections_without_wrapping() {
+    let shm = Shm::create(&[1], 2).unwrap();
+    let w = shm.worker(1);
+    w.connection_opened();
+    w.connection_opened();
+    w.connection_closed();
+    w.connection_closed();
+    w.connection_closed();
+    w.count_accept_wakeup();
+    w.set_accepting(AcceptState::SteppedAside);
+    w.heartbeat(1234);
+    shm.worker(0).connection_opened();
+    let t = shm.worker_totals();
+    assert_eq!(
+        (t.conns_current, t.conns_total, t.accept_wakeups),
+        (1, 3, 1)
+    );
+    assert_eq!(w.conns_current(), 0);
+    assert_eq!(w.accepting(), AcceptState::SteppedAside);
+    assert_eq!(w.heartbeat_ms(), 1234);
+    assert_eq!(shm.worker(0).accepting(), AcceptState::NotAccepting);
+}
+
+#[test]
+fn durations_fall_into_their_buckets() {
+    let shm = Shm::create(&[1], 1).unwrap();
+    let up = shm.upstream(0);
+    up.observe(Duration::from_millis(3));
+    up.observe(Duration::from_millis(5));
+    up.observe(Duration::from_secs(11));
+    let d = up.durations();
+    assert_eq!(d.buckets[0], 2);
+    assert_eq!(d.buckets[DURATION_BUCKETS.len()], 1);
+    assert_eq!((d.count, d.sum_us), (3, 11_008_000));
+}

@@ -1,0 +1,77 @@
+//! Per-upstream shared state: the request-duration histogram, and the
+//! weights epoch the workers' consistent-hash rings follow.
+
+use std::sync::atomic::{
+    AtomicU32, AtomicU64,
+    Ordering::{Acquire, Relaxed, Release},
+};
+use std::time::Duration;
+
+/// Upper bounds (seconds) of the request-duration histogram buckets.
+pub const DURATION_BUCKETS: [f64; 11] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// Per-upstream values every worker must agree on.
+#[repr(C, align(64))]
+pub struct UpstreamShared {
+    /// Bumped whenever a weight changes (consistent-hash rings rebuild).
+    weights_epoch: AtomicU32,
+    /// Request durations (dispatch to end of response): cumulative-free
+    /// bucket counts for `DURATION_BUCKETS` plus +Inf, sum and count.
+    duration_buckets: [AtomicU64; DURATION_BUCKETS.len() + 1],
+    duration_sum_us: AtomicU64,
+    duration_count: AtomicU64,
+}
+
+/// A copy of an upstream's duration histogram.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Durations {
+    /// Per bucket (not cumulative), the last one +Inf.
+    pub buckets: [u64; DURATION_BUCKETS.len() + 1],
+    /// Sum of the durations, microseconds.
+    pub sum_us: u64,
+    pub count: u64,
+}
+
+impl UpstreamShared {
+    /// Counts one request's duration. Relaxed: the histogram's parts are
+    /// read one by one anyway (Prometheus tolerates a scrape that sees a
+    /// bucket one request ahead of the count).
+    #[inline]
+    pub fn observe(&self, d: Duration) {
+        let secs = d.as_secs_f64();
+        let i = DURATION_BUCKETS
+            .iter()
+            .position(|&b| secs <= b)
+            .unwrap_or(DURATION_BUCKETS.len());
+        self.duration_buckets[i].fetch_add(1, Relaxed);
+        self.duration_sum_us
+            .fetch_add(d.as_micros() as u64, Relaxed);
+        self.duration_count.fetch_add(1, Relaxed);
+    }
+
+    pub fn durations(&self) -> Durations {
+        Durations {
+            buckets: std::array::from_fn(|k| self.duration_buckets[k].load(Relaxed)),
+            sum_us: self.duration_sum_us.load(Relaxed),
+            count: self.duration_count.load(Relaxed),
+        }
+    }
+
+    /// The weights epoch. Acquire pairs with the Release in
+    /// [`bump_weights_epoch`](Self::bump_weights_epoch): a worker that sees
+    /// a new epoch also sees the weight changed before it, so it never
+    /// builds a ring from the old weight and files it under the new epoch
+    /// (it would then keep that ring until the next change). On x86 an
+    /// Acquire load is the same instruction as a Relaxed one.
+    #[inline]
+    pub fn weights_epoch(&self) -> u32 {
+        self.weights_epoch.load(Acquire)
+    }
+
+    /// After a weight changed (see `weights_epoch`).
+    pub(super) fn bump_weights_epoch(&self) {
+        self.weights_epoch.fetch_add(1, Release);
+    }
+}
