@@ -60,11 +60,12 @@ impl UpstreamShared {
     }
 
     /// The weights epoch. Acquire pairs with the Release in
-    /// [`bump_weights_epoch`](Self::bump_weights_epoch): a worker that sees
-    /// a new epoch also sees the weight changed before it, so it never
-    /// builds a ring from the old weight and files it under the new epoch
-    /// (it would then keep that ring until the next change). On x86 an
-    /// Acquire load is the same instruction as a Relaxed one.
+    /// `bump_weights_epoch`: a worker that sees a new epoch also sees the
+    /// weight changed before it, so it never builds a ring from the old
+    /// weight and files it under the new epoch (it would then keep that
+    /// ring until the next change). On x86 an Acquire load is the same
+    /// instruction as a Relaxed one, and a Release fetch_add the same
+    /// locked add.
     #[inline]
     pub fn weights_epoch(&self) -> u32 {
         self.weights_epoch.load(Acquire)
