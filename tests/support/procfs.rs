@@ -1,0 +1,259 @@
+//! Process and socket inspection over /proc, signals, [`Paused`] processes.
+
+use std::fs;
+use std::io::{self};
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::time::Duration;
+
+use super::*;
+
+/// Fields of /proc/PID/stat the tests need.
+#[derive(Debug, Clone)]
+pub struct ProcStat {
+    pub pid: i32,
+    pub comm: String,
+    pub state: char,
+    pub ppid: i32,
+}
+
+pub fn proc_stat(pid: i32) -> Option<ProcStat> {
+    let text = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let open = text.find('(')?;
+    let close = text.rfind(')')?;
+    let comm = text[open + 1..close].to_owned();
+    let mut rest = text[close + 1..].split_whitespace();
+    let state = rest.next()?.chars().next()?;
+    let ppid = rest.next()?.parse().ok()?;
+    Some(ProcStat {
+        pid,
+        comm,
+        state,
+        ppid,
+    })
+}
+
+/// A `kB` field of /proc/PID/status (e.g. "VmRSS", "VmHWM"), in KiB.
+pub fn proc_status_kib(pid: i32, field: &str) -> Option<u64> {
+    let text = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    text.lines().find_map(|l| {
+        let rest = l.strip_prefix(field)?.strip_prefix(':')?;
+        rest.trim().trim_end_matches("kB").trim().parse().ok()
+    })
+}
+
+/// /proc/PID/comm without the newline.
+pub fn comm(pid: i32) -> Option<String> {
+    fs::read_to_string(format!("/proc/{pid}/comm"))
+        .ok()
+        .map(|s| s.trim_end_matches('\n').to_owned())
+}
+
+/// Whether `pid` is a live (not zombie) process whose name starts with "forklb".
+pub fn forklb_alive(pid: i32) -> bool {
+    match proc_stat(pid) {
+        Some(st) => st.state != 'Z' && st.state != 'X' && st.comm.starts_with("forklb"),
+        None => false,
+    }
+}
+
+/// Live (not zombie) children of `ppid`, sorted.
+pub fn children_of(ppid: i32) -> Vec<i32> {
+    let mut out = Vec::new();
+    let Ok(dir) = fs::read_dir("/proc") else {
+        return out;
+    };
+    for entry in dir.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        if let Some(st) = proc_stat(pid) {
+            if st.ppid == ppid && st.state != 'Z' && st.state != 'X' {
+                out.push(pid);
+            }
+        }
+    }
+    out.sort_unstable();
+    out
+}
+
+pub fn descendants_of(pid: i32) -> Vec<i32> {
+    let mut out = Vec::new();
+    let mut todo = vec![pid];
+    while let Some(p) = todo.pop() {
+        for c in children_of(p) {
+            out.push(c);
+            todo.push(c);
+        }
+    }
+    out
+}
+
+/// Sends `sig` to `pid`; false if the process does not exist.
+pub fn kill(pid: i32, sig: i32) -> bool {
+    // SAFETY: kill(2) has no memory-safety preconditions.
+    unsafe { libc::kill(pid, sig) == 0 }
+}
+
+/// Live children of `master` named `forklb-worker`, sorted.
+pub fn workers_of(master: i32) -> Vec<i32> {
+    children_of(master)
+        .into_iter()
+        .filter(|&p| comm(p).as_deref() == Some("forklb-worker"))
+        .collect()
+}
+
+/// Live children of `pid` named `forklb-master` (masters started by USR2), sorted.
+pub fn masters_under(pid: i32) -> Vec<i32> {
+    children_of(pid)
+        .into_iter()
+        .filter(|&p| comm(p).as_deref() == Some("forklb-master"))
+        .collect()
+}
+
+/// The pid in a pid file, if it exists and holds one followed by a newline.
+pub fn read_pid_file(path: &Path) -> Option<i32> {
+    let text = fs::read_to_string(path).ok()?;
+    if !text.ends_with('\n') {
+        return None;
+    }
+    text.trim().parse().ok()
+}
+
+/// Freezes `pid` (so it cannot fork replacements) and SIGKILLs it with
+/// everything below it. Only forklb processes are touched.
+pub fn kill_tree(pid: i32) {
+    if !forklb_alive(pid) {
+        return;
+    }
+    kill(pid, libc::SIGSTOP);
+    for p in descendants_of(pid) {
+        if forklb_alive(p) {
+            kill(p, SIGKILL);
+        }
+    }
+    kill(pid, SIGKILL);
+}
+
+/// The four ids (real, effective, saved, filesystem) of the `Uid:` line of
+/// /proc/PID/status.
+pub fn proc_uids(pid: i32) -> Option<Vec<u32>> {
+    let text = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = text.lines().find(|l| l.starts_with("Uid:"))?;
+    line["Uid:".len()..]
+        .split_whitespace()
+        .map(|v| v.parse().ok())
+        .collect()
+}
+
+/// Whether the test runs as root.
+pub fn running_as_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// Inodes of the TCP sockets listening on 127.0.0.1:`port` (/proc/net/tcp).
+pub fn listening_socket_inodes(port: u16) -> Vec<u64> {
+    let want = format!("0100007F:{port:04X}");
+    let text = fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+    text.lines()
+        .skip(1)
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.len() > 9 && f[1] == want && f[3] == "0A").then(|| f[9].parse().ok())?
+        })
+        .collect()
+}
+
+/// Inodes of the sockets open in process `pid` (/proc/PID/fd).
+pub fn socket_inodes_of(pid: i32) -> Vec<u64> {
+    let Ok(dir) = fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return Vec::new();
+    };
+    dir.flatten()
+        .filter_map(|e| {
+            let target = fs::read_link(e.path()).ok()?;
+            let t = target.to_str()?;
+            t.strip_prefix("socket:[")?.strip_suffix(']')?.parse().ok()
+        })
+        .collect()
+}
+
+/// Whether a connection to 127.0.0.1:`port` is refused right now.
+pub fn port_refuses(port: u16) -> bool {
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    matches!(
+        TcpStream::connect_timeout(&addr, Duration::from_millis(500)),
+        Err(e) if e.kind() == io::ErrorKind::ConnectionRefused
+    )
+}
+
+/// A numeric field of /proc/PID/io (e.g. "wchar", "syscw").
+pub fn proc_io(pid: i32, field: &str) -> Option<u64> {
+    let text = fs::read_to_string(format!("/proc/{pid}/io")).ok()?;
+    text.lines().find_map(|l| {
+        let rest = l.strip_prefix(field)?.strip_prefix(':')?;
+        rest.trim().parse().ok()
+    })
+}
+
+/// Inodes of the established TCP connections from 127.0.0.1 to
+/// 127.0.0.1:`port` (/proc/net/tcp), i.e. the client ends.
+pub fn connections_to(port: u16) -> Vec<u64> {
+    let want = format!("0100007F:{port:04X}");
+    let text = fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+    text.lines()
+        .skip(1)
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.len() > 9 && f[2] == want && f[3] == "01").then(|| f[9].parse().ok())?
+        })
+        .collect()
+}
+
+/// Inode of the established TCP socket 127.0.0.1:`local` → 127.0.0.1:`remote`
+/// (/proc/net/tcp), e.g. a proxy's upstream connection seen from the
+/// backend as [`Request::peer`].
+pub fn tcp_socket_inode(local: u16, remote: u16) -> Option<u64> {
+    let (l, r) = (
+        format!("0100007F:{local:04X}"),
+        format!("0100007F:{remote:04X}"),
+    );
+    let text = fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+    text.lines().skip(1).find_map(|line| {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        (f.len() > 9 && f[1] == l && f[2] == r && f[3] == "01").then(|| f[9].parse().ok())?
+    })
+}
+
+/// A process stopped with SIGSTOP (e.g. a worker, so that the other
+/// workers accept every new connection); SIGCONT on drop.
+pub struct Paused {
+    pid: i32,
+}
+
+impl Paused {
+    /// Stops `pid` and waits until it is stopped (state `T`).
+    pub fn new(pid: i32) -> Paused {
+        assert!(kill(pid, libc::SIGSTOP), "SIGSTOP {pid}");
+        let stopped = wait_until(Duration::from_secs(5), || {
+            proc_stat(pid).is_some_and(|s| s.state == 'T')
+        });
+        assert!(stopped, "process {pid} did not stop");
+        Paused { pid }
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.pid
+    }
+}
+
+impl Drop for Paused {
+    fn drop(&mut self) {
+        kill(self.pid, libc::SIGCONT);
+    }
+}
