@@ -49,23 +49,14 @@ fn start(extra: &str) -> Setup {
 fn start_on(a: Backend, b: Backend, extra: &str) -> Setup {
     let dir = TempDir::new("adminsock");
     let sock = dir.join("admin.sock");
-    let yaml = format!(
-        "workers: 2\n\
-         admin: {{socket: \"{}\"}}\n\
-         {extra}\
-         listeners:\n\
-         \x20 - name: web\n\
-         \x20   bind: [\"127.0.0.1:$PORT\"]\n\
-         \x20   routes: [{{upstream: main}}]\n\
-         upstreams:\n\
-         \x20 main:\n\
-         \x20   servers:\n\
-         \x20     - {{name: a, addr: \"{}\"}}\n\
-         \x20     - {{name: b, addr: \"{}\"}}\n",
-        sock.display(),
-        a.addr(),
-        b.addr()
-    );
+    let yaml = ConfigBuilder::new()
+        .workers(2)
+        .admin_socket(&sock)
+        .raw(extra)
+        .listener("web", &["127.0.0.1:$PORT"])
+        .route(Route::to("main"))
+        .upstream("main", [Srv::new("a", a.addr()), Srv::new("b", b.addr())])
+        .build();
     let lb = Forklb::start(&yaml);
     assert!(
         wait_until(Duration::from_secs(5), || sock.exists()),
@@ -209,11 +200,16 @@ fn socket_permissions_and_levels() {
     let a = Backend::start("a");
     let dir = TempDir::new("adminlvl");
     let sock = dir.join("user.sock");
-    let yaml = format!(
-        "workers: 1\nadmin: {{socket: \"{}\", mode: \"0660\", level: user}}\n{}",
-        sock.display(),
-        proxy_config_for(1, &[&a]).replace("workers: 1\n", "")
-    );
+    let yaml = standard_config(1)
+        .set(
+            "admin",
+            format!(
+                "{{socket: {}, mode: \"0660\", level: user}}",
+                yaml_str(&sock.display().to_string())
+            ),
+        )
+        .upstream("web", [Srv::of(&a).weight(1)])
+        .build();
     let lb = Forklb::start(&yaml);
     assert!(wait_until(Duration::from_secs(5), || sock.exists()));
     assert_eq!(

@@ -9,6 +9,7 @@
 mod support;
 
 use std::fs;
+use std::net::SocketAddr;
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -21,28 +22,31 @@ use support::*;
 /// Two workers; `/v` answered by forklb with `body`, everything else proxied
 /// to `b`; listening on `binds` (`$PORT` allowed).
 fn route_config(b: &Backend, body: &str, binds: &[&str]) -> String {
-    let binds = binds
-        .iter()
-        .map(|a| format!("\"{a}\""))
-        .collect::<Vec<_>>()
-        .join(", ");
-    format!(
-        "workers: 2\n\
-         log_level: info\n\
-         shutdown_timeout: 10s\n\
-         listeners:\n\
-         \x20 - name: web\n\
-         \x20   bind: [{binds}]\n\
-         \x20   routes:\n\
-         \x20     - path: /v\n\
-         \x20       return: {{status: 200, body: \"{body}\"}}\n\
-         \x20     - upstream: web\n\
-         upstreams:\n\
-         \x20 web:\n\
-         \x20   servers:\n\
-         \x20     - {{name: b1, addr: \"{}\"}}\n",
-        b.addr()
-    )
+    ConfigBuilder::new()
+        .workers(2)
+        .log_level("info")
+        .shutdown_timeout("10s")
+        .listener("web", binds)
+        .route(Route::path("/v").ret(200, body))
+        .route(Route::to("web"))
+        .upstream("web", [Srv::new("b1", b.addr())])
+        .build()
+}
+
+/// Two workers, an access log at `access` in `format`; `/dead/` to `dead`
+/// (nothing listens there; no retries), everything else to `b`.
+fn dead_route_config(b: &Backend, dead: SocketAddr, access: &Path, format: &str) -> ConfigBuilder {
+    ConfigBuilder::new()
+        .workers(2)
+        .log_level("info")
+        .shutdown_timeout("10s")
+        .access_log(access, format)
+        .listener("web", &["127.0.0.1:$PORT"])
+        .route(Route::path("/dead/").upstream("dead"))
+        .route(Route::to("web"))
+        .upstream("web", [Srv::addr(b.addr())])
+        .upstream("dead", [Srv::addr(dead)])
+        .upstream_opt("retries: 0")
 }
 
 /// Load check for [`route_config`]: `/v` is "v1" or "v2", the rest "b1".
@@ -295,29 +299,7 @@ fn usr1_reopens_error_and_access_logs() {
     let dead = refused_addr();
     let logs = TempDir::new("usr1");
     let access = logs.join("access.log");
-    let yaml = format!(
-        "workers: 2\n\
-         log_level: info\n\
-         shutdown_timeout: 10s\n\
-         access_log: {{path: \"{}\", format: combined}}\n\
-         listeners:\n\
-         \x20 - name: web\n\
-         \x20   bind: [\"127.0.0.1:$PORT\"]\n\
-         \x20   routes:\n\
-         \x20     - path: /dead/\n\
-         \x20       upstream: dead\n\
-         \x20     - upstream: web\n\
-         upstreams:\n\
-         \x20 web:\n\
-         \x20   servers:\n\
-         \x20     - {{addr: \"{}\"}}\n\
-         \x20 dead:\n\
-         \x20   retries: 0\n\
-         \x20   servers:\n\
-         \x20     - {{addr: \"{dead}\"}}\n",
-        access.display(),
-        b.addr()
-    );
+    let yaml = dead_route_config(&b, dead, &access, "combined").build();
     let lb = Forklb::start(&yaml);
     let port = lb.port();
     let error_log = lb.error_log_path().to_owned();
@@ -389,32 +371,8 @@ fn usr1_reopens_error_and_access_logs() {
 #[test]
 fn quit_finishes_in_flight_request_then_stops_listening() {
     let b = Backend::start("b1");
-    let slow = Backend::start_with(
-        "slow",
-        BackendOpts {
-            delay: Duration::from_millis(1500),
-            ..Default::default()
-        },
-    );
-    let yaml = format!(
-        "workers: 2\n\
-         log_level: info\n\
-         shutdown_timeout: 10s\n\
-         listeners:\n\
-         \x20 - name: web\n\
-         \x20   bind: [\"127.0.0.1:$PORT\"]\n\
-         \x20   routes:\n\
-         \x20     - path: /slow/\n\
-         \x20       upstream: slow\n\
-         \x20     - upstream: web\n\
-         upstreams:\n\
-         \x20 web:\n\
-         \x20   servers: [{{addr: \"{}\"}}]\n\
-         \x20 slow:\n\
-         \x20   servers: [{{addr: \"{}\"}}]\n",
-        b.addr(),
-        slow.addr()
-    );
+    let slow = slow_backend(Duration::from_millis(1500));
+    let yaml = slow_config(2, &b, &slow);
     let mut lb = Forklb::start(&yaml);
     let port = lb.port();
     let master = lb.master_pid();
@@ -749,25 +707,7 @@ fn repeated_hup_under_new_connection_load() {
 
 /// Two upstreams: `/slow/` to `slow`, the rest to `web`.
 fn slow_config(workers: usize, web: &Backend, slow: &Backend) -> String {
-    format!(
-        "workers: {workers}\n\
-         log_level: info\n\
-         shutdown_timeout: 10s\n\
-         listeners:\n\
-         \x20 - name: web\n\
-         \x20   bind: [\"127.0.0.1:$PORT\"]\n\
-         \x20   routes:\n\
-         \x20     - path: /slow/\n\
-         \x20       upstream: slow\n\
-         \x20     - upstream: web\n\
-         upstreams:\n\
-         \x20 web:\n\
-         \x20   servers: [{{addr: \"{}\"}}]\n\
-         \x20 slow:\n\
-         \x20   servers: [{{addr: \"{}\"}}]\n",
-        web.addr(),
-        slow.addr()
-    )
+    side_route_config(workers, web, "slow", slow).build()
 }
 
 fn slow_backend(delay: Duration) -> Backend {
@@ -972,28 +912,9 @@ fn privileged_workers_reload_and_reopen_logs() {
     let dead = refused_addr();
     let logs = TempDir::new("privlogs");
     let access = logs.join("access.log");
-    let yaml = format!(
-        "user: nobody\n\
-         workers: 2\n\
-         log_level: info\n\
-         shutdown_timeout: 10s\n\
-         access_log: {{path: \"{}\", format: json}}\n\
-         listeners:\n\
-         \x20 - name: web\n\
-         \x20   bind: [\"127.0.0.1:$PORT\"]\n\
-         \x20   routes:\n\
-         \x20     - path: /dead/\n\
-         \x20       upstream: dead\n\
-         \x20     - upstream: web\n\
-         upstreams:\n\
-         \x20 web:\n\
-         \x20   servers: [{{addr: \"{}\"}}]\n\
-         \x20 dead:\n\
-         \x20   retries: 0\n\
-         \x20   servers: [{{addr: \"{dead}\"}}]\n",
-        access.display(),
-        b.addr()
-    );
+    let yaml = dead_route_config(&b, dead, &access, "json")
+        .user("nobody")
+        .build();
     let lb = Forklb::start(&yaml);
     let port = lb.port();
     let gen1 = lb.wait_workers(2, Duration::from_secs(5));

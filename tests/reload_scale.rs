@@ -8,7 +8,6 @@
 
 mod support;
 
-use std::fmt::Write as _;
 use std::io::Write as _;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -31,32 +30,17 @@ fn addr(k: usize) -> String {
 }
 
 fn big_config(admin: &Path) -> String {
-    let mut y = format!(
-        "workers: 1\n\
-         admin: {{socket: \"{}\"}}\n\
-         listeners:\n\
-         \x20 - name: web\n\
-         \x20   bind: [\"127.0.0.1:$PORT\"]\n\
-         \x20   routes:\n\
-         \x20     - path: /healthz\n\
-         \x20       return: {{status: 200, body: \"ok\\n\"}}\n\
-         \x20     - upstream: big\n\
-         upstreams:\n\
-         \x20 big:\n\
-         \x20   servers:\n",
-        admin.display()
-    );
-    for k in 0..SERVERS / 2 {
-        let _ = writeln!(y, "      - {{name: s{k}, addr: \"{}\"}}", addr(k));
-    }
+    let first_half = (0..SERVERS / 2).map(|k| Srv::new(&format!("s{k}"), addr(k)));
+    let mut c = ConfigBuilder::new()
+        .admin_socket(admin)
+        .listener("web", &["127.0.0.1:$PORT"])
+        .route(Route::healthz())
+        .route(Route::to("big"))
+        .upstream("big", first_half);
     for k in SERVERS / 2..SERVERS {
-        let _ = writeln!(
-            y,
-            "  u{k}:\n    servers: [{{name: s{k}, addr: \"{}\"}}]",
-            addr(k)
-        );
+        c = c.upstream(&format!("u{k}"), [Srv::new(&format!("s{k}"), addr(k))]);
     }
-    y
+    c.build()
 }
 
 /// utime + stime of `pid`.

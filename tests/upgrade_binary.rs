@@ -242,25 +242,9 @@ fn slow_download_started_before_usr2_arrives_byte_exact() {
             ..Default::default()
         },
     );
-    let yaml = format!(
-        "workers: 2\n\
-         log_level: info\n\
-         shutdown_timeout: 20s\n\
-         listeners:\n\
-         \x20 - name: web\n\
-         \x20   bind: [\"127.0.0.1:$PORT\"]\n\
-         \x20   routes:\n\
-         \x20     - path: /big/\n\
-         \x20       upstream: big\n\
-         \x20     - upstream: web\n\
-         upstreams:\n\
-         \x20 web:\n\
-         \x20   servers: [{{addr: \"{}\"}}]\n\
-         \x20 big:\n\
-         \x20   servers: [{{addr: \"{}\"}}]\n",
-        web.addr(),
-        big.addr()
-    );
+    let yaml = side_route_config(2, &web, "big", &big)
+        .shutdown_timeout("20s")
+        .build();
     let mut lb = Forklb::start(&yaml);
     let port = lb.port();
     let old = lb.master_pid();

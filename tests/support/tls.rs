@@ -192,20 +192,6 @@ impl TestCa {
     }
 }
 
-/// The `certificates:` list of a TLS listener (flow style, one entry a line,
-/// indented for `listeners[N].tls`), for the given (cert, key) paths.
-pub fn certificates_yaml(pairs: &[(PathBuf, PathBuf)]) -> String {
-    let mut y = String::from("    tls:\n      certificates:\n");
-    for (c, k) in pairs {
-        y.push_str(&format!(
-            "        - {{cert: \"{}\", key: \"{}\"}}\n",
-            c.display(),
-            k.display()
-        ));
-    }
-    y
-}
-
 // ---------------------------------------------------------------------------
 // Client
 
