@@ -654,9 +654,7 @@ fn tls_early_origin(cert: &TestCert, answer: &'static [u8]) -> (SocketAddr, Arc<
 #[test]
 fn tls_upstream_early_413_is_relayed() {
     let dir = TempDir::new("early-tls-up");
-    let ca = support::tls::TestCa::new("forklb test CA");
-    let ca_path = dir.join("ca.pem");
-    ca.write(&ca_path);
+    let (ca, ca_path) = support::tls::TestCa::in_dir(dir.path());
     let (addr, answered) = tls_early_origin(&ca.issue(&["origin.test"]), EARLY_413);
     let cfg = tls_upstream_config("origin.test", &ca_path, addr)
         .log_level("debug")

@@ -92,15 +92,6 @@ fn wait_new_generation(lb: &Forklb, old: &[i32], n: usize) -> Vec<i32> {
     now
 }
 
-fn wait_all_exited(pids: &[i32], timeout: Duration) -> Vec<i32> {
-    let mut alive = Vec::new();
-    wait_until(timeout, || {
-        alive = pids.iter().copied().filter(|&p| forklb_alive(p)).collect();
-        alive.is_empty()
-    });
-    alive
-}
-
 #[test]
 fn hup_reload_starts_a_new_generation_without_failed_requests() {
     let b = Backend::start("b1");
@@ -408,13 +399,10 @@ fn quit_finishes_in_flight_request_then_stops_listening() {
         )
     });
     assert_eq!((r.status, r.body_str()), (200, "slow".to_owned()), "{r:?}");
-    let status = lb.wait_exit(Duration::from_secs(5));
-    assert!(
-        status.is_some(),
-        "master still running 5 s after the last request\n{}",
-        lb.diagnostics()
+    lb.expect_exit_0(
+        Duration::from_secs(5),
+        "master still running 5 s after the last request",
     );
-    assert_eq!(status.unwrap().code(), Some(0), "{status:?}");
     assert!(!lb.pid_file().exists(), "pid file left behind");
     assert!(port_refuses(port), "port {port} accepts after exit");
     assert!(
@@ -464,6 +452,23 @@ impl Daemon {
 
     fn error_log(&self) -> String {
         fs::read_to_string(self.dir.join("error.log")).unwrap_or_default()
+    }
+
+    /// Waits (5 s at most) for the daemon's pid file and returns (and
+    /// remembers, for Drop) the pid it names.
+    fn wait_pid_file(&mut self) -> i32 {
+        let mut pid = None;
+        assert!(
+            wait_until(Duration::from_secs(5), || {
+                pid = read_pid_file(&self.pid_file);
+                pid.is_some()
+            }),
+            "no pid file from the daemon\n{}",
+            self.error_log()
+        );
+        let pid = pid.unwrap();
+        self.pid = Some(pid);
+        pid
     }
 
     /// forklb masters whose command line names our configuration file.
@@ -532,17 +537,7 @@ fn daemon_serves_and_quits(args: &[&str], yaml_extra: &str) {
     );
     eprintln!("foreground command exited after {:?}", started.elapsed());
 
-    let mut pid = None;
-    assert!(
-        wait_until(Duration::from_secs(5), || {
-            pid = read_pid_file(&d.pid_file);
-            pid.is_some()
-        }),
-        "no pid file from the daemon\n{}",
-        d.error_log()
-    );
-    let pid = pid.unwrap();
-    d.pid = Some(pid);
+    let pid = d.wait_pid_file();
     assert_ne!(pid, fg_pid, "the pid file names the foreground process");
     assert_eq!(comm(pid).as_deref(), Some("forklb-master"));
     assert!(forklb_alive(pid));
@@ -610,14 +605,23 @@ fn passwd_uid(name: &str) -> Option<u32> {
     })
 }
 
-#[test]
-fn workers_drop_privileges_master_stays_root() {
+/// The uid of `nobody` if the tests run as root and it exists; else says
+/// why the test is skipped, and None.
+fn nobody_uid_if_root() -> Option<u32> {
     if !running_as_root() {
         eprintln!("skipped: privilege drop needs the tests to run as root");
-        return;
+        return None;
     }
-    let Some(nobody) = passwd_uid("nobody") else {
+    let uid = passwd_uid("nobody");
+    if uid.is_none() {
         eprintln!("skipped: no user nobody in /etc/passwd");
+    }
+    uid
+}
+
+#[test]
+fn workers_drop_privileges_master_stays_root() {
+    let Some(nobody) = nobody_uid_if_root() else {
         return;
     };
     let b = Backend::start("b1");
@@ -849,17 +853,7 @@ fn daemon_binary_upgrade_keeps_running_in_the_background() {
         .status()
         .unwrap();
     assert_eq!(status.code(), Some(0));
-    let mut old = None;
-    assert!(
-        wait_until(Duration::from_secs(5), || {
-            old = read_pid_file(&d.pid_file);
-            old.is_some()
-        }),
-        "no pid file\n{}",
-        d.error_log()
-    );
-    let old = old.unwrap();
-    d.pid = Some(old);
+    let old = d.wait_pid_file();
     let load = Load::start(d.port);
     load.expect_progress(100, "before USR2");
 
@@ -900,12 +894,7 @@ fn daemon_binary_upgrade_keeps_running_in_the_background() {
 
 #[test]
 fn privileged_workers_reload_and_reopen_logs() {
-    if !running_as_root() {
-        eprintln!("skipped: privilege drop needs the tests to run as root");
-        return;
-    }
-    let Some(nobody) = passwd_uid("nobody") else {
-        eprintln!("skipped: no user nobody in /etc/passwd");
+    let Some(nobody) = nobody_uid_if_root() else {
         return;
     };
     let b = Backend::start("b1");

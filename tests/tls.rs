@@ -470,9 +470,7 @@ fn eight_mib_bodies_both_ways_over_tls() {
 #[test]
 fn https_upstream_gets_sni_and_host_and_connections_are_pooled() {
     let dir = TempDir::new("tls-up");
-    let ca = TestCa::new("forklb test CA");
-    let ca_path = dir.join("ca.pem");
-    ca.write(&ca_path);
+    let (ca, ca_path) = TestCa::in_dir(dir.path());
     let tb = TlsBackend::start("tlsb", &ca.issue(&["one.one.one.one"]));
     let cfg = tls_upstream_config("one.one.one.one", &ca_path, tb.addr())
         .upstream_opt("host_header: one.one.one.one")
@@ -514,9 +512,7 @@ fn https_upstream_gets_sni_and_host_and_connections_are_pooled() {
 fn https_upstream_carries_8_mib_bodies_both_ways_from_a_tls_listener() {
     const SIZE: usize = 8 << 20;
     let dir = TempDir::new("tls-up-big");
-    let ca = TestCa::new("forklb test CA");
-    let ca_path = dir.join("ca.pem");
-    ca.write(&ca_path);
+    let (ca, ca_path) = TestCa::in_dir(dir.path());
     let tb = TlsBackend::start("tlsb", &ca.issue(&["origin.test"]));
     let front = TestCert::self_signed(&["a.test"]);
     let cfg = ConfigBuilder::new()
@@ -607,9 +603,7 @@ fn concurrent_tls_clients_on_two_workers() {
 #[test]
 fn pooled_tls_upstream_connection_closed_by_backend_is_detected() {
     let dir = TempDir::new("tls-up-stale");
-    let ca = TestCa::new("forklb test CA");
-    let ca_path = dir.join("ca.pem");
-    ca.write(&ca_path);
+    let (ca, ca_path) = TestCa::in_dir(dir.path());
     let tb = TlsBackend::start_with(
         "tlsb",
         &ca.issue(&["origin.test"]),
@@ -642,9 +636,7 @@ fn pooled_tls_upstream_connection_closed_by_backend_is_detected() {
 #[test]
 fn stalled_upstream_tls_handshake_fails_in_bounded_time() {
     let dir = TempDir::new("tls-up-stall");
-    let ca = TestCa::new("forklb test CA");
-    let ca_path = dir.join("ca.pem");
-    ca.write(&ca_path);
+    let (ca, ca_path) = TestCa::in_dir(dir.path());
     let tb = TlsBackend::start_with(
         "stall",
         &ca.issue(&["origin.test"]),
@@ -698,9 +690,7 @@ fn verification_error_lines(lb: &Forklb, server: &str) -> Vec<String> {
 #[test]
 fn upstream_certificate_verification_failures_give_502_and_are_logged() {
     let dir = TempDir::new("tls-verify");
-    let ca = TestCa::new("forklb test CA");
-    let ca_path = dir.join("ca.pem");
-    ca.write(&ca_path);
+    let (ca, ca_path) = TestCa::in_dir(dir.path());
     // Self-signed: not trusted by ca.pem.
     let untrusted = TlsBackend::start("untrusted", &TestCert::self_signed(&["one.one.one.one"]));
     // Trusted, but for another name than the SNI forklb is told to use.

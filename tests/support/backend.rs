@@ -229,6 +229,17 @@ pub struct Backend {
     thread: Option<JoinHandle<()>>,
 }
 
+/// A [`Backend`] that answers the paths of `scripts` as they say.
+pub fn scripted(name: &str, scripts: Vec<Script>) -> Backend {
+    Backend::start_with(
+        name,
+        BackendOpts {
+            scripts,
+            ..Default::default()
+        },
+    )
+}
+
 impl Backend {
     pub fn start(name: &str) -> Backend {
         Backend::start_with(name, BackendOpts::default())

@@ -236,6 +236,14 @@ impl Forklb {
         }
     }
 
+    /// Waits up to `timeout` for the master to exit, and asserts that it did
+    /// (else panics with `still_running` and the diagnostics), with status 0.
+    pub fn expect_exit_0(&mut self, timeout: Duration, still_running: &str) {
+        let status = self.wait_exit(timeout);
+        assert!(status.is_some(), "{still_running}\n{}", self.diagnostics());
+        assert_eq!(status.unwrap().code(), Some(0), "{status:?}");
+    }
+
     /// Replaces the configuration file with `yaml` (same treatment as at
     /// start: `$PORT` replaced, the `pid_file`/`error_log` (`upgrade_sock`)
     /// lines put first), e.g. before sending HUP.

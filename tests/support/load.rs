@@ -342,3 +342,16 @@ pub fn concurrently<T: Send + 'static>(
 pub fn count_of<T: PartialEq>(items: &[T], what: &T) -> usize {
     items.iter().filter(|x| *x == what).count()
 }
+
+/// The bodies of `threads` × `per_thread` GETs of `{prefix}/{t}/{i}`, each
+/// on a new connection (`Connection: close`), from `threads` client threads
+/// at once; every one must answer 200.
+pub fn burst_bodies(port: u16, prefix: &str, threads: usize, per_thread: usize) -> Vec<String> {
+    let prefix = prefix.to_owned();
+    concurrently(threads, per_thread, move |t, i| {
+        let path = format!("{prefix}/{t}/{i}");
+        let r = get_with(port, &path, &[("Connection", "close")]);
+        assert_eq!(r.status, 200, "{path}: {r:?}");
+        r.body_str()
+    })
+}

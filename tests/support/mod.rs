@@ -3,6 +3,7 @@
 //! Every integration test file compiles this module on its own (`mod support;`)
 //! and uses only part of it, hence the `allow` below. One file per concern:
 //!
+//! * [`admin`]: [`socat`], [`admin_cmd`]: the admin socket, as operators drive it.
 //! * [`basics`]: [`free_port`], [`refused_addr`], [`wait_until`], [`TempDir`],
 //!   [`pseudo_random_bytes`].
 //! * [`wire`]: reading HTTP/1.1 messages off a socket (client and backends).
@@ -16,8 +17,8 @@
 //!   answers ([`EarlyScript`]), closing idle keep-alive connections, a
 //!   streamed pattern body of any size, the request path as the body.
 //! * [`procfs`]: processes and sockets seen through /proc, signals, [`Paused`].
-//! * [`config`]: the standard configurations [`proxy_config`] and
-//!   [`upstream_config`].
+//! * [`config`]: [`ConfigBuilder`] and the standard shapes [`proxy_config`]
+//!   and [`upstream_config`].
 //! * [`forklb`]: [`Forklb`] runs the `forklb` binary in the foreground on a
 //!   generated configuration in a private temporary folder, and inspects its
 //!   processes; [`run_forklb`] runs it once (`-t`, `-V`, ...).
@@ -32,6 +33,7 @@
 
 use std::time::Duration;
 
+pub mod admin;
 pub mod backend;
 pub mod basics;
 pub mod client;
@@ -44,6 +46,7 @@ pub mod procfs;
 pub mod tls;
 pub mod wire;
 
+pub use admin::*;
 pub use backend::*;
 pub use basics::*;
 pub use client::*;

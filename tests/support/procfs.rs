@@ -257,3 +257,14 @@ impl Drop for Paused {
         kill(self.pid, libc::SIGCONT);
     }
 }
+
+/// Waits up to `timeout` until none of `pids` is a live forklb process;
+/// returns those still alive (empty: all exited).
+pub fn wait_all_exited(pids: &[i32], timeout: Duration) -> Vec<i32> {
+    let mut alive = Vec::new();
+    wait_until(timeout, || {
+        alive = pids.iter().copied().filter(|&p| forklb_alive(p)).collect();
+        alive.is_empty()
+    });
+    alive
+}

@@ -190,6 +190,15 @@ impl TestCa {
     pub fn write(&self, path: &Path) {
         write_atomically(path, self.cert_pem.as_bytes());
     }
+
+    /// A CA named "forklb test CA", written to `ca.pem` in `dir` (returned
+    /// with that path, for `ca:` keys).
+    pub fn in_dir(dir: &Path) -> (TestCa, PathBuf) {
+        let ca = TestCa::new("forklb test CA");
+        let ca_path = dir.join("ca.pem");
+        ca.write(&ca_path);
+        (ca, ca_path)
+    }
 }
 
 // ---------------------------------------------------------------------------
