@@ -131,26 +131,7 @@ impl Conn {
     /// Reads the next message head, interim (1xx) or final, without reading
     /// any body: the returned `Response` has an empty body.
     pub fn read_next_head(&mut self) -> io::Result<Response> {
-        let (start, headers) = self.wire.read_head()?.ok_or_else(|| {
-            io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "connection closed before a response",
-            )
-        })?;
-        let mut parts = start.splitn(3, ' ');
-        let version = parts.next().unwrap_or("").to_owned();
-        let status: u16 = parts
-            .next()
-            .and_then(|s| s.parse().ok())
-            .ok_or_else(|| invalid(format!("bad status line {start:?}")))?;
-        let reason = parts.next().unwrap_or("").to_owned();
-        Ok(Response {
-            version,
-            status,
-            reason,
-            headers,
-            body: Vec::new(),
-        })
+        self.wire.read_response_head()
     }
 
     /// Reads exactly `n` bytes (after whatever was already read).

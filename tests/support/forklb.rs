@@ -467,22 +467,13 @@ impl Forklb {
     /// upstream connection it came on, if that connection is still open.
     /// Reads /proc once, so it stays quick for many requests.
     pub fn workers_of(&self, backend: &Backend, reqs: &[Request]) -> Vec<Option<i32>> {
-        let remote = format!("0100007F:{:04X}", backend.port());
-        let text = fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+        let remote = loopback(backend.port());
         // local port → inode of the established connections to the backend.
-        let mut inode_of = std::collections::HashMap::new();
-        for line in text.lines().skip(1) {
-            let f: Vec<&str> = line.split_whitespace().collect();
-            if f.len() > 9 && f[2] == remote && f[3] == "01" {
-                let port = f[1]
-                    .rsplit(':')
-                    .next()
-                    .and_then(|p| u16::from_str_radix(p, 16).ok());
-                if let (Some(port), Ok(inode)) = (port, f[9].parse::<u64>()) {
-                    inode_of.insert(port, inode);
-                }
-            }
-        }
+        let inode_of: std::collections::HashMap<u16, u64> = tcp_rows()
+            .into_iter()
+            .filter(|r| r.remote == remote && r.state == "01")
+            .filter_map(|r| Some((r.local_port()?, r.inode)))
+            .collect();
         let owners: Vec<(i32, Vec<u64>)> = self
             .worker_pids()
             .into_iter()

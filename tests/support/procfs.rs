@@ -156,16 +156,58 @@ pub fn running_as_root() -> bool {
     unsafe { libc::geteuid() == 0 }
 }
 
-/// Inodes of the TCP sockets listening on 127.0.0.1:`port` (/proc/net/tcp).
-pub fn listening_socket_inodes(port: u16) -> Vec<u64> {
-    let want = format!("0100007F:{port:04X}");
+/// One socket of /proc/net/tcp (IPv4).
+#[derive(Debug, Clone)]
+pub struct TcpRow {
+    /// Local and remote address as the kernel writes them, e.g.
+    /// `0100007F:1F90` (see [`loopback`]).
+    pub local: String,
+    pub remote: String,
+    /// `01` established, `0A` listening.
+    pub state: String,
+    pub inode: u64,
+}
+
+impl TcpRow {
+    /// The local port.
+    pub fn local_port(&self) -> Option<u16> {
+        let hex = self.local.rsplit(':').next()?;
+        u16::from_str_radix(hex, 16).ok()
+    }
+}
+
+/// The sockets of /proc/net/tcp (none if it cannot be read).
+pub fn tcp_rows() -> Vec<TcpRow> {
     let text = fs::read_to_string("/proc/net/tcp").unwrap_or_default();
     text.lines()
         .skip(1)
         .filter_map(|l| {
             let f: Vec<&str> = l.split_whitespace().collect();
-            (f.len() > 9 && f[1] == want && f[3] == "0A").then(|| f[9].parse().ok())?
+            if f.len() <= 9 {
+                return None;
+            }
+            Some(TcpRow {
+                local: f[1].to_owned(),
+                remote: f[2].to_owned(),
+                state: f[3].to_owned(),
+                inode: f[9].parse().ok()?,
+            })
         })
+        .collect()
+}
+
+/// 127.0.0.1:`port` as /proc/net/tcp writes it.
+pub fn loopback(port: u16) -> String {
+    format!("0100007F:{port:04X}")
+}
+
+/// Inodes of the TCP sockets listening on 127.0.0.1:`port` (/proc/net/tcp).
+pub fn listening_socket_inodes(port: u16) -> Vec<u64> {
+    let want = loopback(port);
+    tcp_rows()
+        .into_iter()
+        .filter(|r| r.local == want && r.state == "0A")
+        .map(|r| r.inode)
         .collect()
 }
 
@@ -204,14 +246,11 @@ pub fn proc_io(pid: i32, field: &str) -> Option<u64> {
 /// Inodes of the established TCP connections from 127.0.0.1 to
 /// 127.0.0.1:`port` (/proc/net/tcp), i.e. the client ends.
 pub fn connections_to(port: u16) -> Vec<u64> {
-    let want = format!("0100007F:{port:04X}");
-    let text = fs::read_to_string("/proc/net/tcp").unwrap_or_default();
-    text.lines()
-        .skip(1)
-        .filter_map(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            (f.len() > 9 && f[2] == want && f[3] == "01").then(|| f[9].parse().ok())?
-        })
+    let want = loopback(port);
+    tcp_rows()
+        .into_iter()
+        .filter(|r| r.remote == want && r.state == "01")
+        .map(|r| r.inode)
         .collect()
 }
 
@@ -219,15 +258,11 @@ pub fn connections_to(port: u16) -> Vec<u64> {
 /// (/proc/net/tcp), e.g. a proxy's upstream connection seen from the
 /// backend as [`Request::peer`].
 pub fn tcp_socket_inode(local: u16, remote: u16) -> Option<u64> {
-    let (l, r) = (
-        format!("0100007F:{local:04X}"),
-        format!("0100007F:{remote:04X}"),
-    );
-    let text = fs::read_to_string("/proc/net/tcp").unwrap_or_default();
-    text.lines().skip(1).find_map(|line| {
-        let f: Vec<&str> = line.split_whitespace().collect();
-        (f.len() > 9 && f[1] == l && f[2] == r && f[3] == "01").then(|| f[9].parse().ok())?
-    })
+    let (l, r) = (loopback(local), loopback(remote));
+    tcp_rows()
+        .into_iter()
+        .find(|row| row.local == l && row.remote == r && row.state == "01")
+        .map(|row| row.inode)
 }
 
 /// A process stopped with SIGSTOP (e.g. a worker, so that the other

@@ -220,41 +220,49 @@ impl<S: Read> Wire<S> {
         }
     }
 
+    /// Reads the next response head, interim (1xx) or final, as a
+    /// `Response` with an empty body; a closed connection is an error.
+    pub(crate) fn read_response_head(&mut self) -> io::Result<Response> {
+        let (start, headers) = self.read_head()?.ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "connection closed before a response",
+            )
+        })?;
+        let mut parts = start.splitn(3, ' ');
+        let version = parts.next().unwrap_or("").to_owned();
+        let status: u16 = parts
+            .next()
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| invalid(format!("bad status line {start:?}")))?;
+        let reason = parts.next().unwrap_or("").to_owned();
+        Ok(Response {
+            version,
+            status,
+            reason,
+            headers,
+            body: Vec::new(),
+        })
+    }
+
     /// Reads the next final response (1xx skipped); `head_request`: the
     /// request was a HEAD, so the response has no body.
     pub(crate) fn read_response(&mut self, head_request: bool) -> io::Result<Response> {
         loop {
-            let (start, headers) = self.read_head()?.ok_or_else(|| {
-                io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    "connection closed before a response",
-                )
-            })?;
-            let mut parts = start.splitn(3, ' ');
-            let version = parts.next().unwrap_or("").to_owned();
-            let status: u16 = parts
-                .next()
-                .and_then(|s| s.parse().ok())
-                .ok_or_else(|| invalid(format!("bad status line {start:?}")))?;
-            let reason = parts.next().unwrap_or("").to_owned();
-            if !version.starts_with("HTTP/1.") {
-                return Err(invalid(format!("bad status line {start:?}")));
+            let mut r = self.read_response_head()?;
+            if !r.version.starts_with("HTTP/1.") {
+                return Err(invalid(format!(
+                    "bad status line {:?}",
+                    format!("{} {} {}", r.version, r.status, r.reason)
+                )));
             }
-            if (100..200).contains(&status) {
+            if (100..200).contains(&r.status) {
                 continue;
             }
-            let body = if head_request || status == 204 || status == 304 {
-                Vec::new()
-            } else {
-                self.read_body(&headers, true)?
-            };
-            return Ok(Response {
-                version,
-                status,
-                reason,
-                headers,
-                body,
-            });
+            if !(head_request || r.status == 204 || r.status == 304) {
+                r.body = self.read_body(&r.headers, true)?;
+            }
+            return Ok(r);
         }
     }
 }
