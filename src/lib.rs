@@ -13,6 +13,7 @@ pub mod balance;
 pub mod buffer;
 pub mod cli;
 pub mod config;
+pub mod event;
 pub mod health;
 pub mod http;
 pub mod log;

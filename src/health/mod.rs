@@ -16,7 +16,7 @@
 pub mod counter;
 
 use crate::config::HealthKind;
-use crate::proxy::Stream;
+use crate::event::Stream;
 use crate::route::{HealthRt, Runtime};
 use crate::shm::{self, Shm};
 use crate::signals::{self, SignalSet};

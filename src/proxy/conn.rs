@@ -28,11 +28,12 @@
 use super::body::{Body, Ends, Relay, RelayStep};
 use super::io::{self, Io};
 use super::pool::Pool;
-use super::stream::Stream;
-use super::{upstream_token, Side, UpstreamOwners, POOLED};
+use super::Side;
 use crate::access_log::{self, AccessLog};
 use crate::balance::{hash_bytes, Balancer, PickCtx};
 use crate::buffer::{Buf, BufPool, VecPool};
+use crate::event::token::{upstream_token, UpstreamOwners, POOLED};
+use crate::event::Stream;
 use crate::http::date::DateCache;
 use crate::http::{self, errors, request, response, rewrite, Framing};
 use crate::route::{Action, HashKey, Runtime};
