@@ -96,8 +96,8 @@ struct Worker {
     date: DateCache,
 }
 
-/// Runs the worker; returns the process exit code.
-pub fn run(setup: WorkerSetup) -> i32 {
+/// Runs the worker until it is told to stop (Ok) or cannot go on (Err).
+pub fn run(setup: WorkerSetup) -> io::Result<()> {
     let run = |mut w: Worker| {
         let result = w.run();
         // Peers must not wait for an exiting worker to take connections.
@@ -106,13 +106,7 @@ pub fn run(setup: WorkerSetup) -> i32 {
         w.publish_accepting();
         result
     };
-    match Worker::new(setup).and_then(run) {
-        Ok(()) => 0,
-        Err(e) => {
-            log::error!("worker failed: {e}");
-            2
-        }
-    }
+    Worker::new(setup).and_then(run)
 }
 
 impl Worker {
