@@ -68,31 +68,130 @@ def functions(text):
     return out
 
 
+def paths_after(prefix, text):
+    """Every path used after `prefix::`, as a list of segments, with use
+    groups expanded: `crate::{a, b::{c, d}}` -> [a], [b, c], [b, d]."""
+    out = []
+    for m in re.finditer(r"(?<!::)\b" + prefix + r"::", text):
+        out.extend(expand(text, m.end()))
+    return out
+
+
+def expand(text, i):
+    """Paths starting at text[i] (just after a `::`)."""
+    if text.startswith("{", i):
+        depth, j = 0, i
+        while j < len(text):
+            depth += {"{": 1, "}": -1}.get(text[j], 0)
+            if depth == 0:
+                break
+            j += 1
+        inner, out, start, depth = text[i + 1 : j], [], 0, 0
+        for k, ch in enumerate(inner + ","):
+            depth += {"{": 1, "}": -1}.get(ch, 0)
+            if ch == "," and depth == 0:
+                part = inner[start:k].strip()
+                start = k + 1
+                m = re.match(r"(\w+)((?:::\w+)*)(::)?", part)
+                if not m or m.group(1) == "self":
+                    continue
+                head = [m.group(1)] + [p for p in m.group(2).split("::") if p]
+                if m.group(3):  # a nested group: b::{c, d}
+                    out.extend(head + rest for rest in expand(part, m.end()))
+                else:
+                    out.append(head)
+        return out
+    m = re.match(r"(\w+)((?:::\w+)*)(::\{)?", text[i:])
+    if not m:
+        return []
+    head = [m.group(1)] + [p for p in m.group(2).split("::") if p]
+    if m.group(3):
+        return [head + rest for rest in expand(text, i + m.end() - 1)]
+    return [head]
+
+
+def definitions(files):
+    """Item name -> the file module defining it, per top-level module; a
+    `pub use child::Item` re-export points at the child that defines it."""
+    defined, reexports = {}, {}
+    for mod, prod in files.items():
+        for name in re.findall(
+            r"^\s*pub(?:\([^)]*\))?\s+(?:const\s+|unsafe\s+)*(?:struct|enum|fn|const|type|trait|static)\s+(\w+)",
+            prod,
+            re.M,
+        ):
+            defined.setdefault(mod, set()).add(name)
+        for path in paths_after(r"pub\s+use\s+self", prod) + [
+            p for p in re.findall(r"^\s*pub\s+use\s+(\w+)::(\w+);", prod, re.M)
+        ] + [
+            p
+            for m in re.finditer(r"^\s*pub\s+use\s+(\w+)::(?=\{)", prod, re.M)
+            for p in [[m.group(1)] + rest for rest in expand(prod, m.end())]
+        ]:
+            path = list(path)
+            if len(path) >= 2 and path[0] not in ("crate", "super", "std"):
+                reexports[(mod, path[-1])] = f"{mod}::{path[0]}" if mod != "crate" else path[0]
+    return defined, reexports
+
+
+def resolve(module, segs, files, defined, reexports):
+    """The file module that `module::segs...` names: a file of that module,
+    or the file that defines (or, through re-exports, really defines) the
+    item."""
+    while segs:
+        child = f"{module}::{segs[0]}"
+        if child in files:
+            module, segs = child, segs[1:]
+            continue
+        if (module, segs[0]) in reexports:
+            module = reexports[(module, segs[0])]
+            continue
+        break
+    return module
+
+
 def main():
     per_module = {}
     longest = []
     edges = defaultdict(set)
     file_edges = defaultdict(set)
+    files = {}
     for path in rust_files():
         text = open(path, encoding="utf-8").read()
         prod = code_lines(text)
         mod = module_of(path)
+        files[mod] = prod
         per_module[mod] = (text.count("\n"), prod.count("\n"))
         for name, line, n in functions(prod):
             longest.append((n, f"{os.path.relpath(path, ROOT)}:{line}", name))
+    defined, reexports = definitions(files)
+    for mod, prod in files.items():
         top = mod.split("::")[0]
-        for used in re.findall(r"\bcrate::(\w+)((?:::\w+)*)", prod):
-            target = used[0]
-            if target != top and mod != "crate":
-                edges[top].add(target)
-            # Inside one top-level module: file -> sibling file.
-            parts = [used[0]] + [p for p in used[1].split("::") if p]
-            if parts[0] == top and len(parts) > 1 and "::" in mod:
-                file_edges[mod].add(f"{top}::{parts[1]}")
-        for sib in re.findall(r"\bsuper::(\w+)", prod):
-            if "::" in mod:
-                parent = mod.rsplit("::", 1)[0]
-                file_edges[mod].add(f"{parent}::{sib}")
+        for parts in paths_after("crate", prod):
+            if parts[0] != top and mod != "crate":
+                edges[top].add(parts[0])
+            # Inside one top-level module: file -> the file it names.
+            if parts[0] == top and "::" in mod:
+                target = resolve(top, parts[1:], files, defined, reexports)
+                if target != mod:
+                    file_edges[mod].add(target)
+        # A folder's mod.rs (or any file with children) naming a child by
+        # its relative path: `use children::Children`, `upgrade::run()`.
+        # `pub use child::Item` only re-exports (resolved above), so it is
+        # not counted as a use.
+        used_here = re.sub(r"^\s*pub(?:\([^)]*\))?\s+use\s[^;]*;", "", prod, flags=re.M)
+        for child in {m.split("::")[-1] for m in files if m.rsplit("::", 1)[0] == mod and "::" in m}:
+            if re.search(r"(?<![\w:])" + child + r"::", used_here):
+                file_edges[mod].add(f"{mod}::{child}")
+        if "::" in mod:
+            parent = mod.rsplit("::", 1)[0]
+            for parts in paths_after("super", prod):
+                base = parent
+                while parts and parts[0] == "super" and "::" in base:
+                    base, parts = base.rsplit("::", 1)[0], parts[1:]
+                target = resolve(base, parts, files, defined, reexports)
+                if target != mod:
+                    file_edges[mod].add(target)
 
     print("== lines per module (all / before the tests)")
     for mod, (total, prod) in sorted(per_module.items(), key=lambda kv: -kv[1][0]):
@@ -118,6 +217,7 @@ def main():
     if not circles and not longer:
         print("  none")
     print("\n== import circles between files of one module")
+    print("   (a file using an item of its folder's mod.rs counts as using mod.rs)")
     fc = set()
     for a in file_edges:
         for b in file_edges[a]:
@@ -125,7 +225,10 @@ def main():
                 fc.add(tuple(sorted((a, b))))
     for a, b in sorted(fc):
         print(f"  {a} <-> {b}")
-    if not fc:
+    flonger = [c for c in find_cycles(file_edges) if len(c) > 2]
+    for c in flonger:
+        print("  " + " -> ".join(c + [c[0]]))
+    if not fc and not flonger:
         print("  none")
 
     print("\n== repeated blocks of six or more lines (duplicates)")

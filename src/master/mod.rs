@@ -12,6 +12,7 @@ mod daemon;
 mod generation;
 mod handoff;
 mod lifetime;
+mod listening;
 pub mod notify;
 pub mod pidfile;
 mod privileges;
@@ -25,6 +26,7 @@ use crate::signals::{self, SignalSet};
 use child_exit::ChildError;
 use children::{backoff, signal_pids, Children};
 use generation::build_shm;
+use listening::BoundSocket;
 use mio::{Events, Poll, Token};
 use nix::unistd::Pid;
 use std::fmt;
@@ -73,14 +75,6 @@ impl std::error::Error for MasterError {}
 
 fn setup(what: &'static str) -> impl FnOnce(io::Error) -> MasterError {
     move |err| MasterError::Setup { what, err }
-}
-
-/// A listening socket owned by the master, for listener `listener` of the
-/// configuration.
-pub struct BoundSocket {
-    pub listener: usize,
-    pub addr: SocketAddr,
-    pub socket: TcpListener,
 }
 
 /// Where the master is in its life.
