@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Structure figures of the crate (issue 15's before/after): lines per
 module, the longest functions, import circles between top-level modules
-(and between files inside one), and the count of repeated blocks
+(and between files inside one), imports that go up against the layer order
+of the module map in src/lib.rs, and the count of repeated blocks
 (`duplicates`, when that command is on PATH).
 
     python3 tools/structure_report.py [--top N]
@@ -216,6 +217,23 @@ def main():
             print("  " + " -> ".join(c + [c[0]]))
     if not circles and not longer:
         print("  none")
+    print("\n== upward imports (against the layer order of src/lib.rs's module map)")
+    lib = open(os.path.join(SRC, "lib.rs"), encoding="utf-8").read()
+    order = re.findall(r"^//! - `(\w+)`", lib, re.M)
+    upward = sorted(
+        (a, b)
+        for a in edges
+        for b in edges[a]
+        if a in order and b in order and order.index(b) < order.index(a)
+    )
+    for a, b in upward:
+        print(f"  {a} -> {b}")
+    unlisted = sorted({m.split("::")[0] for m in per_module} - set(order) - {"crate"})
+    if unlisted:
+        print(f"  not in the map: {', '.join(unlisted)}")
+    if not upward and not unlisted:
+        print(f"  none ({len(order)} modules in the map)")
+
     print("\n== import circles between files of one module")
     print("   (a file using an item of its folder's mod.rs counts as using mod.rs)")
     fc = set()
