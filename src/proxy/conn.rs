@@ -127,8 +127,8 @@ const LINGERING_TIME: Duration = Duration::from_secs(30);
 /// Lingering ends when the client has sent nothing for this long.
 const LINGERING_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Most servers one request may try (1 + the largest `retries`).
-const MAX_TRIES: usize = 17;
+/// Most servers one request may try: the first, then each retry.
+const MAX_TRIES: usize = 1 + crate::config::MAX_RETRIES as usize;
 
 /// Per-request state.
 #[derive(Clone, Copy)]
