@@ -75,7 +75,7 @@ def paths_after(prefix, text):
     out = []
     for m in re.finditer(r"(?<!::)\b" + prefix + r"::", text):
         out.extend(expand(text, m.end()))
-    return out
+    return [p for p in out if p]
 
 
 def expand(text, i):
@@ -94,7 +94,10 @@ def expand(text, i):
                 part = inner[start:k].strip()
                 start = k + 1
                 m = re.match(r"(\w+)((?:::\w+)*)(::)?", part)
-                if not m or m.group(1) == "self":
+                if not m:
+                    continue
+                if m.group(1) == "self":  # `b::{self, c}` names b itself
+                    out.append([])
                     continue
                 head = [m.group(1)] + [p for p in m.group(2).split("::") if p]
                 if m.group(3):  # a nested group: b::{c, d}
@@ -111,31 +114,20 @@ def expand(text, i):
     return [head]
 
 
-def definitions(files):
-    """Item name -> the file module defining it, per top-level module; a
-    `pub use child::Item` re-export points at the child that defines it."""
-    defined, reexports = {}, {}
+def reexports_of(files):
+    """(module, item) -> the child module a `pub use child::Item` (or
+    `pub use child::{Item, ...}`) in that module's file points at."""
+    reexports = {}
     for mod, prod in files.items():
-        for name in re.findall(
-            r"^\s*pub(?:\([^)]*\))?\s+(?:const\s+|unsafe\s+)*(?:struct|enum|fn|const|type|trait|static)\s+(\w+)",
-            prod,
-            re.M,
-        ):
-            defined.setdefault(mod, set()).add(name)
-        for path in paths_after(r"pub\s+use\s+self", prod) + [
-            p for p in re.findall(r"^\s*pub\s+use\s+(\w+)::(\w+);", prod, re.M)
-        ] + [
-            p
-            for m in re.finditer(r"^\s*pub\s+use\s+(\w+)::(?=\{)", prod, re.M)
-            for p in [[m.group(1)] + rest for rest in expand(prod, m.end())]
-        ]:
-            path = list(path)
-            if len(path) >= 2 and path[0] not in ("crate", "super", "std"):
-                reexports[(mod, path[-1])] = f"{mod}::{path[0]}" if mod != "crate" else path[0]
-    return defined, reexports
+        for m in re.finditer(r"^\s*pub\s+use\s+(?:self::)?(\w+)::", prod, re.M):
+            for path in expand(prod, m.end()):
+                if m.group(1) not in ("crate", "super", "std") and path:
+                    child = f"{mod}::{m.group(1)}" if mod != "crate" else m.group(1)
+                    reexports[(mod, path[-1])] = child
+    return reexports
 
 
-def resolve(module, segs, files, defined, reexports):
+def resolve(module, segs, files, reexports):
     """The file module that `module::segs...` names: a file of that module,
     or the file that defines (or, through re-exports, really defines) the
     item."""
@@ -165,7 +157,7 @@ def main():
         per_module[mod] = (text.count("\n"), prod.count("\n"))
         for name, line, n in functions(prod):
             longest.append((n, f"{os.path.relpath(path, ROOT)}:{line}", name))
-    defined, reexports = definitions(files)
+    reexports = reexports_of(files)
     for mod, prod in files.items():
         top = mod.split("::")[0]
         for parts in paths_after("crate", prod):
@@ -173,7 +165,7 @@ def main():
                 edges[top].add(parts[0])
             # Inside one top-level module: file -> the file it names.
             if parts[0] == top and "::" in mod:
-                target = resolve(top, parts[1:], files, defined, reexports)
+                target = resolve(top, parts[1:], files, reexports)
                 if target != mod:
                     file_edges[mod].add(target)
         # A folder's mod.rs (or any file with children) naming a child by
@@ -182,7 +174,7 @@ def main():
         # not counted as a use.
         used_here = re.sub(r"^\s*pub(?:\([^)]*\))?\s+use\s[^;]*;", "", prod, flags=re.M)
         for child in {m.split("::")[-1] for m in files if m.rsplit("::", 1)[0] == mod and "::" in m}:
-            if re.search(r"(?<![\w:])" + child + r"::", used_here):
+            if re.search(r"(?<![\w:])(?:self::)?" + child + r"::", used_here):
                 file_edges[mod].add(f"{mod}::{child}")
         if "::" in mod:
             parent = mod.rsplit("::", 1)[0]
@@ -190,7 +182,7 @@ def main():
                 base = parent
                 while parts and parts[0] == "super" and "::" in base:
                     base, parts = base.rsplit("::", 1)[0], parts[1:]
-                target = resolve(base, parts, files, defined, reexports)
+                target = resolve(base, parts, files, reexports)
                 if target != mod:
                     file_edges[mod].add(target)
 
