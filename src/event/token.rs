@@ -4,6 +4,9 @@
 //! it serves a client connection and while it idles in the pool — so
 //! pooling never touches the epoll set; `UpstreamOwners` says whose it is.
 
+// The small functions are `#[inline]`: they run on every event, from
+// other modules' codegen units.
+
 use super::Slab;
 use mio::Token;
 
@@ -21,10 +24,12 @@ pub const POOLED: usize = usize::MAX;
 /// Upstream socket slot → the client connection slot using it, or `POOLED`.
 pub type UpstreamOwners = Slab<usize>;
 
+#[inline]
 pub fn client_token(slot: usize) -> Token {
     Token(FIRST_CONN_TOKEN + slot)
 }
 
+#[inline]
 pub fn upstream_token(up_slot: usize) -> Token {
     Token(FIRST_UPSTREAM_TOKEN + up_slot)
 }
@@ -35,6 +40,7 @@ pub enum TokenKind {
     Upstream(usize),
 }
 
+#[inline]
 pub fn token_kind(token: Token) -> Option<TokenKind> {
     if let Some(up) = token.0.checked_sub(FIRST_UPSTREAM_TOKEN) {
         return Some(TokenKind::Upstream(up));
