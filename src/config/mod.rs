@@ -9,7 +9,7 @@ mod validate;
 pub use index::ServerIndex;
 pub use schema::*;
 pub use units::{ByteSize, HumanDuration};
-pub use validate::{parse_status_range, ConfigError};
+pub use validate::{parse_status_range, ConfigError, MAX_RETRIES};
 
 use std::path::Path;
 use std::time::Duration;

@@ -10,8 +10,8 @@
 //!    (`listeners[0].routes[2].upstream`, `upstreams.web.servers[1].weight`, `workers`).
 //!    They also fill in what the runtime uses: absolute paths, `Listener::addrs`, server
 //!    names defaulting to `addr`, lowercased route hosts.
-//! 3. [`reject_unsupported`]: features the schema accepts but the proxy does not implement
-//!    yet. Delete its checks one by one as the features land.
+//! 3. TLS material ([`load_tls`]): listener certificates and keys (checked to belong
+//!    together) and upstream CA files, read now so `-t` and reloads catch every bad file.
 //! 4. Name resolution of the upstream servers (`Server::socket_addr`), last because it
 //!    may be slow.
 

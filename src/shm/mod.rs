@@ -41,8 +41,11 @@ pub struct Shm {
     upstreams_off: usize,
 }
 
-// The mapping is plain shared memory accessed only through atomics.
+// SAFETY: the raw pointer is a mapping this value owns for its whole life
+// (unmapped on drop), and every access through it is to an atomic, so
+// moving it to or sharing it with another thread cannot race.
 unsafe impl Send for Shm {}
+// SAFETY: as for Send: shared access only ever reads or writes atomics.
 unsafe impl Sync for Shm {}
 
 impl Shm {

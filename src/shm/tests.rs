@@ -11,8 +11,8 @@ fn layout_and_sharing_across_fork() {
     assert_eq!(shm.server(1, 2).weight(), 7);
     assert_eq!(shm.server(0, 0).weight(), 0);
     // A child's write is seen by the parent.
-    // SAFETY: the test process forks a child that only touches the mapping
-    // and exits with _exit (no destructors, no allocator state shared).
+    // SAFETY: the child only changes atomics and leaves with _exit,
+    // touching no lock another test thread might hold.
     match unsafe { nix::unistd::fork() }.unwrap() {
         nix::unistd::ForkResult::Child => {
             for _ in 0..42 {
@@ -21,7 +21,8 @@ fn layout_and_sharing_across_fork() {
             for _ in 0..9 {
                 shm.worker(1).count_request();
             }
-            // SAFETY: leaves the child at once, as a forked test child must.
+            // SAFETY: _exit ends the forked child without running the
+            // test harness's destructors and exit handlers twice.
             unsafe { libc::_exit(0) };
         }
         nix::unistd::ForkResult::Parent { child } => {
