@@ -33,7 +33,7 @@ impl Config {
         let mut effective = self.clone();
         effective.upgrade_sock = Some(self.upgrade_sock_path().to_owned());
         effective.upgrade_grace = Some(HumanDuration(self.upgrade_grace()));
-        serde_yaml::to_string(&effective)
+        serde_norway::to_string(&effective)
             .unwrap_or_else(|e| format!("# cannot print configuration: {e}\n"))
     }
 

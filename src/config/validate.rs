@@ -5,7 +5,7 @@
 //! 0. A bound on nesting depth ([`super::nesting`]), checked by one linear pass before the
 //!    YAML parser, whose time grows with the square of the depth.
 //! 1. YAML parsing into the schema types (syntax, types, unknown keys). Such errors carry
-//!    the `line:column` and, where serde_yaml knows it, the field path.
+//!    the `line:column` and, where serde_norway knows it, the field path.
 //! 2. Semantic checks ([`check`]), each error naming the exact field path
 //!    (`listeners[0].routes[2].upstream`, `upstreams.web.servers[1].weight`, `workers`).
 //!    They also fill in what the runtime uses: absolute paths, `Listener::addrs`, server
@@ -60,10 +60,10 @@ impl ConfigError {
         }
     }
 
-    /// Turns a serde_yaml error into a `ConfigError`: the location goes to `line_col`,
-    /// the field path prefix serde_yaml puts in front of the message goes to `path`, and
+    /// Turns a serde_norway error into a `ConfigError`: the location goes to `line_col`,
+    /// the field path prefix serde_norway puts in front of the message goes to `path`, and
     /// the ` at line X column Y` it appends is dropped (Display prints `:LINE:COL`).
-    fn from_yaml(file: &Path, e: &serde_yaml::Error) -> Self {
+    fn from_yaml(file: &Path, e: &serde_norway::Error) -> Self {
         let line_col = e.location().map(|l| (l.line(), l.column()));
         let mut message = e.to_string();
         if let Some((l, c)) = line_col {
@@ -85,7 +85,7 @@ impl ConfigError {
     }
 }
 
-/// Whether `s` is a serde_yaml field path such as `listeners[0].routes[1]` rather than the
+/// Whether `s` is a serde_norway field path such as `listeners[0].routes[1]` rather than the
 /// start of a message (messages have spaces or quotes before their first `": "`).
 fn looks_like_field_path(s: &str) -> bool {
     !s.is_empty()
@@ -134,7 +134,7 @@ pub fn from_yaml_str(text: &str, source: &Path) -> Result<Config, ConfigError> {
         });
     }
     let mut cfg: Config =
-        serde_yaml::from_str(text).map_err(|e| ConfigError::from_yaml(&source, &e))?;
+        serde_norway::from_str(text).map_err(|e| ConfigError::from_yaml(&source, &e))?;
     cfg.source = source.clone();
     if cfg.listeners.is_empty() && is_empty_document(text) {
         return Err(ConfigError::new(
@@ -167,8 +167,8 @@ fn absolute(path: &Path) -> Result<PathBuf, ConfigError> {
 /// True for a file with nothing but blanks and comments (or an explicit `null`).
 fn is_empty_document(text: &str) -> bool {
     matches!(
-        serde_yaml::from_str::<serde_yaml::Value>(text),
-        Ok(serde_yaml::Value::Null)
+        serde_norway::from_str::<serde_norway::Value>(text),
+        Ok(serde_norway::Value::Null)
     )
 }
 
