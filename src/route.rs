@@ -2,7 +2,7 @@
 //! routes (host match + path prefix → action), per upstream its servers.
 //! Built once per generation; workers only read it.
 
-use crate::config::{Balance, Config, HealthKind};
+use crate::config::{Balance, Config, HealthKind, RouteAction};
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -65,28 +65,7 @@ pub enum Action {
     Metrics,
 }
 
-/// What `balance: hash` hashes.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum HashKey {
-    Source,
-    Uri,
-    /// A request header (name lowercased).
-    Header(String),
-    /// A cookie's value.
-    Cookie(String),
-}
-
-impl HashKey {
-    /// Parses a validated `hash_key` (default: source).
-    pub fn parse(key: Option<&str>) -> HashKey {
-        match key.map(str::trim) {
-            Some("uri") => HashKey::Uri,
-            Some(k) if k.starts_with("header:") => HashKey::Header(k[7..].to_ascii_lowercase()),
-            Some(k) if k.starts_with("cookie:") => HashKey::Cookie(k[7..].to_owned()),
-            _ => HashKey::Source,
-        }
-    }
-}
+pub use crate::config::HashKey;
 
 /// Active health checks of an upstream's servers.
 #[derive(Debug, Clone)]
@@ -168,11 +147,10 @@ impl Runtime {
                     timeout: h.timeout.get(),
                     rise: h.rise.max(1),
                     fall: h.fall.max(1),
-                    expect: crate::config::parse_status_range(&h.expect_status)
-                        .unwrap_or((200, 399)),
+                    expect: (h.expect_status.low, h.expect_status.high),
                 }),
                 balance: u.balance,
-                hash_key: HashKey::parse(u.hash_key.as_deref()),
+                hash_key: u.hash_key.clone().unwrap_or(HashKey::Source),
                 max_fails: u.max_fails,
                 fail_timeout_ms: u.fail_timeout.get().as_millis() as u64,
                 retries: u.retries,
@@ -215,22 +193,21 @@ impl Runtime {
                     .routes
                     .iter()
                     .filter_map(|r| {
-                        let action = if let Some(u) = &r.upstream {
-                            Action::Upstream(*upstream_pos.get(u.as_str())?)
-                        } else if let Some(ret) = &r.return_ {
-                            Action::Return {
+                        let action = match &r.action {
+                            // Validated: every route names a defined upstream.
+                            RouteAction::Upstream(u) => {
+                                Action::Upstream(*upstream_pos.get(u.as_str())?)
+                            }
+                            RouteAction::Return(ret) => Action::Return {
                                 status: ret.status,
                                 content_type: ret.content_type.clone(),
                                 body: ret.body.clone().into_bytes(),
-                            }
-                        } else if let Some(red) = &r.redirect {
-                            Action::Redirect {
+                            },
+                            RouteAction::Redirect(red) => Action::Redirect {
                                 status: red.status,
-                                // Validated: parsing cannot fail here.
-                                to: crate::http::redirect::Template::parse(&red.to).ok()?,
-                            }
-                        } else {
-                            Action::Metrics
+                                to: red.to.template.clone(),
+                            },
+                            RouteAction::Metrics(_) => Action::Metrics,
                         };
                         Some(RouteRt {
                             host: HostMatch::parse(r.host.as_deref()),

@@ -2,14 +2,17 @@
 
 mod index;
 mod nesting;
+mod route_action;
+mod scalars;
 mod schema;
 mod units;
 mod validate;
 
 pub use index::ServerIndex;
+pub use scalars::{HashKey, RedirectTarget, StatusRange};
 pub use schema::*;
 pub use units::{ByteSize, HumanDuration};
-pub use validate::{parse_status_range, ConfigError};
+pub use validate::ConfigError;
 
 use std::path::Path;
 use std::time::Duration;

@@ -3,6 +3,8 @@
 //! `#[serde(skip)]` are filled in by validation (resolved addresses, absolute
 //! paths) and are what the runtime uses.
 
+pub use super::route_action::{Route, RouteAction};
+use super::scalars::{HashKey, RedirectTarget, StatusRange};
 use super::units::{ByteSize, HumanDuration};
 use serde::{de, Deserialize, Deserializer, Serialize, Serializer};
 use std::collections::HashSet;
@@ -287,25 +289,6 @@ pub struct CertKey {
     pub key: PathBuf,
 }
 
-/// One routing rule: a match (`host`, `path`) and exactly one action
-/// (`upstream`, `return`, `redirect`, `metrics`) — validation enforces "exactly one".
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct Route {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub host: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub path: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub upstream: Option<String>,
-    #[serde(default, rename = "return", skip_serializing_if = "Option::is_none")]
-    pub return_: Option<ReturnAction>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub redirect: Option<RedirectAction>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub metrics: Option<MetricsFormat>,
-}
-
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ReturnAction {
@@ -328,7 +311,7 @@ fn default_content_type() -> String {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RedirectAction {
-    pub to: String,
+    pub to: RedirectTarget,
     #[serde(default = "default_redirect_status")]
     pub status: u16,
 }
@@ -348,8 +331,9 @@ pub enum MetricsFormat {
 pub struct Upstream {
     #[serde(default)]
     pub balance: Balance,
+    /// Only with `balance: hash`; absent = `source`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub hash_key: Option<String>,
+    pub hash_key: Option<HashKey>,
     #[serde(default = "default_keepalive")]
     pub keepalive: usize,
     #[serde(default = "default_retries")]
@@ -436,7 +420,7 @@ pub struct Health {
     #[serde(default = "default_two")]
     pub fall: u32,
     #[serde(default = "default_expect_status")]
-    pub expect_status: String,
+    pub expect_status: StatusRange,
 }
 
 fn default_health_path() -> String {
@@ -448,8 +432,11 @@ fn default_one_second() -> HumanDuration {
 fn default_two() -> u32 {
     2
 }
-fn default_expect_status() -> String {
-    "200-399".to_owned()
+fn default_expect_status() -> StatusRange {
+    StatusRange {
+        low: 200,
+        high: 399,
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]

@@ -15,7 +15,9 @@
 //! 4. Name resolution of the upstream servers (`Server::socket_addr`), last because it
 //!    may be slow.
 
-use super::schema::{Balance, Config, Health, HealthKind, Route, Server, Upstream, Workers};
+use super::schema::{
+    Balance, Config, Health, HealthKind, Route, RouteAction, Server, Upstream, Workers,
+};
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr, ToSocketAddrs};
@@ -428,37 +430,6 @@ fn parse_bind(b: &str) -> Result<SocketAddr, String> {
 }
 
 fn check_route(at: &str, r: &mut Route, upstreams: &HashSet<&str>) -> Check {
-    let mut actions = Vec::new();
-    if r.upstream.is_some() {
-        actions.push("upstream");
-    }
-    if r.return_.is_some() {
-        actions.push("return");
-    }
-    if r.redirect.is_some() {
-        actions.push("redirect");
-    }
-    if r.metrics.is_some() {
-        actions.push("metrics");
-    }
-    match actions.len() {
-        0 => {
-            return invalid(
-                at,
-                "a route needs an action: upstream, return, redirect or metrics",
-            )
-        }
-        1 => {}
-        _ => {
-            return invalid(
-                at,
-                format!(
-                    "a route takes exactly one action, found {}",
-                    actions.join(" and ")
-                ),
-            )
-        }
-    }
     if let Some(host) = &mut r.host {
         *host = check_route_host(&format!("{at}.host"), host)?;
     }
@@ -496,64 +467,47 @@ fn check_route(at: &str, r: &mut Route, upstreams: &HashSet<&str>) -> Check {
             })?;
         *path = normal;
     }
-    if let Some(name) = &r.upstream {
-        if !upstreams.contains(name.as_str()) {
-            return invalid(
-                format!("{at}.upstream"),
-                format!("unknown upstream {name:?}"),
-            );
+    match &r.action {
+        RouteAction::Upstream(name) => {
+            if !upstreams.contains(name.as_str()) {
+                return invalid(
+                    format!("{at}.upstream"),
+                    format!("unknown upstream {name:?}"),
+                );
+            }
         }
-    }
-    if let Some(ret) = &r.return_ {
-        if !(100..=599).contains(&ret.status) || ret.status == 101 {
-            return invalid(
-                format!("{at}.return.status"),
-                format!(
-                    "status {} is out of range 100-599 (101 excluded)",
-                    ret.status
-                ),
-            );
+        RouteAction::Return(ret) => {
+            if !(100..=599).contains(&ret.status) || ret.status == 101 {
+                return invalid(
+                    format!("{at}.return.status"),
+                    format!(
+                        "status {} is out of range 100-599 (101 excluded)",
+                        ret.status
+                    ),
+                );
+            }
+            if ret.content_type.is_empty() {
+                return invalid(format!("{at}.return.content_type"), "must not be empty");
+            }
+            check_header_value(
+                &format!("{at}.return.content_type"),
+                "content type",
+                &ret.content_type,
+            )?;
         }
-        if ret.content_type.is_empty() {
-            return invalid(format!("{at}.return.content_type"), "must not be empty");
+        RouteAction::Redirect(red) => {
+            // `to` was parsed with the file (`RedirectTarget`).
+            if ![301, 302, 303, 307, 308].contains(&red.status) {
+                return invalid(
+                    format!("{at}.redirect.status"),
+                    format!(
+                        "status {} is not a redirect status (301, 302, 303, 307 or 308)",
+                        red.status
+                    ),
+                );
+            }
         }
-        check_header_value(
-            &format!("{at}.return.content_type"),
-            "content type",
-            &ret.content_type,
-        )?;
-    }
-    if let Some(red) = &r.redirect {
-        if ![301, 302, 303, 307, 308].contains(&red.status) {
-            return invalid(
-                format!("{at}.redirect.status"),
-                format!(
-                    "status {} is not a redirect status (301, 302, 303, 307 or 308)",
-                    red.status
-                ),
-            );
-        }
-        if red.to.is_empty() {
-            return invalid(
-                format!("{at}.redirect.to"),
-                "the redirect target must not be empty",
-            );
-        }
-        if red
-            .to
-            .contains(|c: char| c.is_whitespace() || c.is_control())
-        {
-            return invalid(
-                format!("{at}.redirect.to"),
-                format!(
-                    "redirect target {:?} may not contain spaces or control characters",
-                    red.to
-                ),
-            );
-        }
-        if let Err(e) = crate::http::redirect::Template::parse(&red.to) {
-            return invalid(format!("{at}.redirect.to"), e);
-        }
+        RouteAction::Metrics(_) => {}
     }
     Ok(())
 }
@@ -593,14 +547,12 @@ fn check_upstreams(cfg: &mut Config) -> Check {
                 format!("retries {} is out of range 0-{MAX_RETRIES}", up.retries),
             );
         }
-        if let Some(key) = &up.hash_key {
-            if up.balance != Balance::Hash {
-                return invalid(
-                    format!("{at}.hash_key"),
-                    "hash_key is only allowed with balance: hash",
-                );
-            }
-            check_hash_key(&format!("{at}.hash_key"), key)?;
+        // Its grammar was checked with the file (`HashKey`).
+        if up.hash_key.is_some() && up.balance != Balance::Hash {
+            return invalid(
+                format!("{at}.hash_key"),
+                "hash_key is only allowed with balance: hash",
+            );
         }
         if let Some(h) = &up.host_header {
             if h.is_empty() {
@@ -632,28 +584,6 @@ fn check_upstreams(cfg: &mut Config) -> Check {
     Ok(())
 }
 
-fn check_hash_key(field: &str, key: &str) -> Check {
-    let ok = match key {
-        "source" | "uri" => true,
-        _ => key
-            .strip_prefix("header:")
-            .or_else(|| key.strip_prefix("cookie:"))
-            .is_some_and(|n| {
-                !n.is_empty()
-                    && n.bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
-            }),
-    };
-    if ok {
-        Ok(())
-    } else {
-        invalid(
-            field,
-            format!("invalid hash_key {key:?}: expected source, uri, header:NAME or cookie:NAME"),
-        )
-    }
-}
-
 fn check_health(at: &str, h: &Health) -> Check {
     if h.interval.get().is_zero() {
         return invalid(format!("{at}.interval"), "must not be 0");
@@ -676,28 +606,7 @@ fn check_health(at: &str, h: &Health) -> Check {
             format!("path {:?} must start with '/' and have no spaces", h.path),
         );
     }
-    if parse_status_range(&h.expect_status).is_none() {
-        return invalid(
-            format!("{at}.expect_status"),
-            format!(
-                "invalid status range {:?}: expected e.g. \"200\" or \"200-399\"",
-                h.expect_status
-            ),
-        );
-    }
     Ok(())
-}
-
-/// Parses `"200"` or `"200-399"` (within 100-599, low ≤ high).
-pub fn parse_status_range(s: &str) -> Option<(u16, u16)> {
-    let (lo, hi) = match s.split_once('-') {
-        Some((a, b)) => (a.trim().parse().ok()?, b.trim().parse().ok()?),
-        None => {
-            let v: u16 = s.trim().parse().ok()?;
-            (v, v)
-        }
-    };
-    ((100..=599).contains(&lo) && (100..=599).contains(&hi) && lo <= hi).then_some((lo, hi))
 }
 
 fn check_servers(at: &str, up: &mut Upstream) -> Check {
@@ -848,6 +757,7 @@ fn resolve_server(s: &Server) -> Result<SocketAddr, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::{HashKey, StatusRange};
     use std::time::Duration;
 
     const SOURCE: &str = "/etc/forklb/forklb.yaml";
@@ -945,10 +855,12 @@ upstreams:
             l.addrs,
             vec!["127.0.0.1:8080".parse::<SocketAddr>().unwrap()]
         );
-        let ret = l.routes[0].return_.as_ref().unwrap();
+        let RouteAction::Return(ret) = &l.routes[0].action else {
+            panic!("{:?}", l.routes[0].action)
+        };
         assert_eq!((ret.status, ret.body.as_str()), (200, "ok\n"));
         assert_eq!(ret.content_type, "text/plain");
-        assert_eq!(l.routes[1].upstream.as_deref(), Some("web"));
+        assert!(matches!(&l.routes[1].action, RouteAction::Upstream(u) if u == "web"));
 
         let up = c.upstreams.get("web").unwrap();
         assert_eq!(up.balance, Balance::Roundrobin);
@@ -976,10 +888,10 @@ upstreams:
         let up = c.upstreams.get("web").unwrap();
         assert_eq!(up.servers[0].weight, 1);
         assert_eq!(up.servers[0].name, "127.0.0.1:9001");
-        assert_eq!(
-            c.listeners[0].routes[0].redirect.as_ref().unwrap().status,
-            302
-        );
+        assert!(matches!(
+            &c.listeners[0].routes[0].action,
+            RouteAction::Redirect(r) if r.status == 302
+        ));
     }
 
     #[test]
@@ -1273,7 +1185,7 @@ upstreams:
         let r = &c.listeners[0].routes;
         assert_eq!(r[0].host.as_deref(), Some("api.example.com"));
         assert_eq!(r[1].host.as_deref(), Some("*.example.com"));
-        assert_eq!(r[2].redirect.as_ref().unwrap().status, 308);
+        assert!(matches!(&r[2].action, RouteAction::Redirect(r) if r.status == 308));
     }
 
     #[test]
@@ -1379,10 +1291,10 @@ upstreams:
     #[test]
     fn hash_keys_accepted_by_the_format_check() {
         for key in ["source", "uri", "header:X-User", "cookie:session"] {
-            assert!(check_hash_key("k", key).is_ok(), "{key}");
+            assert!(HashKey::parse(key).is_ok(), "{key}");
         }
         for key in ["", "src", "header:", "cookie:a b", "header"] {
-            assert!(check_hash_key("k", key).is_err(), "{key}");
+            assert!(HashKey::parse(key).is_err(), "{key}");
         }
     }
 
@@ -1491,10 +1403,11 @@ upstreams:
             "upstreams.web.health.interval",
             "must not be 0",
         );
-        assert_eq!(parse_status_range("200-399"), Some((200, 399)));
-        assert_eq!(parse_status_range("204"), Some((204, 204)));
-        assert_eq!(parse_status_range("99"), None);
-        assert_eq!(parse_status_range("x"), None);
+        let range = |s| StatusRange::parse(s).ok().map(|r| (r.low, r.high));
+        assert_eq!(range("200-399"), Some((200, 399)));
+        assert_eq!(range("204"), Some((204, 204)));
+        assert_eq!(range("99"), None);
+        assert_eq!(range("x"), None);
     }
 
     #[test]
