@@ -97,7 +97,7 @@ pub fn run(config: &Config) -> i32 {
     let started = Instant::now();
     let mut saw_oldbin = false;
     let mut gave_up = None;
-    let step_timeout = config.upgrade_timeout.get();
+    let step_timeout = config.upgrade_timeout;
     let new = wait_for(step_timeout, || {
         if let Ok(p) = pidfile::read(&config.pid_file).map(|p| p as i32) {
             if p != old && procfs::is_running(p) {
@@ -153,7 +153,7 @@ pub fn run(config: &Config) -> i32 {
     if !send(old, Signal::SIGWINCH) {
         return EXIT_RUNTIME;
     }
-    let drain = config.shutdown_timeout.get() + Duration::from_secs(10);
+    let drain = config.shutdown_timeout + Duration::from_secs(10);
     let drained = wait_for(drain, || {
         procfs::children_named(old, "forklb-worker")
             .is_empty()

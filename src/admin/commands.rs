@@ -147,7 +147,7 @@ pub fn execute(cmd: &str, level: Level, v: &View) -> Outcome {
         ["get", "weight", target] => match find(v, target) {
             Ok((u, s)) => {
                 let cur = v.shm.server(u, s).weight.load(Relaxed);
-                let initial = v.config.upstreams.0[u].1.servers[s].weight;
+                let initial = v.config.upstreams[u].servers[s].weight;
                 text(format!("{cur} (initial {initial})\n"))
             }
             Err(e) => text(e),
@@ -204,8 +204,7 @@ fn find(v: &View, target: &str) -> Result<(usize, usize), String> {
     let Some(u) = v.config.upstreams.position(b) else {
         return Err("No such backend.\n".to_owned());
     };
-    let Some(i) = v.config.upstreams.0[u]
-        .1
+    let Some(i) = v.config.upstreams[u]
         .servers
         .iter()
         .position(|x| x.name == s)
@@ -220,7 +219,7 @@ fn set_weight(v: &View, target: &str, w: &str) -> Outcome {
         Ok(x) => x,
         Err(e) => return text(e),
     };
-    let up = &v.config.upstreams.0[u].1;
+    let up = &v.config.upstreams[u];
     let initial = up.servers[s].weight;
     let weight = if let Some(pct) = w.strip_suffix('%') {
         match pct.parse::<u64>() {
@@ -244,7 +243,7 @@ fn set_weight(v: &View, target: &str, w: &str) -> Outcome {
         v.shm.upstream(u).weights_epoch.fetch_add(1, Relaxed);
         log::info!(
             "server {}/{} weight set to {weight} (initial {initial})",
-            v.config.upstreams.0[u].0,
+            v.config.upstreams[u].name,
             up.servers[s].name
         );
     }
@@ -266,8 +265,8 @@ fn set_admin(v: &View, target: &str, admin: u8) -> Outcome {
         };
         log::warn!(
             "server {}/{} is going {word} (set over the admin socket)",
-            v.config.upstreams.0[u].0,
-            v.config.upstreams.0[u].1.servers[s].name
+            v.config.upstreams[u].name,
+            v.config.upstreams[u].servers[s].name
         );
     }
     changed()
@@ -331,8 +330,8 @@ fn uptime(s: u64) -> String {
 
 fn show_backend(v: &View) -> String {
     let mut out = String::from("# name\n");
-    for (name, _) in v.config.upstreams.iter() {
-        out.push_str(name);
+    for up in v.config.upstreams.iter() {
+        out.push_str(&up.name);
         out.push('\n');
     }
     out

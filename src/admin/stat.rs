@@ -204,7 +204,8 @@ pub fn show_stat(v: &View) -> String {
         r.write(&mut out);
     }
     let base_iid = v.config.listeners.len();
-    for (u, (name, up)) in v.config.upstreams.iter().enumerate() {
+    for (u, up) in v.config.upstreams.iter().enumerate() {
+        let name = &up.name;
         let health = up.health.as_ref().map(|h| (h.rise.max(1), h.fall.max(1)));
         let iid = base_iid + u + 1;
         let mut totals = [0u64; 13];
@@ -292,10 +293,7 @@ pub fn show_stat(v: &View) -> String {
             {
                 r.set(f, sh.responses[k].load(Relaxed));
             }
-            r.set(
-                "addr",
-                srv.socket_addr.map(|a| a.to_string()).unwrap_or_default(),
-            );
+            r.set("addr", srv.addr.to_string());
             r.set("mode", "http");
             r.set("uweight", w);
             r.write(&mut out);
@@ -342,7 +340,8 @@ const STATE_HEADER: &str = "# be_id be_name srv_id srv_name srv_addr srv_op_stat
 pub fn show_servers_state(v: &View, only: Option<&str>) -> String {
     let mut out = format!("1\n{STATE_HEADER}\n");
     let now = shm::unix_secs();
-    for (u, (name, up)) in v.config.upstreams.iter().enumerate() {
+    for (u, up) in v.config.upstreams.iter().enumerate() {
+        let name = &up.name;
         if only.is_some_and(|o| o != name) {
             continue;
         }
@@ -355,10 +354,7 @@ pub fn show_servers_state(v: &View, only: Option<&str>) -> String {
                 ADMIN_DRAIN => 8,
                 _ => 0,
             };
-            let (ip, port) = srv
-                .socket_addr
-                .map(|a| (a.ip().to_string(), a.port()))
-                .unwrap_or_else(|| ("-".to_owned(), 0));
+            let (ip, port) = (srv.addr.ip().to_string(), srv.addr.port());
             let checked = up.health.is_some();
             let _ =
                 writeln!(
@@ -415,7 +411,7 @@ pub fn apply_state(text: &str, config: &crate::config::Config, shm: &shm::Shm) -
         let (Ok(uweight), Ok(iweight)) = (f[7].parse::<u32>(), f[8].parse::<u32>()) else {
             continue;
         };
-        if iweight == config.upstreams.0[u].1.servers[s].weight && uweight <= 256 {
+        if iweight == config.upstreams[u].servers[s].weight && uweight <= 256 {
             sh.weight.store(uweight, Relaxed);
         }
         applied += 1;

@@ -3,7 +3,7 @@
 //! "Exactly one" is the type [`RouteAction`]: a route with none or two is an
 //! error while the file is read, at the route's field path.
 
-use super::schema::{MetricsFormat, RedirectAction, ReturnAction};
+use super::raw::{MetricsFormat, RedirectAction, ReturnAction};
 use serde::{de, Deserialize, Deserializer, Serialize};
 use std::fmt;
 

@@ -93,12 +93,9 @@ impl fmt::Display for StatusRange {
     }
 }
 
-/// A `redirect.to`: the text as written (printed by `-T`) and its template.
+/// A `redirect.to`: a location with variables (`https://$host$request_uri`).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RedirectTarget {
-    pub text: String,
-    pub template: Template,
-}
+pub struct RedirectTarget(pub Template);
 
 impl RedirectTarget {
     pub fn parse(to: &str) -> Result<RedirectTarget, String> {
@@ -110,16 +107,13 @@ impl RedirectTarget {
                 "redirect target {to:?} may not contain spaces or control characters"
             ));
         }
-        Ok(RedirectTarget {
-            text: to.to_owned(),
-            template: Template::parse(to)?,
-        })
+        Template::parse(to).map(RedirectTarget)
     }
 }
 
 impl fmt::Display for RedirectTarget {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.text)
+        self.0.fmt(f)
     }
 }
 

@@ -1,26 +1,25 @@
-//! Loading and semantic validation of the configuration (DESIGN §4).
+//! Loading and validation of the configuration (DESIGN §4).
 //!
 //! [`from_yaml_str`] runs these steps, and stops at the first error:
 //!
 //! 0. A bound on nesting depth ([`super::nesting`]), checked by one linear pass before the
 //!    YAML parser, whose time grows with the square of the depth.
-//! 1. YAML parsing into the schema types (syntax, types, unknown keys). Such errors carry
-//!    the `line:column` and, where serde_norway knows it, the field path.
-//! 2. Semantic checks ([`check`]), each error naming the exact field path
+//! 1. YAML parsing into [`super::raw`] (syntax, types, unknown keys, the grammar of
+//!    single values, one action per route). Such errors carry the `line:column` and,
+//!    where serde_norway knows it, the field path.
+//! 2. Checks across keys ([`check`]), each error naming the exact field path
 //!    (`listeners[0].routes[2].upstream`, `upstreams.web.servers[1].weight`, `workers`).
-//!    They also fill in what the runtime uses: absolute paths, `Listener::addrs`, server
-//!    names defaulting to `addr`, lowercased route hosts.
-//! 3. [`reject_unsupported`]: features the schema accepts but the proxy does not implement
-//!    yet. Delete its checks one by one as the features land.
-//! 4. Name resolution of the upstream servers (`Server::socket_addr`), last because it
-//!    may be slow.
+//!    Relative paths are made absolute and server names default to `addr` here;
+//!    listener addresses and routes come out parsed and compiled.
+//! 3. [`super::build`]: TLS files loaded, then server names resolved (last because
+//!    it may be slow), into the validated [`Config`].
 
-use super::schema::{
-    Balance, Config, Health, HealthKind, Route, RouteAction, Server, Upstream, Workers,
-};
-use std::collections::{HashMap, HashSet};
-use std::fmt;
-use std::net::{IpAddr, Ipv6Addr, SocketAddr, ToSocketAddrs};
+use super::error::ConfigError;
+use super::raw::{self, Balance, HealthKind, RouteAction, Workers};
+use super::routing::{Action, HostMatch, Route};
+use super::validated::Config;
+use std::collections::HashMap;
+use std::net::{Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 /// The most worker processes `workers` may ask for.
@@ -36,81 +35,6 @@ pub const MAX_RETRIES: u32 = 16;
 /// Bounds of `limits.max_header_bytes`.
 pub const MIN_HEADER_BYTES: u64 = 1 << 10;
 pub const MAX_HEADER_BYTES: u64 = 1 << 20;
-
-/// A configuration error: the file, the field path (`listeners[0].bind[1]`; empty when
-/// unknown), the `line:column` for YAML errors, and a message.
-///
-/// Displays as `FILE[:LINE:COL]: [PATH: ]MESSAGE`, e.g.
-/// `/etc/forklb/forklb.yaml:6:9: listeners[0].routes[1]: unknown field `upstrem`, ...` or
-/// `/etc/forklb/forklb.yaml: upstreams.web.servers[1].weight: weight 300 is out of range 0-256`.
-#[derive(Debug, Clone)]
-pub struct ConfigError {
-    pub file: PathBuf,
-    pub path: String,
-    pub line_col: Option<(usize, usize)>,
-    pub message: String,
-}
-
-impl ConfigError {
-    /// An error at a field path, without a line:column.
-    pub fn new(file: &Path, path: impl Into<String>, message: impl Into<String>) -> Self {
-        ConfigError {
-            file: file.to_path_buf(),
-            path: path.into(),
-            line_col: None,
-            message: message.into(),
-        }
-    }
-
-    /// Turns a serde_norway error into a `ConfigError`: the location goes to `line_col`,
-    /// the field path prefix serde_norway puts in front of the message goes to `path`, and
-    /// the ` at line X column Y` it appends is dropped (Display prints `:LINE:COL`).
-    fn from_yaml(file: &Path, e: &serde_norway::Error) -> Self {
-        let line_col = e.location().map(|l| (l.line(), l.column()));
-        let mut message = e.to_string();
-        if let Some((l, c)) = line_col {
-            message = message.replacen(&format!(" at line {l} column {c}"), "", 1);
-        }
-        let mut path = String::new();
-        if let Some((p, rest)) = message.split_once(": ") {
-            if looks_like_field_path(p) {
-                path = p.to_owned();
-                message = rest.to_owned();
-            }
-        }
-        ConfigError {
-            file: file.to_path_buf(),
-            path,
-            line_col,
-            message,
-        }
-    }
-}
-
-/// Whether `s` is a serde_norway field path such as `listeners[0].routes[1]` rather than the
-/// start of a message (messages have spaces or quotes before their first `": "`).
-fn looks_like_field_path(s: &str) -> bool {
-    !s.is_empty()
-        && !s.contains(|c: char| c.is_whitespace() || c == '`' || c == '"' || c == '\'')
-        && s.chars()
-            .next()
-            .is_some_and(|c| c.is_alphanumeric() || c == '_')
-}
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.file.display())?;
-        if let Some((l, c)) = self.line_col {
-            write!(f, ":{l}:{c}")?;
-        }
-        if !self.path.is_empty() {
-            write!(f, ": {}", self.path)?;
-        }
-        write!(f, ": {}", self.message)
-    }
-}
-
-impl std::error::Error for ConfigError {}
 
 /// Reads, parses and validates the file at `path`.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
@@ -135,9 +59,8 @@ pub fn from_yaml_str(text: &str, source: &Path) -> Result<Config, ConfigError> {
             ),
         });
     }
-    let mut cfg: Config =
+    let mut cfg: raw::Config =
         serde_norway::from_str(text).map_err(|e| ConfigError::from_yaml(&source, &e))?;
-    cfg.source = source.clone();
     if cfg.listeners.is_empty() && is_empty_document(text) {
         return Err(ConfigError::new(
             &source,
@@ -150,10 +73,8 @@ pub fn from_yaml_str(text: &str, source: &Path) -> Result<Config, ConfigError> {
         .map(Path::to_path_buf)
         .unwrap_or_else(|| PathBuf::from("/"));
     let to_error = |e: Invalid| ConfigError::new(&source, e.path, e.message);
-    check(&mut cfg, &dir).map_err(to_error)?;
-    load_tls(&mut cfg).map_err(to_error)?;
-    resolve_servers(&mut cfg).map_err(to_error)?;
-    Ok(cfg)
+    let routes = check(&mut cfg, &dir).map_err(to_error)?;
+    super::build::build(cfg, routes, source.clone()).map_err(to_error)
 }
 
 fn absolute(path: &Path) -> Result<PathBuf, ConfigError> {
@@ -176,14 +97,17 @@ fn is_empty_document(text: &str) -> bool {
 
 /// A semantic error: field path and message; the file is added by the caller.
 #[derive(Debug)]
-struct Invalid {
-    path: String,
-    message: String,
+pub(super) struct Invalid {
+    pub path: String,
+    pub message: String,
 }
 
 type Check = Result<(), Invalid>;
 
-fn invalid<T>(path: impl Into<String>, message: impl Into<String>) -> Result<T, Invalid> {
+pub(super) fn invalid<T>(
+    path: impl Into<String>,
+    message: impl Into<String>,
+) -> Result<T, Invalid> {
     Err(Invalid {
         path: path.into(),
         message: message.into(),
@@ -191,18 +115,27 @@ fn invalid<T>(path: impl Into<String>, message: impl Into<String>) -> Result<T, 
 }
 
 // ---------------------------------------------------------------------------------------
-// Semantic checks (and filling in the derived fields).
+// Checks across keys. They also normalize the raw configuration where the
+// file leaves a value to a rule (relative paths, server names defaulting to
+// `addr`), and compile what they parse (addresses, routes) so nothing is
+// parsed twice; the rest is built in `super::build`.
 // ---------------------------------------------------------------------------------------
 
-fn check(cfg: &mut Config, dir: &Path) -> Check {
-    check_global(cfg)?;
-    resolve_paths(cfg, dir)?;
-    check_listeners(cfg)?;
-    check_upstreams(cfg)?;
-    Ok(())
+/// Per listener, what checking it parsed: its addresses and compiled routes.
+pub(super) struct CheckedListener {
+    pub addrs: Vec<SocketAddr>,
+    pub routes: Vec<Route>,
 }
 
-fn check_global(cfg: &Config) -> Check {
+fn check(cfg: &mut raw::Config, dir: &Path) -> Result<Vec<CheckedListener>, Invalid> {
+    check_global(cfg)?;
+    resolve_paths(cfg, dir)?;
+    let listeners = check_listeners(cfg)?;
+    check_upstreams(cfg)?;
+    Ok(listeners)
+}
+
+fn check_global(cfg: &raw::Config) -> Check {
     if cfg.version != 1 {
         return invalid(
             "version",
@@ -290,7 +223,7 @@ fn check_global(cfg: &Config) -> Check {
 }
 
 /// Makes every relative path absolute against `dir`, the config file's folder.
-fn resolve_paths(cfg: &mut Config, dir: &Path) -> Check {
+fn resolve_paths(cfg: &mut raw::Config, dir: &Path) -> Check {
     resolve_path("pid_file", &mut cfg.pid_file, dir)?;
     if let Some(sock) = &mut cfg.upgrade_sock {
         resolve_path("upgrade_sock", sock, dir)?;
@@ -368,18 +301,24 @@ fn check_header_value(field: &str, what: &str, v: &str) -> Check {
     Ok(())
 }
 
-fn check_listeners(cfg: &mut Config) -> Check {
+fn check_listeners(cfg: &raw::Config) -> Result<Vec<CheckedListener>, Invalid> {
     if cfg.listeners.is_empty() {
         return invalid("listeners", "at least one listener is required");
     }
-    let mut names: HashMap<String, usize> = HashMap::new();
+    let mut names: HashMap<&str, usize> = HashMap::new();
     let mut bound: HashMap<SocketAddr, String> = HashMap::new();
-    // Looked up once per route: a set, not a scan of the upstreams.
-    let upstreams: HashSet<&str> = cfg.upstreams.iter().map(|(n, _)| n.as_str()).collect();
-    for (i, l) in cfg.listeners.iter_mut().enumerate() {
+    // Looked up once per route: a map, not a scan of the upstreams.
+    let upstreams: HashMap<&str, usize> = cfg
+        .upstreams
+        .iter()
+        .enumerate()
+        .map(|(i, (n, _))| (n.as_str(), i))
+        .collect();
+    let mut checked = Vec::with_capacity(cfg.listeners.len());
+    for (i, l) in cfg.listeners.iter().enumerate() {
         let at = format!("listeners[{i}]");
         check_name(&format!("{at}.name"), "a listener", &l.name)?;
-        if names.insert(l.name.clone(), i).is_some() {
+        if names.insert(&l.name, i).is_some() {
             return invalid(
                 format!("{at}.name"),
                 format!("duplicate listener name {:?}", l.name),
@@ -391,7 +330,7 @@ fn check_listeners(cfg: &mut Config) -> Check {
                 "a listener needs at least one address",
             );
         }
-        l.addrs.clear();
+        let mut addrs = Vec::with_capacity(l.bind.len());
         for (j, b) in l.bind.iter().enumerate() {
             let field = format!("{at}.bind[{j}]");
             let addr = parse_bind(b).or_else(|m| invalid(&field, m))?;
@@ -402,7 +341,7 @@ fn check_listeners(cfg: &mut Config) -> Check {
                 );
             }
             bound.insert(addr, field);
-            l.addrs.push(addr);
+            addrs.push(addr);
         }
         if let Some(tls) = &l.tls {
             if tls.certificates.is_empty() {
@@ -412,11 +351,15 @@ fn check_listeners(cfg: &mut Config) -> Check {
                 );
             }
         }
-        for (j, r) in l.routes.iter_mut().enumerate() {
-            check_route(&format!("{at}.routes[{j}]"), r, &upstreams)?;
-        }
+        let routes = l
+            .routes
+            .iter()
+            .enumerate()
+            .map(|(j, r)| check_route(&format!("{at}.routes[{j}]"), r, &upstreams))
+            .collect::<Result<_, _>>()?;
+        checked.push(CheckedListener { addrs, routes });
     }
-    Ok(())
+    Ok(checked)
 }
 
 fn parse_bind(b: &str) -> Result<SocketAddr, String> {
@@ -429,11 +372,18 @@ fn parse_bind(b: &str) -> Result<SocketAddr, String> {
     Ok(addr)
 }
 
-fn check_route(at: &str, r: &mut Route, upstreams: &HashSet<&str>) -> Check {
-    if let Some(host) = &mut r.host {
-        *host = check_route_host(&format!("{at}.host"), host)?;
-    }
-    if let Some(path) = &mut r.path {
+/// Checks a route and compiles it; `upstreams` maps names to positions.
+fn check_route(
+    at: &str,
+    r: &raw::Route,
+    upstreams: &HashMap<&str, usize>,
+) -> Result<Route, Invalid> {
+    let host = match &r.host {
+        Some(host) => Some(check_route_host(&format!("{at}.host"), host)?),
+        None => None,
+    };
+    let mut normal_path = "/".to_owned();
+    if let Some(path) = &r.path {
         if !path.starts_with('/') {
             return invalid(
                 format!("{at}.path"),
@@ -465,17 +415,18 @@ fn check_route(at: &str, r: &mut Route, upstreams: &HashSet<&str>) -> Check {
                     message: format!("path {path:?} decodes to bytes that are not UTF-8"),
                 })
             })?;
-        *path = normal;
+        normal_path = normal;
     }
-    match &r.action {
-        RouteAction::Upstream(name) => {
-            if !upstreams.contains(name.as_str()) {
+    let action = match &r.action {
+        RouteAction::Upstream(name) => match upstreams.get(name.as_str()) {
+            Some(&u) => Action::Upstream(u),
+            None => {
                 return invalid(
                     format!("{at}.upstream"),
                     format!("unknown upstream {name:?}"),
-                );
+                )
             }
-        }
+        },
         RouteAction::Return(ret) => {
             if !(100..=599).contains(&ret.status) || ret.status == 101 {
                 return invalid(
@@ -494,6 +445,11 @@ fn check_route(at: &str, r: &mut Route, upstreams: &HashSet<&str>) -> Check {
                 "content type",
                 &ret.content_type,
             )?;
+            Action::Return {
+                status: ret.status,
+                content_type: ret.content_type.clone(),
+                body: ret.body.clone().into_bytes(),
+            }
         }
         RouteAction::Redirect(red) => {
             // `to` was parsed with the file (`RedirectTarget`).
@@ -506,10 +462,18 @@ fn check_route(at: &str, r: &mut Route, upstreams: &HashSet<&str>) -> Check {
                     ),
                 );
             }
+            Action::Redirect {
+                status: red.status,
+                to: red.to.0.clone(),
+            }
         }
-        RouteAction::Metrics(_) => {}
-    }
-    Ok(())
+        RouteAction::Metrics(raw::MetricsFormat::Prometheus) => Action::Metrics,
+    };
+    Ok(Route {
+        host: HostMatch::new(host.as_deref()),
+        path: normal_path,
+        action,
+    })
 }
 
 /// Validates a route host (`api.example.com` or `*.example.com`) and returns it lowercased.
@@ -537,7 +501,7 @@ fn check_route_host(field: &str, host: &str) -> Result<String, Invalid> {
     Ok(lower)
 }
 
-fn check_upstreams(cfg: &mut Config) -> Check {
+fn check_upstreams(cfg: &mut raw::Config) -> Check {
     for (name, up) in cfg.upstreams.0.iter_mut() {
         let at = format!("upstreams.{name}");
         check_name("upstreams", "an upstream", name)?;
@@ -584,7 +548,7 @@ fn check_upstreams(cfg: &mut Config) -> Check {
     Ok(())
 }
 
-fn check_health(at: &str, h: &Health) -> Check {
+fn check_health(at: &str, h: &raw::Health) -> Check {
     if h.interval.get().is_zero() {
         return invalid(format!("{at}.interval"), "must not be 0");
     }
@@ -609,7 +573,7 @@ fn check_health(at: &str, h: &Health) -> Check {
     Ok(())
 }
 
-fn check_servers(at: &str, up: &mut Upstream) -> Check {
+fn check_servers(at: &str, up: &mut raw::Upstream) -> Check {
     if up.servers.is_empty() {
         return invalid(
             format!("{at}.servers"),
@@ -641,7 +605,7 @@ fn check_servers(at: &str, up: &mut Upstream) -> Check {
 }
 
 /// Splits `host:port` or `[v6]:port`; the host is returned without brackets.
-fn split_host_port(addr: &str) -> Result<(&str, u16), String> {
+pub(super) fn split_host_port(addr: &str) -> Result<(&str, u16), String> {
     if addr.is_empty() {
         return Err("a server needs an address (host:port)".to_owned());
     }
@@ -683,81 +647,11 @@ fn split_host_port(addr: &str) -> Result<(&str, u16), String> {
     }
 }
 
-// ---------------------------------------------------------------------------------------
-// TLS material.
-// ---------------------------------------------------------------------------------------
-
-/// Loads what TLS needs from files: certificates and keys of the
-/// listeners (checked to belong together), CA files of the upstreams. Done
-/// at load, in the master, so `-t` and reloads catch every bad file.
-fn load_tls(cfg: &mut Config) -> Check {
-    for (i, l) in cfg.listeners.iter_mut().enumerate() {
-        if let Some(tls) = &mut l.tls {
-            let pairs: Vec<_> = tls
-                .certificates
-                .iter()
-                .map(|ck| (ck.cert.clone(), ck.key.clone()))
-                .collect();
-            match crate::tls::server::config(&pairs) {
-                Ok(loaded) => {
-                    tls.server = Some(loaded.config);
-                    cfg.warnings.extend(loaded.warnings);
-                }
-                Err((j, message)) => {
-                    return invalid(format!("listeners[{i}].tls.certificates[{j}]"), message)
-                }
-            }
-        }
-    }
-    for (name, up) in cfg.upstreams.0.iter_mut() {
-        if let Some(tls) = &mut up.tls {
-            let field = if tls.ca.is_some() { "tls.ca" } else { "tls" };
-            match crate::tls::client::config(tls.verify, tls.ca.as_deref()) {
-                Ok(client) => tls.client = Some(client),
-                Err(message) => return invalid(format!("upstreams.{name}.{field}"), message),
-            }
-        }
-    }
-    Ok(())
-}
-
-// ---------------------------------------------------------------------------------------
-// Name resolution.
-// ---------------------------------------------------------------------------------------
-
-/// Fills `Server::socket_addr` for every server, resolving host names (first IPv4
-/// address, else the first address).
-fn resolve_servers(cfg: &mut Config) -> Check {
-    for (name, up) in cfg.upstreams.0.iter_mut() {
-        for (i, s) in up.servers.iter_mut().enumerate() {
-            let field = format!("upstreams.{name}.servers[{i}].addr");
-            s.socket_addr = Some(resolve_server(s).or_else(|m| invalid(field, m))?);
-        }
-    }
-    Ok(())
-}
-
-fn resolve_server(s: &Server) -> Result<SocketAddr, String> {
-    let (host, port) = split_host_port(&s.addr)?;
-    if let Ok(ip) = host.parse::<IpAddr>() {
-        return Ok(SocketAddr::new(ip, port));
-    }
-    let addrs: Vec<SocketAddr> = (host, port)
-        .to_socket_addrs()
-        .map_err(|e| format!("cannot resolve host {host:?}: {e}"))?
-        .collect();
-    addrs
-        .iter()
-        .find(|a| a.is_ipv4())
-        .or_else(|| addrs.first())
-        .copied()
-        .ok_or_else(|| format!("cannot resolve host {host:?}: no address found"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{HashKey, StatusRange};
+    use crate::config::error::looks_like_field_path;
+    use crate::config::{HashKey, HostMatch, StatusRange};
     use std::time::Duration;
 
     const SOURCE: &str = "/etc/forklb/forklb.yaml";
@@ -836,18 +730,18 @@ upstreams:
         assert_eq!(c.upgrade_sock, None);
         assert_eq!(c.upgrade_sock_path(), Path::new("/run/forklb/upgrade.sock"));
         assert_eq!(c.upgrade_grace(), Duration::ZERO);
-        assert_eq!(c.upgrade_timeout.get(), Duration::from_secs(30));
+        assert_eq!(c.upgrade_timeout, Duration::from_secs(30));
         assert_eq!(c.error_log, "stderr");
         assert_eq!(c.worker_connections, 10_000);
-        assert_eq!(c.shutdown_timeout.get(), Duration::from_secs(30));
-        assert_eq!(c.timeouts.client_header.get(), Duration::from_secs(10));
-        assert_eq!(c.timeouts.client_body.get(), Duration::from_secs(60));
-        assert_eq!(c.timeouts.keepalive.get(), Duration::from_secs(75));
-        assert_eq!(c.timeouts.connect.get(), Duration::from_secs(5));
-        assert_eq!(c.timeouts.upstream_read.get(), Duration::from_secs(60));
-        assert_eq!(c.timeouts.upstream_write.get(), Duration::from_secs(60));
-        assert_eq!(c.limits.max_header_bytes.get(), 16 * 1024);
-        assert_eq!(c.limits.max_body_bytes.get(), 0);
+        assert_eq!(c.shutdown_timeout, Duration::from_secs(30));
+        assert_eq!(c.timeouts.client_header, Duration::from_secs(10));
+        assert_eq!(c.timeouts.client_body, Duration::from_secs(60));
+        assert_eq!(c.timeouts.keepalive, Duration::from_secs(75));
+        assert_eq!(c.timeouts.connect, Duration::from_secs(5));
+        assert_eq!(c.timeouts.upstream_read, Duration::from_secs(60));
+        assert_eq!(c.timeouts.upstream_write, Duration::from_secs(60));
+        assert_eq!(c.max_header_bytes as u64, 16 * 1024);
+        assert_eq!(c.max_body_bytes, 0);
         assert!(c.admin.is_none() && c.access_log.is_none());
 
         let l = &c.listeners[0];
@@ -855,28 +749,31 @@ upstreams:
             l.addrs,
             vec!["127.0.0.1:8080".parse::<SocketAddr>().unwrap()]
         );
-        let RouteAction::Return(ret) = &l.routes[0].action else {
+        let Action::Return {
+            status,
+            content_type,
+            body,
+        } = &l.routes[0].action
+        else {
             panic!("{:?}", l.routes[0].action)
         };
-        assert_eq!((ret.status, ret.body.as_str()), (200, "ok\n"));
-        assert_eq!(ret.content_type, "text/plain");
-        assert!(matches!(&l.routes[1].action, RouteAction::Upstream(u) if u == "web"));
+        assert_eq!((*status, body.as_slice()), (200, &b"ok\n"[..]));
+        assert_eq!(content_type, "text/plain");
+        // Routes name upstreams by position.
+        assert!(matches!(l.routes[1].action, Action::Upstream(0)));
 
-        let up = c.upstreams.get("web").unwrap();
+        let up = c.upstreams.by_name("web").unwrap();
         assert_eq!(up.balance, Balance::Roundrobin);
         assert_eq!(up.keepalive, 32);
         assert_eq!(up.retries, 1);
         assert!(up.host_header.is_none() && up.tls.is_none() && up.health.is_none());
         assert_eq!(up.servers[0].name, "web1");
         assert_eq!(up.servers[0].weight, 1);
-        assert_eq!(
-            up.servers[0].socket_addr,
-            Some("127.0.0.1:9001".parse().unwrap())
-        );
+        assert_eq!(up.servers[0].addr, "127.0.0.1:9001".parse().unwrap());
         assert_eq!(up.servers[1].name, "localhost:9002");
         assert_eq!(up.servers[1].weight, 3);
         assert!(!up.servers[1].backup);
-        let resolved = up.servers[1].socket_addr.unwrap();
+        let resolved = up.servers[1].addr;
         assert!(resolved.ip().is_loopback() && resolved.port() == 9002);
     }
 
@@ -885,12 +782,12 @@ upstreams:
         let c = ok(&with_routes(
             "      - {path: /old/, redirect: {to: \"https://example.com/\"}}\n      - {upstream: web}\n",
         ));
-        let up = c.upstreams.get("web").unwrap();
+        let up = c.upstreams.by_name("web").unwrap();
         assert_eq!(up.servers[0].weight, 1);
         assert_eq!(up.servers[0].name, "127.0.0.1:9001");
         assert!(matches!(
             &c.listeners[0].routes[0].action,
-            RouteAction::Redirect(r) if r.status == 302
+            Action::Redirect { status: 302, .. }
         ));
     }
 
@@ -973,16 +870,16 @@ upstreams:
         let c = ok(&with_top(
             "shutdown_timeout: 0\ntimeouts:\n  client_header: 500ms\n  keepalive: 90\n  connect: \"2m\"\n  upstream_read: 1h\nlimits:\n  max_header_bytes: 8192\n  max_body_bytes: 1m\n",
         ));
-        assert_eq!(c.shutdown_timeout.get(), Duration::ZERO);
-        assert_eq!(c.timeouts.client_header.get(), Duration::from_millis(500));
-        assert_eq!(c.timeouts.keepalive.get(), Duration::from_secs(90));
-        assert_eq!(c.timeouts.connect.get(), Duration::from_secs(120));
-        assert_eq!(c.timeouts.upstream_read.get(), Duration::from_secs(3600));
-        assert_eq!(c.timeouts.client_body.get(), Duration::from_secs(60));
-        assert_eq!(c.limits.max_header_bytes.get(), 8192);
-        assert_eq!(c.limits.max_body_bytes.get(), 1 << 20);
+        assert_eq!(c.shutdown_timeout, Duration::ZERO);
+        assert_eq!(c.timeouts.client_header, Duration::from_millis(500));
+        assert_eq!(c.timeouts.keepalive, Duration::from_secs(90));
+        assert_eq!(c.timeouts.connect, Duration::from_secs(120));
+        assert_eq!(c.timeouts.upstream_read, Duration::from_secs(3600));
+        assert_eq!(c.timeouts.client_body, Duration::from_secs(60));
+        assert_eq!(c.max_header_bytes as u64, 8192);
+        assert_eq!(c.max_body_bytes, 1 << 20);
         let c = ok(&with_top("limits: {max_header_bytes: \"32k\"}\n"));
-        assert_eq!(c.limits.max_header_bytes.get(), 32 * 1024);
+        assert_eq!(c.max_header_bytes as u64, 32 * 1024);
     }
 
     #[test]
@@ -1183,9 +1080,9 @@ upstreams:
             "      - {host: API.Example.COM, path: /api/, upstream: web}\n      - {host: \"*.Example.com\", return: {status: 404}}\n      - {redirect: {to: \"https://x/\", status: 308}}\n",
         ));
         let r = &c.listeners[0].routes;
-        assert_eq!(r[0].host.as_deref(), Some("api.example.com"));
-        assert_eq!(r[1].host.as_deref(), Some("*.example.com"));
-        assert!(matches!(&r[2].action, RouteAction::Redirect(r) if r.status == 308));
+        assert_eq!(r[0].host, HostMatch::Exact("api.example.com".to_owned()));
+        assert_eq!(r[1].host, HostMatch::Suffix(".example.com".to_owned()));
+        assert!(matches!(&r[2].action, Action::Redirect { status: 308, .. }));
     }
 
     #[test]
@@ -1246,8 +1143,8 @@ upstreams:
             );
         }
         let c = ok(&with_upstream("    servers: [{addr: \"[::1]:9000\"}]\n"));
-        let s = &c.upstreams.get("web").unwrap().servers[0];
-        assert_eq!(s.socket_addr, Some("[::1]:9000".parse().unwrap()));
+        let s = &c.upstreams.by_name("web").unwrap().servers[0];
+        assert_eq!(s.addr, "[::1]:9000".parse().unwrap());
         assert_eq!(s.name, "[::1]:9000");
 
         assert_err(
@@ -1425,7 +1322,7 @@ upstreams:
         assert_eq!(c.error_log, "stderr");
 
         // Paths of optional features: check the resolution itself.
-        let mut c = ok(MINIMAL);
+        let mut c: raw::Config = serde_norway::from_str(MINIMAL).unwrap();
         c.admin = Some(crate::config::Admin {
             socket: "admin.sock".into(),
             mode: "0600".into(),
@@ -1435,18 +1332,16 @@ upstreams:
             path: "/var/log/a.log".into(),
             format: Default::default(),
         });
-        c.listeners[0].tls = Some(crate::config::ListenerTls {
+        c.listeners[0].tls = Some(raw::ListenerTls {
             certificates: vec![crate::config::CertKey {
                 cert: "certs/a.crt".into(),
                 key: "../keys/a.key".into(),
             }],
-            server: None,
         });
         c.upstreams.0[0].1.tls = Some(crate::config::UpstreamTls {
             sni: None,
             verify: true,
             ca: Some("ca.pem".into()),
-            client: None,
         });
         resolve_paths(&mut c, Path::new("/srv/conf")).unwrap();
         assert_eq!(c.admin.unwrap().socket, Path::new("/srv/conf/admin.sock"));
@@ -1483,14 +1378,14 @@ upstreams:
         assert_eq!(b.workers, Workers::Count(3));
         assert_eq!(b.pid_file, Path::new("/etc/forklb/forklb.pid"));
         assert_eq!(b.error_log, "/etc/forklb/error.log");
-        assert_eq!(b.shutdown_timeout.get(), Duration::from_millis(1500));
-        assert_eq!(b.timeouts.connect.get(), Duration::from_secs(120));
-        assert_eq!(b.limits.max_header_bytes.get(), 8192);
-        assert_eq!(b.limits.max_body_bytes.get(), 1000);
+        assert_eq!(b.shutdown_timeout, Duration::from_millis(1500));
+        assert_eq!(b.timeouts.connect, Duration::from_secs(120));
+        assert_eq!(b.max_header_bytes as u64, 8192);
+        assert_eq!(b.max_body_bytes, 1000);
         assert_eq!(b.listeners[0].addrs, a.listeners[0].addrs);
         let (ua, ub) = (
-            a.upstreams.get("web").unwrap(),
-            b.upstreams.get("web").unwrap(),
+            a.upstreams.by_name("web").unwrap(),
+            b.upstreams.by_name("web").unwrap(),
         );
         assert_eq!(ub.servers.len(), 2);
         for (sa, sb) in ua.servers.iter().zip(&ub.servers) {
@@ -1498,7 +1393,7 @@ upstreams:
                 (&sa.name, &sa.addr, sa.weight),
                 (&sb.name, &sb.addr, sb.weight)
             );
-            assert_eq!(sa.socket_addr, sb.socket_addr);
+            assert_eq!(sa.addr_text, sb.addr_text);
         }
         // The defaults are spelled out.
         assert!(text.contains("keepalive: 32"), "{text}");

@@ -15,9 +15,10 @@
 
 pub mod counter;
 
+use crate::config::Health as HealthRt;
 use crate::config::HealthKind;
 use crate::proxy::Stream;
-use crate::route::{HealthRt, Runtime};
+use crate::route::Runtime;
 use crate::shm::{self, Shm};
 use crate::signals::{self, SignalSet};
 use counter::Transition;
@@ -362,7 +363,7 @@ impl Checker {
     }
 
     fn judge(&mut self, i: usize, code: u16) {
-        let (lo, hi) = self.targets[i].cfg.expect;
+        let crate::config::StatusRange { low: lo, high: hi } = self.targets[i].cfg.expect;
         let ok = (lo..=hi).contains(&code);
         let reason = format!("HTTP status {code}");
         self.finish(i, ok, &reason, code);

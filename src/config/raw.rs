@@ -1,7 +1,9 @@
-//! The configuration schema of DESIGN §4, as serde types. Every struct rejects
-//! unknown keys; every optional key has the documented default. Fields marked
-//! `#[serde(skip)]` are filled in by validation (resolved addresses, absolute
-//! paths) and are what the runtime uses.
+//! The configuration file's shape (DESIGN §4), as serde types and nothing
+//! else: every struct rejects unknown keys, every optional key has the
+//! documented default, every key with a grammar of its own is parsed into its
+//! type while the file is read ([`super::scalars`], [`super::units`], the route
+//! action in [`super::route_action`]). Validation turns this into the
+//! [`super::Config`] the runtime uses; `forklb -T` prints this shape back.
 
 pub use super::route_action::{Route, RouteAction};
 use super::scalars::{HashKey, RedirectTarget, StatusRange};
@@ -10,7 +12,6 @@ use serde::{de, Deserialize, Deserializer, Serialize, Serializer};
 use std::collections::HashSet;
 use std::fmt;
 use std::marker::PhantomData;
-use std::net::SocketAddr;
 use std::path::PathBuf;
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -27,12 +28,12 @@ pub struct Config {
     pub log_level: LogLevel,
     /// Where `-u` waits for a running instance's listening sockets and where
     /// QUIT offers them. `None` when the file does not set it: the default
-    /// path applies ([`Config::upgrade_sock_path`]) and QUIT offers only once.
+    /// path applies ([`super::Config::upgrade_sock_path`]) and QUIT offers only once.
     pub upgrade_sock: Option<PathBuf>,
     /// How long a QUIT keeps serving while it offers the listening sockets on
     /// `upgrade_sock` (Pingora's upgrade order: QUIT first, then `-u`).
     /// `None`: 5s when `upgrade_sock` is set in the file, else 0 (nginx's
-    /// QUIT, which stops accepting at once). See [`Config::upgrade_grace`].
+    /// QUIT, which stops accepting at once). See [`super::Config::upgrade_grace`].
     pub upgrade_grace: Option<HumanDuration>,
     /// How long `forklb -u` waits for the sockets, and `forklb -s upgrade`
     /// for each step, before giving up.
@@ -51,16 +52,6 @@ pub struct Config {
     pub listeners: Vec<Listener>,
     /// Upstreams in the order the file lists them (the order `show stat` uses).
     pub upstreams: NamedMap<Upstream>,
-
-    /// The file this configuration was read from (absolute); set by the loader.
-    #[serde(skip)]
-    pub source: PathBuf,
-    /// What loading found worth a warning (a certificate about to expire).
-    /// Kept here, not logged, because `-t` and the start read the file
-    /// before the error log exists: `-t` prints them, the master logs them
-    /// at start and at reload.
-    #[serde(skip)]
-    pub warnings: Vec<String>,
 }
 
 impl Default for Config {
@@ -86,8 +77,6 @@ impl Default for Config {
             limits: Limits::default(),
             listeners: Vec::new(),
             upstreams: NamedMap::default(),
-            source: PathBuf::new(),
-            warnings: Vec::new(),
         }
     }
 }
@@ -266,20 +255,12 @@ pub struct Listener {
     pub tls: Option<ListenerTls>,
     #[serde(default)]
     pub routes: Vec<Route>,
-
-    /// `bind` parsed; set by validation.
-    #[serde(skip)]
-    pub addrs: Vec<SocketAddr>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ListenerTls {
     pub certificates: Vec<CertKey>,
-
-    /// The certificates loaded and checked; set by validation.
-    #[serde(skip)]
-    pub server: Option<std::sync::Arc<rustls::ServerConfig>>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -394,10 +375,6 @@ pub struct UpstreamTls {
     pub verify: bool,
     #[serde(default)]
     pub ca: Option<PathBuf>,
-
-    /// Trust roots loaded; set by validation.
-    #[serde(skip)]
-    pub client: Option<std::sync::Arc<rustls::ClientConfig>>,
 }
 
 fn default_true() -> bool {
@@ -458,10 +435,6 @@ pub struct Server {
     pub weight: u32,
     #[serde(default)]
     pub backup: bool,
-
-    /// `addr` resolved at load time; set by validation.
-    #[serde(skip)]
-    pub socket_addr: Option<SocketAddr>,
 }
 
 fn default_weight() -> u32 {
