@@ -382,41 +382,11 @@ fn check_route(
         Some(host) => Some(check_route_host(&format!("{at}.host"), host)?),
         None => None,
     };
-    let mut normal_path = "/".to_owned();
-    if let Some(path) = &r.path {
-        if !path.starts_with('/') {
-            return invalid(
-                format!("{at}.path"),
-                format!("path {path:?} must start with '/'"),
-            );
-        }
-        if path.contains(|c: char| c.is_whitespace() || c.is_control()) {
-            return invalid(
-                format!("{at}.path"),
-                format!("path {path:?} may not contain spaces or control characters"),
-            );
-        }
-        if path.contains(['?', '#']) {
-            return invalid(
-                format!("{at}.path"),
-                format!("path {path:?} may not contain '?' or '#': routes match the path without the query"),
-            );
-        }
-        // Requests are matched on their normalized path, so the route's
-        // own path is normalized the same way (`/caf%C3%A9/` is `/café/`).
-        let normal = crate::http::path::normalize(path.as_bytes())
-            .map_err(|e| Invalid {
-                path: format!("{at}.path"),
-                message: format!("path {path:?}: {}", e.reason()),
-            })
-            .and_then(|n| {
-                String::from_utf8(n.into_owned()).map_err(|_| Invalid {
-                    path: format!("{at}.path"),
-                    message: format!("path {path:?} decodes to bytes that are not UTF-8"),
-                })
-            })?;
-        normal_path = normal;
-    }
+    // Absent: every path.
+    let path = match &r.path {
+        Some(path) => check_route_path(&format!("{at}.path"), path)?,
+        None => "/".to_owned(),
+    };
     let action = match &r.action {
         RouteAction::Upstream(name) => match upstreams.get(name.as_str()) {
             Some(&u) => Action::Upstream(u),
@@ -471,8 +441,39 @@ fn check_route(
     };
     Ok(Route {
         host: HostMatch::new(host.as_deref()),
-        path: normal_path,
+        path,
         action,
+    })
+}
+
+/// Validates a route path and returns it normalized: requests are matched on
+/// their normalized path, so the route's own path is normalized the same way
+/// (`/caf%C3%A9/` is `/café/`).
+fn check_route_path(field: &str, path: &str) -> Result<String, Invalid> {
+    if !path.starts_with('/') {
+        return invalid(field, format!("path {path:?} must start with '/'"));
+    }
+    if path.contains(|c: char| c.is_whitespace() || c.is_control()) {
+        return invalid(
+            field,
+            format!("path {path:?} may not contain spaces or control characters"),
+        );
+    }
+    if path.contains(['?', '#']) {
+        return invalid(
+            field,
+            format!(
+                "path {path:?} may not contain '?' or '#': routes match the path without the query"
+            ),
+        );
+    }
+    let normal = crate::http::path::normalize(path.as_bytes())
+        .or_else(|e| invalid(field, format!("path {path:?}: {}", e.reason())))?;
+    String::from_utf8(normal.into_owned()).or_else(|_| {
+        invalid(
+            field,
+            format!("path {path:?} decodes to bytes that are not UTF-8"),
+        )
     })
 }
 
