@@ -501,9 +501,14 @@ fn a_down_server_stays_down_across_a_reload() {
         "the new generation did not replace the old workers\n{}",
         lb.diagnostics()
     );
-    let new_checker = lb.health_pids();
+    // The master starts the new generation's checker beside its workers
+    // and stops the old one: wait for the swap rather than race it.
+    let mut new_checker = Vec::new();
     assert!(
-        new_checker.len() == 1 && new_checker != old_checker,
+        wait_until(Duration::from_secs(10), || {
+            new_checker = lb.health_pids();
+            new_checker.len() == 1 && new_checker != old_checker
+        }),
         "a new health checker should serve the new generation: {old_checker:?} -> {new_checker:?}"
     );
     let before = b1.request_count();
