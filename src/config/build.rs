@@ -5,7 +5,7 @@
 
 use super::raw::{self, NamedMap};
 use super::scalars::HashKey;
-use super::validate::{invalid, split_host_port, CheckedListener, Invalid};
+use super::validate::{invalid, Checked, CheckedListener, Invalid};
 use super::validated::{Config, Health, Listener, Server, Timeouts, Upstream, Upstreams};
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
@@ -13,14 +13,14 @@ use std::sync::Arc;
 
 pub(super) fn build(
     cfg: raw::Config,
-    checked: Vec<CheckedListener>,
+    checked: Checked,
     source: PathBuf,
 ) -> Result<Config, Invalid> {
     let mut warnings = Vec::new();
     let listeners = cfg
         .listeners
         .into_iter()
-        .zip(checked)
+        .zip(checked.listeners)
         .enumerate()
         .map(|(i, (l, c))| build_listener(i, l, c, &mut warnings))
         .collect::<Result<Vec<_>, _>>()?;
@@ -32,7 +32,8 @@ pub(super) fn build(
     let upstreams = upstreams
         .into_iter()
         .zip(clients)
-        .map(|((name, up), client)| build_upstream(name, up, client))
+        .zip(checked.server_addrs)
+        .map(|(((name, up), client), addrs)| build_upstream(name, up, client, addrs))
         .collect::<Result<Vec<_>, _>>()?;
     let t = cfg.timeouts;
     Ok(Config {
@@ -125,17 +126,19 @@ fn build_upstream(
     name: String,
     up: raw::Upstream,
     client: Option<Arc<rustls::ClientConfig>>,
+    addrs: Vec<(String, u16)>,
 ) -> Result<Upstream, Invalid> {
     let sni = up.tls.as_ref().and_then(|t| t.sni.as_deref());
     let servers = up
         .servers
         .iter()
+        .zip(addrs)
         .enumerate()
-        .map(|(i, s)| {
+        .map(|(i, (s, (host, port)))| {
             let field = format!("upstreams.{name}.servers[{i}].addr");
             Ok(Server {
                 name: s.name.clone(),
-                addr: resolve(&s.addr).or_else(|m| invalid(field, m))?,
+                addr: resolve(&host, port).or_else(|m| invalid(field, m))?,
                 addr_text: s.addr.clone(),
                 tls_name: client
                     .as_ref()
@@ -169,10 +172,9 @@ fn build_upstream(
     })
 }
 
-/// A server's `host:port` (checked) as a socket address, host names resolved
-/// (first IPv4 address, else the first address).
-fn resolve(addr: &str) -> Result<SocketAddr, String> {
-    let (host, port) = split_host_port(addr)?;
+/// A server's address (split when checked), host names resolved (first
+/// IPv4 address, else the first address).
+fn resolve(host: &str, port: u16) -> Result<SocketAddr, String> {
     if let Ok(ip) = host.parse::<IpAddr>() {
         return Ok(SocketAddr::new(ip, port));
     }

@@ -73,8 +73,8 @@ pub fn from_yaml_str(text: &str, source: &Path) -> Result<Config, ConfigError> {
         .map(Path::to_path_buf)
         .unwrap_or_else(|| PathBuf::from("/"));
     let to_error = |e: Invalid| ConfigError::new(&source, e.path, e.message);
-    let routes = check(&mut cfg, &dir).map_err(to_error)?;
-    super::build::build(cfg, routes, source.clone()).map_err(to_error)
+    let checked = check(&mut cfg, &dir).map_err(to_error)?;
+    super::build::build(cfg, checked, source.clone()).map_err(to_error)
 }
 
 fn absolute(path: &Path) -> Result<PathBuf, ConfigError> {
@@ -121,18 +121,28 @@ pub(super) fn invalid<T>(
 // parsed twice; the rest is built in `super::build`.
 // ---------------------------------------------------------------------------------------
 
+/// What checking parsed, for `super::build`.
+pub(super) struct Checked {
+    pub listeners: Vec<CheckedListener>,
+    /// Per upstream, per server: `addr` split into host (no brackets) and port.
+    pub server_addrs: Vec<Vec<(String, u16)>>,
+}
+
 /// Per listener, what checking it parsed: its addresses and compiled routes.
 pub(super) struct CheckedListener {
     pub addrs: Vec<SocketAddr>,
     pub routes: Vec<Route>,
 }
 
-fn check(cfg: &mut raw::Config, dir: &Path) -> Result<Vec<CheckedListener>, Invalid> {
+fn check(cfg: &mut raw::Config, dir: &Path) -> Result<Checked, Invalid> {
     check_global(cfg)?;
     resolve_paths(cfg, dir)?;
     let listeners = check_listeners(cfg)?;
-    check_upstreams(cfg)?;
-    Ok(listeners)
+    let server_addrs = check_upstreams(cfg)?;
+    Ok(Checked {
+        listeners,
+        server_addrs,
+    })
 }
 
 fn check_global(cfg: &raw::Config) -> Check {
@@ -502,7 +512,9 @@ fn check_route_host(field: &str, host: &str) -> Result<String, Invalid> {
     Ok(lower)
 }
 
-fn check_upstreams(cfg: &mut raw::Config) -> Check {
+/// Checks the upstreams; returns their servers' addresses split.
+fn check_upstreams(cfg: &mut raw::Config) -> Result<Vec<Vec<(String, u16)>>, Invalid> {
+    let mut server_addrs = Vec::with_capacity(cfg.upstreams.len());
     for (name, up) in cfg.upstreams.0.iter_mut() {
         let at = format!("upstreams.{name}");
         check_name("upstreams", "an upstream", name)?;
@@ -544,9 +556,9 @@ fn check_upstreams(cfg: &mut raw::Config) -> Check {
         if let Some(h) = &up.health {
             check_health(&format!("{at}.health"), h)?;
         }
-        check_servers(&at, up)?;
+        server_addrs.push(check_servers(&at, up)?);
     }
-    Ok(())
+    Ok(server_addrs)
 }
 
 fn check_health(at: &str, h: &raw::Health) -> Check {
@@ -574,7 +586,9 @@ fn check_health(at: &str, h: &raw::Health) -> Check {
     Ok(())
 }
 
-fn check_servers(at: &str, up: &mut raw::Upstream) -> Check {
+/// Checks the servers (their names default to `addr`); returns their
+/// addresses split into host and port.
+fn check_servers(at: &str, up: &mut raw::Upstream) -> Result<Vec<(String, u16)>, Invalid> {
     if up.servers.is_empty() {
         return invalid(
             format!("{at}.servers"),
@@ -582,9 +596,12 @@ fn check_servers(at: &str, up: &mut raw::Upstream) -> Check {
         );
     }
     let mut names: HashMap<String, usize> = HashMap::new();
+    let mut addrs = Vec::with_capacity(up.servers.len());
     for (i, s) in up.servers.iter_mut().enumerate() {
         let sat = format!("{at}.servers[{i}]");
-        split_host_port(&s.addr).or_else(|m| invalid(format!("{sat}.addr"), m))?;
+        let (host, port) =
+            split_host_port(&s.addr).or_else(|m| invalid(format!("{sat}.addr"), m))?;
+        addrs.push((host.to_owned(), port));
         if s.name.is_empty() {
             s.name = s.addr.clone();
         }
@@ -602,11 +619,11 @@ fn check_servers(at: &str, up: &mut raw::Upstream) -> Check {
             );
         }
     }
-    Ok(())
+    Ok(addrs)
 }
 
 /// Splits `host:port` or `[v6]:port`; the host is returned without brackets.
-pub(super) fn split_host_port(addr: &str) -> Result<(&str, u16), String> {
+fn split_host_port(addr: &str) -> Result<(&str, u16), String> {
     if addr.is_empty() {
         return Err("a server needs an address (host:port)".to_owned());
     }
