@@ -25,22 +25,13 @@ fn absolute_form_target_is_forwarded_in_origin_form_with_its_authority_as_host()
 fn absolute_form_authority_routes_by_host() {
     let api = Backend::start("api");
     let web = Backend::start("web");
-    let yaml = format!(
-        "workers: 1\n\
-         listeners:\n\
-         \x20 - name: web\n\
-         \x20   bind: [\"127.0.0.1:$PORT\"]\n\
-         \x20   routes:\n\
-         \x20     - {{host: api.example, upstream: api}}\n\
-         \x20     - {{upstream: web}}\n\
-         upstreams:\n\
-         \x20 api:\n\
-         \x20   servers: [{{addr: \"{}\"}}]\n\
-         \x20 web:\n\
-         \x20   servers: [{{addr: \"{}\"}}]\n",
-        api.addr(),
-        web.addr()
-    );
+    let yaml = ConfigBuilder::new()
+        .listener("web", &["127.0.0.1:$PORT"])
+        .route(Route::host("api.example").upstream("api"))
+        .route(Route::to("web"))
+        .upstream("api", [Srv::addr(api.addr())])
+        .upstream("web", [Srv::addr(web.addr())])
+        .build();
     let lb = Forklb::start(&yaml);
     let mut c = Conn::open(lb.port()).unwrap();
     c.send(b"GET http://api.example/ HTTP/1.1\r\nHost: web.example\r\n\r\n")

@@ -3,33 +3,9 @@
 
 mod support;
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::Duration;
 use support::*;
-
-/// Sends `input` through socat and returns everything the socket answered.
-fn socat(sock: &Path, input: &str) -> String {
-    let mut child = Command::new("socat")
-        .arg("-t5")
-        .arg("stdio")
-        .arg(format!("unix-connect:{}", sock.display()))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("socat must be installed (.ci/run installs it)");
-    if let Some(mut stdin) = child.stdin.take() {
-        let _ = stdin.write_all(input.as_bytes());
-    }
-    let out = child.wait_with_output().expect("socat output");
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn cmd(sock: &Path, line: &str) -> String {
-    socat(sock, &format!("{line}\n"))
-}
 
 struct Setup {
     lb: Forklb,
@@ -49,23 +25,14 @@ fn start(extra: &str) -> Setup {
 fn start_on(a: Backend, b: Backend, extra: &str) -> Setup {
     let dir = TempDir::new("adminsock");
     let sock = dir.join("admin.sock");
-    let yaml = format!(
-        "workers: 2\n\
-         admin: {{socket: \"{}\"}}\n\
-         {extra}\
-         listeners:\n\
-         \x20 - name: web\n\
-         \x20   bind: [\"127.0.0.1:$PORT\"]\n\
-         \x20   routes: [{{upstream: main}}]\n\
-         upstreams:\n\
-         \x20 main:\n\
-         \x20   servers:\n\
-         \x20     - {{name: a, addr: \"{}\"}}\n\
-         \x20     - {{name: b, addr: \"{}\"}}\n",
-        sock.display(),
-        a.addr(),
-        b.addr()
-    );
+    let yaml = ConfigBuilder::new()
+        .workers(2)
+        .admin_socket(&sock)
+        .raw(extra)
+        .listener("web", &["127.0.0.1:$PORT"])
+        .route(Route::to("main"))
+        .upstream("main", [Srv::new("a", a.addr()), Srv::new("b", b.addr())])
+        .build();
     let lb = Forklb::start(&yaml);
     assert!(
         wait_until(Duration::from_secs(5), || sock.exists()),
@@ -96,7 +63,7 @@ fn counts(port: u16, n: usize) -> (usize, usize) {
 #[test]
 fn help_info_backend_and_unknown_commands() {
     let s = start("");
-    let help = cmd(&s.sock, "help");
+    let help = admin_cmd(&s.sock, "help");
     assert!(
         help.starts_with("The following commands are valid at this level:\n"),
         "{help}"
@@ -114,7 +81,7 @@ fn help_info_backend_and_unknown_commands() {
         help.ends_with("\n\n"),
         "every answer ends with an empty line: {help:?}"
     );
-    let info = cmd(&s.sock, "show info");
+    let info = admin_cmd(&s.sock, "show info");
     for f in [
         "Name: forklb",
         "Version: ",
@@ -131,15 +98,15 @@ fn help_info_backend_and_unknown_commands() {
         info.contains(&format!("Pid: {}\n", s.lb.master_pid())),
         "{info}"
     );
-    assert_eq!(cmd(&s.sock, "show backend"), "# name\nmain\n\n");
-    let unknown = cmd(&s.sock, "frobnicate now");
+    assert_eq!(admin_cmd(&s.sock, "show backend"), "# name\nmain\n\n");
+    let unknown = admin_cmd(&s.sock, "frobnicate now");
     assert!(
         unknown.starts_with(
             "Unknown command: 'frobnicate'. Please enter one of the following commands only :\n"
         ),
         "{unknown}"
     );
-    let proc_ = cmd(&s.sock, "show proc");
+    let proc_ = admin_cmd(&s.sock, "show proc");
     assert!(
         proc_.contains("master") && proc_.matches(" worker ").count() == 2,
         "{proc_}"
@@ -149,45 +116,51 @@ fn help_info_backend_and_unknown_commands() {
 #[test]
 fn error_strings_are_haproxys() {
     let s = start("");
-    assert_eq!(cmd(&s.sock, "set weight nope/a 1"), "No such backend.\n\n");
-    assert_eq!(cmd(&s.sock, "set weight main/zz 1"), "No such server.\n\n");
     assert_eq!(
-        cmd(&s.sock, "set weight main 1"),
-        "Require 'backend/server'.\n\n"
-    );
-    assert_eq!(
-        cmd(&s.sock, "get weight main"),
-        "Require 'backend/server'.\n\n"
-    );
-    assert_eq!(
-        cmd(&s.sock, "set server main/zz state maint"),
-        "No such server.\n\n"
-    );
-    assert_eq!(
-        cmd(&s.sock, "disable server nope/a"),
+        admin_cmd(&s.sock, "set weight nope/a 1"),
         "No such backend.\n\n"
     );
     assert_eq!(
-        cmd(&s.sock, "set server main/a state sleepy"),
+        admin_cmd(&s.sock, "set weight main/zz 1"),
+        "No such server.\n\n"
+    );
+    assert_eq!(
+        admin_cmd(&s.sock, "set weight main 1"),
+        "Require 'backend/server'.\n\n"
+    );
+    assert_eq!(
+        admin_cmd(&s.sock, "get weight main"),
+        "Require 'backend/server'.\n\n"
+    );
+    assert_eq!(
+        admin_cmd(&s.sock, "set server main/zz state maint"),
+        "No such server.\n\n"
+    );
+    assert_eq!(
+        admin_cmd(&s.sock, "disable server nope/a"),
+        "No such backend.\n\n"
+    );
+    assert_eq!(
+        admin_cmd(&s.sock, "set server main/a state sleepy"),
         "'set server <srv> state' expects 'ready', 'drain' and 'maint'.\n\n"
     );
     assert_eq!(
-        cmd(&s.sock, "set weight main/a 300"),
+        admin_cmd(&s.sock, "set weight main/a 300"),
         "Absolute weight can only be between 0 and 256 inclusive.\n\n"
     );
-    assert_eq!(cmd(&s.sock, "get weight main/a"), "1 (initial 1)\n\n");
+    assert_eq!(admin_cmd(&s.sock, "get weight main/a"), "1 (initial 1)\n\n");
 }
 
 #[test]
 fn pipelined_commands_and_escaped_semicolons() {
     let s = start("");
-    let out = cmd(
+    let out = admin_cmd(
         &s.sock,
         "set weight main/a 7; get weight main/a; set weight main/a 50%; get weight main/a",
     );
     // set answers an empty line, get its value then an empty line.
     assert_eq!(out, "\n7 (initial 1)\n\n\n1 (initial 1)\n\n");
-    let out = cmd(&s.sock, r"get weight main/a\;x");
+    let out = admin_cmd(&s.sock, r"get weight main/a\;x");
     assert_eq!(out, "No such server.\n\n");
 }
 
@@ -209,34 +182,45 @@ fn socket_permissions_and_levels() {
     let a = Backend::start("a");
     let dir = TempDir::new("adminlvl");
     let sock = dir.join("user.sock");
-    let yaml = format!(
-        "workers: 1\nadmin: {{socket: \"{}\", mode: \"0660\", level: user}}\n{}",
-        sock.display(),
-        proxy_config_for(1, &[&a]).replace("workers: 1\n", "")
-    );
+    let yaml = standard_config(1)
+        .set(
+            "admin",
+            format!(
+                "{{socket: {}, mode: \"0660\", level: user}}",
+                yaml_str(&sock.display().to_string())
+            ),
+        )
+        .upstream("web", [Srv::of(&a).weight(1)])
+        .build();
     let lb = Forklb::start(&yaml);
     assert!(wait_until(Duration::from_secs(5), || sock.exists()));
     assert_eq!(
         std::fs::metadata(&sock).unwrap().permissions().mode() & 0o777,
         0o660
     );
-    assert_eq!(cmd(&sock, "set weight web/a 5"), "Permission denied\n\n");
-    assert_eq!(cmd(&sock, "disable server web/a"), "Permission denied\n\n");
-    assert_eq!(cmd(&sock, "reload"), "Permission denied\n\n");
-    assert_eq!(cmd(&sock, "get weight web/a"), "1 (initial 1)\n\n");
-    assert!(!cmd(&sock, "help").contains("set weight"));
+    assert_eq!(
+        admin_cmd(&sock, "set weight web/a 5"),
+        "Permission denied\n\n"
+    );
+    assert_eq!(
+        admin_cmd(&sock, "disable server web/a"),
+        "Permission denied\n\n"
+    );
+    assert_eq!(admin_cmd(&sock, "reload"), "Permission denied\n\n");
+    assert_eq!(admin_cmd(&sock, "get weight web/a"), "1 (initial 1)\n\n");
+    assert!(!admin_cmd(&sock, "help").contains("set weight"));
     drop(lb);
 }
 
 #[test]
 fn set_weight_splits_traffic_about_ten_to_one() {
     let s = start("");
-    assert_eq!(cmd(&s.sock, "set weight main/a 10"), "\n");
+    assert_eq!(admin_cmd(&s.sock, "set weight main/a 10"), "\n");
     let (a, b) = counts(s.lb.port(), 220);
     // 10:1 of 220 is 200:20; each of 2 workers runs its own smooth sequence.
     assert!((190..=210).contains(&a), "a={a} b={b}");
     assert_eq!(a + b, 220);
-    assert_eq!(cmd(&s.sock, "set server main/a weight 1"), "\n");
+    assert_eq!(admin_cmd(&s.sock, "set server main/a weight 1"), "\n");
     let (a, b) = counts(s.lb.port(), 100);
     assert!((40..=60).contains(&a), "a={a} b={b}");
 }
@@ -247,14 +231,14 @@ fn maint_and_ready_under_load_lose_nothing() {
     let load = Load::start(s.lb.port());
     std::thread::sleep(Duration::from_millis(300));
     load.mark("maint a");
-    assert_eq!(cmd(&s.sock, "set server main/a state maint"), "\n");
+    assert_eq!(admin_cmd(&s.sock, "set server main/a state maint"), "\n");
     std::thread::sleep(Duration::from_millis(200));
     let before = s.a.request_count();
     std::thread::sleep(Duration::from_millis(500));
     let during = s.a.request_count() - before;
     assert_eq!(during, 0, "a still got requests while in maint");
     load.mark("ready a");
-    assert_eq!(cmd(&s.sock, "set server main/a state ready"), "\n");
+    assert_eq!(admin_cmd(&s.sock, "set server main/a state ready"), "\n");
     std::thread::sleep(Duration::from_millis(500));
     let report = load.stop();
     report.assert_no_failures("maint/ready", &s.lb.diagnostics());
@@ -274,12 +258,12 @@ fn rolling_maint_ready_deploy_loop_under_load() {
         for srv in ["a", "b"] {
             load.mark(&format!("round {round}: maint {srv}"));
             assert_eq!(
-                cmd(&s.sock, &format!("set server main/{srv} state maint")),
+                admin_cmd(&s.sock, &format!("set server main/{srv} state maint")),
                 "\n"
             );
             std::thread::sleep(Duration::from_millis(150)); // ... deploy ...
             assert_eq!(
-                cmd(&s.sock, &format!("set server main/{srv} state ready")),
+                admin_cmd(&s.sock, &format!("set server main/{srv} state ready")),
                 "\n"
             );
             std::thread::sleep(Duration::from_millis(100));
@@ -296,7 +280,7 @@ fn show_stat_totals_equal_requests_sent_through_two_workers() {
     for _ in 0..60 {
         assert_eq!(http_get(s.lb.port(), "/").status, 200);
     }
-    let stat = cmd(&s.sock, "show stat");
+    let stat = admin_cmd(&s.sock, "show stat");
     let mut lines = stat.lines();
     let header = lines.next().unwrap();
     assert!(header.starts_with("# pxname,svname,qcur,qmax,scur,smax,slim,stot,bin,bout,dreq,dresp,ereq,econ,eresp,wretr,wredis,status,weight,act,bck,chkfail,chkdown,lastchg,downtime,"), "{header}");
@@ -332,14 +316,14 @@ fn show_stat_totals_equal_requests_sent_through_two_workers() {
     assert_eq!(be[col("algo")], "roundrobin");
     assert_eq!(a[col("hrsp_2xx")], stot(&a).to_string());
     assert!(rows.iter().any(|r| r[0] == "web" && r[1] == "FRONTEND"));
-    assert_eq!(cmd(&s.sock, "disable server main/b"), "\n");
-    let stat = cmd(&s.sock, "show stat");
+    assert_eq!(admin_cmd(&s.sock, "disable server main/b"), "\n");
+    let stat = admin_cmd(&s.sock, "show stat");
     assert!(
         stat.lines()
             .any(|l| l.starts_with("main,b,") && l.contains(",MAINT,")),
         "{stat}"
     );
-    let state = cmd(&s.sock, "show servers state main");
+    let state = admin_cmd(&s.sock, "show servers state main");
     assert!(state.starts_with("1\n# be_id be_name srv_id srv_name srv_addr srv_op_state srv_admin_state srv_uweight srv_iweight"), "{state}");
     assert!(
         state
@@ -348,7 +332,7 @@ fn show_stat_totals_equal_requests_sent_through_two_workers() {
         "{state}"
     );
     assert_eq!(
-        cmd(&s.sock, "show servers state nope"),
+        admin_cmd(&s.sock, "show servers state nope"),
         "Can't find backend.\n\n"
     );
 }
@@ -359,18 +343,18 @@ fn weights_and_maint_survive_hup_and_usr2() {
     let state = dir.join("forklb.state");
     let s = start(&format!("state_file: \"{}\"\n", state.display()));
     assert_eq!(
-        cmd(&s.sock, "set weight main/a 5; disable server main/b"),
+        admin_cmd(&s.sock, "set weight main/a 5; disable server main/b"),
         "\n\n"
     );
     assert!(state.exists(), "state file not written");
     // HUP: a new generation keeps the runtime state.
     s.lb.signal(libc::SIGHUP);
-    assert!(wait_until(Duration::from_secs(5), || cmd(
+    assert!(wait_until(Duration::from_secs(5), || admin_cmd(
         &s.sock,
         "show info"
     )
     .contains("Generation: 2")));
-    assert_eq!(cmd(&s.sock, "get weight main/a"), "5 (initial 1)\n\n");
+    assert_eq!(admin_cmd(&s.sock, "get weight main/a"), "5 (initial 1)\n\n");
     let (a, b) = counts(s.lb.port(), 20);
     assert_eq!((a, b), (20, 0), "b is still in maint after HUP");
     // USR2: the new master reads the state file at start.
@@ -387,13 +371,13 @@ fn weights_and_maint_survive_hup_and_usr2() {
     let new = s.lb.pid_file_pid().unwrap();
     s.lb.track(new);
     s.lb.signal(libc::SIGQUIT); // the old master leaves; the new one owns the socket
-    assert!(wait_until(Duration::from_secs(10), || cmd(
+    assert!(wait_until(Duration::from_secs(10), || admin_cmd(
         &s.sock,
         "show info"
     )
     .contains(&format!("Pid: {new}"))));
-    assert_eq!(cmd(&s.sock, "get weight main/a"), "5 (initial 1)\n\n");
-    let st = cmd(&s.sock, "show servers state");
+    assert_eq!(admin_cmd(&s.sock, "get weight main/a"), "5 (initial 1)\n\n");
+    let st = admin_cmd(&s.sock, "show servers state");
     assert!(
         st.lines()
             .any(|l| l.starts_with("1 main 2 b ") && l.split(' ').nth(6) == Some("1")),
@@ -407,22 +391,22 @@ fn weights_and_maint_survive_hup_and_usr2() {
 #[test]
 fn reload_over_the_socket() {
     let s = start("");
-    assert_eq!(cmd(&s.sock, "reload"), "Success=1\n\n");
-    assert!(cmd(&s.sock, "show info").contains("Generation: 2"));
+    assert_eq!(admin_cmd(&s.sock, "reload"), "Success=1\n\n");
+    assert!(admin_cmd(&s.sock, "show info").contains("Generation: 2"));
     let cfg = std::fs::read_to_string(s.lb.config_path()).unwrap();
     std::fs::write(s.lb.config_path(), format!("{cfg}bogus_key: 1\n")).unwrap();
-    let out = cmd(&s.sock, "reload");
+    let out = admin_cmd(&s.sock, "reload");
     assert!(
         out.starts_with("Success=0\n--\n") && out.contains("bogus_key"),
         "{out}"
     );
-    assert!(cmd(&s.sock, "show info").contains("Generation: 2"));
+    assert!(admin_cmd(&s.sock, "show info").contains("Generation: 2"));
     assert_eq!(http_get(s.lb.port(), "/").status, 200);
 }
 
 /// `show info`'s value of `field` (e.g. `CumReq`).
 fn info_value(sock: &Path, field: &str) -> u64 {
-    let info = cmd(sock, "show info");
+    let info = admin_cmd(sock, "show info");
     info.lines()
         .find_map(|l| l.strip_prefix(&format!("{field}: ")))
         .and_then(|v| v.trim().parse().ok())
@@ -456,7 +440,7 @@ fn cumulative_counters_span_reloads_and_draining_workers() {
             >= 1
             && info_value(&sock, "CurrConns") == 0),
         "{}",
-        cmd(&sock, "show info")
+        admin_cmd(&sock, "show info")
     );
     let (conns0, reqs0) = (info_value(&sock, "CumConns"), info_value(&sock, "CumReq"));
 
@@ -484,7 +468,7 @@ fn cumulative_counters_span_reloads_and_draining_workers() {
     let old_workers = lb.worker_pids();
     lb.signal(libc::SIGHUP);
     assert!(
-        wait_until(Duration::from_secs(5), || cmd(&sock, "show info")
+        wait_until(Duration::from_secs(5), || admin_cmd(&sock, "show info")
             .contains("Generation: 2")),
         "no reload\n{}",
         lb.diagnostics()
@@ -518,7 +502,7 @@ fn cumulative_counters_span_reloads_and_draining_workers() {
 
     // A second reload and more traffic keep adding up.
     lb.signal(libc::SIGHUP);
-    assert!(wait_until(Duration::from_secs(5), || cmd(
+    assert!(wait_until(Duration::from_secs(5), || admin_cmd(
         &sock,
         "show info"
     )

@@ -53,15 +53,7 @@ fn weights_3_to_1_over_two_workers() {
     let mut bodies = Vec::new();
     for (serving, stopped) in [(x, y), (y, x)] {
         let paused = Paused::new(stopped);
-        bodies.extend(concurrently(4, 50, move |t, i| {
-            let r = get_with(
-                port,
-                &format!("/w/{serving}/{t}/{i}"),
-                &[("Connection", "close")],
-            );
-            assert_eq!(r.status, 200, "{r:?}");
-            r.body_str()
-        }));
+        bodies.extend(burst_bodies(port, &format!("/w/{serving}"), 4, 50));
         drop(paused);
     }
     let h = count_of(&bodies, &"heavy".to_owned());
@@ -174,11 +166,7 @@ fn leastconn_avoids_a_server_busy_with_slow_requests_of_another_worker() {
     // Were in-flight counts per worker, y would see a and b idle and send
     // half of them to a.
     let x_paused = Paused::new(x);
-    let fast = concurrently(4, 20, move |t, i| {
-        let r = get_with(port, &format!("/fast/{t}/{i}"), &[("Connection", "close")]);
-        assert_eq!(r.status, 200, "{r:?}");
-        r.body_str()
-    });
+    let fast = burst_bodies(port, "/fast", 4, 20);
     let fast_done = started.elapsed();
     drop(x_paused);
     let to_a = count_of(&fast, &"a".to_owned());
@@ -319,15 +307,7 @@ fn hash_source_is_sticky_across_workers_and_connections() {
     let mut bodies = Vec::new();
     for (serving, stopped) in [(x, y), (y, x)] {
         let paused = Paused::new(stopped);
-        bodies.extend(concurrently(4, 10, move |t, i| {
-            let r = get_with(
-                port,
-                &format!("/s/{serving}/{t}/{i}"),
-                &[("Connection", "close")],
-            );
-            assert_eq!(r.status, 200, "{r:?}");
-            r.body_str()
-        }));
+        bodies.extend(burst_bodies(port, &format!("/s/{serving}"), 4, 10));
         bodies.extend(
             concurrently(2, 1, move |t, _| {
                 let mut c = Conn::open(port).expect("connect");
@@ -613,11 +593,7 @@ fn random_spreads_over_all_servers() {
     let lb = Forklb::start(&upstream_config(2, "random", &servers, &[]));
     lb.wait_workers(2, Duration::from_secs(5));
     let port = lb.port();
-    let bodies = concurrently(4, 75, move |t, i| {
-        let r = get_with(port, &format!("/r/{t}/{i}"), &[("Connection", "close")]);
-        assert_eq!(r.status, 200, "{r:?}");
-        r.body_str()
-    });
+    let bodies = burst_bodies(port, "/r", 4, 75);
     let counts: Vec<usize> = bs
         .iter()
         .map(|b| count_of(&bodies, &b.name().to_owned()))
@@ -695,11 +671,7 @@ fn random_two_choices_avoid_a_server_busy_with_slow_requests_of_another_worker()
     let fast_b = b.request_count();
     let fast_c = c.request_count();
     let x_paused = Paused::new(x);
-    let fast = concurrently(4, 75, move |t, i| {
-        let r = get_with(port, &format!("/fast/{t}/{i}"), &[("Connection", "close")]);
-        assert_eq!(r.status, 200, "{r:?}");
-        r.body_str()
-    });
+    let fast = burst_bodies(port, "/fast", 4, 75);
     let fast_done = started.elapsed();
     drop(x_paused);
     let to_a = count_of(&fast, &"a".to_owned());
@@ -757,13 +729,7 @@ fn first_uses_the_first_server_until_it_goes_down_then_the_next() {
     ));
     lb.wait_workers(2, Duration::from_secs(5));
     let port = lb.port();
-    let burst = move |tag: &'static str| {
-        concurrently(4, 10, move |t, i| {
-            let r = get_with(port, &format!("/{tag}/{t}/{i}"), &[("Connection", "close")]);
-            assert_eq!(r.status, 200, "{tag}: {r:?}");
-            r.body_str()
-        })
-    };
+    let burst = move |tag: &'static str| burst_bodies(port, &format!("/{tag}"), 4, 10);
 
     let up = burst("up");
     assert_eq!(
@@ -826,13 +792,7 @@ fn backups_take_over_when_primaries_are_down_and_step_back_when_they_return() {
     ));
     lb.wait_workers(2, Duration::from_secs(5));
     let port = lb.port();
-    let burst = move |tag: &'static str| {
-        concurrently(4, 10, move |t, i| {
-            let r = get_with(port, &format!("/{tag}/{t}/{i}"), &[("Connection", "close")]);
-            assert_eq!(r.status, 200, "{tag}: {r:?}");
-            r.body_str()
-        })
-    };
+    let burst = move |tag: &'static str| burst_bodies(port, &format!("/{tag}"), 4, 10);
     let share = |v: &[String], names: [&str; 2]| names.map(|n| count_of(v, &n.to_owned()));
 
     let up = burst("up");
@@ -893,11 +853,7 @@ fn static_rr_and_leastconn_follow_weights_and_weight_0_gets_nothing() {
     for algo in ["static-rr", "leastconn"] {
         let lb = Forklb::start(&upstream_config(2, algo, &servers, &[]));
         let port = lb.port();
-        let bodies = concurrently(4, 100, move |t, i| {
-            let r = get_with(port, &format!("/{t}/{i}"), &[("Connection", "close")]);
-            assert_eq!(r.status, 200, "{r:?}");
-            r.body_str()
-        });
+        let bodies = burst_bodies(port, "", 4, 100);
         let (h, l, z) = (
             count_of(&bodies, &"heavy".to_owned()),
             count_of(&bodies, &"light".to_owned()),

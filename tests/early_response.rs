@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
-use support::tls::{certificates_yaml, client_config, TestCert, TlsConn};
+use support::tls::{client_config, TestCert, TlsConn};
 use support::*;
 
 const BIG: usize = 20 * 1024 * 1024;
@@ -570,22 +570,13 @@ fn local_413_for_a_too_large_upload_reaches_the_client() {
 /// A TLS front listener (certificate for a.test) before `backend`.
 fn tls_front_config(dir: &Path, backend: &Backend) -> String {
     let front = TestCert::self_signed(&["a.test"]);
-    format!(
-        "workers: 1\n\
-         log_level: info\n\
-         listeners:\n\
-         \x20 - name: secure\n\
-         \x20   bind: [\"127.0.0.1:$PORT\"]\n\
-         {}\
-         \x20   routes:\n\
-         \x20     - upstream: web\n\
-         upstreams:\n\
-         \x20 web:\n\
-         \x20   servers:\n\
-         \x20     - {{name: e1, addr: \"{}\"}}\n",
-        certificates_yaml(&[front.write(dir, "a")]),
-        backend.addr()
-    )
+    ConfigBuilder::new()
+        .log_level("info")
+        .listener("secure", &["127.0.0.1:$PORT"])
+        .certificates(&[front.write(dir, "a")])
+        .route(Route::to("web"))
+        .upstream("web", [Srv::new("e1", backend.addr())])
+        .build()
 }
 
 #[test]
@@ -663,26 +654,12 @@ fn tls_early_origin(cert: &TestCert, answer: &'static [u8]) -> (SocketAddr, Arc<
 #[test]
 fn tls_upstream_early_413_is_relayed() {
     let dir = TempDir::new("early-tls-up");
-    let ca = support::tls::TestCa::new("forklb test CA");
-    let ca_path = dir.join("ca.pem");
-    ca.write(&ca_path);
+    let (ca, ca_path) = support::tls::TestCa::in_dir(dir.path());
     let (addr, answered) = tls_early_origin(&ca.issue(&["origin.test"]), EARLY_413);
-    let cfg = format!(
-        "workers: 1\n\
-         log_level: debug\n\
-         listeners:\n\
-         \x20 - name: web\n\
-         \x20   bind: [\"127.0.0.1:$PORT\"]\n\
-         \x20   routes:\n\
-         \x20     - upstream: web\n\
-         upstreams:\n\
-         \x20 web:\n\
-         \x20   max_fails: 1\n\
-         \x20   tls: {{sni: origin.test, ca: \"{}\"}}\n\
-         \x20   servers:\n\
-         \x20     - {{name: s1, addr: \"{addr}\"}}\n",
-        ca_path.display(),
-    );
+    let cfg = tls_upstream_config("origin.test", &ca_path, addr)
+        .log_level("debug")
+        .upstream_opt("max_fails: 1")
+        .build();
     let lb = Forklb::start(&cfg);
     for framing in [Framing::Length, Framing::Chunked] {
         let up = Upload {

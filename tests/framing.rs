@@ -10,16 +10,6 @@ use std::thread;
 use std::time::{Duration, Instant};
 use support::*;
 
-fn scripted(name: &str, scripts: Vec<Script>) -> Backend {
-    Backend::start_with(
-        name,
-        BackendOpts {
-            scripts,
-            ..Default::default()
-        },
-    )
-}
-
 fn echo_backend() -> Backend {
     Backend::start_with(
         "b1",

@@ -332,31 +332,17 @@ fn upstream_date_is_kept_exactly() {
 #[test]
 fn local_responses_carry_a_date() {
     let b1 = Backend::start("b1");
-    let cfg = format!(
-        "workers: 1\n\
-         listeners:\n\
-         \x20 - name: web\n\
-         \x20   bind: [\"127.0.0.1:$PORT\"]\n\
-         \x20   routes:\n\
-         \x20     - path: /healthz\n\
-         \x20       return: {{status: 200, body: \"ok\\n\"}}\n\
-         \x20     - path: /old/\n\
-         \x20       redirect: {{to: \"https://example.com/new/\", status: 301}}\n\
-         \x20     - path: /metrics\n\
-         \x20       metrics: prometheus\n\
-         \x20     - path: /down/\n\
-         \x20       upstream: down\n\
-         \x20     - path: /app/\n\
-         \x20       upstream: web\n\
-         upstreams:\n\
-         \x20 web:\n\
-         \x20   servers: [{{addr: \"{}\"}}]\n\
-         \x20 down:\n\
-         \x20   retries: 0\n\
-         \x20   servers: [{{addr: \"{}\"}}]\n",
-        b1.addr(),
-        refused_addr()
-    );
+    let cfg = ConfigBuilder::new()
+        .listener("web", &["127.0.0.1:$PORT"])
+        .route(Route::healthz())
+        .route(Route::path("/old/").redirect("https://example.com/new/", 301))
+        .route(Route::path("/metrics").metrics())
+        .route(Route::path("/down/").upstream("down"))
+        .route(Route::path("/app/").upstream("web"))
+        .upstream("web", [Srv::addr(b1.addr())])
+        .upstream("down", [Srv::addr(refused_addr())])
+        .upstream_opt("retries: 0")
+        .build();
     let lb = Forklb::start(&cfg);
 
     let mut c = Conn::open(lb.port()).expect("connect");

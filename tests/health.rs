@@ -22,11 +22,7 @@ fn checked_backend(name: &str, status: u16) -> (Backend, HealthSwitch) {
 
 /// `n` requests from 4 threads at once, new connection each; the bodies.
 fn burst(port: u16, n: usize, tag: &'static str) -> Vec<String> {
-    concurrently(4, n / 4, move |t, i| {
-        let r = get_with(port, &format!("/{tag}/{t}/{i}"), &[("Connection", "close")]);
-        assert_eq!(r.status, 200, "{tag}: {r:?}");
-        r.body_str()
-    })
+    burst_bodies(port, &format!("/{tag}"), 4, n / 4)
 }
 
 /// Round robin over 2 servers in each of 2 workers: `name` has about half

@@ -10,16 +10,6 @@ mod support;
 use std::time::Duration;
 use support::*;
 
-fn scripted(name: &str, scripts: Vec<Script>) -> Backend {
-    Backend::start_with(
-        name,
-        BackendOpts {
-            scripts,
-            ..Default::default()
-        },
-    )
-}
-
 /// The bytes of a whole connection's answer to `request`, read until
 /// forklb closes (bounded by the read timeout), split into head and body.
 fn exchange_until_close(port: u16, request: &[u8]) -> (String, Vec<u8>) {

@@ -30,26 +30,15 @@ fn setup() -> (Backend, Forklb) {
             ..Default::default()
         },
     );
-    let yaml = format!(
-        "workers: 1\n\
-         log_level: info\n\
-         limits:\n\
-         \x20 max_header_bytes: 4k\n\
-         listeners:\n\
-         \x20 - name: web\n\
-         \x20   bind: [\"127.0.0.1:$PORT\"]\n\
-         \x20   routes:\n\
-         \x20     - path: /admin/\n\
-         \x20       return: {{status: 403, body: \"forbidden\\n\"}}\n\
-         \x20     - path: /caf%C3%A9/\n\
-         \x20       return: {{status: 200, body: \"cafe\\n\"}}\n\
-         \x20     - upstream: web\n\
-         upstreams:\n\
-         \x20 web:\n\
-         \x20   servers:\n\
-         \x20     - {{name: b1, addr: \"{}\"}}\n",
-        b1.addr()
-    );
+    let yaml = ConfigBuilder::new()
+        .log_level("info")
+        .set("limits", "{max_header_bytes: 4k}")
+        .listener("web", &["127.0.0.1:$PORT"])
+        .route(Route::path("/admin/").ret(403, "forbidden\n"))
+        .route(Route::path("/caf%C3%A9/").ret(200, "cafe\n"))
+        .route(Route::to("web"))
+        .upstream("web", [Srv::new("b1", b1.addr())])
+        .build();
     let lb = Forklb::start(&yaml);
     (b1, lb)
 }

@@ -9,6 +9,7 @@
 mod support;
 
 use std::fs;
+use std::net::SocketAddr;
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -21,28 +22,31 @@ use support::*;
 /// Two workers; `/v` answered by forklb with `body`, everything else proxied
 /// to `b`; listening on `binds` (`$PORT` allowed).
 fn route_config(b: &Backend, body: &str, binds: &[&str]) -> String {
-    let binds = binds
-        .iter()
-        .map(|a| format!("\"{a}\""))
-        .collect::<Vec<_>>()
-        .join(", ");
-    format!(
-        "workers: 2\n\
-         log_level: info\n\
-         shutdown_timeout: 10s\n\
-         listeners:\n\
-         \x20 - name: web\n\
-         \x20   bind: [{binds}]\n\
-         \x20   routes:\n\
-         \x20     - path: /v\n\
-         \x20       return: {{status: 200, body: \"{body}\"}}\n\
-         \x20     - upstream: web\n\
-         upstreams:\n\
-         \x20 web:\n\
-         \x20   servers:\n\
-         \x20     - {{name: b1, addr: \"{}\"}}\n",
-        b.addr()
-    )
+    ConfigBuilder::new()
+        .workers(2)
+        .log_level("info")
+        .shutdown_timeout("10s")
+        .listener("web", binds)
+        .route(Route::path("/v").ret(200, body))
+        .route(Route::to("web"))
+        .upstream("web", [Srv::new("b1", b.addr())])
+        .build()
+}
+
+/// Two workers, an access log at `access` in `format`; `/dead/` to `dead`
+/// (nothing listens there; no retries), everything else to `b`.
+fn dead_route_config(b: &Backend, dead: SocketAddr, access: &Path, format: &str) -> ConfigBuilder {
+    ConfigBuilder::new()
+        .workers(2)
+        .log_level("info")
+        .shutdown_timeout("10s")
+        .access_log(access, format)
+        .listener("web", &["127.0.0.1:$PORT"])
+        .route(Route::path("/dead/").upstream("dead"))
+        .route(Route::to("web"))
+        .upstream("web", [Srv::addr(b.addr())])
+        .upstream("dead", [Srv::addr(dead)])
+        .upstream_opt("retries: 0")
 }
 
 /// Load check for [`route_config`]: `/v` is "v1" or "v2", the rest "b1".
@@ -86,15 +90,6 @@ fn wait_new_generation(lb: &Forklb, old: &[i32], n: usize) -> Vec<i32> {
         lb.diagnostics()
     );
     now
-}
-
-fn wait_all_exited(pids: &[i32], timeout: Duration) -> Vec<i32> {
-    let mut alive = Vec::new();
-    wait_until(timeout, || {
-        alive = pids.iter().copied().filter(|&p| forklb_alive(p)).collect();
-        alive.is_empty()
-    });
-    alive
 }
 
 #[test]
@@ -295,29 +290,7 @@ fn usr1_reopens_error_and_access_logs() {
     let dead = refused_addr();
     let logs = TempDir::new("usr1");
     let access = logs.join("access.log");
-    let yaml = format!(
-        "workers: 2\n\
-         log_level: info\n\
-         shutdown_timeout: 10s\n\
-         access_log: {{path: \"{}\", format: combined}}\n\
-         listeners:\n\
-         \x20 - name: web\n\
-         \x20   bind: [\"127.0.0.1:$PORT\"]\n\
-         \x20   routes:\n\
-         \x20     - path: /dead/\n\
-         \x20       upstream: dead\n\
-         \x20     - upstream: web\n\
-         upstreams:\n\
-         \x20 web:\n\
-         \x20   servers:\n\
-         \x20     - {{addr: \"{}\"}}\n\
-         \x20 dead:\n\
-         \x20   retries: 0\n\
-         \x20   servers:\n\
-         \x20     - {{addr: \"{dead}\"}}\n",
-        access.display(),
-        b.addr()
-    );
+    let yaml = dead_route_config(&b, dead, &access, "combined").build();
     let lb = Forklb::start(&yaml);
     let port = lb.port();
     let error_log = lb.error_log_path().to_owned();
@@ -389,32 +362,8 @@ fn usr1_reopens_error_and_access_logs() {
 #[test]
 fn quit_finishes_in_flight_request_then_stops_listening() {
     let b = Backend::start("b1");
-    let slow = Backend::start_with(
-        "slow",
-        BackendOpts {
-            delay: Duration::from_millis(1500),
-            ..Default::default()
-        },
-    );
-    let yaml = format!(
-        "workers: 2\n\
-         log_level: info\n\
-         shutdown_timeout: 10s\n\
-         listeners:\n\
-         \x20 - name: web\n\
-         \x20   bind: [\"127.0.0.1:$PORT\"]\n\
-         \x20   routes:\n\
-         \x20     - path: /slow/\n\
-         \x20       upstream: slow\n\
-         \x20     - upstream: web\n\
-         upstreams:\n\
-         \x20 web:\n\
-         \x20   servers: [{{addr: \"{}\"}}]\n\
-         \x20 slow:\n\
-         \x20   servers: [{{addr: \"{}\"}}]\n",
-        b.addr(),
-        slow.addr()
-    );
+    let slow = slow_backend(Duration::from_millis(1500));
+    let yaml = slow_config(2, &b, &slow);
     let mut lb = Forklb::start(&yaml);
     let port = lb.port();
     let master = lb.master_pid();
@@ -450,13 +399,10 @@ fn quit_finishes_in_flight_request_then_stops_listening() {
         )
     });
     assert_eq!((r.status, r.body_str()), (200, "slow".to_owned()), "{r:?}");
-    let status = lb.wait_exit(Duration::from_secs(5));
-    assert!(
-        status.is_some(),
-        "master still running 5 s after the last request\n{}",
-        lb.diagnostics()
+    lb.expect_exit_0(
+        Duration::from_secs(5),
+        "master still running 5 s after the last request",
     );
-    assert_eq!(status.unwrap().code(), Some(0), "{status:?}");
     assert!(!lb.pid_file().exists(), "pid file left behind");
     assert!(port_refuses(port), "port {port} accepts after exit");
     assert!(
@@ -506,6 +452,23 @@ impl Daemon {
 
     fn error_log(&self) -> String {
         fs::read_to_string(self.dir.join("error.log")).unwrap_or_default()
+    }
+
+    /// Waits (5 s at most) for the daemon's pid file and returns (and
+    /// remembers, for Drop) the pid it names.
+    fn wait_pid_file(&mut self) -> i32 {
+        let mut pid = None;
+        assert!(
+            wait_until(Duration::from_secs(5), || {
+                pid = read_pid_file(&self.pid_file);
+                pid.is_some()
+            }),
+            "no pid file from the daemon\n{}",
+            self.error_log()
+        );
+        let pid = pid.unwrap();
+        self.pid = Some(pid);
+        pid
     }
 
     /// forklb masters whose command line names our configuration file.
@@ -574,17 +537,7 @@ fn daemon_serves_and_quits(args: &[&str], yaml_extra: &str) {
     );
     eprintln!("foreground command exited after {:?}", started.elapsed());
 
-    let mut pid = None;
-    assert!(
-        wait_until(Duration::from_secs(5), || {
-            pid = read_pid_file(&d.pid_file);
-            pid.is_some()
-        }),
-        "no pid file from the daemon\n{}",
-        d.error_log()
-    );
-    let pid = pid.unwrap();
-    d.pid = Some(pid);
+    let pid = d.wait_pid_file();
     assert_ne!(pid, fg_pid, "the pid file names the foreground process");
     assert_eq!(comm(pid).as_deref(), Some("forklb-master"));
     assert!(forklb_alive(pid));
@@ -652,14 +605,23 @@ fn passwd_uid(name: &str) -> Option<u32> {
     })
 }
 
-#[test]
-fn workers_drop_privileges_master_stays_root() {
+/// The uid of `nobody` if the tests run as root and it exists; else says
+/// why the test is skipped, and None.
+fn nobody_uid_if_root() -> Option<u32> {
     if !running_as_root() {
         eprintln!("skipped: privilege drop needs the tests to run as root");
-        return;
+        return None;
     }
-    let Some(nobody) = passwd_uid("nobody") else {
+    let uid = passwd_uid("nobody");
+    if uid.is_none() {
         eprintln!("skipped: no user nobody in /etc/passwd");
+    }
+    uid
+}
+
+#[test]
+fn workers_drop_privileges_master_stays_root() {
+    let Some(nobody) = nobody_uid_if_root() else {
         return;
     };
     let b = Backend::start("b1");
@@ -749,25 +711,7 @@ fn repeated_hup_under_new_connection_load() {
 
 /// Two upstreams: `/slow/` to `slow`, the rest to `web`.
 fn slow_config(workers: usize, web: &Backend, slow: &Backend) -> String {
-    format!(
-        "workers: {workers}\n\
-         log_level: info\n\
-         shutdown_timeout: 10s\n\
-         listeners:\n\
-         \x20 - name: web\n\
-         \x20   bind: [\"127.0.0.1:$PORT\"]\n\
-         \x20   routes:\n\
-         \x20     - path: /slow/\n\
-         \x20       upstream: slow\n\
-         \x20     - upstream: web\n\
-         upstreams:\n\
-         \x20 web:\n\
-         \x20   servers: [{{addr: \"{}\"}}]\n\
-         \x20 slow:\n\
-         \x20   servers: [{{addr: \"{}\"}}]\n",
-        web.addr(),
-        slow.addr()
-    )
+    side_route_config(workers, web, "slow", slow).build()
 }
 
 fn slow_backend(delay: Duration) -> Backend {
@@ -909,17 +853,7 @@ fn daemon_binary_upgrade_keeps_running_in_the_background() {
         .status()
         .unwrap();
     assert_eq!(status.code(), Some(0));
-    let mut old = None;
-    assert!(
-        wait_until(Duration::from_secs(5), || {
-            old = read_pid_file(&d.pid_file);
-            old.is_some()
-        }),
-        "no pid file\n{}",
-        d.error_log()
-    );
-    let old = old.unwrap();
-    d.pid = Some(old);
+    let old = d.wait_pid_file();
     let load = Load::start(d.port);
     load.expect_progress(100, "before USR2");
 
@@ -960,40 +894,16 @@ fn daemon_binary_upgrade_keeps_running_in_the_background() {
 
 #[test]
 fn privileged_workers_reload_and_reopen_logs() {
-    if !running_as_root() {
-        eprintln!("skipped: privilege drop needs the tests to run as root");
-        return;
-    }
-    let Some(nobody) = passwd_uid("nobody") else {
-        eprintln!("skipped: no user nobody in /etc/passwd");
+    let Some(nobody) = nobody_uid_if_root() else {
         return;
     };
     let b = Backend::start("b1");
     let dead = refused_addr();
     let logs = TempDir::new("privlogs");
     let access = logs.join("access.log");
-    let yaml = format!(
-        "user: nobody\n\
-         workers: 2\n\
-         log_level: info\n\
-         shutdown_timeout: 10s\n\
-         access_log: {{path: \"{}\", format: json}}\n\
-         listeners:\n\
-         \x20 - name: web\n\
-         \x20   bind: [\"127.0.0.1:$PORT\"]\n\
-         \x20   routes:\n\
-         \x20     - path: /dead/\n\
-         \x20       upstream: dead\n\
-         \x20     - upstream: web\n\
-         upstreams:\n\
-         \x20 web:\n\
-         \x20   servers: [{{addr: \"{}\"}}]\n\
-         \x20 dead:\n\
-         \x20   retries: 0\n\
-         \x20   servers: [{{addr: \"{dead}\"}}]\n",
-        access.display(),
-        b.addr()
-    );
+    let yaml = dead_route_config(&b, dead, &access, "json")
+        .user("nobody")
+        .build();
     let lb = Forklb::start(&yaml);
     let port = lb.port();
     let gen1 = lb.wait_workers(2, Duration::from_secs(5));

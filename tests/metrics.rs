@@ -72,22 +72,13 @@ fn value(m: &[(String, HashMap<String, String>, f64)], name: &str, labels: &[(&s
 fn metrics_parse_and_add_up_over_workers() {
     let a = Backend::start("a");
     let b = Backend::start("b");
-    let yaml = format!(
-        "workers: 2\n\
-         listeners:\n\
-         \x20 - name: web\n\
-         \x20   bind: [\"127.0.0.1:$PORT\"]\n\
-         \x20   routes:\n\
-         \x20     - {{path: /metrics, metrics: prometheus}}\n\
-         \x20     - {{upstream: main}}\n\
-         upstreams:\n\
-         \x20 main:\n\
-         \x20   servers:\n\
-         \x20     - {{name: a, addr: \"{}\"}}\n\
-         \x20     - {{name: b, addr: \"{}\"}}\n",
-        a.addr(),
-        b.addr()
-    );
+    let yaml = ConfigBuilder::new()
+        .workers(2)
+        .listener("web", &["127.0.0.1:$PORT"])
+        .route(Route::path("/metrics").metrics())
+        .route(Route::to("main"))
+        .upstream("main", [Srv::new("a", a.addr()), Srv::new("b", b.addr())])
+        .build();
     let lb = Forklb::start(&yaml);
     for _ in 0..40 {
         assert_eq!(http_get(lb.port(), "/x").status, 200);

@@ -115,13 +115,10 @@ fn quit_finishes_in_flight_request_then_exits() {
         "the late request reached the backend"
     );
 
-    let status = lb.wait_exit(Duration::from_secs(5));
-    assert!(
-        status.is_some(),
-        "master still running 5 s after the drained request\n{}",
-        lb.diagnostics()
+    lb.expect_exit_0(
+        Duration::from_secs(5),
+        "master still running 5 s after the drained request",
     );
-    assert_eq!(status.unwrap().code(), Some(0), "exit status {status:?}");
     let mut left = Vec::new();
     assert!(
         wait_until(Duration::from_secs(3), || {
@@ -147,13 +144,10 @@ fn term_exits_fast_and_removes_pid_file() {
 
     let started = Instant::now();
     lb.signal(SIGTERM);
-    let status = lb.wait_exit(Duration::from_secs(3));
-    assert!(
-        status.is_some(),
-        "master still running 3 s after TERM\n{}",
-        lb.diagnostics()
+    lb.expect_exit_0(
+        Duration::from_secs(3),
+        "master still running 3 s after TERM",
     );
-    assert_eq!(status.unwrap().code(), Some(0), "exit status {status:?}");
     let mut left = Vec::new();
     assert!(
         wait_until(Duration::from_secs(2), || {

@@ -184,22 +184,12 @@ fn large_response_body_reaches_client_intact() {
 #[test]
 fn unmatched_host_or_path_gets_404() {
     let b1 = Backend::start("b1");
-    let yaml = format!(
-        "workers: 1\n\
-         listeners:\n\
-         \x20 - name: web\n\
-         \x20   bind: [\"127.0.0.1:$PORT\"]\n\
-         \x20   routes:\n\
-         \x20     - host: a.example\n\
-         \x20       upstream: web\n\
-         \x20     - path: /api/\n\
-         \x20       upstream: web\n\
-         upstreams:\n\
-         \x20 web:\n\
-         \x20   servers:\n\
-         \x20     - {{name: b1, addr: \"{}\"}}\n",
-        b1.addr()
-    );
+    let yaml = ConfigBuilder::new()
+        .listener("web", &["127.0.0.1:$PORT"])
+        .route(Route::host("a.example").upstream("web"))
+        .route(Route::path("/api/").upstream("web"))
+        .upstream("web", [Srv::new("b1", b1.addr())])
+        .build();
     let lb = Forklb::start(&yaml);
 
     let get = |host: &str, path: &str| {

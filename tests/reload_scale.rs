@@ -8,10 +8,7 @@
 
 mod support;
 
-use std::fmt::Write as _;
-use std::io::Write as _;
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 use support::*;
 
@@ -31,32 +28,17 @@ fn addr(k: usize) -> String {
 }
 
 fn big_config(admin: &Path) -> String {
-    let mut y = format!(
-        "workers: 1\n\
-         admin: {{socket: \"{}\"}}\n\
-         listeners:\n\
-         \x20 - name: web\n\
-         \x20   bind: [\"127.0.0.1:$PORT\"]\n\
-         \x20   routes:\n\
-         \x20     - path: /healthz\n\
-         \x20       return: {{status: 200, body: \"ok\\n\"}}\n\
-         \x20     - upstream: big\n\
-         upstreams:\n\
-         \x20 big:\n\
-         \x20   servers:\n",
-        admin.display()
-    );
-    for k in 0..SERVERS / 2 {
-        let _ = writeln!(y, "      - {{name: s{k}, addr: \"{}\"}}", addr(k));
-    }
+    let first_half = (0..SERVERS / 2).map(|k| Srv::new(&format!("s{k}"), addr(k)));
+    let mut c = ConfigBuilder::new()
+        .admin_socket(admin)
+        .listener("web", &["127.0.0.1:$PORT"])
+        .route(Route::healthz())
+        .route(Route::to("big"))
+        .upstream("big", first_half);
     for k in SERVERS / 2..SERVERS {
-        let _ = writeln!(
-            y,
-            "  u{k}:\n    servers: [{{name: s{k}, addr: \"{}\"}}]",
-            addr(k)
-        );
+        c = c.upstream(&format!("u{k}"), [Srv::new(&format!("s{k}"), addr(k))]);
     }
-    y
+    c.build()
 }
 
 /// utime + stime of `pid`.
@@ -76,22 +58,6 @@ fn cpu_time(pid: i32) -> Duration {
     Duration::from_millis(f.iter().sum::<u64>() * 1000 / hz)
 }
 
-fn admin(sock: &Path, line: &str) -> String {
-    let mut child = Command::new("socat")
-        .arg("-t5")
-        .arg("stdio")
-        .arg(format!("unix-connect:{}", sock.display()))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("socat must be installed (.ci/run installs it)");
-    if let Some(mut stdin) = child.stdin.take() {
-        let _ = stdin.write_all(format!("{line}\n").as_bytes());
-    }
-    let out = child.wait_with_output().expect("socat output");
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 #[test]
 fn reload_of_100k_servers_is_linear() {
     let dir = TempDir::new("bigadmin");
@@ -101,9 +67,9 @@ fn reload_of_100k_servers_is_linear() {
     // Runtime state on servers at the far ends of both shapes.
     let last_big = format!("big/s{}", SERVERS / 2 - 1);
     let last_upstream = format!("u{}", SERVERS - 1);
-    assert_eq!(admin(&sock, &format!("set weight {last_big} 7")), "\n");
+    assert_eq!(admin_cmd(&sock, &format!("set weight {last_big} 7")), "\n");
     assert_eq!(
-        admin(
+        admin_cmd(
             &sock,
             &format!("disable server {last_upstream}/s{}", SERVERS - 1)
         ),
@@ -133,12 +99,12 @@ fn reload_of_100k_servers_is_linear() {
     );
 
     // The master answers at once, and the state came along by name.
-    assert!(admin(&sock, "show info").contains("Generation: 2"));
+    assert!(admin_cmd(&sock, "show info").contains("Generation: 2"));
     assert_eq!(
-        admin(&sock, &format!("get weight {last_big}")),
+        admin_cmd(&sock, &format!("get weight {last_big}")),
         "7 (initial 1)\n\n"
     );
-    let state = admin(&sock, &format!("show servers state {last_upstream}"));
+    let state = admin_cmd(&sock, &format!("show servers state {last_upstream}"));
     assert!(
         state
             .lines()

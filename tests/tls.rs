@@ -30,32 +30,17 @@ fn tls_config(
     pairs: &[(PathBuf, PathBuf)],
     backends: &[&Backend],
 ) -> String {
-    let mut y = format!(
-        "workers: {workers}\n\
-         log_level: info\n\
-         shutdown_timeout: 5s\n\
-         {top}\
-         listeners:\n\
-         \x20 - name: secure\n\
-         \x20   bind: [\"127.0.0.1:$PORT\"]\n\
-         {}\
-         \x20   routes:\n\
-         \x20     - path: /healthz\n\
-         \x20       return: {{status: 200, body: \"ok\\n\"}}\n\
-         \x20     - upstream: web\n\
-         upstreams:\n\
-         \x20 web:\n\
-         \x20   servers:\n",
-        certificates_yaml(pairs)
-    );
-    for b in backends {
-        y.push_str(&format!(
-            "      - {{name: {}, addr: \"{}\"}}\n",
-            b.name(),
-            b.addr()
-        ));
-    }
-    y
+    ConfigBuilder::new()
+        .workers(workers)
+        .log_level("info")
+        .shutdown_timeout("5s")
+        .raw(top)
+        .listener("secure", &["127.0.0.1:$PORT"])
+        .certificates(pairs)
+        .route(Route::healthz())
+        .route(Route::to("web"))
+        .upstream("web", backends.iter().map(|b| Srv::of(b)))
+        .build()
 }
 
 fn connect(port: u16, sni: Option<&str>) -> TlsConn {
@@ -412,26 +397,15 @@ fn eight_mib_bodies_both_ways_over_tls() {
             ..Default::default()
         },
     );
-    let cfg = format!(
-        "workers: 1\n\
-         log_level: info\n\
-         listeners:\n\
-         \x20 - name: secure\n\
-         \x20   bind: [\"127.0.0.1:$PORT\"]\n\
-         {}\
-         \x20   routes:\n\
-         \x20     - path: /echo\n\
-         \x20       upstream: echo\n\
-         \x20     - upstream: big\n\
-         upstreams:\n\
-         \x20 echo:\n\
-         \x20   servers: [{{addr: \"{}\"}}]\n\
-         \x20 big:\n\
-         \x20   servers: [{{addr: \"{}\"}}]\n",
-        certificates_yaml(&[a.write(dir.path(), "a")]),
-        echo.addr(),
-        big.addr()
-    );
+    let cfg = ConfigBuilder::new()
+        .log_level("info")
+        .listener("secure", &["127.0.0.1:$PORT"])
+        .certificates(&[a.write(dir.path(), "a")])
+        .route(Route::path("/echo").upstream("echo"))
+        .route(Route::to("big"))
+        .upstream("echo", [Srv::addr(echo.addr())])
+        .upstream("big", [Srv::addr(big.addr())])
+        .build();
     let lb = Forklb::start(&cfg);
     let mut c = connect(lb.port(), Some("a.test"));
     c.set_read_timeout(Duration::from_secs(10));
@@ -496,27 +470,11 @@ fn eight_mib_bodies_both_ways_over_tls() {
 #[test]
 fn https_upstream_gets_sni_and_host_and_connections_are_pooled() {
     let dir = TempDir::new("tls-up");
-    let ca = TestCa::new("forklb test CA");
-    let ca_path = dir.join("ca.pem");
-    ca.write(&ca_path);
+    let (ca, ca_path) = TestCa::in_dir(dir.path());
     let tb = TlsBackend::start("tlsb", &ca.issue(&["one.one.one.one"]));
-    let cfg = format!(
-        "workers: 1\n\
-         log_level: info\n\
-         listeners:\n\
-         \x20 - name: web\n\
-         \x20   bind: [\"127.0.0.1:$PORT\"]\n\
-         \x20   routes:\n\
-         \x20     - upstream: web\n\
-         upstreams:\n\
-         \x20 web:\n\
-         \x20   host_header: one.one.one.one\n\
-         \x20   tls: {{sni: one.one.one.one, ca: \"{}\"}}\n\
-         \x20   servers:\n\
-         \x20     - {{name: s1, addr: \"{}\"}}\n",
-        ca_path.display(),
-        tb.addr()
-    );
+    let cfg = tls_upstream_config("one.one.one.one", &ca_path, tb.addr())
+        .upstream_opt("host_header: one.one.one.one")
+        .build();
     let lb = Forklb::start(&cfg);
 
     const N: usize = 6;
@@ -554,29 +512,17 @@ fn https_upstream_gets_sni_and_host_and_connections_are_pooled() {
 fn https_upstream_carries_8_mib_bodies_both_ways_from_a_tls_listener() {
     const SIZE: usize = 8 << 20;
     let dir = TempDir::new("tls-up-big");
-    let ca = TestCa::new("forklb test CA");
-    let ca_path = dir.join("ca.pem");
-    ca.write(&ca_path);
+    let (ca, ca_path) = TestCa::in_dir(dir.path());
     let tb = TlsBackend::start("tlsb", &ca.issue(&["origin.test"]));
     let front = TestCert::self_signed(&["a.test"]);
-    let cfg = format!(
-        "workers: 1\n\
-         log_level: info\n\
-         listeners:\n\
-         \x20 - name: secure\n\
-         \x20   bind: [\"127.0.0.1:$PORT\"]\n\
-         {}\
-         \x20   routes:\n\
-         \x20     - upstream: web\n\
-         upstreams:\n\
-         \x20 web:\n\
-         \x20   tls: {{sni: origin.test, ca: \"{}\"}}\n\
-         \x20   servers:\n\
-         \x20     - {{name: s1, addr: \"{}\"}}\n",
-        certificates_yaml(&[front.write(dir.path(), "a")]),
-        ca_path.display(),
-        tb.addr()
-    );
+    let cfg = ConfigBuilder::new()
+        .log_level("info")
+        .listener("secure", &["127.0.0.1:$PORT"])
+        .certificates(&[front.write(dir.path(), "a")])
+        .route(Route::to("web"))
+        .upstream("web", [Srv::new("s1", tb.addr())])
+        .upstream_tls("origin.test", &ca_path)
+        .build();
     let lb = Forklb::start(&cfg);
     let mut c = connect(lb.port(), Some("a.test"));
     c.set_read_timeout(Duration::from_secs(10));
@@ -657,9 +603,7 @@ fn concurrent_tls_clients_on_two_workers() {
 #[test]
 fn pooled_tls_upstream_connection_closed_by_backend_is_detected() {
     let dir = TempDir::new("tls-up-stale");
-    let ca = TestCa::new("forklb test CA");
-    let ca_path = dir.join("ca.pem");
-    ca.write(&ca_path);
+    let (ca, ca_path) = TestCa::in_dir(dir.path());
     let tb = TlsBackend::start_with(
         "tlsb",
         &ca.issue(&["origin.test"]),
@@ -668,22 +612,7 @@ fn pooled_tls_upstream_connection_closed_by_backend_is_detected() {
             ..Default::default()
         },
     );
-    let cfg = format!(
-        "workers: 1\n\
-         log_level: info\n\
-         listeners:\n\
-         \x20 - name: web\n\
-         \x20   bind: [\"127.0.0.1:$PORT\"]\n\
-         \x20   routes:\n\
-         \x20     - upstream: web\n\
-         upstreams:\n\
-         \x20 web:\n\
-         \x20   tls: {{sni: origin.test, ca: \"{}\"}}\n\
-         \x20   servers:\n\
-         \x20     - {{name: s1, addr: \"{}\"}}\n",
-        ca_path.display(),
-        tb.addr()
-    );
+    let cfg = tls_upstream_config("origin.test", &ca_path, tb.addr()).build();
     let lb = Forklb::start(&cfg);
     let mut c = Conn::open(lb.port()).expect("connect");
     for i in 0..3 {
@@ -707,9 +636,7 @@ fn pooled_tls_upstream_connection_closed_by_backend_is_detected() {
 #[test]
 fn stalled_upstream_tls_handshake_fails_in_bounded_time() {
     let dir = TempDir::new("tls-up-stall");
-    let ca = TestCa::new("forklb test CA");
-    let ca_path = dir.join("ca.pem");
-    ca.write(&ca_path);
+    let (ca, ca_path) = TestCa::in_dir(dir.path());
     let tb = TlsBackend::start_with(
         "stall",
         &ca.issue(&["origin.test"]),
@@ -718,24 +645,13 @@ fn stalled_upstream_tls_handshake_fails_in_bounded_time() {
             ..Default::default()
         },
     );
-    let cfg = format!(
-        "workers: 1\n\
-         log_level: info\n\
-         timeouts: {{connect: 1s, upstream_read: 1s, upstream_write: 1s}}\n\
-         listeners:\n\
-         \x20 - name: web\n\
-         \x20   bind: [\"127.0.0.1:$PORT\"]\n\
-         \x20   routes:\n\
-         \x20     - upstream: web\n\
-         upstreams:\n\
-         \x20 web:\n\
-         \x20   retries: 0\n\
-         \x20   tls: {{sni: origin.test, ca: \"{}\"}}\n\
-         \x20   servers:\n\
-         \x20     - {{name: s1, addr: \"{}\"}}\n",
-        ca_path.display(),
-        tb.addr()
-    );
+    let cfg = tls_upstream_config("origin.test", &ca_path, tb.addr())
+        .set(
+            "timeouts",
+            "{connect: 1s, upstream_read: 1s, upstream_write: 1s}",
+        )
+        .upstream_opt("retries: 0")
+        .build();
     let lb = Forklb::start(&cfg);
     let mut c = Conn::open(lb.port()).expect("connect");
     c.set_read_timeout(Duration::from_secs(8));
@@ -774,61 +690,41 @@ fn verification_error_lines(lb: &Forklb, server: &str) -> Vec<String> {
 #[test]
 fn upstream_certificate_verification_failures_give_502_and_are_logged() {
     let dir = TempDir::new("tls-verify");
-    let ca = TestCa::new("forklb test CA");
-    let ca_path = dir.join("ca.pem");
-    ca.write(&ca_path);
+    let (ca, ca_path) = TestCa::in_dir(dir.path());
     // Self-signed: not trusted by ca.pem.
     let untrusted = TlsBackend::start("untrusted", &TestCert::self_signed(&["one.one.one.one"]));
     // Trusted, but for another name than the SNI forklb is told to use.
     let trusted = TlsBackend::start("trusted", &ca.issue(&["one.one.one.one"]));
     // Trusted, for "localhost", given by host name without `sni`.
     let named = TlsBackend::start("named", &ca.issue(&["localhost"]));
-    let cfg = format!(
-        "workers: 1\n\
-         log_level: info\n\
-         listeners:\n\
-         \x20 - name: web\n\
-         \x20   bind: [\"127.0.0.1:$PORT\"]\n\
-         \x20   routes:\n\
-         \x20     - path: /strict\n\
-         \x20       upstream: web\n\
-         \x20     - path: /wrongname\n\
-         \x20       upstream: wrongname\n\
-         \x20     - path: /lax\n\
-         \x20       upstream: lax\n\
-         \x20     - path: /systemroots\n\
-         \x20       upstream: systemroots\n\
-         \x20     - path: /byname\n\
-         \x20       upstream: byname\n\
-         upstreams:\n\
-         \x20 web:\n\
-         \x20   retries: 0\n\
-         \x20   tls: {{sni: one.one.one.one, ca: \"{ca}\"}}\n\
-         \x20   servers:\n\
-         \x20     - {{name: s1, addr: \"{u}\"}}\n\
-         \x20 wrongname:\n\
-         \x20   retries: 0\n\
-         \x20   tls: {{sni: other.test, verify: true, ca: \"{ca}\"}}\n\
-         \x20   servers:\n\
-         \x20     - {{name: s1, addr: \"{t}\"}}\n\
-         \x20 lax:\n\
-         \x20   tls: {{verify: false}}\n\
-         \x20   servers:\n\
-         \x20     - {{name: s1, addr: \"{u}\"}}\n\
-         \x20 systemroots:\n\
-         \x20   retries: 0\n\
-         \x20   tls: {{sni: one.one.one.one}}\n\
-         \x20   servers:\n\
-         \x20     - {{name: s1, addr: \"{t}\"}}\n\
-         \x20 byname:\n\
-         \x20   tls: {{ca: \"{ca}\"}}\n\
-         \x20   servers:\n\
-         \x20     - {{name: s1, addr: \"localhost:{n}\"}}\n",
-        ca = ca_path.display(),
-        u = untrusted.addr(),
-        t = trusted.addr(),
-        n = named.port()
-    );
+    let ca_yaml = yaml_str(&ca_path.display().to_string());
+    let cfg = ConfigBuilder::new()
+        .log_level("info")
+        .listener("web", &["127.0.0.1:$PORT"])
+        .route(Route::path("/strict").upstream("web"))
+        .route(Route::path("/wrongname").upstream("wrongname"))
+        .route(Route::path("/lax").upstream("lax"))
+        .route(Route::path("/systemroots").upstream("systemroots"))
+        .route(Route::path("/byname").upstream("byname"))
+        .upstream("web", [Srv::new("s1", untrusted.addr())])
+        .upstream_opt("retries: 0")
+        .upstream_tls("one.one.one.one", &ca_path)
+        .upstream("wrongname", [Srv::new("s1", trusted.addr())])
+        .upstream_opt("retries: 0")
+        .upstream_opt(&format!(
+            "tls: {{sni: other.test, verify: true, ca: {ca_yaml}}}"
+        ))
+        .upstream("lax", [Srv::new("s1", untrusted.addr())])
+        .upstream_opt("tls: {verify: false}")
+        .upstream("systemroots", [Srv::new("s1", trusted.addr())])
+        .upstream_opt("retries: 0")
+        .upstream_opt("tls: {sni: one.one.one.one}")
+        .upstream(
+            "byname",
+            [Srv::new("s1", format!("localhost:{}", named.port()))],
+        )
+        .upstream_opt(&format!("tls: {{ca: {ca_yaml}}}"))
+        .build();
     let lb = Forklb::start(&cfg);
 
     let r = http_get(lb.port(), "/strict");
@@ -1172,24 +1068,11 @@ fn hup_with_a_broken_certificate_keeps_the_old_one_and_a_fixed_one_is_served() {
 
 /// A configuration for `forklb -t` with one TLS listener.
 fn check_yaml(dir: &TempDir, pairs: &[(PathBuf, PathBuf)]) -> PathBuf {
-    let yaml = format!(
-        "workers: 1\n\
-         pid_file: \"{}\"\n\
-         error_log: \"{}\"\n\
-         listeners:\n\
-         \x20 - name: secure\n\
-         \x20   bind: [\"127.0.0.1:{}\"]\n\
-         {}\
-         \x20   routes:\n\
-         \x20     - return: {{status: 200, body: \"ok\\n\"}}\n",
-        dir.join("forklb.pid").display(),
-        dir.join("error.log").display(),
-        free_port(),
-        certificates_yaml(pairs)
-    );
-    let path = dir.join("forklb.yaml");
-    std::fs::write(&path, yaml).expect("write config");
-    path
+    ConfigBuilder::new()
+        .listener("secure", &["127.0.0.1:$PORT"])
+        .certificates(pairs)
+        .route(Route::any().ret(200, "ok\n"))
+        .write_for_check(dir)
 }
 
 #[test]
@@ -1271,26 +1154,15 @@ fn plain_listener_redirects_to_https_with_host_and_request_uri() {
     let dir = TempDir::new("tls-redirect");
     let a = TestCert::self_signed(&["foo.test"]);
     let be = Backend::start("b1");
-    let cfg = format!(
-        "workers: 1\n\
-         log_level: info\n\
-         listeners:\n\
-         \x20 - name: plain\n\
-         \x20   bind: [\"127.0.0.1:$PORT\"]\n\
-         \x20   routes:\n\
-         \x20     - redirect: {{to: \"https://$host:8443$request_uri\", status: 301}}\n\
-         \x20 - name: secure\n\
-         \x20   bind: [\"127.0.0.1:{}\"]\n\
-         {}\
-         \x20   routes:\n\
-         \x20     - upstream: web\n\
-         upstreams:\n\
-         \x20 web:\n\
-         \x20   servers: [{{name: b1, addr: \"{}\"}}]\n",
-        free_port(),
-        certificates_yaml(&[a.write(dir.path(), "a")]),
-        be.addr()
-    );
+    let cfg = ConfigBuilder::new()
+        .log_level("info")
+        .listener("plain", &["127.0.0.1:$PORT"])
+        .route(Route::any().redirect("https://$host:8443$request_uri", 301))
+        .listener("secure", &[&format!("127.0.0.1:{}", free_port())])
+        .certificates(&[a.write(dir.path(), "a")])
+        .route(Route::to("web"))
+        .upstream("web", [Srv::new("b1", be.addr())])
+        .build();
     // `$PORT` is replaced by the harness; `$host` and `$request_uri` are not.
     let lb = Forklb::start(&cfg);
     for (host, path, want) in [

@@ -25,30 +25,22 @@ const DAY: u64 = 86_400;
 /// One TLS listener on `$PORT` with the certificates `pairs` (in that
 /// order), answering every request itself.
 fn config(workers: usize, log_level: &str, pairs: &[(PathBuf, PathBuf)]) -> String {
-    format!(
-        "workers: {workers}\n\
-         log_level: {log_level}\n\
-         shutdown_timeout: 5s\n\
-         listeners:\n\
-         \x20 - name: secure\n\
-         \x20   bind: [\"127.0.0.1:$PORT\"]\n\
-         {}\
-         \x20   routes:\n\
-         \x20     - return: {{status: 200, body: \"ok\\n\"}}\n",
-        certificates_yaml(pairs)
-    )
+    config_builder(workers, log_level, pairs).build()
+}
+
+fn config_builder(workers: usize, log_level: &str, pairs: &[(PathBuf, PathBuf)]) -> ConfigBuilder {
+    ConfigBuilder::new()
+        .workers(workers)
+        .log_level(log_level)
+        .shutdown_timeout("5s")
+        .listener("secure", &["127.0.0.1:$PORT"])
+        .certificates(pairs)
+        .route(Route::any().ret(200, "ok\n"))
 }
 
 /// `forklb -t` on the configuration of [`config`] written into `dir`.
 fn config_test(dir: &TempDir, pairs: &[(PathBuf, PathBuf)]) -> RunOutput {
-    let yaml = config(1, "info", pairs).replace("$PORT", &free_port().to_string())
-        + &format!(
-            "pid_file: \"{}\"\nerror_log: \"{}\"\n",
-            dir.join("forklb.pid").display(),
-            dir.join("error.log").display()
-        );
-    let path = dir.join("forklb.yaml");
-    std::fs::write(&path, yaml).expect("write config");
+    let path = config_builder(1, "info", pairs).write_for_check(dir);
     run_forklb(
         &["-t", "-c", path.to_str().expect("utf-8 path")],
         RUN_TIMEOUT,

@@ -50,15 +50,6 @@ fn wait_new_master(lb: &Forklb, workers: usize) -> i32 {
     new.unwrap()
 }
 
-fn wait_all_exited(pids: &[i32], timeout: Duration) -> Vec<i32> {
-    let mut alive = Vec::new();
-    wait_until(timeout, || {
-        alive = pids.iter().copied().filter(|&p| forklb_alive(p)).collect();
-        alive.is_empty()
-    });
-    alive
-}
-
 fn wait_workers_of(master: i32, n: usize, lb: &Forklb) -> Vec<i32> {
     let mut w = Vec::new();
     assert!(
@@ -107,6 +98,43 @@ fn copy_binary(dir: &Path) -> PathBuf {
     exe
 }
 
+/// Backend `b1` behind a forklb of two workers: the backend, the instance,
+/// its master and its workers.
+fn start_two_workers() -> (Backend, Forklb, i32, Vec<i32>) {
+    let b = Backend::start("b1");
+    let lb = Forklb::start(&proxy_config_for(2, &[&b]));
+    let old = lb.master_pid();
+    let old_workers = lb.wait_workers(2, T5);
+    (b, lb, old, old_workers)
+}
+
+/// Backend `b1` behind a forklb of two workers that was sent USR2: the
+/// backend, the instance, its old master and the new master (with its two
+/// workers running).
+fn start_mid_upgrade() -> (Backend, Forklb, i32, i32) {
+    let b = Backend::start("b1");
+    let lb = Forklb::start(&proxy_config_for(2, &[&b]));
+    let old = lb.master_pid();
+    lb.signal(SIGUSR2);
+    let new = wait_new_master(&lb, 2);
+    (b, lb, old, new)
+}
+
+/// forklb started on `yaml` from a copy of its binary in a fresh folder
+/// ([`copy_binary`]), so that the test can replace the binary on disk.
+fn start_from_copy(yaml: &str) -> (TempDir, PathBuf, Forklb) {
+    let bin_dir = TempDir::new("bin");
+    let exe = copy_binary(bin_dir.path());
+    let lb = Forklb::start_with(
+        yaml,
+        &StartOpts {
+            exe: Some(exe.clone()),
+            ..Default::default()
+        },
+    );
+    (bin_dir, exe, lb)
+}
+
 /// Copies `from` to `to` through a sibling and a rename (a new inode; never
 /// a half-written executable). The copy is made by `cp`, so this process
 /// never holds a file it will execute open for writing: a child forked
@@ -150,11 +178,8 @@ fn install_failing_binary(exe: &Path, marker: &Path) {
 
 #[test]
 fn usr2_winch_quit_under_load() {
-    let b = Backend::start("b1");
-    let mut lb = Forklb::start(&proxy_config_for(2, &[&b]));
+    let (_b, mut lb, old, old_workers) = start_two_workers();
     let port = lb.port();
-    let old = lb.master_pid();
-    let old_workers = lb.wait_workers(2, T5);
     let sockets = listening_socket_inodes(port);
     assert_eq!(sockets.len(), 1, "{sockets:?}");
 
@@ -207,13 +232,7 @@ fn usr2_winch_quit_under_load() {
 
     load.mark("QUIT old");
     lb.signal(SIGQUIT);
-    let status = lb.wait_exit(T10);
-    assert!(
-        status.is_some(),
-        "old master still running 10 s after QUIT\n{}",
-        lb.diagnostics()
-    );
-    assert_eq!(status.unwrap().code(), Some(0), "{status:?}");
+    lb.expect_exit_0(T10, "old master still running 10 s after QUIT");
     load.mark("old master exited");
     assert!(
         wait_until(Duration::from_secs(2), || !lb.oldbin_path().exists()),
@@ -242,25 +261,9 @@ fn slow_download_started_before_usr2_arrives_byte_exact() {
             ..Default::default()
         },
     );
-    let yaml = format!(
-        "workers: 2\n\
-         log_level: info\n\
-         shutdown_timeout: 20s\n\
-         listeners:\n\
-         \x20 - name: web\n\
-         \x20   bind: [\"127.0.0.1:$PORT\"]\n\
-         \x20   routes:\n\
-         \x20     - path: /big/\n\
-         \x20       upstream: big\n\
-         \x20     - upstream: web\n\
-         upstreams:\n\
-         \x20 web:\n\
-         \x20   servers: [{{addr: \"{}\"}}]\n\
-         \x20 big:\n\
-         \x20   servers: [{{addr: \"{}\"}}]\n",
-        web.addr(),
-        big.addr()
-    );
+    let yaml = side_route_config(2, &web, "big", &big)
+        .shutdown_timeout("20s")
+        .build();
     let mut lb = Forklb::start(&yaml);
     let port = lb.port();
     let old = lb.master_pid();
@@ -322,13 +325,7 @@ fn slow_download_started_before_usr2_arrives_byte_exact() {
     }
     eprintln!("download took {took:?}; in flight at QUIT: {in_flight_at_quit}");
 
-    let status = lb.wait_exit(T10);
-    assert!(
-        status.is_some(),
-        "old master still running 10 s after the download\n{}",
-        lb.diagnostics()
-    );
-    assert_eq!(status.unwrap().code(), Some(0));
+    lb.expect_exit_0(T10, "old master still running 10 s after the download");
     load.mark("old master exited");
     assert_eq!(read_pid_file(lb.pid_file()), Some(new));
     load.expect_progress(200, "new master alone");
@@ -341,11 +338,8 @@ fn slow_download_started_before_usr2_arrives_byte_exact() {
 
 #[test]
 fn rollback_hup_old_then_quit_new_under_load() {
-    let b = Backend::start("b1");
-    let lb = Forklb::start(&proxy_config_for(2, &[&b]));
+    let (_b, lb, old, old_workers) = start_two_workers();
     let port = lb.port();
-    let old = lb.master_pid();
-    let old_workers = lb.wait_workers(2, T5);
     let load = Load::start(port);
     load.expect_progress(200, "before USR2");
 
@@ -390,10 +384,7 @@ fn rollback_hup_old_then_quit_new_under_load() {
 
 #[test]
 fn old_master_takes_pid_file_back_when_new_master_is_terminated() {
-    let b = Backend::start("b1");
-    let lb = Forklb::start(&proxy_config_for(2, &[&b]));
-    let old = lb.master_pid();
-    let old_workers = lb.wait_workers(2, T5);
+    let (_b, lb, old, old_workers) = start_two_workers();
     lb.signal(SIGUSR2);
     let new = wait_new_master(&lb, 2);
     assert!(kill(new, SIGTERM));
@@ -409,10 +400,7 @@ fn old_master_takes_pid_file_back_when_new_master_is_terminated() {
 
 #[test]
 fn old_master_restarts_workers_when_new_master_dies_after_winch() {
-    let b = Backend::start("b1");
-    let lb = Forklb::start(&proxy_config_for(2, &[&b]));
-    let old = lb.master_pid();
-    let old_workers = lb.wait_workers(2, T5);
+    let (_b, lb, old, old_workers) = start_two_workers();
     lb.signal(SIGUSR2);
     let new = wait_new_master(&lb, 2);
     assert!(kill(old, SIGWINCH));
@@ -431,15 +419,7 @@ fn old_master_restarts_workers_when_new_master_dies_after_winch() {
 #[test]
 fn new_binary_that_cannot_start_is_rolled_back_under_load() {
     let b = Backend::start("b1");
-    let bin_dir = TempDir::new("bin");
-    let exe = copy_binary(bin_dir.path());
-    let lb = Forklb::start_with(
-        &proxy_config_for(2, &[&b]),
-        &StartOpts {
-            exe: Some(exe.clone()),
-            ..Default::default()
-        },
-    );
+    let (bin_dir, exe, lb) = start_from_copy(&proxy_config_for(2, &[&b]));
     let port = lb.port();
     let old = lb.master_pid();
     let old_workers = lb.wait_workers(2, T5);
@@ -481,15 +461,7 @@ fn new_binary_that_cannot_start_is_rolled_back_under_load() {
 #[test]
 fn usr2_runs_the_binary_now_on_disk_with_the_same_arguments() {
     let b = Backend::start("b1");
-    let bin_dir = TempDir::new("bin");
-    let exe = copy_binary(bin_dir.path());
-    let lb = Forklb::start_with(
-        &proxy_config_for(1, &[&b]),
-        &StartOpts {
-            exe: Some(exe.clone()),
-            ..Default::default()
-        },
-    );
+    let (_bin_dir, exe, lb) = start_from_copy(&proxy_config_for(1, &[&b]));
     let old = lb.master_pid();
     // "Upgrade" the binary: a new file (new inode) at the same path.
     install(Path::new(env!("CARGO_BIN_EXE_forklb")), &exe);
@@ -517,11 +489,7 @@ fn usr2_runs_the_binary_now_on_disk_with_the_same_arguments() {
 
 #[test]
 fn second_usr2_during_an_upgrade_is_refused() {
-    let b = Backend::start("b1");
-    let lb = Forklb::start(&proxy_config_for(2, &[&b]));
-    let old = lb.master_pid();
-    lb.signal(SIGUSR2);
-    let new = wait_new_master(&lb, 2);
+    let (_b, lb, old, new) = start_mid_upgrade();
     let log_before = lb.error_log_contents().len();
 
     let load = Load::start(lb.port());
@@ -644,11 +612,8 @@ fn run_s_upgrade(lb: &Forklb, timeout: Duration) -> RunOutput {
 
 #[test]
 fn s_upgrade_runs_the_whole_sequence_under_load() {
-    let b = Backend::start("b1");
-    let mut lb = Forklb::start(&proxy_config_for(2, &[&b]));
+    let (_b, mut lb, old, old_workers) = start_two_workers();
     let port = lb.port();
-    let old = lb.master_pid();
-    let old_workers = lb.wait_workers(2, T5);
     let sockets = listening_socket_inodes(port);
     let load = Load::start(port);
     load.expect_progress(200, "before -s upgrade");
@@ -676,13 +641,7 @@ fn s_upgrade_runs_the_whole_sequence_under_load() {
     );
     eprintln!("forklb -s upgrade took {:?}", started.elapsed());
 
-    let status = lb.wait_exit(T10);
-    assert!(
-        status.is_some(),
-        "old master still running after -s upgrade\n{}",
-        lb.diagnostics()
-    );
-    assert_eq!(status.unwrap().code(), Some(0));
+    lb.expect_exit_0(T10, "old master still running after -s upgrade");
     let new = read_pid_file(lb.pid_file()).expect("no pid file after -s upgrade");
     lb.track(new);
     assert_ne!(new, old);
@@ -725,15 +684,7 @@ fn s_upgrade_with_an_invalid_config_exits_1_and_changes_nothing() {
 #[test]
 fn s_upgrade_rolls_back_when_the_new_binary_cannot_start() {
     let b = Backend::start("b1");
-    let bin_dir = TempDir::new("bin");
-    let exe = copy_binary(bin_dir.path());
-    let lb = Forklb::start_with(
-        &proxy_config_for(2, &[&b]),
-        &StartOpts {
-            exe: Some(exe.clone()),
-            ..Default::default()
-        },
-    );
+    let (bin_dir, exe, lb) = start_from_copy(&proxy_config_for(2, &[&b]));
     let port = lb.port();
     let old = lb.master_pid();
     lb.wait_workers(2, T5);
@@ -878,13 +829,7 @@ fn u_takes_over_the_listening_sockets_on_quit_under_load() {
     let new = up.pid();
     wait_u_serving(&lb, &up, new);
     load.mark("-u instance serving");
-    let status = lb.wait_exit(T10);
-    assert!(
-        status.is_some(),
-        "old master still running 10 s after QUIT\n{}",
-        lb.diagnostics()
-    );
-    assert_eq!(status.unwrap().code(), Some(0));
+    lb.expect_exit_0(T10, "old master still running 10 s after QUIT");
     load.mark("old master exited");
     assert!(wait_all_exited(&old_workers, T5).is_empty());
     assert_eq!(comm(new).as_deref(), Some("forklb-master"));
@@ -943,13 +888,7 @@ fn quit_is_plain_graceful_shutdown(stale_socket: bool) {
     assert_serves(port, "b1");
     let started = Instant::now();
     lb.signal(SIGQUIT);
-    let status = lb.wait_exit(T5);
-    assert!(
-        status.is_some(),
-        "master still running 5 s after QUIT\n{}",
-        lb.diagnostics()
-    );
-    assert_eq!(status.unwrap().code(), Some(0));
+    lb.expect_exit_0(T5, "master still running 5 s after QUIT");
     assert!(
         started.elapsed() < Duration::from_secs(3),
         "QUIT took {:?}",
@@ -1001,11 +940,7 @@ fn term_to_the_old_master_leaves_the_new_one_serving() {
 
 #[test]
 fn s_upgrade_refuses_while_an_upgrade_is_in_progress() {
-    let b = Backend::start("b1");
-    let lb = Forklb::start(&proxy_config_for(2, &[&b]));
-    let old = lb.master_pid();
-    lb.signal(SIGUSR2);
-    let new = wait_new_master(&lb, 2);
+    let (_b, lb, old, new) = start_mid_upgrade();
     let load = Load::start(lb.port());
     load.expect_progress(100, "before -s upgrade");
     // The pid file names the new master, and `.oldbin` the old one, which
@@ -1053,13 +988,7 @@ fn pingora_order_quit_then_u_drops_nothing_under_load() {
     let mut up = Upgrader::start(&lb);
     let new = up.pid();
     wait_u_serving(&lb, &up, new);
-    let status = lb.wait_exit(T10);
-    assert!(
-        status.is_some(),
-        "old master still running\n{}",
-        lb.diagnostics()
-    );
-    assert_eq!(status.unwrap().code(), Some(0));
+    lb.expect_exit_0(T10, "old master still running");
     assert!(wait_all_exited(&old_workers, T5).is_empty());
     load.expect_progress(300, "-u instance alone");
     let report = load.stop();
@@ -1213,16 +1142,8 @@ fn install_hanging_binary(exe: &Path, marker: &Path, ignore_quit: bool) {
 
 fn s_upgrade_with_a_hanging_binary(ignore_quit: bool) {
     let b = Backend::start("b1");
-    let bin_dir = TempDir::new("bin");
-    let exe = copy_binary(bin_dir.path());
     let yaml = format!("upgrade_timeout: 2s\n{}", proxy_config_for(2, &[&b]));
-    let lb = Forklb::start_with(
-        &yaml,
-        &StartOpts {
-            exe: Some(exe.clone()),
-            ..Default::default()
-        },
-    );
+    let (bin_dir, exe, lb) = start_from_copy(&yaml);
     let port = lb.port();
     let old = lb.master_pid();
     let old_workers = lb.wait_workers(2, T5);

@@ -7,16 +7,6 @@ mod support;
 use std::time::Duration;
 use support::*;
 
-fn scripted(name: &str, scripts: Vec<Script>) -> Backend {
-    Backend::start_with(
-        name,
-        BackendOpts {
-            scripts,
-            ..Default::default()
-        },
-    )
-}
-
 // ---- Pool ---------------------------------------------------------------------------
 
 #[test]

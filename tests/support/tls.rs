@@ -190,20 +190,15 @@ impl TestCa {
     pub fn write(&self, path: &Path) {
         write_atomically(path, self.cert_pem.as_bytes());
     }
-}
 
-/// The `certificates:` list of a TLS listener (flow style, one entry a line,
-/// indented for `listeners[N].tls`), for the given (cert, key) paths.
-pub fn certificates_yaml(pairs: &[(PathBuf, PathBuf)]) -> String {
-    let mut y = String::from("    tls:\n      certificates:\n");
-    for (c, k) in pairs {
-        y.push_str(&format!(
-            "        - {{cert: \"{}\", key: \"{}\"}}\n",
-            c.display(),
-            k.display()
-        ));
+    /// A CA named "forklb test CA", written to `ca.pem` in `dir` (returned
+    /// with that path, for `ca:` keys).
+    pub fn in_dir(dir: &Path) -> (TestCa, PathBuf) {
+        let ca = TestCa::new("forklb test CA");
+        let ca_path = dir.join("ca.pem");
+        ca.write(&ca_path);
+        (ca, ca_path)
     }
-    y
 }
 
 // ---------------------------------------------------------------------------
