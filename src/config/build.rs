@@ -3,13 +3,27 @@
 //! are reported: the listeners' certificates, the upstreams' CA files, then
 //! the servers' host names (slowest, last).
 
+use super::error::{invalid, Invalid};
 use super::raw::{self, NamedMap};
+use super::routing::Route;
 use super::scalars::HashKey;
-use super::validate::{invalid, Checked, CheckedListener, Invalid};
 use super::validated::{Config, Health, Listener, Server, Timeouts, Upstream, Upstreams};
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::sync::Arc;
+
+/// What checking (`validate`) parsed, so nothing is parsed twice.
+pub(super) struct Checked {
+    pub listeners: Vec<CheckedListener>,
+    /// Per upstream, per server: `addr` split into host (no brackets) and port.
+    pub server_addrs: Vec<Vec<(String, u16)>>,
+}
+
+/// Per listener, what checking it parsed: its addresses and compiled routes.
+pub(super) struct CheckedListener {
+    pub addrs: Vec<SocketAddr>,
+    pub routes: Vec<Route>,
+}
 
 pub(super) fn build(
     cfg: raw::Config,

@@ -77,3 +77,20 @@ impl fmt::Display for ConfigError {
 }
 
 impl std::error::Error for ConfigError {}
+
+/// A semantic error: field path and message; the file is added by the caller.
+#[derive(Debug)]
+pub(super) struct Invalid {
+    pub path: String,
+    pub message: String,
+}
+
+pub(super) fn invalid<T>(
+    path: impl Into<String>,
+    message: impl Into<String>,
+) -> Result<T, Invalid> {
+    Err(Invalid {
+        path: path.into(),
+        message: message.into(),
+    })
+}

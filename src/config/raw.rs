@@ -5,8 +5,8 @@
 //! action in [`super::route_action`]). Validation turns this into the
 //! [`super::Config`] the runtime uses; `forklb -T` prints this shape back.
 
-pub use super::route_action::{Route, RouteAction};
-use super::scalars::{HashKey, RedirectTarget, StatusRange};
+pub use super::route_action::{MetricsFormat, RedirectAction, ReturnAction, Route, RouteAction};
+use super::scalars::{HashKey, StatusRange};
 use super::units::{ByteSize, HumanDuration};
 use serde::{de, Deserialize, Deserializer, Serialize, Serializer};
 use std::collections::HashSet;
@@ -268,43 +268,6 @@ pub struct ListenerTls {
 pub struct CertKey {
     pub cert: PathBuf,
     pub key: PathBuf,
-}
-
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct ReturnAction {
-    #[serde(default = "default_return_status")]
-    pub status: u16,
-    #[serde(default)]
-    pub body: String,
-    #[serde(default = "default_content_type")]
-    pub content_type: String,
-}
-
-fn default_return_status() -> u16 {
-    200
-}
-
-fn default_content_type() -> String {
-    "text/plain".to_owned()
-}
-
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct RedirectAction {
-    pub to: RedirectTarget,
-    #[serde(default = "default_redirect_status")]
-    pub status: u16,
-}
-
-fn default_redirect_status() -> u16 {
-    302
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum MetricsFormat {
-    Prometheus,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

@@ -3,7 +3,7 @@
 //! "Exactly one" is the type [`RouteAction`]: a route with none or two is an
 //! error while the file is read, at the route's field path.
 
-use super::raw::{MetricsFormat, RedirectAction, ReturnAction};
+use super::scalars::RedirectTarget;
 use serde::{de, Deserialize, Deserializer, Serialize};
 use std::fmt;
 
@@ -123,4 +123,41 @@ impl<'de> Deserialize<'de> for Route {
         }
         d.deserialize_map(Visit)
     }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReturnAction {
+    #[serde(default = "default_return_status")]
+    pub status: u16,
+    #[serde(default)]
+    pub body: String,
+    #[serde(default = "default_content_type")]
+    pub content_type: String,
+}
+
+fn default_return_status() -> u16 {
+    200
+}
+
+fn default_content_type() -> String {
+    "text/plain".to_owned()
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedirectAction {
+    pub to: RedirectTarget,
+    #[serde(default = "default_redirect_status")]
+    pub status: u16,
+}
+
+fn default_redirect_status() -> u16 {
+    302
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MetricsFormat {
+    Prometheus,
 }

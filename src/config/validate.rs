@@ -14,7 +14,8 @@
 //! 3. [`super::build`]: TLS files loaded, then server names resolved (last because
 //!    it may be slow), into the validated [`Config`].
 
-use super::error::ConfigError;
+use super::build::{Checked, CheckedListener};
+use super::error::{invalid, ConfigError, Invalid};
 use super::raw::{self, Balance, HealthKind, RouteAction, Workers};
 use super::routing::{Action, HostMatch, Route};
 use super::validated::Config;
@@ -95,24 +96,7 @@ fn is_empty_document(text: &str) -> bool {
     )
 }
 
-/// A semantic error: field path and message; the file is added by the caller.
-#[derive(Debug)]
-pub(super) struct Invalid {
-    pub path: String,
-    pub message: String,
-}
-
 type Check = Result<(), Invalid>;
-
-pub(super) fn invalid<T>(
-    path: impl Into<String>,
-    message: impl Into<String>,
-) -> Result<T, Invalid> {
-    Err(Invalid {
-        path: path.into(),
-        message: message.into(),
-    })
-}
 
 // ---------------------------------------------------------------------------------------
 // Checks across keys. They also normalize the raw configuration where the
@@ -120,19 +104,6 @@ pub(super) fn invalid<T>(
 // `addr`), and compile what they parse (addresses, routes) so nothing is
 // parsed twice; the rest is built in `super::build`.
 // ---------------------------------------------------------------------------------------
-
-/// What checking parsed, for `super::build`.
-pub(super) struct Checked {
-    pub listeners: Vec<CheckedListener>,
-    /// Per upstream, per server: `addr` split into host (no brackets) and port.
-    pub server_addrs: Vec<Vec<(String, u16)>>,
-}
-
-/// Per listener, what checking it parsed: its addresses and compiled routes.
-pub(super) struct CheckedListener {
-    pub addrs: Vec<SocketAddr>,
-    pub routes: Vec<Route>,
-}
 
 fn check(cfg: &mut raw::Config, dir: &Path) -> Result<Checked, Invalid> {
     check_global(cfg)?;

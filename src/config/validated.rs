@@ -1,8 +1,9 @@
 //! The validated configuration: what the master, the workers and the health
 //! checker use. Every value is in the form its users need — socket addresses
 //! resolved, TLS configurations loaded, routes compiled, durations as
-//! [`Duration`] — so nothing downstream parses or falls back. Built from a
-//! [`super::raw::Config`] by [`super::validate`]; printed back by [`super::print`].
+//! [`Duration`] — so nothing downstream parses or falls back. Built from the
+//! file's shape ([`super::raw::Config`]) by validation; `forklb -T` prints it
+//! back in that shape.
 
 use super::raw::{AccessLog, Admin, Balance, CertKey, HealthKind, LogLevel, UpstreamTls, Workers};
 use super::routing::{self, Action, Route};
