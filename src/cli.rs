@@ -144,7 +144,15 @@ fn send_signal(config: &Config, name: &str) -> i32 {
         "quit" => Signal::SIGQUIT,
         "reload" => Signal::SIGHUP,
         "reopen" => Signal::SIGUSR1,
-        "upgrade" => return crate::upgrade_cmd::run(config),
+        "upgrade" => {
+            return match crate::upgrade_cmd::run(config) {
+                Ok(()) => EXIT_OK,
+                Err(e) => {
+                    eprintln!("forklb: [{}] {e}", e.severity());
+                    EXIT_RUNTIME
+                }
+            }
+        }
         other => {
             eprintln!("forklb: invalid option: \"-s {other}\" (use stop, quit, reload, reopen or upgrade)");
             return EXIT_CONFIG;

@@ -1,11 +1,29 @@
 //! forklb: an nginx-style master/worker reverse proxy and load balancer.
 //!
-//! Module map (DESIGN §5): `cli` parses the command line, `config` the YAML
-//! file; `master` owns processes, signals and the pid file; `worker` runs the
-//! mio event loop whose connections are driven by `proxy`, with `http` for
-//! head parsing, framing and rewriting, `route` for the compiled routes,
-//! `balance` for server choice, `net` for sockets, `buffer` for pooled
-//! buffers, `signals` for signal delivery and `log` for the error log.
+//! Module map (DESIGN §5), from the top layer down; a module imports only
+//! modules below it (`tools/structure_report.py` reports any circle):
+//!
+//! - `cli`: the command line; the only place that maps errors to exit codes.
+//! - `upgrade_cmd`: `forklb -s upgrade`, the whole binary-upgrade sequence.
+//! - `master`: processes, signals, reload, upgrade, pid file, listening sockets.
+//! - `admin`: the runtime API (socket, commands, `show stat` and state file).
+//! - `worker`: a worker's mio event loop, accept balancing and deadlines.
+//! - `proxy`: one client connection's state machine and the upstream pool.
+//! - `health`: the active health checker process.
+//! - `event`: what the event loops share: slab, token layout, plain/TLS stream.
+//! - `metrics`: the Prometheus text of the shared counters.
+//! - `balance`: server choice (round robin, leastconn, hash, ...).
+//! - `route`: the compiled routes and upstreams a worker runs with.
+//! - `access_log`: access log lines, buffered and reopened.
+//! - `config`: the YAML file: schema, units, validation.
+//! - `tls`: certificates, SNI, session tickets, the non-blocking TLS stream.
+//! - `http`: head parsing, framing, rewriting, error pages.
+//! - `shm`: the state shared by all processes of a generation.
+//! - `net`: sockets: listeners, inheritance, socket options.
+//! - `buffer`: pooled buffers.
+//! - `signals`: signal delivery into the event loops.
+//! - `log`: the error log.
+//! - `procfs`: facts about processes from /proc.
 
 pub mod access_log;
 pub mod admin;
@@ -13,6 +31,7 @@ pub mod balance;
 pub mod buffer;
 pub mod cli;
 pub mod config;
+pub mod event;
 pub mod health;
 pub mod http;
 pub mod log;

@@ -6,9 +6,16 @@
 //! worker because a shared socket loses nothing when a worker dies or the
 //! worker count changes on reload, and it is one fd to hand over on upgrade.
 
+use nix::errno::Errno;
+use nix::fcntl::{fcntl, FcntlArg, FdFlag};
+use nix::sys::resource::{getrlimit, setrlimit, Resource};
+use nix::sys::socket::{
+    bind, getsockopt, setsockopt, socket, sockopt, AddressFamily, SockFlag, SockType,
+    SockaddrStorage,
+};
 use std::io;
 use std::net::{SocketAddr, TcpListener};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, RawFd};
 
 /// Backlog for listen(2); the kernel caps it at net.core.somaxconn.
 const LISTEN_BACKLOG: libc::c_int = 4096;
@@ -36,96 +43,43 @@ fn cvt(ret: libc::c_int) -> io::Result<libc::c_int> {
     }
 }
 
-fn set_int_opt(
-    fd: RawFd,
-    level: libc::c_int,
-    name: libc::c_int,
-    value: libc::c_int,
-) -> io::Result<()> {
-    // SAFETY: fd is a valid socket; the option value is a plain c_int.
-    cvt(unsafe {
-        libc::setsockopt(
-            fd,
-            level,
-            name,
-            &value as *const libc::c_int as *const libc::c_void,
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    })
-    .map(|_| ())
-}
-
-/// Converts a std address into a sockaddr_storage for bind/connect.
-fn sockaddr_of(addr: &SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
-    // SAFETY: zeroed sockaddr_storage is a valid "empty" value.
-    let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
-    let len = match addr {
-        SocketAddr::V4(a) => {
-            let sin = libc::sockaddr_in {
-                sin_family: libc::AF_INET as libc::sa_family_t,
-                sin_port: a.port().to_be(),
-                sin_addr: libc::in_addr {
-                    s_addr: u32::from_ne_bytes(a.ip().octets()),
-                },
-                sin_zero: [0; 8],
-            };
-            // SAFETY: sockaddr_storage is larger than and aligned for sockaddr_in.
-            unsafe { std::ptr::write(&mut storage as *mut _ as *mut libc::sockaddr_in, sin) };
-            std::mem::size_of::<libc::sockaddr_in>()
-        }
-        SocketAddr::V6(a) => {
-            let sin6 = libc::sockaddr_in6 {
-                sin6_family: libc::AF_INET6 as libc::sa_family_t,
-                sin6_port: a.port().to_be(),
-                sin6_flowinfo: a.flowinfo(),
-                sin6_addr: libc::in6_addr {
-                    s6_addr: a.ip().octets(),
-                },
-                sin6_scope_id: a.scope_id(),
-            };
-            // SAFETY: sockaddr_storage is larger than and aligned for sockaddr_in6.
-            unsafe { std::ptr::write(&mut storage as *mut _ as *mut libc::sockaddr_in6, sin6) };
-            std::mem::size_of::<libc::sockaddr_in6>()
-        }
-    };
-    (storage, len as libc::socklen_t)
-}
-
 /// Creates a non-blocking, close-on-exec listening socket on `addr`.
 pub fn bind_listener(addr: SocketAddr) -> Result<TcpListener, NetError> {
-    let fail = |op, err| NetError { addr, op, err };
-    let family = if addr.is_ipv4() {
-        libc::AF_INET
-    } else {
-        libc::AF_INET6
+    let fail = |op, err: Errno| NetError {
+        addr,
+        op,
+        err: err.into(),
     };
-    // SAFETY: plain socket(2) call.
-    let fd = cvt(unsafe {
-        libc::socket(
-            family,
-            libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
-            0,
-        )
-    })
+    let family = if addr.is_ipv4() {
+        AddressFamily::Inet
+    } else {
+        AddressFamily::Inet6
+    };
+    let fd = socket(
+        family,
+        SockType::Stream,
+        SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
+        None,
+    )
     .map_err(|e| fail("socket", e))?;
-    // SAFETY: fd was just created and is owned here.
-    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
-    set_int_opt(fd, libc::SOL_SOCKET, libc::SO_REUSEADDR, 1).map_err(|e| fail("setsockopt", e))?;
+    setsockopt(&fd, sockopt::ReuseAddr, &true).map_err(|e| fail("setsockopt", e))?;
     // Accepted sockets inherit TCP_NODELAY (small responses must not wait
     // for Nagle), which saves a setsockopt per connection.
-    set_int_opt(fd, libc::IPPROTO_TCP, libc::TCP_NODELAY, 1).map_err(|e| fail("setsockopt", e))?;
+    setsockopt(&fd, sockopt::TcpNoDelay, &true).map_err(|e| fail("setsockopt", e))?;
     if addr.is_ipv6() {
         // "[::]:80" should not also grab IPv4, so an IPv4 listener can coexist.
-        set_int_opt(fd, libc::IPPROTO_IPV6, libc::IPV6_V6ONLY, 1)
-            .map_err(|e| fail("setsockopt", e))?;
+        setsockopt(&fd, sockopt::Ipv6V6Only, &true).map_err(|e| fail("setsockopt", e))?;
     }
-    let (storage, len) = sockaddr_of(&addr);
-    // SAFETY: storage holds a valid sockaddr of length len.
-    cvt(unsafe { libc::bind(fd, &storage as *const _ as *const libc::sockaddr, len) })
-        .map_err(|e| fail("bind", e))?;
-    // SAFETY: fd is a bound stream socket.
-    cvt(unsafe { libc::listen(fd, LISTEN_BACKLOG) }).map_err(|e| fail("listen", e))?;
-    Ok(TcpListener::from(owned))
+    bind(fd.as_raw_fd(), &SockaddrStorage::from(addr)).map_err(|e| fail("bind", e))?;
+    // Not nix's `listen`: its `Backlog` refuses values from SOMAXCONN up,
+    // and we want to ask for 4096 and let the kernel cap it.
+    // SAFETY: listen(2) on a socket this function owns; no pointers.
+    cvt(unsafe { libc::listen(fd.as_raw_fd(), LISTEN_BACKLOG) }).map_err(|e| NetError {
+        addr,
+        op: "listen",
+        err: e,
+    })?;
+    Ok(TcpListener::from(fd))
 }
 
 /// Registers a shared listening socket in `epoll_fd` (a worker's mio Poll)
@@ -149,7 +103,6 @@ pub fn deregister(epoll_fd: RawFd, listener: &TcpListener) -> io::Result<()> {
         .map(|_| ())
 }
 
-/// Accepts one connection: non-blocking, close-on-exec, TCP_NODELAY.
 /// Where a non-blocking `connect` stands once its socket reported
 /// readiness: Ok(true) connected, Ok(false) a spurious wake-up (still
 /// connecting), Err the connection failed.
@@ -216,37 +169,24 @@ fn sockaddr_to_addr(storage: &libc::sockaddr_storage) -> Option<SocketAddr> {
 /// CAP_SYS_RESOURCE), as far as the kernel's ceiling `fs.nr_open`, as
 /// nginx's `worker_rlimit_nofile` does. Workers inherit the result.
 pub fn raise_nofile_limit(want: u64) -> io::Result<u64> {
-    let mut rl = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: rl is a valid out-parameter.
-    cvt(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl) })?;
-    if rl.rlim_cur >= want {
-        return Ok(rl.rlim_cur);
+    let (cur, max) = getrlimit(Resource::RLIMIT_NOFILE)?;
+    if cur >= want {
+        return Ok(cur);
     }
-    if want > rl.rlim_max {
-        let ceiling = nr_open().unwrap_or(rl.rlim_max);
+    if want > max {
+        let ceiling = nr_open().unwrap_or(max);
         let hard = want.min(ceiling);
-        if hard > rl.rlim_max {
-            let raised = libc::rlimit {
-                rlim_cur: hard,
-                rlim_max: hard,
-            };
-            // SAFETY: raised holds valid limits. EPERM without privilege:
-            // then only the soft limit moves, below.
-            if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
-                return Ok(hard);
-            }
+        // EPERM without privilege: then only the soft limit moves, below.
+        if hard > max && setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_ok() {
+            return Ok(hard);
         }
     }
-    let soft = want.min(rl.rlim_max);
-    if soft > rl.rlim_cur {
-        rl.rlim_cur = soft;
-        // SAFETY: rl holds valid limits.
-        cvt(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &rl) })?;
+    let soft = want.min(max);
+    if soft > cur {
+        setrlimit(Resource::RLIMIT_NOFILE, soft, max)?;
+        return Ok(soft);
     }
-    Ok(rl.rlim_cur)
+    Ok(cur)
 }
 
 /// The most open files any process may have (`/proc/sys/fs/nr_open`).
@@ -262,43 +202,36 @@ fn nr_open() -> Option<u64> {
 /// upgrade): checks it is a listening TCP socket, marks it close-on-exec and
 /// non-blocking again, and returns it with its address.
 pub fn adopt_inherited(fd: RawFd) -> io::Result<(TcpListener, SocketAddr)> {
-    let mut accepting: libc::c_int = 0;
-    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-    // SAFETY: querying an option of a descriptor; fails cleanly if fd is not a socket.
-    cvt(unsafe {
-        libc::getsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_ACCEPTCONN,
-            &mut accepting as *mut libc::c_int as *mut libc::c_void,
-            &mut len,
-        )
-    })?;
-    if accepting == 0 {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            format!("inherited fd {fd} is not a listening socket"),
-        ));
-    }
-    // SAFETY: fd is an open listening socket handed to us; we own it now.
+    // SAFETY: fd was handed to this process to own (FORKLB_FDS, LISTEN_FDS,
+    // upgrade_sock) and nothing else here uses it. If it is no listening
+    // socket, ownership goes back to the caller unclosed, as it came.
     let listener = unsafe { TcpListener::from_raw_fd(fd) };
+    match getsockopt(&listener, sockopt::AcceptConn) {
+        Ok(true) => {}
+        Ok(false) => {
+            let _ = listener.into_raw_fd();
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("inherited fd {fd} is not a listening socket"),
+            ));
+        }
+        Err(e) => {
+            let _ = listener.into_raw_fd();
+            return Err(e.into());
+        }
+    }
     set_cloexec(fd, true)?;
     listener.set_nonblocking(true)?;
     // Whoever created it may not have set it; accepted sockets inherit it.
-    set_int_opt(fd, libc::IPPROTO_TCP, libc::TCP_NODELAY, 1)?;
+    setsockopt(&listener, sockopt::TcpNoDelay, &true)?;
     let addr = listener.local_addr()?;
     Ok((listener, addr))
 }
 
 /// Sets or clears FD_CLOEXEC.
 pub fn set_cloexec(fd: RawFd, on: bool) -> io::Result<()> {
-    // SAFETY: F_GETFD/F_SETFD on a descriptor we hold.
-    let flags = cvt(unsafe { libc::fcntl(fd, libc::F_GETFD) })?;
-    let flags = if on {
-        flags | libc::FD_CLOEXEC
-    } else {
-        flags & !libc::FD_CLOEXEC
-    };
-    // SAFETY: as above.
-    cvt(unsafe { libc::fcntl(fd, libc::F_SETFD, flags) }).map(|_| ())
+    let mut flags = FdFlag::from_bits_retain(fcntl(fd, FcntlArg::F_GETFD)?);
+    flags.set(FdFlag::FD_CLOEXEC, on);
+    fcntl(fd, FcntlArg::F_SETFD(flags))?;
+    Ok(())
 }

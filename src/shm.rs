@@ -133,8 +133,11 @@ pub struct Shm {
     upstreams_off: usize,
 }
 
-// The mapping is plain shared memory accessed only through atomics.
+// SAFETY: the raw pointer is a mapping this value owns for its whole life
+// (unmapped on drop), and every access through it is to an atomic, so
+// moving it to or sharing it with another thread cannot race.
 unsafe impl Send for Shm {}
+// SAFETY: as for Send: shared access only ever reads or writes atomics.
 unsafe impl Sync for Shm {}
 
 impl Shm {
@@ -313,10 +316,14 @@ mod tests {
         assert_eq!(shm.server(1, 2).weight.load(Ordering::Relaxed), 7);
         assert_eq!(shm.server(0, 0).weight.load(Ordering::Relaxed), 0);
         // A child's write is seen by the parent.
+        // SAFETY: the child only stores to atomics and leaves with _exit,
+        // touching no lock another test thread might hold.
         match unsafe { nix::unistd::fork() }.unwrap() {
             nix::unistd::ForkResult::Child => {
                 shm.server(0, 1).active.store(42, Ordering::Relaxed);
                 shm.worker(1).requests.store(9, Ordering::Relaxed);
+                // SAFETY: _exit ends the forked child without running the
+                // test harness's destructors and exit handlers twice.
                 unsafe { libc::_exit(0) };
             }
             nix::unistd::ForkResult::Parent { child } => {

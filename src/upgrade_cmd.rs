@@ -14,12 +14,14 @@
 //! stop in time: HUP the old master (restarting its workers) and QUIT the
 //! new one.
 
-use crate::cli::{EXIT_OK, EXIT_RUNTIME};
 use crate::config::Config;
 use crate::master::pidfile;
 use crate::procfs;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
+use std::fmt;
+use std::io;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 const POLL: Duration = Duration::from_millis(50);
@@ -32,17 +34,107 @@ const TAKE_BACK_TIMEOUT: Duration = Duration::from_secs(10);
 /// master (DESIGN §3).
 const OWN_CHILDREN: &[&str] = &["forklb-worker", "forklb-health"];
 
+/// Why the upgrade stopped. Steps already taken (and a rollback) have been
+/// reported on the way; this is the last word.
+#[derive(Debug)]
+pub enum UpgradeError {
+    /// The pid file cannot be read.
+    PidFile { path: PathBuf, source: io::Error },
+    /// The pid file names a process that is gone.
+    NotRunning { pid: i32, pid_file: PathBuf },
+    /// `.oldbin` names another running master: an upgrade is under way.
+    InProgress { oldbin: PathBuf, previous: i32 },
+    /// A signal could not be sent.
+    Signal {
+        pid: i32,
+        signal: Signal,
+        source: nix::Error,
+    },
+    /// The new master gave up (or never started); the old one serves on.
+    NewMasterFailed { old: i32, why: &'static str },
+    /// The new master was not ready in time and was stopped.
+    NotReady,
+    /// The old workers did not stop in time: the old master got its
+    /// workers back and the new master was told to quit.
+    RolledBack { old: i32, new: i32 },
+    /// Everything is done but the old master has not exited (yet).
+    OldMasterStillRunning { old: i32 },
+}
+
+impl UpgradeError {
+    /// The severity word of the message; a lingering old master is a
+    /// warning (the new master serves), the rest are errors.
+    pub fn severity(&self) -> &'static str {
+        match self {
+            UpgradeError::OldMasterStillRunning { .. } => "warn",
+            _ => "error",
+        }
+    }
+}
+
+impl fmt::Display for UpgradeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            UpgradeError::PidFile { path, source } => {
+                write!(f, "open() \"{}\" failed: {source}", path.display())
+            }
+            UpgradeError::NotRunning { pid, pid_file } => {
+                write!(f, "master {pid} from {} is not running", pid_file.display())
+            }
+            UpgradeError::InProgress { oldbin, previous } => write!(
+                f,
+                "an upgrade is already in progress: {} names the running master {previous}; finish it (QUIT {previous}) or roll it back first",
+                oldbin.display()
+            ),
+            UpgradeError::Signal {
+                pid,
+                signal,
+                source,
+            } => write!(f, "kill({pid}, {signal}) failed: {source}"),
+            UpgradeError::NewMasterFailed { old, why } => {
+                write!(f, "upgrade failed: {why}; master {old} keeps serving")
+            }
+            UpgradeError::NotReady => {
+                write!(f, "upgrade failed: the new binary did not become ready")
+            }
+            UpgradeError::RolledBack { old, new } => write!(
+                f,
+                "upgrade rolled back: the old workers did not stop in time; master {old} serves again, the new master {new} was told to quit"
+            ),
+            UpgradeError::OldMasterStillRunning { old } => {
+                write!(f, "the old master {old} is still running")
+            }
+        }
+    }
+}
+
+impl std::error::Error for UpgradeError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            UpgradeError::PidFile { source, .. } => Some(source),
+            UpgradeError::Signal { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}
+
 fn say(msg: &str) {
     println!("forklb: {msg}");
 }
 
-fn send(pid: i32, sig: Signal) -> bool {
-    match kill(Pid::from_raw(pid), sig) {
-        Ok(()) => true,
-        Err(e) => {
-            eprintln!("forklb: [error] kill({pid}, {sig}) failed: {e}");
-            false
-        }
+fn send(pid: i32, signal: Signal) -> Result<(), UpgradeError> {
+    kill(Pid::from_raw(pid), signal).map_err(|source| UpgradeError::Signal {
+        pid,
+        signal,
+        source,
+    })
+}
+
+/// Sends a signal on the way back (rollback, cleanup): a failure is
+/// reported and the rollback goes on.
+fn send_reporting(pid: i32, signal: Signal) {
+    if let Err(e) = send(pid, signal) {
+        eprintln!("forklb: [error] {e}");
     }
 }
 
@@ -59,38 +151,30 @@ fn wait_for<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T>
     }
 }
 
-pub fn run(config: &Config) -> i32 {
+pub fn run(config: &Config) -> Result<(), UpgradeError> {
     let old = match pidfile::read(&config.pid_file).map(|p| p as i32) {
         Ok(p) if procfs::is_running(p) => p,
-        Ok(p) => {
-            eprintln!(
-                "forklb: [error] master {p} from {} is not running",
-                config.pid_file.display()
-            );
-            return EXIT_RUNTIME;
+        Ok(pid) => {
+            return Err(UpgradeError::NotRunning {
+                pid,
+                pid_file: config.pid_file.clone(),
+            })
         }
-        Err(e) => {
-            eprintln!(
-                "forklb: [error] open() \"{}\" failed: {e}",
-                config.pid_file.display()
-            );
-            return EXIT_RUNTIME;
+        Err(source) => {
+            return Err(UpgradeError::PidFile {
+                path: config.pid_file.clone(),
+                source,
+            })
         }
     };
     let oldbin = crate::master::oldbin_path(&config.pid_file);
     if let Ok(previous) = pidfile::read(&oldbin).map(|p| p as i32) {
         if previous != old && procfs::is_running(previous) {
-            eprintln!(
-                "forklb: [error] an upgrade is already in progress: {} names the running master {previous}; finish it (QUIT {previous}) or roll it back first",
-                oldbin.display()
-            );
-            return EXIT_RUNTIME;
+            return Err(UpgradeError::InProgress { oldbin, previous });
         }
     }
     say(&format!("upgrading master {old}: sending USR2"));
-    if !send(old, Signal::SIGUSR2) {
-        return EXIT_RUNTIME;
-    }
+    send(old, Signal::SIGUSR2)?;
     // The old master moves its pid file to .oldbin at once; the new master
     // writes the pid file when it serves. If .oldbin goes away again, the
     // new master failed and the old one took its pid file back.
@@ -117,8 +201,7 @@ pub fn run(config: &Config) -> i32 {
     })
     .flatten();
     if let Some(why) = gave_up {
-        eprintln!("forklb: [error] upgrade failed: {why}; master {old} keeps serving");
-        return EXIT_RUNTIME;
+        return Err(UpgradeError::NewMasterFailed { old, why });
     }
     let Some(new) = new else {
         say(&format!(
@@ -141,8 +224,7 @@ pub fn run(config: &Config) -> i32 {
                 config.pid_file.display()
             ));
         }
-        eprintln!("forklb: [error] upgrade failed: the new binary did not become ready");
-        return EXIT_RUNTIME;
+        return Err(UpgradeError::NotReady);
     };
     let workers = procfs::children_named(new, "forklb-worker").len();
     say(&format!(
@@ -150,9 +232,7 @@ pub fn run(config: &Config) -> i32 {
     ));
 
     say(&format!("sending WINCH to the old master {old}"));
-    if !send(old, Signal::SIGWINCH) {
-        return EXIT_RUNTIME;
-    }
+    send(old, Signal::SIGWINCH)?;
     let drain = config.shutdown_timeout + Duration::from_secs(10);
     let drained = wait_for(drain, || {
         procfs::children_named(old, "forklb-worker")
@@ -164,22 +244,19 @@ pub fn run(config: &Config) -> i32 {
         say(&format!(
             "sending HUP to the old master {old} and QUIT to the new master {new}"
         ));
-        send(old, Signal::SIGHUP);
-        send(new, Signal::SIGQUIT);
-        return EXIT_RUNTIME;
+        send_reporting(old, Signal::SIGHUP);
+        send_reporting(new, Signal::SIGQUIT);
+        return Err(UpgradeError::RolledBack { old, new });
     }
     say("old workers have exited");
 
     say(&format!("sending QUIT to the old master {old}"));
-    if !send(old, Signal::SIGQUIT) {
-        return EXIT_RUNTIME;
-    }
+    send(old, Signal::SIGQUIT)?;
     if wait_for(step_timeout, || (!procfs::is_running(old)).then_some(())).is_none() {
-        eprintln!("forklb: [warn] the old master {old} is still running");
-        return EXIT_RUNTIME;
+        return Err(UpgradeError::OldMasterStillRunning { old });
     }
     say(&format!("upgrade complete: master {new} serves alone"));
-    EXIT_OK
+    Ok(())
 }
 
 /// The processes the old master started besides its workers and health
@@ -201,7 +278,7 @@ fn stop_stray_new_master(old: i32) {
     }
     for &p in &strays {
         say(&format!("sending QUIT to the new process {p}"));
-        send(p, Signal::SIGQUIT);
+        send_reporting(p, Signal::SIGQUIT);
     }
     let gone = wait_for(STRAY_GRACE, || {
         strays.iter().all(|&p| !procfs::is_running(p)).then_some(())
@@ -214,6 +291,6 @@ fn stop_stray_new_master(old: i32) {
             "the new process {p} did not exit within {} s: sending KILL",
             STRAY_GRACE.as_secs()
         ));
-        send(p, Signal::SIGKILL);
+        send_reporting(p, Signal::SIGKILL);
     }
 }

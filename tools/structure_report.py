@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Structure figures of the crate (issue 15's before/after): lines per
 module, the longest functions, import circles between top-level modules
-(and between files inside one), and the count of repeated blocks
+(and between files inside one), imports that go up against the layer order
+of the module map in src/lib.rs, and the count of repeated blocks
 (`duplicates`, when that command is on PATH).
 
     python3 tools/structure_report.py [--top N]
@@ -68,31 +69,122 @@ def functions(text):
     return out
 
 
+def paths_after(prefix, text):
+    """Every path used after `prefix::`, as a list of segments, with use
+    groups expanded: `crate::{a, b::{c, d}}` -> [a], [b, c], [b, d]."""
+    out = []
+    for m in re.finditer(r"(?<!::)\b" + prefix + r"::", text):
+        out.extend(expand(text, m.end()))
+    return [p for p in out if p]
+
+
+def expand(text, i):
+    """Paths starting at text[i] (just after a `::`)."""
+    if text.startswith("{", i):
+        depth, j = 0, i
+        while j < len(text):
+            depth += {"{": 1, "}": -1}.get(text[j], 0)
+            if depth == 0:
+                break
+            j += 1
+        inner, out, start, depth = text[i + 1 : j], [], 0, 0
+        for k, ch in enumerate(inner + ","):
+            depth += {"{": 1, "}": -1}.get(ch, 0)
+            if ch == "," and depth == 0:
+                part = inner[start:k].strip()
+                start = k + 1
+                m = re.match(r"(\w+)((?:::\w+)*)(::)?", part)
+                if not m:
+                    continue
+                if m.group(1) == "self":  # `b::{self, c}` names b itself
+                    out.append([])
+                    continue
+                head = [m.group(1)] + [p for p in m.group(2).split("::") if p]
+                if m.group(3):  # a nested group: b::{c, d}
+                    out.extend(head + rest for rest in expand(part, m.end()))
+                else:
+                    out.append(head)
+        return out
+    m = re.match(r"(\w+)((?:::\w+)*)(::\{)?", text[i:])
+    if not m:
+        return []
+    head = [m.group(1)] + [p for p in m.group(2).split("::") if p]
+    if m.group(3):
+        return [head + rest for rest in expand(text, i + m.end() - 1)]
+    return [head]
+
+
+def reexports_of(files):
+    """(module, item) -> the child module a `pub use child::Item` (or
+    `pub use child::{Item, ...}`) in that module's file points at."""
+    reexports = {}
+    for mod, prod in files.items():
+        for m in re.finditer(r"^\s*pub\s+use\s+(?:self::)?(\w+)::", prod, re.M):
+            for path in expand(prod, m.end()):
+                if m.group(1) not in ("crate", "super", "std") and path:
+                    child = f"{mod}::{m.group(1)}" if mod != "crate" else m.group(1)
+                    reexports[(mod, path[-1])] = child
+    return reexports
+
+
+def resolve(module, segs, files, reexports):
+    """The file module that `module::segs...` names: a file of that module,
+    or the file that defines (or, through re-exports, really defines) the
+    item."""
+    while segs:
+        child = f"{module}::{segs[0]}"
+        if child in files:
+            module, segs = child, segs[1:]
+            continue
+        if (module, segs[0]) in reexports:
+            module = reexports[(module, segs[0])]
+            continue
+        break
+    return module
+
+
 def main():
     per_module = {}
     longest = []
     edges = defaultdict(set)
     file_edges = defaultdict(set)
+    files = {}
     for path in rust_files():
         text = open(path, encoding="utf-8").read()
         prod = code_lines(text)
         mod = module_of(path)
+        files[mod] = prod
         per_module[mod] = (text.count("\n"), prod.count("\n"))
         for name, line, n in functions(prod):
             longest.append((n, f"{os.path.relpath(path, ROOT)}:{line}", name))
+    reexports = reexports_of(files)
+    for mod, prod in files.items():
         top = mod.split("::")[0]
-        for used in re.findall(r"\bcrate::(\w+)((?:::\w+)*)", prod):
-            target = used[0]
-            if target != top and mod != "crate":
-                edges[top].add(target)
-            # Inside one top-level module: file -> sibling file.
-            parts = [used[0]] + [p for p in used[1].split("::") if p]
-            if parts[0] == top and len(parts) > 1 and "::" in mod:
-                file_edges[mod].add(f"{top}::{parts[1]}")
-        for sib in re.findall(r"\bsuper::(\w+)", prod):
-            if "::" in mod:
-                parent = mod.rsplit("::", 1)[0]
-                file_edges[mod].add(f"{parent}::{sib}")
+        for parts in paths_after("crate", prod):
+            if parts[0] != top and mod != "crate":
+                edges[top].add(parts[0])
+            # Inside one top-level module: file -> the file it names.
+            if parts[0] == top and "::" in mod:
+                target = resolve(top, parts[1:], files, reexports)
+                if target != mod:
+                    file_edges[mod].add(target)
+        # A folder's mod.rs (or any file with children) naming a child by
+        # its relative path: `use children::Children`, `upgrade::run()`.
+        # `pub use child::Item` only re-exports (resolved above), so it is
+        # not counted as a use.
+        used_here = re.sub(r"^\s*pub(?:\([^)]*\))?\s+use\s[^;]*;", "", prod, flags=re.M)
+        for child in {m.split("::")[-1] for m in files if m.rsplit("::", 1)[0] == mod and "::" in m}:
+            if re.search(r"(?<![\w:])(?:self::)?" + child + r"::", used_here):
+                file_edges[mod].add(f"{mod}::{child}")
+        if "::" in mod:
+            parent = mod.rsplit("::", 1)[0]
+            for parts in paths_after("super", prod):
+                base = parent
+                while parts and parts[0] == "super" and "::" in base:
+                    base, parts = base.rsplit("::", 1)[0], parts[1:]
+                target = resolve(base, parts, files, reexports)
+                if target != mod:
+                    file_edges[mod].add(target)
 
     print("== lines per module (all / before the tests)")
     for mod, (total, prod) in sorted(per_module.items(), key=lambda kv: -kv[1][0]):
@@ -117,7 +209,25 @@ def main():
             print("  " + " -> ".join(c + [c[0]]))
     if not circles and not longer:
         print("  none")
+    print("\n== upward imports (against the layer order of src/lib.rs's module map)")
+    lib = open(os.path.join(SRC, "lib.rs"), encoding="utf-8").read()
+    order = re.findall(r"^//! - `(\w+)`", lib, re.M)
+    upward = sorted(
+        (a, b)
+        for a in edges
+        for b in edges[a]
+        if a in order and b in order and order.index(b) < order.index(a)
+    )
+    for a, b in upward:
+        print(f"  {a} -> {b}")
+    unlisted = sorted({m.split("::")[0] for m in per_module} - set(order) - {"crate"})
+    if unlisted:
+        print(f"  not in the map: {', '.join(unlisted)}")
+    if not upward and not unlisted:
+        print(f"  none ({len(order)} modules in the map)")
+
     print("\n== import circles between files of one module")
+    print("   (a file using an item of its folder's mod.rs counts as using mod.rs)")
     fc = set()
     for a in file_edges:
         for b in file_edges[a]:
@@ -125,7 +235,10 @@ def main():
                 fc.add(tuple(sorted((a, b))))
     for a, b in sorted(fc):
         print(f"  {a} <-> {b}")
-    if not fc:
+    flonger = [c for c in find_cycles(file_edges) if len(c) > 2]
+    for c in flonger:
+        print("  " + " -> ".join(c + [c[0]]))
+    if not fc and not flonger:
         print("  none")
 
     print("\n== repeated blocks of six or more lines (duplicates)")

@@ -5,24 +5,11 @@
 
 use super::server::{Level, Reply};
 use super::stat;
-use crate::config::{Balance, Config};
-use crate::shm::{self, Shm, ADMIN_DRAIN, ADMIN_MAINT, ADMIN_READY};
+use super::view::View;
+use crate::config::Balance;
+use crate::shm::{self, ADMIN_DRAIN, ADMIN_MAINT, ADMIN_READY};
 use std::fmt::Write;
 use std::sync::atomic::Ordering::Relaxed;
-
-/// What the commands may look at.
-pub struct View<'a> {
-    pub config: &'a Config,
-    pub shm: &'a Shm,
-    pub pid: u32,
-    pub uptime_secs: u64,
-    pub generation: u64,
-    /// (pid, uptime seconds, generation) of the live workers.
-    pub workers: Vec<(i32, u64, u64)>,
-    /// Connections and requests over the instance's lifetime: every
-    /// generation since start, draining ones included (`show info`).
-    pub totals: shm::WorkerTotals,
-}
 
 /// A command's answer, and whether it changed runtime state (the state
 /// file is then rewritten).

@@ -3,7 +3,7 @@
 //! is also the format of the state file that carries weights and admin
 //! states across restarts and upgrades.
 
-use super::commands::View;
+use super::view::View;
 use crate::config::{Balance, HealthKind};
 use crate::health::counter;
 use crate::shm::{self, ServerShared, ADMIN_DRAIN, ADMIN_MAINT, ADMIN_READY};

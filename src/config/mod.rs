@@ -38,6 +38,7 @@ pub use raw::{
 pub use routing::{Action, HostMatch, Route};
 pub use scalars::{HashKey, RedirectTarget, StatusRange};
 pub use units::{ByteSize, HumanDuration};
+pub use validate::MAX_RETRIES;
 pub use validated::{
     Config, Health, Listener, Server, Timeouts, Upstream, Upstreams, DEFAULT_UPGRADE_GRACE,
     DEFAULT_UPGRADE_SOCK,

@@ -11,8 +11,10 @@
 //!    (`listeners[0].routes[2].upstream`, `upstreams.web.servers[1].weight`, `workers`).
 //!    Relative paths are made absolute and server names default to `addr` here;
 //!    listener addresses and routes come out parsed and compiled.
-//! 3. [`super::build`]: TLS files loaded, then server names resolved (last because
-//!    it may be slow), into the validated [`Config`].
+//! 3. [`super::build`]: TLS material (listener certificates and keys, checked to belong
+//!    together, and upstream CA files), read now so `-t` and reloads catch every bad
+//!    file; then name resolution of the upstream servers, last because it may be slow.
+//!    The result is the validated [`Config`].
 
 use super::build::{Checked, CheckedListener};
 use super::error::{invalid, ConfigError, Invalid};

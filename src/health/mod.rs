@@ -17,7 +17,7 @@ pub mod counter;
 
 use crate::config::Health as HealthRt;
 use crate::config::HealthKind;
-use crate::proxy::Stream;
+use crate::event::Stream;
 use crate::route::Runtime;
 use crate::shm::{self, Shm};
 use crate::signals::{self, SignalSet};
@@ -75,15 +75,9 @@ struct Target {
     check: Option<Check>,
 }
 
-/// Runs the checker until told to stop; returns the exit code.
-pub fn run(setup: HealthSetup) -> i32 {
-    match Checker::new(setup).and_then(|mut c| c.run()) {
-        Ok(()) => 0,
-        Err(e) => {
-            log::error!("health checker failed: {e}");
-            2
-        }
-    }
+/// Runs the checker until it is told to stop (Ok) or cannot go on (Err).
+pub fn run(setup: HealthSetup) -> io::Result<()> {
+    Checker::new(setup).and_then(|mut c| c.run())
 }
 
 struct Checker {

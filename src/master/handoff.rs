@@ -10,7 +10,7 @@
 //! instance keeps serving and keeps offering for `upgrade_grace` (the
 //! master's `Offering` state calls [`send_sockets`] again and again).
 
-use super::BoundSocket;
+use super::listening::BoundSocket;
 use crate::net;
 use nix::sys::socket::{recvmsg, sendmsg, ControlMessage, ControlMessageOwned, MsgFlags};
 use std::io::{self, IoSlice, IoSliceMut, Read, Write};

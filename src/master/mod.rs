@@ -6,11 +6,13 @@
 //! and acts on them in a fixed order: reap children, terminate, quit,
 //! reload, reopen, upgrade — the whole lifecycle reads top to bottom there.
 
+mod child_exit;
 mod children;
 mod daemon;
 mod generation;
 mod handoff;
 mod lifetime;
+mod listening;
 pub mod notify;
 pub mod pidfile;
 mod privileges;
@@ -21,8 +23,10 @@ pub use upgrade::oldbin_path;
 use crate::config::Config;
 use crate::net;
 use crate::signals::{self, SignalSet};
+use child_exit::ChildError;
 use children::{backoff, signal_pids, Children};
 use generation::build_shm;
+use listening::BoundSocket;
 use mio::{Events, Poll, Token};
 use nix::unistd::Pid;
 use std::fmt;
@@ -71,14 +75,6 @@ impl std::error::Error for MasterError {}
 
 fn setup(what: &'static str) -> impl FnOnce(io::Error) -> MasterError {
     move |err| MasterError::Setup { what, err }
-}
-
-/// A listening socket owned by the master, for listener `listener` of the
-/// configuration.
-pub struct BoundSocket {
-    pub listener: usize,
-    pub addr: SocketAddr,
-    pub socket: TcpListener,
 }
 
 /// Where the master is in its life.
@@ -979,23 +975,24 @@ impl Master {
             }
             nix::unistd::ForkResult::Child => {
                 drop(master_end);
-                let code = self.become_health(checker_end);
-                std::process::exit(code);
+                child_exit::exit(self.become_health(checker_end));
             }
         }
     }
 
     /// Runs in the forked child: drops the master's resources, then checks.
-    fn become_health(&mut self, channel: std::os::unix::net::UnixStream) -> i32 {
-        if let Err(code) = self.enter_child(crate::log::Role::Health, "forklb-health") {
-            return code;
-        }
+    fn become_health(&mut self, channel: std::os::unix::net::UnixStream) -> Result<(), ChildError> {
+        self.enter_child(crate::log::Role::Health, "forklb-health")?;
         // The checker needs no listening socket.
         self.sockets.clear();
         crate::health::run(crate::health::HealthSetup {
             runtime: crate::route::Runtime::new(&self.config),
             shm: std::sync::Arc::clone(&self.shm),
             channel,
+        })
+        .map_err(|source| ChildError::Run {
+            role: "health checker",
+            source,
         })
     }
 
@@ -1167,8 +1164,7 @@ impl Master {
             }
             nix::unistd::ForkResult::Child => {
                 drop(master_end);
-                let code = self.become_worker(slot, worker_end);
-                std::process::exit(code);
+                child_exit::exit(self.become_worker(slot, worker_end));
             }
         }
     }
@@ -1177,9 +1173,8 @@ impl Master {
     /// serves as worker `slot`. Never returns to the master's code.
     /// First steps of every forked child (worker, health checker): take its
     /// name, drop the master's signal handlers, admin socket, channels and
-    /// epoll instance, and switch to the unprivileged identity. Err carries
-    /// the exit code when the identity switch fails.
-    fn enter_child(&mut self, role: crate::log::Role, name: &str) -> Result<(), i32> {
+    /// epoll instance, and switch to the unprivileged identity.
+    fn enter_child(&mut self, role: crate::log::Role, name: &str) -> Result<(), ChildError> {
         crate::log::set_role(role);
         set_process_name(name);
         if let Some(a) = self.admin.take() {
@@ -1202,18 +1197,21 @@ impl Master {
             libc::close(std::os::fd::AsRawFd::as_raw_fd(&self.poll));
         }
         if let Some(id) = &self.identity {
-            if let Err(e) = privileges::drop_to(id) {
-                log::error!("cannot switch to user {} (uid {}): {e}", id.user, id.uid);
-                return Err(crate::cli::EXIT_RUNTIME);
-            }
+            privileges::drop_to(id).map_err(|source| ChildError::Privileges {
+                user: id.user.clone(),
+                uid: id.uid.as_raw(),
+                source,
+            })?;
         }
         Ok(())
     }
 
-    fn become_worker(&mut self, slot: usize, channel: std::os::unix::net::UnixStream) -> i32 {
-        if let Err(code) = self.enter_child(crate::log::Role::Worker, "forklb-worker") {
-            return code;
-        }
+    fn become_worker(
+        &mut self,
+        slot: usize,
+        channel: std::os::unix::net::UnixStream,
+    ) -> Result<(), ChildError> {
+        self.enter_child(crate::log::Role::Worker, "forklb-worker")?;
         let listeners = std::mem::take(&mut self.sockets)
             .into_iter()
             .map(|b| crate::worker::WorkerListener {
@@ -1236,6 +1234,10 @@ impl Master {
             channel,
             access_log,
             shm: std::sync::Arc::clone(&self.shm),
+        })
+        .map_err(|source| ChildError::Run {
+            role: "worker",
+            source,
         })
     }
 }

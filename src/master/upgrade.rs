@@ -4,7 +4,7 @@
 //! before binding anything. If the new master exits, the old one takes its
 //! pid file back (and, if WINCH had stopped its workers, restarts them).
 
-use super::BoundSocket;
+use super::listening::BoundSocket;
 use crate::net;
 use std::ffi::OsString;
 use std::io;

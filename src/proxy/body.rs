@@ -5,8 +5,8 @@
 //! the end of the body (the next pipelined message) are never relayed.
 
 use super::io::{self, Io};
-use super::stream::Stream;
 use crate::buffer::{Buf, BufPool};
+use crate::event::Stream;
 use crate::http::chunked::{ChunkError, ChunkedScanner};
 use crate::http::Framing;
 

@@ -28,11 +28,12 @@
 use super::body::{Body, Ends, Relay, RelayStep};
 use super::io::{self, Io};
 use super::pool::Pool;
-use super::stream::Stream;
-use super::{upstream_token, Side, UpstreamOwners, POOLED};
+use super::Side;
 use crate::access_log::{self, AccessLog};
 use crate::balance::{hash_bytes, Balancer, PickCtx};
 use crate::buffer::{Buf, BufPool, VecPool};
+use crate::event::token::{upstream_token, UpstreamOwners, POOLED};
+use crate::event::Stream;
 use crate::http::date::DateCache;
 use crate::http::{self, errors, request, response, rewrite, Framing};
 use crate::route::{Action, HashKey, Runtime};
@@ -126,8 +127,8 @@ const LINGERING_TIME: Duration = Duration::from_secs(30);
 /// Lingering ends when the client has sent nothing for this long.
 const LINGERING_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Most servers one request may try (1 + the largest `retries`).
-const MAX_TRIES: usize = 17;
+/// Most servers one request may try: the first, then each retry.
+const MAX_TRIES: usize = 1 + crate::config::MAX_RETRIES as usize;
 
 /// Per-request state.
 #[derive(Clone, Copy)]

@@ -3,7 +3,7 @@
 //! read proving the socket drained, see `drains_when_short`) clears, so no
 //! edge is ever lost.
 
-use super::Stream;
+use crate::event::Stream;
 use mio::net::TcpStream;
 use std::io::{self, Read, Write};
 

@@ -7,7 +7,7 @@
 //! A close that races with a checkout is caught by the request path, which
 //! sends idempotent requests again on a fresh connection.
 
-use super::stream::Stream;
+use crate::event::Stream;
 use std::time::{Duration, Instant};
 
 struct Idle {

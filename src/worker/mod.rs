@@ -8,17 +8,16 @@
 //! master disappears (its end of our channel closes) the worker drains too.
 
 mod accept_balance;
-mod slab;
-
-pub use slab::Slab;
 mod timers;
 
 use crate::access_log::{self, AccessLog};
 use crate::balance::Balancer;
 use crate::buffer::{BufPool, VecPool};
+use crate::event::token::{self, TokenKind, UpstreamOwners, CHANNEL_TOKEN, POOLED, SIGNAL_TOKEN};
+use crate::event::{Slab, Stream};
 use crate::http::date::DateCache;
 use crate::net;
-use crate::proxy::{self, Conn, Env, ExchangeSpares, Outcome, Pool, Side};
+use crate::proxy::{Conn, Env, ExchangeSpares, Outcome, Pool, Side};
 use crate::route::Runtime;
 use crate::signals::{self, SignalSet};
 use mio::net::UnixStream;
@@ -28,9 +27,6 @@ use std::net::TcpListener;
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 use timers::Timers;
-
-const SIGNAL_TOKEN: Token = Token(proxy::FIRST_CONN_TOKEN - 1);
-const CHANNEL_TOKEN: Token = Token(proxy::FIRST_CONN_TOKEN - 2);
 
 /// Pooled upstream connections idle longer than this are closed (servers
 /// commonly close idle keep-alive connections after 60-75 s).
@@ -86,7 +82,7 @@ struct Worker {
     balancers: Vec<Balancer>,
     pool: Pool,
     /// Upstream socket slot → owning connection slot (or POOLED).
-    up_owners: proxy::UpstreamOwners,
+    up_owners: UpstreamOwners,
     next_sweep: Instant,
     access: AccessLog,
     next_access_flush: Instant,
@@ -100,8 +96,8 @@ struct Worker {
     date: DateCache,
 }
 
-/// Runs the worker; returns the process exit code.
-pub fn run(setup: WorkerSetup) -> i32 {
+/// Runs the worker until it is told to stop (Ok) or cannot go on (Err).
+pub fn run(setup: WorkerSetup) -> io::Result<()> {
     let run = |mut w: Worker| {
         let result = w.run();
         // Peers must not wait for an exiting worker to take connections.
@@ -110,13 +106,7 @@ pub fn run(setup: WorkerSetup) -> i32 {
         w.publish_accepting();
         result
     };
-    match Worker::new(setup).and_then(run) {
-        Ok(()) => 0,
-        Err(e) => {
-            log::error!("worker failed: {e}");
-            2
-        }
-    }
+    Worker::new(setup).and_then(run)
 }
 
 impl Worker {
@@ -463,9 +453,9 @@ impl Worker {
         now: Instant,
     ) {
         let stream = match self.rt.listeners.get(listener).and_then(|l| l.tls.as_ref()) {
-            None => proxy::Stream::Plain(stream),
+            None => Stream::Plain(stream),
             Some(cfg) => match crate::tls::TlsStream::accept(stream, std::sync::Arc::clone(cfg)) {
-                Ok(tls) => proxy::Stream::Tls(Box::new(tls)),
+                Ok(tls) => Stream::Tls(Box::new(tls)),
                 Err(e) => {
                     log::error!("cannot start a TLS session with {peer}: {e}");
                     return;
@@ -493,7 +483,7 @@ impl Worker {
         conn.set_slot(slot);
         if let Err(e) = self.poll.registry().register(
             conn.client_mut(),
-            proxy::client_token(slot),
+            token::client_token(slot),
             Interest::READABLE | Interest::WRITABLE,
         ) {
             log::error!("cannot register a client connection: {e}");
@@ -504,23 +494,23 @@ impl Worker {
     }
 
     fn conn_event(&mut self, token: Token, ev: &mio::event::Event, now: Instant) {
-        match proxy::token_kind(token) {
-            Some(proxy::TokenKind::Client(slot)) => {
+        match token::token_kind(token) {
+            Some(TokenKind::Client(slot)) => {
                 self.run_conn(slot, now, |conn, env| conn.on_event(Side::Client, ev, env));
             }
-            Some(proxy::TokenKind::Upstream(up_slot)) => match self.up_owners.get(up_slot) {
+            Some(TokenKind::Upstream(up_slot)) => match self.up_owners.get(up_slot) {
                 // An idle pooled connection spoke: the server closed it (or
                 // sent something unasked). It cannot be reused — unless it
                 // was TLS housekeeping only (a session ticket).
-                Some(&proxy::POOLED)
+                Some(&POOLED)
                     if self
                         .pool
                         .get_mut(up_slot)
                         .is_some_and(|s| s.idle_still_clean()) => {}
-                Some(&proxy::POOLED) if self.pool.remove(up_slot) => {
+                Some(&POOLED) if self.pool.remove(up_slot) => {
                     self.up_owners.remove(up_slot);
                 }
-                Some(&proxy::POOLED) => {}
+                Some(&POOLED) => {}
                 Some(&slot) => {
                     self.run_conn(slot, now, |conn, env| {
                         conn.on_event(Side::Upstream, ev, env)

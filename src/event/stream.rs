@@ -3,6 +3,10 @@
 //! moves (handshake, flushing queued records, close_notify) that are
 //! no-ops for plain sockets.
 
+// Every read and write of a connection passes through here from `proxy`;
+// `#[inline]` lets the calls fold into the caller whatever codegen unit
+// this module lands in (callgrind keep-alive: 12,737 -> 12,674 Ir/request).
+
 use crate::tls::TlsStream;
 use mio::net::TcpStream;
 use std::io::{self, Read, Write};
@@ -15,6 +19,7 @@ pub enum Stream {
 
 impl Stream {
     /// The socket, for registering with epoll and socket options.
+    #[inline]
     pub fn sock_mut(&mut self) -> &mut TcpStream {
         match self {
             Stream::Plain(s) => s,
@@ -22,6 +27,7 @@ impl Stream {
         }
     }
 
+    #[inline]
     pub fn sock(&self) -> &TcpStream {
         match self {
             Stream::Plain(s) => s,
@@ -31,6 +37,7 @@ impl Stream {
 
     /// Sends queued TLS records if the socket is writable; clears
     /// `writable` when it fills up.
+    #[inline]
     pub fn flush_queued(&mut self, writable: &mut bool) -> io::Result<()> {
         if let Stream::Tls(t) = self {
             if *writable && t.wants_flush() && !t.flush_tls()? {
@@ -42,6 +49,7 @@ impl Stream {
 
     /// Runs the TLS handshake as far as it can go; Ok(true) when done
     /// (at once for plain sockets).
+    #[inline]
     pub fn handshake(&mut self, readable: &mut bool, writable: &mut bool) -> io::Result<bool> {
         match self {
             Stream::Plain(_) => Ok(true),
@@ -51,6 +59,7 @@ impl Stream {
 
     /// Ends the sending direction: close_notify for TLS, then FIN. Ok(false)
     /// if TLS records are still queued (the FIN follows when they are out).
+    #[inline]
     pub fn shutdown_write(&mut self) -> io::Result<bool> {
         match self {
             Stream::Plain(s) => s.shutdown(std::net::Shutdown::Write).map(|()| true),
@@ -60,6 +69,7 @@ impl Stream {
 
     /// Decrypted bytes wait to be read (never for plain sockets, whose
     /// unread bytes stay in the kernel).
+    #[inline]
     pub fn has_buffered_input(&mut self) -> bool {
         match self {
             Stream::Plain(_) => false,
@@ -69,6 +79,7 @@ impl Stream {
 
     /// A pooled idle connection became readable: true if that was only TLS
     /// housekeeping (session tickets) and it can still be reused.
+    #[inline]
     pub fn idle_still_clean(&mut self) -> bool {
         match self {
             Stream::Plain(_) => false,
@@ -78,6 +89,7 @@ impl Stream {
 }
 
 impl Read for Stream {
+    #[inline]
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         match self {
             Stream::Plain(s) => s.read(buf),
@@ -87,6 +99,7 @@ impl Read for Stream {
 }
 
 impl Write for Stream {
+    #[inline]
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         match self {
             Stream::Plain(s) => s.write(buf),
@@ -94,6 +107,7 @@ impl Write for Stream {
         }
     }
 
+    #[inline]
     fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
         match self {
             Stream::Plain(s) => s.write_vectored(bufs),
@@ -101,6 +115,7 @@ impl Write for Stream {
         }
     }
 
+    #[inline]
     fn flush(&mut self) -> io::Result<()> {
         match self {
             Stream::Plain(s) => s.flush(),

@@ -1,0 +1,19 @@
+//! What the runtime API's commands see of the running instance: the
+//! configuration, the shared state and the process facts the master keeps.
+
+use crate::config::Config;
+use crate::shm::{self, Shm};
+
+/// What the commands may look at.
+pub struct View<'a> {
+    pub config: &'a Config,
+    pub shm: &'a Shm,
+    pub pid: u32,
+    pub uptime_secs: u64,
+    pub generation: u64,
+    /// (pid, uptime seconds, generation) of the live workers.
+    pub workers: Vec<(i32, u64, u64)>,
+    /// Connections and requests over the instance's lifetime: every
+    /// generation since start, draining ones included (`show info`).
+    pub totals: shm::WorkerTotals,
+}
