@@ -3,18 +3,18 @@
 //!
 //! - [`raw`]: the file's shape, serde types only (unknown keys and variants
 //!   are errors with their field path). Keys with a grammar of their own are
-//!   typed while the file is read: [`units`] (`10s`, `16k`), [`scalars`]
-//!   (`hash_key`, `expect_status`, `redirect.to`) and [`route_action`] (a
+//!   typed while the file is read: `units` (`10s`, `16k`), `scalars`
+//!   (`hash_key`, `expect_status`, `redirect.to`) and `route_action` (a
 //!   route's one action).
-//! - [`validate`]: loading and the checks across keys, turning a
+//! - `validate`: loading and the checks across keys, turning a
 //!   [`raw::Config`] into a [`Config`]: paths absolute, names unique,
 //!   addresses parsed and resolved, TLS files loaded, routes compiled.
 //!   Errors are [`ConfigError`]s (file, `line:column`, field path).
-//! - [`validated`]: [`Config`], what the master, workers and health checker
-//!   use; [`routing`]: its compiled routes; [`index`]: upstreams and servers
+//! - `validated`: [`Config`], what the master, workers and health checker
+//!   use; `routing`: its compiled routes; `index`: upstreams and servers
 //!   by name.
-//! - [`print`]: `forklb -T`, a [`Config`] back in the file's shape.
-//! - [`nesting`]: the depth guard run before the YAML parser.
+//! - `print`: `forklb -T`, a [`Config`] back in the file's shape.
+//! - `nesting`: the depth guard run before the YAML parser.
 
 mod build;
 mod error;

@@ -1,9 +1,9 @@
 //! The configuration file's shape (DESIGN §4), as serde types and nothing
 //! else: every struct rejects unknown keys, every optional key has the
 //! documented default, every key with a grammar of its own is parsed into its
-//! type while the file is read ([`super::scalars`], [`super::units`], the route
-//! action in [`super::route_action`]). Validation turns this into the
-//! [`super::Config`] the runtime uses; `forklb -T` prints this shape back.
+//! type while the file is read (`scalars`, `units`, the route
+//! action in `route_action`). Validation turns this into the
+//! validated `Config` the runtime uses; `forklb -T` prints this shape back.
 
 pub use super::route_action::{MetricsFormat, RedirectAction, ReturnAction, Route, RouteAction};
 use super::scalars::{HashKey, StatusRange};
@@ -28,12 +28,12 @@ pub struct Config {
     pub log_level: LogLevel,
     /// Where `-u` waits for a running instance's listening sockets and where
     /// QUIT offers them. `None` when the file does not set it: the default
-    /// path applies ([`super::Config::upgrade_sock_path`]) and QUIT offers only once.
+    /// path applies (`Config::upgrade_sock_path`) and QUIT offers only once.
     pub upgrade_sock: Option<PathBuf>,
     /// How long a QUIT keeps serving while it offers the listening sockets on
     /// `upgrade_sock` (Pingora's upgrade order: QUIT first, then `-u`).
     /// `None`: 5s when `upgrade_sock` is set in the file, else 0 (nginx's
-    /// QUIT, which stops accepting at once). See [`super::Config::upgrade_grace`].
+    /// QUIT, which stops accepting at once). See `Config::upgrade_grace`.
     pub upgrade_grace: Option<HumanDuration>,
     /// How long `forklb -u` waits for the sockets, and `forklb -s upgrade`
     /// for each step, before giving up.

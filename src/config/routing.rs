@@ -22,7 +22,7 @@ pub enum HostMatch {
 
 #[derive(Debug, Clone)]
 pub enum Action {
-    /// The upstream's position in [`super::Config::upstreams`].
+    /// The upstream's position in `Config::upstreams`.
     Upstream(usize),
     Return {
         status: u16,

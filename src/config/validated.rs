@@ -135,7 +135,7 @@ impl std::ops::Deref for Upstreams {
 
 impl Upstreams {
     /// The position of upstream `name` (a scan: for one lookup; many
-    /// lookups use [`super::ServerIndex`]).
+    /// lookups use `ServerIndex`).
     pub fn position(&self, name: &str) -> Option<usize> {
         self.0.iter().position(|u| u.name == name)
     }
