@@ -6,7 +6,7 @@
 
 use forklb::balance::{hash_bytes, Balancer, PickCtx};
 use forklb::config::Balance;
-use forklb::route::ServerRt;
+use forklb::config::Server as ServerRt;
 use forklb::shm::Shm;
 use std::hint::black_box;
 use std::time::{Duration, Instant};

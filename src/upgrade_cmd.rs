@@ -181,7 +181,7 @@ pub fn run(config: &Config) -> Result<(), UpgradeError> {
     let started = Instant::now();
     let mut saw_oldbin = false;
     let mut gave_up = None;
-    let step_timeout = config.upgrade_timeout.get();
+    let step_timeout = config.upgrade_timeout;
     let new = wait_for(step_timeout, || {
         if let Ok(p) = pidfile::read(&config.pid_file).map(|p| p as i32) {
             if p != old && procfs::is_running(p) {
@@ -233,7 +233,7 @@ pub fn run(config: &Config) -> Result<(), UpgradeError> {
 
     say(&format!("sending WINCH to the old master {old}"));
     send(old, Signal::SIGWINCH)?;
-    let drain = config.shutdown_timeout.get() + Duration::from_secs(10);
+    let drain = config.shutdown_timeout + Duration::from_secs(10);
     let drained = wait_for(drain, || {
         procfs::children_named(old, "forklb-worker")
             .is_empty()

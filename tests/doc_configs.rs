@@ -20,7 +20,7 @@
 
 mod support;
 
-use serde_yaml::Value;
+use serde_norway::Value;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -188,7 +188,7 @@ fn make_files(at: &str, config: &Value, dir: &Path) -> Result<(), String> {
 /// Runs `forklb -t` on `yaml` written as forklb.yaml in a fresh folder; `None` when it
 /// does what `kind` expects, else what went wrong.
 fn check_one(at: &str, kind: &Kind, yaml: &str) -> Option<String> {
-    let config: Value = match serde_yaml::from_str(yaml) {
+    let config: Value = match serde_norway::from_str(yaml) {
         Ok(v) => v,
         // A YAML mistake is a fine example of an error too: forklb reports it.
         Err(_) if matches!(kind, Kind::Invalid(_)) => Value::Null,
@@ -240,11 +240,11 @@ fn check_file(rel: &str) -> Vec<Block> {
                     ));
                     continue;
                 };
-                let mut merged: Value = serde_yaml::from_str(&base.yaml).expect("base parses");
-                match serde_yaml::from_str::<Value>(&b.yaml) {
+                let mut merged: Value = serde_norway::from_str(&base.yaml).expect("base parses");
+                match serde_norway::from_str::<Value>(&b.yaml) {
                     Ok(extra) => {
                         merge(&mut merged, extra);
-                        let yaml = serde_yaml::to_string(&merged).expect("serialize");
+                        let yaml = serde_norway::to_string(&merged).expect("serialize");
                         let at = format!("{} (merged into {})", b.at, base.at);
                         check_one(&at, &b.kind, &yaml)
                     }
@@ -284,13 +284,13 @@ fn markdown_yaml_blocks_are_found_with_their_markers() {
     );
     assert!(blocks[1].at.ends_with(":8"), "{}", blocks[1].at);
 
-    let mut base: Value = serde_yaml::from_str("l: [1]\nm: {a: 1, b: 2}\ns: x\n").unwrap();
+    let mut base: Value = serde_norway::from_str("l: [1]\nm: {a: 1, b: 2}\ns: x\n").unwrap();
     merge(
         &mut base,
-        serde_yaml::from_str("l: [2]\nm: {b: 3, c: 4}\ns: y\nn: z\n").unwrap(),
+        serde_norway::from_str("l: [2]\nm: {b: 3, c: 4}\ns: y\nn: z\n").unwrap(),
     );
     let want: Value =
-        serde_yaml::from_str("l: [1, 2]\nm: {a: 1, b: 3, c: 4}\ns: y\nn: z\n").unwrap();
+        serde_norway::from_str("l: [1, 2]\nm: {a: 1, b: 3, c: 4}\ns: y\nn: z\n").unwrap();
     assert_eq!(base, want);
 }
 
@@ -431,7 +431,7 @@ fn configuration_reference_documents_every_key() {
     fs::write(&path, &yaml).unwrap();
     let out = run_forklb(&["-T", "-c", path.to_str().unwrap()], RUN_TIMEOUT);
     assert_eq!(out.code(), Some(0), "{}\n{yaml}", out.combined());
-    let effective: Value = serde_yaml::from_str(&out.stdout).expect("-T prints YAML");
+    let effective: Value = serde_norway::from_str(&out.stdout).expect("-T prints YAML");
     let mut keys = Vec::new();
     schema_keys(&effective, false, &mut keys);
     assert!(keys.len() > 50, "too few keys in:\n{}", out.stdout);
@@ -461,7 +461,7 @@ fn demo_configuration_passes_forklb_t() {
 #[test]
 fn production_configuration_passes_forklb_t() {
     let text = fs::read_to_string(repo_file("conf/production.yaml")).unwrap();
-    let config: Value = serde_yaml::from_str(&text).unwrap();
+    let config: Value = serde_norway::from_str(&text).unwrap();
     let str_at = |path: &[&str]| -> String {
         let mut v = &config;
         for k in path {

@@ -133,7 +133,7 @@ pub fn execute(cmd: &str, level: Level, v: &View) -> Outcome {
         ["get", "weight", target] => match find(v, target) {
             Ok((u, s)) => {
                 let cur = v.shm.server(u, s).weight();
-                let initial = v.config.upstreams.0[u].1.servers[s].weight;
+                let initial = v.config.upstreams[u].servers[s].weight;
                 text(format!("{cur} (initial {initial})\n"))
             }
             Err(e) => text(e),
@@ -185,8 +185,7 @@ fn find(v: &View, target: &str) -> Result<(usize, usize), String> {
     let Some(u) = v.config.upstreams.position(b) else {
         return Err("No such backend.\n".to_owned());
     };
-    let Some(i) = v.config.upstreams.0[u]
-        .1
+    let Some(i) = v.config.upstreams[u]
         .servers
         .iter()
         .position(|x| x.name == s)
@@ -201,7 +200,7 @@ fn set_weight(v: &View, target: &str, w: &str) -> Outcome {
         Ok(x) => x,
         Err(e) => return text(e),
     };
-    let up = &v.config.upstreams.0[u].1;
+    let up = &v.config.upstreams[u];
     let initial = up.servers[s].weight;
     let weight = if let Some(pct) = w.strip_suffix('%') {
         match pct.parse::<u64>() {
@@ -224,7 +223,7 @@ fn set_weight(v: &View, target: &str, w: &str) -> Outcome {
     if v.shm.set_weight(u, s, weight) == Ok(true) {
         log::info!(
             "server {}/{} weight set to {weight} (initial {initial})",
-            v.config.upstreams.0[u].0,
+            v.config.upstreams[u].name,
             up.servers[s].name
         );
     }
@@ -239,8 +238,8 @@ fn set_admin(v: &View, target: &str, admin: AdminState) -> Outcome {
     if v.shm.server(u, s).set_admin(admin) {
         log::warn!(
             "server {}/{} is going {} (set over the admin socket)",
-            v.config.upstreams.0[u].0,
-            v.config.upstreams.0[u].1.servers[s].name,
+            v.config.upstreams[u].name,
+            v.config.upstreams[u].servers[s].name,
             admin.status_word()
         );
     }
@@ -305,8 +304,8 @@ fn uptime(s: u64) -> String {
 
 fn show_backend(v: &View) -> String {
     let mut out = String::from("# name\n");
-    for (name, _) in v.config.upstreams.iter() {
-        out.push_str(name);
+    for up in v.config.upstreams.iter() {
+        out.push_str(&up.name);
         out.push('\n');
     }
     out

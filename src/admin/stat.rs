@@ -192,7 +192,8 @@ pub fn show_stat(v: &View) -> String {
         r.write(&mut out);
     }
     let base_iid = v.config.listeners.len();
-    for (u, (name, up)) in v.config.upstreams.iter().enumerate() {
+    for (u, up) in v.config.upstreams.iter().enumerate() {
+        let name = &up.name;
         let health = up.health.as_ref().map(|h| (h.rise.max(1), h.fall.max(1)));
         let iid = base_iid + u + 1;
         let mut totals = [0u64; 13];
@@ -279,10 +280,7 @@ pub fn show_stat(v: &View) -> String {
             {
                 r.set(f, st.responses[k]);
             }
-            r.set(
-                "addr",
-                srv.socket_addr.map(|a| a.to_string()).unwrap_or_default(),
-            );
+            r.set("addr", srv.addr.to_string());
             r.set("mode", "http");
             r.set("uweight", w);
             r.write(&mut out);
@@ -330,7 +328,8 @@ const STATE_HEADER: &str = "# be_id be_name srv_id srv_name srv_addr srv_op_stat
 pub fn show_servers_state(v: &View, only: Option<&str>) -> String {
     let mut out = format!("1\n{STATE_HEADER}\n");
     let now = shm::unix_secs();
-    for (u, (name, up)) in v.config.upstreams.iter().enumerate() {
+    for (u, up) in v.config.upstreams.iter().enumerate() {
+        let name = &up.name;
         if only.is_some_and(|o| o != name) {
             continue;
         }
@@ -344,10 +343,7 @@ pub fn show_servers_state(v: &View, only: Option<&str>) -> String {
                 AdminState::Drain => 8,
                 AdminState::Ready => 0,
             };
-            let (ip, port) = srv
-                .socket_addr
-                .map(|a| (a.ip().to_string(), a.port()))
-                .unwrap_or_else(|| ("-".to_owned(), 0));
+            let (ip, port) = (srv.addr.ip().to_string(), srv.addr.port());
             let checked = up.health.is_some();
             let _ =
                 writeln!(
@@ -400,7 +396,7 @@ pub fn apply_state(text: &str, config: &crate::config::Config, shm: &shm::Shm) -
         let (Ok(uweight), Ok(iweight)) = (f[7].parse::<u32>(), f[8].parse::<u32>()) else {
             continue;
         };
-        if iweight == config.upstreams.0[u].1.servers[s].weight {
+        if iweight == config.upstreams[u].servers[s].weight {
             // A weight above MAX_WEIGHT is refused and ignored, as before.
             let _ = shm.set_weight(u, s, uweight);
         }

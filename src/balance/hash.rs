@@ -3,7 +3,7 @@
 //! hash whose server may take requests. When a server leaves, only its keys
 //! move (to the next points); everyone else's stay.
 
-use crate::route::ServerRt;
+use crate::config::Server as ServerRt;
 
 /// Ring points per unit of weight: enough for an even spread with few servers.
 const POINTS_PER_WEIGHT: u32 = 100;

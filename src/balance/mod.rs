@@ -14,7 +14,7 @@ mod hash;
 pub use hash::{hash_bytes, HashRing};
 
 use crate::config::Balance;
-use crate::route::ServerRt;
+use crate::config::Server as ServerRt;
 use crate::shm::Shm;
 
 /// What a pick may look at besides the servers.

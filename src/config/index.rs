@@ -1,11 +1,11 @@
 //! Upstreams and servers by name, for the places that look up many names at
 //! once: carrying runtime state over to a new generation and applying a
-//! state file. `NamedMap::position` and a scan of `servers` cost a pass over
+//! state file. `Upstreams::position` and a scan of `servers` cost a pass over
 //! the list per lookup, so one lookup per server grows with the square of the
 //! server count (100,000 servers: seconds of master CPU per reload); this
 //! index is built in one pass and answers each lookup in constant time.
 
-use super::schema::Config;
+use super::validated::Config;
 use std::collections::HashMap;
 
 /// Positions in `Config::upstreams` and in each upstream's `servers`.
@@ -20,14 +20,14 @@ impl<'a> ServerIndex<'a> {
             .upstreams
             .iter()
             .enumerate()
-            .map(|(u, (name, up))| {
+            .map(|(u, up)| {
                 let servers = up
                     .servers
                     .iter()
                     .enumerate()
                     .map(|(s, srv)| (srv.name.as_str(), s))
                     .collect();
-                (name.as_str(), (u, servers))
+                (up.name.as_str(), (u, servers))
             })
             .collect();
         ServerIndex { upstreams }

@@ -1,18 +1,50 @@
-//! Configuration: schema (DESIGN §4), human units, loading and validation.
+//! Configuration (DESIGN §4): read once per load, parsed into types, then
+//! validated into what the runtime uses.
+//!
+//! - [`raw`]: the file's shape, serde types only (unknown keys and variants
+//!   are errors with their field path). Keys with a grammar of their own are
+//!   typed while the file is read: `units` (`10s`, `16k`), `scalars`
+//!   (`hash_key`, `expect_status`, `redirect.to`) and `route_action` (a
+//!   route's one action).
+//! - `validate`: loading and the checks across keys, turning a
+//!   [`raw::Config`] into a [`Config`]: paths absolute, names unique,
+//!   addresses parsed and resolved, TLS files loaded, routes compiled.
+//!   Errors are [`ConfigError`]s (file, `line:column`, field path).
+//! - `validated`: [`Config`], what the master, workers and health checker
+//!   use; `routing`: its compiled routes; `index`: upstreams and servers
+//!   by name.
+//! - `print`: `forklb -T`, a [`Config`] back in the file's shape.
+//! - `nesting`: the depth guard run before the YAML parser.
 
+mod build;
+mod error;
 mod index;
 mod nesting;
-mod schema;
+mod print;
+pub mod raw;
+mod route_action;
+mod routing;
+mod scalars;
 mod units;
 mod validate;
+mod validated;
 
+pub use error::ConfigError;
 pub use index::ServerIndex;
-pub use schema::*;
+pub use raw::{
+    AccessLog, AccessLogFormat, Admin, AdminLevel, Balance, CertKey, HealthKind, LogLevel,
+    MetricsFormat, UpstreamTls, Workers,
+};
+pub use routing::{Action, HostMatch, Route};
+pub use scalars::{HashKey, RedirectTarget, StatusRange};
 pub use units::{ByteSize, HumanDuration};
-pub use validate::{parse_status_range, ConfigError, MAX_RETRIES};
+pub use validate::MAX_RETRIES;
+pub use validated::{
+    Config, Health, Listener, Server, Timeouts, Upstream, Upstreams, DEFAULT_UPGRADE_GRACE,
+    DEFAULT_UPGRADE_SOCK,
+};
 
 use std::path::Path;
-use std::time::Duration;
 
 impl Config {
     /// Reads, parses and validates the file at `path`. Relative paths inside are
@@ -25,38 +57,4 @@ impl Config {
     pub fn from_yaml_str(text: &str, source: &Path) -> Result<Config, ConfigError> {
         validate::from_yaml_str(text, source)
     }
-
-    /// The effective configuration (defaults filled in) as YAML, for `forklb -T`.
-    pub fn to_yaml(&self) -> String {
-        // Defaults that depend on other keys are printed as their effective
-        // values, so the output means the same when read back.
-        let mut effective = self.clone();
-        effective.upgrade_sock = Some(self.upgrade_sock_path().to_owned());
-        effective.upgrade_grace = Some(HumanDuration(self.upgrade_grace()));
-        serde_yaml::to_string(&effective)
-            .unwrap_or_else(|e| format!("# cannot print configuration: {e}\n"))
-    }
-
-    /// The Unix socket of Pingora-style upgrades (`-u`), set or default.
-    pub fn upgrade_sock_path(&self) -> &Path {
-        self.upgrade_sock
-            .as_deref()
-            .unwrap_or(Path::new(DEFAULT_UPGRADE_SOCK))
-    }
-
-    /// How long QUIT keeps serving while offering the listening sockets on
-    /// `upgrade_sock`. Setting `upgrade_sock` is how Pingora users say they
-    /// upgrade in Pingora's order (QUIT the old instance, then start `-u`),
-    /// so it brings Pingora's grace; without it QUIT is nginx's.
-    pub fn upgrade_grace(&self) -> Duration {
-        match (self.upgrade_grace, &self.upgrade_sock) {
-            (Some(g), _) => g.get(),
-            (None, Some(_)) => DEFAULT_UPGRADE_GRACE,
-            (None, None) => Duration::ZERO,
-        }
-    }
 }
-
-pub const DEFAULT_UPGRADE_SOCK: &str = "/run/forklb/upgrade.sock";
-/// Pingora's old instance tries for about 5 s to hand its sockets over.
-pub const DEFAULT_UPGRADE_GRACE: Duration = Duration::from_secs(5);

@@ -1,7 +1,7 @@
 //! A bound on how deeply a configuration's YAML may nest, checked before the
 //! YAML parser sees the text.
 //!
-//! The parser (libyaml under serde_yaml) needs time that grows with the
+//! The parser (libyaml under serde_norway) needs time that grows with the
 //! square of the nesting depth: 100,000 nested `[`, `{a: ` or indented keys
 //! keep it busy for tens of seconds — a `forklb -t` that hangs, a reload
 //! that stalls the master. The deepest configuration the schema has a use

@@ -1,24 +1,28 @@
-//! Loading and semantic validation of the configuration (DESIGN §4).
+//! Loading and validation of the configuration (DESIGN §4).
 //!
 //! [`from_yaml_str`] runs these steps, and stops at the first error:
 //!
 //! 0. A bound on nesting depth ([`super::nesting`]), checked by one linear pass before the
 //!    YAML parser, whose time grows with the square of the depth.
-//! 1. YAML parsing into the schema types (syntax, types, unknown keys). Such errors carry
-//!    the `line:column` and, where serde_yaml knows it, the field path.
-//! 2. Semantic checks ([`check`]), each error naming the exact field path
+//! 1. YAML parsing into [`super::raw`] (syntax, types, unknown keys, the grammar of
+//!    single values, one action per route). Such errors carry the `line:column` and,
+//!    where serde_norway knows it, the field path.
+//! 2. Checks across keys ([`check`]), each error naming the exact field path
 //!    (`listeners[0].routes[2].upstream`, `upstreams.web.servers[1].weight`, `workers`).
-//!    They also fill in what the runtime uses: absolute paths, `Listener::addrs`, server
-//!    names defaulting to `addr`, lowercased route hosts.
-//! 3. TLS material ([`load_tls`]): listener certificates and keys (checked to belong
-//!    together) and upstream CA files, read now so `-t` and reloads catch every bad file.
-//! 4. Name resolution of the upstream servers (`Server::socket_addr`), last because it
-//!    may be slow.
+//!    Relative paths are made absolute and server names default to `addr` here;
+//!    listener addresses and routes come out parsed and compiled.
+//! 3. [`super::build`]: TLS material (listener certificates and keys, checked to belong
+//!    together, and upstream CA files), read now so `-t` and reloads catch every bad
+//!    file; then name resolution of the upstream servers, last because it may be slow.
+//!    The result is the validated [`Config`].
 
-use super::schema::{Balance, Config, Health, HealthKind, Route, Server, Upstream, Workers};
-use std::collections::{HashMap, HashSet};
-use std::fmt;
-use std::net::{IpAddr, Ipv6Addr, SocketAddr, ToSocketAddrs};
+use super::build::{Checked, CheckedListener};
+use super::error::{invalid, ConfigError, Invalid};
+use super::raw::{self, Balance, HealthKind, RouteAction, Workers};
+use super::routing::{Action, HostMatch, Route};
+use super::validated::Config;
+use std::collections::HashMap;
+use std::net::{Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 /// The most worker processes `workers` may ask for.
@@ -34,81 +38,6 @@ pub const MAX_RETRIES: u32 = 16;
 /// Bounds of `limits.max_header_bytes`.
 pub const MIN_HEADER_BYTES: u64 = 1 << 10;
 pub const MAX_HEADER_BYTES: u64 = 1 << 20;
-
-/// A configuration error: the file, the field path (`listeners[0].bind[1]`; empty when
-/// unknown), the `line:column` for YAML errors, and a message.
-///
-/// Displays as `FILE[:LINE:COL]: [PATH: ]MESSAGE`, e.g.
-/// `/etc/forklb/forklb.yaml:6:9: listeners[0].routes[1]: unknown field `upstrem`, ...` or
-/// `/etc/forklb/forklb.yaml: upstreams.web.servers[1].weight: weight 300 is out of range 0-256`.
-#[derive(Debug, Clone)]
-pub struct ConfigError {
-    pub file: PathBuf,
-    pub path: String,
-    pub line_col: Option<(usize, usize)>,
-    pub message: String,
-}
-
-impl ConfigError {
-    /// An error at a field path, without a line:column.
-    pub fn new(file: &Path, path: impl Into<String>, message: impl Into<String>) -> Self {
-        ConfigError {
-            file: file.to_path_buf(),
-            path: path.into(),
-            line_col: None,
-            message: message.into(),
-        }
-    }
-
-    /// Turns a serde_yaml error into a `ConfigError`: the location goes to `line_col`,
-    /// the field path prefix serde_yaml puts in front of the message goes to `path`, and
-    /// the ` at line X column Y` it appends is dropped (Display prints `:LINE:COL`).
-    fn from_yaml(file: &Path, e: &serde_yaml::Error) -> Self {
-        let line_col = e.location().map(|l| (l.line(), l.column()));
-        let mut message = e.to_string();
-        if let Some((l, c)) = line_col {
-            message = message.replacen(&format!(" at line {l} column {c}"), "", 1);
-        }
-        let mut path = String::new();
-        if let Some((p, rest)) = message.split_once(": ") {
-            if looks_like_field_path(p) {
-                path = p.to_owned();
-                message = rest.to_owned();
-            }
-        }
-        ConfigError {
-            file: file.to_path_buf(),
-            path,
-            line_col,
-            message,
-        }
-    }
-}
-
-/// Whether `s` is a serde_yaml field path such as `listeners[0].routes[1]` rather than the
-/// start of a message (messages have spaces or quotes before their first `": "`).
-fn looks_like_field_path(s: &str) -> bool {
-    !s.is_empty()
-        && !s.contains(|c: char| c.is_whitespace() || c == '`' || c == '"' || c == '\'')
-        && s.chars()
-            .next()
-            .is_some_and(|c| c.is_alphanumeric() || c == '_')
-}
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.file.display())?;
-        if let Some((l, c)) = self.line_col {
-            write!(f, ":{l}:{c}")?;
-        }
-        if !self.path.is_empty() {
-            write!(f, ": {}", self.path)?;
-        }
-        write!(f, ": {}", self.message)
-    }
-}
-
-impl std::error::Error for ConfigError {}
 
 /// Reads, parses and validates the file at `path`.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
@@ -133,9 +62,8 @@ pub fn from_yaml_str(text: &str, source: &Path) -> Result<Config, ConfigError> {
             ),
         });
     }
-    let mut cfg: Config =
-        serde_yaml::from_str(text).map_err(|e| ConfigError::from_yaml(&source, &e))?;
-    cfg.source = source.clone();
+    let mut cfg: raw::Config =
+        serde_norway::from_str(text).map_err(|e| ConfigError::from_yaml(&source, &e))?;
     if cfg.listeners.is_empty() && is_empty_document(text) {
         return Err(ConfigError::new(
             &source,
@@ -148,10 +76,8 @@ pub fn from_yaml_str(text: &str, source: &Path) -> Result<Config, ConfigError> {
         .map(Path::to_path_buf)
         .unwrap_or_else(|| PathBuf::from("/"));
     let to_error = |e: Invalid| ConfigError::new(&source, e.path, e.message);
-    check(&mut cfg, &dir).map_err(to_error)?;
-    load_tls(&mut cfg).map_err(to_error)?;
-    resolve_servers(&mut cfg).map_err(to_error)?;
-    Ok(cfg)
+    let checked = check(&mut cfg, &dir).map_err(to_error)?;
+    super::build::build(cfg, checked, source.clone()).map_err(to_error)
 }
 
 fn absolute(path: &Path) -> Result<PathBuf, ConfigError> {
@@ -167,40 +93,32 @@ fn absolute(path: &Path) -> Result<PathBuf, ConfigError> {
 /// True for a file with nothing but blanks and comments (or an explicit `null`).
 fn is_empty_document(text: &str) -> bool {
     matches!(
-        serde_yaml::from_str::<serde_yaml::Value>(text),
-        Ok(serde_yaml::Value::Null)
+        serde_norway::from_str::<serde_norway::Value>(text),
+        Ok(serde_norway::Value::Null)
     )
-}
-
-/// A semantic error: field path and message; the file is added by the caller.
-#[derive(Debug)]
-struct Invalid {
-    path: String,
-    message: String,
 }
 
 type Check = Result<(), Invalid>;
 
-fn invalid<T>(path: impl Into<String>, message: impl Into<String>) -> Result<T, Invalid> {
-    Err(Invalid {
-        path: path.into(),
-        message: message.into(),
+// ---------------------------------------------------------------------------------------
+// Checks across keys. They also normalize the raw configuration where the
+// file leaves a value to a rule (relative paths, server names defaulting to
+// `addr`), and compile what they parse (addresses, routes) so nothing is
+// parsed twice; the rest is built in `super::build`.
+// ---------------------------------------------------------------------------------------
+
+fn check(cfg: &mut raw::Config, dir: &Path) -> Result<Checked, Invalid> {
+    check_global(cfg)?;
+    resolve_paths(cfg, dir)?;
+    let listeners = check_listeners(cfg)?;
+    let server_addrs = check_upstreams(cfg)?;
+    Ok(Checked {
+        listeners,
+        server_addrs,
     })
 }
 
-// ---------------------------------------------------------------------------------------
-// Semantic checks (and filling in the derived fields).
-// ---------------------------------------------------------------------------------------
-
-fn check(cfg: &mut Config, dir: &Path) -> Check {
-    check_global(cfg)?;
-    resolve_paths(cfg, dir)?;
-    check_listeners(cfg)?;
-    check_upstreams(cfg)?;
-    Ok(())
-}
-
-fn check_global(cfg: &Config) -> Check {
+fn check_global(cfg: &raw::Config) -> Check {
     if cfg.version != 1 {
         return invalid(
             "version",
@@ -288,7 +206,7 @@ fn check_global(cfg: &Config) -> Check {
 }
 
 /// Makes every relative path absolute against `dir`, the config file's folder.
-fn resolve_paths(cfg: &mut Config, dir: &Path) -> Check {
+fn resolve_paths(cfg: &mut raw::Config, dir: &Path) -> Check {
     resolve_path("pid_file", &mut cfg.pid_file, dir)?;
     if let Some(sock) = &mut cfg.upgrade_sock {
         resolve_path("upgrade_sock", sock, dir)?;
@@ -366,18 +284,24 @@ fn check_header_value(field: &str, what: &str, v: &str) -> Check {
     Ok(())
 }
 
-fn check_listeners(cfg: &mut Config) -> Check {
+fn check_listeners(cfg: &raw::Config) -> Result<Vec<CheckedListener>, Invalid> {
     if cfg.listeners.is_empty() {
         return invalid("listeners", "at least one listener is required");
     }
-    let mut names: HashMap<String, usize> = HashMap::new();
+    let mut names: HashMap<&str, usize> = HashMap::new();
     let mut bound: HashMap<SocketAddr, String> = HashMap::new();
-    // Looked up once per route: a set, not a scan of the upstreams.
-    let upstreams: HashSet<&str> = cfg.upstreams.iter().map(|(n, _)| n.as_str()).collect();
-    for (i, l) in cfg.listeners.iter_mut().enumerate() {
+    // Looked up once per route: a map, not a scan of the upstreams.
+    let upstreams: HashMap<&str, usize> = cfg
+        .upstreams
+        .iter()
+        .enumerate()
+        .map(|(i, (n, _))| (n.as_str(), i))
+        .collect();
+    let mut checked = Vec::with_capacity(cfg.listeners.len());
+    for (i, l) in cfg.listeners.iter().enumerate() {
         let at = format!("listeners[{i}]");
         check_name(&format!("{at}.name"), "a listener", &l.name)?;
-        if names.insert(l.name.clone(), i).is_some() {
+        if names.insert(&l.name, i).is_some() {
             return invalid(
                 format!("{at}.name"),
                 format!("duplicate listener name {:?}", l.name),
@@ -389,7 +313,7 @@ fn check_listeners(cfg: &mut Config) -> Check {
                 "a listener needs at least one address",
             );
         }
-        l.addrs.clear();
+        let mut addrs = Vec::with_capacity(l.bind.len());
         for (j, b) in l.bind.iter().enumerate() {
             let field = format!("{at}.bind[{j}]");
             let addr = parse_bind(b).or_else(|m| invalid(&field, m))?;
@@ -400,7 +324,7 @@ fn check_listeners(cfg: &mut Config) -> Check {
                 );
             }
             bound.insert(addr, field);
-            l.addrs.push(addr);
+            addrs.push(addr);
         }
         if let Some(tls) = &l.tls {
             if tls.certificates.is_empty() {
@@ -410,11 +334,15 @@ fn check_listeners(cfg: &mut Config) -> Check {
                 );
             }
         }
-        for (j, r) in l.routes.iter_mut().enumerate() {
-            check_route(&format!("{at}.routes[{j}]"), r, &upstreams)?;
-        }
+        let routes = l
+            .routes
+            .iter()
+            .enumerate()
+            .map(|(j, r)| check_route(&format!("{at}.routes[{j}]"), r, &upstreams))
+            .collect::<Result<_, _>>()?;
+        checked.push(CheckedListener { addrs, routes });
     }
-    Ok(())
+    Ok(checked)
 }
 
 fn parse_bind(b: &str) -> Result<SocketAddr, String> {
@@ -427,135 +355,109 @@ fn parse_bind(b: &str) -> Result<SocketAddr, String> {
     Ok(addr)
 }
 
-fn check_route(at: &str, r: &mut Route, upstreams: &HashSet<&str>) -> Check {
-    let mut actions = Vec::new();
-    if r.upstream.is_some() {
-        actions.push("upstream");
+/// Checks a route and compiles it; `upstreams` maps names to positions.
+fn check_route(
+    at: &str,
+    r: &raw::Route,
+    upstreams: &HashMap<&str, usize>,
+) -> Result<Route, Invalid> {
+    let host = match &r.host {
+        Some(host) => Some(check_route_host(&format!("{at}.host"), host)?),
+        None => None,
+    };
+    // Absent: every path.
+    let path = match &r.path {
+        Some(path) => check_route_path(&format!("{at}.path"), path)?,
+        None => "/".to_owned(),
+    };
+    let action = match &r.action {
+        RouteAction::Upstream(name) => match upstreams.get(name.as_str()) {
+            Some(&u) => Action::Upstream(u),
+            None => {
+                return invalid(
+                    format!("{at}.upstream"),
+                    format!("unknown upstream {name:?}"),
+                )
+            }
+        },
+        RouteAction::Return(ret) => {
+            if !(100..=599).contains(&ret.status) || ret.status == 101 {
+                return invalid(
+                    format!("{at}.return.status"),
+                    format!(
+                        "status {} is out of range 100-599 (101 excluded)",
+                        ret.status
+                    ),
+                );
+            }
+            if ret.content_type.is_empty() {
+                return invalid(format!("{at}.return.content_type"), "must not be empty");
+            }
+            check_header_value(
+                &format!("{at}.return.content_type"),
+                "content type",
+                &ret.content_type,
+            )?;
+            Action::Return {
+                status: ret.status,
+                content_type: ret.content_type.clone(),
+                body: ret.body.clone().into_bytes(),
+            }
+        }
+        RouteAction::Redirect(red) => {
+            // `to` was parsed with the file (`RedirectTarget`).
+            if ![301, 302, 303, 307, 308].contains(&red.status) {
+                return invalid(
+                    format!("{at}.redirect.status"),
+                    format!(
+                        "status {} is not a redirect status (301, 302, 303, 307 or 308)",
+                        red.status
+                    ),
+                );
+            }
+            Action::Redirect {
+                status: red.status,
+                to: red.to.0.clone(),
+            }
+        }
+        RouteAction::Metrics(raw::MetricsFormat::Prometheus) => Action::Metrics,
+    };
+    Ok(Route {
+        host: HostMatch::new(host.as_deref()),
+        path,
+        action,
+    })
+}
+
+/// Validates a route path and returns it normalized: requests are matched on
+/// their normalized path, so the route's own path is normalized the same way
+/// (`/caf%C3%A9/` is `/café/`).
+fn check_route_path(field: &str, path: &str) -> Result<String, Invalid> {
+    if !path.starts_with('/') {
+        return invalid(field, format!("path {path:?} must start with '/'"));
     }
-    if r.return_.is_some() {
-        actions.push("return");
+    if path.contains(|c: char| c.is_whitespace() || c.is_control()) {
+        return invalid(
+            field,
+            format!("path {path:?} may not contain spaces or control characters"),
+        );
     }
-    if r.redirect.is_some() {
-        actions.push("redirect");
+    if path.contains(['?', '#']) {
+        return invalid(
+            field,
+            format!(
+                "path {path:?} may not contain '?' or '#': routes match the path without the query"
+            ),
+        );
     }
-    if r.metrics.is_some() {
-        actions.push("metrics");
-    }
-    match actions.len() {
-        0 => {
-            return invalid(
-                at,
-                "a route needs an action: upstream, return, redirect or metrics",
-            )
-        }
-        1 => {}
-        _ => {
-            return invalid(
-                at,
-                format!(
-                    "a route takes exactly one action, found {}",
-                    actions.join(" and ")
-                ),
-            )
-        }
-    }
-    if let Some(host) = &mut r.host {
-        *host = check_route_host(&format!("{at}.host"), host)?;
-    }
-    if let Some(path) = &mut r.path {
-        if !path.starts_with('/') {
-            return invalid(
-                format!("{at}.path"),
-                format!("path {path:?} must start with '/'"),
-            );
-        }
-        if path.contains(|c: char| c.is_whitespace() || c.is_control()) {
-            return invalid(
-                format!("{at}.path"),
-                format!("path {path:?} may not contain spaces or control characters"),
-            );
-        }
-        if path.contains(['?', '#']) {
-            return invalid(
-                format!("{at}.path"),
-                format!("path {path:?} may not contain '?' or '#': routes match the path without the query"),
-            );
-        }
-        // Requests are matched on their normalized path, so the route's
-        // own path is normalized the same way (`/caf%C3%A9/` is `/café/`).
-        let normal = crate::http::path::normalize(path.as_bytes())
-            .map_err(|e| Invalid {
-                path: format!("{at}.path"),
-                message: format!("path {path:?}: {}", e.reason()),
-            })
-            .and_then(|n| {
-                String::from_utf8(n.into_owned()).map_err(|_| Invalid {
-                    path: format!("{at}.path"),
-                    message: format!("path {path:?} decodes to bytes that are not UTF-8"),
-                })
-            })?;
-        *path = normal;
-    }
-    if let Some(name) = &r.upstream {
-        if !upstreams.contains(name.as_str()) {
-            return invalid(
-                format!("{at}.upstream"),
-                format!("unknown upstream {name:?}"),
-            );
-        }
-    }
-    if let Some(ret) = &r.return_ {
-        if !(100..=599).contains(&ret.status) || ret.status == 101 {
-            return invalid(
-                format!("{at}.return.status"),
-                format!(
-                    "status {} is out of range 100-599 (101 excluded)",
-                    ret.status
-                ),
-            );
-        }
-        if ret.content_type.is_empty() {
-            return invalid(format!("{at}.return.content_type"), "must not be empty");
-        }
-        check_header_value(
-            &format!("{at}.return.content_type"),
-            "content type",
-            &ret.content_type,
-        )?;
-    }
-    if let Some(red) = &r.redirect {
-        if ![301, 302, 303, 307, 308].contains(&red.status) {
-            return invalid(
-                format!("{at}.redirect.status"),
-                format!(
-                    "status {} is not a redirect status (301, 302, 303, 307 or 308)",
-                    red.status
-                ),
-            );
-        }
-        if red.to.is_empty() {
-            return invalid(
-                format!("{at}.redirect.to"),
-                "the redirect target must not be empty",
-            );
-        }
-        if red
-            .to
-            .contains(|c: char| c.is_whitespace() || c.is_control())
-        {
-            return invalid(
-                format!("{at}.redirect.to"),
-                format!(
-                    "redirect target {:?} may not contain spaces or control characters",
-                    red.to
-                ),
-            );
-        }
-        if let Err(e) = crate::http::redirect::Template::parse(&red.to) {
-            return invalid(format!("{at}.redirect.to"), e);
-        }
-    }
-    Ok(())
+    let normal = crate::http::path::normalize(path.as_bytes())
+        .or_else(|e| invalid(field, format!("path {path:?}: {}", e.reason())))?;
+    String::from_utf8(normal.into_owned()).or_else(|_| {
+        invalid(
+            field,
+            format!("path {path:?} decodes to bytes that are not UTF-8"),
+        )
+    })
 }
 
 /// Validates a route host (`api.example.com` or `*.example.com`) and returns it lowercased.
@@ -583,7 +485,9 @@ fn check_route_host(field: &str, host: &str) -> Result<String, Invalid> {
     Ok(lower)
 }
 
-fn check_upstreams(cfg: &mut Config) -> Check {
+/// Checks the upstreams; returns their servers' addresses split.
+fn check_upstreams(cfg: &mut raw::Config) -> Result<Vec<Vec<(String, u16)>>, Invalid> {
+    let mut server_addrs = Vec::with_capacity(cfg.upstreams.len());
     for (name, up) in cfg.upstreams.0.iter_mut() {
         let at = format!("upstreams.{name}");
         check_name("upstreams", "an upstream", name)?;
@@ -593,14 +497,12 @@ fn check_upstreams(cfg: &mut Config) -> Check {
                 format!("retries {} is out of range 0-{MAX_RETRIES}", up.retries),
             );
         }
-        if let Some(key) = &up.hash_key {
-            if up.balance != Balance::Hash {
-                return invalid(
-                    format!("{at}.hash_key"),
-                    "hash_key is only allowed with balance: hash",
-                );
-            }
-            check_hash_key(&format!("{at}.hash_key"), key)?;
+        // Its grammar was checked with the file (`HashKey`).
+        if up.hash_key.is_some() && up.balance != Balance::Hash {
+            return invalid(
+                format!("{at}.hash_key"),
+                "hash_key is only allowed with balance: hash",
+            );
         }
         if let Some(h) = &up.host_header {
             if h.is_empty() {
@@ -627,34 +529,12 @@ fn check_upstreams(cfg: &mut Config) -> Check {
         if let Some(h) = &up.health {
             check_health(&format!("{at}.health"), h)?;
         }
-        check_servers(&at, up)?;
+        server_addrs.push(check_servers(&at, up)?);
     }
-    Ok(())
+    Ok(server_addrs)
 }
 
-fn check_hash_key(field: &str, key: &str) -> Check {
-    let ok = match key {
-        "source" | "uri" => true,
-        _ => key
-            .strip_prefix("header:")
-            .or_else(|| key.strip_prefix("cookie:"))
-            .is_some_and(|n| {
-                !n.is_empty()
-                    && n.bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
-            }),
-    };
-    if ok {
-        Ok(())
-    } else {
-        invalid(
-            field,
-            format!("invalid hash_key {key:?}: expected source, uri, header:NAME or cookie:NAME"),
-        )
-    }
-}
-
-fn check_health(at: &str, h: &Health) -> Check {
+fn check_health(at: &str, h: &raw::Health) -> Check {
     if h.interval.get().is_zero() {
         return invalid(format!("{at}.interval"), "must not be 0");
     }
@@ -676,31 +556,12 @@ fn check_health(at: &str, h: &Health) -> Check {
             format!("path {:?} must start with '/' and have no spaces", h.path),
         );
     }
-    if parse_status_range(&h.expect_status).is_none() {
-        return invalid(
-            format!("{at}.expect_status"),
-            format!(
-                "invalid status range {:?}: expected e.g. \"200\" or \"200-399\"",
-                h.expect_status
-            ),
-        );
-    }
     Ok(())
 }
 
-/// Parses `"200"` or `"200-399"` (within 100-599, low ≤ high).
-pub fn parse_status_range(s: &str) -> Option<(u16, u16)> {
-    let (lo, hi) = match s.split_once('-') {
-        Some((a, b)) => (a.trim().parse().ok()?, b.trim().parse().ok()?),
-        None => {
-            let v: u16 = s.trim().parse().ok()?;
-            (v, v)
-        }
-    };
-    ((100..=599).contains(&lo) && (100..=599).contains(&hi) && lo <= hi).then_some((lo, hi))
-}
-
-fn check_servers(at: &str, up: &mut Upstream) -> Check {
+/// Checks the servers (their names default to `addr`); returns their
+/// addresses split into host and port.
+fn check_servers(at: &str, up: &mut raw::Upstream) -> Result<Vec<(String, u16)>, Invalid> {
     if up.servers.is_empty() {
         return invalid(
             format!("{at}.servers"),
@@ -708,9 +569,12 @@ fn check_servers(at: &str, up: &mut Upstream) -> Check {
         );
     }
     let mut names: HashMap<String, usize> = HashMap::new();
+    let mut addrs = Vec::with_capacity(up.servers.len());
     for (i, s) in up.servers.iter_mut().enumerate() {
         let sat = format!("{at}.servers[{i}]");
-        split_host_port(&s.addr).or_else(|m| invalid(format!("{sat}.addr"), m))?;
+        let (host, port) =
+            split_host_port(&s.addr).or_else(|m| invalid(format!("{sat}.addr"), m))?;
+        addrs.push((host.to_owned(), port));
         if s.name.is_empty() {
             s.name = s.addr.clone();
         }
@@ -728,7 +592,7 @@ fn check_servers(at: &str, up: &mut Upstream) -> Check {
             );
         }
     }
-    Ok(())
+    Ok(addrs)
 }
 
 /// Splits `host:port` or `[v6]:port`; the host is returned without brackets.
@@ -774,80 +638,11 @@ fn split_host_port(addr: &str) -> Result<(&str, u16), String> {
     }
 }
 
-// ---------------------------------------------------------------------------------------
-// TLS material.
-// ---------------------------------------------------------------------------------------
-
-/// Loads what TLS needs from files: certificates and keys of the
-/// listeners (checked to belong together), CA files of the upstreams. Done
-/// at load, in the master, so `-t` and reloads catch every bad file.
-fn load_tls(cfg: &mut Config) -> Check {
-    for (i, l) in cfg.listeners.iter_mut().enumerate() {
-        if let Some(tls) = &mut l.tls {
-            let pairs: Vec<_> = tls
-                .certificates
-                .iter()
-                .map(|ck| (ck.cert.clone(), ck.key.clone()))
-                .collect();
-            match crate::tls::server::config(&pairs) {
-                Ok(loaded) => {
-                    tls.server = Some(loaded.config);
-                    cfg.warnings.extend(loaded.warnings);
-                }
-                Err((j, message)) => {
-                    return invalid(format!("listeners[{i}].tls.certificates[{j}]"), message)
-                }
-            }
-        }
-    }
-    for (name, up) in cfg.upstreams.0.iter_mut() {
-        if let Some(tls) = &mut up.tls {
-            let field = if tls.ca.is_some() { "tls.ca" } else { "tls" };
-            match crate::tls::client::config(tls.verify, tls.ca.as_deref()) {
-                Ok(client) => tls.client = Some(client),
-                Err(message) => return invalid(format!("upstreams.{name}.{field}"), message),
-            }
-        }
-    }
-    Ok(())
-}
-
-// ---------------------------------------------------------------------------------------
-// Name resolution.
-// ---------------------------------------------------------------------------------------
-
-/// Fills `Server::socket_addr` for every server, resolving host names (first IPv4
-/// address, else the first address).
-fn resolve_servers(cfg: &mut Config) -> Check {
-    for (name, up) in cfg.upstreams.0.iter_mut() {
-        for (i, s) in up.servers.iter_mut().enumerate() {
-            let field = format!("upstreams.{name}.servers[{i}].addr");
-            s.socket_addr = Some(resolve_server(s).or_else(|m| invalid(field, m))?);
-        }
-    }
-    Ok(())
-}
-
-fn resolve_server(s: &Server) -> Result<SocketAddr, String> {
-    let (host, port) = split_host_port(&s.addr)?;
-    if let Ok(ip) = host.parse::<IpAddr>() {
-        return Ok(SocketAddr::new(ip, port));
-    }
-    let addrs: Vec<SocketAddr> = (host, port)
-        .to_socket_addrs()
-        .map_err(|e| format!("cannot resolve host {host:?}: {e}"))?
-        .collect();
-    addrs
-        .iter()
-        .find(|a| a.is_ipv4())
-        .or_else(|| addrs.first())
-        .copied()
-        .ok_or_else(|| format!("cannot resolve host {host:?}: no address found"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::error::looks_like_field_path;
+    use crate::config::{HashKey, HostMatch, StatusRange};
     use std::time::Duration;
 
     const SOURCE: &str = "/etc/forklb/forklb.yaml";
@@ -926,18 +721,18 @@ upstreams:
         assert_eq!(c.upgrade_sock, None);
         assert_eq!(c.upgrade_sock_path(), Path::new("/run/forklb/upgrade.sock"));
         assert_eq!(c.upgrade_grace(), Duration::ZERO);
-        assert_eq!(c.upgrade_timeout.get(), Duration::from_secs(30));
+        assert_eq!(c.upgrade_timeout, Duration::from_secs(30));
         assert_eq!(c.error_log, "stderr");
         assert_eq!(c.worker_connections, 10_000);
-        assert_eq!(c.shutdown_timeout.get(), Duration::from_secs(30));
-        assert_eq!(c.timeouts.client_header.get(), Duration::from_secs(10));
-        assert_eq!(c.timeouts.client_body.get(), Duration::from_secs(60));
-        assert_eq!(c.timeouts.keepalive.get(), Duration::from_secs(75));
-        assert_eq!(c.timeouts.connect.get(), Duration::from_secs(5));
-        assert_eq!(c.timeouts.upstream_read.get(), Duration::from_secs(60));
-        assert_eq!(c.timeouts.upstream_write.get(), Duration::from_secs(60));
-        assert_eq!(c.limits.max_header_bytes.get(), 16 * 1024);
-        assert_eq!(c.limits.max_body_bytes.get(), 0);
+        assert_eq!(c.shutdown_timeout, Duration::from_secs(30));
+        assert_eq!(c.timeouts.client_header, Duration::from_secs(10));
+        assert_eq!(c.timeouts.client_body, Duration::from_secs(60));
+        assert_eq!(c.timeouts.keepalive, Duration::from_secs(75));
+        assert_eq!(c.timeouts.connect, Duration::from_secs(5));
+        assert_eq!(c.timeouts.upstream_read, Duration::from_secs(60));
+        assert_eq!(c.timeouts.upstream_write, Duration::from_secs(60));
+        assert_eq!(c.max_header_bytes as u64, 16 * 1024);
+        assert_eq!(c.max_body_bytes, 0);
         assert!(c.admin.is_none() && c.access_log.is_none());
 
         let l = &c.listeners[0];
@@ -945,26 +740,31 @@ upstreams:
             l.addrs,
             vec!["127.0.0.1:8080".parse::<SocketAddr>().unwrap()]
         );
-        let ret = l.routes[0].return_.as_ref().unwrap();
-        assert_eq!((ret.status, ret.body.as_str()), (200, "ok\n"));
-        assert_eq!(ret.content_type, "text/plain");
-        assert_eq!(l.routes[1].upstream.as_deref(), Some("web"));
+        let Action::Return {
+            status,
+            content_type,
+            body,
+        } = &l.routes[0].action
+        else {
+            panic!("{:?}", l.routes[0].action)
+        };
+        assert_eq!((*status, body.as_slice()), (200, &b"ok\n"[..]));
+        assert_eq!(content_type, "text/plain");
+        // Routes name upstreams by position.
+        assert!(matches!(l.routes[1].action, Action::Upstream(0)));
 
-        let up = c.upstreams.get("web").unwrap();
+        let up = c.upstreams.by_name("web").unwrap();
         assert_eq!(up.balance, Balance::Roundrobin);
         assert_eq!(up.keepalive, 32);
         assert_eq!(up.retries, 1);
         assert!(up.host_header.is_none() && up.tls.is_none() && up.health.is_none());
         assert_eq!(up.servers[0].name, "web1");
         assert_eq!(up.servers[0].weight, 1);
-        assert_eq!(
-            up.servers[0].socket_addr,
-            Some("127.0.0.1:9001".parse().unwrap())
-        );
+        assert_eq!(up.servers[0].addr, "127.0.0.1:9001".parse().unwrap());
         assert_eq!(up.servers[1].name, "localhost:9002");
         assert_eq!(up.servers[1].weight, 3);
         assert!(!up.servers[1].backup);
-        let resolved = up.servers[1].socket_addr.unwrap();
+        let resolved = up.servers[1].addr;
         assert!(resolved.ip().is_loopback() && resolved.port() == 9002);
     }
 
@@ -973,13 +773,13 @@ upstreams:
         let c = ok(&with_routes(
             "      - {path: /old/, redirect: {to: \"https://example.com/\"}}\n      - {upstream: web}\n",
         ));
-        let up = c.upstreams.get("web").unwrap();
+        let up = c.upstreams.by_name("web").unwrap();
         assert_eq!(up.servers[0].weight, 1);
         assert_eq!(up.servers[0].name, "127.0.0.1:9001");
-        assert_eq!(
-            c.listeners[0].routes[0].redirect.as_ref().unwrap().status,
-            302
-        );
+        assert!(matches!(
+            &c.listeners[0].routes[0].action,
+            Action::Redirect { status: 302, .. }
+        ));
     }
 
     #[test]
@@ -1061,16 +861,16 @@ upstreams:
         let c = ok(&with_top(
             "shutdown_timeout: 0\ntimeouts:\n  client_header: 500ms\n  keepalive: 90\n  connect: \"2m\"\n  upstream_read: 1h\nlimits:\n  max_header_bytes: 8192\n  max_body_bytes: 1m\n",
         ));
-        assert_eq!(c.shutdown_timeout.get(), Duration::ZERO);
-        assert_eq!(c.timeouts.client_header.get(), Duration::from_millis(500));
-        assert_eq!(c.timeouts.keepalive.get(), Duration::from_secs(90));
-        assert_eq!(c.timeouts.connect.get(), Duration::from_secs(120));
-        assert_eq!(c.timeouts.upstream_read.get(), Duration::from_secs(3600));
-        assert_eq!(c.timeouts.client_body.get(), Duration::from_secs(60));
-        assert_eq!(c.limits.max_header_bytes.get(), 8192);
-        assert_eq!(c.limits.max_body_bytes.get(), 1 << 20);
+        assert_eq!(c.shutdown_timeout, Duration::ZERO);
+        assert_eq!(c.timeouts.client_header, Duration::from_millis(500));
+        assert_eq!(c.timeouts.keepalive, Duration::from_secs(90));
+        assert_eq!(c.timeouts.connect, Duration::from_secs(120));
+        assert_eq!(c.timeouts.upstream_read, Duration::from_secs(3600));
+        assert_eq!(c.timeouts.client_body, Duration::from_secs(60));
+        assert_eq!(c.max_header_bytes as u64, 8192);
+        assert_eq!(c.max_body_bytes, 1 << 20);
         let c = ok(&with_top("limits: {max_header_bytes: \"32k\"}\n"));
-        assert_eq!(c.limits.max_header_bytes.get(), 32 * 1024);
+        assert_eq!(c.max_header_bytes as u64, 32 * 1024);
     }
 
     #[test]
@@ -1271,9 +1071,9 @@ upstreams:
             "      - {host: API.Example.COM, path: /api/, upstream: web}\n      - {host: \"*.Example.com\", return: {status: 404}}\n      - {redirect: {to: \"https://x/\", status: 308}}\n",
         ));
         let r = &c.listeners[0].routes;
-        assert_eq!(r[0].host.as_deref(), Some("api.example.com"));
-        assert_eq!(r[1].host.as_deref(), Some("*.example.com"));
-        assert_eq!(r[2].redirect.as_ref().unwrap().status, 308);
+        assert_eq!(r[0].host, HostMatch::Exact("api.example.com".to_owned()));
+        assert_eq!(r[1].host, HostMatch::Suffix(".example.com".to_owned()));
+        assert!(matches!(&r[2].action, Action::Redirect { status: 308, .. }));
     }
 
     #[test]
@@ -1334,8 +1134,8 @@ upstreams:
             );
         }
         let c = ok(&with_upstream("    servers: [{addr: \"[::1]:9000\"}]\n"));
-        let s = &c.upstreams.get("web").unwrap().servers[0];
-        assert_eq!(s.socket_addr, Some("[::1]:9000".parse().unwrap()));
+        let s = &c.upstreams.by_name("web").unwrap().servers[0];
+        assert_eq!(s.addr, "[::1]:9000".parse().unwrap());
         assert_eq!(s.name, "[::1]:9000");
 
         assert_err(
@@ -1379,10 +1179,10 @@ upstreams:
     #[test]
     fn hash_keys_accepted_by_the_format_check() {
         for key in ["source", "uri", "header:X-User", "cookie:session"] {
-            assert!(check_hash_key("k", key).is_ok(), "{key}");
+            assert!(HashKey::parse(key).is_ok(), "{key}");
         }
         for key in ["", "src", "header:", "cookie:a b", "header"] {
-            assert!(check_hash_key("k", key).is_err(), "{key}");
+            assert!(HashKey::parse(key).is_err(), "{key}");
         }
     }
 
@@ -1491,10 +1291,11 @@ upstreams:
             "upstreams.web.health.interval",
             "must not be 0",
         );
-        assert_eq!(parse_status_range("200-399"), Some((200, 399)));
-        assert_eq!(parse_status_range("204"), Some((204, 204)));
-        assert_eq!(parse_status_range("99"), None);
-        assert_eq!(parse_status_range("x"), None);
+        let range = |s| StatusRange::parse(s).ok().map(|r| (r.low, r.high));
+        assert_eq!(range("200-399"), Some((200, 399)));
+        assert_eq!(range("204"), Some((204, 204)));
+        assert_eq!(range("99"), None);
+        assert_eq!(range("x"), None);
     }
 
     #[test]
@@ -1512,7 +1313,7 @@ upstreams:
         assert_eq!(c.error_log, "stderr");
 
         // Paths of optional features: check the resolution itself.
-        let mut c = ok(MINIMAL);
+        let mut c: raw::Config = serde_norway::from_str(MINIMAL).unwrap();
         c.admin = Some(crate::config::Admin {
             socket: "admin.sock".into(),
             mode: "0600".into(),
@@ -1522,18 +1323,16 @@ upstreams:
             path: "/var/log/a.log".into(),
             format: Default::default(),
         });
-        c.listeners[0].tls = Some(crate::config::ListenerTls {
+        c.listeners[0].tls = Some(raw::ListenerTls {
             certificates: vec![crate::config::CertKey {
                 cert: "certs/a.crt".into(),
                 key: "../keys/a.key".into(),
             }],
-            server: None,
         });
         c.upstreams.0[0].1.tls = Some(crate::config::UpstreamTls {
             sni: None,
             verify: true,
             ca: Some("ca.pem".into()),
-            client: None,
         });
         resolve_paths(&mut c, Path::new("/srv/conf")).unwrap();
         assert_eq!(c.admin.unwrap().socket, Path::new("/srv/conf/admin.sock"));
@@ -1570,14 +1369,14 @@ upstreams:
         assert_eq!(b.workers, Workers::Count(3));
         assert_eq!(b.pid_file, Path::new("/etc/forklb/forklb.pid"));
         assert_eq!(b.error_log, "/etc/forklb/error.log");
-        assert_eq!(b.shutdown_timeout.get(), Duration::from_millis(1500));
-        assert_eq!(b.timeouts.connect.get(), Duration::from_secs(120));
-        assert_eq!(b.limits.max_header_bytes.get(), 8192);
-        assert_eq!(b.limits.max_body_bytes.get(), 1000);
+        assert_eq!(b.shutdown_timeout, Duration::from_millis(1500));
+        assert_eq!(b.timeouts.connect, Duration::from_secs(120));
+        assert_eq!(b.max_header_bytes as u64, 8192);
+        assert_eq!(b.max_body_bytes, 1000);
         assert_eq!(b.listeners[0].addrs, a.listeners[0].addrs);
         let (ua, ub) = (
-            a.upstreams.get("web").unwrap(),
-            b.upstreams.get("web").unwrap(),
+            a.upstreams.by_name("web").unwrap(),
+            b.upstreams.by_name("web").unwrap(),
         );
         assert_eq!(ub.servers.len(), 2);
         for (sa, sb) in ua.servers.iter().zip(&ub.servers) {
@@ -1585,7 +1384,7 @@ upstreams:
                 (&sa.name, &sa.addr, sa.weight),
                 (&sb.name, &sb.addr, sb.weight)
             );
-            assert_eq!(sa.socket_addr, sb.socket_addr);
+            assert_eq!(sa.addr_text, sb.addr_text);
         }
         // The defaults are spelled out.
         assert!(text.contains("keepalive: 32"), "{text}");

@@ -15,9 +15,10 @@
 
 pub mod counter;
 
+use crate::config::Health as HealthRt;
 use crate::config::HealthKind;
 use crate::event::Stream;
-use crate::route::{HealthRt, Runtime};
+use crate::route::Runtime;
 use crate::shm::{HealthChange, HealthState, LastCheck, Shm};
 use crate::signals::{self, SignalSet};
 use mio::net::{TcpStream, UnixStream};
@@ -354,7 +355,7 @@ impl Checker {
     }
 
     fn judge(&mut self, i: usize, code: u16) {
-        let (lo, hi) = self.targets[i].cfg.expect;
+        let crate::config::StatusRange { low: lo, high: hi } = self.targets[i].cfg.expect;
         let ok = (lo..=hi).contains(&code);
         let reason = format!("HTTP status {code}");
         self.finish(i, ok, &reason, code);

@@ -68,6 +68,21 @@ impl Template {
     }
 }
 
+/// The text `parse` read: literal text never holds a `$` (an unknown or
+/// empty variable name is an error), so this is exact.
+impl std::fmt::Display for Template {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for part in &self.parts {
+            f.write_str(match part {
+                Part::Text(t) => t,
+                Part::Host => "$host",
+                Part::RequestUri => "$request_uri",
+            })?;
+        }
+        Ok(())
+    }
+}
+
 fn host_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'[' | b']' | b':')
 }
@@ -88,6 +103,7 @@ mod tests {
             t.expand(Some("a.test"), "/p").as_deref(),
             Some("https://a.test:8443/new/p")
         );
+        assert_eq!(t.to_string(), "https://$host:8443/new$request_uri");
         let t = Template::parse("https://example.com/").unwrap();
         assert_eq!(
             t.expand(None, "/p").as_deref(),

@@ -17,15 +17,11 @@ use std::io;
 /// upstream and server name, so neither an operator's `maint` nor a DOWN
 /// server is forgotten.
 pub fn build_shm(config: &Config, previous: Option<(&Shm, &Config)>) -> io::Result<Shm> {
-    let counts: Vec<usize> = config
-        .upstreams
-        .iter()
-        .map(|(_, u)| u.servers.len())
-        .collect();
+    let counts: Vec<usize> = config.upstreams.iter().map(|u| u.servers.len()).collect();
     let shm = Shm::create(&counts, config.workers.resolve())?;
     let now = shm::unix_secs();
     let previous = previous.map(|(old_shm, old_cfg)| (old_shm, old_cfg, ServerIndex::new(old_cfg)));
-    for (ui, (uname, up)) in config.upstreams.iter().enumerate() {
+    for (ui, up) in config.upstreams.iter().enumerate() {
         let full_health = up.health.as_ref().map(|h| h.rise + h.fall - 1);
         for (si, s) in up.servers.iter().enumerate() {
             let sh = shm.server(ui, si);
@@ -33,10 +29,10 @@ pub fn build_shm(config: &Config, previous: Option<(&Shm, &Config)>) -> io::Resu
             let Some((old_shm, old_cfg, index)) = &previous else {
                 continue;
             };
-            let Some((oui, osi)) = index.server(uname, &s.name) else {
+            let Some((oui, osi)) = index.server(&up.name, &s.name) else {
                 continue;
             };
-            let old_up = &old_cfg.upstreams.0[oui].1;
+            let old_up = &old_cfg.upstreams[oui];
             // Health carries over only when both generations check it.
             let both_checked = full_health.filter(|_| old_up.health.is_some());
             sh.carry_over(

@@ -298,7 +298,7 @@ fn fit_open_files_limit(worker_connections: usize) {
 /// instance's listening sockets, telling the operator what it waits for.
 fn receive_handoff(config: &Config) -> Result<Vec<(TcpListener, SocketAddr)>, MasterError> {
     let path = config.upgrade_sock_path();
-    let timeout = config.upgrade_timeout.get();
+    let timeout = config.upgrade_timeout;
     let msg = format!(
         "waiting up to {} s on {} for the running instance to hand over its listening sockets \
          (send it QUIT)",
@@ -314,11 +314,12 @@ fn receive_handoff(config: &Config) -> Result<Vec<(TcpListener, SocketAddr)>, Ma
 
 /// `verify: false` is allowed, but nobody should run it unknowingly.
 fn warn_unverified_tls(cfg: &Config) {
-    for (name, up) in cfg.upstreams.iter() {
-        if up.tls.as_ref().is_some_and(|t| !t.verify) {
+    for up in cfg.upstreams.iter() {
+        if up.tls_settings.as_ref().is_some_and(|t| !t.verify) {
             log::warn!(
-                "upstream {name}: TLS certificate verification is off (tls.verify: false); \
-                 the servers' identity is not checked"
+                "upstream {}: TLS certificate verification is off (tls.verify: false); \
+                 the servers' identity is not checked",
+                up.name
             );
         }
     }
@@ -697,7 +698,7 @@ impl Master {
         self.children.signal_all(libc::SIGQUIT);
         self.stop_health(libc::SIGTERM);
         self.state = State::Quitting {
-            kill_at: now + self.config.shutdown_timeout.get() + QUIT_GRACE,
+            kill_at: now + self.config.shutdown_timeout + QUIT_GRACE,
         };
     }
 
@@ -948,11 +949,7 @@ impl Master {
     }
 
     fn spawn_health_if_needed(&mut self, now: Instant) {
-        let needed = self
-            .config
-            .upstreams
-            .iter()
-            .any(|(_, u)| u.health.is_some());
+        let needed = self.config.upstreams.iter().any(|u| u.health.is_some());
         if !needed || self.health.pid.is_some() || self.health.respawn_at.is_some_and(|t| t > now) {
             return;
         }

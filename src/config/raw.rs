@@ -1,14 +1,17 @@
-//! The configuration schema of DESIGN §4, as serde types. Every struct rejects
-//! unknown keys; every optional key has the documented default. Fields marked
-//! `#[serde(skip)]` are filled in by validation (resolved addresses, absolute
-//! paths) and are what the runtime uses.
+//! The configuration file's shape (DESIGN §4), as serde types and nothing
+//! else: every struct rejects unknown keys, every optional key has the
+//! documented default, every key with a grammar of its own is parsed into its
+//! type while the file is read (`scalars`, `units`, the route
+//! action in `route_action`). Validation turns this into the
+//! validated `Config` the runtime uses; `forklb -T` prints this shape back.
 
+pub use super::route_action::{MetricsFormat, RedirectAction, ReturnAction, Route, RouteAction};
+use super::scalars::{HashKey, StatusRange};
 use super::units::{ByteSize, HumanDuration};
 use serde::{de, Deserialize, Deserializer, Serialize, Serializer};
 use std::collections::HashSet;
 use std::fmt;
 use std::marker::PhantomData;
-use std::net::SocketAddr;
 use std::path::PathBuf;
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -25,12 +28,12 @@ pub struct Config {
     pub log_level: LogLevel,
     /// Where `-u` waits for a running instance's listening sockets and where
     /// QUIT offers them. `None` when the file does not set it: the default
-    /// path applies ([`Config::upgrade_sock_path`]) and QUIT offers only once.
+    /// path applies (`Config::upgrade_sock_path`) and QUIT offers only once.
     pub upgrade_sock: Option<PathBuf>,
     /// How long a QUIT keeps serving while it offers the listening sockets on
     /// `upgrade_sock` (Pingora's upgrade order: QUIT first, then `-u`).
     /// `None`: 5s when `upgrade_sock` is set in the file, else 0 (nginx's
-    /// QUIT, which stops accepting at once). See [`Config::upgrade_grace`].
+    /// QUIT, which stops accepting at once). See `Config::upgrade_grace`.
     pub upgrade_grace: Option<HumanDuration>,
     /// How long `forklb -u` waits for the sockets, and `forklb -s upgrade`
     /// for each step, before giving up.
@@ -49,16 +52,6 @@ pub struct Config {
     pub listeners: Vec<Listener>,
     /// Upstreams in the order the file lists them (the order `show stat` uses).
     pub upstreams: NamedMap<Upstream>,
-
-    /// The file this configuration was read from (absolute); set by the loader.
-    #[serde(skip)]
-    pub source: PathBuf,
-    /// What loading found worth a warning (a certificate about to expire).
-    /// Kept here, not logged, because `-t` and the start read the file
-    /// before the error log exists: `-t` prints them, the master logs them
-    /// at start and at reload.
-    #[serde(skip)]
-    pub warnings: Vec<String>,
 }
 
 impl Default for Config {
@@ -84,8 +77,6 @@ impl Default for Config {
             limits: Limits::default(),
             listeners: Vec::new(),
             upstreams: NamedMap::default(),
-            source: PathBuf::new(),
-            warnings: Vec::new(),
         }
     }
 }
@@ -264,20 +255,12 @@ pub struct Listener {
     pub tls: Option<ListenerTls>,
     #[serde(default)]
     pub routes: Vec<Route>,
-
-    /// `bind` parsed; set by validation.
-    #[serde(skip)]
-    pub addrs: Vec<SocketAddr>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ListenerTls {
     pub certificates: Vec<CertKey>,
-
-    /// The certificates loaded and checked; set by validation.
-    #[serde(skip)]
-    pub server: Option<std::sync::Arc<rustls::ServerConfig>>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -287,69 +270,14 @@ pub struct CertKey {
     pub key: PathBuf,
 }
 
-/// One routing rule: a match (`host`, `path`) and exactly one action
-/// (`upstream`, `return`, `redirect`, `metrics`) — validation enforces "exactly one".
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct Route {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub host: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub path: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub upstream: Option<String>,
-    #[serde(default, rename = "return", skip_serializing_if = "Option::is_none")]
-    pub return_: Option<ReturnAction>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub redirect: Option<RedirectAction>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub metrics: Option<MetricsFormat>,
-}
-
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct ReturnAction {
-    #[serde(default = "default_return_status")]
-    pub status: u16,
-    #[serde(default)]
-    pub body: String,
-    #[serde(default = "default_content_type")]
-    pub content_type: String,
-}
-
-fn default_return_status() -> u16 {
-    200
-}
-
-fn default_content_type() -> String {
-    "text/plain".to_owned()
-}
-
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct RedirectAction {
-    pub to: String,
-    #[serde(default = "default_redirect_status")]
-    pub status: u16,
-}
-
-fn default_redirect_status() -> u16 {
-    302
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum MetricsFormat {
-    Prometheus,
-}
-
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Upstream {
     #[serde(default)]
     pub balance: Balance,
+    /// Only with `balance: hash`; absent = `source`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub hash_key: Option<String>,
+    pub hash_key: Option<HashKey>,
     #[serde(default = "default_keepalive")]
     pub keepalive: usize,
     #[serde(default = "default_retries")]
@@ -410,10 +338,6 @@ pub struct UpstreamTls {
     pub verify: bool,
     #[serde(default)]
     pub ca: Option<PathBuf>,
-
-    /// Trust roots loaded; set by validation.
-    #[serde(skip)]
-    pub client: Option<std::sync::Arc<rustls::ClientConfig>>,
 }
 
 fn default_true() -> bool {
@@ -436,7 +360,7 @@ pub struct Health {
     #[serde(default = "default_two")]
     pub fall: u32,
     #[serde(default = "default_expect_status")]
-    pub expect_status: String,
+    pub expect_status: StatusRange,
 }
 
 fn default_health_path() -> String {
@@ -448,8 +372,11 @@ fn default_one_second() -> HumanDuration {
 fn default_two() -> u32 {
     2
 }
-fn default_expect_status() -> String {
-    "200-399".to_owned()
+fn default_expect_status() -> StatusRange {
+    StatusRange {
+        low: 200,
+        high: 399,
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
@@ -471,10 +398,6 @@ pub struct Server {
     pub weight: u32,
     #[serde(default)]
     pub backup: bool,
-
-    /// `addr` resolved at load time; set by validation.
-    #[serde(skip)]
-    pub socket_addr: Option<SocketAddr>,
 }
 
 fn default_weight() -> u32 {

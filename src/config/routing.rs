@@ -1,0 +1,97 @@
+//! Routes as the data path uses them: per listener an ordered list of a host
+//! match, a normalized path prefix and an action; the first match wins.
+
+use crate::http::redirect::Template;
+
+#[derive(Debug, Clone)]
+pub struct Route {
+    pub host: HostMatch,
+    /// Normalized the way request paths are (`http::path`); `/` when absent.
+    pub path: String,
+    pub action: Action,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostMatch {
+    Any,
+    /// Lowercase.
+    Exact(String),
+    /// `*.example.com` stored as `.example.com`: any subdomain, any depth.
+    Suffix(String),
+}
+
+#[derive(Debug, Clone)]
+pub enum Action {
+    /// The upstream's position in `Config::upstreams`.
+    Upstream(usize),
+    Return {
+        status: u16,
+        content_type: String,
+        body: Vec<u8>,
+    },
+    Redirect {
+        status: u16,
+        to: Template,
+    },
+    Metrics,
+}
+
+impl HostMatch {
+    /// From a checked, lowercased route host (`api.example.com`, `*.example.com`).
+    pub fn new(host: Option<&str>) -> HostMatch {
+        match host {
+            None => HostMatch::Any,
+            Some(h) => match h.strip_prefix('*') {
+                Some(suffix) => HostMatch::Suffix(suffix.to_owned()),
+                None => HostMatch::Exact(h.to_owned()),
+            },
+        }
+    }
+
+    /// The host as the file writes it (`None` = any host), for `forklb -T`.
+    pub fn to_text(&self) -> Option<String> {
+        match self {
+            HostMatch::Any => None,
+            HostMatch::Exact(h) => Some(h.clone()),
+            HostMatch::Suffix(s) => Some(format!("*{s}")),
+        }
+    }
+
+    /// Whether a request's `host` (lowercase, no port) matches.
+    pub fn matches(&self, host: Option<&str>) -> bool {
+        match (self, host) {
+            (HostMatch::Any, _) => true,
+            (HostMatch::Exact(e), Some(h)) => e == h,
+            (HostMatch::Suffix(s), Some(h)) => h.len() > s.len() && h.ends_with(s.as_str()),
+            _ => false,
+        }
+    }
+}
+
+/// The action of the first route in `routes` matching `host` (lowercase, no
+/// port) and `path` (normalized, `http::path`).
+pub fn find<'a>(routes: &'a [Route], host: Option<&str>, path: &[u8]) -> Option<&'a Action> {
+    routes
+        .iter()
+        .find(|r| r.host.matches(host) && path.starts_with(r.path.as_bytes()))
+        .map(|r| &r.action)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_matching() {
+        let w = HostMatch::new(Some("*.example.com"));
+        assert!(w.matches(Some("a.example.com")));
+        assert!(w.matches(Some("b.a.example.com")));
+        assert!(!w.matches(Some("example.com")));
+        assert!(!w.matches(None));
+        assert_eq!(w.to_text().as_deref(), Some("*.example.com"));
+        let e = HostMatch::new(Some("api.example.com"));
+        assert!(e.matches(Some("api.example.com")));
+        assert!(!e.matches(Some("x.api.example.com")));
+        assert!(HostMatch::Any.matches(None));
+    }
+}

@@ -1,0 +1,178 @@
+//! The validated configuration: what the master, the workers and the health
+//! checker use. Every value is in the form its users need — socket addresses
+//! resolved, TLS configurations loaded, routes compiled, durations as
+//! [`Duration`] — so nothing downstream parses or falls back. Built from the
+//! file's shape ([`super::raw::Config`]) by validation; `forklb -T` prints it
+//! back in that shape.
+
+use super::raw::{AccessLog, Admin, Balance, CertKey, HealthKind, LogLevel, UpstreamTls, Workers};
+use super::routing::{self, Action, Route};
+use super::scalars::{HashKey, StatusRange};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub version: u32,
+    pub workers: Workers,
+    pub daemon: bool,
+    pub pid_file: PathBuf,
+    /// `stderr` or an absolute file path.
+    pub error_log: String,
+    pub log_level: LogLevel,
+    /// As set in the file; see [`Config::upgrade_sock_path`].
+    pub upgrade_sock: Option<PathBuf>,
+    /// As set in the file; see [`Config::upgrade_grace`].
+    pub upgrade_grace: Option<Duration>,
+    pub upgrade_timeout: Duration,
+    pub user: Option<String>,
+    pub group: Option<String>,
+    /// Client connections per worker.
+    pub worker_connections: usize,
+    pub shutdown_timeout: Duration,
+    pub admin: Option<Admin>,
+    pub state_file: Option<PathBuf>,
+    pub access_log: Option<AccessLog>,
+    pub timeouts: Timeouts,
+    pub max_header_bytes: usize,
+    /// 0 = unlimited.
+    pub max_body_bytes: u64,
+    pub listeners: Vec<Listener>,
+    /// In the order the file lists them (the order `show stat` uses).
+    pub upstreams: Upstreams,
+
+    /// The file this configuration was read from (absolute).
+    pub source: PathBuf,
+    /// What loading found worth a warning (a certificate about to expire).
+    /// Kept here, not logged, because `-t` and the start read the file
+    /// before the error log exists: `-t` prints them, the master logs them
+    /// at start and at reload.
+    pub warnings: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    pub client_header: Duration,
+    pub client_body: Duration,
+    pub keepalive: Duration,
+    pub connect: Duration,
+    pub upstream_read: Duration,
+    pub upstream_write: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct Listener {
+    pub name: String,
+    /// `bind`, parsed.
+    pub addrs: Vec<SocketAddr>,
+    /// Scheme clients use on this listener (X-Forwarded-Proto).
+    pub proto: &'static str,
+    /// TLS termination (certificates loaded with the configuration).
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// The files `tls` was loaded from (paths absolute); empty without TLS.
+    pub certificates: Vec<CertKey>,
+    pub routes: Vec<Route>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Upstream {
+    pub name: String,
+    pub health: Option<Health>,
+    pub balance: Balance,
+    /// What `balance: hash` hashes (`source` unless set).
+    pub hash_key: HashKey,
+    /// Passive detection (0 = off) and how long a mark lasts.
+    pub max_fails: u32,
+    pub fail_timeout_ms: u64,
+    pub retries: u32,
+    pub keepalive: usize,
+    pub host_header: Option<String>,
+    /// HTTPS to the servers.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
+    /// The `tls` keys `tls` was built from (`ca` absolute).
+    pub tls_settings: Option<UpstreamTls>,
+    pub servers: Vec<Server>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Server {
+    pub name: String,
+    pub addr: SocketAddr,
+    /// The address as configured (`host:port`), the Host for clients without one.
+    pub addr_text: String,
+    /// With upstream TLS: the name the certificate must match, also sent
+    /// as SNI (none for IP addresses).
+    pub tls_name: Option<rustls::pki_types::ServerName<'static>>,
+    pub weight: u32,
+    pub backup: bool,
+}
+
+/// Active health checks of an upstream's servers.
+#[derive(Debug, Clone)]
+pub struct Health {
+    pub kind: HealthKind,
+    pub path: String,
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub rise: u32,
+    pub fall: u32,
+    /// Accepted HTTP statuses.
+    pub expect: StatusRange,
+}
+
+/// The upstreams, by position (the data path, shared memory) or by name.
+#[derive(Debug, Clone, Default)]
+pub struct Upstreams(pub Vec<Upstream>);
+
+impl std::ops::Deref for Upstreams {
+    type Target = [Upstream];
+    fn deref(&self) -> &[Upstream] {
+        &self.0
+    }
+}
+
+impl Upstreams {
+    /// The position of upstream `name` (a scan: for one lookup; many
+    /// lookups use `ServerIndex`).
+    pub fn position(&self, name: &str) -> Option<usize> {
+        self.0.iter().position(|u| u.name == name)
+    }
+
+    pub fn by_name(&self, name: &str) -> Option<&Upstream> {
+        self.0.iter().find(|u| u.name == name)
+    }
+}
+
+impl Config {
+    /// The first route of `listener` matching `host` (lowercase, no port)
+    /// and `path` (normalized, `http::path`; route paths are normalized
+    /// the same way when the configuration is validated).
+    pub fn route(&self, listener: usize, host: Option<&str>, path: &[u8]) -> Option<&Action> {
+        routing::find(&self.listeners.get(listener)?.routes, host, path)
+    }
+
+    /// The Unix socket of Pingora-style upgrades (`-u`), set or default.
+    pub fn upgrade_sock_path(&self) -> &Path {
+        self.upgrade_sock
+            .as_deref()
+            .unwrap_or(Path::new(DEFAULT_UPGRADE_SOCK))
+    }
+
+    /// How long QUIT keeps serving while offering the listening sockets on
+    /// `upgrade_sock`. Setting `upgrade_sock` is how Pingora users say they
+    /// upgrade in Pingora's order (QUIT the old instance, then start `-u`),
+    /// so it brings Pingora's grace; without it QUIT is nginx's.
+    pub fn upgrade_grace(&self) -> Duration {
+        match (self.upgrade_grace, &self.upgrade_sock) {
+            (Some(g), _) => g,
+            (None, Some(_)) => DEFAULT_UPGRADE_GRACE,
+            (None, None) => Duration::ZERO,
+        }
+    }
+}
+
+pub const DEFAULT_UPGRADE_SOCK: &str = "/run/forklb/upgrade.sock";
+/// Pingora's old instance tries for about 5 s to hand its sockets over.
+pub const DEFAULT_UPGRADE_GRACE: Duration = Duration::from_secs(5);
