@@ -95,8 +95,8 @@ impl Config {
         };
         raw::Route {
             host: r.host.to_text(),
-            // `/` is what an absent path means.
-            path: (r.path != "/").then(|| r.path.clone()),
+            // Every default filled in: an absent path prints as its `/`.
+            path: Some(r.path.clone()),
             action,
         }
     }
