@@ -21,73 +21,7 @@ fn family(out: &mut String, name: &str, kind: &str, help: &str) {
 
 pub fn render(rt: &Runtime, shm: &Shm) -> String {
     let mut out = String::with_capacity(8192);
-    let workers = shm.worker_count();
-    let totals = shm.worker_totals();
-
-    family(
-        &mut out,
-        "forklb_info",
-        "gauge",
-        "Version of the running forklb.",
-    );
-    let _ = writeln!(
-        out,
-        "forklb_info{{version=\"{}\"}} 1",
-        env!("CARGO_PKG_VERSION")
-    );
-    family(
-        &mut out,
-        "forklb_generation",
-        "gauge",
-        "Configuration generation (reloads + 1).",
-    );
-    let _ = writeln!(out, "forklb_generation {}", rt.generation);
-    family(
-        &mut out,
-        "forklb_workers",
-        "gauge",
-        "Worker processes of this generation.",
-    );
-    let _ = writeln!(out, "forklb_workers {workers}");
-    family(
-        &mut out,
-        "forklb_connections_current",
-        "gauge",
-        "Open client connections.",
-    );
-    let _ = writeln!(out, "forklb_connections_current {}", totals.conns_current);
-    family(
-        &mut out,
-        "forklb_connections_total",
-        "counter",
-        "Client connections accepted.",
-    );
-    let _ = writeln!(out, "forklb_connections_total {}", totals.conns_total);
-    family(
-        &mut out,
-        "forklb_accept_wakeups_total",
-        "counter",
-        "Listener events workers handled; about one per accepted connection means no thundering herd.",
-    );
-    let _ = writeln!(out, "forklb_accept_wakeups_total {}", totals.accept_wakeups);
-    family(
-        &mut out,
-        "forklb_worker_connections",
-        "gauge",
-        "Open client connections per worker (how evenly connections spread).",
-    );
-    for w in 0..shm.worker_count() {
-        let n = shm.worker(w).conns_current();
-        let _ = writeln!(out, "forklb_worker_connections{{worker=\"{w}\"}} {n}");
-    }
-    family(
-        &mut out,
-        "forklb_requests_total",
-        "counter",
-        "Requests received (all routes).",
-    );
-    let _ = writeln!(out, "forklb_requests_total {}", totals.requests);
-
+    instance_families(&mut out, rt, shm);
     // One snapshot per server for every family below.
     let stats: Vec<Vec<ServerStats>> = rt
         .upstreams
@@ -99,6 +33,86 @@ pub fn render(rt: &Runtime, shm: &Shm) -> String {
                 .collect()
         })
         .collect();
+    server_counters(&mut out, rt, &stats);
+    server_responses(&mut out, rt, &stats);
+    server_admin_states(&mut out, rt, &stats);
+    upstream_durations(&mut out, rt, shm);
+    out
+}
+
+/// Families about the whole instance: version, generation, workers,
+/// connections and requests summed over the workers.
+fn instance_families(out: &mut String, rt: &Runtime, shm: &Shm) {
+    let workers = shm.worker_count();
+    let totals = shm.worker_totals();
+
+    family(
+        out,
+        "forklb_info",
+        "gauge",
+        "Version of the running forklb.",
+    );
+    let _ = writeln!(
+        out,
+        "forklb_info{{version=\"{}\"}} 1",
+        env!("CARGO_PKG_VERSION")
+    );
+    family(
+        out,
+        "forklb_generation",
+        "gauge",
+        "Configuration generation (reloads + 1).",
+    );
+    let _ = writeln!(out, "forklb_generation {}", rt.generation);
+    family(
+        out,
+        "forklb_workers",
+        "gauge",
+        "Worker processes of this generation.",
+    );
+    let _ = writeln!(out, "forklb_workers {workers}");
+    family(
+        out,
+        "forklb_connections_current",
+        "gauge",
+        "Open client connections.",
+    );
+    let _ = writeln!(out, "forklb_connections_current {}", totals.conns_current);
+    family(
+        out,
+        "forklb_connections_total",
+        "counter",
+        "Client connections accepted.",
+    );
+    let _ = writeln!(out, "forklb_connections_total {}", totals.conns_total);
+    family(
+        out,
+        "forklb_accept_wakeups_total",
+        "counter",
+        "Listener events workers handled; about one per accepted connection means no thundering herd.",
+    );
+    let _ = writeln!(out, "forklb_accept_wakeups_total {}", totals.accept_wakeups);
+    family(
+        out,
+        "forklb_worker_connections",
+        "gauge",
+        "Open client connections per worker (how evenly connections spread).",
+    );
+    for w in 0..workers {
+        let n = shm.worker(w).conns_current();
+        let _ = writeln!(out, "forklb_worker_connections{{worker=\"{w}\"}} {n}");
+    }
+    family(
+        out,
+        "forklb_requests_total",
+        "counter",
+        "Requests received (all routes).",
+    );
+    let _ = writeln!(out, "forklb_requests_total {}", totals.requests);
+}
+
+/// One family per server counter or gauge, a sample per (upstream, server).
+fn server_counters(out: &mut String, rt: &Runtime, stats: &[Vec<ServerStats>]) {
     type Getter = fn(&ServerStats) -> u64;
     let per_server: [(&str, &str, &str, Getter); 9] = [
         (
@@ -154,7 +168,7 @@ pub fn render(rt: &Runtime, shm: &Shm) -> String {
         ),
     ];
     for (name, kind, help, get) in per_server {
-        family(&mut out, name, kind, help);
+        family(out, name, kind, help);
         for (u, up) in rt.upstreams.iter().enumerate() {
             for (i, srv) in up.servers.iter().enumerate() {
                 let _ = writeln!(
@@ -167,8 +181,12 @@ pub fn render(rt: &Runtime, shm: &Shm) -> String {
             }
         }
     }
+}
+
+/// Responses per server by status class.
+fn server_responses(out: &mut String, rt: &Runtime, stats: &[Vec<ServerStats>]) {
     family(
-        &mut out,
+        out,
         "forklb_server_responses_total",
         "counter",
         "Responses by status class.",
@@ -190,8 +208,12 @@ pub fn render(rt: &Runtime, shm: &Shm) -> String {
             }
         }
     }
+}
+
+/// The admin state per server as one 0/1 sample per possible state.
+fn server_admin_states(out: &mut String, rt: &Runtime, stats: &[Vec<ServerStats>]) {
     family(
-        &mut out,
+        out,
         "forklb_server_admin_state",
         "gauge",
         "Admin state (one of ready, drain, maint is 1).",
@@ -211,8 +233,12 @@ pub fn render(rt: &Runtime, shm: &Shm) -> String {
             }
         }
     }
+}
+
+/// The request-duration histogram per upstream (cumulative buckets).
+fn upstream_durations(out: &mut String, rt: &Runtime, shm: &Shm) {
     family(
-        &mut out,
+        out,
         "forklb_upstream_request_duration_seconds",
         "histogram",
         "Time from dispatching a request to an upstream to the end of its response.",
@@ -244,5 +270,4 @@ pub fn render(rt: &Runtime, shm: &Shm) -> String {
             d.count
         );
     }
-    out
 }
