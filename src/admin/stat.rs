@@ -4,7 +4,7 @@
 //! states across restarts and upgrades.
 
 use super::view::View;
-use crate::config::{Balance, HealthKind};
+use crate::config::{Balance, Health, HealthKind, Server, Upstream};
 use crate::health::counter;
 use crate::shm::{self, AdminState, LastCheck, ServerStats};
 use std::fmt::Write;
@@ -172,154 +172,199 @@ pub fn show_stat(v: &View) -> String {
     out.push_str(",\n");
     let now = shm::unix_secs();
     let t = v.shm.worker_totals();
-    let (cur, tot, req) = (t.conns_current, t.conns_total, t.requests);
     for (i, l) in v.config.listeners.iter().enumerate() {
-        let mut r = Row::new(&l.name, "FRONTEND");
-        r.set("scur", cur);
-        r.set(
-            "slim",
-            v.config.worker_connections * v.shm.worker_count().max(1),
-        );
-        r.set("stot", tot);
-        r.set("status", "OPEN");
-        r.set("pid", v.pid);
-        r.set("iid", i + 1);
-        r.set("sid", 0);
-        r.set("type", 0);
-        r.set("req_tot", req);
-        r.set("mode", "http");
-        r.set("conn_tot", tot);
-        r.write(&mut out);
+        frontend_row(v, &l.name, i + 1, &t).write(&mut out);
     }
     let base_iid = v.config.listeners.len();
     for (u, up) in v.config.upstreams.iter().enumerate() {
-        let name = &up.name;
-        let health = up.health.as_ref().map(|h| (h.rise.max(1), h.fall.max(1)));
-        let iid = base_iid + u + 1;
-        let mut totals = [0u64; 13];
-        let (mut act, mut bck, mut weight) = (0u32, 0u32, 0u32);
-        for (s, srv) in up.servers.iter().enumerate() {
-            let st = v.shm.server(u, s).stats();
-            let mut r = Row::new(name, &srv.name);
-            let active = u64::from(st.active);
-            let requests = st.requests;
-            let w = st.weight;
-            let vals = [
-                active,
-                u64::from(st.max_active),
-                requests,
-                st.bytes_in,
-                st.bytes_out,
-                st.connect_errors,
-                st.response_errors,
-                st.retries,
-                st.selections,
-                st.responses[0],
-                st.responses[1],
-                st.responses[2],
-                st.responses[3],
-            ];
-            for (t, x) in totals.iter_mut().zip(vals) {
-                *t += x;
-            }
-            r.set("qcur", 0);
-            r.set("qmax", 0);
-            r.set("scur", active);
-            r.set("smax", vals[1]);
-            r.set("stot", requests);
-            r.set("bin", vals[3]);
-            r.set("bout", vals[4]);
-            r.set("dresp", 0);
-            r.set("econ", vals[5]);
-            r.set("eresp", vals[6]);
-            r.set("wretr", vals[7]);
-            r.set("wredis", 0);
-            r.set("status", server_status(&st, health));
-            r.set("weight", w);
-            r.set("act", u8::from(!srv.backup));
-            r.set("bck", u8::from(srv.backup));
-            if health.is_some() {
-                r.set("chkfail", st.check_fails);
-                r.set("chkdown", st.check_downs);
-            }
-            r.set("lastchg", now.saturating_sub(st.last_change));
-            r.set("downtime", st.downtime);
-            r.set("pid", v.pid);
-            r.set("iid", iid);
-            r.set("sid", s + 1);
-            r.set("lbtot", vals[8]);
-            r.set("type", 2);
-            if let Some(h) = &up.health {
-                let code = st.last_check.code();
-                let status = match (h.kind, st.last_check) {
-                    (_, LastCheck::None) => "INI",
-                    (HealthKind::Tcp, LastCheck::Passed { .. }) => "L4OK",
-                    (HealthKind::Http, LastCheck::Passed { .. }) => "L7OK",
-                    (HealthKind::Http, LastCheck::Failed { code, .. }) if code > 0 => "L7STS",
-                    _ => "L4CON",
-                };
-                r.set("check_status", status);
-                if code > 0 {
-                    r.set("check_code", code);
-                }
-                r.set("check_duration", st.last_check.duration().as_millis());
-                r.set("check_rise", h.rise);
-                r.set("check_fall", h.fall);
-                r.set("check_health", st.health.counter);
-            }
-            for (k, f) in [
-                "hrsp_1xx",
-                "hrsp_2xx",
-                "hrsp_3xx",
-                "hrsp_4xx",
-                "hrsp_5xx",
-                "hrsp_other",
-            ]
-            .iter()
-            .enumerate()
-            {
-                r.set(f, st.responses[k]);
-            }
-            r.set("addr", srv.addr.to_string());
-            r.set("mode", "http");
-            r.set("uweight", w);
-            r.write(&mut out);
-            // Usable for new requests (admin ready, not DOWN, weight > 0).
-            if st.is_ready() {
-                if srv.backup {
-                    bck += 1;
-                } else {
-                    act += 1;
-                }
-                weight += w;
-            }
-        }
-        let mut r = Row::new(name, "BACKEND");
-        r.set("qcur", 0);
-        r.set("qmax", 0);
-        r.set("scur", totals[0]);
-        r.set("smax", totals[1]);
-        r.set("stot", totals[2]);
-        r.set("bin", totals[3]);
-        r.set("bout", totals[4]);
-        r.set("econ", totals[5]);
-        r.set("eresp", totals[6]);
-        r.set("wretr", totals[7]);
-        r.set("status", if act + bck > 0 { "UP" } else { "DOWN" });
-        r.set("weight", weight);
-        r.set("act", act);
-        r.set("bck", bck);
-        r.set("pid", v.pid);
-        r.set("iid", iid);
-        r.set("sid", 0);
-        r.set("lbtot", totals[8]);
-        r.set("type", 1);
-        r.set("req_tot", totals[2]);
-        r.set("mode", "http");
-        r.set("algo", algo_name(up.balance));
-        r.write(&mut out);
+        upstream_rows(&mut out, v, u, up, base_iid + u + 1, now);
     }
     out
+}
+
+/// A listener's FRONTEND row; its counters are instance-wide (`t`).
+fn frontend_row(v: &View, name: &str, iid: usize, t: &shm::WorkerTotals) -> Row {
+    let (cur, tot, req) = (t.conns_current, t.conns_total, t.requests);
+    let mut r = Row::new(name, "FRONTEND");
+    r.set("scur", cur);
+    r.set(
+        "slim",
+        v.config.worker_connections * v.shm.worker_count().max(1),
+    );
+    r.set("stot", tot);
+    r.set("status", "OPEN");
+    r.set("pid", v.pid);
+    r.set("iid", iid);
+    r.set("sid", 0);
+    r.set("type", 0);
+    r.set("req_tot", req);
+    r.set("mode", "http");
+    r.set("conn_tot", tot);
+    r
+}
+
+/// What an upstream's BACKEND row sums over its servers.
+#[derive(Default)]
+struct BackendTotals {
+    /// The counters of `server_counters`, summed.
+    counters: [u64; 13],
+    /// Usable (ready) active and backup servers, and their weights summed.
+    act: u32,
+    bck: u32,
+    weight: u32,
+}
+
+/// One upstream's server rows, then its BACKEND row.
+fn upstream_rows(out: &mut String, v: &View, u: usize, up: &Upstream, iid: usize, now: u64) {
+    let mut totals = BackendTotals::default();
+    for (s, srv) in up.servers.iter().enumerate() {
+        let st = v.shm.server(u, s).stats();
+        for (t, x) in totals.counters.iter_mut().zip(server_counters(&st)) {
+            *t += x;
+        }
+        server_row(v, up, srv, &st, iid, s + 1, now).write(out);
+        // Usable for new requests (admin ready, not DOWN, weight > 0).
+        if st.is_ready() {
+            if srv.backup {
+                totals.bck += 1;
+            } else {
+                totals.act += 1;
+            }
+            totals.weight += st.weight;
+        }
+    }
+    backend_row(v, up, &totals, iid).write(out);
+}
+
+/// A server's counters in the order `BackendTotals::counters` sums them:
+/// scur, smax, stot, bin, bout, econ, eresp, wretr, lbtot, hrsp_1xx..4xx.
+fn server_counters(st: &ServerStats) -> [u64; 13] {
+    [
+        u64::from(st.active),
+        u64::from(st.max_active),
+        st.requests,
+        st.bytes_in,
+        st.bytes_out,
+        st.connect_errors,
+        st.response_errors,
+        st.retries,
+        st.selections,
+        st.responses[0],
+        st.responses[1],
+        st.responses[2],
+        st.responses[3],
+    ]
+}
+
+/// A server's row; `sid` counts from 1 within its upstream.
+fn server_row(
+    v: &View,
+    up: &Upstream,
+    srv: &Server,
+    st: &ServerStats,
+    iid: usize,
+    sid: usize,
+    now: u64,
+) -> Row {
+    let health = up.health.as_ref().map(|h| (h.rise.max(1), h.fall.max(1)));
+    let w = st.weight;
+    let mut r = Row::new(&up.name, &srv.name);
+    r.set("qcur", 0);
+    r.set("qmax", 0);
+    r.set("scur", st.active);
+    r.set("smax", st.max_active);
+    r.set("stot", st.requests);
+    r.set("bin", st.bytes_in);
+    r.set("bout", st.bytes_out);
+    r.set("dresp", 0);
+    r.set("econ", st.connect_errors);
+    r.set("eresp", st.response_errors);
+    r.set("wretr", st.retries);
+    r.set("wredis", 0);
+    r.set("status", server_status(st, health));
+    r.set("weight", w);
+    r.set("act", u8::from(!srv.backup));
+    r.set("bck", u8::from(srv.backup));
+    if health.is_some() {
+        r.set("chkfail", st.check_fails);
+        r.set("chkdown", st.check_downs);
+    }
+    r.set("lastchg", now.saturating_sub(st.last_change));
+    r.set("downtime", st.downtime);
+    r.set("pid", v.pid);
+    r.set("iid", iid);
+    r.set("sid", sid);
+    r.set("lbtot", st.selections);
+    r.set("type", 2);
+    if let Some(h) = &up.health {
+        set_check_fields(&mut r, h, st);
+    }
+    for (k, f) in [
+        "hrsp_1xx",
+        "hrsp_2xx",
+        "hrsp_3xx",
+        "hrsp_4xx",
+        "hrsp_5xx",
+        "hrsp_other",
+    ]
+    .iter()
+    .enumerate()
+    {
+        r.set(f, st.responses[k]);
+    }
+    r.set("addr", srv.addr.to_string());
+    r.set("mode", "http");
+    r.set("uweight", w);
+    r
+}
+
+/// The check_* fields of a server whose upstream has health checks.
+fn set_check_fields(r: &mut Row, h: &Health, st: &ServerStats) {
+    let code = st.last_check.code();
+    let status = match (h.kind, st.last_check) {
+        (_, LastCheck::None) => "INI",
+        (HealthKind::Tcp, LastCheck::Passed { .. }) => "L4OK",
+        (HealthKind::Http, LastCheck::Passed { .. }) => "L7OK",
+        (HealthKind::Http, LastCheck::Failed { code, .. }) if code > 0 => "L7STS",
+        _ => "L4CON",
+    };
+    r.set("check_status", status);
+    if code > 0 {
+        r.set("check_code", code);
+    }
+    r.set("check_duration", st.last_check.duration().as_millis());
+    r.set("check_rise", h.rise);
+    r.set("check_fall", h.fall);
+    r.set("check_health", st.health.counter);
+}
+
+/// An upstream's BACKEND row: its servers' sums, UP while one is usable.
+fn backend_row(v: &View, up: &Upstream, totals: &BackendTotals, iid: usize) -> Row {
+    let (sums, act, bck) = (&totals.counters, totals.act, totals.bck);
+    let mut r = Row::new(&up.name, "BACKEND");
+    r.set("qcur", 0);
+    r.set("qmax", 0);
+    r.set("scur", sums[0]);
+    r.set("smax", sums[1]);
+    r.set("stot", sums[2]);
+    r.set("bin", sums[3]);
+    r.set("bout", sums[4]);
+    r.set("econ", sums[5]);
+    r.set("eresp", sums[6]);
+    r.set("wretr", sums[7]);
+    r.set("status", if act + bck > 0 { "UP" } else { "DOWN" });
+    r.set("weight", totals.weight);
+    r.set("act", act);
+    r.set("bck", bck);
+    r.set("pid", v.pid);
+    r.set("iid", iid);
+    r.set("sid", 0);
+    r.set("lbtot", sums[8]);
+    r.set("type", 1);
+    r.set("req_tot", sums[2]);
+    r.set("mode", "http");
+    r.set("algo", algo_name(up.balance));
+    r
 }
 
 const STATE_HEADER: &str = "# be_id be_name srv_id srv_name srv_addr srv_op_state srv_admin_state srv_uweight srv_iweight srv_time_since_last_change srv_check_status srv_check_result srv_check_health srv_check_state srv_agent_state bk_f_forced_id srv_f_forced_id srv_fqdn srv_port srvrecord srv_use_ssl srv_check_port srv_check_addr srv_agent_addr srv_agent_port";
