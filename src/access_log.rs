@@ -92,92 +92,8 @@ impl AccessLog {
         let time = &self.time_cache.1;
         let buf = &mut self.buf;
         match self.format {
-            AccessLogFormat::Combined => {
-                // $remote_addr - - [$time_local] "$request" $status
-                // $body_bytes_sent "$http_referer" "$http_user_agent" + upstream fields
-                let _ = write!(buf, "{} - - [{time}] \"", e.client.ip());
-                push_escaped(buf, e.method);
-                buf.push(b' ');
-                push_escaped(buf, e.target);
-                let _ = write!(
-                    buf,
-                    " HTTP/1.{}\" {} {} \"",
-                    e.minor, e.status, e.body_bytes
-                );
-                push_or_dash(buf, e.referer);
-                buf.extend_from_slice(b"\" \"");
-                push_or_dash(buf, e.user_agent);
-                buf.extend_from_slice(b"\" upstream=");
-                match e.upstream {
-                    Some(a) => {
-                        let _ = write!(buf, "{a}");
-                    }
-                    None => buf.push(b'-'),
-                }
-                buf.extend_from_slice(b" upstream_status=");
-                match e.upstream_status {
-                    Some(s) => {
-                        let _ = write!(buf, "{s}");
-                    }
-                    None => buf.push(b'-'),
-                }
-                let _ = write!(
-                    buf,
-                    " request_time={:.3} upstream_response_time=",
-                    e.request_time.as_secs_f64()
-                );
-                match e.upstream_time {
-                    Some(t) => {
-                        let _ = write!(buf, "{:.3}", t.as_secs_f64());
-                    }
-                    None => buf.push(b'-'),
-                }
-                buf.push(b'\n');
-            }
-            AccessLogFormat::Json => {
-                let _ = write!(
-                    buf,
-                    "{{\"time\":\"{time}\",\"remote_addr\":\"{}\",\"method\":\"",
-                    e.client.ip()
-                );
-                push_json(buf, e.method);
-                buf.extend_from_slice(b"\",\"uri\":\"");
-                push_json(buf, e.target);
-                let _ = write!(
-                    buf,
-                    "\",\"protocol\":\"HTTP/1.{}\",\"status\":{},\"body_bytes_sent\":{},\"referer\":\"",
-                    e.minor, e.status, e.body_bytes
-                );
-                push_json(buf, e.referer);
-                buf.extend_from_slice(b"\",\"user_agent\":\"");
-                push_json(buf, e.user_agent);
-                buf.extend_from_slice(b"\",\"upstream_addr\":");
-                match e.upstream {
-                    Some(a) => {
-                        let _ = write!(buf, "\"{a}\"");
-                    }
-                    None => buf.extend_from_slice(b"null"),
-                }
-                buf.extend_from_slice(b",\"upstream_status\":");
-                match e.upstream_status {
-                    Some(s) => {
-                        let _ = write!(buf, "{s}");
-                    }
-                    None => buf.extend_from_slice(b"null"),
-                }
-                let _ = write!(
-                    buf,
-                    ",\"request_time\":{:.3},\"upstream_response_time\":",
-                    e.request_time.as_secs_f64()
-                );
-                match e.upstream_time {
-                    Some(t) => {
-                        let _ = write!(buf, "{:.3}", t.as_secs_f64());
-                    }
-                    None => buf.extend_from_slice(b"null"),
-                }
-                buf.extend_from_slice(b"}\n");
-            }
+            AccessLogFormat::Combined => write_combined(buf, e, time),
+            AccessLogFormat::Json => write_json(buf, e, time),
         }
         if self.buf.len() >= FLUSH_BYTES {
             self.flush();
@@ -208,6 +124,98 @@ impl AccessLog {
             }
         }
     }
+}
+
+/// One line in nginx's `combined` format plus the upstream fields:
+/// $remote_addr - - [$time_local] "$request" $status
+/// $body_bytes_sent "$http_referer" "$http_user_agent" upstream=...
+#[inline]
+fn write_combined(buf: &mut Vec<u8>, e: &Entry, time: &str) {
+    let _ = write!(buf, "{} - - [{time}] \"", e.client.ip());
+    push_escaped(buf, e.method);
+    buf.push(b' ');
+    push_escaped(buf, e.target);
+    let _ = write!(
+        buf,
+        " HTTP/1.{}\" {} {} \"",
+        e.minor, e.status, e.body_bytes
+    );
+    push_or_dash(buf, e.referer);
+    buf.extend_from_slice(b"\" \"");
+    push_or_dash(buf, e.user_agent);
+    buf.extend_from_slice(b"\" upstream=");
+    match e.upstream {
+        Some(a) => {
+            let _ = write!(buf, "{a}");
+        }
+        None => buf.push(b'-'),
+    }
+    buf.extend_from_slice(b" upstream_status=");
+    match e.upstream_status {
+        Some(s) => {
+            let _ = write!(buf, "{s}");
+        }
+        None => buf.push(b'-'),
+    }
+    let _ = write!(
+        buf,
+        " request_time={:.3} upstream_response_time=",
+        e.request_time.as_secs_f64()
+    );
+    match e.upstream_time {
+        Some(t) => {
+            let _ = write!(buf, "{:.3}", t.as_secs_f64());
+        }
+        None => buf.push(b'-'),
+    }
+    buf.push(b'\n');
+}
+
+/// One JSON object per line; absent upstream fields are `null`.
+#[inline]
+fn write_json(buf: &mut Vec<u8>, e: &Entry, time: &str) {
+    let _ = write!(
+        buf,
+        "{{\"time\":\"{time}\",\"remote_addr\":\"{}\",\"method\":\"",
+        e.client.ip()
+    );
+    push_json(buf, e.method);
+    buf.extend_from_slice(b"\",\"uri\":\"");
+    push_json(buf, e.target);
+    let _ = write!(
+        buf,
+        "\",\"protocol\":\"HTTP/1.{}\",\"status\":{},\"body_bytes_sent\":{},\"referer\":\"",
+        e.minor, e.status, e.body_bytes
+    );
+    push_json(buf, e.referer);
+    buf.extend_from_slice(b"\",\"user_agent\":\"");
+    push_json(buf, e.user_agent);
+    buf.extend_from_slice(b"\",\"upstream_addr\":");
+    match e.upstream {
+        Some(a) => {
+            let _ = write!(buf, "\"{a}\"");
+        }
+        None => buf.extend_from_slice(b"null"),
+    }
+    buf.extend_from_slice(b",\"upstream_status\":");
+    match e.upstream_status {
+        Some(s) => {
+            let _ = write!(buf, "{s}");
+        }
+        None => buf.extend_from_slice(b"null"),
+    }
+    let _ = write!(
+        buf,
+        ",\"request_time\":{:.3},\"upstream_response_time\":",
+        e.request_time.as_secs_f64()
+    );
+    match e.upstream_time {
+        Some(t) => {
+            let _ = write!(buf, "{:.3}", t.as_secs_f64());
+        }
+        None => buf.extend_from_slice(b"null"),
+    }
+    buf.extend_from_slice(b"}\n");
 }
 
 impl Drop for AccessLog {
