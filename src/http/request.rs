@@ -87,6 +87,37 @@ pub fn parse<'h, 'b>(
     let minor = req.version.unwrap_or(1);
     let method = req.method.unwrap_or("");
     let path = req.path.unwrap_or("");
+    check_target(method, path)?;
+    let mut facts = HeaderFacts {
+        // Max-Forwards only means something to these two methods.
+        trace_or_options: method == "TRACE" || method == "OPTIONS",
+        ..HeaderFacts::default()
+    };
+    for h in req.headers.iter() {
+        facts.classify(h.name, h.value)?;
+    }
+    facts.check_framing(minor)?;
+    let info = RequestInfo {
+        head_len,
+        minor,
+        framing: facts.framing(),
+        keep_alive: facts.keep_alive(minor),
+        is_head: method == "HEAD",
+        idempotent: matches!(
+            method,
+            "GET" | "HEAD" | "OPTIONS" | "TRACE" | "PUT" | "DELETE"
+        ),
+        expect_continue: facts.expect_continue,
+        upgrade: facts.conn_upgrade && facts.has_upgrade && minor >= 1,
+        max_forwards: facts.max_forwards,
+    };
+    Ok(Parsed::Complete(req, info))
+}
+
+/// The request target must be in origin form, absolute form with a valid
+/// authority, or `*` for OPTIONS.
+#[inline]
+fn check_target(method: &str, path: &str) -> Result<(), RequestError> {
     let absolute = split_absolute(path);
     if !(path.starts_with('/') || (path == "*" && method == "OPTIONS") || absolute.is_some()) {
         return Err(bad("request target is neither origin nor absolute form"));
@@ -98,122 +129,178 @@ pub fn parse<'h, 'b>(
             return Err(bad("invalid authority in absolute-form target"));
         }
     }
-    let trace_or_options = method == "TRACE" || method == "OPTIONS";
-    let mut max_forwards: Option<u64> = None;
+    Ok(())
+}
 
-    let mut hosts = 0usize;
-    let mut content_length: Option<u64> = None;
-    let mut chunked = false;
-    let mut has_te = false;
-    let mut conn_close = false;
-    let mut conn_keep_alive = false;
-    let mut expect_continue = false;
-    let mut conn_upgrade = false;
-    let mut has_upgrade = false;
-    for h in req.headers.iter() {
-        let name = h.name;
+/// What the header fields of one request say about its framing and
+/// connection, gathered field by field; each field is checked as it comes,
+/// their combination afterwards (`check_framing`).
+#[derive(Default)]
+struct HeaderFacts {
+    trace_or_options: bool,
+    hosts: usize,
+    content_length: Option<u64>,
+    chunked: bool,
+    has_te: bool,
+    conn_close: bool,
+    conn_keep_alive: bool,
+    conn_upgrade: bool,
+    has_upgrade: bool,
+    expect_continue: bool,
+    max_forwards: Option<u64>,
+}
+
+impl HeaderFacts {
+    /// Takes one header field into account; fields forklb does not judge
+    /// pass.
+    #[inline]
+    fn classify(&mut self, name: &str, value: &[u8]) -> Result<(), RequestError> {
         if name_is(name, "host") {
-            hosts += 1;
-            if !super::host::is_valid(super::trim_ows(h.value)) {
-                return Err(bad("invalid Host"));
-            }
+            self.host(value)
         } else if name_is(name, "content-length") {
-            if content_length.is_some() {
-                return Err(bad("more than one Content-Length"));
-            }
-            content_length =
-                Some(parse_content_length(h.value).ok_or(bad("invalid Content-Length"))?);
+            self.content_length(value)
         } else if name_is(name, "transfer-encoding") {
-            has_te = true;
-            for coding in tokens(h.value) {
-                if chunked {
-                    // Anything after `chunked` (including a second `chunked`)
-                    // makes the final coding ambiguous.
-                    return Err(bad("Transfer-Encoding continues after chunked"));
-                }
-                if coding.eq_ignore_ascii_case(b"chunked") {
-                    chunked = true;
-                } else {
-                    return Err(RequestError {
-                        status: 501,
-                        reason: "unsupported transfer coding",
-                    });
-                }
-            }
+            self.transfer_encoding(value)
         } else if name_is(name, "connection") {
-            for t in tokens(h.value) {
-                if t.eq_ignore_ascii_case(b"close") {
-                    conn_close = true;
-                } else if t.eq_ignore_ascii_case(b"keep-alive") {
-                    conn_keep_alive = true;
-                } else if t.eq_ignore_ascii_case(b"upgrade") {
-                    conn_upgrade = true;
-                }
-            }
+            self.connection(value);
+            Ok(())
         } else if name_is(name, "upgrade") {
-            // Only protocols forklb relays count; an HTTP/2 upgrade is
-            // ignored (RFC 9110 §7.8 lets a server ignore Upgrade).
-            has_upgrade |= tokens(h.value).any(|t| !is_http2_protocol(t));
-        } else if trace_or_options && name_is(name, "max-forwards") {
-            if max_forwards.is_some() {
-                return Err(bad("more than one Max-Forwards"));
-            }
-            max_forwards = Some(parse_max_forwards(h.value).ok_or(bad("invalid Max-Forwards"))?);
+            self.upgrade(value);
+            Ok(())
+        } else if self.trace_or_options && name_is(name, "max-forwards") {
+            self.max_forwards(value)
         } else if name_is(name, "expect") {
-            if super::trim_ows(h.value).eq_ignore_ascii_case(b"100-continue") {
-                expect_continue = true;
+            self.expect(value)
+        } else {
+            Ok(())
+        }
+    }
+
+    #[inline]
+    fn host(&mut self, value: &[u8]) -> Result<(), RequestError> {
+        self.hosts += 1;
+        if !super::host::is_valid(super::trim_ows(value)) {
+            return Err(bad("invalid Host"));
+        }
+        Ok(())
+    }
+
+    #[inline]
+    fn content_length(&mut self, value: &[u8]) -> Result<(), RequestError> {
+        if self.content_length.is_some() {
+            return Err(bad("more than one Content-Length"));
+        }
+        self.content_length =
+            Some(parse_content_length(value).ok_or(bad("invalid Content-Length"))?);
+        Ok(())
+    }
+
+    #[inline]
+    fn transfer_encoding(&mut self, value: &[u8]) -> Result<(), RequestError> {
+        self.has_te = true;
+        for coding in tokens(value) {
+            if self.chunked {
+                // Anything after `chunked` (including a second `chunked`)
+                // makes the final coding ambiguous.
+                return Err(bad("Transfer-Encoding continues after chunked"));
+            }
+            if coding.eq_ignore_ascii_case(b"chunked") {
+                self.chunked = true;
             } else {
                 return Err(RequestError {
-                    status: 417,
-                    reason: "unsupported expectation",
+                    status: 501,
+                    reason: "unsupported transfer coding",
                 });
             }
         }
+        Ok(())
     }
-    if hosts > 1 {
-        return Err(bad("more than one Host"));
-    }
-    if hosts == 0 && minor == 1 {
-        return Err(bad("missing Host"));
-    }
-    if has_te && content_length.is_some() {
-        return Err(bad("both Content-Length and Transfer-Encoding"));
-    }
-    if has_te && minor == 0 {
-        return Err(bad("Transfer-Encoding in an HTTP/1.0 request"));
-    }
-    if has_te && !chunked {
-        return Err(bad("Transfer-Encoding without chunked"));
-    }
-    let framing = if chunked {
-        Framing::Chunked
-    } else {
-        match content_length {
-            Some(0) | None => Framing::None,
-            Some(n) => Framing::Length(n),
+
+    #[inline]
+    fn connection(&mut self, value: &[u8]) {
+        for t in tokens(value) {
+            if t.eq_ignore_ascii_case(b"close") {
+                self.conn_close = true;
+            } else if t.eq_ignore_ascii_case(b"keep-alive") {
+                self.conn_keep_alive = true;
+            } else if t.eq_ignore_ascii_case(b"upgrade") {
+                self.conn_upgrade = true;
+            }
         }
-    };
-    let keep_alive = if minor >= 1 {
-        !conn_close
-    } else {
-        conn_keep_alive && !conn_close
-    };
-    let idempotent = matches!(
-        method,
-        "GET" | "HEAD" | "OPTIONS" | "TRACE" | "PUT" | "DELETE"
-    );
-    let info = RequestInfo {
-        head_len,
-        minor,
-        framing,
-        keep_alive,
-        is_head: method == "HEAD",
-        idempotent,
-        expect_continue,
-        upgrade: conn_upgrade && has_upgrade && minor >= 1,
-        max_forwards,
-    };
-    Ok(Parsed::Complete(req, info))
+    }
+
+    #[inline]
+    fn upgrade(&mut self, value: &[u8]) {
+        // Only protocols forklb relays count; an HTTP/2 upgrade is
+        // ignored (RFC 9110 §7.8 lets a server ignore Upgrade).
+        self.has_upgrade |= tokens(value).any(|t| !is_http2_protocol(t));
+    }
+
+    #[inline]
+    fn max_forwards(&mut self, value: &[u8]) -> Result<(), RequestError> {
+        if self.max_forwards.is_some() {
+            return Err(bad("more than one Max-Forwards"));
+        }
+        self.max_forwards = Some(parse_max_forwards(value).ok_or(bad("invalid Max-Forwards"))?);
+        Ok(())
+    }
+
+    #[inline]
+    fn expect(&mut self, value: &[u8]) -> Result<(), RequestError> {
+        if super::trim_ows(value).eq_ignore_ascii_case(b"100-continue") {
+            self.expect_continue = true;
+            Ok(())
+        } else {
+            Err(RequestError {
+                status: 417,
+                reason: "unsupported expectation",
+            })
+        }
+    }
+
+    /// The checks on the fields taken together: one Host (required in
+    /// 1.1), and an unambiguous body framing.
+    #[inline]
+    fn check_framing(&self, minor: u8) -> Result<(), RequestError> {
+        if self.hosts > 1 {
+            return Err(bad("more than one Host"));
+        }
+        if self.hosts == 0 && minor == 1 {
+            return Err(bad("missing Host"));
+        }
+        if self.has_te && self.content_length.is_some() {
+            return Err(bad("both Content-Length and Transfer-Encoding"));
+        }
+        if self.has_te && minor == 0 {
+            return Err(bad("Transfer-Encoding in an HTTP/1.0 request"));
+        }
+        if self.has_te && !self.chunked {
+            return Err(bad("Transfer-Encoding without chunked"));
+        }
+        Ok(())
+    }
+
+    #[inline]
+    fn framing(&self) -> Framing {
+        if self.chunked {
+            Framing::Chunked
+        } else {
+            match self.content_length {
+                Some(0) | None => Framing::None,
+                Some(n) => Framing::Length(n),
+            }
+        }
+    }
+
+    /// 1.1 keeps the connection unless told to close; 1.0 only when asked.
+    #[inline]
+    fn keep_alive(&self, minor: u8) -> bool {
+        if minor >= 1 {
+            !self.conn_close
+        } else {
+            self.conn_keep_alive && !self.conn_close
+        }
+    }
 }
 
 /// httparse only says "bad version": answer 505 for a well-formed
