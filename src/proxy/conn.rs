@@ -35,6 +35,7 @@ use crate::buffer::{Buf, BufPool, VecPool};
 use crate::event::token::{upstream_token, UpstreamOwners, POOLED};
 use crate::event::Stream;
 use crate::http::date::DateCache;
+use crate::http::redirect::Template;
 use crate::http::{self, errors, request, response, rewrite, Framing};
 use crate::route::{Action, HashKey, Runtime};
 use crate::shm::Shm;
@@ -673,51 +674,15 @@ impl Conn {
             Ok(request::Parsed::Partial) => return Dispatch::Partial,
             Ok(request::Parsed::HigherMinor { digit_at }) => return Dispatch::AsHttp11(digit_at),
             Ok(request::Parsed::Complete(req, info)) if info.head_len > env.rt.max_header_bytes => {
-                // The limit holds for complete heads too, not only for ones
-                // still arriving.
-                log::info!(
-                    "client {} sent a request head of {} bytes, over the limit",
-                    self.peer,
-                    info.head_len
-                );
-                self.ex.begin(env.exchanges);
-                if env.access.enabled() {
-                    self.capture_record(env, &req, info.minor);
-                }
-                let line = request::request_line_len(input.data()).unwrap_or(0);
-                let status = if line > env.rt.max_header_bytes {
-                    414
-                } else {
-                    431
-                };
-                return self.reject(env, status);
+                return self.reject_oversized_head(env, input, &req, &info);
             }
             Ok(request::Parsed::Complete(req, info)) => (req, info),
-            Err(e) => {
-                log::info!("client {} sent an invalid request: {}", self.peer, e.reason);
-                self.ex.begin(env.exchanges);
-                if env.access.enabled() {
-                    let empty = httparse::Request::new(&mut []);
-                    self.capture_record(env, &empty, 1);
-                }
-                return self.reject(env, e.status);
-            }
+            Err(e) => return self.reject_invalid_head(env, &e),
         };
-        self.ex.begin(env.exchanges);
-        if env.access.enabled() {
-            self.capture_record(env, &req, info.minor);
-        }
-        env.shm.worker(env.slot).count_request();
-        self.ex.is_head = info.is_head;
-        // Set for every request, also those answered without reading the
-        // body: a body still to come makes the close linger.
-        self.ex.req = Relay::new(Body::from_framing(info.framing));
-        self.ex.client_minor = info.minor;
-        self.ex.client_keep_alive = info.keep_alive;
-        let has_body = info.framing != Framing::None;
+        self.begin_exchange(env, &req, &info);
         // A locally answered request with a body: we do not read the body,
         // so the connection cannot continue after the answer.
-        let local_keep = info.keep_alive && !has_body;
+        let local_keep = info.keep_alive && info.framing == Framing::None;
 
         let mut host_buf = [0u8; 256];
         let host = request::routing_host(&req, &mut host_buf);
@@ -748,89 +713,190 @@ impl Conn {
                 body,
             } => {
                 self.respond_local(env, *status, content_type, b"", body, local_keep);
-                Dispatch::Consumed(info.head_len)
             }
             Action::Redirect { status, to } => {
-                let Some(to) = to.expand(host, path) else {
-                    log::info!(
-                        "client {} sent no usable Host for a redirect to $host",
-                        self.peer
-                    );
-                    self.respond_local(env, 400, "text/plain", b"", b"Bad Request\n", false);
-                    return Dispatch::Consumed(info.head_len);
-                };
-                let location = format!("Location: {to}\r\n");
-                let body = format!("{}\n", errors::reason(*status));
-                self.respond_local(
-                    env,
-                    *status,
-                    "text/plain",
-                    location.as_bytes(),
-                    body.as_bytes(),
-                    local_keep,
-                );
-                Dispatch::Consumed(info.head_len)
+                self.answer_redirect(env, *status, to, host, path, local_keep);
             }
-            Action::Metrics => {
-                let body = crate::metrics::render(env.rt, env.shm);
-                self.respond_local(
-                    env,
-                    200,
-                    crate::metrics::CONTENT_TYPE,
-                    b"",
-                    body.as_bytes(),
-                    local_keep,
-                );
-                Dispatch::Consumed(info.head_len)
-            }
+            Action::Metrics => self.answer_metrics(env, local_keep),
             Action::Upstream(_) if info.max_forwards == Some(0) => {
-                // RFC 9110 §7.6.2: forklb is the final recipient. It answers
-                // OPTIONS itself and refuses TRACE (echoing a request back
-                // exposes its credentials to scripts).
-                let allow = b"Allow: GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS\r\n";
-                let status = if req.method == Some("TRACE") {
-                    405
-                } else {
-                    200
-                };
-                let body: &[u8] = if status == 405 {
-                    b"Method Not Allowed\n"
-                } else {
-                    b""
-                };
-                self.respond_local(env, status, "text/plain", allow, body, local_keep);
-                Dispatch::Consumed(info.head_len)
+                self.answer_as_final_recipient(env, &req, local_keep);
             }
             Action::Upstream(u) => {
-                if let Framing::Length(n) = info.framing {
-                    if env.rt.max_body_bytes > 0 && n > env.rt.max_body_bytes {
-                        log::info!("client {} sent a too large body: {n} bytes", self.peer);
-                        return self.reject(env, 413);
-                    }
-                }
-                if env.rt.max_body_bytes > 0 {
-                    self.ex.req.limit_data(env.rt.max_body_bytes);
-                }
-                self.ex.upgrade = info.upgrade;
-                self.ex.replayable = info.idempotent && !has_body;
-                if info.expect_continue && has_body {
-                    // Like nginx, answer `100 Continue` ourselves as we start
-                    // reading the body; Expect is not forwarded.
-                    let mut out = env.heads.get();
-                    if info.minor >= 1 {
-                        out.extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
-                    }
-                    if let Some(old) = self.out.replace(out) {
-                        env.heads.put(old);
-                    }
-                    self.out_pos = 0;
-                }
-                self.ex.upstream = *u;
-                self.ex.dispatched = Some(env.now);
-                self.ex.retries_left = env.rt.upstreams[*u].retries;
-                self.proxy_request(env, &req, &info, &route_path)
+                return self.dispatch_upstream(env, *u, &req, &info, &route_path);
             }
         }
+        Dispatch::Consumed(info.head_len)
+    }
+
+    /// A complete head over `max_header_bytes`: the limit holds for complete
+    /// heads too, not only for ones still arriving. 414 if the request line
+    /// alone is over it.
+    #[cold]
+    fn reject_oversized_head(
+        &mut self,
+        env: &mut Env,
+        input: &Buf,
+        req: &httparse::Request,
+        info: &request::RequestInfo,
+    ) -> Dispatch {
+        log::info!(
+            "client {} sent a request head of {} bytes, over the limit",
+            self.peer,
+            info.head_len
+        );
+        self.ex.begin(env.exchanges);
+        if env.access.enabled() {
+            self.capture_record(env, req, info.minor);
+        }
+        let line = request::request_line_len(input.data()).unwrap_or(0);
+        let status = if line > env.rt.max_header_bytes {
+            414
+        } else {
+            431
+        };
+        self.reject(env, status)
+    }
+
+    /// A head `request::parse` refused, with the status it chose.
+    #[cold]
+    fn reject_invalid_head(&mut self, env: &mut Env, e: &request::RequestError) -> Dispatch {
+        log::info!("client {} sent an invalid request: {}", self.peer, e.reason);
+        self.ex.begin(env.exchanges);
+        if env.access.enabled() {
+            let empty = httparse::Request::new(&mut []);
+            self.capture_record(env, &empty, 1);
+        }
+        self.reject(env, e.status)
+    }
+
+    /// Starts the exchange of a valid request head: counts it and records
+    /// what the answer and the connection's future depend on.
+    #[inline]
+    fn begin_exchange(
+        &mut self,
+        env: &mut Env,
+        req: &httparse::Request,
+        info: &request::RequestInfo,
+    ) {
+        self.ex.begin(env.exchanges);
+        if env.access.enabled() {
+            self.capture_record(env, req, info.minor);
+        }
+        env.shm.worker(env.slot).count_request();
+        self.ex.is_head = info.is_head;
+        // Set for every request, also those answered without reading the
+        // body: a body still to come makes the close linger.
+        self.ex.req = Relay::new(Body::from_framing(info.framing));
+        self.ex.client_minor = info.minor;
+        self.ex.client_keep_alive = info.keep_alive;
+    }
+
+    /// A `redirect` route: the Location from its template, 400 when the
+    /// template needs a Host the request lacks.
+    fn answer_redirect(
+        &mut self,
+        env: &mut Env,
+        status: u16,
+        to: &Template,
+        host: Option<&str>,
+        path: &str,
+        local_keep: bool,
+    ) {
+        let Some(to) = to.expand(host, path) else {
+            log::info!(
+                "client {} sent no usable Host for a redirect to $host",
+                self.peer
+            );
+            self.respond_local(env, 400, "text/plain", b"", b"Bad Request\n", false);
+            return;
+        };
+        let location = format!("Location: {to}\r\n");
+        let body = format!("{}\n", errors::reason(status));
+        self.respond_local(
+            env,
+            status,
+            "text/plain",
+            location.as_bytes(),
+            body.as_bytes(),
+            local_keep,
+        );
+    }
+
+    /// A `metrics` route: the Prometheus page of the whole instance.
+    fn answer_metrics(&mut self, env: &mut Env, local_keep: bool) {
+        let body = crate::metrics::render(env.rt, env.shm);
+        self.respond_local(
+            env,
+            200,
+            crate::metrics::CONTENT_TYPE,
+            b"",
+            body.as_bytes(),
+            local_keep,
+        );
+    }
+
+    /// `Max-Forwards: 0` on an upstream route. RFC 9110 §7.6.2: forklb is
+    /// the final recipient. It answers OPTIONS itself and refuses TRACE
+    /// (echoing a request back exposes its credentials to scripts).
+    fn answer_as_final_recipient(
+        &mut self,
+        env: &mut Env,
+        req: &httparse::Request,
+        local_keep: bool,
+    ) {
+        let allow = b"Allow: GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS\r\n";
+        let status = if req.method == Some("TRACE") {
+            405
+        } else {
+            200
+        };
+        let body: &[u8] = if status == 405 {
+            b"Method Not Allowed\n"
+        } else {
+            b""
+        };
+        self.respond_local(env, status, "text/plain", allow, body, local_keep);
+    }
+
+    /// An `upstream` route: enforces the body limit, answers `Expect:
+    /// 100-continue`, and starts the exchange with upstream `u`.
+    #[inline]
+    fn dispatch_upstream(
+        &mut self,
+        env: &mut Env,
+        u: usize,
+        req: &httparse::Request,
+        info: &request::RequestInfo,
+        route_path: &[u8],
+    ) -> Dispatch {
+        if let Framing::Length(n) = info.framing {
+            if env.rt.max_body_bytes > 0 && n > env.rt.max_body_bytes {
+                log::info!("client {} sent a too large body: {n} bytes", self.peer);
+                return self.reject(env, 413);
+            }
+        }
+        if env.rt.max_body_bytes > 0 {
+            self.ex.req.limit_data(env.rt.max_body_bytes);
+        }
+        let has_body = info.framing != Framing::None;
+        self.ex.upgrade = info.upgrade;
+        self.ex.replayable = info.idempotent && !has_body;
+        if info.expect_continue && has_body {
+            // Like nginx, answer `100 Continue` ourselves as we start
+            // reading the body; Expect is not forwarded.
+            let mut out = env.heads.get();
+            if info.minor >= 1 {
+                out.extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
+            }
+            if let Some(old) = self.out.replace(out) {
+                env.heads.put(old);
+            }
+            self.out_pos = 0;
+        }
+        self.ex.upstream = u;
+        self.ex.dispatched = Some(env.now);
+        self.ex.retries_left = env.rt.upstreams[u].retries;
+        self.proxy_request(env, req, info, route_path)
     }
 
     /// Answers a request that cannot be processed; the connection closes
