@@ -1490,100 +1490,136 @@ impl Conn {
         let (resp, info) = match response::parse(input.data(), &mut headers, self.ex.is_head) {
             Ok(response::Parsed::Partial) => return Ok(true),
             Ok(response::Parsed::Complete(r, i)) => (r, i),
-            Err(e) => {
-                let addr = self
-                    .up
-                    .as_ref()
-                    .map(|u| u.addr.to_string())
-                    .unwrap_or_default();
-                log::error!(
-                    "upstream {addr} sent an invalid response: {}, client: {}",
-                    e.reason,
-                    self.peer
-                );
-                env.shm
-                    .server(self.ex.upstream, self.ex.server)
-                    .count_response_error();
-                self.drop_upstream(env);
-                return self.respond_error(env, 502, false);
-            }
+            Err(e) => return self.refuse_invalid_response(env, &e),
         };
         if info.status == 101 && self.ex.upgrade && !self.ex.req.is_complete() {
-            if let Phase::SendRequest(_) = self.phase {
-                // The new protocol starts after the request body: the switch
-                // waits, unread, until the body is out.
-                self.phase = Phase::SendRequest(Upload::HoldingSwitch);
-                return Ok(true);
-            }
-            log::error!(
-                "upstream switched protocols but did not take the request body, client: {}",
-                self.peer
-            );
-            self.drop_upstream(env);
-            return self.respond_error(env, 502, false);
+            return self.switch_before_body_sent(env);
         }
-        let mut out = self.out.take().unwrap_or_else(|| env.heads.get());
+        let out = self.out.take().unwrap_or_else(|| env.heads.get());
         if info.status == 101 {
-            let to_http2 = resp
-                .headers
-                .iter()
-                .filter(|h| http::name_is(h.name, "upgrade"))
-                .any(|h| http::tokens(h.value).any(request::is_http2_protocol));
-            if to_http2 {
-                // forklb never offers h2c upstream; a switch to it would
-                // turn the connection into a tunnel past routing.
+            if let Some(why) = self.switch_refusal(&resp) {
                 env.heads.put(out);
-                log::error!(
-                    "upstream switched protocols to HTTP/2, which forklb never relays, client: {}",
-                    self.peer
-                );
-                self.drop_upstream(env);
-                return self.respond_error(env, 502, false);
+                return self.refuse_switch(env, why);
             }
-            if !self.ex.upgrade {
-                env.heads.put(out);
-                log::error!(
-                    "upstream switched protocols without being asked, client: {}",
-                    self.peer
-                );
-                self.drop_upstream(env);
-                return self.respond_error(env, 502, false);
-            }
+            self.start_tunnel(env, out, &resp);
+        } else if (100..200).contains(&info.status) {
+            self.relay_interim(env, out, &resp);
+        } else {
+            self.start_final_response(env, out, &resp, &info);
+        }
+        input.consume(info.head_len);
+        Ok(true)
+    }
+
+    /// An upstream response head `response::parse` refused: 502, and the
+    /// server's response errors count it.
+    #[cold]
+    fn refuse_invalid_response(&mut self, env: &mut Env, e: &response::ResponseError) -> Step {
+        let addr = self
+            .up
+            .as_ref()
+            .map(|u| u.addr.to_string())
+            .unwrap_or_default();
+        log::error!(
+            "upstream {addr} sent an invalid response: {}, client: {}",
+            e.reason,
+            self.peer
+        );
+        env.shm
+            .server(self.ex.upstream, self.ex.server)
+            .count_response_error();
+        self.drop_upstream(env);
+        self.respond_error(env, 502, false)
+    }
+
+    /// A 101 to an upgrade request whose body is not all sent yet.
+    fn switch_before_body_sent(&mut self, env: &mut Env) -> Step {
+        if let Phase::SendRequest(_) = self.phase {
+            // The new protocol starts after the request body: the switch
+            // waits, unread, until the body is out.
+            self.phase = Phase::SendRequest(Upload::HoldingSwitch);
+            return Ok(true);
+        }
+        log::error!(
+            "upstream switched protocols but did not take the request body, client: {}",
+            self.peer
+        );
+        self.drop_upstream(env);
+        self.respond_error(env, 502, false)
+    }
+
+    /// Why a 101 cannot be relayed, if it cannot: forklb never offers h2c
+    /// upstream, and a switch to it would turn the connection into a tunnel
+    /// past routing; a switch nobody asked for is as bad.
+    fn switch_refusal(&self, resp: &httparse::Response) -> Option<&'static str> {
+        let to_http2 = resp
+            .headers
+            .iter()
+            .filter(|h| http::name_is(h.name, "upgrade"))
+            .any(|h| http::tokens(h.value).any(request::is_http2_protocol));
+        if to_http2 {
+            Some("to HTTP/2, which forklb never relays")
+        } else if !self.ex.upgrade {
+            Some("without being asked")
+        } else {
+            None
+        }
+    }
+
+    #[cold]
+    fn refuse_switch(&mut self, env: &mut Env, why: &str) -> Step {
+        log::error!("upstream switched protocols {why}, client: {}", self.peer);
+        self.drop_upstream(env);
+        self.respond_error(env, 502, false)
+    }
+
+    /// A 101 to an upgrade request: relays it and turns the exchange into
+    /// a tunnel.
+    fn start_tunnel(&mut self, env: &mut Env, mut out: Vec<u8>, resp: &httparse::Response) {
+        rewrite::write_client_response(
+            &mut out,
+            resp,
+            rewrite::ResponseMode::Upgrade,
+            self.ex.client_minor,
+            env.date.text(),
+        );
+        self.out = Some(out);
+        self.ex.status = 101;
+        self.ex.upstream_status = Some(101);
+        self.phase = Phase::Tunnel;
+        self.set_deadline(env, env.rt.timeouts.upstream_read);
+    }
+
+    /// An interim response (1xx other than 101); the final one follows.
+    fn relay_interim(&mut self, env: &mut Env, mut out: Vec<u8>, resp: &httparse::Response) {
+        // Relay interim responses (100 Continue, 103 Early Hints) to
+        // HTTP/1.1 clients; HTTP/1.0 clients do not understand them
+        // (RFC 9110 §15.2: never sent to them).
+        if self.ex.client_minor >= 1 {
             rewrite::write_client_response(
                 &mut out,
-                &resp,
-                rewrite::ResponseMode::Upgrade,
-                self.ex.client_minor,
+                resp,
+                rewrite::ResponseMode::Interim,
+                1,
                 env.date.text(),
             );
-            self.out = Some(out);
-            input.consume(info.head_len);
-            self.ex.status = 101;
-            self.ex.upstream_status = Some(101);
-            self.phase = Phase::Tunnel;
-            self.set_deadline(env, env.rt.timeouts.upstream_read);
-            return Ok(true);
         }
-        if (100..200).contains(&info.status) {
-            // Relay interim responses (100 Continue, 103 Early Hints) to
-            // HTTP/1.1 clients; HTTP/1.0 clients do not understand them
-            // (RFC 9110 §15.2: never sent to them).
-            if self.ex.client_minor >= 1 {
-                rewrite::write_client_response(
-                    &mut out,
-                    &resp,
-                    rewrite::ResponseMode::Interim,
-                    1,
-                    env.date.text(),
-                );
-            }
-            self.out = Some(out);
-            input.consume(info.head_len);
-            if let Some(up) = self.up.as_mut() {
-                up.input_fresh = true;
-            }
-            return Ok(true);
+        self.out = Some(out);
+        if let Some(up) = self.up.as_mut() {
+            up.input_fresh = true;
         }
+    }
+
+    /// A final response head: writes the client's head, sets up the body
+    /// relay and decides whether both connections stay open after it.
+    #[inline]
+    fn start_final_response(
+        &mut self,
+        env: &mut Env,
+        mut out: Vec<u8>,
+        resp: &httparse::Response,
+        info: &response::ResponseInfo,
+    ) {
         if !self.ex.req.is_complete() {
             self.early_response(&mut out, info.status);
         }
@@ -1615,13 +1651,7 @@ impl Conn {
                 Body::from_framing(info.framing),
             )
         };
-        rewrite::write_client_response(
-            &mut out,
-            &resp,
-            mode,
-            self.ex.client_minor,
-            env.date.text(),
-        );
+        rewrite::write_client_response(&mut out, resp, mode, self.ex.client_minor, env.date.text());
         self.out = Some(out);
         self.ex.resp = Relay::new(body);
         self.ex.resp_head_len = info.head_len as u64;
@@ -1633,10 +1663,8 @@ impl Conn {
         self.ex.upstream_status = Some(info.status);
         self.ex.upstream_keep_alive = info.keep_alive;
         self.ex.keep_after = keep;
-        input.consume(info.head_len);
         self.phase = Phase::SendResponse;
         self.set_deadline(env, env.rt.timeouts.upstream_read);
-        Ok(true)
     }
 
     /// A final response came before the whole request body was sent (413,
