@@ -1266,92 +1266,14 @@ impl Conn {
         {
             return Ok(true);
         }
-        let Some(up) = self.up.as_mut() else {
+        let Some(up) = self.up.as_ref() else {
             return Err(Closed);
         };
         if up.head_pos < up.head.len() {
-            if !up.writable {
-                return Ok(false);
-            }
-            return match io::write(&mut up.sock, &up.head[up.head_pos..], &mut up.writable) {
-                Io::Done(n) => {
-                    up.head_pos += n;
-                    self.set_deadline(env, env.rt.timeouts.upstream_write);
-                    Ok(true)
-                }
-                Io::Blocked => Ok(false),
-                Io::Eof | Io::Failed(_) => {
-                    if let Some(step) = self.replay_on_fresh(env) {
-                        return step;
-                    }
-                    self.upstream_broken(env, "sending the request head")
-                }
-            };
+            return self.write_request_head(env);
         }
         if !self.ex.req.is_complete() {
-            // A pending `100 Continue` goes out before we wait for the body.
-            if !self.flush_out()? {
-                return Ok(false);
-            }
-            let Some(up) = self.up.as_mut() else {
-                return Err(Closed);
-            };
-            let step = self.ex.req.step(
-                &mut Ends {
-                    src: &mut self.client,
-                    src_ready: &mut self.c_readable,
-                    src_hup: self.c_hup,
-                    buf: &mut self.input,
-                    dst: &mut up.sock,
-                    dst_ready: &mut up.writable,
-                },
-                env.bufs,
-            );
-            return match step {
-                RelayStep::TooLarge => {
-                    // Nothing past the limit was written upstream; the
-                    // upstream connection is dropped mid-body, so the server
-                    // never sees a complete request.
-                    log::info!("client {} sent a too large chunked body", self.peer);
-                    self.drop_upstream(env);
-                    self.reject_now(env, 413)
-                }
-                RelayStep::Progress => {
-                    let t = if self.waiting_for_client_body() {
-                        env.rt.timeouts.client_body
-                    } else {
-                        env.rt.timeouts.upstream_write
-                    };
-                    self.set_deadline(env, t);
-                    Ok(true)
-                }
-                RelayStep::Blocked => Ok(false),
-                RelayStep::Complete => Ok(true),
-                RelayStep::SourceClosed => {
-                    log::info!(
-                        "client {} closed the connection while sending the request body",
-                        self.peer
-                    );
-                    Err(Closed)
-                }
-                RelayStep::SourceFailed(e) => {
-                    log::info!(
-                        "client {} failed while sending the request body: {e}",
-                        self.peer
-                    );
-                    Err(Closed)
-                }
-                RelayStep::DestFailed(e) => self.upload_refused(env, &e),
-                RelayStep::Framing(e) => {
-                    log::info!(
-                        "client {} sent a bad chunked body: {}",
-                        self.peer,
-                        e.reason()
-                    );
-                    self.drop_upstream(env);
-                    self.reject_now(env, 400)
-                }
-            };
+            return self.relay_request_body(env);
         }
         // Bytes read past the body stay in `input`: the next pipelined request.
         self.phase = Phase::ReadResponseHead;
@@ -1361,6 +1283,106 @@ impl Conn {
         }
         self.set_deadline(env, env.rt.timeouts.upstream_read);
         Ok(true)
+    }
+
+    /// Writes what is left of the request head upstream; a connection that
+    /// fails here may be replayed on a fresh one.
+    #[inline]
+    fn write_request_head(&mut self, env: &mut Env) -> Step {
+        let Some(up) = self.up.as_mut() else {
+            return Err(Closed);
+        };
+        if !up.writable {
+            return Ok(false);
+        }
+        match io::write(&mut up.sock, &up.head[up.head_pos..], &mut up.writable) {
+            Io::Done(n) => {
+                up.head_pos += n;
+                self.set_deadline(env, env.rt.timeouts.upstream_write);
+                Ok(true)
+            }
+            Io::Blocked => Ok(false),
+            Io::Eof | Io::Failed(_) => {
+                if let Some(step) = self.replay_on_fresh(env) {
+                    return step;
+                }
+                self.upstream_broken(env, "sending the request head")
+            }
+        }
+    }
+
+    /// Relays the request body upstream, after a pending `100 Continue`.
+    #[inline]
+    fn relay_request_body(&mut self, env: &mut Env) -> Step {
+        // A pending `100 Continue` goes out before we wait for the body.
+        if !self.flush_out()? {
+            return Ok(false);
+        }
+        let Some(up) = self.up.as_mut() else {
+            return Err(Closed);
+        };
+        let step = self.ex.req.step(
+            &mut Ends {
+                src: &mut self.client,
+                src_ready: &mut self.c_readable,
+                src_hup: self.c_hup,
+                buf: &mut self.input,
+                dst: &mut up.sock,
+                dst_ready: &mut up.writable,
+            },
+            env.bufs,
+        );
+        self.after_body_step(env, step)
+    }
+
+    /// What a step of the request body relay means for the exchange.
+    #[inline]
+    fn after_body_step(&mut self, env: &mut Env, step: RelayStep) -> Step {
+        match step {
+            RelayStep::TooLarge => {
+                // Nothing past the limit was written upstream; the
+                // upstream connection is dropped mid-body, so the server
+                // never sees a complete request.
+                log::info!("client {} sent a too large chunked body", self.peer);
+                self.drop_upstream(env);
+                self.reject_now(env, 413)
+            }
+            RelayStep::Progress => {
+                let t = if self.waiting_for_client_body() {
+                    env.rt.timeouts.client_body
+                } else {
+                    env.rt.timeouts.upstream_write
+                };
+                self.set_deadline(env, t);
+                Ok(true)
+            }
+            RelayStep::Blocked => Ok(false),
+            RelayStep::Complete => Ok(true),
+            RelayStep::SourceClosed => {
+                log::info!(
+                    "client {} closed the connection while sending the request body",
+                    self.peer
+                );
+                Err(Closed)
+            }
+            RelayStep::SourceFailed(e) => {
+                log::info!(
+                    "client {} failed while sending the request body: {e}",
+                    self.peer
+                );
+                Err(Closed)
+            }
+            RelayStep::DestFailed(e) => self.upload_refused(env, &e),
+            RelayStep::Framing(e) => {
+                log::info!(
+                    "client {} sent a bad chunked body: {}",
+                    self.peer,
+                    e.reason()
+                );
+                self.drop_upstream(env);
+                self.reject_now(env, 400)
+            }
+        }
     }
 
     /// The request body is not out yet and the upstream has sent something
