@@ -21,7 +21,7 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use std::fmt;
 use std::io;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 const POLL: Duration = Duration::from_millis(50);
@@ -152,21 +152,7 @@ fn wait_for<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T>
 }
 
 pub fn run(config: &Config) -> Result<(), UpgradeError> {
-    let old = match pidfile::read(&config.pid_file).map(|p| p as i32) {
-        Ok(p) if procfs::is_running(p) => p,
-        Ok(pid) => {
-            return Err(UpgradeError::NotRunning {
-                pid,
-                pid_file: config.pid_file.clone(),
-            })
-        }
-        Err(source) => {
-            return Err(UpgradeError::PidFile {
-                path: config.pid_file.clone(),
-                source,
-            })
-        }
-    };
+    let old = running_master(config)?;
     let oldbin = crate::master::oldbin_path(&config.pid_file);
     if let Ok(previous) = pidfile::read(&oldbin).map(|p| p as i32) {
         if previous != old && procfs::is_running(previous) {
@@ -175,14 +161,48 @@ pub fn run(config: &Config) -> Result<(), UpgradeError> {
     }
     say(&format!("upgrading master {old}: sending USR2"));
     send(old, Signal::SIGUSR2)?;
+    let Some(new) = wait_for_new_master(config, old, &oldbin)? else {
+        roll_back_unready(config, old, &oldbin);
+        return Err(UpgradeError::NotReady);
+    };
+    let workers = procfs::children_named(new, "forklb-worker").len();
+    say(&format!(
+        "new master {new} is serving with {workers} worker(s)"
+    ));
+    retire_old_master(config, old, new)?;
+    say(&format!("upgrade complete: master {new} serves alone"));
+    Ok(())
+}
+
+/// The pid of the master the pid file names, if it runs.
+fn running_master(config: &Config) -> Result<i32, UpgradeError> {
+    match pidfile::read(&config.pid_file).map(|p| p as i32) {
+        Ok(p) if procfs::is_running(p) => Ok(p),
+        Ok(pid) => Err(UpgradeError::NotRunning {
+            pid,
+            pid_file: config.pid_file.clone(),
+        }),
+        Err(source) => Err(UpgradeError::PidFile {
+            path: config.pid_file.clone(),
+            source,
+        }),
+    }
+}
+
+/// Waits for the new master to name itself in the pid file: its pid, None
+/// if it did not within `upgrade_timeout`, an error if it visibly failed.
+fn wait_for_new_master(
+    config: &Config,
+    old: i32,
+    oldbin: &Path,
+) -> Result<Option<i32>, UpgradeError> {
     // The old master moves its pid file to .oldbin at once; the new master
     // writes the pid file when it serves. If .oldbin goes away again, the
     // new master failed and the old one took its pid file back.
     let started = Instant::now();
     let mut saw_oldbin = false;
     let mut gave_up = None;
-    let step_timeout = config.upgrade_timeout;
-    let new = wait_for(step_timeout, || {
+    let new = wait_for(config.upgrade_timeout, || {
         if let Ok(p) = pidfile::read(&config.pid_file).map(|p| p as i32) {
             if p != old && procfs::is_running(p) {
                 return Some(Some(p));
@@ -203,34 +223,37 @@ pub fn run(config: &Config) -> Result<(), UpgradeError> {
     if let Some(why) = gave_up {
         return Err(UpgradeError::NewMasterFailed { old, why });
     }
-    let Some(new) = new else {
-        say(&format!(
-            "the new master did not become ready within {} s: rolling back",
-            step_timeout.as_secs_f64()
-        ));
-        stop_stray_new_master(old);
-        let back = wait_for(TAKE_BACK_TIMEOUT, || {
-            let named = pidfile::read(&config.pid_file).ok() == Some(old as u32);
-            (named && !oldbin.exists()).then_some(())
-        });
-        if back.is_none() {
-            eprintln!(
-                "forklb: [error] the old master {old} did not take {} back",
-                config.pid_file.display()
-            );
-        } else {
-            say(&format!(
-                "master {old} keeps serving; {} names it again",
-                config.pid_file.display()
-            ));
-        }
-        return Err(UpgradeError::NotReady);
-    };
-    let workers = procfs::children_named(new, "forklb-worker").len();
-    say(&format!(
-        "new master {new} is serving with {workers} worker(s)"
-    ));
+    Ok(new)
+}
 
+/// The new master did not become ready in time: stops it and waits for the
+/// old master to take the pid file back.
+fn roll_back_unready(config: &Config, old: i32, oldbin: &Path) {
+    say(&format!(
+        "the new master did not become ready within {} s: rolling back",
+        config.upgrade_timeout.as_secs_f64()
+    ));
+    stop_stray_new_master(old);
+    let back = wait_for(TAKE_BACK_TIMEOUT, || {
+        let named = pidfile::read(&config.pid_file).ok() == Some(old as u32);
+        (named && !oldbin.exists()).then_some(())
+    });
+    if back.is_none() {
+        eprintln!(
+            "forklb: [error] the old master {old} did not take {} back",
+            config.pid_file.display()
+        );
+    } else {
+        say(&format!(
+            "master {old} keeps serving; {} names it again",
+            config.pid_file.display()
+        ));
+    }
+}
+
+/// With the new master serving: drains the old workers (WINCH), rolling
+/// back if they do not stop in time, then stops the old master (QUIT).
+fn retire_old_master(config: &Config, old: i32, new: i32) -> Result<(), UpgradeError> {
     say(&format!("sending WINCH to the old master {old}"));
     send(old, Signal::SIGWINCH)?;
     let drain = config.shutdown_timeout + Duration::from_secs(10);
@@ -252,10 +275,12 @@ pub fn run(config: &Config) -> Result<(), UpgradeError> {
 
     say(&format!("sending QUIT to the old master {old}"));
     send(old, Signal::SIGQUIT)?;
-    if wait_for(step_timeout, || (!procfs::is_running(old)).then_some(())).is_none() {
+    let quit = wait_for(config.upgrade_timeout, || {
+        (!procfs::is_running(old)).then_some(())
+    });
+    if quit.is_none() {
         return Err(UpgradeError::OldMasterStillRunning { old });
     }
-    say(&format!("upgrade complete: master {new} serves alone"));
     Ok(())
 }
 
