@@ -276,3 +276,34 @@ fn an_upstream_closing_inside_the_body_closes_the_client_connection() {
     assert!(text.ends_with("\r\n\r\nhalf"), "{text}");
     assert_eq!(h.pooled(), 0);
 }
+
+/// `STANDARD` with short client-header and upstream-read timeouts: the
+/// harness runs the connection's timeout when its deadline passes, so
+/// these tests wait that long and no longer.
+fn short_timeouts() -> Harness {
+    Harness::new(&format!(
+        "timeouts: {{client_header: 100ms, upstream_read: 100ms}}\n{}",
+        super::harness::STANDARD
+    ))
+}
+
+#[test]
+fn a_request_head_that_stalls_is_408() {
+    let mut h = short_timeouts();
+    h.client_send(b"GET / HTTP/1.1\r\nHost:");
+    let resp = h.client_response();
+    assert_eq!(resp.status, 408, "{resp:?}");
+    h.client_closed();
+    assert_eq!(h.upstream_connections(), 0);
+}
+
+#[test]
+fn an_upstream_that_does_not_answer_in_time_is_504() {
+    let mut h = short_timeouts();
+    h.client_send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+    h.upstream_request();
+    let resp = h.client_response();
+    assert_eq!(resp.status, 504, "{resp:?}");
+    h.upstream_closed();
+    assert_eq!(h.pooled(), 0);
+}

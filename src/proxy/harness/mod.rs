@@ -34,26 +34,28 @@
 //! script the two ends in the order the exchange needs, and assert on the
 //! returned `Message`s, on `client_closed`, `upstream_connections`,
 //! `upstream_bytes` and `pooled`. Tests live in `proxy::exchange_tests`.
+//! `Harness::new` takes any configuration, e.g. `STANDARD` with
+//! `timeouts: {client_header: 100ms}` in front: the connection's timeouts
+//! run when its deadline passes, so a timeout test takes that long.
+//!
+//! Files: this one is the script API; `looping` the event loop, `parts`
+//! what the worker owns, `peer` a scripted socket, `wire` message framing.
 
+mod looping;
+mod parts;
 mod peer;
 mod wire;
 
 pub use wire::Message;
 
-use super::{Conn, Env, ExchangeSpares, Outcome, Pool, Side};
-use crate::access_log::AccessLog;
-use crate::balance::Balancer;
-use crate::buffer::{BufPool, VecPool};
+use super::Conn;
 use crate::config::Config;
-use crate::event::token::{self, TokenKind, UpstreamOwners, POOLED};
-use crate::event::{Slab, Stream};
-use crate::http::date::DateCache;
-use crate::route::Runtime;
-use crate::shm::Shm;
-use mio::net::{TcpListener, TcpStream};
+use crate::event::token;
+use crate::event::Stream;
+use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token};
+use parts::{connect_pair, loopback, WorkerParts};
 use peer::Peer;
-use std::io;
 use std::path::Path;
 use std::time::{Duration, Instant};
 use wire::Kind;
@@ -87,20 +89,6 @@ upstreams:
     servers:
       - {name: web1, addr: "$UPSTREAM"}
 "#;
-
-/// What the worker would own, lent to the connection as an `Env`.
-struct WorkerParts {
-    rt: Runtime,
-    bufs: BufPool,
-    heads: VecPool,
-    exchanges: ExchangeSpares,
-    balancers: Vec<Balancer>,
-    pool: Pool,
-    up_owners: UpstreamOwners,
-    access: AccessLog,
-    shm: Shm,
-    date: DateCache,
-}
 
 pub struct Harness {
     poll: Poll,
@@ -352,232 +340,6 @@ impl Harness {
         self.settle();
     }
 
-    // ---- the loop ------------------------------------------------------
-
-    /// Writes all of `bytes` from the client (`None`) or upstream peer `i`,
-    /// then waits until the proxy read them.
-    fn send(&mut self, upstream: Option<usize>, bytes: &[u8]) {
-        let mut sent = 0;
-        let deadline = Instant::now() + WAIT;
-        while sent < bytes.len() {
-            let peer = match upstream {
-                None => &mut self.client,
-                Some(i) => &mut self.upstreams[i],
-            };
-            match peer.write_some(&bytes[sent..]) {
-                Ok(n) => sent += n,
-                Err(e) => panic!(
-                    "{} cannot send ({sent} of {} bytes sent): {e}",
-                    side_name(upstream),
-                    bytes.len()
-                ),
-            }
-            if sent < bytes.len() {
-                if Instant::now() > deadline {
-                    panic!(
-                        "{} could not send within {WAIT:?} ({sent} of {} bytes)",
-                        side_name(upstream),
-                        bytes.len()
-                    );
-                }
-                self.turn(Some(IDLE));
-            }
-        }
-        self.settle_after_send(upstream);
-    }
-
-    /// Turns the loop until the proxy has read everything `upstream` (or
-    /// the client) sent, or the loop is idle.
-    fn settle_after_send(&mut self, upstream: Option<usize>) {
-        let deadline = Instant::now() + WAIT;
-        while Instant::now() < deadline {
-            // The connection acts on what it read in the same turn
-            // (`drive` runs until blocked), so this is the whole effect.
-            if self.proxy_read_all(upstream) {
-                return;
-            }
-            if self.turn(Some(IDLE)) == 0 {
-                return;
-            }
-        }
-    }
-
-    fn proxy_read_all(&mut self, upstream: Option<usize>) -> bool {
-        let Some(conn) = self.conn.as_mut() else {
-            return true;
-        };
-        match upstream {
-            None => {
-                self.client.unsent() == 0 && peer::queued(conn.client_mut(), libc::FIONREAD) == 0
-            }
-            Some(i) => {
-                self.upstreams[i].unsent() == 0
-                    && conn
-                        .upstream_sock()
-                        .is_none_or(|s| peer::queued(s, libc::FIONREAD) == 0)
-            }
-        }
-    }
-
-    /// Turns the loop until a turn sees no event for `IDLE`.
-    fn settle(&mut self) {
-        let deadline = Instant::now() + WAIT;
-        while self.turn(Some(IDLE)) > 0 {
-            if Instant::now() > deadline {
-                panic!(
-                    "the loop never went idle within {WAIT:?}\n{}",
-                    self.report()
-                );
-            }
-        }
-    }
-
-    /// Turns the loop until `done` holds; panics after `WAIT`.
-    fn run_until(&mut self, what: &str, mut done: impl FnMut(&mut Harness) -> bool) {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            self.pump_peers();
-            if done(self) {
-                return;
-            }
-            let now = Instant::now();
-            if now >= deadline {
-                panic!("waited {WAIT:?} for {what}\n{}", self.report());
-            }
-            self.turn(Some((deadline - now).min(Duration::from_millis(50))));
-        }
-    }
-
-    /// One round of the event loop: waits up to `timeout` (or the
-    /// connection's deadline) for events, hands the proxy's to the
-    /// connection, accepts upstream connections, collects what the scripted
-    /// ends received and runs the connection's timeout if due. Returns the
-    /// number of events seen.
-    fn turn(&mut self, timeout: Option<Duration>) -> usize {
-        let mut events = self
-            .events
-            .take()
-            .unwrap_or_else(|| Events::with_capacity(64));
-        let now = Instant::now();
-        let timeout = match (&self.conn, timeout) {
-            (Some(c), Some(t)) => Some(t.min(c.deadline.saturating_duration_since(now))),
-            (_, t) => t,
-        };
-        match self.poll.poll(&mut events, timeout) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => panic!("poll: {e}"),
-        }
-        let now = Instant::now();
-        self.parts.date.refresh(now);
-        let mut seen = 0;
-        for ev in events.iter() {
-            seen += 1;
-            let t = ev.token();
-            if t.0 < token::FIRST_CONN_TOKEN {
-                continue; // a scripted end: pumped below
-            }
-            self.proxy_event(ev, now);
-        }
-        self.events = Some(events);
-        self.accept_upstreams();
-        self.pump_peers();
-        if self.conn.as_ref().is_some_and(|c| c.deadline <= now) {
-            self.run_conn(now, |conn, env| conn.on_timeout(env));
-        }
-        seen
-    }
-
-    /// Routes an event as `Worker::conn_event` does.
-    fn proxy_event(&mut self, ev: &mio::event::Event, now: Instant) {
-        match token::token_kind(ev.token()) {
-            Some(TokenKind::Client(_)) => {
-                self.run_conn(now, |conn, env| conn.on_event(Side::Client, ev, env));
-            }
-            Some(TokenKind::Upstream(up_slot)) => match self.parts.up_owners.get(up_slot) {
-                Some(&POOLED)
-                    if self
-                        .parts
-                        .pool
-                        .get_mut(up_slot)
-                        .is_some_and(|s| s.idle_still_clean()) => {}
-                Some(&POOLED) if self.parts.pool.remove(up_slot) => {
-                    self.parts.up_owners.remove(up_slot);
-                }
-                Some(&POOLED) | None => {}
-                Some(_) => {
-                    self.run_conn(now, |conn, env| conn.on_event(Side::Upstream, ev, env));
-                }
-            },
-            None => {}
-        }
-    }
-
-    /// Runs `f` on the connection; closes it as `Worker::close` does if the
-    /// outcome says so.
-    fn run_conn(&mut self, now: Instant, f: impl FnOnce(&mut Conn, &mut Env) -> Outcome) {
-        let Some(mut conn) = self.conn.take() else {
-            return;
-        };
-        let outcome = {
-            let mut env = self.env(now);
-            f(&mut conn, &mut env)
-        };
-        match outcome {
-            Outcome::Keep => self.conn = Some(conn),
-            Outcome::Close => {
-                let _ = self.poll.registry().deregister(conn.client_mut());
-                let mut env = self.env(now);
-                conn.release(&mut env);
-            }
-        }
-    }
-
-    fn env(&mut self, now: Instant) -> Env<'_> {
-        let p = &mut self.parts;
-        Env {
-            rt: &p.rt,
-            registry: self.poll.registry(),
-            bufs: &mut p.bufs,
-            heads: &mut p.heads,
-            exchanges: &mut p.exchanges,
-            balancers: &mut p.balancers,
-            pool: &mut p.pool,
-            up_owners: &mut p.up_owners,
-            access: &mut p.access,
-            shm: &p.shm,
-            slot: 0,
-            now,
-            date: &p.date,
-            draining: false,
-        }
-    }
-
-    fn accept_upstreams(&mut self) {
-        loop {
-            match self.upstream_listener.accept() {
-                Ok((mut sock, _)) => {
-                    let t = Token(FIRST_UPSTREAM_PEER + self.upstreams.len());
-                    self.poll
-                        .registry()
-                        .register(&mut sock, t, Interest::READABLE)
-                        .unwrap_or_else(|e| panic!("register upstream peer: {e}"));
-                    self.upstreams.push(Peer::new(sock));
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) => panic!("upstream accept: {e}"),
-            }
-        }
-    }
-
-    fn pump_peers(&mut self) {
-        self.client.pump();
-        for p in &mut self.upstreams {
-            p.pump();
-        }
-    }
-
     /// What each end received, for failure messages.
     fn report(&self) -> String {
         let mut s = format!(
@@ -597,75 +359,6 @@ impl Harness {
         s += &format!("proxy connection open: {}", self.conn.is_some());
         s
     }
-}
-
-impl WorkerParts {
-    /// As `Worker::new` and the master's `build_shm` (every server READY
-    /// with its weight), for worker slot 0 of one.
-    fn new(config: &Config) -> WorkerParts {
-        let rt = Runtime::new(config);
-        let counts: Vec<usize> = rt.upstreams.iter().map(|u| u.servers.len()).collect();
-        let shm = Shm::create(&counts, 1).unwrap_or_else(|e| panic!("shm: {e}"));
-        for (ui, up) in rt.upstreams.iter().enumerate() {
-            let full_health = up.health.as_ref().map(|h| h.rise + h.fall - 1);
-            for (si, s) in up.servers.iter().enumerate() {
-                shm.server(ui, si)
-                    .init(s.weight, full_health, crate::shm::unix_secs());
-            }
-        }
-        let balancers = rt
-            .upstreams
-            .iter()
-            .map(|u| Balancer::new(u.balance, u.servers.len()))
-            .collect();
-        let pool = Pool::new(
-            rt.upstreams.iter().map(|u| u.keepalive).collect(),
-            Duration::from_secs(50),
-        );
-        WorkerParts {
-            bufs: BufPool::new((rt.max_header_bytes + 4096).max(16 * 1024), 1024, 64),
-            heads: VecPool::new(1024, 1024),
-            exchanges: ExchangeSpares::default(),
-            balancers,
-            pool,
-            up_owners: Slab::new(),
-            access: AccessLog::disabled(),
-            shm,
-            date: DateCache::new(Instant::now()),
-            rt,
-        }
-    }
-}
-
-fn loopback() -> std::net::SocketAddr {
-    std::net::SocketAddr::from(([127, 0, 0, 1], 0))
-}
-
-/// A connected loopback pair: the client's end, the accepted end (what a
-/// listener gives the worker) and the client's address.
-fn connect_pair() -> (TcpStream, TcpStream, std::net::SocketAddr) {
-    let listener =
-        std::net::TcpListener::bind(loopback()).unwrap_or_else(|e| panic!("client bind: {e}"));
-    let addr = listener
-        .local_addr()
-        .unwrap_or_else(|e| panic!("listener address: {e}"));
-    // Loopback connects complete in the kernel at once: the accept below
-    // finds the connection queued (a blocking connect returned, so the
-    // handshake is done).
-    let client = std::net::TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect: {e}"));
-    let (accepted, peer) = listener
-        .accept()
-        .unwrap_or_else(|e| panic!("client accept: {e}"));
-    for s in [&client, &accepted] {
-        s.set_nonblocking(true)
-            .unwrap_or_else(|e| panic!("nonblocking: {e}"));
-        let _ = s.set_nodelay(true);
-    }
-    (
-        TcpStream::from_std(client),
-        TcpStream::from_std(accepted),
-        peer,
-    )
 }
 
 /// `bytes` for a failure message, the middle of a long run left out.
