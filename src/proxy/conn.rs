@@ -417,6 +417,13 @@ impl Conn {
         self.client.sock_mut()
     }
 
+    /// The upstream socket in use, if any: the exchange harness checks that
+    /// the connection read what its scripted upstream sent.
+    #[cfg(test)]
+    pub(crate) fn upstream_sock(&self) -> Option<&TcpStream> {
+        self.up.as_ref().map(|u| u.sock.sock())
+    }
+
     /// A keep-alive connection between requests: it has served one and
     /// nothing of the next has arrived. A connection that has not sent its
     /// first request yet is not idle: the client has just connected and its

@@ -3,6 +3,10 @@
 
 mod body;
 mod conn;
+#[cfg(test)]
+mod exchange_tests;
+#[cfg(test)]
+mod harness;
 mod io;
 mod pool;
 
