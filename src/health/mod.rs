@@ -56,6 +56,113 @@ struct Check {
     response: Vec<u8>,
 }
 
+/// What one stage of a check came to.
+enum Step {
+    /// Go round again: the stage moved on, or there may be more to read.
+    Again,
+    /// Nothing more until the socket is ready again.
+    Wait,
+    /// The check is over, without a status code.
+    Done { ok: bool, reason: String },
+    /// A status line arrived: judge its code.
+    Status(u16),
+}
+
+fn failed(reason: impl Into<String>) -> Step {
+    Step::Done {
+        ok: false,
+        reason: reason.into(),
+    }
+}
+
+impl Check {
+    /// Waits for the connection; a TCP check passes once it is established.
+    fn connecting(&mut self, http: bool) -> Step {
+        if !self.writable && !self.readable {
+            return Step::Wait;
+        }
+        match crate::net::connect_progress(self.sock.sock()) {
+            Ok(true) => {}
+            Ok(false) => {
+                self.writable = false;
+                self.readable = false;
+                return Step::Wait;
+            }
+            Err(e) => return failed(describe(&e)),
+        }
+        if !http {
+            return Step::Done {
+                ok: true,
+                reason: "connection established".to_owned(),
+            };
+        }
+        self.stage = Stage::Handshake;
+        Step::Again
+    }
+
+    /// The TLS handshake (a no-op for plain sockets).
+    fn handshaking(&mut self) -> Step {
+        match self.sock.handshake(&mut self.readable, &mut self.writable) {
+            Ok(true) => {
+                self.stage = Stage::Sending { sent: 0 };
+                Step::Again
+            }
+            Ok(false) => Step::Wait,
+            Err(e) => failed(format!("TLS handshake failed: {e}")),
+        }
+    }
+
+    /// Writes the rest of `request`, `sent` bytes of which went out already.
+    fn sending(&mut self, sent: usize, request: &[u8]) -> Step {
+        if !self.writable {
+            return Step::Wait;
+        }
+        match self.sock.write(&request[sent..]) {
+            Ok(n) if sent + n >= request.len() => self.stage = Stage::Reading,
+            Ok(n) => self.stage = Stage::Sending { sent: sent + n },
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                self.writable = false;
+                return Step::Wait;
+            }
+            Err(e) => return failed(describe(&e)),
+        }
+        Step::Again
+    }
+
+    /// Reads the response until its status line is complete.
+    fn reading(&mut self) -> Step {
+        // TLS: what did not fit in the socket goes out first.
+        if let Err(e) = self.sock.flush_queued(&mut self.writable) {
+            return failed(describe(&e));
+        }
+        if !self.readable {
+            return Step::Wait;
+        }
+        let mut buf = [0u8; 1024];
+        match self.sock.read(&mut buf) {
+            Ok(0) => match status_code(&self.response) {
+                Some(code) => Step::Status(code),
+                None => failed("connection closed before a status line"),
+            },
+            Ok(n) => {
+                self.response.extend_from_slice(&buf[..n]);
+                if let Some(code) = status_code(&self.response) {
+                    return Step::Status(code);
+                }
+                if self.response.len() >= MAX_RESPONSE {
+                    return failed("no status line in the response");
+                }
+                Step::Again
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                self.readable = false;
+                Step::Wait
+            }
+            Err(e) => failed(describe(&e)),
+        }
+    }
+}
+
 struct Target {
     upstream: usize,
     server: usize,
@@ -262,94 +369,17 @@ impl Checker {
             let Some(c) = t.check.as_mut() else {
                 return;
             };
-            match c.stage {
-                Stage::Connecting => {
-                    if !c.writable && !c.readable {
-                        return;
-                    }
-                    match crate::net::connect_progress(c.sock.sock()) {
-                        Ok(true) => {}
-                        Ok(false) => {
-                            c.writable = false;
-                            c.readable = false;
-                            return;
-                        }
-                        Err(e) => {
-                            let reason = describe(&e);
-                            return self.finish(i, false, &reason, 0);
-                        }
-                    }
-                    if !http {
-                        return self.finish(i, true, "connection established", 0);
-                    }
-                    c.stage = Stage::Handshake;
-                }
-                Stage::Handshake => match c.sock.handshake(&mut c.readable, &mut c.writable) {
-                    Ok(true) => c.stage = Stage::Sending { sent: 0 },
-                    Ok(false) => return,
-                    Err(e) => {
-                        let reason = format!("TLS handshake failed: {e}");
-                        return self.finish(i, false, &reason, 0);
-                    }
-                },
-                Stage::Sending { sent } => {
-                    if !c.writable {
-                        return;
-                    }
-                    match c.sock.write(&t.request[sent..]) {
-                        Ok(n) if sent + n >= t.request.len() => c.stage = Stage::Reading,
-                        Ok(n) => c.stage = Stage::Sending { sent: sent + n },
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                            c.writable = false;
-                            return;
-                        }
-                        Err(e) => {
-                            let reason = describe(&e);
-                            return self.finish(i, false, &reason, 0);
-                        }
-                    }
-                }
-                Stage::Reading => {
-                    // TLS: what did not fit in the socket goes out first.
-                    if let Err(e) = c.sock.flush_queued(&mut c.writable) {
-                        let reason = describe(&e);
-                        return self.finish(i, false, &reason, 0);
-                    }
-                    if !c.readable {
-                        return;
-                    }
-                    let mut buf = [0u8; 1024];
-                    match c.sock.read(&mut buf) {
-                        Ok(0) => {
-                            return match status_code(&c.response) {
-                                Some(code) => self.judge(i, code),
-                                None => self.finish(
-                                    i,
-                                    false,
-                                    "connection closed before a status line",
-                                    0,
-                                ),
-                            }
-                        }
-                        Ok(n) => {
-                            c.response.extend_from_slice(&buf[..n]);
-                            if let Some(code) = status_code(&c.response) {
-                                return self.judge(i, code);
-                            }
-                            if c.response.len() >= MAX_RESPONSE {
-                                return self.finish(i, false, "no status line in the response", 0);
-                            }
-                        }
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                            c.readable = false;
-                            return;
-                        }
-                        Err(e) => {
-                            let reason = describe(&e);
-                            return self.finish(i, false, &reason, 0);
-                        }
-                    }
-                }
+            let step = match c.stage {
+                Stage::Connecting => c.connecting(http),
+                Stage::Handshake => c.handshaking(),
+                Stage::Sending { sent } => c.sending(sent, &t.request),
+                Stage::Reading => c.reading(),
+            };
+            match step {
+                Step::Again => {}
+                Step::Wait => return,
+                Step::Done { ok, reason } => return self.finish(i, ok, &reason, 0),
+                Step::Status(code) => return self.judge(i, code),
             }
         }
     }
