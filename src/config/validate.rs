@@ -125,6 +125,27 @@ fn check_global(cfg: &raw::Config) -> Check {
             format!("unsupported version {} (only 1 is supported)", cfg.version),
         );
     }
+    check_workers(cfg)?;
+    if cfg.upgrade_timeout.get().is_zero() {
+        return invalid("upgrade_timeout", "must not be 0");
+    }
+    check_user_group(cfg)?;
+    if let Some(admin) = &cfg.admin {
+        check_admin_mode(&admin.mode)?;
+    }
+    check_timeouts(&cfg.timeouts)?;
+    let header = cfg.limits.max_header_bytes.get();
+    if !(MIN_HEADER_BYTES..=MAX_HEADER_BYTES).contains(&header) {
+        return invalid(
+            "limits.max_header_bytes",
+            format!("{header} bytes is out of range 1k-1m"),
+        );
+    }
+    Ok(())
+}
+
+/// `workers` and `worker_connections`.
+fn check_workers(cfg: &raw::Config) -> Check {
     match cfg.workers {
         Workers::Count(0) => return invalid("workers", "must be at least 1 (or \"auto\")"),
         Workers::Count(n) if n > MAX_WORKERS => {
@@ -148,9 +169,11 @@ fn check_global(cfg: &raw::Config) -> Check {
             ),
         );
     }
-    if cfg.upgrade_timeout.get().is_zero() {
-        return invalid("upgrade_timeout", "must not be 0");
-    }
+    Ok(())
+}
+
+/// `user` and `group`: not blank, and known to the system.
+fn check_user_group(cfg: &raw::Config) -> Check {
     for (field, name) in [("user", &cfg.user), ("group", &cfg.group)] {
         if name.as_deref().is_some_and(|n| n.trim().is_empty()) {
             return invalid(field, "must not be empty (leave it out or use null)");
@@ -170,19 +193,23 @@ fn check_global(cfg: &raw::Config) -> Check {
             Err(e) => return invalid("group", format!("cannot look up group {group:?}: {e}")),
         }
     }
-    if let Some(admin) = &cfg.admin {
-        let mode = admin.mode.trim_start_matches("0o");
-        if mode.is_empty() || u32::from_str_radix(mode, 8).map_or(true, |m| m > 0o777) {
-            return invalid(
-                "admin.mode",
-                format!(
-                    "invalid mode {:?}: expected octal permissions such as \"0600\"",
-                    admin.mode
-                ),
-            );
-        }
+    Ok(())
+}
+
+/// `admin.mode`: octal permissions, at most 0777.
+fn check_admin_mode(mode_text: &str) -> Check {
+    let mode = mode_text.trim_start_matches("0o");
+    if mode.is_empty() || u32::from_str_radix(mode, 8).map_or(true, |m| m > 0o777) {
+        return invalid(
+            "admin.mode",
+            format!("invalid mode {mode_text:?}: expected octal permissions such as \"0600\""),
+        );
     }
-    let t = &cfg.timeouts;
+    Ok(())
+}
+
+/// No timeout may be 0.
+fn check_timeouts(t: &raw::Timeouts) -> Check {
     for (field, value) in [
         ("client_header", t.client_header),
         ("client_body", t.client_body),
@@ -194,13 +221,6 @@ fn check_global(cfg: &raw::Config) -> Check {
         if value.get().is_zero() {
             return invalid(format!("timeouts.{field}"), "a timeout must not be 0");
         }
-    }
-    let header = cfg.limits.max_header_bytes.get();
-    if !(MIN_HEADER_BYTES..=MAX_HEADER_BYTES).contains(&header) {
-        return invalid(
-            "limits.max_header_bytes",
-            format!("{header} bytes is out of range 1k-1m"),
-        );
     }
     Ok(())
 }
