@@ -390,62 +390,74 @@ fn check_route(
         Some(path) => check_route_path(&format!("{at}.path"), path)?,
         None => "/".to_owned(),
     };
-    let action = match &r.action {
-        RouteAction::Upstream(name) => match upstreams.get(name.as_str()) {
-            Some(&u) => Action::Upstream(u),
-            None => {
-                return invalid(
-                    format!("{at}.upstream"),
-                    format!("unknown upstream {name:?}"),
-                )
-            }
-        },
-        RouteAction::Return(ret) => {
-            if !(100..=599).contains(&ret.status) || ret.status == 101 {
-                return invalid(
-                    format!("{at}.return.status"),
-                    format!(
-                        "status {} is out of range 100-599 (101 excluded)",
-                        ret.status
-                    ),
-                );
-            }
-            if ret.content_type.is_empty() {
-                return invalid(format!("{at}.return.content_type"), "must not be empty");
-            }
-            check_header_value(
-                &format!("{at}.return.content_type"),
-                "content type",
-                &ret.content_type,
-            )?;
-            Action::Return {
-                status: ret.status,
-                content_type: ret.content_type.clone(),
-                body: ret.body.clone().into_bytes(),
-            }
-        }
-        RouteAction::Redirect(red) => {
-            // `to` was parsed with the file (`RedirectTarget`).
-            if ![301, 302, 303, 307, 308].contains(&red.status) {
-                return invalid(
-                    format!("{at}.redirect.status"),
-                    format!(
-                        "status {} is not a redirect status (301, 302, 303, 307 or 308)",
-                        red.status
-                    ),
-                );
-            }
-            Action::Redirect {
-                status: red.status,
-                to: red.to.0.clone(),
-            }
-        }
-        RouteAction::Metrics(raw::MetricsFormat::Prometheus) => Action::Metrics,
-    };
+    let action = check_route_action(at, &r.action, upstreams)?;
     Ok(Route {
         host: HostMatch::new(host.as_deref()),
         path,
         action,
+    })
+}
+
+/// Checks what a route does and compiles it.
+fn check_route_action(
+    at: &str,
+    action: &RouteAction,
+    upstreams: &HashMap<&str, usize>,
+) -> Result<Action, Invalid> {
+    match action {
+        RouteAction::Upstream(name) => match upstreams.get(name.as_str()) {
+            Some(&u) => Ok(Action::Upstream(u)),
+            None => invalid(
+                format!("{at}.upstream"),
+                format!("unknown upstream {name:?}"),
+            ),
+        },
+        RouteAction::Return(ret) => check_return(at, ret),
+        RouteAction::Redirect(red) => check_redirect(at, red),
+        RouteAction::Metrics(raw::MetricsFormat::Prometheus) => Ok(Action::Metrics),
+    }
+}
+
+/// `return`: a status other than 101 and a content type fit for a header.
+fn check_return(at: &str, ret: &raw::ReturnAction) -> Result<Action, Invalid> {
+    if !(100..=599).contains(&ret.status) || ret.status == 101 {
+        return invalid(
+            format!("{at}.return.status"),
+            format!(
+                "status {} is out of range 100-599 (101 excluded)",
+                ret.status
+            ),
+        );
+    }
+    if ret.content_type.is_empty() {
+        return invalid(format!("{at}.return.content_type"), "must not be empty");
+    }
+    check_header_value(
+        &format!("{at}.return.content_type"),
+        "content type",
+        &ret.content_type,
+    )?;
+    Ok(Action::Return {
+        status: ret.status,
+        content_type: ret.content_type.clone(),
+        body: ret.body.clone().into_bytes(),
+    })
+}
+
+/// `redirect`: a redirect status (`to` was parsed with the file, `RedirectTarget`).
+fn check_redirect(at: &str, red: &raw::RedirectAction) -> Result<Action, Invalid> {
+    if ![301, 302, 303, 307, 308].contains(&red.status) {
+        return invalid(
+            format!("{at}.redirect.status"),
+            format!(
+                "status {} is not a redirect status (301, 302, 303, 307 or 308)",
+                red.status
+            ),
+        );
+    }
+    Ok(Action::Redirect {
+        status: red.status,
+        to: red.to.0.clone(),
     })
 }
 
