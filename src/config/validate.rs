@@ -31,8 +31,9 @@ pub const MAX_WORKERS: usize = 1024;
 /// descriptors (client and upstream), and Linux allows a process at most
 /// `fs.nr_open` (1,048,576 by default).
 pub const MAX_WORKER_CONNECTIONS: usize = 500_000;
-/// The highest server weight (HAProxy's limit).
-pub const MAX_WEIGHT: u32 = 256;
+/// The highest server weight (HAProxy's limit): the one shared memory
+/// enforces at run time, so the file and `set weight` agree.
+pub const MAX_WEIGHT: u32 = crate::shm::MAX_WEIGHT;
 /// The most retries an upstream may ask for.
 pub const MAX_RETRIES: u32 = 16;
 /// Bounds of `limits.max_header_bytes`.
