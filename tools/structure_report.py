@@ -53,7 +53,10 @@ def functions(text):
             continue
         depth, started, j = 0, False, i
         while j < len(lines):
-            for ch in lines[j]:
+            # Braces inside char/byte literals ('{', b'}') and strings do not count.
+            code = re.sub(r"b?'(\\.|[^'\\])'", "''", lines[j])
+            code = re.sub(r'"(\\.|[^"\\])*"', '""', code)
+            for ch in code:
                 if ch == "{":
                     depth += 1
                     started = True
