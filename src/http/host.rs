@@ -119,27 +119,11 @@ fn is_ip_literal(lit: &[u8]) -> bool {
         return !ver.is_empty()
             && ver.iter().all(u8::is_ascii_hexdigit)
             && !tail.is_empty()
-            && tail.iter().all(|&b| {
-                b.is_ascii_alphanumeric()
-                    || matches!(
-                        b,
-                        b'-' | b'.'
-                            | b'_'
-                            | b'~'
-                            | b'!'
-                            | b'$'
-                            | b'&'
-                            | b'\''
-                            | b'('
-                            | b')'
-                            | b'*'
-                            | b'+'
-                            | b','
-                            | b';'
-                            | b'='
-                            | b':'
-                    )
-            });
+            // unreserved / sub-delims / ":": the reg-name set, whose one
+            // exclusion (`,`, see `is_reg_name`) does not apply here.
+            && tail
+                .iter()
+                .all(|&b| REG_NAME_CHAR[usize::from(b)] || b == b',' || b == b':');
     }
     std::str::from_utf8(lit)
         .ok()
