@@ -73,6 +73,9 @@ pub struct Env<'a> {
 pub enum Outcome {
     Keep,
     Close,
+    /// The client spoke the HTTP/2 preface where HTTP/2 is allowed: its
+    /// transport goes to an `H2Session` (see `Conn::into_transport`).
+    Http2,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -100,6 +103,9 @@ enum Phase {
     /// error): its bytes are read and thrown away until it closes, it sends
     /// nothing for `LINGERING_TIMEOUT`, or `until` (nginx's lingering close).
     Lingering { until: Instant },
+    /// The first bytes were the HTTP/2 preface (TLS with ALPN h2, or h2c
+    /// prior knowledge): the connection changes hands.
+    Http2,
 }
 
 /// What `SendRequest` does with bytes from the upstream before the request
@@ -114,6 +120,9 @@ enum Upload {
     /// then the switch goes ahead as usual.
     HoldingSwitch,
 }
+
+/// The request line of the HTTP/2 connection preface (RFC 9113 §3.4).
+const H2_PREFACE_LINE: &[u8] = b"PRI * HTTP/2.0\r\n";
 
 /// Lingering close (see `Phase::Lingering`), with nginx's defaults
 /// (`lingering_time 30s`, `lingering_timeout 5s`): a client still uploading
@@ -344,6 +353,8 @@ enum Dispatch {
     /// An `HTTP/1.x` request line with x > 1: patch the minor digit at this
     /// offset to 1 and parse again.
     AsHttp11(usize),
+    /// The HTTP/2 preface, where HTTP/2 is allowed.
+    Http2,
 }
 
 impl Conn {
@@ -443,7 +454,7 @@ impl Conn {
                 self.c_writable |= w;
                 self.c_hup |= hup;
             }
-            Side::Upstream => {
+            Side::Upstream(_) => {
                 if let Some(up) = self.up.as_mut() {
                     up.readable |= r;
                     up.writable |= w;
@@ -490,7 +501,7 @@ impl Conn {
                 self.drop_upstream(env);
                 self.respond_error(env, 504, false)
             }
-            Phase::Closing { .. } | Phase::Lingering { .. } => Err(Closed),
+            Phase::Closing { .. } | Phase::Lingering { .. } | Phase::Http2 => Err(Closed),
             Phase::SendResponse | Phase::Tunnel | Phase::SendLocal => {
                 log::info!(
                     "connection of client {} timed out ({:?}), upstream {upstream}",
@@ -510,6 +521,7 @@ impl Conn {
     pub fn drive(&mut self, env: &mut Env) -> Outcome {
         loop {
             let step = match self.phase {
+                Phase::Http2 => return Outcome::Http2,
                 Phase::ReadHead => self.read_head(env),
                 Phase::Connect => self.connect_done(env),
                 Phase::SendRequest(upload) => self.send_request(env, upload),
@@ -652,10 +664,17 @@ impl Conn {
             // rather than loop.
             Dispatch::AsHttp11(_) => Err(Closed),
             Dispatch::Close => Err(Closed),
+            Dispatch::Http2 => {
+                self.phase = Phase::Http2;
+                Ok(false)
+            }
         }
     }
 
     fn dispatch(&mut self, env: &mut Env, input: &Buf) -> Dispatch {
+        if self.served == 0 && input.data().starts_with(H2_PREFACE_LINE) && self.h2_allowed(env) {
+            return Dispatch::Http2;
+        }
         let mut headers = [httparse::EMPTY_HEADER; http::MAX_HEADERS];
         let (req, info) = match request::parse(input.data(), &mut headers) {
             Ok(request::Parsed::Partial) => return Dispatch::Partial,
@@ -713,6 +732,33 @@ impl Conn {
             }
         }
         Dispatch::Consumed(info.head_len)
+    }
+
+    /// HTTP/2 is allowed on this connection: TLS with ALPN `h2`, or a plain
+    /// listener with `h2c: true`. Elsewhere the preface is an HTTP/1 request
+    /// of version 2.0, refused with 505; `Upgrade: h2c` never counts.
+    fn h2_allowed(&self, env: &Env) -> bool {
+        match &self.client {
+            Stream::Tls(t) => t.alpn_protocol() == Some(b"h2"),
+            Stream::Plain(_) => env.rt.listeners.get(self.listener).is_some_and(|l| l.h2c),
+        }
+    }
+
+    /// The transport of a connection that turned out to speak HTTP/2.
+    pub fn into_transport(mut self, env: &mut Env) -> super::h2_session::Transport {
+        self.ex.end(env.exchanges);
+        if let Some(v) = self.out.take() {
+            env.heads.put(v);
+        }
+        super::h2_session::Transport {
+            id: self.id,
+            slot: self.slot,
+            client: self.client,
+            peer: self.peer,
+            listener: self.listener,
+            input: self.input,
+            hup: self.c_hup,
+        }
     }
 
     /// A complete head over `max_header_bytes`: the limit holds for complete

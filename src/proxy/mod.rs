@@ -3,19 +3,25 @@
 
 mod attempt;
 mod body;
+mod client;
 mod conn;
+mod exchange;
 #[cfg(test)]
 mod exchange_tests;
+mod h2_session;
 #[cfg(test)]
 mod harness;
 mod io;
 mod pool;
+mod upstream_h1;
 
+pub use client::Client;
 pub use conn::{Conn, Env, ExchangeSpares, Outcome};
 pub use pool::Pool;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Side {
     Client,
-    Upstream,
+    /// The upstream socket in this upstream slot.
+    Upstream(usize),
 }

@@ -17,7 +17,7 @@ use crate::event::token::{self, TokenKind, UpstreamOwners, CHANNEL_TOKEN, POOLED
 use crate::event::{Slab, Stream};
 use crate::http::date::DateCache;
 use crate::net;
-use crate::proxy::{Conn, Env, ExchangeSpares, Outcome, Pool, Side};
+use crate::proxy::{Client, Conn, Env, ExchangeSpares, Outcome, Pool, Side};
 use crate::route::Runtime;
 use crate::shm::AcceptState;
 use crate::signals::{self, SignalSet};
@@ -75,7 +75,7 @@ struct Worker {
     /// Stepped aside: clearly more connections than another worker.
     balance_paused: bool,
     next_heartbeat: Instant,
-    conns: Slab<Conn>,
+    conns: Slab<Client>,
     timers: Timers,
     bufs: BufPool,
     heads: VecPool,
@@ -457,15 +457,18 @@ impl Worker {
         let slot = {
             let env = self.env(now);
             let conn = Conn::new(id, usize::MAX, stream, peer, listener, &env);
-            self.conns.insert(conn)
+            self.conns.insert(Client::H1(conn))
         };
         self.shm.worker(self.slot).connection_opened();
         let Some(conn) = self.conns.get_mut(slot) else {
             return;
         };
         conn.set_slot(slot);
+        let Some(sock) = conn.client_mut() else {
+            return;
+        };
         if let Err(e) = self.poll.registry().register(
-            conn.client_mut(),
+            sock,
             token::client_token(slot),
             Interest::READABLE | Interest::WRITABLE,
         ) {
@@ -496,7 +499,7 @@ impl Worker {
                 Some(&POOLED) => {}
                 Some(&slot) => {
                     self.run_conn(slot, now, |conn, env| {
-                        conn.on_event(Side::Upstream, ev, env)
+                        conn.on_event(Side::Upstream(up_slot), ev, env)
                     });
                 }
                 // A stale event for a socket closed earlier in this batch.
@@ -512,7 +515,7 @@ impl Worker {
         &mut self,
         slot: usize,
         now: Instant,
-        f: impl FnOnce(&mut Conn, &mut Env) -> Outcome,
+        f: impl FnOnce(&mut Client, &mut Env) -> Outcome,
     ) {
         let Worker {
             conns,
@@ -552,11 +555,14 @@ impl Worker {
             draining: drain_deadline.is_some(),
         };
         match f(conn, &mut env) {
-            Outcome::Close => self.close(slot),
+            Outcome::Close | Outcome::Http2 => self.close(slot),
             Outcome::Keep => {
-                if conn.timer_at.is_none_or(|t| conn.deadline < t) {
-                    timers.schedule(conn.deadline, slot, conn.id);
-                    conn.timer_at = Some(conn.deadline);
+                let (deadline, id) = (conn.deadline(), conn.id());
+                if let Some(at) = conn.timer_at() {
+                    if at.is_none_or(|t| deadline < t) {
+                        timers.schedule(deadline, slot, id);
+                        *at = Some(deadline);
+                    }
                 }
             }
         }
@@ -567,14 +573,18 @@ impl Worker {
             let Some(conn) = self.conns.get_mut(slot) else {
                 continue;
             };
-            if conn.id != id {
+            if conn.id() != id {
                 continue;
             }
-            conn.timer_at = None;
-            if conn.deadline > now {
+            let deadline = conn.deadline();
+            let Some(at) = conn.timer_at() else {
+                continue;
+            };
+            *at = None;
+            if deadline > now {
                 // The deadline moved later since this entry was queued.
-                self.timers.schedule(conn.deadline, slot, id);
-                conn.timer_at = Some(conn.deadline);
+                self.timers.schedule(deadline, slot, id);
+                *at = Some(deadline);
                 continue;
             }
             self.run_conn(slot, now, |conn, env| conn.on_timeout(env));
@@ -584,7 +594,9 @@ impl Worker {
     fn close(&mut self, slot: usize) {
         if let Some(mut conn) = self.conns.remove(slot) {
             self.shm.worker(self.slot).connection_closed();
-            let _ = self.poll.registry().deregister(conn.client_mut());
+            if let Some(sock) = conn.client_mut() {
+                let _ = self.poll.registry().deregister(sock);
+            }
             let mut env = self.env(Instant::now());
             conn.release(&mut env);
         }
