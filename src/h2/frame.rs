@@ -327,7 +327,7 @@ pub fn parse(head: Head, payload: &[u8]) -> Result<Frame<'_>, FrameError> {
                     "SETTINGS ack with a payload",
                 ));
             }
-            if payload.len() % 6 != 0 {
+            if !payload.len().is_multiple_of(6) {
                 return Err(FrameError::conn(
                     code::FRAME_SIZE_ERROR,
                     "SETTINGS length not a multiple of 6",

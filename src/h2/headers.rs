@@ -122,10 +122,7 @@ fn regular(fields: impl Iterator<Item = (Vec<u8>, Vec<u8>)>) -> Result<Regular, 
 
 /// Splits the leading pseudo-headers off, refusing duplicates and any not
 /// in `allowed`. Values are checked like regular values.
-fn pseudo(
-    list: HeaderList,
-    allowed: &[&[u8]],
-) -> Result<(Vec<(Vec<u8>, Vec<u8>)>, HeaderList), Malformed> {
+fn pseudo(list: HeaderList, allowed: &[&[u8]]) -> Result<(HeaderList, HeaderList), Malformed> {
     let split = list
         .iter()
         .position(|(n, _)| n.first() != Some(&b':'))
@@ -149,7 +146,7 @@ fn pseudo(
     Ok((list, rest))
 }
 
-fn take(pseudo: &mut Vec<(Vec<u8>, Vec<u8>)>, name: &[u8]) -> Option<Vec<u8>> {
+fn take(pseudo: &mut HeaderList, name: &[u8]) -> Option<Vec<u8>> {
     let i = pseudo.iter().position(|(n, _)| n == name)?;
     Some(pseudo.swap_remove(i).1)
 }

@@ -18,6 +18,8 @@ pub mod hpack;
 pub mod limits;
 pub mod server;
 pub mod stream;
+#[cfg(test)]
+mod tests;
 
 pub use headers::{HeaderList, RequestHead};
 pub use server::{Event, ServerConn};
