@@ -11,6 +11,8 @@
 //! - `stream`: one stream's state (RFC 9113 §5.1), shared by both roles.
 //! - `server`: [`ServerConn`], the server side of a connection.
 
+pub mod client;
+mod conn;
 pub mod flow;
 pub mod frame;
 pub mod headers;
@@ -21,6 +23,7 @@ pub mod stream;
 #[cfg(test)]
 mod tests;
 
+pub use client::{ClientConn, Event as ClientEvent};
 pub use headers::{HeaderList, RequestHead};
 pub use server::{Event, ServerConn};
 

@@ -33,6 +33,12 @@ impl Recv {
         }
     }
 
+    /// The declared length, once known (a response head arrives after the
+    /// stream was opened). `None`: no check (HEAD, 204, 304).
+    pub fn expect(&mut self, content_length: Option<u64>) {
+        self.expected = content_length;
+    }
+
     /// The body ended (END_STREAM).
     pub fn finish(&self) -> Result<(), Malformed> {
         match self.expected {
@@ -84,10 +90,21 @@ impl State {
     }
 }
 
+/// What a HEADERS frame from the peer means on this stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Next {
+    /// Client role: the response head (1xx heads may come first).
+    /// `head_request`: a response to HEAD has no body whatever its length.
+    Response { head_request: bool },
+    /// Trailers (the head has been received).
+    Trailers,
+}
+
 /// A live stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Stream {
     pub state: State,
+    pub next: Next,
     /// DATA bytes handed to the application and not yet reported
     /// forwarded: returned to the connection window when the stream goes.
     pub held: u64,
