@@ -783,6 +783,7 @@ impl Conn {
 
     /// RST_STREAM(code); the application hears of it if it knew the stream.
     fn stream_error(&mut self, id: u32, code: u32, now: Instant) -> Step {
+        self.check_output()?;
         frame::write_rst(&mut self.out, id, code);
         match self.streams.remove(&id) {
             Some(s) => {

@@ -491,3 +491,164 @@ fn h2_server_decode_matches_frame_module() {
         Ok(Some((Frame::Ping { ack: true, .. }, 17)))
     ));
 }
+
+// ---- ClientConn paired with ServerConn in memory ----
+
+use super::{ClientConn, ClientEvent, RequestHead};
+
+/// Moves bytes both ways until neither side has output.
+fn pump(client: &mut ClientConn, server: &mut ServerConn) {
+    for _ in 0..1000 {
+        let (a, b) = (client.output().to_vec(), server.output().to_vec());
+        if a.is_empty() && b.is_empty() {
+            return;
+        }
+        client.advance_output(a.len());
+        server.advance_output(b.len());
+        assert_eq!(server.recv(&a, Instant::now()), a.len());
+        assert_eq!(client.recv(&b, Instant::now()), b.len());
+    }
+    panic!("pump never settled");
+}
+
+fn head(method: &str) -> RequestHead {
+    RequestHead {
+        method: method.as_bytes().to_vec(),
+        scheme: b"https".to_vec(),
+        authority: Some(b"up.test".to_vec()),
+        path: b"/x".to_vec(),
+        headers: vec![
+            (b"x-id".to_vec(), b"7".to_vec()),
+            (b"connection".to_vec(), b"close".to_vec()),
+        ],
+        content_length: None,
+    }
+}
+
+fn client_events(c: &mut ClientConn) -> Vec<ClientEvent> {
+    std::iter::from_fn(|| c.next_event()).collect()
+}
+
+#[test]
+fn h2_client_server_roundtrip() {
+    let mut client = ClientConn::new(Settings::default());
+    let mut server = ServerConn::new(Settings::default());
+    let id = client.send_request(&head("POST"), false).unwrap();
+    assert_eq!(client.send_data(id, b"ping", true), 4);
+    pump(&mut client, &mut server);
+    let ev = events(&mut server);
+    match &ev[..] {
+        [Event::Request { stream, head, .. }, Event::Data {
+            data,
+            end_stream: true,
+            ..
+        }] => {
+            assert_eq!(*stream, id);
+            assert_eq!(head.path, b"/x");
+            // Hop-by-hop fields never travel.
+            assert_eq!(head.headers, [(b"x-id".to_vec(), b"7".to_vec())]);
+            assert_eq!(data, b"ping");
+        }
+        other => panic!("{other:?}"),
+    }
+    server.consumed(id, 4);
+    server.send_headers(id, 200, &[(b"content-length", b"4")], false);
+    assert_eq!(server.send_data(id, b"pong", false), 4);
+    server.send_trailers(id, &[(b"grpc-status", b"0")]);
+    pump(&mut client, &mut server);
+    let ev = client_events(&mut client);
+    assert!(matches!(
+        &ev[0],
+        ClientEvent::Response {
+            status: 200,
+            end_stream: false,
+            ..
+        }
+    ));
+    assert!(matches!(&ev[1], ClientEvent::Data { data, .. } if data == b"pong"));
+    assert!(
+        matches!(&ev[2], ClientEvent::Trailers { trailers, .. } if trailers[0].0 == b"grpc-status")
+    );
+    assert_eq!((client.open_streams(), server.open_streams()), (0, 0));
+    assert!(client.error().is_none() && server.error().is_none());
+}
+
+#[test]
+fn h2_client_respects_max_concurrent_streams() {
+    let mut client = ClientConn::new(Settings::default());
+    let mut server = ServerConn::new(Settings {
+        max_concurrent_streams: 2,
+        ..Settings::default()
+    });
+    pump(&mut client, &mut server);
+    let a = client.send_request(&head("GET"), true).unwrap();
+    client.send_request(&head("GET"), true).unwrap();
+    assert!(!client.can_open_stream());
+    assert_eq!(client.send_request(&head("GET"), true), None);
+    pump(&mut client, &mut server);
+    assert_eq!(events(&mut server).len(), 2);
+    server.send_headers(a, 204, &[], true);
+    pump(&mut client, &mut server);
+    assert!(matches!(
+        client_events(&mut client)[..],
+        [ClientEvent::Response {
+            end_stream: true,
+            ..
+        }]
+    ));
+    assert!(client.can_open_stream());
+    // HEAD: a length without a body is fine; on a GET it is malformed.
+    let h = client.send_request(&head("HEAD"), true).unwrap();
+    pump(&mut client, &mut server);
+    events(&mut server);
+    server.send_headers(h, 200, &[(b"content-length", b"10")], true);
+    pump(&mut client, &mut server);
+    assert!(matches!(
+        client_events(&mut client)[..],
+        [ClientEvent::Response { status: 200, .. }]
+    ));
+}
+
+#[test]
+fn h2_client_large_body_under_flow_control() {
+    let mut client = ClientConn::new(Settings::default());
+    let mut server = ServerConn::new(Settings::default());
+    let id = client.send_request(&head("POST"), false).unwrap();
+    let body = vec![9u8; 300_000];
+    let (mut sent, mut got) = (0, 0);
+    for _ in 0..10_000 {
+        if sent < body.len() {
+            sent += client.send_data(id, &body[sent..], true);
+        }
+        pump(&mut client, &mut server);
+        for e in events(&mut server) {
+            if let Event::Data { stream, data, .. } = e {
+                got += data.len();
+                // The upstream takes what it is given.
+                server.consumed(stream, data.len());
+            }
+        }
+        if got == body.len() {
+            break;
+        }
+    }
+    assert_eq!(got, body.len());
+    assert!(server.error().is_none());
+}
+
+#[test]
+fn h2_client_sees_server_reset_and_goaway() {
+    let mut client = ClientConn::new(Settings::default());
+    let mut server = ServerConn::new(Settings::default());
+    let a = client.send_request(&head("GET"), true).unwrap();
+    pump(&mut client, &mut server);
+    server.reset(a, code::INTERNAL_ERROR);
+    server.go_away();
+    pump(&mut client, &mut server);
+    assert_eq!(
+        client_events(&mut client),
+        [ClientEvent::Reset { stream: a }]
+    );
+    assert!(!client.can_open_stream());
+    assert!(client.is_done() && server.is_done());
+}
