@@ -90,7 +90,7 @@ bench:
 FUZZ_SECONDS ?= 200
 fuzz:
 	command -v cargo-fuzz >/dev/null 2>&1 || $(CARGO) install cargo-fuzz --locked
-	for t in request_head chunked response_head; do \
+	for t in request_head chunked response_head h2_frame h2_session; do \
 		mkdir -p target/fuzz-corpus/$$t; \
 		RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run -O $$t target/fuzz-corpus/$$t fuzz/corpus/$$t -- \
 			-max_total_time=$(FUZZ_SECONDS) -max_len=8192 || exit 1; \
