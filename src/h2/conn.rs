@@ -966,6 +966,13 @@ impl Conn {
         }
     }
 
+    /// What `send_data` would take now: the send window, and the room
+    /// left in the output before its soft bound.
+    pub fn send_capacity(&self, stream: u32) -> usize {
+        self.send_window(stream)
+            .min(OUTPUT_SOFT.saturating_sub(self.out.len()))
+    }
+
     /// RST_STREAM from our side (e.g. the upstream failed mid-body).
     pub fn reset(&mut self, stream: u32, code: u32) {
         if self.is_closing() {
@@ -1067,6 +1074,10 @@ macro_rules! common_api {
         /// min(stream, connection) send window; 0 if the stream is gone.
         pub fn send_window(&self, stream: u32) -> usize {
             self.conn.send_window(stream)
+        }
+        /// What `send_data` would take now (window and output room).
+        pub fn send_capacity(&self, stream: u32) -> usize {
+            self.conn.send_capacity(stream)
         }
         /// RST_STREAM from our side (e.g. the other side failed mid-body).
         pub fn reset(&mut self, stream: u32, code: u32) {

@@ -666,7 +666,7 @@ impl Conn {
             Dispatch::Close => Err(Closed),
             Dispatch::Http2 => {
                 self.phase = Phase::Http2;
-                Ok(false)
+                Ok(true)
             }
         }
     }

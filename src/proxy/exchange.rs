@@ -444,7 +444,8 @@ impl Exchange {
                     self.body_sent += n as u64;
                     self.deadline = env.now + env.rt.timeouts.upstream_read;
                 }
-                UpStep::Complete => {
+                UpStep::Complete(n) => {
+                    self.body_sent += n as u64;
                     self.finish_upstream(env);
                     return Progress::Finished;
                 }

@@ -15,11 +15,6 @@ use crate::http::{self, Framing};
 use std::net::SocketAddr;
 use std::time::Instant;
 
-/// Frames queued for the client beyond this stop the streams from adding
-/// more (the socket drains first): a client that reads slowly cannot make
-/// the connection hold more than this plus one frame per stream.
-const OUTPUT_HIGH_WATER: usize = 256 * 1024;
-
 /// What a connection hands over when its first bytes are the HTTP/2
 /// preface (TLS with ALPN h2, or h2c prior knowledge).
 pub struct Transport {
@@ -70,10 +65,7 @@ impl ResponseSink for StreamSink<'_> {
     }
 
     fn capacity(&self) -> usize {
-        if self.conn.output().len() >= OUTPUT_HIGH_WATER {
-            return 0;
-        }
-        self.conn.send_window(self.stream)
+        self.conn.send_capacity(self.stream)
     }
 
     fn data(&mut self, bytes: &[u8], end: bool) -> usize {

@@ -36,8 +36,8 @@ pub enum UpStep {
         framed_end: bool,
     },
     BodySent(usize),
-    /// The response body is complete.
-    Complete,
+    /// The response body is complete, its last `n` bytes sent in this step.
+    Complete(usize),
     /// No connection: another server may be tried.
     ConnectFailed(std::io::Error),
     /// A pooled connection turned out closed before any response byte.
@@ -140,7 +140,11 @@ impl UpstreamH1 {
         };
         // TLS records queued by this step go out while the socket takes them.
         let _ = self.sock.flush_queued(&mut self.writable);
-        step
+        match step {
+            // The sink took nothing after all: wait for its window.
+            UpStep::BodySent(0) => UpStep::Blocked,
+            s => s,
+        }
     }
 
     fn connect_step(&mut self, connected: bool) -> UpStep {
@@ -374,7 +378,7 @@ impl UpstreamH1 {
                     input.consume(n);
                     *rem -= n as u64;
                     return if *rem == 0 {
-                        UpStep::Complete
+                        UpStep::Complete(n)
                     } else {
                         UpStep::BodySent(n)
                     };
@@ -409,7 +413,7 @@ impl UpstreamH1 {
                         input.consume(framing);
                         if scanner.is_done() {
                             sink.data(&[], true);
-                            return UpStep::Complete;
+                            return UpStep::Complete(0);
                         }
                         if framing > 0 {
                             return UpStep::Moved;
@@ -436,7 +440,7 @@ impl UpstreamH1 {
             Io::Blocked => UpStep::Blocked,
             Io::Eof if matches!(body, Body::UntilClose) => {
                 sink.data(&[], true);
-                UpStep::Complete
+                UpStep::Complete(0)
             }
             Io::Eof | Io::Failed(_) => UpStep::Failed {
                 doing: "reading the response body",
