@@ -40,8 +40,8 @@ pub use scalars::{HashKey, RedirectTarget, StatusRange};
 pub use units::{ByteSize, HumanDuration};
 pub use validate::MAX_RETRIES;
 pub use validated::{
-    Config, Health, Listener, Server, Timeouts, Upstream, Upstreams, DEFAULT_UPGRADE_GRACE,
-    DEFAULT_UPGRADE_SOCK,
+    Config, Health, Http2Settings, Listener, Server, Timeouts, Upstream, Upstreams,
+    DEFAULT_UPGRADE_GRACE, DEFAULT_UPGRADE_SOCK,
 };
 
 use std::path::Path;

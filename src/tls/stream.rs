@@ -50,6 +50,13 @@ impl TlsStream {
         })
     }
 
+    /// The protocol ALPN agreed on (`b"h2"`, `b"http/1.1"`), once the
+    /// handshake has got that far; `None` before, or when the client
+    /// offered no ALPN (then it speaks HTTP/1.1).
+    pub fn alpn_protocol(&self) -> Option<&[u8]> {
+        self.conn.alpn_protocol()
+    }
+
     pub fn sock(&self) -> &TcpStream {
         &self.sock
     }
