@@ -148,7 +148,11 @@ def hpack_bomb(c, streams):
         c.wait(lambda: stream in c.rst or stream in c.ended or c.goaway is not None
                or c.closed_at is not None, 2)
     c.wait(lambda: c.goaway is not None or c.closed_at is not None or len(c.rst) >= sent, 3)
-    return {"sent": sent, "answered": sum(1 for st in c.headers if c.status(st))}
+    statuses = [c.status(st) for st in c.headers if c.status(st)]
+    return {"sent": sent,
+            "answered_2xx": sum(1 for x in statuses if 200 <= x < 300),
+            "answered_4xx": sum(1 for x in statuses if 400 <= x < 500),
+            "answered_other": sum(1 for x in statuses if not 200 <= x < 500)}
 
 
 def table_size_update(c):

@@ -290,6 +290,9 @@ pub fn pattern(n: usize) -> Vec<u8> {
 /// each on its own port. `extra` adds top-level keys and the upstreams.
 pub struct H2Lb {
     pub lb: Forklb,
+    /// The configuration it started with (`$PORT` not replaced), for
+    /// [`Forklb::write_config`].
+    pub yaml: String,
     pub h2c_port: u16,
     pub plain_port: u16,
     _certs: TempDir,
@@ -320,9 +323,11 @@ impl H2Lb {
         for r in routes {
             b = b.route(r.clone());
         }
-        let lb = Forklb::start(&configure(b).build());
+        let yaml = configure(b).build();
+        let lb = Forklb::start(&yaml);
         H2Lb {
             lb,
+            yaml,
             h2c_port,
             plain_port,
             _certs: certs,
