@@ -23,7 +23,8 @@ pub struct Entry<'a> {
     pub client: SocketAddr,
     pub method: &'a [u8],
     pub target: &'a [u8],
-    pub minor: u8,
+    /// `HTTP/1.0`, `HTTP/1.1` or `HTTP/2.0`, as the client spoke.
+    pub protocol: &'static str,
     pub status: u16,
     pub body_bytes: u64,
     pub referer: &'a [u8],
@@ -135,11 +136,7 @@ fn write_combined(buf: &mut Vec<u8>, e: &Entry, time: &str) {
     push_escaped(buf, e.method);
     buf.push(b' ');
     push_escaped(buf, e.target);
-    let _ = write!(
-        buf,
-        " HTTP/1.{}\" {} {} \"",
-        e.minor, e.status, e.body_bytes
-    );
+    let _ = write!(buf, " {}\" {} {} \"", e.protocol, e.status, e.body_bytes);
     push_or_dash(buf, e.referer);
     buf.extend_from_slice(b"\" \"");
     push_or_dash(buf, e.user_agent);
@@ -184,8 +181,8 @@ fn write_json(buf: &mut Vec<u8>, e: &Entry, time: &str) {
     push_json(buf, e.target);
     let _ = write!(
         buf,
-        "\",\"protocol\":\"HTTP/1.{}\",\"status\":{},\"body_bytes_sent\":{},\"referer\":\"",
-        e.minor, e.status, e.body_bytes
+        "\",\"protocol\":\"{}\",\"status\":{},\"body_bytes_sent\":{},\"referer\":\"",
+        e.protocol, e.status, e.body_bytes
     );
     push_json(buf, e.referer);
     buf.extend_from_slice(b"\",\"user_agent\":\"");
@@ -291,7 +288,7 @@ mod tests {
             client: "127.0.0.1:5555".parse().unwrap(),
             method: b"GET",
             target: b"/a\"b",
-            minor: 1,
+            protocol: "HTTP/1.1",
             status: 200,
             body_bytes: 5,
             referer: b"",

@@ -147,6 +147,16 @@ impl ChunkedScanner {
     /// them are payload. `data` is 0 only when `buf` is used up or the body
     /// ended (the rest of `buf` is then the next message).
     pub fn dechunk(&mut self, buf: &[u8]) -> Result<(usize, usize), ChunkError> {
+        self.dechunk_at_most(buf, usize::MAX)
+    }
+
+    /// `dechunk` for a recipient that takes at most `max` payload bytes now
+    /// (an HTTP/2 stream's send window): the rest stays for the next call.
+    pub fn dechunk_at_most(
+        &mut self,
+        buf: &[u8],
+        max: usize,
+    ) -> Result<(usize, usize), ChunkError> {
         let mut i = 0;
         while i < buf.len() && !matches!(self.state, State::Data | State::Done) {
             self.step(buf[i])?;
@@ -155,7 +165,9 @@ impl ChunkedScanner {
         if self.state != State::Data {
             return Ok((i, 0));
         }
-        let take = (buf.len() - i).min(usize::try_from(self.size).unwrap_or(usize::MAX));
+        let take = (buf.len() - i)
+            .min(usize::try_from(self.size).unwrap_or(usize::MAX))
+            .min(max);
         self.size -= take as u64;
         self.data_total += take as u64;
         if self.size == 0 {

@@ -49,6 +49,18 @@ fn is_dropped(name: &str, named: &[&[u8]]) -> bool {
             .any(|t| t.eq_ignore_ascii_case(name.as_bytes()))
 }
 
+/// The header fields of a message that describe it end to end: neither
+/// hop-by-hop ones nor those its Connection header names. They are what
+/// an HTTP/2 response may carry (RFC 9113 §8.2.2).
+pub fn end_to_end<'h, 'b>(
+    headers: &'h [httparse::Header<'b>],
+) -> impl Iterator<Item = &'h httparse::Header<'b>> {
+    let (named, n) = connection_named(headers);
+    headers
+        .iter()
+        .filter(move |h| !is_dropped(h.name, &named[..n]))
+}
+
 /// What the upstream request needs besides the client's head.
 pub struct UpstreamRequest<'a> {
     pub client_ip: IpAddr,

@@ -25,23 +25,23 @@
 //! when the connection goes idle, so an idle keep-alive connection holds only
 //! its socket and this struct.
 
+use super::attempt::{self, Attempts, UpstreamSocket};
 use super::body::{Body, Ends, Relay, RelayStep};
 use super::io::{self, Io};
 use super::pool::Pool;
 use super::Side;
 use crate::access_log::{self, AccessLog};
-use crate::balance::{hash_bytes, Balancer, PickCtx};
+use crate::balance::Balancer;
 use crate::buffer::{Buf, BufPool, VecPool};
-use crate::event::token::{upstream_token, UpstreamOwners, POOLED};
+use crate::event::token::UpstreamOwners;
 use crate::event::Stream;
 use crate::http::date::DateCache;
 use crate::http::redirect::Template;
 use crate::http::{self, errors, request, response, rewrite, Framing};
-use crate::route::{Action, HashKey, Runtime};
+use crate::route::{Action, Runtime};
 use crate::shm::Shm;
-use crate::tls::TlsStream;
 use mio::net::TcpStream;
-use mio::{Interest, Registry};
+use mio::Registry;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -127,14 +127,11 @@ const LINGERING_TIME: Duration = Duration::from_secs(30);
 /// Lingering ends when the client has sent nothing for this long.
 const LINGERING_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Most servers one request may try: the first, then each retry.
-const MAX_TRIES: usize = 1 + crate::config::MAX_RETRIES as usize;
-
 /// Per-request state.
 #[derive(Clone, Copy)]
 struct Exchange {
-    upstream: usize,
-    server: usize,
+    /// The servers tried and held (shared with HTTP/2 streams).
+    att: Attempts,
     is_head: bool,
     client_minor: u8,
     client_keep_alive: bool,
@@ -145,9 +142,6 @@ struct Exchange {
     replayable: bool,
     req: Relay,
     resp: Relay,
-    tried: [usize; MAX_TRIES],
-    ntried: usize,
-    retries_left: u32,
     /// The upstream lets us reuse the connection after this response.
     upstream_keep_alive: bool,
     /// The client connection continues after this response.
@@ -156,13 +150,7 @@ struct Exchange {
     status: u16,
     /// Body bytes of a locally generated response.
     local_body_bytes: u64,
-    upstream_addr: Option<SocketAddr>,
     upstream_status: Option<u16>,
-    upstream_started: Option<Instant>,
-    /// The server whose active count this request holds.
-    active_on: Option<usize>,
-    /// When the request was dispatched upstream (duration histogram).
-    dispatched: Option<Instant>,
     /// Head sizes, for the byte counters.
     req_head_len: u64,
     resp_head_len: u64,
@@ -171,8 +159,7 @@ struct Exchange {
 impl Exchange {
     const fn new() -> Exchange {
         Exchange {
-            upstream: 0,
-            server: 0,
+            att: Attempts::new(),
             is_head: false,
             client_minor: 1,
             client_keep_alive: false,
@@ -180,18 +167,11 @@ impl Exchange {
             replayable: false,
             req: Relay::EMPTY,
             resp: Relay::EMPTY,
-            tried: [0; MAX_TRIES],
-            ntried: 0,
-            retries_left: 0,
             upstream_keep_alive: false,
             keep_after: false,
             status: 0,
             local_body_bytes: 0,
-            upstream_addr: None,
             upstream_status: None,
-            upstream_started: None,
-            active_on: None,
-            dispatched: None,
             req_head_len: 0,
             resp_head_len: 0,
         }
@@ -493,8 +473,8 @@ impl Conn {
                 self.respond_error(env, 408, false)
             }
             Phase::Connect | Phase::SendRequest(_) | Phase::ReadResponseHead => {
-                self.note_failure(env);
-                let up = &env.rt.upstreams[self.ex.upstream];
+                self.ex.att.note_failure(env);
+                let up = &env.rt.upstreams[self.ex.att.upstream];
                 let doing = match (self.phase, &self.up) {
                     (Phase::Connect, Some(u)) if u.connected => "in the TLS handshake",
                     (Phase::Connect, _) => "connecting",
@@ -504,7 +484,7 @@ impl Conn {
                 log::error!(
                     "upstream {upstream} (server {}/{}) timed out {doing}, client: {}",
                     up.name,
-                    up.servers[self.ex.server].name,
+                    up.servers[self.ex.att.server].name,
                     self.peer
                 );
                 self.drop_upstream(env);
@@ -900,9 +880,7 @@ impl Conn {
             }
             self.out_pos = 0;
         }
-        self.ex.upstream = u;
-        self.ex.dispatched = Some(env.now);
-        self.ex.retries_left = env.rt.upstreams[u].retries;
+        self.ex.att.begin(env, u);
         self.proxy_request(env, req, info, route_path)
     }
 
@@ -991,14 +969,14 @@ impl Conn {
         info: &request::RequestInfo,
         path: &[u8],
     ) -> Dispatch {
-        let upstream = &env.rt.upstreams[self.ex.upstream];
+        let upstream = &env.rt.upstreams[self.ex.att.upstream];
         let key = match upstream.balance {
-            crate::config::Balance::Hash => self.hash_key(req, path, &upstream.hash_key),
+            crate::config::Balance::Hash => {
+                super::attempt::request_hash(self.peer.ip(), req, path, &upstream.hash_key)
+            }
             _ => None,
         };
-        let ctx = PickCtx::now(env.shm, self.ex.upstream, key);
-        let Some(server) = env.balancers[self.ex.upstream].pick(&upstream.servers, &ctx, &[])
-        else {
+        let Some(server) = self.ex.att.pick_first(env, key) else {
             log::error!("no server available in upstream {}", upstream.name);
             let keep = self.can_keep_after_error();
             let _ = self.respond_error(env, 503, keep);
@@ -1023,7 +1001,7 @@ impl Conn {
                 default_host: &upstream.servers[server].addr_text,
                 // Also for an HTTP/1.0 client: the request goes up as
                 // HTTP/1.1, so its connection can be pooled too.
-                keep_alive: env.pool.enabled(self.ex.upstream),
+                keep_alive: env.pool.enabled(self.ex.att.upstream),
                 upgrade: info.upgrade,
                 framing: info.framing,
                 max_forwards: info.max_forwards.map(|n| n.saturating_sub(1)),
@@ -1039,38 +1017,14 @@ impl Conn {
     /// Starts the exchange with `server`: a pooled connection if
     /// `use_pool` and one is idle, else a new connection.
     fn connect(&mut self, env: &mut Env, server: usize, head: Vec<u8>, use_pool: bool) -> Step {
-        let upstream = &env.rt.upstreams[self.ex.upstream];
-        let addr = upstream.servers[server].addr;
-        self.ex.server = server;
-        self.hold_server(env, server);
-        self.ex.upstream_addr = Some(addr);
-        self.ex.upstream_started.get_or_insert(env.now);
-        if !self.ex.tried[..self.ex.ntried].contains(&server) && self.ex.ntried < MAX_TRIES {
-            let n = self.ex.ntried;
-            self.ex.tried[n] = server;
-            self.ex.ntried += 1;
-        }
-        let pooled = if use_pool && !self.ex.upgrade {
-            env.pool.checkout(self.ex.upstream, server)
-        } else {
-            None
-        };
-        let reused = pooled.is_some();
-        let sock = match pooled {
-            Some((s, up_slot)) => {
-                // Still registered under its own token: just claim it.
-                if let Some(owner) = env.up_owners.get_mut(up_slot) {
-                    *owner = self.slot;
-                }
-                Ok((s, up_slot))
-            }
-            None => self.open_upstream(env, server, addr),
-        };
-        match sock {
-            Ok((sock, up_slot)) => {
-                if !reused {
-                    let _ = sock.sock().set_nodelay(true);
-                }
+        let addr = self.ex.att.use_server(env, server);
+        let att = self.ex.att;
+        match attempt::upstream_socket(env, &att, self.slot, addr, use_pool && !self.ex.upgrade) {
+            Ok(UpstreamSocket {
+                sock,
+                up_slot,
+                reused,
+            }) => {
                 self.up = Some(Box::new(Upstream {
                     sock,
                     connected: reused,
@@ -1099,46 +1053,6 @@ impl Conn {
                 Ok(true)
             }
             Err(e) => self.connect_failed(env, addr, head, "connect() to", e),
-        }
-    }
-
-    /// A new connection to `server`, registered under its own token, with
-    /// a TLS session on top if the upstream speaks HTTPS.
-    fn open_upstream(
-        &self,
-        env: &mut Env,
-        server: usize,
-        addr: SocketAddr,
-    ) -> std::io::Result<(Stream, usize)> {
-        let mut s = TcpStream::connect(addr)?;
-        let up_slot = env.up_owners.insert(self.slot);
-        let upstream = &env.rt.upstreams[self.ex.upstream];
-        let stream = env
-            .registry
-            .register(
-                &mut s,
-                upstream_token(up_slot),
-                Interest::READABLE | Interest::WRITABLE,
-            )
-            .and_then(|()| match &upstream.tls {
-                None => Ok(Stream::Plain(s)),
-                Some(cfg) => {
-                    let name = upstream.servers[server].tls_name.clone().ok_or_else(|| {
-                        std::io::Error::new(
-                            std::io::ErrorKind::InvalidInput,
-                            "no valid TLS server name (set tls.sni)",
-                        )
-                    })?;
-                    let tls = TlsStream::connect(s, std::sync::Arc::clone(cfg), name)?;
-                    Ok(Stream::Tls(Box::new(tls)))
-                }
-            });
-        match stream {
-            Ok(stream) => Ok((stream, up_slot)),
-            Err(e) => {
-                env.up_owners.remove(up_slot);
-                Err(e)
-            }
         }
     }
 
@@ -1190,28 +1104,17 @@ impl Conn {
         what: &str,
         e: std::io::Error,
     ) -> Step {
-        let upstream = &env.rt.upstreams[self.ex.upstream];
+        let (name, server) = self.ex.att.server_name(env);
         log::error!(
-            "{what} {} (server {}/{}) failed: {}, client: {}",
-            addr,
-            upstream.name,
-            upstream.servers[self.ex.server].name,
-            e,
+            "{what} {addr} (server {name}/{server}) failed: {e}, client: {}",
             self.peer
         );
         env.shm
-            .server(self.ex.upstream, self.ex.server)
+            .server(self.ex.att.upstream, self.ex.att.server)
             .count_connect_error();
-        self.note_failure(env);
-        if self.ex.retries_left > 0 {
-            self.ex.retries_left -= 1;
-            let tried = &self.ex.tried[..self.ex.ntried];
-            let ctx = PickCtx::now(env.shm, self.ex.upstream, None);
-            if let Some(next) = env.balancers[self.ex.upstream].pick(&upstream.servers, &ctx, tried)
-            {
-                env.shm.server(self.ex.upstream, next).count_retry();
-                return self.connect(env, next, head, true);
-            }
+        self.ex.att.note_failure(env);
+        if let Some(next) = self.ex.att.pick_retry(env) {
+            return self.connect(env, next, head, true);
         }
         env.heads.put(head);
         let keep = self.can_keep_after_error();
@@ -1251,7 +1154,7 @@ impl Conn {
         }
         log::debug!("pooled connection to {} was stale, reconnecting", up.addr);
         let (_, head) = self.take_upstream(env);
-        let server = self.ex.server;
+        let server = self.ex.att.server;
         Some(self.connect(env, server, head, false))
     }
 
@@ -1555,7 +1458,7 @@ impl Conn {
             self.peer
         );
         env.shm
-            .server(self.ex.upstream, self.ex.server)
+            .server(self.ex.att.upstream, self.ex.att.server)
             .count_response_error();
         self.drop_upstream(env);
         self.respond_error(env, 502, false)
@@ -1686,7 +1589,7 @@ impl Conn {
         self.ex.resp_head_len = info.head_len as u64;
         // Also ends the server's run of failures (passive detection).
         env.shm
-            .server(self.ex.upstream, self.ex.server)
+            .server(self.ex.att.upstream, self.ex.att.server)
             .count_response(info.status);
         self.ex.status = info.status;
         self.ex.upstream_status = Some(info.status);
@@ -1706,7 +1609,7 @@ impl Conn {
     fn early_response(&mut self, out: &mut Vec<u8>, status: u16) {
         log::debug!(
             "upstream {} answered {status} before the request body was sent ({} bytes sent); the upload stops, client: {}",
-            self.ex.upstream_addr.map(|a| a.to_string()).unwrap_or_default(),
+            self.ex.att.upstream_addr.map(|a| a.to_string()).unwrap_or_default(),
             self.ex.req.sent,
             self.peer
         );
@@ -1903,19 +1806,7 @@ impl Conn {
                     env.bufs.put(b);
                 }
                 env.heads.put(up.head);
-                if let Some(owner) = env.up_owners.get_mut(up.up_slot) {
-                    *owner = POOLED;
-                }
-                let freed = env.pool.checkin(
-                    self.ex.upstream,
-                    self.ex.server,
-                    up.sock,
-                    up.up_slot,
-                    env.now,
-                );
-                if let Some(slot) = freed {
-                    env.up_owners.remove(slot);
-                }
+                attempt::pool_socket(env, &self.ex.att, up.sock, up.up_slot);
             }
         } else {
             self.drop_upstream(env);
@@ -1951,80 +1842,11 @@ impl Conn {
 
     // ----- Shared server state ---------------------------------------------
 
-    /// Counts this request as active on `server` (moving it from another
-    /// server when a retry switched).
-    fn hold_server(&mut self, env: &mut Env, server: usize) {
-        if self.ex.active_on == Some(server) {
-            return;
-        }
-        if let Some(old) = self.ex.active_on.take() {
-            env.shm.server(self.ex.upstream, old).end_request();
-        }
-        env.shm.server(self.ex.upstream, server).begin_request();
-        self.ex.active_on = Some(server);
-    }
-
     /// The request no longer occupies its server: settle the counters.
     fn release_server(&mut self, env: &mut Env) {
-        if let Some(s) = self.ex.active_on.take() {
-            let sh = env.shm.server(self.ex.upstream, s);
-            sh.end_request();
-            sh.count_bytes(
-                self.ex.req_head_len + self.ex.req.sent,
-                self.ex.resp_head_len + self.ex.resp.sent,
-            );
-        }
-        if let Some(t) = self.ex.dispatched.take() {
-            env.shm
-                .upstream(self.ex.upstream)
-                .observe(env.now.saturating_duration_since(t));
-        }
-    }
-
-    /// Passive detection: a connect failure or timeout on live traffic.
-    /// `max_fails` in a row mark the server down for `fail_timeout`.
-    fn note_failure(&mut self, env: &mut Env) {
-        let up = &env.rt.upstreams[self.ex.upstream];
-        if up.max_fails == 0 {
-            return;
-        }
-        let sh = env.shm.server(self.ex.upstream, self.ex.server);
-        if let Some(fails) = sh.mark_failure(up.max_fails, up.fail_timeout_ms) {
-            log::warn!(
-                "server {}/{} marked down for {}ms after {fails} consecutive failures",
-                up.name,
-                up.servers[self.ex.server].name,
-                up.fail_timeout_ms
-            );
-        }
-    }
-
-    /// The hash of the request's `hash_key`, or None if it has none.
-    /// The hash of a request's `hash_key`; `uri` is its normalized path
-    /// (nginx's `$uri`), so every spelling of a path goes to one server.
-    fn hash_key(&self, req: &httparse::Request, path: &[u8], key: &HashKey) -> Option<u64> {
-        match key {
-            HashKey::Source => Some(match self.peer.ip() {
-                std::net::IpAddr::V4(ip) => hash_bytes(&ip.octets()),
-                std::net::IpAddr::V6(ip) => hash_bytes(&ip.octets()),
-            }),
-            HashKey::Uri => Some(hash_bytes(path)),
-            HashKey::Header(name) => req
-                .headers
-                .iter()
-                .find(|h| h.name.eq_ignore_ascii_case(name))
-                .map(|h| hash_bytes(http::trim_ows(h.value))),
-            HashKey::Cookie(name) => req
-                .headers
-                .iter()
-                .filter(|h| http::name_is(h.name, "cookie"))
-                .flat_map(|h| h.value.split(|&b| b == b';'))
-                .find_map(|pair| {
-                    let pair = http::trim_ows(pair);
-                    let eq = pair.iter().position(|&b| b == b'=')?;
-                    (pair[..eq] == *name.as_bytes()).then(|| hash_bytes(&pair[eq + 1..]))
-                }),
-        }
+        let up = self.ex.req_head_len + self.ex.req.sent;
+        let down = self.ex.resp_head_len + self.ex.resp.sent;
+        self.ex.att.release(env, up, down);
     }
 
     // ----- Access log -------------------------------------------------------
@@ -2070,15 +1892,19 @@ impl Conn {
             client: self.peer,
             method: rec.field(0),
             target: rec.field(1),
-            minor: rec.minor,
+            protocol: if rec.minor == 0 {
+                "HTTP/1.0"
+            } else {
+                "HTTP/1.1"
+            },
             status: self.ex.status,
             body_bytes,
             referer: rec.field(2),
             user_agent: rec.field(3),
-            upstream: self.ex.upstream_addr,
+            upstream: self.ex.att.upstream_addr,
             upstream_status: self.ex.upstream_status,
             request_time: env.now.saturating_duration_since(rec.started),
-            upstream_time: access_log::since(self.ex.upstream_started, env.now),
+            upstream_time: access_log::since(self.ex.att.upstream_started, env.now),
         });
         env.heads.put(rec.bytes);
     }

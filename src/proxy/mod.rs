@@ -1,6 +1,7 @@
 //! The client ↔ upstream session: one `Conn` per client connection, an
 //! explicit state machine driven by readiness events from the worker.
 
+mod attempt;
 mod body;
 mod conn;
 #[cfg(test)]

@@ -1,0 +1,264 @@
+//! The servers one request uses: which it tried (retries never go back to
+//! one), which it holds (its active count in shared memory, for leastconn
+//! and `show stat`), and the upstream sockets it gets — the same for an
+//! HTTP/1.1 connection's exchange and for an HTTP/2 stream's.
+
+use super::conn::Env;
+use crate::balance::{hash_bytes, PickCtx};
+use crate::event::token::upstream_token;
+use crate::event::Stream;
+use crate::http;
+use crate::route::HashKey;
+use crate::tls::TlsStream;
+use mio::net::TcpStream;
+use mio::Interest;
+use std::net::SocketAddr;
+use std::time::Instant;
+
+/// Most servers one request may try: the first, then each retry.
+pub const MAX_TRIES: usize = 1 + crate::config::MAX_RETRIES as usize;
+
+#[derive(Clone, Copy)]
+pub struct Attempts {
+    pub upstream: usize,
+    /// The server of the current attempt.
+    pub server: usize,
+    tried: [usize; MAX_TRIES],
+    ntried: usize,
+    retries_left: u32,
+    /// The server whose active count this request holds.
+    active_on: Option<usize>,
+    /// When the request was dispatched upstream (duration histogram).
+    dispatched: Option<Instant>,
+    pub upstream_addr: Option<SocketAddr>,
+    pub upstream_started: Option<Instant>,
+}
+
+impl Attempts {
+    pub const fn new() -> Attempts {
+        Attempts {
+            upstream: 0,
+            server: 0,
+            tried: [0; MAX_TRIES],
+            ntried: 0,
+            retries_left: 0,
+            active_on: None,
+            dispatched: None,
+            upstream_addr: None,
+            upstream_started: None,
+        }
+    }
+
+    /// A request for upstream `u` is dispatched now.
+    pub fn begin(&mut self, env: &Env, u: usize) {
+        self.upstream = u;
+        self.dispatched = Some(env.now);
+        self.retries_left = env.rt.upstreams[u].retries;
+    }
+
+    /// The first server, by the upstream's balancing (`key` for `hash`).
+    pub fn pick_first(&self, env: &mut Env, key: Option<u64>) -> Option<usize> {
+        let upstream = &env.rt.upstreams[self.upstream];
+        let ctx = PickCtx::now(env.shm, self.upstream, key);
+        env.balancers[self.upstream].pick(&upstream.servers, &ctx, &[])
+    }
+
+    /// After a failure that may be retried: the next server not tried yet,
+    /// while retries remain (counted as a retry on it).
+    pub fn pick_retry(&mut self, env: &mut Env) -> Option<usize> {
+        if self.retries_left == 0 {
+            return None;
+        }
+        self.retries_left -= 1;
+        let upstream = &env.rt.upstreams[self.upstream];
+        let ctx = PickCtx::now(env.shm, self.upstream, None);
+        let next = env.balancers[self.upstream].pick(
+            &upstream.servers,
+            &ctx,
+            &self.tried[..self.ntried],
+        )?;
+        env.shm.server(self.upstream, next).count_retry();
+        Some(next)
+    }
+
+    /// The request goes to `server` now: it holds the server's active
+    /// count (moved from a server tried before) and counts as tried.
+    pub fn use_server(&mut self, env: &mut Env, server: usize) -> SocketAddr {
+        let addr = env.rt.upstreams[self.upstream].servers[server].addr;
+        self.server = server;
+        self.hold_server(env, server);
+        self.upstream_addr = Some(addr);
+        self.upstream_started.get_or_insert(env.now);
+        if !self.tried[..self.ntried].contains(&server) && self.ntried < MAX_TRIES {
+            self.tried[self.ntried] = server;
+            self.ntried += 1;
+        }
+        addr
+    }
+
+    fn hold_server(&mut self, env: &mut Env, server: usize) {
+        if self.active_on == Some(server) {
+            return;
+        }
+        if let Some(old) = self.active_on.take() {
+            env.shm.server(self.upstream, old).end_request();
+        }
+        env.shm.server(self.upstream, server).begin_request();
+        self.active_on = Some(server);
+    }
+
+    /// The request no longer occupies its server: settle the counters
+    /// (bytes both ways, heads included) and the duration histogram.
+    pub fn release(&mut self, env: &mut Env, bytes_up: u64, bytes_down: u64) {
+        if let Some(s) = self.active_on.take() {
+            let sh = env.shm.server(self.upstream, s);
+            sh.end_request();
+            sh.count_bytes(bytes_up, bytes_down);
+        }
+        if let Some(t) = self.dispatched.take() {
+            env.shm
+                .upstream(self.upstream)
+                .observe(env.now.saturating_duration_since(t));
+        }
+    }
+
+    /// Passive detection: a connect failure or timeout on live traffic.
+    /// `max_fails` in a row mark the server down for `fail_timeout`.
+    pub fn note_failure(&self, env: &mut Env) {
+        let up = &env.rt.upstreams[self.upstream];
+        if up.max_fails == 0 {
+            return;
+        }
+        let sh = env.shm.server(self.upstream, self.server);
+        if let Some(fails) = sh.mark_failure(up.max_fails, up.fail_timeout_ms) {
+            log::warn!(
+                "server {}/{} marked down for {}ms after {fails} consecutive failures",
+                up.name,
+                up.servers[self.server].name,
+                up.fail_timeout_ms
+            );
+        }
+    }
+
+    /// `server/name` of the current attempt, for log lines.
+    pub fn server_name<'e>(&self, env: &'e Env) -> (&'e str, &'e str) {
+        let up = &env.rt.upstreams[self.upstream];
+        (&up.name, &up.servers[self.server].name)
+    }
+}
+
+/// An upstream socket for the current attempt of `att`, owned by client
+/// connection `owner`: an idle pooled one if `use_pool` and one is there
+/// (`reused` true), else a new connection registered under its own token,
+/// with a TLS session on top if the upstream speaks HTTPS.
+pub struct UpstreamSocket {
+    pub sock: Stream,
+    pub up_slot: usize,
+    pub reused: bool,
+}
+
+pub fn upstream_socket(
+    env: &mut Env,
+    att: &Attempts,
+    owner: usize,
+    addr: SocketAddr,
+    use_pool: bool,
+) -> std::io::Result<UpstreamSocket> {
+    if use_pool {
+        if let Some((sock, up_slot)) = env.pool.checkout(att.upstream, att.server) {
+            // Still registered under its own token: just claim it.
+            if let Some(o) = env.up_owners.get_mut(up_slot) {
+                *o = owner;
+            }
+            return Ok(UpstreamSocket {
+                sock,
+                up_slot,
+                reused: true,
+            });
+        }
+    }
+    let mut s = TcpStream::connect(addr)?;
+    let _ = s.set_nodelay(true);
+    let up_slot = env.up_owners.insert(owner);
+    let upstream = &env.rt.upstreams[att.upstream];
+    let stream = env
+        .registry
+        .register(
+            &mut s,
+            upstream_token(up_slot),
+            Interest::READABLE | Interest::WRITABLE,
+        )
+        .and_then(|()| match &upstream.tls {
+            None => Ok(Stream::Plain(s)),
+            Some(cfg) => {
+                let name = upstream.servers[att.server]
+                    .tls_name
+                    .clone()
+                    .ok_or_else(|| {
+                        std::io::Error::new(
+                            std::io::ErrorKind::InvalidInput,
+                            "no valid TLS server name (set tls.sni)",
+                        )
+                    })?;
+                let tls = TlsStream::connect(s, std::sync::Arc::clone(cfg), name)?;
+                Ok(Stream::Tls(Box::new(tls)))
+            }
+        });
+    match stream {
+        Ok(sock) => Ok(UpstreamSocket {
+            sock,
+            up_slot,
+            reused: false,
+        }),
+        Err(e) => {
+            env.up_owners.remove(up_slot);
+            Err(e)
+        }
+    }
+}
+
+/// Gives a socket whose response completed cleanly back to the pool (or
+/// closes it when the pool is full).
+pub fn pool_socket(env: &mut Env, att: &Attempts, sock: Stream, up_slot: usize) {
+    if let Some(o) = env.up_owners.get_mut(up_slot) {
+        *o = crate::event::token::POOLED;
+    }
+    if let Some(freed) = env
+        .pool
+        .checkin(att.upstream, att.server, sock, up_slot, env.now)
+    {
+        env.up_owners.remove(freed);
+    }
+}
+
+/// The hash of a request's `hash_key`; `uri` is its normalized path
+/// (nginx's `$uri`), so every spelling of a path goes to one server.
+pub fn request_hash(
+    peer: std::net::IpAddr,
+    req: &httparse::Request,
+    path: &[u8],
+    key: &HashKey,
+) -> Option<u64> {
+    match key {
+        HashKey::Source => Some(match peer {
+            std::net::IpAddr::V4(ip) => hash_bytes(&ip.octets()),
+            std::net::IpAddr::V6(ip) => hash_bytes(&ip.octets()),
+        }),
+        HashKey::Uri => Some(hash_bytes(path)),
+        HashKey::Header(name) => req
+            .headers
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case(name))
+            .map(|h| hash_bytes(http::trim_ows(h.value))),
+        HashKey::Cookie(name) => req
+            .headers
+            .iter()
+            .filter(|h| http::name_is(h.name, "cookie"))
+            .flat_map(|h| h.value.split(|&b| b == b';'))
+            .find_map(|pair| {
+                let pair = http::trim_ows(pair);
+                let eq = pair.iter().position(|&b| b == b'=')?;
+                (pair[..eq] == *name.as_bytes()).then(|| hash_bytes(&pair[eq + 1..]))
+            }),
+    }
+}
