@@ -27,6 +27,9 @@
 //! * [`openssl`]: `openssl s_client` runs and openssl-made files (RSA and
 //!   encrypted keys).
 //! * [`notify`]: a systemd `NOTIFY_SOCKET` listener.
+//! * [`h2`]: HTTP/2 clients (curl, nghttp, h2load, h2spec, the Python
+//!   clients of `tests/h2_attack/`) and [`H2Lb`], forklb with a TLS, an h2c
+//!   and a plain listener.
 //!
 //! Every read has a timeout and every wait loop has a deadline, so no test can hang.
 #![allow(dead_code, unused_imports)]
@@ -39,6 +42,7 @@ pub mod basics;
 pub mod client;
 pub mod config;
 pub mod forklb;
+pub mod h2;
 pub mod load;
 pub mod notify;
 pub mod openssl;
@@ -52,6 +56,7 @@ pub use basics::*;
 pub use client::*;
 pub use config::*;
 pub use forklb::*;
+pub use h2::*;
 pub use load::*;
 pub use procfs::*;
 pub(crate) use wire::*;
