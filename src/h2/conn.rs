@@ -87,6 +87,8 @@ impl From<super::limits::Exceeded> for ConnError {
 }
 
 type Step = Result<(), ConnError>;
+/// A decoded header list, or why the stream cannot use it.
+type Decoded = Result<HeaderList, headers::Malformed>;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Phase {
@@ -288,13 +290,7 @@ impl Conn {
                     end_stream,
                     priority,
                 };
-                self.check_block(&block)?;
-                if end_headers {
-                    self.on_block(block, now)
-                } else {
-                    self.block = Some(block);
-                    Ok(())
-                }
+                self.on_fragment(block, end_headers, now)
             }
             Frame::Continuation {
                 block: part,
@@ -308,29 +304,10 @@ impl Conn {
                     self.budgets.hit(Kind::EmptyContinuation, now)?;
                 }
                 block.buf.extend_from_slice(part);
-                self.check_block(&block)?;
-                if end_headers {
-                    self.on_block(block, now)
-                } else {
-                    self.block = Some(block);
-                    Ok(())
-                }
+                self.on_fragment(block, end_headers, now)
             }
             Frame::Priority { .. } => Ok(self.budgets.hit(Kind::Priority, now)?),
-            Frame::RstStream { stream, .. } => {
-                if stream > self.last_stream {
-                    return Err(conn_err(
-                        code::PROTOCOL_ERROR,
-                        "RST_STREAM on an idle stream",
-                    ));
-                }
-                if let Some(s) = self.streams.remove(&stream) {
-                    self.forget(stream, s, Closed::Other);
-                    self.events.push_back(Inbound::Reset { stream });
-                    self.budgets.hit(Kind::Reset, now)?;
-                }
-                Ok(())
-            }
+            Frame::RstStream { stream, .. } => self.on_rst(stream, now),
             Frame::Settings { ack, params } => self.on_settings(ack, params, now),
             Frame::PushPromise { .. } => {
                 Err(conn_err(code::PROTOCOL_ERROR, "PUSH_PROMISE from a client"))
@@ -345,16 +322,7 @@ impl Conn {
             }
             Frame::GoAway { code, last_stream } => {
                 log::debug!("h2 peer GOAWAY code {code} last stream {last_stream}");
-                self.peer_goaway = true;
-                // Our streams above `last_stream` were not processed: the
-                // application may retry them elsewhere.
-                if self.role != Role::Server {
-                    let unprocessed = self.streams.split_off(&last_stream.saturating_add(1));
-                    for (id, s) in unprocessed {
-                        self.forget(id, s, Closed::Other);
-                        self.events.push_back(Inbound::Reset { stream: id });
-                    }
-                }
+                self.on_goaway(last_stream);
                 Ok(())
             }
             Frame::WindowUpdate { stream, increment } => {
@@ -364,7 +332,46 @@ impl Conn {
         }
     }
 
-    /// CVE-2024-27316: the block is bounded before it is decoded.
+    /// A header block fragment: bounded (CVE-2024-27316: before it is
+    /// decoded), then kept for its CONTINUATION or handled.
+    fn on_fragment(&mut self, block: Block, end_headers: bool, now: Instant) -> Step {
+        self.check_block(&block)?;
+        if end_headers {
+            self.on_block(block, now)
+        } else {
+            self.block = Some(block);
+            Ok(())
+        }
+    }
+
+    fn on_rst(&mut self, stream: u32, now: Instant) -> Step {
+        if stream > self.last_stream {
+            let why = "RST_STREAM on an idle stream";
+            return Err(conn_err(code::PROTOCOL_ERROR, why));
+        }
+        if let Some(s) = self.streams.remove(&stream) {
+            self.forget(stream, s, Closed::Other);
+            self.events.push_back(Inbound::Reset { stream });
+            // CVE-2023-44487 counts these.
+            self.budgets.hit(Kind::Reset, now)?;
+        }
+        Ok(())
+    }
+
+    fn on_goaway(&mut self, last_stream: u32) {
+        self.peer_goaway = true;
+        // Our streams above `last_stream` were not processed: the
+        // application may retry them elsewhere.
+        if self.role != Role::Server {
+            let unprocessed = self.streams.split_off(&last_stream.saturating_add(1));
+            for (id, s) in unprocessed {
+                self.forget(id, s, Closed::Other);
+                self.events.push_back(Inbound::Reset { stream: id });
+            }
+        }
+    }
+
+    /// The block must not exceed the list size limit by much.
     fn check_block(&self, block: &Block) -> Step {
         if block.buf.len() > self.settings.max_header_list_size as usize + BLOCK_SLACK {
             return Err(conn_err(
@@ -392,25 +399,13 @@ impl Conn {
                 "DATA beyond the connection window",
             )
         })?;
-        let Some(s) = self.streams.get_mut(&id) else {
-            self.release(flow_len as usize);
-            if id > self.last_stream {
-                return Err(conn_err(code::PROTOCOL_ERROR, "DATA on an idle stream"));
-            }
-            if self.closed_by(id) == Some(Closed::ByUs) {
-                return Ok(());
-            }
-            return self.stream_error(id, code::STREAM_CLOSED, now);
+        let early = |s: &Stream| matches!(s.next, Next::Response { .. });
+        let Some(s) = self.streams.get_mut(&id).filter(|s| !early(s)) else {
+            return self.on_stray_data(id, flow_len, now);
         };
-        let early = matches!(s.next, Next::Response { .. });
-        let Some(recv) = s.state.recv().filter(|_| !early) else {
+        let Some(recv) = s.state.recv() else {
             self.release(flow_len as usize);
-            let code = if early {
-                code::PROTOCOL_ERROR
-            } else {
-                code::STREAM_CLOSED
-            };
-            return self.stream_error(id, code, now);
+            return self.stream_error(id, code::STREAM_CLOSED, now);
         };
         if recv.window.receive(flow_len).is_err() {
             self.release(flow_len as usize);
@@ -443,6 +438,20 @@ impl Conn {
             self.close_recv(id);
         }
         Ok(())
+    }
+
+    /// DATA for no live stream, or before a response head: dropped (its
+    /// bytes go back to the connection window) and answered.
+    fn on_stray_data(&mut self, id: u32, flow_len: u32, now: Instant) -> Step {
+        self.release(flow_len as usize);
+        if id > self.last_stream {
+            return Err(conn_err(code::PROTOCOL_ERROR, "DATA on an idle stream"));
+        }
+        match (self.streams.contains_key(&id), self.closed_by(id)) {
+            (true, _) => self.stream_error(id, code::PROTOCOL_ERROR, now),
+            (false, Some(Closed::ByUs)) => Ok(()),
+            (false, _) => self.stream_error(id, code::STREAM_CLOSED, now),
+        }
     }
 
     fn on_block(&mut self, block: Block, now: Instant) -> Step {
@@ -496,6 +505,11 @@ impl Conn {
         if self.role != Role::Server {
             return Err(conn_err(code::PROTOCOL_ERROR, "HEADERS on an idle stream"));
         }
+        self.on_request(id, list, end_stream, now)
+    }
+
+    /// Server role: HEADERS opening a new stream.
+    fn on_request(&mut self, id: u32, list: Decoded, end_stream: bool, now: Instant) -> Step {
         self.last_stream = id;
         self.budgets.stream_opened();
         if self.draining || self.streams.len() >= self.settings.max_concurrent_streams as usize {
@@ -550,7 +564,7 @@ impl Conn {
     fn on_response(
         &mut self,
         id: u32,
-        list: Result<HeaderList, &'static str>,
+        list: Decoded,
         end_stream: bool,
         head_request: bool,
         now: Instant,
@@ -592,13 +606,7 @@ impl Conn {
         Ok(())
     }
 
-    fn on_trailers(
-        &mut self,
-        id: u32,
-        list: Result<HeaderList, &'static str>,
-        end_stream: bool,
-        now: Instant,
-    ) -> Step {
+    fn on_trailers(&mut self, id: u32, list: Decoded, end_stream: bool, now: Instant) -> Step {
         let Some(recv) = self.streams.get_mut(&id).and_then(|s| s.state.recv()) else {
             return self.stream_error(id, code::STREAM_CLOSED, now);
         };
