@@ -9,7 +9,9 @@
 //! - `flow`: send and receive windows.
 //! - `limits`: per-connection flood budgets (rapid reset, PING, SETTINGS, ...).
 //! - `stream`: one stream's state (RFC 9113 §5.1), shared by both roles.
-//! - `conn`: the connection state machine both roles share (private).
+//! - `conn`: the connection state machine both roles share (private):
+//!   `conn/inbound.rs` handles the peer's frames, `conn/outbound.rs` the
+//!   application's calls.
 //! - `server`: [`ServerConn`], the server side of a connection.
 //! - `client`: [`ClientConn`], the client side (HTTP/2 upstreams).
 //!
