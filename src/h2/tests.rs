@@ -455,6 +455,39 @@ fn h2_server_send_windows() {
 }
 
 #[test]
+fn h2_server_trailers_and_frame_splitting() {
+    let mut c = open(Settings::default());
+    let mut p = Peer::new();
+    let mut bytes = p.request(1, &[], false);
+    bytes.extend(data(1, b"abc", false));
+    bytes.extend(p.headers(1, &[("grpc-timeout", "1S")], true));
+    bytes.extend(p.request(3, &[], true));
+    c.recv(&bytes, Instant::now());
+    let ev = events(&mut c);
+    assert!(
+        matches!(&ev[2], Event::Trailers { stream: 1, trailers } if trailers[0].0 == b"grpc-timeout")
+    );
+    // Trailers without END_STREAM, or with a pseudo-header: malformed.
+    c.recv(&p.request(5, &[], false), Instant::now());
+    c.recv(&p.headers(5, &[("x", "y")], false), Instant::now());
+    assert_eq!(rsts(&take(&mut c)), [(5, code::PROTOCOL_ERROR)]);
+    // Data split by the peer's max frame size; an empty END_STREAM frame.
+    c.send_headers(1, 200, &[], false);
+    assert_eq!(c.send_data(1, &[0; 40_000], false), 40_000);
+    assert_eq!(c.send_data(1, b"", true), 0);
+    let sizes: Vec<(u32, u8)> = take(&mut c)
+        .iter()
+        .filter(|(h, _)| h.kind == frame::DATA)
+        .map(|(h, _)| (h.len, h.flags))
+        .collect();
+    assert_eq!(
+        sizes,
+        [(16_384, 0), (16_384, 0), (7_232, 0), (0, frame::END_STREAM)]
+    );
+    assert_eq!(c.open_streams(), 1);
+}
+
+#[test]
 fn h2_server_go_away_drains() {
     let mut c = open(Settings::default());
     let mut p = Peer::new();
