@@ -670,6 +670,33 @@ fn h2_client_large_body_under_flow_control() {
 }
 
 #[test]
+fn h2_client_upload_stopped_after_a_complete_response() {
+    let mut client = ClientConn::new(Settings::default());
+    let mut server = ServerConn::new(Settings::default());
+    let id = client.send_request(&head("POST"), false).unwrap();
+    client.send_data(id, b"part", false);
+    pump(&mut client, &mut server);
+    events(&mut server);
+    // An early complete answer: the server stops the upload with NO_ERROR.
+    server.send_headers(id, 413, &[], true);
+    pump(&mut client, &mut server);
+    let ev = client_events(&mut client);
+    assert!(
+        matches!(
+            ev[..],
+            [ClientEvent::Response {
+                status: 413,
+                end_stream: true,
+                ..
+            }]
+        ),
+        "{ev:?}"
+    );
+    assert_eq!(client.send_window(id), 0);
+    assert_eq!(client.open_streams(), 0);
+}
+
+#[test]
 fn h2_client_sees_server_reset_and_goaway() {
     let mut client = ClientConn::new(Settings::default());
     let mut server = ServerConn::new(Settings::default());

@@ -45,7 +45,7 @@ impl Conn {
                 self.on_fragment(block, end_headers, now)
             }
             Frame::Priority { .. } => Ok(self.budgets.hit(Kind::Priority, now)?),
-            Frame::RstStream { stream, .. } => self.on_rst(stream, now),
+            Frame::RstStream { stream, code } => self.on_rst(stream, code, now),
             Frame::Settings { ack, params } => self.on_settings(ack, params, now),
             Frame::PushPromise { .. } => {
                 Err(conn_err(code::PROTOCOL_ERROR, "PUSH_PROMISE from a client"))
@@ -82,13 +82,19 @@ impl Conn {
         }
     }
 
-    fn on_rst(&mut self, stream: u32, now: Instant) -> Step {
+    fn on_rst(&mut self, stream: u32, reason: u32, now: Instant) -> Step {
         if stream > self.last_stream {
             let why = "RST_STREAM on an idle stream";
             return Err(conn_err(code::PROTOCOL_ERROR, why));
         }
-        if let Some(s) = self.streams.remove(&stream) {
+        if let Some(mut s) = self.streams.remove(&stream) {
+            // Client role: a server that has sent its whole response may
+            // stop our upload with NO_ERROR (RFC 9113 §8.1): not a failure.
+            let answered = self.role != Role::Server && s.state.recv().is_none();
             self.forget(stream, s, Closed::Other);
+            if answered && reason == code::NO_ERROR {
+                return Ok(());
+            }
             self.events.push_back(Inbound::Reset { stream });
             // CVE-2023-44487 counts these.
             self.budgets.hit(Kind::Reset, now)?;
