@@ -10,7 +10,11 @@ fuzz_target!(|data: &[u8]| {
     let Some((&pick, mut rest)) = data.split_first() else {
         return;
     };
-    let max_frame = if pick & 1 == 0 { frame::MIN_MAX_FRAME } else { frame::MAX_MAX_FRAME };
+    let max_frame = if pick & 1 == 0 {
+        frame::MIN_MAX_FRAME
+    } else {
+        frame::MAX_MAX_FRAME
+    };
     let mut decoder = hpack::Decoder::default();
     while let Ok(Some((f, n))) = frame::decode(rest, max_frame) {
         assert!(n >= frame::HEADER_LEN && n <= rest.len());
@@ -22,9 +26,7 @@ fuzz_target!(|data: &[u8]| {
                     let _ = headers::trailers(list);
                 }
             }
-            frame::Frame::Settings { params, .. } => {
-                for _ in frame::settings_params(params) {}
-            }
+            frame::Frame::Settings { params, .. } => for _ in frame::settings_params(params) {},
             _ => {}
         }
         rest = &rest[n..];

@@ -6,13 +6,53 @@
 
 use std::time::{Duration, Instant};
 
-use forklb::h2::{code, Event, ServerConn, Settings, PREFACE};
+use forklb::h2::{
+    code, ClientConn, ClientEvent, Event, RequestHead, ServerConn, Settings, PREFACE,
+};
 use libfuzzer_sys::fuzz_target;
+
+/// The client role: two requests, then the server's (arbitrary) bytes.
+fn client(seed: u8, body: &[u8]) {
+    let mut conn = ClientConn::new(Settings::default());
+    let head = RequestHead {
+        method: b"POST".to_vec(),
+        scheme: b"https".to_vec(),
+        authority: Some(b"a".to_vec()),
+        path: b"/".to_vec(),
+        headers: Vec::new(),
+        content_length: None,
+    };
+    let a = conn.send_request(&head, false);
+    conn.send_request(&head, true);
+    let t0 = Instant::now();
+    let mut input = Vec::new();
+    for (i, chunk) in body.chunks(usize::from(seed % 13) + 1).enumerate() {
+        input.extend_from_slice(chunk);
+        let used = conn.recv(&input, t0 + Duration::from_millis(i as u64));
+        input.drain(..used);
+        if let Some(a) = a {
+            let w = conn.send_window(a);
+            assert!(conn.send_data(a, &vec![0; w.min(5000)], false) <= w);
+        }
+        while let Some(event) = conn.next_event() {
+            if let ClientEvent::Data { stream, data, .. } = event {
+                conn.consumed(stream, data.len());
+            }
+        }
+        if conn.can_open_stream() && chunk.first() == Some(&0) {
+            conn.send_request(&head, true);
+        }
+        conn.advance_output(conn.output().len());
+    }
+}
 
 fuzz_target!(|data: &[u8]| {
     let Some((&seed, body)) = data.split_first() else {
         return;
     };
+    if seed & 0x80 != 0 {
+        return client(seed, body);
+    }
     let mut conn = ServerConn::new(Settings {
         max_concurrent_streams: 4,
         initial_window_size: 1000,
@@ -59,6 +99,11 @@ fuzz_target!(|data: &[u8]| {
             conn.advance_output(n);
         }
         assert!(conn.output().len() < 4 * 1024 * 1024);
-        let _ = (conn.is_done(), conn.wants_read(), conn.open_streams(), conn.error());
+        let _ = (
+            conn.is_done(),
+            conn.wants_read(),
+            conn.open_streams(),
+            conn.error(),
+        );
     }
 });

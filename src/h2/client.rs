@@ -2,7 +2,7 @@
 //! `h2`/`h2c` upstream), sans-IO, over the same `Conn` as the server side.
 
 use super::conn::{common_api, Conn, Inbound, Role};
-use super::{HeaderList, RequestHead, Settings};
+use super::{headers, HeaderList, RequestHead, Settings};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
@@ -28,17 +28,6 @@ pub enum Event {
 
 pub struct ClientConn {
     conn: Conn,
-}
-
-/// Fields that are HTTP/1.1 framing and must not travel in HTTP/2.
-fn hop_by_hop(name: &[u8], value: &[u8]) -> bool {
-    match name {
-        b"connection" | b"keep-alive" | b"proxy-connection" | b"transfer-encoding" | b"upgrade" => {
-            true
-        }
-        b"te" => !value.eq_ignore_ascii_case(b"trailers"),
-        _ => false,
-    }
 }
 
 impl ClientConn {
@@ -77,7 +66,7 @@ impl ClientConn {
         let fields: Vec<(&[u8], &[u8])> = head
             .headers
             .iter()
-            .filter(|(n, v)| !hop_by_hop(n, v))
+            .filter(|(n, v)| headers::check_connection_specific(n, v).is_ok())
             .map(|(n, v)| (n.as_slice(), v.as_slice()))
             .collect();
         self.conn.send_fields(stream, &pseudo, &fields, end_stream);

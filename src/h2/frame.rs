@@ -236,165 +236,148 @@ pub fn decode(buf: &[u8], max_frame: u32) -> Result<Option<(Frame<'_>, usize)>, 
 
 /// Checks and types one frame whose payload is complete.
 pub fn parse(head: Head, payload: &[u8]) -> Result<Frame<'_>, FrameError> {
+    check_scope(head)?;
     let Head {
         kind,
         flags,
         stream,
-        ..
+        len,
     } = head;
-    let need_stream = |what| {
-        if stream == 0 {
-            Err(FrameError::conn(code::PROTOCOL_ERROR, what))
-        } else {
-            Ok(())
-        }
-    };
-    let need_conn = |what| {
-        if stream != 0 {
-            Err(FrameError::conn(code::PROTOCOL_ERROR, what))
-        } else {
-            Ok(())
-        }
-    };
-    let frame = match kind {
-        DATA => {
-            need_stream("DATA on stream 0")?;
-            Frame::Data {
-                stream,
-                data: unpad(payload, flags)?,
-                end_stream: flags & END_STREAM != 0,
-                flow_len: head.len,
-            }
-        }
-        HEADERS => {
-            need_stream("HEADERS on stream 0")?;
-            let mut block = unpad(payload, flags)?;
-            let mut priority = None;
-            if flags & PRIORITY_FLAG != 0 {
-                let (fields, rest) = block.split_at_checked(5).ok_or(FrameError::conn(
-                    code::FRAME_SIZE_ERROR,
-                    "HEADERS too short for priority",
-                ))?;
-                priority = Some(parse_priority(stream, fields)?);
-                block = rest;
-            }
-            Frame::Headers {
-                stream,
-                block,
-                end_stream: flags & END_STREAM != 0,
-                end_headers: flags & END_HEADERS != 0,
-                priority,
-            }
-        }
-        PRIORITY => {
-            need_stream("PRIORITY on stream 0")?;
-            if payload.len() != 5 {
-                return Err(FrameError::stream(
-                    stream,
-                    code::FRAME_SIZE_ERROR,
-                    "PRIORITY length is not 5",
-                ));
-            }
-            let priority = parse_priority(stream, payload)?;
-            if priority.depends_on == stream {
-                return Err(FrameError::stream(
-                    stream,
-                    code::PROTOCOL_ERROR,
-                    "stream depends on itself",
-                ));
-            }
-            Frame::Priority { stream, priority }
-        }
-        RST_STREAM => {
-            need_stream("RST_STREAM on stream 0")?;
-            let code = match payload {
-                [a, b, c, d] => u32::from_be_bytes([*a, *b, *c, *d]),
-                _ => {
-                    return Err(FrameError::conn(
-                        code::FRAME_SIZE_ERROR,
-                        "RST_STREAM length is not 4",
-                    ))
-                }
-            };
-            Frame::RstStream { stream, code }
-        }
-        SETTINGS => {
-            need_conn("SETTINGS on a stream")?;
-            let ack = flags & ACK != 0;
-            if ack && !payload.is_empty() {
-                return Err(FrameError::conn(
-                    code::FRAME_SIZE_ERROR,
-                    "SETTINGS ack with a payload",
-                ));
-            }
-            if !payload.len().is_multiple_of(6) {
-                return Err(FrameError::conn(
-                    code::FRAME_SIZE_ERROR,
-                    "SETTINGS length not a multiple of 6",
-                ));
-            }
-            for (id, value) in settings_params(payload) {
-                check_setting(id, value)?;
-            }
-            Frame::Settings {
-                ack,
-                params: payload,
-            }
-        }
-        PUSH_PROMISE => {
-            need_stream("PUSH_PROMISE on stream 0")?;
-            Frame::PushPromise { stream }
-        }
-        PING => {
-            need_conn("PING on a stream")?;
-            let data: [u8; 8] = payload
-                .try_into()
-                .map_err(|_| FrameError::conn(code::FRAME_SIZE_ERROR, "PING length is not 8"))?;
-            Frame::Ping {
-                ack: flags & ACK != 0,
-                data,
-            }
-        }
-        GOAWAY => {
-            need_conn("GOAWAY on a stream")?;
-            let short = FrameError::conn(code::FRAME_SIZE_ERROR, "GOAWAY shorter than 8");
-            let last = be32(payload).ok_or(short)?;
-            let code = be32(payload.get(4..).unwrap_or_default()).ok_or(short)?;
-            Frame::GoAway {
-                last_stream: last & MAX_WINDOW,
-                code,
-            }
-        }
-        WINDOW_UPDATE => {
-            let increment = match payload {
-                [a, b, c, d] => u32::from_be_bytes([*a, *b, *c, *d]) & MAX_WINDOW,
-                _ => {
-                    return Err(FrameError::conn(
-                        code::FRAME_SIZE_ERROR,
-                        "WINDOW_UPDATE length is not 4",
-                    ))
-                }
-            };
-            if increment == 0 {
-                let what = "WINDOW_UPDATE with a zero increment";
-                return Err(match stream {
-                    0 => FrameError::conn(code::PROTOCOL_ERROR, what),
-                    id => FrameError::stream(id, code::PROTOCOL_ERROR, what),
-                });
-            }
-            Frame::WindowUpdate { stream, increment }
-        }
-        CONTINUATION => {
-            need_stream("CONTINUATION on stream 0")?;
-            Frame::Continuation {
-                stream,
-                block: payload,
-                end_headers: flags & END_HEADERS != 0,
-            }
-        }
+    Ok(match kind {
+        DATA => Frame::Data {
+            stream,
+            data: unpad(payload, flags)?,
+            end_stream: flags & END_STREAM != 0,
+            flow_len: len,
+        },
+        HEADERS => parse_headers(stream, flags, payload)?,
+        PRIORITY => parse_priority_frame(stream, payload)?,
+        RST_STREAM => Frame::RstStream {
+            stream,
+            code: u32::from_be_bytes(fixed(payload, "RST_STREAM length is not 4")?),
+        },
+        SETTINGS => parse_settings(flags, payload)?,
+        PUSH_PROMISE => Frame::PushPromise { stream },
+        PING => Frame::Ping {
+            ack: flags & ACK != 0,
+            data: fixed(payload, "PING length is not 8")?,
+        },
+        GOAWAY => parse_goaway(payload)?,
+        WINDOW_UPDATE => parse_window_update(stream, payload)?,
+        CONTINUATION => Frame::Continuation {
+            stream,
+            block: payload,
+            end_headers: flags & END_HEADERS != 0,
+        },
         kind => Frame::Unknown { kind, stream },
-    };
-    Ok(frame)
+    })
+}
+
+/// Stream frames need a stream id, connection frames must have none
+/// (§6: a connection PROTOCOL_ERROR either way). WINDOW_UPDATE and unknown
+/// types may be either.
+fn check_scope(head: Head) -> Result<(), FrameError> {
+    let needs_stream = matches!(
+        head.kind,
+        DATA | HEADERS | PRIORITY | RST_STREAM | PUSH_PROMISE | CONTINUATION
+    );
+    let needs_conn = matches!(head.kind, SETTINGS | PING | GOAWAY);
+    if needs_stream && head.stream == 0 {
+        return Err(FrameError::conn(
+            code::PROTOCOL_ERROR,
+            "stream frame on stream 0",
+        ));
+    }
+    if needs_conn && head.stream != 0 {
+        return Err(FrameError::conn(
+            code::PROTOCOL_ERROR,
+            "connection frame on a stream",
+        ));
+    }
+    Ok(())
+}
+
+/// A payload of exactly `N` bytes, else a connection FRAME_SIZE_ERROR.
+fn fixed<const N: usize>(payload: &[u8], what: &'static str) -> Result<[u8; N], FrameError> {
+    payload
+        .try_into()
+        .map_err(|_| FrameError::conn(code::FRAME_SIZE_ERROR, what))
+}
+
+fn parse_headers(stream: u32, flags: u8, payload: &[u8]) -> Result<Frame<'_>, FrameError> {
+    let mut block = unpad(payload, flags)?;
+    let mut priority = None;
+    if flags & PRIORITY_FLAG != 0 {
+        let short = FrameError::conn(code::FRAME_SIZE_ERROR, "HEADERS too short for priority");
+        let (fields, rest) = block.split_at_checked(5).ok_or(short)?;
+        priority = Some(parse_priority(stream, fields)?);
+        block = rest;
+    }
+    Ok(Frame::Headers {
+        stream,
+        block,
+        end_stream: flags & END_STREAM != 0,
+        end_headers: flags & END_HEADERS != 0,
+        priority,
+    })
+}
+
+/// PRIORITY errors only concern the stream (§6.3).
+fn parse_priority_frame(stream: u32, payload: &[u8]) -> Result<Frame<'_>, FrameError> {
+    if payload.len() != 5 {
+        let what = "PRIORITY length is not 5";
+        return Err(FrameError::stream(stream, code::FRAME_SIZE_ERROR, what));
+    }
+    let priority = parse_priority(stream, payload)?;
+    if priority.depends_on == stream {
+        let what = "stream depends on itself";
+        return Err(FrameError::stream(stream, code::PROTOCOL_ERROR, what));
+    }
+    Ok(Frame::Priority { stream, priority })
+}
+
+fn parse_settings(flags: u8, payload: &[u8]) -> Result<Frame<'_>, FrameError> {
+    let ack = flags & ACK != 0;
+    if ack && !payload.is_empty() {
+        return Err(FrameError::conn(
+            code::FRAME_SIZE_ERROR,
+            "SETTINGS ack with a payload",
+        ));
+    }
+    if !payload.len().is_multiple_of(6) {
+        let what = "SETTINGS length not a multiple of 6";
+        return Err(FrameError::conn(code::FRAME_SIZE_ERROR, what));
+    }
+    for (id, value) in settings_params(payload) {
+        check_setting(id, value)?;
+    }
+    Ok(Frame::Settings {
+        ack,
+        params: payload,
+    })
+}
+
+fn parse_goaway(payload: &[u8]) -> Result<Frame<'_>, FrameError> {
+    let short = FrameError::conn(code::FRAME_SIZE_ERROR, "GOAWAY shorter than 8");
+    let last = be32(payload).ok_or(short)?;
+    let code = be32(payload.get(4..).unwrap_or_default()).ok_or(short)?;
+    Ok(Frame::GoAway {
+        last_stream: last & MAX_WINDOW,
+        code,
+    })
+}
+
+fn parse_window_update(stream: u32, payload: &[u8]) -> Result<Frame<'_>, FrameError> {
+    let raw = fixed(payload, "WINDOW_UPDATE length is not 4")?;
+    let increment = u32::from_be_bytes(raw) & MAX_WINDOW;
+    if increment == 0 {
+        let what = "WINDOW_UPDATE with a zero increment";
+        return Err(match stream {
+            0 => FrameError::conn(code::PROTOCOL_ERROR, what),
+            id => FrameError::stream(id, code::PROTOCOL_ERROR, what),
+        });
+    }
+    Ok(Frame::WindowUpdate { stream, increment })
 }
 
 /// Value checks of §6.5.2 (unknown identifiers are ignored).

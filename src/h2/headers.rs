@@ -56,8 +56,9 @@ fn check_value(value: &[u8]) -> Result<(), Malformed> {
     Ok(())
 }
 
-/// RFC 9113 §8.2.2: hop-by-hop fields have no place in HTTP/2.
-fn check_connection_specific(name: &[u8], value: &[u8]) -> Result<(), Malformed> {
+/// RFC 9113 §8.2.2: hop-by-hop fields have no place in HTTP/2 (`te` only
+/// as `trailers`). Received: malformed; sent (client role): dropped.
+pub fn check_connection_specific(name: &[u8], value: &[u8]) -> Result<(), Malformed> {
     match name {
         b"connection" | b"keep-alive" | b"proxy-connection" | b"transfer-encoding" | b"upgrade" => {
             Err("connection-specific field")

@@ -9,7 +9,21 @@
 //! - `flow`: send and receive windows.
 //! - `limits`: per-connection flood budgets (rapid reset, PING, SETTINGS, ...).
 //! - `stream`: one stream's state (RFC 9113 §5.1), shared by both roles.
+//! - `conn`: the connection state machine both roles share (private):
+//!   `conn/inbound.rs` handles the peer's frames, `conn/outbound.rs` the
+//!   application's calls.
 //! - `server`: [`ServerConn`], the server side of a connection.
+//! - `client`: [`ClientConn`], the client side (HTTP/2 upstreams).
+//!
+//! Driving a `ServerConn` (the glue's loop, per readiness event):
+//! 1. while `wants_read()`: read, `recv(&buf, now)`, keep the unconsumed tail;
+//! 2. drain `next_event()`: `Request` starts an exchange; `Data` chunks are
+//!    forwarded and reported with `consumed(stream, n)` once written
+//!    upstream (that alone reopens the client's window); `Reset` aborts;
+//! 3. answer with `send_headers`, then `send_data` up to `send_window`
+//!    (retry the rest after the next `recv`: WINDOW_UPDATEs arrive there);
+//! 4. write `output()`, `advance_output(n)`; close when `is_done()`, and
+//!    log `error()` with the client's address when `is_closing()`.
 
 pub mod client;
 mod conn;

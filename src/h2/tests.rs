@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use super::frame::{self, Frame, Head};
+use super::frame::{self, Head};
 use super::hpack;
 use super::{code, Event, ServerConn, Settings, PREFACE};
 
@@ -455,6 +455,39 @@ fn h2_server_send_windows() {
 }
 
 #[test]
+fn h2_server_trailers_and_frame_splitting() {
+    let mut c = open(Settings::default());
+    let mut p = Peer::new();
+    let mut bytes = p.request(1, &[], false);
+    bytes.extend(data(1, b"abc", false));
+    bytes.extend(p.headers(1, &[("grpc-timeout", "1S")], true));
+    bytes.extend(p.request(3, &[], true));
+    c.recv(&bytes, Instant::now());
+    let ev = events(&mut c);
+    assert!(
+        matches!(&ev[2], Event::Trailers { stream: 1, trailers } if trailers[0].0 == b"grpc-timeout")
+    );
+    // Trailers without END_STREAM, or with a pseudo-header: malformed.
+    c.recv(&p.request(5, &[], false), Instant::now());
+    c.recv(&p.headers(5, &[("x", "y")], false), Instant::now());
+    assert_eq!(rsts(&take(&mut c)), [(5, code::PROTOCOL_ERROR)]);
+    // Data split by the peer's max frame size; an empty END_STREAM frame.
+    c.send_headers(1, 200, &[], false);
+    assert_eq!(c.send_data(1, &[0; 40_000], false), 40_000);
+    assert_eq!(c.send_data(1, b"", true), 0);
+    let sizes: Vec<(u32, u8)> = take(&mut c)
+        .iter()
+        .filter(|(h, _)| h.kind == frame::DATA)
+        .map(|(h, _)| (h.len, h.flags))
+        .collect();
+    assert_eq!(
+        sizes,
+        [(16_384, 0), (16_384, 0), (7_232, 0), (0, frame::END_STREAM)]
+    );
+    assert_eq!(c.open_streams(), 1);
+}
+
+#[test]
 fn h2_server_go_away_drains() {
     let mut c = open(Settings::default());
     let mut p = Peer::new();
@@ -479,17 +512,6 @@ fn h2_server_bad_preface() {
     c.recv(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", Instant::now());
     assert!(c.is_closing());
     assert_eq!(goaway(&take(&mut c)), Some(code::PROTOCOL_ERROR));
-}
-
-/// Frames that parse must leave the connection consistent: a random mix
-/// never panics (the fuzz target does this at scale).
-#[test]
-fn h2_server_decode_matches_frame_module() {
-    let f = raw(frame::PING, frame::ACK, 0, &[1; 8]);
-    assert!(matches!(
-        frame::decode(&f, frame::MIN_MAX_FRAME),
-        Ok(Some((Frame::Ping { ack: true, .. }, 17)))
-    ));
 }
 
 // ---- ClientConn paired with ServerConn in memory ----
@@ -634,6 +656,33 @@ fn h2_client_large_body_under_flow_control() {
     }
     assert_eq!(got, body.len());
     assert!(server.error().is_none());
+}
+
+#[test]
+fn h2_client_upload_stopped_after_a_complete_response() {
+    let mut client = ClientConn::new(Settings::default());
+    let mut server = ServerConn::new(Settings::default());
+    let id = client.send_request(&head("POST"), false).unwrap();
+    client.send_data(id, b"part", false);
+    pump(&mut client, &mut server);
+    events(&mut server);
+    // An early complete answer: the server stops the upload with NO_ERROR.
+    server.send_headers(id, 413, &[], true);
+    pump(&mut client, &mut server);
+    let ev = client_events(&mut client);
+    assert!(
+        matches!(
+            ev[..],
+            [ClientEvent::Response {
+                status: 413,
+                end_stream: true,
+                ..
+            }]
+        ),
+        "{ev:?}"
+    );
+    assert_eq!(client.send_window(id), 0);
+    assert_eq!(client.open_streams(), 0);
 }
 
 #[test]
