@@ -246,7 +246,17 @@ fn zero_window_stall_is_timed_out() {
     // The upstream connection was given up too (no 10 MiB held for it).
     assert!(
         wait_until(Duration::from_secs(5), || {
-            let (out, version) = h.curl_h2_tls("/again");
+            // The body (10 MiB of bytes, not text) is not kept.
+            let url = h.tls_url("/again");
+            let (out, version) = curl_with_version(&[
+                "--http2",
+                "-sSk",
+                "--max-time",
+                "10",
+                "-o",
+                "/dev/null",
+                &url,
+            ]);
             out.ok() && version == "2"
         }),
         "{}",

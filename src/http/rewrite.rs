@@ -61,6 +61,24 @@ pub fn end_to_end<'h, 'b>(
         .filter(move |h| !is_dropped(h.name, &named[..n]))
 }
 
+/// A field that frames or routes a message rather than describes it: it
+/// never travels as a trailer (RFC 9110 §6.5.1) nor crosses a hop.
+pub fn is_framing_or_hop(lower_name: &[u8]) -> bool {
+    const FIELDS: [&[u8]; 10] = [
+        b"connection",
+        b"keep-alive",
+        b"proxy-connection",
+        b"te",
+        b"trailer",
+        b"upgrade",
+        b"transfer-encoding",
+        b"content-length",
+        b"host",
+        b"content-type",
+    ];
+    FIELDS.contains(&lower_name)
+}
+
 /// What the upstream request needs besides the client's head.
 pub struct UpstreamRequest<'a> {
     pub client_ip: IpAddr,

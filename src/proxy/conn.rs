@@ -124,6 +124,25 @@ enum Upload {
 /// The request line of the HTTP/2 connection preface (RFC 9113 §3.4).
 const H2_PREFACE_LINE: &[u8] = b"PRI * HTTP/2.0\r\n";
 
+/// A complete first line that is no HTTP/1 request line. On an `h2c`
+/// listener such a client may be an HTTP/2 client whose preface is broken:
+/// it gets HTTP/2's answer (GOAWAY with PROTOCOL_ERROR, RFC 9113 §3.4), as on
+/// HTTP/2-only ports; either way the connection closes.
+fn not_http1(input: &[u8]) -> bool {
+    let Some(line) = input
+        .split(|&b| b == b'\n')
+        .next()
+        .filter(|_| input.contains(&b'\n'))
+    else {
+        return false;
+    };
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    let Some(version) = line.rsplit(|&b| b == b' ').next() else {
+        return true;
+    };
+    !(version.len() == 8 && version.starts_with(b"HTTP/1.") && version[7].is_ascii_digit())
+}
+
 /// Lingering close (see `Phase::Lingering`), with nginx's defaults
 /// (`lingering_time 30s`, `lingering_timeout 5s`): a client still uploading
 /// when its response is complete gets this long, at most, to notice the
@@ -672,7 +691,7 @@ impl Conn {
     }
 
     fn dispatch(&mut self, env: &mut Env, input: &Buf) -> Dispatch {
-        if self.served == 0 && input.data().starts_with(H2_PREFACE_LINE) && self.h2_allowed(env) {
+        if self.served == 0 && self.speaks_h2(env, input.data()) {
             return Dispatch::Http2;
         }
         let mut headers = [httparse::EMPTY_HEADER; http::MAX_HEADERS];
@@ -734,13 +753,18 @@ impl Conn {
         Dispatch::Consumed(info.head_len)
     }
 
-    /// HTTP/2 is allowed on this connection: TLS with ALPN `h2`, or a plain
-    /// listener with `h2c: true`. Elsewhere the preface is an HTTP/1 request
-    /// of version 2.0, refused with 505; `Upgrade: h2c` never counts.
-    fn h2_allowed(&self, env: &Env) -> bool {
+    /// The client speaks HTTP/2: it chose `h2` by ALPN (whatever it sends
+    /// then is HTTP/2's to judge: a bad preface gets GOAWAY), or it sent the
+    /// preface on a plain listener with `h2c: true`. Elsewhere the preface
+    /// is an HTTP/1 request of version 2.0, refused with 505; `Upgrade: h2c`
+    /// never counts.
+    fn speaks_h2(&self, env: &Env, input: &[u8]) -> bool {
         match &self.client {
             Stream::Tls(t) => t.alpn_protocol() == Some(b"h2"),
-            Stream::Plain(_) => env.rt.listeners.get(self.listener).is_some_and(|l| l.h2c),
+            Stream::Plain(_) => {
+                env.rt.listeners.get(self.listener).is_some_and(|l| l.h2c)
+                    && (input.starts_with(H2_PREFACE_LINE) || not_http1(input))
+            }
         }
     }
 

@@ -27,6 +27,8 @@ pub trait ResponseSink {
     fn data(&mut self, bytes: &[u8], end: bool) -> usize;
     /// `n` request body bytes went upstream: the client may send more.
     fn body_forwarded(&mut self, n: usize);
+    /// Trailer fields, ending the response.
+    fn trailers(&mut self, fields: &[(&[u8], &[u8])]);
     /// The response cannot be completed (the upstream failed mid-body).
     fn abort(&mut self);
 }
@@ -379,6 +381,24 @@ impl Exchange {
         }
         self.req_unacked += data.len();
         self.req_ended |= end;
+    }
+
+    /// Trailer fields after the request body: they follow the last chunk
+    /// when the body goes upstream chunked (a Content-Length body cannot
+    /// carry them in HTTP/1.1: they are dropped, as RFC 9110 §6.5 allows).
+    pub fn push_trailers(&mut self, env: &mut Env, fields: &[(Vec<u8>, Vec<u8>)]) {
+        if self.req_framing != Framing::Chunked || !matches!(self.state, State::Upstream(_)) {
+            return self.push_body(env, &[], true);
+        }
+        self.req_out.extend_from_slice(b"0\r\n");
+        for (name, value) in fields {
+            self.req_out.extend_from_slice(name);
+            self.req_out.extend_from_slice(b": ");
+            self.req_out.extend_from_slice(value);
+            self.req_out.extend_from_slice(b"\r\n");
+        }
+        self.req_out.extend_from_slice(b"\r\n");
+        self.req_ended = true;
     }
 
     /// Runs the exchange as far as it goes.

@@ -76,6 +76,10 @@ impl ResponseSink for StreamSink<'_> {
         self.conn.consumed(self.stream, n);
     }
 
+    fn trailers(&mut self, fields: &[(&[u8], &[u8])]) {
+        self.conn.send_trailers(self.stream, fields);
+    }
+
     fn abort(&mut self) {
         self.conn.reset(self.stream, h2::code::INTERNAL_ERROR);
     }
@@ -281,11 +285,9 @@ impl H2Session {
                 // connection's window open.
                 None => self.conn.consumed(stream, data.len()),
             },
-            // Trailers end the request; an HTTP/1.1 upstream gets none
-            // (a later step: chunked trailers).
-            Event::Trailers { stream, .. } => {
+            Event::Trailers { stream, trailers } => {
                 if let Some(s) = self.streams.iter_mut().find(|s| s.id == stream) {
-                    s.ex.push_body(env, &[], true);
+                    s.ex.push_trailers(env, &trailers);
                 }
             }
             Event::Reset { stream } => {

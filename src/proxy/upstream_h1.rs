@@ -51,7 +51,12 @@ pub enum UpStep {
 
 enum Body {
     Length(u64),
-    Chunked(ChunkedScanner),
+    /// `tail`: the framing read since the last chunk data, which at the end
+    /// of the body holds the last chunk and the trailer section.
+    Chunked {
+        scanner: ChunkedScanner,
+        tail: Vec<u8>,
+    },
     UntilClose,
 }
 
@@ -335,7 +340,10 @@ impl UpstreamH1 {
         let body = match info.framing {
             Framing::None | Framing::Length(0) => None,
             Framing::Length(n) => Some(Body::Length(n)),
-            Framing::Chunked => Some(Body::Chunked(ChunkedScanner::new())),
+            Framing::Chunked => Some(Body::Chunked {
+                scanner: ChunkedScanner::new(),
+                tail: Vec::new(),
+            }),
             Framing::UntilClose => Some(Body::UntilClose),
         };
         sink.head(info.status, &fields, body.is_none());
@@ -392,7 +400,7 @@ impl UpstreamH1 {
                     input.consume(n);
                     return UpStep::BodySent(n);
                 }
-                Body::Chunked(scanner) => match scanner.dechunk_at_most(data, cap) {
+                Body::Chunked { scanner, tail } => match scanner.dechunk_at_most(data, cap) {
                     Err(e) => {
                         log::error!(
                             "upstream {} sent a bad chunked body: {}",
@@ -405,14 +413,18 @@ impl UpstreamH1 {
                         };
                     }
                     Ok((framing, n)) if n > 0 => {
+                        tail.clear();
                         let taken = sink.data(&data[framing..framing + n], false);
                         input.consume(framing + taken);
                         return UpStep::BodySent(taken);
                     }
                     Ok((framing, _)) => {
+                        // Bounded: the scanner limits each framing line and
+                        // the trailer section.
+                        tail.extend_from_slice(&data[..framing]);
                         input.consume(framing);
                         if scanner.is_done() {
-                            sink.data(&[], true);
+                            end_with_trailers(tail, sink);
                             return UpStep::Complete(0);
                         }
                         if framing > 0 {
@@ -479,4 +491,38 @@ impl UpstreamH1 {
 
 fn req_done(req: &RequestOut) -> bool {
     req.ended && req.body.is_empty()
+}
+
+/// Ends a chunked body: its trailer fields (from `tail`, the last chunk's
+/// framing) go to the sink, or an empty end when there are none.
+fn end_with_trailers(tail: &[u8], sink: &mut dyn ResponseSink) {
+    // `tail`: maybe the CRLF after the last data, the last-chunk line
+    // (`0[;ext]`), then the trailer section ending in an empty line.
+    let tail = tail.strip_prefix(b"\r\n").unwrap_or(tail);
+    let section = tail
+        .windows(2)
+        .position(|w| w == b"\r\n")
+        .and_then(|i| tail.get(i + 2..))
+        .unwrap_or(&[]);
+    let mut headers = [httparse::EMPTY_HEADER; 32];
+    let fields = match httparse::parse_headers(section, &mut headers) {
+        Ok(httparse::Status::Complete((_, fields))) => fields,
+        _ => &[][..],
+    };
+    // Names go lower-case; fields that only frame a message never trail.
+    let names: Vec<Vec<u8>> = fields
+        .iter()
+        .map(|h| h.name.to_ascii_lowercase().into_bytes())
+        .collect();
+    let kept: Vec<(&[u8], &[u8])> = names
+        .iter()
+        .zip(fields)
+        .filter(|(n, _)| !rewrite::is_framing_or_hop(n))
+        .map(|(n, h)| (n.as_slice(), h.value))
+        .collect();
+    if kept.is_empty() {
+        sink.data(&[], true);
+    } else {
+        sink.trailers(&kept);
+    }
 }
