@@ -140,7 +140,15 @@ fn load_upstream_tls(
         return Ok(None);
     };
     let field = if tls.ca.is_some() { "tls.ca" } else { "tls" };
-    match crate::tls::client::config(tls.verify, tls.ca.as_deref()) {
+    // HTTP/2 upstreams offer `h2` alone: a server that cannot speak it
+    // fails the handshake (or picks no protocol, which the proxy rejects)
+    // instead of silently getting HTTP/2 frames on an HTTP/1.1 connection.
+    let alpn: &[&[u8]] = if up.protocol.is_h2() {
+        &[b"h2"]
+    } else {
+        &[b"http/1.1"]
+    };
+    match crate::tls::client::config(tls.verify, tls.ca.as_deref(), alpn) {
         Ok(client) => Ok(Some(client)),
         Err(message) => invalid(format!("upstreams.{name}.{field}"), message),
     }
@@ -173,6 +181,7 @@ fn build_upstream(
         })
         .collect::<Result<Vec<_>, _>>()?;
     Ok(Upstream {
+        protocol: up.protocol,
         health: up.health.map(|h| Health {
             kind: h.kind,
             path: h.path,

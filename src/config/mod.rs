@@ -33,7 +33,7 @@ pub use error::ConfigError;
 pub use index::ServerIndex;
 pub use raw::{
     AccessLog, AccessLogFormat, Admin, AdminLevel, Balance, CertKey, HealthKind, LogLevel,
-    MetricsFormat, UpstreamTls, Workers,
+    MetricsFormat, UpstreamProtocol, UpstreamTls, Workers,
 };
 pub use routing::{Action, HostMatch, Route};
 pub use scalars::{HashKey, RedirectTarget, StatusRange};

@@ -111,6 +111,7 @@ impl Config {
 
 fn raw_upstream(u: &Upstream) -> raw::Upstream {
     raw::Upstream {
+        protocol: u.protocol,
         balance: u.balance,
         hash_key: (u.balance == raw::Balance::Hash).then(|| u.hash_key.clone()),
         keepalive: u.keepalive,

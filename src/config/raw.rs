@@ -303,6 +303,9 @@ pub struct CertKey {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Upstream {
+    /// The protocol spoken to the servers (DESIGN §4.1).
+    #[serde(default)]
+    pub protocol: UpstreamProtocol,
     #[serde(default)]
     pub balance: Balance,
     /// Only with `balance: hash`; absent = `source`.
@@ -357,6 +360,27 @@ pub enum Balance {
     First,
     #[serde(rename = "static-rr")]
     StaticRr,
+}
+
+/// `upstreams.NAME.protocol`: how requests reach the servers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UpstreamProtocol {
+    /// HTTP/1.1 (over TLS when `tls:` is set).
+    #[default]
+    Http1,
+    /// HTTP/2 over TLS, negotiated by ALPN `h2` (needs `tls:`).
+    H2,
+    /// HTTP/2 over plain TCP with prior knowledge (no `tls:`).
+    H2c,
+}
+
+impl UpstreamProtocol {
+    /// True for both HTTP/2 variants: the servers are reached through
+    /// multiplexed HTTP/2 connections, not the HTTP/1.1 pool.
+    pub fn is_h2(self) -> bool {
+        matches!(self, UpstreamProtocol::H2 | UpstreamProtocol::H2c)
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

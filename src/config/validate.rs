@@ -18,7 +18,7 @@
 
 use super::build::{Checked, CheckedListener};
 use super::error::{invalid, ConfigError, Invalid};
-use super::raw::{self, Balance, HealthKind, RouteAction, Workers};
+use super::raw::{self, Balance, HealthKind, RouteAction, UpstreamProtocol, Workers};
 use super::routing::{Action, HostMatch, Route};
 use super::validated::Config;
 use std::collections::HashMap;
@@ -591,6 +591,7 @@ fn check_upstreams(cfg: &mut raw::Config) -> Result<Vec<Vec<(String, u16)>>, Inv
                 );
             }
         }
+        check_protocol(&at, up)?;
         if let Some(sni) = up.tls.as_ref().and_then(|t| t.sni.as_ref()) {
             if rustls::pki_types::ServerName::try_from(sni.as_str()).is_err() {
                 return invalid(
@@ -605,6 +606,22 @@ fn check_upstreams(cfg: &mut raw::Config) -> Result<Vec<Vec<(String, u16)>>, Inv
         server_addrs.push(check_servers(&at, up)?);
     }
     Ok(server_addrs)
+}
+
+/// `protocol` decides the transport together with `tls`: `h2` is only ever
+/// negotiated by ALPN (so needs TLS), `h2c` is HTTP/2 in the clear.
+fn check_protocol(at: &str, up: &raw::Upstream) -> Check {
+    match (up.protocol, up.tls.is_some()) {
+        (UpstreamProtocol::H2, false) => invalid(
+            format!("{at}.protocol"),
+            "h2 needs tls: (use h2c for HTTP/2 over plain TCP)",
+        ),
+        (UpstreamProtocol::H2c, true) => invalid(
+            format!("{at}.protocol"),
+            "h2c is HTTP/2 over plain TCP and cannot be combined with tls: (use h2 for HTTP/2 over TLS)",
+        ),
+        _ => Ok(()),
+    }
 }
 
 fn check_health(at: &str, h: &raw::Health) -> Check {
@@ -1467,6 +1484,75 @@ upstreams:
         let e = err(&with_routes("      - {upstream: web}\n")
             .replace("    routes:", "    h2c: maybe\n    routes:"));
         assert!(e.message.contains("invalid"), "{e}");
+    }
+
+    #[test]
+    fn upstream_protocol_defaults_to_http1_and_is_checked_against_tls() {
+        let servers = "    servers: [{addr: \"127.0.0.1:1\"}]\n";
+        let protocol = |body: &str| ok(&with_upstream(body)).upstreams[0].protocol;
+        assert_eq!(protocol(servers), UpstreamProtocol::Http1);
+        assert!(!UpstreamProtocol::Http1.is_h2());
+        assert_eq!(
+            protocol(&format!("    protocol: http1\n{servers}")),
+            UpstreamProtocol::Http1
+        );
+        let h2c = protocol(&format!("    protocol: h2c\n{servers}"));
+        assert_eq!(h2c, UpstreamProtocol::H2c);
+        assert!(h2c.is_h2());
+        let h2 = protocol(&format!(
+            "    protocol: h2\n    tls: {{verify: false}}\n{servers}"
+        ));
+        assert_eq!(h2, UpstreamProtocol::H2);
+        assert!(h2.is_h2());
+        assert_err(
+            &with_upstream(&format!("    protocol: h2\n{servers}")),
+            "upstreams.web.protocol",
+            "h2 needs tls: (use h2c for HTTP/2 over plain TCP)",
+        );
+        assert_err(
+            &with_upstream(&format!("    protocol: h2\n    tls: null\n{servers}")),
+            "upstreams.web.protocol",
+            "h2 needs tls:",
+        );
+        assert_err(
+            &with_upstream(&format!(
+                "    protocol: h2c\n    tls: {{verify: false}}\n{servers}"
+            )),
+            "upstreams.web.protocol",
+            "cannot be combined with tls:",
+        );
+        let e = err(&with_upstream(&format!("    protocol: http2\n{servers}")));
+        assert!(e.path.contains("protocol"), "{e}");
+    }
+
+    #[test]
+    fn upstream_tls_offers_h2_alone_for_protocol_h2() {
+        let servers = "    tls: {verify: false}\n    servers: [{addr: \"127.0.0.1:1\"}]\n";
+        let alpn = |body: &str| {
+            let c = ok(&with_upstream(body));
+            c.upstreams[0].tls.as_ref().unwrap().alpn_protocols.clone()
+        };
+        assert_eq!(alpn(servers), vec![b"http/1.1".to_vec()]);
+        assert_eq!(
+            alpn(&format!("    protocol: http1\n{servers}")),
+            vec![b"http/1.1".to_vec()]
+        );
+        assert_eq!(
+            alpn(&format!("    protocol: h2\n{servers}")),
+            vec![b"h2".to_vec()]
+        );
+    }
+
+    #[test]
+    fn upstream_protocol_prints_and_reads_back() {
+        let c = ok(&with_upstream(
+            "    protocol: h2c\n    servers: [{addr: \"127.0.0.1:1\"}]\n",
+        ));
+        let yaml = c.to_yaml();
+        assert!(yaml.contains("protocol: h2c"), "{yaml}");
+        assert_eq!(ok(&yaml).upstreams[0].protocol, UpstreamProtocol::H2c);
+        let yaml = ok(&with_upstream("    servers: [{addr: \"127.0.0.1:1\"}]\n")).to_yaml();
+        assert!(yaml.contains("protocol: http1"), "{yaml}");
     }
 
     #[test]

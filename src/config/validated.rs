@@ -5,7 +5,10 @@
 //! file's shape ([`super::raw::Config`]) by validation; `forklb -T` prints it
 //! back in that shape.
 
-use super::raw::{AccessLog, Admin, Balance, CertKey, HealthKind, LogLevel, UpstreamTls, Workers};
+use super::raw::{
+    AccessLog, Admin, Balance, CertKey, HealthKind, LogLevel, UpstreamProtocol, UpstreamTls,
+    Workers,
+};
 use super::routing::{self, Action, Route};
 use super::scalars::{HashKey, StatusRange};
 use std::net::SocketAddr;
@@ -123,6 +126,9 @@ impl Listener {
 #[derive(Debug, Clone)]
 pub struct Upstream {
     pub name: String,
+    /// HTTP/1.1, HTTP/2 over TLS (`tls` then offers ALPN `h2` only) or
+    /// HTTP/2 with prior knowledge; checked against `tls` at load.
+    pub protocol: UpstreamProtocol,
     pub health: Option<Health>,
     pub balance: Balance,
     /// What `balance: hash` hashes (`source` unless set).

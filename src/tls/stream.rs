@@ -299,7 +299,8 @@ mod tests {
             .unwrap()
             .config;
         std::fs::remove_dir_all(&dir).unwrap();
-        let mut client_cfg = (*crate::tls::client::config(false, None).unwrap()).clone();
+        let mut client_cfg =
+            (*crate::tls::client::config(false, None, &[b"http/1.1"]).unwrap()).clone();
         client_cfg.alpn_protocols = alpn.iter().map(|a| a.to_vec()).collect();
 
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
