@@ -11,6 +11,9 @@ CASEs:
   trailers   GET /trailers with `te: trailers`: the response's header blocks
              (`blocks=`) and its trailer fields (`trailer_NAME=VALUE`).
   req_trailers  POST /echo: DATA `hello`, then trailers `x-req-trailer: yes`.
+  grpc       POST /grpc as a gRPC client does (content-type application/grpc,
+             te: trailers, one length-prefixed message `ping`): the status,
+             header blocks, body length and the trailer fields (`trailer_NAME=`).
   drain      GET /slow/drain, and waits (20 s at most) for it to end: the
              status, body length, GOAWAY.
 Prints key=value lines.
@@ -64,6 +67,24 @@ def main():
         c.wait(lambda: ended(c, 1), 5)
         extra["status"] = c.status(1) or "none"
         extra["body"] = c.data.get(1, b"").decode("latin-1")
+    elif case == "grpc":
+        msg = b"ping"
+        c.sendall(frame(HEADERS, END_HEADERS, 1, c.request_block(
+            "/grpc", "POST", extra=[("content-type", "application/grpc"), ("te", "trailers")]))
+                  + frame(DATA, END_STREAM, 1, b"\x00" + len(msg).to_bytes(4, "big") + msg))
+        c.wait(lambda: ended(c, 1), 10)
+        blocks = c.headers.get(1, [])
+        extra["status"] = c.status(1) or "none"
+        extra["blocks"] = len(blocks)
+        extra["body_len"] = len(c.data.get(1, b""))
+        extra["body_hex"] = c.data.get(1, b"").hex()
+        extra["rst"] = c.rst.get(1, "none")
+        if blocks:
+            for k, v in blocks[0]:
+                extra["header_" + k] = v
+        if len(blocks) > 1:
+            for k, v in blocks[-1]:
+                extra["trailer_" + k] = v
     elif case == "drain":
         c.get(1, "/slow/drain")
         print("sent=1")

@@ -30,6 +30,8 @@
 //! * [`h2`]: HTTP/2 clients (curl, nghttp, h2load, h2spec, the Python
 //!   clients of `tests/h2_attack/`) and [`H2Lb`], forklb with a TLS, an h2c
 //!   and a plain listener.
+//! * [`h2_origin`]: [`H2Origin`], the HTTP/2 origin of `tests/h2_attack/h2_backend.py`
+//!   (h2c or TLS with ALPN `h2`) and the requests it logged ([`OriginRequest`]).
 //!
 //! Every read has a timeout and every wait loop has a deadline, so no test can hang.
 #![allow(dead_code, unused_imports)]
@@ -43,6 +45,7 @@ pub mod client;
 pub mod config;
 pub mod forklb;
 pub mod h2;
+pub mod h2_origin;
 pub mod load;
 pub mod notify;
 pub mod openssl;
@@ -57,6 +60,7 @@ pub use client::*;
 pub use config::*;
 pub use forklb::*;
 pub use h2::*;
+pub use h2_origin::*;
 pub use load::*;
 pub use procfs::*;
 pub(crate) use wire::*;
