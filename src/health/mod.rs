@@ -235,7 +235,7 @@ impl Checker {
             for (s, srv) in up.servers.iter().enumerate() {
                 let request = (cfg.kind == HealthKind::Http).then(|| {
                     Request::new(
-                        up.protocol.is_h2(),
+                        up.protocol,
                         up.tls.is_some(),
                         &cfg.path,
                         up.host_header.as_deref().unwrap_or(&srv.addr_text),

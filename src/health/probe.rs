@@ -5,6 +5,7 @@
 //! them and the `expect_status` judgement.
 
 use super::h2probe::H2Probe;
+use crate::config::UpstreamProtocol;
 
 /// Bytes of an HTTP/1.1 check response read at most (the status line is
 /// enough).
@@ -36,9 +37,10 @@ pub(super) enum Request {
 }
 
 impl Request {
-    /// The check request for `path` with `authority` as Host/`:authority`.
-    pub fn new(h2: bool, tls: bool, path: &str, authority: &str) -> Request {
-        if h2 {
+    /// The check request for `path` with `authority` as Host/`:authority`,
+    /// in the upstream's protocol (`tls`: the connection is HTTPS).
+    pub fn new(protocol: UpstreamProtocol, tls: bool, path: &str, authority: &str) -> Request {
+        if protocol.is_h2() {
             return Request::H2 {
                 scheme: if tls { "https" } else { "http" },
                 authority: authority.to_owned(),
@@ -161,8 +163,18 @@ mod tests {
     }
 
     #[test]
+    fn h2_upstreams_get_an_h2_probe() {
+        for (protocol, tls) in [(UpstreamProtocol::H2c, false), (UpstreamProtocol::H2, true)] {
+            let p = Request::new(protocol, tls, "/health", "app:80").probe();
+            assert!(matches!(p, Probe::H2(_)));
+            // The client preface comes first.
+            assert!(p.output().starts_with(crate::h2::PREFACE));
+        }
+    }
+
+    #[test]
     fn http1_probe_sends_the_request_and_reads_the_status() {
-        let req = Request::new(false, false, "/health", "app:80");
+        let req = Request::new(UpstreamProtocol::Http1, false, "/health", "app:80");
         let mut p = req.probe();
         let out = String::from_utf8(p.output().to_vec()).unwrap();
         assert!(
