@@ -466,6 +466,32 @@ fn tls_h2_health_check_marks_a_503_server_down() {
     assert!(t1.health_checks() >= 2);
 }
 
+/// A `protocol: h2` check really is HTTP/2: an HTTPS server that speaks
+/// only HTTP/1.1 fails it (while an HTTP/1.1 check would pass).
+#[test]
+fn tls_h2_health_check_fails_against_an_http1_only_server() {
+    let certs = TempDir::new("h2up-ca");
+    let (ca, ca_path) = TestCa::in_dir(certs.path());
+    let b = support::tls::TlsBackend::start("s1", &ca.issue(&["localhost"]));
+    let ca = yaml_str(&ca_path.display().to_string());
+    let h = lb_to(
+        1,
+        "h2",
+        vec![Srv::new("s1", b.addr())],
+        &[&format!("tls: {{sni: localhost, ca: {ca}}}"), H2_CHECK],
+    );
+    assert!(
+        h.lb.wait_log("server up/s1 is DOWN", CHECK_WAIT),
+        "s1 not marked DOWN\n{}",
+        h.lb.diagnostics()
+    );
+    let lines = h.lb.log_lines("server up/s1 is DOWN");
+    assert!(
+        !lines[0].contains("HTTP status"),
+        "an HTTP/1.1 answer was taken for HTTP/2: {lines:?}"
+    );
+}
+
 /// Traffic follows the HTTP/2 health checks: a server DOWN gets nothing.
 #[test]
 fn requests_avoid_an_h2c_server_marked_down() {

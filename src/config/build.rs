@@ -140,9 +140,9 @@ fn load_upstream_tls(
         return Ok(None);
     };
     let field = if tls.ca.is_some() { "tls.ca" } else { "tls" };
-    // HTTP/2 upstreams offer `h2` alone: a server that cannot speak it
-    // fails the handshake (or picks no protocol, which the proxy rejects)
-    // instead of silently getting HTTP/2 frames on an HTTP/1.1 connection.
+    // HTTP/2 upstreams offer `h2` alone, so a server that cannot speak it
+    // fails the handshake or selects no protocol, instead of agreeing to
+    // HTTP/1.1 and then receiving HTTP/2 frames.
     let alpn: &[&[u8]] = if up.protocol.is_h2() {
         &[b"h2"]
     } else {
