@@ -486,6 +486,7 @@ fn tls_h2_health_check_fails_against_an_http1_only_server() {
         h.lb.diagnostics()
     );
     let lines = h.lb.log_lines("server up/s1 is DOWN");
+    eprintln!("{lines:?}");
     assert!(
         !lines[0].contains("HTTP status"),
         "an HTTP/1.1 answer was taken for HTTP/2: {lines:?}"
