@@ -345,6 +345,7 @@ impl H2Session {
             framing,
             protocol: "HTTP/2.0",
         };
+        env.shm.worker(env.slot).count_request();
         let ex = Exchange::start(env, client, req, end);
         self.streams.push(StreamExchange { id: stream, ex });
     }
