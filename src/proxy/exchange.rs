@@ -342,7 +342,7 @@ impl Exchange {
     /// being opened, or a new one.
     fn connect_h2(&mut self, env: &mut Env, server: usize, addr: SocketAddr) {
         let u = self.att.upstream;
-        let conn = match env.h2up.find(u, server) {
+        let conn = match env.h2up.find(u, server, env.now, env.rt.timeouts.connect) {
             Some(c) => c,
             None => match attempt::upstream_socket(env, &self.att, SHARED, addr, false) {
                 Ok(sock) => {

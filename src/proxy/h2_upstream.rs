@@ -85,8 +85,15 @@ pub struct H2Upstreams {
 
 impl H2Upstreams {
     /// A connection to `server` of `upstream` that can take a stream now or
-    /// once connected; None if a new one must be opened (`add`).
-    pub fn find(&self, upstream: usize, server: usize) -> Option<ConnRef> {
+    /// once connected; None if a new one must be opened (`add`). One still
+    /// connecting after `connect_timeout` is given up (`sweep` closes it).
+    pub fn find(
+        &self,
+        upstream: usize,
+        server: usize,
+        now: Instant,
+        connect_timeout: Duration,
+    ) -> Option<ConnRef> {
         let mut pick = None;
         for idx in self.conns.keys() {
             let Some(c) = self.conns.get(idx) else {
@@ -101,7 +108,11 @@ impl H2Upstreams {
                 }
                 // Wait for one being opened rather than open another: a
                 // burst of requests must not open a connection each.
-                Phase::Connecting { .. } => pick = Some(ConnRef { idx, id: c.id }),
+                Phase::Connecting { .. }
+                    if now.saturating_duration_since(c.idle_since) < connect_timeout =>
+                {
+                    pick = Some(ConnRef { idx, id: c.id })
+                }
                 _ => {}
             }
         }
@@ -293,6 +304,7 @@ impl H2Upstreams {
     /// Closes connections idle too long (GOAWAY first, as a courtesy).
     pub fn sweep(&mut self, bufs: &mut BufPool, owners: &mut UpstreamOwners, now: Instant) {
         for idx in self.conns.keys() {
+            // Idle since (or connecting since) too long.
             let idle = self.conns.get_mut(idx).is_some_and(|c| {
                 c.streams.is_empty() && now.saturating_duration_since(c.idle_since) >= IDLE_TIMEOUT
             });
