@@ -27,6 +27,8 @@
 
 use super::attempt::{self, Attempts, UpstreamSocket};
 use super::body::{Body, Ends, Relay, RelayStep};
+use super::exchange;
+use super::h1_exchange::H1Exchange;
 use super::io::{self, Io};
 use super::pool::Pool;
 use super::Side;
@@ -66,6 +68,11 @@ pub struct Env<'a> {
     pub date: &'a DateCache,
     /// The worker is shutting down gracefully: finish, then close.
     pub draining: bool,
+    /// HTTP/2 connections to upstreams, shared by all client connections.
+    pub h2up: &'a mut super::h2_upstream::H2Upstreams,
+    /// Client connections (slots) with news from a shared upstream
+    /// connection: the worker drives them next.
+    pub wake: &'a mut Vec<usize>,
 }
 
 /// What the worker should do with the connection after an event.
@@ -106,6 +113,9 @@ enum Phase {
     /// The first bytes were the HTTP/2 preface (TLS with ALPN h2, or h2c
     /// prior knowledge): the connection changes hands.
     Http2,
+    /// The request is carried by a wire-format-agnostic exchange (`h1x`):
+    /// a route to an HTTP/2 upstream.
+    Exchange,
 }
 
 /// What `SendRequest` does with bytes from the upstream before the request
@@ -311,6 +321,8 @@ pub struct Conn {
     out: Option<Vec<u8>>,
     out_pos: usize,
     up: Option<Box<Upstream>>,
+    /// The request in flight when it goes through an `Exchange`.
+    h1x: Option<Box<H1Exchange>>,
     phase: Phase,
     ex: ExchangeSlot,
     head_started: bool,
@@ -400,6 +412,7 @@ impl Conn {
             out: None,
             out_pos: 0,
             up: None,
+            h1x: None,
             phase: Phase::ReadHead,
             ex: ExchangeSlot::IDLE,
             head_started: false,
@@ -521,6 +534,13 @@ impl Conn {
                 self.respond_error(env, 504, false)
             }
             Phase::Closing { .. } | Phase::Lingering { .. } | Phase::Http2 => Err(Closed),
+            Phase::Exchange => match self.h1x.as_mut() {
+                Some(x) => {
+                    x.on_timeout(env);
+                    Ok(true)
+                }
+                None => Err(Closed),
+            },
             Phase::SendResponse | Phase::Tunnel | Phase::SendLocal => {
                 log::info!(
                     "connection of client {} timed out ({:?}), upstream {upstream}",
@@ -541,6 +561,7 @@ impl Conn {
         loop {
             let step = match self.phase {
                 Phase::Http2 => return Outcome::Http2,
+                Phase::Exchange => self.run_exchange(env),
                 Phase::ReadHead => self.read_head(env),
                 Phase::Connect => self.connect_done(env),
                 Phase::SendRequest(upload) => self.send_request(env, upload),
@@ -573,6 +594,10 @@ impl Conn {
     /// Gives every pooled resource back; the worker drops the sockets.
     fn finish(&mut self, env: &mut Env, outcome: Outcome) -> Outcome {
         if outcome == Outcome::Close {
+            if let Some(mut x) = self.h1x.take() {
+                x.ex.abort(env);
+                x.ex.end(env);
+            }
             self.release_server(env);
             if self.record.is_some() {
                 // Closed before the response completed: nginx's 499 if the
@@ -745,6 +770,9 @@ impl Conn {
             Action::Metrics => self.answer_metrics(env, local_keep),
             Action::Upstream(_) if info.max_forwards == Some(0) => {
                 self.answer_as_final_recipient(env, &req, local_keep);
+            }
+            Action::Upstream(u) if env.rt.upstreams[*u].protocol.is_h2() => {
+                return self.dispatch_exchange(env, &req, &info);
             }
             Action::Upstream(u) => {
                 return self.dispatch_upstream(env, *u, &req, &info, &route_path);
@@ -952,6 +980,117 @@ impl Conn {
         }
         self.ex.att.begin(env, u);
         self.proxy_request(env, req, info, route_path)
+    }
+
+    /// A request for an HTTP/2 upstream: an `Exchange` carries it (and
+    /// writes its own access log line).
+    fn dispatch_exchange(
+        &mut self,
+        env: &mut Env,
+        req: &httparse::Request,
+        info: &request::RequestInfo,
+    ) -> Dispatch {
+        if let Some(rec) = self.record.take() {
+            env.heads.put(rec.bytes);
+        }
+        let mut headers: Vec<httparse::Header> = req.headers.to_vec();
+        let request = exchange::Request {
+            method: req.method.unwrap_or("GET"),
+            target: req.path.unwrap_or("/"),
+            headers: &mut headers,
+            framing: info.framing,
+            protocol: if info.minor == 0 {
+                "HTTP/1.0"
+            } else {
+                "HTTP/1.1"
+            },
+        };
+        let client = exchange::Client {
+            peer: self.peer,
+            listener: self.listener,
+            slot: self.slot,
+        };
+        let ex = exchange::Exchange::start(env, client, request, info.framing == Framing::None);
+        let keep = info.keep_alive && !env.draining;
+        let mut x = H1Exchange::new(ex, info.framing, info.minor, info.is_head, keep);
+        if info.expect_continue && info.framing != Framing::None && info.minor >= 1 {
+            x.out.extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
+        }
+        self.h1x = Some(Box::new(x));
+        self.phase = Phase::Exchange;
+        Dispatch::Consumed(info.head_len)
+    }
+
+    /// A request carried by an exchange: body in, response out.
+    fn run_exchange(&mut self, env: &mut Env) -> Step {
+        let Some(x) = self.h1x.as_mut() else {
+            return Err(Closed);
+        };
+        let mut moved = false;
+        if x.wants_body() {
+            match self.input.as_mut().filter(|b| !b.is_empty()) {
+                Some(input) => match x.take_body(env, input.data()) {
+                    Ok(n) => {
+                        input.consume(n);
+                        moved |= n > 0;
+                    }
+                    Err(e) => {
+                        log::info!(
+                            "client {} sent a bad chunked body: {}",
+                            self.peer,
+                            e.reason()
+                        );
+                        return Err(Closed);
+                    }
+                },
+                None if self.c_readable => {
+                    let buf = self.input.get_or_insert_with(|| env.bufs.get());
+                    match io::read(
+                        &mut self.client,
+                        buf.spare(),
+                        &mut self.c_readable,
+                        self.c_hup,
+                    ) {
+                        Io::Done(n) => {
+                            buf.filled(n);
+                            moved = true;
+                        }
+                        Io::Blocked => {}
+                        Io::Eof | Io::Failed(_) => {
+                            log::info!(
+                                "client {} closed the connection while sending the request body",
+                                self.peer
+                            );
+                            return Err(Closed);
+                        }
+                    }
+                }
+                None => {}
+            }
+        }
+        let progress = x.drive(env);
+        moved |= progress == exchange::Progress::Moved;
+        if x.out_pos < x.out.len() && self.c_writable {
+            match io::write(&mut self.client, &x.out[x.out_pos..], &mut self.c_writable) {
+                Io::Done(n) => {
+                    x.out_pos += n;
+                    moved = true;
+                }
+                Io::Blocked => {}
+                Io::Eof | Io::Failed(_) => return Err(Closed),
+            }
+        }
+        self.deadline = x.ex.deadline;
+        if progress != exchange::Progress::Finished || x.out_pos < x.out.len() {
+            return Ok(moved);
+        }
+        let Some(x) = self.h1x.take() else {
+            return Err(Closed);
+        };
+        let keep = x.keep && !x.aborted && x.upload_done();
+        x.ex.end(env);
+        self.ex.keep_after = keep;
+        self.next_request(env)
     }
 
     /// Answers a request that cannot be processed; the connection closes

@@ -9,8 +9,11 @@
 
 use super::attempt::{self, Attempts};
 use super::conn::Env;
+use super::h2_upstream::SHARED;
 use super::upstream_h1::{UpStep, UpstreamH1};
+use super::upstream_h2::UpstreamH2;
 use crate::access_log;
+use crate::h2;
 use crate::http::{self, errors, rewrite, Framing};
 use crate::route::Action;
 use std::net::SocketAddr;
@@ -69,6 +72,8 @@ struct Local {
 enum State {
     Local(Local),
     Upstream(Box<UpstreamH1>),
+    /// A stream on a shared HTTP/2 upstream connection.
+    UpstreamH2(Box<UpstreamH2>),
     /// The response is complete (or was aborted): the session logs and
     /// drops the exchange.
     Finished,
@@ -100,6 +105,10 @@ pub struct Exchange {
     /// The request as it goes upstream: its head, then body bytes still
     /// to send (re-framed as chunked when the length is unknown).
     req_head: Vec<u8>,
+    /// The request for an HTTP/2 upstream (then `req_head` stays empty and
+    /// `req_out` holds the body unframed), with its trailers.
+    req_h2: Option<Box<h2::RequestHead>>,
+    req_trailers: Option<h2::HeaderList>,
     req_framing: Framing,
     req_out: Vec<u8>,
     /// Payload bytes in `req_out`, reported forwarded once written.
@@ -108,6 +117,9 @@ pub struct Exchange {
     req_total: u64,
     pub deadline: Instant,
 }
+
+/// Request body bytes an exchange holds for its upstream at most.
+const REQ_BUFFER_MAX: usize = 64 * 1024;
 
 /// What `drive` found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -120,8 +132,8 @@ pub enum Progress {
 impl Exchange {
     /// Starts the exchange of a valid request head: routes it and begins
     /// the answer (local, or the first upstream attempt).
+    /// The caller counted the request (`count_request`) already.
     pub fn start(env: &mut Env, client: Client, req: Request, end_of_request: bool) -> Exchange {
-        env.shm.worker(env.slot).count_request();
         let header = |name: &str| {
             req.headers
                 .iter()
@@ -149,6 +161,8 @@ impl Exchange {
             upstream_status: None,
             body_sent: 0,
             req_head: Vec::new(),
+            req_h2: None,
+            req_trailers: None,
             req_framing: req.framing,
             req_out: Vec::new(),
             req_unacked: 0,
@@ -255,32 +269,61 @@ impl Exchange {
             log::error!("no server available in upstream {}", upstream.name);
             return self.local_error(503);
         };
-        let mut head = env.heads.get();
-        rewrite::write_upstream_request(
-            &mut head,
-            req,
-            &rewrite::UpstreamRequest {
-                client_ip: self.client.peer.ip(),
-                proto: env
-                    .rt
-                    .listeners
-                    .get(self.client.listener)
-                    .map_or("https", |l| l.proto),
-                host_override: upstream.host_header.as_deref(),
-                default_host: &upstream.servers[server].addr_text,
-                keep_alive: env.pool.enabled(u),
-                upgrade: false,
-                framing: self.req_framing,
-                max_forwards: None,
-            },
-        );
-        self.req_head = head;
+        let how = rewrite::UpstreamRequest {
+            client_ip: self.client.peer.ip(),
+            proto: env
+                .rt
+                .listeners
+                .get(self.client.listener)
+                .map_or("https", |l| l.proto),
+            host_override: upstream.host_header.as_deref(),
+            default_host: &upstream.servers[server].addr_text,
+            keep_alive: env.pool.enabled(u),
+            upgrade: false,
+            framing: self.req_framing,
+            max_forwards: None,
+        };
+        if upstream.protocol.is_h2() {
+            // An absolute-form target goes up as its path, its authority
+            // the `:authority` (RFC 9112 §3.2.2), unless `host_header` says.
+            let target = req.path.unwrap_or("/");
+            let (absolute, path) = match http::request::split_absolute(target) {
+                Some((a, p)) => (Some(a), p),
+                None => (None, target),
+            };
+            let (mut authority, headers) = rewrite::upstream_fields(req, &how);
+            if let (Some(a), None) = (absolute, how.host_override) {
+                authority = a.as_bytes().to_vec();
+            }
+            self.req_h2 = Some(Box::new(h2::RequestHead {
+                method: req.method.unwrap_or("GET").as_bytes().to_vec(),
+                scheme: if upstream.tls.is_some() {
+                    b"https".to_vec()
+                } else {
+                    b"http".to_vec()
+                },
+                authority: Some(authority),
+                path: path.as_bytes().to_vec(),
+                headers,
+                content_length: match self.req_framing {
+                    Framing::Length(n) => Some(n),
+                    _ => None,
+                },
+            }));
+        } else {
+            let mut head = env.heads.get();
+            rewrite::write_upstream_request(&mut head, req, &how);
+            self.req_head = head;
+        }
         self.connect(env, server, true);
     }
 
     /// Starts the attempt on `server`.
     fn connect(&mut self, env: &mut Env, server: usize, use_pool: bool) {
         let addr = self.att.use_server(env, server);
+        if self.req_h2.is_some() {
+            return self.connect_h2(env, server, addr);
+        }
         match attempt::upstream_socket(env, &self.att, self.client.slot, addr, use_pool) {
             Ok(sock) => {
                 let timeout = if sock.reused {
@@ -293,6 +336,31 @@ impl Exchange {
             }
             Err(e) => self.connect_failed(env, addr, "connect() to", &e),
         }
+    }
+
+    /// A stream on a connection to `server`: one that has room, or one
+    /// being opened, or a new one.
+    fn connect_h2(&mut self, env: &mut Env, server: usize, addr: SocketAddr) {
+        let u = self.att.upstream;
+        let conn = match env.h2up.find(u, server, env.now, env.rt.timeouts.connect) {
+            Some(c) => c,
+            None => match attempt::upstream_socket(env, &self.att, SHARED, addr, false) {
+                Ok(sock) => {
+                    let s = env.rt.http2;
+                    let settings = h2::Settings {
+                        max_concurrent_streams: s.max_concurrent_streams,
+                        initial_window_size: s.initial_window_size,
+                        max_header_list_size: s.max_header_list_size,
+                        max_frame_size: 16_384,
+                    };
+                    env.h2up
+                        .add(u, server, sock, settings, env.up_owners, env.now)
+                }
+                Err(e) => return self.connect_failed(env, addr, "connect() to", &e),
+            },
+        };
+        self.deadline = env.now + env.rt.timeouts.connect;
+        self.state = State::UpstreamH2(Box::new(UpstreamH2::new(conn)));
     }
 
     /// A connection attempt failed before any byte was sent: the next
@@ -350,6 +418,12 @@ impl Exchange {
         }
     }
 
+    /// How many request body bytes the exchange takes now: what waits for
+    /// the upstream is bounded (a slow upstream slows the client down).
+    pub fn body_room(&self) -> usize {
+        REQ_BUFFER_MAX.saturating_sub(self.req_out.len())
+    }
+
     /// Request body bytes from the client (at most what the session's flow
     /// control lets it send). The exchange keeps them until its upstream
     /// takes them; a body over `max_body_bytes` ends in 413.
@@ -366,7 +440,7 @@ impl Exchange {
             self.req_ended |= end;
             return;
         }
-        if self.req_framing == Framing::Chunked {
+        if self.req_framing == Framing::Chunked && self.req_h2.is_none() {
             if !data.is_empty() {
                 use std::io::Write;
                 let _ = write!(self.req_out, "{:x}\r\n", data.len());
@@ -387,6 +461,11 @@ impl Exchange {
     /// when the body goes upstream chunked (a Content-Length body cannot
     /// carry them in HTTP/1.1: they are dropped, as RFC 9110 §6.5 allows).
     pub fn push_trailers(&mut self, env: &mut Env, fields: &[(Vec<u8>, Vec<u8>)]) {
+        if matches!(self.state, State::UpstreamH2(_)) {
+            self.req_trailers = Some(fields.to_vec());
+            self.req_ended = true;
+            return;
+        }
         if self.req_framing != Framing::Chunked || !matches!(self.state, State::Upstream(_)) {
             return self.push_body(env, &[], true);
         }
@@ -421,10 +500,22 @@ impl Exchange {
                 State::Upstream(up) => {
                     let mut req = super::upstream_h1::RequestOut {
                         head: &self.req_head,
+                        h2: None,
+                        trailers: None,
                         body: &mut self.req_out,
                         ended: self.req_ended,
                     };
                     up.step(env, &mut req, sink, self.is_head)
+                }
+                State::UpstreamH2(up) => {
+                    let mut req = super::upstream_h1::RequestOut {
+                        head: &[],
+                        h2: self.req_h2.as_deref(),
+                        trailers: self.req_trailers.as_ref(),
+                        body: &mut self.req_out,
+                        ended: self.req_ended,
+                    };
+                    up.step(env, &mut req, sink, self.client.slot)
                 }
             };
             match step {
@@ -542,11 +633,15 @@ impl Exchange {
     /// The response is complete: its socket goes back to the pool if the
     /// exchange left it clean.
     fn finish_upstream(&mut self, env: &mut Env) {
-        if let State::Upstream(up) = std::mem::replace(&mut self.state, State::Finished) {
-            let reusable = self.req_ended && self.req_out.is_empty();
-            if let Some((sock, up_slot)) = up.into_reusable(env, reusable) {
-                attempt::pool_socket(env, &self.att, sock, up_slot);
+        match std::mem::replace(&mut self.state, State::Finished) {
+            State::Upstream(up) => {
+                let reusable = self.req_ended && self.req_out.is_empty();
+                if let Some((sock, up_slot)) = up.into_reusable(env, reusable) {
+                    attempt::pool_socket(env, &self.att, sock, up_slot);
+                }
             }
+            State::UpstreamH2(up) => up.close(env),
+            State::Local(_) | State::Finished => {}
         }
     }
 
@@ -556,8 +651,10 @@ impl Exchange {
             .att
             .upstream_addr
             .unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0)));
-        if let State::Upstream(up) = std::mem::replace(&mut self.state, State::Finished) {
-            up.close(env);
+        match std::mem::replace(&mut self.state, State::Finished) {
+            State::Upstream(up) => up.close(env),
+            State::UpstreamH2(up) => up.close(env),
+            State::Local(_) | State::Finished => {}
         }
         addr
     }
@@ -565,7 +662,7 @@ impl Exchange {
     /// The deadline passed: the wait it bounds failed.
     pub fn on_timeout(&mut self, env: &mut Env, sink: &mut dyn ResponseSink) {
         let doing = match &self.state {
-            State::Upstream(_)
+            State::Upstream(_) | State::UpstreamH2(_)
                 if self.status == 0 && !self.req_ended && self.req_out.is_empty() =>
             {
                 log::info!(
@@ -576,6 +673,7 @@ impl Exchange {
                 return self.local_error(408);
             }
             State::Upstream(up) => up.doing(),
+            State::UpstreamH2(up) => up.doing(),
             State::Local(_) | State::Finished => {
                 log::info!("client {} stopped reading a response", self.client.peer);
                 self.state = State::Finished;

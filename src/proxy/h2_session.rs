@@ -201,9 +201,6 @@ impl H2Session {
         if self.conn.is_done()
             || (self.draining && self.streams.is_empty() && self.conn.output().is_empty())
         {
-            if let Some(why) = self.conn.error() {
-                log::info!("HTTP/2 connection of client {} closed: {why}", self.peer);
-            }
             return self.finish(env, Outcome::Close);
         }
         self.set_deadline(env);
@@ -345,6 +342,7 @@ impl H2Session {
             framing,
             protocol: "HTTP/2.0",
         };
+        env.shm.worker(env.slot).count_request();
         let ex = Exchange::start(env, client, req, end);
         self.streams.push(StreamExchange { id: stream, ex });
     }
@@ -389,6 +387,10 @@ impl H2Session {
     /// Every exchange still in flight ends (logged as the client's doing).
     fn finish(&mut self, env: &mut Env, outcome: Outcome) -> Outcome {
         if outcome == Outcome::Close {
+            // Also when the client closed first, after our GOAWAY.
+            if let Some(why) = self.conn.error() {
+                log::info!("HTTP/2 connection of client {} closed: {why}", self.peer);
+            }
             for mut s in self.streams.drain(..) {
                 s.ex.abort(env);
                 s.ex.end(env);

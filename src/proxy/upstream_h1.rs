@@ -16,7 +16,12 @@ use std::net::SocketAddr;
 /// The request as the exchange holds it: the head, then body bytes not
 /// sent yet (the sender drains `body`).
 pub struct RequestOut<'a> {
+    /// The HTTP/1.1 head (empty for an HTTP/2 upstream).
     pub head: &'a [u8],
+    /// The request for an HTTP/2 upstream.
+    pub h2: Option<&'a crate::h2::RequestHead>,
+    /// Trailer fields to send after the body (HTTP/2 upstreams).
+    pub trailers: Option<&'a crate::h2::HeaderList>,
     pub body: &'a mut Vec<u8>,
     /// No more body will come from the client.
     pub ended: bool,

@@ -17,7 +17,7 @@ use crate::event::token::{self, TokenKind, UpstreamOwners, CHANNEL_TOKEN, POOLED
 use crate::event::{Slab, Stream};
 use crate::http::date::DateCache;
 use crate::net;
-use crate::proxy::{Client, Conn, Env, ExchangeSpares, Outcome, Pool, Side};
+use crate::proxy::{Client, Conn, Env, ExchangeSpares, H2Upstreams, Outcome, Pool, Side, SHARED};
 use crate::route::Runtime;
 use crate::shm::AcceptState;
 use crate::signals::{self, SignalSet};
@@ -95,6 +95,11 @@ struct Worker {
     drain_deadline: Option<Instant>,
     /// The `Date` of the responses this worker sends.
     date: DateCache,
+    /// HTTP/2 connections to upstreams, shared by all client connections.
+    h2up: H2Upstreams,
+    /// Client connections to drive because a shared upstream connection
+    /// has news for them.
+    wake: Vec<usize>,
 }
 
 /// Runs the worker until it is told to stop (Ok) or cannot go on (Err).
@@ -171,6 +176,8 @@ impl Worker {
             next_conn_id: 1,
             drain_deadline: None,
             date: DateCache::new(Instant::now()),
+            h2up: H2Upstreams::default(),
+            wake: Vec::new(),
             rt: setup.runtime,
         })
     }
@@ -219,12 +226,14 @@ impl Worker {
             }
             let now = Instant::now();
             self.expire(now);
+            self.run_woken(now);
             self.resume_accepting(now);
             self.balance_accepting(now);
             if now >= self.next_sweep {
                 for slot in self.pool.sweep(now) {
                     self.up_owners.remove(slot);
                 }
+                self.h2up.sweep(&mut self.bufs, &mut self.up_owners, now);
                 self.next_sweep = now + POOL_SWEEP_EVERY;
             }
             if now >= self.next_access_flush {
@@ -278,6 +287,8 @@ impl Worker {
             now,
             date: &self.date,
             draining: self.drain_deadline.is_some(),
+            h2up: &mut self.h2up,
+            wake: &mut self.wake,
         }
     }
 
@@ -497,6 +508,7 @@ impl Worker {
                     self.up_owners.remove(up_slot);
                 }
                 Some(&POOLED) => {}
+                Some(&SHARED) => self.shared_upstream_event(up_slot, ev, now),
                 Some(&slot) => {
                     self.run_conn(slot, now, |conn, env| {
                         conn.on_event(Side::Upstream(up_slot), ev, env)
@@ -506,6 +518,38 @@ impl Worker {
                 None => {}
             },
             None => {}
+        }
+    }
+
+    /// Readiness on a shared HTTP/2 upstream connection: it moves bytes,
+    /// and the client connections whose streams got news run.
+    fn shared_upstream_event(&mut self, up_slot: usize, ev: &mio::event::Event, now: Instant) {
+        let r = ev.is_readable() || ev.is_read_closed() || ev.is_error();
+        let w = ev.is_writable() || ev.is_write_closed() || ev.is_error();
+        let hup = ev.is_read_closed() || ev.is_error();
+        if let Some(c) = self.h2up.on_socket_event(up_slot, r, w, hup) {
+            self.h2up
+                .pump(c, &mut self.bufs, &mut self.up_owners, now, &mut self.wake);
+        }
+        self.run_woken(now);
+    }
+
+    /// Drives the client connections named in `wake` (each once per round;
+    /// driving them may name more, so a few rounds, bounded).
+    fn run_woken(&mut self, now: Instant) {
+        for _ in 0..8 {
+            if self.wake.is_empty() {
+                return;
+            }
+            let mut woken = std::mem::take(&mut self.wake);
+            woken.sort_unstable();
+            woken.dedup();
+            for slot in woken.drain(..) {
+                self.run_conn(slot, now, |conn, env| conn.drive(env));
+            }
+            if self.wake.is_empty() {
+                self.wake = woken;
+            }
         }
     }
 
@@ -533,6 +577,8 @@ impl Worker {
             shm,
             slot: worker_slot,
             date,
+            h2up,
+            wake,
             ..
         } = &mut *self;
         let Some(conn) = conns.get_mut(slot) else {
@@ -553,6 +599,8 @@ impl Worker {
             now,
             date,
             draining: drain_deadline.is_some(),
+            h2up,
+            wake,
         };
         match f(conn, &mut env) {
             Outcome::Close | Outcome::Http2 => self.close(slot),

@@ -212,6 +212,8 @@ impl Harness {
             now,
             date: &p.date,
             draining: false,
+            h2up: &mut p.h2up,
+            wake: &mut p.wake,
         }
     }
 
