@@ -361,6 +361,11 @@ impl UpConn {
                     }
                 }
             }
+            if read {
+                // A WINDOW_UPDATE makes no event, but a stream waiting to
+                // send its body may go on now: its owner looks.
+                wake.extend(self.streams.values().map(|i| i.owner));
+            }
             if self.conn.can_open_stream() && !self.waiters.is_empty() {
                 wake.append(&mut self.waiters);
             }
