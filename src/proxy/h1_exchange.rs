@@ -183,7 +183,7 @@ impl H1Exchange {
     /// how many were used (the rest is the next request).
     pub fn take_body(
         &mut self,
-        env: &mut super::conn::Env,
+        env: &mut super::env::Env,
         input: &[u8],
     ) -> Result<usize, ChunkError> {
         let room = self.ex.body_room();
@@ -217,7 +217,7 @@ impl H1Exchange {
     }
 
     /// Runs the exchange (`Finished`: the response is complete, or cut).
-    pub fn drive(&mut self, env: &mut super::conn::Env) -> Progress {
+    pub fn drive(&mut self, env: &mut super::env::Env) -> Progress {
         if self.out_pos > 0 && self.out_pos >= self.out.len() {
             self.out.clear();
             self.out_pos = 0;
@@ -233,7 +233,7 @@ impl H1Exchange {
         self.ex.drive(env, &mut sink)
     }
 
-    pub fn on_timeout(&mut self, env: &mut super::conn::Env) {
+    pub fn on_timeout(&mut self, env: &mut super::env::Env) {
         let mut sink = Sink {
             out: &mut self.out,
             download: &mut self.download,

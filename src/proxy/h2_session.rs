@@ -5,7 +5,7 @@
 //! reads, so a slow stream never holds back the others and nothing is
 //! buffered without bound.
 
-use super::conn::{Env, Outcome};
+use super::env::{Env, Outcome};
 use super::exchange::{Client, Exchange, Progress, Request, ResponseSink};
 use super::io::{self, Io};
 use crate::buffer::Buf;
