@@ -700,17 +700,11 @@ impl Conn {
         let target = req.path.unwrap_or("/");
         let path = request::origin_path(target);
         // Routes match the normalized path; the original goes upstream.
-        // `OPTIONS *` asks about the server as a whole: it takes the route
-        // of `/`.
-        let route_path = if path == "*" {
-            std::borrow::Cow::Borrowed(&b"/"[..])
-        } else {
-            match http::path::normalize(path.as_bytes()) {
-                Ok(p) => p,
-                Err(e) => {
-                    log::info!("client {} sent an invalid path: {}", self.peer, e.reason());
-                    return self.reject(env, 400);
-                }
+        let route_path = match http::path::route_path(path) {
+            Ok(p) => p,
+            Err(e) => {
+                log::info!("client {} sent an invalid path: {}", self.peer, e.reason());
+                return self.reject(env, 400);
             }
         };
         let Some(action) = env.rt.route(self.listener, host, &route_path) else {

@@ -49,3 +49,15 @@ pub enum Outcome {
     /// transport goes to an `H2Session` (see `Conn::into_transport`).
     Http2,
 }
+
+/// The settings forklb announces on every HTTP/2 connection, to clients
+/// and to upstreams (config `http2:`; frames of the RFC's minimum size).
+pub fn h2_settings(rt: &Runtime) -> crate::h2::Settings {
+    let s = rt.http2;
+    crate::h2::Settings {
+        max_concurrent_streams: s.max_concurrent_streams,
+        initial_window_size: s.initial_window_size,
+        max_header_list_size: s.max_header_list_size,
+        max_frame_size: 16_384,
+    }
+}

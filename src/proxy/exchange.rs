@@ -181,19 +181,15 @@ impl Exchange {
         }
         let host = http::request::routing_host(&hreq, &mut host_buf);
         let path = http::request::origin_path(req.target);
-        let route_path = if path == "*" {
-            std::borrow::Cow::Borrowed(&b"/"[..])
-        } else {
-            match http::path::normalize(path.as_bytes()) {
-                Ok(p) => p,
-                Err(e) => {
-                    log::info!(
-                        "client {} sent an invalid path: {}",
-                        self.client.peer,
-                        e.reason()
-                    );
-                    return self.local_error(400);
-                }
+        let route_path = match http::path::route_path(path) {
+            Ok(p) => p,
+            Err(e) => {
+                log::info!(
+                    "client {} sent an invalid path: {}",
+                    self.client.peer,
+                    e.reason()
+                );
+                return self.local_error(400);
             }
         };
         let Some(action) = env.rt.route(self.client.listener, host, &route_path) else {
@@ -331,13 +327,7 @@ impl Exchange {
             Some(c) => c,
             None => match attempt::upstream_socket(env, &self.att, SHARED, addr, false) {
                 Ok(sock) => {
-                    let s = env.rt.http2;
-                    let settings = h2::Settings {
-                        max_concurrent_streams: s.max_concurrent_streams,
-                        initial_window_size: s.initial_window_size,
-                        max_header_list_size: s.max_header_list_size,
-                        max_frame_size: 16_384,
-                    };
+                    let settings = super::env::h2_settings(env.rt);
                     env.h2up.add(
                         (u, server),
                         sock.sock,

@@ -87,13 +87,7 @@ impl ResponseSink for StreamSink<'_> {
 
 impl H2Session {
     pub fn new(t: Transport, env: &Env) -> H2Session {
-        let s = env.rt.http2;
-        let settings = h2::Settings {
-            max_concurrent_streams: s.max_concurrent_streams,
-            initial_window_size: s.initial_window_size,
-            max_header_list_size: s.max_header_list_size,
-            max_frame_size: 16_384,
-        };
+        let settings = super::env::h2_settings(env.rt);
         H2Session {
             id: t.id,
             slot: t.slot,
