@@ -187,6 +187,7 @@ impl ExchangeSlot {
     const IDLE: ExchangeSlot = ExchangeSlot(None);
 
     /// A fresh exchange for a new request, in a recycled box.
+    #[inline]
     fn begin(&mut self) {
         let mut ex = self
             .0
@@ -198,6 +199,7 @@ impl ExchangeSlot {
     }
 
     /// Back to the defaults; the box goes back to the worker's spares.
+    #[inline]
     fn end(&mut self) {
         if let Some(ex) = self.0.take() {
             SPARES.with_borrow_mut(|spares| {

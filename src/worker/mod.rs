@@ -533,7 +533,16 @@ impl Worker {
 
     /// Drives the client connections named in `wake` (each once per round;
     /// driving them may name more, so a few rounds, bounded).
+    #[inline]
     fn run_woken(&mut self, now: Instant) {
+        if self.wake.is_empty() {
+            return;
+        }
+        self.run_woken_rounds(now);
+    }
+
+    #[cold]
+    fn run_woken_rounds(&mut self, now: Instant) {
         for _ in 0..8 {
             if self.wake.is_empty() {
                 return;
