@@ -3,7 +3,7 @@
 //! and `show stat`), and the upstream sockets it gets — the same for an
 //! HTTP/1.1 connection's exchange and for an HTTP/2 stream's.
 
-use super::conn::Env;
+use super::env::Env;
 use crate::balance::{hash_bytes, PickCtx};
 use crate::event::token::upstream_token;
 use crate::event::Stream;

@@ -3,7 +3,8 @@
 //! an `H2Session` on the same socket, token and slot. The worker sees only
 //! `Keep` or `Close`.
 
-use super::conn::{Conn, Env, Outcome};
+use super::conn::Conn;
+use super::env::{Env, Outcome};
 use super::h2_session::H2Session;
 use super::Side;
 use mio::net::TcpStream;
