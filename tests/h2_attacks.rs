@@ -70,7 +70,8 @@ fn assert_ended_and_logged(h: &H2Lb, what: &str, v: &KeyValues) {
     let client = v.at("local");
     assert!(
         h.lb.wait_log(client, Duration::from_secs(3)),
-        "{what}: no error-log line names the client {client}\n{}",
+        "{what}: no error-log line names the client {client}\n{}\n{}",
+        v.text,
         h.lb.diagnostics()
     );
 }

@@ -51,6 +51,8 @@ pub struct H2Session {
     streams: Vec<StreamExchange>,
     /// GOAWAY was sent for a drain: in-flight streams finish, no new ones.
     draining: bool,
+    /// `finish` ran (the worker's `release` calls it once more).
+    finished: bool,
     /// With no stream open, the connection closes at this instant.
     idle_until: Instant,
     pub deadline: Instant,
@@ -105,6 +107,7 @@ impl H2Session {
             conn: ServerConn::new(settings),
             streams: Vec::new(),
             draining: false,
+            finished: false,
             idle_until: env.now + env.rt.timeouts.client_header,
             deadline: env.now + env.rt.timeouts.client_header,
             timer_at: None,
@@ -416,7 +419,8 @@ impl H2Session {
 
     /// Every exchange still in flight ends (logged as the client's doing).
     fn finish(&mut self, env: &mut Env, outcome: Outcome) -> Outcome {
-        if outcome == Outcome::Close {
+        if outcome == Outcome::Close && !self.finished {
+            self.finished = true;
             // Also when the client closed first, after our GOAWAY.
             if let Some(why) = self.conn.error() {
                 log::info!("HTTP/2 connection of client {} closed: {why}", self.peer);
