@@ -541,7 +541,7 @@ def h2load_attempt(scen, proxy, rnd, attempt, pid, rawdir, args):
                        mibps=h.get("data_bytes", 0) / h["seconds"] / 1024 ** 2,
                        cpu_us_per_req=m["cpu_us"] / req["succeeded"])
         elif not problems:
-            problems.append("no request succeeded")
+            problems.append(f"no request succeeded: {h['req_line']}")
     if m["before_set"] != m["after_set"]:
         problems.append(f"process set changed during the run: {m['before_set']} -> {m['after_set']}")
     rec["problems"] = problems

@@ -571,7 +571,7 @@ if ((RUN_TLS)); then
     done
 fi
 for p in "${H2_PROXIES[@]}"; do
-    timeout 30 h2load -t2 -c8 -m10 -D 2 --npn-list=h2 "https://localhost:${TLS_PORT[$p]}/" \
+    timeout 30 h2load -t2 -c8 -m10 -D 2 -N 5s --npn-list=h2 "https://localhost:${TLS_PORT[$p]}/" \
         >/dev/null 2>&1 || true
 done
 
@@ -611,6 +611,8 @@ run_tls_scenario() {
 # speak h2, with h2load: ALPN h2 only (so that no run silently falls back to
 # HTTP/1.1), the TLS 1.3 suite of the TLS scenarios (h2load would prefer
 # AES-128, which forklb and nginx take and HAProxy, with its own order, not).
+# -N 5s: a connection silent for 5 s is given up, else h2load waits for a
+# server that never answers (until the helper kills it, 30 s after -D).
 run_h2_scenario() {
     local scen=$1 path=$2; shift 2
     local r p
@@ -621,7 +623,7 @@ run_h2_scenario() {
     for r in $(seq "$ROUNDS"); do
         for p in "${H2_PROXIES[@]}"; do
             $HELP h2load "$scen" "$p" "$r" "${TLS_PID[$p]}" "$RESULTS" "$TMP/raw" -- \
-                "$@" -D "$DURATION" --npn-list=h2 --tls13-ciphers=TLS_AES_256_GCM_SHA384 \
+                "$@" -D "$DURATION" -N 5s --npn-list=h2 --tls13-ciphers=TLS_AES_256_GCM_SHA384 \
                 "https://localhost:${TLS_PORT[$p]}$path"
         done
     done
