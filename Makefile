@@ -24,13 +24,24 @@ test: test-deps
 	$(CARGO) clippy --all-targets -- -D warnings
 	$(CARGO) test --all-targets
 
-## Debian packages of the tools the tests run, as `command:package`.
+## Debian packages of the tools the tests run, as `command:package`. The HTTP/2
+## tests (tests/h2_*.rs) drive nghttp, h2load, curl with HTTP2 and Debian's own
+## /usr/bin/python3 with the `h2` module (python3-h2, checked below: a module is
+## not a command); they run that interpreter by its path, so a pyenv or venv
+## python3 first on PATH does not matter.
 TEST_TOOLS = socat:socat curl:curl openssl:openssl unshare:util-linux nsenter:util-linux \
-	/lib/systemd/systemd:systemd logrotate:logrotate
+	/lib/systemd/systemd:systemd logrotate:logrotate \
+	nghttp:nghttp2-client h2load:nghttp2-client /usr/bin/python3:python3
+## Python modules the tests import with /usr/bin/python3, as `module:package`.
+TEST_PY_MODULES = h2:python3-h2
 test-deps:
 	@missing=""; for t in $(TEST_TOOLS); do \
 		cmd=$${t%%:*}; pkg=$${t#*:}; \
 		if ! command -v $$cmd >/dev/null 2>&1 && [ ! -x $$cmd ]; then missing="$$missing $$pkg"; fi; \
+	done; \
+	for t in $(TEST_PY_MODULES); do \
+		mod=$${t%%:*}; pkg=$${t#*:}; \
+		if ! /usr/bin/python3 -c "import $$mod" >/dev/null 2>&1; then missing="$$missing $$pkg"; fi; \
 	done; \
 	if [ -n "$$missing" ]; then \
 		if [ "$$(id -u)" != 0 ]; then \
@@ -39,6 +50,9 @@ test-deps:
 		echo "installing:$$missing"; \
 		export DEBIAN_FRONTEND=noninteractive; \
 		apt-get update -qq && apt-get install -y -qq --no-install-recommends $$missing; \
+	fi; \
+	if ! curl -V | grep -q '^Features:.* HTTP2'; then \
+		echo "make test needs a curl with HTTP2 (Debian's has it): curl -V lists no HTTP2" >&2; exit 1; \
 	fi
 
 ## make install: binary, production config (kept if present), systemd unit, logrotate
@@ -90,7 +104,7 @@ bench:
 FUZZ_SECONDS ?= 200
 fuzz:
 	command -v cargo-fuzz >/dev/null 2>&1 || $(CARGO) install cargo-fuzz --locked
-	for t in request_head chunked response_head; do \
+	for t in request_head chunked response_head h2_frame h2_session; do \
 		mkdir -p target/fuzz-corpus/$$t; \
 		RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run -O $$t target/fuzz-corpus/$$t fuzz/corpus/$$t -- \
 			-max_total_time=$(FUZZ_SECONDS) -max_len=8192 || exit 1; \

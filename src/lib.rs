@@ -18,6 +18,7 @@
 //! - `config`: the YAML file: schema, units, validation.
 //! - `tls`: certificates, SNI, session tickets, the non-blocking TLS stream.
 //! - `http`: head parsing, framing, rewriting, error pages.
+//! - `h2`: HTTP/2 sans-IO: frames, HPACK, flow control, the server connection.
 //! - `shm`: the state shared by all processes of a generation.
 //! - `net`: sockets: listeners, inheritance, socket options.
 //! - `buffer`: pooled buffers.
@@ -32,6 +33,7 @@ pub mod buffer;
 pub mod cli;
 pub mod config;
 pub mod event;
+pub mod h2;
 pub mod health;
 pub mod http;
 pub mod log;

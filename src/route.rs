@@ -3,7 +3,7 @@
 //! resolved) and the generation it belongs to. Workers only read it.
 
 use crate::config::Config;
-pub use crate::config::{Action, HashKey};
+pub use crate::config::{Action, HashKey, UpstreamProtocol};
 
 pub struct Runtime {
     /// The configuration generation (reloads), for metrics.

@@ -524,3 +524,38 @@ fn a_down_server_stays_down_across_a_reload() {
         lb.diagnostics()
     );
 }
+
+/// HTTP/1.1 checks of an HTTPS upstream go over TLS (HAProxy's check-ssl):
+/// the server sees `GET /health`, and its status is judged.
+#[test]
+fn http_check_over_tls_reads_the_status() {
+    let dir = TempDir::new("health-tls");
+    let (ca, ca_path) = support::tls::TestCa::in_dir(dir.path());
+    let b = support::tls::TlsBackend::start("s1", &ca.issue(&["localhost"]));
+    // The backend answers 200; expecting 204 makes every check fail.
+    let yaml = tls_upstream_config("localhost", &ca_path, b.addr())
+        .upstream_opt(
+            "health: {type: http, path: /health, interval: 200ms, timeout: 500ms, rise: 1, fall: 1, expect_status: \"204\"}",
+        )
+        .build();
+    let lb = Forklb::start(&yaml);
+    assert!(
+        lb.wait_log("server web/s1 is DOWN", Duration::from_secs(5)),
+        "s1 not marked DOWN\n{}",
+        lb.diagnostics()
+    );
+    let lines = lb.log_lines("server web/s1 is DOWN");
+    assert!(
+        lines[0].contains("reason: HTTP status 200"),
+        "unexpected DOWN line: {lines:?}"
+    );
+    let checks: Vec<_> = b
+        .requests()
+        .into_iter()
+        .filter(|r| r.path == "/health")
+        .collect();
+    assert!(!checks.is_empty());
+    assert_eq!(checks[0].method, "GET");
+    assert_eq!(checks[0].sni.as_deref(), Some("localhost"));
+    assert_eq!(checks[0].header("user-agent"), Some("forklb-health"));
+}

@@ -4,6 +4,7 @@
 mod support;
 
 use std::collections::HashMap;
+use std::time::{Duration, Instant};
 use support::*;
 
 /// Parses the text format strictly: every line is a comment (`# HELP` /
@@ -83,7 +84,22 @@ fn metrics_parse_and_add_up_over_workers() {
     for _ in 0..40 {
         assert_eq!(http_get(lb.port(), "/x").status, 200);
     }
-    let r = http_get(lb.port(), "/metrics");
+    // A worker settles a request's counters (the duration histogram among
+    // them) just after its response is written: the page read by the other
+    // worker may come a moment before. Read until they settle, briefly.
+    let settled = Instant::now() + Duration::from_secs(2);
+    let r = loop {
+        let r = http_get(lb.port(), "/metrics");
+        let count = value(
+            &parse(&r.body_str()),
+            "forklb_upstream_request_duration_seconds_count",
+            &[("upstream", "main")],
+        );
+        if count >= 40.0 || Instant::now() >= settled {
+            break r;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
     assert_eq!(r.status, 200);
     assert!(
         r.header("content-type")

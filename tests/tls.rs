@@ -30,6 +30,16 @@ fn tls_config(
     pairs: &[(PathBuf, PathBuf)],
     backends: &[&Backend],
 ) -> String {
+    tls_builder(workers, top, pairs, backends).build()
+}
+
+/// [`tls_config`] before it is built, for more listener keys.
+fn tls_builder(
+    workers: usize,
+    top: &str,
+    pairs: &[(PathBuf, PathBuf)],
+    backends: &[&Backend],
+) -> ConfigBuilder {
     ConfigBuilder::new()
         .workers(workers)
         .log_level("info")
@@ -40,7 +50,6 @@ fn tls_config(
         .route(Route::healthz())
         .route(Route::to("web"))
         .upstream("web", backends.iter().map(|b| Srv::of(b)))
-        .build()
 }
 
 fn connect(port: u16, sni: Option<&str>) -> TlsConn {
@@ -205,7 +214,14 @@ fn fifty_keepalive_requests_on_one_tls_connection() {
     let dir = TempDir::new("tls-ka");
     let a = TestCert::self_signed(&["a.test"]);
     let be = Backend::start("b1");
-    let lb = Forklb::start(&tls_config(1, "", &[a.write(dir.path(), "a")], &[&be]));
+    // `http2: false`: the listener speaks HTTP/1.1 only (a listener with
+    // the default `http2: true` selects h2 for this client, see
+    // `alpn_selects_h2_by_default_and_http11_for_http11_clients`).
+    let lb = Forklb::start(
+        &tls_builder(1, "", &[a.write(dir.path(), "a")], &[&be])
+            .listener_opt("http2: false")
+            .build(),
+    );
 
     // The client offers h2 first: forklb speaks HTTP/1.1 only.
     let cfg = client_config_with(&[&TLS13, &TLS12], &[b"h2", b"http/1.1"], None);
@@ -232,6 +248,42 @@ fn fifty_keepalive_requests_on_one_tls_connection() {
             Some("https"),
             "request {i} headers: {:?}",
             r.headers
+        );
+    }
+}
+
+/// The default `http2: true` offers `h2` first: a client offering both gets
+/// h2; a client offering only http/1.1 (or no ALPN) still gets HTTP/1.1.
+#[test]
+fn alpn_selects_h2_by_default_and_http11_for_http11_clients() {
+    let dir = TempDir::new("tls-alpn");
+    let a = TestCert::self_signed(&["a.test"]);
+    let be = Backend::start("b1");
+    let lb = Forklb::start(&tls_config(1, "", &[a.write(dir.path(), "a")], &[&be]));
+
+    let cfg = client_config_with(&[&TLS13, &TLS12], &[b"h2", b"http/1.1"], None);
+    let c = TlsConn::connect(lb.port(), Some("a.test"), cfg).expect("handshake");
+    assert_eq!(
+        c.tls().alpn_protocol(),
+        Some(&b"h2"[..]),
+        "ALPN must select h2"
+    );
+    drop(c);
+
+    for alpn in [&[&b"http/1.1"[..]][..], &[]] {
+        let cfg = client_config_with(&[&TLS13, &TLS12], alpn, None);
+        let mut c = TlsConn::connect(lb.port(), Some("a.test"), cfg).expect("handshake");
+        let expected = if alpn.is_empty() {
+            None
+        } else {
+            Some(&b"http/1.1"[..])
+        };
+        assert_eq!(c.tls().alpn_protocol(), expected, "offered {alpn:?}");
+        let r = c.get("/h1").expect("GET over HTTP/1.1");
+        assert_eq!(
+            (r.status, r.body_str()),
+            (200, "b1".into()),
+            "offered {alpn:?}"
         );
     }
 }

@@ -7,7 +7,9 @@ use super::error::{invalid, Invalid};
 use super::raw::{self, NamedMap};
 use super::routing::Route;
 use super::scalars::HashKey;
-use super::validated::{Config, Health, Listener, Server, Timeouts, Upstream, Upstreams};
+use super::validated::{
+    Config, Health, Http2Settings, Listener, Server, Timeouts, Upstream, Upstreams,
+};
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -78,6 +80,12 @@ pub(super) fn build(
         // Checked to be within 1k-1m.
         max_header_bytes: cfg.limits.max_header_bytes.get() as usize,
         max_body_bytes: cfg.limits.max_body_bytes.get(),
+        // Checked to fit their SETTINGS parameters (u32, most 2^31-1).
+        http2: Http2Settings {
+            max_concurrent_streams: cfg.http2.max_concurrent_streams as u32,
+            initial_window_size: cfg.http2.initial_window_size.get() as u32,
+            max_header_list_size: cfg.http2.max_header_list_size.get() as u32,
+        },
         listeners,
         upstreams: Upstreams(upstreams),
         source,
@@ -101,7 +109,7 @@ fn build_listener(
             .iter()
             .map(|ck| (ck.cert.clone(), ck.key.clone()))
             .collect();
-        match crate::tls::server::config(&pairs) {
+        match crate::tls::server::config(&pairs, l.http2) {
             Ok(loaded) => {
                 warnings.extend(loaded.warnings);
                 Some(loaded.config)
@@ -117,6 +125,8 @@ fn build_listener(
         proto: if tls.is_some() { "https" } else { "http" },
         tls,
         certificates,
+        http2: l.http2,
+        h2c: l.h2c,
         routes: checked.routes,
     })
 }
@@ -130,7 +140,15 @@ fn load_upstream_tls(
         return Ok(None);
     };
     let field = if tls.ca.is_some() { "tls.ca" } else { "tls" };
-    match crate::tls::client::config(tls.verify, tls.ca.as_deref()) {
+    // HTTP/2 upstreams offer `h2` alone, so a server that cannot speak it
+    // fails the handshake or selects no protocol, instead of agreeing to
+    // HTTP/1.1 and then receiving HTTP/2 frames.
+    let alpn: &[&[u8]] = if up.protocol.is_h2() {
+        &[b"h2"]
+    } else {
+        &[b"http/1.1"]
+    };
+    match crate::tls::client::config(tls.verify, tls.ca.as_deref(), alpn) {
         Ok(client) => Ok(Some(client)),
         Err(message) => invalid(format!("upstreams.{name}.{field}"), message),
     }
@@ -163,6 +181,7 @@ fn build_upstream(
         })
         .collect::<Result<Vec<_>, _>>()?;
     Ok(Upstream {
+        protocol: up.protocol,
         health: up.health.map(|h| Health {
             kind: h.kind,
             path: h.path,

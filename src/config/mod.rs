@@ -33,15 +33,15 @@ pub use error::ConfigError;
 pub use index::ServerIndex;
 pub use raw::{
     AccessLog, AccessLogFormat, Admin, AdminLevel, Balance, CertKey, HealthKind, LogLevel,
-    MetricsFormat, UpstreamTls, Workers,
+    MetricsFormat, UpstreamProtocol, UpstreamTls, Workers,
 };
 pub use routing::{Action, HostMatch, Route};
 pub use scalars::{HashKey, RedirectTarget, StatusRange};
 pub use units::{ByteSize, HumanDuration};
 pub use validate::MAX_RETRIES;
 pub use validated::{
-    Config, Health, Listener, Server, Timeouts, Upstream, Upstreams, DEFAULT_UPGRADE_GRACE,
-    DEFAULT_UPGRADE_SOCK,
+    Config, Health, Http2Settings, Listener, Server, Timeouts, Upstream, Upstreams,
+    DEFAULT_UPGRADE_GRACE, DEFAULT_UPGRADE_SOCK,
 };
 
 use std::path::Path;

@@ -49,6 +49,11 @@ impl Config {
                 max_header_bytes: ByteSize(self.max_header_bytes as u64),
                 max_body_bytes: ByteSize(self.max_body_bytes),
             },
+            http2: raw::Http2 {
+                max_concurrent_streams: self.http2.max_concurrent_streams.into(),
+                initial_window_size: ByteSize(self.http2.initial_window_size.into()),
+                max_header_list_size: ByteSize(self.http2.max_header_list_size.into()),
+            },
             listeners: self
                 .listeners
                 .iter()
@@ -67,6 +72,8 @@ impl Config {
         raw::Listener {
             name: l.name.clone(),
             bind: l.addrs.iter().map(|a| a.to_string()).collect(),
+            http2: l.http2,
+            h2c: l.h2c,
             tls: l.tls.as_ref().map(|_| ListenerTls {
                 certificates: l.certificates.clone(),
             }),
@@ -104,6 +111,7 @@ impl Config {
 
 fn raw_upstream(u: &Upstream) -> raw::Upstream {
     raw::Upstream {
+        protocol: u.protocol,
         balance: u.balance,
         hash_key: (u.balance == raw::Balance::Hash).then(|| u.hash_key.clone()),
         keepalive: u.keepalive,

@@ -49,6 +49,8 @@ pub struct Config {
     pub access_log: Option<AccessLog>,
     pub timeouts: Timeouts,
     pub limits: Limits,
+    /// Tuning of every HTTP/2 connection (DESIGN §4.1).
+    pub http2: Http2,
     pub listeners: Vec<Listener>,
     /// Upstreams in the order the file lists them (the order `show stat` uses).
     pub upstreams: NamedMap<Upstream>,
@@ -75,6 +77,7 @@ impl Default for Config {
             access_log: None,
             timeouts: Timeouts::default(),
             limits: Limits::default(),
+            http2: Http2::default(),
             listeners: Vec::new(),
             upstreams: NamedMap::default(),
         }
@@ -245,12 +248,39 @@ impl Default for Limits {
     }
 }
 
+/// `http2:` — the settings forklb announces on every HTTP/2 connection.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Http2 {
+    pub max_concurrent_streams: u64,
+    /// Per stream (SETTINGS_INITIAL_WINDOW_SIZE).
+    pub initial_window_size: ByteSize,
+    /// Largest decoded header list (SETTINGS_MAX_HEADER_LIST_SIZE).
+    pub max_header_list_size: ByteSize,
+}
+
+impl Default for Http2 {
+    fn default() -> Self {
+        Http2 {
+            max_concurrent_streams: 128,
+            initial_window_size: ByteSize(64 * 1024),
+            max_header_list_size: ByteSize(64 * 1024),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Listener {
     pub name: String,
     #[serde(default)]
     pub bind: Vec<String>,
+    /// TLS listeners: offer ALPN `h2` besides `http/1.1`.
+    #[serde(default = "default_true")]
+    pub http2: bool,
+    /// Plain listeners: accept the HTTP/2 prior-knowledge preface.
+    #[serde(default)]
+    pub h2c: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<ListenerTls>,
     #[serde(default)]
@@ -273,6 +303,9 @@ pub struct CertKey {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Upstream {
+    /// The protocol spoken to the servers (DESIGN §4.1).
+    #[serde(default)]
+    pub protocol: UpstreamProtocol,
     #[serde(default)]
     pub balance: Balance,
     /// Only with `balance: hash`; absent = `source`.
@@ -327,6 +360,27 @@ pub enum Balance {
     First,
     #[serde(rename = "static-rr")]
     StaticRr,
+}
+
+/// `upstreams.NAME.protocol`: how requests reach the servers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UpstreamProtocol {
+    /// HTTP/1.1 (over TLS when `tls:` is set).
+    #[default]
+    Http1,
+    /// HTTP/2 over TLS, negotiated by ALPN `h2` (needs `tls:`).
+    H2,
+    /// HTTP/2 over plain TCP with prior knowledge (no `tls:`).
+    H2c,
+}
+
+impl UpstreamProtocol {
+    /// True for both HTTP/2 variants: the servers are reached through
+    /// multiplexed HTTP/2 connections, not the HTTP/1.1 pool.
+    pub fn is_h2(self) -> bool {
+        matches!(self, UpstreamProtocol::H2 | UpstreamProtocol::H2c)
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

@@ -18,7 +18,7 @@
 
 use super::build::{Checked, CheckedListener};
 use super::error::{invalid, ConfigError, Invalid};
-use super::raw::{self, Balance, HealthKind, RouteAction, Workers};
+use super::raw::{self, Balance, HealthKind, RouteAction, UpstreamProtocol, Workers};
 use super::routing::{Action, HostMatch, Route};
 use super::validated::Config;
 use std::collections::HashMap;
@@ -39,6 +39,13 @@ pub const MAX_RETRIES: u32 = 16;
 /// Bounds of `limits.max_header_bytes`.
 pub const MIN_HEADER_BYTES: u64 = 1 << 10;
 pub const MAX_HEADER_BYTES: u64 = 1 << 20;
+/// The largest value of an HTTP/2 window or stream count (RFC 9113 §6.5.2,
+/// §6.9.1: 2^31-1).
+pub const MAX_H2_VALUE: u64 = (1 << 31) - 1;
+/// Bounds of `http2.max_header_list_size`: below 1 KiB ordinary browser
+/// requests no longer fit; above 16 MiB one stream could pin that much.
+pub const MIN_H2_HEADER_LIST: u64 = 1 << 10;
+pub const MAX_H2_HEADER_LIST: u64 = 16 << 20;
 
 /// Reads, parses and validates the file at `path`.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
@@ -140,6 +147,32 @@ fn check_global(cfg: &raw::Config) -> Check {
         return invalid(
             "limits.max_header_bytes",
             format!("{header} bytes is out of range 1k-1m"),
+        );
+    }
+    check_http2(&cfg.http2)
+}
+
+/// `http2`: each value must fit its SETTINGS parameter.
+fn check_http2(h: &raw::Http2) -> Check {
+    let streams = h.max_concurrent_streams;
+    if !(1..=MAX_H2_VALUE).contains(&streams) {
+        return invalid(
+            "http2.max_concurrent_streams",
+            format!("{streams} is out of range 1-{MAX_H2_VALUE} (2^31-1)"),
+        );
+    }
+    let window = h.initial_window_size.get();
+    if !(1..=MAX_H2_VALUE).contains(&window) {
+        return invalid(
+            "http2.initial_window_size",
+            format!("{window} bytes is out of range 1-{MAX_H2_VALUE} (2^31-1)"),
+        );
+    }
+    let list = h.max_header_list_size.get();
+    if !(MIN_H2_HEADER_LIST..=MAX_H2_HEADER_LIST).contains(&list) {
+        return invalid(
+            "http2.max_header_list_size",
+            format!("{list} bytes is out of range 1k-16m"),
         );
     }
     Ok(())
@@ -354,6 +387,13 @@ fn check_listeners(cfg: &raw::Config) -> Result<Vec<CheckedListener>, Invalid> {
                     "at least one certificate is required",
                 );
             }
+            if l.h2c {
+                return invalid(
+                    format!("{at}.h2c"),
+                    "h2c (HTTP/2 in clear text) is for plain listeners only; a TLS \
+                     listener offers HTTP/2 by ALPN with `http2: true` (the default)",
+                );
+            }
         }
         let routes = l
             .routes
@@ -551,6 +591,7 @@ fn check_upstreams(cfg: &mut raw::Config) -> Result<Vec<Vec<(String, u16)>>, Inv
                 );
             }
         }
+        check_protocol(&at, up)?;
         if let Some(sni) = up.tls.as_ref().and_then(|t| t.sni.as_ref()) {
             if rustls::pki_types::ServerName::try_from(sni.as_str()).is_err() {
                 return invalid(
@@ -565,6 +606,22 @@ fn check_upstreams(cfg: &mut raw::Config) -> Result<Vec<Vec<(String, u16)>>, Inv
         server_addrs.push(check_servers(&at, up)?);
     }
     Ok(server_addrs)
+}
+
+/// `protocol` decides the transport together with `tls`: `h2` is only ever
+/// negotiated by ALPN (so needs TLS), `h2c` is HTTP/2 in the clear.
+fn check_protocol(at: &str, up: &raw::Upstream) -> Check {
+    match (up.protocol, up.tls.is_some()) {
+        (UpstreamProtocol::H2, false) => invalid(
+            format!("{at}.protocol"),
+            "h2 needs tls: (use h2c for HTTP/2 over plain TCP)",
+        ),
+        (UpstreamProtocol::H2c, true) => invalid(
+            format!("{at}.protocol"),
+            "h2c is HTTP/2 over plain TCP and cannot be combined with tls: (use h2 for HTTP/2 over TLS)",
+        ),
+        _ => Ok(()),
+    }
 }
 
 fn check_health(at: &str, h: &raw::Health) -> Check {
@@ -1332,6 +1389,234 @@ upstreams:
     }
 
     #[test]
+    fn http2_defaults_and_values() {
+        let c = ok(MINIMAL);
+        assert_eq!(
+            c.http2,
+            crate::config::Http2Settings {
+                max_concurrent_streams: 128,
+                initial_window_size: 65_536,
+                max_header_list_size: 65_536,
+            }
+        );
+        assert_eq!(c.http2, Default::default());
+        // A plain listener: no h2c unless asked; `http2` defaults to true.
+        let l = &c.listeners[0];
+        assert!(l.http2 && !l.h2c && !l.speaks_h2());
+
+        let c = ok(&with_top(
+            "http2: {max_concurrent_streams: 1, initial_window_size: 2147483647, max_header_list_size: 1k}
+",
+        ));
+        assert_eq!(c.http2.max_concurrent_streams, 1);
+        assert_eq!(c.http2.initial_window_size, (1 << 31) - 1);
+        assert_eq!(c.http2.max_header_list_size, 1024);
+        let c = ok(&with_top(
+            "http2: {max_concurrent_streams: 2147483647, initial_window_size: \"1m\", max_header_list_size: 16m}\n",
+        ));
+        assert_eq!(c.http2.max_concurrent_streams, (1 << 31) - 1);
+        assert_eq!(c.http2.initial_window_size, 1 << 20);
+        assert_eq!(c.http2.max_header_list_size, 16 << 20);
+        // Only the keys set change.
+        let c = ok(&with_top("http2: {initial_window_size: 16k}\n"));
+        assert_eq!(c.http2.initial_window_size, 16 * 1024);
+        assert_eq!(c.http2.max_concurrent_streams, 128);
+
+        let two = |extra: &str| {
+            format!(
+                "listeners:\n  - {{name: web, bind: [\"127.0.0.1:8080\"], routes: [{{upstream: web}}]}}\n  - {{name: api, bind: [\"127.0.0.1:8081\"], {extra}routes: [{{upstream: web}}]}}\n\
+                 upstreams:\n  web: {{servers: [{{addr: \"127.0.0.1:9001\"}}]}}\n"
+            )
+        };
+        let c = ok(&two("h2c: true, "));
+        assert!(c.listeners[1].h2c && c.listeners[1].speaks_h2());
+        assert!(!c.listeners[0].h2c);
+        let c = ok(&two("http2: false, "));
+        assert!(!c.listeners[1].http2 && !c.listeners[1].speaks_h2());
+    }
+
+    #[test]
+    fn http2_errors_name_their_field() {
+        for (yaml, field, msg) in [
+            (
+                "max_concurrent_streams: 0",
+                "max_concurrent_streams",
+                "0 is out of range 1-2147483647",
+            ),
+            (
+                "max_concurrent_streams: 2147483648",
+                "max_concurrent_streams",
+                "2147483648 is out of range 1-2147483647",
+            ),
+            (
+                "initial_window_size: 0",
+                "initial_window_size",
+                "0 bytes is out of range 1-2147483647",
+            ),
+            (
+                "initial_window_size: 2g",
+                "initial_window_size",
+                "out of range 1-2147483647 (2^31-1)",
+            ),
+            (
+                "max_header_list_size: 512",
+                "max_header_list_size",
+                "512 bytes is out of range 1k-16m",
+            ),
+            (
+                "max_header_list_size: 17m",
+                "max_header_list_size",
+                "out of range 1k-16m",
+            ),
+        ] {
+            assert_err(
+                &with_top(&format!("http2: {{{yaml}}}\n")),
+                &format!("http2.{field}"),
+                msg,
+            );
+        }
+        let e = err(&with_top("http2: {max_concurrent_streams: -1}\n"));
+        assert!(e.message.contains("invalid"), "{e}");
+        let e = err(&with_top("http2: {initial_window_size: 10x}\n"));
+        assert!(e.message.contains("10x"), "{e}");
+        let e = err(&with_top("http2: {max_streams: 10}\n"));
+        assert!(e.message.contains("unknown field `max_streams`"), "{e}");
+        let e = err(&with_routes("      - {upstream: web}\n")
+            .replace("    routes:", "    h2c: maybe\n    routes:"));
+        assert!(e.message.contains("invalid"), "{e}");
+    }
+
+    #[test]
+    fn upstream_protocol_defaults_to_http1_and_is_checked_against_tls() {
+        let servers = "    servers: [{addr: \"127.0.0.1:1\"}]\n";
+        let protocol = |body: &str| ok(&with_upstream(body)).upstreams[0].protocol;
+        assert_eq!(protocol(servers), UpstreamProtocol::Http1);
+        assert!(!UpstreamProtocol::Http1.is_h2());
+        assert_eq!(
+            protocol(&format!("    protocol: http1\n{servers}")),
+            UpstreamProtocol::Http1
+        );
+        let h2c = protocol(&format!("    protocol: h2c\n{servers}"));
+        assert_eq!(h2c, UpstreamProtocol::H2c);
+        assert!(h2c.is_h2());
+        let h2 = protocol(&format!(
+            "    protocol: h2\n    tls: {{verify: false}}\n{servers}"
+        ));
+        assert_eq!(h2, UpstreamProtocol::H2);
+        assert!(h2.is_h2());
+        assert_err(
+            &with_upstream(&format!("    protocol: h2\n{servers}")),
+            "upstreams.web.protocol",
+            "h2 needs tls: (use h2c for HTTP/2 over plain TCP)",
+        );
+        assert_err(
+            &with_upstream(&format!("    protocol: h2\n    tls: null\n{servers}")),
+            "upstreams.web.protocol",
+            "h2 needs tls:",
+        );
+        assert_err(
+            &with_upstream(&format!(
+                "    protocol: h2c\n    tls: {{verify: false}}\n{servers}"
+            )),
+            "upstreams.web.protocol",
+            "cannot be combined with tls:",
+        );
+        let e = err(&with_upstream(&format!("    protocol: http2\n{servers}")));
+        assert!(e.path.contains("protocol"), "{e}");
+    }
+
+    #[test]
+    fn upstream_tls_offers_h2_alone_for_protocol_h2() {
+        let servers = "    tls: {verify: false}\n    servers: [{addr: \"127.0.0.1:1\"}]\n";
+        let alpn = |body: &str| {
+            let c = ok(&with_upstream(body));
+            c.upstreams[0].tls.as_ref().unwrap().alpn_protocols.clone()
+        };
+        assert_eq!(alpn(servers), vec![b"http/1.1".to_vec()]);
+        assert_eq!(
+            alpn(&format!("    protocol: http1\n{servers}")),
+            vec![b"http/1.1".to_vec()]
+        );
+        assert_eq!(
+            alpn(&format!("    protocol: h2\n{servers}")),
+            vec![b"h2".to_vec()]
+        );
+    }
+
+    #[test]
+    fn upstream_protocol_prints_and_reads_back() {
+        let c = ok(&with_upstream(
+            "    protocol: h2c\n    servers: [{addr: \"127.0.0.1:1\"}]\n",
+        ));
+        let yaml = c.to_yaml();
+        assert!(yaml.contains("protocol: h2c"), "{yaml}");
+        assert_eq!(ok(&yaml).upstreams[0].protocol, UpstreamProtocol::H2c);
+        let yaml = ok(&with_upstream("    servers: [{addr: \"127.0.0.1:1\"}]\n")).to_yaml();
+        assert!(yaml.contains("protocol: http1"), "{yaml}");
+    }
+
+    #[test]
+    fn h2c_on_a_tls_listener_is_an_error() {
+        // Checked before the certificate files are read.
+        assert_err(
+            "listeners:\n  - name: web\n    bind: [\"127.0.0.1:8443\"]\n    h2c: true\n    tls:\n      certificates: [{cert: a.crt, key: a.key}]\n    routes: [{return: {status: 200}}]\n",
+            "listeners[0].h2c",
+            "h2c (HTTP/2 in clear text) is for plain listeners only",
+        );
+        // `h2c: false` is what it means anyway: accepted.
+        assert_err(
+            "listeners:\n  - name: web\n    bind: [\"127.0.0.1:8443\"]\n    h2c: false\n    tls:\n      certificates: [{cert: a.crt, key: a.key}]\n    routes: [{return: {status: 200}}]\n",
+            "listeners[0].tls.certificates[0]",
+            "a.crt",
+        );
+    }
+
+    #[test]
+    fn tls_listeners_offer_h2_by_alpn_unless_http2_false() {
+        let dir = std::env::temp_dir().join(format!("forklb-alpn-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["localhost".to_owned()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        std::fs::write(dir.join("a.crt"), cert.pem()).unwrap();
+        std::fs::write(dir.join("a.key"), key.serialize_pem()).unwrap();
+        let yaml = |extra: &str| {
+            format!(
+                "listeners:\n  - name: web\n    bind: [\"127.0.0.1:8443\"]\n{extra}    tls:\n      certificates: [{{cert: a.crt, key: a.key}}]\n    routes: [{{return: {{status: 200}}}}]\n"
+            )
+        };
+        let source = dir.join("forklb.yaml");
+        let alpn = |extra: &str| {
+            let c = from_yaml_str(&yaml(extra), &source).unwrap();
+            let l = &c.listeners[0];
+            (
+                l.http2,
+                l.speaks_h2(),
+                l.tls.as_ref().unwrap().alpn_protocols.clone(),
+            )
+        };
+        let h2 = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        assert_eq!(alpn(""), (true, true, h2.clone()));
+        assert_eq!(alpn("    http2: true\n"), (true, true, h2));
+        assert_eq!(
+            alpn("    http2: false\n"),
+            (false, false, vec![b"http/1.1".to_vec()])
+        );
+        // -T prints both keys, and reads back the same.
+        let c = from_yaml_str(&yaml("    http2: false\n"), &source).unwrap();
+        let text = c.to_yaml();
+        assert!(
+            text.contains("http2: false") && text.contains("h2c: false"),
+            "{text}"
+        );
+        let back = from_yaml_str(&text, &source).unwrap();
+        assert!(!back.listeners[0].http2);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
     fn relative_paths_resolve_against_the_config_folder() {
         let c = ok(&with_top(
             "pid_file: run/forklb.pid\nupgrade_sock: ./upgrade.sock\nerror_log: logs/error.log\n",
@@ -1423,6 +1708,10 @@ upstreams:
         assert!(text.contains("keepalive: 32"), "{text}");
         assert!(text.contains("max_header_bytes: 8k"), "{text}");
         assert!(text.contains("name: localhost:9002"), "{text}");
+        assert!(text.contains("max_concurrent_streams: 128"), "{text}");
+        assert!(text.contains("initial_window_size: 64k"), "{text}");
+        assert!(text.contains("max_header_list_size: 64k"), "{text}");
+        assert_eq!(a.http2, b.http2);
     }
 
     #[test]

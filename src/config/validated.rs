@@ -5,7 +5,10 @@
 //! file's shape ([`super::raw::Config`]) by validation; `forklb -T` prints it
 //! back in that shape.
 
-use super::raw::{AccessLog, Admin, Balance, CertKey, HealthKind, LogLevel, UpstreamTls, Workers};
+use super::raw::{
+    AccessLog, Admin, Balance, CertKey, HealthKind, LogLevel, UpstreamProtocol, UpstreamTls,
+    Workers,
+};
 use super::routing::{self, Action, Route};
 use super::scalars::{HashKey, StatusRange};
 use std::net::SocketAddr;
@@ -39,6 +42,8 @@ pub struct Config {
     pub max_header_bytes: usize,
     /// 0 = unlimited.
     pub max_body_bytes: u64,
+    /// `http2:`, the settings of every HTTP/2 connection.
+    pub http2: Http2Settings,
     pub listeners: Vec<Listener>,
     /// In the order the file lists them (the order `show stat` uses).
     pub upstreams: Upstreams,
@@ -62,6 +67,30 @@ pub struct Timeouts {
     pub upstream_write: Duration,
 }
 
+/// The HTTP/2 settings forklb announces (and enforces) on every HTTP/2
+/// connection, each checked to fit its SETTINGS parameter (RFC 9113 §6.5.2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Http2Settings {
+    /// SETTINGS_MAX_CONCURRENT_STREAMS, 1..=2^31-1.
+    pub max_concurrent_streams: u32,
+    /// SETTINGS_INITIAL_WINDOW_SIZE (per stream), 1..=2^31-1.
+    pub initial_window_size: u32,
+    /// SETTINGS_MAX_HEADER_LIST_SIZE: the largest decoded header list, at
+    /// least 1 KiB (RFC 7541 counts 32 bytes per field on top of the names
+    /// and values).
+    pub max_header_list_size: u32,
+}
+
+impl Default for Http2Settings {
+    fn default() -> Self {
+        Http2Settings {
+            max_concurrent_streams: 128,
+            initial_window_size: 64 * 1024,
+            max_header_list_size: 64 * 1024,
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Listener {
     pub name: String,
@@ -73,12 +102,33 @@ pub struct Listener {
     pub tls: Option<Arc<rustls::ServerConfig>>,
     /// The files `tls` was loaded from (paths absolute); empty without TLS.
     pub certificates: Vec<CertKey>,
+    /// TLS listeners: ALPN offers `h2` before `http/1.1` (`tls` is built
+    /// with it). Kept as set on plain listeners, where it means nothing.
+    pub http2: bool,
+    /// Plain listeners only (checked): the HTTP/2 prior-knowledge preface
+    /// is accepted. `Upgrade: h2c` is never honoured.
+    pub h2c: bool,
     pub routes: Vec<Route>,
+}
+
+impl Listener {
+    /// True when clients may speak HTTP/2 on this listener at all (by ALPN
+    /// on TLS, by prior knowledge on plain TCP).
+    pub fn speaks_h2(&self) -> bool {
+        if self.tls.is_some() {
+            self.http2
+        } else {
+            self.h2c
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
 pub struct Upstream {
     pub name: String,
+    /// HTTP/1.1, HTTP/2 over TLS (`tls` then offers ALPN `h2` only) or
+    /// HTTP/2 with prior knowledge; checked against `tls` at load.
+    pub protocol: UpstreamProtocol,
     pub health: Option<Health>,
     pub balance: Balance,
     /// What `balance: hash` hashes (`source` unless set).

@@ -7,13 +7,17 @@
 //! A TCP check passes when the connection is established; an HTTP check
 //! sends `GET path` and passes when the status is within `expect_status`;
 //! for an upstream with `tls` it does so over TLS, with the same
-//! verification and SNI as the traffic (HAProxy's `check-ssl`).
+//! verification and SNI as the traffic (HAProxy's `check-ssl`), and for a
+//! `protocol: h2`/`h2c` upstream it is an HTTP/2 request (`probe`,
+//! `h2probe`): the check speaks what the traffic speaks.
 //! Each check is bounded by `timeout`; the next one starts `interval` after
 //! the previous ended. Transitions are logged the way operators know from
 //! HAProxy: `server web/web1 is DOWN, reason: connection refused, check
 //! duration: 1ms`.
 
 pub mod counter;
+mod h2probe;
+mod probe;
 
 use crate::config::Health as HealthRt;
 use crate::config::HealthKind;
@@ -23,6 +27,7 @@ use crate::shm::{HealthChange, HealthState, LastCheck, Shm};
 use crate::signals::{self, SignalSet};
 use mio::net::{TcpStream, UnixStream};
 use mio::{Events, Interest, Poll, Token};
+use probe::{Outcome, Probe, Request};
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -30,8 +35,6 @@ use std::time::{Duration, Instant};
 
 const SIGNAL_TOKEN: Token = Token(usize::MAX - 1);
 const CHANNEL_TOKEN: Token = Token(usize::MAX - 2);
-/// Bytes of an HTTP check response read at most (the status line is enough).
-const MAX_RESPONSE: usize = 4096;
 
 pub struct HealthSetup {
     pub runtime: Runtime,
@@ -42,7 +45,7 @@ pub struct HealthSetup {
 enum Stage {
     Connecting,
     Handshake,
-    Sending { sent: usize },
+    Sending,
     Reading,
 }
 
@@ -53,7 +56,8 @@ struct Check {
     stage: Stage,
     readable: bool,
     writable: bool,
-    response: Vec<u8>,
+    /// HTTP checks: the exchange (`None` for TCP checks).
+    probe: Option<Probe>,
 }
 
 /// What one stage of a check came to.
@@ -77,7 +81,7 @@ fn failed(reason: impl Into<String>) -> Step {
 
 impl Check {
     /// Waits for the connection; a TCP check passes once it is established.
-    fn connecting(&mut self, http: bool) -> Step {
+    fn connecting(&mut self) -> Step {
         if !self.writable && !self.readable {
             return Step::Wait;
         }
@@ -90,7 +94,7 @@ impl Check {
             }
             Err(e) => return failed(describe(&e)),
         }
-        if !http {
+        if self.probe.is_none() {
             return Step::Done {
                 ok: true,
                 reason: "connection established".to_owned(),
@@ -104,7 +108,7 @@ impl Check {
     fn handshaking(&mut self) -> Step {
         match self.sock.handshake(&mut self.readable, &mut self.writable) {
             Ok(true) => {
-                self.stage = Stage::Sending { sent: 0 };
+                self.stage = Stage::Sending;
                 Step::Again
             }
             Ok(false) => Step::Wait,
@@ -112,53 +116,66 @@ impl Check {
         }
     }
 
-    /// Writes the rest of `request`, `sent` bytes of which went out already.
-    fn sending(&mut self, sent: usize, request: &[u8]) -> Step {
-        if !self.writable {
-            return Step::Wait;
-        }
-        match self.sock.write(&request[sent..]) {
-            Ok(n) if sent + n >= request.len() => self.stage = Stage::Reading,
-            Ok(n) => self.stage = Stage::Sending { sent: sent + n },
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                self.writable = false;
-                return Step::Wait;
+    /// Writes what the probe queued; `Ok(true)` once all of it is out.
+    fn write_queued(&mut self) -> io::Result<bool> {
+        let Some(probe) = self.probe.as_mut() else {
+            return Ok(true);
+        };
+        while !probe.output().is_empty() {
+            if !self.writable {
+                return Ok(false);
             }
-            Err(e) => return failed(describe(&e)),
+            match self.sock.write(probe.output()) {
+                Ok(n) => probe.advance_output(n),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.writable = false,
+                Err(e) => return Err(e),
+            }
         }
-        Step::Again
+        Ok(true)
     }
 
-    /// Reads the response until its status line is complete.
+    /// Writes the request.
+    fn sending(&mut self) -> Step {
+        match self.write_queued() {
+            Ok(true) => {
+                self.stage = Stage::Reading;
+                Step::Again
+            }
+            Ok(false) => Step::Wait,
+            Err(e) => failed(describe(&e)),
+        }
+    }
+
+    /// Reads the response until the probe knows its status.
     fn reading(&mut self) -> Step {
-        // TLS: what did not fit in the socket goes out first.
-        if let Err(e) = self.sock.flush_queued(&mut self.writable) {
+        // HTTP/2 answers the server's SETTINGS while reading; TLS: what
+        // did not fit in the socket goes out first.
+        if let Err(e) = self
+            .write_queued()
+            .and_then(|_| self.sock.flush_queued(&mut self.writable))
+        {
             return failed(describe(&e));
         }
         if !self.readable {
             return Step::Wait;
         }
-        let mut buf = [0u8; 1024];
-        match self.sock.read(&mut buf) {
-            Ok(0) => match status_code(&self.response) {
-                Some(code) => Step::Status(code),
-                None => failed("connection closed before a status line"),
-            },
-            Ok(n) => {
-                self.response.extend_from_slice(&buf[..n]);
-                if let Some(code) = status_code(&self.response) {
-                    return Step::Status(code);
-                }
-                if self.response.len() >= MAX_RESPONSE {
-                    return failed("no status line in the response");
-                }
-                Step::Again
-            }
+        let Some(probe) = self.probe.as_mut() else {
+            return failed("no request");
+        };
+        let mut buf = [0u8; 4096];
+        let outcome = match self.sock.read(&mut buf) {
+            Ok(0) => probe.eof(),
+            Ok(n) => probe.recv(&buf[..n]),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                 self.readable = false;
-                Step::Wait
+                return Step::Wait;
             }
-            Err(e) => failed(describe(&e)),
+            Err(e) => return failed(describe(&e)),
+        };
+        match outcome {
+            Outcome::Pending => Step::Again,
+            Outcome::Status(code) => Step::Status(code),
+            Outcome::Failed(reason) => failed(reason),
         }
     }
 }
@@ -168,7 +185,8 @@ struct Target {
     server: usize,
     label: String,
     addr: SocketAddr,
-    request: Vec<u8>,
+    /// HTTP checks: what to ask (`None` for TCP checks).
+    request: Option<Request>,
     /// HTTP checks of an HTTPS upstream: its client configuration and the
     /// server's name.
     tls: Option<(
@@ -215,15 +233,14 @@ impl Checker {
                 continue;
             };
             for (s, srv) in up.servers.iter().enumerate() {
-                let request = match cfg.kind {
-                    HealthKind::Tcp => Vec::new(),
-                    HealthKind::Http => format!(
-                        "GET {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: forklb-health\r\nConnection: close\r\n\r\n",
-                        cfg.path,
-                        up.host_header.as_deref().unwrap_or(&srv.addr_text)
+                let request = (cfg.kind == HealthKind::Http).then(|| {
+                    Request::new(
+                        up.protocol,
+                        up.tls.is_some(),
+                        &cfg.path,
+                        up.host_header.as_deref().unwrap_or(&srv.addr_text),
                     )
-                    .into_bytes(),
-                };
+                });
                 let tls = match (cfg.kind, &up.tls, &srv.tls_name) {
                     (HealthKind::Http, Some(c), Some(name)) => Some((Arc::clone(c), name.clone())),
                     _ => None,
@@ -349,7 +366,7 @@ impl Checker {
                     stage: Stage::Connecting,
                     readable: false,
                     writable: false,
-                    response: Vec::new(),
+                    probe: t.request.as_ref().map(Request::probe),
                 });
             }
             Err(e) => {
@@ -365,14 +382,13 @@ impl Checker {
             let Some(t) = self.targets.get_mut(i) else {
                 return;
             };
-            let http = t.cfg.kind == HealthKind::Http;
             let Some(c) = t.check.as_mut() else {
                 return;
             };
             let step = match c.stage {
-                Stage::Connecting => c.connecting(http),
+                Stage::Connecting => c.connecting(),
                 Stage::Handshake => c.handshaking(),
-                Stage::Sending { sent } => c.sending(sent, &t.request),
+                Stage::Sending => c.sending(),
                 Stage::Reading => c.reading(),
             };
             match step {
@@ -433,19 +449,6 @@ impl Checker {
     }
 }
 
-/// The status code of `HTTP/1.x NNN ...` once the status line is complete.
-fn status_code(resp: &[u8]) -> Option<u16> {
-    let end = resp.iter().position(|&b| b == b'\n')?;
-    let line = std::str::from_utf8(&resp[..end]).ok()?.trim_end();
-    let mut parts = line.split(' ');
-    let version = parts.next()?;
-    if !version.starts_with("HTTP/") {
-        return None;
-    }
-    let code = parts.next()?;
-    (code.len() == 3).then(|| code.parse().ok()).flatten()
-}
-
 /// An error as operators read it: `connection refused`, not `os error 111`.
 fn describe(e: &io::Error) -> String {
     match e.kind() {
@@ -453,22 +456,5 @@ fn describe(e: &io::Error) -> String {
         io::ErrorKind::ConnectionReset => "connection reset".to_owned(),
         io::ErrorKind::TimedOut => "timeout".to_owned(),
         _ => e.to_string(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn status_lines() {
-        assert_eq!(status_code(b"HTTP/1.1 200 OK\r\n"), Some(200));
-        assert_eq!(
-            status_code(b"HTTP/1.0 503 Service Unavailable\r\nX: y"),
-            Some(503)
-        );
-        assert_eq!(status_code(b"HTTP/1.1 200 OK"), None);
-        assert_eq!(status_code(b"garbage\r\n"), None);
-        assert_eq!(status_code(b"HTTP/1.1 2000 x\r\n"), None);
     }
 }

@@ -61,6 +61,24 @@ pub fn end_to_end<'h, 'b>(
         .filter(move |h| !is_dropped(h.name, &named[..n]))
 }
 
+/// A field that frames or routes a message rather than describes it: it
+/// never travels as a trailer (RFC 9110 §6.5.1) nor crosses a hop.
+pub fn is_framing_or_hop(lower_name: &[u8]) -> bool {
+    const FIELDS: [&[u8]; 10] = [
+        b"connection",
+        b"keep-alive",
+        b"proxy-connection",
+        b"te",
+        b"trailer",
+        b"upgrade",
+        b"transfer-encoding",
+        b"content-length",
+        b"host",
+        b"content-type",
+    ];
+    FIELDS.contains(&lower_name)
+}
+
 /// What the upstream request needs besides the client's head.
 pub struct UpstreamRequest<'a> {
     pub client_ip: IpAddr,
@@ -131,19 +149,13 @@ pub fn write_upstream_request(out: &mut Vec<u8>, req: &httparse::Request, u: &Up
         out.extend_from_slice(h.value);
         out.extend_from_slice(b"\r\n");
     }
-    // Every X-Forwarded-For merged into one list, the client's address last.
     out.extend_from_slice(b"X-Forwarded-For: ");
     if saw_xff {
-        for h in req
-            .headers
-            .iter()
-            .filter(|h| name_is(h.name, "x-forwarded-for"))
-        {
-            out.extend_from_slice(super::trim_ows(h.value));
-            out.extend_from_slice(b", ");
-        }
+        forwarded_for(out, req.headers, u.client_ip);
+    } else {
+        let _ = write!(out, "{}", u.client_ip);
     }
-    let _ = write!(out, "{}\r\n", u.client_ip);
+    out.extend_from_slice(b"\r\n");
     let _ = write!(out, "X-Forwarded-Proto: {}\r\n", u.proto);
     if let Some(n) = u.max_forwards {
         let _ = write!(out, "Max-Forwards: {n}\r\n");
@@ -170,6 +182,55 @@ pub fn write_upstream_request(out: &mut Vec<u8>, req: &httparse::Request, u: &Up
     } else {
         &b"Connection: close\r\n\r\n"[..]
     });
+}
+
+/// Every X-Forwarded-For value merged into one list, the client's address
+/// last.
+fn forwarded_for(out: &mut Vec<u8>, headers: &[httparse::Header], client_ip: IpAddr) {
+    for h in headers
+        .iter()
+        .filter(|h| name_is(h.name, "x-forwarded-for"))
+    {
+        out.extend_from_slice(super::trim_ows(h.value));
+        out.extend_from_slice(b", ");
+    }
+    let _ = write!(out, "{client_ip}");
+}
+
+/// Header fields as owned (name, value) pairs.
+pub type FieldList = Vec<(Vec<u8>, Vec<u8>)>;
+
+/// A request bound for an HTTP/2 upstream: its authority (the Host the
+/// HTTP/1.1 head would carry) and its fields, named in lower case, with
+/// what `write_upstream_request` adds and drops. `te: trailers` stays
+/// (gRPC needs it); nothing hop-by-hop does.
+pub fn upstream_fields(req: &httparse::Request, u: &UpstreamRequest) -> (Vec<u8>, FieldList) {
+    let (named, n) = connection_named(req.headers);
+    let named = &named[..n];
+    let mut authority: Option<Vec<u8>> = u.host_override.map(|h| h.as_bytes().to_vec());
+    let mut fields = Vec::with_capacity(req.headers.len() + 2);
+    for h in req.headers.iter() {
+        if name_is(h.name, "host") {
+            authority.get_or_insert_with(|| h.value.to_vec());
+            continue;
+        }
+        let te_trailers = name_is(h.name, "te") && super::trim_ows(h.value) == b"trailers";
+        if (!te_trailers && is_dropped(h.name, named))
+            || name_is(h.name, "x-forwarded-proto")
+            || name_is(h.name, "x-forwarded-for")
+            || name_is(h.name, "expect")
+            || name_is(h.name, "http2-settings")
+        {
+            continue;
+        }
+        fields.push((h.name.to_ascii_lowercase().into_bytes(), h.value.to_vec()));
+    }
+    let mut xff = Vec::new();
+    forwarded_for(&mut xff, req.headers, u.client_ip);
+    fields.push((b"x-forwarded-for".to_vec(), xff));
+    fields.push((b"x-forwarded-proto".to_vec(), u.proto.as_bytes().to_vec()));
+    let authority = authority.unwrap_or_else(|| u.default_host.as_bytes().to_vec());
+    (authority, fields)
 }
 
 /// The client's Upgrade protocols as one header, without HTTP/2 ones

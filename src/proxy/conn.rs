@@ -27,6 +27,8 @@
 
 use super::attempt::{self, Attempts, UpstreamSocket};
 use super::body::{Body, Ends, Relay, RelayStep};
+use super::exchange;
+use super::h1_exchange::H1Exchange;
 use super::io::{self, Io};
 use super::pool::Pool;
 use super::Side;
@@ -66,6 +68,11 @@ pub struct Env<'a> {
     pub date: &'a DateCache,
     /// The worker is shutting down gracefully: finish, then close.
     pub draining: bool,
+    /// HTTP/2 connections to upstreams, shared by all client connections.
+    pub h2up: &'a mut super::h2_upstream::H2Upstreams,
+    /// Client connections (slots) with news from a shared upstream
+    /// connection: the worker drives them next.
+    pub wake: &'a mut Vec<usize>,
 }
 
 /// What the worker should do with the connection after an event.
@@ -73,6 +80,9 @@ pub struct Env<'a> {
 pub enum Outcome {
     Keep,
     Close,
+    /// The client spoke the HTTP/2 preface where HTTP/2 is allowed: its
+    /// transport goes to an `H2Session` (see `Conn::into_transport`).
+    Http2,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -100,6 +110,12 @@ enum Phase {
     /// error): its bytes are read and thrown away until it closes, it sends
     /// nothing for `LINGERING_TIMEOUT`, or `until` (nginx's lingering close).
     Lingering { until: Instant },
+    /// The first bytes were the HTTP/2 preface (TLS with ALPN h2, or h2c
+    /// prior knowledge): the connection changes hands.
+    Http2,
+    /// The request is carried by a wire-format-agnostic exchange (`h1x`):
+    /// a route to an HTTP/2 upstream.
+    Exchange,
 }
 
 /// What `SendRequest` does with bytes from the upstream before the request
@@ -113,6 +129,28 @@ enum Upload {
     /// unread until the body is sent (the new protocol starts after it),
     /// then the switch goes ahead as usual.
     HoldingSwitch,
+}
+
+/// The request line of the HTTP/2 connection preface (RFC 9113 §3.4).
+const H2_PREFACE_LINE: &[u8] = b"PRI * HTTP/2.0\r\n";
+
+/// A complete first line that is no HTTP/1 request line. On an `h2c`
+/// listener such a client may be an HTTP/2 client whose preface is broken:
+/// it gets HTTP/2's answer (GOAWAY with PROTOCOL_ERROR, RFC 9113 §3.4), as on
+/// HTTP/2-only ports; either way the connection closes.
+fn not_http1(input: &[u8]) -> bool {
+    let Some(line) = input
+        .split(|&b| b == b'\n')
+        .next()
+        .filter(|_| input.contains(&b'\n'))
+    else {
+        return false;
+    };
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    let Some(version) = line.rsplit(|&b| b == b' ').next() else {
+        return true;
+    };
+    !(version.len() == 8 && version.starts_with(b"HTTP/1.") && version[7].is_ascii_digit())
 }
 
 /// Lingering close (see `Phase::Lingering`), with nginx's defaults
@@ -283,6 +321,8 @@ pub struct Conn {
     out: Option<Vec<u8>>,
     out_pos: usize,
     up: Option<Box<Upstream>>,
+    /// The request in flight when it goes through an `Exchange`.
+    h1x: Option<Box<H1Exchange>>,
     phase: Phase,
     ex: ExchangeSlot,
     head_started: bool,
@@ -344,6 +384,8 @@ enum Dispatch {
     /// An `HTTP/1.x` request line with x > 1: patch the minor digit at this
     /// offset to 1 and parse again.
     AsHttp11(usize),
+    /// The HTTP/2 preface, where HTTP/2 is allowed.
+    Http2,
 }
 
 impl Conn {
@@ -370,6 +412,7 @@ impl Conn {
             out: None,
             out_pos: 0,
             up: None,
+            h1x: None,
             phase: Phase::ReadHead,
             ex: ExchangeSlot::IDLE,
             head_started: false,
@@ -443,7 +486,7 @@ impl Conn {
                 self.c_writable |= w;
                 self.c_hup |= hup;
             }
-            Side::Upstream => {
+            Side::Upstream(_) => {
                 if let Some(up) = self.up.as_mut() {
                     up.readable |= r;
                     up.writable |= w;
@@ -490,7 +533,14 @@ impl Conn {
                 self.drop_upstream(env);
                 self.respond_error(env, 504, false)
             }
-            Phase::Closing { .. } | Phase::Lingering { .. } => Err(Closed),
+            Phase::Closing { .. } | Phase::Lingering { .. } | Phase::Http2 => Err(Closed),
+            Phase::Exchange => match self.h1x.as_mut() {
+                Some(x) => {
+                    x.on_timeout(env);
+                    Ok(true)
+                }
+                None => Err(Closed),
+            },
             Phase::SendResponse | Phase::Tunnel | Phase::SendLocal => {
                 log::info!(
                     "connection of client {} timed out ({:?}), upstream {upstream}",
@@ -510,6 +560,8 @@ impl Conn {
     pub fn drive(&mut self, env: &mut Env) -> Outcome {
         loop {
             let step = match self.phase {
+                Phase::Http2 => return Outcome::Http2,
+                Phase::Exchange => self.run_exchange(env),
                 Phase::ReadHead => self.read_head(env),
                 Phase::Connect => self.connect_done(env),
                 Phase::SendRequest(upload) => self.send_request(env, upload),
@@ -542,6 +594,10 @@ impl Conn {
     /// Gives every pooled resource back; the worker drops the sockets.
     fn finish(&mut self, env: &mut Env, outcome: Outcome) -> Outcome {
         if outcome == Outcome::Close {
+            if let Some(mut x) = self.h1x.take() {
+                x.ex.abort(env);
+                x.ex.end(env);
+            }
             self.release_server(env);
             if self.record.is_some() {
                 // Closed before the response completed: nginx's 499 if the
@@ -652,10 +708,17 @@ impl Conn {
             // rather than loop.
             Dispatch::AsHttp11(_) => Err(Closed),
             Dispatch::Close => Err(Closed),
+            Dispatch::Http2 => {
+                self.phase = Phase::Http2;
+                Ok(true)
+            }
         }
     }
 
     fn dispatch(&mut self, env: &mut Env, input: &Buf) -> Dispatch {
+        if self.served == 0 && self.speaks_h2(env, input.data()) {
+            return Dispatch::Http2;
+        }
         let mut headers = [httparse::EMPTY_HEADER; http::MAX_HEADERS];
         let (req, info) = match request::parse(input.data(), &mut headers) {
             Ok(request::Parsed::Partial) => return Dispatch::Partial,
@@ -708,11 +771,46 @@ impl Conn {
             Action::Upstream(_) if info.max_forwards == Some(0) => {
                 self.answer_as_final_recipient(env, &req, local_keep);
             }
+            Action::Upstream(u) if env.rt.upstreams[*u].protocol.is_h2() => {
+                return self.dispatch_exchange(env, &req, &info);
+            }
             Action::Upstream(u) => {
                 return self.dispatch_upstream(env, *u, &req, &info, &route_path);
             }
         }
         Dispatch::Consumed(info.head_len)
+    }
+
+    /// The client speaks HTTP/2: it chose `h2` by ALPN (whatever it sends
+    /// then is HTTP/2's to judge: a bad preface gets GOAWAY), or it sent the
+    /// preface on a plain listener with `h2c: true`. Elsewhere the preface
+    /// is an HTTP/1 request of version 2.0, refused with 505; `Upgrade: h2c`
+    /// never counts.
+    fn speaks_h2(&self, env: &Env, input: &[u8]) -> bool {
+        match &self.client {
+            Stream::Tls(t) => t.alpn_protocol() == Some(b"h2"),
+            Stream::Plain(_) => {
+                env.rt.listeners.get(self.listener).is_some_and(|l| l.h2c)
+                    && (input.starts_with(H2_PREFACE_LINE) || not_http1(input))
+            }
+        }
+    }
+
+    /// The transport of a connection that turned out to speak HTTP/2.
+    pub fn into_transport(mut self, env: &mut Env) -> super::h2_session::Transport {
+        self.ex.end(env.exchanges);
+        if let Some(v) = self.out.take() {
+            env.heads.put(v);
+        }
+        super::h2_session::Transport {
+            id: self.id,
+            slot: self.slot,
+            client: self.client,
+            peer: self.peer,
+            listener: self.listener,
+            input: self.input,
+            hup: self.c_hup,
+        }
     }
 
     /// A complete head over `max_header_bytes`: the limit holds for complete
@@ -882,6 +980,117 @@ impl Conn {
         }
         self.ex.att.begin(env, u);
         self.proxy_request(env, req, info, route_path)
+    }
+
+    /// A request for an HTTP/2 upstream: an `Exchange` carries it (and
+    /// writes its own access log line).
+    fn dispatch_exchange(
+        &mut self,
+        env: &mut Env,
+        req: &httparse::Request,
+        info: &request::RequestInfo,
+    ) -> Dispatch {
+        if let Some(rec) = self.record.take() {
+            env.heads.put(rec.bytes);
+        }
+        let mut headers: Vec<httparse::Header> = req.headers.to_vec();
+        let request = exchange::Request {
+            method: req.method.unwrap_or("GET"),
+            target: req.path.unwrap_or("/"),
+            headers: &mut headers,
+            framing: info.framing,
+            protocol: if info.minor == 0 {
+                "HTTP/1.0"
+            } else {
+                "HTTP/1.1"
+            },
+        };
+        let client = exchange::Client {
+            peer: self.peer,
+            listener: self.listener,
+            slot: self.slot,
+        };
+        let ex = exchange::Exchange::start(env, client, request, info.framing == Framing::None);
+        let keep = info.keep_alive && !env.draining;
+        let mut x = H1Exchange::new(ex, info.framing, info.minor, info.is_head, keep);
+        if info.expect_continue && info.framing != Framing::None && info.minor >= 1 {
+            x.out.extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
+        }
+        self.h1x = Some(Box::new(x));
+        self.phase = Phase::Exchange;
+        Dispatch::Consumed(info.head_len)
+    }
+
+    /// A request carried by an exchange: body in, response out.
+    fn run_exchange(&mut self, env: &mut Env) -> Step {
+        let Some(x) = self.h1x.as_mut() else {
+            return Err(Closed);
+        };
+        let mut moved = false;
+        if x.wants_body() {
+            match self.input.as_mut().filter(|b| !b.is_empty()) {
+                Some(input) => match x.take_body(env, input.data()) {
+                    Ok(n) => {
+                        input.consume(n);
+                        moved |= n > 0;
+                    }
+                    Err(e) => {
+                        log::info!(
+                            "client {} sent a bad chunked body: {}",
+                            self.peer,
+                            e.reason()
+                        );
+                        return Err(Closed);
+                    }
+                },
+                None if self.c_readable => {
+                    let buf = self.input.get_or_insert_with(|| env.bufs.get());
+                    match io::read(
+                        &mut self.client,
+                        buf.spare(),
+                        &mut self.c_readable,
+                        self.c_hup,
+                    ) {
+                        Io::Done(n) => {
+                            buf.filled(n);
+                            moved = true;
+                        }
+                        Io::Blocked => {}
+                        Io::Eof | Io::Failed(_) => {
+                            log::info!(
+                                "client {} closed the connection while sending the request body",
+                                self.peer
+                            );
+                            return Err(Closed);
+                        }
+                    }
+                }
+                None => {}
+            }
+        }
+        let progress = x.drive(env);
+        moved |= progress == exchange::Progress::Moved;
+        if x.out_pos < x.out.len() && self.c_writable {
+            match io::write(&mut self.client, &x.out[x.out_pos..], &mut self.c_writable) {
+                Io::Done(n) => {
+                    x.out_pos += n;
+                    moved = true;
+                }
+                Io::Blocked => {}
+                Io::Eof | Io::Failed(_) => return Err(Closed),
+            }
+        }
+        self.deadline = x.ex.deadline;
+        if progress != exchange::Progress::Finished || x.out_pos < x.out.len() {
+            return Ok(moved);
+        }
+        let Some(x) = self.h1x.take() else {
+            return Err(Closed);
+        };
+        let keep = x.keep && !x.aborted && x.upload_done();
+        x.ex.end(env);
+        self.ex.keep_after = keep;
+        self.next_request(env)
     }
 
     /// Answers a request that cannot be processed; the connection closes

@@ -3,19 +3,29 @@
 
 mod attempt;
 mod body;
+mod client;
 mod conn;
+mod exchange;
 #[cfg(test)]
 mod exchange_tests;
+mod h1_exchange;
+mod h2_session;
+mod h2_upstream;
 #[cfg(test)]
 mod harness;
 mod io;
 mod pool;
+mod upstream_h1;
+mod upstream_h2;
 
+pub use client::Client;
 pub use conn::{Conn, Env, ExchangeSpares, Outcome};
+pub use h2_upstream::{H2Upstreams, SHARED};
 pub use pool::Pool;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Side {
     Client,
-    Upstream,
+    /// The upstream socket in this upstream slot.
+    Upstream(usize),
 }

@@ -30,8 +30,14 @@ fn roots(ca: Option<&Path>) -> Result<RootCertStore, String> {
     Ok(store)
 }
 
-/// The configuration for one upstream's servers.
-pub fn config(verify: bool, ca: Option<&Path>) -> Result<Arc<ClientConfig>, String> {
+/// The configuration for one upstream's servers, offering `alpn` (in order
+/// of preference: `http/1.1` for HTTP/1.1 upstreams, `h2` alone for
+/// `protocol: h2`).
+pub fn config(
+    verify: bool,
+    ca: Option<&Path>,
+    alpn: &[&[u8]],
+) -> Result<Arc<ClientConfig>, String> {
     let provider = super::provider();
     let builder = ClientConfig::builder_with_provider(Arc::clone(&provider))
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
@@ -46,7 +52,7 @@ pub fn config(verify: bool, ca: Option<&Path>) -> Result<Arc<ClientConfig>, Stri
             .with_custom_certificate_verifier(Arc::new(NoVerify(provider)))
             .with_no_client_auth()
     };
-    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    cfg.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     Ok(Arc::new(cfg))
 }
 

@@ -16,9 +16,22 @@ pub struct Loaded {
     pub warnings: Vec<String>,
 }
 
-/// Builds a listener's TLS configuration from its `(cert, key)` files.
+/// The ALPN protocols a listener offers, in the server's order of
+/// preference: rustls picks the first of these the client also offers.
+/// Without `http2` a client offering only `h2` gets a
+/// `no_application_protocol` alert (RFC 7301 §3.2), as with nginx.
+pub fn alpn_protocols(http2: bool) -> Vec<Vec<u8>> {
+    if http2 {
+        vec![b"h2".to_vec(), b"http/1.1".to_vec()]
+    } else {
+        vec![b"http/1.1".to_vec()]
+    }
+}
+
+/// Builds a listener's TLS configuration from its `(cert, key)` files;
+/// `http2` adds `h2` to the ALPN protocols ([`alpn_protocols`]).
 /// The error names the entry (its index) and the file.
-pub fn config(pairs: &[(PathBuf, PathBuf)]) -> Result<Loaded, (usize, String)> {
+pub fn config(pairs: &[(PathBuf, PathBuf)], http2: bool) -> Result<Loaded, (usize, String)> {
     let mut loaded = Vec::with_capacity(pairs.len());
     for (i, (cert, key)) in pairs.iter().enumerate() {
         loaded.push(certs::load_pair(cert, key).map_err(|e| (i, e.0))?);
@@ -41,7 +54,7 @@ pub fn config(pairs: &[(PathBuf, PathBuf)]) -> Result<Loaded, (usize, String)> {
         .map_err(|e| (0, format!("TLS setup failed: {e}")))?
         .with_no_client_auth()
         .with_cert_resolver(Arc::new(CertResolver::new(loaded, suites)));
-    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    cfg.alpn_protocols = alpn_protocols(http2);
     // Tickets every worker can open (the key comes from the master).
     cfg.ticketer = Arc::new(super::ticket::SharedTicketer::new());
     // No TLS 1.2 session IDs. rustls keeps ID sessions in a cache of the
@@ -57,4 +70,18 @@ pub fn config(pairs: &[(PathBuf, PathBuf)]) -> Result<Loaded, (usize, String)> {
         config: Arc::new(cfg),
         warnings,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn alpn_offers_h2_first_only_with_http2() {
+        assert_eq!(
+            alpn_protocols(true),
+            vec![b"h2".to_vec(), b"http/1.1".to_vec()]
+        );
+        assert_eq!(alpn_protocols(false), vec![b"http/1.1".to_vec()]);
+    }
 }

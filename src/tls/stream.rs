@@ -50,6 +50,13 @@ impl TlsStream {
         })
     }
 
+    /// The protocol ALPN agreed on (`b"h2"`, `b"http/1.1"`), once the
+    /// handshake has got that far; `None` before, or when the client
+    /// offered no ALPN (then it speaks HTTP/1.1).
+    pub fn alpn_protocol(&self) -> Option<&[u8]> {
+        self.conn.alpn_protocol()
+    }
+
     pub fn sock(&self) -> &TcpStream {
         &self.sock
     }
@@ -262,5 +269,76 @@ impl Write for TlsStream {
 
     fn flush(&mut self) -> io::Result<()> {
         self.flush_tls().map(|_| ())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, Instant};
+
+    /// A server TlsStream (a listener's configuration) and a client one on
+    /// a loopback pair, handshaken; the client offers `alpn`.
+    fn handshaken(http2: bool, alpn: &[&[u8]]) -> (TlsStream, TlsStream) {
+        let dir = std::env::temp_dir().join(format!(
+            "forklb-alpn-stream-{}-{http2}-{}",
+            std::process::id(),
+            alpn.len()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["localhost".to_owned()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        let (crt, kf) = (dir.join("a.crt"), dir.join("a.key"));
+        std::fs::write(&crt, cert.pem()).unwrap();
+        std::fs::write(&kf, key.serialize_pem()).unwrap();
+        let server_cfg = crate::tls::server::config(&[(crt, kf)], http2)
+            .map_err(|e| e.1)
+            .unwrap()
+            .config;
+        std::fs::remove_dir_all(&dir).unwrap();
+        let mut client_cfg =
+            (*crate::tls::client::config(false, None, &[b"http/1.1"]).unwrap()).clone();
+        client_cfg.alpn_protocols = alpn.iter().map(|a| a.to_vec()).collect();
+
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let client_sock = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (server_sock, _) = listener.accept().unwrap();
+        for s in [&client_sock, &server_sock] {
+            s.set_nonblocking(true).unwrap();
+        }
+        let mut server = TlsStream::accept(TcpStream::from_std(server_sock), server_cfg).unwrap();
+        let mut client = TlsStream::connect(
+            TcpStream::from_std(client_sock),
+            Arc::new(client_cfg),
+            ServerName::try_from("localhost").unwrap(),
+        )
+        .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let (mut s_done, mut c_done) = (false, false);
+        while !(s_done && c_done) {
+            assert!(Instant::now() < deadline, "handshake did not finish");
+            let (mut r, mut w) = (true, true);
+            c_done = client.handshake(&mut r, &mut w).unwrap();
+            s_done = server.handshake(&mut r, &mut w).unwrap();
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        (server, client)
+    }
+
+    #[test]
+    fn alpn_protocol_is_what_the_handshake_agreed() {
+        let (server, client) = handshaken(true, &[b"h2", b"http/1.1"]);
+        assert_eq!(server.alpn_protocol(), Some(&b"h2"[..]));
+        assert_eq!(client.alpn_protocol(), Some(&b"h2"[..]));
+        let (server, _) = handshaken(true, &[b"http/1.1"]);
+        assert_eq!(server.alpn_protocol(), Some(&b"http/1.1"[..]));
+        let (server, _) = handshaken(false, &[b"h2", b"http/1.1"]);
+        assert_eq!(server.alpn_protocol(), Some(&b"http/1.1"[..]));
+        // No ALPN from the client: none agreed (the client speaks HTTP/1.1).
+        let (server, _) = handshaken(true, &[]);
+        assert_eq!(server.alpn_protocol(), None);
     }
 }

@@ -17,7 +17,7 @@ use crate::event::token::{self, TokenKind, UpstreamOwners, CHANNEL_TOKEN, POOLED
 use crate::event::{Slab, Stream};
 use crate::http::date::DateCache;
 use crate::net;
-use crate::proxy::{Conn, Env, ExchangeSpares, Outcome, Pool, Side};
+use crate::proxy::{Client, Conn, Env, ExchangeSpares, H2Upstreams, Outcome, Pool, Side, SHARED};
 use crate::route::Runtime;
 use crate::shm::AcceptState;
 use crate::signals::{self, SignalSet};
@@ -75,7 +75,7 @@ struct Worker {
     /// Stepped aside: clearly more connections than another worker.
     balance_paused: bool,
     next_heartbeat: Instant,
-    conns: Slab<Conn>,
+    conns: Slab<Client>,
     timers: Timers,
     bufs: BufPool,
     heads: VecPool,
@@ -95,6 +95,11 @@ struct Worker {
     drain_deadline: Option<Instant>,
     /// The `Date` of the responses this worker sends.
     date: DateCache,
+    /// HTTP/2 connections to upstreams, shared by all client connections.
+    h2up: H2Upstreams,
+    /// Client connections to drive because a shared upstream connection
+    /// has news for them.
+    wake: Vec<usize>,
 }
 
 /// Runs the worker until it is told to stop (Ok) or cannot go on (Err).
@@ -171,6 +176,8 @@ impl Worker {
             next_conn_id: 1,
             drain_deadline: None,
             date: DateCache::new(Instant::now()),
+            h2up: H2Upstreams::default(),
+            wake: Vec::new(),
             rt: setup.runtime,
         })
     }
@@ -219,12 +226,14 @@ impl Worker {
             }
             let now = Instant::now();
             self.expire(now);
+            self.run_woken(now);
             self.resume_accepting(now);
             self.balance_accepting(now);
             if now >= self.next_sweep {
                 for slot in self.pool.sweep(now) {
                     self.up_owners.remove(slot);
                 }
+                self.h2up.sweep(&mut self.bufs, &mut self.up_owners, now);
                 self.next_sweep = now + POOL_SWEEP_EVERY;
             }
             if now >= self.next_access_flush {
@@ -278,6 +287,8 @@ impl Worker {
             now,
             date: &self.date,
             draining: self.drain_deadline.is_some(),
+            h2up: &mut self.h2up,
+            wake: &mut self.wake,
         }
     }
 
@@ -457,15 +468,18 @@ impl Worker {
         let slot = {
             let env = self.env(now);
             let conn = Conn::new(id, usize::MAX, stream, peer, listener, &env);
-            self.conns.insert(conn)
+            self.conns.insert(Client::H1(conn))
         };
         self.shm.worker(self.slot).connection_opened();
         let Some(conn) = self.conns.get_mut(slot) else {
             return;
         };
         conn.set_slot(slot);
+        let Some(sock) = conn.client_mut() else {
+            return;
+        };
         if let Err(e) = self.poll.registry().register(
-            conn.client_mut(),
+            sock,
             token::client_token(slot),
             Interest::READABLE | Interest::WRITABLE,
         ) {
@@ -494,9 +508,10 @@ impl Worker {
                     self.up_owners.remove(up_slot);
                 }
                 Some(&POOLED) => {}
+                Some(&SHARED) => self.shared_upstream_event(up_slot, ev, now),
                 Some(&slot) => {
                     self.run_conn(slot, now, |conn, env| {
-                        conn.on_event(Side::Upstream, ev, env)
+                        conn.on_event(Side::Upstream(up_slot), ev, env)
                     });
                 }
                 // A stale event for a socket closed earlier in this batch.
@@ -506,13 +521,45 @@ impl Worker {
         }
     }
 
+    /// Readiness on a shared HTTP/2 upstream connection: it moves bytes,
+    /// and the client connections whose streams got news run.
+    fn shared_upstream_event(&mut self, up_slot: usize, ev: &mio::event::Event, now: Instant) {
+        let r = ev.is_readable() || ev.is_read_closed() || ev.is_error();
+        let w = ev.is_writable() || ev.is_write_closed() || ev.is_error();
+        let hup = ev.is_read_closed() || ev.is_error();
+        if let Some(c) = self.h2up.on_socket_event(up_slot, r, w, hup) {
+            self.h2up
+                .pump(c, &mut self.bufs, &mut self.up_owners, now, &mut self.wake);
+        }
+        self.run_woken(now);
+    }
+
+    /// Drives the client connections named in `wake` (each once per round;
+    /// driving them may name more, so a few rounds, bounded).
+    fn run_woken(&mut self, now: Instant) {
+        for _ in 0..8 {
+            if self.wake.is_empty() {
+                return;
+            }
+            let mut woken = std::mem::take(&mut self.wake);
+            woken.sort_unstable();
+            woken.dedup();
+            for slot in woken.drain(..) {
+                self.run_conn(slot, now, |conn, env| conn.drive(env));
+            }
+            if self.wake.is_empty() {
+                self.wake = woken;
+            }
+        }
+    }
+
     /// Runs `f` on the connection in `slot`, then closes it or re-arms its
     /// timer as the outcome says.
     fn run_conn(
         &mut self,
         slot: usize,
         now: Instant,
-        f: impl FnOnce(&mut Conn, &mut Env) -> Outcome,
+        f: impl FnOnce(&mut Client, &mut Env) -> Outcome,
     ) {
         let Worker {
             conns,
@@ -530,6 +577,8 @@ impl Worker {
             shm,
             slot: worker_slot,
             date,
+            h2up,
+            wake,
             ..
         } = &mut *self;
         let Some(conn) = conns.get_mut(slot) else {
@@ -550,13 +599,18 @@ impl Worker {
             now,
             date,
             draining: drain_deadline.is_some(),
+            h2up,
+            wake,
         };
         match f(conn, &mut env) {
-            Outcome::Close => self.close(slot),
+            Outcome::Close | Outcome::Http2 => self.close(slot),
             Outcome::Keep => {
-                if conn.timer_at.is_none_or(|t| conn.deadline < t) {
-                    timers.schedule(conn.deadline, slot, conn.id);
-                    conn.timer_at = Some(conn.deadline);
+                let (deadline, id) = (conn.deadline(), conn.id());
+                if let Some(at) = conn.timer_at() {
+                    if at.is_none_or(|t| deadline < t) {
+                        timers.schedule(deadline, slot, id);
+                        *at = Some(deadline);
+                    }
                 }
             }
         }
@@ -567,14 +621,18 @@ impl Worker {
             let Some(conn) = self.conns.get_mut(slot) else {
                 continue;
             };
-            if conn.id != id {
+            if conn.id() != id {
                 continue;
             }
-            conn.timer_at = None;
-            if conn.deadline > now {
+            let deadline = conn.deadline();
+            let Some(at) = conn.timer_at() else {
+                continue;
+            };
+            *at = None;
+            if deadline > now {
                 // The deadline moved later since this entry was queued.
-                self.timers.schedule(conn.deadline, slot, id);
-                conn.timer_at = Some(conn.deadline);
+                self.timers.schedule(deadline, slot, id);
+                *at = Some(deadline);
                 continue;
             }
             self.run_conn(slot, now, |conn, env| conn.on_timeout(env));
@@ -584,7 +642,9 @@ impl Worker {
     fn close(&mut self, slot: usize) {
         if let Some(mut conn) = self.conns.remove(slot) {
             self.shm.worker(self.slot).connection_closed();
-            let _ = self.poll.registry().deregister(conn.client_mut());
+            if let Some(sock) = conn.client_mut() {
+                let _ = self.poll.registry().deregister(sock);
+            }
             let mut env = self.env(Instant::now());
             conn.release(&mut env);
         }

@@ -62,6 +62,8 @@ pub struct ConfigBuilder {
 struct ListenerSpec {
     name: String,
     binds: Vec<String>,
+    /// `key: value` lines (`http2: false`, `h2c: true`), in order.
+    opts: Vec<String>,
     /// `tls: {certificates: ...}`, if set (even to none).
     certificates: Option<Vec<(PathBuf, PathBuf)>>,
     routes: Vec<Route>,
@@ -162,6 +164,7 @@ impl ConfigBuilder {
         self.listeners.push(ListenerSpec {
             name: name.to_owned(),
             binds: binds.iter().map(|b| b.to_string()).collect(),
+            opts: Vec::new(),
             certificates: None,
             routes: Vec::new(),
         });
@@ -180,6 +183,13 @@ impl ConfigBuilder {
             .certificates
             .get_or_insert_with(Vec::new)
             .extend_from_slice(pairs);
+        self
+    }
+
+    /// A `key: value` line of the last listener, e.g. `"http2: false"` or
+    /// `"h2c: true"`.
+    pub fn listener_opt(mut self, line: &str) -> Self {
+        self.last_listener().opts.push(line.to_owned());
         self
     }
 
@@ -248,6 +258,9 @@ impl ConfigBuilder {
             let binds: Vec<String> = l.binds.iter().map(|b| yaml_str(b)).collect();
             let _ = writeln!(y, "  - name: {}", l.name);
             let _ = writeln!(y, "    bind: [{}]", binds.join(", "));
+            for o in &l.opts {
+                let _ = writeln!(y, "    {o}");
+            }
             if let Some(certificates) = &l.certificates {
                 y.push_str("    tls:\n      certificates:\n");
                 for (c, k) in certificates {

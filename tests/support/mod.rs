@@ -27,6 +27,11 @@
 //! * [`openssl`]: `openssl s_client` runs and openssl-made files (RSA and
 //!   encrypted keys).
 //! * [`notify`]: a systemd `NOTIFY_SOCKET` listener.
+//! * [`h2`]: HTTP/2 clients (curl, nghttp, h2load, h2spec, the Python
+//!   clients of `tests/h2_attack/`) and [`H2Lb`], forklb with a TLS, an h2c
+//!   and a plain listener.
+//! * [`h2_origin`]: [`H2Origin`], the HTTP/2 origin of `tests/h2_attack/h2_backend.py`
+//!   (h2c or TLS with ALPN `h2`) and the requests it logged ([`OriginRequest`]).
 //!
 //! Every read has a timeout and every wait loop has a deadline, so no test can hang.
 #![allow(dead_code, unused_imports)]
@@ -39,6 +44,8 @@ pub mod basics;
 pub mod client;
 pub mod config;
 pub mod forklb;
+pub mod h2;
+pub mod h2_origin;
 pub mod load;
 pub mod notify;
 pub mod openssl;
@@ -52,6 +59,8 @@ pub use basics::*;
 pub use client::*;
 pub use config::*;
 pub use forklb::*;
+pub use h2::*;
+pub use h2_origin::*;
 pub use load::*;
 pub use procfs::*;
 pub(crate) use wire::*;

@@ -164,7 +164,7 @@ impl Harness {
                 }
                 Some(&POOLED) | None => {}
                 Some(_) => {
-                    self.run_conn(now, |conn, env| conn.on_event(Side::Upstream, ev, env));
+                    self.run_conn(now, |conn, env| conn.on_event(Side::Upstream(0), ev, env));
                 }
             },
             None => {}
@@ -187,7 +187,7 @@ impl Harness {
         };
         match outcome {
             Outcome::Keep => self.conn = Some(conn),
-            Outcome::Close => {
+            Outcome::Close | Outcome::Http2 => {
                 let _ = self.poll.registry().deregister(conn.client_mut());
                 let mut env = self.env(now);
                 conn.release(&mut env);
@@ -212,6 +212,8 @@ impl Harness {
             now,
             date: &p.date,
             draining: false,
+            h2up: &mut p.h2up,
+            wake: &mut p.wake,
         }
     }
 

@@ -27,6 +27,8 @@ pub struct WorkerParts {
     pub access: AccessLog,
     pub shm: Shm,
     pub date: DateCache,
+    pub h2up: crate::proxy::H2Upstreams,
+    pub wake: Vec<usize>,
 }
 
 impl WorkerParts {
@@ -62,6 +64,8 @@ impl WorkerParts {
             access: AccessLog::disabled(),
             shm,
             date: DateCache::new(Instant::now()),
+            h2up: crate::proxy::H2Upstreams::default(),
+            wake: Vec::new(),
             rt,
         }
     }

@@ -1,0 +1,766 @@
+//! One request and its response, knowing no client wire format (DESIGN §5
+//! "Sessions and exchanges"). A session hands it a request head and body
+//! chunks; it routes, answers locally or picks a server and drives its
+//! upstream side (`upstream_h1`), and hands the response head and body
+//! chunks to a `ResponseSink`, which pushes back when the client reads
+//! slowly (an HTTP/2 stream's send window). HTTP/2 streams use it;
+//! HTTP/1.1 connections still run their own copy-through state machine
+//! (`conn`), which moves bytes socket to socket without re-framing.
+
+use super::attempt::{self, Attempts};
+use super::conn::Env;
+use super::h2_upstream::SHARED;
+use super::upstream_h1::{UpStep, UpstreamH1};
+use super::upstream_h2::UpstreamH2;
+use crate::access_log;
+use crate::h2;
+use crate::http::{self, errors, rewrite, Framing};
+use crate::route::Action;
+use std::net::SocketAddr;
+use std::time::Instant;
+
+/// Where a response goes: the client side of the exchange.
+pub trait ResponseSink {
+    /// The response head; `end`: no body follows.
+    fn head(&mut self, status: u16, headers: &[(&[u8], &[u8])], end: bool);
+    /// How many body bytes `data` would take now.
+    fn capacity(&self) -> usize;
+    /// Body bytes; returns how many were taken (≤ `capacity`). `end` holds
+    /// only if all were taken.
+    fn data(&mut self, bytes: &[u8], end: bool) -> usize;
+    /// `n` request body bytes went upstream: the client may send more.
+    fn body_forwarded(&mut self, n: usize);
+    /// Trailer fields, ending the response.
+    fn trailers(&mut self, fields: &[(&[u8], &[u8])]);
+    /// The response cannot be completed (the upstream failed mid-body).
+    fn abort(&mut self);
+}
+
+/// A request head as the exchange needs it, whatever the client spoke.
+pub struct Request<'r> {
+    pub method: &'r str,
+    /// Origin form (or `*`), as the client sent it.
+    pub target: &'r str,
+    /// Header fields, with `Host` (from `:authority` for HTTP/2).
+    pub headers: &'r mut [httparse::Header<'r>],
+    /// How the body is delimited: `Length`, `Chunked` (length unknown),
+    /// or `None`.
+    pub framing: Framing,
+    pub protocol: &'static str,
+}
+
+/// The client connection an exchange belongs to.
+#[derive(Clone, Copy)]
+pub struct Client {
+    pub peer: SocketAddr,
+    pub listener: usize,
+    /// The connection's slot: owner of the upstream sockets it uses.
+    pub slot: usize,
+}
+
+/// A response forklb makes itself.
+struct Local {
+    status: u16,
+    content_type: &'static [u8],
+    /// One extra header field (Location, Allow), if any.
+    extra: Option<(&'static [u8], Vec<u8>)>,
+    body: Vec<u8>,
+    head_sent: bool,
+    pos: usize,
+}
+
+enum State {
+    Local(Local),
+    Upstream(Box<UpstreamH1>),
+    /// A stream on a shared HTTP/2 upstream connection.
+    UpstreamH2(Box<UpstreamH2>),
+    /// The response is complete (or was aborted): the session logs and
+    /// drops the exchange.
+    Finished,
+}
+
+/// What the access log needs about the request.
+struct Record {
+    method: Vec<u8>,
+    target: Vec<u8>,
+    referer: Vec<u8>,
+    user_agent: Vec<u8>,
+    protocol: &'static str,
+    started: Instant,
+}
+
+pub struct Exchange {
+    state: State,
+    att: Attempts,
+    record: Record,
+    client: Client,
+    is_head: bool,
+    /// Safe to send again on a fresh connection: idempotent, no body.
+    replayable: bool,
+    /// Status sent to the client (0: none yet).
+    status: u16,
+    upstream_status: Option<u16>,
+    /// Response body bytes sent to the client.
+    body_sent: u64,
+    /// The request as it goes upstream: its head, then body bytes still
+    /// to send (re-framed as chunked when the length is unknown).
+    req_head: Vec<u8>,
+    /// The request for an HTTP/2 upstream (then `req_head` stays empty and
+    /// `req_out` holds the body unframed), with its trailers.
+    req_h2: Option<Box<h2::RequestHead>>,
+    req_trailers: Option<h2::HeaderList>,
+    req_framing: Framing,
+    req_out: Vec<u8>,
+    /// Payload bytes in `req_out`, reported forwarded once written.
+    req_unacked: usize,
+    req_ended: bool,
+    req_total: u64,
+    pub deadline: Instant,
+}
+
+/// Request body bytes an exchange holds for its upstream at most.
+const REQ_BUFFER_MAX: usize = 64 * 1024;
+
+/// What `drive` found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Progress {
+    Moved,
+    Blocked,
+    Finished,
+}
+
+impl Exchange {
+    /// Starts the exchange of a valid request head: routes it and begins
+    /// the answer (local, or the first upstream attempt).
+    /// The caller counted the request (`count_request`) already.
+    pub fn start(env: &mut Env, client: Client, req: Request, end_of_request: bool) -> Exchange {
+        let header = |name: &str| {
+            req.headers
+                .iter()
+                .find(|h| http::name_is(h.name, name))
+                .map_or(Vec::new(), |h| h.value.to_vec())
+        };
+        let record = Record {
+            method: req.method.as_bytes().to_vec(),
+            target: req.target.as_bytes().to_vec(),
+            referer: header("referer"),
+            user_agent: header("user-agent"),
+            protocol: req.protocol,
+            started: env.now,
+        };
+        let is_head = req.method == "HEAD";
+        let idempotent = matches!(req.method, "GET" | "HEAD" | "OPTIONS" | "TRACE");
+        let mut ex = Exchange {
+            state: State::Finished,
+            att: Attempts::new(),
+            record,
+            client,
+            is_head,
+            replayable: idempotent && req.framing == Framing::None,
+            status: 0,
+            upstream_status: None,
+            body_sent: 0,
+            req_head: Vec::new(),
+            req_h2: None,
+            req_trailers: None,
+            req_framing: req.framing,
+            req_out: Vec::new(),
+            req_unacked: 0,
+            req_ended: end_of_request,
+            req_total: 0,
+            deadline: env.now + env.rt.timeouts.upstream_read,
+        };
+        ex.route(env, req);
+        ex
+    }
+
+    fn route(&mut self, env: &mut Env, req: Request) {
+        let mut host_buf = [0u8; 256];
+        let hreq = httparse::Request {
+            method: Some(req.method),
+            path: Some(req.target),
+            version: Some(1),
+            headers: req.headers,
+        };
+        // CONNECT asks for a tunnel, which forklb does not offer.
+        if req.method == "CONNECT" {
+            return self.local_error(405);
+        }
+        let bad_host = hreq
+            .headers
+            .iter()
+            .any(|h| http::name_is(h.name, "host") && !http::host::is_valid(h.value));
+        if bad_host {
+            log::info!("client {} sent an invalid authority", self.client.peer);
+            return self.local_error(400);
+        }
+        let host = http::request::routing_host(&hreq, &mut host_buf);
+        let path = http::request::origin_path(req.target);
+        let route_path = if path == "*" {
+            std::borrow::Cow::Borrowed(&b"/"[..])
+        } else {
+            match http::path::normalize(path.as_bytes()) {
+                Ok(p) => p,
+                Err(e) => {
+                    log::info!(
+                        "client {} sent an invalid path: {}",
+                        self.client.peer,
+                        e.reason()
+                    );
+                    return self.local_error(400);
+                }
+            }
+        };
+        let Some(action) = env.rt.route(self.client.listener, host, &route_path) else {
+            return self.local(404, b"Not Found\n".to_vec(), None);
+        };
+        match action {
+            Action::Return {
+                status,
+                content_type,
+                body,
+            } => {
+                let ct = content_type.as_bytes().to_vec();
+                self.local(*status, body.clone(), Some((b"content-type", ct)));
+            }
+            Action::Redirect { status, to } => match to.expand(host, path) {
+                Some(to) => {
+                    let body = format!("{}\n", errors::reason(*status)).into_bytes();
+                    self.local(*status, body, Some((b"location", to.into_bytes())));
+                }
+                None => self.local_error(400),
+            },
+            Action::Metrics => {
+                let body = crate::metrics::render(env.rt, env.shm).into_bytes();
+                self.local(200, body, None);
+                if let State::Local(l) = &mut self.state {
+                    l.content_type = crate::metrics::CONTENT_TYPE.as_bytes();
+                }
+            }
+            Action::Upstream(u) => self.dispatch_upstream(env, *u, &hreq, &route_path),
+        }
+    }
+
+    fn dispatch_upstream(
+        &mut self,
+        env: &mut Env,
+        u: usize,
+        req: &httparse::Request,
+        route_path: &[u8],
+    ) {
+        if let Framing::Length(n) = self.req_framing {
+            if env.rt.max_body_bytes > 0 && n > env.rt.max_body_bytes {
+                log::info!(
+                    "client {} sent a too large body: {n} bytes",
+                    self.client.peer
+                );
+                return self.local_error(413);
+            }
+        }
+        self.att.begin(env, u);
+        let upstream = &env.rt.upstreams[u];
+        let key = match upstream.balance {
+            crate::config::Balance::Hash => {
+                attempt::request_hash(self.client.peer.ip(), req, route_path, &upstream.hash_key)
+            }
+            _ => None,
+        };
+        let Some(server) = self.att.pick_first(env, key) else {
+            log::error!("no server available in upstream {}", upstream.name);
+            return self.local_error(503);
+        };
+        let how = rewrite::UpstreamRequest {
+            client_ip: self.client.peer.ip(),
+            proto: env
+                .rt
+                .listeners
+                .get(self.client.listener)
+                .map_or("https", |l| l.proto),
+            host_override: upstream.host_header.as_deref(),
+            default_host: &upstream.servers[server].addr_text,
+            keep_alive: env.pool.enabled(u),
+            upgrade: false,
+            framing: self.req_framing,
+            max_forwards: None,
+        };
+        if upstream.protocol.is_h2() {
+            // An absolute-form target goes up as its path, its authority
+            // the `:authority` (RFC 9112 §3.2.2), unless `host_header` says.
+            let target = req.path.unwrap_or("/");
+            let (absolute, path) = match http::request::split_absolute(target) {
+                Some((a, p)) => (Some(a), p),
+                None => (None, target),
+            };
+            let (mut authority, headers) = rewrite::upstream_fields(req, &how);
+            if let (Some(a), None) = (absolute, how.host_override) {
+                authority = a.as_bytes().to_vec();
+            }
+            self.req_h2 = Some(Box::new(h2::RequestHead {
+                method: req.method.unwrap_or("GET").as_bytes().to_vec(),
+                scheme: if upstream.tls.is_some() {
+                    b"https".to_vec()
+                } else {
+                    b"http".to_vec()
+                },
+                authority: Some(authority),
+                path: path.as_bytes().to_vec(),
+                headers,
+                content_length: match self.req_framing {
+                    Framing::Length(n) => Some(n),
+                    _ => None,
+                },
+            }));
+        } else {
+            let mut head = env.heads.get();
+            rewrite::write_upstream_request(&mut head, req, &how);
+            self.req_head = head;
+        }
+        self.connect(env, server, true);
+    }
+
+    /// Starts the attempt on `server`.
+    fn connect(&mut self, env: &mut Env, server: usize, use_pool: bool) {
+        let addr = self.att.use_server(env, server);
+        if self.req_h2.is_some() {
+            return self.connect_h2(env, server, addr);
+        }
+        match attempt::upstream_socket(env, &self.att, self.client.slot, addr, use_pool) {
+            Ok(sock) => {
+                let timeout = if sock.reused {
+                    env.rt.timeouts.upstream_write
+                } else {
+                    env.rt.timeouts.connect
+                };
+                self.deadline = env.now + timeout;
+                self.state = State::Upstream(Box::new(UpstreamH1::new(sock, addr, env)));
+            }
+            Err(e) => self.connect_failed(env, addr, "connect() to", &e),
+        }
+    }
+
+    /// A stream on a connection to `server`: one that has room, or one
+    /// being opened, or a new one.
+    fn connect_h2(&mut self, env: &mut Env, server: usize, addr: SocketAddr) {
+        let u = self.att.upstream;
+        let conn = match env.h2up.find(u, server, env.now, env.rt.timeouts.connect) {
+            Some(c) => c,
+            None => match attempt::upstream_socket(env, &self.att, SHARED, addr, false) {
+                Ok(sock) => {
+                    let s = env.rt.http2;
+                    let settings = h2::Settings {
+                        max_concurrent_streams: s.max_concurrent_streams,
+                        initial_window_size: s.initial_window_size,
+                        max_header_list_size: s.max_header_list_size,
+                        max_frame_size: 16_384,
+                    };
+                    env.h2up
+                        .add(u, server, sock, settings, env.up_owners, env.now)
+                }
+                Err(e) => return self.connect_failed(env, addr, "connect() to", &e),
+            },
+        };
+        self.deadline = env.now + env.rt.timeouts.connect;
+        self.state = State::UpstreamH2(Box::new(UpstreamH2::new(conn)));
+    }
+
+    /// A connection attempt failed before any byte was sent: the next
+    /// server while retries remain, else 502.
+    fn connect_failed(
+        &mut self,
+        env: &mut Env,
+        addr: SocketAddr,
+        what: &str,
+        e: &dyn std::fmt::Display,
+    ) {
+        let (name, server) = self.att.server_name(env);
+        log::error!(
+            "{what} {addr} (server {name}/{server}) failed: {e}, client: {}",
+            self.client.peer
+        );
+        env.shm
+            .server(self.att.upstream, self.att.server)
+            .count_connect_error();
+        self.att.note_failure(env);
+        match self.att.pick_retry(env) {
+            Some(next) => self.connect(env, next, true),
+            None => self.local_error(502),
+        }
+    }
+
+    fn local_error(&mut self, status: u16) {
+        let body = format!("{}\n", errors::reason(status)).into_bytes();
+        self.local(status, body, None);
+    }
+
+    fn local(&mut self, status: u16, body: Vec<u8>, extra: Option<(&'static [u8], Vec<u8>)>) {
+        self.state = State::Local(Local {
+            status,
+            content_type: b"text/plain",
+            extra,
+            body,
+            head_sent: false,
+            pos: 0,
+        });
+    }
+
+    /// The upstream socket this exchange uses, if any (events name it).
+    pub fn up_slot(&self) -> Option<usize> {
+        match &self.state {
+            State::Upstream(up) => Some(up.up_slot()),
+            _ => None,
+        }
+    }
+
+    /// Readiness of its upstream socket.
+    pub fn on_upstream_event(&mut self, r: bool, w: bool, hup: bool) {
+        if let State::Upstream(up) = &mut self.state {
+            up.ready(r, w, hup);
+        }
+    }
+
+    /// How many request body bytes the exchange takes now: what waits for
+    /// the upstream is bounded (a slow upstream slows the client down).
+    pub fn body_room(&self) -> usize {
+        REQ_BUFFER_MAX.saturating_sub(self.req_out.len())
+    }
+
+    /// Request body bytes from the client (at most what the session's flow
+    /// control lets it send). The exchange keeps them until its upstream
+    /// takes them; a body over `max_body_bytes` ends in 413.
+    pub fn push_body(&mut self, env: &mut Env, data: &[u8], end: bool) {
+        self.req_total += data.len() as u64;
+        if env.rt.max_body_bytes > 0 && self.req_total > env.rt.max_body_bytes {
+            log::info!("client {} sent a too large body", self.client.peer);
+            self.fail_before_response(env, 413);
+            return;
+        }
+        if matches!(self.state, State::Local(_) | State::Finished) {
+            // Nobody reads it: let the client go on (the window reopens).
+            self.req_unacked += data.len();
+            self.req_ended |= end;
+            return;
+        }
+        if self.req_framing == Framing::Chunked && self.req_h2.is_none() {
+            if !data.is_empty() {
+                use std::io::Write;
+                let _ = write!(self.req_out, "{:x}\r\n", data.len());
+                self.req_out.extend_from_slice(data);
+                self.req_out.extend_from_slice(b"\r\n");
+            }
+            if end {
+                self.req_out.extend_from_slice(b"0\r\n\r\n");
+            }
+        } else {
+            self.req_out.extend_from_slice(data);
+        }
+        self.req_unacked += data.len();
+        self.req_ended |= end;
+    }
+
+    /// Trailer fields after the request body: they follow the last chunk
+    /// when the body goes upstream chunked (a Content-Length body cannot
+    /// carry them in HTTP/1.1: they are dropped, as RFC 9110 §6.5 allows).
+    pub fn push_trailers(&mut self, env: &mut Env, fields: &[(Vec<u8>, Vec<u8>)]) {
+        if matches!(self.state, State::UpstreamH2(_)) {
+            self.req_trailers = Some(fields.to_vec());
+            self.req_ended = true;
+            return;
+        }
+        if self.req_framing != Framing::Chunked || !matches!(self.state, State::Upstream(_)) {
+            return self.push_body(env, &[], true);
+        }
+        self.req_out.extend_from_slice(b"0\r\n");
+        for (name, value) in fields {
+            self.req_out.extend_from_slice(name);
+            self.req_out.extend_from_slice(b": ");
+            self.req_out.extend_from_slice(value);
+            self.req_out.extend_from_slice(b"\r\n");
+        }
+        self.req_out.extend_from_slice(b"\r\n");
+        self.req_ended = true;
+    }
+
+    /// Runs the exchange as far as it goes.
+    pub fn drive(&mut self, env: &mut Env, sink: &mut dyn ResponseSink) -> Progress {
+        let mut moved = false;
+        loop {
+            let step = match &mut self.state {
+                State::Finished => return Progress::Finished,
+                State::Local(l) => {
+                    let done = send_local(l, self.is_head, env.date.text(), sink);
+                    self.status = l.status;
+                    if done {
+                        self.body_sent = if self.is_head { 0 } else { l.body.len() as u64 };
+                        self.ack_body(sink);
+                        self.state = State::Finished;
+                        return Progress::Finished;
+                    }
+                    UpStep::Blocked
+                }
+                State::Upstream(up) => {
+                    let mut req = super::upstream_h1::RequestOut {
+                        head: &self.req_head,
+                        h2: None,
+                        trailers: None,
+                        body: &mut self.req_out,
+                        ended: self.req_ended,
+                    };
+                    up.step(env, &mut req, sink, self.is_head)
+                }
+                State::UpstreamH2(up) => {
+                    let mut req = super::upstream_h1::RequestOut {
+                        head: &[],
+                        h2: self.req_h2.as_deref(),
+                        trailers: self.req_trailers.as_ref(),
+                        body: &mut self.req_out,
+                        ended: self.req_ended,
+                    };
+                    up.step(env, &mut req, sink, self.client.slot)
+                }
+            };
+            match step {
+                UpStep::Moved => {
+                    moved = true;
+                    self.deadline = env.now + env.rt.timeouts.upstream_read;
+                }
+                UpStep::BodyWritten => {
+                    moved = true;
+                    self.ack_body(sink);
+                    self.deadline = env.now + env.rt.timeouts.upstream_write;
+                }
+                UpStep::Connected => {
+                    moved = true;
+                    self.deadline = env.now + env.rt.timeouts.upstream_write;
+                }
+                UpStep::Blocked => {
+                    return if moved {
+                        Progress::Moved
+                    } else {
+                        Progress::Blocked
+                    }
+                }
+                UpStep::Head { status, framed_end } => {
+                    moved = true;
+                    env.shm
+                        .server(self.att.upstream, self.att.server)
+                        .count_response(status);
+                    self.status = status;
+                    self.upstream_status = Some(status);
+                    if framed_end {
+                        self.finish_upstream(env);
+                    }
+                }
+                UpStep::BodySent(n) => {
+                    moved = true;
+                    self.body_sent += n as u64;
+                    self.deadline = env.now + env.rt.timeouts.upstream_read;
+                }
+                UpStep::Complete(n) => {
+                    self.body_sent += n as u64;
+                    self.finish_upstream(env);
+                    return Progress::Finished;
+                }
+                UpStep::ConnectFailed(e) => {
+                    moved = true;
+                    let addr = self.take_upstream(env);
+                    self.connect_failed(env, addr, "connect() to", &e);
+                }
+                UpStep::Stale => {
+                    moved = true;
+                    if self.replayable {
+                        log::debug!("pooled upstream connection was stale, reconnecting");
+                        self.take_upstream(env);
+                        let server = self.att.server;
+                        self.connect(env, server, false);
+                    } else {
+                        self.upstream_failed(env, "sending the request");
+                    }
+                }
+                UpStep::Failed {
+                    doing,
+                    bad_response,
+                } => {
+                    moved = true;
+                    if bad_response {
+                        env.shm
+                            .server(self.att.upstream, self.att.server)
+                            .count_response_error();
+                    }
+                    self.upstream_failed(env, doing);
+                    if matches!(self.state, State::Finished) {
+                        sink.abort();
+                        return Progress::Finished;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Reports request body bytes the upstream took (or that nobody reads).
+    fn ack_body(&mut self, sink: &mut dyn ResponseSink) {
+        if self.req_unacked > 0 {
+            sink.body_forwarded(self.req_unacked);
+            self.req_unacked = 0;
+        }
+    }
+
+    /// The upstream failed: 502 if the client has not seen a head yet,
+    /// else the response is cut (`Finished`, the session resets it).
+    fn upstream_failed(&mut self, env: &mut Env, doing: &str) {
+        let addr = self.take_upstream(env);
+        log::error!(
+            "upstream {addr} failed while {doing}, client: {}",
+            self.client.peer
+        );
+        if self.status == 0 {
+            self.local_error(502);
+        } else {
+            self.state = State::Finished;
+        }
+    }
+
+    /// An answer of ours replaces an upstream attempt not yet answered.
+    fn fail_before_response(&mut self, env: &mut Env, status: u16) {
+        if self.status != 0 {
+            self.take_upstream(env);
+            self.state = State::Finished;
+            return;
+        }
+        self.take_upstream(env);
+        self.local_error(status);
+    }
+
+    /// The response is complete: its socket goes back to the pool if the
+    /// exchange left it clean.
+    fn finish_upstream(&mut self, env: &mut Env) {
+        match std::mem::replace(&mut self.state, State::Finished) {
+            State::Upstream(up) => {
+                let reusable = self.req_ended && self.req_out.is_empty();
+                if let Some((sock, up_slot)) = up.into_reusable(env, reusable) {
+                    attempt::pool_socket(env, &self.att, sock, up_slot);
+                }
+            }
+            State::UpstreamH2(up) => up.close(env),
+            State::Local(_) | State::Finished => {}
+        }
+    }
+
+    /// Closes the upstream socket of the current attempt; its address.
+    fn take_upstream(&mut self, env: &mut Env) -> SocketAddr {
+        let addr = self
+            .att
+            .upstream_addr
+            .unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0)));
+        match std::mem::replace(&mut self.state, State::Finished) {
+            State::Upstream(up) => up.close(env),
+            State::UpstreamH2(up) => up.close(env),
+            State::Local(_) | State::Finished => {}
+        }
+        addr
+    }
+
+    /// The deadline passed: the wait it bounds failed.
+    pub fn on_timeout(&mut self, env: &mut Env, sink: &mut dyn ResponseSink) {
+        let doing = match &self.state {
+            State::Upstream(_) | State::UpstreamH2(_)
+                if self.status == 0 && !self.req_ended && self.req_out.is_empty() =>
+            {
+                log::info!(
+                    "client {} timed out sending the request body",
+                    self.client.peer
+                );
+                self.take_upstream(env);
+                return self.local_error(408);
+            }
+            State::Upstream(up) => up.doing(),
+            State::UpstreamH2(up) => up.doing(),
+            State::Local(_) | State::Finished => {
+                log::info!("client {} stopped reading a response", self.client.peer);
+                self.state = State::Finished;
+                sink.abort();
+                return;
+            }
+        };
+        if self.status == 0 {
+            self.att.note_failure(env);
+            let addr = self.take_upstream(env);
+            let (name, server) = self.att.server_name(env);
+            log::error!(
+                "upstream {addr} (server {name}/{server}) timed out {doing}, client: {}",
+                self.client.peer
+            );
+            self.local_error(504);
+        } else {
+            log::info!(
+                "response to client {} timed out ({doing})",
+                self.client.peer
+            );
+            self.take_upstream(env);
+            self.state = State::Finished;
+            sink.abort();
+        }
+    }
+
+    /// The client reset the stream, or the connection ends: whatever is
+    /// in flight stops (nginx's 499 if nothing was sent).
+    pub fn abort(&mut self, env: &mut Env) {
+        self.take_upstream(env);
+        if self.status == 0 {
+            self.status = 499;
+        }
+        self.state = State::Finished;
+    }
+
+    /// Settles the counters and writes the access log line.
+    pub fn end(mut self, env: &mut Env) {
+        self.take_upstream(env);
+        let up = self.req_head.len() as u64 + self.req_total;
+        self.att.release(env, up, self.body_sent);
+        env.heads.put(std::mem::take(&mut self.req_head));
+        let r = &self.record;
+        env.access.record(&access_log::Entry {
+            client: self.client.peer,
+            method: &r.method,
+            target: &r.target,
+            protocol: r.protocol,
+            status: self.status,
+            body_bytes: self.body_sent,
+            referer: &r.referer,
+            user_agent: &r.user_agent,
+            upstream: self.att.upstream_addr,
+            upstream_status: self.upstream_status,
+            request_time: env.now.saturating_duration_since(r.started),
+            upstream_time: access_log::since(self.att.upstream_started, env.now),
+        });
+    }
+}
+
+/// Sends as much of a local response as the sink takes; true when done.
+fn send_local(l: &mut Local, is_head: bool, date: &[u8], sink: &mut dyn ResponseSink) -> bool {
+    let body: &[u8] = if is_head { &[] } else { &l.body };
+    if !l.head_sent {
+        let len = l.body.len().to_string();
+        let mut fields: Vec<(&[u8], &[u8])> = vec![
+            (b"server", b"forklb"),
+            (b"date", date),
+            (b"content-type", l.content_type),
+            (b"content-length", len.as_bytes()),
+        ];
+        if let Some((name, value)) = &l.extra {
+            if *name == b"content-type" {
+                fields[2].1 = value;
+            } else {
+                fields.push((name, value));
+            }
+        }
+        sink.head(l.status, &fields, body.is_empty());
+        l.head_sent = true;
+        if body.is_empty() {
+            return true;
+        }
+    }
+    let rest = body.get(l.pos..).unwrap_or(&[]);
+    let n = sink.data(rest, true);
+    l.pos += n;
+    l.pos >= body.len()
+}

@@ -1,0 +1,409 @@
+//! An HTTP/2 client connection: the transport (plain or TLS) carrying an
+//! `h2::ServerConn`, with one `Exchange` per request stream. Streams run
+//! independently: each has its own upstream socket and deadline, and the
+//! stream's send window (the client's reading speed) paces its upstream
+//! reads, so a slow stream never holds back the others and nothing is
+//! buffered without bound.
+
+use super::conn::{Env, Outcome};
+use super::exchange::{Client, Exchange, Progress, Request, ResponseSink};
+use super::io::{self, Io};
+use crate::buffer::Buf;
+use crate::event::Stream;
+use crate::h2::{self, Event, ServerConn};
+use crate::http::{self, Framing};
+use std::net::SocketAddr;
+use std::time::Instant;
+
+/// What a connection hands over when its first bytes are the HTTP/2
+/// preface (TLS with ALPN h2, or h2c prior knowledge).
+pub struct Transport {
+    pub id: u64,
+    pub slot: usize,
+    pub client: Stream,
+    pub peer: SocketAddr,
+    pub listener: usize,
+    /// Bytes read already: the preface and whatever followed it.
+    pub input: Option<Buf>,
+    pub hup: bool,
+}
+
+struct StreamExchange {
+    id: u32,
+    ex: Exchange,
+}
+
+pub struct H2Session {
+    pub id: u64,
+    slot: usize,
+    client: Stream,
+    peer: SocketAddr,
+    listener: usize,
+    readable: bool,
+    writable: bool,
+    hup: bool,
+    input: Option<Buf>,
+    conn: ServerConn,
+    streams: Vec<StreamExchange>,
+    /// GOAWAY was sent for a drain: in-flight streams finish, no new ones.
+    draining: bool,
+    /// With no stream open, the connection closes at this instant.
+    idle_until: Instant,
+    pub deadline: Instant,
+    pub timer_at: Option<Instant>,
+}
+
+/// An exchange's view of its stream.
+struct StreamSink<'a> {
+    conn: &'a mut ServerConn,
+    stream: u32,
+}
+
+impl ResponseSink for StreamSink<'_> {
+    fn head(&mut self, status: u16, headers: &[(&[u8], &[u8])], end: bool) {
+        self.conn.send_headers(self.stream, status, headers, end);
+    }
+
+    fn capacity(&self) -> usize {
+        self.conn.send_capacity(self.stream)
+    }
+
+    fn data(&mut self, bytes: &[u8], end: bool) -> usize {
+        self.conn.send_data(self.stream, bytes, end)
+    }
+
+    fn body_forwarded(&mut self, n: usize) {
+        self.conn.consumed(self.stream, n);
+    }
+
+    fn trailers(&mut self, fields: &[(&[u8], &[u8])]) {
+        self.conn.send_trailers(self.stream, fields);
+    }
+
+    fn abort(&mut self) {
+        self.conn.reset(self.stream, h2::code::INTERNAL_ERROR);
+    }
+}
+
+impl H2Session {
+    pub fn new(t: Transport, env: &Env) -> H2Session {
+        let s = env.rt.http2;
+        let settings = h2::Settings {
+            max_concurrent_streams: s.max_concurrent_streams,
+            initial_window_size: s.initial_window_size,
+            max_header_list_size: s.max_header_list_size,
+            max_frame_size: 16_384,
+        };
+        H2Session {
+            id: t.id,
+            slot: t.slot,
+            client: t.client,
+            peer: t.peer,
+            listener: t.listener,
+            readable: true,
+            writable: true,
+            hup: t.hup,
+            input: t.input,
+            conn: ServerConn::new(settings),
+            streams: Vec::new(),
+            draining: false,
+            idle_until: env.now + env.rt.timeouts.client_header,
+            deadline: env.now + env.rt.timeouts.client_header,
+            timer_at: None,
+        }
+    }
+
+    pub fn client_mut(&mut self) -> &mut mio::net::TcpStream {
+        self.client.sock_mut()
+    }
+
+    /// Readiness of the client socket or of one stream's upstream socket.
+    pub fn on_event(
+        &mut self,
+        up_slot: Option<usize>,
+        ev: &mio::event::Event,
+        env: &mut Env,
+    ) -> Outcome {
+        let r = ev.is_readable() || ev.is_read_closed() || ev.is_error();
+        let w = ev.is_writable() || ev.is_write_closed() || ev.is_error();
+        let hup = ev.is_read_closed() || ev.is_error();
+        match up_slot {
+            None => {
+                self.readable |= r;
+                self.writable |= w;
+                self.hup |= hup;
+            }
+            Some(slot) => {
+                if let Some(s) = self
+                    .streams
+                    .iter_mut()
+                    .find(|s| s.ex.up_slot() == Some(slot))
+                {
+                    s.ex.on_upstream_event(r, w, hup);
+                }
+            }
+        }
+        self.drive(env)
+    }
+
+    /// A draining worker: GOAWAY now; the connection ends when its streams
+    /// have.
+    pub fn close_if_idle(&mut self, env: &mut Env) -> Outcome {
+        self.drive(env)
+    }
+
+    pub fn on_timeout(&mut self, env: &mut Env) -> Outcome {
+        let now = env.now;
+        if self.streams.is_empty() && self.idle_until <= now {
+            log::debug!("HTTP/2 connection of client {} idle, closing", self.peer);
+            self.conn.go_away();
+            self.draining = true;
+            let _ = self.flush();
+            return self.finish(env, Outcome::Close);
+        }
+        for s in self.streams.iter_mut().filter(|s| s.ex.deadline <= now) {
+            let mut sink = StreamSink {
+                conn: &mut self.conn,
+                stream: s.id,
+            };
+            s.ex.on_timeout(env, &mut sink);
+        }
+        self.drive(env)
+    }
+
+    /// Runs the connection until nothing moves.
+    pub fn drive(&mut self, env: &mut Env) -> Outcome {
+        if env.draining && !self.draining {
+            self.draining = true;
+            self.conn.go_away();
+        }
+        loop {
+            let mut moved = match self.flush() {
+                Ok(m) => m,
+                Err(()) => return self.finish(env, Outcome::Close),
+            };
+            match self.read(env) {
+                Ok(m) => moved |= m,
+                Err(()) => return self.finish(env, Outcome::Close),
+            }
+            while let Some(ev) = self.conn.next_event() {
+                self.on_h2_event(env, ev);
+                moved = true;
+            }
+            moved |= self.drive_streams(env);
+            if !moved {
+                break;
+            }
+        }
+        if self.client.flush_queued(&mut self.writable).is_err() {
+            return self.finish(env, Outcome::Close);
+        }
+        if self.conn.is_done()
+            || (self.draining && self.streams.is_empty() && self.conn.output().is_empty())
+        {
+            return self.finish(env, Outcome::Close);
+        }
+        self.set_deadline(env);
+        Outcome::Keep
+    }
+
+    /// Writes queued frames; Ok(true) if some went out.
+    fn flush(&mut self) -> Result<bool, ()> {
+        let out = self.conn.output();
+        if out.is_empty() || !self.writable {
+            return Ok(false);
+        }
+        match io::write(&mut self.client, out, &mut self.writable) {
+            Io::Done(n) => {
+                self.conn.advance_output(n);
+                Ok(true)
+            }
+            Io::Blocked => Ok(false),
+            Io::Eof | Io::Failed(_) => Err(()),
+        }
+    }
+
+    /// Reads client bytes into the connection (while it takes them).
+    fn read(&mut self, env: &mut Env) -> Result<bool, ()> {
+        let mut moved = false;
+        if let Some(input) = self.input.as_mut().filter(|b| !b.is_empty()) {
+            let used = self.conn.recv(input.data(), env.now);
+            input.consume(used);
+            moved |= used > 0;
+        }
+        if !self.readable || !self.conn.wants_read() || self.conn.is_closing() {
+            self.release_idle_input(env);
+            return Ok(moved);
+        }
+        let buf = self.input.get_or_insert_with(|| env.bufs.get());
+        buf.compact();
+        if buf.is_full() {
+            // A frame larger than the buffer waits in it whole: the core
+            // limits frames to our max frame size, which fits.
+            return Ok(moved);
+        }
+        match io::read(&mut self.client, buf.spare(), &mut self.readable, self.hup) {
+            Io::Done(n) => {
+                buf.filled(n);
+                let used = self.conn.recv(buf.data(), env.now);
+                buf.consume(used);
+                Ok(true)
+            }
+            Io::Blocked => {
+                self.release_idle_input(env);
+                Ok(moved)
+            }
+            Io::Eof | Io::Failed(_) => Err(()),
+        }
+    }
+
+    fn release_idle_input(&mut self, env: &mut Env) {
+        if self.input.as_ref().is_some_and(Buf::is_empty) {
+            if let Some(b) = self.input.take() {
+                env.bufs.put(b);
+            }
+        }
+    }
+
+    fn on_h2_event(&mut self, env: &mut Env, ev: Event) {
+        match ev {
+            Event::Request {
+                stream,
+                head,
+                end_stream,
+            } => self.start_stream(env, stream, head, end_stream),
+            Event::Data {
+                stream,
+                data,
+                end_stream,
+            } => match self.streams.iter_mut().find(|s| s.id == stream) {
+                Some(s) => s.ex.push_body(env, &data, end_stream),
+                // Its exchange is over (answered early): keep the
+                // connection's window open.
+                None => self.conn.consumed(stream, data.len()),
+            },
+            Event::Trailers { stream, trailers } => {
+                if let Some(s) = self.streams.iter_mut().find(|s| s.id == stream) {
+                    s.ex.push_trailers(env, &trailers);
+                }
+            }
+            Event::Reset { stream } => {
+                if let Some(pos) = self.streams.iter().position(|s| s.id == stream) {
+                    let mut s = self.streams.swap_remove(pos);
+                    s.ex.abort(env);
+                    s.ex.end(env);
+                }
+            }
+        }
+    }
+
+    /// A request head: its exchange starts (routing, the first attempt).
+    fn start_stream(&mut self, env: &mut Env, stream: u32, head: h2::RequestHead, end: bool) {
+        let client = Client {
+            peer: self.peer,
+            listener: self.listener,
+            slot: self.slot,
+        };
+        let (Ok(method), Ok(target)) = (
+            std::str::from_utf8(&head.method),
+            std::str::from_utf8(&head.path),
+        ) else {
+            self.conn.reset(stream, h2::code::PROTOCOL_ERROR);
+            return;
+        };
+        // `:authority` is the Host (RFC 9113 §8.3.1); a Host field beside
+        // it is dropped.
+        let mut headers: Vec<httparse::Header> = Vec::with_capacity(head.headers.len() + 1);
+        if let Some(a) = &head.authority {
+            headers.push(httparse::Header {
+                name: "host",
+                value: a,
+            });
+        }
+        for (name, value) in &head.headers {
+            let Ok(name) = std::str::from_utf8(name) else {
+                self.conn.reset(stream, h2::code::PROTOCOL_ERROR);
+                return;
+            };
+            if head.authority.is_some() && http::name_is(name, "host") {
+                continue;
+            }
+            headers.push(httparse::Header { name, value });
+        }
+        let framing = match head.content_length {
+            Some(n) => Framing::Length(n),
+            None if end => Framing::None,
+            None => Framing::Chunked,
+        };
+        let req = Request {
+            method,
+            target,
+            headers: &mut headers,
+            framing,
+            protocol: "HTTP/2.0",
+        };
+        env.shm.worker(env.slot).count_request();
+        let ex = Exchange::start(env, client, req, end);
+        self.streams.push(StreamExchange { id: stream, ex });
+    }
+
+    /// Runs every stream's exchange; finished ones are logged and dropped.
+    fn drive_streams(&mut self, env: &mut Env) -> bool {
+        let mut moved = false;
+        let mut i = 0;
+        while i < self.streams.len() {
+            let s = &mut self.streams[i];
+            let mut sink = StreamSink {
+                conn: &mut self.conn,
+                stream: s.id,
+            };
+            match s.ex.drive(env, &mut sink) {
+                Progress::Moved => moved = true,
+                Progress::Blocked => {}
+                Progress::Finished => {
+                    moved = true;
+                    let s = self.streams.swap_remove(i);
+                    s.ex.end(env);
+                    if self.streams.is_empty() {
+                        self.idle_until = env.now + env.rt.timeouts.keepalive;
+                    }
+                    continue;
+                }
+            }
+            i += 1;
+        }
+        moved
+    }
+
+    fn set_deadline(&mut self, _env: &Env) {
+        self.deadline = self
+            .streams
+            .iter()
+            .map(|s| s.ex.deadline)
+            .min()
+            .unwrap_or(self.idle_until);
+    }
+
+    /// Every exchange still in flight ends (logged as the client's doing).
+    fn finish(&mut self, env: &mut Env, outcome: Outcome) -> Outcome {
+        if outcome == Outcome::Close {
+            // Also when the client closed first, after our GOAWAY.
+            if let Some(why) = self.conn.error() {
+                log::info!("HTTP/2 connection of client {} closed: {why}", self.peer);
+            }
+            for mut s in self.streams.drain(..) {
+                s.ex.abort(env);
+                s.ex.end(env);
+            }
+            if let Some(b) = self.input.take() {
+                env.bufs.put(b);
+            }
+        }
+        outcome
+    }
+
+    /// Closes everything (the worker drops the socket afterwards).
+    pub fn release(&mut self, env: &mut Env) {
+        self.finish(env, Outcome::Close);
+    }
+}

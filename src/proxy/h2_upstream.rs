@@ -1,0 +1,473 @@
+//! HTTP/2 connections to upstream servers (`protocol: h2` or `h2c`), shared
+//! by all exchanges of a worker: requests from any client connection are
+//! streams on a few connections per server, as many as the server's
+//! SETTINGS_MAX_CONCURRENT_STREAMS allow on each.
+//!
+//! A connection belongs to no client connection: its socket's owner in
+//! `UpstreamOwners` is `SHARED`, and the worker hands its events here.
+//! What arrives for a stream waits in that stream's inbox (bounded by the
+//! stream's receive window, which reopens only as the client takes the
+//! bytes), and the stream's owner — the client connection whose exchange
+//! opened it — is named in `wake` to be driven.
+
+use super::attempt::UpstreamSocket;
+use crate::buffer::{Buf, BufPool};
+use crate::event::token::UpstreamOwners;
+use crate::event::{Slab, Stream};
+use crate::h2::client::Event;
+use crate::h2::{self, ClientConn, RequestHead};
+use std::collections::{HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+/// `UpstreamOwners` value of a shared HTTP/2 upstream socket.
+pub const SHARED: usize = usize::MAX - 1;
+
+/// An idle shared connection is closed after this long.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Where one connection is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// TCP connecting (`connected` false) or TLS handshaking.
+    Connecting {
+        connected: bool,
+    },
+    Ready,
+    /// Failed or ended: no new streams; removed when its streams are gone.
+    Dead,
+}
+
+/// What waits for one stream's exchange.
+struct Inbox {
+    owner: usize,
+    events: VecDeque<Event>,
+}
+
+struct UpConn {
+    id: u64,
+    upstream: usize,
+    server: usize,
+    sock: Stream,
+    up_slot: usize,
+    phase: Phase,
+    readable: bool,
+    writable: bool,
+    hup: bool,
+    conn: ClientConn,
+    input: Option<Buf>,
+    streams: HashMap<u32, Inbox>,
+    /// Client connections waiting for it to be ready (or to fail).
+    waiters: Vec<usize>,
+    idle_since: Instant,
+    why_dead: Option<String>,
+}
+
+/// A stream's connection, as an exchange holds it: a slab index and the
+/// connection's id (the slot may be reused by a later connection).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnRef {
+    idx: usize,
+    id: u64,
+}
+
+/// What an exchange finds when it looks at its connection.
+pub enum ConnState {
+    Connecting,
+    Ready,
+    Failed(String),
+}
+
+#[derive(Default)]
+pub struct H2Upstreams {
+    conns: Slab<UpConn>,
+    next_id: u64,
+}
+
+impl H2Upstreams {
+    /// A connection to `server` of `upstream` that can take a stream now or
+    /// once connected; None if a new one must be opened (`add`). One still
+    /// connecting after `connect_timeout` is given up (`sweep` closes it).
+    pub fn find(
+        &self,
+        upstream: usize,
+        server: usize,
+        now: Instant,
+        connect_timeout: Duration,
+    ) -> Option<ConnRef> {
+        let mut pick = None;
+        for idx in self.conns.keys() {
+            let Some(c) = self.conns.get(idx) else {
+                continue;
+            };
+            if c.upstream != upstream || c.server != server {
+                continue;
+            }
+            match c.phase {
+                Phase::Ready if c.conn.can_open_stream() => {
+                    return Some(ConnRef { idx, id: c.id });
+                }
+                // Wait for one being opened rather than open another: a
+                // burst of requests must not open a connection each.
+                Phase::Connecting { .. }
+                    if now.saturating_duration_since(c.idle_since) < connect_timeout =>
+                {
+                    pick = Some(ConnRef { idx, id: c.id })
+                }
+                _ => {}
+            }
+        }
+        pick
+    }
+
+    /// Takes a freshly opened socket as a new connection.
+    pub fn add(
+        &mut self,
+        upstream: usize,
+        server: usize,
+        s: UpstreamSocket,
+        settings: h2::Settings,
+        owners: &mut UpstreamOwners,
+        now: Instant,
+    ) -> ConnRef {
+        if let Some(o) = owners.get_mut(s.up_slot) {
+            *o = SHARED;
+        }
+        self.next_id += 1;
+        let id = self.next_id;
+        let idx = self.conns.insert(UpConn {
+            id,
+            upstream,
+            server,
+            sock: s.sock,
+            up_slot: s.up_slot,
+            phase: Phase::Connecting { connected: false },
+            readable: false,
+            writable: false,
+            hup: false,
+            conn: ClientConn::new(settings),
+            input: None,
+            streams: HashMap::new(),
+            waiters: Vec::new(),
+            idle_since: now,
+            why_dead: None,
+        });
+        ConnRef { idx, id }
+    }
+
+    fn get(&mut self, r: ConnRef) -> Option<&mut UpConn> {
+        self.conns.get_mut(r.idx).filter(|c| c.id == r.id)
+    }
+
+    /// Where the connection stands; a caller that waits is woken when that
+    /// changes.
+    pub fn state(&mut self, r: ConnRef, waiter: usize) -> ConnState {
+        let Some(c) = self.get(r) else {
+            return ConnState::Failed("connection closed".into());
+        };
+        match c.phase {
+            Phase::Ready => ConnState::Ready,
+            Phase::Dead => ConnState::Failed(c.why_dead.clone().unwrap_or_default()),
+            Phase::Connecting { .. } => {
+                if !c.waiters.contains(&waiter) {
+                    c.waiters.push(waiter);
+                }
+                ConnState::Connecting
+            }
+        }
+    }
+
+    /// Opens a stream for `owner`'s exchange; None while the server's
+    /// stream limit is reached (the caller waits and asks again).
+    pub fn open(&mut self, r: ConnRef, head: &RequestHead, end: bool, owner: usize) -> Option<u32> {
+        let c = self.get(r)?;
+        if c.phase != Phase::Ready {
+            return None;
+        }
+        let Some(stream) = c.conn.send_request(head, end) else {
+            if !c.waiters.contains(&owner) {
+                c.waiters.push(owner);
+            }
+            return None;
+        };
+        c.streams.insert(
+            stream,
+            Inbox {
+                owner,
+                events: VecDeque::new(),
+            },
+        );
+        Some(stream)
+    }
+
+    pub fn capacity(&mut self, r: ConnRef, stream: u32) -> usize {
+        self.get(r).map_or(0, |c| c.conn.send_capacity(stream))
+    }
+
+    pub fn send_data(&mut self, r: ConnRef, stream: u32, data: &[u8], end: bool) -> usize {
+        self.get(r)
+            .map_or(0, |c| c.conn.send_data(stream, data, end))
+    }
+
+    pub fn send_trailers(&mut self, r: ConnRef, stream: u32, fields: &[(&[u8], &[u8])]) {
+        if let Some(c) = self.get(r) {
+            c.conn.send_trailers(stream, fields);
+        }
+    }
+
+    /// The next thing that arrived for `stream` (None: nothing yet).
+    pub fn next_event(&mut self, r: ConnRef, stream: u32) -> Option<Event> {
+        let c = self.get(r)?;
+        let inbox = c.streams.get_mut(&stream)?;
+        inbox.events.pop_front()
+    }
+
+    /// Puts back what the client could not take yet.
+    pub fn unread(&mut self, r: ConnRef, stream: u32, ev: Event) {
+        if let Some(inbox) = self.get(r).and_then(|c| c.streams.get_mut(&stream)) {
+            inbox.events.push_front(ev);
+        }
+    }
+
+    /// `n` response bytes reached the client: the server may send more.
+    pub fn consumed(&mut self, r: ConnRef, stream: u32, n: usize) {
+        if let Some(c) = self.get(r) {
+            c.conn.consumed(stream, n);
+        }
+    }
+
+    /// The exchange is over: a stream still open is cancelled.
+    pub fn release(&mut self, r: ConnRef, stream: Option<u32>, now: Instant) {
+        let Some(c) = self.get(r) else {
+            return;
+        };
+        if let Some(stream) = stream {
+            if c.streams.remove(&stream).is_some() {
+                c.conn.reset(stream, h2::code::CANCEL);
+            }
+        }
+        if c.streams.is_empty() {
+            c.idle_since = now;
+        }
+    }
+
+    /// The worker saw readiness on shared socket `up_slot`.
+    pub fn on_socket_event(
+        &mut self,
+        up_slot: usize,
+        r: bool,
+        w: bool,
+        hup: bool,
+    ) -> Option<ConnRef> {
+        let idx = self
+            .conns
+            .keys()
+            .into_iter()
+            .find(|&i| self.conns.get(i).is_some_and(|c| c.up_slot == up_slot))?;
+        let c = self.conns.get_mut(idx)?;
+        c.readable |= r;
+        c.writable |= w;
+        c.hup |= hup;
+        Some(ConnRef { idx, id: c.id })
+    }
+
+    /// Moves bytes both ways on the connection: connect, handshake, write
+    /// our frames, read the server's and sort them into the inboxes. The
+    /// client connections with news are added to `wake`.
+    pub fn pump(
+        &mut self,
+        r: ConnRef,
+        bufs: &mut BufPool,
+        owners: &mut UpstreamOwners,
+        now: Instant,
+        wake: &mut Vec<usize>,
+    ) {
+        let Some(c) = self.get(r) else {
+            return;
+        };
+        if let Err(why) = c.pump(bufs, now, wake) {
+            c.die(why, wake);
+        }
+        if c.phase == Phase::Dead && c.streams.is_empty() {
+            self.close(r.idx, bufs, owners);
+        }
+    }
+
+    fn close(&mut self, idx: usize, bufs: &mut BufPool, owners: &mut UpstreamOwners) {
+        if let Some(mut c) = self.conns.remove(idx) {
+            owners.remove(c.up_slot);
+            if let Some(b) = c.input.take() {
+                bufs.put(b);
+            }
+        }
+    }
+
+    /// Closes connections idle too long (GOAWAY first, as a courtesy).
+    pub fn sweep(&mut self, bufs: &mut BufPool, owners: &mut UpstreamOwners, now: Instant) {
+        for idx in self.conns.keys() {
+            // Idle since (or connecting since) too long.
+            let idle = self.conns.get_mut(idx).is_some_and(|c| {
+                c.streams.is_empty() && now.saturating_duration_since(c.idle_since) >= IDLE_TIMEOUT
+            });
+            if idle {
+                if let Some(c) = self.conns.get_mut(idx) {
+                    c.conn.go_away();
+                    let _ = c.flush();
+                }
+                self.close(idx, bufs, owners);
+            }
+        }
+    }
+}
+
+impl UpConn {
+    fn pump(
+        &mut self,
+        bufs: &mut BufPool,
+        now: Instant,
+        wake: &mut Vec<usize>,
+    ) -> Result<(), String> {
+        if let Phase::Connecting { connected } = self.phase {
+            if !self.connect_step(connected)? {
+                return Ok(());
+            }
+            self.phase = Phase::Ready;
+            wake.append(&mut self.waiters);
+        }
+        if self.phase == Phase::Dead {
+            return Ok(());
+        }
+        loop {
+            let wrote = self.flush()?;
+            let read = self.read(bufs, now)?;
+            let mut got = false;
+            while let Some(ev) = self.conn.next_event() {
+                got = true;
+                let stream = match &ev {
+                    Event::Response { stream, .. }
+                    | Event::Data { stream, .. }
+                    | Event::Trailers { stream, .. }
+                    | Event::Reset { stream } => *stream,
+                };
+                match self.streams.get_mut(&stream) {
+                    Some(inbox) => {
+                        wake.push(inbox.owner);
+                        inbox.events.push_back(ev);
+                    }
+                    // Its exchange is gone: keep the connection window open.
+                    None => {
+                        if let Event::Data { data, .. } = &ev {
+                            self.conn.consumed(stream, data.len());
+                        }
+                    }
+                }
+            }
+            if read {
+                // A WINDOW_UPDATE makes no event, but a stream waiting to
+                // send its body may go on now: its owner looks.
+                wake.extend(self.streams.values().map(|i| i.owner));
+            }
+            if self.conn.can_open_stream() && !self.waiters.is_empty() {
+                wake.append(&mut self.waiters);
+            }
+            if !(wrote || read || got) {
+                break;
+            }
+        }
+        let _ = self.sock.flush_queued(&mut self.writable);
+        if self.conn.is_done() || self.conn.is_closing() {
+            let why = self
+                .conn
+                .error()
+                .unwrap_or("the server ended the connection");
+            return Err(why.to_owned());
+        }
+        Ok(())
+    }
+
+    /// Ok(true) once TCP and TLS are up.
+    fn connect_step(&mut self, connected: bool) -> Result<bool, String> {
+        if !connected {
+            if !self.writable && !self.readable {
+                return Ok(false);
+            }
+            match crate::net::connect_progress(self.sock.sock()) {
+                Ok(true) => self.phase = Phase::Connecting { connected: true },
+                Ok(false) => {
+                    self.writable = false;
+                    self.readable = false;
+                    return Ok(false);
+                }
+                Err(e) => return Err(format!("connect() failed: {e}")),
+            }
+        }
+        match self.sock.handshake(&mut self.readable, &mut self.writable) {
+            Ok(true) => {
+                if let Stream::Tls(t) = &self.sock {
+                    if t.alpn_protocol() != Some(b"h2") {
+                        return Err("the server did not agree to HTTP/2 (ALPN h2)".into());
+                    }
+                }
+                Ok(true)
+            }
+            Ok(false) => Ok(false),
+            Err(e) => Err(format!("TLS handshake failed: {e}")),
+        }
+    }
+
+    fn flush(&mut self) -> Result<bool, String> {
+        let out = self.conn.output();
+        if out.is_empty() || !self.writable {
+            return Ok(false);
+        }
+        match super::io::write(&mut self.sock, out, &mut self.writable) {
+            super::io::Io::Done(n) => {
+                self.conn.advance_output(n);
+                Ok(true)
+            }
+            super::io::Io::Blocked => Ok(false),
+            super::io::Io::Eof | super::io::Io::Failed(_) => Err("writing failed".into()),
+        }
+    }
+
+    fn read(&mut self, bufs: &mut BufPool, now: Instant) -> Result<bool, String> {
+        let mut moved = false;
+        if let Some(input) = self.input.as_mut().filter(|b| !b.is_empty()) {
+            let used = self.conn.recv(input.data(), now);
+            input.consume(used);
+            moved |= used > 0;
+        }
+        if !self.readable || !self.conn.wants_read() {
+            return Ok(moved);
+        }
+        let buf = self.input.get_or_insert_with(|| bufs.get());
+        buf.compact();
+        if buf.is_full() {
+            return Ok(moved);
+        }
+        match super::io::read(&mut self.sock, buf.spare(), &mut self.readable, self.hup) {
+            super::io::Io::Done(n) => {
+                buf.filled(n);
+                let used = self.conn.recv(buf.data(), now);
+                buf.consume(used);
+                Ok(true)
+            }
+            super::io::Io::Blocked => Ok(moved),
+            super::io::Io::Eof => Err("the server closed the connection".into()),
+            super::io::Io::Failed(e) => Err(format!("reading failed: {e}")),
+        }
+    }
+
+    /// No more streams: each open one learns it was reset.
+    fn die(&mut self, why: String, wake: &mut Vec<usize>) {
+        if self.phase != Phase::Dead {
+            log::debug!("HTTP/2 upstream connection ends: {why}");
+        }
+        self.phase = Phase::Dead;
+        self.why_dead = Some(why);
+        wake.append(&mut self.waiters);
+        for (&stream, inbox) in self.streams.iter_mut() {
+            inbox.events.push_back(Event::Reset { stream });
+            wake.push(inbox.owner);
+        }
+    }
+}

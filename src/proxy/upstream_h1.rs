@@ -1,0 +1,533 @@
+//! An exchange's upstream side over a pooled HTTP/1.1 connection: connect
+//! (TLS too), write the request head and body, read the response head and
+//! hand the body to the sink de-framed (length, chunked or until close),
+//! only as fast as the sink takes it.
+
+use super::attempt::UpstreamSocket;
+use super::conn::Env;
+use super::exchange::ResponseSink;
+use super::io::{self, Io};
+use crate::buffer::Buf;
+use crate::event::Stream;
+use crate::http::chunked::ChunkedScanner;
+use crate::http::{self, response, rewrite, Framing};
+use std::net::SocketAddr;
+
+/// The request as the exchange holds it: the head, then body bytes not
+/// sent yet (the sender drains `body`).
+pub struct RequestOut<'a> {
+    /// The HTTP/1.1 head (empty for an HTTP/2 upstream).
+    pub head: &'a [u8],
+    /// The request for an HTTP/2 upstream.
+    pub h2: Option<&'a crate::h2::RequestHead>,
+    /// Trailer fields to send after the body (HTTP/2 upstreams).
+    pub trailers: Option<&'a crate::h2::HeaderList>,
+    pub body: &'a mut Vec<u8>,
+    /// No more body will come from the client.
+    pub ended: bool,
+}
+
+/// What one step did.
+pub enum UpStep {
+    Moved,
+    /// TCP (and TLS) are up: the request goes out now.
+    Connected,
+    /// All body bytes handed over so far are written.
+    BodyWritten,
+    Blocked,
+    /// The response head went to the sink; `framed_end`: it has no body.
+    Head {
+        status: u16,
+        framed_end: bool,
+    },
+    BodySent(usize),
+    /// The response body is complete, its last `n` bytes sent in this step.
+    Complete(usize),
+    /// No connection: another server may be tried.
+    ConnectFailed(std::io::Error),
+    /// A pooled connection turned out closed before any response byte.
+    Stale,
+    Failed {
+        doing: &'static str,
+        /// The upstream sent something invalid (counted as such).
+        bad_response: bool,
+    },
+}
+
+enum Body {
+    Length(u64),
+    /// `tail`: the framing read since the last chunk data, which at the end
+    /// of the body holds the last chunk and the trailer section.
+    Chunked {
+        scanner: ChunkedScanner,
+        tail: Vec<u8>,
+    },
+    UntilClose,
+}
+
+enum Phase {
+    Connect { connected: bool },
+    Send,
+    AwaitHead,
+    Body(Body),
+}
+
+pub struct UpstreamH1 {
+    sock: Stream,
+    up_slot: usize,
+    addr: SocketAddr,
+    reused: bool,
+    readable: bool,
+    writable: bool,
+    hup: bool,
+    phase: Phase,
+    head_pos: usize,
+    input: Option<Buf>,
+    got_any: bool,
+    /// The server lets us reuse the connection after this response.
+    keep_alive: bool,
+}
+
+impl UpstreamH1 {
+    pub fn new(s: UpstreamSocket, addr: SocketAddr, _env: &Env) -> UpstreamH1 {
+        UpstreamH1 {
+            sock: s.sock,
+            up_slot: s.up_slot,
+            addr,
+            reused: s.reused,
+            readable: false,
+            // A pooled connection is connected and writable.
+            writable: s.reused,
+            hup: false,
+            phase: if s.reused {
+                Phase::Send
+            } else {
+                Phase::Connect { connected: false }
+            },
+            head_pos: 0,
+            input: None,
+            got_any: false,
+            keep_alive: false,
+        }
+    }
+
+    pub fn up_slot(&self) -> usize {
+        self.up_slot
+    }
+
+    pub fn ready(&mut self, r: bool, w: bool, hup: bool) {
+        self.readable |= r;
+        self.writable |= w;
+        self.hup |= hup;
+    }
+
+    /// What the exchange waits for, for log lines.
+    pub fn doing(&self) -> &'static str {
+        match self.phase {
+            Phase::Connect { connected: true } => "in the TLS handshake",
+            Phase::Connect { connected: false } => "connecting",
+            Phase::Send => "sending the request",
+            Phase::AwaitHead => "waiting for the response head",
+            Phase::Body(_) => "sending the response body",
+        }
+    }
+
+    pub fn step(
+        &mut self,
+        env: &mut Env,
+        req: &mut RequestOut,
+        sink: &mut dyn ResponseSink,
+        is_head: bool,
+    ) -> UpStep {
+        let step = match &mut self.phase {
+            Phase::Connect { connected } => {
+                let connected = *connected;
+                self.connect_step(connected)
+            }
+            Phase::Send => self.send_step(env, req, sink, is_head),
+            Phase::AwaitHead => self.head_step(env, sink, is_head),
+            Phase::Body(_) => self.body_step(env, sink),
+        };
+        // TLS records queued by this step go out while the socket takes them.
+        let _ = self.sock.flush_queued(&mut self.writable);
+        match step {
+            // The sink took nothing after all: wait for its window.
+            UpStep::BodySent(0) => UpStep::Blocked,
+            s => s,
+        }
+    }
+
+    fn connect_step(&mut self, connected: bool) -> UpStep {
+        if !connected {
+            if !self.writable && !self.readable {
+                return UpStep::Blocked;
+            }
+            match crate::net::connect_progress(self.sock.sock()) {
+                Ok(true) => self.phase = Phase::Connect { connected: true },
+                Ok(false) => {
+                    self.writable = false;
+                    self.readable = false;
+                    return UpStep::Blocked;
+                }
+                Err(e) => return UpStep::ConnectFailed(e),
+            }
+        }
+        match self.sock.handshake(&mut self.readable, &mut self.writable) {
+            Ok(true) => {
+                self.phase = Phase::Send;
+                UpStep::Connected
+            }
+            Ok(false) => UpStep::Blocked,
+            Err(e) => UpStep::ConnectFailed(e),
+        }
+    }
+
+    fn send_step(
+        &mut self,
+        env: &mut Env,
+        req: &mut RequestOut,
+        sink: &mut dyn ResponseSink,
+        is_head: bool,
+    ) -> UpStep {
+        // An answer that comes before the body is out (413, 401...) ends
+        // the upload: it is read first.
+        if self.head_pos >= req.head.len() && (self.readable || self.hup) {
+            self.phase = Phase::AwaitHead;
+            let step = self.head_step(env, sink, is_head);
+            if matches!(self.phase, Phase::AwaitHead) && !req_done(req) {
+                self.phase = Phase::Send;
+            }
+            if !matches!(step, UpStep::Blocked) {
+                return step;
+            }
+        }
+        if self.head_pos < req.head.len() {
+            if !self.writable {
+                return UpStep::Blocked;
+            }
+            return match io::write(
+                &mut self.sock,
+                &req.head[self.head_pos..],
+                &mut self.writable,
+            ) {
+                Io::Done(n) => {
+                    self.head_pos += n;
+                    UpStep::Moved
+                }
+                Io::Blocked => UpStep::Blocked,
+                Io::Eof | Io::Failed(_) if self.reused && !self.got_any => UpStep::Stale,
+                Io::Eof | Io::Failed(_) => UpStep::Failed {
+                    doing: "sending the request head",
+                    bad_response: false,
+                },
+            };
+        }
+        if !req.body.is_empty() {
+            if !self.writable {
+                return UpStep::Blocked;
+            }
+            return match io::write(&mut self.sock, req.body, &mut self.writable) {
+                Io::Done(n) => {
+                    req.body.drain(..n);
+                    if req.body.is_empty() {
+                        UpStep::BodyWritten
+                    } else {
+                        UpStep::Moved
+                    }
+                }
+                Io::Blocked => UpStep::Blocked,
+                Io::Eof | Io::Failed(_) => {
+                    // It stopped taking the body: its answer may be waiting.
+                    self.readable = true;
+                    self.phase = Phase::AwaitHead;
+                    UpStep::Moved
+                }
+            };
+        }
+        if req.ended {
+            self.phase = Phase::AwaitHead;
+            return UpStep::Moved;
+        }
+        UpStep::Blocked
+    }
+
+    /// Reads and parses the response head; interim responses are dropped
+    /// (an HTTP/2 client would take 103, a later improvement).
+    fn head_step(&mut self, env: &mut Env, sink: &mut dyn ResponseSink, is_head: bool) -> UpStep {
+        if let Some(mut input) = self.input.take() {
+            let parsed = self.parse_head(env, &mut input, sink, is_head);
+            self.input = Some(input);
+            if let Some(step) = parsed {
+                return step;
+            }
+        }
+        if !self.readable {
+            return UpStep::Blocked;
+        }
+        let buf = self.input.get_or_insert_with(|| env.bufs.get());
+        if buf.is_full() {
+            log::error!("upstream {} sent a too big response head", self.addr);
+            return UpStep::Failed {
+                doing: "reading the response head",
+                bad_response: true,
+            };
+        }
+        match io::read(&mut self.sock, buf.spare(), &mut self.readable, self.hup) {
+            Io::Done(n) => {
+                buf.filled(n);
+                self.got_any = true;
+                UpStep::Moved
+            }
+            Io::Blocked => UpStep::Blocked,
+            Io::Eof | Io::Failed(_) if self.reused && !self.got_any => UpStep::Stale,
+            Io::Eof | Io::Failed(_) => UpStep::Failed {
+                doing: "reading the response head",
+                bad_response: false,
+            },
+        }
+    }
+
+    /// A complete head in `input`: its step, or None if more is needed.
+    fn parse_head(
+        &mut self,
+        env: &mut Env,
+        input: &mut Buf,
+        sink: &mut dyn ResponseSink,
+        is_head: bool,
+    ) -> Option<UpStep> {
+        let mut headers = [httparse::EMPTY_HEADER; http::MAX_HEADERS];
+        let (resp, info) = match response::parse(input.data(), &mut headers, is_head) {
+            Ok(response::Parsed::Partial) => return None,
+            Ok(response::Parsed::Complete(r, i)) => (r, i),
+            Err(e) => {
+                log::error!(
+                    "upstream {} sent an invalid response: {}",
+                    self.addr,
+                    e.reason
+                );
+                return Some(UpStep::Failed {
+                    doing: "reading the response head",
+                    bad_response: true,
+                });
+            }
+        };
+        if info.status == 101 {
+            log::error!(
+                "upstream {} switched protocols for a request that asked for no switch",
+                self.addr
+            );
+            return Some(UpStep::Failed {
+                doing: "reading the response head",
+                bad_response: true,
+            });
+        }
+        if info.status < 200 {
+            input.consume(info.head_len);
+            return Some(UpStep::Moved);
+        }
+        // Field names go lower-case (RFC 9113 §8.2.2); the connection's
+        // own fields stay behind.
+        let mut names: Vec<Vec<u8>> = Vec::with_capacity(resp.headers.len());
+        let mut saw_date = false;
+        let kept: Vec<&httparse::Header> = rewrite::end_to_end(resp.headers).collect();
+        for h in &kept {
+            saw_date |= http::name_is(h.name, "date");
+            names.push(h.name.to_ascii_lowercase().into_bytes());
+        }
+        let mut fields: Vec<(&[u8], &[u8])> = names
+            .iter()
+            .zip(&kept)
+            .map(|(n, h)| (n.as_slice(), h.value))
+            .collect();
+        if !saw_date {
+            fields.push((b"date", env.date.text()));
+        }
+        let body = match info.framing {
+            Framing::None | Framing::Length(0) => None,
+            Framing::Length(n) => Some(Body::Length(n)),
+            Framing::Chunked => Some(Body::Chunked {
+                scanner: ChunkedScanner::new(),
+                tail: Vec::new(),
+            }),
+            Framing::UntilClose => Some(Body::UntilClose),
+        };
+        sink.head(info.status, &fields, body.is_none());
+        self.keep_alive = info.keep_alive && info.framing != Framing::UntilClose;
+        input.consume(info.head_len);
+        match body {
+            None => Some(UpStep::Head {
+                status: info.status,
+                framed_end: true,
+            }),
+            Some(b) => {
+                self.phase = Phase::Body(b);
+                Some(UpStep::Head {
+                    status: info.status,
+                    framed_end: false,
+                })
+            }
+        }
+    }
+
+    fn body_step(&mut self, env: &mut Env, sink: &mut dyn ResponseSink) -> UpStep {
+        let Phase::Body(body) = &mut self.phase else {
+            return UpStep::Blocked;
+        };
+        let input = self.input.get_or_insert_with(|| env.bufs.get());
+        if !input.is_empty() {
+            let cap = sink.capacity();
+            let data = input.data();
+            match body {
+                Body::Length(rem) => {
+                    let avail = data
+                        .len()
+                        .min(usize::try_from(*rem).unwrap_or(usize::MAX))
+                        .min(cap);
+                    if avail == 0 {
+                        return UpStep::Blocked;
+                    }
+                    let last = avail as u64 == *rem;
+                    let n = sink.data(&data[..avail], last);
+                    input.consume(n);
+                    *rem -= n as u64;
+                    return if *rem == 0 {
+                        UpStep::Complete(n)
+                    } else {
+                        UpStep::BodySent(n)
+                    };
+                }
+                Body::UntilClose => {
+                    let avail = data.len().min(cap);
+                    if avail == 0 {
+                        return UpStep::Blocked;
+                    }
+                    let n = sink.data(&data[..avail], false);
+                    input.consume(n);
+                    return UpStep::BodySent(n);
+                }
+                Body::Chunked { scanner, tail } => match scanner.dechunk_at_most(data, cap) {
+                    Err(e) => {
+                        log::error!(
+                            "upstream {} sent a bad chunked body: {}",
+                            self.addr,
+                            e.reason()
+                        );
+                        return UpStep::Failed {
+                            doing: "reading the response body",
+                            bad_response: true,
+                        };
+                    }
+                    Ok((framing, n)) if n > 0 => {
+                        tail.clear();
+                        let taken = sink.data(&data[framing..framing + n], false);
+                        input.consume(framing + taken);
+                        return UpStep::BodySent(taken);
+                    }
+                    Ok((framing, _)) => {
+                        // Bounded: the scanner limits each framing line and
+                        // the trailer section.
+                        tail.extend_from_slice(&data[..framing]);
+                        input.consume(framing);
+                        if scanner.is_done() {
+                            end_with_trailers(tail, sink);
+                            return UpStep::Complete(0);
+                        }
+                        if framing > 0 {
+                            return UpStep::Moved;
+                        }
+                        if cap == 0 && !input.is_empty() {
+                            return UpStep::Blocked;
+                        }
+                    }
+                },
+            }
+        }
+        if !self.readable {
+            return UpStep::Blocked;
+        }
+        input.compact();
+        if input.is_full() {
+            return UpStep::Blocked;
+        }
+        match io::read(&mut self.sock, input.spare(), &mut self.readable, self.hup) {
+            Io::Done(n) => {
+                input.filled(n);
+                UpStep::Moved
+            }
+            Io::Blocked => UpStep::Blocked,
+            Io::Eof if matches!(body, Body::UntilClose) => {
+                sink.data(&[], true);
+                UpStep::Complete(0)
+            }
+            Io::Eof | Io::Failed(_) => UpStep::Failed {
+                doing: "reading the response body",
+                bad_response: false,
+            },
+        }
+    }
+
+    /// After a complete response: the socket, if it can serve another
+    /// request (framed body, keep-alive, nothing left over); else closed.
+    pub fn into_reusable(mut self, env: &mut Env, request_done: bool) -> Option<(Stream, usize)> {
+        let clean = self.input.as_ref().is_none_or(Buf::is_empty);
+        let reusable = request_done
+            && self.keep_alive
+            && clean
+            && matches!(self.phase, Phase::Body(_) | Phase::AwaitHead)
+            && !self.sock.has_buffered_input();
+        if !reusable {
+            self.close(env);
+            return None;
+        }
+        if let Some(b) = self.input.take() {
+            env.bufs.put(b);
+        }
+        Some((self.sock, self.up_slot))
+    }
+
+    /// Closes the socket (which takes it out of epoll).
+    pub fn close(mut self, env: &mut Env) {
+        env.up_owners.remove(self.up_slot);
+        if let Some(b) = self.input.take() {
+            env.bufs.put(b);
+        }
+    }
+}
+
+fn req_done(req: &RequestOut) -> bool {
+    req.ended && req.body.is_empty()
+}
+
+/// Ends a chunked body: its trailer fields (from `tail`, the last chunk's
+/// framing) go to the sink, or an empty end when there are none.
+fn end_with_trailers(tail: &[u8], sink: &mut dyn ResponseSink) {
+    // `tail`: maybe the CRLF after the last data, the last-chunk line
+    // (`0[;ext]`), then the trailer section ending in an empty line.
+    let tail = tail.strip_prefix(b"\r\n").unwrap_or(tail);
+    let section = tail
+        .windows(2)
+        .position(|w| w == b"\r\n")
+        .and_then(|i| tail.get(i + 2..))
+        .unwrap_or(&[]);
+    let mut headers = [httparse::EMPTY_HEADER; 32];
+    let fields = match httparse::parse_headers(section, &mut headers) {
+        Ok(httparse::Status::Complete((_, fields))) => fields,
+        _ => &[][..],
+    };
+    // Names go lower-case; fields that only frame a message never trail.
+    let names: Vec<Vec<u8>> = fields
+        .iter()
+        .map(|h| h.name.to_ascii_lowercase().into_bytes())
+        .collect();
+    let kept: Vec<(&[u8], &[u8])> = names
+        .iter()
+        .zip(fields)
+        .filter(|(n, _)| !rewrite::is_framing_or_hop(n))
+        .map(|(n, h)| (n.as_slice(), h.value))
+        .collect();
+    if kept.is_empty() {
+        sink.data(&[], true);
+    } else {
+        sink.trailers(&kept);
+    }
+}

@@ -1,0 +1,224 @@
+//! An exchange's upstream side as a stream on a shared HTTP/2 upstream
+//! connection (`h2_upstream`): open the stream once the connection is up,
+//! send the body as the stream's window allows, and pass the response
+//! head, body and trailers on as the sink takes them (the server's window
+//! reopens only for what the client took).
+
+use super::conn::Env;
+use super::exchange::ResponseSink;
+use super::h2_upstream::{ConnRef, ConnState};
+use super::upstream_h1::{RequestOut, UpStep};
+use crate::h2::client::Event;
+use crate::http;
+
+pub struct UpstreamH2 {
+    conn: ConnRef,
+    stream: Option<u32>,
+    /// END_STREAM (or trailers) went out.
+    end_sent: bool,
+    got_head: bool,
+}
+
+impl UpstreamH2 {
+    pub fn new(conn: ConnRef) -> UpstreamH2 {
+        UpstreamH2 {
+            conn,
+            stream: None,
+            end_sent: false,
+            got_head: false,
+        }
+    }
+
+    pub fn doing(&self) -> &'static str {
+        match (self.stream, self.got_head) {
+            (None, _) => "connecting (HTTP/2)",
+            (Some(_), false) => "waiting for the response head",
+            (Some(_), true) => "sending the response body",
+        }
+    }
+
+    pub fn step(
+        &mut self,
+        env: &mut Env,
+        req: &mut RequestOut,
+        sink: &mut dyn ResponseSink,
+        owner: usize,
+    ) -> UpStep {
+        let step = self.step_inner(env, req, sink, owner);
+        // What this step queued goes out now, and what came is sorted.
+        env.h2up
+            .pump(self.conn, env.bufs, env.up_owners, env.now, env.wake);
+        step
+    }
+
+    fn step_inner(
+        &mut self,
+        env: &mut Env,
+        req: &mut RequestOut,
+        sink: &mut dyn ResponseSink,
+        owner: usize,
+    ) -> UpStep {
+        let Some(stream) = self.stream else {
+            return self.open(env, req, owner);
+        };
+        if let Some(step) = self.send_body(env, req, stream) {
+            return step;
+        }
+        let Some(ev) = env.h2up.next_event(self.conn, stream) else {
+            return UpStep::Blocked;
+        };
+        match ev {
+            Event::Response {
+                status,
+                headers,
+                end_stream,
+                ..
+            } => {
+                self.got_head = true;
+                let mut fields: Vec<(&[u8], &[u8])> = headers
+                    .iter()
+                    .map(|(n, v)| (n.as_slice(), v.as_slice()))
+                    .collect();
+                if !headers.iter().any(|(n, _)| n == b"date") {
+                    fields.push((b"date", env.date.text()));
+                }
+                sink.head(status, &fields, end_stream);
+                UpStep::Head {
+                    status,
+                    framed_end: end_stream,
+                }
+            }
+            Event::Data {
+                data, end_stream, ..
+            } => {
+                let n = data.len().min(sink.capacity());
+                if n == 0 && !data.is_empty() {
+                    env.h2up.unread(
+                        self.conn,
+                        stream,
+                        Event::Data {
+                            stream,
+                            data,
+                            end_stream,
+                        },
+                    );
+                    return UpStep::Blocked;
+                }
+                let all = n == data.len();
+                let taken = sink.data(&data[..n], end_stream && all);
+                env.h2up.consumed(self.conn, stream, taken);
+                if taken < data.len() {
+                    let rest = data[taken..].to_vec();
+                    env.h2up.unread(
+                        self.conn,
+                        stream,
+                        Event::Data {
+                            stream,
+                            data: rest,
+                            end_stream,
+                        },
+                    );
+                    return UpStep::BodySent(taken);
+                }
+                if end_stream {
+                    UpStep::Complete(taken)
+                } else {
+                    UpStep::BodySent(taken)
+                }
+            }
+            Event::Trailers { trailers, .. } => {
+                let fields: Vec<(&[u8], &[u8])> = trailers
+                    .iter()
+                    .filter(|(n, _)| !http::rewrite::is_framing_or_hop(n))
+                    .map(|(n, v)| (n.as_slice(), v.as_slice()))
+                    .collect();
+                if fields.is_empty() {
+                    sink.data(&[], true);
+                } else {
+                    sink.trailers(&fields);
+                }
+                UpStep::Complete(0)
+            }
+            Event::Reset { .. } => {
+                self.stream = None;
+                UpStep::Failed {
+                    doing: if self.got_head {
+                        "sending the response body (stream reset)"
+                    } else {
+                        "waiting for the response head (stream reset)"
+                    },
+                    bad_response: false,
+                }
+            }
+        }
+    }
+
+    /// Opens the stream once the connection is ready.
+    fn open(&mut self, env: &mut Env, req: &mut RequestOut, owner: usize) -> UpStep {
+        match env.h2up.state(self.conn, owner) {
+            ConnState::Connecting => UpStep::Blocked,
+            ConnState::Failed(why) => UpStep::ConnectFailed(std::io::Error::other(why)),
+            ConnState::Ready => {
+                let Some(head) = req.h2 else {
+                    return UpStep::Failed {
+                        doing: "starting the request",
+                        bad_response: false,
+                    };
+                };
+                let end = req.ended && req.body.is_empty() && req.trailers.is_none();
+                match env.h2up.open(self.conn, head, end, owner) {
+                    Some(stream) => {
+                        self.stream = Some(stream);
+                        self.end_sent = end;
+                        UpStep::Connected
+                    }
+                    None => UpStep::Blocked,
+                }
+            }
+        }
+    }
+
+    /// Sends what the client sent so far, as the stream's window allows.
+    fn send_body(&mut self, env: &mut Env, req: &mut RequestOut, stream: u32) -> Option<UpStep> {
+        if !req.body.is_empty() {
+            let cap = env.h2up.capacity(self.conn, stream);
+            if cap == 0 {
+                return None;
+            }
+            let n = req.body.len().min(cap);
+            let last = req.ended && n == req.body.len() && req.trailers.is_none();
+            let sent = env.h2up.send_data(self.conn, stream, &req.body[..n], last);
+            req.body.drain(..sent);
+            self.end_sent |= last && sent == n;
+            return Some(if req.body.is_empty() {
+                UpStep::BodyWritten
+            } else {
+                UpStep::Moved
+            });
+        }
+        if req.ended && !self.end_sent {
+            self.end_sent = true;
+            match req.trailers {
+                Some(t) => {
+                    let fields: Vec<(&[u8], &[u8])> = t
+                        .iter()
+                        .map(|(n, v)| (n.as_slice(), v.as_slice()))
+                        .collect();
+                    env.h2up.send_trailers(self.conn, stream, &fields);
+                }
+                None => {
+                    env.h2up.send_data(self.conn, stream, &[], true);
+                }
+            }
+            return Some(UpStep::Moved);
+        }
+        None
+    }
+
+    /// The exchange is over: a stream still open is cancelled.
+    pub fn close(self, env: &mut Env) {
+        env.h2up.release(self.conn, self.stream, env.now);
+        env.h2up
+            .pump(self.conn, env.bufs, env.up_owners, env.now, env.wake);
+    }
+}

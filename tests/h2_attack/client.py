@@ -1,0 +1,106 @@
+"""Well-formed HTTP/2 requests the command-line clients cannot make
+(tests/h2_clients.rs, tests/h2_drain.rs):
+
+    /usr/bin/python3 client.py tls|h2c HOST PORT CASE
+
+CASEs:
+  parallel   GET /slow/a on stream 1, then GET /fast/b on stream 3, on one
+             connection: when each ended (a_end=, b_end=, seconds).
+  headers    GET /headers with :authority `mapped.test:8443` and the cookie
+             split in crumbs (`a=1`, `b=2`): the status.
+  trailers   GET /trailers with `te: trailers`: the response's header blocks
+             (`blocks=`) and its trailer fields (`trailer_NAME=VALUE`).
+  req_trailers  POST /echo: DATA `hello`, then trailers `x-req-trailer: yes`.
+  grpc       POST /grpc as a gRPC client does (content-type application/grpc,
+             te: trailers, one length-prefixed message `ping`): the status,
+             header blocks, body length and the trailer fields (`trailer_NAME=`).
+  drain      GET /slow/drain, and waits (20 s at most) for it to end: the
+             status, body length, GOAWAY.
+Prints key=value lines.
+"""
+
+import sys
+import time
+
+from h2util import *
+
+
+def ended(c, stream):
+    return stream in c.ended or stream in c.rst
+
+
+def main():
+    tls, host, port, rest = parse_target(sys.argv[1:])
+    case = rest[0]
+    c = Conn(host, port, tls)
+    extra = {}
+    if case == "parallel":
+        c.get(1, "/slow/a")
+        time.sleep(0.05)
+        c.get(3, "/fast/b")
+        c.wait(lambda: ended(c, 1) and ended(c, 3), 10)
+        for s, n in ((1, "a"), (3, "b")):
+            extra[n + "_status"] = c.status(s) or "none"
+            extra[n + "_end"] = "%.3f" % (c.ended[s] - c.start) if s in c.ended else "none"
+            extra[n + "_body"] = len(c.data.get(s, b""))
+    elif case == "headers":
+        c.sendall(frame(HEADERS, END_HEADERS | END_STREAM, 1, c.request_block(
+            "/headers", authority="mapped.test:8443",
+            extra=[("cookie", "a=1"), ("user-agent", "h2test"), ("cookie", "b=2")])))
+        c.wait(lambda: ended(c, 1), 5)
+        extra["status"] = c.status(1) or "none"
+    elif case == "trailers":
+        c.get(1, "/trailers", extra=[("te", "trailers")])
+        c.wait(lambda: ended(c, 1), 5)
+        blocks = c.headers.get(1, [])
+        extra["status"] = c.status(1) or "none"
+        extra["blocks"] = len(blocks)
+        extra["body"] = c.data.get(1, b"").decode("latin-1")
+        if len(blocks) > 1:
+            for k, v in blocks[-1]:
+                extra["trailer_" + k] = v
+    elif case == "req_trailers":
+        c.sendall(frame(HEADERS, END_HEADERS, 1, c.request_block("/echo", "POST"))
+                  + frame(DATA, 0, 1, b"hello")
+                  + frame(HEADERS, END_HEADERS | END_STREAM, 1,
+                          c.enc.encode([("x-req-trailer", "yes")])))
+        c.wait(lambda: ended(c, 1), 5)
+        extra["status"] = c.status(1) or "none"
+        extra["body"] = c.data.get(1, b"").decode("latin-1")
+    elif case == "grpc":
+        msg = b"ping"
+        c.sendall(frame(HEADERS, END_HEADERS, 1, c.request_block(
+            "/grpc", "POST", extra=[("content-type", "application/grpc"), ("te", "trailers")]))
+                  + frame(DATA, END_STREAM, 1, b"\x00" + len(msg).to_bytes(4, "big") + msg))
+        c.wait(lambda: ended(c, 1), 10)
+        blocks = c.headers.get(1, [])
+        extra["status"] = c.status(1) or "none"
+        extra["blocks"] = len(blocks)
+        extra["body_len"] = len(c.data.get(1, b""))
+        extra["body_hex"] = c.data.get(1, b"").hex()
+        extra["rst"] = c.rst.get(1, "none")
+        if blocks:
+            for k, v in blocks[0]:
+                extra["header_" + k] = v
+        if len(blocks) > 1:
+            for k, v in blocks[-1]:
+                extra["trailer_" + k] = v
+    elif case == "drain":
+        c.get(1, "/slow/drain")
+        print("sent=1")
+        sys.stdout.flush()
+        c.wait(lambda: ended(c, 1), 20)
+        extra["status"] = c.status(1) or "none"
+        extra["body_len"] = len(c.data.get(1, b""))
+        extra["rst"] = c.rst.get(1, "none")
+        extra["ended"] = "yes" if 1 in c.ended else "no"
+        # A graceful GOAWAY may come before the stream ends or after it.
+        c.wait(lambda: c.goaway is not None or c.closed_at is not None, 5)
+    else:
+        raise SystemExit("unknown case %r" % case)
+    c.report(**extra)
+    c.close()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,528 @@
+//! HTTP/2 to upstreams (DESIGN §4.1 `upstreams.NAME.protocol: h2 | h2c`):
+//! clients of either version reach an origin that speaks only HTTP/2
+//! (`tests/h2_attack/h2_backend.py`, [`H2Origin`]), bodies keep their
+//! integrity both ways, gRPC trailers and streaming responses pass, many
+//! requests share few multiplexed upstream connections, retries skip a dead
+//! server, and active health checks speak HTTP/2.
+
+mod support;
+
+use std::time::{Duration, Instant};
+use support::tls::TestCa;
+use support::*;
+
+/// Health checks quick enough for a test: DOWN or UP within
+/// interval × (fall|rise) + timeout.
+const H2_CHECK: &str =
+    "health: {type: http, path: /health, interval: 300ms, timeout: 300ms, rise: 2, fall: 2}";
+/// Scheduling slack on a loaded machine, on top of the check bound.
+const CHECK_WAIT: Duration = Duration::from_secs(5);
+
+/// forklb (TLS, h2c and plain listeners, see [`H2Lb`]) sending everything
+/// to upstream `up`: `servers` speaking `protocol`, plus `extra` upstream
+/// keys; `workers` workers.
+fn lb_to(workers: usize, protocol: &str, servers: Vec<Srv>, extra: &[&str]) -> H2Lb {
+    let lb = H2Lb::start(&[Route::to("up")], |b| {
+        let mut b = b
+            .workers(workers)
+            .upstream("up", servers)
+            .upstream_opt(&format!("protocol: {protocol}"));
+        for e in extra {
+            b = b.upstream_opt(e);
+        }
+        b
+    });
+    lb.lb.wait_workers(workers, Duration::from_secs(10));
+    lb
+}
+
+/// forklb to one h2c origin `o1`.
+fn lb_to_h2c(workers: usize, origin: &H2Origin) -> H2Lb {
+    lb_to(
+        workers,
+        "h2c",
+        vec![Srv::new(origin.name(), origin.addr())],
+        &[],
+    )
+}
+
+/// A request with a chunked body (`chunks` as its chunks) on a fresh
+/// HTTP/1.1 connection.
+fn post_chunked(port: u16, path: &str, chunks: &[&[u8]]) -> Response {
+    let mut c = Conn::open(port).expect("connect");
+    c.set_read_timeout(Duration::from_secs(20));
+    let mut req = format!(
+        "POST {path} HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\nContent-Type: application/octet-stream\r\n\r\n"
+    )
+    .into_bytes();
+    for ch in chunks {
+        req.extend_from_slice(format!("{:x}\r\n", ch.len()).as_bytes());
+        req.extend_from_slice(ch);
+        req.extend_from_slice(b"\r\n");
+    }
+    req.extend_from_slice(b"0\r\n\r\n");
+    c.send(&req).expect("send");
+    c.read_response().expect("response")
+}
+
+#[test]
+fn http1_clients_reach_an_h2c_upstream() {
+    let o1 = H2Origin::start("o1");
+    let h = lb_to_h2c(1, &o1);
+    let port = h.plain_port;
+
+    let r = http_get(port, "/hello");
+    assert_eq!(r.status, 200, "{}\n{}", r.body_str(), h.lb.diagnostics());
+    assert_eq!(r.body_str(), "hello from o1");
+    let seen = o1.requests_for("/hello");
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert_eq!(seen[0].method, "GET");
+    // The Host of an HTTP/1.1 client becomes :authority, not a `host` field.
+    assert_eq!(seen[0].authority.as_deref(), Some("localhost"), "{seen:?}");
+    // A `host` field may accompany it, but must not disagree (RFC 9113 §8.3.1).
+    assert!(
+        seen[0].header("host").is_none_or(|h| h == "localhost"),
+        "{seen:?}"
+    );
+    for hop in ["connection", "keep-alive", "transfer-encoding", "upgrade"] {
+        assert!(
+            seen[0].header(hop).is_none(),
+            "{hop} went upstream: {seen:?}"
+        );
+    }
+
+    // 5 MiB up and back, Content-Length framed.
+    let body = pseudo_random_bytes(5 << 20, 7);
+    let mut c = Conn::open(port).expect("connect");
+    c.set_read_timeout(Duration::from_secs(30));
+    let r = c.request("POST", "/echo", &[], &body).expect("POST /echo");
+    assert_eq!(r.status, 200, "{}", h.lb.diagnostics());
+    assert_eq!(r.body.len(), body.len());
+    assert_eq!(
+        sha256_hex(&r.body),
+        sha256_hex(&body),
+        "echoed body differs"
+    );
+    let echo = o1.requests_for("/echo");
+    assert_eq!(echo.len(), 1, "{echo:?}");
+    assert_eq!(echo[0].method, "POST");
+    assert_eq!(echo[0].body_len, body.len() as u64);
+    assert_eq!(echo[0].body_sha256, sha256_hex(&body));
+    // The connection stays usable after a large exchange.
+    let r = c.get("/hello").expect("GET after POST");
+    assert_eq!(r.body_str(), "hello from o1");
+
+    // A chunked request body arrives whole (as DATA, without chunk framing).
+    let parts: [&[u8]; 3] = [b"first-", &[b'x'; 70_000], b"-last"];
+    let whole: Vec<u8> = parts.concat();
+    let r = post_chunked(port, "/echo", &parts);
+    assert_eq!(r.status, 200, "{}", h.lb.diagnostics());
+    assert_eq!(r.body, whole);
+    let echo = o1.requests_for("/echo");
+    assert_eq!(echo.len(), 2, "{echo:?}");
+    assert_eq!(echo[1].body_len, whole.len() as u64);
+    assert_eq!(echo[1].body_sha256, sha256_hex(&whole));
+}
+
+#[test]
+fn large_responses_from_an_h2c_upstream_honour_flow_control() {
+    let o1 = H2Origin::start("o1");
+    let h = lb_to_h2c(1, &o1);
+    // Far above any initial window: the origin must wait for forklb's
+    // WINDOW_UPDATEs, which follow what the client reads.
+    let n = 6 << 20;
+    let mut c = Conn::open(h.plain_port).expect("connect");
+    c.set_read_timeout(Duration::from_secs(30));
+    let r = c
+        .request("GET", &format!("/big?n={n}"), &[], b"")
+        .expect("GET /big");
+    assert_eq!(r.status, 200, "{}", h.lb.diagnostics());
+    assert_eq!(r.body.len(), n);
+    assert_eq!(sha256_hex(&r.body), sha256_hex(&pattern(n)));
+    // The same over HTTP/2 from the client (the body is bytes, not text:
+    // curl counts it).
+    let out = curl(&[
+        "--http2-prior-knowledge",
+        "-sS",
+        "--max-time",
+        "30",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{size_download}",
+        &h.h2c_url(&format!("/big?n={n}")),
+    ]);
+    assert!(out.ok(), "{}", out.combined());
+    assert_eq!(out.stdout.trim(), n.to_string(), "{}", h.lb.diagnostics());
+}
+
+#[test]
+fn h2_clients_reach_an_h2c_upstream() {
+    let o1 = H2Origin::start("o1");
+    let h = lb_to_h2c(1, &o1);
+    let (out, version) = h.curl_h2_tls("/hello");
+    assert!(out.ok(), "{}\n{}", out.combined(), h.lb.diagnostics());
+    assert_eq!(version, "2");
+    assert_eq!(out.stdout, "hello from o1");
+    let (out, version) = h.curl_h2c("/hello");
+    assert!(out.ok(), "{}", out.combined());
+    assert_eq!(version, "2");
+    assert_eq!(out.stdout, "hello from o1");
+    assert_eq!(o1.requests_for("/hello").len(), 2);
+
+    // An upload from an HTTP/2 client.
+    let dir = TempDir::new("h2up-body");
+    let body = pseudo_random_bytes(3 << 20, 11);
+    let file = dir.join("body.bin");
+    std::fs::write(&file, &body).unwrap();
+    let data = format!("@{}", file.display());
+    let back = dir.join("back.bin");
+    let out = curl(&[
+        "--http2",
+        "-sSk",
+        "--max-time",
+        "30",
+        "--data-binary",
+        &data,
+        "-H",
+        "content-type: application/octet-stream",
+        "-o",
+        back.to_str().unwrap(),
+        &h.tls_url("/echo"),
+    ]);
+    assert!(out.ok(), "{}", out.combined());
+    let echoed = std::fs::read(&back).unwrap_or_default();
+    assert_eq!(echoed.len(), body.len(), "{}", h.lb.diagnostics());
+    assert_eq!(sha256_hex(&echoed), sha256_hex(&body));
+    let echo = o1.requests_for("/echo");
+    assert_eq!(echo.len(), 1, "{echo:?}");
+    assert_eq!(echo[0].body_sha256, sha256_hex(&body));
+}
+
+#[test]
+fn h2_upstream_over_tls_negotiates_alpn_h2() {
+    let certs = TempDir::new("h2up-ca");
+    let (ca, ca_path) = TestCa::in_dir(certs.path());
+    let t1 = H2Origin::start_tls("t1", &ca.issue(&["localhost"]));
+    let ca = yaml_str(&ca_path.display().to_string());
+    let h = lb_to(
+        1,
+        "h2",
+        vec![Srv::new("t1", t1.addr())],
+        &[&format!("tls: {{sni: localhost, ca: {ca}}}")],
+    );
+    // The origin closes any connection whose ALPN is not h2: an answer at
+    // all means forklb offered h2 and spoke HTTP/2 over TLS.
+    let r = http_get(h.plain_port, "/hello");
+    assert_eq!(r.status, 200, "{}\n{}", r.body_str(), h.lb.diagnostics());
+    assert_eq!(r.body_str(), "hello from t1");
+    let (out, version) = h.curl_h2_tls("/hello");
+    assert!(out.ok(), "{}", out.combined());
+    assert_eq!(
+        (version.as_str(), out.stdout.as_str()),
+        ("2", "hello from t1")
+    );
+    let n = 2 << 20;
+    let r = http_get(h.plain_port, &format!("/big?n={n}"));
+    assert_eq!(r.body.len(), n);
+    assert_eq!(sha256_hex(&r.body), sha256_hex(&pattern(n)));
+    let seen = t1.requests();
+    assert_eq!(seen.len(), 3, "{seen:?}");
+}
+
+#[test]
+fn grpc_trailers_reach_an_h2_client_and_te_goes_upstream() {
+    let o1 = H2Origin::start("o1");
+    let h = lb_to_h2c(1, &o1);
+    for mode in [H2Mode::Tls, H2Mode::H2c] {
+        let v = python(
+            "client.py",
+            mode,
+            h.port(mode),
+            &["grpc"],
+            Duration::from_secs(20),
+        );
+        assert_eq!(v.at("status"), "200", "{mode:?}: {}", v.text);
+        assert_eq!(v.at("rst"), "none", "{mode:?}: {}", v.text);
+        assert_eq!(
+            v.at("header_content-type"),
+            "application/grpc",
+            "{}",
+            v.text
+        );
+        // Head, then trailers: the DATA in between is the one message.
+        assert_eq!(v.at("blocks"), "2", "{mode:?}: {}", v.text);
+        assert_eq!(v.at("body_hex"), "00000000026f6b", "{}", v.text);
+        assert_eq!(v.at("trailer_grpc-status"), "0", "{mode:?}: {}", v.text);
+        assert_eq!(v.at("trailer_grpc-message"), "ok", "{mode:?}: {}", v.text);
+    }
+    let seen = o1.requests_for("/grpc");
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    for r in &seen {
+        assert_eq!(r.method, "POST");
+        assert_eq!(r.header("te"), Some("trailers"), "{r:?}");
+        assert_eq!(r.header("content-type"), Some("application/grpc"), "{r:?}");
+        // 5-byte prefix + "ping".
+        assert_eq!(r.body_len, 9, "{r:?}");
+    }
+}
+
+#[test]
+fn a_streaming_response_arrives_incrementally() {
+    let o1 = H2Origin::start("o1");
+    let h = lb_to_h2c(1, &o1);
+    // 10 chunks 100 ms apart: the first must arrive long before the last.
+    let mut c = Conn::open(h.plain_port).expect("connect");
+    c.set_read_timeout(Duration::from_secs(10));
+    let t0 = Instant::now();
+    c.send(b"GET /stream?n=10&ms=100 HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .expect("send");
+    let first = c.read_raw_until(b"chunk 0\n").map(|_| t0.elapsed());
+    let last = c.read_raw_until(b"chunk 9\n").map(|_| t0.elapsed());
+    let (first, last) = match (first, last) {
+        (Ok(a), Ok(b)) => (a, b),
+        other => panic!("{other:?}\n{}", h.lb.diagnostics()),
+    };
+    eprintln!("first chunk after {first:?}, last after {last:?}");
+    assert!(
+        first < Duration::from_millis(600),
+        "first chunk took {first:?}"
+    );
+    assert!(
+        last - first >= Duration::from_millis(700),
+        "chunks were not streamed: first {first:?}, last {last:?}"
+    );
+
+    // An HTTP/2 client sees the same pacing (curl prints as it receives).
+    let tool = Tool::spawn(
+        "curl",
+        &[
+            "--http2-prior-knowledge",
+            "-sSN",
+            "--max-time",
+            "10",
+            &h.h2c_url("/stream?n=10&ms=100"),
+        ],
+    );
+    let t0 = Instant::now();
+    assert!(
+        wait_until(Duration::from_secs(5), || tool
+            .stdout_so_far()
+            .contains("chunk 0")),
+        "no first chunk"
+    );
+    let first = t0.elapsed();
+    let out = tool.wait(Duration::from_secs(10));
+    assert!(out.ok(), "{}", out.combined());
+    assert!(out.stdout.ends_with("chunk 9\n"), "{}", out.stdout);
+    assert!(
+        out.elapsed > first + Duration::from_millis(600),
+        "h2 client: first chunk at {first:?}, end at {:?}",
+        out.elapsed
+    );
+}
+
+#[test]
+fn many_concurrent_requests_share_few_upstream_connections() {
+    let workers = 2;
+    let o1 = H2Origin::start("o1");
+    let h = lb_to_h2c(workers, &o1);
+    // Warm up: one request per worker is not needed, the bound holds anyway.
+    let out = run_tool(
+        "h2load",
+        &["-c", "4", "-m", "50", "-n", "200", &h.tls_url("/hello")],
+        Duration::from_secs(60),
+    );
+    assert!(out.ok(), "{}", out.combined());
+    let (total, ok, failed, errored) = h2load_counts(&out);
+    assert_eq!(
+        (total, ok, failed, errored),
+        (200, 200, 0, 0),
+        "{}\n{}",
+        out.combined(),
+        h.lb.diagnostics()
+    );
+    assert!(out.stdout.contains("200 2xx"), "{}", out.stdout);
+    let seen = o1.requests_for("/hello");
+    assert_eq!(seen.len(), 200);
+    let conns = o1.connections_serving("/hello");
+    eprintln!("200 requests over {} upstream connection(s)", conns.len());
+    assert!(
+        conns.len() <= workers * 4,
+        "200 requests used {} upstream connections (at most {} expected): {conns:?}",
+        conns.len(),
+        workers * 4
+    );
+    // Multiplexed: some connection carried many streams.
+    let busiest = conns
+        .iter()
+        .map(|c| seen.iter().filter(|r| r.conn == *c).count())
+        .max()
+        .unwrap_or(0);
+    assert!(
+        busiest >= 200 / (workers * 4),
+        "busiest connection: {busiest}"
+    );
+}
+
+#[test]
+fn retries_skip_a_dead_h2c_server() {
+    let o1 = H2Origin::start("o1");
+    let dead = refused_addr();
+    let h = lb_to(
+        1,
+        "h2c",
+        vec![Srv::new("dead", dead), Srv::new("o1", o1.addr())],
+        &["retries: 1", "balance: roundrobin"],
+    );
+    for i in 0..20 {
+        let r = http_get(h.plain_port, "/hello");
+        assert_eq!(
+            (r.status, r.body_str().as_str()),
+            (200, "hello from o1"),
+            "request {i}\n{}",
+            h.lb.diagnostics()
+        );
+    }
+    for i in 0..10 {
+        let (out, _) = h.curl_h2c("/hello");
+        assert!(
+            out.ok() && out.stdout == "hello from o1",
+            "h2 request {i}: {}",
+            out.combined()
+        );
+    }
+    assert_eq!(o1.requests_for("/hello").len(), 30);
+}
+
+/// Runs only the health checker's side: the checks are HTTP/2 requests
+/// (the origin speaks nothing else and logs them), a 503 takes the server
+/// DOWN and a 200 brings it back.
+#[test]
+fn h2c_health_check_marks_a_503_server_down_and_back_up() {
+    let o1 = H2Origin::start("o1");
+    let o2 = H2Origin::start("o2");
+    let h = lb_to(
+        1,
+        "h2c",
+        vec![Srv::new("o1", o1.addr()), Srv::new("o2", o2.addr())],
+        &[H2_CHECK],
+    );
+    assert!(
+        wait_until(CHECK_WAIT, || o1.health_checks() >= 2
+            && o2.health_checks() >= 2),
+        "no HTTP/2 health checks arrived: o1 {}, o2 {}\n{}",
+        o1.health_checks(),
+        o2.health_checks(),
+        h.lb.diagnostics()
+    );
+    let check = &o1.requests_for("/health")[0];
+    assert_eq!(check.method, "GET");
+    assert_eq!(check.authority.as_deref(), Some(&*o1.addr().to_string()));
+    assert_eq!(check.header("user-agent"), Some("forklb-health"));
+    assert!(h.lb.log_lines("server up/o1 is DOWN").is_empty());
+
+    o1.set_health(503);
+    assert!(
+        h.lb.wait_log("server up/o1 is DOWN", CHECK_WAIT),
+        "o1 not marked DOWN\n{}",
+        h.lb.diagnostics()
+    );
+    let lines = h.lb.log_lines("server up/o1 is DOWN");
+    assert!(
+        lines[0].contains("reason: HTTP status 503"),
+        "unexpected DOWN line: {lines:?}"
+    );
+    assert!(h.lb.log_lines("server up/o2 is DOWN").is_empty());
+
+    o1.set_health(200);
+    assert!(
+        h.lb.wait_log("server up/o1 is UP", CHECK_WAIT),
+        "o1 not marked UP again\n{}",
+        h.lb.diagnostics()
+    );
+}
+
+/// The same over TLS: the check offers ALPN h2 (the origin closes any
+/// other connection) and speaks HTTP/2 inside.
+#[test]
+fn tls_h2_health_check_marks_a_503_server_down() {
+    let certs = TempDir::new("h2up-ca");
+    let (ca, ca_path) = TestCa::in_dir(certs.path());
+    let t1 = H2Origin::start_tls("t1", &ca.issue(&["localhost"]));
+    t1.set_health(503);
+    let ca = yaml_str(&ca_path.display().to_string());
+    let h = lb_to(
+        1,
+        "h2",
+        vec![Srv::new("t1", t1.addr())],
+        &[&format!("tls: {{sni: localhost, ca: {ca}}}"), H2_CHECK],
+    );
+    assert!(
+        h.lb.wait_log("server up/t1 is DOWN", CHECK_WAIT),
+        "t1 not marked DOWN\n{}",
+        h.lb.diagnostics()
+    );
+    let lines = h.lb.log_lines("server up/t1 is DOWN");
+    assert!(
+        lines[0].contains("reason: HTTP status 503"),
+        "the check did not get an HTTP/2 answer: {lines:?}"
+    );
+    assert!(t1.health_checks() >= 2);
+}
+
+/// A `protocol: h2` check really is HTTP/2: an HTTPS server that speaks
+/// only HTTP/1.1 fails it (while an HTTP/1.1 check would pass).
+#[test]
+fn tls_h2_health_check_fails_against_an_http1_only_server() {
+    let certs = TempDir::new("h2up-ca");
+    let (ca, ca_path) = TestCa::in_dir(certs.path());
+    let b = support::tls::TlsBackend::start("s1", &ca.issue(&["localhost"]));
+    let ca = yaml_str(&ca_path.display().to_string());
+    let h = lb_to(
+        1,
+        "h2",
+        vec![Srv::new("s1", b.addr())],
+        &[&format!("tls: {{sni: localhost, ca: {ca}}}"), H2_CHECK],
+    );
+    assert!(
+        h.lb.wait_log("server up/s1 is DOWN", CHECK_WAIT),
+        "s1 not marked DOWN\n{}",
+        h.lb.diagnostics()
+    );
+    let lines = h.lb.log_lines("server up/s1 is DOWN");
+    eprintln!("{lines:?}");
+    assert!(
+        !lines[0].contains("HTTP status"),
+        "an HTTP/1.1 answer was taken for HTTP/2: {lines:?}"
+    );
+}
+
+/// Traffic follows the HTTP/2 health checks: a server DOWN gets nothing.
+#[test]
+fn requests_avoid_an_h2c_server_marked_down() {
+    let o1 = H2Origin::start("o1");
+    let o2 = H2Origin::start("o2");
+    o1.set_health(503);
+    let h = lb_to(
+        1,
+        "h2c",
+        vec![Srv::new("o1", o1.addr()), Srv::new("o2", o2.addr())],
+        &[H2_CHECK],
+    );
+    assert!(
+        h.lb.wait_log("server up/o1 is DOWN", CHECK_WAIT),
+        "o1 not marked DOWN\n{}",
+        h.lb.diagnostics()
+    );
+    for i in 0..10 {
+        let r = http_get(h.plain_port, "/hello");
+        assert_eq!(
+            (r.status, r.body_str().as_str()),
+            (200, "hello from o2"),
+            "request {i}\n{}",
+            h.lb.diagnostics()
+        );
+    }
+    assert!(o1.requests_for("/hello").is_empty());
+}
