@@ -6,7 +6,7 @@
 //! The connection is simply closed once the status is known: a check has
 //! nothing else to say, and the server treats it like any lost client.
 
-use super::probe::Outcome;
+use super::outcome::Outcome;
 use crate::h2::{ClientConn, ClientEvent, RequestHead, Settings};
 use std::time::Instant;
 

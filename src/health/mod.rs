@@ -17,6 +17,7 @@
 
 pub mod counter;
 mod h2probe;
+mod outcome;
 mod probe;
 
 use crate::config::Health as HealthRt;

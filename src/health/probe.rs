@@ -5,22 +5,12 @@
 //! them and the `expect_status` judgement.
 
 use super::h2probe::H2Probe;
+pub(super) use super::outcome::Outcome;
 use crate::config::UpstreamProtocol;
 
 /// Bytes of an HTTP/1.1 check response read at most (the status line is
 /// enough).
 const MAX_RESPONSE: usize = 4096;
-
-/// Where a probe stands after being fed.
-#[derive(Debug, PartialEq, Eq)]
-pub(super) enum Outcome {
-    /// No status yet: keep reading.
-    Pending,
-    /// The final response status arrived: judge it.
-    Status(u16),
-    /// The exchange failed without a status.
-    Failed(String),
-}
 
 /// What to ask a server, built once per target and turned into a fresh
 /// [`Probe`] for every check.

@@ -53,6 +53,16 @@ pub fn without_query(target: &[u8]) -> &[u8] {
     }
 }
 
+/// The path routes match for an origin-form target or `*`: normalized
+/// (`normalize`); `OPTIONS *` asks about the server as a whole and takes
+/// the route of `/`.
+pub fn route_path(origin: &str) -> Result<Cow<'_, [u8]>, PathError> {
+    if origin == "*" {
+        return Ok(Cow::Borrowed(&b"/"[..]));
+    }
+    normalize(origin.as_bytes())
+}
+
 /// Normalizes an origin-form path (starting with `/`; a query is cut off).
 /// Borrowed when the path is already normal, which is the common case and
 /// costs one scan.

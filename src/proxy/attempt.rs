@@ -3,7 +3,7 @@
 //! and `show stat`), and the upstream sockets it gets — the same for an
 //! HTTP/1.1 connection's exchange and for an HTTP/2 stream's.
 
-use super::conn::Env;
+use super::env::Env;
 use crate::balance::{hash_bytes, PickCtx};
 use crate::event::token::upstream_token;
 use crate::event::Stream;
@@ -50,6 +50,7 @@ impl Attempts {
     }
 
     /// A request for upstream `u` is dispatched now.
+    #[inline]
     pub fn begin(&mut self, env: &Env, u: usize) {
         self.upstream = u;
         self.dispatched = Some(env.now);
@@ -57,6 +58,7 @@ impl Attempts {
     }
 
     /// The first server, by the upstream's balancing (`key` for `hash`).
+    #[inline]
     pub fn pick_first(&self, env: &mut Env, key: Option<u64>) -> Option<usize> {
         let upstream = &env.rt.upstreams[self.upstream];
         let ctx = PickCtx::now(env.shm, self.upstream, key);
@@ -65,6 +67,7 @@ impl Attempts {
 
     /// After a failure that may be retried: the next server not tried yet,
     /// while retries remain (counted as a retry on it).
+    #[inline]
     pub fn pick_retry(&mut self, env: &mut Env) -> Option<usize> {
         if self.retries_left == 0 {
             return None;
@@ -83,6 +86,7 @@ impl Attempts {
 
     /// The request goes to `server` now: it holds the server's active
     /// count (moved from a server tried before) and counts as tried.
+    #[inline]
     pub fn use_server(&mut self, env: &mut Env, server: usize) -> SocketAddr {
         let addr = env.rt.upstreams[self.upstream].servers[server].addr;
         self.server = server;
@@ -96,6 +100,7 @@ impl Attempts {
         addr
     }
 
+    #[inline]
     fn hold_server(&mut self, env: &mut Env, server: usize) {
         if self.active_on == Some(server) {
             return;
@@ -109,6 +114,7 @@ impl Attempts {
 
     /// The request no longer occupies its server: settle the counters
     /// (bytes both ways, heads included) and the duration histogram.
+    #[inline]
     pub fn release(&mut self, env: &mut Env, bytes_up: u64, bytes_down: u64) {
         if let Some(s) = self.active_on.take() {
             let sh = env.shm.server(self.upstream, s);
@@ -157,6 +163,7 @@ pub struct UpstreamSocket {
     pub reused: bool,
 }
 
+#[inline]
 pub fn upstream_socket(
     env: &mut Env,
     att: &Attempts,
@@ -219,6 +226,7 @@ pub fn upstream_socket(
 
 /// Gives a socket whose response completed cleanly back to the pool (or
 /// closes it when the pool is full).
+#[inline]
 pub fn pool_socket(env: &mut Env, att: &Attempts, sock: Stream, up_slot: usize) {
     if let Some(o) = env.up_owners.get_mut(up_slot) {
         *o = crate::event::token::POOLED;

@@ -3,7 +3,8 @@
 //! an `H2Session` on the same socket, token and slot. The worker sees only
 //! `Keep` or `Close`.
 
-use super::conn::{Conn, Env, Outcome};
+use super::conn::Conn;
+use super::env::{Env, Outcome};
 use super::h2_session::H2Session;
 use super::Side;
 use mio::net::TcpStream;
@@ -20,6 +21,7 @@ pub enum Client {
 }
 
 impl Client {
+    #[inline]
     pub fn id(&self) -> u64 {
         match self {
             Client::H1(c) => c.id,
@@ -28,6 +30,7 @@ impl Client {
         }
     }
 
+    #[inline]
     pub fn deadline(&self) -> Instant {
         match self {
             Client::H1(c) => c.deadline,
@@ -37,6 +40,7 @@ impl Client {
     }
 
     /// The instant a timer entry is queued for, if any (worker::timers).
+    #[inline]
     pub fn timer_at(&mut self) -> Option<&mut Option<Instant>> {
         match self {
             Client::H1(c) => Some(&mut c.timer_at),
@@ -80,6 +84,7 @@ impl Client {
         self.settle(o, env)
     }
 
+    #[inline]
     pub fn on_event(&mut self, side: Side, ev: &mio::event::Event, env: &mut Env) -> Outcome {
         let o = match self {
             Client::H1(c) => c.on_event(side, ev, env),
@@ -95,6 +100,7 @@ impl Client {
         self.settle(o, env)
     }
 
+    #[inline]
     pub fn on_timeout(&mut self, env: &mut Env) -> Outcome {
         let o = match self {
             Client::H1(c) => c.on_timeout(env),
@@ -104,6 +110,7 @@ impl Client {
         self.settle(o, env)
     }
 
+    #[inline]
     pub fn drive(&mut self, env: &mut Env) -> Outcome {
         let o = match self {
             Client::H1(c) => c.drive(env),
@@ -123,10 +130,16 @@ impl Client {
 
     /// An HTTP/1.1 connection that met the HTTP/2 preface becomes an
     /// HTTP/2 session here, which runs at once on the bytes already read.
+    #[inline]
     fn settle(&mut self, o: Outcome, env: &mut Env) -> Outcome {
         if o != Outcome::Http2 {
             return o;
         }
+        self.become_h2(env)
+    }
+
+    #[cold]
+    fn become_h2(&mut self, env: &mut Env) -> Outcome {
         let Client::H1(conn) = std::mem::replace(self, Client::Switching) else {
             return Outcome::Close;
         };

@@ -27,63 +27,20 @@
 
 use super::attempt::{self, Attempts, UpstreamSocket};
 use super::body::{Body, Ends, Relay, RelayStep};
+use super::env::{Env, Outcome};
 use super::exchange;
 use super::h1_exchange::H1Exchange;
 use super::io::{self, Io};
-use super::pool::Pool;
 use super::Side;
-use crate::access_log::{self, AccessLog};
-use crate::balance::Balancer;
-use crate::buffer::{Buf, BufPool, VecPool};
-use crate::event::token::UpstreamOwners;
+use crate::access_log;
+use crate::buffer::{Buf, BufPool};
 use crate::event::Stream;
-use crate::http::date::DateCache;
 use crate::http::redirect::Template;
 use crate::http::{self, errors, request, response, rewrite, Framing};
-use crate::route::{Action, Runtime};
-use crate::shm::Shm;
+use crate::route::Action;
 use mio::net::TcpStream;
-use mio::Registry;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
-
-/// What the worker lends a connection while driving it.
-pub struct Env<'a> {
-    pub rt: &'a Runtime,
-    pub registry: &'a Registry,
-    pub bufs: &'a mut BufPool,
-    pub heads: &'a mut VecPool,
-    pub exchanges: &'a mut ExchangeSpares,
-    pub balancers: &'a mut [Balancer],
-    pub pool: &'a mut Pool,
-    /// Which connection uses each upstream socket (by upstream slot).
-    pub up_owners: &'a mut UpstreamOwners,
-    pub access: &'a mut AccessLog,
-    /// State shared with the other workers (server states, counters).
-    pub shm: &'a Shm,
-    /// This worker's slot (its counters in `shm`).
-    pub slot: usize,
-    pub now: Instant,
-    /// The `Date` of responses sent now (refreshed by the event loop).
-    pub date: &'a DateCache,
-    /// The worker is shutting down gracefully: finish, then close.
-    pub draining: bool,
-    /// HTTP/2 connections to upstreams, shared by all client connections.
-    pub h2up: &'a mut super::h2_upstream::H2Upstreams,
-    /// Client connections (slots) with news from a shared upstream
-    /// connection: the worker drives them next.
-    pub wake: &'a mut Vec<usize>,
-}
-
-/// What the worker should do with the connection after an event.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
-    Keep,
-    Close,
-    /// The client spoke the HTTP/2 preface where HTTP/2 is allowed: its
-    /// transport goes to an `H2Session` (see `Conn::into_transport`).
-    Http2,
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
@@ -230,32 +187,38 @@ impl ExchangeSlot {
     const IDLE: ExchangeSlot = ExchangeSlot(None);
 
     /// A fresh exchange for a new request, in a recycled box.
-    fn begin(&mut self, spares: &mut ExchangeSpares) {
+    #[inline]
+    fn begin(&mut self) {
         let mut ex = self
             .0
             .take()
-            .or_else(|| spares.0.pop())
+            .or_else(|| SPARES.with_borrow_mut(Vec::pop))
             .unwrap_or_else(|| Box::new(Exchange::new()));
         *ex = Exchange::new();
         self.0 = Some(ex);
     }
 
     /// Back to the defaults; the box goes back to the worker's spares.
-    fn end(&mut self, spares: &mut ExchangeSpares) {
+    #[inline]
+    fn end(&mut self) {
         if let Some(ex) = self.0.take() {
-            if spares.0.len() < MAX_SPARE_EXCHANGES {
-                spares.0.push(ex);
-            }
+            SPARES.with_borrow_mut(|spares| {
+                if spares.len() < MAX_SPARE_EXCHANGES {
+                    spares.push(ex);
+                }
+            });
         }
     }
 }
 
-/// Exchange boxes kept by a worker for reuse: a request then costs no heap
-/// allocation for its state (callgrind: ~450 instructions per request).
-// Boxes on purpose: they move into and out of connections whole.
-#[allow(clippy::vec_box)]
-#[derive(Default)]
-pub struct ExchangeSpares(Vec<Box<Exchange>>);
+thread_local! {
+    /// Exchange boxes kept by the worker (one thread) for reuse: a request
+    /// then costs no heap allocation for its state (callgrind: ~450
+    /// instructions per request).
+    // Boxes on purpose: they move into and out of connections whole.
+    #[allow(clippy::vec_box)]
+    static SPARES: std::cell::RefCell<Vec<Box<Exchange>>> = const { std::cell::RefCell::new(Vec::new()) };
+}
 
 /// At most this many spare exchanges (432 bytes each) per worker.
 const MAX_SPARE_EXCHANGES: usize = 1024;
@@ -608,7 +571,7 @@ impl Conn {
                 self.log_request(env);
             }
             self.drop_upstream(env);
-            self.ex.end(env.exchanges);
+            self.ex.end();
             if let Some(b) = self.input.take() {
                 env.bufs.put(b);
             }
@@ -739,17 +702,11 @@ impl Conn {
         let target = req.path.unwrap_or("/");
         let path = request::origin_path(target);
         // Routes match the normalized path; the original goes upstream.
-        // `OPTIONS *` asks about the server as a whole: it takes the route
-        // of `/`.
-        let route_path = if path == "*" {
-            std::borrow::Cow::Borrowed(&b"/"[..])
-        } else {
-            match http::path::normalize(path.as_bytes()) {
-                Ok(p) => p,
-                Err(e) => {
-                    log::info!("client {} sent an invalid path: {}", self.peer, e.reason());
-                    return self.reject(env, 400);
-                }
+        let route_path = match http::path::route_path(path) {
+            Ok(p) => p,
+            Err(e) => {
+                log::info!("client {} sent an invalid path: {}", self.peer, e.reason());
+                return self.reject(env, 400);
             }
         };
         let Some(action) = env.rt.route(self.listener, host, &route_path) else {
@@ -798,7 +755,7 @@ impl Conn {
 
     /// The transport of a connection that turned out to speak HTTP/2.
     pub fn into_transport(mut self, env: &mut Env) -> super::h2_session::Transport {
-        self.ex.end(env.exchanges);
+        self.ex.end();
         if let Some(v) = self.out.take() {
             env.heads.put(v);
         }
@@ -829,7 +786,7 @@ impl Conn {
             self.peer,
             info.head_len
         );
-        self.ex.begin(env.exchanges);
+        self.ex.begin();
         if env.access.enabled() {
             self.capture_record(env, req, info.minor);
         }
@@ -846,7 +803,7 @@ impl Conn {
     #[cold]
     fn reject_invalid_head(&mut self, env: &mut Env, e: &request::RequestError) -> Dispatch {
         log::info!("client {} sent an invalid request: {}", self.peer, e.reason);
-        self.ex.begin(env.exchanges);
+        self.ex.begin();
         if env.access.enabled() {
             let empty = httparse::Request::new(&mut []);
             self.capture_record(env, &empty, 1);
@@ -863,7 +820,7 @@ impl Conn {
         req: &httparse::Request,
         info: &request::RequestInfo,
     ) {
-        self.ex.begin(env.exchanges);
+        self.ex.begin();
         if env.access.enabled() {
             self.capture_record(env, req, info.minor);
         }
@@ -2036,7 +1993,7 @@ impl Conn {
         self.phase = Phase::ReadHead;
         self.head_started = false;
         self.served += 1;
-        self.ex.end(env.exchanges);
+        self.ex.end();
         let pipelined = self.input.as_ref().is_some_and(|b| !b.is_empty());
         self.input_fresh = pipelined;
         if pipelined {
@@ -2207,7 +2164,7 @@ impl Conn {
             return Err(Closed);
         }
         // The request is logged and settled; only the socket is left.
-        self.ex.end(env.exchanges);
+        self.ex.end();
         self.phase = Phase::Lingering {
             until: env.now + LINGERING_TIME,
         };

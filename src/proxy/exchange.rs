@@ -8,9 +8,11 @@
 //! (`conn`), which moves bytes socket to socket without re-framing.
 
 use super::attempt::{self, Attempts};
-use super::conn::Env;
+use super::env::Env;
 use super::h2_upstream::SHARED;
-use super::upstream_h1::{UpStep, UpstreamH1};
+pub use super::side::ResponseSink;
+use super::side::{RequestOut, UpStep};
+use super::upstream_h1::UpstreamH1;
 use super::upstream_h2::UpstreamH2;
 use crate::access_log;
 use crate::h2;
@@ -18,23 +20,6 @@ use crate::http::{self, errors, rewrite, Framing};
 use crate::route::Action;
 use std::net::SocketAddr;
 use std::time::Instant;
-
-/// Where a response goes: the client side of the exchange.
-pub trait ResponseSink {
-    /// The response head; `end`: no body follows.
-    fn head(&mut self, status: u16, headers: &[(&[u8], &[u8])], end: bool);
-    /// How many body bytes `data` would take now.
-    fn capacity(&self) -> usize;
-    /// Body bytes; returns how many were taken (≤ `capacity`). `end` holds
-    /// only if all were taken.
-    fn data(&mut self, bytes: &[u8], end: bool) -> usize;
-    /// `n` request body bytes went upstream: the client may send more.
-    fn body_forwarded(&mut self, n: usize);
-    /// Trailer fields, ending the response.
-    fn trailers(&mut self, fields: &[(&[u8], &[u8])]);
-    /// The response cannot be completed (the upstream failed mid-body).
-    fn abort(&mut self);
-}
 
 /// A request head as the exchange needs it, whatever the client spoke.
 pub struct Request<'r> {
@@ -196,19 +181,15 @@ impl Exchange {
         }
         let host = http::request::routing_host(&hreq, &mut host_buf);
         let path = http::request::origin_path(req.target);
-        let route_path = if path == "*" {
-            std::borrow::Cow::Borrowed(&b"/"[..])
-        } else {
-            match http::path::normalize(path.as_bytes()) {
-                Ok(p) => p,
-                Err(e) => {
-                    log::info!(
-                        "client {} sent an invalid path: {}",
-                        self.client.peer,
-                        e.reason()
-                    );
-                    return self.local_error(400);
-                }
+        let route_path = match http::path::route_path(path) {
+            Ok(p) => p,
+            Err(e) => {
+                log::info!(
+                    "client {} sent an invalid path: {}",
+                    self.client.peer,
+                    e.reason()
+                );
+                return self.local_error(400);
             }
         };
         let Some(action) = env.rt.route(self.client.listener, host, &route_path) else {
@@ -346,15 +327,15 @@ impl Exchange {
             Some(c) => c,
             None => match attempt::upstream_socket(env, &self.att, SHARED, addr, false) {
                 Ok(sock) => {
-                    let s = env.rt.http2;
-                    let settings = h2::Settings {
-                        max_concurrent_streams: s.max_concurrent_streams,
-                        initial_window_size: s.initial_window_size,
-                        max_header_list_size: s.max_header_list_size,
-                        max_frame_size: 16_384,
-                    };
-                    env.h2up
-                        .add(u, server, sock, settings, env.up_owners, env.now)
+                    let settings = super::env::h2_settings(env.rt);
+                    env.h2up.add(
+                        (u, server),
+                        sock.sock,
+                        sock.up_slot,
+                        settings,
+                        env.up_owners,
+                        env.now,
+                    )
                 }
                 Err(e) => return self.connect_failed(env, addr, "connect() to", &e),
             },
@@ -498,7 +479,7 @@ impl Exchange {
                     UpStep::Blocked
                 }
                 State::Upstream(up) => {
-                    let mut req = super::upstream_h1::RequestOut {
+                    let mut req = RequestOut {
                         head: &self.req_head,
                         h2: None,
                         trailers: None,
@@ -508,7 +489,7 @@ impl Exchange {
                     up.step(env, &mut req, sink, self.is_head)
                 }
                 State::UpstreamH2(up) => {
-                    let mut req = super::upstream_h1::RequestOut {
+                    let mut req = RequestOut {
                         head: &[],
                         h2: self.req_h2.as_deref(),
                         trailers: self.req_trailers.as_ref(),
@@ -526,7 +507,14 @@ impl Exchange {
                 UpStep::BodyWritten => {
                     moved = true;
                     self.ack_body(sink);
-                    self.deadline = env.now + env.rt.timeouts.upstream_write;
+                    // All sent: now the client owes the rest of its body
+                    // (`client_body`), or the upstream its answer.
+                    let t = if self.req_ended {
+                        env.rt.timeouts.upstream_read
+                    } else {
+                        env.rt.timeouts.client_body
+                    };
+                    self.deadline = env.now + t;
                 }
                 UpStep::Connected => {
                     moved = true;

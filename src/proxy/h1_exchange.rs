@@ -183,7 +183,7 @@ impl H1Exchange {
     /// how many were used (the rest is the next request).
     pub fn take_body(
         &mut self,
-        env: &mut super::conn::Env,
+        env: &mut super::env::Env,
         input: &[u8],
     ) -> Result<usize, ChunkError> {
         let room = self.ex.body_room();
@@ -216,32 +216,31 @@ impl H1Exchange {
         }
     }
 
+    /// The exchange, and the sink its response goes to.
+    fn split(&mut self) -> (&mut Exchange, Sink<'_>) {
+        let sink = Sink {
+            out: &mut self.out,
+            download: &mut self.download,
+            minor: self.minor,
+            head_only: self.head_only,
+            keep: &mut self.keep,
+            aborted: &mut self.aborted,
+        };
+        (&mut self.ex, sink)
+    }
+
     /// Runs the exchange (`Finished`: the response is complete, or cut).
-    pub fn drive(&mut self, env: &mut super::conn::Env) -> Progress {
+    pub fn drive(&mut self, env: &mut super::env::Env) -> Progress {
         if self.out_pos > 0 && self.out_pos >= self.out.len() {
             self.out.clear();
             self.out_pos = 0;
         }
-        let mut sink = Sink {
-            out: &mut self.out,
-            download: &mut self.download,
-            minor: self.minor,
-            head_only: self.head_only,
-            keep: &mut self.keep,
-            aborted: &mut self.aborted,
-        };
-        self.ex.drive(env, &mut sink)
+        let (ex, mut sink) = self.split();
+        ex.drive(env, &mut sink)
     }
 
-    pub fn on_timeout(&mut self, env: &mut super::conn::Env) {
-        let mut sink = Sink {
-            out: &mut self.out,
-            download: &mut self.download,
-            minor: self.minor,
-            head_only: self.head_only,
-            keep: &mut self.keep,
-            aborted: &mut self.aborted,
-        };
-        self.ex.on_timeout(env, &mut sink);
+    pub fn on_timeout(&mut self, env: &mut super::env::Env) {
+        let (ex, mut sink) = self.split();
+        ex.on_timeout(env, &mut sink);
     }
 }

@@ -5,7 +5,7 @@
 //! reads, so a slow stream never holds back the others and nothing is
 //! buffered without bound.
 
-use super::conn::{Env, Outcome};
+use super::env::{Env, Outcome};
 use super::exchange::{Client, Exchange, Progress, Request, ResponseSink};
 use super::io::{self, Io};
 use crate::buffer::Buf;
@@ -87,13 +87,7 @@ impl ResponseSink for StreamSink<'_> {
 
 impl H2Session {
     pub fn new(t: Transport, env: &Env) -> H2Session {
-        let s = env.rt.http2;
-        let settings = h2::Settings {
-            max_concurrent_streams: s.max_concurrent_streams,
-            initial_window_size: s.initial_window_size,
-            max_header_list_size: s.max_header_list_size,
-            max_frame_size: 16_384,
-        };
+        let settings = super::env::h2_settings(env.rt);
         H2Session {
             id: t.id,
             slot: t.slot,

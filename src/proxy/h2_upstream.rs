@@ -10,7 +10,6 @@
 //! bytes), and the stream's owner — the client connection whose exchange
 //! opened it — is named in `wake` to be driven.
 
-use super::attempt::UpstreamSocket;
 use crate::buffer::{Buf, BufPool};
 use crate::event::token::UpstreamOwners;
 use crate::event::{Slab, Stream};
@@ -122,14 +121,14 @@ impl H2Upstreams {
     /// Takes a freshly opened socket as a new connection.
     pub fn add(
         &mut self,
-        upstream: usize,
-        server: usize,
-        s: UpstreamSocket,
+        (upstream, server): (usize, usize),
+        sock: Stream,
+        up_slot: usize,
         settings: h2::Settings,
         owners: &mut UpstreamOwners,
         now: Instant,
     ) -> ConnRef {
-        if let Some(o) = owners.get_mut(s.up_slot) {
+        if let Some(o) = owners.get_mut(up_slot) {
             *o = SHARED;
         }
         self.next_id += 1;
@@ -138,8 +137,8 @@ impl H2Upstreams {
             id,
             upstream,
             server,
-            sock: s.sock,
-            up_slot: s.up_slot,
+            sock,
+            up_slot,
             phase: Phase::Connecting { connected: false },
             readable: false,
             writable: false,

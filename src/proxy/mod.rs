@@ -5,6 +5,7 @@ mod attempt;
 mod body;
 mod client;
 mod conn;
+mod env;
 mod exchange;
 #[cfg(test)]
 mod exchange_tests;
@@ -15,11 +16,13 @@ mod h2_upstream;
 mod harness;
 mod io;
 mod pool;
+mod side;
 mod upstream_h1;
 mod upstream_h2;
 
 pub use client::Client;
-pub use conn::{Conn, Env, ExchangeSpares, Outcome};
+pub use conn::Conn;
+pub use env::{Env, Outcome};
 pub use h2_upstream::{H2Upstreams, SHARED};
 pub use pool::Pool;
 

@@ -4,55 +4,14 @@
 //! only as fast as the sink takes it.
 
 use super::attempt::UpstreamSocket;
-use super::conn::Env;
-use super::exchange::ResponseSink;
+use super::env::Env;
 use super::io::{self, Io};
+use super::side::{RequestOut, ResponseSink, UpStep};
 use crate::buffer::Buf;
 use crate::event::Stream;
 use crate::http::chunked::ChunkedScanner;
 use crate::http::{self, response, rewrite, Framing};
 use std::net::SocketAddr;
-
-/// The request as the exchange holds it: the head, then body bytes not
-/// sent yet (the sender drains `body`).
-pub struct RequestOut<'a> {
-    /// The HTTP/1.1 head (empty for an HTTP/2 upstream).
-    pub head: &'a [u8],
-    /// The request for an HTTP/2 upstream.
-    pub h2: Option<&'a crate::h2::RequestHead>,
-    /// Trailer fields to send after the body (HTTP/2 upstreams).
-    pub trailers: Option<&'a crate::h2::HeaderList>,
-    pub body: &'a mut Vec<u8>,
-    /// No more body will come from the client.
-    pub ended: bool,
-}
-
-/// What one step did.
-pub enum UpStep {
-    Moved,
-    /// TCP (and TLS) are up: the request goes out now.
-    Connected,
-    /// All body bytes handed over so far are written.
-    BodyWritten,
-    Blocked,
-    /// The response head went to the sink; `framed_end`: it has no body.
-    Head {
-        status: u16,
-        framed_end: bool,
-    },
-    BodySent(usize),
-    /// The response body is complete, its last `n` bytes sent in this step.
-    Complete(usize),
-    /// No connection: another server may be tried.
-    ConnectFailed(std::io::Error),
-    /// A pooled connection turned out closed before any response byte.
-    Stale,
-    Failed {
-        doing: &'static str,
-        /// The upstream sent something invalid (counted as such).
-        bad_response: bool,
-    },
-}
 
 enum Body {
     Length(u64),

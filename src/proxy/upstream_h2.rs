@@ -4,10 +4,9 @@
 //! head, body and trailers on as the sink takes them (the server's window
 //! reopens only for what the client took).
 
-use super::conn::Env;
-use super::exchange::ResponseSink;
+use super::env::Env;
 use super::h2_upstream::{ConnRef, ConnState};
-use super::upstream_h1::{RequestOut, UpStep};
+use super::side::{RequestOut, ResponseSink, UpStep};
 use crate::h2::client::Event;
 use crate::http;
 

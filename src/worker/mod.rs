@@ -17,7 +17,7 @@ use crate::event::token::{self, TokenKind, UpstreamOwners, CHANNEL_TOKEN, POOLED
 use crate::event::{Slab, Stream};
 use crate::http::date::DateCache;
 use crate::net;
-use crate::proxy::{Client, Conn, Env, ExchangeSpares, H2Upstreams, Outcome, Pool, Side, SHARED};
+use crate::proxy::{Client, Conn, Env, H2Upstreams, Outcome, Pool, Side, SHARED};
 use crate::route::Runtime;
 use crate::shm::AcceptState;
 use crate::signals::{self, SignalSet};
@@ -79,7 +79,6 @@ struct Worker {
     timers: Timers,
     bufs: BufPool,
     heads: VecPool,
-    exchanges: ExchangeSpares,
     balancers: Vec<Balancer>,
     pool: Pool,
     /// Upstream socket slot → owning connection slot (or POOLED).
@@ -169,7 +168,6 @@ impl Worker {
             timers: Timers::default(),
             bufs: BufPool::new(buf_size, 1024, LARGE_BUFS_PER_WORKER),
             heads: VecPool::new(1024, 1024),
-            exchanges: ExchangeSpares::default(),
             balancers,
             signals,
             channel,
@@ -277,7 +275,6 @@ impl Worker {
             registry: self.poll.registry(),
             bufs: &mut self.bufs,
             heads: &mut self.heads,
-            exchanges: &mut self.exchanges,
             balancers: &mut self.balancers,
             pool: &mut self.pool,
             up_owners: &mut self.up_owners,
@@ -536,7 +533,16 @@ impl Worker {
 
     /// Drives the client connections named in `wake` (each once per round;
     /// driving them may name more, so a few rounds, bounded).
+    #[inline]
     fn run_woken(&mut self, now: Instant) {
+        if self.wake.is_empty() {
+            return;
+        }
+        self.run_woken_rounds(now);
+    }
+
+    #[cold]
+    fn run_woken_rounds(&mut self, now: Instant) {
         for _ in 0..8 {
             if self.wake.is_empty() {
                 return;
@@ -567,7 +573,6 @@ impl Worker {
             poll,
             bufs,
             heads,
-            exchanges,
             balancers,
             pool,
             up_owners,
@@ -589,7 +594,6 @@ impl Worker {
             registry: poll.registry(),
             bufs,
             heads,
-            exchanges,
             balancers,
             pool,
             up_owners,

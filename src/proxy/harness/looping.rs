@@ -202,7 +202,6 @@ impl Harness {
             registry: self.poll.registry(),
             bufs: &mut p.bufs,
             heads: &mut p.heads,
-            exchanges: &mut p.exchanges,
             balancers: &mut p.balancers,
             pool: &mut p.pool,
             up_owners: &mut p.up_owners,

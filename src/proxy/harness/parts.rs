@@ -9,7 +9,7 @@ use crate::config::Config;
 use crate::event::token::UpstreamOwners;
 use crate::event::Slab;
 use crate::http::date::DateCache;
-use crate::proxy::{ExchangeSpares, Pool};
+use crate::proxy::Pool;
 use crate::route::Runtime;
 use crate::shm::Shm;
 use mio::net::TcpStream;
@@ -20,7 +20,6 @@ pub struct WorkerParts {
     pub rt: Runtime,
     pub bufs: BufPool,
     pub heads: VecPool,
-    pub exchanges: ExchangeSpares,
     pub balancers: Vec<Balancer>,
     pub pool: Pool,
     pub up_owners: UpstreamOwners,
@@ -57,7 +56,6 @@ impl WorkerParts {
         WorkerParts {
             bufs: BufPool::new((rt.max_header_bytes + 4096).max(16 * 1024), 1024, 64),
             heads: VecPool::new(1024, 1024),
-            exchanges: ExchangeSpares::default(),
             balancers,
             pool,
             up_owners: Slab::new(),
