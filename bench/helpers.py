@@ -23,6 +23,17 @@ subcommands:
                                    shim, which prints "TLS handshakes: N full, M resumed")
   idle SCEN PROXY PID PORT N RESULTS
                                    open N idle keep-alive connections, measure RSS growth
+  h2load SCEN PROXY ROUND PID RESULTS RAWDIR -- H2LOAD-ARGS...
+                                   one measured h2load run (its -D duration), like wrk; FAILED
+                                   (no number) unless the protocol was h2 and every request
+                                   succeeded with a 2xx answer
+  h2check PORT CAFILE PATH,LENGTH[,FILE]...
+                                   over one HTTP/2 connection (TLS, ALPN h2 only, SNI and
+                                   certificate "localhost"), GET each PATH on its own stream:
+                                   expect LENGTH bytes (and the contents of FILE)
+  h2idle SCEN PROXY PID PORT N RESULTS CAFILE
+                                   open N idle HTTP/2 connections (one GET / each), measure
+                                   RSS growth
   summary RESULTS HEADERFILE       medians over rounds + ratio table
   requests PORT N MODE PID         (callgrind scenario) send exactly N "GET /" requests, each
                                    answered 200 "hello\n": MODE ka = over one keep-alive
@@ -43,6 +54,7 @@ import os
 import resource
 import select
 import socket
+import ssl
 import statistics
 import subprocess
 import sys
@@ -334,28 +346,21 @@ def wait_quiet(max_wait, threshold_pct=15.0):
             return load
 
 
-def wrk_attempt(scen, proxy, rnd, attempt, pid, rawdir, wrk_args):
-    """One wrk run against the proxy whose master (or only) process is pid."""
+def measured_run(pid, argv, dur, env=None):
+    """Run the load generator argv (given dur + 30 s, then killed, so that a
+    wedged proxy cannot hang the benchmark) while measuring the CPU time of
+    the proxy whose master (or only) process is pid, and of everyone else."""
     busy_before = wait_quiet(float(os.environ.get("QUIET_WAIT", "60")))
     before_set = proc_set(pid)
     w0 = ticks_by_pid(before_set)
     # Other CPU users on this (shared) machine skew results: measure how much
-    # CPU went to anything but the proxy, the backend and wrk during the run.
+    # CPU went to anything but the proxy, the backend and the client meanwhile.
     backend = proc_set(int(os.environ["BENCH_BACKEND_PID"])) \
         if os.environ.get("BENCH_BACKEND_PID") else []
     b0, sys0 = cpu_ticks(backend), system_task_ticks()
     ch0 = resource.getrusage(resource.RUSAGE_CHILDREN)
-    # The duration is in the wrk args; give wrk that long plus a margin, then
-    # kill it, so that a wedged proxy cannot hang the benchmark.
-    d = next((wrk_args[i + 1] if a == "-d" else a[2:]) for i, a in enumerate(wrk_args)
-             if a.startswith("-d"))
-    dur = parse_time_us(d if d[-1].isalpha() else d + "s") / 1e6
-    env = None
-    if os.environ.get("BENCH_WRK_PRELOAD"):
-        env = dict(os.environ, LD_PRELOAD=os.environ["BENCH_WRK_PRELOAD"])
     try:
-        out = subprocess.run(["wrk", *wrk_args], capture_output=True, text=True,
-                             timeout=dur + 30, env=env)
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=dur + 30, env=env)
         text, rc = out.stdout + out.stderr, out.returncode
     except subprocess.TimeoutExpired as e:
         text = e.stdout.decode() if isinstance(e.stdout, bytes) else (e.stdout or "")
@@ -365,28 +370,66 @@ def wrk_attempt(scen, proxy, rnd, attempt, pid, rawdir, wrk_args):
     ch1 = resource.getrusage(resource.RUSAGE_CHILDREN)
     b1, sys1 = cpu_ticks(backend), system_task_ticks()
     t0, t1 = sum(w0.values()), sum(w1.values())
-    wrk_ticks = (ch1.ru_utime + ch1.ru_stime - ch0.ru_utime - ch0.ru_stime) * CLK_TCK
+    client_ticks = (ch1.ru_utime + ch1.ru_stime - ch0.ru_utime - ch0.ru_stime) * CLK_TCK
     elapsed_ticks = max(dur, 1) * CLK_TCK
-    other_pct = max(0.0, (sys1 - sys0) - (t1 - t0) - (b1 - b0) - wrk_ticks) / elapsed_ticks * 100
+    other_pct = max(0.0, (sys1 - sys0) - (t1 - t0) - (b1 - b0) - client_ticks) / elapsed_ticks * 100
     # How the proxy's CPU was split over its processes (a worker that got most
     # connections shows up as e.g. 85/15; HAProxy is one process).
     split = "/".join(f"{100 * (w1.get(p, 0) - w0.get(p, 0)) / max(t1 - t0, 1):.0f}"
                      for p in before_set if p != pid)
+    return {"text": text, "rc": rc, "cpu_us": (t1 - t0) / CLK_TCK * 1e6, "other_pct": other_pct,
+            "split": split, "busy_before": busy_before, "before_set": before_set,
+            "after_set": after_set}
+
+
+def run_line(scen, rnd, proxy, rec, m):
+    """The progress line of one measured run (wrk or h2load)."""
+    if "rps" not in rec:
+        return f"  {scen:<10} round {rnd} {proxy:<8} FAILED"
+    if "p50_us" in rec:
+        line = (f"  {scen:<10} round {rnd} {proxy:<8} {rec['rps']:>10.0f} req/s  "
+                f"p50 {fmt_ms(rec['p50_us']):>8}  p99 {fmt_ms(rec['p99_us']):>8}  "
+                f"cpu {rec['cpu_us_per_req']:7.1f} us/req")
+    else:  # h2load: mean time per request, no percentiles
+        line = (f"  {scen:<10} round {rnd} {proxy:<8} {rec['rps']:>10.0f} req/s  "
+                f"mean {fmt_ms(rec['mean_us']):>8}  cpu {rec['cpu_us_per_req']:7.1f} us/req")
+    if scen in ("1m", "h2-1m"):
+        line += f"  {rec['mibps']:7.1f} MiB/s"
+    if rec.get("resumed_pct") is not None and scen != "tls-ka":
+        line += f"  resumed {rec['resumed_pct']:.0f}%"
+    if m["split"]:
+        line += f"  workers {m['split']}%"
+    line += f"  other-load {m['other_pct']:.0f}%"
+    if m["busy_before"] >= 15:
+        line += f" (machine was {m['busy_before']:.0f}% busy before the run)"
+    return line
+
+
+def wrk_attempt(scen, proxy, rnd, attempt, pid, rawdir, wrk_args):
+    """One wrk run against the proxy whose master (or only) process is pid."""
+    d = next((wrk_args[i + 1] if a == "-d" else a[2:]) for i, a in enumerate(wrk_args)
+             if a.startswith("-d"))
+    dur = parse_time_us(d if d[-1].isalpha() else d + "s") / 1e6
+    env = None
+    if os.environ.get("BENCH_WRK_PRELOAD"):
+        env = dict(os.environ, LD_PRELOAD=os.environ["BENCH_WRK_PRELOAD"])
+    m = measured_run(pid, ["wrk", *wrk_args], dur, env)
+    text, rc = m["text"], m["rc"]
     raw = os.path.join(rawdir, f"{scen}-{proxy}-r{rnd}-a{attempt}.txt")
     with open(raw, "w") as f:
         f.write(" ".join(["wrk", *wrk_args]) + "\n" + text)
 
     w = parse_wrk(text)
     rec = {"scen": scen, "proxy": proxy, "round": int(rnd), "raw": raw,
-           "other_cpu_pct": other_pct, "worker_split": split, "busy_before_pct": busy_before}
+           "other_cpu_pct": m["other_pct"], "worker_split": m["split"],
+           "busy_before_pct": m["busy_before"]}
     problems = []
     if rc != 0 or "requests" not in w or "rps" not in w:
         problems.append(f"wrk exit {rc}, output unparsable (see {raw})")
     else:
-        cpu_us = (t1 - t0) / CLK_TCK * 1e6
         rec.update(rps=w["rps"], p50_us=w["p50_us"], p99_us=w["p99_us"],
                    mibps=w.get("bps", 0) / 1024 ** 2, requests=w["requests"],
-                   cpu_us_per_req=cpu_us / w["requests"] if w["requests"] else None)
+                   cpu_us_per_req=m["cpu_us"] / w["requests"] if w["requests"] else None)
     if "tls_full" in w:
         hs = w["tls_full"] + w["tls_resumed"]
         rec.update(tls_full=w["tls_full"], tls_resumed=w["tls_resumed"],
@@ -404,26 +447,105 @@ def wrk_attempt(scen, proxy, rnd, attempt, pid, rawdir, wrk_args):
         problems.append(w["sockerr"])
     # A different process set means a worker died (and was maybe respawned):
     # that is a bug worth reporting, and its CPU time is lost from the sum.
-    if before_set != after_set:
-        problems.append(f"process set changed during the run: {before_set} -> {after_set}")
+    if m["before_set"] != m["after_set"]:
+        problems.append(f"process set changed during the run: {m['before_set']} -> {m['after_set']}")
     rec["problems"] = problems
+    print(run_line(scen, rnd, proxy, rec, m), flush=True)
+    for p in problems:
+        print(f"      !! {proxy}: {p}", flush=True)
+    return rec
 
-    if "rps" in rec:
-        line = (f"  {scen:<10} round {rnd} {proxy:<8} {rec['rps']:>10.0f} req/s  "
-                f"p50 {fmt_ms(rec['p50_us']):>8}  p99 {fmt_ms(rec['p99_us']):>8}  "
-                f"cpu {rec['cpu_us_per_req']:7.1f} us/req")
-        if scen == "1m":
-            line += f"  {rec['mibps']:7.1f} MiB/s"
-        if rec.get("resumed_pct") is not None and scen != "tls-ka":
-            line += f"  resumed {rec['resumed_pct']:.0f}%"
-        if split:
-            line += f"  workers {split}%"
-        line += f"  other-load {other_pct:.0f}%"
-        if busy_before >= 15:
-            line += f" (machine was {busy_before:.0f}% busy before the run)"
+
+def parse_h2load(text):
+    """The numbers of h2load's report (nghttp2 1.52), and what went wrong."""
+    r = {"proto": None, "tls": [], "early_stops": 0}
+    for line in text.splitlines():
+        s = line.strip()
+        if s.startswith("Application protocol:"):
+            r["proto"] = s.split(":", 1)[1].strip()
+        elif s.startswith(("TLS Protocol:", "Cipher:", "Server Temp Key:")):
+            r["tls"].append(s.split(":", 1)[1].strip().split(" ")[0])
+        elif s.startswith("Process Request Failure"):
+            # A client stopped sending: its connection was closed or refused
+            # new streams (GOAWAY, e.g. after a max requests per connection).
+            # h2load does not reconnect in a timed run.
+            r["early_stops"] += 1
+        elif s.startswith("finished in "):      # "finished in 2.00s, 42728.50 req/s, 2.93MB/s"
+            parts = s.replace(",", " ").split()
+            r["seconds"] = parse_time_us(parts[2]) / 1e6
+            r["rps"] = float(parts[3])
+        elif s.startswith("requests: "):        # "requests: N total, N started, N done, N succeeded, ..."
+            nums = {}
+            for item in s[len("requests: "):].split(","):
+                n, _, what = item.strip().partition(" ")
+                nums[what] = int(n)
+            r["req"] = nums
+            r["req_line"] = s
+        elif s.startswith("status codes: "):    # "status codes: N 2xx, N 3xx, N 4xx, N 5xx"
+            r["status"] = {what: int(n) for n, what in
+                           (i.strip().split() for i in s[len("status codes: "):].split(","))}
+            r["status_line"] = s
+        elif s.startswith("traffic: ") and s.endswith(" data"):
+            # "traffic: 1.00GB (1073...) total, 1.2KB (1234) headers (...), 1.00GB (1048576000) data"
+            r["data_bytes"] = int(s.rsplit("(", 1)[1].split(")")[0])
+        elif s.startswith("time for request:"):  # min max mean sd +/-sd
+            r["mean_us"] = parse_time_us(s.split(":", 1)[1].split()[2])
+    return r
+
+
+def h2load_attempt(scen, proxy, rnd, attempt, pid, rawdir, args):
+    """One h2load run (its -D duration) against the proxy whose master is pid.
+    A run with any failed, errored or timed-out request, any non-2xx answer,
+    a client that stopped early, or a protocol other than h2 is FAILED: no
+    number is recorded for it."""
+    d = next(args[i + 1] for i, a in enumerate(args) if a == "-D")
+    dur = parse_time_us(d if d[-1].isalpha() else d + "s") / 1e6
+    m = measured_run(pid, ["h2load", *args], dur)
+    text, rc = m["text"], m["rc"]
+    raw = os.path.join(rawdir, f"{scen}-{proxy}-r{rnd}-a{attempt}.txt")
+    with open(raw, "w") as f:
+        f.write(" ".join(["h2load", *args]) + "\n" + text)
+    h = parse_h2load(text)
+    rec = {"scen": scen, "proxy": proxy, "round": int(rnd), "raw": raw,
+           "other_cpu_pct": m["other_pct"], "worker_split": m["split"],
+           "busy_before_pct": m["busy_before"], "tls": "/".join(h["tls"]), "proto": h["proto"]}
+    problems = []
+    req, st = h.get("req", {}), h.get("status", {})
+    if h["proto"] != "h2":
+        # h2load's own words, if any ("No protocol negotiated. Exiting...",
+        # connection errors); else its count of requests.
+        said = []
+        for l in text.splitlines():
+            l = l.strip()
+            if l and not l.startswith(("requests:", "TLS Protocol:", "Application protocol:")) \
+                    and l not in said and \
+                    any(k in l.lower() for k in ("error", "protocol", "refused", "fail", "reset")):
+                said.append(l)
+        problems.append(f"protocol {h['proto'] or 'not negotiated'}, not h2 ("
+                        + ("h2load: " + " | ".join(said[:3]) if said else h.get("req_line", "no output"))
+                        + ")")
+    elif rc != 0 or "rps" not in h or "succeeded" not in req:
+        problems.append(f"h2load exit {rc}, output unparsable (see {raw})")
     else:
-        line = f"  {scen:<10} round {rnd} {proxy:<8} FAILED"
-    print(line, flush=True)
+        bad = sum(req.get(k, 0) for k in ("failed", "errored", "timeout"))
+        non2xx = sum(v for k, v in st.items() if k != "2xx")
+        if bad:
+            problems.append(h["req_line"])
+        if non2xx:
+            problems.append(h["status_line"])
+        if h["early_stops"]:
+            problems.append(f"{h['early_stops']} h2load client(s) stopped early (\"Process Request "
+                            "Failure\": connection closed or new streams refused)")
+        if not problems and req["succeeded"]:
+            rec.update(rps=h["rps"], mean_us=h.get("mean_us"), requests=req["succeeded"],
+                       mibps=h.get("data_bytes", 0) / h["seconds"] / 1024 ** 2,
+                       cpu_us_per_req=m["cpu_us"] / req["succeeded"])
+        elif not problems:
+            problems.append(f"no request succeeded: {h['req_line']}")
+    if m["before_set"] != m["after_set"]:
+        problems.append(f"process set changed during the run: {m['before_set']} -> {m['after_set']}")
+    rec["problems"] = problems
+    print(run_line(scen, rnd, proxy, rec, m), flush=True)
     for p in problems:
         print(f"      !! {proxy}: {p}", flush=True)
     return rec
@@ -432,14 +554,14 @@ def wrk_attempt(scen, proxy, rnd, attempt, pid, rawdir, wrk_args):
 NOISY_PCT = 20.0  # other processes using more than this share of a core = noisy run
 
 
-def cmd_wrk(scen, proxy, rnd, pid, results, rawdir, *wrk_args):
+def repeat_while_noisy(attempt_fn, scen, proxy, rnd, pid, results, rawdir, args):
     """A measured run; repeated (at most NOISE_RETRIES times) while other
     processes on the machine ate more than NOISY_PCT of a core during it. The
     least disturbed attempt is kept; errors seen in any attempt are kept too."""
     retries = int(os.environ.get("NOISE_RETRIES", "2"))
     attempts = []
     for a in range(1 + retries):
-        rec = wrk_attempt(scen, proxy, rnd, a + 1, int(pid), rawdir, wrk_args)
+        rec = attempt_fn(scen, proxy, rnd, a + 1, int(pid), rawdir, args)
         attempts.append(rec)
         if rec["other_cpu_pct"] <= NOISY_PCT:
             break
@@ -453,6 +575,14 @@ def cmd_wrk(scen, proxy, rnd, pid, results, rawdir, *wrk_args):
     best["attempts"] = len(attempts)
     append_result(results, best)
     return 0
+
+
+def cmd_wrk(scen, proxy, rnd, pid, results, rawdir, *wrk_args):
+    return repeat_while_noisy(wrk_attempt, scen, proxy, rnd, pid, results, rawdir, wrk_args)
+
+
+def cmd_h2load(scen, proxy, rnd, pid, results, rawdir, *args):
+    return repeat_while_noisy(h2load_attempt, scen, proxy, rnd, pid, results, rawdir, args)
 
 
 # --------------------------------------------------------------------------
@@ -500,9 +630,12 @@ def still_open(sock):
         return False
 
 
-def cmd_idle(scen, proxy, pid, port, n, results):
-    pid, port, n = int(pid), int(port), int(n)
-    # Each client socket is one fd: raise our soft limit to the hard limit.
+def idle_measure(scen, proxy, pid, n, results, open_one, is_open):
+    """Open n idle connections, one at a time, with open_one(i) (returns the
+    connection and a note, None if all is well; raises OSError if it could not
+    open one, which stops the opening); then the RSS growth of the proxy's
+    processes per connection, and how many are still open (is_open(conn))."""
+    # Each client connection is one fd: raise our soft limit to the hard limit.
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     want = n + 100
     if soft < want:
@@ -511,9 +644,7 @@ def cmd_idle(scen, proxy, pid, port, n, results):
     time.sleep(0.5)
     base = rss_bytes(procs)
 
-    req = (f"GET / HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
-           f"Connection: keep-alive\r\n\r\n").encode()
-    socks, note = [], ""
+    conns, note = [], ""
     t_start = time.monotonic()
     overall = time.monotonic() + 180  # bounded: never more than 3 minutes
     for i in range(n):
@@ -521,25 +652,19 @@ def cmd_idle(scen, proxy, pid, port, n, results):
             note = "stopped after 180s"
             break
         try:
-            s = socket.create_connection(("127.0.0.1", port), timeout=5)
-            s.sendall(req)
-            status = read_response(s, time.monotonic() + 5)
-            if status is False:
-                s.close()
-                note = f"connection {i + 1}: no complete response (closed or 5s timeout)"
-                break
-            if b" 200 " not in status + b" ":
-                note = f"connection {i + 1}: {status.decode(errors='replace')}"
+            c, bad = open_one(i)
         except OSError as e:
             note = f"connection {i + 1}: {e}"
             break
-        socks.append(s)
-    opened = len(socks)
+        if bad and not note:
+            note = f"connection {i + 1}: {bad}"
+        conns.append(c)
+    opened = len(conns)
     open_secs = time.monotonic() - t_start
     time.sleep(1.0)  # let the proxy settle (buffers shrink, timers armed)
     after_procs = proc_set(pid)
     after = rss_bytes(after_procs)
-    alive = sum(1 for s in socks if still_open(s))
+    alive = sum(1 for c in conns if is_open(c))
     per_conn = (after - base) / opened if opened else None
     problems = []
     if opened < n:
@@ -554,8 +679,8 @@ def cmd_idle(scen, proxy, pid, port, n, results):
            "rss_before": base, "rss_after": after, "bytes_per_conn": per_conn,
            "problems": problems}
     append_result(results, rec)
-    for s in socks:
-        s.close()
+    for c in conns:
+        c.close()
     bpc = "n/a" if per_conn is None else f"{per_conn:,.0f} B/conn"
     print(f"  {scen:<10}         {proxy:<8} {opened} open ({alive} alive): RSS "
           f"{base / 2**20:.1f} MiB -> {after / 2**20:.1f} MiB = {bpc}  "
@@ -563,6 +688,262 @@ def cmd_idle(scen, proxy, pid, port, n, results):
     for p in problems:
         print(f"      !! {proxy}: {p}", flush=True)
     return 0
+
+
+def cmd_idle(scen, proxy, pid, port, n, results):
+    """Idle HTTP/1.1 keep-alive connections, each after one request."""
+    port = int(port)
+    req = (f"GET / HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+           f"Connection: keep-alive\r\n\r\n").encode()
+
+    def open_one(i):
+        s = socket.create_connection(("127.0.0.1", port), timeout=5)
+        try:
+            s.sendall(req)
+            status = read_response(s, time.monotonic() + 5)
+        except OSError:
+            s.close()
+            raise
+        if status is False:
+            s.close()
+            raise OSError("no complete response (closed or 5s timeout)")
+        if b" 200 " not in status + b" ":
+            return s, status.decode(errors="replace")
+        return s, None
+
+    return idle_measure(scen, proxy, int(pid), int(n), results, open_one, still_open)
+
+
+# --------------------------------------------------------------------------
+# HTTP/2 over TLS: a minimal client (sanity check, idle connections)
+# --------------------------------------------------------------------------
+
+H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+H2_DATA, H2_HEADERS, H2_RST_STREAM, H2_SETTINGS, H2_PING, H2_GOAWAY, H2_WINDOW_UPDATE = \
+    0, 1, 3, 4, 6, 7, 8
+H2_END_STREAM, H2_ACK, H2_END_HEADERS, H2_PADDED = 0x1, 0x1, 0x4, 0x8
+
+
+def h2_frame(ftype, flags, stream, payload=b""):
+    return len(payload).to_bytes(3, "big") + bytes([ftype, flags]) + stream.to_bytes(4, "big") + payload
+
+
+def h2_get_headers(path):
+    """HPACK block of "GET https://localhost<path>": static-table entries and
+    literals without indexing and without Huffman coding (RFC 7541), so no
+    dynamic table state is involved."""
+    def literal(name_index, value):   # literal without indexing, indexed name
+        v = value.encode()
+        assert len(v) < 127
+        return bytes([name_index, len(v)]) + v
+    # :method GET (2), :scheme https (7), :path / (4) or literal, :authority (1)
+    return b"\x82\x87" + (b"\x84" if path == "/" else literal(4, path)) + literal(1, "localhost")
+
+
+class H2Conn:
+    """One HTTP/2 connection over TLS (ALPN h2) to 127.0.0.1:port, SNI and
+    certificate name "localhost". TLS runs in an ssl.SSLObject over memory
+    BIOs, so the TCP socket stays a plain blocking socket with timeouts (no
+    select(): it cannot watch fds above 1023, and we hold thousands), which
+    is_open() can peek at."""
+
+    def __init__(self, port, ctx, timeout=5.0):
+        deadline = time.monotonic() + timeout
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.inc, self.out = ssl.MemoryBIO(), ssl.MemoryBIO()
+        self.tls = ctx.wrap_bio(self.inc, self.out, server_hostname="localhost")
+        self.buf = bytearray()   # decrypted bytes not yet parsed into frames
+        self.next_stream = 1
+        try:
+            while True:
+                try:
+                    self.tls.do_handshake()
+                    break
+                except ssl.SSLWantReadError:
+                    self._flush()
+                    self._fill(deadline)
+            self._flush()
+            self.alpn = self.tls.selected_alpn_protocol()
+            if self.alpn != "h2":
+                raise OSError(f"ALPN: the server chose {self.alpn or 'no protocol'}, not h2")
+            # Our SETTINGS: none changed (the defaults: 65,535-byte windows).
+            self._send(H2_PREFACE + h2_frame(H2_SETTINGS, 0, 0))
+        except (OSError, ssl.SSLError):
+            self.sock.close()
+            raise
+
+    def close(self):
+        self.sock.close()
+
+    def _flush(self):
+        data = self.out.read()
+        if data:
+            self.sock.sendall(data)
+
+    def _fill(self, deadline):
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise OSError("timeout")
+        self.sock.settimeout(left)
+        chunk = self.sock.recv(262144)
+        if not chunk:
+            raise OSError("connection closed by the proxy")
+        self.inc.write(chunk)
+
+    def _send(self, data):
+        self.tls.write(data)
+        self._flush()
+
+    def _frame(self, deadline):
+        """The next frame: (type, flags, stream, payload)."""
+        while True:
+            if len(self.buf) >= 9:
+                n = int.from_bytes(self.buf[:3], "big")
+                if len(self.buf) >= 9 + n:
+                    f = bytes(self.buf[:9 + n])
+                    del self.buf[:9 + n]
+                    return f[3], f[4], int.from_bytes(f[5:9], "big") & 0x7FFFFFFF, f[9:]
+            try:
+                self.buf += self.tls.read(262144)
+            except ssl.SSLWantReadError:
+                self._fill(deadline)
+            except ssl.SSLZeroReturnError:
+                raise OSError("TLS close_notify from the proxy") from None
+            self._flush()  # e.g. a TLS key update answer
+
+    def _control(self, ftype, flags, stream, payload):
+        """Handle a connection-level frame; raise on GOAWAY."""
+        if ftype == H2_SETTINGS and not flags & H2_ACK:
+            self._send(h2_frame(H2_SETTINGS, H2_ACK, 0))
+        elif ftype == H2_PING and not flags & H2_ACK:
+            self._send(h2_frame(H2_PING, H2_ACK, 0, payload))
+        elif ftype == H2_GOAWAY:
+            code = int.from_bytes(payload[4:8], "big") if len(payload) >= 8 else "?"
+            debug = payload[8:].decode(errors="replace")
+            raise OSError(f"GOAWAY error code {code}" + (f" ({debug})" if debug else ""))
+
+    def get(self, path, timeout=5.0):
+        """GET path on a new stream: (got a HEADERS frame, body). The status
+        is not decoded (that needs HPACK's Huffman table); callers check the
+        body. Flow control: every DATA frame is given back at once."""
+        deadline = time.monotonic() + timeout
+        sid = self.next_stream
+        self.next_stream += 2
+        self._send(h2_frame(H2_HEADERS, H2_END_STREAM | H2_END_HEADERS, sid, h2_get_headers(path)))
+        body, headers = bytearray(), False
+        while True:
+            ftype, flags, stream, payload = self._frame(deadline)
+            if stream == 0:
+                self._control(ftype, flags, stream, payload)
+                continue
+            if stream != sid:
+                continue
+            if ftype == H2_RST_STREAM:
+                raise OSError(f"RST_STREAM error code {int.from_bytes(payload[:4], 'big')}")
+            if ftype == H2_HEADERS:
+                headers = True
+            elif ftype == H2_DATA:
+                data = payload
+                if flags & H2_PADDED:
+                    data = payload[1:len(payload) - payload[0]]
+                body += data
+                if payload and not flags & H2_END_STREAM:
+                    inc = len(payload).to_bytes(4, "big")
+                    self._send(h2_frame(H2_WINDOW_UPDATE, 0, 0, inc)
+                               + h2_frame(H2_WINDOW_UPDATE, 0, sid, inc))
+                elif payload:
+                    self._send(h2_frame(H2_WINDOW_UPDATE, 0, 0, len(payload).to_bytes(4, "big")))
+            if ftype in (H2_HEADERS, H2_DATA) and flags & H2_END_STREAM:
+                return headers, bytes(body)
+
+    def is_open(self):
+        """Still open: no EOF, no reset, no GOAWAY among what arrived while idle."""
+        self.sock.setblocking(False)
+        try:
+            while True:
+                chunk = self.sock.recv(65536)
+                if not chunk:
+                    return False
+                self.inc.write(chunk)
+        except BlockingIOError:
+            pass
+        except OSError:
+            return False
+        try:
+            while True:
+                self.buf += self.tls.read(65536)
+        except ssl.SSLWantReadError:
+            pass
+        except (ssl.SSLError, OSError):
+            return False
+        while len(self.buf) >= 9:
+            n = int.from_bytes(self.buf[:3], "big")
+            if len(self.buf) < 9 + n:
+                break
+            if self.buf[3] == H2_GOAWAY:
+                return False
+            del self.buf[:9 + n]
+        return True
+
+
+def h2_context(cafile):
+    ctx = ssl.create_default_context(cafile=cafile)
+    ctx.set_alpn_protocols(["h2"])
+    return ctx
+
+
+def cmd_h2check(port, cafile, *checks):
+    """h2check PORT CAFILE PATH,LENGTH[,FILE]...: one connection, one stream
+    per check (in turn); each answer must have a HEADERS frame and a body of
+    LENGTH bytes (equal to FILE's, if given). Prints what was negotiated, or
+    the error."""
+    items = []
+    for spec in checks:
+        path, length, expect = (spec.split(",", 2) + [None])[:3]
+        items.append((path, int(length), expect))
+    try:
+        c = H2Conn(int(port), h2_context(cafile))
+    except (OSError, ssl.SSLError) as e:
+        print(f"h2 connection failed: {e}")
+        return 1
+    try:
+        for path, length, expect in items:
+            headers, body = c.get(path, timeout=10)
+            if not headers or len(body) != length \
+                    or (expect and body != open(expect, "rb").read()):
+                print(f"GET {path} over h2: {'a' if headers else 'no'} HEADERS frame, "
+                      f"{len(body)} bytes (want {length}"
+                      + (f", the contents of {expect}" if expect else "") + ")")
+                return 1
+        version, cipher = c.tls.version(), c.tls.cipher()[0]
+    except (OSError, ssl.SSLError) as e:
+        print(f"GET {path} over h2: {e}")
+        return 1
+    finally:
+        c.close()
+    print(f"ALPN h2 ({version} {cipher}, Python's OpenSSL client); "
+          f"{', '.join(p for p, _, _ in items)} on one connection")
+    return 0
+
+
+def cmd_h2idle(scen, proxy, pid, port, n, results, cafile):
+    """Idle HTTP/2 connections over TLS, each after one request (GET /, its
+    body checked): the preface, our SETTINGS, the server's acknowledged."""
+    port, ctx = int(port), h2_context(cafile)
+
+    def open_one(i):
+        c = H2Conn(port, ctx)
+        try:
+            headers, body = c.get("/")
+        except (OSError, ssl.SSLError) as e:
+            c.close()
+            raise OSError(f"GET / over h2: {e}") from None
+        if not headers or body != CG_BODY:
+            return c, f"GET / over h2: unexpected answer ({len(body)} bytes {body[:40]!r})"
+        return c, None
+
+    return idle_measure(scen, proxy, int(pid), int(n), results, open_one, H2Conn.is_open)
 
 
 # --------------------------------------------------------------------------
@@ -852,6 +1233,19 @@ METRICS["tls-new"] = [("rps", "handshakes/s", "{:,.0f}"), ("cpu_us_per_req", "CP
                       ("p50_us", "p50 ms", "ms"), ("p99_us", "p99 ms", "ms"),
                       ("resumed_pct", "resumed %", "{:.0f}")]
 METRICS["tls-resume"] = METRICS["tls-new"]
+METRICS["h2-m1"] = [("rps", "req/s", "{:,.0f}"), ("cpu_us_per_req", "CPU us/req", "{:.1f}"),
+                    ("mean_us", "mean ms", "ms")]
+METRICS["h2-m100"] = METRICS["h2-m1"]
+METRICS["h2-1m"] = [("rps", "req/s", "{:,.0f}"), ("mibps", "MiB/s", "{:,.1f}"),
+                    ("cpu_us_per_req", "CPU us/req", "{:.1f}"), ("mean_us", "mean ms", "ms")]
+METRICS["h2-idle"] = METRICS["idle"]
+# Printed after sections 8 and 9 (they are numbered on from there).
+H2_SCENARIOS = [
+    ("h2-m1", "10. HTTP/2, small responses, 1 stream per connection   (h2load -c8 -m1 https://localhost/)"),
+    ("h2-m100", "11. HTTP/2, small responses, 100 streams per connection (h2load -c8 -m100 https://localhost/)"),
+    ("h2-1m", "12. HTTP/2, 1 MiB bodies   (h2load -c4 -m4 https://localhost/1m)"),
+    ("h2-idle", "13. memory of idle HTTP/2 connections (TLS, ALPN h2, one request each, then idle)"),
+]
 NO_RATIO = ("opened", "rss_before", "rss_after", "resumed_pct")
 
 
@@ -922,6 +1316,60 @@ def accept_section(recs):
     return out, [f"  [accept] {p}" for p in r["problems"]]
 
 
+def scenario_table(recs, scen, title, all_problems):
+    """The lines of one scenario's table (medians, ratios); its problems are
+    appended to all_problems."""
+    rs = [r for r in recs if r["scen"] == scen]
+    if not rs:
+        return []
+    out = ["", title]
+    out.append(f"  {'':<16}{'forklb':>12}{'nginx':>12}{'haproxy':>12}"
+               f"{'f/nginx':>10}{'f/haproxy':>11}")
+    for key, label, f in METRICS[scen]:
+        med = {}
+        for p in PROXIES:
+            vals = [r[key] for r in rs if r["proxy"] == p and r.get(key) is not None]
+            med[p] = statistics.median(vals) if vals else None
+        row = f"  {label:<16}" + "".join(f"{fmt(med[p], f):>12}" for p in PROXIES)
+        if key in NO_RATIO:
+            row += f"{'':>10}{'':>11}"
+        else:
+            row += f"{ratio(med['forklb'], med['nginx']):>10}"
+            row += f"{ratio(med['forklb'], med['haproxy']):>11}"
+        out.append(row)
+    if scen in ("idle", "h2-idle"):
+        for p in PROXIES:
+            if not any(r["proxy"] == p for r in rs):
+                all_problems.append(f"  [{scen}] {p}: not run (see the notes at the top)")
+    else:
+        row = f"  {'other load %':<16}"
+        for p in PROXIES:
+            vals = [r["other_cpu_pct"] for r in rs
+                    if r["proxy"] == p and r.get("other_cpu_pct") is not None]
+            row += (f"{statistics.median(vals):.0f}" if vals else "n/a").rjust(12)
+        out.append(row)
+        row = f"  {'runs w/ errors':<16}"
+        for p in PROXIES:
+            pr = [r for r in rs if r["proxy"] == p]
+            row += (f"{sum(1 for r in pr if r['problems'])}/{len(pr)}" if pr
+                    else "not run").rjust(12)
+            if not pr:
+                all_problems.append(f"  [{scen}] {p}: not run (see the notes at the top)")
+        out.append(row)
+    # What h2load negotiated, per proxy (the TLS scenarios' is in the header).
+    tls = {}
+    for r in rs:
+        if r.get("tls"):
+            tls.setdefault(r["proxy"], set()).add(r["tls"])
+    if tls:
+        out.append("  negotiated      " + ", ".join(f"{p} {' '.join(sorted(tls[p]))}"
+                                                  for p in PROXIES if p in tls))
+    for r in rs:
+        for prob in r["problems"]:
+            all_problems.append(f"  [{scen}] round {r['round']} {r['proxy']}: {prob}")
+    return out
+
+
 def cmd_summary(results, headerfile):
     recs = [json.loads(l) for l in open(results) if l.strip()]
     out = [open(headerfile).read().rstrip("\n"), ""]
@@ -930,50 +1378,21 @@ def cmd_summary(results, headerfile):
     out.append("  uses less. wrk, the backend nginx and the proxy share the same 2 cores.")
     out.append("  TLS (5-7): one request per handshake in 6 and 7, so req/s = handshakes/s and CPU/req =")
     out.append("  CPU per handshake (+ its request); \"resumed %\" is counted on the client side.")
+    if any(r["scen"].startswith("h2-") for r in recs):
+        out.append("  HTTP/2 (10-13): h2load -t2 over TLS, ALPN h2 only, to the TLS instances; \"mean ms\" is")
+        out.append("  h2load's mean time per request (it has no percentiles). A run with any failed, errored or")
+        out.append("  timed-out request, a non-2xx answer or a client stopped early is FAILED, not a number.")
     all_problems = []
     for scen, title in SCENARIOS:
-        rs = [r for r in recs if r["scen"] == scen]
-        if not rs:
-            continue
-        out += ["", title]
-        out.append(f"  {'':<16}{'forklb':>12}{'nginx':>12}{'haproxy':>12}"
-                   f"{'f/nginx':>10}{'f/haproxy':>11}")
-        for key, label, f in METRICS[scen]:
-            med = {}
-            for p in PROXIES:
-                vals = [r[key] for r in rs if r["proxy"] == p and r.get(key) is not None]
-                med[p] = statistics.median(vals) if vals else None
-            row = f"  {label:<16}" + "".join(f"{fmt(med[p], f):>12}" for p in PROXIES)
-            if key in NO_RATIO:
-                row += f"{'':>10}{'':>11}"
-            else:
-                row += f"{ratio(med['forklb'], med['nginx']):>10}"
-                row += f"{ratio(med['forklb'], med['haproxy']):>11}"
-            out.append(row)
-        if scen != "idle":
-            row = f"  {'other load %':<16}"
-            for p in PROXIES:
-                vals = [r["other_cpu_pct"] for r in rs
-                        if r["proxy"] == p and r.get("other_cpu_pct") is not None]
-                row += (f"{statistics.median(vals):.0f}" if vals else "n/a").rjust(12)
-            out.append(row)
-            row = f"  {'runs w/ errors':<16}"
-            for p in PROXIES:
-                pr = [r for r in rs if r["proxy"] == p]
-                row += (f"{sum(1 for r in pr if r['problems'])}/{len(pr)}" if pr
-                        else "not run").rjust(12)
-                if not pr:
-                    all_problems.append(f"  [{scen}] {p}: not run (see the notes at the top)")
-            out.append(row)
-        for r in rs:
-            for prob in r["problems"]:
-                all_problems.append(f"  [{scen}] round {r['round']} {r['proxy']}: {prob}")
+        out += scenario_table(recs, scen, title, all_problems)
     cg_lines, cg_problems = callgrind_section(recs)
     out += cg_lines
     all_problems += cg_problems
     acc_lines, acc_problems = accept_section(recs)
     out += acc_lines
     all_problems += acc_problems
+    for scen, title in H2_SCENARIOS:
+        out += scenario_table(recs, scen, title, all_problems)
     out += ["", "Problems:" if all_problems else "Problems: none (no non-2xx responses, "
             "no socket errors, no worker restarts)"]
     out += all_problems
@@ -986,10 +1405,14 @@ def cmd_summary(results, headerfile):
                 "noisy (\"other load\") and less reliable."]
     out += ["", "Per-run detail (workers = share of the proxy's CPU per worker process):"]
     for r in recs:
-        if "rps" in r:
+        if "rps" in r and "p50_us" in r:
             d = (f"{r['rps']:>9,.0f} req/s  p50 {fmt(r['p50_us'], 'ms'):>6}ms  "
                  f"p99 {fmt(r['p99_us'], 'ms'):>7}ms  cpu {r['cpu_us_per_req']:6.1f} us/req")
-            if r["scen"] == "1m":
+        elif "rps" in r:  # h2load
+            d = (f"{r['rps']:>9,.0f} req/s  mean {fmt(r.get('mean_us'), 'ms'):>6}ms  "
+                 f"cpu {r['cpu_us_per_req']:6.1f} us/req")
+        if "rps" in r:
+            if r["scen"] in ("1m", "h2-1m"):
                 d += f"  {r['mibps']:7.1f} MiB/s"
             if r.get("resumed_pct") is not None and r["scen"] != "tls-ka":
                 d += f"  resumed {r['resumed_pct']:.0f}%"
@@ -1002,7 +1425,7 @@ def cmd_summary(results, headerfile):
             d = callgrind_detail(r)
         elif r["scen"] == "accept":
             continue
-        elif r["scen"] == "idle":
+        elif r["scen"] in ("idle", "h2-idle"):
             bpc = r.get("bytes_per_conn")
             d = (f"{r['opened']:>6} conns ({r['alive']} alive)  "
                  f"{'n/a' if bpc is None else f'{bpc:,.0f}'} bytes/conn")
@@ -1021,11 +1444,15 @@ def main(argv):
     if cmd == "wrk":
         sep = args.index("--")
         return cmd_wrk(*args[:sep], *args[sep + 1:])
+    if cmd == "h2load":
+        sep = args.index("--")
+        return cmd_h2load(*args[:sep], *args[sep + 1:])
     fn = {"freeports": cmd_freeports, "waitport": cmd_waitport, "procs": cmd_procs,
           "check": cmd_check, "tlsinfo": cmd_tlsinfo, "idle": cmd_idle,
           "summary": cmd_summary, "requests": cmd_requests, "cgrun": cmd_cgrun,
           "cgresult": cmd_cgresult, "cgtable": cmd_cgtable,
-          "scrape": cmd_scrape, "accept": cmd_accept}[cmd]
+          "scrape": cmd_scrape, "accept": cmd_accept,
+          "h2check": cmd_h2check, "h2idle": cmd_h2idle}[cmd]
     return fn(*args) or 0
 
 

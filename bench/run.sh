@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # bench/run.sh — forklb vs nginx vs HAProxy, on this machine, in one go.
 #
-#   make bench                 # ROUNDS=3 DURATION=10s IDLE_CONNS=10000
-#   QUICK=1 make bench         # ROUNDS=1 DURATION=3s  IDLE_CONNS=1000 (smoke test)
+#   make bench                 # ROUNDS=3 DURATION=10s IDLE_CONNS=10000 H2_IDLE_CONNS=2000
+#   QUICK=1 make bench         # ROUNDS=1 DURATION=3s  IDLE_CONNS=1000  H2_IDLE_CONNS=1000
+#                              # (smoke test)
 #   ROUNDS=5 DURATION=20s bash bench/run.sh
 #   KEEP_TMP=1 ...             # keep the temp dir (configs, logs, raw wrk output)
 #   QUIET_WAIT=60              # before each run, wait up to this many seconds for
@@ -12,6 +13,9 @@
 #   CALLGRIND=0                # skip scenario 8 (callgrind)
 #   CG_N1=2000                 # scenario 8: requests of its first run (QUICK: 500)
 #   ONLY=callgrind bash bench/run.sh   # scenario 8 alone (= bash bench/callgrind.sh)
+#   H2=0                       # skip the HTTP/2 scenarios (10-13)
+#   ONLY=h2 bash bench/run.sh  # the HTTP/2 scenarios alone (summary in
+#                              # bench/results/latest-h2.txt, not latest.txt)
 #   FORKLB_BIN=/path/to/forklb # measure this binary instead of building target/release
 #
 # Layout: one nginx "backend pair" (two ports, / = "hello\n", /1m = 1 MiB file)
@@ -44,6 +48,23 @@
 # from its own counters (forklb_accept_wakeups_total / forklb_connections_total,
 # read from a metrics listener on a separate port).
 #
+# HTTP/2 (scenarios 10-13): h2load (nghttp2) over TLS, ALPN h2 only, against
+# the TLS instances, which offer h2 beside http/1.1 (nginx "listen ... ssl
+# http2", HAProxy "alpn h2,http/1.1", forklb's TLS listeners by default;
+# wrk and the checks offer no ALPN, so scenarios 5-7 stay HTTP/1.1). h2load
+# -t2 -D DURATION, TLS 1.3 suite pinned to the one the TLS scenarios get
+# (TLS_AES_256_GCM_SHA384): 10 = small responses, -c8 -m1 (one stream at a time
+# per connection); 11 = the same with -m100; 12 = /1m, -c4 -m4. CPU per request
+# as above (proxy CPU time / requests). A run with any failed, errored or
+# timed-out request, a non-2xx answer, a client that stopped early (h2load does
+# not reconnect after a GOAWAY) or another protocol than h2 is FAILED, not a
+# number. 13 = memory per idle h2 connection: H2_IDLE_CONNS connections, each
+# TLS + preface + SETTINGS + one GET / (body checked), then idle; RSS growth of
+# the proxy's processes per connection, as scenario 4. Before all that, each TLS
+# instance must serve / over h2 (bench/helpers.py h2check); one that does not
+# (no ALPN h2, a broken answer) is reported and skipped, the rest runs; a
+# failure of /, /1m, / on one connection is reported but does not skip.
+#
 # Everything listens on 127.0.0.1, on free ports (below the ephemeral range)
 # picked at start; all state is in a mktemp -d directory; every process we
 # start is killed on exit.
@@ -57,23 +78,36 @@ export PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"
 
 # ---------------------------------------------------------------- parameters
 if [[ "${QUICK:-0}" == 1 ]]; then
-    : "${ROUNDS:=1}" "${DURATION:=3s}" "${IDLE_CONNS:=1000}"
+    : "${ROUNDS:=1}" "${DURATION:=3s}" "${IDLE_CONNS:=1000}" "${H2_IDLE_CONNS:=1000}"
 fi
 ROUNDS=${ROUNDS:-3}
 DURATION=${DURATION:-10s}
 IDLE_CONNS=${IDLE_CONNS:-10000}
+H2_IDLE_CONNS=${H2_IDLE_CONNS:-2000}
 [[ "$DURATION" =~ ^[0-9]+$ ]] && DURATION="${DURATION}s"   # wrk wants a unit
 [[ "$DURATION" =~ ^[0-9]+s$ ]] || { echo "DURATION must be seconds, e.g. 10s" >&2; exit 1; }
 [[ "$ROUNDS" =~ ^[1-9][0-9]*$ ]] || { echo "ROUNDS must be a positive integer" >&2; exit 1; }
+[[ "$H2_IDLE_CONNS" =~ ^[1-9][0-9]*$ ]] || { echo "H2_IDLE_CONNS must be a positive integer" >&2; exit 1; }
 
 log() { printf '==> %s\n' "$*"; }
 # shellcheck source=bench/common.sh
 source "$HERE/common.sh"
 
-if [[ -n "${ONLY:-}" ]]; then
-    [[ "$ONLY" == callgrind ]] || { echo "ONLY=callgrind is the only choice" >&2; exit 1; }
-    exec bash "$HERE/callgrind.sh"
-fi
+# What runs: RUN_PLAIN = scenarios 1-4 and 9, RUN_TLS = 5-7, RUN_H2 = 10-13;
+# CALLGRIND (8) is decided below.
+RUN_PLAIN=1 RUN_TLS=1 RUN_H2=1
+[[ "${H2:-1}" == 0 ]] && RUN_H2=0
+SUMMARY=latest.txt
+case "${ONLY:-}" in
+    "") ;;
+    callgrind) exec bash "$HERE/callgrind.sh" ;;
+    h2)
+        [[ "${H2:-1}" != 0 ]] || { echo "ONLY=h2 and H2=0 contradict each other" >&2; exit 1; }
+        RUN_PLAIN=0 RUN_TLS=0 RUN_H2=1 CALLGRIND=0
+        # A partial run: do not overwrite the full run's summary.
+        SUMMARY=latest-h2.txt ;;
+    *) echo "ONLY must be callgrind or h2" >&2; exit 1 ;;
+esac
 
 # ---------------------------------------------------------------- tools
 # Install only what is missing (a fresh Debian/Ubuntu machine has none of them).
@@ -81,6 +115,7 @@ fi
 tools=(nginx:nginx-light haproxy:haproxy wrk:wrk python3:python3 openssl:openssl
        "cc:gcc libc6-dev")
 [[ "${CALLGRIND:-1}" == 0 ]] || tools+=(valgrind:valgrind)
+((RUN_H2)) && tools+=(h2load:nghttp2-client)
 install_missing "${tools[@]}"
 
 if [[ -z "${FORKLB_BIN:-}" ]]; then
@@ -231,9 +266,18 @@ upstreams:
       - {addr: "127.0.0.1:$BE2"}
 EOF
 
+# The TLS instances keep more idle upstream connections (per worker, forklb
+# and nginx; HAProxy's idle pool has no cap): scenario 11 has 800 requests in
+# flight (-c8 -m100), and with a pool of 32 per worker most of them would
+# open and close an upstream connection, which measures that, not HTTP/2.
+# Scenarios 5-7 (50 connections) never fill either pool.
+TLS_KEEPALIVE=512
+
 # The TLS instance: the same, with a TLS listener. rustls (ring provider):
 # TLS 1.2 and 1.3, key exchange X25519 first (then P-256, P-384), the client's
-# cipher suite order; session tickets (key shared by the workers).
+# cipher suite order; session tickets (key shared by the workers). ALPN h2 and
+# http/1.1 once HTTP/2 has landed (listener key "http2", true by default; not
+# written here, so that a forklb without it still runs the TLS scenarios).
 cat > "$TMP/forklb-tls/forklb.yaml" <<EOF
 version: 1
 workers: 2
@@ -249,7 +293,7 @@ listeners:
     routes: [{upstream: be}]
 upstreams:
   be:
-    keepalive: 32
+    keepalive: $TLS_KEEPALIVE
     servers:
       - {addr: "127.0.0.1:$BE1"}
       - {addr: "127.0.0.1:$BE2"}
@@ -288,9 +332,14 @@ EOF
 # the client's order (ssl_prefer_server_ciphers off, the default). Session
 # resumption: nginx defaults, stated - tickets on (key generated once, shared
 # by the workers), no server-side session cache (ssl_session_cache none).
+# HTTP/2 via ALPN ("listen ... ssl http2", nginx 1.22's syntax). Since 1.19.7
+# keepalive_requests also caps the streams of an h2 connection (then GOAWAY,
+# and h2load does not reconnect): raised far above what a run sends.
 sed -e "s|^pid .*|pid $TMP/nginx-tls/nginx.pid;|" \
     -e "s|^error_log .*|error_log $TMP/nginx-tls/error.log warn;|" \
-    -e "s|listen 127.0.0.1:$P_NGINX backlog=4096;|listen 127.0.0.1:$T_NGINX ssl backlog=4096;\\
+    -e "s|^    keepalive_requests 100000;|    keepalive_requests 100000000;|" \
+    -e "s|^        keepalive 32;|        keepalive $TLS_KEEPALIVE;|" \
+    -e "s|listen 127.0.0.1:$P_NGINX backlog=4096;|listen 127.0.0.1:$T_NGINX ssl http2 backlog=4096;\\
         ssl_certificate $CERT;\\
         ssl_certificate_key $KEY;\\
         ssl_protocols TLSv1.2 TLSv1.3;\\
@@ -299,7 +348,9 @@ sed -e "s|^pid .*|pid $TMP/nginx-tls/nginx.pid;|" \
         ssl_session_tickets on;\\
         ssl_session_cache none;|" \
     "$TMP/nginx/nginx.conf" > "$TMP/nginx-tls/nginx.conf"
-grep -q "listen 127.0.0.1:$T_NGINX ssl" "$TMP/nginx-tls/nginx.conf" \
+grep -q "listen 127.0.0.1:$T_NGINX ssl http2" "$TMP/nginx-tls/nginx.conf" \
+    && grep -q "keepalive_requests 100000000;" "$TMP/nginx-tls/nginx.conf" \
+    && grep -q "keepalive $TLS_KEEPALIVE;" "$TMP/nginx-tls/nginx.conf" \
     || { echo "could not derive the nginx TLS config" >&2; exit 1; }
 
 # ---------------------------------------------------------------- HAProxy
@@ -338,13 +389,16 @@ EOF
 
 # The TLS instance: same settings; TLS 1.2-1.3 (HAProxy 2.6's default), same
 # groups as the others, HAProxy's defaults otherwise (server cipher order, whose
-# first TLS 1.3 suite is OpenSSL's and the client's first too; session tickets on).
-# Far fewer connections than the plain instance need: a smaller maxconn.
-sed -e "s|^    maxconn .*|    maxconn 4096|" \
+# first TLS 1.3 suite is OpenSSL's and the client's first too; session tickets on);
+# ALPN h2 and http/1.1. Far fewer connections than the plain instance need: a
+# smaller maxconn (enough for scenario 13's idle h2 connections).
+HAPROXY_TLS_MAXCONN=$((H2_IDLE_CONNS + 500 > 4096 ? H2_IDLE_CONNS + 500 : 4096))
+((HAPROXY_TLS_MAXCONN <= (NOFILE - 64) / 2)) || HAPROXY_TLS_MAXCONN=$(((NOFILE - 64) / 2))
+sed -e "s|^    maxconn .*|    maxconn $HAPROXY_TLS_MAXCONN|" \
     -e "s|^    pidfile .*|    pidfile $TMP/haproxy-tls/haproxy.pid|" \
-    -e "s|^    bind 127.0.0.1:$P_HAPROXY\$|    bind 127.0.0.1:$T_HAPROXY ssl crt $TMP/tls/haproxy.pem ssl-min-ver TLSv1.2 curves X25519:P-256:P-384|" \
+    -e "s|^    bind 127.0.0.1:$P_HAPROXY\$|    bind 127.0.0.1:$T_HAPROXY ssl crt $TMP/tls/haproxy.pem ssl-min-ver TLSv1.2 curves X25519:P-256:P-384 alpn h2,http/1.1|" \
     "$TMP/haproxy/haproxy.cfg" > "$TMP/haproxy-tls/haproxy.cfg"
-grep -q "bind 127.0.0.1:$T_HAPROXY ssl" "$TMP/haproxy-tls/haproxy.cfg" \
+grep -q "bind 127.0.0.1:$T_HAPROXY ssl.* alpn h2,http/1.1\$" "$TMP/haproxy-tls/haproxy.cfg" \
     || { echo "could not derive the HAProxy TLS config" >&2; exit 1; }
 
 # ---------------------------------------------------------------- start everything
@@ -460,6 +514,32 @@ for p in "${PROXIES[@]}"; do
     fi
 done
 
+# HTTP/2: each working TLS instance must negotiate h2 (ALPN, h2 only offered)
+# and serve / on it; else its h2 scenarios are skipped, and the reason is in
+# the header. /1m and / again on the same connection (two more streams) only
+# warn: the h2load runs then show what fails.
+H2_PROXIES=()
+if ((RUN_H2)); then
+    for p in "${PROXIES[@]}"; do
+        if [[ -z "${TLS_PID[$p]:-}" ]]; then
+            echo "$p: HTTP/2 scenarios skipped: no TLS instance" >> "$TMP/notes.txt"
+        elif ! info=$($HELP h2check "${TLS_PORT[$p]}" "$CERT" /,6); then
+            echo "!! $p: HTTP/2 scenarios skipped: $info" >&2
+            echo "$p: HTTP/2 scenarios skipped: $info" >> "$TMP/notes.txt"
+        else
+            H2_PROXIES+=("$p")
+            if ! info=$($HELP h2check "${TLS_PORT[$p]}" "$CERT" /,6 "/1m,1048576,$TMP/www/1m" /,6); then
+                echo "!! $p: HTTP/2 check of /, /1m, / on one connection failed: $info" >&2
+                echo "$p: HTTP/2 check of /, /1m, / on one connection failed (runs go on): $info" \
+                    >> "$TMP/notes.txt"
+                info="ALPN h2, GET / ok; /, /1m, / on one connection FAILED"
+            fi
+            printf '  %-8s %s\n' "$p" "$info" >> "$TMP/tls/h2.txt"
+            log "$p HTTP/2: $info"
+        fi
+    done
+fi
+
 # ---------------------------------------------------------------- run header
 RESULTS="$TMP/results.jsonl"
 HEADER="$TMP/header.txt"
@@ -469,7 +549,8 @@ HEADER="$TMP/header.txt"
     if [[ -n "${FORKLB_BIN:-}" ]]; then FORKLB_REV="FORKLB_BIN=$FORKLB_BIN"
     else FORKLB_REV="$(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo '?')$(cd "$ROOT" && git diff --quiet HEAD -- src 2>/dev/null || echo '+dirty')"
     fi
-    echo "$("$TMP/forklb" -V 2>&1 | head -n1) ($FORKLB_REV), $(nginx -v 2>&1), $(haproxy -v 2>&1 | head -n1 | cut -d' ' -f1-3), $(wrk -v 2>&1 | head -n1 | cut -d' ' -f1-2)"
+    echo "$("$TMP/forklb" -V 2>&1 | head -n1) ($FORKLB_REV), $(nginx -v 2>&1), $(haproxy -v 2>&1 | head -n1 | cut -d' ' -f1-3), $(wrk -v 2>&1 | head -n1 | cut -d' ' -f1-2)$( ((RUN_H2)) && echo ", $(h2load --version 2>&1 | head -n1)")"
+    ((RUN_PLAIN && RUN_TLS)) || echo "ONLY=$ONLY: scenarios 1-9 not run"
     if [[ -s "$TMP/tls/negotiated.txt" ]]; then
         echo "TLS: one ECDSA P-256 certificate; what $(openssl version | cut -d' ' -f1-2) (as in wrk) negotiates:"
         cat "$TMP/tls/negotiated.txt"
@@ -478,17 +559,29 @@ HEADER="$TMP/header.txt"
             echo "  note: the proxies negotiated different TLS parameters; TLS ratios compare unlike work"
         fi
     fi
+    if [[ -s "$TMP/tls/h2.txt" ]]; then
+        echo "HTTP/2 (h2load, H2_IDLE_CONNS=$H2_IDLE_CONNS): the sanity check (GET /, /1m, / on one h2 connection):"
+        cat "$TMP/tls/h2.txt"
+    fi
     cat "$TMP/notes.txt" 2>/dev/null || true
 } > "$HEADER"
 cat "$HEADER"
 
 # Warm-up: one short keep-alive run per proxy (page cache, allocator, pools).
 log "warm-up (2s per proxy, not measured)"
-for p in "${PROXIES[@]}"; do
-    timeout 30 wrk -t2 -c50 -d2s "http://127.0.0.1:${PORT[$p]}/" >/dev/null 2>&1 || true
-done
-for p in "${TLS_PROXIES[@]}"; do
-    timeout 30 wrk -t2 -c50 -d2s "https://localhost:${TLS_PORT[$p]}/" >/dev/null 2>&1 || true
+if ((RUN_PLAIN)); then
+    for p in "${PROXIES[@]}"; do
+        timeout 30 wrk -t2 -c50 -d2s "http://127.0.0.1:${PORT[$p]}/" >/dev/null 2>&1 || true
+    done
+fi
+if ((RUN_TLS)); then
+    for p in "${TLS_PROXIES[@]}"; do
+        timeout 30 wrk -t2 -c50 -d2s "https://localhost:${TLS_PORT[$p]}/" >/dev/null 2>&1 || true
+    done
+fi
+for p in "${H2_PROXIES[@]}"; do
+    timeout 30 h2load -t2 -c8 -m10 -D 2 -N 5s --npn-list=h2 "https://localhost:${TLS_PORT[$p]}/" \
+        >/dev/null 2>&1 || true
 done
 
 # run_scenario NAME PATH WRK-ARGS...: ROUNDS rounds, each over the three proxies.
@@ -523,39 +616,89 @@ run_tls_scenario() {
     done
 }
 
+# run_h2_scenario NAME PATH H2LOAD-ARGS...: the same over the TLS instances that
+# speak h2, with h2load: ALPN h2 only (so that no run silently falls back to
+# HTTP/1.1), the TLS 1.3 suite of the TLS scenarios (h2load would prefer
+# AES-128, which forklb and nginx take and HAProxy, with its own order, not).
+# -N 5s: a connection silent for 5 s is given up, else h2load waits for a
+# server that never answers (until the helper kills it, 30 s after -D).
+run_h2_scenario() {
+    local scen=$1 path=$2; shift 2
+    local r p
+    if ((${#H2_PROXIES[@]} == 0)); then
+        echo "      !! no TLS instance speaks h2: $scen skipped"
+        return 0
+    fi
+    for r in $(seq "$ROUNDS"); do
+        for p in "${H2_PROXIES[@]}"; do
+            $HELP h2load "$scen" "$p" "$r" "${TLS_PID[$p]}" "$RESULTS" "$TMP/raw" -- \
+                "$@" -D "$DURATION" -N 5s --npn-list=h2 --tls13-ciphers=TLS_AES_256_GCM_SHA384 \
+                "https://localhost:${TLS_PORT[$p]}$path"
+        done
+    done
+}
+
 # Scenario 4 is measured first, on freshly warmed-up proxies: the
 # "Connection: close" scenario leaves tens of thousands of TIME_WAIT sockets on
 # the proxies' ports, and a new client connection whose port collides with one
 # of them waits a 1 s SYN retransmission - 10,000 sequential connects would then
 # take minutes and measure the kernel, not the proxy.
-log "scenario 4 (run first): RSS of $IDLE_CONNS idle keep-alive connections"
-for p in "${PROXIES[@]}"; do
-    # The helper stops by itself after 180 s; timeout is the outer bound.
-    timeout 300 $HELP idle idle "$p" "${PID[$p]}" "${PORT[$p]}" "$IDLE_CONNS" "$RESULTS" \
-        || echo "      !! $p: idle-connection helper failed (exit $?)"
-done
+if ((RUN_PLAIN)); then
+    log "scenario 4 (run first): RSS of $IDLE_CONNS idle keep-alive connections"
+    for p in "${PROXIES[@]}"; do
+        # The helper stops by itself after 180 s; timeout is the outer bound.
+        timeout 300 $HELP idle idle "$p" "${PID[$p]}" "${PORT[$p]}" "$IDLE_CONNS" "$RESULTS" \
+            || echo "      !! $p: idle-connection helper failed (exit $?)"
+    done
+fi
 
-log "scenario 1: small responses, keep-alive (wrk -t2 -c50)"
-run_scenario keepalive / -t2 -c50
+# Scenario 13 early too, for the same reason: scenarios 6 and 7 leave the TLS
+# instances' ports with as many TIME_WAIT sockets.
+if ((RUN_H2)); then
+    log "scenario 13: RSS of $H2_IDLE_CONNS idle HTTP/2 connections (TLS, one GET / each)"
+    if ((${#H2_PROXIES[@]} == 0)); then echo "      !! no TLS instance speaks h2: skipped"; fi
+    for p in "${H2_PROXIES[@]}"; do
+        timeout 300 $HELP h2idle h2-idle "$p" "${TLS_PID[$p]}" "${TLS_PORT[$p]}" "$H2_IDLE_CONNS" \
+            "$RESULTS" "$CERT" || echo "      !! $p: idle h2 connection helper failed (exit $?)"
+    done
+fi
 
-log "scenario 2: new connection per request (wrk -t2 -c50 -H 'Connection: close')"
-ACCEPT_BEFORE=$($HELP scrape "$M_FORKLB" || echo "")
-run_scenario close / -t2 -c50 -H "Connection: close"
-# forklb's accept wake-ups per accepted connection over scenario 2 (its
-# counters; nginx and HAProxy have none to compare with).
-$HELP accept "$RESULTS" "$ACCEPT_BEFORE" "$($HELP scrape "$M_FORKLB" || echo "")"
+if ((RUN_PLAIN)); then
+    log "scenario 1: small responses, keep-alive (wrk -t2 -c50)"
+    run_scenario keepalive / -t2 -c50
 
-log "scenario 3: 1 MiB bodies (wrk -t2 -c10 /1m)"
-run_scenario 1m /1m -t2 -c10
+    log "scenario 2: new connection per request (wrk -t2 -c50 -H 'Connection: close')"
+    ACCEPT_BEFORE=$($HELP scrape "$M_FORKLB" || echo "")
+    run_scenario close / -t2 -c50 -H "Connection: close"
+    # forklb's accept wake-ups per accepted connection over scenario 2 (its
+    # counters; nginx and HAProxy have none to compare with).
+    $HELP accept "$RESULTS" "$ACCEPT_BEFORE" "$($HELP scrape "$M_FORKLB" || echo "")"
 
-log "scenario 5: TLS, small responses, keep-alive (wrk -t2 -c50 https://localhost/)"
-run_tls_scenario tls-ka count / -t2 -c50
+    log "scenario 3: 1 MiB bodies (wrk -t2 -c10 /1m)"
+    run_scenario 1m /1m -t2 -c10
+fi
 
-log "scenario 6: TLS, new connection + full handshake per request (-H 'Connection: close', no session reuse)"
-run_tls_scenario tls-new fresh / -t2 -c50 -H "Connection: close"
+if ((RUN_TLS)); then
+    log "scenario 5: TLS, small responses, keep-alive (wrk -t2 -c50 https://localhost/)"
+    run_tls_scenario tls-ka count / -t2 -c50
 
-log "scenario 7: TLS, new connection + resumed handshake per request (-H 'Connection: close', session tickets)"
-run_tls_scenario tls-resume count / -t2 -c50 -H "Connection: close"
+    log "scenario 6: TLS, new connection + full handshake per request (-H 'Connection: close', no session reuse)"
+    run_tls_scenario tls-new fresh / -t2 -c50 -H "Connection: close"
+
+    log "scenario 7: TLS, new connection + resumed handshake per request (-H 'Connection: close', session tickets)"
+    run_tls_scenario tls-resume count / -t2 -c50 -H "Connection: close"
+fi
+
+if ((RUN_H2)); then
+    log "scenario 10: HTTP/2, small responses, 1 stream per connection (h2load -t2 -c8 -m1 https://localhost/)"
+    run_h2_scenario h2-m1 / -t2 -c8 -m1
+
+    log "scenario 11: HTTP/2, small responses, 100 streams per connection (h2load -t2 -c8 -m100)"
+    run_h2_scenario h2-m100 / -t2 -c8 -m100
+
+    log "scenario 12: HTTP/2, 1 MiB bodies (h2load -t2 -c4 -m4 https://localhost/1m)"
+    run_h2_scenario h2-1m /1m -t2 -c4 -m4
+fi
 
 # Scenario 8 last: it runs its own instances (one worker each) under valgrind,
 # against the same backend. In the background + wait, so that an interrupt
@@ -581,10 +724,10 @@ done
 # ---------------------------------------------------------------- summary
 mkdir -p "$HERE/results"
 echo
-$HELP summary "$RESULTS" "$HEADER" | tee "$HERE/results/latest.txt"
+$HELP summary "$RESULTS" "$HEADER" | tee "$HERE/results/$SUMMARY"
 if [[ -s "$HEADER.log" ]]; then
-    echo | tee -a "$HERE/results/latest.txt"
-    tee -a "$HERE/results/latest.txt" < "$HEADER.log"
+    echo | tee -a "$HERE/results/$SUMMARY"
+    tee -a "$HERE/results/$SUMMARY" < "$HEADER.log"
 fi
 echo
-echo "summary written to bench/results/latest.txt"
+echo "summary written to bench/results/$SUMMARY"
