@@ -9,4 +9,4 @@ mod stream;
 pub mod token;
 
 pub use slab::Slab;
-pub use stream::Stream;
+pub use stream::{EstablishError, Stream};

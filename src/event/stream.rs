@@ -11,6 +11,29 @@ use crate::tls::TlsStream;
 use mio::net::TcpStream;
 use std::io::{self, Read, Write};
 
+/// Which stage of `Stream::establish` failed.
+#[derive(Debug)]
+pub enum EstablishError {
+    Connect(io::Error),
+    Handshake(io::Error),
+}
+
+impl EstablishError {
+    /// What failed, for log lines: "connect() to ADDR", "TLS handshake with ADDR".
+    pub fn doing(&self) -> &'static str {
+        match self {
+            EstablishError::Connect(_) => "connect() to",
+            EstablishError::Handshake(_) => "TLS handshake with",
+        }
+    }
+
+    pub fn into_io(self) -> io::Error {
+        match self {
+            EstablishError::Connect(e) | EstablishError::Handshake(e) => e,
+        }
+    }
+}
+
 pub enum Stream {
     Plain(TcpStream),
     /// Boxed: a TLS session is large, and most connections are plain.
@@ -55,6 +78,33 @@ impl Stream {
             Stream::Plain(_) => Ok(true),
             Stream::Tls(t) => t.handshake(readable, writable),
         }
+    }
+
+    /// Drives a new outgoing connection: the non-blocking connect (done once
+    /// `connected`), then the TLS handshake if any. Ok(true) once both are
+    /// done; a spurious wake-up clears the readiness flags.
+    pub fn establish(
+        &mut self,
+        connected: &mut bool,
+        readable: &mut bool,
+        writable: &mut bool,
+    ) -> Result<bool, EstablishError> {
+        if !*connected {
+            if !*writable && !*readable {
+                return Ok(false);
+            }
+            match crate::net::connect_progress(self.sock()) {
+                Ok(true) => *connected = true,
+                Ok(false) => {
+                    *writable = false;
+                    *readable = false;
+                    return Ok(false);
+                }
+                Err(e) => return Err(EstablishError::Connect(e)),
+            }
+        }
+        self.handshake(readable, writable)
+            .map_err(EstablishError::Handshake)
     }
 
     /// Ends the sending direction: close_notify for TLS, then FIN. Ok(false)

@@ -1228,25 +1228,10 @@ impl Conn {
         let Some(up) = self.up.as_mut() else {
             return Err(Closed);
         };
-        if !up.connected {
-            if !up.writable && !up.readable {
-                return Ok(false);
-            }
-            match crate::net::connect_progress(up.sock.sock()) {
-                Ok(true) => up.connected = true,
-                Ok(false) => {
-                    // Spurious wake-up: still connecting.
-                    up.writable = false;
-                    up.readable = false;
-                    return Ok(false);
-                }
-                Err(e) => {
-                    let (addr, head) = self.take_upstream(env);
-                    return self.connect_failed(env, addr, head, "connect() to", e);
-                }
-            }
-        }
-        match up.sock.handshake(&mut up.readable, &mut up.writable) {
+        match up
+            .sock
+            .establish(&mut up.connected, &mut up.readable, &mut up.writable)
+        {
             Ok(true) => {
                 self.phase = Phase::SendRequest(Upload::Watching);
                 self.set_deadline(env, env.rt.timeouts.upstream_write);
@@ -1255,7 +1240,8 @@ impl Conn {
             Ok(false) => Ok(false),
             Err(e) => {
                 let (addr, head) = self.take_upstream(env);
-                self.connect_failed(env, addr, head, "TLS handshake with", e)
+                let doing = e.doing();
+                self.connect_failed(env, addr, head, doing, e.into_io())
             }
         }
     }

@@ -12,7 +12,7 @@
 
 use crate::buffer::{Buf, BufPool};
 use crate::event::token::UpstreamOwners;
-use crate::event::{Slab, Stream};
+use crate::event::{EstablishError, Slab, Stream};
 use crate::h2::client::Event;
 use crate::h2::{self, ClientConn, RequestHead};
 use std::collections::{HashMap, VecDeque};
@@ -325,9 +325,21 @@ impl UpConn {
         now: Instant,
         wake: &mut Vec<usize>,
     ) -> Result<(), String> {
-        if let Phase::Connecting { connected } = self.phase {
-            if !self.connect_step(connected)? {
+        if let Phase::Connecting { connected } = &mut self.phase {
+            if !self
+                .sock
+                .establish(connected, &mut self.readable, &mut self.writable)
+                .map_err(|e| match e {
+                    EstablishError::Connect(e) => format!("connect() failed: {e}"),
+                    EstablishError::Handshake(e) => format!("TLS handshake failed: {e}"),
+                })?
+            {
                 return Ok(());
+            }
+            if let Stream::Tls(t) = &self.sock {
+                if t.alpn_protocol() != Some(b"h2") {
+                    return Err("the server did not agree to HTTP/2 (ALPN h2)".into());
+                }
             }
             self.phase = Phase::Ready;
             wake.append(&mut self.waiters);
@@ -381,36 +393,6 @@ impl UpConn {
             return Err(why.to_owned());
         }
         Ok(())
-    }
-
-    /// Ok(true) once TCP and TLS are up.
-    fn connect_step(&mut self, connected: bool) -> Result<bool, String> {
-        if !connected {
-            if !self.writable && !self.readable {
-                return Ok(false);
-            }
-            match crate::net::connect_progress(self.sock.sock()) {
-                Ok(true) => self.phase = Phase::Connecting { connected: true },
-                Ok(false) => {
-                    self.writable = false;
-                    self.readable = false;
-                    return Ok(false);
-                }
-                Err(e) => return Err(format!("connect() failed: {e}")),
-            }
-        }
-        match self.sock.handshake(&mut self.readable, &mut self.writable) {
-            Ok(true) => {
-                if let Stream::Tls(t) = &self.sock {
-                    if t.alpn_protocol() != Some(b"h2") {
-                        return Err("the server did not agree to HTTP/2 (ALPN h2)".into());
-                    }
-                }
-                Ok(true)
-            }
-            Ok(false) => Ok(false),
-            Err(e) => Err(format!("TLS handshake failed: {e}")),
-        }
     }
 
     fn flush(&mut self) -> Result<bool, String> {

@@ -100,8 +100,17 @@ impl UpstreamH1 {
     ) -> UpStep {
         let step = match &mut self.phase {
             Phase::Connect { connected } => {
-                let connected = *connected;
-                self.connect_step(connected)
+                match self
+                    .sock
+                    .establish(connected, &mut self.readable, &mut self.writable)
+                {
+                    Ok(true) => {
+                        self.phase = Phase::Send;
+                        UpStep::Connected
+                    }
+                    Ok(false) => UpStep::Blocked,
+                    Err(e) => UpStep::ConnectFailed(e.into_io()),
+                }
             }
             Phase::Send => self.send_step(env, req, sink, is_head),
             Phase::AwaitHead => self.head_step(env, sink, is_head),
@@ -113,31 +122,6 @@ impl UpstreamH1 {
             // The sink took nothing after all: wait for its window.
             UpStep::BodySent(0) => UpStep::Blocked,
             s => s,
-        }
-    }
-
-    fn connect_step(&mut self, connected: bool) -> UpStep {
-        if !connected {
-            if !self.writable && !self.readable {
-                return UpStep::Blocked;
-            }
-            match crate::net::connect_progress(self.sock.sock()) {
-                Ok(true) => self.phase = Phase::Connect { connected: true },
-                Ok(false) => {
-                    self.writable = false;
-                    self.readable = false;
-                    return UpStep::Blocked;
-                }
-                Err(e) => return UpStep::ConnectFailed(e),
-            }
-        }
-        match self.sock.handshake(&mut self.readable, &mut self.writable) {
-            Ok(true) => {
-                self.phase = Phase::Send;
-                UpStep::Connected
-            }
-            Ok(false) => UpStep::Blocked,
-            Err(e) => UpStep::ConnectFailed(e),
         }
     }
 
