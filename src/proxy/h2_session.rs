@@ -7,7 +7,7 @@
 
 use super::env::{Env, Outcome};
 use super::exchange::{Client, Exchange, Progress, Request, ResponseSink};
-use super::io::{self, Io};
+use super::h2_wire::{self, WireError};
 use crate::buffer::Buf;
 use crate::event::Stream;
 use crate::h2::{self, Event, ServerConn};
@@ -195,7 +195,7 @@ impl H2Session {
             let output_full = !self.conn.wants_read();
             let mut moved = match self.flush() {
                 Ok(m) => m,
-                Err(()) => return self.finish(env, Outcome::Close),
+                Err(_) => return self.finish(env, Outcome::Close),
             };
             all |= moved && output_full;
             match self.read(env) {
@@ -203,7 +203,7 @@ impl H2Session {
                     moved |= m;
                     all |= m;
                 }
-                Err(()) => return self.finish(env, Outcome::Close),
+                Err(_) => return self.finish(env, Outcome::Close),
             }
             while let Some(ev) = self.conn.next_event() {
                 self.on_h2_event(env, ev);
@@ -228,61 +228,19 @@ impl H2Session {
     }
 
     /// Writes queued frames; Ok(true) if some went out.
-    fn flush(&mut self) -> Result<bool, ()> {
-        let out = self.conn.output();
-        if out.is_empty() || !self.writable {
-            return Ok(false);
-        }
-        match io::write(&mut self.client, out, &mut self.writable) {
-            Io::Done(n) => {
-                self.conn.advance_output(n);
-                Ok(true)
-            }
-            Io::Blocked => Ok(false),
-            Io::Eof | Io::Failed(_) => Err(()),
-        }
+    fn flush(&mut self) -> Result<bool, WireError> {
+        h2_wire::flush(&mut self.conn, &mut self.client, &mut self.writable)
     }
 
     /// Reads client bytes into the connection (while it takes them).
-    fn read(&mut self, env: &mut Env) -> Result<bool, ()> {
-        let mut moved = false;
-        if let Some(input) = self.input.as_mut().filter(|b| !b.is_empty()) {
-            let used = self.conn.recv(input.data(), env.now);
-            input.consume(used);
-            moved |= used > 0;
-        }
-        if !self.readable || !self.conn.wants_read() || self.conn.is_closing() {
-            self.release_idle_input(env);
-            return Ok(moved);
-        }
-        let buf = self.input.get_or_insert_with(|| env.bufs.get());
-        buf.compact();
-        if buf.is_full() {
-            // A frame larger than the buffer waits in it whole: the core
-            // limits frames to our max frame size, which fits.
-            return Ok(moved);
-        }
-        match io::read(&mut self.client, buf.spare(), &mut self.readable, self.hup) {
-            Io::Done(n) => {
-                buf.filled(n);
-                let used = self.conn.recv(buf.data(), env.now);
-                buf.consume(used);
-                Ok(true)
-            }
-            Io::Blocked => {
-                self.release_idle_input(env);
-                Ok(moved)
-            }
-            Io::Eof | Io::Failed(_) => Err(()),
-        }
-    }
-
-    fn release_idle_input(&mut self, env: &mut Env) {
-        if self.input.as_ref().is_some_and(Buf::is_empty) {
-            if let Some(b) = self.input.take() {
-                env.bufs.put(b);
-            }
-        }
+    fn read(&mut self, env: &mut Env) -> Result<bool, WireError> {
+        let inbound = h2_wire::Inbound {
+            sock: &mut self.client,
+            readable: &mut self.readable,
+            hup: self.hup,
+            input: &mut self.input,
+        };
+        h2_wire::read(&mut self.conn, inbound, env.bufs, env.now)
     }
 
     fn on_h2_event(&mut self, env: &mut Env, ev: Event) {

@@ -10,6 +10,7 @@
 //! bytes), and the stream's owner — the client connection whose exchange
 //! opened it — is named in `wake` to be driven.
 
+use super::h2_wire::{self, WireError};
 use crate::buffer::{Buf, BufPool};
 use crate::event::token::UpstreamOwners;
 use crate::event::{EstablishError, Slab, Stream};
@@ -396,46 +397,17 @@ impl UpConn {
     }
 
     fn flush(&mut self) -> Result<bool, String> {
-        let out = self.conn.output();
-        if out.is_empty() || !self.writable {
-            return Ok(false);
-        }
-        match super::io::write(&mut self.sock, out, &mut self.writable) {
-            super::io::Io::Done(n) => {
-                self.conn.advance_output(n);
-                Ok(true)
-            }
-            super::io::Io::Blocked => Ok(false),
-            super::io::Io::Eof | super::io::Io::Failed(_) => Err("writing failed".into()),
-        }
+        h2_wire::flush(&mut self.conn, &mut self.sock, &mut self.writable).map_err(why)
     }
 
     fn read(&mut self, bufs: &mut BufPool, now: Instant) -> Result<bool, String> {
-        let mut moved = false;
-        if let Some(input) = self.input.as_mut().filter(|b| !b.is_empty()) {
-            let used = self.conn.recv(input.data(), now);
-            input.consume(used);
-            moved |= used > 0;
-        }
-        if !self.readable || !self.conn.wants_read() {
-            return Ok(moved);
-        }
-        let buf = self.input.get_or_insert_with(|| bufs.get());
-        buf.compact();
-        if buf.is_full() {
-            return Ok(moved);
-        }
-        match super::io::read(&mut self.sock, buf.spare(), &mut self.readable, self.hup) {
-            super::io::Io::Done(n) => {
-                buf.filled(n);
-                let used = self.conn.recv(buf.data(), now);
-                buf.consume(used);
-                Ok(true)
-            }
-            super::io::Io::Blocked => Ok(moved),
-            super::io::Io::Eof => Err("the server closed the connection".into()),
-            super::io::Io::Failed(e) => Err(format!("reading failed: {e}")),
-        }
+        let inbound = h2_wire::Inbound {
+            sock: &mut self.sock,
+            readable: &mut self.readable,
+            hup: self.hup,
+            input: &mut self.input,
+        };
+        h2_wire::read(&mut self.conn, inbound, bufs, now).map_err(why)
     }
 
     /// No more streams: each open one learns it was reset.
@@ -450,5 +422,13 @@ impl UpConn {
             inbox.events.push_back(Event::Reset { stream });
             wake.push(inbox.owner);
         }
+    }
+}
+
+/// Why a shared connection's socket ended, for its log line.
+fn why(e: WireError) -> String {
+    match e {
+        WireError::Closed => "the server closed the connection".to_owned(),
+        WireError::Failed(e) => format!("the connection failed: {e}"),
     }
 }

@@ -12,6 +12,7 @@ mod exchange_tests;
 mod h1_exchange;
 mod h2_session;
 mod h2_upstream;
+mod h2_wire;
 #[cfg(test)]
 mod harness;
 mod io;
