@@ -10,3 +10,13 @@ pub mod token;
 
 pub use slab::Slab;
 pub use stream::{EstablishError, Stream};
+
+/// What a readiness event says about a socket: readable, writable, and
+/// whether the peer's FIN or an error came (`hup`, see `proxy::io`).
+#[inline]
+pub fn readiness(ev: &mio::event::Event) -> (bool, bool, bool) {
+    let r = ev.is_readable() || ev.is_read_closed() || ev.is_error();
+    let w = ev.is_writable() || ev.is_write_closed() || ev.is_error();
+    let hup = ev.is_read_closed() || ev.is_error();
+    (r, w, hup)
+}

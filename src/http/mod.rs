@@ -65,6 +65,16 @@ pub fn parse_content_length(v: &[u8]) -> Option<u64> {
     Some(n)
 }
 
+/// Writes `name: value` lines (header or trailer fields) in HTTP/1.1 form.
+pub fn write_fields<'f>(out: &mut Vec<u8>, fields: impl IntoIterator<Item = (&'f [u8], &'f [u8])>) {
+    for (name, value) in fields {
+        out.extend_from_slice(name);
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value);
+        out.extend_from_slice(b"\r\n");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -13,16 +13,17 @@ use std::io::Write;
 use std::net::IpAddr;
 
 /// Headers that describe one hop only (RFC 9110 §7.6.1).
+const HOP: [&str; 7] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "upgrade",
+    "transfer-encoding",
+];
+
 fn is_hop_by_hop(name: &str) -> bool {
-    const HOP: [&str; 7] = [
-        "connection",
-        "keep-alive",
-        "proxy-connection",
-        "te",
-        "trailer",
-        "upgrade",
-        "transfer-encoding",
-    ];
     HOP.iter().any(|h| name_is(name, h))
 }
 
@@ -64,19 +65,10 @@ pub fn end_to_end<'h, 'b>(
 /// A field that frames or routes a message rather than describes it: it
 /// never travels as a trailer (RFC 9110 §6.5.1) nor crosses a hop.
 pub fn is_framing_or_hop(lower_name: &[u8]) -> bool {
-    const FIELDS: [&[u8]; 10] = [
-        b"connection",
-        b"keep-alive",
-        b"proxy-connection",
-        b"te",
-        b"trailer",
-        b"upgrade",
-        b"transfer-encoding",
-        b"content-length",
-        b"host",
-        b"content-type",
-    ];
-    FIELDS.contains(&lower_name)
+    const FRAMING: [&str; 3] = ["content-length", "host", "content-type"];
+    HOP.iter()
+        .chain(&FRAMING)
+        .any(|f| f.as_bytes() == lower_name)
 }
 
 /// What the upstream request needs besides the client's head.

@@ -440,9 +440,7 @@ impl Conn {
 
     /// Records readiness from an event and runs the state machine.
     pub fn on_event(&mut self, side: Side, ev: &mio::event::Event, env: &mut Env) -> Outcome {
-        let r = ev.is_readable() || ev.is_read_closed() || ev.is_error();
-        let w = ev.is_writable() || ev.is_write_closed() || ev.is_error();
-        let hup = ev.is_read_closed() || ev.is_error();
+        let (r, w, hup) = crate::event::readiness(ev);
         match side {
             Side::Client => {
                 self.c_readable |= r;

@@ -451,12 +451,10 @@ impl Exchange {
             return self.push_body(env, &[], true);
         }
         self.req_out.extend_from_slice(b"0\r\n");
-        for (name, value) in fields {
-            self.req_out.extend_from_slice(name);
-            self.req_out.extend_from_slice(b": ");
-            self.req_out.extend_from_slice(value);
-            self.req_out.extend_from_slice(b"\r\n");
-        }
+        http::write_fields(
+            &mut self.req_out,
+            fields.iter().map(|(n, v)| (n.as_slice(), v.as_slice())),
+        );
         self.req_out.extend_from_slice(b"\r\n");
         self.req_ended = true;
     }

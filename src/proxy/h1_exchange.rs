@@ -7,7 +7,7 @@
 
 use super::exchange::{Exchange, Progress, ResponseSink};
 use crate::http::chunked::{ChunkError, ChunkedScanner};
-use crate::http::{errors, Framing};
+use crate::http::{self, errors, Framing};
 use std::io::Write;
 
 /// Response bytes queued for the client at most (the sink's capacity).
@@ -60,14 +60,10 @@ struct Sink<'a> {
 impl ResponseSink for Sink<'_> {
     fn head(&mut self, status: u16, headers: &[(&[u8], &[u8])], end: bool) {
         let _ = write!(self.out, "HTTP/1.1 {status} {}\r\n", errors::reason(status));
-        let mut has_length = false;
-        for (name, value) in headers {
-            has_length |= name.eq_ignore_ascii_case(b"content-length");
-            self.out.extend_from_slice(name);
-            self.out.extend_from_slice(b": ");
-            self.out.extend_from_slice(value);
-            self.out.extend_from_slice(b"\r\n");
-        }
+        let has_length = headers
+            .iter()
+            .any(|(name, _)| name.eq_ignore_ascii_case(b"content-length"));
+        http::write_fields(self.out, headers.iter().copied());
         *self.download = if end || self.head_only {
             Download::Done
         } else if has_length {
@@ -123,12 +119,7 @@ impl ResponseSink for Sink<'_> {
     fn trailers(&mut self, fields: &[(&[u8], &[u8])]) {
         if *self.download == Download::Chunked {
             self.out.extend_from_slice(b"0\r\n");
-            for (name, value) in fields {
-                self.out.extend_from_slice(name);
-                self.out.extend_from_slice(b": ");
-                self.out.extend_from_slice(value);
-                self.out.extend_from_slice(b"\r\n");
-            }
+            http::write_fields(self.out, fields.iter().copied());
             self.out.extend_from_slice(b"\r\n");
         }
         // A length-delimited body cannot carry trailers: they are dropped.

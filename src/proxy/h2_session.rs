@@ -125,9 +125,7 @@ impl H2Session {
         ev: &mio::event::Event,
         env: &mut Env,
     ) -> Outcome {
-        let r = ev.is_readable() || ev.is_read_closed() || ev.is_error();
-        let w = ev.is_writable() || ev.is_write_closed() || ev.is_error();
-        let hup = ev.is_read_closed() || ev.is_error();
+        let (r, w, hup) = crate::event::readiness(ev);
         match up_slot {
             None => {
                 self.readable |= r;

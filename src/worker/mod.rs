@@ -521,9 +521,7 @@ impl Worker {
     /// Readiness on a shared HTTP/2 upstream connection: it moves bytes,
     /// and the client connections whose streams got news run.
     fn shared_upstream_event(&mut self, up_slot: usize, ev: &mio::event::Event, now: Instant) {
-        let r = ev.is_readable() || ev.is_read_closed() || ev.is_error();
-        let w = ev.is_writable() || ev.is_write_closed() || ev.is_error();
-        let hup = ev.is_read_closed() || ev.is_error();
+        let (r, w, hup) = crate::event::readiness(ev);
         if let Some(c) = self.h2up.on_socket_event(up_slot, r, w, hup) {
             self.h2up
                 .pump(c, &mut self.bufs, &mut self.up_owners, now, &mut self.wake);
