@@ -592,7 +592,9 @@ fn tls_client_that_uploads_before_reading_gets_the_early_413() {
     let lb = Forklb::start(&tls_front_config(dir.path(), &early));
     let mut c = TlsConn::connect(lb.port(), Some("a.test"), client_config()).expect("TLS");
     c.set_read_timeout(Duration::from_secs(10));
-    const SIZE: usize = 4 << 20;
+    // Well over what loopback socket buffers hold (several MiB): the
+    // answer must come while the upload is still going, not after it.
+    const SIZE: usize = 32 << 20;
     let mut req =
         format!("POST /upload HTTP/1.1\r\nHost: a.test\r\nContent-Length: {SIZE}\r\n\r\n")
             .into_bytes();
@@ -603,7 +605,7 @@ fn tls_client_that_uploads_before_reading_gets_the_early_413() {
     let r = c.read_response().expect("the early answer");
     assert_eq!(r.status, 413, "{r:?}\n{}", lb.diagnostics());
     assert_eq!(r.body_str(), "upload too big\n");
-    assert!(r.closes());
+    assert!(r.closes(), "{r:?}\n{}", lb.diagnostics());
     assert_eq!(c.wait_closed(), Ok(true), "no clean TLS close");
 }
 
