@@ -401,11 +401,14 @@ fn check_setting(id: u16, value: u32) -> Result<(), FrameError> {
 // ---- writers: what we send is always well-formed, so these cannot fail ----
 
 pub fn write_head(out: &mut Vec<u8>, len: usize, kind: u8, flags: u8, stream: u32) {
-    let len = (len as u32).to_be_bytes();
-    out.extend_from_slice(&len[1..]);
-    out.push(kind);
-    out.push(flags);
-    out.extend_from_slice(&(stream & MAX_WINDOW).to_be_bytes());
+    out.extend_from_slice(&head_bytes(len, kind, flags, stream));
+}
+
+/// A frame header's nine octets.
+pub fn head_bytes(len: usize, kind: u8, flags: u8, stream: u32) -> [u8; HEADER_LEN] {
+    let [_, l0, l1, l2] = (len as u32).to_be_bytes();
+    let [s0, s1, s2, s3] = (stream & MAX_WINDOW).to_be_bytes();
+    [l0, l1, l2, kind, flags, s0, s1, s2, s3]
 }
 
 pub fn write_settings(out: &mut Vec<u8>, params: &[(u16, u32)]) {

@@ -35,13 +35,17 @@ fn check_name(name: &[u8]) -> Result<(), Malformed> {
     if name.is_empty() {
         return Err("empty field name");
     }
+    // One pass for the common case; the reason only when something is off.
+    if name
+        .iter()
+        .all(|&b| b > 0x20 && b < 0x7f && b != b':' && !b.is_ascii_uppercase())
+    {
+        return Ok(());
+    }
     if name.iter().any(|&b| b.is_ascii_uppercase()) {
         return Err("uppercase field name");
     }
-    if name.iter().any(|&b| b <= 0x20 || b >= 0x7f || b == b':') {
-        return Err("invalid character in field name");
-    }
-    Ok(())
+    Err("invalid character in field name")
 }
 
 /// RFC 9113 §8.2.1: no NUL, CR, LF; no leading or trailing SP/HTAB.
@@ -87,54 +91,66 @@ struct Regular {
     content_length: Option<u64>,
 }
 
-fn regular(fields: impl Iterator<Item = (Vec<u8>, Vec<u8>)>) -> Result<Regular, Malformed> {
-    let mut headers: HeaderList = Vec::new();
+fn regular(mut headers: HeaderList) -> Result<Regular, Malformed> {
     let mut cookie: Option<usize> = None;
     let mut content_length = None;
-    for (name, value) in fields {
+    // Compacted in place: `kept` fields stay, later cookie crumbs are
+    // appended to the first.
+    let mut kept = 0;
+    for i in 0..headers.len() {
+        let Some((name, value)) = headers.get(i) else {
+            break;
+        };
         if name.first() == Some(&b':') {
             return Err("pseudo-header after a regular field");
         }
-        check_name(&name)?;
-        check_value(&value)?;
-        check_connection_specific(&name, &value)?;
+        check_name(name)?;
+        check_value(value)?;
+        check_connection_specific(name, value)?;
         if name == b"content-length" {
             if content_length.is_some() {
                 return Err("more than one content-length");
             }
-            content_length = Some(parse_length(&value)?);
+            content_length = Some(parse_length(value)?);
         }
         if name == b"cookie" {
             // RFC 9113 §8.2.3: crumbs are rejoined for HTTP/1.1 with "; ".
-            if let Some((_, joined)) = cookie.and_then(|i| headers.get_mut(i)) {
-                joined.extend_from_slice(b"; ");
-                joined.extend_from_slice(&value);
+            if let Some(c) = cookie {
+                let crumb = headers
+                    .get_mut(i)
+                    .map(|(_, v)| std::mem::take(v))
+                    .unwrap_or_default();
+                if let Some((_, joined)) = headers.get_mut(c) {
+                    joined.extend_from_slice(b"; ");
+                    joined.extend_from_slice(&crumb);
+                }
                 continue;
             }
-            cookie = Some(headers.len());
+            cookie = Some(kept);
         }
-        headers.push((name, value));
+        headers.swap(kept, i);
+        kept += 1;
     }
+    headers.truncate(kept);
     Ok(Regular {
         headers,
         content_length,
     })
 }
 
-/// Splits the leading pseudo-headers off, refusing duplicates and any not
+/// The number of leading pseudo-headers, refusing duplicates and any not
 /// in `allowed`. Values are checked like regular values.
-fn pseudo(list: HeaderList, allowed: &[&[u8]]) -> Result<(HeaderList, HeaderList), Malformed> {
+fn pseudo(list: &HeaderList, allowed: &[&[u8]]) -> Result<usize, Malformed> {
     let split = list
         .iter()
         .position(|(n, _)| n.first() != Some(&b':'))
         .unwrap_or(list.len());
-    let mut list = list;
-    let rest = list.split_off(split);
-    for (i, (name, value)) in list.iter().enumerate() {
+    let pseudo = list.get(..split).unwrap_or_default();
+    for (i, (name, value)) in pseudo.iter().enumerate() {
         if !allowed.contains(&name.as_slice()) {
             return Err("unknown or misplaced pseudo-header");
         }
-        if list
+        if pseudo
             .get(..i)
             .unwrap_or_default()
             .iter()
@@ -144,21 +160,23 @@ fn pseudo(list: HeaderList, allowed: &[&[u8]]) -> Result<(HeaderList, HeaderList
         }
         check_value(value)?;
     }
-    Ok((list, rest))
-}
-
-fn take(pseudo: &mut HeaderList, name: &[u8]) -> Option<Vec<u8>> {
-    let i = pseudo.iter().position(|(n, _)| n == name)?;
-    Some(pseudo.swap_remove(i).1)
+    Ok(split)
 }
 
 /// A request head from a decoded HEADERS block (RFC 9113 §8.3.1).
 pub fn request(list: HeaderList) -> Result<RequestHead, Malformed> {
-    let (mut p, rest) = pseudo(list, &[b":method", b":scheme", b":authority", b":path"])?;
-    let method = take(&mut p, b":method").ok_or("missing :method")?;
-    let scheme = take(&mut p, b":scheme");
-    let authority = take(&mut p, b":authority");
-    let path = take(&mut p, b":path");
+    let mut list = list;
+    let n = pseudo(&list, &[b":method", b":scheme", b":authority", b":path"])?;
+    let (mut method, mut scheme, mut authority, mut path) = (None, None, None, None);
+    for (name, value) in list.drain(..n) {
+        match name.as_slice() {
+            b":method" => method = Some(value),
+            b":scheme" => scheme = Some(value),
+            b":authority" => authority = Some(value),
+            _ => path = Some(value),
+        }
+    }
+    let method = method.ok_or("missing :method")?;
     if method.is_empty() || method.iter().any(|&b| b <= 0x20 || b >= 0x7f) {
         return Err("invalid :method");
     }
@@ -180,7 +198,7 @@ pub fn request(list: HeaderList) -> Result<RequestHead, Malformed> {
         }
         (scheme, path)
     };
-    let reg = regular(rest.into_iter())?;
+    let reg = regular(list)?;
     Ok(RequestHead {
         method,
         scheme,
@@ -193,8 +211,13 @@ pub fn request(list: HeaderList) -> Result<RequestHead, Malformed> {
 
 /// A response head (client role): `:status` and regular fields.
 pub fn response(list: HeaderList) -> Result<(u16, HeaderList, Option<u64>), Malformed> {
-    let (mut p, rest) = pseudo(list, &[b":status"])?;
-    let status = take(&mut p, b":status").ok_or("missing :status")?;
+    let mut list = list;
+    let n = pseudo(&list, &[b":status"])?;
+    let status = list
+        .drain(..n)
+        .next()
+        .map(|(_, v)| v)
+        .ok_or("missing :status")?;
     let status = match status.as_slice() {
         [a, b, c] if [a, b, c].iter().all(|d| d.is_ascii_digit()) => {
             u16::from(a - b'0') * 100 + u16::from(b - b'0') * 10 + u16::from(c - b'0')
@@ -204,7 +227,7 @@ pub fn response(list: HeaderList) -> Result<(u16, HeaderList, Option<u64>), Malf
     if status < 100 {
         return Err("invalid :status");
     }
-    let reg = regular(rest.into_iter())?;
+    let reg = regular(list)?;
     Ok((status, reg.headers, reg.content_length))
 }
 
@@ -213,7 +236,7 @@ pub fn trailers(list: HeaderList) -> Result<HeaderList, Malformed> {
     if list.iter().any(|(n, _)| n.first() == Some(&b':')) {
         return Err("pseudo-header in trailers");
     }
-    Ok(regular(list.into_iter())?.headers)
+    Ok(regular(list)?.headers)
 }
 
 #[cfg(test)]

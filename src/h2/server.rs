@@ -77,13 +77,14 @@ impl ServerConn {
         headers: &[(&[u8], &[u8])],
         end_stream: bool,
     ) {
-        let status = status.min(999).to_string();
-        self.conn.send_fields(
-            stream,
-            &[(b":status", status.as_bytes())],
-            headers,
-            end_stream,
-        );
+        let s = status.clamp(100, 999);
+        let digits = [
+            b'0' + (s / 100) as u8,
+            b'0' + (s / 10 % 10) as u8,
+            b'0' + (s % 10) as u8,
+        ];
+        self.conn
+            .send_fields(stream, &[(b":status", &digits)], headers, end_stream);
     }
 
     common_api!();

@@ -28,16 +28,30 @@ impl Conn {
         if !self.live_send(stream) {
             return;
         }
-        let mut block = Vec::new();
+        // Encoded in place behind room for the frame header; a block
+        // larger than a frame (rare) is moved out and split.
+        let start = self.out.len();
+        self.out.extend_from_slice(&[0; frame::HEADER_LEN]);
         let all = pseudo.iter().chain(fields).copied();
-        self.encoder.encode(all, &mut block);
-        frame::write_headers(
-            &mut self.out,
-            stream,
-            &block,
-            end_stream,
-            self.peer_max_frame,
-        );
+        self.encoder.encode(all, &mut self.out);
+        let len = self.out.len() - start - frame::HEADER_LEN;
+        if len <= self.peer_max_frame as usize {
+            let flags = frame::END_HEADERS | if end_stream { frame::END_STREAM } else { 0 };
+            let head = frame::head_bytes(len, frame::HEADERS, flags, stream);
+            if let Some(room) = self.out.get_mut(start..start + frame::HEADER_LEN) {
+                room.copy_from_slice(&head);
+            }
+        } else {
+            let block = self.out.split_off(start + frame::HEADER_LEN);
+            self.out.truncate(start);
+            frame::write_headers(
+                &mut self.out,
+                stream,
+                &block,
+                end_stream,
+                self.peer_max_frame,
+            );
+        }
         if end_stream {
             self.close_send(stream);
         }
