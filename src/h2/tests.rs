@@ -504,6 +504,104 @@ fn h2_server_go_away_drains() {
     assert!(c.error().is_none());
 }
 
+fn goaway_last(frames: &[(Head, Vec<u8>)]) -> Vec<u32> {
+    frames
+        .iter()
+        .filter(|(h, _)| h.kind == frame::GOAWAY)
+        .map(|(_, p)| u32::from_be_bytes([p[0], p[1], p[2], p[3]]))
+        .collect()
+}
+
+/// RFC 9113 §6.8: GOAWAY(2^31-1) and a PING first; a stream the client
+/// opened meanwhile is served; the final GOAWAY (real last stream) follows
+/// the PING's ACK, after which new streams are refused.
+#[test]
+fn h2_server_shutdown_in_two_goaways_after_ping_ack() {
+    let now = Instant::now();
+    let mut c = open(Settings::default());
+    let mut p = Peer::new();
+    c.recv(&p.request(1, &[], true), now);
+    c.shutdown(now);
+    let out = take(&mut c);
+    assert_eq!(goaway_last(&out), [frame::MAX_WINDOW]);
+    assert_eq!(goaway(&out), Some(code::NO_ERROR));
+    let ping = out
+        .iter()
+        .find(|(h, _)| h.kind == frame::PING && h.flags & frame::ACK == 0)
+        .map(|(_, p)| p.clone())
+        .expect("a PING after the first GOAWAY");
+    assert_eq!(c.drain_deadline(), Some(now + super::conn::DRAIN_WAIT));
+    // In flight when the GOAWAY was sent: still a request.
+    c.recv(&p.request(3, &[], true), now);
+    assert!(rsts(&take(&mut c)).is_empty());
+    let ids: Vec<u32> = events(&mut c)
+        .iter()
+        .filter_map(|e| match e {
+            Event::Request { stream, .. } => Some(*stream),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(ids, [1, 3]);
+    assert!(!c.drained());
+    // The ACK: the final GOAWAY names stream 3.
+    let mut ack = ping.try_into().map(|d: [u8; 8]| {
+        let mut v = Vec::new();
+        frame::write_ping(&mut v, true, d);
+        v
+    });
+    c.recv(ack.as_mut().unwrap(), now);
+    assert!(c.drained());
+    assert_eq!(goaway_last(&take(&mut c)), [3]);
+    c.recv(&p.request(5, &[], true), now);
+    assert_eq!(rsts(&take(&mut c)), [(5, code::REFUSED_STREAM)]);
+    c.send_headers(1, 204, &[], true);
+    c.send_headers(3, 204, &[], true);
+    take(&mut c);
+    assert!(c.is_done());
+}
+
+/// Without the PING's ACK, the final GOAWAY goes out after DRAIN_WAIT.
+#[test]
+fn h2_server_shutdown_final_goaway_without_ack() {
+    let now = Instant::now();
+    let mut c = open(Settings::default());
+    let mut p = Peer::new();
+    c.recv(&p.request(1, &[], true), now);
+    c.shutdown(now);
+    take(&mut c);
+    c.drain_tick(now + Duration::from_millis(10));
+    assert!(!c.drained());
+    c.drain_tick(now + super::conn::DRAIN_WAIT);
+    assert!(c.drained());
+    assert_eq!(goaway_last(&take(&mut c)), [1]);
+    // A second shutdown sends nothing more.
+    c.shutdown(now);
+    assert!(take(&mut c).is_empty());
+}
+
+/// A header block waiting for its CONTINUATION is reported with its start,
+/// and its timeout ends the connection.
+#[test]
+fn h2_server_header_block_timeout() {
+    let t0 = Instant::now();
+    let mut c = open(Settings::default());
+    let mut p = Peer::new();
+    let mut f = p.request(1, &[], true);
+    f[4] &= !frame::END_HEADERS;
+    c.recv(&f, t0);
+    assert_eq!(c.header_block_since(), Some(t0));
+    assert!(events(&mut c).is_empty());
+    c.header_block_timeout();
+    assert!(c.is_closing());
+    assert_eq!(goaway(&take(&mut c)), Some(code::PROTOCOL_ERROR));
+    // A complete block leaves nothing pending.
+    let mut c = open(Settings::default());
+    c.recv(&Peer::new().request(1, &[], true), t0);
+    assert_eq!(c.header_block_since(), None);
+    c.header_block_timeout();
+    assert!(!c.is_closing());
+}
+
 #[test]
 fn h2_server_bad_preface() {
     let mut c = ServerConn::new(Settings::default());
@@ -700,4 +798,28 @@ fn h2_client_sees_server_reset_and_goaway() {
     );
     assert!(!client.can_open_stream());
     assert!(client.is_done() && server.is_done());
+}
+
+/// The client role reports which streams' send windows grew (a shared
+/// upstream connection wakes only their owners).
+#[test]
+fn h2_client_reports_opened_windows() {
+    let mut client = ClientConn::new(Settings::default());
+    let mut server = ServerConn::new(Settings::default());
+    let a = client.send_request(&head("POST"), false).unwrap();
+    let b = client.send_request(&head("POST"), false).unwrap();
+    pump(&mut client, &mut server);
+    client.windows_opened();
+    // Stream-level updates only: the streams named.
+    let mut wu = Vec::new();
+    frame::write_window_update(&mut wu, b, 100);
+    client.recv(&wu, Instant::now());
+    assert_eq!(client.windows_opened(), (false, vec![b]));
+    assert_eq!(client.windows_opened(), (false, vec![]));
+    // The connection window: every stream.
+    wu.clear();
+    frame::write_window_update(&mut wu, 0, 100);
+    frame::write_window_update(&mut wu, a, 100);
+    client.recv(&wu, Instant::now());
+    assert!(client.windows_opened().0);
 }

@@ -49,7 +49,8 @@ pub struct H2Session {
     input: Option<Buf>,
     conn: ServerConn,
     streams: Vec<StreamExchange>,
-    /// GOAWAY was sent for a drain: in-flight streams finish, no new ones.
+    /// The worker drains: the graceful shutdown began (two GOAWAYs, RFC
+    /// 9113 §6.8); in-flight streams finish.
     draining: bool,
     /// `finish` ran (the worker's `release` calls it once more).
     finished: bool,
@@ -157,6 +158,19 @@ impl H2Session {
 
     pub fn on_timeout(&mut self, env: &mut Env) -> Outcome {
         let now = env.now;
+        if self
+            .conn
+            .header_block_since()
+            .is_some_and(|since| since + env.rt.timeouts.client_header <= now)
+        {
+            log::info!(
+                "client {} did not complete an HTTP/2 header block within {:?}",
+                self.peer,
+                env.rt.timeouts.client_header
+            );
+            self.conn.header_block_timeout();
+            return self.drive(env);
+        }
         if self.streams.is_empty() && self.idle_until <= now {
             log::debug!("HTTP/2 connection of client {} idle, closing", self.peer);
             self.conn.go_away();
@@ -187,8 +201,9 @@ impl H2Session {
     fn run(&mut self, env: &mut Env, mut all: bool) -> Outcome {
         if env.draining && !self.draining {
             self.draining = true;
-            self.conn.go_away();
+            self.conn.shutdown(env.now);
         }
+        self.conn.drain_tick(env.now);
         loop {
             let output_full = !self.conn.wants_read();
             let mut moved = match self.flush() {
@@ -217,7 +232,10 @@ impl H2Session {
             return self.finish(env, Outcome::Close);
         }
         if self.conn.is_done()
-            || (self.draining && self.streams.is_empty() && self.conn.output().is_empty())
+            || (self.draining
+                && self.conn.drained()
+                && self.streams.is_empty()
+                && self.conn.output().is_empty())
         {
             return self.finish(env, Outcome::Close);
         }
@@ -272,6 +290,9 @@ impl H2Session {
                     let mut s = self.streams.swap_remove(pos);
                     s.ex.abort(env);
                     s.ex.end(env);
+                    if self.streams.is_empty() {
+                        self.idle_until = env.now + env.rt.timeouts.keepalive;
+                    }
                 }
             }
         }
@@ -364,13 +385,19 @@ impl H2Session {
         moved
     }
 
-    fn set_deadline(&mut self, _env: &Env) {
-        self.deadline = self
-            .streams
-            .iter()
-            .map(|s| s.ex.deadline)
-            .min()
-            .unwrap_or(self.idle_until);
+    /// The earliest of: the streams' deadlines (or the idle timeout when
+    /// there is none), a header block's `client_header` bound, the final
+    /// GOAWAY of a graceful shutdown.
+    fn set_deadline(&mut self, env: &Env) {
+        let streams = self.streams.iter().map(|s| s.ex.deadline).min();
+        let mut at = streams.unwrap_or(self.idle_until);
+        if let Some(since) = self.conn.header_block_since() {
+            at = at.min(since + env.rt.timeouts.client_header);
+        }
+        if let Some(drain) = self.conn.drain_deadline() {
+            at = at.min(drain);
+        }
+        self.deadline = at;
     }
 
     /// Every exchange still in flight ends (logged as the client's doing).

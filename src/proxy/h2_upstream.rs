@@ -349,6 +349,9 @@ impl UpConn {
             return Ok(());
         }
         loop {
+            // Output over its bound holds every stream's body back: when
+            // it drains, all owners look.
+            let output_full = !self.conn.wants_read();
             let wrote = self.flush()?;
             let read = self.read(bufs, now)?;
             let mut got = false;
@@ -373,10 +376,19 @@ impl UpConn {
                     }
                 }
             }
-            if read {
-                // A WINDOW_UPDATE makes no event, but a stream waiting to
-                // send its body may go on now: its owner looks.
+            // A WINDOW_UPDATE makes no event, but a stream waiting to send
+            // its body may go on now: its owner looks (every owner only
+            // when the connection's window or the initial window grew).
+            let (all, opened) = self.conn.windows_opened();
+            if all || (wrote && output_full) {
                 wake.extend(self.streams.values().map(|i| i.owner));
+            } else {
+                wake.extend(
+                    opened
+                        .iter()
+                        .filter_map(|id| self.streams.get(id))
+                        .map(|i| i.owner),
+                );
             }
             if self.conn.can_open_stream() && !self.waiters.is_empty() {
                 wake.append(&mut self.waiters);

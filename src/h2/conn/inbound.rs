@@ -23,6 +23,7 @@ impl Conn {
                 priority,
             } => {
                 let block = Block {
+                    since: now,
                     stream,
                     buf: block.to_vec(),
                     end_stream,
@@ -55,6 +56,8 @@ impl Conn {
                 if !ack {
                     self.check_output()?;
                     frame::write_ping(&mut self.out, true, data);
+                } else if data == DRAIN_PING {
+                    self.final_goaway();
                 }
                 Ok(())
             }
@@ -204,6 +207,7 @@ impl Conn {
             buf,
             end_stream,
             priority,
+            ..
         } = block;
         // Decoded whatever becomes of the stream: the table must stay in step.
         let list = match self
@@ -388,6 +392,7 @@ impl Conn {
                 setting::INITIAL_WINDOW_SIZE => {
                     let delta = i64::from(value) - i64::from(self.peer_window);
                     self.peer_window = value;
+                    self.all_opened |= delta > 0;
                     for s in self.streams.values_mut() {
                         if let Some(send) = s.state.send() {
                             send.adjust(delta).map_err(|_| {
@@ -419,6 +424,7 @@ impl Conn {
     fn on_window_update(&mut self, id: u32, increment: u32, now: Instant) -> Step {
         self.budgets.hit(Kind::WindowUpdate, now)?;
         if id == 0 {
+            self.all_opened = true;
             return self
                 .conn_send
                 .grant(increment)
@@ -434,6 +440,11 @@ impl Conn {
             Some(send) => send.grant(increment).is_err(),
             None => false,
         };
+        // Kept for the client role only (shared upstream connections ask).
+        let client = self.role != Role::Server;
+        if client && !self.opened.contains(&id) && self.streams.contains_key(&id) {
+            self.opened.push(id);
+        }
         if overflow {
             return self.stream_error(id, code::FLOW_CONTROL_ERROR, now);
         }

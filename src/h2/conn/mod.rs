@@ -37,6 +37,11 @@ const BLOCK_SLACK: usize = 16 * 1024;
 const CLOSED_MEMORY: usize = 64;
 /// The window a peer assumes before our SETTINGS arrive.
 const DEFAULT_WINDOW: u32 = 65_535;
+/// The longest wait for the ACK of the PING that follows the first
+/// GOAWAY of a graceful shutdown (one round trip, RFC 9113 §6.8).
+pub const DRAIN_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+/// That PING's opaque data.
+const DRAIN_PING: [u8; 8] = *b"fl-drain";
 
 /// What the peer did, for the role layers to map to their events.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -108,6 +113,8 @@ enum Phase {
 
 /// A header block being assembled from HEADERS + CONTINUATION frames.
 struct Block {
+    /// When its HEADERS frame arrived.
+    since: Instant,
     stream: u32,
     buf: Vec<u8>,
     end_stream: bool,
@@ -142,8 +149,16 @@ pub struct Conn {
     peer_window: u32,
     peer_max_frame: u32,
     settings_acked: bool,
-    /// GOAWAY(NO_ERROR) sent by `go_away`: new streams are refused.
+    /// The final GOAWAY(NO_ERROR) went out: new streams are refused.
     draining: bool,
+    /// Server role, graceful shutdown (RFC 9113 §6.8): the first GOAWAY
+    /// (last stream 2^31-1) and a PING went out at this instant; the final
+    /// GOAWAY follows the PING's ACK, or [`DRAIN_WAIT`] at the latest.
+    drain_announced: Option<Instant>,
+    /// Streams whose send window grew since `windows_opened` was last
+    /// asked; `all_opened`: every stream's (connection window, SETTINGS).
+    opened: Vec<u32>,
+    all_opened: bool,
     peer_goaway: bool,
     budgets: Budgets,
     events: VecDeque<Inbound>,
@@ -192,6 +207,9 @@ impl Conn {
             peer_max_frame: frame::MIN_MAX_FRAME,
             settings_acked: false,
             draining: false,
+            drain_announced: None,
+            opened: Vec::new(),
+            all_opened: false,
             peer_goaway: false,
             budgets: Budgets::default(),
             events: VecDeque::new(),

@@ -182,15 +182,83 @@ impl Conn {
         self.release(n);
     }
 
-    /// Graceful drain: GOAWAY(NO_ERROR, last stream); later requests are
+    /// Immediate drain: GOAWAY(NO_ERROR, last stream); later requests are
     /// refused, those in flight finish.
     pub fn go_away(&mut self) {
+        self.final_goaway();
+    }
+
+    pub(super) fn final_goaway(&mut self) {
         if self.is_closing() || self.draining {
             return;
         }
         self.draining = true;
+        self.drain_announced = None;
         let last = self.last_peer_stream();
         frame::write_goaway(&mut self.out, last, code::NO_ERROR, b"");
+    }
+
+    /// Graceful shutdown as RFC 9113 §6.8 advises: GOAWAY with the last
+    /// stream 2^31-1 and a PING now (requests already on their way are
+    /// still served), the final GOAWAY with the real last stream once the
+    /// PING is answered or [`DRAIN_WAIT`] has passed (`drain_tick`).
+    /// The client role (which accepts no streams) goes away at once.
+    pub fn shutdown(&mut self, now: Instant) {
+        if self.is_closing() || self.draining || self.drain_announced.is_some() {
+            return;
+        }
+        if self.role != Role::Server || self.phase != Phase::Open {
+            return self.final_goaway();
+        }
+        self.drain_announced = Some(now);
+        frame::write_goaway(&mut self.out, frame::MAX_WINDOW, code::NO_ERROR, b"");
+        frame::write_ping(&mut self.out, false, DRAIN_PING);
+    }
+
+    /// The final GOAWAY of a graceful shutdown whose PING went unanswered.
+    pub fn drain_tick(&mut self, now: Instant) {
+        if self.drain_deadline().is_some_and(|at| at <= now) {
+            self.final_goaway();
+        }
+    }
+
+    /// When `drain_tick` sends the final GOAWAY if the PING's ACK has not.
+    pub fn drain_deadline(&self) -> Option<Instant> {
+        self.drain_announced.map(|at| at + DRAIN_WAIT)
+    }
+
+    /// The final GOAWAY went out (graceful shutdown or `go_away`).
+    pub fn drained(&self) -> bool {
+        self.draining
+    }
+
+    /// When the header block being received (HEADERS without END_HEADERS,
+    /// waiting for its CONTINUATION) began.
+    pub fn header_block_since(&self) -> Option<Instant> {
+        self.block.as_ref().map(|b| b.since)
+    }
+
+    /// The header block took too long: the connection ends (GOAWAY), as
+    /// no other frame may come before its CONTINUATION.
+    pub fn header_block_timeout(&mut self) {
+        if self.block.is_some() {
+            self.fail(conn_err(
+                code::PROTOCOL_ERROR,
+                "header block not completed in time (CONTINUATION missing)",
+            ));
+        }
+    }
+
+    /// Streams whose send window grew since the last call (WINDOW_UPDATE):
+    /// `(true, _)` if every stream's may have (connection window,
+    /// SETTINGS_INITIAL_WINDOW_SIZE).
+    pub fn windows_opened(&mut self) -> (bool, Vec<u32>) {
+        let all = std::mem::take(&mut self.all_opened);
+        let mut ids = std::mem::take(&mut self.opened);
+        if all {
+            ids.clear();
+        }
+        (all, ids)
     }
 
     pub fn output(&self) -> &[u8] {
@@ -270,9 +338,39 @@ macro_rules! common_api {
         pub fn consumed(&mut self, stream: u32, n: usize) {
             self.conn.consumed(stream, n)
         }
-        /// Graceful drain: GOAWAY(NO_ERROR); streams in flight finish.
+        /// Immediate drain: GOAWAY(NO_ERROR) with the last stream; streams
+        /// in flight finish.
         pub fn go_away(&mut self) {
             self.conn.go_away()
+        }
+        /// Graceful shutdown in two GOAWAYs (RFC 9113 §6.8; see `Conn`).
+        pub fn shutdown(&mut self, now: std::time::Instant) {
+            self.conn.shutdown(now)
+        }
+        /// Sends the final GOAWAY of a shutdown once its wait is over.
+        pub fn drain_tick(&mut self, now: std::time::Instant) {
+            self.conn.drain_tick(now)
+        }
+        /// When `drain_tick` has something to do.
+        pub fn drain_deadline(&self) -> Option<std::time::Instant> {
+            self.conn.drain_deadline()
+        }
+        /// The final GOAWAY went out.
+        pub fn drained(&self) -> bool {
+            self.conn.drained()
+        }
+        /// When the header block still waiting for CONTINUATION began.
+        pub fn header_block_since(&self) -> Option<std::time::Instant> {
+            self.conn.header_block_since()
+        }
+        /// Ends the connection over a header block never completed.
+        pub fn header_block_timeout(&mut self) {
+            self.conn.header_block_timeout()
+        }
+        /// Streams whose send window grew since the last call; `(true, _)`:
+        /// possibly every stream's.
+        pub fn windows_opened(&mut self) -> (bool, Vec<u32>) {
+            self.conn.windows_opened()
         }
         pub fn output(&self) -> &[u8] {
             self.conn.output()
