@@ -199,6 +199,52 @@ fn oversized_table_size_update_is_a_compression_error() {
     );
 }
 
+/// A dynamic table size update after the first field of a block: a
+/// COMPRESSION_ERROR connection error (RFC 7541 §4.2), nothing forwarded.
+#[test]
+fn table_size_update_after_a_field_is_a_compression_error() {
+    let v = flood(H2Mode::H2c, "late_table_size", &[], 0);
+    assert_eq!(v.at("goaway"), "COMPRESSION_ERROR", "{}", v.text);
+}
+
+/// HEADERS without END_HEADERS and never the CONTINUATION, on a connection
+/// that served a request (so it idles under the 30 s keep-alive timeout):
+/// bounded by `client_header` (1 s), as an HTTP/1.1 request head is.
+#[test]
+fn header_block_without_continuation_is_bounded_by_client_header() {
+    let be = backend();
+    let h = start(&be, "timeouts: {client_header: 1s, keepalive: 30s}\n");
+    let workers = h.lb.worker_pids();
+    let v = python(
+        "attack.py",
+        H2Mode::Tls,
+        h.tls_port(),
+        &["slow_headers", "15"],
+        CLIENT_LIMIT,
+    );
+    assert_eq!(v.at("first_status"), "200", "{}", v.text);
+    assert!(v.ended(), "the connection did not end:\n{}", v.text);
+    let stalled: f64 = v.at("stalled_for").parse().unwrap();
+    assert!(
+        (0.9..=5.0).contains(&stalled),
+        "ended after {stalled} s, not about client_header (1 s):\n{}",
+        v.text
+    );
+    assert_eq!(v.at("goaway"), "PROTOCOL_ERROR", "{}", v.text);
+    assert!(
+        h.lb.wait_log(v.at("local"), Duration::from_secs(3)),
+        "no error-log line names the client {}\n{}",
+        v.at("local"),
+        h.lb.diagnostics()
+    );
+    assert!(
+        !be.heads().iter().any(|l| l.contains("/never-ends")),
+        "{:?}",
+        be.heads()
+    );
+    assert_worker_survived(&h, &workers);
+}
+
 // ---------------------------------------------------------------------------
 // Flow control
 

@@ -121,3 +121,41 @@ fn hup_sends_goaway_and_new_connections_get_the_new_generation() {
         h.lb.diagnostics()
     );
 }
+
+/// RFC 9113 §6.8: the first GOAWAY (last stream 2^31-1) comes with a PING;
+/// a stream the client opens before answering it is still served, and the
+/// final GOAWAY names it.
+#[test]
+fn shutdown_serves_streams_opened_before_the_final_goaway() {
+    let (mut h, be) = start();
+    let tool = spawn_python("client.py", H2Mode::Tls, h.tls_port(), &["drain_between"]);
+    assert!(
+        wait_until(Duration::from_secs(5), || be
+            .heads()
+            .iter()
+            .any(|l| l.contains("/slow/drain"))),
+        "the request did not reach the backend: {:?}\n{}",
+        be.heads(),
+        tool.stdout_so_far()
+    );
+    h.lb.signal(SIGQUIT);
+    let out = tool.wait(Duration::from_secs(25));
+    assert!(out.ok(), "{}", out.combined());
+    let v = out.values();
+    assert_eq!(
+        v.at("goaways"),
+        "2147483647,3",
+        "{}\n{}",
+        v.text,
+        h.lb.diagnostics()
+    );
+    assert_eq!(v.at("b_status"), "200", "{}", v.text);
+    assert_eq!(v.at("b_rst"), "none", "{}", v.text);
+    assert_eq!(v.at("a_status"), "200", "{}", v.text);
+    assert!(
+        be.heads().iter().any(|l| l.contains("/fast/between")),
+        "{:?}",
+        be.heads()
+    );
+    h.lb.expect_exit_0(Duration::from_secs(10), "after QUIT and the drain");
+}

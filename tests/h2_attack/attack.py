@@ -163,6 +163,27 @@ def table_size_update(c):
     return {"sent": 1}
 
 
+def late_table_size_update(c):
+    # RFC 7541 §4.2: a size update after the first field of a block.
+    block = raw_request_block(c, "/late-size") + hpack_int(0, 5, 0x20) + b"\x84"
+    c.sendall(frame(HEADERS, END_HEADERS | END_STREAM, 1, block))
+    c.wait_ended(5)
+    return {"sent": 1}
+
+
+def slow_headers(c, limit):
+    """One complete GET first (the connection is then idle under the long
+    keep-alive timeout), then HEADERS without END_HEADERS and never the
+    CONTINUATION: how long until the server ends the connection."""
+    c.get(1, "/first")
+    c.wait(lambda: 1 in c.ended or 1 in c.rst or c.closed_at is not None, 5)
+    first = c.status(1) or "none"
+    t0 = time.monotonic()
+    c.sendall(frame(HEADERS, END_STREAM, 3, raw_request_block(c, "/never-ends")))
+    c.wait(lambda: c.goaway is not None or c.closed_at is not None, limit)
+    return {"first_status": first, "stalled_for": "%.3f" % (time.monotonic() - t0)}
+
+
 def zero_window(c, limit):
     c.get(1, "/big")
     c.wait(lambda: 1 in c.rst or 1 in c.ended or c.goaway is not None or c.closed_at is not None, limit)
@@ -269,6 +290,10 @@ def main():
         extra = table_size_update(c)
     elif attack == "zero_window":
         extra = zero_window(c, float(arg or 15))
+    elif attack == "late_table_size":
+        extra = late_table_size_update(c)
+    elif attack == "slow_headers":
+        extra = slow_headers(c, float(arg or 15))
     else:
         raise SystemExit("unknown attack %r" % attack)
     c.report(**extra)

@@ -16,6 +16,11 @@ CASEs:
              header blocks, body length and the trailer fields (`trailer_NAME=`).
   drain      GET /slow/drain, and waits (20 s at most) for it to end: the
              status, body length, GOAWAY.
+  drain_between  GET /slow/drain on stream 1; once the first GOAWAY of a
+             graceful shutdown arrives, GET /fast/between on stream 3 before
+             answering the server's PING: both streams' status and end
+             (`a_status`, `b_status`, `b_rst`), every GOAWAY's last stream
+             (`goaways=`, comma-separated).
 Prints key=value lines.
 """
 
@@ -85,6 +90,21 @@ def main():
         if len(blocks) > 1:
             for k, v in blocks[-1]:
                 extra["trailer_" + k] = v
+    elif case == "drain_between":
+        c.auto_ping_ack = False
+        c.get(1, "/slow/drain")
+        print("sent=1")
+        sys.stdout.flush()
+        c.wait(lambda: c.goaway is not None, 20)
+        if c.goaway is not None:
+            c.get(3, "/fast/between")
+            time.sleep(0.2)
+            c.ack_pings()
+        c.wait(lambda: ended(c, 1) and ended(c, 3), 20)
+        extra["a_status"] = c.status(1) or "none"
+        extra["b_status"] = c.status(3) or "none"
+        extra["b_rst"] = c.rst.get(3, "none")
+        extra["goaways"] = ",".join(str(g) for g in c.goaways) or "none"
     elif case == "drain":
         c.get(1, "/slow/drain")
         print("sent=1")

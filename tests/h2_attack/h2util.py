@@ -97,6 +97,11 @@ class Conn:
         self.closed_at = None
         self.goaway = None  # (last_stream_id, error name, debug)
         self.goaway_at = None
+        self.goaways = []  # every GOAWAY's last stream id, in order
+        # False: PINGs are not answered but kept in `pings` (payloads), for
+        # the caller to answer with `ack_pings()`.
+        self.auto_ping_ack = True
+        self.pings = []
         self.rst = {}  # stream -> error name
         self.headers = {}  # stream -> [list of header lists] (response head, trailers)
         self.data = {}  # stream -> bytes received
@@ -171,11 +176,15 @@ class Conn:
         if kind == SETTINGS and not flags & ACK:
             self.sendall(settings(ack=True))
         elif kind == PING and not flags & ACK:
-            self.sendall(ping(payload, ack=True))
+            if self.auto_ping_ack:
+                self.sendall(ping(payload, ack=True))
+            else:
+                self.pings.append(payload)
         elif kind == GOAWAY:
             last, code = struct.unpack(">II", payload[:8])
             self.goaway = (last & 0x7FFFFFFF, ERRORS.get(code, str(code)), payload[8:].decode("latin-1"))
             self.goaway_at = now
+            self.goaways.append(last & 0x7FFFFFFF)
         elif kind == RST_STREAM:
             self.rst[stream] = ERRORS.get(struct.unpack(">I", payload)[0], "?")
             self.ended.setdefault(stream, now)
@@ -238,6 +247,12 @@ class Conn:
         """Waits until the server sent GOAWAY or closed; returns True if it did."""
         return self.wait(lambda: self.goaway is not None or self.closed_at is not None
                          and not self.reader.is_alive(), timeout)
+
+    def ack_pings(self):
+        """Answers the PINGs held back (auto_ping_ack False)."""
+        held, self.pings = self.pings, []
+        for p in held:
+            self.sendall(ping(p, ack=True))
 
     def close(self):
         try:
