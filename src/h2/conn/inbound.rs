@@ -22,14 +22,20 @@ impl Conn {
                 end_headers,
                 priority,
             } => {
-                let block = Block {
+                self.check_block(block.len())?;
+                if end_headers {
+                    // The usual case: the whole block in one frame, decoded
+                    // where it lies.
+                    return self.on_block(stream, block, end_stream, priority, now);
+                }
+                self.block = Some(Block {
                     since: now,
                     stream,
                     buf: block.to_vec(),
                     end_stream,
                     priority,
-                };
-                self.on_fragment(block, end_headers, now)
+                });
+                Ok(())
             }
             Frame::Continuation {
                 block: part,
@@ -43,7 +49,19 @@ impl Conn {
                     self.budgets.hit(Kind::EmptyContinuation, now)?;
                 }
                 block.buf.extend_from_slice(part);
-                self.on_fragment(block, end_headers, now)
+                self.check_block(block.buf.len())?;
+                if end_headers {
+                    let Block {
+                        stream,
+                        buf,
+                        end_stream,
+                        priority,
+                        ..
+                    } = block;
+                    return self.on_block(stream, &buf, end_stream, priority, now);
+                }
+                self.block = Some(block);
+                Ok(())
             }
             Frame::Priority { .. } => Ok(self.budgets.hit(Kind::Priority, now)?),
             Frame::RstStream { stream, code } => self.on_rst(stream, code, now),
@@ -70,18 +88,6 @@ impl Conn {
                 self.on_window_update(stream, increment, now)
             }
             Frame::Unknown { .. } => Ok(self.budgets.hit(Kind::Unknown, now)?),
-        }
-    }
-
-    /// A header block fragment: bounded (CVE-2024-27316: before it is
-    /// decoded), then kept for its CONTINUATION or handled.
-    fn on_fragment(&mut self, block: Block, end_headers: bool, now: Instant) -> Step {
-        self.check_block(&block)?;
-        if end_headers {
-            self.on_block(block, now)
-        } else {
-            self.block = Some(block);
-            Ok(())
         }
     }
 
@@ -118,9 +124,10 @@ impl Conn {
         }
     }
 
-    /// The block must not exceed the list size limit by much.
-    fn check_block(&self, block: &Block) -> Step {
-        if block.buf.len() > self.settings.max_header_list_size as usize + BLOCK_SLACK {
+    /// A header block (so far) must not exceed the list size limit by much
+    /// (CVE-2024-27316: checked before it is decoded).
+    fn check_block(&self, len: usize) -> Step {
+        if len > self.settings.max_header_list_size as usize + BLOCK_SLACK {
             return Err(conn_err(
                 code::ENHANCE_YOUR_CALM,
                 "header block too large (CONTINUATION flood)",
@@ -201,18 +208,18 @@ impl Conn {
         }
     }
 
-    fn on_block(&mut self, block: Block, now: Instant) -> Step {
-        let Block {
-            stream: id,
-            buf,
-            end_stream,
-            priority,
-            ..
-        } = block;
+    fn on_block(
+        &mut self,
+        id: u32,
+        buf: &[u8],
+        end_stream: bool,
+        priority: Option<Priority>,
+        now: Instant,
+    ) -> Step {
         // Decoded whatever becomes of the stream: the table must stay in step.
         let list = match self
             .decoder
-            .decode(&buf, self.settings.max_header_list_size as usize)
+            .decode(buf, self.settings.max_header_list_size as usize)
         {
             Ok(list) => Ok(list),
             Err(DecodeError::Compression(why)) => {
@@ -222,7 +229,7 @@ impl Conn {
                 Err("header list larger than SETTINGS_MAX_HEADER_LIST_SIZE")
             }
         };
-        if id % 2 == 0 {
+        if id.is_multiple_of(2) {
             return Err(conn_err(
                 code::PROTOCOL_ERROR,
                 "HEADERS on an even stream id",
