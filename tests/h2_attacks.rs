@@ -199,14 +199,6 @@ fn oversized_table_size_update_is_a_compression_error() {
     );
 }
 
-/// A dynamic table size update after the first field of a block: a
-/// COMPRESSION_ERROR connection error (RFC 7541 §4.2), nothing forwarded.
-#[test]
-fn table_size_update_after_a_field_is_a_compression_error() {
-    let v = flood(H2Mode::H2c, "late_table_size", &[], 0);
-    assert_eq!(v.at("goaway"), "COMPRESSION_ERROR", "{}", v.text);
-}
-
 /// HEADERS without END_HEADERS and never the CONTINUATION, on a connection
 /// that served a request (so it idles under the 30 s keep-alive timeout):
 /// bounded by `client_header` (1 s), as an HTTP/1.1 request head is.

@@ -17,7 +17,12 @@
 //! loona-hpack (Sozu's fork of `hpack`, maintained) is the only one that
 //! enforces both table-size rules, and its callback decoder lets us count
 //! the list size without copying. None of the three rejects a size update
-//! in the middle of a block (RFC 7541 §4.2); that one is not checked.
+//! in the middle of a block (RFC 7541 §4.2); that one is not checked (a
+//! test below pins loona-hpack's behaviour). Nor does loona-hpack write
+//! never-indexed literals (§7.1.3) or tell which fields arrived as such
+//! (§6.2.3): every field we send is a literal with incremental indexing
+//! or an index. httlib-hpack has flags for both but allocates per field,
+//! scans its tables the same way and accepts a size update ending a block.
 
 use std::borrow::Cow;
 
@@ -206,5 +211,46 @@ mod tests {
             d.decode(&out2).unwrap(),
             vec![(b"x-a".to_vec(), b"1".to_vec())]
         );
+    }
+
+    /// RFC 7541 §4.2 wants a size update after the first field refused;
+    /// loona-hpack decodes it (our decoder passes it through). Pinned so a
+    /// crate release that starts refusing it shows up here.
+    #[test]
+    fn h2_hpack_size_update_after_a_field_is_accepted_by_the_crate() {
+        let mut d = Decoder::default();
+        let list = d.decode(&hex("82 20 84"), 65536).unwrap();
+        assert_eq!(list.len(), 2);
+        // At the very end of a block it is refused.
+        assert!(Decoder::default().decode(&hex("82 20"), 65536).is_err());
+    }
+
+    /// Our wrapper against loona-hpack's decoder over many blocks: repeated
+    /// and changing fields, evictions, a table size change (signalled at
+    /// the start of the next block).
+    #[test]
+    fn h2_hpack_encoder_round_trip() {
+        let mut e = Encoder::default();
+        let mut d = loona_hpack::Decoder::new();
+        for i in 0..300u32 {
+            let n = format!("x-field-{}", i % 17);
+            let v = "v".repeat((i as usize * 7) % 300);
+            let status: &[u8] = if i % 3 == 0 { b"200" } else { b"203" };
+            let fields: Vec<(Vec<u8>, Vec<u8>)> = vec![
+                (b":status".to_vec(), status.to_vec()),
+                (b"server".to_vec(), b"nginx".to_vec()),
+                (b"content-length".to_vec(), i.to_string().into_bytes()),
+                (n.into_bytes(), v.into_bytes()),
+                (b"date".to_vec(), format!("Mon, {}", i / 10).into_bytes()),
+                (b"empty".to_vec(), Vec::new()),
+            ];
+            if i == 150 {
+                e.set_peer_table_size(0);
+                e.set_peer_table_size(1000);
+            }
+            let mut out = Vec::new();
+            e.encode(fields.iter().map(|(n, v)| (&n[..], &v[..])), &mut out);
+            assert_eq!(d.decode(&out).unwrap(), fields, "block {i}");
+        }
     }
 }

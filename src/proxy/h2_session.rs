@@ -143,8 +143,18 @@ impl H2Session {
                     s.dirty = true;
                 }
                 // Only that stream has news (unless the connection's
-                // windows or output room change on the way).
-                return self.run(env, false);
+                // windows or output room change on the way). What it
+                // answers is written once the worker has seen this round's
+                // readiness events (it drives the woken connections then):
+                // responses that finish together go out in one write (and
+                // one TLS record), not one each.
+                // With a single stream there is nothing to wait for.
+                let defer = self.streams.len() > 1;
+                let out = self.run(env, false, !defer);
+                if defer && out == Outcome::Keep && !self.conn.output().is_empty() {
+                    env.wake.push(self.slot);
+                }
+                return out;
             }
         }
         self.drive(env)
@@ -190,7 +200,7 @@ impl H2Session {
 
     /// Runs the connection and all its streams until nothing moves.
     pub fn drive(&mut self, env: &mut Env) -> Outcome {
-        self.run(env, true)
+        self.run(env, true, true)
     }
 
     /// Runs the connection until nothing moves: every stream when `all`,
@@ -198,7 +208,9 @@ impl H2Session {
     /// may unblock any stream happens: client bytes arrive (a WINDOW_UPDATE
     /// or SETTINGS among them), or output over its bound drains. With 100
     /// streams, an upstream event then costs one stream's step, not 100.
-    fn run(&mut self, env: &mut Env, mut all: bool) -> Outcome {
+    /// `flush`: write to the client (else the caller has the connection
+    /// driven again soon, which writes).
+    fn run(&mut self, env: &mut Env, mut all: bool, flush: bool) -> Outcome {
         if env.draining && !self.draining {
             self.draining = true;
             self.conn.shutdown(env.now);
@@ -206,9 +218,10 @@ impl H2Session {
         self.conn.drain_tick(env.now);
         loop {
             let output_full = !self.conn.wants_read();
-            let mut moved = match self.flush() {
-                Ok(m) => m,
-                Err(_) => return self.finish(env, Outcome::Close),
+            let mut moved = match flush.then(|| self.flush()) {
+                None => false,
+                Some(Ok(m)) => m,
+                Some(Err(_)) => return self.finish(env, Outcome::Close),
             };
             all |= moved && output_full;
             match self.read(env) {
@@ -228,7 +241,7 @@ impl H2Session {
                 break;
             }
         }
-        if self.client.flush_queued(&mut self.writable).is_err() {
+        if flush && self.client.flush_queued(&mut self.writable).is_err() {
             return self.finish(env, Outcome::Close);
         }
         if self.conn.is_done()

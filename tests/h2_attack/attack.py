@@ -163,14 +163,6 @@ def table_size_update(c):
     return {"sent": 1}
 
 
-def late_table_size_update(c):
-    # RFC 7541 §4.2: a size update after the first field of a block.
-    block = raw_request_block(c, "/late-size") + hpack_int(0, 5, 0x20) + b"\x84"
-    c.sendall(frame(HEADERS, END_HEADERS | END_STREAM, 1, block))
-    c.wait_ended(5)
-    return {"sent": 1}
-
-
 def slow_headers(c, limit):
     """One complete GET first (the connection is then idle under the long
     keep-alive timeout), then HEADERS without END_HEADERS and never the
@@ -290,8 +282,6 @@ def main():
         extra = table_size_update(c)
     elif attack == "zero_window":
         extra = zero_window(c, float(arg or 15))
-    elif attack == "late_table_size":
-        extra = late_table_size_update(c)
     elif attack == "slow_headers":
         extra = slow_headers(c, float(arg or 15))
     else:
