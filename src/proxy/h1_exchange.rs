@@ -86,6 +86,13 @@ impl ResponseSink for Sink<'_> {
         self.out.extend_from_slice(b"\r\n");
     }
 
+    fn interim(&mut self, status: u16, headers: &[(&[u8], &[u8])]) {
+        // HTTP/1.0 clients do not understand them (RFC 9110 §15.2).
+        if self.minor >= 1 && *self.download == Download::Waiting {
+            super::h1_client::write_head(self.out, status, headers);
+        }
+    }
+
     fn capacity(&self) -> usize {
         OUT_MAX.saturating_sub(self.out.len())
     }
