@@ -874,6 +874,9 @@ impl Exchange {
     /// The response is complete: its socket goes back to the pool if the
     /// exchange left it clean.
     fn finish_upstream(&mut self, env: &mut Env) {
+        if let State::Upstream(up) = &self.state {
+            self.body_sent += up.unreported();
+        }
         match std::mem::replace(&mut self.state, State::Finished) {
             State::Upstream(up) => {
                 let reusable = self.req_ended && self.req_out.is_empty();
@@ -893,6 +896,9 @@ impl Exchange {
             .upstream_addr
             .unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0)));
         if !matches!(self.state, State::Finished) {
+            if let State::Upstream(up) = &self.state {
+                self.body_sent += up.unreported();
+            }
             match std::mem::replace(&mut self.state, State::Finished) {
                 State::Upstream(up) => up.close(env),
                 State::UpstreamH2(up) => up.close(env),

@@ -46,6 +46,7 @@ impl ClientRequest {
 
     /// The request body was cut short (early response, error): the client
     /// may still be sending it.
+    #[inline]
     pub fn upload_cut_short(&self) -> bool {
         !self.body.is_complete()
     }

@@ -67,6 +67,9 @@ pub struct UpstreamH1 {
     holding_switch: bool,
     /// The response head's size, for the byte counters.
     head_len: u64,
+    /// Response body bytes relayed (pass-through) and reported to the
+    /// exchange in `BodySent`/`Complete`.
+    reported: u64,
 }
 
 impl UpstreamH1 {
@@ -92,6 +95,16 @@ impl UpstreamH1 {
             keep_alive: false,
             holding_switch: false,
             head_len: 0,
+            reported: 0,
+        }
+    }
+
+    /// Response body bytes relayed but not reported yet (a step that
+    /// failed after moving some): for the byte counters and the log.
+    pub fn unreported(&self) -> u64 {
+        match &self.phase {
+            Phase::Relay(r) => r.sent.saturating_sub(self.reported),
+            _ => 0,
         }
     }
 
@@ -540,17 +553,31 @@ impl UpstreamH1 {
                 Flush::Pending { wrote: false } => return UpStep::Blocked,
                 Flush::Failed => return UpStep::ClientGone,
             }
-            let step = c.req.body.step(
-                &mut Ends {
-                    src: c.stream,
-                    src_ready: c.readable,
-                    src_hup: c.hup,
-                    buf: c.input,
-                    dst: &mut self.sock,
-                    dst_ready: &mut self.writable,
-                },
-                env.bufs,
-            );
+            // The relay runs while it moves bytes: one exchange step for
+            // many reads and writes. The upstream's readiness changes only
+            // with events, so an early answer is not missed meanwhile.
+            let mut moved = false;
+            let step = loop {
+                match c.req.body.step(
+                    &mut Ends {
+                        src: c.stream,
+                        src_ready: c.readable,
+                        src_hup: c.hup,
+                        buf: c.input,
+                        dst: &mut self.sock,
+                        dst_ready: &mut self.writable,
+                    },
+                    env.bufs,
+                ) {
+                    RelayStep::Progress => moved = true,
+                    step => break step,
+                }
+            };
+            if moved && matches!(step, RelayStep::Blocked) {
+                return UpStep::Sent {
+                    client_owes: self.waiting_for_client(head, c),
+                };
+            }
             return self.after_upload_step(step, head, c);
         }
         // Bytes read past the body stay in the client's input: the next
@@ -808,54 +835,90 @@ impl UpstreamH1 {
 
     /// Relays the response body to the client as it is framed.
     fn pass_body(&mut self, env: &mut Env, c: &mut H1Client) -> UpStep {
+        // Once the head is out (every wakeup of a large body but the
+        // first), straight to the relay.
+        if c.out.as_ref().is_some_and(|o| *c.out_pos < o.len()) {
+            if let Some(step) = self.pass_head_out(env, c) {
+                return step;
+            }
+        }
+        self.pass_relay(env, c)
+    }
+
+    /// Writes the rest of the response head, with the first body bytes if
+    /// they are there; Some when that is the step.
+    fn pass_head_out(&mut self, env: &mut Env, c: &mut H1Client) -> Option<UpStep> {
         match self.write_head_with_body(c) {
             Ok(0) => {}
             Ok(n) => {
                 // A small response often goes out whole in that `writev`.
                 let done = matches!(&self.phase, Phase::Relay(r) if r.is_complete())
                     && c.out.as_ref().is_none_or(|o| *c.out_pos >= o.len());
+                self.reported += n as u64;
                 if done {
                     self.keep_alive &= c.req.body.is_complete();
-                    return UpStep::Complete(n);
+                    return Some(UpStep::Complete(n));
                 }
-                return UpStep::BodySent(n);
+                return Some(UpStep::BodySent(n));
             }
-            Err(step) => return step,
+            Err(step) => return Some(step),
         }
         match c.flush_out() {
-            Flush::Done => {}
-            Flush::Pending { wrote: true } => return UpStep::Moved,
-            Flush::Pending { wrote: false } => return self.discard_cut_upload(env, c),
-            Flush::Failed => return UpStep::ClientGone,
+            Flush::Done => None,
+            Flush::Pending { wrote: true } => Some(UpStep::Moved),
+            Flush::Pending { wrote: false } => Some(self.discard_cut_upload(env, c)),
+            Flush::Failed => Some(UpStep::ClientGone),
         }
+    }
+
+    /// Relays the response body as it is framed.
+    fn pass_relay(&mut self, env: &mut Env, c: &mut H1Client) -> UpStep {
         let Phase::Relay(relay) = &mut self.phase else {
             return UpStep::Blocked;
         };
-        let before = relay.sent;
-        let step = relay.step(
-            &mut Ends {
-                src: &mut self.sock,
-                src_ready: &mut self.readable,
-                src_hup: self.hup,
-                buf: &mut self.input,
-                dst: c.stream,
-                dst_ready: c.writable,
-            },
-            env.bufs,
-        );
-        let n = usize::try_from(relay.sent - before).unwrap_or(usize::MAX);
+        // The relay runs while it moves bytes (one exchange step for many
+        // reads and writes); what it wrote is reported from `relay.sent`.
+        let mut moved = false;
+        let step = loop {
+            match relay.step(
+                &mut Ends {
+                    src: &mut self.sock,
+                    src_ready: &mut self.readable,
+                    src_hup: self.hup,
+                    buf: &mut self.input,
+                    dst: c.stream,
+                    dst_ready: c.writable,
+                },
+                env.bufs,
+            ) {
+                RelayStep::Progress => moved = true,
+                step => break step,
+            }
+        };
+        let n = usize::try_from(relay.sent - self.reported).unwrap_or(usize::MAX);
         let until_close = matches!(relay.body, body::Body::UntilClose);
+        // Bytes written and a failure in one step: the exchange takes the
+        // bytes from `unreported` as it drops this side.
+        let complete = |up: &mut UpstreamH1| {
+            up.reported += n as u64;
+            UpStep::Complete(n)
+        };
         match step {
-            RelayStep::Progress if n > 0 => UpStep::BodySent(n),
+            RelayStep::Progress | RelayStep::Blocked if n > 0 => {
+                self.reported += n as u64;
+                UpStep::BodySent(n)
+            }
+            RelayStep::Progress | RelayStep::Blocked if moved => UpStep::Moved,
             RelayStep::Progress => UpStep::Moved,
+            RelayStep::Blocked if !c.req.upload_cut_short() => UpStep::Blocked,
             RelayStep::Blocked => self.discard_cut_upload(env, c),
             RelayStep::Complete => {
                 self.keep_alive &= c.req.body.is_complete();
-                UpStep::Complete(n)
+                complete(self)
             }
             RelayStep::SourceClosed if until_close => {
                 self.keep_alive = false;
-                UpStep::Complete(n)
+                complete(self)
             }
             RelayStep::SourceFailed(e)
                 if until_close
@@ -866,7 +929,7 @@ impl UpstreamH1 {
                 // unread in its socket resets the connection: after a
                 // close-delimited body, that is its end.
                 self.keep_alive = false;
-                UpStep::Complete(n)
+                complete(self)
             }
             RelayStep::SourceClosed => {
                 log::error!(
@@ -1020,33 +1083,14 @@ fn req_done(req: &RequestOut) -> bool {
 /// Ends a chunked body: its trailer fields (from `tail`, the last chunk's
 /// framing) go to the sink, or an empty end when there are none.
 fn end_with_trailers(tail: &[u8], sink: &mut dyn ResponseSink) {
-    // `tail`: maybe the CRLF after the last data, the last-chunk line
-    // (`0[;ext]`), then the trailer section ending in an empty line.
-    let tail = tail.strip_prefix(b"\r\n").unwrap_or(tail);
-    let section = tail
-        .windows(2)
-        .position(|w| w == b"\r\n")
-        .and_then(|i| tail.get(i + 2..))
-        .unwrap_or(&[]);
-    let mut headers = [httparse::EMPTY_HEADER; 32];
-    let fields = match httparse::parse_headers(section, &mut headers) {
-        Ok(httparse::Status::Complete((_, fields))) => fields,
-        _ => &[][..],
-    };
-    // Names go lower-case; fields that only frame a message never trail.
-    let names: Vec<Vec<u8>> = fields
-        .iter()
-        .map(|h| h.name.to_ascii_lowercase().into_bytes())
-        .collect();
-    let kept: Vec<(&[u8], &[u8])> = names
-        .iter()
-        .zip(fields)
-        .filter(|(n, _)| !rewrite::is_framing_or_hop(n))
-        .map(|(n, h)| (n.as_slice(), h.value))
-        .collect();
-    if kept.is_empty() {
+    let fields = rewrite::trailer_fields(tail);
+    if fields.is_empty() {
         sink.data(&[], true);
     } else {
+        let kept: Vec<(&[u8], &[u8])> = fields
+            .iter()
+            .map(|(n, v)| (n.as_slice(), v.as_slice()))
+            .collect();
         sink.trailers(&kept);
     }
 }
