@@ -31,7 +31,8 @@ test: test-deps
 ## python3 first on PATH does not matter.
 TEST_TOOLS = socat:socat curl:curl openssl:openssl unshare:util-linux nsenter:util-linux \
 	/lib/systemd/systemd:systemd logrotate:logrotate \
-	nghttp:nghttp2-client h2load:nghttp2-client /usr/bin/python3:python3 chromium:chromium
+	nghttp:nghttp2-client h2load:nghttp2-client /usr/bin/python3:python3 chromium:chromium \
+	/usr/sbin/haproxy:haproxy
 ## Python modules the tests import with /usr/bin/python3, as `module:package`.
 TEST_PY_MODULES = h2:python3-h2
 test-deps:

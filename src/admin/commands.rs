@@ -5,6 +5,7 @@
 
 use super::server::{Level, Reply};
 use super::stat;
+use super::stat_query::StatQuery;
 use super::view::View;
 use crate::config::Balance;
 use crate::shm::{self, AdminState};
@@ -47,8 +48,8 @@ const COMMANDS: &[(&str, &str, Level)] = &[
     ),
     ("show backend", "list backends (upstreams)", Level::User),
     (
-        "show stat",
-        "report counters for each proxy and server (CSV)",
+        "show stat [desc|json|no-maint|typed|up]*",
+        "report counters for each proxy and server",
         Level::User,
     ),
     (
@@ -124,7 +125,12 @@ pub fn execute(cmd: &str, level: Level, v: &View) -> Outcome {
         ["show", "info"] => text(show_info(v)),
         ["show", "proc"] => text(show_proc(v)),
         ["show", "backend"] => text(show_backend(v)),
-        ["show", "stat", ..] => text(stat::show_stat(v)),
+        ["show", "stat", args @ ..] => {
+            match StatQuery::parse(args, |name| stat::is_proxy(v, name)) {
+                Ok(q) => text(stat::show_stat(v, &q)),
+                Err(e) => text(e),
+            }
+        }
         ["show", "servers", "state"] => text(stat::show_servers_state(v, None)),
         ["show", "servers", "state", b] => match v.config.upstreams.position(b) {
             Some(_) => text(stat::show_servers_state(v, Some(b))),

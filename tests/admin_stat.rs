@@ -1,0 +1,335 @@
+//! `show stat` with HAProxy 2.6's arguments (issue 17): the filter
+//! `{<iid>|<proxy>} <type> <sid>`, `no-maint`, `up`, and the `typed` and
+//! `json` formats — checked against the real HAProxy (Debian's `haproxy`,
+//! which `make test-deps` installs): for every field both print for a
+//! FRONTEND, BACKEND and server row, the tags and types must be HAProxy's.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+use support::*;
+
+struct Setup {
+    lb: Forklb,
+    _dir: TempDir,
+    sock: PathBuf,
+    _backends: Vec<Backend>,
+}
+
+/// Listeners `web` and `api`; upstream `main` (servers `a`, `b`, TCP
+/// checks) and `other` (server `c`, unchecked); a few requests through it.
+fn start() -> Setup {
+    let (a, b, c) = (
+        Backend::start("a"),
+        Backend::start("b"),
+        Backend::start("c"),
+    );
+    let dir = TempDir::new("adminstat");
+    let sock = dir.join("admin.sock");
+    let api_port = free_port();
+    let yaml = ConfigBuilder::new()
+        .workers(2)
+        .admin_socket(&sock)
+        .listener("web", &["127.0.0.1:$PORT"])
+        .route(Route::to("main"))
+        .listener("api", &[&format!("127.0.0.1:{api_port}")])
+        .route(Route::to("other"))
+        .upstream("main", [Srv::new("a", a.addr()), Srv::new("b", b.addr())])
+        .upstream_opt("health: {type: tcp, interval: 200ms, timeout: 500ms, rise: 1, fall: 1}")
+        .upstream("other", [Srv::new("c", c.addr())])
+        .build();
+    let lb = Forklb::start(&yaml);
+    assert!(
+        wait_until(Duration::from_secs(5), || sock.exists()),
+        "admin socket missing\n{}",
+        lb.diagnostics()
+    );
+    for _ in 0..4 {
+        assert_eq!(http_get(lb.port(), "/").status, 200);
+    }
+    Setup {
+        lb,
+        _dir: dir,
+        sock,
+        _backends: vec![a, b, c],
+    }
+}
+
+/// The `pxname,svname` of each CSV row (the header checked and dropped).
+fn rows(csv: &str) -> Vec<String> {
+    let mut lines = csv.lines();
+    let header = lines.next().unwrap_or("");
+    assert!(header.starts_with("# pxname,svname,qcur,"), "{csv}");
+    lines
+        .filter(|l| !l.is_empty())
+        .map(|l| l.split(',').take(2).collect::<Vec<_>>().join(","))
+        .collect()
+}
+
+#[test]
+fn filters_select_proxies_kinds_and_servers() {
+    let s = start();
+    let all = rows(&admin_cmd(&s.sock, "show stat"));
+    assert_eq!(
+        all,
+        [
+            "web,FRONTEND",
+            "api,FRONTEND",
+            "main,a",
+            "main,b",
+            "main,BACKEND",
+            "other,c",
+            "other,BACKEND"
+        ],
+        "{}",
+        s.lb.diagnostics()
+    );
+    let cases: &[(&str, &[&str])] = &[
+        ("-1 4 -1", &["main,a", "main,b", "other,c"]),
+        ("-1 1 -1", &["web,FRONTEND", "api,FRONTEND"]),
+        ("-1 2 -1", &["main,BACKEND", "other,BACKEND"]),
+        // Server 1 of every upstream; BACKEND rows are not filtered by sid.
+        (
+            "-1 6 1",
+            &["main,a", "main,BACKEND", "other,c", "other,BACKEND"],
+        ),
+        ("main 6 2", &["main,b", "main,BACKEND"]),
+        ("main -1 -1", &["main,a", "main,b", "main,BACKEND"]),
+        ("main 1 -1", &[]),
+        ("web 7 -1", &["web,FRONTEND"]),
+        // Numeric ids: listeners from 1, then upstreams.
+        ("2 -1 -1", &["api,FRONTEND"]),
+        ("4 4 -1", &["other,c"]),
+        ("99 -1 -1", &[]),
+        ("main 4 7", &[]),
+    ];
+    for (args, want) in cases {
+        let got = rows(&admin_cmd(&s.sock, &format!("show stat {args}")));
+        assert_eq!(&got, want, "show stat {args}");
+    }
+}
+
+#[test]
+fn no_maint_and_up_hide_servers() {
+    let s = start();
+    assert_eq!(admin_cmd(&s.sock, "set server main/b state maint"), "\n");
+    let no_maint = rows(&admin_cmd(&s.sock, "show stat -1 4 -1 no-maint"));
+    assert_eq!(no_maint, ["main,a", "other,c"]);
+    let up = rows(&admin_cmd(&s.sock, "show stat up"));
+    assert!(!up.contains(&"main,b".to_owned()), "{up:?}");
+    assert!(up.contains(&"main,BACKEND".to_owned()), "{up:?}");
+    // A drained server still takes traffic: `up` keeps it.
+    assert_eq!(admin_cmd(&s.sock, "set server main/b state drain"), "\n");
+    let up = rows(&admin_cmd(&s.sock, "show stat -1 4 -1 up"));
+    assert_eq!(up, ["main,a", "main,b", "other,c"]);
+}
+
+#[test]
+fn unknown_arguments_are_errors() {
+    let s = start();
+    for args in [
+        "foo",
+        "typed csv",
+        "main 4",
+        "main x -1",
+        "main 4 y",
+        "-1 4 -1 json extra",
+    ] {
+        let answer = admin_cmd(&s.sock, &format!("show stat {args}"));
+        assert!(
+            answer.starts_with("Unknown argument") || answer.starts_with("show stat:"),
+            "show stat {args}: {answer}"
+        );
+        assert!(!answer.contains("pxname"), "show stat {args}: {answer}");
+    }
+    assert_eq!(
+        admin_cmd(&s.sock, "show stat nope 4 -1"),
+        "No such proxy.\n\n"
+    );
+    assert_eq!(admin_cmd(&s.sock, "show stat 0 4 -1"), "No such proxy.\n\n");
+}
+
+/// `(kind letter, field name) → "TAGS:type"` of typed lines, checking each
+/// line's shape on the way.
+fn typed_tags(typed: &str) -> BTreeMap<(char, String), String> {
+    let mut out = BTreeMap::new();
+    for line in typed.lines().filter(|l| !l.is_empty()) {
+        // F.2.0.4.scur.1:MGP:u32:0
+        let (key, rest) = line.split_once(':').unwrap_or_else(|| panic!("{line}"));
+        let parts: Vec<&str> = key.split('.').collect();
+        assert_eq!(parts.len(), 6, "{line}");
+        let kind = parts[0].chars().next().unwrap_or('?');
+        assert!("FBS".contains(kind), "{line}");
+        for n in &parts[1..4] {
+            assert!(n.parse::<u64>().is_ok(), "{line}");
+        }
+        assert_eq!(parts[5], "1", "{line}");
+        let mut it = rest.splitn(3, ':');
+        let (tags, ty) = (it.next().unwrap_or(""), it.next().unwrap_or(""));
+        assert_eq!(tags.len(), 3, "{line}");
+        assert!(["str", "u32", "u64", "s32"].contains(&ty), "{line}");
+        out.insert((kind, parts[4].to_owned()), format!("{tags}:{ty}"));
+    }
+    out
+}
+
+#[test]
+fn typed_lines_carry_haproxys_tags() {
+    let s = start();
+    let typed = admin_cmd(&s.sock, "show stat typed");
+    let ours = typed_tags(&typed);
+    assert!(
+        typed
+            .lines()
+            .any(|l| l.starts_with("S.3.1.17.status.1:SGP:str:")),
+        "{typed}"
+    );
+    assert!(
+        typed.lines().any(|l| l == "F.1.0.0.pxname.1:KNS:str:web"),
+        "{typed}"
+    );
+    // desc appends HAProxy's description.
+    let desc = admin_cmd(&s.sock, "show stat -1 1 -1 typed desc");
+    assert!(
+        desc.lines()
+            .any(|l| l == "F.1.0.1.svname.1:KNS:str:FRONTEND:\"Server name\""),
+        "{desc}"
+    );
+
+    let hap = Haproxy::start();
+    let theirs = typed_tags(&hap.cmd("show stat typed"));
+    let mut compared = 0;
+    for (key, tags) in &ours {
+        if let Some(t) = theirs.get(key) {
+            assert_eq!(tags, t, "{key:?}: forklb {tags}, HAProxy {t}");
+            compared += 1;
+        }
+    }
+    assert!(
+        compared > 60,
+        "only {compared} fields in common:\n{theirs:?}"
+    );
+}
+
+#[test]
+fn json_is_haproxys_shape() {
+    let s = start();
+    let json = admin_cmd(&s.sock, "show stat json");
+    let summary = python_json_summary(&json);
+    let hap = Haproxy::start();
+    let theirs = python_json_summary(&hap.cmd("show stat json"));
+    // The same keys on every entry, and the same objType names.
+    assert_eq!(
+        summary["keys"], theirs["keys"],
+        "ours {summary:?}\ntheirs {theirs:?}"
+    );
+    assert_eq!(summary["types"], "Backend,Frontend,Server", "{summary:?}");
+    assert_eq!(summary["rows"], "7", "{summary:?}");
+    // Filters apply to JSON too; nothing selected is an empty array.
+    assert_eq!(admin_cmd(&s.sock, "show stat 99 -1 -1 json"), "[]\n\n");
+    assert_eq!(
+        python_json_summary(&admin_cmd(&s.sock, "show stat main 4 -1 json"))["rows"],
+        "2"
+    );
+}
+
+/// Parses `json` with Python's json module (Debian's python3): the number
+/// of rows, the sorted set of keys of the entries, the objTypes.
+fn python_json_summary(json: &str) -> BTreeMap<String, String> {
+    let dir = TempDir::new("statjson");
+    let file = dir.join("stat.json");
+    fs::write(&file, json).expect("write json");
+    let script = "import json,sys\n\
+        d=json.load(open(sys.argv[1]))\n\
+        keys=set(); types=set()\n\
+        for row in d:\n\
+        \x20 for e in row:\n\
+        \x20   keys.add(','.join(sorted(e.keys()))+'|'+','.join(sorted(e['field']))+'|'+','.join(sorted(e['tags']))+'|'+','.join(sorted(e['value'])))\n\
+        \x20   types.add(e['objType'])\n\
+        print('rows=%d' % len(d)); print('keys=%s' % ';'.join(sorted(keys))); print('types=%s' % ','.join(sorted(types)))\n";
+    let out = Command::new("/usr/bin/python3")
+        .arg("-c")
+        .arg(script)
+        .arg(&file)
+        .output()
+        .expect("run /usr/bin/python3");
+    assert!(
+        out.status.success(),
+        "not valid JSON: {}\n{json}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
+}
+
+/// HAProxy 2.6 with a frontend, a backend of a checked and an unchecked
+/// server, and an admin socket; one request through it.
+struct Haproxy {
+    child: Child,
+    _dir: TempDir,
+    sock: PathBuf,
+    _backend: Backend,
+}
+
+impl Haproxy {
+    fn start() -> Haproxy {
+        let be = Backend::start("h");
+        let dir = TempDir::new("haproxy");
+        let sock = dir.join("admin.sock");
+        let port = free_port();
+        let cfg = format!(
+            "global\n    stats socket {} mode 600 level admin\n\
+             defaults\n    mode http\n    timeout connect 5s\n    timeout client 30s\n    timeout server 30s\n\
+             frontend web\n    bind 127.0.0.1:{port}\n    default_backend main\n\
+             backend main\n    server a {addr} check inter 200ms\n    server b {addr}\n",
+            sock.display(),
+            addr = be.addr()
+        );
+        let cfg_path = dir.join("haproxy.cfg");
+        fs::write(&cfg_path, cfg).expect("write haproxy.cfg");
+        let child = Command::new(haproxy_bin())
+            .args(["-db", "-f"])
+            .arg(&cfg_path)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start haproxy (make test-deps installs it)");
+        assert!(
+            wait_until(Duration::from_secs(10), || sock.exists()
+                && try_http_get(port, "/").is_ok()),
+            "haproxy did not start"
+        );
+        Haproxy {
+            child,
+            _dir: dir,
+            sock,
+            _backend: be,
+        }
+    }
+
+    fn cmd(&self, line: &str) -> String {
+        admin_cmd(&self.sock, line)
+    }
+}
+
+impl Drop for Haproxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn haproxy_bin() -> &'static str {
+    ["/usr/sbin/haproxy", "/usr/bin/haproxy"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+        .expect("haproxy is not installed (make test-deps installs it)")
+}
