@@ -3,6 +3,7 @@
 //! written to the shared state, so one answer covers every worker and every
 //! change reaches all workers at their next pick.
 
+use super::info::{self, InfoFormat};
 use super::server::{Level, Reply};
 use super::stat;
 use super::stat_query::StatQuery;
@@ -12,16 +13,19 @@ use crate::shm::{self, AdminState};
 use std::fmt::Write;
 
 /// A command's answer, and whether it changed runtime state (the state
-/// file is then rewritten).
+/// file is then rewritten) or cleared counters (the master's rate maxima
+/// start over too).
 pub struct Outcome {
     pub reply: Reply,
     pub changed: bool,
+    pub cleared: bool,
 }
 
 fn text(s: impl Into<String>) -> Outcome {
     Outcome {
         reply: Reply::Text(s.into()),
         changed: false,
+        cleared: false,
     }
 }
 
@@ -29,6 +33,7 @@ fn changed() -> Outcome {
     Outcome {
         reply: Reply::Text(String::new()),
         changed: true,
+        cleared: false,
     }
 }
 
@@ -37,9 +42,19 @@ const COMMANDS: &[(&str, &str, Level)] = &[
     ("prompt", "toggle interactive mode with prompt", Level::User),
     ("quit", "disconnect", Level::User),
     (
-        "show info",
+        "show info [desc|json|typed|float]*",
         "report information about the running process",
         Level::User,
+    ),
+    (
+        "show version",
+        "show version of the current process",
+        Level::User,
+    ),
+    (
+        "clear counters [all]",
+        "clear max statistics counters (or all counters)",
+        Level::Operator,
     ),
     (
         "show proc",
@@ -117,12 +132,23 @@ pub fn execute(cmd: &str, level: Level, v: &View) -> Outcome {
         ["prompt"] => Outcome {
             reply: Reply::TogglePrompt,
             changed: false,
+            cleared: false,
         },
         ["quit"] => Outcome {
             reply: Reply::Quit,
             changed: false,
+            cleared: false,
         },
-        ["show", "info"] => text(show_info(v)),
+        ["show", "info", args @ ..] => match InfoFormat::parse(args) {
+            Ok(format) => text(info::show_info(v, format)),
+            Err(e) => text(e),
+        },
+        ["show", "version"] => text(info::show_version()),
+        ["clear", "counters", ..] if level < Level::Operator => permission_denied(),
+        ["clear", "counters"] => clear_counters(v, false),
+        ["clear", "counters", "all"] if level < Level::Admin => permission_denied(),
+        ["clear", "counters", "all"] => clear_counters(v, true),
+        ["clear", "counters", ..] => text("'clear counters' only takes 'all'.\n"),
         ["show", "proc"] => text(show_proc(v)),
         ["show", "backend"] => text(show_backend(v)),
         ["show", "stat", args @ ..] => {
@@ -252,24 +278,29 @@ fn set_admin(v: &View, target: &str, admin: AdminState) -> Outcome {
     changed()
 }
 
-fn show_info(v: &View) -> String {
-    let t = v.totals;
-    let (cur, cum, req) = (t.conns_current, t.conns_total, t.requests);
-    let up = v.uptime_secs;
-    format!(
-        "Name: forklb\nVersion: {}\nRelease_date: -\nNbthread: 1\nNbproc: {}\nProcess_num: 1\nPid: {}\n\
-         Uptime: {}d {}h{:02}m{:02}s\nUptime_sec: {up}\nMaxconn: {}\nCurrConns: {cur}\nCumConns: {cum}\n\
-         CumReq: {req}\nGeneration: {}\n",
-        env!("CARGO_PKG_VERSION"),
-        v.workers.len(),
-        v.pid,
-        up / 86_400,
-        (up % 86_400) / 3600,
-        (up % 3600) / 60,
-        up % 60,
-        v.config.worker_connections * v.workers.len().max(1),
-        v.generation,
-    )
+/// `clear counters [all]`: in the shared state every worker counts into,
+/// so it holds for all of them at once. Without `all` only the maxima
+/// (smax, MaxConnRate...) start over, as in HAProxy.
+fn clear_counters(v: &View, all: bool) -> Outcome {
+    for (u, up) in v.config.upstreams.iter().enumerate() {
+        for s in 0..up.servers.len() {
+            let srv = v.shm.server(u, s);
+            if all {
+                srv.clear_counters();
+            } else {
+                srv.clear_max();
+            }
+        }
+    }
+    log::info!(
+        "{} cleared over the admin socket",
+        if all { "all counters" } else { "max counters" }
+    );
+    Outcome {
+        reply: Reply::Text(String::new()),
+        changed: false,
+        cleared: true,
+    }
 }
 
 fn show_proc(v: &View) -> String {

@@ -4,10 +4,12 @@
 //! table in `stat_fields` and the arguments of `show stat` in `stat_query`).
 
 pub mod commands;
+pub mod info;
 pub mod server;
 pub mod stat;
 pub mod stat_fields;
 pub mod stat_query;
+pub mod typed;
 pub mod view;
 
 pub use commands::execute;

@@ -5,6 +5,7 @@
 
 use super::stat_fields::{Field, FIELDS};
 use super::stat_query::{Format, Hide, ProxySel, StatQuery};
+use super::typed;
 use super::view::View;
 use crate::config::{Balance, Health, HealthKind, Server, Upstream};
 use crate::health::counter;
@@ -198,81 +199,17 @@ impl Row {
             if n > 0 {
                 out.push(',');
             }
-            let mut t = tags.chars();
-            let (origin, nature, scope) = (t.next(), t.next(), t.next());
             let _ = write!(
                 out,
-                "{{\"objType\":\"{}\",\"proxyId\":{},\"id\":{},\"field\":{{\"pos\":{i},\"name\":\"{}\"}},\
-                 \"processNum\":1,\"tags\":{{\"origin\":\"{}\",\"nature\":\"{}\",\"scope\":\"{}\"}},\
-                 \"value\":{{\"type\":\"{ty}\",\"value\":",
+                "{{\"objType\":\"{}\",\"proxyId\":{},\"id\":{},",
                 self.kind.json_name(),
                 self.iid,
-                self.sid,
-                f.name,
-                origin_word(origin),
-                nature_word(nature),
-                scope_word(scope),
+                self.sid
             );
-            if ty == "str" {
-                json_string(out, v);
-            } else {
-                out.push_str(v);
-            }
-            out.push_str("}}");
+            typed::json_field(out, i, f.name, tags, ty, v);
         }
         out.push(']');
     }
-}
-
-fn origin_word(c: Option<char>) -> &'static str {
-    match c {
-        Some('K') => "Key",
-        Some('C') => "Config",
-        Some('S') => "Status",
-        Some('P') => "Product",
-        _ => "Metric",
-    }
-}
-
-fn nature_word(c: Option<char>) -> &'static str {
-    match c {
-        Some('N') => "Name",
-        Some('M') => "Max",
-        Some('L') => "Limit",
-        Some('C') => "Counter",
-        Some('R') => "Rate",
-        Some('A') => "Age",
-        Some('a') => "Avg",
-        Some('D') => "Duration",
-        Some('O') => "Output",
-        Some('T') => "Time",
-        _ => "Gauge",
-    }
-}
-
-fn scope_word(c: Option<char>) -> &'static str {
-    match c {
-        Some('S') => "Service",
-        Some('s') => "System",
-        Some('C') => "Cluster",
-        _ => "Process",
-    }
-}
-
-/// `s` as a JSON string.
-fn json_string(out: &mut String, s: &str) {
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if (c as u32) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
 }
 
 pub fn algo_name(b: Balance) -> &'static str {

@@ -248,6 +248,35 @@ impl ServerShared {
         self.selections.fetch_add(1, Relaxed);
     }
 
+    // ----- `clear counters` (the master) ----------------------------------------
+
+    /// `clear counters`: the maximum starts over from what is in flight now.
+    pub fn clear_max(&self) {
+        self.max_active.store(self.active.load(Relaxed), Relaxed);
+    }
+
+    /// `clear counters all`: every counter back to zero (as HAProxy clears
+    /// a server's counters); states, weights, health and timings stay.
+    pub fn clear_counters(&self) {
+        for c in [
+            &self.requests,
+            &self.bytes_in,
+            &self.bytes_out,
+            &self.connect_errors,
+            &self.response_errors,
+            &self.retries,
+            &self.selections,
+            &self.check_fails,
+            &self.check_downs,
+        ]
+        .into_iter()
+        .chain(&self.responses)
+        {
+            c.store(0, Relaxed);
+        }
+        self.clear_max();
+    }
+
     // ----- one request's life -----------------------------------------------
 
     /// A request starts on this server.

@@ -1,8 +1,9 @@
-//! `show stat` with HAProxy 2.6's arguments (issue 17): the filter
-//! `{<iid>|<proxy>} <type> <sid>`, `no-maint`, `up`, and the `typed` and
-//! `json` formats — checked against the real HAProxy (Debian's `haproxy`,
-//! which `make test-deps` installs): for every field both print for a
-//! FRONTEND, BACKEND and server row, the tags and types must be HAProxy's.
+//! The runtime API's HAProxy 2.6 formats (issue 17): `show stat` with its
+//! filter `{<iid>|<proxy>} <type> <sid>`, `no-maint`, `up`, and the `typed`
+//! and `json` formats; `show info [typed|json]`, `show version`, `clear
+//! counters [all]` — checked against the real HAProxy (Debian's `haproxy`,
+//! which `make test-deps` installs): for every field both print, the tags
+//! and types (and `show info`'s positions) must be HAProxy's.
 
 mod support;
 
@@ -332,4 +333,207 @@ fn haproxy_bin() -> &'static str {
         .into_iter()
         .find(|p| Path::new(p).exists())
         .expect("haproxy is not installed (make test-deps installs it)")
+}
+
+// ---------------------------------------------------------------------------
+// show info, show version, clear counters
+
+/// `name → (position, "TAGS:type")` of `show info typed` lines.
+fn info_typed(typed: &str) -> BTreeMap<String, (String, String)> {
+    typed
+        .lines()
+        .filter(|l| !l.is_empty())
+        .map(|l| {
+            // 49.Idle_pct.1:MaP:u32:100
+            let (key, rest) = l.split_once(':').unwrap_or_else(|| panic!("{l}"));
+            let (pos, name) = key
+                .strip_suffix(".1")
+                .and_then(|k| k.split_once('.'))
+                .unwrap_or_else(|| panic!("{l}"));
+            let mut it = rest.splitn(3, ':');
+            let tags = format!("{}:{}", it.next().unwrap_or(""), it.next().unwrap_or(""));
+            (name.to_owned(), (pos.to_owned(), tags))
+        })
+        .collect()
+}
+
+#[test]
+fn show_info_has_haproxys_fields_positions_and_tags() {
+    let s = start();
+    let plain = admin_cmd(&s.sock, "show info");
+    for name in [
+        "Idle_pct",
+        "ConnRate",
+        "SessRate",
+        "MaxConnRate",
+        "Stopping",
+        "Jobs",
+        "Listeners",
+        "CumReq",
+        "Uptime_sec",
+    ] {
+        assert!(
+            plain.lines().any(|l| l.starts_with(&format!("{name}: "))),
+            "show info lacks {name}:\n{plain}"
+        );
+    }
+    assert!(plain.contains("\nStopping: 0\n"), "{plain}");
+    assert!(plain.contains("\nListeners: 2\n"), "{plain}");
+    let ours = info_typed(&admin_cmd(&s.sock, "show info typed"));
+    let hap = Haproxy::start();
+    let theirs = info_typed(&hap.cmd("show info typed"));
+    let mut compared = 0;
+    for (name, t) in &ours {
+        if let Some(h) = theirs.get(name) {
+            assert_eq!(t, h, "{name}: forklb {t:?}, HAProxy {h:?}");
+            compared += 1;
+        }
+    }
+    assert!(compared >= 25, "only {compared} fields in common");
+    // JSON: a flat array of entries shaped like HAProxy's.
+    let json = admin_cmd(&s.sock, "show info json");
+    assert!(
+        json.starts_with("[{\"field\":{\"pos\":0,\"name\":\"Name\"}"),
+        "{json}"
+    );
+    let theirs_json = hap.cmd("show info json");
+    let shape = |j: &str| {
+        let dir = TempDir::new("infojson");
+        let f = dir.join("info.json");
+        fs::write(&f, j).expect("write");
+        let out = Command::new("/usr/bin/python3")
+            .args([
+                "-c",
+                "import json,sys; d=json.load(open(sys.argv[1])); \
+                 print(sorted(set(','.join(sorted(e)) + '|' + ','.join(sorted(e['tags'])) for e in d)))",
+            ])
+            .arg(&f)
+            .output()
+            .expect("python3");
+        assert!(out.status.success(), "not JSON: {j}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert_eq!(shape(&json), shape(&theirs_json));
+    let desc = admin_cmd(&s.sock, "show info typed desc");
+    assert!(
+        desc.lines()
+            .any(|l| l == "0.Name.1:POS:str:forklb:\"Product name\""),
+        "{desc}"
+    );
+    let bad = admin_cmd(&s.sock, "show info fancy");
+    assert!(
+        bad.starts_with("Unknown argument 'fancy' to show info."),
+        "{bad}"
+    );
+    assert_eq!(
+        admin_cmd(&s.sock, "show version"),
+        format!("{}\n\n", env!("CARGO_PKG_VERSION"))
+    );
+}
+
+/// `Name: value` of `show info`, as a number.
+fn info_value(sock: &Path, name: &str) -> u64 {
+    let info = admin_cmd(sock, "show info");
+    info.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name}: ")))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in:\n{info}"))
+}
+
+#[test]
+fn rates_and_idle_follow_the_load() {
+    let s = start();
+    // Idle: nothing to do, so (nearly) all of the last second was waiting.
+    assert!(
+        wait_until(Duration::from_secs(5), || info_value(&s.sock, "Idle_pct")
+            >= 90),
+        "an idle instance must report Idle_pct near 100:\n{}",
+        admin_cmd(&s.sock, "show info")
+    );
+    // 2.5 s of new connections: the rate over a whole second shows them.
+    let port = s.lb.port();
+    let stop = std::time::Instant::now() + Duration::from_millis(2500);
+    let mut sent = 0u64;
+    let mut max_seen = 0;
+    while std::time::Instant::now() < stop {
+        assert_eq!(http_get(port, "/").status, 200);
+        sent += 1;
+        if sent.is_multiple_of(20) {
+            max_seen = max_seen.max(info_value(&s.sock, "ConnRate"));
+        }
+    }
+    assert!(sent > 50, "only {sent} requests in 2.5 s");
+    assert!(
+        max_seen >= 10,
+        "ConnRate never rose under {sent} connections in 2.5 s:\n{}",
+        admin_cmd(&s.sock, "show info")
+    );
+    let max_rate = info_value(&s.sock, "MaxConnRate");
+    assert!(
+        max_rate >= max_seen,
+        "MaxConnRate {max_rate} < a seen rate {max_seen}"
+    );
+    assert!(
+        max_rate <= sent,
+        "MaxConnRate {max_rate} > all {sent} connections"
+    );
+    // Quiet again: the rate falls back to 0, the maximum stays until
+    // `clear counters` resets it.
+    assert!(
+        wait_until(Duration::from_secs(5), || info_value(&s.sock, "ConnRate")
+            == 0),
+        "ConnRate must fall to 0 when idle"
+    );
+    assert_eq!(info_value(&s.sock, "MaxConnRate"), max_rate);
+    assert_eq!(admin_cmd(&s.sock, "clear counters"), "\n");
+    assert_eq!(info_value(&s.sock, "MaxConnRate"), 0);
+}
+
+/// A server row's `field` of `show stat` (by the header's names).
+fn stat_field(sock: &Path, server: &str, field: &str) -> String {
+    let csv = admin_cmd(sock, "show stat");
+    let mut lines = csv.lines();
+    let header: Vec<&str> = lines
+        .next()
+        .unwrap_or("")
+        .trim_start_matches("# ")
+        .split(',')
+        .collect();
+    let col = header.iter().position(|h| *h == field).expect("field");
+    lines
+        .map(|l| l.split(',').collect::<Vec<_>>())
+        .find(|r| r.get(1) == Some(&server))
+        .and_then(|r| r.get(col).map(|v| v.to_string()))
+        .unwrap_or_else(|| panic!("no row {server}:\n{csv}"))
+}
+
+#[test]
+fn clear_counters_resets_maxima_and_all_resets_every_counter() {
+    let s = start();
+    for _ in 0..6 {
+        assert_eq!(http_get(s.lb.port(), "/").status, 200);
+    }
+    let stot: u64 = stat_field(&s.sock, "a", "stot").parse().expect("stot");
+    assert!(stot > 0);
+    assert_eq!(stat_field(&s.sock, "a", "smax"), "1");
+    // Without `all`: the maxima only (nothing in flight now).
+    assert_eq!(admin_cmd(&s.sock, "clear counters"), "\n");
+    assert_eq!(stat_field(&s.sock, "a", "smax"), "0");
+    assert_eq!(stat_field(&s.sock, "a", "stot"), stot.to_string());
+    // `all`: every counter of every server, seen by every worker.
+    assert_eq!(admin_cmd(&s.sock, "clear counters all"), "\n");
+    for srv in ["a", "b", "c"] {
+        for f in ["stot", "bin", "bout", "hrsp_2xx", "lbtot"] {
+            assert_eq!(stat_field(&s.sock, srv, f), "0", "{srv} {f}");
+        }
+    }
+    // Counting goes on from zero.
+    for _ in 0..4 {
+        assert_eq!(http_get(s.lb.port(), "/").status, 200);
+    }
+    let a: u64 = stat_field(&s.sock, "a", "stot").parse().expect("stot");
+    let b: u64 = stat_field(&s.sock, "b", "stot").parse().expect("stot");
+    assert_eq!(a + b, 4);
+    let bad = admin_cmd(&s.sock, "clear counters everything");
+    assert_eq!(bad, "'clear counters' only takes 'all'.\n\n");
 }
