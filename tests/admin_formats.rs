@@ -1,9 +1,11 @@
 //! The runtime API's HAProxy 2.6 formats (issue 17): `show stat` with its
 //! filter `{<iid>|<proxy>} <type> <sid>`, `no-maint`, `up`, and the `typed`
 //! and `json` formats; `show info [typed|json]`, `show version`, `clear
-//! counters [all]` — checked against the real HAProxy (Debian's `haproxy`,
-//! which `make test-deps` installs): for every field both print, the tags
-//! and types (and `show info`'s positions) must be HAProxy's.
+//! counters [all]`; `metrics: haproxy` — checked against the real HAProxy
+//! (Debian's `haproxy`, which `make test-deps` installs): for every field
+//! both print, the tags and types (and `show info`'s positions) must be
+//! HAProxy's, and every metric family forklb serves must be one of its
+//! Prometheus exporter's, with the same type, HELP text and labels.
 
 mod support;
 
@@ -19,6 +21,8 @@ struct Setup {
     _dir: TempDir,
     sock: PathBuf,
     _backends: Vec<Backend>,
+    /// The `api` listener, with `metrics: haproxy` on `/metrics`.
+    api_port: u16,
 }
 
 /// Listeners `web` and `api`; upstream `main` (servers `a`, `b`, TCP
@@ -38,6 +42,7 @@ fn start() -> Setup {
         .listener("web", &["127.0.0.1:$PORT"])
         .route(Route::to("main"))
         .listener("api", &[&format!("127.0.0.1:{api_port}")])
+        .route(Route::path("/metrics").metrics_haproxy())
         .route(Route::to("other"))
         .upstream("main", [Srv::new("a", a.addr()), Srv::new("b", b.addr())])
         .upstream_opt("health: {type: tcp, interval: 200ms, timeout: 500ms, rise: 1, fall: 1}")
@@ -57,6 +62,7 @@ fn start() -> Setup {
         _dir: dir,
         sock,
         _backends: vec![a, b, c],
+        api_port,
     }
 }
 
@@ -277,6 +283,8 @@ struct Haproxy {
     _dir: TempDir,
     sock: PathBuf,
     _backend: Backend,
+    /// Its Prometheus exporter (`/metrics`).
+    prom_port: u16,
 }
 
 impl Haproxy {
@@ -284,13 +292,15 @@ impl Haproxy {
         let be = Backend::start("h");
         let dir = TempDir::new("haproxy");
         let sock = dir.join("admin.sock");
-        let port = free_port();
+        let (port, prom_port) = (free_port(), free_port());
         let cfg = format!(
             "global\n    stats socket {} mode 600 level admin\n\
              defaults\n    mode http\n    timeout connect 5s\n    timeout client 30s\n    timeout server 30s\n\
              frontend web\n    bind 127.0.0.1:{port}\n    default_backend main\n\
-             backend main\n    server a {addr} check inter 200ms\n    server b {addr}\n",
+             backend main\n    server a {addr} check inter 200ms\n    server b {addr}\n\
+             frontend prom\n    bind 127.0.0.1:{prom}\n    http-request use-service prometheus-exporter if {{ path /metrics }}\n",
             sock.display(),
+            prom = prom_port,
             addr = be.addr()
         );
         let cfg_path = dir.join("haproxy.cfg");
@@ -313,6 +323,7 @@ impl Haproxy {
             _dir: dir,
             sock,
             _backend: be,
+            prom_port,
         }
     }
 
@@ -536,4 +547,125 @@ fn clear_counters_resets_maxima_and_all_resets_every_counter() {
     assert_eq!(a + b, 4);
     let bad = admin_cmd(&s.sock, "clear counters everything");
     assert_eq!(bad, "'clear counters' only takes 'all'.\n\n");
+}
+
+// ---------------------------------------------------------------------------
+// metrics: haproxy
+
+/// A Prometheus text body: family → (TYPE, HELP, label names seen), and
+/// the samples as `(name{labels}, value)`.
+struct Exposition {
+    families: BTreeMap<String, (String, String, Vec<String>)>,
+    samples: Vec<(String, String)>,
+}
+
+fn exposition(body: &str) -> Exposition {
+    let mut families: BTreeMap<String, (String, String, Vec<String>)> = BTreeMap::new();
+    let mut samples = Vec::new();
+    for line in body.lines().filter(|l| !l.is_empty()) {
+        if let Some(rest) = line.strip_prefix("# HELP ") {
+            let (name, help) = rest.split_once(' ').unwrap_or((rest, ""));
+            families.entry(name.to_owned()).or_default().1 = help.to_owned();
+        } else if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, ty) = rest.split_once(' ').unwrap_or((rest, ""));
+            families.entry(name.to_owned()).or_default().0 = ty.to_owned();
+        } else {
+            let (series, value) = line.rsplit_once(' ').unwrap_or_else(|| panic!("{line}"));
+            let name = series.split('{').next().unwrap_or(series);
+            let fam = families
+                .get_mut(name)
+                .unwrap_or_else(|| panic!("sample before its # TYPE: {line}"));
+            if let Some(labels) = series.split_once('{').map(|(_, l)| l.trim_end_matches('}')) {
+                for l in labels.split(',') {
+                    let key = l.split('=').next().unwrap_or("").to_owned();
+                    if !fam.2.contains(&key) {
+                        fam.2.push(key);
+                    }
+                }
+            }
+            assert!(
+                value == "NaN" || value.parse::<f64>().is_ok(),
+                "not a number: {line}"
+            );
+            samples.push((series.to_owned(), value.to_owned()));
+        }
+    }
+    Exposition { families, samples }
+}
+
+#[test]
+fn metrics_haproxy_speaks_haproxys_exporter() {
+    let s = start();
+    let r = http_get(s.api_port, "/metrics");
+    assert_eq!(r.status, 200);
+    assert!(
+        r.header("content-type")
+            .is_some_and(|c| c.starts_with("text/plain")),
+        "{:?}",
+        r.header("content-type")
+    );
+    let ours = exposition(&r.body_str());
+    let hap = Haproxy::start();
+    let theirs_body = try_http_get(hap.prom_port, "/metrics")
+        .expect("HAProxy's exporter")
+        .body_str();
+    let theirs = exposition(&theirs_body);
+    assert!(ours.families.len() >= 50, "{:?}", ours.families.keys());
+    for (name, (ty, help, labels)) in &ours.families {
+        let (hty, hhelp, hlabels) = theirs
+            .families
+            .get(name)
+            .unwrap_or_else(|| panic!("{name} is no HAProxy family"));
+        assert_eq!((ty, help), (hty, hhelp), "{name}");
+        let (mut a, mut b) = (labels.clone(), hlabels.clone());
+        a.sort();
+        b.sort();
+        assert_eq!(a, b, "{name}: labels");
+    }
+    // What dashboards read first is there.
+    for name in [
+        "haproxy_process_requests_total",
+        "haproxy_process_idle_time_percent",
+        "haproxy_frontend_http_requests_total",
+        "haproxy_backend_status",
+        "haproxy_backend_http_responses_total",
+        "haproxy_server_status",
+        "haproxy_server_sessions_total",
+        "haproxy_server_check_status",
+        "haproxy_server_current_sessions",
+    ] {
+        assert!(ours.families.contains_key(name), "{name} missing");
+    }
+    // The values are show stat's: 4 requests over main's two servers.
+    let value = |series: &str| -> u64 {
+        ours.samples
+            .iter()
+            .find(|(s, _)| s == series)
+            .and_then(|(_, v)| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {series}"))
+    };
+    let a = value("haproxy_server_sessions_total{proxy=\"main\",server=\"a\"}");
+    let b = value("haproxy_server_sessions_total{proxy=\"main\",server=\"b\"}");
+    assert_eq!(a + b, 4);
+    assert_eq!(
+        value("haproxy_backend_http_responses_total{proxy=\"main\",code=\"2xx\"}"),
+        4
+    );
+    assert_eq!(
+        value("haproxy_server_status{proxy=\"main\",server=\"a\",state=\"UP\"}"),
+        1
+    );
+    // A state change shows at once, in every worker's answer.
+    assert_eq!(admin_cmd(&s.sock, "set server main/a state maint"), "\n");
+    for _ in 0..4 {
+        let now = exposition(&http_get(s.api_port, "/metrics").body_str());
+        let maint = now
+            .samples
+            .iter()
+            .find(|(s, _)| {
+                s == "haproxy_server_status{proxy=\"main\",server=\"a\",state=\"MAINT\"}"
+            })
+            .map(|(_, v)| v.clone());
+        assert_eq!(maint.as_deref(), Some("1"));
+    }
 }

@@ -51,19 +51,79 @@ impl InfoFormat {
 
 /// One line of `show info`: HAProxy's position, name, `TAGS:type` and
 /// description, and the value.
-struct Info {
-    pos: usize,
-    name: &'static str,
-    tags: &'static str,
-    desc: &'static str,
-    value: String,
+pub struct Info {
+    pub pos: usize,
+    pub name: &'static str,
+    pub tags: &'static str,
+    pub desc: &'static str,
+    pub value: String,
 }
 
-fn fields(v: &View) -> Vec<Info> {
+/// What `show info` reports from: the master's view (`View`), or what a
+/// worker reads of it in shared memory (`metrics: haproxy`).
+pub struct InfoSource<'a> {
+    pub config: &'a crate::config::Config,
+    pub workers: usize,
+    pub pid: u32,
+    pub uptime_secs: u64,
+    pub totals: crate::shm::WorkerTotals,
+    pub rates: crate::master::rates::RateView,
+    pub stopping: bool,
+    pub started_unix: u64,
+    pub generation: u64,
+}
+
+impl<'a> InfoSource<'a> {
+    pub fn of_view(v: &'a View) -> InfoSource<'a> {
+        InfoSource {
+            config: v.config,
+            workers: v.workers.len(),
+            pid: v.pid,
+            uptime_secs: v.uptime_secs,
+            totals: v.totals,
+            rates: v.rates,
+            stopping: v.stopping,
+            started_unix: v.started_unix,
+            generation: v.generation,
+        }
+    }
+
+    /// In a worker: this generation's counters plus what the master
+    /// published (earlier generations, rates, its pid and start).
+    pub fn of_shm(
+        config: &'a crate::config::Config,
+        shm: &crate::shm::Shm,
+        generation: u64,
+    ) -> InfoSource<'a> {
+        let i = shm.instance().read();
+        let mut totals = shm.worker_totals();
+        totals.conns_total += i.earlier_conns;
+        totals.requests += i.earlier_requests;
+        InfoSource {
+            config,
+            workers: shm.worker_count(),
+            pid: i.master_pid,
+            uptime_secs: crate::shm::unix_secs().saturating_sub(i.started_unix),
+            totals,
+            rates: crate::master::rates::RateView {
+                conn_rate: i.conn_rate,
+                max_conn_rate: i.max_conn_rate,
+                req_rate: i.req_rate,
+                max_req_rate: i.max_req_rate,
+                idle_pct: i.idle_pct,
+            },
+            stopping: i.stopping,
+            started_unix: i.started_unix,
+            generation,
+        }
+    }
+}
+
+pub fn fields(v: &InfoSource) -> Vec<Info> {
     let t = v.totals;
     let r = v.rates;
     let up = v.uptime_secs;
-    let workers = v.workers.len();
+    let workers = v.workers;
     let maxconn = v.config.worker_connections * workers.max(1);
     let nofile = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
         .map_or(0, |(soft, _)| soft);
@@ -247,7 +307,7 @@ fn fields(v: &View) -> Vec<Info> {
 
 pub fn show_info(v: &View, format: InfoFormat) -> String {
     let mut out = String::new();
-    let all = fields(v);
+    let all = fields(&InfoSource::of_view(v));
     match format {
         InfoFormat::Plain => {
             for i in &all {

@@ -27,9 +27,13 @@ fn idx(name: &str) -> usize {
     columns.get(name).copied().unwrap_or(0)
 }
 
+/// HAProxy's `pid` field: the relative process number, 1 since HAProxy
+/// 2.5 has one process. forklb answers for the whole instance, so 1 too.
+const PROCESS_NUM: u32 = 1;
+
 /// What a row describes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kind {
+pub enum Kind {
     Frontend,
     Backend,
     Server,
@@ -68,7 +72,7 @@ impl Kind {
 }
 
 /// One row being filled by field name.
-struct Row {
+pub struct Row {
     kind: Kind,
     iid: usize,
     sid: usize,
@@ -98,6 +102,15 @@ impl Row {
     }
     fn set(&mut self, field: &str, v: impl ToString) {
         self.vals[idx(field)] = v.to_string();
+    }
+
+    pub fn kind(&self) -> Kind {
+        self.kind
+    }
+
+    /// Field `name` (HAProxy's), `""` when it has no value.
+    pub fn value(&self, name: &str) -> &str {
+        &self.vals[idx(name)]
     }
 
     /// Whether `q` asks for this row.
@@ -237,6 +250,7 @@ pub fn server_status(st: &ServerStats, health: Option<(u32, u32)>) -> String {
 /// `show stat` with its arguments: the CSV (header, then the rows asked
 /// for), HAProxy's typed lines, or its JSON array of rows.
 pub fn show_stat(v: &View, q: &StatQuery) -> String {
+    let src = Source::of(v);
     let mut out = String::new();
     if q.format == Format::Csv {
         out.push_str("# ");
@@ -252,19 +266,42 @@ pub fn show_stat(v: &View, q: &StatQuery) -> String {
         out.push('[');
     }
     let mut first = true;
-    let now = shm::unix_secs();
-    let t = v.shm.worker_totals();
-    for (i, l) in v.config.listeners.iter().enumerate() {
-        frontend_row(v, &l.name, i + 1, &t).write(q, &mut out, &mut first);
-    }
-    let base_iid = v.config.listeners.len();
-    for (u, up) in v.config.upstreams.iter().enumerate() {
-        upstream_rows(&mut out, q, &mut first, v, u, up, base_iid + u + 1, now);
-    }
+    for_each_row(&src, |row| row.write(q, &mut out, &mut first));
     if q.format == Format::Json {
         out.push_str("]\n");
     }
     out
+}
+
+/// What the rows are made of: the configuration and the shared state the
+/// workers count into. The master has them (`View`), and so has every
+/// worker (`metrics: haproxy`).
+pub struct Source<'a> {
+    pub config: &'a crate::config::Config,
+    pub shm: &'a shm::Shm,
+}
+
+impl<'a> Source<'a> {
+    pub fn of(v: &'a View) -> Source<'a> {
+        Source {
+            config: v.config,
+            shm: v.shm,
+        }
+    }
+}
+
+/// Every row in `show stat`'s order: the listeners' FRONTEND rows, then
+/// per upstream its servers and its BACKEND row.
+pub fn for_each_row(src: &Source, mut visit: impl FnMut(&Row)) {
+    let now = shm::unix_secs();
+    let t = src.shm.worker_totals();
+    for (i, l) in src.config.listeners.iter().enumerate() {
+        visit(&frontend_row(src, &l.name, i + 1, &t));
+    }
+    let base_iid = src.config.listeners.len();
+    for (u, up) in src.config.upstreams.iter().enumerate() {
+        upstream_rows(src, &mut visit, u, up, base_iid + u + 1, now);
+    }
 }
 
 /// Whether a listener or an upstream is called `name`.
@@ -273,7 +310,7 @@ pub fn is_proxy(v: &View, name: &str) -> bool {
 }
 
 /// A listener's FRONTEND row; its counters are instance-wide (`t`).
-fn frontend_row(v: &View, name: &str, iid: usize, t: &shm::WorkerTotals) -> Row {
+fn frontend_row(v: &Source, name: &str, iid: usize, t: &shm::WorkerTotals) -> Row {
     let (cur, tot, req) = (t.conns_current, t.conns_total, t.requests);
     let mut r = Row::new(Kind::Frontend, name, "FRONTEND", iid, 0);
     r.set("scur", cur);
@@ -283,7 +320,7 @@ fn frontend_row(v: &View, name: &str, iid: usize, t: &shm::WorkerTotals) -> Row 
     );
     r.set("stot", tot);
     r.set("status", "OPEN");
-    r.set("pid", v.pid);
+    r.set("pid", PROCESS_NUM);
     r.set("type", 0);
     r.set("req_tot", req);
     r.set("mode", "http");
@@ -295,7 +332,7 @@ fn frontend_row(v: &View, name: &str, iid: usize, t: &shm::WorkerTotals) -> Row 
 #[derive(Default)]
 struct BackendTotals {
     /// The counters of `server_counters`, summed.
-    counters: [u64; 13],
+    counters: [u64; 15],
     /// Usable (ready) active and backup servers, and their weights summed.
     act: u32,
     bck: u32,
@@ -303,12 +340,9 @@ struct BackendTotals {
 }
 
 /// One upstream's server rows, then its BACKEND row.
-#[allow(clippy::too_many_arguments)]
 fn upstream_rows(
-    out: &mut String,
-    q: &StatQuery,
-    first: &mut bool,
-    v: &View,
+    v: &Source,
+    visit: &mut impl FnMut(&Row),
     u: usize,
     up: &Upstream,
     iid: usize,
@@ -320,7 +354,7 @@ fn upstream_rows(
         for (t, x) in totals.counters.iter_mut().zip(server_counters(&st)) {
             *t += x;
         }
-        server_row(v, up, srv, &st, iid, s + 1, now).write(q, out, first);
+        visit(&server_row(up, srv, &st, iid, s + 1, now));
         // Usable for new requests (admin ready, not DOWN, weight > 0).
         if st.is_ready() {
             if srv.backup {
@@ -331,12 +365,12 @@ fn upstream_rows(
             totals.weight += st.weight;
         }
     }
-    backend_row(v, up, &totals, iid).write(q, out, first);
+    visit(&backend_row(up, &totals, iid));
 }
 
 /// A server's counters in the order `BackendTotals::counters` sums them:
-/// scur, smax, stot, bin, bout, econ, eresp, wretr, lbtot, hrsp_1xx..4xx.
-fn server_counters(st: &ServerStats) -> [u64; 13] {
+/// scur, smax, stot, bin, bout, econ, eresp, wretr, lbtot, hrsp_1xx..other.
+fn server_counters(st: &ServerStats) -> [u64; 15] {
     [
         u64::from(st.active),
         u64::from(st.max_active),
@@ -351,12 +385,23 @@ fn server_counters(st: &ServerStats) -> [u64; 13] {
         st.responses[1],
         st.responses[2],
         st.responses[3],
+        st.responses[4],
+        st.responses[5],
     ]
 }
 
+/// The response-class fields, in the order of `ServerStats::responses`.
+const HRSP: [&str; 6] = [
+    "hrsp_1xx",
+    "hrsp_2xx",
+    "hrsp_3xx",
+    "hrsp_4xx",
+    "hrsp_5xx",
+    "hrsp_other",
+];
+
 /// A server's row; `sid` counts from 1 within its upstream.
 fn server_row(
-    v: &View,
     up: &Upstream,
     srv: &Server,
     st: &ServerStats,
@@ -391,23 +436,13 @@ fn server_row(
     }
     r.set("lastchg", now.saturating_sub(st.last_change));
     r.set("downtime", st.downtime);
-    r.set("pid", v.pid);
+    r.set("pid", PROCESS_NUM);
     r.set("lbtot", st.selections);
     r.set("type", 2);
     if let Some(h) = &up.health {
         set_check_fields(&mut r, h, st);
     }
-    for (k, f) in [
-        "hrsp_1xx",
-        "hrsp_2xx",
-        "hrsp_3xx",
-        "hrsp_4xx",
-        "hrsp_5xx",
-        "hrsp_other",
-    ]
-    .iter()
-    .enumerate()
-    {
+    for (k, f) in HRSP.iter().enumerate() {
         r.set(f, st.responses[k]);
     }
     r.set("addr", srv.addr.to_string());
@@ -437,7 +472,7 @@ fn set_check_fields(r: &mut Row, h: &Health, st: &ServerStats) {
 }
 
 /// An upstream's BACKEND row: its servers' sums, UP while one is usable.
-fn backend_row(v: &View, up: &Upstream, totals: &BackendTotals, iid: usize) -> Row {
+fn backend_row(up: &Upstream, totals: &BackendTotals, iid: usize) -> Row {
     let (sums, act, bck) = (&totals.counters, totals.act, totals.bck);
     let mut r = Row::new(Kind::Backend, &up.name, "BACKEND", iid, 0);
     r.set("qcur", 0);
@@ -454,10 +489,13 @@ fn backend_row(v: &View, up: &Upstream, totals: &BackendTotals, iid: usize) -> R
     r.set("weight", totals.weight);
     r.set("act", act);
     r.set("bck", bck);
-    r.set("pid", v.pid);
+    r.set("pid", PROCESS_NUM);
     r.set("lbtot", sums[8]);
     r.set("type", 1);
     r.set("req_tot", sums[2]);
+    for (k, f) in HRSP.iter().enumerate() {
+        r.set(f, sums[9 + k]);
+    }
     r.set("mode", "http");
     r.set("algo", algo_name(up.balance));
     r

@@ -864,6 +864,9 @@ impl Master {
         };
         // The old generation's counters stay readable while it drains.
         let old_shm = std::mem::replace(&mut self.shm, std::sync::Arc::new(shm));
+        // Publish into the new mapping at the next turn, before its
+        // workers are asked for metrics.
+        self.next_sample = Instant::now();
         self.lifetime.retire(self.children.generation(), old_shm);
         let pid_file = self.config.pid_file.clone();
         warn_unverified_tls(&new);
@@ -1117,6 +1120,21 @@ impl Master {
             requests: totals.requests,
             idle_us: (0..workers).map(|w| self.shm.worker(w).idle_us()).sum(),
             workers,
+        });
+        let r = self.rates.view();
+        let current = self.shm.worker_totals();
+        self.shm.instance().publish(&crate::shm::Instance {
+            master_pid: self.pid,
+            stopping: !matches!(self.state, State::Running),
+            started_unix: crate::shm::unix_secs()
+                .saturating_sub(now.duration_since(self.started).as_secs()),
+            conn_rate: r.conn_rate,
+            max_conn_rate: r.max_conn_rate,
+            req_rate: r.req_rate,
+            max_req_rate: r.max_req_rate,
+            idle_pct: r.idle_pct,
+            earlier_conns: totals.conns_total.saturating_sub(current.conns_total),
+            earlier_requests: totals.requests.saturating_sub(current.requests),
         });
         self.next_sample = now + rates::SAMPLE_EVERY;
     }

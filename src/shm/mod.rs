@@ -15,10 +15,12 @@
 //! `server` (per server), `worker` (per worker slot), `upstream` (per
 //! upstream). This file is the mapping and its layout.
 
+mod instance;
 mod server;
 mod upstream;
 mod worker;
 
+pub use instance::{Instance, InstanceShared};
 pub use server::{
     AdminState, HealthChange, HealthState, LastCheck, ServerShared, ServerStats, WeightOutOfRange,
     MAX_WEIGHT,
@@ -39,6 +41,7 @@ pub struct Shm {
     workers: usize,
     workers_off: usize,
     upstreams_off: usize,
+    instance_off: usize,
 }
 
 // SAFETY: the raw pointer is a mapping this value owns for its whole life
@@ -60,9 +63,11 @@ impl Shm {
         let server_bytes = servers * std::mem::size_of::<ServerShared>();
         let workers_off = server_bytes;
         let upstreams_off = workers_off + workers * std::mem::size_of::<WorkerShared>();
-        let len = (upstreams_off
-            + servers_per_upstream.len() * std::mem::size_of::<UpstreamShared>())
-        .max(4096);
+        // Every part's size is a multiple of 64 (their alignment), so the
+        // instance block that follows is aligned too.
+        let instance_off =
+            upstreams_off + servers_per_upstream.len() * std::mem::size_of::<UpstreamShared>();
+        let len = (instance_off + std::mem::size_of::<InstanceShared>()).max(4096);
         // SAFETY: anonymous shared mapping; the kernel zero-fills it.
         let ptr = unsafe {
             libc::mmap(
@@ -86,6 +91,7 @@ impl Shm {
             workers,
             workers_off,
             upstreams_off,
+            instance_off,
         })
     }
 
@@ -150,6 +156,15 @@ impl Shm {
                 .add(self.upstreams_off + u * std::mem::size_of::<UpstreamShared>())
                 as *const UpstreamShared)
         }
+    }
+}
+
+impl Shm {
+    /// What the master publishes about the instance.
+    pub fn instance(&self) -> &InstanceShared {
+        // SAFETY: as for `server`: in the mapping (`len` covers it), 64-byte
+        // aligned (see `create`), zeroes are a valid InstanceShared.
+        unsafe { &*(self.ptr.add(self.instance_off) as *const InstanceShared) }
     }
 }
 
