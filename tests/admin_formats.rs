@@ -669,3 +669,54 @@ fn metrics_haproxy_speaks_haproxys_exporter() {
         assert_eq!(maint.as_deref(), Some("1"));
     }
 }
+
+// ---------------------------------------------------------------------------
+// What HAProxy's show stat / show servers state say and forklb said otherwise
+
+#[test]
+fn backend_weight_counts_active_servers_and_maint_is_op_state_0() {
+    let (a, b, bk) = (
+        Backend::start("a"),
+        Backend::start("b"),
+        Backend::start("k"),
+    );
+    let dir = TempDir::new("adminweight");
+    let sock = dir.join("admin.sock");
+    let lb = Forklb::start(
+        &ConfigBuilder::new()
+            .admin_socket(&sock)
+            .listener("web", &["127.0.0.1:$PORT"])
+            .route(Route::to("main"))
+            .upstream(
+                "main",
+                [
+                    Srv::new("a", a.addr()).weight(2),
+                    Srv::new("b", b.addr()).weight(3),
+                    Srv::new("k", bk.addr()).weight(7).backup(),
+                ],
+            )
+            .build(),
+    );
+    assert!(wait_until(Duration::from_secs(5), || sock.exists()));
+    let backend = |field: &str| stat_field(&sock, "BACKEND", field);
+    // Backups do not add to the backend's weight while actives serve.
+    assert_eq!(backend("weight"), "5");
+    assert_eq!(backend("uweight"), "5");
+    assert_eq!((backend("act"), backend("bck")), ("2".into(), "1".into()));
+    assert_eq!(admin_cmd(&sock, "set server main/a state maint"), "\n");
+    assert_eq!(admin_cmd(&sock, "set server main/b state maint"), "\n");
+    // No active server left: the backups carry the backend.
+    assert_eq!(backend("weight"), "7");
+    let state = admin_cmd(&sock, "show servers state main");
+    let op_state = |srv: &str| {
+        state
+            .lines()
+            .find(|l| l.split(' ').nth(3) == Some(srv))
+            .and_then(|l| l.split(' ').nth(5))
+            .map(str::to_owned)
+            .unwrap_or_else(|| panic!("{srv} missing:\n{state}"))
+    };
+    assert_eq!(op_state("a"), "0", "{state}");
+    assert_eq!(op_state("k"), "2", "{state}");
+    drop(lb);
+}

@@ -333,10 +333,13 @@ fn frontend_row(v: &Source, name: &str, iid: usize, t: &shm::WorkerTotals) -> Ro
 struct BackendTotals {
     /// The counters of `server_counters`, summed.
     counters: [u64; 15],
-    /// Usable (ready) active and backup servers, and their weights summed.
+    /// Usable (ready) active and backup servers, and their weights summed
+    /// apart: the backend's weight is its active servers' (its backups'
+    /// only when no active server is usable, as they then take over).
     act: u32,
     bck: u32,
-    weight: u32,
+    act_weight: u32,
+    bck_weight: u32,
 }
 
 /// One upstream's server rows, then its BACKEND row.
@@ -359,10 +362,11 @@ fn upstream_rows(
         if st.is_ready() {
             if srv.backup {
                 totals.bck += 1;
+                totals.bck_weight += st.weight;
             } else {
                 totals.act += 1;
+                totals.act_weight += st.weight;
             }
-            totals.weight += st.weight;
         }
     }
     visit(&backend_row(up, &totals, iid));
@@ -462,6 +466,7 @@ fn set_check_fields(r: &mut Row, h: &Health, st: &ServerStats) {
         _ => "L4CON",
     };
     r.set("check_status", status);
+    r.set("check_desc", check_desc(status));
     if code > 0 {
         r.set("check_code", code);
     }
@@ -469,6 +474,19 @@ fn set_check_fields(r: &mut Row, h: &Health, st: &ServerStats) {
     r.set("check_rise", h.rise);
     r.set("check_fall", h.fall);
     r.set("check_health", st.health.counter);
+}
+
+/// HAProxy's description of a check result (`check_desc`).
+fn check_desc(status: &str) -> &'static str {
+    match status {
+        "INI" => "Initializing",
+        "L4OK" => "Layer4 check passed",
+        "L7OK" => "Layer7 check passed",
+        "L7STS" => "Layer7 wrong status",
+        "L4TOUT" => "Layer4 timeout",
+        "L7TOUT" => "Layer7 timeout",
+        _ => "Layer4 connection problem",
+    }
 }
 
 /// An upstream's BACKEND row: its servers' sums, UP while one is usable.
@@ -486,7 +504,12 @@ fn backend_row(up: &Upstream, totals: &BackendTotals, iid: usize) -> Row {
     r.set("eresp", sums[6]);
     r.set("wretr", sums[7]);
     r.set("status", if act + bck > 0 { "UP" } else { "DOWN" });
-    r.set("weight", totals.weight);
+    let weight = if act > 0 {
+        totals.act_weight
+    } else {
+        totals.bck_weight
+    };
+    r.set("weight", weight);
     r.set("act", act);
     r.set("bck", bck);
     r.set("pid", PROCESS_NUM);
@@ -498,6 +521,7 @@ fn backend_row(up: &Upstream, totals: &BackendTotals, iid: usize) -> Row {
     }
     r.set("mode", "http");
     r.set("algo", algo_name(up.balance));
+    r.set("uweight", weight);
     r
 }
 
@@ -515,7 +539,13 @@ pub fn show_servers_state(v: &View, only: Option<&str>) -> String {
         for (s, srv) in up.servers.iter().enumerate() {
             let st = v.shm.server(u, s).stats();
             let down = st.health.down;
-            let op = if down { 0 } else { 2 };
+            // HAProxy's srv_op_state: 0 stopped (DOWN, or in maintenance,
+            // which stops a server whatever its checks say), 2 running.
+            let op = if down || st.admin == AdminState::Maint {
+                0
+            } else {
+                2
+            };
             // HAProxy's srv_admin_state bits: forced maintenance, forced drain.
             let admin = match st.admin {
                 AdminState::Maint => 1,
