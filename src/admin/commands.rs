@@ -12,28 +12,35 @@ use crate::config::Balance;
 use crate::shm::{self, AdminState};
 use std::fmt::Write;
 
-/// A command's answer, and whether it changed runtime state (the state
-/// file is then rewritten) or cleared counters (the master's rate maxima
-/// start over too).
+/// A command's answer, and what the master must do besides sending it.
 pub struct Outcome {
     pub reply: Reply,
-    pub changed: bool,
-    pub cleared: bool,
+    pub effect: Effect,
+}
+
+/// What a command changed that the master acts on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Effect {
+    None,
+    /// Runtime state (weights, admin states): the state file is rewritten.
+    StateChanged,
+    /// `clear counters`: the master's rate maxima start over too.
+    CountersCleared,
+    /// A listener was disabled or enabled: the workers are told to look.
+    ListenersChanged,
 }
 
 fn text(s: impl Into<String>) -> Outcome {
     Outcome {
         reply: Reply::Text(s.into()),
-        changed: false,
-        cleared: false,
+        effect: Effect::None,
     }
 }
 
 fn changed() -> Outcome {
     Outcome {
         reply: Reply::Text(String::new()),
-        changed: true,
-        cleared: false,
+        effect: Effect::StateChanged,
     }
 }
 
@@ -103,6 +110,16 @@ const COMMANDS: &[(&str, &str, Level)] = &[
         Level::Admin,
     ),
     (
+        "disable frontend <frontend>",
+        "temporarily disable specific frontend",
+        Level::Admin,
+    ),
+    (
+        "enable frontend <frontend>",
+        "re-enable specific frontend",
+        Level::Admin,
+    ),
+    (
         "reload",
         "reload the configuration (Success=1 or Success=0 and the errors)",
         Level::Admin,
@@ -131,13 +148,11 @@ pub fn execute(cmd: &str, level: Level, v: &View) -> Outcome {
         ["help"] => text(help(level)),
         ["prompt"] => Outcome {
             reply: Reply::TogglePrompt,
-            changed: false,
-            cleared: false,
+            effect: Effect::None,
         },
         ["quit"] => Outcome {
             reply: Reply::Quit,
-            changed: false,
-            cleared: false,
+            effect: Effect::None,
         },
         ["show", "info", args @ ..] => match InfoFormat::parse(args) {
             Ok(format) => text(info::show_info(v, format)),
@@ -149,6 +164,10 @@ pub fn execute(cmd: &str, level: Level, v: &View) -> Outcome {
         ["clear", "counters", "all"] if level < Level::Admin => permission_denied(),
         ["clear", "counters", "all"] => clear_counters(v, true),
         ["clear", "counters", ..] => text("'clear counters' only takes 'all'.\n"),
+        ["disable" | "enable", "frontend", ..] if level < Level::Admin => permission_denied(),
+        ["disable", "frontend", name] => set_frontend(v, name, true),
+        ["enable", "frontend", name] => set_frontend(v, name, false),
+        ["disable" | "enable", "frontend"] => text("A frontend name is expected.\n"),
         ["show", "proc"] => text(show_proc(v)),
         ["show", "backend"] => text(show_backend(v)),
         ["show", "stat", args @ ..] => {
@@ -278,6 +297,34 @@ fn set_admin(v: &View, target: &str, admin: AdminState) -> Outcome {
     changed()
 }
 
+/// `disable frontend F` / `enable frontend F`: the listener's sockets
+/// leave (or rejoin) every worker's epoll set; the kernel keeps queueing
+/// new connections in the backlog meanwhile, as with HAProxy's pause.
+fn set_frontend(v: &View, name: &str, disable: bool) -> Outcome {
+    let Some(l) = v.config.listeners.iter().position(|l| l.name == name) else {
+        return text("No such frontend.\n");
+    };
+    if !v.shm.set_listener_disabled(l, disable) {
+        return text(if disable {
+            "All sockets are already disabled.\n"
+        } else {
+            "All sockets are already enabled.\n"
+        });
+    }
+    log::warn!(
+        "listener {name} {} over the admin socket",
+        if disable {
+            "disabled (new connections wait in the backlog)"
+        } else {
+            "enabled"
+        }
+    );
+    Outcome {
+        reply: Reply::Text(String::new()),
+        effect: Effect::ListenersChanged,
+    }
+}
+
 /// `clear counters [all]`: in the shared state every worker counts into,
 /// so it holds for all of them at once. Without `all` only the maxima
 /// (smax, MaxConnRate...) start over, as in HAProxy.
@@ -298,8 +345,7 @@ fn clear_counters(v: &View, all: bool) -> Outcome {
     );
     Outcome {
         reply: Reply::Text(String::new()),
-        changed: false,
-        cleared: true,
+        effect: Effect::CountersCleared,
     }
 }
 

@@ -319,7 +319,14 @@ fn frontend_row(v: &Source, name: &str, iid: usize, t: &shm::WorkerTotals) -> Ro
         v.config.worker_connections * v.shm.worker_count().max(1),
     );
     r.set("stot", tot);
-    r.set("status", "OPEN");
+    r.set(
+        "status",
+        if v.shm.listener_disabled(iid - 1) {
+            "PAUSED"
+        } else {
+            "OPEN"
+        },
+    );
     r.set("pid", PROCESS_NUM);
     r.set("type", 0);
     r.set("req_tot", req);

@@ -1101,11 +1101,13 @@ impl Master {
         }
         let view = self.admin_view(now);
         let out = crate::admin::execute(cmd, level, &view);
-        if out.changed {
-            self.save_state_file(now);
-        }
-        if out.cleared {
-            self.rates.clear_max();
+        match out.effect {
+            crate::admin::commands::Effect::None => {}
+            crate::admin::commands::Effect::StateChanged => self.save_state_file(now),
+            crate::admin::commands::Effect::CountersCleared => self.rates.clear_max(),
+            crate::admin::commands::Effect::ListenersChanged => {
+                self.children.tell_workers(crate::worker::LISTENERS_CHANGED)
+            }
         }
         out.reply
     }

@@ -29,6 +29,7 @@ pub use upstream::{Durations, UpstreamShared, DURATION_BUCKETS};
 pub use worker::{AcceptState, WorkerShared, WorkerTotals};
 
 use std::io;
+use std::sync::atomic::AtomicU32;
 
 /// The mapping and where each part lives in it.
 pub struct Shm {
@@ -42,6 +43,10 @@ pub struct Shm {
     workers_off: usize,
     upstreams_off: usize,
     instance_off: usize,
+    /// One `AtomicU32` per configured listener: disabled over the runtime
+    /// API (`disable frontend`).
+    listeners_off: usize,
+    listeners: usize,
 }
 
 // SAFETY: the raw pointer is a mapping this value owns for its whole life
@@ -54,6 +59,15 @@ unsafe impl Sync for Shm {}
 impl Shm {
     /// Maps zeroed shared memory for `servers_per_upstream` and `workers`.
     pub fn create(servers_per_upstream: &[usize], workers: usize) -> io::Result<Shm> {
+        Shm::create_with_listeners(servers_per_upstream, workers, 0)
+    }
+
+    /// [`create`](Self::create), with room for `listeners` listener flags.
+    pub fn create_with_listeners(
+        servers_per_upstream: &[usize],
+        workers: usize,
+        listeners: usize,
+    ) -> io::Result<Shm> {
         let mut base = Vec::with_capacity(servers_per_upstream.len());
         let mut servers = 0;
         for &n in servers_per_upstream {
@@ -67,7 +81,8 @@ impl Shm {
         // instance block that follows is aligned too.
         let instance_off =
             upstreams_off + servers_per_upstream.len() * std::mem::size_of::<UpstreamShared>();
-        let len = (instance_off + std::mem::size_of::<InstanceShared>()).max(4096);
+        let listeners_off = instance_off + std::mem::size_of::<InstanceShared>();
+        let len = (listeners_off + listeners * std::mem::size_of::<AtomicU32>()).max(4096);
         // SAFETY: anonymous shared mapping; the kernel zero-fills it.
         let ptr = unsafe {
             libc::mmap(
@@ -92,6 +107,8 @@ impl Shm {
             workers_off,
             upstreams_off,
             instance_off,
+            listeners_off,
+            listeners,
         })
     }
 
@@ -160,6 +177,31 @@ impl Shm {
 }
 
 impl Shm {
+    fn listener_flag(&self, l: usize) -> Option<&AtomicU32> {
+        // SAFETY: l < listeners, so in the mapping; 4-byte aligned (the
+        // instance block before it is 64-byte sized); zero is valid.
+        (l < self.listeners).then(|| unsafe {
+            &*(self
+                .ptr
+                .add(self.listeners_off + l * std::mem::size_of::<AtomicU32>())
+                as *const AtomicU32)
+        })
+    }
+
+    /// Listener `l` (its index in the configuration) was disabled over the
+    /// runtime API: workers keep it out of their epoll set.
+    pub fn listener_disabled(&self, l: usize) -> bool {
+        self.listener_flag(l)
+            .is_some_and(|f| f.load(std::sync::atomic::Ordering::Relaxed) != 0)
+    }
+
+    /// Sets listener `l`'s flag; returns whether it changed.
+    pub fn set_listener_disabled(&self, l: usize, disabled: bool) -> bool {
+        self.listener_flag(l).is_some_and(|f| {
+            f.swap(u32::from(disabled), std::sync::atomic::Ordering::Relaxed) != u32::from(disabled)
+        })
+    }
+
     /// What the master publishes about the instance.
     pub fn instance(&self) -> &InstanceShared {
         // SAFETY: as for `server`: in the mapping (`len` covers it), 64-byte
