@@ -150,3 +150,129 @@ fn frontend_errors_are_haproxys_and_the_pause_survives_a_reload() {
         "{line:?}"
     );
 }
+
+// ---------------------------------------------------------------------------
+// set server B/S health, enable|disable health B/S
+
+/// A server's `status` in `show stat`.
+fn server_status(sock: &std::path::Path, backend: &str, server: &str) -> String {
+    let csv = admin_cmd(sock, "show stat -1 4 -1");
+    csv.lines()
+        .find(|l| l.starts_with(&format!("{backend},{server},")))
+        .and_then(|l| l.split(',').nth(17))
+        .map(str::to_owned)
+        .unwrap_or_else(|| panic!("no {backend}/{server} row:\n{csv}"))
+}
+
+/// Which backends answered `n` requests.
+fn spread(port: u16, n: usize) -> (usize, usize) {
+    let (mut a, mut b) = (0, 0);
+    for _ in 0..n {
+        match http_get(port, "/").body_str().as_str() {
+            "a" => a += 1,
+            "b" => b += 1,
+            other => panic!("unexpected body {other:?}"),
+        }
+    }
+    (a, b)
+}
+
+fn start_two(health: Option<&str>) -> (Forklb, TempDir, PathBuf, Backend, Backend) {
+    let (a, b) = (Backend::start("a"), Backend::start("b"));
+    let dir = TempDir::new("adminhealth");
+    let sock = dir.join("admin.sock");
+    let mut cfg = ConfigBuilder::new()
+        .workers(2)
+        .admin_socket(&sock)
+        .listener("web", &["127.0.0.1:$PORT"])
+        .route(Route::to("main"))
+        .upstream("main", [Srv::new("a", a.addr()), Srv::new("b", b.addr())]);
+    if let Some(h) = health {
+        cfg = cfg.upstream_opt(h);
+    }
+    let lb = Forklb::start(&cfg.build());
+    assert!(wait_until(Duration::from_secs(5), || sock.exists()));
+    (lb, dir, sock, a, b)
+}
+
+#[test]
+fn set_server_health_forces_the_state_of_an_unchecked_server() {
+    let (lb, _dir, sock, _a, _b) = start_two(None);
+    let port = lb.port();
+    assert_eq!(server_status(&sock, "main", "b"), "no check");
+    assert_eq!(admin_cmd(&sock, "set server main/b health down"), "\n");
+    assert_eq!(server_status(&sock, "main", "b"), "DOWN");
+    assert_eq!(spread(port, 8), (8, 0), "a DOWN server takes no requests");
+    assert_eq!(admin_cmd(&sock, "set server main/b health stopping"), "\n");
+    assert_eq!(server_status(&sock, "main", "b"), "NOLB");
+    assert_eq!(
+        spread(port, 8),
+        (8, 0),
+        "a stopping server takes no new requests"
+    );
+    assert_eq!(admin_cmd(&sock, "set server main/b health up"), "\n");
+    assert_eq!(server_status(&sock, "main", "b"), "no check");
+    let (a, b) = spread(port, 8);
+    assert!(a > 0 && b > 0, "both serve again: {a}/{b}");
+    for (cmd, answer) in [
+        (
+            "set server main/b health sideways",
+            "'set server <srv> health' expects 'up', 'stopping', or 'down'.\n\n",
+        ),
+        (
+            "set server main/b health",
+            "'set server <srv> health' expects 'up', 'stopping', or 'down'.\n\n",
+        ),
+        ("set server main/zz health up", "No such server.\n\n"),
+        ("set server nope/b health up", "No such backend.\n\n"),
+        (
+            "enable health main/b",
+            "Health check was not configured on this server, cannot enable.\n\n",
+        ),
+        ("disable health main", "Require 'backend/server'.\n\n"),
+        ("disable health main/zz", "No such server.\n\n"),
+    ] {
+        assert_eq!(admin_cmd(&sock, cmd), answer, "{cmd}");
+    }
+}
+
+#[test]
+fn disable_health_stops_checks_and_enable_resumes_them() {
+    let (lb, _dir, sock, _a, mut b) = start_two(Some(
+        "health: {type: tcp, interval: 100ms, timeout: 300ms, rise: 1, fall: 1}",
+    ));
+    assert!(
+        wait_until(Duration::from_secs(5), || server_status(&sock, "main", "b")
+            == "UP"),
+        "{}",
+        lb.diagnostics()
+    );
+    assert_eq!(admin_cmd(&sock, "disable health main/b"), "\n");
+    assert_eq!(server_status(&sock, "main", "b"), "no check");
+    // The server dies, but nobody checks: it stays "no check" (up).
+    b.stop();
+    std::thread::sleep(Duration::from_millis(600));
+    assert_eq!(server_status(&sock, "main", "b"), "no check");
+    // Forced down while unchecked: DOWN, and it stays so.
+    assert_eq!(admin_cmd(&sock, "set server main/b health down"), "\n");
+    assert_eq!(server_status(&sock, "main", "b"), "DOWN");
+    assert_eq!(spread(lb.port(), 6), (6, 0));
+    // Checks again: the dead server stays DOWN; restarted, it comes UP.
+    assert_eq!(admin_cmd(&sock, "enable health main/b"), "\n");
+    std::thread::sleep(Duration::from_millis(400));
+    assert!(server_status(&sock, "main", "b").starts_with("DOWN"));
+    b.restart();
+    assert!(
+        wait_until(Duration::from_secs(5), || server_status(&sock, "main", "b")
+            == "UP"),
+        "checks must resume after enable health: {}",
+        server_status(&sock, "main", "b")
+    );
+    // A forced state on a checked server lasts until the next check.
+    assert_eq!(admin_cmd(&sock, "set server main/b health down"), "\n");
+    assert!(
+        wait_until(Duration::from_secs(5), || server_status(&sock, "main", "b")
+            == "UP"),
+        "the next passing check brings it back"
+    );
+}

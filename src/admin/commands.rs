@@ -9,7 +9,7 @@ use super::stat;
 use super::stat_query::StatQuery;
 use super::view::View;
 use crate::config::Balance;
-use crate::shm::{self, AdminState};
+use crate::shm::{self, AdminState, ForcedHealth};
 use std::fmt::Write;
 
 /// A command's answer, and what the master must do besides sending it.
@@ -107,6 +107,21 @@ const COMMANDS: &[(&str, &str, Level)] = &[
     (
         "disable server <bk>/<srv>",
         "set a server's state to maint",
+        Level::Admin,
+    ),
+    (
+        "set server <bk>/<srv> health up|stopping|down",
+        "force a server's health state",
+        Level::Admin,
+    ),
+    (
+        "enable health <bk>/<srv>",
+        "enable a server's health checks",
+        Level::Admin,
+    ),
+    (
+        "disable health <bk>/<srv>",
+        "disable a server's health checks",
         Level::Admin,
     ),
     (
@@ -214,9 +229,18 @@ pub fn execute(cmd: &str, level: Level, v: &View) -> Outcome {
         ["set", "server", _, "state"] => {
             text("'set server <srv> state' expects 'ready', 'drain' and 'maint'.\n")
         }
+        ["set", "server", target, "health", word] => match ForcedHealth::parse(word) {
+            Some(to) => set_health(v, target, to),
+            None => text(HEALTH_WORDS),
+        },
+        ["set", "server", _, "health"] => text(HEALTH_WORDS),
         ["set", "server", _, ..] => {
-            text("'set server <srv>' only supports 'state' and 'weight' here.\n")
+            text("'set server <srv>' only supports 'state', 'weight' and 'health' here.\n")
         }
+        ["enable" | "disable", "health", ..] if level < Level::Admin => permission_denied(),
+        ["enable", "health", target] => set_checks(v, target, true),
+        ["disable", "health", target] => set_checks(v, target, false),
+        ["enable" | "disable", "health", ..] => text("Require 'backend/server'.\n"),
         ["enable", "server", target] => set_admin(v, target, AdminState::Ready),
         ["disable", "server", target] => set_admin(v, target, AdminState::Maint),
         ["enable", "server"] | ["disable", "server"] => text("Require 'backend/server'.\n"),
@@ -295,6 +319,57 @@ fn set_admin(v: &View, target: &str, admin: AdminState) -> Outcome {
         );
     }
     changed()
+}
+
+const HEALTH_WORDS: &str = "'set server <srv> health' expects 'up', 'stopping', or 'down'.\n";
+
+/// `set server B/S health up|stopping|down`.
+fn set_health(v: &View, target: &str, to: ForcedHealth) -> Outcome {
+    let (u, s) = match find(v, target) {
+        Ok(x) => x,
+        Err(e) => return text(e),
+    };
+    let full = v.config.upstreams[u]
+        .health
+        .as_ref()
+        .map_or(1, |h| (h.rise + h.fall).saturating_sub(1).max(1));
+    if v.shm.server(u, s).force_health(to, full) {
+        log::warn!(
+            "server {}/{} health set to {} over the admin socket",
+            v.config.upstreams[u].name,
+            v.config.upstreams[u].servers[s].name,
+            match to {
+                ForcedHealth::Up => "up",
+                ForcedHealth::Stopping => "stopping",
+                ForcedHealth::Down => "down",
+            }
+        );
+    }
+    text("")
+}
+
+/// `enable|disable health B/S`: active checks for one server.
+fn set_checks(v: &View, target: &str, on: bool) -> Outcome {
+    let (u, s) = match find(v, target) {
+        Ok(x) => x,
+        Err(e) => return text(e),
+    };
+    if v.config.upstreams[u].health.is_none() {
+        return text(if on {
+            "Health check was not configured on this server, cannot enable.\n"
+        } else {
+            ""
+        });
+    }
+    if v.shm.server(u, s).set_checked(on) {
+        log::warn!(
+            "health checks of server {}/{} {} over the admin socket",
+            v.config.upstreams[u].name,
+            v.config.upstreams[u].servers[s].name,
+            if on { "enabled" } else { "disabled" }
+        );
+    }
+    text("")
 }
 
 /// `disable frontend F` / `enable frontend F`: the listener's sockets

@@ -240,8 +240,11 @@ pub fn algo_name(b: Balance) -> &'static str {
 pub fn server_status(st: &ServerStats, health: Option<(u32, u32)>) -> String {
     match st.admin {
         AdminState::Maint | AdminState::Drain => st.admin.status_word().to_owned(),
-        AdminState::Ready => match health {
+        AdminState::Ready if st.stopping => "NOLB".to_owned(),
+        AdminState::Ready => match health.filter(|_| st.checked) {
             Some((rise, fall)) => counter::status(st.health.counter, st.health.down, rise, fall),
+            // Unchecked (or checks disabled): up unless forced down.
+            None if st.health.down => "DOWN".to_owned(),
             None => "no check".to_owned(),
         },
     }
@@ -424,7 +427,7 @@ fn server_row(
     let w = st.weight;
     let mut r = Row::new(Kind::Server, &up.name, &srv.name, iid, sid);
     r.maint = st.admin == AdminState::Maint;
-    r.up = st.admin != AdminState::Maint && !st.health.down;
+    r.up = st.admin != AdminState::Maint && !st.health.down && !st.stopping;
     r.set("qcur", 0);
     r.set("qmax", 0);
     r.set("scur", st.active);
@@ -450,7 +453,7 @@ fn server_row(
     r.set("pid", PROCESS_NUM);
     r.set("lbtot", st.selections);
     r.set("type", 2);
-    if let Some(h) = &up.health {
+    if let Some(h) = up.health.as_ref().filter(|_| st.checked) {
         set_check_fields(&mut r, h, st);
     }
     for (k, f) in HRSP.iter().enumerate() {

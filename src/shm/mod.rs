@@ -22,8 +22,8 @@ mod worker;
 
 pub use instance::{Instance, InstanceShared};
 pub use server::{
-    AdminState, HealthChange, HealthState, LastCheck, ServerShared, ServerStats, WeightOutOfRange,
-    MAX_WEIGHT,
+    AdminState, ForcedHealth, HealthChange, HealthState, LastCheck, ServerShared, ServerStats,
+    WeightOutOfRange, MAX_WEIGHT,
 };
 pub use upstream::{Durations, UpstreamShared, DURATION_BUCKETS};
 pub use worker::{AcceptState, WorkerShared, WorkerTotals};
