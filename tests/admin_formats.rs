@@ -720,3 +720,54 @@ fn backend_weight_counts_active_servers_and_maint_is_op_state_0() {
     assert_eq!(op_state("k"), "2", "{state}");
     drop(lb);
 }
+
+// ---------------------------------------------------------------------------
+// help and unknown commands
+
+#[test]
+fn help_and_unknown_commands_read_as_haproxys() {
+    let s = start();
+    let hap = Haproxy::start();
+    let ours = admin_cmd(&s.sock, "help");
+    let theirs = hap.cmd("help");
+    assert_eq!(ours.lines().next(), theirs.lines().next());
+    // Every usage line of a command HAProxy has too is HAProxy's, byte for byte.
+    let mut shared = 0;
+    for line in ours.lines().skip(1).filter(|l| !l.is_empty()) {
+        let usage = line.split(" : ").next().unwrap_or(line).trim_end();
+        let words: Vec<&str> = usage
+            .split_whitespace()
+            .take_while(|w| w.chars().all(|c| c.is_ascii_lowercase() || c == '-'))
+            .collect();
+        let key = format!("  {}", words.join(" "));
+        if let Some(h) = theirs
+            .lines()
+            .find(|h| h.starts_with(&format!("{key} ")) || h.starts_with(&format!("{key}:")))
+        {
+            assert_eq!(line, h, "usage of {key:?}");
+            shared += 1;
+        }
+    }
+    assert!(shared >= 15, "only {shared} usage lines in common:\n{ours}");
+    // A typo: the same header, the same suggestion, the same closing lines.
+    for typo in ["show servers stat", "show stats"] {
+        let o = admin_cmd(&s.sock, typo);
+        let t = hap.cmd(typo);
+        assert_eq!(o.lines().next(), t.lines().next(), "{typo}");
+        let tail = |x: &str| {
+            x.lines()
+                .rev()
+                .take(4)
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(tail(&o), tail(&t), "{typo}:\n{o}\n---\n{t}");
+    }
+    let o = admin_cmd(&s.sock, "show servers stat");
+    let t = hap.cmd("show servers stat");
+    let line = "  show servers state [<backend>]          : dump volatile server information (all or for a single backend)";
+    assert!(
+        o.lines().any(|l| l == line) && t.lines().any(|l| l == line),
+        "{o}\n---\n{t}"
+    );
+}

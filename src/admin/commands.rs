@@ -7,6 +7,7 @@ use super::info::{self, InfoFormat};
 use super::server::{Level, Reply};
 use super::stat;
 use super::stat_query::StatQuery;
+use super::usage;
 use super::view::View;
 use crate::config::Balance;
 use crate::shm::{self, AdminState, ForcedHealth};
@@ -44,114 +45,6 @@ fn changed() -> Outcome {
     }
 }
 
-const COMMANDS: &[(&str, &str, Level)] = &[
-    ("help", "this message", Level::User),
-    ("prompt", "toggle interactive mode with prompt", Level::User),
-    ("quit", "disconnect", Level::User),
-    (
-        "show info [desc|json|typed|float]*",
-        "report information about the running process",
-        Level::User,
-    ),
-    (
-        "show version",
-        "show version of the current process",
-        Level::User,
-    ),
-    (
-        "clear counters [all]",
-        "clear max statistics counters (or all counters)",
-        Level::Operator,
-    ),
-    (
-        "show proc",
-        "show the master and worker processes",
-        Level::User,
-    ),
-    ("show backend", "list backends (upstreams)", Level::User),
-    (
-        "show stat [desc|json|no-maint|typed|up]*",
-        "report counters for each proxy and server",
-        Level::User,
-    ),
-    (
-        "show servers state [<backend>]",
-        "dump volatile server information",
-        Level::User,
-    ),
-    (
-        "get weight <bk>/<srv>",
-        "report a server's current weight",
-        Level::User,
-    ),
-    (
-        "set weight <bk>/<srv> <w>[%]",
-        "change a server's weight",
-        Level::Admin,
-    ),
-    (
-        "set server <bk>/<srv> state ready|drain|maint",
-        "change a server's admin state",
-        Level::Admin,
-    ),
-    (
-        "set server <bk>/<srv> weight <w>[%]",
-        "change a server's weight",
-        Level::Admin,
-    ),
-    (
-        "enable server <bk>/<srv>",
-        "set a server's state to ready",
-        Level::Admin,
-    ),
-    (
-        "disable server <bk>/<srv>",
-        "set a server's state to maint",
-        Level::Admin,
-    ),
-    (
-        "set server <bk>/<srv> health up|stopping|down",
-        "force a server's health state",
-        Level::Admin,
-    ),
-    (
-        "enable health <bk>/<srv>",
-        "enable a server's health checks",
-        Level::Admin,
-    ),
-    (
-        "disable health <bk>/<srv>",
-        "disable a server's health checks",
-        Level::Admin,
-    ),
-    (
-        "disable frontend <frontend>",
-        "temporarily disable specific frontend",
-        Level::Admin,
-    ),
-    (
-        "enable frontend <frontend>",
-        "re-enable specific frontend",
-        Level::Admin,
-    ),
-    (
-        "reload",
-        "reload the configuration (Success=1 or Success=0 and the errors)",
-        Level::Admin,
-    ),
-];
-
-/// `help` at `level`: the commands that level may use.
-pub fn help(level: Level) -> String {
-    let mut out = String::from("The following commands are valid at this level:\n");
-    for (cmd, what, min) in COMMANDS {
-        if level >= *min {
-            let _ = writeln!(out, "  {cmd:<48}: {what}");
-        }
-    }
-    out
-}
-
 fn permission_denied() -> Outcome {
     text("Permission denied\n")
 }
@@ -160,7 +53,7 @@ fn permission_denied() -> Outcome {
 pub fn execute(cmd: &str, level: Level, v: &View) -> Outcome {
     let words: Vec<&str> = cmd.split_whitespace().collect();
     match words.as_slice() {
-        ["help"] => text(help(level)),
+        ["help", args @ ..] => text(usage::help(level, args)),
         ["prompt"] => Outcome {
             reply: Reply::TogglePrompt,
             effect: Effect::None,
@@ -244,11 +137,7 @@ pub fn execute(cmd: &str, level: Level, v: &View) -> Outcome {
         ["enable", "server", target] => set_admin(v, target, AdminState::Ready),
         ["disable", "server", target] => set_admin(v, target, AdminState::Maint),
         ["enable", "server"] | ["disable", "server"] => text("Require 'backend/server'.\n"),
-        _ => text(format!(
-            "Unknown command: '{}'. Please enter one of the following commands only :\n{}",
-            words.first().copied().unwrap_or(""),
-            help(level).lines().skip(1).collect::<Vec<_>>().join("\n") + "\n"
-        )),
+        _ => text(usage::unknown(level, &words)),
     }
 }
 
@@ -279,7 +168,8 @@ fn set_weight(v: &View, target: &str, w: &str) -> Outcome {
     let initial = up.servers[s].weight;
     let weight = if let Some(pct) = w.strip_suffix('%') {
         match pct.parse::<u64>() {
-            Ok(p) => ((u64::from(initial) * p + 50) / 100).min(u64::from(shm::MAX_WEIGHT)) as u32,
+            // Truncated, as HAProxy does: 50% of 3 is 1.
+            Ok(p) => (u64::from(initial) * p / 100).min(u64::from(shm::MAX_WEIGHT)) as u32,
             Err(_) => return text("Relative weight must be a positive integer percentage.\n"),
         }
     } else {
