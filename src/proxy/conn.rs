@@ -533,7 +533,7 @@ impl Conn {
             if abort {
                 ex.abort(env);
             }
-            ex.count_request_body(cur.req.body.sent);
+            ex.set_request_body(cur.req.body.sent);
             ex.end_in_place(env);
             cur.ex = None;
         }
@@ -1191,7 +1191,11 @@ impl Conn {
 
     // ----- Access log -------------------------------------------------------
 
+    #[inline]
     fn capture_record(&mut self, env: &mut Env, req: &httparse::Request, minor: u8) {
+        if !env.access.enabled() {
+            return;
+        }
         let protocol = if minor == 0 { "HTTP/1.0" } else { "HTTP/1.1" };
         let rec = Record::capture(
             env,

@@ -548,12 +548,22 @@ impl Exchange {
     }
 
     /// Request body bytes that went upstream past the exchange (pass-
-    /// through), for the byte counters.
-    pub fn count_request_body(&mut self, n: u64) {
-        self.req_total += n;
+    /// through: the client's relay counts them), for the byte counters.
+    pub fn set_request_body(&mut self, n: u64) {
+        self.req_total = n;
+    }
+
+    /// The request no longer occupies its server: its active count, byte
+    /// counters and duration settle (once; later calls do nothing).
+    #[inline]
+    fn release_server(&mut self, env: &mut Env) {
+        let up = self.req_head.len() as u64 + self.req_total;
+        let down = self.resp_head_len + self.body_sent;
+        self.att.release(env, up, down);
     }
 
     /// Readiness of its upstream socket.
+    #[inline]
     pub fn on_upstream_event(&mut self, r: bool, w: bool, hup: bool) {
         if let State::Upstream(up) = &mut self.state {
             up.ready(r, w, hup);
@@ -699,6 +709,11 @@ impl Exchange {
                     return self.drive(env, c);
                 }
             };
+            if let UpStep::Complete(_) = step {
+                // The body went past the exchange: for the counters, which
+                // settle now.
+                self.req_total = c.req.body.sent;
+            }
             if let Some(p) = self.after_step(env, step, c, &mut run) {
                 break p;
             }
@@ -795,6 +810,11 @@ impl Exchange {
             }
             UpStep::Complete(n) => {
                 self.body_sent += n as u64;
+                // The server is free the moment its response is complete,
+                // before its connection is pooled: the client's next
+                // request may already be on its way to another worker
+                // (`drive_h1` has set the request's byte count).
+                self.release_server(env);
                 self.finish_upstream(env);
                 return Some(Progress::Finished);
             }
@@ -984,9 +1004,7 @@ impl Exchange {
         if !matches!(self.state, State::Finished) {
             self.take_upstream(env);
         }
-        let up = self.req_head.len() as u64 + self.req_total;
-        let down = self.resp_head_len + self.body_sent;
-        self.att.release(env, up, down);
+        self.release_server(env);
         env.heads.put(std::mem::take(&mut self.req_head));
         if let Some(r) = self.record.take() {
             r.write(

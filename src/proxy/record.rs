@@ -27,6 +27,7 @@ pub struct Outcome {
 
 impl Record {
     /// The record of a request, if the access log is on.
+    #[inline]
     pub fn capture(
         env: &mut Env,
         method: &str,
@@ -37,6 +38,17 @@ impl Record {
         if !env.access.enabled() {
             return None;
         }
+        Some(Record::take(env, method, target, headers, protocol))
+    }
+
+    #[inline(never)]
+    fn take(
+        env: &mut Env,
+        method: &str,
+        target: &str,
+        headers: &[httparse::Header],
+        protocol: &'static str,
+    ) -> Box<Record> {
         let mut bytes = env.heads.get();
         let mut ends = [0usize; 4];
         bytes.extend_from_slice(method.as_bytes());
@@ -53,12 +65,12 @@ impl Record {
         ends[2] = bytes.len();
         bytes.extend_from_slice(header("user-agent"));
         ends[3] = bytes.len();
-        Some(Box::new(Record {
+        Box::new(Record {
             bytes,
             ends,
             protocol,
             started: env.now,
-        }))
+        })
     }
 
     fn field(&self, i: usize) -> &[u8] {

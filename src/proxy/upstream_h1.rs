@@ -138,6 +138,7 @@ impl UpstreamH1 {
         self.up_slot
     }
 
+    #[inline]
     pub fn ready(&mut self, r: bool, w: bool, hup: bool) {
         self.readable |= r;
         self.writable |= w;
@@ -284,8 +285,8 @@ impl UpstreamH1 {
         UpStep::Blocked
     }
 
-    /// Reads and parses the response head; interim responses are dropped
-    /// (an HTTP/2 client would take 103, a later improvement).
+    /// Reads and parses the response head; interim responses go to the
+    /// sink's `interim` (HEADERS without END_STREAM for an HTTP/2 client).
     fn head_step(&mut self, env: &mut Env, sink: &mut dyn ResponseSink, is_head: bool) -> UpStep {
         if let Some(mut input) = self.input.take() {
             let parsed = self.parse_head(env, &mut input, sink, is_head);
