@@ -9,7 +9,6 @@
 use super::body::Relay;
 use super::env::Env;
 use super::io::{self, Io};
-use super::side::ResponseSink;
 use crate::buffer::Buf;
 use crate::event::Stream;
 use crate::http::{self, errors};
@@ -201,47 +200,6 @@ pub fn discard_input(
         }
     }
     got
-}
-
-/// A pass-through exchange answers through `H1Client` and its error pages;
-/// these serve an upstream side that re-frames (none does for this client
-/// today), so that nothing is lost if one does.
-impl ResponseSink for H1Client<'_> {
-    fn head(&mut self, status: u16, headers: &[(&[u8], &[u8])], _end: bool) {
-        if let Some(out) = self.out.as_mut() {
-            write_head(out, status, headers);
-        }
-    }
-
-    fn interim(&mut self, status: u16, headers: &[(&[u8], &[u8])]) {
-        // HTTP/1.0 clients do not understand them (RFC 9110 §15.2).
-        if self.req.minor >= 1 {
-            if let Some(out) = self.out.as_mut() {
-                write_head(out, status, headers);
-            }
-        }
-    }
-
-    fn capacity(&self) -> usize {
-        0
-    }
-
-    fn data(&mut self, _bytes: &[u8], _end: bool) -> usize {
-        0
-    }
-
-    fn body_forwarded(&mut self, _n: usize) {}
-
-    fn trailers(&mut self, _fields: &[(&[u8], &[u8])]) {}
-
-    fn abort(&mut self) {
-        self.req.aborted = true;
-        self.req.keep_after = false;
-    }
-
-    fn h1_client(&mut self) -> Option<H1Client<'_>> {
-        Some(self.reborrow())
-    }
 }
 
 /// An HTTP/1.1 status line and header fields, ending the head.

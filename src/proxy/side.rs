@@ -3,7 +3,7 @@
 //! (`UpStep`), and where the response goes (`ResponseSink`, the client
 //! side: an HTTP/2 stream, or an HTTP/1.1 connection).
 
-use super::h1_client::H1Client;
+use super::h1_client::{self, H1Client};
 
 /// Where a response goes: the client side of the exchange.
 pub trait ResponseSink {
@@ -87,4 +87,45 @@ pub enum UpStep {
         /// The upstream sent something invalid (counted as such).
         bad_response: bool,
     },
+}
+
+/// A pass-through exchange answers through `H1Client` and its error pages;
+/// these serve an upstream side that re-frames (none does for this client
+/// today), so that nothing is lost if one does.
+impl ResponseSink for H1Client<'_> {
+    fn head(&mut self, status: u16, headers: &[(&[u8], &[u8])], _end: bool) {
+        if let Some(out) = self.out.as_mut() {
+            h1_client::write_head(out, status, headers);
+        }
+    }
+
+    fn interim(&mut self, status: u16, headers: &[(&[u8], &[u8])]) {
+        // HTTP/1.0 clients do not understand them (RFC 9110 §15.2).
+        if self.req.minor >= 1 {
+            if let Some(out) = self.out.as_mut() {
+                h1_client::write_head(out, status, headers);
+            }
+        }
+    }
+
+    fn capacity(&self) -> usize {
+        0
+    }
+
+    fn data(&mut self, _bytes: &[u8], _end: bool) -> usize {
+        0
+    }
+
+    fn body_forwarded(&mut self, _n: usize) {}
+
+    fn trailers(&mut self, _fields: &[(&[u8], &[u8])]) {}
+
+    fn abort(&mut self) {
+        self.req.aborted = true;
+        self.req.keep_after = false;
+    }
+
+    fn h1_client(&mut self) -> Option<H1Client<'_>> {
+        Some(self.reborrow())
+    }
 }
