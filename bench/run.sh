@@ -810,12 +810,18 @@ for f in "$TMP/forklb-conf/error.log" "$TMP/forklb-tls/error.log"; do
         } >> "$HEADER.log"
     fi
 done
-# And Pingora's log (warnings and errors, on its stdout/stderr).
+# And Pingora's log (warnings and errors, on its stdout/stderr). It logs an
+# ERROR "Fail to proxy: Downstream ..." for every request whose client went
+# away, which wrk and h2load do to the requests in flight at the end of each
+# timed run: those are counted, not shown; the last 5 other lines are.
 for f in "$TMP/pingora.stdout" "$TMP/pingora_tls.stdout"; do
     if [[ -s "$f" ]]; then
+        n_down=$(grep -c 'Fail to proxy: Downstream' "$f" || true)
         {
-            echo "pingora log $(basename "$f" .stdout) ($(wc -l < "$f") lines), last 10:"
-            tail -n 10 "$f" | cut -c1-300 | sed 's/^/  /'
+            echo "pingora log $(basename "$f" .stdout): $(wc -l < "$f") lines, $n_down of them" \
+                "\"Fail to proxy: Downstream ...\" (a client closed with requests in flight)$( \
+                grep -qv 'Fail to proxy: Downstream' "$f" && echo "; the last 5 others:")"
+            { grep -v 'Fail to proxy: Downstream' "$f" || true; } | tail -n 5 | cut -c1-300 | sed 's/^/  /'
         } >> "$HEADER.log"
     fi
 done

@@ -42,7 +42,11 @@ impl ProxyHttp for LB {
         String::new()
     }
 
-    async fn upstream_peer(&self, _session: &mut Session, ctx: &mut String) -> Result<Box<HttpPeer>> {
+    async fn upstream_peer(
+        &self,
+        _session: &mut Session,
+        ctx: &mut String,
+    ) -> Result<Box<HttpPeer>> {
         let upstream = self
             .0
             .select(b"", 256) // round robin: the key does not matter
@@ -78,13 +82,21 @@ fn main() {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
 
     let mut upstreams: Vec<String> = std::env::var("PINGORA_UPSTREAMS")
-        .map(|s| s.split(',').filter(|s| !s.is_empty()).map(String::from).collect())
+        .map(|s| {
+            s.split(',')
+                .filter(|s| !s.is_empty())
+                .map(String::from)
+                .collect()
+        })
         .unwrap_or_default();
     let (mut listen, mut tls_listen, mut cert, mut key) = (None, None, None, None);
     let (mut threads, mut pool) = (2usize, 1024usize);
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
-        let mut val = || args.next().unwrap_or_else(|| usage(&format!("{a} needs a value")));
+        let mut val = || {
+            args.next()
+                .unwrap_or_else(|| usage(&format!("{a} needs a value")))
+        };
         match a.as_str() {
             "--upstream" => upstreams.push(val()),
             "--listen" => listen = Some(val()),
