@@ -32,7 +32,7 @@
 # with cargo into bench/pingora/target (kept between runs, so only the first
 # run pays the ~7 minutes on 2 cores; cargo rebuilds when its sources change);
 # it needs a C compiler (ring), no cmake. Peers in scenarios 1-7 and 10-13;
-# scenario 8 includes it too (one thread, stopped with SIGINT). Unlike the
+# scenario 8 includes it too (one thread, stopped with SIGTERM). Unlike the
 # other proxies it is optional: if it does not build or does not start or
 # answer, that is noted in the header and the bench goes on without it.
 #
@@ -813,15 +813,18 @@ done
 # And Pingora's log (warnings and errors, on its stdout/stderr). It logs an
 # ERROR "Fail to proxy: Downstream ..." for every request whose client went
 # away, which wrk and h2load do to the requests in flight at the end of each
-# timed run: those are counted, not shown; the last 5 other lines are.
+# timed run, and over HTTP/2 often a second one, "failed to send error response
+# to downstream" (the error response it then tries on that stream):
+# those are counted, not shown; the last 5 other lines are.
+GONE='Fail to proxy: Downstream|failed to send error response to downstream'
 for f in "$TMP/pingora.stdout" "$TMP/pingora_tls.stdout"; do
     if [[ -s "$f" ]]; then
-        n_down=$(grep -c 'Fail to proxy: Downstream' "$f" || true)
+        n_gone=$(grep -cE "$GONE" "$f" || true)
         {
-            echo "pingora log $(basename "$f" .stdout): $(wc -l < "$f") lines, $n_down of them" \
-                "\"Fail to proxy: Downstream ...\" (a client closed with requests in flight)$( \
-                grep -qv 'Fail to proxy: Downstream' "$f" && echo "; the last 5 others:")"
-            { grep -v 'Fail to proxy: Downstream' "$f" || true; } | tail -n 5 | cut -c1-300 | sed 's/^/  /'
+            echo "pingora log $(basename "$f" .stdout): $(wc -l < "$f") lines, $n_gone of them about" \
+                "requests whose client closed while they were in flight$( \
+                grep -qvE "$GONE" "$f" && echo "; the last 5 others:")"
+            { grep -vE "$GONE" "$f" || true; } | tail -n 5 | cut -c1-300 | sed 's/^/  /'
         } >> "$HEADER.log"
     fi
 done
