@@ -25,13 +25,14 @@ test: test-deps
 	$(CARGO) test --all-targets
 
 ## Debian packages of the tools the tests run, as `command:package`. The HTTP/2
-## tests (tests/h2_*.rs) drive nghttp, h2load, curl with HTTP2 and Debian's own
+## tests (tests/h2_*.rs) drive nghttp, h2load, headless Chromium, curl with HTTP2 and Debian's own
 ## /usr/bin/python3 with the `h2` module (python3-h2, checked below: a module is
 ## not a command); they run that interpreter by its path, so a pyenv or venv
 ## python3 first on PATH does not matter.
 TEST_TOOLS = socat:socat curl:curl openssl:openssl unshare:util-linux nsenter:util-linux \
 	/lib/systemd/systemd:systemd logrotate:logrotate \
-	nghttp:nghttp2-client h2load:nghttp2-client /usr/bin/python3:python3
+	nghttp:nghttp2-client h2load:nghttp2-client /usr/bin/python3:python3 chromium:chromium \
+	/usr/sbin/haproxy:haproxy
 ## Python modules the tests import with /usr/bin/python3, as `module:package`.
 TEST_PY_MODULES = h2:python3-h2
 test-deps:

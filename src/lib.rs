@@ -39,6 +39,7 @@ pub mod http;
 pub mod log;
 pub mod master;
 pub mod metrics;
+pub mod metrics_haproxy;
 pub mod net;
 pub mod procfs;
 pub mod proxy;

@@ -19,6 +19,14 @@ fn family(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
 }
 
+/// `/metrics` in the route's format.
+pub fn render_as(format: crate::config::MetricsFormat, rt: &Runtime, shm: &Shm) -> String {
+    match format {
+        crate::config::MetricsFormat::Prometheus => render(rt, shm),
+        crate::config::MetricsFormat::Haproxy => crate::metrics_haproxy::render(rt, shm),
+    }
+}
+
 pub fn render(rt: &Runtime, shm: &Shm) -> String {
     let mut out = String::with_capacity(8192);
     instance_families(&mut out, rt, shm);

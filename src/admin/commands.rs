@@ -3,105 +3,46 @@
 //! written to the shared state, so one answer covers every worker and every
 //! change reaches all workers at their next pick.
 
+use super::info::{self, InfoFormat};
 use super::server::{Level, Reply};
 use super::stat;
+use super::stat_query::StatQuery;
+use super::usage;
 use super::view::View;
 use crate::config::Balance;
-use crate::shm::{self, AdminState};
+use crate::shm::{self, AdminState, ForcedHealth};
 use std::fmt::Write;
 
-/// A command's answer, and whether it changed runtime state (the state
-/// file is then rewritten).
+/// A command's answer, and what the master must do besides sending it.
 pub struct Outcome {
     pub reply: Reply,
-    pub changed: bool,
+    pub effect: Effect,
+}
+
+/// What a command changed that the master acts on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Effect {
+    None,
+    /// Runtime state (weights, admin states): the state file is rewritten.
+    StateChanged,
+    /// `clear counters`: the master's rate maxima start over too.
+    CountersCleared,
+    /// A listener was disabled or enabled: the workers are told to look.
+    ListenersChanged,
 }
 
 fn text(s: impl Into<String>) -> Outcome {
     Outcome {
         reply: Reply::Text(s.into()),
-        changed: false,
+        effect: Effect::None,
     }
 }
 
 fn changed() -> Outcome {
     Outcome {
         reply: Reply::Text(String::new()),
-        changed: true,
+        effect: Effect::StateChanged,
     }
-}
-
-const COMMANDS: &[(&str, &str, Level)] = &[
-    ("help", "this message", Level::User),
-    ("prompt", "toggle interactive mode with prompt", Level::User),
-    ("quit", "disconnect", Level::User),
-    (
-        "show info",
-        "report information about the running process",
-        Level::User,
-    ),
-    (
-        "show proc",
-        "show the master and worker processes",
-        Level::User,
-    ),
-    ("show backend", "list backends (upstreams)", Level::User),
-    (
-        "show stat",
-        "report counters for each proxy and server (CSV)",
-        Level::User,
-    ),
-    (
-        "show servers state [<backend>]",
-        "dump volatile server information",
-        Level::User,
-    ),
-    (
-        "get weight <bk>/<srv>",
-        "report a server's current weight",
-        Level::User,
-    ),
-    (
-        "set weight <bk>/<srv> <w>[%]",
-        "change a server's weight",
-        Level::Admin,
-    ),
-    (
-        "set server <bk>/<srv> state ready|drain|maint",
-        "change a server's admin state",
-        Level::Admin,
-    ),
-    (
-        "set server <bk>/<srv> weight <w>[%]",
-        "change a server's weight",
-        Level::Admin,
-    ),
-    (
-        "enable server <bk>/<srv>",
-        "set a server's state to ready",
-        Level::Admin,
-    ),
-    (
-        "disable server <bk>/<srv>",
-        "set a server's state to maint",
-        Level::Admin,
-    ),
-    (
-        "reload",
-        "reload the configuration (Success=1 or Success=0 and the errors)",
-        Level::Admin,
-    ),
-];
-
-/// `help` at `level`: the commands that level may use.
-pub fn help(level: Level) -> String {
-    let mut out = String::from("The following commands are valid at this level:\n");
-    for (cmd, what, min) in COMMANDS {
-        if level >= *min {
-            let _ = writeln!(out, "  {cmd:<48}: {what}");
-        }
-    }
-    out
 }
 
 fn permission_denied() -> Outcome {
@@ -112,19 +53,37 @@ fn permission_denied() -> Outcome {
 pub fn execute(cmd: &str, level: Level, v: &View) -> Outcome {
     let words: Vec<&str> = cmd.split_whitespace().collect();
     match words.as_slice() {
-        ["help"] => text(help(level)),
+        ["help", args @ ..] => text(usage::help(level, args)),
         ["prompt"] => Outcome {
             reply: Reply::TogglePrompt,
-            changed: false,
+            effect: Effect::None,
         },
         ["quit"] => Outcome {
             reply: Reply::Quit,
-            changed: false,
+            effect: Effect::None,
         },
-        ["show", "info"] => text(show_info(v)),
+        ["show", "info", args @ ..] => match InfoFormat::parse(args) {
+            Ok(format) => text(info::show_info(v, format)),
+            Err(e) => text(e),
+        },
+        ["show", "version"] => text(info::show_version()),
+        ["clear", "counters", ..] if level < Level::Operator => permission_denied(),
+        ["clear", "counters"] => clear_counters(v, false),
+        ["clear", "counters", "all"] if level < Level::Admin => permission_denied(),
+        ["clear", "counters", "all"] => clear_counters(v, true),
+        ["clear", "counters", ..] => text("'clear counters' only takes 'all'.\n"),
+        ["disable" | "enable", "frontend", ..] if level < Level::Admin => permission_denied(),
+        ["disable", "frontend", name] => set_frontend(v, name, true),
+        ["enable", "frontend", name] => set_frontend(v, name, false),
+        ["disable" | "enable", "frontend"] => text("A frontend name is expected.\n"),
         ["show", "proc"] => text(show_proc(v)),
         ["show", "backend"] => text(show_backend(v)),
-        ["show", "stat", ..] => text(stat::show_stat(v)),
+        ["show", "stat", args @ ..] => {
+            match StatQuery::parse(args, |name| stat::is_proxy(v, name)) {
+                Ok(q) => text(stat::show_stat(v, &q)),
+                Err(e) => text(e),
+            }
+        }
         ["show", "servers", "state"] => text(stat::show_servers_state(v, None)),
         ["show", "servers", "state", b] => match v.config.upstreams.position(b) {
             Some(_) => text(stat::show_servers_state(v, Some(b))),
@@ -163,17 +122,22 @@ pub fn execute(cmd: &str, level: Level, v: &View) -> Outcome {
         ["set", "server", _, "state"] => {
             text("'set server <srv> state' expects 'ready', 'drain' and 'maint'.\n")
         }
+        ["set", "server", target, "health", word] => match ForcedHealth::parse(word) {
+            Some(to) => set_health(v, target, to),
+            None => text(HEALTH_WORDS),
+        },
+        ["set", "server", _, "health"] => text(HEALTH_WORDS),
         ["set", "server", _, ..] => {
-            text("'set server <srv>' only supports 'state' and 'weight' here.\n")
+            text("'set server <srv>' only supports 'state', 'weight' and 'health' here.\n")
         }
+        ["enable" | "disable", "health", ..] if level < Level::Admin => permission_denied(),
+        ["enable", "health", target] => set_checks(v, target, true),
+        ["disable", "health", target] => set_checks(v, target, false),
+        ["enable" | "disable", "health", ..] => text("Require 'backend/server'.\n"),
         ["enable", "server", target] => set_admin(v, target, AdminState::Ready),
         ["disable", "server", target] => set_admin(v, target, AdminState::Maint),
         ["enable", "server"] | ["disable", "server"] => text("Require 'backend/server'.\n"),
-        _ => text(format!(
-            "Unknown command: '{}'. Please enter one of the following commands only :\n{}",
-            words.first().copied().unwrap_or(""),
-            help(level).lines().skip(1).collect::<Vec<_>>().join("\n") + "\n"
-        )),
+        _ => text(usage::unknown(level, &words)),
     }
 }
 
@@ -204,7 +168,8 @@ fn set_weight(v: &View, target: &str, w: &str) -> Outcome {
     let initial = up.servers[s].weight;
     let weight = if let Some(pct) = w.strip_suffix('%') {
         match pct.parse::<u64>() {
-            Ok(p) => ((u64::from(initial) * p + 50) / 100).min(u64::from(shm::MAX_WEIGHT)) as u32,
+            // Truncated, as HAProxy does: 50% of 3 is 1.
+            Ok(p) => (u64::from(initial) * p / 100).min(u64::from(shm::MAX_WEIGHT)) as u32,
             Err(_) => return text("Relative weight must be a positive integer percentage.\n"),
         }
     } else {
@@ -246,24 +211,107 @@ fn set_admin(v: &View, target: &str, admin: AdminState) -> Outcome {
     changed()
 }
 
-fn show_info(v: &View) -> String {
-    let t = v.totals;
-    let (cur, cum, req) = (t.conns_current, t.conns_total, t.requests);
-    let up = v.uptime_secs;
-    format!(
-        "Name: forklb\nVersion: {}\nRelease_date: -\nNbthread: 1\nNbproc: {}\nProcess_num: 1\nPid: {}\n\
-         Uptime: {}d {}h{:02}m{:02}s\nUptime_sec: {up}\nMaxconn: {}\nCurrConns: {cur}\nCumConns: {cum}\n\
-         CumReq: {req}\nGeneration: {}\n",
-        env!("CARGO_PKG_VERSION"),
-        v.workers.len(),
-        v.pid,
-        up / 86_400,
-        (up % 86_400) / 3600,
-        (up % 3600) / 60,
-        up % 60,
-        v.config.worker_connections * v.workers.len().max(1),
-        v.generation,
-    )
+const HEALTH_WORDS: &str = "'set server <srv> health' expects 'up', 'stopping', or 'down'.\n";
+
+/// `set server B/S health up|stopping|down`.
+fn set_health(v: &View, target: &str, to: ForcedHealth) -> Outcome {
+    let (u, s) = match find(v, target) {
+        Ok(x) => x,
+        Err(e) => return text(e),
+    };
+    let full = v.config.upstreams[u]
+        .health
+        .as_ref()
+        .map_or(1, |h| (h.rise + h.fall).saturating_sub(1).max(1));
+    if v.shm.server(u, s).force_health(to, full) {
+        log::warn!(
+            "server {}/{} health set to {} over the admin socket",
+            v.config.upstreams[u].name,
+            v.config.upstreams[u].servers[s].name,
+            match to {
+                ForcedHealth::Up => "up",
+                ForcedHealth::Stopping => "stopping",
+                ForcedHealth::Down => "down",
+            }
+        );
+    }
+    text("")
+}
+
+/// `enable|disable health B/S`: active checks for one server.
+fn set_checks(v: &View, target: &str, on: bool) -> Outcome {
+    let (u, s) = match find(v, target) {
+        Ok(x) => x,
+        Err(e) => return text(e),
+    };
+    if v.config.upstreams[u].health.is_none() {
+        return text(if on {
+            "Health check was not configured on this server, cannot enable.\n"
+        } else {
+            ""
+        });
+    }
+    if v.shm.server(u, s).set_checked(on) {
+        log::warn!(
+            "health checks of server {}/{} {} over the admin socket",
+            v.config.upstreams[u].name,
+            v.config.upstreams[u].servers[s].name,
+            if on { "enabled" } else { "disabled" }
+        );
+    }
+    text("")
+}
+
+/// `disable frontend F` / `enable frontend F`: the listener's sockets
+/// leave (or rejoin) every worker's epoll set; the kernel keeps queueing
+/// new connections in the backlog meanwhile, as with HAProxy's pause.
+fn set_frontend(v: &View, name: &str, disable: bool) -> Outcome {
+    let Some(l) = v.config.listeners.iter().position(|l| l.name == name) else {
+        return text("No such frontend.\n");
+    };
+    if !v.shm.set_listener_disabled(l, disable) {
+        return text(if disable {
+            "All sockets are already disabled.\n"
+        } else {
+            "All sockets are already enabled.\n"
+        });
+    }
+    log::warn!(
+        "listener {name} {} over the admin socket",
+        if disable {
+            "disabled (new connections wait in the backlog)"
+        } else {
+            "enabled"
+        }
+    );
+    Outcome {
+        reply: Reply::Text(String::new()),
+        effect: Effect::ListenersChanged,
+    }
+}
+
+/// `clear counters [all]`: in the shared state every worker counts into,
+/// so it holds for all of them at once. Without `all` only the maxima
+/// (smax, MaxConnRate...) start over, as in HAProxy.
+fn clear_counters(v: &View, all: bool) -> Outcome {
+    for (u, up) in v.config.upstreams.iter().enumerate() {
+        for s in 0..up.servers.len() {
+            let srv = v.shm.server(u, s);
+            if all {
+                srv.clear_counters();
+            } else {
+                srv.clear_max();
+            }
+        }
+    }
+    log::info!(
+        "{} cleared over the admin socket",
+        if all { "all counters" } else { "max counters" }
+    );
+    Outcome {
+        reply: Reply::Text(String::new()),
+        effect: Effect::CountersCleared,
+    }
 }
 
 fn show_proc(v: &View) -> String {

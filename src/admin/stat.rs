@@ -3,144 +3,225 @@
 //! is also the format of the state file that carries weights and admin
 //! states across restarts and upgrades.
 
+use super::stat_fields::{Field, FIELDS};
+use super::stat_query::{Format, Hide, ProxySel, StatQuery};
+use super::typed;
 use super::view::View;
 use crate::config::{Balance, Health, HealthKind, Server, Upstream};
 use crate::health::counter;
 use crate::shm::{self, AdminState, LastCheck, ServerStats};
 use std::fmt::Write;
 
-/// HAProxy 2.6's `show stat` fields, in order, up to `uweight`.
-const FIELDS: [&str; 100] = [
-    "pxname",
-    "svname",
-    "qcur",
-    "qmax",
-    "scur",
-    "smax",
-    "slim",
-    "stot",
-    "bin",
-    "bout",
-    "dreq",
-    "dresp",
-    "ereq",
-    "econ",
-    "eresp",
-    "wretr",
-    "wredis",
-    "status",
-    "weight",
-    "act",
-    "bck",
-    "chkfail",
-    "chkdown",
-    "lastchg",
-    "downtime",
-    "qlimit",
-    "pid",
-    "iid",
-    "sid",
-    "throttle",
-    "lbtot",
-    "tracked",
-    "type",
-    "rate",
-    "rate_lim",
-    "rate_max",
-    "check_status",
-    "check_code",
-    "check_duration",
-    "hrsp_1xx",
-    "hrsp_2xx",
-    "hrsp_3xx",
-    "hrsp_4xx",
-    "hrsp_5xx",
-    "hrsp_other",
-    "hanafail",
-    "req_rate",
-    "req_rate_max",
-    "req_tot",
-    "cli_abrt",
-    "srv_abrt",
-    "comp_in",
-    "comp_out",
-    "comp_byp",
-    "comp_rsp",
-    "lastsess",
-    "last_chk",
-    "last_agt",
-    "qtime",
-    "ctime",
-    "rtime",
-    "ttime",
-    "agent_status",
-    "agent_code",
-    "agent_duration",
-    "check_desc",
-    "agent_desc",
-    "check_rise",
-    "check_fall",
-    "check_health",
-    "agent_rise",
-    "agent_fall",
-    "agent_health",
-    "addr",
-    "cookie",
-    "mode",
-    "algo",
-    "conn_rate",
-    "conn_rate_max",
-    "conn_tot",
-    "intercepted",
-    "dcon",
-    "dses",
-    "wrew",
-    "connect",
-    "reuse",
-    "cache_lookups",
-    "cache_hits",
-    "srv_icur",
-    "src_ilim",
-    "qtime_max",
-    "ctime_max",
-    "rtime_max",
-    "ttime_max",
-    "eint",
-    "idle_conn_cur",
-    "safe_conn_cur",
-    "used_conn_cur",
-    "need_conn_est",
-    "uweight",
-];
-
 /// The column of field `name`. A map built once, not a scan of `FIELDS`:
 /// a row sets some 40 fields, and `show stat` writes a row per server.
 fn idx(name: &str) -> usize {
     static COLUMNS: std::sync::OnceLock<std::collections::HashMap<&'static str, usize>> =
         std::sync::OnceLock::new();
-    let columns = COLUMNS.get_or_init(|| FIELDS.iter().enumerate().map(|(i, f)| (*f, i)).collect());
+    let columns = COLUMNS.get_or_init(|| {
+        FIELDS
+            .iter()
+            .enumerate()
+            .map(|(i, f)| (f.name, i))
+            .collect()
+    });
     columns.get(name).copied().unwrap_or(0)
 }
 
-/// One CSV row being filled by field name.
-struct Row(Vec<String>);
+/// HAProxy's `pid` field: the relative process number, 1 since HAProxy
+/// 2.5 has one process. forklb answers for the whole instance, so 1 too.
+const PROCESS_NUM: u32 = 1;
+
+/// What a row describes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Frontend,
+    Backend,
+    Server,
+}
+
+impl Kind {
+    /// Its bit in a `show stat` type mask, and its column in `Field::tags`.
+    fn bit(self) -> i64 {
+        match self {
+            Kind::Frontend => 1,
+            Kind::Backend => 2,
+            Kind::Server => 4,
+        }
+    }
+    fn column(self) -> usize {
+        match self {
+            Kind::Frontend => 0,
+            Kind::Backend => 1,
+            Kind::Server => 2,
+        }
+    }
+    fn letter(self) -> char {
+        match self {
+            Kind::Frontend => 'F',
+            Kind::Backend => 'B',
+            Kind::Server => 'S',
+        }
+    }
+    fn json_name(self) -> &'static str {
+        match self {
+            Kind::Frontend => "Frontend",
+            Kind::Backend => "Backend",
+            Kind::Server => "Server",
+        }
+    }
+}
+
+/// One row being filled by field name.
+pub struct Row {
+    kind: Kind,
+    iid: usize,
+    sid: usize,
+    vals: Vec<String>,
+    /// A server in maintenance (`no-maint` hides it).
+    maint: bool,
+    /// A server that takes traffic: not DOWN, not in maintenance (`up`
+    /// shows only those).
+    up: bool,
+}
 
 impl Row {
-    fn new(px: &str, sv: &str) -> Row {
-        let mut r = Row(vec![String::new(); FIELDS.len()]);
+    fn new(kind: Kind, px: &str, sv: &str, iid: usize, sid: usize) -> Row {
+        let mut r = Row {
+            kind,
+            iid,
+            sid,
+            vals: vec![String::new(); FIELDS.len()],
+            maint: false,
+            up: true,
+        };
         r.set("pxname", px);
         r.set("svname", sv);
+        r.set("iid", iid);
+        r.set("sid", sid);
         r
     }
     fn set(&mut self, field: &str, v: impl ToString) {
-        self.0[idx(field)] = v.to_string();
+        self.vals[idx(field)] = v.to_string();
     }
-    fn write(&self, out: &mut String) {
-        for v in &self.0 {
+
+    pub fn kind(&self) -> Kind {
+        self.kind
+    }
+
+    /// Field `name` (HAProxy's), `""` when it has no value.
+    pub fn value(&self, name: &str) -> &str {
+        &self.vals[idx(name)]
+    }
+
+    /// Whether `q` asks for this row.
+    fn wanted(&self, q: &StatQuery) -> bool {
+        if self.kind == Kind::Server {
+            match q.hide {
+                Hide::Nothing => {}
+                Hide::Maint if self.maint => return false,
+                Hide::NotUp if !self.up => return false,
+                Hide::Maint | Hide::NotUp => {}
+            }
+        }
+        let Some(scope) = &q.scope else {
+            return true;
+        };
+        let proxy = match &scope.proxy {
+            ProxySel::All => true,
+            ProxySel::Id(id) => i64::try_from(self.iid).is_ok_and(|iid| iid == *id),
+            ProxySel::Name(name) => self.vals[0] == *name,
+        };
+        proxy
+            && scope.types & self.kind.bit() != 0
+            && (self.kind != Kind::Server
+                || scope.sid == -1
+                || i64::try_from(self.sid).is_ok_and(|sid| sid == scope.sid))
+    }
+
+    fn write(&self, q: &StatQuery, out: &mut String, first: &mut bool) {
+        if !self.wanted(q) {
+            return;
+        }
+        match q.format {
+            Format::Csv => self.write_csv(out),
+            Format::Typed => self.write_typed(out, q.desc),
+            Format::Json => {
+                if !std::mem::take(first) {
+                    out.push(',');
+                }
+                self.write_json(out);
+            }
+        }
+    }
+
+    fn write_csv(&self, out: &mut String) {
+        for v in &self.vals {
             out.push_str(v);
             out.push(',');
         }
         out.push('\n');
+    }
+
+    /// The fields that have a value, with HAProxy's tags and type.
+    fn typed_fields(&self) -> impl Iterator<Item = (usize, &'static Field, &str, &str, &String)> {
+        let col = self.kind.column();
+        self.vals
+            .iter()
+            .enumerate()
+            .filter(|(_, v)| !v.is_empty())
+            .map(move |(i, v)| {
+                let f = &FIELDS[i];
+                // A field HAProxy has for another kind of row only: its
+                // tags there.
+                let tagged = Some(f.tags[col])
+                    .filter(|t| !t.is_empty())
+                    .or_else(|| f.tags.iter().copied().find(|t| !t.is_empty()))
+                    .unwrap_or("MGP:str");
+                let (tags, ty) = tagged.split_once(':').unwrap_or((tagged, "str"));
+                // A value that is not a number goes out as a string, whatever
+                // the field's type, so that the JSON stays valid.
+                let ty = if ty != "str" && v.parse::<i64>().is_err() {
+                    "str"
+                } else {
+                    ty
+                };
+                (i, f, tags, ty, v)
+            })
+    }
+
+    fn write_typed(&self, out: &mut String, desc: bool) {
+        for (i, f, tags, ty, v) in self.typed_fields() {
+            let _ = write!(
+                out,
+                "{}.{}.{}.{i}.{}.1:{tags}:{ty}:{v}",
+                self.kind.letter(),
+                self.iid,
+                self.sid,
+                f.name
+            );
+            if desc {
+                let _ = write!(out, ":\"{}\"", f.desc);
+            }
+            out.push('\n');
+        }
+    }
+
+    fn write_json(&self, out: &mut String) {
+        out.push('[');
+        for (n, (i, f, tags, ty, v)) in self.typed_fields().enumerate() {
+            if n > 0 {
+                out.push(',');
+            }
+            let _ = write!(
+                out,
+                "{{\"objType\":\"{}\",\"proxyId\":{},\"id\":{},",
+                self.kind.json_name(),
+                self.iid,
+                self.sid
+            );
+            typed::json_field(out, i, f.name, tags, ty, v);
+        }
+        out.push(']');
     }
 }
 
@@ -159,43 +240,97 @@ pub fn algo_name(b: Balance) -> &'static str {
 pub fn server_status(st: &ServerStats, health: Option<(u32, u32)>) -> String {
     match st.admin {
         AdminState::Maint | AdminState::Drain => st.admin.status_word().to_owned(),
-        AdminState::Ready => match health {
+        AdminState::Ready if st.stopping => "NOLB".to_owned(),
+        AdminState::Ready => match health.filter(|_| st.checked) {
             Some((rise, fall)) => counter::status(st.health.counter, st.health.down, rise, fall),
+            // Unchecked (or checks disabled): up unless forced down.
+            None if st.health.down => "DOWN".to_owned(),
             None => "no check".to_owned(),
         },
     }
 }
 
-pub fn show_stat(v: &View) -> String {
-    let mut out = String::from("# ");
-    out.push_str(&FIELDS.join(","));
-    out.push_str(",\n");
-    let now = shm::unix_secs();
-    let t = v.shm.worker_totals();
-    for (i, l) in v.config.listeners.iter().enumerate() {
-        frontend_row(v, &l.name, i + 1, &t).write(&mut out);
+/// `show stat` with its arguments: the CSV (header, then the rows asked
+/// for), HAProxy's typed lines, or its JSON array of rows.
+pub fn show_stat(v: &View, q: &StatQuery) -> String {
+    let src = Source::of(v);
+    let mut out = String::new();
+    if q.format == Format::Csv {
+        out.push_str("# ");
+        for (i, f) in FIELDS.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            out.push_str(f.name);
+        }
+        out.push_str(",\n");
     }
-    let base_iid = v.config.listeners.len();
-    for (u, up) in v.config.upstreams.iter().enumerate() {
-        upstream_rows(&mut out, v, u, up, base_iid + u + 1, now);
+    if q.format == Format::Json {
+        out.push('[');
+    }
+    let mut first = true;
+    for_each_row(&src, |row| row.write(q, &mut out, &mut first));
+    if q.format == Format::Json {
+        out.push_str("]\n");
     }
     out
 }
 
+/// What the rows are made of: the configuration and the shared state the
+/// workers count into. The master has them (`View`), and so has every
+/// worker (`metrics: haproxy`).
+pub struct Source<'a> {
+    pub config: &'a crate::config::Config,
+    pub shm: &'a shm::Shm,
+}
+
+impl<'a> Source<'a> {
+    pub fn of(v: &'a View) -> Source<'a> {
+        Source {
+            config: v.config,
+            shm: v.shm,
+        }
+    }
+}
+
+/// Every row in `show stat`'s order: the listeners' FRONTEND rows, then
+/// per upstream its servers and its BACKEND row.
+pub fn for_each_row(src: &Source, mut visit: impl FnMut(&Row)) {
+    let now = shm::unix_secs();
+    let t = src.shm.worker_totals();
+    for (i, l) in src.config.listeners.iter().enumerate() {
+        visit(&frontend_row(src, &l.name, i + 1, &t));
+    }
+    let base_iid = src.config.listeners.len();
+    for (u, up) in src.config.upstreams.iter().enumerate() {
+        upstream_rows(src, &mut visit, u, up, base_iid + u + 1, now);
+    }
+}
+
+/// Whether a listener or an upstream is called `name`.
+pub fn is_proxy(v: &View, name: &str) -> bool {
+    v.config.listeners.iter().any(|l| l.name == name) || v.config.upstreams.position(name).is_some()
+}
+
 /// A listener's FRONTEND row; its counters are instance-wide (`t`).
-fn frontend_row(v: &View, name: &str, iid: usize, t: &shm::WorkerTotals) -> Row {
+fn frontend_row(v: &Source, name: &str, iid: usize, t: &shm::WorkerTotals) -> Row {
     let (cur, tot, req) = (t.conns_current, t.conns_total, t.requests);
-    let mut r = Row::new(name, "FRONTEND");
+    let mut r = Row::new(Kind::Frontend, name, "FRONTEND", iid, 0);
     r.set("scur", cur);
     r.set(
         "slim",
         v.config.worker_connections * v.shm.worker_count().max(1),
     );
     r.set("stot", tot);
-    r.set("status", "OPEN");
-    r.set("pid", v.pid);
-    r.set("iid", iid);
-    r.set("sid", 0);
+    r.set(
+        "status",
+        if v.shm.listener_disabled(iid - 1) {
+            "PAUSED"
+        } else {
+            "OPEN"
+        },
+    );
+    r.set("pid", PROCESS_NUM);
     r.set("type", 0);
     r.set("req_tot", req);
     r.set("mode", "http");
@@ -207,38 +342,49 @@ fn frontend_row(v: &View, name: &str, iid: usize, t: &shm::WorkerTotals) -> Row 
 #[derive(Default)]
 struct BackendTotals {
     /// The counters of `server_counters`, summed.
-    counters: [u64; 13],
-    /// Usable (ready) active and backup servers, and their weights summed.
+    counters: [u64; 15],
+    /// Usable (ready) active and backup servers, and their weights summed
+    /// apart: the backend's weight is its active servers' (its backups'
+    /// only when no active server is usable, as they then take over).
     act: u32,
     bck: u32,
-    weight: u32,
+    act_weight: u32,
+    bck_weight: u32,
 }
 
 /// One upstream's server rows, then its BACKEND row.
-fn upstream_rows(out: &mut String, v: &View, u: usize, up: &Upstream, iid: usize, now: u64) {
+fn upstream_rows(
+    v: &Source,
+    visit: &mut impl FnMut(&Row),
+    u: usize,
+    up: &Upstream,
+    iid: usize,
+    now: u64,
+) {
     let mut totals = BackendTotals::default();
     for (s, srv) in up.servers.iter().enumerate() {
         let st = v.shm.server(u, s).stats();
         for (t, x) in totals.counters.iter_mut().zip(server_counters(&st)) {
             *t += x;
         }
-        server_row(v, up, srv, &st, iid, s + 1, now).write(out);
+        visit(&server_row(up, srv, &st, iid, s + 1, now));
         // Usable for new requests (admin ready, not DOWN, weight > 0).
         if st.is_ready() {
             if srv.backup {
                 totals.bck += 1;
+                totals.bck_weight += st.weight;
             } else {
                 totals.act += 1;
+                totals.act_weight += st.weight;
             }
-            totals.weight += st.weight;
         }
     }
-    backend_row(v, up, &totals, iid).write(out);
+    visit(&backend_row(up, &totals, iid));
 }
 
 /// A server's counters in the order `BackendTotals::counters` sums them:
-/// scur, smax, stot, bin, bout, econ, eresp, wretr, lbtot, hrsp_1xx..4xx.
-fn server_counters(st: &ServerStats) -> [u64; 13] {
+/// scur, smax, stot, bin, bout, econ, eresp, wretr, lbtot, hrsp_1xx..other.
+fn server_counters(st: &ServerStats) -> [u64; 15] {
     [
         u64::from(st.active),
         u64::from(st.max_active),
@@ -253,12 +399,23 @@ fn server_counters(st: &ServerStats) -> [u64; 13] {
         st.responses[1],
         st.responses[2],
         st.responses[3],
+        st.responses[4],
+        st.responses[5],
     ]
 }
 
+/// The response-class fields, in the order of `ServerStats::responses`.
+const HRSP: [&str; 6] = [
+    "hrsp_1xx",
+    "hrsp_2xx",
+    "hrsp_3xx",
+    "hrsp_4xx",
+    "hrsp_5xx",
+    "hrsp_other",
+];
+
 /// A server's row; `sid` counts from 1 within its upstream.
 fn server_row(
-    v: &View,
     up: &Upstream,
     srv: &Server,
     st: &ServerStats,
@@ -268,7 +425,9 @@ fn server_row(
 ) -> Row {
     let health = up.health.as_ref().map(|h| (h.rise.max(1), h.fall.max(1)));
     let w = st.weight;
-    let mut r = Row::new(&up.name, &srv.name);
+    let mut r = Row::new(Kind::Server, &up.name, &srv.name, iid, sid);
+    r.maint = st.admin == AdminState::Maint;
+    r.up = st.admin != AdminState::Maint && !st.health.down && !st.stopping;
     r.set("qcur", 0);
     r.set("qmax", 0);
     r.set("scur", st.active);
@@ -291,25 +450,13 @@ fn server_row(
     }
     r.set("lastchg", now.saturating_sub(st.last_change));
     r.set("downtime", st.downtime);
-    r.set("pid", v.pid);
-    r.set("iid", iid);
-    r.set("sid", sid);
+    r.set("pid", PROCESS_NUM);
     r.set("lbtot", st.selections);
     r.set("type", 2);
-    if let Some(h) = &up.health {
+    if let Some(h) = up.health.as_ref().filter(|_| st.checked) {
         set_check_fields(&mut r, h, st);
     }
-    for (k, f) in [
-        "hrsp_1xx",
-        "hrsp_2xx",
-        "hrsp_3xx",
-        "hrsp_4xx",
-        "hrsp_5xx",
-        "hrsp_other",
-    ]
-    .iter()
-    .enumerate()
-    {
+    for (k, f) in HRSP.iter().enumerate() {
         r.set(f, st.responses[k]);
     }
     r.set("addr", srv.addr.to_string());
@@ -329,6 +476,7 @@ fn set_check_fields(r: &mut Row, h: &Health, st: &ServerStats) {
         _ => "L4CON",
     };
     r.set("check_status", status);
+    r.set("check_desc", check_desc(status));
     if code > 0 {
         r.set("check_code", code);
     }
@@ -338,10 +486,23 @@ fn set_check_fields(r: &mut Row, h: &Health, st: &ServerStats) {
     r.set("check_health", st.health.counter);
 }
 
+/// HAProxy's description of a check result (`check_desc`).
+fn check_desc(status: &str) -> &'static str {
+    match status {
+        "INI" => "Initializing",
+        "L4OK" => "Layer4 check passed",
+        "L7OK" => "Layer7 check passed",
+        "L7STS" => "Layer7 wrong status",
+        "L4TOUT" => "Layer4 timeout",
+        "L7TOUT" => "Layer7 timeout",
+        _ => "Layer4 connection problem",
+    }
+}
+
 /// An upstream's BACKEND row: its servers' sums, UP while one is usable.
-fn backend_row(v: &View, up: &Upstream, totals: &BackendTotals, iid: usize) -> Row {
+fn backend_row(up: &Upstream, totals: &BackendTotals, iid: usize) -> Row {
     let (sums, act, bck) = (&totals.counters, totals.act, totals.bck);
-    let mut r = Row::new(&up.name, "BACKEND");
+    let mut r = Row::new(Kind::Backend, &up.name, "BACKEND", iid, 0);
     r.set("qcur", 0);
     r.set("qmax", 0);
     r.set("scur", sums[0]);
@@ -353,17 +514,24 @@ fn backend_row(v: &View, up: &Upstream, totals: &BackendTotals, iid: usize) -> R
     r.set("eresp", sums[6]);
     r.set("wretr", sums[7]);
     r.set("status", if act + bck > 0 { "UP" } else { "DOWN" });
-    r.set("weight", totals.weight);
+    let weight = if act > 0 {
+        totals.act_weight
+    } else {
+        totals.bck_weight
+    };
+    r.set("weight", weight);
     r.set("act", act);
     r.set("bck", bck);
-    r.set("pid", v.pid);
-    r.set("iid", iid);
-    r.set("sid", 0);
+    r.set("pid", PROCESS_NUM);
     r.set("lbtot", sums[8]);
     r.set("type", 1);
     r.set("req_tot", sums[2]);
+    for (k, f) in HRSP.iter().enumerate() {
+        r.set(f, sums[9 + k]);
+    }
     r.set("mode", "http");
     r.set("algo", algo_name(up.balance));
+    r.set("uweight", weight);
     r
 }
 
@@ -381,7 +549,13 @@ pub fn show_servers_state(v: &View, only: Option<&str>) -> String {
         for (s, srv) in up.servers.iter().enumerate() {
             let st = v.shm.server(u, s).stats();
             let down = st.health.down;
-            let op = if down { 0 } else { 2 };
+            // HAProxy's srv_op_state: 0 stopped (DOWN, or in maintenance,
+            // which stops a server whatever its checks say), 2 running.
+            let op = if down || st.admin == AdminState::Maint {
+                0
+            } else {
+                2
+            };
             // HAProxy's srv_admin_state bits: forced maintenance, forced drain.
             let admin = match st.admin {
                 AdminState::Maint => 1,

@@ -16,4 +16,10 @@ pub struct View<'a> {
     /// Connections and requests over the instance's lifetime: every
     /// generation since start, draining ones included (`show info`).
     pub totals: shm::WorkerTotals,
+    /// Rates over the last second, sampled by the master.
+    pub rates: crate::master::rates::RateView,
+    /// The master is shutting down (QUIT or TERM): `show info`'s Stopping.
+    pub stopping: bool,
+    /// Unix time the master started.
+    pub started_unix: u64,
 }

@@ -98,7 +98,7 @@ impl Config {
                 to: RedirectTarget(to.clone()),
                 status: *status,
             }),
-            Action::Metrics => RouteAction::Metrics(raw::MetricsFormat::Prometheus),
+            Action::Metrics(format) => RouteAction::Metrics(*format),
         };
         raw::Route {
             host: r.host.to_text(),

@@ -159,5 +159,8 @@ fn default_redirect_status() -> u16 {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum MetricsFormat {
+    /// forklb's own families (`forklb_*`).
     Prometheus,
+    /// HAProxy's exporter's families (`haproxy_*`), for its dashboards.
+    Haproxy,
 }

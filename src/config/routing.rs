@@ -33,7 +33,7 @@ pub enum Action {
         status: u16,
         to: Template,
     },
-    Metrics,
+    Metrics(super::raw::MetricsFormat),
 }
 
 impl HostMatch {

@@ -455,7 +455,7 @@ fn check_route_action(
         },
         RouteAction::Return(ret) => check_return(at, ret),
         RouteAction::Redirect(red) => check_redirect(at, red),
-        RouteAction::Metrics(raw::MetricsFormat::Prometheus) => Ok(Action::Metrics),
+        RouteAction::Metrics(format) => Ok(Action::Metrics(*format)),
     }
 }
 

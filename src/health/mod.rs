@@ -328,6 +328,13 @@ impl Checker {
                         let reason = format!("timeout after {}ms", t.cfg.timeout.as_millis());
                         self.finish(i, false, &reason, 0);
                     }
+                    // `disable health` over the runtime API: no probe, but
+                    // look again at the next interval.
+                    None if now >= t.next_at
+                        && !self.shm.server(t.upstream, t.server).is_checked() =>
+                    {
+                        self.targets[i].next_at = now + self.targets[i].cfg.interval;
+                    }
                     None if now >= t.next_at => self.start(i),
                     _ => {}
                 }

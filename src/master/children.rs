@@ -8,7 +8,7 @@ use mio::{Interest, Registry, Token};
 use nix::sys::signal::{kill, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
-use std::io::{self, Read};
+use std::io::{self, Read, Write};
 use std::time::{Duration, Instant};
 
 /// A worker that lived shorter than this counts as failing.
@@ -183,6 +183,16 @@ impl Children {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(_) => return,
             }
+        }
+    }
+
+    /// Writes `byte` to every current worker's channel. Best effort: a
+    /// channel that cannot take it already holds an unread message, and
+    /// each message only says "look at the shared state again".
+    pub fn tell_workers(&mut self, byte: u8) {
+        let generation = self.generation;
+        for c in self.live.iter_mut().filter(|c| c.generation == generation) {
+            let _ = c.channel.write(&[byte]);
         }
     }
 

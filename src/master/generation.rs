@@ -18,7 +18,17 @@ use std::io;
 /// server is forgotten.
 pub fn build_shm(config: &Config, previous: Option<(&Shm, &Config)>) -> io::Result<Shm> {
     let counts: Vec<usize> = config.upstreams.iter().map(|u| u.servers.len()).collect();
-    let shm = Shm::create(&counts, config.workers.resolve())?;
+    let shm =
+        Shm::create_with_listeners(&counts, config.workers.resolve(), config.listeners.len())?;
+    // A listener disabled over the runtime API stays disabled across a
+    // reload (matched by name).
+    if let Some((old_shm, old_cfg)) = previous {
+        for (i, l) in config.listeners.iter().enumerate() {
+            if let Some(o) = old_cfg.listeners.iter().position(|x| x.name == l.name) {
+                shm.set_listener_disabled(i, old_shm.listener_disabled(o));
+            }
+        }
+    }
     let now = shm::unix_secs();
     let previous = previous.map(|(old_shm, old_cfg)| (old_shm, old_cfg, ServerIndex::new(old_cfg)));
     for (ui, up) in config.upstreams.iter().enumerate() {

@@ -16,6 +16,7 @@ mod listening;
 pub mod notify;
 pub mod pidfile;
 mod privileges;
+pub mod rates;
 mod upgrade;
 
 pub use upgrade::oldbin_path;
@@ -130,6 +131,10 @@ pub struct Master {
     /// The runtime API socket, if configured.
     admin: Option<crate::admin::AdminServer>,
     started: Instant,
+    /// Rates over the last second (`show info`), sampled every
+    /// `rates::SAMPLE_EVERY` at `next_sample`.
+    rates: rates::Rates,
+    next_sample: Instant,
 }
 
 /// The health checker process of the current generation.
@@ -242,6 +247,8 @@ pub fn run(config: Config, opts: RunOptions) -> Result<(), MasterError> {
         health: HealthProc::default(),
         admin: None,
         started: Instant::now(),
+        rates: rates::Rates::default(),
+        next_sample: Instant::now(),
         access_log,
         children: Children::new(config.workers.resolve()),
         config,
@@ -454,6 +461,7 @@ impl Master {
             admin,
             watch_parent,
             watch_new_master,
+            Some(self.next_sample),
         ]
         .into_iter()
         .flatten()
@@ -468,6 +476,9 @@ impl Master {
     fn cycle(&mut self, now: Instant) -> bool {
         if let Some(a) = self.admin.as_mut() {
             a.expire(now);
+        }
+        if now >= self.next_sample {
+            self.sample_rates(now);
         }
         // 1. Reap. (Always: a coalesced SIGCHLD must not be missed.)
         let _ = self.take_signal(signals::SIGCHLD);
@@ -853,6 +864,9 @@ impl Master {
         };
         // The old generation's counters stay readable while it drains.
         let old_shm = std::mem::replace(&mut self.shm, std::sync::Arc::new(shm));
+        // Publish into the new mapping at the next turn, before its
+        // workers are asked for metrics.
+        self.next_sample = Instant::now();
         self.lifetime.retire(self.children.generation(), old_shm);
         let pid_file = self.config.pid_file.clone();
         warn_unverified_tls(&new);
@@ -1087,10 +1101,44 @@ impl Master {
         }
         let view = self.admin_view(now);
         let out = crate::admin::execute(cmd, level, &view);
-        if out.changed {
-            self.save_state_file(now);
+        match out.effect {
+            crate::admin::commands::Effect::None => {}
+            crate::admin::commands::Effect::StateChanged => self.save_state_file(now),
+            crate::admin::commands::Effect::CountersCleared => self.rates.clear_max(),
+            crate::admin::commands::Effect::ListenersChanged => {
+                self.children.tell_workers(crate::worker::LISTENERS_CHANGED)
+            }
         }
         out.reply
+    }
+
+    /// Samples the counters `show info` makes rates of.
+    fn sample_rates(&mut self, now: Instant) {
+        let totals = self.lifetime.totals(&self.shm);
+        let workers = self.shm.worker_count();
+        self.rates.sample(rates::Sample {
+            at: now,
+            conns: totals.conns_total,
+            requests: totals.requests,
+            idle_us: (0..workers).map(|w| self.shm.worker(w).idle_us()).sum(),
+            workers,
+        });
+        let r = self.rates.view();
+        let current = self.shm.worker_totals();
+        self.shm.instance().publish(&crate::shm::Instance {
+            master_pid: self.pid,
+            stopping: !matches!(self.state, State::Running),
+            started_unix: crate::shm::unix_secs()
+                .saturating_sub(now.duration_since(self.started).as_secs()),
+            conn_rate: r.conn_rate,
+            max_conn_rate: r.max_conn_rate,
+            req_rate: r.req_rate,
+            max_req_rate: r.max_req_rate,
+            idle_pct: r.idle_pct,
+            earlier_conns: totals.conns_total.saturating_sub(current.conns_total),
+            earlier_requests: totals.requests.saturating_sub(current.requests),
+        });
+        self.next_sample = now + rates::SAMPLE_EVERY;
     }
 
     fn admin_view(&self, now: Instant) -> crate::admin::View<'_> {
@@ -1102,6 +1150,10 @@ impl Master {
             generation: self.children.generation(),
             workers: self.children.workers_info(now),
             totals: self.lifetime.totals(&self.shm),
+            rates: self.rates.view(),
+            stopping: !matches!(self.state, State::Running),
+            started_unix: crate::shm::unix_secs()
+                .saturating_sub(now.duration_since(self.started).as_secs()),
         }
     }
 

@@ -722,7 +722,7 @@ impl Conn {
             Action::Redirect { status, to } => {
                 self.answer_redirect(env, *status, to, host, path, local_keep);
             }
-            Action::Metrics => self.answer_metrics(env, local_keep),
+            Action::Metrics(format) => self.answer_metrics(env, *format, local_keep),
             Action::Upstream(_) if info.max_forwards == Some(0) => {
                 self.answer_as_final_recipient(env, &req, local_keep);
             }
@@ -863,8 +863,13 @@ impl Conn {
     }
 
     /// A `metrics` route: the Prometheus page of the whole instance.
-    fn answer_metrics(&mut self, env: &mut Env, local_keep: bool) {
-        let body = crate::metrics::render(env.rt, env.shm);
+    fn answer_metrics(
+        &mut self,
+        env: &mut Env,
+        format: crate::config::MetricsFormat,
+        local_keep: bool,
+    ) {
+        let body = crate::metrics::render_as(format, env.rt, env.shm);
         self.respond_local(
             env,
             200,

@@ -211,8 +211,8 @@ impl Exchange {
                 }
                 None => self.local_error(400),
             },
-            Action::Metrics => {
-                let body = crate::metrics::render(env.rt, env.shm).into_bytes();
+            Action::Metrics(format) => {
+                let body = crate::metrics::render_as(*format, env.rt, env.shm).into_bytes();
                 self.local(200, body, None);
                 if let State::Local(l) = &mut self.state {
                     l.content_type = crate::metrics::CONTENT_TYPE.as_bytes();

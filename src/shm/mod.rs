@@ -15,18 +15,21 @@
 //! `server` (per server), `worker` (per worker slot), `upstream` (per
 //! upstream). This file is the mapping and its layout.
 
+mod instance;
 mod server;
 mod upstream;
 mod worker;
 
+pub use instance::{Instance, InstanceShared};
 pub use server::{
-    AdminState, HealthChange, HealthState, LastCheck, ServerShared, ServerStats, WeightOutOfRange,
-    MAX_WEIGHT,
+    AdminState, ForcedHealth, HealthChange, HealthState, LastCheck, ServerShared, ServerStats,
+    WeightOutOfRange, MAX_WEIGHT,
 };
 pub use upstream::{Durations, UpstreamShared, DURATION_BUCKETS};
 pub use worker::{AcceptState, WorkerShared, WorkerTotals};
 
 use std::io;
+use std::sync::atomic::AtomicU32;
 
 /// The mapping and where each part lives in it.
 pub struct Shm {
@@ -39,6 +42,11 @@ pub struct Shm {
     workers: usize,
     workers_off: usize,
     upstreams_off: usize,
+    instance_off: usize,
+    /// One `AtomicU32` per configured listener: disabled over the runtime
+    /// API (`disable frontend`).
+    listeners_off: usize,
+    listeners: usize,
 }
 
 // SAFETY: the raw pointer is a mapping this value owns for its whole life
@@ -51,6 +59,15 @@ unsafe impl Sync for Shm {}
 impl Shm {
     /// Maps zeroed shared memory for `servers_per_upstream` and `workers`.
     pub fn create(servers_per_upstream: &[usize], workers: usize) -> io::Result<Shm> {
+        Shm::create_with_listeners(servers_per_upstream, workers, 0)
+    }
+
+    /// [`create`](Self::create), with room for `listeners` listener flags.
+    pub fn create_with_listeners(
+        servers_per_upstream: &[usize],
+        workers: usize,
+        listeners: usize,
+    ) -> io::Result<Shm> {
         let mut base = Vec::with_capacity(servers_per_upstream.len());
         let mut servers = 0;
         for &n in servers_per_upstream {
@@ -60,9 +77,12 @@ impl Shm {
         let server_bytes = servers * std::mem::size_of::<ServerShared>();
         let workers_off = server_bytes;
         let upstreams_off = workers_off + workers * std::mem::size_of::<WorkerShared>();
-        let len = (upstreams_off
-            + servers_per_upstream.len() * std::mem::size_of::<UpstreamShared>())
-        .max(4096);
+        // Every part's size is a multiple of 64 (their alignment), so the
+        // instance block that follows is aligned too.
+        let instance_off =
+            upstreams_off + servers_per_upstream.len() * std::mem::size_of::<UpstreamShared>();
+        let listeners_off = instance_off + std::mem::size_of::<InstanceShared>();
+        let len = (listeners_off + listeners * std::mem::size_of::<AtomicU32>()).max(4096);
         // SAFETY: anonymous shared mapping; the kernel zero-fills it.
         let ptr = unsafe {
             libc::mmap(
@@ -86,6 +106,9 @@ impl Shm {
             workers,
             workers_off,
             upstreams_off,
+            instance_off,
+            listeners_off,
+            listeners,
         })
     }
 
@@ -150,6 +173,40 @@ impl Shm {
                 .add(self.upstreams_off + u * std::mem::size_of::<UpstreamShared>())
                 as *const UpstreamShared)
         }
+    }
+}
+
+impl Shm {
+    fn listener_flag(&self, l: usize) -> Option<&AtomicU32> {
+        // SAFETY: l < listeners, so in the mapping; 4-byte aligned (the
+        // instance block before it is 64-byte sized); zero is valid.
+        (l < self.listeners).then(|| unsafe {
+            &*(self
+                .ptr
+                .add(self.listeners_off + l * std::mem::size_of::<AtomicU32>())
+                as *const AtomicU32)
+        })
+    }
+
+    /// Listener `l` (its index in the configuration) was disabled over the
+    /// runtime API: workers keep it out of their epoll set.
+    pub fn listener_disabled(&self, l: usize) -> bool {
+        self.listener_flag(l)
+            .is_some_and(|f| f.load(std::sync::atomic::Ordering::Relaxed) != 0)
+    }
+
+    /// Sets listener `l`'s flag; returns whether it changed.
+    pub fn set_listener_disabled(&self, l: usize, disabled: bool) -> bool {
+        self.listener_flag(l).is_some_and(|f| {
+            f.swap(u32::from(disabled), std::sync::atomic::Ordering::Relaxed) != u32::from(disabled)
+        })
+    }
+
+    /// What the master publishes about the instance.
+    pub fn instance(&self) -> &InstanceShared {
+        // SAFETY: as for `server`: in the mapping (`len` covers it), 64-byte
+        // aligned (see `create`), zeroes are a valid InstanceShared.
+        unsafe { &*(self.ptr.add(self.instance_off) as *const InstanceShared) }
     }
 }
 

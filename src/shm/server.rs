@@ -76,6 +76,29 @@ impl AdminState {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct WeightOutOfRange(pub u32);
 
+const OP_UP: u8 = 0;
+const OP_DOWN: u8 = 1;
+const OP_STOPPING: u8 = 2;
+
+/// An operator's `set server B/S health up|stopping|down`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ForcedHealth {
+    Up,
+    Stopping,
+    Down,
+}
+
+impl ForcedHealth {
+    pub fn parse(word: &str) -> Option<ForcedHealth> {
+        match word {
+            "up" => Some(ForcedHealth::Up),
+            "stopping" => Some(ForcedHealth::Stopping),
+            "down" => Some(ForcedHealth::Down),
+            _ => None,
+        }
+    }
+}
+
 /// Active-check health: HAProxy's counter (see `health::counter`) and
 /// whether checks say DOWN.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -138,7 +161,10 @@ pub struct ServerShared {
     // --- hot: read on every pick -----------------------------------------
     /// An `AdminState` as u8.
     admin: AtomicU8,
-    /// 1 when active health checks say DOWN.
+    /// The operational state: `OP_UP`, `OP_DOWN` (checks, or an operator's
+    /// `set server … health down`), `OP_STOPPING` (`health stopping`:
+    /// HAProxy's NOLB, up but given no new requests). Pickers take only
+    /// `OP_UP`, so the hot path stays one byte compare.
     check_down: AtomicU8,
     /// Current (effective) weight, 0–MAX_WEIGHT; runtime-changeable.
     weight: AtomicU32,
@@ -201,12 +227,16 @@ pub struct ServerStats {
     pub check_fails: u64,
     pub check_downs: u64,
     pub last_check: LastCheck,
+    /// Active checks run (configured and not disabled over the API).
+    pub checked: bool,
+    /// `health stopping`: up, but given no new requests (HAProxy's NOLB).
+    pub stopping: bool,
 }
 
 impl ServerStats {
     /// Usable for new requests: what [`ServerShared::is_ready`] says.
     pub fn is_ready(&self) -> bool {
-        self.admin == AdminState::Ready && !self.health.down && self.weight > 0
+        self.admin == AdminState::Ready && !self.health.down && !self.stopping && self.weight > 0
     }
 }
 
@@ -246,6 +276,35 @@ impl ServerShared {
     #[inline]
     pub fn count_selection(&self) {
         self.selections.fetch_add(1, Relaxed);
+    }
+
+    // ----- `clear counters` (the master) ----------------------------------------
+
+    /// `clear counters`: the maximum starts over from what is in flight now.
+    pub fn clear_max(&self) {
+        self.max_active.store(self.active.load(Relaxed), Relaxed);
+    }
+
+    /// `clear counters all`: every counter back to zero (as HAProxy clears
+    /// a server's counters); states, weights, health and timings stay.
+    pub fn clear_counters(&self) {
+        for c in [
+            &self.requests,
+            &self.bytes_in,
+            &self.bytes_out,
+            &self.connect_errors,
+            &self.response_errors,
+            &self.retries,
+            &self.selections,
+            &self.check_fails,
+            &self.check_downs,
+        ]
+        .into_iter()
+        .chain(&self.responses)
+        {
+            c.store(0, Relaxed);
+        }
+        self.clear_max();
     }
 
     // ----- one request's life -----------------------------------------------
@@ -327,7 +386,7 @@ impl ServerShared {
     pub fn health_state(&self) -> HealthState {
         HealthState {
             counter: self.health.load(Relaxed),
-            down: self.check_down.load(Relaxed) != 0,
+            down: self.check_down.load(Relaxed) == OP_DOWN,
         }
     }
 
@@ -377,6 +436,51 @@ impl ServerShared {
     }
 
     // ----- operators and generations (the master) ---------------------------
+
+    /// `set server B/S health up|stopping|down`: the state checks would
+    /// reach, set now (`full` is the counter of a fully UP server). The next
+    /// check, if any, goes on from there, as in HAProxy. A change of the
+    /// DOWN flag stamps `last_change` and accounts downtime like a check's.
+    pub fn force_health(&self, to: ForcedHealth, full: u32) -> bool {
+        let (op, counter) = match to {
+            ForcedHealth::Up => (OP_UP, full),
+            ForcedHealth::Stopping => (OP_STOPPING, full),
+            ForcedHealth::Down => (OP_DOWN, 0),
+        };
+        self.health.store(counter, Relaxed);
+        let before = self.check_down.swap(op, Relaxed);
+        if before == op {
+            return false;
+        }
+        let unix = super::unix_secs();
+        let since = self.last_change.swap(unix, Relaxed);
+        if before == OP_DOWN {
+            self.downtime.fetch_add(unix.saturating_sub(since), Relaxed);
+            self.down_until_ms.store(0, Relaxed);
+            self.fails.store(0, Relaxed);
+        }
+        true
+    }
+
+    /// `enable|disable health B/S`: whether active checks run for this
+    /// server. Disabled, the last result is ignored (the server counts as
+    /// up unless an operator forces it down); returns whether it changed.
+    pub fn set_checked(&self, on: bool) -> bool {
+        if self.checked.swap(u8::from(on), Relaxed) == u8::from(on) {
+            return false;
+        }
+        if !on {
+            let _ = self
+                .check_down
+                .compare_exchange(OP_DOWN, OP_UP, Relaxed, Relaxed);
+        }
+        true
+    }
+
+    /// Active checks run for this server (configured, and not disabled).
+    pub fn is_checked(&self) -> bool {
+        self.checked.load(Relaxed) != 0
+    }
 
     /// Sets the admin state; on a change stamps `last_change` and returns true.
     pub fn set_admin(&self, state: AdminState) -> bool {
@@ -434,6 +538,8 @@ impl ServerShared {
         ServerStats {
             admin: self.admin(),
             health: self.health_state(),
+            checked: self.is_checked(),
+            stopping: self.check_down.load(Relaxed) == OP_STOPPING,
             weight: self.weight.load(Relaxed),
             active: self.active.load(Relaxed),
             max_active: self.max_active.load(Relaxed),

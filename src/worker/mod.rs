@@ -48,6 +48,10 @@ const LARGE_BUFS_PER_WORKER: usize = 64;
 
 /// A listening socket inherited from the master, and the index of its
 /// listener in the configuration.
+/// The master's word on a worker's channel: a listener was disabled or
+/// enabled over the runtime API (the flags are in shared memory).
+pub const LISTENERS_CHANGED: u8 = b'L';
+
 pub struct WorkerListener {
     pub socket: TcpListener,
     pub listener: usize,
@@ -132,7 +136,9 @@ impl Worker {
         poll.registry()
             .register(&mut channel, CHANNEL_TOKEN, Interest::READABLE)?;
         for (i, l) in setup.listeners.iter().enumerate() {
-            net::register_exclusive(poll.as_raw_fd(), &l.socket, i)?;
+            if !setup.shm.listener_disabled(l.listener) {
+                net::register_exclusive(poll.as_raw_fd(), &l.socket, i)?;
+            }
         }
         let buf_size = (setup.runtime.max_header_bytes + 4096).max(16 * 1024);
         let balancers = setup
@@ -188,15 +194,21 @@ impl Worker {
         let _ = self.channel.write(b"R");
         let mut events = Events::with_capacity(1024);
         loop {
+            let waited_from = Instant::now();
+            let timeout = self
+                .next_wakeup()
+                .map(|t| t.saturating_duration_since(waited_from));
+            let polled = self.poll.poll(&mut events, timeout);
             let now = Instant::now();
-            let timeout = self.next_wakeup().map(|t| t.saturating_duration_since(now));
-            if let Err(e) = self.poll.poll(&mut events, timeout) {
+            self.shm
+                .worker(self.slot)
+                .add_idle(now.saturating_duration_since(waited_from));
+            if let Err(e) = polled {
                 if e.kind() == io::ErrorKind::Interrupted {
                     continue;
                 }
                 return Err(e);
             }
-            let now = Instant::now();
             self.date.refresh(now);
             for ev in events.iter() {
                 match ev.token() {
@@ -304,6 +316,9 @@ impl Worker {
                     if buf[..n].contains(&b'Q') {
                         self.start_drain(now, "graceful shutdown");
                     }
+                    if buf[..n].contains(&LISTENERS_CHANGED) {
+                        self.apply_listener_flags();
+                    }
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(_) => return,
@@ -334,11 +349,31 @@ impl Worker {
         }
     }
 
+    /// A listener was disabled or enabled over the runtime API: while we
+    /// accept, our epoll set follows the flags (re-registering one that is
+    /// in it already is harmless: `register_exclusive` then fails with
+    /// EEXIST, which is ignored).
+    fn apply_listener_flags(&mut self) {
+        if !self.accepting {
+            return;
+        }
+        let epfd = self.poll.as_raw_fd();
+        for (i, l) in self.listeners.iter().enumerate() {
+            if self.shm.listener_disabled(l.listener) {
+                let _ = net::deregister(epfd, &l.socket);
+            } else {
+                let _ = net::register_exclusive(epfd, &l.socket, i);
+            }
+        }
+    }
+
     fn pause_accepting(&mut self) {
         if self.accepting {
             let epfd = self.poll.as_raw_fd();
             for l in &self.listeners {
-                let _ = net::deregister(epfd, &l.socket);
+                if !self.shm.listener_disabled(l.listener) {
+                    let _ = net::deregister(epfd, &l.socket);
+                }
             }
             self.accepting = false;
             self.publish_accepting();
@@ -394,6 +429,9 @@ impl Worker {
         }
         let epfd = self.poll.as_raw_fd();
         for (i, l) in self.listeners.iter().enumerate() {
+            if self.shm.listener_disabled(l.listener) {
+                continue;
+            }
             if let Err(e) = net::register_exclusive(epfd, &l.socket, i) {
                 log::error!("cannot resume accepting: {e}");
             }
@@ -404,6 +442,14 @@ impl Worker {
     }
 
     fn accept(&mut self, index: usize, now: Instant) {
+        // An event still queued for a listener disabled meanwhile.
+        if self
+            .listeners
+            .get(index)
+            .is_some_and(|l| self.shm.listener_disabled(l.listener))
+        {
+            return;
+        }
         self.shm.worker(self.slot).count_accept_wakeup();
         for _ in 0..ACCEPT_BATCH {
             if self.conns.len() >= self.rt.worker_connections {

@@ -365,6 +365,11 @@ impl Route {
         self.field("metrics", "prometheus")
     }
 
+    /// `metrics: haproxy` (HAProxy's exporter's names).
+    pub fn metrics_haproxy(self) -> Route {
+        self.field("metrics", "haproxy")
+    }
+
     fn yaml(&self) -> String {
         let fields: Vec<String> = self
             .fields

@@ -1,0 +1,278 @@
+//! Runtime changes over the admin socket beyond weights and states
+//! (issue 17): `disable frontend` / `enable frontend` pause and resume
+//! accepting on a listener in every worker, with HAProxy 2.6's answers.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::time::Duration;
+use support::*;
+
+struct Setup {
+    lb: Forklb,
+    _dir: TempDir,
+    sock: PathBuf,
+    _be: Backend,
+    /// The second listener (`api`), which stays open.
+    api_port: u16,
+}
+
+fn start() -> Setup {
+    let be = Backend::start("b1");
+    let dir = TempDir::new("adminrt");
+    let sock = dir.join("admin.sock");
+    let api_port = free_port();
+    let lb = Forklb::start(
+        &ConfigBuilder::new()
+            .workers(2)
+            .admin_socket(&sock)
+            .listener("web", &["127.0.0.1:$PORT"])
+            .route(Route::to("main"))
+            .listener("api", &[&format!("127.0.0.1:{api_port}")])
+            .route(Route::to("main"))
+            .upstream("main", [Srv::of(&be)])
+            .build(),
+    );
+    assert!(
+        wait_until(Duration::from_secs(5), || sock.exists()),
+        "{}",
+        lb.diagnostics()
+    );
+    Setup {
+        lb,
+        _dir: dir,
+        sock,
+        _be: be,
+        api_port,
+    }
+}
+
+/// Sends a GET on a new connection and waits up to `wait` for the start
+/// of an answer: `Some(status line)`, or `None` if nothing came.
+fn try_answer(stream: &mut TcpStream, wait: Duration) -> Option<String> {
+    stream.set_read_timeout(Some(wait)).ok()?;
+    let mut buf = [0u8; 256];
+    match stream.read(&mut buf) {
+        Ok(n) if n > 0 => String::from_utf8_lossy(&buf[..n])
+            .lines()
+            .next()
+            .map(str::to_owned),
+        _ => None,
+    }
+}
+
+fn frontend_status(sock: &std::path::Path, name: &str) -> String {
+    let csv = admin_cmd(sock, "show stat -1 1 -1");
+    csv.lines()
+        .find(|l| l.starts_with(&format!("{name},FRONTEND,")))
+        .and_then(|l| l.split(',').nth(17))
+        .map(str::to_owned)
+        .unwrap_or_else(|| panic!("no {name} row:\n{csv}"))
+}
+
+#[test]
+fn disable_frontend_queues_connections_until_enabled() {
+    let s = start();
+    let port = s.lb.port();
+    assert_eq!(http_get(port, "/").status, 200);
+    assert_eq!(admin_cmd(&s.sock, "disable frontend web"), "\n");
+    assert_eq!(frontend_status(&s.sock, "web"), "PAUSED");
+    assert_eq!(frontend_status(&s.sock, "api"), "OPEN");
+    // The connection is made (the kernel queues it) but nobody serves it.
+    let mut waiting = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    waiting
+        .write_all(b"GET /queued HTTP/1.1\r\nHost: x\r\n\r\n")
+        .expect("send");
+    assert_eq!(
+        try_answer(&mut waiting, Duration::from_millis(800)),
+        None,
+        "a disabled frontend must not answer\n{}",
+        s.lb.diagnostics()
+    );
+    // The other listener serves on.
+    assert_eq!(http_get(s.api_port, "/").status, 200);
+    assert_eq!(
+        admin_cmd(&s.sock, "disable frontend web"),
+        "All sockets are already disabled.\n\n"
+    );
+    // Enabled again: the queued request is served.
+    assert_eq!(admin_cmd(&s.sock, "enable frontend web"), "\n");
+    let line = try_answer(&mut waiting, Duration::from_secs(5));
+    assert!(
+        line.as_deref()
+            .is_some_and(|l| l.starts_with("HTTP/1.1 200 ")),
+        "{line:?}"
+    );
+    assert_eq!(frontend_status(&s.sock, "web"), "OPEN");
+    assert_eq!(
+        admin_cmd(&s.sock, "enable frontend web"),
+        "All sockets are already enabled.\n\n"
+    );
+    assert_eq!(http_get(port, "/").status, 200);
+}
+
+#[test]
+fn frontend_errors_are_haproxys_and_the_pause_survives_a_reload() {
+    let s = start();
+    assert_eq!(
+        admin_cmd(&s.sock, "disable frontend nope"),
+        "No such frontend.\n\n"
+    );
+    assert_eq!(
+        admin_cmd(&s.sock, "enable frontend main"),
+        "No such frontend.\n\n"
+    );
+    assert_eq!(
+        admin_cmd(&s.sock, "disable frontend"),
+        "A frontend name is expected.\n\n"
+    );
+    assert_eq!(admin_cmd(&s.sock, "disable frontend api"), "\n");
+    assert_eq!(admin_cmd(&s.sock, "reload"), "Success=1\n\n");
+    assert_eq!(frontend_status(&s.sock, "api"), "PAUSED");
+    let mut waiting = TcpStream::connect(("127.0.0.1", s.api_port)).expect("connect");
+    waiting
+        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .expect("send");
+    assert_eq!(
+        try_answer(&mut waiting, Duration::from_millis(800)),
+        None,
+        "the new generation's workers must keep the listener paused\n{}",
+        s.lb.diagnostics()
+    );
+    assert_eq!(http_get(s.lb.port(), "/").status, 200);
+    assert_eq!(admin_cmd(&s.sock, "enable frontend api"), "\n");
+    let line = try_answer(&mut waiting, Duration::from_secs(5));
+    assert!(
+        line.as_deref()
+            .is_some_and(|l| l.starts_with("HTTP/1.1 200 ")),
+        "{line:?}"
+    );
+}
+
+// ---------------------------------------------------------------------------
+// set server B/S health, enable|disable health B/S
+
+/// A server's `status` in `show stat`.
+fn server_status(sock: &std::path::Path, backend: &str, server: &str) -> String {
+    let csv = admin_cmd(sock, "show stat -1 4 -1");
+    csv.lines()
+        .find(|l| l.starts_with(&format!("{backend},{server},")))
+        .and_then(|l| l.split(',').nth(17))
+        .map(str::to_owned)
+        .unwrap_or_else(|| panic!("no {backend}/{server} row:\n{csv}"))
+}
+
+/// Which backends answered `n` requests.
+fn spread(port: u16, n: usize) -> (usize, usize) {
+    let (mut a, mut b) = (0, 0);
+    for _ in 0..n {
+        match http_get(port, "/").body_str().as_str() {
+            "a" => a += 1,
+            "b" => b += 1,
+            other => panic!("unexpected body {other:?}"),
+        }
+    }
+    (a, b)
+}
+
+fn start_two(health: Option<&str>) -> (Forklb, TempDir, PathBuf, Backend, Backend) {
+    let (a, b) = (Backend::start("a"), Backend::start("b"));
+    let dir = TempDir::new("adminhealth");
+    let sock = dir.join("admin.sock");
+    let mut cfg = ConfigBuilder::new()
+        .workers(2)
+        .admin_socket(&sock)
+        .listener("web", &["127.0.0.1:$PORT"])
+        .route(Route::to("main"))
+        .upstream("main", [Srv::new("a", a.addr()), Srv::new("b", b.addr())]);
+    if let Some(h) = health {
+        cfg = cfg.upstream_opt(h);
+    }
+    let lb = Forklb::start(&cfg.build());
+    assert!(wait_until(Duration::from_secs(5), || sock.exists()));
+    (lb, dir, sock, a, b)
+}
+
+#[test]
+fn set_server_health_forces_the_state_of_an_unchecked_server() {
+    let (lb, _dir, sock, _a, _b) = start_two(None);
+    let port = lb.port();
+    assert_eq!(server_status(&sock, "main", "b"), "no check");
+    assert_eq!(admin_cmd(&sock, "set server main/b health down"), "\n");
+    assert_eq!(server_status(&sock, "main", "b"), "DOWN");
+    assert_eq!(spread(port, 8), (8, 0), "a DOWN server takes no requests");
+    assert_eq!(admin_cmd(&sock, "set server main/b health stopping"), "\n");
+    assert_eq!(server_status(&sock, "main", "b"), "NOLB");
+    assert_eq!(
+        spread(port, 8),
+        (8, 0),
+        "a stopping server takes no new requests"
+    );
+    assert_eq!(admin_cmd(&sock, "set server main/b health up"), "\n");
+    assert_eq!(server_status(&sock, "main", "b"), "no check");
+    let (a, b) = spread(port, 8);
+    assert!(a > 0 && b > 0, "both serve again: {a}/{b}");
+    for (cmd, answer) in [
+        (
+            "set server main/b health sideways",
+            "'set server <srv> health' expects 'up', 'stopping', or 'down'.\n\n",
+        ),
+        (
+            "set server main/b health",
+            "'set server <srv> health' expects 'up', 'stopping', or 'down'.\n\n",
+        ),
+        ("set server main/zz health up", "No such server.\n\n"),
+        ("set server nope/b health up", "No such backend.\n\n"),
+        (
+            "enable health main/b",
+            "Health check was not configured on this server, cannot enable.\n\n",
+        ),
+        ("disable health main", "Require 'backend/server'.\n\n"),
+        ("disable health main/zz", "No such server.\n\n"),
+    ] {
+        assert_eq!(admin_cmd(&sock, cmd), answer, "{cmd}");
+    }
+}
+
+#[test]
+fn disable_health_stops_checks_and_enable_resumes_them() {
+    let (lb, _dir, sock, _a, mut b) = start_two(Some(
+        "health: {type: tcp, interval: 100ms, timeout: 300ms, rise: 1, fall: 1}",
+    ));
+    assert!(
+        wait_until(Duration::from_secs(5), || server_status(&sock, "main", "b")
+            == "UP"),
+        "{}",
+        lb.diagnostics()
+    );
+    assert_eq!(admin_cmd(&sock, "disable health main/b"), "\n");
+    assert_eq!(server_status(&sock, "main", "b"), "no check");
+    // The server dies, but nobody checks: it stays "no check" (up).
+    b.stop();
+    std::thread::sleep(Duration::from_millis(600));
+    assert_eq!(server_status(&sock, "main", "b"), "no check");
+    // Forced down while unchecked: DOWN, and it stays so.
+    assert_eq!(admin_cmd(&sock, "set server main/b health down"), "\n");
+    assert_eq!(server_status(&sock, "main", "b"), "DOWN");
+    assert_eq!(spread(lb.port(), 6), (6, 0));
+    // Checks again: the dead server stays DOWN; restarted, it comes UP.
+    assert_eq!(admin_cmd(&sock, "enable health main/b"), "\n");
+    std::thread::sleep(Duration::from_millis(400));
+    assert!(server_status(&sock, "main", "b").starts_with("DOWN"));
+    b.restart();
+    assert!(
+        wait_until(Duration::from_secs(5), || server_status(&sock, "main", "b")
+            == "UP"),
+        "checks must resume after enable health: {}",
+        server_status(&sock, "main", "b")
+    );
+    // A forced state on a checked server lasts until the next check.
+    assert_eq!(admin_cmd(&sock, "set server main/b health down"), "\n");
+    assert!(
+        wait_until(Duration::from_secs(5), || server_status(&sock, "main", "b")
+            == "UP"),
+        "the next passing check brings it back"
+    );
+}
