@@ -30,8 +30,9 @@
 # Pingora (bench/pingora/: Pingora's load-balancer quick start, a standalone
 # Cargo project with its own Cargo.lock, pingora 0.9 with rustls): built here
 # with cargo into bench/pingora/target (kept between runs, so only the first
-# run pays the ~7 minutes on 2 cores; cargo rebuilds when its sources change);
-# it needs a C compiler (ring), no cmake. Peers in scenarios 1-7 and 10-13;
+# run pays its 5-7 minutes on 2 cores; cargo rebuilds when its sources change);
+# it needs cmake (zlib-ng, for flate2) and a C compiler (ring, zlib-ng), both
+# installed if missing. Peers in scenarios 1-7 and 10-13;
 # scenario 8 includes it too (one thread, stopped with SIGTERM). Unlike the
 # other proxies it is optional: if it does not build or does not start or
 # answer, that is noted in the header and the bench goes on without it.
@@ -173,7 +174,7 @@ trap 'exit 143' TERM
 
 # Pingora: build bench/pingora (a standalone Cargo project, not part of forklb's
 # build) into bench/pingora/target, which stays between runs: the first build
-# takes ~7 minutes on 2 cores, later ones nothing (cargo rebuilds when its
+# takes 5-7 minutes on 2 cores, later ones nothing (cargo rebuilds when its
 # sources or Cargo.lock change). --locked: the committed Cargo.lock, so every
 # run measures the same Pingora. A failure is a note, not the end of the bench.
 PINGORA_OK=0
@@ -189,7 +190,7 @@ elif [[ -n "${PINGORA_BIN:-}" ]]; then
 elif ! command -v cargo >/dev/null; then
     pingora_note "cargo not found, cannot build bench/pingora"
 else
-    log "building pingora (bench/pingora: cargo build --release --locked; the first time ~7 min)"
+    log "building pingora (bench/pingora: cargo build --release --locked; the first time 5-7 min)"
     if (cd "$HERE/pingora" && CARGO_TARGET_DIR="$HERE/pingora/target" \
             cargo build --release --locked) >"$TMP/pingora-build.log" 2>&1; then
         cp "$HERE/pingora/target/release/pingora-lb" "$TMP/pingora-lb" && PINGORA_OK=1
@@ -511,7 +512,9 @@ done
 # Its plain instance is optional, like the TLS instances: if it does not start
 # or proxy correctly it is noted and skipped, and its TLS instance still tried.
 # RUST_LOG: Pingora logs (env_logger) to its stdout file; warnings and errors only.
-PINGORA_ARGS=(--upstream "127.0.0.1:$BE1" --upstream "127.0.0.1:$BE2" --threads 2 --pool 1024)
+# --pool: idle upstream connections kept per thread, $TLS_KEEPALIVE as forklb's and
+# nginx's TLS instances per worker (Pingora's default 128; see bench/pingora/src/main.rs).
+PINGORA_ARGS=(--upstream "127.0.0.1:$BE1" --upstream "127.0.0.1:$BE2" --threads 2 --pool "$TLS_KEEPALIVE")
 if ((PINGORA_OK)); then
     ALL_PROXIES+=(pingora)
     log "starting pingora on :$P_PINGORA"

@@ -3,7 +3,7 @@
 //!   pingora-lb --upstream 127.0.0.1:8001 --upstream 127.0.0.1:8002 \
 //!       [--listen 127.0.0.1:8080] \
 //!       [--tls-listen 127.0.0.1:8443 --cert cert.pem --key key.pem] \
-//!       [--threads 2] [--pool 1024]
+//!       [--threads 2] [--pool 512]
 //!
 //! Upstreams may also come from PINGORA_UPSTREAMS (comma separated). At least
 //! one of --listen / --tls-listen. The bench runs one process with a plain
@@ -16,11 +16,13 @@
 //!   to the chosen upstream's address (as nginx's default `proxy_set_header
 //!   Host $proxy_host` does);
 //! - keep-alive to the upstreams through Pingora's connection pool (its
-//!   default; nothing to switch on). The pool holds
-//!   `upstream_keepalive_pool_size` idle connections in all (default 128);
-//!   here 1024 (--pool), so that scenario 11's 800 requests in flight, each
-//!   on its own HTTP/1.1 upstream connection, can all go back to the pool
-//!   instead of being closed (forklb: TLS_KEEPALIVE=512 per worker);
+//!   default; nothing to switch on). `upstream_keepalive_pool_size` is per
+//!   worker thread (default 128): the pool, one LRU for the process, keeps at
+//!   most that times `threads` idle connections. Here 512 (--pool), so 1,024
+//!   in all with 2 threads, as forklb's and nginx's TLS instances (512 per
+//!   worker, bench/run.sh's TLS_KEEPALIVE): scenario 11's 800 requests in
+//!   flight, each on its own HTTP/1.1 upstream connection, can all go back to
+//!   the pool instead of being closed;
 //! - `threads: 2` (--threads) in the server conf: two worker threads, as the
 //!   other proxies have two workers/threads on this 2-core machine;
 //! - a TLS listener (rustls) with `enable_h2()`: ALPN h2 and http/1.1.
@@ -90,7 +92,7 @@ fn main() {
         })
         .unwrap_or_default();
     let (mut listen, mut tls_listen, mut cert, mut key) = (None, None, None, None);
-    let (mut threads, mut pool) = (2usize, 1024usize);
+    let (mut threads, mut pool) = (2usize, 512usize);
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         let mut val = || {
