@@ -508,6 +508,34 @@ fn response_trailers_reach_the_h2_client() {
     }
 }
 
+const EARLY_HINTS: &[u8] = b"HTTP/1.1 103 Early Hints\r\nLink: </style.css>; rel=preload\r\n\r\n\
+HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello";
+
+/// An interim response of the HTTP/1.1 upstream (103 Early Hints) reaches
+/// the HTTP/2 client as a HEADERS frame without END_STREAM before the final
+/// response's (RFC 9113 §8.1), so it can preload before the page arrives.
+#[test]
+fn early_hints_reach_the_h2_client() {
+    let be = scripted(
+        "b1",
+        vec![Script::new("/hints", EARLY_HINTS, Then::KeepAlive)],
+    );
+    let h = H2Lb::start(&to_web(), web(&be));
+    for mode in [H2Mode::Tls, H2Mode::H2c] {
+        let v = python("client.py", mode, h.port(mode), &["hints"], T);
+        assert_eq!(v.at("blocks"), "2", "{mode:?}: {}", v.text);
+        assert_eq!(v.at("first_status"), "103", "{mode:?}: {}", v.text);
+        assert_eq!(
+            v.at("first_link"),
+            "</style.css>; rel=preload",
+            "{mode:?}: {}",
+            v.text
+        );
+        assert_eq!(v.at("final_status"), "200", "{mode:?}: {}", v.text);
+        assert_eq!(v.at("body"), "hello", "{mode:?}: {}", v.text);
+    }
+}
+
 /// Trailers a client sends after its body reach the upstream: the body goes
 /// chunked (no Content-Length was given) and the trailer fields follow the
 /// last chunk. A choice of ours (RFC 9110 §6.5 lets a proxy drop them):

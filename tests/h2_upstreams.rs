@@ -124,6 +124,40 @@ fn http1_clients_reach_an_h2c_upstream() {
     assert_eq!(echo[1].body_sha256, sha256_hex(&whole));
 }
 
+/// The trailer section of an HTTP/1.1 client's chunked body reaches the
+/// HTTP/2 upstream as trailing HEADERS (names lower-case, fields that frame
+/// a message dropped), as an HTTP/2 client's trailers do.
+#[test]
+fn chunked_request_trailers_of_an_http1_client_reach_an_h2c_upstream() {
+    let o1 = H2Origin::start("o1");
+    let h = lb_to_h2c(1, &o1);
+    let mut c = Conn::open(h.plain_port).expect("connect");
+    c.set_read_timeout(Duration::from_secs(20));
+    c.send(
+        b"POST /echo HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\n\
+5\r\nhello\r\n0\r\nX-Checksum: abc\r\nContent-Length: 5\r\n\r\n",
+    )
+    .expect("send");
+    let r = c.read_response().expect("response");
+    assert_eq!(r.status, 200, "{}", h.lb.diagnostics());
+    assert_eq!(r.body_str(), "hello");
+    let echo = o1.requests_for("/echo");
+    assert_eq!(echo.len(), 1, "{echo:?}");
+    assert_eq!(echo[0].body_len, 5, "{echo:?}");
+    assert_eq!(
+        echo[0].header("x-trailer-x-checksum"),
+        Some("abc"),
+        "{echo:?}"
+    );
+    assert!(
+        echo[0].header("x-trailer-content-length").is_none(),
+        "a framing field went upstream as a trailer: {echo:?}"
+    );
+    // The connection goes on after the body and its trailers.
+    let r = c.get("/hello").expect("GET after the trailers");
+    assert_eq!(r.body_str(), "hello from o1");
+}
+
 #[test]
 fn large_responses_from_an_h2c_upstream_honour_flow_control() {
     let o1 = H2Origin::start("o1");

@@ -71,6 +71,30 @@ pub fn is_framing_or_hop(lower_name: &[u8]) -> bool {
         .any(|f| f.as_bytes() == lower_name)
 }
 
+/// The trailer fields of a chunked body, from `tail`: what follows its
+/// last data (maybe the CRLF after it, the last-chunk line `0[;ext]`, then
+/// the trailer section ending in an empty line), as the chunked scanner
+/// validated it. Names go lower-case; fields that frame or route a message
+/// are dropped. Empty when there are none.
+pub fn trailer_fields(tail: &[u8]) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let tail = tail.strip_prefix(b"\r\n").unwrap_or(tail);
+    let section = tail
+        .windows(2)
+        .position(|w| w == b"\r\n")
+        .and_then(|i| tail.get(i + 2..))
+        .unwrap_or(&[]);
+    let mut headers = [httparse::EMPTY_HEADER; 32];
+    let fields = match httparse::parse_headers(section, &mut headers) {
+        Ok(httparse::Status::Complete((_, fields))) => fields,
+        _ => &[][..],
+    };
+    fields
+        .iter()
+        .map(|h| (h.name.to_ascii_lowercase().into_bytes(), h.value.to_vec()))
+        .filter(|(n, _)| !is_framing_or_hop(n))
+        .collect()
+}
+
 /// What the upstream request needs besides the client's head.
 pub struct UpstreamRequest<'a> {
     pub client_ip: IpAddr,

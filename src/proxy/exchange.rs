@@ -3,18 +3,23 @@
 //! chunks; it routes, answers locally or picks a server and drives its
 //! upstream side (`upstream_h1`), and hands the response head and body
 //! chunks to a `ResponseSink`, which pushes back when the client reads
-//! slowly (an HTTP/2 stream's send window). HTTP/2 streams use it;
-//! HTTP/1.1 connections still run their own copy-through state machine
-//! (`conn`), which moves bytes socket to socket without re-framing.
+//! slowly (an HTTP/2 stream's send window). HTTP/2 streams use it, and
+//! HTTP/1.1 connections for every request they route upstream: to an
+//! HTTP/1.1 upstream in pass-through (`start_h1`: the sink lends its
+//! socket, bodies move socket to socket with their framing), to an HTTP/2
+//! upstream re-framed (`h1_exchange`).
 
 use super::attempt::{self, Attempts};
 use super::env::Env;
+use super::h1_client::H1Client;
 use super::h2_upstream::SHARED;
+use super::record::{self, Record};
 pub use super::side::ResponseSink;
 use super::side::{RequestOut, UpStep};
 use super::upstream_h1::UpstreamH1;
 use super::upstream_h2::UpstreamH2;
-use crate::access_log;
+use crate::buffer::Buf;
+use crate::event::Stream;
 use crate::h2;
 use crate::http::{self, errors, rewrite, Framing};
 use crate::route::Action;
@@ -43,9 +48,38 @@ pub struct Client {
     pub slot: usize,
 }
 
+/// An HTTP/1.1 request for an HTTP/1.1 upstream, routed by its session
+/// (`Exchange::start_h1`).
+pub struct H1Request<'r> {
+    pub upstream: usize,
+    /// The normalized path (for `hash` balancing).
+    pub route_path: &'r [u8],
+    pub framing: Framing,
+    /// The client asked to switch protocols.
+    pub upgrade: bool,
+    /// `Max-Forwards`, as it goes on (decremented).
+    pub max_forwards: Option<u64>,
+    /// Safe to send again on a fresh connection: idempotent, no body.
+    pub replayable: bool,
+}
+
+/// The upstream connection after a `101`, for the client's tunnel.
+pub struct TunnelEnd {
+    pub sock: Stream,
+    pub up_slot: usize,
+    pub addr: SocketAddr,
+    /// What the server sent after its `101` head.
+    pub input: Option<Buf>,
+    /// An event reported the server's FIN or an error already.
+    pub hup: bool,
+}
+
 /// A response forklb makes itself.
 struct Local {
     status: u16,
+    /// The failure was the upstream's and came before the request body
+    /// was read: an HTTP/1.1 connection may go on after the answer.
+    keep_ok: bool,
     content_type: &'static [u8],
     /// One extra header field (Location, Allow), if any.
     extra: Option<(&'static [u8], Vec<u8>)>,
@@ -55,7 +89,8 @@ struct Local {
 }
 
 enum State {
-    Local(Local),
+    /// Boxed: rare, and large (`State` moves cheaply without it).
+    Local(Box<Local>),
     Upstream(Box<UpstreamH1>),
     /// A stream on a shared HTTP/2 upstream connection.
     UpstreamH2(Box<UpstreamH2>),
@@ -64,21 +99,15 @@ enum State {
     Finished,
 }
 
-/// What the access log needs about the request.
-struct Record {
-    method: Vec<u8>,
-    target: Vec<u8>,
-    referer: Vec<u8>,
-    user_agent: Vec<u8>,
-    protocol: &'static str,
-    started: Instant,
-}
-
 pub struct Exchange {
     state: State,
     att: Attempts,
-    record: Record,
+    record: Option<Box<Record>>,
     client: Client,
+    /// An HTTP/1.1 client of an HTTP/1.1 upstream: bytes pass through.
+    passthrough: bool,
+    /// The response head's size (pass-through), for the byte counters.
+    resp_head_len: u64,
     is_head: bool,
     /// Safe to send again on a fresh connection: idempotent, no body.
     replayable: bool,
@@ -103,6 +132,22 @@ pub struct Exchange {
     pub deadline: Instant,
 }
 
+/// One run of `drive`: whether anything moved, and the wait its last
+/// step began (the deadline is computed once, when the run ends).
+#[derive(Default)]
+struct Run {
+    moved: bool,
+    wait: Option<std::time::Duration>,
+}
+
+impl Run {
+    fn settle(&mut self, ex: &mut Exchange, env: &Env) {
+        if let Some(t) = self.wait.take() {
+            ex.deadline = env.now + t;
+        }
+    }
+}
+
 /// Request body bytes an exchange holds for its upstream at most.
 const REQ_BUFFER_MAX: usize = 64 * 1024;
 
@@ -112,6 +157,9 @@ pub enum Progress {
     Moved,
     Blocked,
     Finished,
+    /// A `101` went to the client: its session takes the upstream
+    /// connection (`take_tunnel`) and ends the exchange when the tunnel ends.
+    Upgraded,
 }
 
 impl Exchange {
@@ -119,20 +167,7 @@ impl Exchange {
     /// the answer (local, or the first upstream attempt).
     /// The caller counted the request (`count_request`) already.
     pub fn start(env: &mut Env, client: Client, req: Request, end_of_request: bool) -> Exchange {
-        let header = |name: &str| {
-            req.headers
-                .iter()
-                .find(|h| http::name_is(h.name, name))
-                .map_or(Vec::new(), |h| h.value.to_vec())
-        };
-        let record = Record {
-            method: req.method.as_bytes().to_vec(),
-            target: req.target.as_bytes().to_vec(),
-            referer: header("referer"),
-            user_agent: header("user-agent"),
-            protocol: req.protocol,
-            started: env.now,
-        };
+        let record = Record::capture(env, req.method, req.target, req.headers, req.protocol);
         let is_head = req.method == "HEAD";
         let idempotent = matches!(req.method, "GET" | "HEAD" | "OPTIONS" | "TRACE");
         let mut ex = Exchange {
@@ -140,6 +175,8 @@ impl Exchange {
             att: Attempts::new(),
             record,
             client,
+            passthrough: false,
+            resp_head_len: 0,
             is_head,
             replayable: idempotent && req.framing == Framing::None,
             status: 0,
@@ -156,6 +193,80 @@ impl Exchange {
             deadline: env.now + env.rt.timeouts.upstream_read,
         };
         ex.route(env, req);
+        ex
+    }
+
+    /// Starts the exchange of an HTTP/1.1 request its session routed to
+    /// HTTP/1.1 upstream `r.upstream` (the session answers the other
+    /// routes itself and has checked the body's declared size). The
+    /// request body and the response pass through (`H1Client`).
+    /// The exchange is made in `slot` (it is large: no copy on the way).
+    pub fn start_h1<'s>(
+        slot: &'s mut Option<Exchange>,
+        env: &mut Env,
+        client: Client,
+        r: &H1Request,
+        req: &httparse::Request,
+        is_head: bool,
+        record: Option<Box<Record>>,
+    ) -> &'s mut Exchange {
+        let ex = slot.insert(Exchange {
+            state: State::Finished,
+            att: Attempts::new(),
+            record,
+            client,
+            passthrough: true,
+            resp_head_len: 0,
+            is_head,
+            replayable: r.replayable,
+            status: 0,
+            upstream_status: None,
+            body_sent: 0,
+            req_head: Vec::new(),
+            req_h2: None,
+            req_trailers: None,
+            req_framing: r.framing,
+            req_out: Vec::new(),
+            req_unacked: 0,
+            // The body goes socket to socket: nothing of it waits here.
+            req_ended: true,
+            req_total: 0,
+            deadline: env.now + env.rt.timeouts.upstream_read,
+        });
+        ex.att.begin(env, r.upstream);
+        let upstream = &env.rt.upstreams[r.upstream];
+        let key = match upstream.balance {
+            crate::config::Balance::Hash => {
+                attempt::request_hash(client.peer.ip(), req, r.route_path, &upstream.hash_key)
+            }
+            _ => None,
+        };
+        let Some(server) = ex.att.pick_first(env, key) else {
+            log::error!("no server available in upstream {}", upstream.name);
+            ex.local_error_keeping(503, true);
+            return ex;
+        };
+        let how = rewrite::UpstreamRequest {
+            client_ip: client.peer.ip(),
+            proto: env
+                .rt
+                .listeners
+                .get(client.listener)
+                .map_or("http", |l| l.proto),
+            host_override: upstream.host_header.as_deref(),
+            default_host: &upstream.servers[server].addr_text,
+            // Also for an HTTP/1.0 client: the request goes up as
+            // HTTP/1.1, so its connection can be pooled too.
+            keep_alive: env.pool.enabled(r.upstream),
+            upgrade: r.upgrade,
+            framing: r.framing,
+            max_forwards: r.max_forwards,
+        };
+        let mut head = env.heads.get();
+        rewrite::write_upstream_request(&mut head, req, &how);
+        ex.req_head = head;
+        // An upgraded connection is never pooled: it is not taken from it.
+        ex.connect(env, server, !r.upgrade);
         ex
     }
 
@@ -313,7 +424,7 @@ impl Exchange {
                     env.rt.timeouts.connect
                 };
                 self.deadline = env.now + timeout;
-                self.state = State::Upstream(Box::new(UpstreamH1::new(sock, addr, env)));
+                self.state = State::Upstream(Box::new(UpstreamH1::new(sock, addr)));
             }
             Err(e) => self.connect_failed(env, addr, "connect() to", &e),
         }
@@ -364,24 +475,38 @@ impl Exchange {
         self.att.note_failure(env);
         match self.att.pick_retry(env) {
             Some(next) => self.connect(env, next, true),
-            None => self.local_error(502),
+            None => self.local_error_keeping(502, true),
         }
     }
 
     fn local_error(&mut self, status: u16) {
-        let body = format!("{}\n", errors::reason(status)).into_bytes();
+        self.local_error_keeping(status, false);
+    }
+
+    /// An error page; `keep_ok`: see `Local`.
+    fn local_error_keeping(&mut self, status: u16, keep_ok: bool) {
+        let body = if self.passthrough {
+            // The session's own error page (`H1Client::error_page`).
+            Vec::new()
+        } else {
+            format!("{}\n", errors::reason(status)).into_bytes()
+        };
         self.local(status, body, None);
+        if let State::Local(l) = &mut self.state {
+            l.keep_ok = keep_ok;
+        }
     }
 
     fn local(&mut self, status: u16, body: Vec<u8>, extra: Option<(&'static [u8], Vec<u8>)>) {
-        self.state = State::Local(Local {
+        self.state = State::Local(Box::new(Local {
             status,
+            keep_ok: false,
             content_type: b"text/plain",
             extra,
             body,
             head_sent: false,
             pos: 0,
-        });
+        }));
     }
 
     /// The upstream socket this exchange uses, if any (events name it).
@@ -392,7 +517,53 @@ impl Exchange {
         }
     }
 
+    /// The upstream socket in use, if any (the harness's checks).
+    #[cfg(test)]
+    pub fn upstream_sock(&self) -> Option<&mio::net::TcpStream> {
+        match &self.state {
+            State::Upstream(up) => Some(up.sock()),
+            _ => None,
+        }
+    }
+
+    /// After `Progress::Upgraded`: the upstream connection, for the
+    /// client's tunnel.
+    pub fn take_tunnel(&mut self) -> Option<TunnelEnd> {
+        match std::mem::replace(&mut self.state, State::Finished) {
+            State::Upstream(up) => {
+                let (sock, up_slot, addr, input, hup) = up.into_tunnel();
+                Some(TunnelEnd {
+                    sock,
+                    up_slot,
+                    addr,
+                    input,
+                    hup,
+                })
+            }
+            other => {
+                self.state = other;
+                None
+            }
+        }
+    }
+
+    /// Request body bytes that went upstream past the exchange (pass-
+    /// through: the client's relay counts them), for the byte counters.
+    pub fn set_request_body(&mut self, n: u64) {
+        self.req_total = n;
+    }
+
+    /// The request no longer occupies its server: its active count, byte
+    /// counters and duration settle (once; later calls do nothing).
+    #[inline]
+    fn release_server(&mut self, env: &mut Env) {
+        let up = self.req_head.len() as u64 + self.req_total;
+        let down = self.resp_head_len + self.body_sent;
+        self.att.release(env, up, down);
+    }
+
     /// Readiness of its upstream socket.
+    #[inline]
     pub fn on_upstream_event(&mut self, r: bool, w: bool, hup: bool) {
         if let State::Upstream(up) = &mut self.state {
             up.ready(r, w, hup);
@@ -461,10 +632,23 @@ impl Exchange {
 
     /// Runs the exchange as far as it goes.
     pub fn drive(&mut self, env: &mut Env, sink: &mut dyn ResponseSink) -> Progress {
-        let mut moved = false;
-        loop {
+        let mut run = Run::default();
+        let progress = loop {
             let step = match &mut self.state {
-                State::Finished => return Progress::Finished,
+                State::Finished => break Progress::Finished,
+                State::Local(l) if self.passthrough => {
+                    self.status = l.status;
+                    if let Some(mut c) = sink.h1_client() {
+                        c.error_page(env, l.status, l.keep_ok);
+                    }
+                    self.body_sent = if self.is_head {
+                        0
+                    } else {
+                        errors::error_body_len(l.status) as u64
+                    };
+                    self.state = State::Finished;
+                    break Progress::Finished;
+                }
                 State::Local(l) => {
                     let done = send_local(l, self.is_head, env.date.text(), sink);
                     self.status = l.status;
@@ -472,10 +656,17 @@ impl Exchange {
                         self.body_sent = if self.is_head { 0 } else { l.body.len() as u64 };
                         self.ack_body(sink);
                         self.state = State::Finished;
-                        return Progress::Finished;
+                        break Progress::Finished;
                     }
                     UpStep::Blocked
                 }
+                State::Upstream(up) if self.passthrough => match sink.h1_client() {
+                    Some(mut c) => up.step_pass(env, &self.req_head, &mut c),
+                    None => UpStep::Failed {
+                        doing: "relaying the response",
+                        bad_response: false,
+                    },
+                },
                 State::Upstream(up) => {
                     let mut req = RequestOut {
                         head: &self.req_head,
@@ -497,89 +688,173 @@ impl Exchange {
                     up.step(env, &mut req, sink, self.client.slot)
                 }
             };
-            match step {
-                UpStep::Moved => {
-                    moved = true;
-                    self.deadline = env.now + env.rt.timeouts.upstream_read;
+            if let Some(p) = self.after_step(env, step, sink, &mut run) {
+                break p;
+            }
+        };
+        run.settle(self, env);
+        progress
+    }
+
+    /// `drive` for the session of an HTTP/1.1 client in pass-through: the
+    /// same steps, without a dynamic call per step (the hot path of every
+    /// HTTP/1.1 request; the rest goes through `drive`).
+    pub fn drive_h1(&mut self, env: &mut Env, c: &mut H1Client) -> Progress {
+        let mut run = Run::default();
+        let progress = loop {
+            let step = match &mut self.state {
+                State::Upstream(up) => up.step_pass(env, &self.req_head, c),
+                _ => {
+                    run.settle(self, env);
+                    return self.drive(env, c);
                 }
-                UpStep::BodyWritten => {
-                    moved = true;
-                    self.ack_body(sink);
-                    // All sent: now the client owes the rest of its body
-                    // (`client_body`), or the upstream its answer.
-                    let t = if self.req_ended {
-                        env.rt.timeouts.upstream_read
-                    } else {
-                        env.rt.timeouts.client_body
-                    };
-                    self.deadline = env.now + t;
+            };
+            if let UpStep::Complete(_) = step {
+                // The body went past the exchange: for the counters, which
+                // settle now.
+                self.req_total = c.req.body.sent;
+            }
+            if let Some(p) = self.after_step(env, step, c, &mut run) {
+                break p;
+            }
+        };
+        run.settle(self, env);
+        progress
+    }
+
+    /// What a step of the upstream side means for the exchange; Some when
+    /// `drive` stops.
+    #[inline(always)]
+    fn after_step(
+        &mut self,
+        env: &mut Env,
+        step: UpStep,
+        sink: &mut dyn ResponseSink,
+        run: &mut Run,
+    ) -> Option<Progress> {
+        let t = &env.rt.timeouts;
+        match step {
+            UpStep::Moved => {
+                run.moved = true;
+                run.wait = Some(t.upstream_read);
+            }
+            UpStep::Awaiting => {
+                run.wait = Some(t.upstream_read);
+                return Some(Progress::Moved);
+            }
+            UpStep::BodyWritten => {
+                run.moved = true;
+                self.ack_body(sink);
+                // All sent: now the client owes the rest of its body
+                // (`client_body`), or the upstream its answer.
+                run.wait = Some(if self.req_ended {
+                    t.upstream_read
+                } else {
+                    t.client_body
+                });
+            }
+            UpStep::Connected => {
+                run.moved = true;
+                run.wait = Some(t.upstream_write);
+            }
+            UpStep::Sent { client_owes } => {
+                run.moved = true;
+                run.wait = Some(if client_owes {
+                    t.client_body
+                } else {
+                    t.upstream_write
+                });
+            }
+            UpStep::Upgrade => {
+                self.status = 101;
+                self.upstream_status = Some(101);
+                run.wait = Some(t.upstream_read);
+                return Some(Progress::Upgraded);
+            }
+            UpStep::ClientError(status) => {
+                run.moved = true;
+                // The upstream connection is dropped mid-body, so the
+                // server never sees a complete request.
+                self.fail_before_response(env, status);
+            }
+            UpStep::ClientGone => {
+                self.abort(env);
+                sink.abort();
+                return Some(Progress::Finished);
+            }
+            UpStep::Blocked => {
+                return Some(if run.moved {
+                    Progress::Moved
+                } else {
+                    Progress::Blocked
+                });
+            }
+            UpStep::Head { status, framed_end } => {
+                run.moved = true;
+                env.shm
+                    .server(self.att.upstream, self.att.server)
+                    .count_response(status);
+                self.status = status;
+                self.upstream_status = Some(status);
+                if let State::Upstream(up) = &self.state {
+                    self.resp_head_len = up.head_len();
                 }
-                UpStep::Connected => {
-                    moved = true;
-                    self.deadline = env.now + env.rt.timeouts.upstream_write;
+                if framed_end {
+                    self.finish_upstream(env);
                 }
-                UpStep::Blocked => {
-                    return if moved {
-                        Progress::Moved
-                    } else {
-                        Progress::Blocked
-                    }
+            }
+            UpStep::BodySent(n) => {
+                run.moved = true;
+                self.body_sent += n as u64;
+                run.wait = Some(t.upstream_read);
+            }
+            UpStep::Complete(n) => {
+                self.body_sent += n as u64;
+                // The server is free the moment its response is complete,
+                // before its connection is pooled: the client's next
+                // request may already be on its way to another worker
+                // (`drive_h1` has set the request's byte count).
+                self.release_server(env);
+                self.finish_upstream(env);
+                return Some(Progress::Finished);
+            }
+            UpStep::ConnectFailed(e) => {
+                run.moved = true;
+                let addr = self.take_upstream(env);
+                self.connect_failed(env, addr, "connect() to", &e);
+                // The next attempt set its own deadline.
+                run.wait = None;
+            }
+            UpStep::Stale => {
+                run.moved = true;
+                if self.replayable {
+                    log::debug!("pooled upstream connection was stale, reconnecting");
+                    self.take_upstream(env);
+                    let server = self.att.server;
+                    self.connect(env, server, false);
+                    run.wait = None;
+                } else {
+                    self.upstream_failed(env, "sending the request");
                 }
-                UpStep::Head { status, framed_end } => {
-                    moved = true;
+            }
+            UpStep::Failed {
+                doing,
+                bad_response,
+            } => {
+                run.moved = true;
+                if bad_response {
                     env.shm
                         .server(self.att.upstream, self.att.server)
-                        .count_response(status);
-                    self.status = status;
-                    self.upstream_status = Some(status);
-                    if framed_end {
-                        self.finish_upstream(env);
-                    }
+                        .count_response_error();
                 }
-                UpStep::BodySent(n) => {
-                    moved = true;
-                    self.body_sent += n as u64;
-                    self.deadline = env.now + env.rt.timeouts.upstream_read;
-                }
-                UpStep::Complete(n) => {
-                    self.body_sent += n as u64;
-                    self.finish_upstream(env);
-                    return Progress::Finished;
-                }
-                UpStep::ConnectFailed(e) => {
-                    moved = true;
-                    let addr = self.take_upstream(env);
-                    self.connect_failed(env, addr, "connect() to", &e);
-                }
-                UpStep::Stale => {
-                    moved = true;
-                    if self.replayable {
-                        log::debug!("pooled upstream connection was stale, reconnecting");
-                        self.take_upstream(env);
-                        let server = self.att.server;
-                        self.connect(env, server, false);
-                    } else {
-                        self.upstream_failed(env, "sending the request");
-                    }
-                }
-                UpStep::Failed {
-                    doing,
-                    bad_response,
-                } => {
-                    moved = true;
-                    if bad_response {
-                        env.shm
-                            .server(self.att.upstream, self.att.server)
-                            .count_response_error();
-                    }
-                    self.upstream_failed(env, doing);
-                    if matches!(self.state, State::Finished) {
-                        sink.abort();
-                        return Progress::Finished;
-                    }
+                self.upstream_failed(env, doing);
+                if matches!(self.state, State::Finished) {
+                    sink.abort();
+                    return Some(Progress::Finished);
                 }
             }
         }
+        None
     }
 
     /// Reports request body bytes the upstream took (or that nobody reads).
@@ -619,6 +894,9 @@ impl Exchange {
     /// The response is complete: its socket goes back to the pool if the
     /// exchange left it clean.
     fn finish_upstream(&mut self, env: &mut Env) {
+        if let State::Upstream(up) = &self.state {
+            self.body_sent += up.unreported();
+        }
         match std::mem::replace(&mut self.state, State::Finished) {
             State::Upstream(up) => {
                 let reusable = self.req_ended && self.req_out.is_empty();
@@ -637,16 +915,35 @@ impl Exchange {
             .att
             .upstream_addr
             .unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0)));
-        match std::mem::replace(&mut self.state, State::Finished) {
-            State::Upstream(up) => up.close(env),
-            State::UpstreamH2(up) => up.close(env),
-            State::Local(_) | State::Finished => {}
+        if !matches!(self.state, State::Finished) {
+            if let State::Upstream(up) = &self.state {
+                self.body_sent += up.unreported();
+            }
+            match std::mem::replace(&mut self.state, State::Finished) {
+                State::Upstream(up) => up.close(env),
+                State::UpstreamH2(up) => up.close(env),
+                State::Local(_) | State::Finished => {}
+            }
         }
         addr
     }
 
     /// The deadline passed: the wait it bounds failed.
     pub fn on_timeout(&mut self, env: &mut Env, sink: &mut dyn ResponseSink) {
+        let client_owes = match (&self.state, sink.h1_client()) {
+            (State::Upstream(up), Some(c)) if self.status == 0 => {
+                up.waiting_for_client(&self.req_head, &c)
+            }
+            _ => false,
+        };
+        if client_owes {
+            log::info!(
+                "client {} timed out sending the request body",
+                self.client.peer
+            );
+            self.take_upstream(env);
+            return self.local_error(408);
+        }
         let doing = match &self.state {
             State::Upstream(_) | State::UpstreamH2(_)
                 if self.status == 0 && !self.req_ended && self.req_out.is_empty() =>
@@ -699,25 +996,29 @@ impl Exchange {
 
     /// Settles the counters and writes the access log line.
     pub fn end(mut self, env: &mut Env) {
-        self.take_upstream(env);
-        let up = self.req_head.len() as u64 + self.req_total;
-        self.att.release(env, up, self.body_sent);
+        self.end_in_place(env);
+    }
+
+    /// `end` for an exchange its owner drops afterwards where it is.
+    pub fn end_in_place(&mut self, env: &mut Env) {
+        if !matches!(self.state, State::Finished) {
+            self.take_upstream(env);
+        }
+        self.release_server(env);
         env.heads.put(std::mem::take(&mut self.req_head));
-        let r = &self.record;
-        env.access.record(&access_log::Entry {
-            client: self.client.peer,
-            method: &r.method,
-            target: &r.target,
-            protocol: r.protocol,
-            status: self.status,
-            body_bytes: self.body_sent,
-            referer: &r.referer,
-            user_agent: &r.user_agent,
-            upstream: self.att.upstream_addr,
-            upstream_status: self.upstream_status,
-            request_time: env.now.saturating_duration_since(r.started),
-            upstream_time: access_log::since(self.att.upstream_started, env.now),
-        });
+        if let Some(r) = self.record.take() {
+            r.write(
+                env,
+                &record::Outcome {
+                    client: self.client.peer,
+                    status: self.status,
+                    body_bytes: self.body_sent,
+                    upstream: self.att.upstream_addr,
+                    upstream_status: self.upstream_status,
+                    upstream_started: self.att.upstream_started,
+                },
+            );
+        }
     }
 }
 

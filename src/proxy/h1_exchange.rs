@@ -3,11 +3,13 @@
 //! must be re-framed (HEADERS/DATA/trailers become a head and a length-
 //! delimited, chunked or close-delimited body). The request body is
 //! de-framed from the client's bytes and handed over as the exchange's
-//! upstream takes it, so nothing is buffered beyond `OUT_MAX` either way.
+//! upstream takes it, so nothing is buffered beyond `OUT_MAX` either way;
+//! the trailer fields of a chunked request body follow it (HEADERS with
+//! END_STREAM upstream).
 
 use super::exchange::{Exchange, Progress, ResponseSink};
 use crate::http::chunked::{ChunkError, ChunkedScanner};
-use crate::http::{self, errors, Framing};
+use crate::http::{self, errors, rewrite, Framing};
 use std::io::Write;
 
 /// Response bytes queued for the client at most (the sink's capacity).
@@ -16,7 +18,12 @@ const OUT_MAX: usize = 64 * 1024;
 /// How the request body arrives from the client.
 enum Upload {
     Length(u64),
-    Chunked(ChunkedScanner),
+    /// `tail`: the framing read since the last chunk data, which at the
+    /// end of the body holds the last chunk and the trailer section.
+    Chunked {
+        scanner: ChunkedScanner,
+        tail: Vec<u8>,
+    },
     Done,
 }
 
@@ -86,6 +93,13 @@ impl ResponseSink for Sink<'_> {
         self.out.extend_from_slice(b"\r\n");
     }
 
+    fn interim(&mut self, status: u16, headers: &[(&[u8], &[u8])]) {
+        // HTTP/1.0 clients do not understand them (RFC 9110 §15.2).
+        if self.minor >= 1 && *self.download == Download::Waiting {
+            super::h1_client::write_head(self.out, status, headers);
+        }
+    }
+
     fn capacity(&self) -> usize {
         OUT_MAX.saturating_sub(self.out.len())
     }
@@ -147,7 +161,10 @@ impl H1Exchange {
             ex,
             upload: match framing {
                 Framing::Length(n) if n > 0 => Upload::Length(n),
-                Framing::Chunked => Upload::Chunked(ChunkedScanner::new()),
+                Framing::Chunked => Upload::Chunked {
+                    scanner: ChunkedScanner::new(),
+                    tail: Vec::new(),
+                },
                 _ => Upload::Done,
             },
             download: Download::Waiting,
@@ -193,13 +210,24 @@ impl H1Exchange {
                 }
                 Ok(n)
             }
-            Upload::Chunked(scanner) => {
+            Upload::Chunked { scanner, tail } => {
                 let (framing, n) = scanner.dechunk_at_most(input, room)?;
                 let end = scanner.is_done();
-                if n > 0 || end {
-                    self.ex.push_body(env, &input[framing..framing + n], end);
+                if n > 0 {
+                    tail.clear();
+                    self.ex.push_body(env, &input[framing..framing + n], false);
+                } else {
+                    // Bounded: the scanner limits each framing line and the
+                    // trailer section.
+                    tail.extend_from_slice(&input[..framing]);
                 }
                 if end {
+                    let fields = rewrite::trailer_fields(tail);
+                    if fields.is_empty() {
+                        self.ex.push_body(env, &[], true);
+                    } else {
+                        self.ex.push_trailers(env, &fields);
+                    }
                     self.upload = Upload::Done;
                 }
                 Ok(framing + n)

@@ -70,6 +70,12 @@ impl ResponseSink for StreamSink<'_> {
         self.conn.send_headers(self.stream, status, headers, end);
     }
 
+    /// A 1xx head is a HEADERS frame without END_STREAM before the final
+    /// one (RFC 9113 §8.1): 103 Early Hints reach HTTP/2 clients too.
+    fn interim(&mut self, status: u16, headers: &[(&[u8], &[u8])]) {
+        self.conn.send_headers(self.stream, status, headers, false);
+    }
+
     fn capacity(&self) -> usize {
         self.conn.send_capacity(self.stream)
     }
@@ -348,7 +354,8 @@ impl H2Session {
             };
             match s.ex.drive(env, &mut sink) {
                 Progress::Moved => moved = true,
-                Progress::Blocked => {}
+                // Upgraded: only HTTP/1.1 clients switch protocols.
+                Progress::Blocked | Progress::Upgraded => {}
                 Progress::Finished => {
                     moved = true;
                     let s = self.streams.swap_remove(i);

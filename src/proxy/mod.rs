@@ -9,6 +9,7 @@ mod env;
 mod exchange;
 #[cfg(test)]
 mod exchange_tests;
+mod h1_client;
 mod h1_exchange;
 mod h2_session;
 mod h2_upstream;
@@ -17,6 +18,7 @@ mod h2_wire;
 mod harness;
 mod io;
 mod pool;
+mod record;
 mod side;
 mod upstream_h1;
 mod upstream_h2;

@@ -3,10 +3,15 @@
 //! (`UpStep`), and where the response goes (`ResponseSink`, the client
 //! side: an HTTP/2 stream, or an HTTP/1.1 connection).
 
+use super::h1_client::{self, H1Client};
+
 /// Where a response goes: the client side of the exchange.
 pub trait ResponseSink {
     /// The response head; `end`: no body follows.
     fn head(&mut self, status: u16, headers: &[(&[u8], &[u8])], end: bool);
+    /// An interim (1xx) response head; the final one follows (103 Early
+    /// Hints, a `100 Continue` the upstream sent).
+    fn interim(&mut self, status: u16, headers: &[(&[u8], &[u8])]);
     /// How many body bytes `data` would take now.
     fn capacity(&self) -> usize;
     /// Body bytes; returns how many were taken (≤ `capacity`). `end` holds
@@ -18,6 +23,13 @@ pub trait ResponseSink {
     fn trailers(&mut self, fields: &[(&[u8], &[u8])]);
     /// The response cannot be completed (the upstream failed mid-body).
     fn abort(&mut self);
+    /// An HTTP/1.1 client connection that takes an HTTP/1.1 upstream's
+    /// messages as they are (pass-through: heads rewritten once, bodies
+    /// moved socket to socket with their framing): its end of the relay.
+    /// None for sinks that need the response re-framed.
+    fn h1_client(&mut self) -> Option<H1Client<'_>> {
+        None
+    }
 }
 
 /// The request as the exchange holds it: the head, then body bytes not
@@ -37,6 +49,9 @@ pub struct RequestOut<'a> {
 /// What one step did.
 pub enum UpStep {
     Moved,
+    /// Moved, and now the upstream's answer is awaited: nothing more to
+    /// do until its socket is readable (ends the run without another step).
+    Awaiting,
     /// TCP (and TLS) are up: the request goes out now.
     Connected,
     /// All body bytes handed over so far are written.
@@ -48,6 +63,19 @@ pub enum UpStep {
         framed_end: bool,
     },
     BodySent(usize),
+    /// Pass-through: bytes of the request went upstream; `client_owes`:
+    /// all the client sent so far is out, the rest of its body is awaited.
+    Sent {
+        client_owes: bool,
+    },
+    /// Pass-through: a `101 Switching Protocols` was relayed; the upstream
+    /// connection now belongs to the client's tunnel.
+    Upgrade,
+    /// Pass-through: the client's request body is unacceptable (400, 413);
+    /// the upload stops and the connection closes after the answer.
+    ClientError(u16),
+    /// Pass-through: the client connection failed or closed mid-request.
+    ClientGone,
     /// The response body is complete, its last `n` bytes sent in this step.
     Complete(usize),
     /// No connection: another server may be tried.
@@ -59,4 +87,45 @@ pub enum UpStep {
         /// The upstream sent something invalid (counted as such).
         bad_response: bool,
     },
+}
+
+/// A pass-through exchange answers through `H1Client` and its error pages;
+/// these serve an upstream side that re-frames (none does for this client
+/// today), so that nothing is lost if one does.
+impl ResponseSink for H1Client<'_> {
+    fn head(&mut self, status: u16, headers: &[(&[u8], &[u8])], _end: bool) {
+        if let Some(out) = self.out.as_mut() {
+            h1_client::write_head(out, status, headers);
+        }
+    }
+
+    fn interim(&mut self, status: u16, headers: &[(&[u8], &[u8])]) {
+        // HTTP/1.0 clients do not understand them (RFC 9110 §15.2).
+        if self.req.minor >= 1 {
+            if let Some(out) = self.out.as_mut() {
+                h1_client::write_head(out, status, headers);
+            }
+        }
+    }
+
+    fn capacity(&self) -> usize {
+        0
+    }
+
+    fn data(&mut self, _bytes: &[u8], _end: bool) -> usize {
+        0
+    }
+
+    fn body_forwarded(&mut self, _n: usize) {}
+
+    fn trailers(&mut self, _fields: &[(&[u8], &[u8])]) {}
+
+    fn abort(&mut self) {
+        self.req.aborted = true;
+        self.req.keep_after = false;
+    }
+
+    fn h1_client(&mut self) -> Option<H1Client<'_>> {
+        Some(self.reborrow())
+    }
 }

@@ -1,9 +1,21 @@
 //! An exchange's upstream side over a pooled HTTP/1.1 connection: connect
 //! (TLS too), write the request head and body, read the response head and
-//! hand the body to the sink de-framed (length, chunked or until close),
-//! only as fast as the sink takes it.
+//! hand the body to the sink. Two ways:
+//!
+//! - re-framing (an HTTP/2 client): the body goes to the sink de-framed
+//!   (length, chunked or until close), only as fast as the sink takes it;
+//! - pass-through (an HTTP/1.1 client, `step_pass` in `pass`): the request body
+//!   and the response body move socket to socket with their framing
+//!   (chunked is scanned only to find its end; an HTTP/1.0 client gets it
+//!   de-chunked), the response head is rewritten once into the client's
+//!   output, interim responses are relayed, a final response that comes
+//!   before the request body is out ends the upload (`early_response`),
+//!   and a `101` hands the connection to the client's tunnel.
+
+mod pass;
 
 use super::attempt::UpstreamSocket;
+use super::body::Relay;
 use super::env::Env;
 use super::io::{self, Io};
 use super::side::{RequestOut, ResponseSink, UpStep};
@@ -25,10 +37,14 @@ enum Body {
 }
 
 enum Phase {
-    Connect { connected: bool },
+    Connect {
+        connected: bool,
+    },
     Send,
     AwaitHead,
     Body(Body),
+    /// Pass-through: the response body as framed, relayed to the client.
+    Relay(Relay),
 }
 
 pub struct UpstreamH1 {
@@ -42,13 +58,23 @@ pub struct UpstreamH1 {
     phase: Phase,
     head_pos: usize,
     input: Option<Buf>,
+    /// `input` holds bytes not parsed yet (pass-through).
+    input_fresh: bool,
     got_any: bool,
     /// The server lets us reuse the connection after this response.
     keep_alive: bool,
+    /// A `101` came before the request body was out: it stays unread
+    /// until the body is sent (the new protocol starts after it).
+    holding_switch: bool,
+    /// The response head's size, for the byte counters.
+    head_len: u64,
+    /// Response body bytes relayed (pass-through) and reported to the
+    /// exchange in `BodySent`/`Complete`.
+    reported: u64,
 }
 
 impl UpstreamH1 {
-    pub fn new(s: UpstreamSocket, addr: SocketAddr, _env: &Env) -> UpstreamH1 {
+    pub fn new(s: UpstreamSocket, addr: SocketAddr) -> UpstreamH1 {
         UpstreamH1 {
             sock: s.sock,
             up_slot: s.up_slot,
@@ -65,15 +91,46 @@ impl UpstreamH1 {
             },
             head_pos: 0,
             input: None,
+            input_fresh: false,
             got_any: false,
             keep_alive: false,
+            holding_switch: false,
+            head_len: 0,
+            reported: 0,
         }
+    }
+
+    /// Response body bytes relayed but not reported yet (a step that
+    /// failed after moving some): for the byte counters and the log.
+    pub fn unreported(&self) -> u64 {
+        match &self.phase {
+            Phase::Relay(r) => r.sent.saturating_sub(self.reported),
+            _ => 0,
+        }
+    }
+
+    /// The size of the response head (0 until it came).
+    pub fn head_len(&self) -> u64 {
+        self.head_len
+    }
+
+    /// The socket, for the harness's checks.
+    #[cfg(test)]
+    pub fn sock(&self) -> &mio::net::TcpStream {
+        self.sock.sock()
+    }
+
+    /// After a `101`: the connection and what the server sent after the
+    /// head, for the client's tunnel (which owns its slot from now on).
+    pub fn into_tunnel(self) -> (Stream, usize, SocketAddr, Option<Buf>, bool) {
+        (self.sock, self.up_slot, self.addr, self.input, self.hup)
     }
 
     pub fn up_slot(&self) -> usize {
         self.up_slot
     }
 
+    #[inline]
     pub fn ready(&mut self, r: bool, w: bool, hup: bool) {
         self.readable |= r;
         self.writable |= w;
@@ -87,7 +144,7 @@ impl UpstreamH1 {
             Phase::Connect { connected: false } => "connecting",
             Phase::Send => "sending the request",
             Phase::AwaitHead => "waiting for the response head",
-            Phase::Body(_) => "sending the response body",
+            Phase::Body(_) | Phase::Relay(_) => "sending the response body",
         }
     }
 
@@ -98,23 +155,11 @@ impl UpstreamH1 {
         sink: &mut dyn ResponseSink,
         is_head: bool,
     ) -> UpStep {
-        let step = match &mut self.phase {
-            Phase::Connect { connected } => {
-                match self
-                    .sock
-                    .establish(connected, &mut self.readable, &mut self.writable)
-                {
-                    Ok(true) => {
-                        self.phase = Phase::Send;
-                        UpStep::Connected
-                    }
-                    Ok(false) => UpStep::Blocked,
-                    Err(e) => UpStep::ConnectFailed(e.into_io()),
-                }
-            }
+        let step = match self.phase {
+            Phase::Connect { .. } => self.connect_step(),
             Phase::Send => self.send_step(env, req, sink, is_head),
             Phase::AwaitHead => self.head_step(env, sink, is_head),
-            Phase::Body(_) => self.body_step(env, sink),
+            Phase::Body(_) | Phase::Relay(_) => self.body_step(env, sink),
         };
         // TLS records queued by this step go out while the socket takes them.
         let _ = self.sock.flush_queued(&mut self.writable);
@@ -122,6 +167,25 @@ impl UpstreamH1 {
             // The sink took nothing after all: wait for its window.
             UpStep::BodySent(0) => UpStep::Blocked,
             s => s,
+        }
+    }
+
+    /// Waits for the TCP connection, then for the TLS handshake if any.
+    #[inline]
+    fn connect_step(&mut self) -> UpStep {
+        let Phase::Connect { connected } = &mut self.phase else {
+            return UpStep::Blocked;
+        };
+        match self
+            .sock
+            .establish(connected, &mut self.readable, &mut self.writable)
+        {
+            Ok(true) => {
+                self.phase = Phase::Send;
+                UpStep::Connected
+            }
+            Ok(false) => UpStep::Blocked,
+            Err(e) => UpStep::ConnectFailed(e.into_io()),
         }
     }
 
@@ -194,8 +258,8 @@ impl UpstreamH1 {
         UpStep::Blocked
     }
 
-    /// Reads and parses the response head; interim responses are dropped
-    /// (an HTTP/2 client would take 103, a later improvement).
+    /// Reads and parses the response head; interim responses go to the
+    /// sink's `interim` (HEADERS without END_STREAM for an HTTP/2 client).
     fn head_step(&mut self, env: &mut Env, sink: &mut dyn ResponseSink, is_head: bool) -> UpStep {
         if let Some(mut input) = self.input.take() {
             let parsed = self.parse_head(env, &mut input, sink, is_head);
@@ -264,10 +328,6 @@ impl UpstreamH1 {
                 bad_response: true,
             });
         }
-        if info.status < 200 {
-            input.consume(info.head_len);
-            return Some(UpStep::Moved);
-        }
         // Field names go lower-case (RFC 9113 §8.2.2); the connection's
         // own fields stay behind.
         let mut names: Vec<Vec<u8>> = Vec::with_capacity(resp.headers.len());
@@ -282,6 +342,13 @@ impl UpstreamH1 {
             .zip(&kept)
             .map(|(n, h)| (n.as_slice(), h.value))
             .collect();
+        if info.status < 200 {
+            // 103 Early Hints and the like go out as they came, before the
+            // final response (stored and shown by nobody: no Date).
+            sink.interim(info.status, &fields);
+            input.consume(info.head_len);
+            return Some(UpStep::Moved);
+        }
         if !saw_date {
             fields.push((b"date", env.date.text()));
         }
@@ -411,12 +478,21 @@ impl UpstreamH1 {
 
     /// After a complete response: the socket, if it can serve another
     /// request (framed body, keep-alive, nothing left over); else closed.
-    pub fn into_reusable(mut self, env: &mut Env, request_done: bool) -> Option<(Stream, usize)> {
+    // Boxes taken whole: the struct is not copied out of its box first.
+    #[allow(clippy::boxed_local)]
+    pub fn into_reusable(
+        mut self: Box<Self>,
+        env: &mut Env,
+        request_done: bool,
+    ) -> Option<(Stream, usize)> {
         let clean = self.input.as_ref().is_none_or(Buf::is_empty);
         let reusable = request_done
             && self.keep_alive
             && clean
-            && matches!(self.phase, Phase::Body(_) | Phase::AwaitHead)
+            && matches!(
+                self.phase,
+                Phase::Body(_) | Phase::Relay(_) | Phase::AwaitHead
+            )
             && !self.sock.has_buffered_input();
         if !reusable {
             self.close(env);
@@ -425,11 +501,13 @@ impl UpstreamH1 {
         if let Some(b) = self.input.take() {
             env.bufs.put(b);
         }
-        Some((self.sock, self.up_slot))
+        let UpstreamH1 { sock, up_slot, .. } = *self;
+        Some((sock, up_slot))
     }
 
     /// Closes the socket (which takes it out of epoll).
-    pub fn close(mut self, env: &mut Env) {
+    #[allow(clippy::boxed_local)]
+    pub fn close(mut self: Box<Self>, env: &mut Env) {
         env.up_owners.remove(self.up_slot);
         if let Some(b) = self.input.take() {
             env.bufs.put(b);
@@ -444,33 +522,14 @@ fn req_done(req: &RequestOut) -> bool {
 /// Ends a chunked body: its trailer fields (from `tail`, the last chunk's
 /// framing) go to the sink, or an empty end when there are none.
 fn end_with_trailers(tail: &[u8], sink: &mut dyn ResponseSink) {
-    // `tail`: maybe the CRLF after the last data, the last-chunk line
-    // (`0[;ext]`), then the trailer section ending in an empty line.
-    let tail = tail.strip_prefix(b"\r\n").unwrap_or(tail);
-    let section = tail
-        .windows(2)
-        .position(|w| w == b"\r\n")
-        .and_then(|i| tail.get(i + 2..))
-        .unwrap_or(&[]);
-    let mut headers = [httparse::EMPTY_HEADER; 32];
-    let fields = match httparse::parse_headers(section, &mut headers) {
-        Ok(httparse::Status::Complete((_, fields))) => fields,
-        _ => &[][..],
-    };
-    // Names go lower-case; fields that only frame a message never trail.
-    let names: Vec<Vec<u8>> = fields
-        .iter()
-        .map(|h| h.name.to_ascii_lowercase().into_bytes())
-        .collect();
-    let kept: Vec<(&[u8], &[u8])> = names
-        .iter()
-        .zip(fields)
-        .filter(|(n, _)| !rewrite::is_framing_or_hop(n))
-        .map(|(n, h)| (n.as_slice(), h.value))
-        .collect();
-    if kept.is_empty() {
+    let fields = rewrite::trailer_fields(tail);
+    if fields.is_empty() {
         sink.data(&[], true);
     } else {
+        let kept: Vec<(&[u8], &[u8])> = fields
+            .iter()
+            .map(|(n, v)| (n.as_slice(), v.as_slice()))
+            .collect();
         sink.trailers(&kept);
     }
 }

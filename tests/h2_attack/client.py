@@ -11,6 +11,9 @@ CASEs:
   trailers   GET /trailers with `te: trailers`: the response's header blocks
              (`blocks=`) and its trailer fields (`trailer_NAME=VALUE`).
   req_trailers  POST /echo: DATA `hello`, then trailers `x-req-trailer: yes`.
+  hints      GET /hints: the response's header blocks (`blocks=`), the
+             status and Link of the first (`first_status=`, `first_link=`),
+             the status of the last (`final_status=`) and the body.
   grpc       POST /grpc as a gRPC client does (content-type application/grpc,
              te: trailers, one length-prefixed message `ping`): the status,
              header blocks, body length and the trailer fields (`trailer_NAME=`).
@@ -59,6 +62,17 @@ def main():
         if len(blocks) > 1:
             for k, v in blocks[-1]:
                 extra["trailer_" + k] = v
+    elif case == "hints":
+        c.get(1, "/hints")
+        c.wait(lambda: ended(c, 1), 5)
+        blocks = c.headers.get(1, [])
+        extra["blocks"] = len(blocks)
+        extra["body"] = c.data.get(1, b"").decode("latin-1")
+        if blocks:
+            first = dict(blocks[0])
+            extra["first_status"] = first.get(":status", "none")
+            extra["first_link"] = first.get("link", "none")
+            extra["final_status"] = dict(blocks[-1]).get(":status", "none")
     elif case == "req_trailers":
         c.sendall(frame(HEADERS, END_HEADERS, 1, c.request_block("/echo", "POST"))
                   + frame(DATA, 0, 1, b"hello")
