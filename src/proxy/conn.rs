@@ -773,7 +773,7 @@ impl Conn {
     ) {
         self.cur.begin();
         self.capture_record(env, req, info.minor);
-        env.shm.worker(env.slot).count_request();
+        env.count_request(self.listener);
         let req = &mut self.cur.req;
         req.is_head = info.is_head;
         // Set for every request, also those answered without reading the
