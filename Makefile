@@ -91,7 +91,8 @@ install:
 		echo "  useradd --system --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin forklb"; \
 	fi
 
-## make bench: forklb vs nginx vs HAProxy (QUICK=1 for a short smoke run).
+## make bench: forklb vs nginx vs HAProxy vs Pingora (QUICK=1 for a short smoke run; PINGORA=0
+## leaves Pingora out, whose first build - bench/pingora, needs cmake - takes ~5-7 minutes).
 bench:
 	bash bench/run.sh
 	$(CARGO) run --release --example pick_bench

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # bench/callgrind.sh — scenario 8 of bench/run.sh: user-space instructions per
-# request of forklb, nginx and HAProxy, counted by callgrind. Wall-clock numbers
+# request of forklb, nginx, HAProxy and Pingora, counted by callgrind. Wall-clock numbers
 # on a shared 2-core machine are noisy; instruction counts are not, so a
 # regression of a few percent shows here when it is lost in the req/s noise.
 #
@@ -9,7 +9,9 @@
 #   QUICK=1 ...                         # N1=500 requests (default 2000); N2 = 3*N1
 #   CG_N1=1000 ...                      # N1
 #   FORKLB_BIN=/path/to/forklb ...      # measure this binary (no cargo build)
-#   CG_PROXIES="forklb nginx" ...       # a subset of forklb nginx haproxy
+#   CG_PROXIES="forklb nginx" ...       # a subset of forklb nginx haproxy pingora
+#   PINGORA_BIN=/path/to/pingora-lb ... # Pingora's build (bench/pingora); run.sh passes
+#                                       #   it; without it Pingora is left out
 #   CG_MODES=ka ...                     # a subset of ka (keep-alive) close (new connection
 #                                       #   per request)
 #   KEEP_TMP=1 ...                      # keep the temp dir (configs, callgrind files, logs)
@@ -19,14 +21,15 @@
 # summary then prints section 8.
 #
 # Method. Each proxy runs with ONE worker/thread (forklb "workers: 1", nginx
-# worker_processes 1, HAProxy nbthread 1 in the foreground) under
+# worker_processes 1, HAProxy nbthread 1 in the foreground, Pingora threads: 1
+# - plus its main thread, which waits for signals) under
 #   valgrind --tool=callgrind --trace-children=yes --callgrind-out-file=cg.<proxy>-<mode>.<run>.%p
 # (cache and branch simulation off, the defaults), so every process (master,
 # worker) writes its own file. A deterministic client (helpers.py requests)
 # sends exactly N requests "GET /" one at a time: over one keep-alive connection
 # (mode ka), or each over a new connection with "Connection: close", read to EOF
 # (mode close). Then the proxy is stopped gracefully (forklb and nginx QUIT,
-# HAProxy USR1) and callgrind writes its files at exit. Two runs per proxy and
+# HAProxy USR1, Pingora TERM) and callgrind writes its files at exit. Two runs per proxy and
 # mode, N1 and N2 = 3*N1 requests; the sum of the files' totals (Ir) of run 2
 # minus that of run 1, divided by N2 - N1, is the number of user-space
 # instructions per request: start-up, the first connects and shutdown cancel.
@@ -46,7 +49,7 @@ if [[ "${QUICK:-0}" == 1 ]]; then : "${CG_N1:=500}"; fi
 N1=${CG_N1:-2000}
 [[ "$N1" =~ ^[1-9][0-9]*$ ]] || { echo "CG_N1 must be a positive integer" >&2; exit 1; }
 N2=$((3 * N1))
-CG_PROXIES=(${CG_PROXIES:-forklb nginx haproxy})
+CG_PROXIES=(${CG_PROXIES:-forklb nginx haproxy${PINGORA_BIN:+ pingora}})
 CG_MODES=(${CG_MODES:-ka close})
 STANDALONE=0; [[ -z "${CG_BACKEND:-}" ]] && STANDALONE=1
 
@@ -211,6 +214,13 @@ backend be
     server be2 127.0.0.1:$BE2
 EOF
         CMD=(haproxy -db -f "$d/haproxy.cfg"); STOPSIG=USR1 ;;
+    pingora)
+        # bench/pingora with one worker thread; TERM: graceful, and it exits
+        # at once (its conf sets no grace period).
+        [[ -n "${PINGORA_BIN:-}" && -x "$PINGORA_BIN" ]] \
+            || { echo "pingora: PINGORA_BIN (bench/pingora's build) is not set or not executable" >&2; return 1; }
+        CMD=("$PINGORA_BIN" --listen "127.0.0.1:$port" --upstream "127.0.0.1:$BE1"
+             --upstream "127.0.0.1:$BE2" --threads 1); STOPSIG=TERM ;;
     *) echo "unknown proxy $p" >&2; return 1 ;;
     esac
 }

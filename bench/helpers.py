@@ -1140,6 +1140,7 @@ def callgrind_section(recs):
     rs = [r for r in recs if r["scen"] == "callgrind"]
     if not rs:
         return [], []
+    cols = shown_proxies(rs)
     ns = sorted({(r["n1"], r["n2"]) for r in rs if "n1" in r})
     ntxt = ", ".join(f"N1={a}, N2={b}" for a, b in ns) or "N1, N2"
     out = ["", f"8. user-space instructions per request (callgrind; {ntxt} requests)",
@@ -1150,23 +1151,21 @@ def callgrind_section(recs):
            "   start-up and shutdown cancel. The work per request is exactly the same in every run;",
            "   only the number of event-loop wake-ups depends on timing: repeated runs agree within",
            "   ~0.2% (keep-alive) and ~2% (new connection per request). < 1: forklb executes fewer.",
-           f"  {'Ir/request':<16}{'forklb':>12}{'nginx':>12}{'haproxy':>12}"
-           f"{'f/nginx':>10}{'f/haproxy':>11}"]
+           f"  {'Ir/request':<16}" + table_head(cols)]
     problems = []
     for mode, label in CG_ROWS:
         mrs = [r for r in rs if r.get("mode") == mode]
         if not mrs:
             continue
         med = {}
-        for p in PROXIES:
+        for p in cols:
             vals = [r["ir_" + mode] for r in mrs
                     if r["proxy"] == p and r.get("ir_" + mode) is not None]
             med[p] = statistics.median(vals) if vals else None
-        out.append(f"  {label:<16}" + "".join(f"{fmt(med[p], '{:,.0f}'):>12}" for p in PROXIES)
-                   + f"{ratio(med['forklb'], med['nginx']):>10}"
-                   + f"{ratio(med['forklb'], med['haproxy']):>11}")
+        out.append(f"  {label:<16}" + "".join(f"{fmt(med[p], '{:,.0f}'):>12}" for p in cols)
+                   + ratio_cells(med, cols, higher_is_better=False))
     row = f"  {'runs w/ errors':<16}"
-    for p in PROXIES:
+    for p in cols:
         pr = [r for r in rs if r["proxy"] == p]
         row += (f"{sum(1 for r in pr if r['problems'])}/{len(pr)}" if pr else "not run").rjust(12)
         if not pr:
@@ -1205,7 +1204,14 @@ def cmd_cgtable(results):
 # summary
 # --------------------------------------------------------------------------
 
-PROXIES = ["forklb", "nginx", "haproxy"]
+# The proxies, in column order: forklb, then its peers. nginx and HAProxy always
+# have a column; another peer (Pingora, which may be left out: PINGORA=0, or a
+# failed build) only when it has records.
+PROXIES = ["forklb", "nginx", "haproxy", "pingora"]
+ALWAYS_SHOWN = ("forklb", "nginx", "haproxy")
+# Metrics where more is better (the best peer is the highest); for all others
+# (CPU, latency, bytes/conn, Ir/request) the best peer is the lowest.
+HIGHER_IS_BETTER = ("rps", "mibps")
 SCENARIOS = [
     ("keepalive", "1. small responses, keep-alive   (wrk -t2 -c50 /)"),
     ("close", "2. new connection per request   (wrk -t2 -c50 -H 'Connection: close' /)"),
@@ -1265,6 +1271,37 @@ def ratio(a, b):
     return f"{a / b:.2f}"
 
 
+def shown_proxies(recs):
+    """The proxies that get a column: the usual three, and any other with records."""
+    have = {r["proxy"] for r in recs}
+    return [p for p in PROXIES if p in ALWAYS_SHOWN or p in have]
+
+
+def ratio_heads(cols):
+    """(header, width) of the ratio columns: forklb to each peer, then to the best one."""
+    return [(f"f/{p}", max(10, len(p) + 4)) for p in cols if p != "forklb"] + [("f/best", 9)]
+
+
+def table_head(cols):
+    return "".join(f"{p:>12}" for p in cols) + "".join(f"{h:>{w}}" for h, w in ratio_heads(cols))
+
+
+def blank_ratios(cols):
+    return "".join(f"{'':>{w}}" for _, w in ratio_heads(cols))
+
+
+def ratio_cells(med, cols, higher_is_better):
+    """forklb/peer for each peer, then forklb/best peer (the highest value of the
+    peers that have one when more is better, else the lowest)."""
+    heads = ratio_heads(cols)
+    peers = [p for p in cols if p != "forklb"]
+    cells = [ratio(med.get("forklb"), med.get(p)) for p in peers]
+    vals = [med[p] for p in peers if med.get(p) is not None]
+    best = (max(vals) if higher_is_better else min(vals)) if vals else None
+    cells.append(ratio(med.get("forklb"), best))
+    return "".join(f"{c:>{w}}" for c, (_, w) in zip(cells, heads))
+
+
 def cmd_scrape(port):
     """Prints forklb's "accept_wakeups connections" totals from /metrics."""
     with socket.create_connection(("127.0.0.1", int(port)), timeout=5) as s:
@@ -1322,34 +1359,33 @@ def scenario_table(recs, scen, title, all_problems):
     rs = [r for r in recs if r["scen"] == scen]
     if not rs:
         return []
+    cols = shown_proxies(recs)
     out = ["", title]
-    out.append(f"  {'':<16}{'forklb':>12}{'nginx':>12}{'haproxy':>12}"
-               f"{'f/nginx':>10}{'f/haproxy':>11}")
+    out.append(f"  {'':<16}" + table_head(cols))
     for key, label, f in METRICS[scen]:
         med = {}
-        for p in PROXIES:
+        for p in cols:
             vals = [r[key] for r in rs if r["proxy"] == p and r.get(key) is not None]
             med[p] = statistics.median(vals) if vals else None
-        row = f"  {label:<16}" + "".join(f"{fmt(med[p], f):>12}" for p in PROXIES)
+        row = f"  {label:<16}" + "".join(f"{fmt(med[p], f):>12}" for p in cols)
         if key in NO_RATIO:
-            row += f"{'':>10}{'':>11}"
+            row = (row + blank_ratios(cols)).rstrip()
         else:
-            row += f"{ratio(med['forklb'], med['nginx']):>10}"
-            row += f"{ratio(med['forklb'], med['haproxy']):>11}"
+            row += ratio_cells(med, cols, key in HIGHER_IS_BETTER)
         out.append(row)
     if scen in ("idle", "h2-idle"):
-        for p in PROXIES:
+        for p in cols:
             if not any(r["proxy"] == p for r in rs):
                 all_problems.append(f"  [{scen}] {p}: not run (see the notes at the top)")
     else:
         row = f"  {'other load %':<16}"
-        for p in PROXIES:
+        for p in cols:
             vals = [r["other_cpu_pct"] for r in rs
                     if r["proxy"] == p and r.get("other_cpu_pct") is not None]
             row += (f"{statistics.median(vals):.0f}" if vals else "n/a").rjust(12)
         out.append(row)
         row = f"  {'runs w/ errors':<16}"
-        for p in PROXIES:
+        for p in cols:
             pr = [r for r in rs if r["proxy"] == p]
             row += (f"{sum(1 for r in pr if r['problems'])}/{len(pr)}" if pr
                     else "not run").rjust(12)
@@ -1363,7 +1399,7 @@ def scenario_table(recs, scen, title, all_problems):
             tls.setdefault(r["proxy"], set()).add(r["tls"])
     if tls:
         out.append("  negotiated      " + ", ".join(f"{p} {' '.join(sorted(tls[p]))}"
-                                                  for p in PROXIES if p in tls))
+                                                  for p in cols if p in tls))
     for r in rs:
         for prob in r["problems"]:
             all_problems.append(f"  [{scen}] round {r['round']} {r['proxy']}: {prob}")
@@ -1373,9 +1409,12 @@ def scenario_table(recs, scen, title, all_problems):
 def cmd_summary(results, headerfile):
     recs = [json.loads(l) for l in open(results) if l.strip()]
     out = [open(headerfile).read().rstrip("\n"), ""]
-    out.append("Medians over the rounds. Ratios are forklb/nginx and forklb/haproxy:")
+    peers = [p for p in shown_proxies(recs) if p != "forklb"]
+    out.append("Medians over the rounds. Ratios are forklb/" + ", forklb/".join(peers)
+               + " and f/best = forklb/the best")
+    out.append("  peer of the row (the highest req/s, MiB/s; the lowest CPU, latency, bytes/conn, Ir):")
     out.append("  req/s, MiB/s: > 1 means forklb is faster;  CPU, p50, p99, bytes/conn: < 1 means forklb")
-    out.append("  uses less. wrk, the backend nginx and the proxy share the same 2 cores.")
+    out.append("  uses less. The load generator, the backend nginx and the proxy share the same 2 cores.")
     out.append("  TLS (5-7): one request per handshake in 6 and 7, so req/s = handshakes/s and CPU/req =")
     out.append("  CPU per handshake (+ its request); \"resumed %\" is counted on the client side.")
     if any(r["scen"].startswith("h2-") for r in recs):

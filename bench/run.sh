@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# bench/run.sh — forklb vs nginx vs HAProxy, on this machine, in one go.
+# bench/run.sh — forklb vs nginx vs HAProxy vs Pingora, on this machine, in one go.
 #
 #   make bench                 # ROUNDS=3 DURATION=10s IDLE_CONNS=10000 H2_IDLE_CONNS=2000
 #   QUICK=1 make bench         # ROUNDS=1 DURATION=3s  IDLE_CONNS=1000  H2_IDLE_CONNS=1000
@@ -17,16 +17,29 @@
 #   ONLY=h2 bash bench/run.sh  # the HTTP/2 scenarios alone (summary in
 #                              # bench/results/latest-h2.txt, not latest.txt)
 #   FORKLB_BIN=/path/to/forklb # measure this binary instead of building target/release
+#   PINGORA=0                  # leave Pingora out (no build, no column)
+#   PINGORA_BIN=/path/to/pingora-lb  # run this build of bench/pingora instead of building it
 #
 # Layout: one nginx "backend pair" (two ports, / = "hello\n", /1m = 1 MiB file)
-# and three proxies in front of it (forklb, nginx, HAProxy), each with 2
-# workers/threads and upstream keep-alive where supported. Every scenario is
-# run against the three proxies in turn, round after round (interleaved so that
-# drift in machine load hits all three alike); the median is reported.
+# and four proxies in front of it (forklb, nginx, HAProxy, Pingora), each with
+# 2 workers/threads and upstream keep-alive where supported. Every scenario is
+# run against the proxies in turn, round after round (interleaved so that
+# drift in machine load hits all alike); the median is reported, with ratios
+# of forklb to each peer and to the best peer of each row (f/best).
+#
+# Pingora (bench/pingora/: Pingora's load-balancer quick start, a standalone
+# Cargo project with its own Cargo.lock, pingora 0.9 with rustls): built here
+# with cargo into bench/pingora/target (kept between runs, so only the first
+# run pays its 5-7 minutes on 2 cores; cargo rebuilds when its sources change);
+# it needs cmake (zlib-ng, for flate2) and a C compiler (ring, zlib-ng), both
+# installed if missing. Peers in scenarios 1-7 and 10-13;
+# scenario 8 includes it too (one thread, stopped with SIGTERM). Unlike the
+# other proxies it is optional: if it does not build or does not start or
+# answer, that is noted in the header and the bench goes on without it.
 #
 # TLS (scenarios 5-7): a second instance of each proxy, configured the same but
 # with a TLS listener (one self-signed ECDSA P-256 certificate, generated at
-# start, shared by all three; plain HTTP to the backends). Separate instances so
+# start, shared by all; plain HTTP to the backends). Separate instances so
 # that a proxy whose TLS does not work only loses its TLS scenarios: an instance
 # that fails to start or to answer is reported and skipped, the rest runs.
 #
@@ -116,6 +129,9 @@ tools=(nginx:nginx-light haproxy:haproxy wrk:wrk python3:python3 openssl:openssl
        "cc:gcc libc6-dev")
 [[ "${CALLGRIND:-1}" == 0 ]] || tools+=(valgrind:valgrind)
 ((RUN_H2)) && tools+=(h2load:nghttp2-client)
+# Building Pingora: pingora-core compresses with flate2's zlib-ng backend, whose
+# libz-ng-sys builds zlib-ng with cmake (and cc); ring (rustls) needs cc too.
+[[ "${PINGORA:-1}" == 0 || -n "${PINGORA_BIN:-}" ]] || tools+=(cmake:cmake)
 install_missing "${tools[@]}"
 
 if [[ -z "${FORKLB_BIN:-}" ]]; then
@@ -156,6 +172,34 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
+# Pingora: build bench/pingora (a standalone Cargo project, not part of forklb's
+# build) into bench/pingora/target, which stays between runs: the first build
+# takes 5-7 minutes on 2 cores, later ones nothing (cargo rebuilds when its
+# sources or Cargo.lock change). --locked: the committed Cargo.lock, so every
+# run measures the same Pingora. A failure is a note, not the end of the bench.
+PINGORA_OK=0
+pingora_note() {   # REASON: Pingora is left out of everything
+    echo "!! pingora: left out: $1" >&2
+    echo "pingora: left out of this run: $1" >> "$TMP/notes.txt"
+}
+if [[ "${PINGORA:-1}" == 0 ]]; then
+    echo "pingora: left out (PINGORA=0)" >> "$TMP/notes.txt"
+elif [[ -n "${PINGORA_BIN:-}" ]]; then
+    if cp "$PINGORA_BIN" "$TMP/pingora-lb" 2>/dev/null; then PINGORA_OK=1
+    else pingora_note "PINGORA_BIN=$PINGORA_BIN cannot be copied"; fi
+elif ! command -v cargo >/dev/null; then
+    pingora_note "cargo not found, cannot build bench/pingora"
+else
+    log "building pingora (bench/pingora: cargo build --release --locked; the first time 5-7 min)"
+    if (cd "$HERE/pingora" && CARGO_TARGET_DIR="$HERE/pingora/target" \
+            cargo build --release --locked) >"$TMP/pingora-build.log" 2>&1; then
+        cp "$HERE/pingora/target/release/pingora-lb" "$TMP/pingora-lb" && PINGORA_OK=1
+    else
+        tail -n 20 "$TMP/pingora-build.log" >&2
+        pingora_note "cargo build failed: $(grep -m1 '^error' "$TMP/pingora-build.log" || echo 'see above')"
+    fi
+fi
+
 # Use the hard limit of open files: 10,000 idle client connections need
 # 10,000 fds in the client and at least as many in the proxy.
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
@@ -166,7 +210,8 @@ if ((NOFILE < IDLE_CONNS + 200)); then
 fi
 
 # Free ports: backend pair, then one per proxy, then one per proxy's TLS instance.
-read -r BE1 BE2 P_FORKLB P_NGINX P_HAPROXY T_FORKLB T_NGINX T_HAPROXY M_FORKLB < <($HELP freeports 9)
+read -r BE1 BE2 P_FORKLB P_NGINX P_HAPROXY T_FORKLB T_NGINX T_HAPROXY M_FORKLB P_PINGORA T_PINGORA \
+    < <($HELP freeports 11)
 
 # 1 MiB static body for /1m.
 mkdir -p "$TMP/www" "$TMP/backend" "$TMP/forklb-conf" "$TMP/nginx" "$TMP/haproxy" "$TMP/raw" \
@@ -174,7 +219,7 @@ mkdir -p "$TMP/www" "$TMP/backend" "$TMP/forklb-conf" "$TMP/nginx" "$TMP/haproxy
 head -c 1048576 /dev/urandom > "$TMP/www/1m"
 
 # ---------------------------------------------------------------- TLS certificate
-# One self-signed ECDSA P-256 certificate for "localhost", used by all three
+# One self-signed ECDSA P-256 certificate for "localhost", used by all the
 # proxies (HAProxy wants certificate and key in one PEM file).
 CERT=$TMP/tls/cert.pem KEY=$TMP/tls/key.pem
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
@@ -444,9 +489,13 @@ start nginx "$P_NGINX" nginx -p "$TMP/nginx/" -c "$TMP/nginx/nginx.conf" -e "$TM
 log "starting haproxy on :$P_HAPROXY"
 start haproxy "$P_HAPROXY" haproxy -db -f "$TMP/haproxy/haproxy.cfg"
 
-declare -A PORT=([forklb]=$P_FORKLB [nginx]=$P_NGINX [haproxy]=$P_HAPROXY)
+declare -A PORT=([forklb]=$P_FORKLB [nginx]=$P_NGINX [haproxy]=$P_HAPROXY [pingora]=$P_PINGORA)
 declare -A PID=([forklb]=$PID_forklb [nginx]=$PID_nginx [haproxy]=$PID_haproxy)
+# PROXIES: the plain instances that run (scenarios 1-4); ALL_PROXIES: every
+# proxy of this run, whose TLS instances are tried (scenarios 5-7, 10-13).
 PROXIES=(forklb nginx haproxy)
+ALL_PROXIES=(forklb nginx haproxy)
+
 # The wrk helper subtracts the backend's CPU when it estimates foreign load.
 export BENCH_BACKEND_PID=$PID_backend
 for p in "${PROXIES[@]}"; do
@@ -459,16 +508,41 @@ for p in "${PROXIES[@]}"; do
         || { echo "$p does not proxy correctly; aborting" >&2; exit 1; }
 done
 
+# Pingora: one process (its threads are the workers), so PID is all of it.
+# Its plain instance is optional, like the TLS instances: if it does not start
+# or proxy correctly it is noted and skipped, and its TLS instance still tried.
+# RUST_LOG: Pingora logs (env_logger) to its stdout file; warnings and errors only.
+# --pool: idle upstream connections kept per thread, $TLS_KEEPALIVE as forklb's and
+# nginx's TLS instances per worker (Pingora's default 128; see bench/pingora/src/main.rs).
+PINGORA_ARGS=(--upstream "127.0.0.1:$BE1" --upstream "127.0.0.1:$BE2" --threads 2 --pool "$TLS_KEEPALIVE")
+if ((PINGORA_OK)); then
+    ALL_PROXIES+=(pingora)
+    log "starting pingora on :$P_PINGORA"
+    if ! RUST_LOG=warn try_start pingora "$P_PINGORA" \
+            "$TMP/pingora-lb" --listen "127.0.0.1:$P_PINGORA" "${PINGORA_ARGS[@]}"; then
+        echo "pingora: plain scenarios skipped: did not start (see above)" >> "$TMP/notes.txt"
+    elif ! { $HELP check "$P_PINGORA" / 6 && $HELP check "$P_PINGORA" /1m 1048576 "$TMP/www/1m"; }; then
+        echo "!! pingora does not proxy correctly: plain scenarios skipped" >&2
+        echo "pingora: plain scenarios skipped: does not proxy correctly" >> "$TMP/notes.txt"
+        kill -TERM "$PID_pingora" 2>/dev/null || true
+    else
+        PID[pingora]=$PID_pingora
+        PROXIES+=(pingora)
+        log "pingora: processes $($HELP procs "$PID_pingora") (threads: $(ls /proc/"$PID_pingora"/task | wc -l))"
+    fi
+fi
+
 # ---------------------------------------------------------------- TLS instances
 # Unlike the plain instances, a TLS instance that fails is skipped, not fatal.
-declare -A TLS_PORT=([forklb]=$T_FORKLB [nginx]=$T_NGINX [haproxy]=$T_HAPROXY)
+declare -A TLS_PORT=([forklb]=$T_FORKLB [nginx]=$T_NGINX [haproxy]=$T_HAPROXY [pingora]=$T_PINGORA)
 declare -A TLS_PID=()
 TLS_PROXIES=()
 tls_skip() {   # PROXY REASON
     echo "!! $1: TLS scenarios skipped: $2" >&2
     echo "$1: TLS scenarios skipped: $2" >> "$TMP/notes.txt"
 }
-log "starting the TLS instances on :$T_FORKLB (forklb), :$T_NGINX (nginx), :$T_HAPROXY (haproxy)"
+log "starting the TLS instances on :$T_FORKLB (forklb), :$T_NGINX (nginx), :$T_HAPROXY (haproxy)$( \
+    ((PINGORA_OK)) && echo ", :$T_PINGORA (pingora)")"
 if ! "$TMP/forklb" -t -c "$TMP/forklb-tls/forklb.yaml" >"$TMP/forklb-tls/configtest.txt" 2>&1; then
     sed 's/^/   /' "$TMP/forklb-tls/configtest.txt" >&2
     tls_skip forklb "config test failed: $(grep -m1 . "$TMP/forklb-tls/configtest.txt")"
@@ -496,9 +570,22 @@ if try_start haproxy_tls "$T_HAPROXY" haproxy -db -f "$TMP/haproxy-tls/haproxy.c
 else
     tls_skip haproxy "did not start (see above)"
 fi
+# Pingora's TLS instance: rustls (ring), Pingora's defaults: TLS 1.2 and 1.3,
+# rustls' groups (X25519 first) and the client's cipher suite order; session
+# resumption is rustls' default (a server-side session cache of 256 sessions
+# per process, TLS 1.3 tickets that name its entries; no ticket key).
+# enable_h2(): ALPN h2 and http/1.1.
+if ((PINGORA_OK)); then
+    if RUST_LOG=warn try_start pingora_tls "$T_PINGORA" "$TMP/pingora-lb" \
+            --tls-listen "127.0.0.1:$T_PINGORA" --cert "$CERT" --key "$KEY" "${PINGORA_ARGS[@]}"; then
+        TLS_PID[pingora]=$PID_pingora_tls
+    else
+        tls_skip pingora "did not start (see above)"
+    fi
+fi
 # Each started TLS instance must serve / and /1m (certificate verified for
 # "localhost"); the negotiated parameters are recorded for the header.
-for p in "${PROXIES[@]}"; do
+for p in "${ALL_PROXIES[@]}"; do
     [[ -n "${TLS_PID[$p]:-}" ]] || continue
     if $HELP check --tls "$CERT" "${TLS_PORT[$p]}" / 6 \
         && $HELP check --tls "$CERT" "${TLS_PORT[$p]}" /1m 1048576 "$TMP/www/1m"; then
@@ -520,7 +607,7 @@ done
 # warn: the h2load runs then show what fails.
 H2_PROXIES=()
 if ((RUN_H2)); then
-    for p in "${PROXIES[@]}"; do
+    for p in "${ALL_PROXIES[@]}"; do
         if [[ -z "${TLS_PID[$p]:-}" ]]; then
             echo "$p: HTTP/2 scenarios skipped: no TLS instance" >> "$TMP/notes.txt"
         elif ! info=$($HELP h2check "${TLS_PORT[$p]}" "$CERT" /,6); then
@@ -541,6 +628,12 @@ if ((RUN_H2)); then
 fi
 
 # ---------------------------------------------------------------- run header
+# Pingora's version: the one its Cargo.lock pins (what was built).
+if [[ -n "${PINGORA_BIN:-}" ]]; then PINGORA_VERSION="pingora (PINGORA_BIN=$PINGORA_BIN)"
+else
+    PINGORA_VERSION="pingora $(awk '/^name = "pingora"$/ { getline; gsub(/[^0-9.]/, ""); print; exit }' \
+        "$HERE/pingora/Cargo.lock" 2>/dev/null || true) (bench/pingora, rustls)"
+fi
 RESULTS="$TMP/results.jsonl"
 HEADER="$TMP/header.txt"
 {
@@ -549,7 +642,7 @@ HEADER="$TMP/header.txt"
     if [[ -n "${FORKLB_BIN:-}" ]]; then FORKLB_REV="FORKLB_BIN=$FORKLB_BIN"
     else FORKLB_REV="$(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo '?')$(cd "$ROOT" && git diff --quiet HEAD -- src 2>/dev/null || echo '+dirty')"
     fi
-    echo "$("$TMP/forklb" -V 2>&1 | head -n1) ($FORKLB_REV), $(nginx -v 2>&1), $(haproxy -v 2>&1 | head -n1 | cut -d' ' -f1-3), $(wrk -v 2>&1 | head -n1 | cut -d' ' -f1-2)$( ((RUN_H2)) && echo ", $(h2load --version 2>&1 | head -n1)")"
+    echo "$("$TMP/forklb" -V 2>&1 | head -n1) ($FORKLB_REV), $(nginx -v 2>&1), $(haproxy -v 2>&1 | head -n1 | cut -d' ' -f1-3)$( ((PINGORA_OK)) && echo ", $PINGORA_VERSION"), $(wrk -v 2>&1 | head -n1 | cut -d' ' -f1-2)$( ((RUN_H2)) && echo ", $(h2load --version 2>&1 | head -n1)")"
     ((RUN_PLAIN && RUN_TLS)) || echo "ONLY=$ONLY: scenarios 1-9 not run"
     if [[ -s "$TMP/tls/negotiated.txt" ]]; then
         echo "TLS: one ECDSA P-256 certificate; what $(openssl version | cut -d' ' -f1-2) (as in wrk) negotiates:"
@@ -584,7 +677,7 @@ for p in "${H2_PROXIES[@]}"; do
         >/dev/null 2>&1 || true
 done
 
-# run_scenario NAME PATH WRK-ARGS...: ROUNDS rounds, each over the three proxies.
+# run_scenario NAME PATH WRK-ARGS...: ROUNDS rounds, each over the proxies.
 run_scenario() {
     local scen=$1 path=$2; shift 2
     local r p
@@ -705,7 +798,7 @@ fi
 # reaches cleanup at once (which then stops callgrind.sh, and it its processes).
 if [[ "${CALLGRIND:-1}" != 0 ]]; then
     CG_BACKEND="$BE1 $BE2" CG_RESULTS="$RESULTS" CG_DIR="$TMP/callgrind" FORKLB_BIN="$TMP/forklb" \
-        bash "$HERE/callgrind.sh" &
+        PINGORA_BIN="$( ((PINGORA_OK)) && echo "$TMP/pingora-lb")" bash "$HERE/callgrind.sh" &
     CG_PID=$!
     PIDS+=("$CG_PID")
     wait "$CG_PID" || echo "      !! callgrind scenario failed (exit $?)"
@@ -717,6 +810,24 @@ for f in "$TMP/forklb-conf/error.log" "$TMP/forklb-tls/error.log"; do
         {
             echo "forklb error_log $(basename "$(dirname "$f")")/ ($(wc -l < "$f") lines), last 10:"
             tail -n 10 "$f" | sed 's/^/  /'
+        } >> "$HEADER.log"
+    fi
+done
+# And Pingora's log (warnings and errors, on its stdout/stderr). It logs an
+# ERROR "Fail to proxy: Downstream ..." for every request whose client went
+# away, which wrk and h2load do to the requests in flight at the end of each
+# timed run, and over HTTP/2 often a second one, "failed to send error response
+# to downstream" (the error response it then tries on that stream):
+# those are counted, not shown; the last 5 other lines are.
+GONE='Fail to proxy: Downstream|failed to send error response to downstream'
+for f in "$TMP/pingora.stdout" "$TMP/pingora_tls.stdout"; do
+    if [[ -s "$f" ]]; then
+        n_gone=$(grep -cE "$GONE" "$f" || true)
+        {
+            echo "pingora log $(basename "$f" .stdout): $(wc -l < "$f") lines, $n_gone of them about" \
+                "requests whose client closed while they were in flight$( \
+                grep -qvE "$GONE" "$f" && echo "; the last 5 others:")"
+            { grep -vE "$GONE" "$f" || true; } | tail -n 5 | cut -c1-300 | sed 's/^/  /'
         } >> "$HEADER.log"
     fi
 done

@@ -771,3 +771,51 @@ fn help_and_unknown_commands_read_as_haproxys() {
         "{o}\n---\n{t}"
     );
 }
+
+/// `field` of listener `name`'s FRONTEND row.
+fn frontend_field(sock: &Path, name: &str, field: &str) -> String {
+    let csv = admin_cmd(sock, "show stat -1 1 -1");
+    let mut lines = csv.lines();
+    let header: Vec<&str> = lines
+        .next()
+        .unwrap_or("")
+        .trim_start_matches("# ")
+        .split(',')
+        .collect();
+    let col = header.iter().position(|h| *h == field).expect("field");
+    lines
+        .map(|l| l.split(',').collect::<Vec<_>>())
+        .find(|r| r.first() == Some(&name))
+        .and_then(|r| r.get(col).map(|v| v.to_string()))
+        .unwrap_or_else(|| panic!("no FRONTEND {name}:\n{csv}"))
+}
+
+#[test]
+fn frontend_rows_count_their_own_listener() {
+    let s = start();
+    // start() sent 4 requests over 4 connections to `web` (and the harness
+    // probed the port once), none to `api`.
+    let web = |f: &str| frontend_field(&s.sock, "web", f);
+    let api = |f: &str| frontend_field(&s.sock, "api", f);
+    let n = |v: String| v.parse::<u64>().expect("a number");
+    assert!(
+        wait_until(Duration::from_secs(5), || web("scur") == "0"),
+        "closed connections leave scur"
+    );
+    assert_eq!(web("req_tot"), "4");
+    assert!(n(web("stot")) >= 4, "{}", web("stot"));
+    assert_eq!(web("stot"), web("conn_tot"));
+    let api_conns = n(api("stot"));
+    assert_eq!(api("req_tot"), "0");
+    // Three requests on one keep-alive connection to `api`: one session.
+    let mut c = Conn::open(s.api_port).expect("connect api");
+    for _ in 0..3 {
+        assert_eq!(c.get("/metrics").expect("GET").status, 200);
+    }
+    assert_eq!(api("scur"), "1");
+    assert_eq!(n(api("stot")), api_conns + 1);
+    assert_eq!(api("req_tot"), "3");
+    assert_eq!(web("req_tot"), "4", "a listener's requests are its own");
+    drop(c);
+    assert!(wait_until(Duration::from_secs(5), || api("scur") == "0"));
+}

@@ -297,9 +297,8 @@ impl<'a> Source<'a> {
 /// per upstream its servers and its BACKEND row.
 pub fn for_each_row(src: &Source, mut visit: impl FnMut(&Row)) {
     let now = shm::unix_secs();
-    let t = src.shm.worker_totals();
     for (i, l) in src.config.listeners.iter().enumerate() {
-        visit(&frontend_row(src, &l.name, i + 1, &t));
+        visit(&frontend_row(src, &l.name, i, i + 1));
     }
     let base_iid = src.config.listeners.len();
     for (u, up) in src.config.upstreams.iter().enumerate() {
@@ -313,18 +312,19 @@ pub fn is_proxy(v: &View, name: &str) -> bool {
 }
 
 /// A listener's FRONTEND row; its counters are instance-wide (`t`).
-fn frontend_row(v: &Source, name: &str, iid: usize, t: &shm::WorkerTotals) -> Row {
-    let (cur, tot, req) = (t.conns_current, t.conns_total, t.requests);
+/// A listener's FRONTEND row, from its own counters (`l` is its index).
+fn frontend_row(v: &Source, name: &str, l: usize, iid: usize) -> Row {
+    let st = v.shm.listener_stats(l);
     let mut r = Row::new(Kind::Frontend, name, "FRONTEND", iid, 0);
-    r.set("scur", cur);
+    r.set("scur", st.conns_current);
     r.set(
         "slim",
         v.config.worker_connections * v.shm.worker_count().max(1),
     );
-    r.set("stot", tot);
+    r.set("stot", st.conns_total);
     r.set(
         "status",
-        if v.shm.listener_disabled(iid - 1) {
+        if v.shm.listener_disabled(l) {
             "PAUSED"
         } else {
             "OPEN"
@@ -332,9 +332,9 @@ fn frontend_row(v: &Source, name: &str, iid: usize, t: &shm::WorkerTotals) -> Ro
     );
     r.set("pid", PROCESS_NUM);
     r.set("type", 0);
-    r.set("req_tot", req);
+    r.set("req_tot", st.requests);
     r.set("mode", "http");
-    r.set("conn_tot", tot);
+    r.set("conn_tot", st.conns_total);
     r
 }
 

@@ -21,7 +21,7 @@ pub fn build_shm(config: &Config, previous: Option<(&Shm, &Config)>) -> io::Resu
     let shm =
         Shm::create_with_listeners(&counts, config.workers.resolve(), config.listeners.len())?;
     // A listener disabled over the runtime API stays disabled across a
-    // reload (matched by name).
+    // reload (matched by name). Its counters start over, as HAProxy's do.
     if let Some((old_shm, old_cfg)) = previous {
         for (i, l) in config.listeners.iter().enumerate() {
             if let Some(o) = old_cfg.listeners.iter().position(|x| x.name == l.name) {

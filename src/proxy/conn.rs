@@ -49,7 +49,7 @@ use mio::net::TcpStream;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug)]
 enum Phase {
     /// Waiting for (the rest of) a request head; idle between requests.
     ReadHead,
@@ -57,8 +57,8 @@ enum Phase {
     /// (`InFlight::ex`), bytes passing through.
     Proxy,
     /// After `101 Switching Protocols`: bytes flow both ways until closed
-    /// (`Conn::tunnel`).
-    Tunnel,
+    /// (`Conn::tunnel`), with the upstream end.
+    Tunnel(Box<Tunnel>),
     /// Writing a response forklb generated itself (or the rest of an
     /// exchange's last head).
     SendLocal,
@@ -215,6 +215,12 @@ struct Tunnel {
     eof_to_client: bool,
 }
 
+impl std::fmt::Debug for Tunnel {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        write!(f, "upstream {}", self.end.addr)
+    }
+}
+
 /// A step either made progress (run another), is blocked on readiness, or
 /// ends the connection.
 type Step = Result<bool, Closed>;
@@ -238,8 +244,6 @@ pub struct Conn {
     input_fresh: bool,
     out: Option<Vec<u8>>,
     out_pos: usize,
-    /// The upstream end after a `101` (`Phase::Tunnel`).
-    tunnel: Option<Box<Tunnel>>,
     /// The request in flight when it goes to an HTTP/2 upstream.
     h1x: Option<Box<H1Exchange>>,
     phase: Phase,
@@ -313,7 +317,6 @@ impl Conn {
             input_fresh: false,
             out: None,
             out_pos: 0,
-            tunnel: None,
             h1x: None,
             phase: Phase::ReadHead,
             cur: InFlightSlot::IDLE,
@@ -346,9 +349,9 @@ impl Conn {
     /// the connection read what its scripted upstream sent.
     #[cfg(test)]
     pub(crate) fn upstream_sock(&self) -> Option<&TcpStream> {
-        match &self.tunnel {
-            Some(t) => Some(t.end.sock.sock()),
-            None => self.cur.ex.as_ref().and_then(Exchange::upstream_sock),
+        match &self.phase {
+            Phase::Tunnel(t) => Some(t.end.sock.sock()),
+            _ => self.cur.ex.as_ref().and_then(Exchange::upstream_sock),
         }
     }
 
@@ -357,7 +360,7 @@ impl Conn {
     /// first request yet is not idle: the client has just connected and its
     /// request is on the way, so closing it would lose that request.
     pub fn is_idle(&self) -> bool {
-        self.phase == Phase::ReadHead
+        matches!(self.phase, Phase::ReadHead)
             && !self.head_started
             && self.served > 0
             && self.input.as_ref().is_none_or(Buf::is_empty)
@@ -390,7 +393,7 @@ impl Conn {
                 self.c_hup |= hup;
             }
             Side::Upstream(_) => {
-                if let Some(t) = self.tunnel.as_mut() {
+                if let Phase::Tunnel(t) = &mut self.phase {
                     t.readable |= r;
                     t.writable |= w;
                     t.hup |= hup;
@@ -443,14 +446,9 @@ impl Conn {
                 }
                 None => Err(Closed),
             },
-            Phase::Tunnel | Phase::SendLocal => {
-                let upstream = self
-                    .tunnel
-                    .as_ref()
-                    .map(|t| t.end.addr.to_string())
-                    .unwrap_or_default();
+            Phase::Tunnel(_) | Phase::SendLocal => {
                 log::info!(
-                    "connection of client {} timed out ({:?}), upstream {upstream}",
+                    "connection of client {} timed out ({:?})",
                     self.peer,
                     self.phase
                 );
@@ -471,7 +469,7 @@ impl Conn {
                 Phase::Proxy => self.run_proxy(env),
                 Phase::Exchange => self.run_exchange(env),
                 Phase::ReadHead => self.read_head(env),
-                Phase::Tunnel => self.tunnel(env),
+                Phase::Tunnel(_) => self.tunnel(env),
                 Phase::SendLocal => self.send_local(env),
                 Phase::Closing { linger } => self.closing(env, linger),
                 Phase::Lingering { until } => self.linger(env, until),
@@ -484,7 +482,7 @@ impl Conn {
                     if self.client.flush_queued(&mut self.c_writable).is_err() {
                         return self.finish(env, Outcome::Close);
                     }
-                    if let Some(t) = self.tunnel.as_mut() {
+                    if let Phase::Tunnel(t) = &mut self.phase {
                         // A broken upstream shows up on its next read/write.
                         let _ = t.end.sock.flush_queued(&mut t.writable);
                     }
@@ -775,7 +773,7 @@ impl Conn {
     ) {
         self.cur.begin();
         self.capture_record(env, req, info.minor);
-        env.shm.worker(env.slot).count_request();
+        env.count_request(self.listener);
         let req = &mut self.cur.req;
         req.is_head = info.is_head;
         // Set for every request, also those answered without reading the
@@ -1043,7 +1041,7 @@ impl Conn {
                     return Err(Closed);
                 };
                 let hup = end.hup;
-                self.tunnel = Some(Box::new(Tunnel {
+                self.phase = Phase::Tunnel(Box::new(Tunnel {
                     end,
                     // What is buffered (TLS, or read with the head) is
                     // looked at first; events report the rest.
@@ -1052,7 +1050,6 @@ impl Conn {
                     hup,
                     eof_to_client: false,
                 }));
-                self.phase = Phase::Tunnel;
                 Ok(true)
             }
             Progress::Finished => {
@@ -1233,7 +1230,7 @@ impl Conn {
         if !self.flush_out()? {
             return Ok(false);
         }
-        let Some(t) = self.tunnel.as_deref_mut() else {
+        let Phase::Tunnel(t) = &mut self.phase else {
             return Err(Closed);
         };
         let mut progress = false;
@@ -1274,9 +1271,14 @@ impl Conn {
         Ok(progress)
     }
 
-    /// Closes the tunnel's upstream socket (which takes it out of epoll).
+    /// Closes the tunnel's upstream socket (which takes it out of epoll);
+    /// the connection is closing.
     fn drop_tunnel(&mut self, env: &mut Env) {
-        if let Some(mut t) = self.tunnel.take() {
+        if !matches!(self.phase, Phase::Tunnel(_)) {
+            return;
+        }
+        let closing = Phase::Closing { linger: false };
+        if let Phase::Tunnel(mut t) = std::mem::replace(&mut self.phase, closing) {
             env.up_owners.remove(t.end.up_slot);
             if let Some(b) = t.end.input.take() {
                 env.bufs.put(b);

@@ -40,6 +40,18 @@ pub struct Env<'a> {
     pub wake: &'a mut Vec<usize>,
 }
 
+impl Env<'_> {
+    /// A request head arrived on `listener`: counted for the worker (the
+    /// instance's totals) and for the listener (its FRONTEND row).
+    #[inline]
+    pub fn count_request(&self, listener: usize) {
+        self.shm.worker(self.slot).count_request();
+        if let Some(l) = self.shm.listener_counts(self.slot, listener) {
+            l.count_request();
+        }
+    }
+}
+
 /// What the worker should do with the connection after an event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {

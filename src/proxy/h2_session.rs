@@ -362,7 +362,7 @@ impl H2Session {
             framing,
             protocol: "HTTP/2.0",
         };
-        env.shm.worker(env.slot).count_request();
+        env.count_request(self.listener);
         let ex = Exchange::start(env, client, req, end);
         self.streams.push(StreamExchange {
             id: stream,

@@ -16,11 +16,13 @@
 //! upstream). This file is the mapping and its layout.
 
 mod instance;
+mod listener;
 mod server;
 mod upstream;
 mod worker;
 
 pub use instance::{Instance, InstanceShared};
+pub use listener::{ListenerCounts, ListenerShared, ListenerStats};
 pub use server::{
     AdminState, ForcedHealth, HealthChange, HealthState, LastCheck, ServerShared, ServerStats,
     WeightOutOfRange, MAX_WEIGHT,
@@ -29,7 +31,6 @@ pub use upstream::{Durations, UpstreamShared, DURATION_BUCKETS};
 pub use worker::{AcceptState, WorkerShared, WorkerTotals};
 
 use std::io;
-use std::sync::atomic::AtomicU32;
 
 /// The mapping and where each part lives in it.
 pub struct Shm {
@@ -43,10 +44,13 @@ pub struct Shm {
     workers_off: usize,
     upstreams_off: usize,
     instance_off: usize,
-    /// One `AtomicU32` per configured listener: disabled over the runtime
-    /// API (`disable frontend`).
+    /// One `ListenerShared` per configured listener.
     listeners_off: usize,
     listeners: usize,
+    /// Per worker, a block of one `ListenerCounts` per listener, padded
+    /// to whole cache lines (`counts_stride` bytes).
+    counts_off: usize,
+    counts_stride: usize,
 }
 
 // SAFETY: the raw pointer is a mapping this value owns for its whole life
@@ -82,7 +86,11 @@ impl Shm {
         let instance_off =
             upstreams_off + servers_per_upstream.len() * std::mem::size_of::<UpstreamShared>();
         let listeners_off = instance_off + std::mem::size_of::<InstanceShared>();
-        let len = (listeners_off + listeners * std::mem::size_of::<AtomicU32>()).max(4096);
+        let counts_off = (listeners_off + listeners * std::mem::size_of::<ListenerShared>())
+            .next_multiple_of(64);
+        let counts_stride =
+            (listeners * std::mem::size_of::<ListenerCounts>()).next_multiple_of(64);
+        let len = (counts_off + workers * counts_stride).max(4096);
         // SAFETY: anonymous shared mapping; the kernel zero-fills it.
         let ptr = unsafe {
             libc::mmap(
@@ -109,6 +117,8 @@ impl Shm {
             instance_off,
             listeners_off,
             listeners,
+            counts_off,
+            counts_stride,
         })
     }
 
@@ -177,29 +187,53 @@ impl Shm {
 }
 
 impl Shm {
-    fn listener_flag(&self, l: usize) -> Option<&AtomicU32> {
-        // SAFETY: l < listeners, so in the mapping; 4-byte aligned (the
-        // instance block before it is 64-byte sized); zero is valid.
+    /// Listener `l`'s flags (its index in the configuration), if the
+    /// mapping has room for it.
+    pub fn listener(&self, l: usize) -> Option<&ListenerShared> {
+        // SAFETY: l < listeners, so in the mapping; 4-byte aligned (every
+        // part before it is a multiple of 64); zeroes are a valid value.
         (l < self.listeners).then(|| unsafe {
             &*(self
                 .ptr
-                .add(self.listeners_off + l * std::mem::size_of::<AtomicU32>())
-                as *const AtomicU32)
+                .add(self.listeners_off + l * std::mem::size_of::<ListenerShared>())
+                as *const ListenerShared)
         })
     }
 
-    /// Listener `l` (its index in the configuration) was disabled over the
-    /// runtime API: workers keep it out of their epoll set.
+    /// Worker `w`'s counters of listener `l`.
+    pub fn listener_counts(&self, w: usize, l: usize) -> Option<&ListenerCounts> {
+        // SAFETY: w < workers and l < listeners, so inside worker w's block
+        // in the mapping; 8-byte aligned (blocks start on 64-byte
+        // boundaries, entries are 32 bytes); zeroes are valid.
+        (w < self.workers && l < self.listeners).then(|| unsafe {
+            &*(self.ptr.add(
+                self.counts_off
+                    + w * self.counts_stride
+                    + l * std::mem::size_of::<ListenerCounts>(),
+            ) as *const ListenerCounts)
+        })
+    }
+
+    /// Listener `l`'s counters summed over the workers.
+    pub fn listener_stats(&self, l: usize) -> ListenerStats {
+        let mut s = ListenerStats::default();
+        for w in 0..self.workers {
+            if let Some(c) = self.listener_counts(w, l) {
+                c.add_to(&mut s);
+            }
+        }
+        s
+    }
+
+    /// Listener `l` was disabled over the runtime API: workers keep it out
+    /// of their epoll set.
     pub fn listener_disabled(&self, l: usize) -> bool {
-        self.listener_flag(l)
-            .is_some_and(|f| f.load(std::sync::atomic::Ordering::Relaxed) != 0)
+        self.listener(l).is_some_and(ListenerShared::disabled)
     }
 
     /// Sets listener `l`'s flag; returns whether it changed.
     pub fn set_listener_disabled(&self, l: usize, disabled: bool) -> bool {
-        self.listener_flag(l).is_some_and(|f| {
-            f.swap(u32::from(disabled), std::sync::atomic::Ordering::Relaxed) != u32::from(disabled)
-        })
+        self.listener(l).is_some_and(|x| x.set_disabled(disabled))
     }
 
     /// What the master publishes about the instance.

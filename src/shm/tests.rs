@@ -272,3 +272,29 @@ fn durations_fall_into_their_buckets() {
     assert_eq!(d.buckets[DURATION_BUCKETS.len()], 1);
     assert_eq!((d.count, d.sum_us), (3, 11_008_000));
 }
+
+#[test]
+fn listener_counters_are_per_worker_and_summed() {
+    let shm = Shm::create_with_listeners(&[1], 2, 3).unwrap();
+    let c = |w, l| shm.listener_counts(w, l).unwrap();
+    c(0, 0).connection_opened();
+    c(1, 0).connection_opened();
+    c(1, 2).connection_opened();
+    c(1, 2).count_request();
+    c(1, 2).count_request();
+    c(0, 0).connection_closed();
+    let s0 = shm.listener_stats(0);
+    assert_eq!((s0.conns_current, s0.conns_total, s0.requests), (1, 2, 0));
+    let s2 = shm.listener_stats(2);
+    assert_eq!((s2.conns_current, s2.conns_total, s2.requests), (1, 1, 2));
+    assert_eq!(shm.listener_stats(1), Default::default());
+    // Out of range: nothing, no panic.
+    assert!(shm.listener_counts(2, 0).is_none() && shm.listener_counts(0, 3).is_none());
+    assert_eq!(shm.listener_stats(7), Default::default());
+    // Each worker's block starts on its own cache line.
+    let a = shm.listener_counts(0, 2).unwrap() as *const _ as usize;
+    let b = shm.listener_counts(1, 0).unwrap() as *const _ as usize;
+    assert!(b / 64 > a / 64);
+    assert!(shm.set_listener_disabled(1, true));
+    assert!(shm.listener_disabled(1) && !shm.listener_disabled(0));
+}

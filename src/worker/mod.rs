@@ -103,6 +103,9 @@ struct Worker {
     /// Client connections to drive because a shared upstream connection
     /// has news for them.
     wake: Vec<usize>,
+    /// The listener of the client connection in each slot (for its
+    /// FRONTEND counters when it closes).
+    conn_listener: Vec<usize>,
 }
 
 /// Runs the worker until it is told to stop (Ok) or cannot go on (Err).
@@ -182,6 +185,7 @@ impl Worker {
             date: DateCache::new(Instant::now()),
             h2up: H2Upstreams::default(),
             wake: Vec::new(),
+            conn_listener: Vec::new(),
             rt: setup.runtime,
         })
     }
@@ -514,6 +518,13 @@ impl Worker {
             self.conns.insert(Client::H1(conn))
         };
         self.shm.worker(self.slot).connection_opened();
+        if let Some(l) = self.shm.listener_counts(self.slot, listener) {
+            l.connection_opened();
+        }
+        if self.conn_listener.len() <= slot {
+            self.conn_listener.resize(slot + 1, 0);
+        }
+        self.conn_listener[slot] = listener;
         let Some(conn) = self.conns.get_mut(slot) else {
             return;
         };
@@ -690,6 +701,13 @@ impl Worker {
     fn close(&mut self, slot: usize) {
         if let Some(mut conn) = self.conns.remove(slot) {
             self.shm.worker(self.slot).connection_closed();
+            if let Some(l) = self
+                .conn_listener
+                .get(slot)
+                .and_then(|&l| self.shm.listener_counts(self.slot, l))
+            {
+                l.connection_closed();
+            }
             if let Some(sock) = conn.client_mut() {
                 let _ = self.poll.registry().deregister(sock);
             }
