@@ -30,6 +30,25 @@ pub fn info(pid: i32) -> Option<ProcInfo> {
     })
 }
 
+/// CPU time `pid` has used (user + system), in clock ticks
+/// (`sysconf(_SC_CLK_TCK)` per second): fields 14 and 15 of its stat line.
+pub fn cpu_ticks(pid: i32) -> Option<u64> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let close = stat.rfind(')')?;
+    // After "comm)": state is field 3, so utime (14) is the 12th word.
+    let mut rest = stat.get(close + 1..)?.split_whitespace().skip(11);
+    let utime: u64 = rest.next()?.parse().ok()?;
+    let stime: u64 = rest.next()?.parse().ok()?;
+    Some(utime + stime)
+}
+
+/// Clock ticks per second, for [`cpu_ticks`].
+pub fn ticks_per_sec() -> u64 {
+    // SAFETY: sysconf has no preconditions.
+    let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    u64::try_from(t).ok().filter(|&t| t > 0).unwrap_or(100)
+}
+
 /// Live (not zombie) children of `ppid` whose comm passes `keep`.
 fn children_where(ppid: i32, keep: impl Fn(&str) -> bool) -> Vec<i32> {
     let Ok(dir) = fs::read_dir("/proc") else {

@@ -186,6 +186,11 @@ impl Children {
         }
     }
 
+    /// The pids of the current generation's workers.
+    pub fn current_worker_pids(&self) -> Vec<i32> {
+        self.current_pids().into_iter().map(Pid::as_raw).collect()
+    }
+
     /// Writes `byte` to every current worker's channel. Best effort: a
     /// channel that cannot take it already holds an unread message, and
     /// each message only says "look at the shared state again".

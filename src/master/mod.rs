@@ -135,6 +135,8 @@ pub struct Master {
     /// `rates::SAMPLE_EVERY` at `next_sample`.
     rates: rates::Rates,
     next_sample: Instant,
+    /// `sysconf(_SC_CLK_TCK)`: the unit of /proc's CPU times.
+    clock_ticks: u64,
 }
 
 /// The health checker process of the current generation.
@@ -249,6 +251,7 @@ pub fn run(config: Config, opts: RunOptions) -> Result<(), MasterError> {
         started: Instant::now(),
         rates: rates::Rates::default(),
         next_sample: Instant::now(),
+        clock_ticks: crate::procfs::ticks_per_sec(),
         access_log,
         children: Children::new(config.workers.resolve()),
         config,
@@ -1115,13 +1118,18 @@ impl Master {
     /// Samples the counters `show info` makes rates of.
     fn sample_rates(&mut self, now: Instant) {
         let totals = self.lifetime.totals(&self.shm);
-        let workers = self.shm.worker_count();
+        let pids = self.children.current_worker_pids();
+        let ticks: u64 = pids
+            .iter()
+            .filter_map(|p| crate::procfs::cpu_ticks(*p))
+            .sum();
         self.rates.sample(rates::Sample {
             at: now,
             conns: totals.conns_total,
             requests: totals.requests,
-            idle_us: (0..workers).map(|w| self.shm.worker(w).idle_us()).sum(),
-            workers,
+            busy_us: ticks.saturating_mul(1_000_000) / self.clock_ticks,
+            workers: pids.len(),
+            pids: pids.iter().map(|&p| u64::try_from(p).unwrap_or(0)).sum(),
         });
         let r = self.rates.view();
         let current = self.shm.worker_totals();

@@ -1,8 +1,8 @@
 //! Rates over the last second for `show info` (ConnRate, SessRate,
 //! MaxConnRate, Idle_pct), as HAProxy reports them. The workers only count
-//! (cumulative totals, and the time each waited in `epoll_wait`); the
-//! master samples the sums once a second and keeps the difference, so the
-//! data path pays nothing for rates.
+//! their cumulative totals; the master samples the sums once a second, and
+//! the CPU time the kernel accounts to the workers (`/proc/PID/stat`), and
+//! keeps the differences, so the data path pays nothing for rates.
 
 use std::time::{Duration, Instant};
 
@@ -16,10 +16,12 @@ pub struct Sample {
     /// Connections accepted, requests: over the instance's lifetime.
     pub conns: u64,
     pub requests: u64,
-    /// Microseconds the current generation's workers waited for events,
-    /// summed, and how many workers that is.
-    pub idle_us: u64,
+    /// CPU microseconds the current generation's workers have used,
+    /// summed; how many workers that is, and their pids summed (a
+    /// respawned worker starts its CPU time over).
+    pub busy_us: u64,
     pub workers: usize,
+    pub pids: u64,
 }
 
 /// What `show info` reports.
@@ -67,12 +69,15 @@ impl Rates {
                 v.req_rate = per_sec(s.requests.saturating_sub(prev.requests));
                 v.max_conn_rate = v.max_conn_rate.max(v.conn_rate);
                 v.max_req_rate = v.max_req_rate.max(v.req_rate);
-                // A reload starts a generation whose workers count from
-                // zero: that sample says nothing about idleness.
-                if s.idle_us >= prev.idle_us && s.workers > 0 && s.workers == prev.workers {
+                // Other workers than a second ago (a reload, a respawn):
+                // their CPU times do not compare, the sample says nothing.
+                if s.busy_us >= prev.busy_us
+                    && s.workers > 0
+                    && (s.workers, s.pids) == (prev.workers, prev.pids)
+                {
                     let capacity = u128::from(micros) * s.workers as u128;
-                    let idle = u128::from(s.idle_us - prev.idle_us) * 100 / capacity;
-                    v.idle_pct = u64::try_from(idle.min(100)).unwrap_or(100);
+                    let busy = (u128::from(s.busy_us - prev.busy_us) * 100 / capacity).min(100);
+                    v.idle_pct = 100 - u64::try_from(busy).unwrap_or(100);
                 }
             }
         }
@@ -94,13 +99,14 @@ impl Rates {
 mod tests {
     use super::*;
 
-    fn at(base: Instant, ms: u64, conns: u64, requests: u64, idle_us: u64) -> Sample {
+    fn at(base: Instant, ms: u64, conns: u64, requests: u64, busy_us: u64) -> Sample {
         Sample {
             at: base + Duration::from_millis(ms),
             conns,
             requests,
-            idle_us,
+            busy_us,
             workers: 2,
+            pids: 201,
         }
     }
 
@@ -113,10 +119,10 @@ mod tests {
         r.sample(at(t, 1000, 150, 1400, 1_000_000));
         let v = r.view();
         assert_eq!((v.conn_rate, v.req_rate), (50, 400));
-        // 1 s of idle over 2 workers × 1 s.
+        // 1 s of CPU over 2 workers × 1 s: half idle.
         assert_eq!(v.idle_pct, 50);
         // A slower second: the maxima stay.
-        r.sample(at(t, 3000, 160, 1500, 5_000_000));
+        r.sample(at(t, 3000, 160, 1500, 1_000_000));
         let v = r.view();
         assert_eq!((v.conn_rate, v.req_rate), (5, 50));
         assert_eq!((v.max_conn_rate, v.max_req_rate), (50, 400));
@@ -126,16 +132,20 @@ mod tests {
     }
 
     #[test]
-    fn a_new_generation_does_not_make_idle_negative() {
+    fn other_workers_do_not_compare() {
         let t = Instant::now();
         let mut r = Rates::default();
         r.sample(at(t, 0, 0, 0, 9_000_000));
-        r.sample(at(t, 1000, 0, 0, 9_500_000));
+        r.sample(at(t, 1000, 0, 0, 10_500_000));
         assert_eq!(r.view().idle_pct, 25);
-        // Reload: the new workers' idle time starts from zero.
-        r.sample(at(t, 2000, 0, 0, 100_000));
+        // A respawned worker: new pid, CPU time from zero.
+        let mut s = at(t, 2000, 0, 0, 100_000);
+        s.pids = 305;
+        r.sample(s);
         assert_eq!(r.view().idle_pct, 25);
-        r.sample(at(t, 3000, 0, 0, 2_100_000));
+        let mut s = at(t, 3000, 0, 0, 100_000);
+        s.pids = 305;
+        r.sample(s);
         assert_eq!(r.view().idle_pct, 100);
     }
 }

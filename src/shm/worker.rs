@@ -43,9 +43,6 @@ pub struct WorkerShared {
     conns_current: AtomicU32,
     conns_total: AtomicU64,
     requests: AtomicU64,
-    /// Microseconds spent waiting in `epoll_wait` since the worker started
-    /// (`show info`'s Idle_pct).
-    idle_us: AtomicU64,
 }
 
 /// Instance-wide sums of the per-worker counters.
@@ -82,15 +79,6 @@ impl WorkerShared {
         self.heartbeat_ms.store(now_ms, Relaxed);
     }
 
-    /// The worker waited `d` for events. Only its owner writes the sum, so a
-    /// load and a store (no read-modify-write) do.
-    #[inline]
-    pub fn add_idle(&self, d: std::time::Duration) {
-        let us = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
-        self.idle_us
-            .store(self.idle_us.load(Relaxed).saturating_add(us), Relaxed);
-    }
-
     #[inline]
     pub fn count_accept_wakeup(&self) {
         self.accept_wakeups.fetch_add(1, Relaxed);
@@ -123,10 +111,6 @@ impl WorkerShared {
 
     pub fn heartbeat_ms(&self) -> u64 {
         self.heartbeat_ms.load(Relaxed)
-    }
-
-    pub fn idle_us(&self) -> u64 {
-        self.idle_us.load(Relaxed)
     }
 
     #[inline]

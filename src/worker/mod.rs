@@ -198,21 +198,15 @@ impl Worker {
         let _ = self.channel.write(b"R");
         let mut events = Events::with_capacity(1024);
         loop {
-            let waited_from = Instant::now();
-            let timeout = self
-                .next_wakeup()
-                .map(|t| t.saturating_duration_since(waited_from));
-            let polled = self.poll.poll(&mut events, timeout);
             let now = Instant::now();
-            self.shm
-                .worker(self.slot)
-                .add_idle(now.saturating_duration_since(waited_from));
-            if let Err(e) = polled {
+            let timeout = self.next_wakeup().map(|t| t.saturating_duration_since(now));
+            if let Err(e) = self.poll.poll(&mut events, timeout) {
                 if e.kind() == io::ErrorKind::Interrupted {
                     continue;
                 }
                 return Err(e);
             }
+            let now = Instant::now();
             self.date.refresh(now);
             for ev in events.iter() {
                 match ev.token() {
