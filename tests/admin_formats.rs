@@ -526,7 +526,11 @@ fn clear_counters_resets_maxima_and_all_resets_every_counter() {
     }
     let stot: u64 = stat_field(&s.sock, "a", "stot").parse().expect("stot");
     assert!(stot > 0);
-    assert_eq!(stat_field(&s.sock, "a", "smax"), "1");
+    // Sequential requests, but two workers: the next request can begin on
+    // the other worker while the first is still releasing the server after
+    // its last response byte went out, so the maximum is 1 or 2.
+    let smax = stat_field(&s.sock, "a", "smax");
+    assert!(smax == "1" || smax == "2", "smax {smax}");
     // Without `all`: the maxima only (nothing in flight now).
     assert_eq!(admin_cmd(&s.sock, "clear counters"), "\n");
     assert_eq!(stat_field(&s.sock, "a", "smax"), "0");
