@@ -3,7 +3,7 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 use support::*;
 
@@ -419,15 +419,6 @@ fn reload_over_the_socket() {
     );
     assert!(admin_cmd(&s.sock, "show info").contains("Generation: 2"));
     assert_eq!(http_get(s.lb.port(), "/").status, 200);
-}
-
-/// `show info`'s value of `field` (e.g. `CumReq`).
-fn info_value(sock: &Path, field: &str) -> u64 {
-    let info = admin_cmd(sock, "show info");
-    info.lines()
-        .find_map(|l| l.strip_prefix(&format!("{field}: ")))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no {field} in:\n{info}"))
 }
 
 #[test]

@@ -442,15 +442,6 @@ fn show_info_has_haproxys_fields_positions_and_tags() {
     );
 }
 
-/// `Name: value` of `show info`, as a number.
-fn info_value(sock: &Path, name: &str) -> u64 {
-    let info = admin_cmd(sock, "show info");
-    info.lines()
-        .find_map(|l| l.strip_prefix(&format!("{name}: ")))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no {name} in:\n{info}"))
-}
-
 #[test]
 fn rates_and_idle_follow_the_load() {
     let s = start();
@@ -500,54 +491,46 @@ fn rates_and_idle_follow_the_load() {
     assert_eq!(info_value(&s.sock, "MaxConnRate"), 0);
 }
 
-/// A server row's `field` of `show stat` (by the header's names).
-fn stat_field(sock: &Path, server: &str, field: &str) -> String {
-    let csv = admin_cmd(sock, "show stat");
-    let mut lines = csv.lines();
-    let header: Vec<&str> = lines
-        .next()
-        .unwrap_or("")
-        .trim_start_matches("# ")
-        .split(',')
-        .collect();
-    let col = header.iter().position(|h| *h == field).expect("field");
-    lines
-        .map(|l| l.split(',').collect::<Vec<_>>())
-        .find(|r| r.get(1) == Some(&server))
-        .and_then(|r| r.get(col).map(|v| v.to_string()))
-        .unwrap_or_else(|| panic!("no row {server}:\n{csv}"))
-}
-
 #[test]
 fn clear_counters_resets_maxima_and_all_resets_every_counter() {
     let s = start();
     for _ in 0..6 {
         assert_eq!(http_get(s.lb.port(), "/").status, 200);
     }
-    let stot: u64 = stat_field(&s.sock, "a", "stot").parse().expect("stot");
+    let stot: u64 = stat_field(&s.sock, "main", "a", "stot")
+        .parse()
+        .expect("stot");
     assert!(stot > 0);
     // Sequential requests, but two workers: the next request can begin on
     // the other worker while the first is still releasing the server after
     // its last response byte went out, so the maximum is 1 or 2.
-    let smax = stat_field(&s.sock, "a", "smax");
+    let smax = stat_field(&s.sock, "main", "a", "smax");
     assert!(smax == "1" || smax == "2", "smax {smax}");
     // Without `all`: the maxima only (nothing in flight now).
     assert_eq!(admin_cmd(&s.sock, "clear counters"), "\n");
-    assert_eq!(stat_field(&s.sock, "a", "smax"), "0");
-    assert_eq!(stat_field(&s.sock, "a", "stot"), stot.to_string());
+    assert_eq!(stat_field(&s.sock, "main", "a", "smax"), "0");
+    assert_eq!(stat_field(&s.sock, "main", "a", "stot"), stot.to_string());
     // `all`: every counter of every server, seen by every worker.
     assert_eq!(admin_cmd(&s.sock, "clear counters all"), "\n");
     for srv in ["a", "b", "c"] {
         for f in ["stot", "bin", "bout", "hrsp_2xx", "lbtot"] {
-            assert_eq!(stat_field(&s.sock, srv, f), "0", "{srv} {f}");
+            assert_eq!(
+                stat_field(&s.sock, if srv == "c" { "other" } else { "main" }, srv, f),
+                "0",
+                "{srv} {f}"
+            );
         }
     }
     // Counting goes on from zero.
     for _ in 0..4 {
         assert_eq!(http_get(s.lb.port(), "/").status, 200);
     }
-    let a: u64 = stat_field(&s.sock, "a", "stot").parse().expect("stot");
-    let b: u64 = stat_field(&s.sock, "b", "stot").parse().expect("stot");
+    let a: u64 = stat_field(&s.sock, "main", "a", "stot")
+        .parse()
+        .expect("stot");
+    let b: u64 = stat_field(&s.sock, "main", "b", "stot")
+        .parse()
+        .expect("stot");
     assert_eq!(a + b, 4);
     let bad = admin_cmd(&s.sock, "clear counters everything");
     assert_eq!(bad, "'clear counters' only takes 'all'.\n\n");
@@ -702,7 +685,7 @@ fn backend_weight_counts_active_servers_and_maint_is_op_state_0() {
             .build(),
     );
     assert!(wait_until(Duration::from_secs(5), || sock.exists()));
-    let backend = |field: &str| stat_field(&sock, "BACKEND", field);
+    let backend = |field: &str| stat_field(&sock, "main", "BACKEND", field);
     // Backups do not add to the backend's weight while actives serve.
     assert_eq!(backend("weight"), "5");
     assert_eq!(backend("uweight"), "5");
@@ -776,31 +759,13 @@ fn help_and_unknown_commands_read_as_haproxys() {
     );
 }
 
-/// `field` of listener `name`'s FRONTEND row.
-fn frontend_field(sock: &Path, name: &str, field: &str) -> String {
-    let csv = admin_cmd(sock, "show stat -1 1 -1");
-    let mut lines = csv.lines();
-    let header: Vec<&str> = lines
-        .next()
-        .unwrap_or("")
-        .trim_start_matches("# ")
-        .split(',')
-        .collect();
-    let col = header.iter().position(|h| *h == field).expect("field");
-    lines
-        .map(|l| l.split(',').collect::<Vec<_>>())
-        .find(|r| r.first() == Some(&name))
-        .and_then(|r| r.get(col).map(|v| v.to_string()))
-        .unwrap_or_else(|| panic!("no FRONTEND {name}:\n{csv}"))
-}
-
 #[test]
 fn frontend_rows_count_their_own_listener() {
     let s = start();
     // start() sent 4 requests over 4 connections to `web` (and the harness
     // probed the port once), none to `api`.
-    let web = |f: &str| frontend_field(&s.sock, "web", f);
-    let api = |f: &str| frontend_field(&s.sock, "api", f);
+    let web = |f: &str| stat_field(&s.sock, "web", "FRONTEND", f);
+    let api = |f: &str| stat_field(&s.sock, "api", "FRONTEND", f);
     let n = |v: String| v.parse::<u64>().expect("a number");
     assert!(
         wait_until(Duration::from_secs(5), || web("scur") == "0"),

@@ -63,23 +63,14 @@ fn try_answer(stream: &mut TcpStream, wait: Duration) -> Option<String> {
     }
 }
 
-fn frontend_status(sock: &std::path::Path, name: &str) -> String {
-    let csv = admin_cmd(sock, "show stat -1 1 -1");
-    csv.lines()
-        .find(|l| l.starts_with(&format!("{name},FRONTEND,")))
-        .and_then(|l| l.split(',').nth(17))
-        .map(str::to_owned)
-        .unwrap_or_else(|| panic!("no {name} row:\n{csv}"))
-}
-
 #[test]
 fn disable_frontend_queues_connections_until_enabled() {
     let s = start();
     let port = s.lb.port();
     assert_eq!(http_get(port, "/").status, 200);
     assert_eq!(admin_cmd(&s.sock, "disable frontend web"), "\n");
-    assert_eq!(frontend_status(&s.sock, "web"), "PAUSED");
-    assert_eq!(frontend_status(&s.sock, "api"), "OPEN");
+    assert_eq!(stat_field(&s.sock, "web", "FRONTEND", "status"), "PAUSED");
+    assert_eq!(stat_field(&s.sock, "api", "FRONTEND", "status"), "OPEN");
     // The connection is made (the kernel queues it) but nobody serves it.
     let mut waiting = TcpStream::connect(("127.0.0.1", port)).expect("connect");
     waiting
@@ -105,7 +96,7 @@ fn disable_frontend_queues_connections_until_enabled() {
             .is_some_and(|l| l.starts_with("HTTP/1.1 200 ")),
         "{line:?}"
     );
-    assert_eq!(frontend_status(&s.sock, "web"), "OPEN");
+    assert_eq!(stat_field(&s.sock, "web", "FRONTEND", "status"), "OPEN");
     assert_eq!(
         admin_cmd(&s.sock, "enable frontend web"),
         "All sockets are already enabled.\n\n"
@@ -130,7 +121,7 @@ fn frontend_errors_are_haproxys_and_the_pause_survives_a_reload() {
     );
     assert_eq!(admin_cmd(&s.sock, "disable frontend api"), "\n");
     assert_eq!(admin_cmd(&s.sock, "reload"), "Success=1\n\n");
-    assert_eq!(frontend_status(&s.sock, "api"), "PAUSED");
+    assert_eq!(stat_field(&s.sock, "api", "FRONTEND", "status"), "PAUSED");
     let mut waiting = TcpStream::connect(("127.0.0.1", s.api_port)).expect("connect");
     waiting
         .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -153,16 +144,6 @@ fn frontend_errors_are_haproxys_and_the_pause_survives_a_reload() {
 
 // ---------------------------------------------------------------------------
 // set server B/S health, enable|disable health B/S
-
-/// A server's `status` in `show stat`.
-fn server_status(sock: &std::path::Path, backend: &str, server: &str) -> String {
-    let csv = admin_cmd(sock, "show stat -1 4 -1");
-    csv.lines()
-        .find(|l| l.starts_with(&format!("{backend},{server},")))
-        .and_then(|l| l.split(',').nth(17))
-        .map(str::to_owned)
-        .unwrap_or_else(|| panic!("no {backend}/{server} row:\n{csv}"))
-}
 
 /// Which backends answered `n` requests.
 fn spread(port: u16, n: usize) -> (usize, usize) {
@@ -199,19 +180,19 @@ fn start_two(health: Option<&str>) -> (Forklb, TempDir, PathBuf, Backend, Backen
 fn set_server_health_forces_the_state_of_an_unchecked_server() {
     let (lb, _dir, sock, _a, _b) = start_two(None);
     let port = lb.port();
-    assert_eq!(server_status(&sock, "main", "b"), "no check");
+    assert_eq!(stat_field(&sock, "main", "b", "status"), "no check");
     assert_eq!(admin_cmd(&sock, "set server main/b health down"), "\n");
-    assert_eq!(server_status(&sock, "main", "b"), "DOWN");
+    assert_eq!(stat_field(&sock, "main", "b", "status"), "DOWN");
     assert_eq!(spread(port, 8), (8, 0), "a DOWN server takes no requests");
     assert_eq!(admin_cmd(&sock, "set server main/b health stopping"), "\n");
-    assert_eq!(server_status(&sock, "main", "b"), "NOLB");
+    assert_eq!(stat_field(&sock, "main", "b", "status"), "NOLB");
     assert_eq!(
         spread(port, 8),
         (8, 0),
         "a stopping server takes no new requests"
     );
     assert_eq!(admin_cmd(&sock, "set server main/b health up"), "\n");
-    assert_eq!(server_status(&sock, "main", "b"), "no check");
+    assert_eq!(stat_field(&sock, "main", "b", "status"), "no check");
     let (a, b) = spread(port, 8);
     assert!(a > 0 && b > 0, "both serve again: {a}/{b}");
     for (cmd, answer) in [
@@ -242,37 +223,40 @@ fn disable_health_stops_checks_and_enable_resumes_them() {
         "health: {type: tcp, interval: 100ms, timeout: 300ms, rise: 1, fall: 1}",
     ));
     assert!(
-        wait_until(Duration::from_secs(5), || server_status(&sock, "main", "b")
-            == "UP"),
+        wait_until(Duration::from_secs(5), || stat_field(
+            &sock, "main", "b", "status"
+        ) == "UP"),
         "{}",
         lb.diagnostics()
     );
     assert_eq!(admin_cmd(&sock, "disable health main/b"), "\n");
-    assert_eq!(server_status(&sock, "main", "b"), "no check");
+    assert_eq!(stat_field(&sock, "main", "b", "status"), "no check");
     // The server dies, but nobody checks: it stays "no check" (up).
     b.stop();
     std::thread::sleep(Duration::from_millis(600));
-    assert_eq!(server_status(&sock, "main", "b"), "no check");
+    assert_eq!(stat_field(&sock, "main", "b", "status"), "no check");
     // Forced down while unchecked: DOWN, and it stays so.
     assert_eq!(admin_cmd(&sock, "set server main/b health down"), "\n");
-    assert_eq!(server_status(&sock, "main", "b"), "DOWN");
+    assert_eq!(stat_field(&sock, "main", "b", "status"), "DOWN");
     assert_eq!(spread(lb.port(), 6), (6, 0));
     // Checks again: the dead server stays DOWN; restarted, it comes UP.
     assert_eq!(admin_cmd(&sock, "enable health main/b"), "\n");
     std::thread::sleep(Duration::from_millis(400));
-    assert!(server_status(&sock, "main", "b").starts_with("DOWN"));
+    assert!(stat_field(&sock, "main", "b", "status").starts_with("DOWN"));
     b.restart();
     assert!(
-        wait_until(Duration::from_secs(5), || server_status(&sock, "main", "b")
-            == "UP"),
+        wait_until(Duration::from_secs(5), || stat_field(
+            &sock, "main", "b", "status"
+        ) == "UP"),
         "checks must resume after enable health: {}",
-        server_status(&sock, "main", "b")
+        stat_field(&sock, "main", "b", "status")
     );
     // A forced state on a checked server lasts until the next check.
     assert_eq!(admin_cmd(&sock, "set server main/b health down"), "\n");
     assert!(
-        wait_until(Duration::from_secs(5), || server_status(&sock, "main", "b")
-            == "UP"),
+        wait_until(Duration::from_secs(5), || stat_field(
+            &sock, "main", "b", "status"
+        ) == "UP"),
         "the next passing check brings it back"
     );
 }

@@ -27,3 +27,34 @@ pub fn socat(sock: &Path, input: &str) -> String {
 pub fn admin_cmd(sock: &Path, line: &str) -> String {
     socat(sock, &format!("{line}\n"))
 }
+
+/// `show info`'s value of `field` (e.g. `CumReq`), as a number.
+pub fn info_value(sock: &Path, field: &str) -> u64 {
+    let info = admin_cmd(sock, "show info");
+    info.lines()
+        .find_map(|l| l.strip_prefix(&format!("{field}: ")))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {field} in:\n{info}"))
+}
+
+/// Field `field` (by the CSV header's names) of `show stat`'s row
+/// `pxname,svname` (`svname` is `FRONTEND`, `BACKEND` or a server).
+pub fn stat_field(sock: &Path, pxname: &str, svname: &str, field: &str) -> String {
+    let csv = admin_cmd(sock, "show stat");
+    let mut lines = csv.lines();
+    let header: Vec<&str> = lines
+        .next()
+        .unwrap_or("")
+        .trim_start_matches("# ")
+        .split(',')
+        .collect();
+    let col = header
+        .iter()
+        .position(|h| *h == field)
+        .unwrap_or_else(|| panic!("no field {field} in show stat"));
+    lines
+        .map(|l| l.split(',').collect::<Vec<_>>())
+        .find(|r| r.first() == Some(&pxname) && r.get(1) == Some(&svname))
+        .and_then(|r| r.get(col).map(|v| v.to_string()))
+        .unwrap_or_else(|| panic!("no row {pxname},{svname}:\n{csv}"))
+}
