@@ -138,6 +138,11 @@ if [[ -z "${FORKLB_BIN:-}" ]]; then
     log "building forklb (cargo build --release)"
     (cd "$ROOT" && cargo build --release)
 fi
+# The revision the measured binary was built from, read now: the tree may
+# move on while the bench runs (it takes half an hour).
+if [[ -n "${FORKLB_BIN:-}" ]]; then FORKLB_REV="FORKLB_BIN=$FORKLB_BIN"
+else FORKLB_REV="$(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo '?')$(cd "$ROOT" && git diff --quiet HEAD -- src 2>/dev/null || echo '+dirty')"
+fi
 
 # ---------------------------------------------------------------- temp dir, cleanup
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/forklb-bench.XXXXXX")
@@ -639,9 +644,6 @@ HEADER="$TMP/header.txt"
 {
     echo "forklb benchmark — $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) CPUs, $(uname -r)"
     echo "ROUNDS=$ROUNDS DURATION=$DURATION IDLE_CONNS=$IDLE_CONNS$([[ ${QUICK:-0} == 1 ]] && echo ' (QUICK)')"
-    if [[ -n "${FORKLB_BIN:-}" ]]; then FORKLB_REV="FORKLB_BIN=$FORKLB_BIN"
-    else FORKLB_REV="$(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo '?')$(cd "$ROOT" && git diff --quiet HEAD -- src 2>/dev/null || echo '+dirty')"
-    fi
     echo "$("$TMP/forklb" -V 2>&1 | head -n1) ($FORKLB_REV), $(nginx -v 2>&1), $(haproxy -v 2>&1 | head -n1 | cut -d' ' -f1-3)$( ((PINGORA_OK)) && echo ", $PINGORA_VERSION"), $(wrk -v 2>&1 | head -n1 | cut -d' ' -f1-2)$( ((RUN_H2)) && echo ", $(h2load --version 2>&1 | head -n1)")"
     ((RUN_PLAIN && RUN_TLS)) || echo "ONLY=$ONLY: scenarios 1-9 not run"
     if [[ -s "$TMP/tls/negotiated.txt" ]]; then
