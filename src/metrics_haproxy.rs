@@ -207,22 +207,12 @@ impl Sampled {
             ),
             _ => format!("proxy=\"{}\"", label(row.value("pxname"))),
         };
-        let mut values = Vec::new();
-        for f in FAMILIES {
-            let field = match f.src {
-                Src::Field(n) | Src::Millis(n) => n,
-                Src::Status => "status",
-                Src::CheckStatus => "check_status",
-                Src::Responses => {
-                    for (_, n) in CODES {
-                        keep(&mut values, row, n);
-                    }
-                    continue;
-                }
-                Src::Info(_) | Src::BuildInfo => continue,
-            };
-            keep(&mut values, row, field);
-        }
+        let values = row_fields()
+            .iter()
+            .map(|&n| (n, row.value(n)))
+            .filter(|(_, v)| !v.is_empty())
+            .map(|(n, v)| (n, v.to_owned()))
+            .collect();
         Sampled {
             kind: row.kind(),
             labels,
@@ -238,11 +228,28 @@ impl Sampled {
     }
 }
 
-fn keep(values: &mut Vec<(&'static str, String)>, row: &Row, field: &'static str) {
-    let v = row.value(field);
-    if !v.is_empty() && !values.iter().any(|(n, _)| *n == field) {
-        values.push((field, v.to_owned()));
-    }
+/// The `show stat` fields the families read, each once (computed once:
+/// a scrape samples every server's row).
+fn row_fields() -> &'static [&'static str] {
+    static FIELDS: std::sync::OnceLock<Vec<&'static str>> = std::sync::OnceLock::new();
+    FIELDS.get_or_init(|| {
+        let mut all: Vec<&'static str> = Vec::new();
+        let mut add = |n: &'static str| {
+            if !all.contains(&n) {
+                all.push(n);
+            }
+        };
+        for f in FAMILIES {
+            match f.src {
+                Src::Field(n) | Src::Millis(n) => add(n),
+                Src::Status => add("status"),
+                Src::CheckStatus => add("check_status"),
+                Src::Responses => CODES.iter().for_each(|&(_, n)| add(n)),
+                Src::Info(_) | Src::BuildInfo => {}
+            }
+        }
+        all
+    })
 }
 
 /// Escapes a label value (backslash, double quote, newline).
