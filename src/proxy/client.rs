@@ -64,6 +64,15 @@ impl Client {
         }
     }
 
+    /// The listener the connection came in on (none only mid-switch).
+    pub fn listener(&self) -> Option<usize> {
+        match self {
+            Client::H1(c) => Some(c.listener()),
+            Client::H2(s) => Some(s.listener()),
+            Client::Switching => None,
+        }
+    }
+
     /// Worth telling to finish when the worker drains: an idle HTTP/1.1
     /// keep-alive connection, or any HTTP/2 connection (it sends GOAWAY
     /// and lets its streams finish).

@@ -359,6 +359,11 @@ impl Conn {
     /// nothing of the next has arrived. A connection that has not sent its
     /// first request yet is not idle: the client has just connected and its
     /// request is on the way, so closing it would lose that request.
+    /// The listener (its index in the configuration) it came in on.
+    pub fn listener(&self) -> usize {
+        self.listener
+    }
+
     pub fn is_idle(&self) -> bool {
         matches!(self.phase, Phase::ReadHead)
             && !self.head_started

@@ -121,6 +121,11 @@ impl H2Session {
         }
     }
 
+    /// The listener (its index in the configuration) it came in on.
+    pub fn listener(&self) -> usize {
+        self.listener
+    }
+
     pub fn client_mut(&mut self) -> &mut mio::net::TcpStream {
         self.client.sock_mut()
     }

@@ -103,9 +103,6 @@ struct Worker {
     /// Client connections to drive because a shared upstream connection
     /// has news for them.
     wake: Vec<usize>,
-    /// The listener of the client connection in each slot (for its
-    /// FRONTEND counters when it closes).
-    conn_listener: Vec<usize>,
 }
 
 /// Runs the worker until it is told to stop (Ok) or cannot go on (Err).
@@ -185,7 +182,6 @@ impl Worker {
             date: DateCache::new(Instant::now()),
             h2up: H2Upstreams::default(),
             wake: Vec::new(),
-            conn_listener: Vec::new(),
             rt: setup.runtime,
         })
     }
@@ -515,10 +511,6 @@ impl Worker {
         if let Some(l) = self.shm.listener_counts(self.slot, listener) {
             l.connection_opened();
         }
-        if self.conn_listener.len() <= slot {
-            self.conn_listener.resize(slot + 1, 0);
-        }
-        self.conn_listener[slot] = listener;
         let Some(conn) = self.conns.get_mut(slot) else {
             return;
         };
@@ -695,10 +687,9 @@ impl Worker {
     fn close(&mut self, slot: usize) {
         if let Some(mut conn) = self.conns.remove(slot) {
             self.shm.worker(self.slot).connection_closed();
-            if let Some(l) = self
-                .conn_listener
-                .get(slot)
-                .and_then(|&l| self.shm.listener_counts(self.slot, l))
+            if let Some(l) = conn
+                .listener()
+                .and_then(|l| self.shm.listener_counts(self.slot, l))
             {
                 l.connection_closed();
             }
