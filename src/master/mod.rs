@@ -131,6 +131,8 @@ pub struct Master {
     /// The runtime API socket, if configured.
     admin: Option<crate::admin::AdminServer>,
     started: Instant,
+    /// Unix time of the start (`show info`'s Start_time_sec), taken once.
+    started_unix: u64,
     /// Rates over the last second (`show info`), sampled every
     /// `rates::SAMPLE_EVERY` at `next_sample`.
     rates: rates::Rates,
@@ -249,6 +251,7 @@ pub fn run(config: Config, opts: RunOptions) -> Result<(), MasterError> {
         health: HealthProc::default(),
         admin: None,
         started: Instant::now(),
+        started_unix: crate::shm::unix_secs(),
         rates: rates::Rates::default(),
         next_sample: Instant::now(),
         clock_ticks: crate::procfs::ticks_per_sec(),
@@ -1115,6 +1118,11 @@ impl Master {
         out.reply
     }
 
+    /// Shutting down (QUIT or TERM): `show info`'s Stopping.
+    fn stopping(&self) -> bool {
+        !matches!(self.state, State::Running)
+    }
+
     /// Samples the counters `show info` makes rates of.
     fn sample_rates(&mut self, now: Instant) {
         let totals = self.lifetime.totals(&self.shm);
@@ -1135,9 +1143,8 @@ impl Master {
         let current = self.shm.worker_totals();
         self.shm.instance().publish(&crate::shm::Instance {
             master_pid: self.pid,
-            stopping: !matches!(self.state, State::Running),
-            started_unix: crate::shm::unix_secs()
-                .saturating_sub(now.duration_since(self.started).as_secs()),
+            stopping: self.stopping(),
+            started_unix: self.started_unix,
             conn_rate: r.conn_rate,
             max_conn_rate: r.max_conn_rate,
             req_rate: r.req_rate,
@@ -1159,9 +1166,8 @@ impl Master {
             workers: self.children.workers_info(now),
             totals: self.lifetime.totals(&self.shm),
             rates: self.rates.view(),
-            stopping: !matches!(self.state, State::Running),
-            started_unix: crate::shm::unix_secs()
-                .saturating_sub(now.duration_since(self.started).as_secs()),
+            stopping: self.stopping(),
+            started_unix: self.started_unix,
         }
     }
 
