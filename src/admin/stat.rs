@@ -115,13 +115,13 @@ impl Row {
 
     /// Whether `q` asks for this row.
     fn wanted(&self, q: &StatQuery) -> bool {
-        if self.kind == Kind::Server {
-            match q.hide {
-                Hide::Nothing => {}
-                Hide::Maint if self.maint => return false,
-                Hide::NotUp if !self.up => return false,
-                Hide::Maint | Hide::NotUp => {}
-            }
+        let hidden = match q.hide {
+            Hide::Nothing => false,
+            Hide::Maint => self.maint,
+            Hide::NotUp => !self.up,
+        };
+        if self.kind == Kind::Server && hidden {
+            return false;
         }
         let Some(scope) = &q.scope else {
             return true;
@@ -298,7 +298,7 @@ impl<'a> Source<'a> {
 pub fn for_each_row(src: &Source, mut visit: impl FnMut(&Row)) {
     let now = shm::unix_secs();
     for (i, l) in src.config.listeners.iter().enumerate() {
-        visit(&frontend_row(src, &l.name, i, i + 1));
+        visit(&frontend_row(src, &l.name, i));
     }
     let base_iid = src.config.listeners.len();
     for (u, up) in src.config.upstreams.iter().enumerate() {
@@ -313,7 +313,9 @@ pub fn is_proxy(v: &View, name: &str) -> bool {
 
 /// A listener's FRONTEND row; its counters are instance-wide (`t`).
 /// A listener's FRONTEND row, from its own counters (`l` is its index).
-fn frontend_row(v: &Source, name: &str, l: usize, iid: usize) -> Row {
+fn frontend_row(v: &Source, name: &str, l: usize) -> Row {
+    // Listeners are numbered from 1, as HAProxy numbers its proxies.
+    let iid = l + 1;
     let st = v.shm.listener_stats(l);
     let mut r = Row::new(Kind::Frontend, name, "FRONTEND", iid, 0);
     r.set("scur", st.conns_current);
