@@ -311,7 +311,6 @@ pub fn is_proxy(v: &View, name: &str) -> bool {
     v.config.listeners.iter().any(|l| l.name == name) || v.config.upstreams.position(name).is_some()
 }
 
-/// A listener's FRONTEND row; its counters are instance-wide (`t`).
 /// A listener's FRONTEND row, from its own counters (`l` is its index).
 fn frontend_row(v: &Source, name: &str, l: usize) -> Row {
     // Listeners are numbered from 1, as HAProxy numbers its proxies.
