@@ -180,14 +180,9 @@ const CHECK_STATES: [&str; 16] = [
     "HANA", "SOCKERR", "L4OK", "L4TOUT", "L4CON", "L6OK", "L6TOUT", "L6RSP", "L7TOUT", "L7RSP",
     "L7OK", "L7OKC", "L7STS", "PROCERR", "PROCTOUT", "PROCOK",
 ];
-const CODES: [(&str, &str); 6] = [
-    ("1xx", "hrsp_1xx"),
-    ("2xx", "hrsp_2xx"),
-    ("3xx", "hrsp_3xx"),
-    ("4xx", "hrsp_4xx"),
-    ("5xx", "hrsp_5xx"),
-    ("other", "hrsp_other"),
-];
+/// The `code` labels of `http_responses_total`, for `stat::HRSP`'s fields
+/// in the same order.
+const CODES: [&str; 6] = ["1xx", "2xx", "3xx", "4xx", "5xx", "other"];
 
 /// A row's labels and the values the families read (only those, so a
 /// scrape of many servers holds no full `show stat` rows).
@@ -244,7 +239,7 @@ fn row_fields() -> &'static [&'static str] {
                 Src::Field(n) | Src::Millis(n) => add(n),
                 Src::Status => add("status"),
                 Src::CheckStatus => add("check_status"),
-                Src::Responses => CODES.iter().for_each(|&(_, n)| add(n)),
+                Src::Responses => stat::HRSP.iter().for_each(|&n| add(n)),
                 Src::Info(_) | Src::BuildInfo => {}
             }
         }
@@ -369,7 +364,7 @@ fn family_samples(out: &mut String, f: &Family, rows: &[Sampled], info: &[info::
             }
         }
         Src::Responses => {
-            for (code, field) in CODES {
+            for (code, field) in CODES.iter().zip(stat::HRSP) {
                 for r in of_kind() {
                     if let Some(v) = r.get(field) {
                         let _ = writeln!(out, "{name}{{{},code=\"{code}\"}} {v}", r.labels);

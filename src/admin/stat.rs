@@ -406,7 +406,7 @@ fn server_counters(st: &ServerStats) -> [u64; 15] {
 }
 
 /// The response-class fields, in the order of `ServerStats::responses`.
-const HRSP: [&str; 6] = [
+pub const HRSP: [&str; 6] = [
     "hrsp_1xx",
     "hrsp_2xx",
     "hrsp_3xx",
