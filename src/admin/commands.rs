@@ -317,9 +317,12 @@ fn set_frontend(v: &View, name: &str, disable: bool) -> Outcome {
 /// so it holds for all of them at once. Without `all` only the maxima
 /// (smax, MaxConnRate...) start over, as in HAProxy.
 fn clear_counters(v: &View, all: bool) -> Outcome {
-    if all {
-        for w in 0..v.shm.worker_count() {
-            for l in 0..v.config.listeners.len() {
+    for l in 0..v.config.listeners.len() {
+        if let Some(ls) = v.shm.listener(l) {
+            ls.clear_max();
+        }
+        if all {
+            for w in 0..v.shm.worker_count() {
                 if let Some(c) = v.shm.listener_counts(w, l) {
                     c.clear();
                 }
@@ -327,6 +330,7 @@ fn clear_counters(v: &View, all: bool) -> Outcome {
         }
     }
     for (u, up) in v.config.upstreams.iter().enumerate() {
+        v.shm.upstream(u).clear_max();
         for s in 0..up.servers.len() {
             let srv = v.shm.server(u, s);
             if all {

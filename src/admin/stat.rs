@@ -334,7 +334,20 @@ fn frontend_row(v: &Source, name: &str, l: usize) -> Row {
     r.set("pid", PROCESS_NUM);
     r.set("type", 0);
     r.set("req_tot", st.requests);
+    for (k, f) in HRSP.iter().enumerate() {
+        r.set(f, st.responses[k]);
+    }
+    // A session is a connection here: the session rate is the connection
+    // rate (HAProxy's `rate` on a FRONTEND row).
+    let rates = v.shm.listener(l).map(|x| x.rates()).unwrap_or_default();
+    r.set("rate", rates.conn_rate);
+    r.set("rate_lim", 0);
+    r.set("rate_max", rates.conn_rate_max);
+    r.set("req_rate", rates.req_rate);
+    r.set("req_rate_max", rates.req_rate_max);
     r.set("mode", "http");
+    r.set("conn_rate", rates.conn_rate);
+    r.set("conn_rate_max", rates.conn_rate_max);
     r.set("conn_tot", st.conns_total);
     r
 }
@@ -351,6 +364,54 @@ struct BackendTotals {
     bck: u32,
     act_weight: u32,
     bck_weight: u32,
+    /// The latest `last_session` of its servers (0: none ever).
+    last_session: u64,
+    /// Its servers' average times weighted by their samples, summed (in
+    /// `Timing` order), with the samples summed; and the largest maxima.
+    time_sums: [u64; 4],
+    time_samples: u64,
+    times_max: [u32; 4],
+}
+
+impl BackendTotals {
+    fn add_times(&mut self, st: &ServerStats) {
+        self.last_session = self.last_session.max(st.last_session);
+        let n = u64::from(st.time_samples);
+        for (sum, avg) in self.time_sums.iter_mut().zip(timing_array(st.times)) {
+            *sum += u64::from(avg) * n;
+        }
+        self.time_samples += n;
+        for (m, x) in self.times_max.iter_mut().zip(timing_array(st.times_max)) {
+            *m = (*m).max(x);
+        }
+    }
+
+    /// The backend's average times: over its servers' recent requests.
+    fn times(&self) -> [u64; 4] {
+        let n = self.time_samples.max(1);
+        self.time_sums.map(|sum| sum.div_ceil(n))
+    }
+}
+
+/// HAProxy's names of the time averages and maxima, in `Timing` order.
+const TIME_FIELDS: [(&str, &str); 4] = [
+    ("qtime", "qtime_max"),
+    ("ctime", "ctime_max"),
+    ("rtime", "rtime_max"),
+    ("ttime", "ttime_max"),
+];
+
+fn timing_array(t: shm::Timing) -> [u32; 4] {
+    [t.queue, t.connect, t.response, t.total]
+}
+
+/// `lastsess`: seconds since the last request, -1 if none ever.
+fn last_session_age(last: u64, now: u64) -> i64 {
+    if last == 0 {
+        -1
+    } else {
+        i64::try_from(now.saturating_sub(last)).unwrap_or(i64::MAX)
+    }
 }
 
 /// One upstream's server rows, then its BACKEND row.
@@ -368,6 +429,7 @@ fn upstream_rows(
         for (t, x) in totals.counters.iter_mut().zip(server_counters(&st)) {
             *t += x;
         }
+        totals.add_times(&st);
         visit(&server_row(up, srv, &st, iid, s + 1, now));
         // Usable for new requests (admin ready, not DOWN, weight > 0).
         if st.is_ready() {
@@ -380,7 +442,7 @@ fn upstream_rows(
             }
         }
     }
-    visit(&backend_row(up, &totals, iid));
+    visit(&backend_row(v, u, up, &totals, iid, now));
 }
 
 /// A server's counters in the order `BackendTotals::counters` sums them:
@@ -454,11 +516,18 @@ fn server_row(
     r.set("pid", PROCESS_NUM);
     r.set("lbtot", st.selections);
     r.set("type", 2);
+    r.set("rate", st.rate);
+    r.set("rate_max", st.rate_max);
     if let Some(h) = up.health.as_ref().filter(|_| st.checked) {
         set_check_fields(&mut r, h, st);
     }
     for (k, f) in HRSP.iter().enumerate() {
         r.set(f, st.responses[k]);
+    }
+    r.set("lastsess", last_session_age(st.last_session, now));
+    for (k, (avg, max)) in TIME_FIELDS.iter().enumerate() {
+        r.set(avg, timing_array(st.times)[k]);
+        r.set(max, timing_array(st.times_max)[k]);
     }
     r.set("addr", srv.addr.to_string());
     r.set("mode", "http");
@@ -501,7 +570,14 @@ fn check_desc(status: &str) -> &'static str {
 }
 
 /// An upstream's BACKEND row: its servers' sums, UP while one is usable.
-fn backend_row(up: &Upstream, totals: &BackendTotals, iid: usize) -> Row {
+fn backend_row(
+    v: &Source,
+    u: usize,
+    up: &Upstream,
+    totals: &BackendTotals,
+    iid: usize,
+    now: u64,
+) -> Row {
     let (sums, act, bck) = (&totals.counters, totals.act, totals.bck);
     let mut r = Row::new(Kind::Backend, &up.name, "BACKEND", iid, 0);
     r.set("qcur", 0);
@@ -526,9 +602,18 @@ fn backend_row(up: &Upstream, totals: &BackendTotals, iid: usize) -> Row {
     r.set("pid", PROCESS_NUM);
     r.set("lbtot", sums[8]);
     r.set("type", 1);
+    let (rate, rate_max) = v.shm.upstream(u).rates();
+    r.set("rate", rate);
+    r.set("rate_max", rate_max);
     r.set("req_tot", sums[2]);
     for (k, f) in HRSP.iter().enumerate() {
         r.set(f, sums[9 + k]);
+    }
+    r.set("lastsess", last_session_age(totals.last_session, now));
+    let times = totals.times();
+    for (k, (avg, max)) in TIME_FIELDS.iter().enumerate() {
+        r.set(avg, times[k]);
+        r.set(max, totals.times_max[k]);
     }
     r.set("mode", "http");
     r.set("algo", algo_name(up.balance));

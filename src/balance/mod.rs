@@ -27,12 +27,13 @@ pub struct PickCtx<'a> {
 }
 
 impl<'a> PickCtx<'a> {
-    /// A context for a pick now (the clock passive marks are compared with).
-    pub fn now(shm: &'a Shm, upstream: usize, key: Option<u64>) -> PickCtx<'a> {
+    /// A context for a pick at `now_ms` (`shm::monotonic_ms`, the clock
+    /// passive marks are compared with).
+    pub fn at(shm: &'a Shm, upstream: usize, key: Option<u64>, now_ms: u64) -> PickCtx<'a> {
         PickCtx {
             shm,
             upstream,
-            now_ms: crate::shm::monotonic_ms(),
+            now_ms,
             key,
         }
     }

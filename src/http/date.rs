@@ -100,6 +100,11 @@ impl DateCache {
     }
 
     /// The IMF-fixdate of the current second.
+    /// The wall-clock second the text is of.
+    pub fn unix_secs(&self) -> u64 {
+        self.secs
+    }
+
     pub fn text(&self) -> &[u8; LEN] {
         &self.text
     }

@@ -17,6 +17,7 @@ pub mod notify;
 pub mod pidfile;
 mod privileges;
 pub mod rates;
+mod row_rates;
 mod upgrade;
 
 pub use upgrade::oldbin_path;
@@ -136,6 +137,8 @@ pub struct Master {
     /// Rates over the last second (`show info`), sampled every
     /// `rates::SAMPLE_EVERY` at `next_sample`.
     rates: rates::Rates,
+    /// `show stat`'s per-row rates, sampled with `rates`.
+    row_rates: row_rates::RowRates,
     next_sample: Instant,
     /// `sysconf(_SC_CLK_TCK)`: the unit of /proc's CPU times.
     clock_ticks: u64,
@@ -253,6 +256,7 @@ pub fn run(config: Config, opts: RunOptions) -> Result<(), MasterError> {
         started: Instant::now(),
         started_unix: crate::shm::unix_secs(),
         rates: rates::Rates::default(),
+        row_rates: row_rates::RowRates::default(),
         next_sample: Instant::now(),
         clock_ticks: crate::procfs::ticks_per_sec(),
         access_log,
@@ -1142,6 +1146,12 @@ impl Master {
             workers: pids.len(),
             pids: pids.iter().map(|&p| u64::try_from(p).unwrap_or(0)).sum(),
         });
+        self.row_rates.sample(
+            &self.shm,
+            self.children.generation(),
+            self.config.listeners.len(),
+            now,
+        );
         let r = self.rates.view();
         let current = self.shm.worker_totals();
         self.shm.instance().publish(&crate::shm::Instance {

@@ -32,6 +32,16 @@ pub struct Attempts {
     dispatched: Option<Instant>,
     pub upstream_addr: Option<SocketAddr>,
     pub upstream_started: Option<Instant>,
+    /// Milestones for the server's time averages (`show stat` ctime,
+    /// rtime, ttime), on `Env::now_ms`'s clock: the request dispatched, the
+    /// current attempt's server chosen, its connection up (None on a reused
+    /// one), its response head in.
+    dispatched_ms: u64,
+    attempt_ms: Option<u64>,
+    connected_ms: Option<u64>,
+    head_ms: Option<u64>,
+    /// Milliseconds spent waiting in a queue for a server (HAProxy's qtime).
+    pub queued_ms: u32,
 }
 
 impl Attempts {
@@ -46,7 +56,40 @@ impl Attempts {
             dispatched: None,
             upstream_addr: None,
             upstream_started: None,
+            dispatched_ms: 0,
+            attempt_ms: None,
+            connected_ms: None,
+            head_ms: None,
+            queued_ms: 0,
         }
+    }
+
+    /// The current attempt's connection is up (TCP and TLS).
+    #[inline]
+    pub fn connected(&mut self, now_ms: u64) {
+        self.connected_ms = Some(now_ms);
+    }
+
+    /// The current attempt's response head arrived.
+    #[inline]
+    pub fn response_head(&mut self, now_ms: u64) {
+        self.head_ms = Some(now_ms);
+    }
+
+    /// HAProxy's times of a request answered by its server, in ms (None
+    /// if no response head came).
+    fn timing(&self, now_ms: u64) -> Option<crate::shm::Timing> {
+        let (attempt, head) = (self.attempt_ms?, self.head_ms?);
+        let ms = |later: u64, earlier: u64| {
+            u32::try_from(later.saturating_sub(earlier)).unwrap_or(u32::MAX)
+        };
+        let up = self.connected_ms.unwrap_or(attempt);
+        Some(crate::shm::Timing {
+            queue: self.queued_ms,
+            connect: ms(up, attempt),
+            response: ms(head, up),
+            total: ms(now_ms, self.dispatched_ms),
+        })
     }
 
     /// A request for upstream `u` is dispatched now.
@@ -54,6 +97,7 @@ impl Attempts {
     pub fn begin(&mut self, env: &Env, u: usize) {
         self.upstream = u;
         self.dispatched = Some(env.now);
+        self.dispatched_ms = env.now_ms;
         self.retries_left = env.rt.upstreams[u].retries;
     }
 
@@ -61,7 +105,7 @@ impl Attempts {
     #[inline]
     pub fn pick_first(&self, env: &mut Env, key: Option<u64>) -> Option<usize> {
         let upstream = &env.rt.upstreams[self.upstream];
-        let ctx = PickCtx::now(env.shm, self.upstream, key);
+        let ctx = PickCtx::at(env.shm, self.upstream, key, env.now_ms);
         env.balancers[self.upstream].pick(&upstream.servers, &ctx, &[])
     }
 
@@ -74,7 +118,7 @@ impl Attempts {
         }
         self.retries_left -= 1;
         let upstream = &env.rt.upstreams[self.upstream];
-        let ctx = PickCtx::now(env.shm, self.upstream, None);
+        let ctx = PickCtx::at(env.shm, self.upstream, None, env.now_ms);
         let next = env.balancers[self.upstream].pick(
             &upstream.servers,
             &ctx,
@@ -98,6 +142,9 @@ impl Attempts {
         self.server = server;
         self.hold_server(env, server);
         self.upstream_addr = Some(addr);
+        self.attempt_ms = Some(env.now_ms);
+        self.connected_ms = None;
+        self.head_ms = None;
         self.upstream_started.get_or_insert(env.now);
         if !self.tried[..self.ntried].contains(&server) && self.ntried < MAX_TRIES {
             self.tried[self.ntried] = server;
@@ -114,7 +161,9 @@ impl Attempts {
         if let Some(old) = self.active_on.take() {
             env.shm.server(self.upstream, old).end_request();
         }
-        env.shm.server(self.upstream, server).begin_request();
+        let sh = env.shm.server(self.upstream, server);
+        sh.begin_request();
+        sh.touch_session(env.date.unix_secs());
         self.active_on = Some(server);
     }
 
@@ -126,6 +175,9 @@ impl Attempts {
             let sh = env.shm.server(self.upstream, s);
             sh.end_request();
             sh.count_bytes(bytes_up, bytes_down);
+            if let Some(t) = self.timing(env.now_ms) {
+                sh.record_times(t);
+            }
         }
         if let Some(t) = self.dispatched.take() {
             env.shm

@@ -1156,6 +1156,7 @@ impl Conn {
     }
 
     fn start_local(&mut self, env: &mut Env, out: Vec<u8>, keep: bool) {
+        env.count_response(self.listener, self.cur.status);
         if let Some(old) = self.out.replace(out) {
             env.heads.put(old);
         }

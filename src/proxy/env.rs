@@ -29,6 +29,10 @@ pub struct Env<'a> {
     /// This worker's slot (its counters in `shm`).
     pub slot: usize,
     pub now: Instant,
+    /// `now` on the shared monotonic clock, in milliseconds (the clock of
+    /// passive marks in shared memory and of the servers' time averages):
+    /// read once per round of events, not per request.
+    pub now_ms: u64,
     /// The `Date` of responses sent now (refreshed by the event loop).
     pub date: &'a DateCache,
     /// The worker is shutting down gracefully: finish, then close.
@@ -41,6 +45,15 @@ pub struct Env<'a> {
 }
 
 impl Env<'_> {
+    /// A response with `status` went to a client of `listener` (its
+    /// FRONTEND row's `hrsp_*`).
+    #[inline]
+    pub fn count_response(&self, listener: usize, status: u16) {
+        if let Some(l) = self.shm.listener_counts(self.slot, listener) {
+            l.count_response(status);
+        }
+    }
+
     /// A request head arrived on `listener`: counted for the worker (the
     /// instance's totals) and for the listener (its FRONTEND row).
     #[inline]

@@ -763,6 +763,7 @@ impl Exchange {
             }
             UpStep::Connected => {
                 run.moved = true;
+                self.att.connected(env.now_ms);
                 run.wait = Some(t.upstream_write);
             }
             UpStep::Sent { client_owes } => {
@@ -799,6 +800,7 @@ impl Exchange {
             }
             UpStep::Head { status, framed_end } => {
                 run.moved = true;
+                self.att.response_head(env.now_ms);
                 env.shm
                     .server(self.att.upstream, self.att.server)
                     .count_response(status);
@@ -996,9 +998,6 @@ impl Exchange {
     /// in flight stops (nginx's 499 if nothing was sent).
     pub fn abort(&mut self, env: &mut Env) {
         self.take_upstream(env);
-        if self.status == 0 {
-            self.status = 499;
-        }
         self.state = State::Finished;
     }
 
@@ -1014,12 +1013,16 @@ impl Exchange {
         }
         self.release_server(env);
         env.heads.put(std::mem::take(&mut self.req_head));
+        if self.status != 0 {
+            env.count_response(self.client.listener, self.status);
+        }
         if let Some(r) = self.record.take() {
             r.write(
                 env,
                 &record::Outcome {
                     client: self.client.peer,
-                    status: self.status,
+                    // Ended before any answer (aborted): nginx's 499.
+                    status: if self.status == 0 { 499 } else { self.status },
                     body_bytes: self.body_sent,
                     upstream: self.att.upstream_addr,
                     upstream_status: self.upstream_status,

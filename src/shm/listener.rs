@@ -11,13 +11,53 @@
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
 
-/// A listener's runtime flags, set by the master.
+/// A listener's runtime flags and rates, set by the master.
 #[repr(C)]
 pub struct ListenerShared {
     disabled: AtomicU32,
+    /// Connections and requests per second over the last second (the
+    /// master samples the counters once a second), and the highest seen.
+    conn_rate: AtomicU32,
+    conn_rate_max: AtomicU32,
+    req_rate: AtomicU32,
+    req_rate_max: AtomicU32,
+}
+
+/// A listener's rates, as `show stat` reports them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ListenerRates {
+    pub conn_rate: u32,
+    pub conn_rate_max: u32,
+    pub req_rate: u32,
+    pub req_rate_max: u32,
 }
 
 impl ListenerShared {
+    /// The master's sample of the last second.
+    pub fn set_rates(&self, conns: u32, requests: u32) {
+        self.conn_rate.store(conns, Relaxed);
+        self.conn_rate_max.fetch_max(conns, Relaxed);
+        self.req_rate.store(requests, Relaxed);
+        self.req_rate_max.fetch_max(requests, Relaxed);
+    }
+
+    pub fn rates(&self) -> ListenerRates {
+        ListenerRates {
+            conn_rate: self.conn_rate.load(Relaxed),
+            conn_rate_max: self.conn_rate_max.load(Relaxed),
+            req_rate: self.req_rate.load(Relaxed),
+            req_rate_max: self.req_rate_max.load(Relaxed),
+        }
+    }
+
+    /// `clear counters`: the maxima start over from the current rates.
+    pub fn clear_max(&self) {
+        self.conn_rate_max
+            .store(self.conn_rate.load(Relaxed), Relaxed);
+        self.req_rate_max
+            .store(self.req_rate.load(Relaxed), Relaxed);
+    }
+
     pub fn disabled(&self) -> bool {
         self.disabled.load(Relaxed) != 0
     }
@@ -34,7 +74,8 @@ pub struct ListenerCounts {
     conns_current: AtomicU64,
     conns_total: AtomicU64,
     requests: AtomicU64,
-    _pad: AtomicU64,
+    /// Responses sent by class: 1xx, 2xx, 3xx, 4xx, 5xx, other.
+    responses: [AtomicU64; 6],
 }
 
 /// A listener's counters summed over the workers.
@@ -43,6 +84,8 @@ pub struct ListenerStats {
     pub conns_current: u64,
     pub conns_total: u64,
     pub requests: u64,
+    /// Responses sent by class: 1xx, 2xx, 3xx, 4xx, 5xx, other.
+    pub responses: [u64; 6],
 }
 
 impl ListenerCounts {
@@ -65,15 +108,27 @@ impl ListenerCounts {
         self.requests.fetch_add(1, Relaxed);
     }
 
+    /// A response with `status` went to a client of this listener.
+    #[inline]
+    pub fn count_response(&self, status: u16) {
+        self.responses[super::server::status_class(status)].fetch_add(1, Relaxed);
+    }
+
     /// `clear counters all`: the totals back to zero.
     pub fn clear(&self) {
         self.conns_total.store(0, Relaxed);
         self.requests.store(0, Relaxed);
+        for r in &self.responses {
+            r.store(0, Relaxed);
+        }
     }
 
     pub(super) fn add_to(&self, s: &mut ListenerStats) {
         s.conns_current += self.conns_current.load(Relaxed);
         s.conns_total += self.conns_total.load(Relaxed);
         s.requests += self.requests.load(Relaxed);
+        for (sum, r) in s.responses.iter_mut().zip(&self.responses) {
+            *sum += r.load(Relaxed);
+        }
     }
 }

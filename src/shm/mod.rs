@@ -22,10 +22,10 @@ mod upstream;
 mod worker;
 
 pub use instance::{Instance, InstanceShared};
-pub use listener::{ListenerCounts, ListenerShared, ListenerStats};
+pub use listener::{ListenerCounts, ListenerRates, ListenerShared, ListenerStats};
 pub use server::{
-    AdminState, ForcedHealth, HealthChange, HealthState, LastCheck, ServerShared, ServerStats,
-    WeightOutOfRange, MAX_WEIGHT,
+    swrate_avg, AdminState, ForcedHealth, HealthChange, HealthState, LastCheck, ServerShared,
+    ServerStats, Timing, WeightOutOfRange, MAX_WEIGHT, TIME_SAMPLES,
 };
 pub use upstream::{Durations, UpstreamShared, DURATION_BUCKETS};
 pub use worker::{AcceptState, WorkerShared, WorkerTotals};
@@ -216,7 +216,7 @@ impl Shm {
     pub fn listener_counts(&self, w: usize, l: usize) -> Option<&ListenerCounts> {
         // SAFETY: w < workers and l < listeners, so inside worker w's block
         // in the mapping; 8-byte aligned (blocks start on 64-byte
-        // boundaries, entries are 32 bytes); zeroes are valid.
+        // boundaries, entries are multiples of 8 bytes); zeroes are valid.
         (w < self.workers && l < self.listeners).then(|| unsafe {
             &*(self.ptr.add(
                 self.counts_off

@@ -205,6 +205,83 @@ pub struct ServerShared {
     /// the value it saw last and cuts this server's connections when it
     /// moved (the master's channel byte says when to look).
     shutdown_seq: AtomicU32,
+    /// Unix seconds of the last request given to this server (0: never):
+    /// `lastsess`.
+    last_session: AtomicU64,
+    /// Requests per second over the last second, and the highest seen:
+    /// written by the master, which samples `requests` once a second.
+    rate: AtomicU32,
+    rate_max: AtomicU32,
+    /// HAProxy's sliding sums (`swrate`) of queue, connect, response and
+    /// total times in milliseconds over the last [`TIME_SAMPLES`]
+    /// requests (`Timing` order), and their maxima.
+    times: [AtomicU32; 4],
+    times_max: [AtomicU32; 4],
+}
+
+/// The index of `status`'s class among the response counters (`hrsp_1xx`
+/// ... `hrsp_other`).
+#[inline]
+pub(super) fn status_class(status: u16) -> usize {
+    match status {
+        100..=199 => 0,
+        200..=299 => 1,
+        300..=399 => 2,
+        400..=499 => 3,
+        500..=599 => 4,
+        _ => 5,
+    }
+}
+
+/// Requests HAProxy's time averages (`qtime`...) are taken over.
+pub const TIME_SAMPLES: u32 = 1024;
+
+/// One request's times as `show stat` averages them (HAProxy's qtime,
+/// ctime, rtime and ttime), in milliseconds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Timing {
+    /// Waiting in a queue for a free slot.
+    pub queue: u32,
+    /// Connecting (0 on a reused connection).
+    pub connect: u32,
+    /// From the connection (or its reuse) to the response head.
+    pub response: u32,
+    /// The whole request, from its dispatch to its end.
+    pub total: u32,
+}
+
+impl Timing {
+    fn as_array(self) -> [u32; 4] {
+        [self.queue, self.connect, self.response, self.total]
+    }
+
+    fn from_array(a: [u32; 4]) -> Timing {
+        Timing {
+            queue: a[0],
+            connect: a[1],
+            response: a[2],
+            total: a[3],
+        }
+    }
+}
+
+/// A sliding sum's average over `window` samples (HAProxy's `swrate_avg`).
+pub fn swrate_avg(sum: u32, window: u32) -> u32 {
+    if window == 0 {
+        return 0;
+    }
+    // Rounded up, as HAProxy's.
+    sum.div_ceil(window)
+}
+
+/// Adds `v` to a sliding sum (HAProxy's `swrate_add_dynamic`): once the
+/// window is `full` (more requests than [`TIME_SAMPLES`]), one average
+/// sample leaves as `v` comes in; before, the sum just grows. (The window
+/// is a constant power of two, so this is a shift, no division.)
+#[inline]
+fn swrate_add(sum: u32, full: bool, v: u32) -> u32 {
+    let leaving = if full { sum.div_ceil(TIME_SAMPLES) } else { 0 };
+    sum.saturating_sub(leaving).saturating_add(v)
 }
 
 /// A point-in-time copy of one server's state for `show stat`, `show
@@ -235,6 +312,16 @@ pub struct ServerStats {
     pub checked: bool,
     /// `health stopping`: up, but given no new requests (HAProxy's NOLB).
     pub stopping: bool,
+    /// Unix seconds of the last request given to it (0: never).
+    pub last_session: u64,
+    /// Requests per second over the last second, and the highest seen.
+    pub rate: u32,
+    pub rate_max: u32,
+    /// Average times over the last requests (HAProxy's qtime, ctime,
+    /// rtime, ttime), with the number of requests averaged, and maxima.
+    pub times: Timing,
+    pub time_samples: u32,
+    pub times_max: Timing,
 }
 
 impl ServerStats {
@@ -284,9 +371,14 @@ impl ServerShared {
 
     // ----- `clear counters` (the master) ----------------------------------------
 
-    /// `clear counters`: the maximum starts over from what is in flight now.
+    /// `clear counters`: the maxima start over (in flight now, the last
+    /// second's rate, zero times), as HAProxy's.
     pub fn clear_max(&self) {
         self.max_active.store(self.active.load(Relaxed), Relaxed);
+        self.rate_max.store(self.rate.load(Relaxed), Relaxed);
+        for m in &self.times_max {
+            m.store(0, Relaxed);
+        }
     }
 
     /// `clear counters all`: every counter back to zero (as HAProxy clears
@@ -302,11 +394,15 @@ impl ServerShared {
             &self.selections,
             &self.check_fails,
             &self.check_downs,
+            &self.last_session,
         ]
         .into_iter()
         .chain(&self.responses)
         {
             c.store(0, Relaxed);
+        }
+        for t in &self.times {
+            t.store(0, Relaxed);
         }
         self.clear_max();
     }
@@ -323,7 +419,44 @@ impl ServerShared {
         self.shutdown_seq.load(Relaxed)
     }
 
+    // ----- rates (the master, once a second) ------------------------------------
+
+    /// The master's sample: `rate` requests over the last second.
+    pub fn set_rate(&self, rate: u32) {
+        self.rate.store(rate, Relaxed);
+        self.rate_max.fetch_max(rate, Relaxed);
+    }
+
+    /// Requests given to this server so far (what rates are sampled from).
+    pub fn requests(&self) -> u64 {
+        self.requests.load(Relaxed)
+    }
+
     // ----- one request's life -----------------------------------------------
+
+    /// A request was given to this server at `unix_secs` (`lastsess`). The
+    /// line is written by `begin_request` anyway; a store of the same value
+    /// is skipped so a busy server's line is not dirtied once more.
+    #[inline]
+    pub fn touch_session(&self, unix_secs: u64) {
+        if self.last_session.load(Relaxed) != unix_secs {
+            self.last_session.store(unix_secs, Relaxed);
+        }
+    }
+
+    /// A request that got a response head ended: its times join the
+    /// sliding averages (HAProxy counts only such requests too).
+    #[inline]
+    pub fn record_times(&self, t: Timing) {
+        let full = self.requests.load(Relaxed) > u64::from(TIME_SAMPLES);
+        for (k, v) in t.as_array().into_iter().enumerate() {
+            let _ =
+                self.times[k].fetch_update(Relaxed, Relaxed, |sum| Some(swrate_add(sum, full, v)));
+            if v > self.times_max[k].load(Relaxed) {
+                self.times_max[k].fetch_max(v, Relaxed);
+            }
+        }
+    }
 
     /// A request starts on this server.
     #[inline]
@@ -354,15 +487,7 @@ impl ServerShared {
     #[inline]
     pub fn count_response(&self, status: u16) {
         self.fails.store(0, Relaxed);
-        let class = match status {
-            100..=199 => 0,
-            200..=299 => 1,
-            300..=399 => 2,
-            400..=499 => 3,
-            500..=599 => 4,
-            _ => 5,
-        };
-        self.responses[class].fetch_add(1, Relaxed);
+        self.responses[status_class(status)].fetch_add(1, Relaxed);
     }
 
     #[inline]
@@ -551,6 +676,8 @@ impl ServerShared {
     pub fn stats(&self) -> ServerStats {
         let code = self.last_check_code.load(Relaxed) as u16;
         let duration = Duration::from_micros(self.last_check_us.load(Relaxed));
+        // HAProxy's window: the requests so far, at most TIME_SAMPLES.
+        let samples = self.requests.load(Relaxed).min(u64::from(TIME_SAMPLES)) as u32;
         ServerStats {
             admin: self.admin(),
             health: self.health_state(),
@@ -576,6 +703,14 @@ impl ServerShared {
                 CHECK_PASSED => LastCheck::Passed { code, duration },
                 _ => LastCheck::Failed { code, duration },
             },
+            last_session: self.last_session.load(Relaxed),
+            rate: self.rate.load(Relaxed),
+            rate_max: self.rate_max.load(Relaxed),
+            times: Timing::from_array(std::array::from_fn(|k| {
+                swrate_avg(self.times[k].load(Relaxed), samples)
+            })),
+            time_samples: samples,
+            times_max: Timing::from_array(std::array::from_fn(|k| self.times_max[k].load(Relaxed))),
         }
     }
 }

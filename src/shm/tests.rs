@@ -298,3 +298,41 @@ fn listener_counters_are_per_worker_and_summed() {
     assert!(shm.set_listener_disabled(1, true));
     assert!(shm.listener_disabled(1) && !shm.listener_disabled(0));
 }
+
+#[test]
+fn time_averages_are_haproxys_sliding_averages() {
+    let shm = Shm::create(&[1], 1).expect("shm");
+    let sh = shm.server(0, 0);
+    let t = |response, total| Timing {
+        queue: 0,
+        connect: 2,
+        response,
+        total,
+    };
+    // Fewer requests than the window: the plain mean of the samples.
+    for v in [10, 20, 30] {
+        sh.begin_request();
+        sh.record_times(t(v, v + 5));
+    }
+    let st = sh.stats();
+    assert_eq!(st.time_samples, 3);
+    assert_eq!(st.times, t(20, 25));
+    assert_eq!(st.times_max, t(30, 35));
+    // Past the window, each sample replaces one average sample: a long
+    // run of 100 ms pulls the average to 100.
+    for _ in 0..5 * TIME_SAMPLES {
+        sh.begin_request();
+        sh.record_times(t(100, 100));
+    }
+    let st = sh.stats();
+    assert_eq!(st.time_samples, TIME_SAMPLES);
+    assert!((99..=100).contains(&st.times.response), "{:?}", st.times);
+    assert_eq!(st.times.connect, 2);
+    // `clear counters` forgets the maxima, `all` the averages too.
+    sh.clear_max();
+    assert_eq!(sh.stats().times_max, Timing::default());
+    assert_eq!(sh.stats().times.response, st.times.response);
+    sh.clear_counters();
+    assert_eq!(sh.stats().times, Timing::default());
+    assert_eq!(swrate_avg(0, 0), 0);
+}

@@ -22,6 +22,10 @@ pub struct UpstreamShared {
     duration_buckets: [AtomicU64; DURATION_BUCKETS.len() + 1],
     duration_sum_us: AtomicU64,
     duration_count: AtomicU64,
+    /// Requests per second over the last second, and the highest seen
+    /// (the master samples once a second).
+    rate: AtomicU32,
+    rate_max: AtomicU32,
 }
 
 /// A copy of an upstream's duration histogram.
@@ -57,6 +61,22 @@ impl UpstreamShared {
             sum_us: self.duration_sum_us.load(Relaxed),
             count: self.duration_count.load(Relaxed),
         }
+    }
+
+    /// The master's sample of the last second.
+    pub fn set_rate(&self, rate: u32) {
+        self.rate.store(rate, Relaxed);
+        self.rate_max.fetch_max(rate, Relaxed);
+    }
+
+    /// (rate, rate_max).
+    pub fn rates(&self) -> (u32, u32) {
+        (self.rate.load(Relaxed), self.rate_max.load(Relaxed))
+    }
+
+    /// `clear counters`: the maximum starts over from the current rate.
+    pub fn clear_max(&self) {
+        self.rate_max.store(self.rate.load(Relaxed), Relaxed);
     }
 
     /// The weights epoch. Acquire pairs with the Release in

@@ -109,6 +109,10 @@ struct Worker {
     wake: Vec<usize>,
     /// Per upstream, per server: the `shutdown_seq` last acted on.
     shutdown_seen: Vec<Vec<u32>>,
+    /// `shm::monotonic_ms()` at the current round of events (`Env::now_ms`).
+    now_ms: u64,
+    /// Open connections when `balance_accepting` last weighed them.
+    balanced_conns: usize,
 }
 
 /// Runs the worker until it is told to stop (Ok) or cannot go on (Err).
@@ -188,6 +192,8 @@ impl Worker {
             date: DateCache::new(Instant::now()),
             h2up: H2Upstreams::default(),
             shutdown_seen: Vec::new(),
+            now_ms: crate::shm::monotonic_ms(),
+            balanced_conns: usize::MAX,
             wake: Vec::new(),
             rt: setup.runtime,
         })
@@ -213,6 +219,7 @@ impl Worker {
             }
             let now = Instant::now();
             self.date.refresh(now);
+            self.now_ms = crate::shm::monotonic_ms();
             for ev in events.iter() {
                 match ev.token() {
                     SIGNAL_TOKEN => {
@@ -297,6 +304,7 @@ impl Worker {
             shm: &self.shm,
             slot: self.slot,
             now,
+            now_ms: self.now_ms,
             date: &self.date,
             draining: self.drain_deadline.is_some(),
             h2up: &mut self.h2up,
@@ -442,12 +450,19 @@ impl Worker {
     /// worker holds clearly more connections than another (see
     /// `accept_balance`), or comes back.
     fn balance_accepting(&mut self, now: Instant) {
-        let now_ms = crate::shm::monotonic_ms();
+        let mine = self.conns.len();
+        // Nothing new to weigh: the same number of connections as at the
+        // last look, and no heartbeat (or recheck while stepped aside) due.
+        // A round of keep-alive traffic then costs nothing here.
+        if mine == self.balanced_conns && now < self.next_heartbeat {
+            return;
+        }
+        self.balanced_conns = mine;
+        let now_ms = self.now_ms;
         self.shm.worker(self.slot).heartbeat(now_ms);
         if self.drain_deadline.is_some() || self.accept_resume_at.is_some() {
             return;
         }
-        let mine = self.conns.len();
         let least = accept_balance::least_loaded_peer(&self.shm, self.slot, now_ms);
         if self.accepting && accept_balance::should_step_aside(mine, least) {
             log::debug!("{mine} connections, a peer has {least:?}: stepping aside from accepting");
@@ -680,6 +695,7 @@ impl Worker {
             date,
             h2up,
             wake,
+            now_ms,
             ..
         } = &mut *self;
         let Some(conn) = conns.get_mut(slot) else {
@@ -697,6 +713,7 @@ impl Worker {
             shm,
             slot: *worker_slot,
             now,
+            now_ms: *now_ms,
             date,
             draining: drain_deadline.is_some(),
             h2up,

@@ -209,6 +209,7 @@ impl Harness {
             shm: &p.shm,
             slot: 0,
             now,
+            now_ms: crate::shm::monotonic_ms(),
             date: &p.date,
             draining: false,
             h2up: &mut p.h2up,

@@ -1,0 +1,216 @@
+//! `show stat` rows carry what HAProxy's do where forklb has the data
+//! (issue 17 item 2): per-row rates and their maxima (`rate`, `req_rate`,
+//! `conn_rate`), `lastsess`, the time averages and maxima (`qtime`,
+//! `ctime`, `rtime`, `ttime`, `*_max`), and `hrsp_*` on FRONTEND rows —
+//! counted by 2 workers, read over the admin socket and from `metrics:
+//! haproxy`.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+use support::*;
+
+/// The slow backend answers after this long.
+const DELAY: Duration = Duration::from_millis(120);
+
+struct Setup {
+    lb: Forklb,
+    _dir: TempDir,
+    sock: PathBuf,
+    _slow: Backend,
+    _fast: Backend,
+    _idle: Backend,
+    api_port: u16,
+}
+
+fn start() -> Setup {
+    let slow = Backend::start_with(
+        "slow",
+        BackendOpts {
+            delay: DELAY,
+            ..BackendOpts::default()
+        },
+    );
+    let (fast, idle) = (Backend::start("fast"), Backend::start("idle"));
+    let dir = TempDir::new("statrows");
+    let sock = dir.join("admin.sock");
+    let api_port = free_port();
+    let lb = Forklb::start(
+        &ConfigBuilder::new()
+            .workers(2)
+            .admin_socket(&sock)
+            .listener("web", &["127.0.0.1:$PORT"])
+            .route(Route::path("/slow").upstream("slowpool"))
+            .route(Route::to("main"))
+            .listener("api", &[&format!("127.0.0.1:{api_port}")])
+            .route(Route::path("/metrics").metrics_haproxy())
+            .route(Route::to("main"))
+            .upstream(
+                "main",
+                [Srv::new("fast", fast.addr()), Srv::new("idle", idle.addr())],
+            )
+            .upstream_opt("balance: first")
+            .upstream("slowpool", [Srv::new("slow", slow.addr())])
+            .build(),
+    );
+    assert!(
+        wait_until(Duration::from_secs(5), || sock.exists()),
+        "{}",
+        lb.diagnostics()
+    );
+    Setup {
+        lb,
+        _dir: dir,
+        sock,
+        _slow: slow,
+        _fast: fast,
+        _idle: idle,
+        api_port,
+    }
+}
+
+fn num(sock: &std::path::Path, px: &str, sv: &str, field: &str) -> i64 {
+    let v = stat_field(sock, px, sv, field);
+    v.parse()
+        .unwrap_or_else(|_| panic!("{px}/{sv} {field} is {v:?}, not a number"))
+}
+
+/// Requests on new connections for `for_how_long` (several per second).
+fn load(port: u16, path: &str, for_how_long: Duration) -> usize {
+    let end = Instant::now() + for_how_long;
+    let mut n = 0;
+    while Instant::now() < end {
+        assert_eq!(http_get(port, path).status, 200);
+        n += 1;
+    }
+    n
+}
+
+#[test]
+fn rates_follow_the_load_per_row_and_keep_their_maxima() {
+    let s = start();
+    let port = s.lb.port();
+    // Before any traffic: rates and maxima are 0, never empty.
+    assert_eq!(num(&s.sock, "main", "fast", "rate"), 0);
+    assert_eq!(num(&s.sock, "web", "FRONTEND", "rate_lim"), 0);
+    // Two seconds of traffic span at least one full sample of the master.
+    let n = load(port, "/", Duration::from_millis(2500));
+    assert!(n >= 20, "only {n} requests");
+    let rate = num(&s.sock, "main", "fast", "rate_max");
+    assert!(
+        rate >= 5,
+        "fast rate_max {rate} after {n} requests in 2.5 s"
+    );
+    assert!(num(&s.sock, "main", "BACKEND", "rate_max") >= rate);
+    for f in ["rate_max", "req_rate_max", "conn_rate_max"] {
+        let v = num(&s.sock, "web", "FRONTEND", f);
+        assert!(v >= 5, "web FRONTEND {f} is {v}");
+    }
+    // Nothing came through the other listener or to the idle server.
+    assert_eq!(num(&s.sock, "api", "FRONTEND", "req_rate_max"), 0);
+    assert_eq!(num(&s.sock, "main", "idle", "rate_max"), 0);
+    // Idle again: the current rates fall to 0, the maxima stay.
+    assert!(
+        wait_until(Duration::from_secs(4), || num(
+            &s.sock, "main", "fast", "rate"
+        ) == 0
+            && num(&s.sock, "web", "FRONTEND", "req_rate") == 0),
+        "rates did not fall back to 0"
+    );
+    assert_eq!(num(&s.sock, "main", "fast", "rate_max"), rate);
+    // `clear counters` starts the maxima over.
+    assert_eq!(admin_cmd(&s.sock, "clear counters"), "\n");
+    assert_eq!(num(&s.sock, "main", "fast", "rate_max"), 0);
+    assert_eq!(num(&s.sock, "web", "FRONTEND", "req_rate_max"), 0);
+}
+
+#[test]
+fn lastsess_and_times_describe_the_servers_requests() {
+    let s = start();
+    let port = s.lb.port();
+    // Never used: -1, as HAProxy says.
+    assert_eq!(num(&s.sock, "main", "idle", "lastsess"), -1);
+    assert_eq!(num(&s.sock, "slowpool", "BACKEND", "lastsess"), -1);
+    for _ in 0..6 {
+        assert_eq!(http_get(port, "/slow").status, 200);
+    }
+    let age = num(&s.sock, "slowpool", "slow", "lastsess");
+    assert!((0..=2).contains(&age), "lastsess {age}");
+    assert_eq!(num(&s.sock, "slowpool", "BACKEND", "lastsess"), age);
+    let ms = DELAY.as_millis() as i64;
+    for px_sv in [("slowpool", "slow"), ("slowpool", "BACKEND")] {
+        let (px, sv) = px_sv;
+        let get = |f: &str| num(&s.sock, px, sv, f);
+        assert_eq!(get("qtime"), 0, "{px}/{sv}");
+        assert_eq!(get("qtime_max"), 0, "{px}/{sv}");
+        let (c, r, t) = (get("ctime"), get("rtime"), get("ttime"));
+        assert!(c < ms, "{px}/{sv} ctime {c}");
+        assert!(r >= ms - 5 && r < ms + 400, "{px}/{sv} rtime {r}");
+        assert!(t >= r, "{px}/{sv} ttime {t} < rtime {r}");
+        assert!(get("rtime_max") >= r, "{px}/{sv} rtime_max");
+        assert!(get("ttime_max") >= t, "{px}/{sv} ttime_max");
+    }
+    // The fast server's times are far below the slow one's.
+    assert_eq!(http_get(port, "/fast").status, 200);
+    assert!(num(&s.sock, "main", "fast", "rtime") < ms / 2);
+    // `metrics: haproxy` reports them in seconds.
+    let m = http_get(s.api_port, "/metrics");
+    let body = String::from_utf8_lossy(&m.body).into_owned();
+    let line = body
+        .lines()
+        .find(|l| {
+            l.starts_with("haproxy_server_response_time_average_seconds{")
+                && l.contains("proxy=\"slowpool\"")
+        })
+        .unwrap_or_else(|| panic!("no response time of slowpool:\n{body}"));
+    let secs: f64 = line
+        .rsplit(' ')
+        .next()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("{line}"));
+    assert!(secs >= DELAY.as_secs_f64() - 0.005 && secs < 1.0, "{line}");
+}
+
+#[test]
+fn frontend_rows_count_their_own_responses_by_class() {
+    let s = start();
+    let port = s.lb.port();
+    for _ in 0..5 {
+        assert_eq!(http_get(port, "/").status, 200);
+    }
+    // A request forklb refuses itself (a bad request line): a 400.
+    let mut c = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    c.write_all(b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n")
+        .expect("send");
+    let mut answer = String::new();
+    let _ = c.set_read_timeout(Some(Duration::from_secs(5)));
+    let _ = c.read_to_string(&mut answer);
+    assert!(answer.starts_with("HTTP/1.1 400 "), "{answer:?}");
+    // Through the other listener: counted there only.
+    assert_eq!(http_get(s.api_port, "/").status, 200);
+
+    assert!(
+        wait_until(Duration::from_secs(2), || num(
+            &s.sock, "web", "FRONTEND", "hrsp_2xx"
+        ) == 5),
+        "web hrsp_2xx {}",
+        num(&s.sock, "web", "FRONTEND", "hrsp_2xx")
+    );
+    assert_eq!(num(&s.sock, "web", "FRONTEND", "hrsp_4xx"), 1);
+    assert_eq!(num(&s.sock, "web", "FRONTEND", "hrsp_5xx"), 0);
+    assert_eq!(num(&s.sock, "api", "FRONTEND", "hrsp_2xx"), 1);
+    // The backend saw only what it answered.
+    assert_eq!(num(&s.sock, "main", "BACKEND", "hrsp_2xx"), 6);
+    assert_eq!(num(&s.sock, "main", "BACKEND", "hrsp_4xx"), 0);
+    // `metrics: haproxy` has them with the code label.
+    let m = http_get(s.api_port, "/metrics");
+    let body = String::from_utf8_lossy(&m.body).into_owned();
+    assert!(
+        body.lines()
+            .any(|l| l == "haproxy_frontend_http_responses_total{proxy=\"web\",code=\"4xx\"} 1"),
+        "{body}"
+    );
+}
