@@ -76,6 +76,16 @@ pub const COMMANDS: &[Command] = &[
         Level::Admin,
     ),
     cmd(
+        &["add", "server"],
+        "add server <bk>/<srv>                   : create a new server",
+        Level::Admin,
+    ),
+    cmd(
+        &["del", "server"],
+        "del server <bk>/<srv>                   : remove a dynamically added server",
+        Level::Admin,
+    ),
+    cmd(
         &["enable", "server"],
         "enable server  (DEPRECATED)             : enable a disabled server (use 'set server' instead)",
         Level::Admin,
