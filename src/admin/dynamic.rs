@@ -168,7 +168,11 @@ pub fn del_server(v: &View, args: &[&str]) -> Outcome {
     let Some(u) = v.config.upstreams.position(&b) else {
         return text("No such backend.");
     };
-    let Some(i) = v.config.upstreams[u].servers.iter().position(|x| x.name == s) else {
+    let Some(i) = v.config.upstreams[u]
+        .servers
+        .iter()
+        .position(|x| x.name == s)
+    else {
         return text("No such server.");
     };
     if v.shm.server(u, i).admin() != AdminState::Maint {

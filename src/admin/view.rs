@@ -36,7 +36,10 @@ impl View<'_> {
             .iter()
             .filter_map(|(cfg, shm)| {
                 let u = cfg.upstreams.position(upstream)?;
-                let s = cfg.upstreams[u].servers.iter().position(|x| x.name == server)?;
+                let s = cfg.upstreams[u]
+                    .servers
+                    .iter()
+                    .position(|x| x.name == server)?;
                 Some(shm.server(u, s).active())
             })
             .sum()

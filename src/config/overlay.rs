@@ -188,7 +188,8 @@ impl Overlay {
             }
             (ServerChange::Delete { .. }, Some(e)) => *e = Entry::Deleted,
             (ServerChange::Delete { .. }, None) => {
-                self.entries.push((u.to_owned(), s.to_owned(), Entry::Deleted));
+                self.entries
+                    .push((u.to_owned(), s.to_owned(), Entry::Deleted));
             }
             (ServerChange::Addr { addr, .. }, Some(Entry::Added(n))) => n.addr = *addr,
             (ServerChange::Addr { addr, .. }, Some(e)) => *e = Entry::Moved(*addr),
@@ -389,7 +390,10 @@ mod tests {
     fn changes_edit_the_configuration() {
         let mut c = cfg();
         apply(&mut c, &add("c", "127.0.0.1:9003")).expect("add");
-        assert_eq!(apply(&mut c, &add("c", "127.0.0.1:9003")), Err(ChangeError::Exists));
+        assert_eq!(
+            apply(&mut c, &add("c", "127.0.0.1:9003")),
+            Err(ChangeError::Exists)
+        );
         apply(&mut c, &del("a")).expect("del");
         assert_eq!(apply(&mut c, &del("a")), Err(ChangeError::NoServer));
         apply(&mut c, &moved("b", "127.0.0.2:80")).expect("addr");

@@ -81,7 +81,8 @@ impl Master {
     /// Forgets the draining generations whose workers have all exited.
     pub(super) fn collect_draining(&mut self) {
         let children = &self.children;
-        self.draining.retain(|(g, _, _)| children.has_generation(*g));
+        self.draining
+            .retain(|(g, _, _)| children.has_generation(*g));
     }
 
     /// The draining generations, for the runtime API.

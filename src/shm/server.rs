@@ -550,11 +550,13 @@ impl ServerShared {
             (&self.check_downs, &old.check_downs),
             (&self.last_check_us, &old.last_check_us),
         ];
-        for (new, old) in pairs.into_iter().chain(self.responses.iter().zip(&old.responses)) {
+        for (new, old) in pairs
+            .into_iter()
+            .chain(self.responses.iter().zip(&old.responses))
+        {
             new.store(old.load(Relaxed), Relaxed);
         }
-        self.max_active
-            .store(old.max_active.load(Relaxed), Relaxed);
+        self.max_active.store(old.max_active.load(Relaxed), Relaxed);
         self.last_check_code
             .store(old.last_check_code.load(Relaxed), Relaxed);
         self.last_check_ok
