@@ -558,9 +558,11 @@ fn assert_changed(s: &Setup, c: &Backend, moved: &Backend, when: &str) {
         "3 (initial 3)\n\n",
         "{when}"
     );
+    // Weights 3:1 in each worker: c gets three quarters (±1 per worker).
     let got = bodies(s.lb.port(), 16);
-    assert_eq!(count(&got, "c"), 12, "{when}: {got:?}");
-    assert_eq!(count(&got, "m"), 4, "{when}: {got:?}");
+    let n = count(&got, "c");
+    assert!((10..=14).contains(&n), "{when}: {got:?}");
+    assert_eq!(count(&got, "m"), 16 - n, "{when}: {got:?}");
 }
 
 #[test]
