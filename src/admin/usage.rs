@@ -76,6 +76,11 @@ pub const COMMANDS: &[Command] = &[
         Level::Admin,
     ),
     cmd(
+        &["set", "maxconn", "server"],
+        "set maxconn server <bk>/<srv>           : change a server's maxconn setting",
+        Level::Admin,
+    ),
+    cmd(
         &["enable", "server"],
         "enable server  (DEPRECATED)             : enable a disabled server (use 'set server' instead)",
         Level::Admin,

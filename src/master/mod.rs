@@ -1171,12 +1171,12 @@ impl Master {
         }
     }
 
-    /// Writes runtime state (weights, admin states) atomically.
+    /// Writes runtime state (weights, maxconns, admin states) atomically.
     fn save_state_file(&self, now: Instant) {
         let Some(path) = self.config.state_file.as_ref() else {
             return;
         };
-        let text = crate::admin::stat::show_servers_state(&self.admin_view(now), None);
+        let text = crate::admin::stat::state_file_text(&self.admin_view(now));
         let mut tmp = path.as_os_str().to_owned();
         tmp.push(".tmp");
         let tmp = PathBuf::from(tmp);

@@ -24,8 +24,8 @@ mod worker;
 pub use instance::{Instance, InstanceShared};
 pub use listener::{ListenerCounts, ListenerShared, ListenerStats};
 pub use server::{
-    AdminState, ForcedHealth, HealthChange, HealthState, LastCheck, ServerShared, ServerStats,
-    WeightOutOfRange, MAX_WEIGHT,
+    AdminState, Configured, ForcedHealth, HealthChange, HealthState, LastCheck, ServerShared,
+    ServerStats, WeightOutOfRange, MAX_WEIGHT,
 };
 pub use upstream::{Durations, UpstreamShared, DURATION_BUCKETS};
 pub use worker::{AcceptState, WorkerShared, WorkerTotals};
