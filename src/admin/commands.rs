@@ -29,6 +29,9 @@ pub enum Effect {
     CountersCleared,
     /// A listener was disabled or enabled: the workers are told to look.
     ListenersChanged,
+    /// `shutdown sessions server`: the workers are told to cut what is on
+    /// the servers whose `shutdown_seq` moved.
+    SessionsShutdown,
 }
 
 fn text(s: impl Into<String>) -> Outcome {
@@ -141,10 +144,30 @@ pub fn execute(cmd: &str, level: Level, v: &View) -> Outcome {
         ["enable", "health", target] => set_checks(v, target, true),
         ["disable", "health", target] => set_checks(v, target, false),
         ["enable" | "disable", "health", ..] => text("Require 'backend/server'.\n"),
+        ["shutdown", "sessions", "server", ..] if level < Level::Admin => permission_denied(),
+        // HAProxy ignores words after the server too.
+        ["shutdown", "sessions", "server", target, ..] => shutdown_sessions(v, target),
+        ["shutdown", "sessions", "server"] => text("Require 'backend/server'.\n"),
         ["enable", "server", target] => set_admin(v, target, AdminState::Ready),
         ["disable", "server", target] => set_admin(v, target, AdminState::Maint),
         ["enable", "server"] | ["disable", "server"] => text("Require 'backend/server'.\n"),
         _ => text(usage::unknown(level, &words)),
+    }
+}
+
+/// `shutdown sessions server B/S`: every worker cuts the connections it
+/// has to the server (HAProxy kills the sessions; new requests may still
+/// go to the server — put it in maint first to keep them away).
+fn shutdown_sessions(v: &View, target: &str) -> Outcome {
+    let (u, s) = match find(v, target) {
+        Ok(x) => x,
+        Err(e) => return text(e),
+    };
+    v.shm.server(u, s).request_shutdown();
+    log::warn!("sessions of server {target} shut down over the admin socket");
+    Outcome {
+        reply: Reply::Text(String::new()),
+        effect: Effect::SessionsShutdown,
     }
 }
 

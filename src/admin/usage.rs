@@ -111,6 +111,11 @@ pub const COMMANDS: &[Command] = &[
         Level::Admin,
     ),
     cmd(
+        &["shutdown", "sessions", "server"],
+        "shutdown sessions server <bk>/<srv>     : kill sessions on a server",
+        Level::Admin,
+    ),
+    cmd(
         &["reload"],
         "reload                                  : reload the configuration (Success=1 or Success=0 and the errors)",
         Level::Admin,

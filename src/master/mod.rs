@@ -1114,6 +1114,9 @@ impl Master {
             crate::admin::commands::Effect::ListenersChanged => {
                 self.children.tell_workers(crate::worker::LISTENERS_CHANGED)
             }
+            crate::admin::commands::Effect::SessionsShutdown => {
+                self.children.tell_workers(crate::worker::SHUTDOWN_SESSIONS)
+            }
         }
         out.reply
     }

@@ -126,6 +126,18 @@ impl Shm {
         self.servers
     }
 
+    /// Server slots of upstream `u` (0 for an unknown upstream).
+    pub fn servers_of(&self, u: usize) -> usize {
+        let Some(&b) = self.base.get(u) else {
+            return 0;
+        };
+        self.base.get(u + 1).copied().unwrap_or(self.servers) - b
+    }
+
+    pub fn upstream_count(&self) -> usize {
+        self.base.len()
+    }
+
     pub fn worker_count(&self) -> usize {
         self.workers
     }

@@ -212,6 +212,10 @@ pub struct ServerShared {
     last_check_code: AtomicU32,
     /// CHECK_NONE / CHECK_PASSED / CHECK_FAILED.
     last_check_ok: AtomicU8,
+    /// Bumped by `shutdown sessions server`: each worker compares it with
+    /// the value it saw last and cuts this server's connections when it
+    /// moved (the master's channel byte says when to look).
+    shutdown_seq: AtomicU32,
 }
 
 /// A point-in-time copy of one server's state for `show stat`, `show
@@ -324,6 +328,18 @@ impl ServerShared {
             c.store(0, Relaxed);
         }
         self.clear_max();
+    }
+
+    // ----- `shutdown sessions server` ------------------------------------------
+
+    /// The master: every connection to this server is to be cut.
+    pub fn request_shutdown(&self) {
+        self.shutdown_seq.fetch_add(1, Relaxed);
+    }
+
+    /// How many shutdowns were requested so far (wrapping).
+    pub fn shutdown_seq(&self) -> u32 {
+        self.shutdown_seq.load(Relaxed)
     }
 
     // ----- one request's life -----------------------------------------------
