@@ -308,7 +308,8 @@ fn weight_and_backup_of_an_added_server_are_honoured() {
     let out = admin_cmd(
         &s.sock,
         &format!(
-            "add server web/c {} weight 4; add server web/d {} backup; enable server web/c; enable server web/d",
+            "add server web/c {} weight 4 maxconn 50; add server web/d {} backup; \
+             enable server web/c; enable server web/d",
             c.addr(),
             d.addr()
         ),
@@ -321,6 +322,9 @@ fn weight_and_backup_of_an_added_server_are_honoured() {
     wait_serving(&s);
     assert_eq!(admin_cmd(&s.sock, "get weight web/c"), "4 (initial 4)\n\n");
     assert_eq!(stat_field(&s.sock, "web", "d", "bck"), "1");
+    // maxconn is the server's in-flight limit (`slim`), none for d.
+    assert_eq!(stat_field(&s.sock, "web", "c", "slim"), "50");
+    assert_eq!(stat_field(&s.sock, "web", "d", "slim"), "");
     // Weights 1:1:4 in each worker: c gets two thirds; the backup none.
     let got = bodies(s.lb.port(), 30);
     let n = count(&got, "c");

@@ -788,3 +788,31 @@ fn frontend_rows_count_their_own_listener() {
     drop(c);
     assert!(wait_until(Duration::from_secs(5), || api("scur") == "0"));
 }
+
+#[test]
+fn shutdown_sessions_answers_are_haproxys() {
+    let s = start();
+    let hap = Haproxy::start();
+    for cmd in [
+        "shutdown sessions server main/a",
+        "shutdown sessions server main/a and more",
+        "shutdown sessions server main/nope",
+        "shutdown sessions server nope/a",
+        "shutdown sessions server main",
+        "shutdown sessions server",
+        "help shutdown sessions",
+    ] {
+        assert_eq!(admin_cmd(&s.sock, cmd), hap.cmd(cmd), "{cmd}");
+    }
+    // An incomplete command: the same first lines (HAProxy lists its own
+    // `shutdown` commands we do not have after ours).
+    let (o, t) = (
+        admin_cmd(&s.sock, "shutdown sessions"),
+        hap.cmd("shutdown sessions"),
+    );
+    assert_eq!(
+        o.lines().take(2).collect::<Vec<_>>(),
+        t.lines().take(2).collect::<Vec<_>>(),
+        "{o}\n---\n{t}"
+    );
+}

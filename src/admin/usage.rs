@@ -86,6 +86,11 @@ pub const COMMANDS: &[Command] = &[
         Level::Admin,
     ),
     cmd(
+        &["set", "maxconn", "server"],
+        "set maxconn server <bk>/<srv>           : change a server's maxconn setting",
+        Level::Admin,
+    ),
+    cmd(
         &["enable", "server"],
         "enable server  (DEPRECATED)             : enable a disabled server (use 'set server' instead)",
         Level::Admin,
@@ -113,6 +118,11 @@ pub const COMMANDS: &[Command] = &[
     cmd(
         &["disable", "frontend"],
         "disable frontend <frontend>             : temporarily disable specific frontend",
+        Level::Admin,
+    ),
+    cmd(
+        &["shutdown", "sessions", "server"],
+        "shutdown sessions server <bk>/<srv>     : kill sessions on a server",
         Level::Admin,
     ),
     cmd(

@@ -261,6 +261,7 @@ mod tests {
                 tls_name: None,
                 weight,
                 backup,
+                maxconn: 0,
             })
             .collect()
     }

@@ -109,6 +109,7 @@ impl NewServer {
             tls_name: None,
             weight: self.weight,
             backup: self.backup,
+            maxconn: self.maxconn.unwrap_or(0),
         }
     }
 }
@@ -399,7 +400,7 @@ mod tests {
         apply(&mut c, &moved("b", "127.0.0.2:80")).expect("addr");
         assert_eq!(names(&c), ["b=127.0.0.2:80", "c=127.0.0.1:9003"]);
         let added = &c.upstreams[0].servers[1];
-        assert_eq!((added.weight, added.backup), (2, true));
+        assert_eq!((added.weight, added.backup, added.maxconn), (2, true, 7));
         assert_eq!(added.addr_text, "127.0.0.1:9003");
     }
 

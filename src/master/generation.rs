@@ -12,8 +12,9 @@ use crate::shm::{self, Shm};
 use std::io;
 
 /// Creates the shared state of a generation: every server READY with its
-/// configured weight and, if checked, fully UP. With `previous` (a reload),
-/// admin states, weights changed at runtime and health carry over by
+/// configured weight and maxconn and, if checked, fully UP. With `previous`
+/// (a reload), admin states, weights and maxconns changed at runtime and
+/// health carry over by
 /// upstream and server name, so neither an operator's `maint` nor a DOWN
 /// server is forgotten.
 ///
@@ -53,6 +54,7 @@ pub fn build_shm(
         for (si, s) in up.servers.iter().enumerate() {
             let sh = shm.server(ui, si);
             sh.init(s.weight, full_health, now);
+            sh.set_maxconn(s.maxconn);
             let Some((old_shm, old_cfg, index)) = &previous else {
                 continue;
             };
@@ -62,9 +64,13 @@ pub fn build_shm(
             let old_up = &old_cfg.upstreams[oui];
             // Health carries over only when both generations check it.
             let both_checked = full_health.filter(|_| old_up.health.is_some());
+            let old_s = &old_up.servers[osi];
             sh.carry_over(
                 old_shm.server(oui, osi),
-                old_up.servers[osi].weight,
+                shm::Configured {
+                    weight: old_s.weight,
+                    maxconn: old_s.maxconn,
+                },
                 both_checked,
             );
             if counters {

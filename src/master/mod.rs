@@ -1162,6 +1162,9 @@ impl Master {
                 }
                 self.save_state_file(now);
             }
+            Effect::SessionsShutdown => {
+                self.children.tell_workers(crate::worker::SHUTDOWN_SESSIONS)
+            }
         }
         out.reply
     }
@@ -1220,12 +1223,12 @@ impl Master {
         }
     }
 
-    /// Writes runtime state (weights, admin states) atomically.
+    /// Writes runtime state (weights, maxconns, admin states) atomically.
     fn save_state_file(&self, now: Instant) {
         let Some(path) = self.config.state_file.as_ref() else {
             return;
         };
-        let mut text = crate::admin::stat::show_servers_state(&self.admin_view(now), None);
+        let mut text = crate::admin::stat::state_file_text(&self.admin_view(now));
         // Runtime server changes, as comment lines HAProxy would skip.
         text.push_str(&self.overlay.to_lines());
         let mut tmp = path.as_os_str().to_owned();

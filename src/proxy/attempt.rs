@@ -84,6 +84,12 @@ impl Attempts {
         Some(next)
     }
 
+    /// The server the request went to (an attempt was made), as
+    /// `(upstream, server)`: `shutdown sessions server` cuts what is on it.
+    pub fn server_used(&self) -> Option<(usize, usize)> {
+        self.upstream_addr.map(|_| (self.upstream, self.server))
+    }
+
     /// The request goes to `server` now: it holds the server's active
     /// count (moved from a server tried before) and counts as tried.
     #[inline]

@@ -129,6 +129,16 @@ impl Client {
         self.settle(o, env)
     }
 
+    /// `shutdown sessions server`: cuts what this connection has on one of
+    /// `servers` (`(upstream, server)` pairs).
+    pub fn cut_sessions_on(&mut self, servers: &[(usize, usize)], env: &mut Env) -> Outcome {
+        match self {
+            Client::H1(c) => c.cut_if_on(servers, env),
+            Client::H2(s) => s.cut_streams_on(servers, env),
+            Client::Switching => Outcome::Keep,
+        }
+    }
+
     pub fn release(&mut self, env: &mut Env) {
         match self {
             Client::H1(c) => c.release(env),

@@ -388,6 +388,28 @@ impl Conn {
         Outcome::Keep
     }
 
+    /// `shutdown sessions server`: a connection whose request (or tunnel,
+    /// after a `101`) is on one of `servers` is cut now — the exchange is
+    /// aborted and logged as the connection ends, as HAProxy kills the
+    /// session; anything else goes on.
+    pub fn cut_if_on(&mut self, servers: &[(usize, usize)], env: &mut Env) -> Outcome {
+        let on = match self.phase {
+            Phase::Proxy | Phase::Tunnel(_) => {
+                self.cur.ex.as_ref().is_some_and(|ex| ex.uses_any(servers))
+            }
+            Phase::Exchange => self.h1x.as_ref().is_some_and(|x| x.ex.uses_any(servers)),
+            _ => false,
+        };
+        if !on {
+            return Outcome::Keep;
+        }
+        log::info!(
+            "client {}: connection cut (shutdown sessions of its server)",
+            self.peer
+        );
+        self.finish(env, Outcome::Close)
+    }
+
     /// Records readiness from an event and runs the state machine.
     pub fn on_event(&mut self, side: Side, ev: &mio::event::Event, env: &mut Env) -> Outcome {
         let (r, w, hup) = crate::event::readiness(ev);

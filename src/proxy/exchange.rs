@@ -510,6 +510,14 @@ impl Exchange {
     }
 
     /// The upstream socket this exchange uses, if any (events name it).
+    /// Whether the request was sent to (or is being sent to) one of
+    /// `servers` (`(upstream, server)` pairs): `shutdown sessions server`.
+    pub fn uses_any(&self, servers: &[(usize, usize)]) -> bool {
+        self.att
+            .server_used()
+            .is_some_and(|used| servers.contains(&used))
+    }
+
     pub fn up_slot(&self) -> Option<usize> {
         match &self.state {
             State::Upstream(up) => Some(up.up_slot()),

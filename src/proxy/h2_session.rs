@@ -209,6 +209,41 @@ impl H2Session {
         self.drive(env)
     }
 
+    /// `shutdown sessions server`: the streams whose requests are on one of
+    /// `servers` are reset (as when their upstream fails) and their
+    /// exchanges aborted and logged; the connection and its other streams
+    /// go on.
+    pub fn cut_streams_on(&mut self, servers: &[(usize, usize)], env: &mut Env) -> Outcome {
+        let mut i = 0;
+        let mut cut = 0;
+        while i < self.streams.len() {
+            if !self.streams[i].ex.uses_any(servers) {
+                i += 1;
+                continue;
+            }
+            let mut s = self.streams.swap_remove(i);
+            StreamSink {
+                conn: &mut self.conn,
+                stream: s.id,
+            }
+            .abort();
+            s.ex.abort(env);
+            s.ex.end(env);
+            cut += 1;
+        }
+        if cut == 0 {
+            return Outcome::Keep;
+        }
+        log::info!(
+            "client {}: {cut} HTTP/2 stream(s) cut (shutdown sessions of their server)",
+            self.peer
+        );
+        if self.streams.is_empty() {
+            self.idle_until = env.now + env.rt.timeouts.keepalive;
+        }
+        self.drive(env)
+    }
+
     /// Runs the connection and all its streams until nothing moves.
     pub fn drive(&mut self, env: &mut Env) -> Outcome {
         self.run(env, true, true)

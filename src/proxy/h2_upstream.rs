@@ -301,6 +301,31 @@ impl H2Upstreams {
         }
     }
 
+    /// `shutdown sessions server`: the connections to any of `servers` are
+    /// closed now (their streams' owners, if any are left, are woken and see
+    /// the connection failed).
+    pub fn close_servers(
+        &mut self,
+        servers: &[(usize, usize)],
+        bufs: &mut BufPool,
+        owners: &mut UpstreamOwners,
+        wake: &mut Vec<usize>,
+    ) {
+        for idx in self.conns.keys() {
+            let Some(c) = self
+                .conns
+                .get_mut(idx)
+                .filter(|c| servers.contains(&(c.upstream, c.server)))
+            else {
+                continue;
+            };
+            c.die("shutdown sessions of the server".into(), wake);
+            if c.streams.is_empty() {
+                self.close(idx, bufs, owners);
+            }
+        }
+    }
+
     /// Closes connections idle too long (GOAWAY first, as a courtesy).
     pub fn sweep(&mut self, bufs: &mut BufPool, owners: &mut UpstreamOwners, now: Instant) {
         for idx in self.conns.keys() {

@@ -103,6 +103,22 @@ impl Pool {
         false
     }
 
+    /// Drops the idle connections to any of `servers` (`(upstream,
+    /// server)` pairs); returns their slots.
+    pub fn drop_servers(&mut self, servers: &[(usize, usize)]) -> Vec<usize> {
+        let mut freed = Vec::new();
+        for (u, idle) in self.upstreams.iter_mut().enumerate() {
+            idle.retain(|i| {
+                let keep = !servers.contains(&(u, i.server));
+                if !keep {
+                    freed.push(i.up_slot);
+                }
+                keep
+            });
+        }
+        freed
+    }
+
     /// Drops connections idle longer than the limit; returns their slots.
     pub fn sweep(&mut self, now: Instant) -> Vec<usize> {
         let max = self.max_idle;

@@ -24,8 +24,8 @@ mod worker;
 pub use instance::{Instance, InstanceShared};
 pub use listener::{ListenerCounts, ListenerShared, ListenerStats};
 pub use server::{
-    AdminState, ForcedHealth, HealthChange, HealthState, LastCheck, ServerShared, ServerStats,
-    WeightOutOfRange, MAX_WEIGHT,
+    AdminState, Configured, ForcedHealth, HealthChange, HealthState, LastCheck, ServerShared,
+    ServerStats, WeightOutOfRange, MAX_WEIGHT,
 };
 pub use upstream::{Durations, UpstreamShared, DURATION_BUCKETS};
 pub use worker::{AcceptState, WorkerShared, WorkerTotals};
@@ -124,6 +124,18 @@ impl Shm {
 
     pub fn server_count(&self) -> usize {
         self.servers
+    }
+
+    /// Server slots of upstream `u` (0 for an unknown upstream).
+    pub fn servers_of(&self, u: usize) -> usize {
+        let Some(&b) = self.base.get(u) else {
+            return 0;
+        };
+        self.base.get(u + 1).copied().unwrap_or(self.servers) - b
+    }
+
+    pub fn upstream_count(&self) -> usize {
+        self.base.len()
     }
 
     pub fn worker_count(&self) -> usize {

@@ -72,6 +72,14 @@ impl AdminState {
     pub const ALL: [AdminState; 3] = [AdminState::Ready, AdminState::Drain, AdminState::Maint];
 }
 
+/// What a generation's configuration gave a server, against which a
+/// reload tells runtime changes (kept) from configured values (replaced).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Configured {
+    pub weight: u32,
+    pub maxconn: u32,
+}
+
 /// A weight above [`MAX_WEIGHT`] was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct WeightOutOfRange(pub u32);
@@ -170,6 +178,9 @@ pub struct ServerShared {
     weight: AtomicU32,
     /// Requests in flight on this server, over all workers.
     active: AtomicU32,
+    /// Most requests in flight allowed, over all workers; 0 = no limit.
+    /// Runtime-changeable (`set maxconn server`).
+    maxconn: AtomicU32,
     /// Consecutive failures seen on live traffic (passive detection).
     fails: AtomicU32,
     /// Passively marked down until this monotonic millisecond.
@@ -201,6 +212,10 @@ pub struct ServerShared {
     last_check_code: AtomicU32,
     /// CHECK_NONE / CHECK_PASSED / CHECK_FAILED.
     last_check_ok: AtomicU8,
+    /// Bumped by `shutdown sessions server`: each worker compares it with
+    /// the value it saw last and cuts this server's connections when it
+    /// moved (the master's channel byte says when to look).
+    shutdown_seq: AtomicU32,
 }
 
 /// A point-in-time copy of one server's state for `show stat`, `show
@@ -211,6 +226,8 @@ pub struct ServerStats {
     pub admin: AdminState,
     pub health: HealthState,
     pub weight: u32,
+    /// 0 = no limit.
+    pub maxconn: u32,
     pub active: u32,
     pub max_active: u32,
     pub requests: u64,
@@ -267,6 +284,12 @@ impl ServerShared {
         self.active.load(Relaxed)
     }
 
+    /// The in-flight limit; 0 = none.
+    #[inline]
+    pub fn maxconn(&self) -> u32 {
+        self.maxconn.load(Relaxed)
+    }
+
     #[inline]
     pub fn admin(&self) -> AdminState {
         AdminState::from_u8(self.admin.load(Relaxed))
@@ -305,6 +328,18 @@ impl ServerShared {
             c.store(0, Relaxed);
         }
         self.clear_max();
+    }
+
+    // ----- `shutdown sessions server` ------------------------------------------
+
+    /// The master: every connection to this server is to be cut.
+    pub fn request_shutdown(&self) {
+        self.shutdown_seq.fetch_add(1, Relaxed);
+    }
+
+    /// How many shutdowns were requested so far (wrapping).
+    pub fn shutdown_seq(&self) -> u32 {
+        self.shutdown_seq.load(Relaxed)
     }
 
     // ----- one request's life -----------------------------------------------
@@ -500,6 +535,12 @@ impl ServerShared {
         Ok(self.weight.swap(weight, Relaxed))
     }
 
+    /// Sets the in-flight limit (0 = none); returns the previous one.
+    /// Any 32-bit value is taken, as HAProxy's `set maxconn server` does.
+    pub fn set_maxconn(&self, maxconn: u32) -> u32 {
+        self.maxconn.swap(maxconn, Relaxed)
+    }
+
     /// A new generation's starting state: READY with its configured weight
     /// and, when `full_health` is given (checks configured), fully UP.
     pub fn init(&self, weight: u32, full_health: Option<u32>, now_unix: u64) {
@@ -512,14 +553,23 @@ impl ServerShared {
 
     /// On a reload, what an operator and the checks decided about the same
     /// server in the previous generation (`old`): its admin state, its
-    /// weight if it was changed at runtime (`old_configured` is the weight
+    /// weight and maxconn if changed at runtime (`old_configured` is what
     /// the old configuration gave it), its health when both generations
     /// check it (`full_health`, capped there), and when its state changed.
-    pub fn carry_over(&self, old: &ServerShared, old_configured: u32, full_health: Option<u32>) {
+    pub fn carry_over(
+        &self,
+        old: &ServerShared,
+        old_configured: Configured,
+        full_health: Option<u32>,
+    ) {
         self.admin.store(old.admin.load(Relaxed), Relaxed);
         let old_weight = old.weight.load(Relaxed);
-        if old_weight != old_configured {
+        if old_weight != old_configured.weight {
             self.weight.store(old_weight, Relaxed);
+        }
+        let old_maxconn = old.maxconn.load(Relaxed);
+        if old_maxconn != old_configured.maxconn {
+            self.maxconn.store(old_maxconn, Relaxed);
         }
         if let Some(full) = full_health {
             self.check_down.store(old.check_down.load(Relaxed), Relaxed);
@@ -575,6 +625,7 @@ impl ServerShared {
             checked: self.is_checked(),
             stopping: self.check_down.load(Relaxed) == OP_STOPPING,
             weight: self.weight.load(Relaxed),
+            maxconn: self.maxconn.load(Relaxed),
             active: self.active.load(Relaxed),
             max_active: self.max_active.load(Relaxed),
             requests: self.requests.load(Relaxed),

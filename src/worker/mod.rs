@@ -52,6 +52,10 @@ const LARGE_BUFS_PER_WORKER: usize = 64;
 /// enabled over the runtime API (the flags are in shared memory).
 pub const LISTENERS_CHANGED: u8 = b'L';
 
+/// The master's word on a worker's channel: `shutdown sessions server` was
+/// asked for a server (its `shutdown_seq` in shared memory moved).
+pub const SHUTDOWN_SESSIONS: u8 = b'K';
+
 pub struct WorkerListener {
     pub socket: TcpListener,
     pub listener: usize,
@@ -103,6 +107,8 @@ struct Worker {
     /// Client connections to drive because a shared upstream connection
     /// has news for them.
     wake: Vec<usize>,
+    /// Per upstream, per server: the `shutdown_seq` last acted on.
+    shutdown_seen: Vec<Vec<u32>>,
 }
 
 /// Runs the worker until it is told to stop (Ok) or cannot go on (Err).
@@ -181,6 +187,7 @@ impl Worker {
             drain_deadline: None,
             date: DateCache::new(Instant::now()),
             h2up: H2Upstreams::default(),
+            shutdown_seen: Vec::new(),
             wake: Vec::new(),
             rt: setup.runtime,
         })
@@ -190,6 +197,8 @@ impl Worker {
         self.shm.worker(self.slot).set_pid(std::process::id());
         self.publish_accepting();
         self.balance_accepting(Instant::now());
+        // Shutdowns asked for before this worker started are not its to do.
+        self.servers_to_cut();
         // Tell the master we are ready to serve.
         let _ = self.channel.write(b"R");
         let mut events = Events::with_capacity(1024);
@@ -313,11 +322,57 @@ impl Worker {
                     if buf[..n].contains(&LISTENERS_CHANGED) {
                         self.apply_listener_flags();
                     }
+                    if buf[..n].contains(&SHUTDOWN_SESSIONS) {
+                        self.shutdown_sessions(now);
+                    }
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(_) => return,
             }
         }
+    }
+
+    /// The servers whose `shutdown_seq` moved since last seen (all of
+    /// them are recorded as seen now).
+    fn servers_to_cut(&mut self) -> Vec<(usize, usize)> {
+        let shm = &self.shm;
+        self.shutdown_seen
+            .resize_with(shm.upstream_count(), Vec::new);
+        let mut cut = Vec::new();
+        for (u, seen) in self.shutdown_seen.iter_mut().enumerate() {
+            seen.resize(shm.servers_of(u), 0);
+            for (s, last) in seen.iter_mut().enumerate() {
+                let now = shm.server(u, s).shutdown_seq();
+                if *last != now {
+                    *last = now;
+                    cut.push((u, s));
+                }
+            }
+        }
+        cut
+    }
+
+    /// `shutdown sessions server`: every connection to the servers named
+    /// cuts now — client connections (or HTTP/2 streams) with a request or
+    /// tunnel on them, idle pooled connections, shared HTTP/2 connections.
+    fn shutdown_sessions(&mut self, now: Instant) {
+        let servers = self.servers_to_cut();
+        if servers.is_empty() {
+            return;
+        }
+        for slot in self.pool.drop_servers(&servers) {
+            self.up_owners.remove(slot);
+        }
+        for slot in self.conns.keys() {
+            self.run_conn(slot, now, |conn, env| conn.cut_sessions_on(&servers, env));
+        }
+        self.h2up.close_servers(
+            &servers,
+            &mut self.bufs,
+            &mut self.up_owners,
+            &mut self.wake,
+        );
+        self.run_woken(now);
     }
 
     fn start_drain(&mut self, now: Instant, why: &str) {

@@ -213,6 +213,8 @@ struct BackendShared {
     tunnels_closed: AtomicUsize,
     /// Keep-alive connections closed by `idle_close`.
     idle_closed: AtomicUsize,
+    /// Connections the client (forklb) closed between requests.
+    closed_by_peer: AtomicUsize,
     /// Requests answered by the [`HealthSwitch`].
     health_checks: AtomicUsize,
     /// Requests answered by an [`EarlyScript`].
@@ -270,6 +272,7 @@ impl Backend {
             heads: Mutex::new(Vec::new()),
             tunnels_closed: AtomicUsize::new(0),
             idle_closed: AtomicUsize::new(0),
+            closed_by_peer: AtomicUsize::new(0),
             health_checks: AtomicUsize::new(0),
             early_answers: AtomicUsize::new(0),
             drained_after_answer: AtomicUsize::new(0),
@@ -391,6 +394,11 @@ impl Backend {
         self.shared.tunnels_closed.load(Ordering::SeqCst)
     }
 
+    /// Connections the client (forklb) closed between requests.
+    pub fn closed_by_peer(&self) -> usize {
+        self.shared.closed_by_peer.load(Ordering::SeqCst)
+    }
+
     /// Keep-alive connections this backend closed for idleness.
     pub fn idle_closed(&self) -> usize {
         self.shared.idle_closed.load(Ordering::SeqCst)
@@ -437,6 +445,7 @@ fn serve_backend_conn(stream: TcpStream, s: &BackendShared) -> io::Result<()> {
                 .set_read_timeout(Some(Duration::from_secs(10)))?;
         }
         let Some((start, headers)) = wire.read_head()? else {
+            s.closed_by_peer.fetch_add(1, Ordering::SeqCst);
             return Ok(());
         };
         if let Some(h) = &s.opts.health {
