@@ -655,3 +655,40 @@ fn changes_survive_a_restart_and_a_usr2_upgrade_with_state_file() {
     let s = start_with(Backend::start("a"), Backend::start("b"), &extra, &[]);
     assert_changed(&s, &c, &moved, "after a restart");
 }
+
+#[test]
+fn an_added_server_of_a_tls_upstream_is_reached_over_tls() {
+    let dir = TempDir::new("dynsrv-tls");
+    let sock = dir.join("admin.sock");
+    let (ca, ca_path) = support::tls::TestCa::in_dir(dir.path());
+    let cert = ca.issue(&["localhost"]);
+    let (s1, s2) = (
+        support::tls::TlsBackend::start("s1", &cert),
+        support::tls::TlsBackend::start("s2", &cert),
+    );
+    let yaml = tls_upstream_config("localhost", &ca_path, s1.addr())
+        .workers(2)
+        .admin_socket(&sock)
+        .build();
+    let lb = Forklb::start(&yaml);
+    assert!(wait_until(Duration::from_secs(5), || sock.exists()));
+    let out = admin_cmd(
+        &sock,
+        &format!(
+            "add server web/s2 {}; enable server web/s2; disable server web/s1",
+            s2.addr()
+        ),
+    );
+    assert_eq!(
+        out,
+        "New server registered.\n\n\n\n",
+        "{}",
+        lb.diagnostics()
+    );
+    let ok = wait_until(Duration::from_secs(5), || {
+        try_http_get(lb.port(), "/").is_ok_and(|r| r.body_str() == "s2")
+    });
+    assert!(ok, "s2 not reached\n{}", lb.diagnostics());
+    let reqs = s2.requests();
+    assert_eq!(reqs[0].sni.as_deref(), Some("localhost"), "tls.sni is sent");
+}
