@@ -426,7 +426,14 @@ fn a_deleted_server_in_flight_on_a_draining_generation_blocks_del() {
 
 #[test]
 fn set_addr_moves_every_new_request_and_drops_pooled_connections() {
-    let s = start();
+    let logs = TempDir::new("dynsrv-log");
+    let access = logs.join("access.log");
+    let s = start_with(
+        Backend::start("a"),
+        Backend::start("b"),
+        &format!("access_log: {{path: \"{}\"}}\n", access.display()),
+        &[],
+    );
     let new_a = Backend::start("new-a");
     admin_cmd(&s.sock, "disable server web/b");
     // A kept-alive client connection, and pooled connections to a's old
@@ -461,6 +468,16 @@ fn set_addr_moves_every_new_request_and_drops_pooled_connections() {
         s.a.request_count(),
         old_requests,
         "a request reached the old address"
+    );
+    // The access log names where the requests went.
+    let logged = format!("upstream={} ", new_a.addr());
+    assert!(
+        wait_until(Duration::from_secs(3), || fs::read_to_string(&access)
+            .is_ok_and(
+                |l| l.lines().filter(|l| l.contains(&logged)).count() >= 10
+            )),
+        "{:?}",
+        fs::read_to_string(&access)
     );
     let state = admin_cmd(&s.sock, "show servers state web");
     let port = new_a.addr().port().to_string();
@@ -691,4 +708,48 @@ fn an_added_server_of_a_tls_upstream_is_reached_over_tls() {
     assert!(ok, "s2 not reached\n{}", lb.diagnostics());
     let reqs = s2.requests();
     assert_eq!(reqs[0].sni.as_deref(), Some("localhost"), "tls.sni is sent");
+}
+
+#[test]
+fn an_upstream_may_lose_every_server_and_get_one_back() {
+    let s = start_with(
+        Backend::start("a"),
+        Backend::start("b"),
+        "",
+        &["health: {type: tcp, interval: 200ms, timeout: 500ms, rise: 1, fall: 1}"],
+    );
+    let out = admin_cmd(
+        &s.sock,
+        "disable server web/a; disable server web/b; del server web/a; del server web/b",
+    );
+    assert_eq!(out, "\n\nServer deleted.\nServer deleted.\n");
+    wait_serving(&s);
+    assert_eq!(http_get(s.lb.port(), "/").status, 503);
+    let stat = admin_cmd(&s.sock, "show stat");
+    assert!(stat.contains("web,BACKEND,"), "{stat}");
+    assert!(
+        !stat.contains("web,a,") && !stat.contains("web,b,"),
+        "{stat}"
+    );
+    let c = Backend::start("c");
+    admin_cmd(
+        &s.sock,
+        &format!("add server web/c {}; enable server web/c", c.addr()),
+    );
+    wait_serving(&s);
+    assert!(
+        wait_until(Duration::from_secs(3), || try_http_get(s.lb.port(), "/")
+            .is_ok_and(|r| r.body_str() == "c")),
+        "{}",
+        s.lb.diagnostics()
+    );
+    let log = s.lb.error_log_contents();
+    assert!(
+        log.contains("server web/a deleted over the admin socket"),
+        "{log}"
+    );
+    assert!(
+        !log.contains("panic") && !log.contains("unexpectedly"),
+        "{log}"
+    );
 }
