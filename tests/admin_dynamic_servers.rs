@@ -32,6 +32,7 @@ fn yaml(dir: &TempDir, a: &Backend, b: &Backend, extra: &str, upstream_extra: &[
         .admin_socket(&dir.join("admin.sock"))
         .raw(extra)
         .listener("front", &["127.0.0.1:$PORT"])
+        .route(Route::path("/metrics").metrics())
         .route(Route::to("web"))
         .upstream("web", [Srv::new("a", a.addr()), Srv::new("b", b.addr())]);
     for line in upstream_extra {
@@ -299,6 +300,10 @@ fn an_added_server_takes_traffic_once_enabled_in_both_workers() {
         "{state}"
     );
     assert_eq!(stat_field(&s.sock, "web", "c", "stot"), n.to_string());
+    // So do the workers' metrics.
+    let metrics = http_get(s.lb.port(), "/metrics").body_str();
+    let line = format!("forklb_server_requests_total{{upstream=\"web\",server=\"c\"}} {n}");
+    assert!(metrics.contains(&line), "{metrics}");
 }
 
 #[test]
