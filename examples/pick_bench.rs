@@ -36,6 +36,7 @@ fn servers(n: usize) -> Vec<ServerRt> {
                 tls_name: None,
                 weight: (i % 3) as u32 + 1,
                 backup: false,
+                maxconn: 0,
             }
         })
         .collect()

@@ -3,6 +3,7 @@
 //! written to the shared state, so one answer covers every worker and every
 //! change reaches all workers at their next pick.
 
+use super::dynamic;
 use super::info::{self, InfoFormat};
 use super::server::{Level, Reply};
 use super::stat;
@@ -20,7 +21,7 @@ pub struct Outcome {
 }
 
 /// What a command changed that the master acts on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Effect {
     None,
     /// Runtime state (weights, admin states): the state file is rewritten.
@@ -29,12 +30,15 @@ pub enum Effect {
     CountersCleared,
     /// A listener was disabled or enabled: the workers are told to look.
     ListenersChanged,
+    /// `add server`, `del server`, `set server B/S addr`: the master
+    /// applies the change and starts a worker generation with it.
+    Servers(crate::config::overlay::ServerChange),
     /// `shutdown sessions server`: the workers are told to cut what is on
     /// the servers whose `shutdown_seq` moved.
     SessionsShutdown,
 }
 
-fn text(s: impl Into<String>) -> Outcome {
+pub(super) fn text(s: impl Into<String>) -> Outcome {
     Outcome {
         reply: Reply::Text(s.into()),
         effect: Effect::None,
@@ -92,6 +96,8 @@ pub fn execute(cmd: &str, level: Level, v: &View) -> Outcome {
             Some(_) => text(stat::show_servers_state(v, Some(b))),
             None => text("Can't find backend.\n"),
         },
+        // HAProxy's `get weight` parses on its own: `/s` looks for backend "".
+        ["get", "weight", target] if target.starts_with('/') => text("No such backend.\n"),
         ["get", "weight", target] => match find(v, target) {
             Ok((u, s)) => {
                 let cur = v.shm.server(u, s).weight();
@@ -111,11 +117,23 @@ pub fn execute(cmd: &str, level: Level, v: &View) -> Outcome {
             text("Require <weight> or <weight%>.\n")
         }
         ["set", "weight"] | ["set", "server"] => text("Require 'backend/server'.\n"),
+        ["set", "maxconn", "server", ..] if level < Level::Admin => permission_denied(),
+        ["set", "maxconn", "server", target, rest @ ..] => {
+            set_maxconn(v, target, rest.first().copied())
+        }
+        ["set", "maxconn", "server"] => text("Require 'backend/server'.\n"),
         ["set", "server", ..] | ["enable", "server", ..] | ["disable", "server", ..]
             if level < Level::Admin =>
         {
             permission_denied()
         }
+        ["add" | "del", "server", ..] if level < Level::Admin => permission_denied(),
+        ["add", "server", args @ ..] => dynamic::add_server(v, args),
+        ["del", "server", args @ ..] => dynamic::del_server(v, args),
+        ["set", "server", target, "addr", args @ ..] => match find(v, target) {
+            Ok((u, s)) => dynamic::set_addr(v, u, s, args),
+            Err(e) => text(e),
+        },
         ["set", "server", target, "state", state] => {
             let Some(admin) = AdminState::parse(state) else {
                 return text("'set server <srv> state' expects 'ready', 'drain' and 'maint'.\n");
@@ -131,7 +149,7 @@ pub fn execute(cmd: &str, level: Level, v: &View) -> Outcome {
         },
         ["set", "server", _, "health"] => text(HEALTH_WORDS),
         ["set", "server", _, ..] => {
-            text("'set server <srv>' only supports 'state', 'weight' and 'health' here.\n")
+            text("'set server <srv>' only supports 'state', 'weight', 'health' and 'addr' here.\n")
         }
         ["enable" | "disable", "health", ..] if level < Level::Admin => permission_denied(),
         ["enable", "health", target] => set_checks(v, target, true),
@@ -164,9 +182,13 @@ fn shutdown_sessions(v: &View, target: &str) -> Outcome {
     }
 }
 
-/// Resolves `backend/server` with HAProxy's error strings.
+/// Resolves `backend/server` with HAProxy's error strings (its
+/// `cli_find_server`: an empty backend or server name is a missing one).
 fn find(v: &View, target: &str) -> Result<(usize, usize), String> {
-    let Some((b, s)) = target.split_once('/') else {
+    let Some((b, s)) = target
+        .split_once('/')
+        .filter(|(b, s)| !b.is_empty() && !s.is_empty())
+    else {
         return Err("Require 'backend/server'.\n".to_owned());
     };
     let Some(u) = v.config.upstreams.position(b) else {
@@ -216,6 +238,76 @@ fn set_weight(v: &View, target: &str, w: &str) -> Outcome {
         );
     }
     changed()
+}
+
+/// `set maxconn server B/S N`: HAProxy's `strtol` reading (a sign, digits,
+/// nothing after them) and its storing into an unsigned int, so `-5` is
+/// 4294967291 and an overflow saturates before it is truncated, as there.
+/// 0 means no limit. A raised limit lets queued requests in at once: the
+/// master wakes the workers (`Effect::StateChanged`).
+fn set_maxconn(v: &View, target: &str, n: Option<&str>) -> Outcome {
+    let (u, s) = match find(v, target) {
+        Ok(x) => x,
+        Err(e) => return text(e),
+    };
+    let Some(n) = n else {
+        return text("Require <maxconn>.\n");
+    };
+    let maxconn = match parse_strtol(n) {
+        Strtol::Value(v) => to_unsigned_int(v),
+        Strtol::NoDigits => return text("maxconn string empty or preceded by garbage"),
+        Strtol::Trailing => return text("Trailing garbage in maxconn string"),
+    };
+    let old = v.shm.server(u, s).set_maxconn(maxconn);
+    if old != maxconn {
+        let up = &v.config.upstreams[u];
+        log::info!(
+            "server {}/{} maxconn set to {maxconn} (was {old}, 0 = no limit)",
+            up.name,
+            up.servers[s].name
+        );
+    }
+    changed()
+}
+
+/// What C's `strtol(s, &end, 10)` makes of a word.
+#[derive(Debug, PartialEq, Eq)]
+enum Strtol {
+    /// Saturated at the bounds of a 64-bit long, as `strtol` does.
+    Value(i64),
+    /// No digits after the optional sign (`end == s`).
+    NoDigits,
+    /// Digits, then something else (`*end != '\0'`).
+    Trailing,
+}
+
+/// A long stored into an unsigned int, as C does it (modulo 2^32).
+fn to_unsigned_int(v: i64) -> u32 {
+    v as u32
+}
+
+fn parse_strtol(word: &str) -> Strtol {
+    let (negative, digits) = match word.as_bytes().first() {
+        Some(b'-') => (true, &word[1..]),
+        Some(b'+') => (false, &word[1..]),
+        _ => (false, word),
+    };
+    let len = digits.bytes().take_while(u8::is_ascii_digit).count();
+    if len == 0 {
+        return Strtol::NoDigits;
+    }
+    if len < digits.len() {
+        return Strtol::Trailing;
+    }
+    let value = digits.bytes().fold(0i64, |acc, d| {
+        let d = i64::from(d - b'0');
+        if negative {
+            acc.saturating_mul(10).saturating_sub(d)
+        } else {
+            acc.saturating_mul(10).saturating_add(d)
+        }
+    });
+    Strtol::Value(value)
 }
 
 fn set_admin(v: &View, target: &str, admin: AdminState) -> Outcome {
@@ -393,4 +485,27 @@ fn show_backend(v: &View) -> String {
         out.push('\n');
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{parse_strtol, to_unsigned_int, Strtol};
+
+    #[test]
+    fn maxconn_words_read_as_strtol_does() {
+        assert_eq!(parse_strtol("10"), Strtol::Value(10));
+        assert_eq!(parse_strtol("+7"), Strtol::Value(7));
+        assert_eq!(parse_strtol("-5"), Strtol::Value(-5));
+        // HAProxy stores these into an unsigned int: 4294967291, 1215752191.
+        assert_eq!(to_unsigned_int(-5), 4_294_967_291);
+        assert_eq!(to_unsigned_int(99_999_999_999), 1_215_752_191);
+        assert_eq!(
+            parse_strtol("99999999999999999999999"),
+            Strtol::Value(i64::MAX)
+        );
+        assert_eq!(parse_strtol("abc"), Strtol::NoDigits);
+        assert_eq!(parse_strtol("-"), Strtol::NoDigits);
+        assert_eq!(parse_strtol(""), Strtol::NoDigits);
+        assert_eq!(parse_strtol("10x"), Strtol::Trailing);
+    }
 }

@@ -495,6 +495,10 @@ fn server_row(
     r.set("qmax", 0);
     r.set("scur", st.active);
     r.set("smax", st.max_active);
+    // HAProxy leaves slim empty for a server without maxconn.
+    if st.maxconn > 0 {
+        r.set("slim", st.maxconn);
+    }
     r.set("stot", st.requests);
     r.set("bin", st.bytes_in);
     r.set("bout", st.bytes_out);
@@ -623,9 +627,25 @@ fn backend_row(
 
 const STATE_HEADER: &str = "# be_id be_name srv_id srv_name srv_addr srv_op_state srv_admin_state srv_uweight srv_iweight srv_time_since_last_change srv_check_status srv_check_result srv_check_health srv_check_state srv_agent_state bk_f_forced_id srv_f_forced_id srv_fqdn srv_port srvrecord srv_use_ssl srv_check_port srv_check_addr srv_agent_addr srv_agent_port";
 
-/// `show servers state [backend]` (and the state file's contents).
+/// The state file's two columns after HAProxy's: a server's current and
+/// configured maxconn (HAProxy keeps no maxconn in its state file, forklb
+/// carries `set maxconn server` across restarts and upgrades with them).
+const STATE_FILE_EXTRA: &str = " srv_maxconn srv_imaxconn";
+
+/// `show servers state [backend]`, as HAProxy prints it.
 pub fn show_servers_state(v: &View, only: Option<&str>) -> String {
-    let mut out = format!("1\n{STATE_HEADER}\n");
+    servers_state(v, only, false)
+}
+
+/// The state file's contents: `show servers state` with the maxconn
+/// columns (`STATE_FILE_EXTRA`) at the end of every line.
+pub fn state_file_text(v: &View) -> String {
+    servers_state(v, None, true)
+}
+
+fn servers_state(v: &View, only: Option<&str>, state_file: bool) -> String {
+    let extra = if state_file { STATE_FILE_EXTRA } else { "" };
+    let mut out = format!("1\n{STATE_HEADER}{extra}\n");
     let now = shm::unix_secs();
     for (u, up) in v.config.upstreams.iter().enumerate() {
         let name = &up.name;
@@ -651,7 +671,7 @@ pub fn show_servers_state(v: &View, only: Option<&str>) -> String {
             let (ip, port) = (srv.addr.ip().to_string(), srv.addr.port());
             let checked = up.health.is_some();
             let _ =
-                writeln!(
+                write!(
                 out,
                 "{} {name} {} {} {ip} {op} {admin} {} {} {} {} {} {} {} 0 0 0 - {port} - 0 0 - - 0",
                 u + 1,
@@ -665,14 +685,19 @@ pub fn show_servers_state(v: &View, only: Option<&str>) -> String {
                 st.health.counter,
                 if checked { 6 } else { 0 },
             );
+            if state_file {
+                let _ = write!(out, " {} {}", st.maxconn, srv.maxconn);
+            }
+            out.push('\n');
         }
     }
     out
 }
 
-/// Applies a state file (the `show servers state` format): admin states,
-/// and weights changed at runtime when the configured weight is still the
-/// one they were changed from. Unknown backends or servers are ignored.
+/// Applies a state file (the `show servers state` format, maxconn columns
+/// optional): admin states, and weights and maxconns changed at runtime
+/// when the configured value is still the one they were changed from.
+/// Unknown backends or servers are ignored.
 pub fn apply_state(text: &str, config: &crate::config::Config, shm: &shm::Shm) -> usize {
     let mut applied = 0;
     // One lookup per line: scanning the lists instead would make a state
@@ -701,9 +726,19 @@ pub fn apply_state(text: &str, config: &crate::config::Config, shm: &shm::Shm) -
         let (Ok(uweight), Ok(iweight)) = (f[7].parse::<u32>(), f[8].parse::<u32>()) else {
             continue;
         };
-        if iweight == config.upstreams[u].servers[s].weight {
+        let configured = &config.upstreams[u].servers[s];
+        if iweight == configured.weight {
             // A weight above MAX_WEIGHT is refused and ignored, as before.
             let _ = shm.set_weight(u, s, uweight);
+        }
+        // Files written before the maxconn columns existed have 25 fields.
+        let maxconns = f
+            .get(25..27)
+            .map(|m| (m[0].parse::<u32>(), m[1].parse::<u32>()));
+        if let Some((Ok(maxconn), Ok(imaxconn))) = maxconns {
+            if imaxconn == configured.maxconn {
+                shm.server(u, s).set_maxconn(maxconn);
+            }
         }
         applied += 1;
     }

@@ -262,6 +262,7 @@ mod tests {
                 tls_name: None,
                 weight,
                 backup,
+                maxconn: 0,
             })
             .collect()
     }

@@ -76,6 +76,7 @@ pub(super) fn build(
             connect: t.connect.get(),
             upstream_read: t.upstream_read.get(),
             upstream_write: t.upstream_write.get(),
+            queue: t.queue.get(),
         },
         // Checked to be within 1k-1m.
         max_header_bytes: cfg.limits.max_header_bytes.get() as usize,
@@ -177,6 +178,7 @@ fn build_upstream(
                     .and_then(|_| crate::tls::client::server_name(sni, &s.addr)),
                 weight: s.weight,
                 backup: s.backup,
+                maxconn: s.maxconn,
             })
         })
         .collect::<Result<Vec<_>, _>>()?;

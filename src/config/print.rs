@@ -44,6 +44,7 @@ impl Config {
                 connect: HumanDuration(t.connect),
                 upstream_read: HumanDuration(t.upstream_read),
                 upstream_write: HumanDuration(t.upstream_write),
+                queue: HumanDuration(t.queue),
             },
             limits: raw::Limits {
                 max_header_bytes: ByteSize(self.max_header_bytes as u64),
@@ -137,6 +138,7 @@ fn raw_upstream(u: &Upstream) -> raw::Upstream {
                 addr: s.addr_text.clone(),
                 weight: s.weight,
                 backup: s.backup,
+                maxconn: s.maxconn,
             })
             .collect(),
     }

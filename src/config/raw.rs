@@ -216,6 +216,9 @@ pub struct Timeouts {
     pub connect: HumanDuration,
     pub upstream_read: HumanDuration,
     pub upstream_write: HumanDuration,
+    /// How long a request may wait for a server slot (servers with
+    /// `maxconn`) before it is answered 503.
+    pub queue: HumanDuration,
 }
 
 impl Default for Timeouts {
@@ -227,6 +230,7 @@ impl Default for Timeouts {
             connect: HumanDuration::from_secs(5),
             upstream_read: HumanDuration::from_secs(60),
             upstream_write: HumanDuration::from_secs(60),
+            queue: HumanDuration::from_secs(5),
         }
     }
 }
@@ -452,6 +456,13 @@ pub struct Server {
     pub weight: u32,
     #[serde(default)]
     pub backup: bool,
+    /// Requests in flight on this server over all workers; 0 = no limit.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub maxconn: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 fn default_weight() -> u32 {

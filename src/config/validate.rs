@@ -34,6 +34,11 @@ pub const MAX_WORKER_CONNECTIONS: usize = 500_000;
 /// The highest server weight (HAProxy's limit): the one shared memory
 /// enforces at run time, so the file and `set weight` agree.
 pub const MAX_WEIGHT: u32 = crate::shm::MAX_WEIGHT;
+
+/// The highest server `maxconn` in the file: HAProxy's configuration
+/// reads it as a signed int. (`set maxconn server` may store any 32-bit
+/// value, as HAProxy's does.)
+pub const MAX_MAXCONN: u32 = i32::MAX as u32;
 /// The most retries an upstream may ask for.
 pub const MAX_RETRIES: u32 = 16;
 /// Bounds of `limits.max_header_bytes`.
@@ -251,6 +256,7 @@ fn check_timeouts(t: &raw::Timeouts) -> Check {
         ("connect", t.connect),
         ("upstream_read", t.upstream_read),
         ("upstream_write", t.upstream_write),
+        ("queue", t.queue),
     ] {
         if value.get().is_zero() {
             return invalid(format!("timeouts.{field}"), "a timeout must not be 0");
@@ -681,6 +687,15 @@ fn check_servers(at: &str, up: &mut raw::Upstream) -> Result<Vec<(String, u16)>,
                 format!("weight {} is out of range 0-{MAX_WEIGHT}", s.weight),
             );
         }
+        if s.maxconn > MAX_MAXCONN {
+            return invalid(
+                format!("{sat}.maxconn"),
+                format!(
+                    "maxconn {} is out of range 0-{MAX_MAXCONN} (0 = no limit)",
+                    s.maxconn
+                ),
+            );
+        }
     }
     Ok(addrs)
 }
@@ -856,6 +871,36 @@ upstreams:
         assert!(!up.servers[1].backup);
         let resolved = up.servers[1].addr;
         assert!(resolved.ip().is_loopback() && resolved.port() == 9002);
+    }
+
+    #[test]
+    fn server_maxconn_and_queue_timeout() {
+        let c = ok(MINIMAL);
+        assert_eq!(c.timeouts.queue, Duration::from_secs(5));
+        assert_eq!(c.upstreams[0].servers[0].maxconn, 0, "no limit by default");
+        let c = ok(&with_upstream(
+            "    servers:\n      - {addr: \"127.0.0.1:1\", maxconn: 100}\n      - {addr: \"127.0.0.1:2\", maxconn: 0}\n",
+        ));
+        let maxconns: Vec<u32> = c.upstreams[0].servers.iter().map(|s| s.maxconn).collect();
+        assert_eq!(maxconns, [100, 0]);
+        let c = ok(&with_top("timeouts: {queue: 250ms}\n"));
+        assert_eq!(c.timeouts.queue, Duration::from_millis(250));
+        assert_err(
+            &with_top("timeouts: {queue: 0}\n"),
+            "timeouts.queue",
+            "a timeout must not be 0",
+        );
+        assert_err(
+            &with_upstream("    servers: [{addr: \"127.0.0.1:1\", maxconn: 2147483648}]\n"),
+            "upstreams.web.servers[0].maxconn",
+            "maxconn 2147483648 is out of range 0-2147483647 (0 = no limit)",
+        );
+        for bad in ["-1", "ten", "1.5"] {
+            let e = err(&with_upstream(&format!(
+                "    servers: [{{addr: \"127.0.0.1:1\", maxconn: {bad}}}]\n"
+            )));
+            assert_eq!(e.path, "upstreams.web.servers[0].maxconn", "{bad}: {e}");
+        }
     }
 
     #[test]

@@ -65,6 +65,8 @@ pub struct Timeouts {
     pub connect: Duration,
     pub upstream_read: Duration,
     pub upstream_write: Duration,
+    /// How long a request waits in a queue for a server slot before a 503.
+    pub queue: Duration,
 }
 
 /// The HTTP/2 settings forklb announces (and enforces) on every HTTP/2
@@ -157,6 +159,10 @@ pub struct Server {
     pub tls_name: Option<rustls::pki_types::ServerName<'static>>,
     pub weight: u32,
     pub backup: bool,
+    /// At most this many requests in flight over all workers; 0 = no
+    /// limit. The configured value: the live one is in shared memory
+    /// (`set maxconn server` changes it there).
+    pub maxconn: u32,
 }
 
 /// Active health checks of an upstream's servers.

@@ -12,11 +12,19 @@ use crate::shm::{self, Shm};
 use std::io;
 
 /// Creates the shared state of a generation: every server READY with its
-/// configured weight and, if checked, fully UP. With `previous` (a reload),
-/// admin states, weights changed at runtime and health carry over by
+/// configured weight and maxconn and, if checked, fully UP. With `previous`
+/// (a reload), admin states, weights and maxconns changed at runtime and
+/// health carry over by
 /// upstream and server name, so neither an operator's `maint` nor a DOWN
 /// server is forgotten.
-pub fn build_shm(config: &Config, previous: Option<(&Shm, &Config)>) -> io::Result<Shm> {
+///
+/// `counters`: a runtime server change (not a reload) — the counters of
+/// servers, upstreams and listeners go on from the previous generation's.
+pub fn build_shm(
+    config: &Config,
+    previous: Option<(&Shm, &Config)>,
+    counters: bool,
+) -> io::Result<Shm> {
     let counts: Vec<usize> = config.upstreams.iter().map(|u| u.servers.len()).collect();
     let shm =
         Shm::create_with_listeners(&counts, config.workers.resolve(), config.listeners.len())?;
@@ -26,16 +34,27 @@ pub fn build_shm(config: &Config, previous: Option<(&Shm, &Config)>) -> io::Resu
         for (i, l) in config.listeners.iter().enumerate() {
             if let Some(o) = old_cfg.listeners.iter().position(|x| x.name == l.name) {
                 shm.set_listener_disabled(i, old_shm.listener_disabled(o));
+                if counters {
+                    if let Some(c) = shm.listener_counts(0, i) {
+                        c.carry_totals(old_shm.listener_stats(o));
+                    }
+                }
             }
         }
     }
     let now = shm::unix_secs();
     let previous = previous.map(|(old_shm, old_cfg)| (old_shm, old_cfg, ServerIndex::new(old_cfg)));
     for (ui, up) in config.upstreams.iter().enumerate() {
+        if let (true, Some((old_shm, _, index))) = (counters, &previous) {
+            if let Some(oui) = index.upstream(&up.name) {
+                shm.upstream(ui).carry_durations(old_shm.upstream(oui));
+            }
+        }
         let full_health = up.health.as_ref().map(|h| h.rise + h.fall - 1);
         for (si, s) in up.servers.iter().enumerate() {
             let sh = shm.server(ui, si);
             sh.init(s.weight, full_health, now);
+            sh.set_maxconn(s.maxconn);
             let Some((old_shm, old_cfg, index)) = &previous else {
                 continue;
             };
@@ -45,11 +64,18 @@ pub fn build_shm(config: &Config, previous: Option<(&Shm, &Config)>) -> io::Resu
             let old_up = &old_cfg.upstreams[oui];
             // Health carries over only when both generations check it.
             let both_checked = full_health.filter(|_| old_up.health.is_some());
+            let old_s = &old_up.servers[osi];
             sh.carry_over(
                 old_shm.server(oui, osi),
-                old_up.servers[osi].weight,
+                shm::Configured {
+                    weight: old_s.weight,
+                    maxconn: old_s.maxconn,
+                },
                 both_checked,
             );
+            if counters {
+                sh.carry_counters(old_shm.server(oui, osi));
+            }
         }
     }
     Ok(shm)

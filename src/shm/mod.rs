@@ -24,8 +24,8 @@ mod worker;
 pub use instance::{Instance, InstanceShared};
 pub use listener::{ListenerCounts, ListenerRates, ListenerShared, ListenerStats};
 pub use server::{
-    swrate_avg, AdminState, ForcedHealth, HealthChange, HealthState, LastCheck, ServerShared,
-    ServerStats, Timing, WeightOutOfRange, MAX_WEIGHT, TIME_SAMPLES,
+    swrate_avg, AdminState, Configured, ForcedHealth, HealthChange, HealthState, LastCheck,
+    ServerShared, ServerStats, Timing, WeightOutOfRange, MAX_WEIGHT, TIME_SAMPLES,
 };
 pub use upstream::{Durations, UpstreamShared, DURATION_BUCKETS};
 pub use worker::{AcceptState, WorkerShared, WorkerTotals};

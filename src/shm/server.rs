@@ -72,6 +72,14 @@ impl AdminState {
     pub const ALL: [AdminState; 3] = [AdminState::Ready, AdminState::Drain, AdminState::Maint];
 }
 
+/// What a generation's configuration gave a server, against which a
+/// reload tells runtime changes (kept) from configured values (replaced).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Configured {
+    pub weight: u32,
+    pub maxconn: u32,
+}
+
 /// A weight above [`MAX_WEIGHT`] was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct WeightOutOfRange(pub u32);
@@ -170,6 +178,9 @@ pub struct ServerShared {
     weight: AtomicU32,
     /// Requests in flight on this server, over all workers.
     active: AtomicU32,
+    /// Most requests in flight allowed, over all workers; 0 = no limit.
+    /// Runtime-changeable (`set maxconn server`).
+    maxconn: AtomicU32,
     /// Consecutive failures seen on live traffic (passive detection).
     fails: AtomicU32,
     /// Passively marked down until this monotonic millisecond.
@@ -292,6 +303,8 @@ pub struct ServerStats {
     pub admin: AdminState,
     pub health: HealthState,
     pub weight: u32,
+    /// 0 = no limit.
+    pub maxconn: u32,
     pub active: u32,
     pub max_active: u32,
     pub requests: u64,
@@ -356,6 +369,12 @@ impl ServerShared {
     #[inline]
     pub fn active(&self) -> u32 {
         self.active.load(Relaxed)
+    }
+
+    /// The in-flight limit; 0 = none.
+    #[inline]
+    pub fn maxconn(&self) -> u32 {
+        self.maxconn.load(Relaxed)
     }
 
     #[inline]
@@ -641,6 +660,12 @@ impl ServerShared {
         Ok(self.weight.swap(weight, Relaxed))
     }
 
+    /// Sets the in-flight limit (0 = none); returns the previous one.
+    /// Any 32-bit value is taken, as HAProxy's `set maxconn server` does.
+    pub fn set_maxconn(&self, maxconn: u32) -> u32 {
+        self.maxconn.swap(maxconn, Relaxed)
+    }
+
     /// A new generation's starting state: READY with its configured weight
     /// and, when `full_health` is given (checks configured), fully UP.
     pub fn init(&self, weight: u32, full_health: Option<u32>, now_unix: u64) {
@@ -653,14 +678,23 @@ impl ServerShared {
 
     /// On a reload, what an operator and the checks decided about the same
     /// server in the previous generation (`old`): its admin state, its
-    /// weight if it was changed at runtime (`old_configured` is the weight
+    /// weight and maxconn if changed at runtime (`old_configured` is what
     /// the old configuration gave it), its health when both generations
     /// check it (`full_health`, capped there), and when its state changed.
-    pub fn carry_over(&self, old: &ServerShared, old_configured: u32, full_health: Option<u32>) {
+    pub fn carry_over(
+        &self,
+        old: &ServerShared,
+        old_configured: Configured,
+        full_health: Option<u32>,
+    ) {
         self.admin.store(old.admin.load(Relaxed), Relaxed);
         let old_weight = old.weight.load(Relaxed);
-        if old_weight != old_configured {
+        if old_weight != old_configured.weight {
             self.weight.store(old_weight, Relaxed);
+        }
+        let old_maxconn = old.maxconn.load(Relaxed);
+        if old_maxconn != old_configured.maxconn {
+            self.maxconn.store(old_maxconn, Relaxed);
         }
         if let Some(full) = full_health {
             self.check_down.store(old.check_down.load(Relaxed), Relaxed);
@@ -669,6 +703,40 @@ impl ServerShared {
         }
         self.last_change
             .store(old.last_change.load(Relaxed), Relaxed);
+    }
+
+    /// A runtime server change (`add server`, `del server`, `set server
+    /// addr`) starts a new generation of the same configuration plus that
+    /// change: unlike a reload, the server's counters go on from where the
+    /// old generation's are (as HAProxy's do: its servers are not
+    /// recreated). What is in flight is not copied — the old generation's
+    /// workers finish those requests and count them there.
+    pub fn carry_counters(&self, old: &ServerShared) {
+        let pairs = [
+            (&self.requests, &old.requests),
+            (&self.bytes_in, &old.bytes_in),
+            (&self.bytes_out, &old.bytes_out),
+            (&self.connect_errors, &old.connect_errors),
+            (&self.response_errors, &old.response_errors),
+            (&self.retries, &old.retries),
+            (&self.selections, &old.selections),
+            (&self.downtime, &old.downtime),
+            (&self.check_fails, &old.check_fails),
+            (&self.check_downs, &old.check_downs),
+            (&self.last_check_us, &old.last_check_us),
+        ];
+        for (new, old) in pairs
+            .into_iter()
+            .chain(self.responses.iter().zip(&old.responses))
+        {
+            new.store(old.load(Relaxed), Relaxed);
+        }
+        self.max_active.store(old.max_active.load(Relaxed), Relaxed);
+        self.last_check_code
+            .store(old.last_check_code.load(Relaxed), Relaxed);
+        self.last_check_ok
+            .store(old.last_check_ok.load(Relaxed), Relaxed);
+        self.checked.store(old.checked.load(Relaxed), Relaxed);
     }
 
     // ----- readers ----------------------------------------------------------
@@ -684,6 +752,7 @@ impl ServerShared {
             checked: self.is_checked(),
             stopping: self.check_down.load(Relaxed) == OP_STOPPING,
             weight: self.weight.load(Relaxed),
+            maxconn: self.maxconn.load(Relaxed),
             active: self.active.load(Relaxed),
             max_active: self.max_active.load(Relaxed),
             requests: self.requests.load(Relaxed),

@@ -199,6 +199,8 @@ fn reload_carries_admin_runtime_weight_and_health_over() {
     old.server(0, 1).init(5, Some(3), 100);
     old.server(0, 0).set_admin(AdminState::Drain);
     old.set_weight(0, 0, 9).unwrap();
+    old.server(0, 0).set_maxconn(3);
+    old.server(0, 1).set_maxconn(8);
     let failed = LastCheck::Failed {
         code: 0,
         duration: Duration::ZERO,
@@ -210,17 +212,25 @@ fn reload_carries_admin_runtime_weight_and_health_over() {
     let new = Shm::create(&[2], 1).unwrap();
     for s in 0..2 {
         new.server(0, s).init(6, Some(4), 200);
+        new.server(0, s).set_maxconn(10);
     }
     // Server 0: both generations check it. Server 1: the new one only
-    // (health stays fully UP) and its weight was never changed at runtime
-    // (the new configured weight wins).
-    new.server(0, 0).carry_over(old.server(0, 0), 5, Some(4));
-    new.server(0, 1).carry_over(old.server(0, 1), 5, None);
+    // (health stays fully UP) and its weight and maxconn were never
+    // changed at runtime (the new configured values win).
+    let configured = Configured {
+        weight: 5,
+        maxconn: 8,
+    };
+    new.server(0, 0)
+        .carry_over(old.server(0, 0), configured, Some(4));
+    new.server(0, 1)
+        .carry_over(old.server(0, 1), configured, None);
     let (a, b) = (new.server(0, 0).stats(), new.server(0, 1).stats());
     assert_eq!(
-        (a.admin, a.weight, a.health.down),
-        (AdminState::Drain, 9, true)
+        (a.admin, a.weight, a.maxconn, a.health.down),
+        (AdminState::Drain, 9, 3, true)
     );
+    assert_eq!(b.maxconn, 10);
     assert_eq!(a.last_change, old.server(0, 0).stats().last_change);
     assert_eq!(
         (b.admin, b.weight, b.health),

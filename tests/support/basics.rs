@@ -7,10 +7,31 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-/// A port on 127.0.0.1 that was free a moment ago.
+/// Ports `free_port` hands out: below Linux's ephemeral range (32768 and
+/// up), from which the kernel picks the ports of `bind(0)` (our backends)
+/// and of outgoing connections. A port taken from the ephemeral range and
+/// freed again for forklb to bind later could meanwhile be given to a
+/// backend of a test running in parallel; forklb then could not listen,
+/// and the test would talk to that backend (a TLS client saw a plain HTTP
+/// answer). Here each port is handed out once per test process.
+const PORTS: std::ops::Range<u16> = 20_000..32_000;
+
+static NEXT_PORT: AtomicUsize = AtomicUsize::new(0);
+
+/// A port on 127.0.0.1 that was free a moment ago, never handed out before
+/// by this process.
 pub fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    l.local_addr().expect("local_addr").port()
+    let span = usize::from(PORTS.end - PORTS.start);
+    // Test processes running at once start far apart.
+    let start = (std::process::id() as usize).wrapping_mul(7919) % span;
+    for _ in 0..span {
+        let k = NEXT_PORT.fetch_add(1, Ordering::Relaxed);
+        let port = PORTS.start + ((start + k) % span) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in {PORTS:?}");
 }
 
 /// A 127.0.0.1 address with nothing listening on it (connections are refused).

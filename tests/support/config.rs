@@ -389,6 +389,8 @@ pub struct Srv {
     /// None: the default weight (1).
     pub weight: Option<u32>,
     pub backup: bool,
+    /// None: no `maxconn` key (no limit).
+    pub maxconn: Option<u32>,
 }
 
 impl Srv {
@@ -407,6 +409,7 @@ impl Srv {
             addr: addr.to_string(),
             weight: None,
             backup: false,
+            maxconn: None,
         }
     }
 
@@ -425,6 +428,11 @@ impl Srv {
         self
     }
 
+    pub fn maxconn(mut self, n: u32) -> Srv {
+        self.maxconn = Some(n);
+        self
+    }
+
     fn yaml(&self) -> String {
         let mut f = Vec::new();
         if let Some(n) = &self.name {
@@ -436,6 +444,9 @@ impl Srv {
         }
         if self.backup {
             f.push("backup: true".to_owned());
+        }
+        if let Some(n) = self.maxconn {
+            f.push(format!("maxconn: {n}"));
         }
         format!("{{{}}}", f.join(", "))
     }
