@@ -226,6 +226,8 @@ fn set_weight(v: &View, target: &str, w: &str) -> Outcome {
             up.servers[s].name
         );
     }
+    // Queued requests may have room now (a limit raised, a server back).
+    v.shm.wake_waiters(u);
     changed()
 }
 
@@ -256,6 +258,8 @@ fn set_maxconn(v: &View, target: &str, n: Option<&str>) -> Outcome {
             up.servers[s].name
         );
     }
+    // Queued requests may have room now (a limit raised, a server back).
+    v.shm.wake_waiters(u);
     changed()
 }
 
@@ -312,6 +316,8 @@ fn set_admin(v: &View, target: &str, admin: AdminState) -> Outcome {
             admin.status_word()
         );
     }
+    // Queued requests may have room now (a limit raised, a server back).
+    v.shm.wake_waiters(u);
     changed()
 }
 
@@ -415,6 +421,12 @@ fn clear_counters(v: &View, all: bool) -> Outcome {
             } else {
                 srv.clear_max();
             }
+        }
+        let queue = v.shm.upstream(u).queue();
+        if all {
+            queue.clear_counters();
+        } else {
+            queue.clear_max();
         }
     }
     log::info!(
