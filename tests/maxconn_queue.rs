@@ -767,3 +767,55 @@ fn hash_bound_requests_wait_for_their_own_server() {
     assert_eq!(stat_num(&s, name, "qmax"), 1);
     assert_eq!(stat_num(&s, name, "qcur"), 0);
 }
+
+#[test]
+fn a_worker_that_dies_with_waiters_does_not_hold_the_queue_back() {
+    let gate = Gate::start(None);
+    let s = start_queue(
+        vec![Srv::new("a", gate.addr).maxconn(1)],
+        "roundrobin",
+        None,
+    );
+    let port = s.lb.port();
+    let mut first = send_get(port, "/first");
+    wait_for("/first did not arrive", &s, || gate.in_flight() == 1);
+    let holder = worker_of(&s, &first).expect("worker of /first");
+    // Waiters until one is on the other worker (the accept balancing
+    // spreads them within a few).
+    let mut waiters = Vec::new();
+    let victim = loop {
+        assert!(waiters.len() < 8, "every waiter on the worker of /first");
+        let c = send_get(port, &format!("/w{}", waiters.len()));
+        let n = waiters.len() as u64 + 1;
+        wait_for("a waiter did not queue", &s, || {
+            stat_num(&s, "BACKEND", "qcur") == n
+        });
+        let w = worker_of(&s, &c);
+        waiters.push(c);
+        if let Some(w) = w.filter(|&w| w != holder) {
+            break w;
+        }
+    };
+    let survivors: Vec<Conn> = waiters
+        .into_iter()
+        .filter(|c| worker_of(&s, c) == Some(holder))
+        .collect();
+    kill(victim, libc::SIGKILL);
+    // Its waiters are gone with it; the worker started in its place
+    // takes them out of the count, so the rest are not held back.
+    let left = survivors.len() as u64;
+    wait_for("the dead worker's waiters stayed counted", &s, || {
+        stat_num(&s, "BACKEND", "qcur") == left
+    });
+    gate.release(1 + survivors.len());
+    assert_eq!(first.read_response().expect("response").status, 200);
+    for mut c in survivors {
+        assert_eq!(c.read_response().expect("response").status, 200);
+    }
+    let next = spawn_get(port, "/next");
+    wait_for("/next did not arrive", &s, || {
+        gate.arrived().last().is_some_and(|p| p == "/next")
+    });
+    gate.release(1);
+    assert_eq!(next.join().map(|r| r.0).unwrap_or(0), 200);
+}

@@ -58,6 +58,8 @@ const RACE_TRIES: usize = 4;
 pub struct Queues {
     /// Per upstream: waiting entries (not granted), oldest first.
     lists: Vec<VecDeque<usize>>,
+    /// Per upstream: how many of them are not bound to a server.
+    unbound: Vec<u32>,
     waiters: Slab<Waiter>,
     /// Upstreams whose waiters may find a slot now: served before the
     /// worker polls again.
@@ -68,6 +70,7 @@ impl Queues {
     pub fn new(upstreams: usize) -> Queues {
         Queues {
             lists: (0..upstreams).map(|_| VecDeque::new()).collect(),
+            unbound: vec![0; upstreams],
             waiters: Slab::new(),
             due: Vec::new(),
         }
@@ -108,6 +111,7 @@ impl Queues {
         if let Some(list) = self.lists.get_mut(u) {
             list.push_back(id);
         }
+        self.count_unbound(u, bound, true);
         // Published before it is counted: whoever sees the count sees it.
         self.publish(shm, worker, u);
         match bound {
@@ -144,6 +148,7 @@ impl Queues {
         if let Some(list) = self.lists.get_mut(u) {
             list.retain(|&id| id != t.id);
         }
+        self.count_unbound(u, bound, false);
         self.publish(shm, worker, u);
         match bound {
             Some(s) => shm.server(u, s).remove_waiter(),
@@ -272,7 +277,12 @@ impl Queues {
             w.granted = Some(s);
             match w.bound {
                 Some(b) => shm.server(u, b).remove_waiter(),
-                None => shm.upstream(u).queue().remove_waiter(),
+                None => {
+                    shm.upstream(u).queue().remove_waiter();
+                    if let Some(n) = self.unbound.get_mut(u) {
+                        *n = n.saturating_sub(1);
+                    }
+                }
             }
             wake.push(w.conn);
             list.remove(i);
@@ -296,10 +306,17 @@ impl Queues {
             .map_or(NO_TICKET, |w| w.ticket)
     }
 
+    fn count_unbound(&mut self, u: usize, bound: Option<usize>, added: bool) {
+        if let (None, Some(n)) = (bound, self.unbound.get_mut(u)) {
+            *n = if added { *n + 1 } else { n.saturating_sub(1) };
+        }
+    }
+
     fn publish(&self, shm: &Shm, worker: usize, u: usize) {
         let waiting = self.lists.get(u).map_or(0, |l| l.len() as u32);
+        let unbound = self.unbound.get(u).copied().unwrap_or(0);
         shm.worker_queue(worker, u)
-            .publish(self.oldest_unbound(u), waiting);
+            .publish(self.oldest_unbound(u), waiting, unbound);
     }
 }
 

@@ -101,7 +101,10 @@ pub struct WorkerQueue {
     oldest_unbound: AtomicU64,
     /// How many requests it has waiting (bound or not).
     waiting: AtomicU32,
-    _pad: u32,
+    /// How many of them are not bound to a server (counted in the
+    /// upstream's `queued`): what a worker taking over the slot of one
+    /// that died takes back out of it.
+    unbound: AtomicU32,
 }
 
 impl WorkerQueue {
@@ -120,10 +123,25 @@ impl WorkerQueue {
     }
 
     /// Publishes the worker's oldest unbound ticket (`NO_TICKET`: none)
-    /// and its number of waiters.
-    pub fn publish(&self, oldest_unbound: u64, waiting: u32) {
+    /// and its numbers of waiters: all, and those not bound to a server.
+    pub fn publish(&self, oldest_unbound: u64, waiting: u32, unbound: u32) {
         self.oldest_unbound.store(oldest_unbound, SeqCst);
         self.waiting.store(waiting, SeqCst);
+        self.unbound.store(unbound, Relaxed);
+    }
+
+    /// A worker starts in this slot: whatever a previous worker of the
+    /// slot (which died) published is void. Its unbound waiters leave the
+    /// upstream's count (`queue`) — else they would hold every later
+    /// request back behind them for ever. (Its bound waiters stay in
+    /// their servers' `qcur`, which only makes new requests for those
+    /// servers go through the queue, served at once.)
+    pub fn reset(&self, queue: &QueueShared) {
+        let unbound = self.unbound.swap(0, Relaxed);
+        for _ in 0..unbound {
+            queue.remove_waiter();
+        }
+        self.publish(NO_TICKET, 0, 0);
     }
 }
 

@@ -209,6 +209,11 @@ impl Worker {
 
     fn run(&mut self) -> io::Result<()> {
         self.shm.worker(self.slot).set_pid(std::process::id());
+        for u in 0..self.rt.upstreams.len() {
+            self.shm
+                .worker_queue(self.slot, u)
+                .reset(self.shm.upstream(u).queue());
+        }
         self.publish_accepting();
         self.balance_accepting(Instant::now());
         // Shutdowns asked for before this worker started are not its to do.
