@@ -340,3 +340,100 @@ fn take_any(
     }
     None
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use std::path::Path;
+
+    /// Two workers' queues over one shared memory: upstream `web` with
+    /// servers a (maxconn 1) and b (maxconn 1), `balance`.
+    fn setup(balance: &str) -> (Shm, Runtime, [Queues; 2], [Vec<Balancer>; 2]) {
+        let yaml = format!(
+            "listeners:\n  - name: l\n    bind: [\"127.0.0.1:8080\"]\n    routes: [{{upstream: web}}]\n\
+             upstreams:\n  web:\n    balance: {balance}\n    servers:\n      \
+             - {{name: a, addr: \"127.0.0.1:1\", maxconn: 1}}\n      \
+             - {{name: b, addr: \"127.0.0.1:2\", maxconn: 1}}\n"
+        );
+        let cfg = Config::from_yaml_str(&yaml, Path::new("/etc/forklb/forklb.yaml")).unwrap();
+        let rt = Runtime::new(&cfg);
+        let shm = Shm::create(&[2], 2).unwrap();
+        for s in 0..2 {
+            shm.server(0, s).init(1, None, 0);
+            shm.server(0, s).set_maxconn(1);
+        }
+        let algo = rt.upstreams[0].balance;
+        let balancers = || vec![Balancer::new(algo, 2)];
+        (
+            shm,
+            rt,
+            [Queues::new(1), Queues::new(1)],
+            [balancers(), balancers()],
+        )
+    }
+
+    #[test]
+    fn slots_go_to_the_oldest_waiter_whichever_worker_holds_it() {
+        let (shm, rt, mut q, mut bal) = setup("roundrobin");
+        // Both servers busy.
+        assert!(shm.server(0, 0).try_begin_request() && shm.server(0, 1).try_begin_request());
+        // Waiters: conn 10 on worker 1, 20 on worker 0, 11 on worker 1.
+        let t10 = q[1].enqueue(&shm, 1, 0, 10, None, &[]);
+        let t20 = q[0].enqueue(&shm, 0, 0, 20, None, &[]);
+        let t11 = q[1].enqueue(&shm, 1, 0, 11, None, &[]);
+        assert_eq!(shm.upstream(0).queue().queued(), 3);
+        let mut served = Vec::new();
+        let serve_all =
+            |q: &mut [Queues; 2], bal: &mut [Vec<Balancer>; 2], served: &mut Vec<usize>| {
+                for w in [0, 1] {
+                    q[w].wake_waiters(&shm, w, 0);
+                    q[w].serve_due(&shm, w, &rt, &mut bal[w], served);
+                }
+            };
+        // Nothing free: nobody is served, in either worker.
+        serve_all(&mut q, &mut bal, &mut served);
+        assert!(served.is_empty());
+        // One slot frees: worker 0 looks first but its waiter is younger.
+        assert!(!shm.server(0, 1).end_request());
+        serve_all(&mut q, &mut bal, &mut served);
+        assert_eq!(served, [10]);
+        assert_eq!(q[1].take_grant(t10), Some(1));
+        assert_eq!(q[1].take_grant(t11), None);
+        shm.server(0, 1).end_request();
+        serve_all(&mut q, &mut bal, &mut served);
+        assert_eq!(served, [10, 20]);
+        // The last waiter leaves before its turn: out of the count.
+        q[1].cancel(&shm, 1, t11);
+        assert_eq!(shm.upstream(0).queue().queued(), 0);
+        assert_eq!(shm.upstream(0).queue().max_queued(), 3);
+        // A grant its exchange never picks up gives the slot back.
+        let held = shm.server(0, 1).stats().active;
+        q[0].cancel(&shm, 0, t20);
+        assert_eq!(shm.server(0, 1).stats().active, held - 1);
+    }
+
+    #[test]
+    fn bound_waiters_wait_for_their_server_only() {
+        let (shm, rt, mut q, mut bal) = setup("hash");
+        assert!(shm.server(0, 0).try_begin_request());
+        let t = q[0].enqueue(&shm, 0, 0, 7, Some(0), &[]);
+        assert_eq!(
+            (shm.server(0, 0).queued(), shm.upstream(0).queue().queued()),
+            (1, 0)
+        );
+        let mut wake = Vec::new();
+        // b has room, but the waiter is a's.
+        q[0].serve_due(&shm, 0, &rt, &mut bal[0], &mut wake);
+        assert!(wake.is_empty());
+        assert!(
+            shm.server(0, 0).end_request(),
+            "a's end must say a waiter waits"
+        );
+        q[0].slot_freed(&shm, 0, 0, true);
+        q[0].serve_due(&shm, 0, &rt, &mut bal[0], &mut wake);
+        assert_eq!(wake, [7]);
+        assert_eq!(q[0].take_grant(t), Some(0));
+        assert_eq!(shm.server(0, 0).queued(), 0);
+    }
+}
