@@ -3,6 +3,7 @@
 //! written to the shared state, so one answer covers every worker and every
 //! change reaches all workers at their next pick.
 
+use super::dynamic;
 use super::info::{self, InfoFormat};
 use super::server::{Level, Reply};
 use super::stat;
@@ -20,7 +21,7 @@ pub struct Outcome {
 }
 
 /// What a command changed that the master acts on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Effect {
     None,
     /// Runtime state (weights, admin states): the state file is rewritten.
@@ -29,12 +30,15 @@ pub enum Effect {
     CountersCleared,
     /// A listener was disabled or enabled: the workers are told to look.
     ListenersChanged,
+    /// `add server`, `del server`, `set server B/S addr`: the master
+    /// applies the change and starts a worker generation with it.
+    Servers(crate::config::overlay::ServerChange),
     /// `shutdown sessions server`: the workers are told to cut what is on
     /// the servers whose `shutdown_seq` moved.
     SessionsShutdown,
 }
 
-fn text(s: impl Into<String>) -> Outcome {
+pub(super) fn text(s: impl Into<String>) -> Outcome {
     Outcome {
         reply: Reply::Text(s.into()),
         effect: Effect::None,
@@ -123,6 +127,13 @@ pub fn execute(cmd: &str, level: Level, v: &View) -> Outcome {
         {
             permission_denied()
         }
+        ["add" | "del", "server", ..] if level < Level::Admin => permission_denied(),
+        ["add", "server", args @ ..] => dynamic::add_server(v, args),
+        ["del", "server", args @ ..] => dynamic::del_server(v, args),
+        ["set", "server", target, "addr", args @ ..] => match find(v, target) {
+            Ok((u, s)) => dynamic::set_addr(v, u, s, args),
+            Err(e) => text(e),
+        },
         ["set", "server", target, "state", state] => {
             let Some(admin) = AdminState::parse(state) else {
                 return text("'set server <srv> state' expects 'ready', 'drain' and 'maint'.\n");
@@ -138,7 +149,7 @@ pub fn execute(cmd: &str, level: Level, v: &View) -> Outcome {
         },
         ["set", "server", _, "health"] => text(HEALTH_WORDS),
         ["set", "server", _, ..] => {
-            text("'set server <srv>' only supports 'state', 'weight' and 'health' here.\n")
+            text("'set server <srv>' only supports 'state', 'weight', 'health' and 'addr' here.\n")
         }
         ["enable" | "disable", "health", ..] if level < Level::Admin => permission_denied(),
         ["enable", "health", target] => set_checks(v, target, true),

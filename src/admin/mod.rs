@@ -4,6 +4,7 @@
 //! table in `stat_fields` and the arguments of `show stat` in `stat_query`).
 
 pub mod commands;
+pub mod dynamic;
 pub mod info;
 pub mod server;
 pub mod stat;

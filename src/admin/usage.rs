@@ -76,6 +76,16 @@ pub const COMMANDS: &[Command] = &[
         Level::Admin,
     ),
     cmd(
+        &["add", "server"],
+        "add server <bk>/<srv>                   : create a new server",
+        Level::Admin,
+    ),
+    cmd(
+        &["del", "server"],
+        "del server <bk>/<srv>                   : remove a dynamically added server",
+        Level::Admin,
+    ),
+    cmd(
         &["set", "maxconn", "server"],
         "set maxconn server <bk>/<srv>           : change a server's maxconn setting",
         Level::Admin,

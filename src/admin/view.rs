@@ -22,4 +22,26 @@ pub struct View<'a> {
     pub stopping: bool,
     /// Unix time the master started.
     pub started_unix: u64,
+    /// Replaced generations whose workers may still be draining: their
+    /// configuration and shared state (`del server` must see their
+    /// requests in flight too).
+    pub draining: Vec<(&'a Config, &'a Shm)>,
+}
+
+impl View<'_> {
+    /// Requests in flight on server `server` of upstream `upstream` in the
+    /// draining generations (found by name: positions differ between them).
+    pub fn draining_active(&self, upstream: &str, server: &str) -> u32 {
+        self.draining
+            .iter()
+            .filter_map(|(cfg, shm)| {
+                let u = cfg.upstreams.position(upstream)?;
+                let s = cfg.upstreams[u]
+                    .servers
+                    .iter()
+                    .position(|x| x.name == server)?;
+                Some(shm.server(u, s).active())
+            })
+            .sum()
+    }
 }

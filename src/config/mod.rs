@@ -20,6 +20,7 @@ mod build;
 mod error;
 mod index;
 mod nesting;
+pub mod overlay;
 mod print;
 pub mod raw;
 mod route_action;

@@ -17,7 +17,14 @@ use std::io;
 /// health carry over by
 /// upstream and server name, so neither an operator's `maint` nor a DOWN
 /// server is forgotten.
-pub fn build_shm(config: &Config, previous: Option<(&Shm, &Config)>) -> io::Result<Shm> {
+///
+/// `counters`: a runtime server change (not a reload) — the counters of
+/// servers, upstreams and listeners go on from the previous generation's.
+pub fn build_shm(
+    config: &Config,
+    previous: Option<(&Shm, &Config)>,
+    counters: bool,
+) -> io::Result<Shm> {
     let counts: Vec<usize> = config.upstreams.iter().map(|u| u.servers.len()).collect();
     let shm =
         Shm::create_with_listeners(&counts, config.workers.resolve(), config.listeners.len())?;
@@ -27,12 +34,22 @@ pub fn build_shm(config: &Config, previous: Option<(&Shm, &Config)>) -> io::Resu
         for (i, l) in config.listeners.iter().enumerate() {
             if let Some(o) = old_cfg.listeners.iter().position(|x| x.name == l.name) {
                 shm.set_listener_disabled(i, old_shm.listener_disabled(o));
+                if counters {
+                    if let Some(c) = shm.listener_counts(0, i) {
+                        c.carry_totals(old_shm.listener_stats(o));
+                    }
+                }
             }
         }
     }
     let now = shm::unix_secs();
     let previous = previous.map(|(old_shm, old_cfg)| (old_shm, old_cfg, ServerIndex::new(old_cfg)));
     for (ui, up) in config.upstreams.iter().enumerate() {
+        if let (true, Some((old_shm, _, index))) = (counters, &previous) {
+            if let Some(oui) = index.upstream(&up.name) {
+                shm.upstream(ui).carry_durations(old_shm.upstream(oui));
+            }
+        }
         let full_health = up.health.as_ref().map(|h| h.rise + h.fall - 1);
         for (si, s) in up.servers.iter().enumerate() {
             let sh = shm.server(ui, si);
@@ -56,6 +73,9 @@ pub fn build_shm(config: &Config, previous: Option<(&Shm, &Config)>) -> io::Resu
                 },
                 both_checked,
             );
+            if counters {
+                sh.carry_counters(old_shm.server(oui, osi));
+            }
         }
     }
     Ok(shm)

@@ -17,6 +17,7 @@ pub mod notify;
 pub mod pidfile;
 mod privileges;
 pub mod rates;
+mod servers;
 mod upgrade;
 
 pub use upgrade::oldbin_path;
@@ -139,6 +140,12 @@ pub struct Master {
     next_sample: Instant,
     /// `sysconf(_SC_CLK_TCK)`: the unit of /proc's CPU times.
     clock_ticks: u64,
+    /// Servers added, deleted or moved over the runtime API: re-applied
+    /// over the file at every reload (and saved in `state_file`).
+    overlay: crate::config::overlay::Overlay,
+    /// Replaced generations while their workers drain: (generation, its
+    /// configuration, its shared state), for `del server`'s in-flight check.
+    draining: Vec<(u64, Config, std::sync::Arc<crate::shm::Shm>)>,
 }
 
 /// The health checker process of the current generation.
@@ -244,7 +251,13 @@ pub fn run(config: Config, opts: RunOptions) -> Result<(), MasterError> {
     sigs.register(poll.registry(), SIGNAL_TOKEN)
         .map_err(setup("signal setup"))?;
     set_process_name("forklb-master");
-    let shm = build_shm(&config, None).map_err(setup("shared memory"))?;
+    let mut config = config;
+    let state = read_state_file(&config);
+    let overlay = state
+        .as_deref()
+        .map(|text| restore_overlay(text, &mut config))
+        .unwrap_or_default();
+    let shm = build_shm(&config, None, false).map_err(setup("shared memory"))?;
     let mut master = Master {
         shm: std::sync::Arc::new(shm),
         lifetime: lifetime::LifetimeTotals::default(),
@@ -255,6 +268,8 @@ pub fn run(config: Config, opts: RunOptions) -> Result<(), MasterError> {
         rates: rates::Rates::default(),
         next_sample: Instant::now(),
         clock_ticks: crate::procfs::ticks_per_sec(),
+        overlay,
+        draining: Vec::new(),
         access_log,
         children: Children::new(config.workers.resolve()),
         config,
@@ -271,7 +286,9 @@ pub fn run(config: Config, opts: RunOptions) -> Result<(), MasterError> {
         origin,
     };
     master.pid_path = master.config.pid_file.clone();
-    master.load_state_file();
+    if let Some(text) = state {
+        master.apply_state_file(&text);
+    }
     master.bind_admin();
     log::info!(
         "forklb {} starting: {} worker(s), listening on {}",
@@ -378,6 +395,36 @@ fn bind_all(
 fn reload_failed(reason: String) -> String {
     log::error!("reload failed, keeping the running configuration: {reason}");
     reason
+}
+
+/// The state file's text, if configured and present (a start after a
+/// restart or an upgrade).
+fn read_state_file(config: &Config) -> Option<String> {
+    let path = config.state_file.as_ref()?;
+    match std::fs::read_to_string(path) {
+        Ok(text) => Some(text),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+        Err(e) => {
+            log::error!("cannot read state file {}: {e}", path.display());
+            None
+        }
+    }
+}
+
+/// Re-applies the runtime server changes saved in a state file over the
+/// configuration just loaded; returns the overlay that remains.
+fn restore_overlay(text: &str, config: &mut Config) -> crate::config::overlay::Overlay {
+    let (mut overlay, bad) = crate::config::overlay::Overlay::parse(text);
+    for line in bad {
+        log::warn!("state file: ignoring unreadable runtime server line {line:?}");
+    }
+    for note in overlay.reapply(config) {
+        log::warn!("state file: {note}");
+    }
+    if !overlay.is_empty() {
+        log::info!("state file: runtime server changes re-applied");
+    }
+    overlay
 }
 
 /// Hands the error log and access log files to the worker identity.
@@ -499,6 +546,7 @@ impl Master {
             }
         }
         self.lifetime.collect(|g| self.children.has_generation(g));
+        self.collect_draining();
         self.check_old_master();
 
         // 2. Terminate (fast).
@@ -804,12 +852,19 @@ impl Master {
             return Ok(());
         }
         log::info!("received HUP: reloading {}", self.config.source.display());
-        let new = match Config::load(&self.config.source) {
+        let mut new = match Config::load(&self.config.source) {
             Ok(c) => c,
             Err(e) => {
                 return Err(reload_failed(format!("{e}")));
             }
         };
+        // Servers added, deleted or moved at runtime stay so (see
+        // `config::overlay` for who wins when the file changed too); the
+        // overlay is only committed once the reload succeeds.
+        let mut overlay = self.overlay.clone();
+        for note in overlay.reapply(&mut new) {
+            log::warn!("reload: {note}");
+        }
         // Bind new addresses first: on failure nothing has changed yet.
         let mut existing: Vec<(TcpListener, SocketAddr)> = Vec::new();
         let mut fresh: Vec<(TcpListener, SocketAddr)> = Vec::new();
@@ -862,37 +917,23 @@ impl Master {
         }
         // Runtime state (admin states, changed weights, health) carries over
         // to the new generation by upstream and server name.
-        let shm = match build_shm(&new, Some((&self.shm, &self.config))) {
+        let shm = match build_shm(&new, Some((&self.shm, &self.config)), false) {
             Ok(s) => s,
             Err(e) => {
                 return Err(reload_failed(format!("shared memory: {e}")));
             }
         };
-        // The old generation's counters stay readable while it drains.
-        let old_shm = std::mem::replace(&mut self.shm, std::sync::Arc::new(shm));
-        // Publish into the new mapping at the next turn, before its
-        // workers are asked for metrics.
-        self.next_sample = Instant::now();
-        self.lifetime.retire(self.children.generation(), old_shm);
-        let pid_file = self.config.pid_file.clone();
+        self.overlay = overlay;
         warn_unverified_tls(&new);
         log_load_warnings(&new);
-        self.config = new;
-        self.config.pid_file = pid_file;
+        new.pid_file = self.config.pid_file.clone();
         self.access_log = access_log;
         if let Some(id) = &self.identity {
             chown_logs(id, self.access_log.as_ref());
         }
-        let old = self.children.new_generation(self.config.workers.resolve());
-        log::info!(
-            "configuration generation {} loaded; draining {} old worker(s)",
-            self.children.generation(),
-            old.len()
-        );
-        signal_pids(&old, libc::SIGQUIT);
-        // The old generation's checker goes; the new one starts this turn.
-        self.stop_health(libc::SIGTERM);
-        self.health = HealthProc::default();
+        self.switch_generation(new, shm, "reload");
+        // The overlay may have lost entries the file now overrides.
+        self.save_state_file(Instant::now());
         Ok(())
     }
 
@@ -1105,16 +1146,23 @@ impl Master {
                 Err(e) => format!("Success=0\n--\n{e}\n"),
             });
         }
-        let view = self.admin_view(now);
-        let out = crate::admin::execute(cmd, level, &view);
+        use crate::admin::commands::Effect;
+        let out = crate::admin::execute(cmd, level, &self.admin_view(now));
         match out.effect {
-            crate::admin::commands::Effect::None => {}
-            crate::admin::commands::Effect::StateChanged => self.save_state_file(now),
-            crate::admin::commands::Effect::CountersCleared => self.rates.clear_max(),
-            crate::admin::commands::Effect::ListenersChanged => {
+            Effect::None => {}
+            Effect::StateChanged => self.save_state_file(now),
+            Effect::CountersCleared => self.rates.clear_max(),
+            Effect::ListenersChanged => {
                 self.children.tell_workers(crate::worker::LISTENERS_CHANGED)
             }
-            crate::admin::commands::Effect::SessionsShutdown => {
+            Effect::Servers(change) => {
+                if let Err(e) = self.change_servers(&change) {
+                    log::error!("runtime server change refused: {e}");
+                    return Reply::Text(format!("{e}\n"));
+                }
+                self.save_state_file(now);
+            }
+            Effect::SessionsShutdown => {
                 self.children.tell_workers(crate::worker::SHUTDOWN_SESSIONS)
             }
         }
@@ -1171,6 +1219,7 @@ impl Master {
             rates: self.rates.view(),
             stopping: self.stopping(),
             started_unix: self.started_unix,
+            draining: self.draining_view(),
         }
     }
 
@@ -1179,7 +1228,9 @@ impl Master {
         let Some(path) = self.config.state_file.as_ref() else {
             return;
         };
-        let text = crate::admin::stat::state_file_text(&self.admin_view(now));
+        let mut text = crate::admin::stat::state_file_text(&self.admin_view(now));
+        // Runtime server changes, as comment lines HAProxy would skip.
+        text.push_str(&self.overlay.to_lines());
         let mut tmp = path.as_os_str().to_owned();
         tmp.push(".tmp");
         let tmp = PathBuf::from(tmp);
@@ -1189,21 +1240,16 @@ impl Master {
         }
     }
 
-    /// Applies the state file (at start: after a restart or an upgrade).
-    fn load_state_file(&mut self) {
-        let Some(path) = self.config.state_file.clone() else {
-            return;
-        };
-        match std::fs::read_to_string(&path) {
-            Ok(text) => {
-                let n = crate::admin::stat::apply_state(&text, &self.config, &self.shm);
-                log::info!(
-                    "state file {}: restored {n} server state(s)",
-                    path.display()
-                );
-            }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => log::error!("cannot read state file {}: {e}", path.display()),
+    /// Applies the state file's server states (at start: after a restart
+    /// or an upgrade; its runtime server changes are in the configuration
+    /// already, see `restore_overlay`).
+    fn apply_state_file(&mut self, text: &str) {
+        let n = crate::admin::stat::apply_state(text, &self.config, &self.shm);
+        if let Some(path) = &self.config.state_file {
+            log::info!(
+                "state file {}: restored {n} server state(s)",
+                path.display()
+            );
         }
     }
 

@@ -71,6 +71,15 @@ impl ListenerCounts {
         self.requests.store(0, Relaxed);
     }
 
+    /// A runtime server change's new generation goes on from the old
+    /// generation's totals (`old`, summed over its workers; see
+    /// `ServerShared::carry_counters`). Open connections stay the old
+    /// workers' to count.
+    pub fn carry_totals(&self, old: ListenerStats) {
+        self.conns_total.store(old.conns_total, Relaxed);
+        self.requests.store(old.requests, Relaxed);
+    }
+
     pub(super) fn add_to(&self, s: &mut ListenerStats) {
         s.conns_current += self.conns_current.load(Relaxed);
         s.conns_total += self.conns_total.load(Relaxed);

@@ -645,6 +645,40 @@ impl ServerShared {
             .store(old.last_change.load(Relaxed), Relaxed);
     }
 
+    /// A runtime server change (`add server`, `del server`, `set server
+    /// addr`) starts a new generation of the same configuration plus that
+    /// change: unlike a reload, the server's counters go on from where the
+    /// old generation's are (as HAProxy's do: its servers are not
+    /// recreated). What is in flight is not copied — the old generation's
+    /// workers finish those requests and count them there.
+    pub fn carry_counters(&self, old: &ServerShared) {
+        let pairs = [
+            (&self.requests, &old.requests),
+            (&self.bytes_in, &old.bytes_in),
+            (&self.bytes_out, &old.bytes_out),
+            (&self.connect_errors, &old.connect_errors),
+            (&self.response_errors, &old.response_errors),
+            (&self.retries, &old.retries),
+            (&self.selections, &old.selections),
+            (&self.downtime, &old.downtime),
+            (&self.check_fails, &old.check_fails),
+            (&self.check_downs, &old.check_downs),
+            (&self.last_check_us, &old.last_check_us),
+        ];
+        for (new, old) in pairs
+            .into_iter()
+            .chain(self.responses.iter().zip(&old.responses))
+        {
+            new.store(old.load(Relaxed), Relaxed);
+        }
+        self.max_active.store(old.max_active.load(Relaxed), Relaxed);
+        self.last_check_code
+            .store(old.last_check_code.load(Relaxed), Relaxed);
+        self.last_check_ok
+            .store(old.last_check_ok.load(Relaxed), Relaxed);
+        self.checked.store(old.checked.load(Relaxed), Relaxed);
+    }
+
     // ----- readers ----------------------------------------------------------
 
     pub fn stats(&self) -> ServerStats {

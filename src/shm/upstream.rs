@@ -81,6 +81,18 @@ impl UpstreamShared {
         self.weights_epoch.load(Acquire)
     }
 
+    /// A runtime server change's new generation goes on from the old
+    /// generation's histogram (see `ServerShared::carry_counters`).
+    pub fn carry_durations(&self, old: &UpstreamShared) {
+        for (new, old) in self.duration_buckets.iter().zip(&old.duration_buckets) {
+            new.store(old.load(Relaxed), Relaxed);
+        }
+        self.duration_sum_us
+            .store(old.duration_sum_us.load(Relaxed), Relaxed);
+        self.duration_count
+            .store(old.duration_count.load(Relaxed), Relaxed);
+    }
+
     /// After a weight changed (see `weights_epoch`).
     pub(super) fn bump_weights_epoch(&self) {
         self.weights_epoch.fetch_add(1, Release);
