@@ -84,6 +84,13 @@ impl QueueShared {
         self.max_queued.store(self.queued.load(Relaxed), Relaxed);
     }
 
+    /// A runtime server change's new generation goes on from the old
+    /// generation's maximum and timeouts (its waiters stay there).
+    pub fn carry_counters(&self, old: &QueueShared) {
+        self.max_queued.store(old.max_queued.load(Relaxed), Relaxed);
+        self.timeouts.store(old.timeouts.load(Relaxed), Relaxed);
+    }
+
     /// `clear counters all`.
     pub fn clear_counters(&self) {
         self.timeouts.store(0, Relaxed);

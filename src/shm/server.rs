@@ -672,6 +672,7 @@ impl ServerShared {
             new.store(old.load(Relaxed), Relaxed);
         }
         self.max_active.store(old.max_active.load(Relaxed), Relaxed);
+        self.max_queued.store(old.max_queued.load(Relaxed), Relaxed);
         self.last_check_code
             .store(old.last_check_code.load(Relaxed), Relaxed);
         self.last_check_ok

@@ -82,7 +82,8 @@ impl UpstreamShared {
     }
 
     /// A runtime server change's new generation goes on from the old
-    /// generation's histogram (see `ServerShared::carry_counters`).
+    /// generation's histogram and queue counters (see
+    /// `ServerShared::carry_counters`; who waits stays in the old one).
     pub fn carry_durations(&self, old: &UpstreamShared) {
         for (new, old) in self.duration_buckets.iter().zip(&old.duration_buckets) {
             new.store(old.load(Relaxed), Relaxed);
@@ -91,6 +92,7 @@ impl UpstreamShared {
             .store(old.duration_sum_us.load(Relaxed), Relaxed);
         self.duration_count
             .store(old.duration_count.load(Relaxed), Relaxed);
+        self.queue.carry_counters(&old.queue);
     }
 
     /// After a weight changed (see `weights_epoch`).
