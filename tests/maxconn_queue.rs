@@ -378,18 +378,17 @@ fn spawn_get(port: u16, path: &str) -> std::thread::JoinHandle<(u16, String)> {
 }
 
 /// Two workers, listener with h2c, upstream `main` of `servers`,
-/// `balance`, a short `timeouts.queue` when given, an access log.
+/// `balance`, `timeouts.queue` (60s unless given), an access log.
 fn start_queue(servers: Vec<Srv>, balance: &str, queue_timeout: Option<&str>) -> Setup {
     let dir = TempDir::new("maxconnq");
     let sock = dir.join("admin.sock");
-    let mut b = ConfigBuilder::new()
+    // Long by default: a loaded machine must not turn a wait into a 503.
+    let t = queue_timeout.unwrap_or("60s");
+    let yaml = ConfigBuilder::new()
         .workers(2)
         .admin_socket(&sock)
-        .access_log(&dir.join("access.log"), "combined");
-    if let Some(t) = queue_timeout {
-        b = b.raw(&format!("timeouts: {{queue: {t}}}\n"));
-    }
-    let yaml = b
+        .access_log(&dir.join("access.log"), "combined")
+        .raw(&format!("timeouts: {{queue: {t}}}\n"))
         .listener("web", &["127.0.0.1:$PORT"])
         .listener_opt("h2c: true")
         .route(Route::to("main"))
