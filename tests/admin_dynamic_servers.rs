@@ -32,6 +32,7 @@ fn yaml(dir: &TempDir, a: &Backend, b: &Backend, extra: &str, upstream_extra: &[
         .admin_socket(&dir.join("admin.sock"))
         .raw(extra)
         .listener("front", &["127.0.0.1:$PORT"])
+        .route(Route::path("/metrics").metrics())
         .route(Route::to("web"))
         .upstream("web", [Srv::new("a", a.addr()), Srv::new("b", b.addr())]);
     for line in upstream_extra {
@@ -299,6 +300,10 @@ fn an_added_server_takes_traffic_once_enabled_in_both_workers() {
         "{state}"
     );
     assert_eq!(stat_field(&s.sock, "web", "c", "stot"), n.to_string());
+    // So do the workers' metrics.
+    let metrics = http_get(s.lb.port(), "/metrics").body_str();
+    let line = format!("forklb_server_requests_total{{upstream=\"web\",server=\"c\"}} {n}");
+    assert!(metrics.contains(&line), "{metrics}");
 }
 
 #[test]
@@ -426,7 +431,14 @@ fn a_deleted_server_in_flight_on_a_draining_generation_blocks_del() {
 
 #[test]
 fn set_addr_moves_every_new_request_and_drops_pooled_connections() {
-    let s = start();
+    let logs = TempDir::new("dynsrv-log");
+    let access = logs.join("access.log");
+    let s = start_with(
+        Backend::start("a"),
+        Backend::start("b"),
+        &format!("access_log: {{path: \"{}\"}}\n", access.display()),
+        &[],
+    );
     let new_a = Backend::start("new-a");
     admin_cmd(&s.sock, "disable server web/b");
     // A kept-alive client connection, and pooled connections to a's old
@@ -461,6 +473,16 @@ fn set_addr_moves_every_new_request_and_drops_pooled_connections() {
         s.a.request_count(),
         old_requests,
         "a request reached the old address"
+    );
+    // The access log names where the requests went.
+    let logged = format!("upstream={} ", new_a.addr());
+    assert!(
+        wait_until(Duration::from_secs(3), || fs::read_to_string(&access)
+            .is_ok_and(
+                |l| l.lines().filter(|l| l.contains(&logged)).count() >= 10
+            )),
+        "{:?}",
+        fs::read_to_string(&access)
     );
     let state = admin_cmd(&s.sock, "show servers state web");
     let port = new_a.addr().port().to_string();
@@ -654,4 +676,85 @@ fn changes_survive_a_restart_and_a_usr2_upgrade_with_state_file() {
     drop(s);
     let s = start_with(Backend::start("a"), Backend::start("b"), &extra, &[]);
     assert_changed(&s, &c, &moved, "after a restart");
+}
+
+#[test]
+fn an_added_server_of_a_tls_upstream_is_reached_over_tls() {
+    let dir = TempDir::new("dynsrv-tls");
+    let sock = dir.join("admin.sock");
+    let (ca, ca_path) = support::tls::TestCa::in_dir(dir.path());
+    let cert = ca.issue(&["localhost"]);
+    let (s1, s2) = (
+        support::tls::TlsBackend::start("s1", &cert),
+        support::tls::TlsBackend::start("s2", &cert),
+    );
+    let yaml = tls_upstream_config("localhost", &ca_path, s1.addr())
+        .workers(2)
+        .admin_socket(&sock)
+        .build();
+    let lb = Forklb::start(&yaml);
+    assert!(wait_until(Duration::from_secs(5), || sock.exists()));
+    let out = admin_cmd(
+        &sock,
+        &format!(
+            "add server web/s2 {}; enable server web/s2; disable server web/s1",
+            s2.addr()
+        ),
+    );
+    assert_eq!(
+        out,
+        "New server registered.\n\n\n\n",
+        "{}",
+        lb.diagnostics()
+    );
+    let ok = wait_until(Duration::from_secs(5), || {
+        try_http_get(lb.port(), "/").is_ok_and(|r| r.body_str() == "s2")
+    });
+    assert!(ok, "s2 not reached\n{}", lb.diagnostics());
+    let reqs = s2.requests();
+    assert_eq!(reqs[0].sni.as_deref(), Some("localhost"), "tls.sni is sent");
+}
+
+#[test]
+fn an_upstream_may_lose_every_server_and_get_one_back() {
+    let s = start_with(
+        Backend::start("a"),
+        Backend::start("b"),
+        "",
+        &["health: {type: tcp, interval: 200ms, timeout: 500ms, rise: 1, fall: 1}"],
+    );
+    let out = admin_cmd(
+        &s.sock,
+        "disable server web/a; disable server web/b; del server web/a; del server web/b",
+    );
+    assert_eq!(out, "\n\nServer deleted.\nServer deleted.\n");
+    wait_serving(&s);
+    assert_eq!(http_get(s.lb.port(), "/").status, 503);
+    let stat = admin_cmd(&s.sock, "show stat");
+    assert!(stat.contains("web,BACKEND,"), "{stat}");
+    assert!(
+        !stat.contains("web,a,") && !stat.contains("web,b,"),
+        "{stat}"
+    );
+    let c = Backend::start("c");
+    admin_cmd(
+        &s.sock,
+        &format!("add server web/c {}; enable server web/c", c.addr()),
+    );
+    wait_serving(&s);
+    assert!(
+        wait_until(Duration::from_secs(3), || try_http_get(s.lb.port(), "/")
+            .is_ok_and(|r| r.body_str() == "c")),
+        "{}",
+        s.lb.diagnostics()
+    );
+    let log = s.lb.error_log_contents();
+    assert!(
+        log.contains("server web/a deleted over the admin socket"),
+        "{log}"
+    );
+    assert!(
+        !log.contains("panic") && !log.contains("unexpectedly"),
+        "{log}"
+    );
 }

@@ -21,7 +21,7 @@
 //! `show servers state` rows (`# forklb-server add web/s3 10.0.0.3:80
 //! weight 2 backup`), which HAProxy and older forklb readers skip.
 
-use super::{Balance, Config, Server};
+use super::{Balance, Config, Server, Upstream};
 use std::fmt;
 use std::net::SocketAddr;
 
@@ -98,19 +98,44 @@ pub fn takes_dynamic_servers(balance: Balance) -> bool {
 }
 
 impl NewServer {
-    /// The configuration's server for it: `addr_text` (the Host sent to a
-    /// server for clients without one) is the address itself, and an IP
-    /// address has no TLS name, as for a configured `addr: IP:PORT`.
-    fn to_server(&self) -> Server {
+    /// The configuration's server for it in `up`: `addr_text` (the Host
+    /// sent to a server for clients without one) is the address itself,
+    /// and with upstream TLS it is verified (and SNI named) as a
+    /// configured `addr: IP:PORT` is — `tls.sni` if set, else its IP.
+    fn to_server(&self, up: &Upstream) -> Server {
+        let addr_text = self.addr.to_string();
         Server {
             name: self.name.clone(),
             addr: self.addr,
-            addr_text: self.addr.to_string(),
-            tls_name: None,
+            tls_name: tls_name(up, &addr_text),
+            addr_text,
             weight: self.weight,
             backup: self.backup,
             maxconn: self.maxconn.unwrap_or(0),
         }
+    }
+}
+
+/// What a server of `up` at `addr_text` is verified against (none
+/// without upstream TLS), as the configuration's build step names it.
+fn tls_name(up: &Upstream, addr_text: &str) -> Option<rustls::pki_types::ServerName<'static>> {
+    up.tls.as_ref()?;
+    let sni = up.tls_settings.as_ref().and_then(|t| t.sni.as_deref());
+    crate::tls::client::server_name(sni, addr_text)
+}
+
+/// `set server B/S addr`: where the server lives changes, not who it is.
+/// A server configured by host name keeps that name for its Host default
+/// and its TLS identity (its certificate names the host, not the new IP);
+/// one configured by IP address is now known by the new one.
+fn move_server(up: &mut Upstream, i: usize, addr: SocketAddr) {
+    let by_ip = up.servers[i].addr_text.parse::<SocketAddr>().is_ok();
+    let tls_name = by_ip.then(|| tls_name(up, &addr.to_string()));
+    let s = &mut up.servers[i];
+    s.addr = addr;
+    if let Some(name) = tls_name {
+        s.addr_text = addr.to_string();
+        s.tls_name = name;
     }
 }
 
@@ -126,17 +151,15 @@ pub fn apply(cfg: &mut Config, change: &ServerChange) -> Result<(), ChangeError>
         .ok_or(ChangeError::NoUpstream)?;
     let pos = up.servers.iter().position(|s| s.name == change.server());
     match (change, pos) {
-        (ServerChange::Add { server, .. }, None) => up.servers.push(server.to_server()),
+        (ServerChange::Add { server, .. }, None) => {
+            let s = server.to_server(up);
+            up.servers.push(s);
+        }
         (ServerChange::Add { .. }, Some(_)) => return Err(ChangeError::Exists),
         (ServerChange::Delete { .. }, Some(i)) => {
             up.servers.remove(i);
         }
-        (ServerChange::Addr { addr, .. }, Some(i)) => {
-            let s = &mut up.servers[i];
-            s.addr = *addr;
-            s.addr_text = addr.to_string();
-            s.tls_name = None;
-        }
+        (ServerChange::Addr { addr, .. }, Some(i)) => move_server(up, i, *addr),
         (ServerChange::Delete { .. } | ServerChange::Addr { .. }, None) => {
             return Err(ChangeError::NoServer)
         }
@@ -402,6 +425,18 @@ mod tests {
         let added = &c.upstreams[0].servers[1];
         assert_eq!((added.weight, added.backup, added.maxconn), (2, true, 7));
         assert_eq!(added.addr_text, "127.0.0.1:9003");
+    }
+
+    #[test]
+    fn a_host_named_server_keeps_its_name_when_it_moves() {
+        let mut c = cfg();
+        c.upstreams.0[0].servers[0].addr_text = "api.internal:9001".into();
+        apply(&mut c, &moved("a", "127.0.0.9:9009")).expect("addr");
+        apply(&mut c, &moved("b", "127.0.0.8:9008")).expect("addr");
+        let s = &c.upstreams[0].servers;
+        assert_eq!(s[0].addr_text, "api.internal:9001");
+        assert_eq!(s[0].addr.to_string(), "127.0.0.9:9009");
+        assert_eq!(s[1].addr_text, "127.0.0.8:9008");
     }
 
     #[test]
