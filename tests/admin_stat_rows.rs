@@ -214,3 +214,44 @@ fn frontend_rows_count_their_own_responses_by_class() {
         "{body}"
     );
 }
+
+#[test]
+fn qtime_counts_the_wait_for_a_full_server() {
+    let slow = Backend::start_with(
+        "slow",
+        BackendOpts {
+            delay: DELAY,
+            ..BackendOpts::default()
+        },
+    );
+    let dir = TempDir::new("statq");
+    let sock = dir.join("admin.sock");
+    let lb = Forklb::start(
+        &ConfigBuilder::new()
+            .workers(2)
+            .admin_socket(&sock)
+            .listener("web", &["127.0.0.1:$PORT"])
+            .route(Route::to("one"))
+            .upstream("one", [Srv::new("slow", slow.addr()).maxconn(1)])
+            .build(),
+    );
+    assert!(
+        wait_until(Duration::from_secs(5), || sock.exists()),
+        "{}",
+        lb.diagnostics()
+    );
+    // Three at once on a server that takes one: the others wait their turn.
+    let port = lb.port();
+    let clients: Vec<_> = (0..3)
+        .map(|i| std::thread::spawn(move || http_get(port, &format!("/q{i}")).status))
+        .collect();
+    for c in clients {
+        assert_eq!(c.join().expect("client"), 200);
+    }
+    let ms = DELAY.as_millis() as i64;
+    let qmax = num(&sock, "one", "slow", "qtime_max");
+    assert!(qmax >= ms - 10, "qtime_max {qmax}");
+    assert!(num(&sock, "one", "BACKEND", "qtime_max") >= qmax);
+    let q = num(&sock, "one", "slow", "qtime");
+    assert!(q > 0 && q <= qmax, "qtime {q}, max {qmax}");
+}

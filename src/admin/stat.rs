@@ -491,8 +491,9 @@ fn server_row(
     let mut r = Row::new(Kind::Server, &up.name, &srv.name, iid, sid);
     r.maint = st.admin == AdminState::Maint;
     r.up = st.admin != AdminState::Maint && !st.health.down && !st.stopping;
-    r.set("qcur", 0);
-    r.set("qmax", 0);
+    // Requests waiting for this server alone (`balance: hash`).
+    r.set("qcur", st.queued);
+    r.set("qmax", st.max_queued);
     r.set("scur", st.active);
     r.set("smax", st.max_active);
     // HAProxy leaves slim empty for a server without maxconn.
@@ -574,6 +575,9 @@ fn check_desc(status: &str) -> &'static str {
 }
 
 /// An upstream's BACKEND row: its servers' sums, UP while one is usable.
+/// Its queue: the requests waiting for any of its servers, and those that
+/// waited in vain (`timeouts.queue`), which HAProxy counts as connection
+/// errors answered 5xx.
 fn backend_row(
     v: &Source,
     u: usize,
@@ -582,16 +586,18 @@ fn backend_row(
     iid: usize,
     now: u64,
 ) -> Row {
+    let queue = v.shm.upstream(u).queue();
     let (sums, act, bck) = (&totals.counters, totals.act, totals.bck);
+    let queue_timeouts = queue.timeouts();
     let mut r = Row::new(Kind::Backend, &up.name, "BACKEND", iid, 0);
-    r.set("qcur", 0);
-    r.set("qmax", 0);
+    r.set("qcur", queue.queued());
+    r.set("qmax", queue.max_queued());
     r.set("scur", sums[0]);
     r.set("smax", sums[1]);
     r.set("stot", sums[2]);
     r.set("bin", sums[3]);
     r.set("bout", sums[4]);
-    r.set("econ", sums[5]);
+    r.set("econ", sums[5] + queue_timeouts);
     r.set("eresp", sums[6]);
     r.set("wretr", sums[7]);
     r.set("status", if act + bck > 0 { "UP" } else { "DOWN" });
@@ -611,7 +617,9 @@ fn backend_row(
     r.set("rate_max", rate_max);
     r.set("req_tot", sums[2]);
     for (k, f) in HRSP.iter().enumerate() {
-        r.set(f, sums[9 + k]);
+        // hrsp_5xx is index 4.
+        let local = if k == 4 { queue_timeouts } else { 0 };
+        r.set(f, sums[9 + k] + local);
     }
     r.set("lastsess", last_session_age(totals.last_session, now));
     let times = totals.times();
