@@ -262,6 +262,7 @@ mod tests {
                 weight,
                 backup,
                 maxconn: 0,
+                id: i + 1,
             })
             .collect()
     }
