@@ -9,7 +9,10 @@
 #   QUICK=1 ...                         # N1=500 requests (default 2000); N2 = 3*N1
 #   CG_N1=1000 ...                      # N1
 #   FORKLB_BIN=/path/to/forklb ...      # measure this binary (no cargo build)
-#   CG_PROXIES="forklb nginx" ...       # a subset of forklb nginx haproxy pingora
+#   CG_PROXIES="forklb nginx" ...       # a subset of forklb f-maxconn nginx haproxy pingora
+#                                       #   (f-maxconn: forklb with "maxconn: 100000" on both
+#                                       #   servers, never reached: what the bookkeeping of
+#                                       #   per-server maxconn costs, against forklb without)
 #   PINGORA_BIN=/path/to/pingora-lb ... # Pingora's build (bench/pingora); run.sh passes
 #                                       #   it; without it Pingora is left out
 #   CG_MODES=ka ...                     # a subset of ka (keep-alive) close (new connection
@@ -49,7 +52,7 @@ if [[ "${QUICK:-0}" == 1 ]]; then : "${CG_N1:=500}"; fi
 N1=${CG_N1:-2000}
 [[ "$N1" =~ ^[1-9][0-9]*$ ]] || { echo "CG_N1 must be a positive integer" >&2; exit 1; }
 N2=$((3 * N1))
-CG_PROXIES=(${CG_PROXIES:-forklb nginx haproxy${PINGORA_BIN:+ pingora}})
+CG_PROXIES=(${CG_PROXIES:-forklb f-maxconn nginx haproxy${PINGORA_BIN:+ pingora}})
 CG_MODES=(${CG_MODES:-ka close})
 STANDALONE=0; [[ -z "${CG_BACKEND:-}" ]] && STANDALONE=1
 
@@ -136,9 +139,13 @@ fi
 # write_conf PROXY PORT DIR: the proxy's config in DIR, set CMD and STOPSIG.
 # The same settings as run.sh's instances, but one worker/thread.
 write_conf() {
-    local p=$1 port=$2 d=$3
+    local p=$1 port=$2 d=$3 limit=""
+    # f-maxconn: a limit per server high enough never to be reached, so
+    # that its bookkeeping (a compare-exchange per request, the queue's
+    # checks) is all that differs from forklb.
+    [[ $p == f-maxconn ]] && limit=", maxconn: 100000"
     case $p in
-    forklb)
+    forklb|f-maxconn)
         cat > "$d/forklb.yaml" <<EOF
 version: 1
 workers: 1
@@ -157,8 +164,8 @@ upstreams:
   be:
     keepalive: 32
     servers:
-      - {addr: "127.0.0.1:$BE1"}
-      - {addr: "127.0.0.1:$BE2"}
+      - {addr: "127.0.0.1:$BE1"$limit}
+      - {addr: "127.0.0.1:$BE2"$limit}
 EOF
         CMD=("$FORKLB" -c "$d/forklb.yaml"); STOPSIG=QUIT ;;
     nginx)

@@ -1207,7 +1207,10 @@ def cmd_cgtable(results):
 # The proxies, in column order: forklb, then its peers. nginx and HAProxy always
 # have a column; another peer (Pingora, which may be left out: PINGORA=0, or a
 # failed build) only when it has records.
-PROXIES = ["forklb", "nginx", "haproxy", "pingora"]
+PROXIES = ["forklb", "f-maxconn", "nginx", "haproxy", "pingora"]
+# forklb itself, configured otherwise (callgrind only: f-maxconn has "maxconn"
+# on its servers): compared with forklb, never a peer to beat (not in f/best).
+SELF_VARIANTS = ("f-maxconn",)
 ALWAYS_SHOWN = ("forklb", "nginx", "haproxy")
 # Metrics where more is better (the best peer is the highest); for all others
 # (CPU, latency, bytes/conn, Ir/request) the best peer is the lowest.
@@ -1296,7 +1299,7 @@ def ratio_cells(med, cols, higher_is_better):
     heads = ratio_heads(cols)
     peers = [p for p in cols if p != "forklb"]
     cells = [ratio(med.get("forklb"), med.get(p)) for p in peers]
-    vals = [med[p] for p in peers if med.get(p) is not None]
+    vals = [med[p] for p in peers if med.get(p) is not None and p not in SELF_VARIANTS]
     best = (max(vals) if higher_is_better else min(vals)) if vals else None
     cells.append(ratio(med.get("forklb"), best))
     return "".join(f"{c:>{w}}" for c, (_, w) in zip(cells, heads))

@@ -56,6 +56,9 @@
 # connection per request), against the same backend pair; Ir/request =
 # (Ir(N2) - Ir(N1)) / (N2 - N1) over all its processes (master + worker), so
 # start-up and shutdown cancel. Kernel work is not counted.
+# forklb is measured a second time as "f-maxconn", with "maxconn: 100000" on
+# its servers (never reached): the column against forklb's is what per-server
+# maxconn bookkeeping costs a request (not a peer: left out of f/best).
 #
 # Section 9: forklb's accept wake-ups per accepted connection over scenario 2,
 # from its own counters (forklb_accept_wakeups_total / forklb_connections_total,

@@ -237,6 +237,8 @@ fn set_weight(v: &View, target: &str, w: &str) -> Outcome {
             up.servers[s].name
         );
     }
+    // Queued requests may have room now (a limit raised, a server back).
+    v.shm.wake_waiters(u);
     changed()
 }
 
@@ -267,6 +269,8 @@ fn set_maxconn(v: &View, target: &str, n: Option<&str>) -> Outcome {
             up.servers[s].name
         );
     }
+    // Queued requests may have room now (a limit raised, a server back).
+    v.shm.wake_waiters(u);
     changed()
 }
 
@@ -323,6 +327,8 @@ fn set_admin(v: &View, target: &str, admin: AdminState) -> Outcome {
             admin.status_word()
         );
     }
+    // Queued requests may have room now (a limit raised, a server back).
+    v.shm.wake_waiters(u);
     changed()
 }
 
@@ -426,6 +432,12 @@ fn clear_counters(v: &View, all: bool) -> Outcome {
             } else {
                 srv.clear_max();
             }
+        }
+        let queue = v.shm.upstream(u).queue();
+        if all {
+            queue.clear_counters();
+        } else {
+            queue.clear_max();
         }
     }
     log::info!(

@@ -9,7 +9,7 @@ use super::typed;
 use super::view::View;
 use crate::config::{Balance, Health, HealthKind, Server, Upstream};
 use crate::health::counter;
-use crate::shm::{self, AdminState, LastCheck, ServerStats};
+use crate::shm::{self, AdminState, LastCheck, QueueShared, ServerStats};
 use std::fmt::Write;
 
 /// The column of field `name`. A map built once, not a scan of `FIELDS`:
@@ -380,7 +380,7 @@ fn upstream_rows(
             }
         }
     }
-    visit(&backend_row(up, &totals, iid));
+    visit(&backend_row(up, &totals, v.shm.upstream(u).queue(), iid));
 }
 
 /// A server's counters in the order `BackendTotals::counters` sums them:
@@ -429,8 +429,9 @@ fn server_row(
     let mut r = Row::new(Kind::Server, &up.name, &srv.name, iid, sid);
     r.maint = st.admin == AdminState::Maint;
     r.up = st.admin != AdminState::Maint && !st.health.down && !st.stopping;
-    r.set("qcur", 0);
-    r.set("qmax", 0);
+    // Requests waiting for this server alone (`balance: hash`).
+    r.set("qcur", st.queued);
+    r.set("qmax", st.max_queued);
     r.set("scur", st.active);
     r.set("smax", st.max_active);
     // HAProxy leaves slim empty for a server without maxconn.
@@ -505,17 +506,21 @@ fn check_desc(status: &str) -> &'static str {
 }
 
 /// An upstream's BACKEND row: its servers' sums, UP while one is usable.
-fn backend_row(up: &Upstream, totals: &BackendTotals, iid: usize) -> Row {
+/// Its queue: the requests waiting for any of its servers, and those that
+/// waited in vain (`timeouts.queue`), which HAProxy counts as connection
+/// errors answered 5xx.
+fn backend_row(up: &Upstream, totals: &BackendTotals, queue: &QueueShared, iid: usize) -> Row {
     let (sums, act, bck) = (&totals.counters, totals.act, totals.bck);
+    let queue_timeouts = queue.timeouts();
     let mut r = Row::new(Kind::Backend, &up.name, "BACKEND", iid, 0);
-    r.set("qcur", 0);
-    r.set("qmax", 0);
+    r.set("qcur", queue.queued());
+    r.set("qmax", queue.max_queued());
     r.set("scur", sums[0]);
     r.set("smax", sums[1]);
     r.set("stot", sums[2]);
     r.set("bin", sums[3]);
     r.set("bout", sums[4]);
-    r.set("econ", sums[5]);
+    r.set("econ", sums[5] + queue_timeouts);
     r.set("eresp", sums[6]);
     r.set("wretr", sums[7]);
     r.set("status", if act + bck > 0 { "UP" } else { "DOWN" });
@@ -532,7 +537,9 @@ fn backend_row(up: &Upstream, totals: &BackendTotals, iid: usize) -> Row {
     r.set("type", 1);
     r.set("req_tot", sums[2]);
     for (k, f) in HRSP.iter().enumerate() {
-        r.set(f, sums[9 + k]);
+        // hrsp_5xx is index 4.
+        let local = if k == 4 { queue_timeouts } else { 0 };
+        r.set(f, sums[9 + k] + local);
     }
     r.set("mode", "http");
     r.set("algo", algo_name(up.balance));

@@ -47,6 +47,19 @@ pub struct Balancer {
     ring: Option<HashRing>,
 }
 
+/// What a pick found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pick {
+    /// This server takes the request (if its slot is still free when
+    /// taken: `ServerShared::try_begin_request`). With `balance: hash` and
+    /// a key it may be full: the request is bound to it and waits for it.
+    Server(usize),
+    /// Usable servers exist, all at their `maxconn`: the request waits.
+    Full,
+    /// No server may take requests (all down, in maintenance, weight 0).
+    NoServer,
+}
+
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Pass {
     /// Honour passive marks.
@@ -68,14 +81,36 @@ impl Balancer {
         }
     }
 
-    /// Picks a server index, or None when no server may take the request.
+    /// Picks a server index, or None when no server may take the request
+    /// now (see [`choose`](Self::choose)).
     pub fn pick(
         &mut self,
         servers: &[ServerRt],
         ctx: &PickCtx,
         excluded: &[usize],
     ) -> Option<usize> {
+        match self.choose(servers, ctx, excluded) {
+            Pick::Server(i) => {
+                ctx.shm.server(ctx.upstream, i).count_selection();
+                Some(i)
+            }
+            Pick::Full | Pick::NoServer => None,
+        }
+    }
+
+    /// Picks a server that may take the request: usable, and below its
+    /// `maxconn`. A usable server at its limit is passed over — unless
+    /// `balance: hash` binds the request to it (it has a key), which then
+    /// waits for that server. When every usable server is full, `Full`:
+    /// the request waits in the upstream's queue; passive marks and
+    /// backups are not a way around a full server (as in HAProxy, backups
+    /// serve only when no primary is usable at all). The caller counts the
+    /// selection once the request has the server's slot.
+    pub fn choose(&mut self, servers: &[ServerRt], ctx: &PickCtx, excluded: &[usize]) -> Pick {
         let algo = self.algo;
+        let bound = algo == Balance::Hash && ctx.key.is_some();
+        // A usable server was passed over because it is full.
+        let full = std::cell::Cell::new(false);
         for pass in [Pass::Strict, Pass::Lenient] {
             for backup in [false, true] {
                 let usable = |i: usize| -> Option<u32> {
@@ -87,13 +122,21 @@ impl Balancer {
                     if !sh.is_ready() || (pass == Pass::Strict && sh.passively_down(ctx.now_ms)) {
                         return None;
                     }
-                    Some(match algo {
+                    let w = match algo {
                         // static-rr ignores runtime weight changes (HAProxy).
                         Balance::StaticRr => s.weight,
                         _ => sh.weight(),
-                    })
+                    };
+                    if w > 0 && !bound && !sh.has_room() {
+                        full.set(true);
+                        return None;
+                    }
+                    Some(w)
                 };
                 if !(0..servers.len()).any(|i| usable(i).is_some_and(|w| w > 0)) {
+                    if full.get() {
+                        return Pick::Full;
+                    }
                     continue;
                 }
                 let choice = match self.algo {
@@ -112,12 +155,14 @@ impl Balancer {
                     },
                 };
                 if let Some(i) = choice {
-                    ctx.shm.server(ctx.upstream, i).count_selection();
-                    return Some(i);
+                    return Pick::Server(i);
+                }
+                if full.get() {
+                    return Pick::Full;
                 }
             }
         }
-        None
+        Pick::NoServer
     }
 
     /// nginx's smooth weighted round robin: every candidate gains its weight,

@@ -17,6 +17,8 @@ pub const FIRST_UPSTREAM_TOKEN: usize = 1 << 40;
 /// connection tokens (listeners take 0, 1, 2, ...).
 pub const SIGNAL_TOKEN: Token = Token(FIRST_CONN_TOKEN - 1);
 pub const CHANNEL_TOKEN: Token = Token(FIRST_CONN_TOKEN - 2);
+/// The worker's eventfd: a server slot its queued requests wait for freed.
+pub const QUEUE_TOKEN: Token = Token(FIRST_CONN_TOKEN - 3);
 
 /// Marks an upstream socket that idles in the pool (no owning connection).
 pub const POOLED: usize = usize::MAX;

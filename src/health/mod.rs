@@ -448,10 +448,14 @@ impl Checker {
                 "server {} is DOWN, reason: {reason}, check duration: {ms}ms",
                 t.label
             ),
-            Some(HealthChange::WentUp { .. }) => log::warn!(
-                "server {} is UP, reason: {reason}, check duration: {ms}ms",
-                t.label
-            ),
+            Some(HealthChange::WentUp { .. }) => {
+                log::warn!(
+                    "server {} is UP, reason: {reason}, check duration: {ms}ms",
+                    t.label
+                );
+                // Requests queued for a full upstream may use it now.
+                self.shm.wake_waiters(t.upstream);
+            }
             None => {}
         }
     }

@@ -4,7 +4,7 @@
 //! HTTP/1.1 connection's exchange and for an HTTP/2 stream's.
 
 use super::env::Env;
-use crate::balance::{hash_bytes, PickCtx};
+use crate::balance::{hash_bytes, Pick, PickCtx};
 use crate::event::token::upstream_token;
 use crate::event::Stream;
 use crate::http;
@@ -17,6 +17,22 @@ use std::time::Instant;
 
 /// Most servers one request may try: the first, then each retry.
 pub const MAX_TRIES: usize = 1 + crate::config::MAX_RETRIES as usize;
+
+/// A pick and its compare-exchange are retried this often when other
+/// workers take the slot in between, before the request waits instead.
+const RACE_TRIES: usize = 4;
+
+/// What taking a server for a request found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Acquired {
+    /// The request holds a slot on this server.
+    Server(usize),
+    /// Every usable server is full (or others wait already): the request
+    /// waits, for server `bound` only if given (`balance: hash`).
+    Wait { bound: Option<usize> },
+    /// No server may take requests: 503.
+    NoServer,
+}
 
 #[derive(Clone, Copy)]
 pub struct Attempts {
@@ -57,30 +73,28 @@ impl Attempts {
         self.retries_left = env.rt.upstreams[u].retries;
     }
 
-    /// The first server, by the upstream's balancing (`key` for `hash`).
+    /// The first server, by the upstream's balancing (`key` for `hash`),
+    /// with its slot taken — or why there is none.
     #[inline]
-    pub fn pick_first(&self, env: &mut Env, key: Option<u64>) -> Option<usize> {
-        let upstream = &env.rt.upstreams[self.upstream];
-        let ctx = PickCtx::now(env.shm, self.upstream, key);
-        env.balancers[self.upstream].pick(&upstream.servers, &ctx, &[])
+    pub fn acquire_first(&self, env: &mut Env, key: Option<u64>) -> Acquired {
+        self.acquire(env, key, &[])
     }
 
     /// After a failure that may be retried: the next server not tried yet,
-    /// while retries remain (counted as a retry on it).
+    /// while retries remain (counted as a retry on it); None when none
+    /// remain. The slot held on the failed server is given back first, so
+    /// a retry that waits holds nothing.
     #[inline]
-    pub fn pick_retry(&mut self, env: &mut Env) -> Option<usize> {
+    pub fn acquire_retry(&mut self, env: &mut Env) -> Option<Acquired> {
         if self.retries_left == 0 {
             return None;
         }
         self.retries_left -= 1;
-        let upstream = &env.rt.upstreams[self.upstream];
-        let ctx = PickCtx::now(env.shm, self.upstream, None);
-        let next = env.balancers[self.upstream].pick(
-            &upstream.servers,
-            &ctx,
-            &self.tried[..self.ntried],
-        )?;
-        env.shm.server(self.upstream, next).count_retry();
+        self.drop_server(env);
+        let next = self.acquire(env, None, &self.tried[..self.ntried]);
+        if let Acquired::Server(s) = next {
+            env.shm.server(self.upstream, s).count_retry();
+        }
         Some(next)
     }
 
@@ -90,8 +104,49 @@ impl Attempts {
         self.upstream_addr.map(|_| (self.upstream, self.server))
     }
 
-    /// The request goes to `server` now: it holds the server's active
-    /// count (moved from a server tried before) and counts as tried.
+    /// Servers tried so far (a retry that waits must avoid them too).
+    pub fn tried(&self) -> &[usize] {
+        &self.tried[..self.ntried]
+    }
+
+    /// A server by the upstream's balancing whose slot is free, taken
+    /// atomically (`maxconn`: HAProxy's rule, a request goes to a server
+    /// only below its limit). Requests already waiting go first: while any
+    /// waits, a new request waits behind them rather than take a slot they
+    /// wait for.
+    fn acquire(&self, env: &mut Env, key: Option<u64>, excluded: &[usize]) -> Acquired {
+        let u = self.upstream;
+        let upstream = &env.rt.upstreams[u];
+        let bound = key.is_some() && upstream.balance == crate::config::Balance::Hash;
+        let others_wait = env.shm.upstream(u).queue().queued() > 0;
+        for _ in 0..RACE_TRIES {
+            let ctx = PickCtx::now(env.shm, u, key);
+            let s = match env.balancers[u].choose(&upstream.servers, &ctx, excluded) {
+                Pick::Server(s) => s,
+                Pick::Full => return Acquired::Wait { bound: None },
+                Pick::NoServer => return Acquired::NoServer,
+            };
+            let sh = env.shm.server(u, s);
+            if bound {
+                // Bound to its server: it waits there if that one is full.
+                if sh.queued() > 0 || !sh.try_begin_request() {
+                    return Acquired::Wait { bound: Some(s) };
+                }
+            } else if others_wait {
+                return Acquired::Wait { bound: None };
+            } else if !sh.try_begin_request() {
+                // Another worker took the last slot since the pick.
+                continue;
+            }
+            sh.count_selection();
+            return Acquired::Server(s);
+        }
+        Acquired::Wait { bound: None }
+    }
+
+    /// The request goes to `server`, whose slot it has taken (`acquire`,
+    /// or a waiter's grant): it holds the server's active count (a slot
+    /// on a server tried before is given back) and counts as tried.
     #[inline]
     pub fn use_server(&mut self, env: &mut Env, server: usize) -> SocketAddr {
         let addr = env.rt.upstreams[self.upstream].servers[server].addr;
@@ -111,11 +166,18 @@ impl Attempts {
         if self.active_on == Some(server) {
             return;
         }
-        if let Some(old) = self.active_on.take() {
-            env.shm.server(self.upstream, old).end_request();
-        }
-        env.shm.server(self.upstream, server).begin_request();
+        self.drop_server(env);
         self.active_on = Some(server);
+    }
+
+    /// Gives back the slot this request holds, if any (waking waiters).
+    #[inline]
+    fn drop_server(&mut self, env: &mut Env) {
+        if let Some(old) = self.active_on.take() {
+            let bound_waiters = env.shm.server(self.upstream, old).end_request();
+            env.queues
+                .slot_freed(env.shm, env.slot, self.upstream, bound_waiters);
+        }
     }
 
     /// The request no longer occupies its server: settle the counters
@@ -124,8 +186,10 @@ impl Attempts {
     pub fn release(&mut self, env: &mut Env, bytes_up: u64, bytes_down: u64) {
         if let Some(s) = self.active_on.take() {
             let sh = env.shm.server(self.upstream, s);
-            sh.end_request();
+            let bound_waiters = sh.end_request();
             sh.count_bytes(bytes_up, bytes_down);
+            env.queues
+                .slot_freed(env.shm, env.slot, self.upstream, bound_waiters);
         }
         if let Some(t) = self.dispatched.take() {
             env.shm

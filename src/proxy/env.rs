@@ -38,6 +38,8 @@ pub struct Env<'a> {
     /// Client connections (slots) with news from a shared upstream
     /// connection: the worker drives them next.
     pub wake: &'a mut Vec<usize>,
+    /// This worker's requests waiting for a server slot (`maxconn`).
+    pub queues: &'a mut super::queue::Queues,
 }
 
 impl Env<'_> {

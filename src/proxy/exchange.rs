@@ -9,10 +9,11 @@
 //! socket, bodies move socket to socket with their framing), to an HTTP/2
 //! upstream re-framed (`h1_exchange`).
 
-use super::attempt::{self, Attempts};
+use super::attempt::{self, Acquired, Attempts};
 use super::env::Env;
 use super::h1_client::H1Client;
 use super::h2_upstream::SHARED;
+use super::queue::WaitTicket;
 use super::record::{self, Record};
 pub use super::side::ResponseSink;
 use super::side::{RequestOut, UpStep};
@@ -88,9 +89,19 @@ struct Local {
     pos: usize,
 }
 
+/// A request waiting for a server slot (`maxconn`): its place in the
+/// worker's queue, and how it connects once a slot is taken for it.
+struct Queued {
+    wait: WaitTicket,
+    use_pool: bool,
+}
+
 enum State {
     /// Boxed: rare, and large (`State` moves cheaply without it).
     Local(Box<Local>),
+    /// Waiting in the upstream's queue until a slot is taken for it or
+    /// `timeouts.queue` passes (then 503, HAProxy's `sQ`).
+    Queued(Box<Queued>),
     Upstream(Box<UpstreamH1>),
     /// A stream on a shared HTTP/2 upstream connection.
     UpstreamH2(Box<UpstreamH2>),
@@ -241,7 +252,8 @@ impl Exchange {
             }
             _ => None,
         };
-        let Some(server) = ex.att.pick_first(env, key) else {
+        let acquired = ex.att.acquire_first(env, key);
+        let Some(server) = host_server(acquired) else {
             log::error!("no server available in upstream {}", upstream.name);
             ex.local_error_keeping(503, true);
             return ex;
@@ -266,7 +278,7 @@ impl Exchange {
         rewrite::write_upstream_request(&mut head, req, &how);
         ex.req_head = head;
         // An upgraded connection is never pooled: it is not taken from it.
-        ex.connect(env, server, !r.upgrade);
+        ex.go(env, acquired, !r.upgrade);
         ex
     }
 
@@ -357,7 +369,8 @@ impl Exchange {
             }
             _ => None,
         };
-        let Some(server) = self.att.pick_first(env, key) else {
+        let acquired = self.att.acquire_first(env, key);
+        let Some(server) = host_server(acquired) else {
             log::error!("no server available in upstream {}", upstream.name);
             return self.local_error(503);
         };
@@ -407,7 +420,31 @@ impl Exchange {
             rewrite::write_upstream_request(&mut head, req, &how);
             self.req_head = head;
         }
-        self.connect(env, server, true);
+        self.go(env, acquired, true);
+    }
+
+    /// Connects to the server `acquired` holds a slot on, or waits for one.
+    fn go(&mut self, env: &mut Env, acquired: Acquired, use_pool: bool) {
+        match acquired {
+            Acquired::Server(s) => self.connect(env, s, use_pool),
+            Acquired::Wait { bound } => self.wait_for_slot(env, bound, use_pool),
+            Acquired::NoServer => self.local_error_keeping(503, true),
+        }
+    }
+
+    /// Every server this request may use is full: it waits in the queue
+    /// (bound to server `bound`, if given) for at most `timeouts.queue`.
+    fn wait_for_slot(&mut self, env: &mut Env, bound: Option<usize>, use_pool: bool) {
+        let wait = env.queues.enqueue(
+            env.shm,
+            env.slot,
+            self.att.upstream,
+            self.client.slot,
+            bound,
+            self.att.tried(),
+        );
+        self.deadline = env.now + env.rt.timeouts.queue;
+        self.state = State::Queued(Box::new(Queued { wait, use_pool }));
     }
 
     /// Starts the attempt on `server`.
@@ -473,9 +510,10 @@ impl Exchange {
             .server(self.att.upstream, self.att.server)
             .count_connect_error();
         self.att.note_failure(env);
-        match self.att.pick_retry(env) {
-            Some(next) => self.connect(env, next, true),
-            None => self.local_error_keeping(502, true),
+        match self.att.acquire_retry(env) {
+            Some(Acquired::Server(next)) => self.connect(env, next, true),
+            Some(Acquired::Wait { bound }) => self.wait_for_slot(env, bound, true),
+            Some(Acquired::NoServer) | None => self.local_error_keeping(502, true),
         }
     }
 
@@ -621,12 +659,16 @@ impl Exchange {
     /// when the body goes upstream chunked (a Content-Length body cannot
     /// carry them in HTTP/1.1: they are dropped, as RFC 9110 §6.5 allows).
     pub fn push_trailers(&mut self, env: &mut Env, fields: &[(Vec<u8>, Vec<u8>)]) {
-        if matches!(self.state, State::UpstreamH2(_)) {
+        // A waiting request keeps them for the upstream it will reach.
+        let queued = matches!(self.state, State::Queued(_));
+        if matches!(self.state, State::UpstreamH2(_)) || (queued && self.req_h2.is_some()) {
             self.req_trailers = Some(fields.to_vec());
             self.req_ended = true;
             return;
         }
-        if self.req_framing != Framing::Chunked || !matches!(self.state, State::Upstream(_)) {
+        if self.req_framing != Framing::Chunked
+            || !(queued || matches!(self.state, State::Upstream(_)))
+        {
             return self.push_body(env, &[], true);
         }
         self.req_out.extend_from_slice(b"0\r\n");
@@ -644,6 +686,21 @@ impl Exchange {
         let progress = loop {
             let step = match &mut self.state {
                 State::Finished => break Progress::Finished,
+                State::Queued(q) => match env.queues.take_grant(q.wait) {
+                    Some(server) => {
+                        let use_pool = q.use_pool;
+                        self.state = State::Finished;
+                        self.connect(env, server, use_pool);
+                        run.moved = true;
+                        // The attempt set its own deadline.
+                        run.wait = None;
+                        continue;
+                    }
+                    // A pass-through client that leaves while its request
+                    // waits leaves the queue at once.
+                    None if sink.h1_client().is_some_and(|c| c.hup) => UpStep::ClientGone,
+                    None => UpStep::Blocked,
+                },
                 State::Local(l) if self.passthrough => {
                     self.status = l.status;
                     if let Some(mut c) = sink.h1_client() {
@@ -913,6 +970,7 @@ impl Exchange {
                 }
             }
             State::UpstreamH2(up) => up.close(env),
+            State::Queued(q) => env.queues.cancel(env.shm, env.slot, q.wait),
             State::Local(_) | State::Finished => {}
         }
     }
@@ -930,6 +988,7 @@ impl Exchange {
             match std::mem::replace(&mut self.state, State::Finished) {
                 State::Upstream(up) => up.close(env),
                 State::UpstreamH2(up) => up.close(env),
+                State::Queued(q) => env.queues.cancel(env.shm, env.slot, q.wait),
                 State::Local(_) | State::Finished => {}
             }
         }
@@ -938,6 +997,9 @@ impl Exchange {
 
     /// The deadline passed: the wait it bounds failed.
     pub fn on_timeout(&mut self, env: &mut Env, sink: &mut dyn ResponseSink) {
+        if let State::Queued(_) = self.state {
+            return self.queue_timeout(env);
+        }
         let client_owes = match (&self.state, sink.h1_client()) {
             (State::Upstream(up), Some(c)) if self.status == 0 => {
                 up.waiting_for_client(&self.req_head, &c)
@@ -965,7 +1027,8 @@ impl Exchange {
             }
             State::Upstream(up) => up.doing(),
             State::UpstreamH2(up) => up.doing(),
-            State::Local(_) | State::Finished => {
+            // (Queued was answered above.)
+            State::Local(_) | State::Finished | State::Queued(_) => {
                 log::info!("client {} stopped reading a response", self.client.peer);
                 self.state = State::Finished;
                 sink.abort();
@@ -990,6 +1053,23 @@ impl Exchange {
             self.state = State::Finished;
             sink.abort();
         }
+    }
+
+    /// No slot within `timeouts.queue`: 503, as HAProxy answers (its
+    /// `sQ`), counted on the upstream (`show stat`: the BACKEND row's
+    /// `econ` and `hrsp_5xx`).
+    #[cold]
+    fn queue_timeout(&mut self, env: &mut Env) {
+        self.take_upstream(env);
+        let u = self.att.upstream;
+        env.shm.upstream(u).queue().count_timeout();
+        log::warn!(
+            "request of client {} waited {:?} in the queue of upstream {}: 503",
+            self.client.peer,
+            env.rt.timeouts.queue,
+            env.rt.upstreams[u].name
+        );
+        self.local_error_keeping(503, true);
     }
 
     /// The client reset the stream, or the connection ends: whatever is
@@ -1027,6 +1107,17 @@ impl Exchange {
                 },
             );
         }
+    }
+}
+
+/// The server whose address is the Host of a request without one: the
+/// one it holds a slot on — or, waiting, the one it is bound to or the
+/// upstream's first (its server is not known yet); None: no server at all.
+fn host_server(acquired: Acquired) -> Option<usize> {
+    match acquired {
+        Acquired::Server(s) | Acquired::Wait { bound: Some(s) } => Some(s),
+        Acquired::Wait { bound: None } => Some(0),
+        Acquired::NoServer => None,
     }
 }
 

@@ -18,6 +18,7 @@ mod h2_wire;
 mod harness;
 mod io;
 mod pool;
+mod queue;
 mod record;
 mod side;
 mod upstream_h1;
@@ -28,6 +29,7 @@ pub use conn::Conn;
 pub use env::{Env, Outcome};
 pub use h2_upstream::{H2Upstreams, SHARED};
 pub use pool::Pool;
+pub use queue::Queues;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Side {

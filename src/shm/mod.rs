@@ -17,12 +17,14 @@
 
 mod instance;
 mod listener;
+mod queue;
 mod server;
 mod upstream;
 mod worker;
 
 pub use instance::{Instance, InstanceShared};
 pub use listener::{ListenerCounts, ListenerShared, ListenerStats};
+pub use queue::{QueueShared, Wakers, WorkerQueue, NO_TICKET};
 pub use server::{
     AdminState, Configured, ForcedHealth, HealthChange, HealthState, LastCheck, ServerShared,
     ServerStats, WeightOutOfRange, MAX_WEIGHT,
@@ -51,6 +53,10 @@ pub struct Shm {
     /// to whole cache lines (`counts_stride` bytes).
     counts_off: usize,
     counts_stride: usize,
+    /// Per worker, one `WorkerQueue` per upstream (`upstreams` of them).
+    queues_off: usize,
+    /// The workers' eventfds (queued requests are woken through them).
+    wakers: Wakers,
 }
 
 // SAFETY: the raw pointer is a mapping this value owns for its whole life
@@ -90,7 +96,12 @@ impl Shm {
             .next_multiple_of(64);
         let counts_stride =
             (listeners * std::mem::size_of::<ListenerCounts>()).next_multiple_of(64);
-        let len = (counts_off + workers * counts_stride).max(4096);
+        let queues_off = counts_off + workers * counts_stride;
+        let queues_len = workers * servers_per_upstream.len() * std::mem::size_of::<WorkerQueue>();
+        // At least one entry, so the fallback index of `worker_queue` is
+        // inside the mapping even without upstreams.
+        let len = (queues_off + queues_len.max(std::mem::size_of::<WorkerQueue>())).max(4096);
+        let wakers = Wakers::new(workers)?;
         // SAFETY: anonymous shared mapping; the kernel zero-fills it.
         let ptr = unsafe {
             libc::mmap(
@@ -119,6 +130,8 @@ impl Shm {
             listeners,
             counts_off,
             counts_stride,
+            queues_off,
+            wakers,
         })
     }
 
@@ -246,6 +259,42 @@ impl Shm {
     /// Sets listener `l`'s flag; returns whether it changed.
     pub fn set_listener_disabled(&self, l: usize, disabled: bool) -> bool {
         self.listener(l).is_some_and(|x| x.set_disabled(disabled))
+    }
+
+    /// What worker `w` publishes about its waiters of upstream `u`.
+    pub fn worker_queue(&self, w: usize, u: usize) -> &WorkerQueue {
+        let (w, u) = if w < self.workers && u < self.upstreams {
+            (w, u)
+        } else {
+            (0, 0)
+        };
+        let i = w * self.upstreams + u;
+        // SAFETY: i < workers * upstreams, inside the block `create` sized
+        // (or, with none, at its start in the zeroed page `len` keeps at
+        // least); 8-byte aligned (the block starts on a 64-byte boundary,
+        // entries are 16 bytes); zeroes are a valid WorkerQueue.
+        unsafe {
+            &*(self
+                .ptr
+                .add(self.queues_off + i * std::mem::size_of::<WorkerQueue>())
+                as *const WorkerQueue)
+        }
+    }
+
+    /// The workers' eventfds.
+    pub fn wakers(&self) -> &Wakers {
+        &self.wakers
+    }
+
+    /// Wakes the workers with requests waiting for a slot in upstream `u`
+    /// (a limit was raised, a server came back): they look again. Costs
+    /// a load per worker when nothing waits.
+    pub fn wake_waiters(&self, u: usize) {
+        for w in 0..self.workers {
+            if self.worker_queue(w, u).waiting() > 0 {
+                self.wakers.wake(w);
+            }
+        }
     }
 
     /// What the master publishes about the instance.

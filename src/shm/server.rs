@@ -8,11 +8,15 @@
 //!
 //! Orderings: every field is an independent counter or flag that no other
 //! memory depends on, so `Relaxed` throughout — a reader sees each value
-//! eventually and never needs two of them to agree. (The one cross-field
+//! eventually and never needs two of them to agree — except `active`
+//! against the queue counters, SeqCst (see `queue`). (The one cross-field
 //! dependency, weights against the consistent-hash epoch, is ordered in
 //! `Shm::set_weight`.)
 
-use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering::Relaxed};
+use std::sync::atomic::{
+    AtomicU32, AtomicU64, AtomicU8,
+    Ordering::{Relaxed, SeqCst},
+};
 use std::time::Duration;
 
 /// Largest weight a server may have (HAProxy's bound).
@@ -181,6 +185,9 @@ pub struct ServerShared {
     /// Most requests in flight allowed, over all workers; 0 = no limit.
     /// Runtime-changeable (`set maxconn server`).
     maxconn: AtomicU32,
+    /// Requests waiting for a slot on this server alone (`balance: hash`
+    /// binds them), over all workers: its `qcur`.
+    queued: AtomicU32,
     /// Consecutive failures seen on live traffic (passive detection).
     fails: AtomicU32,
     /// Passively marked down until this monotonic millisecond.
@@ -200,6 +207,8 @@ pub struct ServerShared {
     responses: [AtomicU64; 6],
     selections: AtomicU64,
     max_active: AtomicU32,
+    /// Most requests seen waiting for this server at once (`qmax`).
+    max_queued: AtomicU32,
     /// Unix seconds of the last state change (UP/DOWN, admin).
     last_change: AtomicU64,
     /// Total seconds spent DOWN before the current state.
@@ -230,6 +239,9 @@ pub struct ServerStats {
     pub maxconn: u32,
     pub active: u32,
     pub max_active: u32,
+    /// Requests waiting for this server alone, and the most seen at once.
+    pub queued: u32,
+    pub max_queued: u32,
     pub requests: u64,
     pub bytes_in: u64,
     pub bytes_out: u64,
@@ -306,6 +318,7 @@ impl ServerShared {
     /// `clear counters`: the maximum starts over from what is in flight now.
     pub fn clear_max(&self) {
         self.max_active.store(self.active.load(Relaxed), Relaxed);
+        self.max_queued.store(self.queued.load(Relaxed), Relaxed);
     }
 
     /// `clear counters all`: every counter back to zero (as HAProxy clears
@@ -344,7 +357,37 @@ impl ServerShared {
 
     // ----- one request's life -----------------------------------------------
 
-    /// A request starts on this server.
+    /// Whether a request may start here now: below `maxconn`, or no limit.
+    /// (A hint for picking; `try_begin_request` decides.)
+    #[inline]
+    pub fn has_room(&self) -> bool {
+        let max = self.maxconn.load(Relaxed);
+        max == 0 || self.active.load(Relaxed) < max
+    }
+
+    /// A request starts on this server if it is below its `maxconn`:
+    /// taken atomically (a compare-exchange), so however many workers try
+    /// at once, at most `maxconn` get in. Without a limit, one add.
+    #[inline]
+    pub fn try_begin_request(&self) -> bool {
+        let max = self.maxconn.load(Relaxed);
+        let now = if max == 0 {
+            self.active.fetch_add(1, SeqCst) + 1
+        } else {
+            match self
+                .active
+                .fetch_update(SeqCst, SeqCst, |v| (v < max).then_some(v + 1))
+            {
+                Ok(before) => before + 1,
+                Err(_) => return false,
+            }
+        };
+        self.max_active.fetch_max(now, Relaxed);
+        self.requests.fetch_add(1, Relaxed);
+        true
+    }
+
+    /// A request starts on this server, whatever its limit (tests).
     #[inline]
     pub fn begin_request(&self) {
         let now = self.active.fetch_add(1, Relaxed) + 1;
@@ -353,12 +396,34 @@ impl ServerShared {
     }
 
     /// A request on this server ended (or moved to another server).
+    /// Returns whether requests wait for this server alone: then the freed
+    /// slot is theirs to take (see `queue` for the ordering).
     #[inline]
-    pub fn end_request(&self) {
+    pub fn end_request(&self) -> bool {
         // Saturating: never wrap below zero even if begin/end mismatched.
         let _ = self
             .active
-            .fetch_update(Relaxed, Relaxed, |v| v.checked_sub(1));
+            .fetch_update(SeqCst, SeqCst, |v| v.checked_sub(1));
+        self.queued.load(SeqCst) > 0
+    }
+
+    /// Requests waiting for this server alone, over all workers.
+    #[inline]
+    pub fn queued(&self) -> u32 {
+        self.queued.load(SeqCst)
+    }
+
+    /// A request bound to this server starts waiting for it.
+    pub fn add_waiter(&self) {
+        let now = self.queued.fetch_add(1, SeqCst) + 1;
+        self.max_queued.fetch_max(now, Relaxed);
+    }
+
+    /// It stops waiting (served, timed out or gone).
+    pub fn remove_waiter(&self) {
+        let _ = self
+            .queued
+            .fetch_update(SeqCst, SeqCst, |v| v.checked_sub(1));
     }
 
     /// Bytes of a finished request: sent to the server, received from it.
@@ -612,6 +677,7 @@ impl ServerShared {
             new.store(old.load(Relaxed), Relaxed);
         }
         self.max_active.store(old.max_active.load(Relaxed), Relaxed);
+        self.max_queued.store(old.max_queued.load(Relaxed), Relaxed);
         self.last_check_code
             .store(old.last_check_code.load(Relaxed), Relaxed);
         self.last_check_ok
@@ -633,6 +699,8 @@ impl ServerShared {
             maxconn: self.maxconn.load(Relaxed),
             active: self.active.load(Relaxed),
             max_active: self.max_active.load(Relaxed),
+            queued: self.queued.load(Relaxed),
+            max_queued: self.max_queued.load(Relaxed),
             requests: self.requests.load(Relaxed),
             bytes_in: self.bytes_in.load(Relaxed),
             bytes_out: self.bytes_out.load(Relaxed),

@@ -350,3 +350,44 @@ fn a_runtime_change_carries_counters_and_passive_marks_not_what_is_in_flight() {
     new.upstream(0).carry_durations(old.upstream(0));
     assert_eq!(new.upstream(0).durations().count, 1);
 }
+
+#[test]
+fn try_begin_request_keeps_maxconn_under_contention() {
+    let shm = Shm::create(&[1], 1).unwrap();
+    let sh = shm.server(0, 0);
+    sh.set_maxconn(3);
+    assert!((0..3).all(|_| sh.try_begin_request()));
+    assert!(!sh.try_begin_request() && !sh.has_room());
+    assert!(!sh.end_request(), "nobody waits for this server");
+    assert!(sh.has_room() && sh.try_begin_request());
+    // No limit: always in.
+    sh.set_maxconn(0);
+    assert!(sh.try_begin_request());
+    assert_eq!(sh.stats().active, 4);
+    for _ in 0..4 {
+        sh.end_request();
+    }
+    // Eight threads racing for three slots: never a fourth in flight.
+    sh.set_maxconn(3);
+    let peak = std::sync::atomic::AtomicU32::new(0);
+    std::thread::scope(|s| {
+        for _ in 0..8 {
+            s.spawn(|| {
+                for _ in 0..20_000 {
+                    if sh.try_begin_request() {
+                        peak.fetch_max(sh.active(), std::sync::atomic::Ordering::Relaxed);
+                        sh.end_request();
+                    }
+                }
+            });
+        }
+    });
+    assert!(peak.into_inner() <= 3);
+    assert_eq!(sh.active(), 0);
+    // Bound waiters make the end of a request say so (its slot is theirs).
+    sh.add_waiter();
+    assert!(sh.try_begin_request());
+    assert!(sh.end_request());
+    sh.remove_waiter();
+    assert_eq!((sh.stats().queued, sh.stats().max_queued), (0, 1));
+}

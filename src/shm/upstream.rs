@@ -1,6 +1,7 @@
 //! Per-upstream shared state: the request-duration histogram, and the
 //! weights epoch the workers' consistent-hash rings follow.
 
+use super::queue::QueueShared;
 use std::sync::atomic::{
     AtomicU32, AtomicU64,
     Ordering::{Acquire, Relaxed, Release},
@@ -22,6 +23,9 @@ pub struct UpstreamShared {
     duration_buckets: [AtomicU64; DURATION_BUCKETS.len() + 1],
     duration_sum_us: AtomicU64,
     duration_count: AtomicU64,
+    /// The queue of requests waiting for a server slot (`maxconn`), on
+    /// its own cache line: the counters above change on every request.
+    queue: QueueShared,
 }
 
 /// A copy of an upstream's duration histogram.
@@ -35,6 +39,12 @@ pub struct Durations {
 }
 
 impl UpstreamShared {
+    /// The shared half of the upstream's request queue.
+    #[inline]
+    pub fn queue(&self) -> &QueueShared {
+        &self.queue
+    }
+
     /// Counts one request's duration. Relaxed: the histogram's parts are
     /// read one by one anyway (Prometheus tolerates a scrape that sees a
     /// bucket one request ahead of the count).
@@ -72,7 +82,8 @@ impl UpstreamShared {
     }
 
     /// A runtime server change's new generation goes on from the old
-    /// generation's histogram (see `ServerShared::carry_counters`).
+    /// generation's histogram and queue counters (see
+    /// `ServerShared::carry_counters`; who waits stays in the old one).
     pub fn carry_durations(&self, old: &UpstreamShared) {
         for (new, old) in self.duration_buckets.iter().zip(&old.duration_buckets) {
             new.store(old.load(Relaxed), Relaxed);
@@ -81,6 +92,7 @@ impl UpstreamShared {
             .store(old.duration_sum_us.load(Relaxed), Relaxed);
         self.duration_count
             .store(old.duration_count.load(Relaxed), Relaxed);
+        self.queue.carry_counters(&old.queue);
     }
 
     /// After a weight changed (see `weights_epoch`).

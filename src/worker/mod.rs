@@ -13,11 +13,13 @@ mod timers;
 use crate::access_log::{self, AccessLog};
 use crate::balance::Balancer;
 use crate::buffer::{BufPool, VecPool};
-use crate::event::token::{self, TokenKind, UpstreamOwners, CHANNEL_TOKEN, POOLED, SIGNAL_TOKEN};
+use crate::event::token::{
+    self, TokenKind, UpstreamOwners, CHANNEL_TOKEN, POOLED, QUEUE_TOKEN, SIGNAL_TOKEN,
+};
 use crate::event::{Slab, Stream};
 use crate::http::date::DateCache;
 use crate::net;
-use crate::proxy::{Client, Conn, Env, H2Upstreams, Outcome, Pool, Side, SHARED};
+use crate::proxy::{Client, Conn, Env, H2Upstreams, Outcome, Pool, Queues, Side, SHARED};
 use crate::route::Runtime;
 use crate::shm::AcceptState;
 use crate::signals::{self, SignalSet};
@@ -109,6 +111,8 @@ struct Worker {
     wake: Vec<usize>,
     /// Per upstream, per server: the `shutdown_seq` last acted on.
     shutdown_seen: Vec<Vec<u32>>,
+    /// Requests waiting for a server slot (`maxconn`).
+    queues: Queues,
 }
 
 /// Runs the worker until it is told to stop (Ok) or cannot go on (Err).
@@ -141,6 +145,15 @@ impl Worker {
         let mut channel = UnixStream::from_std(setup.channel);
         poll.registry()
             .register(&mut channel, CHANNEL_TOKEN, Interest::READABLE)?;
+        // Other processes write our eventfd when a slot our queued requests
+        // wait for frees.
+        if let Some(fd) = setup.shm.wakers().fd(setup.slot) {
+            poll.registry().register(
+                &mut mio::unix::SourceFd(&fd),
+                QUEUE_TOKEN,
+                Interest::READABLE,
+            )?;
+        }
         for (i, l) in setup.listeners.iter().enumerate() {
             if !setup.shm.listener_disabled(l.listener) {
                 net::register_exclusive(poll.as_raw_fd(), &l.socket, i)?;
@@ -189,12 +202,18 @@ impl Worker {
             h2up: H2Upstreams::default(),
             shutdown_seen: Vec::new(),
             wake: Vec::new(),
+            queues: Queues::new(setup.runtime.upstreams.len()),
             rt: setup.runtime,
         })
     }
 
     fn run(&mut self) -> io::Result<()> {
         self.shm.worker(self.slot).set_pid(std::process::id());
+        for u in 0..self.rt.upstreams.len() {
+            self.shm
+                .worker_queue(self.slot, u)
+                .reset(self.shm.upstream(u).queue());
+        }
         self.publish_accepting();
         self.balance_accepting(Instant::now());
         // Shutdowns asked for before this worker started are not its to do.
@@ -233,6 +252,7 @@ impl Worker {
                         }
                     }
                     CHANNEL_TOKEN => self.read_channel(now),
+                    QUEUE_TOKEN => self.queues.woken(&self.shm, self.slot),
                     Token(t) if t < self.listeners.len() => self.accept(t, now),
                     token => self.conn_event(token, ev, now),
                 }
@@ -240,6 +260,7 @@ impl Worker {
             let now = Instant::now();
             self.expire(now);
             self.run_woken(now);
+            self.serve_queues(now);
             self.resume_accepting(now);
             self.balance_accepting(now);
             if now >= self.next_sweep {
@@ -271,6 +292,9 @@ impl Worker {
     }
 
     fn next_wakeup(&self) -> Option<Instant> {
+        if self.queues.has_due() {
+            return Some(Instant::now());
+        }
         [
             self.timers.next(),
             self.accept_resume_at,
@@ -301,6 +325,27 @@ impl Worker {
             draining: self.drain_deadline.is_some(),
             h2up: &mut self.h2up,
             wake: &mut self.wake,
+            queues: &mut self.queues,
+        }
+    }
+
+    /// Queued requests whose slot may be free now take it, and their
+    /// connections run (which may free more: a few rounds, bounded; what
+    /// is left is due at once after the next poll).
+    #[inline]
+    fn serve_queues(&mut self, now: Instant) {
+        for _ in 0..4 {
+            if !self.queues.has_due() {
+                return;
+            }
+            self.queues.serve_due(
+                &self.shm,
+                self.slot,
+                &self.rt,
+                &mut self.balancers,
+                &mut self.wake,
+            );
+            self.run_woken(now);
         }
     }
 
@@ -680,6 +725,7 @@ impl Worker {
             date,
             h2up,
             wake,
+            queues,
             ..
         } = &mut *self;
         let Some(conn) = conns.get_mut(slot) else {
@@ -701,6 +747,7 @@ impl Worker {
             draining: drain_deadline.is_some(),
             h2up,
             wake,
+            queues,
         };
         match f(conn, &mut env) {
             Outcome::Close | Outcome::Http2 => self.close(slot),

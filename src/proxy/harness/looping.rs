@@ -213,6 +213,7 @@ impl Harness {
             draining: false,
             h2up: &mut p.h2up,
             wake: &mut p.wake,
+            queues: &mut p.queues,
         }
     }
 

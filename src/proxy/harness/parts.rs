@@ -28,6 +28,7 @@ pub struct WorkerParts {
     pub date: DateCache,
     pub h2up: crate::proxy::H2Upstreams,
     pub wake: Vec<usize>,
+    pub queues: crate::proxy::Queues,
 }
 
 impl WorkerParts {
@@ -64,6 +65,7 @@ impl WorkerParts {
             date: DateCache::new(Instant::now()),
             h2up: crate::proxy::H2Upstreams::default(),
             wake: Vec::new(),
+            queues: crate::proxy::Queues::new(rt.upstreams.len()),
             rt,
         }
     }
