@@ -33,8 +33,8 @@ pub enum Effect {
     /// `add server`, `del server`, `set server B/S addr`: the master
     /// applies the change and starts a worker generation with it.
     Servers(crate::config::overlay::ServerChange),
-    /// `shutdown sessions server`: the workers are told to cut what is on
-    /// the servers whose `shutdown_seq` moved.
+    /// `shutdown sessions server`: every worker (draining ones too) is told
+    /// to cut what is on the servers whose `shutdown_seq` moved.
     SessionsShutdown,
 }
 
@@ -175,6 +175,12 @@ fn shutdown_sessions(v: &View, target: &str) -> Outcome {
         Err(e) => return text(e),
     };
     v.shm.server(u, s).request_shutdown();
+    // Workers of a generation replaced by a runtime server change may
+    // still hold connections to it.
+    let up = &v.config.upstreams[u];
+    for sh in v.draining_servers(&up.name, &up.servers[s].name) {
+        sh.request_shutdown();
+    }
     log::warn!("sessions of server {target} shut down over the admin socket");
     Outcome {
         reply: Reply::Text(String::new()),

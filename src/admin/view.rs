@@ -2,7 +2,7 @@
 //! configuration, the shared state and the process facts the master keeps.
 
 use crate::config::Config;
-use crate::shm::{self, Shm};
+use crate::shm::{self, ServerShared, Shm};
 
 /// What the commands may look at.
 pub struct View<'a> {
@@ -29,19 +29,28 @@ pub struct View<'a> {
 }
 
 impl View<'_> {
-    /// Requests in flight on server `server` of upstream `upstream` in the
-    /// draining generations (found by name: positions differ between them).
-    pub fn draining_active(&self, upstream: &str, server: &str) -> u32 {
-        self.draining
-            .iter()
-            .filter_map(|(cfg, shm)| {
-                let u = cfg.upstreams.position(upstream)?;
-                let s = cfg.upstreams[u]
-                    .servers
-                    .iter()
-                    .position(|x| x.name == server)?;
-                Some(shm.server(u, s).active())
-            })
+    /// Server `server` of upstream `upstream` in each draining generation
+    /// that has it (found by name: positions differ between them).
+    pub fn draining_servers<'s>(
+        &'s self,
+        upstream: &'s str,
+        server: &'s str,
+    ) -> impl Iterator<Item = &'s ServerShared> + 's {
+        self.draining.iter().filter_map(move |(cfg, shm)| {
+            let u = cfg.upstreams.position(upstream)?;
+            let s = cfg.upstreams[u]
+                .servers
+                .iter()
+                .position(|x| x.name == server)?;
+            Some(shm.server(u, s))
+        })
+    }
+
+    /// Requests in flight on server `server` of upstream `upstream`, or
+    /// waiting for it alone, in the draining generations.
+    pub fn draining_attached(&self, upstream: &str, server: &str) -> u32 {
+        self.draining_servers(upstream, server)
+            .map(|sh| sh.active() + sh.queued())
             .sum()
     }
 }

@@ -314,6 +314,7 @@ mod tests {
                 weight,
                 backup,
                 maxconn: 0,
+                id: i + 1,
             })
             .collect()
     }

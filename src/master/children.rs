@@ -201,6 +201,14 @@ impl Children {
         }
     }
 
+    /// Writes `byte` to every live worker's channel, those of older
+    /// generations still draining too.
+    pub fn tell_all_workers(&mut self, byte: u8) {
+        for c in self.live.iter_mut() {
+            let _ = c.channel.write(&[byte]);
+        }
+    }
+
     /// Every slot of the current generation has a worker that serves.
     pub fn all_ready(&self) -> bool {
         (0..self.slots.len()).all(|s| {

@@ -38,6 +38,9 @@ pub fn build_shm(
                     if let Some(c) = shm.listener_counts(0, i) {
                         c.carry_totals(old_shm.listener_stats(o));
                     }
+                    if let (Some(new), Some(old)) = (shm.listener(i), old_shm.listener(o)) {
+                        new.carry_max(old);
+                    }
                 }
             }
         }

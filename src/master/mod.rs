@@ -112,6 +112,11 @@ pub struct Master {
     sockets: Vec<BoundSocket>,
     children: Children,
     state: State,
+    /// A `-u` instance took our listening sockets: it writes the pid file
+    /// when it serves, so we leave the file alone when we exit (checking
+    /// that it still names us and then removing it would race with that
+    /// write).
+    handed_over: bool,
     pid_written: bool,
     pid: u32,
     /// Where our pid file is now: `pid_file`, or `pid_file.oldbin` while a
@@ -281,6 +286,7 @@ pub fn run(config: Config, opts: RunOptions) -> Result<(), MasterError> {
         signals: Some(sigs),
         sockets,
         state: State::Running,
+        handed_over: false,
         pid_written: false,
         pid: std::process::id(),
         pid_path: PathBuf::new(),
@@ -492,7 +498,9 @@ impl Master {
                 }
             }
             if self.cycle(Instant::now()) {
-                pidfile::remove_if_ours(&self.pid_path, self.pid);
+                if !self.handed_over {
+                    pidfile::remove_if_ours(&self.pid_path, self.pid);
+                }
                 log::info!("exit");
                 return Ok(());
             }
@@ -762,6 +770,7 @@ impl Master {
     /// Stops accepting and drains the workers (QUIT). `handed_over`: a `-u`
     /// instance took the listening sockets and serves on.
     fn begin_quit(&mut self, now: Instant, handed_over: bool) {
+        self.handed_over |= handed_over;
         self.announce_stop(handed_over);
         self.close_listeners();
         self.children.signal_all(libc::SIGQUIT);
@@ -1166,9 +1175,9 @@ impl Master {
                 }
                 self.save_state_file(now);
             }
-            Effect::SessionsShutdown => {
-                self.children.tell_workers(crate::worker::SHUTDOWN_SESSIONS)
-            }
+            Effect::SessionsShutdown => self
+                .children
+                .tell_all_workers(crate::worker::SHUTDOWN_SESSIONS),
         }
         out.reply
     }

@@ -50,6 +50,15 @@ impl ListenerShared {
         }
     }
 
+    /// A runtime server change's new generation keeps the old one's rate
+    /// maxima (the rates themselves are sampled again).
+    pub fn carry_max(&self, old: &ListenerShared) {
+        self.conn_rate_max
+            .store(old.conn_rate_max.load(Relaxed), Relaxed);
+        self.req_rate_max
+            .store(old.req_rate_max.load(Relaxed), Relaxed);
+    }
+
     /// `clear counters`: the maxima start over from the current rates.
     pub fn clear_max(&self) {
         self.conn_rate_max
@@ -130,6 +139,9 @@ impl ListenerCounts {
     pub fn carry_totals(&self, old: ListenerStats) {
         self.conns_total.store(old.conns_total, Relaxed);
         self.requests.store(old.requests, Relaxed);
+        for (r, &o) in self.responses.iter().zip(&old.responses) {
+            r.store(o, Relaxed);
+        }
     }
 
     pub(super) fn add_to(&self, s: &mut ListenerStats) {

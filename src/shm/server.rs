@@ -775,8 +775,13 @@ impl ServerShared {
     /// change: unlike a reload, the server's counters go on from where the
     /// old generation's are (as HAProxy's do: its servers are not
     /// recreated). What is in flight is not copied — the old generation's
-    /// workers finish those requests and count them there.
+    /// workers finish those requests and count them there. Passive marks
+    /// go on too: a server live traffic just found failing stays out
+    /// until its `fail_timeout`, whatever else an operator changed.
     pub fn carry_counters(&self, old: &ServerShared) {
+        self.fails.store(old.fails.load(Relaxed), Relaxed);
+        self.down_until_ms
+            .store(old.down_until_ms.load(Relaxed), Relaxed);
         let pairs = [
             (&self.requests, &old.requests),
             (&self.bytes_in, &old.bytes_in),
@@ -789,6 +794,7 @@ impl ServerShared {
             (&self.check_fails, &old.check_fails),
             (&self.check_downs, &old.check_downs),
             (&self.last_check_us, &old.last_check_us),
+            (&self.last_session, &old.last_session),
         ];
         for (new, old) in pairs
             .into_iter()
@@ -803,6 +809,17 @@ impl ServerShared {
         self.last_check_ok
             .store(old.last_check_ok.load(Relaxed), Relaxed);
         self.checked.store(old.checked.load(Relaxed), Relaxed);
+        // Rates are the master's to sample again; their maxima and the
+        // time averages go on.
+        self.rate_max.store(old.rate_max.load(Relaxed), Relaxed);
+        for (new, old) in self
+            .times
+            .iter()
+            .zip(&old.times)
+            .chain(self.times_max.iter().zip(&old.times_max))
+        {
+            new.store(old.load(Relaxed), Relaxed);
+        }
     }
 
     // ----- readers ----------------------------------------------------------

@@ -113,6 +113,7 @@ impl UpstreamShared {
         self.duration_count
             .store(old.duration_count.load(Relaxed), Relaxed);
         self.queue.carry_counters(&old.queue);
+        self.rate_max.store(old.rate_max.load(Relaxed), Relaxed);
     }
 
     /// After a weight changed (see `weights_epoch`).
