@@ -818,3 +818,31 @@ fn a_worker_that_dies_with_waiters_does_not_hold_the_queue_back() {
     gate.release(1);
     assert_eq!(next.join().map(|r| r.0).unwrap_or(0), 200);
 }
+
+#[test]
+fn a_worker_that_dies_holding_slots_gives_them_back() {
+    let gate = Gate::start(None);
+    let s = start_queue(
+        vec![Srv::new("a", gate.addr).maxconn(1)],
+        "roundrobin",
+        None,
+    );
+    let port = s.lb.port();
+    let first = send_get(port, "/first");
+    wait_for("/first did not arrive", &s, || gate.in_flight() == 1);
+    let Some(holder) = worker_of(&s, &first) else {
+        panic!("no worker holds /first");
+    };
+    kill(holder, libc::SIGKILL);
+    // The worker started in its place gives the dead one's slot back.
+    wait_for("the dead worker's slot stayed taken", &s, || {
+        stat_num(&s, "a", "scur") == 0
+    });
+    let next = spawn_get(port, "/next");
+    wait_for("/next did not reach the server", &s, || {
+        gate.arrived().last().is_some_and(|p| p == "/next")
+    });
+    gate.release(2);
+    assert_eq!(next.join().map(|r| r.0).unwrap_or(0), 200);
+    drop(first);
+}

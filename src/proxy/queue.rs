@@ -140,7 +140,7 @@ impl Queues {
         let (u, granted, bound) = (w.upstream, w.granted, w.bound);
         self.waiters.remove(t.id);
         if let Some(s) = granted {
-            let bound_waiters = shm.server(u, s).end_request();
+            let bound_waiters = shm.end_request(worker, u, s);
             self.slot_freed(shm, worker, u, bound_waiters);
             return;
         }
@@ -258,13 +258,11 @@ impl Queues {
                 break;
             }
             let slot = match w.bound {
-                Some(s) => {
-                    let sh = shm.server(u, s);
-                    (sh.is_ready() && sh.try_begin_request()).then_some(s)
-                }
+                Some(s) => (shm.server(u, s).is_ready() && shm.try_begin_request(worker, u, s))
+                    .then_some(s),
                 None if unbound_blocked => None,
                 None => {
-                    let taken = take_any(shm, u, up, balancer, &w.excluded[..w.nexcluded]);
+                    let taken = take_any(shm, worker, u, up, balancer, &w.excluded[..w.nexcluded]);
                     unbound_blocked = taken.is_none();
                     taken
                 }
@@ -324,6 +322,7 @@ impl Queues {
 /// balancing), taken; None when every one is full (or none is usable).
 fn take_any(
     shm: &Shm,
+    worker: usize,
     u: usize,
     up: &crate::config::Upstream,
     balancer: &mut Balancer,
@@ -332,7 +331,7 @@ fn take_any(
     for _ in 0..RACE_TRIES {
         let ctx = PickCtx::now(shm, u, None);
         match balancer.choose(&up.servers, &ctx, excluded) {
-            Pick::Server(s) if shm.server(u, s).try_begin_request() => return Some(s),
+            Pick::Server(s) if shm.try_begin_request(worker, u, s) => return Some(s),
             // Taken by another worker between the pick and the exchange.
             Pick::Server(_) => continue,
             Pick::Full | Pick::NoServer => return None,
