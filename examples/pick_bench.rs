@@ -37,6 +37,7 @@ fn servers(n: usize) -> Vec<ServerRt> {
                 weight: (i % 3) as u32 + 1,
                 backup: false,
                 maxconn: 0,
+                id: i + 1,
             }
         })
         .collect()

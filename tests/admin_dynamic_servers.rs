@@ -235,6 +235,30 @@ fn answers_and_errors_are_haproxys() {
         );
         assert_eq!(stat_field(sock, "web", "n", "status"), "MAINT");
     }
+    // Server ids as HAProxy numbers them: a deletion leaves the others'
+    // ids, an added server takes the lowest free one (b's 2 here).
+    let ids = |sock: &Path| -> Vec<String> {
+        admin_cmd(sock, "show servers state web")
+            .lines()
+            .skip(2)
+            .filter(|l| !l.is_empty())
+            .map(|l| l.split(' ').skip(2).take(2).collect::<Vec<_>>().join(" "))
+            .collect()
+    };
+    for line in [
+        format!("add server web/p {a}"),
+        "disable server web/a; del server web/a".to_owned(),
+        format!("add server web/q {a}"),
+    ] {
+        assert_eq!(
+            admin_cmd(&s.sock, &line),
+            admin_cmd(&h.sock, &line),
+            "{line}"
+        );
+    }
+    assert_eq!(ids(&s.sock), ["2 n", "3 p", "1 q"]);
+    assert_eq!(ids(&s.sock), ids(&h.sock));
+    assert_eq!(stat_field(&s.sock, "web", "p", "sid"), "3");
 }
 
 #[test]

@@ -159,8 +159,9 @@ fn parse_server_addr(text: &str) -> Result<SocketAddr, String> {
     }
 }
 
-/// `del server B/S`: only a server in maintenance with nothing in flight,
-/// in this generation or a draining one.
+/// `del server B/S`: only a server in maintenance with nothing in flight
+/// and nothing waiting for it alone (HAProxy's pending connections), in
+/// this generation or a draining one.
 pub fn del_server(v: &View, args: &[&str]) -> Outcome {
     let Some((b, s)) = split_target(args.first()) else {
         return text(REQUIRE);
@@ -178,7 +179,8 @@ pub fn del_server(v: &View, args: &[&str]) -> Outcome {
     if v.shm.server(u, i).admin() != AdminState::Maint {
         return text("Only servers in maintenance mode can be deleted.");
     }
-    if v.shm.server(u, i).active() > 0 || v.draining_active(&b, &s) > 0 {
+    let sh = v.shm.server(u, i);
+    if sh.active() + sh.queued() > 0 || v.draining_attached(&b, &s) > 0 {
         return text("Server still has connections attached to it, cannot remove it.");
     }
     log::warn!("server {b}/{s} deleted over the admin socket");

@@ -368,7 +368,7 @@ fn upstream_rows(
         for (t, x) in totals.counters.iter_mut().zip(server_counters(&st)) {
             *t += x;
         }
-        visit(&server_row(up, srv, &st, iid, s + 1, now));
+        visit(&server_row(up, srv, &st, iid, srv.id, now));
         // Usable for new requests (admin ready, not DOWN, weight > 0).
         if st.is_ready() {
             if srv.backup {
@@ -597,7 +597,7 @@ fn servers_state(v: &View, only: Option<&str>, state_file: bool) -> String {
                 out,
                 "{} {name} {} {} {ip} {op} {admin} {} {} {} {} {} {} {} 0 0 0 - {port} - 0 0 - - 0",
                 u + 1,
-                s + 1,
+                srv.id,
                 srv.name,
                 st.weight,
                 srv.weight,

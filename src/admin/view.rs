@@ -29,9 +29,10 @@ pub struct View<'a> {
 }
 
 impl View<'_> {
-    /// Requests in flight on server `server` of upstream `upstream` in the
-    /// draining generations (found by name: positions differ between them).
-    pub fn draining_active(&self, upstream: &str, server: &str) -> u32 {
+    /// Requests in flight on server `server` of upstream `upstream`, or
+    /// waiting for it alone, in the draining generations (found by name:
+    /// positions differ between them).
+    pub fn draining_attached(&self, upstream: &str, server: &str) -> u32 {
         self.draining
             .iter()
             .filter_map(|(cfg, shm)| {
@@ -40,7 +41,8 @@ impl View<'_> {
                     .servers
                     .iter()
                     .position(|x| x.name == server)?;
-                Some(shm.server(u, s).active())
+                let sh = shm.server(u, s);
+                Some(sh.active() + sh.queued())
             })
             .sum()
     }

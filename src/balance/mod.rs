@@ -307,6 +307,7 @@ mod tests {
                 weight,
                 backup,
                 maxconn: 0,
+                id: i + 1,
             })
             .collect()
     }

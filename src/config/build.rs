@@ -179,6 +179,7 @@ fn build_upstream(
                 weight: s.weight,
                 backup: s.backup,
                 maxconn: s.maxconn,
+                id: i + 1,
             })
         })
         .collect::<Result<Vec<_>, _>>()?;

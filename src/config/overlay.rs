@@ -112,8 +112,25 @@ impl NewServer {
             weight: self.weight,
             backup: self.backup,
             maxconn: self.maxconn.unwrap_or(0),
+            id: lowest_free_id(up),
         }
     }
+}
+
+/// HAProxy's id for a server added to `up`: the lowest one no server
+/// has (after `del server`, the deleted one's).
+fn lowest_free_id(up: &Upstream) -> usize {
+    let mut taken: Vec<usize> = up.servers.iter().map(|s| s.id).collect();
+    taken.sort_unstable();
+    let mut id = 1;
+    for t in taken {
+        if t == id {
+            id += 1;
+        } else if t > id {
+            break;
+        }
+    }
+    id
 }
 
 /// What a server of `up` at `addr_text` is verified against (none
@@ -425,6 +442,11 @@ mod tests {
         let added = &c.upstreams[0].servers[1];
         assert_eq!((added.weight, added.backup, added.maxconn), (2, true, 7));
         assert_eq!(added.addr_text, "127.0.0.1:9003");
+        // Ids stay: b is still 2; an added server takes the lowest free
+        // one (c took 3 while a had 1; d gets a's 1 now).
+        apply(&mut c, &add("d", "127.0.0.1:9004")).expect("add");
+        let ids: Vec<usize> = c.upstreams[0].servers.iter().map(|s| s.id).collect();
+        assert_eq!(ids, [2, 3, 1]);
     }
 
     #[test]

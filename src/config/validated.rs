@@ -163,6 +163,11 @@ pub struct Server {
     /// limit. The configured value: the live one is in shared memory
     /// (`set maxconn server` changes it there).
     pub maxconn: u32,
+    /// HAProxy's server id (`sid`, `srv_id`), from 1 in its upstream:
+    /// the position in the file, and for a server added at runtime the
+    /// lowest one free, as HAProxy numbers them — so deleting a server
+    /// leaves the others' ids as they were.
+    pub id: usize,
 }
 
 /// Active health checks of an upstream's servers.

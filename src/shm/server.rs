@@ -650,8 +650,13 @@ impl ServerShared {
     /// change: unlike a reload, the server's counters go on from where the
     /// old generation's are (as HAProxy's do: its servers are not
     /// recreated). What is in flight is not copied — the old generation's
-    /// workers finish those requests and count them there.
+    /// workers finish those requests and count them there. Passive marks
+    /// go on too: a server live traffic just found failing stays out
+    /// until its `fail_timeout`, whatever else an operator changed.
     pub fn carry_counters(&self, old: &ServerShared) {
+        self.fails.store(old.fails.load(Relaxed), Relaxed);
+        self.down_until_ms
+            .store(old.down_until_ms.load(Relaxed), Relaxed);
         let pairs = [
             (&self.requests, &old.requests),
             (&self.bytes_in, &old.bytes_in),

@@ -310,6 +310,48 @@ fn listener_counters_are_per_worker_and_summed() {
 }
 
 #[test]
+fn a_runtime_change_carries_counters_and_passive_marks_not_what_is_in_flight() {
+    let old = Shm::create(&[1], 1).unwrap();
+    let s = old.server(0, 0);
+    for _ in 0..3 {
+        s.begin_request();
+        s.count_response(200);
+        s.count_bytes(10, 20);
+    }
+    s.begin_request(); // still in flight in the old generation
+    s.count_connect_error();
+    assert_eq!(s.mark_failure(1, 60_000), Some(1));
+    let new = Shm::create(&[1], 1).unwrap();
+    new.server(0, 0).init(1, None, 0);
+    new.server(0, 0).carry_counters(s);
+    let (a, b) = (s.stats(), new.server(0, 0).stats());
+    assert_eq!(
+        (
+            b.requests,
+            b.responses,
+            b.bytes_in,
+            b.bytes_out,
+            b.connect_errors,
+            b.max_active
+        ),
+        (
+            a.requests,
+            a.responses,
+            a.bytes_in,
+            a.bytes_out,
+            a.connect_errors,
+            a.max_active
+        )
+    );
+    assert_eq!((b.requests, b.active), (4, 0));
+    assert!(new.server(0, 0).passively_down(monotonic_ms()));
+    // The upstream's histogram goes on too.
+    old.upstream(0).observe(Duration::from_millis(3));
+    new.upstream(0).carry_durations(old.upstream(0));
+    assert_eq!(new.upstream(0).durations().count, 1);
+}
+
+#[test]
 fn try_begin_request_keeps_maxconn_under_contention() {
     let shm = Shm::create(&[1], 1).unwrap();
     let sh = shm.server(0, 0);
