@@ -818,3 +818,71 @@ fn a_worker_that_dies_with_waiters_does_not_hold_the_queue_back() {
     gate.release(1);
     assert_eq!(next.join().map(|r| r.0).unwrap_or(0), 200);
 }
+
+#[test]
+fn a_worker_that_dies_holding_slots_gives_them_back() {
+    let gate = Gate::start(None);
+    let s = start_queue(
+        vec![Srv::new("a", gate.addr).maxconn(1)],
+        "roundrobin",
+        None,
+    );
+    let port = s.lb.port();
+    let first = send_get(port, "/first");
+    wait_for("/first did not arrive", &s, || gate.in_flight() == 1);
+    let Some(holder) = worker_of(&s, &first) else {
+        panic!("no worker holds /first");
+    };
+    kill(holder, libc::SIGKILL);
+    // The worker started in its place gives the dead one's slot back.
+    wait_for("the dead worker's slot stayed taken", &s, || {
+        stat_num(&s, "a", "scur") == 0
+    });
+    let next = spawn_get(port, "/next");
+    wait_for("/next did not reach the server", &s, || {
+        gate.arrived().last().is_some_and(|p| p == "/next")
+    });
+    gate.release(2);
+    assert_eq!(next.join().map(|r| r.0).unwrap_or(0), 200);
+    drop(first);
+}
+
+#[test]
+fn requests_for_an_http2_upstream_queue_too() {
+    let origin = H2Origin::start("o");
+    let dir = TempDir::new("maxconnh2up");
+    let sock = dir.join("admin.sock");
+    let yaml = ConfigBuilder::new()
+        .workers(2)
+        .admin_socket(&sock)
+        .raw("timeouts: {queue: 60s}\n")
+        .listener("web", &["127.0.0.1:$PORT"])
+        .route(Route::to("main"))
+        .upstream("main", [Srv::new("o", origin.addr()).maxconn(1)])
+        .upstream_opt("protocol: h2c")
+        .build();
+    let lb = Forklb::start(&yaml);
+    assert!(wait_until(Duration::from_secs(5), || sock.exists()));
+    let s = Setup {
+        lb,
+        sock,
+        _dir: dir,
+        _backends: Vec::new(),
+    };
+    // Four HTTP/1.1 clients at once, each response streamed over ~300 ms:
+    // one stream at a time on the upstream, the others wait their turn.
+    let clients: Vec<_> = (0..4)
+        .map(|_| spawn_get(s.lb.port(), "/stream?n=3&ms=150"))
+        .collect();
+    for c in clients {
+        let (status, body) = c.join().unwrap_or((0, String::new()));
+        assert_eq!(
+            (status, body.as_str()),
+            (200, "chunk 0\nchunk 1\nchunk 2\n")
+        );
+    }
+    assert_eq!(stat_num(&s, "o", "smax"), 1);
+    assert_eq!(stat_num(&s, "o", "stot"), 4);
+    assert!(stat_num(&s, "BACKEND", "qmax") >= 1, "nothing waited");
+    assert_eq!(origin.requests_for("/stream?n=3&ms=150").len(), 4);
+}

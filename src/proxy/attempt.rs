@@ -170,19 +170,18 @@ impl Attempts {
                 Pick::Full => return Acquired::Wait { bound: None },
                 Pick::NoServer => return Acquired::NoServer,
             };
-            let sh = env.shm.server(u, s);
             if bound {
                 // Bound to its server: it waits there if that one is full.
-                if sh.queued() > 0 || !sh.try_begin_request() {
+                if env.shm.server(u, s).queued() > 0 || !env.shm.try_begin_request(env.slot, u, s) {
                     return Acquired::Wait { bound: Some(s) };
                 }
             } else if others_wait {
                 return Acquired::Wait { bound: None };
-            } else if !sh.try_begin_request() {
+            } else if !env.shm.try_begin_request(env.slot, u, s) {
                 // Another worker took the last slot since the pick.
                 continue;
             }
-            sh.count_selection();
+            env.shm.server(u, s).count_selection();
             return Acquired::Server(s);
         }
         Acquired::Wait { bound: None }
@@ -224,7 +223,7 @@ impl Attempts {
     #[inline]
     fn drop_server(&mut self, env: &mut Env) {
         if let Some(old) = self.active_on.take() {
-            let bound_waiters = env.shm.server(self.upstream, old).end_request();
+            let bound_waiters = env.shm.end_request(env.slot, self.upstream, old);
             env.queues
                 .slot_freed(env.shm, env.slot, self.upstream, bound_waiters);
         }
@@ -235,8 +234,8 @@ impl Attempts {
     #[inline]
     pub fn release(&mut self, env: &mut Env, bytes_up: u64, bytes_down: u64) {
         if let Some(s) = self.active_on.take() {
+            let bound_waiters = env.shm.end_request(env.slot, self.upstream, s);
             let sh = env.shm.server(self.upstream, s);
-            let bound_waiters = sh.end_request();
             sh.count_bytes(bytes_up, bytes_down);
             if let Some(t) = self.timing(env.now_ms) {
                 sh.record_times(t);

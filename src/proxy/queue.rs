@@ -3,14 +3,17 @@
 //! upstream's shared counter, so the order holds across workers (the
 //! shared half, and why it is enough, is in `shm::queue`).
 //!
-//! A waiter does not poll. When a slot frees — a request on the server
-//! ends, `set maxconn server` raises the limit, another worker's oldest
-//! waiter leaves — the process that saw it wakes every worker with waiters
-//! for that upstream (its eventfd, or, for this worker, `due`). A woken
-//! worker serves its waiters in ticket order while none older waits in
-//! another worker: it takes the slot for the waiter (the same atomic
-//! compare-exchange as any request) and wakes its connection, whose
-//! exchange then finds the grant (`take_grant`) and connects.
+//! A waiter does not poll. When a slot frees (a request on the server
+//! ends), the process that freed it wakes the worker holding the oldest
+//! waiter (its eventfd, or, for this worker, `due`): one wake per slot.
+//! A woken worker serves its waiters in ticket order while none older
+//! waits in another worker: it takes the slot for the waiter (the same
+//! atomic compare-exchange as any request) and wakes its connection,
+//! whose exchange then finds the grant (`take_grant`) and connects. A
+//! worker that finds a slot free but an older waiter elsewhere wakes that
+//! worker; an oldest waiter that leaves passes a free slot on the same
+//! way; `set maxconn server` raising a limit, or a server coming back,
+//! wakes every worker with waiters (`Shm::wake_waiters`).
 //!
 //! Waiters bound to a server (`balance: hash` with a key) wait for that
 //! server only; the others take any usable server with room, by the
@@ -140,7 +143,7 @@ impl Queues {
         let (u, granted, bound) = (w.upstream, w.granted, w.bound);
         self.waiters.remove(t.id);
         if let Some(s) = granted {
-            let bound_waiters = shm.server(u, s).end_request();
+            let bound_waiters = shm.end_request(worker, u, s);
             self.slot_freed(shm, worker, u, bound_waiters);
             return;
         }
@@ -154,19 +157,25 @@ impl Queues {
             Some(s) => shm.server(u, s).remove_waiter(),
             None => shm.upstream(u).queue().remove_waiter(),
         }
-        if was_oldest {
-            // Waiters of other workers may have waited behind this one.
-            self.wake_others(shm, worker, u);
+        // A slot this waiter was about to get (or had just been woken
+        // for) goes to the next oldest.
+        if was_oldest && any_room(shm, u) {
+            self.wake_oldest(shm, worker, u);
         }
     }
 
     /// A slot of upstream `u` was freed (`ServerShared::end_request`
-    /// returned `bound_waiters`): if anyone waits for it, the workers with
-    /// waiters are woken. Called after the slot is given back.
+    /// returned `bound_waiters`): if anyone waits for it, the worker with
+    /// the oldest waiter is woken (this one through `due`) — or, when
+    /// requests wait for that server alone, every worker with waiters
+    /// (bound waiters of different workers race for their server). Called
+    /// after the slot is given back.
     #[inline]
     pub fn slot_freed(&mut self, shm: &Shm, worker: usize, u: usize, bound_waiters: bool) {
-        if bound_waiters || shm.upstream(u).queue().queued() > 0 {
+        if bound_waiters {
             self.wake_waiters(shm, worker, u);
+        } else if shm.upstream(u).queue().queued() > 0 {
+            self.wake_oldest(shm, worker, u);
         }
     }
 
@@ -177,14 +186,21 @@ impl Queues {
         if self.lists.get(u).is_some_and(|l| !l.is_empty()) {
             self.due.push(u);
         }
-        self.wake_others(shm, worker, u);
-    }
-
-    fn wake_others(&self, shm: &Shm, worker: usize, u: usize) {
         for w in (0..shm.worker_count()).filter(|&w| w != worker) {
             if shm.worker_queue(w, u).waiting() > 0 {
                 shm.wakers().wake(w);
             }
+        }
+    }
+
+    /// Wakes the worker with the oldest waiter of upstream `u` not bound
+    /// to a server (this one through `due`): one wake per freed slot.
+    #[cold]
+    fn wake_oldest(&mut self, shm: &Shm, worker: usize, u: usize) {
+        match oldest_worker(shm, u, None) {
+            Some(w) if w == worker => self.due.push(u),
+            Some(w) => shm.wakers().wake(w),
+            None => {}
         }
     }
 
@@ -258,13 +274,11 @@ impl Queues {
                 break;
             }
             let slot = match w.bound {
-                Some(s) => {
-                    let sh = shm.server(u, s);
-                    (sh.is_ready() && sh.try_begin_request()).then_some(s)
-                }
+                Some(s) => (shm.server(u, s).is_ready() && shm.try_begin_request(worker, u, s))
+                    .then_some(s),
                 None if unbound_blocked => None,
                 None => {
-                    let taken = take_any(shm, u, up, balancer, &w.excluded[..w.nexcluded]);
+                    let taken = take_any(shm, worker, u, up, balancer, &w.excluded[..w.nexcluded]);
                     unbound_blocked = taken.is_none();
                     taken
                 }
@@ -290,8 +304,14 @@ impl Queues {
         }
         if granted > 0 {
             self.publish(shm, worker, u);
-            // Our oldest changed: another worker's waiters may go now.
-            self.wake_others(shm, worker, u);
+        }
+        // An older waiter waits in another worker: a slot still free is
+        // its to take, and the wake may have come to us (or have been
+        // for the waiter we just served).
+        if !unbound_blocked && older_elsewhere != NO_TICKET && any_room(shm, u) {
+            if let Some(w) = oldest_worker(shm, u, Some(worker)) {
+                shm.wakers().wake(w);
+            }
         }
     }
 
@@ -320,10 +340,30 @@ impl Queues {
     }
 }
 
+/// The worker (other than `except`) whose oldest waiter of upstream `u`
+/// not bound to a server is the oldest of all; None when none waits.
+fn oldest_worker(shm: &Shm, u: usize, except: Option<usize>) -> Option<usize> {
+    (0..shm.worker_count())
+        .filter(|&w| Some(w) != except)
+        .map(|w| (shm.worker_queue(w, u).oldest_unbound(), w))
+        .filter(|&(t, _)| t != NO_TICKET)
+        .min()
+        .map(|(_, w)| w)
+}
+
+/// Whether a usable server of upstream `u` has a free slot now.
+fn any_room(shm: &Shm, u: usize) -> bool {
+    (0..shm.servers_of(u)).any(|s| {
+        let sh = shm.server(u, s);
+        sh.is_ready() && sh.has_room()
+    })
+}
+
 /// A slot on any usable server of upstream `u` with room (by its
 /// balancing), taken; None when every one is full (or none is usable).
 fn take_any(
     shm: &Shm,
+    worker: usize,
     u: usize,
     up: &crate::config::Upstream,
     balancer: &mut Balancer,
@@ -332,7 +372,7 @@ fn take_any(
     for _ in 0..RACE_TRIES {
         let ctx = PickCtx::now(shm, u, None);
         match balancer.choose(&up.servers, &ctx, excluded) {
-            Pick::Server(s) if shm.server(u, s).try_begin_request() => return Some(s),
+            Pick::Server(s) if shm.try_begin_request(worker, u, s) => return Some(s),
             // Taken by another worker between the pick and the exchange.
             Pick::Server(_) => continue,
             Pick::Full | Pick::NoServer => return None,

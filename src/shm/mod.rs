@@ -33,6 +33,7 @@ pub use upstream::{Durations, UpstreamShared, DURATION_BUCKETS};
 pub use worker::{AcceptState, WorkerShared, WorkerTotals};
 
 use std::io;
+use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
 
 /// The mapping and where each part lives in it.
 pub struct Shm {
@@ -55,6 +56,10 @@ pub struct Shm {
     counts_stride: usize,
     /// Per worker, one `WorkerQueue` per upstream (`upstreams` of them).
     queues_off: usize,
+    /// Per worker, one u32 per server: the slots (requests in flight) it
+    /// holds there, `held_stride` bytes a worker.
+    held_off: usize,
+    held_stride: usize,
     /// The workers' eventfds (queued requests are woken through them).
     wakers: Wakers,
 }
@@ -100,7 +105,10 @@ impl Shm {
         let queues_len = workers * servers_per_upstream.len() * std::mem::size_of::<WorkerQueue>();
         // At least one entry, so the fallback index of `worker_queue` is
         // inside the mapping even without upstreams.
-        let len = (queues_off + queues_len.max(std::mem::size_of::<WorkerQueue>())).max(4096);
+        let held_off =
+            (queues_off + queues_len.max(std::mem::size_of::<WorkerQueue>())).next_multiple_of(64);
+        let held_stride = (servers * std::mem::size_of::<AtomicU32>()).next_multiple_of(64);
+        let len = (held_off + workers * held_stride).max(4096);
         let wakers = Wakers::new(workers)?;
         // SAFETY: anonymous shared mapping; the kernel zero-fills it.
         let ptr = unsafe {
@@ -131,6 +139,8 @@ impl Shm {
             counts_off,
             counts_stride,
             queues_off,
+            held_off,
+            held_stride,
             wakers,
         })
     }
@@ -279,6 +289,74 @@ impl Shm {
                 .add(self.queues_off + i * std::mem::size_of::<WorkerQueue>())
                 as *const WorkerQueue)
         }
+    }
+
+    /// The count of slots worker `w` holds on server `s` of upstream `u`.
+    fn held(&self, w: usize, u: usize, s: usize) -> Option<&AtomicU32> {
+        let i = self
+            .base
+            .get(u)
+            .map(|b| b + s)
+            .filter(|&i| i < self.servers)?;
+        (w < self.workers).then(|| {
+            // SAFETY: w < workers and i < servers: inside worker w's block
+            // of the mapping; 4-byte aligned (blocks start on 64-byte
+            // boundaries); zeroes are a valid AtomicU32.
+            unsafe {
+                &*(self.ptr.add(
+                    self.held_off + w * self.held_stride + i * std::mem::size_of::<AtomicU32>(),
+                ) as *const AtomicU32)
+            }
+        })
+    }
+
+    /// Worker `w` takes a slot on server `s` of upstream `u` if the server
+    /// is below its `maxconn` (`ServerShared::try_begin_request`), and
+    /// notes it as its own: if it dies holding it, the worker started in
+    /// its place gives it back (`reclaim_slots`) — else a dead worker's
+    /// requests would keep their slots for the generation's life.
+    #[inline]
+    pub fn try_begin_request(&self, w: usize, u: usize, s: usize) -> bool {
+        if !self.server(u, s).try_begin_request() {
+            return false;
+        }
+        if let Some(h) = self.held(w, u, s) {
+            // Only worker w writes its block: no read-modify-write needed.
+            h.store(h.load(Relaxed) + 1, Relaxed);
+        }
+        true
+    }
+
+    /// Worker `w` gives a slot back; returns what
+    /// `ServerShared::end_request` returns (requests wait for this server).
+    #[inline]
+    pub fn end_request(&self, w: usize, u: usize, s: usize) -> bool {
+        if let Some(h) = self.held(w, u, s) {
+            h.store(h.load(Relaxed).saturating_sub(1), Relaxed);
+        }
+        self.server(u, s).end_request()
+    }
+
+    /// A worker starts in slot `w`: the slots its predecessor (which died)
+    /// still held are given back. Returns the upstreams that got slots
+    /// back (their waiters are to be woken).
+    pub fn reclaim_slots(&self, w: usize) -> Vec<usize> {
+        let mut freed = Vec::new();
+        for u in 0..self.upstreams {
+            for s in 0..self.servers_of(u) {
+                let Some(h) = self.held(w, u, s) else {
+                    continue;
+                };
+                let n = h.swap(0, Relaxed);
+                for _ in 0..n {
+                    self.server(u, s).end_request();
+                }
+                if n > 0 && freed.last() != Some(&u) {
+                    freed.push(u);
+                }
+            }
+        }
+        freed
     }
 
     /// The workers' eventfds.
