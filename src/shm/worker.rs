@@ -66,8 +66,10 @@ impl WorkerTotals {
 impl WorkerShared {
     // ----- the owning worker ------------------------------------------------
 
-    pub fn set_pid(&self, pid: u32) {
-        self.pid.store(pid, Relaxed);
+    /// Returns the pid the slot had: 0 at a generation's first start,
+    /// else that of a predecessor (which died).
+    pub fn set_pid(&self, pid: u32) -> u32 {
+        self.pid.swap(pid, Relaxed)
     }
 
     pub fn set_accepting(&self, state: AcceptState) {

@@ -214,16 +214,19 @@ impl Worker {
     }
 
     fn run(&mut self) -> io::Result<()> {
-        self.shm.worker(self.slot).set_pid(std::process::id());
-        // What a predecessor in this slot (dead) left behind: its waiters'
-        // count, the slots its requests held.
-        for u in 0..self.rt.upstreams.len() {
-            self.shm
-                .worker_queue(self.slot, u)
-                .reset(self.shm.upstream(u).queue());
-        }
-        for u in self.shm.reclaim_slots(self.slot) {
-            self.shm.wake_waiters(u);
+        let predecessor = self.shm.worker(self.slot).set_pid(std::process::id());
+        if predecessor != 0 {
+            // What the worker this one replaces (dead) left behind: its
+            // waiters' count, the slots its requests held. (Only then: the
+            // scan touches a counter per server.)
+            for u in 0..self.rt.upstreams.len() {
+                self.shm
+                    .worker_queue(self.slot, u)
+                    .reset(self.shm.upstream(u).queue());
+            }
+            for u in self.shm.reclaim_slots(self.slot) {
+                self.shm.wake_waiters(u);
+            }
         }
         self.publish_accepting();
         self.balance_accepting(Instant::now());
