@@ -101,11 +101,27 @@ impl Config {
             }),
             Action::Metrics(format) => RouteAction::Metrics(*format),
         };
+        let rules = |e: &crate::http::header_rules::Edits| {
+            let map = |l: &[(String, crate::http::header_rules::Template)]| {
+                raw::NamedMap(
+                    l.iter()
+                        .map(|(n, t)| (n.clone(), t.source().to_owned()))
+                        .collect(),
+                )
+            };
+            (!e.is_empty()).then(|| raw::HeaderRules {
+                set: map(&e.set),
+                add: map(&e.add),
+                remove: e.remove.clone(),
+            })
+        };
         raw::Route {
             host: r.host.to_text(),
             // Every default filled in: an absent path prints as its `/`.
             path: Some(r.path.clone()),
             action,
+            request_headers: r.headers.as_ref().and_then(|h| rules(&h.request)),
+            response_headers: r.headers.as_ref().and_then(|h| rules(&h.response)),
         }
     }
 }

@@ -9,6 +9,8 @@ pub struct Route {
     /// Normalized the way request paths are (`http::path`); `/` when absent.
     pub path: String,
     pub action: Action,
+    /// Header rules (`request_headers`, `response_headers`), if any.
+    pub headers: Option<std::sync::Arc<crate::http::header_rules::RouteHeaders>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -70,11 +72,10 @@ impl HostMatch {
 
 /// The action of the first route in `routes` matching `host` (lowercase, no
 /// port) and `path` (normalized, `http::path`).
-pub fn find<'a>(routes: &'a [Route], host: Option<&str>, path: &[u8]) -> Option<&'a Action> {
+pub fn find<'a>(routes: &'a [Route], host: Option<&str>, path: &[u8]) -> Option<&'a Route> {
     routes
         .iter()
         .find(|r| r.host.matches(host) && path.starts_with(r.path.as_bytes()))
-        .map(|r| &r.action)
 }
 
 #[cfg(test)]

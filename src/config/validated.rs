@@ -9,7 +9,7 @@ use super::raw::{
     AccessLog, Admin, Balance, CertKey, HealthKind, LogLevel, UpstreamProtocol, UpstreamTls,
     Workers,
 };
-use super::routing::{self, Action, Route};
+use super::routing::{self, Route};
 use super::scalars::{HashKey, StatusRange};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -213,7 +213,7 @@ impl Config {
     /// The first route of `listener` matching `host` (lowercase, no port)
     /// and `path` (normalized, `http::path`; route paths are normalized
     /// the same way when the configuration is validated).
-    pub fn route(&self, listener: usize, host: Option<&str>, path: &[u8]) -> Option<&Action> {
+    pub fn route(&self, listener: usize, host: Option<&str>, path: &[u8]) -> Option<&Route> {
         routing::find(&self.listeners.get(listener)?.routes, host, path)
     }
 

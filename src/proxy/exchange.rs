@@ -22,9 +22,12 @@ use super::upstream_h2::UpstreamH2;
 use crate::buffer::Buf;
 use crate::event::Stream;
 use crate::h2;
+use crate::http::header_rules::{Applied, RouteHeaders, Vars};
+use crate::http::request_id::{self, RequestId};
 use crate::http::{self, errors, rewrite, Framing};
 use crate::route::Action;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Instant;
 
 /// A request head as the exchange needs it, whatever the client spoke.
@@ -55,6 +58,9 @@ pub struct H1Request<'r> {
     pub upstream: usize,
     /// The normalized path (for `hash` balancing).
     pub route_path: &'r [u8],
+    /// The route's header rules, and the request's host for `$host`.
+    pub headers: Option<&'r Arc<RouteHeaders>>,
+    pub host: Option<&'r str>,
     pub framing: Framing,
     /// The client asked to switch protocols.
     pub upgrade: bool,
@@ -143,6 +149,10 @@ pub struct Exchange {
     req_ended: bool,
     req_total: u64,
     pub deadline: Instant,
+    /// `$request_id`, logged.
+    request_id: RequestId,
+    /// The route's header rules with their values for this request.
+    rules: Option<Arc<Applied>>,
 }
 
 /// One run of `drive`: whether anything moved, and the wait its last
@@ -204,6 +214,8 @@ impl Exchange {
             req_ended: end_of_request,
             req_total: 0,
             deadline: env.now + env.rt.timeouts.upstream_read,
+            request_id: request_id::next(),
+            rules: None,
         };
         ex.route(env, req);
         ex
@@ -245,8 +257,11 @@ impl Exchange {
             req_ended: true,
             req_total: 0,
             deadline: env.now + env.rt.timeouts.upstream_read,
+            request_id: request_id::next(),
+            rules: None,
         });
         ex.att.begin(env, r.upstream);
+        ex.apply_rules(env, r.headers, r.host);
         let upstream = &env.rt.upstreams[r.upstream];
         let key = match upstream.balance {
             crate::config::Balance::Hash => {
@@ -275,6 +290,7 @@ impl Exchange {
             upgrade: r.upgrade,
             framing: r.framing,
             max_forwards: r.max_forwards,
+            rules: ex.rules.as_deref().map(Applied::request),
         };
         let mut head = env.heads.get();
         rewrite::write_upstream_request(&mut head, req, &how);
@@ -317,10 +333,10 @@ impl Exchange {
                 return self.local_error(400);
             }
         };
-        let Some(action) = env.rt.route(self.client.listener, host, &route_path) else {
+        let Some(route) = env.rt.route(self.client.listener, host, &route_path) else {
             return self.local(404, b"Not Found\n".to_vec(), None);
         };
-        match action {
+        match &route.action {
             Action::Return {
                 status,
                 content_type,
@@ -343,8 +359,26 @@ impl Exchange {
                     l.content_type = crate::metrics::CONTENT_TYPE.as_bytes();
                 }
             }
-            Action::Upstream(u) => self.dispatch_upstream(env, *u, &hreq, &route_path),
+            Action::Upstream(u) => {
+                self.apply_rules(env, route.headers.as_ref(), host);
+                self.dispatch_upstream(env, *u, &hreq, &route_path)
+            }
         }
+    }
+
+    /// The route's header rules, their values expanded for this request.
+    fn apply_rules(&mut self, env: &Env, rules: Option<&Arc<RouteHeaders>>, host: Option<&str>) {
+        let Some(rules) = rules else { return };
+        let listener = env.rt.listeners.get(self.client.listener);
+        let vars = Vars {
+            client: self.client.peer,
+            host: host.unwrap_or("").as_bytes(),
+            scheme: listener.map_or("http", |l| l.proto),
+            request_id: self.request_id,
+            server_name: listener.map_or("", |l| l.name.as_str()),
+            ssl_client_s_dn: "",
+        };
+        self.rules = Some(Arc::new(Applied::new(rules, &vars)));
     }
 
     fn dispatch_upstream(
@@ -389,6 +423,7 @@ impl Exchange {
             upgrade: false,
             framing: self.req_framing,
             max_forwards: None,
+            rules: self.rules.as_deref().map(Applied::request),
         };
         if upstream.protocol.is_h2() {
             // An absolute-form target goes up as its path, its authority
@@ -467,7 +502,9 @@ impl Exchange {
                     env.rt.timeouts.connect
                 };
                 self.deadline = env.now + timeout;
-                self.state = State::Upstream(Box::new(UpstreamH1::new(sock, addr)));
+                let mut up = UpstreamH1::new(sock, addr);
+                up.rules = self.rules.clone();
+                self.state = State::Upstream(Box::new(up));
             }
             Err(e) => self.connect_failed(env, addr, "connect() to", &e),
         }
@@ -495,7 +532,9 @@ impl Exchange {
             },
         };
         self.deadline = env.now + env.rt.timeouts.connect;
-        self.state = State::UpstreamH2(Box::new(UpstreamH2::new(conn)));
+        let mut up = UpstreamH2::new(conn);
+        up.rules = self.rules.clone();
+        self.state = State::UpstreamH2(Box::new(up));
     }
 
     /// A connection attempt failed before any byte was sent: the next
@@ -1118,6 +1157,7 @@ impl Exchange {
                     upstream: self.att.upstream_addr,
                     upstream_status: self.upstream_status,
                     upstream_started: self.att.upstream_started,
+                    request_id: self.request_id,
                 },
             );
         }
