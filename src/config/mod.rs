@@ -19,6 +19,7 @@
 mod build;
 mod error;
 mod index;
+pub mod limits;
 mod nesting;
 pub mod overlay;
 mod print;

@@ -106,6 +106,8 @@ impl Config {
             // Every default filled in: an absent path prints as its `/`.
             path: Some(r.path.clone()),
             action,
+            limit_req: r.limit_req.as_ref().map(|l| l.spec.clone()),
+            limit_conn: r.limit_conn.as_ref().map(|l| l.spec.clone()),
         }
     }
 }

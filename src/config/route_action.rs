@@ -15,6 +15,8 @@ pub struct Route {
     /// A path prefix (checked and normalized by validation); absent = `/`.
     pub path: Option<String>,
     pub action: RouteAction,
+    pub limit_req: Option<super::limits::LimitReq>,
+    pub limit_conn: Option<super::limits::LimitConn>,
 }
 
 /// What a matching request gets.
@@ -46,6 +48,10 @@ struct RouteKeys {
     redirect: Option<RedirectAction>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     metrics: Option<MetricsFormat>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    limit_req: Option<super::limits::LimitReq>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    limit_conn: Option<super::limits::LimitConn>,
 }
 
 impl TryFrom<RouteKeys> for Route {
@@ -81,6 +87,8 @@ impl TryFrom<RouteKeys> for Route {
             host: k.host,
             path: k.path,
             action,
+            limit_req: k.limit_req,
+            limit_conn: k.limit_conn,
         })
     }
 }
@@ -94,6 +102,8 @@ impl From<Route> for RouteKeys {
             return_: None,
             redirect: None,
             metrics: None,
+            limit_req: r.limit_req,
+            limit_conn: r.limit_conn,
         };
         match r.action {
             RouteAction::Upstream(name) => k.upstream = Some(name),

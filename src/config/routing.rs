@@ -1,6 +1,7 @@
 //! Routes as the data path uses them: per listener an ordered list of a host
 //! match, a normalized path prefix and an action; the first match wins.
 
+use super::limits::{Limit, LimitConn, LimitReq};
 use crate::http::redirect::Template;
 
 #[derive(Debug, Clone)]
@@ -9,6 +10,8 @@ pub struct Route {
     /// Normalized the way request paths are (`http::path`); `/` when absent.
     pub path: String,
     pub action: Action,
+    pub limit_req: Option<Limit<LimitReq>>,
+    pub limit_conn: Option<Limit<LimitConn>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -70,11 +73,10 @@ impl HostMatch {
 
 /// The action of the first route in `routes` matching `host` (lowercase, no
 /// port) and `path` (normalized, `http::path`).
-pub fn find<'a>(routes: &'a [Route], host: Option<&str>, path: &[u8]) -> Option<&'a Action> {
+pub fn find<'a>(routes: &'a [Route], host: Option<&str>, path: &[u8]) -> Option<&'a Route> {
     routes
         .iter()
         .find(|r| r.host.matches(host) && path.starts_with(r.path.as_bytes()))
-        .map(|r| &r.action)
 }
 
 #[cfg(test)]

@@ -9,7 +9,7 @@ use super::raw::{
     AccessLog, Admin, Balance, CertKey, HealthKind, LogLevel, UpstreamProtocol, UpstreamTls,
     Workers,
 };
-use super::routing::{self, Action, Route};
+use super::routing::{self, Route};
 use super::scalars::{HashKey, StatusRange};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -210,8 +210,24 @@ impl Config {
     /// The first route of `listener` matching `host` (lowercase, no port)
     /// and `path` (normalized, `http::path`; route paths are normalized
     /// the same way when the configuration is validated).
-    pub fn route(&self, listener: usize, host: Option<&str>, path: &[u8]) -> Option<&Action> {
+    pub fn route(&self, listener: usize, host: Option<&str>, path: &[u8]) -> Option<&Route> {
         routing::find(&self.listeners.get(listener)?.routes, host, path)
+    }
+
+    /// Every limit table: its name and kind, in table-index order (the
+    /// index a route's limit holds).
+    pub fn limit_tables(&self) -> Vec<(String, crate::shm::TableKind)> {
+        let mut tables = Vec::new();
+        for r in self.listeners.iter().flat_map(|l| &l.routes) {
+            if let Some(l) = &r.limit_req {
+                tables.push((l.table, l.table_name.clone(), crate::shm::TableKind::Req));
+            }
+            if let Some(l) = &r.limit_conn {
+                tables.push((l.table, l.table_name.clone(), crate::shm::TableKind::Conn));
+            }
+        }
+        tables.sort_by_key(|t| t.0);
+        tables.into_iter().map(|(_, n, k)| (n, k)).collect()
     }
 
     /// The Unix socket of Pingora-style upgrades (`-u`), set or default.

@@ -38,6 +38,7 @@ use super::exchange::{self, Exchange, Progress, TunnelEnd};
 use super::h1_client::{self, ClientRequest, H1Client};
 use super::h1_exchange::H1Exchange;
 use super::io::{self, Io};
+use super::limit::{self, Admit};
 use super::record::{self, Record};
 use super::Side;
 use crate::buffer::{Buf, BufPool};
@@ -45,6 +46,7 @@ use crate::event::Stream;
 use crate::http::redirect::Template;
 use crate::http::{self, errors, request, Framing};
 use crate::route::Action;
+use crate::shm::ConnHold;
 use mio::net::TcpStream;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -123,6 +125,9 @@ struct InFlight {
     /// The exchange of a request routed to an HTTP/1.1 upstream; after a
     /// `101` it stays (ended, logged) until the tunnel closes.
     ex: Option<Exchange>,
+    /// The request's place in a `limit_conn` table, given back when the
+    /// request ends (dropped with it).
+    hold: Option<ConnHold>,
 }
 
 impl InFlight {
@@ -132,6 +137,7 @@ impl InFlight {
             status: 0,
             local_body_bytes: 0,
             ex: None,
+            hold: None,
         }
     }
 }
@@ -171,6 +177,7 @@ impl InFlightSlot {
     fn end(&mut self) {
         if let Some(mut cur) = self.0.take() {
             cur.ex = None;
+            cur.hold = None;
             SPARES.with_borrow_mut(|spares| {
                 if spares.len() < MAX_SPARES {
                     spares.push(cur);
@@ -690,11 +697,28 @@ impl Conn {
                 return self.reject(env, 400);
             }
         };
-        let Some(action) = env.rt.route(self.listener, host, &route_path) else {
+        let Some(route) = env.rt.route(self.listener, host, &route_path) else {
             self.respond_local(env, 404, "text/plain", b"", b"Not Found\n", local_keep);
             return Dispatch::Consumed(info.head_len);
         };
-        match action {
+        // A request for an HTTP/2 upstream goes through an `Exchange`,
+        // whose routing applies the limits (and holds the `limit_conn`).
+        let via_exchange = info.max_forwards != Some(0)
+            && matches!(route.action, Action::Upstream(u) if env.rt.upstreams[u].protocol.is_h2());
+        let admit = if via_exchange {
+            Admit::Pass(None)
+        } else {
+            limit::admit(env, route, self.peer.ip(), req.headers)
+        };
+        match admit {
+            Admit::Pass(hold) => self.cur.hold = hold,
+            Admit::Reject(status) => {
+                let body = format!("{}\n", errors::reason(status));
+                self.respond_local(env, status, "text/plain", b"", body.as_bytes(), local_keep);
+                return Dispatch::Consumed(info.head_len);
+            }
+        }
+        match &route.action {
             Action::Return {
                 status,
                 content_type,

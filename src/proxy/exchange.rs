@@ -143,6 +143,9 @@ pub struct Exchange {
     req_ended: bool,
     req_total: u64,
     pub deadline: Instant,
+    /// The request's place in a `limit_conn` table (HTTP/2: one per
+    /// stream), given back when the exchange is dropped.
+    hold: Option<crate::shm::ConnHold>,
 }
 
 /// One run of `drive`: whether anything moved, and the wait its last
@@ -204,6 +207,7 @@ impl Exchange {
             req_ended: end_of_request,
             req_total: 0,
             deadline: env.now + env.rt.timeouts.upstream_read,
+            hold: None,
         };
         ex.route(env, req);
         ex
@@ -245,6 +249,7 @@ impl Exchange {
             req_ended: true,
             req_total: 0,
             deadline: env.now + env.rt.timeouts.upstream_read,
+            hold: None,
         });
         ex.att.begin(env, r.upstream);
         let upstream = &env.rt.upstreams[r.upstream];
@@ -317,10 +322,14 @@ impl Exchange {
                 return self.local_error(400);
             }
         };
-        let Some(action) = env.rt.route(self.client.listener, host, &route_path) else {
+        let Some(route) = env.rt.route(self.client.listener, host, &route_path) else {
             return self.local(404, b"Not Found\n".to_vec(), None);
         };
-        match action {
+        match super::limit::admit(env, route, self.client.peer.ip(), hreq.headers) {
+            super::limit::Admit::Pass(hold) => self.hold = hold,
+            super::limit::Admit::Reject(status) => return self.local_error(status),
+        }
+        match &route.action {
             Action::Return {
                 status,
                 content_type,
