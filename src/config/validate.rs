@@ -445,6 +445,12 @@ fn check_route(
     let action = check_route_action(at, &r.action, upstreams)?;
     if let Some(l) = &r.limit_req {
         limits::check_status(l.status).or_else(|m| invalid(format!("{at}.limit_req.status"), m))?;
+        if l.burst > crate::shm::MAX_BURST {
+            return invalid(
+                format!("{at}.limit_req.burst"),
+                format!("burst may be at most {}", crate::shm::MAX_BURST),
+            );
+        }
     }
     if let Some(l) = &r.limit_conn {
         limits::check_status(l.status)

@@ -37,6 +37,8 @@ use std::time::Instant;
 pub const TABLE_ENTRIES: usize = 8192;
 const WAYS: usize = 8;
 const SETS: usize = TABLE_ENTRIES / WAYS;
+/// The largest `burst` (so that a bucket's level fits 32 bits).
+pub const MAX_BURST: u32 = 1_000_000;
 /// Key bytes kept for matching and for `show table`.
 pub const KEY_PREFIX: usize = 32;
 /// Spins before a waiter checks whether the lock's owner still lives.
@@ -55,11 +57,17 @@ pub enum TableKind {
 struct Entry {
     /// 0: free.
     fp: AtomicU64,
-    /// Milliseconds since the table's epoch of the last accounted request.
+    /// Milliseconds since the table's epoch of the last accounted request
+    /// (the bucket leaks from there).
     last_ms: AtomicU64,
-    /// The bucket's level in thousandths of a request (nginx's `excess`).
-    excess: AtomicU64,
-    conns: AtomicU32,
+    /// Milliseconds since the epoch of the last lookup, refused requests
+    /// included (nginx moves a node to the head of its LRU queue on every
+    /// lookup): the eviction order.
+    seen_ms: AtomicU64,
+    /// `limit_req`: the bucket's level in thousandths of a request (nginx's
+    /// `excess`, at most `MAX_BURST` requests); `limit_conn`: requests in
+    /// flight.
+    level: AtomicU32,
     key_len: AtomicU32,
     key: [AtomicU8; KEY_PREFIX],
 }
@@ -216,13 +224,13 @@ impl LimitTable {
         let burst = burst.saturating_mul(1000);
         self.with_set(Self::set_of(fp), |ways| {
             if let Some(e) = find(ways, fp, key) {
-                let elapsed = now_ms.saturating_sub(e.last_ms.load(Ordering::Relaxed));
-                let excess =
-                    leaked(e.excess.load(Ordering::Relaxed), rate, elapsed).saturating_add(1000);
+                e.seen_ms.store(now_ms, Ordering::Relaxed);
+                let excess = current_excess(e, now_ms, rate).saturating_add(1000);
                 if excess > burst {
                     return Verdict::Excess;
                 }
-                e.excess.store(excess, Ordering::Relaxed);
+                // excess <= burst <= MAX_BURST * 1000 < u32::MAX.
+                e.level.store(excess as u32, Ordering::Relaxed);
                 e.last_ms.store(now_ms, Ordering::Relaxed);
                 return Verdict::Pass;
             }
@@ -254,12 +262,13 @@ impl LimitTable {
                     None => return (Verdict::Full, 0, fp),
                 },
             };
-            let n = e.conns.load(Ordering::Relaxed);
+            e.seen_ms.store(now_ms, Ordering::Relaxed);
+            let n = e.level.load(Ordering::Relaxed);
             if n >= max {
                 return (Verdict::Excess, 0, fp);
             }
-            e.conns.store(n + 1, Ordering::Relaxed);
-            e.last_ms.store(now_ms, Ordering::Relaxed);
+            e.level.store(n + 1, Ordering::Relaxed);
+            e.seen_ms.store(now_ms, Ordering::Relaxed);
             (Verdict::Pass, set * WAYS + i, fp)
         })
     }
@@ -271,8 +280,8 @@ impl LimitTable {
         self.with_set(index / WAYS, |ways| {
             let e = &ways[index % WAYS];
             if e.fp.load(Ordering::Relaxed) == fp {
-                let n = e.conns.load(Ordering::Relaxed);
-                e.conns.store(n.saturating_sub(1), Ordering::Relaxed);
+                let n = e.level.load(Ordering::Relaxed);
+                e.level.store(n.saturating_sub(1), Ordering::Relaxed);
             }
         });
     }
@@ -283,7 +292,7 @@ impl LimitTable {
         self.with_set(Self::set_of(fp), |ways| match find(ways, fp, key) {
             Some(e) => {
                 e.fp.store(0, Ordering::Relaxed);
-                e.conns.store(0, Ordering::Relaxed);
+                e.level.store(0, Ordering::Relaxed);
                 true
             }
             None => false,
@@ -296,7 +305,7 @@ impl LimitTable {
             self.with_set(set, |ways| {
                 for e in ways {
                     e.fp.store(0, Ordering::Relaxed);
-                    e.conns.store(0, Ordering::Relaxed);
+                    e.level.store(0, Ordering::Relaxed);
                 }
             });
         }
@@ -323,7 +332,7 @@ impl LimitTable {
                             .collect(),
                         exp_ms: if rate == 0 { 0 } else { excess * 1000 / rate },
                         excess: excess.div_ceil(1000),
-                        conns: e.conns.load(Ordering::Relaxed),
+                        conns: e.level.load(Ordering::Relaxed),
                     });
                 }
             });
@@ -367,8 +376,8 @@ fn claim(e: &Entry, fp: u64, key: &[u8], now_ms: u64) {
     let prefix = &key[..key.len().min(KEY_PREFIX)];
     e.fp.store(fp, Ordering::Relaxed);
     e.last_ms.store(now_ms, Ordering::Relaxed);
-    e.excess.store(0, Ordering::Relaxed);
-    e.conns.store(0, Ordering::Relaxed);
+    e.seen_ms.store(now_ms, Ordering::Relaxed);
+    e.level.store(0, Ordering::Relaxed);
     e.key_len.store(prefix.len() as u32, Ordering::Relaxed);
     for (slot, b) in e.key.iter().zip(prefix) {
         slot.store(*b, Ordering::Relaxed);
@@ -380,15 +389,17 @@ fn leaked(excess: u64, rate: u64, elapsed_ms: u64) -> u64 {
     excess.saturating_sub(rate.saturating_mul(elapsed_ms) / 1000)
 }
 
+/// The entry's level now: a bucket's excess after leaking since its last
+/// accounted request; with `rate` 0 (`limit_conn`), the requests in flight.
 fn current_excess(e: &Entry, now_ms: u64, rate: u64) -> u64 {
     let elapsed = now_ms.saturating_sub(e.last_ms.load(Ordering::Relaxed));
-    leaked(e.excess.load(Ordering::Relaxed), rate, elapsed)
+    leaked(u64::from(e.level.load(Ordering::Relaxed)), rate, elapsed)
 }
 
 /// Whether forgetting the entry changes nothing: no request in flight and
 /// (for a bucket) fully drained.
 fn decayed(e: &Entry, now_ms: u64, rate: u64) -> bool {
-    e.conns.load(Ordering::Relaxed) == 0 && current_excess(e, now_ms, rate) == 0
+    current_excess(e, now_ms, rate) == 0
 }
 
 /// The way a new key takes: a free one, a decayed one, else (buckets only,
@@ -405,7 +416,7 @@ fn pick_victim(ways: &[Entry], now_ms: u64, rate: u64, busy_pinned: bool) -> Opt
     }
     ways.iter()
         .enumerate()
-        .min_by_key(|(_, e)| e.last_ms.load(Ordering::Relaxed))
+        .min_by_key(|(_, e)| e.seen_ms.load(Ordering::Relaxed))
         .map(|(i, _)| i)
 }
 
@@ -472,6 +483,31 @@ mod tests {
         // Every flood key's bucket is empty (one request each): evicting
         // them costs nothing, so the full bucket of `victim` stayed.
         assert_eq!(t.take_request(b"victim", now, 1000, 10), Verdict::Excess);
+    }
+
+    #[test]
+    fn flood_of_lasting_keys_keeps_a_bucket_in_use() {
+        let t = LimitTable::create("t", TableKind::Req).unwrap();
+        let start = Instant::now();
+        // 1/m: nothing leaks noticeably during the flood.
+        let rate = 1000 / 60;
+        for _ in 0..6 {
+            t.take_request(b"victim", start, rate, 5);
+        }
+        for i in 0..100_000u64 {
+            let now = start + Duration::from_micros(10 * i);
+            let k = format!("k{i}");
+            // Two requests: every flood bucket holds a request for minutes.
+            t.take_request(k.as_bytes(), now, rate, 5);
+            t.take_request(k.as_bytes(), now, rate, 5);
+            if i % 100 == 0 {
+                assert_eq!(t.take_request(b"victim", now, rate, 5), Verdict::Excess, "{i}");
+            }
+        }
+        // Bounded: at most the table's size is live.
+        let live = t.entries(start + Duration::from_secs(1), rate).len();
+        assert!(live <= TABLE_ENTRIES, "{live}");
+        assert!(live > TABLE_ENTRIES / 2, "{live}");
     }
 
     #[test]

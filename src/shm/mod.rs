@@ -24,7 +24,9 @@ mod upstream;
 mod worker;
 
 pub use instance::{Instance, InstanceShared};
-pub use limits::{ConnHold, EntryView, LimitTable, TableKind, Verdict, KEY_PREFIX, TABLE_ENTRIES};
+pub use limits::{
+    ConnHold, EntryView, LimitTable, TableKind, Verdict, KEY_PREFIX, MAX_BURST, TABLE_ENTRIES,
+};
 pub use listener::{ListenerCounts, ListenerRates, ListenerShared, ListenerStats};
 pub use queue::{QueueShared, Wakers, WorkerQueue, NO_TICKET};
 pub use server::{
