@@ -501,7 +501,11 @@ mod tests {
             t.take_request(k.as_bytes(), now, rate, 5);
             t.take_request(k.as_bytes(), now, rate, 5);
             if i % 100 == 0 {
-                assert_eq!(t.take_request(b"victim", now, rate, 5), Verdict::Excess, "{i}");
+                assert_eq!(
+                    t.take_request(b"victim", now, rate, 5),
+                    Verdict::Excess,
+                    "{i}"
+                );
             }
         }
         // Bounded: at most the table's size is live.
