@@ -330,7 +330,7 @@ impl LimitTable {
                             .iter()
                             .map(|b| b.load(Ordering::Relaxed))
                             .collect(),
-                        exp_ms: if rate == 0 { 0 } else { excess * 1000 / rate },
+                        exp_ms: (excess * 1000).checked_div(rate).unwrap_or(0),
                         excess: excess.div_ceil(1000),
                         conns: e.level.load(Ordering::Relaxed),
                     });
