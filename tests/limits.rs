@@ -570,3 +570,51 @@ fn table_commands_answer_as_haproxy() {
         "  show table <table> [<filter>]*          : report table usage stats or dump this table's contents (filter: data/key)\n"
     ));
 }
+
+#[test]
+fn limit_conn_counts_each_http2_stream() {
+    let backend = Backend::start_with(
+        "b",
+        BackendOpts {
+            path_delays: vec![("/slow".to_owned(), Duration::from_millis(1500))],
+            ..BackendOpts::default()
+        },
+    );
+    let dir = TempDir::new("limits-h2");
+    let sock = dir.join("admin.sock");
+    let yaml = ConfigBuilder::new()
+        .workers(2)
+        .admin_socket(&sock)
+        .listener("web", &["127.0.0.1:$PORT"])
+        .listener_opt("h2c: true")
+        .route(Route::to("main").field("limit_conn", "{key: source, max: 2}"))
+        .upstream("main", [Srv::new("b", backend.addr())])
+        .build();
+    let lb = Forklb::start(&yaml);
+    let url = |p: &str| format!("http://127.0.0.1:{}{p}", lb.port());
+    // One HTTP/2 connection (nghttp -m 3: the same request three times at
+    // once; curl's --parallel with prior knowledge fails against HAProxy
+    // too): two streams hold the places, the third is refused.
+    let out = run_tool(
+        "nghttp",
+        &["-ns", "-m", "3", &url("/slow/x")],
+        Duration::from_secs(20),
+    );
+    // nghttp's stat lines: `id responseEnd requestStart process code size path`.
+    let mut codes: Vec<&str> = out
+        .stdout
+        .lines()
+        .filter(|l| l.trim_end().ends_with(" /slow/x"))
+        .filter_map(|l| l.split_whitespace().nth(4))
+        .collect();
+    codes.sort_unstable();
+    assert_eq!(codes, ["200", "200", "429"], "{}", out.combined());
+    // The streams ended: the places are free again.
+    assert!(
+        wait_until(Duration::from_secs(5), || {
+            !admin_cmd(&sock, "show table web:/:conn").contains("key=127.0.0.1 ")
+        }),
+        "{}",
+        admin_cmd(&sock, "show table web:/:conn")
+    );
+}
