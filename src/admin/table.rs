@@ -16,7 +16,9 @@
 use super::commands::{text, Outcome};
 use super::server::Level;
 use super::view::View;
+use crate::config::limits::LimitKey;
 use crate::shm::{EntryView, LimitTable, TableKind};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::fmt::Write;
 use std::time::Instant;
 
@@ -48,15 +50,16 @@ pub fn show(v: &View, level: Level, args: &[&str]) -> Outcome {
     if key.is_some() && level < Level::Operator {
         return text("Permission denied\n");
     }
+    let source = by_source(v, t);
     let entries = live(v, t, now);
     let mut out = String::new();
     match key {
         Some(k) => {
             // HAProxy prints nothing at all for an absent key.
-            let wanted = truncated(k.as_bytes());
-            if let Some(e) = entries.iter().find(|e| e.key == wanted) {
+            let wanted = stored_key(source, k);
+            if let Some(e) = entries.iter().find(|e| Some(&e.key) == wanted.as_ref()) {
                 header(&mut out, t, entries.len());
-                line(&mut out, t.kind(), e);
+                line(&mut out, t.kind(), source, e);
             }
         }
         None => {
@@ -65,7 +68,7 @@ pub fn show(v: &View, level: Level, args: &[&str]) -> Outcome {
                 out.push_str("# contents not dumped due to insufficient privileges\n");
             } else {
                 for e in &entries {
-                    line(&mut out, t.kind(), e);
+                    line(&mut out, t.kind(), source, e);
                 }
             }
         }
@@ -92,7 +95,9 @@ pub fn clear(v: &View, level: Level, args: &[&str]) -> Outcome {
         ["key"] => text(KEY_EXPECTED),
         ["key", ..] if level < Level::Operator => text("Permission denied\n"),
         ["key", k, ..] => {
-            t.clear_key(k.as_bytes());
+            if let Some(key) = stored_key(by_source(v, t), k) {
+                t.clear_key(&key);
+            }
             text("")
         }
         _ => text(CLEAR_ARGS),
@@ -128,6 +133,54 @@ fn truncated(key: &[u8]) -> &[u8] {
     &key[..key.len().min(crate::shm::KEY_PREFIX)]
 }
 
+/// Whether a table is keyed by the client's address (its entries hold the
+/// address's bytes, shown and given as text).
+fn by_source(v: &View, t: &LimitTable) -> bool {
+    v.config
+        .listeners
+        .iter()
+        .flat_map(|l| &l.routes)
+        .flat_map(|r| {
+            let req = r.limit_req.as_ref().map(|l| (&l.table_name, &l.spec.key));
+            let conn = r.limit_conn.as_ref().map(|l| (&l.table_name, &l.spec.key));
+            req.into_iter().chain(conn)
+        })
+        .any(|(name, key)| name == t.name() && *key == LimitKey::Source)
+}
+
+/// The stored form of a key given as text: an address's bytes in a table
+/// keyed by source (None: not an address, so in no entry).
+fn stored_key(source: bool, text: &str) -> Option<Vec<u8>> {
+    if !source {
+        return Some(truncated(text.as_bytes()).to_vec());
+    }
+    match text.parse::<IpAddr>().ok()? {
+        IpAddr::V4(a) => Some(a.octets().to_vec()),
+        IpAddr::V6(a) => Some(a.octets().to_vec()),
+    }
+}
+
+/// A stored key as text.
+fn key_text(source: bool, key: &[u8]) -> String {
+    if source {
+        if let Ok(b) = <[u8; 4]>::try_from(key) {
+            return Ipv4Addr::from(b).to_string();
+        }
+        if let Ok(b) = <[u8; 16]>::try_from(key) {
+            return Ipv6Addr::from(b).to_string();
+        }
+    }
+    let mut out = String::with_capacity(key.len());
+    for &b in key {
+        if b.is_ascii_graphic() {
+            out.push(char::from(b));
+        } else {
+            let _ = write!(out, "\\x{b:02x}");
+        }
+    }
+    out
+}
+
 fn header(out: &mut String, t: &LimitTable, used: usize) {
     let _ = writeln!(
         out,
@@ -137,15 +190,8 @@ fn header(out: &mut String, t: &LimitTable, used: usize) {
     );
 }
 
-fn line(out: &mut String, kind: TableKind, e: &EntryView) {
-    let _ = write!(out, "{:#x}: key=", e.addr);
-    for &b in &e.key {
-        if b.is_ascii_graphic() {
-            out.push(char::from(b));
-        } else {
-            let _ = write!(out, "\\x{b:02x}");
-        }
-    }
+fn line(out: &mut String, kind: TableKind, source: bool, e: &EntryView) {
+    let _ = write!(out, "{:#x}: key={}", e.addr, key_text(source, &e.key));
     let _ = match kind {
         TableKind::Req => writeln!(out, " use=0 exp={} excess={}", e.exp_ms, e.excess),
         TableKind::Conn => writeln!(out, " use={} exp=0 conn_cur={}", e.conns, e.conns),

@@ -120,6 +120,7 @@ unsafe impl Sync for LimitTable {}
 
 impl LimitTable {
     pub fn create(name: &str, kind: TableKind) -> io::Result<LimitTable> {
+        forget_pid_at_fork();
         let locks_len = (SETS * std::mem::size_of::<AtomicU32>()).next_multiple_of(64);
         let len = locks_len + TABLE_ENTRIES * std::mem::size_of::<Entry>();
         // SAFETY: anonymous shared mapping; the kernel zero-fills it, and
@@ -186,7 +187,7 @@ impl LimitTable {
     /// Runs `f` with set `set` locked. `f` must not make syscalls.
     fn with_set<R>(&self, set: usize, f: impl FnOnce(&[Entry]) -> R) -> R {
         let word = self.lock_word(set);
-        let me = std::process::id().max(1);
+        let me = my_pid();
         let mut spins = 0u32;
         loop {
             match word.compare_exchange_weak(0, me, Ordering::Acquire, Ordering::Relaxed) {
@@ -348,6 +349,35 @@ impl Drop for LimitTable {
             libc::munmap(self.locks.cast(), self.len);
         }
     }
+}
+
+/// This process's pid, the owner mark of a set's lock. Cached: getpid is
+/// a system call in glibc, and a lock is taken per request. A fork clears
+/// the cache (`forget_pid_at_fork`), so a worker never marks locks with
+/// the master's pid.
+static PID: AtomicU32 = AtomicU32::new(0);
+
+fn my_pid() -> u32 {
+    let p = PID.load(Ordering::Relaxed);
+    if p != 0 {
+        return p;
+    }
+    let p = std::process::id().max(1);
+    PID.store(p, Ordering::Relaxed);
+    p
+}
+
+fn forget_pid_at_fork() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    extern "C" fn child() {
+        PID.store(0, Ordering::Relaxed);
+    }
+    ONCE.call_once(|| {
+        // SAFETY: registers a handler that only stores to an atomic.
+        unsafe {
+            libc::pthread_atfork(None, None, Some(child));
+        }
+    });
 }
 
 fn process_alive(pid: u32) -> bool {
