@@ -18,8 +18,8 @@ use super::server::Level;
 use super::view::View;
 use crate::config::limits::LimitKey;
 use crate::shm::{EntryView, LimitTable, TableKind};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::fmt::Write;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::Instant;
 
 const NO_SUCH_TABLE: &str = "No such table\n";

@@ -39,6 +39,15 @@ pub enum Action {
     Metrics(super::raw::MetricsFormat),
 }
 
+impl Route {
+    /// Whether requests on this route pass through `limit_req` or
+    /// `limit_conn`.
+    #[inline]
+    pub fn has_limits(&self) -> bool {
+        self.limit_req.is_some() || self.limit_conn.is_some()
+    }
+}
+
 impl HostMatch {
     /// From a checked, lowercased route host (`api.example.com`, `*.example.com`).
     pub fn new(host: Option<&str>) -> HostMatch {

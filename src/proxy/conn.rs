@@ -177,7 +177,9 @@ impl InFlightSlot {
     fn end(&mut self) {
         if let Some(mut cur) = self.0.take() {
             cur.ex = None;
-            cur.hold = None;
+            if cur.hold.is_some() {
+                cur.hold = None;
+            }
             SPARES.with_borrow_mut(|spares| {
                 if spares.len() < MAX_SPARES {
                     spares.push(cur);
@@ -701,22 +703,8 @@ impl Conn {
             self.respond_local(env, 404, "text/plain", b"", b"Not Found\n", local_keep);
             return Dispatch::Consumed(info.head_len);
         };
-        // A request for an HTTP/2 upstream goes through an `Exchange`,
-        // whose routing applies the limits (and holds the `limit_conn`).
-        let via_exchange = info.max_forwards != Some(0)
-            && matches!(route.action, Action::Upstream(u) if env.rt.upstreams[u].protocol.is_h2());
-        let admit = if via_exchange {
-            Admit::Pass(None)
-        } else {
-            limit::admit(env, route, self.peer.ip(), req.headers)
-        };
-        match admit {
-            Admit::Pass(hold) => self.cur.hold = hold,
-            Admit::Reject(status) => {
-                let body = format!("{}\n", errors::reason(status));
-                self.respond_local(env, status, "text/plain", b"", body.as_bytes(), local_keep);
-                return Dispatch::Consumed(info.head_len);
-            }
+        if route.has_limits() && !self.admit(env, route, &req, &info, local_keep) {
+            return Dispatch::Consumed(info.head_len);
         }
         match &route.action {
             Action::Return {
@@ -741,6 +729,37 @@ impl Conn {
             }
         }
         Dispatch::Consumed(info.head_len)
+    }
+
+    /// Applies the route's limits; false: refused (and answered). Out of
+    /// line: a route without limits pays one test of `has_limits`.
+    #[inline(never)]
+    fn admit(
+        &mut self,
+        env: &mut Env,
+        route: &crate::config::Route,
+        req: &httparse::Request,
+        info: &request::RequestInfo,
+        local_keep: bool,
+    ) -> bool {
+        // A request for an HTTP/2 upstream goes through an `Exchange`,
+        // whose routing applies the limits (and holds the `limit_conn`).
+        let via_exchange = info.max_forwards != Some(0)
+            && matches!(route.action, Action::Upstream(u) if env.rt.upstreams[u].protocol.is_h2());
+        if via_exchange {
+            return true;
+        }
+        match limit::admit(env, route, self.peer.ip(), req.headers) {
+            Admit::Pass(hold) => {
+                self.cur.hold = hold;
+                true
+            }
+            Admit::Reject(status) => {
+                let body = format!("{}\n", errors::reason(status));
+                self.respond_local(env, status, "text/plain", b"", body.as_bytes(), local_keep);
+                false
+            }
+        }
     }
 
     /// The client speaks HTTP/2: it chose `h2` by ALPN (whatever it sends

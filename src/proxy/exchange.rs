@@ -325,9 +325,11 @@ impl Exchange {
         let Some(route) = env.rt.route(self.client.listener, host, &route_path) else {
             return self.local(404, b"Not Found\n".to_vec(), None);
         };
-        match super::limit::admit(env, route, self.client.peer.ip(), hreq.headers) {
-            super::limit::Admit::Pass(hold) => self.hold = hold,
-            super::limit::Admit::Reject(status) => return self.local_error(status),
+        if route.has_limits() {
+            match super::limit::admit(env, route, self.client.peer.ip(), hreq.headers) {
+                super::limit::Admit::Pass(hold) => self.hold = hold,
+                super::limit::Admit::Reject(status) => return self.local_error(status),
+            }
         }
         match &route.action {
             Action::Return {

@@ -1,7 +1,7 @@
 //! A matched route's `limit_req` and `limit_conn`, applied to a request
 //! head before anything else is done for it (nginx's preaccess phase). The
 //! state is in shared memory (`shm::LimitTable`), so a limit holds across
-//! all workers. A route without limits costs one branch.
+//! all workers.
 
 use super::env::Env;
 use crate::config::limits::LimitKey;
@@ -18,17 +18,10 @@ pub enum Admit {
     Reject(u16),
 }
 
-/// Applies `route`'s limits to a request from `peer` with `headers`.
-#[inline]
+/// Applies `route`'s limits to a request from `peer` with `headers`
+/// (callers check `Route::has_limits` first, so that a route without
+/// limits costs one test).
 pub fn admit(env: &Env, route: &Route, peer: IpAddr, headers: &[httparse::Header]) -> Admit {
-    if route.limit_req.is_none() && route.limit_conn.is_none() {
-        return Admit::Pass(None);
-    }
-    admit_limited(env, route, peer, headers)
-}
-
-#[cold]
-fn admit_limited(env: &Env, route: &Route, peer: IpAddr, headers: &[httparse::Header]) -> Admit {
     let mut ip_buf = [0u8; 48];
     if let Some(l) = &route.limit_req {
         if let (Some(table), Some(key)) = (
