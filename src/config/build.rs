@@ -206,6 +206,7 @@ fn build_upstream(
         send_proxy: up.send_proxy.map(raw::SendProxy::version),
         tls: client,
         tls_settings: up.tls,
+        resolve: up.resolve.map(|d| d.get()),
         servers,
         name,
     })
@@ -213,7 +214,7 @@ fn build_upstream(
 
 /// A server's address (split when checked), host names resolved (first
 /// IPv4 address, else the first address).
-fn resolve(host: &str, port: u16) -> Result<SocketAddr, String> {
+pub fn resolve(host: &str, port: u16) -> Result<SocketAddr, String> {
     if let Ok(ip) = host.parse::<IpAddr>() {
         return Ok(SocketAddr::new(ip, port));
     }
