@@ -16,6 +16,7 @@
 //!    file; then name resolution of the upstream servers, last because it may be slow.
 //!    The result is the validated [`Config`].
 
+use super::access::{Access, Cidr};
 use super::build::{Checked, CheckedListener};
 use super::error::{invalid, ConfigError, Invalid};
 use super::limits;
@@ -32,6 +33,10 @@ pub const MAX_WORKERS: usize = 1024;
 /// descriptors (client and upstream), and Linux allows a process at most
 /// `fs.nr_open` (1,048,576 by default).
 pub const MAX_WORKER_CONNECTIONS: usize = 500_000;
+
+/// The shortest `resolve` interval: each change of address starts a new
+/// generation of workers, so a flapping name must not fork them endlessly.
+pub const MIN_RESOLVE_INTERVAL: std::time::Duration = std::time::Duration::from_millis(100);
 /// The highest server weight (HAProxy's limit): the one shared memory
 /// enforces at run time, so the file and `set weight` agree.
 pub const MAX_WEIGHT: u32 = crate::shm::MAX_WEIGHT;
@@ -459,9 +464,11 @@ fn check_route(
             return invalid(format!("{at}.limit_conn.max"), "max must be at least 1");
         }
     }
+    let access = check_access(at, r)?;
     Ok(Route {
         host: HostMatch::new(host.as_deref()),
         path,
+        access,
         action,
         // Numbered by `number_limit_tables` once the listener is known.
         limit_req: r.limit_req.clone().map(|spec| limits::Limit {
@@ -499,6 +506,24 @@ fn number_limit_tables(listener: &str, r: &mut Route, tables: &mut Vec<String>) 
     if let Some(l) = &mut r.limit_conn {
         (l.table, l.table_name) = name_for("conn");
     }
+}
+
+/// `allow` / `deny`: each entry a CIDR block or an address; the error
+/// names the entry (`listeners[0].routes[1].allow[2]`).
+fn check_access(at: &str, r: &raw::Route) -> Result<Option<Box<Access>>, Invalid> {
+    if r.allow.is_empty() && r.deny.is_empty() {
+        return Ok(None);
+    }
+    let parse = |key: &str, list: &[String]| -> Result<Vec<Cidr>, Invalid> {
+        list.iter()
+            .enumerate()
+            .map(|(j, s)| Cidr::parse(s.trim()).or_else(|m| invalid(format!("{at}.{key}[{j}]"), m)))
+            .collect()
+    };
+    Ok(Some(Box::new(Access {
+        allow: parse("allow", &r.allow)?,
+        deny: parse("deny", &r.deny)?,
+    })))
 }
 
 /// Checks what a route does and compiles it.
@@ -665,6 +690,12 @@ fn check_upstreams(cfg: &mut raw::Config) -> Result<Vec<Vec<(String, u16)>>, Inv
         if let Some(h) = &up.health {
             check_health(&format!("{at}.health"), h)?;
         }
+        if up.resolve.is_some_and(|d| d.get() < MIN_RESOLVE_INTERVAL) {
+            return invalid(
+                format!("{at}.resolve"),
+                format!("must be at least {}ms", MIN_RESOLVE_INTERVAL.as_millis()),
+            );
+        }
         server_addrs.push(check_servers(&at, up)?);
     }
     Ok(server_addrs)
@@ -673,6 +704,15 @@ fn check_upstreams(cfg: &mut raw::Config) -> Result<Vec<Vec<(String, u16)>>, Inv
 /// `protocol` decides the transport together with `tls`: `h2` is only ever
 /// negotiated by ALPN (so needs TLS), `h2c` is HTTP/2 in the clear.
 fn check_protocol(at: &str, up: &raw::Upstream) -> Check {
+    // HTTP/2 upstream connections carry many clients' streams; a PROXY
+    // header names one client, so it would need a connection per client.
+    if up.protocol.is_h2() && up.send_proxy.is_some() {
+        return invalid(
+            format!("{at}.send_proxy"),
+            "send_proxy is not supported with protocol h2 or h2c yet (HTTP/2 upstream \
+             connections are shared by all clients; a PROXY header names one)",
+        );
+    }
     match (up.protocol, up.tls.is_some()) {
         (UpstreamProtocol::H2, false) => invalid(
             format!("{at}.protocol"),

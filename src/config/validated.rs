@@ -47,6 +47,9 @@ pub struct Config {
     pub listeners: Vec<Listener>,
     /// In the order the file lists them (the order `show stat` uses).
     pub upstreams: Upstreams,
+    /// Some upstream has `send_proxy`: client connections then note the
+    /// address they reached, for the PROXY headers.
+    pub send_proxy_any: bool,
 
     /// The file this configuration was read from (absolute).
     pub source: PathBuf,
@@ -110,6 +113,9 @@ pub struct Listener {
     /// Plain listeners only (checked): the HTTP/2 prior-knowledge preface
     /// is accepted. `Upgrade: h2c` is never honoured.
     pub h2c: bool,
+    /// Every connection starts with a PROXY protocol header (v1 or v2);
+    /// the address it names is the client's from then on.
+    pub proxy_protocol: bool,
     pub routes: Vec<Route>,
 }
 
@@ -141,10 +147,16 @@ pub struct Upstream {
     pub retries: u32,
     pub keepalive: usize,
     pub host_header: Option<String>,
+    /// A PROXY protocol header opens every connection to the servers; such
+    /// a connection then belongs to one client (never pooled, never shared).
+    pub send_proxy: Option<crate::proxy_proto::Version>,
     /// HTTPS to the servers.
     pub tls: Option<Arc<rustls::ClientConfig>>,
     /// The `tls` keys `tls` was built from (`ca` absolute).
     pub tls_settings: Option<UpstreamTls>,
+    /// Host names in `addr_text` are looked up again this often; a new
+    /// address applies without a reload (`master::resolver`).
+    pub resolve: Option<Duration>,
     pub servers: Vec<Server>,
 }
 
