@@ -203,6 +203,7 @@ fn build_upstream(
         host_header: up.host_header,
         tls: client,
         tls_settings: up.tls,
+        resolve: up.resolve.map(|d| d.get()),
         servers,
         name,
     })
@@ -210,7 +211,7 @@ fn build_upstream(
 
 /// A server's address (split when checked), host names resolved (first
 /// IPv4 address, else the first address).
-fn resolve(host: &str, port: u16) -> Result<SocketAddr, String> {
+pub fn resolve(host: &str, port: u16) -> Result<SocketAddr, String> {
     if let Ok(ip) = host.parse::<IpAddr>() {
         return Ok(SocketAddr::new(ip, port));
     }

@@ -30,6 +30,7 @@ mod units;
 mod validate;
 mod validated;
 
+pub use build::resolve as resolve_host;
 pub use error::ConfigError;
 pub use index::ServerIndex;
 pub use raw::{

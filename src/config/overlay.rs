@@ -210,6 +210,13 @@ impl Overlay {
             .position(|(u, s, _)| u == upstream && s == server)
     }
 
+    /// Whether an operator set this server's address (`set server addr`,
+    /// or `add server`): DNS re-resolution leaves such a server alone.
+    pub fn sets_addr(&self, upstream: &str, server: &str) -> bool {
+        self.find(upstream, server)
+            .is_some_and(|i| matches!(self.entries[i].2, Entry::Moved(_) | Entry::Added(_)))
+    }
+
     /// Records a change that was applied to the running configuration.
     pub fn record(&mut self, change: &ServerChange) {
         let (u, s) = (change.upstream(), change.server());

@@ -130,6 +130,7 @@ fn raw_upstream(u: &Upstream) -> raw::Upstream {
             fall: h.fall,
             expect_status: h.expect,
         }),
+        resolve: u.resolve.map(HumanDuration),
         servers: u
             .servers
             .iter()

@@ -332,6 +332,10 @@ pub struct Upstream {
     pub tls: Option<UpstreamTls>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health: Option<Health>,
+    /// Re-resolve host names in the servers' `addr` this often (absent:
+    /// only at load, as nginx without `resolve`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolve: Option<HumanDuration>,
     #[serde(default)]
     pub servers: Vec<Server>,
 }

@@ -31,6 +31,10 @@ pub const MAX_WORKERS: usize = 1024;
 /// descriptors (client and upstream), and Linux allows a process at most
 /// `fs.nr_open` (1,048,576 by default).
 pub const MAX_WORKER_CONNECTIONS: usize = 500_000;
+
+/// The shortest `resolve` interval: each change of address starts a new
+/// generation of workers, so a flapping name must not fork them endlessly.
+pub const MIN_RESOLVE_INTERVAL: std::time::Duration = std::time::Duration::from_millis(100);
 /// The highest server weight (HAProxy's limit): the one shared memory
 /// enforces at run time, so the file and `set weight` agree.
 pub const MAX_WEIGHT: u32 = crate::shm::MAX_WEIGHT;
@@ -608,6 +612,12 @@ fn check_upstreams(cfg: &mut raw::Config) -> Result<Vec<Vec<(String, u16)>>, Inv
         }
         if let Some(h) = &up.health {
             check_health(&format!("{at}.health"), h)?;
+        }
+        if up.resolve.is_some_and(|d| d.get() < MIN_RESOLVE_INTERVAL) {
+            return invalid(
+                format!("{at}.resolve"),
+                format!("must be at least {}ms", MIN_RESOLVE_INTERVAL.as_millis()),
+            );
         }
         server_addrs.push(check_servers(&at, up)?);
     }

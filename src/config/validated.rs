@@ -145,6 +145,9 @@ pub struct Upstream {
     pub tls: Option<Arc<rustls::ClientConfig>>,
     /// The `tls` keys `tls` was built from (`ca` absolute).
     pub tls_settings: Option<UpstreamTls>,
+    /// Host names in `addr_text` are looked up again this often; a new
+    /// address applies without a reload (`master::resolver`).
+    pub resolve: Option<Duration>,
     pub servers: Vec<Server>,
 }
 

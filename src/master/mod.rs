@@ -17,6 +17,7 @@ pub mod notify;
 pub mod pidfile;
 mod privileges;
 pub mod rates;
+mod resolver;
 mod row_rates;
 mod servers;
 mod upgrade;
@@ -145,6 +146,8 @@ pub struct Master {
     rates: rates::Rates,
     /// `show stat`'s per-row rates, sampled with `rates`.
     row_rates: row_rates::RowRates,
+    /// DNS re-resolution of server host names (upstream `resolve`).
+    resolver: resolver::Resolver,
     next_sample: Instant,
     /// `sysconf(_SC_CLK_TCK)`: the unit of /proc's CPU times.
     clock_ticks: u64,
@@ -275,6 +278,7 @@ pub fn run(config: Config, opts: RunOptions) -> Result<(), MasterError> {
         started_unix: crate::shm::unix_secs(),
         rates: rates::Rates::default(),
         row_rates: row_rates::RowRates::default(),
+        resolver: resolver::Resolver::default(),
         next_sample: Instant::now(),
         clock_ticks: crate::procfs::ticks_per_sec(),
         overlay,
@@ -527,6 +531,7 @@ impl Master {
             watch_parent,
             watch_new_master,
             Some(self.next_sample),
+            self.resolver.next_wakeup(now),
         ]
         .into_iter()
         .flatten()
@@ -544,6 +549,12 @@ impl Master {
         }
         if now >= self.next_sample {
             self.sample_rates(now);
+        }
+        if matches!(self.state, State::Running) {
+            let answers = self.resolver.tick(&self.config, now);
+            if !answers.is_empty() {
+                self.apply_dns(answers);
+            }
         }
         // 1. Reap. (Always: a coalesced SIGCHLD must not be missed.)
         let _ = self.take_signal(signals::SIGCHLD);

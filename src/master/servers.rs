@@ -78,6 +78,71 @@ impl Master {
         self.health = HealthProc::default();
     }
 
+    /// Takes the DNS answers (`resolver`): servers whose host name now
+    /// resolves to another address move there at once, in one new
+    /// generation for all of them; a failed lookup keeps the address.
+    /// Servers an operator placed (`set server addr`, `add server`) keep
+    /// the address they were given.
+    pub(super) fn apply_dns(&mut self, answers: Vec<super::resolver::Answer>) {
+        let mut new: Option<Config> = None;
+        let mut moved = 0;
+        for a in answers {
+            let l = &a.lookup;
+            let Some(u) = self.config.upstreams.position(&l.upstream) else {
+                continue;
+            };
+            let Some(s) = self.config.upstreams[u]
+                .servers
+                .iter()
+                .position(|x| x.name == l.server)
+            else {
+                continue;
+            };
+            if self.overlay.sets_addr(&l.upstream, &l.server) {
+                continue;
+            }
+            let old = self.config.upstreams[u].servers[s].addr;
+            match a.result {
+                Err(e) => {
+                    if self.resolver.note(l, true) {
+                        log::warn!("server {}/{}: {e}; it keeps {old}", l.upstream, l.server);
+                    }
+                }
+                Ok(addr) => {
+                    if self.resolver.note(l, false) {
+                        log::info!(
+                            "server {}/{}: {} resolves again",
+                            l.upstream,
+                            l.server,
+                            l.host
+                        );
+                    }
+                    if addr != old {
+                        log::warn!(
+                            "server {}/{}: {} now resolves to {}, was {old}: new connections go there",
+                            l.upstream,
+                            l.server,
+                            l.host,
+                            addr.ip()
+                        );
+                        let cfg = new.get_or_insert_with(|| self.config.clone());
+                        cfg.upstreams.0[u].servers[s].addr = addr;
+                        moved += 1;
+                    }
+                }
+            }
+        }
+        let Some(new) = new else { return };
+        match build_shm(&new, Some((&self.shm, &self.config)), true) {
+            Ok(shm) => self.switch_generation(
+                new,
+                shm,
+                &format!("{moved} server address(es) changed in DNS"),
+            ),
+            Err(e) => log::error!("cannot apply new server addresses from DNS: {e}"),
+        }
+    }
+
     /// Forgets the draining generations whose workers have all exited.
     pub(super) fn collect_draining(&mut self) {
         let children = &self.children;
