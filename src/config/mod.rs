@@ -16,9 +16,11 @@
 //! - `print`: `forklb -T`, a [`Config`] back in the file's shape.
 //! - `nesting`: the depth guard run before the YAML parser.
 
+pub mod access;
 mod build;
 mod error;
 mod index;
+pub mod limits;
 mod nesting;
 pub mod overlay;
 mod print;
@@ -35,7 +37,7 @@ pub use error::ConfigError;
 pub use index::ServerIndex;
 pub use raw::{
     AccessLog, AccessLogFormat, Admin, AdminLevel, Balance, CertKey, HealthKind, LogLevel,
-    MetricsFormat, UpstreamProtocol, UpstreamTls, Workers,
+    MetricsFormat, SendProxy, UpstreamProtocol, UpstreamTls, Workers,
 };
 pub use routing::{Action, HostMatch, Route};
 pub use scalars::{HashKey, RedirectTarget, StatusRange};

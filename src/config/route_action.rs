@@ -15,7 +15,13 @@ pub struct Route {
     pub host: Option<String>,
     /// A path prefix (checked and normalized by validation); absent = `/`.
     pub path: Option<String>,
+    /// Client addresses (CIDR blocks) let in; others get 403 (see `access`).
+    pub allow: Vec<String>,
+    /// Client addresses kept out with 403.
+    pub deny: Vec<String>,
     pub action: RouteAction,
+    pub limit_req: Option<super::limits::LimitReq>,
+    pub limit_conn: Option<super::limits::LimitConn>,
     /// Header rules for the request going upstream and the response
     /// going back (`http::header_rules`).
     pub request_headers: Option<HeaderRules>,
@@ -56,6 +62,10 @@ struct RouteKeys {
     host: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     path: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    allow: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    deny: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     upstream: Option<String>,
     #[serde(default, rename = "return", skip_serializing_if = "Option::is_none")]
@@ -68,6 +78,9 @@ struct RouteKeys {
     request_headers: Option<HeaderRules>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     response_headers: Option<HeaderRules>,
+    limit_req: Option<super::limits::LimitReq>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    limit_conn: Option<super::limits::LimitConn>,
 }
 
 impl TryFrom<RouteKeys> for Route {
@@ -102,9 +115,13 @@ impl TryFrom<RouteKeys> for Route {
         Ok(Route {
             host: k.host,
             path: k.path,
+            allow: k.allow,
+            deny: k.deny,
             action,
             request_headers: k.request_headers,
             response_headers: k.response_headers,
+            limit_req: k.limit_req,
+            limit_conn: k.limit_conn,
         })
     }
 }
@@ -114,12 +131,16 @@ impl From<Route> for RouteKeys {
         let mut k = RouteKeys {
             host: r.host,
             path: r.path,
+            allow: r.allow,
+            deny: r.deny,
             upstream: None,
             return_: None,
             redirect: None,
             metrics: None,
             request_headers: r.request_headers,
             response_headers: r.response_headers,
+            limit_req: r.limit_req,
+            limit_conn: r.limit_conn,
         };
         match r.action {
             RouteAction::Upstream(name) => k.upstream = Some(name),

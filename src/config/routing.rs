@@ -1,6 +1,7 @@
 //! Routes as the data path uses them: per listener an ordered list of a host
 //! match, a normalized path prefix and an action; the first match wins.
 
+use super::limits::{Limit, LimitConn, LimitReq};
 use crate::http::redirect::Template;
 
 #[derive(Debug, Clone)]
@@ -8,9 +9,21 @@ pub struct Route {
     pub host: HostMatch,
     /// Normalized the way request paths are (`http::path`); `/` when absent.
     pub path: String,
+    /// `allow` / `deny`, if the route has either (boxed: most have none).
+    pub access: Option<Box<super::access::Access>>,
     pub action: Action,
     /// Header rules (`request_headers`, `response_headers`), if any.
     pub headers: Option<std::sync::Arc<crate::http::header_rules::RouteHeaders>>,
+    pub limit_req: Option<Limit<LimitReq>>,
+    pub limit_conn: Option<Limit<LimitConn>>,
+}
+
+impl Route {
+    /// Whether a client at `ip` may use this route (`allow` / `deny`).
+    #[inline]
+    pub fn permits(&self, ip: std::net::IpAddr) -> bool {
+        self.access.as_ref().is_none_or(|a| a.permits(ip))
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,6 +49,15 @@ pub enum Action {
         to: Template,
     },
     Metrics(super::raw::MetricsFormat),
+}
+
+impl Route {
+    /// Whether requests on this route pass through `limit_req` or
+    /// `limit_conn`.
+    #[inline]
+    pub fn has_limits(&self) -> bool {
+        self.limit_req.is_some() || self.limit_conn.is_some()
+    }
 }
 
 impl HostMatch {
@@ -70,8 +92,8 @@ impl HostMatch {
     }
 }
 
-/// The action of the first route in `routes` matching `host` (lowercase, no
-/// port) and `path` (normalized, `http::path`).
+/// The first route in `routes` matching `host` (lowercase, no port) and
+/// `path` (normalized, `http::path`).
 pub fn find<'a>(routes: &'a [Route], host: Option<&str>, path: &[u8]) -> Option<&'a Route> {
     routes
         .iter()

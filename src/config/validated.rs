@@ -47,6 +47,9 @@ pub struct Config {
     pub listeners: Vec<Listener>,
     /// In the order the file lists them (the order `show stat` uses).
     pub upstreams: Upstreams,
+    /// Some upstream has `send_proxy`: client connections then note the
+    /// address they reached, for the PROXY headers.
+    pub send_proxy_any: bool,
 
     /// The file this configuration was read from (absolute).
     pub source: PathBuf,
@@ -110,6 +113,9 @@ pub struct Listener {
     /// Plain listeners only (checked): the HTTP/2 prior-knowledge preface
     /// is accepted. `Upgrade: h2c` is never honoured.
     pub h2c: bool,
+    /// Every connection starts with a PROXY protocol header (v1 or v2);
+    /// the address it names is the client's from then on.
+    pub proxy_protocol: bool,
     pub routes: Vec<Route>,
 }
 
@@ -141,6 +147,9 @@ pub struct Upstream {
     pub retries: u32,
     pub keepalive: usize,
     pub host_header: Option<String>,
+    /// A PROXY protocol header opens every connection to the servers; such
+    /// a connection then belongs to one client (never pooled, never shared).
+    pub send_proxy: Option<crate::proxy_proto::Version>,
     /// HTTPS to the servers.
     pub tls: Option<Arc<rustls::ClientConfig>>,
     /// The `tls` keys `tls` was built from (`ca` absolute).
@@ -215,6 +224,22 @@ impl Config {
     /// the same way when the configuration is validated).
     pub fn route(&self, listener: usize, host: Option<&str>, path: &[u8]) -> Option<&Route> {
         routing::find(&self.listeners.get(listener)?.routes, host, path)
+    }
+
+    /// Every limit table: its name and kind, in table-index order (the
+    /// index a route's limit holds).
+    pub fn limit_tables(&self) -> Vec<(String, crate::shm::TableKind)> {
+        let mut tables = Vec::new();
+        for r in self.listeners.iter().flat_map(|l| &l.routes) {
+            if let Some(l) = &r.limit_req {
+                tables.push((l.table, l.table_name.clone(), crate::shm::TableKind::Req));
+            }
+            if let Some(l) = &r.limit_conn {
+                tables.push((l.table, l.table_name.clone(), crate::shm::TableKind::Conn));
+            }
+        }
+        tables.sort_by_key(|t| t.0);
+        tables.into_iter().map(|(_, n, k)| (n, k)).collect()
     }
 
     /// The Unix socket of Pingora-style upgrades (`-u`), set or default.

@@ -38,6 +38,7 @@ use super::exchange::{self, Exchange, Progress, TunnelEnd};
 use super::h1_client::{self, ClientRequest, H1Client};
 use super::h1_exchange::H1Exchange;
 use super::io::{self, Io};
+use super::limit::{self, Admit};
 use super::record::{self, Record};
 use super::Side;
 use crate::buffer::{Buf, BufPool};
@@ -45,12 +46,16 @@ use crate::event::Stream;
 use crate::http::redirect::Template;
 use crate::http::{self, errors, request, Framing};
 use crate::route::Action;
+use crate::shm::ConnHold;
 use mio::net::TcpStream;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 #[derive(Debug)]
 enum Phase {
+    /// A `proxy_protocol` listener: the PROXY header must come first
+    /// (before TLS), within `timeouts.client_header`.
+    ProxyHeader,
     /// Waiting for (the rest of) a request head; idle between requests.
     ReadHead,
     /// The request goes to an HTTP/1.1 upstream through its exchange
@@ -134,6 +139,9 @@ struct InFlight {
     /// The exchange of a request routed to an HTTP/1.1 upstream; after a
     /// `101` it stays (ended, logged) until the tunnel closes.
     ex: Option<Exchange>,
+    /// The request's place in a `limit_conn` table, given back when the
+    /// request ends (dropped with it).
+    hold: Option<ConnHold>,
 }
 
 impl InFlight {
@@ -143,6 +151,7 @@ impl InFlight {
             status: 0,
             local_body_bytes: 0,
             ex: None,
+            hold: None,
         }
     }
 }
@@ -182,6 +191,9 @@ impl InFlightSlot {
     fn end(&mut self) {
         if let Some(mut cur) = self.0.take() {
             cur.ex = None;
+            if cur.hold.is_some() {
+                cur.hold = None;
+            }
             SPARES.with_borrow_mut(|spares| {
                 if spares.len() < MAX_SPARES {
                     spares.push(cur);
@@ -329,7 +341,16 @@ impl Conn {
             out: None,
             out_pos: 0,
             h1x: None,
-            phase: Phase::ReadHead,
+            phase: if env
+                .rt
+                .listeners
+                .get(listener)
+                .is_some_and(|l| l.proxy_protocol)
+            {
+                Phase::ProxyHeader
+            } else {
+                Phase::ReadHead
+            },
             cur: InFlightSlot::IDLE,
             head_started: false,
             eof_to_upstream: false,
@@ -469,6 +490,10 @@ impl Conn {
                 self.respond_error(env, 408, false)
             }
             Phase::ReadHead => return self.finish(env, Outcome::Close),
+            Phase::ProxyHeader => {
+                log::info!("client {} sent no complete PROXY header in time", self.peer);
+                Err(Closed)
+            }
             Phase::Closing { .. } | Phase::Lingering { .. } | Phase::Http2 => Err(Closed),
             Phase::Proxy => match self.split_proxy() {
                 Some((ex, mut c)) => {
@@ -507,6 +532,7 @@ impl Conn {
                 Phase::Proxy => self.run_proxy(env),
                 Phase::Exchange => self.run_exchange(env),
                 Phase::ReadHead => self.read_head(env),
+                Phase::ProxyHeader => self.read_proxy_header(),
                 Phase::Tunnel(_) => self.tunnel(env),
                 Phase::SendLocal => self.send_local(env),
                 Phase::Closing { linger } => self.closing(env, linger),
@@ -527,6 +553,53 @@ impl Conn {
                     return Outcome::Keep;
                 }
                 Err(Closed) => return self.finish(env, Outcome::Close),
+            }
+        }
+    }
+
+    /// Reads the PROXY header off the socket, before any TLS record or
+    /// request byte is read: the bytes are peeked, and exactly the header is
+    /// then consumed, so what follows it stays in the socket for the next
+    /// layer. The client's address from then on is the one it names.
+    fn read_proxy_header(&mut self) -> Step {
+        use crate::proxy_proto::{self, Parsed};
+        use std::io::Read;
+        if !self.c_readable {
+            return Ok(false);
+        }
+        let mut buf = [0u8; proxy_proto::PEEK_MAX];
+        let n = match self.client.sock().peek(&mut buf) {
+            Ok(0) => return Err(Closed),
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                self.c_readable = false;
+                return Ok(false);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => return Ok(true),
+            Err(_) => return Err(Closed),
+        };
+        match proxy_proto::parse(&buf[..n]) {
+            // Edge-triggered: the next bytes bring a new event.
+            Ok(Parsed::Incomplete) => {
+                self.c_readable = false;
+                Ok(false)
+            }
+            Ok(Parsed::Header { len, addrs }) => {
+                // The bytes were peeked: this read takes exactly them.
+                match self.client.sock_mut().read(&mut buf[..len]) {
+                    Ok(got) if got == len => {}
+                    _ => return Err(Closed),
+                }
+                if let Some(a) = addrs {
+                    log::debug!("client {} is {} by its PROXY header", self.peer, a.src);
+                    self.peer = a.src;
+                }
+                self.phase = Phase::ReadHead;
+                Ok(true)
+            }
+            Err(e) => {
+                log::info!("client {}: {e}; closing", self.peer);
+                Err(Closed)
             }
         }
     }
@@ -705,6 +778,15 @@ impl Conn {
             self.respond_local(env, 404, "text/plain", b"", b"Not Found\n", local_keep);
             return Dispatch::Consumed(info.head_len);
         };
+        if !route.permits(self.peer.ip()) {
+            log::info!("client {} refused by the route's allow/deny", self.peer);
+            let _ = self.respond_error(env, 403, local_keep);
+            return Dispatch::Consumed(info.head_len);
+        }
+        // Limits after allow/deny: a refused client fills no table.
+        if route.has_limits() && !self.admit(env, route, &req, &info, local_keep) {
+            return Dispatch::Consumed(info.head_len);
+        }
         match &route.action {
             Action::Return {
                 status,
@@ -734,6 +816,37 @@ impl Conn {
             }
         }
         Dispatch::Consumed(info.head_len)
+    }
+
+    /// Applies the route's limits; false: refused (and answered). Out of
+    /// line: a route without limits pays one test of `has_limits`.
+    #[inline(never)]
+    fn admit(
+        &mut self,
+        env: &mut Env,
+        route: &crate::config::Route,
+        req: &httparse::Request,
+        info: &request::RequestInfo,
+        local_keep: bool,
+    ) -> bool {
+        // A request for an HTTP/2 upstream goes through an `Exchange`,
+        // whose routing applies the limits (and holds the `limit_conn`).
+        let via_exchange = info.max_forwards != Some(0)
+            && matches!(route.action, Action::Upstream(u) if env.rt.upstreams[u].protocol.is_h2());
+        if via_exchange {
+            return true;
+        }
+        match limit::admit(env, route, self.peer.ip(), req.headers) {
+            Admit::Pass(hold) => {
+                self.cur.hold = hold;
+                true
+            }
+            Admit::Reject(status) => {
+                let body = format!("{}\n", errors::reason(status));
+                self.respond_local(env, status, "text/plain", b"", body.as_bytes(), local_keep);
+                false
+            }
+        }
     }
 
     /// The client speaks HTTP/2: it chose `h2` by ALPN (whatever it sends
@@ -924,6 +1037,7 @@ impl Conn {
         };
         let client = exchange::Client {
             peer: self.peer,
+            local: exchange::local_addr_for(env.rt, None, self.client.sock()),
             listener: self.listener,
             slot: self.slot,
         };
@@ -1047,6 +1161,7 @@ impl Conn {
         }
         let client = exchange::Client {
             peer: self.peer,
+            local: exchange::local_addr_for(env.rt, Some(to.upstream), self.client.sock()),
             listener: self.listener,
             slot: self.slot,
         };

@@ -47,9 +47,33 @@ pub struct Request<'r> {
 #[derive(Clone, Copy)]
 pub struct Client {
     pub peer: SocketAddr,
+    /// The address the client reached (the listener's end of its
+    /// connection), for the PROXY headers of `send_proxy` upstreams: known
+    /// only where the configuration has one (see `local_addr_for`).
+    pub local: Option<SocketAddr>,
     pub listener: usize,
     /// The connection's slot: owner of the upstream sockets it uses.
     pub slot: usize,
+}
+
+/// The local address of a client socket when a PROXY header may need it:
+/// one `getsockname` per request, and only in configurations with a
+/// `send_proxy` upstream (`upstream`: the request's, when already known).
+#[inline]
+pub fn local_addr_for(
+    rt: &crate::route::Runtime,
+    upstream: Option<usize>,
+    sock: &mio::net::TcpStream,
+) -> Option<SocketAddr> {
+    let needed = match upstream {
+        Some(u) => rt.upstreams.get(u).is_some_and(|u| u.send_proxy.is_some()),
+        None => rt.send_proxy_any,
+    };
+    if needed {
+        sock.local_addr().ok()
+    } else {
+        None
+    }
 }
 
 /// An HTTP/1.1 request for an HTTP/1.1 upstream, routed by its session
@@ -153,6 +177,9 @@ pub struct Exchange {
     request_id: RequestId,
     /// The route's header rules with their values for this request.
     rules: Option<Arc<Applied>>,
+    /// The request's place in a `limit_conn` table (HTTP/2: one per
+    /// stream), given back when the exchange is dropped.
+    hold: Option<crate::shm::ConnHold>,
 }
 
 /// One run of `drive`: whether anything moved, and the wait its last
@@ -216,6 +243,7 @@ impl Exchange {
             deadline: env.now + env.rt.timeouts.upstream_read,
             request_id: request_id::next(),
             rules: None,
+            hold: None,
         };
         ex.route(env, req);
         ex
@@ -259,6 +287,7 @@ impl Exchange {
             deadline: env.now + env.rt.timeouts.upstream_read,
             request_id: request_id::next(),
             rules: None,
+            hold: None,
         });
         ex.att.begin(env, r.upstream);
         ex.apply_rules(env, r.headers, r.host);
@@ -336,6 +365,20 @@ impl Exchange {
         let Some(route) = env.rt.route(self.client.listener, host, &route_path) else {
             return self.local(404, b"Not Found\n".to_vec(), None);
         };
+        if !route.permits(self.client.peer.ip()) {
+            log::info!(
+                "client {} refused by the route's allow/deny",
+                self.client.peer
+            );
+            return self.local_error(403);
+        }
+        // Limits after allow/deny: a refused client fills no table.
+        if route.has_limits() {
+            match super::limit::admit(env, route, self.client.peer.ip(), hreq.headers) {
+                super::limit::Admit::Pass(hold) => self.hold = hold,
+                super::limit::Admit::Reject(status) => return self.local_error(status),
+            }
+        }
         match &route.action {
             Action::Return {
                 status,
@@ -494,6 +537,21 @@ impl Exchange {
         if self.req_h2.is_some() {
             return self.connect_h2(env, server, addr);
         }
+        let preface = env.rt.upstreams[self.att.upstream].send_proxy.map(|v| {
+            // Without the local address (getsockname failed), the
+            // listener's configured one.
+            let local = self.client.local.unwrap_or_else(|| {
+                env.rt.listeners[self.client.listener]
+                    .addrs
+                    .first()
+                    .copied()
+                    .unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0)))
+            });
+            let h = crate::proxy_proto::Header::new(v, self.client.peer, local);
+            Box::new(crate::proxy_proto::Preface::new(h))
+        });
+        // A connection opened with a PROXY header is this client's alone.
+        let use_pool = use_pool && preface.is_none();
         match attempt::upstream_socket(env, &self.att, self.client.slot, addr, use_pool) {
             Ok(sock) => {
                 let timeout = if sock.reused {
@@ -502,7 +560,7 @@ impl Exchange {
                     env.rt.timeouts.connect
                 };
                 self.deadline = env.now + timeout;
-                let mut up = UpstreamH1::new(sock, addr);
+                let mut up = UpstreamH1::new(sock, addr, preface);
                 up.rules = self.rules.clone();
                 self.state = State::Upstream(Box::new(up));
             }
