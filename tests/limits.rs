@@ -786,3 +786,45 @@ fn limit_settings_are_checked() {
     );
     assert_eq!(again.code(), Some(0), "{}", again.combined());
 }
+
+#[test]
+fn limit_conn_in_flight_in_an_old_generation_counts_in_the_new_one() {
+    let opts = BackendOpts {
+        path_delays: vec![("/slow".to_owned(), Duration::from_secs(3))],
+        ..BackendOpts::default()
+    };
+    let route = || Route::to("main").field("limit_conn", "{key: source, max: 1}");
+    let s = start_with(vec![route()], opts);
+    let port = s.lb.port();
+    let mut slow = conns_from([127, 0, 0, 6], port, 1);
+    slow[0]
+        .send(b"GET /slow HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .expect("send");
+    assert!(wait_until(Duration::from_secs(5), || s
+        .backend
+        .request_count()
+        == 1));
+    let old_workers = s.lb.worker_pids();
+    s.lb.signal(SIGHUP);
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            let now = s.lb.worker_pids();
+            now.len() >= 2 && now.iter().filter(|p| !old_workers.contains(p)).count() == 2
+        }),
+        "no new workers\n{}",
+        s.lb.diagnostics()
+    );
+    // The new workers see the old worker's request in flight.
+    let mut fresh = conns_from([127, 0, 0, 6], port, 2);
+    assert_eq!(burst(&mut fresh, 2, "/fast", &[]), [429, 429]);
+    // It ends in the old worker, which gives the place back to the table
+    // the new workers count in.
+    assert_eq!(slow[0].read_response().expect("slow response").status, 200);
+    assert!(
+        wait_until(Duration::from_secs(5), || {
+            burst(&mut fresh[..1], 1, "/fast", &[]) == [200]
+        }),
+        "{}",
+        admin_cmd(&s.sock, "show table web:/:conn")
+    );
+}
