@@ -77,6 +77,8 @@ impl Config {
             h2c: l.h2c,
             tls: l.tls.as_ref().map(|_| ListenerTls {
                 certificates: l.certificates.clone(),
+                protocols: l.protocols.clone(),
+                client_auth: l.client_auth.clone(),
             }),
             routes: l.routes.iter().map(|r| self.raw_route(r)).collect(),
         }

@@ -18,6 +18,9 @@ use std::sync::Arc;
 pub struct TlsStream {
     sock: TcpStream,
     conn: Connection,
+    /// `$ssl_client_s_dn`, made on first use after the handshake: once per
+    /// connection, and never for connections that do not ask.
+    client_dn: std::sync::OnceLock<String>,
 }
 
 /// A rustls failure as an I/O error, keeping rustls's description (it names
@@ -33,6 +36,7 @@ impl TlsStream {
         Ok(TlsStream {
             sock,
             conn: conn.into(),
+            client_dn: std::sync::OnceLock::new(),
         })
     }
 
@@ -47,6 +51,7 @@ impl TlsStream {
         Ok(TlsStream {
             sock,
             conn: conn.into(),
+            client_dn: std::sync::OnceLock::new(),
         })
     }
 
@@ -55,6 +60,21 @@ impl TlsStream {
     /// offered no ALPN (then it speaks HTTP/1.1).
     pub fn alpn_protocol(&self) -> Option<&[u8]> {
         self.conn.alpn_protocol()
+    }
+
+    /// The subject DN of the client certificate verified in the handshake
+    /// (`client_auth`), RFC 2253 style as nginx's `$ssl_client_s_dn`
+    /// (`CN=client,O=Org`); empty without one, and while handshaking (not
+    /// remembered then: the certificate may still come).
+    pub fn client_s_dn(&self) -> &str {
+        if self.conn.is_handshaking() {
+            return "";
+        }
+        self.client_dn
+            .get_or_init(|| match (&self.conn, self.conn.peer_certificates()) {
+                (Connection::Server(_), Some([leaf, ..])) => super::client_auth::subject_dn(leaf),
+                _ => String::new(),
+            })
     }
 
     pub fn sock(&self) -> &TcpStream {
@@ -294,13 +314,21 @@ mod tests {
         let (crt, kf) = (dir.join("a.crt"), dir.join("a.key"));
         std::fs::write(&crt, cert.pem()).unwrap();
         std::fs::write(&kf, key.serialize_pem()).unwrap();
-        let server_cfg = crate::tls::server::config(&[(crt, kf)], http2)
-            .map_err(|e| e.1)
+        let certs = [crate::config::CertKey {
+            cert: crt,
+            key: kf,
+            ocsp: None,
+        }];
+        let policy = crate::tls::server::Policy {
+            protocols: None,
+            client_auth: None,
+        };
+        let server_cfg = crate::tls::server::config(&certs, &policy, http2)
             .unwrap()
             .config;
         std::fs::remove_dir_all(&dir).unwrap();
         let mut client_cfg =
-            (*crate::tls::client::config(false, None, &[b"http/1.1"]).unwrap()).clone();
+            (*crate::tls::client::config(false, None, None, &[b"http/1.1"]).unwrap()).clone();
         client_cfg.alpn_protocols = alpn.iter().map(|a| a.to_vec()).collect();
 
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
