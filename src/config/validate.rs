@@ -1436,6 +1436,23 @@ upstreams:
             "cannot read certificate file",
         );
         assert_err(
+            &with_upstream("    tls: {cert: c.crt}\n    servers: [{addr: \"127.0.0.1:1\"}]\n"),
+            "upstreams.web.tls.key",
+            "tls.cert needs tls.key",
+        );
+        assert_err(
+            &with_upstream("    tls: {key: c.key}\n    servers: [{addr: \"127.0.0.1:1\"}]\n"),
+            "upstreams.web.tls.cert",
+            "tls.key needs tls.cert",
+        );
+        assert_err(
+            &with_upstream(
+                "    tls: {cert: missing.crt, key: missing.key}\n    servers: [{addr: \"127.0.0.1:1\"}]\n",
+            ),
+            "upstreams.web.tls.cert",
+            "missing.crt",
+        );
+        assert_err(
             &with_upstream(
                 "    tls: {sni: \"bad name\"}\n    servers: [{addr: \"127.0.0.1:1\"}]\n",
             ),
