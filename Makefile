@@ -32,7 +32,7 @@ test: test-deps
 TEST_TOOLS = socat:socat curl:curl openssl:openssl unshare:util-linux nsenter:util-linux \
 	/lib/systemd/systemd:systemd logrotate:logrotate \
 	nghttp:nghttp2-client h2load:nghttp2-client /usr/bin/python3:python3 chromium:chromium \
-	/usr/sbin/haproxy:haproxy
+	/usr/sbin/haproxy:haproxy /usr/sbin/nginx:nginx-light
 ## Python modules the tests import with /usr/bin/python3, as `module:package`.
 TEST_PY_MODULES = h2:python3-h2
 test-deps:
