@@ -21,6 +21,7 @@
 //! - `h2`: HTTP/2 sans-IO: frames, HPACK, flow control, the server connection.
 //! - `shm`: the state shared by all processes of a generation.
 //! - `net`: sockets: listeners, inheritance, socket options.
+//! - `proxy_proto`: the PROXY protocol header (v1, v2), read and written.
 //! - `buffer`: pooled buffers.
 //! - `signals`: signal delivery into the event loops.
 //! - `log`: the error log.
@@ -43,6 +44,7 @@ pub mod metrics_haproxy;
 pub mod net;
 pub mod procfs;
 pub mod proxy;
+pub mod proxy_proto;
 pub mod route;
 pub mod shm;
 pub mod signals;

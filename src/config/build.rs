@@ -88,6 +88,7 @@ pub(super) fn build(
             max_header_list_size: cfg.http2.max_header_list_size.get() as u32,
         },
         listeners,
+        send_proxy_any: upstreams.iter().any(|u| u.send_proxy.is_some()),
         upstreams: Upstreams(upstreams),
         source,
         warnings,
@@ -140,6 +141,7 @@ fn build_listener(
         client_auth,
         http2: l.http2,
         h2c: l.h2c,
+        proxy_protocol: l.proxy_protocol,
         routes: checked.routes,
     })
 }
@@ -221,6 +223,7 @@ fn build_upstream(
         retries: up.retries,
         keepalive: up.keepalive,
         host_header: up.host_header,
+        send_proxy: up.send_proxy.map(raw::SendProxy::version),
         tls: client,
         tls_settings: up.tls,
         resolve: up.resolve.map(|d| d.get()),

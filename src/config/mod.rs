@@ -16,6 +16,7 @@
 //! - `print`: `forklb -T`, a [`Config`] back in the file's shape.
 //! - `nesting`: the depth guard run before the YAML parser.
 
+pub mod access;
 mod build;
 mod error;
 mod index;
@@ -35,7 +36,7 @@ pub use error::ConfigError;
 pub use index::ServerIndex;
 pub use raw::{
     AccessLog, AccessLogFormat, Admin, AdminLevel, Balance, CertKey, ClientAuth, HealthKind,
-    LogLevel, MetricsFormat, UpstreamProtocol, UpstreamTls, Workers,
+    LogLevel, MetricsFormat, SendProxy, UpstreamProtocol, UpstreamTls, Workers,
 };
 pub use routing::{Action, HostMatch, Route};
 pub use scalars::{HashKey, RedirectTarget, StatusRange};

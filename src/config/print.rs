@@ -75,6 +75,7 @@ impl Config {
             bind: l.addrs.iter().map(|a| a.to_string()).collect(),
             http2: l.http2,
             h2c: l.h2c,
+            proxy_protocol: l.proxy_protocol,
             tls: l.tls.as_ref().map(|_| ListenerTls {
                 certificates: l.certificates.clone(),
                 protocols: l.protocols.clone(),
@@ -107,6 +108,18 @@ impl Config {
             host: r.host.to_text(),
             // Every default filled in: an absent path prints as its `/`.
             path: Some(r.path.clone()),
+            allow: r
+                .access
+                .iter()
+                .flat_map(|a| &a.allow)
+                .map(|c| c.to_string())
+                .collect(),
+            deny: r
+                .access
+                .iter()
+                .flat_map(|a| &a.deny)
+                .map(|c| c.to_string())
+                .collect(),
             action,
         }
     }
@@ -122,6 +135,10 @@ fn raw_upstream(u: &Upstream) -> raw::Upstream {
         max_fails: u.max_fails,
         fail_timeout: HumanDuration(Duration::from_millis(u.fail_timeout_ms)),
         host_header: u.host_header.clone(),
+        send_proxy: u.send_proxy.map(|v| match v {
+            crate::proxy_proto::Version::V1 => raw::SendProxy::V1,
+            crate::proxy_proto::Version::V2 => raw::SendProxy::V2,
+        }),
         tls: u.tls_settings.clone(),
         health: u.health.as_ref().map(|h| raw::Health {
             kind: h.kind,

@@ -285,6 +285,10 @@ pub struct Listener {
     /// Plain listeners: accept the HTTP/2 prior-knowledge preface.
     #[serde(default)]
     pub h2c: bool,
+    /// Every connection starts with a PROXY protocol header (v1 or v2),
+    /// whose source address is the client from then on.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub proxy_protocol: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<ListenerTls>,
     #[serde(default)]
@@ -350,6 +354,10 @@ pub struct Upstream {
     pub fail_timeout: HumanDuration,
     #[serde(default)]
     pub host_header: Option<String>,
+    /// A PROXY protocol header at the start of every connection to the
+    /// servers (HAProxy's `send-proxy` / `send-proxy-v2`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub send_proxy: Option<SendProxy>,
     #[serde(default)]
     pub tls: Option<UpstreamTls>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -360,6 +368,27 @@ pub struct Upstream {
     pub resolve: Option<HumanDuration>,
     #[serde(default)]
     pub servers: Vec<Server>,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+/// `send_proxy: v1 | v2`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SendProxy {
+    V1,
+    V2,
+}
+
+impl SendProxy {
+    pub fn version(self) -> crate::proxy_proto::Version {
+        match self {
+            SendProxy::V1 => crate::proxy_proto::Version::V1,
+            SendProxy::V2 => crate::proxy_proto::Version::V2,
+        }
+    }
 }
 
 fn default_keepalive() -> usize {

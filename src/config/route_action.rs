@@ -14,6 +14,10 @@ pub struct Route {
     pub host: Option<String>,
     /// A path prefix (checked and normalized by validation); absent = `/`.
     pub path: Option<String>,
+    /// Client addresses (CIDR blocks) let in; others get 403 (see `access`).
+    pub allow: Vec<String>,
+    /// Client addresses kept out with 403.
+    pub deny: Vec<String>,
     pub action: RouteAction,
 }
 
@@ -38,6 +42,10 @@ struct RouteKeys {
     host: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     path: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    allow: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    deny: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     upstream: Option<String>,
     #[serde(default, rename = "return", skip_serializing_if = "Option::is_none")]
@@ -80,6 +88,8 @@ impl TryFrom<RouteKeys> for Route {
         Ok(Route {
             host: k.host,
             path: k.path,
+            allow: k.allow,
+            deny: k.deny,
             action,
         })
     }
@@ -90,6 +100,8 @@ impl From<Route> for RouteKeys {
         let mut k = RouteKeys {
             host: r.host,
             path: r.path,
+            allow: r.allow,
+            deny: r.deny,
             upstream: None,
             return_: None,
             redirect: None,

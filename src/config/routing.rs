@@ -8,7 +8,17 @@ pub struct Route {
     pub host: HostMatch,
     /// Normalized the way request paths are (`http::path`); `/` when absent.
     pub path: String,
+    /// `allow` / `deny`, if the route has either (boxed: most have none).
+    pub access: Option<Box<super::access::Access>>,
     pub action: Action,
+}
+
+impl Route {
+    /// Whether a client at `ip` may use this route (`allow` / `deny`).
+    #[inline]
+    pub fn permits(&self, ip: std::net::IpAddr) -> bool {
+        self.access.as_ref().is_none_or(|a| a.permits(ip))
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -68,13 +78,12 @@ impl HostMatch {
     }
 }
 
-/// The action of the first route in `routes` matching `host` (lowercase, no
-/// port) and `path` (normalized, `http::path`).
-pub fn find<'a>(routes: &'a [Route], host: Option<&str>, path: &[u8]) -> Option<&'a Action> {
+/// The first route in `routes` matching `host` (lowercase, no port) and
+/// `path` (normalized, `http::path`).
+pub fn find<'a>(routes: &'a [Route], host: Option<&str>, path: &[u8]) -> Option<&'a Route> {
     routes
         .iter()
         .find(|r| r.host.matches(host) && path.starts_with(r.path.as_bytes()))
-        .map(|r| &r.action)
 }
 
 #[cfg(test)]

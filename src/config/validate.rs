@@ -16,6 +16,7 @@
 //!    file; then name resolution of the upstream servers, last because it may be slow.
 //!    The result is the validated [`Config`].
 
+use super::access::{Access, Cidr};
 use super::build::{Checked, CheckedListener};
 use super::error::{invalid, ConfigError, Invalid};
 use super::raw::{self, Balance, HealthKind, RouteAction, UpstreamProtocol, Workers};
@@ -461,11 +462,31 @@ fn check_route(
         None => "/".to_owned(),
     };
     let action = check_route_action(at, &r.action, upstreams)?;
+    let access = check_access(at, r)?;
     Ok(Route {
         host: HostMatch::new(host.as_deref()),
         path,
+        access,
         action,
     })
+}
+
+/// `allow` / `deny`: each entry a CIDR block or an address; the error
+/// names the entry (`listeners[0].routes[1].allow[2]`).
+fn check_access(at: &str, r: &raw::Route) -> Result<Option<Box<Access>>, Invalid> {
+    if r.allow.is_empty() && r.deny.is_empty() {
+        return Ok(None);
+    }
+    let parse = |key: &str, list: &[String]| -> Result<Vec<Cidr>, Invalid> {
+        list.iter()
+            .enumerate()
+            .map(|(j, s)| Cidr::parse(s.trim()).or_else(|m| invalid(format!("{at}.{key}[{j}]"), m)))
+            .collect()
+    };
+    Ok(Some(Box::new(Access {
+        allow: parse("allow", &r.allow)?,
+        deny: parse("deny", &r.deny)?,
+    })))
 }
 
 /// Checks what a route does and compiles it.
@@ -665,6 +686,15 @@ fn check_upstreams(cfg: &mut raw::Config) -> Result<Vec<Vec<(String, u16)>>, Inv
 /// `protocol` decides the transport together with `tls`: `h2` is only ever
 /// negotiated by ALPN (so needs TLS), `h2c` is HTTP/2 in the clear.
 fn check_protocol(at: &str, up: &raw::Upstream) -> Check {
+    // HTTP/2 upstream connections carry many clients' streams; a PROXY
+    // header names one client, so it would need a connection per client.
+    if up.protocol.is_h2() && up.send_proxy.is_some() {
+        return invalid(
+            format!("{at}.send_proxy"),
+            "send_proxy is not supported with protocol h2 or h2c yet (HTTP/2 upstream \
+             connections are shared by all clients; a PROXY header names one)",
+        );
+    }
     match (up.protocol, up.tls.is_some()) {
         (UpstreamProtocol::H2, false) => invalid(
             format!("{at}.protocol"),

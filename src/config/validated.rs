@@ -9,7 +9,7 @@ use super::raw::{
     AccessLog, Admin, Balance, CertKey, ClientAuth, HealthKind, LogLevel, UpstreamProtocol,
     UpstreamTls, Workers,
 };
-use super::routing::{self, Action, Route};
+use super::routing::{self, Route};
 use super::scalars::{HashKey, StatusRange};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -47,6 +47,9 @@ pub struct Config {
     pub listeners: Vec<Listener>,
     /// In the order the file lists them (the order `show stat` uses).
     pub upstreams: Upstreams,
+    /// Some upstream has `send_proxy`: client connections then note the
+    /// address they reached, for the PROXY headers.
+    pub send_proxy_any: bool,
 
     /// The file this configuration was read from (absolute).
     pub source: PathBuf,
@@ -114,6 +117,9 @@ pub struct Listener {
     /// Plain listeners only (checked): the HTTP/2 prior-knowledge preface
     /// is accepted. `Upgrade: h2c` is never honoured.
     pub h2c: bool,
+    /// Every connection starts with a PROXY protocol header (v1 or v2);
+    /// the address it names is the client's from then on.
+    pub proxy_protocol: bool,
     pub routes: Vec<Route>,
 }
 
@@ -145,6 +151,9 @@ pub struct Upstream {
     pub retries: u32,
     pub keepalive: usize,
     pub host_header: Option<String>,
+    /// A PROXY protocol header opens every connection to the servers; such
+    /// a connection then belongs to one client (never pooled, never shared).
+    pub send_proxy: Option<crate::proxy_proto::Version>,
     /// HTTPS to the servers.
     pub tls: Option<Arc<rustls::ClientConfig>>,
     /// The `tls` keys `tls` was built from (`ca` absolute).
@@ -217,7 +226,7 @@ impl Config {
     /// The first route of `listener` matching `host` (lowercase, no port)
     /// and `path` (normalized, `http::path`; route paths are normalized
     /// the same way when the configuration is validated).
-    pub fn route(&self, listener: usize, host: Option<&str>, path: &[u8]) -> Option<&Action> {
+    pub fn route(&self, listener: usize, host: Option<&str>, path: &[u8]) -> Option<&Route> {
         routing::find(&self.listeners.get(listener)?.routes, host, path)
     }
 

@@ -98,6 +98,18 @@ impl Stream {
         readable: &mut bool,
         writable: &mut bool,
     ) -> Result<bool, EstablishError> {
+        self.establish_with(connected, readable, writable, None)
+    }
+
+    /// `establish`, with a PROXY protocol header written raw on the socket
+    /// once it is connected, before the TLS handshake (`send_proxy`).
+    pub fn establish_with(
+        &mut self,
+        connected: &mut bool,
+        readable: &mut bool,
+        writable: &mut bool,
+        preface: Option<&mut crate::proxy_proto::Preface>,
+    ) -> Result<bool, EstablishError> {
         if !*connected {
             if !*writable && !*readable {
                 return Ok(false);
@@ -110,6 +122,22 @@ impl Stream {
                     return Ok(false);
                 }
                 Err(e) => return Err(EstablishError::Connect(e)),
+            }
+        }
+        if let Some(p) = preface {
+            // At most 108 bytes on a fresh socket: one write takes them,
+            // but a short one is carried on all the same.
+            while !p.rest().is_empty() {
+                match self.sock_mut().write(p.rest()) {
+                    Ok(0) => return Err(EstablishError::Connect(io::ErrorKind::WriteZero.into())),
+                    Ok(n) => p.pos += n,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        *writable = false;
+                        return Ok(false);
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(EstablishError::Connect(e)),
+                }
             }
         }
         self.handshake(readable, writable)

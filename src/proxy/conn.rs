@@ -51,6 +51,9 @@ use std::time::{Duration, Instant};
 
 #[derive(Debug)]
 enum Phase {
+    /// A `proxy_protocol` listener: the PROXY header must come first
+    /// (before TLS), within `timeouts.client_header`.
+    ProxyHeader,
     /// Waiting for (the rest of) a request head; idle between requests.
     ReadHead,
     /// The request goes to an HTTP/1.1 upstream through its exchange
@@ -318,7 +321,16 @@ impl Conn {
             out: None,
             out_pos: 0,
             h1x: None,
-            phase: Phase::ReadHead,
+            phase: if env
+                .rt
+                .listeners
+                .get(listener)
+                .is_some_and(|l| l.proxy_protocol)
+            {
+                Phase::ProxyHeader
+            } else {
+                Phase::ReadHead
+            },
             cur: InFlightSlot::IDLE,
             head_started: false,
             eof_to_upstream: false,
@@ -464,6 +476,10 @@ impl Conn {
                 self.respond_error(env, 408, false)
             }
             Phase::ReadHead => return self.finish(env, Outcome::Close),
+            Phase::ProxyHeader => {
+                log::info!("client {} sent no complete PROXY header in time", self.peer);
+                Err(Closed)
+            }
             Phase::Closing { .. } | Phase::Lingering { .. } | Phase::Http2 => Err(Closed),
             Phase::Proxy => match self.split_proxy() {
                 Some((ex, mut c)) => {
@@ -502,6 +518,7 @@ impl Conn {
                 Phase::Proxy => self.run_proxy(env),
                 Phase::Exchange => self.run_exchange(env),
                 Phase::ReadHead => self.read_head(env),
+                Phase::ProxyHeader => self.read_proxy_header(),
                 Phase::Tunnel(_) => self.tunnel(env),
                 Phase::SendLocal => self.send_local(env),
                 Phase::Closing { linger } => self.closing(env, linger),
@@ -522,6 +539,53 @@ impl Conn {
                     return Outcome::Keep;
                 }
                 Err(Closed) => return self.finish(env, Outcome::Close),
+            }
+        }
+    }
+
+    /// Reads the PROXY header off the socket, before any TLS record or
+    /// request byte is read: the bytes are peeked, and exactly the header is
+    /// then consumed, so what follows it stays in the socket for the next
+    /// layer. The client's address from then on is the one it names.
+    fn read_proxy_header(&mut self) -> Step {
+        use crate::proxy_proto::{self, Parsed};
+        use std::io::Read;
+        if !self.c_readable {
+            return Ok(false);
+        }
+        let mut buf = [0u8; proxy_proto::PEEK_MAX];
+        let n = match self.client.sock().peek(&mut buf) {
+            Ok(0) => return Err(Closed),
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                self.c_readable = false;
+                return Ok(false);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => return Ok(true),
+            Err(_) => return Err(Closed),
+        };
+        match proxy_proto::parse(&buf[..n]) {
+            // Edge-triggered: the next bytes bring a new event.
+            Ok(Parsed::Incomplete) => {
+                self.c_readable = false;
+                Ok(false)
+            }
+            Ok(Parsed::Header { len, addrs }) => {
+                // The bytes were peeked: this read takes exactly them.
+                match self.client.sock_mut().read(&mut buf[..len]) {
+                    Ok(got) if got == len => {}
+                    _ => return Err(Closed),
+                }
+                if let Some(a) = addrs {
+                    log::debug!("client {} is {} by its PROXY header", self.peer, a.src);
+                    self.peer = a.src;
+                }
+                self.phase = Phase::ReadHead;
+                Ok(true)
+            }
+            Err(e) => {
+                log::info!("client {}: {e}; closing", self.peer);
+                Err(Closed)
             }
         }
     }
@@ -696,11 +760,16 @@ impl Conn {
                 return self.reject(env, 400);
             }
         };
-        let Some(action) = env.rt.route(self.listener, host, &route_path) else {
+        let Some(route) = env.rt.route(self.listener, host, &route_path) else {
             self.respond_local(env, 404, "text/plain", b"", b"Not Found\n", local_keep);
             return Dispatch::Consumed(info.head_len);
         };
-        match action {
+        if !route.permits(self.peer.ip()) {
+            log::info!("client {} refused by the route's allow/deny", self.peer);
+            let _ = self.respond_error(env, 403, local_keep);
+            return Dispatch::Consumed(info.head_len);
+        }
+        match &route.action {
             Action::Return {
                 status,
                 content_type,
@@ -913,6 +982,7 @@ impl Conn {
         };
         let client = exchange::Client {
             peer: self.peer,
+            local: exchange::local_addr_for(env.rt, None, self.client.sock()),
             listener: self.listener,
             slot: self.slot,
         };
@@ -1036,6 +1106,7 @@ impl Conn {
         }
         let client = exchange::Client {
             peer: self.peer,
+            local: exchange::local_addr_for(env.rt, Some(u), self.client.sock()),
             listener: self.listener,
             slot: self.slot,
         };

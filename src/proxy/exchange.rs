@@ -44,9 +44,33 @@ pub struct Request<'r> {
 #[derive(Clone, Copy)]
 pub struct Client {
     pub peer: SocketAddr,
+    /// The address the client reached (the listener's end of its
+    /// connection), for the PROXY headers of `send_proxy` upstreams: known
+    /// only where the configuration has one (see `local_addr_for`).
+    pub local: Option<SocketAddr>,
     pub listener: usize,
     /// The connection's slot: owner of the upstream sockets it uses.
     pub slot: usize,
+}
+
+/// The local address of a client socket when a PROXY header may need it:
+/// one `getsockname` per request, and only in configurations with a
+/// `send_proxy` upstream (`upstream`: the request's, when already known).
+#[inline]
+pub fn local_addr_for(
+    rt: &crate::route::Runtime,
+    upstream: Option<usize>,
+    sock: &mio::net::TcpStream,
+) -> Option<SocketAddr> {
+    let needed = match upstream {
+        Some(u) => rt.upstreams.get(u).is_some_and(|u| u.send_proxy.is_some()),
+        None => rt.send_proxy_any,
+    };
+    if needed {
+        sock.local_addr().ok()
+    } else {
+        None
+    }
 }
 
 /// An HTTP/1.1 request for an HTTP/1.1 upstream, routed by its session
@@ -317,10 +341,17 @@ impl Exchange {
                 return self.local_error(400);
             }
         };
-        let Some(action) = env.rt.route(self.client.listener, host, &route_path) else {
+        let Some(route) = env.rt.route(self.client.listener, host, &route_path) else {
             return self.local(404, b"Not Found\n".to_vec(), None);
         };
-        match action {
+        if !route.permits(self.client.peer.ip()) {
+            log::info!(
+                "client {} refused by the route's allow/deny",
+                self.client.peer
+            );
+            return self.local_error(403);
+        }
+        match &route.action {
             Action::Return {
                 status,
                 content_type,
@@ -459,6 +490,21 @@ impl Exchange {
         if self.req_h2.is_some() {
             return self.connect_h2(env, server, addr);
         }
+        let preface = env.rt.upstreams[self.att.upstream].send_proxy.map(|v| {
+            // Without the local address (getsockname failed), the
+            // listener's configured one.
+            let local = self.client.local.unwrap_or_else(|| {
+                env.rt.listeners[self.client.listener]
+                    .addrs
+                    .first()
+                    .copied()
+                    .unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0)))
+            });
+            let h = crate::proxy_proto::Header::new(v, self.client.peer, local);
+            Box::new(crate::proxy_proto::Preface::new(h))
+        });
+        // A connection opened with a PROXY header is this client's alone.
+        let use_pool = use_pool && preface.is_none();
         match attempt::upstream_socket(env, &self.att, self.client.slot, addr, use_pool) {
             Ok(sock) => {
                 let timeout = if sock.reused {
@@ -467,7 +513,7 @@ impl Exchange {
                     env.rt.timeouts.connect
                 };
                 self.deadline = env.now + timeout;
-                self.state = State::Upstream(Box::new(UpstreamH1::new(sock, addr)));
+                self.state = State::Upstream(Box::new(UpstreamH1::new(sock, addr, preface)));
             }
             Err(e) => self.connect_failed(env, addr, "connect() to", &e),
         }

@@ -368,6 +368,7 @@ impl H2Session {
     fn start_stream(&mut self, env: &mut Env, stream: u32, head: h2::RequestHead, end: bool) {
         let client = Client {
             peer: self.peer,
+            local: super::exchange::local_addr_for(env.rt, None, self.client.sock()),
             listener: self.listener,
             slot: self.slot,
         };

@@ -68,14 +68,25 @@ pub struct UpstreamH1 {
     holding_switch: bool,
     /// The response head's size, for the byte counters.
     head_len: u64,
+    /// `send_proxy`: the PROXY header still to go out once connected.
+    preface: Option<Box<crate::proxy_proto::Preface>>,
+    /// The connection named its client in a PROXY header: it serves that
+    /// client only and is never pooled (HAProxy's private connections).
+    private: bool,
     /// Response body bytes relayed (pass-through) and reported to the
     /// exchange in `BodySent`/`Complete`.
     reported: u64,
 }
 
 impl UpstreamH1 {
-    pub fn new(s: UpstreamSocket, addr: SocketAddr) -> UpstreamH1 {
+    pub fn new(
+        s: UpstreamSocket,
+        addr: SocketAddr,
+        preface: Option<Box<crate::proxy_proto::Preface>>,
+    ) -> UpstreamH1 {
         UpstreamH1 {
+            private: preface.is_some(),
+            preface,
             sock: s.sock,
             up_slot: s.up_slot,
             addr,
@@ -176,10 +187,12 @@ impl UpstreamH1 {
         let Phase::Connect { connected } = &mut self.phase else {
             return UpStep::Blocked;
         };
-        match self
-            .sock
-            .establish(connected, &mut self.readable, &mut self.writable)
-        {
+        match self.sock.establish_with(
+            connected,
+            &mut self.readable,
+            &mut self.writable,
+            self.preface.as_deref_mut(),
+        ) {
             Ok(true) => {
                 self.phase = Phase::Send;
                 UpStep::Connected
@@ -487,6 +500,7 @@ impl UpstreamH1 {
     ) -> Option<(Stream, usize)> {
         let clean = self.input.as_ref().is_none_or(Buf::is_empty);
         let reusable = request_done
+            && !self.private
             && self.keep_alive
             && clean
             && matches!(
