@@ -456,6 +456,107 @@ fn config_test_names_a_bad_client_ca_file() {
     }
 }
 
+/// `s_client` to `port` as a.test with `args`, saving its session to
+/// `out` and resuming the one in `inp`.
+fn s_client_session(port: u16, args: &[&str], inp: Option<&Path>, out: &Path) -> SClient {
+    let mut all: Vec<&str> = vec!["-servername", "a.test", "-sess_out", p(out)];
+    if let Some(inp) = inp {
+        all.extend_from_slice(&["-sess_in", p(inp)]);
+    }
+    all.extend_from_slice(args);
+    s_client(port, &all)
+}
+
+#[test]
+fn sessions_of_other_listeners_do_not_resume_where_client_certificates_are_checked() {
+    // rustls resumes a session without asking for the client certificate
+    // again: a ticket from a listener without client_auth must not open on
+    // one with it, or a client would skip the certificate.
+    let dir = TempDir::new("tlspol-mtls-resume");
+    let pki = Pki::new(dir.path(), "srv");
+    let clients = Pki::new(dir.path(), "clients");
+    let (crt, key) = pki.server("a", "1001");
+    let (ccrt, ckey) = clients.client("alice", "/O=Org/CN=alice", "2001");
+    let be = Backend::start("b1");
+    let (opt_port, req_port) = (free_port(), free_port());
+    let plain_tls = tls_line(&[(&crt, &key, None)], &[]);
+    let optional = tls_line(&[(&crt, &key, None)], &[client_auth(&clients.crt, false)]);
+    let required = tls_line(&[(&crt, &key, None)], &[client_auth(&clients.crt, true)]);
+    let yaml = ConfigBuilder::new()
+        .workers(2)
+        .log_level("info")
+        .listener("open", &["127.0.0.1:$PORT"])
+        .listener_opt(&plain_tls)
+        .route(Route::healthz())
+        .listener("optional", &[&format!("127.0.0.1:{opt_port}")])
+        .listener_opt(&optional)
+        .route(Route::healthz())
+        .listener("required", &[&format!("127.0.0.1:{req_port}")])
+        .listener_opt(&required)
+        .route(Route::healthz())
+        .upstream("web", [Srv::of(&be)])
+        .build();
+    let lb = Forklb::start(&yaml);
+    let cert = ["-cert", p(&ccrt), "-key", p(&ckey)];
+    for v in ["-tls1_2", "-tls1_3"] {
+        let (open_sess, opt_sess, scratch) = (
+            dir.join("open.sess"),
+            dir.join("opt.sess"),
+            dir.join("x.sess"),
+        );
+        let first = s_client_session(lb.port(), &[v], None, &open_sess);
+        assert!(
+            first.connected(),
+            "{v}
+{}",
+            first.output
+        );
+        // The ticket works where it was issued (so the test can fail)...
+        let again = s_client_session(lb.port(), &[v], Some(&open_sess), &scratch);
+        assert!(
+            again.reused(),
+            "{v}: no resumption on the issuing listener
+{}",
+            again.output
+        );
+        // ...and not on the listeners that check client certificates.
+        let opt = s_client_session(opt_port, &[v], Some(&open_sess), &scratch);
+        assert!(
+            opt.connected() && !opt.reused(),
+            "{v}: resumed on the client_auth listener
+{}",
+            opt.output
+        );
+        let req = s_client_session(req_port, &[v], Some(&open_sess), &scratch);
+        assert!(
+            !req.reused() && !req.output.contains("HTTP/1.1 200 OK"),
+            "{v}: a session without a certificate was resumed where one is required
+{}",
+            req.output
+        );
+        // Sessions with a certificate resume on their own listener.
+        let with = s_client_session(
+            opt_port,
+            &[v, cert[0], cert[1], cert[2], cert[3]],
+            None,
+            &opt_sess,
+        );
+        assert!(
+            with.connected(),
+            "{v}
+{}",
+            with.output
+        );
+        let resumed = s_client_session(opt_port, &[v], Some(&opt_sess), &scratch);
+        assert!(
+            resumed.reused(),
+            "{v}: no resumption on the client_auth listener
+{}",
+            resumed.output
+        );
+    }
+}
+
 // ---------------------------------------------------------------------------
 // Upstream client certificates
 

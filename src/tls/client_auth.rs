@@ -10,11 +10,24 @@ use std::path::Path;
 use std::sync::Arc;
 use x509_parser::asn1_rs::ToDer;
 
+/// A listener's client certificate verification.
+pub struct Verification {
+    pub verifier: Arc<dyn ClientCertVerifier>,
+    /// What the verification depends on (`required` and the CA
+    /// certificates): the listener's session tickets are keyed by it
+    /// (`ticket::SharedTicketer::for_context`).
+    pub context: Vec<u8>,
+}
+
 /// A verifier of client certificates chaining to the certificates in `ca`.
 /// `required: false` lets clients without a certificate in; one that is
 /// offered must verify either way.
-pub fn verifier(ca: &Path, required: bool) -> Result<Arc<dyn ClientCertVerifier>, String> {
+pub fn verifier(ca: &Path, required: bool) -> Result<Verification, String> {
     let chain = super::certs::read_chain(ca).map_err(|e| e.0)?;
+    let mut context = vec![u8::from(required)];
+    for c in &chain {
+        context.extend_from_slice(ring::digest::digest(&ring::digest::SHA256, c).as_ref());
+    }
     let mut roots = RootCertStore::empty();
     let (added, _) = roots.add_parsable_certificates(chain);
     if added == 0 {
@@ -26,9 +39,10 @@ pub fn verifier(ca: &Path, required: bool) -> Result<Arc<dyn ClientCertVerifier>
     } else {
         builder.allow_unauthenticated()
     };
-    builder
+    let verifier = builder
         .build()
-        .map_err(|e| format!("cannot use the CA certificates in {}: {e}", ca.display()))
+        .map_err(|e| format!("cannot use the CA certificates in {}: {e}", ca.display()))?;
+    Ok(Verification { verifier, context })
 }
 
 /// The subject of a certificate in RFC 2253 form, as nginx's

@@ -81,16 +81,25 @@ pub fn config(certificates: &[CertKey], policy: &Policy, http2: bool) -> Result<
     let builder = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&versions)
         .map_err(|e| LoadError::Protocols(format!("TLS setup failed: {e}")))?;
-    let builder = match policy.client_auth {
-        None => builder.with_no_client_auth(),
-        Some(auth) => builder.with_client_cert_verifier(
-            super::client_auth::verifier(&auth.ca, auth.required).map_err(LoadError::ClientCa)?,
-        ),
+    let (builder, ticket_context) = match policy.client_auth {
+        None => (builder.with_no_client_auth(), None),
+        Some(auth) => {
+            let v = super::client_auth::verifier(&auth.ca, auth.required)
+                .map_err(LoadError::ClientCa)?;
+            (
+                builder.with_client_cert_verifier(v.verifier),
+                Some(v.context),
+            )
+        }
     };
     let mut cfg = builder.with_cert_resolver(Arc::new(CertResolver::new(loaded, suites)));
     cfg.alpn_protocols = alpn_protocols(http2);
-    // Tickets every worker can open (the key comes from the master).
-    cfg.ticketer = Arc::new(super::ticket::SharedTicketer::new());
+    // Tickets every worker can open (the key comes from the master); with
+    // client_auth, keys of the listener's own (see `for_context`).
+    cfg.ticketer = Arc::new(match ticket_context {
+        None => super::ticket::SharedTicketer::new(),
+        Some(context) => super::ticket::SharedTicketer::for_context(&context),
+    });
     // No TLS 1.2 session IDs. rustls keeps ID sessions in a cache of the
     // worker that made them, so a client resuming by ID resumed only when
     // it came back to that worker (10 of 20 with 2 workers, measured with
