@@ -380,6 +380,29 @@ fn limit_state_survives_hup() {
         burst(&mut conns, 3, "/", &[("X-Client", "dave")]),
         [200, 200, 200]
     );
+
+    // Another size is another table: it starts empty.
+    let workers = s.lb.worker_pids();
+    let resized = Route::to("main").field(
+        "limit_req",
+        "{key: \"header:X-Client\", rate: 1/m, burst: 2, size: 64}",
+    );
+    s.lb.write_config(&config(&s.sock, &s.backend, vec![resized]));
+    s.lb.signal(SIGHUP);
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            let now = s.lb.worker_pids();
+            now.len() == 2 && now.iter().all(|p| !workers.contains(p))
+        }),
+        "no new workers\n{}",
+        s.lb.diagnostics()
+    );
+    assert!(admin_cmd(&s.sock, "show table").contains("size:64, used:0"));
+    let mut conns = conns_from([127, 0, 0, 1], s.lb.port(), 2);
+    assert_eq!(
+        burst(&mut conns, 4, "/", &[("X-Client", "carol")]),
+        [200, 200, 200, 429]
+    );
 }
 
 #[test]
@@ -617,4 +640,131 @@ fn limit_conn_counts_each_http2_stream() {
         "{}",
         admin_cmd(&sock, "show table web:/:conn")
     );
+}
+
+#[test]
+fn table_size_is_configurable_and_bounds_the_table() {
+    let s = start(vec![Route::any().ret(200, "ok\n").field(
+        "limit_req",
+        "{key: \"header:X-Client\", rate: 1/m, burst: 1, size: 64}",
+    )]);
+    let mut conns = conns_from([127, 0, 0, 1], s.lb.port(), 2);
+    for i in 0..1000 {
+        let k = format!("k{i}");
+        burst(&mut conns, 2, "/", &[("X-Client", &k)]);
+    }
+    let head = admin_cmd(&s.sock, "show table");
+    let used: usize = head
+        .split("used:")
+        .nth(1)
+        .and_then(|r| r.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{head}"));
+    assert!(
+        head.starts_with("# table: web:/:req, type: string, size:64, used:"),
+        "{head}"
+    );
+    assert!((32..=64).contains(&used), "{head}");
+    let rows = admin_cmd(&s.sock, "show table web:/:req").lines().count();
+    // The header, `used` entries, the blank line.
+    assert_eq!(rows, used + 2);
+}
+
+#[test]
+fn limit_settings_are_checked() {
+    let dir = TempDir::new("limits-check");
+    let cases = [
+        (
+            "{key: source, rate: 0/s}",
+            "limit_req: invalid rate \"0/s\"",
+        ),
+        ("{key: source, rate: 5/h}", "invalid rate \"5/h\""),
+        ("{key: \"query:a\", rate: 1/s}", "invalid key \"query:a\""),
+        ("{key: \"header:\", rate: 1/s}", "invalid key \"header:\""),
+        (
+            "{key: source, rate: 1/s, status: 200}",
+            "routes[0].limit_req.status: status 200",
+        ),
+        (
+            "{key: source, rate: 1/s, burst: 1000001}",
+            "routes[0].limit_req.burst: burst may be at most 1000000",
+        ),
+        (
+            "{key: source, rate: 1/s, size: 8}",
+            "routes[0].limit_req.size: size 8 is out of range",
+        ),
+        (
+            "{key: source, rate: 1/s, nodelay: true}",
+            "unknown field `nodelay`",
+        ),
+    ];
+    for (limit, needle) in cases {
+        let path = ConfigBuilder::new()
+            .listener("web", &["127.0.0.1:$PORT"])
+            .route(Route::any().ret(200, "ok\n").field("limit_req", limit))
+            .write_for_check(&dir);
+        let out = run_forklb(
+            &["-t", "-c", path.to_str().unwrap_or("")],
+            Duration::from_secs(10),
+        );
+        assert_eq!(out.code(), Some(1), "{limit}: {}", out.combined());
+        assert!(
+            out.combined().contains(needle),
+            "{limit}: {}",
+            out.combined()
+        );
+    }
+    let path = ConfigBuilder::new()
+        .listener("web", &["127.0.0.1:$PORT"])
+        .route(
+            Route::any()
+                .ret(200, "ok\n")
+                .field("limit_conn", "{key: source, max: 0}"),
+        )
+        .write_for_check(&dir);
+    let out = run_forklb(
+        &["-t", "-c", path.to_str().unwrap_or("")],
+        Duration::from_secs(10),
+    );
+    assert!(
+        out.combined()
+            .contains("routes[0].limit_conn.max: max must be at least 1"),
+        "{}",
+        out.combined()
+    );
+    // -T prints every default filled in, and reads back.
+    let path = ConfigBuilder::new()
+        .listener("web", &["127.0.0.1:$PORT"])
+        .route(
+            Route::any()
+                .ret(200, "ok\n")
+                .field("limit_req", "{key: \"cookie:sid\", rate: 30/m}")
+                .field("limit_conn", "{key: \"header:X-Key\", max: 3}"),
+        )
+        .write_for_check(&dir);
+    let out = run_forklb(
+        &["-T", "-c", path.to_str().unwrap_or("")],
+        Duration::from_secs(10),
+    );
+    let text = out.stdout.clone();
+    assert!(
+        text.contains("limit_req:")
+            && text.contains("key: cookie:sid")
+            && text.contains("rate: 30/m"),
+        "{text}"
+    );
+    assert!(
+        text.contains("burst: 0") && text.contains("status: 429"),
+        "{text}"
+    );
+    assert!(
+        text.contains("size: 8192") && text.contains("key: header:x-key"),
+        "{text}"
+    );
+    let printed = dir.join("printed.yaml");
+    fs::write(&printed, &text).expect("write");
+    let again = run_forklb(
+        &["-t", "-c", printed.to_str().unwrap_or("")],
+        Duration::from_secs(10),
+    );
+    assert_eq!(again.code(), Some(0), "{}", again.combined());
 }

@@ -469,6 +469,7 @@ fn check_route(
     let action = check_route_action(at, &r.action, upstreams)?;
     if let Some(l) = &r.limit_req {
         limits::check_status(l.status).or_else(|m| invalid(format!("{at}.limit_req.status"), m))?;
+        limits::check_size(l.size).or_else(|m| invalid(format!("{at}.limit_req.size"), m))?;
         if l.burst > crate::shm::MAX_BURST {
             return invalid(
                 format!("{at}.limit_req.burst"),
@@ -479,6 +480,7 @@ fn check_route(
     if let Some(l) = &r.limit_conn {
         limits::check_status(l.status)
             .or_else(|m| invalid(format!("{at}.limit_conn.status"), m))?;
+        limits::check_size(l.size).or_else(|m| invalid(format!("{at}.limit_conn.size"), m))?;
         if l.max == 0 {
             return invalid(format!("{at}.limit_conn.max"), "max must be at least 1");
         }
