@@ -1040,6 +1040,7 @@ impl Conn {
             } else {
                 "HTTP/1.1"
             },
+            ssl_client_s_dn: self.client.client_s_dn(),
         };
         let client = exchange::Client {
             peer: self.peer,
@@ -1176,6 +1177,7 @@ impl Conn {
             route_path: to.route_path,
             headers: to.headers.as_ref(),
             host: to.host,
+            ssl_client_s_dn: self.client.client_s_dn(),
             framing: info.framing,
             upgrade: info.upgrade,
             max_forwards: info.max_forwards.map(|n| n.saturating_sub(1)),

@@ -41,6 +41,9 @@ pub struct Request<'r> {
     /// or `None`.
     pub framing: Framing,
     pub protocol: &'static str,
+    /// The connection's verified client certificate subject (mTLS), empty
+    /// without one: `$ssl_client_s_dn`.
+    pub ssl_client_s_dn: &'r str,
 }
 
 /// The client connection an exchange belongs to.
@@ -82,9 +85,11 @@ pub struct H1Request<'r> {
     pub upstream: usize,
     /// The normalized path (for `hash` balancing).
     pub route_path: &'r [u8],
-    /// The route's header rules, and the request's host for `$host`.
+    /// The route's header rules, and the request's host for `$host` and
+    /// client certificate subject for `$ssl_client_s_dn`.
     pub headers: Option<&'r Arc<RouteHeaders>>,
     pub host: Option<&'r str>,
+    pub ssl_client_s_dn: &'r str,
     pub framing: Framing,
     /// The client asked to switch protocols.
     pub upgrade: bool,
@@ -290,7 +295,7 @@ impl Exchange {
             hold: None,
         });
         ex.att.begin(env, r.upstream);
-        ex.apply_rules(env, r.headers, r.host);
+        ex.apply_rules(env, r.headers, r.host, r.ssl_client_s_dn);
         let upstream = &env.rt.upstreams[r.upstream];
         let key = match upstream.balance {
             crate::config::Balance::Hash => {
@@ -403,14 +408,20 @@ impl Exchange {
                 }
             }
             Action::Upstream(u) => {
-                self.apply_rules(env, route.headers.as_ref(), host);
+                self.apply_rules(env, route.headers.as_ref(), host, req.ssl_client_s_dn);
                 self.dispatch_upstream(env, *u, &hreq, &route_path)
             }
         }
     }
 
     /// The route's header rules, their values expanded for this request.
-    fn apply_rules(&mut self, env: &Env, rules: Option<&Arc<RouteHeaders>>, host: Option<&str>) {
+    fn apply_rules(
+        &mut self,
+        env: &Env,
+        rules: Option<&Arc<RouteHeaders>>,
+        host: Option<&str>,
+        ssl_client_s_dn: &str,
+    ) {
         let Some(rules) = rules else { return };
         let listener = env.rt.listeners.get(self.client.listener);
         let vars = Vars {
@@ -419,7 +430,7 @@ impl Exchange {
             scheme: listener.map_or("http", |l| l.proto),
             request_id: self.request_id,
             server_name: listener.map_or("", |l| l.name.as_str()),
-            ssl_client_s_dn: "",
+            ssl_client_s_dn,
         };
         self.rules = Some(Arc::new(Applied::new(rules, &vars)));
     }
