@@ -6,8 +6,8 @@
 //! back in that shape.
 
 use super::raw::{
-    AccessLog, Admin, Balance, CertKey, HealthKind, LogLevel, UpstreamProtocol, UpstreamTls,
-    Workers,
+    AccessLog, Admin, Balance, CertKey, ClientAuth, HealthKind, LogLevel, UpstreamProtocol,
+    UpstreamTls, Workers,
 };
 use super::routing::{self, Route};
 use super::scalars::{HashKey, StatusRange};
@@ -107,6 +107,10 @@ pub struct Listener {
     pub tls: Option<Arc<rustls::ServerConfig>>,
     /// The files `tls` was loaded from (paths absolute); empty without TLS.
     pub certificates: Vec<CertKey>,
+    /// `tls.protocols` and `tls.client_auth` as written (`tls` is built
+    /// with them), for printing the configuration.
+    pub protocols: Option<Vec<String>>,
+    pub client_auth: Option<ClientAuth>,
     /// TLS listeners: ALPN offers `h2` before `http/1.1` (`tls` is built
     /// with it). Kept as set on plain listeners, where it means nothing.
     pub http2: bool,

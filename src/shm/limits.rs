@@ -24,7 +24,7 @@
 //! they collide in 64 bits of a seeded hash *and* share their prefix.
 //! Eviction: a free way first, then an entry whose state has fully decayed
 //! (a drained bucket, no request in flight: forgetting it changes nothing),
-//! then the least recently used bucket. `limit_conn` entries with requests
+//! then the least recently looked-up bucket. `limit_conn` entries with requests
 //! in flight are never evicted; a set full of them refuses the request
 //! (nginx refuses when its zone is full).
 
@@ -33,7 +33,8 @@ use std::io;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::time::Instant;
 
-/// Entries per table: 8192 × 64 bytes = 512 KiB of shared memory a table.
+/// Entries of a table whose limit sets no `size`: 8192 × 64 bytes = 512 KiB
+/// of shared memory.
 pub const DEFAULT_ENTRIES: usize = 8192;
 /// The bounds of a table's `size` (64 entries: 8 sets; 16M entries: 1 GiB).
 pub const MIN_ENTRIES: usize = 64;
@@ -293,7 +294,10 @@ impl LimitTable {
 
     /// Gives back one request in flight of the entry at `index` taken for
     /// fingerprint `fp` — unless the entry was cleared (`clear table`)
-    /// since, then there is nothing to give back.
+    /// since, then there is nothing to give back. (If the same key took the
+    /// same entry again after the clear, this gives back one of its new
+    /// requests: a clear may let a key one request over its `max` until
+    /// its requests of before the clear have ended.)
     pub fn release_conn(&self, index: usize, fp: u64) {
         self.with_set(index / WAYS, |ways| {
             let e = &ways[index % WAYS];
