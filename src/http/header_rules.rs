@@ -175,25 +175,20 @@ pub struct Edits {
     pub remove: Vec<String>,
 }
 
-/// Fields no rule may touch (framing, hop-by-hop, routing).
-const FORBIDDEN: &[&str] = &[
-    "content-length",
-    "transfer-encoding",
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "te",
-    "trailer",
-    "upgrade",
-    "host",
-];
+/// Whether a rule may not touch the field: the hop-by-hop ones (framing
+/// and the connection's own, `rewrite::is_hop_by_hop`), Content-Length,
+/// and Host (routing).
+fn forbidden(name: &str) -> bool {
+    super::rewrite::is_hop_by_hop(name)
+        || super::name_is(name, "content-length")
+        || super::name_is(name, "host")
+}
 
 fn check_name(name: &str) -> Result<(), String> {
     if name.is_empty() || !name.bytes().all(super::is_token_byte) {
         return Err(format!("{name:?} is not a header field name"));
     }
-    let lower = name.to_ascii_lowercase();
-    if FORBIDDEN.contains(&lower.as_str()) {
+    if forbidden(name) {
         return Err(format!(
             "{name} frames or routes the message and cannot be changed by a rule"
         ));

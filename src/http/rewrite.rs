@@ -23,7 +23,7 @@ const HOP: [&str; 7] = [
     "transfer-encoding",
 ];
 
-fn is_hop_by_hop(name: &str) -> bool {
+pub fn is_hop_by_hop(name: &str) -> bool {
     HOP.iter().any(|h| name_is(name, h))
 }
 

@@ -131,22 +131,8 @@ impl LimitTable {
         let sets = Self::rounded_size(entries) / WAYS;
         let locks_len = (sets * std::mem::size_of::<AtomicU32>()).next_multiple_of(64);
         let len = locks_len + sets * WAYS * std::mem::size_of::<Entry>();
-        // SAFETY: anonymous shared mapping; the kernel zero-fills it, and
-        // zeroes are free entries and unlocked sets.
-        let ptr = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            )
-        };
-        if ptr == libc::MAP_FAILED {
-            return Err(io::Error::last_os_error());
-        }
-        let base: *mut u8 = ptr.cast();
+        // Zero-filled: zeroes are free entries and unlocked sets.
+        let base = super::map_shared_zeroed(len)?;
         Ok(LimitTable {
             name: name.to_owned(),
             kind,

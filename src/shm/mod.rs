@@ -119,22 +119,9 @@ impl Shm {
         let held_stride = (servers * std::mem::size_of::<AtomicU32>()).next_multiple_of(64);
         let len = (held_off + workers * held_stride).max(4096);
         let wakers = Wakers::new(workers)?;
-        // SAFETY: anonymous shared mapping; the kernel zero-fills it.
-        let ptr = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            )
-        };
-        if ptr == libc::MAP_FAILED {
-            return Err(io::Error::last_os_error());
-        }
+        let ptr = map_shared_zeroed(len)?;
         Ok(Shm {
-            ptr: ptr.cast(),
+            ptr,
             len,
             base,
             servers,
@@ -415,6 +402,27 @@ impl Drop for Shm {
             libc::munmap(self.ptr.cast(), self.len);
         }
     }
+}
+
+/// A fresh anonymous `MAP_SHARED` mapping of `len` bytes, zero-filled by
+/// the kernel: made before a fork, it is the same pages in every process.
+/// The caller unmaps it (`munmap`) when it is dropped.
+pub(crate) fn map_shared_zeroed(len: usize) -> io::Result<*mut u8> {
+    // SAFETY: a new anonymous mapping; no existing memory is touched.
+    let ptr = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    if ptr == libc::MAP_FAILED {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(ptr.cast())
 }
 
 /// Milliseconds of CLOCK_MONOTONIC: the same clock in every process, for
