@@ -431,8 +431,9 @@ fn config_check_names_the_bad_entry() {
         let err = Forklb::try_start(&yaml).err().unwrap_or_default();
         assert!(err.contains(want), "{extra}: {err}");
     }
-    let yaml = "listeners:\n  - name: web\n    bind: [\"127.0.0.1:$PORT\"]\n    routes: [{upstream: g}]\n\
-                upstreams:\n  g:\n    protocol: h2c\n    send_proxy: v1\n    servers: [{addr: \"127.0.0.1:1\"}]\n";
+    let yaml =
+        "listeners:\n  - name: web\n    bind: [\"127.0.0.1:$PORT\"]\n    routes: [{upstream: g}]\n\
+                upstreams:\n  g:\n    send_proxy: v3\n    servers: [{addr: \"127.0.0.1:1\"}]\n";
     let err = Forklb::try_start(yaml).err().unwrap_or_default();
     assert!(err.contains("upstreams.g.send_proxy"), "{err}");
 }
@@ -550,6 +551,7 @@ fn haproxy_send_proxy_in_front_of_forklb() {
 fn forklb_send_proxy_to_nginx_proxy_protocol() {
     let dir = TempDir::new("pp-nginx");
     let (n1, n2, n3) = (free_port(), free_port(), free_port());
+    let (n4, n5) = (free_port(), free_port());
     let (cert, key) = TestCert::self_signed(&["localhost"]).write(dir.path(), "ng");
     let conf = format!(
         "daemon off;\nmaster_process off;\nerror_log {d}/error.log;\npid {d}/nginx.pid;\n\
@@ -558,6 +560,7 @@ fn forklb_send_proxy_to_nginx_proxy_protocol() {
          uwsgi_temp_path {d}; scgi_temp_path {d};\n\
          server {{ listen 127.0.0.1:{n1} proxy_protocol; listen 127.0.0.1:{n2} proxy_protocol;\n\
          listen 127.0.0.1:{n3} ssl proxy_protocol;\n\
+         listen 127.0.0.1:{n4} http2 proxy_protocol; listen 127.0.0.1:{n5} ssl http2 proxy_protocol;\n\
          ssl_certificate {cert}; ssl_certificate_key {key};\n\
          location / {{ return 200 \"pp=$proxy_protocol_addr:$proxy_protocol_port\\n\"; }} }}\n}}\n",
         d = dir.path().display(),
@@ -592,10 +595,14 @@ fn forklb_send_proxy_to_nginx_proxy_protocol() {
          listeners:\n  - name: web\n    bind: [\"127.0.0.1:$PORT\"]\n    routes:\n\
          \x20     - {{path: /v2/, upstream: two}}\n\
          \x20     - {{path: /tls/, upstream: three}}\n\
+         \x20     - {{path: /h2c/, upstream: four}}\n\
+         \x20     - {{path: /h2/, upstream: five}}\n\
          \x20     - {{path: /, upstream: one}}\n\
          upstreams:\n  one:\n    send_proxy: v1\n    servers: [{{addr: \"127.0.0.1:{n1}\"}}]\n\
          \x20 two:\n    send_proxy: v2\n    servers: [{{addr: \"127.0.0.1:{n2}\"}}]\n\
-         \x20 three:\n    send_proxy: v2\n    tls: {{verify: false}}\n    servers: [{{addr: \"127.0.0.1:{n3}\"}}]\n"
+         \x20 three:\n    send_proxy: v2\n    tls: {{verify: false}}\n    servers: [{{addr: \"127.0.0.1:{n3}\"}}]\n\
+         \x20 four:\n    protocol: h2c\n    send_proxy: v1\n    servers: [{{addr: \"127.0.0.1:{n4}\"}}]\n\
+         \x20 five:\n    protocol: h2\n    send_proxy: v2\n    tls: {{verify: false}}\n    servers: [{{addr: \"127.0.0.1:{n5}\"}}]\n"
     ));
     // The TLS upstream: the header goes before the ClientHello (nginx reads
     // it first, then does the handshake).
@@ -603,6 +610,13 @@ fn forklb_send_proxy_to_nginx_proxy_protocol() {
         ([127, 0, 0, 2], "/x"),
         ([127, 0, 0, 3], "/v2/x"),
         ([127, 0, 0, 4], "/tls/x"),
+        // HTTP/2 upstreams: a connection per client, never shared (the
+        // second client would otherwise show up as the first).
+        ([127, 0, 0, 5], "/h2c/x"),
+        ([127, 0, 0, 6], "/h2c/x"),
+        ([127, 0, 0, 5], "/h2c/y"),
+        ([127, 0, 0, 7], "/h2/x"),
+        ([127, 0, 0, 8], "/h2/x"),
     ] {
         let req = format!("GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
         let r = exchange(connect_from(src.into(), lb.port()), req.as_bytes());
