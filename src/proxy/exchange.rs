@@ -544,8 +544,7 @@ impl Exchange {
                 Ok(sock) => {
                     let settings = super::env::h2_settings(env.rt);
                     env.h2up.add(
-                        (u, server),
-                        header,
+                        (u, server, header),
                         sock.sock,
                         sock.up_slot,
                         settings,

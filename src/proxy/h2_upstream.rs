@@ -132,10 +132,11 @@ impl H2Upstreams {
     }
 
     /// Takes a freshly opened socket as a new connection.
+    /// `private`: the PROXY header it opens with (`send_proxy`), which
+    /// makes it that client's only.
     pub fn add(
         &mut self,
-        (upstream, server): (usize, usize),
-        private: Option<Header>,
+        (upstream, server, private): (usize, usize, Option<Header>),
         sock: Stream,
         up_slot: usize,
         settings: h2::Settings,
