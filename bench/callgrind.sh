@@ -9,10 +9,13 @@
 #   QUICK=1 ...                         # N1=500 requests (default 2000); N2 = 3*N1
 #   CG_N1=1000 ...                      # N1
 #   FORKLB_BIN=/path/to/forklb ...      # measure this binary (no cargo build)
-#   CG_PROXIES="forklb nginx" ...       # a subset of forklb f-maxconn nginx haproxy pingora
+#   CG_PROXIES="forklb nginx" ...       # a subset of forklb f-maxconn f-limit nginx haproxy pingora
 #                                       #   (f-maxconn: forklb with "maxconn: 100000" on both
 #                                       #   servers, never reached: what the bookkeeping of
-#                                       #   per-server maxconn costs, against forklb without)
+#                                       #   per-server maxconn costs, against forklb without;
+#                                       #   f-limit: forklb whose route has a limit_req and a
+#                                       #   limit_conn by source, never reached: what the
+#                                       #   shared-memory limits cost a request)
 #   PINGORA_BIN=/path/to/pingora-lb ... # Pingora's build (bench/pingora); run.sh passes
 #                                       #   it; without it Pingora is left out
 #   CG_MODES=ka ...                     # a subset of ka (keep-alive) close (new connection
@@ -52,7 +55,7 @@ if [[ "${QUICK:-0}" == 1 ]]; then : "${CG_N1:=500}"; fi
 N1=${CG_N1:-2000}
 [[ "$N1" =~ ^[1-9][0-9]*$ ]] || { echo "CG_N1 must be a positive integer" >&2; exit 1; }
 N2=$((3 * N1))
-CG_PROXIES=(${CG_PROXIES:-forklb f-maxconn nginx haproxy${PINGORA_BIN:+ pingora}})
+CG_PROXIES=(${CG_PROXIES:-forklb f-maxconn f-limit nginx haproxy${PINGORA_BIN:+ pingora}})
 CG_MODES=(${CG_MODES:-ka close})
 STANDALONE=0; [[ -z "${CG_BACKEND:-}" ]] && STANDALONE=1
 
@@ -139,13 +142,17 @@ fi
 # write_conf PROXY PORT DIR: the proxy's config in DIR, set CMD and STOPSIG.
 # The same settings as run.sh's instances, but one worker/thread.
 write_conf() {
-    local p=$1 port=$2 d=$3 limit=""
+    local p=$1 port=$2 d=$3 limit="" route="{upstream: be}"
     # f-maxconn: a limit per server high enough never to be reached, so
     # that its bookkeeping (a compare-exchange per request, the queue's
     # checks) is all that differs from forklb.
     [[ $p == f-maxconn ]] && limit=", maxconn: 100000"
+    # f-limit: the route limits every request (the table lookups, the
+    # bucket's update, the in-flight count taken and given back) without
+    # ever refusing one.
+    [[ $p == f-limit ]] && route="{upstream: be, limit_req: {key: source, rate: 1000000/s, burst: 1000000}, limit_conn: {key: source, max: 100000}}"
     case $p in
-    forklb|f-maxconn)
+    forklb|f-maxconn|f-limit)
         cat > "$d/forklb.yaml" <<EOF
 version: 1
 workers: 1
@@ -159,7 +166,7 @@ shutdown_timeout: 10s
 listeners:
   - name: bench
     bind: ["127.0.0.1:$port"]
-    routes: [{upstream: be}]
+    routes: [$route]
 upstreams:
   be:
     keepalive: 32

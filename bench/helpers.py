@@ -1207,10 +1207,11 @@ def cmd_cgtable(results):
 # The proxies, in column order: forklb, then its peers. nginx and HAProxy always
 # have a column; another peer (Pingora, which may be left out: PINGORA=0, or a
 # failed build) only when it has records.
-PROXIES = ["forklb", "f-maxconn", "nginx", "haproxy", "pingora"]
+PROXIES = ["forklb", "f-maxconn", "f-limit", "nginx", "haproxy", "pingora"]
 # forklb itself, configured otherwise (callgrind only: f-maxconn has "maxconn"
-# on its servers): compared with forklb, never a peer to beat (not in f/best).
-SELF_VARIANTS = ("f-maxconn",)
+# on its servers, f-limit a limit_req and a limit_conn on its route): compared
+# with forklb, never a peer to beat (not in f/best).
+SELF_VARIANTS = ("f-maxconn", "f-limit")
 ALWAYS_SHOWN = ("forklb", "nginx", "haproxy")
 # Metrics where more is better (the best peer is the highest); for all others
 # (CPU, latency, bytes/conn, Ir/request) the best peer is the lowest.

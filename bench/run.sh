@@ -58,7 +58,9 @@
 # start-up and shutdown cancel. Kernel work is not counted.
 # forklb is measured a second time as "f-maxconn", with "maxconn: 100000" on
 # its servers (never reached): the column against forklb's is what per-server
-# maxconn bookkeeping costs a request (not a peer: left out of f/best).
+# maxconn bookkeeping costs a request (not a peer: left out of f/best); and as
+# "f-limit", its route with a limit_req and a limit_conn by source that never
+# refuse: what the shared-memory limits cost a request.
 #
 # Section 9: forklb's accept wake-ups per accepted connection over scenario 2,
 # from its own counters (forklb_accept_wakeups_total / forklb_connections_total,

@@ -8,6 +8,7 @@ use super::info::{self, InfoFormat};
 use super::server::{Level, Reply};
 use super::stat;
 use super::stat_query::StatQuery;
+use super::table;
 use super::usage;
 use super::view::View;
 use crate::config::Balance;
@@ -74,6 +75,8 @@ pub fn execute(cmd: &str, level: Level, v: &View) -> Outcome {
             Err(e) => text(e),
         },
         ["show", "version"] => text(info::show_version()),
+        ["show", "table", args @ ..] => table::show(v, level, args),
+        ["clear", "table", args @ ..] => table::clear(v, level, args),
         ["clear", "counters", ..] if level < Level::Operator => permission_denied(),
         ["clear", "counters"] => clear_counters(v, false),
         ["clear", "counters", "all"] if level < Level::Admin => permission_denied(),

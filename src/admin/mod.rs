@@ -10,6 +10,7 @@ pub mod server;
 pub mod stat;
 pub mod stat_fields;
 pub mod stat_query;
+pub mod table;
 pub mod typed;
 pub mod usage;
 pub mod view;

@@ -56,6 +56,16 @@ pub const COMMANDS: &[Command] = &[
         Level::User,
     ),
     cmd(
+        &["show", "table"],
+        "show table <table> [<filter>]*          : report table usage stats or dump this table's contents (filter: data/key)",
+        Level::User,
+    ),
+    cmd(
+        &["clear", "table"],
+        "clear table <table> [<filter>]*         : remove an entry from a table (filter: data/key)",
+        Level::User,
+    ),
+    cmd(
         &["get", "weight"],
         "get weight <bk>/<srv>                   : report a server's current weight",
         Level::User,

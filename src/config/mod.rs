@@ -20,6 +20,7 @@ pub mod access;
 mod build;
 mod error;
 mod index;
+pub mod limits;
 mod nesting;
 pub mod overlay;
 mod print;

@@ -119,6 +119,8 @@ impl Config {
                 .map(|c| c.to_string())
                 .collect(),
             action,
+            limit_req: r.limit_req.as_ref().map(|l| l.spec.clone()),
+            limit_conn: r.limit_conn.as_ref().map(|l| l.spec.clone()),
         }
     }
 }

@@ -19,6 +19,8 @@ pub struct Route {
     /// Client addresses kept out with 403.
     pub deny: Vec<String>,
     pub action: RouteAction,
+    pub limit_req: Option<super::limits::LimitReq>,
+    pub limit_conn: Option<super::limits::LimitConn>,
 }
 
 /// What a matching request gets.
@@ -54,6 +56,10 @@ struct RouteKeys {
     redirect: Option<RedirectAction>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     metrics: Option<MetricsFormat>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    limit_req: Option<super::limits::LimitReq>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    limit_conn: Option<super::limits::LimitConn>,
 }
 
 impl TryFrom<RouteKeys> for Route {
@@ -91,6 +97,8 @@ impl TryFrom<RouteKeys> for Route {
             allow: k.allow,
             deny: k.deny,
             action,
+            limit_req: k.limit_req,
+            limit_conn: k.limit_conn,
         })
     }
 }
@@ -106,6 +114,8 @@ impl From<Route> for RouteKeys {
             return_: None,
             redirect: None,
             metrics: None,
+            limit_req: r.limit_req,
+            limit_conn: r.limit_conn,
         };
         match r.action {
             RouteAction::Upstream(name) => k.upstream = Some(name),

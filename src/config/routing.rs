@@ -1,6 +1,7 @@
 //! Routes as the data path uses them: per listener an ordered list of a host
 //! match, a normalized path prefix and an action; the first match wins.
 
+use super::limits::{Limit, LimitConn, LimitReq};
 use crate::http::redirect::Template;
 
 #[derive(Debug, Clone)]
@@ -11,6 +12,8 @@ pub struct Route {
     /// `allow` / `deny`, if the route has either (boxed: most have none).
     pub access: Option<Box<super::access::Access>>,
     pub action: Action,
+    pub limit_req: Option<Limit<LimitReq>>,
+    pub limit_conn: Option<Limit<LimitConn>>,
 }
 
 impl Route {
@@ -44,6 +47,15 @@ pub enum Action {
         to: Template,
     },
     Metrics(super::raw::MetricsFormat),
+}
+
+impl Route {
+    /// Whether requests on this route pass through `limit_req` or
+    /// `limit_conn`.
+    #[inline]
+    pub fn has_limits(&self) -> bool {
+        self.limit_req.is_some() || self.limit_conn.is_some()
+    }
 }
 
 impl HostMatch {

@@ -19,6 +19,7 @@
 use super::access::{Access, Cidr};
 use super::build::{Checked, CheckedListener};
 use super::error::{invalid, ConfigError, Invalid};
+use super::limits;
 use super::raw::{self, Balance, HealthKind, RouteAction, UpstreamProtocol, Workers};
 use super::routing::{Action, HostMatch, Route};
 use super::validated::Config;
@@ -363,6 +364,7 @@ fn check_listeners(cfg: &raw::Config) -> Result<Vec<CheckedListener>, Invalid> {
         .map(|(i, (n, _))| (n.as_str(), i))
         .collect();
     let mut checked = Vec::with_capacity(cfg.listeners.len());
+    let mut tables: Vec<String> = Vec::new();
     for (i, l) in cfg.listeners.iter().enumerate() {
         let at = format!("listeners[{i}]");
         check_name(&format!("{at}.name"), "a listener", &l.name)?;
@@ -406,12 +408,15 @@ fn check_listeners(cfg: &raw::Config) -> Result<Vec<CheckedListener>, Invalid> {
                 );
             }
         }
-        let routes = l
+        let mut routes: Vec<Route> = l
             .routes
             .iter()
             .enumerate()
             .map(|(j, r)| check_route(&format!("{at}.routes[{j}]"), r, &upstreams))
             .collect::<Result<_, _>>()?;
+        for r in &mut routes {
+            number_limit_tables(&l.name, r, &mut tables);
+        }
         checked.push(CheckedListener { addrs, routes });
     }
     Ok(checked)
@@ -443,13 +448,64 @@ fn check_route(
         None => "/".to_owned(),
     };
     let action = check_route_action(at, &r.action, upstreams)?;
+    if let Some(l) = &r.limit_req {
+        limits::check_status(l.status).or_else(|m| invalid(format!("{at}.limit_req.status"), m))?;
+        if l.burst > crate::shm::MAX_BURST {
+            return invalid(
+                format!("{at}.limit_req.burst"),
+                format!("burst may be at most {}", crate::shm::MAX_BURST),
+            );
+        }
+    }
+    if let Some(l) = &r.limit_conn {
+        limits::check_status(l.status)
+            .or_else(|m| invalid(format!("{at}.limit_conn.status"), m))?;
+        if l.max == 0 {
+            return invalid(format!("{at}.limit_conn.max"), "max must be at least 1");
+        }
+    }
     let access = check_access(at, r)?;
     Ok(Route {
         host: HostMatch::new(host.as_deref()),
         path,
         access,
         action,
+        // Numbered by `number_limit_tables` once the listener is known.
+        limit_req: r.limit_req.clone().map(|spec| limits::Limit {
+            spec,
+            table: 0,
+            table_name: String::new(),
+        }),
+        limit_conn: r.limit_conn.clone().map(|spec| limits::Limit {
+            spec,
+            table: 0,
+            table_name: String::new(),
+        }),
     })
+}
+
+/// Gives a route's limits their tables: the next index, and a name from
+/// the listener, host and path (a second route of the same host and path,
+/// unreachable but valid, gets `#2` appended).
+fn number_limit_tables(listener: &str, r: &mut Route, tables: &mut Vec<String>) {
+    let host = r.host.to_text();
+    let mut name_for = |kind: &str| {
+        let base = limits::table_name(listener, host.as_deref(), &r.path, kind);
+        let mut name = base.clone();
+        let mut n = 2;
+        while tables.contains(&name) {
+            name = format!("{base}#{n}");
+            n += 1;
+        }
+        tables.push(name.clone());
+        (tables.len() - 1, name)
+    };
+    if let Some(l) = &mut r.limit_req {
+        (l.table, l.table_name) = name_for("req");
+    }
+    if let Some(l) = &mut r.limit_conn {
+        (l.table, l.table_name) = name_for("conn");
+    }
 }
 
 /// `allow` / `deny`: each entry a CIDR block or an address; the error

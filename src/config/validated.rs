@@ -226,6 +226,22 @@ impl Config {
         routing::find(&self.listeners.get(listener)?.routes, host, path)
     }
 
+    /// Every limit table: its name and kind, in table-index order (the
+    /// index a route's limit holds).
+    pub fn limit_tables(&self) -> Vec<(String, crate::shm::TableKind)> {
+        let mut tables = Vec::new();
+        for r in self.listeners.iter().flat_map(|l| &l.routes) {
+            if let Some(l) = &r.limit_req {
+                tables.push((l.table, l.table_name.clone(), crate::shm::TableKind::Req));
+            }
+            if let Some(l) = &r.limit_conn {
+                tables.push((l.table, l.table_name.clone(), crate::shm::TableKind::Conn));
+            }
+        }
+        tables.sort_by_key(|t| t.0);
+        tables.into_iter().map(|(_, n, k)| (n, k)).collect()
+    }
+
     /// The Unix socket of Pingora-style upgrades (`-u`), set or default.
     pub fn upgrade_sock_path(&self) -> &Path {
         self.upgrade_sock

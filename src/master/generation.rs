@@ -11,6 +11,33 @@ use crate::config::{Config, ServerIndex};
 use crate::shm::{self, Shm};
 use std::io;
 
+/// The limit tables of `config`: a table whose name and kind the running
+/// generation has is handed on (the same mapping: its state goes on, and a
+/// request in flight in an old worker releases its `limit_conn` where the
+/// new workers count); others start empty. A route whose limit changed
+/// (rate, burst, max) keeps its state, read with the new settings.
+fn limit_tables(
+    config: &Config,
+    previous: Option<&Shm>,
+) -> io::Result<Vec<std::sync::Arc<shm::LimitTable>>> {
+    config
+        .limit_tables()
+        .into_iter()
+        .map(|(name, kind)| {
+            let old = previous.and_then(|p| {
+                p.limits()
+                    .iter()
+                    .find(|t| t.name() == name && t.kind() == kind)
+                    .cloned()
+            });
+            match old {
+                Some(t) => Ok(t),
+                None => shm::LimitTable::create(&name, kind).map(std::sync::Arc::new),
+            }
+        })
+        .collect()
+}
+
 /// Creates the shared state of a generation: every server READY with its
 /// configured weight and maxconn and, if checked, fully UP. With `previous`
 /// (a reload), admin states, weights and maxconns changed at runtime and
@@ -26,8 +53,9 @@ pub fn build_shm(
     counters: bool,
 ) -> io::Result<Shm> {
     let counts: Vec<usize> = config.upstreams.iter().map(|u| u.servers.len()).collect();
-    let shm =
+    let mut shm =
         Shm::create_with_listeners(&counts, config.workers.resolve(), config.listeners.len())?;
+    shm.set_limits(limit_tables(config, previous.map(|(s, _)| s))?);
     // A listener disabled over the runtime API stays disabled across a
     // reload (matched by name). Its counters start over, as HAProxy's do.
     if let Some((old_shm, old_cfg)) = previous {

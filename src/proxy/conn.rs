@@ -38,6 +38,7 @@ use super::exchange::{self, Exchange, Progress, TunnelEnd};
 use super::h1_client::{self, ClientRequest, H1Client};
 use super::h1_exchange::H1Exchange;
 use super::io::{self, Io};
+use super::limit::{self, Admit};
 use super::record::{self, Record};
 use super::Side;
 use crate::buffer::{Buf, BufPool};
@@ -45,6 +46,7 @@ use crate::event::Stream;
 use crate::http::redirect::Template;
 use crate::http::{self, errors, request, Framing};
 use crate::route::Action;
+use crate::shm::ConnHold;
 use mio::net::TcpStream;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -126,6 +128,9 @@ struct InFlight {
     /// The exchange of a request routed to an HTTP/1.1 upstream; after a
     /// `101` it stays (ended, logged) until the tunnel closes.
     ex: Option<Exchange>,
+    /// The request's place in a `limit_conn` table, given back when the
+    /// request ends (dropped with it).
+    hold: Option<ConnHold>,
 }
 
 impl InFlight {
@@ -135,6 +140,7 @@ impl InFlight {
             status: 0,
             local_body_bytes: 0,
             ex: None,
+            hold: None,
         }
     }
 }
@@ -174,6 +180,9 @@ impl InFlightSlot {
     fn end(&mut self) {
         if let Some(mut cur) = self.0.take() {
             cur.ex = None;
+            if cur.hold.is_some() {
+                cur.hold = None;
+            }
             SPARES.with_borrow_mut(|spares| {
                 if spares.len() < MAX_SPARES {
                     spares.push(cur);
@@ -763,6 +772,10 @@ impl Conn {
             let _ = self.respond_error(env, 403, local_keep);
             return Dispatch::Consumed(info.head_len);
         }
+        // Limits after allow/deny: a refused client fills no table.
+        if route.has_limits() && !self.admit(env, route, &req, &info, local_keep) {
+            return Dispatch::Consumed(info.head_len);
+        }
         match &route.action {
             Action::Return {
                 status,
@@ -786,6 +799,37 @@ impl Conn {
             }
         }
         Dispatch::Consumed(info.head_len)
+    }
+
+    /// Applies the route's limits; false: refused (and answered). Out of
+    /// line: a route without limits pays one test of `has_limits`.
+    #[inline(never)]
+    fn admit(
+        &mut self,
+        env: &mut Env,
+        route: &crate::config::Route,
+        req: &httparse::Request,
+        info: &request::RequestInfo,
+        local_keep: bool,
+    ) -> bool {
+        // A request for an HTTP/2 upstream goes through an `Exchange`,
+        // whose routing applies the limits (and holds the `limit_conn`).
+        let via_exchange = info.max_forwards != Some(0)
+            && matches!(route.action, Action::Upstream(u) if env.rt.upstreams[u].protocol.is_h2());
+        if via_exchange {
+            return true;
+        }
+        match limit::admit(env, route, self.peer.ip(), req.headers) {
+            Admit::Pass(hold) => {
+                self.cur.hold = hold;
+                true
+            }
+            Admit::Reject(status) => {
+                let body = format!("{}\n", errors::reason(status));
+                self.respond_local(env, status, "text/plain", b"", body.as_bytes(), local_keep);
+                false
+            }
+        }
     }
 
     /// The client speaks HTTP/2: it chose `h2` by ALPN (whatever it sends

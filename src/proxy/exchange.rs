@@ -167,6 +167,9 @@ pub struct Exchange {
     req_ended: bool,
     req_total: u64,
     pub deadline: Instant,
+    /// The request's place in a `limit_conn` table (HTTP/2: one per
+    /// stream), given back when the exchange is dropped.
+    hold: Option<crate::shm::ConnHold>,
 }
 
 /// One run of `drive`: whether anything moved, and the wait its last
@@ -228,6 +231,7 @@ impl Exchange {
             req_ended: end_of_request,
             req_total: 0,
             deadline: env.now + env.rt.timeouts.upstream_read,
+            hold: None,
         };
         ex.route(env, req);
         ex
@@ -269,6 +273,7 @@ impl Exchange {
             req_ended: true,
             req_total: 0,
             deadline: env.now + env.rt.timeouts.upstream_read,
+            hold: None,
         });
         ex.att.begin(env, r.upstream);
         let upstream = &env.rt.upstreams[r.upstream];
@@ -350,6 +355,13 @@ impl Exchange {
                 self.client.peer
             );
             return self.local_error(403);
+        }
+        // Limits after allow/deny: a refused client fills no table.
+        if route.has_limits() {
+            match super::limit::admit(env, route, self.client.peer.ip(), hreq.headers) {
+                super::limit::Admit::Pass(hold) => self.hold = hold,
+                super::limit::Admit::Reject(status) => return self.local_error(status),
+            }
         }
         match &route.action {
             Action::Return {

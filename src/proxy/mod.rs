@@ -17,6 +17,7 @@ mod h2_wire;
 #[cfg(test)]
 mod harness;
 mod io;
+mod limit;
 mod pool;
 mod queue;
 mod record;

@@ -16,6 +16,7 @@
 //! upstream). This file is the mapping and its layout.
 
 mod instance;
+mod limits;
 mod listener;
 mod queue;
 mod server;
@@ -23,6 +24,9 @@ mod upstream;
 mod worker;
 
 pub use instance::{Instance, InstanceShared};
+pub use limits::{
+    ConnHold, EntryView, LimitTable, TableKind, Verdict, KEY_PREFIX, MAX_BURST, TABLE_ENTRIES,
+};
 pub use listener::{ListenerCounts, ListenerRates, ListenerShared, ListenerStats};
 pub use queue::{QueueShared, Wakers, WorkerQueue, NO_TICKET};
 pub use server::{
@@ -62,6 +66,10 @@ pub struct Shm {
     held_stride: usize,
     /// The workers' eventfds (queued requests are woken through them).
     wakers: Wakers,
+    /// The `limit_req` / `limit_conn` tables, in `Config::limit_tables`
+    /// order; each its own mapping, which a reload may hand on (see
+    /// `limits`).
+    limits: Vec<std::sync::Arc<LimitTable>>,
 }
 
 // SAFETY: the raw pointer is a mapping this value owns for its whole life
@@ -142,7 +150,23 @@ impl Shm {
             held_off,
             held_stride,
             wakers,
+            limits: Vec::new(),
         })
+    }
+
+    /// Installs the limit tables (before the workers are forked).
+    pub fn set_limits(&mut self, tables: Vec<std::sync::Arc<LimitTable>>) {
+        self.limits = tables;
+    }
+
+    /// Limit table `t` (`Config::limit_tables` order).
+    #[inline]
+    pub fn limit(&self, t: usize) -> Option<&std::sync::Arc<LimitTable>> {
+        self.limits.get(t)
+    }
+
+    pub fn limits(&self) -> &[std::sync::Arc<LimitTable>] {
+        &self.limits
     }
 
     pub fn server_count(&self) -> usize {

@@ -46,6 +46,27 @@ impl Conn {
         })
     }
 
+    /// A connection to 127.0.0.1:`port` from the loopback address `src`
+    /// (127.0.0.2, ...): a client of another address, for per-source limits.
+    pub fn open_from(src: [u8; 4], port: u16) -> io::Result<Conn> {
+        use nix::sys::socket::{
+            bind, connect, socket, AddressFamily, SockFlag, SockType, SockaddrIn,
+        };
+        use std::os::fd::AsRawFd;
+        let fd = socket(
+            AddressFamily::Inet,
+            SockType::Stream,
+            SockFlag::SOCK_CLOEXEC,
+            None,
+        )?;
+        let [a, b, c, d] = src;
+        bind(fd.as_raw_fd(), &SockaddrIn::new(a, b, c, d, 0))?;
+        connect(fd.as_raw_fd(), &SockaddrIn::new(127, 0, 0, 1, port))?;
+        Ok(Conn {
+            wire: Wire::new(TcpStream::from(fd))?,
+        })
+    }
+
     pub fn set_read_timeout(&self, t: Duration) {
         self.wire
             .stream
