@@ -13,8 +13,9 @@
 //! * `<!-- config-check: skip REASON -->` — not checked; the reason is required.
 //!
 //! Files the block names with relative paths are made before the check: a self-signed
-//! certificate and its key for each `listeners[].tls.certificates[]` entry, a CA
-//! certificate for each `upstreams.*.tls.ca`. Absolute paths must exist, so examples
+//! certificate and its key for each `listeners[].tls.certificates[]` entry and each
+//! upstream's `tls.cert`/`tls.key`, a CA certificate for each `upstreams.*.tls.ca` and
+//! `listeners[].tls.client_auth.ca` (no `ocsp` files: examples leave them out). Absolute paths must exist, so examples
 //! use relative ones. Host names in server addresses must resolve everywhere the tests
 //! run: use `localhost` or IP addresses.
 
@@ -170,6 +171,15 @@ fn make_files(at: &str, config: &Value, dir: &Path) -> Result<(), String> {
                 }
             }
         }
+        let client_ca = get(l, "tls")
+            .and_then(|t| get(t, "client_auth"))
+            .and_then(|a| get(a, "ca"))
+            .and_then(Value::as_str);
+        if let Some(ca) = client_ca {
+            if let Some(path) = place(ca)? {
+                TestCa::new("documentation clients CA").write(&path);
+            }
+        }
     }
     let upstreams = get(config, "upstreams").and_then(Value::as_mapping);
     for (_, up) in upstreams.into_iter().flatten() {
@@ -179,6 +189,14 @@ fn make_files(at: &str, config: &Value, dir: &Path) -> Result<(), String> {
         if let Some(ca) = ca {
             if let Some(path) = place(ca)? {
                 TestCa::new("documentation example CA").write(&path);
+            }
+        }
+        let tls = get(up, "tls");
+        let cert = tls.and_then(|t| get(t, "cert")).and_then(Value::as_str);
+        let key = tls.and_then(|t| get(t, "key")).and_then(Value::as_str);
+        if let (Some(cert), Some(key)) = (cert, key) {
+            if let (Some(c), Some(k)) = (place(cert)?, place(key)?) {
+                TestCert::self_signed(&["client.example.com"]).write_to(&c, &k);
             }
         }
     }

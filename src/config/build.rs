@@ -103,22 +103,32 @@ fn build_listener(
     checked: CheckedListener,
     warnings: &mut Vec<String>,
 ) -> Result<Listener, Invalid> {
-    let certificates = l.tls.map(|t| t.certificates).unwrap_or_default();
+    let (certificates, protocols, client_auth) = match l.tls {
+        Some(t) => (t.certificates, t.protocols, t.client_auth),
+        None => (Vec::new(), None, None),
+    };
     let tls = if certificates.is_empty() {
         None
     } else {
-        let pairs: Vec<_> = certificates
-            .iter()
-            .map(|ck| (ck.cert.clone(), ck.key.clone()))
-            .collect();
-        match crate::tls::server::config(&pairs, l.http2) {
+        use crate::tls::server::{LoadError, Policy};
+        let policy = Policy {
+            protocols: protocols.as_deref(),
+            client_auth: client_auth.as_ref(),
+        };
+        let at = format!("listeners[{i}].tls");
+        match crate::tls::server::config(&certificates, &policy, l.http2) {
             Ok(loaded) => {
                 warnings.extend(loaded.warnings);
                 Some(loaded.config)
             }
-            Err((j, message)) => {
-                return invalid(format!("listeners[{i}].tls.certificates[{j}]"), message)
+            Err(LoadError::Certificate(j, m)) => {
+                return invalid(format!("{at}.certificates[{j}]"), m)
             }
+            Err(LoadError::Ocsp(j, m)) => {
+                return invalid(format!("{at}.certificates[{j}].ocsp"), m)
+            }
+            Err(LoadError::Protocols(m)) => return invalid(format!("{at}.protocols"), m),
+            Err(LoadError::ClientCa(m)) => return invalid(format!("{at}.client_auth.ca"), m),
         }
     };
     Ok(Listener {
@@ -127,6 +137,8 @@ fn build_listener(
         proto: if tls.is_some() { "https" } else { "http" },
         tls,
         certificates,
+        protocols,
+        client_auth,
         http2: l.http2,
         h2c: l.h2c,
         proxy_protocol: l.proxy_protocol,
@@ -143,6 +155,14 @@ fn load_upstream_tls(
         return Ok(None);
     };
     let field = if tls.ca.is_some() { "tls.ca" } else { "tls" };
+    // Read first: its errors name the files, which the CA's do not.
+    let identity = match (&tls.cert, &tls.key) {
+        (Some(cert), Some(key)) => Some(
+            crate::tls::client::identity(cert, key)
+                .or_else(|m| invalid(format!("upstreams.{name}.tls.cert"), m))?,
+        ),
+        _ => None,
+    };
     // HTTP/2 upstreams offer `h2` alone, so a server that cannot speak it
     // fails the handshake or selects no protocol, instead of agreeing to
     // HTTP/1.1 and then receiving HTTP/2 frames.
@@ -151,7 +171,7 @@ fn load_upstream_tls(
     } else {
         &[b"http/1.1"]
     };
-    match crate::tls::client::config(tls.verify, tls.ca.as_deref(), alpn) {
+    match crate::tls::client::config(tls.verify, tls.ca.as_deref(), identity, alpn) {
         Ok(client) => Ok(Some(client)),
         Err(message) => invalid(format!("upstreams.{name}.{field}"), message),
     }

@@ -114,6 +114,10 @@ fn default_status() -> u16 {
     429
 }
 
+fn default_size() -> usize {
+    crate::shm::DEFAULT_ENTRIES
+}
+
 /// `limit_req: {key, rate, burst, status}`: nginx's `limit_req ... burst=B
 /// nodelay`.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
@@ -125,6 +129,9 @@ pub struct LimitReq {
     pub burst: u32,
     #[serde(default = "default_status")]
     pub status: u16,
+    /// Entries of the table (64 bytes each).
+    #[serde(default = "default_size")]
+    pub size: usize,
 }
 
 /// `limit_conn: {key, max, status}`: requests in flight per key.
@@ -135,6 +142,9 @@ pub struct LimitConn {
     pub max: u32,
     #[serde(default = "default_status")]
     pub status: u16,
+    /// Entries of the table (64 bytes each).
+    #[serde(default = "default_size")]
+    pub size: usize,
 }
 
 /// A compiled limit: its settings and its table's position in
@@ -152,6 +162,18 @@ pub struct Limit<T> {
 /// as its listener, host and path stay.
 pub fn table_name(listener: &str, host: Option<&str>, path: &str, kind: &str) -> String {
     format!("{listener}:{}{path}:{kind}", host.unwrap_or(""))
+}
+
+/// Checks a table's size (entries).
+pub fn check_size(size: usize) -> Result<(), String> {
+    use crate::shm::{MAX_ENTRIES, MIN_ENTRIES};
+    if (MIN_ENTRIES..=MAX_ENTRIES).contains(&size) {
+        Ok(())
+    } else {
+        Err(format!(
+            "size {size} is out of range: {MIN_ENTRIES} to {MAX_ENTRIES} entries"
+        ))
+    }
 }
 
 /// Checks a limit's status (an error status of the kind clients expect).

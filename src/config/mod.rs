@@ -36,8 +36,8 @@ pub use build::resolve as resolve_host;
 pub use error::ConfigError;
 pub use index::ServerIndex;
 pub use raw::{
-    AccessLog, AccessLogFormat, Admin, AdminLevel, Balance, CertKey, HealthKind, LogLevel,
-    MetricsFormat, SendProxy, UpstreamProtocol, UpstreamTls, Workers,
+    AccessLog, AccessLogFormat, Admin, AdminLevel, Balance, CertKey, ClientAuth, HealthKind,
+    LogLevel, MetricsFormat, SendProxy, UpstreamProtocol, UpstreamTls, Workers,
 };
 pub use routing::{Action, HostMatch, Route};
 pub use scalars::{HashKey, RedirectTarget, StatusRange};

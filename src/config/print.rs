@@ -78,6 +78,8 @@ impl Config {
             proxy_protocol: l.proxy_protocol,
             tls: l.tls.as_ref().map(|_| ListenerTls {
                 certificates: l.certificates.clone(),
+                protocols: l.protocols.clone(),
+                client_auth: l.client_auth.clone(),
             }),
             routes: l.routes.iter().map(|r| self.raw_route(r)).collect(),
         }

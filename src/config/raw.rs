@@ -299,6 +299,14 @@ pub struct Listener {
 #[serde(deny_unknown_fields)]
 pub struct ListenerTls {
     pub certificates: Vec<CertKey>,
+    /// The TLS versions offered (`TLSv1.2`, `TLSv1.3`); absent = both.
+    /// Kept as written and checked at load, so an unsupported version
+    /// (`TLSv1.1`) gets a message saying what is supported.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protocols: Option<Vec<String>>,
+    /// Client certificates (mTLS), verified against `ca`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_auth: Option<ClientAuth>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -306,6 +314,20 @@ pub struct ListenerTls {
 pub struct CertKey {
     pub cert: PathBuf,
     pub key: PathBuf,
+    /// A DER OCSPResponse for `cert`, stapled in the handshake.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ocsp: Option<PathBuf>,
+}
+
+/// `listeners[].tls.client_auth`: the CA client certificates must chain
+/// to; `required: false` lets clients without one in (anonymous), while a
+/// certificate that is offered must still verify.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientAuth {
+    pub ca: PathBuf,
+    #[serde(default = "default_true")]
+    pub required: bool,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -429,6 +451,12 @@ pub struct UpstreamTls {
     pub verify: bool,
     #[serde(default)]
     pub ca: Option<PathBuf>,
+    /// A client certificate (PEM chain) presented to the servers; needs
+    /// `key`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cert: Option<PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<PathBuf>,
 }
 
 fn default_true() -> bool {

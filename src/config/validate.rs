@@ -303,12 +303,31 @@ fn resolve_paths(cfg: &mut raw::Config, dir: &Path) -> Check {
                 let at = format!("listeners[{i}].tls.certificates[{j}]");
                 resolve_path(&format!("{at}.cert"), &mut ck.cert, dir)?;
                 resolve_path(&format!("{at}.key"), &mut ck.key, dir)?;
+                if let Some(ocsp) = &mut ck.ocsp {
+                    resolve_path(&format!("{at}.ocsp"), ocsp, dir)?;
+                }
+            }
+            if let Some(auth) = &mut tls.client_auth {
+                resolve_path(
+                    &format!("listeners[{i}].tls.client_auth.ca"),
+                    &mut auth.ca,
+                    dir,
+                )?;
             }
         }
     }
     for (name, up) in cfg.upstreams.0.iter_mut() {
-        if let Some(ca) = up.tls.as_mut().and_then(|t| t.ca.as_mut()) {
-            resolve_path(&format!("upstreams.{name}.tls.ca"), ca, dir)?;
+        if let Some(tls) = up.tls.as_mut() {
+            let files = [
+                ("ca", tls.ca.as_mut()),
+                ("cert", tls.cert.as_mut()),
+                ("key", tls.key.as_mut()),
+            ];
+            for (key, path) in files {
+                if let Some(p) = path {
+                    resolve_path(&format!("upstreams.{name}.tls.{key}"), p, dir)?;
+                }
+            }
         }
     }
     Ok(())
@@ -450,6 +469,7 @@ fn check_route(
     let action = check_route_action(at, &r.action, upstreams)?;
     if let Some(l) = &r.limit_req {
         limits::check_status(l.status).or_else(|m| invalid(format!("{at}.limit_req.status"), m))?;
+        limits::check_size(l.size).or_else(|m| invalid(format!("{at}.limit_req.size"), m))?;
         if l.burst > crate::shm::MAX_BURST {
             return invalid(
                 format!("{at}.limit_req.burst"),
@@ -460,6 +480,7 @@ fn check_route(
     if let Some(l) = &r.limit_conn {
         limits::check_status(l.status)
             .or_else(|m| invalid(format!("{at}.limit_conn.status"), m))?;
+        limits::check_size(l.size).or_else(|m| invalid(format!("{at}.limit_conn.size"), m))?;
         if l.max == 0 {
             return invalid(format!("{at}.limit_conn.max"), "max must be at least 1");
         }
@@ -679,6 +700,25 @@ fn check_upstreams(cfg: &mut raw::Config) -> Result<Vec<Vec<(String, u16)>>, Inv
             }
         }
         check_protocol(&at, up)?;
+        if let Some(tls) = &up.tls {
+            // A certificate without its key (or the reverse) cannot be
+            // presented: say which half is missing.
+            match (&tls.cert, &tls.key) {
+                (Some(_), None) => {
+                    return invalid(
+                        format!("{at}.tls.key"),
+                        "tls.cert needs tls.key (its private key)",
+                    )
+                }
+                (None, Some(_)) => {
+                    return invalid(
+                        format!("{at}.tls.cert"),
+                        "tls.key needs tls.cert (the certificate it belongs to)",
+                    )
+                }
+                _ => {}
+            }
+        }
         if let Some(sni) = up.tls.as_ref().and_then(|t| t.sni.as_ref()) {
             if rustls::pki_types::ServerName::try_from(sni.as_str()).is_err() {
                 return invalid(
@@ -1475,6 +1515,23 @@ upstreams:
             "cannot read certificate file",
         );
         assert_err(
+            &with_upstream("    tls: {cert: c.crt}\n    servers: [{addr: \"127.0.0.1:1\"}]\n"),
+            "upstreams.web.tls.key",
+            "tls.cert needs tls.key",
+        );
+        assert_err(
+            &with_upstream("    tls: {key: c.key}\n    servers: [{addr: \"127.0.0.1:1\"}]\n"),
+            "upstreams.web.tls.cert",
+            "tls.key needs tls.cert",
+        );
+        assert_err(
+            &with_upstream(
+                "    tls: {cert: missing.crt, key: missing.key}\n    servers: [{addr: \"127.0.0.1:1\"}]\n",
+            ),
+            "upstreams.web.tls.cert",
+            "missing.crt",
+        );
+        assert_err(
             &with_upstream(
                 "    tls: {sni: \"bad name\"}\n    servers: [{addr: \"127.0.0.1:1\"}]\n",
             ),
@@ -1777,12 +1834,20 @@ upstreams:
             certificates: vec![crate::config::CertKey {
                 cert: "certs/a.crt".into(),
                 key: "../keys/a.key".into(),
+                ocsp: Some("a.ocsp".into()),
             }],
+            protocols: None,
+            client_auth: Some(raw::ClientAuth {
+                ca: "clients.pem".into(),
+                required: true,
+            }),
         });
         c.upstreams.0[0].1.tls = Some(crate::config::UpstreamTls {
             sni: None,
             verify: true,
             ca: Some("ca.pem".into()),
+            cert: Some("client.crt".into()),
+            key: Some("/k/client.key".into()),
         });
         resolve_paths(&mut c, Path::new("/srv/conf")).unwrap();
         assert_eq!(c.admin.unwrap().socket, Path::new("/srv/conf/admin.sock"));
@@ -1790,8 +1855,13 @@ upstreams:
         let ck = &c.listeners[0].tls.as_ref().unwrap().certificates[0];
         assert_eq!(ck.cert, Path::new("/srv/conf/certs/a.crt"));
         assert_eq!(ck.key, Path::new("/srv/conf/../keys/a.key"));
-        let ca = c.upstreams.0[0].1.tls.as_ref().unwrap().ca.clone();
-        assert_eq!(ca.unwrap(), Path::new("/srv/conf/ca.pem"));
+        assert_eq!(ck.ocsp.as_deref(), Some(Path::new("/srv/conf/a.ocsp")));
+        let auth = c.listeners[0].tls.as_ref().unwrap().client_auth.clone();
+        assert_eq!(auth.unwrap().ca, Path::new("/srv/conf/clients.pem"));
+        let up = c.upstreams.0[0].1.tls.clone().unwrap();
+        assert_eq!(up.ca.unwrap(), Path::new("/srv/conf/ca.pem"));
+        assert_eq!(up.cert.unwrap(), Path::new("/srv/conf/client.crt"));
+        assert_eq!(up.key.unwrap(), Path::new("/k/client.key"));
     }
 
     #[test]

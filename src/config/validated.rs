@@ -6,8 +6,8 @@
 //! back in that shape.
 
 use super::raw::{
-    AccessLog, Admin, Balance, CertKey, HealthKind, LogLevel, UpstreamProtocol, UpstreamTls,
-    Workers,
+    AccessLog, Admin, Balance, CertKey, ClientAuth, HealthKind, LogLevel, UpstreamProtocol,
+    UpstreamTls, Workers,
 };
 use super::routing::{self, Route};
 use super::scalars::{HashKey, StatusRange};
@@ -107,6 +107,10 @@ pub struct Listener {
     pub tls: Option<Arc<rustls::ServerConfig>>,
     /// The files `tls` was loaded from (paths absolute); empty without TLS.
     pub certificates: Vec<CertKey>,
+    /// `tls.protocols` and `tls.client_auth` as written (`tls` is built
+    /// with them), for printing the configuration.
+    pub protocols: Option<Vec<String>>,
+    pub client_auth: Option<ClientAuth>,
     /// TLS listeners: ALPN offers `h2` before `http/1.1` (`tls` is built
     /// with it). Kept as set on plain listeners, where it means nothing.
     pub http2: bool,
@@ -226,20 +230,21 @@ impl Config {
         routing::find(&self.listeners.get(listener)?.routes, host, path)
     }
 
-    /// Every limit table: its name and kind, in table-index order (the
-    /// index a route's limit holds).
-    pub fn limit_tables(&self) -> Vec<(String, crate::shm::TableKind)> {
+    /// Every limit table: its name, kind and size (entries), in table-index
+    /// order (the index a route's limit holds).
+    pub fn limit_tables(&self) -> Vec<(String, crate::shm::TableKind, usize)> {
+        use crate::shm::TableKind;
         let mut tables = Vec::new();
         for r in self.listeners.iter().flat_map(|l| &l.routes) {
             if let Some(l) = &r.limit_req {
-                tables.push((l.table, l.table_name.clone(), crate::shm::TableKind::Req));
+                tables.push((l.table, l.table_name.clone(), TableKind::Req, l.spec.size));
             }
             if let Some(l) = &r.limit_conn {
-                tables.push((l.table, l.table_name.clone(), crate::shm::TableKind::Conn));
+                tables.push((l.table, l.table_name.clone(), TableKind::Conn, l.spec.size));
             }
         }
         tables.sort_by_key(|t| t.0);
-        tables.into_iter().map(|(_, n, k)| (n, k)).collect()
+        tables.into_iter().map(|(_, n, k, s)| (n, k, s)).collect()
     }
 
     /// The Unix socket of Pingora-style upgrades (`-u`), set or default.

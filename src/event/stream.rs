@@ -50,6 +50,15 @@ impl Stream {
         }
     }
 
+    /// `$ssl_client_s_dn`: the verified client certificate's subject
+    /// (see [`TlsStream::client_s_dn`]); empty on plain connections.
+    pub fn client_s_dn(&self) -> &str {
+        match self {
+            Stream::Plain(_) => "",
+            Stream::Tls(t) => t.client_s_dn(),
+        }
+    }
+
     #[inline]
     pub fn sock(&self) -> &TcpStream {
         match self {

@@ -12,10 +12,11 @@ use crate::shm::{self, Shm};
 use std::io;
 
 /// The limit tables of `config`: a table whose name and kind the running
-/// generation has is handed on (the same mapping: its state goes on, and a
-/// request in flight in an old worker releases its `limit_conn` where the
-/// new workers count); others start empty. A route whose limit changed
-/// (rate, burst, max) keeps its state, read with the new settings.
+/// generation has, at the same size, is handed on (the same mapping: its
+/// state goes on, and a request in flight in an old worker releases its
+/// `limit_conn` where the new workers count); others start empty. A route
+/// whose limit changed (rate, burst, max) keeps its state, read with the
+/// new settings; a new `size` starts an empty table.
 fn limit_tables(
     config: &Config,
     previous: Option<&Shm>,
@@ -23,16 +24,20 @@ fn limit_tables(
     config
         .limit_tables()
         .into_iter()
-        .map(|(name, kind)| {
+        .map(|(name, kind, size)| {
             let old = previous.and_then(|p| {
                 p.limits()
                     .iter()
-                    .find(|t| t.name() == name && t.kind() == kind)
+                    .find(|t| {
+                        t.name() == name
+                            && t.kind() == kind
+                            && t.size() == shm::LimitTable::rounded_size(size)
+                    })
                     .cloned()
             });
             match old {
                 Some(t) => Ok(t),
-                None => shm::LimitTable::create(&name, kind).map(std::sync::Arc::new),
+                None => shm::LimitTable::create(&name, kind, size).map(std::sync::Arc::new),
             }
         })
         .collect()

@@ -381,6 +381,12 @@ impl Conn {
     /// first request yet is not idle: the client has just connected and its
     /// request is on the way, so closing it would lose that request.
     /// The listener (its index in the configuration) it came in on.
+    /// `$ssl_client_s_dn` of this client connection (HTTP/1): computed once
+    /// per connection, on first use; empty without a client certificate.
+    pub fn ssl_client_s_dn(&self) -> &str {
+        self.client.client_s_dn()
+    }
+
     pub fn listener(&self) -> usize {
         self.listener
     }

@@ -126,6 +126,13 @@ impl H2Session {
         self.listener
     }
 
+    /// `$ssl_client_s_dn` of this client connection (HTTP/2, shared by its
+    /// streams): computed once per connection, on first use; empty without
+    /// a client certificate.
+    pub fn ssl_client_s_dn(&self) -> &str {
+        self.client.client_s_dn()
+    }
+
     pub fn client_mut(&mut self) -> &mut mio::net::TcpStream {
         self.client.sock_mut()
     }

@@ -6,7 +6,7 @@
 //! `master::generation`), so old and new workers count against one state
 //! and a `limit_conn` held by an old worker is released where it was taken.
 //!
-//! Layout: `TABLE_ENTRIES` entries of 64 bytes in sets of `WAYS`; a key's
+//! Layout: `size` entries (default `DEFAULT_ENTRIES`) of 64 bytes in sets of `WAYS`; a key's
 //! set is chosen by its fingerprint (SipHash with a random per-table seed,
 //! so a client cannot aim many keys at one set). A set is guarded by a
 //! spinlock word holding the owner's pid: the critical section is a scan of
@@ -24,7 +24,7 @@
 //! they collide in 64 bits of a seeded hash *and* share their prefix.
 //! Eviction: a free way first, then an entry whose state has fully decayed
 //! (a drained bucket, no request in flight: forgetting it changes nothing),
-//! then the least recently used bucket. `limit_conn` entries with requests
+//! then the least recently looked-up bucket. `limit_conn` entries with requests
 //! in flight are never evicted; a set full of them refuses the request
 //! (nginx refuses when its zone is full).
 
@@ -33,10 +33,13 @@ use std::io;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::time::Instant;
 
-/// Entries per table: 8192 × 64 bytes = 512 KiB of shared memory a table.
-pub const TABLE_ENTRIES: usize = 8192;
+/// Entries of a table whose limit sets no `size`: 8192 × 64 bytes = 512 KiB
+/// of shared memory.
+pub const DEFAULT_ENTRIES: usize = 8192;
+/// The bounds of a table's `size` (64 entries: 8 sets; 16M entries: 1 GiB).
+pub const MIN_ENTRIES: usize = 64;
+pub const MAX_ENTRIES: usize = 1 << 24;
 const WAYS: usize = 8;
-const SETS: usize = TABLE_ENTRIES / WAYS;
 /// The largest `burst` (so that a bucket's level fits 32 bits).
 pub const MAX_BURST: u32 = 1_000_000;
 /// Key bytes kept for matching and for `show table`.
@@ -109,6 +112,8 @@ pub struct LimitTable {
     epoch: Instant,
     locks: *mut AtomicU32,
     entries: *mut Entry,
+    /// Sets of `WAYS` entries.
+    sets: usize,
     len: usize,
 }
 
@@ -119,10 +124,13 @@ unsafe impl Send for LimitTable {}
 unsafe impl Sync for LimitTable {}
 
 impl LimitTable {
-    pub fn create(name: &str, kind: TableKind) -> io::Result<LimitTable> {
+    /// A table of `entries` (rounded up to whole sets, within
+    /// `MIN_ENTRIES..=MAX_ENTRIES`).
+    pub fn create(name: &str, kind: TableKind, entries: usize) -> io::Result<LimitTable> {
         forget_pid_at_fork();
-        let locks_len = (SETS * std::mem::size_of::<AtomicU32>()).next_multiple_of(64);
-        let len = locks_len + TABLE_ENTRIES * std::mem::size_of::<Entry>();
+        let sets = Self::rounded_size(entries) / WAYS;
+        let locks_len = (sets * std::mem::size_of::<AtomicU32>()).next_multiple_of(64);
+        let len = locks_len + sets * WAYS * std::mem::size_of::<Entry>();
         // SAFETY: anonymous shared mapping; the kernel zero-fills it, and
         // zeroes are free entries and unlocked sets.
         let ptr = unsafe {
@@ -147,6 +155,7 @@ impl LimitTable {
             locks: base.cast(),
             // SAFETY: locks_len < len; page-aligned base, 64-byte offset.
             entries: unsafe { base.add(locks_len) }.cast(),
+            sets,
             len,
         })
     }
@@ -159,8 +168,16 @@ impl LimitTable {
         self.kind
     }
 
+    /// The entries a table asked for `entries` has (whole sets, bounded).
+    pub fn rounded_size(entries: usize) -> usize {
+        entries
+            .clamp(MIN_ENTRIES, MAX_ENTRIES)
+            .next_multiple_of(WAYS)
+    }
+
+    /// Entries.
     pub fn size(&self) -> usize {
-        TABLE_ENTRIES
+        self.sets * WAYS
     }
 
     /// The fingerprint of `key` (never 0, the mark of a free entry).
@@ -174,18 +191,19 @@ impl LimitTable {
         now.saturating_duration_since(self.epoch).as_millis() as u64
     }
 
-    fn set_of(fp: u64) -> usize {
+    fn set_of(&self, fp: u64) -> usize {
         // The high bits: the low ones are the hasher's last mixed.
-        (fp >> 40) as usize % SETS
+        (fp >> 32) as usize % self.sets
     }
 
     fn lock_word(&self, set: usize) -> &AtomicU32 {
-        // SAFETY: set < SETS, inside the locks area.
-        unsafe { &*self.locks.add(set % SETS) }
+        // SAFETY: set < sets (callers reduce it), inside the locks area.
+        unsafe { &*self.locks.add(set % self.sets) }
     }
 
     /// Runs `f` with set `set` locked. `f` must not make syscalls.
     fn with_set<R>(&self, set: usize, f: impl FnOnce(&[Entry]) -> R) -> R {
+        let set = set % self.sets;
         let word = self.lock_word(set);
         let me = my_pid();
         let mut spins = 0u32;
@@ -223,7 +241,7 @@ impl LimitTable {
         let fp = self.fingerprint(key);
         let now_ms = self.now_ms(now);
         let burst = burst.saturating_mul(1000);
-        self.with_set(Self::set_of(fp), |ways| {
+        self.with_set(self.set_of(fp), |ways| {
             if let Some(e) = find(ways, fp, key) {
                 e.seen_ms.store(now_ms, Ordering::Relaxed);
                 let excess = current_excess(e, now_ms, rate).saturating_add(1000);
@@ -247,7 +265,7 @@ impl LimitTable {
     pub fn take_conn(&self, key: &[u8], now: Instant, max: u32) -> (Verdict, usize, u64) {
         let fp = self.fingerprint(key);
         let now_ms = self.now_ms(now);
-        let set = Self::set_of(fp);
+        let set = self.set_of(fp);
         self.with_set(set, |ways| {
             let (i, e) = match ways
                 .iter()
@@ -276,7 +294,10 @@ impl LimitTable {
 
     /// Gives back one request in flight of the entry at `index` taken for
     /// fingerprint `fp` — unless the entry was cleared (`clear table`)
-    /// since, then there is nothing to give back.
+    /// since, then there is nothing to give back. (If the same key took the
+    /// same entry again after the clear, this gives back one of its new
+    /// requests: a clear may let a key one request over its `max` until
+    /// its requests of before the clear have ended.)
     pub fn release_conn(&self, index: usize, fp: u64) {
         self.with_set(index / WAYS, |ways| {
             let e = &ways[index % WAYS];
@@ -290,7 +311,7 @@ impl LimitTable {
     /// `clear table NAME key K`: forgets `key`; whether it was there.
     pub fn clear_key(&self, key: &[u8]) -> bool {
         let fp = self.fingerprint(key);
-        self.with_set(Self::set_of(fp), |ways| match find(ways, fp, key) {
+        self.with_set(self.set_of(fp), |ways| match find(ways, fp, key) {
             Some(e) => {
                 e.fp.store(0, Ordering::Relaxed);
                 e.level.store(0, Ordering::Relaxed);
@@ -302,7 +323,7 @@ impl LimitTable {
 
     /// `clear table NAME`: forgets every key.
     pub fn clear_all(&self) {
-        for set in 0..SETS {
+        for set in 0..self.sets {
             self.with_set(set, |ways| {
                 for e in ways {
                     e.fp.store(0, Ordering::Relaxed);
@@ -317,7 +338,7 @@ impl LimitTable {
     pub fn entries(&self, now: Instant, rate: u64) -> Vec<EntryView> {
         let now_ms = self.now_ms(now);
         let mut out = Vec::new();
-        for set in 0..SETS {
+        for set in 0..self.sets {
             self.with_set(set, |ways| {
                 for e in ways {
                     if e.fp.load(Ordering::Relaxed) == 0 || decayed(e, now_ms, rate) {
@@ -484,7 +505,7 @@ mod tests {
 
     #[test]
     fn leaky_bucket_nodelay() {
-        let t = LimitTable::create("t", TableKind::Req).unwrap();
+        let t = LimitTable::create("t", TableKind::Req, DEFAULT_ENTRIES).unwrap();
         let now = Instant::now();
         let pass = (0..100)
             .filter(|_| t.take_request(b"k", now, 20_000, 10) == Verdict::Pass)
@@ -502,7 +523,7 @@ mod tests {
 
     #[test]
     fn flood_of_keys_keeps_a_busy_bucket() {
-        let t = LimitTable::create("t", TableKind::Req).unwrap();
+        let t = LimitTable::create("t", TableKind::Req, DEFAULT_ENTRIES).unwrap();
         let now = Instant::now();
         for _ in 0..11 {
             assert_eq!(t.take_request(b"victim", now, 1000, 10), Verdict::Pass);
@@ -517,7 +538,7 @@ mod tests {
 
     #[test]
     fn flood_of_lasting_keys_keeps_a_bucket_in_use() {
-        let t = LimitTable::create("t", TableKind::Req).unwrap();
+        let t = LimitTable::create("t", TableKind::Req, DEFAULT_ENTRIES).unwrap();
         let start = Instant::now();
         // 1/m: nothing leaks noticeably during the flood.
         let rate = 1000 / 60;
@@ -540,13 +561,14 @@ mod tests {
         }
         // Bounded: at most the table's size is live.
         let live = t.entries(start + Duration::from_secs(1), rate).len();
-        assert!(live <= TABLE_ENTRIES, "{live}");
-        assert!(live > TABLE_ENTRIES / 2, "{live}");
+        assert!(live <= DEFAULT_ENTRIES, "{live}");
+        assert!(live > DEFAULT_ENTRIES / 2, "{live}");
     }
 
     #[test]
     fn conn_hold_releases() {
-        let t = std::sync::Arc::new(LimitTable::create("c", TableKind::Conn).unwrap());
+        let t =
+            std::sync::Arc::new(LimitTable::create("c", TableKind::Conn, DEFAULT_ENTRIES).unwrap());
         let now = Instant::now();
         let (v, i, fp) = t.take_conn(b"k", now, 1);
         assert_eq!(v, Verdict::Pass);

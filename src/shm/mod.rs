@@ -25,7 +25,8 @@ mod worker;
 
 pub use instance::{Instance, InstanceShared};
 pub use limits::{
-    ConnHold, EntryView, LimitTable, TableKind, Verdict, KEY_PREFIX, MAX_BURST, TABLE_ENTRIES,
+    ConnHold, EntryView, LimitTable, TableKind, Verdict, DEFAULT_ENTRIES, KEY_PREFIX, MAX_BURST,
+    MAX_ENTRIES, MIN_ENTRIES,
 };
 pub use listener::{ListenerCounts, ListenerRates, ListenerShared, ListenerStats};
 pub use queue::{QueueShared, Wakers, WorkerQueue, NO_TICKET};

@@ -4,7 +4,7 @@
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 use std::path::Path;
 use std::sync::Arc;
@@ -30,27 +30,49 @@ fn roots(ca: Option<&Path>) -> Result<RootCertStore, String> {
     Ok(store)
 }
 
-/// The configuration for one upstream's servers, offering `alpn` (in order
-/// of preference: `http/1.1` for HTTP/1.1 upstreams, `h2` alone for
+/// A client certificate chain and its key, presented to the servers.
+pub struct Identity {
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+}
+
+/// Reads the upstream's `cert` and `key` and checks they belong together;
+/// the error names the file.
+pub fn identity(cert: &Path, key: &Path) -> Result<Identity, String> {
+    // load_pair checks the key against the certificate and that both parse.
+    super::certs::load_pair(cert, key).map_err(|e| e.0)?;
+    Ok(Identity {
+        chain: super::certs::read_chain(cert).map_err(|e| e.0)?,
+        key: super::certs::read_key(key).map_err(|e| e.0)?,
+    })
+}
+
+/// The configuration for one upstream's servers, presenting `identity`
+/// when a server asks for a certificate, and offering `alpn` (in order of
+/// preference: `http/1.1` for HTTP/1.1 upstreams, `h2` alone for
 /// `protocol: h2`).
 pub fn config(
     verify: bool,
     ca: Option<&Path>,
+    identity: Option<Identity>,
     alpn: &[&[u8]],
 ) -> Result<Arc<ClientConfig>, String> {
     let provider = super::provider();
     let builder = ClientConfig::builder_with_provider(Arc::clone(&provider))
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
         .map_err(|e| format!("TLS setup failed: {e}"))?;
-    let mut cfg = if verify {
-        builder
-            .with_root_certificates(roots(ca)?)
-            .with_no_client_auth()
+    let builder = if verify {
+        builder.with_root_certificates(roots(ca)?)
     } else {
         builder
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(NoVerify(provider)))
-            .with_no_client_auth()
+    };
+    let mut cfg = match identity {
+        None => builder.with_no_client_auth(),
+        Some(id) => builder
+            .with_client_auth_cert(id.chain, id.key)
+            .map_err(|e| format!("cannot use the client certificate: {e}"))?,
     };
     cfg.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     Ok(Arc::new(cfg))

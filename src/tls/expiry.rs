@@ -51,7 +51,7 @@ pub fn warning(path: &Path, not_after: i64, now: i64) -> Option<String> {
 }
 
 /// `YYYY-MM-DD HH:MM:SS UTC`.
-fn utc(secs: i64) -> String {
+pub fn utc(secs: i64) -> String {
     let (y, mo, d) = crate::log::civil_from_days(secs.div_euclid(DAY));
     let rem = secs.rem_euclid(DAY);
     format!(

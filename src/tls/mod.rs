@@ -2,7 +2,10 @@
 //! HTTPS to upstreams (`client`), session tickets shared by the workers
 //! (`ticket`), certificate files (`certs`), the choice among them for a
 //! ClientHello (`resolve`), the expiry warning (`expiry`) and the
-//! non-blocking session the proxy reads and writes (`stream`).
+//! non-blocking session the proxy reads and writes (`stream`); listener
+//! policy: client certificates (`client_auth`), stapled OCSP responses
+//! (`ocsp`, read with the small DER reader `der`) and versions
+//! (`versions`).
 //!
 //! Everything is built when the configuration is loaded — in the master,
 //! before it forks and while it may still read root-only key files — so
@@ -10,11 +13,15 @@
 
 pub mod certs;
 pub mod client;
+pub mod client_auth;
+pub mod der;
 pub mod expiry;
+pub mod ocsp;
 pub mod resolve;
 pub mod server;
 pub mod stream;
 pub mod ticket;
+pub mod versions;
 
 pub use stream::TlsStream;
 

@@ -3,8 +3,8 @@
 
 use super::certs;
 use super::resolve::{self, CertResolver};
+use crate::config::{CertKey, ClientAuth};
 use rustls::ServerConfig;
-use std::path::PathBuf;
 use std::sync::Arc;
 
 /// A listener's TLS configuration and what the operator should hear about
@@ -28,35 +28,78 @@ pub fn alpn_protocols(http2: bool) -> Vec<Vec<u8>> {
     }
 }
 
-/// Builds a listener's TLS configuration from its `(cert, key)` files;
-/// `http2` adds `h2` to the ALPN protocols ([`alpn_protocols`]).
-/// The error names the entry (its index) and the file.
-pub fn config(pairs: &[(PathBuf, PathBuf)], http2: bool) -> Result<Loaded, (usize, String)> {
-    let mut loaded = Vec::with_capacity(pairs.len());
-    for (i, (cert, key)) in pairs.iter().enumerate() {
-        loaded.push(certs::load_pair(cert, key).map_err(|e| (i, e.0))?);
-    }
+/// What a listener's `tls:` asks for besides its certificates.
+pub struct Policy<'a> {
+    /// `protocols:` as written (checked by [`super::versions::parse`]).
+    pub protocols: Option<&'a [String]>,
+    pub client_auth: Option<&'a ClientAuth>,
+}
+
+/// Which key of `tls:` a loading error is about, with the message (which
+/// names the file).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LoadError {
+    /// `certificates[i]`: its cert or key file.
+    Certificate(usize, String),
+    /// `certificates[i].ocsp`.
+    Ocsp(usize, String),
+    Protocols(String),
+    /// `client_auth.ca`.
+    ClientCa(String),
+}
+
+/// Builds a listener's TLS configuration from its certificate files and
+/// policy; `http2` adds `h2` to the ALPN protocols ([`alpn_protocols`]).
+pub fn config(certificates: &[CertKey], policy: &Policy, http2: bool) -> Result<Loaded, LoadError> {
+    let versions = super::versions::parse(policy.protocols).map_err(LoadError::Protocols)?;
     let now = super::expiry::now();
+    let mut loaded = Vec::with_capacity(certificates.len());
+    for (i, ck) in certificates.iter().enumerate() {
+        let mut c =
+            certs::load_pair(&ck.cert, &ck.key).map_err(|e| LoadError::Certificate(i, e.0))?;
+        if let Some(path) = &ck.ocsp {
+            let der = super::ocsp::load(path, &c.key.cert, now)
+                .map_err(|e| LoadError::Ocsp(i, e.to_string()))?;
+            let mut key = (*c.key).clone();
+            key.ocsp = Some(der);
+            c.key = Arc::new(key);
+        }
+        loaded.push(c);
+    }
     let mut warnings = Vec::new();
-    for (i, ((cert, _), c)) in pairs.iter().zip(&loaded).enumerate() {
-        warnings.extend(super::expiry::warning(cert, c.not_after, now));
+    for (i, (ck, c)) in certificates.iter().zip(&loaded).enumerate() {
+        warnings.extend(super::expiry::warning(&ck.cert, c.not_after, now));
         if resolve::unreachable(&loaded, i) {
             warnings.push(format!(
                 "certificate {} has no DNS names (subjectAltName): SNI never selects it",
-                cert.display()
+                ck.cert.display()
             ));
         }
     }
     let provider = super::provider();
     let suites = provider.cipher_suites.clone();
-    let mut cfg = ServerConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-        .map_err(|e| (0, format!("TLS setup failed: {e}")))?
-        .with_no_client_auth()
-        .with_cert_resolver(Arc::new(CertResolver::new(loaded, suites)));
+    let builder = ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&versions)
+        .map_err(|e| LoadError::Protocols(format!("TLS setup failed: {e}")))?;
+    let (builder, ticket_context) = match policy.client_auth {
+        None => (builder.with_no_client_auth(), None),
+        Some(auth) => {
+            let v = super::client_auth::verifier(&auth.ca, auth.required)
+                .map_err(LoadError::ClientCa)?;
+            (
+                builder.with_client_cert_verifier(v.verifier),
+                Some(v.context),
+            )
+        }
+    };
+    let mut cfg = builder.with_cert_resolver(Arc::new(CertResolver::new(loaded, suites)));
     cfg.alpn_protocols = alpn_protocols(http2);
-    // Tickets every worker can open (the key comes from the master).
-    cfg.ticketer = Arc::new(super::ticket::SharedTicketer::new());
+    // Tickets every worker can open (the key comes from the master); with
+    // client_auth, keys of the listener's own (see `for_context`).
+    cfg.ticketer = Arc::new(match ticket_context {
+        None => super::ticket::SharedTicketer::new(),
+        Some(context) => super::ticket::SharedTicketer::for_context(&context),
+    });
     // No TLS 1.2 session IDs. rustls keeps ID sessions in a cache of the
     // worker that made them, so a client resuming by ID resumed only when
     // it came back to that worker (10 of 20 with 2 workers, measured with

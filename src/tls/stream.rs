@@ -18,6 +18,9 @@ use std::sync::Arc;
 pub struct TlsStream {
     sock: TcpStream,
     conn: Connection,
+    /// `$ssl_client_s_dn`, made on first use after the handshake: once per
+    /// connection, and never for connections that do not ask.
+    client_dn: std::sync::OnceLock<String>,
 }
 
 /// A rustls failure as an I/O error, keeping rustls's description (it names
@@ -33,6 +36,7 @@ impl TlsStream {
         Ok(TlsStream {
             sock,
             conn: conn.into(),
+            client_dn: std::sync::OnceLock::new(),
         })
     }
 
@@ -47,6 +51,7 @@ impl TlsStream {
         Ok(TlsStream {
             sock,
             conn: conn.into(),
+            client_dn: std::sync::OnceLock::new(),
         })
     }
 
@@ -55,6 +60,21 @@ impl TlsStream {
     /// offered no ALPN (then it speaks HTTP/1.1).
     pub fn alpn_protocol(&self) -> Option<&[u8]> {
         self.conn.alpn_protocol()
+    }
+
+    /// The subject DN of the client certificate verified in the handshake
+    /// (`client_auth`), RFC 2253 style as nginx's `$ssl_client_s_dn`
+    /// (`CN=client,O=Org`); empty without one, and while handshaking (not
+    /// remembered then: the certificate may still come).
+    pub fn client_s_dn(&self) -> &str {
+        if self.conn.is_handshaking() {
+            return "";
+        }
+        self.client_dn
+            .get_or_init(|| match (&self.conn, self.conn.peer_certificates()) {
+                (Connection::Server(_), Some([leaf, ..])) => super::client_auth::subject_dn(leaf),
+                _ => String::new(),
+            })
     }
 
     pub fn sock(&self) -> &TcpStream {
@@ -280,11 +300,23 @@ mod tests {
     /// A server TlsStream (a listener's configuration) and a client one on
     /// a loopback pair, handshaken; the client offers `alpn`.
     fn handshaken(http2: bool, alpn: &[&[u8]]) -> (TlsStream, TlsStream) {
-        let dir = std::env::temp_dir().join(format!(
-            "forklb-alpn-stream-{}-{http2}-{}",
-            std::process::id(),
-            alpn.len()
-        ));
+        let tag = format!("alpn-{http2}-{}", alpn.len());
+        let (server_cfg, client_cfg) = configs(&tag, http2, alpn, None, false);
+        pair(server_cfg, client_cfg).unwrap()
+    }
+
+    /// A listener's and a client's configuration. With `client_auth`
+    /// (whether required), the listener verifies client certificates
+    /// against a CA that issued one with subject `CN=client,O=Org`, which
+    /// the client presents when `present`.
+    fn configs(
+        tag: &str,
+        http2: bool,
+        alpn: &[&[u8]],
+        client_auth: Option<bool>,
+        present: bool,
+    ) -> (Arc<ServerConfig>, ClientConfig) {
+        let dir = std::env::temp_dir().join(format!("forklb-stream-{}-{tag}", std::process::id(),));
         std::fs::create_dir_all(&dir).unwrap();
         let key = rcgen::KeyPair::generate().unwrap();
         let cert = rcgen::CertificateParams::new(vec!["localhost".to_owned()])
@@ -294,15 +326,59 @@ mod tests {
         let (crt, kf) = (dir.join("a.crt"), dir.join("a.key"));
         std::fs::write(&crt, cert.pem()).unwrap();
         std::fs::write(&kf, key.serialize_pem()).unwrap();
-        let server_cfg = crate::tls::server::config(&[(crt, kf)], http2)
-            .map_err(|e| e.1)
+        // The client CA and the client's certificate.
+        let ca_key = rcgen::KeyPair::generate().unwrap();
+        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "clients CA");
+        let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+        let issuer = rcgen::Issuer::new(ca_params, ca_key);
+        let client_key = rcgen::KeyPair::generate().unwrap();
+        let mut client_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        client_params.distinguished_name = rcgen::DistinguishedName::new();
+        client_params
+            .distinguished_name
+            .push(rcgen::DnType::OrganizationName, "Org");
+        client_params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "client");
+        let client_cert = client_params.signed_by(&client_key, &issuer).unwrap();
+        let (ca_file, ccrt, ckey) = (dir.join("ca.crt"), dir.join("c.crt"), dir.join("c.key"));
+        std::fs::write(&ca_file, ca_cert.pem()).unwrap();
+        std::fs::write(&ccrt, client_cert.pem()).unwrap();
+        std::fs::write(&ckey, client_key.serialize_pem()).unwrap();
+
+        let certs = [crate::config::CertKey {
+            cert: crt,
+            key: kf,
+            ocsp: None,
+        }];
+        let auth = client_auth.map(|required| crate::config::ClientAuth {
+            ca: ca_file.clone(),
+            required,
+        });
+        let policy = crate::tls::server::Policy {
+            protocols: None,
+            client_auth: auth.as_ref(),
+        };
+        let server_cfg = crate::tls::server::config(&certs, &policy, http2)
             .unwrap()
             .config;
-        std::fs::remove_dir_all(&dir).unwrap();
+        let identity = present.then(|| crate::tls::client::identity(&ccrt, &ckey).unwrap());
         let mut client_cfg =
-            (*crate::tls::client::config(false, None, &[b"http/1.1"]).unwrap()).clone();
+            (*crate::tls::client::config(false, None, identity, &[b"http/1.1"]).unwrap()).clone();
+        std::fs::remove_dir_all(&dir).unwrap();
         client_cfg.alpn_protocols = alpn.iter().map(|a| a.to_vec()).collect();
+        (server_cfg, client_cfg)
+    }
 
+    /// Runs the handshake on a loopback pair; the server's error if it fails.
+    fn pair(
+        server_cfg: Arc<ServerConfig>,
+        client_cfg: ClientConfig,
+    ) -> io::Result<(TlsStream, TlsStream)> {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let client_sock = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         let (server_sock, _) = listener.accept().unwrap();
@@ -321,11 +397,42 @@ mod tests {
         while !(s_done && c_done) {
             assert!(Instant::now() < deadline, "handshake did not finish");
             let (mut r, mut w) = (true, true);
-            c_done = client.handshake(&mut r, &mut w).unwrap();
-            s_done = server.handshake(&mut r, &mut w).unwrap();
+            // The client's side of a refused handshake fails on the alert;
+            // the server's error is the one the test looks at.
+            c_done = c_done || client.handshake(&mut r, &mut w).unwrap_or(false);
+            s_done = server.handshake(&mut r, &mut w)?;
             std::thread::sleep(Duration::from_millis(1));
         }
-        (server, client)
+        Ok((server, client))
+    }
+
+    #[test]
+    fn client_subject_dn_is_the_verified_certificate_s() {
+        let (server_cfg, client_cfg) = configs("dn-req", false, &[], Some(true), true);
+        let (server, client) = pair(server_cfg, client_cfg).unwrap();
+        assert_eq!(server.client_s_dn(), "CN=client,O=Org");
+        // Remembered: the same string again, not recomputed.
+        assert!(std::ptr::eq(server.client_s_dn(), server.client_s_dn()));
+        // The client side never reports the server's certificate as one.
+        assert_eq!(client.client_s_dn(), "");
+
+        let (server_cfg, client_cfg) = configs("dn-opt", false, &[], Some(false), false);
+        let (server, _) = pair(server_cfg, client_cfg).unwrap();
+        assert_eq!(server.client_s_dn(), "", "anonymous client allowed");
+        let (server_cfg, client_cfg) = configs("dn-opt2", false, &[], Some(false), true);
+        let (server, _) = pair(server_cfg, client_cfg).unwrap();
+        assert_eq!(server.client_s_dn(), "CN=client,O=Org");
+
+        let (server_cfg, client_cfg) = configs("dn-none", false, &[], Some(true), false);
+        let err = pair(server_cfg, client_cfg).err().expect("refused");
+        assert!(err.to_string().contains("certificate"), "{err}");
+        let (server_cfg, client_cfg) = configs("dn-off", false, &[], None, true);
+        let (server, _) = pair(server_cfg, client_cfg).unwrap();
+        assert_eq!(
+            server.client_s_dn(),
+            "",
+            "no client_auth: no certificate asked"
+        );
     }
 
     #[test]

@@ -47,6 +47,17 @@ impl SharedTicketer {
         SharedTicketer::with_secret(*secret())
     }
 
+    /// Tickets of a listener that verifies client certificates: sealed with
+    /// keys of their own, derived from the secret and `context` (what the
+    /// verification depends on). rustls resumes a session without checking
+    /// the listener's client_auth again, so a ticket from a listener without
+    /// client_auth (or with another CA) must not open here: it would let a
+    /// client skip the certificate. A foreign ticket fails to open and the
+    /// client does a full handshake, as with an unknown ticket.
+    pub fn for_context(context: &[u8]) -> SharedTicketer {
+        SharedTicketer::with_secret(derive(secret(), context))
+    }
+
     fn with_secret(secret: [u8; 32]) -> SharedTicketer {
         SharedTicketer {
             secret,
@@ -102,6 +113,17 @@ impl SharedTicketer {
     }
 }
 
+/// HMAC-SHA256(secret, label || context): a secret per context.
+fn derive(secret: &[u8; 32], context: &[u8]) -> [u8; 32] {
+    let key = hmac::Key::new(hmac::HMAC_SHA256, secret);
+    let mut ctx = hmac::Context::with_key(&key);
+    ctx.update(b"forklb ticket context v1");
+    ctx.update(context);
+    let mut out = [0u8; 32];
+    out.copy_from_slice(ctx.sign().as_ref());
+    out
+}
+
 impl Default for SharedTicketer {
     fn default() -> Self {
         SharedTicketer::new()
@@ -155,6 +177,20 @@ mod tests {
         let sealed = a.seal_at(b"x", 5).unwrap();
         assert_eq!(b.open_at(&sealed, 5).unwrap(), b"x");
         assert!(c.open_at(&sealed, 5).is_none());
+    }
+
+    #[test]
+    fn tickets_of_one_context_do_not_open_in_another() {
+        let plain = SharedTicketer::with_secret([4; 32]);
+        let mtls = SharedTicketer::with_secret(derive(&[4; 32], b"ca one"));
+        let other = SharedTicketer::with_secret(derive(&[4; 32], b"ca two"));
+        let again = SharedTicketer::with_secret(derive(&[4; 32], b"ca one"));
+        let sealed = plain.seal_at(b"x", 5).unwrap();
+        assert!(mtls.open_at(&sealed, 5).is_none());
+        let sealed = mtls.seal_at(b"y", 5).unwrap();
+        assert!(plain.open_at(&sealed, 5).is_none());
+        assert!(other.open_at(&sealed, 5).is_none());
+        assert_eq!(again.open_at(&sealed, 5).unwrap(), b"y");
     }
 
     #[test]
