@@ -559,3 +559,39 @@ fn request_trailers_reach_a_chunked_upstream() {
     assert_eq!(reqs[0].header("transfer-encoding"), Some("chunked"));
     assert!(raw.contains("\r\nx-req-trailer: yes\r\n"), "{raw:?}");
 }
+
+/// Several 1 MiB downloads at once on one connection keep their pooled
+/// upstream connections: a pooled connection that gets a readiness event
+/// left over from its last response (queued in the same round of events in
+/// which the response completed) is kept, not closed — at most one upstream
+/// connection per stream in flight per worker, none opened per request.
+#[test]
+fn concurrent_large_downloads_reuse_upstream_connections() {
+    let body = vec![b'x'; 1 << 20];
+    let be = Backend::start_with(
+        "b1",
+        BackendOpts {
+            body: Some(body),
+            ..Default::default()
+        },
+    );
+    let h = H2Lb::start(&to_web(), web(&be));
+    let out = run_tool(
+        "h2load",
+        &["-n", "60", "-c", "1", "-m", "4", &h.tls_url("/big")],
+        Duration::from_secs(60),
+    );
+    assert_eq!(h2load_counts(&out), (60, 60, 0, 0), "{}", out.combined());
+    assert!(
+        out.stdout.contains("1048576") || out.stdout.contains("60.00MB"),
+        "{}",
+        out.combined()
+    );
+    assert_eq!(be.request_count(), 60);
+    // One worker (H2Lb's), four streams at a time: four connections.
+    assert!(
+        be.connections() <= 4,
+        "{} upstream connections for 60 requests, 4 at a time",
+        be.connections()
+    );
+}

@@ -1531,6 +1531,36 @@ upstreams:
             "upstreams.web.tls.cert",
             "missing.crt",
         );
+        let dir = std::env::temp_dir().join(format!("forklb-upstream-id-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["c.test".to_owned()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        let other = rcgen::KeyPair::generate().unwrap();
+        std::fs::write(dir.join("c.crt"), cert.pem()).unwrap();
+        std::fs::write(dir.join("other.key"), other.serialize_pem()).unwrap();
+        let (crt, okey) = (dir.join("c.crt"), dir.join("other.key"));
+        assert_err(
+            &with_upstream(&format!(
+                "    tls: {{cert: {}, key: {}}}\n    servers: [{{addr: \"127.0.0.1:1\"}}]\n",
+                crt.display(),
+                dir.join("missing.key").display()
+            )),
+            "upstreams.web.tls.key",
+            "missing.key",
+        );
+        assert_err(
+            &with_upstream(&format!(
+                "    tls: {{cert: {}, key: {}}}\n    servers: [{{addr: \"127.0.0.1:1\"}}]\n",
+                crt.display(),
+                okey.display()
+            )),
+            "upstreams.web.tls.key",
+            "does not match the certificate",
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
         assert_err(
             &with_upstream(
                 "    tls: {sni: \"bad name\"}\n    servers: [{addr: \"127.0.0.1:1\"}]\n",

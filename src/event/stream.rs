@@ -164,12 +164,24 @@ impl Stream {
         }
     }
 
-    /// A pooled idle connection became readable: true if that was only TLS
-    /// housekeeping (session tickets) and it can still be reused.
+    /// A pooled idle connection had a readiness event: true if it can still
+    /// be reused — nothing to read (a plain socket's event can be one left
+    /// over from its last response, queued in the round of events in which
+    /// that response completed and the socket was pooled), or only TLS
+    /// housekeeping (session tickets). Bytes, EOF or an error: false.
     #[inline]
     pub fn idle_still_clean(&mut self) -> bool {
         match self {
-            Stream::Plain(_) => false,
+            Stream::Plain(s) => {
+                let mut byte = [0u8; 1];
+                loop {
+                    return match s.peek(&mut byte) {
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => true,
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                        _ => false,
+                    };
+                }
+            }
             Stream::Tls(t) => t.idle_still_clean(),
         }
     }

@@ -12,7 +12,7 @@ use crate::http::Framing;
 
 /// Bodies with at least this much left are relayed through a large buffer
 /// (see `BufPool::upgrade`).
-const BULK_BODY: u64 = 64 * 1024;
+pub(super) const BULK_BODY: u64 = 64 * 1024;
 
 #[derive(Debug, Clone, Copy)]
 pub enum Body {

@@ -15,7 +15,7 @@
 mod pass;
 
 use super::attempt::UpstreamSocket;
-use super::body::Relay;
+use super::body::{Relay, BULK_BODY};
 use super::env::Env;
 use super::io::{self, Io};
 use super::side::{RequestOut, ResponseSink, UpStep};
@@ -468,6 +468,14 @@ impl UpstreamH1 {
         if !self.readable {
             return UpStep::Blocked;
         }
+        // A long body is read through a large buffer, as a relayed one is
+        // (`BufPool::upgrade`): a 1 MiB body in 16 KiB reads is 64 of them.
+        if matches!(body, Body::Length(rem) if *rem >= BULK_BODY) {
+            env.bufs.upgrade(&mut self.input);
+        }
+        let Some(input) = self.input.as_mut() else {
+            return UpStep::Blocked;
+        };
         input.compact();
         if input.is_full() {
             return UpStep::Blocked;

@@ -659,9 +659,10 @@ impl Worker {
                 self.run_conn(slot, now, |conn, env| conn.on_event(Side::Client, ev, env));
             }
             Some(TokenKind::Upstream(up_slot)) => match self.up_owners.get(up_slot) {
-                // An idle pooled connection spoke: the server closed it (or
-                // sent something unasked). It cannot be reused — unless it
-                // was TLS housekeeping only (a session ticket).
+                // An idle pooled connection had an event: the server closed
+                // it or sent something unasked, and it cannot be reused —
+                // unless it has nothing to read (an event left over from its
+                // last response) or only TLS housekeeping (a session ticket).
                 Some(&POOLED)
                     if self
                         .pool
