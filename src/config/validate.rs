@@ -486,11 +486,13 @@ fn check_route(
         }
     }
     let access = check_access(at, r)?;
+    let headers = check_header_rules(at, r, &action)?;
     Ok(Route {
         host: HostMatch::new(host.as_deref()),
         path,
         access,
         action,
+        headers,
         // Numbered by `number_limit_tables` once the listener is known.
         limit_req: r.limit_req.clone().map(|spec| limits::Limit {
             spec,
@@ -544,6 +546,41 @@ fn check_access(at: &str, r: &raw::Route) -> Result<Option<Box<Access>>, Invalid
     Ok(Some(Box::new(Access {
         allow: parse("allow", &r.allow)?,
         deny: parse("deny", &r.deny)?,
+    })))
+}
+
+/// A route's `request_headers` / `response_headers`, checked (field names,
+/// variables) and compiled; only routes to an upstream take them.
+fn check_header_rules(
+    at: &str,
+    r: &raw::Route,
+    action: &Action,
+) -> Result<Option<std::sync::Arc<crate::http::header_rules::RouteHeaders>>, Invalid> {
+    use crate::http::header_rules::{Edits, RouteHeaders};
+    if r.request_headers.is_none() && r.response_headers.is_none() {
+        return Ok(None);
+    }
+    if !matches!(action, Action::Upstream(_)) {
+        return invalid(
+            at.to_owned(),
+            "request_headers and response_headers apply to routes with an upstream",
+        );
+    }
+    let edits = |key: &str, rules: &Option<raw::HeaderRules>| -> Result<Edits, Invalid> {
+        let Some(rules) = rules else {
+            return Ok(Edits::default());
+        };
+        let pairs = |m: &raw::NamedMap<String>| {
+            m.iter()
+                .map(|(n, v)| (n.clone(), v.clone()))
+                .collect::<Vec<_>>()
+        };
+        Edits::new(pairs(&rules.set), pairs(&rules.add), rules.remove.clone())
+            .or_else(|m| invalid(format!("{at}.{key}"), m))
+    };
+    Ok(Some(std::sync::Arc::new(RouteHeaders {
+        request: edits("request_headers", &r.request_headers)?,
+        response: edits("response_headers", &r.response_headers)?,
     })))
 }
 
