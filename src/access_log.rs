@@ -33,6 +33,8 @@ pub struct Entry<'a> {
     pub upstream_status: Option<u16>,
     pub request_time: Duration,
     pub upstream_time: Option<Duration>,
+    /// `$request_id`.
+    pub request_id: crate::http::request_id::RequestId,
 }
 
 pub struct AccessLog {
@@ -165,6 +167,8 @@ fn write_combined(buf: &mut Vec<u8>, e: &Entry, time: &str) {
         }
         None => buf.push(b'-'),
     }
+    buf.extend_from_slice(b" request_id=");
+    e.request_id.push_hex(buf);
     buf.push(b'\n');
 }
 
@@ -212,7 +216,9 @@ fn write_json(buf: &mut Vec<u8>, e: &Entry, time: &str) {
         }
         None => buf.extend_from_slice(b"null"),
     }
-    buf.extend_from_slice(b"}\n");
+    buf.extend_from_slice(b",\"request_id\":\"");
+    e.request_id.push_hex(buf);
+    buf.extend_from_slice(b"\"}\n");
 }
 
 impl Drop for AccessLog {
@@ -297,6 +303,10 @@ mod tests {
             upstream_status: Some(200),
             request_time: Duration::from_millis(12),
             upstream_time: Some(Duration::from_millis(10)),
+            request_id: crate::http::request_id::RequestId {
+                process: 0x0123_4567_89ab_cdef,
+                seq: 42,
+            },
         }
     }
 
@@ -319,7 +329,7 @@ mod tests {
         let s = render(AccessLogFormat::Combined);
         assert!(s.starts_with("127.0.0.1 - - ["), "{s}");
         assert!(
-            s.ends_with("] \"GET /a\\x22b HTTP/1.1\" 200 5 \"-\" \"curl/8\" upstream=127.0.0.1:9001 upstream_status=200 request_time=0.012 upstream_response_time=0.010\n"),
+            s.ends_with("] \"GET /a\\x22b HTTP/1.1\" 200 5 \"-\" \"curl/8\" upstream=127.0.0.1:9001 upstream_status=200 request_time=0.012 upstream_response_time=0.010 request_id=0123456789abcdef000000000000002a\n"),
             "{s}"
         );
     }
@@ -330,7 +340,7 @@ mod tests {
         assert!(s.contains("\"uri\":\"/a\\\"b\""), "{s}");
         assert!(s.contains("\"status\":200,\"body_bytes_sent\":5"), "{s}");
         assert!(
-            s.ends_with("\"request_time\":0.012,\"upstream_response_time\":0.010}\n"),
+            s.ends_with("\"request_time\":0.012,\"upstream_response_time\":0.010,\"request_id\":\"0123456789abcdef000000000000002a\"}\n"),
             "{s}"
         );
     }

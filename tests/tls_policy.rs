@@ -924,3 +924,45 @@ fn config_test_refuses_ocsp_responses_that_do_not_fit_the_certificate() {
         );
     }
 }
+
+#[test]
+fn ssl_client_s_dn_goes_upstream_in_a_header_rule() {
+    let dir = TempDir::new("tlspol-dn");
+    let pki = Pki::new(dir.path(), "srv");
+    let clients = Pki::new(dir.path(), "clients");
+    let (crt, key) = pki.server("a", "1001");
+    let (ccrt, ckey) = clients.client("alice", "/O=Org/CN=alice", "2001");
+    let be = Backend::start("b1");
+    let tls = tls_line(&[(&crt, &key, None)], &[client_auth(&clients.crt, false)]);
+    let lb = Forklb::start(
+        &ConfigBuilder::new()
+            .workers(2)
+            .listener("secure", &["127.0.0.1:$PORT"])
+            .listener_opt(&tls)
+            .route(Route::to("web").field(
+                "request_headers",
+                "{set: {X-Client-DN: \"$ssl_client_s_dn\", X-Scheme: \"$scheme\"}}",
+            ))
+            .upstream("web", [Srv::of(&be)])
+            .build(),
+    );
+    let with_cert = ["--cert", p(&ccrt), "--key", p(&ckey)];
+    for (proto, flag) in [("HTTP/1.1", "--http1.1"), ("HTTP/2", "--http2")] {
+        let out = curl_get(lb.port(), "/dn", &[&with_cert[..], &[flag]].concat());
+        assert_eq!(status_of(&out), Some(200), "{proto}\n{}", out.combined());
+        let reqs = be.requests();
+        let got = reqs.last().expect("a request upstream");
+        assert_eq!(got.header("x-scheme"), Some("https"), "{proto}");
+        let dn = got.header("x-client-dn").unwrap_or("");
+        assert!(
+            dn.contains("CN=alice") && dn.contains("O=Org"),
+            "{proto}: X-Client-DN {dn:?}"
+        );
+    }
+    // Without a certificate (allowed here): the variable is empty.
+    let out = curl_get(lb.port(), "/anon", &[]);
+    assert_eq!(status_of(&out), Some(200), "{}", out.combined());
+    let reqs = be.requests();
+    let got = reqs.last().expect("a request upstream");
+    assert_eq!(got.header("x-client-dn"), Some(""), "{:?}", got.headers);
+}

@@ -157,10 +157,18 @@ fn load_upstream_tls(
     let field = if tls.ca.is_some() { "tls.ca" } else { "tls" };
     // Read first: its errors name the files, which the CA's do not.
     let identity = match (&tls.cert, &tls.key) {
-        (Some(cert), Some(key)) => Some(
-            crate::tls::client::identity(cert, key)
-                .or_else(|m| invalid(format!("upstreams.{name}.tls.cert"), m))?,
-        ),
+        (Some(cert), Some(key)) => {
+            use crate::tls::client::IdentityError;
+            match crate::tls::client::identity(cert, key) {
+                Ok(id) => Some(id),
+                Err(IdentityError::Cert(m)) => {
+                    return invalid(format!("upstreams.{name}.tls.cert"), m)
+                }
+                Err(IdentityError::Key(m)) => {
+                    return invalid(format!("upstreams.{name}.tls.key"), m)
+                }
+            }
+        }
         _ => None,
     };
     // HTTP/2 upstreams offer `h2` alone, so a server that cannot speak it

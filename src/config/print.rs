@@ -104,6 +104,20 @@ impl Config {
             }),
             Action::Metrics(format) => RouteAction::Metrics(*format),
         };
+        let rules = |e: &crate::http::header_rules::Edits| {
+            let map = |l: &[(String, crate::http::header_rules::Template)]| {
+                raw::NamedMap(
+                    l.iter()
+                        .map(|(n, t)| (n.clone(), t.source().to_owned()))
+                        .collect(),
+                )
+            };
+            (!e.is_empty()).then(|| raw::HeaderRules {
+                set: map(&e.set),
+                add: map(&e.add),
+                remove: e.remove.clone(),
+            })
+        };
         raw::Route {
             host: r.host.to_text(),
             // Every default filled in: an absent path prints as its `/`.
@@ -121,6 +135,8 @@ impl Config {
                 .map(|c| c.to_string())
                 .collect(),
             action,
+            request_headers: r.headers.as_ref().and_then(|h| rules(&h.request)),
+            response_headers: r.headers.as_ref().and_then(|h| rules(&h.response)),
             limit_req: r.limit_req.as_ref().map(|l| l.spec.clone()),
             limit_conn: r.limit_conn.as_ref().map(|l| l.spec.clone()),
         }

@@ -5,7 +5,9 @@
 //! action in `route_action`). Validation turns this into the
 //! validated `Config` the runtime uses; `forklb -T` prints this shape back.
 
-pub use super::route_action::{MetricsFormat, RedirectAction, ReturnAction, Route, RouteAction};
+pub use super::route_action::{
+    HeaderRules, MetricsFormat, RedirectAction, ReturnAction, Route, RouteAction,
+};
 use super::scalars::{HashKey, StatusRange};
 use super::units::{ByteSize, HumanDuration};
 use serde::{de, Deserialize, Deserializer, Serialize, Serializer};

@@ -3,6 +3,7 @@
 //! "Exactly one" is the type [`RouteAction`]: a route with none or two is an
 //! error while the file is read, at the route's field path.
 
+use super::raw::NamedMap;
 use super::scalars::RedirectTarget;
 use serde::{de, Deserialize, Deserializer, Serialize};
 use std::fmt;
@@ -21,6 +22,23 @@ pub struct Route {
     pub action: RouteAction,
     pub limit_req: Option<super::limits::LimitReq>,
     pub limit_conn: Option<super::limits::LimitConn>,
+    /// Header rules for the request going upstream and the response
+    /// going back (`http::header_rules`).
+    pub request_headers: Option<HeaderRules>,
+    pub response_headers: Option<HeaderRules>,
+}
+
+/// `request_headers` / `response_headers` as written: fields to set
+/// (replace), to add, to remove.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeaderRules {
+    #[serde(default, skip_serializing_if = "NamedMap::is_empty")]
+    pub set: NamedMap<String>,
+    #[serde(default, skip_serializing_if = "NamedMap::is_empty")]
+    pub add: NamedMap<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub remove: Vec<String>,
 }
 
 /// What a matching request gets.
@@ -57,6 +75,9 @@ struct RouteKeys {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     metrics: Option<MetricsFormat>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    request_headers: Option<HeaderRules>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    response_headers: Option<HeaderRules>,
     limit_req: Option<super::limits::LimitReq>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     limit_conn: Option<super::limits::LimitConn>,
@@ -97,6 +118,8 @@ impl TryFrom<RouteKeys> for Route {
             allow: k.allow,
             deny: k.deny,
             action,
+            request_headers: k.request_headers,
+            response_headers: k.response_headers,
             limit_req: k.limit_req,
             limit_conn: k.limit_conn,
         })
@@ -114,6 +137,8 @@ impl From<Route> for RouteKeys {
             return_: None,
             redirect: None,
             metrics: None,
+            request_headers: r.request_headers,
+            response_headers: r.response_headers,
             limit_req: r.limit_req,
             limit_conn: r.limit_conn,
         };

@@ -12,6 +12,8 @@ pub struct Route {
     /// `allow` / `deny`, if the route has either (boxed: most have none).
     pub access: Option<Box<super::access::Access>>,
     pub action: Action,
+    /// Header rules (`request_headers`, `response_headers`), if any.
+    pub headers: Option<std::sync::Arc<crate::http::header_rules::RouteHeaders>>,
     pub limit_req: Option<Limit<LimitReq>>,
     pub limit_conn: Option<Limit<LimitConn>>,
 }

@@ -486,11 +486,13 @@ fn check_route(
         }
     }
     let access = check_access(at, r)?;
+    let headers = check_header_rules(at, r, &action)?;
     Ok(Route {
         host: HostMatch::new(host.as_deref()),
         path,
         access,
         action,
+        headers,
         // Numbered by `number_limit_tables` once the listener is known.
         limit_req: r.limit_req.clone().map(|spec| limits::Limit {
             spec,
@@ -544,6 +546,41 @@ fn check_access(at: &str, r: &raw::Route) -> Result<Option<Box<Access>>, Invalid
     Ok(Some(Box::new(Access {
         allow: parse("allow", &r.allow)?,
         deny: parse("deny", &r.deny)?,
+    })))
+}
+
+/// A route's `request_headers` / `response_headers`, checked (field names,
+/// variables) and compiled; only routes to an upstream take them.
+fn check_header_rules(
+    at: &str,
+    r: &raw::Route,
+    action: &Action,
+) -> Result<Option<std::sync::Arc<crate::http::header_rules::RouteHeaders>>, Invalid> {
+    use crate::http::header_rules::{Edits, RouteHeaders};
+    if r.request_headers.is_none() && r.response_headers.is_none() {
+        return Ok(None);
+    }
+    if !matches!(action, Action::Upstream(_)) {
+        return invalid(
+            at.to_owned(),
+            "request_headers and response_headers apply to routes with an upstream",
+        );
+    }
+    let edits = |key: &str, rules: &Option<raw::HeaderRules>| -> Result<Edits, Invalid> {
+        let Some(rules) = rules else {
+            return Ok(Edits::default());
+        };
+        let pairs = |m: &raw::NamedMap<String>| {
+            m.iter()
+                .map(|(n, v)| (n.clone(), v.clone()))
+                .collect::<Vec<_>>()
+        };
+        Edits::new(pairs(&rules.set), pairs(&rules.add), rules.remove.clone())
+            .or_else(|m| invalid(format!("{at}.{key}"), m))
+    };
+    Ok(Some(std::sync::Arc::new(RouteHeaders {
+        request: edits("request_headers", &r.request_headers)?,
+        response: edits("response_headers", &r.response_headers)?,
     })))
 }
 
@@ -744,15 +781,6 @@ fn check_upstreams(cfg: &mut raw::Config) -> Result<Vec<Vec<(String, u16)>>, Inv
 /// `protocol` decides the transport together with `tls`: `h2` is only ever
 /// negotiated by ALPN (so needs TLS), `h2c` is HTTP/2 in the clear.
 fn check_protocol(at: &str, up: &raw::Upstream) -> Check {
-    // HTTP/2 upstream connections carry many clients' streams; a PROXY
-    // header names one client, so it would need a connection per client.
-    if up.protocol.is_h2() && up.send_proxy.is_some() {
-        return invalid(
-            format!("{at}.send_proxy"),
-            "send_proxy is not supported with protocol h2 or h2c yet (HTTP/2 upstream \
-             connections are shared by all clients; a PROXY header names one)",
-        );
-    }
     match (up.protocol, up.tls.is_some()) {
         (UpstreamProtocol::H2, false) => invalid(
             format!("{at}.protocol"),
@@ -1540,6 +1568,36 @@ upstreams:
             "upstreams.web.tls.cert",
             "missing.crt",
         );
+        let dir = std::env::temp_dir().join(format!("forklb-upstream-id-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["c.test".to_owned()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        let other = rcgen::KeyPair::generate().unwrap();
+        std::fs::write(dir.join("c.crt"), cert.pem()).unwrap();
+        std::fs::write(dir.join("other.key"), other.serialize_pem()).unwrap();
+        let (crt, okey) = (dir.join("c.crt"), dir.join("other.key"));
+        assert_err(
+            &with_upstream(&format!(
+                "    tls: {{cert: {}, key: {}}}\n    servers: [{{addr: \"127.0.0.1:1\"}}]\n",
+                crt.display(),
+                dir.join("missing.key").display()
+            )),
+            "upstreams.web.tls.key",
+            "missing.key",
+        );
+        assert_err(
+            &with_upstream(&format!(
+                "    tls: {{cert: {}, key: {}}}\n    servers: [{{addr: \"127.0.0.1:1\"}}]\n",
+                crt.display(),
+                okey.display()
+            )),
+            "upstreams.web.tls.key",
+            "does not match the certificate",
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
         assert_err(
             &with_upstream(
                 "    tls: {sni: \"bad name\"}\n    servers: [{addr: \"127.0.0.1:1\"}]\n",

@@ -86,9 +86,7 @@ impl Default for ChunkedScanner {
     }
 }
 
-fn is_tchar(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
-}
+use super::is_token_byte as is_tchar;
 
 impl ChunkedScanner {
     pub fn new() -> ChunkedScanner {

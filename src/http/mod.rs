@@ -5,12 +5,21 @@
 pub mod chunked;
 pub mod date;
 pub mod errors;
+pub mod header_rules;
 pub mod host;
 pub mod path;
 pub mod redirect;
 pub mod request;
+pub mod request_id;
 pub mod response;
 pub mod rewrite;
+
+/// A `tchar` of RFC 9110 §5.6.2: what field names and other tokens are
+/// made of.
+#[inline]
+pub fn is_token_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
 
 /// Most headers accepted in one head; more gives 431 (requests) or 502.
 pub const MAX_HEADERS: usize = 100;
@@ -29,6 +38,7 @@ pub enum Framing {
 }
 
 /// Case-insensitive comparison of a header name with a lowercase literal.
+#[inline]
 pub fn name_is(name: &str, lower: &str) -> bool {
     name.len() == lower.len() && name.eq_ignore_ascii_case(lower)
 }

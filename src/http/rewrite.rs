@@ -115,6 +115,8 @@ pub struct UpstreamRequest<'a> {
     /// The decremented `Max-Forwards` of a TRACE or OPTIONS request, sent
     /// in place of the client's.
     pub max_forwards: Option<u64>,
+    /// The route's `request_headers` rules, values expanded.
+    pub rules: Option<super::header_rules::Side<'a>>,
 }
 
 /// Writes the request head to send upstream.
@@ -147,6 +149,7 @@ pub fn write_upstream_request(out: &mut Vec<u8>, req: &httparse::Request, u: &Up
             || name_is(h.name, "expect")
             || name_is(h.name, "http2-settings")
             || (u.max_forwards.is_some() && name_is(h.name, "max-forwards"))
+            || u.rules.is_some_and(|r| r.drops(h.name.as_bytes()))
         {
             continue;
         }
@@ -165,15 +168,22 @@ pub fn write_upstream_request(out: &mut Vec<u8>, req: &httparse::Request, u: &Up
         out.extend_from_slice(h.value);
         out.extend_from_slice(b"\r\n");
     }
-    out.extend_from_slice(b"X-Forwarded-For: ");
-    if saw_xff {
-        forwarded_for(out, req.headers, u.client_ip);
-    } else {
-        push_ip(out, u.client_ip);
+    // A route's rule on these fields wins over forklb's own.
+    let ruled = |name: &[u8]| u.rules.is_some_and(|r| r.drops(name));
+    if !ruled(b"x-forwarded-for") {
+        out.extend_from_slice(b"X-Forwarded-For: ");
+        if saw_xff {
+            forwarded_for(out, req.headers, u.client_ip);
+        } else {
+            push_ip(out, u.client_ip);
+        }
+        out.extend_from_slice(b"\r\n");
     }
-    out.extend_from_slice(b"\r\nX-Forwarded-Proto: ");
-    out.extend_from_slice(u.proto.as_bytes());
-    out.extend_from_slice(b"\r\n");
+    if !ruled(b"x-forwarded-proto") {
+        out.extend_from_slice(b"X-Forwarded-Proto: ");
+        out.extend_from_slice(u.proto.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
     if let Some(n) = u.max_forwards {
         let _ = write!(out, "Max-Forwards: {n}\r\n");
     }
@@ -189,6 +199,9 @@ pub fn write_upstream_request(out: &mut Vec<u8>, req: &httparse::Request, u: &Up
         out.extend_from_slice(b"Host: ");
         out.extend_from_slice(h.as_bytes());
         out.extend_from_slice(b"\r\n");
+    }
+    if let Some(r) = u.rules {
+        r.write_h1(out);
     }
     if u.framing == Framing::Chunked {
         out.extend_from_slice(b"Transfer-Encoding: chunked\r\n");
@@ -282,6 +295,9 @@ pub fn upstream_fields(req: &httparse::Request, u: &UpstreamRequest) -> (Vec<u8>
     forwarded_for(&mut xff, req.headers, u.client_ip);
     fields.push((b"x-forwarded-for".to_vec(), xff));
     fields.push((b"x-forwarded-proto".to_vec(), u.proto.as_bytes().to_vec()));
+    if let Some(r) = u.rules {
+        r.edit_list(&mut fields);
+    }
     let authority = authority.unwrap_or_else(|| u.default_host.as_bytes().to_vec());
     (authority, fields)
 }
@@ -326,6 +342,7 @@ pub fn write_client_response(
     mode: ResponseMode,
     client_minor: u8,
     date: &[u8],
+    rules: Option<super::header_rules::Side>,
 ) {
     let status = resp.code.unwrap_or(502);
     let reason = resp.reason.unwrap_or("");
@@ -344,7 +361,8 @@ pub fn write_client_response(
             ResponseMode::Upgrade => name_is(h.name, "upgrade"),
             _ => false,
         };
-        if !keep && is_dropped(h.name, named) {
+        if (!keep && is_dropped(h.name, named)) || rules.is_some_and(|r| r.drops(h.name.as_bytes()))
+        {
             continue;
         }
         out.extend_from_slice(h.name.as_bytes());
@@ -358,6 +376,9 @@ pub fn write_client_response(
         out.extend_from_slice(b"Date: ");
         out.extend_from_slice(date);
         out.extend_from_slice(b"\r\n");
+    }
+    if let Some(r) = rules {
+        r.write_h1(out);
     }
     match mode {
         ResponseMode::Interim => {}
@@ -393,6 +414,7 @@ mod tests {
             upgrade: false,
             framing: Framing::None,
             max_forwards: None,
+            rules: None,
         };
         write_upstream_request(&mut out, &req, &u);
         let s = String::from_utf8(out).unwrap();
@@ -420,6 +442,7 @@ mod tests {
             upgrade: false,
             framing: Framing::None,
             max_forwards: None,
+            rules: None,
         };
         write_upstream_request(&mut out, &req, &u);
         assert_eq!(
@@ -435,7 +458,7 @@ mod tests {
         let mut resp = httparse::Response::new(&mut headers);
         resp.parse(raw).unwrap();
         let mut out = Vec::new();
-        write_client_response(&mut out, &resp, mode, client_minor, DATE);
+        write_client_response(&mut out, &resp, mode, client_minor, DATE, None);
         String::from_utf8(out).unwrap()
     }
 

@@ -83,6 +83,17 @@ enum Phase {
     Exchange,
 }
 
+/// Where a request routed to an HTTP/1.1 upstream goes, and what of its
+/// route goes with it.
+struct Routed<'a> {
+    upstream: usize,
+    /// The normalized path (`hash` balancing).
+    route_path: &'a [u8],
+    headers: Option<std::sync::Arc<crate::http::header_rules::RouteHeaders>>,
+    /// The request's host (`$host`).
+    host: Option<&'a str>,
+}
+
 /// The request line of the HTTP/2 connection preface (RFC 9113 §3.4).
 const H2_PREFACE_LINE: &[u8] = b"PRI * HTTP/2.0\r\n";
 
@@ -801,7 +812,13 @@ impl Conn {
                 return self.dispatch_exchange(env, &req, &info);
             }
             Action::Upstream(u) => {
-                return self.dispatch_upstream(env, *u, &req, &info, &route_path);
+                let to = Routed {
+                    upstream: *u,
+                    route_path: &route_path,
+                    headers: route.headers.clone(),
+                    host,
+                };
+                return self.dispatch_upstream(env, &req, &info, to);
             }
         }
         Dispatch::Consumed(info.head_len)
@@ -1023,6 +1040,7 @@ impl Conn {
             } else {
                 "HTTP/1.1"
             },
+            ssl_client_s_dn: self.client.client_s_dn(),
         };
         let client = exchange::Client {
             peer: self.peer,
@@ -1115,15 +1133,15 @@ impl Conn {
 
     /// An `upstream` route to an HTTP/1.1 upstream: enforces the body
     /// limit, answers `Expect: 100-continue`, and starts the exchange with
-    /// upstream `u`, which the request and its response pass through.
+    /// upstream `to.upstream`, which the request and its response pass
+    /// through.
     #[inline]
     fn dispatch_upstream(
         &mut self,
         env: &mut Env,
-        u: usize,
         req: &httparse::Request,
         info: &request::RequestInfo,
-        route_path: &[u8],
+        to: Routed,
     ) -> Dispatch {
         if let Framing::Length(n) = info.framing {
             if env.rt.max_body_bytes > 0 && n > env.rt.max_body_bytes {
@@ -1150,13 +1168,16 @@ impl Conn {
         }
         let client = exchange::Client {
             peer: self.peer,
-            local: exchange::local_addr_for(env.rt, Some(u), self.client.sock()),
+            local: exchange::local_addr_for(env.rt, Some(to.upstream), self.client.sock()),
             listener: self.listener,
             slot: self.slot,
         };
         let h1 = exchange::H1Request {
-            upstream: u,
-            route_path,
+            upstream: to.upstream,
+            route_path: to.route_path,
+            headers: to.headers.as_ref(),
+            host: to.host,
+            ssl_client_s_dn: self.client.client_s_dn(),
             framing: info.framing,
             upgrade: info.upgrade,
             max_forwards: info.max_forwards.map(|n| n.saturating_sub(1)),
@@ -1366,6 +1387,7 @@ impl Conn {
                 upstream: None,
                 upstream_status: None,
                 upstream_started: None,
+                request_id: crate::http::request_id::next(),
             },
         );
     }

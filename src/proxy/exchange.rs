@@ -22,9 +22,12 @@ use super::upstream_h2::UpstreamH2;
 use crate::buffer::Buf;
 use crate::event::Stream;
 use crate::h2;
+use crate::http::header_rules::{Applied, RouteHeaders, Vars};
+use crate::http::request_id::{self, RequestId};
 use crate::http::{self, errors, rewrite, Framing};
 use crate::route::Action;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Instant;
 
 /// A request head as the exchange needs it, whatever the client spoke.
@@ -38,6 +41,9 @@ pub struct Request<'r> {
     /// or `None`.
     pub framing: Framing,
     pub protocol: &'static str,
+    /// The connection's verified client certificate subject (mTLS), empty
+    /// without one: `$ssl_client_s_dn`.
+    pub ssl_client_s_dn: &'r str,
 }
 
 /// The client connection an exchange belongs to.
@@ -79,6 +85,11 @@ pub struct H1Request<'r> {
     pub upstream: usize,
     /// The normalized path (for `hash` balancing).
     pub route_path: &'r [u8],
+    /// The route's header rules, and the request's host for `$host` and
+    /// client certificate subject for `$ssl_client_s_dn`.
+    pub headers: Option<&'r Arc<RouteHeaders>>,
+    pub host: Option<&'r str>,
+    pub ssl_client_s_dn: &'r str,
     pub framing: Framing,
     /// The client asked to switch protocols.
     pub upgrade: bool,
@@ -167,6 +178,10 @@ pub struct Exchange {
     req_ended: bool,
     req_total: u64,
     pub deadline: Instant,
+    /// `$request_id`, logged.
+    request_id: RequestId,
+    /// The route's header rules with their values for this request.
+    rules: Option<Arc<Applied>>,
     /// The request's place in a `limit_conn` table (HTTP/2: one per
     /// stream), given back when the exchange is dropped.
     hold: Option<crate::shm::ConnHold>,
@@ -231,6 +246,8 @@ impl Exchange {
             req_ended: end_of_request,
             req_total: 0,
             deadline: env.now + env.rt.timeouts.upstream_read,
+            request_id: request_id::next(),
+            rules: None,
             hold: None,
         };
         ex.route(env, req);
@@ -273,9 +290,12 @@ impl Exchange {
             req_ended: true,
             req_total: 0,
             deadline: env.now + env.rt.timeouts.upstream_read,
+            request_id: request_id::next(),
+            rules: None,
             hold: None,
         });
         ex.att.begin(env, r.upstream);
+        ex.apply_rules(env, r.headers, r.host, r.ssl_client_s_dn);
         let upstream = &env.rt.upstreams[r.upstream];
         let key = match upstream.balance {
             crate::config::Balance::Hash => {
@@ -304,6 +324,7 @@ impl Exchange {
             upgrade: r.upgrade,
             framing: r.framing,
             max_forwards: r.max_forwards,
+            rules: ex.rules.as_deref().map(Applied::request),
         };
         let mut head = env.heads.get();
         rewrite::write_upstream_request(&mut head, req, &how);
@@ -386,8 +407,32 @@ impl Exchange {
                     l.content_type = crate::metrics::CONTENT_TYPE.as_bytes();
                 }
             }
-            Action::Upstream(u) => self.dispatch_upstream(env, *u, &hreq, &route_path),
+            Action::Upstream(u) => {
+                self.apply_rules(env, route.headers.as_ref(), host, req.ssl_client_s_dn);
+                self.dispatch_upstream(env, *u, &hreq, &route_path)
+            }
         }
+    }
+
+    /// The route's header rules, their values expanded for this request.
+    fn apply_rules(
+        &mut self,
+        env: &Env,
+        rules: Option<&Arc<RouteHeaders>>,
+        host: Option<&str>,
+        ssl_client_s_dn: &str,
+    ) {
+        let Some(rules) = rules else { return };
+        let listener = env.rt.listeners.get(self.client.listener);
+        let vars = Vars {
+            client: self.client.peer,
+            host: host.unwrap_or("").as_bytes(),
+            scheme: listener.map_or("http", |l| l.proto),
+            request_id: self.request_id,
+            server_name: listener.map_or("", |l| l.name.as_str()),
+            ssl_client_s_dn,
+        };
+        self.rules = Some(Arc::new(Applied::new(rules, &vars)));
     }
 
     fn dispatch_upstream(
@@ -432,6 +477,7 @@ impl Exchange {
             upgrade: false,
             framing: self.req_framing,
             max_forwards: None,
+            rules: self.rules.as_deref().map(Applied::request),
         };
         if upstream.protocol.is_h2() {
             // An absolute-form target goes up as its path, its authority
@@ -502,19 +548,9 @@ impl Exchange {
         if self.req_h2.is_some() {
             return self.connect_h2(env, server, addr);
         }
-        let preface = env.rt.upstreams[self.att.upstream].send_proxy.map(|v| {
-            // Without the local address (getsockname failed), the
-            // listener's configured one.
-            let local = self.client.local.unwrap_or_else(|| {
-                env.rt.listeners[self.client.listener]
-                    .addrs
-                    .first()
-                    .copied()
-                    .unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0)))
-            });
-            let h = crate::proxy_proto::Header::new(v, self.client.peer, local);
-            Box::new(crate::proxy_proto::Preface::new(h))
-        });
+        let preface = self
+            .proxy_header(env)
+            .map(|h| Box::new(crate::proxy_proto::Preface::new(h)));
         // A connection opened with a PROXY header is this client's alone.
         let use_pool = use_pool && preface.is_none();
         match attempt::upstream_socket(env, &self.att, self.client.slot, addr, use_pool) {
@@ -525,23 +561,50 @@ impl Exchange {
                     env.rt.timeouts.connect
                 };
                 self.deadline = env.now + timeout;
-                self.state = State::Upstream(Box::new(UpstreamH1::new(sock, addr, preface)));
+                let mut up = UpstreamH1::new(sock, addr, preface);
+                up.rules = self.rules.clone();
+                self.state = State::Upstream(Box::new(up));
             }
             Err(e) => self.connect_failed(env, addr, "connect() to", &e),
         }
     }
 
+    /// The PROXY header naming this request's client, if its upstream has
+    /// `send_proxy`.
+    fn proxy_header(&self, env: &Env) -> Option<crate::proxy_proto::Header> {
+        let v = env.rt.upstreams[self.att.upstream].send_proxy?;
+        // Without the local address (getsockname failed), the listener's
+        // configured one.
+        let local = self.client.local.unwrap_or_else(|| {
+            env.rt.listeners[self.client.listener]
+                .addrs
+                .first()
+                .copied()
+                .unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0)))
+        });
+        Some(crate::proxy_proto::Header::new(v, self.client.peer, local))
+    }
+
     /// A stream on a connection to `server`: one that has room, or one
-    /// being opened, or a new one.
+    /// being opened, or a new one. With `send_proxy`, only a connection
+    /// whose PROXY header names this very client (same address and port)
+    /// is shared.
     fn connect_h2(&mut self, env: &mut Env, server: usize, addr: SocketAddr) {
         let u = self.att.upstream;
-        let conn = match env.h2up.find(u, server, env.now, env.rt.timeouts.connect) {
+        let header = self.proxy_header(env);
+        let found = env.h2up.find(
+            (u, server),
+            header.as_ref(),
+            env.now,
+            env.rt.timeouts.connect,
+        );
+        let conn = match found {
             Some(c) => c,
             None => match attempt::upstream_socket(env, &self.att, SHARED, addr, false) {
                 Ok(sock) => {
                     let settings = super::env::h2_settings(env.rt);
                     env.h2up.add(
-                        (u, server),
+                        (u, server, header),
                         sock.sock,
                         sock.up_slot,
                         settings,
@@ -553,7 +616,9 @@ impl Exchange {
             },
         };
         self.deadline = env.now + env.rt.timeouts.connect;
-        self.state = State::UpstreamH2(Box::new(UpstreamH2::new(conn)));
+        let mut up = UpstreamH2::new(conn);
+        up.rules = self.rules.clone();
+        self.state = State::UpstreamH2(Box::new(up));
     }
 
     /// A connection attempt failed before any byte was sent: the next
@@ -1176,6 +1241,7 @@ impl Exchange {
                     upstream: self.att.upstream_addr,
                     upstream_status: self.upstream_status,
                     upstream_started: self.att.upstream_started,
+                    request_id: self.request_id,
                 },
             );
         }

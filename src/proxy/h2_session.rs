@@ -409,6 +409,7 @@ impl H2Session {
             headers: &mut headers,
             framing,
             protocol: "HTTP/2.0",
+            ssl_client_s_dn: self.client.client_s_dn(),
         };
         env.count_request(self.listener);
         let ex = Exchange::start(env, client, req, end);

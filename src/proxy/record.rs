@@ -23,6 +23,7 @@ pub struct Outcome {
     pub upstream: Option<SocketAddr>,
     pub upstream_status: Option<u16>,
     pub upstream_started: Option<Instant>,
+    pub request_id: crate::http::request_id::RequestId,
 }
 
 impl Record {
@@ -93,6 +94,7 @@ impl Record {
             upstream_status: o.upstream_status,
             request_time: env.now.saturating_duration_since(self.started),
             upstream_time: access_log::since(o.upstream_started, env.now),
+            request_id: o.request_id,
         });
         env.heads.put(self.bytes);
     }

@@ -76,6 +76,8 @@ pub struct UpstreamH1 {
     /// Response body bytes relayed (pass-through) and reported to the
     /// exchange in `BodySent`/`Complete`.
     reported: u64,
+    /// The route's header rules (`response_headers` apply to the head).
+    pub rules: Option<std::sync::Arc<crate::http::header_rules::Applied>>,
 }
 
 impl UpstreamH1 {
@@ -108,6 +110,7 @@ impl UpstreamH1 {
             holding_switch: false,
             head_len: 0,
             reported: 0,
+            rules: None,
         }
     }
 
@@ -364,6 +367,9 @@ impl UpstreamH1 {
         }
         if !saw_date {
             fields.push((b"date", env.date.text()));
+        }
+        if let Some(r) = &self.rules {
+            r.response().edit_borrowed(&mut fields);
         }
         let body = match info.framing {
             Framing::None | Framing::Length(0) => None,

@@ -16,6 +16,8 @@ pub struct UpstreamH2 {
     /// END_STREAM (or trailers) went out.
     end_sent: bool,
     got_head: bool,
+    /// The route's header rules (`response_headers` apply to the head).
+    pub rules: Option<std::sync::Arc<crate::http::header_rules::Applied>>,
 }
 
 impl UpstreamH2 {
@@ -25,6 +27,7 @@ impl UpstreamH2 {
             stream: None,
             end_sent: false,
             got_head: false,
+            rules: None,
         }
     }
 
@@ -80,6 +83,9 @@ impl UpstreamH2 {
                     .collect();
                 if !headers.iter().any(|(n, _)| n == b"date") {
                     fields.push((b"date", env.date.text()));
+                }
+                if let Some(r) = &self.rules {
+                    r.response().edit_borrowed(&mut fields);
                 }
                 sink.head(status, &fields, end_stream);
                 UpStep::Head {

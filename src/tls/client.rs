@@ -36,15 +36,22 @@ pub struct Identity {
     key: PrivateKeyDer<'static>,
 }
 
+/// Which of the upstream's `cert` and `key` an [`identity`] error is about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IdentityError {
+    Cert(String),
+    Key(String),
+}
+
 /// Reads the upstream's `cert` and `key` and checks they belong together;
-/// the error names the file.
-pub fn identity(cert: &Path, key: &Path) -> Result<Identity, String> {
-    // load_pair checks the key against the certificate and that both parse.
-    super::certs::load_pair(cert, key).map_err(|e| e.0)?;
-    Ok(Identity {
-        chain: super::certs::read_chain(cert).map_err(|e| e.0)?,
-        key: super::certs::read_key(key).map_err(|e| e.0)?,
-    })
+/// the error names the file, and says which key it was given under.
+pub fn identity(cert: &Path, key: &Path) -> Result<Identity, IdentityError> {
+    let chain = super::certs::read_chain(cert).map_err(|e| IdentityError::Cert(e.0))?;
+    let der = super::certs::read_key(key).map_err(|e| IdentityError::Key(e.0))?;
+    // The same checks as a listener's pair: the key loads and is the
+    // certificate's (a mismatch is reported on `key`).
+    super::certs::load_pair(cert, key).map_err(|e| IdentityError::Key(e.0))?;
+    Ok(Identity { chain, key: der })
 }
 
 /// The configuration for one upstream's servers, presenting `identity`

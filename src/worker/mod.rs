@@ -214,6 +214,8 @@ impl Worker {
     }
 
     fn run(&mut self) -> io::Result<()> {
+        // This process's half of its `$request_id`s (drawn after the fork).
+        crate::http::request_id::seed();
         let predecessor = self.shm.worker(self.slot).set_pid(std::process::id());
         if predecessor != 0 {
             // What the worker this one replaces (dead) left behind: its

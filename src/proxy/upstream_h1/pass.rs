@@ -276,7 +276,7 @@ impl UpstreamH1 {
             // HTTP/1.0 clients do not understand them (RFC 9110 §15.2).
             if c.req.minor >= 1 {
                 let mode = rewrite::ResponseMode::Interim;
-                rewrite::write_client_response(c.out_buf(env), &resp, mode, 1, date);
+                rewrite::write_client_response(c.out_buf(env), &resp, mode, 1, date, None);
             }
             input.consume(info.head_len);
             self.input_fresh = true;
@@ -323,7 +323,8 @@ impl UpstreamH1 {
             )
         };
         let minor = c.req.minor;
-        rewrite::write_client_response(c.out_buf(env), &resp, mode, minor, date);
+        let rules = self.rules.as_deref().map(|r| r.response());
+        rewrite::write_client_response(c.out_buf(env), &resp, mode, minor, date, rules);
         input.consume(info.head_len);
         self.head_len = info.head_len as u64;
         self.keep_alive = info.keep_alive && info.framing != Framing::UntilClose;
@@ -368,7 +369,7 @@ impl UpstreamH1 {
         }
         let minor = c.req.minor;
         let mode = rewrite::ResponseMode::Upgrade;
-        rewrite::write_client_response(c.out_buf(env), resp, mode, minor, env.date.text());
+        rewrite::write_client_response(c.out_buf(env), resp, mode, minor, env.date.text(), None);
         UpStep::Upgrade
     }
 
