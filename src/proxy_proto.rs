@@ -231,6 +231,15 @@ pub struct Header {
     len: u8,
 }
 
+/// Two headers are equal when they name the same client and address.
+impl PartialEq for Header {
+    fn eq(&self, other: &Header) -> bool {
+        self.as_bytes() == other.as_bytes()
+    }
+}
+
+impl Eq for Header {}
+
 impl std::fmt::Debug for Header {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{:?}", String::from_utf8_lossy(self.as_bytes()))

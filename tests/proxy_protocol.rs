@@ -13,6 +13,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use support::tls::TestCert;
 use support::*;
 
 /// A TCP connection to 127.0.0.1:`port` from `src` (any 127/8 address).
@@ -149,8 +150,8 @@ fn proxy_header_names_the_client_everywhere() {
         "{}",
         read(&log)
     );
+    // Each worker flushes its own lines: sorted, not in request order.
     let text = read(&log);
-    // Two workers flush their lines in either order.
     let mut first: Vec<&str> = text
         .lines()
         .map(|l| l.split(' ').next().unwrap_or(""))
@@ -208,7 +209,7 @@ impl ProxyOrigin {
     /// Answers every request on a connection with 200 and keep-alive, and
     /// records the PROXY header each connection began with.
     fn start() -> ProxyOrigin {
-        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let l = TcpListener::bind(("127.0.0.1", free_port())).unwrap();
         let port = l.local_addr().unwrap().port();
         let seen = Arc::new(Mutex::new(Vec::new()));
         let s2 = Arc::clone(&seen);
@@ -432,8 +433,9 @@ fn config_check_names_the_bad_entry() {
         let err = Forklb::try_start(&yaml).err().unwrap_or_default();
         assert!(err.contains(want), "{extra}: {err}");
     }
-    let yaml = "listeners:\n  - name: web\n    bind: [\"127.0.0.1:$PORT\"]\n    routes: [{upstream: g}]\n\
-                upstreams:\n  g:\n    protocol: h2c\n    send_proxy: v1\n    servers: [{addr: \"127.0.0.1:1\"}]\n";
+    let yaml =
+        "listeners:\n  - name: web\n    bind: [\"127.0.0.1:$PORT\"]\n    routes: [{upstream: g}]\n\
+                upstreams:\n  g:\n    send_proxy: v3\n    servers: [{addr: \"127.0.0.1:1\"}]\n";
     let err = Forklb::try_start(yaml).err().unwrap_or_default();
     assert!(err.contains("upstreams.g.send_proxy"), "{err}");
 }
@@ -454,26 +456,39 @@ impl Drop for Killed {
     }
 }
 
+/// HAProxy 2.6 in front: `send-proxy` (v1) and `send-proxy-v2` to a plain
+/// listener, and `send-proxy-v2` then TLS with ALPN `h2` to a TLS listener
+/// (the header comes before the handshake; the client's address holds in
+/// the HTTP/2 session).
 #[test]
 fn haproxy_send_proxy_in_front_of_forklb() {
     let b = Backend::start("b1");
     let dir = TempDir::new("pp-haproxy");
     let log = dir.join("access.log");
+    let (cert, key) = TestCert::self_signed(&["localhost"]).write(dir.path(), "lb");
+    let tls_port = free_port();
     let lb = Forklb::start(&format!(
         "workers: 2\naccess_log: {{path: \"{}\"}}\n\
          listeners:\n  - name: web\n    bind: [\"127.0.0.1:$PORT\"]\n    proxy_protocol: true\n    routes:\n\
          \x20     - {{path: /, upstream: web}}\n\
+         \x20 - name: tls\n    bind: [\"127.0.0.1:{tls_port}\"]\n    proxy_protocol: true\n\
+         \x20   tls: {{certificates: [{{cert: \"{}\", key: \"{}\"}}]}}\n    routes:\n\
+         \x20     - {{path: /, upstream: web}}\n\
          upstreams:\n  web:\n    servers: [{{addr: \"{}\"}}]\n",
         log.display(),
+        cert.display(),
+        key.display(),
         b.addr()
     ));
-    let (p1, p2) = (free_port(), free_port());
+    let (p1, p2, p3) = (free_port(), free_port(), free_port());
     let cfg = format!(
         "defaults\n    mode http\n    timeout connect 5s\n    timeout client 30s\n    timeout server 30s\n\
          frontend f1\n    bind 127.0.0.1:{p1}\n    default_backend v1\n\
          frontend f2\n    bind 127.0.0.1:{p2}\n    default_backend v2\n\
+         frontend f3\n    bind 127.0.0.1:{p3}\n    default_backend v3\n\
          backend v1\n    server lb 127.0.0.1:{port} send-proxy check inter 300ms\n\
-         backend v2\n    server lb 127.0.0.1:{port} send-proxy-v2 check inter 300ms check-send-proxy\n",
+         backend v2\n    server lb 127.0.0.1:{port} send-proxy-v2 check inter 300ms check-send-proxy\n\
+         backend v3\n    server lb 127.0.0.1:{tls_port} send-proxy-v2 ssl verify none alpn h2\n",
         port = lb.port()
     );
     let cfg_path = dir.join("haproxy.cfg");
@@ -496,7 +511,11 @@ fn haproxy_send_proxy_in_front_of_forklb() {
         .is_ok()),
         "haproxy did not start"
     );
-    for (src, port) in [([127, 0, 0, 6], p1), ([127, 0, 0, 7], p2)] {
+    for (src, port) in [
+        ([127, 0, 0, 6], p1),
+        ([127, 0, 0, 7], p2),
+        ([127, 0, 0, 8], p3),
+    ] {
         let mut ok = false;
         // HAProxy may still be checking the server at its start.
         wait_until(Duration::from_secs(10), || {
@@ -513,26 +532,42 @@ fn haproxy_send_proxy_in_front_of_forklb() {
         .collect();
     assert!(xff.iter().any(|x| x == "127.0.0.6"), "{xff:?}");
     assert!(xff.iter().any(|x| x == "127.0.0.7"), "{xff:?}");
+    assert!(xff.iter().any(|x| x == "127.0.0.8"), "{xff:?}");
+    assert!(xff.iter().all(|x| x.starts_with("127.0.0.")), "{xff:?}");
     assert!(
         wait_until(Duration::from_secs(5), || read(&log)
-            .contains("127.0.0.7 - - [")),
+            .contains("127.0.0.7 - - [")
+            && read(&log).contains("127.0.0.8 - - [")),
         "{}",
         read(&log)
     );
+    let text = read(&log);
+    let h2_line = text
+        .lines()
+        .find(|l| l.starts_with("127.0.0.8 "))
+        .unwrap_or("");
+    assert!(h2_line.contains(" HTTP/2.0\" 200 "), "{h2_line}");
 }
 
 #[test]
 fn forklb_send_proxy_to_nginx_proxy_protocol() {
     let dir = TempDir::new("pp-nginx");
-    let (n1, n2) = (free_port(), free_port());
+    let (n1, n2, n3) = (free_port(), free_port(), free_port());
+    let (n4, n5) = (free_port(), free_port());
+    let (cert, key) = TestCert::self_signed(&["localhost"]).write(dir.path(), "ng");
     let conf = format!(
         "daemon off;\nmaster_process off;\nerror_log {d}/error.log;\npid {d}/nginx.pid;\n\
          events {{}}\nhttp {{\n  access_log {d}/access.log;\n\
          client_body_temp_path {d}; proxy_temp_path {d}; fastcgi_temp_path {d};\n\
          uwsgi_temp_path {d}; scgi_temp_path {d};\n\
          server {{ listen 127.0.0.1:{n1} proxy_protocol; listen 127.0.0.1:{n2} proxy_protocol;\n\
+         listen 127.0.0.1:{n3} ssl proxy_protocol;\n\
+         listen 127.0.0.1:{n4} http2 proxy_protocol; listen 127.0.0.1:{n5} ssl http2 proxy_protocol;\n\
+         ssl_certificate {cert}; ssl_certificate_key {key};\n\
          location / {{ return 200 \"pp=$proxy_protocol_addr:$proxy_protocol_port\\n\"; }} }}\n}}\n",
-        d = dir.path().display()
+        d = dir.path().display(),
+        cert = cert.display(),
+        key = key.display()
     );
     let conf_path = dir.join("nginx.conf");
     std::fs::write(&conf_path, conf).unwrap();
@@ -561,15 +596,40 @@ fn forklb_send_proxy_to_nginx_proxy_protocol() {
         "workers: 2\n\
          listeners:\n  - name: web\n    bind: [\"127.0.0.1:$PORT\"]\n    routes:\n\
          \x20     - {{path: /v2/, upstream: two}}\n\
+         \x20     - {{path: /tls/, upstream: three}}\n\
+         \x20     - {{path: /h2c/, upstream: four}}\n\
+         \x20     - {{path: /h2/, upstream: five}}\n\
          \x20     - {{path: /, upstream: one}}\n\
          upstreams:\n  one:\n    send_proxy: v1\n    servers: [{{addr: \"127.0.0.1:{n1}\"}}]\n\
-         \x20 two:\n    send_proxy: v2\n    servers: [{{addr: \"127.0.0.1:{n2}\"}}]\n"
+         \x20 two:\n    send_proxy: v2\n    servers: [{{addr: \"127.0.0.1:{n2}\"}}]\n\
+         \x20 three:\n    send_proxy: v2\n    tls: {{verify: false}}\n    servers: [{{addr: \"127.0.0.1:{n3}\"}}]\n\
+         \x20 four:\n    protocol: h2c\n    send_proxy: v1\n    servers: [{{addr: \"127.0.0.1:{n4}\"}}]\n\
+         \x20 five:\n    protocol: h2\n    send_proxy: v2\n    tls: {{verify: false}}\n    servers: [{{addr: \"127.0.0.1:{n5}\"}}]\n"
     ));
-    for (src, path) in [([127, 0, 0, 2], "/x"), ([127, 0, 0, 3], "/v2/x")] {
+    // The TLS upstream: the header goes before the ClientHello (nginx reads
+    // it first, then does the handshake).
+    for (src, path) in [
+        ([127, 0, 0, 2], "/x"),
+        ([127, 0, 0, 3], "/v2/x"),
+        ([127, 0, 0, 4], "/tls/x"),
+    ] {
         let req = format!("GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
         let r = exchange(connect_from(src.into(), lb.port()), req.as_bytes());
         assert_eq!(status_of(&r), 200, "{r}\n{}", lb.diagnostics());
         let ip = Ipv4Addr::from(src).to_string();
         assert!(r.contains(&format!("pp={ip}:")), "{r}");
+    }
+    // HTTP/2 upstreams: a connection per client, never shared. Clients
+    // take turns, so that a connection one left idle in a worker would be
+    // found by the next: each must still be named itself.
+    for round in 0..8u8 {
+        for (path, base) in [("/h2c/x", 5u8), ("/h2/x", 7)] {
+            let src = [127, 0, 0, base + round % 2];
+            let req = format!("GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
+            let r = exchange(connect_from(src.into(), lb.port()), req.as_bytes());
+            assert_eq!(status_of(&r), 200, "{r}\n{}", lb.diagnostics());
+            let ip = Ipv4Addr::from(src).to_string();
+            assert!(r.contains(&format!("pp={ip}:")), "round {round}: {r}");
+        }
     }
 }

@@ -781,15 +781,6 @@ fn check_upstreams(cfg: &mut raw::Config) -> Result<Vec<Vec<(String, u16)>>, Inv
 /// `protocol` decides the transport together with `tls`: `h2` is only ever
 /// negotiated by ALPN (so needs TLS), `h2c` is HTTP/2 in the clear.
 fn check_protocol(at: &str, up: &raw::Upstream) -> Check {
-    // HTTP/2 upstream connections carry many clients' streams; a PROXY
-    // header names one client, so it would need a connection per client.
-    if up.protocol.is_h2() && up.send_proxy.is_some() {
-        return invalid(
-            format!("{at}.send_proxy"),
-            "send_proxy is not supported with protocol h2 or h2c yet (HTTP/2 upstream \
-             connections are shared by all clients; a PROXY header names one)",
-        );
-    }
     match (up.protocol, up.tls.is_some()) {
         (UpstreamProtocol::H2, false) => invalid(
             format!("{at}.protocol"),

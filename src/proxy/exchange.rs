@@ -548,19 +548,9 @@ impl Exchange {
         if self.req_h2.is_some() {
             return self.connect_h2(env, server, addr);
         }
-        let preface = env.rt.upstreams[self.att.upstream].send_proxy.map(|v| {
-            // Without the local address (getsockname failed), the
-            // listener's configured one.
-            let local = self.client.local.unwrap_or_else(|| {
-                env.rt.listeners[self.client.listener]
-                    .addrs
-                    .first()
-                    .copied()
-                    .unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0)))
-            });
-            let h = crate::proxy_proto::Header::new(v, self.client.peer, local);
-            Box::new(crate::proxy_proto::Preface::new(h))
-        });
+        let preface = self
+            .proxy_header(env)
+            .map(|h| Box::new(crate::proxy_proto::Preface::new(h)));
         // A connection opened with a PROXY header is this client's alone.
         let use_pool = use_pool && preface.is_none();
         match attempt::upstream_socket(env, &self.att, self.client.slot, addr, use_pool) {
@@ -579,17 +569,42 @@ impl Exchange {
         }
     }
 
+    /// The PROXY header naming this request's client, if its upstream has
+    /// `send_proxy`.
+    fn proxy_header(&self, env: &Env) -> Option<crate::proxy_proto::Header> {
+        let v = env.rt.upstreams[self.att.upstream].send_proxy?;
+        // Without the local address (getsockname failed), the listener's
+        // configured one.
+        let local = self.client.local.unwrap_or_else(|| {
+            env.rt.listeners[self.client.listener]
+                .addrs
+                .first()
+                .copied()
+                .unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0)))
+        });
+        Some(crate::proxy_proto::Header::new(v, self.client.peer, local))
+    }
+
     /// A stream on a connection to `server`: one that has room, or one
-    /// being opened, or a new one.
+    /// being opened, or a new one. With `send_proxy`, only a connection
+    /// whose PROXY header names this very client (same address and port)
+    /// is shared.
     fn connect_h2(&mut self, env: &mut Env, server: usize, addr: SocketAddr) {
         let u = self.att.upstream;
-        let conn = match env.h2up.find(u, server, env.now, env.rt.timeouts.connect) {
+        let header = self.proxy_header(env);
+        let found = env.h2up.find(
+            (u, server),
+            header.as_ref(),
+            env.now,
+            env.rt.timeouts.connect,
+        );
+        let conn = match found {
             Some(c) => c,
             None => match attempt::upstream_socket(env, &self.att, SHARED, addr, false) {
                 Ok(sock) => {
                     let settings = super::env::h2_settings(env.rt);
                     env.h2up.add(
-                        (u, server),
+                        (u, server, header),
                         sock.sock,
                         sock.up_slot,
                         settings,

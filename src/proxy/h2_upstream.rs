@@ -16,6 +16,7 @@ use crate::event::token::UpstreamOwners;
 use crate::event::{EstablishError, Slab, Stream};
 use crate::h2::client::Event;
 use crate::h2::{self, ClientConn, RequestHead};
+use crate::proxy_proto::{Header, Preface};
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
@@ -24,6 +25,10 @@ pub const SHARED: usize = usize::MAX - 1;
 
 /// An idle shared connection is closed after this long.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// An idle connection opened with a PROXY header (`send_proxy`) serves
+/// one client only: it goes sooner, so that clients that left do not keep
+/// a connection each.
+const PRIVATE_IDLE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Where one connection is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,6 +65,9 @@ struct UpConn {
     waiters: Vec<usize>,
     idle_since: Instant,
     why_dead: Option<String>,
+    /// `send_proxy`: the PROXY header this connection opened with (the
+    /// client it belongs to), and what of it is still to be written.
+    private: Option<Box<Preface>>,
 }
 
 /// A stream's connection, as an exchange holds it: a slab index and the
@@ -89,8 +97,8 @@ impl H2Upstreams {
     /// connecting after `connect_timeout` is given up (`sweep` closes it).
     pub fn find(
         &self,
-        upstream: usize,
-        server: usize,
+        (upstream, server): (usize, usize),
+        private: Option<&Header>,
         now: Instant,
         connect_timeout: Duration,
     ) -> Option<ConnRef> {
@@ -100,6 +108,10 @@ impl H2Upstreams {
                 continue;
             };
             if c.upstream != upstream || c.server != server {
+                continue;
+            }
+            // A connection that named a client serves that client only.
+            if c.private.as_ref().map(|p| &p.header) != private {
                 continue;
             }
             match c.phase {
@@ -120,9 +132,11 @@ impl H2Upstreams {
     }
 
     /// Takes a freshly opened socket as a new connection.
+    /// `private`: the PROXY header it opens with (`send_proxy`), which
+    /// makes it that client's only.
     pub fn add(
         &mut self,
-        (upstream, server): (usize, usize),
+        (upstream, server, private): (usize, usize, Option<Header>),
         sock: Stream,
         up_slot: usize,
         settings: h2::Settings,
@@ -150,6 +164,7 @@ impl H2Upstreams {
             waiters: Vec::new(),
             idle_since: now,
             why_dead: None,
+            private: private.map(|h| Box::new(Preface::new(h))),
         });
         ConnRef { idx, id }
     }
@@ -331,7 +346,12 @@ impl H2Upstreams {
         for idx in self.conns.keys() {
             // Idle since (or connecting since) too long.
             let idle = self.conns.get_mut(idx).is_some_and(|c| {
-                c.streams.is_empty() && now.saturating_duration_since(c.idle_since) >= IDLE_TIMEOUT
+                let limit = if c.private.is_some() {
+                    PRIVATE_IDLE_TIMEOUT
+                } else {
+                    IDLE_TIMEOUT
+                };
+                c.streams.is_empty() && now.saturating_duration_since(c.idle_since) >= limit
             });
             if idle {
                 if let Some(c) = self.conns.get_mut(idx) {
@@ -354,7 +374,12 @@ impl UpConn {
         if let Phase::Connecting { connected } = &mut self.phase {
             if !self
                 .sock
-                .establish(connected, &mut self.readable, &mut self.writable)
+                .establish_with(
+                    connected,
+                    &mut self.readable,
+                    &mut self.writable,
+                    self.private.as_deref_mut(),
+                )
                 .map_err(|e| match e {
                     EstablishError::Connect(e) => format!("connect() failed: {e}"),
                     EstablishError::Handshake(e) => format!("TLS handshake failed: {e}"),
