@@ -10,7 +10,7 @@ mod support;
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+
 use std::time::Duration;
 use support::*;
 
@@ -108,7 +108,8 @@ fn status(s: &Setup, server: &str) -> String {
 // The answers, against HAProxy
 
 struct Haproxy {
-    child: Child,
+    /// First: killed before its folder goes.
+    _process: HaproxyProcess,
     _dir: TempDir,
     sock: PathBuf,
 }
@@ -129,41 +130,18 @@ impl Haproxy {
             b.addr(),
             a.addr()
         );
-        let cfg_path = dir.join("haproxy.cfg");
-        fs::write(&cfg_path, cfg).expect("write haproxy.cfg");
-        let child = Command::new(haproxy_bin())
-            .args(["-db", "-f"])
-            .arg(&cfg_path)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start haproxy (make test-deps installs it)");
+        let process = HaproxyProcess::start(dir.path(), &cfg);
         assert!(
             wait_until(Duration::from_secs(10), || sock.exists()
                 && !admin_cmd(&sock, "show backend").is_empty()),
             "haproxy did not start"
         );
         Haproxy {
-            child,
+            _process: process,
             _dir: dir,
             sock,
         }
     }
-}
-
-impl Drop for Haproxy {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn haproxy_bin() -> &'static str {
-    ["/usr/sbin/haproxy", "/usr/bin/haproxy"]
-        .into_iter()
-        .find(|p| Path::new(p).exists())
-        .expect("haproxy is not installed (make test-deps installs it)")
 }
 
 #[test]

@@ -11,8 +11,8 @@ mod support;
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::PathBuf;
+use std::process::Command;
 use std::time::Duration;
 use support::*;
 
@@ -279,7 +279,8 @@ fn python_json_summary(json: &str) -> BTreeMap<String, String> {
 /// HAProxy 2.6 with a frontend, a backend of a checked and an unchecked
 /// server, and an admin socket; one request through it.
 struct Haproxy {
-    child: Child,
+    /// First: killed before its folder goes.
+    _process: HaproxyProcess,
     _dir: TempDir,
     sock: PathBuf,
     _backend: Backend,
@@ -303,23 +304,14 @@ impl Haproxy {
             prom = prom_port,
             addr = be.addr()
         );
-        let cfg_path = dir.join("haproxy.cfg");
-        fs::write(&cfg_path, cfg).expect("write haproxy.cfg");
-        let child = Command::new(haproxy_bin())
-            .args(["-db", "-f"])
-            .arg(&cfg_path)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start haproxy (make test-deps installs it)");
+        let process = HaproxyProcess::start(dir.path(), &cfg);
         assert!(
             wait_until(Duration::from_secs(10), || sock.exists()
                 && try_http_get(port, "/").is_ok()),
             "haproxy did not start"
         );
         Haproxy {
-            child,
+            _process: process,
             _dir: dir,
             sock,
             _backend: be,
@@ -330,20 +322,6 @@ impl Haproxy {
     fn cmd(&self, line: &str) -> String {
         admin_cmd(&self.sock, line)
     }
-}
-
-impl Drop for Haproxy {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn haproxy_bin() -> &'static str {
-    ["/usr/sbin/haproxy", "/usr/bin/haproxy"]
-        .into_iter()
-        .find(|p| Path::new(p).exists())
-        .expect("haproxy is not installed (make test-deps installs it)")
 }
 
 // ---------------------------------------------------------------------------

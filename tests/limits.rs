@@ -9,7 +9,7 @@ mod support;
 use std::collections::HashSet;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+
 use std::time::{Duration, Instant};
 use support::*;
 
@@ -498,7 +498,8 @@ fn flood_of_distinct_keys_keeps_the_table_bounded_and_the_limit() {
 
 /// HAProxy 2.6 with a string stick-table `st` in backend `st`.
 struct Haproxy {
-    child: Child,
+    /// First: killed before its folder goes.
+    _process: HaproxyProcess,
     sock: PathBuf,
     _dir: TempDir,
 }
@@ -515,32 +516,16 @@ impl Haproxy {
             sock.display(),
             port = free_port(),
         );
-        let cfg_path = dir.join("haproxy.cfg");
-        fs::write(&cfg_path, cfg).expect("write haproxy.cfg");
-        let child = Command::new("/usr/sbin/haproxy")
-            .args(["-db", "-f"])
-            .arg(&cfg_path)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start haproxy");
+        let process = HaproxyProcess::start(dir.path(), &cfg);
         assert!(
             wait_until(Duration::from_secs(10), || sock.exists()),
             "haproxy admin socket missing"
         );
         Haproxy {
-            child,
+            _process: process,
             sock,
             _dir: dir,
         }
-    }
-}
-
-impl Drop for Haproxy {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

@@ -8,8 +8,8 @@ mod support;
 use std::fs;
 use std::io::{Read, Write};
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::PathBuf;
+
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 use support::*;
@@ -54,7 +54,8 @@ fn start(extra: &str) -> Setup {
 
 /// HAProxy 2.6 with backend `main` of servers `a` (maxconn 3) and `b`.
 struct Haproxy {
-    child: Child,
+    /// First: killed before its folder goes.
+    _process: HaproxyProcess,
     sock: PathBuf,
     _dir: TempDir,
 }
@@ -71,41 +72,18 @@ impl Haproxy {
             sock.display(),
             port = free_port(),
         );
-        let cfg_path = dir.join("haproxy.cfg");
-        fs::write(&cfg_path, cfg).expect("write haproxy.cfg");
-        let child = Command::new(haproxy_bin())
-            .args(["-db", "-f"])
-            .arg(&cfg_path)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start haproxy (make test-deps installs it)");
+        let process = HaproxyProcess::start(dir.path(), &cfg);
         assert!(
             wait_until(Duration::from_secs(10), || sock.exists()
                 && admin_cmd(&sock, "show info").contains("Name: HAProxy")),
             "haproxy did not start"
         );
         Haproxy {
-            child,
+            _process: process,
             sock,
             _dir: dir,
         }
     }
-}
-
-impl Drop for Haproxy {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn haproxy_bin() -> &'static str {
-    ["/usr/sbin/haproxy", "/usr/bin/haproxy"]
-        .into_iter()
-        .find(|p| Path::new(p).exists())
-        .expect("haproxy is not installed (make test-deps installs it)")
 }
 
 #[test]

@@ -10,7 +10,7 @@ use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use support::tls::TestCert;
@@ -440,22 +440,6 @@ fn config_check_names_the_bad_entry() {
     assert!(err.contains("upstreams.g.send_proxy"), "{err}");
 }
 
-fn haproxy_bin() -> &'static str {
-    ["/usr/sbin/haproxy", "/usr/bin/haproxy"]
-        .into_iter()
-        .find(|p| Path::new(p).exists())
-        .expect("haproxy is not installed (make test-deps installs it)")
-}
-
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// HAProxy 2.6 in front: `send-proxy` (v1) and `send-proxy-v2` to a plain
 /// listener, and `send-proxy-v2` then TLS with ALPN `h2` to a TLS listener
 /// (the header comes before the handshake; the client's address holds in
@@ -491,18 +475,7 @@ fn haproxy_send_proxy_in_front_of_forklb() {
          backend v3\n    server lb 127.0.0.1:{tls_port} send-proxy-v2 ssl verify none alpn h2\n",
         port = lb.port()
     );
-    let cfg_path = dir.join("haproxy.cfg");
-    std::fs::write(&cfg_path, cfg).unwrap();
-    let _hap = Killed(
-        Command::new(haproxy_bin())
-            .args(["-db", "-f"])
-            .arg(&cfg_path)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start haproxy"),
-    );
+    let _hap = HaproxyProcess::start(dir.path(), &cfg);
     assert!(
         wait_until(Duration::from_secs(10), || TcpStream::connect((
             "127.0.0.1",
@@ -571,7 +544,7 @@ fn forklb_send_proxy_to_nginx_proxy_protocol() {
     );
     let conf_path = dir.join("nginx.conf");
     std::fs::write(&conf_path, conf).unwrap();
-    let _nginx = Killed(
+    let _nginx = KillOnDrop(
         Command::new("/usr/sbin/nginx")
             .arg("-p")
             .arg(dir.path())

@@ -97,3 +97,14 @@ pub fn pseudo_random_bytes(len: usize, seed: u64) -> Vec<u8> {
     out.truncate(len);
     out
 }
+
+/// A child process (a peer server a test runs: HAProxy, nginx) killed and
+/// reaped when the test is done with it, however the test ends.
+pub struct KillOnDrop(pub std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}

@@ -30,6 +30,7 @@
 //! * [`h2`]: HTTP/2 clients (curl, nghttp, h2load, h2spec, the Python
 //!   clients of `tests/h2_attack/`) and [`H2Lb`], forklb with a TLS, an h2c
 //!   and a plain listener.
+//! * [`haproxy`]: [`HaproxyProcess`], a real HAProxy on a test's configuration.
 //! * [`h2_origin`]: [`H2Origin`], the HTTP/2 origin of `tests/h2_attack/h2_backend.py`
 //!   (h2c or TLS with ALPN `h2`) and the requests it logged ([`OriginRequest`]).
 //!
@@ -46,6 +47,7 @@ pub mod config;
 pub mod forklb;
 pub mod h2;
 pub mod h2_origin;
+pub mod haproxy;
 pub mod load;
 pub mod notify;
 pub mod openssl;
@@ -61,6 +63,7 @@ pub use config::*;
 pub use forklb::*;
 pub use h2::*;
 pub use h2_origin::*;
+pub use haproxy::*;
 pub use load::*;
 pub use procfs::*;
 pub(crate) use wire::*;
