@@ -42,7 +42,7 @@ pub use raw::{
 pub use routing::{Action, HostMatch, Route};
 pub use scalars::{HashKey, RedirectTarget, StatusRange};
 pub use units::{ByteSize, HumanDuration};
-pub use validate::MAX_RETRIES;
+pub use validate::{split_host_port, MAX_RETRIES};
 pub use validated::{
     Config, Health, Http2Settings, Listener, Server, Timeouts, Upstream, Upstreams,
     DEFAULT_UPGRADE_GRACE, DEFAULT_UPGRADE_SOCK,

@@ -865,7 +865,7 @@ fn check_servers(at: &str, up: &mut raw::Upstream) -> Result<Vec<(String, u16)>,
 }
 
 /// Splits `host:port` or `[v6]:port`; the host is returned without brackets.
-fn split_host_port(addr: &str) -> Result<(&str, u16), String> {
+pub fn split_host_port(addr: &str) -> Result<(&str, u16), String> {
     if addr.is_empty() {
         return Err("a server needs an address (host:port)".to_owned());
     }

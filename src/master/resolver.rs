@@ -56,7 +56,8 @@ pub struct Resolver {
 /// The servers of `up` whose address is a host name, not an IP literal.
 fn host_servers(up: &crate::config::Upstream) -> impl Iterator<Item = Lookup> + '_ {
     up.servers.iter().filter_map(|s| {
-        let (host, port) = split_host_port(&s.addr_text)?;
+        // Checked when the configuration was loaded; `[v6]:port` gives an IP.
+        let (host, port) = crate::config::split_host_port(&s.addr_text).ok()?;
         host.parse::<std::net::IpAddr>().is_err().then(|| Lookup {
             upstream: up.name.clone(),
             server: s.name.clone(),
@@ -64,12 +65,6 @@ fn host_servers(up: &crate::config::Upstream) -> impl Iterator<Item = Lookup> + 
             port,
         })
     })
-}
-
-/// `host:port` (`[v6]:port` has an IP, never looked up).
-fn split_host_port(text: &str) -> Option<(&str, u16)> {
-    let (host, port) = text.rsplit_once(':')?;
-    Some((host, port.parse().ok()?))
 }
 
 impl Resolver {
