@@ -58,7 +58,11 @@ impl RequestId {
     /// header rule).
     pub fn push_hex(self, out: &mut Vec<u8>) {
         let mut digits = [0u8; 32];
-        let bytes = self.process.to_be_bytes().into_iter().chain(self.seq.to_be_bytes());
+        let bytes = self
+            .process
+            .to_be_bytes()
+            .into_iter()
+            .chain(self.seq.to_be_bytes());
         for (pair, b) in digits.chunks_exact_mut(2).zip(bytes) {
             pair.copy_from_slice(&HEX_PAIRS[usize::from(b)]);
         }
