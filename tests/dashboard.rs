@@ -543,7 +543,15 @@ fn admin_post_refusals_change_nothing() {
         ),
         (
             "action=weight&server=api/a&value=x",
-            "Require <weight> or <weight%>.",
+            "Empty weight string empty or preceded by garbage",
+        ),
+        (
+            "action=weight&server=api/a&value=5x",
+            "Trailing garbage in weight string",
+        ),
+        (
+            "action=weight&server=api/a&value=-5%25",
+            "Relative weight must be positive.",
         ),
         (
             "action=weight&server=api/a",
