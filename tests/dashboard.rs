@@ -682,6 +682,27 @@ fn http2_answers_and_admin_post() {
         let doc = curl(&[proto, "-sSk", "--max-time", "10", &format!("{url}?json")]);
         let doc: Value = serde_json::from_str(&doc.stdout).expect("json over h2");
         assert_eq!(server(&doc, "web", "b1")["weight"].to_string(), weight);
+        // The origin check sees `:authority` as the Host: the page's own
+        // origin passes, another is refused.
+        let own = url.trim_end_matches("/stats").to_owned();
+        for (origin, want) in [(own.as_str(), " 200"), ("https://evil.example", " 403")] {
+            let r = curl(&[
+                proto,
+                "-sSk",
+                "--max-time",
+                "10",
+                "-X",
+                "POST",
+                "-H",
+                &format!("X-Forklb-Token: {t}"),
+                "-H",
+                &format!("Origin: {origin}"),
+                "-w",
+                " %{http_code}",
+                &format!("{url}?action=weight&server=web/b1&value={weight}"),
+            ]);
+            assert!(r.stdout.ends_with(want), "{origin}: {}", r.combined());
+        }
         let r = curl(&[proto, "-sSk", "--max-time", "10", "-X", "PUT", "-i", &url]);
         let head = r.stdout.to_ascii_lowercase();
         assert!(head.starts_with("http/2 405"), "{}", r.stdout);
