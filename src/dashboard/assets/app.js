@@ -1,0 +1,1 @@
+// Placeholder: the dashboard page replaces it.
