@@ -1,8 +1,9 @@
 //! The one place that names the cryptography library: rustls's
 //! `CryptoProvider` (handshakes, record encryption, key loading, certificate
 //! verification) and the primitives forklb uses itself (session ticket
-//! sealing, OCSP CertID and client-CA digests). Both come from the same
-//! library, so switching it is this file and one Cargo.toml feature.
+//! sealing, OCSP CertID and client-CA digests, the dashboard's admin token
+//! HMAC). Both come from the same library, so switching it is this file and
+//! the dependencies in Cargo.toml.
 //!
 //! aws-lc-rs, not ring: with an RSA-2048 certificate a full handshake costs
 //! about half the CPU (AWS-LC signs with AVX-512 IFMA / AVX2 code where ring
