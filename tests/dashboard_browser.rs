@@ -590,7 +590,8 @@ run();
 }
 
 /// Case 5: without `admin: true` the page renders no controls at all, and a
-/// same-origin POST (even with a token header) gets 403.
+/// same-origin POST (even with a token header) gets 403. Also: failing polls
+/// show "connection lost", and the page recovers.
 #[test]
 fn read_only_page_has_no_controls_and_refuses_posts() {
     let _one = one_browser();
@@ -619,6 +620,28 @@ fn read_only_page_has_no_controls_and_refuses_posts() {
     assert_eq!(status, serde_json::json!(403), "read-only POST");
     assert_eq!(s.status("api", "web1"), "UP");
     assert_no_page_errors(&b);
+
+    // Polls that fail (workers stopped: the poll times out) show
+    // "connection lost"; the page recovers by itself.
+    {
+        let _paused: Vec<Paused> = s.lb.worker_pids().into_iter().map(Paused::new).collect();
+        assert!(
+            b.wait_for(
+                "document.body.dataset.conn === 'lost' && !document.getElementById('lost').hidden",
+                Duration::from_secs(20)
+            ),
+            "no connection-lost state: {:?}",
+            b.eval("document.body.dataset.conn")
+        );
+    }
+    assert!(
+        b.wait_for(
+            "document.body.dataset.conn === 'ok' && document.getElementById('lost').hidden",
+            Duration::from_secs(20)
+        ),
+        "the page did not recover: {:?}",
+        b.eval("document.body.dataset.conn")
+    );
 }
 
 /// Case 6 with 100 upstreams: everything renders (collapsed), and nothing

@@ -7,7 +7,8 @@
 //! page and attaches to it (flat session). Every call waits for its answer
 //! at most [`CALL_TIMEOUT`]; every helper that waits for a condition takes a
 //! bound. Console messages, log entries (CSP violations land there) and
-//! uncaught exceptions of the page are kept for [`Browser::page_errors`].
+//! uncaught exceptions of the page are kept for [`Browser::page_errors`]
+//! (failed network loads are not: a test expecting a 403 checks it itself).
 
 use std::io::{Read, Write};
 use std::os::fd::AsRawFd;
@@ -299,7 +300,12 @@ fn read_messages(
 
 fn note_error(v: &Value, errors: &Mutex<Vec<String>>) {
     let text = match v["method"].as_str() {
-        Some("Log.entryAdded") if v["params"]["entry"]["level"] == "error" => {
+        // Failed loads (`source: network`, e.g. an expected 403) are the
+        // tests' business; CSP violations come as `security`/`javascript`.
+        Some("Log.entryAdded")
+            if v["params"]["entry"]["level"] == "error"
+                && v["params"]["entry"]["source"] != "network" =>
+        {
             format!("log: {}", v["params"]["entry"]["text"])
         }
         Some("Runtime.consoleAPICalled") if v["params"]["type"] == "error" => {
