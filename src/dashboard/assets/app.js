@@ -19,10 +19,11 @@
 
   const $ = (id) => document.getElementById(id);
   const params = new URLSearchParams(location.search);
+  const hashParams = new URLSearchParams(location.hash.slice(1));
 
-  /** `?refresh=N` (seconds, 0 = paused) from the page URL, else 2 s. */
+  /** `?refresh=N` (or `#refresh=N`; seconds, 0 = paused) from the page URL, else 2 s. */
   function initialInterval() {
-    const raw = params.get('refresh');
+    const raw = params.get('refresh') ?? hashParams.get('refresh');
     if (raw === null) return 2;
     const n = Number(raw);
     return Number.isFinite(n) && n >= 0 && n <= 3600 ? n : 2;
@@ -493,6 +494,7 @@
       }
     }
     setText($('k-down'), down + ' / ' + total);
+    document.title = (down ? `(${down} down) ` : '') + 'forklb dashboard';
     $('k-down').classList.toggle('bad', down > 0);
     placeUpstreams(rows);
 
