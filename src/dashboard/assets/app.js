@@ -111,22 +111,13 @@
     return Math.floor(sec / 86400) + 'd ' + Math.floor((sec % 86400) / 3600) + 'h';
   }
 
-  function fmtBytes(n) {
-    if (n === null || n === undefined) return '–';
-    const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
-    let i = 0;
-    while (n >= 1024 && i < units.length - 1) {
-      n /= 1024;
-      i++;
-    }
-    return (i === 0 ? String(n) : n.toFixed(n < 10 ? 1 : 0)) + ' ' + units[i];
-  }
 
   /** CSS class of a `show stat` status string (colour coding). */
   function statusClass(s) {
     if (typeof s !== 'string') return 'st st-none';
     if (s.startsWith('MAINT')) return 'st st-maint';
-    if (s.startsWith('DRAIN')) return 'st st-drain';
+    // DRAIN, NOLB (health stopping), a PAUSED listener: taking no new work.
+    if (s.startsWith('DRAIN') || s.startsWith('NOLB') || s === 'PAUSED') return 'st st-drain';
     if (s === 'UP' || s === 'OPEN') return 'st st-up';
     if (s === 'DOWN' || s === 'STOP') return 'st st-down';
     if (s === 'no check') return 'st st-nocheck';
@@ -458,9 +449,7 @@
         cell('requests', fmtInt(l.cum_req)),
         cell('req/s', fmtRate(p ? rate(l.cum_req, p.cum_req, dt) : null)),
         cell('4xx/s', fmtRate(r4), 'n' + (r4 > 0 ? ' warn' : '')),
-        cell('5xx/s', fmtRate(r5), 'n' + (r5 > 0 ? ' bad' : '')),
-        cell('in', fmtBytes(l.bytes_in)),
-        cell('out', fmtBytes(l.bytes_out))));
+        cell('5xx/s', fmtRate(r5), 'n' + (r5 > 0 ? ' bad' : ''))));
     }
     $('listeners').replaceChildren(...lisRows);
     setText($('k-5xx'), fmtRate(r5total));
