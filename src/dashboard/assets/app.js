@@ -93,6 +93,14 @@
     return Number(n).toLocaleString('en-US');
   }
 
+  /** Large counts shortened for the KPI tiles: 66.9M. */
+  function fmtCompact(n) {
+    if (n === null || n === undefined) return '–';
+    if (n < 1e6) return fmtInt(n);
+    if (n < 1e9) return (n / 1e6).toFixed(n < 1e7 ? 2 : 1) + 'M';
+    return (n / 1e9).toFixed(n < 1e10 ? 2 : 1) + 'G';
+  }
+
   function fmtMs(q) {
     if (!q) return '–';
     const prefix = q.over ? '>' : '';
@@ -424,7 +432,8 @@
     const rps = prev ? rate(doc.cum_req, prev.cum_req, dt) : null;
     setText($('k-rps'), fmtRate(rps));
     setText($('k-conns'), fmtInt(doc.curr_conns));
-    setText($('k-req'), fmtInt(doc.cum_req));
+    setText($('k-req'), fmtCompact(doc.cum_req));
+    $('k-req').title = fmtInt(doc.cum_req);
     setText($('k-uptime'), fmtAge(doc.uptime_sec));
     setText($('k-workers'), String(doc.workers));
     setText($('k-gen'), String(doc.generation));
