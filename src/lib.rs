@@ -33,6 +33,7 @@ pub mod balance;
 pub mod buffer;
 pub mod cli;
 pub mod config;
+pub mod dashboard;
 pub mod event;
 pub mod h2;
 pub mod health;

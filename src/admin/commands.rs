@@ -241,9 +241,10 @@ fn set_weight(v: &View, target: &str, w: &str) -> Outcome {
     // Bounded above (either way at most MAX_WEIGHT), so set_weight cannot refuse.
     if v.shm.set_weight(u, s, weight) == Ok(true) {
         log::info!(
-            "server {}/{} weight set to {weight} (initial {initial})",
+            "server {}/{} weight set to {weight} (initial {initial}, {})",
             v.config.upstreams[u].name,
-            up.servers[s].name
+            up.servers[s].name,
+            v.origin
         );
     }
     // Queued requests may have room now (a limit raised, a server back).
@@ -330,10 +331,11 @@ fn set_admin(v: &View, target: &str, admin: AdminState) -> Outcome {
     };
     if v.shm.server(u, s).set_admin(admin) {
         log::warn!(
-            "server {}/{} is going {} (set over the admin socket)",
+            "server {}/{} is going {} ({})",
             v.config.upstreams[u].name,
             v.config.upstreams[u].servers[s].name,
-            admin.status_word()
+            admin.status_word(),
+            v.origin
         );
     }
     // Queued requests may have room now (a limit raised, a server back).

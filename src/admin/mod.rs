@@ -17,4 +17,4 @@ pub mod view;
 
 pub use commands::execute;
 pub use server::{AdminServer, Level, Reply};
-pub use view::View;
+pub use view::{Origin, View};

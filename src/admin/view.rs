@@ -26,6 +26,26 @@ pub struct View<'a> {
     /// configuration and shared state (`del server` must see their
     /// requests in flight too).
     pub draining: Vec<(&'a Config, &'a Shm)>,
+    /// Who asks, for the log lines of changes.
+    pub origin: Origin,
+}
+
+/// Where a runtime command came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// The admin socket (the master).
+    Socket,
+    /// An `admin: true` dashboard, from this client (a worker).
+    Dashboard(std::net::IpAddr),
+}
+
+impl std::fmt::Display for Origin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Origin::Socket => f.write_str("set over the admin socket"),
+            Origin::Dashboard(ip) => write!(f, "set from the dashboard by {ip}"),
+        }
+    }
 }
 
 impl View<'_> {

@@ -39,7 +39,7 @@ pub use raw::{
     AccessLog, AccessLogFormat, Admin, AdminLevel, Balance, CertKey, ClientAuth, HealthKind,
     LogLevel, MetricsFormat, SendProxy, UpstreamProtocol, UpstreamTls, Workers,
 };
-pub use routing::{Action, HostMatch, Route};
+pub use routing::{Action, HostMatch, Route, Stats};
 pub use scalars::{HashKey, RedirectTarget, StatusRange};
 pub use units::{ByteSize, HumanDuration};
 pub use validate::{split_host_port, MAX_RETRIES};

@@ -103,6 +103,10 @@ impl Config {
                 status: *status,
             }),
             Action::Metrics(format) => RouteAction::Metrics(*format),
+            Action::Stats(stats) => RouteAction::Stats(raw::StatsAction {
+                allow: stats.allow.iter().map(|c| c.to_string()).collect(),
+                admin: stats.admin,
+            }),
         };
         let rules = |e: &crate::http::header_rules::Edits| {
             let map = |l: &[(String, crate::http::header_rules::Template)]| {

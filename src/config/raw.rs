@@ -6,7 +6,7 @@
 //! validated `Config` the runtime uses; `forklb -T` prints this shape back.
 
 pub use super::route_action::{
-    HeaderRules, MetricsFormat, RedirectAction, ReturnAction, Route, RouteAction,
+    HeaderRules, MetricsFormat, RedirectAction, ReturnAction, Route, RouteAction, StatsAction,
 };
 use super::scalars::{HashKey, StatusRange};
 use super::units::{ByteSize, HumanDuration};

@@ -1,5 +1,6 @@
 //! A route as the file writes it: a match (`host`, `path`) and exactly one
-//! action among the keys `upstream`, `return`, `redirect` and `metrics`.
+//! action among the keys `upstream`, `return`, `redirect`, `metrics` and
+//! `stats`.
 //! "Exactly one" is the type [`RouteAction`]: a route with none or two is an
 //! error while the file is read, at the route's field path.
 
@@ -51,6 +52,8 @@ pub enum RouteAction {
     Redirect(RedirectAction),
     /// The counters of all workers.
     Metrics(MetricsFormat),
+    /// The live dashboard (`dashboard`).
+    Stats(StatsAction),
 }
 
 /// The keys of a route mapping, each action optional: the shape serde reads
@@ -74,6 +77,8 @@ struct RouteKeys {
     redirect: Option<RedirectAction>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     metrics: Option<MetricsFormat>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    stats: Option<StatsAction>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     request_headers: Option<HeaderRules>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -100,6 +105,9 @@ impl TryFrom<RouteKeys> for Route {
         if let Some(format) = k.metrics {
             actions.push(("metrics", RouteAction::Metrics(format)));
         }
+        if let Some(stats) = k.stats {
+            actions.push(("stats", RouteAction::Stats(stats)));
+        }
         if actions.len() > 1 {
             let names: Vec<&str> = actions.iter().map(|(n, _)| *n).collect();
             return Err(format!(
@@ -109,7 +117,7 @@ impl TryFrom<RouteKeys> for Route {
         }
         let Some((_, action)) = actions.pop() else {
             return Err(
-                "a route needs an action: upstream, return, redirect or metrics".to_owned(),
+                "a route needs an action: upstream, return, redirect, metrics or stats".to_owned(),
             );
         };
         Ok(Route {
@@ -137,6 +145,7 @@ impl From<Route> for RouteKeys {
             return_: None,
             redirect: None,
             metrics: None,
+            stats: None,
             request_headers: r.request_headers,
             response_headers: r.response_headers,
             limit_req: r.limit_req,
@@ -147,6 +156,7 @@ impl From<Route> for RouteKeys {
             RouteAction::Return(ret) => k.return_ = Some(ret),
             RouteAction::Redirect(red) => k.redirect = Some(red),
             RouteAction::Metrics(format) => k.metrics = Some(format),
+            RouteAction::Stats(stats) => k.stats = Some(stats),
         }
         k
     }
@@ -210,4 +220,15 @@ pub enum MetricsFormat {
     Prometheus,
     /// HAProxy's exporter's families (`haproxy_*`), for its dashboards.
     Haproxy,
+}
+
+/// `stats: {allow, admin}`: the live dashboard. `allow` narrows who sees it
+/// (beside the route's own `allow`/`deny`); `admin` adds the controls.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct StatsAction {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow: Vec<String>,
+    #[serde(default)]
+    pub admin: bool,
 }

@@ -49,6 +49,24 @@ pub enum Action {
         to: Template,
     },
     Metrics(super::raw::MetricsFormat),
+    /// The live dashboard (`crate::dashboard`).
+    Stats(Stats),
+}
+
+/// A `stats` route, checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stats {
+    /// Clients let in; empty: everyone the route lets in.
+    pub allow: Vec<super::access::Cidr>,
+    /// The controls (state, weight) are offered and POSTs accepted.
+    pub admin: bool,
+}
+
+impl Stats {
+    /// Whether a client at `ip` may see the dashboard.
+    pub fn permits(&self, ip: std::net::IpAddr) -> bool {
+        self.allow.is_empty() || self.allow.iter().any(|c| c.contains(ip))
+    }
 }
 
 impl Route {

@@ -601,7 +601,24 @@ fn check_route_action(
         RouteAction::Return(ret) => check_return(at, ret),
         RouteAction::Redirect(red) => check_redirect(at, red),
         RouteAction::Metrics(format) => Ok(Action::Metrics(*format)),
+        RouteAction::Stats(stats) => check_stats(at, stats),
     }
+}
+
+/// `stats`: its `allow` list, CIDR blocks as the route's `allow` takes.
+fn check_stats(at: &str, stats: &raw::StatsAction) -> Result<Action, Invalid> {
+    let allow = stats
+        .allow
+        .iter()
+        .enumerate()
+        .map(|(j, s)| {
+            Cidr::parse(s.trim()).or_else(|m| invalid(format!("{at}.stats.allow[{j}]"), m))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Action::Stats(crate::config::routing::Stats {
+        allow,
+        admin: stats.admin,
+    }))
 }
 
 /// `return`: a status other than 101 and a content type fit for a header.

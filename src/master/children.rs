@@ -166,22 +166,26 @@ impl Children {
         s.respawn_at = Some(now + backoff(s.failures));
     }
 
-    /// Reads a worker's messages: `R` = ready to serve.
-    pub fn on_channel_event(&mut self, token: Token) {
+    /// Reads a worker's messages: `R` = ready to serve,
+    /// `worker::STATE_CHANGED` = a dashboard change to runtime state.
+    /// Returns whether runtime state changed (the state file is rewritten).
+    pub fn on_channel_event(&mut self, token: Token) -> bool {
         let Some(child) = self.live.iter_mut().find(|c| c.token == token) else {
-            return;
+            return false;
         };
         let mut buf = [0u8; 64];
+        let mut changed = false;
         loop {
             match child.channel.read(&mut buf) {
-                Ok(0) => return,
+                Ok(0) => return changed,
                 Ok(n) => {
                     if buf[..n].contains(&b'R') {
                         child.ready = true;
                     }
+                    changed |= buf[..n].contains(&crate::worker::STATE_CHANGED);
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(_) => return,
+                Err(_) => return changed,
             }
         }
     }

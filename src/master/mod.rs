@@ -200,6 +200,8 @@ pub fn run(config: Config, opts: RunOptions) -> Result<(), MasterError> {
     crate::log::set_role(crate::log::Role::Master);
     crate::log::init(&config.error_log, config.log_level.to_filter()).map_err(MasterError::Log)?;
     fit_open_files_limit(config.worker_connections);
+    // Before any worker is forked: they all inherit this one secret.
+    crate::dashboard::token::init();
     pidfile::check_writable(&config.pid_file).map_err(|err| MasterError::PidFile {
         path: config.pid_file.clone(),
         err,
@@ -497,8 +499,10 @@ impl Master {
                 } else if crate::admin::AdminServer::owns(ev.token()) {
                     let writable = ev.is_writable();
                     self.serve_admin(ev.token(), writable, Instant::now());
-                } else {
-                    self.children.on_channel_event(ev.token());
+                } else if self.children.on_channel_event(ev.token()) {
+                    // A dashboard change: what the admin socket's
+                    // `Effect::StateChanged` does.
+                    self.save_state_file(Instant::now());
                 }
             }
             if self.cycle(Instant::now()) {
@@ -1250,6 +1254,7 @@ impl Master {
             stopping: self.stopping(),
             started_unix: self.started_unix,
             draining: self.draining_view(),
+            origin: crate::admin::Origin::Socket,
         }
     }
 

@@ -244,9 +244,11 @@ impl Attempts {
                 .slot_freed(env.shm, env.slot, self.upstream, bound_waiters);
         }
         if let Some(t) = self.dispatched.take() {
-            env.shm
-                .upstream(self.upstream)
-                .observe(env.now.saturating_duration_since(t));
+            let d = env.now.saturating_duration_since(t);
+            let i = crate::shm::duration_bucket(d);
+            env.shm.upstream(self.upstream).observe_in(i, d);
+            // The server the request went to last (after retries).
+            env.shm.server(self.upstream, self.server).observe_bucket(i);
         }
     }
 

@@ -805,6 +805,7 @@ impl Conn {
                 self.answer_redirect(env, *status, to, host, path, local_keep);
             }
             Action::Metrics(format) => self.answer_metrics(env, *format, local_keep),
+            Action::Stats(stats) => self.answer_stats(env, stats, &req, local_keep),
             Action::Upstream(_) if info.max_forwards == Some(0) => {
                 self.answer_as_final_recipient(env, &req, local_keep);
             }
@@ -991,6 +992,57 @@ impl Conn {
             crate::metrics::CONTENT_TYPE,
             b"",
             body.as_bytes(),
+            local_keep,
+        );
+    }
+
+    /// A `stats` route: the dashboard (`crate::dashboard`). Out of line:
+    /// the data path pays nothing for it.
+    #[inline(never)]
+    fn answer_stats(
+        &mut self,
+        env: &mut Env,
+        stats: &crate::config::Stats,
+        req: &httparse::Request,
+        local_keep: bool,
+    ) {
+        use crate::dashboard;
+        let request = dashboard::Request {
+            method: req.method.unwrap_or("GET"),
+            target: req.path.unwrap_or("/"),
+            headers: req.headers,
+            peer: self.peer.ip(),
+            scheme: env
+                .rt
+                .listeners
+                .get(self.listener)
+                .map_or("http", |l| l.proto),
+        };
+        let inst = dashboard::Instance {
+            config: env.rt,
+            shm: env.shm,
+            generation: env.rt.generation,
+        };
+        let a = dashboard::answer(stats, &request, &inst);
+        *env.state_changed |= a.state_changed;
+        let mut extra = String::with_capacity(400);
+        for (name, value) in dashboard::SECURITY_HEADERS {
+            extra.push_str(name);
+            extra.push_str(": ");
+            extra.push_str(value);
+            extra.push_str("\r\n");
+        }
+        if a.allow {
+            extra.push_str("Allow: ");
+            extra.push_str(dashboard::ALLOW);
+            extra.push_str("\r\n");
+        }
+        self.respond_local(
+            env,
+            a.status,
+            a.content_type,
+            extra.as_bytes(),
+            &a.body,
             local_keep,
         );
     }

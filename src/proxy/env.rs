@@ -44,6 +44,9 @@ pub struct Env<'a> {
     pub wake: &'a mut Vec<usize>,
     /// This worker's requests waiting for a server slot (`maxconn`).
     pub queues: &'a mut super::queue::Queues,
+    /// A dashboard change altered runtime state: the worker tells the
+    /// master (`worker::STATE_CHANGED`), which rewrites the state file.
+    pub state_changed: &'a mut bool,
 }
 
 impl Env<'_> {

@@ -119,6 +119,8 @@ struct Local {
     content_type: &'static [u8],
     /// One extra header field (Location, Allow), if any.
     extra: Option<(&'static [u8], Vec<u8>)>,
+    /// A dashboard answer: with `dashboard::SECURITY_HEADERS`.
+    dashboard: bool,
     body: Vec<u8>,
     head_sent: bool,
     pos: usize,
@@ -407,10 +409,48 @@ impl Exchange {
                     l.content_type = crate::metrics::CONTENT_TYPE.as_bytes();
                 }
             }
+            Action::Stats(stats) => self.answer_stats(env, stats, &hreq),
             Action::Upstream(u) => {
                 self.apply_rules(env, route.headers.as_ref(), host, req.ssl_client_s_dn);
                 self.dispatch_upstream(env, *u, &hreq, &route_path)
             }
+        }
+    }
+
+    /// A `stats` route: the dashboard (`crate::dashboard`).
+    #[inline(never)]
+    fn answer_stats(
+        &mut self,
+        env: &mut Env,
+        stats: &crate::config::Stats,
+        req: &httparse::Request,
+    ) {
+        use crate::dashboard;
+        let request = dashboard::Request {
+            method: req.method.unwrap_or("GET"),
+            target: req.path.unwrap_or("/"),
+            headers: req.headers,
+            peer: self.client.peer.ip(),
+            scheme: env
+                .rt
+                .listeners
+                .get(self.client.listener)
+                .map_or("http", |l| l.proto),
+        };
+        let inst = dashboard::Instance {
+            config: env.rt,
+            shm: env.shm,
+            generation: env.rt.generation,
+        };
+        let a = dashboard::answer(stats, &request, &inst);
+        *env.state_changed |= a.state_changed;
+        let allow = a
+            .allow
+            .then(|| (&b"allow"[..], dashboard::ALLOW.as_bytes().to_vec()));
+        self.local(a.status, a.body.into_owned(), allow);
+        if let State::Local(l) = &mut self.state {
+            l.content_type = a.content_type.as_bytes();
+            l.dashboard = true;
         }
     }
 
@@ -670,6 +710,7 @@ impl Exchange {
             keep_ok: false,
             content_type: b"text/plain",
             extra,
+            dashboard: false,
             body,
             head_sent: false,
             pos: 0,
@@ -1275,6 +1316,11 @@ fn send_local(l: &mut Local, is_head: bool, date: &[u8], sink: &mut dyn Response
                 fields[2].1 = value;
             } else {
                 fields.push((name, value));
+            }
+        }
+        if l.dashboard {
+            for (name, value) in crate::dashboard::SECURITY_HEADERS {
+                fields.push((name.as_bytes(), value.as_bytes()));
             }
         }
         sink.head(l.status, &fields, body.is_empty());

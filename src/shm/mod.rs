@@ -34,7 +34,7 @@ pub use server::{
     swrate_avg, AdminState, Configured, ForcedHealth, HealthChange, HealthState, LastCheck,
     ServerShared, ServerStats, Timing, WeightOutOfRange, MAX_WEIGHT, TIME_SAMPLES,
 };
-pub use upstream::{Durations, UpstreamShared, DURATION_BUCKETS};
+pub use upstream::{duration_bucket, Durations, UpstreamShared, DURATION_BUCKETS};
 pub use worker::{AcceptState, WorkerShared, WorkerTotals};
 
 use std::io;

@@ -13,6 +13,7 @@
 //! dependency, weights against the consistent-hash epoch, is ordered in
 //! `Shm::set_weight`.)
 
+use super::upstream::DURATION_BUCKETS;
 use std::sync::atomic::{
     AtomicU32, AtomicU64, AtomicU8,
     Ordering::{Relaxed, SeqCst},
@@ -237,6 +238,10 @@ pub struct ServerShared {
     /// requests (`Timing` order), and their maxima.
     times: [AtomicU32; 4],
     times_max: [AtomicU32; 4],
+    /// Request durations per `DURATION_BUCKETS` bucket (+Inf last), not
+    /// cumulative: the dashboard's latency per server. Counted where the
+    /// upstream's histogram is (`Attempt::release`).
+    duration_buckets: [AtomicU64; DURATION_BUCKETS.len() + 1],
 }
 
 /// The index of `status`'s class among the response counters (`hrsp_1xx`
@@ -437,6 +442,20 @@ impl ServerShared {
             t.store(0, Relaxed);
         }
         self.clear_max();
+    }
+
+    /// Counts a request whose duration fell in bucket `i`
+    /// (`upstream::duration_bucket`).
+    #[inline]
+    pub fn observe_bucket(&self, i: usize) {
+        if let Some(b) = self.duration_buckets.get(i) {
+            b.fetch_add(1, Relaxed);
+        }
+    }
+
+    /// The duration histogram (per bucket, +Inf last).
+    pub fn durations(&self) -> [u64; DURATION_BUCKETS.len() + 1] {
+        std::array::from_fn(|k| self.duration_buckets[k].load(Relaxed))
     }
 
     // ----- `shutdown sessions server` ------------------------------------------
@@ -779,6 +798,9 @@ impl ServerShared {
     /// go on too: a server live traffic just found failing stays out
     /// until its `fail_timeout`, whatever else an operator changed.
     pub fn carry_counters(&self, old: &ServerShared) {
+        for (new, old) in self.duration_buckets.iter().zip(&old.duration_buckets) {
+            new.store(old.load(Relaxed), Relaxed);
+        }
         self.fails.store(old.fails.load(Relaxed), Relaxed);
         self.down_until_ms
             .store(old.down_until_ms.load(Relaxed), Relaxed);

@@ -13,6 +13,16 @@ pub const DURATION_BUCKETS: [f64; 11] = [
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
+/// The index of `d`'s bucket in `DURATION_BUCKETS` (the last: +Inf).
+#[inline]
+pub fn duration_bucket(d: Duration) -> usize {
+    let secs = d.as_secs_f64();
+    DURATION_BUCKETS
+        .iter()
+        .position(|&b| secs <= b)
+        .unwrap_or(DURATION_BUCKETS.len())
+}
+
 /// Per-upstream values every worker must agree on.
 #[repr(C, align(64))]
 pub struct UpstreamShared {
@@ -54,12 +64,18 @@ impl UpstreamShared {
     /// bucket one request ahead of the count).
     #[inline]
     pub fn observe(&self, d: Duration) {
-        let secs = d.as_secs_f64();
-        let i = DURATION_BUCKETS
-            .iter()
-            .position(|&b| secs <= b)
-            .unwrap_or(DURATION_BUCKETS.len());
-        self.duration_buckets[i].fetch_add(1, Relaxed);
+        self.observe_in(duration_bucket(d), d);
+    }
+
+    /// Counts one request's duration `d`, whose bucket `i` the caller
+    /// found already (`duration_bucket`: the server's histogram takes the
+    /// same index).
+    #[inline]
+    pub fn observe_in(&self, i: usize, d: Duration) {
+        let Some(bucket) = self.duration_buckets.get(i) else {
+            return;
+        };
+        bucket.fetch_add(1, Relaxed);
         self.duration_sum_us
             .fetch_add(d.as_micros() as u64, Relaxed);
         self.duration_count.fetch_add(1, Relaxed);

@@ -58,6 +58,11 @@ pub const LISTENERS_CHANGED: u8 = b'L';
 /// asked for a server (its `shutdown_seq` in shared memory moved).
 pub const SHUTDOWN_SESSIONS: u8 = b'K';
 
+/// A worker's word on its channel to the master: a dashboard change
+/// altered runtime state (the master rewrites the state file, as after the
+/// same command on the admin socket).
+pub const STATE_CHANGED: u8 = b'S';
+
 pub struct WorkerListener {
     pub socket: TcpListener,
     pub listener: usize,
@@ -109,6 +114,8 @@ struct Worker {
     /// Client connections to drive because a shared upstream connection
     /// has news for them.
     wake: Vec<usize>,
+    /// A dashboard change to tell the master about (`STATE_CHANGED`).
+    state_changed: bool,
     /// Per upstream, per server: the `shutdown_seq` last acted on.
     shutdown_seen: Vec<Vec<u32>>,
     /// `shm::monotonic_ms()` at the current round of events (`Env::now_ms`).
@@ -208,6 +215,7 @@ impl Worker {
             now_ms: crate::shm::monotonic_ms(),
             balanced_conns: usize::MAX,
             wake: Vec::new(),
+            state_changed: false,
             queues: Queues::new(setup.runtime.upstreams.len()),
             rt: setup.runtime,
         })
@@ -238,6 +246,11 @@ impl Worker {
         let _ = self.channel.write(b"R");
         let mut events = Events::with_capacity(1024);
         loop {
+            if std::mem::take(&mut self.state_changed) {
+                // Best effort, as the master's words to us: a full channel
+                // holds an unread byte that says the same.
+                let _ = self.channel.write(&[STATE_CHANGED]);
+            }
             let now = Instant::now();
             let timeout = self.next_wakeup().map(|t| t.saturating_duration_since(now));
             if let Err(e) = self.poll.poll(&mut events, timeout) {
@@ -344,6 +357,7 @@ impl Worker {
             h2up: &mut self.h2up,
             wake: &mut self.wake,
             queues: &mut self.queues,
+            state_changed: &mut self.state_changed,
         }
     }
 
@@ -753,6 +767,7 @@ impl Worker {
             wake,
             now_ms,
             queues,
+            state_changed,
             ..
         } = &mut *self;
         let Some(conn) = conns.get_mut(slot) else {
@@ -776,6 +791,7 @@ impl Worker {
             h2up,
             wake,
             queues,
+            state_changed,
         };
         match f(conn, &mut env) {
             Outcome::Close | Outcome::Http2 => self.close(slot),

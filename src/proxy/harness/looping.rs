@@ -214,6 +214,7 @@ impl Harness {
             draining: false,
             h2up: &mut p.h2up,
             wake: &mut p.wake,
+            state_changed: &mut p.state_changed,
             queues: &mut p.queues,
         }
     }

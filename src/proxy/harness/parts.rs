@@ -28,6 +28,7 @@ pub struct WorkerParts {
     pub date: DateCache,
     pub h2up: crate::proxy::H2Upstreams,
     pub wake: Vec<usize>,
+    pub state_changed: bool,
     pub queues: crate::proxy::Queues,
 }
 
@@ -65,6 +66,7 @@ impl WorkerParts {
             date: DateCache::new(Instant::now()),
             h2up: crate::proxy::H2Upstreams::default(),
             wake: Vec::new(),
+            state_changed: false,
             queues: crate::proxy::Queues::new(rt.upstreams.len()),
             rt,
         }
