@@ -158,6 +158,14 @@ fn start(admin: bool) -> Setup {
     s
 }
 
+/// `get weight UP/SRV` over the admin socket, without the answer's
+/// trailing empty line: "7 (initial 1)".
+fn weight(s: &Setup, server: &str) -> String {
+    admin_cmd(&s.sock, &format!("get weight {server}"))
+        .trim_end()
+        .to_owned()
+}
+
 fn launch() -> Browser {
     Browser::launch().unwrap_or_else(|e| panic!("{e}"))
 }
@@ -394,15 +402,14 @@ fn admin_page_renders_follows_the_runtime_api_and_acts() {
         b.wait_for(&format!("{} === 'DRAIN'", status_expr("web/web1")), PAGE),
         "page does not show DRAIN"
     );
-    b.eval("document.querySelector('tr[data-server=\"web/web1\"] input.weight').value = '7'")
+    b.eval("{ const i = document.querySelector('tr[data-server=\"web/web1\"] input.weight'); i.focus(); i.value = '7'; }")
         .expect("type weight");
     b.click("tr[data-server=\"web/web1\"] button[data-action=\"weight\"]")
         .expect("click set");
     assert!(
-        wait_until(PAGE, || admin_cmd(&s.sock, "get weight web/web1")
-            == "7 (initial 1)\n"),
+        wait_until(PAGE, || weight(&s, "web/web1") == "7 (initial 1)"),
         "weight click did not act: {}",
-        admin_cmd(&s.sock, "get weight web/web1")
+        weight(&s, "web/web1")
     );
     b.click("tr[data-server=\"web/web1\"] button[data-action=\"ready\"]")
         .expect("click ready");
@@ -420,7 +427,7 @@ fn admin_page_renders_follows_the_runtime_api_and_acts() {
         s.status("search", "web2")
     );
     // The runtime API's refusal is shown to the operator, nothing changes.
-    b.eval("document.querySelector('tr[data-server=\"web/web2\"] input.weight').value = '300'")
+    b.eval("{ const i = document.querySelector('tr[data-server=\"web/web2\"] input.weight'); i.focus(); i.value = '300'; }")
         .expect("type weight");
     b.click("tr[data-server=\"web/web2\"] button[data-action=\"weight\"]")
         .expect("click set");
@@ -433,7 +440,12 @@ fn admin_page_renders_follows_the_runtime_api_and_acts() {
         "no error shown for weight 300: {:?}",
         b.eval("document.getElementById('action-error-text').textContent")
     );
-    assert_eq!(admin_cmd(&s.sock, "get weight web/web2"), "1 (initial 1)\n");
+    assert_eq!(weight(&s, "web/web2"), "1 (initial 1)");
+    b.click("#action-error-close").expect("dismiss");
+    assert!(
+        b.wait_for("document.getElementById('action-error').hidden", PAGE),
+        "error not dismissed"
+    );
 
     // 7. Screenshots with some traffic flowing (rates, latencies, charts).
     {
@@ -582,10 +594,10 @@ run();
     // Nothing changed (and nothing changes later).
     assert!(
         !wait_until(Duration::from_secs(2), || s.status("api", "web1") != "UP"
-            || admin_cmd(&s.sock, "get weight api/web1") != "1 (initial 1)\n"),
+            || weight(&s, "api/web1") != "1 (initial 1)"),
         "another origin changed api/web1: {} / {}",
         s.status("api", "web1"),
-        admin_cmd(&s.sock, "get weight api/web1")
+        weight(&s, "api/web1")
     );
 }
 
@@ -685,14 +697,15 @@ fn hundred_upstreams_render_at_desktop_and_phone_width() {
         "!document.querySelector('[data-upstream=\"service-007\"]').classList.contains('closed')",
         PAGE
     ));
-    b.eval("const f = document.getElementById('filter'); f.value = 'service-01'; f.dispatchEvent(new Event('input'))")
+    b.eval("{ const f = document.getElementById('filter'); f.value = 'service-01'; f.dispatchEvent(new Event('input')); }")
         .expect("filter");
     let visible = b
         .eval("[...document.querySelectorAll('[data-upstream]')].filter(e => !e.hidden).length")
         .expect("visible");
     assert_eq!(visible, serde_json::json!(10), "filter 'service-01'");
-    b.eval("const f = document.getElementById('filter'); f.value = ''; f.dispatchEvent(new Event('input'))")
+    b.eval("{ const f = document.getElementById('filter'); f.value = ''; f.dispatchEvent(new Event('input')); }")
         .expect("clear filter");
+    b.eval("window.scrollTo(0, 0)").expect("scroll");
     save_screenshot(&mut b, "desktop-100-upstreams.png", false);
 
     b.viewport(390, 844, 2.0, true).expect("phone viewport");

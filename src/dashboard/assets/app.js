@@ -265,7 +265,7 @@
    * UP/SRV with the newest token; on success polls at once, on failure shows
    * the server's error text.
    */
-  async function act(action, up, srv, value, control) {
+  async function act(action, up, srv, value, control, onSuccess) {
     const url = '?action=' + encodeURIComponent(action) +
       '&server=' + encodeURIComponent(up + '/' + srv) +
       '&value=' + encodeURIComponent(value);
@@ -287,6 +287,7 @@
         throw new Error((body && body.error) || 'HTTP ' + r.status);
       }
       $('action-error').hidden = true;
+      if (onSuccess) onSuccess();
       pollNow();
     } catch (e) {
       showError(`${action} ${up}/${srv} → ${value}: ${e.message}`);
@@ -336,7 +337,7 @@
       group.append(b);
     }
     const input = h('input', {
-      type: 'number', min: 0, max: 256, step: 1, class: 'weight', value: s.weight,
+      type: 'number', min: 0, max: 256, step: 1, class: 'weight', value: s.weight, 'data-shown': s.weight,
       'aria-label': `weight of ${up}/${s.name}`,
     });
     const set = h('button', { type: 'button', 'data-action': 'weight' }, 'set');
@@ -346,7 +347,10 @@
         showError(`weight ${up}/${s.name}: "${v}" is not a number`);
         return;
       }
-      act('weight', up, s.name, v, set);
+      // Once set, the input follows the server's weight again.
+      act('weight', up, s.name, v, set, () => {
+        input.dataset.shown = input.value;
+      });
     };
     set.addEventListener('click', submit);
     input.addEventListener('keydown', (e) => {
@@ -541,7 +545,8 @@
       const row = v.servers.get(s.name);
       const ps = prevSrv.get(s.name);
       const cls = statusClass(s.status);
-      if (cls === 'st st-up') up++;
+      // Serving: UP, UP 1/2 (going down, still in rotation), no check.
+      if (s.status.startsWith('UP') || s.status === 'no check') up++;
       if (cls === 'st st-down') down++;
       if (cls !== 'st st-up' && cls !== 'st st-nocheck') problems++;
       updateServer(row, u.name, s, ps, dt, t, bounds);
@@ -588,8 +593,16 @@
     setText(c.changed, fmtAge(s.last_change_sec));
     if (c.buttons) {
       for (const [val, b] of Object.entries(c.buttons)) b.classList.toggle('on', s.admin === val);
-      // Do not overwrite what the operator is typing.
-      if (document.activeElement !== c.weightInput) c.weightInput.value = String(s.weight);
+      // Follow the server's weight, but never overwrite what the operator
+      // is typing or has typed and not yet set (value differs from the
+      // weight last shown).
+      const input = c.weightInput;
+      const edited = input.value !== input.dataset.shown;
+      if (!edited && document.activeElement !== input) {
+        input.value = String(s.weight);
+        input.dataset.shown = input.value;
+      }
+      input.classList.toggle('edited', edited);
     }
     row.tr.classList.toggle('is-backup', Boolean(s.backup));
   }
