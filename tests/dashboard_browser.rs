@@ -22,6 +22,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 use support::cdp::Browser;
+use support::h2::H2Lb;
 use support::*;
 
 /// One Chromium at a time: the tests of this file run in parallel threads,
@@ -719,5 +720,62 @@ fn hundred_upstreams_render_at_desktop_and_phone_width() {
         "phone width overflows with 100 upstreams: scrollWidth {sw:?} > innerWidth {iw:?}"
     );
     save_screenshot(&mut b, "phone-100-upstreams.png", false);
+    assert_no_page_errors(&b);
+}
+
+/// The page over TLS and HTTP/2 (ALPN h2): every load and poll is h2, and
+/// the controls act (the same-origin check against `:authority`).
+#[test]
+fn admin_page_over_tls_h2_polls_and_acts() {
+    let _one = one_browser();
+    let dir = TempDir::new("dashh2");
+    let sock = dir.join("admin.sock");
+    let b1 = Backend::start("web1");
+    let b2 = Backend::start("web2");
+    let routes = [
+        Route::path("/stats").field("stats", "{admin: true}"),
+        Route::to("web"),
+    ];
+    let h = H2Lb::start(&routes, |c| {
+        c.workers(2)
+            .admin_socket(&sock)
+            .upstream("web", [Srv::of(&b1), Srv::of(&b2)])
+    });
+    assert!(
+        wait_until(Duration::from_secs(10), || sock.exists()),
+        "no admin socket"
+    );
+    let mut b = Browser::launch_with(&["--ignore-certificate-errors", "--disable-quic"])
+        .unwrap_or_else(|e| panic!("{e}"));
+    b.navigate(&h.tls_url("/stats?refresh=1"))
+        .expect("navigate");
+    wait_polls(&mut b, 2);
+    let protocols = b
+        .eval(
+            "JSON.stringify([...new Set(performance.getEntriesByType('navigation')\
+             .concat(performance.getEntriesByType('resource')).map(e => e.nextHopProtocol))])",
+        )
+        .expect("protocols");
+    assert_eq!(protocols.as_str(), Some("[\"h2\"]"), "page, assets, polls");
+    b.click("tr[data-server=\"web/web2\"] button[data-action=\"maint\"]")
+        .expect("click maint");
+    assert!(
+        wait_until(PAGE, || stat_field(&sock, "web", "web2", "status")
+            == "MAINT"),
+        "maint click over h2 did not act: {} / shown {:?}",
+        stat_field(&sock, "web", "web2", "status"),
+        b.eval("document.getElementById('action-error-text').textContent")
+    );
+    assert!(
+        b.wait_for(&format!("{} === 'MAINT'", status_expr("web/web2")), PAGE),
+        "page does not show MAINT"
+    );
+    b.click("tr[data-server=\"web/web2\"] button[data-action=\"ready\"]")
+        .expect("click ready");
+    assert!(
+        wait_until(PAGE, || stat_field(&sock, "web", "web2", "status")
+            != "MAINT"),
+        "ready click over h2 did not act"
+    );
     assert_no_page_errors(&b);
 }

@@ -43,6 +43,12 @@ pub struct Browser {
 impl Browser {
     /// Starts headless Chromium and attaches to a fresh blank page.
     pub fn launch() -> Result<Browser, String> {
+        Browser::launch_with(&[])
+    }
+
+    /// [`Browser::launch`] with more command-line flags (e.g.
+    /// `--ignore-certificate-errors` for a test certificate).
+    pub fn launch_with(flags: &[&str]) -> Result<Browser, String> {
         let profile = TempDir::new("chromium");
         let (to_r, to_w) = std::io::pipe().map_err(|e| format!("pipe: {e}"))?;
         let (from_r, from_w) = std::io::pipe().map_err(|e| format!("pipe: {e}"))?;
@@ -63,6 +69,7 @@ impl Browser {
             "--hide-scrollbars",
             "--remote-debugging-pipe",
         ])
+        .args(flags)
         .arg(format!("--user-data-dir={}", profile.path().display()))
         .arg("about:blank")
         .stdin(Stdio::null())
