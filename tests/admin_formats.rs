@@ -794,3 +794,45 @@ fn shutdown_sessions_answers_are_haproxys() {
         "{o}\n---\n{t}"
     );
 }
+
+/// `set weight` / `set server … weight` with every kind of value: HAProxy
+/// 2.6's answers byte for byte (the dashboard shows them as they are).
+#[test]
+fn set_weight_answers_are_haproxys() {
+    let s = start();
+    let hap = Haproxy::start();
+    for value in [
+        "1",
+        "0",
+        "256",
+        "257",
+        "300",
+        "-1",
+        "x",
+        "5x",
+        "300x",
+        "%",
+        "x%",
+        "-5%",
+        "5.5%",
+        "5%x",
+        "50%",
+        "100%",
+        "300%",
+        "99999999999999999999",
+        "+2",
+        "",
+    ] {
+        for form in ["set server main/b weight", "set weight main/b"] {
+            let cmd = format!("{form} {value}");
+            assert_eq!(admin_cmd(&s.sock, &cmd), hap.cmd(&cmd), "{cmd}");
+        }
+    }
+    for cmd in [
+        "get weight main/b",
+        "set server main/b weight",
+        "set weight main/b",
+    ] {
+        assert_eq!(admin_cmd(&s.sock, cmd), hap.cmd(cmd), "{cmd}");
+    }
+}

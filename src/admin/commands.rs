@@ -220,18 +220,26 @@ fn set_weight(v: &View, target: &str, w: &str) -> Outcome {
     };
     let up = &v.config.upstreams[u];
     let initial = up.servers[s].weight;
-    let weight = if let Some(pct) = w.strip_suffix('%') {
-        match pct.parse::<u64>() {
-            // Truncated, as HAProxy does: 50% of 3 is 1.
-            Ok(p) => (u64::from(initial) * p / 100).min(u64::from(shm::MAX_WEIGHT)) as u32,
-            Err(_) => return text("Relative weight must be a positive integer percentage.\n"),
+    // HAProxy's `server_parse_weight_change_request`, in its order: a
+    // number read by strtol, then `%` alone after it for a relative
+    // weight; the range is checked before trailing garbage (`300x` is out
+    // of range, `5x` is garbage). Some answers have no newline, as there.
+    let Some((n, rest)) = strtol_prefix(w) else {
+        return text("Empty weight string empty or preceded by garbage");
+    };
+    let max = i64::from(shm::MAX_WEIGHT);
+    let weight = if rest == "%" {
+        if n < 0 {
+            return text("Relative weight must be positive.\n");
         }
+        // Truncated, as HAProxy does: 50% of 3 is 1; at most 25600%.
+        (i64::from(initial) * n.min(25_600) / 100).min(max) as u32
+    } else if !(0..=max).contains(&n) {
+        return text("Absolute weight can only be between 0 and 256 inclusive.\n");
+    } else if !rest.is_empty() {
+        return text("Trailing garbage in weight string");
     } else {
-        match w.parse::<u32>() {
-            Ok(n) if n <= shm::MAX_WEIGHT => n,
-            Ok(_) => return text("Absolute weight can only be between 0 and 256 inclusive.\n"),
-            Err(_) => return text("Require <weight> or <weight%>.\n"),
-        }
+        n as u32
     };
     if up.balance == Balance::StaticRr && weight != 0 && weight != initial {
         return text(
@@ -301,6 +309,17 @@ fn to_unsigned_int(v: i64) -> u32 {
 }
 
 fn parse_strtol(word: &str) -> Strtol {
+    match strtol_prefix(word) {
+        None => Strtol::NoDigits,
+        Some((_, rest)) if !rest.is_empty() => Strtol::Trailing,
+        Some((v, _)) => Strtol::Value(v),
+    }
+}
+
+/// C's `strtol(s, &end, 10)` on a word: the value (saturated at the
+/// bounds of a 64-bit long) and what follows the digits; None when no
+/// digits follow the optional sign (`end == s`).
+fn strtol_prefix(word: &str) -> Option<(i64, &str)> {
     let (negative, digits) = match word.as_bytes().first() {
         Some(b'-') => (true, &word[1..]),
         Some(b'+') => (false, &word[1..]),
@@ -308,12 +327,10 @@ fn parse_strtol(word: &str) -> Strtol {
     };
     let len = digits.bytes().take_while(u8::is_ascii_digit).count();
     if len == 0 {
-        return Strtol::NoDigits;
+        return None;
     }
-    if len < digits.len() {
-        return Strtol::Trailing;
-    }
-    let value = digits.bytes().fold(0i64, |acc, d| {
+    let (number, rest) = digits.split_at(len);
+    let value = number.bytes().fold(0i64, |acc, d| {
         let d = i64::from(d - b'0');
         if negative {
             acc.saturating_mul(10).saturating_sub(d)
@@ -321,7 +338,7 @@ fn parse_strtol(word: &str) -> Strtol {
             acc.saturating_mul(10).saturating_add(d)
         }
     });
-    Strtol::Value(value)
+    Some((value, rest))
 }
 
 fn set_admin(v: &View, target: &str, admin: AdminState) -> Outcome {

@@ -101,6 +101,9 @@ pub struct Instance<'a> {
     pub config: &'a Config,
     pub shm: &'a Shm,
     pub generation: u64,
+    /// This worker is draining (a reload replaced its generation): its
+    /// shared state is no longer the one the instance uses.
+    pub draining: bool,
 }
 
 /// Answers a request that matched a `stats` route (whose own `allow` /
@@ -194,6 +197,11 @@ fn change(stats: &Stats, req: &Request, inst: &Instance) -> Answer {
         log::info!("dashboard change by {} refused: {why}", req.peer);
         return Answer::json_error(403, why);
     }
+    if inst.draining {
+        // A change here would go to the replaced generation's shared
+        // state and be lost: the page's next try reaches a current worker.
+        return Answer::json_error(503, "reloading, try again");
+    }
     let q = Query::of_target(req.target);
     let change = match action::Change::parse(q.get("action"), q.get("server"), q.get("value")) {
         Ok(c) => c,
@@ -205,5 +213,80 @@ fn change(stats: &Stats, req: &Request, inst: &Instance) -> Answer {
             ..Answer::of(200, JSON, &b"{\"ok\":true}"[..])
         },
         Err(r) => Answer::json_error(r.status, &r.error),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(yaml: &str) -> Config {
+        Config::from_yaml_str(yaml, std::path::Path::new("/tmp/t.yaml")).expect("config")
+    }
+
+    const YAML: &str = "listeners:\n  - name: web\n    bind: [\"127.0.0.1:1\"]\n    routes:\n      - {path: /s, stats: {admin: true}}\n      - {upstream: \"a\\\"p\\\\i\"}\nupstreams:\n  \"a\\\"p\\\\i\":\n    servers:\n      - {name: \"w\\\"1\", addr: \"127.0.0.1:9\"}\n";
+
+    fn post<'a>(target: &'a str, headers: &'a [httparse::Header<'a>]) -> Request<'a> {
+        Request {
+            method: "POST",
+            target,
+            headers,
+            peer: "127.0.0.1".parse().unwrap(),
+            scheme: "http",
+        }
+    }
+
+    #[test]
+    fn names_are_escaped_in_the_document() {
+        let cfg = config(YAML);
+        let shm = Shm::create(&[1], 1).unwrap();
+        let facts = json::Facts {
+            generation: 1,
+            admin: false,
+            token: None,
+            now_ms: 0,
+        };
+        let doc = json::render(&cfg, &shm, &facts);
+        assert!(doc.contains(r#""name":"a\"p\\i""#), "{doc}");
+        assert!(doc.contains(r#""name":"w\"1""#), "{doc}");
+    }
+
+    #[test]
+    fn a_draining_worker_makes_no_change() {
+        let cfg = config(YAML);
+        let shm = Shm::create(&[1], 1).unwrap();
+        let stats = Stats {
+            allow: Vec::new(),
+            admin: true,
+        };
+        shm.server(0, 0).init(1, None, 0);
+        let t = token::issue(json::now_ms() / 1000).unwrap();
+        let headers = [httparse::Header {
+            name: "X-Forklb-Token",
+            value: t.as_bytes(),
+        }];
+        let target = "/s?action=weight&server=a%22p%5Ci/w%221&value=0";
+        let mut inst = Instance {
+            config: &cfg,
+            shm: &shm,
+            generation: 1,
+            draining: true,
+        };
+        let a = answer(&stats, &post(target, &headers), &inst);
+        assert_eq!(a.status, 503);
+        assert!(!a.state_changed);
+        assert_eq!(shm.server(0, 0).weight(), 1);
+        // A current worker makes it (names with quotes and backslashes
+        // reach the runtime API decoded).
+        inst.draining = false;
+        let a = answer(&stats, &post(target, &headers), &inst);
+        assert_eq!((a.status, &a.body[..]), (200, &br#"{"ok":true}"#[..]));
+        assert!(a.state_changed);
+        assert_eq!(shm.server(0, 0).weight(), 0);
+        // A control character is refused before a command line is built.
+        let bad = "/s?action=weight&server=a%22p%5Ci/w%221&value=1%01";
+        let a = answer(&stats, &post(bad, &headers), &inst);
+        assert_eq!(a.status, 400);
+        assert_eq!(&a.body[..], br#"{"ok":false,"error":"invalid value"}"#);
     }
 }

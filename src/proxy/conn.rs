@@ -1022,6 +1022,7 @@ impl Conn {
             config: env.rt,
             shm: env.shm,
             generation: env.rt.generation,
+            draining: env.draining,
         };
         let a = dashboard::answer(stats, &request, &inst);
         *env.state_changed |= a.state_changed;

@@ -441,6 +441,7 @@ impl Exchange {
             config: env.rt,
             shm: env.shm,
             generation: env.rt.generation,
+            draining: env.draining,
         };
         let a = dashboard::answer(stats, &request, &inst);
         *env.state_changed |= a.state_changed;
