@@ -620,11 +620,14 @@
     rows.sort(cmp);
     let shown = 0;
     for (const r of rows) {
-      const match = !f || r.name.toLowerCase().includes(f) ||
-        [...r.v.servers.keys()].some((n) => n.toLowerCase().includes(f)) ||
-        [...r.v.servers.values()].some((row) => row.cells.addr.textContent.includes(f));
-      r.v.el.hidden = !match;
-      if (match) shown++;
+      const byName = !f || r.name.toLowerCase().includes(f);
+      // A match on a server (name or address) opens its upstream while the
+      // filter is on, so that the server is seen.
+      const byServer = !byName && [...r.v.servers].some(([n, row]) =>
+        n.toLowerCase().includes(f) || row.cells.addr.textContent.includes(f));
+      r.v.el.hidden = !(byName || byServer);
+      r.v.el.classList.toggle('force-open', byServer);
+      if (byName || byServer) shown++;
     }
     const box = $('upstreams');
     const order = rows.map((r) => r.v.el);
@@ -706,6 +709,14 @@
       schedule();
     });
     $('filter').addEventListener('input', () => placeUpstreams(lastRows));
+    // "/" focuses the filter, as in many operator tools.
+    document.addEventListener('keydown', (e) => {
+      const t = e.target;
+      if (e.key === '/' && !(t instanceof HTMLInputElement || t instanceof HTMLSelectElement)) {
+        e.preventDefault();
+        $('filter').focus();
+      }
+    });
     $('sort').addEventListener('change', () => placeUpstreams(lastRows));
     const all = (o) => {
       defaultOpen = o;
