@@ -727,6 +727,15 @@ fn hundred_upstreams_render_at_desktop_and_phone_width() {
         .expect("clear filter");
     b.eval("window.scrollTo(0, 0)").expect("scroll");
     save_screenshot(&mut b, "desktop-100-upstreams.png", false);
+    // What a poll costs: the document's size, the browser's update time.
+    let cost = b
+        .eval("fetch('?json').then(r => r.text()).then(t => [t.length, Number(document.body.dataset.renderMs)])")
+        .expect("cost");
+    eprintln!(
+        "100 upstreams x 3 servers: JSON {} bytes, page update {} ms",
+        cost[0], cost[1]
+    );
+    assert!(cost[0].as_u64().unwrap_or(0) > 0, "{cost}");
 
     b.viewport(390, 844, 2.0, true).expect("phone viewport");
     wait_polls(&mut b, 2);
