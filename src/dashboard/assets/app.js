@@ -251,7 +251,10 @@
       ctx.fillStyle = cssVar('--muted');
       ctx.font = '11px system-ui, sans-serif';
       ctx.textBaseline = 'top';
-      ctx.fillText('max ' + fmtRate(max) + ' req/s · last 5 min', 4, 1);
+      ctx.fillText('req/s · max ' + fmtRate(max), 4, 1);
+      ctx.textAlign = 'right';
+      ctx.fillText('−5 min … now', w - 4, 1);
+      ctx.textAlign = 'left';
     }
     if (series.length < 2) return;
     const line = cssVar('--accent');
