@@ -1,5 +1,6 @@
 //! Shared helpers for the integration tests (std only, plus `libc`, which is a
-//! regular dependency of the crate and therefore visible to integration tests).
+//! regular dependency of the crate and therefore visible to integration tests,
+//! and the dev-dependency `serde_json` for [`cdp`]'s JSON messages).
 //! Every integration test file compiles this module on its own (`mod support;`)
 //! and uses only part of it, hence the `allow` below. One file per concern:
 //!
@@ -31,6 +32,8 @@
 //!   clients of `tests/h2_attack/`) and [`H2Lb`], forklb with a TLS, an h2c
 //!   and a plain listener.
 //! * [`haproxy`]: [`HaproxyProcess`], a real HAProxy on a test's configuration.
+//! * [`cdp`]: [`cdp::Browser`], headless Chromium driven over the DevTools
+//!   protocol on `--remote-debugging-pipe` (evaluate, click, screenshots).
 //! * [`h2_origin`]: [`H2Origin`], the HTTP/2 origin of `tests/h2_attack/h2_backend.py`
 //!   (h2c or TLS with ALPN `h2`) and the requests it logged ([`OriginRequest`]).
 //!
@@ -42,6 +45,7 @@ use std::time::Duration;
 pub mod admin;
 pub mod backend;
 pub mod basics;
+pub mod cdp;
 pub mod client;
 pub mod config;
 pub mod forklb;
