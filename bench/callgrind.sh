@@ -9,13 +9,16 @@
 #   QUICK=1 ...                         # N1=500 requests (default 2000); N2 = 3*N1
 #   CG_N1=1000 ...                      # N1
 #   FORKLB_BIN=/path/to/forklb ...      # measure this binary (no cargo build)
-#   CG_PROXIES="forklb nginx" ...       # a subset of forklb f-maxconn f-limit nginx haproxy pingora
+#   CG_PROXIES="forklb nginx" ...       # a subset of forklb f-maxconn f-limit f-policy nginx haproxy pingora
 #                                       #   (f-maxconn: forklb with "maxconn: 100000" on both
 #                                       #   servers, never reached: what the bookkeeping of
 #                                       #   per-server maxconn costs, against forklb without;
 #                                       #   f-limit: forklb whose route has a limit_req and a
 #                                       #   limit_conn by source, never reached: what the
-#                                       #   shared-memory limits cost a request)
+#                                       #   shared-memory limits cost a request;
+#                                       #   f-policy: the route of run.sh's scenario 14, those
+#                                       #   limits plus request and response header rules:
+#                                       #   what a typical edge route costs a request)
 #   PINGORA_BIN=/path/to/pingora-lb ... # Pingora's build (bench/pingora); run.sh passes
 #                                       #   it; without it Pingora is left out
 #   CG_MODES=ka ...                     # a subset of ka (keep-alive) close (new connection
@@ -55,7 +58,7 @@ if [[ "${QUICK:-0}" == 1 ]]; then : "${CG_N1:=500}"; fi
 N1=${CG_N1:-2000}
 [[ "$N1" =~ ^[1-9][0-9]*$ ]] || { echo "CG_N1 must be a positive integer" >&2; exit 1; }
 N2=$((3 * N1))
-CG_PROXIES=(${CG_PROXIES:-forklb f-maxconn f-limit nginx haproxy${PINGORA_BIN:+ pingora}})
+CG_PROXIES=(${CG_PROXIES:-forklb f-maxconn f-limit f-policy nginx haproxy${PINGORA_BIN:+ pingora}})
 CG_MODES=(${CG_MODES:-ka close})
 STANDALONE=0; [[ -z "${CG_BACKEND:-}" ]] && STANDALONE=1
 
@@ -151,8 +154,10 @@ write_conf() {
     # bucket's update, the in-flight count taken and given back) without
     # ever refusing one.
     [[ $p == f-limit ]] && route="{upstream: be, limit_req: {key: source, rate: 1000000/s, burst: 1000000}, limit_conn: {key: source, max: 100000}}"
+    # f-policy: f-limit's limits plus header rules (bench/common.sh).
+    [[ $p == f-policy ]] && route=$POLICY_ROUTE
     case $p in
-    forklb|f-maxconn|f-limit)
+    forklb|f-maxconn|f-limit|f-policy)
         cat > "$d/forklb.yaml" <<EOF
 version: 1
 workers: 1

@@ -27,6 +27,12 @@ subcommands:
                                    one measured h2load run (its -D duration), like wrk; FAILED
                                    (no number) unless the protocol was h2 and every request
                                    succeeded with a 2xx answer
+  viewer PORT PATH INTERVAL MAX_SECONDS
+                                   a dashboard viewer: GET PATH and its assets, then PATH?json
+                                   every INTERVAL seconds (one keep-alive connection)
+  viewercost RESULTS PORT PATH N PID INTERVAL
+                                   CPU (schedstat) forklb spends per PATH?json over N polls
+                                   back to back; appends a "viewercost" record
   h2check PORT CAFILE PATH,LENGTH[,FILE]...
                                    over one HTTP/2 connection (TLS, ALPN h2 only, SNI and
                                    certificate "localhost"), GET each PATH on its own stream:
@@ -102,6 +108,19 @@ def cpu_ticks(pids):
         fields = st[st.rindex(")") + 2:].split()
         # after "pid (comm) " the first field is field 3 (state) -> index = field - 3
         total += int(fields[14 - 3]) + int(fields[15 - 3])
+    return total
+
+
+def cpu_ns(pids):
+    """Time on CPU in nanoseconds (first field of /proc/PID/schedstat) summed:
+    finer than the clock ticks of /proc/PID/stat, for short measurements."""
+    total = 0
+    for p in pids:
+        try:
+            with open(f"/proc/{p}/schedstat") as f:
+                total += int(f.read().split()[0])
+        except (OSError, ValueError, IndexError):
+            continue
     return total
 
 
@@ -1207,11 +1226,14 @@ def cmd_cgtable(results):
 # The proxies, in column order: forklb, then its peers. nginx and HAProxy always
 # have a column; another peer (Pingora, which may be left out: PINGORA=0, or a
 # failed build) only when it has records.
-PROXIES = ["forklb", "f-maxconn", "f-limit", "nginx", "haproxy", "pingora"]
-# forklb itself, configured otherwise (callgrind only: f-maxconn has "maxconn"
-# on its servers, f-limit a limit_req and a limit_conn on its route): compared
-# with forklb, never a peer to beat (not in f/best).
-SELF_VARIANTS = ("f-maxconn", "f-limit")
+PROXIES = ["forklb", "f-maxconn", "f-limit", "f-policy", "f-viewer", "nginx", "haproxy", "pingora"]
+# forklb itself, configured or loaded otherwise: f-maxconn has "maxconn" on its
+# servers, f-limit a limit_req and a limit_conn on its route (callgrind only),
+# f-policy the limits and header rules of bench/common.sh's POLICY_ROUTE
+# (callgrind and scenario 14), f-viewer is forklb while a dashboard viewer polls
+# it (scenario 14). Compared with forklb, never a peer to beat: no column in
+# the peers' tables, not in f/best.
+SELF_VARIANTS = ("f-maxconn", "f-limit", "f-policy", "f-viewer")
 ALWAYS_SHOWN = ("forklb", "nginx", "haproxy")
 # Metrics where more is better (the best peer is the highest); for all others
 # (CPU, latency, bytes/conn, Ir/request) the best peer is the lowest.
@@ -1363,7 +1385,7 @@ def scenario_table(recs, scen, title, all_problems):
     rs = [r for r in recs if r["scen"] == scen]
     if not rs:
         return []
-    cols = shown_proxies(recs)
+    cols = [p for p in shown_proxies(recs) if p not in SELF_VARIANTS]
     out = ["", title]
     out.append(f"  {'':<16}" + table_head(cols))
     for key, label, f in METRICS[scen]:
@@ -1413,7 +1435,7 @@ def scenario_table(recs, scen, title, all_problems):
 def cmd_summary(results, headerfile):
     recs = [json.loads(l) for l in open(results) if l.strip()]
     out = [open(headerfile).read().rstrip("\n"), ""]
-    peers = [p for p in shown_proxies(recs) if p != "forklb"]
+    peers = [p for p in shown_proxies(recs) if p != "forklb" and p not in SELF_VARIANTS]
     out.append("Medians over the rounds. Ratios are forklb/" + ", forklb/".join(peers)
                + " and f/best = forklb/the best")
     out.append("  peer of the row (the highest req/s, MiB/s; the lowest CPU, latency, bytes/conn, Ir):")
@@ -1436,6 +1458,7 @@ def cmd_summary(results, headerfile):
     all_problems += acc_problems
     for scen, title in H2_SCENARIOS:
         out += scenario_table(recs, scen, title, all_problems)
+    out += policy_section(recs, all_problems)
     out += ["", "Problems:" if all_problems else "Problems: none (no non-2xx responses, "
             "no socket errors, no worker restarts)"]
     out += all_problems
@@ -1479,6 +1502,141 @@ def cmd_summary(results, headerfile):
     return 0
 
 
+# --------------------------------------------------------------------------
+# scenario 14: what a policy route and a dashboard viewer cost
+# --------------------------------------------------------------------------
+
+# The targets of the issues that asked for them (18: a route with a rate limit
+# and header rules costs < 5 % req/s; 19: a viewer polling the dashboard adds
+# < 1 % CPU under the keep-alive load).
+POLICY_TARGET_PCT = 5.0
+VIEWER_TARGET_PCT = 1.0
+
+
+def policy_section(recs, all_problems):
+    """Section 14: forklb, f-policy and f-viewer under scenario 1's load."""
+    rs = [r for r in recs if r["scen"] == "policy"]
+    if not rs:
+        return []
+    cols = ["forklb", "f-policy", "f-viewer"]
+    out = ["", "14. what a policy route and a dashboard viewer cost   (wrk -t2 -c50 /, as 1; forklb only)",
+           "   f-policy: a second forklb whose route has bench/common.sh's POLICY_ROUTE (limit_req and",
+           "   limit_conn by source, never refusing; request header rules with $request_id; HSTS set,",
+           "   Server removed). f-viewer: the forklb of 1 while a viewer polls its dashboard (the page",
+           "   and its assets once, then ?json every 2 s on one keep-alive connection, as the page does).",
+           "   Rounds interleave the three. Ratios: the variant / forklb.",
+           f"  {'':<16}" + "".join(f"{p:>12}" for p in cols) + f"{'policy/f':>10}{'viewer/f':>10}"]
+    med = {}
+    for key, label, f in METRICS["keepalive"]:
+        m = {}
+        for p in cols:
+            vals = [r[key] for r in rs if r["proxy"] == p and r.get(key) is not None]
+            m[p] = statistics.median(vals) if vals else None
+        med[key] = m
+        out.append(f"  {label:<16}" + "".join(f"{fmt(m[p], f):>12}" for p in cols)
+                   + f"{ratio(m['f-policy'], m['forklb']):>10}{ratio(m['f-viewer'], m['forklb']):>10}")
+    row = f"  {'runs w/ errors':<16}"
+    for p in cols:
+        pr = [r for r in rs if r["proxy"] == p]
+        row += (f"{sum(1 for r in pr if r['problems'])}/{len(pr)}" if pr else "not run").rjust(12)
+    out.append(row)
+    rps = med["rps"]
+    if rps.get("forklb") and rps.get("f-policy"):
+        cost = 100 * (1 - rps["f-policy"] / rps["forklb"])
+        out.append(f"  policy route: {cost:+.1f} % req/s lost against the plain route "
+                   f"(target < {POLICY_TARGET_PCT:.0f} %: {'met' if cost < POLICY_TARGET_PCT else 'NOT met'})")
+    cpu = med["cpu_us_per_req"]
+    if cpu.get("forklb") and cpu.get("f-viewer"):
+        out.append(f"  viewer, measured under load: {100 * (cpu['f-viewer'] / cpu['forklb'] - 1):+.1f} % CPU "
+                   "per request (within the runs' noise, about +-2 %)")
+    vc = [r for r in recs if r["scen"] == "viewercost"]
+    if vc and vc[-1].get("us_per_poll") is not None and rps.get("forklb") and cpu.get("forklb"):
+        v = vc[-1]
+        # CPU the viewer costs per second, against forklb's CPU per second of scenario 1.
+        busy_us_per_s = rps["forklb"] * cpu["forklb"]
+        share = 100 * v["us_per_poll"] / v["interval_s"] / busy_us_per_s
+        out.append(f"  viewer, computed: one ?json poll costs forklb {v['us_per_poll']:,.0f} us of CPU "
+                   f"({v['polls']} polls, {v['bytes']:,} bytes each);")
+        out.append(f"    every {v['interval_s']:g} s that is {share:.3f} % of forklb's CPU under scenario 1's load "
+                   f"(target < {VIEWER_TARGET_PCT:.0f} %: {'met' if share < VIEWER_TARGET_PCT else 'NOT met'})")
+    for r in rs + vc:
+        for prob in r.get("problems", []):
+            all_problems.append(f"  [{r['scen']}] round {r.get('round', 1)} {r['proxy']}: {prob}")
+    return out
+
+
+def http_get(sock, path, deadline):
+    """GET path on a keep-alive socket; (status, body) of the answer."""
+    sock.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
+    buf = b""
+    while True:
+        r = parse_response(buf)
+        if r is not None:
+            return r[0], r[1]
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise OSError(f"no answer to GET {path}")
+        sock.settimeout(left)
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise OSError(f"connection closed during GET {path}")
+        buf += chunk
+
+
+def dashboard_paths(path):
+    """What a browser fetches when it opens the dashboard at path."""
+    return [path, f"{path}?asset=app.css", f"{path}?asset=app.js"]
+
+
+def cmd_viewer(port, path, interval, max_seconds):
+    """A dashboard viewer: the page and its assets once, then path?json every
+    interval seconds on one keep-alive connection, as the page does, until
+    killed or max_seconds have passed. Any failure is printed and ends it."""
+    port, interval, stop = int(port), float(interval), time.monotonic() + float(max_seconds)
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+            for p in dashboard_paths(path):
+                st, _ = http_get(s, p, time.monotonic() + 5)
+                if st != 200:
+                    raise OSError(f"GET {p}: status {st}")
+            while time.monotonic() < stop:
+                st, body = http_get(s, f"{path}?json", time.monotonic() + 5)
+                if st != 200 or not body.startswith(b"{"):
+                    raise OSError(f"GET {path}?json: status {st}, {body[:80]!r}")
+                time.sleep(interval)
+    except OSError as e:
+        print(f"viewer of :{port}{path}: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_viewercost(results, port, path, n, pid, interval):
+    """CPU forklb spends per ?json poll: n polls back to back on an otherwise
+    idle instance, its processes' CPU time over them / n."""
+    port, n, pid = int(port), int(n), int(pid)
+    rec = {"scen": "viewercost", "proxy": "forklb", "round": 1, "problems": [],
+           "interval_s": float(interval)}
+    try:
+        wait_quiet(float(os.environ.get("QUIET_WAIT", "60")))
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+            st, body = http_get(s, f"{path}?json", time.monotonic() + 5)
+            if st != 200:
+                raise OSError(f"GET {path}?json: status {st}")
+            procs = proc_set(pid)
+            t0 = cpu_ns(procs)
+            for _ in range(n):
+                http_get(s, f"{path}?json", time.monotonic() + 5)
+            t1 = cpu_ns(procs)
+        rec.update(polls=n, bytes=len(body), us_per_poll=(t1 - t0) / 1e3 / n)
+        print(f"  viewercost  {n} polls of {len(body):,} bytes: {rec['us_per_poll']:,.0f} us CPU each",
+              flush=True)
+    except OSError as e:
+        rec["problems"].append(f"dashboard polls failed: {e}")
+        print(f"      !! viewercost: {e}", flush=True)
+    append_result(results, rec)
+    return 0
+
+
 def main(argv):
     if not argv:
         print(__doc__)
@@ -1495,7 +1653,8 @@ def main(argv):
           "summary": cmd_summary, "requests": cmd_requests, "cgrun": cmd_cgrun,
           "cgresult": cmd_cgresult, "cgtable": cmd_cgtable,
           "scrape": cmd_scrape, "accept": cmd_accept,
-          "h2check": cmd_h2check, "h2idle": cmd_h2idle}[cmd]
+          "h2check": cmd_h2check, "h2idle": cmd_h2idle,
+          "viewer": cmd_viewer, "viewercost": cmd_viewercost}[cmd]
     return fn(*args) or 0
 
 

@@ -16,6 +16,7 @@
 #   H2=0                       # skip the HTTP/2 scenarios (10-13)
 #   ONLY=h2 bash bench/run.sh  # the HTTP/2 scenarios alone (summary in
 #                              # bench/results/latest-h2.txt, not latest.txt)
+#   ONLY=policy bash bench/run.sh  # scenario 14 alone (bench/results/latest-policy.txt)
 #   FORKLB_BIN=/path/to/forklb # measure this binary instead of building target/release
 #   PINGORA=0                  # leave Pingora out (no build, no column)
 #   PINGORA_BIN=/path/to/pingora-lb  # run this build of bench/pingora instead of building it
@@ -56,6 +57,13 @@
 # connection per request), against the same backend pair; Ir/request =
 # (Ir(N2) - Ir(N1)) / (N2 - N1) over all its processes (master + worker), so
 # start-up and shutdown cancel. Kernel work is not counted.
+# Scenario 14 (after 3): forklb against itself: "f-policy", a second forklb
+# whose route has bench/common.sh's POLICY_ROUTE (rate and connection limits
+# that never refuse, request and response header rules), and "f-viewer", the
+# forklb of scenario 1 while a dashboard viewer (helpers.py viewer) polls its
+# /stats?json every 2 s; plus the CPU of one poll, measured alone (viewercost).
+# Targets: a policy route costs < 5 % req/s, a viewer < 1 % CPU.
+#
 # forklb is measured a second time as "f-maxconn", with "maxconn: 100000" on
 # its servers (never reached): the column against forklb's is what per-server
 # maxconn bookkeeping costs a request (not a peer: left out of f/best); and as
@@ -113,7 +121,7 @@ source "$HERE/common.sh"
 
 # What runs: RUN_PLAIN = scenarios 1-4 and 9, RUN_TLS = 5-7, RUN_H2 = 10-13;
 # CALLGRIND (8) is decided below.
-RUN_PLAIN=1 RUN_TLS=1 RUN_H2=1
+RUN_PLAIN=1 RUN_TLS=1 RUN_H2=1 ONLY_POLICY=0
 [[ "${H2:-1}" == 0 ]] && RUN_H2=0
 SUMMARY=latest.txt
 case "${ONLY:-}" in
@@ -124,7 +132,10 @@ case "${ONLY:-}" in
         RUN_PLAIN=0 RUN_TLS=0 RUN_H2=1 CALLGRIND=0
         # A partial run: do not overwrite the full run's summary.
         SUMMARY=latest-h2.txt ;;
-    *) echo "ONLY must be callgrind or h2" >&2; exit 1 ;;
+    policy)
+        RUN_PLAIN=1 RUN_TLS=0 RUN_H2=0 CALLGRIND=0 ONLY_POLICY=1
+        SUMMARY=latest-policy.txt ;;
+    *) echo "ONLY must be callgrind, h2 or policy" >&2; exit 1 ;;
 esac
 
 # ---------------------------------------------------------------- tools
@@ -221,10 +232,10 @@ fi
 
 # Free ports: backend pair, then one per proxy, then one per proxy's TLS instance.
 read -r BE1 BE2 P_FORKLB P_NGINX P_HAPROXY T_FORKLB T_NGINX T_HAPROXY M_FORKLB P_PINGORA T_PINGORA \
-    < <($HELP freeports 11)
+    P_POLICY < <($HELP freeports 12)
 
 # 1 MiB static body for /1m.
-mkdir -p "$TMP/www" "$TMP/backend" "$TMP/forklb-conf" "$TMP/nginx" "$TMP/haproxy" "$TMP/raw" \
+mkdir -p "$TMP/www" "$TMP/backend" "$TMP/forklb-conf" "$TMP/forklb-policy" "$TMP/nginx" "$TMP/haproxy" "$TMP/raw" \
          "$TMP/tls" "$TMP/forklb-tls" "$TMP/nginx-tls" "$TMP/haproxy-tls"
 head -c 1048576 /dev/urandom > "$TMP/www/1m"
 
@@ -309,10 +320,13 @@ listeners:
     bind: ["127.0.0.1:$P_FORKLB"]
     routes: [{upstream: be}]
   # Its own port, so the measured listener's routes stay as they are: the
-  # accept wake-up counters are read from here around scenario 2.
+  # accept wake-up counters are read from here around scenario 2, and the
+  # dashboard's viewer of scenario 14 polls /stats here.
   - name: metrics
     bind: ["127.0.0.1:$M_FORKLB"]
-    routes: [{path: /metrics, metrics: prometheus}]
+    routes:
+      - {path: /metrics, metrics: prometheus}
+      - {path: /stats, stats: {}}
 upstreams:
   be:
     keepalive: 32
@@ -320,6 +334,22 @@ upstreams:
       - {addr: "127.0.0.1:$BE1"}
       - {addr: "127.0.0.1:$BE2"}
 EOF
+# A forklb without the dashboard (FORKLB_BIN of an older build) runs scenario
+# 14 without its viewer.
+VIEWER=1
+if ! "$TMP/forklb" -t -c "$TMP/forklb-conf/forklb.yaml" >/dev/null 2>&1; then
+    sed -i '/stats: {}}/d' "$TMP/forklb-conf/forklb.yaml"
+    VIEWER=0
+    echo "forklb: no dashboard (its config test refused a stats route): scenario 14 runs without f-viewer" \
+        >> "$TMP/notes.txt"
+fi
+# Scenario 14's f-policy: the same, its one route with POLICY_ROUTE (common.sh).
+sed -e "s|$TMP/forklb-conf/|$TMP/forklb-policy/|g" -e "s|127.0.0.1:$P_FORKLB\"|127.0.0.1:$P_POLICY\"|" \
+    -e "s|routes: \[{upstream: be}\]|routes: [$POLICY_ROUTE]|" \
+    -e "/- name: metrics/,/metrics: prometheus}/d" -e "/stats: {}}/d" \
+    "$TMP/forklb-conf/forklb.yaml" > "$TMP/forklb-policy/forklb.yaml"
+grep -q "limit_req" "$TMP/forklb-policy/forklb.yaml" && ! grep -q "metrics" "$TMP/forklb-policy/forklb.yaml" \
+    || { echo "could not derive the f-policy config" >&2; exit 1; }
 
 # The TLS instances keep more idle upstream connections (per worker, forklb
 # and nginx; HAProxy's idle pool has no cap): scenario 11 has 800 requests in
@@ -493,6 +523,11 @@ start forklb "$P_FORKLB" "$TMP/forklb" -c "$TMP/forklb-conf/forklb.yaml"
 for _ in $(seq 100); do [[ -s "$TMP/forklb-conf/forklb.pid" ]] && break; sleep 0.1; done
 [[ -s "$TMP/forklb-conf/forklb.pid" ]] || { echo "forklb wrote no pid file" >&2; exit 1; }
 
+log "starting forklb with a policy route (scenario 14) on :$P_POLICY"
+"$TMP/forklb" -t -c "$TMP/forklb-policy/forklb.yaml" >/dev/null
+start forklb_policy "$P_POLICY" "$TMP/forklb" -c "$TMP/forklb-policy/forklb.yaml"
+$HELP check "$P_POLICY" / 6 || { echo "forklb (policy route) does not proxy correctly" >&2; exit 1; }
+
 log "starting nginx proxy on :$P_NGINX"
 start nginx "$P_NGINX" nginx -p "$TMP/nginx/" -c "$TMP/nginx/nginx.conf" -e "$TMP/nginx/error.log"
 
@@ -650,7 +685,8 @@ HEADER="$TMP/header.txt"
     echo "forklb benchmark — $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) CPUs, $(uname -r)"
     echo "ROUNDS=$ROUNDS DURATION=$DURATION IDLE_CONNS=$IDLE_CONNS$([[ ${QUICK:-0} == 1 ]] && echo ' (QUICK)')"
     echo "$("$TMP/forklb" -V 2>&1 | head -n1) ($FORKLB_REV), $(nginx -v 2>&1), $(haproxy -v 2>&1 | head -n1 | cut -d' ' -f1-3)$( ((PINGORA_OK)) && echo ", $PINGORA_VERSION"), $(wrk -v 2>&1 | head -n1 | cut -d' ' -f1-2)$( ((RUN_H2)) && echo ", $(h2load --version 2>&1 | head -n1)")"
-    ((RUN_PLAIN && RUN_TLS)) || echo "ONLY=$ONLY: scenarios 1-9 not run"
+    if ((ONLY_POLICY)); then echo "ONLY=policy: scenario 14 alone"
+    elif ! ((RUN_PLAIN && RUN_TLS)); then echo "ONLY=$ONLY: scenarios 1-9 not run"; fi
     if [[ -s "$TMP/tls/negotiated.txt" ]]; then
         echo "TLS: one ECDSA P-256 certificate; what $(openssl version | cut -d' ' -f1-2) (as in wrk) negotiates:"
         cat "$TMP/tls/negotiated.txt"
@@ -743,7 +779,7 @@ run_h2_scenario() {
 # the proxies' ports, and a new client connection whose port collides with one
 # of them waits a 1 s SYN retransmission - 10,000 sequential connects would then
 # take minutes and measure the kernel, not the proxy.
-if ((RUN_PLAIN)); then
+if ((RUN_PLAIN && !ONLY_POLICY)); then
     log "scenario 4 (run first): RSS of $IDLE_CONNS idle keep-alive connections"
     for p in "${PROXIES[@]}"; do
         # The helper stops by itself after 180 s; timeout is the outer bound.
@@ -763,7 +799,7 @@ if ((RUN_H2)); then
     done
 fi
 
-if ((RUN_PLAIN)); then
+if ((RUN_PLAIN && !ONLY_POLICY)); then
     log "scenario 1: small responses, keep-alive (wrk -t2 -c50)"
     run_scenario keepalive / -t2 -c50
 
@@ -776,6 +812,28 @@ if ((RUN_PLAIN)); then
 
     log "scenario 3: 1 MiB bodies (wrk -t2 -c10 /1m)"
     run_scenario 1m /1m -t2 -c10
+fi
+
+if ((RUN_PLAIN)); then
+    # Scenario 14: forklb (as in 1), f-policy (its route with POLICY_ROUTE) and
+    # f-viewer (forklb while a dashboard viewer polls it every 2 s), interleaved.
+    log "scenario 14: what a policy route and a dashboard viewer cost (wrk -t2 -c50 /)"
+    for r in $(seq "$ROUNDS"); do
+        $HELP wrk policy forklb "$r" "$PID_forklb" "$RESULTS" "$TMP/raw" -- \
+            -t2 -c50 -d "$DURATION" --latency "http://127.0.0.1:$P_FORKLB/"
+        $HELP wrk policy f-policy "$r" "$PID_forklb_policy" "$RESULTS" "$TMP/raw" -- \
+            -t2 -c50 -d "$DURATION" --latency "http://127.0.0.1:$P_POLICY/"
+        ((VIEWER)) || continue
+        $HELP viewer "$M_FORKLB" /stats 2 600 2>>"$TMP/viewer.log" &
+        VIEWER_PID=$!
+        $HELP wrk policy f-viewer "$r" "$PID_forklb" "$RESULTS" "$TMP/raw" -- \
+            -t2 -c50 -d "$DURATION" --latency "http://127.0.0.1:$P_FORKLB/"
+        kill "$VIEWER_PID" 2>/dev/null || true
+        wait "$VIEWER_PID" 2>/dev/null || true
+    done
+    if [[ -s "$TMP/viewer.log" ]]; then sed 's/^/      !! /' "$TMP/viewer.log"; fi
+    # And what one poll costs, on the idle instance (2,000 polls back to back).
+    if ((VIEWER)); then $HELP viewercost "$RESULTS" "$M_FORKLB" /stats 2000 "$PID_forklb" 2; fi
 fi
 
 if ((RUN_TLS)); then

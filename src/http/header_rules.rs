@@ -3,8 +3,10 @@
 //! `$remote_port`, `$host`, `$scheme`, `$request_id`, `$server_name`,
 //! `$ssl_client_s_dn`), checked once at load.
 //!
-//! Per request, a route with rules expands its values once ([`Applied`]);
-//! the writers of the upstream request and of the client response then
+//! Per request, a route with rules expands its values once ([`Applied`]):
+//! values without variables are used as loaded, the others are written
+//! into one buffer, so a request costs at most one allocation for them.
+//! The writers of the upstream request and of the client response then
 //! skip the fields a rule replaces or removes and append the rules'
 //! fields. Rules apply in a fixed order, as HAProxy's `del-header`,
 //! `set-header` and `add-header` would written in that order: `remove`
@@ -121,6 +123,32 @@ impl Template {
         &self.source
     }
 
+    /// The value when it has no variable: the same for every request.
+    fn fixed(&self) -> Option<&[u8]> {
+        match self.parts.as_slice() {
+            [] => Some(b""),
+            [Part::Text(t)] => Some(t.as_bytes()),
+            _ => None,
+        }
+    }
+
+    /// Room the expanded value usually takes (a longer one still fits: the
+    /// buffer grows).
+    fn usual_len(&self) -> usize {
+        self.parts
+            .iter()
+            .map(|p| match p {
+                Part::Text(t) => t.len(),
+                Part::Var(Var::RequestId) => 32,
+                Part::Var(Var::RemoteAddr) => 39,
+                Part::Var(Var::RemotePort) => 5,
+                Part::Var(Var::Scheme) => 5,
+                Part::Var(Var::Host | Var::ServerName) => 64,
+                Part::Var(Var::SslClientSDn) => 128,
+            })
+            .sum()
+    }
+
     fn expand(&self, v: &Vars, out: &mut Vec<u8>) {
         for p in &self.parts {
             match p {
@@ -169,6 +197,9 @@ pub struct Edits {
     put: Vec<(String, Template)>,
     /// `put`'s names in lower case (HTTP/2 field names).
     put_lower: Vec<Vec<u8>>,
+    /// Room the values with variables usually take, expanded: the
+    /// capacity of a request's buffer (0: every value is fixed).
+    dynamic_len: usize,
     /// As written, for `forklb -T`.
     pub set: Vec<(String, Template)>,
     pub add: Vec<(String, Template)>,
@@ -223,6 +254,12 @@ impl Edits {
             e.drop.push(name.to_ascii_lowercase());
             e.remove.push(name);
         }
+        e.dynamic_len = e
+            .put
+            .iter()
+            .filter(|(_, t)| t.fixed().is_none())
+            .map(|(_, t)| LEN_PREFIX + t.usual_len())
+            .sum();
         Ok(e)
     }
 
@@ -246,31 +283,43 @@ pub struct RouteHeaders {
     pub response: Edits,
 }
 
+/// The bytes before each expanded value in [`Applied`]'s buffers: its
+/// length (u32, little-endian).
+const LEN_PREFIX: usize = 4;
+
 /// A route's rules with their values expanded for one request.
 #[derive(Debug)]
 pub struct Applied {
     rules: Arc<RouteHeaders>,
-    request: Vec<Vec<u8>>,
-    response: Vec<Vec<u8>>,
+    /// The values with variables of each direction, in `put` order, each
+    /// after its length ([`LEN_PREFIX`]); empty when all are fixed.
+    request: Vec<u8>,
+    response: Vec<u8>,
 }
 
 impl Applied {
     pub fn new(rules: &Arc<RouteHeaders>, vars: &Vars) -> Applied {
-        let expand = |e: &Edits| -> Vec<Vec<u8>> {
-            e.put
-                .iter()
-                .map(|(_, t)| {
-                    let mut v = Vec::new();
-                    t.expand(vars, &mut v);
-                    v
-                })
-                .collect()
-        };
         Applied {
-            request: expand(&rules.request),
-            response: expand(&rules.response),
+            request: Self::expand(&rules.request, vars),
+            response: Self::expand(&rules.response, vars),
             rules: Arc::clone(rules),
         }
+    }
+
+    fn expand(e: &Edits, vars: &Vars) -> Vec<u8> {
+        if e.dynamic_len == 0 {
+            return Vec::new();
+        }
+        let mut buf = Vec::with_capacity(e.dynamic_len);
+        for (_, t) in e.put.iter().filter(|(_, t)| t.fixed().is_none()) {
+            let at = buf.len();
+            buf.extend_from_slice(&[0; LEN_PREFIX]);
+            t.expand(vars, &mut buf);
+            // A value over 4 GiB cannot come from a head of bounded size.
+            let len = u32::try_from(buf.len() - at - LEN_PREFIX).unwrap_or(u32::MAX);
+            buf[at..at + LEN_PREFIX].copy_from_slice(&len.to_le_bytes());
+        }
+        buf
     }
 
     pub fn request(&self) -> Side<'_> {
@@ -292,7 +341,8 @@ impl Applied {
 #[derive(Clone, Copy)]
 pub struct Side<'a> {
     edits: &'a Edits,
-    values: &'a [Vec<u8>],
+    /// The expanded values with variables (see [`Applied`]).
+    values: &'a [u8],
 }
 
 impl<'a> Side<'a> {
@@ -302,13 +352,31 @@ impl<'a> Side<'a> {
         self.edits.drops(name)
     }
 
+    /// The values of the fields to append, in `put` order: a fixed one as
+    /// loaded, the others from the request's buffer.
+    fn values(&self) -> impl Iterator<Item = &'a [u8]> + 'a {
+        let mut rest = self.values;
+        self.edits.put.iter().map(move |(_, t)| {
+            if let Some(v) = t.fixed() {
+                return v;
+            }
+            let Some((len, tail)) = rest.split_first_chunk::<LEN_PREFIX>() else {
+                return &[][..];
+            };
+            let len = usize::try_from(u32::from_le_bytes(*len)).unwrap_or(usize::MAX);
+            let (v, tail) = tail.split_at_checked(len).unwrap_or((tail, &[]));
+            rest = tail;
+            v
+        })
+    }
+
     /// The fields to append: (name as written, value).
     pub fn fields(&self) -> impl Iterator<Item = (&'a str, &'a [u8])> + 'a {
         self.edits
             .put
             .iter()
-            .zip(self.values)
-            .map(|((n, _), v)| (n.as_str(), v.as_slice()))
+            .map(|(n, _)| n.as_str())
+            .zip(self.values())
     }
 
     /// An HTTP/1.1 head's lines for the fields.
@@ -343,8 +411,8 @@ impl<'a> Side<'a> {
         self.edits
             .put_lower
             .iter()
-            .zip(self.values)
-            .map(|(n, v)| (n.as_slice(), v.as_slice()))
+            .map(Vec::as_slice)
+            .zip(self.values())
     }
 }
 
@@ -415,6 +483,43 @@ mod tests {
             );
         }
         assert!(Edits::new(vec![("Bad Name".into(), "1".into())], vec![], vec![]).is_err());
+    }
+
+    #[test]
+    fn fixed_and_expanded_values_keep_their_order() {
+        let e = Edits::new(
+            vec![
+                ("A".into(), "$remote_addr".into()),
+                ("B".into(), "fixed".into()),
+                ("C".into(), "".into()),
+            ],
+            vec![
+                ("D".into(), "${host}:$remote_port".into()),
+                ("E".into(), "$ssl_client_s_dn".into()),
+            ],
+            vec![],
+        )
+        .expect("edits");
+        let rules = Arc::new(RouteHeaders {
+            request: Edits::default(),
+            response: e,
+        });
+        let a = Applied::new(&rules, &vars());
+        assert!(a.request.is_empty(), "no rules, no buffer");
+        let got: Vec<(&str, &[u8])> = a.response().fields().collect();
+        assert_eq!(
+            got,
+            [
+                ("A", &b"10.1.2.3"[..]),
+                ("B", b"fixed"),
+                ("C", b""),
+                ("D", b"example.com:4567"),
+                ("E", b"CN=client,O=OrgX: y"),
+            ]
+        );
+        let mut list = Vec::new();
+        a.response().edit_list(&mut list);
+        assert_eq!(list[3], (b"d".to_vec(), b"example.com:4567".to_vec()));
     }
 
     #[test]
