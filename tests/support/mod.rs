@@ -31,6 +31,8 @@
 //!   clients of `tests/h2_attack/`) and [`H2Lb`], forklb with a TLS, an h2c
 //!   and a plain listener.
 //! * [`haproxy`]: [`HaproxyProcess`], a real HAProxy on a test's configuration.
+//! * [`cdp`]: [`cdp::Browser`], headless Chromium driven over the DevTools
+//!   protocol on `--remote-debugging-pipe` (evaluate, click, screenshots).
 //! * [`h2_origin`]: [`H2Origin`], the HTTP/2 origin of `tests/h2_attack/h2_backend.py`
 //!   (h2c or TLS with ALPN `h2`) and the requests it logged ([`OriginRequest`]).
 //!
@@ -42,6 +44,7 @@ use std::time::Duration;
 pub mod admin;
 pub mod backend;
 pub mod basics;
+pub mod cdp;
 pub mod client;
 pub mod config;
 pub mod forklb;
