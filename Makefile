@@ -4,12 +4,18 @@ PREFIX  ?= /usr/local
 DESTDIR ?=
 CONF    ?= conf/forklb.yaml
 
-.PHONY: all build run test test-deps install bench fuzz clean
+.PHONY: all build build-deps run test test-deps install bench fuzz clean
 
 all: build
 
-build:
+build: build-deps
 	$(CARGO) build --release
+
+## A C compiler: rustc links with `cc`, and aws-lc-sys (AWS-LC, the TLS crypto
+## library) compiles C with it; nothing else (no cmake, Go, Perl or NASM).
+BUILD_TOOLS = cc:gcc
+build-deps:
+	@$(call install_missing,$(BUILD_TOOLS),,make build)
 
 ## make run: release build, then run in the foreground with the demo config.
 run: build
@@ -19,7 +25,7 @@ run: build
 ## lints, unit and integration tests. A tool a test needs is installed, never
 ## skipped: tests/systemd_unit.rs boots a real systemd, tests/admin_api.rs
 ## speaks through socat.
-test: test-deps
+test: build-deps test-deps
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --all-targets -- -D warnings
 	$(CARGO) test --all-targets
@@ -36,25 +42,33 @@ TEST_TOOLS = socat:socat curl:curl openssl:openssl unshare:util-linux nsenter:ut
 ## Python modules the tests import with /usr/bin/python3, as `module:package`.
 TEST_PY_MODULES = h2:python3-h2
 test-deps:
-	@missing=""; for t in $(TEST_TOOLS); do \
-		cmd=$${t%%:*}; pkg=$${t#*:}; \
-		if ! command -v $$cmd >/dev/null 2>&1 && [ ! -x $$cmd ]; then missing="$$missing $$pkg"; fi; \
-	done; \
-	for t in $(TEST_PY_MODULES); do \
-		mod=$${t%%:*}; pkg=$${t#*:}; \
-		if ! /usr/bin/python3 -c "import $$mod" >/dev/null 2>&1; then missing="$$missing $$pkg"; fi; \
-	done; \
-	if [ -n "$$missing" ]; then \
-		if [ "$$(id -u)" != 0 ]; then \
-			echo "make test needs:$$missing (run as root, or: sudo apt-get install$$missing)" >&2; exit 1; \
-		fi; \
-		echo "installing:$$missing"; \
-		export DEBIAN_FRONTEND=noninteractive; \
-		apt-get update -qq && apt-get install -y -qq --no-install-recommends $$missing; \
-	fi; \
-	if ! curl -V | grep -q '^Features:.* HTTP2'; then \
+	@$(call install_missing,$(TEST_TOOLS),$(TEST_PY_MODULES),make test)
+	@if ! curl -V | grep -q '^Features:.* HTTP2'; then \
 		echo "make test needs a curl with HTTP2 (Debian's has it): curl -V lists no HTTP2" >&2; exit 1; \
 	fi
+
+## $(call install_missing,COMMAND:PACKAGE...,MODULE:PACKAGE...,WHO): installs with
+## apt-get (as root) the Debian packages of the commands not found (on PATH or as
+## a path) and of the Python modules /usr/bin/python3 cannot import; as another
+## user it names them and fails.
+define install_missing
+missing=""; for t in $(1); do \
+	cmd=$${t%%:*}; pkg=$${t#*:}; \
+	if ! command -v $$cmd >/dev/null 2>&1 && [ ! -x $$cmd ]; then missing="$$missing $$pkg"; fi; \
+done; \
+for t in $(2); do \
+	mod=$${t%%:*}; pkg=$${t#*:}; \
+	if ! /usr/bin/python3 -c "import $$mod" >/dev/null 2>&1; then missing="$$missing $$pkg"; fi; \
+done; \
+if [ -n "$$missing" ]; then \
+	if [ "$$(id -u)" != 0 ]; then \
+		echo "$(3) needs:$$missing (run as root, or: sudo apt-get install$$missing)" >&2; exit 1; \
+	fi; \
+	echo "installing:$$missing"; \
+	export DEBIAN_FRONTEND=noninteractive; \
+	apt-get update -qq && apt-get install -y -qq --no-install-recommends $$missing; \
+fi
+endef
 
 ## make install: binary, production config (kept if present), systemd unit, logrotate
 ## file, log folder. It installs target/release/forklb as it is and builds it only when

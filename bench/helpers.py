@@ -1248,6 +1248,8 @@ SCENARIOS = [
                 "   (wrk -t2 -c50 -H 'Connection: close' https://localhost/, session reuse off)"),
     ("tls-resume", "7. TLS, new connection + resumed handshake per request\n"
                    "   (as 6, but wrk offers the last session ticket, as it does by default)"),
+    ("tls-rsa", "7r. TLS with an RSA-2048 certificate, new connection + full handshake per request\n"
+                "   (as 6, against the RSA instances: same settings, only the certificate differs)"),
 ]
 # metric key, label, format, lower_is_better
 METRICS = {
@@ -1265,6 +1267,7 @@ METRICS["tls-new"] = [("rps", "handshakes/s", "{:,.0f}"), ("cpu_us_per_req", "CP
                       ("p50_us", "p50 ms", "ms"), ("p99_us", "p99 ms", "ms"),
                       ("resumed_pct", "resumed %", "{:.0f}")]
 METRICS["tls-resume"] = METRICS["tls-new"]
+METRICS["tls-rsa"] = METRICS["tls-new"]
 METRICS["h2-m1"] = [("rps", "req/s", "{:,.0f}"), ("cpu_us_per_req", "CPU us/req", "{:.1f}"),
                     ("mean_us", "mean ms", "ms")]
 METRICS["h2-m100"] = METRICS["h2-m1"]
@@ -1443,6 +1446,7 @@ def cmd_summary(results, headerfile):
     out.append("  uses less. The load generator, the backend nginx and the proxy share the same 2 cores.")
     out.append("  TLS (5-7): one request per handshake in 6 and 7, so req/s = handshakes/s and CPU/req =")
     out.append("  CPU per handshake (+ its request); \"resumed %\" is counted on the client side.")
+    out.append("  7r is 6 with an RSA-2048 certificate (RSA signatures cost far more than ECDSA ones).")
     if any(r["scen"].startswith("h2-") for r in recs):
         out.append("  HTTP/2 (10-13): h2load -t2 over TLS, ALPN h2 only, to the TLS instances; \"mean ms\" is")
         out.append("  h2load's mean time per request (it has no percentiles). A run with any failed, errored or")

@@ -16,6 +16,8 @@
 #   H2=0                       # skip the HTTP/2 scenarios (10-13)
 #   ONLY=h2 bash bench/run.sh  # the HTTP/2 scenarios alone (summary in
 #                              # bench/results/latest-h2.txt, not latest.txt)
+#   ONLY=tls bash bench/run.sh # the TLS scenarios (5-7, 7r) alone (summary in
+#                              # bench/results/latest-tls.txt)
 #   ONLY=policy bash bench/run.sh  # scenario 14 alone (bench/results/latest-policy.txt)
 #   FORKLB_BIN=/path/to/forklb # measure this binary instead of building target/release
 #   PINGORA=0                  # leave Pingora out (no build, no column)
@@ -48,6 +50,11 @@
 # cipher suite (printed once per proxy in the header, as negotiated with the
 # same OpenSSL wrk uses), session tickets on everywhere. Scenario 6 makes wrk
 # do a full handshake per connection, scenario 7 lets it resume (see the shim).
+#
+# Scenario 7r: scenario 6 against a third instance of each proxy whose only
+# difference is an RSA-2048 certificate (most certificates in use are RSA, and
+# an RSA signature costs the server far more than an ECDSA one). Its instances
+# are started, checked and skipped on failure like the TLS ones.
 #
 # Scenario 8 (bench/callgrind.sh, run last so it does not disturb the timed
 # ones): user-space instructions per request, counted by callgrind - exact where
@@ -119,7 +126,7 @@ log() { printf '==> %s\n' "$*"; }
 # shellcheck source=bench/common.sh
 source "$HERE/common.sh"
 
-# What runs: RUN_PLAIN = scenarios 1-4 and 9, RUN_TLS = 5-7, RUN_H2 = 10-13;
+# What runs: RUN_PLAIN = scenarios 1-4 and 9, RUN_TLS = 5-7 and 7r, RUN_H2 = 10-13;
 # CALLGRIND (8) is decided below.
 RUN_PLAIN=1 RUN_TLS=1 RUN_H2=1 ONLY_POLICY=0
 [[ "${H2:-1}" == 0 ]] && RUN_H2=0
@@ -132,10 +139,13 @@ case "${ONLY:-}" in
         RUN_PLAIN=0 RUN_TLS=0 RUN_H2=1 CALLGRIND=0
         # A partial run: do not overwrite the full run's summary.
         SUMMARY=latest-h2.txt ;;
+    tls)
+        RUN_PLAIN=0 RUN_TLS=1 RUN_H2=0 CALLGRIND=0
+        SUMMARY=latest-tls.txt ;;
     policy)
         RUN_PLAIN=1 RUN_TLS=0 RUN_H2=0 CALLGRIND=0 ONLY_POLICY=1
         SUMMARY=latest-policy.txt ;;
-    *) echo "ONLY must be callgrind, h2 or policy" >&2; exit 1 ;;
+    *) echo "ONLY must be callgrind, h2, tls or policy" >&2; exit 1 ;;
 esac
 
 # ---------------------------------------------------------------- tools
@@ -232,11 +242,12 @@ fi
 
 # Free ports: backend pair, then one per proxy, then one per proxy's TLS instance.
 read -r BE1 BE2 P_FORKLB P_NGINX P_HAPROXY T_FORKLB T_NGINX T_HAPROXY M_FORKLB P_PINGORA T_PINGORA \
-    P_POLICY < <($HELP freeports 12)
+    P_POLICY R_FORKLB R_NGINX R_HAPROXY R_PINGORA < <($HELP freeports 16)
 
 # 1 MiB static body for /1m.
 mkdir -p "$TMP/www" "$TMP/backend" "$TMP/forklb-conf" "$TMP/forklb-policy" "$TMP/nginx" "$TMP/haproxy" "$TMP/raw" \
-         "$TMP/tls" "$TMP/forklb-tls" "$TMP/nginx-tls" "$TMP/haproxy-tls"
+         "$TMP/tls" "$TMP/forklb-tls" "$TMP/nginx-tls" "$TMP/haproxy-tls" \
+         "$TMP/forklb-rsa" "$TMP/nginx-rsa" "$TMP/haproxy-rsa"
 head -c 1048576 /dev/urandom > "$TMP/www/1m"
 
 # ---------------------------------------------------------------- TLS certificate
@@ -249,6 +260,14 @@ openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
     || { cat "$TMP/tls/openssl.log" >&2; echo "openssl req failed" >&2; exit 1; }
 cat "$CERT" "$KEY" > "$TMP/tls/haproxy.pem"
 chmod 600 "$TMP/tls/haproxy.pem"
+# Scenario 7r's certificate: RSA-2048, otherwise the same.
+RSA_CERT=$TMP/tls/rsa-cert.pem RSA_KEY=$TMP/tls/rsa-key.pem
+openssl req -x509 -newkey rsa:2048 -nodes \
+    -subj /CN=localhost -addext subjectAltName=DNS:localhost -days 2 \
+    -keyout "$RSA_KEY" -out "$RSA_CERT" 2>"$TMP/tls/openssl.log" \
+    || { cat "$TMP/tls/openssl.log" >&2; echo "openssl req (RSA) failed" >&2; exit 1; }
+cat "$RSA_CERT" "$RSA_KEY" > "$TMP/tls/haproxy-rsa.pem"
+chmod 600 "$TMP/tls/haproxy-rsa.pem"
 
 # wrk reuses one SSL object per connection slot, and OpenSSL's SSL_clear()
 # keeps the last session: every reconnect offers the session ticket the server
@@ -384,6 +403,14 @@ upstreams:
       - {addr: "127.0.0.1:$BE2"}
 EOF
 
+# The RSA instance (scenario 7r): the TLS instance with the RSA certificate.
+sed -e "s|$TMP/forklb-tls/|$TMP/forklb-rsa/|g" -e "s|127.0.0.1:$T_FORKLB|127.0.0.1:$R_FORKLB|" \
+    -e "s|{cert: $CERT, key: $KEY}|{cert: $RSA_CERT, key: $RSA_KEY}|" \
+    "$TMP/forklb-tls/forklb.yaml" > "$TMP/forklb-rsa/forklb.yaml"
+grep -q "{cert: $RSA_CERT, key: $RSA_KEY}" "$TMP/forklb-rsa/forklb.yaml" \
+    && grep -q "127.0.0.1:$R_FORKLB" "$TMP/forklb-rsa/forklb.yaml" \
+    || { echo "could not derive the forklb RSA config" >&2; exit 1; }
+
 # ---------------------------------------------------------------- nginx as a proxy
 cat > "$TMP/nginx/nginx.conf" <<EOF
 daemon off;
@@ -437,6 +464,15 @@ grep -q "listen 127.0.0.1:$T_NGINX ssl http2" "$TMP/nginx-tls/nginx.conf" \
     && grep -q "keepalive_requests 100000000;" "$TMP/nginx-tls/nginx.conf" \
     && grep -q "keepalive $TLS_KEEPALIVE;" "$TMP/nginx-tls/nginx.conf" \
     || { echo "could not derive the nginx TLS config" >&2; exit 1; }
+# The RSA instance (scenario 7r): the TLS instance with the RSA certificate.
+sed -e "s|$TMP/nginx-tls/|$TMP/nginx-rsa/|g" \
+    -e "s|listen 127.0.0.1:$T_NGINX ssl http2|listen 127.0.0.1:$R_NGINX ssl http2|" \
+    -e "s|ssl_certificate $CERT;|ssl_certificate $RSA_CERT;|" \
+    -e "s|ssl_certificate_key $KEY;|ssl_certificate_key $RSA_KEY;|" \
+    "$TMP/nginx-tls/nginx.conf" > "$TMP/nginx-rsa/nginx.conf"
+grep -q "listen 127.0.0.1:$R_NGINX ssl http2" "$TMP/nginx-rsa/nginx.conf" \
+    && grep -q "ssl_certificate_key $RSA_KEY;" "$TMP/nginx-rsa/nginx.conf" \
+    || { echo "could not derive the nginx RSA config" >&2; exit 1; }
 
 # ---------------------------------------------------------------- HAProxy
 # HAProxy budgets two fds per connection (client + server side) and refuses to
@@ -485,6 +521,12 @@ sed -e "s|^    maxconn .*|    maxconn $HAPROXY_TLS_MAXCONN|" \
     "$TMP/haproxy/haproxy.cfg" > "$TMP/haproxy-tls/haproxy.cfg"
 grep -q "bind 127.0.0.1:$T_HAPROXY ssl.* alpn h2,http/1.1\$" "$TMP/haproxy-tls/haproxy.cfg" \
     || { echo "could not derive the HAProxy TLS config" >&2; exit 1; }
+# The RSA instance (scenario 7r): the TLS instance with the RSA certificate.
+sed -e "s|$TMP/haproxy-tls/|$TMP/haproxy-rsa/|g" \
+    -e "s|bind 127.0.0.1:$T_HAPROXY ssl crt $TMP/tls/haproxy.pem |bind 127.0.0.1:$R_HAPROXY ssl crt $TMP/tls/haproxy-rsa.pem |" \
+    "$TMP/haproxy-tls/haproxy.cfg" > "$TMP/haproxy-rsa/haproxy.cfg"
+grep -q "bind 127.0.0.1:$R_HAPROXY ssl crt $TMP/tls/haproxy-rsa.pem " "$TMP/haproxy-rsa/haproxy.cfg" \
+    || { echo "could not derive the HAProxy RSA config" >&2; exit 1; }
 
 # ---------------------------------------------------------------- start everything
 # try_start NAME PORT CMD... : run CMD in the background, remember its pid, wait
@@ -646,6 +688,60 @@ for p in "${ALL_PROXIES[@]}"; do
     fi
 done
 
+# The RSA instances (scenario 7r only): started and checked like the TLS ones;
+# one that fails loses scenario 7r alone.
+declare -A RSA_PORT=([forklb]=$R_FORKLB [nginx]=$R_NGINX [haproxy]=$R_HAPROXY [pingora]=$R_PINGORA)
+declare -A RSA_PID=()
+RSA_PROXIES=()
+rsa_skip() {   # PROXY REASON
+    echo "!! $1: RSA scenario (7r) skipped: $2" >&2
+    echo "$1: RSA scenario (7r) skipped: $2" >> "$TMP/notes.txt"
+}
+if ((RUN_TLS)); then
+    log "starting the RSA instances on :$R_FORKLB (forklb), :$R_NGINX (nginx), :$R_HAPROXY (haproxy)$( \
+        ((PINGORA_OK)) && echo ", :$R_PINGORA (pingora)")"
+    if ! "$TMP/forklb" -t -c "$TMP/forklb-rsa/forklb.yaml" >"$TMP/forklb-rsa/configtest.txt" 2>&1; then
+        sed 's/^/   /' "$TMP/forklb-rsa/configtest.txt" >&2
+        rsa_skip forklb "config test failed: $(grep -m1 . "$TMP/forklb-rsa/configtest.txt")"
+    elif try_start forklb_rsa "$R_FORKLB" "$TMP/forklb" -c "$TMP/forklb-rsa/forklb.yaml"; then
+        for _ in $(seq 100); do [[ -s "$TMP/forklb-rsa/forklb.pid" ]] && break; sleep 0.1; done
+        RSA_PID[forklb]=$PID_forklb_rsa
+    else
+        rsa_skip forklb "did not start (see above)"
+    fi
+    if try_start nginx_rsa "$R_NGINX" nginx -p "$TMP/nginx-rsa/" -c "$TMP/nginx-rsa/nginx.conf" \
+            -e "$TMP/nginx-rsa/error.log"; then
+        RSA_PID[nginx]=$PID_nginx_rsa
+    else
+        rsa_skip nginx "did not start (see above)"
+    fi
+    if try_start haproxy_rsa "$R_HAPROXY" haproxy -db -f "$TMP/haproxy-rsa/haproxy.cfg"; then
+        RSA_PID[haproxy]=$PID_haproxy_rsa
+    else
+        rsa_skip haproxy "did not start (see above)"
+    fi
+    if ((PINGORA_OK)); then
+        if RUST_LOG=warn try_start pingora_rsa "$R_PINGORA" "$TMP/pingora-lb" \
+                --tls-listen "127.0.0.1:$R_PINGORA" --cert "$RSA_CERT" --key "$RSA_KEY" "${PINGORA_ARGS[@]}"; then
+            RSA_PID[pingora]=$PID_pingora_rsa
+        else
+            rsa_skip pingora "did not start (see above)"
+        fi
+    fi
+    for p in "${ALL_PROXIES[@]}"; do
+        [[ -n "${RSA_PID[$p]:-}" ]] || continue
+        if ! $HELP check --tls "$RSA_CERT" "${RSA_PORT[$p]}" / 6; then
+            rsa_skip "$p" "does not proxy correctly over TLS (see above)"
+        elif info=$($HELP tlsinfo "${RSA_PORT[$p]}" "$RSA_CERT" "$TMP/tls/session-rsa-$p.pem"); then
+            RSA_PROXIES+=("$p")
+            printf '  %-8s %s\n' "$p" "$info" >> "$TMP/tls/negotiated-rsa.txt"
+            log "$p RSA: processes $($HELP procs "${RSA_PID[$p]}"); $info"
+        else
+            rsa_skip "$p" "openssl s_client: $info"
+        fi
+    done
+fi
+
 # HTTP/2: each working TLS instance must negotiate h2 (ALPN, h2 only offered)
 # and serve / on it; else its h2 scenarios are skipped, and the reason is in
 # the header. /1m and / again on the same connection (two more streams) only
@@ -686,6 +782,7 @@ HEADER="$TMP/header.txt"
     echo "ROUNDS=$ROUNDS DURATION=$DURATION IDLE_CONNS=$IDLE_CONNS$([[ ${QUICK:-0} == 1 ]] && echo ' (QUICK)')"
     echo "$("$TMP/forklb" -V 2>&1 | head -n1) ($FORKLB_REV), $(nginx -v 2>&1), $(haproxy -v 2>&1 | head -n1 | cut -d' ' -f1-3)$( ((PINGORA_OK)) && echo ", $PINGORA_VERSION"), $(wrk -v 2>&1 | head -n1 | cut -d' ' -f1-2)$( ((RUN_H2)) && echo ", $(h2load --version 2>&1 | head -n1)")"
     if ((ONLY_POLICY)); then echo "ONLY=policy: scenario 14 alone"
+    elif [[ "${ONLY:-}" == tls ]]; then echo "ONLY=tls: scenarios 1-4 and 8-14 not run"
     elif ! ((RUN_PLAIN && RUN_TLS)); then echo "ONLY=$ONLY: scenarios 1-9 not run"; fi
     if [[ -s "$TMP/tls/negotiated.txt" ]]; then
         echo "TLS: one ECDSA P-256 certificate; what $(openssl version | cut -d' ' -f1-2) (as in wrk) negotiates:"
@@ -693,6 +790,13 @@ HEADER="$TMP/header.txt"
         # Comparable only if everyone negotiated the same protocol, suite and group.
         if (($(cut -c12- "$TMP/tls/negotiated.txt" | sed 's/ sig .*//' | sort -u | wc -l) > 1)); then
             echo "  note: the proxies negotiated different TLS parameters; TLS ratios compare unlike work"
+        fi
+    fi
+    if [[ -s "$TMP/tls/negotiated-rsa.txt" ]]; then
+        echo "TLS, scenario 7r: one RSA-2048 certificate; what the same OpenSSL negotiates:"
+        cat "$TMP/tls/negotiated-rsa.txt"
+        if (($(cut -c12- "$TMP/tls/negotiated-rsa.txt" | sed 's/, verify .*//' | sort -u | wc -l) > 1)); then
+            echo "  note: the proxies negotiated different TLS parameters; 7r ratios compare unlike work"
         fi
     fi
     if [[ -s "$TMP/tls/h2.txt" ]]; then
@@ -714,6 +818,9 @@ if ((RUN_TLS)); then
     for p in "${TLS_PROXIES[@]}"; do
         timeout 30 wrk -t2 -c50 -d2s "https://localhost:${TLS_PORT[$p]}/" >/dev/null 2>&1 || true
     done
+    for p in "${RSA_PROXIES[@]}"; do
+        timeout 30 wrk -t2 -c50 -d2s "https://localhost:${RSA_PORT[$p]}/" >/dev/null 2>&1 || true
+    done
 fi
 for p in "${H2_PROXIES[@]}"; do
     timeout 30 h2load -t2 -c8 -m10 -D 2 -N 5s --npn-list=h2 "https://localhost:${TLS_PORT[$p]}/" \
@@ -733,21 +840,25 @@ run_scenario() {
 }
 
 # run_tls_scenario NAME SHIM-MODE PATH WRK-ARGS...: the same over the TLS
-# instances that work, wrk with the handshake shim. The URL names "localhost"
-# (the certificate's name, sent as SNI); wrk drops addresses that refuse
-# connections (e.g. ::1), so it connects to 127.0.0.1.
+# instances that work (the RSA ones for scenario 7r, tls-rsa), wrk with the
+# handshake shim. The URL names "localhost" (the certificate's name, sent as
+# SNI); wrk drops addresses that refuse connections (e.g. ::1), so it
+# connects to 127.0.0.1.
 run_tls_scenario() {
     local scen=$1 mode=$2 path=$3; shift 3
     local r p
-    if ((${#TLS_PROXIES[@]} == 0)); then
-        echo "      !! no TLS instance works: $scen skipped"
+    local set=TLS
+    [[ "$scen" != tls-rsa ]] || set=RSA
+    local -n inst_port=${set}_PORT inst_pid=${set}_PID inst_list=${set}_PROXIES
+    if ((${#inst_list[@]} == 0)); then
+        echo "      !! no instance works: $scen skipped"
         return 0
     fi
     for r in $(seq "$ROUNDS"); do
-        for p in "${TLS_PROXIES[@]}"; do
+        for p in "${inst_list[@]}"; do
             BENCH_WRK_PRELOAD="$TMP/tls/shim.so" TLS_SHIM_MODE=$mode \
-            $HELP wrk "$scen" "$p" "$r" "${TLS_PID[$p]}" "$RESULTS" "$TMP/raw" -- \
-                "$@" -d "$DURATION" --latency "https://localhost:${TLS_PORT[$p]}$path"
+            $HELP wrk "$scen" "$p" "$r" "${inst_pid[$p]}" "$RESULTS" "$TMP/raw" -- \
+                "$@" -d "$DURATION" --latency "https://localhost:${inst_port[$p]}$path"
         done
     done
 }
@@ -845,6 +956,9 @@ if ((RUN_TLS)); then
 
     log "scenario 7: TLS, new connection + resumed handshake per request (-H 'Connection: close', session tickets)"
     run_tls_scenario tls-resume count / -t2 -c50 -H "Connection: close"
+
+    log "scenario 7r: TLS with an RSA-2048 certificate, new connection + full handshake per request"
+    run_tls_scenario tls-rsa fresh / -t2 -c50 -H "Connection: close"
 fi
 
 if ((RUN_H2)); then
@@ -870,7 +984,7 @@ if [[ "${CALLGRIND:-1}" != 0 ]]; then
 fi
 
 # Anything forklb logged at warn or above during the run is worth seeing.
-for f in "$TMP/forklb-conf/error.log" "$TMP/forklb-tls/error.log"; do
+for f in "$TMP/forklb-conf/error.log" "$TMP/forklb-tls/error.log" "$TMP/forklb-rsa/error.log"; do
     if [[ -s "$f" ]]; then
         {
             echo "forklb error_log $(basename "$(dirname "$f")")/ ($(wc -l < "$f") lines), last 10:"
@@ -885,7 +999,7 @@ done
 # to downstream" (the error response it then tries on that stream):
 # those are counted, not shown; the last 5 other lines are.
 GONE='Fail to proxy: Downstream|failed to send error response to downstream'
-for f in "$TMP/pingora.stdout" "$TMP/pingora_tls.stdout"; do
+for f in "$TMP/pingora.stdout" "$TMP/pingora_tls.stdout" "$TMP/pingora_rsa.stdout"; do
     if [[ -s "$f" ]]; then
         n_gone=$(grep -cE "$GONE" "$f" || true)
         {

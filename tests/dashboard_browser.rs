@@ -704,10 +704,38 @@ fn hundred_upstreams_render_at_desktop_and_phone_width() {
         .eval("[...document.querySelectorAll('[data-upstream]')].filter(e => !e.hidden).length")
         .expect("visible");
     assert_eq!(visible, serde_json::json!(10), "filter 'service-01'");
+    // A server's address matches too, and opens its (collapsed) upstream.
+    let addr = b
+        .eval("document.querySelector('tr[data-server=\"service-042/app3\"] td.addr').textContent")
+        .expect("addr");
+    let addr = addr.as_str().unwrap_or("").to_owned();
+    assert!(addr.starts_with("127.0.0.1:"), "{addr}");
+    b.eval(&format!(
+        "{{ const f = document.getElementById('filter'); f.value = '{addr}'; f.dispatchEvent(new Event('input')); }}"
+    ))
+    .expect("filter by address");
+    let shown = b
+        .eval("JSON.stringify([...document.querySelectorAll('[data-upstream]')].filter(e => !e.hidden)\
+               .map(e => [e.dataset.upstream, e.querySelector('.up-body').offsetHeight > 0]))")
+        .expect("shown");
+    assert_eq!(
+        shown.as_str(),
+        Some("[[\"service-042\",true]]"),
+        "filter by a server's address"
+    );
     b.eval("{ const f = document.getElementById('filter'); f.value = ''; f.dispatchEvent(new Event('input')); }")
         .expect("clear filter");
     b.eval("window.scrollTo(0, 0)").expect("scroll");
     save_screenshot(&mut b, "desktop-100-upstreams.png", false);
+    // What a poll costs: the document's size, the browser's update time.
+    let cost = b
+        .eval("fetch('?json').then(r => r.text()).then(t => [t.length, Number(document.body.dataset.renderMs)])")
+        .expect("cost");
+    eprintln!(
+        "100 upstreams x 3 servers: JSON {} bytes, page update {} ms",
+        cost[0], cost[1]
+    );
+    assert!(cost[0].as_u64().unwrap_or(0) > 0, "{cost}");
 
     b.viewport(390, 844, 2.0, true).expect("phone viewport");
     wait_polls(&mut b, 2);

@@ -7,8 +7,9 @@
 //! then get a fresh token with their next JSON poll. A token expires
 //! `VALID_SECS` after it was issued.
 
-use ring::hmac;
-use ring::rand::{SecureRandom, SystemRandom};
+// The crypto library of TLS (src/tls/crypto.rs), not a second one.
+use crate::tls::crypto::primitives::hmac;
+use crate::tls::crypto::primitives::rand::{SecureRandom, SystemRandom};
 use std::sync::OnceLock;
 
 /// How long a token is accepted after it was issued.

@@ -2,6 +2,7 @@
 //! `client_auth: {ca, required}`, and the verified certificate's subject as
 //! nginx's `$ssl_client_s_dn` shows it.
 
+use super::crypto::primitives::digest;
 use rustls::server::danger::ClientCertVerifier;
 use rustls::server::WebPkiClientVerifier;
 use rustls::RootCertStore;
@@ -26,7 +27,7 @@ pub fn verifier(ca: &Path, required: bool) -> Result<Verification, String> {
     let chain = super::certs::read_chain(ca).map_err(|e| e.0)?;
     let mut context = vec![u8::from(required)];
     for c in &chain {
-        context.extend_from_slice(ring::digest::digest(&ring::digest::SHA256, c).as_ref());
+        context.extend_from_slice(digest::digest(&digest::SHA256, c).as_ref());
     }
     let mut roots = RootCertStore::empty();
     let (added, _) = roots.add_parsable_certificates(chain);

@@ -1,4 +1,4 @@
-//! TLS with rustls (ring provider): termination on listeners (`server`),
+//! TLS with rustls (the provider and library named in `crypto`): termination on listeners (`server`),
 //! HTTPS to upstreams (`client`), session tickets shared by the workers
 //! (`ticket`), certificate files (`certs`), the choice among them for a
 //! ClientHello (`resolve`), the expiry warning (`expiry`) and the
@@ -14,6 +14,7 @@
 pub mod certs;
 pub mod client;
 pub mod client_auth;
+pub mod crypto;
 pub mod der;
 pub mod expiry;
 pub mod ocsp;
@@ -23,12 +24,5 @@ pub mod stream;
 pub mod ticket;
 pub mod versions;
 
+pub use crypto::provider;
 pub use stream::TlsStream;
-
-use rustls::crypto::CryptoProvider;
-use std::sync::Arc;
-
-/// The ring provider: its algorithms and key loading.
-pub fn provider() -> Arc<CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
-}

@@ -14,6 +14,7 @@
 //! The responder's signature is not verified: the file is the operator's,
 //! placed next to the certificate, like nginx's `ssl_stapling_file`.
 
+use super::crypto::primitives::digest;
 use super::der::{self, DerError, Reader};
 use rustls::pki_types::CertificateDer;
 use std::path::Path;
@@ -246,12 +247,12 @@ fn cert_id_matches(cert_id: &[u8], s: &Subject) -> Result<bool, OcspError> {
     let name_hash = id.expect(der::OCTET_STRING)?;
     let key_hash = id.expect(der::OCTET_STRING)?;
     let serial = id.expect(der::INTEGER)?;
-    let digest = match alg {
-        SHA1 => &ring::digest::SHA1_FOR_LEGACY_USE_ONLY,
-        SHA256 => &ring::digest::SHA256,
+    let algorithm = match alg {
+        SHA1 => &digest::SHA1_FOR_LEGACY_USE_ONLY,
+        SHA256 => &digest::SHA256,
         _ => return Ok(false),
     };
-    let hash = |b: &[u8]| ring::digest::digest(digest, b);
+    let hash = |b: &[u8]| digest::digest(algorithm, b);
     Ok(serial == s.serial
         && hash(s.issuer_name).as_ref() == name_hash
         && s.issuer_key.is_none_or(|k| hash(k).as_ref() == key_hash))

@@ -126,7 +126,6 @@ pub fn unreachable(all: &[LoadedCert], i: usize) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rustls::crypto::ring::sign::any_supported_type;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
     use SignatureScheme as S;
 
@@ -135,7 +134,10 @@ mod tests {
     fn entry(names: &[&str], alg: &'static rcgen::SignatureAlgorithm) -> LoadedCert {
         let key = rcgen::KeyPair::generate_for(alg).expect("key");
         let der = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
-        let signing = any_supported_type(&der).expect("signing key");
+        let signing = super::super::provider()
+            .key_provider
+            .load_private_key(der)
+            .expect("signing key");
         LoadedCert {
             key: Arc::new(CertifiedKey::new(
                 vec![CertificateDer::from(vec![0])],
@@ -162,7 +164,7 @@ mod tests {
 
     #[test]
     fn the_client_offer_chooses_among_certificates_for_a_name() {
-        // RSA keys cannot be generated with ring: Ed25519 stands for "the
+        // RSA keys cannot be generated with rcgen's ring backend: Ed25519 stands for "the
         // other key type" next to ECDSA here; the integration tests use RSA.
         for order in [[0, 1], [1, 0]] {
             let mut certs: Vec<Option<LoadedCert>> = vec![

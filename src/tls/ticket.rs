@@ -8,9 +8,11 @@
 //! talking to each other, keys rotate on their own, and a ticket is accepted
 //! during its own period and the next one, then never again.
 
-use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM, NONCE_LEN};
-use ring::hmac;
-use ring::rand::{SecureRandom, SystemRandom};
+use super::crypto::primitives::aead::{
+    Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM, NONCE_LEN,
+};
+use super::crypto::primitives::hmac;
+use super::crypto::primitives::rand::{SecureRandom, SystemRandom};
 use std::sync::OnceLock;
 use std::time::{SystemTime, UNIX_EPOCH};
 

@@ -273,7 +273,8 @@ pub fn h2load_counts(out: &ToolOutput) -> (u64, u64, u64, u64) {
 
 /// The SHA-256 of `bytes`, in hex.
 pub fn sha256_hex(bytes: &[u8]) -> String {
-    ring::digest::digest(&ring::digest::SHA256, bytes)
+    use ::forklb::tls::crypto::primitives::digest;
+    digest::digest(&digest::SHA256, bytes)
         .as_ref()
         .iter()
         .map(|b| format!("{b:02x}"))

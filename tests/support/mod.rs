@@ -1,5 +1,6 @@
 //! Shared helpers for the integration tests (std only, plus `libc`, which is a
-//! regular dependency of the crate and therefore visible to integration tests).
+//! regular dependency of the crate and therefore visible to integration tests,
+//! and the dev-dependency `serde_json` for [`cdp`]'s JSON messages).
 //! Every integration test file compiles this module on its own (`mod support;`)
 //! and uses only part of it, hence the `allow` below. One file per concern:
 //!

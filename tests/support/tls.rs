@@ -36,9 +36,9 @@ pub use rustls::client::ClientSessionMemoryCache;
 pub use rustls::version::{TLS12, TLS13};
 pub use rustls::HandshakeKind;
 
-/// The crypto provider of the crate (ring), as an `Arc`.
+/// The crypto provider of the crate (forklb::tls::crypto), as an `Arc`.
 pub fn provider() -> Arc<CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
+    ::forklb::tls::provider()
 }
 
 // ---------------------------------------------------------------------------

@@ -68,6 +68,10 @@
     if (el.textContent !== s) el.textContent = s;
   }
 
+  function setTitle(el, s) {
+    if (el.title !== s) el.title = s;
+  }
+
   function setClass(el, cls) {
     if (el.className !== cls) el.className = cls;
   }
@@ -88,9 +92,12 @@
     return (x / 1000).toFixed(x < 100000 ? 1 : 0) + 'k';
   }
 
+  // One formatter: toLocaleString builds a new one per call (slow x 300 rows).
+  const intFormat = new Intl.NumberFormat('en-US');
+
   function fmtInt(n) {
     if (n === null || n === undefined) return '–';
-    return Number(n).toLocaleString('en-US');
+    return n < 1000 ? String(n) : intFormat.format(n);
   }
 
   /** Large counts shortened for the KPI tiles: 66.9M. */
@@ -199,7 +206,15 @@
     while (series.length && series[0].t < t - CHART_WINDOW_MS) series.shift();
   }
 
-  const cssVar = (name) => getComputedStyle(document.documentElement).getPropertyValue(name).trim();
+  // Chart colours come from the stylesheet's custom properties, read once
+  // (getComputedStyle per chart would force a style recalculation each).
+  const colours = {};
+  function cssVar(name) {
+    if (!(name in colours)) {
+      colours[name] = getComputedStyle(document.documentElement).getPropertyValue(name).trim();
+    }
+    return colours[name];
+  }
 
   /**
    * Draws `series` (req/s samples) on `canvas` over the chart window ending
@@ -236,7 +251,10 @@
       ctx.fillStyle = cssVar('--muted');
       ctx.font = '11px system-ui, sans-serif';
       ctx.textBaseline = 'top';
-      ctx.fillText('max ' + fmtRate(max) + ' req/s · last 5 min', 4, 1);
+      ctx.fillText('req/s · max ' + fmtRate(max), 4, 1);
+      ctx.textAlign = 'right';
+      ctx.fillText('−5 min … now', w - 4, 1);
+      ctx.textAlign = 'left';
     }
     if (series.length < 2) return;
     const line = cssVar('--accent');
@@ -413,6 +431,7 @@
   // ---- rendering -------------------------------------------------------------
 
   let lastTime = 0;
+  const pendingCharts = []; // [canvas, series] to draw at the end of render()
 
   /** Updates everything from a fresh JSON document `doc`. */
   function render(doc) {
@@ -437,7 +456,7 @@
     setText($('k-rps'), fmtRate(rps));
     setText($('k-conns'), fmtInt(doc.curr_conns));
     setText($('k-req'), fmtCompact(doc.cum_req));
-    $('k-req').title = fmtInt(doc.cum_req);
+    setTitle($('k-req'), fmtInt(doc.cum_req));
     setText($('k-uptime'), fmtAge(doc.uptime_sec));
     setText($('k-workers'), String(doc.workers));
     setText($('k-gen'), String(doc.generation));
@@ -500,7 +519,11 @@
     $('k-down').classList.toggle('bad', down > 0);
     placeUpstreams(rows);
 
+    // Charts last: reading their sizes after all the DOM writes costs one
+    // layout, not one per upstream.
     drawChart($('instance-chart'), instanceSeries, t, true);
+    for (const [canvas, series] of pendingCharts) drawChart(canvas, series, t, false);
+    pendingCharts.length = 0;
     prev = doc;
   }
 
@@ -558,7 +581,7 @@
     const series = rateSeries.get(u.name) || [];
     rateSeries.set(u.name, series);
     pushSample(series, t, rps);
-    drawChart(v.spark, series, t, false); // no-op while collapsed or filtered out
+    pendingCharts.push([v.spark, series]); // drawn after all DOM writes
     return { v, name: u.name, rps: rps || 0, errors: (r5 || 0) * 1000 + (r4 || 0), problems: down * 1000 + problems, down };
   }
 
@@ -569,7 +592,7 @@
     setClass(c.status, statusClass(s.status));
     c.queued.hidden = !(s.queue > 0);
     setText(c.weight, s.weight === s.initial_weight ? String(s.weight) : `${s.weight} (${s.initial_weight})`);
-    c.weight.title = `weight ${s.weight}, configured ${s.initial_weight}`;
+    setTitle(c.weight, `weight ${s.weight}, configured ${s.initial_weight}`);
     setText(c.inflight, fmtInt(s.in_flight) + (s.maxconn ? ' / ' + s.maxconn : ''));
     setText(c.queue, fmtInt(s.queue));
     c.queue.classList.toggle('queued', s.queue > 0);
@@ -585,10 +608,10 @@
     setText(c.p99, fmtMs(lat.p99));
     if (s.check) {
       setText(c.check, s.check.status + (s.check.desc ? ' · ' + s.check.desc : ''));
-      c.check.title = `${s.check.status}: ${s.check.desc || ''} (${s.check.duration_ms} ms)`;
+      setTitle(c.check, `${s.check.status}: ${s.check.desc || ''} (${s.check.duration_ms} ms)`);
     } else {
       setText(c.check, '–');
-      c.check.title = 'no active health check';
+      setTitle(c.check, 'no active health check');
     }
     setText(c.changed, fmtAge(s.last_change_sec));
     if (c.buttons) {
@@ -620,11 +643,14 @@
     rows.sort(cmp);
     let shown = 0;
     for (const r of rows) {
-      const match = !f || r.name.toLowerCase().includes(f) ||
-        [...r.v.servers.keys()].some((n) => n.toLowerCase().includes(f)) ||
-        [...r.v.servers.values()].some((row) => row.cells.addr.textContent.includes(f));
-      r.v.el.hidden = !match;
-      if (match) shown++;
+      const byName = !f || r.name.toLowerCase().includes(f);
+      // A match on a server (name or address) opens its upstream while the
+      // filter is on, so that the server is seen.
+      const byServer = !byName && [...r.v.servers].some(([n, row]) =>
+        n.toLowerCase().includes(f) || row.cells.addr.textContent.includes(f));
+      r.v.el.hidden = !(byName || byServer);
+      r.v.el.classList.toggle('force-open', byServer);
+      if (byName || byServer) shown++;
     }
     const box = $('upstreams');
     const order = rows.map((r) => r.v.el);
@@ -666,7 +692,10 @@
       const r = await fetch('?json', { cache: 'no-store', signal: abort.signal, headers: { Accept: 'application/json' } });
       if (!r.ok) throw new Error('HTTP ' + r.status);
       const doc = await r.json();
+      const t0 = performance.now();
       render(doc);
+      // What one update costs the browser (shown in the footer's tooltip).
+      document.body.dataset.renderMs = (performance.now() - t0).toFixed(1);
       polls++;
       document.body.dataset.polls = String(polls);
       setConn(true);
@@ -706,6 +735,14 @@
       schedule();
     });
     $('filter').addEventListener('input', () => placeUpstreams(lastRows));
+    // "/" focuses the filter, as in many operator tools.
+    document.addEventListener('keydown', (e) => {
+      const t = e.target;
+      if (e.key === '/' && !(t instanceof HTMLInputElement || t instanceof HTMLSelectElement)) {
+        e.preventDefault();
+        $('filter').focus();
+      }
+    });
     $('sort').addEventListener('change', () => placeUpstreams(lastRows));
     const all = (o) => {
       defaultOpen = o;
