@@ -255,6 +255,18 @@ class Conn:
             self.sendall(ping(p, ack=True))
 
     def close(self):
+        """Shuts the socket down and waits for the reader before closing it.
+        The reader's SSL object does its I/O on the fd number it was made
+        with: closed under it, that number goes to the next connection this
+        process opens, whose bytes the old SSL object would then read, or
+        corrupt with records of its own (forklb saw decrypt errors, and the
+        next handshake got a decode_error alert)."""
+        try:
+            socket.socket.shutdown(self.sock, socket.SHUT_RDWR)
+        except OSError:
+            pass
+        if self.reader is not threading.current_thread():
+            self.reader.join(5)
         try:
             self.sock.close()
         except OSError:

@@ -110,8 +110,10 @@
 
   function fmtMs(q) {
     if (!q) return '–';
-    const prefix = q.over ? '>' : '';
     const ms = q.ms;
+    // A bucket's bound, e.g. "<5 ms": no decimals that would suggest precision.
+    if (q.under) return ms < 1000 ? '<' + Math.round(ms) + ' ms' : '<' + ms / 1000 + ' s';
+    const prefix = q.over ? '>' : '';
     if (ms < 10) return prefix + ms.toFixed(1) + ' ms';
     if (ms < 1000) return prefix + Math.round(ms) + ' ms';
     return prefix + (ms / 1000).toFixed(ms < 10000 ? 2 : 1) + ' s';
@@ -145,8 +147,11 @@
   /**
    * Quantile q of a histogram (`counts[i]` requests took at most
    * `bounds[i]` ms and more than `bounds[i-1]`; the last bucket is +Inf),
-   * linearly interpolated inside its bucket. Returns {ms, over} (over: in
-   * the +Inf bucket, so only a lower bound is known) or null without data.
+   * linearly interpolated inside its bucket. Returns {ms, over, under} or
+   * null without data. over: in the +Inf bucket, only a lower bound is
+   * known. under: in the first bucket, only its upper bound is shown -
+   * interpolating inside [0, 5 ms] would say 2.5 ms for answers that take
+   * 0.2 ms on a LAN.
    */
   function quantile(counts, bounds, q) {
     let total = 0;
@@ -157,6 +162,7 @@
     for (let i = 0; i < counts.length; i++) {
       const c = counts[i];
       if (c > 0 && acc + c >= target) {
+        if (i === 0 && bounds.length > 0) return { ms: bounds[0], over: false, under: true };
         const lo = i === 0 ? 0 : bounds[i - 1];
         if (i >= bounds.length) return { ms: lo, over: true };
         const hi = bounds[i];
