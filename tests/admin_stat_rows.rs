@@ -255,3 +255,30 @@ fn qtime_counts_the_wait_for_a_full_server() {
     let q = num(&sock, "one", "slow", "qtime");
     assert!(q > 0 && q <= qmax, "qtime {q}, max {qmax}");
 }
+
+/// A request no server can take (its only server in maintenance) is
+/// answered 503 and, as in HAProxy 2.6, counted in the BACKEND row though
+/// no server row has it: stot, req_tot, econ and hrsp_5xx (HAProxy with
+/// `server s1 ... disabled` and 3 requests: BACKEND stot=3 econ=3
+/// hrsp_5xx=3 req_tot=3, s1 all 0). `clear counters all` clears it.
+#[test]
+fn requests_no_server_could_take_count_in_the_backend_row() {
+    let s = start();
+    let port = s.lb.port();
+    assert_eq!(
+        admin_cmd(&s.sock, "set server slowpool/slow state maint").trim(),
+        ""
+    );
+    for _ in 0..3 {
+        assert_eq!(http_get(port, "/slow").status, 503);
+    }
+    for (field, want) in [("stot", 3), ("req_tot", 3), ("econ", 3), ("hrsp_5xx", 3)] {
+        assert_eq!(num(&s.sock, "slowpool", "BACKEND", field), want, "{field}");
+        assert_eq!(num(&s.sock, "slowpool", "slow", field), 0, "slow {field}");
+    }
+    assert_eq!(num(&s.sock, "slowpool", "BACKEND", "hrsp_2xx"), 0);
+    assert_eq!(admin_cmd(&s.sock, "clear counters all").trim(), "");
+    for field in ["stot", "req_tot", "econ", "hrsp_5xx"] {
+        assert_eq!(num(&s.sock, "slowpool", "BACKEND", field), 0, "{field}");
+    }
+}

@@ -717,6 +717,48 @@ fn http2_answers_and_admin_post() {
         assert!(head.starts_with("http/2 405"), "{}", r.stdout);
         assert!(head.contains("allow: get, head, post"), "{}", r.stdout);
     }
+    // HTTP/1.1 over TLS: the page's origin is https://Host.
+    let url = h.tls_url("/stats");
+    let doc = curl(&[
+        "--http1.1",
+        "-sSk",
+        "--max-time",
+        "10",
+        &format!("{url}?json"),
+    ]);
+    let doc: Value = serde_json::from_str(&doc.stdout).expect("json over TLS");
+    let t = doc["token"].as_str().expect("token").to_owned();
+    let own = format!("https://127.0.0.1:{}", h.tls_port());
+    let plain = format!("http://127.0.0.1:{}", h.tls_port());
+    for (origin, want) in [(own.as_str(), " 200"), (plain.as_str(), " 403")] {
+        let r = curl(&[
+            "--http1.1",
+            "-sSk",
+            "--max-time",
+            "10",
+            "-X",
+            "POST",
+            "-H",
+            &format!("X-Forklb-Token: {t}"),
+            "-H",
+            &format!("Origin: {origin}"),
+            "-H",
+            "Sec-Fetch-Site: same-origin",
+            "-w",
+            " %{http_code}",
+            &format!("{url}?action=state&server=web/b1&value=drain"),
+        ]);
+        assert!(r.stdout.ends_with(want), "{origin}: {}", r.combined());
+    }
+    let doc = curl(&[
+        "--http1.1",
+        "-sSk",
+        "--max-time",
+        "10",
+        &format!("{url}?json"),
+    ]);
+    let doc: Value = serde_json::from_str(&doc.stdout).expect("json over TLS");
+    assert_eq!(server(&doc, "web", "b1")["status"], "DRAIN");
 }
 
 /// The check of a config with a stats route in it: `forklb -t`.

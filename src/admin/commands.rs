@@ -468,6 +468,7 @@ fn clear_counters(v: &View, all: bool) -> Outcome {
         let queue = v.shm.upstream(u).queue();
         if all {
             queue.clear_counters();
+            v.shm.upstream(u).clear_counters();
         } else {
             queue.clear_max();
         }

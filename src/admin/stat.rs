@@ -529,6 +529,9 @@ fn server_row(
     for (k, f) in HRSP.iter().enumerate() {
         r.set(f, st.responses[k]);
     }
+    // HAProxy 2.6 counts a server's req_tot where it counts its hrsp_*:
+    // the responses the server gave (0, not empty, for one that gave none).
+    r.set("req_tot", st.responses.iter().sum::<u64>());
     r.set("lastsess", last_session_age(st.last_session, now));
     for (k, (avg, max)) in TIME_FIELDS.iter().enumerate() {
         r.set(avg, timing_array(st.times)[k]);
@@ -577,7 +580,9 @@ fn check_desc(status: &str) -> &'static str {
 /// An upstream's BACKEND row: its servers' sums, UP while one is usable.
 /// Its queue: the requests waiting for any of its servers, and those that
 /// waited in vain (`timeouts.queue`), which HAProxy counts as connection
-/// errors answered 5xx.
+/// errors answered 5xx; so are the requests no server could take (503,
+/// HAProxy's failed_conns on SRV_STATUS_NOSRV), which are requests of the
+/// backend too.
 fn backend_row(
     v: &Source,
     u: usize,
@@ -588,16 +593,21 @@ fn backend_row(
 ) -> Row {
     let queue = v.shm.upstream(u).queue();
     let (sums, act, bck) = (&totals.counters, totals.act, totals.bck);
-    let queue_timeouts = queue.timeouts();
+    // Answered 503 by forklb for this upstream without a server: as
+    // HAProxy, connection errors and 5xx responses of the BACKEND row.
+    let no_server = v.shm.upstream(u).no_server();
+    let local_5xx = queue.timeouts() + no_server;
     let mut r = Row::new(Kind::Backend, &up.name, "BACKEND", iid, 0);
     r.set("qcur", queue.queued());
     r.set("qmax", queue.max_queued());
     r.set("scur", sums[0]);
     r.set("smax", sums[1]);
-    r.set("stot", sums[2]);
+    // The backend's sessions and requests include those answered without a
+    // server (HAProxy 2.6: stot and req_tot count them, econ too).
+    r.set("stot", sums[2] + local_5xx);
     r.set("bin", sums[3]);
     r.set("bout", sums[4]);
-    r.set("econ", sums[5] + queue_timeouts);
+    r.set("econ", sums[5] + local_5xx);
     r.set("eresp", sums[6]);
     r.set("wretr", sums[7]);
     r.set("status", if act + bck > 0 { "UP" } else { "DOWN" });
@@ -615,10 +625,10 @@ fn backend_row(
     let (rate, rate_max) = v.shm.upstream(u).rates();
     r.set("rate", rate);
     r.set("rate_max", rate_max);
-    r.set("req_tot", sums[2]);
+    r.set("req_tot", sums[2] + local_5xx);
     for (k, f) in HRSP.iter().enumerate() {
         // hrsp_5xx is index 4.
-        let local = if k == 4 { queue_timeouts } else { 0 };
+        let local = if k == 4 { local_5xx } else { 0 };
         r.set(f, sums[9 + k] + local);
     }
     r.set("lastsess", last_session_age(totals.last_session, now));

@@ -1007,25 +1007,7 @@ impl Conn {
         local_keep: bool,
     ) {
         use crate::dashboard;
-        let request = dashboard::Request {
-            method: req.method.unwrap_or("GET"),
-            target: req.path.unwrap_or("/"),
-            headers: req.headers,
-            peer: self.peer.ip(),
-            scheme: env
-                .rt
-                .listeners
-                .get(self.listener)
-                .map_or("http", |l| l.proto),
-        };
-        let inst = dashboard::Instance {
-            config: env.rt,
-            shm: env.shm,
-            generation: env.rt.generation,
-            draining: env.draining,
-        };
-        let a = dashboard::answer(stats, &request, &inst);
-        *env.state_changed |= a.state_changed;
+        let a = super::stats_route::answer(env, stats, req, self.peer.ip(), self.listener);
         let mut extra = String::with_capacity(400);
         for (name, value) in dashboard::SECURITY_HEADERS {
             extra.push_str(name);

@@ -308,6 +308,7 @@ impl Exchange {
         let acquired = ex.att.acquire_first(env, key);
         let Some(server) = host_server(acquired) else {
             log::error!("no server available in upstream {}", upstream.name);
+            env.shm.upstream(r.upstream).count_no_server();
             ex.local_error_keeping(503, true);
             return ex;
         };
@@ -425,29 +426,11 @@ impl Exchange {
         stats: &crate::config::Stats,
         req: &httparse::Request,
     ) {
-        use crate::dashboard;
-        let request = dashboard::Request {
-            method: req.method.unwrap_or("GET"),
-            target: req.path.unwrap_or("/"),
-            headers: req.headers,
-            peer: self.client.peer.ip(),
-            scheme: env
-                .rt
-                .listeners
-                .get(self.client.listener)
-                .map_or("http", |l| l.proto),
-        };
-        let inst = dashboard::Instance {
-            config: env.rt,
-            shm: env.shm,
-            generation: env.rt.generation,
-            draining: env.draining,
-        };
-        let a = dashboard::answer(stats, &request, &inst);
-        *env.state_changed |= a.state_changed;
+        let (peer, listener) = (self.client.peer.ip(), self.client.listener);
+        let a = super::stats_route::answer(env, stats, req, peer, listener);
         let allow = a
             .allow
-            .then(|| (&b"allow"[..], dashboard::ALLOW.as_bytes().to_vec()));
+            .then(|| (&b"allow"[..], crate::dashboard::ALLOW.as_bytes().to_vec()));
         self.local(a.status, a.body.into_owned(), allow);
         if let State::Local(l) = &mut self.state {
             l.content_type = a.content_type.as_bytes();
@@ -503,6 +486,7 @@ impl Exchange {
         let acquired = self.att.acquire_first(env, key);
         let Some(server) = host_server(acquired) else {
             log::error!("no server available in upstream {}", upstream.name);
+            env.shm.upstream(u).count_no_server();
             return self.local_error(503);
         };
         let how = rewrite::UpstreamRequest {

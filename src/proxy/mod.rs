@@ -22,6 +22,7 @@ mod pool;
 mod queue;
 mod record;
 mod side;
+mod stats_route;
 mod upstream_h1;
 mod upstream_h2;
 

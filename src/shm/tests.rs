@@ -399,6 +399,18 @@ fn a_runtime_change_carries_counters_and_passive_marks_not_what_is_in_flight() {
     old.upstream(0).observe(Duration::from_millis(3));
     new.upstream(0).carry_durations(old.upstream(0));
     assert_eq!(new.upstream(0).durations().count, 1);
+    // And each server's (30 ms: the 50 ms bucket, the fourth).
+    let i = super::duration_bucket(Duration::from_millis(30));
+    assert_eq!(i, 3);
+    old.server(0, 0).observe_bucket(i);
+    old.server(0, 0)
+        .observe_bucket(super::duration_bucket(Duration::from_secs(11)));
+    new.server(0, 0).carry_counters(old.server(0, 0));
+    let d = new.server(0, 0).durations();
+    assert_eq!(
+        (d[3], d[DURATION_BUCKETS.len()], d.iter().sum::<u64>()),
+        (1, 1, 2)
+    );
 }
 
 #[test]

@@ -37,6 +37,10 @@ pub struct UpstreamShared {
     /// (the master samples once a second).
     rate: AtomicU32,
     rate_max: AtomicU32,
+    /// Requests answered 503 because no server of the upstream could take
+    /// them: HAProxy counts those in its BACKEND row (req_tot, hrsp_5xx,
+    /// econ) though no server row has them.
+    no_server: AtomicU64,
     /// The queue of requests waiting for a server slot (`maxconn`), on
     /// its own cache line: the counters above change on every request.
     queue: QueueShared,
@@ -89,6 +93,21 @@ impl UpstreamShared {
         }
     }
 
+    /// A request got 503: no server could take it.
+    #[inline]
+    pub fn count_no_server(&self) {
+        self.no_server.fetch_add(1, Relaxed);
+    }
+
+    pub fn no_server(&self) -> u64 {
+        self.no_server.load(Relaxed)
+    }
+
+    /// `clear counters all`.
+    pub fn clear_counters(&self) {
+        self.no_server.store(0, Relaxed);
+    }
+
     /// The master's sample of the last second.
     pub fn set_rate(&self, rate: u32) {
         self.rate.store(rate, Relaxed);
@@ -121,6 +140,7 @@ impl UpstreamShared {
     /// generation's histogram and queue counters (see
     /// `ServerShared::carry_counters`; who waits stays in the old one).
     pub fn carry_durations(&self, old: &UpstreamShared) {
+        self.no_server.store(old.no_server.load(Relaxed), Relaxed);
         for (new, old) in self.duration_buckets.iter().zip(&old.duration_buckets) {
             new.store(old.load(Relaxed), Relaxed);
         }
