@@ -16,8 +16,8 @@
 #                                       #   f-limit: forklb whose route has a limit_req and a
 #                                       #   limit_conn by source, never reached: what the
 #                                       #   shared-memory limits cost a request;
-#                                       #   f-policy: the route of run.sh's scenario 14, those
-#                                       #   limits plus request and response header rules:
+#                                       #   f-policy: the route of run.sh's scenario 14, a
+#                                       #   limit_req and request and response header rules:
 #                                       #   what a typical edge route costs a request)
 #   PINGORA_BIN=/path/to/pingora-lb ... # Pingora's build (bench/pingora); run.sh passes
 #                                       #   it; without it Pingora is left out

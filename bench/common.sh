@@ -45,11 +45,11 @@ CONF
 }
 
 # POLICY_ROUTE: the route of the "f-policy" variants (run.sh scenario 14,
-# callgrind.sh): what an edge route typically carries - a rate limit and a
-# connection limit by source that never refuse (the shared-memory table
-# lookups, the bucket's update, the in-flight count taken and given back),
-# request header rules (set, add with a fresh $request_id, remove) and
-# response header rules (HSTS set, Server removed). Single quotes: $request_id
-# is forklb's variable, not the shell's.
+# callgrind.sh), issue 18's "route with a rate limit and header rules": a
+# limit_req by source that never refuses (the shared-memory table lookup and
+# the bucket's update), request header rules (set, add with a fresh
+# $request_id, remove) and response header rules (HSTS set, Server removed).
+# callgrind.sh's f-limit has limit_req and limit_conn without rules. Single
+# quotes: $request_id is forklb's variable, not the shell's.
 # shellcheck disable=SC2016
-POLICY_ROUTE='{upstream: be, limit_req: {key: source, rate: 1000000/s, burst: 1000000}, limit_conn: {key: source, max: 100000}, request_headers: {set: {X-Env: bench}, add: {X-Request-Id: "$request_id"}, remove: [X-Debug]}, response_headers: {set: {Strict-Transport-Security: "max-age=63072000"}, remove: [Server]}}'
+POLICY_ROUTE='{upstream: be, limit_req: {key: source, rate: 1000000/s, burst: 1000000}, request_headers: {set: {X-Env: bench}, add: {X-Request-Id: "$request_id"}, remove: [X-Debug]}, response_headers: {set: {Strict-Transport-Security: "max-age=63072000"}, remove: [Server]}}'

@@ -1524,9 +1524,9 @@ def policy_section(recs, all_problems):
         return []
     cols = ["forklb", "f-policy", "f-viewer"]
     out = ["", "14. what a policy route and a dashboard viewer cost   (wrk -t2 -c50 /, as 1; forklb only)",
-           "   f-policy: a second forklb whose route has bench/common.sh's POLICY_ROUTE (limit_req and",
-           "   limit_conn by source, never refusing; request header rules with $request_id; HSTS set,",
-           "   Server removed). f-viewer: the forklb of 1 while a viewer polls its dashboard (the page",
+           "   f-policy: a second forklb whose route has bench/common.sh's POLICY_ROUTE (a limit_req by",
+           "   source, never refusing; request header rules with $request_id; HSTS set, Server removed).",
+           "   f-viewer: the forklb of 1 while a viewer polls its dashboard (the page",
            "   and its assets once, then ?json every 2 s on one keep-alive connection, as the page does).",
            "   Rounds interleave the three. Ratios: the variant / forklb.",
            f"  {'':<16}" + "".join(f"{p:>12}" for p in cols) + f"{'policy/f':>10}{'viewer/f':>10}"]

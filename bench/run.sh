@@ -65,8 +65,8 @@
 # (Ir(N2) - Ir(N1)) / (N2 - N1) over all its processes (master + worker), so
 # start-up and shutdown cancel. Kernel work is not counted.
 # Scenario 14 (after 3): forklb against itself: "f-policy", a second forklb
-# whose route has bench/common.sh's POLICY_ROUTE (rate and connection limits
-# that never refuse, request and response header rules), and "f-viewer", the
+# whose route has bench/common.sh's POLICY_ROUTE (a rate limit that never
+# refuses, request and response header rules), and "f-viewer", the
 # forklb of scenario 1 while a dashboard viewer (helpers.py viewer) polls its
 # /stats?json every 2 s; plus the CPU of one poll, measured alone (viewercost).
 # Targets: a policy route costs < 5 % req/s, a viewer < 1 % CPU.
