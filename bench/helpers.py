@@ -1553,7 +1553,8 @@ def policy_section(recs, all_problems):
     cpu = med["cpu_us_per_req"]
     if cpu.get("forklb") and cpu.get("f-viewer"):
         out.append(f"  viewer, measured under load: {100 * (cpu['f-viewer'] / cpu['forklb'] - 1):+.1f} % CPU "
-                   "per request (within the runs' noise, about +-2 %)")
+                   "per request (the same instance as forklb's column: what differs beyond the")
+        out.append("    viewer's computed cost below is the runs' noise, several per cent)")
     vc = [r for r in recs if r["scen"] == "viewercost"]
     if vc and vc[-1].get("us_per_poll") is not None and rps.get("forklb") and cpu.get("forklb"):
         v = vc[-1]
