@@ -118,10 +118,21 @@ impl Attempts {
     }
 
     /// The first server, by the upstream's balancing (`key` for `hash`),
-    /// with its slot taken — or why there is none.
+    /// with its slot taken — or why there is none. No server at all is
+    /// logged and counted here, once for both protocols: the upstream's
+    /// BACKEND row has the 503 the caller answers (`show stat`).
     #[inline]
     pub fn acquire_first(&self, env: &mut Env, key: Option<u64>) -> Acquired {
-        self.acquire(env, key, &[])
+        let acquired = self.acquire(env, key, &[]);
+        if let Acquired::NoServer = acquired {
+            let u = self.upstream;
+            log::error!(
+                "no server available in upstream {}",
+                env.rt.upstreams[u].name
+            );
+            env.shm.upstream(u).count_no_server();
+        }
+        acquired
     }
 
     /// After a failure that may be retried: the next server not tried yet,

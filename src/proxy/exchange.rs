@@ -307,8 +307,6 @@ impl Exchange {
         };
         let acquired = ex.att.acquire_first(env, key);
         let Some(server) = host_server(acquired) else {
-            log::error!("no server available in upstream {}", upstream.name);
-            env.shm.upstream(r.upstream).count_no_server();
             ex.local_error_keeping(503, true);
             return ex;
         };
@@ -485,8 +483,6 @@ impl Exchange {
         };
         let acquired = self.att.acquire_first(env, key);
         let Some(server) = host_server(acquired) else {
-            log::error!("no server available in upstream {}", upstream.name);
-            env.shm.upstream(u).count_no_server();
             return self.local_error(503);
         };
         let how = rewrite::UpstreamRequest {
