@@ -83,7 +83,7 @@ pub fn build_shm(
     for (ui, up) in config.upstreams.iter().enumerate() {
         if let (true, Some((old_shm, _, index))) = (counters, &previous) {
             if let Some(oui) = index.upstream(&up.name) {
-                shm.upstream(ui).carry_durations(old_shm.upstream(oui));
+                shm.upstream(ui).carry_counters(old_shm.upstream(oui));
             }
         }
         let full_health = up.health.as_ref().map(|h| h.rise + h.fall - 1);

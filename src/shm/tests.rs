@@ -397,7 +397,7 @@ fn a_runtime_change_carries_counters_and_passive_marks_not_what_is_in_flight() {
     assert!(new.server(0, 0).passively_down(monotonic_ms()));
     // The upstream's histogram goes on too.
     old.upstream(0).observe(Duration::from_millis(3));
-    new.upstream(0).carry_durations(old.upstream(0));
+    new.upstream(0).carry_counters(old.upstream(0));
     assert_eq!(new.upstream(0).durations().count, 1);
     // And each server's (30 ms: the 50 ms bucket, the fourth).
     let i = super::duration_bucket(Duration::from_millis(30));

@@ -137,9 +137,9 @@ impl UpstreamShared {
     }
 
     /// A runtime server change's new generation goes on from the old
-    /// generation's histogram and queue counters (see
+    /// generation's histogram, no-server count and queue counters (see
     /// `ServerShared::carry_counters`; who waits stays in the old one).
-    pub fn carry_durations(&self, old: &UpstreamShared) {
+    pub fn carry_counters(&self, old: &UpstreamShared) {
         self.no_server.store(old.no_server.load(Relaxed), Relaxed);
         for (new, old) in self.duration_buckets.iter().zip(&old.duration_buckets) {
             new.store(old.load(Relaxed), Relaxed);
