@@ -1154,6 +1154,24 @@ def cmd_cgresult(results, proxy, mode, runsfile):
 CG_ROWS = [("ka", "keep-alive"), ("close", "new conn/req")]
 
 
+def medians(rs, cols, key):
+    """{proxy: median of `key` over its records in rs, or None}, for each of cols."""
+    med = {}
+    for p in cols:
+        vals = [r[key] for r in rs if r["proxy"] == p and r.get(key) is not None]
+        med[p] = statistics.median(vals) if vals else None
+    return med
+
+
+def errors_row(rs, cols):
+    """The "runs w/ errors" row: per proxy, runs with problems / runs."""
+    row = f"  {'runs w/ errors':<16}"
+    for p in cols:
+        pr = [r for r in rs if r["proxy"] == p]
+        row += (f"{sum(1 for r in pr if r['problems'])}/{len(pr)}" if pr else "not run").rjust(12)
+    return row
+
+
 def callgrind_section(recs):
     """Lines of section 8 and its problems, from the "callgrind" records."""
     rs = [r for r in recs if r["scen"] == "callgrind"]
@@ -1176,20 +1194,11 @@ def callgrind_section(recs):
         mrs = [r for r in rs if r.get("mode") == mode]
         if not mrs:
             continue
-        med = {}
-        for p in cols:
-            vals = [r["ir_" + mode] for r in mrs
-                    if r["proxy"] == p and r.get("ir_" + mode) is not None]
-            med[p] = statistics.median(vals) if vals else None
+        med = medians(mrs, cols, "ir_" + mode)
         out.append(f"  {label:<16}" + "".join(f"{fmt(med[p], '{:,.0f}'):>12}" for p in cols)
                    + ratio_cells(med, cols, higher_is_better=False))
-    row = f"  {'runs w/ errors':<16}"
-    for p in cols:
-        pr = [r for r in rs if r["proxy"] == p]
-        row += (f"{sum(1 for r in pr if r['problems'])}/{len(pr)}" if pr else "not run").rjust(12)
-        if not pr:
-            problems.append(f"  [callgrind] {p}: not run")
-    out.append(row)
+    out.append(errors_row(rs, cols))
+    problems += [f"  [callgrind] {p}: not run" for p in cols if not any(r["proxy"] == p for r in rs)]
     for r in rs:
         for prob in r["problems"]:
             problems.append(f"  [callgrind {r.get('mode', '?')}] {r['proxy']}: {prob}")
@@ -1392,10 +1401,7 @@ def scenario_table(recs, scen, title, all_problems):
     out = ["", title]
     out.append(f"  {'':<16}" + table_head(cols))
     for key, label, f in METRICS[scen]:
-        med = {}
-        for p in cols:
-            vals = [r[key] for r in rs if r["proxy"] == p and r.get(key) is not None]
-            med[p] = statistics.median(vals) if vals else None
+        med = medians(rs, cols, key)
         row = f"  {label:<16}" + "".join(f"{fmt(med[p], f):>12}" for p in cols)
         if key in NO_RATIO:
             row = (row + blank_ratios(cols)).rstrip()
@@ -1413,14 +1419,9 @@ def scenario_table(recs, scen, title, all_problems):
                     if r["proxy"] == p and r.get("other_cpu_pct") is not None]
             row += (f"{statistics.median(vals):.0f}" if vals else "n/a").rjust(12)
         out.append(row)
-        row = f"  {'runs w/ errors':<16}"
-        for p in cols:
-            pr = [r for r in rs if r["proxy"] == p]
-            row += (f"{sum(1 for r in pr if r['problems'])}/{len(pr)}" if pr
-                    else "not run").rjust(12)
-            if not pr:
-                all_problems.append(f"  [{scen}] {p}: not run (see the notes at the top)")
-        out.append(row)
+        out.append(errors_row(rs, cols))
+        all_problems += [f"  [{scen}] {p}: not run (see the notes at the top)"
+                         for p in cols if not any(r["proxy"] == p for r in rs)]
     # What h2load negotiated, per proxy (the TLS scenarios' is in the header).
     tls = {}
     for r in rs:
@@ -1532,18 +1533,11 @@ def policy_section(recs, all_problems):
            f"  {'':<16}" + "".join(f"{p:>12}" for p in cols) + f"{'policy/f':>10}{'viewer/f':>10}"]
     med = {}
     for key, label, f in METRICS["keepalive"]:
-        m = {}
-        for p in cols:
-            vals = [r[key] for r in rs if r["proxy"] == p and r.get(key) is not None]
-            m[p] = statistics.median(vals) if vals else None
+        m = medians(rs, cols, key)
         med[key] = m
         out.append(f"  {label:<16}" + "".join(f"{fmt(m[p], f):>12}" for p in cols)
                    + f"{ratio(m['f-policy'], m['forklb']):>10}{ratio(m['f-viewer'], m['forklb']):>10}")
-    row = f"  {'runs w/ errors':<16}"
-    for p in cols:
-        pr = [r for r in rs if r["proxy"] == p]
-        row += (f"{sum(1 for r in pr if r['problems'])}/{len(pr)}" if pr else "not run").rjust(12)
-    out.append(row)
+    out.append(errors_row(rs, cols))
     rps = med["rps"]
     if rps.get("forklb") and rps.get("f-policy"):
         cost = 100 * (1 - rps["f-policy"] / rps["forklb"])
