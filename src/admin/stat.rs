@@ -591,12 +591,13 @@ fn backend_row(
     iid: usize,
     now: u64,
 ) -> Row {
-    let queue = v.shm.upstream(u).queue();
+    let shared = v.shm.upstream(u);
+    let queue = shared.queue();
     let (sums, act, bck) = (&totals.counters, totals.act, totals.bck);
-    // Answered 503 by forklb for this upstream without a server: as
-    // HAProxy, connection errors and 5xx responses of the BACKEND row.
-    let no_server = v.shm.upstream(u).no_server();
-    let local_5xx = queue.timeouts() + no_server;
+    // Answered 503 by forklb for this upstream without a server (the
+    // queue timed out, or none was usable): as HAProxy, sessions, requests,
+    // connection errors and 5xx responses of the BACKEND row.
+    let local_5xx = queue.timeouts() + shared.no_server();
     let mut r = Row::new(Kind::Backend, &up.name, "BACKEND", iid, 0);
     r.set("qcur", queue.queued());
     r.set("qmax", queue.max_queued());
@@ -622,7 +623,7 @@ fn backend_row(
     r.set("pid", PROCESS_NUM);
     r.set("lbtot", sums[8]);
     r.set("type", 1);
-    let (rate, rate_max) = v.shm.upstream(u).rates();
+    let (rate, rate_max) = shared.rates();
     r.set("rate", rate);
     r.set("rate_max", rate_max);
     r.set("req_tot", sums[2] + local_5xx);
