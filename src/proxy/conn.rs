@@ -261,7 +261,7 @@ pub struct Conn {
     c_readable: bool,
     c_writable: bool,
     /// An event reported the client's FIN or an error (see
-    /// `io::drains_when_short`).
+    /// `io::left_socket_empty`).
     c_hup: bool,
     input: Option<Buf>,
     input_fresh: bool,

@@ -1,6 +1,6 @@
 //! Non-blocking read/write on edge-triggered sockets. Readiness is tracked
 //! in a flag per direction that an event sets and that `WouldBlock` (or a
-//! read proving the socket drained, see `drains_when_short`) clears, so no
+//! read proving the socket drained, see `left_socket_empty`) clears, so no
 //! edge is ever lost.
 
 use crate::event::Stream;
@@ -18,13 +18,18 @@ pub enum Io {
 }
 
 /// `hup`: the socket's last event reported the peer's FIN or an error.
-/// Unless it did, a read from a plain socket that returns less than asked
-/// proves the socket empty (see `drains_when_short`): the flag is cleared at
-/// once, saving the read that would only return `EAGAIN` (one syscall per
-/// request).
+/// Unless it did, a read that proves the socket empty (see
+/// `left_socket_empty`) clears the flag at once, saving the read that would
+/// only return `EAGAIN` (one syscall per request).
 pub fn read(sock: &mut Stream, into: &mut [u8], ready: &mut bool, hup: bool) -> Io {
-    let drains = drains_when_short(sock, hup);
-    read_with(sock, into, ready, drains)
+    let asked = into.len();
+    let io = read_with(sock, into, ready, false);
+    if let Io::Done(n) = io {
+        if !hup && left_socket_empty(sock, n, asked) {
+            *ready = false;
+        }
+    }
+    io
 }
 
 /// Reads straight from the TCP socket, beneath any TLS session: for bytes
@@ -34,7 +39,8 @@ pub fn read_raw(sock: &mut TcpStream, into: &mut [u8], ready: &mut bool, hup: bo
     read_with(sock, into, ready, !hup)
 }
 
-/// `drains`: a short read proves the socket empty (`drains_when_short`).
+/// `drains`: a short read proves the socket empty (a plain socket, see
+/// `left_socket_empty`).
 fn read_with<S: Read>(sock: &mut S, into: &mut [u8], ready: &mut bool, drains: bool) -> Io {
     debug_assert!(!into.is_empty(), "read into a full buffer looks like EOF");
     loop {
@@ -56,16 +62,21 @@ fn read_with<S: Read>(sock: &mut S, into: &mut [u8], ready: &mut bool, drains: b
     }
 }
 
-/// Whether a short read from this stream means its socket is drained, so
-/// that waiting for the next event is safe. True for a plain TCP socket
-/// under edge-triggered epoll (Linux reports every later arrival of data as
-/// a new event) unless the last event reported the peer's FIN or an error
-/// (`hup`): that event was the last one, so the socket is read until it
-/// says end of stream. False for TLS: rustls may hold more records than one
-/// read returns, and no event would announce them (nginx does the same with
-/// EPOLLRDHUP: `rev->ready = 0` after a short read unless EOF is pending).
-fn drains_when_short(sock: &Stream, hup: bool) -> bool {
-    !hup && matches!(sock, Stream::Plain(_))
+/// Whether a read of `n` bytes (of `asked`) proves the socket drained, so
+/// that waiting for the next event is safe: under edge-triggered epoll,
+/// Linux reports every later arrival of data as a new event. A plain socket
+/// is drained when it gave less than asked; a TLS stream when its own socket
+/// read came back short and rustls holds no plaintext
+/// (`TlsStream::read_left_socket_empty`). The caller does not ask when the
+/// last event reported the peer's FIN or an error (`hup`): that event was
+/// the last one, so the socket is read until it says end of stream (nginx
+/// does the same with EPOLLRDHUP: `rev->ready = 0` after a short read
+/// unless EOF is pending).
+fn left_socket_empty(sock: &mut Stream, n: usize, asked: usize) -> bool {
+    match sock {
+        Stream::Plain(_) => n < asked,
+        Stream::Tls(t) => t.read_left_socket_empty(),
+    }
 }
 
 /// `writev`: several buffers in one syscall.

@@ -21,6 +21,24 @@ pub struct TlsStream {
     /// `$ssl_client_s_dn`, made on first use after the handshake: once per
     /// connection, and never for connections that do not ask.
     client_dn: std::sync::OnceLock<String>,
+    /// The last `read` ended on a socket read that came back short (fewer
+    /// bytes than rustls asked for): the socket was empty then. See
+    /// `read_left_socket_empty`.
+    socket_dry: bool,
+}
+
+/// The socket as rustls reads it, noting whether a read came back short.
+struct ShortReadProbe<'a> {
+    sock: &'a mut TcpStream,
+    short: bool,
+}
+
+impl Read for ShortReadProbe<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.sock.read(buf)?;
+        self.short = n > 0 && n < buf.len();
+        Ok(n)
+    }
 }
 
 /// A rustls failure as an I/O error, keeping rustls's description (it names
@@ -37,6 +55,7 @@ impl TlsStream {
             sock,
             conn: conn.into(),
             client_dn: std::sync::OnceLock::new(),
+            socket_dry: false,
         })
     }
 
@@ -52,6 +71,7 @@ impl TlsStream {
             sock,
             conn: conn.into(),
             client_dn: std::sync::OnceLock::new(),
+            socket_dry: false,
         })
     }
 
@@ -98,6 +118,18 @@ impl TlsStream {
             .is_ok_and(|chunk| !chunk.is_empty())
     }
 
+    /// After a `read` that returned plaintext: nothing more can be read
+    /// before the socket's next readiness event. True when that read took
+    /// ciphertext from the socket and the socket read came back short, and
+    /// rustls holds no plaintext: rustls decrypts every complete record it
+    /// was given (`process_new_packets`), so what it keeps is at most part
+    /// of a record whose rest has not arrived — and its arrival is an edge.
+    /// This spares the read that would only return `EAGAIN`, one syscall
+    /// per request, as a short read does on a plain socket (`proxy::io`).
+    pub fn read_left_socket_empty(&mut self) -> bool {
+        self.socket_dry && !self.has_buffered_plaintext()
+    }
+
     /// Writes queued ciphertext: Ok(true) when none is left, Ok(false) when
     /// the socket is full.
     pub fn flush_tls(&mut self) -> io::Result<bool> {
@@ -117,7 +149,13 @@ impl TlsStream {
     /// EOF. A protocol error sends the alert rustls queued (best effort).
     fn pull(&mut self) -> io::Result<bool> {
         loop {
-            match self.conn.read_tls(&mut self.sock) {
+            let mut probe = ShortReadProbe {
+                sock: &mut self.sock,
+                short: false,
+            };
+            let read = self.conn.read_tls(&mut probe);
+            self.socket_dry = probe.short;
+            match read {
                 Ok(n) => {
                     if let Err(e) = self.conn.process_new_packets() {
                         if self.is_plain_http(&e) {
@@ -235,6 +273,8 @@ impl TlsStream {
 
 impl Read for TlsStream {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        // Plaintext left from an earlier read says nothing about the socket.
+        self.socket_dry = false;
         loop {
             match self.conn.reader().read(buf) {
                 Ok(n) => return Ok(n),
@@ -442,5 +482,149 @@ mod tests {
         // No ALPN from the client: none agreed (the client speaks HTTP/1.1).
         let (server, _) = handshaken(true, &[]);
         assert_eq!(server.alpn_protocol(), None);
+    }
+
+    /// Writes `bytes` from the client side, flushing until the socket took
+    /// all of it.
+    fn send_all(client: &mut TlsStream, bytes: &[u8]) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut off = 0;
+        while off < bytes.len() || client.wants_flush() {
+            assert!(Instant::now() < deadline, "client could not send");
+            off += send_some(client, bytes.get(off..).unwrap_or_default());
+        }
+    }
+
+    /// One write of `bytes` (or part) from the client side, and a flush.
+    fn send_some(client: &mut TlsStream, bytes: &[u8]) -> usize {
+        let n = match client.write(bytes) {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
+            Err(e) => panic!("client write: {e}"),
+        };
+        let _ = client.flush_tls();
+        n
+    }
+
+    /// The event loop's use of `read_left_socket_empty`, with real
+    /// edge-triggered epoll (mio): the server reads while it holds a
+    /// readable event, and stops at `WouldBlock` or when the read says the
+    /// socket is empty. If it ever said so wrongly, the bytes still in the
+    /// socket would raise no event and the transfer would stall. Whatever
+    /// the record and read sizes, every byte arrives, and most reads spare
+    /// the `WouldBlock` one.
+    #[test]
+    fn read_left_socket_empty_never_loses_an_edge() {
+        use mio::{Events, Interest, Poll, Token};
+        let (mut server, mut client) = handshaken(false, &[b"http/1.1"]);
+        let mut poll = Poll::new().unwrap();
+        poll.registry()
+            .register(server.sock_mut(), Token(0), Interest::READABLE)
+            .unwrap();
+        let mut events = Events::with_capacity(4);
+        let (mut spared, mut blocked) = (0, 0);
+        // Records of 1 B to 16 KiB, read with buffers smaller and larger
+        // than a record and than rustls's 4 KiB socket reads.
+        for (total, chunk, read_size) in [
+            (5, 5, 4096),
+            (300, 100, 64),
+            (20_000, 1000, 16_384),
+            (100_000, 16_384, 3000),
+            (100_000, 50, 100_000),
+            (300_000, 7000, 5000),
+        ] {
+            let case = format!("{total} B in {chunk} B writes, {read_size} B reads");
+            let sent: Vec<u8> = (0..total).map(|i| (i % 251) as u8).collect();
+            let (mut off, mut got) = (0, Vec::new());
+            let mut buf = vec![0; read_size];
+            let mut readable = true;
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while got.len() < sent.len() {
+                assert!(
+                    Instant::now() < deadline,
+                    "{case}: stalled at {} B",
+                    got.len()
+                );
+                if off < sent.len() || client.wants_flush() {
+                    let end = (off + chunk).min(sent.len());
+                    off += send_some(&mut client, sent.get(off..end).unwrap_or_default());
+                }
+                poll.poll(&mut events, Some(Duration::from_millis(1)))
+                    .unwrap();
+                readable |= !events.is_empty();
+                while readable {
+                    match server.read(&mut buf) {
+                        Ok(0) => panic!("{case}: EOF"),
+                        Ok(n) => {
+                            got.extend_from_slice(buf.get(..n).unwrap_or_default());
+                            if server.read_left_socket_empty() {
+                                readable = false;
+                                spared += 1;
+                            }
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                            readable = false;
+                            blocked += 1;
+                        }
+                        Err(e) => panic!("{case}: server read: {e}"),
+                    }
+                }
+            }
+            assert!(got == sent, "{case}: bytes differ");
+        }
+        assert!(
+            spared > blocked,
+            "{spared} reads said empty, {blocked} blocked"
+        );
+    }
+
+    /// Part of a record on the socket: the read that takes it returns
+    /// `WouldBlock` (nothing to decrypt yet), and the read after the rest
+    /// arrives returns the plaintext and says the socket is empty.
+    #[test]
+    fn read_left_socket_empty_with_half_a_record() {
+        let (mut server, mut client) = handshaken(false, &[b"http/1.1"]);
+        client.conn.writer().write_all(b"hello").unwrap();
+        let mut record = Vec::new();
+        while client.conn.wants_write() {
+            client.conn.write_tls(&mut record).unwrap();
+        }
+        let (first, rest) = record.split_at(record.len() / 2);
+        client.sock.write_all(first).unwrap();
+        let mut buf = [0; 64];
+        let e = server.read(&mut buf).expect_err("half a record");
+        assert_eq!(e.kind(), io::ErrorKind::WouldBlock);
+        client.sock.write_all(rest).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let n = loop {
+            assert!(Instant::now() < deadline, "the record never completed");
+            match server.read(&mut buf) {
+                Ok(n) => break n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    std::thread::sleep(Duration::from_millis(1))
+                }
+                Err(e) => panic!("server read: {e}"),
+            }
+        };
+        assert_eq!(buf.get(..n), Some(&b"hello"[..]));
+        assert!(server.read_left_socket_empty());
+        // Plaintext left over from a read says nothing about the socket.
+        send_all(&mut client, b"0123456789");
+        let mut small = [0; 4];
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            assert!(Instant::now() < deadline, "nothing arrived");
+            match server.read(&mut small) {
+                Ok(4) => break,
+                Ok(n) => panic!("{n} B of a 10 B record into 4"),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => panic!("server read: {e}"),
+            }
+        }
+        assert!(!server.read_left_socket_empty(), "6 B still buffered");
+        assert_eq!(server.read(&mut small).unwrap(), 4);
+        assert!(!server.read_left_socket_empty(), "no socket read made");
+        assert_eq!(server.read(&mut small).unwrap(), 2);
+        assert!(!server.read_left_socket_empty(), "no socket read made");
     }
 }
