@@ -41,7 +41,9 @@
 # HAProxy USR1, Pingora TERM) and callgrind writes its files at exit. Two runs per proxy and
 # mode, N1 and N2 = 3*N1 requests; the sum of the files' totals (Ir) of run 2
 # minus that of run 1, divided by N2 - N1, is the number of user-space
-# instructions per request: start-up, the first connects and shutdown cancel.
+# instructions per request: start-up, the first connects and shutdown cancel
+# (AWS-LC's seeding of its random generator from CPU jitter does not: its
+# count depends on timing, so it is left out, see helpers.py SEEDING_FILE).
 # Kernel work (syscalls, TCP/IP, copies) is not counted. The client waits for
 # the port by retrying refused connects, which never reach the proxy.
 #

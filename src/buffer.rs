@@ -2,6 +2,24 @@
 //! idle keep-alive connection holds no buffer and the steady state does no
 //! heap allocation per request.
 
+/// `n` slots of scratch for one request: the front of `stack` when it is
+/// long enough (the usual case, no allocation), else `heap` grown to `n`
+/// copies of `fill`.
+pub fn stack_or_heap<'a, T: Clone>(
+    stack: &'a mut [T],
+    heap: &'a mut Vec<T>,
+    n: usize,
+    fill: T,
+) -> &'a mut [T] {
+    match stack.get_mut(..n) {
+        Some(s) => s,
+        None => {
+            heap.resize(n, fill);
+            heap
+        }
+    }
+}
+
 /// A fixed-capacity byte buffer with a read cursor: bytes `[start, end)` are
 /// pending. Space is reclaimed by `compact` when the front is consumed.
 pub struct Buf {

@@ -486,6 +486,83 @@ fn request_headers_are_mapped_to_http11() {
     }
 }
 
+/// The same with more fields than fit the session's stack array (32), a
+/// `host` field beside `:authority` (dropped: `:authority` wins, RFC 9113
+/// §8.3.1) and three crumbs apart: every field arrives, in order, once.
+#[test]
+fn many_request_headers_are_mapped_to_http11() {
+    let be = Backend::start("b1");
+    let h = H2Lb::start(&to_web(), web(&be));
+    for mode in [H2Mode::Tls, H2Mode::H2c] {
+        let v = python("client.py", mode, h.port(mode), &["many_headers"], T);
+        assert_eq!(v.at("status"), "200", "{mode:?}: {}", v.text);
+    }
+    let reqs = be.requests();
+    assert_eq!(reqs.len(), 2);
+    for r in &reqs {
+        assert_eq!(
+            r.header_all("host"),
+            vec!["mapped.test:8443"],
+            "{:?}",
+            r.headers
+        );
+        assert_eq!(
+            r.header_all("cookie"),
+            vec!["a=1; b=2; c=3"],
+            "{:?}",
+            r.headers
+        );
+        let numbered: Vec<String> = r
+            .headers
+            .iter()
+            .filter(|(k, _)| k.starts_with("x-f-"))
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        let want: Vec<String> = (0..60).map(|i| format!("x-f-{i}=v{i}")).collect();
+        assert_eq!(numbered, want);
+    }
+}
+
+/// A response head whose field names take more than the 1 KiB the
+/// conversion lowercases them into on the stack: every field reaches the
+/// HTTP/2 client, named in lower case (RFC 9113 §8.2.2), in order, and the
+/// connection's own fields do not.
+#[test]
+fn a_response_head_with_many_long_names_reaches_the_h2_client() {
+    let mut head = String::from(
+        "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: keep-alive, X-Hop\r\nX-Hop: 1\r\n",
+    );
+    for i in 0..60 {
+        head.push_str(&format!("X-A-Rather-Long-Field-Name-Number-{i}: v{i}\r\n"));
+    }
+    head.push_str("\r\nok");
+    let be = scripted(
+        "b1",
+        vec![Script::new("/long", head.as_bytes(), Then::KeepAlive)],
+    );
+    let h = H2Lb::start(&to_web(), web(&be));
+    let url = h.tls_url("/long");
+    let (out, version) =
+        curl_with_version(&["--http2", "-sSk", "-D", "-", "--max-time", "10", &url]);
+    assert!(out.ok(), "{}", out.combined());
+    assert_eq!(version, "2");
+    let got: Vec<&str> = out
+        .stdout
+        .lines()
+        .filter(|l| l.starts_with("x-a-rather-long-field-name-number-"))
+        .collect();
+    let want: Vec<String> = (0..60)
+        .map(|i| format!("x-a-rather-long-field-name-number-{i}: v{i}"))
+        .collect();
+    assert_eq!(got, want, "{}", out.stdout);
+    assert!(
+        !out.stdout.to_ascii_lowercase().contains("x-hop"),
+        "{}",
+        out.stdout
+    );
+    assert!(out.stdout.ends_with("ok"), "{}", out.stdout);
+}
+
 const TRAILERS: &[u8] =
     b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: x-checksum\r\n\r\n\
 5\r\nhello\r\n0\r\nx-checksum: abc\r\n\r\n";

@@ -54,20 +54,19 @@ impl ClientConn {
     /// Opens a stream and writes the request head; `None` if no stream can
     /// be opened now. Hop-by-hop fields are dropped.
     pub fn send_request(&mut self, head: &RequestHead, end_stream: bool) -> Option<u32> {
-        let stream = self.conn.open_stream(head.method == b"HEAD")?;
-        let mut pseudo: Vec<(&[u8], &[u8])> = vec![(b":method", &head.method)];
-        if head.method != b"CONNECT" {
-            pseudo.push((b":scheme", &head.scheme));
-            pseudo.push((b":path", &head.path));
+        let stream = self.conn.open_stream(head.method() == b"HEAD")?;
+        let mut pseudo: Vec<(&[u8], &[u8])> = vec![(b":method", head.method())];
+        if head.method() != b"CONNECT" {
+            pseudo.push((b":scheme", head.scheme()));
+            pseudo.push((b":path", head.path()));
         }
-        if let Some(authority) = &head.authority {
+        if let Some(authority) = head.authority() {
             pseudo.push((b":authority", authority));
         }
         let fields: Vec<(&[u8], &[u8])> = head
-            .headers
+            .headers()
             .iter()
             .filter(|(n, v)| headers::check_connection_specific(n, v).is_ok())
-            .map(|(n, v)| (n.as_slice(), v.as_slice()))
             .collect();
         self.conn.send_fields(stream, &pseudo, &fields, end_stream);
         Some(stream)

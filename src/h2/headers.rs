@@ -9,21 +9,74 @@
 //! the exchange answers it 405. Extended CONNECT (`:protocol`) is refused
 //! as malformed, since we do not advertise SETTINGS_ENABLE_CONNECT_PROTOCOL.
 
-/// Lowercase names, validated values.
-pub type HeaderList = Vec<(Vec<u8>, Vec<u8>)>;
+pub use super::fields::HeaderList;
+use super::fields::Span;
 
+/// A request's head: its pseudo-headers and regular fields, all in one
+/// buffer (see `fields`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RequestHead {
-    pub method: Vec<u8>,
-    /// Empty for CONNECT.
-    pub scheme: Vec<u8>,
-    pub authority: Option<Vec<u8>>,
-    /// Empty for CONNECT.
-    pub path: Vec<u8>,
     /// Regular fields only, cookie crumbs joined into one `cookie` field at
-    /// the place of the first; `host` kept if the client sent it.
-    pub headers: HeaderList,
+    /// the place of the first; `host` kept if the client sent it. Its
+    /// buffer holds the pseudo-headers' values too.
+    list: HeaderList,
+    method: Span,
+    /// Empty for CONNECT.
+    scheme: Span,
+    authority: Option<Span>,
+    /// Empty for CONNECT.
+    path: Span,
     pub content_length: Option<u64>,
+}
+
+impl RequestHead {
+    /// A head to send (client role); `headers` are sent as given, less
+    /// connection-specific ones (`ClientConn::send_request`).
+    pub fn new<'a>(
+        method: &[u8],
+        scheme: &[u8],
+        authority: Option<&[u8]>,
+        path: &[u8],
+        headers: impl IntoIterator<Item = (&'a [u8], &'a [u8])>,
+        content_length: Option<u64>,
+    ) -> RequestHead {
+        let mut list = HeaderList::new();
+        let method = list.store(method);
+        let scheme = list.store(scheme);
+        let authority = authority.map(|a| list.store(a));
+        let path = list.store(path);
+        list.extend(headers);
+        RequestHead {
+            list,
+            method,
+            scheme,
+            authority,
+            path,
+            content_length,
+        }
+    }
+
+    pub fn method(&self) -> &[u8] {
+        self.list.at(self.method)
+    }
+
+    /// Empty for CONNECT.
+    pub fn scheme(&self) -> &[u8] {
+        self.list.at(self.scheme)
+    }
+
+    pub fn authority(&self) -> Option<&[u8]> {
+        self.authority.map(|a| self.list.at(a))
+    }
+
+    /// Empty for CONNECT.
+    pub fn path(&self) -> &[u8] {
+        self.list.at(self.path)
+    }
+
+    pub fn headers(&self) -> &HeaderList {
+        &self.list
+    }
 }
 
 /// Why a head is malformed (for a debug log; the peer only sees the code).
@@ -84,21 +137,15 @@ fn parse_length(value: &[u8]) -> Result<u64, Malformed> {
         .ok_or("content-length too large")
 }
 
-/// Regular fields: validated, cookies joined, content-length parsed.
-/// Shared by requests, responses and trailers.
-struct Regular {
-    headers: HeaderList,
-    content_length: Option<u64>,
-}
-
-fn regular(mut headers: HeaderList) -> Result<Regular, Malformed> {
+/// The regular fields of `list`, from field `from` on: validated, cookie
+/// crumbs joined, content-length parsed. Fields before `from` (the
+/// pseudo-headers, already read) are dropped from the list. Shared by
+/// requests, responses and trailers.
+fn regular(list: &mut HeaderList, from: usize) -> Result<Option<u64>, Malformed> {
     let mut cookie: Option<usize> = None;
     let mut content_length = None;
-    // Compacted in place: `kept` fields stay, later cookie crumbs are
-    // appended to the first.
-    let mut kept = 0;
-    for i in 0..headers.len() {
-        let Some((name, value)) = headers.get(i) else {
+    for i in from..list.len() {
+        let Some((name, value)) = list.get(i) else {
             break;
         };
         if name.first() == Some(&b':') {
@@ -115,61 +162,49 @@ fn regular(mut headers: HeaderList) -> Result<Regular, Malformed> {
         }
         if name == b"cookie" {
             // RFC 9113 §8.2.3: crumbs are rejoined for HTTP/1.1 with "; ".
-            if let Some(c) = cookie {
-                let crumb = headers
-                    .get_mut(i)
-                    .map(|(_, v)| std::mem::take(v))
-                    .unwrap_or_default();
-                if let Some((_, joined)) = headers.get_mut(c) {
-                    joined.extend_from_slice(b"; ");
-                    joined.extend_from_slice(&crumb);
-                }
-                continue;
+            match cookie {
+                Some(first) => list.join_value(first, b"; ", i),
+                None => cookie = Some(i),
             }
-            cookie = Some(kept);
         }
-        headers.swap(kept, i);
-        kept += 1;
     }
-    headers.truncate(kept);
-    Ok(Regular {
-        headers,
-        content_length,
-    })
+    // Every cookie field but the first is a crumb now joined into it.
+    list.retain_fields(|i, name| i >= from && (name != b"cookie" || Some(i) == cookie));
+    Ok(content_length)
 }
 
 /// The number of leading pseudo-headers, refusing duplicates and any not
-/// in `allowed`. Values are checked like regular values.
+/// in `allowed` (at most 32). Values are checked like regular values.
 fn pseudo(list: &HeaderList, allowed: &[&[u8]]) -> Result<usize, Malformed> {
-    let split = list
-        .iter()
-        .position(|(n, _)| n.first() != Some(&b':'))
-        .unwrap_or(list.len());
-    let pseudo = list.get(..split).unwrap_or_default();
-    for (i, (name, value)) in pseudo.iter().enumerate() {
-        if !allowed.contains(&name.as_slice()) {
-            return Err("unknown or misplaced pseudo-header");
+    let mut seen = 0u32;
+    let mut n = 0;
+    for (name, value) in list.iter() {
+        if name.first() != Some(&b':') {
+            break;
         }
-        if pseudo
-            .get(..i)
-            .unwrap_or_default()
-            .iter()
-            .any(|(n, _)| n == name)
-        {
+        let Some(k) = allowed.iter().position(|a| *a == name) else {
+            return Err("unknown or misplaced pseudo-header");
+        };
+        let bit = 1u32.checked_shl(k as u32).unwrap_or(0);
+        if seen & bit != 0 {
             return Err("duplicated pseudo-header");
         }
+        seen |= bit;
         check_value(value)?;
+        n += 1;
     }
-    Ok(split)
+    Ok(n)
 }
 
 /// A request head from a decoded HEADERS block (RFC 9113 §8.3.1).
-pub fn request(list: HeaderList) -> Result<RequestHead, Malformed> {
-    let mut list = list;
+pub fn request(mut list: HeaderList) -> Result<RequestHead, Malformed> {
     let n = pseudo(&list, &[b":method", b":scheme", b":authority", b":path"])?;
     let (mut method, mut scheme, mut authority, mut path) = (None, None, None, None);
-    for (name, value) in list.drain(..n) {
-        match name.as_slice() {
+    for i in 0..n {
+        let Some((name, value)) = list.spans(i) else {
+            break;
+        };
+        match list.at(name) {
             b":method" => method = Some(value),
             b":scheme" => scheme = Some(value),
             b":authority" => authority = Some(value),
@@ -177,66 +212,66 @@ pub fn request(list: HeaderList) -> Result<RequestHead, Malformed> {
         }
     }
     let method = method.ok_or("missing :method")?;
-    if method.is_empty() || method.iter().any(|&b| b <= 0x20 || b >= 0x7f) {
+    let m = list.at(method);
+    if m.is_empty() || m.iter().any(|&b| b <= 0x20 || b >= 0x7f) {
         return Err("invalid :method");
     }
-    let (scheme, path) = if method == b"CONNECT" {
+    let (scheme, path) = if m == b"CONNECT" {
         if scheme.is_some() || path.is_some() || authority.is_none() {
             return Err("CONNECT with :scheme or :path, or without :authority");
         }
-        (Vec::new(), Vec::new())
+        (Span::default(), Span::default())
     } else {
-        let scheme = scheme.filter(|s| !s.is_empty()).ok_or("missing :scheme")?;
+        let scheme = scheme
+            .filter(|&s| !list.at(s).is_empty())
+            .ok_or("missing :scheme")?;
         let path = path
-            .filter(|p| !p.is_empty())
+            .filter(|&p| !list.at(p).is_empty())
             .ok_or("missing or empty :path")?;
-        if path.first() != Some(&b'/') && !(path == b"*" && method == b"OPTIONS") {
+        let p = list.at(path);
+        if p.first() != Some(&b'/') && !(p == b"*" && m == b"OPTIONS") {
             return Err(":path neither absolute nor * for OPTIONS");
         }
-        if path.iter().any(|&b| b <= 0x20 || b == 0x7f) {
+        if p.iter().any(|&b| b <= 0x20 || b == 0x7f) {
             return Err("invalid character in :path");
         }
         (scheme, path)
     };
-    let reg = regular(list)?;
+    let content_length = regular(&mut list, n)?;
     Ok(RequestHead {
+        list,
         method,
         scheme,
         authority,
         path,
-        headers: reg.headers,
-        content_length: reg.content_length,
+        content_length,
     })
 }
 
 /// A response head (client role): `:status` and regular fields.
-pub fn response(list: HeaderList) -> Result<(u16, HeaderList, Option<u64>), Malformed> {
-    let mut list = list;
+pub fn response(mut list: HeaderList) -> Result<(u16, HeaderList, Option<u64>), Malformed> {
     let n = pseudo(&list, &[b":status"])?;
-    let status = list
-        .drain(..n)
-        .next()
-        .map(|(_, v)| v)
-        .ok_or("missing :status")?;
-    let status = match status.as_slice() {
-        [a, b, c] if [a, b, c].iter().all(|d| d.is_ascii_digit()) => {
+    let status = match list.get(0).filter(|_| n == 1).map(|(_, v)| v) {
+        Some([a, b, c]) if [a, b, c].iter().all(|d| d.is_ascii_digit()) => {
             u16::from(a - b'0') * 100 + u16::from(b - b'0') * 10 + u16::from(c - b'0')
         }
-        _ => return Err("invalid :status"),
+        Some(_) => return Err("invalid :status"),
+        None => return Err("missing :status"),
     };
     if status < 100 {
         return Err("invalid :status");
     }
-    let reg = regular(list)?;
-    Ok((status, reg.headers, reg.content_length))
+    let content_length = regular(&mut list, n)?;
+    Ok((status, list, content_length))
 }
 
 /// Trailers: regular fields only (RFC 9113 §8.1).
-pub fn trailers(list: HeaderList) -> Result<HeaderList, Malformed> {
+pub fn trailers(mut list: HeaderList) -> Result<HeaderList, Malformed> {
     if list.iter().any(|(n, _)| n.first() == Some(&b':')) {
         return Err("pseudo-header in trailers");
     }
-    Ok(regular(list)?.headers)
+    regular(&mut list, 0)?;
+    Ok(list)
 }
 
 #[cfg(test)]
@@ -244,10 +279,7 @@ mod tests {
     use super::*;
 
     fn list(fields: &[(&str, &str)]) -> HeaderList {
-        fields
-            .iter()
-            .map(|(n, v)| (n.as_bytes().to_vec(), v.as_bytes().to_vec()))
-            .collect()
+        fields.iter().copied().collect()
     }
 
     fn get(extra: &[(&str, &str)]) -> HeaderList {
@@ -257,7 +289,7 @@ mod tests {
             (":path", "/"),
             (":authority", "a.example"),
         ]);
-        l.extend(list(extra));
+        l.extend(list(extra).iter());
         l
     }
 
@@ -271,11 +303,14 @@ mod tests {
             ("te", "trailers"),
         ]))
         .unwrap();
-        assert_eq!(h.method, b"GET");
-        assert_eq!(h.authority.as_deref(), Some(&b"a.example"[..]));
+        assert_eq!(h.method(), b"GET");
+        assert_eq!((h.scheme(), h.path()), (&b"https"[..], &b"/"[..]));
+        assert_eq!(h.authority(), Some(&b"a.example"[..]));
         assert_eq!(h.content_length, Some(12));
-        assert_eq!(h.headers[0], (b"cookie".to_vec(), b"a=1; b=2".to_vec()));
-        assert_eq!(h.headers.len(), 4);
+        assert_eq!(
+            format!("{:?}", h.headers()),
+            r#"[("cookie", "a=1; b=2"), ("accept", "*/*"), ("content-length", "12"), ("te", "trailers")]"#
+        );
     }
 
     #[test]
@@ -351,7 +386,8 @@ mod tests {
             assert!(request(list(l)).is_err(), "{l:?}");
         }
         let c = request(list(&[(":method", "CONNECT"), (":authority", "a:443")])).unwrap();
-        assert!(c.path.is_empty() && c.scheme.is_empty());
+        assert!(c.path().is_empty() && c.scheme().is_empty());
+        assert_eq!(c.authority(), Some(&b"a:443"[..]));
         assert!(request(list(&[
             (":method", "OPTIONS"),
             (":scheme", "http"),

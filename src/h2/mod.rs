@@ -5,6 +5,7 @@
 //! - `frame`: frame header, typed frames, parse and write.
 //! - `hpack`: header compression (a wrapper around `loona-hpack`) with our
 //!   limits on the dynamic table and the decoded list.
+//! - `fields`: [`HeaderList`], a header list in one buffer.
 //! - `headers`: RFC 9113 §8 field validation and request/response mapping.
 //! - `flow`: send and receive windows.
 //! - `limits`: per-connection flood budgets (rapid reset, PING, SETTINGS, ...).
@@ -27,6 +28,7 @@
 
 pub mod client;
 mod conn;
+pub mod fields;
 pub mod flow;
 pub mod frame;
 pub mod headers;

@@ -23,14 +23,14 @@ impl H2Probe {
     pub fn new(scheme: &str, authority: &str, path: &str) -> H2Probe {
         // The body is never read: the default (small) windows are plenty.
         let mut conn = ClientConn::new(Settings::default());
-        let head = RequestHead {
-            method: b"GET".to_vec(),
-            scheme: scheme.as_bytes().to_vec(),
-            authority: Some(authority.as_bytes().to_vec()),
-            path: path.as_bytes().to_vec(),
-            headers: vec![(b"user-agent".to_vec(), b"forklb-health".to_vec())],
-            content_length: None,
-        };
+        let head = RequestHead::new(
+            b"GET",
+            scheme.as_bytes(),
+            Some(authority.as_bytes()),
+            path.as_bytes(),
+            [(&b"user-agent"[..], &b"forklb-health"[..])],
+            None,
+        );
         let stream = conn.send_request(&head, true);
         H2Probe {
             conn,
@@ -113,9 +113,9 @@ mod tests {
         assert_eq!(pump(&mut probe, &mut server), Outcome::Pending);
         let stream = match server.next_event() {
             Some(Event::Request { stream, head, .. }) => {
-                assert_eq!(head.method, b"GET");
-                assert_eq!(head.path, b"/ready");
-                assert_eq!(head.authority.as_deref(), Some(&b"app.test:8080"[..]));
+                assert_eq!(head.method(), b"GET");
+                assert_eq!(head.path(), b"/ready");
+                assert_eq!(head.authority(), Some(&b"app.test:8080"[..]));
                 stream
             }
             other => panic!("{other:?}"),

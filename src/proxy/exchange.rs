@@ -512,21 +512,21 @@ impl Exchange {
             if let (Some(a), None) = (absolute, how.host_override) {
                 authority = a.as_bytes().to_vec();
             }
-            self.req_h2 = Some(Box::new(h2::RequestHead {
-                method: req.method.unwrap_or("GET").as_bytes().to_vec(),
-                scheme: if upstream.tls.is_some() {
-                    b"https".to_vec()
+            self.req_h2 = Some(Box::new(h2::RequestHead::new(
+                req.method.unwrap_or("GET").as_bytes(),
+                if upstream.tls.is_some() {
+                    b"https"
                 } else {
-                    b"http".to_vec()
+                    b"http"
                 },
-                authority: Some(authority),
-                path: path.as_bytes().to_vec(),
-                headers,
-                content_length: match self.req_framing {
+                Some(&authority),
+                path.as_bytes(),
+                headers.iter().map(|(n, v)| (n.as_slice(), v.as_slice())),
+                match self.req_framing {
                     Framing::Length(n) => Some(n),
                     _ => None,
                 },
-            }));
+            )));
         } else {
             let mut head = env.heads.get();
             rewrite::write_upstream_request(&mut head, req, &how);
@@ -809,11 +809,11 @@ impl Exchange {
     /// Trailer fields after the request body: they follow the last chunk
     /// when the body goes upstream chunked (a Content-Length body cannot
     /// carry them in HTTP/1.1: they are dropped, as RFC 9110 §6.5 allows).
-    pub fn push_trailers(&mut self, env: &mut Env, fields: &[(Vec<u8>, Vec<u8>)]) {
+    pub fn push_trailers(&mut self, env: &mut Env, fields: &h2::HeaderList) {
         // A waiting request keeps them for the upstream it will reach.
         let queued = matches!(self.state, State::Queued(_));
         if matches!(self.state, State::UpstreamH2(_)) || (queued && self.req_h2.is_some()) {
-            self.req_trailers = Some(fields.to_vec());
+            self.req_trailers = Some(fields.clone());
             self.req_ended = true;
             return;
         }
@@ -823,10 +823,7 @@ impl Exchange {
             return self.push_body(env, &[], true);
         }
         self.req_out.extend_from_slice(b"0\r\n");
-        http::write_fields(
-            &mut self.req_out,
-            fields.iter().map(|(n, v)| (n.as_slice(), v.as_slice())),
-        );
+        http::write_fields(&mut self.req_out, fields.iter());
         self.req_out.extend_from_slice(b"\r\n");
         self.req_ended = true;
     }

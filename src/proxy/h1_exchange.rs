@@ -222,7 +222,8 @@ impl H1Exchange {
                     tail.extend_from_slice(&input[..framing]);
                 }
                 if end {
-                    let fields = rewrite::trailer_fields(tail);
+                    let fields: crate::h2::HeaderList =
+                        rewrite::trailer_fields(tail).into_iter().collect();
                     if fields.is_empty() {
                         self.ex.push_body(env, &[], true);
                     } else {

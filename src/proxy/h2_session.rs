@@ -8,7 +8,7 @@
 use super::env::{Env, Outcome};
 use super::exchange::{Client, Exchange, Progress, Request, ResponseSink};
 use super::h2_wire::{self, WireError};
-use crate::buffer::Buf;
+use crate::buffer::{self, Buf};
 use crate::event::Stream;
 use crate::h2::{self, Event, ServerConn};
 use crate::http::{self, Framing};
@@ -373,31 +373,36 @@ impl H2Session {
             slot: self.slot,
         };
         let (Ok(method), Ok(target)) = (
-            std::str::from_utf8(&head.method),
-            std::str::from_utf8(&head.path),
+            std::str::from_utf8(head.method()),
+            std::str::from_utf8(head.path()),
         ) else {
             self.conn.reset(stream, h2::code::PROTOCOL_ERROR);
             return;
         };
         // `:authority` is the Host (RFC 9113 §8.3.1); a Host field beside
-        // it is dropped.
-        let mut headers: Vec<httparse::Header> = Vec::with_capacity(head.headers.len() + 1);
-        if let Some(a) = &head.authority {
-            headers.push(httparse::Header {
-                name: "host",
-                value: a,
-            });
-        }
-        for (name, value) in &head.headers {
+        // it is dropped. On the stack unless the fields are many.
+        let mut stack = [httparse::EMPTY_HEADER; 32];
+        let mut heap = Vec::new();
+        let room = head.headers().len() + 1;
+        let slots = buffer::stack_or_heap(&mut stack, &mut heap, room, httparse::EMPTY_HEADER);
+        let mut n = 0;
+        let authority = head.authority();
+        let host = authority.map(|a| (&b"host"[..], a));
+        for (i, (name, value)) in host.into_iter().chain(head.headers()).enumerate() {
             let Ok(name) = std::str::from_utf8(name) else {
                 self.conn.reset(stream, h2::code::PROTOCOL_ERROR);
                 return;
             };
-            if head.authority.is_some() && http::name_is(name, "host") {
+            // The first is `:authority`'s, if any.
+            if i > 0 && authority.is_some() && http::name_is(name, "host") {
                 continue;
             }
-            headers.push(httparse::Header { name, value });
+            if let Some(slot) = slots.get_mut(n) {
+                *slot = httparse::Header { name, value };
+                n += 1;
+            }
         }
+        let headers = slots.get_mut(..n).unwrap_or_default();
         let framing = match head.content_length {
             Some(n) => Framing::Length(n),
             None if end => Framing::None,
@@ -406,7 +411,7 @@ impl H2Session {
         let req = Request {
             method,
             target,
-            headers: &mut headers,
+            headers,
             framing,
             protocol: "HTTP/2.0",
             ssl_client_s_dn: self.client.client_s_dn(),

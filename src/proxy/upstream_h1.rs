@@ -344,20 +344,26 @@ impl UpstreamH1 {
                 bad_response: true,
             });
         }
-        // Field names go lower-case (RFC 9113 §8.2.2); the connection's
-        // own fields stay behind.
-        let mut names: Vec<Vec<u8>> = Vec::with_capacity(resp.headers.len());
+        // Field names go lower-case (RFC 9113 §8.2.2), all into one buffer
+        // (on the stack unless they are many); the connection's own fields
+        // stay behind.
+        let total = resp.headers.iter().map(|h| h.name.len()).sum();
+        let mut stack = [0u8; 1024];
+        let mut heap = Vec::new();
+        let mut rest = crate::buffer::stack_or_heap(&mut stack, &mut heap, total, 0);
+        let mut fields: Vec<(&[u8], &[u8])> = Vec::with_capacity(resp.headers.len() + 1);
         let mut saw_date = false;
-        let kept: Vec<&httparse::Header> = rewrite::end_to_end(resp.headers).collect();
-        for h in &kept {
-            saw_date |= http::name_is(h.name, "date");
-            names.push(h.name.to_ascii_lowercase().into_bytes());
+        for h in rewrite::end_to_end(resp.headers) {
+            let Some((name, tail)) = std::mem::take(&mut rest).split_at_mut_checked(h.name.len())
+            else {
+                break;
+            };
+            name.copy_from_slice(h.name.as_bytes());
+            name.make_ascii_lowercase();
+            saw_date |= name == b"date";
+            fields.push((name, h.value));
+            rest = tail;
         }
-        let mut fields: Vec<(&[u8], &[u8])> = names
-            .iter()
-            .zip(&kept)
-            .map(|(n, h)| (n.as_slice(), h.value))
-            .collect();
         if info.status < 200 {
             // 103 Early Hints and the like go out as they came, before the
             // final response (stored and shown by nobody: no Date).

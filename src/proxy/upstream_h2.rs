@@ -77,10 +77,7 @@ impl UpstreamH2 {
                 ..
             } => {
                 self.got_head = true;
-                let mut fields: Vec<(&[u8], &[u8])> = headers
-                    .iter()
-                    .map(|(n, v)| (n.as_slice(), v.as_slice()))
-                    .collect();
+                let mut fields: Vec<(&[u8], &[u8])> = headers.iter().collect();
                 if !headers.iter().any(|(n, _)| n == b"date") {
                     fields.push((b"date", env.date.text()));
                 }
@@ -135,7 +132,6 @@ impl UpstreamH2 {
                 let fields: Vec<(&[u8], &[u8])> = trailers
                     .iter()
                     .filter(|(n, _)| !http::rewrite::is_framing_or_hop(n))
-                    .map(|(n, v)| (n.as_slice(), v.as_slice()))
                     .collect();
                 if fields.is_empty() {
                     sink.data(&[], true);
@@ -205,10 +201,7 @@ impl UpstreamH2 {
             self.end_sent = true;
             match req.trailers {
                 Some(t) => {
-                    let fields: Vec<(&[u8], &[u8])> = t
-                        .iter()
-                        .map(|(n, v)| (n.as_slice(), v.as_slice()))
-                        .collect();
+                    let fields: Vec<(&[u8], &[u8])> = t.iter().collect();
                     env.h2up.send_trailers(self.conn, stream, &fields);
                 }
                 None => {

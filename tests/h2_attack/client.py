@@ -8,6 +8,9 @@ CASEs:
              connection: when each ended (a_end=, b_end=, seconds).
   headers    GET /headers with :authority `mapped.test:8443` and the cookie
              split in crumbs (`a=1`, `b=2`): the status.
+  many_headers  GET /headers with :authority `mapped.test:8443`, a `host`
+             field `other.test` beside it, 60 fields `x-f-N: vN` and cookie
+             crumbs `a=1`, `b=2`, `c=3` among them: the status.
   trailers   GET /trailers with `te: trailers`: the response's header blocks
              (`blocks=`) and its trailer fields (`trailer_NAME=VALUE`).
   req_trailers  POST /echo: DATA `hello`, then trailers `x-req-trailer: yes`.
@@ -55,6 +58,17 @@ def main():
         c.sendall(frame(HEADERS, END_HEADERS | END_STREAM, 1, c.request_block(
             "/headers", authority="mapped.test:8443",
             extra=[("cookie", "a=1"), ("user-agent", "h2test"), ("cookie", "b=2")])))
+        c.wait(lambda: ended(c, 1), 5)
+        extra["status"] = c.status(1) or "none"
+    elif case == "many_headers":
+        fields = [("host", "other.test"), ("cookie", "a=1")]
+        for i in range(60):
+            fields.append(("x-f-%d" % i, "v%d" % i))
+            if i == 20:
+                fields.append(("cookie", "b=2"))
+        fields.append(("cookie", "c=3"))
+        c.sendall(frame(HEADERS, END_HEADERS | END_STREAM, 1, c.request_block(
+            "/headers", authority="mapped.test:8443", extra=fields)))
         c.wait(lambda: ended(c, 1), 5)
         extra["status"] = c.status(1) or "none"
     elif case == "trailers":
