@@ -264,7 +264,9 @@ fn protocols_restrict_the_versions_offered() {
         ("TLSv1.2", "-tls1_2", "-tls1_3"),
     ] {
         let tls = tls_line(&[(&crt, &key, None)], &[format!("protocols: [{only}]")]);
-        let lb = Forklb::start(&listener_config(&tls, &be));
+        let yaml = listener_config(&tls, &be).replace("log_level: info", "log_level: debug");
+        assert!(yaml.contains("log_level: debug"), "{yaml}");
+        let lb = Forklb::start(&yaml);
         for _ in 0..2 {
             let ok = s_client(lb.port(), &["-servername", "a.test", offered]);
             assert!(
@@ -279,6 +281,22 @@ fn protocols_restrict_the_versions_offered() {
                 no.output
             );
         }
+        // Logged at debug (kept out of the default level: issue 14), with
+        // the client and rustls's reason.
+        assert!(
+            lb.wait_log_count(
+                "TLS handshake with client 127.0.0.1:",
+                2,
+                Duration::from_secs(5)
+            ),
+            "protocols: [{only}]: refused handshakes not logged\n{}",
+            lb.error_log_contents()
+        );
+        let line = lb.log_lines("TLS handshake with client").remove(0);
+        assert!(
+            line.contains("[debug]") && line.contains("failed: peer is incompatible"),
+            "{line}"
+        );
     }
     // Both by default, and when both are listed.
     for keys in [vec![], vec!["protocols: [TLSv1.2, TLSv1.3]".to_owned()]] {

@@ -50,6 +50,21 @@ impl Stream {
         }
     }
 
+    /// Why reading from a client failed, for the error log at debug level:
+    /// a client's own failure is no server error, and a client must not be
+    /// able to fill the log at the default level (issue 14), but an
+    /// operator chasing one needs the reason (nginx logs these at its
+    /// `info`, below its default level: "SSL_do_handshake() failed ...
+    /// while SSL handshaking", "recv() failed ...").
+    pub fn log_client_read_failure(&self, peer: std::net::SocketAddr, e: &io::Error) {
+        match self {
+            Stream::Tls(t) if t.is_handshaking() => {
+                log::debug!("TLS handshake with client {peer} failed: {e}")
+            }
+            _ => log::debug!("reading from client {peer} failed: {e}"),
+        }
+    }
+
     /// `$ssl_client_s_dn`: the verified client certificate's subject
     /// (see [`TlsStream::client_s_dn`]); empty on plain connections.
     pub fn client_s_dn(&self) -> &str {

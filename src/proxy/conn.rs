@@ -704,7 +704,11 @@ impl Conn {
                 self.release_idle_input(env);
                 Ok(false)
             }
-            Io::Eof | Io::Failed(_) => Err(Closed),
+            Io::Eof => Err(Closed),
+            Io::Failed(e) => {
+                self.client.log_client_read_failure(self.peer, &e);
+                Err(Closed)
+            }
         }
     }
 

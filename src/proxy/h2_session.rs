@@ -282,7 +282,12 @@ impl H2Session {
                     moved |= m;
                     all |= m;
                 }
-                Err(_) => return self.finish(env, Outcome::Close),
+                Err(e) => {
+                    if let WireError::Failed(e) = e {
+                        self.client.log_client_read_failure(self.peer, &e);
+                    }
+                    return self.finish(env, Outcome::Close);
+                }
             }
             while let Some(ev) = self.conn.next_event() {
                 self.on_h2_event(env, ev);

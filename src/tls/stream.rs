@@ -75,6 +75,11 @@ impl TlsStream {
         })
     }
 
+    /// The handshake is not complete yet.
+    pub fn is_handshaking(&self) -> bool {
+        self.conn.is_handshaking()
+    }
+
     /// The protocol ALPN agreed on (`b"h2"`, `b"http/1.1"`), once the
     /// handshake has got that far; `None` before, or when the client
     /// offered no ALPN (then it speaks HTTP/1.1).
