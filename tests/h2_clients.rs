@@ -456,19 +456,25 @@ fn retries_and_passive_health_work_per_stream() {
     assert_eq!(live.request_count(), 200);
 }
 
+/// The requests a backend got when the Python client's `case` ran over TLS
+/// and over h2c (two, each answered 200).
+fn backend_requests_of(case: &str) -> Vec<Request> {
+    let be = Backend::start("b1");
+    let h = H2Lb::start(&to_web(), web(&be));
+    for mode in [H2Mode::Tls, H2Mode::H2c] {
+        let v = python("client.py", mode, h.port(mode), &[case], T);
+        assert_eq!(v.at("status"), "200", "{case} {mode:?}: {}", v.text);
+    }
+    let reqs = be.requests();
+    assert_eq!(reqs.len(), 2, "{case}");
+    reqs
+}
+
 /// HTTP/2 to HTTP/1.1: `Host` from `:authority`, cookie crumbs joined into
 /// one `Cookie` (RFC 9113 §8.2.3), nothing of the pseudo-headers.
 #[test]
 fn request_headers_are_mapped_to_http11() {
-    let be = Backend::start("b1");
-    let h = H2Lb::start(&to_web(), web(&be));
-    for mode in [H2Mode::Tls, H2Mode::H2c] {
-        let v = python("client.py", mode, h.port(mode), &["headers"], T);
-        assert_eq!(v.at("status"), "200", "{mode:?}: {}", v.text);
-    }
-    let reqs = be.requests();
-    assert_eq!(reqs.len(), 2);
-    for r in &reqs {
+    for r in &backend_requests_of("headers") {
         assert_eq!((r.method.as_str(), r.path.as_str()), ("GET", "/headers"));
         assert_eq!(
             r.header_all("host"),
@@ -491,15 +497,7 @@ fn request_headers_are_mapped_to_http11() {
 /// §8.3.1) and three crumbs apart: every field arrives, in order, once.
 #[test]
 fn many_request_headers_are_mapped_to_http11() {
-    let be = Backend::start("b1");
-    let h = H2Lb::start(&to_web(), web(&be));
-    for mode in [H2Mode::Tls, H2Mode::H2c] {
-        let v = python("client.py", mode, h.port(mode), &["many_headers"], T);
-        assert_eq!(v.at("status"), "200", "{mode:?}: {}", v.text);
-    }
-    let reqs = be.requests();
-    assert_eq!(reqs.len(), 2);
-    for r in &reqs {
+    for r in &backend_requests_of("many_headers") {
         assert_eq!(
             r.header_all("host"),
             vec!["mapped.test:8443"],
