@@ -521,7 +521,9 @@ mod tests {
     #[test]
     fn read_left_socket_empty_never_loses_an_edge() {
         use mio::{Events, Interest, Poll, Token};
-        let (mut server, mut client) = handshaken(false, &[b"http/1.1"]);
+        // Its own tag: tests run in parallel, each with its own files.
+        let (server_cfg, client_cfg) = configs("edge", false, &[b"http/1.1"], None, false);
+        let (mut server, mut client) = pair(server_cfg, client_cfg).unwrap();
         let mut poll = Poll::new().unwrap();
         poll.registry()
             .register(server.sock_mut(), Token(0), Interest::READABLE)
@@ -588,7 +590,8 @@ mod tests {
     /// arrives returns the plaintext and says the socket is empty.
     #[test]
     fn read_left_socket_empty_with_half_a_record() {
-        let (mut server, mut client) = handshaken(false, &[b"http/1.1"]);
+        let (server_cfg, client_cfg) = configs("half", false, &[b"http/1.1"], None, false);
+        let (mut server, mut client) = pair(server_cfg, client_cfg).unwrap();
         client.conn.writer().write_all(b"hello").unwrap();
         let mut record = Vec::new();
         while client.conn.wants_write() {
