@@ -282,3 +282,70 @@ fn requests_no_server_could_take_count_in_the_backend_row() {
         assert_eq!(num(&s.sock, "slowpool", "BACKEND", field), 0, "{field}");
     }
 }
+
+/// forklb's own 502s and 504s for requests a server was chosen for count
+/// as HAProxy 2.6 counts them (checked against a live HAProxy with a server
+/// that answers garbage, one that never answers, one that refuses): the
+/// server row has the error (eresp for a bad or late response, econ for a
+/// refused connection) and no response; the BACKEND row has the error, the
+/// request and the 5xx. `clear counters all` clears them.
+#[test]
+fn forklb_s_own_502_and_504_count_in_the_backend_row() {
+    let bad = scripted(
+        "bad",
+        vec![Script::new("/bad", b"garbage here\r\n\r\n", Then::Close)],
+    );
+    let late = Backend::start_with(
+        "late",
+        BackendOpts {
+            delay: Duration::from_secs(5),
+            ..BackendOpts::default()
+        },
+    );
+    let refused: std::net::SocketAddr = format!("127.0.0.1:{}", free_port())
+        .parse()
+        .expect("address");
+    let dir = TempDir::new("statrows-5xx");
+    let sock = dir.join("admin.sock");
+    let lb = Forklb::start(
+        &ConfigBuilder::new()
+            .workers(2)
+            .admin_socket(&sock)
+            .set("timeouts", "{upstream_read: 300ms}")
+            .listener("web", &["127.0.0.1:$PORT"])
+            .route(Route::path("/bad").upstream("bad"))
+            .route(Route::path("/late").upstream("late"))
+            .route(Route::to("refused"))
+            .upstream("bad", [Srv::new("s1", bad.addr())])
+            .upstream("late", [Srv::new("s1", late.addr())])
+            .upstream("refused", [Srv::new("s1", refused)])
+            .build(),
+    );
+    assert!(
+        wait_until(Duration::from_secs(5), || sock.exists()),
+        "{}",
+        lb.diagnostics()
+    );
+    for (path, status) in [("/bad", 502), ("/late", 504), ("/refused", 502)] {
+        for _ in 0..2 {
+            assert_eq!(http_get(lb.port(), path).status, status, "{path}");
+        }
+    }
+    for (px, error) in [("bad", "eresp"), ("late", "eresp"), ("refused", "econ")] {
+        for (sv, field, want) in [
+            ("s1", error, 2),
+            ("s1", "hrsp_5xx", 0),
+            ("s1", "req_tot", 0),
+            ("BACKEND", error, 2),
+            ("BACKEND", "hrsp_5xx", 2),
+            ("BACKEND", "req_tot", 2),
+            ("BACKEND", "stot", 2),
+        ] {
+            assert_eq!(num(&sock, px, sv, field), want, "{px}/{sv} {field}");
+        }
+    }
+    assert_eq!(admin_cmd(&sock, "clear counters all").trim(), "");
+    for px in ["bad", "late", "refused"] {
+        assert_eq!(num(&sock, px, "BACKEND", "hrsp_5xx"), 0, "{px}");
+    }
+}

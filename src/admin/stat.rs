@@ -628,8 +628,13 @@ fn backend_row(
     r.set("rate_max", rate_max);
     r.set("req_tot", sums[2] + local_5xx);
     for (k, f) in HRSP.iter().enumerate() {
-        // hrsp_5xx is index 4.
-        let local = if k == 4 { local_5xx } else { 0 };
+        // hrsp_5xx is index 4: with forklb's own 502s and 504s after a
+        // server was chosen, which no server row has (as HAProxy 2.6).
+        let local = if k == 4 {
+            local_5xx + shared.answered_5xx()
+        } else {
+            0
+        };
         r.set(f, sums[9 + k] + local);
     }
     r.set("lastsess", last_session_age(totals.last_session, now));

@@ -663,8 +663,17 @@ impl Exchange {
         match self.att.acquire_retry(env) {
             Some(Acquired::Server(next)) => self.connect(env, next, true),
             Some(Acquired::Wait { bound }) => self.wait_for_slot(env, bound, true),
-            Some(Acquired::NoServer) | None => self.local_error_keeping(502, true),
+            Some(Acquired::NoServer) | None => {
+                self.count_answered_5xx(env);
+                self.local_error_keeping(502, true)
+            }
         }
+    }
+
+    /// A 5xx of ours for a request a server was chosen for: the BACKEND
+    /// row's hrsp_5xx (`UpstreamShared::count_answered_5xx`).
+    fn count_answered_5xx(&self, env: &Env) {
+        env.shm.upstream(self.att.upstream).count_answered_5xx();
     }
 
     fn local_error(&mut self, status: u16) {
@@ -1094,6 +1103,7 @@ impl Exchange {
             self.client.peer
         );
         if self.status == 0 {
+            self.count_answered_5xx(env);
             self.local_error(502);
         } else {
             self.state = State::Finished;
@@ -1169,7 +1179,7 @@ impl Exchange {
             self.take_upstream(env);
             return self.local_error(408);
         }
-        let doing = match &self.state {
+        let (doing, connecting) = match &self.state {
             State::Upstream(_) | State::UpstreamH2(_)
                 if self.status == 0 && !self.req_ended && self.req_out.is_empty() =>
             {
@@ -1180,8 +1190,8 @@ impl Exchange {
                 self.take_upstream(env);
                 return self.local_error(408);
             }
-            State::Upstream(up) => up.doing(),
-            State::UpstreamH2(up) => up.doing(),
+            State::Upstream(up) => (up.doing(), up.connecting()),
+            State::UpstreamH2(up) => (up.doing(), up.connecting()),
             // (Queued was answered above.)
             State::Local(_) | State::Finished | State::Queued(_) => {
                 log::info!("client {} stopped reading a response", self.client.peer);
@@ -1192,6 +1202,15 @@ impl Exchange {
         };
         if self.status == 0 {
             self.att.note_failure(env);
+            // A connection error while connecting, else a response error,
+            // on the server and its BACKEND row (HAProxy: sC, sH).
+            let server = env.shm.server(self.att.upstream, self.att.server);
+            if connecting {
+                server.count_connect_error();
+            } else {
+                server.count_response_error();
+            }
+            self.count_answered_5xx(env);
             let addr = self.take_upstream(env);
             let (name, server) = self.att.server_name(env);
             log::error!(

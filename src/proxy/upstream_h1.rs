@@ -152,6 +152,12 @@ impl UpstreamH1 {
     }
 
     /// What the exchange waits for, for log lines.
+    /// Still connecting (or in the TLS handshake): a timeout now is a
+    /// connection error, later a response error (`show stat` econ/eresp).
+    pub fn connecting(&self) -> bool {
+        matches!(self.phase, Phase::Connect { .. })
+    }
+
     pub fn doing(&self) -> &'static str {
         match self.phase {
             Phase::Connect { connected: true } => "in the TLS handshake",

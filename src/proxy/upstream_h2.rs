@@ -31,6 +31,12 @@ impl UpstreamH2 {
         }
     }
 
+    /// No stream opened yet (the connection is being made or waited for):
+    /// a timeout now is a connection error, later a response error.
+    pub fn connecting(&self) -> bool {
+        self.stream.is_none()
+    }
+
     pub fn doing(&self) -> &'static str {
         match (self.stream, self.got_head) {
             (None, _) => "connecting (HTTP/2)",

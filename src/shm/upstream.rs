@@ -41,6 +41,11 @@ pub struct UpstreamShared {
     /// them: HAProxy counts those in its BACKEND row (req_tot, hrsp_5xx,
     /// econ) though no server row has them.
     no_server: AtomicU64,
+    /// Requests a server had been chosen for that forklb answered 5xx
+    /// itself (502: connecting or the response failed; 504: the server
+    /// timed out): HAProxy 2.6 counts them in the BACKEND row's hrsp_5xx,
+    /// not in the server row's (its server rows count what servers sent).
+    answered_5xx: AtomicU64,
     /// The queue of requests waiting for a server slot (`maxconn`), on
     /// its own cache line: the counters above change on every request.
     queue: QueueShared,
@@ -103,9 +108,20 @@ impl UpstreamShared {
         self.no_server.load(Relaxed)
     }
 
+    /// A request a server was chosen for got a 5xx of forklb's own.
+    #[inline]
+    pub fn count_answered_5xx(&self) {
+        self.answered_5xx.fetch_add(1, Relaxed);
+    }
+
+    pub fn answered_5xx(&self) -> u64 {
+        self.answered_5xx.load(Relaxed)
+    }
+
     /// `clear counters all`.
     pub fn clear_counters(&self) {
         self.no_server.store(0, Relaxed);
+        self.answered_5xx.store(0, Relaxed);
     }
 
     /// The master's sample of the last second.
@@ -137,10 +153,12 @@ impl UpstreamShared {
     }
 
     /// A runtime server change's new generation goes on from the old
-    /// generation's histogram, no-server count and queue counters (see
+    /// generation's histogram, 503 and 5xx counts and queue counters (see
     /// `ServerShared::carry_counters`; who waits stays in the old one).
     pub fn carry_counters(&self, old: &UpstreamShared) {
         self.no_server.store(old.no_server.load(Relaxed), Relaxed);
+        self.answered_5xx
+            .store(old.answered_5xx.load(Relaxed), Relaxed);
         for (new, old) in self.duration_buckets.iter().zip(&old.duration_buckets) {
             new.store(old.load(Relaxed), Relaxed);
         }
