@@ -607,9 +607,12 @@ fn random_spreads_over_all_servers() {
 
 #[test]
 fn random_two_choices_avoid_a_server_busy_with_slow_requests_of_another_worker() {
+    // b's and c's slow requests must outlast the 18 being sent (under a
+    // loaded test run that took over 1.5 s: they ended meanwhile, and two
+    // choices rightly sent nearly all the rest to b and c).
     let a = slow_backend("a", Duration::from_secs(8));
-    let b = slow_backend("b", Duration::from_millis(1500));
-    let c = slow_backend("c", Duration::from_millis(1500));
+    let b = slow_backend("b", Duration::from_millis(2500));
+    let c = slow_backend("c", Duration::from_millis(2500));
     let servers = [Srv::of(&a), Srv::of(&b), Srv::of(&c)];
     let lb = Forklb::start(&upstream_config(2, "random", &servers, &[]));
     lb.wait_workers(2, Duration::from_secs(5));
