@@ -135,6 +135,27 @@ fn token(port: u16) -> String {
         .to_owned()
 }
 
+/// `curl PROTO -X POST URL` with the dashboard token and `headers`
+/// (`Name: value`); stdout is the body, then " STATUS".
+fn curl_post(proto: &str, url: &str, token: &str, headers: &[&str]) -> ToolOutput {
+    let token = format!("X-Forklb-Token: {token}");
+    let mut args = vec![
+        proto,
+        "-sSk",
+        "--max-time",
+        "10",
+        "-X",
+        "POST",
+        "-H",
+        &token,
+    ];
+    for h in headers {
+        args.extend(["-H", h]);
+    }
+    args.extend(["-w", " %{http_code}", url]);
+    curl(&args)
+}
+
 #[test]
 fn page_assets_and_json_over_http11() {
     let s = start();
@@ -674,19 +695,12 @@ fn http2_answers_and_admin_post() {
         assert_eq!(server(&doc, "web", "b1")["status"], "no check");
         let t = doc["token"].as_str().expect("token").to_owned();
         let weight = if tls { "4" } else { "6" };
-        let r = curl(&[
+        let r = curl_post(
             proto,
-            "-sSk",
-            "--max-time",
-            "10",
-            "-X",
-            "POST",
-            "-H",
-            &format!("X-Forklb-Token: {t}"),
-            "-w",
-            " %{http_code}",
             &format!("{url}?action=weight&server=web/b1&value={weight}"),
-        ]);
+            &t,
+            &[],
+        );
         assert_eq!(r.stdout, "{\"ok\":true} 200", "{}", r.combined());
         let doc = curl(&[proto, "-sSk", "--max-time", "10", &format!("{url}?json")]);
         let doc: Value = serde_json::from_str(&doc.stdout).expect("json over h2");
@@ -695,21 +709,12 @@ fn http2_answers_and_admin_post() {
         // origin passes, another is refused.
         let own = url.trim_end_matches("/stats").to_owned();
         for (origin, want) in [(own.as_str(), " 200"), ("https://evil.example", " 403")] {
-            let r = curl(&[
+            let r = curl_post(
                 proto,
-                "-sSk",
-                "--max-time",
-                "10",
-                "-X",
-                "POST",
-                "-H",
-                &format!("X-Forklb-Token: {t}"),
-                "-H",
-                &format!("Origin: {origin}"),
-                "-w",
-                " %{http_code}",
                 &format!("{url}?action=weight&server=web/b1&value={weight}"),
-            ]);
+                &t,
+                &[&format!("Origin: {origin}")],
+            );
             assert!(r.stdout.ends_with(want), "{origin}: {}", r.combined());
         }
         let r = curl(&[proto, "-sSk", "--max-time", "10", "-X", "PUT", "-i", &url]);
@@ -731,23 +736,12 @@ fn http2_answers_and_admin_post() {
     let own = format!("https://127.0.0.1:{}", h.tls_port());
     let plain = format!("http://127.0.0.1:{}", h.tls_port());
     for (origin, want) in [(own.as_str(), " 200"), (plain.as_str(), " 403")] {
-        let r = curl(&[
+        let r = curl_post(
             "--http1.1",
-            "-sSk",
-            "--max-time",
-            "10",
-            "-X",
-            "POST",
-            "-H",
-            &format!("X-Forklb-Token: {t}"),
-            "-H",
-            &format!("Origin: {origin}"),
-            "-H",
-            "Sec-Fetch-Site: same-origin",
-            "-w",
-            " %{http_code}",
             &format!("{url}?action=state&server=web/b1&value=drain"),
-        ]);
+            &t,
+            &[&format!("Origin: {origin}"), "Sec-Fetch-Site: same-origin"],
+        );
         assert!(r.stdout.ends_with(want), "{origin}: {}", r.combined());
     }
     let doc = curl(&[

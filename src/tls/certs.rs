@@ -178,17 +178,9 @@ mod tests {
         assert!(leaf_info(&[]).is_err());
         assert!(leaf_info(&[0x30, 0x82, 0xff, 0xff, 1, 2, 3]).is_err());
         assert!(leaf_info(&[0x30; 300]).is_err());
-        let mut x = 0x9e37_79b9_u32;
+        let mut noise = crate::tls::Noise(0x9e37_79b9);
         for len in 0..512 {
-            let bytes: Vec<u8> = (0..len)
-                .map(|_| {
-                    x ^= x << 13;
-                    x ^= x >> 17;
-                    x ^= x << 5;
-                    x as u8
-                })
-                .collect();
-            assert!(leaf_info(&bytes).is_err());
+            assert!(leaf_info(&noise.bytes(len)).is_err());
         }
     }
 

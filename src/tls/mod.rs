@@ -26,3 +26,22 @@ pub mod versions;
 
 pub use crypto::provider;
 pub use stream::TlsStream;
+
+/// Pseudo-random bytes for the parsers' garbage tests (xorshift32: the
+/// same bytes on every run, so a failure reproduces).
+#[cfg(test)]
+pub(crate) struct Noise(pub u32);
+
+#[cfg(test)]
+impl Noise {
+    pub fn bytes(&mut self, len: usize) -> Vec<u8> {
+        (0..len)
+            .map(|_| {
+                self.0 ^= self.0 << 13;
+                self.0 ^= self.0 >> 17;
+                self.0 ^= self.0 << 5;
+                self.0 as u8
+            })
+            .collect()
+    }
+}

@@ -292,16 +292,9 @@ mod tests {
         for n in 0..start.len() {
             assert!(check(&start[..n], &chain, 0).is_err());
         }
-        let mut x = 0x2545_f491_u32;
+        let mut noise = crate::tls::Noise(0x2545_f491);
         for len in 0..400 {
-            let mut bytes: Vec<u8> = (0..len)
-                .map(|_| {
-                    x ^= x << 13;
-                    x ^= x >> 17;
-                    x ^= x << 5;
-                    x as u8
-                })
-                .collect();
+            let mut bytes = noise.bytes(len);
             if let Some(b) = bytes.first_mut() {
                 *b = 0x30;
             }
