@@ -463,7 +463,13 @@ fn backend_requests_of(case: &str) -> Vec<Request> {
     let h = H2Lb::start(&to_web(), web(&be));
     for mode in [H2Mode::Tls, H2Mode::H2c] {
         let v = python("client.py", mode, h.port(mode), &[case], T);
-        assert_eq!(v.at("status"), "200", "{case} {mode:?}: {}", v.text);
+        assert_eq!(
+            v.at("status"),
+            "200",
+            "{case} {mode:?}: {}\nforklb's log:\n{}",
+            v.text,
+            h.lb.error_log_contents()
+        );
     }
     let reqs = be.requests();
     assert_eq!(reqs.len(), 2, "{case}");
