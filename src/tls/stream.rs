@@ -162,12 +162,18 @@ impl TlsStream {
             self.socket_dry = probe.short;
             match read {
                 Ok(n) => {
-                    if let Err(e) = self.conn.process_new_packets() {
-                        if self.is_plain_http(&e) {
-                            return Err(self.answer_plain_http());
+                    match self.conn.process_new_packets() {
+                        // After close_notify the next read says EOF, and
+                        // no event may come to make it (the peer need not
+                        // close the socket): not "empty".
+                        Ok(state) => self.socket_dry &= !state.peer_has_closed(),
+                        Err(e) => {
+                            if self.is_plain_http(&e) {
+                                return Err(self.answer_plain_http());
+                            }
+                            let _ = self.flush_tls();
+                            return Err(tls_error(e));
                         }
-                        let _ = self.flush_tls();
-                        return Err(tls_error(e));
                     }
                     return Ok(n > 0);
                 }
@@ -583,6 +589,37 @@ mod tests {
             spared > blocked,
             "{spared} reads said empty, {blocked} blocked"
         );
+    }
+
+    /// Data and close_notify together, the socket left open: the read of
+    /// the data does not say "empty", so the caller reads again and sees
+    /// EOF (no event would come to tell it).
+    #[test]
+    fn read_left_socket_empty_is_false_after_close_notify() {
+        let (server_cfg, client_cfg) = configs("notify", false, &[b"http/1.1"], None, false);
+        let (mut server, mut client) = pair(server_cfg, client_cfg).unwrap();
+        client.conn.writer().write_all(b"bye").unwrap();
+        client.conn.send_close_notify();
+        let mut records = Vec::new();
+        while client.conn.wants_write() {
+            client.conn.write_tls(&mut records).unwrap();
+        }
+        client.sock.write_all(&records).unwrap();
+        let mut buf = [0; 64];
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let n = loop {
+            assert!(Instant::now() < deadline, "nothing arrived");
+            match server.read(&mut buf) {
+                Ok(n) => break n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    std::thread::sleep(Duration::from_millis(1))
+                }
+                Err(e) => panic!("server read: {e}"),
+            }
+        };
+        assert_eq!(buf.get(..n), Some(&b"bye"[..]));
+        assert!(!server.read_left_socket_empty(), "close_notify is pending");
+        assert_eq!(server.read(&mut buf).unwrap(), 0, "EOF");
     }
 
     /// Part of a record on the socket: the read that takes it returns
