@@ -591,6 +591,22 @@ mod tests {
         );
     }
 
+    /// The first read that does not block (polling every millisecond,
+    /// for 5 s at most): its byte count.
+    fn read_within_5s(server: &mut TlsStream, buf: &mut [u8]) -> usize {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            assert!(Instant::now() < deadline, "nothing arrived");
+            match server.read(buf) {
+                Ok(n) => return n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    std::thread::sleep(Duration::from_millis(1))
+                }
+                Err(e) => panic!("server read: {e}"),
+            }
+        }
+    }
+
     /// Data and close_notify together, the socket left open: the read of
     /// the data does not say "empty", so the caller reads again and sees
     /// EOF (no event would come to tell it).
@@ -606,17 +622,7 @@ mod tests {
         }
         client.sock.write_all(&records).unwrap();
         let mut buf = [0; 64];
-        let deadline = Instant::now() + Duration::from_secs(5);
-        let n = loop {
-            assert!(Instant::now() < deadline, "nothing arrived");
-            match server.read(&mut buf) {
-                Ok(n) => break n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    std::thread::sleep(Duration::from_millis(1))
-                }
-                Err(e) => panic!("server read: {e}"),
-            }
-        };
+        let n = read_within_5s(&mut server, &mut buf);
         assert_eq!(buf.get(..n), Some(&b"bye"[..]));
         assert!(!server.read_left_socket_empty(), "close_notify is pending");
         assert_eq!(server.read(&mut buf).unwrap(), 0, "EOF");
@@ -640,17 +646,7 @@ mod tests {
         let e = server.read(&mut buf).expect_err("half a record");
         assert_eq!(e.kind(), io::ErrorKind::WouldBlock);
         client.sock.write_all(rest).unwrap();
-        let deadline = Instant::now() + Duration::from_secs(5);
-        let n = loop {
-            assert!(Instant::now() < deadline, "the record never completed");
-            match server.read(&mut buf) {
-                Ok(n) => break n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    std::thread::sleep(Duration::from_millis(1))
-                }
-                Err(e) => panic!("server read: {e}"),
-            }
-        };
+        let n = read_within_5s(&mut server, &mut buf);
         assert_eq!(buf.get(..n), Some(&b"hello"[..]));
         assert!(server.read_left_socket_empty());
         // Plaintext left over from a read says nothing about the socket.
