@@ -135,6 +135,14 @@ fn token(port: u16) -> String {
         .to_owned()
 }
 
+/// The dashboard's JSON (`URL?json`) fetched with `curl PROTO`.
+fn curl_json(proto: &str, url: &str) -> Value {
+    let out = curl(&[proto, "-sSk", "--max-time", "10", &format!("{url}?json")]);
+    assert!(out.ok(), "{}", out.combined());
+    serde_json::from_str(&out.stdout)
+        .unwrap_or_else(|e| panic!("{proto} {url}?json: {e}\n{}", out.combined()))
+}
+
 /// `curl PROTO -X POST URL` with the dashboard token and `headers`
 /// (`Name: value`); stdout is the body, then " STATUS".
 fn curl_post(proto: &str, url: &str, token: &str, headers: &[&str]) -> ToolOutput {
@@ -688,9 +696,7 @@ fn http2_answers_and_admin_post() {
             "{}",
             js.combined()
         );
-        let doc = curl(&[proto, "-sSk", "--max-time", "10", &format!("{url}?json")]);
-        assert!(doc.ok(), "{}", doc.combined());
-        let doc: Value = serde_json::from_str(&doc.stdout).expect("json over h2");
+        let doc = curl_json(proto, &url);
         assert_eq!(doc["workers"], 2);
         assert_eq!(server(&doc, "web", "b1")["status"], "no check");
         let t = doc["token"].as_str().expect("token").to_owned();
@@ -702,8 +708,7 @@ fn http2_answers_and_admin_post() {
             &[],
         );
         assert_eq!(r.stdout, "{\"ok\":true} 200", "{}", r.combined());
-        let doc = curl(&[proto, "-sSk", "--max-time", "10", &format!("{url}?json")]);
-        let doc: Value = serde_json::from_str(&doc.stdout).expect("json over h2");
+        let doc = curl_json(proto, &url);
         assert_eq!(server(&doc, "web", "b1")["weight"].to_string(), weight);
         // The origin check sees `:authority` as the Host: the page's own
         // origin passes, another is refused.
@@ -724,14 +729,7 @@ fn http2_answers_and_admin_post() {
     }
     // HTTP/1.1 over TLS: the page's origin is https://Host.
     let url = h.tls_url("/stats");
-    let doc = curl(&[
-        "--http1.1",
-        "-sSk",
-        "--max-time",
-        "10",
-        &format!("{url}?json"),
-    ]);
-    let doc: Value = serde_json::from_str(&doc.stdout).expect("json over TLS");
+    let doc = curl_json("--http1.1", &url);
     let t = doc["token"].as_str().expect("token").to_owned();
     let own = format!("https://127.0.0.1:{}", h.tls_port());
     let plain = format!("http://127.0.0.1:{}", h.tls_port());
@@ -744,14 +742,7 @@ fn http2_answers_and_admin_post() {
         );
         assert!(r.stdout.ends_with(want), "{origin}: {}", r.combined());
     }
-    let doc = curl(&[
-        "--http1.1",
-        "-sSk",
-        "--max-time",
-        "10",
-        &format!("{url}?json"),
-    ]);
-    let doc: Value = serde_json::from_str(&doc.stdout).expect("json over TLS");
+    let doc = curl_json("--http1.1", &url);
     assert_eq!(server(&doc, "web", "b1")["status"], "DRAIN");
 }
 
