@@ -23,31 +23,34 @@ pub enum Io {
 /// only return `EAGAIN` (one syscall per request).
 pub fn read(sock: &mut Stream, into: &mut [u8], ready: &mut bool, hup: bool) -> Io {
     let asked = into.len();
-    let io = read_with(sock, into, ready, false);
-    if let Io::Done(n) = io {
-        if !hup && left_socket_empty(sock, n, asked) {
-            *ready = false;
-        }
-    }
-    io
+    read_with(sock, into, ready, hup, |s, n| {
+        left_socket_empty(s, n, asked)
+    })
 }
 
 /// Reads straight from the TCP socket, beneath any TLS session: for bytes
 /// that are thrown away unread (the rest of an upload nobody wants, see
 /// `Conn::discard_client_input`), so they cost no decryption.
 pub fn read_raw(sock: &mut TcpStream, into: &mut [u8], ready: &mut bool, hup: bool) -> Io {
-    read_with(sock, into, ready, !hup)
+    let asked = into.len();
+    read_with(sock, into, ready, hup, |_, n| n < asked)
 }
 
-/// `drains`: a short read proves the socket empty (a plain socket, see
-/// `left_socket_empty`).
-fn read_with<S: Read>(sock: &mut S, into: &mut [u8], ready: &mut bool, drains: bool) -> Io {
+/// One read; `drained(sock, n)`: the `n` bytes read prove the socket empty,
+/// asked only when the last event reported no FIN or error (`hup`).
+fn read_with<S: Read>(
+    sock: &mut S,
+    into: &mut [u8],
+    ready: &mut bool,
+    hup: bool,
+    drained: impl FnOnce(&mut S, usize) -> bool,
+) -> Io {
     debug_assert!(!into.is_empty(), "read into a full buffer looks like EOF");
     loop {
         return match sock.read(into) {
             Ok(0) => Io::Eof,
             Ok(n) => {
-                if drains && n < into.len() {
+                if !hup && drained(sock, n) {
                     *ready = false;
                 }
                 Io::Done(n)
@@ -67,9 +70,9 @@ fn read_with<S: Read>(sock: &mut S, into: &mut [u8], ready: &mut bool, drains: b
 /// Linux reports every later arrival of data as a new event. A plain socket
 /// is drained when it gave less than asked; a TLS stream when its own socket
 /// read came back short and rustls holds no plaintext
-/// (`TlsStream::read_left_socket_empty`). The caller does not ask when the
-/// last event reported the peer's FIN or an error (`hup`): that event was
-/// the last one, so the socket is read until it says end of stream (nginx
+/// (`TlsStream::read_left_socket_empty`). Not asked when the last event
+/// reported the peer's FIN or an error (`hup`): that event was the last
+/// one, so the socket is read until it says end of stream (nginx
 /// does the same with EPOLLRDHUP: `rev->ready = 0` after a short read
 /// unless EOF is pending).
 fn left_socket_empty(sock: &mut Stream, n: usize, asked: usize) -> bool {
