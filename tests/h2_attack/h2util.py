@@ -60,6 +60,98 @@ def priority(stream, dep=0, weight=15):
     return frame(PRIORITY, 0, stream, struct.pack(">IB", dep, weight))
 
 
+class TlsSocket:
+    """TLS over a plain socket, safe to use from two threads at once: Conn's
+    reader thread receives while the main thread sends.
+
+    Python's SSLSocket is one OpenSSL SSL object, which must not be used by
+    two threads at once, and `_ssl` does not serialize them: SSL_read and
+    SSL_write run side by side without the GIL and share the object's state.
+    A write could then make the concurrent read report SSL_ERROR_SYSCALL,
+    which looked exactly like the server closing the connection a few
+    milliseconds after the handshake (no frame received), or make the client
+    send records the server cannot decrypt. Here the SSL object only works
+    on memory buffers, under `ssl_lock`, held for no I/O at all; the socket
+    is read and written outside it. `send_lock` keeps records going out in
+    the order they were made, and a sender blocked on a full socket holds
+    only it, so the reader keeps reading, as it did before."""
+
+    def __init__(self, raw, ctx, server_hostname):
+        self.raw = raw
+        self.incoming = ssl.MemoryBIO()
+        self.outgoing = ssl.MemoryBIO()
+        self.obj = ctx.wrap_bio(self.incoming, self.outgoing, server_hostname=server_hostname)
+        self.ssl_lock = threading.Lock()
+        self.send_lock = threading.Lock()
+        self._handshake()
+
+    def _handshake(self):
+        while True:
+            try:
+                self.obj.do_handshake()
+                self._send_pending()
+                return
+            except ssl.SSLWantReadError:
+                self._send_pending()
+                data = self.raw.recv(65536)
+                if not data:
+                    raise ssl.SSLEOFError("the server closed during the handshake")
+                self.incoming.write(data)
+
+    def _send_pending(self):
+        """Sends the records the SSL object made (caller holds no lock)."""
+        with self.send_lock:
+            with self.ssl_lock:
+                out = self.outgoing.read()
+            if out:
+                self.raw.sendall(out)
+
+    def selected_alpn_protocol(self):
+        return self.obj.selected_alpn_protocol()
+
+    def sendall(self, b):
+        with self.send_lock:
+            with self.ssl_lock:
+                self.obj.write(b)
+                out = self.outgoing.read()
+            self.raw.sendall(out)
+
+    def recv(self, n):
+        """Up to n bytes of plaintext; b"" at close_notify or EOF. Raises
+        socket.timeout as a plain socket does."""
+        while True:
+            with self.ssl_lock:
+                try:
+                    data = self.obj.read(n)
+                except ssl.SSLWantReadError:
+                    data = None
+                except ssl.SSLZeroReturnError:
+                    data = b""
+                reply = self.outgoing.pending
+            if reply:
+                # TLS 1.3 may answer what it read (a KeyUpdate).
+                self._send_pending()
+            if data is not None:
+                return data
+            raw = self.raw.recv(65536)
+            if not raw:
+                return b""
+            with self.ssl_lock:
+                self.incoming.write(raw)
+
+    def getsockname(self):
+        return self.raw.getsockname()
+
+    def settimeout(self, t):
+        self.raw.settimeout(t)
+
+    def shutdown(self, how):
+        self.raw.shutdown(how)
+
+    def close(self):
+        self.raw.close()
+
+
 def connect(host, port, tls, timeout=5.0):
     """A TCP (or TLS with ALPN h2) connection to the server; the preface is not sent."""
     sock = socket.create_connection((host, port), timeout=timeout)
@@ -69,13 +161,7 @@ def connect(host, port, tls, timeout=5.0):
         ctx.check_hostname = False
         ctx.verify_mode = ssl.CERT_NONE
         ctx.set_alpn_protocols(["h2"])
-        # A reader thread receives while the main thread sends, on one
-        # SSLSocket: OpenSSL does not take that from two threads once TLS 1.3
-        # post-handshake messages (session tickets) arrive mid-write — the
-        # client then sends records the server cannot decrypt. TLS 1.2 has
-        # no such messages after the handshake.
-        ctx.maximum_version = ssl.TLSVersion.TLSv1_2
-        sock = ctx.wrap_socket(sock, server_hostname="localhost")
+        sock = TlsSocket(sock, ctx, "localhost")
         if sock.selected_alpn_protocol() != "h2":
             raise SystemExit("ALPN did not select h2: %r" % sock.selected_alpn_protocol())
     return sock
@@ -256,13 +342,12 @@ class Conn:
 
     def close(self):
         """Shuts the socket down and waits for the reader before closing it.
-        The reader's SSL object does its I/O on the fd number it was made
-        with: closed under it, that number goes to the next connection this
-        process opens, whose bytes the old SSL object would then read, or
-        corrupt with records of its own (forklb saw decrypt errors, and the
-        next handshake got a decode_error alert)."""
+        A reader still in recv() works on the fd number: closed under it,
+        that number goes to the next connection this process opens, whose
+        bytes the old reader would then take (forklb once saw decrypt
+        errors, and the next handshake got a decode_error alert)."""
         try:
-            socket.socket.shutdown(self.sock, socket.SHUT_RDWR)
+            self.sock.shutdown(socket.SHUT_RDWR)
         except OSError:
             pass
         if self.reader is not threading.current_thread():
