@@ -335,6 +335,126 @@ fn config_test_refuses_versions_rustls_does_not_speak() {
     }
 }
 
+/// The key exchange group `s_client` reports ("Server Temp Key: X25519,
+/// 253 bits" / "ECDH, prime256v1, 256 bits").
+fn temp_key(c: &SClient) -> Option<&str> {
+    let line = c
+        .output
+        .lines()
+        .find(|l| l.starts_with("Server Temp Key:"))?;
+    let key = line.trim_start_matches("Server Temp Key:").trim();
+    Some(
+        key.trim_start_matches("ECDH,")
+            .trim()
+            .split(',')
+            .next()?
+            .trim(),
+    )
+}
+
+#[test]
+fn groups_restrict_and_order_the_key_exchange() {
+    let dir = TempDir::new("tlspol-groups");
+    let pki = Pki::new(dir.path(), "srv");
+    let (crt, key) = pki.server("a", "1001");
+    let be = Backend::start("b1");
+    let sc = |port: u16, v: &str, groups: &str| {
+        s_client(port, &["-servername", "a.test", v, "-groups", groups])
+    };
+    // One group: a client without it is refused, in both versions.
+    let tls = tls_line(&[(&crt, &key, None)], &["groups: [P-256]".to_owned()]);
+    let lb = Forklb::start(&listener_config(&tls, &be));
+    for v in ["-tls1_2", "-tls1_3"] {
+        let ok = sc(lb.port(), v, "X25519:P-256");
+        assert!(ok.connected(), "{v}\n{}", ok.output);
+        assert_eq!(temp_key(&ok), Some("prime256v1"), "{v}\n{}", ok.output);
+        let no = sc(lb.port(), v, "X25519:P-384");
+        assert!(
+            !no.connected(),
+            "{v}: a client without P-256 got in\n{}",
+            no.output
+        );
+        assert!(
+            no.output.contains("alert handshake failure"),
+            "{v}\n{}",
+            no.output
+        );
+    }
+    drop(lb);
+    // TLS 1.3: the client's key share is taken when its group is listed;
+    // otherwise the server asks for its first listed group the client has.
+    let tls = tls_line(
+        &[(&crt, &key, None)],
+        &["groups: [secp384r1, x25519]".to_owned()],
+    );
+    let lb = Forklb::start(&listener_config(&tls, &be));
+    for (offered, got) in [
+        ("X25519:P-384", "X25519"),
+        ("P-256:P-384", "secp384r1"),
+        ("P-256:X25519", "X25519"),
+    ] {
+        let c = sc(lb.port(), "-tls1_3", offered);
+        assert!(c.connected(), "{offered}\n{}", c.output);
+        assert_eq!(temp_key(&c), Some(got), "{offered}\n{}", c.output);
+    }
+    assert!(!sc(lb.port(), "-tls1_3", "P-256").connected());
+    drop(lb);
+    // The default accepts all of X25519, P-256 and P-384.
+    let lb = Forklb::start(&listener_config(&tls_line(&[(&crt, &key, None)], &[]), &be));
+    for (offered, got) in [
+        ("X25519", "X25519"),
+        ("P-256", "prime256v1"),
+        ("P-384", "secp384r1"),
+    ] {
+        let c = sc(lb.port(), "-tls1_3", offered);
+        assert_eq!(temp_key(&c), Some(got), "{offered}\n{}", c.output);
+    }
+}
+
+#[test]
+fn config_test_refuses_unknown_groups_and_prints_the_list() {
+    let dir = TempDir::new("tlspol-groups-check");
+    let pki = Pki::new(dir.path(), "srv");
+    let (crt, key) = pki.server("a", "1001");
+    let be = Backend::start("b1");
+    for (list, needle) in [
+        ("[X448]", "unknown key exchange group \"X448\""),
+        (
+            "[X25519, ffdhe2048]",
+            "unknown key exchange group \"ffdhe2048\"",
+        ),
+        ("[]", "at least one group is required"),
+    ] {
+        let tls = tls_line(&[(&crt, &key, None)], &[format!("groups: {list}")]);
+        let out = check(&dir, &listener_config(&tls, &be));
+        let text = out.combined();
+        assert_ne!(out.code(), Some(0), "{list} accepted\n{text}");
+        assert!(
+            text.contains("listeners[0].tls.groups") && text.contains(needle),
+            "{list}: the error does not name the field and the group\n{text}"
+        );
+        assert!(
+            text.contains("X25519, P-256, P-384, X25519MLKEM768"),
+            "{text}"
+        );
+    }
+    // -T prints the list as written.
+    let tls = tls_line(
+        &[(&crt, &key, None)],
+        &["groups: [X25519MLKEM768, X25519]".to_owned()],
+    );
+    let conf = dir.join("printed.yaml");
+    let yaml = listener_config(&tls, &be).replace("$PORT", &free_port().to_string());
+    fs::write(&conf, yaml).expect("write config");
+    let out = run_forklb(&["-T", "-c", p(&conf)], Duration::from_secs(30));
+    assert_eq!(out.code(), Some(0), "{}", out.combined());
+    assert!(
+        out.stdout.contains("groups:") && out.stdout.contains("X25519MLKEM768"),
+        "{}",
+        out.stdout
+    );
+}
+
 // ---------------------------------------------------------------------------
 // client_auth
 

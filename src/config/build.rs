@@ -103,9 +103,9 @@ fn build_listener(
     checked: CheckedListener,
     warnings: &mut Vec<String>,
 ) -> Result<Listener, Invalid> {
-    let (certificates, protocols, client_auth) = match l.tls {
-        Some(t) => (t.certificates, t.protocols, t.client_auth),
-        None => (Vec::new(), None, None),
+    let (certificates, protocols, groups, client_auth) = match l.tls {
+        Some(t) => (t.certificates, t.protocols, t.groups, t.client_auth),
+        None => (Vec::new(), None, None, None),
     };
     let tls = if certificates.is_empty() {
         None
@@ -113,6 +113,7 @@ fn build_listener(
         use crate::tls::server::{LoadError, Policy};
         let policy = Policy {
             protocols: protocols.as_deref(),
+            groups: groups.as_deref(),
             client_auth: client_auth.as_ref(),
         };
         let at = format!("listeners[{i}].tls");
@@ -128,6 +129,7 @@ fn build_listener(
                 return invalid(format!("{at}.certificates[{j}].ocsp"), m)
             }
             Err(LoadError::Protocols(m)) => return invalid(format!("{at}.protocols"), m),
+            Err(LoadError::Groups(m)) => return invalid(format!("{at}.groups"), m),
             Err(LoadError::ClientCa(m)) => return invalid(format!("{at}.client_auth.ca"), m),
         }
     };
@@ -138,6 +140,7 @@ fn build_listener(
         tls,
         certificates,
         protocols,
+        groups,
         client_auth,
         http2: l.http2,
         h2c: l.h2c,

@@ -79,6 +79,7 @@ impl Config {
             tls: l.tls.as_ref().map(|_| ListenerTls {
                 certificates: l.certificates.clone(),
                 protocols: l.protocols.clone(),
+                groups: l.groups.clone(),
                 client_auth: l.client_auth.clone(),
             }),
             routes: l.routes.iter().map(|r| self.raw_route(r)).collect(),

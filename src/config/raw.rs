@@ -306,6 +306,11 @@ pub struct ListenerTls {
     /// (`TLSv1.1`) gets a message saying what is supported.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub protocols: Option<Vec<String>>,
+    /// The key exchange groups accepted (`X25519`, `P-256`, ...), in the
+    /// server's order; absent = the provider's. Kept as written, checked at
+    /// load, like `protocols`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub groups: Option<Vec<String>>,
     /// Client certificates (mTLS), verified against `ca`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_auth: Option<ClientAuth>,

@@ -1921,6 +1921,7 @@ upstreams:
                 ocsp: Some("a.ocsp".into()),
             }],
             protocols: None,
+            groups: None,
             client_auth: Some(raw::ClientAuth {
                 ca: "clients.pem".into(),
                 required: true,

@@ -107,9 +107,10 @@ pub struct Listener {
     pub tls: Option<Arc<rustls::ServerConfig>>,
     /// The files `tls` was loaded from (paths absolute); empty without TLS.
     pub certificates: Vec<CertKey>,
-    /// `tls.protocols` and `tls.client_auth` as written (`tls` is built
-    /// with them), for printing the configuration.
+    /// `tls.protocols`, `tls.groups` and `tls.client_auth` as written
+    /// (`tls` is built with them), for printing the configuration.
     pub protocols: Option<Vec<String>>,
+    pub groups: Option<Vec<String>>,
     pub client_auth: Option<ClientAuth>,
     /// TLS listeners: ALPN offers `h2` before `http/1.1` (`tls` is built
     /// with it). Kept as set on plain listeners, where it means nothing.

@@ -4,8 +4,8 @@
 //! ClientHello (`resolve`), the expiry warning (`expiry`) and the
 //! non-blocking session the proxy reads and writes (`stream`); listener
 //! policy: client certificates (`client_auth`), stapled OCSP responses
-//! (`ocsp`, read with the small DER reader `der`) and versions
-//! (`versions`).
+//! (`ocsp`, read with the small DER reader `der`), versions (`versions`)
+//! and key exchange groups (`groups`).
 //!
 //! Everything is built when the configuration is loaded — in the master,
 //! before it forks and while it may still read root-only key files — so
@@ -17,6 +17,7 @@ pub mod client_auth;
 pub mod crypto;
 pub mod der;
 pub mod expiry;
+pub mod groups;
 pub mod ocsp;
 pub mod resolve;
 pub mod server;

@@ -32,6 +32,8 @@ pub fn alpn_protocols(http2: bool) -> Vec<Vec<u8>> {
 pub struct Policy<'a> {
     /// `protocols:` as written (checked by [`super::versions::parse`]).
     pub protocols: Option<&'a [String]>,
+    /// `groups:` as written (checked by [`super::groups::parse`]).
+    pub groups: Option<&'a [String]>,
     pub client_auth: Option<&'a ClientAuth>,
 }
 
@@ -44,6 +46,7 @@ pub enum LoadError {
     /// `certificates[i].ocsp`.
     Ocsp(usize, String),
     Protocols(String),
+    Groups(String),
     /// `client_auth.ca`.
     ClientCa(String),
 }
@@ -52,6 +55,7 @@ pub enum LoadError {
 /// policy; `http2` adds `h2` to the ALPN protocols ([`alpn_protocols`]).
 pub fn config(certificates: &[CertKey], policy: &Policy, http2: bool) -> Result<Loaded, LoadError> {
     let versions = super::versions::parse(policy.protocols).map_err(LoadError::Protocols)?;
+    let groups = super::groups::parse(policy.groups).map_err(LoadError::Groups)?;
     let now = super::expiry::now();
     let mut loaded = Vec::with_capacity(certificates.len());
     for (i, ck) in certificates.iter().enumerate() {
@@ -76,7 +80,10 @@ pub fn config(certificates: &[CertKey], policy: &Policy, http2: bool) -> Result<
             ));
         }
     }
-    let provider = super::provider();
+    let mut provider = super::provider();
+    if let Some(groups) = groups {
+        Arc::make_mut(&mut provider).kx_groups = groups;
+    }
     let suites = provider.cipher_suites.clone();
     let builder = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&versions)

@@ -407,6 +407,7 @@ mod tests {
         });
         let policy = crate::tls::server::Policy {
             protocols: None,
+            groups: None,
             client_auth: auth.as_ref(),
         };
         let server_cfg = crate::tls::server::config(&certs, &policy, http2)
