@@ -455,6 +455,45 @@ fn config_test_refuses_unknown_groups_and_prints_the_list() {
     );
 }
 
+/// The cipher suite `s_client` reports ("New, TLSv1.3, Cipher is X").
+fn cipher(c: &SClient) -> Option<&str> {
+    let line = c.output.lines().find(|l| l.contains(", Cipher is "))?;
+    Some(line.split(", Cipher is ").nth(1)?.trim())
+}
+
+#[test]
+fn the_server_s_order_of_cipher_suites_wins() {
+    let dir = TempDir::new("tlspol-ciphers");
+    let pki = Pki::new(dir.path(), "srv");
+    let (crt, key) = pki.server("a", "1001");
+    let be = Backend::start("b1");
+    let lb = Forklb::start(&listener_config(&tls_line(&[(&crt, &key, None)], &[]), &be));
+    for (args, want) in [
+        (
+            ["-tls1_3", "-ciphersuites", "TLS_CHACHA20_POLY1305_SHA256:TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384"],
+            "TLS_AES_256_GCM_SHA384",
+        ),
+        (
+            ["-tls1_3", "-ciphersuites", "TLS_CHACHA20_POLY1305_SHA256:TLS_AES_128_GCM_SHA256"],
+            "TLS_AES_128_GCM_SHA256",
+        ),
+        (
+            ["-tls1_2", "-cipher", "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384"],
+            "ECDHE-ECDSA-AES256-GCM-SHA384",
+        ),
+        (
+            ["-tls1_2", "-cipher", "ECDHE-ECDSA-CHACHA20-POLY1305"],
+            "ECDHE-ECDSA-CHACHA20-POLY1305",
+        ),
+    ] {
+        let mut all = vec!["-servername", "a.test"];
+        all.extend(args);
+        let c = s_client(lb.port(), &all);
+        assert!(c.connected(), "{args:?}\n{}", c.output);
+        assert_eq!(cipher(&c), Some(want), "{args:?}\n{}", c.output);
+    }
+}
+
 // ---------------------------------------------------------------------------
 // client_auth
 

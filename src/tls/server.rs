@@ -101,6 +101,11 @@ pub fn config(certificates: &[CertKey], policy: &Policy, http2: bool) -> Result<
     };
     let mut cfg = builder.with_cert_resolver(Arc::new(CertResolver::new(loaded, suites)));
     cfg.alpn_protocols = alpn_protocols(http2);
+    // The server's order of cipher suites decides, as HAProxy's default
+    // and nginx's `ssl_prefer_server_ciphers on` (Debian's nginx.conf):
+    // AES-256-GCM, AES-128-GCM, then ChaCha20-Poly1305, whatever order the
+    // client lists them in (testssl's "Has server cipher order?" check).
+    cfg.ignore_client_order = true;
     // Tickets every worker can open (the key comes from the master); with
     // client_auth, keys of the listener's own (see `for_context`).
     cfg.ticketer = Arc::new(match ticket_context {
