@@ -218,6 +218,42 @@ fn limit_req_burst_by_source_holds_across_both_workers() {
     assert_eq!(r.body_str(), "Too Many Requests\n");
 }
 
+/// nginx's bucket floors its excess at 0 after adding a request, so a
+/// client that keeps to the rate is never refused, even with no burst, and
+/// a bucket that has drained takes 1 + burst at once again. Delays on a
+/// loaded machine only let more through, so the lower bounds hold.
+#[test]
+fn limit_req_serves_a_client_at_the_rate_and_a_drained_bucket_its_burst() {
+    let s = start(vec![
+        Route::path("/paced/")
+            .upstream("main")
+            .field("limit_req", limit_req("source", "4/s", 0)),
+        Route::to("main").field("limit_req", limit_req("source", "10/s", 3)),
+    ]);
+    let mut conns = conns_from([127, 0, 0, 4], s.lb.port(), 2);
+    // One request every 300 ms at 4/s (one every 250 ms), no burst.
+    let mut paced = Vec::new();
+    for i in 0..6 {
+        if i > 0 {
+            std::thread::sleep(Duration::from_millis(300));
+        }
+        paced.extend(burst(&mut conns, 1, "/paced/", &[]));
+    }
+    assert_eq!(paced, vec![200; 6], "a client at the rate was refused");
+    // One right after the last is over the rate.
+    assert_eq!(burst(&mut conns, 1, "/paced/", &[]), vec![429]);
+    // 10/s, burst 3: the first 4 of a burst pass, then again once drained.
+    for round in 0..3 {
+        let statuses = burst(&mut conns, 12, "/", &[]);
+        assert!(
+            statuses[..4].iter().all(|&x| x == 200) && statuses.contains(&429),
+            "round {round}: {statuses:?}"
+        );
+        // 4 requests leak in 400 ms; 700 ms leave the bucket empty.
+        std::thread::sleep(Duration::from_millis(700));
+    }
+}
+
 #[test]
 fn limit_req_by_header_and_cookie() {
     let s = start(vec![

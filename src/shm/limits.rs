@@ -230,7 +230,14 @@ impl LimitTable {
         self.with_set(self.set_of(fp), |ways| {
             if let Some(e) = find(ways, fp, key) {
                 e.seen_ms.store(now_ms, Ordering::Relaxed);
-                let excess = current_excess(e, now_ms, rate).saturating_add(1000);
+                // nginx's `excess - rate * ms / 1000 + 1000`, floored at 0
+                // after the request is added, not before: a bucket that
+                // leaked more than it held takes this request as a new
+                // key's first (so `burst: 0` lets a client in at the rate,
+                // and a drained bucket takes 1 + burst at once).
+                let elapsed = now_ms.saturating_sub(e.last_ms.load(Ordering::Relaxed));
+                let held = u64::from(e.level.load(Ordering::Relaxed)).saturating_add(1000);
+                let excess = leaked(held, rate, elapsed);
                 if excess > burst {
                     return Verdict::Excess;
                 }
@@ -505,6 +512,34 @@ mod tests {
         assert_eq!(t.take_request(b"other", later, 20_000, 10), Verdict::Pass);
         assert!(t.clear_key(b"k"));
         assert_eq!(t.take_request(b"k", later, 20_000, 10), Verdict::Pass);
+    }
+
+    /// nginx floors the excess at 0 after adding the request: a key
+    /// coming at the rate with no burst is never refused, and a drained
+    /// bucket takes 1 + burst at once again, as a new key does.
+    #[test]
+    fn a_drained_bucket_takes_requests_as_a_new_key_does() {
+        let t = LimitTable::create("t", TableKind::Req, DEFAULT_ENTRIES).unwrap();
+        let start = Instant::now();
+        // 2/s, no burst: one request every 500 ms always passes, and one
+        // 100 ms after a pass is refused.
+        for i in 0..10 {
+            let at = start + Duration::from_millis(500 * i);
+            assert_eq!(t.take_request(b"r", at, 2_000, 0), Verdict::Pass, "{i}");
+            let soon = at + Duration::from_millis(100);
+            assert_eq!(t.take_request(b"r", soon, 2_000, 0), Verdict::Excess, "{i}");
+        }
+        // 1/s, burst 5: 6 at once, then after the bucket drained 6 again.
+        let burst = |at: Instant| {
+            (0..8)
+                .filter(|_| t.take_request(b"b", at, 1_000, 5) == Verdict::Pass)
+                .count()
+        };
+        assert_eq!(burst(start), 6);
+        assert_eq!(burst(start + Duration::from_secs(10)), 6);
+        // Half drained: 2.5 s leak 2.5 of the 5 held, so 2 pass
+        // (5 - 2.5 + 1 = 3.5, then 4.5; 5.5 would be over 5).
+        assert_eq!(burst(start + Duration::from_millis(12_500)), 2);
     }
 
     #[test]
