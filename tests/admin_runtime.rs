@@ -217,6 +217,49 @@ fn set_server_health_forces_the_state_of_an_unchecked_server() {
     }
 }
 
+/// Leaving maint starts a server UP again, as HAProxy does: an unchecked
+/// one whatever health was forced on it, a checked one at `rise` (UP, and
+/// DOWN again at its first failed check).
+#[test]
+fn leaving_maint_brings_a_server_forced_down_back_up() {
+    let (lb, _dir, sock, _a, _b) = start_two(None);
+    for cmd in [
+        "set server main/b state maint",
+        "set server main/b health down",
+        "set server main/b state ready",
+    ] {
+        assert_eq!(admin_cmd(&sock, cmd), "\n", "{cmd}");
+    }
+    assert_eq!(stat_field(&sock, "main", "b", "status"), "no check");
+    let (a, b) = spread(lb.port(), 8);
+    assert!(a > 0 && b > 0, "both serve again: {a}/{b}");
+    // Drain is not maint: a forced DOWN stays.
+    for cmd in [
+        "set server main/b health down",
+        "set server main/b state drain",
+    ] {
+        assert_eq!(admin_cmd(&sock, cmd), "\n", "{cmd}");
+    }
+    assert_eq!(stat_field(&sock, "main", "b", "status"), "DOWN");
+    drop(lb);
+
+    // Checked, with checks too far apart to run during the test.
+    let (lb, _dir, sock, _a, _b) = start_two(Some(
+        "health: {type: tcp, interval: 60s, timeout: 1s, rise: 2, fall: 2}",
+    ));
+    assert_eq!(stat_field(&sock, "main", "b", "status"), "UP");
+    for cmd in [
+        "disable server main/b",
+        "set server main/b health down",
+        "enable server main/b",
+    ] {
+        assert_eq!(admin_cmd(&sock, cmd), "\n", "{cmd}");
+    }
+    assert_eq!(stat_field(&sock, "main", "b", "status"), "UP 1/2");
+    let (a, b) = spread(lb.port(), 8);
+    assert!(a > 0 && b > 0, "both serve again: {a}/{b}");
+}
+
 #[test]
 fn disable_health_stops_checks_and_enable_resumes_them() {
     let (lb, _dir, sock, _a, mut b) = start_two(Some(

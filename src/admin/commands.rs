@@ -346,7 +346,8 @@ fn set_admin(v: &View, target: &str, admin: AdminState) -> Outcome {
         Ok(x) => x,
         Err(e) => return text(e),
     };
-    if v.shm.server(u, s).set_admin(admin) {
+    let rise = v.config.upstreams[u].health.as_ref().map(|h| h.rise);
+    if v.shm.server(u, s).set_admin_by_operator(admin, rise) {
         log::warn!(
             "server {}/{} is going {} ({})",
             v.config.upstreams[u].name,

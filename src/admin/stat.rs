@@ -236,17 +236,35 @@ pub fn algo_name(b: Balance) -> &'static str {
     }
 }
 
-/// A server's status word, as HAProxy prints it.
+/// A server's status word, as HAProxy prints it (`stats.c`): MAINT first;
+/// then the operational state — DOWN and NOLB whatever the admin state,
+/// so a drained server that went down says DOWN — and for a running
+/// server DRAIN in place of UP. `/N/M` while checks have not reached the
+/// top of the counter.
 pub fn server_status(st: &ServerStats, health: Option<(u32, u32)>) -> String {
-    match st.admin {
-        AdminState::Maint | AdminState::Drain => st.admin.status_word().to_owned(),
-        AdminState::Ready if st.stopping => "NOLB".to_owned(),
-        AdminState::Ready => match health.filter(|_| st.checked) {
-            Some((rise, fall)) => counter::status(st.health.counter, st.health.down, rise, fall),
-            // Unchecked (or checks disabled): up unless forced down.
-            None if st.health.down => "DOWN".to_owned(),
-            None => "no check".to_owned(),
-        },
+    if st.admin == AdminState::Maint {
+        return st.admin.status_word().to_owned();
+    }
+    let checked = health.filter(|_| st.checked);
+    let h = st.health.counter;
+    // "N/M" of a server up but below the top of its counter.
+    let going_down = checked
+        .filter(|&(rise, fall)| h < rise + fall - 1)
+        .map(|(rise, fall)| format!(" {}/{fall}", (h + 1).saturating_sub(rise)));
+    if st.stopping {
+        return format!("NOLB{}", going_down.unwrap_or_default());
+    }
+    if st.health.down {
+        return match checked {
+            Some((rise, fall)) => counter::status(h, true, rise, fall),
+            None => "DOWN".to_owned(),
+        };
+    }
+    match (st.admin, checked) {
+        (AdminState::Drain, _) => format!("DRAIN{}", going_down.unwrap_or_default()),
+        (_, Some((rise, fall))) => counter::status(h, false, rise, fall),
+        // Unchecked (or checks disabled), up.
+        (_, None) => "no check".to_owned(),
     }
 }
 
@@ -767,4 +785,56 @@ pub fn apply_state(text: &str, config: &crate::config::Config, shm: &shm::Shm) -
         applied += 1;
     }
     applied
+}
+
+#[cfg(test)]
+mod status_tests {
+    use super::*;
+    use crate::shm::HealthState;
+
+    fn st(
+        admin: AdminState,
+        counter: u32,
+        down: bool,
+        stopping: bool,
+        checked: bool,
+    ) -> ServerStats {
+        ServerStats {
+            admin,
+            health: HealthState { counter, down },
+            stopping,
+            checked,
+            ..Default::default()
+        }
+    }
+
+    /// HAProxy 2.6's words (`stats.c`, `srv_hlt_st`) for each combination
+    /// of admin state, operational state and check counter (rise 2, fall
+    /// 2: the counter's top is 3).
+    #[test]
+    fn status_words_follow_haproxy_s_order() {
+        use AdminState::*;
+        let h = Some((2, 2));
+        for (s, health, want) in [
+            (st(Maint, 0, true, false, true), h, "MAINT"),
+            (st(Ready, 3, false, false, true), h, "UP"),
+            (st(Ready, 2, false, false, true), h, "UP 1/2"),
+            (st(Ready, 1, true, false, true), h, "DOWN 1/2"),
+            (st(Ready, 0, true, false, true), h, "DOWN"),
+            (st(Drain, 3, false, false, true), h, "DRAIN"),
+            (st(Drain, 2, false, false, true), h, "DRAIN 1/2"),
+            (st(Drain, 0, true, false, true), h, "DOWN"),
+            (st(Drain, 3, false, true, true), h, "NOLB"),
+            (st(Ready, 2, false, true, true), h, "NOLB 1/2"),
+            (st(Ready, 0, false, false, false), None, "no check"),
+            (st(Ready, 0, true, false, false), None, "DOWN"),
+            (st(Drain, 0, false, false, false), None, "DRAIN"),
+            (st(Drain, 0, true, false, false), None, "DOWN"),
+            (st(Drain, 0, false, true, false), None, "NOLB"),
+            // Checks configured but disabled over the API: as unchecked.
+            (st(Ready, 1, false, false, false), h, "no check"),
+        ] {
+            assert_eq!(server_status(&s, health), want, "{s:?}");
+        }
+    }
 }

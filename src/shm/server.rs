@@ -728,10 +728,40 @@ impl ServerShared {
 
     /// Sets the admin state; on a change stamps `last_change` and returns true.
     pub fn set_admin(&self, state: AdminState) -> bool {
-        if self.admin.swap(state as u8, Relaxed) == state as u8 {
-            return false;
+        self.swap_admin(state).is_some()
+    }
+
+    /// The previous admin state, if `state` changed it (then `last_change`
+    /// is stamped).
+    fn swap_admin(&self, state: AdminState) -> Option<AdminState> {
+        let before = AdminState::from_u8(self.admin.swap(state as u8, Relaxed));
+        if before == state {
+            return None;
         }
         self.last_change.store(super::unix_secs(), Relaxed);
+        Some(before)
+    }
+
+    /// An operator's `set server … state` / `enable|disable server`: as
+    /// [`set_admin`](Self::set_admin), and leaving MAINT starts the server
+    /// UP again, as HAProxy does: a checked server at `rise` (UP, and
+    /// DOWN again at the first failed check), any other one UP whatever
+    /// health an operator forced on it (unchecked, a forced DOWN would
+    /// otherwise last until `health up`). `rise`: the upstream's checks.
+    pub fn set_admin_by_operator(&self, state: AdminState, rise: Option<u32>) -> bool {
+        let Some(before) = self.swap_admin(state) else {
+            return false;
+        };
+        if before == AdminState::Maint {
+            if let Some(rise) = rise.filter(|_| self.is_checked()) {
+                self.health.store(rise, Relaxed);
+            }
+            if self.check_down.swap(OP_UP, Relaxed) == OP_DOWN {
+                // Back UP: passive marks go, as when checks bring it up.
+                self.down_until_ms.store(0, Relaxed);
+                self.fails.store(0, Relaxed);
+            }
+        }
         true
     }
 
