@@ -343,9 +343,11 @@ fn show_stat_totals_equal_requests_sent_through_two_workers() {
     assert!(
         state
             .lines()
+            // be_id 3: HAProxy's id of the proxy after one listener (id 1
+            // is its CLI's, 2 the frontend's), as show stat's iid says.
             // op_state 0: HAProxy 2.6 reports a server in maintenance as
             // stopped (admin_state 1 says why).
-            .any(|l| l.starts_with("1 main 2 b 127.0.0.1 0 1 1 1 ")),
+            .any(|l| l.starts_with("3 main 2 b 127.0.0.1 0 1 1 1 ")),
         "{state}"
     );
     assert_eq!(
@@ -397,7 +399,7 @@ fn weights_and_maint_survive_hup_and_usr2() {
     let st = admin_cmd(&s.sock, "show servers state");
     assert!(
         st.lines()
-            .any(|l| l.starts_with("1 main 2 b ") && l.split(' ').nth(6) == Some("1")),
+            .any(|l| l.starts_with("3 main 2 b ") && l.split(' ').nth(6) == Some("1")),
         "{st}"
     );
     let (a, b) = counts(s.lb.port(), 10);

@@ -298,7 +298,7 @@ fn an_added_server_takes_traffic_once_enabled_in_both_workers() {
     assert!(
         state
             .lines()
-            .any(|l| l.starts_with("1 web 3 c 127.0.0.1 2 0 1 1 ")),
+            .any(|l| l.starts_with("3 web 3 c 127.0.0.1 2 0 1 1 ")),
         "{state}"
     );
     assert_eq!(stat_field(&s.sock, "web", "c", "stot"), n.to_string());
@@ -491,7 +491,7 @@ fn set_addr_moves_every_new_request_and_drops_pooled_connections() {
     assert!(
         state
             .lines()
-            .any(|l| l.starts_with("1 web 1 a ") && l.split(' ').nth(18) == Some(port.as_str())),
+            .any(|l| l.starts_with("3 web 1 a ") && l.split(' ').nth(18) == Some(port.as_str())),
         "{state}"
     );
 }
@@ -634,7 +634,7 @@ fn the_file_wins_over_an_added_server_of_the_same_name() {
     assert!(
         state
             .lines()
-            .any(|l| l.starts_with("1 web 3 c ") && l.split(' ').nth(18) == Some(port.as_str())),
+            .any(|l| l.starts_with("3 web 3 c ") && l.split(' ').nth(18) == Some(port.as_str())),
         "{state}\n{}",
         s.lb.diagnostics()
     );

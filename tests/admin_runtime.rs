@@ -303,3 +303,103 @@ fn disable_health_stops_checks_and_enable_resumes_them() {
         "the next passing check brings it back"
     );
 }
+
+// ---------------------------------------------------------------------------
+// show servers state: ids and check columns
+
+/// Server `srv`'s line of `show servers state`, split on spaces.
+fn state_line(sock: &std::path::Path, srv: &str) -> Vec<String> {
+    let text = admin_cmd(sock, "show servers state");
+    let line = text
+        .lines()
+        .find(|l| l.split(' ').nth(3) == Some(srv))
+        .unwrap_or_else(|| panic!("no line for {srv}:\n{text}"));
+    line.split(' ').map(str::to_owned).collect()
+}
+
+/// (op_state, check status, check result, check health, check state):
+/// columns 6 and 11-14, as HAProxy 2.6 fills them.
+fn columns(f: &[String]) -> (String, String, String, String, String) {
+    (
+        f[5].clone(),
+        f[10].clone(),
+        f[11].clone(),
+        f[12].clone(),
+        f[13].clone(),
+    )
+}
+
+fn cols(
+    op: &str,
+    status: &str,
+    result: &str,
+    health: &str,
+    state: &str,
+) -> (String, String, String, String, String) {
+    (
+        op.into(),
+        status.into(),
+        result.into(),
+        health.into(),
+        state.into(),
+    )
+}
+
+#[test]
+fn servers_state_ids_and_check_columns_are_haproxy_s() {
+    let (_lb, _dir, sock, _a, _b) = start_two(None);
+    // Proxy ids as HAProxy numbers them (1 is its CLI's): the frontend 2,
+    // the backend 3, in show stat and show servers state alike.
+    assert_eq!(stat_field(&sock, "web", "FRONTEND", "iid"), "2");
+    assert_eq!(stat_field(&sock, "main", "BACKEND", "iid"), "3");
+    assert_eq!(stat_field(&sock, "main", "b", "iid"), "3");
+    let f = state_line(&sock, "b");
+    assert_eq!((f[0].as_str(), f[1].as_str()), ("3", "main"), "{f:?}");
+    assert_eq!(admin_cmd(&sock, "show stat 3 -1 -1").lines().count(), 5);
+    // Unchecked: INI, unknown, HAProxy's default rise, no check state.
+    assert_eq!(columns(&f), cols("2", "1", "0", "2", "0"));
+    assert_eq!(admin_cmd(&sock, "set server main/b health down"), "\n");
+    assert_eq!(
+        columns(&state_line(&sock, "b")),
+        cols("0", "1", "0", "0", "0")
+    );
+    assert_eq!(admin_cmd(&sock, "set server main/b health stopping"), "\n");
+    assert_eq!(
+        columns(&state_line(&sock, "b")),
+        cols("3", "1", "0", "4", "0")
+    );
+
+    let (lb, _dir, sock, _a, mut b) = start_two(Some(
+        "health: {type: tcp, interval: 100ms, timeout: 300ms, rise: 2, fall: 2}",
+    ));
+    let passed = || columns(&state_line(&sock, "b")) == cols("2", "6", "3", "3", "6");
+    assert!(
+        wait_until(Duration::from_secs(5), passed),
+        "L4OK, passed, full health, configured and enabled: {:?}\n{}",
+        state_line(&sock, "b"),
+        lb.diagnostics()
+    );
+    // Maintenance: stopped, the counter at 0 and the checks paused.
+    assert_eq!(admin_cmd(&sock, "disable server main/b"), "\n");
+    let f = state_line(&sock, "b");
+    assert_eq!(
+        (f[5].as_str(), f[12].as_str(), f[13].as_str()),
+        ("0", "0", "14"),
+        "{f:?}"
+    );
+    assert_eq!(admin_cmd(&sock, "enable server main/b"), "\n");
+    // A dead server: L4CON, failed, DOWN.
+    b.stop();
+    let failed = || {
+        let c = columns(&state_line(&sock, "b"));
+        (c.0.as_str(), c.1.as_str(), c.2.as_str(), c.3.as_str()) == ("0", "8", "2", "0")
+    };
+    assert!(
+        wait_until(Duration::from_secs(5), failed),
+        "{:?}",
+        state_line(&sock, "b")
+    );
+    // Checks disabled: configured, not enabled.
+    assert_eq!(admin_cmd(&sock, "disable health main/b"), "\n");
+    assert_eq!(state_line(&sock, "b")[13], "2");
+}

@@ -159,7 +159,7 @@ fn runtime_maxconn_survives_hup_and_usr2() {
     let text = fs::read_to_string(&state).expect("state file written");
     assert!(
         text.lines()
-            .any(|l| l.starts_with("1 main 1 a ") && l.ends_with(" 7 3")),
+            .any(|l| l.starts_with("3 main 1 a ") && l.ends_with(" 7 3")),
         "{text}"
     );
     // HUP: the new generation keeps both (changed at runtime).
@@ -198,7 +198,7 @@ fn runtime_maxconn_survives_hup_and_usr2() {
     let st = admin_cmd(&s.sock, "show servers state");
     assert!(
         st.lines()
-            .any(|l| l.starts_with("1 main 1 a ") && l.ends_with(" - - 0")),
+            .any(|l| l.starts_with("3 main 1 a ") && l.ends_with(" - - 0")),
         "{st}"
     );
     kill(new, libc::SIGQUIT);

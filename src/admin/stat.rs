@@ -318,10 +318,24 @@ pub fn for_each_row(src: &Source, mut visit: impl FnMut(&Row)) {
     for (i, l) in src.config.listeners.iter().enumerate() {
         visit(&frontend_row(src, &l.name, i));
     }
-    let base_iid = src.config.listeners.len();
     for (u, up) in src.config.upstreams.iter().enumerate() {
-        upstream_rows(src, &mut visit, u, up, base_iid + u + 1, now);
+        upstream_rows(src, &mut visit, u, up, upstream_iid(src.config, u), now);
     }
+}
+
+/// HAProxy numbers its proxies in the order they are declared, from 2:
+/// id 1 is the proxy of its own CLI (`stats socket`, "GLOBAL"). forklb's
+/// listeners come first, then its upstreams, so the ids in `show stat`
+/// (`iid`, and the `{iid} type sid` filter) and `show servers state`
+/// (`be_id`) are those HAProxy would give the same proxies, and agree.
+const FIRST_PROXY_ID: usize = 2;
+
+fn listener_iid(l: usize) -> usize {
+    FIRST_PROXY_ID + l
+}
+
+fn upstream_iid(config: &crate::config::Config, u: usize) -> usize {
+    FIRST_PROXY_ID + config.listeners.len() + u
 }
 
 /// Whether a listener or an upstream is called `name`.
@@ -331,8 +345,7 @@ pub fn is_proxy(v: &View, name: &str) -> bool {
 
 /// A listener's FRONTEND row, from its own counters (`l` is its index).
 fn frontend_row(v: &Source, name: &str, l: usize) -> Row {
-    // Listeners are numbered from 1, as HAProxy numbers its proxies.
-    let iid = l + 1;
+    let iid = listener_iid(l);
     let st = v.shm.listener_stats(l);
     let mut r = Row::new(Kind::Frontend, name, "FRONTEND", iid, 0);
     r.set("scur", st.conns_current);
@@ -561,16 +574,36 @@ fn server_row(
     r
 }
 
-/// The check_* fields of a server whose upstream has health checks.
-fn set_check_fields(r: &mut Row, h: &Health, st: &ServerStats) {
-    let code = st.last_check.code();
-    let status = match (h.kind, st.last_check) {
+/// HAProxy's `check_status` word for the last check.
+fn check_status(kind: HealthKind, last: LastCheck) -> &'static str {
+    match (kind, last) {
         (_, LastCheck::None) => "INI",
         (HealthKind::Tcp, LastCheck::Passed { .. }) => "L4OK",
         (HealthKind::Http, LastCheck::Passed { .. }) => "L7OK",
         (HealthKind::Http, LastCheck::Failed { code, .. }) if code > 0 => "L7STS",
         _ => "L4CON",
-    };
+    }
+}
+
+/// The number HAProxy's `show servers state` gives a `check_status` word
+/// (`enum healthcheck_status`, HAProxy 2.6).
+fn check_status_number(status: &str) -> u8 {
+    match status {
+        "INI" => 1,
+        "L4OK" => 6,
+        "L4TOUT" => 7,
+        "L4CON" => 8,
+        "L7TOUT" => 12,
+        "L7OK" => 15,
+        "L7STS" => 17,
+        _ => 0,
+    }
+}
+
+/// The check_* fields of a server whose upstream has health checks.
+fn set_check_fields(r: &mut Row, h: &Health, st: &ServerStats) {
+    let code = st.last_check.code();
+    let status = check_status(h.kind, st.last_check);
     r.set("check_status", status);
     r.set("check_desc", check_desc(status));
     if code > 0 {
@@ -696,11 +729,14 @@ fn servers_state(v: &View, only: Option<&str>, state_file: bool) -> String {
         }
         for (s, srv) in up.servers.iter().enumerate() {
             let st = v.shm.server(u, s).stats();
-            let down = st.health.down;
+            let maint = st.admin == AdminState::Maint;
             // HAProxy's srv_op_state: 0 stopped (DOWN, or in maintenance,
-            // which stops a server whatever its checks say), 2 running.
-            let op = if down || st.admin == AdminState::Maint {
+            // which stops a server whatever its checks say), 3 stopping
+            // (`health stopping`), 2 running.
+            let op = if st.health.down || maint {
                 0
+            } else if st.stopping {
+                3
             } else {
                 2
             };
@@ -711,21 +747,20 @@ fn servers_state(v: &View, only: Option<&str>, state_file: bool) -> String {
                 AdminState::Ready => 0,
             };
             let (ip, port) = (srv.addr.ip().to_string(), srv.addr.port());
-            let checked = up.health.is_some();
-            let _ =
-                write!(
+            let check = CheckColumns::of(up.health.as_ref(), &st);
+            let _ = write!(
                 out,
                 "{} {name} {} {} {ip} {op} {admin} {} {} {} {} {} {} {} 0 0 0 - {port} - 0 0 - - 0",
-                u + 1,
+                upstream_iid(v.config, u),
                 srv.id,
                 srv.name,
                 st.weight,
                 srv.weight,
                 now.saturating_sub(st.last_change),
-                if checked { 6 } else { 0 },
-                if checked { if down { 1 } else { 3 } } else { 0 },
-                st.health.counter,
-                if checked { 6 } else { 0 },
+                check.status,
+                check.result,
+                check.health,
+                check.state,
             );
             if state_file {
                 let _ = write!(out, " {} {}", st.maxconn, srv.maxconn);
@@ -734,6 +769,61 @@ fn servers_state(v: &View, only: Option<&str>, state_file: bool) -> String {
         }
     }
     out
+}
+
+/// `show servers state`'s srv_check_status, srv_check_result,
+/// srv_check_health and srv_check_state, as HAProxy 2.6 fills them.
+struct CheckColumns {
+    status: u8,
+    result: u8,
+    health: u32,
+    state: u8,
+}
+
+impl CheckColumns {
+    fn of(health: Option<&Health>, st: &ServerStats) -> CheckColumns {
+        let Some(h) = health else {
+            // No checks: status INI, result unknown, and the counter
+            // HAProxy keeps for the server (its default rise, 2; 0 when
+            // forced down, rise + fall - 1 = 4 once forced up or stopping).
+            let health = match (st.health.down, st.health.counter) {
+                (true, _) => 0,
+                (false, 0) => 2,
+                (false, _) => 4,
+            };
+            return CheckColumns {
+                status: 1,
+                result: 0,
+                health,
+                state: 0,
+            };
+        };
+        let maint = st.admin == AdminState::Maint;
+        // CHK_RES_*: 0 unknown (none yet), 2 failed, 3 passed.
+        let result = match st.last_check {
+            LastCheck::None => 0,
+            LastCheck::Failed { .. } => 2,
+            LastCheck::Passed { .. } => 3,
+        };
+        // CHK_ST_CONFIGURED 0x2, ENABLED 0x4 (not `disable health`d), and
+        // PAUSED 0x8 in maintenance, where HAProxy also zeroes the counter.
+        let state = 0x2
+            | if st.checked {
+                0x4 | if maint { 0x8 } else { 0 }
+            } else {
+                0
+            };
+        CheckColumns {
+            status: check_status_number(check_status(h.kind, st.last_check)),
+            result,
+            health: if maint && st.checked {
+                0
+            } else {
+                st.health.counter
+            },
+            state,
+        }
+    }
 }
 
 /// Applies a state file (the `show servers state` format, maxconn columns
