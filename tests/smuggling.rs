@@ -369,3 +369,79 @@ fn chunk_size_overflow_is_400() {
     // small size and find the smuggled request in the "data".
     assert_bad_chunked(format!("fffffffffffffffffff\r\nhello\r\n0\r\n\r\n{SMUGGLED}").as_bytes());
 }
+
+// ---- Fields named by Connection -------------------------------------------------------
+
+/// `Connection` may name Content-Length (or Host), and forklb drops what
+/// Connection names; but the body was framed by that Content-Length, so
+/// the request sent upstream must carry it. Dropped, the body — here a
+/// whole request — would reach the backend as the next request, past
+/// forklb's routing (nginx keeps the field).
+#[test]
+fn connection_naming_content_length_keeps_the_body_framed_upstream() {
+    for (version, connection) in [
+        ("1.1", "Content-Length"),
+        ("1.1", "keep-alive, content-length"),
+        ("1.0", "keep-alive, Content-Length, Host"),
+    ] {
+        let (b1, lb) = setup();
+        let raw = format!(
+            "POST /x HTTP/{version}\r\nHost: a.test\r\nConnection: {connection}\r\nContent-Length: {}\r\n\r\n{SMUGGLED}",
+            SMUGGLED.len()
+        );
+        let mut c = Conn::open(lb.port()).expect("connect");
+        c.set_read_timeout(Duration::from_secs(3));
+        c.send(raw.as_bytes()).expect("send");
+        let r = c.read_response().expect("response");
+        assert_eq!(r.status, 200, "{connection}: {r:?}");
+        std::thread::sleep(Duration::from_millis(100));
+        let seen = b1.requests();
+        assert_eq!(seen.len(), 1, "{connection}: {:?}", b1.heads());
+        assert_eq!(seen[0].path, "/x");
+        assert_eq!(
+            seen[0].header("content-length"),
+            Some(SMUGGLED.len().to_string().as_str()),
+            "{connection}: {:?}",
+            seen[0].headers
+        );
+        assert_eq!(seen[0].body, SMUGGLED.as_bytes());
+        assert_eq!(
+            seen[0].header("host"),
+            Some("a.test"),
+            "{:?}",
+            seen[0].headers
+        );
+        assert!(
+            !b1.heads().iter().any(|h| h.contains("/smuggled")),
+            "{connection}: smuggled request reached the backend: {:?}",
+            b1.heads()
+        );
+    }
+}
+
+/// The same in a response: a Content-Length the upstream's Connection
+/// names still frames the body forklb relays, so a kept-alive client
+/// connection stays in step (the second response is read as such).
+#[test]
+fn connection_naming_content_length_keeps_the_response_framed() {
+    let b1 = scripted(
+        "b1",
+        vec![Script::new(
+            "/named",
+            b"HTTP/1.1 200 OK\r\nConnection: Content-Length\r\nContent-Length: 5\r\n\r\nhello",
+            Then::KeepAlive,
+        )],
+    );
+    let lb = Forklb::start(&proxy_config_for(1, &[&b1]));
+    let mut c = Conn::open(lb.port()).expect("connect");
+    c.set_read_timeout(Duration::from_secs(3));
+    for i in 0..2 {
+        let r = c.request("GET", "/named", &[], b"").expect("response");
+        assert_eq!(
+            (r.status, r.body_str().as_str()),
+            (200, "hello"),
+            "{i}: {r:?}"
+        );
+        assert_eq!(r.header("content-length"), Some("5"), "{i}: {r:?}");
+    }
+}

@@ -43,11 +43,21 @@ fn connection_named<'b>(headers: &[httparse::Header<'b>]) -> ([&'b [u8]; 16], us
     (out, n)
 }
 
+/// Whether a field stays on this side of the proxy: hop-by-hop, or named
+/// by the message's Connection header — except Content-Length and Host.
+/// The message was framed by its Content-Length when it was parsed, so the
+/// copy we send must say the same length: dropped, the body would follow a
+/// head without one, which an upstream reads as a bodiless request and the
+/// body as the next request (smuggling), and a client reads a response as
+/// ending at close (nginx keeps both). Host is what the request was routed
+/// on, and must reach the upstream too (RFC 9110 §7.2).
 fn is_dropped(name: &str, named: &[&[u8]]) -> bool {
     is_hop_by_hop(name)
-        || named
-            .iter()
-            .any(|t| t.eq_ignore_ascii_case(name.as_bytes()))
+        || (!name_is(name, "content-length")
+            && !name_is(name, "host")
+            && named
+                .iter()
+                .any(|t| t.eq_ignore_ascii_case(name.as_bytes())))
 }
 
 /// The header fields of a message that describe it end to end: neither
