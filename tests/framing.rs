@@ -50,7 +50,8 @@ fn chunked_request_body_is_relayed_verbatim() {
     let b1 = echo_backend();
     let lb = Forklb::start(&proxy_config_for(1, &[&b1]));
 
-    let body = b"5\r\nhello\r\n6;ext=1\r\n world\r\n0\r\n\r\n";
+    // Leading zeros are valid in a chunk size (1*HEXDIG), however many.
+    let body = b"5\r\nhello\r\n0000000000000006;ext=1\r\n world\r\n0\r\n\r\n";
     let mut raw =
         b"POST /chunked HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
     raw.extend_from_slice(body);

@@ -182,13 +182,17 @@ impl ChunkedScanner {
                     return Err(ChunkError::TooLong);
                 }
                 if let Some(d) = (b as char).to_digit(16) {
-                    // 15 hex digits keep us far from overflow and allow
-                    // chunks up to 1 PiB; leading zeros count too.
-                    if digits >= 15 {
+                    // 15 significant hex digits keep us far from overflow
+                    // and allow chunks up to 1 PiB. Leading zeros are valid
+                    // (`chunk-size = 1*HEXDIG`, RFC 9112 §7.1) and cost
+                    // nothing: the line's length bounds them.
+                    if self.size >= 1 << 56 {
                         return Err(ChunkError::BadSize);
                     }
                     self.size = self.size * 16 + u64::from(d);
-                    self.state = State::Size { digits: digits + 1 };
+                    self.state = State::Size {
+                        digits: digits.saturating_add(1),
+                    };
                 } else if digits == 0 {
                     return Err(ChunkError::BadSize);
                 } else if b == b';' {
@@ -311,6 +315,13 @@ mod tests {
         let ext = b"A;ext=1\r\n0123456789\r\n0\r\nX-T: y\r\n\r\n";
         assert!(scan_all(ext).unwrap().1);
         assert_eq!(scan_all(b"5\r\nhel").unwrap(), (6, false, 3));
+        // Leading zeros, any number of them (1*HEXDIG), before 15
+        // significant digits.
+        let zeros = b"0000000000000000000005\r\nhello\r\n00000000000000000000\r\n\r\n";
+        assert_eq!(scan_all(zeros).unwrap(), (zeros.len(), true, 5));
+        let big = b"00000fffffffffffffff\r\n";
+        assert_eq!(scan_all(big).unwrap(), (big.len(), false, 0));
+        assert!(scan_all(b"1000000000000000\r\n").is_err(), "16 digits");
     }
 
     #[test]
