@@ -179,6 +179,50 @@ fn chunked_response_is_relayed_as_is_and_connection_stays_open() {
     assert_eq!(b1.request_count(), 2);
 }
 
+/// `Trailer` is not hop-by-hop (RFC 9110 §7.6.1 does not list it): it
+/// goes with a chunked body whose trailers are relayed. A trailer field
+/// that frames the message (Content-Length here) is never relayed: the
+/// body is cut there, as for any invalid chunked framing.
+#[test]
+fn trailer_header_is_relayed_and_framing_trailers_are_not() {
+    let ok = b"HTTP/1.1 200 OK\r\nTrailer: X-Sum\r\nTransfer-Encoding: chunked\r\n\r\n\
+                4\r\nWiki\r\n0\r\nX-Sum: 4\r\n\r\n";
+    let bad = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n\
+                4\r\nWiki\r\n0\r\nContent-Length: 99\r\n\r\n";
+    let b1 = scripted(
+        "b1",
+        vec![
+            Script::new("/ok", ok, Then::KeepAlive),
+            Script::new("/bad", bad, Then::KeepAlive),
+        ],
+    );
+    let lb = Forklb::start(&proxy_config_for(1, &[&b1]));
+    let mut c = Conn::open(lb.port()).expect("connect");
+    c.send(b"GET /ok HTTP/1.1\r\nHost: x\r\n\r\n")
+        .expect("send");
+    let head = c.read_next_head().expect("response head");
+    assert_eq!(head.header("trailer"), Some("X-Sum"), "{:?}", head.headers);
+    let raw = c.read_raw_until(b"\r\n\r\n").expect("chunked body");
+    assert_eq!(
+        String::from_utf8_lossy(&raw),
+        "4\r\nWiki\r\n0\r\nX-Sum: 4\r\n\r\n"
+    );
+
+    let mut c = Conn::open(lb.port()).expect("connect");
+    c.set_read_timeout(Duration::from_secs(3));
+    c.send(b"GET /bad HTTP/1.1\r\nHost: x\r\n\r\n")
+        .expect("send");
+    let head = c.read_next_head().expect("response head");
+    assert_eq!(head.status, 200);
+    let mut rest = Vec::new();
+    let _ = c.stream().read_to_end(&mut rest);
+    let rest = String::from_utf8_lossy(&rest);
+    assert!(
+        !rest.contains("Content-Length") && !rest.ends_with("\r\n\r\n"),
+        "a framing trailer was relayed, or the body completed: {rest:?}"
+    );
+}
+
 #[test]
 fn close_delimited_response_is_relayed_then_client_closed() {
     let body = pseudo_random_bytes(200 * 1024, 11);

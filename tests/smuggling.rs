@@ -445,3 +445,14 @@ fn connection_naming_content_length_keeps_the_response_framed() {
         assert_eq!(r.header("content-length"), Some("5"), "{i}: {r:?}");
     }
 }
+
+#[test]
+fn trailer_that_frames_the_message_is_400() {
+    for trailer in [
+        "Content-Length: 99",
+        "Transfer-Encoding: chunked",
+        "Host: evil.test",
+    ] {
+        assert_bad_chunked(format!("5\r\nhello\r\n0\r\n{trailer}\r\n\r\n{SMUGGLED}").as_bytes());
+    }
+}

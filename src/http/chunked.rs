@@ -24,6 +24,11 @@ pub enum ChunkError {
     TooLong,
     /// A trailer line is not a valid header field.
     BadTrailer,
+    /// A trailer field that frames or routes a message (Content-Length,
+    /// Transfer-Encoding, Host, a hop-by-hop field...): never allowed as a
+    /// trailer (RFC 9110 §6.5.1), and relayed verbatim it would reach a
+    /// recipient that might merge it into the head.
+    ForbiddenTrailer,
 }
 
 impl ChunkError {
@@ -34,6 +39,7 @@ impl ChunkError {
             ChunkError::BadLineEnding => "invalid line ending in chunked body",
             ChunkError::TooLong => "chunk line or trailers too long",
             ChunkError::BadTrailer => "invalid trailer field",
+            ChunkError::ForbiddenTrailer => "trailer field that frames or routes the message",
         }
     }
 }
@@ -78,7 +84,20 @@ pub struct ChunkedScanner {
     trailer_len: usize,
     /// Total data bytes seen (for body size limits).
     data_total: u64,
+    /// The current trailer field's name, lower-cased, while it is short
+    /// enough to be one of the forbidden ones (`name_len` past the array:
+    /// longer, so none of them).
+    name: [u8; NAME_KEPT],
+    name_len: usize,
+    /// The body is relayed as it came (`scan`), trailers and all: a
+    /// trailer field that frames or routes the message is then refused.
+    /// A recipient of the payload alone (`dechunk`) gets the trailers, if
+    /// at all, through `rewrite::trailer_fields`, which drops those.
+    verbatim: bool,
 }
+
+/// Longer than every name `rewrite::is_framing_or_hop` knows.
+const NAME_KEPT: usize = 20;
 
 impl Default for ChunkedScanner {
     fn default() -> Self {
@@ -96,6 +115,9 @@ impl ChunkedScanner {
             line_len: 0,
             trailer_len: 0,
             data_total: 0,
+            name: [0; NAME_KEPT],
+            name_len: 0,
+            verbatim: false,
         }
     }
 
@@ -112,6 +134,7 @@ impl ChunkedScanner {
     /// than `buf.len()` only when the body ended (`is_done`) — the rest is
     /// the next message.
     pub fn scan(&mut self, buf: &[u8]) -> Result<usize, ChunkError> {
+        self.verbatim = true;
         let mut i = 0;
         while i < buf.len() {
             match self.state {
@@ -155,6 +178,7 @@ impl ChunkedScanner {
         buf: &[u8],
         max: usize,
     ) -> Result<(usize, usize), ChunkError> {
+        self.verbatim = false;
         let mut i = 0;
         while i < buf.len() && !matches!(self.state, State::Data | State::Done) {
             self.step(buf[i])?;
@@ -246,6 +270,8 @@ impl ChunkedScanner {
                 if b == b'\r' {
                     self.state = State::FinalLf;
                 } else if is_tchar(b) {
+                    self.name_len = 0;
+                    self.keep_name_byte(b);
                     self.state = State::TrailerName { seen: true };
                 } else {
                     return Err(ChunkError::BadTrailer);
@@ -254,8 +280,14 @@ impl ChunkedScanner {
             State::TrailerName { .. } => {
                 self.count_trailer()?;
                 if b == b':' {
+                    let name = self.name.get(..self.name_len).unwrap_or(&[]);
+                    if self.verbatim && super::rewrite::is_framing_or_hop(name) {
+                        return Err(ChunkError::ForbiddenTrailer);
+                    }
                     self.state = State::TrailerValue;
-                } else if !is_tchar(b) {
+                } else if is_tchar(b) {
+                    self.keep_name_byte(b);
+                } else {
                     return Err(ChunkError::BadTrailer);
                 }
             }
@@ -284,6 +316,14 @@ impl ChunkedScanner {
             State::Data | State::Done => {}
         }
         Ok(())
+    }
+
+    /// Notes one byte of a trailer field's name (see `name`).
+    fn keep_name_byte(&mut self, b: u8) {
+        if let Some(slot) = self.name.get_mut(self.name_len) {
+            *slot = b.to_ascii_lowercase();
+        }
+        self.name_len = self.name_len.saturating_add(1);
     }
 
     fn count_trailer(&mut self) -> Result<(), ChunkError> {
@@ -322,6 +362,9 @@ mod tests {
         let big = b"00000fffffffffffffff\r\n";
         assert_eq!(scan_all(big).unwrap(), (big.len(), false, 0));
         assert!(scan_all(b"1000000000000000\r\n").is_err(), "16 digits");
+        // Trailer names that only start like forbidden ones, or are long.
+        let t = b"0\r\nContent-Lengthy: 1\r\nHostname: h\r\nX-A-Very-Long-Trailer-Field-Name: 1\r\n\r\n";
+        assert_eq!(scan_all(t).unwrap(), (t.len(), true, 0));
     }
 
     #[test]
@@ -398,6 +441,11 @@ mod tests {
                 String::from_utf8_lossy(body)
             );
         }
+        // A framing trailer is refused only where trailers are relayed as
+        // they came; the payload's recipient gets them filtered.
+        let framing = b"5\r\nhello\r\n0\r\nContent-Length: 5\r\n\r\n";
+        assert_eq!(dechunk_in_pieces(framing, 3).unwrap().0, b"hello");
+        assert_eq!(scan_all(framing), Err(ChunkError::ForbiddenTrailer));
     }
 
     #[test]
@@ -417,6 +465,10 @@ mod tests {
             b"0\r\n\n",
             b"1;a\nb\r\n",
             b"0\r\nX: a\rb\r\n\r\n",
+            b"0\r\nContent-Length: 99\r\n\r\n",
+            b"0\r\nX-T: 1\r\ntransfer-ENCODING: chunked\r\n\r\n",
+            b"0\r\nHost: evil\r\n\r\n",
+            b"0\r\nConnection: close\r\n\r\n",
         ];
         for body in bad {
             assert!(

@@ -1,6 +1,6 @@
 //! Header rewriting between client and upstream. Hop-by-hop headers
 //! (Connection and everything it names, Keep-Alive, Proxy-Connection, TE,
-//! Trailer, Upgrade, Transfer-Encoding) never cross the proxy; forklb adds
+//! Upgrade, Transfer-Encoding) never cross the proxy; forklb adds
 //! its own Connection and framing headers and the X-Forwarded-* pair.
 //!
 //! Each hop speaks its own version (RFC 9110 §2.5): requests go upstream as
@@ -12,13 +12,14 @@ use super::{name_is, tokens, Framing};
 use std::io::Write;
 use std::net::IpAddr;
 
-/// Headers that describe one hop only (RFC 9110 §7.6.1).
-const HOP: [&str; 7] = [
+/// Headers that describe one hop only (RFC 9110 §7.6.1). `Trailer` is not
+/// one of them (RFC 2616 said so, RFC 9110 does not): it announces the
+/// trailer fields, which cross the proxy with the body.
+const HOP: [&str; 6] = [
     "connection",
     "keep-alive",
     "proxy-connection",
     "te",
-    "trailer",
     "upgrade",
     "transfer-encoding",
 ];
@@ -75,7 +76,7 @@ pub fn end_to_end<'h, 'b>(
 /// A field that frames or routes a message rather than describes it: it
 /// never travels as a trailer (RFC 9110 §6.5.1) nor crosses a hop.
 pub fn is_framing_or_hop(lower_name: &[u8]) -> bool {
-    const FRAMING: [&str; 3] = ["content-length", "host", "content-type"];
+    const FRAMING: [&str; 4] = ["content-length", "host", "content-type", "trailer"];
     HOP.iter()
         .chain(&FRAMING)
         .any(|f| f.as_bytes() == lower_name)
@@ -158,6 +159,7 @@ pub fn write_upstream_request(out: &mut Vec<u8>, req: &httparse::Request, u: &Up
             || name_is(h.name, "x-forwarded-proto")
             || name_is(h.name, "expect")
             || name_is(h.name, "http2-settings")
+            || (u.framing != Framing::Chunked && name_is(h.name, "trailer"))
             || (u.max_forwards.is_some() && name_is(h.name, "max-forwards"))
             || u.rules.is_some_and(|r| r.drops(h.name.as_bytes()))
         {
@@ -371,7 +373,13 @@ pub fn write_client_response(
             ResponseMode::Upgrade => name_is(h.name, "upgrade"),
             _ => false,
         };
-        if (!keep && is_dropped(h.name, named)) || rules.is_some_and(|r| r.drops(h.name.as_bytes()))
+        // Trailer announces trailer fields, which only a chunked body
+        // carries on to the client.
+        let no_trailers =
+            !matches!(mode, ResponseMode::Chunked { .. }) && name_is(h.name, "trailer");
+        if (!keep && is_dropped(h.name, named))
+            || no_trailers
+            || rules.is_some_and(|r| r.drops(h.name.as_bytes()))
         {
             continue;
         }
