@@ -1,0 +1,187 @@
+//! The admin socket's framing and argument checking, as HAProxy 2.6's
+//! stats socket does them (each expected answer here was taken from a live
+//! HAProxy 2.6 with the same command): pipelined commands, commands never
+//! completed, empty commands, prompts, the order in which `B/S` and the
+//! other arguments are checked, and arguments HAProxy ignores.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+use std::time::Duration;
+use support::*;
+
+struct Setup {
+    _lb: Forklb,
+    _dir: TempDir,
+    sock: PathBuf,
+    _backend: Backend,
+}
+
+/// Upstream `app` (servers s1, s2, s3 of weights 1, 2, 3) and `plain`
+/// (p1, p2), none checked; an admin socket at admin level.
+fn start() -> Setup {
+    let be = Backend::start("x");
+    let dir = TempDir::new("adminproto");
+    let sock = dir.join("admin.sock");
+    let yaml = ConfigBuilder::new()
+        .workers(1)
+        .admin_socket(&sock)
+        .listener("web", &["127.0.0.1:$PORT"])
+        .route(Route::to("app"))
+        .upstream(
+            "app",
+            [
+                Srv::new("s1", be.addr()).weight(1),
+                Srv::new("s2", be.addr()).weight(2),
+                Srv::new("s3", be.addr()).weight(3),
+            ],
+        )
+        .upstream(
+            "plain",
+            [Srv::new("p1", be.addr()), Srv::new("p2", be.addr())],
+        )
+        .build();
+    let lb = Forklb::start(&yaml);
+    assert!(
+        wait_until(Duration::from_secs(5), || sock.exists()),
+        "admin socket missing\n{}",
+        lb.diagnostics()
+    );
+    Setup {
+        _lb: lb,
+        _dir: dir,
+        sock,
+        _backend: be,
+    }
+}
+
+/// `show version`'s answer without its empty line.
+fn version(s: &Setup) -> String {
+    admin_cmd(&s.sock, "show version").trim_end().to_owned()
+}
+
+const EMPTY_COMMAND: &str = "Unknown command. Please enter one of the following commands only:\n";
+
+// ---------------------------------------------------------------------------
+// Framing
+
+#[test]
+fn every_line_already_sent_is_answered() {
+    let s = start();
+    assert_eq!(
+        socat(
+            &s.sock,
+            "get weight app/s1\nget weight app/s2\nget weight app/s3\n"
+        ),
+        "1 (initial 1)\n\n2 (initial 2)\n\n3 (initial 3)\n\n"
+    );
+    // The second line switches to interactive mode, the third gets a prompt.
+    let v = version(&s);
+    assert_eq!(
+        socat(&s.sock, "show version\nprompt\nshow version\n"),
+        format!("{v}\n\n\n> {v}\n\n> ")
+    );
+}
+
+#[test]
+fn a_command_without_its_newline_is_never_run() {
+    let s = start();
+    assert_eq!(socat(&s.sock, "show version"), "");
+    assert_eq!(socat(&s.sock, "set weight app/s1 7"), "");
+    assert_eq!(admin_cmd(&s.sock, "get weight app/s1"), "1 (initial 1)\n\n");
+    assert_eq!(
+        socat(&s.sock, "get weight app/s1\nget weight app/s2"),
+        "1 (initial 1)\n\n"
+    );
+    // Interactive mode too drops it at EOF.
+    assert_eq!(socat(&s.sock, "prompt\nget weight app/s2"), "\n> ");
+    // A `;` ends a command as a newline does.
+    assert_eq!(socat(&s.sock, "get weight app/s2;"), "2 (initial 2)\n\n");
+    assert_eq!(
+        socat(&s.sock, "get weight app/s2;get weight app/s3"),
+        "2 (initial 2)\n\n"
+    );
+}
+
+#[test]
+fn a_partial_command_keeps_the_session_for_its_end() {
+    let s = start();
+    let mut c = UnixStream::connect(&s.sock).expect("connect");
+    c.write_all(b"get weight app/s1\nget weight ap")
+        .expect("write");
+    std::thread::sleep(Duration::from_millis(300));
+    c.write_all(b"p/s3\n").expect("write");
+    c.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    let mut out = String::new();
+    c.read_to_string(&mut out).expect("read until closed");
+    assert_eq!(out, "1 (initial 1)\n\n3 (initial 3)\n\n");
+}
+
+#[test]
+fn empty_commands_get_the_list_of_commands() {
+    let s = start();
+    for (input, lists) in [
+        ("\n", 1),
+        (" \n", 1),
+        ("\t\n", 1),
+        (";\n", 2),
+        ("get weight app/s1;\n", 1),
+        ("get weight app/s1;;get weight app/s2\n", 1),
+        ("prompt\n\n", 1),
+    ] {
+        let out = socat(&s.sock, input);
+        assert_eq!(
+            out.matches(EMPTY_COMMAND).count(),
+            lists,
+            "{input:?}:\n{out}"
+        );
+        assert!(out.contains("  quit "), "{input:?}:\n{out}");
+    }
+    let out = socat(&s.sock, "\n");
+    assert!(out.starts_with(EMPTY_COMMAND), "{out}");
+    assert!(
+        out.ends_with("  quit                                    : disconnect\n\n"),
+        "{out}"
+    );
+    // The answer around an empty command in the middle of a line.
+    let out = socat(&s.sock, "get weight app/s1;;get weight app/s2\n");
+    assert!(out.starts_with("1 (initial 1)\n\n"), "{out}");
+    assert!(out.ends_with(": disconnect\n\n2 (initial 2)\n\n"), "{out}");
+}
+
+#[test]
+fn each_command_gets_its_own_prompt() {
+    let s = start();
+    assert_eq!(
+        socat(&s.sock, "prompt\nget weight app/s1;get weight app/s2\n"),
+        "\n> 1 (initial 1)\n\n> 2 (initial 2)\n\n> "
+    );
+    let out = socat(&s.sock, "prompt\n\n");
+    assert!(out.starts_with(&format!("\n> {EMPTY_COMMAND}")), "{out}");
+    assert!(out.ends_with(": disconnect\n\n> "), "{out}");
+}
+
+#[test]
+fn a_second_prompt_leaves_interactive_mode() {
+    let s = start();
+    // Off again: no more prompts, and the session ends once nothing is
+    // left to read, as a non-interactive one.
+    assert_eq!(
+        socat(
+            &s.sock,
+            "prompt\nprompt\nget weight app/s1\nget weight app/s2\n"
+        ),
+        "\n> \n1 (initial 1)\n\n2 (initial 2)\n\n"
+    );
+    let mut c = UnixStream::connect(&s.sock).expect("connect");
+    c.write_all(b"prompt\nprompt\n").expect("write");
+    c.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    let mut out = String::new();
+    c.read_to_string(&mut out)
+        .expect("closed without the client closing");
+    assert_eq!(out, "\n> \n");
+}
