@@ -185,3 +185,101 @@ fn a_second_prompt_leaves_interactive_mode() {
         .expect("closed without the client closing");
     assert_eq!(out, "\n> \n");
 }
+
+// ---------------------------------------------------------------------------
+// Arguments
+
+const SET_SERVER_USAGE: &str = "usage: set server <backend>/<server> addr | agent | agent-addr | agent-port | agent-send | check-addr | check-port | fqdn | health | ssl | state | weight\n\n";
+
+/// The server is looked up before anything else is checked.
+#[test]
+fn the_server_is_looked_up_before_the_other_arguments() {
+    let s = start();
+    for (cmd, answer) in [
+        ("set weight nope/p1", "No such backend.\n\n"),
+        ("set weight nope/p1 5", "No such backend.\n\n"),
+        ("set weight plain/nope", "No such server.\n\n"),
+        ("set weight plain", "Require 'backend/server'.\n\n"),
+        ("set weight plain/p1", "Require <weight> or <weight%>.\n\n"),
+        ("set server nope/p1 weight", "No such backend.\n\n"),
+        ("set server nope/p1", "No such backend.\n\n"),
+        ("set server nope/p1 state", "No such backend.\n\n"),
+        ("set server nope/p1 health", "No such backend.\n\n"),
+        ("set server plain/nope foo", "No such server.\n\n"),
+        ("set server plain/nope state", "No such server.\n\n"),
+        ("set server plain", "Require 'backend/server'.\n\n"),
+        ("set server plain/", "Require 'backend/server'.\n\n"),
+        ("set server", "Require 'backend/server'.\n\n"),
+        ("set maxconn server nope/x 5", "No such backend.\n\n"),
+        ("set maxconn server plain/p1", "Require <maxconn>.\n\n"),
+        ("enable health plain", "Require 'backend/server'.\n\n"),
+        ("disable health plain/x", "No such server.\n\n"),
+        ("enable server nope/x", "No such backend.\n\n"),
+        ("get weight plain/", "Require 'backend/server'.\n\n"),
+        ("get weight /p1 x", "No such backend.\n\n"),
+        (
+            "shutdown sessions server plain/",
+            "Require 'backend/server'.\n\n",
+        ),
+    ] {
+        assert_eq!(admin_cmd(&s.sock, cmd), answer, "{cmd}");
+    }
+}
+
+#[test]
+fn set_server_without_a_known_subcommand_gets_haproxys_usage() {
+    let s = start();
+    for cmd in [
+        "set server plain/p2",
+        "set server plain/p2 foo",
+        // Subcommands are case-sensitive, as in HAProxy.
+        "set server plain/p1 State ready",
+    ] {
+        assert_eq!(admin_cmd(&s.sock, cmd), SET_SERVER_USAGE, "{cmd}");
+    }
+    assert_eq!(
+        admin_cmd(&s.sock, "show servers state plain")
+            .matches(" 2 0 1 1 ")
+            .count(),
+        2
+    );
+}
+
+/// Words after those a command on a server reads are ignored, as by
+/// HAProxy.
+#[test]
+fn extra_words_after_a_server_command_are_ignored() {
+    let s = start();
+    assert_eq!(
+        admin_cmd(&s.sock, "get weight app/s1 extra"),
+        "1 (initial 1)\n\n"
+    );
+    assert_eq!(admin_cmd(&s.sock, "set weight app/s1 255 extra"), "\n");
+    assert_eq!(
+        admin_cmd(&s.sock, "get weight app/s1"),
+        "255 (initial 1)\n\n"
+    );
+    assert_eq!(admin_cmd(&s.sock, "set server plain/p2 weight 3 4"), "\n");
+    assert_eq!(
+        admin_cmd(&s.sock, "get weight plain/p2"),
+        "3 (initial 1)\n\n"
+    );
+    assert_eq!(admin_cmd(&s.sock, "disable server app/s1 extra"), "\n");
+    assert_eq!(stat_field(&s.sock, "app", "s1", "status"), "MAINT");
+    assert_eq!(admin_cmd(&s.sock, "enable server app/s1 extra"), "\n");
+    assert_eq!(
+        admin_cmd(&s.sock, "set server app/s1 state drain extra"),
+        "\n"
+    );
+    assert_eq!(stat_field(&s.sock, "app", "s1", "status"), "DRAIN");
+    assert_eq!(
+        admin_cmd(&s.sock, "set server app/s1 state ready extra"),
+        "\n"
+    );
+    assert_eq!(stat_field(&s.sock, "app", "s1", "status"), "no check");
+    assert_eq!(
+        admin_cmd(&s.sock, "enable health app/s1 extra"),
+        "Health check was not configured on this server, cannot enable.\n\n"
+    );
+    assert_eq!(admin_cmd(&s.sock, "disable health app/s1 extra"), "\n");
+}
