@@ -283,3 +283,37 @@ fn extra_words_after_a_server_command_are_ignored() {
     );
     assert_eq!(admin_cmd(&s.sock, "disable health app/s1 extra"), "\n");
 }
+
+/// Words after a complete command are ignored, as by HAProxy — but not
+/// by `show stat`, whose contract makes an unknown argument an error.
+#[test]
+fn extra_words_after_other_commands_are_ignored() {
+    let s = start();
+    assert_eq!(admin_cmd(&s.sock, "disable frontend web extra"), "\n");
+    assert_eq!(stat_field(&s.sock, "web", "FRONTEND", "status"), "PAUSED");
+    assert_eq!(admin_cmd(&s.sock, "enable frontend web extra"), "\n");
+    assert_eq!(stat_field(&s.sock, "web", "FRONTEND", "status"), "OPEN");
+    // Any word but `all` clears the maxima only, as in HAProxy.
+    assert_eq!(admin_cmd(&s.sock, "clear counters foo"), "\n");
+    assert_eq!(admin_cmd(&s.sock, "clear counters all extra"), "\n");
+    assert_eq!(
+        admin_cmd(&s.sock, "show servers state app extra"),
+        admin_cmd(&s.sock, "show servers state app")
+    );
+    assert_eq!(
+        admin_cmd(&s.sock, "show servers state nope extra"),
+        "Can't find backend.\n\n"
+    );
+    assert_eq!(
+        admin_cmd(&s.sock, "show backend x"),
+        "# name\napp\nplain\n\n"
+    );
+    let v = version(&s);
+    assert_eq!(admin_cmd(&s.sock, "show version x"), format!("{v}\n\n"));
+    assert_eq!(socat(&s.sock, "prompt x\nquit x\nshow version\n"), "\n> ");
+    assert!(
+        admin_cmd(&s.sock, "show stat extra").starts_with("Unknown argument 'extra' to show stat"),
+        "{}",
+        admin_cmd(&s.sock, "show stat extra")
+    );
+}

@@ -62,11 +62,13 @@ pub fn execute(cmd: &str, level: Level, v: &View) -> Outcome {
     let words: Vec<&str> = cmd.split_whitespace().collect();
     match words.as_slice() {
         ["help", args @ ..] => text(usage::help(level, args)),
-        ["prompt"] => Outcome {
+        // HAProxy 2.6 ignores words after a complete command (except where
+        // `show stat`'s contract says otherwise): `prompt x` toggles too.
+        ["prompt", ..] => Outcome {
             reply: Reply::TogglePrompt,
             effect: Effect::None,
         },
-        ["quit"] => Outcome {
+        ["quit", ..] => Outcome {
             reply: Reply::Quit,
             effect: Effect::None,
         },
@@ -74,20 +76,20 @@ pub fn execute(cmd: &str, level: Level, v: &View) -> Outcome {
             Ok(format) => text(info::show_info(v, format)),
             Err(e) => text(e),
         },
-        ["show", "version"] => text(info::show_version()),
+        ["show", "version", ..] => text(info::show_version()),
         ["show", "table", args @ ..] => table::show(v, level, args),
         ["clear", "table", args @ ..] => table::clear(v, level, args),
         ["clear", "counters", ..] if level < Level::Operator => permission_denied(),
-        ["clear", "counters"] => clear_counters(v, false),
-        ["clear", "counters", "all"] if level < Level::Admin => permission_denied(),
-        ["clear", "counters", "all"] => clear_counters(v, true),
-        ["clear", "counters", ..] => text("'clear counters' only takes 'all'.\n"),
+        // As HAProxy: `all` clears every counter, any other word the maxima.
+        ["clear", "counters", "all", ..] if level < Level::Admin => permission_denied(),
+        ["clear", "counters", "all", ..] => clear_counters(v, true),
+        ["clear", "counters", ..] => clear_counters(v, false),
         ["disable" | "enable", "frontend", ..] if level < Level::Admin => permission_denied(),
-        ["disable", "frontend", name] => set_frontend(v, name, true),
-        ["enable", "frontend", name] => set_frontend(v, name, false),
+        ["disable", "frontend", name, ..] => set_frontend(v, name, true),
+        ["enable", "frontend", name, ..] => set_frontend(v, name, false),
         ["disable" | "enable", "frontend"] => text("A frontend name is expected.\n"),
         ["show", "proc"] => text(show_proc(v)),
-        ["show", "backend"] => text(show_backend(v)),
+        ["show", "backend", ..] => text(show_backend(v)),
         ["show", "stat", args @ ..] => {
             match StatQuery::parse(args, |name| stat::is_proxy(v, name)) {
                 Ok(q) => text(stat::show_stat(v, &q)),
@@ -95,7 +97,7 @@ pub fn execute(cmd: &str, level: Level, v: &View) -> Outcome {
             }
         }
         ["show", "servers", "state"] => text(stat::show_servers_state(v, None)),
-        ["show", "servers", "state", b] => match v.config.upstreams.position(b) {
+        ["show", "servers", "state", b, ..] => match v.config.upstreams.position(b) {
             Some(_) => text(stat::show_servers_state(v, Some(b))),
             None => text("Can't find backend.\n"),
         },
