@@ -317,3 +317,139 @@ fn extra_words_after_other_commands_are_ignored() {
         admin_cmd(&s.sock, "show stat extra")
     );
 }
+
+// ---------------------------------------------------------------------------
+// show stat up / no-maint
+
+/// Upstream `chk` (TCP checks) with `c1` on a closed port (DOWN) and
+/// `c2`..`c4` on a live backend, `c2` put in maintenance; and `plain` (p1,
+/// p2, unchecked). HAProxy 2.6 says `UP (2/4)` for such a backend.
+fn start_checked() -> Setup {
+    let be = Backend::start("x");
+    let dir = TempDir::new("adminproto");
+    let sock = dir.join("admin.sock");
+    let closed = format!("127.0.0.1:{}", free_port());
+    let yaml = ConfigBuilder::new()
+        .workers(1)
+        .admin_socket(&sock)
+        .listener("web", &["127.0.0.1:$PORT"])
+        .route(Route::to("plain"))
+        .upstream(
+            "plain",
+            [Srv::new("p1", be.addr()), Srv::new("p2", be.addr())],
+        )
+        .upstream(
+            "chk",
+            [
+                Srv::new("c1", &closed),
+                Srv::new("c2", be.addr()),
+                Srv::new("c3", be.addr()),
+                Srv::new("c4", be.addr()),
+            ],
+        )
+        .upstream_opt("health: {type: tcp, interval: 100ms, timeout: 500ms, rise: 1, fall: 1}")
+        .build();
+    let lb = Forklb::start(&yaml);
+    assert!(
+        wait_until(Duration::from_secs(5), || sock.exists()),
+        "admin socket missing\n{}",
+        lb.diagnostics()
+    );
+    let s = Setup {
+        _lb: lb,
+        _dir: dir,
+        sock,
+        _backend: be,
+    };
+    assert_eq!(admin_cmd(&s.sock, "set server chk/c2 state maint"), "\n");
+    assert!(
+        wait_until(Duration::from_secs(5), || {
+            stat_field(&s.sock, "chk", "c1", "status") == "DOWN"
+                && stat_field(&s.sock, "chk", "c3", "status") == "UP"
+                && stat_field(&s.sock, "chk", "c4", "status") == "UP"
+        }),
+        "{}",
+        admin_cmd(&s.sock, "show stat")
+    );
+    s
+}
+
+/// `pxname,svname,status` of the CSV rows of `chk`.
+fn chk_rows(csv: &str) -> Vec<String> {
+    csv.lines()
+        .filter(|l| l.starts_with("chk,"))
+        .map(|l| {
+            let f: Vec<&str> = l.split(',').collect();
+            format!("{},{}", f[1], f[17])
+        })
+        .collect()
+}
+
+#[test]
+fn backend_status_counts_servers_when_some_are_hidden() {
+    let s = start_checked();
+    assert_eq!(
+        chk_rows(&admin_cmd(&s.sock, "show stat")),
+        ["c1,DOWN", "c2,MAINT", "c3,UP", "c4,UP", "BACKEND,UP"]
+    );
+    assert_eq!(
+        chk_rows(&admin_cmd(&s.sock, "show stat up")),
+        ["c3,UP", "c4,UP", "BACKEND,UP (2/4)"]
+    );
+    assert_eq!(
+        chk_rows(&admin_cmd(&s.sock, "show stat no-maint")),
+        ["c1,DOWN", "c3,UP", "c4,UP", "BACKEND,UP (2/4)"]
+    );
+    // The flags add up, as in HAProxy: `no-maint` after `up` hides no less.
+    assert_eq!(
+        chk_rows(&admin_cmd(&s.sock, "show stat up no-maint")),
+        ["c3,UP", "c4,UP", "BACKEND,UP (2/4)"]
+    );
+    assert_eq!(
+        chk_rows(&admin_cmd(&s.sock, "show stat -1 2 -1 up")),
+        ["BACKEND,UP (2/4)"]
+    );
+    assert_eq!(
+        chk_rows(&admin_cmd(&s.sock, "show stat -1 2 -1")),
+        ["BACKEND,UP"]
+    );
+    let typed = admin_cmd(&s.sock, "show stat up typed");
+    assert!(
+        typed.contains(".0.17.status.1:SGP:str:UP (2/4)\n"),
+        "{typed}"
+    );
+    assert!(
+        typed.contains(".0.17.status.1:SGP:str:UP (2/2)\n"),
+        "{typed}"
+    );
+    let json = admin_cmd(&s.sock, "show stat json no-maint");
+    assert!(
+        json.contains(r#""value":{"type":"str","value":"UP (2/4)"}"#),
+        "{json}"
+    );
+    assert!(!admin_cmd(&s.sock, "show stat typed").contains("(2/4)"));
+}
+
+/// A server that takes no new requests (NOLB) is not stopped: `up` shows
+/// it and the BACKEND row counts it, as in HAProxy 2.6.
+#[test]
+fn up_keeps_a_nolb_server() {
+    let s = start_checked();
+    assert_eq!(
+        admin_cmd(&s.sock, "set server plain/p1 health stopping"),
+        "\n"
+    );
+    let csv = admin_cmd(&s.sock, "show stat up");
+    let plain: Vec<&str> = csv.lines().filter(|l| l.starts_with("plain,")).collect();
+    assert_eq!(plain.len(), 3, "{csv}");
+    assert!(
+        plain[0].starts_with("plain,p1,") && plain[0].contains(",NOLB,"),
+        "{csv}"
+    );
+    assert!(plain[2].contains(",UP (2/2),"), "{csv}");
+    assert_eq!(admin_cmd(&s.sock, "set server plain/p1 health down"), "\n");
+    let csv = admin_cmd(&s.sock, "show stat up");
+    let plain: Vec<&str> = csv.lines().filter(|l| l.starts_with("plain,")).collect();
+    assert_eq!(plain.len(), 2, "{csv}");
+    assert!(plain[1].contains(",UP (1/2),"), "{csv}");
+}
