@@ -62,11 +62,13 @@ pub fn execute(cmd: &str, level: Level, v: &View) -> Outcome {
     let words: Vec<&str> = cmd.split_whitespace().collect();
     match words.as_slice() {
         ["help", args @ ..] => text(usage::help(level, args)),
-        ["prompt"] => Outcome {
+        // HAProxy 2.6 ignores words after a complete command (except where
+        // `show stat`'s contract says otherwise): `prompt x` toggles too.
+        ["prompt", ..] => Outcome {
             reply: Reply::TogglePrompt,
             effect: Effect::None,
         },
-        ["quit"] => Outcome {
+        ["quit", ..] => Outcome {
             reply: Reply::Quit,
             effect: Effect::None,
         },
@@ -74,20 +76,20 @@ pub fn execute(cmd: &str, level: Level, v: &View) -> Outcome {
             Ok(format) => text(info::show_info(v, format)),
             Err(e) => text(e),
         },
-        ["show", "version"] => text(info::show_version()),
+        ["show", "version", ..] => text(info::show_version()),
         ["show", "table", args @ ..] => table::show(v, level, args),
         ["clear", "table", args @ ..] => table::clear(v, level, args),
         ["clear", "counters", ..] if level < Level::Operator => permission_denied(),
-        ["clear", "counters"] => clear_counters(v, false),
-        ["clear", "counters", "all"] if level < Level::Admin => permission_denied(),
-        ["clear", "counters", "all"] => clear_counters(v, true),
-        ["clear", "counters", ..] => text("'clear counters' only takes 'all'.\n"),
+        // As HAProxy: `all` clears every counter, any other word the maxima.
+        ["clear", "counters", "all", ..] if level < Level::Admin => permission_denied(),
+        ["clear", "counters", "all", ..] => clear_counters(v, true),
+        ["clear", "counters", ..] => clear_counters(v, false),
         ["disable" | "enable", "frontend", ..] if level < Level::Admin => permission_denied(),
-        ["disable", "frontend", name] => set_frontend(v, name, true),
-        ["enable", "frontend", name] => set_frontend(v, name, false),
+        ["disable", "frontend", name, ..] => set_frontend(v, name, true),
+        ["enable", "frontend", name, ..] => set_frontend(v, name, false),
         ["disable" | "enable", "frontend"] => text("A frontend name is expected.\n"),
         ["show", "proc"] => text(show_proc(v)),
-        ["show", "backend"] => text(show_backend(v)),
+        ["show", "backend", ..] => text(show_backend(v)),
         ["show", "stat", args @ ..] => {
             match StatQuery::parse(args, |name| stat::is_proxy(v, name)) {
                 Ok(q) => text(stat::show_stat(v, &q)),
@@ -95,76 +97,59 @@ pub fn execute(cmd: &str, level: Level, v: &View) -> Outcome {
             }
         }
         ["show", "servers", "state"] => text(stat::show_servers_state(v, None)),
-        ["show", "servers", "state", b] => match v.config.upstreams.position(b) {
+        ["show", "servers", "state", b, ..] => match v.config.upstreams.position(b) {
             Some(_) => text(stat::show_servers_state(v, Some(b))),
             None => text("Can't find backend.\n"),
         },
         // HAProxy's `get weight` parses on its own: `/s` looks for backend "".
-        ["get", "weight", target] if target.starts_with('/') => text("No such backend.\n"),
-        ["get", "weight", target] => match find(v, target) {
-            Ok((u, s)) => {
-                let cur = v.shm.server(u, s).weight();
-                let initial = v.config.upstreams[u].servers[s].weight;
-                text(format!("{cur} (initial {initial})\n"))
-            }
-            Err(e) => text(e),
-        },
+        ["get", "weight", target, ..] if target.starts_with('/') => text("No such backend.\n"),
+        // Commands on a server look it up before they read their other
+        // arguments, as HAProxy's `cli_find_server` first: `set weight
+        // nope/x` is `No such backend.`, not a missing weight.
+        ["get", "weight", target, ..] => on_server(v, target, |u, s| {
+            let cur = v.shm.server(u, s).weight();
+            let initial = v.config.upstreams[u].servers[s].weight;
+            text(format!("{cur} (initial {initial})\n"))
+        }),
         ["get", "weight"] => text("Require 'backend/server'.\n"),
-        ["set", "weight", ..] | ["set", "server", _, "weight", ..] if level < Level::Admin => {
-            permission_denied()
-        }
-        ["set", "weight", target, w] | ["set", "server", target, "weight", w] => {
-            set_weight(v, target, w)
-        }
-        ["set", "weight", _] | ["set", "server", _, "weight"] => {
-            text("Require <weight> or <weight%>.\n")
-        }
-        ["set", "weight"] | ["set", "server"] => text("Require 'backend/server'.\n"),
-        ["set", "maxconn", "server", ..] if level < Level::Admin => permission_denied(),
-        ["set", "maxconn", "server", target, rest @ ..] => {
-            set_maxconn(v, target, rest.first().copied())
-        }
-        ["set", "maxconn", "server"] => text("Require 'backend/server'.\n"),
-        ["set", "server", ..] | ["enable", "server", ..] | ["disable", "server", ..]
+        ["set", "weight" | "server", ..] | ["enable" | "disable", "server", ..]
             if level < Level::Admin =>
         {
             permission_denied()
         }
+        ["set", "weight", target, rest @ ..] => {
+            on_server(v, target, |u, s| set_weight(v, u, s, rest.first()))
+        }
+        ["set", "server", target, rest @ ..] => {
+            on_server(v, target, |u, s| set_server(v, u, s, rest))
+        }
+        ["set", "weight"] | ["set", "server"] => text("Require 'backend/server'.\n"),
+        ["set", "maxconn", "server", ..] if level < Level::Admin => permission_denied(),
+        ["set", "maxconn", "server", target, rest @ ..] => on_server(v, target, |u, s| {
+            set_maxconn(v, u, s, rest.first().copied())
+        }),
+        ["set", "maxconn", "server"] => text("Require 'backend/server'.\n"),
         ["add" | "del", "server", ..] if level < Level::Admin => permission_denied(),
         ["add", "server", args @ ..] => dynamic::add_server(v, args),
         ["del", "server", args @ ..] => dynamic::del_server(v, args),
-        ["set", "server", target, "addr", args @ ..] => match find(v, target) {
-            Ok((u, s)) => dynamic::set_addr(v, u, s, args),
-            Err(e) => text(e),
-        },
-        ["set", "server", target, "state", state] => {
-            let Some(admin) = AdminState::parse(state) else {
-                return text("'set server <srv> state' expects 'ready', 'drain' and 'maint'.\n");
-            };
-            set_admin(v, target, admin)
-        }
-        ["set", "server", _, "state"] => {
-            text("'set server <srv> state' expects 'ready', 'drain' and 'maint'.\n")
-        }
-        ["set", "server", target, "health", word] => match ForcedHealth::parse(word) {
-            Some(to) => set_health(v, target, to),
-            None => text(HEALTH_WORDS),
-        },
-        ["set", "server", _, "health"] => text(HEALTH_WORDS),
-        ["set", "server", _, ..] => {
-            text("'set server <srv>' only supports 'state', 'weight', 'health' and 'addr' here.\n")
-        }
         ["enable" | "disable", "health", ..] if level < Level::Admin => permission_denied(),
-        ["enable", "health", target] => set_checks(v, target, true),
-        ["disable", "health", target] => set_checks(v, target, false),
-        ["enable" | "disable", "health", ..] => text("Require 'backend/server'.\n"),
+        ["enable", "health", target, ..] => on_server(v, target, |u, s| set_checks(v, u, s, true)),
+        ["disable", "health", target, ..] => {
+            on_server(v, target, |u, s| set_checks(v, u, s, false))
+        }
+        ["enable" | "disable", "health"] => text("Require 'backend/server'.\n"),
         ["shutdown", "sessions", "server", ..] if level < Level::Admin => permission_denied(),
-        // HAProxy ignores words after the server too.
-        ["shutdown", "sessions", "server", target, ..] => shutdown_sessions(v, target),
+        ["shutdown", "sessions", "server", target, ..] => {
+            on_server(v, target, |u, s| shutdown_sessions(v, u, s))
+        }
         ["shutdown", "sessions", "server"] => text("Require 'backend/server'.\n"),
-        ["enable", "server", target] => set_admin(v, target, AdminState::Ready),
-        ["disable", "server", target] => set_admin(v, target, AdminState::Maint),
-        ["enable", "server"] | ["disable", "server"] => text("Require 'backend/server'.\n"),
+        ["enable", "server", target, ..] => {
+            on_server(v, target, |u, s| set_admin(v, u, s, AdminState::Ready))
+        }
+        ["disable", "server", target, ..] => {
+            on_server(v, target, |u, s| set_admin(v, u, s, AdminState::Maint))
+        }
+        ["enable" | "disable", "server"] => text("Require 'backend/server'.\n"),
         _ => text(usage::unknown(level, &words)),
     }
 }
@@ -172,11 +157,7 @@ pub fn execute(cmd: &str, level: Level, v: &View) -> Outcome {
 /// `shutdown sessions server B/S`: every worker cuts the connections it
 /// has to the server (HAProxy kills the sessions; new requests may still
 /// go to the server — put it in maint first to keep them away).
-fn shutdown_sessions(v: &View, target: &str) -> Outcome {
-    let (u, s) = match find(v, target) {
-        Ok(x) => x,
-        Err(e) => return text(e),
-    };
+fn shutdown_sessions(v: &View, u: usize, s: usize) -> Outcome {
     v.shm.server(u, s).request_shutdown();
     // Workers of a generation replaced by a runtime server change may
     // still hold connections to it.
@@ -184,12 +165,67 @@ fn shutdown_sessions(v: &View, target: &str) -> Outcome {
     for sh in v.draining_servers(&up.name, &up.servers[s].name) {
         sh.request_shutdown();
     }
-    log::warn!("sessions of server {target} shut down over the admin socket");
+    log::warn!(
+        "sessions of server {}/{} shut down over the admin socket",
+        up.name,
+        up.servers[s].name
+    );
     Outcome {
         reply: Reply::Text(String::new()),
         effect: Effect::SessionsShutdown,
     }
 }
+
+/// Runs `then` on the server `target` names (`backend/server`), or answers
+/// HAProxy's error when there is none.
+fn on_server(v: &View, target: &str, then: impl FnOnce(usize, usize) -> Outcome) -> Outcome {
+    match find(v, target) {
+        Ok((u, s)) => then(u, s),
+        Err(e) => text(e),
+    }
+}
+
+/// HAProxy 2.6's answer to `set server B/S` without a subcommand it knows.
+const SET_SERVER_USAGE: &str = "usage: set server <backend>/<server> addr | agent | agent-addr | agent-port | agent-send | check-addr | check-port | fqdn | health | ssl | state | weight\n";
+
+/// Subcommands of HAProxy's `set server` that forklb has no use for (no
+/// agent checks, no separate check address, no runtime DNS or TLS change).
+const SET_SERVER_UNSUPPORTED: [&str; 8] = [
+    "agent",
+    "agent-addr",
+    "agent-port",
+    "agent-send",
+    "check-addr",
+    "check-port",
+    "fqdn",
+    "ssl",
+];
+
+/// `set server B/S <subcommand> ...` once the server is found. As in
+/// HAProxy, subcommands are case-sensitive and words after the ones a
+/// subcommand reads are ignored.
+fn set_server(v: &View, u: usize, s: usize, rest: &[&str]) -> Outcome {
+    match rest {
+        ["weight", w @ ..] => set_weight(v, u, s, w.first()),
+        ["state", word, ..] => match AdminState::parse(word) {
+            Some(admin) => set_admin(v, u, s, admin),
+            None => text(STATE_WORDS),
+        },
+        ["state"] => text(STATE_WORDS),
+        ["health", word, ..] => match ForcedHealth::parse(word) {
+            Some(to) => set_health(v, u, s, to),
+            None => text(HEALTH_WORDS),
+        },
+        ["health"] => text(HEALTH_WORDS),
+        ["addr", args @ ..] => dynamic::set_addr(v, u, s, args),
+        [sub, ..] if SET_SERVER_UNSUPPORTED.contains(sub) => {
+            text("'set server <srv>' only supports 'state', 'weight', 'health' and 'addr' here.\n")
+        }
+        _ => text(SET_SERVER_USAGE),
+    }
+}
+
+const STATE_WORDS: &str = "'set server <srv> state' expects 'ready', 'drain' and 'maint'.\n";
 
 /// Resolves `backend/server` with HAProxy's error strings (its
 /// `cli_find_server`: an empty backend or server name is a missing one).
@@ -213,10 +249,10 @@ fn find(v: &View, target: &str) -> Result<(usize, usize), String> {
     Ok((u, i))
 }
 
-fn set_weight(v: &View, target: &str, w: &str) -> Outcome {
-    let (u, s) = match find(v, target) {
-        Ok(x) => x,
-        Err(e) => return text(e),
+/// `set weight B/S W[%]` and `set server B/S weight W[%]`.
+fn set_weight(v: &View, u: usize, s: usize, w: Option<&&str>) -> Outcome {
+    let Some(&w) = w else {
+        return text("Require <weight> or <weight%>.\n");
     };
     let up = &v.config.upstreams[u];
     let initial = up.servers[s].weight;
@@ -265,11 +301,7 @@ fn set_weight(v: &View, target: &str, w: &str) -> Outcome {
 /// 4294967291 and an overflow saturates before it is truncated, as there.
 /// 0 means no limit. A raised limit lets queued requests in at once: the
 /// master wakes the workers (`Effect::StateChanged`).
-fn set_maxconn(v: &View, target: &str, n: Option<&str>) -> Outcome {
-    let (u, s) = match find(v, target) {
-        Ok(x) => x,
-        Err(e) => return text(e),
-    };
+fn set_maxconn(v: &View, u: usize, s: usize, n: Option<&str>) -> Outcome {
     let Some(n) = n else {
         return text("Require <maxconn>.\n");
     };
@@ -341,11 +373,7 @@ fn strtol_prefix(word: &str) -> Option<(i64, &str)> {
     Some((value, rest))
 }
 
-fn set_admin(v: &View, target: &str, admin: AdminState) -> Outcome {
-    let (u, s) = match find(v, target) {
-        Ok(x) => x,
-        Err(e) => return text(e),
-    };
+fn set_admin(v: &View, u: usize, s: usize, admin: AdminState) -> Outcome {
     let rise = v.config.upstreams[u].health.as_ref().map(|h| h.rise);
     if v.shm.server(u, s).set_admin_by_operator(admin, rise) {
         log::warn!(
@@ -364,11 +392,7 @@ fn set_admin(v: &View, target: &str, admin: AdminState) -> Outcome {
 const HEALTH_WORDS: &str = "'set server <srv> health' expects 'up', 'stopping', or 'down'.\n";
 
 /// `set server B/S health up|stopping|down`.
-fn set_health(v: &View, target: &str, to: ForcedHealth) -> Outcome {
-    let (u, s) = match find(v, target) {
-        Ok(x) => x,
-        Err(e) => return text(e),
-    };
+fn set_health(v: &View, u: usize, s: usize, to: ForcedHealth) -> Outcome {
     let full = v.config.upstreams[u]
         .health
         .as_ref()
@@ -389,11 +413,7 @@ fn set_health(v: &View, target: &str, to: ForcedHealth) -> Outcome {
 }
 
 /// `enable|disable health B/S`: active checks for one server.
-fn set_checks(v: &View, target: &str, on: bool) -> Outcome {
-    let (u, s) = match find(v, target) {
-        Ok(x) => x,
-        Err(e) => return text(e),
-    };
+fn set_checks(v: &View, u: usize, s: usize, on: bool) -> Outcome {
     if v.config.upstreams[u].health.is_none() {
         return text(if on {
             "Health check was not configured on this server, cannot enable.\n"

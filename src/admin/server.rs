@@ -1,9 +1,12 @@
 //! The admin socket: a Unix stream socket served by the master's event loop,
-//! framed like HAProxy's stats socket. A connection sends one line; the
-//! commands in it (separated by `;`, `\;` escapes one) run in order, each
-//! answer is followed by an empty line, and the connection closes. After
-//! `prompt` the session is interactive: the socket stays open and every
-//! answer is followed by a `> ` prompt, until `quit` or the client closes.
+//! framed like HAProxy 2.6's stats socket. A command ends at a newline or
+//! at an unescaped `;` (`\;` is a literal one); each runs as soon as it is
+//! complete, and its answer is followed by an empty line. A session closes
+//! once an answer leaves nothing unread behind it, so every command already
+//! sent is answered; a command never completed (no newline before EOF) is
+//! not run. After `prompt` the session is interactive: the socket stays
+//! open and every answer is followed by a `> ` prompt, until `quit`, a
+//! second `prompt`, or the client closes.
 //!
 //! Nothing here blocks: lines are bounded, idle connections time out, and
 //! a client that does not read its answers gets no more of them (its
@@ -170,7 +173,7 @@ impl AdminServer {
                 Ok(n) => {
                     s.input.extend_from_slice(&buf[..n]);
                     s.deadline = now + IDLE_TIMEOUT;
-                    if s.input.len() > MAX_LINE && !s.input.contains(&b'\n') {
+                    if s.input.len() > MAX_LINE && next_delimiter(&s.input).is_none() {
                         s.output.extend_from_slice(b"Command line too long.\n\n");
                         s.closing = true;
                     }
@@ -183,30 +186,13 @@ impl AdminServer {
                 }
             }
         }
-        // Run every complete line (a final unterminated line counts at EOF),
-        // as long as the client keeps reading the answers.
-        while !s.closing && s.unsent() <= MAX_OUTPUT {
-            let line = match s.input.iter().position(|&b| b == b'\n') {
-                Some(end) => {
-                    let line: Vec<u8> = s.input.drain(..=end).collect();
-                    line
-                }
-                None if eof && !s.input.is_empty() => std::mem::take(&mut s.input),
-                None => break,
-            };
-            let text = String::from_utf8_lossy(&line);
-            let text = text.trim_end_matches(['\r', '\n']);
-            run_line(s, text, level, exec);
-            if !s.interactive {
-                s.closing = true;
-            }
-        }
-        if eof && !s.interactive {
-            s.closing = true;
-        }
-        // Lines held back by a pending answer still run after EOF: the
-        // next writable event brings us back here.
-        if eof && s.interactive && !s.input.contains(&b'\n') {
+        run_commands(s, level, exec);
+        // HAProxy closes a non-interactive session once an answer left
+        // nothing unread behind it (a partial command keeps it waiting for
+        // the rest); at EOF a partial command is dropped unanswered, in
+        // both modes. Complete commands held back by a pending answer still
+        // run after EOF: the next writable event brings us back here.
+        if eof && next_delimiter(&s.input).is_none() {
             s.closing = true;
         }
         if flush(s).is_err() || (s.closing && s.unsent() == 0) {
@@ -250,34 +236,48 @@ impl Drop for AdminServer {
     }
 }
 
-fn run_line(s: &mut Session, line: &str, level: Level, exec: &mut dyn FnMut(&str, Level) -> Reply) {
-    for cmd in split_commands(line) {
-        let cmd = cmd.trim();
-        if cmd.is_empty() {
-            continue;
-        }
-        match exec(cmd, level) {
-            Reply::Text(t) => {
-                s.output.extend_from_slice(t.as_bytes());
-                s.output.push(b'\n');
-            }
-            Reply::TogglePrompt => s.interactive = !s.interactive,
-            Reply::Quit => {
-                s.interactive = false;
-                s.closing = true;
-                return;
-            }
-        }
-    }
-    if s.interactive {
-        // After an answer (which ends with its empty line) comes the prompt;
-        // a line without output (e.g. `prompt` itself) gets a blank line first.
-        if s.output.ends_with(b"\n\n") {
-            s.output.extend_from_slice(b"> ");
-        } else {
-            s.output.extend_from_slice(b"\n> ");
+/// Runs the complete commands waiting in the session's input, as long as
+/// the client keeps reading the answers. HAProxy 2.6 reads one command at
+/// a time, each ended by a newline or an unescaped `;`, so each gets its
+/// own answer and, in interactive mode, its own prompt.
+fn run_commands(s: &mut Session, level: Level, exec: &mut dyn FnMut(&str, Level) -> Reply) {
+    while !s.closing && s.unsent() <= MAX_OUTPUT {
+        let Some(end) = next_delimiter(&s.input) else {
+            break;
+        };
+        let raw: Vec<u8> = s.input.drain(..=end).collect();
+        let cmd = unescape(&String::from_utf8_lossy(&raw[..end]));
+        run_command(s, cmd.trim(), level, exec);
+        // Non-interactive: an answer that leaves nothing unread ends the
+        // session, as in HAProxy (pipelined commands already sent still run).
+        if !s.interactive && s.input.is_empty() {
+            s.closing = true;
         }
     }
+}
+
+/// Runs one command (an empty one too: HAProxy answers it with the list
+/// of commands) and queues its answer, its empty line and the prompt.
+fn run_command(
+    s: &mut Session,
+    cmd: &str,
+    level: Level,
+    exec: &mut dyn FnMut(&str, Level) -> Reply,
+) {
+    match exec(cmd, level) {
+        Reply::Text(t) => s.output.extend_from_slice(t.as_bytes()),
+        // `prompt` again in interactive mode turns it off, as in HAProxy.
+        Reply::TogglePrompt => s.interactive = !s.interactive,
+        Reply::Quit => {
+            s.interactive = false;
+            s.closing = true;
+            return;
+        }
+    }
+    // The prompt follows the empty line when the command leaves the
+    // session interactive: `prompt` itself answers "\n> ".
+    s.output
+        .extend_from_slice(if s.interactive { b"\n> " } else { b"\n" });
 }
 
 impl Session {
@@ -305,23 +305,25 @@ fn flush(s: &mut Session) -> io::Result<()> {
     Ok(())
 }
 
-/// Splits a line at `;`, honouring `\;` as a literal semicolon.
-pub fn split_commands(line: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut cur = String::new();
-    let mut chars = line.chars().peekable();
-    while let Some(c) = chars.next() {
-        match c {
-            '\\' if chars.peek() == Some(&';') => {
-                cur.push(';');
-                chars.next();
-            }
-            ';' => out.push(std::mem::take(&mut cur)),
-            c => cur.push(c),
+/// Where the first complete command in `input` ends: the index of its
+/// newline or unescaped `;`. As HAProxy's `co_getdelim(..., "\n;", '\\')`,
+/// a backslash makes the next byte (a `;`, a newline, a backslash) part of
+/// the command.
+fn next_delimiter(input: &[u8]) -> Option<usize> {
+    let mut i = 0;
+    while i < input.len() {
+        match input[i] {
+            b'\\' => i += 2,
+            b';' | b'\n' => return Some(i),
+            _ => i += 1,
         }
     }
-    out.push(cur);
-    out
+    None
+}
+
+/// A command's text with `\;` read as a literal `;`.
+fn unescape(cmd: &str) -> String {
+    cmd.replace("\\;", ";")
 }
 
 #[cfg(test)]
@@ -329,12 +331,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn splitting() {
-        assert_eq!(split_commands("a; b ;c"), vec!["a", " b ", "c"]);
-        assert_eq!(
-            split_commands(r"set x a\;b; show"),
-            vec!["set x a;b", " show"]
-        );
-        assert_eq!(split_commands(""), vec![""]);
+    fn commands_end_at_newlines_and_unescaped_semicolons() {
+        assert_eq!(next_delimiter(b"a; b"), Some(1));
+        assert_eq!(next_delimiter(b"get x\n"), Some(5));
+        assert_eq!(next_delimiter(br"a\;b;c"), Some(4));
+        assert_eq!(next_delimiter(b"a\\\nb\n"), Some(4));
+        assert_eq!(next_delimiter(b"show version"), None);
+        assert_eq!(next_delimiter(br"a\;"), None);
+        assert_eq!(next_delimiter(br"a\\;"), Some(3));
+        assert_eq!(next_delimiter(b""), None);
+        assert_eq!(unescape(r"get weight a/b\;x"), "get weight a/b;x");
     }
 }

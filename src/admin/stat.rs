@@ -72,6 +72,7 @@ impl Kind {
 }
 
 /// One row being filled by field name.
+#[derive(Clone)]
 pub struct Row {
     kind: Kind,
     iid: usize,
@@ -82,6 +83,10 @@ pub struct Row {
     /// A server that takes traffic: not DOWN, not in maintenance (`up`
     /// shows only those).
     up: bool,
+    /// A BACKEND row's servers not stopped (neither DOWN nor in
+    /// maintenance) and all its servers: HAProxy's status says `UP (2/3)`
+    /// when `up` or `no-maint` hides some.
+    servers: Option<(usize, usize)>,
 }
 
 impl Row {
@@ -93,6 +98,7 @@ impl Row {
             vals: vec![String::new(); FIELDS.len()],
             maint: false,
             up: true,
+            servers: None,
         };
         r.set("pxname", px);
         r.set("svname", sv);
@@ -142,6 +148,17 @@ impl Row {
         if !self.wanted(q) {
             return;
         }
+        match self.servers {
+            Some((up, all)) if q.hide != Hide::Nothing => {
+                let mut row = self.clone();
+                row.set("status", format!("{} ({up}/{all})", self.value("status")));
+                row.write_format(q, out, first);
+            }
+            _ => self.write_format(q, out, first),
+        }
+    }
+
+    fn write_format(&self, q: &StatQuery, out: &mut String, first: &mut bool) {
         match q.format {
             Format::Csv => self.write_csv(out),
             Format::Typed => self.write_typed(out, q.desc),
@@ -402,6 +419,8 @@ struct BackendTotals {
     time_sums: [u64; 4],
     time_samples: u64,
     times_max: [u32; 4],
+    /// Servers neither DOWN nor in maintenance.
+    not_stopped: usize,
 }
 
 impl BackendTotals {
@@ -457,6 +476,11 @@ fn upstream_rows(
     let mut totals = BackendTotals::default();
     for (s, srv) in up.servers.iter().enumerate() {
         let st = v.shm.server(u, s).stats();
+        // HAProxy's `cur_state != SRV_ST_STOPPED`: neither DOWN nor in
+        // maintenance (a draining or NOLB server is not stopped).
+        if st.admin != AdminState::Maint && !st.health.down {
+            totals.not_stopped += 1;
+        }
         for (t, x) in totals.counters.iter_mut().zip(server_counters(&st)) {
             *t += x;
         }
@@ -473,7 +497,9 @@ fn upstream_rows(
             }
         }
     }
-    visit(&backend_row(v, u, up, &totals, iid, now));
+    let mut row = backend_row(v, u, up, &totals, iid, now);
+    row.servers = Some((totals.not_stopped, up.servers.len()));
+    visit(&row);
 }
 
 /// A server's counters in the order `BackendTotals::counters` sums them:
@@ -521,7 +547,9 @@ fn server_row(
     let w = st.weight;
     let mut r = Row::new(Kind::Server, &up.name, &srv.name, iid, sid);
     r.maint = st.admin == AdminState::Maint;
-    r.up = st.admin != AdminState::Maint && !st.health.down && !st.stopping;
+    // As HAProxy's `up`, which hides servers that are stopped, not those
+    // that only take no new requests (NOLB, DRAIN).
+    r.up = st.admin != AdminState::Maint && !st.health.down;
     // Requests waiting for this server alone (`balance: hash`).
     r.set("qcur", st.queued);
     r.set("qmax", st.max_queued);

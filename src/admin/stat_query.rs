@@ -84,7 +84,10 @@ impl StatQuery {
                 "typed" => q.format = Format::Typed,
                 "json" => q.format = Format::Json,
                 "desc" => q.desc = true,
-                "no-maint" => q.hide = Hide::Maint,
+                // HAProxy's flags add up: `up` already hides what
+                // `no-maint` does, in either order.
+                "no-maint" if q.hide == Hide::Nothing => q.hide = Hide::Maint,
+                "no-maint" => {}
                 "up" => q.hide = Hide::NotUp,
                 other => {
                     return Err(format!(
@@ -153,6 +156,9 @@ mod tests {
             (Format::Typed, true, Hide::Maint)
         );
         assert_eq!(parse("up json").unwrap().hide, Hide::NotUp);
+        // `up` hides maintenance too, whichever comes first.
+        assert_eq!(parse("up no-maint").unwrap().hide, Hide::NotUp);
+        assert_eq!(parse("no-maint up").unwrap().hide, Hide::NotUp);
     }
 
     #[test]
