@@ -108,9 +108,12 @@ fn filters_select_proxies_kinds_and_servers() {
         ("main -1 -1", &["main,a", "main,b", "main,BACKEND"]),
         ("main 1 -1", &[]),
         ("web 7 -1", &["web,FRONTEND"]),
-        // Numeric ids: listeners from 1, then upstreams.
-        ("2 -1 -1", &["api,FRONTEND"]),
-        ("4 4 -1", &["other,c"]),
+        // Numeric ids as HAProxy's behind its stats socket (1 is the
+        // CLI's own): listeners from 2, then upstreams.
+        ("2 -1 -1", &["web,FRONTEND"]),
+        ("3 -1 -1", &["api,FRONTEND"]),
+        ("5 4 -1", &["other,c"]),
+        ("1 -1 -1", &[]),
         ("99 -1 -1", &[]),
         ("main 4 7", &[]),
     ];
@@ -192,18 +195,18 @@ fn typed_lines_carry_haproxys_tags() {
     assert!(
         typed
             .lines()
-            .any(|l| l.starts_with("S.3.1.17.status.1:SGP:str:")),
+            .any(|l| l.starts_with("S.4.1.17.status.1:SGP:str:")),
         "{typed}"
     );
     assert!(
-        typed.lines().any(|l| l == "F.1.0.0.pxname.1:KNS:str:web"),
+        typed.lines().any(|l| l == "F.2.0.0.pxname.1:KNS:str:web"),
         "{typed}"
     );
     // desc appends HAProxy's description.
     let desc = admin_cmd(&s.sock, "show stat -1 1 -1 typed desc");
     assert!(
         desc.lines()
-            .any(|l| l == "F.1.0.1.svname.1:KNS:str:FRONTEND:\"Server name\""),
+            .any(|l| l == "F.2.0.1.svname.1:KNS:str:FRONTEND:\"Server name\""),
         "{desc}"
     );
 
