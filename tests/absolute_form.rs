@@ -21,6 +21,26 @@ fn absolute_form_target_is_forwarded_in_origin_form_with_its_authority_as_host()
     assert_eq!(seen[0].header("host"), Some("Example.COM:8080"));
 }
 
+/// An empty path is `/` (RFC 9110 §4.2.3), before a query too: `http://a?q`
+/// goes upstream as `/?q`, and routes as `/`.
+#[test]
+fn absolute_form_with_an_empty_path_and_a_query_goes_upstream_as_slash_query() {
+    let b = Backend::start("b1");
+    let lb = Forklb::start(&proxy_config_for(1, &[&b]));
+    let mut c = Conn::open(lb.port()).unwrap();
+    for (target, path) in [
+        ("http://a.test?x=1", "/?x=1"),
+        ("HTTPS://a.test:8443?", "/?"),
+        ("http://a.test", "/"),
+    ] {
+        c.send(format!("GET {target} HTTP/1.1\r\nHost: a.test\r\n\r\n").as_bytes())
+            .unwrap();
+        let r = c.read_response().unwrap();
+        assert_eq!((r.status, r.body_str().as_str()), (200, "b1"), "{target}");
+        assert_eq!(b.requests().last().unwrap().path, path, "{target}");
+    }
+}
+
 #[test]
 fn absolute_form_authority_routes_by_host() {
     let api = Backend::start("api");

@@ -6,6 +6,7 @@
 //! upgrade to HTTP/2 (cleartext h2 is prior knowledge only, DESIGN §4.1).
 
 use super::{name_is, parse_content_length, tokens, Framing};
+use std::borrow::Cow;
 
 /// Why a request head is refused, and the status to answer with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -380,20 +381,27 @@ fn parse_max_forwards(v: &[u8]) -> Option<u64> {
 }
 
 /// Splits an absolute-form target (`http://host:port/path?q`) into its
-/// authority and origin-form path (`/` when empty). RFC 9112 §3.2.2: a server
-/// must accept it, and its authority replaces the Host header.
-pub fn split_absolute(target: &str) -> Option<(&str, &str)> {
+/// authority and origin-form path. RFC 9112 §3.2.2: a server must accept
+/// it, and its authority replaces the Host header. An empty path is `/`
+/// (RFC 9110 §4.2.3), also before a query (`http://a?q` is `/?q`): the
+/// one case that needs a copy.
+pub fn split_absolute(target: &str) -> Option<(&str, Cow<'_, str>)> {
     let rest = strip_prefix_ignore_case(target, "http://")
         .or_else(|| strip_prefix_ignore_case(target, "https://"))?;
     let end = rest.find(['/', '?']).unwrap_or(rest.len());
     let (authority, path) = rest.split_at(end);
-    Some((authority, if path.is_empty() { "/" } else { path }))
+    let path = match path.as_bytes().first() {
+        None => Cow::Borrowed("/"),
+        Some(b'?') => Cow::Owned(format!("/{path}")),
+        Some(_) => Cow::Borrowed(path),
+    };
+    Some((authority, path))
 }
 
 /// The origin-form path of a target: itself, or the path part of an
 /// absolute-form target.
-pub fn origin_path(target: &str) -> &str {
-    split_absolute(target).map_or(target, |(_, p)| p)
+pub fn origin_path(target: &str) -> Cow<'_, str> {
+    split_absolute(target).map_or(Cow::Borrowed(target), |(_, p)| p)
 }
 
 fn strip_prefix_ignore_case<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
@@ -595,13 +603,16 @@ mod tests {
 
     #[test]
     fn absolute_form() {
+        let split = |t| split_absolute(t).map(|(a, p)| (a, p.into_owned()));
         assert_eq!(
-            split_absolute("http://a.b:8080/x?y"),
-            Some(("a.b:8080", "/x?y"))
+            split("http://a.b:8080/x?y"),
+            Some(("a.b:8080", "/x?y".to_owned()))
         );
-        assert_eq!(split_absolute("HTTPS://a.b"), Some(("a.b", "/")));
-        assert_eq!(split_absolute("http://a.b?q"), Some(("a.b", "?q")));
-        assert_eq!(split_absolute("/x"), None);
+        assert_eq!(split("HTTPS://a.b"), Some(("a.b", "/".to_owned())));
+        assert_eq!(split("http://a.b?q"), Some(("a.b", "/?q".to_owned())));
+        assert_eq!(split("/x"), None);
+        assert_eq!(origin_path("https://a.b?q=1"), "/?q=1");
+        assert_eq!(origin_path("/y?z"), "/y?z");
         assert!(check(b"GET http://example.com/x HTTP/1.1\r\nHost: other\r\n\r\n").is_ok());
         assert_eq!(
             check(b"GET http://u@h/ HTTP/1.1\r\nHost: h\r\n\r\n")

@@ -138,7 +138,7 @@ pub fn write_upstream_request(out: &mut Vec<u8>, req: &httparse::Request, u: &Up
     // authority becomes the Host (RFC 9112 §3.2.2).
     let (authority, path) = match super::request::split_absolute(target) {
         Some((a, p)) => (Some(a), p),
-        None => (None, target),
+        None => (None, std::borrow::Cow::Borrowed(target)),
     };
     out.extend_from_slice(method.as_bytes());
     out.push(b' ');

@@ -777,7 +777,7 @@ impl Conn {
         let target = req.path.unwrap_or("/");
         let path = request::origin_path(target);
         // Routes match the normalized path; the original goes upstream.
-        let route_path = match http::path::route_path(path) {
+        let route_path = match http::path::route_path(&path) {
             Ok(p) => p,
             Err(e) => {
                 log::info!("client {} sent an invalid path: {}", self.peer, e.reason());
@@ -806,7 +806,7 @@ impl Conn {
                 self.respond_local(env, *status, content_type, b"", body, local_keep);
             }
             Action::Redirect { status, to } => {
-                self.answer_redirect(env, *status, to, host, path, local_keep);
+                self.answer_redirect(env, *status, to, host, &path, local_keep);
             }
             Action::Metrics(format) => self.answer_metrics(env, *format, local_keep),
             Action::Stats(stats) => self.answer_stats(env, stats, &req, local_keep),

@@ -357,7 +357,7 @@ impl Exchange {
         }
         let host = http::request::routing_host(&hreq, &mut host_buf);
         let path = http::request::origin_path(req.target);
-        let route_path = match http::path::route_path(path) {
+        let route_path = match http::path::route_path(&path) {
             Ok(p) => p,
             Err(e) => {
                 log::info!(
@@ -394,7 +394,7 @@ impl Exchange {
                 let ct = content_type.as_bytes().to_vec();
                 self.local(*status, body.clone(), Some((b"content-type", ct)));
             }
-            Action::Redirect { status, to } => match to.expand(host, path) {
+            Action::Redirect { status, to } => match to.expand(host, &path) {
                 Some(to) => {
                     let body = format!("{}\n", errors::reason(*status)).into_bytes();
                     self.local(*status, body, Some((b"location", to.into_bytes())));
@@ -506,7 +506,7 @@ impl Exchange {
             let target = req.path.unwrap_or("/");
             let (absolute, path) = match http::request::split_absolute(target) {
                 Some((a, p)) => (Some(a), p),
-                None => (None, target),
+                None => (None, std::borrow::Cow::Borrowed(target)),
             };
             let (mut authority, headers) = rewrite::upstream_fields(req, &how);
             if let (Some(a), None) = (absolute, how.host_override) {
