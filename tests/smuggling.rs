@@ -456,3 +456,16 @@ fn trailer_that_frames_the_message_is_400() {
         assert_bad_chunked(format!("5\r\nhello\r\n0\r\n{trailer}\r\n\r\n{SMUGGLED}").as_bytes());
     }
 }
+
+// ---- CONNECT ---------------------------------------------------------------------------
+
+/// forklb offers no tunnels: a CONNECT is never forwarded (a 2xx from the
+/// upstream would leave the client on a connection it takes for a
+/// tunnel). nginx's answers: 405 for an origin- or absolute-form target,
+/// 400 for the authority form.
+#[test]
+fn connect_is_never_forwarded() {
+    assert_refused(b"CONNECT / HTTP/1.1\r\nHost: a\r\n\r\n", &[405]);
+    assert_refused(b"CONNECT http://a/ HTTP/1.1\r\nHost: a\r\n\r\n", &[405]);
+    assert_refused(b"CONNECT a:443 HTTP/1.1\r\nHost: a:443\r\n\r\n", &[400]);
+}

@@ -119,6 +119,22 @@ pub fn parse<'h, 'b>(
 /// authority, or `*` for OPTIONS.
 #[inline]
 fn check_target(method: &str, path: &str) -> Result<(), RequestError> {
+    if method == "CONNECT" {
+        // forklb offers no tunnels, so a CONNECT is never forwarded: a 2xx
+        // to it would make the client take the connection for a tunnel
+        // nobody opened. As nginx answers: 405 when the target is in
+        // origin or absolute form, 400 for anything else (the authority
+        // form of RFC 9112 §3.2.3 included).
+        let formed = path.starts_with('/') || path == "*" || split_absolute(path).is_some();
+        return Err(if formed {
+            RequestError {
+                status: 405,
+                reason: "CONNECT is not supported",
+            }
+        } else {
+            bad("CONNECT target")
+        });
+    }
     let absolute = split_absolute(path);
     if !(path.starts_with('/') || (path == "*" && method == "OPTIONS") || absolute.is_some()) {
         return Err(bad("request target is neither origin nor absolute form"));
