@@ -238,6 +238,12 @@ fn response_with_two_content_lengths_is_502() {
 }
 
 #[test]
+fn response_with_a_status_under_100_is_502() {
+    assert_bad_response_not_reused(b"HTTP/1.1 099 X\r\nContent-Length: 2\r\n\r\nhi");
+    assert_bad_response_not_reused(b"HTTP/1.1 000 X\r\nContent-Length: 2\r\n\r\nhi");
+}
+
+#[test]
 fn response_with_garbage_status_line_is_502() {
     assert_bad_response_not_reused(b"HTPT/1.1 2OO Okay\r\nContent-Length: 2\r\n\r\nok");
 }

@@ -47,6 +47,13 @@ pub fn parse<'h, 'b>(
         });
     }
     let status = resp.code.unwrap_or(0);
+    // httparse takes any three digits; under 100 is no status code at all
+    // (RFC 9110 §15), and would go out as fewer digits ("099" as "99").
+    if status < 100 {
+        return Err(ResponseError {
+            reason: "status code below 100",
+        });
+    }
     let minor = resp.version.unwrap_or(1);
     let mut content_length: Option<u64> = None;
     let mut has_te = false;
@@ -127,6 +134,18 @@ mod tests {
         match parse(raw, &mut headers, head)? {
             Parsed::Complete(_, i) => Ok(i),
             Parsed::Partial => panic!("partial"),
+        }
+    }
+
+    #[test]
+    fn status_codes_under_100_are_refused() {
+        for line in ["000", "001", "010", "099"] {
+            let head = format!("HTTP/1.1 {line} X\r\nContent-Length: 0\r\n\r\n");
+            assert!(info(head.as_bytes(), false).is_err(), "{line}");
+        }
+        for line in ["100 Continue", "599 X", "200 OK"] {
+            let head = format!("HTTP/1.1 {line}\r\nContent-Length: 0\r\n\r\n");
+            assert!(info(head.as_bytes(), false).is_ok(), "{line}");
         }
     }
 
