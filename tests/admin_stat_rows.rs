@@ -125,6 +125,25 @@ fn rates_follow_the_load_per_row_and_keep_their_maxima() {
     assert_eq!(admin_cmd(&s.sock, "clear counters"), "\n");
     assert_eq!(num(&s.sock, "main", "fast", "rate_max"), 0);
     assert_eq!(num(&s.sock, "web", "FRONTEND", "req_rate_max"), 0);
+    // Cleared right after traffic, then idle: the second before the clear
+    // does not come back as a maximum at the master's next sample.
+    let n = load(port, "/", Duration::from_millis(1200));
+    assert!(n >= 10, "only {n} requests");
+    assert_eq!(admin_cmd(&s.sock, "clear counters"), "\n");
+    std::thread::sleep(Duration::from_millis(1500));
+    for (px, sv, f) in [
+        ("main", "fast", "rate_max"),
+        ("main", "BACKEND", "rate_max"),
+        ("web", "FRONTEND", "req_rate_max"),
+        ("web", "FRONTEND", "conn_rate_max"),
+        ("web", "FRONTEND", "rate_max"),
+    ] {
+        assert_eq!(num(&s.sock, px, sv, f), 0, "{px}/{sv} {f}");
+    }
+    let info = admin_cmd(&s.sock, "show info");
+    for f in ["MaxConnRate: 0", "MaxSessRate: 0"] {
+        assert!(info.lines().any(|l| l == f), "{f}\n{info}");
+    }
 }
 
 #[test]

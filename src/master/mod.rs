@@ -1179,7 +1179,7 @@ impl Master {
         match out.effect {
             Effect::None => {}
             Effect::StateChanged => self.save_state_file(now),
-            Effect::CountersCleared => self.rates.clear_max(),
+            Effect::CountersCleared => self.rebase_rates(now),
             Effect::ListenersChanged => {
                 self.children.tell_workers(crate::worker::LISTENERS_CHANGED)
             }
@@ -1202,22 +1202,44 @@ impl Master {
         !matches!(self.state, State::Running)
     }
 
-    /// Samples the counters `show info` makes rates of.
-    fn sample_rates(&mut self, now: Instant) {
+    /// The totals `show info` makes rates of, now.
+    fn rates_sample(&self, now: Instant) -> rates::Sample {
         let totals = self.lifetime.totals(&self.shm);
         let pids = self.children.current_worker_pids();
         let ticks: u64 = pids
             .iter()
             .filter_map(|p| crate::procfs::cpu_ticks(*p))
             .sum();
-        self.rates.sample(rates::Sample {
+        rates::Sample {
             at: now,
             conns: totals.conns_total,
             requests: totals.requests,
             busy_us: ticks.saturating_mul(1_000_000) / self.clock_ticks,
             workers: pids.len(),
             pids: pids.iter().map(|&p| u64::try_from(p).unwrap_or(0)).sum(),
-        });
+        }
+    }
+
+    /// `clear counters`: the rate maxima start over at 0 (the admin command
+    /// cleared those in shared memory), and the next rates count only what
+    /// comes after now: sampled as usual, the second before the clear would
+    /// put its rate back as the new maximum.
+    fn rebase_rates(&mut self, now: Instant) {
+        let s = self.rates_sample(now);
+        self.rates.clear_max(s);
+        self.row_rates.rebase(
+            &self.shm,
+            self.children.generation(),
+            self.config.listeners.len(),
+            now,
+        );
+    }
+
+    /// Samples the counters `show info` makes rates of.
+    fn sample_rates(&mut self, now: Instant) {
+        let totals = self.lifetime.totals(&self.shm);
+        let s = self.rates_sample(now);
+        self.rates.sample(s);
         self.row_rates.sample(
             &self.shm,
             self.children.generation(),

@@ -88,10 +88,12 @@ impl Rates {
         self.view
     }
 
-    /// `clear counters`: the maxima start over from the current rates.
-    pub fn clear_max(&mut self) {
-        self.view.max_conn_rate = self.view.conn_rate;
-        self.view.max_req_rate = self.view.req_rate;
+    /// `clear counters`: the maxima start over at 0, as HAProxy's, and the
+    /// next rates are those since `now`, the totals at the clear.
+    pub fn clear_max(&mut self, now: Sample) {
+        self.view.max_conn_rate = 0;
+        self.view.max_req_rate = 0;
+        self.last = Some(now);
     }
 }
 
@@ -127,8 +129,14 @@ mod tests {
         assert_eq!((v.conn_rate, v.req_rate), (5, 50));
         assert_eq!((v.max_conn_rate, v.max_req_rate), (50, 400));
         assert_eq!(v.idle_pct, 100);
-        r.clear_max();
-        assert_eq!(r.view().max_conn_rate, 5);
+        // Cleared at 3.5 s: the maxima are 0, and the next rates count
+        // from the clear, not from the sample before it.
+        r.clear_max(at(t, 3500, 170, 1600, 1_000_000));
+        assert_eq!((r.view().max_conn_rate, r.view().max_req_rate), (0, 0));
+        r.sample(at(t, 4500, 171, 1602, 1_000_000));
+        let v = r.view();
+        assert_eq!((v.conn_rate, v.req_rate), (1, 2));
+        assert_eq!((v.max_conn_rate, v.max_req_rate), (1, 2));
     }
 
     #[test]

@@ -37,19 +37,7 @@ impl RowRates {
             u32::try_from(rate).unwrap_or(u32::MAX)
         };
 
-        let servers: Vec<Vec<u64>> = (0..shm.upstream_count())
-            .map(|u| {
-                (0..shm.servers_of(u))
-                    .map(|s| shm.server(u, s).requests())
-                    .collect()
-            })
-            .collect();
-        let listeners: Vec<(u64, u64)> = (0..listeners)
-            .map(|l| {
-                let st = shm.listener_stats(l);
-                (st.conns_total, st.requests)
-            })
-            .collect();
+        let (servers, listeners) = totals(shm, listeners);
 
         if elapsed.is_some() {
             for (u, now_u) in servers.iter().enumerate() {
@@ -79,6 +67,34 @@ impl RowRates {
         self.servers = servers;
         self.listeners = listeners;
     }
+
+    /// `clear counters`: the next rates count from now, nothing published.
+    pub fn rebase(&mut self, shm: &Shm, generation: u64, listeners: usize, now: Instant) {
+        (self.servers, self.listeners) = totals(shm, listeners);
+        self.at = Some(now);
+        self.generation = generation;
+    }
+}
+
+/// Per upstream per server its requests so far; per listener its
+/// (connections, requests) so far.
+type Totals = (Vec<Vec<u64>>, Vec<(u64, u64)>);
+
+fn totals(shm: &Shm, listeners: usize) -> Totals {
+    let servers = (0..shm.upstream_count())
+        .map(|u| {
+            (0..shm.servers_of(u))
+                .map(|s| shm.server(u, s).requests())
+                .collect()
+        })
+        .collect();
+    let listeners = (0..listeners)
+        .map(|l| {
+            let st = shm.listener_stats(l);
+            (st.conns_total, st.requests)
+        })
+        .collect();
+    (servers, listeners)
 }
 
 #[cfg(test)]

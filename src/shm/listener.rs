@@ -61,10 +61,9 @@ impl ListenerShared {
 
     /// `clear counters`: the maxima start over from the current rates.
     pub fn clear_max(&self) {
-        self.conn_rate_max
-            .store(self.conn_rate.load(Relaxed), Relaxed);
-        self.req_rate_max
-            .store(self.req_rate.load(Relaxed), Relaxed);
+        // 0, as HAProxy's: the master's sampler starts over from the clear.
+        self.conn_rate_max.store(0, Relaxed);
+        self.req_rate_max.store(0, Relaxed);
     }
 
     pub fn disabled(&self) -> bool {

@@ -411,7 +411,8 @@ impl ServerShared {
     /// second's rate, zero times), as HAProxy's.
     pub fn clear_max(&self) {
         self.max_active.store(self.active.load(Relaxed), Relaxed);
-        self.rate_max.store(self.rate.load(Relaxed), Relaxed);
+        // 0, as HAProxy's: the master's sampler starts over from the clear.
+        self.rate_max.store(0, Relaxed);
         for m in &self.times_max {
             m.store(0, Relaxed);
         }

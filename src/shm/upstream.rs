@@ -137,7 +137,8 @@ impl UpstreamShared {
 
     /// `clear counters`: the maximum starts over from the current rate.
     pub fn clear_max(&self) {
-        self.rate_max.store(self.rate.load(Relaxed), Relaxed);
+        // 0, as HAProxy's: the master's sampler starts over from the clear.
+        self.rate_max.store(0, Relaxed);
     }
 
     /// The weights epoch. Acquire pairs with the Release in
