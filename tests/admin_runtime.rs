@@ -403,3 +403,33 @@ fn servers_state_ids_and_check_columns_are_haproxy_s() {
     assert_eq!(admin_cmd(&sock, "disable health main/b"), "\n");
     assert_eq!(state_line(&sock, "b")[13], "2");
 }
+
+/// chkdown counts every transition to DOWN (a forced one too), downtime
+/// includes the DOWN period still running, and a server without running
+/// checks shows neither (empty), as HAProxy 2.6.
+#[test]
+fn chkdown_and_downtime_count_as_haproxy_s() {
+    let (_lb, _dir, sock, _a, _b) = start_two(None);
+    for f in ["chkfail", "chkdown", "downtime"] {
+        assert_eq!(stat_field(&sock, "main", "b", f), "", "{f}");
+    }
+    let (_lb, _dir, sock, _a, _b) = start_two(Some(
+        "health: {type: tcp, interval: 60s, timeout: 1s, rise: 2, fall: 2}",
+    ));
+    assert_eq!(stat_field(&sock, "main", "b", "chkdown"), "0");
+    for cmd in [
+        "set server main/b health down",
+        "set server main/b health up",
+        "set server main/b health down",
+    ] {
+        assert_eq!(admin_cmd(&sock, cmd), "\n", "{cmd}");
+    }
+    assert_eq!(stat_field(&sock, "main", "b", "chkdown"), "2");
+    std::thread::sleep(Duration::from_millis(2100));
+    let downtime: u64 = stat_field(&sock, "main", "b", "downtime")
+        .parse()
+        .expect("downtime");
+    assert!(downtime >= 2, "downtime {downtime} while DOWN for 2 s");
+    assert_eq!(admin_cmd(&sock, "disable health main/b"), "\n");
+    assert_eq!(stat_field(&sock, "main", "b", "chkdown"), "");
+}

@@ -571,12 +571,19 @@ fn server_row(
     r.set("weight", w);
     r.set("act", u8::from(!srv.backup));
     r.set("bck", u8::from(srv.backup));
-    if health.is_some() {
+    r.set("lastchg", now.saturating_sub(st.last_change));
+    // Only while checks run, as HAProxy (empty for an unchecked server);
+    // the downtime with the current DOWN period.
+    if health.is_some() && st.checked {
         r.set("chkfail", st.check_fails);
         r.set("chkdown", st.check_downs);
+        let current = if st.health.down {
+            now.saturating_sub(st.last_change)
+        } else {
+            0
+        };
+        r.set("downtime", st.downtime + current);
     }
-    r.set("lastchg", now.saturating_sub(st.last_change));
-    r.set("downtime", st.downtime);
     r.set("pid", PROCESS_NUM);
     r.set("lbtot", st.selections);
     r.set("type", 2);

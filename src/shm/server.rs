@@ -656,10 +656,12 @@ impl ServerShared {
         let ok = check.passed();
         self.last_check_ok
             .store(if ok { CHECK_PASSED } else { CHECK_FAILED }, Relaxed);
-        if !ok {
+        let before = self.health_state();
+        // HAProxy counts a failed check only while the counter has room to
+        // fall (`chkfail`): not the failures of a server already DOWN.
+        if !ok && before.counter > 0 {
             self.check_fails.fetch_add(1, Relaxed);
         }
-        let before = self.health_state();
         let after = judge(before);
         self.health.store(after.counter, Relaxed);
         self.check_down.store(u8::from(after.down), Relaxed);
@@ -703,6 +705,11 @@ impl ServerShared {
             self.downtime.fetch_add(unix.saturating_sub(since), Relaxed);
             self.down_until_ms.store(0, Relaxed);
             self.fails.store(0, Relaxed);
+        }
+        if op == OP_DOWN {
+            // A transition to DOWN, as HAProxy counts them (`chkdown`),
+            // whoever made it.
+            self.check_downs.fetch_add(1, Relaxed);
         }
         true
     }
