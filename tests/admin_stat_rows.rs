@@ -368,3 +368,26 @@ fn forklb_s_own_502_and_504_count_in_the_backend_row() {
         assert_eq!(num(&sock, px, "BACKEND", "hrsp_5xx"), 0, "{px}");
     }
 }
+
+/// Counters of features forklb does not have (compression, cache, rewrite
+/// failures, ...) are 0 where HAProxy has them for the kind of row, as
+/// HAProxy shows them unused; counters forklb does not keep stay empty.
+#[test]
+fn counters_of_absent_features_are_zero_not_empty() {
+    let s = start();
+    for (px, sv, f) in [
+        ("web", "FRONTEND", "comp_in"),
+        ("web", "FRONTEND", "wrew"),
+        ("web", "FRONTEND", "dresp"),
+        ("main", "BACKEND", "eint"),
+        ("main", "BACKEND", "wredis"),
+        ("main", "BACKEND", "cache_hits"),
+        ("main", "fast", "wrew"),
+        ("main", "fast", "eint"),
+    ] {
+        assert_eq!(stat_field(&s.sock, px, sv, f), "0", "{px}/{sv} {f}");
+    }
+    // HAProxy has no comp_in on a server row, nor cache_hits.
+    assert_eq!(stat_field(&s.sock, "main", "fast", "comp_in"), "");
+    assert_eq!(stat_field(&s.sock, "main", "fast", "cache_hits"), "");
+}

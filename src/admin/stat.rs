@@ -31,6 +31,26 @@ fn idx(name: &str) -> usize {
 /// 2.5 has one process. forklb answers for the whole instance, so 1 too.
 const PROCESS_NUM: u32 = 1;
 
+/// Counters of features forklb does not have — compression, a cache,
+/// tcp-request rules, header rewrites that can fail, response denies,
+/// internal errors counted apart, redispatch apart from retries: their
+/// events cannot happen, so they are 0, as HAProxy shows them when unused
+/// (where HAProxy has the field for that kind of row), not empty.
+const NEVER_COUNTED: [&str; 12] = [
+    "comp_in",
+    "comp_out",
+    "comp_byp",
+    "comp_rsp",
+    "cache_lookups",
+    "cache_hits",
+    "dcon",
+    "dses",
+    "wrew",
+    "eint",
+    "dresp",
+    "wredis",
+];
+
 /// What a row describes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -104,6 +124,12 @@ impl Row {
         r.set("svname", sv);
         r.set("iid", iid);
         r.set("sid", sid);
+        let col = kind.column();
+        for f in NEVER_COUNTED {
+            if !FIELDS[idx(f)].tags[col].is_empty() {
+                r.set(f, 0);
+            }
+        }
         r
     }
     fn set(&mut self, field: &str, v: impl ToString) {
