@@ -433,3 +433,20 @@ fn chkdown_and_downtime_count_as_haproxy_s() {
     assert_eq!(admin_cmd(&sock, "disable health main/b"), "\n");
     assert_eq!(stat_field(&sock, "main", "b", "chkdown"), "");
 }
+
+/// `#ID` names a backend (its iid) or a server (its sid), as in HAProxy.
+#[test]
+fn backends_and_servers_can_be_named_by_id() {
+    let (_lb, _dir, sock, _a, _b) = start_two(None);
+    assert_eq!(admin_cmd(&sock, "set weight #3/#2 7"), "\n");
+    assert_eq!(admin_cmd(&sock, "get weight main/b"), "7 (initial 1)\n\n");
+    assert_eq!(admin_cmd(&sock, "get weight #3/b"), "7 (initial 1)\n\n");
+    assert_eq!(admin_cmd(&sock, "get weight main/#1"), "1 (initial 1)\n\n");
+    assert_eq!(admin_cmd(&sock, "disable server #3/#2"), "\n");
+    assert_eq!(stat_field(&sock, "main", "b", "status"), "MAINT");
+    // 2 is the listener's id: no backend.
+    assert_eq!(admin_cmd(&sock, "get weight #2/#1"), "No such backend.\n\n");
+    assert_eq!(admin_cmd(&sock, "get weight #9/#1"), "No such backend.\n\n");
+    assert_eq!(admin_cmd(&sock, "get weight #3/#9"), "No such server.\n\n");
+    assert_eq!(admin_cmd(&sock, "get weight #x/#1"), "No such backend.\n\n");
+}

@@ -236,17 +236,34 @@ fn find(v: &View, target: &str) -> Result<(usize, usize), String> {
     else {
         return Err("Require 'backend/server'.\n".to_owned());
     };
-    let Some(u) = v.config.upstreams.position(b) else {
+    // `#ID` names a backend or server by its id, as in HAProxy: the
+    // backend's `iid` of `show stat`, the server's `sid` (leading digits,
+    // as HAProxy's atoi reads them).
+    let upstream = match b.strip_prefix('#') {
+        Some(id) => super::stat::upstream_of_iid(v.config, leading_number(id)),
+        None => v.config.upstreams.position(b),
+    };
+    let Some(u) = upstream else {
         return Err("No such backend.\n".to_owned());
     };
-    let Some(i) = v.config.upstreams[u]
-        .servers
-        .iter()
-        .position(|x| x.name == s)
-    else {
+    let servers = &v.config.upstreams[u].servers;
+    let server = match s.strip_prefix('#') {
+        Some(id) => {
+            let id = leading_number(id);
+            servers.iter().position(|x| Some(x.id) == id)
+        }
+        None => servers.iter().position(|x| x.name == s),
+    };
+    let Some(i) = server else {
         return Err("No such server.\n".to_owned());
     };
     Ok((u, i))
+}
+
+/// The number the leading digits of `s` make, as C's atoi reads an id.
+fn leading_number(s: &str) -> Option<usize> {
+    let digits = s.bytes().take_while(u8::is_ascii_digit).count();
+    s[..digits].parse().ok()
 }
 
 /// `set weight B/S W[%]` and `set server B/S weight W[%]`.

@@ -381,6 +381,12 @@ fn upstream_iid(config: &crate::config::Config, u: usize) -> usize {
     FIRST_PROXY_ID + config.listeners.len() + u
 }
 
+/// The upstream whose `iid` is `id` (a listener's is no backend's).
+pub fn upstream_of_iid(config: &crate::config::Config, id: Option<usize>) -> Option<usize> {
+    let u = id?.checked_sub(FIRST_PROXY_ID + config.listeners.len())?;
+    (u < config.upstreams.len()).then_some(u)
+}
+
 /// Whether a listener or an upstream is called `name`.
 pub fn is_proxy(v: &View, name: &str) -> bool {
     v.config.listeners.iter().any(|l| l.name == name) || v.config.upstreams.position(name).is_some()
