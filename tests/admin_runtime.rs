@@ -450,3 +450,57 @@ fn backends_and_servers_can_be_named_by_id() {
     assert_eq!(admin_cmd(&sock, "get weight #3/#9"), "No such server.\n\n");
     assert_eq!(admin_cmd(&sock, "get weight #x/#1"), "No such backend.\n\n");
 }
+
+/// `show stat up` hides stopped servers, but not a DOWN one whose checks
+/// have begun to pass (`DOWN 1/3`), as HAProxy's.
+#[test]
+fn show_stat_up_keeps_a_server_coming_back() {
+    let (lb, _dir, sock, _a, mut b) = start_two(Some(
+        "health: {type: tcp, interval: 300ms, timeout: 300ms, rise: 3, fall: 1}",
+    ));
+    let status_in_up = || -> Option<String> {
+        let text = admin_cmd(&sock, "show stat -1 4 -1 up");
+        let header: Vec<String> = text
+            .lines()
+            .next()?
+            .trim_start_matches("# ")
+            .split(',')
+            .map(str::to_owned)
+            .collect();
+        let col = header.iter().position(|h| h == "status")?;
+        text.lines()
+            .find(|l| l.starts_with("main,b,"))
+            .and_then(|l| l.split(',').nth(col).map(str::to_owned))
+    };
+    assert!(
+        wait_until(Duration::from_secs(5), || status_in_up().as_deref()
+            == Some("UP")),
+        "{}",
+        lb.diagnostics()
+    );
+    b.stop();
+    assert!(
+        wait_until(Duration::from_secs(5), || stat_field(
+            &sock, "main", "b", "status"
+        ) == "DOWN"),
+        "{}",
+        stat_field(&sock, "main", "b", "status")
+    );
+    assert_eq!(status_in_up(), None, "a DOWN server is hidden");
+    b.restart();
+    let mut seen = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(6);
+    while std::time::Instant::now() < deadline {
+        match status_in_up() {
+            Some(s) if s == "UP" => break,
+            Some(s) => seen.push(s),
+            None => {}
+        }
+        std::thread::sleep(Duration::from_millis(40));
+    }
+    assert!(
+        seen.iter()
+            .any(|s| s.starts_with("DOWN 1/3") || s.starts_with("DOWN 2/3")),
+        "a server coming back was hidden by `up`: {seen:?}"
+    );
+}

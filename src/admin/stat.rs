@@ -579,9 +579,11 @@ fn server_row(
     let w = st.weight;
     let mut r = Row::new(Kind::Server, &up.name, &srv.name, iid, sid);
     r.maint = st.admin == AdminState::Maint;
-    // As HAProxy's `up`, which hides servers that are stopped, not those
-    // that only take no new requests (NOLB, DRAIN).
-    r.up = st.admin != AdminState::Maint && !st.health.down;
+    // As HAProxy's `up`, which hides servers that are stopped and not
+    // coming back — not those that only take no new requests (NOLB,
+    // DRAIN), nor a DOWN one whose checks have begun to pass (`DOWN 1/2`).
+    let rising = health.is_some() && st.checked && st.health.counter > 0;
+    r.up = st.admin != AdminState::Maint && (!st.health.down || rising);
     // Requests waiting for this server alone (`balance: hash`).
     r.set("qcur", st.queued);
     r.set("qmax", st.max_queued);
