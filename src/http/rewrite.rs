@@ -54,11 +54,11 @@ fn connection_named<'b>(headers: &[httparse::Header<'b>]) -> ([&'b [u8]; 16], us
 /// on, and must reach the upstream too (RFC 9110 §7.2).
 fn is_dropped(name: &str, named: &[&[u8]]) -> bool {
     is_hop_by_hop(name)
-        || (!name_is(name, "content-length")
-            && !name_is(name, "host")
-            && named
-                .iter()
-                .any(|t| t.eq_ignore_ascii_case(name.as_bytes())))
+        || (named
+            .iter()
+            .any(|t| t.eq_ignore_ascii_case(name.as_bytes()))
+            && !name_is(name, "content-length")
+            && !name_is(name, "host"))
 }
 
 /// The header fields of a message that describe it end to end: neither
