@@ -195,6 +195,49 @@ fn post_is_not_retried_after_upstream_dies_on_pooled_connection() {
     assert_eq!(http_get(lb.port(), "/ok").status, 200);
 }
 
+/// A GET whose server closes the connection without answering (it died
+/// or restarted after reading the request) goes to another server while
+/// retries remain, as nginx's `proxy_next_upstream error` does for an
+/// idempotent request: the client never sees that server fail. With
+/// both servers dying the retry fails too: 502, each tried once.
+#[test]
+fn get_is_retried_on_another_server_after_upstream_dies_before_answering() {
+    let dies = scripted("dies", vec![Script::new("/g", b"", Then::Close)]);
+    let good = Backend::start("good");
+    let cfg = proxy_config(
+        1,
+        &[("dies", dies.addr(), 1), ("good", good.addr(), 1)],
+        &["retries: 1"],
+    );
+    let lb = Forklb::start(&cfg);
+    for i in 0..6 {
+        let r = http_get(lb.port(), &format!("/g/{i}"));
+        assert_eq!(
+            (r.status, r.body_str().as_str()),
+            (200, "good"),
+            "request {i}: {r:?}\n{}",
+            lb.error_log_contents()
+        );
+    }
+    // Round robin sent half of them to the dying server first.
+    assert!(dies.request_count() >= 2, "{:?}", dies.heads());
+    assert_eq!(good.request_count(), 6);
+
+    let (b1, b2, lb) = dying_pair();
+    let mut c = Conn::open(lb.port()).expect("connect");
+    let r = c.request("GET", "/die", &[], b"").expect("GET");
+    assert_eq!(r.status, 502, "{r:?}");
+    assert_eq!(
+        die_count(&b1, &b2),
+        2,
+        "b1 {:?} b2 {:?}",
+        b1.heads(),
+        b2.heads()
+    );
+    // The client connection goes on.
+    assert_eq!(c.request("GET", "/ok", &[], b"").expect("GET").status, 200);
+}
+
 // ---- Invalid responses ------------------------------------------------------------------
 
 /// `/bad` gets `bad` (and the backend keeps the connection open, ready to

@@ -1075,6 +1075,16 @@ impl Exchange {
                     env.shm
                         .server(self.att.upstream, self.att.server)
                         .count_response_error();
+                } else if self.replayable && self.status == 0 {
+                    // The server closed or reset the connection before its
+                    // response began (it died, or restarted): nothing went
+                    // to the client and the request can be sent again, so
+                    // it goes to another server while retries remain, as
+                    // nginx's `proxy_next_upstream error` does for an
+                    // idempotent request.
+                    self.retry_elsewhere(env, doing);
+                    run.wait = None;
+                    return None;
                 }
                 self.upstream_failed(env, doing);
                 if matches!(self.state, State::Finished) {
@@ -1091,6 +1101,31 @@ impl Exchange {
         if self.req_unacked > 0 {
             sink.body_forwarded(self.req_unacked);
             self.req_unacked = 0;
+        }
+    }
+
+    /// A replayable request whose server failed before answering: the next
+    /// server while retries remain (the failure counted as the server's
+    /// `eresp`, and toward its passive marks), else 502.
+    fn retry_elsewhere(&mut self, env: &mut Env, doing: &str) {
+        let addr = self.take_upstream(env);
+        let (name, server) = self.att.server_name(env);
+        log::error!(
+            "upstream {addr} (server {name}/{server}) failed while {doing}, client: {}",
+            self.client.peer
+        );
+        env.shm
+            .server(self.att.upstream, self.att.server)
+            .count_response_error();
+        self.att.note_failure(env);
+        match self.att.acquire_retry(env) {
+            Some(Acquired::Server(next)) => self.connect(env, next, true),
+            Some(Acquired::Wait { bound }) => self.wait_for_slot(env, bound, true),
+            Some(Acquired::NoServer) | None => {
+                self.count_answered_5xx(env);
+                // No body was left unread: the client connection goes on.
+                self.local_error_keeping(502, true);
+            }
         }
     }
 
