@@ -498,6 +498,29 @@ fn request_headers_are_mapped_to_http11() {
     }
 }
 
+/// An http(s) request names its host once (RFC 9113 §8.3.1): a stream
+/// with no `:authority` and no `host`, with two `host` fields, or with an
+/// empty `:authority` is malformed and reset, never forwarded with a Host
+/// made up for it or one the upstream may read apart from forklb's
+/// routing; one `host` field alone is the authority.
+#[test]
+fn requests_without_one_authority_are_reset() {
+    let be = Backend::start("b1");
+    let h = H2Lb::start(&to_web(), web(&be));
+    for mode in [H2Mode::Tls, H2Mode::H2c] {
+        let v = python("client.py", mode, h.port(mode), &["authority"], T);
+        for s in ["s1", "s3", "s5"] {
+            assert_eq!(v.at(s), "PROTOCOL_ERROR", "{mode:?} {s}: {}", v.text);
+        }
+        assert_eq!(v.at("s7"), "200", "{mode:?}: {}", v.text);
+    }
+    let reqs = be.requests();
+    assert_eq!(reqs.len(), 2, "{:?}", be.heads());
+    for r in &reqs {
+        assert_eq!(r.header_all("host"), vec!["named.test"], "{:?}", r.headers);
+    }
+}
+
 /// The same with more fields than fit the session's stack array (32), a
 /// `host` field beside `:authority` (dropped: `:authority` wins, RFC 9113
 /// §8.3.1) and three crumbs apart: every field arrives, in order, once.

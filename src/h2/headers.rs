@@ -209,6 +209,40 @@ fn pseudo(list: &HeaderList, allowed: &[&[u8]]) -> Result<usize, Malformed> {
     Ok(n)
 }
 
+/// An `http` or `https` request names its host (RFC 9113 §8.3.1): by a
+/// non-empty `:authority`, else by exactly one non-empty `host` field (RFC
+/// 9110 §4.2.1 refuses an empty host, RFC 9112 §3.2 more than one Host).
+/// Forwarded without one, the request would reach the upstream with a Host
+/// made up for it (the upstream's address) or an empty one; with two, the
+/// upstream might read another than the one forklb routed on. nginx
+/// refuses all three.
+///
+/// `list` holds the regular fields only (after `regular`); the spans
+/// still point into its buffer.
+fn check_authority(
+    list: &HeaderList,
+    scheme: Span,
+    authority: Option<Span>,
+) -> Result<(), Malformed> {
+    let s = list.at(scheme);
+    if !(s.eq_ignore_ascii_case(b"http") || s.eq_ignore_ascii_case(b"https")) {
+        return Ok(());
+    }
+    if let Some(a) = authority {
+        return if list.at(a).is_empty() {
+            Err("empty :authority")
+        } else {
+            Ok(())
+        };
+    }
+    let mut hosts = list.iter().filter(|(name, _)| *name == b"host");
+    match (hosts.next(), hosts.next()) {
+        (Some((_, v)), None) if !v.is_empty() => Ok(()),
+        (Some(_), Some(_)) => Err("more than one host field"),
+        _ => Err("no :authority and no host"),
+    }
+}
+
 /// A request head from a decoded HEADERS block (RFC 9113 §8.3.1).
 pub fn request(mut list: HeaderList) -> Result<RequestHead, Malformed> {
     let n = pseudo(&list, &[b":method", b":scheme", b":authority", b":path"])?;
@@ -250,7 +284,11 @@ pub fn request(mut list: HeaderList) -> Result<RequestHead, Malformed> {
         }
         (scheme, path)
     };
+    let connect = m == b"CONNECT";
     let content_length = regular(&mut list, n)?;
+    if !connect {
+        check_authority(&list, scheme, authority)?;
+    }
     Ok(RequestHead {
         list,
         method,
@@ -423,7 +461,44 @@ mod tests {
         assert!(request(list(&[
             (":method", "OPTIONS"),
             (":scheme", "http"),
-            (":path", "*")
+            (":path", "*"),
+            (":authority", "a")
+        ]))
+        .is_ok());
+    }
+
+    /// An http(s) request names its host once: a non-empty :authority, or
+    /// else one non-empty host field.
+    #[test]
+    fn h2_headers_requests_name_their_host_once() {
+        let base = [(":method", "GET"), (":scheme", "https"), (":path", "/")];
+        let with = |extra: &[(&str, &str)]| {
+            let mut l: Vec<(&str, &str)> = base.to_vec();
+            l.extend_from_slice(extra);
+            request(list(&l))
+        };
+        assert_eq!(with(&[]).err(), Some("no :authority and no host"));
+        assert_eq!(with(&[(":authority", "")]).err(), Some("empty :authority"));
+        assert_eq!(
+            with(&[(":authority", ""), ("host", "x.test")]).err(),
+            Some("empty :authority")
+        );
+        assert_eq!(
+            with(&[("host", "b.test"), ("host", "a.test")]).err(),
+            Some("more than one host field")
+        );
+        assert_eq!(
+            with(&[("host", "")]).err(),
+            Some("no :authority and no host")
+        );
+        assert!(with(&[("host", "a.test")]).is_ok());
+        assert!(with(&[(":authority", "a.test")]).is_ok());
+        assert!(with(&[(":authority", "a.test"), ("host", "a.test")]).is_ok());
+        // Other schemes need no authority.
+        assert!(request(list(&[
+            (":method", "GET"),
+            (":scheme", "foo"),
+            (":path", "/")
         ]))
         .is_ok());
     }

@@ -20,6 +20,11 @@ CASEs:
   grpc       POST /grpc as a gRPC client does (content-type application/grpc,
              te: trailers, one length-prefixed message `ping`): the status,
              header blocks, body length and the trailer fields (`trailer_NAME=`).
+  authority  four GETs of /headers on one connection: stream 1 with no
+             :authority and no host, 3 with two host fields and no
+             :authority, 5 with an empty :authority, 7 with one host field
+             `named.test` and no :authority: each stream's status or reset
+             (`s1=`, `s3=`, ...), and `status=` (stream 7's).
   drain      GET /slow/drain, and waits (20 s at most) for it to end: the
              status, body length, GOAWAY.
   drain_between  GET /slow/drain on stream 1; once the first GOAWAY of a
@@ -133,6 +138,23 @@ def main():
         extra["b_status"] = c.status(3) or "none"
         extra["b_rst"] = c.rst.get(3, "none")
         extra["goaways"] = ",".join(str(g) for g in c.goaways) or "none"
+    elif case == "authority":
+        base = [(":method", "GET"), (":scheme", c.scheme), (":path", "/headers")]
+        blocks = {
+            1: base,
+            3: base + [("host", "b.test"), ("host", "a.test")],
+            5: base + [(":authority", "")],
+            7: base + [("host", "named.test")],
+        }
+        for sid in (1, 3, 5, 7):
+            fields = blocks[sid]
+            # Pseudo-headers first, whatever the list above says.
+            fields = [f for f in fields if f[0].startswith(":")] + [f for f in fields if not f[0].startswith(":")]
+            c.sendall(frame(HEADERS, END_HEADERS | END_STREAM, sid, c.enc.encode(fields)))
+        c.wait(lambda: all(ended(c, s) for s in (1, 3, 5, 7)), 5)
+        for sid in (1, 3, 5, 7):
+            extra["s%d" % sid] = c.rst.get(sid) or c.status(sid) or "none"
+        extra["status"] = c.status(7) or "none"
     elif case == "drain":
         c.get(1, "/slow/drain")
         print("sent=1")
