@@ -238,6 +238,34 @@ fn get_is_retried_on_another_server_after_upstream_dies_before_answering() {
     assert_eq!(c.request("GET", "/ok", &[], b"").expect("GET").status, 200);
 }
 
+/// A server that closes the connection right after a keep-alive response
+/// (its FIN arrives with the response, as when it hits its own
+/// keepalive_requests): forklb must not pool that connection, or the next
+/// request — a POST, which is never sent twice — gets a 502.
+#[test]
+fn a_connection_the_server_closed_with_its_response_is_not_reused() {
+    let closes = scripted(
+        "b1",
+        vec![Script::new(
+            "/p",
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+            Then::Close,
+        )],
+    );
+    let lb = Forklb::start(&proxy_config_for(1, &[&closes]));
+    let mut c = Conn::open(lb.port()).expect("connect");
+    for i in 0..40 {
+        let r = c.request("POST", "/p", &[], b"x=1").expect("POST");
+        assert_eq!(
+            (r.status, r.body_str().as_str()),
+            (200, "ok"),
+            "POST {i}: {r:?}\n{}",
+            lb.error_log_contents()
+        );
+    }
+    assert_eq!(closes.request_count(), 40);
+}
+
 // ---- Invalid responses ------------------------------------------------------------------
 
 /// `/bad` gets `bad` (and the backend keeps the connection open, ready to

@@ -525,9 +525,14 @@ impl UpstreamH1 {
         request_done: bool,
     ) -> Option<(Stream, usize)> {
         let clean = self.input.as_ref().is_none_or(Buf::is_empty);
+        // `hup`: the server's FIN came with its response (or right after,
+        // in the same event). The pool would never hear of it — that edge
+        // is spent — and hand the closed connection to the next request,
+        // which a POST cannot survive.
         let reusable = request_done
             && !self.private
             && self.keep_alive
+            && !self.hup
             && clean
             && matches!(
                 self.phase,
