@@ -266,6 +266,66 @@ fn a_connection_the_server_closed_with_its_response_is_not_reused() {
     assert_eq!(closes.request_count(), 40);
 }
 
+/// A listener whose accept queue is full: the kernel drops further SYNs,
+/// so a connect to it hangs until the connector gives up. The streams that
+/// filled the queue come with it (they must stay open).
+fn syn_dropping_listener() -> (
+    std::net::TcpListener,
+    std::net::SocketAddr,
+    Vec<std::net::TcpStream>,
+) {
+    use std::os::fd::AsRawFd;
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    // SAFETY: listen(2) on a socket this test owns; a second listen only
+    // changes the backlog.
+    assert_eq!(unsafe { libc::listen(l.as_raw_fd(), 0) }, 0);
+    let addr = l.local_addr().expect("addr");
+    let mut fillers = Vec::new();
+    for _ in 0..8 {
+        match std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(300)) {
+            Ok(s) => fillers.push(s),
+            Err(_) => return (l, addr, fillers),
+        }
+    }
+    panic!("the accept queue of {addr} never filled");
+}
+
+/// A connect that times out sent nothing: the request goes to another
+/// server while retries remain (as nginx and HAProxy do), whatever its
+/// method; the client never waits for the dead one more than once.
+#[test]
+fn a_connect_timeout_is_retried_on_another_server() {
+    let (_hole, hole_addr, _fillers) = syn_dropping_listener();
+    let good = Backend::start("good");
+    let cfg = standard_config(1)
+        .raw("timeouts: {connect: 300ms}\n")
+        .upstream(
+            "web",
+            [Srv::new("hole", hole_addr), Srv::new("good", good.addr())],
+        )
+        .upstream_opt("retries: 1")
+        .build();
+    let lb = Forklb::start(&cfg);
+    for i in 0..4 {
+        for method in ["GET", "POST"] {
+            let mut c = Conn::open(lb.port()).expect("connect");
+            let r = c.request(method, "/ct", &[], b"a=1").expect("response");
+            assert_eq!(
+                (r.status, r.body_str().as_str()),
+                (200, "good"),
+                "{method} {i}: {r:?}\n{}",
+                lb.error_log_contents()
+            );
+        }
+    }
+    assert_eq!(good.request_count(), 8);
+    assert!(
+        lb.error_log_contents().contains("timed out connecting"),
+        "{}",
+        lb.error_log_contents()
+    );
+}
+
 // ---- Invalid responses ------------------------------------------------------------------
 
 /// `/bad` gets `bad` (and the backend keeps the connection open, ready to

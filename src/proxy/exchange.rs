@@ -670,6 +670,28 @@ impl Exchange {
         }
     }
 
+    /// The connect (or TLS handshake) to the current server timed out: the
+    /// next server while retries remain, else 504.
+    fn connect_timed_out(&mut self, env: &mut Env, addr: SocketAddr, doing: &str) {
+        let (name, server) = self.att.server_name(env);
+        log::error!(
+            "upstream {addr} (server {name}/{server}) timed out {doing}, client: {}",
+            self.client.peer
+        );
+        env.shm
+            .server(self.att.upstream, self.att.server)
+            .count_connect_error();
+        self.att.note_failure(env);
+        match self.att.acquire_retry(env) {
+            Some(Acquired::Server(next)) => self.connect(env, next, true),
+            Some(Acquired::Wait { bound }) => self.wait_for_slot(env, bound, true),
+            Some(Acquired::NoServer) | None => {
+                self.count_answered_5xx(env);
+                self.local_error(504);
+            }
+        }
+    }
+
     /// A 5xx of ours for a request a server was chosen for: the BACKEND
     /// row's hrsp_5xx (`UpstreamShared::count_answered_5xx`).
     fn count_answered_5xx(&self, env: &Env) {
@@ -1235,16 +1257,19 @@ impl Exchange {
                 return;
             }
         };
-        if self.status == 0 {
+        if self.status == 0 && connecting {
+            // Not connected within `timeouts.connect`: nothing was sent, so
+            // the request goes to another server while retries remain, as
+            // after a refused connection (nginx and HAProxy retry too).
+            let addr = self.take_upstream(env);
+            self.connect_timed_out(env, addr, doing);
+        } else if self.status == 0 {
             self.att.note_failure(env);
-            // A connection error while connecting, else a response error,
-            // on the server and its BACKEND row (HAProxy: sC, sH).
-            let server = env.shm.server(self.att.upstream, self.att.server);
-            if connecting {
-                server.count_connect_error();
-            } else {
-                server.count_response_error();
-            }
+            // A response error on the server and its BACKEND row (HAProxy:
+            // sH); a connect timeout went above (sC).
+            env.shm
+                .server(self.att.upstream, self.att.server)
+                .count_response_error();
             self.count_answered_5xx(env);
             let addr = self.take_upstream(env);
             let (name, server) = self.att.server_name(env);
