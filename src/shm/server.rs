@@ -611,16 +611,23 @@ impl ServerShared {
     }
 
     /// Passive detection: one more failure on live traffic. The
-    /// `max_fails`-th in a row marks the server down for `fail_timeout_ms`
-    /// and starts the count again; returns the failures that did it.
-    /// (Two workers may both reach the limit at once: both mark, with
-    /// nearly the same deadline, which is harmless.)
+    /// `max_fails`-th in a row marks the server down for `fail_timeout_ms`;
+    /// returns the failures that did it. The count is not started again
+    /// there but when the server answers (`count_response`) or a check
+    /// brings it UP, as nginx keeps `fails`: once `fail_timeout` is over,
+    /// the server gets requests again, and if the first of them fails it
+    /// is out again at once — not after `max_fails` more clients got an
+    /// error. (Two workers may both reach the limit at once: both mark,
+    /// with nearly the same deadline, which is harmless.)
     pub fn mark_failure(&self, max_fails: u32, fail_timeout_ms: u64) -> Option<u32> {
-        let fails = self.fails.fetch_add(1, Relaxed) + 1;
+        let fails = self
+            .fails
+            .fetch_update(Relaxed, Relaxed, |f| Some(f.saturating_add(1)))
+            .unwrap_or(u32::MAX)
+            .saturating_add(1);
         if fails < max_fails {
             return None;
         }
-        self.fails.store(0, Relaxed);
         self.down_until_ms
             .store(super::monotonic_ms() + fail_timeout_ms, Relaxed);
         Some(fails)
