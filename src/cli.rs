@@ -160,6 +160,10 @@ fn send_signal(config: &Config, name: &str) -> i32 {
     };
     let pid = match pidfile::read(&config.pid_file) {
         Ok(p) => p,
+        Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
+            eprintln!("forklb: [error] {e}");
+            return EXIT_RUNTIME;
+        }
         Err(e) => {
             eprintln!(
                 "forklb: [error] open() \"{}\" failed: {e}",
@@ -175,6 +179,13 @@ fn send_signal(config: &Config, name: &str) -> i32 {
         );
         return EXIT_RUNTIME;
     };
+    if let Some(name) = crate::procfs::not_a_master(raw) {
+        eprintln!(
+            "forklb: [error] process {pid} named by {} is {name:?}, not a forklb master: the pid file is stale; nothing sent",
+            config.pid_file.display()
+        );
+        return EXIT_RUNTIME;
+    }
     match nix::sys::signal::kill(nix::unistd::Pid::from_raw(raw), sig) {
         Ok(()) => EXIT_OK,
         Err(e) => {

@@ -75,3 +75,12 @@ pub fn children_not_named(ppid: i32, names: &[&str]) -> Vec<i32> {
 pub fn is_running(pid: i32) -> bool {
     info(pid).is_some_and(|p| p.state != 'Z' && p.state != 'X')
 }
+
+/// What `pid` is, when it runs and is not a forklb master: its process
+/// name. A pid file can outlive its master, and the number go to another
+/// process; signalling that one (`-s`) would kill or confuse it. Masters
+/// name themselves `forklb-master` (`prctl`), so the name tells.
+pub fn not_a_master(pid: i32) -> Option<String> {
+    let p = info(pid)?;
+    (p.comm != "forklb-master" && p.state != 'Z' && p.state != 'X').then_some(p.comm)
+}

@@ -177,7 +177,7 @@ pub fn run(config: &Config) -> Result<(), UpgradeError> {
 /// The pid of the master the pid file names, if it runs.
 fn running_master(config: &Config) -> Result<i32, UpgradeError> {
     match pidfile::read(&config.pid_file).map(|p| p as i32) {
-        Ok(p) if procfs::is_running(p) => Ok(p),
+        Ok(p) if procfs::is_running(p) && procfs::not_a_master(p).is_none() => Ok(p),
         Ok(pid) => Err(UpgradeError::NotRunning {
             pid,
             pid_file: config.pid_file.clone(),

@@ -172,3 +172,47 @@ fn term_exits_fast_and_removes_pid_file() {
         "listener still accepting after TERM"
     );
 }
+
+/// `-s` signals only a forklb master: a pid file naming 0 (which would be
+/// the caller's own process group), 1, or a process of another program
+/// (a stale file whose number was reused) is refused, nothing is sent,
+/// exit 2.
+#[test]
+fn s_refuses_a_pid_file_that_names_no_master() {
+    let dir = TempDir::new("spid");
+    let pid_file = dir.join("forklb.pid");
+    let conf = dir.join("forklb.yaml");
+    let yaml = standard_config(1)
+        .set("pid_file", yaml_str(pid_file.to_str().unwrap()))
+        .upstream("web", [Srv::new("b", "127.0.0.1:9".parse::<SocketAddr>().unwrap())])
+        .build()
+        .replace("$PORT", &free_port().to_string());
+    std::fs::write(&conf, yaml).unwrap();
+    let conf = conf.to_str().unwrap().to_owned();
+    let mut sleeper = std::process::Command::new("sleep")
+        .arg("30")
+        .spawn()
+        .expect("sleep");
+    for (content, needle) in [
+        ("0\n".to_owned(), "invalid pid"),
+        ("1\n".to_owned(), "invalid pid"),
+        (format!("{}\n", sleeper.id()), "not a forklb master"),
+    ] {
+        std::fs::write(&pid_file, &content).unwrap();
+        for sig in ["reopen", "stop"] {
+            let out = run_forklb(&["-s", sig, "-c", &conf], Duration::from_secs(10));
+            assert_eq!(out.code(), Some(2), "{content:?} {sig}: {}", out.combined());
+            assert!(
+                out.combined().contains(needle),
+                "{content:?} {sig}: {}",
+                out.combined()
+            );
+        }
+    }
+    assert!(
+        sleeper.try_wait().expect("wait").is_none(),
+        "the other program's process was signalled"
+    );
+    let _ = sleeper.kill();
+    let _ = sleeper.wait();
+}

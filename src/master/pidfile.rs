@@ -35,14 +35,21 @@ pub fn remove_if_ours(path: &Path, pid: u32) {
     }
 }
 
+/// The pid the file names. 0 and 1 are refused with the rest of what is
+/// not a pid: `kill(0, …)` would signal the caller's own process group and
+/// `kill(1, …)` init, and a master is neither (nor above `i32::MAX`).
 pub fn read(path: &Path) -> io::Result<u32> {
     let text = fs::read_to_string(path)?;
-    text.trim().parse::<u32>().map_err(|_| {
-        io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!("invalid pid in {}: {:?}", path.display(), text.trim()),
-        )
-    })
+    text.trim()
+        .parse::<u32>()
+        .ok()
+        .filter(|&p| p > 1 && i32::try_from(p).is_ok())
+        .ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("invalid pid in {}: {:?}", path.display(), text.trim()),
+            )
+        })
 }
 
 fn temp_path(path: &Path) -> std::path::PathBuf {
