@@ -184,7 +184,10 @@ fn s_refuses_a_pid_file_that_names_no_master() {
     let conf = dir.join("forklb.yaml");
     let yaml = standard_config(1)
         .set("pid_file", yaml_str(pid_file.to_str().unwrap()))
-        .upstream("web", [Srv::new("b", "127.0.0.1:9".parse::<SocketAddr>().unwrap())])
+        .upstream(
+            "web",
+            [Srv::new("b", "127.0.0.1:9".parse::<SocketAddr>().unwrap())],
+        )
         .build()
         .replace("$PORT", &free_port().to_string());
     std::fs::write(&conf, yaml).unwrap();

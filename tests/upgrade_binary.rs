@@ -1114,10 +1114,29 @@ fn d_u_in_pingora_order_detaches_and_serves() {
     assert_eq!(unsafe { libc::getsid(daemon) }, daemon, "not detached");
     assert!(lb.wait_exit(T10).is_some(), "{}", lb.diagnostics());
     load.expect_progress(200, "daemon alone");
+    // Started with -u, it still upgrades by USR2: its successor takes the
+    // sockets from FORKLB_FDS, not by waiting on upgrade_sock.
+    let conf = lb.config_path().to_str().unwrap().to_owned();
+    let up = run_forklb(&["-s", "upgrade", "-c", &conf], Duration::from_secs(30));
+    assert_eq!(
+        up.code(),
+        Some(0),
+        "{}\n{}",
+        up.combined(),
+        lb.diagnostics()
+    );
+    let next = read_pid_file(lb.pid_file()).expect("pid file after -s upgrade");
+    assert_ne!(next, daemon, "{}", up.combined());
+    lb.track(next);
+    assert!(
+        wait_all_exited(&[daemon], T10).is_empty(),
+        "old master left"
+    );
+    load.expect_progress(300, "after -s upgrade");
     let report = load.stop();
-    report.assert_no_failures("QUIT, then -d -u", &lb.diagnostics());
-    assert!(kill(daemon, SIGQUIT));
-    assert!(wait_all_exited(&[daemon], T10).is_empty());
+    report.assert_no_failures("QUIT, then -d -u, then -s upgrade", &lb.diagnostics());
+    assert!(kill(next, SIGQUIT));
+    assert!(wait_all_exited(&[next], T10).is_empty());
 }
 
 // ---------------------------------------------------------------------------

@@ -61,6 +61,14 @@ pub fn oldbin_path(pid_file: &Path) -> PathBuf {
     p.into()
 }
 
+/// The arguments the new binary gets: ours without `-u`/`--upgrade`. A
+/// master started Pingora's way (`-d -u`) would otherwise make its
+/// successor wait on `upgrade_sock` for sockets it already inherits
+/// through FORKLB_FDS, fail there, and so never upgrade.
+fn reexec_args(args: &[OsString]) -> impl Iterator<Item = &OsString> {
+    args.iter().filter(|a| *a != "-u" && *a != "--upgrade")
+}
+
 /// Starts the new binary with `sockets` inherited; returns its pid.
 pub fn spawn_new_master(inv: &Invocation, sockets: &[BoundSocket]) -> io::Result<u32> {
     let fds: Vec<RawFd> = sockets.iter().map(|b| b.socket.as_raw_fd()).collect();
@@ -70,7 +78,7 @@ pub fn spawn_new_master(inv: &Invocation, sockets: &[BoundSocket]) -> io::Result
         .collect::<Vec<_>>()
         .join(";");
     let mut cmd = Command::new(&inv.exe);
-    cmd.args(&inv.args).env(FDS_ENV, list);
+    cmd.args(reexec_args(&inv.args)).env(FDS_ENV, list);
     // SAFETY: the closure only calls fcntl (async-signal-safe) on fds that
     // stay open in the parent.
     unsafe {
@@ -148,4 +156,25 @@ fn systemd_fds() -> Vec<RawFd> {
     }
     log::info!("systemd socket activation: {count} socket(s)");
     (SD_LISTEN_FDS_START..SD_LISTEN_FDS_START + count.min(1024)).collect()
+}
+
+#[cfg(test)]
+mod reexec_tests {
+    use super::*;
+
+    #[test]
+    fn the_new_binary_is_not_told_to_take_sockets_over_upgrade_sock() {
+        let args: Vec<OsString> = ["-d", "-u", "-c", "f.yaml", "--upgrade"]
+            .iter()
+            .map(OsString::from)
+            .collect();
+        let kept: Vec<&OsString> = reexec_args(&args).collect();
+        assert_eq!(
+            kept,
+            ["-d", "-c", "f.yaml"]
+                .map(OsString::from)
+                .iter()
+                .collect::<Vec<_>>()
+        );
+    }
 }
