@@ -66,7 +66,12 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Options, St
 fn conf_path(o: &Options) -> PathBuf {
     o.conf
         .clone()
-        .or_else(|| std::env::var_os("FORKLB_CONF").map(PathBuf::from))
+        .or_else(|| {
+            // Set but empty is unset, as for most variables of the kind.
+            std::env::var_os("FORKLB_CONF")
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from)
+        })
         .unwrap_or_else(|| PathBuf::from("/etc/forklb/forklb.yaml"))
 }
 
@@ -94,7 +99,11 @@ pub fn main() -> i32 {
         Err(e) => {
             eprintln!("forklb: [emerg] {e}");
             if opts.test {
-                eprintln!("forklb: configuration file {} test failed", path.display());
+                // The file as the error names it (absolute), as on success.
+                eprintln!(
+                    "forklb: configuration file {} test failed",
+                    e.file.display()
+                );
             }
             return EXIT_CONFIG;
         }

@@ -299,3 +299,44 @@ fn worker_connections_has_an_upper_bound() {
     let (out, _p, _d) = check(&format!("worker_connections: 500000\n{}", good_yaml(&dir)));
     assert_eq!(out.code(), Some(0), "{}", out.combined());
 }
+
+/// A bad duration or size names its own field and points at its value,
+/// at the top level and nested alike (not the mapping around it).
+#[test]
+fn bad_durations_and_sizes_name_their_field_line_and_column() {
+    let all = expect_invalid(
+        |y| y.replacen("workers: 1\n", "workers: 1\nshutdown_timeout: 10x\n", 1),
+        &["shutdown_timeout: invalid duration \"10x\""],
+    );
+    assert!(all.contains(":2:19:"), "expected :2:19: in:\n{all}");
+    let all = expect_invalid(
+        |y| {
+            y.replacen(
+                "workers: 1\n",
+                "workers: 1\ntimeouts:\n  client_header: 10s\n  connect: 1.5s\n",
+                1,
+            )
+        },
+        &["timeouts.connect: invalid duration \"1.5s\""],
+    );
+    assert!(all.contains(":4:12:"), "expected :4:12: in:\n{all}");
+    let all = expect_invalid(
+        |y| {
+            y.replacen(
+                "workers: 1\n",
+                "workers: 1\nlimits: {max_header_bytes: 10x}\n",
+                1,
+            )
+        },
+        &["limits.max_header_bytes: invalid size"],
+    );
+    assert!(has_line_col(&all, 2), "expected :2:COL in:\n{all}");
+}
+
+/// A UTF-8 byte order mark before the YAML is allowed, as YAML allows it.
+#[test]
+fn a_byte_order_mark_is_accepted() {
+    let dir = TempDir::new("bom");
+    let (out, _path, _d) = check(&format!("\u{feff}{}", good_yaml(&dir)));
+    assert_eq!(out.code(), Some(0), "{}", out.combined());
+}

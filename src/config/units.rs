@@ -125,31 +125,34 @@ impl fmt::Display for ByteSize {
 }
 
 /// Accepts either a YAML string or a YAML integer and hands back its text.
-struct StrOrInt;
+/// A duration or size written as a string or an integer, parsed by
+/// `parse` inside the visitor: an error raised there carries the position
+/// and path of the value itself (`timeouts.connect` at its line and
+/// column), not of the mapping around it.
+struct StrOrInt<T>(fn(&str) -> Result<T, String>);
 
-impl<'de> de::Visitor<'de> for StrOrInt {
-    type Value = String;
+impl<'de, T> de::Visitor<'de> for StrOrInt<T> {
+    type Value = T;
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("a string such as \"10s\" / \"16k\", or an integer")
     }
-    fn visit_str<E: de::Error>(self, v: &str) -> Result<String, E> {
-        Ok(v.to_owned())
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<T, E> {
+        (self.0)(v).map_err(E::custom)
     }
-    fn visit_u64<E: de::Error>(self, v: u64) -> Result<String, E> {
-        Ok(v.to_string())
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<T, E> {
+        (self.0)(&v.to_string()).map_err(E::custom)
     }
-    fn visit_i64<E: de::Error>(self, v: i64) -> Result<String, E> {
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<T, E> {
         if v < 0 {
             return Err(E::custom(format!("negative value {v} is not allowed")));
         }
-        Ok(v.to_string())
+        (self.0)(&v.to_string()).map_err(E::custom)
     }
 }
 
 impl<'de> Deserialize<'de> for HumanDuration {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = d.deserialize_any(StrOrInt)?;
-        HumanDuration::parse(&s).map_err(de::Error::custom)
+        d.deserialize_any(StrOrInt(HumanDuration::parse))
     }
 }
 
@@ -161,8 +164,7 @@ impl Serialize for HumanDuration {
 
 impl<'de> Deserialize<'de> for ByteSize {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = d.deserialize_any(StrOrInt)?;
-        ByteSize::parse(&s).map_err(de::Error::custom)
+        d.deserialize_any(StrOrInt(ByteSize::parse))
     }
 }
 

@@ -69,6 +69,9 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
 /// Parses and validates `text` as if it had been read from `source`.
 pub fn from_yaml_str(text: &str, source: &Path) -> Result<Config, ConfigError> {
     let source = absolute(source)?;
+    // A UTF-8 byte order mark (editors on Windows write one) is allowed
+    // before a YAML stream; the parser took it for a second document.
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     // Before the YAML parser: its time grows with the square of the depth.
     if let Err(at) = super::nesting::check(text, super::nesting::MAX_NESTING) {
         return Err(ConfigError {
