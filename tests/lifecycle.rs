@@ -505,6 +505,8 @@ impl Drop for Daemon {
     }
 }
 
+// try_wait reaps the foreground process; clippy sees no wait() there.
+#[allow(clippy::zombie_processes)]
 fn daemon_serves_and_quits(args: &[&str], yaml_extra: &str) {
     let b = Backend::start("b1");
     let mut d = Daemon::new(&format!("{yaml_extra}{}", proxy_config_for(2, &[&b])));
@@ -520,10 +522,12 @@ fn daemon_serves_and_quits(args: &[&str], yaml_extra: &str) {
         .unwrap();
     let fg_pid = fg.id() as i32;
     let mut status = None;
-    wait_until(Duration::from_secs(5), || {
+    // Polled closely: the pid file is looked for right after the exit.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while status.is_none() && Instant::now() < deadline {
         status = fg.try_wait().unwrap();
-        status.is_some()
-    });
+        thread::sleep(Duration::from_micros(200));
+    }
     if status.is_none() {
         let _ = fg.kill();
         let _ = fg.wait();
@@ -537,7 +541,16 @@ fn daemon_serves_and_quits(args: &[&str], yaml_extra: &str) {
     );
     eprintln!("foreground command exited after {:?}", started.elapsed());
 
+    // The foreground command returns once the daemon is ready: its pid
+    // file is there already (`forklb -d && forklb -s reopen` works).
+    let written = read_pid_file(&d.pid_file);
     let pid = d.wait_pid_file();
+    assert_eq!(
+        written,
+        Some(pid),
+        "no pid file when `forklb {args:?}` returned\n{}",
+        d.error_log()
+    );
     assert_ne!(pid, fg_pid, "the pid file names the foreground process");
     assert_eq!(comm(pid).as_deref(), Some("forklb-master"));
     assert!(forklb_alive(pid));

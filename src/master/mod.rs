@@ -650,7 +650,10 @@ impl Master {
                             self.pid_written = true;
                             log::info!("ready: {} worker(s) serving", self.children.slots());
                             match self.origin {
-                                Origin::Fresh => notify::ready(),
+                                Origin::Fresh => {
+                                    notify::ready();
+                                    daemon::report_ready();
+                                }
                                 // The old master is systemd's main process
                                 // and our parent: systemd follows us when it
                                 // exits (it reads the pid file then), while
@@ -658,7 +661,10 @@ impl Master {
                                 // could not supervise. Until then we are not
                                 // the service's voice.
                                 Origin::Usr2 { .. } => {}
-                                Origin::Succeeded => notify::ready_as_main(self.pid),
+                                Origin::Succeeded => {
+                                    notify::ready_as_main(self.pid);
+                                    daemon::report_ready();
+                                }
                             }
                         }
                         Err(e) => {
@@ -1349,6 +1355,7 @@ impl Master {
     fn enter_child(&mut self, role: crate::log::Role, name: &str) -> Result<(), ChildError> {
         crate::log::set_role(role);
         set_process_name(name);
+        daemon::forget_in_child();
         if let Some(a) = self.admin.take() {
             a.close_in_child();
         }
