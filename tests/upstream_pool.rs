@@ -240,8 +240,11 @@ fn get_is_retried_on_another_server_after_upstream_dies_before_answering() {
 
 /// A server that closes the connection right after a keep-alive response
 /// (its FIN arrives with the response, as when it hits its own
-/// keepalive_requests): forklb must not pool that connection, or the next
-/// request — a POST, which is never sent twice — gets a 502.
+/// keepalive_requests): forklb must not reuse that connection, or the next
+/// request — a POST, which is never sent twice — gets a 502. The client
+/// waits a little between requests: a server still closing when the next
+/// request goes out is the race every keep-alive client has (which is why
+/// servers say `Connection: close`), not what this tests.
 #[test]
 fn a_connection_the_server_closed_with_its_response_is_not_reused() {
     let closes = scripted(
@@ -254,7 +257,8 @@ fn a_connection_the_server_closed_with_its_response_is_not_reused() {
     );
     let lb = Forklb::start(&proxy_config_for(1, &[&closes]));
     let mut c = Conn::open(lb.port()).expect("connect");
-    for i in 0..40 {
+    for i in 0..20 {
+        std::thread::sleep(Duration::from_millis(50));
         let r = c.request("POST", "/p", &[], b"x=1").expect("POST");
         assert_eq!(
             (r.status, r.body_str().as_str()),
@@ -263,7 +267,7 @@ fn a_connection_the_server_closed_with_its_response_is_not_reused() {
             lb.error_log_contents()
         );
     }
-    assert_eq!(closes.request_count(), 40);
+    assert_eq!(closes.request_count(), 20);
 }
 
 /// A listener whose accept queue is full: the kernel drops further SYNs,

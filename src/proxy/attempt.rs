@@ -292,6 +292,24 @@ impl Attempts {
 /// connection `owner`: an idle pooled one if `use_pool` and one is there
 /// (`reused` true), else a new connection registered under its own token,
 /// with a TLS session on top if the upstream speaks HTTPS.
+///
+/// `Pooled::Checked`: for a request that cannot be sent twice, a pooled
+/// connection is first looked at (one `recv(MSG_PEEK)`): the pool hears of
+/// a server's close by an epoll event, and a request read in the same
+/// batch as that event may otherwise get the closed connection. A request
+/// that can be sent again needs no look: a stale connection only costs
+/// it a second try on a fresh one.
+/// Whether an attempt may take a pooled connection (see `upstream_socket`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pooled {
+    /// A new connection only (a PROXY header, an HTTP/2 upstream...).
+    No,
+    /// The most recently pooled one, as it is.
+    Any,
+    /// One found still open when looked at: a request not sent twice.
+    Checked,
+}
+
 pub struct UpstreamSocket {
     pub sock: Stream,
     pub up_slot: usize,
@@ -304,20 +322,28 @@ pub fn upstream_socket(
     att: &Attempts,
     owner: usize,
     addr: SocketAddr,
-    use_pool: bool,
+    pooled: Pooled,
 ) -> std::io::Result<UpstreamSocket> {
-    if use_pool {
-        if let Some((sock, up_slot)) = env.pool.checkout(att.upstream, att.server) {
-            // Still registered under its own token: just claim it.
-            if let Some(o) = env.up_owners.get_mut(up_slot) {
-                *o = owner;
-            }
-            return Ok(UpstreamSocket {
-                sock,
-                up_slot,
-                reused: true,
-            });
+    let mut idle = || match pooled {
+        Pooled::No => None,
+        Pooled::Any | Pooled::Checked => env.pool.checkout(att.upstream, att.server),
+    };
+    while let Some((mut sock, up_slot)) = idle() {
+        if pooled == Pooled::Checked && !sock.idle_still_clean() {
+            // Closed (or written to) by the server: dropped, which also
+            // takes it out of epoll.
+            env.up_owners.remove(up_slot);
+            continue;
         }
+        // Still registered under its own token: just claim it.
+        if let Some(o) = env.up_owners.get_mut(up_slot) {
+            *o = owner;
+        }
+        return Ok(UpstreamSocket {
+            sock,
+            up_slot,
+            reused: true,
+        });
     }
     let mut s = TcpStream::connect(addr)?;
     let _ = s.set_nodelay(true);

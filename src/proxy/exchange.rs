@@ -110,6 +110,21 @@ pub struct TunnelEnd {
     pub hup: bool,
 }
 
+/// How the current server failed before anything reached the client
+/// (`Exchange::fail_over`).
+enum Failover<'a> {
+    /// connect() or the TLS handshake failed: `econ`, then 502.
+    ConnectFailed {
+        what: &'a str,
+        error: &'a dyn std::fmt::Display,
+    },
+    /// Not connected within `timeouts.connect`: `econ`, then 504.
+    ConnectTimedOut { doing: &'a str },
+    /// The server closed before answering a replayable request: `eresp`,
+    /// then 502.
+    ClosedBeforeAnswer { doing: &'a str },
+}
+
 /// A response forklb makes itself.
 struct Local {
     status: u16,
@@ -574,7 +589,12 @@ impl Exchange {
             .map(|h| Box::new(crate::proxy_proto::Preface::new(h)));
         // A connection opened with a PROXY header is this client's alone.
         let use_pool = use_pool && preface.is_none();
-        match attempt::upstream_socket(env, &self.att, self.client.slot, addr, use_pool) {
+        let pooled = match (use_pool, self.replayable) {
+            (false, _) => attempt::Pooled::No,
+            (true, true) => attempt::Pooled::Any,
+            (true, false) => attempt::Pooled::Checked,
+        };
+        match attempt::upstream_socket(env, &self.att, self.client.slot, addr, pooled) {
             Ok(sock) => {
                 let timeout = if sock.reused {
                     env.rt.timeouts.upstream_write
@@ -586,7 +606,14 @@ impl Exchange {
                 up.rules = self.rules.clone();
                 self.state = State::Upstream(Box::new(up));
             }
-            Err(e) => self.connect_failed(env, addr, "connect() to", &e),
+            Err(e) => self.fail_over(
+                env,
+                addr,
+                Failover::ConnectFailed {
+                    what: "connect() to",
+                    error: &e,
+                },
+            ),
         }
     }
 
@@ -621,20 +648,31 @@ impl Exchange {
         );
         let conn = match found {
             Some(c) => c,
-            None => match attempt::upstream_socket(env, &self.att, SHARED, addr, false) {
-                Ok(sock) => {
-                    let settings = super::env::h2_settings(env.rt);
-                    env.h2up.add(
-                        (u, server, header),
-                        sock.sock,
-                        sock.up_slot,
-                        settings,
-                        env.up_owners,
-                        env.now,
-                    )
+            None => {
+                match attempt::upstream_socket(env, &self.att, SHARED, addr, attempt::Pooled::No) {
+                    Ok(sock) => {
+                        let settings = super::env::h2_settings(env.rt);
+                        env.h2up.add(
+                            (u, server, header),
+                            sock.sock,
+                            sock.up_slot,
+                            settings,
+                            env.up_owners,
+                            env.now,
+                        )
+                    }
+                    Err(e) => {
+                        return self.fail_over(
+                            env,
+                            addr,
+                            Failover::ConnectFailed {
+                                what: "connect() to",
+                                error: &e,
+                            },
+                        )
+                    }
                 }
-                Err(e) => return self.connect_failed(env, addr, "connect() to", &e),
-            },
+            }
         };
         self.deadline = env.now + env.rt.timeouts.connect;
         let mut up = UpstreamH2::new(conn);
@@ -642,52 +680,45 @@ impl Exchange {
         self.state = State::UpstreamH2(Box::new(up));
     }
 
-    /// A connection attempt failed before any byte was sent: the next
-    /// server while retries remain, else 502.
-    fn connect_failed(
-        &mut self,
-        env: &mut Env,
-        addr: SocketAddr,
-        what: &str,
-        e: &dyn std::fmt::Display,
-    ) {
+    /// The current server failed before anything reached the client: the
+    /// failure is logged and counted (`econ` or `eresp`, and toward its
+    /// passive marks), then the request goes to the next server while
+    /// retries remain, else it is answered with the failure's status.
+    fn fail_over(&mut self, env: &mut Env, addr: SocketAddr, failure: Failover) {
         let (name, server) = self.att.server_name(env);
-        log::error!(
-            "{what} {addr} (server {name}/{server}) failed: {e}, client: {}",
-            self.client.peer
-        );
-        env.shm
-            .server(self.att.upstream, self.att.server)
-            .count_connect_error();
-        self.att.note_failure(env);
-        match self.att.acquire_retry(env) {
-            Some(Acquired::Server(next)) => self.connect(env, next, true),
-            Some(Acquired::Wait { bound }) => self.wait_for_slot(env, bound, true),
-            Some(Acquired::NoServer) | None => {
-                self.count_answered_5xx(env);
-                self.local_error_keeping(502, true)
+        let peer = self.client.peer;
+        let shared = env.shm.server(self.att.upstream, self.att.server);
+        let (status, keep_ok) = match failure {
+            Failover::ConnectFailed { what, error } => {
+                log::error!(
+                    "{what} {addr} (server {name}/{server}) failed: {error}, client: {peer}"
+                );
+                shared.count_connect_error();
+                (502, true)
             }
-        }
-    }
-
-    /// The connect (or TLS handshake) to the current server timed out: the
-    /// next server while retries remain, else 504.
-    fn connect_timed_out(&mut self, env: &mut Env, addr: SocketAddr, doing: &str) {
-        let (name, server) = self.att.server_name(env);
-        log::error!(
-            "upstream {addr} (server {name}/{server}) timed out {doing}, client: {}",
-            self.client.peer
-        );
-        env.shm
-            .server(self.att.upstream, self.att.server)
-            .count_connect_error();
+            Failover::ConnectTimedOut { doing } => {
+                log::error!(
+                    "upstream {addr} (server {name}/{server}) timed out {doing}, client: {peer}"
+                );
+                shared.count_connect_error();
+                (504, false)
+            }
+            Failover::ClosedBeforeAnswer { doing } => {
+                log::error!(
+                    "upstream {addr} (server {name}/{server}) failed while {doing}, client: {peer}"
+                );
+                shared.count_response_error();
+                // No body was left unread: the client connection goes on.
+                (502, true)
+            }
+        };
         self.att.note_failure(env);
         match self.att.acquire_retry(env) {
             Some(Acquired::Server(next)) => self.connect(env, next, true),
             Some(Acquired::Wait { bound }) => self.wait_for_slot(env, bound, true),
             Some(Acquired::NoServer) | None => {
                 self.count_answered_5xx(env);
-                self.local_error(504);
+                self.local_error_keeping(status, keep_ok);
             }
         }
     }
@@ -1072,7 +1103,14 @@ impl Exchange {
             UpStep::ConnectFailed(e) => {
                 run.moved = true;
                 let addr = self.take_upstream(env);
-                self.connect_failed(env, addr, "connect() to", &e);
+                self.fail_over(
+                    env,
+                    addr,
+                    Failover::ConnectFailed {
+                        what: "connect() to",
+                        error: &e,
+                    },
+                );
                 // The next attempt set its own deadline.
                 run.wait = None;
             }
@@ -1104,7 +1142,8 @@ impl Exchange {
                     // it goes to another server while retries remain, as
                     // nginx's `proxy_next_upstream error` does for an
                     // idempotent request.
-                    self.retry_elsewhere(env, doing);
+                    let addr = self.take_upstream(env);
+                    self.fail_over(env, addr, Failover::ClosedBeforeAnswer { doing });
                     run.wait = None;
                     return None;
                 }
@@ -1123,31 +1162,6 @@ impl Exchange {
         if self.req_unacked > 0 {
             sink.body_forwarded(self.req_unacked);
             self.req_unacked = 0;
-        }
-    }
-
-    /// A replayable request whose server failed before answering: the next
-    /// server while retries remain (the failure counted as the server's
-    /// `eresp`, and toward its passive marks), else 502.
-    fn retry_elsewhere(&mut self, env: &mut Env, doing: &str) {
-        let addr = self.take_upstream(env);
-        let (name, server) = self.att.server_name(env);
-        log::error!(
-            "upstream {addr} (server {name}/{server}) failed while {doing}, client: {}",
-            self.client.peer
-        );
-        env.shm
-            .server(self.att.upstream, self.att.server)
-            .count_response_error();
-        self.att.note_failure(env);
-        match self.att.acquire_retry(env) {
-            Some(Acquired::Server(next)) => self.connect(env, next, true),
-            Some(Acquired::Wait { bound }) => self.wait_for_slot(env, bound, true),
-            Some(Acquired::NoServer) | None => {
-                self.count_answered_5xx(env);
-                // No body was left unread: the client connection goes on.
-                self.local_error_keeping(502, true);
-            }
         }
     }
 
@@ -1262,7 +1276,7 @@ impl Exchange {
             // the request goes to another server while retries remain, as
             // after a refused connection (nginx and HAProxy retry too).
             let addr = self.take_upstream(env);
-            self.connect_timed_out(env, addr, doing);
+            self.fail_over(env, addr, Failover::ConnectTimedOut { doing });
         } else if self.status == 0 {
             self.att.note_failure(env);
             // A response error on the server and its BACKEND row (HAProxy:
