@@ -1126,6 +1126,25 @@ impl Exchange {
                     self.upstream_failed(env, "sending the request");
                 }
             }
+            UpStep::Closed { doing } if self.replayable && self.status == 0 => {
+                // The server closed or reset a new connection before its
+                // response began (it died, or restarted): nothing went to
+                // the client and the request can be sent again, so it goes
+                // to another server while retries remain, as nginx's
+                // `proxy_next_upstream error` does for an idempotent one.
+                run.moved = true;
+                let addr = self.take_upstream(env);
+                self.fail_over(env, addr, Failover::ClosedBeforeAnswer { doing });
+                run.wait = None;
+            }
+            UpStep::Closed { doing } => {
+                run.moved = true;
+                self.upstream_failed(env, doing);
+                if matches!(self.state, State::Finished) {
+                    sink.abort();
+                    return Some(Progress::Finished);
+                }
+            }
             UpStep::Failed {
                 doing,
                 bad_response,
@@ -1135,17 +1154,6 @@ impl Exchange {
                     env.shm
                         .server(self.att.upstream, self.att.server)
                         .count_response_error();
-                } else if self.replayable && self.status == 0 {
-                    // The server closed or reset the connection before its
-                    // response began (it died, or restarted): nothing went
-                    // to the client and the request can be sent again, so
-                    // it goes to another server while retries remain, as
-                    // nginx's `proxy_next_upstream error` does for an
-                    // idempotent request.
-                    let addr = self.take_upstream(env);
-                    self.fail_over(env, addr, Failover::ClosedBeforeAnswer { doing });
-                    run.wait = None;
-                    return None;
                 }
                 self.upstream_failed(env, doing);
                 if matches!(self.state, State::Finished) {

@@ -82,6 +82,12 @@ pub enum UpStep {
     ConnectFailed(std::io::Error),
     /// A pooled connection turned out closed before any response byte.
     Stale,
+    /// A new connection was closed or reset by the server before any
+    /// response byte (it died, or restarted): a request that can be sent
+    /// again may go to another server.
+    Closed {
+        doing: &'static str,
+    },
     Failed {
         doing: &'static str,
         /// The upstream sent something invalid (counted as such).

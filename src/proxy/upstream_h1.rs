@@ -245,6 +245,9 @@ impl UpstreamH1 {
                 }
                 Io::Blocked => UpStep::Blocked,
                 Io::Eof | Io::Failed(_) if self.reused && !self.got_any => UpStep::Stale,
+                Io::Eof | Io::Failed(_) if !self.got_any => UpStep::Closed {
+                    doing: "sending the request head",
+                },
                 Io::Eof | Io::Failed(_) => UpStep::Failed {
                     doing: "sending the request head",
                     bad_response: false,
@@ -309,6 +312,9 @@ impl UpstreamH1 {
             }
             Io::Blocked => UpStep::Blocked,
             Io::Eof | Io::Failed(_) if self.reused && !self.got_any => UpStep::Stale,
+            Io::Eof | Io::Failed(_) if !self.got_any => UpStep::Closed {
+                doing: "reading the response head",
+            },
             Io::Eof | Io::Failed(_) => UpStep::Failed {
                 doing: "reading the response head",
                 bad_response: false,
