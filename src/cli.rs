@@ -63,6 +63,29 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Options, St
     Ok(o)
 }
 
+/// `-t` checks what the start would trip over: the folders of the log
+/// files, which forklb opens but does not create (as nginx, whose `-t`
+/// opens them). The pid file's, the sockets' are made at start.
+fn log_dirs_exist(config: &Config) -> Result<(), String> {
+    let error_log =
+        (config.error_log != "stderr").then(|| ("error_log", PathBuf::from(&config.error_log)));
+    let access_log = config
+        .access_log
+        .as_ref()
+        .map(|a| ("access_log.path", a.path.clone()));
+    for (field, path) in error_log.into_iter().chain(access_log) {
+        let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
+        if let Some(dir) = dir.filter(|d| !d.is_dir()) {
+            return Err(format!(
+                "{field}: cannot open {}: the folder {} does not exist",
+                path.display(),
+                dir.display()
+            ));
+        }
+    }
+    Ok(())
+}
+
 fn conf_path(o: &Options) -> PathBuf {
     o.conf
         .clone()
@@ -109,6 +132,14 @@ pub fn main() -> i32 {
         }
     };
     if opts.test {
+        if let Err(e) = log_dirs_exist(&config) {
+            eprintln!("forklb: [emerg] {}: {e}", config.source.display());
+            eprintln!(
+                "forklb: configuration file {} test failed",
+                config.source.display()
+            );
+            return EXIT_CONFIG;
+        }
         for w in &config.warnings {
             eprintln!("forklb: [warn] {w}");
         }

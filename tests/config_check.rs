@@ -340,3 +340,25 @@ fn a_byte_order_mark_is_accepted() {
     let (out, _path, _d) = check(&format!("\u{feff}{}", good_yaml(&dir)));
     assert_eq!(out.code(), Some(0), "{}", out.combined());
 }
+
+/// `-t` fails where the start would: a log file in a folder that does not
+/// exist (forklb opens log files, it does not make their folders).
+#[test]
+fn log_files_in_missing_folders_fail_the_test() {
+    let all = expect_invalid(
+        |y| y.replace("/error.log\"", "/nodir/error.log\""),
+        &[
+            "error_log: cannot open",
+            "/nodir does not exist",
+            "test failed",
+        ],
+    );
+    assert!(!all.contains("syntax is ok"), "{all}");
+    expect_invalid(
+        |y| format!("{y}access_log: {{path: /nonexistent-forklb-dir/access.log}}\n"),
+        &[
+            "access_log.path: cannot open",
+            "/nonexistent-forklb-dir does not exist",
+        ],
+    );
+}
