@@ -1233,3 +1233,48 @@ fn s_upgrade_stops_a_new_binary_that_hangs() {
 fn s_upgrade_kills_a_new_binary_that_hangs_and_ignores_quit() {
     s_upgrade_with_a_hanging_binary(true);
 }
+
+/// QUIT to the old master before its new one (USR2) serves is held: the
+/// old master serves on meanwhile, and when the new binary never comes to
+/// serve (here it hangs), the QUIT is given up rather than leave nobody
+/// serving. A second QUIT stops it.
+#[test]
+fn quit_before_the_new_master_serves_is_held_and_given_up_if_it_never_does() {
+    let b = Backend::start("b1");
+    let yaml = format!("upgrade_timeout: 2s\n{}", proxy_config_for(2, &[&b]));
+    let (bin_dir, exe, mut lb) = start_from_copy(&yaml);
+    let port = lb.port();
+    let old = lb.master_pid();
+    lb.wait_workers(2, T5);
+    let marker = bin_dir.join("ran");
+    install_hanging_binary(&exe, &marker, false);
+
+    let load = Load::start(port);
+    load.expect_progress(100, "before USR2");
+    assert!(kill(old, SIGUSR2));
+    assert!(
+        wait_until(T5, || marker.exists()),
+        "the new binary never ran"
+    );
+    let stray: i32 = fs::read_to_string(&marker).unwrap().trim().parse().unwrap();
+    lb.signal(SIGQUIT);
+    assert!(
+        lb.wait_log("received QUIT while the new master is not serving yet", T5),
+        "{}",
+        lb.diagnostics()
+    );
+    load.expect_progress(200, "QUIT held");
+    assert!(
+        lb.wait_log("QUIT not done", T10),
+        "the held QUIT was not given up\n{}",
+        lb.diagnostics()
+    );
+    load.expect_progress(300, "QUIT given up");
+    assert!(forklb_alive(old), "the old master quit");
+    let report = load.stop();
+    report.assert_no_failures("QUIT before the new master serves", &lb.diagnostics());
+    // The stray new binary is the operator's to stop; then QUIT again.
+    assert!(kill(stray, SIGKILL));
+    lb.signal(SIGQUIT);
+    lb.expect_exit_0(T10, "a second QUIT");
+}

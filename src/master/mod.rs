@@ -81,6 +81,19 @@ fn setup(what: &'static str) -> impl FnOnce(io::Error) -> MasterError {
     move |err| MasterError::Setup { what, err }
 }
 
+/// A QUIT that came while the new master (USR2) was not serving yet:
+/// draining then would leave nobody to answer while the new binary starts,
+/// or hangs. It is held until the new master serves (then this master
+/// quits), or fails or is not serving by `until` (`upgrade_timeout`; then
+/// it is given up and this master serves on). A second QUIT always goes
+/// ahead.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum QuitHold {
+    None,
+    Waiting { until: Instant },
+    GaveUp,
+}
+
 /// Where the master is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
@@ -126,6 +139,8 @@ pub struct Master {
     invocation: Invocation,
     /// The new master started by USR2, while it runs.
     upgrade_child: Option<Pid>,
+    /// A QUIT held back while the new master (USR2) is not serving yet.
+    quit_hold: QuitHold,
     /// Who workers run as (root only).
     identity: Option<privileges::Identity>,
     /// How this master came to be (a plain start, a USR2 upgrade, `-u`).
@@ -298,6 +313,7 @@ pub fn run(config: Config, opts: RunOptions) -> Result<(), MasterError> {
         pid_path: PathBuf::new(),
         invocation: Invocation::current(),
         upgrade_child: None,
+        quit_hold: QuitHold::None,
         identity,
         origin,
     };
@@ -525,8 +541,10 @@ impl Master {
         let now = Instant::now();
         // Nothing signals these two; look now and then.
         let watch_parent = matches!(self.origin, Origin::Usr2 { .. }).then(|| now + WATCH_INTERVAL);
-        let watch_new_master =
-            (!self.serving() && self.new_master_starting()).then(|| now + OFFER_INTERVAL);
+        let watch_new_master = ((!self.serving()
+            || matches!(self.quit_hold, QuitHold::Waiting { .. }))
+            && self.new_master_starting())
+        .then(|| now + OFFER_INTERVAL);
         [
             kill_at,
             self.children.next_respawn(),
@@ -594,7 +612,42 @@ impl Master {
 
         // 3. Quit (graceful), after offering the sockets to a `-u` instance.
         if self.take_signal(signals::SIGQUIT) && self.state == State::Running {
-            self.quit(now);
+            match self.quit_hold {
+                QuitHold::None if self.new_master_starting() => {
+                    // Draining now would leave nobody serving while the
+                    // new binary starts (or hangs).
+                    log::warn!(
+                        "received QUIT while the new master is not serving yet: serving on \
+                         until it is, then quitting (for {} s at most; QUIT again quits now)",
+                        self.config.upgrade_timeout.as_secs_f64()
+                    );
+                    self.quit_hold = QuitHold::Waiting {
+                        until: now + self.config.upgrade_timeout,
+                    };
+                }
+                // Not starting, or a QUIT insisted on.
+                _ => {
+                    self.quit_hold = QuitHold::None;
+                    self.quit(now);
+                }
+            }
+        }
+        if let QuitHold::Waiting { until } = self.quit_hold {
+            if self.upgrade_child.is_some() && !self.new_master_starting() {
+                // The new master serves: the held QUIT goes ahead.
+                self.quit_hold = QuitHold::None;
+                if self.state == State::Running {
+                    self.quit(now);
+                }
+            } else if self.upgrade_child.is_none() || now >= until {
+                // It failed, or never came to serve: quitting would leave
+                // nobody serving.
+                self.quit_hold = QuitHold::GaveUp;
+                log::error!(
+                    "QUIT not done: the new master did not come to serve; this master serves \
+                     on (send QUIT again to stop it)"
+                );
+            }
         }
         if let State::Offering {
             until,
