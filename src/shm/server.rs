@@ -610,6 +610,14 @@ impl ServerShared {
         self.retries.fetch_add(1, Relaxed);
     }
 
+    /// A server back UP (a check, an operator's `health up`, leaving
+    /// maint): a passive mark left by the failures before would otherwise
+    /// keep it out until `fail_timeout`, and its count would go on.
+    fn clear_passive_marks(&self) {
+        self.down_until_ms.store(0, Relaxed);
+        self.fails.store(0, Relaxed);
+    }
+
     /// Passive detection: one more failure on live traffic. The
     /// `max_fails`-th in a row marks the server down for `fail_timeout_ms`;
     /// returns the failures that did it. The count is not started again
@@ -683,8 +691,7 @@ impl ServerShared {
         } else {
             let downtime_secs = unix.saturating_sub(since);
             self.downtime.fetch_add(downtime_secs, Relaxed);
-            self.down_until_ms.store(0, Relaxed);
-            self.fails.store(0, Relaxed);
+            self.clear_passive_marks();
             Some(HealthChange::WentUp { downtime_secs })
         }
     }
@@ -710,8 +717,7 @@ impl ServerShared {
         let since = self.last_change.swap(unix, Relaxed);
         if before == OP_DOWN {
             self.downtime.fetch_add(unix.saturating_sub(since), Relaxed);
-            self.down_until_ms.store(0, Relaxed);
-            self.fails.store(0, Relaxed);
+            self.clear_passive_marks();
         }
         if op == OP_DOWN {
             // A transition to DOWN, as HAProxy counts them (`chkdown`),
@@ -772,9 +778,7 @@ impl ServerShared {
                 self.health.store(rise, Relaxed);
             }
             if self.check_down.swap(OP_UP, Relaxed) == OP_DOWN {
-                // Back UP: passive marks go, as when checks bring it up.
-                self.down_until_ms.store(0, Relaxed);
-                self.fails.store(0, Relaxed);
+                self.clear_passive_marks();
             }
         }
         true
