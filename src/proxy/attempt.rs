@@ -288,17 +288,6 @@ impl Attempts {
     }
 }
 
-/// An upstream socket for the current attempt of `att`, owned by client
-/// connection `owner`: an idle pooled one if `use_pool` and one is there
-/// (`reused` true), else a new connection registered under its own token,
-/// with a TLS session on top if the upstream speaks HTTPS.
-///
-/// `Pooled::Checked`: for a request that cannot be sent twice, a pooled
-/// connection is first looked at (one `recv(MSG_PEEK)`): the pool hears of
-/// a server's close by an epoll event, and a request read in the same
-/// batch as that event may otherwise get the closed connection. A request
-/// that can be sent again needs no look: a stale connection only costs
-/// it a second try on a fresh one.
 /// Whether an attempt may take a pooled connection (see `upstream_socket`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Pooled {
@@ -316,6 +305,17 @@ pub struct UpstreamSocket {
     pub reused: bool,
 }
 
+/// An upstream socket for the current attempt of `att`, owned by client
+/// connection `owner`: an idle pooled one if `pooled` allows and one is
+/// there (`reused` true), else a new connection registered under its own
+/// token, with a TLS session on top if the upstream speaks HTTPS.
+///
+/// `Pooled::Checked`: for a request that cannot be sent twice, a pooled
+/// connection is first looked at (one `recv(MSG_PEEK)`): the pool hears of
+/// a server's close by an epoll event, and a request read in the same
+/// batch as that event may otherwise get the closed connection. A request
+/// that can be sent again needs no look: a stale connection only costs
+/// it a second try on a fresh one.
 #[inline]
 pub fn upstream_socket(
     env: &mut Env,

@@ -151,13 +151,13 @@ impl UpstreamH1 {
         self.hup |= hup;
     }
 
-    /// What the exchange waits for, for log lines.
     /// Still connecting (or in the TLS handshake): a timeout now is a
     /// connection error, later a response error (`show stat` econ/eresp).
     pub fn connecting(&self) -> bool {
         matches!(self.phase, Phase::Connect { .. })
     }
 
+    /// What the exchange waits for, for log lines.
     pub fn doing(&self) -> &'static str {
         match self.phase {
             Phase::Connect { connected: true } => "in the TLS handshake",
