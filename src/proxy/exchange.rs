@@ -1013,6 +1013,14 @@ impl Exchange {
         run: &mut Run,
     ) -> Option<Progress> {
         let t = &env.rt.timeouts;
+        // The upstream sent something invalid (counted as such).
+        let bad_response = matches!(
+            step,
+            UpStep::Failed {
+                bad_response: true,
+                ..
+            }
+        );
         match step {
             UpStep::Moved => {
                 run.moved = true;
@@ -1137,18 +1145,8 @@ impl Exchange {
                 self.fail_over(env, addr, Failover::ClosedBeforeAnswer { doing });
                 run.wait = None;
             }
-            UpStep::Closed { doing } => {
-                run.moved = true;
-                self.upstream_failed(env, doing);
-                if matches!(self.state, State::Finished) {
-                    sink.abort();
-                    return Some(Progress::Finished);
-                }
-            }
-            UpStep::Failed {
-                doing,
-                bad_response,
-            } => {
+            // Not replayable (or a response began): as any other failure.
+            UpStep::Closed { doing } | UpStep::Failed { doing, .. } => {
                 run.moved = true;
                 if bad_response {
                     env.shm
