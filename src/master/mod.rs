@@ -1261,9 +1261,9 @@ impl Master {
         !matches!(self.state, State::Running)
     }
 
-    /// The totals `show info` makes rates of, now.
-    fn rates_sample(&self, now: Instant) -> rates::Sample {
-        let totals = self.lifetime.totals(&self.shm);
+    /// The totals `show info` makes rates of, now (`totals`: the
+    /// instance's, read by the caller, who needs them too).
+    fn rates_sample(&self, now: Instant, totals: &crate::shm::WorkerTotals) -> rates::Sample {
         let pids = self.children.current_worker_pids();
         let ticks: u64 = pids
             .iter()
@@ -1284,7 +1284,8 @@ impl Master {
     /// comes after now: sampled as usual, the second before the clear would
     /// put its rate back as the new maximum.
     fn rebase_rates(&mut self, now: Instant) {
-        let s = self.rates_sample(now);
+        let totals = self.lifetime.totals(&self.shm);
+        let s = self.rates_sample(now, &totals);
         self.rates.clear_max(s);
         self.row_rates.rebase(
             &self.shm,
@@ -1297,7 +1298,7 @@ impl Master {
     /// Samples the counters `show info` makes rates of.
     fn sample_rates(&mut self, now: Instant) {
         let totals = self.lifetime.totals(&self.shm);
-        let s = self.rates_sample(now);
+        let s = self.rates_sample(now, &totals);
         self.rates.sample(s);
         self.row_rates.sample(
             &self.shm,
