@@ -22,28 +22,35 @@ struct Setup {
 /// Upstream `app` (servers s1, s2, s3 of weights 1, 2, 3) and `plain`
 /// (p1, p2), none checked; an admin socket at admin level.
 fn start() -> Setup {
+    start_with(|c, be| {
+        c.route(Route::to("app"))
+            .upstream(
+                "app",
+                [
+                    Srv::new("s1", be.addr()).weight(1),
+                    Srv::new("s2", be.addr()).weight(2),
+                    Srv::new("s3", be.addr()).weight(3),
+                ],
+            )
+            .upstream(
+                "plain",
+                [Srv::new("p1", be.addr()), Srv::new("p2", be.addr())],
+            )
+    })
+}
+
+/// forklb with one worker, listener `web` and an admin socket at admin
+/// level, and what `build` adds (routes, upstreams on the backend `be`);
+/// returns once the socket is there.
+fn start_with(build: impl FnOnce(ConfigBuilder, &Backend) -> ConfigBuilder) -> Setup {
     let be = Backend::start("x");
     let dir = TempDir::new("adminproto");
     let sock = dir.join("admin.sock");
-    let yaml = ConfigBuilder::new()
+    let base = ConfigBuilder::new()
         .workers(1)
         .admin_socket(&sock)
-        .listener("web", &["127.0.0.1:$PORT"])
-        .route(Route::to("app"))
-        .upstream(
-            "app",
-            [
-                Srv::new("s1", be.addr()).weight(1),
-                Srv::new("s2", be.addr()).weight(2),
-                Srv::new("s3", be.addr()).weight(3),
-            ],
-        )
-        .upstream(
-            "plain",
-            [Srv::new("p1", be.addr()), Srv::new("p2", be.addr())],
-        )
-        .build();
-    let lb = Forklb::start(&yaml);
+        .listener("web", &["127.0.0.1:$PORT"]);
+    let lb = Forklb::start(&build(base, &be).build());
     assert!(
         wait_until(Duration::from_secs(5), || sock.exists()),
         "admin socket missing\n{}",
@@ -325,42 +332,24 @@ fn extra_words_after_other_commands_are_ignored() {
 /// `c2`..`c4` on a live backend, `c2` put in maintenance; and `plain` (p1,
 /// p2, unchecked). HAProxy 2.6 says `UP (2/4)` for such a backend.
 fn start_checked() -> Setup {
-    let be = Backend::start("x");
-    let dir = TempDir::new("adminproto");
-    let sock = dir.join("admin.sock");
     let closed = format!("127.0.0.1:{}", free_port());
-    let yaml = ConfigBuilder::new()
-        .workers(1)
-        .admin_socket(&sock)
-        .listener("web", &["127.0.0.1:$PORT"])
-        .route(Route::to("plain"))
-        .upstream(
-            "plain",
-            [Srv::new("p1", be.addr()), Srv::new("p2", be.addr())],
-        )
-        .upstream(
-            "chk",
-            [
-                Srv::new("c1", &closed),
-                Srv::new("c2", be.addr()),
-                Srv::new("c3", be.addr()),
-                Srv::new("c4", be.addr()),
-            ],
-        )
-        .upstream_opt("health: {type: tcp, interval: 100ms, timeout: 500ms, rise: 1, fall: 1}")
-        .build();
-    let lb = Forklb::start(&yaml);
-    assert!(
-        wait_until(Duration::from_secs(5), || sock.exists()),
-        "admin socket missing\n{}",
-        lb.diagnostics()
-    );
-    let s = Setup {
-        _lb: lb,
-        _dir: dir,
-        sock,
-        _backend: be,
-    };
+    let s = start_with(|c, be| {
+        c.route(Route::to("plain"))
+            .upstream(
+                "plain",
+                [Srv::new("p1", be.addr()), Srv::new("p2", be.addr())],
+            )
+            .upstream(
+                "chk",
+                [
+                    Srv::new("c1", &closed),
+                    Srv::new("c2", be.addr()),
+                    Srv::new("c3", be.addr()),
+                    Srv::new("c4", be.addr()),
+                ],
+            )
+            .upstream_opt("health: {type: tcp, interval: 100ms, timeout: 500ms, rise: 1, fall: 1}")
+    });
     assert_eq!(admin_cmd(&s.sock, "set server chk/c2 state maint"), "\n");
     assert!(
         wait_until(Duration::from_secs(5), || {
