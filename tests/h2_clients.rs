@@ -699,3 +699,26 @@ fn concurrent_large_downloads_reuse_upstream_connections() {
         be.connections()
     );
 }
+
+/// A client's GOAWAY ends the connection once its streams are served, and
+/// forklb says which it processed with its own GOAWAY before it closes, as
+/// RFC 9113 §6.8 advises ("SHOULD always send a GOAWAY frame before closing
+/// a connection"); the stream still in flight is served to the end.
+#[test]
+fn a_client_goaway_is_answered_with_one_before_the_close() {
+    let be = Backend::start_with(
+        "b1",
+        BackendOpts {
+            path_delays: vec![("/slow/".to_owned(), Duration::from_millis(800))],
+            ..Default::default()
+        },
+    );
+    let h = H2Lb::start(&to_web(), web(&be));
+    for mode in [H2Mode::Tls, H2Mode::H2c] {
+        let v = python("client.py", mode, h.port(mode), &["client_goaway"], T);
+        assert_eq!(v.at("a_status"), "200", "{mode:?}: {}", v.text);
+        assert_eq!(v.at("goaways"), "3", "{mode:?}: {}", v.text);
+        assert_eq!(v.at("goaway_before_close"), "yes", "{mode:?}: {}", v.text);
+        assert_eq!(v.at("closed"), "yes", "{mode:?}: {}", v.text);
+    }
+}

@@ -32,6 +32,11 @@ CASEs:
              answering the server's PING: both streams' status and end
              (`a_status`, `b_status`, `b_rst`), every GOAWAY's last stream
              (`goaways=`, comma-separated).
+  client_goaway  GET /slow/a on stream 1 and GET /fast/b on stream 3, then
+             the client's GOAWAY(NO_ERROR) once 3 ended: stream 1's status
+             (`a_status`), the server's GOAWAY (`goaways=`, its last stream,
+             or `none`) and whether it came before the close
+             (`goaway_before_close=yes|no`), whether it closed (`closed=`).
 Prints key=value lines.
 """
 
@@ -155,6 +160,16 @@ def main():
         for sid in (1, 3, 5, 7):
             extra["s%d" % sid] = c.rst.get(sid) or c.status(sid) or "none"
         extra["status"] = c.status(7) or "none"
+    elif case == "client_goaway":
+        c.get(1, "/slow/a")
+        c.get(3, "/fast/b")
+        c.wait(lambda: ended(c, 3), 10)
+        c.sendall(goaway(0))
+        c.wait(lambda: ended(c, 1) and (c.closed_at is not None or not c.reader.is_alive()), 10)
+        extra["a_status"] = c.status(1) or "none"
+        extra["goaways"] = ",".join(str(g) for g in c.goaways) or "none"
+        extra["goaway_before_close"] = "yes" if c.goaway_at is not None else "no"
+        extra["closed"] = "yes" if c.closed_at is not None else "no"
     elif case == "drain":
         c.get(1, "/slow/drain")
         print("sent=1")

@@ -56,6 +56,10 @@ def ping(data=b"12345678", ack=False):
     return frame(PING, ACK if ack else 0, 0, data)
 
 
+def goaway(last_stream, code=0, debug=b""):
+    return frame(GOAWAY, 0, 0, struct.pack(">II", last_stream & 0x7FFFFFFF, code) + debug)
+
+
 def priority(stream, dep=0, weight=15):
     return frame(PRIORITY, 0, stream, struct.pack(">IB", dep, weight))
 

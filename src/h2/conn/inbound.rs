@@ -113,6 +113,13 @@ impl Conn {
 
     fn on_goaway(&mut self, last_stream: u32) {
         self.peer_goaway = true;
+        // Server role: the connection ends once the streams in flight are
+        // served; our own GOAWAY tells the client which of its streams we
+        // processed (RFC 9113 §6.8: "SHOULD always send a GOAWAY frame
+        // before closing"), as Go's server answers one.
+        if self.role == Role::Server {
+            self.final_goaway();
+        }
         // Our streams above `last_stream` were not processed: the
         // application may retry them elsewhere.
         if self.role != Role::Server {
