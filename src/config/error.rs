@@ -33,7 +33,7 @@ impl ConfigError {
     /// the ` at line X column Y` it appends is dropped (Display prints `:LINE:COL`).
     pub(super) fn from_yaml(file: &Path, e: &serde_norway::Error) -> Self {
         let line_col = e.location().map(|l| (l.line(), l.column()));
-        let mut message = e.to_string();
+        let mut message = plain_type_names(&e.to_string());
         if let Some((l, c)) = line_col {
             message = message.replacen(&format!(" at line {l} column {c}"), "", 1);
         }
@@ -51,6 +51,33 @@ impl ConfigError {
             message,
         }
     }
+}
+
+/// serde names the Rust type it expected (`expected u32`); an operator reads
+/// what the field takes (`expected a whole number from 0 to 4294967295`).
+fn plain_type_names(message: &str) -> String {
+    const NAMES: &[(&str, &str)] = &[
+        ("u8", "a whole number from 0 to 255"),
+        ("u16", "a whole number from 0 to 65535"),
+        ("u32", "a whole number from 0 to 4294967295"),
+        ("u64", "a whole number from 0 to 18446744073709551615"),
+        ("usize", "a whole number from 0 to 18446744073709551615"),
+        ("i32", "a whole number"),
+        ("i64", "a whole number"),
+        ("f32", "a number"),
+        ("f64", "a number"),
+    ];
+    for (rust, plain) in NAMES {
+        let named = format!("expected {rust}");
+        // Only the whole word: `expected u32` but not `expected u32x`.
+        if let Some(at) = message.find(&named) {
+            let end = at + named.len();
+            if !message[end..].starts_with(|c: char| c.is_alphanumeric() || c == '_') {
+                return format!("{}expected {plain}{}", &message[..at], &message[end..]);
+            }
+        }
+    }
+    message.to_owned()
 }
 
 /// Whether `s` is a serde_norway field path such as `listeners[0].routes[1]` rather than the
@@ -93,4 +120,31 @@ pub(super) fn invalid<T>(
         path: path.into(),
         message: message.into(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::plain_type_names;
+
+    #[test]
+    fn rust_type_names_become_what_the_field_takes() {
+        assert_eq!(
+            plain_type_names("invalid type: integer `-1`, expected u32"),
+            "invalid type: integer `-1`, expected a whole number from 0 to 4294967295"
+        );
+        assert_eq!(
+            plain_type_names("invalid value: integer `70000`, expected u16"),
+            "invalid value: integer `70000`, expected a whole number from 0 to 65535"
+        );
+        assert_eq!(
+            plain_type_names("invalid type: string \"x\", expected f64"),
+            "invalid type: string \"x\", expected a number"
+        );
+        // Anything else is left as it is.
+        assert_eq!(
+            plain_type_names("invalid type: string \"x\", expected a boolean"),
+            "invalid type: string \"x\", expected a boolean"
+        );
+        assert_eq!(plain_type_names("expected u32x"), "expected u32x");
+    }
 }
