@@ -1,15 +1,17 @@
 //! HAProxy's health counter. A checked server has a counter `h` in
 //! `0..=rise+fall-1` and is UP while it has not fallen:
 //!
-//! * servers start fully UP (`h = rise+fall-1`), so traffic flows at once
-//!   and `fall` consecutive failures are needed to take a server DOWN;
+//! * servers start UP at the bottom of the UP range (`h = rise`), as in
+//!   HAProxy: traffic flows at once, and the first failed check takes a
+//!   server DOWN (a server broken from the start is out after one check);
 //! * a success raises `h` (up to the top); a DOWN server whose counter
 //!   reaches `rise` comes UP and its counter jumps to the top;
 //! * a failure lowers `h` while it is above `rise`; at or below `rise` the
 //!   next failure drops it to 0 and the server goes DOWN (a DOWN server's
 //!   failure also resets its progress to 0).
 //!
-//! So from fully UP, exactly `fall` failures in a row make it DOWN, and
+//! So from fully UP (`h = rise+fall-1`, after `fall - 1` successes from the
+//! start), exactly `fall` failures in a row make it DOWN, and
 //! from DOWN exactly `rise` successes in a row make it UP again.
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -87,9 +87,13 @@ pub fn build_shm(
             }
         }
         let full_health = up.health.as_ref().map(|h| h.rise + h.fall - 1);
+        // A checked server starts UP at `rise`, as HAProxy starts it ("up,
+        // but will fall down at first failure"): traffic flows at once, and
+        // a server broken from the start is out after one check, not `fall`.
+        let starting_health = up.health.as_ref().map(|h| h.rise);
         for (si, s) in up.servers.iter().enumerate() {
             let sh = shm.server(ui, si);
-            sh.init(s.weight, full_health, now);
+            sh.init(s.weight, starting_health, now);
             sh.set_maxconn(s.maxconn);
             let Some((old_shm, old_cfg, index)) = &previous else {
                 continue;

@@ -800,12 +800,13 @@ impl ServerShared {
     }
 
     /// A new generation's starting state: READY with its configured weight
-    /// and, when `full_health` is given (checks configured), fully UP.
-    pub fn init(&self, weight: u32, full_health: Option<u32>, now_unix: u64) {
+    /// and, when `health` is given (checks configured), UP with that
+    /// health counter.
+    pub fn init(&self, weight: u32, health: Option<u32>, now_unix: u64) {
         self.weight.store(weight.min(MAX_WEIGHT), Relaxed);
         self.admin.store(AdminState::Ready as u8, Relaxed);
-        self.checked.store(u8::from(full_health.is_some()), Relaxed);
-        self.health.store(full_health.unwrap_or(0), Relaxed);
+        self.checked.store(u8::from(health.is_some()), Relaxed);
+        self.health.store(health.unwrap_or(0), Relaxed);
         self.last_change.store(now_unix, Relaxed);
     }
 
