@@ -556,3 +556,120 @@ fn http_check_over_tls_reads_the_status() {
     assert_eq!(checks[0].sni.as_deref(), Some("localhost"));
     assert_eq!(checks[0].header("user-agent"), Some("forklb-health"));
 }
+
+/// A listener that takes connections and never answers (they are kept
+/// open until the test ends); `close_at_once`: it closes each at once.
+fn mute_listener(close_at_once: bool) -> std::net::SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = l.local_addr().expect("addr");
+    std::thread::spawn(move || {
+        let mut kept = Vec::new();
+        for s in l.incoming().flatten() {
+            if !close_at_once {
+                kept.push(s);
+            }
+        }
+    });
+    addr
+}
+
+/// A listener whose accept queue is full: connection attempts are never
+/// answered (the SYN is dropped), as behind a firewall that drops. The
+/// listener and the connection filling its queue live as long as the test.
+fn blackhole() -> (
+    std::net::SocketAddr,
+    std::net::TcpListener,
+    std::net::TcpStream,
+) {
+    use std::os::fd::AsRawFd;
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    // SAFETY: listen(2) on a socket this function owns.
+    assert_eq!(unsafe { libc::listen(l.as_raw_fd(), 0) }, 0);
+    let addr = l.local_addr().expect("addr");
+    let filler = std::net::TcpStream::connect(addr).expect("the first connection fits");
+    (addr, l, filler)
+}
+
+/// `check_status` says where a check failed, in HAProxy's words: the port
+/// refused (`L4CON`), nothing answered the connection (`L4TOUT`), connected
+/// but no response in time (`L7TOUT`), closed or garbage instead of a
+/// response (`L7RSP`), a status outside `expect_status` (`L7STS`); and
+/// `show servers state` gives the same as HAProxy's numbers.
+#[test]
+fn check_status_says_where_a_check_failed() {
+    let dir = TempDir::new("chkstatus");
+    let sock = dir.path().join("admin.sock");
+    let (err, _sw) = checked_backend("err", 500);
+    let (hole, _l, _filler) = blackhole();
+    let garbage = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let garbage_addr = garbage.local_addr().expect("addr");
+    std::thread::spawn(move || {
+        for mut s in garbage.incoming().flatten() {
+            use std::io::{Read, Write};
+            let mut buf = [0u8; 1024];
+            let _ = s.read(&mut buf);
+            let _ = s.write_all(b"hello there\r\n\r\n");
+        }
+    });
+    let servers = [
+        Srv::new("refused", refused_addr()),
+        Srv::new("hole", hole),
+        Srv::new("silent", mute_listener(false)),
+        Srv::new("closer", mute_listener(true)),
+        Srv::new("garbage", garbage_addr),
+        Srv::of(&err),
+    ];
+    let lb = Forklb::start(
+        &standard_config(1)
+            .admin_socket(&sock)
+            .upstream("web", servers)
+            .upstream_opt(
+                "health: {type: http, path: /health, interval: 300ms, timeout: 400ms, rise: 1, fall: 1}",
+            )
+            .build(),
+    );
+    let expected = [
+        ("refused", "L4CON", "8"),
+        ("hole", "L4TOUT", "7"),
+        ("silent", "L7TOUT", "12"),
+        ("closer", "L7RSP", "13"),
+        ("garbage", "L7RSP", "13"),
+        ("err", "L7STS", "17"),
+    ];
+    let all_checked = || {
+        expected
+            .iter()
+            .all(|(s, _, _)| stat_field(&sock, "web", s, "status") == "DOWN")
+    };
+    assert!(
+        wait_until(Duration::from_secs(8), all_checked),
+        "not all DOWN:\n{}\n{}",
+        admin_cmd(&sock, "show stat"),
+        lb.diagnostics()
+    );
+    let state = admin_cmd(&sock, "show servers state web");
+    for (server, word, number) in expected {
+        assert_eq!(
+            stat_field(&sock, "web", server, "check_status"),
+            word,
+            "{server}\n{}",
+            lb.diagnostics()
+        );
+        // srv_check_status is the 11th column of `show servers state`.
+        let row: Vec<&str> = state
+            .lines()
+            .map(|l| l.split(' ').collect::<Vec<_>>())
+            .find(|f| f.get(3) == Some(&server))
+            .unwrap_or_else(|| panic!("no {server} in\n{state}"));
+        assert_eq!(row[10], number, "{server}: {state}");
+    }
+    assert_eq!(stat_field(&sock, "web", "err", "check_code"), "500");
+    assert_eq!(
+        stat_field(&sock, "web", "silent", "check_desc"),
+        "Layer7 timeout"
+    );
+    assert_eq!(
+        stat_field(&sock, "web", "closer", "check_desc"),
+        "Layer7 invalid response"
+    );
+}

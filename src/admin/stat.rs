@@ -649,8 +649,7 @@ fn check_status(kind: HealthKind, last: LastCheck) -> &'static str {
         (_, LastCheck::None) => "INI",
         (HealthKind::Tcp, LastCheck::Passed { .. }) => "L4OK",
         (HealthKind::Http, LastCheck::Passed { .. }) => "L7OK",
-        (HealthKind::Http, LastCheck::Failed { code, .. }) if code > 0 => "L7STS",
-        _ => "L4CON",
+        (_, LastCheck::Failed { why, .. }) => why.word(),
     }
 }
 
@@ -662,7 +661,10 @@ fn check_status_number(status: &str) -> u8 {
         "L4OK" => 6,
         "L4TOUT" => 7,
         "L4CON" => 8,
+        "L6TOUT" => 10,
+        "L6RSP" => 11,
         "L7TOUT" => 12,
+        "L7RSP" => 13,
         "L7OK" => 15,
         "L7STS" => 17,
         _ => 0,
@@ -693,6 +695,9 @@ fn check_desc(status: &str) -> &'static str {
         "L7STS" => "Layer7 wrong status",
         "L4TOUT" => "Layer4 timeout",
         "L7TOUT" => "Layer7 timeout",
+        "L7RSP" => "Layer7 invalid response",
+        "L6TOUT" => "Layer6 timeout",
+        "L6RSP" => "Layer6 invalid response",
         _ => "Layer4 connection problem",
     }
 }

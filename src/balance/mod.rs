@@ -340,6 +340,7 @@ mod tests {
         LastCheck::Failed {
             code: 0,
             duration: Duration::ZERO,
+            why: crate::shm::CheckFailure::Connect,
         }
     }
 

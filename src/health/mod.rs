@@ -24,7 +24,7 @@ use crate::config::Health as HealthRt;
 use crate::config::HealthKind;
 use crate::event::Stream;
 use crate::route::Runtime;
-use crate::shm::{HealthChange, HealthState, LastCheck, Shm};
+use crate::shm::{CheckFailure, HealthChange, HealthState, LastCheck, Shm};
 use crate::signals::{self, SignalSet};
 use mio::net::{TcpStream, UnixStream};
 use mio::{Events, Interest, Poll, Token};
@@ -43,11 +43,48 @@ pub struct HealthSetup {
     pub channel: std::os::unix::net::UnixStream,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Stage {
     Connecting,
     Handshake,
     Sending,
     Reading,
+}
+
+impl Stage {
+    /// What a failure in this stage says, by HAProxy's layers: before the
+    /// connection L4, in the TLS handshake L6, after it L7.
+    fn failure(self) -> CheckFailure {
+        match self {
+            Stage::Connecting => CheckFailure::Connect,
+            Stage::Handshake => CheckFailure::Handshake,
+            Stage::Sending | Stage::Reading => CheckFailure::BadResponse,
+        }
+    }
+
+    /// What running out of time in this stage says.
+    fn timeout(self) -> CheckFailure {
+        match self {
+            Stage::Connecting => CheckFailure::ConnectTimeout,
+            Stage::Handshake => CheckFailure::HandshakeTimeout,
+            Stage::Sending | Stage::Reading => CheckFailure::ResponseTimeout,
+        }
+    }
+}
+
+/// How a check ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Verdict {
+    /// `code`: the HTTP status (0 for TCP checks).
+    Passed { code: u16 },
+    /// `code`: the HTTP status, 0 when none arrived.
+    Failed { code: u16, why: CheckFailure },
+}
+
+impl Verdict {
+    fn failed(why: CheckFailure) -> Verdict {
+        Verdict::Failed { code: 0, why }
+    }
 }
 
 struct Check {
@@ -326,7 +363,8 @@ impl Checker {
                 match &t.check {
                     Some(c) if now >= c.deadline => {
                         let reason = format!("timeout after {}ms", t.cfg.timeout.as_millis());
-                        self.finish(i, false, &reason, 0);
+                        let verdict = Verdict::failed(c.stage.timeout());
+                        self.finish(i, verdict, &reason);
                     }
                     // `disable health` over the runtime API: no probe, but
                     // look again at the next interval.
@@ -353,7 +391,7 @@ impl Checker {
                     Interest::READABLE | Interest::WRITABLE,
                 ) {
                     let reason = e.to_string();
-                    return self.finish(i, false, &reason, 0);
+                    return self.finish(i, Verdict::failed(CheckFailure::Connect), &reason);
                 }
                 let sock = match &t.tls {
                     None => Stream::Plain(sock),
@@ -362,7 +400,8 @@ impl Checker {
                             Ok(s) => Stream::Tls(Box::new(s)),
                             Err(e) => {
                                 let reason = format!("TLS setup failed: {e}");
-                                return self.finish(i, false, &reason, 0);
+                                let verdict = Verdict::failed(CheckFailure::Handshake);
+                                return self.finish(i, verdict, &reason);
                             }
                         }
                     }
@@ -379,7 +418,7 @@ impl Checker {
             }
             Err(e) => {
                 let reason = describe(&e);
-                self.finish(i, false, &reason, 0);
+                self.finish(i, Verdict::failed(CheckFailure::Connect), &reason);
             }
         }
     }
@@ -393,7 +432,8 @@ impl Checker {
             let Some(c) = t.check.as_mut() else {
                 return;
             };
-            let step = match c.stage {
+            let stage = c.stage;
+            let step = match stage {
                 Stage::Connecting => c.connecting(),
                 Stage::Handshake => c.handshaking(),
                 Stage::Sending => c.sending(),
@@ -402,7 +442,14 @@ impl Checker {
             match step {
                 Step::Again => {}
                 Step::Wait => return,
-                Step::Done { ok, reason } => return self.finish(i, ok, &reason, 0),
+                Step::Done { ok, reason } => {
+                    let verdict = if ok {
+                        Verdict::Passed { code: 0 }
+                    } else {
+                        Verdict::failed(stage.failure())
+                    };
+                    return self.finish(i, verdict, &reason);
+                }
                 Step::Status(code) => return self.judge(i, code),
             }
         }
@@ -410,13 +457,20 @@ impl Checker {
 
     fn judge(&mut self, i: usize, code: u16) {
         let crate::config::StatusRange { low: lo, high: hi } = self.targets[i].cfg.expect;
-        let ok = (lo..=hi).contains(&code);
+        let verdict = if (lo..=hi).contains(&code) {
+            Verdict::Passed { code }
+        } else {
+            Verdict::Failed {
+                code,
+                why: CheckFailure::Status,
+            }
+        };
         let reason = format!("HTTP status {code}");
-        self.finish(i, ok, &reason, code);
+        self.finish(i, verdict, &reason);
     }
 
     /// Records a check result in shared memory and schedules the next one.
-    fn finish(&mut self, i: usize, ok: bool, reason: &str, code: u16) {
+    fn finish(&mut self, i: usize, verdict: Verdict, reason: &str) {
         let now = Instant::now();
         let Some(t) = self.targets.get_mut(i) else {
             return;
@@ -429,10 +483,16 @@ impl Checker {
             None => Duration::ZERO,
         };
         t.next_at = now + t.cfg.interval;
-        let check = if ok {
-            LastCheck::Passed { code, duration }
-        } else {
-            LastCheck::Failed { code, duration }
+        let (check, ok) = match verdict {
+            Verdict::Passed { code } => (LastCheck::Passed { code, duration }, true),
+            Verdict::Failed { code, why } => (
+                LastCheck::Failed {
+                    code,
+                    duration,
+                    why,
+                },
+                false,
+            ),
         };
         let (rise, fall) = (t.cfg.rise, t.cfg.fall);
         let change = self

@@ -128,8 +128,70 @@ pub enum LastCheck {
     None,
     /// `code` is the HTTP status (0 for TCP checks).
     Passed { code: u16, duration: Duration },
-    /// `code` is the HTTP status, 0 when none arrived (connect, timeout).
-    Failed { code: u16, duration: Duration },
+    /// `code` is the HTTP status, 0 when none arrived (connect, timeout);
+    /// `why`: at which layer it failed, as HAProxy's `check_status` words
+    /// tell the failures apart.
+    Failed {
+        code: u16,
+        duration: Duration,
+        why: CheckFailure,
+    },
+}
+
+/// Where a failed check failed: an operator reads "the port is closed"
+/// (`L4CON`) apart from "the application hangs" (`L7TOUT`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CheckFailure {
+    /// The connection was refused or failed (`L4CON`).
+    Connect,
+    /// The connection was not established in time (`L4TOUT`).
+    ConnectTimeout,
+    /// The TLS handshake failed (`L6RSP`).
+    Handshake,
+    /// The TLS handshake did not end in time (`L6TOUT`).
+    HandshakeTimeout,
+    /// Connected, but no response in time (`L7TOUT`).
+    ResponseTimeout,
+    /// Connected, but the server closed, reset or answered something that
+    /// is not an HTTP response (`L7RSP`).
+    BadResponse,
+    /// A status outside `expect_status` (`L7STS`).
+    Status,
+}
+
+impl CheckFailure {
+    const ALL: [CheckFailure; 7] = [
+        CheckFailure::Connect,
+        CheckFailure::ConnectTimeout,
+        CheckFailure::Handshake,
+        CheckFailure::HandshakeTimeout,
+        CheckFailure::ResponseTimeout,
+        CheckFailure::BadResponse,
+        CheckFailure::Status,
+    ];
+
+    /// HAProxy's `check_status` word.
+    pub fn word(self) -> &'static str {
+        match self {
+            CheckFailure::Connect => "L4CON",
+            CheckFailure::ConnectTimeout => "L4TOUT",
+            CheckFailure::Handshake => "L6RSP",
+            CheckFailure::HandshakeTimeout => "L6TOUT",
+            CheckFailure::ResponseTimeout => "L7TOUT",
+            CheckFailure::BadResponse => "L7RSP",
+            CheckFailure::Status => "L7STS",
+        }
+    }
+
+    /// Its `last_check_ok` encoding: above [`CHECK_PASSED`].
+    fn encoded(self) -> u8 {
+        CHECK_FAILED + self as u8
+    }
+
+    fn decoded(v: u8) -> CheckFailure {
+        let at = usize::from(v.saturating_sub(CHECK_FAILED));
+        Self::ALL.get(at).copied().unwrap_or(CheckFailure::Connect)
+    }
 }
 
 impl LastCheck {
@@ -162,7 +224,8 @@ pub enum HealthChange {
     },
 }
 
-/// Encodings of `last_check_ok`.
+/// Encodings of `last_check_ok`: failures from `CHECK_FAILED` on, one per
+/// [`CheckFailure`].
 const CHECK_NONE: u8 = 0;
 const CHECK_PASSED: u8 = 1;
 const CHECK_FAILED: u8 = 2;
@@ -669,8 +732,12 @@ impl ServerShared {
             .store(check.duration().as_micros() as u64, Relaxed);
         self.last_check_code.store(u32::from(check.code()), Relaxed);
         let ok = check.passed();
-        self.last_check_ok
-            .store(if ok { CHECK_PASSED } else { CHECK_FAILED }, Relaxed);
+        let encoded = match check {
+            LastCheck::None => CHECK_NONE,
+            LastCheck::Passed { .. } => CHECK_PASSED,
+            LastCheck::Failed { why, .. } => why.encoded(),
+        };
+        self.last_check_ok.store(encoded, Relaxed);
         let before = self.health_state();
         // HAProxy counts a failed check only while the counter has room to
         // fall (`chkfail`): not the failures of a server already DOWN.
@@ -927,7 +994,11 @@ impl ServerShared {
             last_check: match self.last_check_ok.load(Relaxed) {
                 CHECK_NONE => LastCheck::None,
                 CHECK_PASSED => LastCheck::Passed { code, duration },
-                _ => LastCheck::Failed { code, duration },
+                failed => LastCheck::Failed {
+                    code,
+                    duration,
+                    why: CheckFailure::decoded(failed),
+                },
             },
             last_session: self.last_session.load(Relaxed),
             rate: self.rate.load(Relaxed),

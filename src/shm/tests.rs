@@ -153,6 +153,7 @@ fn health_transitions_count_downs_downtime_and_clear_passive_marks() {
     let failed = LastCheck::Failed {
         code: 503,
         duration: Duration::from_millis(7),
+        why: CheckFailure::Status,
     };
     let down = |_| HealthState {
         counter: 0,
@@ -210,6 +211,7 @@ fn reload_carries_admin_runtime_weight_and_health_over() {
     let failed = LastCheck::Failed {
         code: 0,
         duration: Duration::ZERO,
+        why: CheckFailure::ResponseTimeout,
     };
     old.server(0, 0).record_check(failed, |_| HealthState {
         counter: 0,
