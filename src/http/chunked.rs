@@ -50,6 +50,10 @@ enum State {
     Size {
         digits: u8,
     },
+    /// Whitespace after the size digits: only more of it or `;` may
+    /// follow (`chunk-ext` begins with BWS; a size line ending in
+    /// whitespace is not valid).
+    SizeBws,
     /// After `;`: extension bytes up to CR.
     Extension,
     /// Saw CR ending the size line; LF must follow.
@@ -223,10 +227,23 @@ impl ChunkedScanner {
                     self.state = State::Extension;
                 } else if b == b'\r' {
                     self.state = State::SizeLf;
+                } else if b == b' ' || b == b'\t' {
+                    self.state = State::SizeBws;
                 } else {
-                    // Whitespace before ';' or CRLF is a known smuggling
-                    // ambiguity (RFC 9112 allows BWS only around ';'); refuse.
                     return Err(ChunkError::BadSize);
+                }
+            }
+            State::SizeBws => {
+                self.line_len += 1;
+                if self.line_len > MAX_LINE {
+                    return Err(ChunkError::TooLong);
+                }
+                match b {
+                    b' ' | b'\t' => {}
+                    b';' => self.state = State::Extension,
+                    // Whitespace before CRLF (`2 \r\n`) is a known
+                    // smuggling ambiguity, not RFC 9112's grammar: refused.
+                    _ => return Err(ChunkError::BadSize),
                 }
             }
             State::Extension => {
@@ -362,6 +379,10 @@ mod tests {
         let big = b"00000fffffffffffffff\r\n";
         assert_eq!(scan_all(big).unwrap(), (big.len(), false, 0));
         assert!(scan_all(b"1000000000000000\r\n").is_err(), "16 digits");
+        // BWS before `;` (RFC 9112 §7.1.1: chunk-ext = *( BWS ";" BWS ...)),
+        // as nginx and HAProxy take it.
+        let bws = b"2 ;a=b\r\nok\r\n3\t \t;x\r\nabc\r\n0 ;last\r\n\r\n";
+        assert_eq!(scan_all(bws).unwrap(), (bws.len(), true, 5));
         // Trailer names that only start like forbidden ones, or are long.
         let t = b"0\r\nContent-Lengthy: 1\r\nHostname: h\r\nX-A-Very-Long-Trailer-Field-Name: 1\r\n\r\n";
         assert_eq!(scan_all(t).unwrap(), (t.len(), true, 0));
@@ -433,6 +454,9 @@ mod tests {
         for body in [
             &b"5\r\nhelloX\r\n"[..],
             b"5 \r\nhello\r\n",
+            b"5 \t \r\nhello\r\n",
+            b"5 x;a\r\nhello\r\n",
+            b"5 5\r\nhello\r\n",
             b"0\r\nBad Trailer: x\r\n\r\n",
         ] {
             assert!(
