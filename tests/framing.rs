@@ -612,3 +612,165 @@ fn request_followed_by_the_clients_fin_is_answered() {
         assert_eq!(head.status, 200, "request {i}: {head:?}");
     }
 }
+
+// ---- What an upstream's response may not carry on -----------------------------------------
+
+/// A 204 and a 1xx lose the Content-Length they must not carry (RFC 9110
+/// §8.6; HTTP/2 clients refuse a 204 with `content-length: 5`), a 426
+/// keeps the Upgrade that says what it wants (RFC 9110 §15.5.22), as
+/// nginx and HAProxy relay them.
+#[test]
+fn a_204_and_a_1xx_lose_their_content_length_and_a_426_keeps_its_upgrade() {
+    let b1 = scripted(
+        "b1",
+        vec![
+            Script::new(
+                "/nc",
+                b"HTTP/1.1 204 No Content\r\nContent-Length: 4\r\nX-Info: none\r\n\r\n",
+                Then::KeepAlive,
+            ),
+            Script::new(
+                "/hint",
+                b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\nContent-Length: 5\r\n\r\n\
+                  HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+                Then::KeepAlive,
+            ),
+            Script::new(
+                "/tls-please",
+                b"HTTP/1.1 426 Upgrade Required\r\nUpgrade: TLS/1.2, HTTP/1.1\r\n\
+                  Connection: Upgrade\r\nContent-Length: 3\r\n\r\nno!",
+                Then::KeepAlive,
+            ),
+        ],
+    );
+    let lb = Forklb::start(&proxy_config_for(1, &[&b1]));
+    let mut c = Conn::open(lb.port()).expect("connect");
+    c.set_read_timeout(Duration::from_secs(2));
+    let r = c.get("/nc").expect("204");
+    assert_eq!(r.status, 204, "{r:?}");
+    assert_eq!(r.header("content-length"), None, "{:?}", r.headers);
+    assert_eq!(r.header("x-info"), Some("none"));
+    c.send(b"GET /hint HTTP/1.1\r\nHost: x\r\n\r\n")
+        .expect("send");
+    let interim = c.read_next_head().expect("103");
+    assert_eq!(interim.status, 103, "{interim:?}");
+    assert_eq!(interim.header("content-length"), None, "{interim:?}");
+    assert_eq!(interim.header("link"), Some("</a.css>"));
+    let r = c.read_response().expect("final response");
+    assert_eq!((r.status, r.body_str().as_str()), (200, "ok"), "{r:?}");
+    let r = c.get("/tls-please").expect("426");
+    assert_eq!((r.status, r.body_str().as_str()), (426, "no!"), "{r:?}");
+    assert_eq!(
+        r.header("upgrade"),
+        Some("TLS/1.2, HTTP/1.1"),
+        "{:?}",
+        r.headers
+    );
+    let r = c.get("/after").expect("request after them");
+    assert_eq!((r.status, r.body_str().as_str()), (200, "b1"), "{r:?}");
+}
+
+/// Whitespace before a chunk extension's `;` is valid (RFC 9112 §7.1.1,
+/// `chunk-ext = *( BWS ";" ...)`): a response or request body using it is
+/// relayed whole, as nginx and HAProxy relay it. Whitespace before the
+/// line's CRLF stays refused.
+#[test]
+fn chunk_extensions_after_whitespace_are_valid_both_ways() {
+    let b1 = scripted(
+        "b1",
+        vec![Script::new(
+            "/ext",
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n\
+              5\r\nhello\r\n3 ;x=y\r\nabc\r\n2\t;a\r\nde\r\n0 ;end\r\n\r\n",
+            Then::KeepAlive,
+        )],
+    );
+    let lb = Forklb::start(&proxy_config_for(1, &[&b1]));
+    let mut c = Conn::open(lb.port()).expect("connect");
+    c.set_read_timeout(Duration::from_secs(2));
+    let r = c.get("/ext").expect("response");
+    assert_eq!(
+        (r.status, r.body_str().as_str()),
+        (200, "helloabcde"),
+        "{r:?}"
+    );
+    // An HTTP/1.0 client gets the payload alone, whole.
+    let mut c10 = Conn::open(lb.port()).expect("connect");
+    c10.set_read_timeout(Duration::from_secs(2));
+    c10.send(b"GET /ext HTTP/1.0\r\n\r\n").expect("send");
+    let raw = c10.read_to_end().expect("HTTP/1.0 response");
+    let text = String::from_utf8_lossy(&raw);
+    assert!(text.ends_with("\r\n\r\nhelloabcde"), "{text:?}");
+
+    let echo = echo_backend();
+    let lb = Forklb::start(&proxy_config_for(1, &[&echo]));
+    let mut c = Conn::open(lb.port()).expect("connect");
+    c.set_read_timeout(Duration::from_secs(2));
+    c.send(b"POST /up HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n2 ;a=b\r\nok\r\n0\r\n\r\n")
+        .expect("send");
+    let r = c.read_response().expect("response");
+    assert_eq!((r.status, r.body_str().as_str()), (200, "ok"), "{r:?}");
+    let mut c = Conn::open(lb.port()).expect("connect");
+    c.set_read_timeout(Duration::from_secs(2));
+    c.send(
+        b"POST /up HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n2 \r\nok\r\n0\r\n\r\n",
+    )
+    .expect("send");
+    let r = c.read_response().expect("response");
+    assert_eq!(r.status, 400, "{r:?}");
+}
+
+/// A body coded with anything but chunked alone cannot reach the client
+/// as it came (HTTP/1.1 clients never asked for the coding, HTTP/1.0 ones
+/// cannot take it): a 502, as HAProxy answers, never the coded bytes.
+#[test]
+fn transfer_codings_other_than_chunked_alone_are_a_502() {
+    let body = b"2\r\nok\r\n0\r\n\r\n";
+    let heads: [&[u8]; 3] = [
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked, chunked\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n",
+    ];
+    let scripts = heads
+        .iter()
+        .enumerate()
+        .map(|(i, h)| Script::new(&format!("/te{i}"), &[*h, &body[..]].concat(), Then::Close))
+        .collect();
+    let b1 = scripted("b1", scripts);
+    let lb = Forklb::start(&proxy_config_for(1, &[&b1]));
+    for i in 0..heads.len() {
+        let mut c = Conn::open(lb.port()).expect("connect");
+        c.set_read_timeout(Duration::from_secs(2));
+        let r = c.get(&format!("/te{i}")).expect("response");
+        assert_eq!(r.status, 502, "/te{i}: {r:?}");
+    }
+}
+
+/// An HTTP/1.0 response with Transfer-Encoding has faulty framing (RFC
+/// 9112 §6.1): relayed, but its connection is closed after it, never
+/// handed to the next request, whatever its Connection says.
+#[test]
+fn an_http_1_0_response_with_transfer_encoding_is_not_reused() {
+    let b1 = scripted(
+        "b1",
+        vec![Script::new(
+            "/te10",
+            b"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nTransfer-Encoding: chunked\r\n\r\n\
+              2\r\nok\r\n0\r\n\r\n",
+            Then::KeepAlive,
+        )],
+    );
+    let lb = Forklb::start(&proxy_config_for(1, &[&b1]));
+    let mut c = Conn::open(lb.port()).expect("connect");
+    c.set_read_timeout(Duration::from_secs(2));
+    let r = c.get("/te10").expect("response");
+    assert_eq!((r.status, r.body_str().as_str()), (200, "ok"), "{r:?}");
+    let r = c.get("/next").expect("next");
+    assert_eq!((r.status, r.body_str().as_str()), (200, "b1"), "{r:?}");
+    let reqs = b1.requests();
+    assert_eq!(reqs.len(), 2, "{reqs:?}");
+    assert_ne!(
+        reqs[0].peer, reqs[1].peer,
+        "the connection of the HTTP/1.0 chunked response was reused"
+    );
+}

@@ -13,6 +13,7 @@ const SWITCH_WS: &[u8] =
     b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n";
 const SWITCH_H2C: &[u8] =
     b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: h2c\r\nConnection: Upgrade\r\n\r\n";
+const SWITCH_TO_NOTHING: &[u8] = b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\n\r\n";
 
 /// A backend that answers with the request target it received (and
 /// switches protocols on `/ws` and `/h2c-anyway`), behind one worker whose
@@ -26,6 +27,7 @@ fn setup() -> (Backend, Forklb) {
                 Script::new("/ws", SWITCH_WS, Then::Echo),
                 Script::new("/h2c-anyway", SWITCH_H2C, Then::Echo),
                 Script::new("/upgrade-lies", SWITCH_H2C, Then::Echo),
+                Script::new("/switch-to-nothing", SWITCH_TO_NOTHING, Then::Echo),
             ],
             ..Default::default()
         },
@@ -314,6 +316,11 @@ fn an_upstream_switching_to_h2c_is_a_502_not_a_tunnel() {
     let (r, _) = exchange(&lb, raw);
     assert_eq!(r.status, 502, "{r:?}");
     assert!(b1.request_count() >= 1);
+    // A 101 that names no protocol (RFC 9110 §15.2.2: it must) opens no
+    // tunnel either, as HAProxy refuses it.
+    let raw = b"GET /switch-to-nothing HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n";
+    let (r, _) = exchange(&lb, raw);
+    assert_eq!(r.status, 502, "{r:?}");
 }
 
 #[test]

@@ -57,7 +57,10 @@ pub fn parse<'h, 'b>(
     let minor = resp.version.unwrap_or(1);
     let mut content_length: Option<u64> = None;
     let mut has_te = false;
-    let mut chunked_last = false;
+    // The transfer codings over all Transfer-Encoding lines, and whether
+    // each was `chunked`.
+    let mut codings = 0usize;
+    let mut only_chunked = true;
     let mut conn_close = false;
     let mut conn_keep_alive = false;
     for h in resp.headers.iter() {
@@ -73,7 +76,8 @@ pub fn parse<'h, 'b>(
         } else if name_is(h.name, "transfer-encoding") {
             has_te = true;
             for coding in tokens(h.value) {
-                chunked_last = coding.eq_ignore_ascii_case(b"chunked");
+                codings += 1;
+                only_chunked &= coding.eq_ignore_ascii_case(b"chunked");
             }
         } else if name_is(h.name, "connection") {
             for t in tokens(h.value) {
@@ -92,14 +96,21 @@ pub fn parse<'h, 'b>(
     }
     let bodyless =
         request_was_head || (100..200).contains(&status) || status == 204 || status == 304;
+    // A body coded with anything but chunked alone (`gzip, chunked`,
+    // `chunked, gzip`, chunked twice) cannot reach the client as it came:
+    // HTTP/1.1 clients never asked for the coding (we do not pass their
+    // TE on), HTTP/1.0 and HTTP/2 ones cannot take transfer codings, and
+    // dropping the header would hand them coded bytes as the content. A
+    // 502, as HAProxy answers.
+    if has_te && !bodyless && !(codings == 1 && only_chunked) {
+        return Err(ResponseError {
+            reason: "a transfer coding other than chunked",
+        });
+    }
     let framing = if bodyless {
         Framing::None
     } else if has_te {
-        if chunked_last {
-            Framing::Chunked
-        } else {
-            Framing::UntilClose
-        }
+        Framing::Chunked
     } else {
         match content_length {
             Some(0) => Framing::None,
@@ -107,7 +118,10 @@ pub fn parse<'h, 'b>(
             None => Framing::UntilClose,
         }
     };
+    // An HTTP/1.0 message with Transfer-Encoding has faulty framing: the
+    // connection closes after it (RFC 9112 §6.1), whatever it says.
     let keep_alive = framing != Framing::UntilClose
+        && !(has_te && minor == 0)
         && if minor >= 1 {
             !conn_close
         } else {
@@ -191,5 +205,36 @@ mod tests {
             false
         )
         .is_err());
+    }
+
+    #[test]
+    fn only_chunked_alone_frames_a_body() {
+        for te in [
+            "gzip, chunked",
+            "chunked, gzip",
+            "gzip",
+            "chunked, chunked",
+            "chunked\r\nTransfer-Encoding: chunked",
+            "",
+        ] {
+            let head = format!("HTTP/1.1 200 OK\r\nTransfer-Encoding: {te}\r\n\r\n");
+            assert!(info(head.as_bytes(), false).is_err(), "{te:?}");
+        }
+        // Bodyless responses carry no body whatever their codings say.
+        let head = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n";
+        assert_eq!(info(head, true).unwrap().framing, Framing::None);
+        let chunked = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: Chunked\r\n\r\n";
+        assert_eq!(info(chunked, false).unwrap().framing, Framing::Chunked);
+    }
+
+    #[test]
+    fn an_http_1_0_response_with_transfer_encoding_closes_its_connection() {
+        let head =
+            b"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nTransfer-Encoding: chunked\r\n\r\n";
+        let i = info(head, false).unwrap();
+        assert_eq!(i.framing, Framing::Chunked);
+        assert!(!i.keep_alive);
+        let length = b"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 2\r\n\r\n";
+        assert!(info(length, false).unwrap().keep_alive);
     }
 }

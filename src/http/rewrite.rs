@@ -73,6 +73,15 @@ pub fn end_to_end<'h, 'b>(
         .filter(move |h| !is_dropped(h.name, &named[..n]))
 }
 
+/// A 1xx or 204 response must not carry Content-Length (RFC 9110 §8.6);
+/// some upstreams send one anyway, and HTTP/2 clients refuse a stream
+/// whose 204 says `content-length: 5`. Dropped on the way, as HAProxy and
+/// nginx do. (A 304's and a HEAD response's describe the representation and
+/// stay.)
+pub fn length_forbidden(status: u16) -> bool {
+    status < 200 || status == 204
+}
+
 /// A field that frames or routes a message rather than describes it: it
 /// never travels as a trailer (RFC 9110 §6.5.1) nor crosses a hop.
 pub fn is_framing_or_hop(lower_name: &[u8]) -> bool {
@@ -368,11 +377,16 @@ pub fn write_client_response(
     let mut saw_date = false;
     for h in resp.headers.iter() {
         saw_date |= name_is(h.name, "date");
+        // A 426 must say which protocols it wants (RFC 9110 §15.5.22): its
+        // Upgrade is kept, as nginx and HAProxy keep it.
         let keep = match mode {
             ResponseMode::Chunked { .. } => name_is(h.name, "transfer-encoding"),
             ResponseMode::Upgrade => name_is(h.name, "upgrade"),
             _ => false,
-        };
+        } || (status == 426 && name_is(h.name, "upgrade"));
+        if length_forbidden(status) && name_is(h.name, "content-length") {
+            continue;
+        }
         // Trailer announces trailer fields, which only a chunked body
         // carries on to the client.
         let no_trailers =

@@ -365,7 +365,10 @@ impl UpstreamH1 {
         let mut rest = crate::buffer::stack_or_heap(&mut stack, &mut heap, total, 0);
         let mut fields: Vec<(&[u8], &[u8])> = Vec::with_capacity(resp.headers.len() + 1);
         let mut saw_date = false;
-        for h in rewrite::end_to_end(resp.headers) {
+        let no_length = rewrite::length_forbidden(info.status);
+        for h in rewrite::end_to_end(resp.headers)
+            .filter(|h| !(no_length && h.name.eq_ignore_ascii_case("content-length")))
+        {
             let Some((name, tail)) = std::mem::take(&mut rest).split_at_mut_checked(h.name.len())
             else {
                 break;

@@ -595,10 +595,19 @@ fn switch_refusal(resp: &httparse::Response, asked: bool) -> Option<&'static str
         .iter()
         .filter(|h| http::name_is(h.name, "upgrade"))
         .any(|h| http::tokens(h.value).any(http::request::is_http2_protocol));
+    let names_one = resp
+        .headers
+        .iter()
+        .any(|h| http::name_is(h.name, "upgrade") && http::tokens(h.value).next().is_some());
     if to_http2 {
         Some("to HTTP/2, which forklb never relays")
     } else if !asked {
         Some("without being asked")
+    } else if !names_one {
+        // RFC 9110 §15.2.2: a 101 must say which protocol the connection
+        // switches to; without, what follows is nobody's guess (HAProxy
+        // answers 502 as well).
+        Some("without naming the protocol (no Upgrade)")
     } else {
         None
     }
