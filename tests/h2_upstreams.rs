@@ -503,7 +503,8 @@ fn tls_h2_health_check_marks_a_503_server_down() {
         lines[0].contains("reason: HTTP status 503"),
         "the check did not get an HTTP/2 answer: {lines:?}"
     );
-    assert!(t1.health_checks() >= 2);
+    // Servers start UP at `rise`: the first failed check takes it DOWN.
+    assert!(t1.health_checks() >= 1);
 }
 
 /// A `protocol: h2` check really is HTTP/2: an HTTPS server that speaks
@@ -560,4 +561,83 @@ fn requests_avoid_an_h2c_server_marked_down() {
         );
     }
     assert!(o1.requests_for("/hello").is_empty());
+}
+
+/// An HTTP/2 upstream that sends content with a response that has none
+/// (204, 304, the answer to HEAD; RFC 9113 §8.1.1): the response ends at
+/// its head and the content reaches no client. An HTTP/1.1 client's next
+/// response is its next request's, never those bytes; an HTTP/2 client
+/// gets a clean 204 (curl failed the stream with PROTOCOL_ERROR).
+#[test]
+fn content_of_responses_that_have_none_never_reaches_the_client() {
+    let o1 = H2Origin::start("o1");
+    let h = lb_to_h2c(1, &o1);
+    let mut c = Conn::open(h.plain_port).expect("connect");
+    c.set_read_timeout(Duration::from_secs(5));
+    let r = c.get("/nobody/204").expect("204");
+    assert_eq!(r.status, 204, "{r:?}\n{}", h.lb.diagnostics());
+    assert!(r.body.is_empty(), "{r:?}");
+    // A 204 must not carry Content-Length (RFC 9110 §8.6).
+    assert_eq!(r.header("content-length"), None, "{r:?}");
+    assert_eq!(r.header("transfer-encoding"), None, "{r:?}");
+    let r = c.get("/nobody/304").expect("304");
+    assert_eq!(r.status, 304, "{r:?}");
+    assert!(r.body.is_empty(), "{r:?}");
+    c.send(b"HEAD /hello HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .expect("send HEAD");
+    let r = c.read_head_response().expect("HEAD response");
+    assert_eq!(r.status, 200, "{r:?}");
+    assert!(r.body.is_empty(), "{r:?}");
+    let r = c.get("/hello").expect("GET after them");
+    assert_eq!(
+        (r.status, r.body_str().as_str()),
+        (200, "hello from o1"),
+        "{r:?}"
+    );
+    assert!(c.buffered().is_empty(), "{:?}", c.buffered());
+
+    for path in ["/nobody/204", "/nobody/304"] {
+        let (out, version) = h.curl_h2_tls(path);
+        assert!(
+            out.ok(),
+            "{path}: {}\n{}",
+            out.combined(),
+            h.lb.diagnostics()
+        );
+        assert_eq!(version, "2");
+        assert_eq!(out.stdout, "", "{path}");
+    }
+}
+
+/// 1xx heads of an HTTP/2 upstream (103 Early Hints) reach the client
+/// before the final response, as from an HTTP/1.1 upstream (RFC 9110
+/// §15.2: a proxy MUST forward them); they lose the Content-Length they
+/// must not carry.
+#[test]
+fn interim_responses_of_an_h2_upstream_reach_the_client() {
+    let o1 = H2Origin::start("o1");
+    let h = lb_to_h2c(1, &o1);
+    let mut c = Conn::open(h.plain_port).expect("connect");
+    c.set_read_timeout(Duration::from_secs(5));
+    c.send(b"GET /hints HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .expect("send");
+    let interim = c.read_next_head().expect("103");
+    assert_eq!(interim.status, 103, "{interim:?}\n{}", h.lb.diagnostics());
+    assert_eq!(interim.header("link"), Some("</a.css>"), "{interim:?}");
+    assert_eq!(interim.header("content-length"), None, "{interim:?}");
+    let r = c.read_response().expect("final");
+    assert_eq!((r.status, r.body_str().as_str()), (200, "hinted"), "{r:?}");
+
+    let v = python(
+        "client.py",
+        H2Mode::Tls,
+        h.tls_port(),
+        &["hints"],
+        Duration::from_secs(20),
+    );
+    assert_eq!(v.at("blocks"), "2", "{}", v.text);
+    assert_eq!(v.at("first_status"), "103", "{}", v.text);
+    assert_eq!(v.at("first_link"), "</a.css>", "{}", v.text);
+    assert_eq!(v.at("final_status"), "200", "{}", v.text);
+    assert_eq!(v.at("body"), "hinted", "{}", v.text);
 }

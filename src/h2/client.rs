@@ -6,12 +6,19 @@ use super::{headers, HeaderList, RequestHead, Settings};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
-    /// The final response head (1xx heads are skipped).
+    /// The final response head; `end_stream` for a response without
+    /// content (HEAD, 204, 304) even if the server has not ended the stream.
     Response {
         stream: u32,
         status: u16,
         headers: HeaderList,
         end_stream: bool,
+    },
+    /// An informational (1xx) head before the final one (103 Early Hints).
+    Interim {
+        stream: u32,
+        status: u16,
+        headers: HeaderList,
     },
     /// Never empty unless `end_stream`.
     Data {
@@ -85,6 +92,15 @@ impl ClientConn {
                     status,
                     headers,
                     end_stream,
+                },
+                Inbound::Interim {
+                    stream,
+                    status,
+                    headers,
+                } => Event::Interim {
+                    stream,
+                    status,
+                    headers,
                 },
                 Inbound::Data {
                     stream,

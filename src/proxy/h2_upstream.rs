@@ -409,6 +409,7 @@ impl UpConn {
                 got = true;
                 let stream = match &ev {
                     Event::Response { stream, .. }
+                    | Event::Interim { stream, .. }
                     | Event::Data { stream, .. }
                     | Event::Trailers { stream, .. }
                     | Event::Reset { stream } => *stream,

@@ -83,7 +83,7 @@ impl UpstreamH2 {
                 ..
             } => {
                 self.got_head = true;
-                let mut fields: Vec<(&[u8], &[u8])> = headers.iter().collect();
+                let mut fields = fields_for_client(status, &headers);
                 if !headers.iter().any(|(n, _)| n == b"date") {
                     fields.push((b"date", env.date.text()));
                 }
@@ -95,6 +95,14 @@ impl UpstreamH2 {
                     status,
                     framed_end: end_stream,
                 }
+            }
+            Event::Interim {
+                status, headers, ..
+            } => {
+                // 103 Early Hints and the like go out as they came, before
+                // the final response, as from an HTTP/1.1 upstream.
+                sink.interim(status, &fields_for_client(status, &headers));
+                UpStep::Moved
             }
             Event::Data {
                 data, end_stream, ..
@@ -225,4 +233,14 @@ impl UpstreamH2 {
         env.h2up
             .pump(self.conn, env.bufs, env.up_owners, env.now, env.wake);
     }
+}
+
+/// A response head's fields as the client gets them: without the
+/// Content-Length a 1xx or 204 must not carry.
+fn fields_for_client(status: u16, headers: &crate::h2::HeaderList) -> Vec<(&[u8], &[u8])> {
+    let no_length = http::rewrite::length_forbidden(status);
+    headers
+        .iter()
+        .filter(|(n, _)| !(no_length && *n == b"content-length"))
+        .collect()
 }

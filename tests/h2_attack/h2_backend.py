@@ -18,6 +18,10 @@ Paths:
                 grpc-message: ok
   /stream?n=N&ms=M  N chunks "chunk I\\n", one every M ms (default 10, 100)
   /status/NNN   that status
+  /nobody/NNN   status NNN (204, 304) with `content-length: 5` and a DATA
+                frame "hello": content a response without any must not
+                have (RFC 9113 §8.1.1); a HEAD of /hello gets its body too
+  /hints        103 (link: </a.css>, content-length: 5), then 200 "hinted"
   /health       the status in the --health FILE (200 if absent)
   anything else 404
 
@@ -82,7 +86,9 @@ class Server:
         self.sock = sock
         self.cid = cid
         self.args = args
-        cfg = h2.config.H2Configuration(client_side=False, header_encoding="utf-8")
+        # No outbound validation: /nobody sends what RFC 9113 forbids.
+        cfg = h2.config.H2Configuration(client_side=False, header_encoding="utf-8",
+                                        validate_outbound_headers=False)
         self.conn = h2.connection.H2Connection(config=cfg)
         self.streams = {}
 
@@ -187,6 +193,17 @@ class Server:
                 s.steps.append(("data", ("chunk %d\n" % i).encode(), i == n - 1))
             if n == 0:
                 s.steps.append(("data", b"", True))
+        elif path.startswith("/nobody/"):
+            s.steps = [
+                ("headers", [(":status", path[len("/nobody/"):]), ("content-length", "5")], False),
+                ("data", b"hello", True),
+            ]
+        elif path == "/hints":
+            s.steps = [
+                ("headers", [(":status", "103"), ("link", "</a.css>"), ("content-length", "5")], False),
+                ("headers", [(":status", "200"), ("content-length", "6")], False),
+                ("data", b"hinted", True),
+            ]
         elif path.startswith("/status/"):
             self.simple(s, int(path[len("/status/"):]), b"status\n")
         elif path == "/health":

@@ -311,7 +311,8 @@ impl Conn {
         Ok(())
     }
 
-    /// Client role: a response head (or an informational 1xx one, skipped).
+    /// Client role: a response head, or an informational 1xx one (relayed
+    /// as `Interim`).
     fn on_response(
         &mut self,
         id: u32,
@@ -328,10 +329,17 @@ impl Conn {
             }
         };
         if (100..200).contains(&status) {
-            return match end_stream {
-                true => self.stream_error(id, code::PROTOCOL_ERROR, now),
-                false => Ok(()),
-            };
+            // An interim head cannot end the stream, and HTTP/2 has no
+            // 101 (RFC 9113 §8.6): both are malformed.
+            if end_stream || status == 101 {
+                return self.stream_error(id, code::PROTOCOL_ERROR, now);
+            }
+            self.events.push_back(Inbound::Interim {
+                stream: id,
+                status,
+                headers,
+            });
+            return Ok(());
         }
         let no_body = head_request || status == 204 || status == 304;
         let Some(s) = self.streams.get_mut(&id) else {
@@ -341,7 +349,10 @@ impl Conn {
         let Some(recv) = s.state.recv() else {
             return self.stream_error(id, code::STREAM_CLOSED, now);
         };
-        recv.expect(if no_body { None } else { length });
+        // No content (RFC 9113 §8.1.1): a DATA frame with any makes the
+        // response malformed. Its end is the head's: what the server sends
+        // after it, if anything, never reaches the client.
+        recv.expect(if no_body { Some(0) } else { length });
         if end_stream && recv.finish().is_err() {
             return self.stream_error(id, code::PROTOCOL_ERROR, now);
         }
@@ -349,7 +360,7 @@ impl Conn {
             stream: id,
             status,
             headers,
-            end_stream,
+            end_stream: end_stream || no_body,
         });
         if end_stream {
             self.close_recv(id);

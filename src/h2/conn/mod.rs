@@ -51,11 +51,21 @@ pub enum Inbound {
         head: RequestHead,
         end_stream: bool,
     },
+    /// Client role: the final response head. For a response without
+    /// content (HEAD, 204, 304) `end_stream` is true even when the server's
+    /// HEADERS did not end the stream: the response is complete.
     Response {
         stream: u32,
         status: u16,
         headers: HeaderList,
         end_stream: bool,
+    },
+    /// Client role: an informational (1xx) response head before the final
+    /// one, e.g. 103 Early Hints.
+    Interim {
+        stream: u32,
+        status: u16,
+        headers: HeaderList,
     },
     /// Never empty unless `end_stream`.
     Data {
