@@ -641,3 +641,47 @@ fn interim_responses_of_an_h2_upstream_reach_the_client() {
     assert_eq!(v.at("final_status"), "200", "{}", v.text);
     assert_eq!(v.at("body"), "hinted", "{}", v.text);
 }
+
+/// A stream an HTTP/2 server refused unprocessed (RST_STREAM
+/// REFUSED_STREAM, or above the last stream of its GOAWAY: it restarts or
+/// drains) goes again, whatever the method (RFC 9113 §8.7), as HAProxy
+/// sends it again: once more to the same server on a connection that takes
+/// streams, then to another server while retries remain. Every client got
+/// a 502 before.
+#[test]
+fn streams_refused_unprocessed_are_sent_again() {
+    let o1 = H2Origin::start("o1");
+    let h = lb_to_h2c(1, &o1);
+    let r = http_get(h.plain_port, "/refuse-once");
+    assert_eq!(r.status, 200, "{}\n{}", r.body_str(), h.lb.diagnostics());
+    assert_eq!(r.body_str(), "hello from o1");
+    assert_eq!(o1.refusals("/refuse-once"), 1);
+    // A POST without a body after a GOAWAY that processed nothing.
+    let mut c = Conn::open(h.plain_port).expect("connect");
+    c.set_read_timeout(Duration::from_secs(5));
+    let r = c.request("POST", "/goaway-once", &[], b"").expect("POST");
+    assert_eq!(r.status, 200, "{}\n{}", r.body_str(), h.lb.diagnostics());
+    assert_eq!(o1.refusals("/goaway-once"), 1);
+    assert_eq!(o1.requests_for("/goaway-once").len(), 1);
+    // Refused again on the second try: no third one to the same server.
+    let r = http_get(h.plain_port, "/refuse-always");
+    assert_eq!(r.status, 502, "{}", r.body_str());
+    assert_eq!(o1.refusals("/refuse-always"), 2);
+
+    // With two servers, the second refusal moves to the other one.
+    let o2 = H2Origin::start("o2");
+    let o3 = H2Origin::start("o3");
+    let h = lb_to(
+        1,
+        "h2c",
+        vec![Srv::new("o2", o2.addr()), Srv::new("o3", o3.addr())],
+        &["balance: static-rr"],
+    );
+    let r = http_get(h.plain_port, "/refuse-always");
+    assert_eq!(r.status, 502, "{}", r.body_str());
+    assert_eq!(
+        o2.refusals("/refuse-always") + o3.refusals("/refuse-always"),
+        3,
+        "twice to the first server, once to the other"
+    );
+}

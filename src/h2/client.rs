@@ -28,9 +28,13 @@ pub enum Event {
     },
     /// Ends the response.
     Trailers { stream: u32, trailers: HeaderList },
-    /// The stream is gone (server RST_STREAM, a stream error, or above the
-    /// last stream of the server's GOAWAY: unprocessed, safe to retry).
+    /// The stream is gone (server RST_STREAM, a stream error, the
+    /// connection failed).
     Reset { stream: u32 },
+    /// The server did not process the stream (RST_STREAM REFUSED_STREAM,
+    /// or above the last stream of its GOAWAY): safe to send again,
+    /// whatever the method (RFC 9113 §8.7).
+    Refused { stream: u32 },
 }
 
 pub struct ClientConn {
@@ -113,6 +117,7 @@ impl ClientConn {
                 },
                 Inbound::Trailers { stream, trailers } => Event::Trailers { stream, trailers },
                 Inbound::Reset { stream } => Event::Reset { stream },
+                Inbound::Refused { stream } => Event::Refused { stream },
                 // Only the server role produces these.
                 Inbound::Request { .. } => continue,
             });

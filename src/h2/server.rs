@@ -63,7 +63,9 @@ impl ServerConn {
                 Inbound::Trailers { stream, trailers } => Event::Trailers { stream, trailers },
                 Inbound::Reset { stream } => Event::Reset { stream },
                 // Only the client role produces these.
-                Inbound::Response { .. } | Inbound::Interim { .. } => continue,
+                Inbound::Response { .. } | Inbound::Interim { .. } | Inbound::Refused { .. } => {
+                    continue
+                }
             });
         }
     }

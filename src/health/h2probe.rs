@@ -59,7 +59,9 @@ impl H2Probe {
                 ClientEvent::Response {
                     stream: s, status, ..
                 } if s == stream => return Outcome::Status(status),
-                ClientEvent::Reset { stream: s } if s == stream => {
+                ClientEvent::Reset { stream: s } | ClientEvent::Refused { stream: s }
+                    if s == stream =>
+                {
                     return Outcome::Failed("HTTP/2 stream reset by the server".to_owned())
                 }
                 _ => {}

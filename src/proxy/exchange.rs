@@ -123,6 +123,10 @@ enum Failover<'a> {
     /// The server closed before answering a replayable request: `eresp`,
     /// then 502.
     ClosedBeforeAnswer { doing: &'a str },
+    /// An HTTP/2 server refused the request unprocessed twice (it is
+    /// shutting down, or at its stream limit): not a failure of the
+    /// server (no `eresp`, no passive mark), then 502.
+    Refused { doing: &'a str },
 }
 
 /// A response forklb makes itself.
@@ -176,6 +180,9 @@ pub struct Exchange {
     is_head: bool,
     /// Safe to send again on a fresh connection: idempotent, no body.
     replayable: bool,
+    /// An HTTP/2 server refused the request unprocessed once, and it went
+    /// again to the same server (a second refusal moves on).
+    resent_refused: bool,
     /// Status sent to the client (0: none yet).
     status: u16,
     upstream_status: Option<u16>,
@@ -251,6 +258,7 @@ impl Exchange {
             resp_head_len: 0,
             is_head,
             replayable: idempotent && req.framing == Framing::None,
+            resent_refused: false,
             status: 0,
             upstream_status: None,
             body_sent: 0,
@@ -294,6 +302,7 @@ impl Exchange {
             resp_head_len: 0,
             is_head,
             replayable: r.replayable,
+            resent_refused: false,
             status: 0,
             upstream_status: None,
             body_sent: 0,
@@ -711,8 +720,14 @@ impl Exchange {
                 // No body was left unread: the client connection goes on.
                 (502, true)
             }
+            Failover::Refused { doing } => {
+                log::warn!("upstream {addr} (server {name}/{server}) {doing}, client: {peer}");
+                (502, true)
+            }
         };
-        self.att.note_failure(env);
+        if !matches!(failure, Failover::Refused { .. }) {
+            self.att.note_failure(env);
+        }
         match self.att.acquire_retry(env) {
             Some(Acquired::Server(next)) => self.connect(env, next, true),
             Some(Acquired::Wait { bound }) => self.wait_for_slot(env, bound, true),
@@ -1145,8 +1160,28 @@ impl Exchange {
                 self.fail_over(env, addr, Failover::ClosedBeforeAnswer { doing });
                 run.wait = None;
             }
+            UpStep::Refused { doing } if self.status == 0 && self.req_framing == Framing::None => {
+                // Not processed (RFC 9113 §8.7): safe to send again,
+                // whatever the method. Once more to the same server, on a
+                // connection that takes streams (a GOAWAY'd one does not),
+                // then to another while retries remain.
+                run.moved = true;
+                let addr = self.take_upstream(env);
+                if self.resent_refused {
+                    self.fail_over(env, addr, Failover::Refused { doing });
+                } else {
+                    self.resent_refused = true;
+                    log::info!(
+                        "upstream {addr} refused a stream unprocessed; sending the request again, client: {}",
+                        self.client.peer
+                    );
+                    let server = self.att.server;
+                    self.connect(env, server, false);
+                }
+                run.wait = None;
+            }
             // Not replayable (or a response began): as any other failure.
-            UpStep::Closed { doing } | UpStep::Failed { doing, .. } => {
+            UpStep::Closed { doing } | UpStep::Refused { doing } | UpStep::Failed { doing, .. } => {
                 run.moved = true;
                 if bad_response {
                     env.shm

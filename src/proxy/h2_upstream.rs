@@ -412,7 +412,8 @@ impl UpConn {
                     | Event::Interim { stream, .. }
                     | Event::Data { stream, .. }
                     | Event::Trailers { stream, .. }
-                    | Event::Reset { stream } => *stream,
+                    | Event::Reset { stream }
+                    | Event::Refused { stream } => *stream,
                 };
                 match self.streams.get_mut(&stream) {
                     Some(inbox) => {

@@ -88,6 +88,12 @@ pub enum UpStep {
     Closed {
         doing: &'static str,
     },
+    /// An HTTP/2 server did not process the request (REFUSED_STREAM, or
+    /// its GOAWAY's last stream is below it): it may go again, whatever
+    /// its method, if it has no body to send again.
+    Refused {
+        doing: &'static str,
+    },
     Failed {
         doing: &'static str,
         /// The upstream sent something invalid (counted as such).

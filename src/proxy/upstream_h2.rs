@@ -154,7 +154,13 @@ impl UpstreamH2 {
                 }
                 UpStep::Complete(0)
             }
-            Event::Reset { .. } => {
+            Event::Refused { .. } if !self.got_head => {
+                self.stream = None;
+                UpStep::Refused {
+                    doing: "waiting for the response head (stream refused, not processed)",
+                }
+            }
+            Event::Reset { .. } | Event::Refused { .. } => {
                 self.stream = None;
                 UpStep::Failed {
                     doing: if self.got_head {

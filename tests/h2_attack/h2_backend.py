@@ -22,6 +22,13 @@ Paths:
                 frame "hello": content a response without any must not
                 have (RFC 9113 §8.1.1); a HEAD of /hello gets its body too
   /hints        103 (link: </a.css>, content-length: 5), then 200 "hinted"
+  /refuse-once  the first such request of the process: RST_STREAM
+                REFUSED_STREAM before anything is processed; then as /hello
+  /refuse-always  always RST_STREAM REFUSED_STREAM
+  /goaway-once  the first such request of the process: GOAWAY with last
+                stream 0 (nothing processed), and the connection closes;
+                then as /hello
+A refusal is logged as {"event": "refused", "conn": ID, "path": PATH}.
   /health       the status in the --health FILE (200 if absent)
   anything else 404
 
@@ -49,6 +56,17 @@ import h2.exceptions
 import h2.settings
 
 LOG_LOCK = threading.Lock()
+# Paths refused once already (/refuse-once, /goaway-once).
+REFUSED = set()
+REFUSED_LOCK = threading.Lock()
+
+
+def first_time(path):
+    with REFUSED_LOCK:
+        if path in REFUSED:
+            return False
+        REFUSED.add(path)
+        return True
 CONN_IDS = iter(range(1, 1 << 30))
 # A connection idle this long is closed (tests are short; no thread
 # outlives its test by much).
@@ -91,6 +109,8 @@ class Server:
                                         validate_outbound_headers=False)
         self.conn = h2.connection.H2Connection(config=cfg)
         self.streams = {}
+        # A GOAWAY went out: the connection ends once it is flushed.
+        self.closing = False
 
     def flush(self):
         data = self.conn.data_to_send()
@@ -127,9 +147,23 @@ class Server:
                 return
             for ev in self.conn.receive_data(data):
                 self.on_event(ev)
+            if self.closing:
+                self.flush()
+                return
 
     def on_event(self, ev):
         if isinstance(ev, h2.events.RequestReceived):
+            path = dict(ev.headers).get(":path")
+            refuse = path == "/refuse-always" or (path == "/refuse-once" and first_time(path))
+            goaway = path == "/goaway-once" and first_time(path)
+            if refuse or goaway:
+                log(self.args["log"], {"event": "refused", "conn": self.cid, "path": path})
+                if refuse:
+                    self.conn.reset_stream(ev.stream_id, error_code=7)
+                else:
+                    self.conn.close_connection(error_code=0, last_stream_id=0)
+                    self.closing = True
+                return
             self.streams[ev.stream_id] = Stream(ev.stream_id, ev.headers)
             if ev.stream_ended:
                 self.answer(self.streams[ev.stream_id])
@@ -171,7 +205,7 @@ class Server:
             "body_sha256": hashlib.sha256(bytes(s.body)).hexdigest(),
         })
         name = self.args["name"]
-        if path == "/hello":
+        if path in ("/hello", "/refuse-once", "/goaway-once"):
             self.simple(s, 200, ("hello from %s" % name).encode())
         elif path == "/echo":
             self.simple(s, 200, bytes(s.body), "application/octet-stream")

@@ -148,6 +148,15 @@ impl H2Origin {
             .collect()
     }
 
+    /// Requests for `path` it refused unprocessed (RST_STREAM
+    /// REFUSED_STREAM, or a GOAWAY below them).
+    pub fn refusals(&self, path: &str) -> usize {
+        self.lines()
+            .iter()
+            .filter(|r| r.event.as_deref() == Some("refused") && r.path == path)
+            .count()
+    }
+
     /// Connections accepted so far (checks included).
     pub fn connections(&self) -> usize {
         self.lines()

@@ -104,7 +104,11 @@ impl Conn {
             if answered && reason == code::NO_ERROR {
                 return Ok(());
             }
-            self.events.push_back(Inbound::Reset { stream });
+            let refused = self.role != Role::Server && reason == code::REFUSED_STREAM;
+            self.events.push_back(match refused {
+                true => Inbound::Refused { stream },
+                false => Inbound::Reset { stream },
+            });
             // CVE-2023-44487 counts these.
             self.budgets.hit(Kind::Reset, now)?;
         }
@@ -121,12 +125,12 @@ impl Conn {
             self.final_goaway();
         }
         // Our streams above `last_stream` were not processed: the
-        // application may retry them elsewhere.
+        // application may send them again on another connection.
         if self.role != Role::Server {
             let unprocessed = self.streams.split_off(&last_stream.saturating_add(1));
             for (id, s) in unprocessed {
                 self.forget(id, s, Closed::Other);
-                self.events.push_back(Inbound::Reset { stream: id });
+                self.events.push_back(Inbound::Refused { stream: id });
             }
         }
     }

@@ -78,6 +78,10 @@ pub enum Inbound {
     /// The stream is gone (client RST_STREAM, or a stream error we
     /// answered with RST_STREAM): abort its exchange.
     Reset { stream: u32 },
+    /// Client role: the server did not process the stream (RST_STREAM
+    /// REFUSED_STREAM, or above the last stream of its GOAWAY): the request
+    /// may be sent again, whatever its method (RFC 9113 §8.7).
+    Refused { stream: u32 },
 }
 
 /// A connection error: GOAWAY with `code`, `why` for the log.
