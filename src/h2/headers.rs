@@ -114,10 +114,17 @@ fn check_name(name: &[u8]) -> Result<(), Malformed> {
     Err("invalid character in field name")
 }
 
-/// RFC 9113 §8.2.1: no NUL, CR, LF; no leading or trailing SP/HTAB.
+/// RFC 9113 §8.2.1: no NUL, CR, LF; no leading or trailing SP/HTAB. And
+/// no other control character (RFC 9110 §5.5 field-value: HTAB, SP, VCHAR,
+/// obs-text): the same values the HTTP/1.1 parser takes, so a field that
+/// HTTP/1.1 would refuse cannot reach an HTTP/1.1 upstream through HTTP/2
+/// (where a parser might read it another way).
 fn check_value(value: &[u8]) -> Result<(), Malformed> {
     if value.iter().any(|&b| b == 0 || b == b'\r' || b == b'\n') {
         return Err("CR, LF or NUL in a field value");
+    }
+    if value.iter().any(|&b| (b < 0x20 && b != b'\t') || b == 0x7f) {
+        return Err("control character in a field value");
     }
     let ws = |b: Option<&u8>| matches!(b, Some(b' ' | b'\t'));
     if ws(value.first()) || ws(value.last()) {

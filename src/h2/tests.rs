@@ -214,6 +214,10 @@ fn h2_server_malformed_heads_reset_without_request() {
         &[("X-Upper", "a")],
         &[("x-a", "a\r\nb")],
         &[("x-a", "a\0")],
+        // Control characters the HTTP/1.1 parser refuses too.
+        &[("x-a", "a\x01b")],
+        &[("x-a", "a\x7fb")],
+        &[("x-a", "a\x1bb")],
         &[("transfer-encoding", "chunked")],
         &[("connection", "close")],
         &[("te", "gzip")],
