@@ -15,7 +15,7 @@ use nix::sys::socket::{
 };
 use std::io;
 use std::net::{SocketAddr, TcpListener};
-use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, IntoRawFd, RawFd};
 
 /// Backlog for listen(2); the kernel caps it at net.core.somaxconn.
 const LISTEN_BACKLOG: libc::c_int = 4096;
@@ -226,6 +226,18 @@ pub fn adopt_inherited(fd: RawFd) -> io::Result<(TcpListener, SocketAddr)> {
     setsockopt(&listener, sockopt::TcpNoDelay, &true)?;
     let addr = listener.local_addr()?;
     Ok((listener, addr))
+}
+
+/// Makes the socket's close an RST instead of a FIN (SO_LINGER 0): the way
+/// to tell a client whose response ends with the connection that it was
+/// cut short — after a FIN it would take what it got as complete.
+pub fn reset_on_close(sock: &impl AsFd) -> io::Result<()> {
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    setsockopt(sock, sockopt::Linger, &linger)?;
+    Ok(())
 }
 
 /// Sets or clears FD_CLOEXEC.

@@ -774,3 +774,53 @@ fn an_http_1_0_response_with_transfer_encoding_is_not_reused() {
         "the connection of the HTTP/1.0 chunked response was reused"
     );
 }
+
+/// A client whose response ends at the connection's close (HTTP/1.0, no
+/// length) would take a FIN after a cut-short body as a complete response:
+/// when the upstream's body turns out malformed or ends early, forklb
+/// resets the connection instead, so the client sees an error. (nginx and
+/// HAProxy answer an already-arrived malformed body with an error too.)
+#[test]
+fn a_cut_short_response_resets_a_client_whose_response_ends_at_the_close() {
+    let b1 = scripted(
+        "b1",
+        vec![
+            Script::new(
+                "/bad",
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\nzz\r\nmore\r\n0\r\n\r\n",
+                Then::Close,
+            ),
+            Script::new(
+                "/cut",
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n100\r\nabc",
+                Then::Close,
+            ),
+            Script::new(
+                "/whole",
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+                Then::KeepAlive,
+            ),
+        ],
+    );
+    let lb = Forklb::start(&proxy_config_for(1, &[&b1]));
+    for path in ["/bad", "/cut"] {
+        let mut c = Conn::open(lb.port()).expect("connect");
+        c.set_read_timeout(Duration::from_secs(5));
+        c.send(format!("GET {path} HTTP/1.0\r\n\r\n").as_bytes())
+            .expect("send");
+        match c.read_to_end() {
+            Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset, "{path}: {e}"),
+            Ok(got) => panic!(
+                "{path}: a clean close after {:?}: the client takes it as complete",
+                String::from_utf8_lossy(&got)
+            ),
+        }
+    }
+    // A whole response that ends at the close is closed, not reset.
+    let mut c = Conn::open(lb.port()).expect("connect");
+    c.set_read_timeout(Duration::from_secs(5));
+    c.send(b"GET /whole HTTP/1.0\r\n\r\n").expect("send");
+    let got = c.read_to_end().expect("a clean close");
+    let text = String::from_utf8_lossy(&got);
+    assert!(text.ends_with("\r\n\r\nhello"), "{text:?}");
+}

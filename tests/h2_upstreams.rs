@@ -685,3 +685,31 @@ fn streams_refused_unprocessed_are_sent_again() {
         "twice to the first server, once to the other"
     );
 }
+
+/// An HTTP/1.0 client reads a response without a length to the close: one
+/// an HTTP/2 upstream cut short (RST_STREAM mid-body) resets the client
+/// connection, so the client sees an error and not a short response.
+#[test]
+fn a_body_cut_short_resets_an_http10_client() {
+    let o1 = H2Origin::start("o1");
+    let h = lb_to_h2c(1, &o1);
+    let mut c = Conn::open(h.plain_port).expect("connect");
+    c.set_read_timeout(Duration::from_secs(5));
+    c.send(b"GET /cut HTTP/1.0\r\n\r\n").expect("send");
+    match c.read_to_end() {
+        Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset, "{e}"),
+        Ok(got) => panic!(
+            "a clean close after {:?}: the client takes it as complete\n{}",
+            String::from_utf8_lossy(&got),
+            h.lb.diagnostics()
+        ),
+    }
+    // A whole one ends with a clean close.
+    let mut c = Conn::open(h.plain_port).expect("connect");
+    c.set_read_timeout(Duration::from_secs(5));
+    c.send(b"GET /stream?n=2&ms=10 HTTP/1.0\r\n\r\n")
+        .expect("send");
+    let got = c.read_to_end().expect("a clean close");
+    let text = String::from_utf8_lossy(&got);
+    assert!(text.ends_with("chunk 0\nchunk 1\n"), "{text:?}");
+}

@@ -1165,7 +1165,14 @@ impl Conn {
             return Err(Closed);
         };
         let keep = x.keep && !x.aborted && x.upload_done();
+        let reset = x.aborted && x.close_delimited;
         x.ex.end(env);
+        if reset {
+            // Closed at once (no FIN first, as a lingering close would
+            // send): see `reset_on_close`.
+            let _ = crate::net::reset_on_close(self.client.sock());
+            return Err(Closed);
+        }
         self.cur.req.keep_after = keep;
         self.next_request(env)
     }
@@ -1264,6 +1271,9 @@ impl Conn {
                 let aborted = self.cur.req.aborted;
                 self.end_exchange(env, false);
                 if aborted {
+                    if self.cur.req.close_delimited {
+                        let _ = crate::net::reset_on_close(self.client.sock());
+                    }
                     return Err(Closed);
                 }
                 if self.out.as_ref().is_none_or(|o| self.out_pos >= o.len()) {

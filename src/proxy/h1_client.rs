@@ -30,6 +30,10 @@ pub struct ClientRequest {
     pub keep_after: bool,
     /// The response was cut short: the connection must close.
     pub aborted: bool,
+    /// The response's end is the connection's (no length, not chunked: an
+    /// HTTP/1.0 client, or an upstream body ending at its close): cut
+    /// short, the connection is reset, not closed.
+    pub close_delimited: bool,
 }
 
 impl ClientRequest {
@@ -41,6 +45,7 @@ impl ClientRequest {
         body: Relay::EMPTY,
         keep_after: false,
         aborted: false,
+        close_delimited: false,
     };
 
     /// The request body was cut short (early response, error): the client

@@ -52,6 +52,9 @@ pub struct H1Exchange {
     pub keep: bool,
     /// The response was cut short: the connection must close.
     pub aborted: bool,
+    /// The response's end is the connection's (an HTTP/1.0 client of a
+    /// response without a length): cut short, the connection is reset.
+    pub close_delimited: bool,
 }
 
 /// The exchange's view of the HTTP/1.1 client.
@@ -62,6 +65,7 @@ struct Sink<'a> {
     head_only: bool,
     keep: &'a mut bool,
     aborted: &'a mut bool,
+    close_delimited: &'a mut bool,
 }
 
 impl ResponseSink for Sink<'_> {
@@ -83,6 +87,7 @@ impl ResponseSink for Sink<'_> {
             // An HTTP/1.0 client takes the end of the connection as the end
             // of a body of unknown length.
             *self.keep = false;
+            *self.close_delimited = true;
             Download::Plain
         };
         if !*self.keep {
@@ -174,6 +179,7 @@ impl H1Exchange {
             head_only,
             keep,
             aborted: false,
+            close_delimited: false,
         }
     }
 
@@ -245,6 +251,7 @@ impl H1Exchange {
             head_only: self.head_only,
             keep: &mut self.keep,
             aborted: &mut self.aborted,
+            close_delimited: &mut self.close_delimited,
         };
         (&mut self.ex, sink)
     }

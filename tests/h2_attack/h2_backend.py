@@ -22,6 +22,8 @@ Paths:
                 frame "hello": content a response without any must not
                 have (RFC 9113 §8.1.1); a HEAD of /hello gets its body too
   /hints        103 (link: </a.css>, content-length: 5), then 200 "hinted"
+  /cut          200 without a length, DATA "hello", then RST_STREAM
+                INTERNAL_ERROR: a body cut short
   /refuse-once  the first such request of the process: RST_STREAM
                 REFUSED_STREAM before anything is processed; then as /hello
   /refuse-always  always RST_STREAM REFUSED_STREAM
@@ -232,6 +234,13 @@ class Server:
                 ("headers", [(":status", path[len("/nobody/"):]), ("content-length", "5")], False),
                 ("data", b"hello", True),
             ]
+        elif path == "/cut":
+            s.steps = [
+                ("headers", [(":status", "200")], False),
+                ("data", b"hello", False),
+                ("sleep", 0.05),
+                ("reset", 2),
+            ]
         elif path == "/hints":
             s.steps = [
                 ("headers", [(":status", "103"), ("link", "</a.css>"), ("content-length", "5")], False),
@@ -269,6 +278,8 @@ class Server:
                 try:
                     if kind == "headers":
                         self.conn.send_headers(sid, step[1], end_stream=step[2])
+                    elif kind == "reset":
+                        self.conn.reset_stream(sid, error_code=step[1])
                     elif kind == "trailers":
                         self.conn.send_headers(sid, step[1], end_stream=True)
                     elif kind == "sleep":

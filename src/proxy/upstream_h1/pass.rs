@@ -330,6 +330,7 @@ impl UpstreamH1 {
                 body::Body::from_framing(info.framing),
             )
         };
+        c.req.close_delimited = dechunk || info.framing == Framing::UntilClose;
         let minor = c.req.minor;
         let rules = self.rules.as_deref().map(|r| r.response());
         rewrite::write_client_response(c.out_buf(env), &resp, mode, minor, date, rules);
