@@ -71,7 +71,15 @@ pub struct Budgets {
     /// the ratio test that catches a slower rapid reset.
     opened: u64,
     resets: u64,
+    /// WINDOW_UPDATEs earned by the DATA frames we sent (one for the
+    /// stream and one for the connection each): a client that gives back
+    /// the window of what it received is not flooding, however fast it
+    /// reads; only the ones beyond count against the budget.
+    window_credit: u64,
 }
+
+/// Earned WINDOW_UPDATEs kept at most.
+const WINDOW_CREDIT_MAX: u64 = 1 << 20;
 
 impl Default for Budgets {
     fn default() -> Budgets {
@@ -80,6 +88,7 @@ impl Default for Budgets {
             counts: [0; KINDS],
             opened: 0,
             resets: 0,
+            window_credit: 0,
         }
     }
 }
@@ -95,6 +104,10 @@ const RATIO_MIN_STREAMS: u64 = 1000;
 impl Budgets {
     /// Counts one frame of `kind` at `now`.
     pub fn hit(&mut self, kind: Kind, now: Instant) -> Result<(), Exceeded> {
+        if kind == Kind::WindowUpdate && self.window_credit > 0 {
+            self.window_credit -= 1;
+            return Ok(());
+        }
         match self.start {
             Some(start) if now.saturating_duration_since(start) < WINDOW => {}
             _ => {
@@ -122,6 +135,15 @@ impl Budgets {
     pub fn stream_opened(&mut self) {
         self.opened += 1;
     }
+
+    /// We sent `frames` DATA frames: as many WINDOW_UPDATEs per stream
+    /// and per connection are what a reader sends back.
+    pub fn data_frames_sent(&mut self, frames: u64) {
+        self.window_credit = self
+            .window_credit
+            .saturating_add(frames.saturating_mul(2))
+            .min(WINDOW_CREDIT_MAX);
+    }
 }
 
 #[cfg(test)]
@@ -142,6 +164,22 @@ mod tests {
             b.hit(Kind::Ping, t0 + Duration::from_millis(i * 20))
                 .unwrap();
         }
+    }
+
+    #[test]
+    fn h2_limits_window_updates_for_data_sent_are_free() {
+        let t0 = Instant::now();
+        let mut b = Budgets::default();
+        b.data_frames_sent(20_000);
+        // A fast reader: one per stream and one per connection per frame,
+        // all in one second, then the budget on top.
+        for _ in 0..(40_000 + 10_000) {
+            b.hit(Kind::WindowUpdate, t0).unwrap();
+        }
+        assert_eq!(
+            b.hit(Kind::WindowUpdate, t0),
+            Err(Exceeded("WINDOW_UPDATE flood"))
+        );
     }
 
     #[test]

@@ -126,9 +126,12 @@ impl Conn {
             return 0;
         }
         let mut chunks = taken.chunks(self.peer_max_frame as usize).peekable();
+        let mut frames = 0;
         while let Some(chunk) = chunks.next() {
             frame::write_data(&mut self.out, stream, chunk, end && chunks.peek().is_none());
+            frames += 1;
         }
+        self.budgets.data_frames_sent(frames);
         self.conn_send.take(n);
         if let Some(send) = self.streams.get_mut(&stream).and_then(|s| s.state.send()) {
             send.take(n);
