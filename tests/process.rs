@@ -219,3 +219,66 @@ fn s_refuses_a_pid_file_that_names_no_master() {
     let _ = sleeper.kill();
     let _ = sleeper.wait();
 }
+
+/// In a terminal's foreground a window resize sends WINCH to the master
+/// (a terminal emulator, tmux, `docker run -t`): there WINCH is ignored and
+/// logged, or every resize would stop the workers and leave nobody serving
+/// (nginx acts on WINCH only when daemonized). The master runs in a pty,
+/// in its foreground group, as a shell starts it.
+#[test]
+fn winch_in_a_terminals_foreground_does_not_stop_the_workers() {
+    let b1 = Backend::start("b1");
+    let dir = TempDir::new("tty");
+    let port = free_port();
+    let config = dir.join("forklb.yaml");
+    let pid_file = dir.join("forklb.pid");
+    let error_log = dir.join("error.log");
+    let yaml = format!(
+        "pid_file: \"{}\"\nerror_log: \"{}\"\n{}",
+        pid_file.display(),
+        error_log.display(),
+        proxy_config_for(1, &[&b1]).replace("$PORT", &port.to_string())
+    );
+    std::fs::write(&config, yaml).expect("config");
+    // The child of pty.fork is a session leader whose controlling terminal
+    // is the pty, in its foreground group; it becomes forklb. The parent
+    // prints its pid and keeps the pty drained.
+    let script = "import os, pty, sys\n\
+                  pid, fd = pty.fork()\n\
+                  if pid == 0:\n    os.execv(sys.argv[1], [sys.argv[1], '-c', sys.argv[2]])\n\
+                  print(pid, flush=True)\n\
+                  while True:\n    try:\n        data = os.read(fd, 4096)\n    except OSError:\n        break\n    if not data:\n        break\n";
+    let mut holder = std::process::Command::new("/usr/bin/python3")
+        .args(["-c", script, env!("CARGO_BIN_EXE_forklb")])
+        .arg(&config)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3");
+    let mut line = String::new();
+    use std::io::BufRead;
+    std::io::BufReader::new(holder.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("the pty child's pid");
+    let master: i32 = line.trim().parse().expect("pid");
+    let ready = wait_until(Duration::from_secs(10), || {
+        std::fs::read_to_string(&pid_file).is_ok_and(|p| p.trim() == master.to_string())
+            && try_http_get(port, "/").is_ok()
+    });
+    let log = || std::fs::read_to_string(&error_log).unwrap_or_default();
+    assert!(ready, "forklb in a pty not serving\n{}", log());
+    assert!(kill(master, libc::SIGWINCH));
+    assert!(
+        wait_until(Duration::from_secs(5), || log()
+            .contains("received WINCH in a terminal")),
+        "{}",
+        log()
+    );
+    thread::sleep(Duration::from_millis(300));
+    assert_eq!(http_get(port, "/").status, 200, "{}", log());
+    assert!(!log().contains("stopping workers"), "{}", log());
+    assert!(kill(master, libc::SIGTERM));
+    let gone = wait_until(Duration::from_secs(10), || !kill(master, 0));
+    let _ = holder.kill();
+    let _ = holder.wait();
+    assert!(gone, "the master did not exit on TERM\n{}", log());
+}

@@ -20,6 +20,7 @@ pub mod rates;
 mod resolver;
 mod row_rates;
 mod servers;
+mod terminal;
 mod upgrade;
 
 pub use upgrade::oldbin_path;
@@ -686,11 +687,18 @@ impl Master {
             self.start_upgrade();
         }
         if self.take_signal(signals::SIGWINCH) && self.state == State::Running {
-            log::info!(
-                "received WINCH: stopping workers gracefully, keeping the listening sockets"
-            );
-            let pids = self.children.stop();
-            signal_pids(&pids, libc::SIGQUIT);
+            if terminal::in_foreground() {
+                log::warn!(
+                    "received WINCH in a terminal's foreground, where a window resize sends it: \
+                     ignored (to drain the workers with WINCH, run forklb with -d or under systemd)"
+                );
+            } else {
+                log::info!(
+                    "received WINCH: stopping workers gracefully, keeping the listening sockets"
+                );
+                let pids = self.children.stop();
+                signal_pids(&pids, libc::SIGQUIT);
+            }
         }
 
         match self.state {

@@ -3,6 +3,7 @@
 
 use std::fs;
 use std::net::{SocketAddr, TcpStream};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::Mutex;
@@ -366,6 +367,10 @@ pub fn forklb_command() -> Command {
 /// copy that a test replaces to simulate a binary upgrade).
 pub fn forklb_command_at(exe: &Path) -> Command {
     let mut cmd = Command::new(exe);
+    // Its own process group: run from a terminal, the tests' masters are
+    // not in its foreground group, where forklb ignores WINCH (a window
+    // resize sends it there).
+    cmd.process_group(0);
     for var in [
         "RUST_LOG",
         "FORKLB_CONF",
