@@ -722,3 +722,42 @@ fn a_client_goaway_is_answered_with_one_before_the_close() {
         assert_eq!(v.at("closed"), "yes", "{mode:?}: {}", v.text);
     }
 }
+
+/// Full-size DATA frames (16,384 bytes and their header) fit the worker's
+/// buffers whatever `max_header_bytes` is: with nginx's 8k, a curl upload
+/// of 16 KiB or more stalled its whole connection until a timeout.
+#[test]
+fn full_size_frames_pass_with_a_small_header_limit() {
+    let be = Backend::start_with(
+        "b1",
+        BackendOpts {
+            echo: true,
+            ..Default::default()
+        },
+    );
+    let h = H2Lb::start(&to_web(), |c| {
+        web(&be)(c).set("limits", "{max_header_bytes: 8k}")
+    });
+    let dir = TempDir::new("h2frames");
+    let body = pseudo_random_bytes(200 * 1024, 5);
+    let file = dir.join("body.bin");
+    fs::write(&file, &body).expect("body");
+    let data = format!("@{}", file.display());
+    let back = dir.join("back.bin");
+    let out = curl(&[
+        "--http2",
+        "-sSk",
+        "--max-time",
+        "10",
+        "--data-binary",
+        &data,
+        "-o",
+        back.to_str().expect("path"),
+        "-w",
+        "%{http_code}",
+        &h.tls_url("/echo"),
+    ]);
+    assert!(out.ok(), "{}\n{}", out.combined(), h.lb.diagnostics());
+    assert_eq!(out.stdout, "200", "{}", out.combined());
+    assert_eq!(fs::read(&back).unwrap_or_default(), body);
+}

@@ -170,7 +170,14 @@ impl Worker {
                 net::register_exclusive(poll.as_raw_fd(), &l.socket, i)?;
             }
         }
-        let buf_size = (setup.runtime.max_header_bytes + 4096).max(16 * 1024);
+        // A buffer holds a request head with room to spare, and at least a
+        // whole HTTP/2 frame of the largest size we allow (SETTINGS_MAX_
+        // FRAME_SIZE, 16 KiB, plus its header): a frame that cannot fit
+        // would never complete, and its connection would stall.
+        let h2_frame = crate::h2::frame::MIN_MAX_FRAME as usize + crate::h2::frame::HEADER_LEN;
+        let buf_size = (setup.runtime.max_header_bytes + 4096)
+            .max(16 * 1024)
+            .max(h2_frame);
         let balancers = setup
             .runtime
             .upstreams
