@@ -305,3 +305,55 @@ fn worker_connections_limits_concurrent_clients() {
     }
     assert_eq!(c1.get("/c1c").expect("c1 still open").status, 200);
 }
+
+/// `client_body` runs from the end of the head, not from the first body
+/// byte: a client that announces a body and sends none of it gets its 408
+/// at `client_body` (it waited for `upstream_write`, 60 s by default, while
+/// an upstream connection was held for it), as nginx and HAProxy time it.
+#[test]
+fn a_body_never_begun_is_timed_out_by_client_body() {
+    let b1 = Backend::start("b1");
+    let lb = Forklb::start(&format!(
+        "{}timeouts: {{client_body: 1s, upstream_write: 30s, upstream_read: 30s}}\n",
+        proxy_config_for(1, &[&b1])
+    ));
+    let mut c = Conn::open(lb.port()).expect("connect");
+    c.set_read_timeout(Duration::from_secs(10));
+    c.send(b"POST /owed HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n")
+        .expect("send the head");
+    let t = Instant::now();
+    match c.read_response() {
+        Ok(r) => assert_eq!(r.status, 408, "{r:?}"),
+        Err(e) => assert!(!is_timeout(&e), "no 408 after {:?}", t.elapsed()),
+    }
+    assert_about_1s(t.elapsed(), "408 for a body never begun");
+    assert_eq!(b1.request_count(), 0);
+}
+
+/// The same over HTTP/2: a stream whose HEADERS leave the body to come and
+/// no DATA follows gets its 408 at `client_body` (it waited for
+/// `upstream_read`).
+#[test]
+fn an_h2_body_never_begun_is_timed_out_by_client_body() {
+    let b1 = Backend::start("b1");
+    let h = H2Lb::start(&[Route::to("web")], |c| {
+        c.upstream("web", [Srv::of(&b1)]).set(
+            "timeouts",
+            "{client_body: 1s, upstream_write: 30s, upstream_read: 30s}",
+        )
+    });
+    let v = python(
+        "client.py",
+        H2Mode::Tls,
+        h.tls_port(),
+        &["owed_body"],
+        Duration::from_secs(30),
+    );
+    assert_eq!(v.at("status"), "408", "{}\n{}", v.text, h.lb.diagnostics());
+    let after: f64 = v.at("after").parse().expect("after");
+    assert!(
+        (0.7..=3.0).contains(&after),
+        "408 after {after} s: {}",
+        v.text
+    );
+}

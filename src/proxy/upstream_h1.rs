@@ -241,7 +241,14 @@ impl UpstreamH1 {
             ) {
                 Io::Done(n) => {
                     self.head_pos += n;
-                    UpStep::Moved
+                    if self.head_pos >= req.head.len() && req.body.is_empty() && !req.ended {
+                        // All handed over is out and the body is the
+                        // client's to send: its `client_body` timeout runs,
+                        // even before a first byte.
+                        UpStep::BodyWritten
+                    } else {
+                        UpStep::Moved
+                    }
                 }
                 Io::Blocked => UpStep::Blocked,
                 Io::Eof | Io::Failed(_) if self.reused && !self.got_any => UpStep::Stale,

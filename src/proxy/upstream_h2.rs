@@ -16,6 +16,9 @@ pub struct UpstreamH2 {
     /// END_STREAM (or trailers) went out.
     end_sent: bool,
     got_head: bool,
+    /// The exchange was told all the body so far is sent (`BodyWritten`):
+    /// the rest is the client's to send, its `client_body` timeout runs.
+    told_client_owes: bool,
     /// The route's header rules (`response_headers` apply to the head).
     pub rules: Option<std::sync::Arc<crate::http::header_rules::Applied>>,
 }
@@ -27,6 +30,7 @@ impl UpstreamH2 {
             stream: None,
             end_sent: false,
             got_head: false,
+            told_client_owes: false,
             rules: None,
         }
     }
@@ -211,6 +215,7 @@ impl UpstreamH2 {
             let sent = env.h2up.send_data(self.conn, stream, &req.body[..n], last);
             req.body.drain(..sent);
             self.end_sent |= last && sent == n;
+            self.told_client_owes = req.body.is_empty();
             return Some(if req.body.is_empty() {
                 UpStep::BodyWritten
             } else {
@@ -229,6 +234,12 @@ impl UpstreamH2 {
                 }
             }
             return Some(UpStep::Moved);
+        }
+        if !req.ended && !self.told_client_owes {
+            // Nothing to send and more to come (a stream opened before its
+            // first DATA): the client owes it, even before a first byte.
+            self.told_client_owes = true;
+            return Some(UpStep::BodyWritten);
         }
         None
     }

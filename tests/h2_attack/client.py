@@ -37,6 +37,8 @@ CASEs:
              (`a_status`), the server's GOAWAY (`goaways=`, its last stream,
              or `none`) and whether it came before the close
              (`goaway_before_close=yes|no`), whether it closed (`closed=`).
+  owed_body  POST /owed without END_STREAM and no DATA: the status and
+             when it came (`status=`, `after=` seconds).
 Prints key=value lines.
 """
 
@@ -170,6 +172,11 @@ def main():
         extra["goaways"] = ",".join(str(g) for g in c.goaways) or "none"
         extra["goaway_before_close"] = "yes" if c.goaway_at is not None else "no"
         extra["closed"] = "yes" if c.closed_at is not None else "no"
+    elif case == "owed_body":
+        c.sendall(frame(HEADERS, END_HEADERS, 1, c.request_block("/owed", "POST")))
+        c.wait(lambda: ended(c, 1), 20)
+        extra["status"] = c.status(1) or c.rst.get(1) or "none"
+        extra["after"] = "%.3f" % (time.monotonic() - c.start)
     elif case == "drain":
         c.get(1, "/slow/drain")
         print("sent=1")

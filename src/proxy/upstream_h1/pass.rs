@@ -74,7 +74,11 @@ impl UpstreamH1 {
                         }
                         return UpStep::Awaiting;
                     }
-                    UpStep::Sent { client_owes: false }
+                    // The body is the client's to send from now on: its
+                    // `client_body` timeout runs, even before a first byte.
+                    UpStep::Sent {
+                        client_owes: self.waiting_for_client(head, c),
+                    }
                 }
                 Io::Blocked => UpStep::Blocked,
                 Io::Eof | Io::Failed(_) if self.reused && !self.got_any => UpStep::Stale,
