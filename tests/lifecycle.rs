@@ -664,6 +664,40 @@ fn workers_drop_privileges_master_stays_root() {
     }
 }
 
+/// A reload applies a new `user` to the new workers, as nginx's does; an
+/// unknown user fails the reload and the workers stay as they were.
+#[test]
+fn a_reload_applies_a_new_user_to_the_new_workers() {
+    let Some(nobody) = nobody_uid_if_root() else {
+        return;
+    };
+    let b = Backend::start("b1");
+    let config = proxy_config_for(1, &[&b]);
+    let lb = Forklb::start(&config);
+    let before = lb.wait_workers(1, Duration::from_secs(5));
+    assert_eq!(proc_uids(before[0]), Some(vec![0; 4]));
+    lb.write_config(&format!("user: nobody\n{config}"));
+    lb.signal(SIGHUP);
+    let after = wait_new_generation(&lb, &before, 1);
+    assert_eq!(
+        proc_uids(after[0]),
+        Some(vec![nobody; 4]),
+        "worker {} after the reload\n{}",
+        after[0],
+        lb.diagnostics()
+    );
+    assert_eq!(http_get(lb.port(), "/").status, 200);
+    lb.write_config(&format!("user: no-such-user-here\n{config}"));
+    lb.signal(SIGHUP);
+    assert!(
+        lb.wait_log("reload failed", Duration::from_secs(5)),
+        "{}",
+        lb.diagnostics()
+    );
+    assert_eq!(lb.worker_pids(), after);
+    assert_eq!(proc_uids(after[0]), Some(vec![nobody; 4]));
+}
+
 // ---------------------------------------------------------------------------
 // sd_notify
 

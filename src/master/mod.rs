@@ -960,6 +960,22 @@ impl Master {
         for note in overlay.reapply(&mut new) {
             log::warn!("reload: {note}");
         }
+        // The workers' identity, looked up again as nginx does at a reload:
+        // new workers run as the new `user`/`group` (an unknown one fails
+        // the reload, nothing changed yet).
+        let identity = match privileges::resolve(new.user.as_deref(), new.group.as_deref()) {
+            Ok(Some(id)) if !privileges::can_switch() => {
+                if new.user != self.config.user || new.group != self.config.group {
+                    log::warn!(
+                        "not running as root: user/group ({}) ignored, workers run as the current user",
+                        id.user
+                    );
+                }
+                None
+            }
+            Ok(id) => id,
+            Err(e) => return Err(reload_failed(format!("user lookup: {e}"))),
+        };
         // Bind new addresses first: on failure nothing has changed yet.
         let mut existing: Vec<(TcpListener, SocketAddr)> = Vec::new();
         let mut fresh: Vec<(TcpListener, SocketAddr)> = Vec::new();
@@ -1023,6 +1039,7 @@ impl Master {
         log_load_warnings(&new);
         new.pid_file = self.config.pid_file.clone();
         self.access_log = access_log;
+        self.identity = identity;
         if let Some(id) = &self.identity {
             chown_logs(id, self.access_log.as_ref());
         }
