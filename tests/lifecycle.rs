@@ -698,6 +698,43 @@ fn a_reload_applies_a_new_user_to_the_new_workers() {
     assert_eq!(proc_uids(after[0]), Some(vec![nobody; 4]));
 }
 
+/// A reload that names another `pid_file` moves the pid there and removes
+/// the old file, as nginx does: `forklb -s` with the edited configuration
+/// finds the master.
+#[test]
+fn a_reload_moves_the_pid_file() {
+    let b = Backend::start("b1");
+    let config = proxy_config_for(1, &[&b]);
+    let mut lb = Forklb::start(&config);
+    let before = lb.wait_workers(1, Duration::from_secs(5));
+    let moved = lb.dir().join("moved.pid");
+    // The whole file is written here: the harness's header (`write_config`)
+    // names the old pid file.
+    let text = format!(
+        "pid_file: \"{}\"\nerror_log: \"{}\"\n{}",
+        moved.display(),
+        lb.error_log_path().display(),
+        config.replace("$PORT", &lb.port().to_string())
+    );
+    std::fs::write(lb.config_path(), text).expect("config");
+    lb.signal(SIGHUP);
+    wait_new_generation(&lb, &before, 1);
+    assert!(
+        wait_until(Duration::from_secs(5), || std::fs::read_to_string(&moved)
+            .is_ok_and(|p| p.trim() == lb.master_pid().to_string())),
+        "{}",
+        lb.diagnostics()
+    );
+    assert!(!lb.pid_file().exists(), "the old pid file is still there");
+    let out = run_forklb(
+        &["-s", "quit", "-c", lb.config_path().to_str().expect("path")],
+        Duration::from_secs(10),
+    );
+    assert_eq!(out.code(), Some(0), "{}", out.combined());
+    assert!(lb.wait_exit(Duration::from_secs(10)).is_some());
+    assert!(!moved.exists(), "the moved pid file outlived the master");
+}
+
 // ---------------------------------------------------------------------------
 // sd_notify
 

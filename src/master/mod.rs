@@ -1023,9 +1023,6 @@ impl Master {
         if new.worker_connections > self.config.worker_connections {
             fit_open_files_limit(new.worker_connections);
         }
-        if new.pid_file != self.config.pid_file {
-            log::warn!("pid_file changes take effect at the next start");
-        }
         // Runtime state (admin states, changed weights, health) carries over
         // to the new generation by upstream and server name.
         let shm = match build_shm(&new, Some((&self.shm, &self.config)), false) {
@@ -1037,7 +1034,7 @@ impl Master {
         self.overlay = overlay;
         warn_unverified_tls(&new);
         log_load_warnings(&new);
-        new.pid_file = self.config.pid_file.clone();
+        self.move_pid_file(&mut new);
         self.access_log = access_log;
         self.identity = identity;
         if let Some(id) = &self.identity {
@@ -1047,6 +1044,39 @@ impl Master {
         // The overlay may have lost entries the file now overrides.
         self.save_state_file(Instant::now());
         Ok(())
+    }
+
+    /// A reload that names another `pid_file`: the pid goes there and the
+    /// old file goes away, as nginx moves it, so `forklb -s` with the edited
+    /// file finds the master. Kept where it is (with a warning) while an
+    /// upgrade holds it as `.oldbin`, before it was first written, or when
+    /// the new one cannot be written.
+    fn move_pid_file(&mut self, new: &mut Config) {
+        if new.pid_file == self.config.pid_file {
+            return;
+        }
+        let keep = |new: &mut Config, why: &str| {
+            log::warn!(
+                "pid_file {}: {why}; the pid stays in {}",
+                new.pid_file.display(),
+                self.config.pid_file.display()
+            );
+            new.pid_file = self.config.pid_file.clone();
+        };
+        if self.upgrade_child.is_some()
+            || self.pid_path != self.config.pid_file
+            || !self.pid_written
+        {
+            return keep(new, "not moved during an upgrade or the start-up");
+        }
+        match pidfile::write(&new.pid_file, self.pid) {
+            Ok(()) => {
+                pidfile::remove_if_ours(&self.config.pid_file, self.pid);
+                self.pid_path = new.pid_file.clone();
+                log::info!("pid file moved to {}", new.pid_file.display());
+            }
+            Err(e) => keep(new, &e.to_string()),
+        }
     }
 
     /// USR2: start the binary on disk beside us with our sockets.
