@@ -154,10 +154,10 @@ fn server_counters(out: &mut String, rt: &Runtime, stats: &[Vec<ServerStats>]) {
             |s| s.response_errors,
         ),
         (
-            "forklb_server_retries_total",
+            "forklb_server_redispatches_total",
             "counter",
-            "Requests retried on this server.",
-            |s| s.retries,
+            "Requests that failed on this server and went on to another one.",
+            |s| s.redispatches,
         ),
         (
             "forklb_server_active_requests",

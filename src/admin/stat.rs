@@ -33,9 +33,11 @@ const PROCESS_NUM: u32 = 1;
 
 /// Counters of features forklb does not have — compression, a cache,
 /// tcp-request rules, header rewrites that can fail, response denies,
-/// internal errors counted apart, redispatch apart from retries: their
-/// events cannot happen, so they are 0, as HAProxy shows them when unused
-/// (where HAProxy has the field for that kind of row), not empty.
+/// internal errors counted apart, retries on the server that failed
+/// (`wretr`: forklb's retries always go to another server, so each is a
+/// redispatch, `wredis`): their events cannot happen, so they are 0, as
+/// HAProxy shows them when unused (where HAProxy has the field for that
+/// kind of row), not empty.
 const NEVER_COUNTED: [&str; 12] = [
     "comp_in",
     "comp_out",
@@ -48,7 +50,7 @@ const NEVER_COUNTED: [&str; 12] = [
     "wrew",
     "eint",
     "dresp",
-    "wredis",
+    "wretr",
 ];
 
 /// What a row describes.
@@ -535,7 +537,7 @@ fn upstream_rows(
 }
 
 /// A server's counters in the order `BackendTotals::counters` sums them:
-/// scur, smax, stot, bin, bout, econ, eresp, wretr, lbtot, hrsp_1xx..other.
+/// scur, smax, stot, bin, bout, econ, eresp, wredis, lbtot, hrsp_1xx..other.
 fn server_counters(st: &ServerStats) -> [u64; 15] {
     [
         u64::from(st.active),
@@ -545,7 +547,7 @@ fn server_counters(st: &ServerStats) -> [u64; 15] {
         st.bytes_out,
         st.connect_errors,
         st.response_errors,
-        st.retries,
+        st.redispatches,
         st.selections,
         st.responses[0],
         st.responses[1],
@@ -599,8 +601,7 @@ fn server_row(
     r.set("dresp", 0);
     r.set("econ", st.connect_errors);
     r.set("eresp", st.response_errors);
-    r.set("wretr", st.retries);
-    r.set("wredis", 0);
+    r.set("wredis", st.redispatches);
     r.set("status", server_status(st, health));
     r.set("weight", w);
     r.set("act", u8::from(!srv.backup));
@@ -723,6 +724,9 @@ fn backend_row(
     // queue timed out, or none was usable): as HAProxy, sessions, requests,
     // connection errors and 5xx responses of the BACKEND row.
     let local_5xx = queue.timeouts() + shared.no_server();
+    // Requests, not attempts: the servers' stot counts a retried request
+    // once per server it tried, HAProxy's BACKEND row once.
+    let requests = sums[2].saturating_sub(shared.reattempts()) + local_5xx;
     let mut r = Row::new(Kind::Backend, &up.name, "BACKEND", iid, 0);
     r.set("qcur", queue.queued());
     r.set("qmax", queue.max_queued());
@@ -730,12 +734,12 @@ fn backend_row(
     r.set("smax", sums[1]);
     // The backend's sessions and requests include those answered without a
     // server (HAProxy 2.6: stot and req_tot count them, econ too).
-    r.set("stot", sums[2] + local_5xx);
+    r.set("stot", requests);
     r.set("bin", sums[3]);
     r.set("bout", sums[4]);
     r.set("econ", sums[5] + local_5xx);
     r.set("eresp", sums[6]);
-    r.set("wretr", sums[7]);
+    r.set("wredis", sums[7]);
     r.set("status", if act + bck > 0 { "UP" } else { "DOWN" });
     let weight = if act > 0 {
         totals.act_weight
@@ -751,7 +755,7 @@ fn backend_row(
     let (rate, rate_max) = shared.rates();
     r.set("rate", rate);
     r.set("rate_max", rate_max);
-    r.set("req_tot", sums[2] + local_5xx);
+    r.set("req_tot", requests);
     for (k, f) in HRSP.iter().enumerate() {
         // hrsp_5xx is index 4: with forklb's own 502s and 504s after a
         // server was chosen, which no server row has (as HAProxy 2.6).

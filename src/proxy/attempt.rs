@@ -136,9 +136,10 @@ impl Attempts {
     }
 
     /// After a failure that may be retried: the next server not tried yet,
-    /// while retries remain (counted as a retry on it); None when none
-    /// remain. The slot held on the failed server is given back first, so
-    /// a retry that waits holds nothing.
+    /// while retries remain; None when none remain. The slot held on the
+    /// failed server is given back first, so a retry that waits holds
+    /// nothing. A request that goes on (to a server, or to the queue for
+    /// one) is a redispatch of the server it leaves, as HAProxy counts it.
     #[inline]
     pub fn acquire_retry(&mut self, env: &mut Env) -> Option<Acquired> {
         if self.retries_left == 0 {
@@ -147,8 +148,10 @@ impl Attempts {
         self.retries_left -= 1;
         self.drop_server(env);
         let next = self.acquire(env, None, &self.tried[..self.ntried]);
-        if let Acquired::Server(s) = next {
-            env.shm.server(self.upstream, s).count_retry();
+        if !matches!(next, Acquired::NoServer) {
+            env.shm
+                .server(self.upstream, self.server)
+                .count_redispatch();
         }
         Some(next)
     }
@@ -215,6 +218,11 @@ impl Attempts {
         self.head_ms = None;
         self.upstream_started.get_or_insert(env.now);
         if !self.tried[..self.ntried].contains(&server) && self.ntried < MAX_TRIES {
+            if self.ntried > 0 {
+                // A retry's attempt: the request is counted once in its
+                // BACKEND row however many servers it tried.
+                env.shm.upstream(self.upstream).count_reattempt();
+            }
             self.tried[self.ntried] = server;
             self.ntried += 1;
         }

@@ -266,7 +266,9 @@ pub struct ServerShared {
     bytes_out: AtomicU64,
     connect_errors: AtomicU64,
     response_errors: AtomicU64,
-    retries: AtomicU64,
+    /// Requests that failed here and were sent on to another server
+    /// (HAProxy's `wredis`: counted on the server switched away from).
+    redispatches: AtomicU64,
     /// Responses by class: 1xx, 2xx, 3xx, 4xx, 5xx, other.
     responses: [AtomicU64; 6],
     selections: AtomicU64,
@@ -392,7 +394,8 @@ pub struct ServerStats {
     pub bytes_out: u64,
     pub connect_errors: u64,
     pub response_errors: u64,
-    pub retries: u64,
+    /// Requests that failed here and went on to another server (`wredis`).
+    pub redispatches: u64,
     pub selections: u64,
     /// By class: 1xx, 2xx, 3xx, 4xx, 5xx, other.
     pub responses: [u64; 6],
@@ -491,7 +494,7 @@ impl ServerShared {
             &self.bytes_out,
             &self.connect_errors,
             &self.response_errors,
-            &self.retries,
+            &self.redispatches,
             &self.selections,
             &self.check_fails,
             &self.check_downs,
@@ -667,10 +670,13 @@ impl ServerShared {
         self.response_errors.fetch_add(1, Relaxed);
     }
 
-    /// A failed request was retried on this server.
+    /// A request that failed on this server goes on to another one: a
+    /// redispatch, counted on the server left, as HAProxy counts `wredis`
+    /// (forklb never retries on the server that failed, so every retry
+    /// is one; none is a `wretr`).
     #[inline]
-    pub fn count_retry(&self) {
-        self.retries.fetch_add(1, Relaxed);
+    pub fn count_redispatch(&self) {
+        self.redispatches.fetch_add(1, Relaxed);
     }
 
     /// A server back UP (a check, an operator's `health up`, leaving
@@ -927,7 +933,7 @@ impl ServerShared {
             (&self.bytes_out, &old.bytes_out),
             (&self.connect_errors, &old.connect_errors),
             (&self.response_errors, &old.response_errors),
-            (&self.retries, &old.retries),
+            (&self.redispatches, &old.redispatches),
             (&self.selections, &old.selections),
             (&self.downtime, &old.downtime),
             (&self.check_fails, &old.check_fails),
@@ -984,7 +990,7 @@ impl ServerShared {
             bytes_out: self.bytes_out.load(Relaxed),
             connect_errors: self.connect_errors.load(Relaxed),
             response_errors: self.response_errors.load(Relaxed),
-            retries: self.retries.load(Relaxed),
+            redispatches: self.redispatches.load(Relaxed),
             selections: self.selections.load(Relaxed),
             responses: std::array::from_fn(|k| self.responses[k].load(Relaxed)),
             last_change: self.last_change.load(Relaxed),

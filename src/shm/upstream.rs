@@ -46,6 +46,12 @@ pub struct UpstreamShared {
     /// timed out): HAProxy 2.6 counts them in the BACKEND row's hrsp_5xx,
     /// not in the server row's (its server rows count what servers sent).
     answered_5xx: AtomicU64,
+    /// Attempts on a further server by requests that had one already (a
+    /// retry after a failure): the servers' `stot` count every attempt,
+    /// the BACKEND row's counts requests, as HAProxy's does, so these
+    /// come off the servers' sum. Counted on retries only, never on the
+    /// path every request takes.
+    reattempts: AtomicU64,
     /// The queue of requests waiting for a server slot (`maxconn`), on
     /// its own cache line: the counters above change on every request.
     queue: QueueShared,
@@ -118,10 +124,20 @@ impl UpstreamShared {
         self.answered_5xx.load(Relaxed)
     }
 
+    /// A request that failed on a server took another server's slot.
+    pub fn count_reattempt(&self) {
+        self.reattempts.fetch_add(1, Relaxed);
+    }
+
+    pub fn reattempts(&self) -> u64 {
+        self.reattempts.load(Relaxed)
+    }
+
     /// `clear counters all`.
     pub fn clear_counters(&self) {
         self.no_server.store(0, Relaxed);
         self.answered_5xx.store(0, Relaxed);
+        self.reattempts.store(0, Relaxed);
     }
 
     /// The master's sample of the last second.
@@ -160,6 +176,7 @@ impl UpstreamShared {
         self.no_server.store(old.no_server.load(Relaxed), Relaxed);
         self.answered_5xx
             .store(old.answered_5xx.load(Relaxed), Relaxed);
+        self.reattempts.store(old.reattempts.load(Relaxed), Relaxed);
         for (new, old) in self.duration_buckets.iter().zip(&old.duration_buckets) {
             new.store(old.load(Relaxed), Relaxed);
         }
