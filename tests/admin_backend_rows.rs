@@ -114,3 +114,102 @@ fn a_retry_is_a_redispatch_of_the_server_left_and_one_backend_request() {
     assert_eq!(num(&sock, "rt", "BACKEND", "stot"), 1);
     assert_eq!(num(&sock, "rt", "BACKEND", "wredis"), 1);
 }
+
+/// The fields of `show stat`'s row `px,sv`, read in one go (so that they
+/// describe the same moment), by name.
+fn row(sock: &Path, px: &str, sv: &str, fields: &[&str]) -> Vec<String> {
+    let csv = admin_cmd(sock, "show stat");
+    let mut lines = csv.lines();
+    let header: Vec<&str> = lines
+        .next()
+        .unwrap_or("")
+        .trim_start_matches("# ")
+        .split(',')
+        .collect();
+    let r: Vec<&str> = lines
+        .map(|l| l.split(',').collect::<Vec<_>>())
+        .find(|r| r.first() == Some(&px) && r.get(1) == Some(&sv))
+        .unwrap_or_else(|| panic!("no row {px},{sv}:\n{csv}"));
+    fields
+        .iter()
+        .map(|f| {
+            let col = header.iter().position(|h| h == f).expect("a field");
+            r.get(col).copied().unwrap_or("").to_owned()
+        })
+        .collect()
+}
+
+/// A request waiting in the queue for a server slot is the backend's:
+/// with 6 requests at once on one server of `maxconn: 2`, HAProxy 2.6
+/// says BACKEND `qcur=4 scur=6`, then `smax=6`, and its FRONTEND `smax`
+/// is 6 (the most connections open at once, over every worker).
+#[test]
+fn queued_requests_count_in_the_backend_sessions_and_maxima() {
+    let slow = Backend::start_with(
+        "slow",
+        BackendOpts {
+            delay: Duration::from_millis(1500),
+            ..BackendOpts::default()
+        },
+    );
+    let api = free_port();
+    let dir = TempDir::new("backendrows-queue");
+    let (lb, sock) = start(
+        &dir,
+        ConfigBuilder::new()
+            .workers(2)
+            .listener("web", &["127.0.0.1:$PORT"])
+            .route(Route::to("one"))
+            // Scrapes on a listener of their own: `web` sees the 6 alone.
+            .listener("api", &[&format!("127.0.0.1:{api}")])
+            .route(Route::path("/metrics").metrics_haproxy())
+            .upstream("one", [Srv::new("s", slow.addr()).maxconn(2)]),
+    );
+    // (The harness's readiness probe may have left web's FRONTEND smax at 1.)
+    assert_eq!(num(&sock, "one", "BACKEND", "smax"), 0);
+    let port = lb.port();
+    let clients: Vec<_> = (0..6)
+        .map(|_| std::thread::spawn(move || try_http_get(port, "/").map(|r| r.status)))
+        .collect();
+    let mut seen = Vec::new();
+    let full = wait_until(Duration::from_secs(3), || {
+        seen = row(&sock, "one", "BACKEND", &["qcur", "scur"]);
+        seen == ["4", "6"]
+    });
+    assert!(full, "BACKEND qcur, scur: {seen:?}\n{}", lb.diagnostics());
+    assert_eq!(
+        metric(api, "haproxy_backend_current_sessions", "proxy=\"one\""),
+        "6"
+    );
+    assert_eq!(num(&sock, "one", "s", "scur"), 2);
+    for c in clients {
+        // Served in turn, or (the last, after 3 s in the queue) 503.
+        let status = c.join().expect("client thread").expect("an answer");
+        assert!(status == 200 || status == 503, "{status}");
+    }
+    assert!(
+        wait_until(Duration::from_secs(2), || num(
+            &sock, "one", "BACKEND", "scur"
+        ) == 0),
+        "BACKEND scur did not fall back to 0"
+    );
+    for (px, sv, want) in [
+        ("one", "BACKEND", 6),
+        ("web", "FRONTEND", 6),
+        ("one", "s", 2),
+    ] {
+        assert_eq!(num(&sock, px, sv, "smax"), want, "{px}/{sv} smax");
+    }
+    assert_eq!(
+        metric(api, "haproxy_backend_max_sessions", "proxy=\"one\""),
+        "6"
+    );
+    assert_eq!(
+        metric(api, "haproxy_frontend_max_sessions", "proxy=\"web\""),
+        "6"
+    );
+    // `clear counters` starts the maxima over from what is open now.
+    assert_eq!(admin_cmd(&sock, "clear counters"), "\n");
+    assert_eq!(num(&sock, "one", "BACKEND", "smax"), 0);
+    assert_eq!(num(&sock, "web", "FRONTEND", "smax"), 0);
+}

@@ -400,6 +400,7 @@ fn frontend_row(v: &Source, name: &str, l: usize) -> Row {
     let st = v.shm.listener_stats(l);
     let mut r = Row::new(Kind::Frontend, name, "FRONTEND", iid, 0);
     r.set("scur", st.conns_current);
+    r.set("smax", st.conns_max);
     r.set(
         "slim",
         v.config.worker_connections * v.shm.worker_count().max(1),
@@ -730,8 +731,11 @@ fn backend_row(
     let mut r = Row::new(Kind::Backend, &up.name, "BACKEND", iid, 0);
     r.set("qcur", queue.queued());
     r.set("qmax", queue.max_queued());
-    r.set("scur", sums[0]);
-    r.set("smax", sums[1]);
+    // Its requests, those waiting in the queue included (HAProxy's
+    // beconn), not its servers' sum: a queued request is the backend's.
+    let (sessions, max_sessions) = shared.sessions();
+    r.set("scur", sessions);
+    r.set("smax", max_sessions);
     // The backend's sessions and requests include those answered without a
     // server (HAProxy 2.6: stot and req_tot count them, econ too).
     r.set("stot", requests);

@@ -112,7 +112,11 @@ impl Attempts {
     #[inline]
     pub fn begin(&mut self, env: &Env, u: usize) {
         self.upstream = u;
-        self.dispatched = Some(env.now);
+        // One session per request, ended in `release` (which `dispatched`
+        // tells): the BACKEND row's `scur`, the queued included.
+        if self.dispatched.replace(env.now).is_none() {
+            env.shm.upstream(u).begin_session();
+        }
         self.dispatched_ms = env.now_ms;
         self.retries_left = env.rt.upstreams[u].retries;
     }
@@ -265,7 +269,9 @@ impl Attempts {
         if let Some(t) = self.dispatched.take() {
             let d = env.now.saturating_duration_since(t);
             let i = crate::shm::duration_bucket(d);
-            env.shm.upstream(self.upstream).observe_in(i, d);
+            let upstream = env.shm.upstream(self.upstream);
+            upstream.observe_in(i, d);
+            upstream.end_sessions(1);
             // The server the request went to last (after retries).
             env.shm.server(self.upstream, self.server).observe_bucket(i);
         }

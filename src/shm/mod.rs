@@ -237,8 +237,9 @@ impl Shm {
     /// Listener `l`'s flags (its index in the configuration), if the
     /// mapping has room for it.
     pub fn listener(&self, l: usize) -> Option<&ListenerShared> {
-        // SAFETY: l < listeners, so in the mapping; 4-byte aligned (every
-        // part before it is a multiple of 64); zeroes are a valid value.
+        // SAFETY: l < listeners, so in the mapping; 64-byte aligned, as
+        // ListenerShared needs (every part before it is a multiple of 64,
+        // and so is ListenerShared); zeroes are a valid value.
         (l < self.listeners).then(|| unsafe {
             &*(self
                 .ptr
@@ -261,7 +262,8 @@ impl Shm {
         })
     }
 
-    /// Listener `l`'s counters summed over the workers.
+    /// Listener `l`'s counters summed over the workers, and its open
+    /// connections.
     pub fn listener_stats(&self, l: usize) -> ListenerStats {
         let mut s = ListenerStats::default();
         for w in 0..self.workers {
@@ -269,7 +271,30 @@ impl Shm {
                 c.add_to(&mut s);
             }
         }
+        if let Some(x) = self.listener(l) {
+            let (current, max) = x.connections();
+            (s.conns_current, s.conns_max) = (u64::from(current), u64::from(max));
+        }
         s
+    }
+
+    /// Worker `w` accepted a connection on listener `l`.
+    #[inline]
+    pub fn listener_opened(&self, w: usize, l: usize) {
+        if let Some(c) = self.listener_counts(w, l) {
+            c.count_connection();
+        }
+        if let Some(x) = self.listener(l) {
+            x.connection_opened();
+        }
+    }
+
+    /// A connection of listener `l` closed.
+    #[inline]
+    pub fn listener_closed(&self, l: usize) {
+        if let Some(x) = self.listener(l) {
+            x.connection_closed();
+        }
     }
 
     /// Listener `l` was disabled over the runtime API: workers keep it out
@@ -350,8 +375,10 @@ impl Shm {
     }
 
     /// A worker starts in slot `w`: the slots its predecessor (which died)
-    /// still held are given back. Returns the upstreams that got slots
-    /// back (their waiters are to be woken).
+    /// still held are given back, and so are those requests' sessions of
+    /// their upstream (`UpstreamShared::sessions`: else the BACKEND row's
+    /// `scur` would keep them for the generation's life). Returns the
+    /// upstreams that got slots back (their waiters are to be woken).
     pub fn reclaim_slots(&self, w: usize) -> Vec<usize> {
         let mut freed = Vec::new();
         for u in 0..self.upstreams {
@@ -363,6 +390,7 @@ impl Shm {
                 for _ in 0..n {
                     self.server(u, s).end_request();
                 }
+                self.upstream(u).end_sessions(n);
                 if n > 0 && freed.last() != Some(&u) {
                     freed.push(u);
                 }

@@ -601,7 +601,11 @@ impl ServerShared {
                 Err(_) => return false,
             }
         };
-        self.max_active.fetch_max(now, Relaxed);
+        // Written only when passed: a steady load pays a load, not a
+        // locked compare-exchange, per request.
+        if now > self.max_active.load(Relaxed) {
+            self.max_active.fetch_max(now, Relaxed);
+        }
         self.requests.fetch_add(1, Relaxed);
         true
     }

@@ -29,10 +29,17 @@ pub struct UpstreamShared {
     /// Bumped whenever a weight changes (consistent-hash rings rebuild).
     weights_epoch: AtomicU32,
     /// Request durations (dispatch to end of response): cumulative-free
-    /// bucket counts for `DURATION_BUCKETS` plus +Inf, sum and count.
+    /// bucket counts for `DURATION_BUCKETS` plus +Inf, and their sum. The
+    /// count is the buckets' sum, added up when read: one atomic add less
+    /// per request.
     duration_buckets: [AtomicU64; DURATION_BUCKETS.len() + 1],
     duration_sum_us: AtomicU64,
-    duration_count: AtomicU64,
+    /// Requests dispatched to this upstream and not ended, over all
+    /// workers — those waiting in a queue included, as HAProxy's backend
+    /// counts its streams (`scur`) — and the most seen at once (`smax`).
+    /// On the line the end of every request writes anyway (the sum above).
+    sessions: AtomicU32,
+    max_sessions: AtomicU32,
     /// Requests per second over the last second, and the highest seen
     /// (the master samples once a second).
     rate: AtomicU32,
@@ -93,15 +100,41 @@ impl UpstreamShared {
         bucket.fetch_add(1, Relaxed);
         self.duration_sum_us
             .fetch_add(d.as_micros() as u64, Relaxed);
-        self.duration_count.fetch_add(1, Relaxed);
     }
 
     pub fn durations(&self) -> Durations {
+        let buckets: [u64; DURATION_BUCKETS.len() + 1] =
+            std::array::from_fn(|k| self.duration_buckets[k].load(Relaxed));
         Durations {
-            buckets: std::array::from_fn(|k| self.duration_buckets[k].load(Relaxed)),
+            buckets,
             sum_us: self.duration_sum_us.load(Relaxed),
-            count: self.duration_count.load(Relaxed),
+            count: buckets.iter().sum(),
         }
+    }
+
+    /// A request is dispatched to this upstream (before it looks for a
+    /// server: one waiting in the queue counts). The maximum is written
+    /// only when passed, so a steady load costs the add alone.
+    #[inline]
+    pub fn begin_session(&self) {
+        let now = self.sessions.fetch_add(1, Relaxed) + 1;
+        if now > self.max_sessions.load(Relaxed) {
+            self.max_sessions.fetch_max(now, Relaxed);
+        }
+    }
+
+    /// `n` requests dispatched here ended (or their worker died).
+    #[inline]
+    pub fn end_sessions(&self, n: u32) {
+        // Saturating: never wrap below zero even if begin/end mismatched.
+        let _ = self
+            .sessions
+            .fetch_update(Relaxed, Relaxed, |v| Some(v.saturating_sub(n)));
+    }
+
+    /// (requests dispatched here and not ended, the most at once).
+    pub fn sessions(&self) -> (u32, u32) {
+        (self.sessions.load(Relaxed), self.max_sessions.load(Relaxed))
     }
 
     /// A request got 503: no server could take it.
@@ -155,6 +188,9 @@ impl UpstreamShared {
     pub fn clear_max(&self) {
         // 0, as HAProxy's: the master's sampler starts over from the clear.
         self.rate_max.store(0, Relaxed);
+        // As a server's `smax`: from what is in flight now.
+        self.max_sessions
+            .store(self.sessions.load(Relaxed), Relaxed);
     }
 
     /// The weights epoch. Acquire pairs with the Release in
@@ -170,8 +206,9 @@ impl UpstreamShared {
     }
 
     /// A runtime server change's new generation goes on from the old
-    /// generation's histogram, 503 and 5xx counts and queue counters (see
-    /// `ServerShared::carry_counters`; who waits stays in the old one).
+    /// generation's histogram, 503 and 5xx counts, `smax` and queue
+    /// counters (see `ServerShared::carry_counters`; what is in flight or
+    /// waits stays in the old one).
     pub fn carry_counters(&self, old: &UpstreamShared) {
         self.no_server.store(old.no_server.load(Relaxed), Relaxed);
         self.answered_5xx
@@ -182,8 +219,8 @@ impl UpstreamShared {
         }
         self.duration_sum_us
             .store(old.duration_sum_us.load(Relaxed), Relaxed);
-        self.duration_count
-            .store(old.duration_count.load(Relaxed), Relaxed);
+        self.max_sessions
+            .store(old.max_sessions.load(Relaxed), Relaxed);
         self.queue.carry_counters(&old.queue);
         self.rate_max.store(old.rate_max.load(Relaxed), Relaxed);
     }
