@@ -171,7 +171,7 @@ fn server_counters(out: &mut String, rt: &Runtime, stats: &[Vec<ServerStats>]) {
         (
             "forklb_server_up",
             "gauge",
-            "1 if the server may take new requests (ready, not DOWN, weight > 0).",
+            "1 if the server may take new requests (ready, not DOWN by checks, an operator or passive detection, weight > 0).",
             |s| u64::from(s.is_ready()),
         ),
     ];

@@ -213,3 +213,74 @@ fn queued_requests_count_in_the_backend_sessions_and_maxima() {
     assert_eq!(num(&sock, "one", "BACKEND", "smax"), 0);
     assert_eq!(num(&sock, "web", "FRONTEND", "smax"), 0);
 }
+
+/// A server passive detection took out (`max_fails`) is DOWN while the
+/// mark holds — `show stat`'s status, `show servers state`'s op state,
+/// `forklb_server_up` 0, `haproxy_server_status{state="DOWN"}` 1 — as
+/// HAProxy shows a server its `observe layer4 on-error mark-down` took
+/// out, and is `no check` again once `fail_timeout` is over. Balancing
+/// does not change: requests go to the other server meanwhile.
+#[test]
+fn a_passively_marked_server_reports_down_while_the_mark_holds() {
+    let ok = Backend::start("ok");
+    let dir = TempDir::new("backendrows-passive");
+    let (lb, sock) = start(
+        &dir,
+        ConfigBuilder::new()
+            .workers(2)
+            .listener("web", &["127.0.0.1:$PORT"])
+            .route(Route::path("/metrics").metrics_haproxy())
+            .route(Route::path("/forklb-metrics").metrics())
+            .route(Route::to("rt"))
+            .upstream(
+                "rt",
+                [Srv::new("d1", refused_addr()), Srv::new("ok", ok.addr())],
+            )
+            .upstream_opt("balance: first")
+            .upstream_opt("max_fails: 1")
+            .upstream_opt("fail_timeout: 3s"),
+    );
+    let port = lb.port();
+    assert_eq!(stat_field(&sock, "rt", "d1", "status"), "no check");
+    // d1 refuses: marked down, the request goes on to ok.
+    assert_eq!(http_get(port, "/").status, 200, "{}", lb.diagnostics());
+    assert_eq!(stat_field(&sock, "rt", "d1", "status"), "DOWN");
+    assert_eq!(num(&sock, "rt", "BACKEND", "act"), 1);
+    let state = admin_cmd(&sock, "show servers state rt");
+    let d1: Vec<&str> = state
+        .lines()
+        .find(|l| l.split(' ').nth(3) == Some("d1"))
+        .unwrap_or_else(|| panic!("no d1 in:\n{state}"))
+        .split(' ')
+        .collect();
+    assert_eq!(d1[5], "0", "srv_op_state of d1:\n{state}");
+    let forklb = http_get(port, "/forklb-metrics").body_str();
+    assert!(
+        forklb
+            .lines()
+            .any(|l| l == "forklb_server_up{upstream=\"rt\",server=\"d1\"} 0"),
+        "{forklb}"
+    );
+    for (state, want) in [("DOWN", "1"), ("UP", "0")] {
+        let labels = format!("server=\"d1\",state=\"{state}\"");
+        assert_eq!(
+            metric(port, "haproxy_server_status", &labels),
+            want,
+            "{state}"
+        );
+    }
+    // The next request skips d1, as before: its mark holds.
+    assert_eq!(http_get(port, "/").body_str(), "ok");
+    assert_eq!(num(&sock, "rt", "d1", "stot"), 1);
+    assert!(
+        wait_until(Duration::from_secs(6), || stat_field(
+            &sock, "rt", "d1", "status"
+        ) == "no check"),
+        "d1 still {} after its fail_timeout",
+        stat_field(&sock, "rt", "d1", "status")
+    );
+    assert_eq!(
+        metric(port, "haproxy_server_status", "server=\"d1\",state=\"UP\""),
+        "1"
+    );
+}

@@ -296,6 +296,12 @@ pub fn server_status(st: &ServerStats, health: Option<(u32, u32)>) -> String {
     let going_down = checked
         .filter(|&(rise, fall)| h < rise + fall - 1)
         .map(|(rise, fall)| format!(" {}/{fall}", (h + 1).saturating_sub(rise)));
+    // Passive detection's mark, while it holds: DOWN whatever the checks
+    // or a drain say, as HAProxy's `observe layer4 on-error mark-down`
+    // takes its server DOWN.
+    if st.passive_down && !st.health.down {
+        return "DOWN".to_owned();
+    }
     if st.stopping {
         return format!("NOLB{}", going_down.unwrap_or_default());
     }
@@ -513,7 +519,7 @@ fn upstream_rows(
         let st = v.shm.server(u, s).stats();
         // HAProxy's `cur_state != SRV_ST_STOPPED`: neither DOWN nor in
         // maintenance (a draining or NOLB server is not stopped).
-        if st.admin != AdminState::Maint && !st.health.down {
+        if st.admin != AdminState::Maint && !st.is_down() {
             totals.not_stopped += 1;
         }
         for (t, x) in totals.counters.iter_mut().zip(server_counters(&st)) {
@@ -586,7 +592,7 @@ fn server_row(
     // coming back — not those that only take no new requests (NOLB,
     // DRAIN), nor a DOWN one whose checks have begun to pass (`DOWN 1/2`).
     let rising = health.is_some() && st.checked && st.health.counter > 0;
-    r.up = st.admin != AdminState::Maint && (!st.health.down || rising);
+    r.up = st.admin != AdminState::Maint && !st.passive_down && (!st.health.down || rising);
     // Requests waiting for this server alone (`balance: hash`).
     r.set("qcur", st.queued);
     r.set("qmax", st.max_queued);
@@ -815,7 +821,7 @@ fn servers_state(v: &View, only: Option<&str>, state_file: bool) -> String {
             // HAProxy's srv_op_state: 0 stopped (DOWN, or in maintenance,
             // which stops a server whatever its checks say), 3 stopping
             // (`health stopping`), 2 running.
-            let op = if st.health.down || maint {
+            let op = if st.is_down() || maint {
                 0
             } else if st.stopping {
                 3
@@ -1007,6 +1013,27 @@ mod status_tests {
             (st(Ready, 1, false, false, false), h, "no check"),
         ] {
             assert_eq!(server_status(&s, health), want, "{s:?}");
+        }
+    }
+
+    /// A passive mark says DOWN over every state but MAINT, checked or
+    /// not, and takes the server out of the usable ones.
+    #[test]
+    fn a_passive_mark_says_down() {
+        use AdminState::*;
+        let h = Some((2, 2));
+        for (mut s, health, want) in [
+            (st(Ready, 0, false, false, false), None, "DOWN"),
+            (st(Ready, 3, false, false, true), h, "DOWN"),
+            (st(Drain, 3, false, false, true), h, "DOWN"),
+            (st(Ready, 3, false, true, true), h, "DOWN"),
+            (st(Ready, 1, true, false, true), h, "DOWN 1/2"),
+            (st(Maint, 0, false, false, true), h, "MAINT"),
+        ] {
+            s.passive_down = true;
+            s.weight = 1;
+            assert_eq!(server_status(&s, health), want, "{s:?}");
+            assert!(!s.is_ready() && s.is_down(), "{s:?}");
         }
     }
 }

@@ -408,6 +408,11 @@ pub struct ServerStats {
     pub checked: bool,
     /// `health stopping`: up, but given no new requests (HAProxy's NOLB).
     pub stopping: bool,
+    /// Taken out by passive detection (`max_fails`) until `fail_timeout`
+    /// is over: DOWN to whoever reads the state, as HAProxy's `observe
+    /// layer4 on-error mark-down` shows its server. (Picks still fall back
+    /// on it when every server is marked: see `balance`.)
+    pub passive_down: bool,
     /// Unix seconds of the last request given to it (0: never).
     pub last_session: u64,
     /// Requests per second over the last second, and the highest seen.
@@ -421,9 +426,16 @@ pub struct ServerStats {
 }
 
 impl ServerStats {
-    /// Usable for new requests: what [`ServerShared::is_ready`] says.
+    /// Usable for new requests: what [`ServerShared::is_ready`] says, and
+    /// not passively marked down.
     pub fn is_ready(&self) -> bool {
-        self.admin == AdminState::Ready && !self.health.down && !self.stopping && self.weight > 0
+        self.admin == AdminState::Ready && !self.is_down() && !self.stopping && self.weight > 0
+    }
+
+    /// DOWN: by its checks or an operator (`health down`), or marked by
+    /// passive detection.
+    pub fn is_down(&self) -> bool {
+        self.health.down || self.passive_down
     }
 }
 
@@ -983,6 +995,7 @@ impl ServerShared {
             health: self.health_state(),
             checked: self.is_checked(),
             stopping: self.check_down.load(Relaxed) == OP_STOPPING,
+            passive_down: self.passively_down(super::monotonic_ms()),
             weight: self.weight.load(Relaxed),
             maxconn: self.maxconn.load(Relaxed),
             active: self.active.load(Relaxed),
