@@ -284,3 +284,121 @@ fn a_passively_marked_server_reports_down_while_the_mark_holds() {
         "1"
     );
 }
+
+/// A backend whose `/health` answers `status` (switchable at run time).
+fn checked_backend(name: &str, status: u16) -> (Backend, HealthSwitch) {
+    let sw = HealthSwitch::new("/health", status);
+    let b = Backend::start_with(
+        name,
+        BackendOpts {
+            health: Some(sw.clone()),
+            ..Default::default()
+        },
+    );
+    (b, sw)
+}
+
+/// A backend is DOWN while none of its servers may take requests, and its
+/// row keeps HAProxy's history of that: `chkdown` (UP→DOWN transitions),
+/// `lastchg` (seconds since its last one) and `downtime` (seconds DOWN in
+/// all, the current period included), also as `metrics: haproxy`'s
+/// `haproxy_backend_check_up_down_total`,
+/// `haproxy_backend_check_last_change_seconds` and
+/// `haproxy_backend_downtime_seconds_total`. (HAProxy 2.6, servers
+/// checked, both failing for 5 s, then one back: BACKEND chkdown=1 ...
+/// downtime=5 while DOWN, then UP with downtime 5 kept and lastchg from
+/// the transition.) Transitions by the checks and by an operator count.
+#[test]
+fn a_backend_keeps_its_transitions_last_change_and_downtime() {
+    let (b1, sw1) = checked_backend("s1", 200);
+    let (b2, sw2) = checked_backend("s2", 200);
+    let dir = TempDir::new("backendrows-history");
+    let (lb, sock) = start(
+        &dir,
+        ConfigBuilder::new()
+            .workers(2)
+            .listener("web", &["127.0.0.1:$PORT"])
+            .route(Route::path("/metrics").metrics_haproxy())
+            .route(Route::to("b"))
+            .upstream("b", [Srv::new("s1", b1.addr()), Srv::new("s2", b2.addr())])
+            .upstream_opt(
+                "health: {type: http, path: /health, interval: 200ms, timeout: 500ms, rise: 1, fall: 1}",
+            ),
+    );
+    let port = lb.port();
+    let history = || {
+        row(
+            &sock,
+            "b",
+            "BACKEND",
+            &["status", "chkdown", "lastchg", "downtime"],
+        )
+    };
+    let h = history();
+    assert_eq!(
+        (h[0].as_str(), h[1].as_str(), h[3].as_str()),
+        ("UP", "0", "0"),
+        "{h:?}"
+    );
+    let since_start: i64 = h[2].parse().expect("lastchg");
+    assert!((0..=5).contains(&since_start), "{h:?}");
+    // One server DOWN: the backend is still UP.
+    sw1.set(500);
+    assert!(
+        wait_until(Duration::from_secs(3), || stat_field(
+            &sock, "b", "s1", "status"
+        ) == "DOWN"),
+        "s1 did not go DOWN\n{}",
+        lb.diagnostics()
+    );
+    assert_eq!(history()[..2], ["UP", "0"]);
+    // Both: DOWN, one transition.
+    sw2.set(500);
+    assert!(
+        wait_until(Duration::from_secs(3), || history()[0] == "DOWN"),
+        "the backend did not go DOWN: {:?}",
+        history()
+    );
+    assert_eq!(history()[1], "1");
+    std::thread::sleep(Duration::from_millis(2200));
+    let h = history();
+    let (lastchg, downtime): (i64, i64) = (h[2].parse().unwrap(), h[3].parse().unwrap());
+    assert!(
+        lastchg >= 2 && downtime >= 2 && downtime <= lastchg + 1,
+        "{h:?}"
+    );
+    assert_eq!(
+        metric(port, "haproxy_backend_check_up_down_total", "proxy=\"b\""),
+        "1"
+    );
+    // One back: UP again, the downtime kept, lastchg from the transition.
+    sw1.set(200);
+    assert!(
+        wait_until(Duration::from_secs(3), || history()[0] == "UP"),
+        "the backend did not come back: {:?}",
+        history()
+    );
+    let h = history();
+    let (lastchg, kept): (i64, i64) = (h[2].parse().unwrap(), h[3].parse().unwrap());
+    assert_eq!(h[1], "1");
+    assert!(lastchg <= 1 && kept >= 2, "{h:?}");
+    std::thread::sleep(Duration::from_millis(1100));
+    assert_eq!(history()[3], kept.to_string(), "UP adds no downtime");
+    let m = |f: &str| metric(port, f, "proxy=\"b\"");
+    assert_eq!(
+        m("haproxy_backend_downtime_seconds_total"),
+        kept.to_string()
+    );
+    let age: i64 = m("haproxy_backend_check_last_change_seconds")
+        .parse()
+        .unwrap();
+    assert!((1..=3).contains(&age), "last change {age}s ago");
+    // An operator's change counts the same way.
+    assert_eq!(admin_cmd(&sock, "set server b/s1 state maint").trim(), "");
+    assert_eq!(history()[..2], ["DOWN", "2"]);
+    assert_eq!(admin_cmd(&sock, "set server b/s1 state ready").trim(), "");
+    assert_eq!(history()[..2], ["UP", "2"]);
+    // `clear counters all` keeps them, as HAProxy keeps a backend's.
+    assert_eq!(admin_cmd(&sock, "clear counters all").trim(), "");
+    assert_eq!(history()[1], "2");
+}

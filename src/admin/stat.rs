@@ -751,6 +751,15 @@ fn backend_row(
     r.set("eresp", sums[6]);
     r.set("wredis", sums[7]);
     r.set("status", if act + bck > 0 { "UP" } else { "DOWN" });
+    // The row's own servers say whether the backend is UP: a change since
+    // the last look (a passive mark that ran out, say) is its transition,
+    // so the status and lastchg below always agree.
+    let backend = shared.backend();
+    backend.observe(act + bck > 0, now);
+    let history = backend.history(now);
+    r.set("chkdown", history.down_trans);
+    r.set("lastchg", now.saturating_sub(history.last_change));
+    r.set("downtime", history.downtime);
     let weight = if act > 0 {
         totals.act_weight
     } else {

@@ -286,6 +286,8 @@ impl Attempts {
         }
         let sh = env.shm.server(self.upstream, self.server);
         if let Some(fails) = sh.mark_failure(up.max_fails, up.fail_timeout_ms) {
+            // Its last usable server marked: the backend goes DOWN.
+            env.shm.observe_backend(self.upstream);
             log::warn!(
                 "server {}/{} marked down for {}ms after {fails} consecutive failures",
                 up.name,

@@ -15,6 +15,7 @@
 //! `server` (per server), `worker` (per worker slot), `upstream` (per
 //! upstream). This file is the mapping and its layout.
 
+mod backend;
 mod instance;
 mod limits;
 mod listener;
@@ -23,6 +24,7 @@ mod server;
 mod upstream;
 mod worker;
 
+pub use backend::{BackendHistory, BackendShared};
 pub use instance::{Instance, InstanceShared};
 pub use limits::{
     ConnHold, EntryView, LimitTable, TableKind, Verdict, DEFAULT_ENTRIES, KEY_PREFIX, MAX_BURST,
@@ -397,6 +399,30 @@ impl Shm {
             }
         }
         freed
+    }
+
+    /// Looks whether upstream `u` has a server that may take requests
+    /// now (ready, not DOWN, weight > 0, not passively marked): a change
+    /// since the last look is a transition of the backend (see
+    /// `backend`). Whoever changed a server's usability calls it; it
+    /// reads one line per server.
+    pub fn observe_backend(&self, u: usize) {
+        if u >= self.upstreams {
+            return;
+        }
+        let now_ms = monotonic_ms();
+        let usable = (0..self.servers_of(u)).any(|s| {
+            let sh = self.server(u, s);
+            sh.is_ready() && !sh.passively_down(now_ms)
+        });
+        self.upstream(u).backend().observe(usable, unix_secs());
+    }
+
+    /// [`observe_backend`](Self::observe_backend) for every upstream.
+    pub fn observe_backends(&self) {
+        for u in 0..self.upstreams {
+            self.observe_backend(u);
+        }
     }
 
     /// The workers' eventfds.

@@ -1,6 +1,7 @@
 //! Per-upstream shared state: the request-duration histogram, and the
 //! weights epoch the workers' consistent-hash rings follow.
 
+use super::backend::BackendShared;
 use super::queue::QueueShared;
 use std::sync::atomic::{
     AtomicU32, AtomicU64,
@@ -62,6 +63,8 @@ pub struct UpstreamShared {
     /// The queue of requests waiting for a server slot (`maxconn`), on
     /// its own cache line: the counters above change on every request.
     queue: QueueShared,
+    /// UP or DOWN as a whole, and its transitions.
+    backend: BackendShared,
 }
 
 /// A copy of an upstream's duration histogram.
@@ -79,6 +82,11 @@ impl UpstreamShared {
     #[inline]
     pub fn queue(&self) -> &QueueShared {
         &self.queue
+    }
+
+    /// Whether the upstream is UP or DOWN as a whole, and its history.
+    pub fn backend(&self) -> &BackendShared {
+        &self.backend
     }
 
     /// Counts one request's duration. Relaxed: the histogram's parts are
