@@ -43,7 +43,8 @@ fn metric(port: u16, family: &str, labels: &str) -> String {
 /// A request whose first server refuses the connection goes on to the
 /// next one. HAProxy 2.6 (`retries 1`, `option redispatch 1`, the same
 /// backends) counts that as a redispatch of the server left (its
-/// `wredis`; `wretr` stays 0), and its BACKEND row counts each request
+/// `wredis`; `wretr` stays 0, and so does `econ`, which counts only the
+/// failures that end a request), and its BACKEND row counts each request
 /// once — `stot` and `req_tot` 10 for 10 requests, though the servers'
 /// `stot` add up to 20 attempts; `lbtot` counts every server selection,
 /// the redispatch's too, on the BACKEND row as on the servers'.
@@ -57,6 +58,7 @@ fn a_retry_is_a_redispatch_of_the_server_left_and_one_backend_request() {
             .workers(2)
             .listener("web", &["127.0.0.1:$PORT"])
             .route(Route::path("/metrics").metrics_haproxy())
+            .route(Route::path("/forklb-metrics").metrics())
             .route(Route::to("rt"))
             // `first`: every request tries d1 first, then ok.
             .upstream(
@@ -78,8 +80,10 @@ fn a_retry_is_a_redispatch_of_the_server_left_and_one_backend_request() {
         ("BACKEND", "wretr", 0),
         ("BACKEND", "lbtot", 20),
         ("BACKEND", "hrsp_2xx", 10),
+        ("BACKEND", "econ", 0),
         ("d1", "stot", 10),
         ("d1", "wredis", 10),
+        ("d1", "econ", 0),
         ("d1", "wretr", 0),
         ("d1", "lbtot", 10),
         ("ok", "stot", 10),
@@ -108,11 +112,30 @@ fn a_retry_is_a_redispatch_of_the_server_left_and_one_backend_request() {
     ] {
         assert_eq!(metric(port, family, labels), want, "{family}{{{labels}}}");
     }
+    // forklb's own counter has every failed connection attempt.
+    let own = http_get(port, "/forklb-metrics").body_str();
+    assert!(
+        own.lines()
+            .any(|l| l == "forklb_server_connect_errors_total{upstream=\"rt\",server=\"d1\"} 10"),
+        "{own}"
+    );
     // `clear counters all` starts the BACKEND row's requests over too.
     assert_eq!(admin_cmd(&sock, "clear counters all").trim(), "");
     assert_eq!(http_get(port, "/").status, 200);
     assert_eq!(num(&sock, "rt", "BACKEND", "stot"), 1);
     assert_eq!(num(&sock, "rt", "BACKEND", "wredis"), 1);
+    // No server to go on to: the failure ends the request, which is d1's
+    // econ (HAProxy: d1, then d2 refusing, is econ on d2 alone).
+    assert_eq!(admin_cmd(&sock, "set server rt/ok state maint").trim(), "");
+    assert_eq!(http_get(port, "/").status, 502);
+    for (sv, field, want) in [
+        ("d1", "econ", 1),
+        ("d1", "wredis", 1),
+        ("BACKEND", "econ", 1),
+        ("BACKEND", "stot", 2),
+    ] {
+        assert_eq!(num(&sock, "rt", sv, field), want, "rt/{sv} {field}");
+    }
 }
 
 /// The fields of `show stat`'s row `px,sv`, read in one go (so that they

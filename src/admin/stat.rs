@@ -552,7 +552,7 @@ fn server_counters(st: &ServerStats) -> [u64; 15] {
         st.requests,
         st.bytes_in,
         st.bytes_out,
-        st.connect_errors,
+        st.failed_conns,
         st.response_errors,
         st.redispatches,
         st.selections,
@@ -606,7 +606,9 @@ fn server_row(
     r.set("bin", st.bytes_in);
     r.set("bout", st.bytes_out);
     r.set("dresp", 0);
-    r.set("econ", st.connect_errors);
+    // Requests that failed to connect, not attempts: one the request was
+    // redispatched after is its `wredis` (HAProxy's econ and wredis).
+    r.set("econ", st.failed_conns);
     r.set("eresp", st.response_errors);
     r.set("wredis", st.redispatches);
     r.set("status", server_status(st, health));

@@ -264,7 +264,12 @@ pub struct ServerShared {
     requests: AtomicU64,
     bytes_in: AtomicU64,
     bytes_out: AtomicU64,
+    /// Failed connection attempts, every one (`forklb_server_connect_errors_total`).
     connect_errors: AtomicU64,
+    /// Requests whose connection to this server failed with no retry to
+    /// follow, so that they failed: HAProxy's `econ`, which a failure the
+    /// request is redispatched after does not count (`wredis` does).
+    failed_conns: AtomicU64,
     response_errors: AtomicU64,
     /// Requests that failed here and were sent on to another server
     /// (HAProxy's `wredis`: counted on the server switched away from).
@@ -393,6 +398,8 @@ pub struct ServerStats {
     pub bytes_in: u64,
     pub bytes_out: u64,
     pub connect_errors: u64,
+    /// Requests that failed connecting here, not retried (`econ`).
+    pub failed_conns: u64,
     pub response_errors: u64,
     /// Requests that failed here and went on to another server (`wredis`).
     pub redispatches: u64,
@@ -505,6 +512,7 @@ impl ServerShared {
             &self.bytes_in,
             &self.bytes_out,
             &self.connect_errors,
+            &self.failed_conns,
             &self.response_errors,
             &self.redispatches,
             &self.selections,
@@ -679,6 +687,11 @@ impl ServerShared {
     #[inline]
     pub fn count_connect_error(&self) {
         self.connect_errors.fetch_add(1, Relaxed);
+    }
+
+    /// A request's connection here failed and no retry follows.
+    pub fn count_failed_conn(&self) {
+        self.failed_conns.fetch_add(1, Relaxed);
     }
 
     #[inline]
@@ -948,6 +961,7 @@ impl ServerShared {
             (&self.bytes_in, &old.bytes_in),
             (&self.bytes_out, &old.bytes_out),
             (&self.connect_errors, &old.connect_errors),
+            (&self.failed_conns, &old.failed_conns),
             (&self.response_errors, &old.response_errors),
             (&self.redispatches, &old.redispatches),
             (&self.selections, &old.selections),
@@ -1006,6 +1020,7 @@ impl ServerShared {
             bytes_in: self.bytes_in.load(Relaxed),
             bytes_out: self.bytes_out.load(Relaxed),
             connect_errors: self.connect_errors.load(Relaxed),
+            failed_conns: self.failed_conns.load(Relaxed),
             response_errors: self.response_errors.load(Relaxed),
             redispatches: self.redispatches.load(Relaxed),
             selections: self.selections.load(Relaxed),
