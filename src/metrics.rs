@@ -154,10 +154,10 @@ fn server_counters(out: &mut String, rt: &Runtime, stats: &[Vec<ServerStats>]) {
             |s| s.response_errors,
         ),
         (
-            "forklb_server_retries_total",
+            "forklb_server_redispatches_total",
             "counter",
-            "Requests retried on this server.",
-            |s| s.retries,
+            "Requests that failed on this server and went on to another one.",
+            |s| s.redispatches,
         ),
         (
             "forklb_server_active_requests",
@@ -171,7 +171,7 @@ fn server_counters(out: &mut String, rt: &Runtime, stats: &[Vec<ServerStats>]) {
         (
             "forklb_server_up",
             "gauge",
-            "1 if the server may take new requests (ready, not DOWN, weight > 0).",
+            "1 if the server may take new requests (ready, not DOWN by checks, an operator or passive detection, weight > 0).",
             |s| u64::from(s.is_ready()),
         ),
     ];

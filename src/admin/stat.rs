@@ -33,9 +33,11 @@ const PROCESS_NUM: u32 = 1;
 
 /// Counters of features forklb does not have — compression, a cache,
 /// tcp-request rules, header rewrites that can fail, response denies,
-/// internal errors counted apart, redispatch apart from retries: their
-/// events cannot happen, so they are 0, as HAProxy shows them when unused
-/// (where HAProxy has the field for that kind of row), not empty.
+/// internal errors counted apart, retries on the server that failed
+/// (`wretr`: forklb's retries always go to another server, so each is a
+/// redispatch, `wredis`): their events cannot happen, so they are 0, as
+/// HAProxy shows them when unused (where HAProxy has the field for that
+/// kind of row), not empty.
 const NEVER_COUNTED: [&str; 12] = [
     "comp_in",
     "comp_out",
@@ -48,7 +50,7 @@ const NEVER_COUNTED: [&str; 12] = [
     "wrew",
     "eint",
     "dresp",
-    "wredis",
+    "wretr",
 ];
 
 /// What a row describes.
@@ -294,6 +296,12 @@ pub fn server_status(st: &ServerStats, health: Option<(u32, u32)>) -> String {
     let going_down = checked
         .filter(|&(rise, fall)| h < rise + fall - 1)
         .map(|(rise, fall)| format!(" {}/{fall}", (h + 1).saturating_sub(rise)));
+    // Passive detection's mark, while it holds: DOWN whatever the checks
+    // or a drain say, as HAProxy's `observe layer4 on-error mark-down`
+    // takes its server DOWN.
+    if st.passive_down && !st.health.down {
+        return "DOWN".to_owned();
+    }
     if st.stopping {
         return format!("NOLB{}", going_down.unwrap_or_default());
     }
@@ -398,6 +406,7 @@ fn frontend_row(v: &Source, name: &str, l: usize) -> Row {
     let st = v.shm.listener_stats(l);
     let mut r = Row::new(Kind::Frontend, name, "FRONTEND", iid, 0);
     r.set("scur", st.conns_current);
+    r.set("smax", st.conns_max);
     r.set(
         "slim",
         v.config.worker_connections * v.shm.worker_count().max(1),
@@ -510,7 +519,7 @@ fn upstream_rows(
         let st = v.shm.server(u, s).stats();
         // HAProxy's `cur_state != SRV_ST_STOPPED`: neither DOWN nor in
         // maintenance (a draining or NOLB server is not stopped).
-        if st.admin != AdminState::Maint && !st.health.down {
+        if st.admin != AdminState::Maint && !st.is_down() {
             totals.not_stopped += 1;
         }
         for (t, x) in totals.counters.iter_mut().zip(server_counters(&st)) {
@@ -535,7 +544,7 @@ fn upstream_rows(
 }
 
 /// A server's counters in the order `BackendTotals::counters` sums them:
-/// scur, smax, stot, bin, bout, econ, eresp, wretr, lbtot, hrsp_1xx..other.
+/// scur, smax, stot, bin, bout, econ, eresp, wredis, lbtot, hrsp_1xx..other.
 fn server_counters(st: &ServerStats) -> [u64; 15] {
     [
         u64::from(st.active),
@@ -543,9 +552,9 @@ fn server_counters(st: &ServerStats) -> [u64; 15] {
         st.requests,
         st.bytes_in,
         st.bytes_out,
-        st.connect_errors,
+        st.failed_conns,
         st.response_errors,
-        st.retries,
+        st.redispatches,
         st.selections,
         st.responses[0],
         st.responses[1],
@@ -583,7 +592,7 @@ fn server_row(
     // coming back — not those that only take no new requests (NOLB,
     // DRAIN), nor a DOWN one whose checks have begun to pass (`DOWN 1/2`).
     let rising = health.is_some() && st.checked && st.health.counter > 0;
-    r.up = st.admin != AdminState::Maint && (!st.health.down || rising);
+    r.up = st.admin != AdminState::Maint && !st.passive_down && (!st.health.down || rising);
     // Requests waiting for this server alone (`balance: hash`).
     r.set("qcur", st.queued);
     r.set("qmax", st.max_queued);
@@ -597,10 +606,11 @@ fn server_row(
     r.set("bin", st.bytes_in);
     r.set("bout", st.bytes_out);
     r.set("dresp", 0);
-    r.set("econ", st.connect_errors);
+    // Requests that failed to connect, not attempts: one the request was
+    // redispatched after is its `wredis` (HAProxy's econ and wredis).
+    r.set("econ", st.failed_conns);
     r.set("eresp", st.response_errors);
-    r.set("wretr", st.retries);
-    r.set("wredis", 0);
+    r.set("wredis", st.redispatches);
     r.set("status", server_status(st, health));
     r.set("weight", w);
     r.set("act", u8::from(!srv.backup));
@@ -723,20 +733,35 @@ fn backend_row(
     // queue timed out, or none was usable): as HAProxy, sessions, requests,
     // connection errors and 5xx responses of the BACKEND row.
     let local_5xx = queue.timeouts() + shared.no_server();
+    // Requests, not attempts: the servers' stot counts a retried request
+    // once per server it tried, HAProxy's BACKEND row once.
+    let requests = sums[2].saturating_sub(shared.reattempts()) + local_5xx;
     let mut r = Row::new(Kind::Backend, &up.name, "BACKEND", iid, 0);
     r.set("qcur", queue.queued());
     r.set("qmax", queue.max_queued());
-    r.set("scur", sums[0]);
-    r.set("smax", sums[1]);
+    // Its requests, those waiting in the queue included (HAProxy's
+    // beconn), not its servers' sum: a queued request is the backend's.
+    let (sessions, max_sessions) = shared.sessions();
+    r.set("scur", sessions);
+    r.set("smax", max_sessions);
     // The backend's sessions and requests include those answered without a
     // server (HAProxy 2.6: stot and req_tot count them, econ too).
-    r.set("stot", sums[2] + local_5xx);
+    r.set("stot", requests);
     r.set("bin", sums[3]);
     r.set("bout", sums[4]);
     r.set("econ", sums[5] + local_5xx);
     r.set("eresp", sums[6]);
-    r.set("wretr", sums[7]);
+    r.set("wredis", sums[7]);
     r.set("status", if act + bck > 0 { "UP" } else { "DOWN" });
+    // The row's own servers say whether the backend is UP: a change since
+    // the last look (a passive mark that ran out, say) is its transition,
+    // so the status and lastchg below always agree.
+    let backend = shared.backend();
+    backend.observe(act + bck > 0, now);
+    let history = backend.history(now);
+    r.set("chkdown", history.down_trans);
+    r.set("lastchg", now.saturating_sub(history.last_change));
+    r.set("downtime", history.downtime);
     let weight = if act > 0 {
         totals.act_weight
     } else {
@@ -751,7 +776,7 @@ fn backend_row(
     let (rate, rate_max) = shared.rates();
     r.set("rate", rate);
     r.set("rate_max", rate_max);
-    r.set("req_tot", sums[2] + local_5xx);
+    r.set("req_tot", requests);
     for (k, f) in HRSP.iter().enumerate() {
         // hrsp_5xx is index 4: with forklb's own 502s and 504s after a
         // server was chosen, which no server row has (as HAProxy 2.6).
@@ -807,7 +832,7 @@ fn servers_state(v: &View, only: Option<&str>, state_file: bool) -> String {
             // HAProxy's srv_op_state: 0 stopped (DOWN, or in maintenance,
             // which stops a server whatever its checks say), 3 stopping
             // (`health stopping`), 2 running.
-            let op = if st.health.down || maint {
+            let op = if st.is_down() || maint {
                 0
             } else if st.stopping {
                 3
@@ -999,6 +1024,27 @@ mod status_tests {
             (st(Ready, 1, false, false, false), h, "no check"),
         ] {
             assert_eq!(server_status(&s, health), want, "{s:?}");
+        }
+    }
+
+    /// A passive mark says DOWN over every state but MAINT, checked or
+    /// not, and takes the server out of the usable ones.
+    #[test]
+    fn a_passive_mark_says_down() {
+        use AdminState::*;
+        let h = Some((2, 2));
+        for (mut s, health, want) in [
+            (st(Ready, 0, false, false, false), None, "DOWN"),
+            (st(Ready, 3, false, false, true), h, "DOWN"),
+            (st(Drain, 3, false, false, true), h, "DOWN"),
+            (st(Ready, 3, false, true, true), h, "DOWN"),
+            (st(Ready, 1, true, false, true), h, "DOWN 1/2"),
+            (st(Maint, 0, false, false, true), h, "MAINT"),
+        ] {
+            s.passive_down = true;
+            s.weight = 1;
+            assert_eq!(server_status(&s, health), want, "{s:?}");
+            assert!(!s.is_ready() && s.is_down(), "{s:?}");
         }
     }
 }

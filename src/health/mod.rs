@@ -503,6 +503,10 @@ impl Checker {
                 HealthState { counter, down }
             });
         let ms = duration.as_millis();
+        if change.is_some() {
+            // The backend may have lost its last server or got one back.
+            self.shm.observe_backend(t.upstream);
+        }
         match change {
             Some(HealthChange::WentDown) => log::warn!(
                 "server {} is DOWN, reason: {reason}, check duration: {ms}ms",

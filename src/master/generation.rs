@@ -81,9 +81,17 @@ pub fn build_shm(
     let now = shm::unix_secs();
     let previous = previous.map(|(old_shm, old_cfg)| (old_shm, old_cfg, ServerIndex::new(old_cfg)));
     for (ui, up) in config.upstreams.iter().enumerate() {
-        if let (true, Some((old_shm, _, index))) = (counters, &previous) {
+        // The backend's state and when it last changed go on by name (its
+        // first look then finds whether this generation's servers still
+        // agree); a new upstream starts now.
+        let backend = shm.upstream(ui).backend();
+        backend.start(now);
+        if let Some((old_shm, _, index)) = &previous {
             if let Some(oui) = index.upstream(&up.name) {
-                shm.upstream(ui).carry_counters(old_shm.upstream(oui));
+                backend.carry_over(old_shm.upstream(oui).backend(), counters);
+                if counters {
+                    shm.upstream(ui).carry_counters(old_shm.upstream(oui));
+                }
             }
         }
         let full_health = up.health.as_ref().map(|h| h.rise + h.fall - 1);

@@ -519,7 +519,7 @@ impl Master {
                 } else if self.children.on_channel_event(ev.token()) {
                     // A dashboard change: what the admin socket's
                     // `Effect::StateChanged` does.
-                    self.save_state_file(Instant::now());
+                    self.state_changed(Instant::now());
                 }
             }
             if self.cycle(Instant::now()) {
@@ -1292,7 +1292,7 @@ impl Master {
         let out = crate::admin::execute(cmd, level, &self.admin_view(now));
         match out.effect {
             Effect::None => {}
-            Effect::StateChanged => self.save_state_file(now),
+            Effect::StateChanged => self.state_changed(now),
             Effect::CountersCleared => self.rebase_rates(now),
             Effect::ListenersChanged => {
                 self.children.tell_workers(crate::worker::LISTENERS_CHANGED)
@@ -1361,6 +1361,9 @@ impl Master {
             self.config.listeners.len(),
             now,
         );
+        // A passive mark ends by itself: its backend is UP again within a
+        // second even if nothing reads it.
+        self.shm.observe_backends();
         let r = self.rates.view();
         let current = self.shm.worker_totals();
         self.shm.instance().publish(&crate::shm::Instance {
@@ -1393,6 +1396,14 @@ impl Master {
             draining: self.draining_view(),
             origin: crate::admin::Origin::Socket,
         }
+    }
+
+    /// An operator changed a server (admin socket, dashboard): the
+    /// backends see whether they lost their last usable server or got
+    /// one back, and the state file is written.
+    fn state_changed(&self, now: Instant) {
+        self.shm.observe_backends();
+        self.save_state_file(now);
     }
 
     /// Writes runtime state (weights, maxconns, admin states) atomically.

@@ -116,7 +116,7 @@ mod tests {
         }
         if let Some(c) = shm.listener_counts(0, 0) {
             for _ in 0..5 {
-                c.connection_opened();
+                shm.listener_opened(0, 0);
                 c.count_request();
             }
         }

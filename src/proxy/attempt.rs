@@ -112,7 +112,11 @@ impl Attempts {
     #[inline]
     pub fn begin(&mut self, env: &Env, u: usize) {
         self.upstream = u;
-        self.dispatched = Some(env.now);
+        // One session per request, ended in `release` (which `dispatched`
+        // tells): the BACKEND row's `scur`, the queued included.
+        if self.dispatched.replace(env.now).is_none() {
+            env.shm.upstream(u).begin_session();
+        }
         self.dispatched_ms = env.now_ms;
         self.retries_left = env.rt.upstreams[u].retries;
     }
@@ -136,9 +140,10 @@ impl Attempts {
     }
 
     /// After a failure that may be retried: the next server not tried yet,
-    /// while retries remain (counted as a retry on it); None when none
-    /// remain. The slot held on the failed server is given back first, so
-    /// a retry that waits holds nothing.
+    /// while retries remain; None when none remain. The slot held on the
+    /// failed server is given back first, so a retry that waits holds
+    /// nothing. A request that goes on (to a server, or to the queue for
+    /// one) is a redispatch of the server it leaves, as HAProxy counts it.
     #[inline]
     pub fn acquire_retry(&mut self, env: &mut Env) -> Option<Acquired> {
         if self.retries_left == 0 {
@@ -147,8 +152,10 @@ impl Attempts {
         self.retries_left -= 1;
         self.drop_server(env);
         let next = self.acquire(env, None, &self.tried[..self.ntried]);
-        if let Acquired::Server(s) = next {
-            env.shm.server(self.upstream, s).count_retry();
+        if !matches!(next, Acquired::NoServer) {
+            env.shm
+                .server(self.upstream, self.server)
+                .count_redispatch();
         }
         Some(next)
     }
@@ -215,6 +222,11 @@ impl Attempts {
         self.head_ms = None;
         self.upstream_started.get_or_insert(env.now);
         if !self.tried[..self.ntried].contains(&server) && self.ntried < MAX_TRIES {
+            if self.ntried > 0 {
+                // A retry's attempt: the request is counted once in its
+                // BACKEND row however many servers it tried.
+                env.shm.upstream(self.upstream).count_reattempt();
+            }
             self.tried[self.ntried] = server;
             self.ntried += 1;
         }
@@ -257,7 +269,9 @@ impl Attempts {
         if let Some(t) = self.dispatched.take() {
             let d = env.now.saturating_duration_since(t);
             let i = crate::shm::duration_bucket(d);
-            env.shm.upstream(self.upstream).observe_in(i, d);
+            let upstream = env.shm.upstream(self.upstream);
+            upstream.observe_in(i, d);
+            upstream.end_sessions(1);
             // The server the request went to last (after retries).
             env.shm.server(self.upstream, self.server).observe_bucket(i);
         }
@@ -272,6 +286,8 @@ impl Attempts {
         }
         let sh = env.shm.server(self.upstream, self.server);
         if let Some(fails) = sh.mark_failure(up.max_fails, up.fail_timeout_ms) {
+            // Its last usable server marked: the backend goes DOWN.
+            env.shm.observe_backend(self.upstream);
             log::warn!(
                 "server {}/{} marked down for {}ms after {fails} consecutive failures",
                 up.name,

@@ -696,7 +696,9 @@ impl Exchange {
     fn fail_over(&mut self, env: &mut Env, addr: SocketAddr, failure: Failover) {
         let (name, server) = self.att.server_name(env);
         let peer = self.client.peer;
-        let shared = env.shm.server(self.att.upstream, self.att.server);
+        let failed = self.att.server;
+        let shared = env.shm.server(self.att.upstream, failed);
+        let connecting = !matches!(failure, Failover::ClosedBeforeAnswer { .. });
         let (status, keep_ok) = match failure {
             Failover::ConnectFailed { what, error } => {
                 log::error!(
@@ -732,6 +734,13 @@ impl Exchange {
             Some(Acquired::Server(next)) => self.connect(env, next, true),
             Some(Acquired::Wait { bound }) => self.wait_for_slot(env, bound, true),
             Some(Acquired::NoServer) | None => {
+                if connecting {
+                    // The request fails for want of a connection: the
+                    // server's `econ`, as HAProxy counts it (only then).
+                    env.shm
+                        .server(self.att.upstream, failed)
+                        .count_failed_conn();
+                }
                 self.count_answered_5xx(env);
                 self.local_error_keeping(status, keep_ok);
             }

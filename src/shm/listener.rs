@@ -7,13 +7,23 @@
 //! worker's block on its own cache lines: a worker counts with plain
 //! atomic adds nobody else writes, so requests on two cores never bounce a
 //! line between them; readers (the master, `metrics`) sum the workers.
-//! The `disabled` flags (`ListenerShared`) are written by the master only.
+//! Open connections are the exception: `smax` is the most open at once
+//! over all workers, which a sum of per-worker counts cannot tell, so
+//! they are one count per listener (`ListenerShared`), as HAProxy's
+//! `feconn` — its line moves between cores once per connection opened or
+//! closed, never per request. The `disabled` flags and the rates are
+//! written by the master only.
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
 
-/// A listener's runtime flags and rates, set by the master.
-#[repr(C)]
+/// A listener's open connections, runtime flags and rates. On a cache
+/// line of its own: the workers write `conns_current`.
+#[repr(C, align(64))]
 pub struct ListenerShared {
+    /// Connections open on this listener, over all workers, and the most
+    /// seen at once (`scur`, `smax`).
+    conns_current: AtomicU32,
+    conns_max: AtomicU32,
     disabled: AtomicU32,
     /// Connections and requests per second over the last second (the
     /// master samples the counters once a second), and the highest seen.
@@ -50,20 +60,51 @@ impl ListenerShared {
         }
     }
 
-    /// A runtime server change's new generation keeps the old one's rate
-    /// maxima (the rates themselves are sampled again).
+    /// A connection opened: its maximum is written only when passed, so
+    /// the open costs the add alone.
+    #[inline]
+    pub fn connection_opened(&self) {
+        let now = self.conns_current.fetch_add(1, Relaxed) + 1;
+        if now > self.conns_max.load(Relaxed) {
+            self.conns_max.fetch_max(now, Relaxed);
+        }
+    }
+
+    #[inline]
+    pub fn connection_closed(&self) {
+        // Saturating: never wrap below zero even if open/close mismatched.
+        let _ = self
+            .conns_current
+            .fetch_update(Relaxed, Relaxed, |v| v.checked_sub(1));
+    }
+
+    /// (open connections, the most at once).
+    pub fn connections(&self) -> (u32, u32) {
+        (
+            self.conns_current.load(Relaxed),
+            self.conns_max.load(Relaxed),
+        )
+    }
+
+    /// A runtime server change's new generation keeps the old one's
+    /// maxima (the rates themselves are sampled again; the open
+    /// connections stay the old workers' to count).
     pub fn carry_max(&self, old: &ListenerShared) {
         self.conn_rate_max
             .store(old.conn_rate_max.load(Relaxed), Relaxed);
         self.req_rate_max
             .store(old.req_rate_max.load(Relaxed), Relaxed);
+        self.conns_max.store(old.conns_max.load(Relaxed), Relaxed);
     }
 
-    /// `clear counters`: the maxima start over from the current rates.
+    /// `clear counters`: the maxima start over (`smax` from the
+    /// connections open now, as a server's does).
     pub fn clear_max(&self) {
         // 0, as HAProxy's: the master's sampler starts over from the clear.
         self.conn_rate_max.store(0, Relaxed);
         self.req_rate_max.store(0, Relaxed);
+        self.conns_max
+            .store(self.conns_current.load(Relaxed), Relaxed);
     }
 
     pub fn disabled(&self) -> bool {
@@ -79,17 +120,19 @@ impl ListenerShared {
 /// One worker's counters of one listener.
 #[repr(C)]
 pub struct ListenerCounts {
-    conns_current: AtomicU64,
     conns_total: AtomicU64,
     requests: AtomicU64,
     /// Responses sent by class: 1xx, 2xx, 3xx, 4xx, 5xx, other.
     responses: [AtomicU64; 6],
 }
 
-/// A listener's counters summed over the workers.
+/// A listener's counters summed over the workers, with its open
+/// connections (`ListenerShared`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ListenerStats {
     pub conns_current: u64,
+    /// The most connections open at once.
+    pub conns_max: u64,
     pub conns_total: u64,
     pub requests: u64,
     /// Responses sent by class: 1xx, 2xx, 3xx, 4xx, 5xx, other.
@@ -97,18 +140,10 @@ pub struct ListenerStats {
 }
 
 impl ListenerCounts {
+    /// A connection opened (it counts as open in `ListenerShared`).
     #[inline]
-    pub fn connection_opened(&self) {
-        self.conns_current.fetch_add(1, Relaxed);
+    pub fn count_connection(&self) {
         self.conns_total.fetch_add(1, Relaxed);
-    }
-
-    #[inline]
-    pub fn connection_closed(&self) {
-        // Saturating: never wrap below zero even if open/close mismatched.
-        let _ = self
-            .conns_current
-            .fetch_update(Relaxed, Relaxed, |v| v.checked_sub(1));
     }
 
     #[inline]
@@ -144,7 +179,6 @@ impl ListenerCounts {
     }
 
     pub(super) fn add_to(&self, s: &mut ListenerStats) {
-        s.conns_current += self.conns_current.load(Relaxed);
         s.conns_total += self.conns_total.load(Relaxed);
         s.requests += self.requests.load(Relaxed);
         for (sum, r) in s.responses.iter_mut().zip(&self.responses) {

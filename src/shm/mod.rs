@@ -15,6 +15,7 @@
 //! `server` (per server), `worker` (per worker slot), `upstream` (per
 //! upstream). This file is the mapping and its layout.
 
+mod backend;
 mod instance;
 mod limits;
 mod listener;
@@ -23,6 +24,7 @@ mod server;
 mod upstream;
 mod worker;
 
+pub use backend::{BackendHistory, BackendShared};
 pub use instance::{Instance, InstanceShared};
 pub use limits::{
     ConnHold, EntryView, LimitTable, TableKind, Verdict, DEFAULT_ENTRIES, KEY_PREFIX, MAX_BURST,
@@ -237,8 +239,9 @@ impl Shm {
     /// Listener `l`'s flags (its index in the configuration), if the
     /// mapping has room for it.
     pub fn listener(&self, l: usize) -> Option<&ListenerShared> {
-        // SAFETY: l < listeners, so in the mapping; 4-byte aligned (every
-        // part before it is a multiple of 64); zeroes are a valid value.
+        // SAFETY: l < listeners, so in the mapping; 64-byte aligned, as
+        // ListenerShared needs (every part before it is a multiple of 64,
+        // and so is ListenerShared); zeroes are a valid value.
         (l < self.listeners).then(|| unsafe {
             &*(self
                 .ptr
@@ -261,7 +264,8 @@ impl Shm {
         })
     }
 
-    /// Listener `l`'s counters summed over the workers.
+    /// Listener `l`'s counters summed over the workers, and its open
+    /// connections.
     pub fn listener_stats(&self, l: usize) -> ListenerStats {
         let mut s = ListenerStats::default();
         for w in 0..self.workers {
@@ -269,7 +273,30 @@ impl Shm {
                 c.add_to(&mut s);
             }
         }
+        if let Some(x) = self.listener(l) {
+            let (current, max) = x.connections();
+            (s.conns_current, s.conns_max) = (u64::from(current), u64::from(max));
+        }
         s
+    }
+
+    /// Worker `w` accepted a connection on listener `l`.
+    #[inline]
+    pub fn listener_opened(&self, w: usize, l: usize) {
+        if let Some(c) = self.listener_counts(w, l) {
+            c.count_connection();
+        }
+        if let Some(x) = self.listener(l) {
+            x.connection_opened();
+        }
+    }
+
+    /// A connection of listener `l` closed.
+    #[inline]
+    pub fn listener_closed(&self, l: usize) {
+        if let Some(x) = self.listener(l) {
+            x.connection_closed();
+        }
     }
 
     /// Listener `l` was disabled over the runtime API: workers keep it out
@@ -350,8 +377,10 @@ impl Shm {
     }
 
     /// A worker starts in slot `w`: the slots its predecessor (which died)
-    /// still held are given back. Returns the upstreams that got slots
-    /// back (their waiters are to be woken).
+    /// still held are given back, and so are those requests' sessions of
+    /// their upstream (`UpstreamShared::sessions`: else the BACKEND row's
+    /// `scur` would keep them for the generation's life). Returns the
+    /// upstreams that got slots back (their waiters are to be woken).
     pub fn reclaim_slots(&self, w: usize) -> Vec<usize> {
         let mut freed = Vec::new();
         for u in 0..self.upstreams {
@@ -363,12 +392,37 @@ impl Shm {
                 for _ in 0..n {
                     self.server(u, s).end_request();
                 }
+                self.upstream(u).end_sessions(n);
                 if n > 0 && freed.last() != Some(&u) {
                     freed.push(u);
                 }
             }
         }
         freed
+    }
+
+    /// Looks whether upstream `u` has a server that may take requests
+    /// now (ready, not DOWN, weight > 0, not passively marked): a change
+    /// since the last look is a transition of the backend (see
+    /// `backend`). Whoever changed a server's usability calls it; it
+    /// reads one line per server.
+    pub fn observe_backend(&self, u: usize) {
+        if u >= self.upstreams {
+            return;
+        }
+        let now_ms = monotonic_ms();
+        let usable = (0..self.servers_of(u)).any(|s| {
+            let sh = self.server(u, s);
+            sh.is_ready() && !sh.passively_down(now_ms)
+        });
+        self.upstream(u).backend().observe(usable, unix_secs());
+    }
+
+    /// [`observe_backend`](Self::observe_backend) for every upstream.
+    pub fn observe_backends(&self) {
+        for u in 0..self.upstreams {
+            self.observe_backend(u);
+        }
     }
 
     /// The workers' eventfds.

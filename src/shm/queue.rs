@@ -142,13 +142,15 @@ impl WorkerQueue {
     /// upstream's count (`queue`) — else they would hold every later
     /// request back behind them for ever. (Its bound waiters stay in
     /// their servers' `qcur`, which only makes new requests for those
-    /// servers go through the queue, served at once.)
-    pub fn reset(&self, queue: &QueueShared) {
+    /// servers go through the queue, served at once.) Returns how many
+    /// unbound waiters left (their upstream's sessions end with them).
+    pub fn reset(&self, queue: &QueueShared) -> u32 {
         let unbound = self.unbound.swap(0, Relaxed);
         for _ in 0..unbound {
             queue.remove_waiter();
         }
         self.publish(NO_TICKET, 0, 0);
+        unbound
     }
 }
 

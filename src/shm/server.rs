@@ -264,9 +264,16 @@ pub struct ServerShared {
     requests: AtomicU64,
     bytes_in: AtomicU64,
     bytes_out: AtomicU64,
+    /// Failed connection attempts, every one (`forklb_server_connect_errors_total`).
     connect_errors: AtomicU64,
+    /// Requests whose connection to this server failed with no retry to
+    /// follow, so that they failed: HAProxy's `econ`, which a failure the
+    /// request is redispatched after does not count (`wredis` does).
+    failed_conns: AtomicU64,
     response_errors: AtomicU64,
-    retries: AtomicU64,
+    /// Requests that failed here and were sent on to another server
+    /// (HAProxy's `wredis`: counted on the server switched away from).
+    redispatches: AtomicU64,
     /// Responses by class: 1xx, 2xx, 3xx, 4xx, 5xx, other.
     responses: [AtomicU64; 6],
     selections: AtomicU64,
@@ -391,8 +398,11 @@ pub struct ServerStats {
     pub bytes_in: u64,
     pub bytes_out: u64,
     pub connect_errors: u64,
+    /// Requests that failed connecting here, not retried (`econ`).
+    pub failed_conns: u64,
     pub response_errors: u64,
-    pub retries: u64,
+    /// Requests that failed here and went on to another server (`wredis`).
+    pub redispatches: u64,
     pub selections: u64,
     /// By class: 1xx, 2xx, 3xx, 4xx, 5xx, other.
     pub responses: [u64; 6],
@@ -405,6 +415,11 @@ pub struct ServerStats {
     pub checked: bool,
     /// `health stopping`: up, but given no new requests (HAProxy's NOLB).
     pub stopping: bool,
+    /// Taken out by passive detection (`max_fails`) until `fail_timeout`
+    /// is over: DOWN to whoever reads the state, as HAProxy's `observe
+    /// layer4 on-error mark-down` shows its server. (Picks still fall back
+    /// on it when every server is marked: see `balance`.)
+    pub passive_down: bool,
     /// Unix seconds of the last request given to it (0: never).
     pub last_session: u64,
     /// Requests per second over the last second, and the highest seen.
@@ -418,9 +433,16 @@ pub struct ServerStats {
 }
 
 impl ServerStats {
-    /// Usable for new requests: what [`ServerShared::is_ready`] says.
+    /// Usable for new requests: what [`ServerShared::is_ready`] says, and
+    /// not passively marked down.
     pub fn is_ready(&self) -> bool {
-        self.admin == AdminState::Ready && !self.health.down && !self.stopping && self.weight > 0
+        self.admin == AdminState::Ready && !self.is_down() && !self.stopping && self.weight > 0
+    }
+
+    /// DOWN: by its checks or an operator (`health down`), or marked by
+    /// passive detection.
+    pub fn is_down(&self) -> bool {
+        self.health.down || self.passive_down
     }
 }
 
@@ -490,8 +512,9 @@ impl ServerShared {
             &self.bytes_in,
             &self.bytes_out,
             &self.connect_errors,
+            &self.failed_conns,
             &self.response_errors,
-            &self.retries,
+            &self.redispatches,
             &self.selections,
             &self.check_fails,
             &self.check_downs,
@@ -598,7 +621,11 @@ impl ServerShared {
                 Err(_) => return false,
             }
         };
-        self.max_active.fetch_max(now, Relaxed);
+        // Written only when passed: a steady load pays a load, not a
+        // locked compare-exchange, per request.
+        if now > self.max_active.load(Relaxed) {
+            self.max_active.fetch_max(now, Relaxed);
+        }
         self.requests.fetch_add(1, Relaxed);
         true
     }
@@ -662,15 +689,23 @@ impl ServerShared {
         self.connect_errors.fetch_add(1, Relaxed);
     }
 
+    /// A request's connection here failed and no retry follows.
+    pub fn count_failed_conn(&self) {
+        self.failed_conns.fetch_add(1, Relaxed);
+    }
+
     #[inline]
     pub fn count_response_error(&self) {
         self.response_errors.fetch_add(1, Relaxed);
     }
 
-    /// A failed request was retried on this server.
+    /// A request that failed on this server goes on to another one: a
+    /// redispatch, counted on the server left, as HAProxy counts `wredis`
+    /// (forklb never retries on the server that failed, so every retry
+    /// is one; none is a `wretr`).
     #[inline]
-    pub fn count_retry(&self) {
-        self.retries.fetch_add(1, Relaxed);
+    pub fn count_redispatch(&self) {
+        self.redispatches.fetch_add(1, Relaxed);
     }
 
     /// A server back UP (a check, an operator's `health up`, leaving
@@ -926,8 +961,9 @@ impl ServerShared {
             (&self.bytes_in, &old.bytes_in),
             (&self.bytes_out, &old.bytes_out),
             (&self.connect_errors, &old.connect_errors),
+            (&self.failed_conns, &old.failed_conns),
             (&self.response_errors, &old.response_errors),
-            (&self.retries, &old.retries),
+            (&self.redispatches, &old.redispatches),
             (&self.selections, &old.selections),
             (&self.downtime, &old.downtime),
             (&self.check_fails, &old.check_fails),
@@ -973,6 +1009,7 @@ impl ServerShared {
             health: self.health_state(),
             checked: self.is_checked(),
             stopping: self.check_down.load(Relaxed) == OP_STOPPING,
+            passive_down: self.passively_down(super::monotonic_ms()),
             weight: self.weight.load(Relaxed),
             maxconn: self.maxconn.load(Relaxed),
             active: self.active.load(Relaxed),
@@ -983,8 +1020,9 @@ impl ServerShared {
             bytes_in: self.bytes_in.load(Relaxed),
             bytes_out: self.bytes_out.load(Relaxed),
             connect_errors: self.connect_errors.load(Relaxed),
+            failed_conns: self.failed_conns.load(Relaxed),
             response_errors: self.response_errors.load(Relaxed),
-            retries: self.retries.load(Relaxed),
+            redispatches: self.redispatches.load(Relaxed),
             selections: self.selections.load(Relaxed),
             responses: std::array::from_fn(|k| self.responses[k].load(Relaxed)),
             last_change: self.last_change.load(Relaxed),

@@ -295,14 +295,16 @@ fn durations_fall_into_their_buckets() {
 fn listener_counters_are_per_worker_and_summed() {
     let shm = Shm::create_with_listeners(&[1], 2, 3).unwrap();
     let c = |w, l| shm.listener_counts(w, l).unwrap();
-    c(0, 0).connection_opened();
-    c(1, 0).connection_opened();
-    c(1, 2).connection_opened();
+    shm.listener_opened(0, 0);
+    shm.listener_opened(1, 0);
+    shm.listener_opened(1, 2);
     c(1, 2).count_request();
     c(1, 2).count_request();
-    c(0, 0).connection_closed();
+    shm.listener_closed(0);
     let s0 = shm.listener_stats(0);
     assert_eq!((s0.conns_current, s0.conns_total, s0.requests), (1, 2, 0));
+    // The most open at once over both workers, not one worker's.
+    assert_eq!(s0.conns_max, 2);
     let s2 = shm.listener_stats(2);
     assert_eq!((s2.conns_current, s2.conns_total, s2.requests), (1, 1, 2));
     assert_eq!(shm.listener_stats(1), Default::default());
@@ -460,4 +462,26 @@ fn try_begin_request_keeps_maxconn_under_contention() {
     assert!(sh.end_request());
     sh.remove_waiter();
     assert_eq!((sh.stats().queued, sh.stats().max_queued), (0, 1));
+}
+
+#[test]
+fn upstream_sessions_keep_their_maximum_and_a_dead_worker_s_go() {
+    let shm = Shm::create(&[1], 1).unwrap();
+    let up = shm.upstream(0);
+    for _ in 0..3 {
+        up.begin_session();
+    }
+    up.end_sessions(2);
+    assert_eq!(up.sessions(), (1, 3));
+    // Never below zero.
+    up.end_sessions(5);
+    assert_eq!(up.sessions(), (0, 3));
+    up.begin_session();
+    up.clear_max();
+    assert_eq!(up.sessions(), (1, 1));
+    // A worker that died holding a slot: its session goes with the slot.
+    assert!(shm.try_begin_request(0, 0, 0));
+    up.begin_session();
+    assert_eq!(shm.reclaim_slots(0), vec![0]);
+    assert_eq!(up.sessions(), (1, 2));
 }

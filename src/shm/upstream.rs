@@ -1,6 +1,7 @@
 //! Per-upstream shared state: the request-duration histogram, and the
 //! weights epoch the workers' consistent-hash rings follow.
 
+use super::backend::BackendShared;
 use super::queue::QueueShared;
 use std::sync::atomic::{
     AtomicU32, AtomicU64,
@@ -29,10 +30,17 @@ pub struct UpstreamShared {
     /// Bumped whenever a weight changes (consistent-hash rings rebuild).
     weights_epoch: AtomicU32,
     /// Request durations (dispatch to end of response): cumulative-free
-    /// bucket counts for `DURATION_BUCKETS` plus +Inf, sum and count.
+    /// bucket counts for `DURATION_BUCKETS` plus +Inf, and their sum. The
+    /// count is the buckets' sum, added up when read: one atomic add less
+    /// per request.
     duration_buckets: [AtomicU64; DURATION_BUCKETS.len() + 1],
     duration_sum_us: AtomicU64,
-    duration_count: AtomicU64,
+    /// Requests dispatched to this upstream and not ended, over all
+    /// workers — those waiting in a queue included, as HAProxy's backend
+    /// counts its streams (`scur`) — and the most seen at once (`smax`).
+    /// On the line the end of every request writes anyway (the sum above).
+    sessions: AtomicU32,
+    max_sessions: AtomicU32,
     /// Requests per second over the last second, and the highest seen
     /// (the master samples once a second).
     rate: AtomicU32,
@@ -46,9 +54,17 @@ pub struct UpstreamShared {
     /// timed out): HAProxy 2.6 counts them in the BACKEND row's hrsp_5xx,
     /// not in the server row's (its server rows count what servers sent).
     answered_5xx: AtomicU64,
+    /// Attempts on a further server by requests that had one already (a
+    /// retry after a failure): the servers' `stot` count every attempt,
+    /// the BACKEND row's counts requests, as HAProxy's does, so these
+    /// come off the servers' sum. Counted on retries only, never on the
+    /// path every request takes.
+    reattempts: AtomicU64,
     /// The queue of requests waiting for a server slot (`maxconn`), on
     /// its own cache line: the counters above change on every request.
     queue: QueueShared,
+    /// UP or DOWN as a whole, and its transitions.
+    backend: BackendShared,
 }
 
 /// A copy of an upstream's duration histogram.
@@ -66,6 +82,11 @@ impl UpstreamShared {
     #[inline]
     pub fn queue(&self) -> &QueueShared {
         &self.queue
+    }
+
+    /// Whether the upstream is UP or DOWN as a whole, and its history.
+    pub fn backend(&self) -> &BackendShared {
+        &self.backend
     }
 
     /// Counts one request's duration. Relaxed: the histogram's parts are
@@ -87,15 +108,41 @@ impl UpstreamShared {
         bucket.fetch_add(1, Relaxed);
         self.duration_sum_us
             .fetch_add(d.as_micros() as u64, Relaxed);
-        self.duration_count.fetch_add(1, Relaxed);
     }
 
     pub fn durations(&self) -> Durations {
+        let buckets: [u64; DURATION_BUCKETS.len() + 1] =
+            std::array::from_fn(|k| self.duration_buckets[k].load(Relaxed));
         Durations {
-            buckets: std::array::from_fn(|k| self.duration_buckets[k].load(Relaxed)),
+            buckets,
             sum_us: self.duration_sum_us.load(Relaxed),
-            count: self.duration_count.load(Relaxed),
+            count: buckets.iter().sum(),
         }
+    }
+
+    /// A request is dispatched to this upstream (before it looks for a
+    /// server: one waiting in the queue counts). The maximum is written
+    /// only when passed, so a steady load costs the add alone.
+    #[inline]
+    pub fn begin_session(&self) {
+        let now = self.sessions.fetch_add(1, Relaxed) + 1;
+        if now > self.max_sessions.load(Relaxed) {
+            self.max_sessions.fetch_max(now, Relaxed);
+        }
+    }
+
+    /// `n` requests dispatched here ended (or their worker died).
+    #[inline]
+    pub fn end_sessions(&self, n: u32) {
+        // Saturating: never wrap below zero even if begin/end mismatched.
+        let _ = self
+            .sessions
+            .fetch_update(Relaxed, Relaxed, |v| Some(v.saturating_sub(n)));
+    }
+
+    /// (requests dispatched here and not ended, the most at once).
+    pub fn sessions(&self) -> (u32, u32) {
+        (self.sessions.load(Relaxed), self.max_sessions.load(Relaxed))
     }
 
     /// A request got 503: no server could take it.
@@ -118,10 +165,20 @@ impl UpstreamShared {
         self.answered_5xx.load(Relaxed)
     }
 
+    /// A request that failed on a server took another server's slot.
+    pub fn count_reattempt(&self) {
+        self.reattempts.fetch_add(1, Relaxed);
+    }
+
+    pub fn reattempts(&self) -> u64 {
+        self.reattempts.load(Relaxed)
+    }
+
     /// `clear counters all`.
     pub fn clear_counters(&self) {
         self.no_server.store(0, Relaxed);
         self.answered_5xx.store(0, Relaxed);
+        self.reattempts.store(0, Relaxed);
     }
 
     /// The master's sample of the last second.
@@ -139,6 +196,9 @@ impl UpstreamShared {
     pub fn clear_max(&self) {
         // 0, as HAProxy's: the master's sampler starts over from the clear.
         self.rate_max.store(0, Relaxed);
+        // As a server's `smax`: from what is in flight now.
+        self.max_sessions
+            .store(self.sessions.load(Relaxed), Relaxed);
     }
 
     /// The weights epoch. Acquire pairs with the Release in
@@ -154,19 +214,21 @@ impl UpstreamShared {
     }
 
     /// A runtime server change's new generation goes on from the old
-    /// generation's histogram, 503 and 5xx counts and queue counters (see
-    /// `ServerShared::carry_counters`; who waits stays in the old one).
+    /// generation's histogram, 503 and 5xx counts, `smax` and queue
+    /// counters (see `ServerShared::carry_counters`; what is in flight or
+    /// waits stays in the old one).
     pub fn carry_counters(&self, old: &UpstreamShared) {
         self.no_server.store(old.no_server.load(Relaxed), Relaxed);
         self.answered_5xx
             .store(old.answered_5xx.load(Relaxed), Relaxed);
+        self.reattempts.store(old.reattempts.load(Relaxed), Relaxed);
         for (new, old) in self.duration_buckets.iter().zip(&old.duration_buckets) {
             new.store(old.load(Relaxed), Relaxed);
         }
         self.duration_sum_us
             .store(old.duration_sum_us.load(Relaxed), Relaxed);
-        self.duration_count
-            .store(old.duration_count.load(Relaxed), Relaxed);
+        self.max_sessions
+            .store(old.max_sessions.load(Relaxed), Relaxed);
         self.queue.carry_counters(&old.queue);
         self.rate_max.store(old.rate_max.load(Relaxed), Relaxed);
     }

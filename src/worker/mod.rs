@@ -237,9 +237,9 @@ impl Worker {
             // waiters' count, the slots its requests held. (Only then: the
             // scan touches a counter per server.)
             for u in 0..self.rt.upstreams.len() {
-                self.shm
-                    .worker_queue(self.slot, u)
-                    .reset(self.shm.upstream(u).queue());
+                let upstream = self.shm.upstream(u);
+                let left = self.shm.worker_queue(self.slot, u).reset(upstream.queue());
+                upstream.end_sessions(left);
             }
             for u in self.shm.reclaim_slots(self.slot) {
                 self.shm.wake_waiters(u);
@@ -654,9 +654,7 @@ impl Worker {
             self.conns.insert(Client::H1(conn))
         };
         self.shm.worker(self.slot).connection_opened();
-        if let Some(l) = self.shm.listener_counts(self.slot, listener) {
-            l.connection_opened();
-        }
+        self.shm.listener_opened(self.slot, listener);
         let Some(conn) = self.conns.get_mut(slot) else {
             return;
         };
@@ -840,11 +838,8 @@ impl Worker {
     fn close(&mut self, slot: usize) {
         if let Some(mut conn) = self.conns.remove(slot) {
             self.shm.worker(self.slot).connection_closed();
-            if let Some(l) = conn
-                .listener()
-                .and_then(|l| self.shm.listener_counts(self.slot, l))
-            {
-                l.connection_closed();
+            if let Some(l) = conn.listener() {
+                self.shm.listener_closed(l);
             }
             if let Some(sock) = conn.client_mut() {
                 let _ = self.poll.registry().deregister(sock);
