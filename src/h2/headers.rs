@@ -120,11 +120,15 @@ fn check_name(name: &[u8]) -> Result<(), Malformed> {
 /// HTTP/1.1 would refuse cannot reach an HTTP/1.1 upstream through HTTP/2
 /// (where a parser might read it another way).
 fn check_value(value: &[u8]) -> Result<(), Malformed> {
-    if value.iter().any(|&b| b == 0 || b == b'\r' || b == b'\n') {
-        return Err("CR, LF or NUL in a field value");
-    }
-    if value.iter().any(|&b| (b < 0x20 && b != b'\t') || b == 0x7f) {
-        return Err("control character in a field value");
+    // One pass for all of them (NUL, CR and LF are control characters too).
+    if let Some(&b) = value
+        .iter()
+        .find(|&&b| (b < 0x20 && b != b'\t') || b == 0x7f)
+    {
+        return Err(match b {
+            0 | b'\r' | b'\n' => "CR, LF or NUL in a field value",
+            _ => "control character in a field value",
+        });
     }
     let ws = |b: Option<&u8>| matches!(b, Some(b' ' | b'\t'));
     if ws(value.first()) || ws(value.last()) {
