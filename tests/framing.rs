@@ -824,3 +824,25 @@ fn a_cut_short_response_resets_a_client_whose_response_ends_at_the_close() {
     let text = String::from_utf8_lossy(&got);
     assert!(text.ends_with("\r\n\r\nhello"), "{text:?}");
 }
+
+/// An upstream status line of a higher HTTP/1.x minor is read as HTTP/1.1
+/// (RFC 9110 §2.5), as nginx and HAProxy read it, as forklb serves such
+/// requests; it was a 502.
+#[test]
+fn a_higher_minor_status_line_is_read_as_http11() {
+    let b1 = scripted(
+        "b1",
+        vec![Script::new(
+            "/v12",
+            b"HTTP/1.2 200 OK\r\nContent-Length: 2\r\n\r\nok",
+            Then::KeepAlive,
+        )],
+    );
+    let lb = Forklb::start(&proxy_config_for(1, &[&b1]));
+    let mut c = Conn::open(lb.port()).expect("connect");
+    c.set_read_timeout(Duration::from_secs(2));
+    let r = c.get("/v12").expect("response");
+    assert_eq!((r.status, r.body_str().as_str()), (200, "ok"), "{r:?}");
+    let r = c.get("/next").expect("next");
+    assert_eq!((r.status, r.body_str().as_str()), (200, "b1"), "{r:?}");
+}

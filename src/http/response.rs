@@ -24,6 +24,20 @@ pub enum Parsed<'h, 'b> {
     Partial,
 }
 
+/// RFC 9110 §2.5: a status line of a higher 1.x minor (`HTTP/1.2 200`) is
+/// read as the highest minor we implement, as nginx and HAProxy read it;
+/// httparse knows only 1.0 and 1.1, so the digit becomes `1` in place (the
+/// client gets forklb's own status line either way).
+pub fn read_higher_minor_as_1_1(buf: &mut [u8]) {
+    if buf.len() > 8
+        && buf.starts_with(b"HTTP/1.")
+        && (b'2'..=b'9').contains(&buf[7])
+        && buf[8] == b' '
+    {
+        buf[7] = b'1';
+    }
+}
+
 /// Parses the response head at the start of `buf`; `request_was_head`
 /// decides whether a body follows.
 pub fn parse<'h, 'b>(
@@ -205,6 +219,20 @@ mod tests {
             false
         )
         .is_err());
+    }
+
+    #[test]
+    fn a_higher_minor_is_read_as_1_1() {
+        let mut head = b"HTTP/1.2 200 OK\r\nContent-Length: 2\r\n\r\nok".to_vec();
+        read_higher_minor_as_1_1(&mut head);
+        let i = info(&head, false).unwrap();
+        assert_eq!((i.status, i.minor, i.framing), (200, 1, Framing::Length(2)));
+        for line in [&b"HTTP/2.0 200 OK\r\n\r\n"[..], b"HTTP/1.10 200 OK\r\n\r\n"] {
+            let mut head = line.to_vec();
+            read_higher_minor_as_1_1(&mut head);
+            assert_eq!(head, line, "left as it is");
+            assert!(info(&head, false).is_err());
+        }
     }
 
     #[test]

@@ -338,6 +338,7 @@ impl UpstreamH1 {
         is_head: bool,
     ) -> Option<UpStep> {
         let mut headers = [httparse::EMPTY_HEADER; http::MAX_HEADERS];
+        response::read_higher_minor_as_1_1(input.data_mut());
         let (resp, info) = match response::parse(input.data(), &mut headers, is_head) {
             Ok(response::Parsed::Partial) => return None,
             Ok(response::Parsed::Complete(r, i)) => (r, i),

@@ -259,6 +259,7 @@ impl UpstreamH1 {
     /// and its body relayed as it is framed.
     fn pass_parse(&mut self, env: &mut Env, input: &mut Buf, c: &mut H1Client) -> UpStep {
         let mut headers = [httparse::EMPTY_HEADER; http::MAX_HEADERS];
+        response::read_higher_minor_as_1_1(input.data_mut());
         let (resp, info) = match response::parse(input.data(), &mut headers, c.req.is_head) {
             Ok(response::Parsed::Partial) => return UpStep::Moved,
             Ok(response::Parsed::Complete(r, i)) => (r, i),
