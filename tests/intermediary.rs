@@ -451,3 +451,54 @@ fn higher_minor_versions_are_served_as_http11() {
     assert_answered_locally(&lb, &b1, b"GET / HTTP/2.0\r\nHost: x\r\n\r\n", 505, true);
     assert_answered_locally(&lb, &b1, b"GET / HTTP/1.10\r\nHost: x\r\n\r\n", 400, true);
 }
+
+// ---- Hosts routes are chosen by ------------------------------------------------------------
+
+/// `admin.example.com.` is the same DNS name as `admin.example.com`: it is
+/// routed as it, so the host route's `allow`/`deny` apply (they were
+/// skipped, and the catch-all route forwarded the request), as nginx
+/// routes it. A host with an empty label, or longer than a DNS name, names
+/// no host a route could be chosen by: 400, not the catch-all.
+#[test]
+fn a_trailing_dot_cannot_route_around_a_host_route() {
+    let b1 = Backend::start("b1");
+    let yaml = ConfigBuilder::new()
+        .log_level("info")
+        .listener("web", &["127.0.0.1:$PORT"])
+        .route(
+            Route::host("admin.example.com")
+                .ret(200, "admin\n")
+                .field("deny", "[\"127.0.0.0/8\"]"),
+        )
+        .route(
+            Route::host("*.internal.example.com")
+                .ret(200, "internal\n")
+                .field("deny", "[\"127.0.0.0/8\"]"),
+        )
+        .route(Route::to("web"))
+        .upstream("web", [Srv::new("b1", b1.addr())])
+        .build();
+    let lb = Forklb::start(&yaml);
+    let long = format!("{}.internal.example.com", "a".repeat(250));
+    for (host, status) in [
+        ("admin.example.com", 403),
+        ("admin.example.com.", 403),
+        ("ADMIN.example.com.:80", 403),
+        ("x.internal.example.com.", 403),
+        ("admin.example.com..", 400),
+        ("a..internal.example.com", 400),
+        (long.as_str(), 400),
+        ("www.example.com.", 200),
+    ] {
+        let raw = format!("GET / HTTP/1.1\r\nHost: {host}\r\n\r\n");
+        let (r, _) = exchange(&lb, raw.as_bytes());
+        assert_eq!(r.status, status, "Host: {host}: {r:?}");
+    }
+    // The absolute form is routed by its authority the same way.
+    let (r, _) = exchange(
+        &lb,
+        b"GET http://admin.example.com./ HTTP/1.1\r\nHost: admin.example.com.\r\n\r\n",
+    );
+    assert_eq!(r.status, 403, "{r:?}");
+    assert_eq!(b1.request_count(), 1, "only www.example.com. went upstream");
+}

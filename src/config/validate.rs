@@ -712,12 +712,25 @@ fn check_route_host(field: &str, host: &str) -> Result<String, Invalid> {
             format!("host {host:?} may not contain spaces, control characters or '/'"),
         );
     }
-    let lower = host.to_ascii_lowercase();
+    let mut lower = host.to_ascii_lowercase();
+    // `example.com.` is the same name as `example.com`: requests are
+    // routed without their trailing dot, and so is the route.
+    if lower.len() > 1 && lower.ends_with('.') {
+        lower.pop();
+    }
     let rest = lower.strip_prefix("*.").unwrap_or(&lower);
-    if rest.is_empty() || rest.contains('*') {
+    if rest.is_empty() || rest.contains('*') || rest.contains("..") || rest.ends_with('.') {
         return invalid(
             field,
             format!("invalid host {host:?}: expected an exact host or \"*.\" then a domain, e.g. *.example.com"),
+        );
+    }
+    // A request is routed by its host without the port: a route with one
+    // could never match.
+    if !rest.starts_with('[') && rest.contains(':') {
+        return invalid(
+            field,
+            format!("host {host:?} has a port: routes match the host alone (the port a request came to is its listener's)"),
         );
     }
     Ok(lower)
@@ -1352,6 +1365,16 @@ upstreams:
         );
         assert_err(
             &with_routes("      - {host: \"*.\", upstream: web}\n"),
+            "listeners[0].routes[0].host",
+            "invalid host",
+        );
+        assert_err(
+            &with_routes("      - {host: \"example.com:80\", upstream: web}\n"),
+            "listeners[0].routes[0].host",
+            "has a port",
+        );
+        assert_err(
+            &with_routes("      - {host: \"a..example.com\", upstream: web}\n"),
             "listeners[0].routes[0].host",
             "invalid host",
         );

@@ -428,12 +428,22 @@ fn strip_prefix_ignore_case<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
 
 /// The routing host of a request, lowercased into `out` without a port:
 /// the authority of an absolute-form target, else the Host header.
-pub fn routing_host<'a>(req: &httparse::Request, out: &'a mut [u8; 256]) -> Option<&'a str> {
+pub fn routing_host<'a>(
+    req: &httparse::Request,
+    out: &'a mut [u8; 256],
+) -> Result<Option<&'a str>, BadHost> {
     match req.path.and_then(split_absolute) {
-        Some((authority, _)) => lower_host(authority.as_bytes(), out),
+        Some((authority, _)) => lower_host(authority.as_bytes(), out).map(Some),
         None => host_of(req, out),
     }
 }
+
+/// A host no route can be chosen by: longer than a DNS name can be, or
+/// with an empty label (`a..b`, `b..`). A 400, as nginx answers: matched
+/// against no host instead, it would skip the host routes and their
+/// `allow`/`deny` while the backend serves the name it reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BadHost;
 
 /// True if some LF is not preceded by CR (httparse tolerates bare LF).
 pub fn has_bare_lf(head: &[u8]) -> bool {
@@ -443,13 +453,20 @@ pub fn has_bare_lf(head: &[u8]) -> bool {
 }
 
 /// The Host header's value, without a port, lowercased into `out`.
-pub fn host_of<'a>(req: &httparse::Request, out: &'a mut [u8; 256]) -> Option<&'a str> {
-    let h = req.headers.iter().find(|h| name_is(h.name, "host"))?;
-    lower_host(super::trim_ows(h.value), out)
+pub fn host_of<'a>(
+    req: &httparse::Request,
+    out: &'a mut [u8; 256],
+) -> Result<Option<&'a str>, BadHost> {
+    match req.headers.iter().find(|h| name_is(h.name, "host")) {
+        Some(h) => lower_host(super::trim_ows(h.value), out).map(Some),
+        None => Ok(None),
+    }
 }
 
-/// `host[:port]` → lowercase host without the port (IPv6 literals kept whole).
-fn lower_host<'a>(v: &[u8], out: &'a mut [u8; 256]) -> Option<&'a str> {
+/// `host[:port]` → lowercase host without the port (IPv6 literals kept
+/// whole) and without one trailing dot: `example.com.` is the same DNS
+/// name as `example.com` and is routed as it, as nginx does.
+pub fn lower_host<'a>(v: &[u8], out: &'a mut [u8; 256]) -> Result<&'a str, BadHost> {
     // Strip ":port", keeping IPv6 literals ("[::1]:80") intact.
     let host = if v.first() == Some(&b'[') {
         match v.iter().position(|&b| b == b']') {
@@ -462,13 +479,17 @@ fn lower_host<'a>(v: &[u8], out: &'a mut [u8; 256]) -> Option<&'a str> {
             None => v,
         }
     };
-    if host.len() > out.len() {
-        return None;
+    let host = match host {
+        [rest @ .., b'.'] if !rest.is_empty() && host[0] != b'[' => rest,
+        _ => host,
+    };
+    if host.len() > out.len() || host.ends_with(b".") || host.windows(2).any(|w| w == b"..") {
+        return Err(BadHost);
     }
     for (o, b) in out.iter_mut().zip(host) {
         *o = b.to_ascii_lowercase();
     }
-    std::str::from_utf8(&out[..host.len()]).ok()
+    std::str::from_utf8(&out[..host.len()]).map_err(|_| BadHost)
 }
 
 #[cfg(test)]
@@ -657,6 +678,29 @@ mod tests {
         let mut req = httparse::Request::new(&mut headers);
         req.parse(raw).unwrap();
         let mut buf = [0u8; 256];
-        assert_eq!(host_of(&req, &mut buf), Some("example.com"));
+        assert_eq!(host_of(&req, &mut buf), Ok(Some("example.com")));
+    }
+
+    #[test]
+    fn routing_hosts_lose_one_trailing_dot_and_refuse_what_names_no_host() {
+        let mut buf = [0u8; 256];
+        for (v, want) in [
+            (&b"Admin.Example.com."[..], Ok("admin.example.com")),
+            (b"admin.example.com.:80", Ok("admin.example.com")),
+            (b"[::1]:80", Ok("[::1]")),
+            (b"localhost", Ok("localhost")),
+            (b"a..example.com", Err(BadHost)),
+            (b"admin.example.com..", Err(BadHost)),
+            (b".", Err(BadHost)),
+        ] {
+            assert_eq!(
+                lower_host(v, &mut buf),
+                want,
+                "{:?}",
+                String::from_utf8_lossy(v)
+            );
+        }
+        let long = format!("{}.example.com", "a".repeat(250));
+        assert_eq!(lower_host(long.as_bytes(), &mut buf), Err(BadHost));
     }
 }

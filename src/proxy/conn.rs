@@ -773,7 +773,10 @@ impl Conn {
         let local_keep = info.keep_alive && info.framing == Framing::None;
 
         let mut host_buf = [0u8; 256];
-        let host = request::routing_host(&req, &mut host_buf);
+        let Ok(host) = request::routing_host(&req, &mut host_buf) else {
+            log::info!("client {} sent a host no route can be chosen by", self.peer);
+            return self.reject(env, 400);
+        };
         let target = req.path.unwrap_or("/");
         let path = request::origin_path(target);
         // Routes match the normalized path; the original goes upstream.

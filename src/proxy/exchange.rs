@@ -379,7 +379,13 @@ impl Exchange {
             log::info!("client {} sent an invalid authority", self.client.peer);
             return self.local_error(400);
         }
-        let host = http::request::routing_host(&hreq, &mut host_buf);
+        let Ok(host) = http::request::routing_host(&hreq, &mut host_buf) else {
+            log::info!(
+                "client {} sent a host no route can be chosen by",
+                self.client.peer
+            );
+            return self.local_error(400);
+        };
         let path = http::request::origin_path(req.target);
         let route_path = match http::path::route_path(&path) {
             Ok(p) => p,
