@@ -606,3 +606,26 @@ fn forklb_send_proxy_to_nginx_proxy_protocol() {
         }
     }
 }
+
+/// An IPv4-mapped block in `allow`/`deny` is the IPv4 block it maps, as in
+/// nginx: a client named by the PROXY header (TCP6 with a mapped address,
+/// or TCP4) is matched by it. The rule was silently dead.
+#[test]
+fn ipv4_mapped_blocks_match_the_clients_they_map() {
+    let lb = Forklb::start(
+        "listeners:\n  - name: web\n    bind: [\"127.0.0.1:$PORT\"]\n    proxy_protocol: true\n    routes:\n\
+         \x20     - {path: /, return: {status: 200, body: \"in\\n\"}, deny: [\"::ffff:192.0.2.0/120\"]}\n",
+    );
+    let port = lb.port();
+    for (header, status) in [
+        ("PROXY TCP6 ::ffff:192.0.2.5 ::1 5555 80\r\n", 403),
+        ("PROXY TCP4 192.0.2.5 127.0.0.1 5555 80\r\n", 403),
+        ("PROXY TCP4 198.51.100.1 127.0.0.1 5555 80\r\n", 200),
+    ] {
+        let r = exchange(
+            connect_from(Ipv4Addr::LOCALHOST, port),
+            &[header.as_bytes(), GET].concat(),
+        );
+        assert_eq!(status_of(&r), status, "{header}: {r}\n{}", lb.diagnostics());
+    }
+}

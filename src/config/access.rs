@@ -36,6 +36,16 @@ impl Cidr {
                 _ => return Err(format!("{s:?}: the prefix length must be 0 to {max}")),
             },
         };
+        // An IPv4-mapped block (`::ffff:192.0.2.0/120`) is the IPv4 block
+        // it maps: clients are matched with mapped addresses as IPv4 (as
+        // nginx does), so as IPv6 it could never match.
+        let (addr, prefix) = match addr {
+            IpAddr::V6(v6) if prefix >= 96 => match v6.to_ipv4_mapped() {
+                Some(v4) => (IpAddr::V4(v4), prefix - 96),
+                None => (addr, prefix),
+            },
+            _ => (addr, prefix),
+        };
         let c = Cidr { addr, prefix };
         if c.masked(addr) != addr {
             return Err(format!(
@@ -147,6 +157,25 @@ mod tests {
         assert!(Cidr::parse("10.0.0.1/8")
             .unwrap_err()
             .contains("10.0.0.0/8"));
+    }
+
+    #[test]
+    fn ipv4_mapped_blocks_are_the_ipv4_blocks_they_map() {
+        let mapped = Cidr::parse("::ffff:192.0.2.0/120").unwrap();
+        assert_eq!(mapped.to_string(), "192.0.2.0/24");
+        assert!(mapped.contains(ip("::ffff:192.0.2.5")));
+        assert!(mapped.contains(ip("192.0.2.5")));
+        assert!(!mapped.contains(ip("192.0.3.5")));
+        let all_v4 = Cidr::parse("::ffff:0:0/96").unwrap();
+        assert!(all_v4.contains(ip("10.0.0.5")) && !all_v4.contains(ip("::1")));
+        assert_eq!(
+            Cidr::parse("::ffff:10.0.0.5").unwrap().to_string(),
+            "10.0.0.5"
+        );
+        assert!(
+            Cidr::parse("::ffff:192.0.2.1/120").is_err(),
+            "host bits set"
+        );
     }
 
     #[test]
