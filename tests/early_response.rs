@@ -844,3 +844,35 @@ fn lingering_ends_after_five_quiet_seconds() {
         "forklb still lingers after 6.5 quiet seconds"
     );
 }
+
+/// A `return` of 204 or 304 has no body and no Content-Length (RFC 9110
+/// §8.6, §15.3.5, §15.4.5): the next response on the connection is the
+/// next request's. A body for them, or a 1xx status, is a config error.
+#[test]
+fn a_return_of_204_or_304_has_no_body_and_keeps_the_connection_in_step() {
+    let yaml = ConfigBuilder::new()
+        .listener("web", &["127.0.0.1:$PORT"])
+        .route(Route::path("/nc").ret_status(204))
+        .route(Route::path("/nm").ret_status(304))
+        .route(Route::any().ret(200, "after\n"))
+        .build();
+    let lb = Forklb::start(&yaml);
+    let mut c = Conn::open(lb.port()).expect("connect");
+    c.set_read_timeout(Duration::from_secs(2));
+    c.send(b"GET /nc HTTP/1.1\r\nHost: x\r\n\r\nGET /nm HTTP/1.1\r\nHost: x\r\n\r\nGET /z HTTP/1.1\r\nHost: x\r\n\r\n")
+        .expect("send");
+    for status in [204, 304] {
+        let r = c.read_next_head().expect("head");
+        assert_eq!(r.status, status, "{r:?}");
+        assert_eq!(r.header("content-length"), None, "{r:?}");
+    }
+    let r = c.read_response().expect("third");
+    assert_eq!((r.status, r.body_str().as_str()), (200, "after\n"), "{r:?}");
+
+    let bad = ConfigBuilder::new()
+        .listener("web", &["127.0.0.1:$PORT"])
+        .route(Route::any().ret(204, "x"))
+        .build();
+    let err = Forklb::try_start(&bad).err().expect("a 204 with a body is refused");
+    assert!(err.contains("has no body"), "{err}");
+}

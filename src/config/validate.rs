@@ -624,13 +624,24 @@ fn check_stats(at: &str, stats: &raw::StatsAction) -> Result<Action, Invalid> {
     }))
 }
 
-/// `return`: a status other than 101 and a content type fit for a header.
+/// `return`: a final status (a 1xx is interim: a response would have to
+/// follow it), no body where the status has none, and a content type fit
+/// for a header.
 fn check_return(at: &str, ret: &raw::ReturnAction) -> Result<Action, Invalid> {
-    if !(100..=599).contains(&ret.status) || ret.status == 101 {
+    if !(200..=599).contains(&ret.status) {
         return invalid(
             format!("{at}.return.status"),
             format!(
-                "status {} is out of range 100-599 (101 excluded)",
+                "status {} is out of range 200-599 (a return is the final response)",
+                ret.status
+            ),
+        );
+    }
+    if matches!(ret.status, 204 | 304) && !ret.body.is_empty() {
+        return invalid(
+            format!("{at}.return.body"),
+            format!(
+                "a {} response has no body (RFC 9110 §15.3.5, §15.4.5): leave `body` out",
                 ret.status
             ),
         );
@@ -1381,7 +1392,7 @@ upstreams:
         assert_err(
             &with_routes("      - {return: {status: 600}}\n"),
             "listeners[0].routes[0].return.status",
-            "status 600 is out of range 100-599",
+            "status 600 is out of range 200-599",
         );
         assert_err(
             &with_routes("      - {return: {status: 99}}\n"),
@@ -1391,7 +1402,17 @@ upstreams:
         assert_err(
             &with_routes("      - {return: {status: 101}}\n"),
             "listeners[0].routes[0].return.status",
-            "101",
+            "out of range 200-599",
+        );
+        assert_err(
+            &with_routes("      - {return: {status: 100}}\n"),
+            "listeners[0].routes[0].return.status",
+            "final response",
+        );
+        assert_err(
+            &with_routes("      - {return: {status: 204, body: x}}\n"),
+            "listeners[0].routes[0].return.body",
+            "has no body",
         );
         assert_err(
             &with_routes("      - {redirect: {to: /x, status: 200}}\n"),

@@ -65,12 +65,12 @@ pub fn write_response(out: &mut Vec<u8>, r: &Reply, date: &[u8]) {
         reason(r.status)
     );
     out.extend_from_slice(date);
-    let _ = write!(
-        out,
-        "\r\nContent-Type: {}\r\nContent-Length: {}\r\n",
-        r.content_type,
-        r.body.len()
-    );
+    let _ = write!(out, "\r\nContent-Type: {}\r\n", r.content_type);
+    // A 204 has no Content-Length (RFC 9110 §8.6), and a 304's would
+    // describe a representation forklb does not have.
+    if !matches!(r.status, 204 | 304) {
+        let _ = write!(out, "Content-Length: {}\r\n", r.body.len());
+    }
     out.extend_from_slice(r.extra_headers);
     out.extend_from_slice(if r.keep_alive {
         b"Connection: keep-alive\r\n\r\n"
