@@ -873,6 +873,8 @@ fn a_return_of_204_or_304_has_no_body_and_keeps_the_connection_in_step() {
         .listener("web", &["127.0.0.1:$PORT"])
         .route(Route::any().ret(204, "x"))
         .build();
-    let err = Forklb::try_start(&bad).err().expect("a 204 with a body is refused");
+    let err = Forklb::try_start(&bad)
+        .err()
+        .expect("a 204 with a body is refused");
     assert!(err.contains("has no body"), "{err}");
 }

@@ -366,3 +366,31 @@ fn local_responses_carry_a_date() {
     assert_eq!(r.status, 400, "{r:?}");
     assert_fresh_date(&r, before, "400");
 }
+
+/// A redirect to `$host` answers an HTTP/1.0 request without Host (valid
+/// in HTTP/1.0) with the address it came to, as nginx falls back to its
+/// server name: it was a 400.
+#[test]
+fn a_redirect_to_host_without_a_host_uses_the_address_it_came_to() {
+    let yaml = ConfigBuilder::new()
+        .listener("web", &["127.0.0.1:$PORT"])
+        .route(Route::path("/r/").redirect("https://$host$request_uri", 301))
+        .build();
+    let lb = Forklb::start(&yaml);
+    let mut c = Conn::open(lb.port()).expect("connect");
+    c.set_read_timeout(std::time::Duration::from_secs(2));
+    c.send(b"GET /r/a?x=1 HTTP/1.0\r\n\r\n").expect("send");
+    let r = c.read_response().expect("response");
+    assert_eq!(r.status, 301, "{r:?}");
+    assert_eq!(r.header("location"), Some("https://127.0.0.1/r/a?x=1"));
+    let mut c = Conn::open(lb.port()).expect("connect");
+    c.set_read_timeout(std::time::Duration::from_secs(2));
+    c.send(b"GET /r/b HTTP/1.1\r\nHost: Example.com.:8080\r\n\r\n")
+        .expect("send");
+    let r = c.read_response().expect("response");
+    assert_eq!(
+        r.header("location"),
+        Some("https://example.com/r/b"),
+        "{r:?}"
+    );
+}

@@ -370,13 +370,17 @@ impl<'a> Side<'a> {
         })
     }
 
-    /// The fields to append: (name as written, value).
+    /// The fields to append: (name as written, value). A value that
+    /// expanded to nothing (`$host` of a request without one) adds no
+    /// field, as nginx's `add_header` and `proxy_set_header` leave out an
+    /// empty value (a `set` then only removes).
     pub fn fields(&self) -> impl Iterator<Item = (&'a str, &'a [u8])> + 'a {
         self.edits
             .put
             .iter()
             .map(|(n, _)| n.as_str())
             .zip(self.values())
+            .filter(|(_, v)| !v.is_empty())
     }
 
     /// An HTTP/1.1 head's lines for the fields.
@@ -413,6 +417,7 @@ impl<'a> Side<'a> {
             .iter()
             .map(Vec::as_slice)
             .zip(self.values())
+            .filter(|(_, v)| !v.is_empty())
     }
 }
 
@@ -512,14 +517,14 @@ mod tests {
             [
                 ("A", &b"10.1.2.3"[..]),
                 ("B", b"fixed"),
-                ("C", b""),
+                // C, empty, adds no field.
                 ("D", b"example.com:4567"),
                 ("E", b"CN=client,O=OrgX: y"),
             ]
         );
         let mut list = Vec::new();
         a.response().edit_list(&mut list);
-        assert_eq!(list[3], (b"d".to_vec(), b"example.com:4567".to_vec()));
+        assert_eq!(list[2], (b"d".to_vec(), b"example.com:4567".to_vec()));
     }
 
     #[test]
@@ -551,5 +556,32 @@ mod tests {
         side.edit_list(&mut list);
         let names: Vec<&[u8]> = list.iter().map(|(n, _)| n.as_slice()).collect();
         assert_eq!(names, [&b"x-id"[..], b"x-env", b"x-id"]);
+    }
+
+    #[test]
+    fn a_value_that_expands_to_nothing_adds_no_field() {
+        let e = Edits::new(
+            vec![("X-Host".into(), "$host".into())],
+            vec![("X-Dn".into(), "$ssl_client_s_dn".into())],
+            vec![],
+        )
+        .expect("edits");
+        let rules = Arc::new(RouteHeaders {
+            request: e,
+            response: Edits::default(),
+        });
+        let mut v = vars();
+        v.host = b"";
+        v.ssl_client_s_dn = "";
+        let a = Applied::new(&rules, &v);
+        let side = a.request();
+        let mut out = Vec::new();
+        side.write_h1(&mut out);
+        assert_eq!(out, b"", "no `X-Host: ` line");
+        // `set` still removes the client's field.
+        assert!(side.drops(b"x-host"));
+        let mut list = vec![(b"x-host".to_vec(), b"theirs".to_vec())];
+        side.edit_list(&mut list);
+        assert!(list.is_empty(), "{list:?}");
     }
 }

@@ -965,6 +965,17 @@ impl Conn {
         path: &str,
         local_keep: bool,
     ) {
+        // A request without Host (HTTP/1.0 may send none) is redirected to
+        // the address it came to, as nginx falls back to its server name
+        // rather than answer a valid request with a 400.
+        let local = match host.filter(|h| !h.is_empty()) {
+            Some(_) => None,
+            None => self.client.sock().local_addr().ok().map(|a| match a.ip() {
+                std::net::IpAddr::V4(ip) => ip.to_string(),
+                std::net::IpAddr::V6(ip) => format!("[{ip}]"),
+            }),
+        };
+        let host = host.filter(|h| !h.is_empty()).or(local.as_deref());
         let Some(to) = to.expand(host, path) else {
             log::info!(
                 "client {} sent no usable Host for a redirect to $host",
