@@ -226,6 +226,20 @@ fn send_signal(config: &Config, name: &str) -> i32 {
         );
         return EXIT_RUNTIME;
     }
+    if sig == Signal::SIGHUP {
+        if let Some(old) = upgrading_from(config, pid) {
+            // A reload now would HUP the new master alone, and a service
+            // manager that reads the pid file after a reload (systemd's
+            // PIDFile=) would take the new master, still the old one's
+            // child, for its main process: its later stop cuts requests.
+            eprintln!(
+                "forklb: [error] an upgrade is in progress (old master {old}, new master {pid}): \
+                 finish it (kill -QUIT {old}) or roll it back (kill -HUP {old}; kill -QUIT {pid}) \
+                 before reloading; nothing sent"
+            );
+            return EXIT_RUNTIME;
+        }
+    }
     match nix::sys::signal::kill(nix::unistd::Pid::from_raw(raw), sig) {
         Ok(()) => EXIT_OK,
         Err(e) => {
@@ -233,6 +247,15 @@ fn send_signal(config: &Config, name: &str) -> i32 {
             EXIT_RUNTIME
         }
     }
+}
+
+/// The old master of an upgrade in progress: the `.oldbin` pid file names
+/// a live forklb master other than `pid` (the pid file's).
+fn upgrading_from(config: &Config, pid: u32) -> Option<u32> {
+    let old = pidfile::read(&crate::master::oldbin_path(&config.pid_file)).ok()?;
+    let raw = i32::try_from(old).ok()?;
+    let live = crate::procfs::info(raw).is_some_and(|p| p.state != 'Z' && p.state != 'X');
+    (old != pid && live && crate::procfs::not_a_master(raw).is_none()).then_some(old)
 }
 
 #[cfg(test)]

@@ -1278,3 +1278,38 @@ fn quit_before_the_new_master_serves_is_held_and_given_up_if_it_never_does() {
     lb.signal(SIGQUIT);
     lb.expect_exit_0(T10, "a second QUIT");
 }
+
+/// `forklb -s reload` while an upgrade is in progress (both masters live)
+/// is refused: it would HUP the new master alone, and systemd, which reads
+/// the pid file after a reload, would take the new master (the old one's
+/// child) for the main process and cut requests at the next stop. Once the
+/// upgrade is done, it reloads as usual.
+#[test]
+fn s_reload_is_refused_while_an_upgrade_is_in_progress() {
+    let (_b, mut lb, old, new) = start_mid_upgrade();
+    let conf = lb.config_path().to_str().expect("path").to_owned();
+    let out = run_forklb(&["-s", "reload", "-c", &conf], T10);
+    assert_eq!(out.code(), Some(2), "{}", out.combined());
+    assert!(
+        out.combined().contains("an upgrade is in progress"),
+        "{}",
+        out.combined()
+    );
+    // Nothing was sent: the new master's workers are the same.
+    let new_workers = workers_of(new);
+    thread::sleep(Duration::from_millis(300));
+    assert_eq!(workers_of(new), new_workers);
+    // Done (the old master quits): a reload goes to the new master.
+    assert!(kill(old, SIGWINCH) && kill(old, SIGQUIT));
+    // The old master is this test's child: reaped here.
+    assert!(lb.wait_exit(T10).is_some(), "{}", lb.diagnostics());
+    let out = run_forklb(&["-s", "reload", "-c", &conf], T10);
+    assert_eq!(out.code(), Some(0), "{}", out.combined());
+    assert!(
+        wait_until(T10, || workers_of(new)
+            .iter()
+            .all(|w| !new_workers.contains(w))),
+        "no new generation after the reload\n{}",
+        lb.diagnostics()
+    );
+}
