@@ -15,8 +15,16 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Where log lines go.
 enum Sink {
-    Stderr,
-    File { path: PathBuf, file: File },
+    /// `journal`: stderr is systemd's journal stream, and each line begins
+    /// with its syslog priority (`<3>` for an error), which the journal
+    /// reads and strips, so `journalctl -p warning` finds forklb's lines.
+    Stderr {
+        journal: bool,
+    },
+    File {
+        path: PathBuf,
+        file: File,
+    },
 }
 
 struct Logger {
@@ -24,7 +32,7 @@ struct Logger {
 }
 
 static LOGGER: Logger = Logger {
-    sink: Mutex::new(Sink::Stderr),
+    sink: Mutex::new(Sink::Stderr { journal: false }),
 };
 
 /// Short role tag shown in every line (`master`, `worker`, ...), set after fork.
@@ -67,7 +75,9 @@ pub fn open_append(path: &Path) -> io::Result<File> {
 /// (a plain level name) overrides `level`.
 pub fn init(target: &str, level: log::LevelFilter) -> io::Result<()> {
     let sink = if target == "stderr" {
-        Sink::Stderr
+        Sink::Stderr {
+            journal: stderr_is_the_journal(),
+        }
     } else {
         let path = PathBuf::from(target);
         let file = open_append(&path).map_err(|e| {
@@ -89,6 +99,32 @@ pub fn init(target: &str, level: log::LevelFilter) -> io::Result<()> {
     let _ = log::set_logger(&LOGGER);
     log::set_max_level(level);
     Ok(())
+}
+
+/// systemd sets `JOURNAL_STREAM=DEVICE:INODE` for a service whose stderr
+/// goes to the journal (systemd.exec(5)); stderr is that stream when its
+/// device and inode match (not when a child redirected it elsewhere).
+fn stderr_is_the_journal() -> bool {
+    let Ok(stream) = std::env::var("JOURNAL_STREAM") else {
+        return false;
+    };
+    let Some((dev, ino)) = stream.split_once(':') else {
+        return false;
+    };
+    let Ok(st) = nix::sys::stat::fstat(2) else {
+        return false;
+    };
+    dev.parse() == Ok(st.st_dev) && ino.parse() == Ok(st.st_ino)
+}
+
+/// The syslog priority the journal reads from a line's `<N>` prefix.
+fn journal_priority(level: log::Level) -> &'static str {
+    match level {
+        log::Level::Error => "<3>",
+        log::Level::Warn => "<4>",
+        log::Level::Info => "<6>",
+        log::Level::Debug | log::Level::Trace => "<7>",
+    }
 }
 
 /// Runs `f` on the log file, if logging goes to a file (e.g. to chown it).
@@ -144,7 +180,8 @@ impl log::Log for Logger {
         if !self.enabled(record.metadata()) {
             return;
         }
-        let level = match effective_level(record.metadata()) {
+        let effective = effective_level(record.metadata());
+        let level = match effective {
             log::Level::Error => "error",
             log::Level::Warn => "warn",
             log::Level::Info => "info",
@@ -165,7 +202,11 @@ impl log::Log for Logger {
         };
         // Logging must never take a process down: write errors are dropped.
         let _ = match &mut *guard {
-            Sink::Stderr => io::stderr().write_all(line.as_bytes()),
+            Sink::Stderr { journal: false } => io::stderr().write_all(line.as_bytes()),
+            Sink::Stderr { journal: true } => {
+                let prefixed = format!("{}{line}", journal_priority(effective));
+                io::stderr().write_all(prefixed.as_bytes())
+            }
             Sink::File { file, .. } => file.write_all(line.as_bytes()),
         };
     }

@@ -282,3 +282,69 @@ fn winch_in_a_terminals_foreground_does_not_stop_the_workers() {
     let _ = holder.wait();
     assert!(gone, "the master did not exit on TERM\n{}", log());
 }
+
+/// With `error_log: stderr` under systemd (JOURNAL_STREAM names stderr's
+/// device and inode), every line begins with its syslog priority (`<6>`
+/// info, `<4>` warn, `<3>` error), which the journal reads and strips:
+/// `journalctl -p warning` finds forklb's warnings and errors. Elsewhere
+/// the lines are as in a file.
+#[test]
+fn stderr_lines_carry_their_priority_for_the_journal() {
+    use std::os::unix::fs::MetadataExt;
+    let dir = TempDir::new("journal");
+    for journal in [true, false] {
+        let port = free_port();
+        let config = dir.join("forklb.yaml");
+        let pid_file = dir.join("forklb.pid");
+        std::fs::write(
+            &config,
+            format!(
+                "pid_file: \"{}\"\nerror_log: stderr\nworkers: 1\nlisteners:\n  - name: web\n    bind: [\"127.0.0.1:{port}\"]\n    routes:\n      - return: {{status: 200}}\n",
+                pid_file.display()
+            ),
+        )
+        .expect("config");
+        let err_path = dir.join(&format!("stderr-{journal}.log"));
+        let err = std::fs::File::create(&err_path).expect("stderr file");
+        let meta = err.metadata().expect("metadata");
+        let mut cmd = forklb_command();
+        cmd.arg("-c").arg(&config).stderr(err);
+        if journal {
+            cmd.env("JOURNAL_STREAM", format!("{}:{}", meta.dev(), meta.ino()));
+        }
+        let mut child = cmd.spawn().expect("spawn");
+        let text = || std::fs::read_to_string(&err_path).unwrap_or_default();
+        let ready = wait_until(Duration::from_secs(10), || text().contains("ready:"));
+        let worker = wait_until(Duration::from_secs(5), || {
+            !children_of(child.id() as i32).is_empty()
+        });
+        assert!(ready && worker, "{}", text());
+        // A worker killed: an error line.
+        for w in children_of(child.id() as i32) {
+            kill(w, libc::SIGKILL);
+        }
+        assert!(
+            wait_until(Duration::from_secs(5), || text().contains("[error]")),
+            "{}",
+            text()
+        );
+        kill(child.id() as i32, libc::SIGTERM);
+        let _ = child.wait();
+        let out = text();
+        for line in out.lines().filter(|l| !l.is_empty()) {
+            let want = if !journal {
+                ""
+            } else if line.contains("[error]") {
+                "<3>"
+            } else if line.contains("[warn]") {
+                "<4>"
+            } else {
+                "<6>"
+            };
+            assert!(
+                line.starts_with(&format!("{want}2")),
+                "journal {journal}: {line:?}\n{out}"
+            );
+        }
+    }
+}
