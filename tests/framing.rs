@@ -22,6 +22,13 @@ fn echo_backend() -> Backend {
 
 // ---- Request bodies ----------------------------------------------------------------
 
+/// A client connection to `lb` whose reads give up after 2 s.
+fn open(lb: &Forklb) -> Conn {
+    let c = Conn::open(lb.port()).expect("connect");
+    c.set_read_timeout(Duration::from_secs(2));
+    c
+}
+
 #[test]
 fn content_length_request_body_is_forwarded_exactly() {
     let b1 = echo_backend();
@@ -310,8 +317,7 @@ fn no_content_204_has_no_body_and_connection_continues() {
     );
     let lb = Forklb::start(&proxy_config_for(1, &[&b1]));
 
-    let mut c = Conn::open(lb.port()).expect("connect");
-    c.set_read_timeout(Duration::from_secs(2));
+    let mut c = open(&lb);
     let r = c.get("/nc").expect("204");
     assert_eq!(r.status, 204, "{r:?}");
     assert!(!r.closes(), "{:?}", r.headers);
@@ -334,8 +340,7 @@ fn not_modified_304_with_content_length_has_no_body() {
     );
     let lb = Forklb::start(&proxy_config_for(1, &[&b1]));
 
-    let mut c = Conn::open(lb.port()).expect("connect");
-    c.set_read_timeout(Duration::from_secs(2));
+    let mut c = open(&lb);
     let r = c
         .request("GET", "/cached", &[("If-None-Match", "\"v1\"")], b"")
         .expect("304");
@@ -573,8 +578,7 @@ fn small_close_delimited_response_ends_when_the_server_closes() {
     let lb = Forklb::start(&proxy_config_for(1, &[&b1]));
 
     for i in 0..20 {
-        let mut c = Conn::open(lb.port()).expect("connect");
-        c.set_read_timeout(Duration::from_secs(2));
+        let mut c = open(&lb);
         c.send(b"GET /eof HTTP/1.1\r\nHost: x\r\n\r\n")
             .expect("send");
         let head = c.read_next_head().expect("response head");
@@ -600,8 +604,7 @@ fn request_followed_by_the_clients_fin_is_answered() {
     );
     let lb = Forklb::start(&proxy_config_for(1, &[&b1]));
     for i in 0..20 {
-        let mut c = Conn::open(lb.port()).expect("connect");
-        c.set_read_timeout(Duration::from_secs(2));
+        let mut c = open(&lb);
         c.send(b"GET /x HTTP/1.1\r\nHost: x\r\n\r\n").expect("send");
         c.stream()
             .shutdown(std::net::Shutdown::Write)
@@ -644,8 +647,7 @@ fn a_204_and_a_1xx_lose_their_content_length_and_a_426_keeps_its_upgrade() {
         ],
     );
     let lb = Forklb::start(&proxy_config_for(1, &[&b1]));
-    let mut c = Conn::open(lb.port()).expect("connect");
-    c.set_read_timeout(Duration::from_secs(2));
+    let mut c = open(&lb);
     let r = c.get("/nc").expect("204");
     assert_eq!(r.status, 204, "{r:?}");
     assert_eq!(r.header("content-length"), None, "{:?}", r.headers);
@@ -686,8 +688,7 @@ fn chunk_extensions_after_whitespace_are_valid_both_ways() {
         )],
     );
     let lb = Forklb::start(&proxy_config_for(1, &[&b1]));
-    let mut c = Conn::open(lb.port()).expect("connect");
-    c.set_read_timeout(Duration::from_secs(2));
+    let mut c = open(&lb);
     let r = c.get("/ext").expect("response");
     assert_eq!(
         (r.status, r.body_str().as_str()),
@@ -695,8 +696,7 @@ fn chunk_extensions_after_whitespace_are_valid_both_ways() {
         "{r:?}"
     );
     // An HTTP/1.0 client gets the payload alone, whole.
-    let mut c10 = Conn::open(lb.port()).expect("connect");
-    c10.set_read_timeout(Duration::from_secs(2));
+    let mut c10 = open(&lb);
     c10.send(b"GET /ext HTTP/1.0\r\n\r\n").expect("send");
     let raw = c10.read_to_end().expect("HTTP/1.0 response");
     let text = String::from_utf8_lossy(&raw);
@@ -704,14 +704,12 @@ fn chunk_extensions_after_whitespace_are_valid_both_ways() {
 
     let echo = echo_backend();
     let lb = Forklb::start(&proxy_config_for(1, &[&echo]));
-    let mut c = Conn::open(lb.port()).expect("connect");
-    c.set_read_timeout(Duration::from_secs(2));
+    let mut c = open(&lb);
     c.send(b"POST /up HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n2 ;a=b\r\nok\r\n0\r\n\r\n")
         .expect("send");
     let r = c.read_response().expect("response");
     assert_eq!((r.status, r.body_str().as_str()), (200, "ok"), "{r:?}");
-    let mut c = Conn::open(lb.port()).expect("connect");
-    c.set_read_timeout(Duration::from_secs(2));
+    let mut c = open(&lb);
     c.send(
         b"POST /up HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n2 \r\nok\r\n0\r\n\r\n",
     )
@@ -739,8 +737,7 @@ fn transfer_codings_other_than_chunked_alone_are_a_502() {
     let b1 = scripted("b1", scripts);
     let lb = Forklb::start(&proxy_config_for(1, &[&b1]));
     for i in 0..heads.len() {
-        let mut c = Conn::open(lb.port()).expect("connect");
-        c.set_read_timeout(Duration::from_secs(2));
+        let mut c = open(&lb);
         let r = c.get(&format!("/te{i}")).expect("response");
         assert_eq!(r.status, 502, "/te{i}: {r:?}");
     }
@@ -761,8 +758,7 @@ fn an_http_1_0_response_with_transfer_encoding_is_not_reused() {
         )],
     );
     let lb = Forklb::start(&proxy_config_for(1, &[&b1]));
-    let mut c = Conn::open(lb.port()).expect("connect");
-    c.set_read_timeout(Duration::from_secs(2));
+    let mut c = open(&lb);
     let r = c.get("/te10").expect("response");
     assert_eq!((r.status, r.body_str().as_str()), (200, "ok"), "{r:?}");
     let r = c.get("/next").expect("next");
@@ -839,8 +835,7 @@ fn a_higher_minor_status_line_is_read_as_http11() {
         )],
     );
     let lb = Forklb::start(&proxy_config_for(1, &[&b1]));
-    let mut c = Conn::open(lb.port()).expect("connect");
-    c.set_read_timeout(Duration::from_secs(2));
+    let mut c = open(&lb);
     let r = c.get("/v12").expect("response");
     assert_eq!((r.status, r.body_str().as_str()), (200, "ok"), "{r:?}");
     let r = c.get("/next").expect("next");
