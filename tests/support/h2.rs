@@ -230,6 +230,16 @@ impl KeyValues {
         self.get(key).and_then(|v| v.parse().ok())
     }
 
+    /// What `client.py hints` saw was one 103 with Link `link` before
+    /// a 200 with body `body`; `what` names the case in a failure.
+    pub fn assert_early_hints(&self, link: &str, body: &str, what: &str) {
+        assert_eq!(self.at("blocks"), "2", "{what}: {}", self.text);
+        assert_eq!(self.at("first_status"), "103", "{what}: {}", self.text);
+        assert_eq!(self.at("first_link"), link, "{what}: {}", self.text);
+        assert_eq!(self.at("final_status"), "200", "{what}: {}", self.text);
+        assert_eq!(self.at("body"), body, "{what}: {}", self.text);
+    }
+
     /// The server sent GOAWAY or closed the connection.
     pub fn ended(&self) -> bool {
         self.get("goaway").is_some_and(|g| g != "none") || self.get("closed") == Some("yes")
