@@ -138,30 +138,6 @@ fn a_retry_is_a_redispatch_of_the_server_left_and_one_backend_request() {
     }
 }
 
-/// The fields of `show stat`'s row `px,sv`, read in one go (so that they
-/// describe the same moment), by name.
-fn row(sock: &Path, px: &str, sv: &str, fields: &[&str]) -> Vec<String> {
-    let csv = admin_cmd(sock, "show stat");
-    let mut lines = csv.lines();
-    let header: Vec<&str> = lines
-        .next()
-        .unwrap_or("")
-        .trim_start_matches("# ")
-        .split(',')
-        .collect();
-    let r: Vec<&str> = lines
-        .map(|l| l.split(',').collect::<Vec<_>>())
-        .find(|r| r.first() == Some(&px) && r.get(1) == Some(&sv))
-        .unwrap_or_else(|| panic!("no row {px},{sv}:\n{csv}"));
-    fields
-        .iter()
-        .map(|f| {
-            let col = header.iter().position(|h| h == f).expect("a field");
-            r.get(col).copied().unwrap_or("").to_owned()
-        })
-        .collect()
-}
-
 /// A request waiting in the queue for a server slot is the backend's:
 /// with 6 requests at once on one server of `maxconn: 2`, HAProxy 2.6
 /// says BACKEND `qcur=4 scur=6`, then `smax=6`, and its FRONTEND `smax`
@@ -196,7 +172,7 @@ fn queued_requests_count_in_the_backend_sessions_and_maxima() {
         .collect();
     let mut seen = Vec::new();
     let full = wait_until(Duration::from_secs(3), || {
-        seen = row(&sock, "one", "BACKEND", &["qcur", "scur"]);
+        seen = stat_fields(&sock, "one", "BACKEND", &["qcur", "scur"]);
         seen == ["4", "6"]
     });
     assert!(full, "BACKEND qcur, scur: {seen:?}\n{}", lb.diagnostics());
@@ -308,19 +284,6 @@ fn a_passively_marked_server_reports_down_while_the_mark_holds() {
     );
 }
 
-/// A backend whose `/health` answers `status` (switchable at run time).
-fn checked_backend(name: &str, status: u16) -> (Backend, HealthSwitch) {
-    let sw = HealthSwitch::new("/health", status);
-    let b = Backend::start_with(
-        name,
-        BackendOpts {
-            health: Some(sw.clone()),
-            ..Default::default()
-        },
-    );
-    (b, sw)
-}
-
 /// A backend is DOWN while none of its servers may take requests, and its
 /// row keeps HAProxy's history of that: `chkdown` (UP→DOWN transitions),
 /// `lastchg` (seconds since its last one) and `downtime` (seconds DOWN in
@@ -350,7 +313,7 @@ fn a_backend_keeps_its_transitions_last_change_and_downtime() {
     );
     let port = lb.port();
     let history = || {
-        row(
+        stat_fields(
             &sock,
             "b",
             "BACKEND",

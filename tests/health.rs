@@ -7,19 +7,6 @@ mod support;
 use std::time::{Duration, Instant};
 use support::*;
 
-/// A backend whose `/health` answers `status` (switchable at run time).
-fn checked_backend(name: &str, status: u16) -> (Backend, HealthSwitch) {
-    let sw = HealthSwitch::new("/health", status);
-    let b = Backend::start_with(
-        name,
-        BackendOpts {
-            health: Some(sw.clone()),
-            ..Default::default()
-        },
-    );
-    (b, sw)
-}
-
 /// `n` requests from 4 threads at once, new connection each; the bodies.
 fn burst(port: u16, n: usize, tag: &'static str) -> Vec<String> {
     burst_bodies(port, &format!("/{tag}"), 4, n / 4)

@@ -40,6 +40,12 @@ pub fn info_value(sock: &Path, field: &str) -> u64 {
 /// Field `field` (by the CSV header's names) of `show stat`'s row
 /// `pxname,svname` (`svname` is `FRONTEND`, `BACKEND` or a server).
 pub fn stat_field(sock: &Path, pxname: &str, svname: &str, field: &str) -> String {
+    stat_fields(sock, pxname, svname, &[field]).remove(0)
+}
+
+/// Fields `fields` of `show stat`'s row `pxname,svname`, read in one go
+/// (so that they describe the same moment).
+pub fn stat_fields(sock: &Path, pxname: &str, svname: &str, fields: &[&str]) -> Vec<String> {
     let csv = admin_cmd(sock, "show stat");
     let mut lines = csv.lines();
     let header: Vec<&str> = lines
@@ -48,13 +54,18 @@ pub fn stat_field(sock: &Path, pxname: &str, svname: &str, field: &str) -> Strin
         .trim_start_matches("# ")
         .split(',')
         .collect();
-    let col = header
-        .iter()
-        .position(|h| *h == field)
-        .unwrap_or_else(|| panic!("no field {field} in show stat"));
-    lines
+    let row: Vec<&str> = lines
         .map(|l| l.split(',').collect::<Vec<_>>())
         .find(|r| r.first() == Some(&pxname) && r.get(1) == Some(&svname))
-        .and_then(|r| r.get(col).map(|v| v.to_string()))
-        .unwrap_or_else(|| panic!("no row {pxname},{svname}:\n{csv}"))
+        .unwrap_or_else(|| panic!("no row {pxname},{svname}:\n{csv}"));
+    fields
+        .iter()
+        .map(|f| {
+            let col = header
+                .iter()
+                .position(|h| h == f)
+                .unwrap_or_else(|| panic!("no field {f} in show stat"));
+            row.get(col).copied().unwrap_or("").to_owned()
+        })
+        .collect()
 }

@@ -668,3 +668,16 @@ fn echo_until_eof(wire: &mut Wire, s: &BackendShared) -> io::Result<()> {
         }
     }
 }
+
+/// A backend whose `/health` answers `status` (switchable at run time).
+pub fn checked_backend(name: &str, status: u16) -> (Backend, HealthSwitch) {
+    let sw = HealthSwitch::new("/health", status);
+    let b = Backend::start_with(
+        name,
+        BackendOpts {
+            health: Some(sw.clone()),
+            ..Default::default()
+        },
+    );
+    (b, sw)
+}
