@@ -29,6 +29,22 @@ fn start(dir: &TempDir, config: ConfigBuilder) -> (Forklb, PathBuf) {
     (lb, sock)
 }
 
+/// Two workers, both metrics pages, and upstream `rt` balanced `first`
+/// over `d1` (a closed port) then `ok`: every request tries d1 first.
+fn refused_then_ok(ok: &Backend) -> ConfigBuilder {
+    ConfigBuilder::new()
+        .workers(2)
+        .listener("web", &["127.0.0.1:$PORT"])
+        .route(Route::path("/metrics").metrics_haproxy())
+        .route(Route::path("/forklb-metrics").metrics())
+        .route(Route::to("rt"))
+        .upstream(
+            "rt",
+            [Srv::new("d1", refused_addr()), Srv::new("ok", ok.addr())],
+        )
+        .upstream_opt("balance: first")
+}
+
 /// The sample of `family` whose labels contain `labels`, from `metrics:
 /// haproxy` on `/metrics`.
 fn metric(port: u16, family: &str, labels: &str) -> String {
@@ -52,22 +68,7 @@ fn metric(port: u16, family: &str, labels: &str) -> String {
 fn a_retry_is_a_redispatch_of_the_server_left_and_one_backend_request() {
     let ok = Backend::start("ok");
     let dir = TempDir::new("backendrows-redispatch");
-    let (lb, sock) = start(
-        &dir,
-        ConfigBuilder::new()
-            .workers(2)
-            .listener("web", &["127.0.0.1:$PORT"])
-            .route(Route::path("/metrics").metrics_haproxy())
-            .route(Route::path("/forklb-metrics").metrics())
-            .route(Route::to("rt"))
-            // `first`: every request tries d1 first, then ok.
-            .upstream(
-                "rt",
-                [Srv::new("d1", refused_addr()), Srv::new("ok", ok.addr())],
-            )
-            .upstream_opt("balance: first")
-            .upstream_opt("max_fails: 0"),
-    );
+    let (lb, sock) = start(&dir, refused_then_ok(&ok).upstream_opt("max_fails: 0"));
     let port = lb.port();
     for _ in 0..10 {
         assert_eq!(http_get(port, "/").status, 200, "{}", lb.diagnostics());
@@ -225,17 +226,7 @@ fn a_passively_marked_server_reports_down_while_the_mark_holds() {
     let dir = TempDir::new("backendrows-passive");
     let (lb, sock) = start(
         &dir,
-        ConfigBuilder::new()
-            .workers(2)
-            .listener("web", &["127.0.0.1:$PORT"])
-            .route(Route::path("/metrics").metrics_haproxy())
-            .route(Route::path("/forklb-metrics").metrics())
-            .route(Route::to("rt"))
-            .upstream(
-                "rt",
-                [Srv::new("d1", refused_addr()), Srv::new("ok", ok.addr())],
-            )
-            .upstream_opt("balance: first")
+        refused_then_ok(&ok)
             .upstream_opt("max_fails: 1")
             .upstream_opt("fail_timeout: 3s"),
     );
