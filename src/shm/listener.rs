@@ -14,6 +14,7 @@
 //! closed, never per request. The `disabled` flags and the rates are
 //! written by the master only.
 
+use super::open_count::OpenCount;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
 
 /// A listener's open connections, runtime flags and rates. On a cache
@@ -22,8 +23,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
 pub struct ListenerShared {
     /// Connections open on this listener, over all workers, and the most
     /// seen at once (`scur`, `smax`).
-    conns_current: AtomicU32,
-    conns_max: AtomicU32,
+    conns: OpenCount,
     disabled: AtomicU32,
     /// Connections and requests per second over the last second (the
     /// master samples the counters once a second), and the highest seen.
@@ -60,30 +60,19 @@ impl ListenerShared {
         }
     }
 
-    /// A connection opened: its maximum is written only when passed, so
-    /// the open costs the add alone.
     #[inline]
     pub fn connection_opened(&self) {
-        let now = self.conns_current.fetch_add(1, Relaxed) + 1;
-        if now > self.conns_max.load(Relaxed) {
-            self.conns_max.fetch_max(now, Relaxed);
-        }
+        self.conns.open();
     }
 
     #[inline]
     pub fn connection_closed(&self) {
-        // Saturating: never wrap below zero even if open/close mismatched.
-        let _ = self
-            .conns_current
-            .fetch_update(Relaxed, Relaxed, |v| v.checked_sub(1));
+        self.conns.close(1);
     }
 
     /// (open connections, the most at once).
     pub fn connections(&self) -> (u32, u32) {
-        (
-            self.conns_current.load(Relaxed),
-            self.conns_max.load(Relaxed),
-        )
+        self.conns.get()
     }
 
     /// A runtime server change's new generation keeps the old one's
@@ -94,7 +83,7 @@ impl ListenerShared {
             .store(old.conn_rate_max.load(Relaxed), Relaxed);
         self.req_rate_max
             .store(old.req_rate_max.load(Relaxed), Relaxed);
-        self.conns_max.store(old.conns_max.load(Relaxed), Relaxed);
+        self.conns.carry_max(&old.conns);
     }
 
     /// `clear counters`: the maxima start over (`smax` from the
@@ -103,8 +92,7 @@ impl ListenerShared {
         // 0, as HAProxy's: the master's sampler starts over from the clear.
         self.conn_rate_max.store(0, Relaxed);
         self.req_rate_max.store(0, Relaxed);
-        self.conns_max
-            .store(self.conns_current.load(Relaxed), Relaxed);
+        self.conns.clear_max();
     }
 
     pub fn disabled(&self) -> bool {

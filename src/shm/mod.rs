@@ -19,6 +19,7 @@ mod backend;
 mod instance;
 mod limits;
 mod listener;
+mod open_count;
 mod queue;
 mod server;
 mod upstream;

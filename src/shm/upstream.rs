@@ -2,6 +2,7 @@
 //! weights epoch the workers' consistent-hash rings follow.
 
 use super::backend::BackendShared;
+use super::open_count::OpenCount;
 use super::queue::QueueShared;
 use std::sync::atomic::{
     AtomicU32, AtomicU64,
@@ -39,8 +40,7 @@ pub struct UpstreamShared {
     /// workers — those waiting in a queue included, as HAProxy's backend
     /// counts its streams (`scur`) — and the most seen at once (`smax`).
     /// On the line the end of every request writes anyway (the sum above).
-    sessions: AtomicU32,
-    max_sessions: AtomicU32,
+    sessions: OpenCount,
     /// Requests per second over the last second, and the highest seen
     /// (the master samples once a second).
     rate: AtomicU32,
@@ -121,28 +121,21 @@ impl UpstreamShared {
     }
 
     /// A request is dispatched to this upstream (before it looks for a
-    /// server: one waiting in the queue counts). The maximum is written
-    /// only when passed, so a steady load costs the add alone.
+    /// server: one waiting in the queue counts).
     #[inline]
     pub fn begin_session(&self) {
-        let now = self.sessions.fetch_add(1, Relaxed) + 1;
-        if now > self.max_sessions.load(Relaxed) {
-            self.max_sessions.fetch_max(now, Relaxed);
-        }
+        self.sessions.open();
     }
 
     /// `n` requests dispatched here ended (or their worker died).
     #[inline]
     pub fn end_sessions(&self, n: u32) {
-        // Saturating: never wrap below zero even if begin/end mismatched.
-        let _ = self
-            .sessions
-            .fetch_update(Relaxed, Relaxed, |v| Some(v.saturating_sub(n)));
+        self.sessions.close(n);
     }
 
     /// (requests dispatched here and not ended, the most at once).
     pub fn sessions(&self) -> (u32, u32) {
-        (self.sessions.load(Relaxed), self.max_sessions.load(Relaxed))
+        self.sessions.get()
     }
 
     /// A request got 503: no server could take it.
@@ -197,8 +190,7 @@ impl UpstreamShared {
         // 0, as HAProxy's: the master's sampler starts over from the clear.
         self.rate_max.store(0, Relaxed);
         // As a server's `smax`: from what is in flight now.
-        self.max_sessions
-            .store(self.sessions.load(Relaxed), Relaxed);
+        self.sessions.clear_max();
     }
 
     /// The weights epoch. Acquire pairs with the Release in
@@ -227,8 +219,7 @@ impl UpstreamShared {
         }
         self.duration_sum_us
             .store(old.duration_sum_us.load(Relaxed), Relaxed);
-        self.max_sessions
-            .store(old.max_sessions.load(Relaxed), Relaxed);
+        self.sessions.carry_max(&old.sessions);
         self.queue.carry_counters(&old.queue);
         self.rate_max.store(old.rate_max.load(Relaxed), Relaxed);
     }
