@@ -255,7 +255,7 @@ fn zero_window_stall_is_timed_out() {
     );
     let h = start(
         &be,
-        "timeouts: {upstream_read: 2s, upstream_write: 2s, client_body: 2s}\n",
+        "timeouts: {upstream_read: 2s, upstream_write: 2s, client_body: 2s, client_send: 2s}\n",
     );
     let workers = h.lb.worker_pids();
     let v = python(

@@ -357,3 +357,43 @@ fn an_h2_body_never_begun_is_timed_out_by_client_body() {
         v.text
     );
 }
+
+/// A client that stops reading its response is given up after
+/// `client_send` (nginx's `send_timeout`), whatever `upstream_read` is: an
+/// operator who raises that for a slow backend does not let every
+/// non-reading client hold a connection (and an upstream one) as long.
+/// HTTP/1.1 here; HTTP/2 (a window never opened) in
+/// `h2_attacks::zero_window_stall_is_timed_out`.
+#[test]
+fn a_client_that_stops_reading_is_given_up_after_client_send() {
+    let big = Backend::start_with(
+        "big",
+        BackendOpts {
+            stream_body: Some(64 << 20),
+            ..Default::default()
+        },
+    );
+    let lb = Forklb::start(&format!(
+        "{}timeouts: {{client_send: 1s, upstream_read: 30s, upstream_write: 30s}}\n",
+        proxy_config_for(1, &[&big])
+    ));
+    let mut c = Conn::open(lb.port()).expect("connect");
+    c.set_read_timeout(Duration::from_secs(5));
+    c.send(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n")
+        .expect("send");
+    let head = c.read_next_head().expect("head");
+    assert_eq!(head.status, 200, "{head:?}");
+    // Not reading: the socket buffers fill, the relay waits on us.
+    thread::sleep(Duration::from_secs(4));
+    let got = c.read_to_end().map(|b| b.len()).unwrap_or(0);
+    assert!(
+        got < (64 << 20),
+        "the whole body still came after 4 s of not reading: the connection was kept\n{}",
+        lb.diagnostics()
+    );
+    assert!(
+        lb.wait_log("timed out", Duration::from_secs(5)),
+        "{}",
+        lb.diagnostics()
+    );
+}

@@ -72,6 +72,7 @@ pub(super) fn build(
         timeouts: Timeouts {
             client_header: t.client_header.get(),
             client_body: t.client_body.get(),
+            client_send: t.client_send.get(),
             keepalive: t.keepalive.get(),
             connect: t.connect.get(),
             upstream_read: t.upstream_read.get(),

@@ -40,6 +40,7 @@ impl Config {
             timeouts: raw::Timeouts {
                 client_header: HumanDuration(t.client_header),
                 client_body: HumanDuration(t.client_body),
+                client_send: HumanDuration(t.client_send),
                 keepalive: HumanDuration(t.keepalive),
                 connect: HumanDuration(t.connect),
                 upstream_read: HumanDuration(t.upstream_read),

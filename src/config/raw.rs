@@ -214,6 +214,9 @@ pub enum AccessLogFormat {
 pub struct Timeouts {
     pub client_header: HumanDuration,
     pub client_body: HumanDuration,
+    /// Longest wait for a client to take more of its response (nginx's
+    /// `send_timeout`).
+    pub client_send: HumanDuration,
     pub keepalive: HumanDuration,
     pub connect: HumanDuration,
     pub upstream_read: HumanDuration,
@@ -228,6 +231,7 @@ impl Default for Timeouts {
         Timeouts {
             client_header: HumanDuration::from_secs(10),
             client_body: HumanDuration::from_secs(60),
+            client_send: HumanDuration::from_secs(60),
             keepalive: HumanDuration::from_secs(75),
             connect: HumanDuration::from_secs(5),
             upstream_read: HumanDuration::from_secs(60),

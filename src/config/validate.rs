@@ -261,6 +261,7 @@ fn check_timeouts(t: &raw::Timeouts) -> Check {
     for (field, value) in [
         ("client_header", t.client_header),
         ("client_body", t.client_body),
+        ("client_send", t.client_send),
         ("keepalive", t.keepalive),
         ("connect", t.connect),
         ("upstream_read", t.upstream_read),

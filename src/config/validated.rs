@@ -64,6 +64,7 @@ pub struct Config {
 pub struct Timeouts {
     pub client_header: Duration,
     pub client_body: Duration,
+    pub client_send: Duration,
     pub keepalive: Duration,
     pub connect: Duration,
     pub upstream_read: Duration,

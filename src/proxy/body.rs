@@ -162,6 +162,12 @@ impl Relay {
         Ok(self.ready)
     }
 
+    /// Bytes taken from the source wait to be written: the destination is
+    /// what the relay waits for.
+    pub fn holds_output(&self) -> bool {
+        self.ready > 0
+    }
+
     /// Records that `n` prepared bytes were written.
     pub fn commit(&mut self, n: usize) {
         let n = n.min(self.ready);

@@ -1102,6 +1102,14 @@ impl Exchange {
                 return Some(Progress::Finished);
             }
             UpStep::Blocked => {
+                // After progress, a response held up by a client that does
+                // not take it waits `client_send` (nginx's `send_timeout`),
+                // not as long as a slow server may (`upstream_read`). Only
+                // after progress: a run that moved nothing must not push
+                // the deadline back.
+                if run.moved && self.status != 0 && self.waits_on_client(sink) {
+                    run.wait = Some(t.client_send);
+                }
                 return Some(if run.moved {
                     Progress::Moved
                 } else {
@@ -1211,6 +1219,17 @@ impl Exchange {
             }
         }
         None
+    }
+
+    /// The response goes no further until the client takes what it was
+    /// given: relayed bytes wait for its socket (pass-through), or the
+    /// sink takes nothing (its output bound, an HTTP/2 window).
+    fn waits_on_client(&self, sink: &dyn ResponseSink) -> bool {
+        match &self.state {
+            State::Upstream(up) if self.passthrough => up.relay_waits_on_client(),
+            State::Upstream(_) | State::UpstreamH2(_) => sink.capacity() == 0,
+            _ => false,
+        }
     }
 
     /// Reports request body bytes the upstream took (or that nobody reads).

@@ -128,6 +128,12 @@ impl UpstreamH1 {
         self.head_len
     }
 
+    /// Pass-through: response bytes read from the server wait for the
+    /// client to take them.
+    pub fn relay_waits_on_client(&self) -> bool {
+        matches!(&self.phase, Phase::Relay(r) if r.holds_output())
+    }
+
     /// The socket, for the harness's checks.
     #[cfg(test)]
     pub fn sock(&self) -> &mio::net::TcpStream {
