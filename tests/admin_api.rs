@@ -528,3 +528,75 @@ fn cumulative_counters_span_reloads_and_draining_workers() {
         "the backends saw exactly these requests"
     );
 }
+
+/// On a reload a weight or maxconn changed at runtime stays only while the
+/// file still configures what it was changed from: an edit of the file
+/// wins (it was lost for good, the state file then kept the runtime value),
+/// as HAProxy's server state does. A health an operator forced on an
+/// unchecked server (`set server … health down|stopping`) holds across a
+/// reload and, with `state_file`, an upgrade (the server went back into
+/// rotation).
+#[test]
+fn a_reload_takes_the_files_edits_and_keeps_forced_health() {
+    let dir = TempDir::new("adminreload");
+    let state = dir.join("forklb.state");
+    let extra = format!("state_file: \"{}\"\n", state.display());
+    let s = start(&extra);
+    assert_eq!(
+        admin_cmd(
+            &s.sock,
+            "set weight main/a 5; set maxconn server main/a 7; set server main/b health down"
+        ),
+        "\n\n\n"
+    );
+    assert_eq!(stat_field(&s.sock, "main", "b", "status"), "DOWN");
+    // The file now says weight 2 and maxconn 3 for a.
+    let yaml = ConfigBuilder::new()
+        .workers(2)
+        .admin_socket(&s.sock)
+        .raw(&extra)
+        .listener("web", &["127.0.0.1:$PORT"])
+        .route(Route::to("main"))
+        .upstream(
+            "main",
+            [
+                Srv::new("a", s.a.addr()).weight(2).maxconn(3),
+                Srv::new("b", s.b.addr()),
+            ],
+        )
+        .build();
+    s.lb.write_config(&yaml);
+    s.lb.signal(libc::SIGHUP);
+    assert!(wait_until(Duration::from_secs(5), || admin_cmd(
+        &s.sock,
+        "show info"
+    )
+    .contains("Generation: 2")));
+    assert_eq!(admin_cmd(&s.sock, "get weight main/a"), "2 (initial 2)\n\n");
+    assert_eq!(stat_field(&s.sock, "main", "a", "slim"), "3");
+    assert_eq!(stat_field(&s.sock, "main", "b", "status"), "DOWN");
+    let (a, b) = counts(s.lb.port(), 10);
+    assert_eq!((a, b), (10, 0), "b, forced down, took requests after HUP");
+    // USR2: the new master reads the state file.
+    let old = s.lb.master_pid();
+    s.lb.signal(libc::SIGUSR2);
+    assert!(
+        wait_until(Duration::from_secs(10), || s
+            .lb
+            .pid_file_pid()
+            .is_some_and(|p| p != old)),
+        "{}",
+        s.lb.diagnostics()
+    );
+    let new = s.lb.pid_file_pid().expect("new master");
+    s.lb.track(new);
+    s.lb.signal(libc::SIGQUIT);
+    assert!(wait_until(Duration::from_secs(10), || admin_cmd(
+        &s.sock,
+        "show info"
+    )
+    .contains(&format!("Pid: {new}"))));
+    assert_eq!(stat_field(&s.sock, "main", "b", "status"), "DOWN");
+    assert_eq!(admin_cmd(&s.sock, "get weight main/a"), "2 (initial 2)\n\n");
+    kill(new, libc::SIGQUIT);
+}

@@ -426,7 +426,8 @@ fn set_health(v: &View, u: usize, s: usize, to: ForcedHealth) -> Outcome {
             }
         );
     }
-    text("")
+    // A state change: the state file keeps it, the backend's row sees it.
+    changed()
 }
 
 /// `enable|disable health B/S`: active checks for one server.

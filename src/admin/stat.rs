@@ -9,7 +9,7 @@ use super::typed;
 use super::view::View;
 use crate::config::{Balance, Health, HealthKind, Server, Upstream};
 use crate::health::counter;
-use crate::shm::{self, AdminState, LastCheck, ServerStats};
+use crate::shm::{self, AdminState, ForcedHealth, LastCheck, ServerStats};
 use std::fmt::Write;
 
 /// The column of field `name`. A map built once, not a scan of `FIELDS`:
@@ -947,13 +947,27 @@ pub fn apply_state(text: &str, config: &crate::config::Config, shm: &shm::Shm) -
             continue;
         };
         let admin: u32 = f[6].parse().unwrap_or(0);
-        shm.server(u, s).set_admin(if admin & 0x7 != 0 {
+        let maint = admin & 0x7 != 0;
+        shm.server(u, s).set_admin(if maint {
             AdminState::Maint
         } else if admin & 0x38 != 0 {
             AdminState::Drain
         } else {
             AdminState::Ready
         });
+        // An unchecked server's op state is what an operator forced (`set
+        // server … health down|stopping`): it holds across a restart, as
+        // HAProxy restores it. A checked one's is its checks' to decide.
+        if config.upstreams[u].health.is_none() && !maint {
+            let forced = match f[5] {
+                "0" => Some(ForcedHealth::Down),
+                "3" => Some(ForcedHealth::Stopping),
+                _ => None,
+            };
+            if let Some(to) = forced {
+                shm.server(u, s).force_health(to, 1);
+            }
+        }
         let (Ok(uweight), Ok(iweight)) = (f[7].parse::<u32>(), f[8].parse::<u32>()) else {
             continue;
         };

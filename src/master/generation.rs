@@ -110,8 +110,13 @@ pub fn build_shm(
                 continue;
             };
             let old_up = &old_cfg.upstreams[oui];
-            // Health carries over only when both generations check it.
-            let both_checked = full_health.filter(|_| old_up.health.is_some());
+            // Health carries over when both generations check the server,
+            // or neither does (then it is what an operator forced).
+            let health = match (full_health, old_up.health.is_some()) {
+                (Some(full), true) => shm::HealthCarry::Checked { full },
+                (None, false) => shm::HealthCarry::Forced,
+                _ => shm::HealthCarry::Nothing,
+            };
             let old_s = &old_up.servers[osi];
             sh.carry_over(
                 old_shm.server(oui, osi),
@@ -119,7 +124,7 @@ pub fn build_shm(
                     weight: old_s.weight,
                     maxconn: old_s.maxconn,
                 },
-                both_checked,
+                health,
             );
             if counters {
                 sh.carry_counters(old_shm.server(oui, osi));

@@ -34,8 +34,9 @@ pub use limits::{
 pub use listener::{ListenerCounts, ListenerRates, ListenerShared, ListenerStats};
 pub use queue::{QueueShared, Wakers, WorkerQueue, NO_TICKET};
 pub use server::{
-    swrate_avg, AdminState, CheckFailure, Configured, ForcedHealth, HealthChange, HealthState,
-    LastCheck, ServerShared, ServerStats, Timing, WeightOutOfRange, MAX_WEIGHT, TIME_SAMPLES,
+    swrate_avg, AdminState, CheckFailure, Configured, ForcedHealth, HealthCarry, HealthChange,
+    HealthState, LastCheck, ServerShared, ServerStats, Timing, WeightOutOfRange, MAX_WEIGHT,
+    TIME_SAMPLES,
 };
 pub use upstream::{duration_bucket, Durations, UpstreamShared, DURATION_BUCKETS};
 pub use worker::{AcceptState, WorkerShared, WorkerTotals};

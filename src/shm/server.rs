@@ -214,6 +214,18 @@ impl LastCheck {
     }
 }
 
+/// What of a server's health a new generation takes from the old one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HealthCarry {
+    /// Both generations check it: the checks' state, the counter capped at
+    /// the new generation's `full`.
+    Checked { full: u32 },
+    /// Neither checks it: the state an operator forced.
+    Forced,
+    /// One checks it and the other not: the new one starts afresh.
+    Nothing,
+}
+
 /// What a check result changed, for the health checker to log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HealthChange {
@@ -915,27 +927,36 @@ impl ServerShared {
     /// On a reload, what an operator and the checks decided about the same
     /// server in the previous generation (`old`): its admin state, its
     /// weight and maxconn if changed at runtime (`old_configured` is what
-    /// the old configuration gave it), its health when both generations
-    /// check it (`full_health`, capped there), and when its state changed.
-    pub fn carry_over(
-        &self,
-        old: &ServerShared,
-        old_configured: Configured,
-        full_health: Option<u32>,
-    ) {
+    /// the old configuration gave it) and not changed in the file since,
+    /// its health as `health` says, and when its state changed.
+    pub fn carry_over(&self, old: &ServerShared, old_configured: Configured, health: HealthCarry) {
         self.admin.store(old.admin.load(Relaxed), Relaxed);
+        // A value changed at runtime stays while the file still configures
+        // what it was changed from (`init` stored the new file's value);
+        // a file that changed it wins, as HAProxy's server state does.
         let old_weight = old.weight.load(Relaxed);
-        if old_weight != old_configured.weight {
+        if old_weight != old_configured.weight && self.weight.load(Relaxed) == old_configured.weight
+        {
             self.weight.store(old_weight, Relaxed);
         }
         let old_maxconn = old.maxconn.load(Relaxed);
-        if old_maxconn != old_configured.maxconn {
+        if old_maxconn != old_configured.maxconn
+            && self.maxconn.load(Relaxed) == old_configured.maxconn
+        {
             self.maxconn.store(old_maxconn, Relaxed);
         }
-        if let Some(full) = full_health {
-            self.check_down.store(old.check_down.load(Relaxed), Relaxed);
-            self.health
-                .store(old.health.load(Relaxed).min(full), Relaxed);
+        match health {
+            HealthCarry::Checked { full } => {
+                self.check_down.store(old.check_down.load(Relaxed), Relaxed);
+                self.health
+                    .store(old.health.load(Relaxed).min(full), Relaxed);
+            }
+            // Unchecked in both: what an operator forced (`set server …
+            // health down|stopping`) holds until they change it.
+            HealthCarry::Forced => {
+                self.check_down.store(old.check_down.load(Relaxed), Relaxed);
+            }
+            HealthCarry::Nothing => {}
         }
         self.last_change
             .store(old.last_change.load(Relaxed), Relaxed);

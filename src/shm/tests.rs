@@ -201,13 +201,16 @@ fn health_transitions_count_downs_downtime_and_clear_passive_marks() {
 
 #[test]
 fn reload_carries_admin_runtime_weight_and_health_over() {
-    let old = Shm::create(&[2], 1).unwrap();
-    old.server(0, 0).init(5, Some(3), 100);
-    old.server(0, 1).init(5, Some(3), 100);
+    let old = Shm::create(&[3], 1).unwrap();
+    for s in 0..3 {
+        old.server(0, s).init(5, Some(3), 100);
+        old.server(0, s).set_maxconn(8);
+    }
     old.server(0, 0).set_admin(AdminState::Drain);
     old.set_weight(0, 0, 9).unwrap();
     old.server(0, 0).set_maxconn(3);
-    old.server(0, 1).set_maxconn(8);
+    old.set_weight(0, 2, 7).unwrap();
+    old.server(0, 2).set_maxconn(2);
     let failed = LastCheck::Failed {
         code: 0,
         duration: Duration::ZERO,
@@ -217,28 +220,41 @@ fn reload_carries_admin_runtime_weight_and_health_over() {
         counter: 0,
         down: true,
     });
-    let new = Shm::create(&[2], 1).unwrap();
-    for s in 0..2 {
-        new.server(0, s).init(6, Some(4), 200);
-        new.server(0, s).set_maxconn(10);
+    let new = Shm::create(&[3], 1).unwrap();
+    // Server 0: the file still says weight 5, maxconn 8, so the runtime
+    // 9 and 3 stay; both generations check it. Server 1: never changed at
+    // runtime, the file now says 6 and 10; checked by the new generation
+    // only (health starts afresh). Server 2: changed at runtime (7, 2) and
+    // in the file (6, 10): the file wins, as HAProxy's server state does.
+    let (weights, maxconns) = ([5, 6, 6], [8, 10, 10]);
+    for s in 0..3 {
+        new.server(0, s).init(weights[s], Some(4), 200);
+        new.server(0, s).set_maxconn(maxconns[s]);
     }
-    // Server 0: both generations check it. Server 1: the new one only
-    // (health stays fully UP) and its weight and maxconn were never
-    // changed at runtime (the new configured values win).
     let configured = Configured {
         weight: 5,
         maxconn: 8,
     };
-    new.server(0, 0)
-        .carry_over(old.server(0, 0), configured, Some(4));
+    new.server(0, 0).carry_over(
+        old.server(0, 0),
+        configured,
+        HealthCarry::Checked { full: 4 },
+    );
     new.server(0, 1)
-        .carry_over(old.server(0, 1), configured, None);
-    let (a, b) = (new.server(0, 0).stats(), new.server(0, 1).stats());
+        .carry_over(old.server(0, 1), configured, HealthCarry::Nothing);
+    new.server(0, 2)
+        .carry_over(old.server(0, 2), configured, HealthCarry::Nothing);
+    let (a, b, c) = (
+        new.server(0, 0).stats(),
+        new.server(0, 1).stats(),
+        new.server(0, 2).stats(),
+    );
     assert_eq!(
         (a.admin, a.weight, a.maxconn, a.health.down),
         (AdminState::Drain, 9, 3, true)
     );
     assert_eq!(b.maxconn, 10);
+    assert_eq!((c.weight, c.maxconn), (6, 10));
     assert_eq!(a.last_change, old.server(0, 0).stats().last_change);
     assert_eq!(
         (b.admin, b.weight, b.health),
@@ -252,6 +268,28 @@ fn reload_carries_admin_runtime_weight_and_health_over() {
         )
     );
     assert_eq!(b.last_change, 100);
+}
+
+#[test]
+fn reload_keeps_the_health_an_operator_forced_on_an_unchecked_server() {
+    let old = Shm::create(&[2], 1).unwrap();
+    let new = Shm::create(&[2], 1).unwrap();
+    for s in 0..2 {
+        old.server(0, s).init(1, None, 100);
+        new.server(0, s).init(1, None, 200);
+    }
+    old.server(0, 0).force_health(ForcedHealth::Down, 1);
+    old.server(0, 1).force_health(ForcedHealth::Stopping, 1);
+    let configured = Configured {
+        weight: 1,
+        maxconn: 0,
+    };
+    for s in 0..2 {
+        new.server(0, s)
+            .carry_over(old.server(0, s), configured, HealthCarry::Forced);
+    }
+    assert!(new.server(0, 0).stats().health.down);
+    assert!(new.server(0, 1).stats().stopping);
 }
 
 #[test]
