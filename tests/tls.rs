@@ -68,6 +68,34 @@ fn which<'a>(der: &[u8], named: &[(&'a str, &TestCert)]) -> &'a str {
 // ---------------------------------------------------------------------------
 // 1. SNI
 
+/// A certificate naming the host exactly is served rather than a wildcard
+/// covering it, in whichever order they are listed, as nginx and HAProxy
+/// choose: the wildcard listed first (the default) hid the dedicated one.
+#[test]
+fn an_exact_name_is_served_over_a_wildcard_listed_first() {
+    let dir = TempDir::new("tls-exact");
+    let wild = TestCert::self_signed(&["*.w.test"]);
+    let exact = TestCert::self_signed(&["x.w.test"]);
+    let pw = wild.write(dir.path(), "wild");
+    let px = exact.write(dir.path(), "exact");
+    let be = Backend::start("b1");
+    let named = [("the wildcard", &wild), ("x.w.test's", &exact)];
+    let lb = Forklb::start(&tls_config(1, "", &[pw, px], &[&be]));
+    for (sni, want) in [
+        ("x.w.test", &exact),
+        ("X.W.TEST", &exact),
+        ("y.w.test", &wild),
+    ] {
+        let got = connect(lb.port(), Some(sni)).peer_cert_der();
+        assert!(
+            got == want.der,
+            "SNI {sni}: got {}, want {}",
+            which(&got, &named),
+            which(&want.der, &named)
+        );
+    }
+}
+
 #[test]
 fn sni_selects_the_certificate_and_the_first_is_the_default() {
     let dir = TempDir::new("tls-sni");

@@ -7,9 +7,10 @@
 //! name would fail the handshake (handshake_failure) for every client that
 //! cannot use that one, so the choice looks at the client's offer:
 //!
-//! 1. the candidates are the certificates whose names cover the SNI name;
-//!    with no SNI, or none covering it, the default certificates: the first
-//!    one listed and those serving exactly the same names;
+//! 1. the candidates are the certificates naming the SNI name exactly, else
+//!    those whose wildcard covers it (as nginx and HAProxy prefer exact
+//!    names); with no SNI, or none covering it, the default certificates:
+//!    the first one listed and those serving exactly the same names;
 //! 2. of those, the first ECDSA certificate the client can use, else the
 //!    first certificate it can use (in the listed order), else the first
 //!    candidate (the handshake then fails as it must, with rustls's alert).
@@ -43,6 +44,18 @@ impl CertResolver {
         if let Some(name) = sni {
             let name = name.to_ascii_lowercase();
             let name = name.trim_end_matches('.');
+            // A certificate naming the host exactly wins over a wildcard
+            // covering it, wherever they are listed, as nginx and HAProxy
+            // choose (a wildcard default and a dedicated certificate for
+            // one host is a common setup).
+            let exact: Vec<&LoadedCert> = self
+                .certs
+                .iter()
+                .filter(|c| c.names.iter().any(|p| p.eq_ignore_ascii_case(name)))
+                .collect();
+            if !exact.is_empty() {
+                return exact;
+            }
             let by_name: Vec<&LoadedCert> = self
                 .certs
                 .iter()
@@ -210,6 +223,20 @@ mod tests {
         assert_eq!(chosen(&r, Some("A.TEST."), &all, &[TLS13]), 2);
         assert_eq!(chosen(&r, None, &all, &[TLS13]), 2);
         assert_eq!(chosen(&r, Some("none.test"), &[S::ED25519], &[TLS13]), 0);
+    }
+
+    #[test]
+    fn an_exact_name_wins_over_a_wildcard_listed_before_it() {
+        let r = resolver(vec![
+            entry(&["default.test"], &rcgen::PKCS_ECDSA_P256_SHA256),
+            entry(&["*.w.test"], &rcgen::PKCS_ECDSA_P256_SHA256),
+            entry(&["x.w.test"], &rcgen::PKCS_ECDSA_P256_SHA256),
+        ]);
+        let all = [S::ECDSA_NISTP256_SHA256];
+        assert_eq!(chosen(&r, Some("x.w.test"), &all, &[TLS13]), 2);
+        assert_eq!(chosen(&r, Some("X.W.TEST."), &all, &[TLS13]), 2);
+        assert_eq!(chosen(&r, Some("y.w.test"), &all, &[TLS13]), 1);
+        assert_eq!(chosen(&r, Some("a.b.w.test"), &all, &[TLS13]), 0);
     }
 
     #[test]
