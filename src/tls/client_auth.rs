@@ -109,7 +109,10 @@ fn short_name(oid: &str) -> Option<&'static str> {
 }
 
 /// RFC 2253 §2.4 escaping: `,+"\<>;` anywhere, `#` or a space first, a
-/// space last; control characters as `\XX`.
+/// space last; control characters and every byte of a non-ASCII one as
+/// `\XX`, as nginx writes them: the value goes into a header field, which
+/// carries ASCII, and two subjects must never come out alike (`adminé`
+/// lost its `é` on the way and read as `admin`).
 fn escape_into(out: &mut String, s: &str) {
     let last = s.chars().count().saturating_sub(1);
     for (i, c) in s.chars().enumerate() {
@@ -123,7 +126,7 @@ fn escape_into(out: &mut String, s: &str) {
                 out.push(c);
             }
             ' ' if i == last => out.push_str("\\ "),
-            c if c.is_control() => {
+            c if c.is_control() || !c.is_ascii() => {
                 let mut buf = [0u8; 4];
                 for b in c.encode_utf8(&mut buf).bytes() {
                     let _ = write!(out, "\\{b:02X}");
@@ -157,6 +160,18 @@ mod tests {
             subject_dn(cert.der()),
             "CN=\\ client\\+1,O=Acme\\, Inc.,C=FR"
         );
+    }
+
+    #[test]
+    fn non_ascii_characters_are_escaped_byte_by_byte() {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "adminé");
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = params.self_signed(&key).unwrap();
+        assert_eq!(subject_dn(cert.der()), "CN=admin\\C3\\A9");
     }
 
     #[test]
