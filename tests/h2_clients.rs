@@ -87,9 +87,17 @@ fn http2_false_offers_only_http11() {
         "{}",
         only.output
     );
-    // curl's request and the `GET /healthz` of the s_client that got
-    // http/1.1; none from the refused one.
-    assert_eq!(be.request_count(), 2, "{:?}", be.requests());
+    // A client offering only http/1.0 gets it, as from nginx (it was
+    // refused with no_application_protocol).
+    let ten = openssl::s_client(lb.port(), &["-alpn", "http/1.0"]);
+    assert!(
+        ten.output.contains("ALPN protocol: http/1.0"),
+        "{}",
+        ten.output
+    );
+    // curl's request and the `GET /healthz` of the s_clients that got
+    // http/1.1 and http/1.0; none from the refused one.
+    assert_eq!(be.request_count(), 3, "{:?}", be.requests());
 }
 
 #[test]

@@ -855,6 +855,10 @@ fn upstream_certificate_verification_failures_give_502_and_are_logged() {
         verification_error_lines(&lb, "web/s1").join("\n"),
         verification_error_lines(&lb, "wrongname/s1").join("\n")
     );
+    // The stage that failed is named, as the README shows the line.
+    for line in verification_error_lines(&lb, "web/s1") {
+        assert!(line.contains("TLS handshake with 127.0.0.1:"), "{line}");
+    }
 
     // verify: false talks to the untrusted server; without `sni`, an IP
     // address sends no SNI.

@@ -1918,12 +1918,16 @@ upstreams:
                 l.tls.as_ref().unwrap().alpn_protocols.clone(),
             )
         };
-        let h2 = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        let h2 = vec![b"h2".to_vec(), b"http/1.1".to_vec(), b"http/1.0".to_vec()];
         assert_eq!(alpn(""), (true, true, h2.clone()));
         assert_eq!(alpn("    http2: true\n"), (true, true, h2));
         assert_eq!(
             alpn("    http2: false\n"),
-            (false, false, vec![b"http/1.1".to_vec()])
+            (
+                false,
+                false,
+                vec![b"http/1.1".to_vec(), b"http/1.0".to_vec()]
+            )
         );
         // -T prints both keys, and reads back the same.
         let c = from_yaml_str(&yaml("    http2: false\n"), &source).unwrap();

@@ -1149,12 +1149,15 @@ impl Exchange {
             UpStep::ConnectFailed(e) => {
                 run.moved = true;
                 let addr = self.take_upstream(env);
+                // "connect() to ADDR" or "TLS handshake with ADDR".
+                let what = e.doing();
+                let error = e.into_io();
                 self.fail_over(
                     env,
                     addr,
                     Failover::ConnectFailed {
-                        what: "connect() to",
-                        error: &e,
+                        what,
+                        error: &error,
                     },
                 );
                 // The next attempt set its own deadline.

@@ -78,8 +78,9 @@ pub enum UpStep {
     ClientGone,
     /// The response body is complete, its last `n` bytes sent in this step.
     Complete(usize),
-    /// No connection: another server may be tried.
-    ConnectFailed(std::io::Error),
+    /// No connection (connect or the TLS handshake failed): another server
+    /// may be tried.
+    ConnectFailed(crate::event::EstablishError),
     /// A pooled connection turned out closed before any response byte.
     Stale,
     /// A new connection was closed or reset by the server before any

@@ -213,7 +213,7 @@ impl UpstreamH1 {
                 UpStep::Connected
             }
             Ok(false) => UpStep::Blocked,
-            Err(e) => UpStep::ConnectFailed(e.into_io()),
+            Err(e) => UpStep::ConnectFailed(e),
         }
     }
 

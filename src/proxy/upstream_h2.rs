@@ -182,7 +182,10 @@ impl UpstreamH2 {
     fn open(&mut self, env: &mut Env, req: &mut RequestOut, owner: usize) -> UpStep {
         match env.h2up.state(self.conn, owner) {
             ConnState::Connecting => UpStep::Blocked,
-            ConnState::Failed(why) => UpStep::ConnectFailed(std::io::Error::other(why)),
+            // `why` says which stage failed ("TLS handshake failed: ...").
+            ConnState::Failed(why) => UpStep::ConnectFailed(crate::event::EstablishError::Connect(
+                std::io::Error::other(why),
+            )),
             ConnState::Ready => {
                 let Some(head) = req.h2 else {
                     return UpStep::Failed {

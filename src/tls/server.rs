@@ -18,14 +18,15 @@ pub struct Loaded {
 
 /// The ALPN protocols a listener offers, in the server's order of
 /// preference: rustls picks the first of these the client also offers.
-/// Without `http2` a client offering only `h2` gets a
+/// `http/1.0` last: a client offering only that is served HTTP/1.0, as
+/// nginx negotiates it. Without `http2` a client offering only `h2` gets a
 /// `no_application_protocol` alert (RFC 7301 §3.2), as with nginx.
 pub fn alpn_protocols(http2: bool) -> Vec<Vec<u8>> {
+    let mut protocols = vec![b"http/1.1".to_vec(), b"http/1.0".to_vec()];
     if http2 {
-        vec![b"h2".to_vec(), b"http/1.1".to_vec()]
-    } else {
-        vec![b"http/1.1".to_vec()]
+        protocols.insert(0, b"h2".to_vec());
     }
+    protocols
 }
 
 /// What a listener's `tls:` asks for besides its certificates.
@@ -135,8 +136,11 @@ mod tests {
     fn alpn_offers_h2_first_only_with_http2() {
         assert_eq!(
             alpn_protocols(true),
-            vec![b"h2".to_vec(), b"http/1.1".to_vec()]
+            vec![b"h2".to_vec(), b"http/1.1".to_vec(), b"http/1.0".to_vec()]
         );
-        assert_eq!(alpn_protocols(false), vec![b"http/1.1".to_vec()]);
+        assert_eq!(
+            alpn_protocols(false),
+            vec![b"http/1.1".to_vec(), b"http/1.0".to_vec()]
+        );
     }
 }
