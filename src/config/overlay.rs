@@ -204,10 +204,12 @@ impl Overlay {
         self.entries.is_empty()
     }
 
+    /// The latest entry of a server (a file server deleted and added
+    /// again at runtime has two: `Deleted`, then `Added`).
     fn find(&self, upstream: &str, server: &str) -> Option<usize> {
         self.entries
             .iter()
-            .position(|(u, s, _)| u == upstream && s == server)
+            .rposition(|(u, s, _)| u == upstream && s == server)
     }
 
     /// Whether an operator set this server's address (`set server addr`,
@@ -223,9 +225,11 @@ impl Overlay {
         let at = self.find(u, s);
         let entry = at.map(|i| &mut self.entries[i].2);
         match (change, entry) {
-            // A file server deleted, then added again: the runtime one.
-            (ServerChange::Add { server, .. }, Some(e)) => *e = Entry::Added(server.clone()),
-            (ServerChange::Add { server, .. }, None) => {
+            // A name is added only when no server has it. After a file
+            // server of that name was deleted, its `Deleted` stays before
+            // the new entry: the file's server goes, then the runtime one
+            // comes, and deleting that one later leaves the file's deleted.
+            (ServerChange::Add { server, .. }, _) => {
                 self.entries
                     .push((u.to_owned(), s.to_owned(), Entry::Added(server.clone())));
             }
@@ -485,6 +489,26 @@ mod tests {
         assert!(o.reapply(&mut c).is_empty());
         assert_eq!(names(&c), ["b=127.0.0.2:80", "c=127.0.0.1:9005"]);
         // Through the state file and back: the same overlay.
+        let (back, bad) = Overlay::parse(&format!("1\n# be_id ...\n{}", o.to_lines()));
+        assert!(bad.is_empty(), "{bad:?}");
+        assert_eq!(back, o);
+    }
+
+    #[test]
+    fn a_file_server_deleted_stays_deleted_after_its_name_comes_and_goes() {
+        let mut o = Overlay::default();
+        for ch in [del("b"), add("b", "127.0.0.1:9004"), del("b")] {
+            o.record(&ch);
+        }
+        let mut c = cfg();
+        assert!(o.reapply(&mut c).is_empty());
+        assert_eq!(names(&c), ["a=127.0.0.1:9001"]);
+        // Added again and moved: the runtime one, at its new address.
+        o.record(&add("b", "127.0.0.1:9004"));
+        o.record(&moved("b", "127.0.0.1:9006"));
+        let mut c = cfg();
+        assert!(o.reapply(&mut c).is_empty());
+        assert_eq!(names(&c), ["a=127.0.0.1:9001", "b=127.0.0.1:9006"]);
         let (back, bad) = Overlay::parse(&format!("1\n# be_id ...\n{}", o.to_lines()));
         assert!(bad.is_empty(), "{bad:?}");
         assert_eq!(back, o);
