@@ -72,6 +72,7 @@ pub fn add_server(v: &View, args: &[&str]) -> Outcome {
         weight: 1,
         backup: false,
         maxconn: None,
+        id: None,
     };
     let mut opts = args[2..].iter();
     while let Some(&k) = opts.next() {

@@ -34,6 +34,10 @@ pub struct NewServer {
     pub backup: bool,
     /// `maxconn N`: requests in flight on the server at most (0 = no limit).
     pub maxconn: Option<u32>,
+    /// The id it was given when added (None until then): it keeps it
+    /// when the change is applied again over a reloaded file, so that
+    /// `#ID` names and `show stat`'s sid stay the same server's.
+    pub id: Option<usize>,
 }
 
 /// One runtime change of an upstream's servers.
@@ -112,7 +116,10 @@ impl NewServer {
             weight: self.weight,
             backup: self.backup,
             maxconn: self.maxconn.unwrap_or(0),
-            id: lowest_free_id(up),
+            id: self
+                .id
+                .filter(|id| up.servers.iter().all(|s| s.id != *id))
+                .unwrap_or_else(|| lowest_free_id(up)),
         }
     }
 }
@@ -310,6 +317,9 @@ impl Overlay {
                     if let Some(m) = n.maxconn {
                         l.push_str(&format!(" maxconn {m}"));
                     }
+                    if let Some(id) = n.id {
+                        l.push_str(&format!(" id {id}"));
+                    }
                     l
                 }
                 Entry::Deleted => format!("del {u}/{s}"),
@@ -369,12 +379,14 @@ fn parse_line(line: &str) -> Option<ServerChange> {
                 weight: 1,
                 backup: false,
                 maxconn: None,
+                id: None,
             };
             let mut it = opts.iter();
             while let Some(&k) = it.next() {
                 match k {
                     "weight" => n.weight = it.next()?.parse().ok()?,
                     "maxconn" => n.maxconn = Some(it.next()?.parse().ok()?),
+                    "id" => n.id = Some(it.next()?.parse().ok()?),
                     "backup" => n.backup = true,
                     _ => return None,
                 }
@@ -419,6 +431,7 @@ mod tests {
                 weight: 2,
                 backup: true,
                 maxconn: Some(7),
+                id: None,
             },
         }
     }
@@ -509,6 +522,40 @@ mod tests {
         let mut c = cfg();
         assert!(o.reapply(&mut c).is_empty());
         assert_eq!(names(&c), ["a=127.0.0.1:9001", "b=127.0.0.1:9006"]);
+        let (back, bad) = Overlay::parse(&format!("1\n# be_id ...\n{}", o.to_lines()));
+        assert!(bad.is_empty(), "{bad:?}");
+        assert_eq!(back, o);
+    }
+
+    #[test]
+    fn added_servers_keep_the_ids_they_were_given() {
+        let with_id = |name: &str, addr: &str, id: usize| {
+            let mut ch = add(name, addr);
+            if let ServerChange::Add { server, .. } = &mut ch {
+                server.id = Some(id);
+            }
+            ch
+        };
+        // Added as 4 then 3 (3 was free again after a deletion).
+        let mut o = Overlay::default();
+        o.record(&with_id("x", "127.0.0.1:9004", 4));
+        o.record(&with_id("y", "127.0.0.1:9003", 3));
+        let mut c = cfg();
+        assert!(o.reapply(&mut c).is_empty());
+        let ids: Vec<(String, usize)> = c.upstreams[0]
+            .servers
+            .iter()
+            .map(|s| (s.name.clone(), s.id))
+            .collect();
+        assert_eq!(
+            ids,
+            [
+                ("a".into(), 1),
+                ("b".into(), 2),
+                ("x".into(), 4),
+                ("y".into(), 3)
+            ]
+        );
         let (back, bad) = Overlay::parse(&format!("1\n# be_id ...\n{}", o.to_lines()));
         assert!(bad.is_empty(), "{bad:?}");
         assert_eq!(back, o);

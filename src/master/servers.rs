@@ -48,7 +48,18 @@ impl Master {
                 shm.server(u, s).set_admin(AdminState::Maint);
             }
         }
-        self.overlay.record(change);
+        // The overlay remembers the id the added server got, to give it
+        // the same one when it is applied over a reloaded file.
+        let mut change = change.clone();
+        if let ServerChange::Add { upstream, server } = &mut change {
+            server.id = new
+                .upstreams
+                .iter()
+                .find(|u| &u.name == upstream)
+                .and_then(|u| u.servers.iter().find(|s| s.name == server.name))
+                .map(|s| s.id);
+        }
+        self.overlay.record(&change);
         self.switch_generation(new, shm, "servers changed over the admin socket");
         Ok(())
     }
