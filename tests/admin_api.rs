@@ -577,6 +577,8 @@ fn a_reload_takes_the_files_edits_and_keeps_forced_health() {
     assert_eq!(stat_field(&s.sock, "main", "b", "status"), "DOWN");
     let (a, b) = counts(s.lb.port(), 10);
     assert_eq!((a, b), (10, 0), "b, forced down, took requests after HUP");
+    // The state file's lastchg goes on in the new master, as HAProxy's.
+    std::thread::sleep(Duration::from_millis(2100));
     // USR2: the new master reads the state file.
     let old = s.lb.master_pid();
     s.lb.signal(libc::SIGUSR2);
@@ -598,5 +600,9 @@ fn a_reload_takes_the_files_edits_and_keeps_forced_health() {
     .contains(&format!("Pid: {new}"))));
     assert_eq!(stat_field(&s.sock, "main", "b", "status"), "DOWN");
     assert_eq!(admin_cmd(&s.sock, "get weight main/a"), "2 (initial 2)\n\n");
+    let lastchg: u64 = stat_field(&s.sock, "main", "b", "lastchg")
+        .parse()
+        .expect("lastchg");
+    assert!(lastchg >= 2, "lastchg {lastchg} s after the upgrade");
     kill(new, libc::SIGQUIT);
 }

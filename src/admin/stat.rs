@@ -968,6 +968,9 @@ pub fn apply_state(text: &str, config: &crate::config::Config, shm: &shm::Shm) -
                 shm.server(u, s).force_health(to, 1);
             }
         }
+        if let Some(Ok(ago)) = f.get(9).map(|v| v.parse::<u64>()) {
+            shm.server(u, s).restore_last_change(shm::unix_secs(), ago);
+        }
         let (Ok(uweight), Ok(iweight)) = (f[7].parse::<u32>(), f[8].parse::<u32>()) else {
             continue;
         };

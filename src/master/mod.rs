@@ -524,6 +524,9 @@ impl Master {
             }
             if self.cycle(Instant::now()) {
                 if !self.handed_over {
+                    // The next start reads it: written now, the ages of
+                    // the last changes (`lastchg`) in it are current.
+                    self.save_state_file(Instant::now());
                     pidfile::remove_if_ours(&self.pid_path, self.pid);
                 }
                 log::info!("exit");
@@ -1098,6 +1101,9 @@ impl Master {
             }
         }
         log::info!("received USR2: starting {}", self.invocation.exe.display());
+        // The new master reads the state file at its start: written now,
+        // the ages of the last changes (`lastchg`) in it are current.
+        self.save_state_file(Instant::now());
         if let Err(e) = std::fs::rename(&self.config.pid_file, &oldbin) {
             log::error!(
                 "cannot rename {} to {}: {e}; upgrade aborted",

@@ -898,6 +898,14 @@ impl ServerShared {
         true
     }
 
+    /// A state file's `srv_time_since_last_change` (written `secs_ago`
+    /// seconds before `now_unix`): `lastchg` goes on across a restart or an
+    /// upgrade, as HAProxy restores it.
+    pub fn restore_last_change(&self, now_unix: u64, secs_ago: u64) {
+        self.last_change
+            .store(now_unix.saturating_sub(secs_ago), Relaxed);
+    }
+
     /// Stores a weight; returns the previous one. `Shm::set_weight` is the
     /// public way: it also tells the workers' hash rings.
     pub(super) fn swap_weight(&self, weight: u32) -> Result<u32, WeightOutOfRange> {
