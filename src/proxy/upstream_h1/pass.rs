@@ -295,6 +295,24 @@ impl UpstreamH1 {
             self.input_fresh = true;
             return UpStep::Moved;
         }
+        // Body bytes that came with the head are looked at before the head
+        // goes out: framing already broken there is a 502, as HAProxy
+        // answers, not a 200 whose body is then cut. (An HTTP/1.0 client's
+        // body is dechunked, and one cut short later resets its connection.)
+        if info.framing == Framing::Chunked && c.req.minor >= 1 {
+            let early = input.data().get(info.head_len..).unwrap_or(&[]);
+            if !early.is_empty() && ChunkedScanner::new().scan(early).is_err() {
+                log::error!(
+                    "upstream {} sent an invalid chunked body, client: {}",
+                    self.addr,
+                    c.peer
+                );
+                return UpStep::Failed {
+                    doing: "reading the response body",
+                    bad_response: true,
+                };
+            }
+        }
         let body_done = c.req.body.is_complete();
         if !body_done {
             // No failure of the server: no 502, no retry, no passive mark.
