@@ -142,6 +142,10 @@ pub struct Master {
     upgrade_child: Option<Pid>,
     /// A QUIT held back while the new master (USR2) is not serving yet.
     quit_hold: QuitHold,
+    /// The new master (USR2) was seen serving (the pid file named it).
+    /// Once it has, a QUIT is never held for it: it may be exiting already
+    /// (a `systemctl stop` quits it first), its pid file gone.
+    upgrade_served: bool,
     /// Who workers run as (root only).
     identity: Option<privileges::Identity>,
     /// How this master came to be (a plain start, a USR2 upgrade, `-u`).
@@ -315,6 +319,7 @@ pub fn run(config: Config, opts: RunOptions) -> Result<(), MasterError> {
         invocation: Invocation::current(),
         upgrade_child: None,
         quit_hold: QuitHold::None,
+        upgrade_served: false,
         identity,
         origin,
     };
@@ -615,9 +620,12 @@ impl Master {
         }
 
         // 3. Quit (graceful), after offering the sockets to a `-u` instance.
+        if self.upgrade_child.is_some() && !self.upgrade_served {
+            self.upgrade_served = !self.new_master_starting();
+        }
         if self.take_signal(signals::SIGQUIT) && self.state == State::Running {
             match self.quit_hold {
-                QuitHold::None if self.new_master_starting() => {
+                QuitHold::None if !self.upgrade_served && self.new_master_starting() => {
                     // Draining now would leave nobody serving while the
                     // new binary starts (or hangs).
                     log::warn!(
@@ -1117,6 +1125,7 @@ impl Master {
             Ok(pid) => {
                 log::info!("new master started as process {pid}");
                 self.upgrade_child = i32::try_from(pid).ok().map(Pid::from_raw);
+                self.upgrade_served = false;
             }
             Err(e) => {
                 log::error!("cannot start {}: {e}", self.invocation.exe.display());
