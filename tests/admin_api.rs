@@ -377,24 +377,7 @@ fn weights_and_maint_survive_hup_and_usr2() {
     let (a, b) = counts(s.lb.port(), 20);
     assert_eq!((a, b), (20, 0), "b is still in maint after HUP");
     // USR2: the new master reads the state file at start.
-    let old = s.lb.master_pid();
-    s.lb.signal(libc::SIGUSR2);
-    let new_pid = wait_until(Duration::from_secs(10), || {
-        s.lb.pid_file_pid().is_some_and(|p| p != old)
-    });
-    assert!(
-        new_pid,
-        "new master did not come up\n{}",
-        s.lb.diagnostics()
-    );
-    let new = s.lb.pid_file_pid().unwrap();
-    s.lb.track(new);
-    s.lb.signal(libc::SIGQUIT); // the old master leaves; the new one owns the socket
-    assert!(wait_until(Duration::from_secs(10), || admin_cmd(
-        &s.sock,
-        "show info"
-    )
-    .contains(&format!("Pid: {new}"))));
+    let new = s.lb.upgrade_through_usr2(&s.sock);
     assert_eq!(admin_cmd(&s.sock, "get weight main/a"), "5 (initial 1)\n\n");
     let st = admin_cmd(&s.sock, "show servers state");
     assert!(
@@ -580,24 +563,7 @@ fn a_reload_takes_the_files_edits_and_keeps_forced_health() {
     // The state file's lastchg goes on in the new master, as HAProxy's.
     std::thread::sleep(Duration::from_millis(2100));
     // USR2: the new master reads the state file.
-    let old = s.lb.master_pid();
-    s.lb.signal(libc::SIGUSR2);
-    assert!(
-        wait_until(Duration::from_secs(10), || s
-            .lb
-            .pid_file_pid()
-            .is_some_and(|p| p != old)),
-        "{}",
-        s.lb.diagnostics()
-    );
-    let new = s.lb.pid_file_pid().expect("new master");
-    s.lb.track(new);
-    s.lb.signal(libc::SIGQUIT);
-    assert!(wait_until(Duration::from_secs(10), || admin_cmd(
-        &s.sock,
-        "show info"
-    )
-    .contains(&format!("Pid: {new}"))));
+    let new = s.lb.upgrade_through_usr2(&s.sock);
     assert_eq!(stat_field(&s.sock, "main", "b", "status"), "DOWN");
     assert_eq!(admin_cmd(&s.sock, "get weight main/a"), "2 (initial 2)\n\n");
     let lastchg: u64 = stat_field(&s.sock, "main", "b", "lastchg")

@@ -653,24 +653,7 @@ fn changes_survive_a_restart_and_a_usr2_upgrade_with_state_file() {
     let text = fs::read_to_string(&state).expect("state file");
     assert!(text.contains("# forklb-server add web/c "), "{text}");
     // USR2: the new master starts from the state file.
-    let old = s.lb.master_pid();
-    s.lb.signal(libc::SIGUSR2);
-    assert!(
-        wait_until(Duration::from_secs(10), || s
-            .lb
-            .pid_file_pid()
-            .is_some_and(|p| p != old)),
-        "new master did not come up\n{}",
-        s.lb.diagnostics()
-    );
-    let new = s.lb.pid_file_pid().expect("new master");
-    s.lb.track(new);
-    s.lb.signal(libc::SIGQUIT);
-    assert!(wait_until(Duration::from_secs(10), || admin_cmd(
-        &s.sock,
-        "show info"
-    )
-    .contains(&format!("Pid: {new}"))));
+    s.lb.upgrade_through_usr2(&s.sock);
     assert_changed(&s, &c, &moved, "after USR2");
     // A restart: everything stops (the test's teardown kills the masters
     // and workers), then starts again from the file and the state file —

@@ -172,26 +172,7 @@ fn runtime_maxconn_survives_hup_and_usr2() {
     assert_eq!(stat_field(&s.sock, "main", "a", "slim"), "7");
     assert_eq!(stat_field(&s.sock, "main", "b", "slim"), "2");
     // USR2: the new master reads them back from the state file.
-    let old = s.lb.master_pid();
-    s.lb.signal(libc::SIGUSR2);
-    assert!(
-        wait_until(Duration::from_secs(10), || s
-            .lb
-            .pid_file_pid()
-            .is_some_and(|p| p != old)),
-        "new master did not come up\n{}",
-        s.lb.diagnostics()
-    );
-    let Some(new) = s.lb.pid_file_pid() else {
-        panic!("no new master pid");
-    };
-    s.lb.track(new);
-    s.lb.signal(libc::SIGQUIT);
-    assert!(wait_until(Duration::from_secs(10), || admin_cmd(
-        &s.sock,
-        "show info"
-    )
-    .contains(&format!("Pid: {new}"))));
+    let new = s.lb.upgrade_through_usr2(&s.sock);
     assert_eq!(stat_field(&s.sock, "main", "a", "slim"), "7");
     assert_eq!(stat_field(&s.sock, "main", "b", "slim"), "2");
     // `show servers state` itself stays HAProxy's (no maxconn columns).

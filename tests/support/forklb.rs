@@ -260,6 +260,35 @@ impl Forklb {
         fs::rename(&tmp, &self.config).expect("rename config");
     }
 
+    /// USR2, then QUIT to this (old) master once the new one named in the
+    /// pid file serves, and waits until the admin socket `sock` answers for
+    /// the new master; returns its pid (tracked, so Drop stops it).
+    pub fn upgrade_through_usr2(&self, sock: &Path) -> i32 {
+        let old = self.master_pid();
+        self.signal(libc::SIGUSR2);
+        assert!(
+            wait_until(Duration::from_secs(10), || self
+                .pid_file_pid()
+                .is_some_and(|p| p != old)),
+            "new master did not come up\n{}",
+            self.diagnostics()
+        );
+        let new = self.pid_file_pid().expect("new master pid");
+        self.track(new);
+        // The old master leaves; the new one owns the admin socket.
+        self.signal(libc::SIGQUIT);
+        assert!(
+            wait_until(Duration::from_secs(10), || super::admin_cmd(
+                sock,
+                "show info"
+            )
+            .contains(&format!("Pid: {new}"))),
+            "the admin socket does not answer for the new master {new}\n{}",
+            self.diagnostics()
+        );
+        new
+    }
+
     /// Records `pid` (e.g. a new master started by USR2) so that Drop kills
     /// it, with everything under it, even after this master is gone.
     pub fn track(&self, pid: i32) {
