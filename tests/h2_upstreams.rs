@@ -206,27 +206,14 @@ fn h2_clients_reach_an_h2c_upstream() {
     assert_eq!(o1.requests_for("/hello").len(), 2);
 
     // An upload from an HTTP/2 client.
-    let dir = TempDir::new("h2up-body");
     let body = pseudo_random_bytes(3 << 20, 11);
-    let file = dir.join("body.bin");
-    std::fs::write(&file, &body).unwrap();
-    let data = format!("@{}", file.display());
-    let back = dir.join("back.bin");
-    let out = curl(&[
-        "--http2",
-        "-sSk",
-        "--max-time",
-        "30",
-        "--data-binary",
-        &data,
-        "-H",
-        "content-type: application/octet-stream",
-        "-o",
-        back.to_str().unwrap(),
+    let (out, echoed) = curl_h2_post(
         &h.tls_url("/echo"),
-    ]);
+        &body,
+        30,
+        &["-H", "content-type: application/octet-stream"],
+    );
     assert!(out.ok(), "{}", out.combined());
-    let echoed = std::fs::read(&back).unwrap_or_default();
     assert_eq!(echoed.len(), body.len(), "{}", h.lb.diagnostics());
     assert_eq!(sha256_hex(&echoed), sha256_hex(&body));
     let echo = o1.requests_for("/echo");

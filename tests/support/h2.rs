@@ -260,6 +260,37 @@ pub fn curl(args: &[&str]) -> ToolOutput {
     run_tool("curl", args, Duration::from_secs(30))
 }
 
+/// POSTs `body` to `url` over HTTP/2 (TLS, certificate not checked) with
+/// curl and `extra` arguments, for at most `max_secs`: curl's output and
+/// the response body it saved.
+pub fn curl_h2_post(
+    url: &str,
+    body: &[u8],
+    max_secs: u32,
+    extra: &[&str],
+) -> (ToolOutput, Vec<u8>) {
+    let dir = TempDir::new("curl-h2-post");
+    let file = dir.join("body.bin");
+    std::fs::write(&file, body).expect("request body file");
+    let data = format!("@{}", file.display());
+    let back = dir.join("back.bin");
+    let max = max_secs.to_string();
+    let back_arg = back.to_str().expect("path");
+    let mut args = vec![
+        "--http2",
+        "-sSk",
+        "--max-time",
+        &max,
+        "--data-binary",
+        &data,
+    ];
+    args.extend_from_slice(extra);
+    args.extend_from_slice(&["-o", back_arg, url]);
+    let out = curl(&args);
+    let got = std::fs::read(&back).unwrap_or_default();
+    (out, got)
+}
+
 /// The counts of h2load's `requests:` line: (total, succeeded, failed,
 /// errored).
 pub fn h2load_counts(out: &ToolOutput) -> (u64, u64, u64, u64) {
