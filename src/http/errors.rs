@@ -56,6 +56,14 @@ pub struct Reply<'a> {
 /// Appends a complete local response: status line, Server, Date,
 /// Content-Type, Content-Length, the extra header lines, Connection, then
 /// the body. `date` is an IMF-fixdate (see `date::DateCache`).
+/// Whether a response forklb makes itself says its Content-Length: not a
+/// 204 (RFC 9110 §8.6), nor a 304, whose length would describe a
+/// representation forklb does not have. Neither has a body (`return`
+/// refuses one at load).
+pub fn own_response_has_length(status: u16) -> bool {
+    !matches!(status, 204 | 304)
+}
+
 pub fn write_response(out: &mut Vec<u8>, r: &Reply, date: &[u8]) {
     use std::io::Write;
     let _ = write!(
@@ -66,9 +74,7 @@ pub fn write_response(out: &mut Vec<u8>, r: &Reply, date: &[u8]) {
     );
     out.extend_from_slice(date);
     let _ = write!(out, "\r\nContent-Type: {}\r\n", r.content_type);
-    // A 204 has no Content-Length (RFC 9110 §8.6), and a 304's would
-    // describe a representation forklb does not have.
-    if !matches!(r.status, 204 | 304) {
+    if own_response_has_length(r.status) {
         let _ = write!(out, "Content-Length: {}\r\n", r.body.len());
     }
     out.extend_from_slice(r.extra_headers);

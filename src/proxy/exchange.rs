@@ -1458,12 +1458,9 @@ fn send_local(l: &mut Local, is_head: bool, date: &[u8], sink: &mut dyn Response
             (b"server", b"forklb"),
             (b"date", date),
             (b"content-type", l.content_type),
-            (b"content-length", len.as_bytes()),
         ];
-        // A 204 has no Content-Length (RFC 9110 §8.6), a 304's would
-        // describe a representation forklb does not have.
-        if matches!(l.status, 204 | 304) {
-            fields.pop();
+        if errors::own_response_has_length(l.status) {
+            fields.push((b"content-length", len.as_bytes()));
         }
         if let Some((name, value)) = &l.extra {
             if *name == b"content-type" {
