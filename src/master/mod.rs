@@ -244,22 +244,10 @@ pub fn run(config: Config, opts: RunOptions) -> Result<(), MasterError> {
         (inherited.sockets, origin)
     };
     let sockets = bind_all(&config, inherited)?;
-    let identity = match privileges::resolve(config.user.as_deref(), config.group.as_deref()) {
-        Ok(Some(id)) if !privileges::can_switch() => {
-            log::warn!(
-                "not running as root: user/group ({}) ignored, workers run as the current user",
-                id.user
-            );
-            None
-        }
-        Ok(id) => id,
-        Err(e) => {
-            return Err(MasterError::Setup {
-                what: "user lookup",
-                err: io::Error::other(e),
-            })
-        }
-    };
+    let identity = privileges::for_workers(&config, true).map_err(|e| MasterError::Setup {
+        what: "user lookup",
+        err: io::Error::other(e),
+    })?;
     if let Some(id) = &identity {
         chown_logs(id, access_log.as_ref());
     }
@@ -974,19 +962,9 @@ impl Master {
         // The workers' identity, looked up again as nginx does at a reload:
         // new workers run as the new `user`/`group` (an unknown one fails
         // the reload, nothing changed yet).
-        let identity = match privileges::resolve(new.user.as_deref(), new.group.as_deref()) {
-            Ok(Some(id)) if !privileges::can_switch() => {
-                if new.user != self.config.user || new.group != self.config.group {
-                    log::warn!(
-                        "not running as root: user/group ({}) ignored, workers run as the current user",
-                        id.user
-                    );
-                }
-                None
-            }
-            Ok(id) => id,
-            Err(e) => return Err(reload_failed(format!("user lookup: {e}"))),
-        };
+        let changed = new.user != self.config.user || new.group != self.config.group;
+        let identity = privileges::for_workers(&new, changed)
+            .map_err(|e| reload_failed(format!("user lookup: {e}")))?;
         // Bind new addresses first: on failure nothing has changed yet.
         let mut existing: Vec<(TcpListener, SocketAddr)> = Vec::new();
         let mut fresh: Vec<(TcpListener, SocketAddr)> = Vec::new();

@@ -52,6 +52,27 @@ fn lookup_group(name: &str) -> Result<Gid, String> {
         .ok_or_else(|| format!("unknown group {name:?}"))
 }
 
+/// The identity the workers take for `config`'s `user`/`group`: None
+/// when none is configured, or when we are not root (then said once, with
+/// `warn_ignored`: at start, or at a reload that changed them).
+pub fn for_workers(
+    config: &crate::config::Config,
+    warn_ignored: bool,
+) -> Result<Option<Identity>, String> {
+    match resolve(config.user.as_deref(), config.group.as_deref())? {
+        Some(id) if !can_switch() => {
+            if warn_ignored {
+                log::warn!(
+                    "not running as root: user/group ({}) ignored, workers run as the current user",
+                    id.user
+                );
+            }
+            Ok(None)
+        }
+        id => Ok(id),
+    }
+}
+
 /// True if switching identity is possible (we are root).
 pub fn can_switch() -> bool {
     Uid::effective().is_root()
