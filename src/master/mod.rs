@@ -613,7 +613,7 @@ impl Master {
         }
         if self.take_signal(signals::SIGQUIT) && self.state == State::Running {
             match self.quit_hold {
-                QuitHold::None if !self.upgrade_served && self.new_master_starting() => {
+                QuitHold::None if self.upgrade_child.is_some() && !self.upgrade_served => {
                     // Draining now would leave nobody serving while the
                     // new binary starts (or hangs).
                     log::warn!(
@@ -633,7 +633,7 @@ impl Master {
             }
         }
         if let QuitHold::Waiting { until } = self.quit_hold {
-            if self.upgrade_child.is_some() && !self.new_master_starting() {
+            if self.upgrade_child.is_some() && self.upgrade_served {
                 // The new master serves: the held QUIT goes ahead.
                 self.quit_hold = QuitHold::None;
                 if self.state == State::Running {
