@@ -521,6 +521,77 @@ fn tls_h2_health_check_fails_against_an_http1_only_server() {
     );
 }
 
+/// An HTTPS server that speaks HTTP/2 but agrees to nothing by ALPN is one
+/// the traffic refuses (RFC 9113 §3.2: "h2" is what says HTTP/2 over TLS):
+/// its check fails too, naming ALPN, instead of keeping it UP while every
+/// request gets 502 — and the request's error-log line says the same.
+#[test]
+fn an_h2_server_that_agrees_to_no_alpn_fails_checks_and_requests_alike() {
+    let certs = TempDir::new("h2up-ca");
+    let (ca, ca_path) = TestCa::in_dir(certs.path());
+    let t1 = H2Origin::start_tls_without_alpn("t1", &ca.issue(&["localhost"]));
+    let ca = yaml_str(&ca_path.display().to_string());
+    let h = lb_to(
+        1,
+        "h2",
+        vec![Srv::new("t1", t1.addr())],
+        &[&format!("tls: {{sni: localhost, ca: {ca}}}"), H2_CHECK],
+    );
+    assert!(
+        h.lb.wait_log("server up/t1 is DOWN", CHECK_WAIT),
+        "t1 kept UP though no request can use it\n{}",
+        h.lb.diagnostics()
+    );
+    let lines = h.lb.log_lines("server up/t1 is DOWN");
+    assert!(
+        lines[0].contains("did not agree to HTTP/2 (ALPN h2)"),
+        "{lines:?}"
+    );
+    assert_eq!(t1.health_checks(), 0, "the check spoke HTTP/2 without ALPN");
+}
+
+/// A request to an HTTP/2 server over TLS that fails in the handshake is
+/// logged with the handshake's reason, as for HTTP/1.1 upstreams ("TLS
+/// handshake with ADDR (server U/S) failed: <why>"), not as a closed
+/// connection: an untrusted certificate, and an ALPN that did not pick h2.
+#[test]
+fn h2_upstream_handshake_failures_are_logged_with_their_reason() {
+    let certs = TempDir::new("h2up-ca");
+    let (ca, ca_path) = TestCa::in_dir(certs.path());
+    let other = TempDir::new("h2up-other-ca");
+    let (other_ca, _) = TestCa::in_dir(other.path());
+    let untrusted = H2Origin::start_tls("u1", &other_ca.issue(&["localhost"]));
+    let no_alpn = H2Origin::start_tls_without_alpn("n1", &ca.issue(&["localhost"]));
+    let ca = yaml_str(&ca_path.display().to_string());
+    let h = H2Lb::start(&[Route::path("/u/").upstream("u"), Route::to("n")], |b| {
+        b.workers(1)
+            .upstream("u", vec![Srv::new("u1", untrusted.addr())])
+            .upstream_opt("protocol: h2")
+            .upstream_opt(&format!("tls: {{sni: localhost, ca: {ca}}}"))
+            .upstream("n", vec![Srv::new("n1", no_alpn.addr())])
+            .upstream_opt("protocol: h2")
+            .upstream_opt(&format!("tls: {{sni: localhost, ca: {ca}}}"))
+    });
+    h.lb.wait_workers(1, Duration::from_secs(10));
+    for (path, server, why) in [
+        ("/u/x", "server u/u1", "invalid peer certificate"),
+        ("/n/x", "server n/n1", "did not agree to HTTP/2 (ALPN h2)"),
+    ] {
+        let r = http_get(h.plain_port, path);
+        assert_eq!(r.status, 502, "{path}: {}", h.lb.diagnostics());
+        assert!(
+            h.lb.wait_log(server, Duration::from_secs(5)),
+            "{}",
+            h.lb.diagnostics()
+        );
+        let lines = h.lb.log_lines(server);
+        assert!(
+            lines[0].contains("TLS handshake with") && lines[0].contains(why),
+            "{path}: {lines:?}"
+        );
+    }
+}
+
 /// Traffic follows the HTTP/2 health checks: a server DOWN gets nothing.
 #[test]
 fn requests_avoid_an_h2c_server_marked_down() {

@@ -146,6 +146,14 @@ impl Check {
     fn handshaking(&mut self) -> Step {
         match self.sock.handshake(&mut self.readable, &mut self.writable) {
             Ok(true) => {
+                // An HTTP/2 check over TLS speaks HTTP/2 only where the
+                // traffic would: the workers refuse a server whose ALPN did
+                // not pick h2, so the check must not pass on it either.
+                if let (Some(Probe::H2(_)), Stream::Tls(t)) = (&self.probe, &self.sock) {
+                    if t.alpn_protocol() != Some(b"h2") {
+                        return failed("the server did not agree to HTTP/2 (ALPN h2)");
+                    }
+                }
                 self.stage = Stage::Sending;
                 Step::Again
             }

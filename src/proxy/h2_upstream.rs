@@ -64,7 +64,7 @@ struct UpConn {
     /// Client connections waiting for it to be ready (or to fail).
     waiters: Vec<usize>,
     idle_since: Instant,
-    why_dead: Option<String>,
+    why_dead: Option<ConnFailure>,
     /// `send_proxy`: the PROXY header this connection opened with (the
     /// client it belongs to), and what of it is still to be written.
     private: Option<Box<Preface>>,
@@ -82,14 +82,54 @@ pub struct ConnRef {
 pub enum ConnState {
     Connecting,
     Ready,
-    Failed(String),
+    Failed(ConnFailure),
+}
+
+/// Why a shared connection failed, by the stage its log line names.
+#[derive(Debug, Clone)]
+pub enum ConnFailure {
+    /// The TCP connection (or the PROXY header written on it).
+    Connect(String),
+    /// The TLS handshake, or an ALPN that did not pick h2.
+    Handshake(String),
+    /// Afterwards: the HTTP/2 connection itself ended.
+    Ended(String),
+}
+
+impl ConnFailure {
+    pub fn into_establish_error(self) -> EstablishError {
+        match self {
+            ConnFailure::Connect(why) | ConnFailure::Ended(why) => {
+                EstablishError::Connect(std::io::Error::other(why))
+            }
+            ConnFailure::Handshake(why) => EstablishError::Handshake(std::io::Error::other(why)),
+        }
+    }
+}
+
+impl std::fmt::Display for ConnFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ConnFailure::Connect(why) | ConnFailure::Handshake(why) | ConnFailure::Ended(why) => {
+                f.write_str(why)
+            }
+        }
+    }
 }
 
 #[derive(Default)]
 pub struct H2Upstreams {
     conns: Slab<UpConn>,
     next_id: u64,
+    /// Why the last few connections failed, by id: a connection that fails
+    /// before it carries a stream is closed at once, and the requests
+    /// waiting for it learn why from here (their error-log line names the
+    /// certificate or ALPN failure, not "connection closed").
+    recent_failures: VecDeque<(u64, ConnFailure)>,
 }
+
+/// How many closed connections' failure reasons are kept for their waiters.
+const RECENT_FAILURES: usize = 64;
 
 impl H2Upstreams {
     /// A connection to `server` of `upstream` that can take a stream now or
@@ -177,11 +217,23 @@ impl H2Upstreams {
     /// changes.
     pub fn state(&mut self, r: ConnRef, waiter: usize) -> ConnState {
         let Some(c) = self.get(r) else {
-            return ConnState::Failed("connection closed".into());
+            let why = self
+                .recent_failures
+                .iter()
+                .find(|(id, _)| *id == r.id)
+                .map_or_else(
+                    || ConnFailure::Ended("connection closed".to_owned()),
+                    |(_, why)| why.clone(),
+                );
+            return ConnState::Failed(why);
         };
         match c.phase {
             Phase::Ready => ConnState::Ready,
-            Phase::Dead => ConnState::Failed(c.why_dead.clone().unwrap_or_default()),
+            Phase::Dead => ConnState::Failed(
+                c.why_dead
+                    .clone()
+                    .unwrap_or_else(|| ConnFailure::Ended("connection closed".to_owned())),
+            ),
             Phase::Connecting { .. } => {
                 if !c.waiters.contains(&waiter) {
                     c.waiters.push(waiter);
@@ -309,6 +361,12 @@ impl H2Upstreams {
 
     fn close(&mut self, idx: usize, bufs: &mut BufPool, owners: &mut UpstreamOwners) {
         if let Some(mut c) = self.conns.remove(idx) {
+            if let Some(why) = c.why_dead.take() {
+                if self.recent_failures.len() == RECENT_FAILURES {
+                    self.recent_failures.pop_front();
+                }
+                self.recent_failures.push_back((c.id, why));
+            }
             owners.remove(c.up_slot);
             if let Some(b) = c.input.take() {
                 bufs.put(b);
@@ -334,7 +392,10 @@ impl H2Upstreams {
             else {
                 continue;
             };
-            c.die("shutdown sessions of the server".into(), wake);
+            c.die(
+                ConnFailure::Ended("shutdown sessions of the server".into()),
+                wake,
+            );
             if c.streams.is_empty() {
                 self.close(idx, bufs, owners);
             }
@@ -370,7 +431,7 @@ impl UpConn {
         bufs: &mut BufPool,
         now: Instant,
         wake: &mut Vec<usize>,
-    ) -> Result<(), String> {
+    ) -> Result<(), ConnFailure> {
         if let Phase::Connecting { connected } = &mut self.phase {
             if !self
                 .sock
@@ -381,15 +442,17 @@ impl UpConn {
                     self.private.as_deref_mut(),
                 )
                 .map_err(|e| match e {
-                    EstablishError::Connect(e) => format!("connect() failed: {e}"),
-                    EstablishError::Handshake(e) => format!("TLS handshake failed: {e}"),
+                    EstablishError::Connect(e) => ConnFailure::Connect(e.to_string()),
+                    EstablishError::Handshake(e) => ConnFailure::Handshake(e.to_string()),
                 })?
             {
                 return Ok(());
             }
             if let Stream::Tls(t) = &self.sock {
                 if t.alpn_protocol() != Some(b"h2") {
-                    return Err("the server did not agree to HTTP/2 (ALPN h2)".into());
+                    return Err(ConnFailure::Handshake(
+                        "the server did not agree to HTTP/2 (ALPN h2)".into(),
+                    ));
                 }
             }
             self.phase = Phase::Ready;
@@ -455,16 +518,16 @@ impl UpConn {
                 .conn
                 .error()
                 .unwrap_or("the server ended the connection");
-            return Err(why.to_owned());
+            return Err(ConnFailure::Ended(why.to_owned()));
         }
         Ok(())
     }
 
-    fn flush(&mut self) -> Result<bool, String> {
+    fn flush(&mut self) -> Result<bool, ConnFailure> {
         h2_wire::flush(&mut self.conn, &mut self.sock, &mut self.writable).map_err(why)
     }
 
-    fn read(&mut self, bufs: &mut BufPool, now: Instant) -> Result<bool, String> {
+    fn read(&mut self, bufs: &mut BufPool, now: Instant) -> Result<bool, ConnFailure> {
         let inbound = h2_wire::Inbound {
             sock: &mut self.sock,
             readable: &mut self.readable,
@@ -475,7 +538,7 @@ impl UpConn {
     }
 
     /// No more streams: each open one learns it was reset.
-    fn die(&mut self, why: String, wake: &mut Vec<usize>) {
+    fn die(&mut self, why: ConnFailure, wake: &mut Vec<usize>) {
         if self.phase != Phase::Dead {
             log::debug!("HTTP/2 upstream connection ends: {why}");
         }
@@ -490,9 +553,9 @@ impl UpConn {
 }
 
 /// Why a shared connection's socket ended, for its log line.
-fn why(e: WireError) -> String {
-    match e {
+fn why(e: WireError) -> ConnFailure {
+    ConnFailure::Ended(match e {
         WireError::Closed => "the server closed the connection".to_owned(),
         WireError::Failed(e) => format!("the connection failed: {e}"),
-    }
+    })
 }

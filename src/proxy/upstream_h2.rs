@@ -182,10 +182,8 @@ impl UpstreamH2 {
     fn open(&mut self, env: &mut Env, req: &mut RequestOut, owner: usize) -> UpStep {
         match env.h2up.state(self.conn, owner) {
             ConnState::Connecting => UpStep::Blocked,
-            // `why` says which stage failed ("TLS handshake failed: ...").
-            ConnState::Failed(why) => UpStep::ConnectFailed(crate::event::EstablishError::Connect(
-                std::io::Error::other(why),
-            )),
+            // Its log line names the stage: "TLS handshake with ADDR".
+            ConnState::Failed(why) => UpStep::ConnectFailed(why.into_establish_error()),
             ConnState::Ready => {
                 let Some(head) = req.h2 else {
                     return UpStep::Failed {

@@ -311,7 +311,7 @@ def serve(sock, cid, args):
     try:
         if args.get("tls"):
             sock = args["tls"].wrap_socket(sock, server_side=True)
-            if sock.selected_alpn_protocol() != "h2":
+            if args.get("alpn", True) and sock.selected_alpn_protocol() != "h2":
                 sock.close()
                 return
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -334,14 +334,20 @@ def main():
         if rest[0] == "--tls":
             ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
             ctx.load_cert_chain(rest[1], rest[2])
-            ctx.set_alpn_protocols(["h2"])
             args["tls"] = ctx
             rest = rest[3:]
+        elif rest[0] == "--no-alpn":
+            # HTTP/2 over TLS without agreeing on it by ALPN (a
+            # misconfigured server): proxies must not speak HTTP/2 to it.
+            args["alpn"] = False
+            rest = rest[1:]
         elif rest[0] == "--health":
             args["health"] = rest[1]
             rest = rest[2:]
         else:
             raise SystemExit("unknown argument %r" % rest[0])
+    if args["tls"] and args.get("alpn", True):
+        args["tls"].set_alpn_protocols(["h2"])
     lsock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     lsock.bind(("127.0.0.1", port))

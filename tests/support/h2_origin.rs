@@ -57,15 +57,21 @@ pub struct H2Origin {
 impl H2Origin {
     /// An h2c (prior knowledge) origin on a free port.
     pub fn start(name: &str) -> H2Origin {
-        H2Origin::spawn(name, None)
+        H2Origin::spawn(name, None, true)
     }
 
     /// An origin speaking HTTP/2 over TLS (ALPN `h2` only) with `cert`.
     pub fn start_tls(name: &str, cert: &TestCert) -> H2Origin {
-        H2Origin::spawn(name, Some(cert))
+        H2Origin::spawn(name, Some(cert), true)
     }
 
-    fn spawn(name: &str, cert: Option<&TestCert>) -> H2Origin {
+    /// An origin speaking HTTP/2 over TLS that offers no ALPN at all (so
+    /// nothing says HTTP/2 was agreed).
+    pub fn start_tls_without_alpn(name: &str, cert: &TestCert) -> H2Origin {
+        H2Origin::spawn(name, Some(cert), false)
+    }
+
+    fn spawn(name: &str, cert: Option<&TestCert>, alpn: bool) -> H2Origin {
         let dir = TempDir::new("h2origin");
         let log = dir.join("requests.jsonl");
         let health = dir.join("health");
@@ -82,6 +88,9 @@ impl H2Origin {
             let (c, k) = cert.write(dir.path(), "origin");
             args.extend(["--tls".to_owned(), c.display().to_string()]);
             args.push(k.display().to_string());
+            if !alpn {
+                args.push("--no-alpn".to_owned());
+            }
         }
         let refs: Vec<&str> = args.iter().map(String::as_str).collect();
         let tool = Tool::spawn(PYTHON, &refs);
