@@ -247,17 +247,29 @@ fn push_or_dash(buf: &mut Vec<u8>, s: &[u8]) {
     }
 }
 
-/// A JSON string body: control characters, `"` and `\` escaped; bytes that
-/// are not valid UTF-8 as `\u00HH` so the line is always valid JSON.
+/// A JSON string body: `"`, `\` and control characters escaped; valid
+/// UTF-8 (a URI's `café`, a browser's User-Agent) as it is, as nginx's
+/// `escape=json`; a byte that is not part of valid UTF-8 as the text `\xHH`
+/// (JSON `\\xHH`), so it cannot be read as the character U+00HH and the
+/// line is always valid JSON.
 fn push_json(buf: &mut Vec<u8>, s: &[u8]) {
-    for &b in s {
-        match b {
-            b'"' => buf.extend_from_slice(b"\\\""),
-            b'\\' => buf.extend_from_slice(b"\\\\"),
-            0x20..=0x7e => buf.push(b),
-            _ => {
-                let _ = write!(buf, "\\u{b:04x}");
+    for chunk in s.utf8_chunks() {
+        for c in chunk.valid().chars() {
+            match c {
+                '"' => buf.extend_from_slice(b"\\\""),
+                '\\' => buf.extend_from_slice(b"\\\\"),
+                '\u{20}'..='\u{7e}' => buf.push(c as u8),
+                c if c.is_control() => {
+                    let _ = write!(buf, "\\u{:04x}", c as u32);
+                }
+                c => {
+                    let mut utf8 = [0u8; 4];
+                    buf.extend_from_slice(c.encode_utf8(&mut utf8).as_bytes());
+                }
             }
+        }
+        for b in chunk.invalid() {
+            let _ = write!(buf, "\\\\x{b:02x}");
         }
     }
 }
@@ -343,6 +355,17 @@ mod tests {
             s.ends_with("\"request_time\":0.012,\"upstream_response_time\":0.010,\"request_id\":\"0123456789abcdef000000000000002a\"}\n"),
             "{s}"
         );
+    }
+
+    /// UTF-8 goes as it is; other bytes as `\\xHH` text, never as the
+    /// Latin-1 character of the same number.
+    #[test]
+    fn json_strings_keep_utf8_and_mark_other_bytes() {
+        let mut buf = Vec::new();
+        push_json(&mut buf, "caf\u{e9} \u{1f600}\t\"".as_bytes());
+        push_json(&mut buf, b"\xff\xc3");
+        let s = String::from_utf8(buf).expect("valid UTF-8 out");
+        assert_eq!(s, "caf\u{e9} \u{1f600}\\u0009\\\"\\\\xff\\\\xc3");
     }
 
     #[test]

@@ -153,3 +153,44 @@ fn usr1_reopens_the_access_log() {
     );
     assert!(!read(&rotated).contains("/after"));
 }
+
+/// logrotate's `create 0640 root adm` then USR1, with workers as `nobody`:
+/// the master gives the new file to the worker user and leaves its group,
+/// as nginx does, so the `adm` readers keep reading it.
+#[test]
+fn a_reopen_gives_the_file_to_the_worker_user_and_keeps_its_group() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    if !running_as_root() {
+        eprintln!("skipped: a worker user needs the tests to run as root");
+        return;
+    }
+    let nobody = passwd_uid("nobody").expect("user nobody");
+    const ADM: u32 = 4;
+    let b = Backend::start("b1");
+    let dir = TempDir::new("alog");
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let log = dir.join("access.log");
+    let lb = Forklb::start(&format!("user: nobody\n{}", config(&b, &log, "combined")));
+    assert_eq!(http_get(lb.port(), "/before").status, 200);
+    assert!(wait_until(Duration::from_secs(3), || read(&log).contains("/before")));
+    std::fs::rename(&log, dir.join("access.log.1")).unwrap();
+    std::fs::write(&log, b"").unwrap();
+    std::os::unix::fs::chown(&log, Some(0), Some(ADM)).unwrap();
+    std::fs::set_permissions(&log, std::fs::Permissions::from_mode(0o640)).unwrap();
+    lb.signal(libc::SIGUSR1);
+    assert!(
+        wait_until(Duration::from_secs(3), || std::fs::metadata(&log)
+            .is_ok_and(|m| m.uid() == nobody)),
+        "the reopened log was not given to the worker user\n{}",
+        lb.diagnostics()
+    );
+    let meta = std::fs::metadata(&log).unwrap();
+    assert_eq!(meta.gid(), ADM, "the reopen changed the log's group");
+    assert_eq!(http_get(lb.port(), "/after").status, 200);
+    assert!(
+        wait_until(Duration::from_secs(3), || read(&log).contains("/after")),
+        "the workers do not write the reopened log: {:?}\n{}",
+        read(&log),
+        lb.diagnostics()
+    );
+}

@@ -608,16 +608,6 @@ fn daemon_true_in_config_detaches_serves_and_quits() {
 // ---------------------------------------------------------------------------
 // Privilege drop
 
-/// uid of `name` from /etc/passwd.
-fn passwd_uid(name: &str) -> Option<u32> {
-    let text = fs::read_to_string("/etc/passwd").ok()?;
-    text.lines().find_map(|l| {
-        let mut f = l.split(':');
-        (f.next()? == name).then_some(())?;
-        f.nth(1)?.parse().ok()
-    })
-}
-
 /// The uid of `nobody` if the tests run as root and it exists; else says
 /// why the test is skipped, and None.
 fn nobody_uid_if_root() -> Option<u32> {

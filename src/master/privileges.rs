@@ -88,10 +88,14 @@ pub fn drop_to(id: &Identity) -> io::Result<()> {
     Ok(())
 }
 
-/// Gives an open log file to the worker identity.
+/// Gives an open log file to the worker user. Its group stays as it is, as
+/// nginx does: logrotate's `create 0640 root adm` keeps the file readable to
+/// the `adm` group (log readers and shippers) after the reopen.
 pub fn chown_file(file: &std::fs::File, id: &Identity) -> io::Result<()> {
+    // `gid_t::MAX` is fchown's "leave the group as it is" (-1).
+    const KEEP_GROUP: libc::gid_t = libc::gid_t::MAX;
     // SAFETY: fchown on a descriptor we hold.
-    let r = unsafe { libc::fchown(file.as_raw_fd(), id.uid.as_raw(), id.gid.as_raw()) };
+    let r = unsafe { libc::fchown(file.as_raw_fd(), id.uid.as_raw(), KEEP_GROUP) };
     if r < 0 {
         return Err(io::Error::last_os_error());
     }

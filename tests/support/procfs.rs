@@ -150,6 +150,16 @@ pub fn proc_uids(pid: i32) -> Option<Vec<u32>> {
         .collect()
 }
 
+/// uid of `name` from /etc/passwd.
+pub fn passwd_uid(name: &str) -> Option<u32> {
+    let text = std::fs::read_to_string("/etc/passwd").ok()?;
+    text.lines().find_map(|l| {
+        let mut f = l.split(':');
+        (f.next()? == name).then_some(())?;
+        f.nth(1)?.parse().ok()
+    })
+}
+
 /// Whether the test runs as root.
 pub fn running_as_root() -> bool {
     // SAFETY: geteuid has no preconditions.
