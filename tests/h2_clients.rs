@@ -114,6 +114,36 @@ fn h2c_listener_accepts_prior_knowledge() {
     assert_eq!((r.status, r.body_str()), (200, "b1".to_owned()));
 }
 
+/// On an h2c listener, a request line that begins as one (`GET /…`) but is
+/// malformed is HTTP/1's to answer — a 400 or 505 the client can read, as
+/// HAProxy answers on a port that serves both — not HTTP/2 frames; a line
+/// that is no request at all (h2spec's "INVALID CONNECTION PREFACE") still
+/// gets HTTP/2's GOAWAY (tests/h2spec.rs).
+#[test]
+fn malformed_http1_request_lines_on_an_h2c_listener_get_http1_answers() {
+    let be = Backend::start("b1");
+    let h = H2Lb::start(&to_web(), web(&be));
+    for (raw, status) in [
+        (&b"GET / HTTP/1.1 \r\nHost: h\r\n\r\n"[..], "400"),
+        (b"GET /nine\r\n\r\n", "400"),
+        (b"GET / http/1.1\r\nHost: h\r\n\r\n", "400"),
+        (b"GET /v2 HTTP/2.0\r\nHost: h\r\n\r\n", "505"),
+    ] {
+        let mut s = TcpStream::connect(("127.0.0.1", h.h2c_port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        s.write_all(raw).unwrap();
+        let mut got = Vec::new();
+        let _ = s.read_to_end(&mut got);
+        let text = String::from_utf8_lossy(&got);
+        assert!(
+            text.starts_with(&format!("HTTP/1.1 {status} ")),
+            "{:?} got {text:?}",
+            String::from_utf8_lossy(raw)
+        );
+    }
+    assert!(be.requests().is_empty());
+}
+
 #[test]
 fn plain_listener_refuses_the_prior_knowledge_preface() {
     let be = Backend::start("b1");

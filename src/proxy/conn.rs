@@ -100,8 +100,34 @@ const H2_PREFACE_LINE: &[u8] = b"PRI * HTTP/2.0\r\n";
 /// A complete first line that is no HTTP/1 request line. On an `h2c`
 /// listener such a client may be an HTTP/2 client whose preface is broken:
 /// it gets HTTP/2's answer (GOAWAY with PROTOCOL_ERROR, RFC 9113 §3.4), as on
-/// HTTP/2-only ports; either way the connection closes.
+/// HTTP/2-only ports; either way the connection closes. But a line that
+/// begins as a request (`GET /x …`, see `begins_as_a_request`) is HTTP/1's
+/// to judge, however broken its version: it gets a 400 or 505 it can read,
+/// and an access-log line, as HAProxy answers on a port serving both.
 fn not_http1(input: &[u8]) -> bool {
+    !begins_as_a_request(input) && not_an_http1_request_line(input)
+}
+
+/// A method (upper-case letters, as every registered one) and a request
+/// target in origin (`/`), asterisk or absolute (`http…`) form.
+fn begins_as_a_request(input: &[u8]) -> bool {
+    let Some(sp) = input.iter().position(|&b| b == b' ') else {
+        return false;
+    };
+    let method = &input[..sp];
+    let target = &input[sp + 1..];
+    !method.is_empty()
+        && method
+            .iter()
+            .all(|b| b.is_ascii_uppercase() || *b == b'-' || *b == b'_')
+        && (target.starts_with(b"/")
+            || target.starts_with(b"*")
+            || target
+                .get(..4)
+                .is_some_and(|t| t.eq_ignore_ascii_case(b"http")))
+}
+
+fn not_an_http1_request_line(input: &[u8]) -> bool {
     let Some(line) = input
         .split(|&b| b == b'\n')
         .next()
