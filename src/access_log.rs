@@ -23,8 +23,9 @@ pub struct Entry<'a> {
     pub client: SocketAddr,
     pub method: &'a [u8],
     pub target: &'a [u8],
-    /// `HTTP/1.0`, `HTTP/1.1` or `HTTP/2.0`, as the client spoke.
-    pub protocol: &'static str,
+    /// `HTTP/1.0`, `HTTP/1.1` or `HTTP/2.0`, as the client spoke; for a
+    /// head refused as malformed, what its request line said (maybe empty).
+    pub protocol: &'a [u8],
     pub status: u16,
     pub body_bytes: u64,
     pub referer: &'a [u8],
@@ -135,10 +136,15 @@ impl AccessLog {
 #[inline]
 fn write_combined(buf: &mut Vec<u8>, e: &Entry, time: &str) {
     let _ = write!(buf, "{} - - [{time}] \"", e.client.ip());
+    // `$request`: a malformed line may lack a target or a protocol.
     push_escaped(buf, e.method);
-    buf.push(b' ');
-    push_escaped(buf, e.target);
-    let _ = write!(buf, " {}\" {} {} \"", e.protocol, e.status, e.body_bytes);
+    for part in [e.target, e.protocol] {
+        if !part.is_empty() {
+            buf.push(b' ');
+            push_escaped(buf, part);
+        }
+    }
+    let _ = write!(buf, "\" {} {} \"", e.status, e.body_bytes);
     push_or_dash(buf, e.referer);
     buf.extend_from_slice(b"\" \"");
     push_or_dash(buf, e.user_agent);
@@ -183,10 +189,12 @@ fn write_json(buf: &mut Vec<u8>, e: &Entry, time: &str) {
     push_json(buf, e.method);
     buf.extend_from_slice(b"\",\"uri\":\"");
     push_json(buf, e.target);
+    buf.extend_from_slice(b"\",\"protocol\":\"");
+    push_json(buf, e.protocol);
     let _ = write!(
         buf,
-        "\",\"protocol\":\"{}\",\"status\":{},\"body_bytes_sent\":{},\"referer\":\"",
-        e.protocol, e.status, e.body_bytes
+        "\",\"status\":{},\"body_bytes_sent\":{},\"referer\":\"",
+        e.status, e.body_bytes
     );
     push_json(buf, e.referer);
     buf.extend_from_slice(b"\",\"user_agent\":\"");
@@ -306,7 +314,7 @@ mod tests {
             client: "127.0.0.1:5555".parse().unwrap(),
             method: b"GET",
             target: b"/a\"b",
-            protocol: "HTTP/1.1",
+            protocol: b"HTTP/1.1",
             status: 200,
             body_bytes: 5,
             referer: b"",

@@ -125,7 +125,51 @@ fn rejected_and_failed_requests_are_logged() {
     let text = read(&log);
     assert!(text.contains("\"GET /x HTTP/1.1\" 502 "), "{text}");
     assert!(text.contains("upstream_status=-"), "{text}");
-    assert!(text.contains("\"- - HTTP/1.1\" 400 "), "{text}");
+    assert!(text.contains("\"GET / HTTP/1.1\" 400 "), "{text}");
+}
+
+/// Heads that never become requests are logged as nginx logs them: a
+/// malformed one by its raw request line (not `- - HTTP/1.1`), one that
+/// timed out with 408, one whose client left mid-head with 400 and no
+/// bytes; a connection that sent nothing gets no line.
+#[test]
+fn unfinished_and_malformed_heads_are_logged_by_their_request_line() {
+    let b = Backend::start("b1");
+    let dir = TempDir::new("alog");
+    let log = dir.join("access.log");
+    let mut y = config(&b, &log, "combined");
+    y.push_str("timeouts: {client_header: 1s}\n");
+    let lb = Forklb::start(&y);
+    let send = |raw: &[u8]| {
+        let mut c = Conn::open(lb.port()).unwrap();
+        c.send(raw).unwrap();
+        c
+    };
+    let mut bad = send(b"GET /a b HTTP/1.1\r\nHost: h\r\n\r\n");
+    assert_eq!(bad.read_response().unwrap().status, 400);
+    let mut nine = send(b"GET /nine\r\n\r\n");
+    assert_eq!(nine.read_response().unwrap().status, 400);
+    let mut slow = send(b"GET /partial HTTP/1.1\r\nHost: h\r\n");
+    assert_eq!(slow.read_response().unwrap().status, 408);
+    drop(send(b"GET /left HTTP/1.1\r\nHost: h\r\n"));
+    drop(Conn::open(lb.port()).unwrap());
+    assert!(
+        wait_until(Duration::from_secs(5), || read(&log).lines().count() >= 4),
+        "{:?}\n{}",
+        read(&log),
+        lb.diagnostics()
+    );
+    std::thread::sleep(Duration::from_millis(1200));
+    let text = read(&log);
+    for line in [
+        "\"GET /a b HTTP/1.1\" 400 ",
+        "\"GET /nine\" 400 ",
+        "\"GET /partial HTTP/1.1\" 408 ",
+        "\"GET /left HTTP/1.1\" 400 0 ",
+    ] {
+        assert!(text.contains(line), "no {line} in {text}");
+    }
+    assert_eq!(text.lines().count(), 4, "{text}");
 }
 
 #[test]

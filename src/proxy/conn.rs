@@ -519,6 +519,11 @@ impl Conn {
         let result = match self.phase {
             Phase::ReadHead if self.head_started => {
                 log::info!("client {} timed out sending the request head", self.peer);
+                self.cur.begin();
+                if let Some(head) = self.input.take() {
+                    self.capture_raw_record(env, head.data());
+                    self.input = Some(head);
+                }
                 self.respond_error(env, 408, false)
             }
             Phase::ReadHead => return self.finish(env, Outcome::Close),
@@ -730,7 +735,10 @@ impl Conn {
                 self.release_idle_input(env);
                 Ok(false)
             }
-            Io::Eof => Err(Closed),
+            Io::Eof => {
+                self.log_cut_head(env);
+                Err(Closed)
+            }
             Io::Failed(e) => {
                 self.client.log_client_read_failure(self.peer, &e);
                 Err(Closed)
@@ -791,7 +799,7 @@ impl Conn {
                 return self.reject_oversized_head(env, input, &req, &info);
             }
             Ok(request::Parsed::Complete(req, info)) => (req, info),
-            Err(e) => return self.reject_invalid_head(env, &e),
+            Err(e) => return self.reject_invalid_head(env, input.data(), &e),
         };
         self.begin_exchange(env, &req, &info);
         // A locally answered request with a body: we do not read the body,
@@ -951,11 +959,15 @@ impl Conn {
 
     /// A head `request::parse` refused, with the status it chose.
     #[cold]
-    fn reject_invalid_head(&mut self, env: &mut Env, e: &request::RequestError) -> Dispatch {
+    fn reject_invalid_head(
+        &mut self,
+        env: &mut Env,
+        head: &[u8],
+        e: &request::RequestError,
+    ) -> Dispatch {
         log::info!("client {} sent an invalid request: {}", self.peer, e.reason);
         self.cur.begin();
-        let empty = httparse::Request::new(&mut []);
-        self.capture_record(env, &empty, 1);
+        self.capture_raw_record(env, head);
         self.reject(env, e.status)
     }
 
@@ -1460,6 +1472,32 @@ impl Conn {
             req.headers,
             protocol,
         );
+        if let Some(old) = std::mem::replace(&mut self.record, rec) {
+            old.discard(env);
+        }
+    }
+
+    /// The record of a head that never parsed: its raw request line.
+    fn capture_raw_record(&mut self, env: &mut Env, head: &[u8]) {
+        let rec = Record::capture_raw(env, head);
+        if let Some(old) = std::mem::replace(&mut self.record, rec) {
+            old.discard(env);
+        }
+    }
+
+    /// A client gone in the middle of a request head gets a log line, as
+    /// nginx logs a 400 (nothing was sent): the access log shows clients
+    /// that start requests and never finish them.
+    fn log_cut_head(&mut self, env: &mut Env) {
+        let Some(head) = self.input.as_ref().filter(|b| !b.is_empty()) else {
+            return;
+        };
+        if !env.access.enabled() || head.data().iter().all(|&b| b == b'\r' || b == b'\n') {
+            return;
+        }
+        let rec = Record::capture_raw(env, head.data());
+        self.cur.begin();
+        self.cur.status = 400;
         if let Some(old) = std::mem::replace(&mut self.record, rec) {
             old.discard(env);
         }
