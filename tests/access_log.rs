@@ -238,3 +238,32 @@ fn a_reopen_gives_the_file_to_the_worker_user_and_keeps_its_group() {
         lb.diagnostics()
     );
 }
+
+/// A client that resets its connection while its request waits for a slow
+/// server: the request is given up at once and logged 499 (nginx), not
+/// logged 200 when the server answers seconds later into a dead socket.
+#[test]
+fn a_client_reset_while_the_server_works_is_logged_499_at_once() {
+    let b = Backend::start_with(
+        "b1",
+        BackendOpts {
+            path_delays: vec![("/slow".to_owned(), Duration::from_secs(4))],
+            ..Default::default()
+        },
+    );
+    let dir = TempDir::new("alog");
+    let log = dir.join("access.log");
+    let lb = Forklb::start(&config(&b, &log, "combined"));
+    let mut c = Conn::open(lb.port()).unwrap();
+    c.send(b"GET /slow HTTP/1.1\r\nHost: h\r\n\r\n").unwrap();
+    assert!(wait_until(Duration::from_secs(3), || b.request_count() == 1));
+    c.reset();
+    assert!(
+        wait_until(Duration::from_secs(2), || read(&log)
+            .contains("\"GET /slow HTTP/1.1\" 499 0 ")),
+        "no 499 line within 2 s of the reset (the server answers after 4 s): {:?}\n{}",
+        read(&log),
+        lb.diagnostics()
+    );
+    assert!(lb.wait_log("reset the connection", Duration::from_secs(1)));
+}

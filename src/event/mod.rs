@@ -11,6 +11,13 @@ pub mod token;
 pub use slab::Slab;
 pub use stream::{EstablishError, Stream};
 
+/// Whether the peer is gone for good: an error (a reset) or both halves
+/// closed (`EPOLLHUP`), not only its FIN (it may still read).
+#[inline]
+pub fn is_reset(ev: &mio::event::Event) -> bool {
+    ev.is_error() || ev.is_write_closed()
+}
+
 /// What a readiness event says about a socket: readable, writable, and
 /// whether the peer's FIN or an error came (`hup`, see `proxy::io`).
 #[inline]

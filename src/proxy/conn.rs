@@ -474,6 +474,21 @@ impl Conn {
         self.finish(env, Outcome::Close)
     }
 
+    /// The client reset its connection while its request was upstream:
+    /// nothing can reach it any more, so the upstream request stops now
+    /// (its connection is closed, the server's work is not waited for) and
+    /// is logged 499 if no answer had started, as nginx does. A client that
+    /// only half-closed (FIN after its request, as `nc -N`) still gets its
+    /// answer, as HAProxy's default.
+    #[cold]
+    fn client_reset(&mut self, env: &mut Env) -> Outcome {
+        log::info!(
+            "client {} reset the connection while its request was upstream",
+            self.peer
+        );
+        self.finish(env, Outcome::Close)
+    }
+
     /// Records readiness from an event and runs the state machine.
     pub fn on_event(&mut self, side: Side, ev: &mio::event::Event, env: &mut Env) -> Outcome {
         let (r, w, hup) = crate::event::readiness(ev);
@@ -482,6 +497,11 @@ impl Conn {
                 self.c_readable |= r;
                 self.c_writable |= w;
                 self.c_hup |= hup;
+                if crate::event::is_reset(ev)
+                    && matches!(self.phase, Phase::Proxy | Phase::Exchange)
+                {
+                    return self.client_reset(env);
+                }
             }
             Side::Upstream(_) => {
                 if let Phase::Tunnel(t) = &mut self.phase {

@@ -78,6 +78,27 @@ impl Conn {
         &self.wire.stream
     }
 
+    /// Closes with a TCP reset (SO_LINGER 0), as a client killed or
+    /// aborting does, instead of a FIN.
+    pub fn reset(self) {
+        use std::os::fd::AsRawFd;
+        let linger = libc::linger {
+            l_onoff: 1,
+            l_linger: 0,
+        };
+        // SAFETY: setsockopt on a descriptor we own, with a valid linger.
+        let r = unsafe {
+            libc::setsockopt(
+                self.wire.stream.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_LINGER,
+                (&linger as *const libc::linger).cast(),
+                std::mem::size_of::<libc::linger>() as libc::socklen_t,
+            )
+        };
+        assert_eq!(r, 0, "SO_LINGER: {}", std::io::Error::last_os_error());
+    }
+
     pub fn send(&mut self, bytes: &[u8]) -> io::Result<()> {
         self.wire.stream.write_all(bytes)?;
         self.wire.stream.flush()
