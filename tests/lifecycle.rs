@@ -688,6 +688,35 @@ fn a_reload_applies_a_new_user_to_the_new_workers() {
     assert_eq!(proc_uids(after[0]), Some(vec![nobody; 4]));
 }
 
+/// A rotation that moves the error log away and reloads (instead of USR1)
+/// gets a new file at the configured path, as nginx's reload opens it
+/// again; the new workers write there.
+#[test]
+fn a_reload_reopens_the_error_log_moved_away() {
+    let b = Backend::start("b1");
+    let lb = Forklb::start(&proxy_config_for(1, &[&b]));
+    let before = lb.wait_workers(1, Duration::from_secs(5));
+    let log = lb.error_log_path().to_path_buf();
+    let moved = log.with_extension("old");
+    fs::rename(&log, &moved).expect("rename the error log");
+    lb.signal(SIGHUP);
+    let after = wait_new_generation(&lb, &before, 1);
+    assert!(
+        wait_until(Duration::from_secs(5), || fs::read_to_string(&log)
+            .is_ok_and(|t| !t.is_empty())),
+        "no error log at {} after the reload; the moved file has:\n{}",
+        log.display(),
+        fs::read_to_string(&moved).unwrap_or_default()
+    );
+    assert!(kill(after[0], SIGKILL));
+    assert!(
+        wait_until(Duration::from_secs(5), || fs::read_to_string(&log)
+            .is_ok_and(|t| t.contains(&after[0].to_string()))),
+        "the master did not log the worker's end in the reopened file:\n{}",
+        fs::read_to_string(&log).unwrap_or_default()
+    );
+}
+
 /// A reload that names another `pid_file` moves the pid there and removes
 /// the old file, as nginx does: `forklb -s` with the edited configuration
 /// finds the master.

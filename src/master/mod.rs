@@ -994,6 +994,12 @@ impl Master {
             if let Err(e) = crate::log::init(&new.error_log, new.log_level.to_filter()) {
                 return Err(reload_failed(format!("{e}")));
             }
+        } else if let Err(e) = crate::log::reopen() {
+            // The same path is opened again, as the access log is and as
+            // nginx does: a rotation that moved the file away and reloads
+            // (instead of USR1) gets a new file. The old one is kept if
+            // that fails.
+            log::error!("cannot reopen the error log: {e}");
         }
         existing.extend(
             std::mem::take(&mut self.sockets)
