@@ -773,3 +773,44 @@ fn full_size_frames_pass_with_a_small_header_limit() {
     assert_eq!(out.stdout, "200", "{}", out.combined());
     assert_eq!(echoed, body);
 }
+
+/// `Max-Forwards` holds for HTTP/2 clients as for HTTP/1.1 ones (RFC 9110
+/// §7.6.2): at 0 forklb is the final recipient (OPTIONS answered with
+/// Allow, TRACE refused — never echoed by the server), above it goes up one
+/// less, a bad value is a 400.
+#[test]
+fn max_forwards_holds_for_h2_clients() {
+    let be = Backend::start("b1");
+    let h = H2Lb::start(&to_web(), web(&be));
+    let url = h.h2c_url("/mf");
+    let ask = |method: &str, value: &str| {
+        let header = format!("Max-Forwards: {value}");
+        let (out, version) = curl_with_version(&[
+            "--http2-prior-knowledge",
+            "-sS",
+            "-i",
+            "--max-time",
+            "10",
+            "-X",
+            method,
+            "-H",
+            &header,
+            &url,
+        ]);
+        assert!(out.ok(), "{}", out.combined());
+        assert_eq!(version, "2");
+        out.stdout.to_ascii_lowercase()
+    };
+    let trace = ask("TRACE", "0");
+    assert!(trace.starts_with("http/2 405"), "{trace}");
+    assert!(trace.contains("allow: get, head"), "{trace}");
+    let options = ask("OPTIONS", "0");
+    assert!(options.starts_with("http/2 200"), "{options}");
+    assert!(options.contains("allow: get, head"), "{options}");
+    assert!(be.requests().is_empty(), "{:?}", be.requests());
+    assert!(ask("OPTIONS", "abc").starts_with("http/2 400"));
+    assert!(ask("OPTIONS", "3").starts_with("http/2 200"));
+    let seen = be.requests();
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert_eq!(seen[0].header("max-forwards"), Some("2"));
+}

@@ -385,6 +385,33 @@ pub fn is_http2_protocol(token: &[u8]) -> bool {
         || (name.eq_ignore_ascii_case(b"http") && version.starts_with(b"/2"))
 }
 
+/// `Max-Forwards` of a TRACE or OPTIONS request whose fields are already
+/// parsed (an HTTP/2 request; HTTP/1.1 heads check it while parsing): None
+/// for other methods or without the field; two of them or a value that is
+/// not a number is a bad request.
+pub fn max_forwards(
+    method: &str,
+    headers: &[httparse::Header],
+) -> Result<Option<u64>, RequestError> {
+    if method != "TRACE" && method != "OPTIONS" {
+        return Ok(None);
+    }
+    let mut fields = headers.iter().filter(|h| name_is(h.name, "max-forwards"));
+    let Some(first) = fields.next() else {
+        return Ok(None);
+    };
+    if fields.next().is_some() {
+        return Err(bad("more than one Max-Forwards"));
+    }
+    parse_max_forwards(first.value)
+        .map(Some)
+        .ok_or(bad("invalid Max-Forwards"))
+}
+
+/// The `Allow` of forklb's own answer as the final recipient of an
+/// OPTIONS or TRACE with `Max-Forwards: 0`.
+pub const FINAL_RECIPIENT_ALLOW: &str = "GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS";
+
 /// `Max-Forwards = 1*DIGIT`; values beyond u64 saturate.
 fn parse_max_forwards(v: &[u8]) -> Option<u64> {
     let v = super::trim_ows(v);

@@ -307,6 +307,7 @@ pub fn upstream_fields(req: &httparse::Request, u: &UpstreamRequest) -> (Vec<u8>
             || name_is(h.name, "x-forwarded-for")
             || name_is(h.name, "expect")
             || name_is(h.name, "http2-settings")
+            || (u.max_forwards.is_some() && name_is(h.name, "max-forwards"))
         {
             continue;
         }
@@ -316,6 +317,9 @@ pub fn upstream_fields(req: &httparse::Request, u: &UpstreamRequest) -> (Vec<u8>
     forwarded_for(&mut xff, req.headers, u.client_ip);
     fields.push((b"x-forwarded-for".to_vec(), xff));
     fields.push((b"x-forwarded-proto".to_vec(), u.proto.as_bytes().to_vec()));
+    if let Some(n) = u.max_forwards {
+        fields.push((b"max-forwards".to_vec(), n.to_string().into_bytes()));
+    }
     if let Some(r) = u.rules {
         r.edit_list(&mut fields);
     }

@@ -1115,7 +1115,8 @@ impl Conn {
         req: &httparse::Request,
         local_keep: bool,
     ) {
-        let allow = b"Allow: GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS\r\n";
+        let allow = format!("Allow: {}\r\n", request::FINAL_RECIPIENT_ALLOW);
+        let allow = allow.as_bytes();
         let status = if req.method == Some("TRACE") {
             405
         } else {

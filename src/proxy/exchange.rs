@@ -440,10 +440,36 @@ impl Exchange {
             }
             Action::Stats(stats) => self.answer_stats(env, stats, &hreq),
             Action::Upstream(u) => {
+                // RFC 9110 §7.6.2, as for HTTP/1.1 clients (conn.rs).
+                let max_forwards = match http::request::max_forwards(req.method, hreq.headers) {
+                    Ok(Some(0)) => return self.answer_as_final_recipient(req.method),
+                    Ok(n) => n.map(|n| n - 1),
+                    Err(e) => {
+                        log::info!(
+                            "client {} sent an invalid request: {}",
+                            self.client.peer,
+                            e.reason
+                        );
+                        return self.local_error(400);
+                    }
+                };
                 self.apply_rules(env, route.headers.as_ref(), host, req.ssl_client_s_dn);
-                self.dispatch_upstream(env, *u, &hreq, &route_path)
+                self.dispatch_upstream(env, *u, &hreq, &route_path, max_forwards)
             }
         }
+    }
+
+    /// `Max-Forwards: 0` on an upstream route: forklb is the final
+    /// recipient. It answers OPTIONS itself and refuses TRACE (echoing a
+    /// request back exposes its credentials to scripts).
+    fn answer_as_final_recipient(&mut self, method: &str) {
+        let allow = http::request::FINAL_RECIPIENT_ALLOW.as_bytes().to_vec();
+        let (status, body) = if method == "TRACE" {
+            (405, b"Method Not Allowed\n".to_vec())
+        } else {
+            (200, Vec::new())
+        };
+        self.local(status, body, Some((b"allow", allow)));
     }
 
     /// A `stats` route: the dashboard (`crate::dashboard`).
@@ -493,6 +519,7 @@ impl Exchange {
         u: usize,
         req: &httparse::Request,
         route_path: &[u8],
+        max_forwards: Option<u64>,
     ) {
         if let Framing::Length(n) = self.req_framing {
             if env.rt.max_body_bytes > 0 && n > env.rt.max_body_bytes {
@@ -527,7 +554,7 @@ impl Exchange {
             keep_alive: env.pool.enabled(u),
             upgrade: false,
             framing: self.req_framing,
-            max_forwards: None,
+            max_forwards,
             rules: self.rules.as_deref().map(Applied::request),
         };
         if upstream.protocol.is_h2() {
