@@ -560,8 +560,9 @@ fn requests_without_one_authority_are_reset() {
 }
 
 /// The same with more fields than fit the session's stack array (32), a
-/// `host` field beside `:authority` (dropped: `:authority` wins, RFC 9113
-/// §8.3.1) and three crumbs apart: every field arrives, in order, once.
+/// `host` field beside `:authority` naming the same host (dropped:
+/// `:authority` is the Host, RFC 9113 §8.3.1) and three crumbs apart: every
+/// field arrives, in order, once.
 #[test]
 fn many_request_headers_are_mapped_to_http11() {
     for r in &backend_requests_of("many_headers") {
@@ -813,4 +814,18 @@ fn max_forwards_holds_for_h2_clients() {
     let seen = be.requests();
     assert_eq!(seen.len(), 1, "{seen:?}");
     assert_eq!(seen[0].header("max-forwards"), Some("2"));
+}
+
+/// A `host` field naming another host than `:authority` makes the request
+/// malformed (RFC 9113 §8.3.1 SHOULD): 400, as nginx answers, and nothing
+/// reaches the server — routing and the upstream never disagree on it.
+#[test]
+fn a_host_field_naming_another_host_than_the_authority_is_refused() {
+    let be = Backend::start("b1");
+    let h = H2Lb::start(&to_web(), web(&be));
+    for mode in [H2Mode::Tls, H2Mode::H2c] {
+        let v = python("client.py", mode, h.port(mode), &["other_host"], T);
+        assert_eq!(v.at("status"), "400", "{mode:?}: {}", v.text);
+    }
+    assert!(be.requests().is_empty(), "{:?}", be.requests());
 }

@@ -371,11 +371,16 @@ impl Exchange {
         if req.method == "CONNECT" {
             return self.local_error(405);
         }
-        let bad_host = hreq
+        let mut hosts = hreq
             .headers
             .iter()
-            .any(|h| http::name_is(h.name, "host") && !http::host::is_valid(h.value));
-        if bad_host {
+            .filter(|h| http::name_is(h.name, "host"));
+        if hosts.clone().nth(1).is_some() {
+            // HTTP/2: a Host naming another host than `:authority`.
+            log::info!("client {} sent two different hosts", self.client.peer);
+            return self.local_error(400);
+        }
+        if hosts.any(|h| !http::host::is_valid(h.value)) {
             log::info!("client {} sent an invalid authority", self.client.peer);
             return self.local_error(400);
         }

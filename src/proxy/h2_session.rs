@@ -385,7 +385,10 @@ impl H2Session {
             return;
         };
         // `:authority` is the Host (RFC 9113 §8.3.1); a Host field beside
-        // it is dropped. On the stack unless the fields are many.
+        // it that says the same is dropped, one that names another host is
+        // kept, so that the request has two and is refused (400, as nginx;
+        // §8.3.1: such a request SHOULD be malformed). On the stack unless
+        // the fields are many.
         let mut stack = [httparse::EMPTY_HEADER; 32];
         let mut heap = Vec::new();
         let room = head.headers().len() + 1;
@@ -399,7 +402,10 @@ impl H2Session {
                 return;
             };
             // The first is `:authority`'s, if any.
-            if i > 0 && authority.is_some() && http::name_is(name, "host") {
+            if i > 0
+                && http::name_is(name, "host")
+                && authority.is_some_and(|a| a.eq_ignore_ascii_case(value))
+            {
                 continue;
             }
             if let Some(slot) = slots.get_mut(n) {

@@ -9,8 +9,11 @@ CASEs:
   headers    GET /headers with :authority `mapped.test:8443` and the cookie
              split in crumbs (`a=1`, `b=2`): the status.
   many_headers  GET /headers with :authority `mapped.test:8443`, a `host`
-             field `other.test` beside it, 60 fields `x-f-N: vN` and cookie
-             crumbs `a=1`, `b=2`, `c=3` among them: the status.
+             field `Mapped.Test:8443` (the same host) beside it, 60 fields
+             `x-f-N: vN` and cookie crumbs `a=1`, `b=2`, `c=3` among them:
+             the status.
+  other_host GET /headers with :authority `mapped.test` and a `host` field
+             `other.test`: the status (or `reset=CODE`).
   trailers   GET /trailers with `te: trailers`: the response's header blocks
              (`blocks=`) and its trailer fields (`trailer_NAME=VALUE`).
   req_trailers  POST /echo: DATA `hello`, then trailers `x-req-trailer: yes`.
@@ -73,7 +76,7 @@ def main():
         c.wait(lambda: ended(c, 1), 5)
         extra["status"] = c.status(1) or "none"
     elif case == "many_headers":
-        fields = [("host", "other.test"), ("cookie", "a=1")]
+        fields = [("host", "Mapped.Test:8443"), ("cookie", "a=1")]
         for i in range(60):
             fields.append(("x-f-%d" % i, "v%d" % i))
             if i == 20:
@@ -81,6 +84,11 @@ def main():
         fields.append(("cookie", "c=3"))
         c.sendall(frame(HEADERS, END_HEADERS | END_STREAM, 1, c.request_block(
             "/headers", authority="mapped.test:8443", extra=fields)))
+        c.wait(lambda: ended(c, 1), 5)
+        extra["status"] = c.status(1) or "none"
+    elif case == "other_host":
+        c.sendall(frame(HEADERS, END_HEADERS | END_STREAM, 1, c.request_block(
+            "/headers", authority="mapped.test", extra=[("host", "other.test")])))
         c.wait(lambda: ended(c, 1), 5)
         extra["status"] = c.status(1) or "none"
     elif case == "trailers":
