@@ -56,6 +56,44 @@ fn hop_by_hop_request_headers_are_removed() {
     assert_eq!(seen.header("host"), Some("x"));
 }
 
+/// A Connection header cannot take the forwarding fields an edge proxy
+/// added, nor the request's credentials, off the request (nginx and HAProxy
+/// keep them): behind an HAProxy, `Connection: X-Forwarded-For` from the
+/// client would erase the real client's address. Other fields it names go.
+#[test]
+fn connection_cannot_remove_forwarding_fields_or_credentials() {
+    let b1 = Backend::start("b1");
+    let lb = Forklb::start(&proxy_config_for(1, &[&b1]));
+    let mut c = Conn::open(lb.port()).expect("connect");
+    c.send(
+        b"GET /keep HTTP/1.1\r\nHost: x\r\n\
+          Connection: X-Forwarded-For, X-Real-IP, Forwarded, Authorization, Cookie, X-Gone\r\n\
+          X-Forwarded-For: 203.0.113.7\r\nX-Real-IP: 203.0.113.7\r\n\
+          Forwarded: for=203.0.113.7\r\nAuthorization: Basic dTpw\r\n\
+          Cookie: s=1\r\nX-Gone: hop\r\n\r\n",
+    )
+    .expect("send");
+    let r = c.read_response().expect("response");
+    assert_eq!(r.status, 200, "{r:?}");
+    let reqs = b1.requests();
+    let seen = &reqs[0];
+    assert_eq!(
+        seen.header("x-forwarded-for"),
+        Some("203.0.113.7, 127.0.0.1"),
+        "{:?}",
+        seen.headers
+    );
+    for (name, value) in [
+        ("x-real-ip", "203.0.113.7"),
+        ("forwarded", "for=203.0.113.7"),
+        ("authorization", "Basic dTpw"),
+        ("cookie", "s=1"),
+    ] {
+        assert_eq!(seen.header(name), Some(value), "{name}: {:?}", seen.headers);
+    }
+    assert!(!seen.has_header("x-gone"), "{:?}", seen.headers);
+}
+
 #[test]
 fn hop_by_hop_response_headers_are_removed() {
     let b1 = Backend::start_with(

@@ -45,21 +45,37 @@ fn connection_named<'b>(headers: &[httparse::Header<'b>]) -> ([&'b [u8]; 16], us
 }
 
 /// Whether a field stays on this side of the proxy: hop-by-hop, or named
-/// by the message's Connection header — except Content-Length and Host.
-/// The message was framed by its Content-Length when it was parsed, so the
-/// copy we send must say the same length: dropped, the body would follow a
-/// head without one, which an upstream reads as a bodiless request and the
-/// body as the next request (smuggling), and a client reads a response as
-/// ending at close (nginx keeps both). Host is what the request was routed
-/// on, and must reach the upstream too (RFC 9110 §7.2).
+/// by the message's Connection header — except the fields in
+/// `NEVER_NOMINATED`.
 fn is_dropped(name: &str, named: &[&[u8]]) -> bool {
     is_hop_by_hop(name)
         || (named
             .iter()
             .any(|t| t.eq_ignore_ascii_case(name.as_bytes()))
-            && !name_is(name, "content-length")
-            && !name_is(name, "host"))
+            && !NEVER_NOMINATED.iter().any(|n| name_is(name, n)))
 }
+
+/// End-to-end fields a Connection header cannot take off a message, as
+/// nginx and HAProxy never drop them. Content-Length: the message was framed
+/// by it when it was parsed, so the copy we send must say the same length —
+/// dropped, the body would follow a head without one, which an upstream
+/// reads as a bodiless request and the body as the next request
+/// (smuggling), and a client reads a response as ending at close. Host: what
+/// the request was routed on (RFC 9110 §7.2). The forwarding fields an edge
+/// proxy in front added (`Connection: X-Forwarded-For` from a client would
+/// erase the real client's address before an HAProxy-fronted forklb), and
+/// the credentials the request carries.
+const NEVER_NOMINATED: [&str; 9] = [
+    "content-length",
+    "host",
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+    "x-real-ip",
+    "forwarded",
+    "authorization",
+    "cookie",
+];
 
 /// The header fields of a message that describe it end to end: neither
 /// hop-by-hop ones nor those its Connection header names. They are what
