@@ -448,6 +448,21 @@ impl Conn {
         self.finish(env, Outcome::Close)
     }
 
+    /// The worker's `shutdown_timeout` passed: the connection closes now,
+    /// through `finish` like any other close, so what it carries (a
+    /// request, a response under way, a tunnel) is logged and counted; an
+    /// exchange that had no answer yet is logged as cut, not as abandoned
+    /// by its client.
+    pub fn cut_at_shutdown(&mut self, env: &mut Env) -> Outcome {
+        if let Some(ex) = self.cur.0.as_mut().and_then(|c| c.ex.as_mut()) {
+            ex.mark_shutdown_cut();
+        }
+        if let Some(x) = self.h1x.as_mut() {
+            x.ex.mark_shutdown_cut();
+        }
+        self.finish(env, Outcome::Close)
+    }
+
     /// Records readiness from an event and runs the state machine.
     pub fn on_event(&mut self, side: Side, ev: &mio::event::Event, env: &mut Env) -> Outcome {
         let (r, w, hup) = crate::event::readiness(ev);

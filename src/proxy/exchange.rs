@@ -209,6 +209,29 @@ pub struct Exchange {
     /// The request's place in a `limit_conn` table (HTTP/2: one per
     /// stream), given back when the exchange is dropped.
     hold: Option<crate::shm::ConnHold>,
+    /// What its log line says if it ends before any response went out.
+    unanswered: Unanswered,
+}
+
+/// Why an exchange ended before any response went to its client: the
+/// status its access log line gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Unanswered {
+    /// The client went away, or its connection ended: nginx's 499.
+    ClientClosed,
+    /// The worker's `shutdown_timeout` passed and it cut the exchange:
+    /// nobody answered and the client did not leave, so, as nginx logs
+    /// such a request at its `worker_shutdown_timeout`, status `000`.
+    ShutdownCut,
+}
+
+impl Unanswered {
+    fn log_status(self) -> u16 {
+        match self {
+            Unanswered::ClientClosed => 499,
+            Unanswered::ShutdownCut => 0,
+        }
+    }
 }
 
 /// One run of `drive`: whether anything moved, and the wait its last
@@ -274,6 +297,7 @@ impl Exchange {
             request_id: request_id::next(),
             rules: None,
             hold: None,
+            unanswered: Unanswered::ClientClosed,
         };
         ex.route(env, req);
         ex
@@ -319,6 +343,7 @@ impl Exchange {
             request_id: request_id::next(),
             rules: None,
             hold: None,
+            unanswered: Unanswered::ClientClosed,
         });
         ex.att.begin(env, r.upstream);
         ex.apply_rules(env, r.headers, r.host, r.ssl_client_s_dn);
@@ -1405,6 +1430,12 @@ impl Exchange {
         self.state = State::Finished;
     }
 
+    /// The worker's `shutdown_timeout` passed: the exchange is about to be
+    /// aborted, and if nothing was answered yet, its log line says so.
+    pub fn mark_shutdown_cut(&mut self) {
+        self.unanswered = Unanswered::ShutdownCut;
+    }
+
     /// Settles the counters and writes the access log line.
     pub fn end(mut self, env: &mut Env) {
         self.end_in_place(env);
@@ -1425,8 +1456,12 @@ impl Exchange {
                 env,
                 &record::Outcome {
                     client: self.client.peer,
-                    // Ended before any answer (aborted): nginx's 499.
-                    status: if self.status == 0 { 499 } else { self.status },
+                    // Ended before any answer (aborted).
+                    status: if self.status == 0 {
+                        self.unanswered.log_status()
+                    } else {
+                        self.status
+                    },
                     body_bytes: self.body_sent,
                     upstream: self.att.upstream_addr,
                     upstream_status: self.upstream_status,
