@@ -1,6 +1,7 @@
 //! Protocol upgrades: `Connection: Upgrade` + `Upgrade: websocket` are
 //! forwarded, a `101` turns the connection into a two-way tunnel that closes
-//! with the client, and an unrequested `101` is a 502.
+//! with the client, and an unrequested `101` (or one to a protocol the
+//! client did not offer) is a 502.
 
 mod support;
 
@@ -13,6 +14,10 @@ const SWITCH: &[u8] =
 const UPGRADE_REQUEST: &[u8] =
     b"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n";
 
+/// A `101` to a protocol no client here offers.
+const SWITCH_TO_FOO: &[u8] =
+    b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: foo\r\nConnection: Upgrade\r\n\r\n";
+
 fn echo_backend() -> Backend {
     Backend::start_with(
         "b1",
@@ -20,6 +25,7 @@ fn echo_backend() -> Backend {
             scripts: vec![
                 Script::new("/ws", SWITCH, Then::Echo),
                 Script::new("/sneaky", SWITCH, Then::Echo),
+                Script::new("/foo", SWITCH_TO_FOO, Then::Echo),
             ],
             ..Default::default()
         },
@@ -151,4 +157,41 @@ fn upgrade_header_without_connection_upgrade_is_not_an_upgrade() {
     assert_eq!((r.status, r.body_str().as_str()), (200, "b1"));
     let seen = &b1.requests()[0];
     assert!(!seen.has_header("upgrade"), "{:?}", seen.headers);
+}
+
+#[test]
+fn switch_to_a_protocol_the_client_did_not_offer_is_502() {
+    let b1 = echo_backend();
+    let lb = Forklb::start(&proxy_config_for(1, &[&b1]));
+
+    // The client offers websocket; the server switches to foo.
+    let mut c = Conn::open(lb.port()).expect("connect");
+    c.set_read_timeout(Duration::from_secs(3));
+    c.send(b"GET /foo HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
+        .expect("send");
+    let r = c.read_response().expect("response");
+    assert_eq!(r.status, 502, "{r:?}");
+    assert!(
+        lb.wait_log("did not offer", Duration::from_secs(3)),
+        "{}",
+        lb.error_log_contents()
+    );
+    // The upstream connection is not kept for anything: the backend sees
+    // it closed.
+    assert!(
+        wait_until(Duration::from_secs(3), || b1.tunnels_closed() >= 1),
+        "the upstream connection of the refused switch stayed open"
+    );
+
+    // Offered among others, in another case: the switch goes through.
+    let mut c = Conn::open(lb.port()).expect("connect");
+    c.set_read_timeout(Duration::from_secs(3));
+    c.send(
+        b"GET /foo HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket, FOO\r\n\r\n",
+    )
+    .expect("send");
+    let r = c.read_next_head().expect("101 head");
+    assert_eq!(r.status, 101, "{r:?}");
+    c.send(b"ping").expect("send");
+    assert_eq!(c.read_exact_bytes(4).expect("echo"), b"ping");
 }
