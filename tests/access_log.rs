@@ -232,11 +232,11 @@ fn exchanges_cut_at_shutdown_timeout_are_logged() {
         "master still running 8 s after QUIT with shutdown_timeout 1s",
     );
     let text = read(&log);
-    // As nginx logs them at its worker_shutdown_timeout: the tunnel, the
-    // download with its status and the body bytes sent so far, the request
-    // nobody answered with 000.
+    // As nginx logs them at its worker_shutdown_timeout: the tunnel with
+    // what it sent the client, the download with its status and the body
+    // bytes sent so far, the request nobody answered with 000.
     assert!(
-        text.contains("\"GET /ws/t HTTP/1.1\" 101 "),
+        text.contains("\"GET /ws/t HTTP/1.1\" 101 5 "),
         "tunnel: {text}\n{}",
         lb.diagnostics()
     );

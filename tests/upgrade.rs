@@ -1,7 +1,8 @@
 //! Protocol upgrades: `Connection: Upgrade` + `Upgrade: websocket` are
 //! forwarded, a `101` turns the connection into a two-way tunnel that closes
 //! with the client, and an unrequested `101` (or one to a protocol the
-//! client did not offer) is a 502.
+//! client did not offer) is a 502. A tunnel's bytes count in the access log
+//! and the counters.
 
 mod support;
 
@@ -194,4 +195,54 @@ fn switch_to_a_protocol_the_client_did_not_offer_is_502() {
     assert_eq!(r.status, 101, "{r:?}");
     c.send(b"ping").expect("send");
     assert_eq!(c.read_exact_bytes(4).expect("echo"), b"ping");
+}
+
+#[test]
+fn tunnel_bytes_and_its_101_are_counted_and_logged() {
+    let b1 = echo_backend();
+    let dir = TempDir::new("tunnelcount");
+    let (sock, log) = (dir.join("admin.sock"), dir.join("access.log"));
+    let lb = Forklb::start(
+        &standard_config(1)
+            .admin_socket(&sock)
+            .access_log(&log, "combined")
+            .upstream("web", [Srv::of(&b1)])
+            .build(),
+    );
+
+    let mut c = upgrade(&lb);
+    let up = pseudo_random_bytes(100_000, 7);
+    let writer = {
+        let mut s = c.stream().try_clone().expect("clone");
+        let up = up.clone();
+        std::thread::spawn(move || std::io::Write::write_all(&mut s, &up))
+    };
+    let back = c.read_exact_bytes(up.len()).expect("echo of 100 kB");
+    writer.join().unwrap().expect("write 100 kB");
+    assert!(back == up, "tunnelled bytes differ");
+    c.stream().shutdown(Shutdown::Write).expect("shutdown");
+    c.expect_closed().expect("tunnel closed");
+
+    // nginx's $body_bytes_sent of a 101: what the tunnel sent the client.
+    let read = || std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        wait_until(Duration::from_secs(3), || read()
+            .contains("\"GET /ws HTTP/1.1\" 101 100000 ")),
+        "no tunnel line with its bytes: {:?}\n{}",
+        read(),
+        lb.diagnostics()
+    );
+    // HAProxy's counters: the 101 is a 1xx response, and the tunnelled
+    // bytes are the server's (and its backend's) bin and bout.
+    for row in ["b1", "BACKEND"] {
+        let f = stat_fields(&sock, "web", row, &["hrsp_1xx", "bin", "bout"]);
+        let n = |i: usize| f[i].parse::<usize>().unwrap_or(0);
+        assert_eq!(f[0], "1", "{row} hrsp_1xx: {f:?}");
+        // Plus the request head as forklb rewrote it: a few hundred bytes.
+        assert!(
+            (up.len() + 1..up.len() + 1000).contains(&n(1)),
+            "{row} bin: {f:?}"
+        );
+        assert_eq!(n(2), up.len() + SWITCH.len(), "{row} bout: {f:?}");
+    }
 }

@@ -236,6 +236,35 @@ struct Tunnel {
     hup: bool,
     /// This direction's source closed and the other end was told.
     eof_to_client: bool,
+    /// Client to upstream: its `sent` counts the tunnelled bytes.
+    to_upstream: Relay,
+    /// Upstream to client: its `sent` counts the tunnelled bytes.
+    to_client: Relay,
+}
+
+impl Tunnel {
+    fn new(end: TunnelEnd) -> Tunnel {
+        let hup = end.hup;
+        Tunnel {
+            end,
+            // What is buffered (TLS, or read with the head) is looked at
+            // first; events report the rest.
+            readable: true,
+            writable: true,
+            hup,
+            eof_to_client: false,
+            to_upstream: Relay::new(Body::UntilClose),
+            to_client: Relay::new(Body::UntilClose),
+        }
+    }
+
+    /// Bytes relayed so far, as the exchange's counters take them.
+    fn relayed(&self) -> exchange::Tunnelled {
+        exchange::Tunnelled {
+            to_upstream: self.to_upstream.sent,
+            to_client: self.to_client.sent,
+        }
+    }
 }
 
 impl std::fmt::Debug for Tunnel {
@@ -285,10 +314,15 @@ pub struct Conn {
     pub timer_at: Option<Instant>,
 }
 
-/// One direction of a tunnel: moves what it can; when the source has
-/// closed its sending half, half-closes the destination and sets `eof`.
-fn pump(mut ends: Ends, eof: &mut bool, bufs: &mut BufPool) -> Result<bool, Closed> {
-    let mut relay = Relay::new(Body::UntilClose);
+/// One direction of a tunnel: moves what it can (`relay` counts what it
+/// wrote); when the source has closed its sending half, half-closes the
+/// destination and sets `eof`.
+fn pump(
+    relay: &mut Relay,
+    mut ends: Ends,
+    eof: &mut bool,
+    bufs: &mut BufPool,
+) -> Result<bool, Closed> {
     match relay.step(&mut ends, bufs) {
         RelayStep::Progress => Ok(true),
         RelayStep::Blocked | RelayStep::Complete | RelayStep::Framing(_) | RelayStep::TooLarge => {
@@ -664,6 +698,9 @@ impl Conn {
                 ex.abort(env);
             }
             ex.set_request_body(cur.req.body.sent);
+            if let Phase::Tunnel(t) = &self.phase {
+                ex.add_tunnelled(t.relayed());
+            }
             ex.end_in_place(env);
             cur.ex = None;
         }
@@ -1284,16 +1321,7 @@ impl Conn {
                 let Some(end) = end else {
                     return Err(Closed);
                 };
-                let hup = end.hup;
-                self.phase = Phase::Tunnel(Box::new(Tunnel {
-                    end,
-                    // What is buffered (TLS, or read with the head) is
-                    // looked at first; events report the rest.
-                    readable: true,
-                    writable: true,
-                    hup,
-                    eof_to_client: false,
-                }));
+                self.phase = Phase::Tunnel(Box::new(Tunnel::new(end)));
                 Ok(true)
             }
             Progress::Finished => {
@@ -1485,6 +1513,7 @@ impl Conn {
         let mut progress = false;
         if !self.eof_to_upstream {
             progress |= pump(
+                &mut t.to_upstream,
                 Ends {
                     src: &mut self.client,
                     src_ready: &mut self.c_readable,
@@ -1499,6 +1528,7 @@ impl Conn {
         }
         if !t.eof_to_client {
             progress |= pump(
+                &mut t.to_client,
                 Ends {
                     src: &mut t.end.sock,
                     src_ready: &mut t.readable,

@@ -110,6 +110,13 @@ pub struct TunnelEnd {
     pub hup: bool,
 }
 
+/// Bytes a tunnel relayed after the `101`, each way.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Tunnelled {
+    pub to_upstream: u64,
+    pub to_client: u64,
+}
+
 /// How the current server failed before anything reached the client
 /// (`Exchange::fail_over`).
 enum Failover<'a> {
@@ -867,6 +874,14 @@ impl Exchange {
         self.req_total = n;
     }
 
+    /// The tunnel after its `101` ends: the bytes it relayed count as the
+    /// exchange's, as nginx's `$body_bytes_sent` and HAProxy's `bin` and
+    /// `bout` count them. Call after `set_request_body`.
+    pub fn add_tunnelled(&mut self, t: Tunnelled) {
+        self.req_total += t.to_upstream;
+        self.body_sent += t.to_client;
+    }
+
     /// The request no longer occupies its server: its active count, byte
     /// counters and duration settle (once; later calls do nothing).
     #[inline]
@@ -1110,6 +1125,16 @@ impl Exchange {
                 });
             }
             UpStep::Upgrade => {
+                // A response like any other for the counters: the server's
+                // (and its backend's) `hrsp_1xx`, the head's bytes in
+                // `bout`, the time to the head.
+                self.att.response_head(env.now_ms);
+                env.shm
+                    .server(self.att.upstream, self.att.server)
+                    .count_response(101);
+                if let State::Upstream(up) = &self.state {
+                    self.resp_head_len = up.head_len();
+                }
                 self.status = 101;
                 self.upstream_status = Some(101);
                 run.wait = Some(t.upstream_read);

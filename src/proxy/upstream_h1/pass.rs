@@ -287,6 +287,7 @@ impl UpstreamH1 {
             let step = self.pass_switch(env, head, &resp, c);
             if matches!(step, UpStep::Upgrade) {
                 input.consume(info.head_len);
+                self.head_len = info.head_len as u64;
             }
             return step;
         }
