@@ -2,7 +2,8 @@
 //! forwarded, a `101` turns the connection into a two-way tunnel that closes
 //! with the client, and an unrequested `101` (or one to a protocol the
 //! client did not offer) is a 502. A tunnel's bytes count in the access log
-//! and the counters.
+//! and the counters; a side that stops reading is bounded by its send
+//! timeout.
 
 mod support;
 
@@ -245,4 +246,86 @@ fn tunnel_bytes_and_its_101_are_counted_and_logged() {
         );
         assert_eq!(n(2), up.len() + SWITCH.len(), "{row} bout: {f:?}");
     }
+}
+
+/// Sends from `c` until a write fails (forklb closed the tunnel) or
+/// `limit` bytes are out; never reads. Returns the write's error, if any.
+fn send_without_reading(c: &Conn, limit: usize) -> std::thread::JoinHandle<Option<std::io::Error>> {
+    let mut s = c.stream().try_clone().expect("clone");
+    s.set_write_timeout(Some(Duration::from_secs(40)))
+        .expect("write timeout");
+    std::thread::spawn(move || {
+        let chunk = vec![b'z'; 64 * 1024];
+        let mut sent = 0;
+        while sent < limit {
+            match std::io::Write::write(&mut s, &chunk) {
+                Ok(n) => sent += n,
+                Err(e) => return Some(e),
+            }
+        }
+        None
+    })
+}
+
+#[test]
+fn tunnel_whose_client_stops_reading_is_cut_after_client_send() {
+    let b1 = echo_backend();
+    let lb = Forklb::start(
+        &standard_config(1)
+            .set(
+                "timeouts",
+                "{client_send: 1s, upstream_read: 30s, upstream_write: 30s}",
+            )
+            .upstream("web", [Srv::of(&b1)])
+            .build(),
+    );
+    let c = upgrade(&lb);
+    // Everything sent is echoed back, and the client reads none of it: the
+    // tunnel's bytes for the client pile up until nothing moves.
+    let writer = send_without_reading(&c, 1 << 30);
+    assert!(
+        wait_until(Duration::from_secs(15), || writer.is_finished()),
+        "the tunnel of a client that reads nothing was not cut within 15 s\n{}",
+        lb.diagnostics()
+    );
+    assert!(writer.join().unwrap().is_some(), "1 GiB went through");
+    assert!(
+        lb.wait_log("client_send", Duration::from_secs(3)),
+        "{}",
+        lb.error_log_contents()
+    );
+}
+
+#[test]
+fn tunnel_whose_upstream_stops_reading_is_cut_after_upstream_write() {
+    // A server that switches and then reads nothing more.
+    let b1 = Backend::start_with(
+        "b1",
+        BackendOpts {
+            early: vec![EarlyScript::new("/ws", SWITCH, EarlyThen::Hold)],
+            ..Default::default()
+        },
+    );
+    let lb = Forklb::start(
+        &standard_config(1)
+            .set(
+                "timeouts",
+                "{client_send: 30s, upstream_read: 30s, upstream_write: 1s}",
+            )
+            .upstream("web", [Srv::of(&b1)])
+            .build(),
+    );
+    let c = upgrade(&lb);
+    let writer = send_without_reading(&c, 1 << 30);
+    assert!(
+        wait_until(Duration::from_secs(15), || writer.is_finished()),
+        "the tunnel to an upstream that reads nothing was not cut within 15 s\n{}",
+        lb.diagnostics()
+    );
+    assert!(writer.join().unwrap().is_some(), "1 GiB went through");
+    assert!(
+        lb.wait_log("upstream_write", Duration::from_secs(3)),
+        "{}",
+        lb.error_log_contents()
+    );
 }

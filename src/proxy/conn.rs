@@ -236,6 +236,8 @@ struct Tunnel {
     hup: bool,
     /// This direction's source closed and the other end was told.
     eof_to_client: bool,
+    /// What the deadline waits for.
+    wait: TunnelWait,
     /// Client to upstream: its `sent` counts the tunnelled bytes.
     to_upstream: Relay,
     /// Upstream to client: its `sent` counts the tunnelled bytes.
@@ -253,6 +255,8 @@ impl Tunnel {
             writable: true,
             hup,
             eof_to_client: false,
+            // The `101` head is for the client to read first.
+            wait: TunnelWait::ClientReading,
             to_upstream: Relay::new(Body::UntilClose),
             to_client: Relay::new(Body::UntilClose),
         }
@@ -263,6 +267,54 @@ impl Tunnel {
         exchange::Tunnelled {
             to_upstream: self.to_upstream.sent,
             to_client: self.to_client.sent,
+        }
+    }
+}
+
+/// What a tunnel's deadline waits for, as nginx times an upgraded
+/// connection: bytes that one side does not take are bounded by that
+/// side's send timeout, and a tunnel where nothing is pending by the idle
+/// timeout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TunnelWait {
+    /// Nothing waits to be written: `upstream_read` (the idle timeout).
+    Idle,
+    /// Bytes wait for the client to read them: `client_send` (nginx's
+    /// `send_timeout`).
+    ClientReading,
+    /// Bytes wait for the upstream to read them: `upstream_write`
+    /// (nginx's `proxy_send_timeout`).
+    UpstreamReading,
+    /// Both: the shorter of the two.
+    BothReading,
+}
+
+impl TunnelWait {
+    fn of(to_client: bool, to_upstream: bool) -> TunnelWait {
+        match (to_client, to_upstream) {
+            (false, false) => TunnelWait::Idle,
+            (true, false) => TunnelWait::ClientReading,
+            (false, true) => TunnelWait::UpstreamReading,
+            (true, true) => TunnelWait::BothReading,
+        }
+    }
+
+    fn timeout(self, t: &crate::config::Timeouts) -> Duration {
+        match self {
+            TunnelWait::Idle => t.upstream_read,
+            TunnelWait::ClientReading => t.client_send,
+            TunnelWait::UpstreamReading => t.upstream_write,
+            TunnelWait::BothReading => t.client_send.min(t.upstream_write),
+        }
+    }
+
+    /// For the log line of a tunnel that timed out.
+    fn describe(self) -> &'static str {
+        match self {
+            TunnelWait::Idle => "idle (upstream_read)",
+            TunnelWait::ClientReading => "the client stopped reading (client_send)",
+            TunnelWait::UpstreamReading => "the upstream stopped reading (upstream_write)",
+            TunnelWait::BothReading => "neither side reads (client_send, upstream_write)",
         }
     }
 }
@@ -335,6 +387,17 @@ fn pump(
         }
         RelayStep::SourceFailed(_) | RelayStep::DestFailed(_) => Err(Closed),
     }
+}
+
+/// Sends the TLS records queued on a tunnel's end `s`: true when its
+/// queue emptied, which is progress for the tunnel's deadline (it was
+/// waiting for that side to read).
+fn drained_tls_queue(s: &mut Stream, writable: &mut bool) -> Result<bool, Closed> {
+    if !s.has_queued_output() {
+        return Ok(false);
+    }
+    s.flush_queued(writable).map_err(|_| Closed)?;
+    Ok(!s.has_queued_output())
 }
 
 enum Dispatch {
@@ -564,7 +627,16 @@ impl Conn {
                 }
                 None => Err(Closed),
             },
-            Phase::Tunnel(_) | Phase::SendLocal => {
+            Phase::Tunnel(ref t) => {
+                log::info!(
+                    "tunnel of client {} to upstream {} timed out: {}",
+                    self.peer,
+                    t.end.addr,
+                    t.wait.describe()
+                );
+                Err(Closed)
+            }
+            Phase::SendLocal => {
                 log::info!(
                     "connection of client {} timed out ({:?})",
                     self.peer,
@@ -1322,6 +1394,8 @@ impl Conn {
                     return Err(Closed);
                 };
                 self.phase = Phase::Tunnel(Box::new(Tunnel::new(end)));
+                // The `101` head waits for the client first.
+                self.set_deadline(env, env.rt.timeouts.client_send);
                 Ok(true)
             }
             Progress::Finished => {
@@ -1504,13 +1578,18 @@ impl Conn {
     /// its sending half, the other side's sending half is shut down too;
     /// the tunnel ends when both directions are closed.
     fn tunnel(&mut self, env: &mut Env) -> Step {
+        // The `101` head (see `run_proxy`) goes out first; once it has,
+        // that is progress.
+        let head_pending = self.out.as_ref().is_some_and(|o| self.out_pos < o.len());
         if !self.flush_out()? {
             return Ok(false);
         }
         let Phase::Tunnel(t) = &mut self.phase else {
             return Err(Closed);
         };
-        let mut progress = false;
+        let mut progress = head_pending;
+        progress |= drained_tls_queue(&mut self.client, &mut self.c_writable)?;
+        progress |= drained_tls_queue(&mut t.end.sock, &mut t.writable)?;
         if !self.eof_to_upstream {
             progress |= pump(
                 &mut t.to_upstream,
@@ -1545,7 +1624,17 @@ impl Conn {
             return Err(Closed);
         }
         if progress {
-            self.set_deadline(env, env.rt.timeouts.upstream_read);
+            // Only after progress: a run that moved nothing must not push
+            // the deadline back.
+            // Waiting: relayed bytes not written yet, or written into TLS
+            // records the socket has no room for yet.
+            let to_client = t.end.input.as_ref().is_some_and(|b| !b.is_empty())
+                || self.client.has_queued_output();
+            let to_upstream = self.input.as_ref().is_some_and(|b| !b.is_empty())
+                || t.end.sock.has_queued_output();
+            t.wait = TunnelWait::of(to_client, to_upstream);
+            let timeout = t.wait.timeout(&env.rt.timeouts);
+            self.set_deadline(env, timeout);
         }
         Ok(progress)
     }
