@@ -144,7 +144,8 @@ fn write_combined(buf: &mut Vec<u8>, e: &Entry, time: &str) {
             push_escaped(buf, part);
         }
     }
-    let _ = write!(buf, "\" {} {} \"", e.status, e.body_bytes);
+    // `{:03}`: a request cut with no status at all is nginx's `000`.
+    let _ = write!(buf, "\" {:03} {} \"", e.status, e.body_bytes);
     push_or_dash(buf, e.referer);
     buf.extend_from_slice(b"\" \"");
     push_or_dash(buf, e.user_agent);

@@ -1,5 +1,6 @@
 //! The access log: combined and JSON lines with upstream fields, flushed
-//! within a second, and re-opened on USR1 (logrotate).
+//! within a second, re-opened on USR1 (logrotate), and a line for every
+//! exchange the worker's `shutdown_timeout` cuts.
 
 mod support;
 
@@ -266,4 +267,107 @@ fn a_client_reset_while_the_server_works_is_logged_499_at_once() {
         lb.diagnostics()
     );
     assert!(lb.wait_log("reset the connection", Duration::from_secs(1)));
+}
+
+#[test]
+fn exchanges_cut_at_shutdown_timeout_are_logged() {
+    let switch: &[u8] =
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n";
+    let ws = Backend::start_with(
+        "ws",
+        BackendOpts {
+            scripts: vec![Script::new("/ws/", switch, Then::Echo)],
+            ..Default::default()
+        },
+    );
+    // 64 KiB, then a pause of 10 s: a download under way at the cut.
+    let slow = Backend::start_with(
+        "slow",
+        BackendOpts {
+            stream_body: Some(1 << 20),
+            stream_pace: Some(Duration::from_secs(10)),
+            ..Default::default()
+        },
+    );
+    // Answers nothing before the cut.
+    let hang = Backend::start_with(
+        "hang",
+        BackendOpts {
+            delay: Duration::from_secs(30),
+            ..Default::default()
+        },
+    );
+    let dir = TempDir::new("alog");
+    let log = dir.join("access.log");
+    let mut lb = Forklb::start(
+        &ConfigBuilder::new()
+            .workers(1)
+            .shutdown_timeout("1s")
+            .access_log(&log, "combined")
+            .listener("web", &["127.0.0.1:$PORT"])
+            .route(Route::path("/ws/").upstream("ws"))
+            .route(Route::path("/slow/").upstream("slow"))
+            .route(Route::to("hang"))
+            .upstream("ws", [Srv::of(&ws)])
+            .upstream("slow", [Srv::of(&slow)])
+            .upstream("hang", [Srv::of(&hang)])
+            .build(),
+    );
+
+    let mut tunnel = Conn::open(lb.port()).unwrap();
+    tunnel.set_read_timeout(Duration::from_secs(3));
+    tunnel
+        .send(b"GET /ws/t HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
+        .unwrap();
+    assert_eq!(tunnel.read_next_head().unwrap().status, 101);
+    tunnel.send(b"hello").unwrap();
+    assert_eq!(tunnel.read_exact_bytes(5).unwrap(), b"hello");
+
+    let mut download = Conn::open(lb.port()).unwrap();
+    download.set_read_timeout(Duration::from_secs(3));
+    download
+        .send(b"GET /slow/d HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    assert_eq!(download.read_next_head().unwrap().status, 200);
+    download.read_exact_bytes(1000).unwrap();
+
+    let mut waiting = Conn::open(lb.port()).unwrap();
+    waiting
+        .send(b"GET /hang/h HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    assert!(
+        wait_until(Duration::from_secs(3), || hang.request_count() == 1),
+        "the request never reached its backend"
+    );
+
+    lb.signal(SIGQUIT);
+    lb.expect_exit_0(
+        Duration::from_secs(8),
+        "master still running 8 s after QUIT with shutdown_timeout 1s",
+    );
+    let text = read(&log);
+    // As nginx logs them at its worker_shutdown_timeout: the tunnel with
+    // what it sent the client, the download with its status and the body
+    // bytes sent so far, the request nobody answered with 000.
+    assert!(
+        text.contains("\"GET /ws/t HTTP/1.1\" 101 5 "),
+        "tunnel: {text}\n{}",
+        lb.diagnostics()
+    );
+    let line = text
+        .lines()
+        .find(|l| l.contains("\"GET /slow/d HTTP/1.1\" 200 "))
+        .unwrap_or_else(|| panic!("download: {text}\n{}", lb.diagnostics()));
+    let bytes: u64 = line
+        .split("\" 200 ")
+        .nth(1)
+        .and_then(|r| r.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    assert!((1000..1 << 20).contains(&bytes), "{line}");
+    assert!(
+        text.contains("\"GET /hang/h HTTP/1.1\" 000 0 "),
+        "waiting: {text}\n{}",
+        lb.diagnostics()
+    );
 }

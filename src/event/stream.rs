@@ -82,6 +82,16 @@ impl Stream {
         }
     }
 
+    /// Bytes written to this stream still wait for room in the socket
+    /// (TLS records queued; a plain socket queues nothing of its own).
+    #[inline]
+    pub fn has_queued_output(&self) -> bool {
+        match self {
+            Stream::Plain(_) => false,
+            Stream::Tls(t) => t.wants_flush(),
+        }
+    }
+
     /// Sends queued TLS records if the socket is writable; clears
     /// `writable` when it fills up.
     #[inline]

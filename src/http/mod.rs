@@ -51,6 +51,27 @@ pub fn tokens(value: &[u8]) -> impl Iterator<Item = &[u8]> {
         .filter(|t| !t.is_empty())
 }
 
+/// Whether the Upgrade protocol `chosen` (a `101`'s) is the `offered` one
+/// (a request's), RFC 9110 §7.8's `protocol-name ["/" protocol-version]`:
+/// the names compare case-insensitively; a version on both sides must be
+/// the same (also ignoring case), and a side without one names the
+/// protocol in any version.
+pub fn upgrade_protocol_matches(offered: &[u8], chosen: &[u8]) -> bool {
+    fn split(p: &[u8]) -> (&[u8], Option<&[u8]>) {
+        match p.iter().position(|&b| b == b'/') {
+            Some(i) => (&p[..i], p.get(i + 1..)),
+            None => (p, None),
+        }
+    }
+    let (offered_name, offered_version) = split(offered);
+    let (chosen_name, chosen_version) = split(chosen);
+    offered_name.eq_ignore_ascii_case(chosen_name)
+        && match (offered_version, chosen_version) {
+            (Some(a), Some(b)) => a.eq_ignore_ascii_case(b),
+            _ => true,
+        }
+}
+
 /// Trims optional whitespace (SP / HTAB) from both ends.
 pub fn trim_ows(mut s: &[u8]) -> &[u8] {
     while let [b' ' | b'\t', rest @ ..] = s {
@@ -104,5 +125,17 @@ mod tests {
     fn token_lists() {
         let v: Vec<&[u8]> = tokens(b" close , Upgrade,,x").collect();
         assert_eq!(v, vec![&b"close"[..], b"Upgrade", b"x"]);
+    }
+
+    #[test]
+    fn upgrade_protocols_match_by_name_and_version() {
+        assert!(upgrade_protocol_matches(b"websocket", b"WebSocket"));
+        assert!(upgrade_protocol_matches(b"IRC/6.9", b"irc/6.9"));
+        // A side without a version names the protocol in any version.
+        assert!(upgrade_protocol_matches(b"foo", b"foo/2"));
+        assert!(upgrade_protocol_matches(b"foo/2", b"foo"));
+        assert!(!upgrade_protocol_matches(b"foo/1", b"foo/2"));
+        assert!(!upgrade_protocol_matches(b"websocket", b"foo"));
+        assert!(!upgrade_protocol_matches(b"websocket", b"websocketx"));
     }
 }

@@ -139,6 +139,16 @@ impl Client {
         }
     }
 
+    /// The worker's `shutdown_timeout` passed: what is still open ends
+    /// now, each exchange logged and counted as its connection closes.
+    pub fn cut_at_shutdown(&mut self, env: &mut Env) -> Outcome {
+        match self {
+            Client::H1(c) => c.cut_at_shutdown(env),
+            Client::H2(s) => s.cut_at_shutdown(env),
+            Client::Switching => Outcome::Close,
+        }
+    }
+
     pub fn release(&mut self, env: &mut Env) {
         match self {
             Client::H1(c) => c.release(env),

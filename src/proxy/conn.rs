@@ -262,6 +262,87 @@ struct Tunnel {
     hup: bool,
     /// This direction's source closed and the other end was told.
     eof_to_client: bool,
+    /// What the deadline waits for.
+    wait: TunnelWait,
+    /// Client to upstream: its `sent` counts the tunnelled bytes.
+    to_upstream: Relay,
+    /// Upstream to client: its `sent` counts the tunnelled bytes.
+    to_client: Relay,
+}
+
+impl Tunnel {
+    fn new(end: TunnelEnd) -> Tunnel {
+        let hup = end.hup;
+        Tunnel {
+            end,
+            // What is buffered (TLS, or read with the head) is looked at
+            // first; events report the rest.
+            readable: true,
+            writable: true,
+            hup,
+            eof_to_client: false,
+            // The `101` head is for the client to read first.
+            wait: TunnelWait::ClientReading,
+            to_upstream: Relay::new(Body::UntilClose),
+            to_client: Relay::new(Body::UntilClose),
+        }
+    }
+
+    /// Bytes relayed so far, as the exchange's counters take them.
+    fn relayed(&self) -> exchange::Tunnelled {
+        exchange::Tunnelled {
+            to_upstream: self.to_upstream.sent,
+            to_client: self.to_client.sent,
+        }
+    }
+}
+
+/// What a tunnel's deadline waits for, as nginx times an upgraded
+/// connection: bytes that one side does not take are bounded by that
+/// side's send timeout, and a tunnel where nothing is pending by the idle
+/// timeout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TunnelWait {
+    /// Nothing waits to be written: `upstream_read` (the idle timeout).
+    Idle,
+    /// Bytes wait for the client to read them: `client_send` (nginx's
+    /// `send_timeout`).
+    ClientReading,
+    /// Bytes wait for the upstream to read them: `upstream_write`
+    /// (nginx's `proxy_send_timeout`).
+    UpstreamReading,
+    /// Both: the shorter of the two.
+    BothReading,
+}
+
+impl TunnelWait {
+    fn of(to_client: bool, to_upstream: bool) -> TunnelWait {
+        match (to_client, to_upstream) {
+            (false, false) => TunnelWait::Idle,
+            (true, false) => TunnelWait::ClientReading,
+            (false, true) => TunnelWait::UpstreamReading,
+            (true, true) => TunnelWait::BothReading,
+        }
+    }
+
+    fn timeout(self, t: &crate::config::Timeouts) -> Duration {
+        match self {
+            TunnelWait::Idle => t.upstream_read,
+            TunnelWait::ClientReading => t.client_send,
+            TunnelWait::UpstreamReading => t.upstream_write,
+            TunnelWait::BothReading => t.client_send.min(t.upstream_write),
+        }
+    }
+
+    /// For the log line of a tunnel that timed out.
+    fn describe(self) -> &'static str {
+        match self {
+            TunnelWait::Idle => "idle (upstream_read)",
+            TunnelWait::ClientReading => "the client stopped reading (client_send)",
+            TunnelWait::UpstreamReading => "the upstream stopped reading (upstream_write)",
+            TunnelWait::BothReading => "neither side reads (client_send, upstream_write)",
+        }
+    }
 }
 
 impl std::fmt::Debug for Tunnel {
@@ -311,10 +392,15 @@ pub struct Conn {
     pub timer_at: Option<Instant>,
 }
 
-/// One direction of a tunnel: moves what it can; when the source has
-/// closed its sending half, half-closes the destination and sets `eof`.
-fn pump(mut ends: Ends, eof: &mut bool, bufs: &mut BufPool) -> Result<bool, Closed> {
-    let mut relay = Relay::new(Body::UntilClose);
+/// One direction of a tunnel: moves what it can (`relay` counts what it
+/// wrote); when the source has closed its sending half, half-closes the
+/// destination and sets `eof`.
+fn pump(
+    relay: &mut Relay,
+    mut ends: Ends,
+    eof: &mut bool,
+    bufs: &mut BufPool,
+) -> Result<bool, Closed> {
     match relay.step(&mut ends, bufs) {
         RelayStep::Progress => Ok(true),
         RelayStep::Blocked | RelayStep::Complete | RelayStep::Framing(_) | RelayStep::TooLarge => {
@@ -327,6 +413,17 @@ fn pump(mut ends: Ends, eof: &mut bool, bufs: &mut BufPool) -> Result<bool, Clos
         }
         RelayStep::SourceFailed(_) | RelayStep::DestFailed(_) => Err(Closed),
     }
+}
+
+/// Sends the TLS records queued on a tunnel's end `s`: true when its
+/// queue emptied, which is progress for the tunnel's deadline (it was
+/// waiting for that side to read).
+fn drained_tls_queue(s: &mut Stream, writable: &mut bool) -> Result<bool, Closed> {
+    if !s.has_queued_output() {
+        return Ok(false);
+    }
+    s.flush_queued(writable).map_err(|_| Closed)?;
+    Ok(!s.has_queued_output())
 }
 
 enum Dispatch {
@@ -489,6 +586,21 @@ impl Conn {
         self.finish(env, Outcome::Close)
     }
 
+    /// The worker's `shutdown_timeout` passed: the connection closes now,
+    /// through `finish` like any other close, so what it carries (a
+    /// request, a response under way, a tunnel) is logged and counted; an
+    /// exchange that had no answer yet is logged as cut, not as abandoned
+    /// by its client.
+    pub fn cut_at_shutdown(&mut self, env: &mut Env) -> Outcome {
+        if let Some(ex) = self.cur.0.as_mut().and_then(|c| c.ex.as_mut()) {
+            ex.mark_shutdown_cut();
+        }
+        if let Some(x) = self.h1x.as_mut() {
+            x.ex.mark_shutdown_cut();
+        }
+        self.finish(env, Outcome::Close)
+    }
+
     /// Records readiness from an event and runs the state machine.
     pub fn on_event(&mut self, side: Side, ev: &mio::event::Event, env: &mut Env) -> Outcome {
         let (r, w, hup) = crate::event::readiness(ev);
@@ -566,7 +678,16 @@ impl Conn {
                 }
                 None => Err(Closed),
             },
-            Phase::Tunnel(_) | Phase::SendLocal => {
+            Phase::Tunnel(ref t) => {
+                log::info!(
+                    "tunnel of client {} to upstream {} timed out: {}",
+                    self.peer,
+                    t.end.addr,
+                    t.wait.describe()
+                );
+                Err(Closed)
+            }
+            Phase::SendLocal => {
                 log::info!(
                     "connection of client {} timed out ({:?})",
                     self.peer,
@@ -700,6 +821,9 @@ impl Conn {
                 ex.abort(env);
             }
             ex.set_request_body(cur.req.body.sent);
+            if let Phase::Tunnel(t) = &self.phase {
+                ex.add_tunnelled(t.relayed());
+            }
             ex.end_in_place(env);
             cur.ex = None;
         }
@@ -1328,16 +1452,9 @@ impl Conn {
                 let Some(end) = end else {
                     return Err(Closed);
                 };
-                let hup = end.hup;
-                self.phase = Phase::Tunnel(Box::new(Tunnel {
-                    end,
-                    // What is buffered (TLS, or read with the head) is
-                    // looked at first; events report the rest.
-                    readable: true,
-                    writable: true,
-                    hup,
-                    eof_to_client: false,
-                }));
+                self.phase = Phase::Tunnel(Box::new(Tunnel::new(end)));
+                // The `101` head waits for the client first.
+                self.set_deadline(env, env.rt.timeouts.client_send);
                 Ok(true)
             }
             Progress::Finished => {
@@ -1546,15 +1663,21 @@ impl Conn {
     /// its sending half, the other side's sending half is shut down too;
     /// the tunnel ends when both directions are closed.
     fn tunnel(&mut self, env: &mut Env) -> Step {
+        // The `101` head (see `run_proxy`) goes out first; once it has,
+        // that is progress.
+        let head_pending = self.out.as_ref().is_some_and(|o| self.out_pos < o.len());
         if !self.flush_out()? {
             return Ok(false);
         }
         let Phase::Tunnel(t) = &mut self.phase else {
             return Err(Closed);
         };
-        let mut progress = false;
+        let mut progress = head_pending;
+        progress |= drained_tls_queue(&mut self.client, &mut self.c_writable)?;
+        progress |= drained_tls_queue(&mut t.end.sock, &mut t.writable)?;
         if !self.eof_to_upstream {
             progress |= pump(
+                &mut t.to_upstream,
                 Ends {
                     src: &mut self.client,
                     src_ready: &mut self.c_readable,
@@ -1569,6 +1692,7 @@ impl Conn {
         }
         if !t.eof_to_client {
             progress |= pump(
+                &mut t.to_client,
                 Ends {
                     src: &mut t.end.sock,
                     src_ready: &mut t.readable,
@@ -1585,7 +1709,17 @@ impl Conn {
             return Err(Closed);
         }
         if progress {
-            self.set_deadline(env, env.rt.timeouts.upstream_read);
+            // Only after progress: a run that moved nothing must not push
+            // the deadline back.
+            // Waiting: relayed bytes not written yet, or written into TLS
+            // records the socket has no room for yet.
+            let to_client = t.end.input.as_ref().is_some_and(|b| !b.is_empty())
+                || self.client.has_queued_output();
+            let to_upstream = self.input.as_ref().is_some_and(|b| !b.is_empty())
+                || t.end.sock.has_queued_output();
+            t.wait = TunnelWait::of(to_client, to_upstream);
+            let timeout = t.wait.timeout(&env.rt.timeouts);
+            self.set_deadline(env, timeout);
         }
         Ok(progress)
     }

@@ -110,6 +110,13 @@ pub struct TunnelEnd {
     pub hup: bool,
 }
 
+/// Bytes a tunnel relayed after the `101`, each way.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Tunnelled {
+    pub to_upstream: u64,
+    pub to_client: u64,
+}
+
 /// How the current server failed before anything reached the client
 /// (`Exchange::fail_over`).
 enum Failover<'a> {
@@ -209,6 +216,29 @@ pub struct Exchange {
     /// The request's place in a `limit_conn` table (HTTP/2: one per
     /// stream), given back when the exchange is dropped.
     hold: Option<crate::shm::ConnHold>,
+    /// What its log line says if it ends before any response went out.
+    unanswered: Unanswered,
+}
+
+/// Why an exchange ended before any response went to its client: the
+/// status its access log line gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Unanswered {
+    /// The client went away, or its connection ended: nginx's 499.
+    ClientClosed,
+    /// The worker's `shutdown_timeout` passed and it cut the exchange:
+    /// nobody answered and the client did not leave, so, as nginx logs
+    /// such a request at its `worker_shutdown_timeout`, status `000`.
+    ShutdownCut,
+}
+
+impl Unanswered {
+    fn log_status(self) -> u16 {
+        match self {
+            Unanswered::ClientClosed => 499,
+            Unanswered::ShutdownCut => 0,
+        }
+    }
 }
 
 /// One run of `drive`: whether anything moved, and the wait its last
@@ -274,6 +304,7 @@ impl Exchange {
             request_id: request_id::next(),
             rules: None,
             hold: None,
+            unanswered: Unanswered::ClientClosed,
         };
         ex.route(env, req);
         ex
@@ -319,6 +350,7 @@ impl Exchange {
             request_id: request_id::next(),
             rules: None,
             hold: None,
+            unanswered: Unanswered::ClientClosed,
         });
         ex.att.begin(env, r.upstream);
         ex.apply_rules(env, r.headers, r.host, r.ssl_client_s_dn);
@@ -874,6 +906,14 @@ impl Exchange {
         self.req_total = n;
     }
 
+    /// The tunnel after its `101` ends: the bytes it relayed count as the
+    /// exchange's, as nginx's `$body_bytes_sent` and HAProxy's `bin` and
+    /// `bout` count them. Call after `set_request_body`.
+    pub fn add_tunnelled(&mut self, t: Tunnelled) {
+        self.req_total += t.to_upstream;
+        self.body_sent += t.to_client;
+    }
+
     /// The request no longer occupies its server: its active count, byte
     /// counters and duration settle (once; later calls do nothing).
     #[inline]
@@ -1117,6 +1157,16 @@ impl Exchange {
                 });
             }
             UpStep::Upgrade => {
+                // A response like any other for the counters: the server's
+                // (and its backend's) `hrsp_1xx`, the head's bytes in
+                // `bout`, the time to the head.
+                self.att.response_head(env.now_ms);
+                env.shm
+                    .server(self.att.upstream, self.att.server)
+                    .count_response(101);
+                if let State::Upstream(up) = &self.state {
+                    self.resp_head_len = up.head_len();
+                }
                 self.status = 101;
                 self.upstream_status = Some(101);
                 run.wait = Some(t.upstream_read);
@@ -1437,6 +1487,12 @@ impl Exchange {
         self.state = State::Finished;
     }
 
+    /// The worker's `shutdown_timeout` passed: the exchange is about to be
+    /// aborted, and if nothing was answered yet, its log line says so.
+    pub fn mark_shutdown_cut(&mut self) {
+        self.unanswered = Unanswered::ShutdownCut;
+    }
+
     /// Settles the counters and writes the access log line.
     pub fn end(mut self, env: &mut Env) {
         self.end_in_place(env);
@@ -1457,8 +1513,12 @@ impl Exchange {
                 env,
                 &record::Outcome {
                     client: self.client.peer,
-                    // Ended before any answer (aborted): nginx's 499.
-                    status: if self.status == 0 { 499 } else { self.status },
+                    // Ended before any answer (aborted).
+                    status: if self.status == 0 {
+                        self.unanswered.log_status()
+                    } else {
+                        self.status
+                    },
                     body_bytes: self.body_sent,
                     upstream: self.att.upstream_addr,
                     upstream_status: self.upstream_status,

@@ -504,6 +504,15 @@ impl H2Session {
         outcome
     }
 
+    /// The worker's `shutdown_timeout` passed: every stream still open is
+    /// cut, and logged as cut, as the connection closes.
+    pub fn cut_at_shutdown(&mut self, env: &mut Env) -> Outcome {
+        for s in &mut self.streams {
+            s.ex.mark_shutdown_cut();
+        }
+        self.finish(env, Outcome::Close)
+    }
+
     /// Closes everything (the worker drops the socket afterwards).
     pub fn release(&mut self, env: &mut Env) {
         self.finish(env, Outcome::Close);

@@ -4,7 +4,8 @@
 //!
 //! Signals: TERM/INT exit at once, QUIT drains (stop accepting, close idle
 //! connections, finish in-flight requests with `Connection: close`, exit when
-//! none are left or at `shutdown_timeout`), USR1 reopens the logs. If the
+//! none are left or at `shutdown_timeout`, cutting what is still open through
+//! the normal close path, so it is logged and counted), USR1 reopens the logs. If the
 //! master disappears (its end of our channel closes) the worker drains too.
 
 mod accept_balance;
@@ -322,6 +323,7 @@ impl Worker {
                         "shutdown timeout: closing {} open connection(s)",
                         self.conns.len()
                     );
+                    self.cut_all(Instant::now());
                     return Ok(());
                 }
             }
@@ -472,6 +474,16 @@ impl Worker {
         self.accept_resume_at = None;
         self.balance_paused = false;
         self.publish_accepting();
+    }
+
+    /// At `shutdown_timeout`: every connection still open closes through
+    /// its normal close path, so each exchange it carries gets its access
+    /// log line and its counters settle (nginx logs the requests its
+    /// `worker_shutdown_timeout` cuts, too). The log is flushed at exit.
+    fn cut_all(&mut self, now: Instant) {
+        for slot in self.conns.keys() {
+            self.run_conn(slot, now, |conn, env| conn.cut_at_shutdown(env));
+        }
     }
 
     fn close_idle(&mut self, now: Instant) {

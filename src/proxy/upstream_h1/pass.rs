@@ -26,7 +26,7 @@ impl UpstreamH1 {
         let step = match self.phase {
             Phase::Connect { .. } => self.connect_step(),
             Phase::Send => self.pass_send(env, head, c),
-            Phase::AwaitHead => self.pass_await_head(env, c),
+            Phase::AwaitHead => self.pass_await_head(env, head, c),
             Phase::Body(_) | Phase::Relay(_) => self.pass_body(env, c),
         };
         // TLS records queued by this step go out while the socket takes them.
@@ -52,7 +52,7 @@ impl UpstreamH1 {
         // at: no syscall unless the upstream really spoke.
         if !self.holding_switch && !c.req.body.is_complete() && (self.input_fresh || self.readable)
         {
-            match self.pass_head(env, c) {
+            match self.pass_head(env, head, c) {
                 UpStep::Blocked => {}
                 step => return step,
             }
@@ -186,9 +186,9 @@ impl UpstreamH1 {
 
     /// Waits for the response head once the request is out; interim
     /// responses already relayed go out first.
-    fn pass_await_head(&mut self, env: &mut Env, c: &mut H1Client) -> UpStep {
+    fn pass_await_head(&mut self, env: &mut Env, head: &[u8], c: &mut H1Client) -> UpStep {
         match c.flush_out() {
-            Flush::Done => self.pass_head(env, c),
+            Flush::Done => self.pass_head(env, head, c),
             Flush::Pending { wrote: true } => UpStep::Moved,
             Flush::Pending { wrote: false } => UpStep::Blocked,
             Flush::Failed => UpStep::ClientGone,
@@ -196,12 +196,13 @@ impl UpstreamH1 {
     }
 
     /// One step towards the response head, awaited or early (the body still
-    /// going out): parse what arrived, else read more.
-    fn pass_head(&mut self, env: &mut Env, c: &mut H1Client) -> UpStep {
+    /// going out): parse what arrived, else read more. `head`: the request
+    /// head as it went upstream.
+    fn pass_head(&mut self, env: &mut Env, head: &[u8], c: &mut H1Client) -> UpStep {
         if self.input_fresh {
             self.input_fresh = false;
             if let Some(mut input) = self.input.take() {
-                let step = self.pass_parse(env, &mut input, c);
+                let step = self.pass_parse(env, head, &mut input, c);
                 self.input = Some(input);
                 return step;
             }
@@ -228,7 +229,7 @@ impl UpstreamH1 {
                 // Parsed at once (a whole head usually comes in one read).
                 let mut input = self.input.take();
                 let step = match input.as_mut() {
-                    Some(input) => self.pass_parse(env, input, c),
+                    Some(input) => self.pass_parse(env, head, input, c),
                     None => UpStep::Moved,
                 };
                 self.input = input;
@@ -257,7 +258,13 @@ impl UpstreamH1 {
     /// Parses the response head in `input`: an interim one is relayed, a
     /// `101` starts the tunnel, a final one is rewritten for the client
     /// and its body relayed as it is framed.
-    fn pass_parse(&mut self, env: &mut Env, input: &mut Buf, c: &mut H1Client) -> UpStep {
+    fn pass_parse(
+        &mut self,
+        env: &mut Env,
+        head: &[u8],
+        input: &mut Buf,
+        c: &mut H1Client,
+    ) -> UpStep {
         let mut headers = [httparse::EMPTY_HEADER; http::MAX_HEADERS];
         response::read_higher_minor_as_1_1(input.data_mut());
         let (resp, info) = match response::parse(input.data(), &mut headers, c.req.is_head) {
@@ -277,9 +284,10 @@ impl UpstreamH1 {
             }
         };
         if info.status == 101 {
-            let step = self.pass_switch(env, &resp, c);
+            let step = self.pass_switch(env, head, &resp, c);
             if matches!(step, UpStep::Upgrade) {
                 input.consume(info.head_len);
+                self.head_len = info.head_len as u64;
             }
             return step;
         }
@@ -369,10 +377,12 @@ impl UpstreamH1 {
     }
 
     /// A `101 Switching Protocols`: relayed if the client asked for it and
-    /// its body is out; held while the body is still going out.
+    /// its body is out; held while the body is still going out. `head`: the
+    /// request head as it went upstream (its Upgrade is what was offered).
     fn pass_switch(
         &mut self,
         env: &mut Env,
+        head: &[u8],
         resp: &httparse::Response,
         c: &mut H1Client,
     ) -> UpStep {
@@ -392,7 +402,7 @@ impl UpstreamH1 {
                 bad_response: false,
             };
         }
-        if let Some(why) = switch_refusal(resp, c.req.upgrade) {
+        if let Some(why) = switch_refusal(resp, c.req.upgrade, head) {
             log::error!("upstream switched protocols {why}, client: {}", c.peer);
             return UpStep::Failed {
                 doing: "switching protocols",
@@ -612,27 +622,50 @@ impl UpstreamH1 {
 
 /// Why a 101 cannot be relayed, if it cannot: forklb never offers h2c
 /// upstream, and a switch to it would turn the connection into a tunnel
-/// past routing; a switch nobody asked for is as bad.
-fn switch_refusal(resp: &httparse::Response, asked: bool) -> Option<&'static str> {
-    let to_http2 = resp
-        .headers
-        .iter()
-        .filter(|h| http::name_is(h.name, "upgrade"))
-        .any(|h| http::tokens(h.value).any(http::request::is_http2_protocol));
-    let names_one = resp
-        .headers
-        .iter()
-        .any(|h| http::name_is(h.name, "upgrade") && http::tokens(h.value).next().is_some());
-    if to_http2 {
+/// past routing; a switch nobody asked for is as bad, and so is one to a
+/// protocol the request did not offer (RFC 9110 §7.8: a server MUST NOT
+/// switch to a protocol the client did not list). `request_head`: the
+/// request as it went upstream, whose Upgrade is the client's offer less
+/// the HTTP/2 protocols forklb removes.
+fn switch_refusal(
+    resp: &httparse::Response,
+    asked: bool,
+    request_head: &[u8],
+) -> Option<&'static str> {
+    let chosen = || {
+        resp.headers
+            .iter()
+            .filter(|h| http::name_is(h.name, "upgrade"))
+            .flat_map(|h| http::tokens(h.value))
+    };
+    if chosen().any(http::request::is_http2_protocol) {
         Some("to HTTP/2, which forklb never relays")
     } else if !asked {
         Some("without being asked")
-    } else if !names_one {
+    } else if chosen().next().is_none() {
         // RFC 9110 §15.2.2: a 101 must say which protocol the connection
         // switches to; without, what follows is nobody's guess (HAProxy
         // answers 502 as well).
         Some("without naming the protocol (no Upgrade)")
+    } else if !chosen().all(|p| offered(request_head, p)) {
+        Some("to a protocol the client did not offer in its Upgrade")
     } else {
         None
     }
+}
+
+/// Whether the request head's Upgrade lists `protocol` (see
+/// `http::upgrade_protocol_matches`).
+fn offered(request_head: &[u8], protocol: &[u8]) -> bool {
+    let mut headers = [httparse::EMPTY_HEADER; http::MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut headers);
+    // forklb wrote this head itself: it parses.
+    if req.parse(request_head).is_err() {
+        return false;
+    }
+    req.headers
+        .iter()
+        .filter(|h| http::name_is(h.name, "upgrade"))
+        .flat_map(|h| http::tokens(h.value))
+        .any(|o| http::upgrade_protocol_matches(o, protocol))
 }
