@@ -1257,6 +1257,50 @@ fn check_yaml(dir: &TempDir, pairs: &[(PathBuf, PathBuf)]) -> PathBuf {
         .write_for_check(dir)
 }
 
+/// A PEM file cut off in the middle of a section (a copy that stopped
+/// short) is refused by `-t` with its label in words, not as a list of
+/// byte values ("missing section end marker: [67, 69, 82, 84, ...]"): a
+/// listener's certificate, and an upstream's `ca`.
+#[test]
+fn config_test_says_which_pem_section_is_cut_off() {
+    let dir = TempDir::new("tls-cut-pem");
+    let a = TestCert::self_signed(&["a.test"]);
+    let (a_crt, a_key) = a.write(dir.path(), "a");
+    let cut = |name: &str, pem: &str| {
+        let path = dir.join(name);
+        std::fs::write(&path, &pem[..pem.len() / 2]).unwrap();
+        path
+    };
+    let cut_crt = cut("cut.crt", &a.cert_pem);
+    let cut_ca = cut("cut-ca.pem", &TestCa::new("cut CA").cert_pem);
+    let listener = || check_yaml(&dir, &[(cut_crt.clone(), a_key.clone())]);
+    let upstream = || {
+        ConfigBuilder::new()
+            .listener("secure", &["127.0.0.1:$PORT"])
+            .certificates(&[(a_crt.clone(), a_key.clone())])
+            .route(Route::to("web"))
+            .upstream("web", [Srv::new("s1", "127.0.0.1:1")])
+            .upstream_tls("app.internal", &cut_ca)
+            .write_for_check(&dir)
+    };
+    let cases: [(&dyn Fn() -> PathBuf, &PathBuf); 2] =
+        [(&listener, &cut_crt), (&upstream, &cut_ca)];
+    for (write_config, file) in cases {
+        // Each writes forklb.yaml in `dir`: checked before the next is written.
+        let cfg = write_config();
+        let out = run_forklb(&["-t", "-c", cfg.to_str().unwrap()], RUN_TIMEOUT);
+        let text = out.combined();
+        assert_eq!(out.code(), Some(1), "{}: {text}", file.display());
+        assert!(
+            text.contains(&file.display().to_string())
+                && text.contains("a CERTIFICATE section has no end line")
+                && !text.contains("[67, 69"),
+            "{}: {text}",
+            file.display()
+        );
+    }
+}
+
 #[test]
 fn config_test_rejects_missing_broken_and_mismatched_certificate_files() {
     let dir = TempDir::new("tls-check");
