@@ -173,7 +173,13 @@ impl UpstreamH2 {
                         "waiting for the response head"
                     },
                     bad_response: false,
-                    why: Why::said("the stream was reset"),
+                    // The connection's failure if it died (a TLS 1.3
+                    // alert refusing our certificate comes after the
+                    // handshake), else the server's RST_STREAM.
+                    why: match env.h2up.death(self.conn) {
+                        Some(failure) => Why::said(failure.to_string()),
+                        None => Why::said("the stream was reset"),
+                    },
                 }
             }
         }
