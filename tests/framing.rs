@@ -569,6 +569,40 @@ fn large_response_cut_short_by_the_upstream_closes_the_client_connection() {
     assert_eq!((r.status, r.body_str().as_str()), (200, "b1"), "{r:?}");
 }
 
+/// A response body the server cuts short is one error-log line, naming the
+/// server as the connect and handshake lines do (nginx logs one: "upstream
+/// prematurely closed connection while reading upstream").
+#[test]
+fn a_response_body_cut_short_is_logged_once_with_the_server() {
+    let resp = b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly ten b".to_vec();
+    let b1 = scripted("b1", vec![Script::new("/short", &resp, Then::Close)]);
+    let lb = Forklb::start(&proxy_config_for(1, &[&b1]));
+
+    let mut c = open(&lb);
+    c.send(b"GET /short HTTP/1.1\r\nHost: x\r\n\r\n")
+        .expect("send");
+    let head = c.read_next_head().expect("response head");
+    assert_eq!(head.status, 200, "{head:?}");
+    let got = c.read_to_end().expect("the client connection closes");
+    assert_eq!(got, b"only ten b");
+    // Both lines of the old code were written together, this one last.
+    assert!(
+        lb.wait_log(
+            "failed while sending the response body",
+            Duration::from_secs(3)
+        ),
+        "{}",
+        lb.diagnostics()
+    );
+    let lines = lb.log_lines(&b1.addr().to_string());
+    assert_eq!(lines.len(), 1, "{lines:#?}");
+    assert!(
+        lines[0].contains(&format!("upstream {} (server web/b1) failed while sending the response body: it closed the connection prematurely, client: 127.0.0.1:", b1.addr())),
+        "{}",
+        lines[0]
+    );
+}
+
 /// The server's last bytes and its FIN usually arrive together, in one
 /// event: a short read must not be taken for "drained" then, or the end of
 /// a close-delimited body would only be noticed at the read timeout.

@@ -910,6 +910,104 @@ fn upstream_certificate_verification_failures_give_502_and_are_logged() {
     );
 }
 
+/// The first error-log line naming `server` (waited for), for its reason.
+fn first_log_line(lb: &Forklb, server: &str) -> String {
+    assert!(
+        lb.wait_log(server, Duration::from_secs(3)),
+        "no error-log line names {server}\n{}",
+        lb.diagnostics()
+    );
+    lb.log_lines(server).remove(0)
+}
+
+/// A self-signed certificate with `CA:TRUE` (what `openssl req -x509`
+/// makes by default) is taken as the server's when exactly that
+/// certificate is the `ca` file and it is valid for the name and for now,
+/// as nginx and HAProxy take it; anything else still fails, and a CA
+/// certificate that is not pinned is refused with a sentence saying what
+/// to do instead of webpki's `CaUsedAsEndEntity`.
+#[test]
+fn a_pinned_self_signed_ca_flagged_upstream_certificate_is_accepted() {
+    let dir = TempDir::new("tls-pin");
+    let pinned = TestCert::self_signed_ca_flagged(&["app.internal", "127.0.0.1"], None);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let expired = TestCert::self_signed_ca_flagged(&["app.internal"], Some(now - 2 * 86_400));
+    let stranger = TestCert::self_signed_ca_flagged(&["app.internal"], None);
+    let (pinned_crt, _) = pinned.write(dir.path(), "pinned");
+    let (expired_crt, _) = expired.write(dir.path(), "expired");
+    let (stranger_crt, _) = stranger.write(dir.path(), "stranger");
+    let app = TlsBackend::start("app", &pinned);
+    let old = TlsBackend::start("old", &expired);
+    let tls = |sni: &str, ca: &PathBuf| {
+        let ca = yaml_str(&ca.display().to_string());
+        format!("tls: {{sni: {sni}, ca: {ca}}}")
+    };
+    let cfg = ConfigBuilder::new()
+        .log_level("info")
+        .listener("web", &["127.0.0.1:$PORT"])
+        .route(Route::path("/pin_name").upstream("pin_name"))
+        .route(Route::path("/pin_ip").upstream("pin_ip"))
+        .route(Route::path("/pin_other").upstream("pin_other"))
+        .route(Route::path("/pin_old").upstream("pin_old"))
+        .route(Route::path("/not_pinned").upstream("not_pinned"))
+        .upstream("pin_name", [Srv::new("s1", app.addr())])
+        .upstream_opt(&tls("app.internal", &pinned_crt))
+        // Without `sni`: verified against the IP address in its SANs.
+        .upstream("pin_ip", [Srv::new("s1", app.addr())])
+        .upstream_opt(&format!(
+            "tls: {{ca: {}}}",
+            yaml_str(&pinned_crt.display().to_string())
+        ))
+        .upstream("pin_other", [Srv::new("s1", app.addr())])
+        .upstream_opt("retries: 0")
+        .upstream_opt(&tls("other.internal", &pinned_crt))
+        .upstream("pin_old", [Srv::new("s1", old.addr())])
+        .upstream_opt("retries: 0")
+        .upstream_opt(&tls("app.internal", &expired_crt))
+        .upstream("not_pinned", [Srv::new("s1", app.addr())])
+        .upstream_opt("retries: 0")
+        .upstream_opt(&tls("app.internal", &stranger_crt))
+        .build();
+    let lb = Forklb::start(&cfg);
+
+    for path in ["/pin_name", "/pin_ip"] {
+        let r = http_get(lb.port(), path);
+        assert_eq!(
+            (r.status, r.body_str()),
+            (200, "app".to_owned()),
+            "{path}: the pinned certificate was refused: {r:?}\n{}",
+            lb.diagnostics()
+        );
+    }
+    assert_eq!(app.request_count(), 2);
+
+    let r = http_get(lb.port(), "/pin_other");
+    assert_eq!(r.status, 502, "pinned, but for another name: {r:?}");
+    let line = first_log_line(&lb, "pin_other/s1");
+    assert!(line.contains("not valid for name"), "{line}");
+
+    let r = http_get(lb.port(), "/pin_old");
+    assert_eq!(r.status, 502, "pinned, but expired: {r:?}");
+    assert_eq!(old.request_count(), 0);
+    let line = first_log_line(&lb, "pin_old/s1");
+    assert!(line.contains("certificate expired"), "{line}");
+
+    let r = http_get(lb.port(), "/not_pinned");
+    assert_eq!(r.status, 502, "a CA certificate not in `ca`: {r:?}");
+    let line = first_log_line(&lb, "not_pinned/s1");
+    assert!(
+        line.contains(
+            "the server presents a CA certificate (CA:TRUE) as its own: re-issue it with \
+             CA:FALSE, or put exactly that certificate in `ca`"
+        ) && !line.contains("OtherError"),
+        "{line}"
+    );
+    assert_eq!(app.request_count(), 2, "a refused server got a request");
+}
+
 // ---------------------------------------------------------------------------
 // 7. Plain HTTP on the TLS port, stalled handshakes
 
@@ -1157,6 +1255,50 @@ fn check_yaml(dir: &TempDir, pairs: &[(PathBuf, PathBuf)]) -> PathBuf {
         .certificates(pairs)
         .route(Route::any().ret(200, "ok\n"))
         .write_for_check(dir)
+}
+
+/// A PEM file cut off in the middle of a section (a copy that stopped
+/// short) is refused by `-t` with its label in words, not as a list of
+/// byte values ("missing section end marker: [67, 69, 82, 84, ...]"): a
+/// listener's certificate, and an upstream's `ca`.
+#[test]
+fn config_test_says_which_pem_section_is_cut_off() {
+    let dir = TempDir::new("tls-cut-pem");
+    let a = TestCert::self_signed(&["a.test"]);
+    let (a_crt, a_key) = a.write(dir.path(), "a");
+    let cut = |name: &str, pem: &str| {
+        let path = dir.join(name);
+        std::fs::write(&path, &pem[..pem.len() / 2]).unwrap();
+        path
+    };
+    let cut_crt = cut("cut.crt", &a.cert_pem);
+    let cut_ca = cut("cut-ca.pem", &TestCa::new("cut CA").cert_pem);
+    let listener = || check_yaml(&dir, &[(cut_crt.clone(), a_key.clone())]);
+    let upstream = || {
+        ConfigBuilder::new()
+            .listener("secure", &["127.0.0.1:$PORT"])
+            .certificates(&[(a_crt.clone(), a_key.clone())])
+            .route(Route::to("web"))
+            .upstream("web", [Srv::new("s1", "127.0.0.1:1")])
+            .upstream_tls("app.internal", &cut_ca)
+            .write_for_check(&dir)
+    };
+    let cases: [(&dyn Fn() -> PathBuf, &PathBuf); 2] =
+        [(&listener, &cut_crt), (&upstream, &cut_ca)];
+    for (write_config, file) in cases {
+        // Each writes forklb.yaml in `dir`: checked before the next is written.
+        let cfg = write_config();
+        let out = run_forklb(&["-t", "-c", cfg.to_str().unwrap()], RUN_TIMEOUT);
+        let text = out.combined();
+        assert_eq!(out.code(), Some(1), "{}: {text}", file.display());
+        assert!(
+            text.contains(&file.display().to_string())
+                && text.contains("a CERTIFICATE section has no end line")
+                && !text.contains("[67, 69"),
+            "{}: {text}",
+            file.display()
+        );
+    }
 }
 
 #[test]

@@ -16,7 +16,7 @@ use super::h2_upstream::SHARED;
 use super::queue::WaitTicket;
 use super::record::{self, Record};
 pub use super::side::ResponseSink;
-use super::side::{RequestOut, UpStep};
+use super::side::{RequestOut, UpStep, Why};
 use super::upstream_h1::UpstreamH1;
 use super::upstream_h2::UpstreamH2;
 use crate::buffer::Buf;
@@ -129,7 +129,7 @@ enum Failover<'a> {
     ConnectTimedOut { doing: &'a str },
     /// The server closed before answering a replayable request: `eresp`,
     /// then 502.
-    ClosedBeforeAnswer { doing: &'a str },
+    ClosedBeforeAnswer { doing: &'a str, why: Why },
     /// An HTTP/2 server refused the request unprocessed twice (it is
     /// shutting down, or at its stream limit): not a failure of the
     /// server (no `eresp`, no passive mark), then 502.
@@ -769,6 +769,7 @@ impl Exchange {
         let failed = self.att.server;
         let shared = env.shm.server(self.att.upstream, failed);
         let connecting = !matches!(failure, Failover::ClosedBeforeAnswer { .. });
+        let refused = matches!(failure, Failover::Refused { .. });
         let (status, keep_ok) = match failure {
             Failover::ConnectFailed { what, error } => {
                 log::error!(
@@ -784,9 +785,9 @@ impl Exchange {
                 shared.count_connect_error();
                 (504, false)
             }
-            Failover::ClosedBeforeAnswer { doing } => {
+            Failover::ClosedBeforeAnswer { doing, why } => {
                 log::error!(
-                    "upstream {addr} (server {name}/{server}) failed while {doing}, client: {peer}"
+                    "upstream {addr} (server {name}/{server}) failed while {doing}: {why}, client: {peer}"
                 );
                 shared.count_response_error();
                 // No body was left unread: the client connection goes on.
@@ -797,7 +798,7 @@ impl Exchange {
                 (502, true)
             }
         };
-        if !matches!(failure, Failover::Refused { .. }) {
+        if !refused {
             self.att.note_failure(env);
         }
         match self.att.acquire_retry(env) {
@@ -1047,6 +1048,7 @@ impl Exchange {
                     None => UpStep::Failed {
                         doing: "relaying the response",
                         bad_response: false,
+                        why: Why::said("the client side cannot relay it"),
                     },
                 },
                 State::Upstream(up) => {
@@ -1254,10 +1256,10 @@ impl Exchange {
                     self.connect(env, server, false);
                     run.wait = None;
                 } else {
-                    self.upstream_failed(env, "sending the request");
+                    self.upstream_failed(env, "sending the request", Why::Closed);
                 }
             }
-            UpStep::Closed { doing } if self.replayable && self.status == 0 => {
+            UpStep::Closed { doing, why } if self.replayable && self.status == 0 => {
                 // The server closed or reset a new connection before its
                 // response began (it died, or restarted): nothing went to
                 // the client and the request can be sent again, so it goes
@@ -1265,7 +1267,7 @@ impl Exchange {
                 // `proxy_next_upstream error` does for an idempotent one.
                 run.moved = true;
                 let addr = self.take_upstream(env);
-                self.fail_over(env, addr, Failover::ClosedBeforeAnswer { doing });
+                self.fail_over(env, addr, Failover::ClosedBeforeAnswer { doing, why });
                 run.wait = None;
             }
             UpStep::Refused { doing } if self.status == 0 && self.req_framing == Framing::None => {
@@ -1289,18 +1291,19 @@ impl Exchange {
                 run.wait = None;
             }
             // Not replayable (or a response began): as any other failure.
-            UpStep::Closed { doing } | UpStep::Refused { doing } | UpStep::Failed { doing, .. } => {
+            UpStep::Closed { doing, why } | UpStep::Failed { doing, why, .. } => {
                 run.moved = true;
                 if bad_response {
                     env.shm
                         .server(self.att.upstream, self.att.server)
                         .count_response_error();
                 }
-                self.upstream_failed(env, doing);
-                if matches!(self.state, State::Finished) {
-                    sink.abort();
-                    return Some(Progress::Finished);
-                }
+                return self.fail_during_exchange(env, sink, doing, why);
+            }
+            UpStep::Refused { doing } => {
+                run.moved = true;
+                let why = Why::said("it refused the stream");
+                return self.fail_during_exchange(env, sink, doing, why);
             }
         }
         None
@@ -1325,12 +1328,32 @@ impl Exchange {
         }
     }
 
+    /// [`Self::upstream_failed`] for a step's failure; a response already
+    /// begun is aborted (the session resets it).
+    fn fail_during_exchange(
+        &mut self,
+        env: &mut Env,
+        sink: &mut dyn ResponseSink,
+        doing: &str,
+        why: Why,
+    ) -> Option<Progress> {
+        self.upstream_failed(env, doing, why);
+        if matches!(self.state, State::Finished) {
+            sink.abort();
+            return Some(Progress::Finished);
+        }
+        None
+    }
+
     /// The upstream failed: 502 if the client has not seen a head yet,
-    /// else the response is cut (`Finished`, the session resets it).
-    fn upstream_failed(&mut self, env: &mut Env, doing: &str) {
+    /// else the response is cut (`Finished`, the session resets it). One
+    /// error-log line says so, naming the server as the connect and
+    /// handshake lines do, and why.
+    fn upstream_failed(&mut self, env: &mut Env, doing: &str, why: Why) {
         let addr = self.take_upstream(env);
+        let (name, server) = self.att.server_name(env);
         log::error!(
-            "upstream {addr} failed while {doing}, client: {}",
+            "upstream {addr} (server {name}/{server}) failed while {doing}: {why}, client: {}",
             self.client.peer
         );
         if self.status == 0 {

@@ -213,27 +213,40 @@ impl H2Upstreams {
         self.conns.get_mut(r.idx).filter(|c| c.id == r.id)
     }
 
+    /// Why the connection died, if it did: the failure it died of, kept
+    /// while it is open and a while after it is closed (else "connection
+    /// closed"). None while it lives: a reset of one of its streams was
+    /// the server's RST_STREAM.
+    pub fn death(&self, r: ConnRef) -> Option<ConnFailure> {
+        match self.conns.get(r.idx).filter(|c| c.id == r.id) {
+            Some(c) if c.phase != Phase::Dead => None,
+            _ => Some(self.why_failed(r)),
+        }
+    }
+
+    /// The failure a dead (or closed) connection died of.
+    fn why_failed(&self, r: ConnRef) -> ConnFailure {
+        let open = self.conns.get(r.idx).filter(|c| c.id == r.id);
+        let kept = match open {
+            Some(c) => c.why_dead.clone(),
+            None => self
+                .recent_failures
+                .iter()
+                .find(|(id, _)| *id == r.id)
+                .map(|(_, why)| why.clone()),
+        };
+        kept.unwrap_or_else(|| ConnFailure::Ended("connection closed".to_owned()))
+    }
+
     /// Where the connection stands; a caller that waits is woken when that
     /// changes.
     pub fn state(&mut self, r: ConnRef, waiter: usize) -> ConnState {
         let Some(c) = self.get(r) else {
-            let why = self
-                .recent_failures
-                .iter()
-                .find(|(id, _)| *id == r.id)
-                .map_or_else(
-                    || ConnFailure::Ended("connection closed".to_owned()),
-                    |(_, why)| why.clone(),
-                );
-            return ConnState::Failed(why);
+            return ConnState::Failed(self.why_failed(r));
         };
         match c.phase {
             Phase::Ready => ConnState::Ready,
-            Phase::Dead => ConnState::Failed(
-                c.why_dead
-                    .clone()
-                    .unwrap_or_else(|| ConnFailure::Ended("connection closed".to_owned())),
-            ),
+            Phase::Dead => ConnState::Failed(self.why_failed(r)),
             Phase::Connecting { .. } => {
                 if !c.waiters.contains(&waiter) {
                     c.waiters.push(waiter);
@@ -465,7 +478,10 @@ impl UpConn {
             // Output over its bound holds every stream's body back: when
             // it drains, all owners look.
             let output_full = !self.conn.wants_read();
-            let wrote = self.flush()?;
+            let wrote = match self.flush() {
+                Ok(wrote) => wrote,
+                Err(write_failed) => return Err(self.reason_to_read(bufs, now, write_failed)),
+            };
             let read = self.read(bufs, now)?;
             let mut got = false;
             while let Some(ev) = self.conn.next_event() {
@@ -521,6 +537,23 @@ impl UpConn {
             return Err(ConnFailure::Ended(why.to_owned()));
         }
         Ok(())
+    }
+
+    /// A server that refused us and closed makes our writes fail (EPIPE,
+    /// ECONNRESET) while its reason may still be waiting to be read: a
+    /// TLS 1.3 alert refusing our client certificate comes after our side
+    /// of the handshake. What a last read fails with says why, if it fails.
+    fn reason_to_read(
+        &mut self,
+        bufs: &mut BufPool,
+        now: Instant,
+        write_failed: ConnFailure,
+    ) -> ConnFailure {
+        self.readable = true;
+        match self.read(bufs, now) {
+            Err(read_failed) => read_failed,
+            Ok(_) => write_failed,
+        }
     }
 
     fn flush(&mut self) -> Result<bool, ConnFailure> {

@@ -88,6 +88,7 @@ pub enum UpStep {
     /// again may go to another server.
     Closed {
         doing: &'static str,
+        why: Why,
     },
     /// An HTTP/2 server did not process the request (REFUSED_STREAM, or
     /// its GOAWAY's last stream is below it): it may go again, whatever
@@ -99,7 +100,47 @@ pub enum UpStep {
         doing: &'static str,
         /// The upstream sent something invalid (counted as such).
         bad_response: bool,
+        why: Why,
     },
+}
+
+/// Why an upstream step failed: the reason in the exchange's one error-log
+/// line about it, which names the server and the client ("upstream ADDR
+/// (server U/S) failed while DOING: WHY, client: PEER").
+#[derive(Debug)]
+pub enum Why {
+    /// The server closed its connection (end of file).
+    Closed,
+    /// Reading or writing its connection failed: a reset, or a TLS alert
+    /// (TLS 1.3 delivers a server's refusal of our client certificate on
+    /// the first read after the handshake).
+    Io(std::io::Error),
+    /// What the server sent wrong, or what else went wrong, in words.
+    Said(String),
+}
+
+impl Why {
+    /// The end of a read or write that moved nothing: `Eof` or `Failed`.
+    pub fn of(io: super::io::Io) -> Why {
+        match io {
+            super::io::Io::Failed(e) => Why::Io(e),
+            _ => Why::Closed,
+        }
+    }
+
+    pub fn said(text: impl Into<String>) -> Why {
+        Why::Said(text.into())
+    }
+}
+
+impl std::fmt::Display for Why {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Why::Closed => f.write_str("it closed the connection prematurely"),
+            Why::Io(e) => e.fmt(f),
+            Why::Said(text) => f.write_str(text),
+        }
+    }
 }
 
 /// A pass-through exchange answers through `H1Client` and its error pages;

@@ -18,7 +18,7 @@ use super::attempt::UpstreamSocket;
 use super::body::{Relay, BULK_BODY};
 use super::env::Env;
 use super::io::{self, Io};
-use super::side::{RequestOut, ResponseSink, UpStep};
+use super::side::{RequestOut, ResponseSink, UpStep, Why};
 use crate::buffer::Buf;
 use crate::event::Stream;
 use crate::http::chunked::ChunkedScanner;
@@ -258,12 +258,14 @@ impl UpstreamH1 {
                 }
                 Io::Blocked => UpStep::Blocked,
                 Io::Eof | Io::Failed(_) if self.reused && !self.got_any => UpStep::Stale,
-                Io::Eof | Io::Failed(_) if !self.got_any => UpStep::Closed {
+                end @ (Io::Eof | Io::Failed(_)) if !self.got_any => UpStep::Closed {
                     doing: "sending the request head",
+                    why: Why::of(end),
                 },
-                Io::Eof | Io::Failed(_) => UpStep::Failed {
+                end @ (Io::Eof | Io::Failed(_)) => UpStep::Failed {
                     doing: "sending the request head",
                     bad_response: false,
+                    why: Why::of(end),
                 },
             };
         }
@@ -311,10 +313,10 @@ impl UpstreamH1 {
         }
         let buf = self.input.get_or_insert_with(|| env.bufs.get());
         if buf.is_full() {
-            log::error!("upstream {} sent a too big response head", self.addr);
             return UpStep::Failed {
                 doing: "reading the response head",
                 bad_response: true,
+                why: Why::said("it sent a too big response head"),
             };
         }
         match io::read(&mut self.sock, buf.spare(), &mut self.readable, self.hup) {
@@ -325,12 +327,14 @@ impl UpstreamH1 {
             }
             Io::Blocked => UpStep::Blocked,
             Io::Eof | Io::Failed(_) if self.reused && !self.got_any => UpStep::Stale,
-            Io::Eof | Io::Failed(_) if !self.got_any => UpStep::Closed {
+            end @ (Io::Eof | Io::Failed(_)) if !self.got_any => UpStep::Closed {
                 doing: "reading the response head",
+                why: Why::of(end),
             },
-            Io::Eof | Io::Failed(_) => UpStep::Failed {
+            end @ (Io::Eof | Io::Failed(_)) => UpStep::Failed {
                 doing: "reading the response head",
                 bad_response: false,
+                why: Why::of(end),
             },
         }
     }
@@ -349,25 +353,18 @@ impl UpstreamH1 {
             Ok(response::Parsed::Partial) => return None,
             Ok(response::Parsed::Complete(r, i)) => (r, i),
             Err(e) => {
-                log::error!(
-                    "upstream {} sent an invalid response: {}",
-                    self.addr,
-                    e.reason
-                );
                 return Some(UpStep::Failed {
                     doing: "reading the response head",
                     bad_response: true,
+                    why: Why::said(format!("it sent an invalid response: {}", e.reason)),
                 });
             }
         };
         if info.status == 101 {
-            log::error!(
-                "upstream {} switched protocols for a request that asked for no switch",
-                self.addr
-            );
             return Some(UpStep::Failed {
                 doing: "reading the response head",
                 bad_response: true,
+                why: Why::said("it switched protocols for a request that asked for no switch"),
             });
         }
         // Field names go lower-case (RFC 9113 §8.2.2), all into one buffer
@@ -471,14 +468,10 @@ impl UpstreamH1 {
                 }
                 Body::Chunked { scanner, tail } => match scanner.dechunk_at_most(data, cap) {
                     Err(e) => {
-                        log::error!(
-                            "upstream {} sent a bad chunked body: {}",
-                            self.addr,
-                            e.reason()
-                        );
                         return UpStep::Failed {
                             doing: "reading the response body",
                             bad_response: true,
+                            why: Why::said(format!("it sent a bad chunked body: {}", e.reason())),
                         };
                     }
                     Ok((framing, n)) if n > 0 => {
@@ -531,9 +524,10 @@ impl UpstreamH1 {
                 sink.data(&[], true);
                 UpStep::Complete(0)
             }
-            Io::Eof | Io::Failed(_) => UpStep::Failed {
+            end @ (Io::Eof | Io::Failed(_)) => UpStep::Failed {
                 doing: "reading the response body",
                 bad_response: false,
+                why: Why::of(end),
             },
         }
     }

@@ -6,7 +6,7 @@
 
 use super::env::Env;
 use super::h2_upstream::{ConnRef, ConnState};
-use super::side::{RequestOut, ResponseSink, UpStep};
+use super::side::{RequestOut, ResponseSink, UpStep, Why};
 use crate::h2::client::Event;
 use crate::http;
 
@@ -168,11 +168,18 @@ impl UpstreamH2 {
                 self.stream = None;
                 UpStep::Failed {
                     doing: if self.got_head {
-                        "sending the response body (stream reset)"
+                        "sending the response body"
                     } else {
-                        "waiting for the response head (stream reset)"
+                        "waiting for the response head"
                     },
                     bad_response: false,
+                    // The connection's failure if it died (a TLS 1.3
+                    // alert refusing our certificate comes after the
+                    // handshake), else the server's RST_STREAM.
+                    why: match env.h2up.death(self.conn) {
+                        Some(failure) => Why::said(failure.to_string()),
+                        None => Why::said("the stream was reset"),
+                    },
                 }
             }
         }
@@ -189,6 +196,7 @@ impl UpstreamH2 {
                     return UpStep::Failed {
                         doing: "starting the request",
                         bad_response: false,
+                        why: Why::said("no HTTP/2 request head was made"),
                     };
                 };
                 let end = req.ended && req.body.is_empty() && req.trailers.is_none();

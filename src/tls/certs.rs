@@ -42,8 +42,9 @@ pub fn read_chain(path: &Path) -> Result<Vec<CertificateDer<'static>>, CertError
     for item in CertificateDer::pem_slice_iter(&pem) {
         let cert = item.map_err(|e| {
             CertError(format!(
-                "invalid PEM in certificate file {}: {e}",
-                path.display()
+                "invalid PEM in certificate file {}: {}",
+                path.display(),
+                pem_problem(&e)
             ))
         })?;
         chain.push(cert);
@@ -79,10 +80,34 @@ pub fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, CertError> {
             rustls_pki_types::pem::Error::NoItemsFound => {
                 "no private key found (expected a PEM \"BEGIN PRIVATE KEY\", \"BEGIN RSA PRIVATE KEY\" or \"BEGIN EC PRIVATE KEY\" block)".to_owned()
             }
-            other => format!("invalid PEM: {other}"),
+            other => format!("invalid PEM: {}", pem_problem(&other)),
         };
         CertError(format!("key file {}: {why}", path.display()))
     })
+}
+
+/// What is wrong with a PEM file, in words. rustls-pki-types prints the
+/// labels and lines it quotes as lists of byte values
+/// ("missing section end marker: [67, 69, 82, 84, ...]").
+fn pem_problem(e: &rustls_pki_types::pem::Error) -> String {
+    use rustls_pki_types::pem::Error;
+    match e {
+        Error::MissingSectionEnd { end_marker } => {
+            let label = String::from_utf8_lossy(end_marker);
+            format!(
+                "a {label} section has no end line (\"-----END {label}-----\"): is the file cut off?"
+            )
+        }
+        Error::IllegalSectionStart { line } => {
+            let line = String::from_utf8_lossy(line);
+            format!(
+                "malformed section start line {:?} (expected \"-----BEGIN LABEL-----\")",
+                line.trim_end()
+            )
+        }
+        Error::Base64Decode(why) => format!("a section's base64 text is damaged ({why})"),
+        other => other.to_string(),
+    }
 }
 
 /// A PEM file holding a passphrase-protected key: PKCS#8
@@ -171,7 +196,32 @@ pub fn name_matches(pattern: &str, host: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::{is_encrypted_key, leaf_info, name_matches};
+    use super::{is_encrypted_key, leaf_info, name_matches, pem_problem};
+    use rustls_pki_types::pem::Error as PemError;
+
+    #[test]
+    fn pem_problems_quote_labels_and_lines_as_text() {
+        let cut = PemError::MissingSectionEnd {
+            end_marker: b"CERTIFICATE".to_vec(),
+        };
+        assert_eq!(
+            pem_problem(&cut),
+            "a CERTIFICATE section has no end line (\"-----END CERTIFICATE-----\"): is the file cut off?"
+        );
+        let start = PemError::IllegalSectionStart {
+            line: b"-----BEGIN CERTIFICATE---\n".to_vec(),
+        };
+        assert_eq!(
+            pem_problem(&start),
+            "malformed section start line \"-----BEGIN CERTIFICATE---\" (expected \"-----BEGIN LABEL-----\")"
+        );
+        let b64 = PemError::Base64Decode("InvalidCharacter".into());
+        assert!(
+            pem_problem(&b64).contains("base64"),
+            "{}",
+            pem_problem(&b64)
+        );
+    }
 
     #[test]
     fn garbage_certificates_are_errors() {

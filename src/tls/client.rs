@@ -1,8 +1,11 @@
 //! HTTPS to upstream servers: the rustls client configuration of an
-//! upstream (trust roots, or no verification when asked) and the name each
-//! server is verified against and sent as SNI.
+//! upstream (trust roots and the check of `upstream_verify`, or no
+//! verification when asked) and the name each server is verified against
+//! and sent as SNI.
 
+use super::upstream_verify::UpstreamVerifier;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::WebPkiServerVerifier;
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
@@ -11,15 +14,26 @@ use std::sync::Arc;
 
 /// Trust anchors: the `ca` file, else the system's store (falling back to
 /// the Mozilla set compiled in when the system has none).
-fn roots(ca: Option<&Path>) -> Result<RootCertStore, String> {
+struct Anchors {
+    store: RootCertStore,
+    /// The certificates of the `ca` file, as written: a server presenting
+    /// one of them is pinned (see `upstream_verify`). Empty with the
+    /// system's store.
+    pinned: Vec<CertificateDer<'static>>,
+}
+
+fn anchors(ca: Option<&Path>) -> Result<Anchors, String> {
     let mut store = RootCertStore::empty();
     if let Some(ca) = ca {
         let chain = super::certs::read_chain(ca).map_err(|e| e.0)?;
-        let (added, _) = store.add_parsable_certificates(chain);
+        let (added, _) = store.add_parsable_certificates(chain.iter().cloned());
         if added == 0 {
             return Err(format!("no usable CA certificate in {}", ca.display()));
         }
-        return Ok(store);
+        return Ok(Anchors {
+            store,
+            pinned: chain,
+        });
     }
     let native = rustls_native_certs::load_native_certs();
     store.add_parsable_certificates(native.certs);
@@ -27,7 +41,22 @@ fn roots(ca: Option<&Path>) -> Result<RootCertStore, String> {
         log::warn!("no system CA certificates found; using the built-in Mozilla roots");
         store.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
     }
-    Ok(store)
+    Ok(Anchors {
+        store,
+        pinned: Vec::new(),
+    })
+}
+
+/// webpki's verifier for `anchors`, taking also a pinned self-signed CA
+/// certificate as the server's (`upstream_verify`).
+fn verifier(
+    anchors: Anchors,
+    provider: Arc<CryptoProvider>,
+) -> Result<Arc<UpstreamVerifier>, String> {
+    let webpki = WebPkiServerVerifier::builder_with_provider(Arc::new(anchors.store), provider)
+        .build()
+        .map_err(|e| format!("TLS setup failed: {e}"))?;
+    Ok(Arc::new(UpstreamVerifier::new(webpki, anchors.pinned)))
 }
 
 /// A client certificate chain and its key, presented to the servers.
@@ -69,7 +98,10 @@ pub fn config(
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
         .map_err(|e| format!("TLS setup failed: {e}"))?;
     let builder = if verify {
-        builder.with_root_certificates(roots(ca)?)
+        let verifier = verifier(anchors(ca)?, Arc::clone(&provider))?;
+        builder
+            .dangerous()
+            .with_custom_certificate_verifier(verifier)
     } else {
         builder
             .dangerous()

@@ -1,5 +1,5 @@
 //! TLS with rustls (the provider and library named in `crypto`): termination on listeners (`server`),
-//! HTTPS to upstreams (`client`), session tickets shared by the workers
+//! HTTPS to upstreams (`client`, its certificate check `upstream_verify`), session tickets shared by the workers
 //! (`ticket`), certificate files (`certs`), the choice among them for a
 //! ClientHello (`resolve`), the expiry warning (`expiry`) and the
 //! non-blocking session the proxy reads and writes (`stream`); listener
@@ -23,6 +23,7 @@ pub mod resolve;
 pub mod server;
 pub mod stream;
 pub mod ticket;
+pub mod upstream_verify;
 pub mod versions;
 
 pub use crypto::provider;

@@ -44,7 +44,32 @@ impl Read for ShortReadProbe<'_> {
 /// A rustls failure as an I/O error, keeping rustls's description (it names
 /// the reason: "invalid peer certificate: UnknownIssuer").
 fn tls_error(e: rustls::Error) -> io::Error {
-    io::Error::new(io::ErrorKind::InvalidData, e)
+    io::Error::new(io::ErrorKind::InvalidData, TlsError(e))
+}
+
+/// A rustls failure for the log. rustls prints a certificate error of its
+/// `Other` kind with `Debug` ("invalid peer certificate:
+/// Other(OtherError(CaUsedAsEndEntity))"); the error inside says itself
+/// with `Display` (forklb's own, `upstream_verify::CaPresentedAsOwn`, is
+/// a sentence for the operator).
+#[derive(Debug)]
+struct TlsError(rustls::Error);
+
+impl std::fmt::Display for TlsError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.0 {
+            rustls::Error::InvalidCertificate(rustls::CertificateError::Other(inner)) => {
+                write!(f, "invalid peer certificate: {inner}")
+            }
+            other => other.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for TlsError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.0)
+    }
 }
 
 impl TlsStream {

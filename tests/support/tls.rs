@@ -98,6 +98,26 @@ impl TestCert {
         TestCert::from_parts(&cert, &key)
     }
 
+    /// A self-signed certificate for `names` (DNS names or IP addresses)
+    /// marked `CA:TRUE`, as `openssl req -x509` makes one by default
+    /// (OpenSSL 3); valid from a day ago until `not_after` (seconds since
+    /// the Unix epoch), or for a year when `None`.
+    pub fn self_signed_ca_flagged(names: &[&str], not_after: Option<u64>) -> TestCert {
+        let key = rcgen::KeyPair::generate().expect("generate key");
+        let mut params = leaf_params(names);
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let epoch = rcgen::date_time_ymd(1970, 1, 1);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock after 1970")
+            .as_secs();
+        let not_after = not_after.unwrap_or(now + 365 * 86_400);
+        params.not_after = epoch + Duration::from_secs(not_after);
+        params.not_before = epoch + Duration::from_secs(not_after.min(now) - 86_400);
+        let cert = params.self_signed(&key).expect("self-sign");
+        TestCert::from_parts(&cert, &key)
+    }
+
     fn from_parts(cert: &rcgen::Certificate, key: &rcgen::KeyPair) -> TestCert {
         TestCert {
             cert_pem: cert.pem(),

@@ -17,7 +17,7 @@ use crate::proxy::body::{self, Ends, Relay, RelayStep};
 use crate::proxy::env::Env;
 use crate::proxy::h1_client::{Flush, H1Client};
 use crate::proxy::io::{self, Io};
-use crate::proxy::side::UpStep;
+use crate::proxy::side::{UpStep, Why};
 
 impl UpstreamH1 {
     /// One step of a pass-through exchange (an HTTP/1.1 client's `c`);
@@ -82,12 +82,14 @@ impl UpstreamH1 {
                 }
                 Io::Blocked => UpStep::Blocked,
                 Io::Eof | Io::Failed(_) if self.reused && !self.got_any => UpStep::Stale,
-                Io::Eof | Io::Failed(_) if !self.got_any => UpStep::Closed {
+                end @ (Io::Eof | Io::Failed(_)) if !self.got_any => UpStep::Closed {
                     doing: "sending the request head",
+                    why: Why::of(end),
                 },
-                Io::Eof | Io::Failed(_) => UpStep::Failed {
+                end @ (Io::Eof | Io::Failed(_)) => UpStep::Failed {
                     doing: "sending the request head",
                     bad_response: false,
+                    why: Why::of(end),
                 },
             };
         }
@@ -212,14 +214,10 @@ impl UpstreamH1 {
         }
         let buf = self.input.get_or_insert_with(|| env.bufs.get());
         if buf.is_full() {
-            log::error!(
-                "upstream {} sent a too big response head, client: {}",
-                self.addr,
-                c.peer
-            );
             return UpStep::Failed {
                 doing: "reading the response head",
                 bad_response: false,
+                why: Why::said("it sent a too big response head"),
             };
         }
         match io::read(&mut self.sock, buf.spare(), &mut self.readable, self.hup) {
@@ -237,20 +235,23 @@ impl UpstreamH1 {
             }
             Io::Blocked => UpStep::Blocked,
             Io::Eof | Io::Failed(_) if self.reused && !self.got_any => UpStep::Stale,
-            Io::Eof | Io::Failed(_) if c.req.body.is_complete() && !self.got_any => {
+            end @ (Io::Eof | Io::Failed(_)) if c.req.body.is_complete() && !self.got_any => {
                 UpStep::Closed {
                     doing: "reading the response head",
+                    why: Why::of(end),
                 }
             }
-            Io::Eof | Io::Failed(_) if c.req.body.is_complete() => UpStep::Failed {
+            end @ (Io::Eof | Io::Failed(_)) if c.req.body.is_complete() => UpStep::Failed {
                 doing: "reading the response head",
                 bad_response: false,
+                why: Why::of(end),
             },
             // Closed or reset with no response while the body was on its
             // way: nothing to relay (not retried: the request was partly sent).
-            Io::Eof | Io::Failed(_) => UpStep::Failed {
+            end @ (Io::Eof | Io::Failed(_)) => UpStep::Failed {
                 doing: "sending the request body (no response came)",
                 bad_response: false,
+                why: Why::of(end),
             },
         }
     }
@@ -271,15 +272,10 @@ impl UpstreamH1 {
             Ok(response::Parsed::Partial) => return UpStep::Moved,
             Ok(response::Parsed::Complete(r, i)) => (r, i),
             Err(e) => {
-                log::error!(
-                    "upstream {} sent an invalid response: {}, client: {}",
-                    self.addr,
-                    e.reason,
-                    c.peer
-                );
                 return UpStep::Failed {
                     doing: "reading the response head",
                     bad_response: true,
+                    why: Why::said(format!("it sent an invalid response: {}", e.reason)),
                 };
             }
         };
@@ -310,14 +306,10 @@ impl UpstreamH1 {
         if info.framing == Framing::Chunked && c.req.minor >= 1 {
             let early = input.data().get(info.head_len..).unwrap_or(&[]);
             if !early.is_empty() && ChunkedScanner::new().scan(early).is_err() {
-                log::error!(
-                    "upstream {} sent an invalid chunked body, client: {}",
-                    self.addr,
-                    c.peer
-                );
                 return UpStep::Failed {
                     doing: "reading the response body",
                     bad_response: true,
+                    why: Why::said("it sent an invalid chunked body"),
                 };
             }
         }
@@ -393,20 +385,17 @@ impl UpstreamH1 {
                 self.holding_switch = true;
                 return UpStep::Moved;
             }
-            log::error!(
-                "upstream switched protocols but did not take the request body, client: {}",
-                c.peer
-            );
             return UpStep::Failed {
                 doing: "switching protocols",
                 bad_response: false,
+                why: Why::said("it switched protocols but did not take the request body"),
             };
         }
         if let Some(why) = switch_refusal(resp, c.req.upgrade, head) {
-            log::error!("upstream switched protocols {why}, client: {}", c.peer);
             return UpStep::Failed {
                 doing: "switching protocols",
                 bad_response: false,
+                why: Why::said(format!("it switched protocols {why}")),
             };
         }
         let minor = c.req.minor;
@@ -513,48 +502,30 @@ impl UpstreamH1 {
                 self.keep_alive = false;
                 complete(self)
             }
-            RelayStep::SourceClosed => {
-                log::error!(
-                    "upstream {} prematurely closed the connection while sending the response body, client: {}",
-                    self.addr,
-                    c.peer
-                );
-                UpStep::Failed {
-                    doing: "sending the response body",
-                    bad_response: false,
-                }
-            }
-            RelayStep::SourceFailed(e) => {
-                log::error!(
-                    "upstream {} failed while sending the response body: {e}, client: {}",
-                    self.addr,
-                    c.peer
-                );
-                UpStep::Failed {
-                    doing: "sending the response body",
-                    bad_response: false,
-                }
-            }
+            RelayStep::SourceClosed => UpStep::Failed {
+                doing: "sending the response body",
+                bad_response: false,
+                why: Why::Closed,
+            },
+            RelayStep::SourceFailed(e) => UpStep::Failed {
+                doing: "sending the response body",
+                bad_response: false,
+                why: Why::Io(e),
+            },
             RelayStep::DestFailed(e) => {
                 log::debug!("client {} went away during the response: {e}", c.peer);
                 UpStep::ClientGone
             }
-            RelayStep::Framing(e) => {
-                log::error!(
-                    "upstream {} sent a bad chunked body: {}, client: {}",
-                    self.addr,
-                    e.reason(),
-                    c.peer
-                );
-                UpStep::Failed {
-                    doing: "sending the response body",
-                    bad_response: false,
-                }
-            }
+            RelayStep::Framing(e) => UpStep::Failed {
+                doing: "sending the response body",
+                bad_response: false,
+                why: Why::said(format!("it sent a bad chunked body: {}", e.reason())),
+            },
             // Responses carry no size limit.
             RelayStep::TooLarge => UpStep::Failed {
                 doing: "sending the response body",
                 bad_response: false,
+                why: Why::said("the response body is over a size limit"),
             },
         }
     }
