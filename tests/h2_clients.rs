@@ -829,3 +829,44 @@ fn a_host_field_naming_another_host_than_the_authority_is_refused() {
     }
     assert!(be.requests().is_empty(), "{:?}", be.requests());
 }
+
+/// The limits of a request head hold whatever the client's protocol: an
+/// HTTP/2 request line over `max_header_bytes` is a 414 and a head over it
+/// or with more than 100 fields a 431, as the same request over HTTP/1.1
+/// (it would go upstream as such a head); nothing reaches the server.
+#[test]
+fn http2_requests_keep_the_head_limits_of_http11() {
+    let be = Backend::start("b1");
+    let h = H2Lb::start(&to_web(), web(&be));
+    let status = |extra: &[String], path: &str| {
+        let url = h.h2c_url(path);
+        let mut args: Vec<&str> = vec![
+            "--http2-prior-knowledge",
+            "-sS",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "--max-time",
+            "10",
+        ];
+        for e in extra {
+            args.extend(["-H", e.as_str()]);
+        }
+        args.push(&url);
+        let out = curl(&args);
+        assert!(out.ok(), "{}", out.combined());
+        out.stdout
+    };
+    let long_path = format!("/{}", "a".repeat(20_000));
+    assert_eq!(status(&[], &long_path), "414");
+    let big: Vec<String> = (0..3)
+        .map(|i| format!("x-big-{i}: {}", "v".repeat(6000)))
+        .collect();
+    assert_eq!(status(&big, "/big"), "431");
+    let many: Vec<String> = (0..120).map(|i| format!("x-f-{i}: v")).collect();
+    assert_eq!(status(&many, "/many"), "431");
+    assert!(be.requests().is_empty(), "{:?}", be.requests());
+    let fine: Vec<String> = (0..90).map(|i| format!("x-f-{i}: v")).collect();
+    assert_eq!(status(&fine, "/fine"), "200");
+}

@@ -946,9 +946,19 @@ impl Conn {
             Err(e) => return self.reject_invalid_head(env, input.data(), &e),
         };
         self.begin_exchange(env, &req, &info);
-        // A locally answered request with a body: we do not read the body,
-        // so the connection cannot continue after the answer.
-        let local_keep = info.keep_alive && info.framing == Framing::None;
+        // A locally answered request whose body came whole with its head
+        // (a small form POST to a `return` route) keeps its connection:
+        // the body is skipped, as nginx discards it. A body still arriving
+        // is not read: the connection closes after the answer (lingering).
+        let body_in_input = match info.framing {
+            Framing::None => Some(0),
+            Framing::Length(n) => usize::try_from(n)
+                .ok()
+                .filter(|&n| input.data().len().saturating_sub(info.head_len) >= n),
+            Framing::Chunked | Framing::UntilClose => None,
+        };
+        let local_keep = info.keep_alive && body_in_input.is_some();
+        let local_consumed = info.head_len + body_in_input.unwrap_or(0);
 
         let mut host_buf = [0u8; 256];
         let Ok(host) = request::routing_host(&req, &mut host_buf) else {
@@ -967,16 +977,16 @@ impl Conn {
         };
         let Some(route) = env.rt.route(self.listener, host, &route_path) else {
             self.respond_local(env, 404, "text/plain", b"", b"Not Found\n", local_keep);
-            return Dispatch::Consumed(info.head_len);
+            return Dispatch::Consumed(local_consumed);
         };
         if !route.permits(self.peer.ip()) {
             log::info!("client {} refused by the route's allow/deny", self.peer);
             let _ = self.respond_error(env, 403, local_keep);
-            return Dispatch::Consumed(info.head_len);
+            return Dispatch::Consumed(local_consumed);
         }
         // Limits after allow/deny: a refused client fills no table.
         if route.has_limits() && !self.admit(env, route, &req, &info, local_keep) {
-            return Dispatch::Consumed(info.head_len);
+            return Dispatch::Consumed(local_consumed);
         }
         match &route.action {
             Action::Return {
@@ -1007,7 +1017,7 @@ impl Conn {
                 return self.dispatch_upstream(env, &req, &info, to);
             }
         }
-        Dispatch::Consumed(info.head_len)
+        Dispatch::Consumed(local_consumed)
     }
 
     /// Applies the route's limits; false: refused (and answered). Out of

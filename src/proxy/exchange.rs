@@ -257,6 +257,43 @@ impl Run {
     }
 }
 
+/// Whether a request whose fields came parsed (HTTP/2) breaks the limits
+/// an HTTP/1.1 head has (`max_header_bytes`, `http::MAX_HEADERS` fields):
+/// it goes upstream as such a head, and the limits must not depend on the
+/// client's protocol. 414 when the request line alone is over the size,
+/// else 431. Cookie crumbs count as the one field they are joined into.
+fn over_head_limits(
+    method: &str,
+    target: &str,
+    headers: &[httparse::Header],
+    max_bytes: usize,
+) -> Option<u16> {
+    const CRLF: usize = 2;
+    // "METHOD SP target SP HTTP/1.1 CRLF".
+    let line = method.len() + 1 + target.len() + 1 + 8 + CRLF;
+    if line > max_bytes {
+        return Some(414);
+    }
+    let (mut size, mut fields, mut crumbs) = (line + CRLF, 0usize, 0usize);
+    for h in headers {
+        if http::name_is(h.name, "cookie") {
+            // Joined with "; " after the first crumb.
+            size += h.value.len()
+                + if crumbs == 0 {
+                    h.name.len() + 2 + CRLF
+                } else {
+                    2
+                };
+            fields += usize::from(crumbs == 0);
+            crumbs += 1;
+        } else {
+            size += h.name.len() + 2 + h.value.len() + CRLF;
+            fields += 1;
+        }
+    }
+    (size > max_bytes || fields > http::MAX_HEADERS).then_some(431)
+}
+
 /// Request body bytes an exchange holds for its upstream at most.
 const REQ_BUFFER_MAX: usize = 64 * 1024;
 
@@ -402,6 +439,19 @@ impl Exchange {
         // CONNECT asks for a tunnel, which forklb does not offer.
         if req.method == "CONNECT" {
             return self.local_error(405);
+        }
+        let limits = over_head_limits(
+            req.method,
+            req.target,
+            hreq.headers,
+            env.rt.max_header_bytes,
+        );
+        if let Some(status) = limits {
+            log::info!(
+                "client {} sent a request head over the limits ({status})",
+                self.client.peer
+            );
+            return self.local_error(status);
         }
         let mut hosts = hreq
             .headers
