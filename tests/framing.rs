@@ -901,3 +901,53 @@ fn broken_chunked_framing_that_came_with_the_head_is_a_502() {
     assert_eq!(reqs.len(), 2, "{reqs:?}");
     assert_ne!(reqs[0].peer, reqs[1].peer, "the connection was reused");
 }
+
+/// A response whose Content-Length repeats one value (two fields saying 2,
+/// or `2, 2`) is that one length (RFC 9110 §8.6 lets a recipient take it so;
+/// HAProxy does, nginx relays it): the client gets one `Content-Length: 2`
+/// and the body, and the connections go on. Two different values are a 502.
+#[test]
+fn a_response_content_length_repeating_one_value_is_sent_once() {
+    let b1 = scripted(
+        "b1",
+        vec![
+            Script::new(
+                "/two",
+                b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\nok",
+                Then::KeepAlive,
+            ),
+            Script::new(
+                "/list",
+                b"HTTP/1.1 200 OK\r\nContent-Length: 2, 2\r\n\r\nok",
+                Then::KeepAlive,
+            ),
+            Script::new(
+                "/differ",
+                b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\nok!",
+                Then::KeepAlive,
+            ),
+        ],
+    );
+    let lb = Forklb::start(&proxy_config_for(1, &[&b1]));
+    let mut c = open(&lb);
+    for path in ["/two", "/list", "/two"] {
+        c.send(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+            .expect("send");
+        let r = c.read_response().expect("response");
+        assert_eq!(
+            (r.status, r.body_str().as_str()),
+            (200, "ok"),
+            "{path}: {r:?}"
+        );
+        let lengths: Vec<&str> = r
+            .headers
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case("content-length"))
+            .map(|(_, v)| v.as_str())
+            .collect();
+        assert_eq!(lengths, ["2"], "{path}: {r:?}");
+    }
+    c.send(b"GET /differ HTTP/1.1\r\nHost: x\r\n\r\n")
+        .expect("send");
+    assert_eq!(c.read_response().expect("response").status, 502);
+}

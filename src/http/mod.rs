@@ -96,6 +96,15 @@ pub fn parse_content_length(v: &[u8]) -> Option<u64> {
     Some(n)
 }
 
+/// A response's Content-Length that repeats one value (`2, 2`, or the
+/// value of an earlier field again): RFC 9110 §8.6 lets a recipient take it
+/// as that one value, as HAProxy does. Different values are None.
+pub fn content_length_list(v: &[u8]) -> Option<u64> {
+    let mut values = v.split(|&b| b == b',').map(parse_content_length);
+    let first = values.next()??;
+    values.all(|n| n == Some(first)).then_some(first)
+}
+
 /// Writes `name: value` lines (header or trailer fields) in HTTP/1.1 form.
 pub fn write_fields<'f>(out: &mut Vec<u8>, fields: impl IntoIterator<Item = (&'f [u8], &'f [u8])>) {
     for (name, value) in fields {
@@ -109,6 +118,16 @@ pub fn write_fields<'f>(out: &mut Vec<u8>, fields: impl IntoIterator<Item = (&'f
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn repeated_content_lengths_are_one_value() {
+        assert_eq!(content_length_list(b"2"), Some(2));
+        assert_eq!(content_length_list(b"2, 2"), Some(2));
+        assert_eq!(content_length_list(b"2,2 ,2"), Some(2));
+        assert_eq!(content_length_list(b"2, 3"), None);
+        assert_eq!(content_length_list(b"2,"), None);
+        assert_eq!(content_length_list(b""), None);
+    }
 
     #[test]
     fn content_length() {

@@ -2,7 +2,7 @@
 //! requests (a response we cannot frame unambiguously becomes a 502 and its
 //! connection is never reused), and decide how the body is delimited.
 
-use super::{name_is, parse_content_length, tokens, Framing};
+use super::{name_is, tokens, Framing};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ResponseError {
@@ -79,14 +79,17 @@ pub fn parse<'h, 'b>(
     let mut conn_keep_alive = false;
     for h in resp.headers.iter() {
         if name_is(h.name, "content-length") {
-            if content_length.is_some() {
+            // One value, maybe repeated (`2, 2`, two fields saying 2): the
+            // writers send it once (`rewrite::single_content_length`).
+            let n = crate::http::content_length_list(h.value).ok_or(ResponseError {
+                reason: "invalid Content-Length",
+            })?;
+            if content_length.is_some_and(|m| m != n) {
                 return Err(ResponseError {
                     reason: "more than one Content-Length",
                 });
             }
-            content_length = Some(parse_content_length(h.value).ok_or(ResponseError {
-                reason: "invalid Content-Length",
-            })?);
+            content_length = Some(n);
         } else if name_is(h.name, "transfer-encoding") {
             has_te = true;
             for coding in tokens(h.value) {

@@ -343,6 +343,15 @@ pub fn upstream_fields(req: &httparse::Request, u: &UpstreamRequest) -> (Vec<u8>
     (authority, fields)
 }
 
+/// A Content-Length value that is a list repeating one number (`2, 2`):
+/// that number, to send instead. None for a plain value (sent as it came).
+pub fn repeated_length(v: &[u8]) -> Option<u64> {
+    match super::parse_content_length(v) {
+        Some(_) => None,
+        None => super::content_length_list(v),
+    }
+}
+
 /// The client's Upgrade protocols as one header, without HTTP/2 ones
 /// (never an upgrade through forklb).
 fn write_upgrade(out: &mut Vec<u8>, headers: &[httparse::Header]) {
@@ -395,8 +404,20 @@ pub fn write_client_response(
     let (named, n) = connection_named(resp.headers);
     let named = &named[..n];
     let mut saw_date = false;
+    let mut saw_length = false;
     for h in resp.headers.iter() {
         saw_date |= name_is(h.name, "date");
+        if name_is(h.name, "content-length") && !length_forbidden(status) {
+            // Once, as one number (`response::parse` took `2, 2` or two
+            // fields saying 2 as one value and refused anything else).
+            if std::mem::replace(&mut saw_length, true) {
+                continue;
+            }
+            if let Some(n) = repeated_length(h.value) {
+                let _ = write!(out, "{}: {n}\r\n", h.name);
+                continue;
+            }
+        }
         // A 426 must say which protocols it wants (RFC 9110 §15.5.22): its
         // Upgrade is kept, as nginx and HAProxy keep it.
         let keep = match mode {

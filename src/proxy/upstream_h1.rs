@@ -377,9 +377,20 @@ impl UpstreamH1 {
         let mut fields: Vec<(&[u8], &[u8])> = Vec::with_capacity(resp.headers.len() + 1);
         let mut saw_date = false;
         let no_length = rewrite::length_forbidden(info.status);
-        for h in rewrite::end_to_end(resp.headers)
-            .filter(|h| !(no_length && h.name.eq_ignore_ascii_case("content-length")))
-        {
+        // Content-Length once, as one number (`2, 2` came as a list).
+        let length_text = resp
+            .headers
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case("content-length"))
+            .and_then(|h| rewrite::repeated_length(h.value))
+            .map(|n| n.to_string());
+        let mut saw_length = false;
+        for h in rewrite::end_to_end(resp.headers) {
+            if h.name.eq_ignore_ascii_case("content-length")
+                && (no_length || std::mem::replace(&mut saw_length, true))
+            {
+                continue;
+            }
             let Some((name, tail)) = std::mem::take(&mut rest).split_at_mut_checked(h.name.len())
             else {
                 break;
@@ -387,7 +398,11 @@ impl UpstreamH1 {
             name.copy_from_slice(h.name.as_bytes());
             name.make_ascii_lowercase();
             saw_date |= name == b"date";
-            fields.push((name, h.value));
+            let value = match (&length_text, name == b"content-length") {
+                (Some(n), true) => n.as_bytes(),
+                _ => h.value,
+            };
+            fields.push((name, value));
             rest = tail;
         }
         if info.status < 200 {
