@@ -264,8 +264,12 @@ impl HeaderFacts {
 
     #[inline]
     fn expect(&mut self, value: &[u8]) -> Result<(), RequestError> {
-        if super::trim_ows(value).eq_ignore_ascii_case(b"100-continue") {
+        let value = super::trim_ows(value);
+        if value.eq_ignore_ascii_case(b"100-continue") {
             self.expect_continue = true;
+            Ok(())
+        } else if value.is_empty() {
+            // An empty Expect expects nothing (nginx and HAProxy serve it).
             Ok(())
         } else {
             Err(RequestError {
@@ -538,6 +542,23 @@ mod tests {
         assert_eq!(info.framing, Framing::None);
         assert!(info.keep_alive);
         assert!(info.idempotent);
+    }
+
+    /// `100-continue` is met, an empty Expect expects nothing, any other
+    /// expectation is a 417 (RFC 9110 §10.1.1).
+    #[test]
+    fn expectations() {
+        let expect = |v: &str| {
+            check(
+                format!("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nExpect: {v}\r\n\r\n")
+                    .as_bytes(),
+            )
+            .map(|i| i.expect_continue)
+            .map_err(|e| e.status)
+        };
+        assert_eq!(expect("100-Continue"), Ok(true));
+        assert_eq!(expect(""), Ok(false));
+        assert_eq!(expect("foo"), Err(417));
     }
 
     #[test]
