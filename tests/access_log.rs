@@ -153,9 +153,10 @@ fn unfinished_and_malformed_heads_are_logged_by_their_request_line() {
     let mut slow = send(b"GET /partial HTTP/1.1\r\nHost: h\r\n");
     assert_eq!(slow.read_response().unwrap().status, 408);
     drop(send(b"GET /left HTTP/1.1\r\nHost: h\r\n"));
+    drop(send(b"G"));
     drop(Conn::open(lb.port()).unwrap());
     assert!(
-        wait_until(Duration::from_secs(5), || read(&log).lines().count() >= 4),
+        wait_until(Duration::from_secs(5), || read(&log).lines().count() >= 5),
         "{:?}\n{}",
         read(&log),
         lb.diagnostics()
@@ -167,10 +168,11 @@ fn unfinished_and_malformed_heads_are_logged_by_their_request_line() {
         "\"GET /nine\" 400 ",
         "\"GET /partial HTTP/1.1\" 408 ",
         "\"GET /left HTTP/1.1\" 400 0 ",
+        "\"G\" 400 0 ",
     ] {
         assert!(text.contains(line), "no {line} in {text}");
     }
-    assert_eq!(text.lines().count(), 4, "{text}");
+    assert_eq!(text.lines().count(), 5, "{text}");
 }
 
 #[test]

@@ -54,7 +54,7 @@ impl Record {
     /// The record of a head refused before it parsed, if the log is on:
     /// its request line as the client sent it (method, target and
     /// protocol split at the first and last space; a line without them is
-    /// all "method"), `-` when no line is complete.
+    /// all "method"), as much of it as came; `-` when none did.
     pub fn capture_raw(env: &mut Env, head: &[u8]) -> Option<Box<Record>> {
         if !env.access.enabled() {
             return None;
@@ -142,12 +142,14 @@ impl Record {
     }
 }
 
-/// The first complete line of a head (after the empty lines RFC 9112 §2.2
-/// lets a client send first), without its CR; None while it is incomplete.
+/// The first line of a head (after the empty lines RFC 9112 §2.2 lets a
+/// client send first), without its CR — as much of it as came, as nginx
+/// logs a client that sent `G` and left as `"G"`; None when nothing but
+/// empty lines came.
 fn raw_request_line(head: &[u8]) -> Option<&[u8]> {
     let start = head.iter().position(|&b| b != b'\r' && b != b'\n')?;
     let head = &head[start..];
-    let end = head.iter().position(|&b| b == b'\n')?;
+    let end = head.iter().position(|&b| b == b'\n').unwrap_or(head.len());
     let line = &head[..end];
     Some(line.strip_suffix(b"\r").unwrap_or(line))
 }
@@ -163,7 +165,10 @@ mod tests {
             Some(&b"GET /a b HTTP/1.1"[..])
         );
         assert_eq!(raw_request_line(b"GET /nine\n"), Some(&b"GET /nine"[..]));
-        assert_eq!(raw_request_line(b"GET /partial HTTP/1."), None);
+        assert_eq!(
+            raw_request_line(b"GET /partial HTTP/1."),
+            Some(&b"GET /partial HTTP/1."[..])
+        );
         assert_eq!(raw_request_line(b"\r\n"), None);
     }
 }
