@@ -504,3 +504,41 @@ fn show_stat_up_keeps_a_server_coming_back() {
         "a server coming back was hidden by `up`: {seen:?}"
     );
 }
+
+/// A HUP reload whose file moves the runtime API socket moves it (HAProxy
+/// re-creates its stats socket at a reload): the new path answers, the
+/// old one is gone; a file without `admin` closes it.
+#[test]
+fn a_reload_moves_the_admin_socket() {
+    let be = Backend::start("b1");
+    let dir = TempDir::new("adminmove");
+    let (first, second) = (dir.join("a.sock"), dir.join("b.sock"));
+    let config = |sock: Option<&std::path::Path>| {
+        let mut b = ConfigBuilder::new().workers(1);
+        if let Some(sock) = sock {
+            b = b.admin_socket(sock);
+        }
+        b.listener("web", &["127.0.0.1:$PORT"])
+            .route(Route::to("main"))
+            .upstream("main", [Srv::of(&be)])
+            .build()
+    };
+    let lb = Forklb::start(&config(Some(&first)));
+    assert!(wait_until(Duration::from_secs(5), || first.exists()));
+    lb.write_config(&config(Some(&second)));
+    lb.signal(libc::SIGHUP);
+    assert!(
+        wait_until(Duration::from_secs(5), || second.exists()),
+        "the admin socket did not move\n{}",
+        lb.diagnostics()
+    );
+    assert!(admin_cmd(&second, "show info").contains("Name: forklb"));
+    assert!(!first.exists(), "the old socket is still there");
+    lb.write_config(&config(None));
+    lb.signal(libc::SIGHUP);
+    assert!(
+        wait_until(Duration::from_secs(5), || !second.exists()),
+        "the admin socket was not closed\n{}",
+        lb.diagnostics()
+    );
+}

@@ -663,6 +663,7 @@ impl Master {
         // 4. Reload, 5. reopen, 6. upgrade, 7. stop accepting.
         if self.take_signal(signals::SIGHUP) && self.state == State::Running {
             let _ = self.reload_announced();
+            self.rebind_admin_if_moved();
         }
         if self.take_signal(signals::SIGUSR1) {
             log::info!("received USR1: reopening logs");
@@ -1027,6 +1028,9 @@ impl Master {
             }
         };
         self.overlay = overlay;
+        if new.daemon != self.config.daemon {
+            log::warn!("reload: `daemon` takes effect at the next start");
+        }
         warn_unverified_tls(&new);
         log_load_warnings(&new);
         self.move_pid_file(&mut new);
@@ -1249,6 +1253,17 @@ impl Master {
                 "cannot listen on admin socket {}: {e}",
                 cfg.socket.display()
             ),
+        }
+    }
+
+    /// After a HUP reload: a runtime API socket the new file adds, moves
+    /// or removes follows it (HAProxy re-creates its stats socket at a
+    /// reload). The admin `reload` command does the same in `serve_admin`.
+    fn rebind_admin_if_moved(&mut self) {
+        let wanted = self.config.admin.as_ref().map(|a| a.socket.as_path());
+        if wanted != self.admin.as_ref().map(|a| a.path()) {
+            self.admin = None;
+            self.bind_admin();
         }
     }
 
