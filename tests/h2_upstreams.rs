@@ -667,6 +667,35 @@ fn content_of_responses_that_have_none_never_reaches_the_client() {
     }
 }
 
+/// An HTTP/2 response that ends with its head and says no length (a gRPC
+/// error in trailers only, an empty 200) reaches an HTTP/1.1 client with
+/// `Content-Length: 0`, as nginx writes: without it the client waits for a
+/// close that never comes and takes the next response for this one's body.
+#[test]
+fn a_response_that_ends_with_its_head_says_its_length_to_http1_clients() {
+    let o1 = H2Origin::start("o1");
+    let h = lb_to_h2c(1, &o1);
+    let mut c = Conn::open(h.plain_port).expect("connect");
+    c.set_read_timeout(Duration::from_secs(5));
+    c.send(b"GET /empty/200 HTTP/1.1\r\nHost: localhost\r\n\r\nGET /hello HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .expect("send");
+    let r = c.read_response().expect("the empty response");
+    assert_eq!(r.status, 200, "{r:?}\n{}", h.lb.diagnostics());
+    assert_eq!(r.header("content-length"), Some("0"), "{r:?}");
+    assert_eq!(r.header("grpc-status"), Some("3"), "{r:?}");
+    assert!(r.body.is_empty(), "{r:?}");
+    let r = c.read_response().expect("the pipelined one");
+    assert_eq!(
+        (r.status, r.body_str().as_str()),
+        (200, "hello from o1"),
+        "{r:?}"
+    );
+    let r = c.get("/empty/204").expect("an empty 204");
+    assert_eq!(r.status, 204);
+    assert_eq!(r.header("content-length"), None, "{r:?}");
+    assert_eq!(c.get("/hello").expect("after it").status, 200);
+}
+
 /// 1xx heads of an HTTP/2 upstream (103 Early Hints) reach the client
 /// before the final response, as from an HTTP/1.1 upstream (RFC 9110
 /// §15.2: a proxy MUST forward them); they lose the Content-Length they

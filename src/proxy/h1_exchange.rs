@@ -75,6 +75,15 @@ impl ResponseSink for Sink<'_> {
             .iter()
             .any(|(name, _)| name.eq_ignore_ascii_case(b"content-length"));
         http::write_fields(self.out, headers.iter().copied());
+        // An HTTP/2 response that ended with its head (a gRPC error in
+        // trailers only, an empty 200) must still say where it ends on
+        // HTTP/1.1, or the client waits for a close that never comes and
+        // reads the next response as this one's body: Content-Length: 0,
+        // as nginx writes. 1xx, 204 and 304 have no body to delimit.
+        let bodyless = status < 200 || status == 204 || status == 304;
+        if end && !has_length && !self.head_only && !bodyless {
+            self.out.extend_from_slice(b"Content-Length: 0\r\n");
+        }
         *self.download = if end || self.head_only {
             Download::Done
         } else if has_length {

@@ -21,6 +21,9 @@ Paths:
   /nobody/NNN   status NNN (204, 304) with `content-length: 5` and a DATA
                 frame "hello": content a response without any must not
                 have (RFC 9113 §8.1.1); a HEAD of /hello gets its body too
+  /empty/NNN    status NNN and grpc-status: 3 in one HEADERS frame with
+                END_STREAM, no content-length (a gRPC trailers-only error,
+                an empty 200)
   /hints        103 (link: </a.css>, content-length: 5), then 200 "hinted"
   /cut          200 without a length, DATA "hello", then RST_STREAM
                 INTERNAL_ERROR: a body cut short
@@ -233,6 +236,10 @@ class Server:
             s.steps = [
                 ("headers", [(":status", path[len("/nobody/"):]), ("content-length", "5")], False),
                 ("data", b"hello", True),
+            ]
+        elif path.startswith("/empty/"):
+            s.steps = [
+                ("headers", [(":status", path[len("/empty/"):]), ("grpc-status", "3")], True),
             ]
         elif path == "/cut":
             s.steps = [
