@@ -397,3 +397,52 @@ fn a_client_that_stops_reading_is_given_up_after_client_send() {
         lb.diagnostics()
     );
 }
+
+/// A server that stops sending in the middle of a response body is the
+/// server's failure once `upstream_read` passes: an error-log line naming
+/// it (nginx: "upstream timed out ... while reading upstream") and a
+/// response error in `show stat` (`eresp`) — not an info line blaming the
+/// client, which was reading.
+#[test]
+fn a_server_stalled_mid_body_is_logged_and_counted_as_its_failure() {
+    let b = Backend::start_with(
+        "b1",
+        BackendOpts {
+            stream_body: Some(1 << 20),
+            stream_pace: Some(Duration::from_secs(5)),
+            ..Default::default()
+        },
+    );
+    let dir = TempDir::new("stall");
+    let sock = dir.join("admin.sock");
+    let lb = Forklb::start(&format!(
+        "{TIMEOUTS}admin: {{socket: \"{}\"}}\n{}",
+        sock.display(),
+        proxy_config_for(1, &[&b])
+    ));
+    let mut c = Conn::open(lb.port()).expect("connect");
+    c.set_read_timeout(Duration::from_secs(10));
+    c.send(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n")
+        .expect("send");
+    let head = c.read_next_head().expect("the response starts");
+    assert_eq!(head.status, 200);
+    assert!(
+        lb.wait_log("(server ", Duration::from_secs(5)),
+        "no error line naming the server\n{}",
+        lb.diagnostics()
+    );
+    let lines = lb.log_lines("timed out");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("[error]") && l.contains(&b.addr().to_string())),
+        "{lines:?}"
+    );
+    assert!(
+        wait_until(Duration::from_secs(3), || {
+            stat_fields(&sock, "web", "b1", &["eresp"]) == ["1"]
+        }),
+        "eresp: {:?}",
+        stat_fields(&sock, "web", "b1", &["eresp"])
+    );
+}

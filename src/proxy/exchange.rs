@@ -1525,12 +1525,28 @@ impl Exchange {
                 self.client.peer
             );
             self.local_error(504);
-        } else {
+        } else if self.waits_on_client(sink) {
+            // The client stopped reading (`client_send`): its doing.
             log::info!(
                 "response to client {} timed out ({doing})",
                 self.client.peer
             );
             self.take_upstream(env);
+            self.state = State::Finished;
+            sink.abort();
+        } else {
+            // The server stopped sending mid-response (`upstream_read`): a
+            // response error of the server, logged as nginx logs "upstream
+            // timed out ... while reading upstream" (HAProxy: sD).
+            env.shm
+                .server(self.att.upstream, self.att.server)
+                .count_response_error();
+            let addr = self.take_upstream(env);
+            let (name, server) = self.att.server_name(env);
+            log::error!(
+                "upstream {addr} (server {name}/{server}) timed out {doing}, client: {}",
+                self.client.peer
+            );
             self.state = State::Finished;
             sink.abort();
         }
