@@ -15,7 +15,7 @@ Options:
   -d, --daemon      run in the background
   -u, --upgrade     take the listening sockets over from a running instance (upgrade_sock)
   -s SIGNAL         send SIGNAL to the master: stop, quit, reload, reopen, upgrade
-  -V, --version     print the version and exit
+  -V, -v, --version print the version and exit
   -h, --help        print this help and exit
 ";
 
@@ -53,7 +53,8 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Options, St
             "-d" | "--daemon" => o.daemon = true,
             "-u" | "--upgrade" => o.upgrade = true,
             "-s" => o.signal = Some(it.next().ok_or("option -s requires a signal name")?),
-            "-V" | "--version" => o.version = true,
+            // `-v` too: `nginx -v` and `haproxy -v` print the version.
+            "-V" | "-v" | "--version" => o.version = true,
             "-h" | "--help" | "-?" => o.help = true,
             s if s.starts_with("--conf=") => o.conf = Some(PathBuf::from(&s[7..])),
             s if s.starts_with("-c") && s.len() > 2 => o.conf = Some(PathBuf::from(&s[2..])),

@@ -359,7 +359,9 @@ fn show_stat_totals_equal_requests_sent_through_two_workers() {
 #[test]
 fn weights_and_maint_survive_hup_and_usr2() {
     let dir = TempDir::new("adminstate");
-    let state = dir.join("forklb.state");
+    // In a folder that does not exist yet: made on demand, as the pid
+    // file's (a missing folder lost every runtime change).
+    let state = dir.join("state").join("forklb.state");
     let s = start(&format!("state_file: \"{}\"\n", state.display()));
     assert_eq!(
         admin_cmd(&s.sock, "set weight main/a 5; disable server main/b"),

@@ -197,7 +197,7 @@ fn dump_flag_prints_effective_config_with_defaults() {
 
 #[test]
 fn version_flag() {
-    for flag in ["-V", "--version"] {
+    for flag in ["-V", "-v", "--version"] {
         let out = run_forklb(&[flag], RUN_TIMEOUT);
         let all = out.combined();
         assert_eq!(out.code(), Some(0), "{flag}: {all}");

@@ -413,6 +413,17 @@ fn check_listeners(cfg: &raw::Config) -> Result<Vec<CheckedListener>, Invalid> {
                     format!("address {addr} is bound twice (also {first})"),
                 );
             }
+            // A wildcard takes its port on every address of its family:
+            // a specific address on the same port could not be bound.
+            if let Some((other, first)) = bound.iter().find(|(b, _)| overlaps(**b, addr)) {
+                return invalid(
+                    &field,
+                    format!(
+                        "address {addr} overlaps {other} ({first}): a wildcard address takes its \
+                         port on every address, so bind only one of them"
+                    ),
+                );
+            }
             bound.insert(addr, field);
             addrs.push(addr);
         }
@@ -443,6 +454,16 @@ fn check_listeners(cfg: &raw::Config) -> Result<Vec<CheckedListener>, Invalid> {
         checked.push(CheckedListener { addrs, routes });
     }
     Ok(checked)
+}
+
+/// Two different addresses of one family on the same port, one of them the
+/// wildcard (`0.0.0.0`, `[::]`): the second bind fails (EADDRINUSE).
+/// `[::]` is IPv6-only, so it does not overlap IPv4 addresses.
+fn overlaps(a: SocketAddr, b: SocketAddr) -> bool {
+    a != b
+        && a.port() == b.port()
+        && a.is_ipv4() == b.is_ipv4()
+        && (a.ip().is_unspecified() || b.ip().is_unspecified())
 }
 
 fn parse_bind(b: &str) -> Result<SocketAddr, String> {
@@ -1328,6 +1349,24 @@ upstreams:
             "listeners[1].bind[1]",
             "address 127.0.0.1:8080 is bound twice (also listeners[0].bind[0])",
         );
+        // The first listener binds 127.0.0.1:8080: 0.0.0.0:8080 could not.
+        assert_err(
+            &two("{name: api, bind: [\"0.0.0.0:8080\"]}", ""),
+            "listeners[1].bind[0]",
+            "address 0.0.0.0:8080 overlaps 127.0.0.1:8080 (listeners[0].bind[0])",
+        );
+        assert!(overlaps(
+            "[::]:80".parse().unwrap(),
+            "[::1]:80".parse().unwrap()
+        ));
+        assert!(!overlaps(
+            "[::]:80".parse().unwrap(),
+            "127.0.0.1:80".parse().unwrap()
+        ));
+        assert!(!overlaps(
+            "0.0.0.0:80".parse().unwrap(),
+            "127.0.0.1:81".parse().unwrap()
+        ));
         let c = ok(&two(
             "{name: api, bind: [\"[::1]:8081\", \"0.0.0.0:8081\"]}",
             "",

@@ -1431,7 +1431,13 @@ impl Master {
         let mut tmp = path.as_os_str().to_owned();
         tmp.push(".tmp");
         let tmp = PathBuf::from(tmp);
-        let result = std::fs::write(&tmp, text).and_then(|()| std::fs::rename(&tmp, path));
+        // Its folder is made on demand, as the pid file's: forklb owns the
+        // file, and a missing folder would lose every runtime change.
+        let folder = path.parent().filter(|d| !d.as_os_str().is_empty());
+        let result = folder
+            .map_or(Ok(()), std::fs::create_dir_all)
+            .and_then(|()| std::fs::write(&tmp, text))
+            .and_then(|()| std::fs::rename(&tmp, path));
         if let Err(e) = result {
             log::error!("cannot write state file {}: {e}", path.display());
         }
