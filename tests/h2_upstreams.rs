@@ -465,30 +465,47 @@ fn h2c_health_check_marks_a_503_server_down_and_back_up() {
     );
 }
 
-/// The same over TLS: the check offers ALPN h2 (the origin closes any
-/// other connection) and speaks HTTP/2 inside.
-#[test]
-fn tls_h2_health_check_marks_a_503_server_down() {
+/// One-worker forklb checking `name` over TLS (`protocol: h2`, the test
+/// CA's localhost certificate, made by `start`, which returns the server
+/// and its address) until a check takes it DOWN: the server, and that
+/// DOWN line of the log.
+fn tls_h2_checked_down<S>(
+    name: &str,
+    start: impl FnOnce(&support::tls::TestCert) -> (S, std::net::SocketAddr),
+) -> (S, String) {
     let certs = TempDir::new("h2up-ca");
     let (ca, ca_path) = TestCa::in_dir(certs.path());
-    let t1 = H2Origin::start_tls("t1", &ca.issue(&["localhost"]));
-    t1.set_health(503);
+    let (server, addr) = start(&ca.issue(&["localhost"]));
     let ca = yaml_str(&ca_path.display().to_string());
     let h = lb_to(
         1,
         "h2",
-        vec![Srv::new("t1", t1.addr())],
+        vec![Srv::new(name, addr)],
         &[&format!("tls: {{sni: localhost, ca: {ca}}}"), H2_CHECK],
     );
+    let down = format!("server up/{name} is DOWN");
     assert!(
-        h.lb.wait_log("server up/t1 is DOWN", CHECK_WAIT),
-        "t1 not marked DOWN\n{}",
+        h.lb.wait_log(&down, CHECK_WAIT),
+        "{name} not marked DOWN\n{}",
         h.lb.diagnostics()
     );
-    let lines = h.lb.log_lines("server up/t1 is DOWN");
+    let line = h.lb.log_lines(&down).swap_remove(0);
+    (server, line)
+}
+
+/// The same over TLS: the check offers ALPN h2 (the origin closes any
+/// other connection) and speaks HTTP/2 inside.
+#[test]
+fn tls_h2_health_check_marks_a_503_server_down() {
+    let (t1, line) = tls_h2_checked_down("t1", |cert| {
+        let t1 = H2Origin::start_tls("t1", cert);
+        t1.set_health(503);
+        let addr = t1.addr();
+        (t1, addr)
+    });
     assert!(
-        lines[0].contains("reason: HTTP status 503"),
-        "the check did not get an HTTP/2 answer: {lines:?}"
+        line.contains("reason: HTTP status 503"),
+        "the check did not get an HTTP/2 answer: {line}"
     );
     // Servers start UP at `rise`: the first failed check takes it DOWN.
     assert!(t1.health_checks() >= 1);
@@ -498,55 +515,29 @@ fn tls_h2_health_check_marks_a_503_server_down() {
 /// only HTTP/1.1 fails it (while an HTTP/1.1 check would pass).
 #[test]
 fn tls_h2_health_check_fails_against_an_http1_only_server() {
-    let certs = TempDir::new("h2up-ca");
-    let (ca, ca_path) = TestCa::in_dir(certs.path());
-    let b = support::tls::TlsBackend::start("s1", &ca.issue(&["localhost"]));
-    let ca = yaml_str(&ca_path.display().to_string());
-    let h = lb_to(
-        1,
-        "h2",
-        vec![Srv::new("s1", b.addr())],
-        &[&format!("tls: {{sni: localhost, ca: {ca}}}"), H2_CHECK],
-    );
+    let (_s1, line) = tls_h2_checked_down("s1", |cert| {
+        let b = support::tls::TlsBackend::start("s1", cert);
+        let addr = b.addr();
+        (b, addr)
+    });
     assert!(
-        h.lb.wait_log("server up/s1 is DOWN", CHECK_WAIT),
-        "s1 not marked DOWN\n{}",
-        h.lb.diagnostics()
-    );
-    let lines = h.lb.log_lines("server up/s1 is DOWN");
-    eprintln!("{lines:?}");
-    assert!(
-        !lines[0].contains("HTTP status"),
-        "an HTTP/1.1 answer was taken for HTTP/2: {lines:?}"
+        !line.contains("HTTP status"),
+        "an HTTP/1.1 answer was taken for HTTP/2: {line}"
     );
 }
 
 /// An HTTPS server that speaks HTTP/2 but agrees to nothing by ALPN is one
 /// the traffic refuses (RFC 9113 §3.2: "h2" is what says HTTP/2 over TLS):
 /// its check fails too, naming ALPN, instead of keeping it UP while every
-/// request gets 502 — and the request's error-log line says the same.
+/// request gets 502 (the request's own log line: the next test).
 #[test]
 fn an_h2_server_that_agrees_to_no_alpn_fails_checks_and_requests_alike() {
-    let certs = TempDir::new("h2up-ca");
-    let (ca, ca_path) = TestCa::in_dir(certs.path());
-    let t1 = H2Origin::start_tls_without_alpn("t1", &ca.issue(&["localhost"]));
-    let ca = yaml_str(&ca_path.display().to_string());
-    let h = lb_to(
-        1,
-        "h2",
-        vec![Srv::new("t1", t1.addr())],
-        &[&format!("tls: {{sni: localhost, ca: {ca}}}"), H2_CHECK],
-    );
-    assert!(
-        h.lb.wait_log("server up/t1 is DOWN", CHECK_WAIT),
-        "t1 kept UP though no request can use it\n{}",
-        h.lb.diagnostics()
-    );
-    let lines = h.lb.log_lines("server up/t1 is DOWN");
-    assert!(
-        lines[0].contains("did not agree to HTTP/2 (ALPN h2)"),
-        "{lines:?}"
-    );
+    let (t1, line) = tls_h2_checked_down("t1", |cert| {
+        let t1 = H2Origin::start_tls_without_alpn("t1", cert);
+        let addr = t1.addr();
+        (t1, addr)
+    });
+    assert!(line.contains("did not agree to HTTP/2 (ALPN h2)"), "{line}");
     assert_eq!(t1.health_checks(), 0, "the check spoke HTTP/2 without ALPN");
 }
 

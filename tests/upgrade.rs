@@ -267,32 +267,40 @@ fn send_without_reading(c: &Conn, limit: usize) -> std::thread::JoinHandle<Optio
     })
 }
 
-#[test]
-fn tunnel_whose_client_stops_reading_is_cut_after_client_send() {
-    let b1 = echo_backend();
+/// A client pushes 1 GiB into a tunnel (through `b1`, forklb with
+/// `timeouts`) and reads nothing back: one side stops taking bytes, and
+/// the tunnel must be cut within 15 s, its log line naming the `timeout`
+/// that did it.
+fn assert_a_stalled_tunnel_is_cut(b1: &Backend, timeouts: &str, timeout: &str) {
     let lb = Forklb::start(
         &standard_config(1)
-            .set(
-                "timeouts",
-                "{client_send: 1s, upstream_read: 30s, upstream_write: 30s}",
-            )
-            .upstream("web", [Srv::of(&b1)])
+            .set("timeouts", timeouts)
+            .upstream("web", [Srv::of(b1)])
             .build(),
     );
     let c = upgrade(&lb);
-    // Everything sent is echoed back, and the client reads none of it: the
-    // tunnel's bytes for the client pile up until nothing moves.
     let writer = send_without_reading(&c, 1 << 30);
     assert!(
         wait_until(Duration::from_secs(15), || writer.is_finished()),
-        "the tunnel of a client that reads nothing was not cut within 15 s\n{}",
+        "the stalled tunnel was not cut within 15 s ({timeout})\n{}",
         lb.diagnostics()
     );
     assert!(writer.join().unwrap().is_some(), "1 GiB went through");
     assert!(
-        lb.wait_log("client_send", Duration::from_secs(3)),
+        lb.wait_log(timeout, Duration::from_secs(3)),
         "{}",
         lb.error_log_contents()
+    );
+}
+
+#[test]
+fn tunnel_whose_client_stops_reading_is_cut_after_client_send() {
+    // Everything sent is echoed back, and the client reads none of it: the
+    // tunnel's bytes for the client pile up until nothing moves.
+    assert_a_stalled_tunnel_is_cut(
+        &echo_backend(),
+        "{client_send: 1s, upstream_read: 30s, upstream_write: 30s}",
+        "client_send",
     );
 }
 
@@ -306,26 +314,9 @@ fn tunnel_whose_upstream_stops_reading_is_cut_after_upstream_write() {
             ..Default::default()
         },
     );
-    let lb = Forklb::start(
-        &standard_config(1)
-            .set(
-                "timeouts",
-                "{client_send: 30s, upstream_read: 30s, upstream_write: 1s}",
-            )
-            .upstream("web", [Srv::of(&b1)])
-            .build(),
-    );
-    let c = upgrade(&lb);
-    let writer = send_without_reading(&c, 1 << 30);
-    assert!(
-        wait_until(Duration::from_secs(15), || writer.is_finished()),
-        "the tunnel to an upstream that reads nothing was not cut within 15 s\n{}",
-        lb.diagnostics()
-    );
-    assert!(writer.join().unwrap().is_some(), "1 GiB went through");
-    assert!(
-        lb.wait_log("upstream_write", Duration::from_secs(3)),
-        "{}",
-        lb.error_log_contents()
+    assert_a_stalled_tunnel_is_cut(
+        &b1,
+        "{client_send: 30s, upstream_read: 30s, upstream_write: 1s}",
+        "upstream_write",
     );
 }

@@ -416,6 +416,17 @@ pub fn max_forwards(
 /// OPTIONS or TRACE with `Max-Forwards: 0`.
 pub const FINAL_RECIPIENT_ALLOW: &str = "GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS";
 
+/// forklb's answer as the final recipient (`Max-Forwards: 0`), status and
+/// body, with `FINAL_RECIPIENT_ALLOW`: OPTIONS is answered, TRACE refused
+/// (echoing a request back exposes its credentials to scripts).
+pub fn final_recipient_answer(method: &str) -> (u16, &'static [u8]) {
+    if method == "TRACE" {
+        (405, b"Method Not Allowed\n")
+    } else {
+        (200, b"")
+    }
+}
+
 /// `Max-Forwards = 1*DIGIT`; values beyond u64 saturate.
 fn parse_max_forwards(v: &[u8]) -> Option<u64> {
     let v = super::trim_ows(v);

@@ -80,7 +80,7 @@ pub fn parse<'h, 'b>(
     for h in resp.headers.iter() {
         if name_is(h.name, "content-length") {
             // One value, maybe repeated (`2, 2`, two fields saying 2): the
-            // writers send it once (`rewrite::single_content_length`).
+            // writers send it once (`rewrite::repeated_length`).
             let n = crate::http::content_length_list(h.value).ok_or(ResponseError {
                 reason: "invalid Content-Length",
             })?;

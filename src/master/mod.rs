@@ -1256,9 +1256,9 @@ impl Master {
         }
     }
 
-    /// After a HUP reload: a runtime API socket the new file adds, moves
-    /// or removes follows it (HAProxy re-creates its stats socket at a
-    /// reload). The admin `reload` command does the same in `serve_admin`.
+    /// After a reload (HUP, or the admin `reload` once its command is
+    /// served): a runtime API socket the new file adds, moves or removes
+    /// follows it (HAProxy re-creates its stats socket at a reload).
     fn rebind_admin_if_moved(&mut self) {
         let wanted = self.config.admin.as_ref().map(|a| a.socket.as_path());
         if wanted != self.admin.as_ref().map(|a| a.path()) {
@@ -1274,14 +1274,9 @@ impl Master {
         admin.service(token, writable, now, &mut |cmd, level| {
             self.admin_command(cmd, level, now)
         });
+        self.admin = Some(admin);
         // A `reload` may have moved the socket.
-        let wanted = self.config.admin.as_ref().map(|a| a.socket.clone());
-        if wanted.as_deref() == Some(admin.path()) {
-            self.admin = Some(admin);
-        } else {
-            drop(admin);
-            self.bind_admin();
-        }
+        self.rebind_admin_if_moved();
     }
 
     fn admin_command(

@@ -652,10 +652,7 @@ impl Conn {
             Phase::ReadHead if self.head_started => {
                 log::info!("client {} timed out sending the request head", self.peer);
                 self.cur.begin();
-                if let Some(head) = self.input.take() {
-                    self.capture_raw_record(env, head.data());
-                    self.input = Some(head);
-                }
+                self.capture_raw_record_of_input(env);
                 self.respond_error(env, 408, false)
             }
             Phase::ReadHead => return self.finish(env, Outcome::Close),
@@ -1241,8 +1238,7 @@ impl Conn {
     }
 
     /// `Max-Forwards: 0` on an upstream route. RFC 9110 §7.6.2: forklb is
-    /// the final recipient. It answers OPTIONS itself and refuses TRACE
-    /// (echoing a request back exposes its credentials to scripts).
+    /// the final recipient (`request::final_recipient_answer`).
     fn answer_as_final_recipient(
         &mut self,
         env: &mut Env,
@@ -1250,18 +1246,15 @@ impl Conn {
         local_keep: bool,
     ) {
         let allow = format!("Allow: {}\r\n", request::FINAL_RECIPIENT_ALLOW);
-        let allow = allow.as_bytes();
-        let status = if req.method == Some("TRACE") {
-            405
-        } else {
-            200
-        };
-        let body: &[u8] = if status == 405 {
-            b"Method Not Allowed\n"
-        } else {
-            b""
-        };
-        self.respond_local(env, status, "text/plain", allow, body, local_keep);
+        let (status, body) = request::final_recipient_answer(req.method.unwrap_or(""));
+        self.respond_local(
+            env,
+            status,
+            "text/plain",
+            allow.as_bytes(),
+            body,
+            local_keep,
+        );
     }
 
     /// A request for an HTTP/2 upstream: an `Exchange` carries it (and
@@ -1633,22 +1626,28 @@ impl Conn {
         }
     }
 
+    /// `capture_raw_record` of what the client sent so far.
+    fn capture_raw_record_of_input(&mut self, env: &mut Env) {
+        if let Some(head) = self.input.take() {
+            self.capture_raw_record(env, head.data());
+            self.input = Some(head);
+        }
+    }
+
     /// A client gone in the middle of a request head gets a log line, as
     /// nginx logs a 400 (nothing was sent): the access log shows clients
     /// that start requests and never finish them.
     fn log_cut_head(&mut self, env: &mut Env) {
-        let Some(head) = self.input.as_ref().filter(|b| !b.is_empty()) else {
-            return;
-        };
-        if !env.access.enabled() || head.data().iter().all(|&b| b == b'\r' || b == b'\n') {
+        let sent_some = self
+            .input
+            .as_ref()
+            .is_some_and(|b| b.data().iter().any(|&b| b != b'\r' && b != b'\n'));
+        if !sent_some || !env.access.enabled() {
             return;
         }
-        let rec = Record::capture_raw(env, head.data());
         self.cur.begin();
         self.cur.status = 400;
-        if let Some(old) = std::mem::replace(&mut self.record, rec) {
-            old.discard(env);
-        }
+        self.capture_raw_record_of_input(env);
     }
 
     /// Writes the access log line of a request forklb answered itself.

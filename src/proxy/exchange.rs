@@ -547,16 +547,11 @@ impl Exchange {
     }
 
     /// `Max-Forwards: 0` on an upstream route: forklb is the final
-    /// recipient. It answers OPTIONS itself and refuses TRACE (echoing a
-    /// request back exposes its credentials to scripts).
+    /// recipient (`http::request::final_recipient_answer`).
     fn answer_as_final_recipient(&mut self, method: &str) {
         let allow = http::request::FINAL_RECIPIENT_ALLOW.as_bytes().to_vec();
-        let (status, body) = if method == "TRACE" {
-            (405, b"Method Not Allowed\n".to_vec())
-        } else {
-            (200, Vec::new())
-        };
-        self.local(status, body, Some((b"allow", allow)));
+        let (status, body) = http::request::final_recipient_answer(method);
+        self.local(status, body.to_vec(), Some((b"allow", allow)));
     }
 
     /// A `stats` route: the dashboard (`crate::dashboard`).
@@ -1512,18 +1507,9 @@ impl Exchange {
             self.fail_over(env, addr, Failover::ConnectTimedOut { doing });
         } else if self.status == 0 {
             self.att.note_failure(env);
-            // A response error on the server and its BACKEND row (HAProxy:
-            // sH); a connect timeout went above (sC).
-            env.shm
-                .server(self.att.upstream, self.att.server)
-                .count_response_error();
+            // HAProxy: sH; a connect timeout went above (sC).
+            self.server_timed_out(env, doing);
             self.count_answered_5xx(env);
-            let addr = self.take_upstream(env);
-            let (name, server) = self.att.server_name(env);
-            log::error!(
-                "upstream {addr} (server {name}/{server}) timed out {doing}, client: {}",
-                self.client.peer
-            );
             self.local_error(504);
         } else if self.waits_on_client(sink) {
             // The client stopped reading (`client_send`): its doing.
@@ -1535,21 +1521,27 @@ impl Exchange {
             self.state = State::Finished;
             sink.abort();
         } else {
-            // The server stopped sending mid-response (`upstream_read`): a
-            // response error of the server, logged as nginx logs "upstream
-            // timed out ... while reading upstream" (HAProxy: sD).
-            env.shm
-                .server(self.att.upstream, self.att.server)
-                .count_response_error();
-            let addr = self.take_upstream(env);
-            let (name, server) = self.att.server_name(env);
-            log::error!(
-                "upstream {addr} (server {name}/{server}) timed out {doing}, client: {}",
-                self.client.peer
-            );
+            // The server stopped sending mid-response (`upstream_read`), as
+            // nginx's "upstream timed out ... while reading upstream"
+            // (HAProxy: sD).
+            self.server_timed_out(env, doing);
             self.state = State::Finished;
             sink.abort();
         }
+    }
+
+    /// The server let `upstream_read` pass: a response error on it and its
+    /// BACKEND row, its connection dropped, an error-log line naming it.
+    fn server_timed_out(&mut self, env: &mut Env, doing: &str) {
+        env.shm
+            .server(self.att.upstream, self.att.server)
+            .count_response_error();
+        let addr = self.take_upstream(env);
+        let (name, server) = self.att.server_name(env);
+        log::error!(
+            "upstream {addr} (server {name}/{server}) timed out {doing}, client: {}",
+            self.client.peer
+        );
     }
 
     /// No slot within `timeouts.queue`: 503, as HAProxy answers (its
