@@ -53,9 +53,6 @@ pub struct Reply<'a> {
     pub head_only: bool,
 }
 
-/// Appends a complete local response: status line, Server, Date,
-/// Content-Type, Content-Length, the extra header lines, Connection, then
-/// the body. `date` is an IMF-fixdate (see `date::DateCache`).
 /// Whether a response forklb makes itself says its Content-Length: not a
 /// 204 (RFC 9110 §8.6), nor a 304, whose length would describe a
 /// representation forklb does not have. Neither has a body (`return`
@@ -64,6 +61,9 @@ pub fn own_response_has_length(status: u16) -> bool {
     !matches!(status, 204 | 304)
 }
 
+/// Appends a complete local response: status line, Server, Date,
+/// Content-Type, Content-Length, the extra header lines, Connection, then
+/// the body. `date` is an IMF-fixdate (see `date::DateCache`).
 pub fn write_response(out: &mut Vec<u8>, r: &Reply, date: &[u8]) {
     use std::io::Write;
     let _ = write!(

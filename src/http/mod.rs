@@ -96,6 +96,12 @@ pub fn parse_content_length(v: &[u8]) -> Option<u64> {
     Some(n)
 }
 
+/// A response of this status never has content (RFC 9110 §6.4.1): 1xx,
+/// 204, 304 — whatever its fields say.
+pub fn status_has_no_body(status: u16) -> bool {
+    status < 200 || status == 204 || status == 304
+}
+
 /// A response's Content-Length that repeats one value (`2, 2`, or the
 /// value of an earlier field again): RFC 9110 §8.6 lets a recipient take it
 /// as that one value, as HAProxy does. Different values are None.

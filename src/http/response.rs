@@ -111,8 +111,7 @@ pub fn parse<'h, 'b>(
             reason: "both Content-Length and Transfer-Encoding",
         });
     }
-    let bodyless =
-        request_was_head || (100..200).contains(&status) || status == 204 || status == 304;
+    let bodyless = request_was_head || super::status_has_no_body(status);
     // A body coded with anything but chunked alone (`gzip, chunked`,
     // `chunked, gzip`, chunked twice) cannot reach the client as it came:
     // HTTP/1.1 clients never asked for the coding (we do not pass their

@@ -80,8 +80,7 @@ impl ResponseSink for Sink<'_> {
         // HTTP/1.1, or the client waits for a close that never comes and
         // reads the next response as this one's body: Content-Length: 0,
         // as nginx writes. 1xx, 204 and 304 have no body to delimit.
-        let bodyless = status < 200 || status == 204 || status == 304;
-        if end && !has_length && !self.head_only && !bodyless {
+        if end && !has_length && !self.head_only && !http::status_has_no_body(status) {
             self.out.extend_from_slice(b"Content-Length: 0\r\n");
         }
         *self.download = if end || self.head_only {

@@ -618,25 +618,27 @@ fn switch_refusal(
         // switches to; without, what follows is nobody's guess (HAProxy
         // answers 502 as well).
         Some("without naming the protocol (no Upgrade)")
-    } else if !chosen().all(|p| offered(request_head, p)) {
+    } else if !offers_all(request_head, chosen()) {
         Some("to a protocol the client did not offer in its Upgrade")
     } else {
         None
     }
 }
 
-/// Whether the request head's Upgrade lists `protocol` (see
-/// `http::upgrade_protocol_matches`).
-fn offered(request_head: &[u8], protocol: &[u8]) -> bool {
+/// Whether the request head's Upgrade lists every protocol of `chosen`
+/// (see `http::upgrade_protocol_matches`); the head is parsed once.
+fn offers_all<'c>(request_head: &[u8], mut chosen: impl Iterator<Item = &'c [u8]>) -> bool {
     let mut headers = [httparse::EMPTY_HEADER; http::MAX_HEADERS];
     let mut req = httparse::Request::new(&mut headers);
     // forklb wrote this head itself: it parses.
     if req.parse(request_head).is_err() {
         return false;
     }
-    req.headers
-        .iter()
-        .filter(|h| http::name_is(h.name, "upgrade"))
-        .flat_map(|h| http::tokens(h.value))
-        .any(|o| http::upgrade_protocol_matches(o, protocol))
+    let offered = || {
+        req.headers
+            .iter()
+            .filter(|h| http::name_is(h.name, "upgrade"))
+            .flat_map(|h| http::tokens(h.value))
+    };
+    chosen.all(|p| offered().any(|o| http::upgrade_protocol_matches(o, p)))
 }
